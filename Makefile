@@ -1,0 +1,68 @@
+# Two commands do everything on a fresh machine: `make run` and `make test`.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+VENV    := .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+SYSTEM  := $(VENV)/.system
+DATASET := /usr/share/datasets/fashion-mnist
+DATA    := data/fashion-mnist
+PYTHON  ?= python3
+SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: help setup system data pipeline run test lint bench lock clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+setup: $(STAMP) $(SYSTEM)  ## create .venv with the project (editable) and dev tools; Debian packages
+
+$(STAMP): pyproject.toml constraints.txt
+	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	@touch $@
+
+# Debian packages: the embedded default dataset. `apt-get update` runs once, only when something is missing.
+$(SYSTEM):
+	@if [ ! -f $(DATASET)/train-images-idx3-ubyte.gz ]; then \
+	  if command -v apt-get >/dev/null; then \
+	    $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q dataset-fashion-mnist; \
+	  else echo "setup: no apt-get here; put the four Fashion-MNIST .gz files in $(DATA)/ yourself"; fi; \
+	fi
+	@mkdir -p $(VENV) && touch $@
+
+system: $(SYSTEM)  ## install the Debian packages only
+
+data: setup  ## place the default dataset (Fashion-MNIST) in data/
+	@mkdir -p $(DATA)
+	@for f in train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte; do \
+	  [ -f $(DATA)/$$f.gz ] || cp $(DATASET)/$$f.gz $(DATA)/; done
+	@echo "data: Fashion-MNIST in $(DATA)"
+
+pipeline:  ## run the steps on data/ with params.yaml (ingest, noise, baseline, mlnt)
+	$(PY) -m components.ingest
+	$(PY) -m components.noise
+	$(PY) -m components.baseline
+	$(PY) -m components.mlnt
+
+run: setup data pipeline  ## set-up, data, and the pipeline on the default dataset
+
+test: setup  ## set-up and the whole test suite (with the linter)
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -q
+
+lint: setup  ## the linter alone
+	$(VENV)/bin/ruff check .
+
+bench: setup  ## benchmarks; results in docs/benchmarks.md
+	$(PY) -m benchmarks.meta_step --output docs/benchmarks.md
+
+lock: $(STAMP)  ## regenerate constraints.txt from the current environment
+	{ echo "# pip freeze of the tested environment; regenerate with: make lock"; \
+	  $(PY) -m pip freeze --exclude-editable | grep -v '^mlnt-pipeline'; } > constraints.txt
+
+clean:  ## remove pipeline outputs (keeps .venv and data/)
+	rm -rf artifacts

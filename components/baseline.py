@@ -1,0 +1,64 @@
+"""baseline: plain cross-entropy training on the noisy labels.
+
+Its model is the reference MLNT must beat, the frozen feature network for MLNT's neighbour search, and
+MLNT's warm start. Writes ``artifacts/baseline/model.pt`` (the epoch best on the validation set),
+``metrics.json``, ``history.json`` and resumable ``checkpoints/``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from components.atomic import write_json
+from components.config import cli
+from components.ingest import OUT as INGEST_OUT
+from components.noise import OUT as NOISE_OUT
+from components.pretrained import imagenet_weights
+from components.training import checkpoint_store, drop_stale_checkpoints, load_split, save_model, write_history
+from model.networks import NETWORKS, build_network
+from model.trainer import TrainConfig, train
+
+OUT = Path("artifacts/baseline")
+
+
+@dataclass(frozen=True)
+class BaselineConfig(TrainConfig):
+    network: str = "small_cnn"  # one of model.networks.NETWORKS
+    pretrained: bool = True  # start from ImageNet weights where the network has them (resnet50)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.network not in NETWORKS:
+            raise ValueError(f"Unknown network {self.network!r}. Valid: {', '.join(NETWORKS)}")
+
+
+def run(config: BaselineConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOISE_OUT, out: Path = OUT) -> dict:
+    train_data, val_data, meta = load_split(ingest, noise)
+    store = checkpoint_store(out, config, [Path(ingest) / "train.npz", Path(noise) / "labels.npz"])
+    weights = imagenet_weights(config.network) if config.pretrained else None
+    net = build_network(config.network, meta["num_classes"], in_channels=meta["in_channels"],
+                        image_size=meta["image_size"], pretrained=weights)
+    result = train(config, net, train_data, val_data=val_data, store=store)
+    drop_stale_checkpoints(store)
+    final = result.history[-1]
+    metrics = {"best_epoch": result.best_epoch,
+               "val_accuracy": max(h["val_accuracy_student"] for h in result.history),
+               "final_val_accuracy": final["val_accuracy_student"], "epochs": len(result.history)}
+    save_model(Path(out) / "model.pt", result.best_state, network=config.network, meta=meta,
+               extra={"best_epoch": result.best_epoch})
+    write_history(out, result)
+    write_json(Path(out) / "metrics.json", metrics)
+    return metrics
+
+
+def _main(configs: dict) -> None:
+    m = run(configs["baseline"])
+    print(f"baseline: best validation accuracy {m['val_accuracy']:.4f} at epoch {m['best_epoch']}, "
+          f"final {m['final_val_accuracy']:.4f} -> {OUT}")
+
+
+main = cli("baseline", {"baseline": BaselineConfig}, __doc__.splitlines()[0], _main)
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,166 @@
+"""Typed step configs from ``params.yaml``, and the one command-line convention of every step:
+
+    python -m components.<step> [--params FILE] [--set section.key=value ...]
+
+Each section of ``params.yaml`` is a frozen dataclass; the dataclass is the single source of truth for the
+keys, their types and their defaults. Unknown sections or keys, and values of the wrong type, are errors that
+name the file, the field, what was expected and what was found.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+import types
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULT_PARAMS = "params.yaml"
+
+
+class ConfigError(ValueError):
+    """A params file or an override does not match the typed config."""
+
+
+def load_params(path: str | Path) -> dict[str, Any]:
+    """The parsed params file: a mapping of section name to a mapping of keys."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: expected a params file, found none (pass --params FILE)")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: expected valid YAML, found a syntax error: {err}") from err
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise ConfigError(f"{path}: expected a mapping of sections to mappings, found {type(data).__name__}")
+    return data
+
+
+def build(cls: type, values: Mapping[str, Any], *, where: str) -> Any:
+    """An instance of the dataclass ``cls`` from ``values``, type-checked; missing keys take defaults."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - fields)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}. Valid: {', '.join(sorted(fields))}")
+    checked = {key: coerce(value, hints[key], where=f"{where}.{key}") for key, value in values.items()}
+    try:
+        return cls(**checked)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{where}: {err}") from err
+
+
+def coerce(value: Any, hint: Any, *, where: str) -> Any:
+    """``value`` checked against the type ``hint`` (int, float, bool, str, tuples, X | None, Literal)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        options = [a for a in args if a is not type(None)]
+        errors = []
+        for option in options:
+            try:
+                return coerce(value, option, where=where)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: expected {_name(hint)}, found {value!r}")
+    if origin is typing.Literal:
+        if value not in args:
+            raise ConfigError(f"{where}: expected one of {', '.join(map(repr, args))}, found {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where}: expected a list, found {value!r} ({type(value).__name__})")
+        item = args[0]
+        return tuple(coerce(v, item, where=f"{where}[{i}]") for i, v in enumerate(value))
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float, str, bool) and (not isinstance(value, hint) or (hint is int and isinstance(value, bool))):
+        raise ConfigError(f"{where}: expected {hint.__name__}, found {value!r} ({type(value).__name__})")
+    return value
+
+
+def apply_override(params: dict[str, dict[str, Any]], assignment: str, sections: Mapping[str, type]) -> None:
+    """Apply one ``section.key=value`` to ``params`` in place; ``value`` is parsed as YAML."""
+    target, sep, raw = assignment.partition("=")
+    section, dot, key = target.strip().partition(".")
+    if not sep or not dot or not key:
+        raise ConfigError(f"--set {assignment!r}: expected section.key=value")
+    if section not in sections:
+        raise ConfigError(f"--set {assignment!r}: unknown section {section!r}. Valid: {', '.join(sections)}")
+    fields = {f.name for f in dataclasses.fields(sections[section])}
+    if key not in fields:
+        raise ConfigError(f"--set {assignment!r}: unknown key {key!r} in section {section!r}. "
+                          f"Valid: {', '.join(sorted(fields))}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as err:
+        raise ConfigError(f"--set {assignment!r}: expected a YAML value, found {raw!r} ({err})") from err
+    params.setdefault(section, {})[key] = value
+
+
+def parser_for(step: str, sections: Mapping[str, type], description: str) -> argparse.ArgumentParser:
+    """The parser of ``python -m components.<step>``; ``--help`` lists every parameter with its default."""
+    lines = ["parameters (params.yaml section.key: type = default):"]
+    for section, cls in sections.items():
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            lines.append(f"  {section}.{f.name}: {_name(hints[f.name])} = {default!r}")
+    parser = argparse.ArgumentParser(prog=f"python -m components.{step}", description=description,
+                                     epilog="\n".join(lines), formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", default=DEFAULT_PARAMS, help="the params file (default: %(default)s)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override one parameter; repeatable; the value is parsed as YAML")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    return parser
+
+
+def parse(argv: Sequence[str] | None, step: str, sections: Mapping[str, type],
+          description: str) -> tuple[dict[str, Any], argparse.Namespace]:
+    """Parse the command line of a step into one typed config per section."""
+    args = parser_for(step, sections, description).parse_args(argv)
+    params = load_params(args.params)
+    for assignment in args.overrides:
+        apply_override(params, assignment, sections)
+    source = f"{args.params} with --set overrides" if args.overrides else str(args.params)
+    configs = {name: build(cls, params.get(name, {}), where=f"{source}: {name}")
+               for name, cls in sections.items()}
+    return configs, args
+
+
+def cli(step: str, sections: Mapping[str, type], description: str,
+        body: Callable[[dict[str, Any]], Any]) -> Callable[[Sequence[str] | None], int]:
+    """A ``main(argv) -> exit code`` for a step: errors become one clear message unless ``--debug``."""
+
+    def main(argv: Sequence[str] | None = None) -> int:
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        debug = "--debug" in (sys.argv[1:] if argv is None else argv)
+        try:
+            configs, _ = parse(argv, step, sections, description)
+            body(configs)
+        except (ConfigError, ValueError, TypeError, OSError, RuntimeError) as err:
+            if debug:
+                raise
+            print(f"error: {step}: {err}", file=sys.stderr)
+            return 2 if isinstance(err, ConfigError) else 1
+        return 0
+
+    return main
+
+
+def _name(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_name(a) for a in args)
+    if origin is tuple:
+        return f"list[{_name(args[0])}]"
+    if origin is typing.Literal:
+        return "{" + ", ".join(map(str, args)) + "}"
+    return "None" if hint is type(None) else getattr(hint, "__name__", str(hint))

@@ -1,0 +1,74 @@
+"""mlnt: MLNT training on the noisy labels, warm-started from the baseline, whose frozen features drive
+the neighbour search for synthetic label noise.
+
+Writes ``artifacts/mlnt/student.pt`` (final student), ``teacher.pt`` (the best EMA teacher on the
+validation set: the model to export), ``metrics.json``, ``history.json`` and resumable ``checkpoints/``.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+
+from components.atomic import write_json
+from components.baseline import OUT as BASELINE_OUT
+from components.config import cli
+from components.ingest import OUT as INGEST_OUT
+from components.noise import OUT as NOISE_OUT
+from components.training import (
+    checkpoint_store,
+    drop_stale_checkpoints,
+    load_model,
+    load_split,
+    save_model,
+    write_history,
+)
+from model.networks import build_network
+from model.trainer import MlntConfig, train
+
+OUT = Path("artifacts/mlnt")
+
+
+@dataclass(frozen=True)
+class MlntStepConfig(MlntConfig):
+    warm_start: bool = True  # start from the baseline's weights (else from a random initialisation)
+
+
+def run(config: MlntStepConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOISE_OUT,
+        baseline: Path = BASELINE_OUT, out: Path = OUT) -> dict:
+    train_data, val_data, meta = load_split(ingest, noise)
+    inputs = [Path(ingest) / "train.npz", Path(noise) / "labels.npz", Path(baseline) / "model.pt"]
+    store = checkpoint_store(out, config, inputs)
+    baseline_net, saved = load_model(Path(baseline) / "model.pt")
+    net = copy.deepcopy(baseline_net) if config.warm_start else build_network(
+        saved["network"], meta["num_classes"], in_channels=meta["in_channels"], image_size=meta["image_size"])
+    result = train(config, net, train_data, val_data=val_data, feature_net=baseline_net,
+                   store=store)
+    drop_stale_checkpoints(store)
+    out = Path(out)
+    save_model(out / "student.pt", {k: v.cpu() for k, v in result.student.state_dict().items()},
+               network=saved["network"], meta=meta)
+    save_model(out / "teacher.pt", result.best_state, network=saved["network"], meta=meta,
+               extra={"best_epoch": result.best_epoch})
+    last = result.history[-1]
+    metrics = {"best_epoch": result.best_epoch, "epochs": len(result.history), "mode": config.mode,
+               "rounds": config.rounds,
+               "val_accuracy_teacher": max(h["val_accuracy_teacher"] for h in result.history),
+               "final_val_accuracy_teacher": last["val_accuracy_teacher"],
+               "final_val_accuracy_student": last["val_accuracy_student"]}
+    write_history(out, result)
+    write_json(out / "metrics.json", metrics)
+    return metrics
+
+
+def _main(configs: dict) -> None:
+    m = run(configs["mlnt"])
+    print(f"mlnt ({m['mode']}): best teacher validation accuracy {m['val_accuracy_teacher']:.4f} at epoch "
+          f"{m['best_epoch']}; final student {m['final_val_accuracy_student']:.4f} -> {OUT}")
+
+
+main = cli("mlnt", {"mlnt": MlntStepConfig}, __doc__.splitlines()[0], _main)
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,106 @@
+"""What the training steps (baseline, mlnt) share: loading the noisy split, and the model file format."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from components.atomic import write_atomic, write_json
+from components.checkpoints import FileCheckpointStore
+from components.ingest import DataError, sha256_file
+from model.networks import build_network
+from model.trainer import RESUMABLE_CHANGES, Data, TrainResult
+
+MODEL_FORMAT = 1
+
+
+def load_split(ingest: Path, noise: Path) -> tuple[Data, Data, dict[str, Any]]:
+    """The training and validation sets as normalised float tensors, and what a model file must record."""
+    ingest, noise = Path(ingest), Path(noise)
+    images = _load(ingest / "train.npz", "images", "the ingest step")
+    labels = _load(noise / "labels.npz", None, "the noise step")
+    index, given, is_val = labels["index"], labels["label"], labels["is_val"]
+    if index.size and index.max() >= images.shape[0]:
+        raise DataError(f"{noise / 'labels.npz'}: expected indices below the {images.shape[0]} ingested "
+                        f"images, found {int(index.max())} (re-run the noise step)")
+    pixels = images[index[~is_val]].astype(np.float32) / 255.0
+    mean = pixels.mean(axis=(0, 1, 2)).tolist()
+    std = (pixels.std(axis=(0, 1, 2)) + 1e-6).tolist()
+    x = normalise(images[index], mean, std)
+    y = torch.from_numpy(given.astype(np.int64))
+    mask = torch.from_numpy(is_val)
+    meta = {"num_classes": int(max(given.max(), labels["clean_label"].max())) + 1,
+            "in_channels": int(images.shape[3]), "image_size": int(images.shape[1]),
+            "normalisation": {"mean": mean, "std": std}}
+    return Data(x[~mask], y[~mask]), Data(x[mask], y[mask]), meta
+
+
+def normalise(images: np.ndarray, mean: list[float], std: list[float]) -> torch.Tensor:
+    """uint8 ``[N, H, W, C]`` -> float32 ``[N, C, H, W]``, standardised per channel."""
+    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
+    return (x - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
+
+
+def save_model(path: Path, state: dict[str, torch.Tensor], *, network: str, meta: dict[str, Any],
+               extra: dict[str, Any] | None = None) -> None:
+    payload = {"format": MODEL_FORMAT, "network": network, "state_dict": state, **meta, **(extra or {})}
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    write_atomic(path, lambda fh: fh.write(buffer.getvalue()))
+
+
+def load_model(path: Path) -> tuple[nn.Module, dict[str, Any]]:
+    """A network and its metadata from a model file, loaded without executing code (weights only)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: expected a model file, found no such file")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for a malformed archive
+        raise DataError(f"{path}: expected a model file written by this project, found unreadable data "
+                        f"({err})") from err
+    if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
+        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise DataError(f"{path}: expected model format {MODEL_FORMAT}, found {found!r}")
+    net = build_network(payload["network"], payload["num_classes"], in_channels=payload["in_channels"],
+                        image_size=payload["image_size"])
+    net.load_state_dict(payload["state_dict"])
+    return net, payload
+
+
+def checkpoint_store(out: Path, config: Any, inputs: list[Path]) -> FileCheckpointStore:
+    """The checkpoint folder of this exact run: ``out/checkpoints/<id>``, the id a hash of the config and
+    of the input files. A rerun with the same config and inputs resumes (also with more epochs); any other
+    change starts afresh."""
+    fields = {k: v for k, v in dataclasses.asdict(config).items() if k not in RESUMABLE_CHANGES}
+    digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode())
+    for path in inputs:
+        digest.update(sha256_file(Path(path)).encode())
+    return FileCheckpointStore(Path(out) / "checkpoints" / digest.hexdigest()[:16])
+
+
+def drop_stale_checkpoints(store: FileCheckpointStore) -> None:
+    """Remove the checkpoints of other (older) runs beside ``store``, once this run has finished."""
+    for sibling in store.directory.parent.iterdir():
+        if sibling != store.directory and sibling.is_dir():
+            shutil.rmtree(sibling)
+
+
+def write_history(out: Path, result: TrainResult) -> None:
+    write_json(Path(out) / "history.json", result.history)
+
+
+def _load(path: Path, key: str | None, producer: str):
+    if not path.is_file():
+        raise DataError(f"{path}: expected the output of {producer}, found no such file")
+    with np.load(path) as data:
+        return data[key] if key else {k: data[k] for k in data.files}

@@ -1,0 +1,439 @@
+"""One training loop for plain cross-entropy (the baseline) and MLNT.
+
+The loop reads top to bottom in phases: fetch batch -> augment -> loss -> guard -> backward -> step ->
+teacher -> log -> checkpoint. Everything random comes from one ``torch.Generator`` whose state is in the
+checkpoint, and the data order of an epoch is a pure function of ``(seed, epoch)``, so a run resumed from a
+checkpoint ends with the same weights as one that never stopped (on the CPU).
+
+This module does no file I/O: checkpoints go through a ``CheckpointStore`` the caller passes in
+(``components.checkpoints.FileCheckpointStore`` writes them atomically to disk).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from model.ema import ema_update, make_teacher
+from model.mentor import consistency_target, mentor_keep_mask
+from model.mlnt import MODES, mlnt_loss_with_logits
+from model.neighbours import synthetic_labels
+from model.schedules import ema_decay, lr_factor, rampup_weight
+
+CHECKPOINT_FORMAT = 1
+# Fields that may differ between a checkpoint and the run resuming it: they do not change the result.
+RESUMABLE_CHANGES = frozenset({"epochs", "checkpoint_every", "device", "progress"})
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Plain cross-entropy training (the baseline). Durations are in epochs (fractions allowed)."""
+
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 0.02
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    lr_milestones: tuple[float, ...] = ()  # epochs at which the learning rate is multiplied by lr_gamma
+    lr_gamma: float = 0.1
+    augment: bool = True  # random crop (zero padding) and horizontal flip
+    crop_padding: int = 2
+    grad_clip: float = 0.0  # max gradient norm; 0 turns clipping off
+    seed: int = 0
+    checkpoint_every: int = 100  # steps between checkpoints (and one at each epoch end); 0: epoch ends only
+    device: str = "auto"  # auto, cpu, cuda
+    amp: bool = True  # bfloat16 autocast on CUDA; ignored on the CPU
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        _one_of("device", self.device, ("auto", "cpu", "cuda"))
+        for name in ("epochs", "batch_size"):
+            _at_least(name, getattr(self, name), 1)
+        for name in ("crop_padding", "checkpoint_every", "seed"):
+            _at_least(name, getattr(self, name), 0)
+        for name in ("lr", "momentum", "weight_decay", "lr_gamma", "grad_clip"):
+            _at_least(name, getattr(self, name), 0.0)
+        for i, epoch in enumerate(self.lr_milestones):
+            _at_least(f"lr_milestones[{i}]", epoch, 0.0)
+
+
+@dataclass(frozen=True)
+class MlntConfig(TrainConfig):
+    """MLNT training: CE + w(t) * meta loss, with an EMA teacher; see ``model.mlnt`` for the modes."""
+
+    mode: str = "head"  # exact, first_order, head
+    num_sets: int = 10  # M synthetic label sets per batch
+    fraction: float = 0.5  # rho: share of each batch resampled from neighbours
+    neighbours: int = 10  # k nearest neighbours in feature space
+    inner_lr: float = 0.2  # alpha of the fast-weight update
+    meta_weight: float = 0.4  # w_max
+    ramp_start: float = 0.0  # epochs
+    ramp_end: float = 7.0  # epochs
+    ema_during_ramp: float = 0.99
+    ema_after_ramp: float = 0.999
+    rounds: int = 1  # iterative training: each round after the first has the previous best teacher as mentor
+    mentor_top_k: int = 1  # keep a sample if its label is among the mentor's top-k predictions
+    mentor_blend: float = 0.5  # weight of the mentor in the consistency target
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _one_of("mode", self.mode, MODES)
+        for name in ("num_sets", "neighbours", "rounds", "mentor_top_k"):
+            _at_least(name, getattr(self, name), 1)
+        for name in ("inner_lr", "meta_weight", "ramp_start", "ramp_end"):
+            _at_least(name, getattr(self, name), 0.0)
+        for name in ("fraction", "ema_during_ramp", "ema_after_ramp", "mentor_blend"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name}: expected a number in [0, 1], found {value!r}")
+        if self.ramp_end < self.ramp_start:
+            raise ValueError(f"ramp_end: expected >= ramp_start ({self.ramp_start}), found {self.ramp_end}")
+        if self.neighbours >= self.batch_size:
+            raise ValueError(f"neighbours: expected fewer than batch_size ({self.batch_size}), found {self.neighbours}")
+
+
+@dataclass
+class Data:
+    """Training or evaluation data in memory: normalised float images ``[N, C, H, W]``, int64 labels ``[N]``."""
+
+    images: Tensor
+    labels: Tensor
+
+    def __post_init__(self) -> None:
+        if self.images.ndim != 4 or not self.images.is_floating_point():
+            raise ValueError(f"images: expected a float tensor [N, C, H, W], found {self.images.dtype} "
+                             f"{tuple(self.images.shape)}")
+        if self.labels.shape != (self.images.shape[0],) or self.labels.dtype != torch.int64:
+            raise ValueError(f"labels: expected int64 [{self.images.shape[0]}] (one per image), found "
+                             f"{self.labels.dtype} {tuple(self.labels.shape)}")
+
+    def __len__(self) -> int:
+        return self.labels.shape[0]
+
+    def subset(self, keep: Tensor) -> Data:
+        return Data(self.images[keep], self.labels[keep])
+
+
+class CheckpointStore(Protocol):
+    """Where checkpoints live. ``load`` returns None when there is none under ``key``."""
+
+    location: str
+
+    def save(self, key: str, state: dict[str, Any]) -> None: ...
+
+    def load(self, key: str) -> dict[str, Any] | None: ...
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN or infinite loss; the message names the step and the last good checkpoint."""
+
+
+@dataclass
+class TrainResult:
+    student: nn.Module
+    teacher: nn.Module | None
+    best_model: str  # "student" or "teacher": which one ``best_state`` holds
+    best_state: dict[str, Tensor]
+    best_epoch: int
+    history: list[dict[str, float]] = field(default_factory=list)
+    steps: int = 0
+
+
+def pick_device(requested: str) -> torch.device:
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device: expected a CUDA device for 'cuda', found none; use 'auto' or 'cpu'")
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+def train(config: TrainConfig, net: nn.Module, train_data: Data, *, val_data: Data | None = None,
+          feature_net: nn.Module | None = None, store: CheckpointStore | None = None,
+          on_epoch_end: Callable[[dict[str, float]], None] | None = None) -> TrainResult:
+    """Train ``net`` in place: plain CE for a ``TrainConfig``, MLNT for an ``MlntConfig`` (iteratively when
+    ``config.rounds > 1``).
+
+    ``feature_net`` gives the features for the neighbour search (MLNT); by default a frozen copy of ``net``
+    as it is at the start (the CE-trained warm start in the pipeline). ``val_data`` picks the best epoch.
+    Each round resumes from ``store`` when it holds that round's checkpoint.
+    """
+    device = pick_device(config.device)
+    initial = _initial_state(net, store)
+    net.load_state_dict(initial)
+    net.to(device)
+    feature_net = _frozen(feature_net if feature_net is not None else net, device)
+    mentor = None
+    result = None
+    for round_ in range(getattr(config, "rounds", 1)):
+        data = train_data
+        if mentor is not None:
+            net.load_state_dict(initial)
+            keep = mentor_keep_mask(predict(mentor, train_data.images, device=device), train_data.labels,
+                                    top_k=config.mentor_top_k)
+            data = train_data.subset(keep.cpu())
+        loop = _Loop(config, net, data, val_data, feature_net, mentor, store, f"round{round_}", device,
+                     on_epoch_end)
+        result = loop.run()
+        mentor = _frozen(result.student, device)
+        mentor.load_state_dict(result.best_state)
+    return result
+
+
+@torch.no_grad()
+def predict(net: nn.Module, images: Tensor, *, batch_size: int = 512, device: torch.device | None = None) -> Tensor:
+    """Softmax probabilities ``[N, K]`` of ``net`` in eval mode (restored afterwards), on the CPU."""
+    device = device or next(net.parameters()).device
+    was_training = net.training
+    net.eval()
+    try:
+        out = [torch.softmax(net(images[i:i + batch_size].to(device)).float(), dim=1).cpu()
+               for i in range(0, images.shape[0], batch_size)]
+    finally:
+        net.train(was_training)
+    return torch.cat(out) if out else images.new_zeros(0, 0)
+
+
+def accuracy(net: nn.Module, data: Data, *, device: torch.device | None = None) -> float:
+    return (predict(net, data.images, device=device).argmax(1) == data.labels).float().mean().item()
+
+
+def augment(x: Tensor, generator: torch.Generator, *, padding: int) -> Tensor:
+    """Random crop after zero padding by ``padding`` pixels, and a random horizontal flip, per sample."""
+    n, _, h, w = x.shape
+    offsets = torch.randint(0, 2 * padding + 1, (2, n), generator=generator)
+    flips = torch.rand(n, generator=generator) < 0.5
+    padded = F.pad(x, (padding,) * 4)
+    rows = (offsets[0][:, None] + torch.arange(h))[:, :, None].to(x.device)
+    cols = offsets[1][:, None] + torch.arange(w)
+    cols = torch.where(flips[:, None], cols.flip(1), cols)[:, None, :].to(x.device)
+    batch = torch.arange(n, device=x.device)[:, None, None]
+    return padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2).contiguous()
+
+
+class _Loop:
+    """One round of training: the state that a checkpoint captures, and the loop over it."""
+
+    def __init__(self, config, net, data, val_data, feature_net, mentor, store, key, device, on_epoch_end):
+        self.cfg, self.net, self.data, self.val = config, net, data, val_data
+        self.feature_net, self.mentor, self.store, self.key = feature_net, mentor, store, key
+        self.device, self.on_epoch_end = device, on_epoch_end
+        self.steps_per_epoch = len(data) // config.batch_size
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"batch_size: expected at most the number of training samples ({len(data)}), "
+                             f"found {config.batch_size}")
+        self.method = "mlnt" if isinstance(config, MlntConfig) else "ce"
+        self.teacher = make_teacher(net) if self.method == "mlnt" else None
+        self.optimizer = torch.optim.SGD(net.parameters(), lr=config.lr, momentum=config.momentum,
+                                         weight_decay=config.weight_decay)
+        milestones = [round(e * self.steps_per_epoch) for e in config.lr_milestones]
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: lr_factor(step, milestones=milestones, gamma=config.lr_gamma))
+        if self.method == "mlnt":
+            self.ramp = (round(config.ramp_start * self.steps_per_epoch), round(config.ramp_end * self.steps_per_epoch))
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.step, self.history, self.best, self.epoch_loss = 0, [], None, [0.0, 0]
+        self.autocast = config.amp and device.type == "cuda" and torch.cuda.is_bf16_supported()
+        self.last_checkpoint: str | None = None
+
+    # --- the loop -------------------------------------------------------------------------------------------
+
+    def run(self) -> TrainResult:
+        self._resume()
+        self.net.train()
+        total = self.cfg.epochs * self.steps_per_epoch
+        while self.step < total:
+            epoch, first = divmod(self.step, self.steps_per_epoch)
+            order = torch.randperm(len(self.data), generator=torch.Generator().manual_seed(
+                self.cfg.seed * 100_003 + epoch))
+            bar = tqdm(range(first, self.steps_per_epoch), desc=f"{self.method} {self.key} epoch {epoch + 1}/"
+                       f"{self.cfg.epochs}", disable=not self.cfg.progress, leave=False, dynamic_ncols=True)
+            started, seen = time.perf_counter(), 0
+            if first == 0:
+                self.epoch_loss = [0.0, 0]  # sum and count of the batch losses; kept in checkpoints
+            for b in bar:
+                # fetch batch
+                idx = order[b * self.cfg.batch_size:(b + 1) * self.cfg.batch_size]
+                x = self.data.images[idx].to(self.device, non_blocking=True)
+                y = self.data.labels[idx].to(self.device, non_blocking=True)
+                if self.cfg.augment:
+                    x = augment(x, self.generator, padding=self.cfg.crop_padding)
+                # loss
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+                    loss, logits = self._loss(x, y)
+                # guard: stop before a NaN/Inf reaches the weights
+                value = loss.item()
+                if not math.isfinite(value):
+                    raise NonFiniteLossError(f"loss is {value} at step {self.step + 1} (epoch {epoch + 1}); "
+                                             f"last good checkpoint: {self._checkpoint_name()}")
+                # backward and step
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if self.cfg.grad_clip:
+                    nn.utils.clip_grad_norm_(self.net.parameters(), self.cfg.grad_clip)
+                self.optimizer.step()
+                self.scheduler.step()
+                # teacher
+                if self.teacher is not None:
+                    ema_update(self.teacher, self.net, ema_decay(self.step, ramp_end=self.ramp[1],
+                                                                 during_ramp=self.cfg.ema_during_ramp,
+                                                                 after_ramp=self.cfg.ema_after_ramp))
+                self.step += 1
+                # log
+                seen += len(idx)
+                self.epoch_loss = [self.epoch_loss[0] + value, self.epoch_loss[1] + 1]
+                bar.set_postfix(loss=f"{value:.3f}", acc=f"{(logits.argmax(1) == y).float().mean():.3f}",
+                                samples_s=f"{seen / (time.perf_counter() - started):.0f}")
+                # checkpoint
+                at_epoch_end = b + 1 == self.steps_per_epoch  # saved by _end_epoch
+                if self.cfg.checkpoint_every and self.step % self.cfg.checkpoint_every == 0 and not at_epoch_end:
+                    self._save()
+            bar.close()
+            self._end_epoch(epoch, seen / max(time.perf_counter() - started, 1e-9))
+        return self._result()
+
+    def _loss(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        if self.teacher is None:
+            logits = self.net(x)
+            return F.cross_entropy(logits, y), logits
+        weight = rampup_weight(self.step, start=self.ramp[0], end=self.ramp[1], max_weight=self.cfg.meta_weight)
+        if weight == 0.0:
+            logits = self.net(x)
+            return F.cross_entropy(logits, y), logits
+        with torch.no_grad():
+            features = self.feature_net.features(x).float()
+            synth = synthetic_labels(features, y, num_sets=self.cfg.num_sets, fraction=self.cfg.fraction,
+                                     neighbours=self.cfg.neighbours, generator=self.generator)
+            target = _eval_probs(self.teacher, x)
+            mentor = _eval_probs(self.mentor, x) if self.mentor is not None else None
+            target = consistency_target(target, mentor, blend=self.cfg.mentor_blend)
+        return mlnt_loss_with_logits(self.net, x, y, synth, target, inner_lr=self.cfg.inner_lr,
+                                     meta_weight=weight, mode=self.cfg.mode)
+
+    def _end_epoch(self, epoch: int, samples_per_s: float) -> None:
+        record: dict[str, float] = {"epoch": epoch + 1, "step": self.step,
+                                    "lr": self.optimizer.param_groups[0]["lr"],
+                                    "train_loss": self.epoch_loss[0] / max(self.epoch_loss[1], 1),
+                                    "samples_per_s": samples_per_s}
+        candidates = {"student": self.net} if self.teacher is None else {"student": self.net, "teacher": self.teacher}
+        if self.val is not None:
+            for name, model in candidates.items():
+                record[f"val_accuracy_{name}"] = accuracy(model, self.val, device=self.device)
+        chosen = "teacher" if self.teacher is not None else "student"
+        score = record.get(f"val_accuracy_{chosen}", float(epoch))  # without validation data: the latest
+        if self.best is None or score > self.best["score"]:
+            self.best = {"model": chosen, "epoch": epoch + 1, "score": score,
+                         "state": _cpu_state(candidates[chosen])}
+        self.history.append(record)
+        if self.cfg.progress:
+            shown = ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items())
+            tqdm.write(f"[{self.method} {self.key}] {shown}")
+        if self.on_epoch_end is not None:
+            self.on_epoch_end(dict(record))
+        self._save()
+
+    def _result(self) -> TrainResult:
+        return TrainResult(student=self.net, teacher=self.teacher, best_model=self.best["model"],
+                           best_state=self.best["state"], best_epoch=self.best["epoch"], history=self.history,
+                           steps=self.step)
+
+    # --- checkpoints ----------------------------------------------------------------------------------------
+
+    def _state(self) -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT, "key": self.key, "config": dataclasses.asdict(self.cfg), "step": self.step,
+            "model": _cpu_state(self.net), "teacher": None if self.teacher is None else _cpu_state(self.teacher),
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "rng": {"generator": self.generator.get_state(), "torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+            "history": self.history, "best": self.best, "epoch_loss": self.epoch_loss,
+        }
+
+    def _save(self) -> None:
+        if self.store is not None:
+            self.store.save(self.key, self._state())
+            self.last_checkpoint = f"{self.store.location} ({self.key}, step {self.step})"
+
+    def _checkpoint_name(self) -> str:
+        if self.store is None:
+            return "none (no checkpoint store was given)"
+        return self.last_checkpoint or f"none written yet in {self.store.location}"
+
+    def _resume(self) -> None:
+        state = self.store.load(self.key) if self.store is not None else None
+        if state is None:
+            return
+        saved = state.get("config", {})
+        current = dataclasses.asdict(self.cfg)
+        changed = sorted(k for k in current.keys() - RESUMABLE_CHANGES
+                         if _normalise(saved.get(k)) != _normalise(current[k]))
+        if changed:
+            details = "; ".join(f"{k}: checkpoint {saved.get(k)!r}, now {current[k]!r}" for k in changed)
+            raise ValueError(f"checkpoint {self.store.location} ({self.key}): expected the same training "
+                             f"config to resume, found differences: {details}")
+        self.net.load_state_dict(state["model"])
+        if self.teacher is not None:
+            self.teacher.load_state_dict(state["teacher"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.generator.set_state(state["rng"]["generator"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if state["rng"]["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        self.step, self.history, self.best = state["step"], state["history"], state["best"]
+        self.epoch_loss = state["epoch_loss"]
+        self.last_checkpoint = f"{self.store.location} ({self.key}, step {self.step})"
+        if self.cfg.progress:
+            tqdm.write(f"[{self.method} {self.key}] resumed from {self.last_checkpoint}")
+
+
+def _initial_state(net: nn.Module, store: CheckpointStore | None) -> dict[str, Tensor]:
+    """The weights training started from: saved once, so that a resumed run restarts later rounds (and
+    builds its default feature network) from the same weights as the run it continues."""
+    saved = store.load("start") if store is not None else None
+    if saved is not None:
+        return saved["model"]
+    state = _cpu_state(net)
+    if store is not None:
+        store.save("start", {"format": CHECKPOINT_FORMAT, "model": state})
+    return state
+
+
+def _eval_probs(net: nn.Module, x: Tensor) -> Tensor:
+    was_training = net.training
+    net.eval()
+    probs = torch.softmax(net(x).float(), dim=1)
+    net.train(was_training)
+    return probs
+
+
+def _frozen(net: nn.Module, device: torch.device) -> nn.Module:
+    frozen = make_teacher(net).to(device)
+    frozen.eval()
+    return frozen
+
+
+def _cpu_state(net: nn.Module) -> dict[str, Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
+
+
+def _normalise(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _one_of(name: str, value: str, valid: tuple[str, ...]) -> None:
+    if value not in valid:
+        raise ValueError(f"Unknown {name} {value!r}. Valid: {', '.join(valid)}")
+
+
+def _at_least(name: str, value: float, low: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= low:
+        raise ValueError(f"{name}: expected a number >= {low}, found {value!r}")

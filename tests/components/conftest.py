@@ -1,0 +1,38 @@
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from components.ingest import FASHION_MNIST_FILES, IDX_IMAGES, IDX_LABELS
+
+
+def idx_bytes(array: np.ndarray, magic: int) -> bytes:
+    """The IDX format: a big-endian magic number (0x0000 08 <ndim>), one big-endian uint32 per dimension,
+    then the unsigned bytes."""
+    header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def write_idx(path: Path, array: np.ndarray, magic: int) -> None:
+    path.write_bytes(gzip.compress(idx_bytes(array, magic)))
+
+
+def make_fashion_mnist(root: Path, *, train: int = 300, test: int = 60, seed: int = 0) -> Path:
+    """A tiny Fashion-MNIST in the published file layout: class c is a bright band at rows 2c..2c+2."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", train), ("test", test)):
+        labels = rng.integers(0, 10, n)
+        images = rng.integers(0, 60, (n, 28, 28))
+        for i, c in enumerate(labels):
+            images[i, 2 * c + 4:2 * c + 7, 4:24] = 250
+        images_name, labels_name = FASHION_MNIST_FILES[split]
+        write_idx(root / images_name, images, IDX_IMAGES)
+        write_idx(root / labels_name, labels, IDX_LABELS)
+    return root
+
+
+@pytest.fixture
+def fashion_dir(tmp_path):
+    return make_fashion_mnist(tmp_path / "fashion-mnist")

@@ -1,0 +1,66 @@
+import hashlib
+import io
+import logging
+import os
+
+import pytest
+import torch
+
+from components.atomic import write_json
+from components.checkpoints import CheckpointError, FileCheckpointStore, read_checkpoint
+
+
+def test_round_trip_keeps_the_previous_checkpoint(tmp_path):
+    store = FileCheckpointStore(tmp_path)
+    assert store.load("round0") is None
+    store.save("round0", {"step": 1, "w": torch.ones(3)})
+    store.save("round0", {"step": 2, "w": torch.zeros(3)})
+    assert store.load("round0")["step"] == 2
+    assert read_checkpoint(tmp_path / "round0.prev.pt")["step"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["round0.prev.pt", "round0.pt"]  # no temporary files
+
+
+@pytest.mark.parametrize("damage", [lambda b: b[: len(b) // 2], lambda b: b[:100] + b"\x00" + b[101:],
+                                    lambda b: b""], ids=["truncated", "flipped-byte", "empty"])
+def test_a_corrupt_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog, damage):
+    store = FileCheckpointStore(tmp_path)
+    store.save("k", {"step": 1})
+    store.save("k", {"step": 2})
+    path = tmp_path / "k.pt"
+    path.write_bytes(damage(path.read_bytes()))
+    with caplog.at_level(logging.WARNING):
+        assert store.load("k")["step"] == 1
+    assert "k.pt: expected a checkpoint with a matching sha256 trailer, found a corrupt or truncated file" \
+        in caplog.text
+
+
+def test_no_usable_checkpoint_is_an_error(tmp_path):
+    store = FileCheckpointStore(tmp_path)
+    store.save("k", {"step": 1})
+    (tmp_path / "k.pt").write_bytes(b"junk")
+    with pytest.raises(CheckpointError, match=r"no usable checkpoint: .*k.pt: expected a checkpoint"):
+        store.load("k")
+
+
+def test_checkpoints_cannot_run_code(tmp_path):
+    """A pickle that would call a function on load is refused: checkpoints are read with weights_only."""
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    buffer = io.BytesIO()
+    torch.save({"x": Evil()}, buffer)
+    payload = buffer.getvalue()
+    (tmp_path / "k.pt").write_bytes(payload + b"\nsha256:" + hashlib.sha256(payload).hexdigest().encode())
+    with pytest.raises(CheckpointError, match=r"expected a torch checkpoint, found unreadable data"):
+        read_checkpoint(tmp_path / "k.pt")
+
+
+def test_atomic_json_leaves_the_old_file_on_failure(tmp_path):
+    target = tmp_path / "m.json"
+    write_json(target, {"a": 1})
+    with pytest.raises(TypeError):
+        write_json(target, {"a": object()})
+    assert target.read_text() == '{\n  "a": 1\n}\n'
+    assert [p.name for p in tmp_path.iterdir()] == ["m.json"]
+    assert oct(target.stat().st_mode & 0o777) != oct(0o600)  # the umask applies, not mkstemp's 0600

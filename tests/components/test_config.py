@@ -1,0 +1,107 @@
+import dataclasses
+import typing
+from pathlib import Path
+
+import pytest
+import yaml
+
+from components import baseline, ingest, mlnt, noise
+from components.config import ConfigError, apply_override, build, cli, load_params, parse
+
+ROOT = Path(__file__).resolve().parents[2]
+SECTIONS = {"ingest": ingest.IngestConfig, "noise": noise.NoiseConfig, "baseline": baseline.BaselineConfig,
+            "mlnt": mlnt.MlntStepConfig}
+
+
+def test_params_yaml_matches_the_typed_configs_exactly():
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert set(params) == set(SECTIONS)
+    for section, cls in SECTIONS.items():
+        assert set(params[section]) == {f.name for f in dataclasses.fields(cls)}, section
+        build(cls, params[section], where=section)  # every value has the right type
+
+
+def test_every_step_module_has_a_section_of_its_own_name():
+    for section, cls in SECTIONS.items():
+        module = {"ingest": ingest, "noise": noise, "baseline": baseline, "mlnt": mlnt}[section]
+        assert callable(module.main) and callable(module.run)
+        assert typing.get_type_hints(module.run)["config"] is cls
+
+
+def test_overrides_are_type_checked(tmp_path):
+    params = {"noise": {"rate": 0.2}}
+    apply_override(params, "noise.rate=0.3", SECTIONS)
+    apply_override(params, "noise.seed=7", SECTIONS)
+    config = build(noise.NoiseConfig, params["noise"], where="noise")
+    assert (config.rate, config.seed) == (0.3, 7)
+    assert build(noise.NoiseConfig, {"rate": 1}, where="noise").rate == 1.0  # an int is a valid float
+    assert build(mlnt.MlntStepConfig, {"lr_milestones": [3, 6]}, where="mlnt").lr_milestones == (3.0, 6.0)
+
+
+@pytest.mark.parametrize(("assignment", "message"), [
+    ("noise.seed=abc", r"noise.seed: expected int, found 'abc' \(str\)"),
+    ("noise.val_clean=3", r"noise.val_clean: expected bool, found 3 \(int\)"),
+    ("noise.seed=true", r"noise.seed: expected int, found True \(bool\)"),
+    ("mlnt.lr_milestones=5", r"mlnt.lr_milestones: expected a list, found 5 \(int\)"),
+    ("mlnt.lr_milestones=[1, x]", r"mlnt.lr_milestones\[1\]: expected float, found 'x' \(str\)"),
+    ("noise.rate=1.5", r"noise: rate: expected a number in \[0, 1\], found 1.5"),
+    ("noise.kind=pairs", r"Unknown noise kind 'pairs'. Valid: none, symmetric, uniform_other"),
+])
+def test_bad_values_name_the_field_expected_and_found(assignment, message):
+    params = {}
+    apply_override(params, assignment, SECTIONS)
+    section = assignment.split(".")[0]
+    with pytest.raises(ConfigError, match=message):
+        build(SECTIONS[section], params[section], where=section)
+
+
+@pytest.mark.parametrize(("assignment", "message"), [
+    ("nois.seed=1", r"unknown section 'nois'. Valid: ingest, noise, baseline, mlnt"),
+    ("noise.sed=1", r"unknown key 'sed' in section 'noise'. Valid: kind, rate, seed, train_size, val_clean"),
+    ("noise.seed", r"expected section.key=value"),
+    ("seed=1", r"expected section.key=value"),
+])
+def test_bad_assignments(assignment, message):
+    with pytest.raises(ConfigError, match=message):
+        apply_override({}, assignment, SECTIONS)
+
+
+def test_unknown_key_in_the_params_file(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("noise:\n  rate: 0.1\n  colour: red\n")
+    with pytest.raises(ConfigError, match=r"p.yaml: noise: unknown key\(s\) colour. Valid: kind, rate"):
+        parse(["--params", str(path)], "noise", {"noise": noise.NoiseConfig}, "")
+
+
+def test_missing_or_malformed_params_file(tmp_path):
+    with pytest.raises(ConfigError, match=r"nope.yaml: expected a params file, found none"):
+        load_params(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("noise: [1, 2\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: expected valid YAML, found a syntax error"):
+        load_params(bad)
+    bad.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: expected a mapping of sections to mappings, found list"):
+        load_params(bad)
+
+
+def test_help_lists_every_parameter_with_its_default(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        mlnt.main(["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    for f in dataclasses.fields(mlnt.MlntStepConfig):
+        assert f"mlnt.{f.name}: " in out and f"= {f.default!r}" in out
+    assert "--params" in out and "--set SECTION.KEY=VALUE" in out
+
+
+def test_cli_errors_are_one_line_without_traceback(tmp_path, capsys):
+    params = tmp_path / "params.yaml"
+    params.write_text("noise:\n  rate: 0.5\n")
+    main = cli("noise", {"noise": noise.NoiseConfig}, "", lambda configs: None)
+    assert main(["--params", str(params), "--set", "noise.rate=2"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == (f"error: noise: {params} with --set overrides: noise: rate: expected a number in "
+                           "[0, 1], found 2.0")
+    with pytest.raises(ConfigError):
+        main(["--params", str(params), "--set", "noise.rate=2", "--debug"])

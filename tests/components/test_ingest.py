@@ -1,0 +1,67 @@
+import gzip
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from components.ingest import IDX_IMAGES, DataError, IngestConfig, read_idx, run
+from tests.components.conftest import idx_bytes, write_idx
+
+
+def test_ingest_writes_arrays_and_manifest(fashion_dir, tmp_path):
+    out = tmp_path / "out"
+    manifest = run(IngestConfig(path=str(fashion_dir)), out=out)
+    with np.load(out / "train.npz") as train:
+        assert train["images"].shape == (300, 28, 28, 1) and train["images"].dtype == np.uint8
+        assert train["labels"].dtype == np.int64 and train["labels"].max() <= 9
+    assert json.loads((out / "manifest.json").read_text()) == manifest
+    assert manifest["counts"] == {"train": 300, "test": 60}
+    assert manifest["class_names"][9] == "Ankle boot"
+    name = "train-images-idx3-ubyte.gz"
+    assert manifest["inputs_sha256"][name] == hashlib.sha256((fashion_dir / name).read_bytes()).hexdigest()
+
+
+def test_ingest_reads_the_real_dataset_when_installed():
+    root = Path("/usr/share/datasets/fashion-mnist")
+    if not (root / "t10k-images-idx3-ubyte.gz").exists():
+        pytest.skip("Debian's dataset-fashion-mnist is not installed (make setup installs it)")
+    assert read_idx(root / "t10k-images-idx3-ubyte.gz", IDX_IMAGES).shape == (10000, 28, 28)
+
+
+def break_file(root, name, content: bytes):
+    (root / name).write_bytes(content)
+
+
+@pytest.mark.parametrize(("name", "damage", "message"), [
+    ("train-images-idx3-ubyte.gz", lambda p: p.write_bytes(p.read_bytes()[:200]),
+     r"train-images-idx3-ubyte.gz: expected a gzip file, found a truncated or corrupt one"),
+    ("train-labels-idx1-ubyte.gz", lambda p: p.write_bytes(b"not gzip at all"),
+     r"train-labels-idx1-ubyte.gz: expected a gzip file, found a truncated or corrupt one"),
+    ("t10k-images-idx3-ubyte.gz", lambda p: p.write_bytes(gzip.compress(idx_bytes(np.zeros((2, 28, 28)), 0x0801))),
+     r"t10k-images-idx3-ubyte.gz: expected IDX magic number 0x00000803, found 0x00000801"),
+    ("t10k-images-idx3-ubyte.gz",
+     lambda p: p.write_bytes(gzip.compress(idx_bytes(np.zeros((60, 28, 28)), 0x0803)[:-5])),
+     r"expected 47040 data bytes for shape \[60, 28, 28\], found 47035"),
+    ("train-labels-idx1-ubyte.gz", lambda p: write_idx(p, np.zeros(299), 0x0801),
+     r"train-images-idx3-ubyte.gz: expected as many images as train-labels-idx1-ubyte.gz has labels \(299\), "
+     r"found 300"),
+    ("train-labels-idx1-ubyte.gz", lambda p: write_idx(p, np.full(300, 12), 0x0801),
+     r"train-labels-idx1-ubyte.gz: expected labels in \[0, 9\], found 12"),
+    ("t10k-labels-idx1-ubyte.gz", lambda p: p.unlink(),
+     r"t10k-labels-idx1-ubyte.gz: expected an IDX file, found no such"),
+])
+def test_bad_input_fails_clearly_and_keeps_previous_outputs(fashion_dir, tmp_path, name, damage, message):
+    out = tmp_path / "out"
+    run(IngestConfig(path=str(fashion_dir)), out=out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    damage(fashion_dir / name)
+    with pytest.raises(DataError, match=message):
+        run(IngestConfig(path=str(fashion_dir)), out=out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_unknown_dataset_lists_the_valid_ones():
+    with pytest.raises(ValueError, match=r"Unknown dataset 'mnist'. Valid: fashion-mnist"):
+        IngestConfig(dataset="mnist")

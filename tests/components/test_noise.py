@@ -1,0 +1,67 @@
+import json
+
+import numpy as np
+import pytest
+
+from components.ingest import IngestConfig
+from components.ingest import run as ingest
+from components.noise import NoiseConfig, corrupt, run, transition_matrix
+
+
+def binomial_bound(p, n, sigmas=5.0):
+    return sigmas * np.sqrt(p * (1 - p) / n)
+
+
+@pytest.mark.parametrize(("kind", "rate", "expected"), [("symmetric", 0.5, 0.5 * 9 / 10),
+                                                         ("symmetric", 0.8, 0.8 * 9 / 10),
+                                                         ("uniform_other", 0.4, 0.4), ("none", 0.7, 0.0)])
+def test_realised_rate_within_binomial_tolerance(kind, rate, expected):
+    clean = np.random.default_rng(1).integers(0, 10, 50_000)
+    noisy = corrupt(clean, kind=kind, rate=rate, num_classes=10, rng=np.random.default_rng(0))
+    realised = (noisy != clean).mean()
+    assert abs(realised - expected) <= binomial_bound(max(expected, 1e-9), clean.size) + 1e-12
+
+
+def test_symmetric_flips_spread_over_all_classes_and_uniform_other_never_keeps_the_class():
+    clean = np.zeros(40_000, dtype=np.int64)
+    noisy = corrupt(clean, kind="symmetric", rate=1.0, num_classes=4, rng=np.random.default_rng(0))
+    assert np.allclose(np.bincount(noisy, minlength=4) / clean.size, 0.25, atol=0.01)
+    other = corrupt(clean, kind="uniform_other", rate=1.0, num_classes=4, rng=np.random.default_rng(0))
+    assert (other != 0).all() and np.allclose(np.bincount(other, minlength=4)[1:] / clean.size, 1 / 3, atol=0.01)
+
+
+def test_same_seed_same_labels_other_seed_different():
+    clean = np.random.default_rng(1).integers(0, 10, 1000)
+    a = corrupt(clean, kind="symmetric", rate=0.5, num_classes=10, rng=np.random.default_rng(3))
+    b = corrupt(clean, kind="symmetric", rate=0.5, num_classes=10, rng=np.random.default_rng(3))
+    c = corrupt(clean, kind="symmetric", rate=0.5, num_classes=10, rng=np.random.default_rng(4))
+    assert (a == b).all() and (a != c).any()
+
+
+def test_step_writes_labels_split_transition_and_summary(fashion_dir, tmp_path):
+    ingest(IngestConfig(path=str(fashion_dir)), out=tmp_path / "ingest")
+    summary = run(NoiseConfig(kind="uniform_other", rate=0.4, seed=2, train_size=200, val_fraction=0.25),
+                  ingest=tmp_path / "ingest", out=tmp_path / "noise")
+    with np.load(tmp_path / "noise" / "labels.npz") as f:
+        labels = {k: f[k] for k in f.files}
+    with np.load(tmp_path / "ingest" / "train.npz") as f:
+        assert (f["labels"][labels["index"]] == labels["clean_label"]).all()
+    assert len(set(labels["index"].tolist())) == 200 and labels["is_val"].sum() == 50
+    assert not labels["is_noisy"][labels["is_val"]].any()  # val_clean
+    assert (labels["is_noisy"] == (labels["label"] != labels["clean_label"])).all()
+    train = ~labels["is_val"]
+    assert summary["realised_rate_train"] == pytest.approx(labels["is_noisy"][train].mean())
+    matrix = np.array(json.loads((tmp_path / "noise" / "transition.json").read_text()))
+    expected = transition_matrix(labels["clean_label"][train], labels["label"][train], 10)
+    assert np.allclose(matrix, expected, atol=1e-6) and np.allclose(matrix.sum(1)[matrix.sum(1) > 0], 1)
+    assert json.loads((tmp_path / "noise" / "summary.json").read_text()) == summary
+
+
+def test_missing_ingest_output_and_bad_sizes(tmp_path, fashion_dir):
+    with pytest.raises(ValueError, match=r"train.npz: expected the ingest step's output, found no such file"):
+        run(NoiseConfig(), ingest=tmp_path / "nothing", out=tmp_path / "noise")
+    ingest(IngestConfig(path=str(fashion_dir)), out=tmp_path / "ingest")
+    with pytest.raises(ValueError, match=r"train_size: expected at most the 300 ingested images, found 301"):
+        run(NoiseConfig(train_size=301), ingest=tmp_path / "ingest", out=tmp_path / "noise")
+    with pytest.raises(ValueError, match=r"val_fraction: expected a number in \(0, 1\)"):
+        NoiseConfig(val_fraction=0.0)

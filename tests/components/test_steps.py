@@ -1,0 +1,62 @@
+"""The steps run from the command line, in order, on a tiny dataset in the published format."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from components import baseline, ingest, mlnt, noise
+from components.training import load_model
+from tests.components.conftest import make_fashion_mnist
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    make_fashion_mnist(tmp_path / "data" / "fashion-mnist", train=400)
+    params = yaml.safe_load((Path(__file__).resolve().parents[2] / "params.yaml").read_text())
+    params["noise"].update(train_size=0, rate=0.3)
+    for section in ("baseline", "mlnt"):
+        params[section].update(epochs=2, batch_size=32, progress=False, checkpoint_every=5)
+    params["mlnt"].update(ramp_end=1.0)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    yield tmp_path
+    os.chdir(cwd)
+
+
+def test_steps_write_their_documented_artifacts(workdir, capsys):
+    for step in (ingest, noise, baseline, mlnt):
+        assert step.main([]) == 0, capsys.readouterr().err
+    art = workdir / "artifacts"
+    for path in ["ingest/train.npz", "ingest/test.npz", "ingest/manifest.json", "noise/labels.npz",
+                 "noise/transition.json", "noise/summary.json", "baseline/model.pt", "baseline/metrics.json",
+                 "baseline/history.json", "mlnt/student.pt", "mlnt/teacher.pt", "mlnt/metrics.json",
+                 "mlnt/history.json"]:
+        assert (art / path).is_file(), path
+    _, saved = load_model(art / "mlnt" / "teacher.pt")
+    assert saved["network"] == "small_cnn" and saved["num_classes"] == 10 and len(saved["normalisation"]["mean"]) == 1
+    metrics = json.loads((art / "mlnt" / "metrics.json").read_text())
+    assert metrics["mode"] == "head" and metrics["epochs"] == 2 and 0.0 <= metrics["val_accuracy_teacher"] <= 1.0
+    history = json.loads((art / "baseline" / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2]
+
+
+def test_rerun_resumes_and_a_changed_config_starts_afresh(workdir, capsys):
+    for step in (ingest, noise, baseline):
+        assert step.main([]) == 0
+    runs = lambda: sorted(p.name for p in (workdir / "artifacts/baseline/checkpoints").iterdir())  # noqa: E731
+    first = runs()
+    assert baseline.main(["--set", "baseline.epochs=3"]) == 0  # more epochs: same run, continued
+    assert runs() == first
+    assert json.loads((workdir / "artifacts/baseline/metrics.json").read_text())["epochs"] == 3
+    assert baseline.main(["--set", "baseline.lr=0.01"]) == 0  # another config: a new run; the old one is dropped
+    assert runs() != first and len(runs()) == 1
+
+
+def test_training_step_without_its_inputs(workdir, capsys):
+    assert mlnt.main([]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: mlnt: artifacts/ingest/train.npz: expected the output of the ingest step")

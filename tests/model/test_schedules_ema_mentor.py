@@ -1,0 +1,81 @@
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from model.ema import ema_update, make_teacher
+from model.mentor import consistency_target, mentor_keep_mask
+from model.schedules import ema_decay, lr_factor, rampup_weight
+
+
+def test_rampup_weight_shape():
+    kw = {"start": 500, "end": 2000, "max_weight": 1.0}
+    assert rampup_weight(0, **kw) == 0.0
+    assert rampup_weight(499, **kw) == 0.0
+    assert rampup_weight(500, **kw) == pytest.approx(math.exp(-5))
+    assert rampup_weight(1250, **kw) == pytest.approx(math.exp(-5 * 0.25))
+    assert rampup_weight(2000, **kw) == 1.0 and rampup_weight(10**6, **kw) == 1.0
+    values = [rampup_weight(s, **kw) for s in range(500, 2001, 50)]
+    assert values == sorted(values)
+    assert rampup_weight(3, start=3, end=3, max_weight=0.4) == 0.4
+
+
+def test_ema_decay_switches_at_the_end_of_the_ramp():
+    assert ema_decay(0, ramp_end=10) == 0.99
+    assert ema_decay(9, ramp_end=10) == 0.99
+    assert ema_decay(10, ramp_end=10) == 0.999
+    assert ema_decay(5, ramp_end=3, during_ramp=0.9, after_ramp=0.5) == 0.5
+
+
+def test_lr_factor_steps_down_at_milestones():
+    assert [lr_factor(s, milestones=(3, 6), gamma=0.1) for s in (0, 2, 3, 5, 6, 100)] == pytest.approx(
+        [1, 1, 0.1, 0.1, 0.01, 0.01])
+
+
+@pytest.mark.parametrize(("call", "message"), [
+    (lambda: rampup_weight(5, start=10, end=2, max_weight=1.0), r"end: expected an integer >= 10, found 2"),
+    (lambda: rampup_weight(-1, start=0, end=2, max_weight=1.0), r"step: expected an integer >= 0, found -1"),
+    (lambda: ema_decay(0, ramp_end=1, during_ramp=1.5), r"during_ramp: expected a finite number in \[0.0, 1.0\]"),
+    (lambda: lr_factor(1.5), r"step: expected an integer, found 1.5"),
+])
+def test_schedule_errors(call, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        call()
+
+
+def test_ema_update_averages_parameters_and_copies_buffers():
+    torch.manual_seed(0)
+    student = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+    teacher = make_teacher(student)
+    assert all(not p.requires_grad for p in teacher.parameters())
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(1.0)
+    student(torch.randn(8, 3))  # moves the running statistics
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    ema_update(teacher, student, 0.9)
+    for name, p in student.named_parameters():
+        expected = 0.9 * before[name] + 0.1 * p.detach()
+        torch.testing.assert_close(dict(teacher.named_parameters())[name], expected)
+    for name, b in student.named_buffers():
+        assert torch.equal(dict(teacher.named_buffers())[name], b)
+
+
+def test_ema_update_rejects_a_different_network():
+    with pytest.raises(ValueError, match=r"teacher: expected the student's parameters and buffers"):
+        ema_update(nn.Linear(2, 2), nn.Sequential(nn.Linear(2, 2)), 0.9)
+
+
+def test_mentor_filter_and_blend():
+    probs = torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6], [0.4, 0.5, 0.1]])
+    labels = torch.tensor([0, 1, 0])
+    assert mentor_keep_mask(probs, labels).tolist() == [True, False, False]
+    assert mentor_keep_mask(probs, labels, top_k=2).tolist() == [True, True, True]
+    teacher = torch.full((3, 3), 1 / 3)
+    torch.testing.assert_close(consistency_target(teacher, probs, blend=0.25), 0.75 * teacher + 0.25 * probs)
+    assert consistency_target(teacher, None, blend=0.5) is teacher
+    with pytest.raises(ValueError, match=r"top_k: expected an integer in \[1, 3\], found 4"):
+        mentor_keep_mask(probs, labels, top_k=4)
+    with pytest.raises(ValueError, match=r"labels: expected class indices in \[0, 2\], found values from 0 to 5"):
+        mentor_keep_mask(probs, torch.tensor([0, 5, 1]))

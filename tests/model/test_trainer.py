@@ -1,0 +1,178 @@
+"""The training loop: it learns, it resumes bit for bit, it stops on NaN naming the step and checkpoint."""
+
+import dataclasses
+
+import pytest
+import torch
+from torch import nn
+
+from components.checkpoints import FileCheckpointStore
+from model.networks import SmallCNN
+from model.trainer import Data, MlntConfig, NonFiniteLossError, TrainConfig, accuracy, augment, train
+
+QUIET = {"progress": False, "batch_size": 32, "lr": 0.05, "seed": 3, "augment": False}
+
+
+def noisy_problem(n=640, k=4, size=8, noise=0.3, seed=0):
+    """Images whose class is a bright pixel block; ``noise`` of the training labels flipped uniformly."""
+    g = torch.Generator().manual_seed(seed)
+    clean = torch.randint(k, (n,), generator=g)
+    x = 0.5 * torch.randn(n, 1, size, size, generator=g)
+    for c in range(k):
+        x[clean == c, 0, 2 * c:2 * c + 2, 2:6] += 2.0
+    noisy = clean.clone()
+    flip = torch.rand(n, generator=g) < noise
+    noisy[flip] = torch.randint(k, (int(flip.sum()),), generator=g)
+    split = n * 3 // 4
+    return Data(x[:split], noisy[:split]), Data(x[split:], clean[split:])
+
+
+def net(seed=0, batch_norm=False):
+    torch.manual_seed(seed)
+    model = SmallCNN(4, image_size=8, width=8, hidden=16)
+    if batch_norm:
+        model.body.insert(1, nn.BatchNorm2d(8))
+    return model
+
+
+@pytest.mark.parametrize("config", [TrainConfig(epochs=6, **QUIET),
+                                    MlntConfig(epochs=6, mode="head", ramp_end=2, ema_during_ramp=0.9,
+                                               ema_after_ramp=0.95, **QUIET),
+                                    MlntConfig(epochs=4, mode="exact", num_sets=3, ramp_end=1,
+                                               ema_during_ramp=0.9, ema_after_ramp=0.95, **QUIET)],
+                         ids=["ce", "mlnt-head", "mlnt-exact"])
+def test_training_learns_a_noisy_problem(config):
+    train_data, val = noisy_problem()
+    model = net()
+    before = accuracy(model, val)
+    result = train(config, model, train_data, val_data=val)
+    chosen = result.teacher if result.best_model == "teacher" else result.student
+    chosen.load_state_dict(result.best_state)
+    after = accuracy(chosen, val)
+    assert before < 0.4 and after > 0.85, (before, after)
+    losses = [h["train_loss"] for h in result.history]
+    assert len(losses) == config.epochs and result.steps == config.epochs * (480 // 32)
+    assert losses[-1] < 0.8 * losses[0], losses
+
+
+class CrashError(Exception):
+    pass
+
+
+class CrashingStore(FileCheckpointStore):
+    """Writes checkpoints like the real store, then 'kills' the run after the n-th one."""
+
+    def __init__(self, directory, crash_after):
+        super().__init__(directory)
+        self.saves, self.crash_after = 0, crash_after
+
+    def save(self, key, state):
+        super().save(key, state)
+        self.saves += 1
+        if self.saves == self.crash_after:
+            raise CrashError
+
+
+@pytest.mark.parametrize(("config", "batch_norm", "crash_after"), [
+    (MlntConfig(epochs=3, mode="exact", num_sets=2, ramp_end=1, checkpoint_every=4, **{**QUIET, "augment": True}),
+     False, 3),
+    (MlntConfig(epochs=2, mode="first_order", num_sets=2, checkpoint_every=5, **QUIET), True, 2),
+    (MlntConfig(epochs=2, mode="head", rounds=2, checkpoint_every=7, **QUIET), False, 7),  # in round 2
+    (TrainConfig(epochs=3, checkpoint_every=6, **QUIET), False, 4),
+], ids=["exact", "first-order-batchnorm", "head-two-rounds", "ce"])
+def test_resumed_run_ends_with_identical_weights(tmp_path, config, batch_norm, crash_after):
+    train_data, val = noisy_problem(n=400)
+    straight = train(config, net(batch_norm=batch_norm), train_data, val_data=val,
+                     store=FileCheckpointStore(tmp_path / "straight"))
+    with pytest.raises(CrashError):
+        train(config, net(batch_norm=batch_norm), train_data, val_data=val,
+              store=CrashingStore(tmp_path / "crashed", crash_after))
+    # A new process would build a fresh network with other weights: resuming must overwrite them all.
+    resumed = train(config, net(seed=99, batch_norm=batch_norm), train_data, val_data=val,
+                    store=FileCheckpointStore(tmp_path / "crashed"))
+    for (name, a), b in zip(straight.student.state_dict().items(), resumed.student.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    if straight.teacher is not None:
+        for a, b in zip(straight.teacher.state_dict().values(), resumed.teacher.state_dict().values(), strict=True):
+            assert torch.equal(a, b)
+    def untimed(history):
+        return [{k: v for k, v in record.items() if k != "samples_per_s"} for record in history]
+
+    assert untimed(straight.history) == untimed(resumed.history) and straight.steps == resumed.steps
+
+
+def test_resume_refuses_a_checkpoint_from_another_config(tmp_path):
+    train_data, _ = noisy_problem(n=200)
+    config = MlntConfig(epochs=1, **QUIET)
+    train(config, net(), train_data, store=FileCheckpointStore(tmp_path))
+    with pytest.raises(ValueError, match=r"expected the same training config to resume, found differences: "
+                                         r"inner_lr: checkpoint 0.2, now 0.5"):
+        train(dataclasses.replace(config, inner_lr=0.5), net(), train_data, store=FileCheckpointStore(tmp_path))
+    # More epochs is a legitimate change: the run continues where it stopped.
+    longer = train(dataclasses.replace(config, epochs=2), net(), train_data, store=FileCheckpointStore(tmp_path))
+    assert [h["epoch"] for h in longer.history] == [1, 2]
+
+
+class PoisonedNet(nn.Module):
+    """Outputs NaN once ``poisoned`` is set: a stand-in for a diverging run."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner, self.poisoned = net(), False
+
+    def forward(self, x):
+        out = self.inner(x)
+        return out * float("nan") if self.poisoned else out
+
+
+def test_nan_loss_stops_with_the_step_and_last_good_checkpoint(tmp_path):
+    train_data, _ = noisy_problem(n=200)
+    model = PoisonedNet()
+    store = FileCheckpointStore(tmp_path)
+
+    def poison(record):
+        model.poisoned = True
+
+    with pytest.raises(NonFiniteLossError,
+                       match=rf"loss is nan at step 5 \(epoch 2\); last good checkpoint: {tmp_path} "
+                             r"\(round0, step 4\)"):
+        train(TrainConfig(epochs=3, **QUIET), model, train_data, store=store, on_epoch_end=poison)
+    assert store.load("round0")["step"] == 4
+
+
+def test_nan_before_any_checkpoint_says_so():
+    train_data, _ = noisy_problem(n=200)
+    model = PoisonedNet()
+    model.poisoned = True
+    with pytest.raises(NonFiniteLossError, match=r"step 1 \(epoch 1\); last good checkpoint: none \(no checkpoint"):
+        train(TrainConfig(epochs=1, **QUIET), model, train_data)
+
+
+def test_augment_crops_and_flips_deterministically():
+    x = torch.arange(2 * 1 * 4 * 4, dtype=torch.float32).reshape(2, 1, 4, 4)
+    a = augment(x, torch.Generator().manual_seed(0), padding=1)
+    b = augment(x, torch.Generator().manual_seed(0), padding=1)
+    assert a.shape == x.shape and torch.equal(a, b)
+    same = augment(x, torch.Generator().manual_seed(0), padding=0)
+    for i in range(2):  # without padding each image is itself or its mirror
+        assert torch.equal(same[i], x[i]) or torch.equal(same[i], x[i].flip(-1))
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda: MlntConfig(mode="second"), r"Unknown mode 'second'. Valid: exact, first_order, head"),
+    (lambda: MlntConfig(fraction=1.5), r"fraction: expected a number in \[0, 1\], found 1.5"),
+    (lambda: MlntConfig(neighbours=200), r"neighbours: expected fewer than batch_size \(128\), found 200"),
+    (lambda: TrainConfig(epochs=0), r"epochs: expected a number >= 1, found 0"),
+    (lambda: TrainConfig(device="tpu"), r"Unknown device 'tpu'. Valid: auto, cpu, cuda"),
+    (lambda: MlntConfig(ramp_start=5, ramp_end=2), r"ramp_end: expected >= ramp_start \(5\), found 2"),
+])
+def test_bad_config_values(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+def test_batch_larger_than_the_data():
+    train_data, _ = noisy_problem(n=40)
+    with pytest.raises(ValueError, match=r"batch_size: expected at most the number of training samples \(30\), "
+                                         r"found 32"):
+        train(TrainConfig(**QUIET), net(), train_data)
