@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.reference import reference_mlnt_loss
-from components.ingest import IDX_IMAGES, IDX_LABELS, read_idx
+from components.formats.idx import IDX_IMAGES, IDX_LABELS, read_idx
 from model.mlnt import mlnt_loss
 from model.neighbours import synthetic_labels
 from model.networks import build_network

@@ -21,8 +21,8 @@ import numpy as np
 
 from components.atomic import write_atomic, write_json
 from components.config import cli
+from components.formats import DataError
 from components.ingest import OUT as INGEST_OUT
-from components.ingest import DataError
 
 KINDS = ("none", "symmetric", "uniform_other")
 OUT = Path("artifacts/noise")

@@ -16,7 +16,7 @@ from torch import nn
 
 from components.atomic import write_atomic, write_json
 from components.checkpoints import FileCheckpointStore
-from components.ingest import DataError, sha256_file
+from components.formats import DataError, sha256_file
 from model.networks import build_network
 from model.trainer import RESUMABLE_CHANGES, Data, TrainResult
 

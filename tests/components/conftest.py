@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from components.ingest import FASHION_MNIST_FILES, IDX_IMAGES, IDX_LABELS
+from components.formats.idx import FASHION_MNIST_FILES, IDX_IMAGES, IDX_LABELS
 
 
 def idx_bytes(array: np.ndarray, magic: int) -> bytes:

@@ -6,7 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from components.ingest import IDX_IMAGES, DataError, IngestConfig, read_idx, run
+from components.formats import DataError
+from components.formats.idx import IDX_IMAGES, read_idx
+from components.ingest import IngestConfig, run
 from tests.components.conftest import idx_bytes, write_idx
 
 
@@ -48,7 +50,7 @@ def break_file(root, name, content: bytes):
      r"train-images-idx3-ubyte.gz: expected as many images as train-labels-idx1-ubyte.gz has labels \(299\), "
      r"found 300"),
     ("train-labels-idx1-ubyte.gz", lambda p: write_idx(p, np.full(300, 12), 0x0801),
-     r"train-labels-idx1-ubyte.gz: expected labels in \[0, 9\], found 12"),
+     r"train-labels-idx1-ubyte.gz: expected train labels in \[0, 9\], found values from 12 to 12"),
     ("t10k-labels-idx1-ubyte.gz", lambda p: p.unlink(),
      r"t10k-labels-idx1-ubyte.gz: expected an IDX file, found no such"),
 ])

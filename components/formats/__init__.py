@@ -1,0 +1,50 @@
+"""Readers for the published dataset formats. Each reader checks its input and raises ``DataError`` naming the
+file, what was expected and what was found; nothing here writes files."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+
+class DataError(ValueError):
+    """An input file does not hold what its format promises."""
+
+
+@dataclass
+class Dataset:
+    """A dataset small enough for memory: uint8 images ``[N, H, W, C]`` and int64 labels per split."""
+
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    class_names: list[str]
+    inputs: list[Path]  # every file read, for the manifest's sha256
+    extra: dict[str, np.ndarray] = field(default_factory=dict)  # e.g. CIFAR-10N human labels of the train split
+
+
+def check_split(name: str, images: np.ndarray, labels: np.ndarray, num_classes: int, source: Path) -> None:
+    if images.shape[0] != labels.shape[0]:
+        raise DataError(f"{source}: expected as many {name} images as labels ({labels.shape[0]}), "
+                        f"found {images.shape[0]}")
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise DataError(f"{source}: expected {name} labels in [0, {num_classes - 1}], "
+                        f"found values from {int(labels.min())} to {int(labels.max())}")
+
+
+def require_file(path: Path, what: str) -> Path:
+    if not path.is_file():
+        raise DataError(f"{path}: expected {what}, found no such file")
+    return path
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

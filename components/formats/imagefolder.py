@@ -1,0 +1,77 @@
+"""A user's own images: class sub-folders, or image files plus a CSV of labels.
+
+Layouts, looked for in this order under ``path``:
+1. ``labels.csv`` with a header ``filename,label`` and optionally ``split`` (``train`` or ``test``); file names
+   are relative to ``path`` and labels are class names.
+2. ``train/<class>/*`` and, optionally, ``test/<class>/*``.
+3. ``<class>/*``.
+Where no test split is given, ``test_fraction`` of the images (chosen with ``seed``) become the test set.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from components.formats import DataError, Dataset
+from components.formats.images import load_image
+
+EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+def read_imagefolder(root: Path, *, channels: int, size: int, test_fraction: float, seed: int) -> Dataset:
+    if not root.is_dir():
+        raise DataError(f"{root}: expected a folder of images, found no such folder")
+    items, inputs = _listing(root)
+    if not items:
+        raise DataError(f"{root}: expected images in class sub-folders or a labels.csv, found none")
+    names = sorted({label for _, label, _ in items})
+    index = {name: i for i, name in enumerate(names)}
+    images = [load_image(path, channels=channels, size=size) for path, _, _ in items]
+    shapes = {img.shape for img in images}
+    if len(shapes) > 1:
+        first = next(p for (p, _, _), img in zip(items, images, strict=True) if img.shape != images[0].shape)
+        raise DataError(f"{first}: expected every image to be {images[0].shape[1]}x{images[0].shape[0]} like "
+                        f"{items[0][0].name}, found {shapes - {images[0].shape}}; set ingest.image_size to resize")
+    x = np.stack(images)
+    y = np.array([index[label] for _, label, _ in items], dtype=np.int64)
+    split = np.array([s for _, _, s in items], dtype=object)
+    if not (split == "test").any():
+        rng = np.random.default_rng(seed)
+        split[rng.permutation(len(items))[:round(test_fraction * len(items))]] = "test"
+    train, test = split != "test", split == "test"
+    return Dataset(x[train], y[train], x[test], y[test], class_names=names, inputs=inputs + [p for p, _, _ in items])
+
+
+def _listing(root: Path) -> tuple[list[tuple[Path, str, str]], list[Path]]:
+    csv_path = root / "labels.csv"
+    if csv_path.is_file():
+        return _from_csv(csv_path, root), [csv_path]
+    if (root / "train").is_dir():
+        return [*_from_folders(root / "train", "train"), *_from_folders(root / "test", "test")], []
+    return _from_folders(root, "train"), []
+
+
+def _from_folders(folder: Path, split: str) -> list[tuple[Path, str, str]]:
+    if not folder.is_dir():
+        return []
+    return [(p, cls.name, split) for cls in sorted(d for d in folder.iterdir() if d.is_dir())
+            for p in sorted(cls.rglob("*")) if p.suffix.lower() in EXTENSIONS]
+
+
+def _from_csv(path: Path, root: Path) -> list[tuple[Path, str, str]]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        if not reader.fieldnames or not {"filename", "label"} <= set(reader.fieldnames):
+            raise DataError(f"{path}: expected a header with filename and label, found {reader.fieldnames}")
+        rows = []
+        for number, row in enumerate(reader, 2):
+            split = (row.get("split") or "train").strip()
+            if split not in ("train", "test"):
+                raise DataError(f"{path} line {number}: expected split train or test, found {split!r}")
+            if not row["filename"] or not row["label"]:
+                raise DataError(f"{path} line {number}: expected a filename and a label, found {row}")
+            rows.append((root / row["filename"], row["label"].strip(), split))
+    return rows
