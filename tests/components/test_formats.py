@@ -1,0 +1,147 @@
+"""Each dataset format read from a tiny fixture written in exactly its published layout."""
+
+import json
+import os
+import pickle
+
+import numpy as np
+import pytest
+
+from components.formats import DataError
+from components.formats.cifar import read_cifar10
+from components.ingest import IngestConfig, run
+from tests.components.formats_fixtures import write_cifar10, write_cifar10n, write_clothing1m, write_image
+
+
+@pytest.mark.parametrize("tarball", [False, True], ids=["folder", "tarball"])
+def test_cifar10(tmp_path, tarball):
+    source = write_cifar10(tmp_path / "cifar", tarball=tarball)
+    manifest = run(IngestConfig(dataset="cifar10", path=str(source)), out=tmp_path / "out")
+    with np.load(tmp_path / "out" / "train.npz") as train:
+        images, labels = train["images"], train["labels"]
+    assert images.shape == (20, 32, 32, 3) and labels.tolist()[:5] == [0, 1, 2, 3, 1]
+    assert manifest["class_names"][9] == "truck" and manifest["counts"] == {"train": 20, "test": 4}
+
+
+def test_cifar10_channel_layout(tmp_path):
+    """Each row of ``data`` is the red, then green, then blue 32x32 plane, row-major."""
+    source = write_cifar10(tmp_path / "cifar")
+    run(IngestConfig(dataset="cifar10", path=str(source)), out=tmp_path / "out")
+    first = pickle.loads((source / "cifar-10-batches-py/data_batch_1").read_bytes(), encoding="bytes")[b"data"][0]
+    with np.load(tmp_path / "out" / "train.npz") as train:
+        image = train["images"][0]
+    for channel in range(3):
+        assert (image[:, :, channel].ravel() == first[1024 * channel:1024 * (channel + 1)]).all()
+    assert image[0, 1, 0] == first[1] and image[1, 0, 0] == first[32]
+
+
+def test_cifar10_refuses_a_pickle_that_would_run_code(tmp_path):
+    source = write_cifar10(tmp_path / "cifar")
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    (source / "cifar-10-batches-py" / "data_batch_3").write_bytes(pickle.dumps({b"data": Evil()}))
+    with pytest.raises(DataError, match=r"data_batch_3: expected a pickled CIFAR-10 batch, found unreadable data "
+                                        r"\(global posix.system is not allowed\)"):
+        run(IngestConfig(dataset="cifar10", path=str(source)), out=tmp_path / "out")
+
+
+def test_cifar10_missing_batch(tmp_path):
+    source = write_cifar10(tmp_path / "cifar")
+    (source / "cifar-10-batches-py" / "test_batch").unlink()
+    with pytest.raises(DataError, match=r"test_batch: expected a CIFAR-10 python batch, found no such file"):
+        run(IngestConfig(dataset="cifar10", path=str(source)), out=tmp_path / "out")
+
+
+def test_cifar10n_human_labels(tmp_path):
+    source = write_cifar10(tmp_path / "cifar")
+    clean = read_cifar10(source).train_labels
+    human = write_cifar10n(tmp_path / "CIFAR-10_human.pt", clean)
+    run(IngestConfig(dataset="cifar10n", path=str(source), human_labels=str(human)), out=tmp_path / "out")
+    with np.load(tmp_path / "out" / "human_labels.npz") as table:
+        assert set(table.files) == {"aggre_label", "worse_label", "random_label1", "random_label2", "random_label3"}
+        assert (table["aggre_label"] == clean).all()
+
+
+def test_cifar10n_whose_length_does_not_match_the_training_set(tmp_path):
+    source = write_cifar10(tmp_path / "cifar")
+    human = write_cifar10n(tmp_path / "CIFAR-10_human.pt", np.zeros(19, dtype=np.int64))
+    with pytest.raises(DataError, match=r"CIFAR-10_human.pt: expected aggre_label with one label per CIFAR-10 "
+                                        r"training image \(20\), found 19"):
+        run(IngestConfig(dataset="cifar10n", path=str(source), human_labels=str(human)), out=tmp_path / "out")
+
+
+def test_clothing1m_is_streamed_into_shards(tmp_path):
+    source = write_clothing1m(tmp_path / "c1m", per_split=5)
+    manifest = run(IngestConfig(dataset="clothing1m", path=str(source), image_size=16, shard_size=2),
+                   out=tmp_path / "out")
+    index = json.loads((tmp_path / "out" / "index.json").read_text())
+    assert {s: e["count"] for s, e in index["splits"].items()} == {"train": 5, "val": 5, "test": 5}
+    assert [s["count"] for s in index["splits"]["train"]["shards"]] == [2, 2, 1]
+    with np.load(tmp_path / "out" / "shards" / "train-00000.npz") as shard:
+        assert shard["images"].shape == (2, 16, 16, 3) and shard["images"].dtype == np.uint8
+        assert shard["labels"].tolist() == [0, 1] and shard["clean_labels"].tolist() == [1, -1]
+    assert manifest["format"] == "shards" and len(manifest["images_sha256"]) == 64
+    assert manifest["class_names"][0] == "T-Shirt" and len(manifest["class_names"]) == 14
+
+
+def test_clothing1m_key_naming_a_missing_image_keeps_previous_shards(tmp_path):
+    source = write_clothing1m(tmp_path / "c1m")
+    config = IngestConfig(dataset="clothing1m", path=str(source), image_size=8)
+    run(config, out=tmp_path / "out")
+    before = sorted(p.name for p in (tmp_path / "out" / "shards").iterdir())
+    (source / "images/1/03/test3.jpg").unlink()
+    with pytest.raises(DataError, match=r"clean_test_key_list.txt line 4: expected the image "
+                                        r"images/1/03/test3.jpg, found no such file"):
+        run(config, out=tmp_path / "out")
+    assert sorted(p.name for p in (tmp_path / "out" / "shards").iterdir()) == before
+    assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".shards.")]
+
+
+def test_clothing1m_bad_label_line(tmp_path):
+    source = write_clothing1m(tmp_path / "c1m")
+    with open(source / "noisy_label_kv.txt", "a") as fh:
+        fh.write("images/0/00/x.jpg fourteen\n")
+    with pytest.raises(DataError, match=r"noisy_label_kv.txt line 6: expected '<image key> <label>', found"):
+        run(IngestConfig(dataset="clothing1m", path=str(source), image_size=8), out=tmp_path / "out")
+
+
+@pytest.mark.parametrize("layout", ["class-folders", "train-test-folders", "csv"])
+def test_imagefolder_layouts(tmp_path, layout):
+    root = tmp_path / "mine"
+    rows = ["filename,label,split"]
+    for i in range(10):
+        cls = "cat" if i % 2 else "dog"
+        split = "test" if i >= 8 else "train"
+        rel = {"class-folders": f"{cls}/{i}.png", "train-test-folders": f"{split}/{cls}/{i}.png",
+               "csv": f"pics/{i}.png"}[layout]
+        write_image(root / rel, (12, 10), (i * 20, 0, 0))
+        rows.append(f"{rel},{cls},{split}")
+    if layout == "csv":
+        (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    manifest = run(IngestConfig(dataset="imagefolder", path=str(root), channels=1, test_fraction=0.3),
+                   out=tmp_path / "out")
+    assert manifest["class_names"] == ["cat", "dog"] and manifest["image_shape"] == [10, 12, 1]
+    expected_test = 3 if layout == "class-folders" else 2
+    assert manifest["counts"] == {"train": 10 - expected_test, "test": expected_test}
+
+
+def test_imagefolder_errors(tmp_path):
+    root = tmp_path / "mine"
+    write_image(root / "cat" / "a.png", (12, 10), (1, 2, 3))
+    write_image(root / "dog" / "b.png", (14, 10), (1, 2, 3))
+    with pytest.raises(DataError, match=r"b.png: expected every image to be 12x10 like a.png, found .*"
+                                        r"set ingest.image_size to resize"):
+        run(IngestConfig(dataset="imagefolder", path=str(root)), out=tmp_path / "out")
+    (root / "dog" / "b.png").write_bytes(b"this is not a png")
+    with pytest.raises(DataError, match=r"b.png: expected an image file, found unreadable data"):
+        run(IngestConfig(dataset="imagefolder", path=str(root), image_size=8), out=tmp_path / "out")
+    with pytest.raises(DataError, match=r"cat: expected images in class sub-folders or a labels.csv, found none"):
+        run(IngestConfig(dataset="imagefolder", path=str(root / "cat")), out=tmp_path / "out")
+
+
+def test_missing_dataset_path(tmp_path):
+    with pytest.raises(DataError, match=r"nowhere: expected the cifar10 files, found no such file or folder"):
+        run(IngestConfig(dataset="cifar10", path=str(tmp_path / "nowhere")), out=tmp_path / "out")
