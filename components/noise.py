@@ -2,18 +2,30 @@
 
 Writes ``artifacts/noise/labels.npz`` (``index`` into the ingested training set, ``label`` as given to
 training, ``clean_label``, ``is_noisy``, ``is_val``), ``transition.json`` (the realised K x K transition
-matrix, rows = clean class) and ``summary.json`` (requested and realised noise rates).
+matrix of the training rows, rows = clean class) and ``summary.json`` (requested and realised noise rates).
 
-Noise kinds (deterministic given ``seed``):
+Noise kinds, each deterministic given ``seed`` (r = ``rate``, K classes):
 - ``none``: labels unchanged.
-- ``symmetric``: with probability ``rate`` a label is replaced by a class drawn uniformly from all K classes
-  (the true one included), so the realised rate is ``rate * (K - 1) / K``.
-- ``uniform_other``: with probability ``rate`` a label is replaced by one of the other K - 1 classes,
-  uniformly, so the realised rate is ``rate``.
+- ``symmetric``: with probability r a label is replaced by a class drawn uniformly from all K classes, the true
+  one included: realised rate r (K - 1) / K.
+- ``uniform_other``: with probability r a label is replaced by one of the other K - 1 classes, uniformly:
+  realised rate r.
+- ``asymmetric``: with probability r a label of a class in the class map becomes its mapped class; other
+  classes are kept. Built-in maps: CIFAR-10 truck->automobile, bird->airplane, deer->horse, cat<->dog;
+  Fashion-MNIST T-shirt/top<->Shirt, Pullover<->Coat, Sandal->Sneaker, Sneaker->Ankle boot, Ankle boot->Sneaker.
+  ``class_map`` (``["cat->dog", ...]``, names or indices) replaces the built-in map.
+- ``pairflip``: with probability r class i becomes class (i + 1) mod K: realised rate r.
+- ``instance``: feature-dependent noise (Xia et al., NeurIPS 2020): each sample's flip rate q is drawn from a
+  normal N(r, 0.1^2) clipped to [0, 1]; the wrong classes get probabilities q * softmax(x W) over the other
+  classes, with x the flattened image in [0, 1] and W a fixed N(0, 1) projection drawn from ``seed``, so
+  similar images tend to flip to the same classes. Realised rate about r.
+- ``human``: the labels of human annotators from the ingested dataset (CIFAR-10N: ``human_labels`` picks
+  ``aggre_label``, ``worse_label`` or ``random_label1..3``); ``rate`` is not used.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,17 +34,26 @@ import numpy as np
 from components.atomic import write_atomic, write_json
 from components.config import cli
 from components.formats import DataError
+from components.formats.cifar import HUMAN_LABELS
 from components.ingest import OUT as INGEST_OUT
 
-KINDS = ("none", "symmetric", "uniform_other")
+KINDS = ("none", "symmetric", "uniform_other", "asymmetric", "pairflip", "instance", "human")
 OUT = Path("artifacts/noise")
+BUILTIN_MAPS = {
+    "cifar10": ["truck->automobile", "bird->airplane", "deer->horse", "cat->dog", "dog->cat"],
+    "fashion-mnist": ["T-shirt/top->Shirt", "Shirt->T-shirt/top", "Pullover->Coat", "Coat->Pullover",
+                      "Sandal->Sneaker", "Sneaker->Ankle boot", "Ankle boot->Sneaker"],
+}
+BUILTIN_MAPS["cifar10n"] = BUILTIN_MAPS["cifar10"]
 
 
 @dataclass(frozen=True)
 class NoiseConfig:
     kind: str = "symmetric"  # one of KINDS
-    rate: float = 0.5  # the probability that a label is resampled
+    rate: float = 0.5  # r: the probability that a label is resampled
     seed: int = 0
+    class_map: tuple[str, ...] = ()  # asymmetric: "source->target" pairs (names or indices); () = built-in map
+    human_labels: str = "aggre_label"  # human: which annotation to use
     train_size: int = 0  # use a random subset of this many training images (0: all of them)
     val_fraction: float = 0.1  # share of the (sub)set held out for model selection
     val_clean: bool = True  # validation labels clean (the paper's CIFAR-10 setup) or noisy like training
@@ -42,6 +63,8 @@ class NoiseConfig:
             raise ValueError(f"Unknown noise kind {self.kind!r}. Valid: {', '.join(KINDS)}")
         if not 0.0 <= self.rate <= 1.0:
             raise ValueError(f"rate: expected a number in [0, 1], found {self.rate}")
+        if self.human_labels not in HUMAN_LABELS:
+            raise ValueError(f"Unknown human_labels {self.human_labels!r}. Valid: {', '.join(HUMAN_LABELS)}")
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"val_fraction: expected a number in (0, 1) (training picks its best epoch on the "
                              f"validation set), found {self.val_fraction}")
@@ -49,18 +72,69 @@ class NoiseConfig:
             raise ValueError(f"train_size: expected 0 (all) or a positive count, found {self.train_size}")
 
 
-def corrupt(labels: np.ndarray, *, kind: str, rate: float, num_classes: int,
-            rng: np.random.Generator) -> np.ndarray:
-    """Noisy copy of ``labels`` under the noise model ``kind`` (see the module docstring)."""
+def corrupt(labels: np.ndarray, *, kind: str, rate: float, num_classes: int, rng: np.random.Generator,
+            class_map: dict[int, int] | None = None, images: np.ndarray | None = None) -> np.ndarray:
+    """Noisy copy of ``labels`` under ``kind`` (see the module docstring); ``human`` is handled by ``run``."""
     noisy = labels.copy()
+    hit = rng.random(labels.shape[0]) < rate
     if kind == "none" or rate == 0.0:
         return noisy
-    hit = rng.random(labels.shape[0]) < rate
     if kind == "symmetric":
         noisy[hit] = rng.integers(0, num_classes, int(hit.sum()))
-    else:  # uniform_other: shift by 1..K-1 so the new class is never the old one
+    elif kind == "uniform_other":  # a shift by 1..K-1 never lands on the old class
         noisy[hit] = (labels[hit] + rng.integers(1, num_classes, int(hit.sum()))) % num_classes
+    elif kind == "pairflip":
+        noisy[hit] = (labels[hit] + 1) % num_classes
+    elif kind == "asymmetric":
+        table = np.arange(num_classes)
+        for source, target in (class_map or {}).items():
+            table[source] = target
+        noisy[hit] = table[labels[hit]]
+    elif kind == "instance":
+        noisy = _instance_noise(labels, rate, num_classes, rng, images)
+    else:
+        raise ValueError(f"Unknown noise kind {kind!r}. Valid: {', '.join(KINDS)}")
     return noisy
+
+
+def _instance_noise(labels, rate, num_classes, rng, images) -> np.ndarray:
+    if images is None:
+        raise ValueError("instance noise needs the images")
+    n = labels.shape[0]
+    flip_rate = np.clip(rng.normal(rate, 0.1, n), 0.0, 1.0)
+    x = images.reshape(n, -1).astype(np.float32) / 255.0
+    w = rng.standard_normal((x.shape[1], num_classes)).astype(np.float32)
+    scores = x @ w
+    scores[np.arange(n), labels] = -np.inf
+    scores -= scores.max(axis=1, keepdims=True)
+    probs = np.exp(scores)
+    probs *= (flip_rate / probs.sum(axis=1))[:, None]
+    probs[np.arange(n), labels] = 1.0 - flip_rate
+    cumulative = probs.cumsum(axis=1)
+    draws = rng.random(n)[:, None] * cumulative[:, -1:]
+    return np.minimum((draws > cumulative).sum(axis=1), num_classes - 1).astype(labels.dtype)
+
+
+def parse_class_map(pairs, class_names: list[str]) -> dict[int, int]:
+    """``["cat->dog", "3->5"]`` -> ``{3: 5}``, checking every class against the dataset's classes."""
+    index = {name: i for i, name in enumerate(class_names)}
+
+    def resolve(token: str, pair: str) -> int:
+        token = token.strip()
+        if token in index:
+            return index[token]
+        if token.isdigit() and int(token) < len(class_names):
+            return int(token)
+        raise ValueError(f"class_map: {pair!r}: expected a class name or index of this dataset "
+                         f"({', '.join(class_names)}), found {token!r}")
+
+    table = {}
+    for pair in pairs:
+        source, arrow, target = pair.partition("->")
+        if not arrow:
+            raise ValueError(f"class_map: expected 'source->target', found {pair!r}")
+        table[resolve(source, pair)] = resolve(target, pair)
+    return table
 
 
 def transition_matrix(clean: np.ndarray, noisy: np.ndarray, num_classes: int) -> np.ndarray:
@@ -72,13 +146,9 @@ def transition_matrix(clean: np.ndarray, noisy: np.ndarray, num_classes: int) ->
 
 def run(config: NoiseConfig, *, ingest: Path = INGEST_OUT, out: Path = OUT) -> dict:
     """Make the noisy labels and the split from the ingested training set; returns the summary."""
-    train_file = Path(ingest) / "train.npz"
-    if not train_file.is_file():
-        raise DataError(f"{train_file}: expected the ingest step's output, found no such file "
-                        f"(run python -m components.ingest first)")
-    with np.load(train_file) as data:
-        clean_all = data["labels"]
-    num_classes = int(clean_all.max()) + 1
+    ingest = Path(ingest)
+    manifest, clean_all = _read_ingest(ingest)
+    num_classes = len(manifest["class_names"])
     rng = np.random.default_rng(config.seed)
     n = clean_all.shape[0] if config.train_size == 0 else config.train_size
     if n > clean_all.shape[0]:
@@ -87,7 +157,7 @@ def run(config: NoiseConfig, *, ingest: Path = INGEST_OUT, out: Path = OUT) -> d
     clean = clean_all[index]
     is_val = np.zeros(n, dtype=bool)
     is_val[rng.permutation(n)[:round(config.val_fraction * n)]] = True
-    noisy = corrupt(clean, kind=config.kind, rate=config.rate, num_classes=num_classes, rng=rng)
+    noisy = _noisy_labels(config, ingest, manifest, clean, index, num_classes, rng)
     if config.val_clean:
         noisy[is_val] = clean[is_val]
     is_noisy = noisy != clean
@@ -103,6 +173,43 @@ def run(config: NoiseConfig, *, ingest: Path = INGEST_OUT, out: Path = OUT) -> d
                                                           num_classes).round(6).tolist())
     write_json(out / "summary.json", summary)
     return summary
+
+
+def _read_ingest(ingest: Path) -> tuple[dict, np.ndarray]:
+    manifest_file, train_file = ingest / "manifest.json", ingest / "train.npz"
+    for path in (manifest_file, train_file):
+        if not path.is_file():
+            if path == train_file and (ingest / "index.json").is_file():
+                raise DataError(f"{ingest}: expected train.npz, found a sharded dataset (clothing1m): its labels "
+                                f"are real noise already, and the noise and training steps do not read shards yet")
+            raise DataError(f"{path}: expected the ingest step's output, found no such file "
+                            f"(run python -m components.ingest first)")
+    manifest = json.loads(manifest_file.read_text())
+    with np.load(train_file) as data:
+        return manifest, data["labels"]
+
+
+def _noisy_labels(config, ingest, manifest, clean, index, num_classes, rng) -> np.ndarray:
+    if config.kind == "human":
+        path = ingest / "human_labels.npz"
+        if not path.is_file():
+            raise DataError(f"{path}: expected human labels for noise kind 'human' (ingest dataset cifar10n), "
+                            f"found no such file (ingested dataset: {manifest['dataset']})")
+        with np.load(path) as table:
+            return table[config.human_labels][index].astype(np.int64)
+    class_map = None
+    if config.kind == "asymmetric":
+        pairs = config.class_map or BUILTIN_MAPS.get(manifest["dataset"])
+        if not pairs:
+            raise ValueError(f"class_map: expected source->target pairs for asymmetric noise on "
+                             f"{manifest['dataset']}, which has no built-in map; found none")
+        class_map = parse_class_map(pairs, manifest["class_names"])
+    images = None
+    if config.kind == "instance":
+        with np.load(ingest / "train.npz") as data:
+            images = data["images"][index]
+    return corrupt(clean, kind=config.kind, rate=config.rate, num_classes=num_classes, rng=rng,
+                   class_map=class_map, images=images)
 
 
 def _main(configs: dict) -> None:

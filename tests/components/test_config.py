@@ -57,7 +57,7 @@ def test_bad_values_name_the_field_expected_and_found(assignment, message):
 
 @pytest.mark.parametrize(("assignment", "message"), [
     ("nois.seed=1", r"unknown section 'nois'. Valid: ingest, noise, baseline, mlnt"),
-    ("noise.sed=1", r"unknown key 'sed' in section 'noise'. Valid: kind, rate, seed, train_size, val_clean"),
+    ("noise.sed=1", r"unknown key 'sed' in section 'noise'. Valid: class_map, human_labels, kind, rate, seed"),
     ("noise.seed", r"expected section.key=value"),
     ("seed=1", r"expected section.key=value"),
 ])
@@ -69,7 +69,7 @@ def test_bad_assignments(assignment, message):
 def test_unknown_key_in_the_params_file(tmp_path):
     path = tmp_path / "p.yaml"
     path.write_text("noise:\n  rate: 0.1\n  colour: red\n")
-    with pytest.raises(ConfigError, match=r"p.yaml: noise: unknown key\(s\) colour. Valid: kind, rate"):
+    with pytest.raises(ConfigError, match=r"p.yaml: noise: unknown key\(s\) colour. Valid: class_map, human_labels"):
         parse(["--params", str(path)], "noise", {"noise": noise.NoiseConfig}, "")
 
 

@@ -1,0 +1,118 @@
+"""Every noise kind: realised rates within a binomial tolerance, exact maps, determinism, the step's outputs."""
+
+import numpy as np
+import pytest
+import torch
+
+from components.formats.cifar import read_cifar10
+from components.formats.idx import FASHION_MNIST_CLASSES
+from components.ingest import IngestConfig
+from components.ingest import run as ingest
+from components.noise import BUILTIN_MAPS, NoiseConfig, corrupt, parse_class_map, run
+from tests.components.formats_fixtures import write_cifar10, write_cifar10n, write_image
+
+N = 40_000
+
+
+def tolerance(p, n=N):
+    return 5.0 * np.sqrt(max(p * (1 - p), 1e-4) / n)
+
+
+@pytest.fixture(scope="module")
+def clean():
+    return np.random.default_rng(1).integers(0, 10, N)
+
+
+def realised(clean, **kw):
+    noisy = corrupt(clean, num_classes=10, rng=np.random.default_rng(0), **kw)
+    return noisy, (noisy != clean).mean()
+
+
+@pytest.mark.parametrize("rate", [0.2, 0.5, 0.8])
+def test_symmetric_uniform_other_pairflip_rates(clean, rate):
+    for kind, expected in (("symmetric", rate * 0.9), ("uniform_other", rate), ("pairflip", rate)):
+        _, got = realised(clean, kind=kind, rate=rate)
+        assert abs(got - expected) <= tolerance(expected), (kind, got, expected)
+
+
+def test_pairflip_moves_every_flipped_label_to_the_next_class(clean):
+    noisy, _ = realised(clean, kind="pairflip", rate=0.4)
+    changed = noisy != clean
+    assert ((clean[changed] + 1) % 10 == noisy[changed]).all()
+
+
+def test_asymmetric_map_applied_exactly_and_at_the_rate(clean):
+    table = parse_class_map(BUILTIN_MAPS["fashion-mnist"], list(FASHION_MNIST_CLASSES))
+    assert table == {0: 6, 6: 0, 2: 4, 4: 2, 5: 7, 7: 9, 9: 7}
+    noisy, got = realised(clean, kind="asymmetric", rate=0.4, class_map=table)
+    changed = noisy != clean
+    assert all(table[c] == n for c, n in zip(clean[changed], noisy[changed], strict=True))
+    assert not changed[np.isin(clean, [1, 3, 8])].any()
+    mapped_share = np.isin(clean, list(table)).mean()
+    assert abs(got - 0.4 * mapped_share) <= tolerance(0.4 * mapped_share)
+
+
+def test_cifar10_builtin_map():
+    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    assert parse_class_map(BUILTIN_MAPS["cifar10"], names) == {9: 1, 2: 0, 4: 7, 3: 5, 5: 3}
+
+
+@pytest.mark.parametrize("rate", [0.2, 0.4])
+def test_instance_noise_rate_and_dependence_on_the_image(clean, rate):
+    rng = np.random.default_rng(5)
+    templates = rng.integers(0, 256, (10, 8, 8, 1))
+    images = np.clip(templates[clean] + rng.normal(0, 20, (N, 8, 8, 1)), 0, 255).astype(np.uint8)
+    noisy, got = realised(clean, kind="instance", rate=rate, images=images)
+    assert abs(got - rate) <= tolerance(rate) + 0.01  # the clipped normal of flip rates shifts the mean a little
+    # Feature dependence: within a class, flips concentrate on a few target classes (uniform noise would not).
+    flipped = noisy[(clean == 0) & (noisy != clean)]
+    top_share = np.bincount(flipped, minlength=10).max() / flipped.size
+    assert top_share > 2 / 9
+
+
+def test_same_seed_same_labels_other_seed_different(clean):
+    for kind in ("symmetric", "uniform_other", "pairflip"):
+        a = corrupt(clean, kind=kind, rate=0.5, num_classes=10, rng=np.random.default_rng(3))
+        b = corrupt(clean, kind=kind, rate=0.5, num_classes=10, rng=np.random.default_rng(3))
+        c = corrupt(clean, kind=kind, rate=0.5, num_classes=10, rng=np.random.default_rng(4))
+        assert (a == b).all() and (a != c).any(), kind
+
+
+def test_bad_class_maps():
+    with pytest.raises(ValueError, match=r"class_map: expected 'source->target', found 'cat:dog'"):
+        parse_class_map(["cat:dog"], ["cat", "dog"])
+    with pytest.raises(ValueError, match=r"class_map: 'cat->wolf': expected a class name or index of this dataset "
+                                         r"\(cat, dog\), found 'wolf'"):
+        parse_class_map(["cat->wolf"], ["cat", "dog"])
+
+
+def test_human_labels_from_cifar10n(tmp_path):
+    source = write_cifar10(tmp_path / "cifar", per_batch=20)
+    clean = read_cifar10(source).train_labels
+    human = write_cifar10n(tmp_path / "CIFAR-10_human.pt", clean)
+    ingest(IngestConfig(dataset="cifar10n", path=str(source), human_labels=str(human)), out=tmp_path / "ingest")
+    summary = run(NoiseConfig(kind="human", human_labels="worse_label", val_fraction=0.2, val_clean=False),
+                  ingest=tmp_path / "ingest", out=tmp_path / "noise")
+    with np.load(tmp_path / "noise" / "labels.npz") as f:
+        worse = np.asarray(torch.load(human, weights_only=False)["worse_label"])[f["index"]]
+        assert (f["label"] == worse).all()
+        assert summary["realised_rate_train"] == pytest.approx(f["is_noisy"][~f["is_val"]].mean())
+
+
+def test_human_kind_without_human_labels(tmp_path, fashion_dir):
+    ingest(IngestConfig(path=str(fashion_dir)), out=tmp_path / "ingest")
+    with pytest.raises(ValueError, match=r"human_labels.npz: expected human labels for noise kind 'human' "
+                                         r"\(ingest dataset cifar10n\), found no such file"):
+        run(NoiseConfig(kind="human"), ingest=tmp_path / "ingest", out=tmp_path / "noise")
+
+
+def test_asymmetric_on_a_dataset_without_a_builtin_map(tmp_path):
+    for i in range(6):
+        write_image(tmp_path / "mine" / ("a" if i % 2 else "b") / f"{i}.png", (4, 4), (i, i, i))
+    ingest(IngestConfig(dataset="imagefolder", path=str(tmp_path / "mine")), out=tmp_path / "ingest")
+    with pytest.raises(ValueError, match=r"class_map: expected source->target pairs for asymmetric noise on "
+                                         r"imagefolder, which has no built-in map; found none"):
+        run(NoiseConfig(kind="asymmetric", val_fraction=0.5), ingest=tmp_path / "ingest", out=tmp_path / "noise")
+    summary = run(NoiseConfig(kind="asymmetric", rate=1.0, class_map=("a->b",), val_fraction=0.5),
+                  ingest=tmp_path / "ingest", out=tmp_path / "noise")
+    assert summary["kind"] == "asymmetric"
