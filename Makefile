@@ -8,7 +8,6 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 SYSTEM  := $(VENV)/.system
 DATASET := /usr/share/datasets/fashion-mnist
-DATA    := data/fashion-mnist
 PYTHON  ?= python3
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -36,11 +35,8 @@ $(SYSTEM):
 
 system: $(SYSTEM)  ## install the Debian packages only
 
-data: setup  ## place the default dataset (Fashion-MNIST) in data/
-	@mkdir -p $(DATA)
-	@for f in train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte; do \
-	  [ -f $(DATA)/$$f.gz ] || cp $(DATASET)/$$f.gz $(DATA)/; done
-	@echo "data: Fashion-MNIST in $(DATA)"
+data: setup  ## put Fashion-MNIST in data/ and check it against data.dvc (SOURCE=folder to copy from)
+	$(PY) -m components.data $(if $(SOURCE),--source $(SOURCE))
 
 pipeline:  ## run the steps on data/ with params.yaml (ingest, noise, baseline, mlnt)
 	$(PY) -m components.ingest

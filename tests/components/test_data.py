@@ -1,0 +1,74 @@
+"""`make data` (components.data) and sharing data through a DVC remote, with the real DVC."""
+
+import gzip
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from components.data import DEBIAN, FILES, DataFetchError, fetch, main, verify
+
+ROOT = Path(__file__).resolve().parents[2]
+needs_dataset = pytest.mark.skipif(not (DEBIAN / FILES[0]).is_file(),
+                                   reason="Debian's dataset-fashion-mnist is not installed (make setup installs it)")
+
+
+def dvc(repo: Path, *args: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, capture_output=True, text=True, check=True)
+    return done.stdout
+
+
+@pytest.fixture
+def repo(tmp_path):
+    """A new git repository with the project's DVC set-up and data.dvc, and no data."""
+    repo = tmp_path / "repo"
+    (repo / ".dvc").mkdir(parents=True)
+    for name in (".dvc/config", ".dvcignore", "data.dvc"):
+        shutil.copyfile(ROOT / name, repo / name)
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    return repo
+
+
+@needs_dataset
+def test_make_data_gives_a_clean_dvc_status(repo, capsys):
+    assert main(["--root", str(repo)]) == 0
+    assert "data/ matches data.dvc" in capsys.readouterr().out
+    assert "Data and pipelines are up to date." in dvc(repo, "status", "data.dvc")
+    assert sorted(p.name for p in (repo / "data" / "fashion-mnist").iterdir()) == sorted(FILES)
+
+
+@needs_dataset
+def test_data_that_is_not_the_recorded_version_is_refused(repo):
+    fetch(repo / "data" / "fashion-mnist")
+    label_file = repo / "data" / "fashion-mnist" / "t10k-labels-idx1-ubyte.gz"
+    raw = bytearray(gzip.decompress(label_file.read_bytes()))
+    raw[-1] = (raw[-1] + 1) % 10
+    label_file.write_bytes(gzip.compress(bytes(raw)))
+    record = (repo / "data.dvc").read_text()
+    with pytest.raises(DataFetchError, match=r"data: expected the version recorded in data.dvc \(\w+\.dir\), "
+                                             r"found \w+\.dir; if you changed data/ on purpose"):
+        verify(repo)
+    assert (repo / "data.dvc").read_text() == record
+
+
+def test_a_missing_source_file_is_named(tmp_path):
+    (tmp_path / "src").mkdir()
+    with pytest.raises(DataFetchError, match=r"src/train-images-idx3-ubyte.gz: expected a Fashion-MNIST file"):
+        fetch(tmp_path / "data", tmp_path / "src")
+
+
+@needs_dataset
+def test_team_shares_data_through_a_dvc_remote(repo, tmp_path):
+    assert main(["--root", str(repo)]) == 0
+    remote = tmp_path / "remote"
+    dvc(repo, "remote", "add", "--default", "team", str(remote))
+    dvc(repo, "push", "data.dvc")
+    # A teammate's clone: same data.dvc and remote, no data and no cache.
+    shutil.rmtree(repo / "data")
+    shutil.rmtree(repo / ".dvc" / "cache")
+    dvc(repo, "pull", "data.dvc")
+    for name in FILES:
+        assert (repo / "data" / "fashion-mnist" / name).read_bytes() == (DEBIAN / name).read_bytes()
+    assert "Data and pipelines are up to date." in dvc(repo, "status", "data.dvc")
