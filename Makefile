@@ -38,8 +38,9 @@ system: $(SYSTEM)  ## install the Debian packages only
 data: setup  ## put Fashion-MNIST in data/ and check it against data.dvc (SOURCE=folder to copy from)
 	$(PY) -m components.data $(if $(SOURCE),--source $(SOURCE))
 
-pipeline:  ## run the steps on data/ with params.yaml (ingest, noise, baseline, mlnt)
+pipeline:  ## run the steps on data/ with params.yaml (ingest, validate, noise, baseline, mlnt)
 	$(PY) -m components.ingest
+	$(PY) -m components.validate
 	$(PY) -m components.noise
 	$(PY) -m components.baseline
 	$(PY) -m components.mlnt

@@ -140,7 +140,8 @@ def cli(step: str, sections: Mapping[str, type], description: str,
     """A ``main(argv) -> exit code`` for a step: errors become one clear message unless ``--debug``."""
 
     def main(argv: Sequence[str] | None = None) -> int:
-        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        logging.getLogger("components").setLevel(logging.INFO)
         debug = "--debug" in (sys.argv[1:] if argv is None else argv)
         try:
             configs, _ = parse(argv, step, sections, description)

@@ -5,12 +5,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components import baseline, ingest, mlnt, noise
+from components import baseline, ingest, mlnt, noise, validate
 from components.config import ConfigError, apply_override, build, cli, load_params, parse
 
 ROOT = Path(__file__).resolve().parents[2]
-SECTIONS = {"ingest": ingest.IngestConfig, "noise": noise.NoiseConfig, "baseline": baseline.BaselineConfig,
-            "mlnt": mlnt.MlntStepConfig}
+SECTIONS = {"ingest": ingest.IngestConfig, "validate": validate.ValidateConfig, "noise": noise.NoiseConfig,
+            "baseline": baseline.BaselineConfig, "mlnt": mlnt.MlntStepConfig}
 
 
 def test_params_yaml_matches_the_typed_configs_exactly():
@@ -23,7 +23,7 @@ def test_params_yaml_matches_the_typed_configs_exactly():
 
 def test_every_step_module_has_a_section_of_its_own_name():
     for section, cls in SECTIONS.items():
-        module = {"ingest": ingest, "noise": noise, "baseline": baseline, "mlnt": mlnt}[section]
+        module = {"ingest": ingest, "validate": validate, "noise": noise, "baseline": baseline, "mlnt": mlnt}[section]
         assert callable(module.main) and callable(module.run)
         assert typing.get_type_hints(module.run)["config"] is cls
 
@@ -56,7 +56,7 @@ def test_bad_values_name_the_field_expected_and_found(assignment, message):
 
 
 @pytest.mark.parametrize(("assignment", "message"), [
-    ("nois.seed=1", r"unknown section 'nois'. Valid: ingest, noise, baseline, mlnt"),
+    ("nois.seed=1", r"unknown section 'nois'. Valid: ingest, validate, noise, baseline, mlnt"),
     ("noise.sed=1", r"unknown key 'sed' in section 'noise'. Valid: class_map, human_labels, kind, rate, seed"),
     ("noise.seed", r"expected section.key=value"),
     ("seed=1", r"expected section.key=value"),

@@ -1,0 +1,217 @@
+"""validate: check the ingested data with a Great Expectations suite before anyone trains on it.
+
+Three tables are validated: ``images`` (one row per image: split, label, height, width, channels, dtype, pixel
+minimum, maximum and range), ``classes`` (one row per class of the training split: count and share) and
+``overlap`` (one row: the share of test images with a near-duplicate in the training split; near-duplicates
+share an 8x8 grayscale thumbnail quantised to 16 levels).
+
+Writes ``artifacts/validate/report.json`` (success, one entry per failed expectation, statistics) and the
+Great Expectations Data Docs (HTML) under ``artifacts/validate/gx/``. On any failed expectation it prints one
+line per failure (expectation, column, expected, observed) and exits non-zero, so nothing downstream runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from components.atomic import write_json
+from components.config import cli
+from components.formats import DataError
+from components.ingest import OUT as INGEST_OUT
+
+OUT = Path("artifacts/validate")
+
+
+@dataclass(frozen=True)
+class ValidateConfig:
+    min_images: int = 1  # each split holds at least this many images
+    class_balance_ratio: float = 5.0  # each class's share of the training split is within [1/(ratio K), ratio/K]
+    max_duplicate_share: float = 0.01  # at most this share of test images has a near-duplicate in training
+    max_blank_share: float = 0.01  # at most this share of images has a single pixel value
+
+    def __post_init__(self) -> None:
+        if self.class_balance_ratio < 1.0:
+            raise ValueError(f"class_balance_ratio: expected >= 1, found {self.class_balance_ratio}")
+        for name in ("max_duplicate_share", "max_blank_share"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name}: expected a number in [0, 1], found {getattr(self, name)}")
+
+
+class ValidationFailedError(RuntimeError):
+    """At least one expectation failed; the message has one line per failure."""
+
+
+def run(config: ValidateConfig, *, ingest: Path = INGEST_OUT, out: Path = OUT) -> dict:
+    """Validate the ingested data; writes the report and Data Docs, and raises ``ValidationFailedError`` on failure."""
+    ingest, out = Path(ingest), Path(out)
+    manifest = _manifest(ingest)
+    tables = build_tables(ingest, manifest)
+    failures, docs = _run_suites(config, manifest, tables, out)
+    report = {"success": not failures, "failures": failures, "data_docs": str(docs),
+              "statistics": {"images": len(tables["images"]),
+                             "duplicate_share": float(tables["overlap"]["test_in_train_share"].iloc[0]),
+                             "class_shares": tables["classes"]["share"].round(6).tolist()}}
+    write_json(out / "report.json", report)
+    if failures:
+        lines = [f"{f['expectation']} column={f['column']} expected={f['expected']} observed={f['observed']}"
+                 for f in failures]
+        raise ValidationFailedError(f"{len(failures)} expectation(s) failed on {ingest}:\n" + "\n".join(lines))
+    return report
+
+
+def build_tables(ingest: Path, manifest: dict) -> dict[str, Any]:
+    import pandas as pd  # noqa: PLC0415 - pandas is only needed by this step
+
+    rows, keys = [], {"train": set(), "test": []}
+    for split, images, labels in iter_images(ingest):
+        flat = images.reshape(images.shape[0], -1)
+        lo, hi = flat.min(axis=1), flat.max(axis=1)
+        rows.append(pd.DataFrame({"split": split, "label": labels.astype(np.int64), "height": images.shape[1],
+                                  "width": images.shape[2], "channels": images.shape[3], "dtype": str(images.dtype),
+                                  "pixel_min": lo.astype(np.float64), "pixel_max": hi.astype(np.float64),
+                                  "pixel_range": (hi.astype(np.float64) - lo)}))
+        fingerprints = thumbnails(images)
+        if split == "train":
+            keys["train"].update(fingerprints)
+        elif split == "test":
+            keys["test"].extend(fingerprints)
+    table = pd.concat(rows, ignore_index=True)
+    train_labels = table.loc[table["split"] == "train", "label"]
+    k = len(manifest["class_names"])
+    counts = np.bincount(train_labels.clip(0, k - 1), minlength=k) if len(train_labels) else np.zeros(k)
+    classes = pd.DataFrame({"class": manifest["class_names"], "count": counts,
+                            "share": counts / max(counts.sum(), 1)})
+    shared = sum(key in keys["train"] for key in keys["test"]) / max(len(keys["test"]), 1)
+    overlap = pd.DataFrame({"test_in_train_share": [shared]})
+    return {"images": table, "classes": classes, "overlap": overlap}
+
+
+def iter_images(ingest: Path, chunk: int = 10000) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    """``(split, images, labels)`` in chunks, from ``train.npz``/``test.npz`` or from the shards of a large set."""
+    index_file = ingest / "index.json"
+    if index_file.is_file():
+        index = json.loads(index_file.read_text())
+        for split, entry in index["splits"].items():
+            for shard in entry["shards"]:
+                with np.load(ingest / "shards" / shard["file"]) as data:
+                    yield split, data["images"], data["labels"]
+        return
+    for split in ("train", "test"):
+        path = ingest / f"{split}.npz"
+        if not path.is_file():
+            raise DataError(f"{path}: expected the ingest step's output, found no such file")
+        with np.load(path) as data:
+            images, labels = data["images"], data["labels"]
+        if images.ndim != 4:
+            raise DataError(f"{path}: expected images of shape [N, H, W, C], found {list(images.shape)}")
+        for start in range(0, images.shape[0], chunk):
+            yield split, images[start:start + chunk], labels[start:start + chunk]
+
+
+def thumbnails(images: np.ndarray) -> list[bytes]:
+    """One fingerprint per image: its 8x8 grayscale thumbnail, quantised to 16 levels."""
+    x = torch.from_numpy(np.ascontiguousarray(images)).float().mean(dim=3, keepdim=True).permute(0, 3, 1, 2)
+    small = F.adaptive_avg_pool2d(x, 8).clamp(0, 255).div(16).floor().to(torch.uint8)
+    return [row.tobytes() for row in small.reshape(small.shape[0], -1).numpy()]
+
+
+def expectations(config: ValidateConfig, manifest: dict) -> dict[str, list]:
+    import great_expectations as gx  # noqa: PLC0415 - slow to import; only this step needs it
+
+    e = gx.expectations
+    k = len(manifest["class_names"])
+    height, width, channels = manifest["image_shape"]
+    total = sum(manifest["counts"][s] for s in ("train", "test"))
+    images = [e.ExpectTableRowCountToEqual(value=total)]
+    images += [e.ExpectColumnValuesToNotBeNull(column=c) for c in ("split", "label", "pixel_min", "pixel_max")]
+    images += [e.ExpectColumnValuesToBeBetween(column="label", min_value=0, max_value=k - 1),
+               e.ExpectColumnValuesToBeInSet(column="height", value_set=[height]),
+               e.ExpectColumnValuesToBeInSet(column="width", value_set=[width]),
+               e.ExpectColumnValuesToBeInSet(column="channels", value_set=[channels]),
+               e.ExpectColumnValuesToBeInSet(column="dtype", value_set=["uint8"]),
+               e.ExpectColumnValuesToBeBetween(column="pixel_min", min_value=0, max_value=255),
+               e.ExpectColumnValuesToBeBetween(column="pixel_max", min_value=0, max_value=255),
+               e.ExpectColumnValuesToBeBetween(column="pixel_range", min_value=1,
+                                               mostly=1.0 - config.max_blank_share)]
+    splits = [s for s in ("train", "test") if s in manifest["counts"]]
+    images += [e.ExpectColumnValuesToBeInSet(column="split", value_set=sorted(manifest["counts"]))]
+    images += [e.ExpectColumnDistinctValuesToContainSet(column="split", value_set=splits)]
+    classes = [e.ExpectTableRowCountToEqual(value=k),
+               e.ExpectColumnValuesToBeBetween(column="count", min_value=config.min_images / k),
+               e.ExpectColumnValuesToBeBetween(column="share", min_value=1.0 / (config.class_balance_ratio * k),
+                                               max_value=min(1.0, config.class_balance_ratio / k))]
+    overlap = [e.ExpectColumnValuesToBeBetween(column="test_in_train_share", min_value=0.0,
+                                               max_value=config.max_duplicate_share)]
+    return {"images": images, "classes": classes, "overlap": overlap}
+
+
+def _run_suites(config: ValidateConfig, manifest: dict, tables: dict, out: Path) -> tuple[list[dict], Path]:
+    import great_expectations as gx  # noqa: PLC0415
+
+    logging.getLogger("great_expectations").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module="great_expectations")
+    out.mkdir(parents=True, exist_ok=True)
+    context = gx.get_context(mode="file", project_root_dir=str(out))
+    context.variables.progress_bars = {"globally": False, "metric_calculations": False}
+    source = _fresh_pandas_source(context, "ingest")
+    failures = []
+    for name, suite_items in expectations(config, manifest).items():
+        batch = source.add_dataframe_asset(name=name).add_batch_definition_whole_dataframe("all")
+        if name in [s.name for s in context.suites.all()]:
+            context.suites.delete(name)
+        suite = context.suites.add(gx.ExpectationSuite(name=name, expectations=suite_items))
+        if name in [v.name for v in context.validation_definitions.all()]:
+            context.validation_definitions.delete(name)
+        definition = context.validation_definitions.add(gx.ValidationDefinition(name=name, data=batch, suite=suite))
+        result = definition.run(batch_parameters={"dataframe": tables[name]})
+        failures += [_failure(name, r) for r in result.results if not r.success]
+    context.build_data_docs()
+    return failures, out / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
+
+
+def _fresh_pandas_source(context, name: str):
+    if name in [s.name for s in context.data_sources.all().values()]:
+        context.data_sources.delete(name)
+    return context.data_sources.add_pandas(name)
+
+
+def _failure(table: str, result) -> dict:
+    config, found = result.expectation_config, result.result or {}
+    kwargs = {k: v for k, v in config.kwargs.items() if k not in ("batch_id", "column")}
+    if "observed_value" in found:
+        observed = found["observed_value"]
+    else:
+        observed = (f"{found.get('unexpected_count')} of {found.get('element_count')} values unexpected, "
+                    f"e.g. {found.get('partial_unexpected_list', [])[:5]}")
+    return {"table": table, "expectation": config.type, "column": config.kwargs.get("column", "(table)"),
+            "expected": kwargs, "observed": observed}
+
+
+def _manifest(ingest: Path) -> dict:
+    path = ingest / "manifest.json"
+    if not path.is_file():
+        raise DataError(f"{path}: expected the ingest step's output, found no such file "
+                        f"(run python -m components.ingest first)")
+    return json.loads(path.read_text())
+
+
+def _main(configs: dict) -> None:
+    report = run(configs["validate"])
+    print(f"validate: all expectations met on {report['statistics']['images']} images; "
+          f"Data Docs: {report['data_docs']}")
+
+
+main = cli("validate", {"validate": ValidateConfig}, __doc__.splitlines()[0], _main)
+
+if __name__ == "__main__":
+    raise SystemExit(main())

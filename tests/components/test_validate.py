@@ -1,0 +1,92 @@
+"""The validate step: real Great Expectations runs over good and deliberately broken ingest outputs."""
+
+import json
+
+import numpy as np
+import pytest
+
+from components import validate
+from components.ingest import IngestConfig
+from components.ingest import run as ingest
+from components.validate import ValidateConfig, ValidationFailedError, run
+
+
+@pytest.fixture
+def ingested(fashion_dir, tmp_path):
+    out = tmp_path / "artifacts" / "ingest"  # where the CLI looks, relative to the working directory
+    ingest(IngestConfig(path=str(fashion_dir)), out=out)
+    return out
+
+
+def rewrite(ingest_dir, split, change):
+    with np.load(ingest_dir / f"{split}.npz") as f:
+        images, labels = f["images"].copy(), f["labels"].copy()
+    images, labels = change(images, labels)
+    np.savez(ingest_dir / f"{split}.npz", images=images, labels=labels)
+
+
+def test_good_data_passes_and_writes_report_and_data_docs(ingested, tmp_path):
+    report = run(ValidateConfig(), ingest=ingested, out=tmp_path / "v")
+    assert report["success"] and report["failures"] == []
+    assert json.loads((tmp_path / "v" / "report.json").read_text()) == report
+    docs = tmp_path / "v" / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
+    assert docs.is_file() and "images" in docs.read_text()
+    assert report["statistics"]["images"] == 360
+
+
+def test_broken_data_fails_with_one_line_per_failed_expectation(ingested, tmp_path):
+    def break_train(images, labels):
+        labels[:3] = 12  # outside the 10 classes
+        images[3:40] = 7  # 37 blank images, far over 1 %
+        return images, labels
+
+    def leak_test_into_train(images, labels):
+        with np.load(ingested / "test.npz") as test:
+            images[-30:] = test["images"][:30]
+        return images, labels
+
+    rewrite(ingested, "train", break_train)
+    rewrite(ingested, "train", leak_test_into_train)
+    with pytest.raises(ValidationFailedError) as failure:
+        run(ValidateConfig(), ingest=ingested, out=tmp_path / "v")
+    lines = str(failure.value).splitlines()
+    assert lines[0].startswith("3 expectation(s) failed on")
+    assert lines[1].startswith("expect_column_values_to_be_between column=label expected={'min_value': 0.0, "
+                               "'max_value': 9.0")
+    assert "observed=3 of 360 values unexpected, e.g. [12, 12, 12]" in lines[1]
+    assert lines[2].startswith("expect_column_values_to_be_between column=pixel_range") and "37 of 360" in lines[2]
+    assert lines[3].startswith("expect_column_values_to_be_between column=test_in_train_share")
+    assert "observed=1 of 1 values unexpected, e.g. [0.5]" in lines[3]
+    report = json.loads((tmp_path / "v" / "report.json").read_text())
+    assert not report["success"] and len(report["failures"]) == 3
+
+
+def test_shape_dtype_count_and_balance_failures(ingested, tmp_path):
+    rewrite(ingested, "test", lambda images, labels: (images[:, :27].astype(np.float32), labels))
+    rewrite(ingested, "train", lambda images, labels: (images, np.where(labels < 9, 0, labels)))
+    manifest = json.loads((ingested / "manifest.json").read_text())
+    manifest["counts"]["train"] += 1
+    (ingested / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValidationFailedError) as failure:
+        run(ValidateConfig(), ingest=ingested, out=tmp_path / "v")
+    text = str(failure.value)
+    assert "expect_table_row_count_to_equal column=(table) expected={'value': 361} observed=360" in text
+    assert "expect_column_values_to_be_in_set column=height expected={'value_set': [28]}" in text
+    assert "expect_column_values_to_be_in_set column=dtype expected={'value_set': ['uint8']}" in text
+    assert "e.g. ['float32'" in text
+    assert "expect_column_values_to_be_between column=share" in text
+
+
+def test_cli_exits_non_zero_with_the_failures(ingested, tmp_path, monkeypatch, capsys):
+    rewrite(ingested, "train", lambda images, labels: (images, np.full_like(labels, 0)))
+    params = tmp_path / "params.yaml"
+    params.write_text("validate: {}\n")
+    monkeypatch.chdir(tmp_path)
+    assert validate.main(["--params", str(params)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: validate: ") and "column=share" in err
+
+
+def test_missing_ingest_output(tmp_path):
+    with pytest.raises(ValueError, match=r"manifest.json: expected the ingest step's output, found no such file"):
+        run(ValidateConfig(), ingest=tmp_path / "none", out=tmp_path / "v")
