@@ -1,8 +1,8 @@
 """baseline: plain cross-entropy training on the noisy labels.
 
 Its model is the reference MLNT must beat, the frozen feature network for MLNT's neighbour search, and
-MLNT's warm start. Writes ``artifacts/baseline/model.pt`` (the epoch best on the validation set),
-``metrics.json``, ``history.json`` and resumable ``checkpoints/``.
+MLNT's warm start. Writes ``artifacts/baseline/model.pt`` (the epoch best on the validation set), ``final.pt``
+(the last epoch), ``metrics.json``, ``history.json`` and resumable ``checkpoints/``.
 """
 
 from __future__ import annotations
@@ -47,6 +47,8 @@ def run(config: BaselineConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOIS
                "final_val_accuracy": final["val_accuracy_student"], "epochs": len(result.history)}
     save_model(Path(out) / "model.pt", result.best_state, network=config.network, meta=meta,
                extra={"best_epoch": result.best_epoch})
+    save_model(Path(out) / "final.pt", {k: v.cpu() for k, v in result.student.state_dict().items()},
+               network=config.network, meta=meta)
     write_history(out, result)
     write_json(Path(out) / "metrics.json", metrics)
     return metrics

@@ -79,9 +79,9 @@ def load_model(path: Path) -> tuple[nn.Module, dict[str, Any]]:
 
 def checkpoint_store(out: Path, config: Any, inputs: list[Path]) -> FileCheckpointStore:
     """The checkpoint folder of this exact run: ``out/checkpoints/<id>``, the id a hash of the config and
-    of the input files. A rerun with the same config and inputs resumes (also with more epochs); any other
-    change starts afresh."""
-    fields = {k: v for k, v in dataclasses.asdict(config).items() if k not in RESUMABLE_CHANGES}
+    of the input files (``checkpoint_every``, ``device`` and ``progress`` left out). A rerun with the same
+    config and inputs resumes; any other change, the number of epochs included, starts afresh."""
+    fields = {k: v for k, v in dataclasses.asdict(config).items() if k not in RESUMABLE_CHANGES or k == "epochs"}
     digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode())
     for path in inputs:
         digest.update(sha256_file(Path(path)).encode())

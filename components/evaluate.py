@@ -1,0 +1,185 @@
+"""evaluate: the baseline, the MLNT student and the MLNT teacher on the clean test set, and the label-issue list.
+
+Writes ``artifacts/evaluate/metrics.json`` (a public contract: ``{"baseline": {...}, "student": {...},
+"teacher": {...}, "label_issues": {...}}``; each model with ``accuracy``, ``per_class_accuracy``, ``macro_f1`` and
+``ece`` on the clean test set, the baseline also with ``best_epoch_accuracy``), ``confusion_<model>.csv``
+(``actual,predicted`` rows for ``dvc plots``) and ``label_issues.csv``: every training sample ranked by how
+likely its given label is wrong (score = 1 - the teacher's probability of the given label), with the suggested
+label (the teacher's prediction).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from components.atomic import write_atomic, write_json
+from components.baseline import OUT as BASELINE_OUT
+from components.config import cli
+from components.formats import DataError
+from components.ingest import OUT as INGEST_OUT
+from components.mlnt import OUT as MLNT_OUT
+from components.noise import OUT as NOISE_OUT
+from components.training import load_model, normalise
+from model.trainer import predict
+
+OUT = Path("artifacts/evaluate")
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    ece_bins: int = 15  # bins of the expected calibration error
+    batch_size: int = 512
+
+    def __post_init__(self) -> None:
+        if self.ece_bins < 1 or self.batch_size < 1:
+            raise ValueError(f"ece_bins, batch_size: expected >= 1, found {self.ece_bins}, {self.batch_size}")
+
+
+def classification_metrics(probs: np.ndarray, labels: np.ndarray, num_classes: int, bins: int) -> dict:
+    predicted = probs.argmax(1)
+    correct = predicted == labels
+    per_class, f1 = [], []
+    for c in range(num_classes):
+        actual, guessed = labels == c, predicted == c
+        tp = float((actual & guessed).sum())
+        per_class.append(tp / max(actual.sum(), 1))
+        precision, recall = tp / max(guessed.sum(), 1), tp / max(actual.sum(), 1)
+        f1.append(0.0 if tp == 0 else 2 * precision * recall / (precision + recall))
+    return {"accuracy": float(correct.mean()), "per_class_accuracy": per_class, "macro_f1": float(np.mean(f1)),
+            "ece": expected_calibration_error(probs, labels, bins)}
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int) -> float:
+    """Sum over equal-width confidence bins of |accuracy - mean confidence|, weighted by the bin's share."""
+    confidence, correct = probs.max(1), probs.argmax(1) == labels
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    total = 0.0
+    for b in range(bins):
+        inside = which == b
+        if inside.any():
+            total += inside.mean() * abs(correct[inside].mean() - confidence[inside].mean())
+    return float(total)
+
+
+def auroc(scores: np.ndarray, positives: np.ndarray) -> float:
+    """Area under the ROC curve (ties counted half): the chance a positive outranks a negative."""
+    pos, neg = scores[positives], scores[~positives]
+    if not pos.size or not neg.size:
+        return float("nan")
+    ranks = _average_ranks(np.concatenate([pos, neg]))
+    return float((ranks[:pos.size].sum() - pos.size * (pos.size + 1) / 2) / (pos.size * neg.size))
+
+
+def _average_ranks(values: np.ndarray) -> np.ndarray:
+    order = values.argsort(kind="mergesort")
+    ranks = np.empty(values.size)
+    sorted_values = values[order]
+    start = 0
+    while start < values.size:
+        end = start
+        while end + 1 < values.size and sorted_values[end + 1] == sorted_values[start]:
+            end += 1
+        ranks[order[start:end + 1]] = (start + end) / 2 + 1
+        start = end + 1
+    return ranks
+
+
+def label_issues(probs: np.ndarray, given: np.ndarray, is_noisy: np.ndarray) -> tuple[list[dict], dict]:
+    """Rank samples by 1 - p(given label); the estimated number of issues is where the prediction disagrees."""
+    score = 1.0 - probs[np.arange(given.size), given]
+    suggested = probs.argmax(1)
+    order = np.argsort(-score, kind="mergesort")
+    estimated = int((suggested != given).sum())
+    flagged = np.zeros(given.size, dtype=bool)
+    flagged[order[:estimated]] = True
+    tp = int((flagged & is_noisy).sum())
+    precision = tp / max(estimated, 1)
+    recall = tp / max(int(is_noisy.sum()), 1)
+    summary = {"estimated_issues": estimated, "estimated_noise_rate": estimated / max(given.size, 1),
+               "true_noise_rate": float(is_noisy.mean()) if given.size else 0.0, "precision": precision,
+               "recall": recall, "f1": 0.0 if tp == 0 else 2 * precision * recall / (precision + recall),
+               "auroc": auroc(score, is_noisy)}
+    rows = [{"rank": r + 1, "index": int(i), "given_label": int(given[i]), "suggested_label": int(suggested[i]),
+             "score": round(float(score[i]), 6), "injected_noise": bool(is_noisy[i])} for r, i in enumerate(order)]
+    return rows, summary
+
+
+def run(config: EvaluateConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOISE_OUT,
+        baseline: Path = BASELINE_OUT, mlnt: Path = MLNT_OUT, out: Path = OUT) -> dict:
+    ingest, noise, out = Path(ingest), Path(noise), Path(out)
+    models = {"baseline": Path(baseline) / "final.pt", "student": Path(mlnt) / "student.pt",
+              "teacher": Path(mlnt) / "teacher.pt"}
+    test_images, test_labels = _load(ingest / "test.npz", "images", "labels")
+    nets = {name: load_model(path) for name, path in models.items()}
+    _, saved = nets["teacher"]
+    norm = saved["normalisation"]
+    x_test = normalise(test_images, norm["mean"], norm["std"])
+    k = saved["num_classes"]
+    metrics = {}
+    for name, (net, _) in nets.items():
+        probs = predict(net, x_test, batch_size=config.batch_size).numpy()
+        metrics[name] = classification_metrics(probs, test_labels, k, config.ece_bins)
+        _write_confusion(out / f"confusion_{name}.csv", test_labels, probs.argmax(1))
+    best_net, _ = load_model(Path(baseline) / "model.pt")
+    metrics["baseline"]["best_epoch_accuracy"] = float(
+        (predict(best_net, x_test, batch_size=config.batch_size).argmax(1).numpy() == test_labels).mean())
+    rows, summary = _label_issue_list(nets["teacher"][0], ingest, noise, norm, config.batch_size)
+    metrics["label_issues"] = summary
+    _write_csv(out / "label_issues.csv", rows)
+    write_json(out / "metrics.json", metrics)
+    return metrics
+
+
+def _label_issue_list(teacher, ingest: Path, noise: Path, norm: dict, batch_size: int):
+    (images,) = _load(ingest / "train.npz", "images")
+    labels = dict(zip(("index", "label", "is_noisy", "is_val"),
+                      _load(noise / "labels.npz", "index", "label", "is_noisy", "is_val"), strict=True))
+    train = ~labels["is_val"]
+    rows_index = labels["index"][train]
+    probs = predict(teacher, normalise(images[rows_index], norm["mean"], norm["std"]), batch_size=batch_size)
+    rows, summary = label_issues(probs.numpy(), labels["label"][train], labels["is_noisy"][train])
+    for row in rows:
+        row["index"] = int(rows_index[row["index"]])  # report the row of the ingested training set
+    return rows, summary
+
+
+def _write_confusion(path: Path, actual: np.ndarray, predicted: np.ndarray) -> None:
+    _write_csv(path, [{"actual": int(a), "predicted": int(p)} for a, p in zip(actual, predicted, strict=True)])
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]) if rows else ["empty"])
+    writer.writeheader()
+    writer.writerows(rows)
+    write_atomic(path, lambda fh: fh.write(text.getvalue().encode()))
+
+
+def _load(path: Path, *keys: str):
+    if not path.is_file():
+        raise DataError(f"{path}: expected an earlier step's output, found no such file")
+    with np.load(path) as data:
+        return tuple(data[k] for k in keys)
+
+
+def _main(configs: dict) -> None:
+    m = run(configs["evaluate"])
+    issues = m["label_issues"]
+    print(f"evaluate: clean test accuracy baseline {m['baseline']['accuracy']:.4f} (best epoch "
+          f"{m['baseline']['best_epoch_accuracy']:.4f}), student {m['student']['accuracy']:.4f}, teacher "
+          f"{m['teacher']['accuracy']:.4f}; label issues: F1 {issues['f1']:.3f}, AUROC {issues['auroc']:.3f}, "
+          f"estimated noise {issues['estimated_noise_rate']:.3f} (true {issues['true_noise_rate']:.3f})")
+
+
+main = cli("evaluate", {"evaluate": EvaluateConfig}, __doc__.splitlines()[0], _main)
+
+if __name__ == "__main__":
+    torch.set_grad_enabled(False)
+    raise SystemExit(main())

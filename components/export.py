@@ -1,0 +1,158 @@
+"""export: the model chosen on the validation set -> ONNX, checked against PyTorch, with a model card.
+
+Chooses between the CE baseline (its best epoch) and the MLNT teacher by validation accuracy. Writes
+``artifacts/export/model.onnx`` (input ``images``: float32 ``[batch, C, H, W]``, normalised with the card's mean
+and std; output ``probabilities`` ``[batch, K]``; dynamic batch axis, weights embedded, opset 18; class names and
+normalisation in the metadata), ``parity.json`` (onnxruntime against PyTorch on clean test images) and
+``model_card.json`` (classes, input spec, metrics, data and params hashes, git commit, the ONNX file's sha256).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from components.atomic import write_atomic, write_json
+from components.baseline import OUT as BASELINE_OUT
+from components.config import cli
+from components.evaluate import OUT as EVALUATE_OUT
+from components.formats import DataError, sha256_file
+from components.ingest import OUT as INGEST_OUT
+from components.mlnt import OUT as MLNT_OUT
+from components.noise import OUT as NOISE_OUT
+from components.training import load_model, normalise
+
+OUT = Path("artifacts/export")
+OPSET = 18
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    parity_images: int = 256  # clean test images compared between PyTorch and onnxruntime
+    max_abs_diff: float = 1e-4  # largest allowed difference of any probability
+
+    def __post_init__(self) -> None:
+        if self.parity_images < 1 or self.max_abs_diff <= 0:
+            raise ValueError(f"parity_images, max_abs_diff: expected >= 1 and > 0, found {self.parity_images}, "
+                             f"{self.max_abs_diff}")
+
+
+class Probabilities(nn.Module):
+    """The exported graph: the network followed by a softmax."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.net(images), dim=1)
+
+
+def choose(baseline: Path, mlnt: Path) -> tuple[str, Path, float]:
+    """The model with the higher validation accuracy: ``(name, file, validation accuracy)``."""
+    base = _json(Path(baseline) / "metrics.json")["val_accuracy"]
+    teacher = _json(Path(mlnt) / "metrics.json")["val_accuracy_teacher"]
+    if teacher >= base:
+        return "teacher", Path(mlnt) / "teacher.pt", teacher
+    return "baseline", Path(baseline) / "model.pt", base
+
+
+def to_onnx(net: nn.Module, example: torch.Tensor, metadata: dict[str, str]) -> bytes:
+    import onnx  # noqa: PLC0415 - export-only dependency
+
+    wrapped = Probabilities(net).eval()
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    program = torch.onnx.export(wrapped, (example,), input_names=["images"], output_names=["probabilities"],
+                                dynamic_shapes={"images": {0: batch}}, opset_version=OPSET, dynamo=True,
+                                verbose=False)
+    model = program.model_proto
+    for key, value in metadata.items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.checker.check_model(model, full_check=True)
+    return model.SerializeToString()
+
+
+def parity(onnx_bytes: bytes, net: nn.Module, images: torch.Tensor, max_abs_diff: float) -> dict:
+    import onnxruntime as ort  # noqa: PLC0415
+
+    session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    got = session.run(["probabilities"], {"images": images.numpy()})[0]
+    with torch.no_grad():
+        want = Probabilities(net).eval()(images).numpy()
+    diff = float(np.abs(got - want).max())
+    same = float((got.argmax(1) == want.argmax(1)).mean())
+    return {"images": int(images.shape[0]), "max_abs_diff": diff, "argmax_agreement": same,
+            "max_abs_diff_allowed": max_abs_diff, "passed": bool(diff <= max_abs_diff and same == 1.0)}
+
+
+def run(config: ExportConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOISE_OUT, baseline: Path = BASELINE_OUT,
+        mlnt: Path = MLNT_OUT, evaluate: Path = EVALUATE_OUT, out: Path = OUT, params: Path = Path("params.yaml"),
+        ) -> dict:
+    out = Path(out)
+    name, model_file, val_accuracy = choose(baseline, mlnt)
+    net, saved = load_model(model_file)
+    net.eval()
+    with np.load(Path(ingest) / "test.npz") as data:
+        test = data["images"][:config.parity_images]
+    norm = saved["normalisation"]
+    x = normalise(test, norm["mean"], norm["std"])
+    manifest = _json(Path(ingest) / "manifest.json")
+    metadata = {"class_names": json.dumps(manifest["class_names"]), "normalisation": json.dumps(norm),
+                "input_layout": "NCHW float32, pixels / 255 then (x - mean) / std per channel",
+                "model": name}
+    onnx_bytes = to_onnx(net, x[:2], metadata)
+    check = parity(onnx_bytes, net, x, config.max_abs_diff)
+    evaluated = _json(Path(evaluate) / "metrics.json")
+    card = {"model": name, "network": saved["network"], "class_names": manifest["class_names"],
+            "input": {"name": "images", "shape": ["batch", saved["in_channels"], saved["image_size"],
+                                                  saved["image_size"]], "dtype": "float32", "normalisation": norm},
+            "output": {"name": "probabilities", "shape": ["batch", saved["num_classes"]]},
+            "metrics": {"val_accuracy": val_accuracy, **{k: v for k, v in evaluated[name].items()
+                                                          if k != "per_class_accuracy"}},
+            "label_issues": evaluated.get("label_issues", {}),
+            "data": {"ingest_inputs_sha256": manifest["inputs_sha256"],
+                     "labels_sha256": sha256_file(Path(noise) / "labels.npz")},
+            "params_sha256": sha256_file(Path(params)) if Path(params).is_file() else None,
+            "git_commit": _git_commit(), "onnx_sha256": hashlib.sha256(onnx_bytes).hexdigest(),
+            "opset": OPSET, "parity": check}
+    write_atomic(out / "model.onnx", lambda fh: fh.write(onnx_bytes))
+    write_json(out / "parity.json", check)
+    write_json(out / "model_card.json", card)
+    return card
+
+
+def _git_commit() -> str:
+    try:
+        done = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, check=True, timeout=10).stdout.strip()
+        return done.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _json(path: Path) -> dict:
+    if not path.is_file():
+        raise DataError(f"{path}: expected an earlier step's output, found no such file")
+    return json.loads(path.read_text())
+
+
+def _main(configs: dict) -> None:
+    card = run(configs["export"])
+    p = card["parity"]
+    print(f"export: {card['model']} -> {OUT / 'model.onnx'}; parity on {p['images']} test images: max |diff| "
+          f"{p['max_abs_diff']:.2e}, argmax agreement {p['argmax_agreement']:.4f} ({'ok' if p['passed'] else 'FAILED'})")
+
+
+main = cli("export", {"export": ExportConfig}, __doc__.splitlines()[0], _main)
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,156 @@
+"""gate: release the exported model only if it is good enough, and say why either way.
+
+    python -m components.gate [--params FILE] [--set gate.key=value ...] [--enforce]
+
+Passes only if the clean-test accuracy of the exported model is at least ``gate.min_accuracy``, no worse than
+the current champion's (``releases/latest``) by more than ``gate.max_regression``, the ONNX parity check held,
+and the model card describes the ONNX file beside it (its sha256). Writes ``artifacts/gate/decision.json``
+(a public contract: ``passed``, ``reasons``, ``accuracy``, and more). A pass promotes the model into the
+registry: ``releases/<version>/`` (``model.onnx``, ``model_card.json``, ``decision.json``), never overwriting a
+version, written to a temporary folder and renamed, then ``releases/latest`` is pointed at it. ``--enforce``
+exits 1 on a fail, for CI.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from components.atomic import write_json
+from components.config import cli
+from components.evaluate import OUT as EVALUATE_OUT
+from components.export import OUT as EXPORT_OUT
+
+OUT = Path("artifacts/gate")
+REGISTRY = Path("releases")
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    min_accuracy: float = 0.80  # clean-test accuracy the released model must reach
+    max_regression: float = 0.01  # how far below the champion's accuracy a new model may be
+    registry: str = "releases"  # the local registry folder
+
+    def __post_init__(self) -> None:
+        for name in ("min_accuracy", "max_regression"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name}: expected a number in [0, 1], found {getattr(self, name)}")
+
+
+def decide(config: GateConfig, *, export: Path, evaluate: Path, registry: Path) -> dict:
+    """The decision, with one reason per check, pass or fail; reads everything it judges itself."""
+    reasons, passed = [], True
+
+    def check(ok: bool, reason: str) -> None:
+        nonlocal passed
+        passed &= ok
+        reasons.append(("pass: " if ok else "fail: ") + reason)
+
+    card, parity, metrics = (_read(export / "model_card.json"), _read(export / "parity.json"),
+                             _read(evaluate / "metrics.json"))
+    onnx_file = export / "model.onnx"
+    accuracy = None
+    if card is None or metrics is None or parity is None or not onnx_file.is_file():
+        missing = [str(p) for p, v in ((export / "model_card.json", card), (export / "parity.json", parity),
+                                       (evaluate / "metrics.json", metrics), (onnx_file, onnx_file.is_file() or None))
+                   if v is None]
+        check(False, f"inputs missing or unreadable: {', '.join(missing)}")
+    else:
+        accuracy = metrics.get(card.get("model"), {}).get("accuracy")
+        check(isinstance(accuracy, float), f"clean-test accuracy of the exported model ({card.get('model')}) "
+                                           f"is {accuracy!r} in {evaluate / 'metrics.json'}")
+        digest = hashlib.sha256(onnx_file.read_bytes()).hexdigest()
+        check(card.get("onnx_sha256") == digest, f"model card sha256 {card.get('onnx_sha256')} vs model.onnx "
+                                                 f"{digest}")
+        check(bool(parity.get("passed")), f"ONNX parity: max |diff| {parity.get('max_abs_diff')} (allowed "
+                                          f"{parity.get('max_abs_diff_allowed')}), argmax agreement "
+                                          f"{parity.get('argmax_agreement')}")
+        if isinstance(accuracy, float):
+            check(accuracy >= config.min_accuracy,
+                  f"accuracy {accuracy:.4f}, required at least min_accuracy {config.min_accuracy}")
+    champion = champion_accuracy(registry)
+    if champion is not None and isinstance(accuracy, float):
+        check(accuracy >= champion - config.max_regression,
+              f"accuracy {accuracy:.4f}, required at least the champion's {champion:.4f} minus max_regression "
+              f"{config.max_regression}")
+    elif champion is None:
+        reasons.append("pass: no champion yet in " + str(registry))
+    return {"passed": passed, "reasons": reasons, "accuracy": accuracy, "champion_accuracy": champion,
+            "min_accuracy": config.min_accuracy, "max_regression": config.max_regression,
+            "model": card.get("model") if card else None, "onnx_sha256": card.get("onnx_sha256") if card else None}
+
+
+def champion_accuracy(registry: Path) -> float | None:
+    card = _read(registry / "latest" / "model_card.json")
+    return None if card is None else card.get("metrics", {}).get("accuracy")
+
+
+def promote(export: Path, decision: dict, registry: Path) -> str:
+    """Copy the model into ``registry/<version>/`` atomically and point ``registry/latest`` at it."""
+    registry.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    version = f"v{stamp}-{decision['onnx_sha256'][:8]}"
+    if (registry / version).exists():
+        raise FileExistsError(f"{registry / version}: expected a new version, found it exists (never overwritten)")
+    staging = Path(tempfile.mkdtemp(prefix=".incoming.", dir=registry))
+    staging.chmod(0o755)
+    try:
+        for name in ("model.onnx", "model_card.json", "parity.json"):
+            shutil.copy2(export / name, staging / name)
+        write_json(staging / "decision.json", {**decision, "version": version})
+        staging.rename(registry / version)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    link = registry / f".latest.{os.getpid()}"
+    link.unlink(missing_ok=True)
+    link.symlink_to(version)
+    link.replace(registry / "latest")
+    return version
+
+
+def run(config: GateConfig, *, export: Path = EXPORT_OUT, evaluate: Path = EVALUATE_OUT, out: Path = OUT) -> dict:
+    registry = Path(config.registry)
+    decision = decide(config, export=Path(export), evaluate=Path(evaluate), registry=registry)
+    if decision["passed"]:
+        decision["version"] = promote(Path(export), decision, registry)
+    write_json(Path(out) / "decision.json", decision)
+    return decision
+
+
+def _read(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    enforce = "--enforce" in args
+    if enforce:
+        args.remove("--enforce")
+    outcome = {}
+
+    def body(configs: dict) -> None:
+        outcome.update(run(configs["gate"]))
+        verdict = f"released as {outcome['version']}" if outcome["passed"] else "not released"
+        print(f"gate: {'PASS' if outcome['passed'] else 'FAIL'}: {verdict}")
+        for reason in outcome["reasons"]:
+            print(f"  {reason}")
+
+    code = cli("gate", {"gate": GateConfig}, __doc__.splitlines()[0] + " (--enforce: exit 1 on a fail)", body)(args)
+    if code == 0 and enforce and not outcome.get("passed"):
+        return 1
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
