@@ -11,7 +11,7 @@ DATASET := /usr/share/datasets/fashion-mnist
 PYTHON  ?= python3
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help setup system data pipeline run test lint bench lock clean
+.PHONY: help setup system data pipeline run results test lint bench lock clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -38,14 +38,13 @@ system: $(SYSTEM)  ## install the Debian packages only
 data: setup  ## put Fashion-MNIST in data/ and check it against data.dvc (SOURCE=folder to copy from)
 	$(PY) -m components.data $(if $(SOURCE),--source $(SOURCE))
 
-pipeline:  ## run the steps on data/ with params.yaml (ingest, validate, noise, baseline, mlnt)
-	$(PY) -m components.ingest
-	$(PY) -m components.validate
-	$(PY) -m components.noise
-	$(PY) -m components.baseline
-	$(PY) -m components.mlnt
+pipeline:  ## dvc repro: the eight stages, ingest to gate, each only when its inputs changed
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc repro
 
-run: setup data pipeline  ## set-up, data, and the pipeline on the default dataset
+run: setup data pipeline  ## set-up, data, and `dvc repro` on the default dataset
+
+results:  ## docs/results.md from the artifacts of the last run
+	$(PY) -m components.report --output docs/results.md
 
 test: setup  ## set-up and the whole test suite (with the linter)
 	$(VENV)/bin/ruff check .

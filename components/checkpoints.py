@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +39,11 @@ class FileCheckpointStore:
         payload = buffer.getvalue()
         digest = hashlib.sha256(payload).hexdigest().encode()
         current, previous = self.path(key), self.directory / f"{key}.prev.pt"
-        if current.exists():
-            current.replace(previous)
+        if current.exists():  # keep the last good one as .prev; `current` exists at every moment
+            link = previous.with_name(f".{previous.name}.link")
+            link.unlink(missing_ok=True)
+            os.link(current, link)
+            os.replace(link, previous)
         write_atomic(current, lambda fh: (fh.write(payload), fh.write(b"\nsha256:" + digest)))
 
     def load(self, key: str) -> dict[str, Any] | None:

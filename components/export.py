@@ -10,7 +10,6 @@ normalisation in the metadata), ``parity.json`` (onnxruntime against PyTorch on 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import subprocess
 from dataclasses import dataclass
@@ -148,8 +147,9 @@ def _json(path: Path) -> dict:
 def _main(configs: dict) -> None:
     card = run(configs["export"])
     p = card["parity"]
+    verdict = "ok" if p["passed"] else "FAILED"
     print(f"export: {card['model']} -> {OUT / 'model.onnx'}; parity on {p['images']} test images: max |diff| "
-          f"{p['max_abs_diff']:.2e}, argmax agreement {p['argmax_agreement']:.4f} ({'ok' if p['passed'] else 'FAILED'})")
+          f"{p['max_abs_diff']:.2e}, argmax agreement {p['argmax_agreement']:.4f} ({verdict})")
 
 
 main = cli("export", {"export": ExportConfig}, __doc__.splitlines()[0], _main)

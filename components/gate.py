@@ -92,10 +92,11 @@ def champion_accuracy(registry: Path) -> float | None:
     return None if card is None else card.get("metrics", {}).get("accuracy")
 
 
-def promote(export: Path, decision: dict, registry: Path) -> str:
-    """Copy the model into ``registry/<version>/`` atomically and point ``registry/latest`` at it."""
+def promote(export: Path, decision: dict, registry: Path, *, now: dt.datetime | None = None) -> str:
+    """Copy the model into ``registry/<version>/`` atomically and point ``registry/latest`` at it. The version
+    is the UTC time and the model's hash: ``v20261126T145519Z-7fcff30e``."""
     registry.mkdir(parents=True, exist_ok=True)
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    stamp = (now or dt.datetime.now(dt.UTC)).strftime("%Y%m%dT%H%M%SZ")
     version = f"v{stamp}-{decision['onnx_sha256'][:8]}"
     if (registry / version).exists():
         raise FileExistsError(f"{registry / version}: expected a new version, found it exists (never overwritten)")

@@ -96,7 +96,21 @@ def drop_stale_checkpoints(store: FileCheckpointStore) -> None:
 
 
 def write_history(out: Path, result: TrainResult) -> None:
+    """``history.json``, and the same curves through dvclive under ``live/`` for ``dvc plots``.
+
+    The curves are written once the run is done, from the checkpointed history, so that a resumed run logs each
+    epoch exactly once."""
+    from dvclive import Live  # noqa: PLC0415 - only the training steps log curves
+
     write_json(Path(out) / "history.json", result.history)
+    live_dir = Path(out) / "live"
+    shutil.rmtree(live_dir, ignore_errors=True)
+    with Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=None, report=None) as live:
+        for record in result.history:
+            for key, value in record.items():
+                if key not in ("epoch", "step"):
+                    live.log_metric(key, value)
+            live.next_step()
 
 
 def _load(path: Path, key: str | None, producer: str):

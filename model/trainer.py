@@ -391,8 +391,7 @@ class _Loop:
         self.step, self.history, self.best = state["step"], state["history"], state["best"]
         self.epoch_loss = state["epoch_loss"]
         self.last_checkpoint = f"{self.store.location} ({self.key}, step {self.step})"
-        if self.cfg.progress:
-            tqdm.write(f"[{self.method} {self.key}] resumed from {self.last_checkpoint}")
+        tqdm.write(f"[{self.method} {self.key}] resumed from {self.last_checkpoint}")  # always: it matters
 
 
 def _initial_state(net: nn.Module, store: CheckpointStore | None) -> dict[str, Tensor]:

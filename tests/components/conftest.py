@@ -18,8 +18,10 @@ def write_idx(path: Path, array: np.ndarray, magic: int) -> None:
     path.write_bytes(gzip.compress(idx_bytes(array, magic)))
 
 
-def make_fashion_mnist(root: Path, *, train: int = 300, test: int = 60, seed: int = 0) -> Path:
-    """A tiny Fashion-MNIST in the published file layout: class c is a bright band at rows 2c..2c+2."""
+def make_fashion_mnist(root: Path, *, train: int = 300, test: int = 60, seed: int = 0,
+                       mislabelled_test: float = 0.0) -> Path:
+    """A tiny Fashion-MNIST in the published file layout: class c is a bright band at rows 2c..2c+2.
+    ``mislabelled_test`` of the test labels name the next class, capping any model's test accuracy below 1."""
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)
     for split, n in (("train", train), ("test", test)):
@@ -27,6 +29,9 @@ def make_fashion_mnist(root: Path, *, train: int = 300, test: int = 60, seed: in
         images = rng.integers(0, 60, (n, 28, 28))
         for i, c in enumerate(labels):
             images[i, 2 * c + 4:2 * c + 7, 4:24] = 250
+        if split == "test":
+            wrong = rng.permutation(n)[:round(mislabelled_test * n)]
+            labels[wrong] = (labels[wrong] + 1) % 10
         images_name, labels_name = FASHION_MNIST_FILES[split]
         write_idx(root / images_name, images, IDX_IMAGES)
         write_idx(root / labels_name, labels, IDX_LABELS)

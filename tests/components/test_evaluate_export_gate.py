@@ -1,0 +1,151 @@
+"""evaluate's metrics, export's ONNX parity, and the gate's pass and fail paths (real onnx and onnxruntime)."""
+
+import datetime as dt
+import hashlib
+import itertools
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from components import gate
+from components.evaluate import auroc, classification_metrics, expected_calibration_error, label_issues
+from components.export import Probabilities, parity, to_onnx
+from components.gate import GateConfig, decide, promote
+from components.gate import run as run_gate
+from model.networks import SmallCNN
+
+
+def test_metrics_on_a_hand_checked_example():
+    probs = np.array([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7], [0.2, 0.8]])
+    labels = np.array([0, 1, 1, 1])
+    m = classification_metrics(probs, labels, 2, bins=10)
+    assert m["accuracy"] == 0.75 and m["per_class_accuracy"] == [1.0, 2 / 3]
+    assert m["macro_f1"] == pytest.approx(np.mean([2 * 0.5 * 1 / 1.5, 2 * 1 * (2 / 3) / (5 / 3)]))
+    # Bins (0.5,0.6], (0.6,0.7], (0.7,0.8], (0.8,0.9]: |0-0.6| + |1-0.7| + |1-0.8| + |1-0.9|, each with weight 1/4.
+    assert expected_calibration_error(probs, labels, 10) == pytest.approx((0.6 + 0.3 + 0.2 + 0.1) / 4)
+
+
+def test_auroc_equals_pair_counting():
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 5, 60).astype(float)  # many ties
+    positive = rng.random(60) < 0.4
+    pairs = [(1.0 if p > n else 0.5 if p == n else 0.0) for p, n in itertools.product(scores[positive],
+                                                                                       scores[~positive])]
+    assert auroc(scores, positive) == pytest.approx(np.mean(pairs))
+
+
+def test_label_issue_ranking_and_its_scores():
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.45, 0.55]])
+    given = np.array([0, 0, 1, 1])
+    noisy = np.array([False, True, True, False])
+    rows, summary = label_issues(probs, given, noisy)
+    assert [r["index"] for r in rows] == [1, 2, 3, 0]
+    assert [r["suggested_label"] for r in rows] == [1, 0, 1, 0]
+    assert summary["estimated_issues"] == 2 and summary["precision"] == 1.0 and summary["recall"] == 1.0
+    assert summary["auroc"] == 1.0 and summary["estimated_noise_rate"] == 0.5 == summary["true_noise_rate"]
+
+
+@pytest.fixture(scope="module")
+def exported():
+    torch.manual_seed(0)
+    net = SmallCNN(4, image_size=8, width=4, hidden=8).eval()
+    onnx_bytes = to_onnx(net, torch.randn(2, 1, 8, 8), {"class_names": json.dumps(list("abcd"))})
+    return net, onnx_bytes
+
+
+def test_onnx_export_dynamic_batch_metadata_and_parity(exported):
+    net, onnx_bytes = exported
+    model = onnx.load_from_string(onnx_bytes)
+    assert model.opset_import[0].version >= 17
+    assert {p.key: p.value for p in model.metadata_props}["class_names"] == '["a", "b", "c", "d"]'
+    assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+    session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    for batch in (1, 7, 300):
+        assert session.run(None, {"images": np.zeros((batch, 1, 8, 8), np.float32)})[0].shape == (batch, 4)
+    report = parity(onnx_bytes, net, torch.randn(256, 1, 8, 8), 1e-4)
+    assert report["passed"] and report["max_abs_diff"] <= 1e-4 and report["argmax_agreement"] == 1.0
+
+
+def test_parity_fails_when_the_graph_differs_from_the_model(exported):
+    net, onnx_bytes = exported
+    other = SmallCNN(4, image_size=8, width=4, hidden=8).eval()  # other weights
+    report = parity(onnx_bytes, other, torch.randn(64, 1, 8, 8), 1e-4)
+    assert not report["passed"] and report["max_abs_diff"] > 1e-4
+    with torch.no_grad():
+        assert torch.allclose(Probabilities(net)(torch.zeros(1, 1, 8, 8)).sum(), torch.tensor(1.0))
+
+
+def write_export(folder, *, accuracy=0.9, parity_ok=True, tamper=False):
+    export, evaluate = folder / "export", folder / "evaluate"
+    export.mkdir(parents=True)
+    evaluate.mkdir(parents=True)
+    (export / "model.onnx").write_bytes(b"onnx-bytes")
+    digest = hashlib.sha256(b"onnx-bytes" + (b"x" if tamper else b"")).hexdigest()
+    card = {"model": "teacher", "onnx_sha256": digest, "metrics": {"accuracy": accuracy}}
+    (export / "model_card.json").write_text(json.dumps(card))
+    (export / "parity.json").write_text(json.dumps({"passed": parity_ok, "max_abs_diff": 1e-7,
+                                                    "max_abs_diff_allowed": 1e-4, "argmax_agreement": 1.0}))
+    (evaluate / "metrics.json").write_text(json.dumps({"teacher": {"accuracy": accuracy}}))
+    return export, evaluate
+
+
+def test_gate_passes_promotes_and_never_overwrites(tmp_path):
+    export, evaluate = write_export(tmp_path / "a")
+    config = GateConfig(min_accuracy=0.5, registry=str(tmp_path / "releases"))
+    decision = run_gate(config, export=export, evaluate=evaluate, out=tmp_path / "gate")
+    assert decision["passed"] and all(r.startswith("pass: ") for r in decision["reasons"])
+    release = tmp_path / "releases" / decision["version"]
+    assert (release / "model.onnx").read_bytes() == b"onnx-bytes"
+    assert (tmp_path / "releases" / "latest").resolve() == release.resolve()
+    assert json.loads((tmp_path / "gate" / "decision.json").read_text())["passed"] is True
+    moment = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+    assert promote(export, decision, tmp_path / "releases", now=moment).startswith("v20260102T030405Z-")
+    with pytest.raises(FileExistsError, match=r"expected a new version, found it exists \(never overwritten\)"):
+        promote(export, decision, tmp_path / "releases", now=moment)
+    assert not [p for p in (tmp_path / "releases").iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize(("kwargs", "config", "reason"), [
+    ({}, {"min_accuracy": 0.99}, "fail: accuracy 0.9000, required at least min_accuracy 0.99"),
+    ({"parity_ok": False}, {}, "fail: ONNX parity"),
+    ({"tamper": True}, {}, "fail: model card sha256"),
+])
+def test_gate_fails_and_promotes_nothing(tmp_path, kwargs, config, reason):
+    export, evaluate = write_export(tmp_path / "a", **kwargs)
+    registry = tmp_path / "releases"
+    decision = run_gate(GateConfig(registry=str(registry), **{"min_accuracy": 0.5, **config}), export=export,
+                        evaluate=evaluate, out=tmp_path / "gate")
+    assert not decision["passed"] and any(r.startswith(reason) for r in decision["reasons"])
+    assert not registry.exists() or not any(registry.iterdir())
+
+
+def test_gate_against_the_champion(tmp_path):
+    registry = tmp_path / "releases"
+    first, evaluate = write_export(tmp_path / "a", accuracy=0.9)
+    assert run_gate(GateConfig(min_accuracy=0.5, registry=str(registry)), export=first, evaluate=evaluate,
+                    out=tmp_path / "g1")["passed"]
+    worse, evaluate = write_export(tmp_path / "b", accuracy=0.85)
+    decision = decide(GateConfig(min_accuracy=0.5, max_regression=0.01), export=worse, evaluate=evaluate,
+                      registry=registry)
+    assert not decision["passed"] and decision["champion_accuracy"] == 0.9
+    assert "fail: accuracy 0.8500, required at least the champion's 0.9000 minus max_regression 0.01" \
+        in decision["reasons"]
+
+
+def test_missing_inputs_fail_the_gate(tmp_path):
+    decision = decide(GateConfig(), export=tmp_path / "none", evaluate=tmp_path / "none", registry=tmp_path / "r")
+    assert not decision["passed"] and decision["reasons"][0].startswith("fail: inputs missing or unreadable")
+
+
+def test_enforce_exits_non_zero_on_a_fail(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    write_export(tmp_path / "artifacts")
+    (tmp_path / "params.yaml").write_text("gate:\n  min_accuracy: 0.99\n")
+    assert gate.main([]) == 0  # recorded, not enforced
+    assert gate.main(["--enforce"]) == 1
+    out = capsys.readouterr().out
+    assert "gate: FAIL: not released" in out and not (tmp_path / "releases").exists()
