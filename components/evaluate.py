@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from components.atomic import write_atomic, write_json
 from components.baseline import OUT as BASELINE_OUT
@@ -181,5 +180,4 @@ def _main(configs: dict) -> None:
 main = cli("evaluate", {"evaluate": EvaluateConfig}, __doc__.splitlines()[0], _main)
 
 if __name__ == "__main__":
-    torch.set_grad_enabled(False)
     raise SystemExit(main())
