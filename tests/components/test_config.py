@@ -5,12 +5,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components import baseline, ingest, mlnt, noise, validate
+from components import baseline, evaluate, export, gate, ingest, mlnt, noise, validate
 from components.config import ConfigError, apply_override, build, cli, load_params, parse
 
 ROOT = Path(__file__).resolve().parents[2]
+MODULES = {"ingest": ingest, "validate": validate, "noise": noise, "baseline": baseline, "mlnt": mlnt,
+           "evaluate": evaluate, "export": export, "gate": gate}
 SECTIONS = {"ingest": ingest.IngestConfig, "validate": validate.ValidateConfig, "noise": noise.NoiseConfig,
-            "baseline": baseline.BaselineConfig, "mlnt": mlnt.MlntStepConfig}
+            "baseline": baseline.BaselineConfig, "mlnt": mlnt.MlntStepConfig, "evaluate": evaluate.EvaluateConfig,
+            "export": export.ExportConfig, "gate": gate.GateConfig}
 
 
 def test_params_yaml_matches_the_typed_configs_exactly():
@@ -23,7 +26,7 @@ def test_params_yaml_matches_the_typed_configs_exactly():
 
 def test_every_step_module_has_a_section_of_its_own_name():
     for section, cls in SECTIONS.items():
-        module = {"ingest": ingest, "validate": validate, "noise": noise, "baseline": baseline, "mlnt": mlnt}[section]
+        module = MODULES[section]
         assert callable(module.main) and callable(module.run)
         assert typing.get_type_hints(module.run)["config"] is cls
 
@@ -56,7 +59,7 @@ def test_bad_values_name_the_field_expected_and_found(assignment, message):
 
 
 @pytest.mark.parametrize(("assignment", "message"), [
-    ("nois.seed=1", r"unknown section 'nois'. Valid: ingest, validate, noise, baseline, mlnt"),
+    ("nois.seed=1", r"unknown section 'nois'. Valid: ingest, validate, noise, baseline, mlnt, evaluate, export"),
     ("noise.sed=1", r"unknown key 'sed' in section 'noise'. Valid: class_map, human_labels, kind, rate, seed"),
     ("noise.seed", r"expected section.key=value"),
     ("seed=1", r"expected section.key=value"),
@@ -105,3 +108,14 @@ def test_cli_errors_are_one_line_without_traceback(tmp_path, capsys):
                            "[0, 1], found 2.0")
     with pytest.raises(ConfigError):
         main(["--params", str(params), "--set", "noise.rate=2", "--debug"])
+
+
+def test_one_word_names_each_step_in_dvc_yaml_params_and_modules():
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    assert list(stages) == list(SECTIONS)  # also the order in which they run
+    for name, stage in stages.items():
+        assert stage["cmd"] == f"python -m components.{name}"
+        assert stage["params"] == [name]
+        outputs = [next(iter(o)) if isinstance(o, dict) else o
+                   for key in ("outs", "metrics") for o in stage.get(key, [])]
+        assert all(o.startswith(f"artifacts/{name}") for o in outputs), outputs
