@@ -115,3 +115,14 @@ def test_killed_training_stage_resumes_from_its_checkpoint(repo):
     done = sh(repo, "dvc", "repro", "mlnt")
     assert "resumed from" in done.stdout + done.stderr
     assert json.loads((repo / "artifacts/mlnt/metrics.json").read_text())["epochs"] == 40
+
+
+def test_experiment_with_another_noise_rate(repo):
+    """`dvc exp run -S` reruns from the noise stage on, and `dvc metrics diff` shows what changed. Last:
+    it leaves the workspace at the experiment."""
+    done = sh(repo, "dvc", "exp", "run", "-S", "noise.rate=0.6")
+    assert "Stage 'ingest' didn't change, skipping" in done.stdout and "Running stage 'noise'" in done.stdout
+    summary = json.loads((repo / "artifacts/noise/summary.json").read_text())
+    assert summary["requested_rate"] == 0.6
+    assert "noise.rate" in sh(repo, "dvc", "exp", "show", "--no-pager", "--csv").stdout
+    assert "realised_rate_train" in sh(repo, "dvc", "metrics", "diff").stdout
