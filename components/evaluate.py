@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
+from components.artifacts import read_arrays
 from components.atomic import write_atomic, write_json
 from components.baseline import OUT as BASELINE_OUT
 from components.config import cli
-from components.formats import DataError
 from components.ingest import OUT as INGEST_OUT
 from components.mlnt import OUT as MLNT_OUT
 from components.noise import OUT as NOISE_OUT
@@ -115,7 +115,7 @@ def run(config: EvaluateConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOIS
     ingest, noise, out = Path(ingest), Path(noise), Path(out)
     models = {"baseline": Path(baseline) / "final.pt", "student": Path(mlnt) / "student.pt",
               "teacher": Path(mlnt) / "teacher.pt"}
-    test_images, test_labels = _load(ingest / "test.npz", "images", "labels")
+    test_images, test_labels = read_arrays(ingest / "test.npz", "ingest", "images", "labels")
     nets = {name: load_model(path) for name, path in models.items()}
     _, saved = nets["teacher"]
     norm = saved["normalisation"]
@@ -137,9 +137,9 @@ def run(config: EvaluateConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOIS
 
 
 def _label_issue_list(teacher, ingest: Path, noise: Path, norm: dict, batch_size: int):
-    (images,) = _load(ingest / "train.npz", "images")
-    labels = dict(zip(("index", "label", "is_noisy", "is_val"),
-                      _load(noise / "labels.npz", "index", "label", "is_noisy", "is_val"), strict=True))
+    (images,) = read_arrays(ingest / "train.npz", "ingest", "images")
+    keys = ("index", "label", "is_noisy", "is_val")
+    labels = dict(zip(keys, read_arrays(noise / "labels.npz", "noise", *keys), strict=True))
     train = ~labels["is_val"]
     rows_index = labels["index"][train]
     probs = predict(teacher, normalise(images[rows_index], norm["mean"], norm["std"]), batch_size=batch_size)
@@ -159,13 +159,6 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
     writer.writeheader()
     writer.writerows(rows)
     write_atomic(path, lambda fh: fh.write(text.getvalue().encode()))
-
-
-def _load(path: Path, *keys: str):
-    if not path.is_file():
-        raise DataError(f"{path}: expected an earlier step's output, found no such file")
-    with np.load(path) as data:
-        return tuple(data[k] for k in keys)
 
 
 def _main(configs: dict) -> None:

@@ -19,11 +19,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from components.artifacts import read_arrays, read_json
 from components.atomic import write_atomic, write_json
 from components.baseline import OUT as BASELINE_OUT
 from components.config import cli
 from components.evaluate import OUT as EVALUATE_OUT
-from components.formats import DataError, sha256_file
+from components.formats import sha256_file
 from components.ingest import OUT as INGEST_OUT
 from components.mlnt import OUT as MLNT_OUT
 from components.noise import OUT as NOISE_OUT
@@ -57,8 +58,8 @@ class Probabilities(nn.Module):
 
 def choose(baseline: Path, mlnt: Path) -> tuple[str, Path, float]:
     """The model with the higher validation accuracy: ``(name, file, validation accuracy)``."""
-    base = _json(Path(baseline) / "metrics.json")["val_accuracy"]
-    teacher = _json(Path(mlnt) / "metrics.json")["val_accuracy_teacher"]
+    base = read_json(Path(baseline) / "metrics.json", "baseline")["val_accuracy"]
+    teacher = read_json(Path(mlnt) / "metrics.json", "mlnt")["val_accuracy_teacher"]
     if teacher >= base:
         return "teacher", Path(mlnt) / "teacher.pt", teacher
     return "baseline", Path(baseline) / "model.pt", base
@@ -99,17 +100,17 @@ def run(config: ExportConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOISE_
     name, model_file, val_accuracy = choose(baseline, mlnt)
     net, saved = load_model(model_file)
     net.eval()
-    with np.load(Path(ingest) / "test.npz") as data:
-        test = data["images"][:config.parity_images]
+    (test,) = read_arrays(Path(ingest) / "test.npz", "ingest", "images")
+    test = test[:config.parity_images]
     norm = saved["normalisation"]
     x = normalise(test, norm["mean"], norm["std"])
-    manifest = _json(Path(ingest) / "manifest.json")
+    manifest = read_json(Path(ingest) / "manifest.json", "ingest")
     metadata = {"class_names": json.dumps(manifest["class_names"]), "normalisation": json.dumps(norm),
                 "input_layout": "NCHW float32, pixels / 255 then (x - mean) / std per channel",
                 "model": name}
     onnx_bytes = to_onnx(net, x[:2], metadata)
     check = parity(onnx_bytes, net, x, config.max_abs_diff)
-    evaluated = _json(Path(evaluate) / "metrics.json")
+    evaluated = read_json(Path(evaluate) / "metrics.json", "evaluate")
     card = {"model": name, "network": saved["network"], "class_names": manifest["class_names"],
             "input": {"name": "images", "shape": ["batch", saved["in_channels"], saved["image_size"],
                                                   saved["image_size"]], "dtype": "float32", "normalisation": norm},
@@ -136,12 +137,6 @@ def _git_commit() -> str:
         return done.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-
-
-def _json(path: Path) -> dict:
-    if not path.is_file():
-        raise DataError(f"{path}: expected an earlier step's output, found no such file")
-    return json.loads(path.read_text())
 
 
 def _main(configs: dict) -> None:

@@ -25,12 +25,12 @@ Noise kinds, each deterministic given ``seed`` (r = ``rate``, K classes):
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from components.artifacts import read_arrays, read_json
 from components.atomic import write_atomic, write_json
 from components.config import cli
 from components.formats import DataError
@@ -176,17 +176,12 @@ def run(config: NoiseConfig, *, ingest: Path = INGEST_OUT, out: Path = OUT) -> d
 
 
 def _read_ingest(ingest: Path) -> tuple[dict, np.ndarray]:
-    manifest_file, train_file = ingest / "manifest.json", ingest / "train.npz"
-    for path in (manifest_file, train_file):
-        if not path.is_file():
-            if path == train_file and (ingest / "index.json").is_file():
-                raise DataError(f"{ingest}: expected train.npz, found a sharded dataset (clothing1m): its labels "
-                                f"are real noise already, and the noise and training steps do not read shards yet")
-            raise DataError(f"{path}: expected the ingest step's output, found no such file "
-                            f"(run python -m components.ingest first)")
-    manifest = json.loads(manifest_file.read_text())
-    with np.load(train_file) as data:
-        return manifest, data["labels"]
+    manifest = read_json(ingest / "manifest.json", "ingest")
+    if manifest.get("format") == "shards":
+        raise DataError(f"{ingest}: expected train.npz, found a sharded dataset ({manifest['dataset']}): its labels "
+                        f"are real noise already, and the noise and training steps do not read shards yet")
+    (labels,) = read_arrays(ingest / "train.npz", "ingest", "labels")
+    return manifest, labels
 
 
 def _noisy_labels(config, ingest, manifest, clean, index, num_classes, rng) -> np.ndarray:

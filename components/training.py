@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from components.artifacts import read_arrays
 from components.atomic import write_atomic, write_json
 from components.checkpoints import FileCheckpointStore
 from components.formats import DataError, sha256_file
@@ -26,9 +27,9 @@ MODEL_FORMAT = 1
 def load_split(ingest: Path, noise: Path) -> tuple[Data, Data, dict[str, Any]]:
     """The training and validation sets as normalised float tensors, and what a model file must record."""
     ingest, noise = Path(ingest), Path(noise)
-    images = _load(ingest / "train.npz", "images", "the ingest step")
-    labels = _load(noise / "labels.npz", None, "the noise step")
-    index, given, is_val = labels["index"], labels["label"], labels["is_val"]
+    (images,) = read_arrays(ingest / "train.npz", "ingest", "images")
+    index, given, is_val, clean = read_arrays(noise / "labels.npz", "noise", "index", "label", "is_val",
+                                              "clean_label")
     if index.size and index.max() >= images.shape[0]:
         raise DataError(f"{noise / 'labels.npz'}: expected indices below the {images.shape[0]} ingested "
                         f"images, found {int(index.max())} (re-run the noise step)")
@@ -38,7 +39,7 @@ def load_split(ingest: Path, noise: Path) -> tuple[Data, Data, dict[str, Any]]:
     x = normalise(images[index], mean, std)
     y = torch.from_numpy(given.astype(np.int64))
     mask = torch.from_numpy(is_val)
-    meta = {"num_classes": int(max(given.max(), labels["clean_label"].max())) + 1,
+    meta = {"num_classes": int(max(given.max(), clean.max())) + 1,
             "in_channels": int(images.shape[3]), "image_size": int(images.shape[1]),
             "normalisation": {"mean": mean, "std": std}}
     return Data(x[~mask], y[~mask]), Data(x[mask], y[mask]), meta
@@ -113,8 +114,3 @@ def write_history(out: Path, result: TrainResult) -> None:
             live.next_step()
 
 
-def _load(path: Path, key: str | None, producer: str):
-    if not path.is_file():
-        raise DataError(f"{path}: expected the output of {producer}, found no such file")
-    with np.load(path) as data:
-        return data[key] if key else {k: data[k] for k in data.files}

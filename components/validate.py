@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from components.artifacts import read_arrays, read_json
 from components.atomic import write_json
 from components.config import cli
 from components.formats import DataError
@@ -54,7 +55,7 @@ class ValidationFailedError(RuntimeError):
 def run(config: ValidateConfig, *, ingest: Path = INGEST_OUT, out: Path = OUT) -> dict:
     """Validate the ingested data; writes the report and Data Docs, and raises ``ValidationFailedError`` on failure."""
     ingest, out = Path(ingest), Path(out)
-    manifest = _manifest(ingest)
+    manifest = read_json(ingest / "manifest.json", "ingest")
     tables = build_tables(ingest, manifest)
     failures, docs = _run_suites(config, manifest, tables, out)
     report = {"success": not failures, "failures": failures, "data_docs": str(docs),
@@ -108,10 +109,7 @@ def iter_images(ingest: Path, chunk: int = 10000) -> Iterator[tuple[str, np.ndar
         return
     for split in ("train", "test"):
         path = ingest / f"{split}.npz"
-        if not path.is_file():
-            raise DataError(f"{path}: expected the ingest step's output, found no such file")
-        with np.load(path) as data:
-            images, labels = data["images"], data["labels"]
+        images, labels = read_arrays(path, "ingest", "images", "labels")
         if images.ndim != 4:
             raise DataError(f"{path}: expected images of shape [N, H, W, C], found {list(images.shape)}")
         for start in range(0, images.shape[0], chunk):
@@ -195,14 +193,6 @@ def _failure(table: str, result) -> dict:
                     f"e.g. {found.get('partial_unexpected_list', [])[:5]}")
     return {"table": table, "expectation": config.type, "column": config.kwargs.get("column", "(table)"),
             "expected": kwargs, "observed": observed}
-
-
-def _manifest(ingest: Path) -> dict:
-    path = ingest / "manifest.json"
-    if not path.is_file():
-        raise DataError(f"{path}: expected the ingest step's output, found no such file "
-                        f"(run python -m components.ingest first)")
-    return json.loads(path.read_text())
 
 
 def _main(configs: dict) -> None:

@@ -58,7 +58,7 @@ def test_step_writes_labels_split_transition_and_summary(fashion_dir, tmp_path):
 
 
 def test_missing_ingest_output_and_bad_sizes(tmp_path, fashion_dir):
-    with pytest.raises(ValueError, match=r"manifest.json: expected the ingest step's output, found no such file"):
+    with pytest.raises(ValueError, match=r"manifest.json: expected the output of the ingest step, found no such file"):
         run(NoiseConfig(), ingest=tmp_path / "nothing", out=tmp_path / "noise")
     ingest(IngestConfig(path=str(fashion_dir)), out=tmp_path / "ingest")
     with pytest.raises(ValueError, match=r"train_size: expected at most the 300 ingested images, found 301"):

@@ -88,5 +88,5 @@ def test_cli_exits_non_zero_with_the_failures(ingested, tmp_path, monkeypatch, c
 
 
 def test_missing_ingest_output(tmp_path):
-    with pytest.raises(ValueError, match=r"manifest.json: expected the ingest step's output, found no such file"):
+    with pytest.raises(ValueError, match=r"manifest.json: expected the output of the ingest step, found no such file"):
         run(ValidateConfig(), ingest=tmp_path / "none", out=tmp_path / "v")
