@@ -47,7 +47,7 @@ def run(config: BaselineConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOIS
                "final_val_accuracy": final["val_accuracy_student"], "epochs": len(result.history)}
     save_model(Path(out) / "model.pt", result.best_state, network=config.network, meta=meta,
                extra={"best_epoch": result.best_epoch})
-    save_model(Path(out) / "final.pt", {k: v.cpu() for k, v in result.student.state_dict().items()},
+    save_model(Path(out) / "final.pt", result.student.state_dict(),
                network=config.network, meta=meta)
     write_history(out, result)
     write_json(Path(out) / "metrics.json", metrics)

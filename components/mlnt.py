@@ -47,7 +47,7 @@ def run(config: MlntStepConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOIS
                    store=store)
     drop_stale_checkpoints(store)
     out = Path(out)
-    save_model(out / "student.pt", {k: v.cpu() for k, v in result.student.state_dict().items()},
+    save_model(out / "student.pt", result.student.state_dict(),
                network=saved["network"], meta=meta)
     save_model(out / "teacher.pt", result.best_state, network=saved["network"], meta=meta,
                extra={"best_epoch": result.best_epoch})

@@ -19,9 +19,11 @@ from components.atomic import write_atomic, write_json
 from components.checkpoints import FileCheckpointStore
 from components.formats import DataError, sha256_file
 from model.networks import build_network
-from model.trainer import RESUMABLE_CHANGES, Data, TrainResult
+from model.trainer import Data, TrainResult
 
 MODEL_FORMAT = 1
+# Config fields that cannot change a run's result, so they do not name its checkpoint folder.
+NOT_IN_RUN_ID = frozenset({"checkpoint_every", "device", "progress"})
 
 
 def load_split(ingest: Path, noise: Path) -> tuple[Data, Data, dict[str, Any]]:
@@ -53,6 +55,7 @@ def normalise(images: np.ndarray, mean: list[float], std: list[float]) -> torch.
 
 def save_model(path: Path, state: dict[str, torch.Tensor], *, network: str, meta: dict[str, Any],
                extra: dict[str, Any] | None = None) -> None:
+    state = {k: v.detach().cpu() for k, v in state.items()}
     payload = {"format": MODEL_FORMAT, "network": network, "state_dict": state, **meta, **(extra or {})}
     buffer = io.BytesIO()
     torch.save(payload, buffer)
@@ -82,7 +85,7 @@ def checkpoint_store(out: Path, config: Any, inputs: list[Path]) -> FileCheckpoi
     """The checkpoint folder of this exact run: ``out/checkpoints/<id>``, the id a hash of the config and
     of the input files (``checkpoint_every``, ``device`` and ``progress`` left out). A rerun with the same
     config and inputs resumes; any other change, the number of epochs included, starts afresh."""
-    fields = {k: v for k, v in dataclasses.asdict(config).items() if k not in RESUMABLE_CHANGES or k == "epochs"}
+    fields = {k: v for k, v in dataclasses.asdict(config).items() if k not in NOT_IN_RUN_ID}
     digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode())
     for path in inputs:
         digest.update(sha256_file(Path(path)).encode())
