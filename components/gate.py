@@ -53,14 +53,14 @@ def decide(config: GateConfig, *, export: Path, evaluate: Path, registry: Path) 
         passed &= ok
         reasons.append(("pass: " if ok else "fail: ") + reason)
 
-    card, parity, metrics = (_read(export / "model_card.json"), _read(export / "parity.json"),
-                             _read(evaluate / "metrics.json"))
+    read = {path: _read(path) for path in (export / "model_card.json", export / "parity.json",
+                                           evaluate / "metrics.json")}
+    card, parity, metrics = read.values()
     onnx_file = export / "model.onnx"
+    missing = [str(p) for p, value in read.items() if value is None] + ([] if onnx_file.is_file() else
+                                                                        [str(onnx_file)])
     accuracy = None
-    if card is None or metrics is None or parity is None or not onnx_file.is_file():
-        missing = [str(p) for p, v in ((export / "model_card.json", card), (export / "parity.json", parity),
-                                       (evaluate / "metrics.json", metrics), (onnx_file, onnx_file.is_file() or None))
-                   if v is None]
+    if missing:
         check(False, f"inputs missing or unreadable: {', '.join(missing)}")
     else:
         accuracy = metrics.get(card.get("model"), {}).get("accuracy")
