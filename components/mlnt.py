@@ -2,7 +2,8 @@
 the neighbour search for synthetic label noise.
 
 Writes ``artifacts/mlnt/student.pt`` (final student), ``teacher.pt`` (the best EMA teacher on the
-validation set: the model to export), ``metrics.json``, ``history.json`` and resumable ``checkpoints/``.
+validation set: the model to export), with ``rounds > 1`` also ``teacher_round<r>.pt`` for each earlier round,
+``metrics.json``, ``history.json`` and resumable ``checkpoints/``.
 """
 
 from __future__ import annotations
@@ -51,15 +52,24 @@ def run(config: MlntStepConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOIS
                network=saved["network"], meta=meta)
     save_model(out / "teacher.pt", result.best_state, network=saved["network"], meta=meta,
                extra={"best_epoch": result.best_epoch})
+    for number, earlier in enumerate(result.earlier_rounds, start=1):
+        save_model(out / f"teacher_round{number}.pt", earlier.best_state, network=saved["network"], meta=meta,
+                   extra={"best_epoch": earlier.best_epoch})
     last = result.history[-1]
     metrics = {"best_epoch": result.best_epoch, "epochs": len(result.history), "mode": config.mode,
                "rounds": config.rounds,
-               "val_accuracy_teacher": max(h["val_accuracy_teacher"] for h in result.history),
+               "val_accuracy_teacher": _best_teacher(result.history),
                "final_val_accuracy_teacher": last["val_accuracy_teacher"],
-               "final_val_accuracy_student": last["val_accuracy_student"]}
+               "final_val_accuracy_student": last["val_accuracy_student"],
+               "val_accuracy_teacher_by_round": [_best_teacher(r.history)
+                                                 for r in [*result.earlier_rounds, result]]}
     write_history(out, result)
     write_json(out / "metrics.json", metrics)
     return metrics
+
+
+def _best_teacher(history: list[dict]) -> float:
+    return max(h["val_accuracy_teacher"] for h in history)
 
 
 def _main(configs: dict) -> None:

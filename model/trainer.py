@@ -11,6 +11,7 @@ This module does no file I/O: checkpoints go through a ``CheckpointStore`` the c
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import time
@@ -144,8 +145,9 @@ class TrainResult:
     best_model: str  # "student" or "teacher": which one ``best_state`` holds
     best_state: dict[str, Tensor]
     best_epoch: int
-    history: list[dict[str, float]] = field(default_factory=list)
+    history: list[dict[str, float]] = field(default_factory=list)  # of the last round
     steps: int = 0
+    earlier_rounds: list[TrainResult] = field(default_factory=list)  # iterative training: rounds before the last
 
 
 def pick_device(requested: str) -> torch.device:
@@ -172,7 +174,7 @@ def train(config: TrainConfig, net: nn.Module, train_data: Data, *, val_data: Da
     net.to(device)
     feature_net = _frozen(feature_net if feature_net is not None else net, device)
     mentor = None
-    result = None
+    results: list[TrainResult] = []
     for round_ in range(getattr(config, "rounds", 1)):
         data = train_data
         if mentor is not None:
@@ -183,8 +185,10 @@ def train(config: TrainConfig, net: nn.Module, train_data: Data, *, val_data: Da
         loop = _Loop(config, net, data, val_data, feature_net, mentor, store, f"round{round_}", device,
                      on_epoch_end)
         result = loop.run()
+        results.append(dataclasses.replace(result, student=copy.deepcopy(result.student)))
         mentor = _frozen(result.student, device)
         mentor.load_state_dict(result.best_state)
+    result.earlier_rounds = results[:-1]
     return result
 
 

@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from components import baseline, ingest, mlnt, noise
@@ -60,3 +61,17 @@ def test_training_step_without_its_inputs(workdir, capsys):
     assert mlnt.main([]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: mlnt: artifacts/ingest/train.npz: expected the output of the ingest step")
+
+
+def test_iterative_mlnt_keeps_each_rounds_teacher(workdir):
+    for step in (ingest, noise, baseline):
+        assert step.main([]) == 0
+    assert mlnt.main(["--set", "mlnt.rounds=2"]) == 0
+    art = workdir / "artifacts" / "mlnt"
+    metrics = json.loads((art / "metrics.json").read_text())
+    by_round = metrics["val_accuracy_teacher_by_round"]
+    assert len(by_round) == 2 and by_round[-1] == metrics["val_accuracy_teacher"]
+    first, _ = load_model(art / "teacher_round1.pt")
+    last, _ = load_model(art / "teacher.pt")
+    assert any(not torch.equal(a, b) for a, b in zip(first.state_dict().values(), last.state_dict().values(),
+                                                     strict=True))

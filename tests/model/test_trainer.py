@@ -176,3 +176,13 @@ def test_batch_larger_than_the_data():
     with pytest.raises(ValueError, match=r"batch_size: expected at most the number of training samples \(30\), "
                                          r"found 32"):
         train(TrainConfig(**QUIET), net(), train_data)
+
+
+def test_iterative_training_reports_every_round():
+    train_data, val_data = noisy_problem()
+    config = MlntConfig(epochs=2, mode="head", rounds=3, ramp_end=1, **QUIET)
+    result = train(config, net(), train_data, val_data=val_data)
+    rounds = [*result.earlier_rounds, result]
+    assert len(rounds) == 3 and all(len(r.history) == 2 for r in rounds)
+    assert result.earlier_rounds[0].student is not result.student  # each round keeps its own weights
+    assert not torch.equal(rounds[0].best_state["head.weight"], rounds[1].best_state["head.weight"])
