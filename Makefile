@@ -11,7 +11,7 @@ DATASET := /usr/share/datasets/fashion-mnist
 PYTHON  ?= python3
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help setup system data pipeline run results test lint bench lock clean
+.PHONY: help setup system data pipeline run results quality test lint bench lock clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -43,8 +43,12 @@ pipeline:  ## dvc repro: the eight stages, ingest to gate, each only when its in
 
 run: setup data pipeline  ## set-up, data, and `dvc repro` on the default dataset
 
-results:  ## docs/results.md from the artifacts of the last run
-	$(PY) -m components.report --output docs/results.md
+results:  ## docs/pipeline-run.md from the artifacts of the last `dvc repro`
+	$(PY) -m components.report --output docs/pipeline-run.md
+
+quality: setup data  ## the quality study from scratch (about 70 min on 2 cores): docs/results.md, docs/quality/
+	rm -rf artifacts/quality
+	$(PY) -m benchmarks.quality --work artifacts/quality --output docs/results.md
 
 test: setup  ## set-up and the whole test suite (with the linter)
 	$(VENV)/bin/ruff check .

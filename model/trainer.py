@@ -181,6 +181,10 @@ def train(config: TrainConfig, net: nn.Module, train_data: Data, *, val_data: Da
             net.load_state_dict(initial)
             keep = mentor_keep_mask(predict(mentor, train_data.images, device=device), train_data.labels,
                                     top_k=config.mentor_top_k)
+            if int(keep.sum()) < config.batch_size:
+                raise ValueError(f"round {round_ + 1}: the mentor kept {int(keep.sum())} of {len(train_data)} "
+                                 f"samples, expected at least batch_size ({config.batch_size}); train the first "
+                                 "round longer or raise mentor_top_k")
             data = train_data.subset(keep.cpu())
         loop = _Loop(config, net, data, val_data, feature_net, mentor, store, f"round{round_}", device,
                      on_epoch_end)

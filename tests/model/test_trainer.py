@@ -186,3 +186,11 @@ def test_iterative_training_reports_every_round():
     assert len(rounds) == 3 and all(len(r.history) == 2 for r in rounds)
     assert result.earlier_rounds[0].student is not result.student  # each round keeps its own weights
     assert not torch.equal(rounds[0].best_state["head.weight"], rounds[1].best_state["head.weight"])
+
+
+def test_a_mentor_that_keeps_less_than_a_batch_is_named():
+    train_data, val_data = noisy_problem()  # 480 training samples, 30 % of them flipped
+    config = MlntConfig(epochs=1, mode="head", rounds=2, ramp_end=0, **{**QUIET, "batch_size": 450})
+    with pytest.raises(ValueError, match=r"round 2: the mentor kept \d+ of 480 samples, expected at least "
+                                         r"batch_size \(450\)"):
+        train(config, net(), train_data, val_data=val_data)

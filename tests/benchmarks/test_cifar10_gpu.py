@@ -1,0 +1,49 @@
+"""The CIFAR-10 GPU script: its smoke run goes through every step on a CIFAR-format fixture; without data or a
+GPU it stops with a message naming what is missing."""
+
+import json
+
+import pytest
+
+from benchmarks import cifar10_gpu
+from tests.components.formats_fixtures import write_cifar10
+
+
+def test_smoke_run_reports_every_setting(tmp_path):
+    data = write_cifar10(tmp_path / "cifar", per_batch=20)
+    output = tmp_path / "docs" / "cifar10-gpu.md"
+    args = ["--data", str(data), "--smoke", "--settings", "symmetric:0.5,asymmetric:0.4", "--work",
+            str(tmp_path / "work"), "--output", str(output)]
+    assert cifar10_gpu.main(args) == 0
+    results = json.loads(output.with_suffix(".json").read_text())
+    assert [r["setting"] for r in results["records"]] == ["symmetric-50", "asymmetric-40"]
+    assert results["records"][0]["config"]["baseline"]["network"] == "preact_resnet32"
+    text = output.read_text()
+    assert "**Smoke run**" in text and text.count("| symmetric-50 |") == 1
+
+
+def test_published_setup_is_what_the_params_file_says():
+    cfg = cifar10_gpu.configs(cifar10_gpu.PARAMS, "symmetric", 0.5, data=cifar10_gpu.Path("x"), smoke=False)
+    b, m = cfg["baseline"], cfg["mlnt"]
+    assert (b.network, b.lr, b.batch_size, b.weight_decay, b.epochs, b.lr_milestones) == (
+        "preact_resnet32", 0.2, 128, 1e-4, 120, (80.0,))
+    assert (m.mode, m.num_sets, m.fraction, m.neighbours, m.inner_lr, m.meta_weight, m.ramp_end) == (
+        "exact", 10, 0.5, 10, 0.2, 0.4, 20.0)
+    assert cfg["noise"].val_fraction == 0.1 and cfg["noise"].train_size == 0
+
+
+@pytest.mark.parametrize(("make_data", "args", "message"), [
+    (False, [], "expected cifar-10-batches-py/ or cifar-10-python.tar.gz"),
+    (True, ["--settings", "symmetric"], "expected kind:rate such as symmetric:0.5, found 'symmetric'"),
+])
+def test_missing_data_or_bad_settings_are_named(tmp_path, capsys, make_data, args, message):
+    data = write_cifar10(tmp_path / "cifar") if make_data else tmp_path / "none"
+    assert cifar10_gpu.main(["--data", str(data), "--smoke", "--work", str(tmp_path / "w"), *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_without_a_gpu_the_full_run_says_so(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(cifar10_gpu.torch.cuda, "is_available", lambda: False)
+    data = write_cifar10(tmp_path / "cifar")
+    assert cifar10_gpu.main(["--data", str(data), "--work", str(tmp_path / "w")]) == 2
+    assert "expected a CUDA device for the published setup" in capsys.readouterr().err
