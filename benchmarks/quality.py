@@ -17,6 +17,7 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import multiprocessing
 import os
 import platform
 import shutil
@@ -187,7 +188,7 @@ class _Cell:
             probs[held_out] = self._probs(self.dir / f"fold{fold}" / "model.pt",
                                           self.train_images[labels["index"][train_rows[held_out]]])
         given, noisy = labels["label"][train_rows], labels["is_noisy"][train_rows]
-        flagged = find_label_issues(given, probs)
+        flagged = find_label_issues(given, probs, n_jobs=1)  # cells are the parallel unit; no nested pool
         scores = 1.0 - get_label_quality_scores(given, probs)
         record["label_issues"]["cleanlab"] = _detection(scores, flagged, noisy)
         record["pr"]["cleanlab"] = _pr_curve(scores, noisy)
@@ -292,7 +293,8 @@ def run_study(study: StudyConfig, *, work: Path, workers: int, data: Path, param
     todo = tasks(study, params, ingested, Path(work))
     threads = max(1, (os.cpu_count() or 1) // workers)
     records = []
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    # spawn, not fork: a forked child of a process whose torch thread pools are running can deadlock
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = [pool.submit(run_task, task, threads) for task in todo]
         for future in as_completed(futures):
             records.append(future.result())

@@ -71,6 +71,7 @@ def accuracy(results: dict, setting: str, method: str) -> list[float]:
 def render(results: dict) -> str:
     names = settings(results)
     lines = _header(results) + _accuracy_table(results, names) + _targets(results, names)
+    lines += _calibration_table(results, names)
     lines += _detection_table(results, names) + _modes_table(results) + _plots_section()
     return "\n".join(lines) + "\n"
 
@@ -138,11 +139,26 @@ def _targets(results: dict, names: list[str]) -> list[str]:
                  for m in ("mlnt", "mlnt_iterative")]
         lines.append("| within 3 points of the clean ceiling at symmetric-50 (points) | "
                      + " | ".join(_mark(c, threshold=-3.0) for c in cells) + " |")
+    for setting in names:
+        cleanlab = mean_std(field(results, setting, lambda r: r["label_issues"]["cleanlab"]["f1"]))[0]
+        ours = [mean_std(field(results, setting, lambda r, m=m: r["label_issues"][m]["f1"]))[0]
+                for m in ("mlnt", "mlnt_iterative")]
+        lines.append(f"| label-issue F1 at least cleanlab's at {setting} (F1 difference) | "
+                     + " | ".join(_mark(f - cleanlab, threshold=-1e-12, digits=3) for f in ours) + " |")
     return [*lines, ""]
 
 
-def _mark(points: float, threshold: float = 0.0) -> str:
-    return f"{points:+.2f} {'met' if points > threshold else '**missed**'}"
+def _mark(points: float, threshold: float = 0.0, digits: int = 2) -> str:
+    return f"{points:+.{digits}f} {'met' if points > threshold else '**missed**'}"
+
+
+def _calibration_table(results: dict, names: list[str]) -> list[str]:
+    lines = ["## Calibration: expected calibration error on the clean test set (15 bins; lower is better)", "",
+             "| method | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for key, label in METHODS:
+        lines.append(f"| {label} | " + " | ".join(
+            num(field(results, s, lambda r, k=key: r["methods"][k]["ece"])) for s in names) + " |")
+    return [*lines, ""]
 
 
 def _detection_table(results: dict, names: list[str]) -> list[str]:
@@ -225,7 +241,7 @@ def _plot_accuracy(plt, results, names):
         axes[1].bar(np.arange(len(others)) + i * width, [100 * m for m, _ in stats],
                     yerr=[100 * d for _, d in stats], width=width, label=label)
     axes[1].set_xticks(np.arange(len(others)) + 0.4 - width / 2, others)
-    axes[1].set(ylabel="clean test accuracy (%)", title="Class-dependent and instance-dependent noise")
+    axes[1].set(ylabel="clean test accuracy (%)", title="Class-dependent and instance-dependent noise (same colours)")
     if others:
         low = min(100 * mean_std(accuracy(results, s, k))[0] for s in others for k, _ in METHODS)
         axes[1].set_ylim(max(0.0, low - 10), 100)
@@ -253,7 +269,8 @@ def _plot_pr(plt, results, names):
         for key, label in DETECTORS:
             curve = record["pr"][key]
             axis.plot(curve["recall"], curve["precision"], label=label)
-        axis.set(title=f"{setting}, seed {record['seed']}", xlabel="recall", ylabel="precision", ylim=(0, 1.02))
+        axis.set(title=f"{setting}, seed {record['seed']}", xlabel="recall", ylim=(0, 1.02))
+    axes[0][0].set_ylabel("precision")
     axes[0][0].legend(fontsize=7)
     return figure
 

@@ -79,6 +79,9 @@ def test_dvc_repro_releases_a_gated_onnx_model(repo):
     assert card["parity"]["passed"] and (release / "model.onnx").is_file()
     shown = sh(repo, "dvc", "metrics", "show").stdout
     assert "artifacts/evaluate/metrics.json" in shown and "teacher.accuracy" in shown
+    sh(repo, "python", "-m", "components.report", "--output", "docs/pipeline-run.md")  # `make results`
+    report = (repo / "docs" / "pipeline-run.md").read_text()
+    assert f"| {metrics['teacher']['accuracy']:.4f} |" in report and "Decision: **pass**" in report
 
 
 def test_second_repro_does_nothing(repo):
