@@ -97,3 +97,10 @@ def test_precision_recall_curve_of_a_perfect_ranking():
     curve = quality._pr_curve(np.array([0.9, 0.8, 0.1, 0.2, 0.3]), noisy, points=5)
     assert curve["precision"] == [1.0, 1.0, pytest.approx(0.6667), 0.5, 0.4]
     assert curve["recall"] == [0.5, 1.0, 1.0, 1.0, 1.0]
+
+
+def test_the_committed_report_is_the_rendering_of_the_committed_records():
+    """docs/results.md is exactly what benchmarks.quality_report makes of docs/quality/results.json."""
+    results = json.loads((ROOT / "docs" / "quality" / "results.json").read_text())
+    assert (ROOT / "docs" / "results.md").read_text() == quality_report.render(results)
+    assert len(results["records"]) == len(quality.SETTINGS) * 3 + 3  # every setting x 3 seeds, and clean labels
