@@ -35,7 +35,7 @@ import yaml
 from components import baseline, ingest, mlnt, noise
 from components.artifacts import read_arrays
 from components.atomic import write_atomic, write_json
-from components.evaluate import classification_metrics, label_issues
+from components.evaluate import auroc, classification_metrics, label_issues
 from components.training import load_model, normalise
 from model.trainer import predict
 
@@ -131,8 +131,7 @@ class _Cell:
                                                     **study.overrides("baseline")})
         self.mlnt_config = mlnt.MlntStepConfig(**{**task.params["mlnt"], **common, "rounds": study.rounds,
                                                   **study.overrides("mlnt")})
-        test_images, self.test_labels = read_arrays(self.ingested / "test.npz", "ingest", "images", "labels")
-        self.test_images = test_images
+        self.test_images, self.test_labels = read_arrays(self.ingested / "test.npz", "ingest", "images", "labels")
         (self.train_images,) = read_arrays(self.ingested / "train.npz", "ingest", "images")
 
     def log(self, message: str) -> None:
@@ -255,8 +254,6 @@ class _Cell:
 
 def _detection(scores: np.ndarray, flagged: np.ndarray, noisy: np.ndarray) -> dict:
     """The same summary as ``components.evaluate.label_issues`` for a flagged set and a ranking score."""
-    from components.evaluate import auroc  # noqa: PLC0415
-
     tp = int((flagged & noisy).sum())
     precision, recall = tp / max(int(flagged.sum()), 1), tp / max(int(noisy.sum()), 1)
     return {"estimated_issues": int(flagged.sum()), "estimated_noise_rate": float(flagged.mean()),

@@ -174,8 +174,9 @@ def train(config: TrainConfig, net: nn.Module, train_data: Data, *, val_data: Da
     net.to(device)
     feature_net = _frozen(feature_net if feature_net is not None else net, device)
     mentor = None
-    results: list[TrainResult] = []
-    for round_ in range(getattr(config, "rounds", 1)):
+    rounds = getattr(config, "rounds", 1)
+    earlier: list[TrainResult] = []
+    for round_ in range(rounds):
         data = train_data
         if mentor is not None:
             net.load_state_dict(initial)
@@ -189,10 +190,11 @@ def train(config: TrainConfig, net: nn.Module, train_data: Data, *, val_data: Da
         loop = _Loop(config, net, data, val_data, feature_net, mentor, store, f"round{round_}", device,
                      on_epoch_end)
         result = loop.run()
-        results.append(dataclasses.replace(result, student=copy.deepcopy(result.student)))
-        mentor = _frozen(result.student, device)
-        mentor.load_state_dict(result.best_state)
-    result.earlier_rounds = results[:-1]
+        if round_ + 1 < rounds:  # the next round retrains ``net``: keep this round's weights apart
+            earlier.append(dataclasses.replace(result, student=copy.deepcopy(result.student)))
+            mentor = _frozen(result.student, device)
+            mentor.load_state_dict(result.best_state)
+    result.earlier_rounds = earlier
     return result
 
 
