@@ -26,6 +26,7 @@ COPY pyproject.toml constraints.txt README.md ./
 COPY model/ model/
 COPY components/ components/
 COPY benchmarks/ benchmarks/
+COPY pipelines/ pipelines/
 RUN if [ "$VARIANT" = "cpu" ]; then \
       pip install --no-cache-dir --index-url "$TORCH_CPU_INDEX" torch==2.14.1 torchvision==0.29.1; \
     elif [ "$VARIANT" != "gpu" ]; then \

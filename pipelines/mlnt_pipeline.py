@@ -1,0 +1,221 @@
+"""The eight pipeline steps as a Kubeflow Pipelines (KFP 2) pipeline, plus a ``deploy`` step behind the gate.
+
+Each component is a lightweight KFP component on the project image that calls ``components.<step>.run`` (the code
+``dvc repro`` runs), with each step's ``params.yaml`` section as a dict parameter. Artifacts are typed: the
+ingested data, labels and evaluation folders are ``Dataset``s, trained weights and the ONNX export ``Model``s,
+scalars ``Metrics``, the confusion matrix ``ClassificationMetrics`` and the Great Expectations Data Docs ``HTML``.
+The training steps ask for one GPU on the GPU node pool and are retried; every step is cached.
+
+    python -m pipelines.mlnt_pipeline [--output pipelines/compiled/mlnt_pipeline.yaml]   # compile
+"""
+
+import argparse
+import os
+from pathlib import Path
+
+import yaml
+from kfp import compiler, dsl, kubernetes
+from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
+
+IMAGE = os.environ.get("MLNT_IMAGE", "ghcr.io/mlnt-pipeline/mlnt-pipeline:0.1.0-gpu")
+PARAMS = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+GPU_POOL = {"label_key": "mlnt.io/node-pool", "label_value": "gpu"}  # the label of the GPU node pool's nodes
+COMPILED = Path(__file__).with_name("compiled") / "mlnt_pipeline.yaml"
+
+
+@dsl.component(base_image=IMAGE)
+def ingest(params: dict, data_path: str, ingested: Output[Dataset]):
+    from components.config import build_from_struct as build
+    from components.ingest import IngestConfig, run
+
+    manifest = run(build(IngestConfig, {**params, "path": data_path}, where="ingest"), out=ingested.path)
+    ingested.metadata.update(dataset=manifest["dataset"], classes=len(manifest["class_names"]))
+
+
+@dsl.component(base_image=IMAGE)
+def validate(params: dict, ingested: Input[Dataset], data_docs: Output[HTML], checks: Output[Metrics]):
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from components.config import build_from_struct as build
+    from components.validate import ValidateConfig, run
+
+    out = tempfile.mkdtemp()
+    try:  # a failed validation raises: the pipeline stops, nothing trains on bad data; the Data Docs still show why
+        report = run(build(ValidateConfig, params, where="validate"), ingest=ingested.path, out=out)
+    finally:
+        docs = Path(out) / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
+        if docs.is_file():
+            shutil.copyfile(docs, data_docs.path)
+    checks.log_metric("failed_expectations", len(report["failures"]))
+
+
+@dsl.component(base_image=IMAGE)
+def noise(params: dict, ingested: Input[Dataset], labels: Output[Dataset], rates: Output[Metrics]):
+    from components.config import build_from_struct as build
+    from components.noise import NoiseConfig, run
+
+    summary = run(build(NoiseConfig, params, where="noise"), ingest=ingested.path, out=labels.path)
+    rates.log_metric("realised_rate_train", summary["realised_rate_train"])
+
+
+@dsl.component(base_image=IMAGE)
+def baseline(params: dict, ingested: Input[Dataset], labels: Input[Dataset], model: Output[Model],
+             scores: Output[Metrics]):
+    from components.baseline import BaselineConfig, run
+    from components.config import build_from_struct as build
+
+    metrics = run(build(BaselineConfig, params, where="baseline"), ingest=ingested.path, noise=labels.path,
+                  out=model.path)
+    scores.log_metric("val_accuracy", metrics["val_accuracy"])
+    scores.log_metric("best_epoch", metrics["best_epoch"])
+
+
+@dsl.component(base_image=IMAGE)
+def mlnt(params: dict, ingested: Input[Dataset], labels: Input[Dataset], baseline_model: Input[Model],
+         model: Output[Model], scores: Output[Metrics]):
+    from components.config import build_from_struct as build
+    from components.mlnt import MlntStepConfig, run
+
+    metrics = run(build(MlntStepConfig, params, where="mlnt"), ingest=ingested.path, noise=labels.path,
+                  baseline=baseline_model.path, out=model.path)
+    scores.log_metric("val_accuracy_teacher", metrics["val_accuracy_teacher"])
+
+
+@dsl.component(base_image=IMAGE)
+def evaluate(params: dict, ingested: Input[Dataset], labels: Input[Dataset], baseline_model: Input[Model],
+             mlnt_model: Input[Model], evaluation: Output[Dataset], scores: Output[Metrics],
+             confusion: Output[ClassificationMetrics]):
+    import csv
+    import json
+    from pathlib import Path
+
+    from components.config import build_from_struct as build
+    from components.evaluate import EvaluateConfig, run
+
+    metrics = run(build(EvaluateConfig, params, where="evaluate"), ingest=ingested.path, noise=labels.path,
+                  baseline=baseline_model.path, mlnt=mlnt_model.path, out=evaluation.path)
+    for model in ("baseline", "student", "teacher"):
+        scores.log_metric(f"{model}_accuracy", metrics[model]["accuracy"])
+    scores.log_metric("label_issues_f1", metrics["label_issues"]["f1"])
+    classes = json.loads((Path(ingested.path) / "manifest.json").read_text())["class_names"]
+    matrix = [[0] * len(classes) for _ in classes]
+    with open(Path(evaluation.path) / "confusion_teacher.csv") as fh:
+        for row in csv.DictReader(fh):
+            matrix[int(row["actual"])][int(row["predicted"])] += 1
+    confusion.log_confusion_matrix(classes, matrix)
+
+
+@dsl.component(base_image=IMAGE)
+def export(params: dict, ingested: Input[Dataset], labels: Input[Dataset], baseline_model: Input[Model],
+           mlnt_model: Input[Model], evaluation: Input[Dataset], onnx_model: Output[Model]):
+    from components.config import build_from_struct as build
+    from components.export import ExportConfig, run
+
+    card = run(build(ExportConfig, params, where="export"), ingest=ingested.path, noise=labels.path,
+               baseline=baseline_model.path, mlnt=mlnt_model.path, evaluate=evaluation.path, out=onnx_model.path)
+    onnx_model.metadata.update(model=card["model"], onnx_sha256=card["onnx_sha256"], opset=card["opset"])
+
+
+@dsl.component(base_image=IMAGE)
+def gate(params: dict, registry: str, onnx_model: Input[Model], evaluation: Input[Dataset],
+         decision: Output[Artifact]) -> bool:
+    """Decide and, on a pass, promote into the registry; returns whether it passed (the deploy condition)."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from components.config import build_from_struct as build
+    from components.gate import GateConfig, run
+
+    out = Path(tempfile.mkdtemp())
+    result = run(build(GateConfig, {**params, "registry": registry}, where="gate"), export=onnx_model.path,
+                 evaluate=evaluation.path, out=out)
+    shutil.copyfile(out / "decision.json", decision.path)
+    decision.metadata.update(passed=result["passed"], version=result.get("version", ""),
+                             accuracy=result["accuracy"])
+    return result["passed"]
+
+
+@dsl.component(base_image=IMAGE)
+def deploy(decision: Input[Artifact], storage_uri: str, namespace: str, apply: bool, manifest: Output[Artifact]):
+    """The KServe InferenceService of the released version; applied to the cluster when ``apply`` is set."""
+    import json
+    from pathlib import Path
+
+    import yaml
+
+    version = json.loads(Path(decision.path).read_text())["version"]
+    service = {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
+               "metadata": {"name": "mlnt-classifier", "namespace": namespace,
+                            "annotations": {"mlnt.io/model-version": version}},
+               "spec": {"predictor": {"model": {"modelFormat": {"name": "onnx"}, "protocolVersion": "v2",
+                                                "storageUri": f"{storage_uri.rstrip('/')}/{version}"}}}}
+    Path(manifest.path).write_text(yaml.safe_dump(service, sort_keys=False))
+    manifest.metadata.update(version=version, applied=apply)
+    if apply:
+        from kubernetes import client, config
+
+        config.load_incluster_config()
+        api = client.CustomObjectsApi()
+        try:
+            api.patch_namespaced_custom_object("serving.kserve.io", "v1beta1", namespace, "inferenceservices",
+                                               "mlnt-classifier", service)
+        except client.ApiException as err:
+            if err.status != 404:
+                raise
+            api.create_namespaced_custom_object("serving.kserve.io", "v1beta1", namespace, "inferenceservices",
+                                                service)
+
+
+def _on_gpu_pool(task: dsl.PipelineTask) -> dsl.PipelineTask:
+    task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
+    task.set_cpu_request("4").set_memory_request("16G").set_memory_limit("32G")
+    task.set_retry(num_retries=2, backoff_duration="60s", backoff_factor=2.0)
+    kubernetes.add_node_selector(task, **GPU_POOL)
+    kubernetes.add_toleration(task, key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")
+    return task
+
+
+@dsl.pipeline(name="mlnt-pipeline", description="Noisy-label training with MLNT, from raw data to a gated release")
+def mlnt_pipeline(data_path: str = "/mnt/data/fashion-mnist", registry: str = "/mnt/registry",
+                  storage_uri: str = "pvc://mlnt-registry", namespace: str = "mlnt", apply_deploy: bool = True,
+                  ingest_params: dict = PARAMS["ingest"], validate_params: dict = PARAMS["validate"],
+                  noise_params: dict = PARAMS["noise"], baseline_params: dict = PARAMS["baseline"],
+                  mlnt_params: dict = PARAMS["mlnt"], evaluate_params: dict = PARAMS["evaluate"],
+                  export_params: dict = PARAMS["export"], gate_params: dict = PARAMS["gate"]):
+    ingested = ingest(params=ingest_params, data_path=data_path).outputs["ingested"]
+    checked = validate(params=validate_params, ingested=ingested)
+    labelled = noise(params=noise_params, ingested=ingested).after(checked)
+    labels = labelled.outputs["labels"]
+    ce = _on_gpu_pool(baseline(params=baseline_params, ingested=ingested, labels=labels))
+    meta = _on_gpu_pool(mlnt(params=mlnt_params, ingested=ingested, labels=labels,
+                             baseline_model=ce.outputs["model"]))
+    evaluated = evaluate(params=evaluate_params, ingested=ingested, labels=labels, baseline_model=ce.outputs["model"],
+                         mlnt_model=meta.outputs["model"])
+    exported = export(params=export_params, ingested=ingested, labels=labels, baseline_model=ce.outputs["model"],
+                      mlnt_model=meta.outputs["model"], evaluation=evaluated.outputs["evaluation"])
+    gated = gate(params=gate_params, registry=registry, onnx_model=exported.outputs["onnx_model"],
+                 evaluation=evaluated.outputs["evaluation"])
+    gated.set_caching_options(False)  # the decision depends on the registry's champion, not only on the inputs
+    with dsl.If(gated.outputs["Output"] == True):  # noqa: E712 - a KFP condition, not Python
+        deploy(decision=gated.outputs["decision"], storage_uri=storage_uri, namespace=namespace, apply=apply_deploy)
+
+
+def compile_pipeline(output: Path = COMPILED) -> Path:
+    output.parent.mkdir(parents=True, exist_ok=True)
+    compiler.Compiler().compile(mlnt_pipeline, str(output))
+    return output
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipelines.mlnt_pipeline", description=__doc__.splitlines()[0])
+    parser.add_argument("--output", type=Path, default=COMPILED)
+    args = parser.parse_args(argv)
+    print(f"compiled -> {compile_pipeline(args.output)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

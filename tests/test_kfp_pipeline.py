@@ -1,0 +1,144 @@
+"""The Kubeflow pipeline: the checked-in compiled spec is what the definition compiles to, the spec puts training
+on the GPU node pool with retries, and the KFP local runner runs every step to a gated, deployable model."""
+
+import json
+import os
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+import yaml
+
+from components.baseline import BaselineConfig
+from components.config import ConfigError, build_from_struct
+from pipelines import mlnt_pipeline, run
+from tests.components.conftest import make_fashion_mnist
+
+ROOT = Path(__file__).resolve().parents[1]
+STEPS = ["ingest", "validate", "noise", "baseline", "mlnt", "evaluate", "export", "gate"]
+
+
+@pytest.fixture(scope="module")
+def spec(tmp_path_factory):
+    path = mlnt_pipeline.compile_pipeline(tmp_path_factory.mktemp("kfp") / "pipeline.yaml")
+    return path.read_text()
+
+
+def test_compiled_spec_is_checked_in_and_current(spec):
+    """Fails when the definition drifts from pipelines/compiled/mlnt_pipeline.yaml: recompile with
+    `python -m pipelines.mlnt_pipeline` and commit the result. The header comments are left out: KFP writes the
+    default dict parameters there in an order that changes from run to run."""
+    assert list(yaml.safe_load_all(spec)) == list(yaml.safe_load_all(mlnt_pipeline.COMPILED.read_text()))
+
+
+def test_training_runs_on_the_gpu_pool_with_retries_and_every_step_is_cached(spec):
+    pipeline, platform = yaml.safe_load_all(spec)
+    tasks = pipeline["root"]["dag"]["tasks"]
+    assert set(STEPS) <= set(tasks) and "condition-1" in tasks
+    executors = pipeline["deploymentSpec"]["executors"]
+    kube = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for step in ("baseline", "mlnt"):
+        accelerator = executors[f"exec-{step}"]["container"]["resources"]["accelerator"]
+        assert accelerator["resourceType"] == "nvidia.com/gpu" and accelerator["resourceCount"] == "1"
+        assert tasks[step]["retryPolicy"]["maxRetryCount"] == 2
+        assert kube[f"exec-{step}"]["nodeSelector"]["labels"] == {"mlnt.io/node-pool": "gpu"}
+        assert kube[f"exec-{step}"]["tolerations"][0]["key"] == "nvidia.com/gpu"
+    for step in STEPS:
+        assert executors[f"exec-{step}"]["container"]["image"] == mlnt_pipeline.IMAGE
+        assert tasks[step]["cachingOptions"].get("enableCache", False) is (step != "gate")
+    assert tasks["condition-1"]["triggerPolicy"]["condition"] == \
+        "inputs.parameter_values['pipelinechannel--gate-Output'] == true"
+
+
+def test_artifacts_are_typed(spec):
+    pipeline, _ = yaml.safe_load_all(spec)
+    outputs = {name: {k: v["artifactType"]["schemaTitle"] for k, v in c.get("outputDefinitions", {})
+                      .get("artifacts", {}).items()} for name, c in pipeline["components"].items()}
+    assert outputs["comp-validate"] == {"data_docs": "system.HTML", "checks": "system.Metrics"}
+    assert outputs["comp-mlnt"]["model"] == "system.Model"
+    assert outputs["comp-evaluate"]["confusion"] == "system.ClassificationMetrics"
+    assert outputs["comp-noise"]["labels"] == "system.Dataset"
+
+
+def test_local_run_produces_a_gated_released_model_and_its_inference_service(tmp_path, monkeypatch):
+    data = make_fashion_mnist(tmp_path / "fashion-mnist", train=300, test=60)
+    monkeypatch.chdir(tmp_path)
+    args = ["--local", "--tiny", "--data", str(data), "--root", "root", "--registry", "releases"]
+    assert run.main(args) == 0
+    latest = tmp_path / "releases" / "latest"
+    assert (latest / "model.onnx").is_file() and json.loads((latest / "decision.json").read_text())["passed"]
+    (run_dir,) = (tmp_path / "root").iterdir()
+    assert {p.name for p in run_dir.iterdir()} >= {*STEPS, "deploy"}
+    service = yaml.safe_load((run_dir / "deploy" / "manifest").read_text())
+    assert service["kind"] == "InferenceService" and service["spec"]["predictor"]["model"]["protocolVersion"] == "v2"
+    assert service["spec"]["predictor"]["model"]["storageUri"].endswith(os.readlink(latest))
+    assert "<html" in (run_dir / "validate" / "data_docs").read_text().lower()
+
+
+def test_params_survive_the_protobuf_round_trip():
+    """KFP passes dict parameters as protobuf Structs, where every number is a float."""
+    config = build_from_struct(BaselineConfig, {"epochs": 3.0, "lr": 0.1, "lr_milestones": [2.0]}, where="b")
+    assert config.epochs == 3 and isinstance(config.epochs, int) and config.lr_milestones == (2.0,)
+    with pytest.raises(ConfigError, match=r"b.epochs: expected int, found 2.5"):
+        build_from_struct(BaselineConfig, {"epochs": 2.5}, where="b")
+
+
+class FakeKfpServer(BaseHTTPRequestHandler):
+    """The slice of the Kubeflow Pipelines v2beta1 REST API that a run submission uses; it records requests."""
+
+    requests: ClassVar[list] = []
+
+    def _reply(self, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):
+        self.requests.append(("GET", self.path, None))
+        self._reply({"experiments": [], "total_size": 0} if "/experiments" in self.path else {})
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.requests.append(("POST", self.path, body))
+        if self.path == "/apis/v2beta1/experiments":
+            self._reply({"experiment_id": "exp-1", "display_name": body["display_name"]})
+        else:
+            self._reply({"run_id": "run-1", "display_name": body.get("display_name", "")})
+
+    def log_message(self, *args):
+        pass
+
+
+def test_host_submits_the_compiled_pipeline_with_its_arguments(capsys):
+    FakeKfpServer.requests = []
+    server = HTTPServer(("127.0.0.1", 0), FakeKfpServer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        host = f"http://127.0.0.1:{server.server_address[1]}"
+        assert run.main(["--host", host, "--data", "/mnt/data/fashion-mnist", "--experiment", "noisy"]) == 0
+    finally:
+        server.shutdown()
+    assert "submitted run run-1" in capsys.readouterr().out
+    (experiment,) = [b for m, p, b in FakeKfpServer.requests if p == "/apis/v2beta1/experiments"]
+    (submitted,) = [b for m, p, b in FakeKfpServer.requests if p == "/apis/v2beta1/runs"]
+    assert experiment["display_name"] == "noisy" and submitted["experiment_id"] == "exp-1"
+    spec = submitted["pipeline_spec"]  # with a platform spec, KFP sends both documents under one key
+    assert spec["pipeline_spec"]["pipelineInfo"]["name"] == "mlnt-pipeline"
+    assert "exec-mlnt" in spec["platform_spec"]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    arguments = submitted["runtime_config"]["parameters"]
+    assert arguments["data_path"] == "/mnt/data/fashion-mnist"
+    assert arguments["mlnt_params"]["mode"] == mlnt_pipeline.PARAMS["mlnt"]["mode"]
+
+
+def test_unreachable_host_is_one_line_of_error(capsys):
+    server = HTTPServer(("127.0.0.1", 0), FakeKfpServer)
+    port = server.server_address[1]
+    server.server_close()  # nothing listens on this port now
+    assert run.main(["--host", f"http://127.0.0.1:{port}"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: pipelines.run:") and "Traceback" not in err
