@@ -35,14 +35,15 @@ def pipeline_arguments(data: str, *, tiny: bool) -> dict:
     return {"data_path": data, **{f"{section}_params": values for section, values in params.items()}}
 
 
-def run_local(data: Path, *, root: Path, registry: Path, tiny: bool) -> dict:
-    """Every step in order with the KFP local runner; returns the gate task's outputs."""
+def run_local(data: Path, *, root: Path, registry: Path, tiny: bool) -> str:
+    """Every step in order with the KFP local runner; returns what the registry's ``latest`` release is now."""
     from kfp import local  # noqa: PLC0415 - only the local mode needs the runner
 
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
-    task = mlnt_pipeline(registry=str(registry), apply_deploy=False,
-                         **pipeline_arguments(str(Path(data).resolve()), tiny=tiny))
-    return dict(task.outputs) if task is not None and task.outputs else {}
+    mlnt_pipeline(registry=str(registry), apply_deploy=False, **pipeline_arguments(str(Path(data).resolve()),
+                                                                                   tiny=tiny))
+    latest = Path(registry) / "latest"
+    return f"{latest} -> {latest.readlink()}" if latest.is_symlink() else f"nothing released in {registry}"
 
 
 def submit(host: str, data: str, *, experiment: str, tiny: bool) -> str:
@@ -70,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.local:
-            outputs = run_local(Path(args.data), root=args.root, registry=args.registry, tiny=args.tiny)
-            print(f"pipeline finished: {outputs}")
+            released = run_local(Path(args.data), root=args.root, registry=args.registry, tiny=args.tiny)
+            print(f"pipeline finished; artifacts under {args.root}; release: {released}")
         else:
             print(f"submitted run {submit(args.host, args.data, experiment=args.experiment, tiny=args.tiny)}")
     except Exception as err:  # the runner and the client raise many types; one line for the user

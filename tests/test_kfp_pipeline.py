@@ -62,12 +62,15 @@ def test_artifacts_are_typed(spec):
     assert outputs["comp-noise"]["labels"] == "system.Dataset"
 
 
-def test_local_run_produces_a_gated_released_model_and_its_inference_service(tmp_path, monkeypatch):
+@pytest.mark.filterwarnings("ignore:You may be attemping to run a task:RuntimeWarning")  # subprocess, not image
+@pytest.mark.filterwarnings("ignore:Task .* have no effect in the current local runner:UserWarning")  # GPU settings
+def test_local_run_produces_a_gated_released_model_and_its_inference_service(tmp_path, monkeypatch, capsys):
     data = make_fashion_mnist(tmp_path / "fashion-mnist", train=300, test=60)
     monkeypatch.chdir(tmp_path)
     args = ["--local", "--tiny", "--data", str(data), "--root", "root", "--registry", "releases"]
     assert run.main(args) == 0
     latest = tmp_path / "releases" / "latest"
+    assert f"release: releases/latest -> {os.readlink(latest)}" in capsys.readouterr().out
     assert (latest / "model.onnx").is_file() and json.loads((latest / "decision.json").read_text())["passed"]
     (run_dir,) = (tmp_path / "root").iterdir()
     assert {p.name for p in run_dir.iterdir()} >= {*STEPS, "deploy"}
