@@ -35,7 +35,7 @@ import yaml
 from components import baseline, ingest, mlnt, noise
 from components.artifacts import read_arrays
 from components.atomic import write_atomic, write_json
-from components.evaluate import auroc, classification_metrics, label_issues
+from components.evaluate import classification_metrics, detection_summary, label_issues
 from components.training import load_model, normalise
 from model.trainer import predict
 
@@ -189,7 +189,7 @@ class _Cell:
         given, noisy = labels["label"][train_rows], labels["is_noisy"][train_rows]
         flagged = find_label_issues(given, probs, n_jobs=1)  # cells are the parallel unit; no nested pool
         scores = 1.0 - get_label_quality_scores(given, probs)
-        record["label_issues"]["cleanlab"] = _detection(scores, flagged, noisy)
+        record["label_issues"]["cleanlab"] = detection_summary(scores, flagged, noisy)
         record["pr"]["cleanlab"] = _pr_curve(scores, noisy)
         pruned_dir = self._write_labels("pruned", labels, drop=train_rows[flagged])
         self._train_ce("cleanlab", pruned_dir, record)
@@ -250,15 +250,6 @@ class _Cell:
         probs = self._probs(model, self.test_images)
         metrics = classification_metrics(probs, self.test_labels, probs.shape[1], bins=15)
         return {"accuracy": metrics["accuracy"], "ece": metrics["ece"]}
-
-
-def _detection(scores: np.ndarray, flagged: np.ndarray, noisy: np.ndarray) -> dict:
-    """The same summary as ``components.evaluate.label_issues`` for a flagged set and a ranking score."""
-    tp = int((flagged & noisy).sum())
-    precision, recall = tp / max(int(flagged.sum()), 1), tp / max(int(noisy.sum()), 1)
-    return {"estimated_issues": int(flagged.sum()), "estimated_noise_rate": float(flagged.mean()),
-            "true_noise_rate": float(noisy.mean()), "precision": precision, "recall": recall,
-            "f1": 0.0 if tp == 0 else 2 * precision * recall / (precision + recall), "auroc": auroc(scores, noisy)}
 
 
 def _pr_curve(scores: np.ndarray, noisy: np.ndarray, points: int = 50) -> dict:

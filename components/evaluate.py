@@ -90,6 +90,17 @@ def _average_ranks(values: np.ndarray) -> np.ndarray:
     return ranks
 
 
+def detection_summary(scores: np.ndarray, flagged: np.ndarray, is_noisy: np.ndarray) -> dict:
+    """How a flagged set and a ranking score find the injected noise: precision, recall and F1 of the flagged
+    set, AUROC of the score, and the estimated (flagged share) beside the true noise rate."""
+    estimated, tp = int(flagged.sum()), int((flagged & is_noisy).sum())
+    precision, recall = tp / max(estimated, 1), tp / max(int(is_noisy.sum()), 1)
+    return {"estimated_issues": estimated, "estimated_noise_rate": estimated / max(flagged.size, 1),
+            "true_noise_rate": float(is_noisy.mean()) if is_noisy.size else 0.0, "precision": precision,
+            "recall": recall, "f1": 0.0 if tp == 0 else 2 * precision * recall / (precision + recall),
+            "auroc": auroc(scores, is_noisy)}
+
+
 def label_issues(probs: np.ndarray, given: np.ndarray, is_noisy: np.ndarray) -> tuple[list[dict], dict]:
     """Rank samples by 1 - p(given label); the estimated number of issues is where the prediction disagrees."""
     score = 1.0 - probs[np.arange(given.size), given]
@@ -98,13 +109,7 @@ def label_issues(probs: np.ndarray, given: np.ndarray, is_noisy: np.ndarray) -> 
     estimated = int((suggested != given).sum())
     flagged = np.zeros(given.size, dtype=bool)
     flagged[order[:estimated]] = True
-    tp = int((flagged & is_noisy).sum())
-    precision = tp / max(estimated, 1)
-    recall = tp / max(int(is_noisy.sum()), 1)
-    summary = {"estimated_issues": estimated, "estimated_noise_rate": estimated / max(given.size, 1),
-               "true_noise_rate": float(is_noisy.mean()) if given.size else 0.0, "precision": precision,
-               "recall": recall, "f1": 0.0 if tp == 0 else 2 * precision * recall / (precision + recall),
-               "auroc": auroc(score, is_noisy)}
+    summary = detection_summary(score, flagged, is_noisy)
     rows = [{"rank": r + 1, "index": int(i), "given_label": int(given[i]), "suggested_label": int(suggested[i]),
              "score": round(float(score[i]), 6), "injected_noise": bool(is_noisy[i])} for r, i in enumerate(order)]
     return rows, summary

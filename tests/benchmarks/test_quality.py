@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from benchmarks import quality, quality_report
-from components.evaluate import label_issues
 from tests.components.conftest import make_fashion_mnist
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -77,19 +76,6 @@ def test_plots_are_written_and_a_rerun_reuses_finished_cells(study):
     assert quality.main(args) == 0  # every cell is cached: the records are identical, timings included
     again = json.loads((tmp / "docs" / "quality" / "results.json").read_text())
     assert again["records"] == results["records"]
-
-
-def test_cleanlab_summary_matches_the_evaluate_steps_definition():
-    rng = np.random.default_rng(0)
-    probs = rng.dirichlet(np.ones(4), size=200)
-    given = rng.integers(0, 4, 200)
-    noisy = rng.random(200) < 0.3
-    _, ours = label_issues(probs, given, noisy)
-    scores = 1.0 - probs[np.arange(200), given]
-    flagged = np.zeros(200, dtype=bool)  # evaluate flags the top of its ranking, as many as it disagrees with
-    flagged[np.argsort(-scores, kind="mergesort")[:int((probs.argmax(1) != given).sum())]] = True
-    theirs = quality._detection(scores, flagged, noisy)
-    assert theirs == pytest.approx(ours)
 
 
 def test_precision_recall_curve_of_a_perfect_ranking():

@@ -12,7 +12,13 @@ import pytest
 import torch
 
 from components import gate
-from components.evaluate import auroc, classification_metrics, expected_calibration_error, label_issues
+from components.evaluate import (
+    auroc,
+    classification_metrics,
+    detection_summary,
+    expected_calibration_error,
+    label_issues,
+)
 from components.export import Probabilities, parity, to_onnx
 from components.gate import GateConfig, decide, promote
 from components.gate import run as run_gate
@@ -149,3 +155,11 @@ def test_enforce_exits_non_zero_on_a_fail(tmp_path, monkeypatch, capsys):
     assert gate.main(["--enforce"]) == 1
     out = capsys.readouterr().out
     assert "gate: FAIL: not released" in out and not (tmp_path / "releases").exists()
+
+
+def test_detection_summary_by_hand():
+    """Shared by the evaluate step's label-issue list and the quality study's cleanlab column."""
+    noisy = np.array([True, True, False, False])
+    summary = detection_summary(np.array([0.9, 0.2, 0.8, 0.1]), np.array([True, False, True, False]), noisy)
+    assert summary == {"estimated_issues": 2, "estimated_noise_rate": 0.5, "true_noise_rate": 0.5,
+                       "precision": 0.5, "recall": 0.5, "f1": 0.5, "auroc": 0.75}  # 3 of 4 pairs ranked right
