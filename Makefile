@@ -24,12 +24,15 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	@touch $@
 
-# Debian packages: the embedded default dataset. `apt-get update` runs once, only when something is missing.
+# Debian packages: the embedded default dataset, and Prometheus (server and promtool) for the monitoring tests.
+# `apt-get update` runs once, only when something is missing.
+APT_NEEDS = $(if $(wildcard $(DATASET)/train-images-idx3-ubyte.gz),,dataset-fashion-mnist) \
+            $(if $(shell command -v promtool),,prometheus)
 $(SYSTEM):
-	@if [ ! -f $(DATASET)/train-images-idx3-ubyte.gz ]; then \
+	@if [ -n "$(strip $(APT_NEEDS))" ]; then \
 	  if command -v apt-get >/dev/null; then \
-	    $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q dataset-fashion-mnist; \
-	  else echo "setup: no apt-get here; put the four Fashion-MNIST .gz files in $(DATA)/ yourself"; fi; \
+	    $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q $(strip $(APT_NEEDS)); \
+	  else echo "setup: no apt-get here; install $(strip $(APT_NEEDS)) yourself"; fi; \
 	fi
 	@mkdir -p $(VENV) && touch $@
 
