@@ -15,7 +15,14 @@ from components.config import cli
 from components.ingest import OUT as INGEST_OUT
 from components.noise import OUT as NOISE_OUT
 from components.pretrained import imagenet_weights
-from components.training import checkpoint_store, drop_stale_checkpoints, load_split, save_model, write_history
+from components.training import (
+    checkpoint_store,
+    data_parallel,
+    drop_stale_checkpoints,
+    load_split,
+    save_model,
+    write_history,
+)
 from model.networks import NETWORKS, build_network
 from model.trainer import TrainConfig, train
 
@@ -39,19 +46,23 @@ def run(config: BaselineConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOIS
     weights = imagenet_weights(config.network) if config.pretrained else None
     net = build_network(config.network, meta["num_classes"], in_channels=meta["in_channels"],
                         image_size=meta["image_size"], pretrained=weights)
-    result = train(config, net, train_data, val_data=val_data, store=store)
-    drop_stale_checkpoints(store)
+    with data_parallel(config) as group:
+        result = train(config, net, train_data, val_data=val_data, store=store, group=group)
     final = result.history[-1]
     metrics = {"best_epoch": result.best_epoch,
                "val_accuracy": max(h["val_accuracy_student"] for h in result.history),
                "final_val_accuracy": final["val_accuracy_student"], "epochs": len(result.history)}
-    save_model(Path(out) / "model.pt", result.best_state, network=config.network, meta=meta,
-               extra={"best_epoch": result.best_epoch})
-    save_model(Path(out) / "final.pt", result.student.state_dict(),
-               network=config.network, meta=meta)
-    write_history(out, result)
-    write_json(Path(out) / "metrics.json", metrics)
+    if group.is_main:
+        drop_stale_checkpoints(store)
+        _write(Path(out), result, metrics, network=config.network, meta=meta)
     return metrics
+
+
+def _write(out: Path, result, metrics: dict, *, network: str, meta: dict) -> None:
+    save_model(out / "model.pt", result.best_state, network=network, meta=meta, extra={"best_epoch": result.best_epoch})
+    save_model(out / "final.pt", result.student.state_dict(), network=network, meta=meta)
+    write_history(out, result)
+    write_json(out / "metrics.json", metrics)
 
 
 def _main(configs: dict) -> None:

@@ -19,6 +19,7 @@ from components.ingest import OUT as INGEST_OUT
 from components.noise import OUT as NOISE_OUT
 from components.training import (
     checkpoint_store,
+    data_parallel,
     drop_stale_checkpoints,
     load_model,
     load_split,
@@ -44,28 +45,36 @@ def run(config: MlntStepConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOIS
     baseline_net, saved = load_model(Path(baseline) / "model.pt")
     net = copy.deepcopy(baseline_net) if config.warm_start else build_network(
         saved["network"], meta["num_classes"], in_channels=meta["in_channels"], image_size=meta["image_size"])
-    result = train(config, net, train_data, val_data=val_data, feature_net=baseline_net,
-                   store=store)
-    drop_stale_checkpoints(store)
-    out = Path(out)
-    save_model(out / "student.pt", result.student.state_dict(),
-               network=saved["network"], meta=meta)
-    save_model(out / "teacher.pt", result.best_state, network=saved["network"], meta=meta,
+    with data_parallel(config) as group:
+        result = train(config, net, train_data, val_data=val_data, feature_net=baseline_net,
+                       store=store, group=group)
+    metrics = _metrics(config, result)
+    if group.is_main:
+        drop_stale_checkpoints(store)
+        _write(Path(out), result, metrics, network=saved["network"], meta=meta)
+    return metrics
+
+
+def _write(out: Path, result, metrics: dict, *, network: str, meta: dict) -> None:
+    save_model(out / "student.pt", result.student.state_dict(), network=network, meta=meta)
+    save_model(out / "teacher.pt", result.best_state, network=network, meta=meta,
                extra={"best_epoch": result.best_epoch})
     for number, earlier in enumerate(result.earlier_rounds, start=1):
-        save_model(out / f"teacher_round{number}.pt", earlier.best_state, network=saved["network"], meta=meta,
+        save_model(out / f"teacher_round{number}.pt", earlier.best_state, network=network, meta=meta,
                    extra={"best_epoch": earlier.best_epoch})
+    write_history(out, result)
+    write_json(out / "metrics.json", metrics)
+
+
+def _metrics(config: MlntStepConfig, result) -> dict:
     last = result.history[-1]
-    metrics = {"best_epoch": result.best_epoch, "epochs": len(result.history), "mode": config.mode,
+    return {"best_epoch": result.best_epoch, "epochs": len(result.history), "mode": config.mode,
                "rounds": config.rounds,
                "val_accuracy_teacher": _best_teacher(result.history),
                "final_val_accuracy_teacher": last["val_accuracy_teacher"],
                "final_val_accuracy_student": last["val_accuracy_student"],
                "val_accuracy_teacher_by_round": [_best_teacher(r.history)
                                                  for r in [*result.earlier_rounds, result]]}
-    write_history(out, result)
-    write_json(out / "metrics.json", metrics)
-    return metrics
 
 
 def _best_teacher(history: list[dict]) -> float:

@@ -7,19 +7,23 @@ import hashlib
 import io
 import json
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from components.artifacts import read_arrays
 from components.atomic import write_atomic, write_json
 from components.checkpoints import FileCheckpointStore
 from components.formats import DataError, sha256_file
+from model.distributed import Group, from_environment
 from model.networks import build_network
-from model.trainer import Data, TrainResult
+from model.trainer import Data, TrainConfig, TrainResult, pick_device
 
 MODEL_FORMAT = 1
 # Config fields that cannot change a run's result, so they do not name its checkpoint folder.
@@ -97,6 +101,18 @@ def drop_stale_checkpoints(store: FileCheckpointStore) -> None:
     for sibling in store.directory.parent.iterdir():
         if sibling != store.directory and sibling.is_dir():
             shutil.rmtree(sibling)
+
+
+@contextmanager
+def data_parallel(config: TrainConfig) -> Iterator[Group]:
+    """The processes this training step runs in: those ``torchrun`` started (``WORLD_SIZE`` > 1; ``gloo``
+    on the CPU, ``nccl`` on CUDA), else this one alone. Only the group's main process writes outputs."""
+    group = from_environment(pick_device(config.device).type)
+    try:
+        yield group
+    finally:
+        if group.active and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def write_history(out: Path, result: TrainResult) -> None:

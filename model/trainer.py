@@ -7,6 +7,10 @@ checkpoint ends with the same weights as one that never stopped (on the CPU).
 
 This module does no file I/O: checkpoints go through a ``CheckpointStore`` the caller passes in
 (``components.checkpoints.FileCheckpointStore`` writes them atomically to disk).
+
+Data parallelism (``torchrun``): pass a ``model.distributed.Group``. ``batch_size`` is then the global batch;
+every process builds the same global batch and trains on its share of the rows (see ``model.distributed``);
+only the main process writes checkpoints and progress.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from model.distributed import Group, local_device
 from model.ema import ema_update, make_teacher
 from model.mentor import consistency_target, mentor_keep_mask
 from model.mlnt import MODES, mlnt_loss_with_logits
@@ -160,18 +165,23 @@ def pick_device(requested: str) -> torch.device:
 
 def train(config: TrainConfig, net: nn.Module, train_data: Data, *, val_data: Data | None = None,
           feature_net: nn.Module | None = None, store: CheckpointStore | None = None,
-          on_epoch_end: Callable[[dict[str, float]], None] | None = None) -> TrainResult:
+          on_epoch_end: Callable[[dict[str, float]], None] | None = None,
+          group: Group | None = None) -> TrainResult:
     """Train ``net`` in place: plain CE for a ``TrainConfig``, MLNT for an ``MlntConfig`` (iteratively when
     ``config.rounds > 1``).
 
     ``feature_net`` gives the features for the neighbour search (MLNT); by default a frozen copy of ``net``
     as it is at the start (the CE-trained warm start in the pipeline). ``val_data`` picks the best epoch.
-    Each round resumes from ``store`` when it holds that round's checkpoint.
+    Each round resumes from ``store`` when it holds that round's checkpoint. ``group``: the data-parallel
+    processes this one trains with (default: this process alone).
     """
-    device = pick_device(config.device)
-    initial = _initial_state(net, store)
+    group = group or Group()
+    group.rows(config.batch_size)  # fails early unless the global batch splits evenly over the processes
+    device = local_device(pick_device(config.device)) if group.active else pick_device(config.device)
+    initial = _initial_state(net, store if group.is_main else None, store)
     net.load_state_dict(initial)
     net.to(device)
+    group.broadcast_state(net)
     feature_net = _frozen(feature_net if feature_net is not None else net, device)
     mentor = None
     rounds = getattr(config, "rounds", 1)
@@ -188,7 +198,7 @@ def train(config: TrainConfig, net: nn.Module, train_data: Data, *, val_data: Da
                                  "round longer or raise mentor_top_k")
             data = train_data.subset(keep.cpu())
         loop = _Loop(config, net, data, val_data, feature_net, mentor, store, f"round{round_}", device,
-                     on_epoch_end)
+                     on_epoch_end, group)
         result = loop.run()
         if round_ + 1 < rounds:  # the next round retrains ``net``: keep this round's weights apart
             earlier.append(dataclasses.replace(result, student=copy.deepcopy(result.student)))
@@ -232,10 +242,12 @@ def augment(x: Tensor, generator: torch.Generator, *, padding: int) -> Tensor:
 class _Loop:
     """One round of training: the state that a checkpoint captures, and the loop over it."""
 
-    def __init__(self, config, net, data, val_data, feature_net, mentor, store, key, device, on_epoch_end):
+    def __init__(self, config, net, data, val_data, feature_net, mentor, store, key, device, on_epoch_end, group):
         self.cfg, self.net, self.data, self.val = config, net, data, val_data
         self.feature_net, self.mentor, self.store, self.key = feature_net, mentor, store, key
-        self.device, self.on_epoch_end = device, on_epoch_end
+        self.device, self.on_epoch_end, self.group = device, on_epoch_end, group
+        self.rows = group.rows(config.batch_size)  # this process's share of each global batch
+        self.verbose = config.progress and group.is_main
         self.steps_per_epoch = len(data) // config.batch_size
         if self.steps_per_epoch == 0:
             raise ValueError(f"batch_size: expected at most the number of training samples ({len(data)}), "
@@ -265,12 +277,12 @@ class _Loop:
             order = torch.randperm(len(self.data), generator=torch.Generator().manual_seed(
                 self.cfg.seed * 100_003 + epoch))
             bar = tqdm(range(first, self.steps_per_epoch), desc=f"{self.method} {self.key} epoch {epoch + 1}/"
-                       f"{self.cfg.epochs}", disable=not self.cfg.progress, leave=False, dynamic_ncols=True)
+                       f"{self.cfg.epochs}", disable=not self.verbose, leave=False, dynamic_ncols=True)
             started, seen = time.perf_counter(), 0
             if first == 0:
                 self.epoch_loss = [0.0, 0]  # sum and count of the batch losses; kept in checkpoints
             for b in bar:
-                # fetch batch
+                # fetch batch (the global batch: every process draws the same augmentation)
                 idx = order[b * self.cfg.batch_size:(b + 1) * self.cfg.batch_size]
                 x = self.data.images[idx].to(self.device, non_blocking=True)
                 y = self.data.labels[idx].to(self.device, non_blocking=True)
@@ -279,14 +291,15 @@ class _Loop:
                 # loss
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
                     loss, logits = self._loss(x, y)
-                # guard: stop before a NaN/Inf reaches the weights
-                value = loss.item()
+                # guard: stop before a NaN/Inf reaches the weights (every process at once)
+                value = self.group.mean_item(loss)
                 if not math.isfinite(value):
                     raise NonFiniteLossError(f"loss is {value} at step {self.step + 1} (epoch {epoch + 1}); "
                                              f"last good checkpoint: {self._checkpoint_name()}")
                 # backward and step
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                self.group.average_gradients(list(self.net.parameters()))
                 if self.cfg.grad_clip:
                     nn.utils.clip_grad_norm_(self.net.parameters(), self.cfg.grad_clip)
                 self.optimizer.step()
@@ -300,7 +313,7 @@ class _Loop:
                 # log
                 seen += len(idx)
                 self.epoch_loss = [self.epoch_loss[0] + value, self.epoch_loss[1] + 1]
-                bar.set_postfix(loss=f"{value:.3f}", acc=f"{(logits.argmax(1) == y).float().mean():.3f}",
+                bar.set_postfix(loss=f"{value:.3f}", acc=f"{(logits.argmax(1) == y[self.rows]).float().mean():.3f}",
                                 samples_s=f"{seen / (time.perf_counter() - started):.0f}")
                 # checkpoint
                 at_epoch_end = b + 1 == self.steps_per_epoch  # saved by _end_epoch
@@ -311,22 +324,23 @@ class _Loop:
         return self._result()
 
     def _loss(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        if self.teacher is None:
-            logits = self.net(x)
-            return F.cross_entropy(logits, y), logits
-        weight = rampup_weight(self.step, start=self.ramp[0], end=self.ramp[1], max_weight=self.cfg.meta_weight)
+        """The loss on this process's rows of the global batch ``x, y``, and their logits."""
+        rows = self.rows
+        weight = 0.0 if self.teacher is None else rampup_weight(
+            self.step, start=self.ramp[0], end=self.ramp[1], max_weight=self.cfg.meta_weight)
         if weight == 0.0:
-            logits = self.net(x)
-            return F.cross_entropy(logits, y), logits
-        with torch.no_grad():
+            logits = self.net(x[rows])
+            return F.cross_entropy(logits, y[rows]), logits
+        with torch.no_grad():  # the neighbour search runs over the global batch
             features = self.feature_net.features(x).float()
             synth = synthetic_labels(features, y, num_sets=self.cfg.num_sets, fraction=self.cfg.fraction,
-                                     neighbours=self.cfg.neighbours, generator=self.generator)
-            target = _eval_probs(self.teacher, x)
-            mentor = _eval_probs(self.mentor, x) if self.mentor is not None else None
+                                     neighbours=self.cfg.neighbours, generator=self.generator)[:, rows]
+            target = _eval_probs(self.teacher, x[rows])
+            mentor = _eval_probs(self.mentor, x[rows]) if self.mentor is not None else None
             target = consistency_target(target, mentor, blend=self.cfg.mentor_blend)
-        return mlnt_loss_with_logits(self.net, x, y, synth, target, inner_lr=self.cfg.inner_lr,
-                                     meta_weight=weight, mode=self.cfg.mode)
+        return mlnt_loss_with_logits(self.net, x[rows], y[rows], synth, target, inner_lr=self.cfg.inner_lr,
+                                     meta_weight=weight, mode=self.cfg.mode,
+                                     batch_mean=self.group.mean if self.group.active else None)
 
     def _end_epoch(self, epoch: int, samples_per_s: float) -> None:
         record: dict[str, float] = {"epoch": epoch + 1, "step": self.step,
@@ -343,7 +357,7 @@ class _Loop:
             self.best = {"model": chosen, "epoch": epoch + 1, "score": score,
                          "state": _cpu_state(candidates[chosen])}
         self.history.append(record)
-        if self.cfg.progress:
+        if self.verbose:
             shown = ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items())
             tqdm.write(f"[{self.method} {self.key}] {shown}")
         if self.on_epoch_end is not None:
@@ -368,7 +382,7 @@ class _Loop:
         }
 
     def _save(self) -> None:
-        if self.store is not None:
+        if self.store is not None and self.group.is_main:
             self.store.save(self.key, self._state())
             self.last_checkpoint = f"{self.store.location} ({self.key}, step {self.step})"
 
@@ -401,18 +415,21 @@ class _Loop:
         self.step, self.history, self.best = state["step"], state["history"], state["best"]
         self.epoch_loss = state["epoch_loss"]
         self.last_checkpoint = f"{self.store.location} ({self.key}, step {self.step})"
-        tqdm.write(f"[{self.method} {self.key}] resumed from {self.last_checkpoint}")  # always: it matters
+        if self.group.is_main:
+            tqdm.write(f"[{self.method} {self.key}] resumed from {self.last_checkpoint}")  # always: it matters
 
 
-def _initial_state(net: nn.Module, store: CheckpointStore | None) -> dict[str, Tensor]:
-    """The weights training started from: saved once, so that a resumed run restarts later rounds (and
-    builds its default feature network) from the same weights as the run it continues."""
-    saved = store.load("start") if store is not None else None
+def _initial_state(net: nn.Module, writer: CheckpointStore | None,
+                   reader: CheckpointStore | None) -> dict[str, Tensor]:
+    """The weights training started from: saved once (to ``writer``: the main process's store), so that a
+    resumed run restarts later rounds (and builds its default feature network) from the same weights as the
+    run it continues."""
+    saved = reader.load("start") if reader is not None else None
     if saved is not None:
         return saved["model"]
     state = _cpu_state(net)
-    if store is not None:
-        store.save("start", {"format": CHECKPOINT_FORMAT, "model": state})
+    if writer is not None:
+        writer.save("start", {"format": CHECKPOINT_FORMAT, "model": state})
     return state
 
 

@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -75,3 +77,24 @@ def test_iterative_mlnt_keeps_each_rounds_teacher(workdir):
     last, _ = load_model(art / "teacher.pt")
     assert any(not torch.equal(a, b) for a, b in zip(first.state_dict().values(), last.state_dict().values(),
                                                      strict=True))
+
+
+def test_mlnt_step_under_torchrun_matches_one_process(workdir):
+    """What the PyTorchJob in k8s/ runs: ``torchrun -m components.mlnt`` with 2 processes (gloo on the CPU)
+    writes the same teacher as the step run alone, and only once."""
+    for step in (ingest, noise, baseline):
+        assert step.main([]) == 0
+    assert mlnt.main([]) == 0
+    alone = workdir / "artifacts" / "mlnt-alone"
+    (workdir / "artifacts" / "mlnt").rename(alone)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                           "-m", "components.mlnt"], cwd=workdir, env=env, capture_output=True, text=True, check=False,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("mlnt (head): best teacher") == 2  # both processes finish; rank 0 wrote the files
+    got, _ = load_model(workdir / "artifacts" / "mlnt" / "teacher.pt")
+    want, _ = load_model(alone / "teacher.pt")
+    for (name, a), b in zip(got.state_dict().items(), want.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+    assert json.loads((workdir / "artifacts/mlnt/metrics.json").read_text())["epochs"] == 2

@@ -1,0 +1,130 @@
+"""Data-parallel training (torch.distributed, 2 gloo processes on the CPU) equals one process on the global batch.
+
+Each spawned process trains the same network on its half of every global batch; the parent trains on whole
+batches alone. The meta gradients are also checked one step at a time: with the inner gradients averaged
+over the processes they match the single-process gradient; without that average (each process building fast
+weights from its own rows, as a plain DDP wrapper would) they do not.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from model.distributed import Group
+from model.mlnt import mlnt_loss
+from model.trainer import MlntConfig, TrainConfig, train
+from tests.model.test_trainer import net, noisy_problem
+
+WORLD = 2
+QUIET = {"progress": False, "batch_size": 32, "lr": 0.05, "seed": 3, "epochs": 2, "checkpoint_every": 2}
+CONFIGS = {
+    "ce": TrainConfig(**QUIET),
+    **{mode: MlntConfig(mode=mode, num_sets=3, neighbours=4, ramp_end=0.5, ema_during_ramp=0.9,
+                        ema_after_ramp=0.95, **QUIET) for mode in ("exact", "first_order", "head")},
+}
+
+
+class CountingStore:
+    """Checkpoints in memory, counting the saves of this process."""
+
+    location = "memory"
+
+    def __init__(self):
+        self.states, self.saves = {}, 0
+
+    def save(self, key, state):
+        self.states[key], self.saves = state, self.saves + 1
+
+    def load(self, key):
+        return self.states.get(key)
+
+
+def _train_all(group: Group) -> dict:
+    """Final weights and teacher of each config, and how many checkpoints this process wrote."""
+    train_data, _ = noisy_problem(n=256)
+    out = {}
+    for name, config in CONFIGS.items():
+        store = CountingStore()
+        result = train(config, net(seed=1), train_data, store=store, group=group)
+        out[name] = {"student": {k: v.clone() for k, v in result.student.state_dict().items()},
+                     "losses": [h["train_loss"] for h in result.history], "saves": store.saves}
+    return out
+
+
+def _meta_gradients(group: Group, *, average_inner: bool) -> list[torch.Tensor]:
+    """The gradient of one exact-mode MLNT loss on a fixed global batch, averaged over the processes."""
+    g = torch.Generator().manual_seed(7)
+    x, y = torch.randn(16, 1, 8, 8, generator=g), torch.randint(4, (16,), generator=g)
+    synth = torch.randint(4, (3, 16), generator=g)
+    teacher = torch.softmax(torch.randn(16, 4, generator=g), dim=1)
+    model = net(seed=2)
+    rows = group.rows(16)
+    loss = mlnt_loss(model, x[rows], y[rows], synth[:, rows], teacher[rows], inner_lr=0.5, meta_weight=1.0,
+                     mode="exact", batch_mean=group.mean if average_inner and group.active else None)
+    loss.backward()
+    group.average_gradients(list(model.parameters()))
+    return [p.grad.clone() for p in model.parameters()]
+
+
+def _worker(rank: int, init_file: str, results: dict) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
+    torch.set_num_threads(1)
+    try:
+        group = Group(rank=rank, world_size=WORLD)
+        results[rank] = {"train": _train_all(group),
+                         "grads": _meta_gradients(group, average_inner=True),
+                         "grads_local_inner": _meta_gradients(group, average_inner=False)}
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def two_processes(tmp_path_factory):
+    manager = mp.get_context("spawn").Manager()
+    results = manager.dict()
+    init_file = tmp_path_factory.mktemp("dist") / "init"
+    mp.spawn(_worker, args=(str(init_file), results), nprocs=WORLD, join=True)
+    return {rank: results[rank] for rank in range(WORLD)}
+
+
+@pytest.fixture(scope="module")
+def one_process():
+    return {"train": _train_all(Group()), "grads": _meta_gradients(Group(), average_inner=True)}
+
+
+def close(a, b):
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=2e-6)
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_two_processes_train_the_same_weights_as_one(two_processes, one_process, name):
+    single = one_process["train"][name]
+    for rank in range(WORLD):
+        got = two_processes[rank]["train"][name]
+        for key, value in single["student"].items():
+            close(got["student"][key], value)
+        assert got["losses"] == pytest.approx(single["losses"], rel=1e-5)
+
+
+def test_only_the_main_process_writes_checkpoints(two_processes, one_process):
+    for name in CONFIGS:
+        assert two_processes[0]["train"][name]["saves"] == one_process["train"][name]["saves"] > 0
+        assert two_processes[1]["train"][name]["saves"] == 0
+
+
+def test_meta_gradient_needs_the_inner_gradients_averaged(two_processes, one_process):
+    for got, want in zip(two_processes[0]["grads"], one_process["grads"], strict=True):
+        close(got, want)
+    biggest = max((g - w).abs().max().item()
+                  for g, w in zip(two_processes[0]["grads_local_inner"], one_process["grads"], strict=True))
+    assert biggest > 1e-3, "fast weights from each process's own rows should give a different gradient"
+
+
+def test_global_batch_must_split_evenly():
+    with pytest.raises(ValueError, match="batch_size: expected a multiple of the 3 processes, found 32"):
+        Group(rank=0, world_size=3).rows(32)
+    with pytest.raises(ValueError, match="batch_size: expected a multiple"):
+        train(CONFIGS["ce"], net(), noisy_problem(n=256)[0], group=Group(0, 3))
