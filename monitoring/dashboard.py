@@ -1,0 +1,240 @@
+"""The Grafana dashboard, declared once as data; ``python -m monitoring.dashboard`` writes monitoring/dashboards/.
+
+Panels are ``Panel`` entries grouped in ``Row``s; ``build()`` lays them out on Grafana's 24-column grid and returns
+the dashboard JSON (schemaVersion 39, timeseries and stat panels). Queries use two template variables:
+``${datasource}`` (a Prometheus data source) and ``$model`` (the served models, from ``mlnt_model_info``).
+The training panels are not filtered by ``$model``: there ``model`` is the trained network (teacher, student,
+baseline), not the served model.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from itertools import count
+from pathlib import Path
+
+from monitoring import DASHBOARD_FILE, DOCS_URL
+
+UID = "mlnt-pipeline"
+GRID_WIDTH = 24
+DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
+MODEL = 'model=~"$model"'
+
+
+@dataclass(frozen=True)
+class Query:
+    expr: str
+    legend: str = ""
+
+
+@dataclass(frozen=True)
+class Panel:
+    title: str
+    queries: tuple[Query, ...]
+    description: str
+    unit: str = "short"
+    kind: str = "timeseries"  # or "stat"
+    width: int = 8
+    height: int = 8
+    limit: float | None = None  # the alert threshold, drawn in red (below it for `low_is_bad`)
+    low_is_bad: bool = False
+    value_range: tuple[float, float] | None = None
+    defaults: dict = field(default_factory=dict)  # extra fieldConfig.defaults
+    options: dict = field(default_factory=dict)  # extra panel options
+
+
+@dataclass(frozen=True)
+class Row:
+    title: str
+    panels: tuple[Panel, ...]
+
+
+def rate(series: str, matchers: str = MODEL, window: str = "$__rate_interval") -> str:
+    return f"rate({series}{{{matchers}}}[{window}])"
+
+
+def ratio(numerator: str, denominator: str, by: str = "model") -> str:
+    return f"sum by ({by}) ({numerator}) / sum by ({by}) ({denominator})"
+
+
+def quantile(q: float, histogram: str) -> Query:
+    return Query(f"histogram_quantile({q}, sum by (model, le) ({rate(histogram + '_bucket')}))",
+                 f"{{{{model}}}} p{round(q * 100)}")
+
+
+ROWS = (
+    Row("Serving", (
+        Panel("Request rate by outcome",
+              (Query(f"sum by (protocol, outcome) ({rate('mlnt_requests_total')})", "{{protocol}} {{outcome}}"),),
+              "Inference requests per second, by protocol (v1, v2) and outcome.", unit="reqps"),
+        Panel("Server-error ratio",
+              (Query(ratio(rate("mlnt_requests_total", f'{MODEL}, outcome="server_error"'),
+                           rate("mlnt_requests_total")), "{{model}}"),),
+              "Share of requests that ended in a server error; MlntPredictorHighErrorRate fires above 5%.",
+              unit="percentunit", limit=0.05),
+        Panel("Latency p50 / p95 / p99",
+              tuple(quantile(q, "mlnt_request_duration_seconds") for q in (0.5, 0.95, 0.99)),
+              "Request latency quantiles per model, over both protocols; MlntPredictorHighLatency fires when p95 "
+              "stays above 500ms.",
+              unit="s", limit=0.5),
+        Panel("Batch size",
+              (Query(ratio(rate("mlnt_batch_size_sum"), rate("mlnt_batch_size_count")), "{{model}} mean"),
+               quantile(0.95, "mlnt_batch_size")),
+              "Images per request: mean and 95th percentile.", width=16),
+        Panel("Served model",
+              (Query(f"max by (model, version) (mlnt_model_info{{{MODEL}}})", "{{model}} {{version}}"),),
+              "The model name and version each predictor serves.", kind="stat", options={"textMode": "name"}),
+    )),
+    Row("Predictions", (
+        Panel("Predicted-class mix",
+              (Query(f"sum by (class) ({rate('mlnt_predictions_total')})", "{{class}}"),),
+              "Share of each predicted class (stacked to 100%).", unit="percentunit",
+              defaults={"custom": {"stacking": {"mode": "percent", "group": "A"}, "fillOpacity": 60}}),
+        Panel("Mean top-1 confidence",
+              (Query(ratio(rate("mlnt_prediction_confidence_sum"), rate("mlnt_prediction_confidence_count")),
+                     "{{model}}"),),
+              "Mean top-1 probability; MlntLowConfidence fires below 50% for 30 minutes.",
+              unit="percentunit", limit=0.5, low_is_bad=True, value_range=(0, 1)),
+        Panel("Prediction drift",
+              (Query(f"avg by (model) (mlnt_prediction_drift{{{MODEL}}})", "{{model}}"),),
+              "Total-variation distance between the recent predicted-class distribution and the training class "
+              "distribution; MlntPredictionDrift fires above 0.2 for 30 minutes.",
+              limit=0.2, value_range=(0, 1)),
+        Panel("Label disagreement (last hour)",
+              (Query(ratio(rate("mlnt_feedback_disagreements_total", window="1h"),
+                           rate("mlnt_feedback_total", window="1h")), "{{model}}"),),
+              "Share of user feedback labels that differ from the prediction; MlntLabelDisagreement fires above "
+              "30% with at least 20 labels an hour.", unit="percentunit", limit=0.3, width=12),
+        Panel("Feedback labels per hour",
+              (Query(f"sum by (model) (increase(mlnt_feedback_total{{{MODEL}}}[1h]))", "{{model}}"),),
+              "Feedback labels posted back in the last hour.", width=12),
+    )),
+    Row("Training", (
+        Panel("Accuracy",
+              (Query("max by (step, model, split) (mlnt_training_accuracy)", "{{step}} {{model}} {{split}}"),),
+              "Accuracy of the trained networks (teacher, student, baseline) on the test and validation splits, "
+              "pushed by the pipeline steps.", unit="percentunit", width=12),
+        Panel("Step duration",
+              (Query("max by (step) (mlnt_training_duration_seconds)", "{{step}}"),),
+              "Wall-clock duration of each pipeline step.", unit="s", width=12),
+        Panel("Estimated noise rate",
+              (Query("max(mlnt_training_estimated_noise_rate)", "noise rate"),),
+              "Label-noise rate estimated by the last run.", unit="percentunit", kind="stat", height=5),
+        Panel("Release gate",
+              (Query("min(mlnt_gate_passed)", "gate"),),
+              "Whether the last run passed the release gate; MlntTrainingGateFailed fires on a fail.",
+              kind="stat", height=5, limit=1, low_is_bad=True,
+              defaults={"mappings": [{"type": "value", "options": {
+                  "0": {"text": "failed", "color": "red", "index": 0},
+                  "1": {"text": "passed", "color": "green", "index": 1}}}]}),
+        Panel("Since the last successful run",
+              (Query("time() - max(mlnt_training_last_success_timestamp_seconds)", "age"),),
+              "Time since the pipeline last ran to completion.", unit="s", kind="stat", height=5),
+    )),
+)
+
+
+def _thresholds(panel: Panel) -> dict:
+    good, bad = ("red", "green") if panel.low_is_bad else ("green", "red")
+    steps = [{"color": good, "value": None}]
+    if panel.limit is not None:
+        steps.append({"color": bad, "value": panel.limit})
+    return {"mode": "absolute", "steps": steps}
+
+
+def _field_defaults(panel: Panel) -> dict:
+    custom = {"drawStyle": "line", "lineWidth": 1, "fillOpacity": 10, "showPoints": "never",
+              "thresholdsStyle": {"mode": "off" if panel.limit is None else "dashed"}}
+    defaults = {"unit": panel.unit, "thresholds": _thresholds(panel), "mappings": [],
+                "color": {"mode": "palette-classic" if panel.kind == "timeseries" else "thresholds"}}
+    if panel.kind == "timeseries":
+        defaults["custom"] = custom | panel.defaults.get("custom", {})
+    if panel.value_range is not None:
+        defaults["min"], defaults["max"] = panel.value_range
+    return defaults | {key: value for key, value in panel.defaults.items() if key != "custom"}
+
+
+def _options(panel: Panel) -> dict:
+    if panel.kind == "stat":
+        options = {"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+                   "colorMode": "value", "graphMode": "none", "justifyMode": "auto", "orientation": "auto",
+                   "textMode": "auto", "wideLayout": True, "showPercentChange": False}
+    else:
+        options = {"legend": {"displayMode": "list", "placement": "bottom", "showLegend": True, "calcs": []},
+                   "tooltip": {"mode": "multi", "sort": "desc"}}
+    return options | panel.options
+
+
+def _targets(panel: Panel) -> list[dict]:
+    return [{"refId": chr(ord("A") + index), "datasource": DATASOURCE, "expr": query.expr,
+             "legendFormat": query.legend or "__auto", "range": panel.kind == "timeseries",
+             "instant": panel.kind == "stat"}
+            for index, query in enumerate(panel.queries)]
+
+
+def panel_json(panel: Panel, panel_id: int, grid: dict) -> dict:
+    return {"id": panel_id, "type": panel.kind, "title": panel.title, "description": panel.description,
+            "datasource": DATASOURCE, "gridPos": grid, "targets": _targets(panel),
+            "fieldConfig": {"defaults": _field_defaults(panel), "overrides": []}, "options": _options(panel)}
+
+
+def layout(rows: tuple[Row, ...]) -> list[dict]:
+    """Each row a collapsible header, its panels left to right, wrapping at the grid width."""
+    panels, ids, y = [], count(1), 0
+    for row in rows:
+        panels.append({"id": next(ids), "type": "row", "title": row.title, "collapsed": False, "panels": [],
+                       "gridPos": {"x": 0, "y": y, "w": GRID_WIDTH, "h": 1}})
+        x, y, line = 0, y + 1, 0
+        for panel in row.panels:
+            if x + panel.width > GRID_WIDTH:
+                x, y, line = 0, y + line, 0
+            panels.append(panel_json(panel, next(ids), {"x": x, "y": y, "w": panel.width, "h": panel.height}))
+            x, line = x + panel.width, max(line, panel.height)
+        y += line
+    return panels
+
+
+def _variables() -> list[dict]:
+    models = "label_values(mlnt_model_info, model)"
+    return [
+        {"name": "datasource", "label": "Data source", "type": "datasource", "query": "prometheus",
+         "current": {}, "hide": 0, "includeAll": False, "multi": False, "options": [], "refresh": 1, "regex": ""},
+        {"name": "model", "label": "Model", "type": "query", "datasource": DATASOURCE, "definition": models,
+         "query": {"query": models, "refId": "PrometheusVariableQueryEditor-VariableQuery", "qryType": 1},
+         "current": {}, "hide": 0, "includeAll": True, "allValue": ".*", "multi": True, "options": [],
+         "refresh": 2, "regex": "", "sort": 1},
+    ]
+
+
+def build(rows: tuple[Row, ...] = ROWS) -> dict:
+    return {
+        "uid": UID, "title": "MLNT pipeline", "description": "The MLNT predictor and training pipeline",
+        "tags": ["mlnt", "mlops"], "timezone": "browser", "editable": True, "graphTooltip": 1,
+        "schemaVersion": 39, "version": 1, "refresh": "1m", "time": {"from": "now-6h", "to": "now"},
+        "fiscalYearStartMonth": 0, "liveNow": False, "weekStart": "",
+        "links": [{"title": "Runbooks", "type": "link", "url": DOCS_URL, "targetBlank": True, "icon": "doc",
+                   "tags": [], "asDropdown": False, "includeVars": False, "keepTime": False, "tooltip": ""}],
+        "annotations": {"list": [{"builtIn": 1, "datasource": {"type": "grafana", "uid": "-- Grafana --"},
+                                  "enable": True, "hide": True, "iconColor": "rgba(0, 211, 255, 1)",
+                                  "name": "Annotations & Alerts", "type": "dashboard"}]},
+        "templating": {"list": _variables()},
+        "panels": layout(rows),
+    }
+
+
+def render(dashboard: dict | None = None) -> str:
+    return json.dumps(build() if dashboard is None else dashboard, indent=2) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    out = Path(argv[0]) if argv else DASHBOARD_FILE
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(render())
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,88 @@
+"""The metric contract: every metric the predictor exports and the training steps push, declared once.
+
+The predictor creates its collectors from these entries, for example::
+
+    from prometheus_client import Counter, Histogram
+    from monitoring.metrics import REQUESTS, REQUEST_DURATION
+
+    requests = Counter(REQUESTS.name, REQUESTS.help, REQUESTS.labels, registry=registry)
+    latency = Histogram(REQUEST_DURATION.name, REQUEST_DURATION.help, REQUEST_DURATION.labels,
+                        buckets=REQUEST_DURATION.buckets, registry=registry)
+
+The rules and the dashboard are checked against ``SERIES`` (``monitoring.check``). Nothing here touches
+prometheus_client: importing this module creates no collectors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Kind = Literal["counter", "gauge", "histogram"]
+
+PUSHGATEWAY_JOB = "mlnt-pipeline"  # the job label the training steps push under
+# The predictor's scrape job, as MlntPredictorDown selects it: the PodMonitor's job "<namespace>/<name>"
+# (mlnt/mlnt-classifier, or mlnt/mlnt-predictor) or a static scrape config's job named mlnt-predictor.
+PREDICTOR_JOB_REGEX = ".*mlnt-(predictor|classifier).*"
+
+PROTOCOLS = ("v1", "v2")
+OUTCOMES = ("ok", "client_error", "server_error")
+SPLITS = ("test", "val")
+TRAINING_MODELS = ("teacher", "student", "baseline")
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One metric: its full exposed name (counters end in ``_total``), type, help text and label names."""
+
+    name: str
+    kind: Kind
+    help: str
+    labels: tuple[str, ...] = ()
+    buckets: tuple[float, ...] | None = None  # histograms only
+
+    @property
+    def series(self) -> tuple[str, ...]:
+        """The sample names Prometheus stores for this metric."""
+        if self.kind == "histogram":
+            return tuple(f"{self.name}_{suffix}" for suffix in ("bucket", "sum", "count"))
+        return (self.name,)
+
+
+# The predictor, scraped at /metrics; `model` is the served model's name.
+REQUESTS = Metric("mlnt_requests_total", "counter", "Inference requests, by protocol and outcome.",
+                  ("model", "protocol", "outcome"))
+REQUEST_DURATION = Metric("mlnt_request_duration_seconds", "histogram", "Inference request latency in seconds.",
+                          ("model", "protocol"), LATENCY_BUCKETS)
+BATCH_SIZE = Metric("mlnt_batch_size", "histogram", "Images per inference request.", ("model",), BATCH_SIZE_BUCKETS)
+PREDICTIONS = Metric("mlnt_predictions_total", "counter", "Predictions, by predicted class name.", ("model", "class"))
+PREDICTION_CONFIDENCE = Metric("mlnt_prediction_confidence", "histogram", "Top-1 probability of each prediction.",
+                               ("model",), CONFIDENCE_BUCKETS)
+PREDICTION_DRIFT = Metric("mlnt_prediction_drift", "gauge",
+                          "Total-variation distance (0..1) between the predicted-class distribution over the recent "
+                          "window and the training class distribution from the model card.", ("model",))
+FEEDBACK = Metric("mlnt_feedback_total", "counter", "Labels posted back by users.", ("model",))
+FEEDBACK_DISAGREEMENTS = Metric("mlnt_feedback_disagreements_total", "counter",
+                                "Feedback labels that differ from the prediction.", ("model",))
+MODEL_INFO = Metric("mlnt_model_info", "gauge", "The served model (always 1).", ("model", "version"))
+
+# The training steps, pushed to a Pushgateway under job=PUSHGATEWAY_JOB; `step` is the pipeline step name.
+TRAINING_ACCURACY = Metric("mlnt_training_accuracy", "gauge", "Accuracy of a trained network on a split.",
+                           ("step", "split", "model"))
+TRAINING_NOISE_RATE = Metric("mlnt_training_estimated_noise_rate", "gauge", "Estimated label-noise rate.")
+TRAINING_DURATION = Metric("mlnt_training_duration_seconds", "gauge", "Wall-clock duration of a step.", ("step",))
+GATE_PASSED = Metric("mlnt_gate_passed", "gauge", "1 if the last run passed the release gate, 0 if it failed.")
+TRAINING_LAST_SUCCESS = Metric("mlnt_training_last_success_timestamp_seconds", "gauge",
+                               "Unix time of the last successful pipeline run.")
+
+PREDICTOR: tuple[Metric, ...] = (REQUESTS, REQUEST_DURATION, BATCH_SIZE, PREDICTIONS, PREDICTION_CONFIDENCE,
+                                 PREDICTION_DRIFT, FEEDBACK, FEEDBACK_DISAGREEMENTS, MODEL_INFO)
+TRAINING: tuple[Metric, ...] = (TRAINING_ACCURACY, TRAINING_NOISE_RATE, TRAINING_DURATION, GATE_PASSED,
+                                TRAINING_LAST_SUCCESS)
+METRICS: tuple[Metric, ...] = PREDICTOR + TRAINING
+BY_NAME: dict[str, Metric] = {metric.name: metric for metric in METRICS}
+SERIES: frozenset[str] = frozenset(series for metric in METRICS for series in metric.series)

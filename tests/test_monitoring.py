@@ -1,0 +1,195 @@
+"""Monitoring: the Prometheus rules and their promtool unit tests, the dashboard's queries (parsed by promtool),
+the metric contract, the runbook links, and the generated k8s copies. Needs Debian's promtool (`make system`)."""
+
+import copy
+import subprocess
+import sys
+from itertools import combinations
+
+import pytest
+import yaml
+
+from monitoring import DOCS_FILE, ROOT, check, dashboard, sync
+from monitoring.metrics import METRICS, PREDICTOR_JOB_REGEX, SERIES
+
+
+@pytest.fixture(scope="module")
+def rules():
+    return check.load_rules()
+
+
+@pytest.fixture(scope="module")
+def board():
+    return dashboard.build()
+
+
+def panels(board: dict) -> list[dict]:
+    return [panel for panel in board["panels"] if panel["type"] != "row"]
+
+
+# promtool
+
+
+def test_promtool_missing_says_how_to_install_it(monkeypatch):
+    monkeypatch.setattr(check.shutil, "which", lambda _name: None)
+    with pytest.raises(check.CheckError, match=r"install Debian's prometheus package \(make system\)"):
+        check.promtool()
+
+
+def test_rule_unit_tests_pass():
+    output = check.run_rule_tests()
+    assert output.count("SUCCESS") == len(check.rule_tests()) >= 3, output
+
+
+def test_every_alert_has_a_firing_and_a_quiet_unit_test(rules):
+    coverage = check.alert_test_kinds(rules, check.rule_tests())
+    assert len(coverage) == 7 and all(kinds == {"firing", "quiet"} for kinds in coverage.values()), coverage
+    assert check.coverage_problems(rules, check.rule_tests()) == []
+
+
+def test_coverage_check_reports_an_untested_alert(rules):
+    extended = copy.deepcopy(rules)
+    extended["groups"][-1]["rules"].append({"alert": "MlntUntested", "expr": "vector(1)"})
+    problems = check.coverage_problems(extended, check.rule_tests())
+    assert problems == ["alert MlntUntested: no firing test in tests/", "alert MlntUntested: no quiet test in tests/"]
+
+
+def test_rule_file_parses():
+    assert "SUCCESS: 19 rules found" in check.check_rules()
+
+
+def test_dashboard_queries_parse(board):
+    output = check.check_dashboard(board)
+    assert f"SUCCESS: {len(check.dashboard_exprs(board))} rules found" in output
+
+
+def test_a_broken_rule_fails_with_its_name(tmp_path):
+    broken = tmp_path / "broken.rules.yml"
+    broken.write_text(yaml.safe_dump({"groups": [{"name": "g", "rules": [
+        {"record": "model:ok:rate5m", "expr": "sum(rate(mlnt_requests_total[5m]))"},
+        {"alert": "MlntBroken", "expr": "sum(rate(mlnt_requests_total[5m])"}]}]}))
+    with pytest.raises(check.CheckError) as error:
+        check.check_rules(broken)
+    assert '"MlntBroken": could not parse expression' in str(error.value)
+
+
+def test_a_broken_panel_query_fails_with_the_panel_title(board):
+    broken = copy.deepcopy(board)
+    panels(broken)[2]["targets"][1]["expr"] = 'histogram_quantile(0.95, sum by (le) (rate(x{model=~"$model"}[5m])'
+    with pytest.raises(check.CheckError) as error:
+        check.check_dashboard(broken)
+    assert "panel 4 (Latency p50 / p95 / p99) query B" in str(error.value)
+    assert "could not parse expression" in str(error.value)
+
+
+def test_an_unknown_template_variable_fails_with_the_panel_title(board):
+    broken = copy.deepcopy(board)
+    panels(broken)[0]["targets"][0]["expr"] = 'sum(rate(mlnt_requests_total{model=~"$modle"}[5m]))'
+    with pytest.raises(check.CheckError, match=r"panel 2 \(Request rate by outcome\) query A: unknown .*\$modle"):
+        check.check_dashboard(broken)
+
+
+# the metric contract
+
+
+def test_rules_and_dashboard_use_only_contract_metrics_and_show_all_of_them(rules, board):
+    assert check.contract_problems(rules, board) == []
+
+
+def test_contract_check_reports_unknown_metrics_and_recordings(rules, board):
+    broken_rules, broken_board = copy.deepcopy(rules), copy.deepcopy(board)
+    broken_rules["groups"][1]["rules"][1]["expr"] = "model:mlnt_requests:typo_rate5m > 0.05"
+    panels(broken_board)[0]["targets"][0]["expr"] = "sum(rate(mlnt_request_total[5m]))"
+    problems = check.contract_problems(broken_rules, broken_board)
+    assert "rule MlntPredictorHighErrorRate: model:mlnt_requests:typo_rate5m is not recorded by mlnt.rules.yml" \
+        in problems
+    assert ("panel 2 (Request rate by outcome) query A: mlnt_request_total is not in the metric contract "
+            "(monitoring/metrics.py)") in problems
+
+
+@pytest.mark.parametrize(("expr", "names"), [
+    ('sum by (model, le) (rate(mlnt_request_duration_seconds_bucket{model=~"$model"}[$__rate_interval]))',
+     {"mlnt_request_duration_seconds_bucket"}),
+    ("a:b:c < 0.5 and on (model) d:e:f > 0", {"a:b:c", "d:e:f"}),
+    ('max by (job) (up{job=~".*mlnt.*"}) == 0 or absent(up{job="x"})', {"up"}),
+    ("time() - max(mlnt_gate_passed offset 5m) * 1e3 + 0x1F", {"mlnt_gate_passed"}),
+    ("sum(rate(x[5m:1m])) without (instance) / ignoring(class) group_left y", {"x", "y"}),
+])
+def test_metric_names_are_read_from_promql(expr, names):
+    assert check.metric_names(expr) == names
+
+
+def test_contract_is_plain_data_without_collectors():
+    done = subprocess.run([sys.executable, "-c", "import sys, monitoring.metrics; "
+                           "assert 'prometheus_client' not in sys.modules"], capture_output=True, text=True,
+                          check=False, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert len({metric.name for metric in METRICS}) == len(METRICS) == 14
+    assert "mlnt_prediction_confidence_bucket" in SERIES and "mlnt_requests_total" in SERIES
+
+
+def test_predictor_down_selects_the_contract_job_regex(rules):
+    down = next(rule for rule in check.alerts_of(rules) if rule["alert"] == "MlntPredictorDown")
+    assert down["expr"].count(f'up{{job=~"{PREDICTOR_JOB_REGEX}"}}') == 2
+
+
+# alerts, runbooks and the dashboard
+
+
+def test_alerts_have_severity_annotations_and_a_runbook_section(rules):
+    assert check.alert_problems(rules, DOCS_FILE.read_text()) == []
+
+
+def test_a_missing_runbook_section_is_reported(rules):
+    problems = check.alert_problems(rules, "# Monitoring\n### MlntPredictorDown\n")
+    assert len(problems) == 6 and all("runbook_url must be" in problem for problem in problems)
+
+
+def test_dashboard_is_a_grafana_dashboard_with_a_sane_layout(board):
+    assert board["schemaVersion"] == 39 and board["uid"] == dashboard.UID
+    variables = {variable["name"]: variable for variable in board["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
+    assert variables["model"]["datasource"]["uid"] == "${datasource}"
+    assert len({panel["id"] for panel in board["panels"]}) == len(board["panels"])
+    assert {panel["type"] for panel in panels(board)} == {"timeseries", "stat"}
+    boxes = [panel["gridPos"] for panel in board["panels"]]
+    assert all(box["x"] + box["w"] <= dashboard.GRID_WIDTH for box in boxes)
+    assert not [pair for pair in combinations(boxes, 2) if overlap(*pair)]
+    for panel in panels(board):
+        assert panel["datasource"]["uid"] == "${datasource}" and panel["targets"], panel["title"]
+
+
+def overlap(a: dict, b: dict) -> bool:
+    return all(a[at] < b[at] + b[size] and b[at] < a[at] + a[size] for at, size in (("x", "w"), ("y", "h")))
+
+
+def test_serving_panels_follow_the_model_variable_and_training_panels_do_not(board):
+    rows, current = {}, None
+    for panel in board["panels"]:
+        current = panel["title"] if panel["type"] == "row" else current
+        rows.setdefault(current, []).extend(target["expr"] for target in panel.get("targets", []))
+    assert all('model=~"$model"' in expr for row in ("Serving", "Predictions") for expr in rows[row])
+    assert not any("$model" in expr for expr in rows["Training"])
+
+
+# the generated files
+
+
+def test_generated_files_are_up_to_date():
+    stale = [str(path.relative_to(ROOT)) for path in sync.stale()]
+    assert not stale, f"{stale} differ from what the code generates: run `python -m monitoring.sync`"
+
+
+def test_prometheus_rule_holds_the_rule_groups(rules):
+    resource = yaml.safe_load(sync.K8S_RULE.read_text())
+    assert resource["apiVersion"] == "monitoring.coreos.com/v1" and resource["kind"] == "PrometheusRule"
+    assert resource["metadata"] == {"name": "mlnt-rules", "labels": {
+        "release": "kube-prometheus-stack", "app.kubernetes.io/part-of": "mlnt-pipeline"}}
+    assert resource["spec"]["groups"] == rules["groups"]
+
+
+def test_sync_check_reports_a_stale_copy(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(sync, "rendered", lambda: {tmp_path / "missing.json": "{}\n"})
+    monkeypatch.setattr(sync, "ROOT", tmp_path)
+    assert sync.main(["--check"]) == 1
+    assert "run `python -m monitoring.sync`" in capsys.readouterr().err
