@@ -40,9 +40,12 @@ class BaselineConfig(TrainConfig):
             raise ValueError(f"Unknown network {self.network!r}. Valid: {', '.join(NETWORKS)}")
 
 
-def run(config: BaselineConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOISE_OUT, out: Path = OUT) -> dict:
+def run(config: BaselineConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOISE_OUT, out: Path = OUT,
+        checkpoints: Path | None = None) -> dict:
+    """Train; ``checkpoints``: a folder shared across runs for the resumable checkpoints (default
+    ``out/checkpoints``)."""
     train_data, val_data, meta = load_split(ingest, noise)
-    store = checkpoint_store(out, config, [Path(ingest) / "train.npz", Path(noise) / "labels.npz"])
+    store = checkpoint_store(out, config, [Path(ingest) / "train.npz", Path(noise) / "labels.npz"], root=checkpoints)
     weights = imagenet_weights(config.network) if config.pretrained else None
     net = build_network(config.network, meta["num_classes"], in_channels=meta["in_channels"],
                         image_size=meta["image_size"], pretrained=weights)
@@ -53,8 +56,8 @@ def run(config: BaselineConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOIS
                "val_accuracy": max(h["val_accuracy_student"] for h in result.history),
                "final_val_accuracy": final["val_accuracy_student"], "epochs": len(result.history)}
     if group.is_main:
-        drop_stale_checkpoints(store)
         _write(Path(out), result, metrics, network=config.network, meta=meta)
+        drop_stale_checkpoints(store, shared=checkpoints is not None)
     return metrics
 
 

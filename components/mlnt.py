@@ -38,10 +38,12 @@ class MlntStepConfig(MlntConfig):
 
 
 def run(config: MlntStepConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOISE_OUT,
-        baseline: Path = BASELINE_OUT, out: Path = OUT) -> dict:
+        baseline: Path = BASELINE_OUT, out: Path = OUT, checkpoints: Path | None = None) -> dict:
+    """Train; ``checkpoints``: a folder shared across runs for the resumable checkpoints (default
+    ``out/checkpoints``)."""
     train_data, val_data, meta = load_split(ingest, noise)
     inputs = [Path(ingest) / "train.npz", Path(noise) / "labels.npz", Path(baseline) / "model.pt"]
-    store = checkpoint_store(out, config, inputs)
+    store = checkpoint_store(out, config, inputs, root=checkpoints)
     baseline_net, saved = load_model(Path(baseline) / "model.pt")
     net = copy.deepcopy(baseline_net) if config.warm_start else build_network(
         saved["network"], meta["num_classes"], in_channels=meta["in_channels"], image_size=meta["image_size"])
@@ -50,8 +52,8 @@ def run(config: MlntStepConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOIS
                        store=store, group=group)
     metrics = _metrics(config, result)
     if group.is_main:
-        drop_stale_checkpoints(store)
         _write(Path(out), result, metrics, network=saved["network"], meta=meta)
+        drop_stale_checkpoints(store, shared=checkpoints is not None)
     return metrics
 
 

@@ -85,19 +85,25 @@ def load_model(path: Path) -> tuple[nn.Module, dict[str, Any]]:
     return net, payload
 
 
-def checkpoint_store(out: Path, config: Any, inputs: list[Path]) -> FileCheckpointStore:
-    """The checkpoint folder of this exact run: ``out/checkpoints/<id>``, the id a hash of the config and
-    of the input files (``checkpoint_every``, ``device`` and ``progress`` left out). A rerun with the same
-    config and inputs resumes; any other change, the number of epochs included, starts afresh."""
+def checkpoint_store(out: Path, config: Any, inputs: list[Path], *, root: Path | None = None) -> FileCheckpointStore:
+    """The checkpoint folder of this exact run: ``<root>/<id>`` (``root`` defaults to ``out/checkpoints``), the
+    id a hash of the config and of the input files (``checkpoint_every``, ``device`` and ``progress`` left out).
+    A rerun with the same config and inputs resumes; any other change, the number of epochs included, starts
+    afresh. A ``root`` outside ``out`` outlives the step's output folder: a Kubeflow retry, whose outputs start
+    empty, resumes from it."""
     fields = {k: v for k, v in dataclasses.asdict(config).items() if k not in NOT_IN_RUN_ID}
     digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode())
     for path in inputs:
         digest.update(sha256_file(Path(path)).encode())
-    return FileCheckpointStore(Path(out) / "checkpoints" / digest.hexdigest()[:16])
+    return FileCheckpointStore(Path(root or Path(out) / "checkpoints") / digest.hexdigest()[:16])
 
 
-def drop_stale_checkpoints(store: FileCheckpointStore) -> None:
-    """Remove the checkpoints of other (older) runs beside ``store``, once this run has finished."""
+def drop_stale_checkpoints(store: FileCheckpointStore, *, shared: bool = False) -> None:
+    """Once this run's outputs are written: remove the checkpoints of other (older) runs beside ``store``, or,
+    in a ``shared`` root that other runs use at the same time, this run's own."""
+    if shared:
+        shutil.rmtree(store.directory, ignore_errors=True)
+        return
     for sibling in store.directory.parent.iterdir():
         if sibling != store.directory and sibling.is_dir():
             shutil.rmtree(sibling)

@@ -4,7 +4,9 @@ Each component is a lightweight KFP component on the project image that calls ``
 ``dvc repro`` runs), with each step's ``params.yaml`` section as a dict parameter. Artifacts are typed: the
 ingested data, labels and evaluation folders are ``Dataset``s, trained weights and the ONNX export ``Model``s,
 scalars ``Metrics``, the confusion matrix ``ClassificationMetrics`` and the Great Expectations Data Docs ``HTML``.
-The training steps ask for one GPU on the GPU node pool and are retried; every step is cached.
+The training steps ask for one GPU on the GPU node pool and are retried; their checkpoints go to the
+``mlnt-artifacts`` volume (``checkpoint_root``), so a retry resumes where the failed attempt stopped. Every step
+is cached but ingest (the data behind a path can change) and the gate (its decision depends on the registry).
 
     python -m pipelines.mlnt_pipeline [--output pipelines/compiled/mlnt_pipeline.yaml]   # compile
 """
@@ -20,6 +22,10 @@ from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Metri
 IMAGE = os.environ.get("MLNT_IMAGE", "ghcr.io/mlnt-pipeline/mlnt-pipeline:0.1.0-gpu")
 PARAMS = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
 GPU_POOL = {"label_key": "mlnt.io/node-pool", "label_value": "gpu"}  # the label of the GPU node pool's nodes
+# The volumes of k8s/base/storage.yaml, mounted where the pipeline's parameters point by default.
+CHECKPOINT_PVC, CHECKPOINT_MOUNT = "mlnt-artifacts", "/mnt/checkpoints"  # outlives a training pod: retries resume
+DATA_PVC, DATA_MOUNT = "mlnt-data", "/mnt/data"
+REGISTRY_PVC, REGISTRY_MOUNT = "mlnt-registry", "/mnt/registry"
 COMPILED = Path(__file__).with_name("compiled") / "mlnt_pipeline.yaml"
 
 
@@ -61,25 +67,30 @@ def noise(params: dict, ingested: Input[Dataset], labels: Output[Dataset], rates
 
 
 @dsl.component(base_image=IMAGE)
-def baseline(params: dict, ingested: Input[Dataset], labels: Input[Dataset], model: Output[Model],
-             scores: Output[Metrics]):
+def baseline(params: dict, checkpoint_root: str, ingested: Input[Dataset], labels: Input[Dataset],
+             model: Output[Model], scores: Output[Metrics]):
+    from pathlib import Path
+
     from components.baseline import BaselineConfig, run
     from components.config import build_from_struct as build
 
     metrics = run(build(BaselineConfig, params, where="baseline"), ingest=ingested.path, noise=labels.path,
-                  out=model.path)
+                  out=model.path, checkpoints=Path(checkpoint_root) / "baseline" if checkpoint_root else None)
     scores.log_metric("val_accuracy", metrics["val_accuracy"])
     scores.log_metric("best_epoch", metrics["best_epoch"])
 
 
 @dsl.component(base_image=IMAGE)
-def mlnt(params: dict, ingested: Input[Dataset], labels: Input[Dataset], baseline_model: Input[Model],
-         model: Output[Model], scores: Output[Metrics]):
+def mlnt(params: dict, checkpoint_root: str, ingested: Input[Dataset], labels: Input[Dataset],
+         baseline_model: Input[Model], model: Output[Model], scores: Output[Metrics]):
+    from pathlib import Path
+
     from components.config import build_from_struct as build
     from components.mlnt import MlntStepConfig, run
 
     metrics = run(build(MlntStepConfig, params, where="mlnt"), ingest=ingested.path, noise=labels.path,
-                  baseline=baseline_model.path, out=model.path)
+                  baseline=baseline_model.path, out=model.path,
+                  checkpoints=Path(checkpoint_root) / "mlnt" if checkpoint_root else None)
     scores.log_metric("val_accuracy_teacher", metrics["val_accuracy_teacher"])
 
 
@@ -140,7 +151,8 @@ def gate(params: dict, registry: str, onnx_model: Input[Model], evaluation: Inpu
 
 @dsl.component(base_image=IMAGE)
 def deploy(decision: Input[Artifact], storage_uri: str, namespace: str, apply: bool, manifest: Output[Artifact]):
-    """The KServe InferenceService of the released version; applied to the cluster when ``apply`` is set."""
+    """The KServe InferenceService of the released version, served by the project's predictor (the ``mlnt-onnx``
+    ServingRuntime of k8s/); applied to the cluster (merge patch, or create) when ``apply`` is set."""
     import json
     from pathlib import Path
 
@@ -150,7 +162,9 @@ def deploy(decision: Input[Artifact], storage_uri: str, namespace: str, apply: b
     service = {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
                "metadata": {"name": "mlnt-classifier", "namespace": namespace,
                             "annotations": {"mlnt.io/model-version": version}},
-               "spec": {"predictor": {"model": {"modelFormat": {"name": "onnx"}, "protocolVersion": "v2",
+               "spec": {"predictor": {"serviceAccountName": "mlnt-predictor",
+                                      "model": {"modelFormat": {"name": "onnx"}, "runtime": "mlnt-onnx",
+                                                "protocolVersion": "v2",
                                                 "storageUri": f"{storage_uri.rstrip('/')}/{version}"}}}}
     Path(manifest.path).write_text(yaml.safe_dump(service, sort_keys=False))
     manifest.metadata.update(version=version, applied=apply)
@@ -175,22 +189,27 @@ def _on_gpu_pool(task: dsl.PipelineTask) -> dsl.PipelineTask:
     task.set_retry(num_retries=2, backoff_duration="60s", backoff_factor=2.0)
     kubernetes.add_node_selector(task, **GPU_POOL)
     kubernetes.add_toleration(task, key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")
+    kubernetes.mount_pvc(task, pvc_name=CHECKPOINT_PVC, mount_path=CHECKPOINT_MOUNT)
     return task
 
 
 @dsl.pipeline(name="mlnt-pipeline", description="Noisy-label training with MLNT, from raw data to a gated release")
-def mlnt_pipeline(data_path: str = "/mnt/data/fashion-mnist", registry: str = "/mnt/registry",
+def mlnt_pipeline(data_path: str = f"{DATA_MOUNT}/fashion-mnist", registry: str = REGISTRY_MOUNT,
                   storage_uri: str = "pvc://mlnt-registry", namespace: str = "mlnt", apply_deploy: bool = True,
+                  checkpoint_root: str = CHECKPOINT_MOUNT,
                   ingest_params: dict = PARAMS["ingest"], validate_params: dict = PARAMS["validate"],
                   noise_params: dict = PARAMS["noise"], baseline_params: dict = PARAMS["baseline"],
                   mlnt_params: dict = PARAMS["mlnt"], evaluate_params: dict = PARAMS["evaluate"],
                   export_params: dict = PARAMS["export"], gate_params: dict = PARAMS["gate"]):
-    ingested = ingest(params=ingest_params, data_path=data_path).outputs["ingested"]
+    reading = ingest(params=ingest_params, data_path=data_path)
+    reading.set_caching_options(False)  # the data behind data_path can change while the path stays the same
+    ingested = kubernetes.mount_pvc(reading, pvc_name=DATA_PVC, mount_path=DATA_MOUNT).outputs["ingested"]
     checked = validate(params=validate_params, ingested=ingested)
     labelled = noise(params=noise_params, ingested=ingested).after(checked)
     labels = labelled.outputs["labels"]
-    ce = _on_gpu_pool(baseline(params=baseline_params, ingested=ingested, labels=labels))
-    meta = _on_gpu_pool(mlnt(params=mlnt_params, ingested=ingested, labels=labels,
+    ce = _on_gpu_pool(baseline(params=baseline_params, checkpoint_root=checkpoint_root, ingested=ingested,
+                               labels=labels))
+    meta = _on_gpu_pool(mlnt(params=mlnt_params, checkpoint_root=checkpoint_root, ingested=ingested, labels=labels,
                              baseline_model=ce.outputs["model"]))
     evaluated = evaluate(params=evaluate_params, ingested=ingested, labels=labels, baseline_model=ce.outputs["model"],
                          mlnt_model=meta.outputs["model"])
@@ -199,6 +218,7 @@ def mlnt_pipeline(data_path: str = "/mnt/data/fashion-mnist", registry: str = "/
     gated = gate(params=gate_params, registry=registry, onnx_model=exported.outputs["onnx_model"],
                  evaluation=evaluated.outputs["evaluation"])
     gated.set_caching_options(False)  # the decision depends on the registry's champion, not only on the inputs
+    kubernetes.mount_pvc(gated, pvc_name=REGISTRY_PVC, mount_path=REGISTRY_MOUNT)
     with dsl.If(gated.outputs["Output"] == True):  # noqa: E712 - a KFP condition, not Python
         deploy(decision=gated.outputs["decision"], storage_uri=storage_uri, namespace=namespace, apply=apply_deploy)
 

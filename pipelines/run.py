@@ -2,6 +2,7 @@
 
     python -m pipelines.run --local [--data data/fashion-mnist] [--tiny] [--root artifacts/kfp]
     python -m pipelines.run --host https://kfp.example.com [--data /mnt/data/fashion-mnist] [--experiment mlnt]
+                            [--service-account mlnt-pipeline]
 
 ``--local`` runs every step as a subprocess of this Python (``kfp.local.SubprocessRunner(use_venv=False)``), so the
 project must be installed here (``make setup``); the deploy step writes the InferenceService manifest without
@@ -18,6 +19,8 @@ import tempfile
 from pathlib import Path
 
 from pipelines.mlnt_pipeline import PARAMS, compile_pipeline, mlnt_pipeline
+
+SERVICE_ACCOUNT = "mlnt-pipeline"  # k8s/base/rbac.yaml
 
 TINY = {"noise": {"train_size": 0, "val_fraction": 0.2},
         "baseline": {"epochs": 2, "batch_size": 32, "progress": False},
@@ -40,20 +43,22 @@ def run_local(data: Path, *, root: Path, registry: Path, tiny: bool) -> str:
     from kfp import local  # noqa: PLC0415 - only the local mode needs the runner
 
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
-    mlnt_pipeline(registry=str(registry), apply_deploy=False, **pipeline_arguments(str(Path(data).resolve()),
-                                                                                   tiny=tiny))
+    mlnt_pipeline(registry=str(registry), apply_deploy=False, checkpoint_root=str(Path(root).resolve() / "checkpoints"),
+                  **pipeline_arguments(str(Path(data).resolve()), tiny=tiny))
     latest = Path(registry) / "latest"
     return f"{latest} -> {latest.readlink()}" if latest.is_symlink() else f"nothing released in {registry}"
 
 
-def submit(host: str, data: str, *, experiment: str, tiny: bool) -> str:
-    """Compile and submit one run to the Kubeflow Pipelines server at ``host``; returns the run id."""
+def submit(host: str, data: str, *, experiment: str, tiny: bool, service_account: str = SERVICE_ACCOUNT) -> str:
+    """Compile and submit one run to the Kubeflow Pipelines server at ``host``, its pods running as
+    ``service_account`` (k8s/base: allowed to apply the InferenceService, nothing else); returns the run id."""
     import kfp  # noqa: PLC0415
 
     package = compile_pipeline(Path(tempfile.mkdtemp()) / "mlnt_pipeline.yaml")
     client = kfp.Client(host=host)
     run = client.create_run_from_pipeline_package(str(package), arguments=pipeline_arguments(data, tiny=tiny),
-                                                  experiment_name=experiment, enable_caching=True)
+                                                  experiment_name=experiment, enable_caching=True,
+                                                  service_account=service_account)
     return run.run_id
 
 
@@ -68,13 +73,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", type=Path, default=Path("artifacts/kfp"), help="--local: the pipeline root")
     parser.add_argument("--registry", type=Path, default=Path("releases"), help="--local: the model registry")
     parser.add_argument("--experiment", default="mlnt", help="--host: the experiment of the run")
+    parser.add_argument("--service-account", default=SERVICE_ACCOUNT,
+                        help="--host: the run's Kubernetes service account (default: %(default)s)")
     args = parser.parse_args(argv)
     try:
         if args.local:
             released = run_local(Path(args.data), root=args.root, registry=args.registry, tiny=args.tiny)
             print(f"pipeline finished; artifacts under {args.root}; release: {released}")
         else:
-            print(f"submitted run {submit(args.host, args.data, experiment=args.experiment, tiny=args.tiny)}")
+            run_id = submit(args.host, args.data, experiment=args.experiment, tiny=args.tiny,
+                            service_account=args.service_account)
+            print(f"submitted run {run_id}")
     except Exception as err:  # the runner and the client raise many types; one line for the user
         print(f"error: pipelines.run: {err}", file=sys.stderr)
         return 1

@@ -45,9 +45,14 @@ def test_training_runs_on_the_gpu_pool_with_retries_and_every_step_is_cached(spe
         assert tasks[step]["retryPolicy"]["maxRetryCount"] == 2
         assert kube[f"exec-{step}"]["nodeSelector"]["labels"] == {"mlnt.io/node-pool": "gpu"}
         assert kube[f"exec-{step}"]["tolerations"][0]["key"] == "nvidia.com/gpu"
+        assert kube[f"exec-{step}"]["pvcMount"][0]["constant"] == mlnt_pipeline.CHECKPOINT_PVC
+        assert kube[f"exec-{step}"]["pvcMount"][0]["mountPath"] == mlnt_pipeline.CHECKPOINT_MOUNT
     for step in STEPS:
         assert executors[f"exec-{step}"]["container"]["image"] == mlnt_pipeline.IMAGE
-        assert tasks[step]["cachingOptions"].get("enableCache", False) is (step != "gate")
+        assert tasks[step]["cachingOptions"].get("enableCache", False) is (step not in ("ingest", "gate"))
+    mounts = {step: kube[f"exec-{step}"]["pvcMount"][0] for step in ("ingest", "gate")}
+    assert (mounts["ingest"]["constant"], mounts["ingest"]["mountPath"]) == ("mlnt-data", "/mnt/data")
+    assert (mounts["gate"]["constant"], mounts["gate"]["mountPath"]) == ("mlnt-registry", "/mnt/registry")
     assert tasks["condition-1"]["triggerPolicy"]["condition"] == \
         "inputs.parameter_values['pipelinechannel--gate-Output'] == true"
 
@@ -72,11 +77,13 @@ def test_local_run_produces_a_gated_released_model_and_its_inference_service(tmp
     latest = tmp_path / "releases" / "latest"
     assert f"release: releases/latest -> {os.readlink(latest)}" in capsys.readouterr().out
     assert (latest / "model.onnx").is_file() and json.loads((latest / "decision.json").read_text())["passed"]
-    (run_dir,) = (tmp_path / "root").iterdir()
+    (run_dir,) = [p for p in (tmp_path / "root").iterdir() if p.name != "checkpoints"]
+    assert not [p for p in (tmp_path / "root" / "checkpoints").rglob("*.pt")]  # a finished run drops its own
     assert {p.name for p in run_dir.iterdir()} >= {*STEPS, "deploy"}
     service = yaml.safe_load((run_dir / "deploy" / "manifest").read_text())
-    assert service["kind"] == "InferenceService" and service["spec"]["predictor"]["model"]["protocolVersion"] == "v2"
-    assert service["spec"]["predictor"]["model"]["storageUri"].endswith(os.readlink(latest))
+    model = service["spec"]["predictor"]["model"]
+    assert service["kind"] == "InferenceService" and model["protocolVersion"] == "v2"
+    assert model["runtime"] == "mlnt-onnx" and model["storageUri"].endswith(os.readlink(latest))
     assert "<html" in (run_dir / "validate" / "data_docs").read_text().lower()
 
 
@@ -130,6 +137,7 @@ def test_host_submits_the_compiled_pipeline_with_its_arguments(capsys):
     (experiment,) = [b for m, p, b in FakeKfpServer.requests if p == "/apis/v2beta1/experiments"]
     (submitted,) = [b for m, p, b in FakeKfpServer.requests if p == "/apis/v2beta1/runs"]
     assert experiment["display_name"] == "noisy" and submitted["experiment_id"] == "exp-1"
+    assert submitted["service_account"] == run.SERVICE_ACCOUNT
     spec = submitted["pipeline_spec"]  # with a platform spec, KFP sends both documents under one key
     assert spec["pipeline_spec"]["pipelineInfo"]["name"] == "mlnt-pipeline"
     assert "exec-mlnt" in spec["platform_spec"]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]

