@@ -27,6 +27,8 @@ COPY model/ model/
 COPY components/ components/
 COPY benchmarks/ benchmarks/
 COPY pipelines/ pipelines/
+COPY serving/ serving/
+COPY monitoring/ monitoring/
 RUN if [ "$VARIANT" = "cpu" ]; then \
       pip install --no-cache-dir --index-url "$TORCH_CPU_INDEX" torch==2.14.1 torchvision==0.29.1; \
     elif [ "$VARIANT" != "gpu" ]; then \

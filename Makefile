@@ -11,7 +11,7 @@ DATASET := /usr/share/datasets/fashion-mnist
 PYTHON  ?= python3
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help setup system data pipeline run results quality test lint bench lock clean
+.PHONY: help setup system data pipeline run results quality serve test lint bench lock clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -52,6 +52,9 @@ results:  ## docs/pipeline-run.md from the artifacts of the last `dvc repro`
 quality: setup data  ## the quality study from scratch (under an hour on 2 cores): docs/results.md, docs/quality/
 	rm -rf artifacts/quality
 	$(PY) -m benchmarks.quality --work artifacts/quality --output docs/results.md
+
+serve: setup  ## serve a released model on port 8080 (MODEL=releases/latest, PORT=8080): KServe, v1 and v2
+	$(PY) -m serving --model $(or $(MODEL),releases/latest) --http-port $(or $(PORT),8080)
 
 test: setup  ## set-up and the whole test suite (with the linter)
 	$(VENV)/bin/ruff check .

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +22,31 @@ def require(path: Path, producer: str) -> Path:
     return path
 
 
-def read_json(path: Path, producer: str) -> Any:
-    return json.loads(require(path, producer).read_text())
+def read_json(path: Path, producer: str, *keys: str) -> Any:
+    """The JSON value of a file written by ``producer``; an object with ``keys``, where any are named."""
+    path = require(path, producer)
+    try:
+        value = json.loads(path.read_text())
+    except ValueError as err:  # UnicodeDecodeError is one too
+        raise DataError(f"{path}: expected JSON written by the {producer} step, found invalid JSON ({err})") from err
+    missing = [k for k in keys if not isinstance(value, dict) or k not in value]
+    if missing:
+        found = f"keys {sorted(value)}" if isinstance(value, dict) else type(value).__name__
+        raise DataError(f"{path}: expected the key {missing[0]!r} written by the {producer} step, found {found}")
+    return value
 
 
 def read_arrays(path: Path, producer: str, *keys: str) -> tuple[np.ndarray, ...]:
     """The arrays ``keys`` of an ``.npz`` file written by ``producer``."""
-    with np.load(require(path, producer)) as data:
-        return tuple(data[k] for k in keys)
+    path = require(path, producer)
+    try:
+        with np.load(path) as data:
+            found = sorted(data.files)
+            arrays = {k: data[k] for k in keys if k in found}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+        raise DataError(f"{path}: expected an .npz file written by the {producer} step, found unreadable data "
+                        f"({err})") from err
+    missing = [k for k in keys if k not in arrays]
+    if missing:
+        raise DataError(f"{path}: expected the array {missing[0]!r} written by the {producer} step, found {found}")
+    return tuple(arrays[k] for k in keys)

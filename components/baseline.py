@@ -15,6 +15,7 @@ from components.config import cli
 from components.ingest import OUT as INGEST_OUT
 from components.noise import OUT as NOISE_OUT
 from components.pretrained import imagenet_weights
+from components.telemetry import reports
 from components.training import (
     checkpoint_store,
     data_parallel,
@@ -40,6 +41,7 @@ class BaselineConfig(TrainConfig):
             raise ValueError(f"Unknown network {self.network!r}. Valid: {', '.join(NETWORKS)}")
 
 
+@reports("baseline", lambda m: {"accuracy": {"val": {"baseline": m["val_accuracy"]}}})
 def run(config: BaselineConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOISE_OUT, out: Path = OUT,
         checkpoints: Path | None = None) -> dict:
     """Train; ``checkpoints``: a folder shared across runs for the resumable checkpoints (default

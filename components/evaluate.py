@@ -24,6 +24,7 @@ from components.config import cli
 from components.ingest import OUT as INGEST_OUT
 from components.mlnt import OUT as MLNT_OUT
 from components.noise import OUT as NOISE_OUT
+from components.telemetry import reports
 from components.training import load_model, normalise
 from model.trainer import predict
 
@@ -115,6 +116,8 @@ def label_issues(probs: np.ndarray, given: np.ndarray, is_noisy: np.ndarray) -> 
     return rows, summary
 
 
+@reports("evaluate", lambda m: {"accuracy": {"test": {n: m[n]["accuracy"] for n in ("baseline", "student", "teacher")}},
+                                 "estimated_noise_rate": m["label_issues"]["estimated_noise_rate"]})
 def run(config: EvaluateConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOISE_OUT,
         baseline: Path = BASELINE_OUT, mlnt: Path = MLNT_OUT, out: Path = OUT) -> dict:
     ingest, noise, out = Path(ingest), Path(noise), Path(out)

@@ -4,7 +4,9 @@ Chooses between the CE baseline (its best epoch) and the MLNT teacher by validat
 ``artifacts/export/model.onnx`` (input ``images``: float32 ``[batch, C, H, W]``, normalised with the card's mean
 and std; output ``probabilities`` ``[batch, K]``; dynamic batch axis, weights embedded, opset 18; class names and
 normalisation in the metadata), ``parity.json`` (onnxruntime against PyTorch on clean test images) and
-``model_card.json`` (classes, input spec, metrics, data and params hashes, git commit, the ONNX file's sha256).
+``model_card.json`` (classes, input spec, metrics, data and params hashes, git commit, the ONNX file's sha256,
+and ``train_class_distribution``: the share of each class among the noisy training labels the model learnt from,
+the reference the predictor's drift gauge compares live predictions with).
 """
 
 from __future__ import annotations
@@ -58,8 +60,8 @@ class Probabilities(nn.Module):
 
 def choose(baseline: Path, mlnt: Path) -> tuple[str, Path, float]:
     """The model with the higher validation accuracy: ``(name, file, validation accuracy)``."""
-    base = read_json(Path(baseline) / "metrics.json", "baseline")["val_accuracy"]
-    teacher = read_json(Path(mlnt) / "metrics.json", "mlnt")["val_accuracy_teacher"]
+    base = read_json(Path(baseline) / "metrics.json", "baseline", "val_accuracy")["val_accuracy"]
+    teacher = read_json(Path(mlnt) / "metrics.json", "mlnt", "val_accuracy_teacher")["val_accuracy_teacher"]
     if teacher >= base:
         return "teacher", Path(mlnt) / "teacher.pt", teacher
     return "baseline", Path(baseline) / "model.pt", base
@@ -111,6 +113,7 @@ def run(config: ExportConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOISE_
     onnx_bytes = to_onnx(net, x[:2], metadata)
     check = parity(onnx_bytes, net, x, config.max_abs_diff)
     evaluated = read_json(Path(evaluate) / "metrics.json", "evaluate")
+    given, is_val = read_arrays(Path(noise) / "labels.npz", "noise", "label", "is_val")
     card = {"model": name, "network": saved["network"], "class_names": manifest["class_names"],
             "input": {"name": "images", "shape": ["batch", saved["in_channels"], saved["image_size"],
                                                   saved["image_size"]], "dtype": "float32", "normalisation": norm},
@@ -118,6 +121,7 @@ def run(config: ExportConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOISE_
             "metrics": {"val_accuracy": val_accuracy, **{k: v for k, v in evaluated[name].items()
                                                           if k != "per_class_accuracy"}},
             "label_issues": evaluated.get("label_issues", {}),
+            "train_class_distribution": class_distribution(given[~is_val], saved["num_classes"]),
             "data": {"ingest_inputs_sha256": manifest["inputs_sha256"],
                      "labels_sha256": sha256_file(Path(noise) / "labels.npz")},
             "params_sha256": sha256_file(Path(params)) if Path(params).is_file() else None,
@@ -127,6 +131,15 @@ def run(config: ExportConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOISE_
     write_json(out / "parity.json", check)
     write_json(out / "model_card.json", card)
     return card
+
+
+def class_distribution(labels: np.ndarray, num_classes: int) -> list[float]:
+    """The share of each of ``num_classes`` classes among ``labels`` (integer class indices)."""
+    labels = np.asarray(labels, dtype=np.int64)
+    if labels.size == 0 or labels.min() < 0 or labels.max() >= num_classes:
+        found = "no labels" if labels.size == 0 else f"labels from {labels.min()} to {labels.max()}"
+        raise ValueError(f"train_class_distribution: expected labels in 0..{num_classes - 1}, found {found}")
+    return (np.bincount(labels, minlength=num_classes) / labels.size).tolist()
 
 
 def _git_commit() -> str:

@@ -27,6 +27,7 @@ from components.atomic import write_json
 from components.config import cli
 from components.evaluate import OUT as EVALUATE_OUT
 from components.export import OUT as EXPORT_OUT
+from components.telemetry import reports
 
 OUT = Path("artifacts/gate")
 REGISTRY = Path("releases")
@@ -117,6 +118,7 @@ def promote(export: Path, decision: dict, registry: Path, *, now: dt.datetime | 
     return version
 
 
+@reports("gate", lambda decision: {"gate_passed": decision["passed"]})
 def run(config: GateConfig, *, export: Path = EXPORT_OUT, evaluate: Path = EVALUATE_OUT, out: Path = OUT) -> dict:
     registry = Path(config.registry)
     decision = decide(config, export=Path(export), evaluate=Path(evaluate), registry=registry)

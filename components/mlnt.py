@@ -17,6 +17,7 @@ from components.baseline import OUT as BASELINE_OUT
 from components.config import cli
 from components.ingest import OUT as INGEST_OUT
 from components.noise import OUT as NOISE_OUT
+from components.telemetry import reports
 from components.training import (
     checkpoint_store,
     data_parallel,
@@ -37,6 +38,8 @@ class MlntStepConfig(MlntConfig):
     warm_start: bool = True  # start from the baseline's weights (else from a random initialisation)
 
 
+@reports("mlnt", lambda m: {"accuracy": {"val": {"teacher": m["val_accuracy_teacher"],
+                                                  "student": m["final_val_accuracy_student"]}}})
 def run(config: MlntStepConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOISE_OUT,
         baseline: Path = BASELINE_OUT, out: Path = OUT, checkpoints: Path | None = None) -> dict:
     """Train; ``checkpoints``: a folder shared across runs for the resumable checkpoints (default

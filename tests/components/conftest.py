@@ -1,8 +1,10 @@
 import gzip
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from components.formats.idx import FASHION_MNIST_FILES, IDX_IMAGES, IDX_LABELS
 
@@ -41,3 +43,19 @@ def make_fashion_mnist(root: Path, *, train: int = 300, test: int = 60, seed: in
 @pytest.fixture
 def fashion_dir(tmp_path):
     return make_fashion_mnist(tmp_path / "fashion-mnist")
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    """A tiny Fashion-MNIST and a params.yaml for short training, as the current directory."""
+    make_fashion_mnist(tmp_path / "data" / "fashion-mnist", train=400)
+    params = yaml.safe_load((Path(__file__).resolve().parents[2] / "params.yaml").read_text())
+    params["noise"].update(train_size=0, rate=0.3)
+    for section in ("baseline", "mlnt"):
+        params[section].update(epochs=2, batch_size=32, progress=False, checkpoint_every=5)
+    params["mlnt"].update(ramp_end=1.0)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    yield tmp_path
+    os.chdir(cwd)

@@ -12,22 +12,6 @@ import yaml
 
 from components import baseline, ingest, mlnt, noise
 from components.training import load_model
-from tests.components.conftest import make_fashion_mnist
-
-
-@pytest.fixture
-def workdir(tmp_path):
-    make_fashion_mnist(tmp_path / "data" / "fashion-mnist", train=400)
-    params = yaml.safe_load((Path(__file__).resolve().parents[2] / "params.yaml").read_text())
-    params["noise"].update(train_size=0, rate=0.3)
-    for section in ("baseline", "mlnt"):
-        params[section].update(epochs=2, batch_size=32, progress=False, checkpoint_every=5)
-    params["mlnt"].update(ramp_end=1.0)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    cwd = os.getcwd()
-    os.chdir(tmp_path)
-    yield tmp_path
-    os.chdir(cwd)
 
 
 def test_steps_write_their_documented_artifacts(workdir, capsys):

@@ -1,0 +1,8 @@
+"""The predictor: a KServe custom model that serves the released ONNX classifier, with Prometheus metrics.
+
+``python -m serving --model releases/latest`` (see ``docs/serving.md``). One module per job: ``release`` reads
+and verifies a release folder, ``inputs`` decodes and validates requests, ``binary`` checks the v2 binary tensor
+extension, ``model`` is the ``kserve.Model``, ``outputs`` formats responses, ``metrics``/``drift`` are the
+Prometheus side, ``middleware`` the request guard and accounting, ``feedback`` the label-feedback route,
+``server`` the wiring, ``load`` the load generator.
+"""

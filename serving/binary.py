@@ -1,0 +1,78 @@
+"""The v2 binary tensor extension (a JSON header of ``inference-header-content-length`` bytes, then raw tensors),
+checked before KServe decodes it: KServe 0.21 answers 500 when the raw data does not fit the header, and it decodes
+binary BYTES tensors as UTF-8 text, which fails on PNG/JPEG bytes. So binary BYTES tensors move into the header as
+base64 text (what JSON clients send), other binary tensors stay binary, and misfits are a 400."""
+
+from __future__ import annotations
+
+import base64
+import math
+import struct
+
+import orjson
+
+from serving.inputs import BadRequest, parse_json
+
+HEADER = b"inference-header-content-length"
+ITEM_BYTES = {"BOOL": 1, "UINT8": 1, "INT8": 1, "UINT16": 2, "INT16": 2, "FP16": 2, "UINT32": 4, "INT32": 4,
+              "FP32": 4, "UINT64": 8, "INT64": 8, "FP64": 8}
+
+
+def unpack(body: bytes, declared: bytes) -> tuple[bytes, int]:
+    """``(body, JSON length)`` with every binary BYTES tensor moved into the JSON header; a ``BadRequest`` for a
+    header that is not JSON or raw data that does not fit it."""
+    length = declared.decode("latin-1")
+    if not length.isdigit() or int(length) > len(body):
+        raise BadRequest(f"expected {HEADER.decode()} to be a byte count of at most the body's {len(body)} bytes, "
+                         f"found {length!r}")
+    header, raw = parse_json(body[:int(length)]), body[int(length):]
+    inputs = header.get("inputs") if isinstance(header, dict) else None
+    if not isinstance(inputs, list) or not all(isinstance(t, dict) and {"name", "shape", "datatype"} <= t.keys()
+                                               for t in inputs):
+        raise BadRequest('expected a JSON header {"inputs": [{"name", "shape", "datatype", ...}]}, found '
+                         f"{type(header).__name__}")
+    offset, kept = 0, []
+    for tensor in inputs:
+        parameters = tensor.get("parameters")
+        size = parameters.get("binary_data_size") if isinstance(parameters, dict) else None
+        if size is None:
+            continue
+        chunk = _chunk(tensor, size, raw, offset)
+        offset += size
+        if tensor["datatype"] == "BYTES":
+            tensor["data"] = [base64.b64encode(e).decode() for e in elements(chunk, tensor["name"])]
+            del tensor["parameters"]["binary_data_size"]
+        else:
+            kept.append(chunk)
+    if offset != len(raw):
+        raise BadRequest(f"expected {offset} bytes of binary tensor data after the JSON header, found {len(raw)}")
+    json_bytes = orjson.dumps(header)
+    return json_bytes + b"".join(kept), len(json_bytes)
+
+
+def _chunk(tensor: dict, size: object, raw: bytes, offset: int) -> bytes:
+    name, datatype, shape = tensor["name"], tensor["datatype"], tensor["shape"]
+    if not isinstance(size, int) or size < 0 or offset + size > len(raw):
+        raise BadRequest(f"input '{name}': expected binary_data_size to be at most the {len(raw) - offset} bytes "
+                         f"left after the JSON header, found {size!r}")
+    if datatype != "BYTES":
+        if datatype not in ITEM_BYTES or not isinstance(shape, list) or not all(isinstance(d, int) for d in shape):
+            raise BadRequest(f"input '{name}': expected a datatype of {', '.join(ITEM_BYTES)} or BYTES and a list "
+                             f"of integers as shape, found {datatype} and {shape!r}")
+        if size != math.prod(shape) * ITEM_BYTES[datatype]:
+            raise BadRequest(f"input '{name}': expected {math.prod(shape) * ITEM_BYTES[datatype]} bytes for "
+                             f"{datatype} {shape}, found {size}")
+    return raw[offset:offset + size]
+
+
+def elements(chunk: bytes, name: str) -> list[bytes]:
+    """The elements of a binary BYTES tensor: each a 4-byte little-endian length, then that many bytes."""
+    items, at = [], 0
+    while at < len(chunk):
+        n = struct.unpack_from("<I", chunk, at)[0] if at + 4 <= len(chunk) else len(chunk)
+        if at + 4 + n > len(chunk):
+            raise BadRequest(f"input '{name}': expected BYTES elements each prefixed by its 4-byte little-endian "
+                             f"length, found an element of {n} bytes with {max(len(chunk) - at - 4, 0)} left")
+        items.append(chunk[at + 4:at + 4 + n])
+        at += 4 + n
+    return items

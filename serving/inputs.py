@@ -1,0 +1,166 @@
+"""Requests -> the network's input: float32 ``[N, C, H, W]``, normalised like training; or one clear 4xx error.
+
+Accepted: a preprocessed tensor (v2 FP32 input named as in the card; v1 ``instances`` as nested lists) or encoded
+images (v2 BYTES input of base64 PNG/JPEG; v1 ``instances: [{"image": {"b64": ...}}]``). Images are decoded with
+Pillow, converted to the card's channels, resized to its size, scaled to [0, 1] and normalised with its mean/std.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import math
+
+import numpy as np
+import orjson
+from kserve.errors import InvalidInput
+from PIL import Image, UnidentifiedImageError
+
+from serving.release import InputSpec
+
+IMAGE_FORMATS = ("PNG", "JPEG")
+MAX_IMAGE_PIXELS = 4096 * 4096  # larger images are refused before they are decompressed
+
+
+class BadRequest(InvalidInput):
+    """A client error (HTTP 400 unless ``status`` says otherwise); the message is one sentence."""
+
+    def __init__(self, reason: str, status: int = 400):
+        super().__init__(reason)
+        self.status = status
+
+
+def parse_json(raw: bytes | str) -> object:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"expected a JSON body, found invalid JSON ({exc})") from None
+
+
+def check_batch(n: int, max_batch: int, what: str = "images") -> None:
+    if not 1 <= n <= max_batch:
+        raise BadRequest(f"expected a batch of 1 to {max_batch} {what}, found {n}")
+
+
+def v2_batch(request, spec: InputSpec, max_batch: int) -> np.ndarray:
+    """The tensor of a v2 ``InferRequest``: one FP32 input ``spec.name`` or one BYTES input of encoded images."""
+    if len(request.inputs) != 1:
+        raise BadRequest(f"expected one input ('{spec.name}' FP32 [N, {', '.join(map(str, spec.shape))}] or a "
+                         f"BYTES [N] input of base64 PNG/JPEG images), found {len(request.inputs)}")
+    tensor = request.inputs[0]
+    if tensor.datatype == "BYTES":
+        data = list(tensor.data)
+        check_batch(math.prod(tensor.shape), max_batch)
+        if len(data) != math.prod(tensor.shape):
+            raise BadRequest(f"input '{tensor.name}': expected {math.prod(tensor.shape)} elements for shape "
+                             f"{list(tensor.shape)}, found {len(data)}")
+        return images([_b64(item, f"input '{tensor.name}' element {k}") for k, item in enumerate(data)], spec)
+    if tensor.datatype != "FP32":
+        raise BadRequest(f"input '{tensor.name}': expected datatype FP32 (a preprocessed tensor) or BYTES (encoded "
+                         f"images), found {tensor.datatype}")
+    if tensor.name != spec.name:
+        raise BadRequest(f"expected the FP32 input to be named '{spec.name}', found '{tensor.name}'")
+    _check_shape(list(tensor.shape), spec, max_batch)
+    return _finite(_values(tensor.data, tensor.shape, f"input '{spec.name}'"))
+
+
+def v1_batch(body: object, spec: InputSpec, max_batch: int) -> np.ndarray:
+    """The tensor of a v1 body ``{"instances": [...]}``: nested lists ``[C, H, W]`` or ``{"image": {"b64": ..}}``."""
+    if isinstance(body, bytes | str):
+        body = parse_json(body)
+    if not isinstance(body, dict) or not isinstance(body.get("instances"), list):
+        found = f"keys {sorted(body)}" if isinstance(body, dict) else type(body).__name__
+        raise BadRequest(f"expected a JSON object with an 'instances' list, found {found}")
+    instances = body["instances"]
+    check_batch(len(instances), max_batch)
+    encoded = [isinstance(i, dict) for i in instances]
+    if all(encoded):
+        return images([_b64(_image_field(i, k), f"instance {k}") for k, i in enumerate(instances)], spec)
+    if any(encoded):
+        raise BadRequest("expected instances all of one kind (nested lists or {\"image\": {\"b64\": ...}}), "
+                         "found a mix")
+    x = _values(instances, None, "instances")
+    if x.shape[1:] != spec.shape:
+        raise BadRequest(f"expected instances of shape {list(spec.shape)} (channels, height, width), found "
+                         f"{list(x.shape[1:])}")
+    return _finite(x)
+
+
+def images(blobs: list[bytes], spec: InputSpec) -> np.ndarray:
+    pixels = np.stack([decode_image(blob, spec, f"image {k}") for k, blob in enumerate(blobs)])
+    return normalise(pixels, spec)
+
+
+def decode_image(blob: bytes, spec: InputSpec, what: str) -> np.ndarray:
+    """PNG/JPEG bytes -> uint8 ``[H, W, C]`` in the card's channels and size."""
+    if spec.channels not in (1, 3):
+        raise BadRequest(f"{what}: expected a model with 1 or 3 channels for encoded images, found "
+                         f"{spec.channels}; send a preprocessed tensor instead")
+    try:
+        with Image.open(io.BytesIO(blob)) as opened:
+            if opened.format not in IMAGE_FORMATS or opened.width * opened.height > MAX_IMAGE_PIXELS:
+                raise BadRequest(f"{what}: expected a PNG or JPEG image of at most {MAX_IMAGE_PIXELS} pixels, "
+                                 f"found {opened.format} {opened.width}x{opened.height}")
+            img = opened.convert("L" if spec.channels == 1 else "RGB")
+        if img.size != (spec.width, spec.height):
+            img = img.resize((spec.width, spec.height), Image.Resampling.BILINEAR)
+        return np.asarray(img, dtype=np.uint8).reshape(spec.height, spec.width, spec.channels)
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+        why = "" if isinstance(exc, UnidentifiedImageError) else f": {exc}"
+        raise BadRequest(f"{what}: expected PNG or JPEG bytes, found {len(blob)} bytes that are not a readable "
+                         f"image (starting {blob[:8]!r}{why})") from None
+
+
+def normalise(pixels: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """uint8 ``[N, H, W, C]`` -> float32 ``[N, C, H, W]``: pixels / 255, then (x - mean) / std per channel,
+    in float32 as in training (``components.training.normalise``)."""
+    x = pixels.astype(np.float32).transpose(0, 3, 1, 2) / np.float32(255.0)
+    mean = np.asarray(spec.mean, np.float32)[:, None, None]
+    std = np.asarray(spec.std, np.float32)[:, None, None]
+    return np.ascontiguousarray((x - mean) / std)
+
+
+def _check_shape(shape: list[int], spec: InputSpec, max_batch: int) -> None:
+    if len(shape) != 4 or tuple(shape[1:]) != spec.shape:
+        raise BadRequest(f"input '{spec.name}': expected shape [N, {', '.join(map(str, spec.shape))}], found "
+                         f"{shape}")
+    check_batch(shape[0], max_batch)
+
+
+def _values(data: object, shape: list[int] | None, what: str) -> np.ndarray:
+    try:
+        with np.errstate(over="ignore"):  # numbers beyond float32 become infinity, refused by _finite
+            values = np.asarray(data, dtype=np.float32)
+    except (ValueError, TypeError):
+        raise BadRequest(f"{what}: expected numbers in nested lists of equal length, found other values or "
+                         f"lists of unequal length") from None
+    if shape is None:
+        return values
+    if values.size != math.prod(shape):
+        raise BadRequest(f"{what}: expected {math.prod(shape)} values for shape {list(shape)}, found {values.size}")
+    return values.reshape(shape)
+
+
+def _finite(x: np.ndarray) -> np.ndarray:
+    if not np.isfinite(x).all():
+        raise BadRequest("expected finite numbers, found NaN or infinity")
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def _image_field(instance: dict, k: int) -> object:
+    field = instance.get("image", instance)
+    if not isinstance(field, dict) or "b64" not in field:
+        raise BadRequest(f"instance {k}: expected {{\"image\": {{\"b64\": \"<base64 PNG/JPEG>\"}}}}, found keys "
+                         f"{sorted(instance)}")
+    return field["b64"]
+
+
+def _b64(value: object, what: str) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, TypeError, ValueError):
+        raise BadRequest(f"{what}: expected base64 text of a PNG or JPEG image, found "
+                         f"{type(value).__name__} that is not base64") from None

@@ -1,0 +1,115 @@
+"""Bounded load against a running predictor: latency percentiles and throughput per batch size, as JSON.
+
+    python -m serving.load --url http://127.0.0.1:8080 [--model-name mlnt-classifier] --batch 1 --batch 64
+                           [--concurrency 4] [--requests 200] [--protocol v2|v1] [--quick]
+
+Each batch size sends ``--requests`` requests (after a few unmeasured warm-up requests) from ``--concurrency``
+threads, each request a v2 FP32 tensor (or v1 instances) of the model's input shape, read from its v2 metadata.
+Bounded: at most 10000 requests per batch size, 64 threads, and the server's own batch limit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import numpy as np
+
+MAX_REQUESTS, MAX_CONCURRENCY, WARMUP = 10_000, 64, 3
+
+
+def payload(shape: list[int], batch: int, protocol: str, *, seed: int = 0) -> bytes:
+    """A request body of ``batch`` random normalised images of ``shape`` ([C, H, W])."""
+    x = np.random.default_rng(seed).standard_normal((batch, *shape)).astype(np.float32)
+    if protocol == "v1":
+        return json.dumps({"instances": x.tolist()}).encode()
+    return json.dumps({"inputs": [{"name": "images", "shape": list(x.shape), "datatype": "FP32",
+                                   "data": x.ravel().tolist()}]}).encode()
+
+
+def input_shape(client: httpx.Client, url: str, name: str) -> list[int]:
+    metadata = client.get(f"{url}/v2/models/{name}").raise_for_status().json()
+    tensor = next(i for i in metadata["inputs"] if i["datatype"] == "FP32")
+    return tensor["shape"][1:]
+
+
+def run_batch(url: str, endpoint: str, body: bytes, *, requests: int, concurrency: int) -> dict:
+    """Send ``requests`` copies of ``body`` from ``concurrency`` threads; latencies in ms and the wall time."""
+    latencies, errors, lock = [], [], threading.Lock()
+    remaining = iter(range(requests))
+
+    def worker() -> None:
+        with httpx.Client(timeout=60, headers={"content-type": "application/json"}) as client:
+            for _ in range(WARMUP):
+                client.post(url + endpoint, content=body)
+            while True:
+                with lock:
+                    if next(remaining, None) is None:
+                        return
+                start = time.perf_counter()
+                status = client.post(url + endpoint, content=body).status_code
+                with lock:
+                    (latencies if status == 200 else errors).append((time.perf_counter() - start) * 1e3)
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        for future in [pool.submit(worker) for _ in range(concurrency)]:
+            future.result()
+    return {"latencies_ms": latencies, "errors": len(errors), "wall_s": time.perf_counter() - start}
+
+
+def summary(batch: int, done: dict) -> dict:
+    ms = np.asarray(done["latencies_ms"] or [np.nan])
+    served = len(done["latencies_ms"])
+    return {"batch": batch, "requests": served, "errors": done["errors"],
+            "latency_ms": {q: round(float(np.percentile(ms, p)), 3) for q, p in (("p50", 50), ("p95", 95),
+                                                                                  ("p99", 99))},
+            "requests_per_s": round(served / done["wall_s"], 2),
+            "images_per_s": round(served * batch / done["wall_s"], 1)}
+
+
+def load(url: str, *, name: str, batches: list[int], concurrency: int, requests: int, protocol: str) -> dict:
+    url = url.rstrip("/")
+    with httpx.Client(timeout=30) as client:
+        shape = input_shape(client, url, name)
+    endpoint = f"/v1/models/{name}:predict" if protocol == "v1" else f"/v2/models/{name}/infer"
+    results = [summary(b, run_batch(url, endpoint, payload(shape, b, protocol), requests=requests,
+                                     concurrency=concurrency)) for b in batches]
+    return {"url": url, "model": name, "protocol": protocol, "concurrency": concurrency, "input_shape": shape,
+            "results": results}
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m serving.load", description=__doc__.splitlines()[0])
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--model-name", default="mlnt-classifier")
+    parser.add_argument("--batch", type=int, action="append", help="images per request; repeat for several")
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--requests", type=int, default=200, help="measured requests per batch size")
+    parser.add_argument("--protocol", choices=("v2", "v1"), default="v2")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 20 requests, batches 1 and 8, 2 threads")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
+    if args.quick:
+        args.requests, args.concurrency, args.batch = 20, 2, args.batch or [1, 8]
+    batches = args.batch or [1, 64]
+    if not (1 <= args.requests <= MAX_REQUESTS and 1 <= args.concurrency <= MAX_CONCURRENCY and min(batches) >= 1):
+        print(f"serving.load: expected 1..{MAX_REQUESTS} requests, 1..{MAX_CONCURRENCY} threads and batches >= 1, "
+              f"found {args.requests}, {args.concurrency} and {batches}", file=sys.stderr)
+        return 2
+    report = load(args.url, name=args.model_name, batches=batches, concurrency=args.concurrency,
+                  requests=args.requests, protocol=args.protocol)
+    print(json.dumps(report, indent=2))
+    return 0 if all(r["errors"] == 0 for r in report["results"]) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,61 @@
+"""The predictor's Prometheus collectors, made from the contract in ``monitoring.metrics`` (names, help, labels,
+buckets declared once there), registered in prometheus_client's default registry so that KServe's ``/metrics``
+shows them beside its own."""
+
+from __future__ import annotations
+
+import numpy as np
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+
+from monitoring import metrics as contract
+from serving.drift import DriftWindow
+
+
+def collector(metric: contract.Metric, registry: CollectorRegistry) -> Counter | Gauge | Histogram:
+    kinds = {"counter": Counter, "gauge": Gauge, "histogram": Histogram}
+    extra = {"buckets": metric.buckets} if metric.kind == "histogram" else {}
+    return kinds[metric.kind](metric.name, metric.help, metric.labels, registry=registry, **extra)
+
+
+class PredictorMetrics:
+    """Every predictor metric for one served model; series that are counted later start at zero."""
+
+    def __init__(self, model: str, version: str, class_names: tuple[str, ...], drift: DriftWindow,
+                 registry: CollectorRegistry = REGISTRY):
+        self.model, self.class_names, self.drift = model, class_names, drift
+        made = {m.name: collector(m, registry) for m in contract.PREDICTOR}
+        self.requests, self.duration = made[contract.REQUESTS.name], made[contract.REQUEST_DURATION.name]
+        self.batch_size, self.predictions = made[contract.BATCH_SIZE.name], made[contract.PREDICTIONS.name]
+        self.confidence = made[contract.PREDICTION_CONFIDENCE.name]
+        self.drift_gauge = made[contract.PREDICTION_DRIFT.name]
+        self.feedback, self.disagreements = made[contract.FEEDBACK.name], made[contract.FEEDBACK_DISAGREEMENTS.name]
+        made[contract.MODEL_INFO.name].labels(model=model, version=version).set(1)
+        for protocol in contract.PROTOCOLS:
+            self.duration.labels(model=model, protocol=protocol)
+            for outcome in contract.OUTCOMES:
+                self.requests.labels(model=model, protocol=protocol, outcome=outcome)
+        for name in class_names:
+            self.predictions.labels(model=model, **{"class": name})
+        for per_model in (self.batch_size, self.confidence, self.feedback, self.disagreements):
+            per_model.labels(model=model)
+        self.drift_gauge.labels(model=model).set(drift.distance())
+
+    def request(self, protocol: str, status: int, seconds: float) -> None:
+        outcome = "ok" if status < 400 else "client_error" if status < 500 else "server_error"
+        self.requests.labels(model=self.model, protocol=protocol, outcome=outcome).inc()
+        self.duration.labels(model=self.model, protocol=protocol).observe(seconds)
+
+    def predicted(self, probabilities: np.ndarray) -> None:
+        """Batch size, predicted classes, top-1 confidence and drift for one batch ``[N, K]``."""
+        top = probabilities.argmax(axis=1)
+        self.batch_size.labels(model=self.model).observe(len(top))
+        for index, count in zip(*np.unique(top, return_counts=True), strict=True):
+            self.predictions.labels(model=self.model, **{"class": self.class_names[index]}).inc(int(count))
+        confidence = self.confidence.labels(model=self.model)
+        for p in probabilities.max(axis=1):
+            confidence.observe(float(p))
+        self.drift_gauge.labels(model=self.model).set(self.drift.add(top))
+
+    def fed_back(self, received: int, disagreements: int) -> None:
+        self.feedback.labels(model=self.model).inc(received)
+        self.disagreements.labels(model=self.model).inc(disagreements)

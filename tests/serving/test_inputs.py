@@ -1,0 +1,100 @@
+"""Request decoding and validation without a server: the same preprocessing as training, one-sentence errors."""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+
+import numpy as np
+import pytest
+from kserve import InferInput, InferRequest
+from PIL import Image
+
+from components.training import normalise as training_normalise
+from serving.binary import unpack
+from serving.drift import DriftWindow
+from serving.inputs import BadRequest, decode_image, normalise, v1_batch, v2_batch
+from serving.release import InputSpec
+
+GREY = InputSpec(name="images", channels=1, height=8, width=8, mean=(0.3,), std=(0.35,), output="probabilities",
+                 class_names=("a", "b"))
+RGB = InputSpec(name="images", channels=3, height=4, width=4, mean=(0.4, 0.5, 0.6), std=(0.2, 0.25, 0.3),
+                output="probabilities", class_names=("a", "b"))
+
+
+@pytest.mark.parametrize("spec", [GREY, RGB])
+def test_normalisation_is_trainings_bit_for_bit(spec):
+    pixels = np.random.default_rng(0).integers(0, 256, (5, spec.height, spec.width, spec.channels), dtype=np.uint8)
+    want = training_normalise(pixels, list(spec.mean), list(spec.std)).numpy()
+    assert np.array_equal(normalise(pixels, spec), want)
+
+
+def test_images_are_converted_to_the_cards_channels_and_size():
+    rgb = np.random.default_rng(1).integers(0, 256, (10, 6, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, "PNG")
+    grey = decode_image(buffer.getvalue(), GREY, "image 0")
+    want = np.asarray(Image.fromarray(rgb).convert("L").resize((8, 8), Image.Resampling.BILINEAR))
+    assert grey.shape == (8, 8, 1) and np.array_equal(grey[..., 0], want)
+    assert decode_image(buffer.getvalue(), RGB, "image 0").shape == (4, 4, 3)
+
+
+def test_other_image_formats_are_refused():
+    buffer = io.BytesIO()
+    Image.new("L", (8, 8)).save(buffer, "BMP")
+    with pytest.raises(BadRequest, match="image 0: expected a PNG or JPEG image of at most 16777216 pixels, "
+                                         "found BMP 8x8"):
+        decode_image(buffer.getvalue(), GREY, "image 0")
+
+
+def test_v2_and_v1_tensors_are_checked():
+    x = np.ones((2, 1, 8, 8), np.float32)
+    request = InferRequest("m", [InferInput("images", [2, 1, 8, 8], "FP32", data=x.ravel().tolist())])
+    assert np.array_equal(v2_batch(request, GREY, 4), x)
+    assert np.array_equal(v1_batch({"instances": x.tolist()}, GREY, 4), x)
+    two = InferRequest("m", [request.inputs[0], request.inputs[0]])
+    with pytest.raises(BadRequest, match=r"expected one input \('images' FP32 \[N, 1, 8, 8\] or a BYTES \[N\] input "
+                                         r"of base64 PNG/JPEG images\), found 2"):
+        v2_batch(two, GREY, 4)
+    with pytest.raises(BadRequest, match="expected a batch of 1 to 1 images, found 2"):
+        v1_batch({"instances": x.tolist()}, GREY, 1)
+    with pytest.raises(BadRequest, match="expected instances all of one kind"):
+        v1_batch({"instances": [x[0].tolist(), {"image": {"b64": ""}}]}, GREY, 4)
+    with pytest.raises(BadRequest, match="expected finite numbers, found NaN or infinity"):
+        v1_batch({"instances": np.full((1, 1, 8, 8), 1e39).tolist()}, GREY, 4)  # beyond float32: infinity
+    with pytest.raises(BadRequest, match=r"expected a JSON object with an 'instances' list, found list"):
+        v1_batch(b"[1, 2]", GREY, 4)
+
+
+def test_the_drift_window_slides_and_measures_total_variation():
+    drift = DriftWindow([0.5, 0.5], size=4)
+    assert drift.distance() == 0.0
+    assert drift.add([0, 1]) == 0.0
+    assert drift.add([0, 0]) == pytest.approx(0.25)  # window 0 1 0 0: shares 0.75, 0.25
+    assert drift.add([0, 0]) == pytest.approx(0.5)  # window 0 0 0 0
+    assert drift.add([1, 1, 1, 1]) == pytest.approx(0.5)  # window 1 1 1 1
+    with pytest.raises(ValueError, match="drift window: expected at least 1 prediction, found 0"):
+        DriftWindow([1.0], size=0)
+
+
+def binary_body(raw_bytes: bytes, raw_floats: bytes, extra: bytes = b"") -> tuple[bytes, bytes]:
+    header = json.dumps({"inputs": [
+        {"name": "image", "shape": [2], "datatype": "BYTES", "parameters": {"binary_data_size": len(raw_bytes)}},
+        {"name": "x", "shape": [1], "datatype": "FP32", "parameters": {"binary_data_size": len(raw_floats)}}]})
+    return header.encode() + raw_bytes + raw_floats + extra, str(len(header)).encode()
+
+
+def test_binary_bytes_tensors_move_into_the_json_header():
+    one = np.float32(1.0).tobytes()
+    body, length = unpack(*binary_body(struct.pack("<I", 2) + b"ab" + struct.pack("<I", 1) + b"c", one))
+    inputs = json.loads(body[:length])["inputs"]
+    assert inputs[0]["data"] == ["YWI=", "Yw=="] and "binary_data_size" not in inputs[0]["parameters"]
+    assert inputs[1]["parameters"] == {"binary_data_size": 4} and body[length:] == one
+    with pytest.raises(BadRequest, match="expected BYTES elements each prefixed by its 4-byte little-endian length, "
+                                         "found an element of 100 bytes with 3 left"):
+        unpack(*binary_body(struct.pack("<I", 100) + b"abc", one))
+    with pytest.raises(BadRequest, match=r"input 'x': expected 4 bytes for FP32 \[1\], found 8"):
+        unpack(*binary_body(b"", one + one))
+    with pytest.raises(BadRequest, match="expected 4 bytes of binary tensor data after the JSON header, found 5"):
+        unpack(*binary_body(b"", one, b"!"))

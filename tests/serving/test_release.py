@@ -1,0 +1,69 @@
+"""Reading a release for serving: the card's hash must match the model, or the predictor refuses to start."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from components.export import class_distribution
+from serving.release import ReleaseError, load_release
+from tests.serving.conftest import ROOT, TRAIN_SHARES, VERSION
+
+
+def test_a_release_is_read_with_its_spec_version_and_training_shares(release):
+    served = load_release(release[0])
+    assert served.spec.shape == (1, 8, 8) and served.spec.class_names == ("ant", "bee", "cat", "dog")
+    assert served.version == VERSION and served.train_distribution == tuple(TRAIN_SHARES)
+
+
+def test_a_tampered_model_refuses_to_start_with_one_clear_line(release, tmp_path):
+    folder = tmp_path / "tampered"
+    shutil.copytree(release[0], folder)
+    card = json.loads((folder / "model_card.json").read_text())
+    (folder / "model.onnx").write_bytes((folder / "model.onnx").read_bytes() + b"\0")
+    done = subprocess.run([sys.executable, "-m", "serving", "--model", str(folder), "--http-port", "1"], cwd=ROOT,
+                          capture_output=True, text=True, check=False, timeout=60)
+    assert done.returncode == 2 and done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr
+    assert lines[0].startswith(f"serving: refusing to start: {folder / 'model.onnx'}: sha256 does not match the "
+                               f"model card: expected {card['onnx_sha256']}, found ")
+
+
+@pytest.mark.parametrize(("damage", "message"), [
+    (lambda f: (f / "model_card.json").unlink(), "model_card.json: expected a readable file, found no such file"),
+    (lambda f: (f / "model_card.json").write_text("{"), "model_card.json: expected a JSON object, found invalid"),
+    (lambda f: (f / "model.onnx").unlink(), "model.onnx: expected a readable file, found no such file"),
+])
+def test_missing_or_broken_files_are_named(release, tmp_path, damage, message):
+    folder = tmp_path / "broken"
+    shutil.copytree(release[0], folder)
+    damage(folder)
+    with pytest.raises(ReleaseError, match=message):
+        load_release(folder)
+    with pytest.raises(ReleaseError, match=r"expected a release folder with model\.onnx and model_card\.json, "
+                                           r"found nothing"):
+        load_release(tmp_path / "none")
+
+
+def test_a_card_without_training_shares_falls_back_to_uniform_with_a_warning(release, tmp_path, caplog):
+    folder = tmp_path / "old"
+    shutil.copytree(release[0], folder)
+    card = json.loads((folder / "model_card.json").read_text())
+    del card["train_class_distribution"]
+    (folder / "model_card.json").write_text(json.dumps(card))
+    (folder / "decision.json").unlink()
+    served = load_release(folder)
+    assert served.train_distribution == (0.25,) * 4 and "uniform" in caplog.text
+    assert served.version == f"sha256-{card['onnx_sha256'][:8]}"
+
+
+def test_export_writes_the_training_class_shares():
+    assert class_distribution(np.array([0, 0, 1, 3]), 4) == [0.5, 0.25, 0.0, 0.25]
+    with pytest.raises(ValueError, match=r"expected labels in 0..3, found labels from 0 to 4"):
+        class_distribution(np.array([0, 4]), 4)

@@ -1,0 +1,229 @@
+"""The predictor over HTTP, as a client sees it: ``python -m serving`` on loopback with a tiny real release."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import struct
+import subprocess
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
+
+from components.training import normalise
+from monitoring import metrics as contract
+from tests.serving.conftest import CLASSES, MEAN, STD, TRAIN_SHARES, VERSION
+
+NAME = "mlnt-classifier"
+V1, V2 = f"/v1/models/{NAME}:predict", f"/v2/models/{NAME}/infer"
+
+
+def v2_tensor(x: np.ndarray, name: str = "images", datatype: str = "FP32") -> dict:
+    return {"inputs": [{"name": name, "shape": list(x.shape), "datatype": datatype, "data": x.ravel().tolist()}]}
+
+
+def v2_images(blobs: list[bytes]) -> dict:
+    return {"inputs": [{"name": "image", "shape": [len(blobs)], "datatype": "BYTES",
+                        "data": [base64.b64encode(b).decode() for b in blobs]}]}
+
+
+def v1_images(blobs: list[bytes]) -> dict:
+    return {"instances": [{"image": {"b64": base64.b64encode(b).decode()}} for b in blobs]}
+
+
+def v2_binary(*tensors: tuple[dict, bytes]) -> dict:
+    """The v2 binary extension: a JSON header, then each tensor's raw bytes (BYTES elements length-prefixed)."""
+    header = json.dumps({"inputs": [meta for meta, _ in tensors]}).encode()
+    return {"content": header + b"".join(raw for _, raw in tensors),
+            "headers": {"inference-header-content-length": str(len(header)),
+                        "content-type": "application/octet-stream"}}
+
+
+def binary_images(blobs: list[bytes]) -> tuple[dict, bytes]:
+    raw = b"".join(struct.pack("<I", len(b)) + b for b in blobs)
+    meta = {"name": "image", "shape": [len(blobs)], "datatype": "BYTES", "parameters": {"binary_data_size": len(raw)}}
+    return meta, raw
+
+
+def encode(pixels: np.ndarray, fmt: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, fmt)
+    return buffer.getvalue()
+
+
+def v2_probabilities(response) -> np.ndarray:
+    assert response.status_code == 200, response.text
+    out = {o["name"]: o for o in response.json()["outputs"]}
+    return np.asarray(out["probabilities"]["data"], np.float32).reshape(out["probabilities"]["shape"])
+
+
+def v1_probabilities(response) -> np.ndarray:
+    assert response.status_code == 200, response.text
+    return np.asarray([p["probabilities"] for p in response.json()["predictions"]], np.float32)
+
+
+def metric(client, url: str, name: str, **labels: str) -> float:
+    for family in text_string_to_metric_families(client.get(f"{url}/metrics").text):
+        for s in family.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                return s.value
+    raise AssertionError(f"{name}{labels} not in /metrics")
+
+
+def test_v2_tensor_matches_onnxruntime(server, release, client):
+    x = np.random.default_rng(0).standard_normal((3, 1, 8, 8)).astype(np.float32)
+    response = client.post(server + V2, json=v2_tensor(x))
+    want = ort.InferenceSession(str(release[0] / "model.onnx")).run(None, {"images": x})[0]
+    np.testing.assert_allclose(v2_probabilities(response), want, atol=1e-6)
+    out = {o["name"]: o["data"] for o in response.json()["outputs"]}
+    assert out["class_index"] == want.argmax(1).tolist()
+    assert out["class"] == [CLASSES[i] for i in want.argmax(1)]
+
+
+def test_v1_instances_answer_like_v2(server, client):
+    x = np.random.default_rng(1).standard_normal((2, 1, 8, 8)).astype(np.float32)
+    v1 = client.post(server + V1, json={"instances": x.tolist()})
+    np.testing.assert_allclose(v1_probabilities(v1), v2_probabilities(client.post(server + V2, json=v2_tensor(x))),
+                               atol=1e-6)
+    for p in v1.json()["predictions"]:
+        assert p["class"] == CLASSES[p["class_index"]] and p["confidence"] == max(p["probabilities"])
+
+
+def test_raw_images_give_the_preprocessed_tensors_answer(server, client):
+    pixels = np.random.default_rng(2).integers(0, 256, (3, 8, 8), dtype=np.uint8)
+    blobs = [encode(p) for p in pixels]
+    tensor = normalise(pixels[..., None], MEAN, STD).numpy()  # the training pipeline's own preprocessing
+    want = v2_probabilities(client.post(server + V2, json=v2_tensor(tensor)))
+    np.testing.assert_allclose(v2_probabilities(client.post(server + V2, json=v2_images(blobs))), want, atol=1e-6)
+    np.testing.assert_allclose(v1_probabilities(client.post(server + V1, json=v1_images(blobs))), want, atol=1e-6)
+    binary = client.post(server + V2, **v2_binary(binary_images(blobs)))
+    np.testing.assert_allclose(v2_probabilities(binary), want, atol=1e-6)
+    raw_tensor = ({"name": "images", "shape": list(tensor.shape), "datatype": "FP32",
+                   "parameters": {"binary_data_size": tensor.nbytes}}, tensor.tobytes())
+    np.testing.assert_allclose(v2_probabilities(client.post(server + V2, **v2_binary(raw_tensor))), want, atol=1e-6)
+
+
+def test_images_of_other_sizes_and_modes_are_converted(server, client):
+    rgb = np.random.default_rng(3).integers(0, 256, (20, 12, 3), dtype=np.uint8)
+    response = client.post(server + V1, json=v1_images([encode(rgb, "JPEG"), encode(rgb, "PNG")]))
+    assert v1_probabilities(response).shape == (2, len(CLASSES))
+
+
+NOT_AN_IMAGE = base64.b64encode(b"hello world").decode()
+BAD = [  # (case, path, request, status, the error names what was expected and what was found)
+    ("malformed JSON v2", V2, {"content": b'{"inputs": ['}, 400, "expected a JSON body, found invalid JSON"),
+    ("malformed JSON v1", V1, {"content": b"{instances"}, 400, "expected a JSON body, found invalid JSON"),
+    ("no inputs v2", V2, {"json": {"instances": []}}, 400, 'expected an Open Inference Protocol v2 body {"inputs"'),
+    ("no instances v1", V1, {"json": {"inputs": []}}, 400,
+     "expected a JSON object with an 'instances' list, found keys ['inputs']"),
+    ("wrong shape v2", V2, {"json": v2_tensor(np.zeros((1, 3, 8, 8)))}, 400,
+     "input 'images': expected shape [N, 1, 8, 8], found [1, 3, 8, 8]"),
+    ("wrong shape v1", V1, {"json": {"instances": np.zeros((1, 1, 4, 4)).tolist()}}, 400,
+     "expected instances of shape [1, 8, 8] (channels, height, width), found [1, 4, 4]"),
+    ("too few values v2", V2, {"json": {"inputs": [{"name": "images", "shape": [1, 1, 8, 8], "datatype": "FP32",
+                                                    "data": [0.0] * 10}]}}, 400,
+     "expected 64 values for shape [1, 1, 8, 8], found 10"),
+    ("wrong dtype v2", V2, {"json": v2_tensor(np.zeros((1, 1, 8, 8), int), datatype="INT32")}, 400,
+     "expected datatype FP32 (a preprocessed tensor) or BYTES (encoded images), found INT32"),
+    ("wrong dtype v1", V1, {"json": {"instances": [[["a"] * 8] * 8]}}, 400,
+     "expected numbers in nested lists of equal length, found other values"),
+    ("wrong input name v2", V2, {"json": v2_tensor(np.zeros((1, 1, 8, 8)), name="x")}, 400,
+     "expected the FP32 input to be named 'images', found 'x'"),
+    ("empty batch v2", V2, {"json": v2_tensor(np.zeros((0, 1, 8, 8)))}, 400, "expected a batch of 1 to 16 images, "
+                                                                               "found 0"),
+    ("empty batch v1", V1, {"json": {"instances": []}}, 400, "expected a batch of 1 to 16 images, found 0"),
+    ("batch too large v1", V1, {"json": {"instances": np.zeros((17, 1, 8, 8)).tolist()}}, 400,
+     "expected a batch of 1 to 16 images, found 17"),
+    ("oversized payload", V2, {"content": b" " * 100_000}, 413,
+     "expected a request body of at most 65536 bytes, found 100000 bytes"),
+    ("non-image bytes v2", V2, {"json": {"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES",
+                                                     "data": [NOT_AN_IMAGE]}]}}, 400,
+     "image 0: expected PNG or JPEG bytes, found 11 bytes that are not a readable image"),
+    ("non-image bytes v1", V1, {"json": {"instances": [{"image": {"b64": NOT_AN_IMAGE}}]}}, 400,
+     "expected PNG or JPEG bytes, found 11 bytes"),
+    ("not base64 v1", V1, {"json": {"instances": [{"image": {"b64": "***"}}]}}, 400,
+     "instance 0: expected base64 text of a PNG or JPEG image, found str that is not base64"),
+    ("binary data cut short v2", V2, v2_binary(({"name": "images", "shape": [1, 1, 8, 8], "datatype": "FP32",
+                                                    "parameters": {"binary_data_size": 256}}, b"\0" * 10)), 400,
+     "input 'images': expected binary_data_size to be at most the 10 bytes left after the JSON header, found 256"),
+    ("binary non-image v2", V2, v2_binary(binary_images([b"hello world"])), 400,
+     "expected PNG or JPEG bytes, found 11 bytes"),
+    ("unknown model v2", "/v2/models/nope/infer", {"json": {}}, 404, f"Unknown model 'nope'. Valid: {NAME}"),
+    ("unknown model v1", "/v1/models/nope:predict", {"json": {}}, 404, f"Unknown model 'nope'. Valid: {NAME}"),
+]
+
+
+@pytest.mark.parametrize(("path", "request_", "status", "message"), [case[1:] for case in BAD],
+                         ids=[case[0] for case in BAD])
+def test_bad_requests_get_a_4xx_that_says_why_and_are_counted(server, client, path, request_, status, message):
+    protocol = path[1:3]
+    counted = {"model": NAME, "protocol": protocol, "outcome": "client_error"}
+    before = metric(client, server, "mlnt_requests_total", **counted)
+    response = client.post(server + path, **request_)
+    assert response.status_code == status and message in response.json()["error"], response.text
+    assert metric(client, server, "mlnt_requests_total", **counted) == before + 1
+    x = np.zeros((1, 1, 8, 8), np.float32)
+    assert v2_probabilities(client.post(server + V2, json=v2_tensor(x))).shape == (1, len(CLASSES))
+
+
+def test_health_metadata_and_model_endpoints(server, client):
+    assert client.get(f"{server}/v2/health/live").json() == {"live": True}
+    assert client.get(f"{server}/v2/health/ready").json() == {"ready": True}
+    assert client.get(f"{server}/v2/models/{NAME}/ready").json() == {"name": NAME, "ready": True}
+    metadata = client.get(f"{server}/v2/models/{NAME}").json()
+    assert {"name": "images", "datatype": "FP32", "shape": [-1, 1, 8, 8]} in metadata["inputs"]
+    assert {"name": "probabilities", "datatype": "FP32", "shape": [-1, len(CLASSES)]} in metadata["outputs"]
+    assert client.get(f"{server}/v1/models/{NAME}").json() == {"name": NAME, "ready": True}
+
+
+def test_metrics_follow_the_contract_and_pass_promtool(server, client):
+    client.post(server + V2, json=v2_tensor(np.zeros((2, 1, 8, 8), np.float32)))
+    text = client.get(f"{server}/metrics").text
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    for m in contract.PREDICTOR:
+        name = m.name.removesuffix("_total")
+        assert name in families and families[name].type == m.kind, m.name
+        assert {k for s in families[name].samples for k in s.labels} - {"le"} == set(m.labels), m.name
+    assert metric(client, server, "mlnt_model_info", model=NAME, version=VERSION) == 1
+    assert "request_predict_seconds" in families  # KServe's own metrics stay beside ours
+    check = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True,
+                           check=False, timeout=30)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_drift_gauge_moves_with_a_skewed_stream(server, client):
+    same = np.zeros((16, 1, 8, 8), np.float32)  # one image 32 times: the whole drift window predicts one class
+    for _ in range(2):
+        response = client.post(server + V2, json=v2_tensor(same))
+    top = int(v2_probabilities(response)[0].argmax())
+    # Total variation between "all one class" and the training shares: 1 - the training share of that class.
+    assert metric(client, server, "mlnt_prediction_drift", model=NAME) == pytest.approx(1 - TRAIN_SHARES[top])
+    counted = metric(client, server, "mlnt_predictions_total", model=NAME, **{"class": CLASSES[top]})
+    assert counted >= 32
+    assert metric(client, server, "mlnt_batch_size_count", model=NAME) >= 2
+
+
+def test_feedback_updates_the_disagreement_counters(server, client):
+    def counters():
+        return (metric(client, server, "mlnt_feedback_total", model=NAME),
+                metric(client, server, "mlnt_feedback_disagreements_total", model=NAME))
+
+    before = counters()
+    url = f"{server}/v1/models/{NAME}/feedback"
+    assert client.post(url, json={"predicted": "cat", "label": "dog"}).json()["disagreements"] == 1
+    assert client.post(url, json={"feedback": [{"predicted": "cat", "label": "cat"},
+                                               {"predicted": 0, "label": "bee"}]}).json()["received"] == 2
+    x = np.zeros((2, 1, 8, 8), np.float32)
+    top = CLASSES[int(v2_probabilities(client.post(server + V2, json=v2_tensor(x)))[0].argmax())]
+    other = next(c for c in CLASSES if c != top)
+    answer = client.post(f"{server}/v2/models/{NAME}/feedback", json={"instances": x.tolist(), "labels": [top, other]})
+    assert answer.json() == {"model": NAME, "received": 2, "disagreements": 1, "predicted": [top, top]}
+    assert counters() == (before[0] + 5, before[1] + 3)
+    wrong = client.post(url, json={"predicted": "cow", "label": "dog"})
+    assert wrong.status_code == 400
+    assert wrong.json()["error"] == "item 0 predicted: Unknown class 'cow'. Valid: ant, bee, cat, dog (or 0..3)"
+    assert counters() == (before[0] + 5, before[1] + 3)
