@@ -1,45 +1,22 @@
 """A real Prometheus server scrapes the predictor on loopback every second and evaluates the project's recording
-rules (``monitoring/rules/mlnt.rules.yml``) on what it scraped."""
+rules (``monitoring/rules/mlnt.rules.yml``) on what it scraped; the server is started by ``monitoring.local``, which
+``monitoring.snapshot`` uses too."""
 
 from __future__ import annotations
 
 import contextlib
 import shutil
-import subprocess
 import time
 from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
 
-from tests.serving.conftest import ROOT, free_port
+from monitoring import RULES_FILE as RULES
+from monitoring.local import prometheus
 from tests.serving.test_server import NAME, V2, v2_tensor
 
-RULES = ROOT / "monitoring" / "rules" / "mlnt.rules.yml"
 JOB = "podMonitor/mlnt/mlnt-predictor/0"  # the job prometheus-operator names a PodMonitor's scrape job
-CONFIG = """global:
-  scrape_interval: 1s
-  evaluation_interval: 1s
-rule_files: ["{rules}"]
-scrape_configs:
-  - job_name: "{job}"
-    static_configs: [{{targets: ["{target}"]}}]
-"""
-
-
-@contextlib.contextmanager
-def prometheus(target: str, folder):
-    (folder / "prometheus.yml").write_text(CONFIG.format(rules=RULES, job=JOB, target=target))
-    port = free_port()
-    with (folder / "prometheus.log").open("wb") as log:
-        process = subprocess.Popen(["prometheus", f"--config.file={folder / 'prometheus.yml'}",
-                                    f"--storage.tsdb.path={folder / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
-                                   stdout=log, stderr=subprocess.STDOUT)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        assert process.wait(timeout=15) == 0, (folder / "prometheus.log").read_text()
 
 
 def query(client: httpx.Client, url: str, expr: str) -> list[dict]:
@@ -54,7 +31,7 @@ def test_prometheus_scrapes_the_predictor_and_evaluates_the_recording_rules(serv
     assert shutil.which("prometheus"), "expected the prometheus server on PATH (make system installs it), found none"
     assert RULES.is_file(), f"{RULES}: expected the recording rules, found no such file"
     x = np.zeros((4, 1, 8, 8), np.float32)
-    with prometheus(urlsplit(server).netloc, tmp_path) as url:
+    with prometheus(urlsplit(server).netloc, tmp_path, job_name=JOB, job=None) as url:
         deadline, scraped, recorded = time.monotonic() + 25, [], []
         while time.monotonic() < deadline and not recorded:
             client.post(server + V2, json=v2_tensor(x))  # traffic between scrapes, so that rates are above zero

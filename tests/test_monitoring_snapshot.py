@@ -1,0 +1,100 @@
+"""monitoring.snapshot: the dashboard's queries rendered from recorded answers (no servers), and one short real run
+against a tiny exported model: the predictor and a real Prometheus on loopback, scripted traffic, query_range for
+every panel query, a PNG and the JSON of the answers."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from monitoring import check, dashboard, snapshot
+from tests.serving.conftest import CLASSES, write_release
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def recorded(board: dict, start: float = 1_700_000_000.0, points: int = 60) -> dict:
+    """A snapshot.json-like answer for every panel query: two series per query (one for a stat panel), except the
+    training panels, which have none (as without a Pushgateway)."""
+    times = start + 2.0 * np.arange(points)
+    panels = []
+    for panel in snapshot.panels(board):
+        training = panel["title"] in {p.title for p in dashboard.ROWS[-1].panels}
+        targets = []
+        for target in panel["targets"]:
+            count = 0 if training else 1 if panel["type"] == "stat" else 2
+            result = [{"metric": {"model": "fmnist", "version": "v1", "protocol": "v2", "outcome": f"o{k}",
+                                  "class": CLASSES[k]},
+                       "values": [[t, str(v)] for t, v in zip(times, 0.5 + 0.4 * np.sin(times / 30 + k), strict=True)]}
+                      for k in range(count)]
+            targets.append({"refId": target["refId"], "expr": target["expr"], "legendFormat": target["legendFormat"],
+                            "query": snapshot.substitute(target["expr"], check.VARIABLES), "result": result})
+        panels.append({"id": panel["id"], "title": panel["title"], "type": panel["type"], "targets": targets})
+    return {"title": board["title"], "model": {"name": "fmnist", "version": "v1"},
+            "range": {"start": start, "end": float(times[-1]), "step": 2},
+            "variables": check.VARIABLES, "panels": panels,
+            "phases": [{"name": phase.name, "description": phase.description, "start": start + 30 * k,
+                        "end": start + 30 * (k + 1)} for k, phase in enumerate(snapshot.PHASES)]}
+
+
+def test_render_draws_one_subplot_per_dashboard_panel_and_writes_a_png(tmp_path):
+    board = dashboard.build()
+    figure = snapshot.render(board, recorded(board))
+    expected = [f"panel {panel['id']}" for panel in snapshot.panels(board)]
+    assert sorted(ax.get_label() for ax in figure.axes) == sorted(expected)
+    texts = {text.get_text() for text in figure.texts}
+    assert {panel["title"] for panel in snapshot.panels(board)} <= texts
+    assert {row.title for row in dashboard.ROWS} <= texts
+    out = snapshot.save(figure, tmp_path / "docs" / "dashboard.png")
+    assert out.read_bytes().startswith(PNG) and out.stat().st_size > 50_000
+
+
+def test_render_again_from_a_recorded_json(tmp_path):
+    (tmp_path / "snapshot.json").write_text(json.dumps(recorded(dashboard.build())))
+    code = snapshot.main(["--from-json", str(tmp_path / "snapshot.json"), "--output", str(tmp_path / "again.png")])
+    assert code == 0 and (tmp_path / "again.png").read_bytes().startswith(PNG)
+
+
+def test_template_variables_and_legends():
+    variables = {"model": "mlnt-classifier", "__rate_interval": "20s"}
+    assert (snapshot.substitute('rate(x{model=~"$model"}[$__rate_interval])', variables)
+            == 'rate(x{model=~"mlnt-classifier"}[20s])')
+    with pytest.raises(snapshot.SnapshotError, match=r"unknown template variable \$nope"):
+        snapshot.substitute("x[$nope]", variables)
+    assert snapshot.legend("{{protocol}} {{outcome}}", {"protocol": "v2", "outcome": "ok"}) == "v2 ok"
+    assert snapshot.legend("__auto", {"__name__": "up", "job": "a"}) == 'up{job="a"}'
+    assert snapshot.unit_text(0.25, "percentunit") == "25%" and snapshot.unit_text(0.012, "s") == "12 ms"
+
+
+def test_traffic_duration_is_bounded(capsys):
+    assert snapshot.main(["--model", "x", "--output", "x.png", "--minutes", "10"]) == 2
+    assert "expected 5 to 240 seconds of traffic, found 600" in capsys.readouterr().err
+
+
+def test_a_short_real_snapshot_of_a_tiny_release(tmp_path):
+    assert shutil.which("prometheus"), "expected the prometheus server on PATH (make system installs it), found none"
+    release, _ = write_release(tmp_path / "release")
+    png, out = tmp_path / "dashboard.png", tmp_path / "snapshot.json"
+    assert snapshot.main(["--model", str(release), "--output", str(png), "--seconds", "10"]) == 0
+    assert png.read_bytes().startswith(PNG)
+    taken = json.loads(out.read_text())
+    assert [panel["title"] for panel in taken["panels"]] == [panel["title"] for panel in snapshot.panels(
+        dashboard.build())]
+    assert [phase["name"] for phase in taken["phases"]] == [phase.name for phase in snapshot.PHASES]
+
+    def last(title: str, **labels: str) -> float:
+        panel = next(p for p in taken["panels"] if p["title"] == title)
+        values = [float(v) for target in panel["targets"] for item in target["result"]
+                  if labels.items() <= item["metric"].items() for _, v in item["values"]]
+        return max(values, default=float("nan"))
+
+    assert last("Request rate by outcome", protocol="v2", outcome="ok") > 0
+    assert last("Request rate by outcome", protocol="v2", outcome="client_error") > 0
+    assert last("Feedback labels per hour") > 0
+    assert last("Prediction drift") > 0
+    assert last("Batch size") > 1  # batches of 1 and 16
+    assert all(not target["result"] for p in taken["panels"] if p["title"] == "Accuracy" for target in p["targets"])
+    assert any(key.startswith("bad: ") for key in taken["sent"]) and taken["sent"].get("v2 batch 16 200", 0) > 0
