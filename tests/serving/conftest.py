@@ -3,14 +3,8 @@ as ``python -m serving`` on a free loopback port."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -19,6 +13,7 @@ import torch
 
 from components.export import to_onnx
 from model.networks import SmallCNN
+from monitoring import local
 
 CLASSES = ["ant", "bee", "cat", "dog"]
 MEAN, STD = [0.3], [0.35]
@@ -50,46 +45,10 @@ def release(tmp_path_factory):
     return write_release(tmp_path_factory.mktemp("releases") / VERSION)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
 def predictor(folder: Path, log: Path, *, timeout: float = 40.0, **options):
-    """``python -m serving`` on a free port; yields its base URL once /v2/health/ready answers; it must exit 0 on
-    SIGTERM."""
-    port = free_port()
-    argv = [sys.executable, "-m", "serving", "--model", str(folder), "--http-port", str(port), "--threads", "1"]
-    argv += [f"--{k.replace('_', '-')}={v}" for k, v in options.items()]
-    with log.open("wb") as out:
-        process = subprocess.Popen(argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url, process, log, timeout)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            code = process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            code = f"killed after {process.wait()}"
-    assert code == 0, f"the predictor did not shut down cleanly on SIGTERM ({code}):\n{log.read_text()[-3000:]}"
-
-
-def wait_ready(url: str, process: subprocess.Popen, log: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"the predictor exited with {process.returncode}:\n{log.read_text()}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
-                return
-        time.sleep(0.1)
-    pytest.fail(f"the predictor was not ready after {timeout} s:\n{log.read_text()}")
+    """``python -m serving`` on a free loopback port with one onnxruntime thread (``monitoring.local``); yields
+    its base URL once ready; it must exit 0 on SIGTERM."""
+    return local.predictor(folder, log, timeout=timeout, threads=1, **options)
 
 
 @pytest.fixture(scope="session")
