@@ -5,8 +5,9 @@ Chooses between the CE baseline (its best epoch) and the MLNT teacher by validat
 and std; output ``probabilities`` ``[batch, K]``; dynamic batch axis, weights embedded, opset 18; class names and
 normalisation in the metadata), ``parity.json`` (onnxruntime against PyTorch on clean test images) and
 ``model_card.json`` (classes, input spec, metrics, data and params hashes, git commit, the ONNX file's sha256,
-and ``train_class_distribution``: the share of each class among the noisy training labels the model learnt from,
-the reference the predictor's drift gauge compares live predictions with).
+``train_class_distribution``: the share of each class among the noisy training labels the model learnt from,
+the reference the predictor's drift gauge compares live predictions with, and ``calibration``: the temperature
+fitted on the clean validation set, baked into the graph, with the validation ECE before and after).
 """
 
 from __future__ import annotations
@@ -24,13 +25,16 @@ from torch import nn
 from components.artifacts import read_arrays, read_json
 from components.atomic import write_atomic, write_json
 from components.baseline import OUT as BASELINE_OUT
+from components.calibration import fit_temperature
 from components.config import cli
 from components.evaluate import OUT as EVALUATE_OUT
+from components.evaluate import EvaluateConfig, expected_calibration_error
 from components.formats import sha256_file
 from components.ingest import OUT as INGEST_OUT
 from components.mlnt import OUT as MLNT_OUT
 from components.noise import OUT as NOISE_OUT
-from components.training import load_model, normalise
+from components.training import load_model, load_split, normalise
+from model.trainer import Data
 
 OUT = Path("artifacts/export")
 OPSET = 18
@@ -40,6 +44,7 @@ OPSET = 18
 class ExportConfig:
     parity_images: int = 256  # clean test images compared between PyTorch and onnxruntime
     max_abs_diff: float = 1e-4  # largest allowed difference of any probability
+    calibrate: bool = True  # temperature scaling on the clean validation set (predictions unchanged)
 
     def __post_init__(self) -> None:
         if self.parity_images < 1 or self.max_abs_diff <= 0:
@@ -48,14 +53,14 @@ class ExportConfig:
 
 
 class Probabilities(nn.Module):
-    """The exported graph: the network followed by a softmax."""
+    """The exported graph: the network, its logits divided by the calibration temperature, a softmax."""
 
-    def __init__(self, net: nn.Module):
+    def __init__(self, net: nn.Module, temperature: float = 1.0):
         super().__init__()
-        self.net = net
+        self.net, self.temperature = net, float(temperature)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.net(images), dim=1)
+        return torch.softmax(self.net(images) / self.temperature, dim=1)
 
 
 def choose(baseline: Path, mlnt: Path) -> tuple[str, Path, float]:
@@ -67,10 +72,10 @@ def choose(baseline: Path, mlnt: Path) -> tuple[str, Path, float]:
     return "baseline", Path(baseline) / "model.pt", base
 
 
-def to_onnx(net: nn.Module, example: torch.Tensor, metadata: dict[str, str]) -> bytes:
+def to_onnx(net: nn.Module, example: torch.Tensor, metadata: dict[str, str], *, temperature: float = 1.0) -> bytes:
     import onnx  # noqa: PLC0415 - export-only dependency
 
-    wrapped = Probabilities(net).eval()
+    wrapped = Probabilities(net, temperature).eval()
     batch = torch.export.Dim("batch", min=1, max=65536)
     program = torch.onnx.export(wrapped, (example,), input_names=["images"], output_names=["probabilities"],
                                 dynamic_shapes={"images": {0: batch}}, opset_version=OPSET, dynamo=True,
@@ -82,13 +87,14 @@ def to_onnx(net: nn.Module, example: torch.Tensor, metadata: dict[str, str]) -> 
     return model.SerializeToString()
 
 
-def parity(onnx_bytes: bytes, net: nn.Module, images: torch.Tensor, max_abs_diff: float) -> dict:
+def parity(onnx_bytes: bytes, net: nn.Module, images: torch.Tensor, max_abs_diff: float, *,
+           temperature: float = 1.0) -> dict:
     import onnxruntime as ort  # noqa: PLC0415
 
     session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
     got = session.run(["probabilities"], {"images": images.numpy()})[0]
     with torch.no_grad():
-        want = Probabilities(net).eval()(images).numpy()
+        want = Probabilities(net, temperature).eval()(images).numpy()
     diff = float(np.abs(got - want).max())
     same = float((got.argmax(1) == want.argmax(1)).mean())
     return {"images": int(images.shape[0]), "max_abs_diff": diff, "argmax_agreement": same,
@@ -110,8 +116,11 @@ def run(config: ExportConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOISE_
     metadata = {"class_names": json.dumps(manifest["class_names"]), "normalisation": json.dumps(norm),
                 "input_layout": "NCHW float32, pixels / 255 then (x - mean) / std per channel",
                 "model": name}
-    onnx_bytes = to_onnx(net, x[:2], metadata)
-    check = parity(onnx_bytes, net, x, config.max_abs_diff)
+    calibration = calibrate(net, load_split(ingest, noise)[1], bins=EvaluateConfig().ece_bins) \
+        if config.calibrate else {"temperature": 1.0}
+    metadata["temperature"] = str(calibration["temperature"])
+    onnx_bytes = to_onnx(net, x[:2], metadata, temperature=calibration["temperature"])
+    check = parity(onnx_bytes, net, x, config.max_abs_diff, temperature=calibration["temperature"])
     evaluated = read_json(Path(evaluate) / "metrics.json", "evaluate")
     given, is_val = read_arrays(Path(noise) / "labels.npz", "noise", "label", "is_val")
     card = {"model": name, "network": saved["network"], "class_names": manifest["class_names"],
@@ -122,6 +131,7 @@ def run(config: ExportConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOISE_
                                                           if k != "per_class_accuracy"}},
             "label_issues": evaluated.get("label_issues", {}),
             "train_class_distribution": class_distribution(given[~is_val], saved["num_classes"]),
+            "calibration": calibration,
             "data": {"ingest_inputs_sha256": manifest["inputs_sha256"],
                      "labels_sha256": sha256_file(Path(noise) / "labels.npz")},
             "params_sha256": sha256_file(Path(params)) if Path(params).is_file() else None,
@@ -131,6 +141,21 @@ def run(config: ExportConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOISE_
     write_json(out / "parity.json", check)
     write_json(out / "model_card.json", card)
     return card
+
+
+def calibrate(net: nn.Module, val: Data, *, bins: int) -> dict:
+    """The temperature fitted on the clean validation set, with its expected calibration error before and after
+    (``metrics.ece`` in the card is the uncalibrated network's on the test set, from the evaluate step)."""
+    with torch.no_grad():
+        logits = torch.cat([net(val.images[i:i + 512]) for i in range(0, len(val), 512)]).double()
+    temperature = fit_temperature(logits, val.labels)
+    labels = val.labels.numpy()
+
+    def ece(t: float) -> float:
+        return expected_calibration_error(torch.softmax(logits / t, dim=1).numpy(), labels, bins)
+
+    return {"temperature": temperature, "fitted_on": f"clean validation set ({len(val)} images)",
+            "val_ece_before": ece(1.0), "val_ece_after": ece(temperature)}
 
 
 def class_distribution(labels: np.ndarray, num_classes: int) -> list[float]:

@@ -1,0 +1,43 @@
+"""Temperature scaling: it recovers a known temperature, leaves predictions alone, and the export bakes it in."""
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from components import baseline, evaluate, export, ingest, mlnt, noise
+from components.calibration import fit_temperature
+
+
+def test_fit_temperature_recovers_the_temperature_that_generated_the_labels():
+    g = torch.Generator().manual_seed(0)
+    scores = 3 * torch.randn(20_000, 5, generator=g)
+    labels = torch.multinomial(torch.softmax(scores, dim=1), 1, generator=g).squeeze(1)
+    for true_t in (0.25, 1.0, 4.0):  # logits that are 1/T too sharp (or flat) for the labels
+        assert fit_temperature(scores / true_t, labels) == pytest.approx(1 / true_t, rel=0.05)
+
+
+def test_fit_temperature_rejects_mismatched_shapes():
+    with pytest.raises(ValueError, match=r"expected logits \[N, K\] and labels \[N\] with N >= 1, found \(3, 2\)"):
+        fit_temperature(torch.zeros(3, 2), torch.zeros(4))
+
+
+def test_export_bakes_the_temperature_into_the_graph_and_reports_it(workdir):
+    for step in (ingest, noise, baseline, mlnt, evaluate, export):
+        assert step.main([]) == 0
+    out = workdir / "artifacts" / "export"
+    card = json.loads((out / "model_card.json").read_text())
+    calibration = card["calibration"]
+    assert calibration["temperature"] > 0 and calibration["val_ece_after"] <= calibration["val_ece_before"] + 1e-9
+    assert card["parity"]["passed"]
+    images = np.random.default_rng(0).normal(size=(8, 1, 28, 28)).astype(np.float32)
+    calibrated = ort.InferenceSession(str(out / "model.onnx")).run(None, {"images": images})[0]
+    assert export.main(["--set", "export.calibrate=false"]) == 0
+    assert json.loads((out / "model_card.json").read_text())["calibration"] == {"temperature": 1.0}
+    raw = ort.InferenceSession(str(out / "model.onnx")).run(None, {"images": images})[0]
+    # the calibrated graph is softmax(logits / T) of the same logits: the confidence moves, the argmax does not
+    expected = torch.softmax(torch.log(torch.from_numpy(raw).double()) / calibration["temperature"], dim=1).numpy()
+    np.testing.assert_allclose(calibrated, expected, atol=1e-5)
+    assert (calibrated.argmax(1) == raw.argmax(1)).all()
