@@ -22,9 +22,10 @@ from components.training import (
     drop_stale_checkpoints,
     load_split,
     save_model,
+    seeded_network,
     write_history,
 )
-from model.networks import NETWORKS, build_network
+from model.networks import NETWORKS
 from model.trainer import TrainConfig, train
 
 OUT = Path("artifacts/baseline")
@@ -49,8 +50,7 @@ def run(config: BaselineConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOIS
     train_data, val_data, meta = load_split(ingest, noise)
     store = checkpoint_store(out, config, [Path(ingest) / "train.npz", Path(noise) / "labels.npz"], root=checkpoints)
     weights = imagenet_weights(config.network) if config.pretrained else None
-    net = build_network(config.network, meta["num_classes"], in_channels=meta["in_channels"],
-                        image_size=meta["image_size"], pretrained=weights)
+    net = seeded_network(config.network, meta, config.seed, pretrained=weights)
     with data_parallel(config) as group:
         result = train(config, net, train_data, val_data=val_data, store=store, group=group)
     final = result.history[-1]

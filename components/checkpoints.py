@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from components.atomic import write_atomic
+from components.formats import torch_load_error
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ class FileCheckpointStore:
         payload = buffer.getvalue()
         digest = hashlib.sha256(payload).hexdigest().encode()
         current, previous = self.path(key), self.directory / f"{key}.prev.pt"
-        if current.exists():  # keep the last good one as .prev; `current` exists at every moment
+        if current.exists() and _intact(current):  # keep the last good one as .prev; `current` exists throughout
             link = previous.with_name(f".{previous.name}.link")
             link.unlink(missing_ok=True)
             os.link(current, link)
@@ -56,18 +57,35 @@ class FileCheckpointStore:
                 errors.append(str(err))
                 log.warning("%s; trying the previous checkpoint", err)
         if errors:
-            raise CheckpointError("no usable checkpoint: " + "; ".join(errors))
+            raise CheckpointError(f"no usable checkpoint: {'; '.join(errors)}; delete {self.directory} to train "
+                                  "afresh")
         return None
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a checkpoint written by ``FileCheckpointStore.save``, checking its sha256 trailer."""
+    payload = _payload(path)
+    try:
+        return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for a malformed archive
+        raise CheckpointError(f"{path}: expected a torch checkpoint, found unreadable data "
+                              f"({torch_load_error(err)})") from err
+
+
+def _payload(path: str | Path) -> bytes:
+    """The checkpoint's bytes, once its sha256 trailer vouches for them."""
     raw = Path(path).read_bytes()
     payload, sep, trailer = raw.rpartition(b"\nsha256:")
     if not sep or hashlib.sha256(payload).hexdigest().encode() != trailer:
         raise CheckpointError(f"{path}: expected a checkpoint with a matching sha256 trailer, "
                               f"found a corrupt or truncated file ({len(raw)} bytes)")
+    return payload
+
+
+def _intact(path: Path) -> bool:
+    """Whether the file is whole: a torn one must never push the good ``.prev`` out."""
     try:
-        return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for a malformed archive
-        raise CheckpointError(f"{path}: expected a torch checkpoint, found unreadable data ({err})") from err
+        _payload(path)
+    except CheckpointError:
+        return False
+    return True

@@ -35,11 +35,23 @@ def load_params(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: expected a params file, found none (pass --params FILE)")
     try:
         data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: expected valid YAML, found a syntax error: {err}") from err
-    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: expected valid YAML, found a syntax error: {_yaml_error(err)}") from err
+    if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of sections to mappings, found {type(data).__name__}")
+    for name, section in data.items():
+        if not isinstance(section, dict):
+            raise ConfigError(f"{path}: expected a mapping of sections to mappings, found section {name!r}: "
+                              f"{type(section).__name__}")
     return data
+
+
+def _yaml_error(err: Exception) -> str:
+    """A YAML error in one line: the problem and where it is (PyYAML's own text spans several lines)."""
+    mark = getattr(err, "problem_mark", None)
+    if getattr(err, "problem", None) and mark is not None:
+        return f"{err.problem} at line {mark.line + 1}, column {mark.column + 1}"
+    return " ".join(str(err).split())
 
 
 def build(cls: type, values: Mapping[str, Any], *, where: str) -> Any:
@@ -110,7 +122,7 @@ def apply_override(params: dict[str, dict[str, Any]], assignment: str, sections:
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as err:
-        raise ConfigError(f"--set {assignment!r}: expected a YAML value, found {raw!r} ({err})") from err
+        raise ConfigError(f"--set {assignment!r}: expected a YAML value, found {raw!r} ({_yaml_error(err)})") from err
     params.setdefault(section, {})[key] = value
 
 

@@ -66,6 +66,9 @@ def _download(url: str, path: Path, timeout: float) -> str:
 def verify(root: Path) -> None:
     """Hash ``data/`` into the DVC cache and fail if it is not the version ``data.dvc`` records."""
     record = root / "data.dvc"
+    if not record.is_file():
+        raise DataFetchError(f"{record}: expected the DVC record of data/, found no such file (run from the "
+                             f"repository root or pass --root)")
     expected = record.read_text()
     _dvc(root, "commit", "--force", "--quiet", "data.dvc")
     found = record.read_text()

@@ -64,38 +64,56 @@ def decide(config: GateConfig, *, export: Path, evaluate: Path, registry: Path) 
     if missing:
         check(False, f"inputs missing or unreadable: {', '.join(missing)}")
     else:
-        accuracy = metrics.get(card.get("model"), {}).get("accuracy")
+        scores = metrics.get(card.get("model"))
+        accuracy = scores.get("accuracy") if isinstance(scores, dict) else None
         check(isinstance(accuracy, float), f"clean-test accuracy of the exported model ({card.get('model')}) "
                                            f"is {accuracy!r} in {evaluate / 'metrics.json'}")
         digest = hashlib.sha256(onnx_file.read_bytes()).hexdigest()
         check(card.get("onnx_sha256") == digest, f"model card sha256 {card.get('onnx_sha256')} vs model.onnx "
                                                  f"{digest}")
-        check(bool(parity.get("passed")), f"ONNX parity: max |diff| {parity.get('max_abs_diff')} (allowed "
-                                          f"{parity.get('max_abs_diff_allowed')}), argmax agreement "
-                                          f"{parity.get('argmax_agreement')}")
+        check(parity.get("passed") is True, f"ONNX parity: max |diff| {parity.get('max_abs_diff')} (allowed "
+                                            f"{parity.get('max_abs_diff_allowed')}), argmax agreement "
+                                            f"{parity.get('argmax_agreement')}, passed {parity.get('passed')!r}")
         if isinstance(accuracy, float):
             check(accuracy >= config.min_accuracy,
                   f"accuracy {accuracy:.4f}, required at least min_accuracy {config.min_accuracy}")
-    champion = champion_accuracy(registry)
+    champion = None
+    try:
+        champion = champion_accuracy(registry)
+        if champion is None:
+            reasons.append("pass: no champion yet in " + str(registry))
+    except ValueError as err:  # a broken registry must not skip the comparison with the champion
+        check(False, str(err))
     if champion is not None and isinstance(accuracy, float):
         check(accuracy >= champion - config.max_regression,
               f"accuracy {accuracy:.4f}, required at least the champion's {champion:.4f} minus max_regression "
               f"{config.max_regression}")
-    elif champion is None:
-        reasons.append("pass: no champion yet in " + str(registry))
     return {"passed": passed, "reasons": reasons, "accuracy": accuracy, "champion_accuracy": champion,
             "min_accuracy": config.min_accuracy, "max_regression": config.max_regression,
             "model": card.get("model") if card else None, "onnx_sha256": card.get("onnx_sha256") if card else None}
 
 
 def champion_accuracy(registry: Path) -> float | None:
-    card = _read(registry / "latest" / "model_card.json")
-    return None if card is None else card.get("metrics", {}).get("accuracy")
+    """The clean-test accuracy of ``registry/latest``; None before the first release. A ``latest`` whose card
+    holds no accuracy (a dangling link, a damaged card) is a ``ValueError``, never "no champion"."""
+    latest = registry / "latest"
+    if not latest.is_symlink() and not latest.exists():
+        return None
+    card = _read(latest / "model_card.json")
+    metrics = card.get("metrics") if card else None
+    accuracy = metrics.get("accuracy") if isinstance(metrics, dict) else None
+    if not isinstance(accuracy, float):
+        found = "none" if card is None else repr(accuracy)
+        raise ValueError(f"champion {latest / 'model_card.json'}: expected a released model card with "
+                         f"metrics.accuracy, found {found} (point {latest} at a good release)")
+    return accuracy
 
 
 def promote(export: Path, decision: dict, registry: Path, *, now: dt.datetime | None = None) -> str:
     """Copy the model into ``registry/<version>/`` atomically and point ``registry/latest`` at it. The version
     is the UTC time and the model's hash: ``v20261126T145519Z-7fcff30e``."""
+    if registry.exists() and not registry.is_dir():
+        raise NotADirectoryError(f"{registry}: expected a registry folder, found a file")
     registry.mkdir(parents=True, exist_ok=True)
     stamp = (now or dt.datetime.now(dt.UTC)).strftime("%Y%m%dT%H%M%SZ")
     version = f"v{stamp}-{decision['onnx_sha256'][:8]}"
@@ -129,10 +147,12 @@ def run(config: GateConfig, *, export: Path = EXPORT_OUT, evaluate: Path = EVALU
 
 
 def _read(path: Path) -> dict | None:
+    """A JSON object from ``path``; None when it is missing, unreadable or not an object."""
     try:
-        return json.loads(path.read_text())
+        value = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+    return value if isinstance(value, dict) else None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,9 +25,9 @@ from components.training import (
     load_model,
     load_split,
     save_model,
+    seeded_network,
     write_history,
 )
-from model.networks import build_network
 from model.trainer import MlntConfig, train
 
 OUT = Path("artifacts/mlnt")
@@ -48,8 +48,7 @@ def run(config: MlntStepConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOIS
     inputs = [Path(ingest) / "train.npz", Path(noise) / "labels.npz", Path(baseline) / "model.pt"]
     store = checkpoint_store(out, config, inputs, root=checkpoints)
     baseline_net, saved = load_model(Path(baseline) / "model.pt")
-    net = copy.deepcopy(baseline_net) if config.warm_start else build_network(
-        saved["network"], meta["num_classes"], in_channels=meta["in_channels"], image_size=meta["image_size"])
+    net = copy.deepcopy(baseline_net) if config.warm_start else seeded_network(saved["network"], meta, config.seed)
     with data_parallel(config) as group:
         result = train(config, net, train_data, val_data=val_data, feature_net=baseline_net,
                        store=store, group=group)

@@ -61,7 +61,11 @@ def render(art: Path = ART, params_file: Path = Path("params.yaml")) -> str:
 def _json(path: Path) -> dict:
     if not path.is_file():
         raise SystemExit(f"error: report: {path}: expected the output of `dvc repro`, found no such file")
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_text())
+    except ValueError as err:
+        raise SystemExit(f"error: report: {path}: expected JSON written by `dvc repro`, found invalid JSON "
+                         f"({err})") from err
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,7 +7,7 @@ import hashlib
 import io
 import json
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from torch import nn
 from components.artifacts import read_arrays
 from components.atomic import write_atomic, write_json
 from components.checkpoints import FileCheckpointStore
-from components.formats import DataError, sha256_file
+from components.formats import DataError, sha256_file, torch_load_error
 from model.distributed import Group, from_environment
 from model.networks import build_network
 from model.trainer import Data, TrainConfig, TrainResult, pick_device
@@ -57,6 +57,17 @@ def normalise(images: np.ndarray, mean: list[float], std: list[float]) -> torch.
     return (x - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
 
 
+def seeded_network(name: str, meta: dict[str, Any], seed: int, *,
+                   pretrained: Mapping[str, torch.Tensor] | None = None) -> nn.Module:
+    """The network for ``meta`` (a ``load_split`` result), initialised from ``seed``: the same weights on every rerun
+    and in every process, so a run killed before its first checkpoint restarts from the weights it began with.
+    torch's global generator is left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_network(name, meta["num_classes"], in_channels=meta["in_channels"],
+                             image_size=meta["image_size"], pretrained=pretrained)
+
+
 def save_model(path: Path, state: dict[str, torch.Tensor], *, network: str, meta: dict[str, Any],
                extra: dict[str, Any] | None = None) -> None:
     state = {k: v.detach().cpu() for k, v in state.items()}
@@ -75,13 +86,23 @@ def load_model(path: Path) -> tuple[nn.Module, dict[str, Any]]:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for a malformed archive
         raise DataError(f"{path}: expected a model file written by this project, found unreadable data "
-                        f"({err})") from err
+                        f"({torch_load_error(err)})") from err
     if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise DataError(f"{path}: expected model format {MODEL_FORMAT}, found {found!r}")
-    net = build_network(payload["network"], payload["num_classes"], in_channels=payload["in_channels"],
-                        image_size=payload["image_size"])
-    net.load_state_dict(payload["state_dict"])
+    try:
+        net = build_network(payload["network"], payload["num_classes"], in_channels=payload["in_channels"],
+                            image_size=payload["image_size"])
+        state = payload["state_dict"]
+    except KeyError as err:
+        raise DataError(f"{path}: expected a model file with network, num_classes, in_channels, image_size and "
+                        f"state_dict, found one without {err}") from err
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as err:  # PyTorch lists every mismatch, one per line: the first says enough
+        first = next(line.strip() for line in [*str(err).splitlines()[1:], str(err)] if line.strip())
+        raise DataError(f"{path}: expected weights that fit a {payload['network']} with {payload['num_classes']} "
+                        f"classes, found others ({first})") from err
     return net, payload
 
 

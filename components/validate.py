@@ -12,7 +12,6 @@ line per failure (expectation, column, expected, observed) and exits non-zero, s
 
 from __future__ import annotations
 
-import json
 import logging
 import warnings
 from collections.abc import Iterator
@@ -101,11 +100,10 @@ def iter_images(ingest: Path, chunk: int = 10000) -> Iterator[tuple[str, np.ndar
     """``(split, images, labels)`` in chunks, from ``train.npz``/``test.npz`` or from the shards of a large set."""
     index_file = ingest / "index.json"
     if index_file.is_file():
-        index = json.loads(index_file.read_text())
+        index = read_json(index_file, "ingest", "splits")
         for split, entry in index["splits"].items():
             for shard in entry["shards"]:
-                with np.load(ingest / "shards" / shard["file"]) as data:
-                    yield split, data["images"], data["labels"]
+                yield split, *read_arrays(ingest / "shards" / shard["file"], "ingest", "images", "labels")
         return
     for split in ("train", "test"):
         path = ingest / f"{split}.npz"

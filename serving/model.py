@@ -39,7 +39,7 @@ class Classifier(Model):
             options.intra_op_num_threads = self.threads
         try:
             self.session = ort.InferenceSession(self.release.onnx, options, providers=["CPUExecutionProvider"])
-        except RuntimeError as exc:  # onnxruntime's InvalidProtobuf, Fail, ...
+        except Exception as exc:  # onnxruntime raises InvalidProtobuf, Fail, ...: they share no base but Exception
             raise ReleaseError(f"{self.release.folder / 'model.onnx'}: expected a model onnxruntime can load, "
                                f"found {type(exc).__name__}: {exc}") from None
         graph = {i.name: i.shape[1:] for i in self.session.get_inputs()}

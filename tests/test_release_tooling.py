@@ -60,6 +60,22 @@ def test_actionlint_passes_the_release_workflow():
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+def test_dockerignore_keeps_credential_files_out_of_the_image():
+    ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()}
+    assert {".env*", "*.env", "*.pem", "*.key", ".git"} <= ignored
+
+
+def test_the_pinned_dependencies_are_audited_before_any_release():
+    """pip-audit needs the network (PyPI's advisory data), so the workflow runs it, not `make test`: on the exact
+    pins of constraints.txt, in the job the release job needs."""
+    workflow = yaml.safe_load((ROOT / ".github/workflows/release.yml").read_text())
+    runs = [step.get("run", "") for step in workflow["jobs"]["test"]["steps"]]
+    audit = next(run for run in runs if "pip_audit" in run)
+    assert re.search(r"pip install pip-audit==\S+", audit)
+    assert all(flag in audit for flag in ("--requirement constraints.txt", "--no-deps", "--strict"))
+    assert workflow["jobs"]["release"]["needs"] == "test"
+
+
 def test_release_publishes_only_after_an_enforced_gate():
     workflow = yaml.safe_load((ROOT / ".github/workflows/release.yml").read_text())
     release = workflow["jobs"]["release"]

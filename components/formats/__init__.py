@@ -4,6 +4,7 @@ file, what was expected and what was found; nothing here writes files."""
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +41,20 @@ def require_file(path: Path, what: str) -> Path:
     if not path.is_file():
         raise DataError(f"{path}: expected {what}, found no such file")
     return path
+
+
+# torch's own words around the reason: advice to retry with weights_only=False (which would run the file's code,
+# what the refusal prevents), to file an issue, to read the docs, and guesses about how a file got corrupt.
+_TORCH_ADVICE = re.compile(r"^Weights only load failed\..*?trusted source\.|Please file an issue.*?WeightsUnpickler "
+                           r"error:|Check the documentation of torch\.load.*$|This is an internal miniz error.*$",
+                           re.S)
+
+
+def torch_load_error(err: BaseException) -> str:
+    """What ``torch.load`` found wrong, in one line."""
+    text = str(err)
+    refused = "refused by the weights-only loader: " if text.startswith("Weights only load failed") else ""
+    return refused + " ".join(_TORCH_ADVICE.sub(" ", text).split())
 
 
 def sha256_file(path: Path) -> str:

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from components.formats import DataError, Dataset, check_split, require_file
+from components.formats import DataError, Dataset, check_split, require_file, torch_load_error
 
 BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 HUMAN_LABELS = ("aggre_label", "worse_label", "random_label1", "random_label2", "random_label3")
@@ -67,7 +67,7 @@ def read_cifar10n(path: Path, human_labels: Path) -> Dataset:
             table = torch.load(human_labels, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for a malformed file
         raise DataError(f"{human_labels}: expected a torch-saved dict of label arrays, found unreadable data "
-                        f"({err})") from err
+                        f"({torch_load_error(err)})") from err
     if not isinstance(table, dict):
         raise DataError(f"{human_labels}: expected a dict of label arrays, found {type(table).__name__}")
     n = dataset.train_labels.shape[0]
