@@ -63,8 +63,8 @@ test: setup  ## set-up and the whole test suite (with the linter)
 lint: setup  ## the linter alone
 	$(VENV)/bin/ruff check .
 
-bench: setup  ## benchmarks; results in docs/benchmarks.md
-	$(PY) -m benchmarks.meta_step --output docs/benchmarks.md
+bench: setup data  ## benchmarks (about 7 minutes on 2 cores): docs/benchmarks.md, benchmarks/results.json
+	$(PY) -m benchmarks.run
 
 lock: $(STAMP)  ## regenerate constraints.txt from the current environment
 	{ echo "# pip freeze of the tested environment; regenerate with: make lock"; \

@@ -1,150 +1,97 @@
-"""Benchmark: the cost of one MLNT training step as a ratio to one plain cross-entropy step, measured in one
-run (absolute times on a shared machine are not comparable from run to run; ratios are).
+"""The cost of one MLNT training step, as multiples of one plain cross-entropy step on the same batch.
 
-Every variant does forward + backward on the same batch: CE, ``mlnt_loss`` in each mode, and the reference
-loop (``benchmarks/reference.py``: M independent second-order passes). The batch is real Fashion-MNIST when
-``data/fashion-mnist`` holds it (50 % symmetric label noise, as in training), and the synthetic label sets are
-made as the method makes them: nearest neighbours on the images' pixels, ``fraction`` 0.5.
-
-    python -m benchmarks.meta_step [--quick] [--networks small_cnn,preact_resnet32] [--output docs/benchmarks.md]
+Every variant is a whole training step (zero the gradients, loss, backward): CE, ``mlnt_loss`` in each mode,
+and the reference loop (``benchmarks/reference.py``: M independent second-order passes, the student's
+forward pass recomputed for each label set). Time and peak memory are measured separately (the memory
+measurement slows the step down); ``top_ops`` is the ``torch.profiler`` table behind the figures.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import platform
-import statistics
-import time
-from pathlib import Path
+from collections.abc import Callable
+from functools import partial
 
-import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
+from benchmarks.measure import Step, peak_memory, time_ratios
 from benchmarks.reference import reference_mlnt_loss
-from components.formats.idx import IDX_IMAGES, IDX_LABELS, read_idx
+from benchmarks.workload import Batch, Workload, make_batch, network_for
 from model.mlnt import mlnt_loss
-from model.neighbours import synthetic_labels
-from model.networks import build_network
 
-DATA = Path("data/fashion-mnist")
 VARIANTS = ("head", "first_order", "exact", "reference")
+INNER_LR, META_WEIGHT = 0.2, 0.4  # params.yaml mlnt.inner_lr and mlnt.meta_weight
+NODE = "autograd::engine::evaluate_function: "
 
 
-def make_batch(batch: int, size: int, channels: int, sets: int, seed: int = 0):
-    g = torch.Generator().manual_seed(seed)
-    if (DATA / "train-images-idx3-ubyte.gz").is_file():
-        images = read_idx(DATA / "train-images-idx3-ubyte.gz", IDX_IMAGES)
-        labels = read_idx(DATA / "train-labels-idx1-ubyte.gz", IDX_LABELS).astype(np.int64)
-        pick = torch.randperm(images.shape[0], generator=g)[:batch].numpy()
-        x = torch.from_numpy(images[pick]).float().div(255)[:, None]
-        x = F.interpolate(x, size=size).repeat(1, channels, 1, 1) if size != 28 or channels != 1 else x
-        y = torch.from_numpy(labels[pick])
-        source = "Fashion-MNIST"
-    else:
-        x, y, source = torch.rand(batch, channels, size, size, generator=g), torch.randint(10, (batch,), generator=g), \
-            "random images (data/fashion-mnist not found)"
-    flip = torch.rand(batch, generator=g) < 0.5  # 50 % symmetric noise, as in training
-    y = torch.where(flip, torch.randint(10, (batch,), generator=g), y)
-    synth = synthetic_labels(x.flatten(1), y, num_sets=sets, fraction=0.5, neighbours=10, generator=g)
-    teacher = torch.softmax(torch.randn(batch, 10, generator=g), dim=1)
-    return (x - 0.5) / 0.25, y, synth, teacher, source
-
-
-def step_fns(net, x, y, synth, teacher):
-    def ce():
+def training_step(net: nn.Module, loss_fn: Callable[[], torch.Tensor]) -> Step:
+    """Zero the gradients, compute the loss, backward: what one training step costs, less the update."""
+    def run():
         net.zero_grad(set_to_none=True)
-        F.cross_entropy(net(x), y).backward()
-
-    def mode_step(mode):
-        def run():
-            net.zero_grad(set_to_none=True)
-            mlnt_loss(net, x, y, synth, teacher, inner_lr=0.2, meta_weight=0.4, mode=mode).backward()
-        return run
-
-    def reference():
-        net.zero_grad(set_to_none=True)
-        reference_mlnt_loss(net, x, y, synth, teacher, inner_lr=0.2, meta_weight=0.4).backward()
-
-    return {"ce": ce, "head": mode_step("head"), "first_order": mode_step("first_order"),
-            "exact": mode_step("exact"), "reference": reference}
+        loss_fn().backward()
+    return run
 
 
-def timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+def steps(net: nn.Module, batch: Batch) -> dict[str, Step]:
+    """One training step of each variant (and ``ce``) on ``batch``."""
+    x, y, synth, teacher = batch.images, batch.labels, batch.synthetic, batch.teacher
+    step = partial(training_step, net)
+
+    def mode(name):
+        return step(lambda: mlnt_loss(net, x, y, synth, teacher, inner_lr=INNER_LR, meta_weight=META_WEIGHT,
+                                      mode=name))
+
+    return {"ce": step(lambda: F.cross_entropy(net(x), y)),
+            **{name: mode(name) for name in ("head", "first_order", "exact")},
+            "reference": step(lambda: reference_mlnt_loss(net, x, y, synth, teacher, inner_lr=INNER_LR,
+                                                          meta_weight=META_WEIGHT))}
 
 
-def measure(network: str, *, batch: int, sets: int, repeats: int) -> dict:
-    torch.manual_seed(0)
-    size, channels = (28, 1) if network == "small_cnn" else (32, 3)
-    net = build_network(network, 10, in_channels=channels, image_size=size)
-    x, y, synth, teacher, source = make_batch(batch, size, channels, sets)
-    fns = step_fns(net, x, y, synth, teacher)
-    for fn in fns.values():  # warm-up
+def measure(net: nn.Module, batch: Batch, variants: tuple[str, ...], *, repeats: int,
+            device: torch.device) -> dict:
+    """Time and peak memory of ``variants`` as ratios to the CE step, with the CE step's own figures. The
+    memory measurement runs each step once first, which is also the timing's warm-up."""
+    fns = steps(net, batch)
+    memory = {v: peak_memory(fns[v], device) for v in ("ce", *variants)}
+    timing = time_ratios({v: fns[v] for v in variants}, fns["ce"], repeats=repeats, device=device, warm_up=False)
+    return {"batch": int(batch.labels.shape[0]), "sets": int(batch.synthetic.shape[0]),
+            "changed_fraction": round(batch.changed, 4),
+            "ce_ms": 1000 * timing["baseline_s"], "ce_memory_mb": memory["ce"] / 2**20,
+            "time_ratio": {v: timing[v]["ratio"] for v in variants},
+            "seconds": {v: timing[v]["seconds"] for v in variants},
+            "memory_mb": {v: memory[v] / 2**20 for v in variants},
+            "memory_ratio": {v: memory[v] / memory["ce"] for v in variants}}
+
+
+def run(workload: Workload, network: str, *, batch_size: int, sets: int, repeats: int,
+        device: torch.device) -> dict:
+    """Every variant on one batch of ``batch_size`` with ``sets`` label sets."""
+    batch = make_batch(workload, network, size=batch_size, sets=sets, device=device)
+    net = network_for(network, workload, device)
+    return {"network": network, **measure(net, batch, VARIANTS, repeats=repeats, device=device)}
+
+
+def top_ops(workload: Workload, network: str, variant: str, *, batch_size: int, sets: int,
+            device: torch.device, rows: int = 8) -> dict:
+    """The operators that take most of one ``variant`` step's time, from ``torch.profiler``."""
+    batch = make_batch(workload, network, size=batch_size, sets=sets, device=device)
+    fn = steps(network_for(network, workload, device), batch)[variant]
+    fn()  # warm-up
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as prof:
         fn()
-    ratios = {v: [] for v in VARIANTS}
-    ce_times = []
-    for _ in range(repeats):  # interleaved: each ratio compares CE and the variant measured side by side
-        for variant in VARIANTS:
-            ce = min(timed(fns["ce"]) for _ in range(3))
-            ratios[variant].append(timed(fns[variant]) / ce)
-            ce_times.append(ce)
-    return {"network": network, "batch": batch, "sets": sets, "data": source,
-            "changed_fraction": float((synth != y).float().mean()),
-            "ce_ms": 1000 * statistics.median(ce_times),
-            "ratio": {v: statistics.median(r) for v, r in ratios.items()}}
-
-
-def render(results: list[dict], machine: str) -> str:
-    lines = ["# Benchmarks", "",
-             "Generated by `make bench` (`python -m benchmarks.meta_step`); do not edit by hand.", "",
-             "## One MLNT training step as a multiple of one cross-entropy step", "",
-             f"Machine: {machine}. Forward + backward on one batch; the median over interleaved repetitions "
-             "of (variant time) / (CE time measured just before it).", "",
-             "| network | B | M | labels changed | CE step (ms) | head | first_order | exact | reference loop |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for r in results:
-        q = r["ratio"]
-        lines.append(f"| {r['network']} | {r['batch']} | {r['sets']} | {r['changed_fraction']:.2f} | "
-                     f"{r['ce_ms']:.1f} | {q['head']:.2f}x | {q['first_order']:.2f}x | {q['exact']:.2f}x | "
-                     f"{q['reference']:.2f}x |")
-    lines += ["", f"Data: {results[0]['data']}; synthetic label sets from 10 nearest neighbours on pixels, "
-              "fraction 0.5, on labels with 50 % symmetric noise.", "",
-              "`reference loop` is `benchmarks/reference.py`: M independent second-order passes with the "
-              "student's forward pass recomputed for each label set, as in the authors' code.", ""]
-    return "\n".join(lines)
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--networks", default="small_cnn,preact_resnet32")
-    parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--sets", type=int, default=10)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--quick", action="store_true", help="tiny sizes: checks that the script runs")
-    parser.add_argument("--output", type=Path, help="write the markdown report here")
-    parser.add_argument("--json", type=Path, help="write the raw results here")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.batch, args.sets, args.repeats = 16, 2, 1
-    machine = f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
-    results = []
-    for network in args.networks.split(","):
-        result = measure(network, batch=args.batch, sets=args.sets, repeats=args.repeats)
-        print(json.dumps(result))
-        results.append(result)
-    report = render(results, machine)
-    if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(report)
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
-    print(report)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    averages = prof.key_averages()
+    total = sum(getattr(e, key) for e in averages)
+    ops = sorted(averages, key=lambda e: getattr(e, key), reverse=True)[:rows]
+    # Autograd nodes by inclusive time: which derivative formulas the operators above run for.
+    inclusive = key.replace("self_", "")
+    nodes = sorted((e for e in averages if e.key.startswith(NODE)), key=lambda e: getattr(e, inclusive),
+                   reverse=True)[:rows]
+    return {"network": network, "variant": variant, "batch": batch_size, "sets": sets, "total_ms": total / 1000,
+            "ops": [{"op": e.key, "share": getattr(e, key) / total, "calls": e.count} for e in ops],
+            "nodes": [{"node": e.key.removeprefix(NODE), "share": getattr(e, inclusive) / total, "calls": e.count}
+                      for e in nodes]}

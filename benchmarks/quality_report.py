@@ -182,7 +182,7 @@ def _modes_table(results: dict) -> list[str]:
     study = results["study"]
     lines = [f"## MLNT's modes at {with_modes[0]['setting']} (short schedule: {study['modes_epochs']} epoch(s), "
              f"ramp-up over {study['modes_ramp_end']})", "",
-             "`exact` and `first_order` cost 16-27× a CE step on the CPU (docs/benchmarks.md), so the three modes "
+             "`exact` and `first_order` cost 16-30× a CE step on the CPU (docs/benchmarks.md), so the three modes "
              "are compared on a short MLNT schedule from the same CE warm start.", "",
              "| mode | teacher test accuracy (%) | minutes per run |", "|---|---|---|"]
     for mode in MODES:

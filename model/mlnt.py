@@ -14,8 +14,12 @@ Why this is cheaper than the reference implementation (M independent passes):
   is zero wherever ``y~_m`` equals ``b`` (about two thirds of the rows with the paper's settings).
 * When no module couples the samples of a batch (no batch norm in training mode), that sparse term is a
   gradient over the changed rows alone, so it is computed on the sub-batch ``x[changed]``.
-* In ``exact`` mode autograd sums the M incoming directions at the shared ``grad CE_b`` graph before it
-  differentiates through it, so its Hessian-vector product runs once, not M times.
+* In the weight-space modes the gradient is computed here, one label set at a time: the set's fast-weight
+  pass is differentiated (a first-order backward pass at the fast weights) and, in ``exact`` mode, so is its
+  own part of the inner gradient, then its graphs are freed. Peak memory therefore does not grow with M.
+  What every set shares, the path through ``grad CE_b``, is summed over the sets as a cotangent and
+  differentiated once at the end (one Hessian-vector product, not M). The returned scalar carries that
+  gradient for the trainable parameters of ``net`` (it is not differentiable with respect to anything else).
 
 Data parallelism: with ``batch_mean`` (``model.distributed.Group.mean``) each process passes its rows of the
 global batch, and the inner gradients (or, in ``head`` mode, the head's update) are averaged over the
@@ -25,7 +29,7 @@ loss is this process's share; averaging the outer gradients over the processes c
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -137,49 +141,97 @@ def _meta(net, inputs, logits, features, base, synthetic, teacher, *, inner_lr, 
 
 
 def _weight_meta(net, inputs, logits, base, synthetic, teacher, inner_lr, *, second_order, batch_mean):
+    """The meta loss, its gradient computed here one label set at a time (see the module docstring), returned
+    as a scalar that carries that gradient."""
     names, params = zip(*[(n, p) for n, p in net.named_parameters() if p.requires_grad], strict=True)
     grad = _grad_fn(params, create_graph=second_order)
     base_grads = grad(F.cross_entropy(logits, base), retain_graph=True)
-    per_set = _inner_grads(net, inputs, logits, base, synthetic, base_grads, grad)
-    if batch_mean is not None:  # all sets in one collective, so every process calls it in the same order
-        per_set = _mean_of_sets(list(per_set), batch_mean)
-    buffers = dict(net.named_buffers())
-    total = logits.new_zeros(())
-    for grads in per_set:
-        state = {name: p - inner_lr * (g if second_order else g.detach())
-                 for name, p, g in zip(names, params, grads, strict=True)}
-        # Fast-weight passes must not move batch-norm running statistics: give them throw-away copies.
-        state.update({name: b.clone() for name, b in buffers.items()})
-        fast_logits = functional_call(net, state, (inputs,))
-        total = total + F.kl_div(fast_logits.log_softmax(-1), teacher, reduction="batchmean")
-    return total / synthetic.shape[0], (params, base_grads)
+    gradient, scale = _MetaGradient(params, retain_graph=couples_samples(net)), 1.0 / synthetic.shape[0]
+    value = logits.new_zeros(())
+    for extra in _inner_deltas(net, inputs, logits, base, synthetic, grad):
+        leaves, inner = _inner_grads(base_grads, extra, batch_mean, second_order=second_order)
+        kl, fast_grads = _fast_pass(net, names, params, inputs, inner, teacher, inner_lr)
+        value = value + kl * scale
+        gradient.add_fast(fast_grads, scale)
+        if second_order:  # chain dKL/dtheta' through theta' = theta - alpha * grad CE_m
+            gradient.add_inner(inner, leaves, torch._foreach_mul(fast_grads, -inner_lr * scale))
+    if second_order:
+        gradient.add_shared(base_grads)
+    return _with_gradient(value, params, gradient.total), (params, base_grads)
 
 
-def _inner_grads(net, inputs, logits, base, synthetic, base_grads, grad) -> Iterator[list[Tensor]]:
-    """grad CE_m for each label set m, lazily (one set's gradients alive at a time)."""
+class _MetaGradient:
+    """dJ/dtheta summed over the label sets. The share that goes through grad CE_base, which every set has,
+    is summed as a cotangent first and differentiated once, by ``add_shared``."""
+
+    def __init__(self, params, *, retain_graph: bool):
+        self.params, self.retain_graph = params, retain_graph  # retained: sets' graphs share the forward pass
+        self.total = [torch.zeros_like(p) for p in params]
+        self.base_cotangent = [torch.zeros_like(p) for p in params]  # dJ/d(grad CE_base)
+
+    def add_fast(self, grads, scale: float) -> None:
+        """dKL_m/dtheta' at the fast weights: the direct share of dKL_m/dtheta."""
+        torch._foreach_add_(self.total, grads, alpha=scale)
+
+    def add_inner(self, inner, leaves, cotangent) -> None:
+        """``cotangent`` = dJ/d(grad CE_m): through this set's own graph now, through grad CE_base later."""
+        if inner is leaves:
+            torch._foreach_add_(self.base_cotangent, cotangent)
+            return
+        back = torch.autograd.grad(inner, [*self.params, *leaves], grad_outputs=cotangent,
+                                   retain_graph=self.retain_graph, allow_unused=True, materialize_grads=True)
+        torch._foreach_add_(self.total, back[:len(self.params)])
+        torch._foreach_add_(self.base_cotangent, back[len(self.params):])
+
+    def add_shared(self, base_grads) -> None:
+        """The Hessian-vector product through grad CE_base, once for all sets."""
+        torch._foreach_add_(self.total, torch.autograd.grad(base_grads, self.params, grad_outputs=self.base_cotangent,
+                                                            allow_unused=True, materialize_grads=True))
+
+
+def _inner_deltas(net, inputs, logits, base, synthetic, grad) -> Iterator[list[Tensor] | None]:
+    """grad CE_m - grad CE_base for each label set m, lazily (one set's graph alive at a time); None where
+    the set equals ``base``."""
     n, k = logits.shape
     coupled = couples_samples(net)
     for labels_m in synthetic:
         rows = (labels_m != base).nonzero().squeeze(1)
         if not rows.numel():
-            yield list(base_grads)
+            yield None
             continue
-        # The part of grad CE_m that differs from grad CE_base: its cotangent is zero outside ``rows``.
+        # Its cotangent is zero outside ``rows``: without coupling, a gradient over those rows alone.
         delta = (F.one_hot(base[rows], k) - F.one_hot(labels_m[rows], k)).to(logits.dtype) / n
         if coupled:
-            full = logits.new_zeros(n, k).index_copy(0, rows, delta)
-            extra = grad(logits, grad_outputs=full, retain_graph=True)
+            yield grad(logits, grad_outputs=logits.new_zeros(n, k).index_copy(0, rows, delta), retain_graph=True)
         else:
-            extra = grad(net(inputs[rows]), grad_outputs=delta)
-        yield [g + e for g, e in zip(base_grads, extra, strict=True)]
+            yield grad(net(inputs[rows]), grad_outputs=delta)
 
 
-def _mean_of_sets(per_set: list[list[Tensor]], batch_mean: BatchMean) -> Iterable[list[Tensor]]:
-    """Each set's gradients averaged over the processes, through one call of ``batch_mean``."""
-    shapes = [g.shape for g in per_set[0]]
-    flat = batch_mean(torch.stack([torch.cat([g.reshape(-1) for g in grads]) for grads in per_set]))
-    return [[chunk.view(shape) for chunk, shape in zip(row.split([s.numel() for s in shapes]), shapes, strict=True)]
-            for row in flat]
+def _inner_grads(base_grads, extra, batch_mean, *, second_order) -> tuple[list[Tensor], list[Tensor]]:
+    """``(leaves, grads)``: grad CE_m (averaged over the processes with ``batch_mean``) as a function of
+    ``leaves``, detached copies of grad CE_base whose gradient is the cotangent of the shared term."""
+    leaves = [g.detach().requires_grad_(second_order) for g in base_grads]
+    inner = leaves if extra is None else [b + e for b, e in zip(leaves, extra, strict=True)]
+    if batch_mean is not None:  # every process calls it once per set, in the same order
+        inner = _mean_of_set(inner, batch_mean)
+    return leaves, inner
+
+
+def _fast_pass(net, names, params, inputs, inner, teacher, inner_lr) -> tuple[Tensor, list[Tensor]]:
+    """KL(teacher || f(x; theta')) at the fast weights theta' = theta - alpha * inner, and its gradient with
+    respect to theta' (a first-order backward pass)."""
+    fast = [(p - inner_lr * g).detach().requires_grad_() for p, g in zip(params, inner, strict=True)]
+    state = dict(zip(names, fast, strict=True))
+    # Fast-weight passes must not move batch-norm running statistics: give them throw-away copies.
+    state.update({name: b.clone() for name, b in net.named_buffers()})
+    kl = F.kl_div(functional_call(net, state, (inputs,)).log_softmax(-1), teacher, reduction="batchmean")
+    return kl.detach(), list(torch.autograd.grad(kl, fast, allow_unused=True, materialize_grads=True))
+
+
+def _mean_of_set(grads: list[Tensor], batch_mean: BatchMean) -> list[Tensor]:
+    """One set's gradients averaged over the processes, through one call of ``batch_mean``."""
+    flat = batch_mean(torch.cat([g.reshape(-1) for g in grads]))
+    return [chunk.view_as(g) for chunk, g in zip(flat.split([g.numel() for g in grads]), grads, strict=True)]
 
 
 def _head_meta(head: nn.Linear, features, logits, base, synthetic, teacher, inner_lr, batch_mean):

@@ -1,9 +1,6 @@
-import json
-
 import pytest
 import torch
 
-from benchmarks.meta_step import main
 from benchmarks.reference import reference_mlnt_loss
 from model.mlnt import mlnt_loss
 from model.networks import PreActResNet32, SmallCNN
@@ -28,13 +25,3 @@ def test_reference_loop_gives_our_exact_gradients(make_net):
     ours = mlnt_loss(net, x, y, synth, teacher, inner_lr=0.3, meta_weight=0.5, mode="exact")
     for a, b in zip(torch.autograd.grad(ours, list(net.parameters())), ref_grads, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-8)
-
-
-def test_quick_benchmark_writes_its_report(tmp_path):
-    report, raw = tmp_path / "bench.md", tmp_path / "bench.json"
-    assert main(["--quick", "--networks", "small_cnn", "--output", str(report), "--json", str(raw)]) == 0
-    rows = [line for line in report.read_text().splitlines() if line.startswith("| small_cnn")]
-    assert len(rows) == 1 and rows[0].count("x |") == 4
-    result = json.loads(raw.read_text())[0]
-    assert set(result["ratio"]) == {"head", "first_order", "exact", "reference"}
-    assert all(r > 0 for r in result["ratio"].values())

@@ -1,0 +1,87 @@
+"""How every benchmark measures: time as a ratio to a baseline step timed just before it, and peak memory.
+
+Absolute times on a shared machine drift from one minute to the next, so a variant's time is only ever
+compared with the baseline (a plain cross-entropy step) measured side by side, and the figure kept is the
+median over interleaved repetitions.
+
+Peak memory is the most tensor memory allocated at once while a step runs, above what was allocated when it
+started. On a GPU that is ``torch.cuda.max_memory_allocated``. The CPU allocator keeps no such statistics
+(and ``tracemalloc`` sees only Python's own allocations, not tensors), so on the CPU the step runs once under
+``torch.profiler`` with ``profile_memory=True``, which records every tensor allocation and free with its size;
+the running sum of those records, in time order, peaks at the figure wanted. It counts tensor bytes, as the
+CUDA statistic does, and not the process's resident memory (which also holds the allocator's caches).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+Step = Callable[[], object]
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def elapsed(fn: Step, device: torch.device) -> float:
+    """Seconds that ``fn`` takes, waiting for the GPU where there is one."""
+    _sync(device)
+    start = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def time_ratios(variants: dict[str, Step], baseline: Step, *, repeats: int, device: torch.device,
+                warm_up: bool = True) -> dict:
+    """``{"baseline_s": median seconds, name: {"ratio": median ratio, "seconds": median seconds}}``.
+
+    Each repetition times every variant once, each right after the best of three baseline runs, so that a
+    ratio compares two measurements taken under the same load. Every step runs once first unless the caller
+    has run them already (``warm_up=False``).
+    """
+    for fn in (baseline, *variants.values()) if warm_up else ():
+        fn()
+    ratios: dict[str, list[float]] = {name: [] for name in variants}
+    seconds: dict[str, list[float]] = {name: [] for name in variants}
+    base: list[float] = []
+    for _ in range(repeats):
+        for name, fn in variants.items():
+            reference = min(elapsed(baseline, device) for _ in range(3))
+            took = elapsed(fn, device)
+            base.append(reference)
+            seconds[name].append(took)
+            ratios[name].append(took / reference)
+    return {"baseline_s": statistics.median(base),
+            **{name: {"ratio": statistics.median(ratios[name]), "seconds": statistics.median(seconds[name])}
+               for name in variants}}
+
+
+def peak_memory(fn: Step, device: torch.device) -> int:
+    """The peak bytes of tensor memory allocated while ``fn`` runs, above those allocated when it starts."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        start = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - start
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    records = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
+                     if e.name() == "[memory]")
+    current = peak = 0
+    for _, nbytes in records:
+        current += nbytes
+        peak = max(peak, current)
+    return peak
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
