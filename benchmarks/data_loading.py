@@ -5,7 +5,7 @@ noise step's ``labels.npz`` once; each step then indexes a batch and, with augme
 it (``model.trainer.augment``), as the trainer's loop does. Large datasets (Clothing1M) are ingested into
 shards (``shards/<split>-<n>.npz``); they are read here one shard at a time with the validate step's reader
 (``components.validate.iter_images``) and normalised, from a small dataset written in Clothing1M's official
-layout and ingested by the ingest step.
+layout (``benchmarks.fixtures``) and ingested by the ingest step.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from benchmarks.fixtures import write_clothing1m
 from benchmarks.measure import elapsed
 from benchmarks.workload import Workload
 from components import ingest
@@ -53,8 +54,6 @@ def in_memory(workload: Workload, *, batch_size: int, padding: int = 2) -> dict:
 def sharded(work: Path, *, images: int, image_size: int, shard_size: int, batch_size: int, consumer: str,
             consumer_batch: int, device: torch.device) -> dict:
     """Read a Clothing1M-style sharded ingest back in batches; time a CE step of ``consumer`` on such a batch."""
-    from tests.components.formats_fixtures import write_clothing1m  # noqa: PLC0415 - the official-layout writer
-
     root = write_clothing1m(Path(work) / "clothing1m", per_split=images)
     out = Path(work) / "clothing1m-ingest"
     ingest.run(ingest.IngestConfig(dataset="clothing1m", path=str(root), image_size=image_size,

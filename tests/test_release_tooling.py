@@ -55,6 +55,18 @@ def test_every_copied_path_exists_and_is_not_dockerignored():
             assert source.rstrip("/") not in ignored, source
 
 
+def test_the_code_the_image_ships_never_imports_the_tests():
+    """tests/ is not in the image (.dockerignore): a shipped module that imports from it works from a checkout only."""
+    folders = [source.rstrip("/") for line in re.findall(r"^COPY\s+(.+)$", DOCKERFILE, flags=re.M)
+               for source in line.split()[:-1] if (ROOT / source).is_dir()]
+    assert "benchmarks" in folders  # make bench (python -m benchmarks.run) runs in the image
+    found = [f"{path.relative_to(ROOT)}:{number}" for folder in folders
+             for path in sorted((ROOT / folder).rglob("*.py"))
+             for number, line in enumerate(path.read_text().splitlines(), 1)
+             if re.match(r"\s*(from|import)\s+tests\b", line)]
+    assert not found, f"shipped modules import from tests/: {', '.join(found)}"
+
+
 def test_actionlint_passes_the_release_workflow():
     done = lint("actionlint", ".github/workflows/release.yml")
     assert done.returncode == 0, done.stdout + done.stderr

@@ -1,4 +1,4 @@
-"""Tiny datasets written in exactly their published formats."""
+"""Tiny datasets written in exactly their published formats (Clothing1M's writer ships with the benchmarks)."""
 
 import io
 import pickle
@@ -7,9 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
+from benchmarks.fixtures import write_clothing1m, write_image
 from components.formats.cifar import BATCHES
+
+__all__ = ["cifar_batch", "cifar_meta", "write_cifar10", "write_cifar10n", "write_clothing1m", "write_image"]
 
 
 def cifar_batch(n: int, rng: np.random.Generator, label_offset: int = 0) -> dict:
@@ -53,30 +55,3 @@ def write_cifar10n(path: Path, clean: np.ndarray, seed: int = 0) -> Path:
              "random_label3": clean.copy()}
     torch.save(table, path)
     return path
-
-
-def write_image(path: Path, size: tuple[int, int], colour, mode: str = "RGB") -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new(mode, size, colour).save(path)
-
-
-def write_clothing1m(root: Path, *, per_split: int = 5) -> Path:
-    """The official layout: images/<a>/<bb>/<id>.jpg, label kv files and the three key lists."""
-    keys = {split: [f"images/{i % 2}/{i:02d}/{split}{i}.jpg" for i in range(per_split)]
-            for split in ("train", "val", "test")}
-    noisy, clean = [], []
-    for split, split_keys in keys.items():
-        for i, key in enumerate(split_keys):
-            write_image(root / key, (40 + 7 * i, 30 + 3 * i), (20 * i, 100, 200), "RGB")
-            if split == "train":
-                noisy.append(f"{key} {i % 14}")
-                if i % 2 == 0:
-                    clean.append(f"{key} {(i + 1) % 14}")
-            else:
-                clean.append(f"{key} {i % 14}")
-    (root / "noisy_label_kv.txt").write_text("\n".join(noisy) + "\n")
-    (root / "clean_label_kv.txt").write_text("\n".join(clean) + "\n")
-    for split, name in (("train", "noisy_train_key_list.txt"), ("val", "clean_val_key_list.txt"),
-                        ("test", "clean_test_key_list.txt")):
-        (root / name).write_text("\n".join(keys[split]) + "\n")
-    return root
