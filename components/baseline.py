@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from components.allocator import retain_freed_memory
 from components.atomic import write_json
 from components.config import cli
 from components.ingest import OUT as INGEST_OUT
@@ -47,6 +48,7 @@ def run(config: BaselineConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOIS
         checkpoints: Path | None = None) -> dict:
     """Train; ``checkpoints``: a folder shared across runs for the resumable checkpoints (default
     ``out/checkpoints``)."""
+    retain_freed_memory()  # a training process: reuse freed memory rather than fault in fresh pages
     train_data, val_data, meta = load_split(ingest, noise)
     store = checkpoint_store(out, config, [Path(ingest) / "train.npz", Path(noise) / "labels.npz"], root=checkpoints)
     weights = imagenet_weights(config.network) if config.pretrained else None

@@ -12,6 +12,7 @@ import copy
 from dataclasses import dataclass
 from pathlib import Path
 
+from components.allocator import retain_freed_memory
 from components.atomic import write_json
 from components.baseline import OUT as BASELINE_OUT
 from components.config import cli
@@ -44,6 +45,7 @@ def run(config: MlntStepConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOIS
         baseline: Path = BASELINE_OUT, out: Path = OUT, checkpoints: Path | None = None) -> dict:
     """Train; ``checkpoints``: a folder shared across runs for the resumable checkpoints (default
     ``out/checkpoints``)."""
+    retain_freed_memory()  # a training process: reuse freed memory rather than fault in fresh pages
     train_data, val_data, meta = load_split(ingest, noise)
     inputs = [Path(ingest) / "train.npz", Path(noise) / "labels.npz", Path(baseline) / "model.pt"]
     store = checkpoint_store(out, config, inputs, root=checkpoints)
