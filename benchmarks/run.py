@@ -1,10 +1,17 @@
-"""``make bench``: the meta step, memory, scaling, neighbour search, data loading and inference, measured
-against their baselines in one run; results in ``benchmarks/results.json``, report in ``docs/benchmarks.md``.
+"""``make bench``: the meta step, memory, scaling, neighbour search, data loading, inference and the predictor
+under concurrent load, measured against their baselines in one run; results in ``benchmarks/results.json``,
+report in ``docs/benchmarks.md``.
 
     python -m benchmarks.run [--quick] [--data data/fashion-mnist] [--networks small_cnn,preact_resnet32]
-                             [--json benchmarks/results.json] [--output docs/benchmarks.md]
+                             [--sections serving,inference] [--json benchmarks/results.json]
+                             [--output docs/benchmarks.md]
 
 ``--quick`` runs every section at toy sizes: it checks that the script works, not the figures.
+
+``--sections a,b`` runs only the named sections (of ``benchmarks.report.SECTIONS``) and merges them into the
+results already in ``--json``: the other sections are kept as they were, the targets are recomputed, the report
+is rendered again and its header names the rerun. The earlier results must come from the same machine, and
+both runs must be full or both ``--quick``.
 """
 
 from __future__ import annotations
@@ -24,10 +31,11 @@ from pathlib import Path
 import onnxruntime
 import torch
 
-from benchmarks import data_loading, experiments, meta_step, neighbour_search, report, scaling
+from benchmarks import allocator, data_loading, experiments, meta_step, neighbour_search, report, scaling, serving
 from benchmarks.inference import compare_runtimes
 from benchmarks.measure import pick_device
 from benchmarks.workload import SHAPES, Workload, prepare
+from components.allocator import retain_freed_memory
 from components.atomic import write_json
 from components.export import to_onnx
 from components.formats import DataError
@@ -49,6 +57,10 @@ class Settings:
     consumer: str = "resnet50"  # the Clothing1M network
     consumer_batch: int = 8
     inference_repeats: int = 200
+    serving_batches: tuple[int, ...] = (1, 64)
+    serving_clients: int = 4  # client threads
+    serving_requests: int = 400  # measured requests per batch size
+    allocator_pairs: int = 2  # processes with glibc's defaults and with freed memory retained, alternating
 
     def repeats_for(self, network: str) -> int:
         return dict(self.repeats).get(network, 1)
@@ -56,13 +68,18 @@ class Settings:
 
 QUICK = Settings(batch=16, sets=2, repeats=(), profile_batch=(("small_cnn", 16), ("preact_resnet32", 8)),
                  sweep_sets=(1, 2), sweep_batch=(8, 16), sweep_repeats=1, train_size=200, shard_images=4,
-                 shard_image_size=32, shard_size=3, consumer="small_cnn", consumer_batch=4, inference_repeats=3)
+                 shard_image_size=32, shard_size=3, consumer="small_cnn", consumer_batch=4, inference_repeats=3,
+                 serving_clients=2, serving_requests=4, allocator_pairs=1)
 
 
-def run_all(settings: Settings, workload: Workload, networks: list[str], work: Path, device: torch.device) -> dict:
+def run_all(settings: Settings, workload: Workload, networks: list[str], work: Path, device: torch.device, *,
+            only: list[str] | None = None) -> dict:
+    """Every section, or those in ``only``; their results by name, and their times under ``section_s``."""
     s, out, clock = settings, {}, {}
 
     def section(name, fn):
+        if only is not None and name not in only:
+            return
         start = time.perf_counter()
         print(f"bench: {name} ...", flush=True)
         out[name] = fn()
@@ -87,9 +104,14 @@ def run_all(settings: Settings, workload: Workload, networks: list[str], work: P
                                         shard_size=s.shard_size, batch_size=32, consumer=s.consumer,
                                         consumer_batch=s.consumer_batch, **common)})
     section("inference", lambda: inference(workload, repeats=s.inference_repeats))
+    section("serving", lambda: serving.run(workload, work / "serving", batches=s.serving_batches,
+                                           clients=s.serving_clients, requests=s.serving_requests))
     section("experiments", lambda: experiments.run(workload, batch_size=s.batch, sets=s.sets,
                                                    repeats=s.sweep_repeats + 1,
                                                    coupled_batch=dict(s.profile_batch)["preact_resnet32"], **common))
+    if device.type == "cpu":  # glibc's malloc: a CPU matter
+        section("allocator", lambda: allocator.run(workload, work, batch_size=s.batch, sets=s.sets,
+                                                   repeats=s.sweep_repeats + 1, pairs=s.allocator_pairs))
     out["section_s"] = clock
     return out
 
@@ -131,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=Path("data/fashion-mnist"))
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--networks", default="small_cnn,preact_resnet32")
+    parser.add_argument("--sections", help="run only these sections (comma-separated) and merge them into --json")
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results.json"))
     parser.add_argument("--output", type=Path, default=Path("docs/benchmarks.md"))
     args = parser.parse_args(argv)
@@ -138,24 +161,92 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(networks) - set(SHAPES))
     if unknown:
         parser.error(f"Unknown network(s) {', '.join(unknown)}. Valid: {', '.join(SHAPES)}")
+    settings, device = (QUICK if args.quick else Settings()), pick_device()
+    only = previous = None
+    if args.sections is not None:
+        try:
+            only = parse_sections(args.sections)
+            previous = earlier_results(args.json, quick=args.quick, here=machine(device))
+        except ValueError as exc:
+            parser.error(str(exc))
     if not args.data.exists():
         raise DataError(f"{args.data}: expected the dataset, found no such folder (run make data)")
-    settings, device = (QUICK if args.quick else Settings()), pick_device()
+    retained = retain_freed_memory()  # as the training steps do: the figures are those of a training process
     started, load = time.perf_counter(), os.getloadavg()[0]
     # A quick run only checks the script; one thread keeps it fast on a busy machine.
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp, threads(1 if args.quick else None):
+        here = {**machine(device), "freed_memory_retained": retained}
         workload = prepare(args.data, Path(tmp), params_file=args.params, train_size=settings.train_size)
-        results = {"quick": args.quick, "settings": dataclasses.asdict(settings), "machine": machine(device),
-                   "workload": {"source": workload.source, "train_samples": len(workload.train)},
-                   **run_all(settings, workload, networks, Path(tmp), device)}
-        results["machine"]["load_average"] = [round(load, 2), round(os.getloadavg()[0], 2)]
-    results["duration_s"] = round(time.perf_counter() - started, 1)
-    results["finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        fresh = run_all(settings, workload, networks, Path(tmp), device, only=only)
+    timing = {"finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+              "duration_s": round(time.perf_counter() - started, 1),
+              "load_average": [round(load, 2), round(os.getloadavg()[0], 2)]}
+    if previous is None:
+        results = whole(fresh, timing, quick=args.quick, settings=settings, here=here, workload=workload)
+    else:
+        results = merge(previous, fresh, {"sections": only, **timing}, settings=settings)
     results["targets"] = report.targets(results)
     write_json(args.json, results)
     report.write(json.loads(args.json.read_text()), args.output)  # the report renders the file, as written
-    print(f"bench: {args.json} and {args.output} written in {results['duration_s']} s")
+    print(f"bench: {args.json} and {args.output} written in {timing['duration_s']} s")
     return 0
+
+
+def parse_sections(text: str) -> list[str]:
+    """``a,b`` as a list of section names; a ``ValueError`` naming any that ``make bench`` does not have."""
+    names = [name for name in text.split(",") if name]
+    unknown = sorted(set(names) - set(report.SECTIONS))
+    if not names or unknown:
+        raise ValueError(f"--sections: expected names from {', '.join(report.SECTIONS)}, found "
+                         f"{', '.join(unknown) if unknown else 'none'}")
+    return [name for name in report.SECTIONS if name in names]
+
+
+def earlier_results(path: Path, *, quick: bool, here: dict) -> dict:
+    """The results to merge a rerun into; a ``ValueError`` if there are none, or they are another kind of run
+    (full or quick) or come from another machine."""
+    previous = _read_results(path)
+    kind = {True: "a quick run", False: "a full run"}
+    if previous["quick"] != quick:
+        raise ValueError(f"--sections: {path} holds {kind[bool(previous['quick'])]}; this would be {kind[quick]} "
+                         "(pass --quick to both or to neither)")
+    theirs = previous["machine"]
+    if (theirs.get("name"), theirs.get("device")) != (here["name"], here["device"]):
+        raise ValueError(f"--sections: {path} was measured on {theirs.get('name')} ({theirs.get('device')}), this "
+                         f"run would be on {here['name']} ({here['device']}); rerun every section instead")
+    return previous
+
+
+def _read_results(path: Path) -> dict:
+    expected = f"--sections: expected the results of an earlier run in {path}"
+    try:
+        previous = json.loads(path.read_text())
+    except OSError as exc:
+        raise ValueError(f"{expected}, found {exc.strerror.lower()} (run without --sections first)") from None
+    except ValueError as exc:
+        raise ValueError(f"{expected}, found invalid JSON ({exc})") from None
+    missing = [key for key in ("quick", "machine", "section_s") if key not in previous] \
+        if isinstance(previous, dict) else ["quick"]
+    if missing:
+        raise ValueError(f"{expected}, found no {missing[0]!r} in it")
+    return previous
+
+
+def whole(fresh: dict, timing: dict, *, quick: bool, settings: Settings, here: dict, workload: Workload) -> dict:
+    """The results of a run of every section."""
+    return {"quick": quick, "settings": dataclasses.asdict(settings),
+            "machine": {**here, "load_average": timing["load_average"]},
+            "workload": {"source": workload.source, "train_samples": len(workload.train)},
+            **fresh, "duration_s": timing["duration_s"], "finished": timing["finished"]}
+
+
+def merge(previous: dict, fresh: dict, rerun: dict, *, settings: Settings) -> dict:
+    """``previous`` with the sections of ``fresh`` in place of its own and ``rerun`` added to its reruns."""
+    results = {**previous, **{name: value for name, value in fresh.items() if name != "section_s"}}
+    results["section_s"] = {**previous["section_s"], **fresh["section_s"]}
+    results["settings"] = dataclasses.asdict(settings)
+    results["reruns"] = [*previous.get("reruns", []), rerun]
+    return results
 
 
 if __name__ == "__main__":

@@ -102,8 +102,13 @@ def reshape_for(x: Tensor, network: str) -> Tensor:
 
 def network_for(network: str, workload: Workload, device: torch.device, *, seed: int = 0) -> nn.Module:
     """A freshly initialised ``network`` (the same weights for the same seed) for the workload's classes."""
+    return fresh_network(network, workload.feature_net.head.out_features, device, seed=seed)
+
+
+def fresh_network(network: str, classes: int, device: torch.device, *, seed: int = 0) -> nn.Module:
+    """A freshly initialised ``network`` for ``classes`` classes, shaped as ``SHAPES`` says."""
     channels, size = SHAPES[network]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        net = build_network(network, workload.feature_net.head.out_features, in_channels=channels, image_size=size)
+        net = build_network(network, classes, in_channels=channels, image_size=size)
     return net.to(device)

@@ -127,6 +127,14 @@ def predictor(release: Path, log: Path, *, port: int | None = None, timeout: flo
     """``python -m serving --model release`` on ``port`` (default: a free loopback port), its output in ``log``;
     ``options`` are its command-line options (``model_name="x"`` is ``--model-name=x``). Yields its URL once
     ``/v2/health/ready`` answers."""
+    with predictor_process(release, log, port=port, timeout=timeout, **options) as (url, _):
+        yield url
+
+
+@contextlib.contextmanager
+def predictor_process(release: Path, log: Path, *, port: int | None = None, timeout: float = 60.0,
+                      **options: object) -> Iterator[tuple[str, subprocess.Popen]]:
+    """``predictor``, yielding its URL and its process (for its pid: ``benchmarks.serving`` reads its memory)."""
     port = port or free_port()
     argv = [sys.executable, "-m", "serving", "--model", str(Path(release).resolve()), "--http-port", str(port)]
     argv += [f"--{key.replace('_', '-')}={value}" for key, value in options.items()]
@@ -137,4 +145,4 @@ def predictor(release: Path, log: Path, *, port: int | None = None, timeout: flo
     url = f"http://127.0.0.1:{port}"
     with supervised(process, "the predictor", log):
         wait_until(f"{url}/v2/health/ready", process, "the predictor", log, timeout)
-        yield url
+        yield url, process
