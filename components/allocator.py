@@ -5,7 +5,7 @@ returns freed memory at the top of its heaps to the kernel once more than a thre
 step that allocates and frees the same large activations over and over gets fresh pages again and again, each
 4 KiB page faulted in and zeroed by the kernel. The MLNT meta step allocates far more short-lived memory than a
 plain step (M fast-weight passes, second-order graphs): on the benchmark batch an ``exact`` step of the small
-CNN took about 100,000 page faults, a CE step a few thousand or none.
+CNN took tens of thousands of page faults (``make bench`` measures them), a CE step a few thousand or none.
 
 ``retain_freed_memory`` raises glibc's mmap and trim thresholds so that freed blocks stay in the process and
 are reused (what preloading jemalloc or tcmalloc does, as PyTorch's CPU tuning guides advise, without a
