@@ -64,8 +64,8 @@ def _child(batch_file: Path, *, retain: bool, repeats: int) -> dict:
                "--threads", str(torch.get_num_threads()), *(["--retain"] if retain else [])]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        raise RuntimeError(f"benchmarks.allocator: expected a measurement, found exit {done.returncode}: "
-                           f"{done.stderr.strip().splitlines()[-1:] or ''}")
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"benchmarks.allocator: expected a measurement, found exit {done.returncode}: {last}")
     return json.loads(done.stdout)
 
 

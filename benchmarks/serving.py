@@ -13,7 +13,6 @@ must exit 0 on SIGTERM, or the section fails.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from pathlib import Path
 
@@ -22,8 +21,7 @@ import httpx
 from benchmarks.workload import Workload
 from components.artifacts import read_json
 from components.atomic import write_atomic, write_json
-from components.export import class_distribution, to_onnx
-from components.training import load_split
+from components.export import class_distribution, interface, onnx_metadata, to_onnx
 from monitoring.local import predictor_process
 from serving.load import WARMUP, input_shape, payload, run_batch, summary
 
@@ -74,16 +72,10 @@ def rss_mb(pid: int) -> float:
 
 def write_release(workload: Workload, folder: Path) -> Path:
     """``model.onnx`` and ``model_card.json`` with the fields the export step writes and the predictor reads."""
-    net = workload.feature_net.cpu().eval()
+    net, meta = workload.feature_net.cpu().eval(), workload.meta
     names = read_json(workload.ingest / "manifest.json", "ingest", "class_names")["class_names"]
-    _, _, meta = load_split(workload.ingest, workload.noise)
-    norm, size = meta["normalisation"], meta["image_size"]
-    onnx_bytes = to_onnx(net, workload.train.images[:2],
-                         {"class_names": json.dumps(names), "normalisation": json.dumps(norm), "model": "bench"})
-    card = {"model": "bench", "network": "small_cnn", "class_names": names,
-            "input": {"name": "images", "shape": ["batch", meta["in_channels"], size, size], "dtype": "float32",
-                      "normalisation": norm},
-            "output": {"name": "probabilities", "shape": ["batch", meta["num_classes"]]},
+    onnx_bytes = to_onnx(net, workload.train.images[:2], onnx_metadata(names, meta["normalisation"], "bench"))
+    card = {"model": "bench", **interface("small_cnn", names, meta),
             "train_class_distribution": class_distribution(workload.train.labels.numpy(), meta["num_classes"]),
             "onnx_sha256": hashlib.sha256(onnx_bytes).hexdigest()}
     folder.mkdir(parents=True, exist_ok=True)

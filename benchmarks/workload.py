@@ -41,6 +41,7 @@ class Workload:
     noise: Path
     load_s: float  # seconds that load_split took
     source: str
+    meta: dict  # load_split's: classes, image shape, normalisation
 
 
 @dataclass
@@ -75,7 +76,8 @@ def prepare(data: Path, work: Path, *, params_file: Path, train_size: int | None
     config = TrainConfig(epochs=1, batch_size=min(128, len(train_data)), augment=False, checkpoint_every=0,
                          device="cpu", progress=False)
     train(config, net, train_data)
-    return Workload(train_data, net.eval(), ingested, noisy, load_s, f"{params['ingest']['dataset']} ({data})")
+    return Workload(train_data, net.eval(), ingested, noisy, load_s, f"{params['ingest']['dataset']} ({data})",
+                    meta)
 
 
 def make_batch(workload: Workload, network: str, *, size: int, sets: int, seed: int = 0,

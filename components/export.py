@@ -113,9 +113,7 @@ def run(config: ExportConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOISE_
     norm = saved["normalisation"]
     x = normalise(test, norm["mean"], norm["std"])
     manifest = read_json(Path(ingest) / "manifest.json", "ingest")
-    metadata = {"class_names": json.dumps(manifest["class_names"]), "normalisation": json.dumps(norm),
-                "input_layout": "NCHW float32, pixels / 255 then (x - mean) / std per channel",
-                "model": name}
+    metadata = onnx_metadata(manifest["class_names"], norm, name)
     calibration = calibrate(net, load_split(ingest, noise)[1], bins=EvaluateConfig().ece_bins) \
         if config.calibrate else {"temperature": 1.0}
     metadata["temperature"] = str(calibration["temperature"])
@@ -123,10 +121,7 @@ def run(config: ExportConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOISE_
     check = parity(onnx_bytes, net, x, config.max_abs_diff, temperature=calibration["temperature"])
     evaluated = read_json(Path(evaluate) / "metrics.json", "evaluate")
     given, is_val = read_arrays(Path(noise) / "labels.npz", "noise", "label", "is_val")
-    card = {"model": name, "network": saved["network"], "class_names": manifest["class_names"],
-            "input": {"name": "images", "shape": ["batch", saved["in_channels"], saved["image_size"],
-                                                  saved["image_size"]], "dtype": "float32", "normalisation": norm},
-            "output": {"name": "probabilities", "shape": ["batch", saved["num_classes"]]},
+    card = {"model": name, **interface(saved["network"], manifest["class_names"], saved),
             "metrics": {"val_accuracy": val_accuracy, **{k: v for k, v in evaluated[name].items()
                                                           if k != "per_class_accuracy"}},
             "label_issues": evaluated.get("label_issues", {}),
@@ -141,6 +136,22 @@ def run(config: ExportConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOISE_
     write_json(out / "parity.json", check)
     write_json(out / "model_card.json", card)
     return card
+
+
+def onnx_metadata(class_names: list[str], norm: dict, model: str) -> dict[str, str]:
+    """The metadata embedded in the ONNX file: what a consumer needs to prepare inputs and name outputs."""
+    return {"class_names": json.dumps(class_names), "normalisation": json.dumps(norm),
+            "input_layout": "NCHW float32, pixels / 255 then (x - mean) / std per channel", "model": model}
+
+
+def interface(network: str, class_names: list[str], meta: dict) -> dict:
+    """The model card's description of the model's input and output (what the predictor reads); ``meta``:
+    ``in_channels``, ``image_size``, ``num_classes`` and ``normalisation``, as a model file records them."""
+    size = meta["image_size"]
+    return {"network": network, "class_names": class_names,
+            "input": {"name": "images", "shape": ["batch", meta["in_channels"], size, size], "dtype": "float32",
+                      "normalisation": meta["normalisation"]},
+            "output": {"name": "probabilities", "shape": ["batch", meta["num_classes"]]}}
 
 
 def calibrate(net: nn.Module, val: Data, *, bins: int) -> dict:
