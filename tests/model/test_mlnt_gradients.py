@@ -67,7 +67,7 @@ def reference_meta(net, x, synth, teacher, lr, mode):
         fast = {n: p - lr * g for (n, p), g in zip(params.items(), grads, strict=True)}
         out = functional_call(net, ({**fast, **{n: b.clone() for n, b in net.named_buffers()}}), (x,))
         log_q = torch.log_softmax(out, dim=1)
-        total = total + (teacher * (teacher.log() - log_q)).sum() / x.shape[0]
+        total = total + (teacher * (teacher.log() - log_q)).sum() / teacher.numel()  # mean over N x K
     return total / synth.shape[0]
 
 
@@ -114,6 +114,22 @@ def test_mlnt_loss_gradient_matches_reference(net_cls, kw, mode):
     assert abs(ours.item() - ref.item()) <= TOL
     for a, b in zip(grads_of(ours, net), grads_of(ref, net), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=TOL)
+
+
+@pytest.mark.parametrize("mode", ["exact", "first_order", "head"])
+def test_meta_loss_is_on_the_reference_codes_scale(mode):
+    """The documented scale: nn.KLDivLoss() with its default reduction (the mean over all N x K entries), as
+    in the authors' code, so that meta_weight is in the paper's units. With inner_lr 0 the fast weights are the
+    weights, and J is that loss of the network's own output: 1/K of the per-sample ("batchmean") KL."""
+    net, x, labels, synth, teacher = make_problem(TinyMLP, 4)
+    log_p = torch.log_softmax(net(x), dim=1)
+    reference = nn.KLDivLoss()(log_p, teacher)
+    ours = meta_loss(net, x, synth, teacher, inner_lr=0.0, mode=mode)
+    assert abs(ours.item() - reference.item()) <= TOL
+    per_sample = F.kl_div(log_p, teacher, reduction="batchmean")
+    assert abs(ours.item() - per_sample.item() / teacher.shape[1]) <= TOL
+    total = mlnt_loss(net, x, labels, synth, teacher, inner_lr=0.0, meta_weight=0.4, mode=mode)
+    assert abs(total.item() - (F.cross_entropy(net(x), labels) + 0.4 * reference).item()) <= TOL
 
 
 def test_second_order_term_matters():
