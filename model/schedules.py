@@ -36,6 +36,21 @@ def ema_decay(step: int, *, ramp_end: int, during_ramp: float = 0.99, after_ramp
     return float(during_ramp if step < ramp_end else after_ramp)
 
 
+def teacher_start_share(step: int, *, start: int, ramp_end: int, during_ramp: float = 0.99,
+                        after_ramp: float = 0.999) -> float:
+    """The weight the EMA teacher still puts on the weights it was copied from at ``start``, after the updates
+    of steps ``start .. step - 1`` (``ema_decay``'s schedule): ``during_ramp ** a * after_ramp ** b``.
+
+    1 at ``start``; what is left of a warm start (or of the student at the end of the warm-up) in the teacher.
+    """
+    check_int("step", step, low=0)
+    check_int("start", start, low=0)
+    check_int("ramp_end", ramp_end, low=0)
+    during = max(0, min(step, ramp_end) - start)
+    after = max(0, step - max(ramp_end, start))
+    return float(during_ramp) ** during * float(after_ramp) ** after
+
+
 def lr_factor(step: int, *, milestones: Sequence[int] = (), gamma: float = 0.1) -> float:
     """The learning-rate multiplier: ``gamma ** (number of milestones <= step)`` (step decay)."""
     check_int("step", step, low=0)

@@ -33,11 +33,12 @@ from model.ema import ema_update, make_teacher
 from model.mentor import consistency_target, mentor_keep_mask
 from model.mlnt import MODES, mlnt_loss_with_logits
 from model.neighbours import synthetic_labels
-from model.schedules import ema_decay, lr_factor, rampup_weight
+from model.schedules import ema_decay, lr_factor, rampup_weight, teacher_start_share
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2  # 2: the teacher starts at ramp_start; validations every eval_every steps
 # Fields that may differ between a checkpoint and the run resuming it: they do not change the result.
 RESUMABLE_CHANGES = frozenset({"epochs", "checkpoint_every", "device", "progress"})
+MODELS = ("student", "teacher")
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class TrainConfig:
     grad_clip: float = 0.0  # max gradient norm; 0 turns clipping off
     seed: int = 0
     checkpoint_every: int = 100  # steps between checkpoints (and one at each epoch end); 0: epoch ends only
+    eval_every: int = 0  # steps between validations (as well as at each epoch end); 0: epoch ends only
     device: str = "auto"  # auto, cpu, cuda
     amp: bool = True  # bfloat16 autocast on CUDA; ignored on the CPU
     progress: bool = True
@@ -64,7 +66,7 @@ class TrainConfig:
         _one_of("device", self.device, ("auto", "cpu", "cuda"))
         for name in ("epochs", "batch_size"):
             _at_least(name, getattr(self, name), 1)
-        for name in ("crop_padding", "checkpoint_every", "seed"):
+        for name in ("crop_padding", "checkpoint_every", "eval_every", "seed"):
             _at_least(name, getattr(self, name), 0)
         for name in ("lr", "momentum", "weight_decay", "lr_gamma", "grad_clip"):
             _at_least(name, getattr(self, name), 0.0)
@@ -74,15 +76,23 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class MlntConfig(TrainConfig):
-    """MLNT training: CE + w(t) * meta loss, with an EMA teacher; see ``model.mlnt`` for the modes."""
+    """MLNT training: CE + w(t) * meta loss, with an EMA teacher; see ``model.mlnt`` for the modes.
+
+    The published schedule: no meta loss and no teacher before ``ramp_start`` (the warm-up); at that step the
+    teacher is copied from the student, and from then on the meta loss ramps up to ``meta_weight`` at
+    ``ramp_end`` while the teacher follows the student with EMA decay ``ema_during_ramp``, then
+    ``ema_after_ramp``. ``meta_weight`` is in the paper's units (``model.mlnt``). The model kept is the better
+    of student and teacher on the validation set, at any validation (every ``eval_every`` steps and each epoch
+    end). ``meta_weight = 0`` trains the same EMA teacher on plain CE: the control that isolates meta-learning.
+    """
 
     mode: str = "head"  # exact, first_order, head
     num_sets: int = 10  # M synthetic label sets per batch
     fraction: float = 0.5  # rho: share of each batch resampled from neighbours
     neighbours: int = 10  # k nearest neighbours in feature space
     inner_lr: float = 0.2  # alpha of the fast-weight update
-    meta_weight: float = 0.4  # w_max
-    ramp_start: float = 0.0  # epochs
+    meta_weight: float = 0.4  # w_max, in the paper's units (CIFAR-10 0.4, Clothing1M 1)
+    ramp_start: float = 0.0  # epochs of warm-up: meta loss and teacher start here
     ramp_end: float = 7.0  # epochs
     ema_during_ramp: float = 0.99
     ema_after_ramp: float = 0.999
@@ -149,8 +159,11 @@ class TrainResult:
     teacher: nn.Module | None
     best_model: str  # "student" or "teacher": which one ``best_state`` holds
     best_state: dict[str, Tensor]
-    best_epoch: int
-    history: list[dict[str, float]] = field(default_factory=list)  # of the last round
+    best_epoch: int  # the epoch (1-based) during or at the end of which ``best_state`` was validated
+    history: list[dict[str, float]] = field(default_factory=list)  # of the last round, one record per epoch
+    best_step: int = 0
+    best_score: float = float("nan")  # its validation accuracy (nan without validation data)
+    evaluations: list[dict[str, float]] = field(default_factory=list)  # every validation of the last round
     steps: int = 0
     earlier_rounds: list[TrainResult] = field(default_factory=list)  # iterative training: rounds before the last
 
@@ -263,6 +276,7 @@ class _Loop:
             self.ramp = (round(config.ramp_start * self.steps_per_epoch), round(config.ramp_end * self.steps_per_epoch))
         self.generator = torch.Generator().manual_seed(config.seed)
         self.step, self.history, self.best, self.epoch_loss = 0, [], None, [0.0, 0]
+        self.evaluations: list[dict[str, float]] = []
         self.autocast = config.amp and device.type == "cuda" and torch.cuda.is_bf16_supported()
         self.last_checkpoint: str | None = None
 
@@ -270,6 +284,7 @@ class _Loop:
 
     def run(self) -> TrainResult:
         self._resume()
+        self._start_teacher()
         self.net.train()
         total = self.cfg.epochs * self.steps_per_epoch
         while self.step < total:
@@ -305,18 +320,21 @@ class _Loop:
                 self.optimizer.step()
                 self.scheduler.step()
                 # teacher
-                if self.teacher is not None:
+                if self._teacher_started():
                     ema_update(self.teacher, self.net, ema_decay(self.step, ramp_end=self.ramp[1],
                                                                  during_ramp=self.cfg.ema_during_ramp,
                                                                  after_ramp=self.cfg.ema_after_ramp))
                 self.step += 1
+                self._start_teacher()
                 # log
                 seen += len(idx)
                 self.epoch_loss = [self.epoch_loss[0] + value, self.epoch_loss[1] + 1]
                 bar.set_postfix(loss=f"{value:.3f}", acc=f"{(logits.argmax(1) == y[self.rows]).float().mean():.3f}",
                                 samples_s=f"{seen / (time.perf_counter() - started):.0f}")
-                # checkpoint
-                at_epoch_end = b + 1 == self.steps_per_epoch  # saved by _end_epoch
+                # validate and checkpoint (both also at the epoch end, by _end_epoch)
+                at_epoch_end = b + 1 == self.steps_per_epoch
+                if self.cfg.eval_every and self.step % self.cfg.eval_every == 0 and not at_epoch_end:
+                    self._evaluate(epoch)
                 if self.cfg.checkpoint_every and self.step % self.cfg.checkpoint_every == 0 and not at_epoch_end:
                     self._save()
             bar.close()
@@ -342,20 +360,47 @@ class _Loop:
                                      meta_weight=weight, mode=self.cfg.mode,
                                      batch_mean=self.group.mean if self.group.active else None)
 
+    def _start_teacher(self) -> None:
+        """At the end of the warm-up (``ramp_start``), the teacher becomes a copy of the student."""
+        if self.teacher is not None and self.step == self.ramp[0]:
+            self.teacher.load_state_dict(self.net.state_dict())
+
+    def _teacher_started(self) -> bool:
+        """Whether the teacher exists yet: from the end of the warm-up (``ramp_start``) on."""
+        return self.teacher is not None and self.step >= self.ramp[0]
+
+    def _teacher_start_share(self) -> float:
+        """The share of the teacher's weights still on those it was copied from (the product of the EMA decays
+        applied since)."""
+        return teacher_start_share(self.step, start=self.ramp[0], ramp_end=self.ramp[1],
+                                   during_ramp=self.cfg.ema_during_ramp, after_ramp=self.cfg.ema_after_ramp)
+
+    def _evaluate(self, epoch: int) -> dict[str, float]:
+        """Validate student and (once started) teacher; keep the better model if it beats the best so far.
+        As in the reference code, the student is compared first and a later model must be strictly better."""
+        candidates = {"student": self.net}
+        if self._teacher_started():
+            candidates["teacher"] = self.teacher
+        record: dict[str, float] = {"step": self.step, "epoch": round(self.step / self.steps_per_epoch, 4)}
+        if self.teacher is not None:
+            record["teacher_start_share"] = self._teacher_start_share() if self._teacher_started() else 1.0
+        for name, model in candidates.items():
+            score = (accuracy(model, self.val, device=self.device) if self.val is not None
+                     else float(self.step) + MODELS.index(name) / 2)  # without validation data: the latest
+            if self.val is not None:
+                record[f"val_accuracy_{name}"] = score
+            if self.best is None or score > self.best["score"]:
+                self.best = {"model": name, "epoch": epoch + 1, "step": self.step, "score": score,
+                             "state": _cpu_state(model)}
+        self.evaluations.append(record)
+        return record
+
     def _end_epoch(self, epoch: int, samples_per_s: float) -> None:
         record: dict[str, float] = {"epoch": epoch + 1, "step": self.step,
                                     "lr": self.optimizer.param_groups[0]["lr"],
                                     "train_loss": self.epoch_loss[0] / max(self.epoch_loss[1], 1),
                                     "samples_per_s": samples_per_s}
-        candidates = {"student": self.net} if self.teacher is None else {"student": self.net, "teacher": self.teacher}
-        if self.val is not None:
-            for name, model in candidates.items():
-                record[f"val_accuracy_{name}"] = accuracy(model, self.val, device=self.device)
-        chosen = "teacher" if self.teacher is not None else "student"
-        score = record.get(f"val_accuracy_{chosen}", float(epoch))  # without validation data: the latest
-        if self.best is None or score > self.best["score"]:
-            self.best = {"model": chosen, "epoch": epoch + 1, "score": score,
-                         "state": _cpu_state(candidates[chosen])}
+        record.update({k: v for k, v in self._evaluate(epoch).items() if k not in record})
         self.history.append(record)
         if self.verbose:
             shown = ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items())
@@ -367,7 +412,9 @@ class _Loop:
     def _result(self) -> TrainResult:
         return TrainResult(student=self.net, teacher=self.teacher, best_model=self.best["model"],
                            best_state=self.best["state"], best_epoch=self.best["epoch"], history=self.history,
-                           steps=self.step)
+                           steps=self.step, best_step=self.best["step"],
+                           best_score=self.best["score"] if self.val is not None else float("nan"),
+                           evaluations=self.evaluations)
 
     # --- checkpoints ----------------------------------------------------------------------------------------
 
@@ -379,6 +426,7 @@ class _Loop:
             "rng": {"generator": self.generator.get_state(), "torch": torch.get_rng_state(),
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
             "history": self.history, "best": self.best, "epoch_loss": self.epoch_loss,
+            "evaluations": self.evaluations,
         }
 
     def _save(self) -> None:
@@ -395,6 +443,10 @@ class _Loop:
         state = self.store.load(self.key) if self.store is not None else None
         if state is None:
             return
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"checkpoint {self.store.location} ({self.key}): expected format {CHECKPOINT_FORMAT}, "
+                             f"found {state.get('format')!r}; it was written by another version: delete it to "
+                             "start afresh")
         saved = state.get("config", {})
         current = dataclasses.asdict(self.cfg)
         changed = sorted(k for k in current.keys() - RESUMABLE_CHANGES
@@ -413,7 +465,7 @@ class _Loop:
         if state["rng"]["cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         self.step, self.history, self.best = state["step"], state["history"], state["best"]
-        self.epoch_loss = state["epoch_loss"]
+        self.epoch_loss, self.evaluations = state["epoch_loss"], state["evaluations"]
         self.last_checkpoint = f"{self.store.location} ({self.key}, step {self.step})"
         if self.group.is_main:
             tqdm.write(f"[{self.method} {self.key}] resumed from {self.last_checkpoint}")  # always: it matters

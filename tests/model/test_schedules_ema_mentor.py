@@ -6,7 +6,7 @@ from torch import nn
 
 from model.ema import ema_update, make_teacher
 from model.mentor import consistency_target, mentor_keep_mask
-from model.schedules import ema_decay, lr_factor, rampup_weight
+from model.schedules import ema_decay, lr_factor, rampup_weight, teacher_start_share
 
 
 def test_rampup_weight_shape():
@@ -26,6 +26,16 @@ def test_ema_decay_switches_at_the_end_of_the_ramp():
     assert ema_decay(9, ramp_end=10) == 0.99
     assert ema_decay(10, ramp_end=10) == 0.999
     assert ema_decay(5, ramp_end=3, during_ramp=0.9, after_ramp=0.5) == 0.5
+
+
+def test_teacher_start_share_is_the_product_of_the_decays_since_the_copy():
+    assert teacher_start_share(5, start=5, ramp_end=10) == 1.0
+    assert teacher_start_share(3, start=5, ramp_end=10) == 1.0  # before the copy: nothing has moved it
+    assert teacher_start_share(8, start=5, ramp_end=10) == pytest.approx(0.99 ** 3)
+    assert teacher_start_share(20, start=5, ramp_end=10) == pytest.approx(0.99 ** 5 * 0.999 ** 10)
+    assert teacher_start_share(20, start=12, ramp_end=10, during_ramp=0.5, after_ramp=0.9) == pytest.approx(0.9 ** 8)
+    # The figure for the old warm start (28 steps an epoch, ramp over 3 epochs, 8 epochs): about 37 %
+    assert teacher_start_share(8 * 28, start=0, ramp_end=3 * 28) == pytest.approx(0.99 ** 84 * 0.999 ** 140)
 
 
 def test_lr_factor_steps_down_at_milestones():

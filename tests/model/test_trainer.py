@@ -79,7 +79,9 @@ class CrashingStore(FileCheckpointStore):
     (MlntConfig(epochs=2, mode="first_order", num_sets=2, checkpoint_every=5, **QUIET), True, 2),
     (MlntConfig(epochs=2, mode="head", rounds=2, checkpoint_every=7, **QUIET), False, 7),  # in round 2
     (TrainConfig(epochs=3, checkpoint_every=6, **QUIET), False, 4),
-], ids=["exact", "first-order-batchnorm", "head-two-rounds", "ce"])
+    (MlntConfig(epochs=3, mode="head", ramp_start=1, ramp_end=2, eval_every=4, checkpoint_every=5, **QUIET),
+     False, 3),  # crashes in the warm-up; the teacher is copied after the resume
+], ids=["exact", "first-order-batchnorm", "head-two-rounds", "ce", "head-published-schedule"])
 def test_resumed_run_ends_with_identical_weights(tmp_path, config, batch_norm, crash_after):
     train_data, val = noisy_problem(n=400)
     straight = train(config, net(batch_norm=batch_norm), train_data, val_data=val,
@@ -99,6 +101,7 @@ def test_resumed_run_ends_with_identical_weights(tmp_path, config, batch_norm, c
         return [{k: v for k, v in record.items() if k != "samples_per_s"} for record in history]
 
     assert untimed(straight.history) == untimed(resumed.history) and straight.steps == resumed.steps
+    assert straight.evaluations == resumed.evaluations and straight.best_step == resumed.best_step
 
 
 def test_resume_refuses_a_checkpoint_from_another_config(tmp_path):
@@ -194,3 +197,40 @@ def test_a_mentor_that_keeps_less_than_a_batch_is_named():
     with pytest.raises(ValueError, match=r"round 2: the mentor kept \d+ of 480 samples, expected at least "
                                          r"batch_size \(450\)"):
         train(config, net(), train_data, val_data=val_data)
+
+
+def state_equal(a, b):
+    return all(torch.equal(x, y) for x, y in zip(a.values(), b.values(), strict=True)) and a.keys() == b.keys()
+
+
+def test_the_warm_up_is_plain_ce_and_the_teacher_starts_as_a_copy_of_the_student():
+    """The published schedule: before ramp_start no meta loss and no teacher; at ramp_start the teacher is the
+    student's weights (with decay 1 it stays exactly that)."""
+    train_data, val = noisy_problem(n=400)  # 300 training samples: 9 steps an epoch
+    ce = train(TrainConfig(epochs=1, **QUIET), net(), train_data, val_data=val)
+    frozen = MlntConfig(epochs=2, mode="head", ramp_start=1, ramp_end=2, ema_during_ramp=1.0, ema_after_ramp=1.0,
+                        **QUIET)
+    result = train(frozen, net(), train_data, val_data=val)
+    assert state_equal(result.teacher.state_dict(), ce.student.state_dict())
+    first, second = result.history  # the first epoch ends at the copy: teacher and student are one
+    assert first["val_accuracy_teacher"] == first["val_accuracy_student"] and second["teacher_start_share"] == 1.0
+    assert not state_equal(result.student.state_dict(), result.teacher.state_dict())
+
+
+def test_validation_every_n_steps_and_release_of_the_better_model():
+    train_data, val = noisy_problem(n=400)  # 9 steps an epoch
+    config = MlntConfig(epochs=2, mode="head", ramp_start=0.6, ramp_end=1, eval_every=4, ema_during_ramp=0.9,
+                        ema_after_ramp=0.95, **QUIET)
+    result = train(config, net(), train_data, val_data=val)
+    assert [e["step"] for e in result.evaluations] == [4, 8, 9, 12, 16, 18]
+    assert "val_accuracy_teacher" not in result.evaluations[0]  # the teacher starts at step 5 (0.6 epochs)
+    scores = [(e[f"val_accuracy_{m}"], m, e["step"]) for e in result.evaluations for m in ("student", "teacher")
+              if f"val_accuracy_{m}" in e]
+    best = max(s for s, _, _ in scores)
+    first = next((m, step) for s, m, step in scores if s == best)  # ties: the earlier, the student first
+    assert (result.best_score, result.best_model, result.best_step) == (best, *first)
+    chosen = result.teacher if result.best_model == "teacher" else result.student
+    chosen.load_state_dict(result.best_state)
+    assert accuracy(chosen, val) == best
+    share = result.evaluations[-1]["teacher_start_share"]
+    assert share == pytest.approx(0.9 ** 4 * 0.95 ** 9)  # 4 updates during the ramp (steps 5-8), 9 after
