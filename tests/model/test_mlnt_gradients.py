@@ -116,6 +116,7 @@ def test_mlnt_loss_gradient_matches_reference(net_cls, kw, mode):
         torch.testing.assert_close(a, b, rtol=0, atol=TOL)
 
 
+@pytest.mark.filterwarnings("ignore:reduction. 'mean' divides the total loss")  # that reduction is the point
 @pytest.mark.parametrize("mode", ["exact", "first_order", "head"])
 def test_meta_loss_is_on_the_reference_codes_scale(mode):
     """The documented scale: nn.KLDivLoss() with its default reduction (the mean over all N x K entries), as
