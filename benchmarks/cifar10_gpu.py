@@ -29,7 +29,8 @@ SECTIONS = {"ingest": ingest.IngestConfig, "noise": noise.NoiseConfig, "baseline
 SMOKE = {"noise": {"val_fraction": 0.2},
          "baseline": {"epochs": 1, "batch_size": 16, "device": "cpu", "progress": False, "lr_milestones": []},
          "mlnt": {"epochs": 1, "batch_size": 16, "device": "cpu", "progress": False, "lr_milestones": [],
-                  "num_sets": 2, "neighbours": 4, "ramp_end": 0.5, "rounds": 1}}
+                  "num_sets": 2, "neighbours": 4, "ramp_start": 0.0, "ramp_end": 0.5,
+                  "rounds": 1}}
 
 
 class MissingRequirementError(RuntimeError):

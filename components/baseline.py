@@ -57,7 +57,7 @@ def run(config: BaselineConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOIS
         result = train(config, net, train_data, val_data=val_data, store=store, group=group)
     final = result.history[-1]
     metrics = {"best_epoch": result.best_epoch,
-               "val_accuracy": max(h["val_accuracy_student"] for h in result.history),
+               "val_accuracy": result.best_score, "best_step": result.best_step,
                "final_val_accuracy": final["val_accuracy_student"], "epochs": len(result.history)}
     if group.is_main:
         _write(Path(out), result, metrics, network=config.network, meta=meta)

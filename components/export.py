@@ -66,7 +66,7 @@ class Probabilities(nn.Module):
 def choose(baseline: Path, mlnt: Path) -> tuple[str, Path, float]:
     """The model with the higher validation accuracy: ``(name, file, validation accuracy)``."""
     base = read_json(Path(baseline) / "metrics.json", "baseline", "val_accuracy")["val_accuracy"]
-    teacher = read_json(Path(mlnt) / "metrics.json", "mlnt", "val_accuracy_teacher")["val_accuracy_teacher"]
+    teacher = read_json(Path(mlnt) / "metrics.json", "mlnt", "val_accuracy")["val_accuracy"]  # the released one
     if teacher >= base:
         return "teacher", Path(mlnt) / "teacher.pt", teacher
     return "baseline", Path(baseline) / "model.pt", base

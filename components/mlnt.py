@@ -1,9 +1,12 @@
-"""mlnt: MLNT training on the noisy labels, warm-started from the baseline, whose frozen features drive
-the neighbour search for synthetic label noise.
+"""mlnt: MLNT training on the noisy labels; the baseline's frozen features drive the neighbour search for
+synthetic label noise.
 
-Writes ``artifacts/mlnt/student.pt`` (final student), ``teacher.pt`` (the best EMA teacher on the
-validation set: the model to export), with ``rounds > 1`` also ``teacher_round<r>.pt`` for each earlier round,
-``metrics.json``, ``history.json`` and resumable ``checkpoints/``.
+As in the authors' code, training starts from the network's initialisation (``warm_start: false``; seeded, or
+ImageNet weights where the network has them) and the baseline supplies only the features; ``warm_start: true``
+starts from the baseline's weights instead. Writes ``artifacts/mlnt/student.pt`` (final student),
+``teacher.pt`` (the released model: the better of student and EMA teacher on the validation set, at any
+validation; ``metrics.json``'s ``released`` says which), with ``rounds > 1`` also ``teacher_round<r>.pt`` for
+each earlier round, ``metrics.json``, ``history.json``, ``evaluations.json`` and resumable ``checkpoints/``.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from components.baseline import OUT as BASELINE_OUT
 from components.config import cli
 from components.ingest import OUT as INGEST_OUT
 from components.noise import OUT as NOISE_OUT
+from components.pretrained import imagenet_weights
 from components.telemetry import reports
 from components.training import (
     checkpoint_store,
@@ -36,10 +40,11 @@ OUT = Path("artifacts/mlnt")
 
 @dataclass(frozen=True)
 class MlntStepConfig(MlntConfig):
-    warm_start: bool = True  # start from the baseline's weights (else from a random initialisation)
+    warm_start: bool = False  # start from the baseline's weights (the paper: from the initialisation)
+    pretrained: bool = True  # the initialisation: ImageNet weights where the network has them (resnet50)
 
 
-@reports("mlnt", lambda m: {"accuracy": {"val": {"teacher": m["val_accuracy_teacher"],
+@reports("mlnt", lambda m: {"accuracy": {"val": {"teacher": m["val_accuracy"],
                                                   "student": m["final_val_accuracy_student"]}}})
 def run(config: MlntStepConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOISE_OUT,
         baseline: Path = BASELINE_OUT, out: Path = OUT, checkpoints: Path | None = None) -> dict:
@@ -50,7 +55,11 @@ def run(config: MlntStepConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOIS
     inputs = [Path(ingest) / "train.npz", Path(noise) / "labels.npz", Path(baseline) / "model.pt"]
     store = checkpoint_store(out, config, inputs, root=checkpoints)
     baseline_net, saved = load_model(Path(baseline) / "model.pt")
-    net = copy.deepcopy(baseline_net) if config.warm_start else seeded_network(saved["network"], meta, config.seed)
+    if config.warm_start:
+        net = copy.deepcopy(baseline_net)
+    else:
+        weights = imagenet_weights(saved["network"]) if config.pretrained else None
+        net = seeded_network(saved["network"], meta, config.seed, pretrained=weights)
     with data_parallel(config) as group:
         result = train(config, net, train_data, val_data=val_data, feature_net=baseline_net,
                        store=store, group=group)
@@ -64,33 +73,44 @@ def run(config: MlntStepConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOIS
 def _write(out: Path, result, metrics: dict, *, network: str, meta: dict) -> None:
     save_model(out / "student.pt", result.student.state_dict(), network=network, meta=meta)
     save_model(out / "teacher.pt", result.best_state, network=network, meta=meta,
-               extra={"best_epoch": result.best_epoch})
+               extra={"best_epoch": result.best_epoch, "released": result.best_model})
     for number, earlier in enumerate(result.earlier_rounds, start=1):
         save_model(out / f"teacher_round{number}.pt", earlier.best_state, network=network, meta=meta,
                    extra={"best_epoch": earlier.best_epoch})
     write_history(out, result)
+    write_json(out / "evaluations.json", result.evaluations)
     write_json(out / "metrics.json", metrics)
 
 
 def _metrics(config: MlntStepConfig, result) -> dict:
-    last = result.history[-1]
-    return {"best_epoch": result.best_epoch, "epochs": len(result.history), "mode": config.mode,
-               "rounds": config.rounds,
-               "val_accuracy_teacher": _best_teacher(result.history),
-               "final_val_accuracy_teacher": last["val_accuracy_teacher"],
-               "final_val_accuracy_student": last["val_accuracy_student"],
-               "val_accuracy_teacher_by_round": [_best_teacher(r.history)
-                                                 for r in [*result.earlier_rounds, result]]}
+    last, evaluations = result.history[-1], result.evaluations
+    at_best = next(e for e in evaluations if e["step"] == result.best_step)
+    return {"released": result.best_model, "val_accuracy": result.best_score, "best_epoch": result.best_epoch,
+            "best_step": result.best_step, "epochs": len(result.history), "steps": result.steps,
+            "mode": config.mode, "rounds": config.rounds, "warm_start": config.warm_start,
+            "meta_weight": config.meta_weight,
+            "val_accuracy_teacher": _best(evaluations, "teacher"),
+            "val_accuracy_student": _best(evaluations, "student"),
+            "final_val_accuracy_teacher": last.get("val_accuracy_teacher"),
+            "final_val_accuracy_student": last["val_accuracy_student"],
+            # what is left in the teacher of the weights it was copied from, when released and at the end
+            "teacher_start_share_released": at_best.get("teacher_start_share") if result.best_model == "teacher"
+            else None,
+            "teacher_start_share_final": last.get("teacher_start_share"),
+            "val_accuracy_by_round": [r.best_score for r in [*result.earlier_rounds, result]]}
 
 
-def _best_teacher(history: list[dict]) -> float:
-    return max(h["val_accuracy_teacher"] for h in history)
+def _best(evaluations: list[dict], model: str) -> float | None:
+    """The best validation accuracy of ``model`` over every validation (None if it was never validated)."""
+    scores = [e[f"val_accuracy_{model}"] for e in evaluations if f"val_accuracy_{model}" in e]
+    return max(scores) if scores else None
 
 
 def _main(configs: dict) -> None:
     m = run(configs["mlnt"])
-    print(f"mlnt ({m['mode']}): best teacher validation accuracy {m['val_accuracy_teacher']:.4f} at epoch "
-          f"{m['best_epoch']}; final student {m['final_val_accuracy_student']:.4f} -> {OUT}")
+    print(f"mlnt ({m['mode']}): released the {m['released']} (validation accuracy {m['val_accuracy']:.4f}, "
+          f"step {m['best_step']}, epoch {m['best_epoch']}); final student {m['final_val_accuracy_student']:.4f} "
+          f"-> {OUT}")
 
 
 main = cli("mlnt", {"mlnt": MlntStepConfig}, __doc__.splitlines()[0], _main)

@@ -91,7 +91,8 @@ def mlnt(params: dict, checkpoint_root: str, ingested: Input[Dataset], labels: I
     metrics = run(build(MlntStepConfig, params, where="mlnt"), ingest=ingested.path, noise=labels.path,
                   baseline=baseline_model.path, out=model.path,
                   checkpoints=Path(checkpoint_root) / "mlnt" if checkpoint_root else None)
-    scores.log_metric("val_accuracy_teacher", metrics["val_accuracy_teacher"])
+    scores.log_metric("val_accuracy", metrics["val_accuracy"])  # the released model's: student or teacher
+    scores.log_metric("released_teacher", float(metrics["released"] == "teacher"))
 
 
 @dsl.component(base_image=IMAGE)

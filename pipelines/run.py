@@ -24,7 +24,7 @@ SERVICE_ACCOUNT = "mlnt-pipeline"  # k8s/base/rbac.yaml
 
 TINY = {"noise": {"train_size": 0, "val_fraction": 0.2},
         "baseline": {"epochs": 2, "batch_size": 32, "progress": False},
-        "mlnt": {"epochs": 2, "batch_size": 32, "neighbours": 5, "ramp_end": 1.0, "progress": False},
+        "mlnt": {"epochs": 2, "batch_size": 32, "neighbours": 5, "ramp_start": 0.5, "ramp_end": 1.0, "progress": False},
         "validate": {"class_balance_ratio": 10.0},
         "export": {"parity_images": 32},
         "gate": {"min_accuracy": 0.0}}

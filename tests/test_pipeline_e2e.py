@@ -33,7 +33,7 @@ def tiny_params(repo: Path, **changes) -> None:
     params["noise"].update(train_size=0, val_fraction=0.2, rate=0.3)
     for section in ("baseline", "mlnt"):
         params[section].update(epochs=2, batch_size=32, checkpoint_every=2, progress=False)
-    params["mlnt"].update(neighbours=5, ramp_end=1.0)
+    params["mlnt"].update(neighbours=5, ramp_start=0.5, ramp_end=1.0)
     params["export"].update(parity_images=32)
     params["gate"].update(min_accuracy=0.3)
     for key, value in changes.items():

@@ -27,8 +27,10 @@ def test_published_setup_is_what_the_params_file_says():
     b, m = cfg["baseline"], cfg["mlnt"]
     assert (b.network, b.lr, b.batch_size, b.weight_decay, b.epochs, b.lr_milestones) == (
         "preact_resnet32", 0.2, 128, 1e-4, 120, (80.0,))
-    assert (m.mode, m.num_sets, m.fraction, m.neighbours, m.inner_lr, m.meta_weight, m.ramp_end) == (
-        "exact", 10, 0.5, 10, 0.2, 0.4, 20.0)
+    assert (m.mode, m.num_sets, m.fraction, m.neighbours, m.inner_lr, m.meta_weight, m.ramp_start, m.ramp_end) == (
+        "exact", 10, 0.5, 10, 0.2, 0.4, 2.0, 20.0)
+    assert (m.warm_start, m.eval_every, b.eval_every, m.ema_during_ramp, m.ema_after_ramp) == (
+        False, 50, 50, 0.99, 0.999)
     assert cfg["noise"].val_fraction == 0.1 and cfg["noise"].train_size == 0
 
 

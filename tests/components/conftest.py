@@ -53,7 +53,7 @@ def workdir(tmp_path):
     params["noise"].update(train_size=0, rate=0.3)
     for section in ("baseline", "mlnt"):
         params[section].update(epochs=2, batch_size=32, progress=False, checkpoint_every=5)
-    params["mlnt"].update(ramp_end=1.0)
+    params["mlnt"].update(ramp_start=0.5, ramp_end=1.0)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     cwd = os.getcwd()
     os.chdir(tmp_path)

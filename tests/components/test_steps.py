@@ -26,7 +26,12 @@ def test_steps_write_their_documented_artifacts(workdir, capsys):
     _, saved = load_model(art / "mlnt" / "teacher.pt")
     assert saved["network"] == "small_cnn" and saved["num_classes"] == 10 and len(saved["normalisation"]["mean"]) == 1
     metrics = json.loads((art / "mlnt" / "metrics.json").read_text())
-    assert metrics["mode"] == "head" and metrics["epochs"] == 2 and 0.0 <= metrics["val_accuracy_teacher"] <= 1.0
+    assert metrics["mode"] == "head" and metrics["epochs"] == 2 and 0.0 <= metrics["val_accuracy"] <= 1.0
+    assert metrics["released"] in ("student", "teacher") and not metrics["warm_start"]
+    assert metrics["val_accuracy"] == max(metrics["val_accuracy_teacher"], metrics["val_accuracy_student"])
+    evaluations = json.loads((art / "mlnt" / "evaluations.json").read_text())
+    assert [e["step"] for e in evaluations][-1] == metrics["steps"] and metrics["best_step"] in [
+        e["step"] for e in evaluations]
     history = json.loads((art / "baseline" / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2]
 
@@ -55,8 +60,8 @@ def test_iterative_mlnt_keeps_each_rounds_teacher(workdir):
     assert mlnt.main(["--set", "mlnt.rounds=2"]) == 0
     art = workdir / "artifacts" / "mlnt"
     metrics = json.loads((art / "metrics.json").read_text())
-    by_round = metrics["val_accuracy_teacher_by_round"]
-    assert len(by_round) == 2 and by_round[-1] == metrics["val_accuracy_teacher"]
+    by_round = metrics["val_accuracy_by_round"]
+    assert len(by_round) == 2 and by_round[-1] == metrics["val_accuracy"]
     first, _ = load_model(art / "teacher_round1.pt")
     last, _ = load_model(art / "teacher.pt")
     assert any(not torch.equal(a, b) for a, b in zip(first.state_dict().values(), last.state_dict().values(),
@@ -76,7 +81,7 @@ def test_mlnt_step_under_torchrun_matches_one_process(workdir):
                            "-m", "components.mlnt"], cwd=workdir, env=env, capture_output=True, text=True, check=False,
                           timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.count("mlnt (head): best teacher") == 2  # both processes finish; rank 0 wrote the files
+    assert done.stdout.count("mlnt (head): released the") == 2  # both processes finish; rank 0 wrote the files
     got, _ = load_model(workdir / "artifacts" / "mlnt" / "teacher.pt")
     want, _ = load_model(alone / "teacher.pt")
     for (name, a), b in zip(got.state_dict().items(), want.state_dict().values(), strict=True):

@@ -25,7 +25,7 @@ def tiny_params() -> dict:
     params["noise"].update(train_size=0, rate=0.3)
     for section in ("baseline", "mlnt"):
         params[section].update(epochs=2, batch_size=32, progress=False, checkpoint_every=3)
-    params["mlnt"].update(ramp_end=1.0, neighbours=5, num_sets=4)
+    params["mlnt"].update(ramp_start=0.5, ramp_end=1.0, neighbours=5, num_sets=4)
     params["export"].update(parity_images=32)
     params["gate"].update(min_accuracy=0.0)
     return params
