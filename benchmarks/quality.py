@@ -1,14 +1,16 @@
-"""The quality study: MLNT against cross-entropy, early stopping and Confident Learning (cleanlab) across noise
-kinds and rates, several seeds, with label-issue detection measured on the same runs.
+"""The quality study: MLNT against its own control (the same EMA teacher without the meta loss), cross-entropy,
+early stopping and Confident Learning (cleanlab) across noise kinds and rates, several seeds, with label-issue
+detection measured on the same runs.
 
 Every run goes through the pipeline's own steps (``components.noise``, ``components.baseline``,
 ``components.mlnt``) with the schedule of ``params.yaml``; only the training-set size (sub-sampled to fit
-2 CPU cores), the seed and the method's own switches change. Each (noise setting, seed) cell is one task;
-tasks run in parallel worker processes and a finished cell is kept under ``--work`` (a rerun with the same
-settings skips it). The raw records go to ``docs/quality/results.json``; ``benchmarks.quality_report`` renders
-``docs/results.md`` and the plots from that file alone.
+2 CPU cores), the seed and each row's own switches (``meta_weight``, ``warm_start``, ``mode``) change. Each
+(noise setting, seed) cell is one task; tasks run in parallel worker processes and a finished cell is kept
+under ``--work`` (a rerun with the same settings skips it). The raw records go to ``docs/quality/results.json``;
+``benchmarks.quality_report`` renders ``docs/results.md`` and the plots from that file alone.
 
-    python -m benchmarks.quality [--quick] [--workers 2] [--work artifacts/quality] [--output docs/results.md]
+    python -m benchmarks.quality [--quick] [--setting symmetric-50] [--workers 2] [--work artifacts/quality]
+                                 [--output docs/results.md]
 """
 
 from __future__ import annotations
@@ -56,27 +58,57 @@ SETTINGS = (Setting("symmetric", 0.2), Setting("symmetric", 0.5), Setting("symme
 
 
 @dataclass(frozen=True)
+class WarmStart:
+    """The warm-start option's schedule: MLNT from CE's early-stopped weights for a few epochs."""
+
+    epochs: int = 8
+    ramp_start: float = 0.0
+    ramp_end: float = 3.0
+
+
+@dataclass(frozen=True)
+class Modes:
+    """Where MLNT's three modes are compared, each against the control, from the initialisation on one
+    schedule: smaller than the other cells, since ``exact`` costs 16-30x a CE step on the CPU, and long enough
+    that the teacher has left its start (the report prints the share still on it)."""
+
+    setting: Setting = Setting("symmetric", 0.5)
+    train_size: int = 2000  # training rows, besides the validation rows
+    batch_size: int = 32  # more steps per image: the teacher leaves its start within the budget
+    epochs: int = 8
+    ramp_start: float = 1.0
+    ramp_end: float = 5.0
+    seeds: tuple[int, ...] = (0, 1)
+    names: tuple[str, ...] = ("head", "first_order", "exact")
+
+
+@dataclass(frozen=True)
 class StudyConfig:
     train_size: int = 4000  # images drawn for each cell (training + validation); sub-sampled to fit 2 cores
+    headline: Setting = Setting("symmetric", 0.5)  # with more data, the meta_weight sweep and the clean ceiling
+    headline_size: int = 12000  # the pipeline's noise.train_size
     seeds: tuple[int, ...] = (0, 1, 2)
     settings: tuple[Setting, ...] = SETTINGS
     folds: int = 3  # Confident Learning's out-of-sample probabilities
-    modes_setting: Setting = Setting("symmetric", 0.5)  # where MLNT's three modes are compared
-    modes_epochs: int = 2  # their (short) MLNT schedule: exact and first_order cost 16-27x a CE step
-    modes_ramp_end: float = 0.5
-    epochs: int = 0  # 0: params.yaml's baseline.epochs (the quick mode shortens everything)
-    mlnt_epochs: int = 0  # 0: params.yaml's mlnt.epochs
-    rounds: int = 2  # MLNT with iterative training
+    sweep: tuple[float, ...] = (0.0, 0.25, 1.0, 4.0)  # meta_weight as multiples of params.yaml's (the paper's)
+    warm: WarmStart = WarmStart()
+    modes: Modes | None = Modes()
+    epochs: int = 25  # the smaller cells': more passes over fewer images, to memorise; 0: params.yaml's
+    headline_epochs: int = 0  # 0: params.yaml's baseline.epochs and mlnt.epochs, the pipeline's own run
     batch_size: int = 0  # 0: params.yaml's
 
-    def overrides(self, section: str) -> dict:
-        """The values that replace params.yaml's in the ``baseline`` or ``mlnt`` section."""
-        epochs = self.epochs if section == "baseline" else self.mlnt_epochs
+    def overrides(self, setting: Setting) -> dict:
+        """The values that replace params.yaml's in the ``baseline`` and ``mlnt`` sections."""
+        epochs = self.headline_epochs if setting in (self.headline, CLEAN) else self.epochs
         return {k: v for k, v in (("epochs", epochs), ("batch_size", self.batch_size)) if v}
 
+    def size(self, setting: Setting) -> int:
+        return self.headline_size if setting in (self.headline, CLEAN) else self.train_size
 
-QUICK = StudyConfig(train_size=600, seeds=(0,), settings=(Setting("symmetric", 0.5),), folds=2, modes_epochs=1,
-                    epochs=3, mlnt_epochs=2, batch_size=32)
+
+QUICK = StudyConfig(train_size=600, headline_size=600, seeds=(0,), settings=(Setting("symmetric", 0.5),), folds=2,
+                    warm=WarmStart(epochs=1, ramp_end=0.5), epochs=3, headline_epochs=3, batch_size=32,
+                    modes=Modes(train_size=300, batch_size=32, epochs=2, ramp_start=0.5, ramp_end=1.0, seeds=(0,)))
 
 
 @dataclass(frozen=True)
@@ -87,15 +119,17 @@ class Task:
     params: dict  # params.yaml's sections used by the study
     ingested: str
     work: str
+    part: str = "main"  # or "modes": the comparison of MLNT's modes, a task of its own
 
     @property
     def directory(self) -> Path:
-        return Path(self.work) / f"{self.setting.name}-seed{self.seed}"
+        suffix = "" if self.part == "main" else f"-{self.part}"
+        return Path(self.work) / f"{self.setting.name}-seed{self.seed}{suffix}"
 
     @property
     def fingerprint(self) -> str:
-        text = json.dumps([dataclasses.asdict(self.study), self.params, self.setting.name, self.seed], sort_keys=True,
-                          default=str)
+        text = json.dumps([dataclasses.asdict(self.study), self.params, self.setting.name, self.seed, self.part],
+                          sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -115,7 +149,7 @@ def run_task(task: Task, threads: int) -> dict:
     cell = _Cell(task)
     record = cell.run()
     record.update(setting=task.setting.name, kind=task.setting.kind, rate=task.setting.rate, seed=task.seed,
-                  fingerprint=task.fingerprint, seconds=round(time.perf_counter() - started, 1))
+                  part=task.part, fingerprint=task.fingerprint, seconds=round(time.perf_counter() - started, 1))
     write_json(cached, record)
     return record
 
@@ -126,11 +160,9 @@ class _Cell:
     def __init__(self, task: Task):
         self.task, self.dir, self.ingested = task, task.directory, Path(task.ingested)
         study = task.study
-        common = {"seed": task.seed, "progress": False, "device": "cpu"}
-        self.ce_config = baseline.BaselineConfig(**{**task.params["baseline"], **common,
-                                                    **study.overrides("baseline")})
-        self.mlnt_config = mlnt.MlntStepConfig(**{**task.params["mlnt"], **common, "rounds": study.rounds,
-                                                  **study.overrides("mlnt")})
+        common = {"seed": task.seed, "progress": False, "device": "cpu", **study.overrides(task.setting)}
+        self.ce_config = baseline.BaselineConfig(**{**task.params["baseline"], **common})
+        self.mlnt_config = mlnt.MlntStepConfig(**{**task.params["mlnt"], **common, "rounds": 1})
         self.test_images, self.test_labels = read_arrays(self.ingested / "test.npz", "ingest", "images", "labels")
         (self.train_images,) = read_arrays(self.ingested / "train.npz", "ingest", "images")
 
@@ -140,19 +172,20 @@ class _Cell:
     def run(self) -> dict:
         noise_config = noise.NoiseConfig(**{**self.task.params["noise"], "kind": self.task.setting.kind,
                                             "rate": self.task.setting.rate, "seed": self.task.seed,
-                                            "train_size": self.task.study.train_size})
+                                            "train_size": self.task.study.size(self.task.setting)})
         summary = noise.run(noise_config, ingest=self.ingested, out=self.dir / "noise")
         labels = dict(np.load(self.dir / "noise" / "labels.npz"))
         record: dict[str, Any] = {"realised_rate": summary["realised_rate_train"], "train": summary["train"],
                                   "val": summary["val"], "methods": {}, "label_issues": {}, "curves": {}, "pr": {}}
+        if self.task.part == "modes":
+            self._modes(self.task.study.modes, labels, record)
+            return record
         ce = self._train_ce("ce", self.dir / "noise", record)
         self.log(f"CE: best epoch {ce['best_epoch']}, test {record['methods']['ce_early']['accuracy']:.4f}")
         if self.task.setting.kind == "none":
             return record
         self._confident_learning(labels, ce["best_epoch"], record)
         self._mlnt(labels, record)
-        if self.task.setting == self.task.study.modes_setting:
-            self._modes(record)
         return record
 
     # --- methods ---------------------------------------------------------------------------------------------
@@ -199,37 +232,70 @@ class _Cell:
                  f"{record['methods']['cleanlab_early']['accuracy']:.4f}")
 
     def _mlnt(self, labels: dict, record: dict) -> None:
+        """The ablation: MLNT and its control (the same EMA teacher, ``meta_weight`` 0) on the published schedule
+        from the initialisation; at the headline setting also both from CE's weights (the warm-start option) and
+        the ``meta_weight`` sweep, whose member is chosen on the validation set."""
+        study, weight = self.task.study, self.mlnt_config.meta_weight
+        warm = {"warm_start": True, "epochs": study.warm.epochs, "ramp_start": study.warm.ramp_start,
+                "ramp_end": study.warm.ramp_end}
+        runs: dict[str, dict] = {"ema_control": {"meta_weight": 0.0}, "mlnt": {}}
+        sweep = {}
+        if self.task.setting == study.headline:
+            runs.update({"ema_control_warm": {"meta_weight": 0.0, **warm}, "mlnt_warm": warm})
+            sweep = {_sweep_name(m): m * weight for m in study.sweep}
+            runs.update({name: {"meta_weight": w} for name, w in sweep.items() if name not in runs})
+        for name, changes in runs.items():
+            self._mlnt_run(name, dataclasses.replace(self.mlnt_config, **changes), record)
+        if sweep:  # the choice a user would make: the best validation accuracy, never the test set
+            chosen = max(sweep, key=lambda n: record["methods"][n]["val_accuracy"])
+            record["methods"]["mlnt_selected"] = {**record["methods"][chosen], "chosen": chosen,
+                                                  "meta_weight": sweep[chosen]}
+        self._detect(labels, record, ("mlnt", "ema_control"))
+        self.log("MLNT: " + ", ".join(f"{n} {record['methods'][n]['accuracy']:.4f}" for n in runs))
+
+    def _mlnt_run(self, name: str, config: mlnt.MlntStepConfig, record: dict, *, noise_dir: Path | None = None):
         started = time.perf_counter()
-        mlnt.run(self.mlnt_config, ingest=self.ingested, noise=self.dir / "noise", baseline=self.dir / "ce",
-                 out=self.dir / "mlnt")
-        seconds = round(time.perf_counter() - started, 1)
-        history = json.loads((self.dir / "mlnt" / "history.json").read_text())
-        record["curves"]["mlnt_iterative"] = [h["val_accuracy_teacher"] for h in history]
+        out = self.dir / name
+        metrics = mlnt.run(config, ingest=self.ingested, noise=noise_dir or self.dir / "noise",
+                           baseline=self.dir / "ce", out=out)
+        history = json.loads((out / "history.json").read_text())
+        record["curves"][name] = {key: [h.get(f"val_accuracy_{key}") for h in history]
+                                  for key in ("student", "teacher")}
+        record["methods"][name] = {
+            **self._test(out / "teacher.pt"), "seconds": round(time.perf_counter() - started, 1),
+            "meta_weight": config.meta_weight, "warm_start": config.warm_start, "mode": config.mode,
+            "student_last_accuracy": self._test(out / "student.pt")["accuracy"],
+            **{k: metrics[k] for k in ("released", "val_accuracy", "best_step", "steps",
+                                       "teacher_start_share_released", "teacher_start_share_final")}}
+
+    def _detect(self, labels: dict, record: dict, names: tuple[str, ...]) -> None:
+        """The label-issue list of each released model (as the evaluate step writes it)."""
         train_rows = np.flatnonzero(~labels["is_val"])
         images = self.train_images[labels["index"][train_rows]]
         given, noisy = labels["label"][train_rows], labels["is_noisy"][train_rows]
-        for name, model in (("mlnt", "teacher_round1.pt"), ("mlnt_iterative", "teacher.pt")):
-            path = self.dir / "mlnt" / model
-            record["methods"][name] = {**self._test(path), "seconds": seconds}
-            probs = self._probs(path, images)
+        for name in names:
+            probs = self._probs(self.dir / name / "teacher.pt", images)
             record["label_issues"][name] = label_issues(probs, given, noisy)[1]
             record["pr"][name] = _pr_curve(1.0 - probs[np.arange(given.size), given], noisy)
-        self.log(f"MLNT: teacher test {record['methods']['mlnt']['accuracy']:.4f}, after "
-                 f"{self.task.study.rounds} rounds {record['methods']['mlnt_iterative']['accuracy']:.4f}")
 
-    def _modes(self, record: dict) -> None:
-        """MLNT's three modes from the same CE warm start, on a short schedule (the exact mode's cost)."""
-        study = self.task.study
-        record["modes"] = {}
-        for mode in ("head", "first_order", "exact"):
-            config = dataclasses.replace(self.mlnt_config, mode=mode, rounds=1, epochs=study.modes_epochs,
-                                         ramp_end=study.modes_ramp_end)
-            started = time.perf_counter()
-            mlnt.run(config, ingest=self.ingested, noise=self.dir / "noise", baseline=self.dir / "ce",
-                     out=self.dir / f"mode-{mode}")
-            record["modes"][mode] = {**self._test(self.dir / f"mode-{mode}" / "teacher.pt"),
-                                     "seconds": round(time.perf_counter() - started, 1)}
-            self.log(f"mode {mode}: teacher test {record['modes'][mode]['accuracy']:.4f}")
+    def _modes(self, modes: Modes, labels: dict, record: dict) -> None:
+        """MLNT's three modes and their control on one schedule from the initialisation, on fewer training rows
+        (the same clean validation rows); CE on those rows, on its usual schedule, gives the neighbour features."""
+        keep = np.flatnonzero(labels["is_val"])
+        train = np.flatnonzero(~labels["is_val"])[:modes.train_size]
+        noise_dir = self._write_labels("modes", labels, drop=np.setdiff1d(np.arange(labels["label"].size),
+                                                                          np.concatenate([keep, train])))
+        self._train_ce("ce", noise_dir, record)
+        config = dataclasses.replace(self.mlnt_config, warm_start=False, epochs=modes.epochs,
+                                     batch_size=modes.batch_size, ramp_start=modes.ramp_start,
+                                     ramp_end=modes.ramp_end)
+        record["modes"] = {"train": int(train.size), "val": int(keep.size)}
+        for name, changes in [("control", {"meta_weight": 0.0}), *((m, {"mode": m}) for m in modes.names)]:
+            methods: dict = {}
+            self._mlnt_run(f"mode-{name}", dataclasses.replace(config, **changes), {"methods": methods, "curves": {}},
+                           noise_dir=noise_dir)
+            record["modes"][name] = methods[f"mode-{name}"]
+            self.log(f"mode {name}: test {record['modes'][name]['accuracy']:.4f}")
 
     # --- helpers ---------------------------------------------------------------------------------------------
 
@@ -252,6 +318,10 @@ class _Cell:
         return {"accuracy": metrics["accuracy"], "ece": metrics["ece"]}
 
 
+def _sweep_name(multiple: float) -> str:
+    return {0.0: "ema_control", 1.0: "mlnt"}.get(multiple, f"mlnt_x{multiple:g}")
+
+
 def _pr_curve(scores: np.ndarray, noisy: np.ndarray, points: int = 50) -> dict:
     """Precision and recall of the top-n of the ranking, at ``points`` evenly spaced n."""
     order = np.argsort(-scores, kind="mergesort")
@@ -264,21 +334,35 @@ def _pr_curve(scores: np.ndarray, noisy: np.ndarray, points: int = 50) -> dict:
 # --- the study ----------------------------------------------------------------------------------------------
 
 
+def _diagnose(task: Task) -> dict:
+    """The size of the meta loss's gradient next to CE's in the cell's MLNT run (``benchmarks.meta_diagnosis``)."""
+    from benchmarks.meta_diagnosis import diagnose  # noqa: PLC0415 - only the study's last phase
+
+    config = _Cell(task).mlnt_config
+    return {"seed": task.seed, **diagnose(task.directory, run="mlnt", ingest=Path(task.ingested), config=config,
+                                          batches=2 if task.study == QUICK else 6)}
+
+
 def tasks(study: StudyConfig, params: dict, ingested: Path, work: Path) -> list[Task]:
-    """Every cell, the most expensive first (the modes comparison, then the noisy cells, then clean labels)."""
+    """Every cell, the most expensive first (the headline and modes, then the other noisy cells, then clean)."""
     cells = [Task(s, seed, study, params, str(ingested), str(work)) for s in study.settings for seed in study.seeds]
-    cells.sort(key=lambda t: t.setting != study.modes_setting)
+    cells.sort(key=lambda t: t.setting != study.headline)
+    if study.modes is not None:
+        cells[len(study.seeds):len(study.seeds)] = [Task(study.modes.setting, seed, study, params, str(ingested),
+                                                         str(work), part="modes") for seed in study.modes.seeds]
     return cells + [Task(CLEAN, seed, study, params, str(ingested), str(work)) for seed in study.seeds]
 
 
-def run_study(study: StudyConfig, *, work: Path, workers: int, data: Path, params_file: Path) -> dict:
+def run_study(study: StudyConfig, *, work: Path, workers: int, data: Path, params_file: Path,
+              only: frozenset[str] | None = None) -> dict:
+    """Every cell of ``study`` (those of the settings named in ``only``, when given)."""
     params = yaml.safe_load(Path(params_file).read_text())
     params = {k: params[k] for k in ("ingest", "noise", "baseline", "mlnt")}
     ingested = Path(work) / "ingest"
     if not (ingested / "train.npz").is_file():
         ingest.run(ingest.IngestConfig(**{**params["ingest"], "path": str(data)}), out=ingested)
     started = time.perf_counter()
-    todo = tasks(study, params, ingested, Path(work))
+    todo = [t for t in tasks(study, params, ingested, Path(work)) if only is None or t.setting.name in only]
     threads = max(1, (os.cpu_count() or 1) // workers)
     records = []
     # spawn, not fork: a forked child of a process whose torch thread pools are running can deadlock
@@ -286,9 +370,10 @@ def run_study(study: StudyConfig, *, work: Path, workers: int, data: Path, param
         futures = [pool.submit(run_task, task, threads) for task in todo]
         for future in as_completed(futures):
             records.append(future.result())
-    order = {(t.setting.name, t.seed): i for i, t in enumerate(todo)}
-    records.sort(key=lambda r: order[(r["setting"], r["seed"])])
-    return {"study": dataclasses.asdict(study), "params": params, "records": records,
+    order = {(t.setting.name, t.seed, t.part): i for i, t in enumerate(todo)}
+    records.sort(key=lambda r: order[(r["setting"], r["seed"], r["part"])])
+    diagnosis = [_diagnose(t) for t in todo if t.setting == study.headline and t.part == "main"]
+    return {"study": dataclasses.asdict(study), "params": params, "records": records, "diagnosis": diagnosis,
             "wall_seconds": round(time.perf_counter() - started, 1), "workers": workers,
             "threads_per_worker": threads,
             "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
@@ -296,11 +381,32 @@ def run_study(study: StudyConfig, *, work: Path, workers: int, data: Path, param
             "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 
+def merge(previous: Path, rerun: dict, only: frozenset[str]) -> dict:
+    """``rerun``'s records in place of those settings' records in the study saved at ``previous``."""
+    if not previous.is_file():
+        return rerun
+    results = json.loads(previous.read_text())
+    same = json.loads(json.dumps([rerun["study"], rerun["params"]], default=str))  # tuples as JSON lists
+    if [results["study"], results["params"]] != same:
+        raise SystemExit(f"quality: {previous} was made with other study settings or params; rerun the whole "
+                         "study (make quality) instead of --setting")
+    kept = [r for r in results["records"] if r["setting"] not in only]
+    results["records"] = kept + rerun["records"]
+    if rerun["diagnosis"]:
+        results["diagnosis"] = rerun["diagnosis"]
+    results.setdefault("reruns", []).append({"settings": sorted(only), "wall_seconds": rerun["wall_seconds"],
+                                             "finished": rerun["finished"]})
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     from benchmarks import quality_report  # noqa: PLC0415 - matplotlib loads only here
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.quality", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one seed, one setting, two epochs: checks it runs")
+    parser.add_argument("--setting", action="append", metavar="NAME",
+                        help="rerun this setting's cells only (repeatable; e.g. symmetric-80, clean) and replace "
+                             "them in the existing results.json")
     parser.add_argument("--workers", type=int, default=2, help="parallel cells (default 2)")
     parser.add_argument("--work", type=Path, default=Path("artifacts/quality"), help="the cells' folders")
     parser.add_argument("--data", type=Path, default=Path("data/fashion-mnist"), help="Fashion-MNIST files")
@@ -308,8 +414,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=Path("docs/results.md"),
                         help="the report; results.json and the plots go to <its folder>/quality/")
     args = parser.parse_args(argv)
-    results = run_study(QUICK if args.quick else StudyConfig(), work=args.work, workers=args.workers,
-                        data=args.data, params_file=args.params)
+    study = QUICK if args.quick else StudyConfig()
+    only = frozenset(args.setting) if args.setting else None
+    known = {s.name for s in (*study.settings, CLEAN)}
+    if only and not only <= known:
+        parser.error(f"--setting: unknown {', '.join(sorted(only - known))}. Valid: {', '.join(sorted(known))}")
+    results = run_study(study, work=args.work, workers=args.workers, data=args.data, params_file=args.params,
+                        only=only)
+    if only:
+        results = merge(quality_report.results_path(args.output), results, only)
     quality_report.write(results, args.output)
     print(f"quality: {len(results['records'])} cells in {results['wall_seconds']:.0f} s -> {args.output}")
     return 0

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from benchmarks import quality, quality_report
+from model.networks import SmallCNN
 from tests.components.conftest import make_fashion_mnist
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,7 +36,7 @@ def table(text: str, heading: str) -> list[list[str]]:
 
 def test_every_accuracy_in_the_report_is_the_runs_own(study):
     _, _, results, text = study
-    cells = {r["setting"]: r for r in results["records"]}
+    cells = {r["setting"]: r for r in results["records"] if r["part"] == "main"}
     assert set(cells) == {"symmetric-50", "clean"}
     noisy = cells["symmetric-50"]
     rows = table(text, "## Clean test accuracy")
@@ -45,13 +47,36 @@ def test_every_accuracy_in_the_report_is_the_runs_own(study):
         assert row[1] == f"{100 * noisy['methods'][key]['accuracy']:.2f} ± 0.00"
     ceiling = cells["clean"]["methods"]["ce_early"]["accuracy"]
     assert f"early stopping {100 * ceiling:.2f} ± 0.00" in text
-    gap = 100 * (noisy["methods"]["mlnt"]["accuracy"] - noisy["methods"]["ce_last"]["accuracy"])
-    assert table(text, "## Targets")[1][1].startswith(f"{gap:+.2f}")
+
+
+def test_the_ablation_compares_every_mlnt_run_with_its_control(study):
+    _, _, results, text = study
+    noisy = next(r for r in results["records"] if r["setting"] == "symmetric-50" and r["part"] == "main")
+    methods = noisy["methods"]
+    # the sweep: 0, 1/4, 1 and 4 times params.yaml's meta_weight, one chosen on validation, never on test
+    weights = {k: m["meta_weight"] for k, m in methods.items() if k.startswith(("mlnt", "ema_control"))}
+    paper = methods["mlnt"]["meta_weight"]
+    assert weights == {"ema_control": 0.0, "mlnt_x0.25": 0.25 * paper, "mlnt": paper, "mlnt_x4": 4 * paper,
+                       "mlnt_selected": weights["mlnt_selected"], "ema_control_warm": 0.0, "mlnt_warm": paper}
+    sweep = ("ema_control", "mlnt_x0.25", "mlnt", "mlnt_x4")
+    chosen = max(sweep, key=lambda k: methods[k]["val_accuracy"])
+    assert methods["mlnt_selected"]["chosen"] == chosen and methods["mlnt_selected"]["accuracy"] == methods[chosen][
+        "accuracy"]
+    assert not methods["mlnt"]["warm_start"] and methods["mlnt_warm"]["warm_start"]
+    rows = {r[0]: r for r in table(text, "## The ablation at symmetric-50")[1:]}
+    for key, label in quality_report.ABLATION:
+        assert rows[label][1] == f"{100 * methods[key]['accuracy']:.2f} ± 0.00"
+    gap = 100 * (methods["mlnt"]["accuracy"] - methods["ema_control"]["accuracy"])
+    assert table(text, "## MLNT minus its control")[1][:2] == ["symmetric-50", f"{gap:+.2f} ± 0.00"]
+    target = table(text, "## Targets")[1]
+    assert target[:3] == ["≥ EMA-teacher control + 1 point, by more than one std, at symmetric-50", "MLNT",
+                          f"{gap:+.2f} ± 0.00"]
+    assert target[3] == ("met" if gap >= 1.0 else "**missed**")
 
 
 def test_label_issue_and_mode_tables_come_from_the_records(study):
     _, _, results, text = study
-    noisy = next(r for r in results["records"] if r["setting"] == "symmetric-50")
+    noisy = next(r for r in results["records"] if r["setting"] == "symmetric-50" and r["part"] == "main")
     rows = table(text, "## Label-issue detection")[1:]
     assert [r[1] for r in rows] == [label for _, label in quality_report.DETECTORS]
     for (key, _), row in zip(quality_report.DETECTORS, rows, strict=True):
@@ -60,22 +85,63 @@ def test_label_issue_and_mode_tables_come_from_the_records(study):
                                        "true_noise_rate")]
         assert row[2:] == [f"{v:.3f} ± 0.000" for v in expected]
         assert found["true_noise_rate"] == pytest.approx(noisy["realised_rate"])
-    modes = table(text, "## MLNT's modes")[1:]
-    assert [m[0] for m in modes] == ["head", "first_order", "exact"]
-    for row in modes:
-        assert row[1] == f"{100 * noisy['modes'][row[0]]['accuracy']:.2f} ± 0.00"
+    (modes,) = [r["modes"] for r in results["records"] if r["part"] == "modes"]
+    rows = table(text, "## MLNT's modes")[1:]
+    assert [m[0] for m in rows] == ["control (meta_weight 0)", "head", "first_order", "exact"]
+    for name, row in zip(("control", "head", "first_order", "exact"), rows, strict=True):
+        assert row[1] == f"{100 * modes[name]['accuracy']:.2f} ± 0.00"
+        assert modes[name]["mode"] == ("head" if name == "control" else name)
+        assert modes[name]["meta_weight"] == (0.0 if name == "control" else modes["head"]["meta_weight"])
+    assert modes["train"] == quality.QUICK.modes.train_size
     assert not re.search(r"\bnan\b", text)
+
+
+def test_the_diagnosis_table_is_the_records(study):
+    _, _, results, text = study
+    (found,) = results["diagnosis"]
+    assert found["run"] == "mlnt" and found["seed"] == 0
+    rows = table(text, "## Why: the meta loss's gradient")[1:]
+    assert [r[0] for r in rows] == [f"{m}@{a:g}" for m in ("exact", "first_order", "head")
+                                    for a in (0.2, 2.0, 20.0)]
+    for row in rows:
+        measured = found["rows"][row[0]]
+        assert row[1] == f"{measured['grad_ratio']:.3g} ± 0"
+        assert row[4] == f"{measured['meta']:.3g} ± 0"
+
+
+def test_no_inner_step_moves_no_prediction():
+    from benchmarks.meta_diagnosis import _prediction_shift  # noqa: PLC0415
+
+    torch.manual_seed(0)
+    net = SmallCNN(4, image_size=8, width=4, hidden=8)
+    x, synth = torch.randn(6, 1, 8, 8), torch.randint(4, (3, 6))
+    assert _prediction_shift(net, x, synth, 0.0, head_only=False) == 0.0
+    assert _prediction_shift(net, x, synth, 1.0, head_only=True) > 0.0
 
 
 def test_plots_are_written_and_a_rerun_reuses_finished_cells(study):
     tmp, args, results, _ = study
-    for name in ("accuracy.png", "curves.png", "label_issues_pr.png"):
+    for name in ("accuracy.png", "curves.png", "ablation.png", "label_issues_pr.png"):
         assert (tmp / "docs" / "quality" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     curves = next(r for r in results["records"] if r["setting"] == "clean")["curves"]["ce"]
-    assert len(curves) == quality.QUICK.epochs
+    assert len(curves) == quality.QUICK.headline_epochs
     assert quality.main(args) == 0  # every cell is cached: the records are identical, timings included
     again = json.loads((tmp / "docs" / "quality" / "results.json").read_text())
     assert again["records"] == results["records"]
+
+
+def test_one_setting_is_rerun_into_the_saved_study(study, capsys):
+    tmp, args, results, _ = study
+    saved = tmp / "docs" / "quality" / "results.json"
+    before = json.loads(saved.read_text())
+    assert quality.main([*args, "--setting", "clean"]) == 0
+    again = json.loads(saved.read_text())
+    assert sorted(map(json.dumps, again["records"])) == sorted(map(json.dumps, results["records"]))
+    assert again["reruns"][-1]["settings"] == ["clean"] and again["wall_seconds"] == before["wall_seconds"]
+    assert again["diagnosis"] == before["diagnosis"]  # only the headline setting's rerun measures it again
+    with pytest.raises(SystemExit):
+        quality.main([*args, "--setting", "symmetric-33"])
+    assert "--setting: unknown symmetric-33. Valid: clean, symmetric-50" in capsys.readouterr().err
 
 
 def test_precision_recall_curve_of_a_perfect_ranking():
@@ -89,4 +155,7 @@ def test_the_committed_report_is_the_rendering_of_the_committed_records():
     """docs/results.md is exactly what benchmarks.quality_report makes of docs/quality/results.json."""
     results = json.loads((ROOT / "docs" / "quality" / "results.json").read_text())
     assert (ROOT / "docs" / "results.md").read_text() == quality_report.render(results)
-    assert len(results["records"]) == len(quality.SETTINGS) * 3 + 3  # every setting x 3 seeds, and clean labels
+    study = quality.StudyConfig()
+    seeds = len(study.seeds)
+    # every setting x 3 seeds, the modes comparison, and clean labels
+    assert len(results["records"]) == len(study.settings) * seeds + len(study.modes.seeds) + seeds
