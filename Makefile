@@ -49,7 +49,7 @@ run: setup data pipeline  ## set-up, data, and `dvc repro` on the default datase
 results:  ## docs/pipeline-run.md from the artifacts of the last `dvc repro`
 	$(PY) -m components.report --output docs/pipeline-run.md
 
-quality: setup data  ## the quality study from scratch (under an hour on 2 cores): docs/results.md, docs/quality/
+quality: setup data  ## the quality study and ablation from scratch (about an hour on 2 cores): docs/results.md, docs/quality/
 	rm -rf artifacts/quality
 	$(PY) -m benchmarks.quality --work artifacts/quality --output docs/results.md
 
