@@ -1,9 +1,10 @@
 """One training loop for plain cross-entropy (the baseline) and MLNT.
 
 The loop reads top to bottom in phases: fetch batch -> augment -> loss -> guard -> backward -> step ->
-teacher -> log -> checkpoint. Everything random comes from one ``torch.Generator`` whose state is in the
-checkpoint, and the data order of an epoch is a pure function of ``(seed, epoch)``, so a run resumed from a
-checkpoint ends with the same weights as one that never stopped (on the CPU).
+teacher (copied at the end of the warm-up, then EMA) -> log -> validate -> checkpoint. Everything random comes
+from one ``torch.Generator`` whose state is in the checkpoint, and the data order of an epoch is a pure function
+of ``(seed, epoch)``, so a run resumed from a checkpoint ends with the same weights as one that never stopped
+(on the CPU).
 
 This module does no file I/O: checkpoints go through a ``CheckpointStore`` the caller passes in
 (``components.checkpoints.FileCheckpointStore`` writes them atomically to disk).
