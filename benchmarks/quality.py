@@ -154,15 +154,19 @@ def run_task(task: Task, threads: int) -> dict:
     return record
 
 
+def training_configs(task: Task) -> tuple[baseline.BaselineConfig, mlnt.MlntStepConfig]:
+    """The ``baseline`` and ``mlnt`` configs of a cell: params.yaml's, with the cell's seed and schedule."""
+    common = {"seed": task.seed, "progress": False, "device": "cpu", **task.study.overrides(task.setting)}
+    return (baseline.BaselineConfig(**{**task.params["baseline"], **common}),
+            mlnt.MlntStepConfig(**{**task.params["mlnt"], **common, "rounds": 1}))
+
+
 class _Cell:
     """The methods of one cell, each a sequence of pipeline steps in its own folder under the cell's."""
 
     def __init__(self, task: Task):
         self.task, self.dir, self.ingested = task, task.directory, Path(task.ingested)
-        study = task.study
-        common = {"seed": task.seed, "progress": False, "device": "cpu", **study.overrides(task.setting)}
-        self.ce_config = baseline.BaselineConfig(**{**task.params["baseline"], **common})
-        self.mlnt_config = mlnt.MlntStepConfig(**{**task.params["mlnt"], **common, "rounds": 1})
+        self.ce_config, self.mlnt_config = training_configs(task)
         self.test_images, self.test_labels = read_arrays(self.ingested / "test.npz", "ingest", "images", "labels")
         (self.train_images,) = read_arrays(self.ingested / "train.npz", "ingest", "images")
 
@@ -338,7 +342,7 @@ def _diagnose(task: Task) -> dict:
     """The size of the meta loss's gradient next to CE's in the cell's MLNT run (``benchmarks.meta_diagnosis``)."""
     from benchmarks.meta_diagnosis import diagnose  # noqa: PLC0415 - only the study's last phase
 
-    config = _Cell(task).mlnt_config
+    _, config = training_configs(task)
     return {"seed": task.seed, **diagnose(task.directory, run="mlnt", ingest=Path(task.ingested), config=config,
                                           batches=2 if task.study == QUICK else 6)}
 
