@@ -49,9 +49,10 @@ run: setup data pipeline  ## set-up, data, and `dvc repro` on the default datase
 results:  ## docs/pipeline-run.md from the artifacts of the last `dvc repro`
 	$(PY) -m components.report --output docs/pipeline-run.md
 
-quality: setup data  ## the quality study and ablation from scratch (about an hour on 2 cores): docs/results.md, docs/quality/
+quality: setup data  ## the quality study, ablation and inner_lr probe from scratch (about 70 min on 2 cores): docs/results.md, docs/quality/
 	rm -rf artifacts/quality
 	$(PY) -m benchmarks.quality --work artifacts/quality --output docs/results.md
+	$(PY) -m benchmarks.inner_lr --work artifacts/quality --output docs/quality/inner_lr.md
 
 serve: setup  ## serve a released model on port 8080 (MODEL=releases/latest, PORT=8080): KServe, v1 and v2
 	$(PY) -m serving --model $(or $(MODEL),releases/latest) --http-port $(or $(PORT),8080)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks import quality, quality_report
+from benchmarks import inner_lr, quality, quality_report
 from model.networks import SmallCNN
 from tests.components.conftest import make_fashion_mnist
 
@@ -144,6 +144,25 @@ def test_one_setting_is_rerun_into_the_saved_study(study, capsys):
     assert "--setting: unknown symmetric-33. Valid: clean, symmetric-50" in capsys.readouterr().err
 
 
+def test_the_inner_lr_probe_trains_on_the_study_cells_and_reports_against_the_control(study, tmp_path):
+    tmp, _, results, _ = study
+    output = tmp / "docs" / "quality" / "inner_lr.md"
+    assert inner_lr.main(["--quick", "--work", str(tmp / "work"), "--results", str(output.with_name("results.json")),
+                          "--output", str(output), "--workers", "1", "--inner-lrs", "2"]) == 0
+    (run,) = json.loads(output.with_suffix(".json").read_text())["runs"]
+    assert (run["inner_lr"], run["seed"], run["meta_weight"]) == (2.0, 0, results["params"]["mlnt"]["meta_weight"])
+    assert (tmp / "work" / "symmetric-50-seed0" / "mlnt_alpha2" / "teacher.pt").is_file()
+    control = next(r for r in results["records"] if r["setting"] == "symmetric-50" and r["part"] == "main")[
+        "methods"]["ema_control"]
+    rows = table(output.read_text(), "# MLNT with larger inner learning rates")
+    assert [r[0] for r in rows[1:]] == ["control (meta_weight 0)", "α = 0.2 (the paper's)", "α = 2"]
+    assert rows[3][1:3] == [f"{100 * run['accuracy']:.2f} ± 0.00",
+                            f"{100 * (run['accuracy'] - control['accuracy']):+.2f} ± 0.00"]
+    with pytest.raises(SystemExit, match="expected the quality study's cells, found none at"):
+        inner_lr.main(["--quick", "--work", str(tmp_path), "--results", str(output.with_name("results.json")),
+                       "--output", str(tmp_path / "x.md")])
+
+
 def test_precision_recall_curve_of_a_perfect_ranking():
     noisy = np.array([True, True, False, False, False])
     curve = quality._pr_curve(np.array([0.9, 0.8, 0.1, 0.2, 0.3]), noisy, points=5)
@@ -159,3 +178,11 @@ def test_the_committed_report_is_the_rendering_of_the_committed_records():
     seeds = len(study.seeds)
     # every setting x 3 seeds, the modes comparison, and clean labels
     assert len(results["records"]) == len(study.settings) * seeds + len(study.modes.seeds) + seeds
+
+
+def test_the_committed_inner_lr_table_is_the_rendering_of_its_records():
+    results = json.loads((ROOT / "docs" / "quality" / "results.json").read_text())
+    found = json.loads((ROOT / "docs" / "quality" / "inner_lr.json").read_text())
+    assert (ROOT / "docs" / "quality" / "inner_lr.md").read_text() == inner_lr.render(found, results)
+    assert sorted((r["seed"], r["inner_lr"]) for r in found["runs"]) == [
+        (seed, alpha) for seed in quality.StudyConfig().seeds for alpha in sorted(inner_lr.INNER_LRS)]
