@@ -73,10 +73,12 @@ def accuracy(results: dict, setting: str, method: str, key: str = "accuracy") ->
     return field(results, setting, lambda r: r["methods"][method][key])
 
 
-def paired_gap(results: dict, setting: str, method: str, other: str) -> tuple[float, float]:
-    """Mean ± std over seeds of the per-seed difference ``method - other`` in test accuracy, in points."""
-    return mean_std([100 * (a - b) for a, b in zip(accuracy(results, setting, method),
-                                                     accuracy(results, setting, other), strict=True)])
+def paired_gap(results: dict, setting: str, method: str, other: str,
+               key: str = "accuracy") -> tuple[float, float]:
+    """Mean ± std over seeds of the per-seed difference ``method - other`` in ``key`` (test accuracy), in
+    points."""
+    return mean_std([100 * (a - b) for a, b in zip(accuracy(results, setting, method, key),
+                                                     accuracy(results, setting, other, key), strict=True)])
 
 
 def headline(results: dict) -> str:
@@ -195,9 +197,7 @@ def _gaps(results: dict, names: list[str]) -> list[str]:
              "| setting | released model | student at its last step |", "|---|---|---|"]
     for setting in names:
         released = paired_gap(results, setting, "mlnt", "ema_control")
-        student = mean_std([100 * (a - b) for a, b in zip(
-            accuracy(results, setting, "mlnt", "student_last_accuracy"),
-            accuracy(results, setting, "ema_control", "student_last_accuracy"), strict=True)])
+        student = paired_gap(results, setting, "mlnt", "ema_control", key="student_last_accuracy")
         lines.append(f"| {setting} | {released[0]:+.2f} ± {released[1]:.2f} | {student[0]:+.2f} ± {student[1]:.2f} |")
     return [*lines, ""]
 
