@@ -24,6 +24,7 @@ from components.training import (
     load_split,
     save_model,
     seeded_network,
+    split_inputs,
     write_history,
 )
 from model.networks import NETWORKS
@@ -49,8 +50,8 @@ def run(config: BaselineConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOIS
     """Train; ``checkpoints``: a folder shared across runs for the resumable checkpoints (default
     ``out/checkpoints``)."""
     retain_freed_memory()  # a training process: reuse freed memory rather than fault in fresh pages
-    train_data, val_data, meta = load_split(ingest, noise)
-    store = checkpoint_store(out, config, [Path(ingest) / "train.npz", Path(noise) / "labels.npz"], root=checkpoints)
+    train_data, val_data, meta = load_split(ingest, noise, workers=config.workers, augment=config.augment)
+    store = checkpoint_store(out, config, split_inputs(ingest, noise), root=checkpoints)
     weights = imagenet_weights(config.network) if config.pretrained else None
     net = seeded_network(config.network, meta, config.seed, pretrained=weights)
     with data_parallel(config) as group:

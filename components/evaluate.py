@@ -5,7 +5,8 @@ Writes ``artifacts/evaluate/metrics.json`` (a public contract: ``{"baseline": {.
 ``ece`` on the clean test set, the baseline also with ``best_epoch_accuracy``), ``confusion_<model>.csv``
 (``actual,predicted`` rows for ``dvc plots``) and ``label_issues.csv``: every training sample ranked by how
 likely its given label is wrong (score = 1 - the teacher's probability of the given label), with the suggested
-label (the teacher's prediction).
+label (the teacher's prediction), and for sharded datasets the image's ``key``. The detection figures (precision,
+recall, F1, AUROC against the injected or known noise) count only the rows whose clean label is known.
 """
 
 from __future__ import annotations
@@ -17,15 +18,17 @@ from pathlib import Path
 
 import numpy as np
 
-from components.artifacts import read_arrays
+from components.artifacts import read_arrays, read_json
 from components.atomic import write_atomic, write_json
 from components.baseline import OUT as BASELINE_OUT
 from components.config import cli
+from components.formats.webdataset import read_index
 from components.ingest import OUT as INGEST_OUT
 from components.mlnt import OUT as MLNT_OUT
 from components.noise import OUT as NOISE_OUT
 from components.telemetry import reports
-from components.training import load_model, normalise
+from components.training import load_model, load_split, test_set
+from model.progress import progress
 from model.trainer import predict
 
 OUT = Path("artifacts/evaluate")
@@ -35,8 +38,11 @@ OUT = Path("artifacts/evaluate")
 class EvaluateConfig:
     ece_bins: int = 15  # bins of the expected calibration error
     batch_size: int = 512
+    workers: int = 2  # DataLoader processes decoding a sharded dataset
 
     def __post_init__(self) -> None:
+        if self.workers < 0:
+            raise ValueError(f"workers: expected >= 0, found {self.workers}")
         if self.ece_bins < 1 or self.batch_size < 1:
             raise ValueError(f"ece_bins, batch_size: expected >= 1, found {self.ece_bins}, {self.batch_size}")
 
@@ -123,38 +129,53 @@ def run(config: EvaluateConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOIS
     ingest, noise, out = Path(ingest), Path(noise), Path(out)
     models = {"baseline": Path(baseline) / "final.pt", "student": Path(mlnt) / "student.pt",
               "teacher": Path(mlnt) / "teacher.pt"}
-    test_images, test_labels = read_arrays(ingest / "test.npz", "ingest", "images", "labels")
     nets = {name: load_model(path) for name, path in models.items()}
     _, saved = nets["teacher"]
-    norm = saved["normalisation"]
-    x_test = normalise(test_images, norm["mean"], norm["std"])
+    test = test_set(ingest, saved["normalisation"], workers=config.workers)
+    test_labels = test.labels.numpy()
     k = saved["num_classes"]
     metrics = {}
-    for name, (net, _) in nets.items():
-        probs = predict(net, x_test, batch_size=config.batch_size).numpy()
+    for name, (net, _) in progress(nets.items(), desc="evaluate", unit="models"):
+        probs = predict(net, test, batch_size=config.batch_size).numpy()
         metrics[name] = classification_metrics(probs, test_labels, k, config.ece_bins)
         _write_confusion(out / f"confusion_{name}.csv", test_labels, probs.argmax(1))
     best_net, _ = load_model(Path(baseline) / "model.pt")
     metrics["baseline"]["best_epoch_accuracy"] = float(
-        (predict(best_net, x_test, batch_size=config.batch_size).argmax(1).numpy() == test_labels).mean())
-    rows, summary = _label_issue_list(nets["teacher"][0], ingest, noise, norm, config.batch_size)
+        (predict(best_net, test, batch_size=config.batch_size).argmax(1).numpy() == test_labels).mean())
+    rows, summary = _label_issue_list(nets["teacher"][0], ingest, noise, config)
     metrics["label_issues"] = summary
     _write_csv(out / "label_issues.csv", rows)
     write_json(out / "metrics.json", metrics)
     return metrics
 
 
-def _label_issue_list(teacher, ingest: Path, noise: Path, norm: dict, batch_size: int):
-    (images,) = read_arrays(ingest / "train.npz", "ingest", "images")
-    keys = ("index", "label", "is_noisy", "is_val")
+def _label_issue_list(teacher, ingest: Path, noise: Path, config: EvaluateConfig):
+    """Every training row ranked by ``label_issues``; the detection summary counts only the rows whose clean label
+    is known (all of them under synthetic noise; Clothing1M's images with a clean label)."""
+    keys = ("index", "label", "clean_label", "is_noisy", "is_val")
     labels = dict(zip(keys, read_arrays(noise / "labels.npz", "noise", *keys), strict=True))
     train = ~labels["is_val"]
-    rows_index = labels["index"][train]
-    probs = predict(teacher, normalise(images[rows_index], norm["mean"], norm["std"]), batch_size=batch_size)
-    rows, summary = label_issues(probs.numpy(), labels["label"][train], labels["is_noisy"][train])
+    rows_index, given = labels["index"][train], labels["label"][train]
+    train_data, _, _ = load_split(ingest, noise, workers=config.workers)
+    probs = predict(teacher, train_data, batch_size=config.batch_size).numpy()
+    known = labels["clean_label"][train] >= 0
+    rows, everywhere = label_issues(probs, given, labels["is_noisy"][train])
+    _, summary = label_issues(probs[known], given[known], labels["is_noisy"][train][known])
+    summary.update({k: everywhere[k] for k in ("estimated_issues", "estimated_noise_rate")},
+                   rows_with_clean_label=int(known.sum()))
+    source_keys = _source_keys(ingest)
     for row in rows:
         row["index"] = int(rows_index[row["index"]])  # report the row of the ingested training set
+        if source_keys is not None:
+            row["key"] = source_keys[row["index"]].decode()
     return rows, summary
+
+
+def _source_keys(ingest: Path) -> np.ndarray | None:
+    """The source key (e.g. Clothing1M's image path) of every ingested training row, where the dataset has them."""
+    if read_json(ingest / "manifest.json", "ingest").get("format") != "shards":
+        return None
+    return read_index(ingest, "train").key
 
 
 def _write_confusion(path: Path, actual: np.ndarray, predicted: np.ndarray) -> None:

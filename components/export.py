@@ -33,8 +33,8 @@ from components.formats import sha256_file
 from components.ingest import OUT as INGEST_OUT
 from components.mlnt import OUT as MLNT_OUT
 from components.noise import OUT as NOISE_OUT
-from components.training import load_model, load_split, normalise
-from model.trainer import Data
+from components.training import load_model, load_split, test_set
+from model.trainer import Source
 
 OUT = Path("artifacts/export")
 OPSET = 18
@@ -45,8 +45,11 @@ class ExportConfig:
     parity_images: int = 256  # clean test images compared between PyTorch and onnxruntime
     max_abs_diff: float = 1e-4  # largest allowed difference of any probability
     calibrate: bool = True  # temperature scaling on the clean validation set (predictions unchanged)
+    workers: int = 2  # DataLoader processes decoding a sharded dataset
 
     def __post_init__(self) -> None:
+        if self.workers < 0:
+            raise ValueError(f"workers: expected >= 0, found {self.workers}")
         if self.parity_images < 1 or self.max_abs_diff <= 0:
             raise ValueError(f"parity_images, max_abs_diff: expected >= 1 and > 0, found {self.parity_images}, "
                              f"{self.max_abs_diff}")
@@ -108,13 +111,12 @@ def run(config: ExportConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOISE_
     name, model_file, val_accuracy = choose(baseline, mlnt)
     net, saved = load_model(model_file)
     net.eval()
-    (test,) = read_arrays(Path(ingest) / "test.npz", "ingest", "images")
-    test = test[:config.parity_images]
     norm = saved["normalisation"]
-    x = normalise(test, norm["mean"], norm["std"])
+    test = test_set(ingest, norm, workers=config.workers)
+    x = torch.cat([x for x, _ in test.subset(torch.arange(min(config.parity_images, len(test)))).eval_batches(256)])
     manifest = read_json(Path(ingest) / "manifest.json", "ingest")
     metadata = onnx_metadata(manifest["class_names"], norm, name)
-    calibration = calibrate(net, load_split(ingest, noise)[1], bins=EvaluateConfig().ece_bins) \
+    calibration = calibrate(net, load_split(ingest, noise, workers=config.workers)[1], bins=EvaluateConfig().ece_bins) \
         if config.calibrate else {"temperature": 1.0}
     metadata["temperature"] = str(calibration["temperature"])
     onnx_bytes = to_onnx(net, x[:2], metadata, temperature=calibration["temperature"])
@@ -154,11 +156,11 @@ def interface(network: str, class_names: list[str], meta: dict) -> dict:
             "output": {"name": "probabilities", "shape": ["batch", meta["num_classes"]]}}
 
 
-def calibrate(net: nn.Module, val: Data, *, bins: int) -> dict:
+def calibrate(net: nn.Module, val: Source, *, bins: int) -> dict:
     """The temperature fitted on the clean validation set, with its expected calibration error before and after
     (``metrics.ece`` in the card is the uncalibrated network's on the test set, from the evaluate step)."""
     with torch.no_grad():
-        logits = torch.cat([net(val.images[i:i + 512]) for i in range(0, len(val), 512)]).double()
+        logits = torch.cat([net(x) for x, _ in val.eval_batches(512)]).double()
     temperature = fit_temperature(logits, val.labels)
     labels = val.labels.numpy()
 

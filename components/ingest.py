@@ -2,9 +2,13 @@
 
 Datasets that fit in memory become ``train.npz`` and ``test.npz`` (``images`` uint8 ``[N, H, W, C]``, ``labels``
 int64 ``[N]``); ``cifar10n`` adds ``human_labels.npz`` (one array per CIFAR-10N label set). ``clothing1m`` is
-streamed into ``shards/<split>-<n>.npz`` (``images``, ``labels``, ``clean_labels`` with -1 where unknown) with
-``index.json``, never holding the dataset in memory. Every dataset gets ``manifest.json``: the source, the
-sha256 of every input file, the counts, the image shape and the class names.
+copied, one image at a time, into WebDataset shards ``shards/<split>-<n>.tar`` of the original JPEG bytes (each
+image proven to decode first) with ``shards/<split>.index.npz`` and ``shards/index.json`` (per-shard counts,
+sizes and sha256; see ``components.formats.webdataset``); the training samples are written in a random order
+(``seed``), so every shard is a random sample. The shard folder is replaced as a whole, only once every image
+is in. Every dataset gets ``manifest.json``: the source, the sha256 of every input file, the counts, the image
+shape and the class names; for shards also ``transform`` (the resize, the crop and ImageNet's mean and std that
+every step applies when it decodes).
 """
 
 from __future__ import annotations
@@ -24,6 +28,9 @@ from components.formats import clothing1m as c1m
 from components.formats.cifar import read_cifar10, read_cifar10n
 from components.formats.idx import read_fashion_mnist
 from components.formats.imagefolder import read_imagefolder
+from components.formats.webdataset import ShardWriter
+from components.streaming import IMAGENET_MEAN, IMAGENET_STD
+from model.progress import progress
 
 DATASETS = ("fashion-mnist", "cifar10", "cifar10n", "clothing1m", "imagefolder")
 OUT = Path("artifacts/ingest")
@@ -34,20 +41,23 @@ class IngestConfig:
     dataset: str = "fashion-mnist"  # one of DATASETS
     path: str = "data/fashion-mnist"  # where the dataset's files are
     human_labels: str = ""  # cifar10n: the path of CIFAR-10_human.pt
-    image_size: int = 0  # imagefolder, clothing1m: resize (short side) and centre-crop to this size; 0 keeps it
+    image_size: int = 0  # imagefolder, clothing1m: the (centre-)crop size models see; imagefolder: 0 keeps it
     channels: int = 3  # imagefolder: 1 (grayscale) or 3 (RGB)
     test_fraction: float = 0.2  # imagefolder without a test split: the share held out as the test set
-    seed: int = 0  # imagefolder: the seed of that split
+    seed: int = 0  # imagefolder: the seed of that split; clothing1m: of the order of the training samples
     shard_size: int = 10000  # clothing1m: images per shard
+    resize: int = 0  # clothing1m: the short side is resized to this before the crop (0: image_size)
 
     def __post_init__(self) -> None:
         if self.dataset not in DATASETS:
             raise ValueError(f"Unknown dataset {self.dataset!r}. Valid: {', '.join(DATASETS)}")
         if self.channels not in (1, 3):
             raise ValueError(f"channels: expected 1 or 3, found {self.channels}")
-        if self.image_size < 0 or self.shard_size < 1:
-            raise ValueError(f"image_size, shard_size: expected >= 0 and >= 1, found {self.image_size}, "
-                             f"{self.shard_size}")
+        if self.image_size < 0 or self.shard_size < 1 or self.resize < 0:
+            raise ValueError(f"image_size, shard_size, resize: expected >= 0, >= 1, >= 0, found {self.image_size}, "
+                             f"{self.shard_size}, {self.resize}")
+        if self.resize and self.resize < self.image_size:
+            raise ValueError(f"resize: expected 0 or at least image_size ({self.image_size}), found {self.resize}")
         if not 0.0 < self.test_fraction < 1.0:
             raise ValueError(f"test_fraction: expected a number in (0, 1), found {self.test_fraction}")
         if self.dataset == "cifar10n" and not self.human_labels:
@@ -92,43 +102,36 @@ def _ingest_clothing1m(config: IngestConfig, root: Path, out: Path) -> dict:
     inputs = c1m.input_files(root)
     noisy = c1m.read_label_kv(root / "noisy_label_kv.txt", len(names))
     clean = c1m.read_label_kv(root / "clean_label_kv.txt", len(names))
+    samples = {split: c1m.split_keys(root, split, noisy=noisy, clean=clean) for split in c1m.SPLITS}
+    order = np.random.default_rng(config.seed).permutation(len(samples["train"]))
+    samples["train"] = [samples["train"][i] for i in order]  # every shard a random sample of the training set
+    resize = config.resize or config.image_size
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".shards.", dir=out))
     digest = hashlib.sha256()
     try:
-        index = {split: _write_shards(staging, split, c1m.iter_split(root, split, noisy=noisy, clean=clean,
-                                                                     size=config.image_size, digest=digest),
-                                      config.shard_size)
-                 for split in c1m.SPLITS}
+        index = {}
+        for split, rows in samples.items():
+            writer = ShardWriter(staging, split, config.shard_size)
+            for key, label, clean_label in progress(rows, desc=f"ingest {split}", unit="images"):
+                payload = c1m.read_image(root, key, size=resize)
+                digest.update(f"{key} {hashlib.sha256(payload).hexdigest()}\n".encode())
+                writer.add(key, payload, label=label, clean_label=clean_label,
+                           extension=Path(key).suffix.lstrip(".").lower() or "jpg")
+            index[split] = writer.close()
+        write_json(staging / "index.json", {"splits": index})
         _replace_dir(staging, out / "shards")
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    write_json(out / "index.json", {"image_size": config.image_size, "splits": index})
+    (out / "index.json").unlink(missing_ok=True)  # the layout before the WebDataset shards
     counts = {split: entry["count"] for split, entry in index.items()}
+    transform = {"resize": resize, "crop": config.image_size, "mean": list(IMAGENET_MEAN),
+                 "std": list(IMAGENET_STD)}
     return _write_manifest(config, out, inputs, counts, [config.image_size, config.image_size, 3], names,
-                           format_="shards", extra={"images_sha256": digest.hexdigest()})
-
-
-def _write_shards(folder: Path, split: str, samples, shard_size: int) -> dict:
-    shards, buffer, count = [], [], 0
-
-    def flush():
-        name = f"{split}-{len(shards):05d}.npz"
-        images, labels, clean = zip(*[(img, la, cl) for _, img, la, cl in buffer], strict=True)
-        write_atomic(folder / name, lambda fh: np.savez(fh, images=np.stack(images), labels=np.array(labels),
-                                                        clean_labels=np.array(clean)))
-        shards.append({"file": name, "count": len(buffer)})
-        buffer.clear()
-
-    for sample in samples:
-        buffer.append(sample)
-        count += 1
-        if len(buffer) == shard_size:
-            flush()
-    if buffer:
-        flush()
-    return {"count": count, "shards": shards}
+                           format_="shards", extra={"images_sha256": digest.hexdigest(), "transform": transform,
+                                                    "shard_bytes": sum(s["bytes"] for e in index.values()
+                                                                       for s in e["shards"])})
 
 
 def _replace_dir(new: Path, target: Path) -> None:

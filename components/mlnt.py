@@ -31,6 +31,7 @@ from components.training import (
     load_split,
     save_model,
     seeded_network,
+    split_inputs,
     write_history,
 )
 from model.trainer import MlntConfig, train
@@ -51,8 +52,8 @@ def run(config: MlntStepConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOIS
     """Train; ``checkpoints``: a folder shared across runs for the resumable checkpoints (default
     ``out/checkpoints``)."""
     retain_freed_memory()  # a training process: reuse freed memory rather than fault in fresh pages
-    train_data, val_data, meta = load_split(ingest, noise)
-    inputs = [Path(ingest) / "train.npz", Path(noise) / "labels.npz", Path(baseline) / "model.pt"]
+    train_data, val_data, meta = load_split(ingest, noise, workers=config.workers, augment=config.augment)
+    inputs = [*split_inputs(ingest, noise), Path(baseline) / "model.pt"]
     store = checkpoint_store(out, config, inputs, root=checkpoints)
     baseline_net, saved = load_model(Path(baseline) / "model.pt")
     if config.warm_start:

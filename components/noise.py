@@ -20,7 +20,13 @@ Noise kinds, each deterministic given ``seed`` (r = ``rate``, K classes):
   classes, with x the flattened image in [0, 1] and W a fixed N(0, 1) projection drawn from ``seed``, so
   similar images tend to flip to the same classes. Realised rate about r.
 - ``human``: the labels of human annotators from the ingested dataset (CIFAR-10N: ``human_labels`` picks
-  ``aggre_label``, ``worse_label`` or ``random_label1..3``); ``rate`` is not used.
+  ``aggre_label``, ``worse_label`` or ``random_label1..3``; Clothing1M: its published noisy labels, measured
+  against the clean labels of the images that have one); ``rate`` is not used.
+
+Sharded datasets (Clothing1M) keep their own clean validation split: ``is_val`` is then false everywhere and
+``val_fraction`` is not used. The synthetic kinds corrupt the ingested labels (Clothing1M's noisy ones), except
+``instance``, which needs every image's pixels in memory. Noise rates count only the rows whose clean label is
+known (``clean_label`` -1 marks the others).
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from components.atomic import write_atomic, write_json
 from components.config import cli
 from components.formats import DataError
 from components.formats.cifar import HUMAN_LABELS
+from components.formats.webdataset import read_index
 from components.ingest import OUT as INGEST_OUT
 
 KINDS = ("none", "symmetric", "uniform_other", "asymmetric", "pairflip", "instance", "human")
@@ -147,7 +154,7 @@ def transition_matrix(clean: np.ndarray, noisy: np.ndarray, num_classes: int) ->
 def run(config: NoiseConfig, *, ingest: Path = INGEST_OUT, out: Path = OUT) -> dict:
     """Make the noisy labels and the split from the ingested training set; returns the summary."""
     ingest = Path(ingest)
-    manifest, clean_all = _read_ingest(ingest)
+    manifest, clean_all, own_val = _read_ingest(ingest)
     num_classes = len(manifest["class_names"])
     rng = np.random.default_rng(config.seed)
     n = clean_all.shape[0] if config.train_size == 0 else config.train_size
@@ -156,42 +163,58 @@ def run(config: NoiseConfig, *, ingest: Path = INGEST_OUT, out: Path = OUT) -> d
     index = np.sort(rng.permutation(clean_all.shape[0])[:n])
     clean = clean_all[index]
     is_val = np.zeros(n, dtype=bool)
-    is_val[rng.permutation(n)[:round(config.val_fraction * n)]] = True
-    noisy = _noisy_labels(config, ingest, manifest, clean, index, num_classes, rng)
+    if own_val is None:  # carve the validation set out of the training images
+        is_val[rng.permutation(n)[:round(config.val_fraction * n)]] = True
+    noisy, clean = _noisy_labels(config, ingest, manifest, clean, index, num_classes, rng)
     if config.val_clean:
         noisy[is_val] = clean[is_val]
-    is_noisy = noisy != clean
+    known = clean >= 0  # Clothing1M: the clean label of most training images is unknown (-1)
+    is_noisy = known & (noisy != clean)
     train_rows = ~is_val
     summary = {"kind": config.kind, "requested_rate": config.rate, "num_classes": num_classes,
-               "train": int(train_rows.sum()), "val": int(is_val.sum()), "val_clean": config.val_clean,
-               "realised_rate_train": float(is_noisy[train_rows].mean()) if train_rows.any() else 0.0,
-               "realised_rate_val": float(is_noisy[is_val].mean()) if is_val.any() else 0.0}
+               "train": int(train_rows.sum()), "val": int(is_val.sum()) if own_val is None else own_val,
+               "val_source": "held out of the training images" if own_val is None else "the dataset's val split",
+               "val_clean": config.val_clean if own_val is None else True,
+               "clean_label_known_train": int((known & train_rows).sum()),
+               "realised_rate_train": _rate(is_noisy, known & train_rows),
+               "realised_rate_val": _rate(is_noisy, known & is_val)}
     out = Path(out)
     write_atomic(out / "labels.npz", lambda fh: np.savez(fh, index=index, label=noisy, clean_label=clean,
                                                          is_noisy=is_noisy, is_val=is_val))
-    write_json(out / "transition.json", transition_matrix(clean[train_rows], noisy[train_rows],
-                                                          num_classes).round(6).tolist())
+    rows = known & train_rows
+    write_json(out / "transition.json", transition_matrix(clean[rows], noisy[rows], num_classes).round(6).tolist())
     write_json(out / "summary.json", summary)
     return summary
 
 
-def _read_ingest(ingest: Path) -> tuple[dict, np.ndarray]:
+def _rate(is_noisy: np.ndarray, rows: np.ndarray) -> float:
+    """The share of noisy labels among ``rows`` (those whose clean label is known)."""
+    return float(is_noisy[rows].mean()) if rows.any() else 0.0
+
+
+def _read_ingest(ingest: Path) -> tuple[dict, np.ndarray, int | None]:
+    """The manifest, the ingested training labels, and the size of the dataset's own validation split (None
+    when it has none and the noise step holds one out)."""
     manifest = read_json(ingest / "manifest.json", "ingest")
     if manifest.get("format") == "shards":
-        raise DataError(f"{ingest}: expected train.npz, found a sharded dataset ({manifest['dataset']}): its labels "
-                        f"are real noise already, and the noise and training steps do not read shards yet")
+        counts = manifest.get("counts", {})
+        return manifest, read_index(ingest, "train").label, counts.get("val")
     (labels,) = read_arrays(ingest / "train.npz", "ingest", "labels")
-    return manifest, labels
+    return manifest, labels, None
 
 
-def _noisy_labels(config, ingest, manifest, clean, index, num_classes, rng) -> np.ndarray:
+def _noisy_labels(config, ingest, manifest, clean, index, num_classes, rng) -> tuple[np.ndarray, np.ndarray]:
+    """The labels training uses, and the clean labels they are measured against (-1 where unknown)."""
+    sharded = manifest.get("format") == "shards"
     if config.kind == "human":
+        if sharded:  # the ingested labels are the annotators' already; the clean ones are known for some images
+            return clean.copy(), read_index(ingest, "train").clean_label[index]
         path = ingest / "human_labels.npz"
         if not path.is_file():
-            raise DataError(f"{path}: expected human labels for noise kind 'human' (ingest dataset cifar10n), "
-                            f"found no such file (ingested dataset: {manifest['dataset']})")
+            raise DataError(f"{path}: expected human labels for noise kind 'human' (ingest dataset cifar10n or "
+                            f"clothing1m), found no such file (ingested dataset: {manifest['dataset']})")
         with np.load(path) as table:
-            return table[config.human_labels][index].astype(np.int64)
+            return table[config.human_labels][index].astype(np.int64), clean
     class_map = None
     if config.kind == "asymmetric":
         pairs = config.class_map or BUILTIN_MAPS.get(manifest["dataset"])
@@ -201,10 +224,14 @@ def _noisy_labels(config, ingest, manifest, clean, index, num_classes, rng) -> n
         class_map = parse_class_map(pairs, manifest["class_names"])
     images = None
     if config.kind == "instance":
+        if sharded:
+            raise ValueError(f"kind: instance noise reads every image's pixels, which a sharded dataset "
+                             f"({manifest['dataset']}) does not hold in memory; expected another kind, found "
+                             f"'instance'")
         with np.load(ingest / "train.npz") as data:
             images = data["images"][index]
     return corrupt(clean, kind=config.kind, rate=config.rate, num_classes=num_classes, rng=rng,
-                   class_map=class_map, images=images)
+                   class_map=class_map, images=images), clean
 
 
 def _main(configs: dict) -> None:

@@ -1,12 +1,13 @@
-"""ImageNet weights for the networks that have them (ResNet-50), fetched through torchvision's cache.
+"""ImageNet weights for the networks that have them (ResNet-50), read from torchvision's cache (downloaded into
+it where the network allows).
 
-Where the weights cannot be had (no network, no cached copy), training goes on from a random initialisation
-and says so, with the file to place in the cache to use them offline.
+The weights are torchvision's original ``IMAGENET1K_V1`` (the ``pretrained=True`` of the authors' Clothing1M
+code). Asking for them and not getting them is an error that names the file and where to put it: a run that
+silently trained from random weights instead would look like a worse method.
 """
 
 from __future__ import annotations
 
-import logging
 import socket
 import urllib.error
 from collections.abc import Mapping
@@ -16,23 +17,33 @@ import torch
 from torch import Tensor
 from torchvision.models import ResNet50_Weights
 
-log = logging.getLogger(__name__)
 TIMEOUT_S = 20.0
+WEIGHTS = {"resnet50": ResNet50_Weights.IMAGENET1K_V1}
+
+
+class PretrainedWeightsError(RuntimeError):
+    """ImageNet weights were asked for and could not be had."""
+
+
+def weights_file(network: str) -> Path:
+    """Where torchvision looks for ``network``'s ImageNet weights (the torch hub cache)."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(WEIGHTS[network].url).name
 
 
 def imagenet_weights(network: str) -> Mapping[str, Tensor] | None:
-    """The ImageNet state dict of ``network``, or None (with a warning) where it has none or none can be had."""
-    if network != "resnet50":
+    """The ImageNet state dict of ``network``; None for networks that have none. Raises
+    ``PretrainedWeightsError`` when the weights are neither cached nor downloadable."""
+    if network not in WEIGHTS:
         return None
-    weights = ResNet50_Weights.IMAGENET1K_V2
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+    weights = WEIGHTS[network]
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(TIMEOUT_S)
     try:
         return weights.get_state_dict(progress=False, check_hash=True)
     except (urllib.error.URLError, OSError, RuntimeError) as err:
-        log.warning("ImageNet weights for resnet50 are not available (%s); training starts from a random "
-                    "initialisation. To use them offline, place %s at %s.", err, Path(weights.url).name, cached)
-        return None
+        raise PretrainedWeightsError(
+            f"pretrained: expected the ImageNet weights of {network} at {weights_file(network)}, found none "
+            f"and the download from {weights.url} failed ({' '.join(str(err).split())}); put the file there "
+            f"(it is the same on every machine), or set pretrained: false to train from random weights") from err
     finally:
         socket.setdefaulttimeout(previous)

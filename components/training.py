@@ -1,4 +1,5 @@
-"""What the training steps (baseline, mlnt) share: loading the noisy split, and the model file format."""
+"""What the training steps (baseline, mlnt) share: loading the noisy split (in memory or streamed from shards), and
+the model file format."""
 
 from __future__ import annotations
 
@@ -17,28 +18,34 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from components.artifacts import read_arrays
+from components.artifacts import read_arrays, read_json
 from components.atomic import write_atomic, write_json
 from components.checkpoints import FileCheckpointStore
 from components.formats import DataError, sha256_file, torch_load_error
+from components.formats.webdataset import verify_shards
+from components.streaming import open_split
 from model.distributed import Group, from_environment
 from model.networks import build_network
-from model.trainer import Data, TrainConfig, TrainResult, pick_device
+from model.trainer import Data, Source, TrainConfig, TrainResult, pick_device
 
 MODEL_FORMAT = 1
 # Config fields that cannot change a run's result, so they do not name its checkpoint folder.
-NOT_IN_RUN_ID = frozenset({"checkpoint_every", "device", "progress"})
+NOT_IN_RUN_ID = frozenset({"checkpoint_every", "device", "progress", "workers"})
 
 
-def load_split(ingest: Path, noise: Path) -> tuple[Data, Data, dict[str, Any]]:
-    """The training and validation sets as normalised float tensors, and what a model file must record."""
+def load_split(ingest: Path, noise: Path, *, workers: int = 2, augment: bool = False,
+               ) -> tuple[Source, Source, dict[str, Any]]:
+    """The training and validation sets, and what a model file must record. In memory (normalised float tensors)
+    for datasets ingested as arrays; streamed from the shards (``components.streaming``, ``workers`` decoding
+    processes, ``augment``: random crops and flips) for a sharded dataset, whose own clean validation split is
+    the validation set."""
     ingest, noise = Path(ingest), Path(noise)
+    index, given, is_val = read_arrays(noise / "labels.npz", "noise", "index", "label", "is_val")
+    if read_json(ingest / "manifest.json", "ingest").get("format") == "shards":
+        return _shard_split(ingest, index, given, workers=workers, augment=augment)
     (images,) = read_arrays(ingest / "train.npz", "ingest", "images")
-    index, given, is_val, clean = read_arrays(noise / "labels.npz", "noise", "index", "label", "is_val",
-                                              "clean_label")
-    if index.size and index.max() >= images.shape[0]:
-        raise DataError(f"{noise / 'labels.npz'}: expected indices below the {images.shape[0]} ingested "
-                        f"images, found {int(index.max())} (re-run the noise step)")
+    (clean,) = read_arrays(noise / "labels.npz", "noise", "clean_label")
+    _check_rows(noise, index, images.shape[0])
     pixels = images[index[~is_val]].astype(np.float32) / 255.0
     mean = pixels.mean(axis=(0, 1, 2)).tolist()
     std = (pixels.std(axis=(0, 1, 2)) + 1e-6).tolist()
@@ -49,6 +56,48 @@ def load_split(ingest: Path, noise: Path) -> tuple[Data, Data, dict[str, Any]]:
             "in_channels": int(images.shape[3]), "image_size": int(images.shape[1]),
             "normalisation": {"mean": mean, "std": std}}
     return Data(x[~mask], y[~mask]), Data(x[mask], y[mask]), meta
+
+
+def _shard_split(ingest: Path, index: np.ndarray, given: np.ndarray, *, workers: int,
+                 augment: bool) -> tuple[Source, Source, dict[str, Any]]:
+    manifest = read_json(ingest / "manifest.json", "ingest", "transform", "class_names", "counts")
+    if "val" not in manifest["counts"]:
+        raise DataError(f"{ingest / 'manifest.json'}: expected a sharded dataset with its own val split, found "
+                        f"the splits {sorted(manifest['counts'])}")
+    _check_rows(ingest, index, manifest["counts"]["train"])
+    verify_shards(ingest, ("train", "val"))
+    train = open_split(ingest, "train", positions=index, labels=torch.from_numpy(given.astype(np.int64)),
+                       workers=workers, augment=augment)
+    transform = manifest["transform"]
+    meta = {"num_classes": len(manifest["class_names"]), "in_channels": 3, "image_size": transform["crop"],
+            "normalisation": {"mean": transform["mean"], "std": transform["std"]}}
+    return train, open_split(ingest, "val", workers=workers), meta
+
+
+def _check_rows(source: Path, index: np.ndarray, count: int) -> None:
+    if index.size and index.max() >= count:
+        raise DataError(f"{source}: expected indices below the {count} ingested training images, found "
+                        f"{int(index.max())} (re-run the noise step)")
+
+
+def split_inputs(ingest: Path, noise: Path) -> list[Path]:
+    """The files a training run's result depends on (they name its checkpoint folder): the ingested training
+    images (or the shard index, which holds every shard's sha256) and the noise step's labels."""
+    ingest = Path(ingest)
+    images = ingest / "shards" / "index.json" if (ingest / "shards" / "index.json").is_file() else ingest / "train.npz"
+    return [images, Path(noise) / "labels.npz"]
+
+
+def test_set(ingest: Path, normalisation: dict[str, list[float]], *, workers: int = 2) -> Source:
+    """The clean test set: in memory, normalised with a model file's ``normalisation``, or streamed from the test
+    shards (with the manifest's transform, which is the one every model of a sharded dataset was trained with)."""
+    ingest = Path(ingest)
+    if read_json(ingest / "manifest.json", "ingest").get("format") == "shards":
+        verify_shards(ingest, ("test",))
+        return open_split(ingest, "test", workers=workers)
+    images, labels = read_arrays(ingest / "test.npz", "ingest", "images", "labels")
+    x = normalise(images, normalisation["mean"], normalisation["std"])
+    return Data(x, torch.from_numpy(labels.astype(np.int64)))
 
 
 def normalise(images: np.ndarray, mean: list[float], std: list[float]) -> torch.Tensor:

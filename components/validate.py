@@ -27,7 +27,10 @@ from components.artifacts import read_arrays, read_json
 from components.atomic import write_json
 from components.config import cli
 from components.formats import DataError
+from components.formats.webdataset import verify_shards
 from components.ingest import OUT as INGEST_OUT
+from components.streaming import decoded_chunks, open_split
+from model.progress import progress
 
 OUT = Path("artifacts/validate")
 
@@ -97,13 +100,15 @@ def build_tables(ingest: Path, manifest: dict) -> dict[str, Any]:
 
 
 def iter_images(ingest: Path, chunk: int = 10000) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
-    """``(split, images, labels)`` in chunks, from ``train.npz``/``test.npz`` or from the shards of a large set."""
-    index_file = ingest / "index.json"
-    if index_file.is_file():
-        index = read_json(index_file, "ingest", "splits")
-        for split, entry in index["splits"].items():
-            for shard in entry["shards"]:
-                yield split, *read_arrays(ingest / "shards" / shard["file"], "ingest", "images", "labels")
+    """``(split, images, labels)`` in chunks, from ``train.npz``/``test.npz``, or decoded from the shards of a
+    large set (after its resize and crop; every shard's sha256 checked first)."""
+    if read_json(ingest / "manifest.json", "ingest").get("format") == "shards":
+        verify_shards(ingest)
+        for split in read_json(ingest / "shards" / "index.json", "ingest", "splits")["splits"]:
+            source = open_split(ingest, split)
+            for images, labels in progress(decoded_chunks(source, chunk=min(chunk, 1000)), unit="chunks",
+                                           desc=f"validate {split}", total=-(-len(source) // min(chunk, 1000))):
+                yield split, images, labels
         return
     for split in ("train", "test"):
         path = ingest / f"{split}.npz"
@@ -127,7 +132,7 @@ def expectations(config: ValidateConfig, manifest: dict) -> dict[str, list]:
     e = gx.expectations
     k = len(manifest["class_names"])
     height, width, channels = manifest["image_shape"]
-    total = sum(manifest["counts"][s] for s in ("train", "test"))
+    total = sum(manifest["counts"].values())
     images = [e.ExpectTableRowCountToEqual(value=total)]
     images += [e.ExpectColumnValuesToNotBeNull(column=c) for c in ("split", "label", "pixel_min", "pixel_max")]
     images += [e.ExpectColumnValuesToBeBetween(column="label", min_value=0, max_value=k - 1),

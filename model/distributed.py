@@ -79,6 +79,15 @@ class Group:
         for p, chunk in zip(params, flat.split([g.numel() for g in grads]), strict=True):
             p.grad = chunk.view_as(p).clone()
 
+    def gather_rows(self, value: Tensor) -> Tensor:
+        """The global batch from every process's rows of it (``value`` holds this process's), in rank order;
+        the identity for one process. For sources that load only their own rows (streamed shards)."""
+        if not self.active:
+            return value
+        parts = [torch.empty_like(value) for _ in range(self.world_size)]
+        dist.all_gather(parts, value.contiguous())
+        return torch.cat(parts)
+
     def broadcast_state(self, net: nn.Module) -> None:
         """Make every process start from the main process's weights and buffers."""
         if self.active:

@@ -20,9 +20,9 @@ import copy
 import dataclasses
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -34,11 +34,12 @@ from model.ema import ema_update, make_teacher
 from model.mentor import consistency_target, mentor_keep_mask
 from model.mlnt import MODES, mlnt_loss_with_logits
 from model.neighbours import synthetic_labels
+from model.progress import progress
 from model.schedules import ema_decay, lr_factor, rampup_weight, teacher_start_share
 
 CHECKPOINT_FORMAT = 2  # 2: the teacher starts at ramp_start; validations every eval_every steps
 # Fields that may differ between a checkpoint and the run resuming it: they do not change the result.
-RESUMABLE_CHANGES = frozenset({"epochs", "checkpoint_every", "device", "progress"})
+RESUMABLE_CHANGES = frozenset({"epochs", "checkpoint_every", "device", "progress", "workers"})
 MODELS = ("student", "teacher")
 
 
@@ -62,12 +63,13 @@ class TrainConfig:
     device: str = "auto"  # auto, cpu, cuda
     amp: bool = True  # bfloat16 autocast on CUDA; ignored on the CPU
     progress: bool = True
+    workers: int = 2  # DataLoader processes decoding a streamed (sharded) dataset; in-memory data ignores it
 
     def __post_init__(self) -> None:
         _one_of("device", self.device, ("auto", "cpu", "cuda"))
         for name in ("epochs", "batch_size"):
             _at_least(name, getattr(self, name), 1)
-        for name in ("crop_padding", "checkpoint_every", "eval_every", "seed"):
+        for name in ("crop_padding", "checkpoint_every", "eval_every", "seed", "workers"):
             _at_least(name, getattr(self, name), 0)
         for name in ("lr", "momentum", "weight_decay", "lr_gamma", "grad_clip"):
             _at_least(name, getattr(self, name), 0.0)
@@ -120,10 +122,14 @@ class MlntConfig(TrainConfig):
 
 @dataclass
 class Data:
-    """Training or evaluation data in memory: normalised float images ``[N, C, H, W]``, int64 labels ``[N]``."""
+    """Training or evaluation data in memory: normalised float images ``[N, C, H, W]``, int64 labels ``[N]``.
+
+    One of the two kinds of ``Source`` (``components.streaming.ShardSource`` streams the other from shards)."""
 
     images: Tensor
     labels: Tensor
+    loads_rows: ClassVar[bool] = False  # every process builds the whole global batch
+    augments: ClassVar[bool] = False  # the loop augments (``augment``) when the config asks for it
 
     def __post_init__(self) -> None:
         if self.images.ndim != 4 or not self.images.is_floating_point():
@@ -138,6 +144,46 @@ class Data:
 
     def subset(self, keep: Tensor) -> Data:
         return Data(self.images[keep], self.labels[keep])
+
+    def batches(self, epoch: int, *, first: int, batch_size: int, seed: int, rows: slice | None = None,
+                generator: torch.Generator | None = None) -> Iterator[tuple[Tensor, Tensor]]:
+        """The global batches ``first, first + 1, ...`` of ``epoch``: a permutation drawn from ``(seed, epoch)``
+        cut into ``len // batch_size`` batches (the rest of the epoch is dropped)."""
+        order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+        for b in range(first, len(self) // batch_size):
+            idx = order[b * batch_size:(b + 1) * batch_size]
+            yield self.images[idx], self.labels[idx]
+
+    def eval_batches(self, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
+        for i in range(0, len(self), batch_size):
+            yield self.images[i:i + batch_size], self.labels[i:i + batch_size]
+
+    def epoch_stats(self) -> dict[str, float]:
+        return {}
+
+
+class Source(Protocol):
+    """What the loop trains on and validates with: ``Data`` in memory, or batches streamed from storage.
+
+    ``batches`` yields the global batches of an epoch from batch ``first`` on, the same in every process and on
+    every rerun; a source with ``loads_rows`` yields only this process's ``rows`` of each, and the loop gathers
+    the rest from the other processes. A source that ``augments`` does its own augmentation.
+    ``eval_batches`` yields every sample once, in order, without augmentation."""
+
+    labels: Tensor
+    loads_rows: bool
+    augments: bool
+
+    def __len__(self) -> int: ...
+
+    def subset(self, keep: Tensor) -> Source: ...
+
+    def batches(self, epoch: int, *, first: int, batch_size: int, seed: int, rows: slice,
+                generator: torch.Generator) -> Iterator[tuple[Tensor, Tensor]]: ...
+
+    def eval_batches(self, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]: ...
+
+    def epoch_stats(self) -> dict[str, float]: ...
 
 
 class CheckpointStore(Protocol):
@@ -177,7 +223,7 @@ def pick_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
-def train(config: TrainConfig, net: nn.Module, train_data: Data, *, val_data: Data | None = None,
+def train(config: TrainConfig, net: nn.Module, train_data: Source, *, val_data: Source | None = None,
           feature_net: nn.Module | None = None, store: CheckpointStore | None = None,
           on_epoch_end: Callable[[dict[str, float]], None] | None = None,
           group: Group | None = None) -> TrainResult:
@@ -204,7 +250,7 @@ def train(config: TrainConfig, net: nn.Module, train_data: Data, *, val_data: Da
         data = train_data
         if mentor is not None:
             net.load_state_dict(initial)
-            keep = mentor_keep_mask(predict(mentor, train_data.images, device=device), train_data.labels,
+            keep = mentor_keep_mask(predict(mentor, train_data, device=device), train_data.labels,
                                     top_k=config.mentor_top_k)
             if int(keep.sum()) < config.batch_size:
                 raise ValueError(f"round {round_ + 1}: the mentor kept {int(keep.sum())} of {len(train_data)} "
@@ -223,21 +269,24 @@ def train(config: TrainConfig, net: nn.Module, train_data: Data, *, val_data: Da
 
 
 @torch.no_grad()
-def predict(net: nn.Module, images: Tensor, *, batch_size: int = 512, device: torch.device | None = None) -> Tensor:
-    """Softmax probabilities ``[N, K]`` of ``net`` in eval mode (restored afterwards), on the CPU."""
+def predict(net: nn.Module, data: Tensor | Source, *, batch_size: int = 512,
+            device: torch.device | None = None) -> Tensor:
+    """Softmax probabilities ``[N, K]`` of ``net`` in eval mode (restored afterwards), on the CPU, for images
+    ``[N, C, H, W]`` or every sample of a ``Source`` in order."""
     device = device or next(net.parameters()).device
+    batches = ((data[i:i + batch_size], None) for i in range(0, data.shape[0], batch_size)) \
+        if isinstance(data, Tensor) else data.eval_batches(batch_size)
     was_training = net.training
     net.eval()
     try:
-        out = [torch.softmax(net(images[i:i + batch_size].to(device)).float(), dim=1).cpu()
-               for i in range(0, images.shape[0], batch_size)]
+        out = [torch.softmax(net(x.to(device)).float(), dim=1).cpu() for x, _ in batches]
     finally:
         net.train(was_training)
-    return torch.cat(out) if out else images.new_zeros(0, 0)
+    return torch.cat(out) if out else torch.zeros(0, 0)
 
 
-def accuracy(net: nn.Module, data: Data, *, device: torch.device | None = None) -> float:
-    return (predict(net, data.images, device=device).argmax(1) == data.labels).float().mean().item()
+def accuracy(net: nn.Module, data: Source, *, device: torch.device | None = None) -> float:
+    return (predict(net, data, device=device).argmax(1) == data.labels).float().mean().item()
 
 
 def augment(x: Tensor, generator: torch.Generator, *, padding: int) -> Tensor:
@@ -290,20 +339,13 @@ class _Loop:
         total = self.cfg.epochs * self.steps_per_epoch
         while self.step < total:
             epoch, first = divmod(self.step, self.steps_per_epoch)
-            order = torch.randperm(len(self.data), generator=torch.Generator().manual_seed(
-                self.cfg.seed * 100_003 + epoch))
-            bar = tqdm(range(first, self.steps_per_epoch), desc=f"{self.method} {self.key} epoch {epoch + 1}/"
-                       f"{self.cfg.epochs}", disable=not self.verbose, leave=False, dynamic_ncols=True)
+            bar = progress(self._batches(epoch, first), total=self.steps_per_epoch - first, unit="steps",
+                           desc=f"{self.method} {self.key} epoch {epoch + 1}/{self.cfg.epochs}",
+                           disable=not self.verbose)
             started, seen = time.perf_counter(), 0
             if first == 0:
                 self.epoch_loss = [0.0, 0]  # sum and count of the batch losses; kept in checkpoints
-            for b in bar:
-                # fetch batch (the global batch: every process draws the same augmentation)
-                idx = order[b * self.cfg.batch_size:(b + 1) * self.cfg.batch_size]
-                x = self.data.images[idx].to(self.device, non_blocking=True)
-                y = self.data.labels[idx].to(self.device, non_blocking=True)
-                if self.cfg.augment:
-                    x = augment(x, self.generator, padding=self.cfg.crop_padding)
+            for b, (x, y) in enumerate(bar, start=first):
                 # loss
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
                     loss, logits = self._loss(x, y)
@@ -328,7 +370,7 @@ class _Loop:
                 self.step += 1
                 self._start_teacher()
                 # log
-                seen += len(idx)
+                seen += y.shape[0]
                 self.epoch_loss = [self.epoch_loss[0] + value, self.epoch_loss[1] + 1]
                 bar.set_postfix(loss=f"{value:.3f}", acc=f"{(logits.argmax(1) == y[self.rows]).float().mean():.3f}",
                                 samples_s=f"{seen / (time.perf_counter() - started):.0f}")
@@ -341,6 +383,18 @@ class _Loop:
             bar.close()
             self._end_epoch(epoch, seen / max(time.perf_counter() - started, 1e-9))
         return self._result()
+
+    def _batches(self, epoch: int, first: int) -> Iterator[tuple[Tensor, Tensor]]:
+        """fetch batch: the global batches of ``epoch`` from ``first`` on, on the device, augmented (every process
+        draws the same augmentation)."""
+        for images, labels in self.data.batches(epoch, first=first, batch_size=self.cfg.batch_size,
+                                                seed=self.cfg.seed, rows=self.rows, generator=self.generator):
+            x, y = images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
+            if self.data.loads_rows:
+                x, y = self.group.gather_rows(x), self.group.gather_rows(y)
+            if self.cfg.augment and not self.data.augments:
+                x = augment(x, self.generator, padding=self.cfg.crop_padding)
+            yield x, y
 
     def _loss(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """The loss on this process's rows of the global batch ``x, y``, and their logits."""
@@ -401,6 +455,7 @@ class _Loop:
                                     "lr": self.optimizer.param_groups[0]["lr"],
                                     "train_loss": self.epoch_loss[0] / max(self.epoch_loss[1], 1),
                                     "samples_per_s": samples_per_s}
+        record.update(self.data.epoch_stats())
         record.update({k: v for k, v in self._evaluate(epoch).items() if k not in record})
         self.history.append(record)
         if self.verbose:

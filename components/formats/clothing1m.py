@@ -1,4 +1,4 @@
-"""Clothing1M in its official layout, streamed into shards (never held in memory whole).
+"""Clothing1M in its official layout, read one image at a time (never held in memory whole).
 
 Layout: ``images/`` (the JPEGs, e.g. ``images/0/00/123.jpg``), ``noisy_label_kv.txt`` and ``clean_label_kv.txt``
 (one ``<image key> <label>`` per line), ``noisy_train_key_list.txt``, ``clean_val_key_list.txt`` and
@@ -10,14 +10,10 @@ Splits: ``train`` = the noisy training keys with their noisy labels (and the cle
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
-
 from components.formats import DataError, require_file
-from components.formats.images import load_image
+from components.formats.images import check_encoded
 
 CLASSES = ("T-Shirt", "Shirt", "Knitwear", "Chiffon", "Sweater", "Hoodie", "Windbreaker", "Jacket", "Down Coat",
            "Suit", "Shawl", "Dress", "Vest", "Underwear")
@@ -52,12 +48,12 @@ def input_files(root: Path) -> list[Path]:
     return [require_file(root / n, "a Clothing1M list file") for n in names]
 
 
-def iter_split(root: Path, split: str, *, noisy: dict[str, int], clean: dict[str, int], size: int,
-               digest: hashlib._Hash) -> Iterator[tuple[str, np.ndarray, int, int]]:
-    """Yield ``(key, image, label, clean_label)`` for each key of ``split``, one image in memory at a time;
-    ``digest`` absorbs each key and its file's sha256, so the manifest can vouch for the images too."""
+def split_keys(root: Path, split: str, *, noisy: dict[str, int], clean: dict[str, int]) -> list[tuple[str, int, int]]:
+    """``(key, label, clean_label)`` for each key of ``split``: the noisy label for ``train`` (with the clean one
+    where ``clean_label_kv.txt`` has it, else -1), the clean label for ``val`` and ``test``."""
     keys_file = root / SPLITS[split]
     table = noisy if split == "train" else clean
+    rows = []
     with open(keys_file, encoding="utf-8") as fh:
         for number, line in enumerate(fh, 1):
             key = line.strip()
@@ -66,8 +62,15 @@ def iter_split(root: Path, split: str, *, noisy: dict[str, int], clean: dict[str
             if key not in table:
                 which = "noisy_label_kv.txt" if split == "train" else "clean_label_kv.txt"
                 raise DataError(f"{keys_file} line {number}: expected a label for {key} in {which}, found none")
-            image_path = root / key
-            if not image_path.is_file():
-                raise DataError(f"{keys_file} line {number}: expected the image {key}, found no such file")
-            digest.update(f"{key} {hashlib.sha256(image_path.read_bytes()).hexdigest()}\n".encode())
-            yield key, load_image(image_path, channels=3, size=size), table[key], clean.get(key, -1)
+            rows.append((key, table[key], clean.get(key, -1)))
+    return rows
+
+
+def read_image(root: Path, key: str, *, size: int = 0) -> bytes:
+    """The encoded bytes of the image ``key``, after proving they decode (``check_encoded``)."""
+    path = root / key
+    if not path.is_file():
+        raise DataError(f"{path}: expected the image {key} (listed in the key lists), found no such file")
+    payload = path.read_bytes()
+    check_encoded(payload, where=f"{path} (key {key})", size=size)
+    return payload

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -26,3 +27,18 @@ def load_image(path: Path, *, channels: int, size: int) -> np.ndarray:
     except (UnidentifiedImageError, OSError, ValueError) as err:
         raise DataError(f"{path}: expected an image file, found unreadable data ({err})") from err
     return array[..., None] if array.ndim == 2 else array
+
+
+def check_encoded(payload: bytes, *, where: str, size: int = 0) -> tuple[int, int]:
+    """Decode ``payload`` (an encoded image) fully, to prove it is whole; returns its ``(width, height)``.
+    ``size > 0`` lets a JPEG decode at a reduced scale no smaller than ``size``, which is faster and as thorough
+    (every byte is still read)."""
+    try:
+        with Image.open(io.BytesIO(payload)) as img:
+            width, height = img.size
+            if size and img.format == "JPEG":
+                img.draft("RGB", (size, size))
+            img.load()
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as err:
+        raise DataError(f"{where}: expected an image file, found unreadable data ({err})") from err
+    return width, height
