@@ -40,8 +40,9 @@ def load_split(ingest: Path, noise: Path, *, workers: int = 2, augment: bool = F
     processes, ``augment``: random crops and flips) for a sharded dataset, whose own clean validation split is
     the validation set."""
     ingest, noise = Path(ingest), Path(noise)
+    sharded = read_json(ingest / "manifest.json", "ingest").get("format") == "shards"
     index, given, is_val = read_arrays(noise / "labels.npz", "noise", "index", "label", "is_val")
-    if read_json(ingest / "manifest.json", "ingest").get("format") == "shards":
+    if sharded:
         return _shard_split(ingest, index, given, workers=workers, augment=augment)
     (images,) = read_arrays(ingest / "train.npz", "ingest", "images")
     (clean,) = read_arrays(noise / "labels.npz", "noise", "clean_label")

@@ -42,19 +42,28 @@ def tiny_params(repo: Path, **changes) -> None:
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory):
-    repo = tmp_path_factory.mktemp("pipeline") / "repo"
+def copy_repository(repo: Path) -> Path:
+    """The tracked files of this repository (without data/) in ``repo``."""
     files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
     for name in [*files, "dvc.yaml", "params.yaml"]:
         if (ROOT / name).is_file() and not name.startswith("data"):
             (repo / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, repo / name)
-    make_fashion_mnist(repo / "fixture" / "fashion-mnist", train=300, test=60, mislabelled_test=0.2)
-    tiny_params(repo)
+    return repo
+
+
+def commit_all(repo: Path) -> None:
     sh(repo, "git", "init", "-q")
     sh(repo, "git", "add", "-A")
     sh(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny")
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    repo = copy_repository(tmp_path_factory.mktemp("pipeline") / "repo")
+    make_fashion_mnist(repo / "fixture" / "fashion-mnist", train=300, test=60, mislabelled_test=0.2)
+    tiny_params(repo)
+    commit_all(repo)
     return repo
 
 

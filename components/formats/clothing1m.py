@@ -62,6 +62,8 @@ def split_keys(root: Path, split: str, *, noisy: dict[str, int], clean: dict[str
             if key not in table:
                 which = "noisy_label_kv.txt" if split == "train" else "clean_label_kv.txt"
                 raise DataError(f"{keys_file} line {number}: expected a label for {key} in {which}, found none")
+            if not (root / key).is_file():
+                raise DataError(f"{keys_file} line {number}: expected the image {key}, found no such file")
             rows.append((key, table[key], clean.get(key, -1)))
     return rows
 

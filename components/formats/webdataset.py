@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,9 +111,8 @@ class SplitIndex:
             handle = open(path, "rb")  # noqa: SIM115 - kept open in ``handles`` for the next read
             if handles is not None:
                 handles[path.name] = handle
-        try:
-            handle.seek(int(self.offset[row]))
-            payload = handle.read(int(self.size[row]))
+        try:  # pread: no shared file position, so handles inherited by forked DataLoader workers stay safe
+            payload = os.pread(handle.fileno(), int(self.size[row]), int(self.offset[row]))
         finally:
             if handles is None:
                 handle.close()

@@ -16,12 +16,30 @@ SECTIONS = {"ingest": ingest.IngestConfig, "validate": validate.ValidateConfig, 
             "export": export.ExportConfig, "gate": gate.GateConfig}
 
 
-def test_params_yaml_matches_the_typed_configs_exactly():
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+@pytest.mark.parametrize("name", ["params.yaml", "recipes/clothing1m.yaml"])
+def test_params_files_match_the_typed_configs_exactly(name):
+    params = yaml.safe_load((ROOT / name).read_text())
     assert set(params) == set(SECTIONS)
     for section, cls in SECTIONS.items():
         assert set(params[section]) == {f.name for f in dataclasses.fields(cls)}, section
         build(cls, params[section], where=section)  # every value has the right type
+
+
+def test_the_clothing1m_recipe_is_the_authors():
+    """baseline.py and main.py of the authors' code: the CE schedule, the MLNT settings in iterations of 1M / 32."""
+    configs = {section: build(cls, load_params(ROOT / "recipes/clothing1m.yaml")[section], where=section)
+               for section, cls in SECTIONS.items()}
+    base, meta, data = configs["baseline"], configs["mlnt"], configs["ingest"]
+    assert (data.dataset, data.resize, data.image_size, configs["noise"].kind) == ("clothing1m", 256, 224, "human")
+    for c in (base, meta):
+        assert (c.network if c is base else "resnet50", c.pretrained, c.batch_size, c.lr, c.momentum,
+                c.weight_decay, c.augment, c.eval_every) == ("resnet50", True, 32, 0.0008, 0.9, 0.001, False, 1000)
+    assert (base.epochs, base.lr_milestones, base.lr_gamma) == (3, (2.0,), 0.1)  # lr / 10 in the third epoch
+    steps = 1_000_000 // 32
+    assert (meta.epochs, meta.warm_start, meta.mode, meta.num_sets, meta.fraction, meta.neighbours) == \
+        (1, False, "exact", 10, 0.5, 10)
+    assert (meta.inner_lr, meta.meta_weight, meta.ema_during_ramp, meta.ema_after_ramp) == (0.02, 1.0, 0.99, 0.999)
+    assert (round(meta.ramp_start * steps), round(meta.ramp_end * steps)) == (500, 2000)  # start_iter, mid_iter
 
 
 def test_every_step_module_has_a_section_of_its_own_name():

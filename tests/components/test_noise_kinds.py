@@ -102,7 +102,7 @@ def test_human_labels_from_cifar10n(tmp_path):
 def test_human_kind_without_human_labels(tmp_path, fashion_dir):
     ingest(IngestConfig(path=str(fashion_dir)), out=tmp_path / "ingest")
     with pytest.raises(ValueError, match=r"human_labels.npz: expected human labels for noise kind 'human' "
-                                         r"\(ingest dataset cifar10n\), found no such file"):
+                                         r"\(ingest dataset cifar10n or clothing1m\), found no such file"):
         run(NoiseConfig(kind="human"), ingest=tmp_path / "ingest", out=tmp_path / "noise")
 
 

@@ -51,7 +51,7 @@ def test_rerun_resumes_and_a_changed_config_starts_afresh(workdir, capsys):
 def test_training_step_without_its_inputs(workdir, capsys):
     assert mlnt.main([]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("error: mlnt: artifacts/ingest/train.npz: expected the output of the ingest step")
+    assert err.startswith("error: mlnt: artifacts/ingest/manifest.json: expected the output of the ingest step")
 
 
 def test_iterative_mlnt_keeps_each_rounds_teacher(workdir):

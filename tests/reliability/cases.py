@@ -70,7 +70,7 @@ def _clothing1m_ingested() -> None:
     from components import ingest  # noqa: PLC0415
 
     ingest.run(ingest.IngestConfig(dataset="clothing1m", path="data/clothing1m", image_size=8, shard_size=2))
-    f.truncate("artifacts/ingest/shards/train-00001.npz")
+    f.truncate("artifacts/ingest/shards/train-00001.tar")
 
 
 CIFAR = ("--set", "ingest.dataset=cifar10", "--set", "ingest.path=data/cifar10")
@@ -127,7 +127,8 @@ DATA = [
          ("noisy_label_kv.txt line 2: expected '<image key> <label>', found 'a b c'",), argv=C1M),
     Case("clothing1m-corrupt-image", FILES, "ingest", "a Clothing1M JPEG replaced by random bytes",
          lambda: f.garbage("data/clothing1m/images/1/01/val1.jpg"),
-         ("images/1/01/val1.jpg: expected an image file, found unreadable data",), argv=C1M),
+         ("images/1/01/val1.jpg (key images/1/01/val1.jpg): expected an image file, found unreadable data",),
+         argv=C1M),
     Case("clothing1m-missing-image", FILES, "ingest", "a listed Clothing1M test image deleted",
          lambda: f.delete("data/clothing1m/images/0/00/test0.jpg"),
          ("clean_test_key_list.txt line 1: expected the image images/0/00/test0.jpg, found no such file",),
@@ -137,8 +138,8 @@ DATA = [
          ("labels.csv: expected a header with filename and label, found ['file', 'class']",),
          argv=("--set", "ingest.dataset=imagefolder", "--set", "ingest.path=data/imagefolder")),
     Case("shard-truncated", FILES, "validate", "a Clothing1M shard written by ingest, then cut short",
-         _clothing1m_ingested, ("artifacts/ingest/shards/train-00001.npz: expected an .npz file written by the "
-                                "ingest step, found unreadable data",)),
+         _clothing1m_ingested, ("artifacts/ingest/shards/train-00001.tar: expected", "bytes with sha256",
+                                "(index.json), found", "; it holds images/", "re-run the ingest step")),
     Case("ingested-images-3d", FILES, "validate", "`train.npz` images without a channel axis",
          lambda: f.edit_npz("artifacts/ingest/train.npz", lambda a: a.update(images=a["images"][..., 0])),
          ("artifacts/ingest/train.npz: expected images of shape [N, H, W, C], found [400, 28, 28]",)),

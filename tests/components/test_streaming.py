@@ -1,0 +1,487 @@
+"""Clothing1M-style shards and the training data streamed from them.
+
+The shards are plain WebDataset tars (the ``webdataset`` library reads them, byte for byte the source JPEGs) with
+an index that points at the exact bytes and a sha256 per shard. A ``ShardSource`` epoch is a pure function of
+``(seed, epoch)``: the same batches (and random crops) with any number of DataLoader workers, resumed mid-epoch
+without a sample repeated or skipped, split into disjoint rows under data parallelism. A damaged shard is named,
+with the keys it holds, in one line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import shutil
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import webdataset as wds
+from PIL import Image
+
+from benchmarks.fixtures import write_clothing1m
+from components.checkpoints import FileCheckpointStore
+from components.formats import DataError
+from components.formats.webdataset import read_index, verify_shards
+from components.ingest import IngestConfig
+from components.ingest import run as ingest
+from components.noise import NoiseConfig
+from components.noise import run as make_noise
+from components.streaming import ShardSource, decode, decoded_chunks, open_split
+from components.training import load_split
+from model.distributed import Group
+from model.networks import build_network
+from model.trainer import TrainConfig, train
+from tests.model.test_trainer import CrashError, CrashingStore
+
+TRAIN, PER_SPLIT, SHARD_SIZE = 40, 6, 7  # 6 training shards (7 x 5 + 5): two shuffle windows of 4 shards
+CROP, RESIZE, CLASSES = 16, 20, 14
+WORLD = 2
+FIT = {"progress": False, "batch_size": 8, "lr": 0.05, "seed": 3, "augment": False, "device": "cpu"}
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """A tiny Clothing1M in its official layout (JPEGs of varied sizes) and its ingest; tests must not change
+    either (copy them first)."""
+    root = tmp_path_factory.mktemp("c1m")
+    source = write_clothing1m(root / "c1m", per_split=PER_SPLIT, train=TRAIN, noise_rate=0.3, seed=1)
+    manifest = ingest(IngestConfig(dataset="clothing1m", path=str(source), image_size=CROP, resize=RESIZE,
+                                   shard_size=SHARD_SIZE, seed=2), out=root / "ingest")
+    return source, root / "ingest", manifest
+
+
+@pytest.fixture(scope="module")
+def source_dir(dataset):
+    return dataset[0]
+
+
+@pytest.fixture(scope="module")
+def ingest_dir(dataset):
+    return dataset[1]
+
+
+def label_table(path: Path) -> dict[str, int]:
+    return {key: int(label) for key, label in (line.split() for line in path.read_text().splitlines())}
+
+
+def shard_paths(ingest_dir: Path, split: str) -> list[Path]:
+    entry = json.loads((ingest_dir / "shards" / "index.json").read_text())["splits"][split]
+    return [ingest_dir / "shards" / shard["file"] for shard in entry["shards"]]
+
+
+def snapshot(folder: Path) -> dict[str, bytes | None]:
+    """Every path under ``folder`` (folders as None) with its bytes."""
+    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None for p in sorted(folder.rglob("*"))}
+
+
+def identified(ingest_dir: Path, *, workers: int = 0, augment: bool = False,
+               positions: np.ndarray | None = None) -> ShardSource:
+    """The training split with each sample's label replaced by its position, so batches say which samples
+    they hold."""
+    n = len(read_index(ingest_dir, "train")) if positions is None else positions.shape[0]
+    positions = np.arange(n) if positions is None else positions
+    return open_split(ingest_dir, "train", positions=positions, labels=torch.arange(n), workers=workers,
+                      augment=augment)
+
+
+def epoch(source: ShardSource, number: int, *, batch_size: int = 6, first: int = 0, seed: int = 0,
+          rows: slice | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    rows = rows if rows is not None else slice(0, batch_size)
+    return [(x.clone(), y.clone()) for x, y in source.batches(number, first=first, batch_size=batch_size,
+                                                               seed=seed, rows=rows)]
+
+
+def assert_same_batches(a, b) -> None:
+    assert len(a) == len(b)
+    for (xa, ya), (xb, yb) in zip(a, b, strict=True):
+        assert torch.equal(ya, yb) and torch.equal(xa, xb)
+
+
+def pixels(x: torch.Tensor, source: ShardSource) -> torch.Tensor:
+    """uint8 images back from the normalised floats a source yields."""
+    mean, std = torch.tensor(source.mean)[:, None, None], torch.tensor(source.std)[:, None, None]
+    return ((x * std + mean) * 255.0).round().clamp(0, 255).to(torch.uint8)
+
+
+def by_position(batches) -> dict[int, torch.Tensor]:
+    return {int(p): image for x, y in batches for image, p in zip(x, y, strict=True)}
+
+
+# --- the shard format ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("split", ["train", "val", "test"])
+def test_webdataset_reads_our_shards_with_the_original_jpeg_bytes(source_dir, ingest_dir, split):
+    labels = label_table(source_dir / ("noisy_label_kv.txt" if split == "train" else "clean_label_kv.txt"))
+    clean = label_table(source_dir / "clean_label_kv.txt")
+    listed = (source_dir / {"train": "noisy_train_key_list.txt", "val": "clean_val_key_list.txt",
+                            "test": "clean_test_key_list.txt"}[split]).read_text().split()
+    urls = [str(p) for p in shard_paths(ingest_dir, split)]
+    samples = list(wds.WebDataset(urls, shardshuffle=False))
+    index = read_index(ingest_dir, split)
+    assert len(samples) == len(index) == len(listed)
+    keys = []
+    for i, sample in enumerate(samples):
+        meta = json.loads(sample["json"])
+        keys.append(meta["key"])
+        assert sample["__key__"] == f"{i:09d}" and sample["__url__"] == urls[index.shard[i]]
+        assert set(sample) - {"__key__", "__url__", "__local_path__"} == {"jpg", "cls", "json"}
+        assert sample["jpg"] == (source_dir / meta["key"]).read_bytes()  # never re-encoded
+        assert int(sample["cls"]) == meta["label"] == labels[meta["key"]] == index.label[i]
+        assert meta["clean_label"] == clean.get(meta["key"], -1) == index.clean_label[i]
+        assert index.key[i].decode() == meta["key"]
+    if split == "train":  # written in a random order, so every shard is a random sample
+        assert sorted(keys) == sorted(listed) and keys != listed
+    else:
+        assert keys == listed
+    # webdataset's own decoders: a PIL image of the source's size and an int label
+    decoded = wds.WebDataset(urls, shardshuffle=False).decode("pil").to_tuple("jpg", "cls", "json")
+    for image, label, meta in decoded:
+        with Image.open(source_dir / meta["key"]) as original:
+            assert image.size == original.size
+        assert label == meta["label"]
+
+
+def test_the_index_points_at_the_exact_image_bytes(source_dir, ingest_dir):
+    for split in ("train", "val", "test"):
+        index = read_index(ingest_dir, split)
+        members = {}
+        for number, path in enumerate(shard_paths(ingest_dir, split)):
+            with tarfile.open(path) as tar:
+                names = tar.getnames()
+                assert names == [f"{n}.{ext}" for n in sorted({m.split('.')[0] for m in names})
+                                 for ext in ("jpg", "cls", "json")]  # a sample's members in a row
+                members.update({m.name: (number, m.offset_data, m.size) for m in tar if m.name.endswith(".jpg")})
+        assert len(members) == len(index)
+        handles = {}
+        for i in range(len(index)):
+            original = (source_dir / index.key[i].decode()).read_bytes()
+            shard, offset, size = int(index.shard[i]), int(index.offset[i]), int(index.size[i])
+            assert members[f"{i:09d}.jpg"] == (shard, offset, size) and size == len(original)
+            with open(index.path(i), "rb") as fh:
+                fh.seek(offset)
+                assert fh.read(size) == original
+            assert index.read(i) == index.read(i, handles) == original
+        for handle in handles.values():
+            handle.close()
+
+
+def test_index_json_has_each_shards_sha256_and_the_counts_add_up(source_dir, ingest_dir, dataset):
+    manifest = dataset[2]
+    splits = json.loads((ingest_dir / "shards" / "index.json").read_text())["splits"]
+    assert {split: entry["count"] for split, entry in splits.items()} == manifest["counts"] == \
+        {"train": TRAIN, "val": PER_SPLIT, "test": PER_SPLIT}
+    assert [s["count"] for s in splits["train"]["shards"]] == [7, 7, 7, 7, 7, 5]
+    assert [s["file"] for s in splits["train"]["shards"]] == [f"train-{n:05d}.tar" for n in range(6)]
+    shard_bytes = source_bytes = samples = 0
+    for split, entry in splits.items():
+        assert sum(s["count"] for s in entry["shards"]) == entry["count"]
+        index = read_index(ingest_dir, split)
+        assert np.bincount(index.shard).tolist() == [s["count"] for s in entry["shards"]]
+        for shard in entry["shards"]:
+            path = ingest_dir / "shards" / shard["file"]
+            assert shard["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+            assert shard["bytes"] == path.stat().st_size
+            shard_bytes += shard["bytes"]
+        source_bytes += sum((source_dir / k.decode()).stat().st_size for k in index.key)
+        samples += len(index)
+    expected = {f for entry in splits.values() for f in (s["file"] for s in entry["shards"])}
+    expected |= {"index.json", "train.index.npz", "val.index.npz", "test.index.npz"}
+    assert {p.name for p in (ingest_dir / "shards").iterdir()} == expected
+    assert not (ingest_dir / "train.npz").exists() and not (ingest_dir / "index.json").exists()
+    assert manifest["shard_bytes"] == shard_bytes and manifest["format"] == "shards"
+    assert manifest["transform"]["resize"] == RESIZE and manifest["transform"]["crop"] == CROP
+    # the JPEGs themselves plus tar headers and padding: at most 3 KiB a sample and a 10 KiB record a shard
+    n_shards = sum(len(e["shards"]) for e in splits.values())
+    assert source_bytes < shard_bytes <= source_bytes + 3 * 1024 * samples + 10240 * n_shards
+
+
+def test_the_same_input_gives_byte_identical_shards(source_dir, ingest_dir, tmp_path):
+    ingest(IngestConfig(dataset="clothing1m", path=str(source_dir), image_size=CROP, resize=RESIZE,
+                        shard_size=SHARD_SIZE, seed=2), out=tmp_path / "again")
+    assert snapshot(tmp_path / "again" / "shards") == snapshot(ingest_dir / "shards")
+
+
+# --- order: a pure function of (seed, epoch) ----------------------------------------------------------------
+
+
+def test_an_epoch_is_a_function_of_seed_and_epoch_whatever_the_workers(ingest_dir):
+    positions = np.random.default_rng(0).permutation(TRAIN)[:33]  # a subset, as the noise step's index gives
+    serial, parallel = identified(ingest_dir, positions=positions), identified(ingest_dir, workers=2,
+                                                                                  positions=positions)
+    index = read_index(ingest_dir, "train")
+    orders = []
+    for number in range(3):
+        batches = epoch(serial, number)
+        assert_same_batches(batches, epoch(parallel, number))
+        assert len(batches) == 33 // 6 and all(y.shape == (6,) for _, y in batches)
+        seen = torch.cat([y for _, y in batches])
+        assert seen.unique().numel() == seen.numel() and 33 - seen.numel() < 6  # each once; < a batch dropped
+        orders.append(seen.tolist())
+        for x, y in batches:  # every image is the sample its position names
+            for image, p in zip(pixels(x, serial), y, strict=True):
+                row = int(positions[p])
+                assert torch.equal(image, decode(index.read(row), resize=RESIZE, crop=CROP))
+    assert orders[0] != orders[1] != orders[2] != orders[0]
+    assert [y.tolist() for _, y in epoch(serial, 0, seed=1)] != [y.tolist() for _, y in epoch(serial, 0)]
+
+
+def test_reads_do_not_depend_on_the_position_of_a_shared_open_shard(ingest_dir):
+    index = read_index(ingest_dir, "train")
+    rows = np.flatnonzero(index.shard == 1)
+    expected = [index.read(int(row)) for row in rows]
+    handles = {}
+    for row, payload in zip(rows, expected, strict=True):
+        assert index.read(int(row), handles) == payload
+        # a forked process (a DataLoader worker) shares the open file's position and moves it
+        mover = mp.get_context("fork").Process(target=os.lseek, args=(handles["train-00001.tar"].fileno(), 0,
+                                                                       os.SEEK_END))
+        mover.start()
+        mover.join()
+    for handle in handles.values():
+        handle.close()
+
+
+def test_forked_workers_read_what_the_main_process_reads(ingest_dir):
+    source = identified(ingest_dir)
+    expected = {number: epoch(source, number, batch_size=4) for number in range(5)}  # opens the shards here
+    assert source.images._handles, "the main process should hold open shards for this test to mean anything"
+    forked = dataclasses.replace(source, workers=2)  # the same ShardImages, its open files inherited by fork
+    for _ in range(2):
+        for number, batches in expected.items():
+            assert_same_batches(epoch(forked, number, batch_size=4), batches)
+
+
+def test_a_resumed_epoch_is_the_tail_of_the_uninterrupted_one(ingest_dir):
+    for augment in (False, True):
+        source = identified(ingest_dir, augment=augment)
+        whole = epoch(source, 2, batch_size=8)
+        for first in (1, 3, len(whole) - 1, len(whole)):
+            assert_same_batches(epoch(source, 2, batch_size=8, first=first), whole[first:])
+
+
+def test_data_parallel_ranks_load_disjoint_rows_that_make_the_global_batch(ingest_dir):
+    source = identified(ingest_dir, workers=2)
+    whole = epoch(source, 1, batch_size=8)
+    shares = [epoch(source, 1, batch_size=8, rows=Group(rank, WORLD).rows(8)) for rank in range(WORLD)]
+    for (x, y), (x0, y0), (x1, y1) in zip(whole, *shares, strict=True):
+        assert y0.shape == y1.shape == (4,) and not set(y0.tolist()) & set(y1.tolist())
+        assert torch.equal(torch.cat([y0, y1]), y) and torch.equal(torch.cat([x0, x1]), x)
+    resumed = epoch(source, 1, batch_size=8, first=2, rows=Group(1, WORLD).rows(8))
+    assert_same_batches(resumed, shares[1][2:])
+
+
+# --- augmentation -------------------------------------------------------------------------------------------
+
+
+def resized(payload: bytes) -> torch.Tensor:
+    """uint8 ``[3, H, W]``: the whole image with its short side resized to RESIZE, before any crop."""
+    with Image.open(io.BytesIO(payload)) as img:
+        img.draft("RGB", (RESIZE, RESIZE))
+        rgb = img.convert("RGB")
+    scale = RESIZE / min(rgb.size)
+    size = (max(RESIZE, round(rgb.width * scale)), max(RESIZE, round(rgb.height * scale)))
+    return torch.from_numpy(np.asarray(rgb.resize(size, Image.Resampling.BILINEAR)).copy()).permute(2, 0, 1)
+
+
+def windows(image: torch.Tensor, whole: torch.Tensor) -> list[tuple[int, int, bool]]:
+    """``(top, left, mirrored)`` of every CROP x CROP window of ``whole`` equal to ``image`` (mirrored or not)."""
+    found = []
+    tiles = whole.unfold(1, CROP, 1).unfold(2, CROP, 1)  # [3, top, left, CROP, CROP]
+    for mirrored, candidate in ((False, image), (True, image.flip(-1))):
+        equal = (tiles == candidate[:, None, None]).flatten(3).all(3).all(0)
+        found += [(int(t), int(left), mirrored) for t, left in equal.nonzero().tolist()]
+    return found
+
+
+def test_without_augment_every_image_is_the_centre_crop(ingest_dir):
+    source = identified(ingest_dir, workers=2)
+    index = source.images.index
+    centre = torch.stack([decode(index.read(i), resize=RESIZE, crop=CROP, offset=None) for i in range(len(index))])
+    for i, image in enumerate(centre):  # the middle window of the resized image
+        whole = resized(index.read(i))
+        middle = ((whole.shape[1] - CROP) / 2, (whole.shape[2] - CROP) / 2)
+        assert any(abs(t - middle[0]) <= 0.5 and abs(left - middle[1]) <= 0.5 and not mirrored
+                   for t, left, mirrored in windows(image, whole)), i
+    for number in range(2):
+        for x, positions in epoch(source, number, batch_size=8):
+            assert torch.equal(pixels(x, source), centre[positions])
+    labelled = open_split(ingest_dir, "train", workers=0)
+    evaluated = list(labelled.eval_batches(16))  # every sample once, in order, with its label
+    assert torch.equal(torch.cat([y for _, y in evaluated]), torch.from_numpy(index.label))
+    assert torch.equal(pixels(torch.cat([x for x, _ in evaluated]), labelled), centre)
+    chunks = list(decoded_chunks(labelled, chunk=16))
+    assert torch.equal(torch.from_numpy(np.concatenate([c for c, _ in chunks])).permute(0, 3, 1, 2), centre)
+    assert np.concatenate([y for _, y in chunks]).tolist() == index.label.tolist()
+
+
+def test_random_crops_are_fixed_per_seed_epoch_and_position(ingest_dir):
+    serial, parallel = identified(ingest_dir, augment=True), identified(ingest_dir, workers=2, augment=True)
+    index = serial.images.index
+    first = epoch(serial, 0, batch_size=8)
+    assert_same_batches(epoch(parallel, 0, batch_size=8), first)
+    images = by_position(first)
+    # the same crop whatever the batch size, the resume point or the data-parallel rank
+    for other in (epoch(parallel, 0, batch_size=5), epoch(serial, 0, batch_size=8, first=3),
+                  epoch(serial, 0, batch_size=8, rows=Group(1, WORLD).rows(8))):
+        assert all(torch.equal(image, images[p]) for p, image in by_position(other).items())
+    # each one a window of the resized image, mirrored or not; they differ from sample to sample, epoch to epoch
+    kinds, off_centre = [], 0
+    for p, image in by_position([(pixels(x, serial), y) for x, y in first]).items():
+        payload = index.read(p)
+        found = windows(image, resized(payload))
+        assert found, f"position {p}: not a crop of its image"
+        kinds.append("flipped" if found[0][2] else "plain")
+        off_centre += not torch.equal(image, decode(payload, resize=RESIZE, crop=CROP))
+    assert set(kinds) == {"plain", "flipped"} and off_centre > len(kinds) // 2
+    later = by_position(epoch(serial, 1, batch_size=8))
+    assert sum(not torch.equal(later[p], images[p]) for p in images.keys() & later.keys()) > len(images) // 2
+    reseeded = by_position(epoch(serial, 0, batch_size=8, seed=5))
+    assert sum(not torch.equal(reseeded[p], images[p]) for p in images.keys() & reseeded.keys()) > len(images) // 2
+
+
+# --- the loader's throughput --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_epoch_stats_report_the_loaders_throughput(ingest_dir, workers):
+    source = open_split(ingest_dir, "train", workers=workers)
+    assert source.epoch_stats() == {}
+    epoch(source, 0, batch_size=8)
+    assert source.epoch_stats()["loader_images_per_s_per_worker"] > 0
+    assert source.subset(torch.arange(len(source)) < 20).epoch_stats() == {}  # a new source starts afresh
+
+
+# --- training on shards -------------------------------------------------------------------------------------
+
+
+def shard_net(seed: int = 0):
+    torch.manual_seed(seed)
+    return build_network("small_cnn", CLASSES, in_channels=3, image_size=CROP)
+
+
+def untimed(history):
+    return [{k: v for k, v in r.items() if k not in ("samples_per_s", "loader_images_per_s_per_worker")}
+            for r in history]
+
+
+def test_training_interrupted_mid_epoch_resumes_to_bitwise_the_same_weights(ingest_dir, tmp_path):
+    config = TrainConfig(epochs=2, checkpoint_every=3, **FIT)  # 5 steps an epoch: checkpoints at 3, 5, 6, ...
+    val = open_split(ingest_dir, "val", workers=0)
+    straight = train(config, shard_net(), open_split(ingest_dir, "train", workers=2, augment=True), val_data=val,
+                     store=FileCheckpointStore(tmp_path / "straight"))
+    with pytest.raises(CrashError):  # saves: start, step 3, step 5 (epoch end), step 6: dies in epoch 2
+        train(config, shard_net(), open_split(ingest_dir, "train", workers=2, augment=True), val_data=val,
+              store=CrashingStore(tmp_path / "crashed", crash_after=4))
+    assert FileCheckpointStore(tmp_path / "crashed").load("round0")["step"] == 6
+    resumed = train(config, shard_net(seed=99), open_split(ingest_dir, "train", workers=0, augment=True),
+                    val_data=val, store=FileCheckpointStore(tmp_path / "crashed"))
+    for (name, a), b in zip(straight.student.state_dict().items(), resumed.student.state_dict().values(),
+                            strict=True):
+        assert torch.equal(a, b), name
+    assert straight.steps == resumed.steps == 10
+    assert untimed(straight.history) == untimed(resumed.history)
+    assert straight.evaluations == resumed.evaluations
+    assert all(r["loader_images_per_s_per_worker"] > 0 for r in straight.history + resumed.history)
+    assert not torch.equal(straight.student.state_dict()["head.weight"], shard_net().state_dict()["head.weight"])
+
+
+@dataclass
+class RecordingSource(ShardSource):
+    """A ShardSource that keeps what it yields: this process's rows of each global batch."""
+
+    seen: list = field(default_factory=list)
+
+    def batches(self, epoch, **kwargs):
+        for x, y in super().batches(epoch, **kwargs):
+            self.seen.append((epoch, x.clone(), y.clone()))
+            yield x, y
+
+
+def _train_on_shards(ingest_dir: str, group: Group) -> dict:
+    split = open_split(ingest_dir, "train", workers=1, augment=True)
+    source = RecordingSource(split.images, split.positions, split.labels, mean=split.mean, std=split.std,
+                             workers=split.workers, augment=True)
+    result = train(TrainConfig(epochs=2, **FIT), shard_net(), source, group=group)
+    return {"student": {k: v.clone() for k, v in result.student.state_dict().items()},
+            "losses": [h["train_loss"] for h in result.history], "seen": source.seen, "steps": result.steps}
+
+
+def _worker(rank: int, ingest_dir: str, init_file: str, results: dict) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
+    torch.set_num_threads(1)
+    try:
+        results[rank] = _train_on_shards(ingest_dir, Group(rank=rank, world_size=WORLD))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_gloo_processes_read_disjoint_samples_and_train_as_one(ingest_dir, tmp_path):
+    manager = mp.get_context("spawn").Manager()
+    results = manager.dict()
+    mp.spawn(_worker, args=(str(ingest_dir), str(tmp_path / "init"), results), nprocs=WORLD, join=True)
+    ranks = [results[rank] for rank in range(WORLD)]
+    single = _train_on_shards(str(ingest_dir), Group())
+    # what each process read: its rows of each global batch, disjoint, together the whole batch
+    source = identified(ingest_dir, augment=True)
+    whole = [(number, x, y) for number in range(2) for x, y in epoch(source, number, batch_size=8, seed=3)]
+    assert len(ranks[0]["seen"]) == len(ranks[1]["seen"]) == len(whole) == ranks[0]["steps"] == 10
+    for step, (number, x, ids) in enumerate(whole):
+        read = []
+        for rank in range(WORLD):
+            seen_epoch, xr, _ = ranks[rank]["seen"][step]
+            rows = Group(rank, WORLD).rows(8)
+            assert seen_epoch == number and torch.equal(xr, x[rows])
+            read.append(set(ids[rows].tolist()))
+        assert not read[0] & read[1] and read[0] | read[1] == set(ids.tolist())
+    # the same weights in both processes, as one process training on the global batches
+    for key, value in single["student"].items():
+        assert torch.equal(ranks[0]["student"][key], ranks[1]["student"][key]), key
+        torch.testing.assert_close(ranks[0]["student"][key], value, rtol=1e-4, atol=2e-6)
+    assert ranks[0]["losses"] == pytest.approx(single["losses"], rel=1e-5)
+    assert all(np.isfinite(ranks[0]["losses"]))
+    assert not torch.equal(ranks[0]["student"]["head.weight"], shard_net().state_dict()["head.weight"])
+
+
+# --- damaged shards -----------------------------------------------------------------------------------------
+
+
+def _flip_a_byte(path: Path, at: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[at] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", ["altered", "cut short"])
+def test_a_damaged_shard_is_named_with_the_keys_it_holds(ingest_dir, tmp_path, damage):
+    ingested = tmp_path / "ingest"
+    shutil.copytree(ingest_dir, ingested)
+    make_noise(NoiseConfig(kind="human"), ingest=ingested, out=tmp_path / "noise")
+    index = read_index(ingested, "train")
+    rows = np.flatnonzero(index.shard == 2)
+    shard = ingested / "shards" / "train-00002.tar"
+    if damage == "altered":  # same size, one byte of an image changed
+        _flip_a_byte(shard, int(index.offset[rows[3]] + index.size[rows[3]] // 2))
+    else:
+        shard.write_bytes(shard.read_bytes()[:int(index.offset[rows[-1]])])
+    before = snapshot(tmp_path)
+    verify_shards(ingested, ("val", "test"))  # the other splits are whole
+    for check in (lambda: verify_shards(ingested), lambda: load_split(ingested, tmp_path / "noise", workers=0)):
+        with pytest.raises(DataError) as caught:
+            check()
+        message = str(caught.value)
+        assert "\n" not in message
+        assert message.startswith(f"{shard}: expected ")
+        assert f"{index.key[rows[0]].decode()} .. {index.key[rows[-1]].decode()}" in message  # the keys it holds
+        assert ("sha256" if damage == "altered" else f"found {shard.stat().st_size} bytes") in message
+        assert "re-run the ingest step" in message
+    assert snapshot(tmp_path) == before  # nothing written

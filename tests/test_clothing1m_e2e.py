@@ -1,0 +1,74 @@
+"""The Clothing1M recipe through the real `dvc repro`, shrunk to a fixture in the published layout (real JPEGs of
+varied sizes, the key lists and label files, a few hundred images): ingest writes WebDataset shards, every later
+step streams them, model selection runs on the clean validation keys, and the gate releases an ONNX model."""
+
+import csv
+import json
+
+import pytest
+import yaml
+
+from benchmarks.fixtures import write_clothing1m
+from components.formats.clothing1m import CLASSES
+from tests.test_pipeline_e2e import ROOT, commit_all, copy_repository, sh
+
+TRAIN, PER_SPLIT = 320, 64
+
+
+def shrunk_recipe(repo) -> None:
+    """recipes/clothing1m.yaml with only what the fixture and two CPU cores need changed: 32-pixel crops of
+    36-pixel images, the small CNN from random weights (no ImageNet weights offline), a learning rate and a few
+    epochs that let it learn in seconds, validation every 4 steps; every other setting is the recipe's."""
+    params = yaml.safe_load((ROOT / "recipes" / "clothing1m.yaml").read_text())
+    params["ingest"].update(path="fixture/clothing1m", image_size=32, resize=36, shard_size=64)
+    params["baseline"].update(network="small_cnn", pretrained=False, epochs=4, lr=0.02, lr_milestones=[3.0],
+                              eval_every=4, checkpoint_every=3, workers=2, progress=True)
+    params["mlnt"].update(pretrained=False, epochs=3, lr=0.02, eval_every=4, checkpoint_every=3, workers=0,
+                          ramp_start=0.3, ramp_end=1.5, neighbours=5, progress=True)
+    for section in ("evaluate", "export"):
+        params[section].update(workers=0)
+    params["export"].update(parity_images=32)
+    params["gate"].update(min_accuracy=0.5)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    repo = copy_repository(tmp_path_factory.mktemp("clothing1m") / "repo")
+    write_clothing1m(repo / "fixture" / "clothing1m", per_split=PER_SPLIT, train=TRAIN, noise_rate=0.3)
+    shrunk_recipe(repo)
+    commit_all(repo)
+    return repo
+
+
+def test_dvc_repro_runs_the_shrunk_recipe_from_shards_to_a_released_model(repo):
+    done = sh(repo, "dvc", "repro")
+    art = repo / "artifacts"
+    shards = sorted(p.name for p in (art / "ingest" / "shards").glob("*.tar"))
+    assert shards == ["test-00000.tar", "train-00000.tar", "train-00001.tar", "train-00002.tar", "train-00003.tar",
+                      "train-00004.tar", "val-00000.tar"]
+    assert not (art / "ingest" / "train.npz").exists()  # nothing decoded is stored
+    manifest = json.loads((art / "ingest" / "manifest.json").read_text())
+    assert manifest["format"] == "shards" and manifest["class_names"] == list(CLASSES)
+    assert manifest["counts"] == {"train": TRAIN, "val": PER_SPLIT, "test": PER_SPLIT}
+    summary = json.loads((art / "noise" / "summary.json").read_text())
+    assert (summary["kind"], summary["val"], summary["val_source"]) == ("human", PER_SPLIT, "the dataset's val split")
+    assert summary["clean_label_known_train"] == TRAIN // 2 and 0.15 < summary["realised_rate_train"] < 0.45
+    # selection on the clean validation keys: the validations saw all of them
+    evaluations = json.loads((art / "mlnt" / "evaluations.json").read_text())
+    assert evaluations and all("val_accuracy_student" in e for e in evaluations)
+    history = json.loads((art / "baseline" / "history.json").read_text())
+    assert all(record["loader_images_per_s_per_worker"] > 0 for record in history)  # the loader's throughput
+    with open(art / "evaluate" / "label_issues.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == TRAIN and rows[0]["key"].startswith("images/") and rows[0]["key"].endswith(".jpg")
+    card = json.loads((art / "export" / "model_card.json").read_text())
+    assert card["class_names"] == list(CLASSES) and card["input"]["shape"] == ["batch", 3, 32, 32]
+    assert card["input"]["normalisation"] == {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+    assert card["parity"]["passed"]
+    decision = json.loads((art / "gate" / "decision.json").read_text())
+    assert decision["passed"] is True, decision
+    assert (repo / "releases" / "latest" / "model.onnx").is_file()
+    log = done.stdout + done.stderr
+    assert f"ingest train: {TRAIN}/{TRAIN} images" in log  # progress as whole lines in a log...
+    assert "\r" not in log  # ...never carriage-return redraws
