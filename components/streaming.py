@@ -17,8 +17,8 @@ import io
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from typing import ClassVar
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -68,16 +68,21 @@ class ShardImages(Dataset):
     def __len__(self) -> int:
         return len(self.index)
 
-    def __getitem__(self, item: tuple[int, int]) -> tuple[Tensor, float]:
+    def __getitem__(self, item: tuple[int, int]) -> tuple[Tensor | None, float | str]:
+        """``(image, decode seconds)``, or ``(None, message)`` for an unreadable sample: the error travels back as
+        a value, so the main process raises it as one line instead of a worker's traceback."""
         row, seed = item
         started = time.perf_counter()
-        payload = self.index.read(row, self._handles)
         offset, flip = None, False
         if seed >= 0:
             draw = np.random.default_rng(seed).random(3)
             offset, flip = (float(draw[0]), float(draw[1])), bool(draw[2] < 0.5)
-        where = f"{self.index.path(row)} (key {self.index.key[row].decode()})"
-        image = decode(payload, resize=self.resize, crop=self.crop, offset=offset, flip=flip, where=where)
+        try:
+            payload = self.index.read(row, self._handles)
+            where = f"{self.index.path(row)} (key {self.index.key[row].decode()})"
+            image = decode(payload, resize=self.resize, crop=self.crop, offset=offset, flip=flip, where=where)
+        except (DataError, OSError) as err:
+            return None, " ".join(str(err).split())
         return image, time.perf_counter() - started
 
     def __getstate__(self) -> dict:
@@ -94,8 +99,25 @@ def epoch_order(shards: np.ndarray, *, seed: int, epoch: int, window: int = WIND
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 
-def _collate(items: list[tuple[Tensor, float]]) -> tuple[Tensor, float]:
-    return torch.stack([image for image, _ in items]), float(sum(seconds for _, seconds in items))
+class _Plan:
+    """The batch sampler of a source's loader: the batches of the pass about to start (``items``)."""
+
+    def __init__(self) -> None:
+        self.items: list[list[tuple[int, int]]] = []
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+def _collate(items: list[tuple[Tensor | None, float | str]]) -> tuple[Tensor | None, float, str]:
+    """A batch: the stacked images, the seconds spent decoding them, and the first error ('' if none)."""
+    errors = [outcome for image, outcome in items if image is None]
+    if errors:
+        return None, 0.0, errors[0]
+    return torch.stack([image for image, _ in items]), float(sum(seconds for _, seconds in items)), ""
 
 
 def _one_thread(_: int) -> None:
@@ -118,6 +140,9 @@ class ShardSource:
     loads_rows: ClassVar[bool] = True  # each process loads only its rows of a global batch
     augments: ClassVar[bool] = True  # crops (random with ``augment``, else central) are its own
     _decoded: list[float] = field(default_factory=lambda: [0, 0.0])  # images and decode seconds this epoch
+    _loader: DataLoader | None = field(default=None, init=False, repr=False, compare=False)  # workers outlive a pass
+    _plan: _Plan = field(default_factory=_Plan, init=False, repr=False, compare=False)
+    _passing: bool = field(default=False, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.labels.shape != (self.positions.shape[0],):
@@ -157,16 +182,30 @@ class ShardSource:
         return {"loader_images_per_s_per_worker": images / seconds} if seconds else {}
 
     def _load(self, plan: list[np.ndarray], seeds) -> Iterator[tuple[Tensor, Tensor]]:
-        items = [[(int(self.positions[p]), seeds(p)) for p in batch] for batch in plan]
-        loader = DataLoader(self.images, batch_sampler=items, collate_fn=_collate, num_workers=self.workers,
-                            worker_init_fn=_one_thread if self.workers else None,
-                            prefetch_factor=4 if self.workers else None)
-        mean, std = torch.tensor(self.mean)[:, None, None], torch.tensor(self.std)[:, None, None]
-        for (images, seconds), batch in zip(loader, plan, strict=True):
-            self._decoded[0] += images.shape[0]
-            self._decoded[1] += seconds
-            x = (images.float().div_(255.0) - mean) / std
-            yield x, self.labels[torch.from_numpy(batch)]
+        """One pass over ``plan`` (arrays of positions) through the source's loader, whose worker processes start
+        once and serve every pass; passes run one at a time (a pass left unfinished ends when its iterator is
+        dropped)."""
+        if self._passing:
+            raise RuntimeError("ShardSource: expected one pass at a time, found a pass started while another is "
+                               "running; finish or drop the first iterator, or use a second source")
+        if self._loader is None:
+            self._loader = DataLoader(self.images, batch_sampler=self._plan, collate_fn=_collate,
+                                      num_workers=self.workers, worker_init_fn=_one_thread if self.workers else None,
+                                      prefetch_factor=4 if self.workers else None,
+                                      persistent_workers=self.workers > 0)
+        self._passing = True
+        try:
+            self._plan.items = [[(int(self.positions[p]), seeds(p)) for p in batch] for batch in plan]
+            mean, std = torch.tensor(self.mean)[:, None, None], torch.tensor(self.std)[:, None, None]
+            for (images, seconds, error), batch in zip(self._loader, plan, strict=True):
+                if error:
+                    raise DataError(error)  # raised here, not in the worker: one line, not a worker traceback
+                self._decoded[0] += images.shape[0]
+                self._decoded[1] += seconds
+                x = (images.float().div_(255.0) - mean) / std
+                yield x, self.labels[torch.from_numpy(batch)]
+        finally:
+            self._passing = False
 
 
 def open_split(ingest, split: str, *, positions: np.ndarray | None = None, labels: Tensor | None = None,
@@ -193,5 +232,7 @@ def decoded_chunks(source: ShardSource, *, chunk: int = 1000) -> Iterator[tuple[
     items = [[(int(source.positions[p]), -1) for p in batch] for batch in plan]
     loader = DataLoader(source.images, batch_sampler=items, collate_fn=_collate, num_workers=source.workers,
                         worker_init_fn=_one_thread if source.workers else None)
-    for (images, _), batch in zip(loader, plan, strict=True):
+    for (images, _, error), batch in zip(loader, plan, strict=True):
+        if error:
+            raise DataError(error)
         yield images.permute(0, 2, 3, 1).numpy(), source.labels[torch.from_numpy(batch)].numpy()

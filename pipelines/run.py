@@ -1,13 +1,15 @@
 """Run the Kubeflow pipeline: locally with the KFP local runner, or on a Kubeflow Pipelines server.
 
-    python -m pipelines.run --local [--data data/fashion-mnist] [--tiny] [--root artifacts/kfp]
-    python -m pipelines.run --host https://kfp.example.com [--data /mnt/data/fashion-mnist] [--experiment mlnt]
-                            [--service-account mlnt-pipeline]
+    python -m pipelines.run --local [--data data/fashion-mnist] [--params params.yaml] [--tiny] [--root artifacts/kfp]
+    python -m pipelines.run --host https://kfp.example.com [--data /mnt/data/fashion-mnist] [--params FILE]
+                            [--experiment mlnt] [--service-account mlnt-pipeline]
 
 ``--local`` runs every step as a subprocess of this Python (``kfp.local.SubprocessRunner(use_venv=False)``), so the
 project must be installed here (``make setup``); the deploy step writes the InferenceService manifest without
 applying it. ``--tiny`` shortens training to two epochs on a few hundred images: a smoke run of the whole graph.
 ``--host`` compiles the pipeline and submits a run; the server pulls the project image and uses its GPU node pool.
+``--params`` gives every step's section from another params file, e.g. ``recipes/clothing1m.yaml`` with
+``--data /mnt/data/clothing1m``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from components.config import load_params
 from pipelines.mlnt_pipeline import PARAMS, compile_pipeline, mlnt_pipeline
 
 SERVICE_ACCOUNT = "mlnt-pipeline"  # k8s/base/rbac.yaml
@@ -30,33 +33,39 @@ TINY = {"noise": {"train_size": 0, "val_fraction": 0.2},
         "gate": {"min_accuracy": 0.0}}
 
 
-def pipeline_arguments(data: str, *, tiny: bool) -> dict:
-    """The pipeline's parameters: each step's params.yaml section (shortened by ``--tiny``) and the data path."""
-    params = copy.deepcopy(PARAMS)
+def pipeline_arguments(data: str, *, tiny: bool, params_file: Path | None = None) -> dict:
+    """The pipeline's parameters: each step's section of ``params_file`` (default params.yaml; shortened by
+    ``--tiny``) and the data path."""
+    params = copy.deepcopy(PARAMS if params_file is None else load_params(params_file))
+    missing = sorted(set(PARAMS) - set(params))
+    if missing:
+        raise ValueError(f"{params_file}: expected a section for every step, found none for {', '.join(missing)}")
     for section, values in (TINY if tiny else {}).items():
         params[section].update(values)
     return {"data_path": data, **{f"{section}_params": values for section, values in params.items()}}
 
 
-def run_local(data: Path, *, root: Path, registry: Path, tiny: bool) -> str:
+def run_local(data: Path, *, root: Path, registry: Path, tiny: bool, params_file: Path | None = None) -> str:
     """Every step in order with the KFP local runner; returns what the registry's ``latest`` release is now."""
     from kfp import local  # noqa: PLC0415 - only the local mode needs the runner
 
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
     mlnt_pipeline(registry=str(registry), apply_deploy=False, checkpoint_root=str(Path(root).resolve() / "checkpoints"),
-                  **pipeline_arguments(str(Path(data).resolve()), tiny=tiny))
+                  **pipeline_arguments(str(Path(data).resolve()), tiny=tiny, params_file=params_file))
     latest = Path(registry) / "latest"
     return f"{latest} -> {latest.readlink()}" if latest.is_symlink() else f"nothing released in {registry}"
 
 
-def submit(host: str, data: str, *, experiment: str, tiny: bool, service_account: str = SERVICE_ACCOUNT) -> str:
+def submit(host: str, data: str, *, experiment: str, tiny: bool, service_account: str = SERVICE_ACCOUNT,
+           params_file: Path | None = None) -> str:
     """Compile and submit one run to the Kubeflow Pipelines server at ``host``, its pods running as
     ``service_account`` (k8s/base: allowed to apply the InferenceService, nothing else); returns the run id."""
     import kfp  # noqa: PLC0415
 
     package = compile_pipeline(Path(tempfile.mkdtemp()) / "mlnt_pipeline.yaml")
     client = kfp.Client(host=host)
-    run = client.create_run_from_pipeline_package(str(package), arguments=pipeline_arguments(data, tiny=tiny),
+    arguments = pipeline_arguments(data, tiny=tiny, params_file=params_file)
+    run = client.create_run_from_pipeline_package(str(package), arguments=arguments,
                                                   experiment_name=experiment, enable_caching=True,
                                                   service_account=service_account)
     return run.run_id
@@ -69,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     where.add_argument("--host", help="submit to this Kubeflow Pipelines server")
     parser.add_argument("--data", default="data/fashion-mnist", help="the dataset folder (a path in the cluster "
                                                                       "with --host)")
+    parser.add_argument("--params", type=Path, help="every step's section from this params file (default: the "
+                                                    "params.yaml the pipeline was built with)")
     parser.add_argument("--tiny", action="store_true", help="two epochs on a few hundred images")
     parser.add_argument("--root", type=Path, default=Path("artifacts/kfp"), help="--local: the pipeline root")
     parser.add_argument("--registry", type=Path, default=Path("releases"), help="--local: the model registry")
@@ -78,11 +89,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.local:
-            released = run_local(Path(args.data), root=args.root, registry=args.registry, tiny=args.tiny)
+            released = run_local(Path(args.data), root=args.root, registry=args.registry, tiny=args.tiny,
+                                 params_file=args.params)
             print(f"pipeline finished; artifacts under {args.root}; release: {released}")
         else:
             run_id = submit(args.host, args.data, experiment=args.experiment, tiny=args.tiny,
-                            service_account=args.service_account)
+                            service_account=args.service_account, params_file=args.params)
             print(f"submitted run {run_id}")
     except Exception as err:  # the runner and the client raise many types; one line for the user
         print(f"error: pipelines.run: {err}", file=sys.stderr)

@@ -18,13 +18,14 @@ TRAIN, PER_SPLIT = 320, 64
 def shrunk_recipe(repo) -> None:
     """recipes/clothing1m.yaml with only what the fixture and two CPU cores need changed: 32-pixel crops of
     36-pixel images, the small CNN from random weights (no ImageNet weights offline), a learning rate and a few
-    epochs that let it learn in seconds, validation every 4 steps; every other setting is the recipe's."""
+    epochs that let it learn in seconds, validation every 4 steps, and the meta step in head mode (exact mode, the
+    recipe's, is a GPU's work; tests/model checks it); every other setting is the recipe's."""
     params = yaml.safe_load((ROOT / "recipes" / "clothing1m.yaml").read_text())
     params["ingest"].update(path="fixture/clothing1m", image_size=32, resize=36, shard_size=64)
     params["baseline"].update(network="small_cnn", pretrained=False, epochs=4, lr=0.02, lr_milestones=[3.0],
                               eval_every=4, checkpoint_every=3, workers=2, progress=True)
-    params["mlnt"].update(pretrained=False, epochs=3, lr=0.02, eval_every=4, checkpoint_every=3, workers=0,
-                          ramp_start=0.3, ramp_end=1.5, neighbours=5, progress=True)
+    params["mlnt"].update(pretrained=False, epochs=3, lr=0.02, eval_every=4, checkpoint_every=3, workers=2,
+                          ramp_start=0.3, ramp_end=1.5, neighbours=5, mode="head", progress=True)
     for section in ("evaluate", "export"):
         params[section].update(workers=0)
     params["export"].update(parity_images=32)
@@ -72,3 +73,21 @@ def test_dvc_repro_runs_the_shrunk_recipe_from_shards_to_a_released_model(repo):
     log = done.stdout + done.stderr
     assert f"ingest train: {TRAIN}/{TRAIN} images" in log  # progress as whole lines in a log...
     assert "\r" not in log  # ...never carriage-return redraws
+
+
+@pytest.mark.filterwarnings("ignore:You may be attemping to run a task:RuntimeWarning")  # subprocess, not image
+@pytest.mark.filterwarnings("ignore:Task .* have no effect in the current local runner:UserWarning")  # GPU settings
+def test_the_kubeflow_pipeline_runs_the_recipe_locally(tmp_path, monkeypatch, capsys):
+    """`python -m pipelines.run --local --params <recipe>`: the same steps through the KFP local runner."""
+    from pipelines import run  # noqa: PLC0415 - imports kfp
+
+    data = write_clothing1m(tmp_path / "clothing1m", per_split=PER_SPLIT, train=TRAIN, noise_rate=0.3)
+    shrunk_recipe(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    args = ["--local", "--params", "params.yaml", "--data", str(data), "--root", "root", "--registry", "releases"]
+    assert run.main(args) == 0, capsys.readouterr().err[-3000:]
+    latest = tmp_path / "releases" / "latest"
+    card = json.loads((latest / "model_card.json").read_text())
+    assert card["class_names"] == list(CLASSES) and json.loads((latest / "decision.json").read_text())["passed"]
+    (run_dir,) = [p for p in (tmp_path / "root").iterdir() if p.name != "checkpoints"]
+    assert sorted(p.name for p in (run_dir / "ingest").rglob("*.tar"))[0] == "test-00000.tar"

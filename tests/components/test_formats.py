@@ -3,12 +3,14 @@
 import json
 import os
 import pickle
+import tarfile
 
 import numpy as np
 import pytest
 
 from components.formats import DataError
 from components.formats.cifar import read_cifar10
+from components.formats.webdataset import read_index
 from components.ingest import IngestConfig, run
 from tests.components.formats_fixtures import write_cifar10, write_cifar10n, write_clothing1m, write_image
 
@@ -77,27 +79,56 @@ def test_clothing1m_is_streamed_into_shards(tmp_path):
     source = write_clothing1m(tmp_path / "c1m", per_split=5)
     manifest = run(IngestConfig(dataset="clothing1m", path=str(source), image_size=16, shard_size=2),
                    out=tmp_path / "out")
-    index = json.loads((tmp_path / "out" / "index.json").read_text())
+    shards = tmp_path / "out" / "shards"
+    index = json.loads((shards / "index.json").read_text())
     assert {s: e["count"] for s, e in index["splits"].items()} == {"train": 5, "val": 5, "test": 5}
     assert [s["count"] for s in index["splits"]["train"]["shards"]] == [2, 2, 1]
-    with np.load(tmp_path / "out" / "shards" / "train-00000.npz") as shard:
-        assert shard["images"].shape == (2, 16, 16, 3) and shard["images"].dtype == np.uint8
-        assert shard["labels"].tolist() == [0, 1] and shard["clean_labels"].tolist() == [1, -1]
+    with tarfile.open(shards / "train-00000.tar") as tar:  # WebDataset: <sample>.jpg, .cls and .json in a row
+        assert tar.getnames() == [f"00000000{i}.{ext}" for i in (0, 1) for ext in ("jpg", "cls", "json")]
+        meta = json.loads(tar.extractfile("000000000.json").read())
+        assert tar.extractfile("000000000.jpg").read() == (source / meta["key"]).read_bytes()  # never re-encoded
+        assert tar.extractfile("000000000.cls").read() == str(meta["label"]).encode()
+    train = read_index(tmp_path / "out", "train")
+    keys = [k.decode() for k in train.key]
+    number = {key: int(key.rsplit("train", 1)[1].split(".")[0]) for key in keys}  # images/<a>/<bb>/train<i>.jpg
+    assert sorted(keys) == sorted((source / "noisy_train_key_list.txt").read_text().split())
+    assert train.label.tolist() == [number[k] % 14 for k in keys]
+    assert train.clean_label.tolist() == [number[k] % 14 if number[k] % 2 == 0 else -1 for k in keys]
+    assert [k.decode() for k in read_index(tmp_path / "out", "val").key] == \
+        (source / "clean_val_key_list.txt").read_text().split()
     assert manifest["format"] == "shards" and len(manifest["images_sha256"]) == 64
+    assert manifest["counts"] == {"train": 5, "val": 5, "test": 5} and manifest["image_shape"] == [16, 16, 3]
+    assert manifest["transform"]["resize"] == manifest["transform"]["crop"] == 16
     assert manifest["class_names"][0] == "T-Shirt" and len(manifest["class_names"]) == 14
+    assert not (tmp_path / "out" / "index.json").exists() and not (tmp_path / "out" / "train.npz").exists()
 
 
-def test_clothing1m_key_naming_a_missing_image_keeps_previous_shards(tmp_path):
+def snapshot(folder):
+    """Every path under ``folder`` (folders as None) with its bytes."""
+    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None for p in sorted(folder.rglob("*"))}
+
+
+@pytest.mark.parametrize(("damage", "named", "message"), [
+    ("missing", "clean_test_key_list.txt",
+     r"clean_test_key_list.txt line 4: expected the image images/1/03/test3.jpg, found no such file$"),
+    ("truncated", "images/1/03/test3.jpg",
+     r"images/1/03/test3.jpg \(key images/1/03/test3.jpg\): expected an image file, found unreadable data \(.+\)$"),
+], ids=["missing", "truncated"])
+def test_clothing1m_bad_image_keeps_previous_shards(tmp_path, damage, named, message):
     source = write_clothing1m(tmp_path / "c1m")
-    config = IngestConfig(dataset="clothing1m", path=str(source), image_size=8)
-    run(config, out=tmp_path / "out")
-    before = sorted(p.name for p in (tmp_path / "out" / "shards").iterdir())
-    (source / "images/1/03/test3.jpg").unlink()
-    with pytest.raises(DataError, match=r"clean_test_key_list.txt line 4: expected the image "
-                                        r"images/1/03/test3.jpg, found no such file"):
-        run(config, out=tmp_path / "out")
-    assert sorted(p.name for p in (tmp_path / "out" / "shards").iterdir()) == before
-    assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".shards.")]
+    config = IngestConfig(dataset="clothing1m", path=str(source), image_size=8, shard_size=2)
+    out = tmp_path / "out"
+    run(config, out=out)
+    before = snapshot(out)
+    image = source / "images/1/03/test3.jpg"  # in the last split: train and val shards are written by then
+    if damage == "missing":
+        image.unlink()
+    else:
+        image.write_bytes(image.read_bytes()[:len(image.read_bytes()) // 2])
+    with pytest.raises(DataError, match=message) as caught:
+        run(config, out=out)
+    assert "\n" not in str(caught.value) and str(caught.value).startswith(f"{source / named}")
+    assert snapshot(out) == before  # the previous shards and manifest, byte for byte; no staging folder left
 
 
 def test_clothing1m_bad_label_line(tmp_path):

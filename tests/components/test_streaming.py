@@ -9,7 +9,6 @@ with the keys it holds, in one line.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import io
 import json
@@ -30,7 +29,7 @@ from PIL import Image
 from benchmarks.fixtures import write_clothing1m
 from components.checkpoints import FileCheckpointStore
 from components.formats import DataError
-from components.formats.webdataset import read_index, verify_shards
+from components.formats.webdataset import ShardWriter, read_index, verify_shards
 from components.ingest import IngestConfig
 from components.ingest import run as ingest
 from components.noise import NoiseConfig
@@ -235,15 +234,22 @@ def test_an_epoch_is_a_function_of_seed_and_epoch_whatever_the_workers(ingest_di
     assert [y.tolist() for _, y in epoch(serial, 0, seed=1)] != [y.tolist() for _, y in epoch(serial, 0)]
 
 
-def test_reads_do_not_depend_on_the_position_of_a_shared_open_shard(ingest_dir):
-    index = read_index(ingest_dir, "train")
-    rows = np.flatnonzero(index.shard == 1)
-    expected = [index.read(int(row)) for row in rows]
+def test_reads_do_not_depend_on_the_position_of_a_shared_open_shard(tmp_path):
+    """A DataLoader worker forked from a process holding open shards shares their file positions with it and
+    with its sibling workers: a read that trusted the position would return another sample's bytes."""
+    rng = np.random.default_rng(0)
+    payloads = [rng.bytes(int(n)) for n in rng.integers(4200, 9000, 12)]  # larger than a read buffer
+    writer = ShardWriter(tmp_path / "shards", "train", shard_size=100)
+    (tmp_path / "shards").mkdir()
+    for i, payload in enumerate(payloads):
+        writer.add(f"images/{i}.jpg", payload, label=i % 3, clean_label=-1)
+    (tmp_path / "shards" / "index.json").write_text(json.dumps({"splits": {"train": writer.close()}}))
+    index = read_index(tmp_path, "train")
     handles = {}
-    for row, payload in zip(rows, expected, strict=True):
-        assert index.read(int(row), handles) == payload
-        # a forked process (a DataLoader worker) shares the open file's position and moves it
-        mover = mp.get_context("fork").Process(target=os.lseek, args=(handles["train-00001.tar"].fileno(), 0,
+    for row, payload in enumerate(payloads):
+        assert index.read(row, handles) == payload, row
+        # another process moves the shared position (to the end of the file)
+        mover = mp.get_context("fork").Process(target=os.lseek, args=(handles["train-00000.tar"].fileno(), 0,
                                                                        os.SEEK_END))
         mover.start()
         mover.join()
@@ -255,7 +261,8 @@ def test_forked_workers_read_what_the_main_process_reads(ingest_dir):
     source = identified(ingest_dir)
     expected = {number: epoch(source, number, batch_size=4) for number in range(5)}  # opens the shards here
     assert source.images._handles, "the main process should hold open shards for this test to mean anything"
-    forked = dataclasses.replace(source, workers=2)  # the same ShardImages, its open files inherited by fork
+    forked = ShardSource(source.images, source.positions, source.labels, workers=2)  # the same ShardImages:
+    # its open files inherited by the forked workers
     for _ in range(2):
         for number, batches in expected.items():
             assert_same_batches(epoch(forked, number, batch_size=4), batches)
@@ -267,6 +274,26 @@ def test_a_resumed_epoch_is_the_tail_of_the_uninterrupted_one(ingest_dir):
         whole = epoch(source, 2, batch_size=8)
         for first in (1, 3, len(whole) - 1, len(whole)):
             assert_same_batches(epoch(source, 2, batch_size=8, first=first), whole[first:])
+
+
+def test_a_pass_abandoned_mid_epoch_does_not_leak_into_the_next(ingest_dir):
+    expected = epoch(identified(ingest_dir), 1, batch_size=4)
+    source = identified(ingest_dir, workers=2)
+    abandoned = source.batches(0, first=0, batch_size=4, seed=0, rows=slice(0, 4))
+    next(abandoned), next(abandoned)
+    del abandoned  # as a crash leaves it: the loop's frame, and the iterator with it, are gone
+    assert_same_batches(epoch(source, 1, batch_size=4), expected)
+    assert_same_batches(epoch(source, 1, batch_size=4, first=3), expected[3:])
+
+
+def test_two_passes_at_once_on_one_source_are_refused(ingest_dir):
+    """Its worker processes serve one pass at a time; a second pass would reset the first one's batches."""
+    source = identified(ingest_dir, workers=2)
+    first = source.batches(0, first=0, batch_size=4, seed=0, rows=slice(0, 4))
+    next(first)
+    with pytest.raises(RuntimeError, match="expected one pass at a time"):
+        next(source.eval_batches(4))
+    assert len(list(first)) == len(epoch(source, 0, batch_size=4)) - 1  # the first pass is unharmed
 
 
 def test_data_parallel_ranks_load_disjoint_rows_that_make_the_global_batch(ingest_dir):
@@ -485,3 +512,21 @@ def test_a_damaged_shard_is_named_with_the_keys_it_holds(ingest_dir, tmp_path, d
         assert ("sha256" if damage == "altered" else f"found {shard.stat().st_size} bytes") in message
         assert "re-run the ingest step" in message
     assert snapshot(tmp_path) == before  # nothing written
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_an_image_that_no_longer_decodes_is_one_line_naming_shard_and_key(ingest_dir, tmp_path, workers):
+    """Bytes damaged after the sha256 check (or with it skipped) fail in the loader, in a worker or not, with the
+    same one line as the main process would give, not a worker's traceback."""
+    copy = tmp_path / "ingest"
+    shutil.copytree(ingest_dir, copy)
+    index = read_index(copy, "train")
+    with open(index.path(3), "r+b") as fh:  # overwrite sample 3's JPEG with zeros, its length kept
+        fh.seek(int(index.offset[3]))
+        fh.write(bytes(int(index.size[3])))
+    source = open_split(copy, "train", workers=workers)
+    with pytest.raises(DataError) as caught:
+        list(source.eval_batches(4))
+    message = str(caught.value)
+    assert "\n" not in message and "Traceback" not in message
+    assert f"{index.path(3)} (key {index.key[3].decode()}): expected an image, found unreadable data" in message
