@@ -2,10 +2,11 @@
 
 Writes ``artifacts/evaluate/metrics.json`` (a public contract: ``{"baseline": {...}, "student": {...},
 "teacher": {...}, "label_issues": {...}}``; each model with ``accuracy``, ``per_class_accuracy``, ``macro_f1`` and
-``ece`` on the clean test set, the baseline also with ``best_epoch_accuracy``), ``confusion_<model>.csv``
-(``actual,predicted`` rows for ``dvc plots``) and ``label_issues.csv``: every training sample ranked by how
+``ece`` on the clean test set, the baseline also with ``best_epoch_accuracy``; ``class_names`` in the order of
+``per_class_accuracy``), ``confusion_<model>.csv`` (``actual,predicted`` class names for ``dvc plots``) and
+``label_issues.csv``: every training sample ranked by how
 likely its given label is wrong (score = 1 - the teacher's probability of the given label), with the suggested
-label (the teacher's prediction), and for sharded datasets the image's ``key``. The detection figures (precision,
+label (the teacher's prediction), both also by class name, and for sharded datasets the image's ``key``. The detection figures (precision,
 recall, F1, AUROC against the injected or known noise) count only the rows whose clean label is known.
 """
 
@@ -134,16 +135,20 @@ def run(config: EvaluateConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOIS
     test = test_set(ingest, saved["normalisation"], workers=config.workers)
     test_labels = test.labels.numpy()
     k = saved["num_classes"]
+    names = read_json(ingest / "manifest.json", "ingest", "class_names")["class_names"]
     metrics = {}
     for name, (net, _) in progress(nets.items(), desc="evaluate", unit="models"):
         probs = predict(net, test, batch_size=config.batch_size).numpy()
         metrics[name] = classification_metrics(probs, test_labels, k, config.ece_bins)
-        _write_confusion(out / f"confusion_{name}.csv", test_labels, probs.argmax(1))
+        _write_confusion(out / f"confusion_{name}.csv", test_labels, probs.argmax(1), names)
     best_net, _ = load_model(Path(baseline) / "model.pt")
     metrics["baseline"]["best_epoch_accuracy"] = float(
         (predict(best_net, test, batch_size=config.batch_size).argmax(1).numpy() == test_labels).mean())
     rows, summary = _label_issue_list(nets["teacher"][0], ingest, noise, config)
+    for row in rows:
+        row["given_class"], row["suggested_class"] = names[row["given_label"]], names[row["suggested_label"]]
     metrics["label_issues"] = summary
+    metrics["class_names"] = names
     _write_csv(out / "label_issues.csv", rows)
     write_json(out / "metrics.json", metrics)
     return metrics
@@ -178,8 +183,9 @@ def _source_keys(ingest: Path) -> np.ndarray | None:
     return read_index(ingest, "train").key
 
 
-def _write_confusion(path: Path, actual: np.ndarray, predicted: np.ndarray) -> None:
-    _write_csv(path, [{"actual": int(a), "predicted": int(p)} for a, p in zip(actual, predicted, strict=True)])
+def _write_confusion(path: Path, actual: np.ndarray, predicted: np.ndarray, names: list[str]) -> None:
+    """``actual,predicted`` rows by class name, for ``dvc plots``' confusion template."""
+    _write_csv(path, [{"actual": names[a], "predicted": names[p]} for a, p in zip(actual, predicted, strict=True)])
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:

@@ -63,6 +63,11 @@ def test_dvc_repro_runs_the_shrunk_recipe_from_shards_to_a_released_model(repo):
     with open(art / "evaluate" / "label_issues.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == TRAIN and rows[0]["key"].startswith("images/") and rows[0]["key"].endswith(".jpg")
+    assert {r["given_class"] for r in rows} <= set(CLASSES) and rows[0]["suggested_class"] in CLASSES
+    metrics = json.loads((art / "evaluate" / "metrics.json").read_text())
+    assert metrics["class_names"] == list(CLASSES) and metrics["label_issues"]["rows_with_clean_label"] == TRAIN // 2
+    with open(art / "evaluate" / "confusion_teacher.csv") as fh:
+        assert {r["actual"] for r in csv.DictReader(fh)} <= set(CLASSES)
     card = json.loads((art / "export" / "model_card.json").read_text())
     assert card["class_names"] == list(CLASSES) and card["input"]["shape"] == ["batch", 3, 32, 32]
     assert card["input"]["normalisation"] == {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
