@@ -4,10 +4,10 @@ Writes ``artifacts/evaluate/metrics.json`` (a public contract: ``{"baseline": {.
 "teacher": {...}, "label_issues": {...}}``; each model with ``accuracy``, ``per_class_accuracy``, ``macro_f1`` and
 ``ece`` on the clean test set, the baseline also with ``best_epoch_accuracy``; ``class_names`` in the order of
 ``per_class_accuracy``), ``confusion_<model>.csv`` (``actual,predicted`` class names for ``dvc plots``) and
-``label_issues.csv``: every training sample ranked by how
-likely its given label is wrong (score = 1 - the teacher's probability of the given label), with the suggested
-label (the teacher's prediction), both also by class name, and for sharded datasets the image's ``key``. The detection figures (precision,
-recall, F1, AUROC against the injected or known noise) count only the rows whose clean label is known.
+``label_issues.csv``: every training sample ranked by how likely its given label is wrong (score = 1 - the
+teacher's probability of the given label), with the suggested label (the teacher's prediction), both also by class
+name, and for sharded datasets the image's ``key``. The detection figures (precision, recall, F1, AUROC against the
+injected or known noise) count only the rows whose clean label is known.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from components.mlnt import OUT as MLNT_OUT
 from components.noise import OUT as NOISE_OUT
 from components.telemetry import reports
 from components.training import load_model, load_split, test_set
-from model.progress import progress
 from model.trainer import predict
 
 OUT = Path("artifacts/evaluate")
@@ -137,8 +136,8 @@ def run(config: EvaluateConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOIS
     k = saved["num_classes"]
     names = read_json(ingest / "manifest.json", "ingest", "class_names")["class_names"]
     metrics = {}
-    for name, (net, _) in progress(nets.items(), desc="evaluate", unit="models"):
-        probs = predict(net, test, batch_size=config.batch_size).numpy()
+    for name, (net, _) in nets.items():
+        probs = predict(net, test, batch_size=config.batch_size, desc=f"evaluate {name} on the test set").numpy()
         metrics[name] = classification_metrics(probs, test_labels, k, config.ece_bins)
         _write_confusion(out / f"confusion_{name}.csv", test_labels, probs.argmax(1), names)
     best_net, _ = load_model(Path(baseline) / "model.pt")
@@ -162,7 +161,8 @@ def _label_issue_list(teacher, ingest: Path, noise: Path, config: EvaluateConfig
     train = ~labels["is_val"]
     rows_index, given = labels["index"][train], labels["label"][train]
     train_data, _, _ = load_split(ingest, noise, workers=config.workers)
-    probs = predict(teacher, train_data, batch_size=config.batch_size).numpy()
+    probs = predict(teacher, train_data, batch_size=config.batch_size,
+                    desc="evaluate: the teacher on the training labels").numpy()
     known = labels["clean_label"][train] >= 0
     rows, everywhere = label_issues(probs, given, labels["is_noisy"][train])
     _, summary = label_issues(probs[known], given[known], labels["is_noisy"][train][known])

@@ -34,6 +34,7 @@ from components.ingest import OUT as INGEST_OUT
 from components.mlnt import OUT as MLNT_OUT
 from components.noise import OUT as NOISE_OUT
 from components.training import load_model, load_split, test_set
+from model.progress import progress
 from model.trainer import Source
 
 OUT = Path("artifacts/export")
@@ -160,7 +161,9 @@ def calibrate(net: nn.Module, val: Source, *, bins: int) -> dict:
     """The temperature fitted on the clean validation set, with its expected calibration error before and after
     (``metrics.ece`` in the card is the uncalibrated network's on the test set, from the evaluate step)."""
     with torch.no_grad():
-        logits = torch.cat([net(x) for x, _ in val.eval_batches(512)]).double()
+        batches = progress(val.eval_batches(512), desc="export: calibrating on the validation set", unit="batches",
+                           total=-(-len(val) // 512))
+        logits = torch.cat([net(x) for x, _ in batches]).double()
     temperature = fit_temperature(logits, val.labels)
     labels = val.labels.numpy()
 

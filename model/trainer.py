@@ -270,12 +270,14 @@ def train(config: TrainConfig, net: nn.Module, train_data: Source, *, val_data: 
 
 @torch.no_grad()
 def predict(net: nn.Module, data: Tensor | Source, *, batch_size: int = 512,
-            device: torch.device | None = None) -> Tensor:
+            device: torch.device | None = None, desc: str | None = None) -> Tensor:
     """Softmax probabilities ``[N, K]`` of ``net`` in eval mode (restored afterwards), on the CPU, for images
-    ``[N, C, H, W]`` or every sample of a ``Source`` in order."""
+    ``[N, C, H, W]`` or every sample of a ``Source`` in order; ``desc`` shows the progress under that name."""
     device = device or next(net.parameters()).device
-    batches = ((data[i:i + batch_size], None) for i in range(0, data.shape[0], batch_size)) \
+    n = data.shape[0] if isinstance(data, Tensor) else len(data)
+    batches = ((data[i:i + batch_size], None) for i in range(0, n, batch_size)) \
         if isinstance(data, Tensor) else data.eval_batches(batch_size)
+    batches = progress(batches, desc=desc or "", total=-(-n // batch_size), unit="batches", disable=desc is None)
     was_training = net.training
     net.eval()
     try:
