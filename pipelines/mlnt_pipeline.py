@@ -184,6 +184,13 @@ def deploy(decision: Input[Artifact], storage_uri: str, namespace: str, apply: b
                                                 service)
 
 
+def _with_shared_memory(task: dsl.PipelineTask, size: str = "4Gi") -> dsl.PipelineTask:
+    """/dev/shm in memory for a step whose DataLoader workers decode shards: they hand batches to the main process
+    through it, and a container's default 64 MB is not enough for ImageNet-sized batches."""
+    kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory", size_limit=size)
+    return task
+
+
 def _on_gpu_pool(task: dsl.PipelineTask) -> dsl.PipelineTask:
     task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
     task.set_cpu_request("4").set_memory_request("16G").set_memory_limit("32G")
@@ -191,7 +198,7 @@ def _on_gpu_pool(task: dsl.PipelineTask) -> dsl.PipelineTask:
     kubernetes.add_node_selector(task, **GPU_POOL)
     kubernetes.add_toleration(task, key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")
     kubernetes.mount_pvc(task, pvc_name=CHECKPOINT_PVC, mount_path=CHECKPOINT_MOUNT)
-    return task
+    return _with_shared_memory(task)
 
 
 @dsl.pipeline(name="mlnt-pipeline", description="Noisy-label training with MLNT, from raw data to a gated release")
@@ -205,17 +212,18 @@ def mlnt_pipeline(data_path: str = f"{DATA_MOUNT}/fashion-mnist", registry: str 
     reading = ingest(params=ingest_params, data_path=data_path)
     reading.set_caching_options(False)  # the data behind data_path can change while the path stays the same
     ingested = kubernetes.mount_pvc(reading, pvc_name=DATA_PVC, mount_path=DATA_MOUNT).outputs["ingested"]
-    checked = validate(params=validate_params, ingested=ingested)
+    checked = _with_shared_memory(validate(params=validate_params, ingested=ingested))
     labelled = noise(params=noise_params, ingested=ingested).after(checked)
     labels = labelled.outputs["labels"]
     ce = _on_gpu_pool(baseline(params=baseline_params, checkpoint_root=checkpoint_root, ingested=ingested,
                                labels=labels))
     meta = _on_gpu_pool(mlnt(params=mlnt_params, checkpoint_root=checkpoint_root, ingested=ingested, labels=labels,
                              baseline_model=ce.outputs["model"]))
-    evaluated = evaluate(params=evaluate_params, ingested=ingested, labels=labels, baseline_model=ce.outputs["model"],
-                         mlnt_model=meta.outputs["model"])
-    exported = export(params=export_params, ingested=ingested, labels=labels, baseline_model=ce.outputs["model"],
-                      mlnt_model=meta.outputs["model"], evaluation=evaluated.outputs["evaluation"])
+    evaluated = _with_shared_memory(evaluate(params=evaluate_params, ingested=ingested, labels=labels,
+                                             baseline_model=ce.outputs["model"], mlnt_model=meta.outputs["model"]))
+    exported = _with_shared_memory(export(params=export_params, ingested=ingested, labels=labels,
+                                          baseline_model=ce.outputs["model"], mlnt_model=meta.outputs["model"],
+                                          evaluation=evaluated.outputs["evaluation"]))
     gated = gate(params=gate_params, registry=registry, onnx_model=exported.outputs["onnx_model"],
                  evaluation=evaluated.outputs["evaluation"])
     gated.set_caching_options(False)  # the decision depends on the registry's champion, not only on the inputs

@@ -50,6 +50,9 @@ def test_training_runs_on_the_gpu_pool_with_retries_and_every_step_is_cached(spe
     for step in STEPS:
         assert executors[f"exec-{step}"]["container"]["image"] == mlnt_pipeline.IMAGE
         assert tasks[step]["cachingOptions"].get("enableCache", False) is (step not in ("ingest", "gate"))
+    for step in ("validate", "baseline", "mlnt", "evaluate", "export"):  # the steps whose loader workers decode
+        (shm,) = kube[f"exec-{step}"]["emptyDirMounts"]
+        assert (shm["mountPath"], shm["medium"], shm["sizeLimit"]) == ("/dev/shm", "Memory", "4Gi")
     mounts = {step: kube[f"exec-{step}"]["pvcMount"][0] for step in ("ingest", "gate")}
     assert (mounts["ingest"]["constant"], mounts["ingest"]["mountPath"]) == ("mlnt-data", "/mnt/data")
     assert (mounts["gate"]["constant"], mounts["gate"]["mountPath"]) == ("mlnt-registry", "/mnt/registry")
