@@ -116,3 +116,47 @@ def test_asymmetric_on_a_dataset_without_a_builtin_map(tmp_path):
     summary = run(NoiseConfig(kind="asymmetric", rate=1.0, class_map=("a->b",), val_fraction=0.5),
                   ingest=tmp_path / "ingest", out=tmp_path / "noise")
     assert summary["kind"] == "asymmetric"
+
+
+@pytest.fixture(scope="module")
+def clothing1m_ingest(tmp_path_factory):
+    from benchmarks.fixtures import write_clothing1m  # noqa: PLC0415
+
+    work = tmp_path_factory.mktemp("c1m")
+    source = write_clothing1m(work / "src", per_split=6, train=60, noise_rate=0.4)
+    ingest(IngestConfig(dataset="clothing1m", path=str(source), image_size=16, resize=20, shard_size=16),
+           out=work / "ingest")
+    return work / "ingest"
+
+
+def test_human_kind_on_clothing1m_keeps_the_published_labels_and_measures_them_where_clean_is_known(
+        clothing1m_ingest, tmp_path):
+    from components.formats.webdataset import read_index  # noqa: PLC0415
+
+    summary = run(NoiseConfig(kind="human"), ingest=clothing1m_ingest, out=tmp_path)
+    index = read_index(clothing1m_ingest, "train")
+    with np.load(tmp_path / "labels.npz") as table:
+        labels = dict(table)
+    np.testing.assert_array_equal(labels["label"], index.label[labels["index"]])  # the published noisy labels
+    np.testing.assert_array_equal(labels["clean_label"], index.clean_label[labels["index"]])
+    known = labels["clean_label"] >= 0
+    assert not labels["is_val"].any() and not labels["is_noisy"][~known].any()  # the val split is the dataset's
+    assert summary["clean_label_known_train"] == int(known.sum()) == 30
+    assert summary["realised_rate_train"] == pytest.approx(labels["is_noisy"][known].mean())
+    assert (summary["val"], summary["val_source"]) == (6, "the dataset's val split")
+
+
+def test_synthetic_kinds_on_shards_corrupt_the_ingested_labels(clothing1m_ingest, tmp_path):
+    from components.formats.webdataset import read_index  # noqa: PLC0415
+
+    run(NoiseConfig(kind="pairflip", rate=1.0), ingest=clothing1m_ingest, out=tmp_path)
+    ingested = read_index(clothing1m_ingest, "train").label
+    with np.load(tmp_path / "labels.npz") as table:
+        np.testing.assert_array_equal(table["label"], (ingested[table["index"]] + 1) % 14)
+
+
+def test_instance_noise_on_shards_is_refused_with_the_reason(clothing1m_ingest, tmp_path):
+    with pytest.raises(ValueError, match="instance noise reads every image's pixels, which a sharded dataset "
+                                         r"\(clothing1m\) does not hold in memory"):
+        run(NoiseConfig(kind="instance"), ingest=clothing1m_ingest, out=tmp_path)
+    assert not list(tmp_path.iterdir())
