@@ -43,10 +43,10 @@ def load_split(ingest: Path, noise: Path, *, workers: int = 2, augment: bool = F
     sharded = read_json(ingest / "manifest.json", "ingest").get("format") == "shards"
     index, given, is_val = read_arrays(noise / "labels.npz", "noise", "index", "label", "is_val")
     if sharded:
-        return _shard_split(ingest, index, given, workers=workers, augment=augment)
+        return _shard_split(ingest, noise, index, given, workers=workers, augment=augment)
     (images,) = read_arrays(ingest / "train.npz", "ingest", "images")
     (clean,) = read_arrays(noise / "labels.npz", "noise", "clean_label")
-    _check_rows(noise, index, images.shape[0])
+    _check_rows(noise / "labels.npz", index, images.shape[0])
     pixels = images[index[~is_val]].astype(np.float32) / 255.0
     mean = pixels.mean(axis=(0, 1, 2)).tolist()
     std = (pixels.std(axis=(0, 1, 2)) + 1e-6).tolist()
@@ -59,13 +59,13 @@ def load_split(ingest: Path, noise: Path, *, workers: int = 2, augment: bool = F
     return Data(x[~mask], y[~mask]), Data(x[mask], y[mask]), meta
 
 
-def _shard_split(ingest: Path, index: np.ndarray, given: np.ndarray, *, workers: int,
+def _shard_split(ingest: Path, noise: Path, index: np.ndarray, given: np.ndarray, *, workers: int,
                  augment: bool) -> tuple[Source, Source, dict[str, Any]]:
     manifest = read_json(ingest / "manifest.json", "ingest", "transform", "class_names", "counts")
     if "val" not in manifest["counts"]:
         raise DataError(f"{ingest / 'manifest.json'}: expected a sharded dataset with its own val split, found "
                         f"the splits {sorted(manifest['counts'])}")
-    _check_rows(ingest, index, manifest["counts"]["train"])
+    _check_rows(noise / "labels.npz", index, manifest["counts"]["train"])
     verify_shards(ingest, ("train", "val"))
     train = open_split(ingest, "train", positions=index, labels=torch.from_numpy(given.astype(np.int64)),
                        workers=workers, augment=augment)
@@ -75,10 +75,10 @@ def _shard_split(ingest: Path, index: np.ndarray, given: np.ndarray, *, workers:
     return train, open_split(ingest, "val", workers=workers), meta
 
 
-def _check_rows(source: Path, index: np.ndarray, count: int) -> None:
+def _check_rows(labels: Path, index: np.ndarray, count: int) -> None:
     if index.size and index.max() >= count:
-        raise DataError(f"{source}: expected indices below the {count} ingested training images, found "
-                        f"{int(index.max())} (re-run the noise step)")
+        raise DataError(f"{labels}: expected indices below the {count} ingested images, found {int(index.max())} "
+                        f"(re-run the noise step)")
 
 
 def split_inputs(ingest: Path, noise: Path) -> list[Path]:

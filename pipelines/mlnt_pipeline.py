@@ -100,7 +100,6 @@ def evaluate(params: dict, ingested: Input[Dataset], labels: Input[Dataset], bas
              mlnt_model: Input[Model], evaluation: Output[Dataset], scores: Output[Metrics],
              confusion: Output[ClassificationMetrics]):
     import csv
-    import json
     from pathlib import Path
 
     from components.config import build_from_struct as build
@@ -111,11 +110,12 @@ def evaluate(params: dict, ingested: Input[Dataset], labels: Input[Dataset], bas
     for model in ("baseline", "student", "teacher"):
         scores.log_metric(f"{model}_accuracy", metrics[model]["accuracy"])
     scores.log_metric("label_issues_f1", metrics["label_issues"]["f1"])
-    classes = json.loads((Path(ingested.path) / "manifest.json").read_text())["class_names"]
+    classes = metrics["class_names"]
+    number = {name: i for i, name in enumerate(classes)}
     matrix = [[0] * len(classes) for _ in classes]
-    with open(Path(evaluation.path) / "confusion_teacher.csv") as fh:
+    with open(Path(evaluation.path) / "confusion_teacher.csv") as fh:  # rows of class names
         for row in csv.DictReader(fh):
-            matrix[int(row["actual"])][int(row["predicted"])] += 1
+            matrix[number[row["actual"]]][number[row["predicted"]]] += 1
     confusion.log_confusion_matrix(classes, matrix)
 
 
