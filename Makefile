@@ -64,7 +64,7 @@ test: setup  ## set-up and the whole test suite (with the linter)
 lint: setup  ## the linter alone
 	$(VENV)/bin/ruff check .
 
-bench: setup data  ## benchmarks (about 9 minutes on 2 cores): docs/benchmarks.md, benchmarks/results.json
+bench: setup data  ## benchmarks (about 6 minutes on 2 cores): docs/benchmarks.md, benchmarks/results.json
 	$(PY) -m benchmarks.run
 
 lock: $(STAMP)  ## regenerate constraints.txt from the current environment

@@ -51,11 +51,24 @@ class Settings:
     sweep_batch: tuple[int, ...] = (32, 64, 128, 256)
     sweep_repeats: int = 2
     train_size: int | None = None  # None: params.yaml's noise.train_size
-    shard_images: int = 256
-    shard_image_size: int = 224
-    shard_size: int = 64
+    # Clothing1M's loader on synthetic web photos (benchmarks.data_loading.streamed)
+    loader_images: int = 256  # training images written and ingested (and one validation, one test image)
+    loader_sizes: tuple[tuple[int, int], ...] = data_loading.WEB_PHOTO_SIZES
+    loader_quality: int = 90  # JPEG quality
+    loader_resize: int = 256  # the recipe's resize and crop
+    loader_crop: int = 224
+    loader_shard_size: int = 64
+    loader_batch: int = 32  # the recipe's batch
+    loader_workers: tuple[int, ...] = (1, 2)  # DataLoader workers of the timed epochs
+    loader_passes: int = 2  # an epoch runs over the images this many times, so worker start-up is a small share
+    loader_repeats: int = 3
     consumer: str = "resnet50"  # the Clothing1M network
     consumer_batch: int = 8
+    # Inputs of the report's arithmetic for a GPU node, not measurements: images/s a GPU might consume, the
+    # images of a Clothing1M epoch, and worker counts of a node.
+    gpu_images_per_s: tuple[int, ...] = (250, 500, 1000, 2000)
+    epoch_images: int = 1_000_000
+    node_workers: tuple[int, ...] = (4, 8, 16)
     inference_repeats: int = 200
     serving_batches: tuple[int, ...] = (1, 64)
     serving_clients: int = 4  # client threads
@@ -67,9 +80,10 @@ class Settings:
 
 
 QUICK = Settings(batch=16, sets=2, repeats=(), profile_batch=(("small_cnn", 16), ("preact_resnet32", 8)),
-                 sweep_sets=(1, 2), sweep_batch=(8, 16), sweep_repeats=1, train_size=200, shard_images=4,
-                 shard_image_size=32, shard_size=3, consumer="small_cnn", consumer_batch=4, inference_repeats=3,
-                 serving_clients=2, serving_requests=4, allocator_pairs=1)
+                 sweep_sets=(1, 2), sweep_batch=(8, 16), sweep_repeats=1, train_size=200, loader_images=6,
+                 loader_sizes=((48, 40), (40, 48)), loader_resize=36, loader_crop=32, loader_shard_size=3,
+                 loader_batch=2, loader_passes=1, loader_repeats=1, consumer="small_cnn", consumer_batch=4,
+                 inference_repeats=3, serving_clients=2, serving_requests=4, allocator_pairs=1)
 
 
 def run_all(settings: Settings, workload: Workload, networks: list[str], work: Path, device: torch.device, *,
@@ -100,9 +114,12 @@ def run_all(settings: Settings, workload: Workload, networks: list[str], work: P
                                                        repeats=s.repeats_for("small_cnn"), **common))
     section("data_loading", lambda: {
         "in_memory": data_loading.in_memory(workload, batch_size=s.batch),
-        "sharded": data_loading.sharded(work, images=s.shard_images, image_size=s.shard_image_size,
-                                        shard_size=s.shard_size, batch_size=32, consumer=s.consumer,
-                                        consumer_batch=s.consumer_batch, **common)})
+        "clothing1m": data_loading.streamed(
+            work, images=s.loader_images, sizes=s.loader_sizes, quality=s.loader_quality, resize=s.loader_resize,
+            crop=s.loader_crop, shard_size=s.loader_shard_size, batch_size=s.loader_batch, workers=s.loader_workers,
+            passes=s.loader_passes, repeats=s.loader_repeats, consumer=s.consumer, consumer_batch=s.consumer_batch,
+            gpu_images_per_s=s.gpu_images_per_s, epoch_images=s.epoch_images, node_workers=s.node_workers,
+            **common)})
     section("inference", lambda: inference(workload, repeats=s.inference_repeats))
     section("serving", lambda: serving.run(workload, work / "serving", batches=s.serving_batches,
                                            clients=s.serving_clients, requests=s.serving_requests))

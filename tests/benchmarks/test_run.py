@@ -3,6 +3,7 @@ request; --sections reruns one section into earlier results; the committed repor
 results; the memory measurement counts tensor bytes."""
 
 import json
+import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks import report, run
+from benchmarks import data_loading, report, run
 from benchmarks.measure import peak_memory
 from tests.components.conftest import make_fashion_mnist
 
@@ -71,6 +72,44 @@ def test_the_predictor_served_every_request_and_its_percentiles_are_ordered(quic
         assert 0 < ms["p50"] <= ms["p90"] <= ms["p99"] <= ms["max"]
         assert row["requests_per_s"] > 0 and min(rss.values()) > 0
     assert "## Serving: the predictor under concurrent load" in quick.output.read_text()
+
+
+def test_the_clothing1m_loader_is_measured_and_its_arithmetic_rendered(quick):
+    s, c = run.QUICK, quick.results["data_loading"]["clothing1m"]
+    assert c["images"] == s.loader_images and c["ingest"]["images"] == s.loader_images + 2  # with val and test
+    assert min(c["ingest"]["images_per_s"], c["worker"]["draft_images_per_s"], c["worker"]["full_images_per_s"],
+               c["consumer_samples_per_s"]) > 0
+    assert [e["workers"] for e in c["epochs"]] == list(s.loader_workers)
+    for e in c["epochs"]:
+        assert e["images"] == s.loader_images * s.loader_passes // s.loader_batch * s.loader_batch
+        assert e["images_per_s"] > 0 and e["loader_images_per_s_per_worker"] > 0
+    disk = c["disk"]
+    assert disk["images"] == c["ingest"]["images"] and disk["decoded_bytes_per_image"] == 3 * s.loader_crop ** 2
+    assert disk["shard_bytes"] - disk["jpeg_bytes"] >= 3 * 512 * disk["images"]  # three tar headers a sample
+    assert c["assumed"] == {"gpu_images_per_s": list(s.gpu_images_per_s), "epoch_images": s.epoch_images,
+                            "workers": list(s.node_workers)}
+    text, r = quick.output.read_text(), c["worker"]["draft_images_per_s"]
+    assert "### Clothing1M: JPEGs streamed from WebDataset shards" in text
+    for g in s.gpu_images_per_s:
+        assert f"| GPU (input, not measured) | {g:,} | {g:,} / {r:.0f} = {g / r:.2f} | {max(1, math.ceil(g / r))} |" \
+            in text
+    for w in s.node_workers:
+        n = s.epoch_images
+        assert f"| {w} | {n:,} / ({w} x {r:.0f}) = {n / (w * r):,.0f} s" in text
+
+
+def test_the_synthetic_photos_are_real_jpegs_and_full_size_decodes_skip_the_draft(tmp_path):
+    root = data_loading.write_web_photos(tmp_path / "c1m", images=2, sizes=((600, 600), (500, 500)), quality=90)
+    photos = sorted((root / "images").rglob("*.jpg"))
+    assert len(photos) == 4 and (root / "noisy_label_kv.txt").is_file()  # two training, one val, one test key
+    sizes = [data_loading._size(p) for p in photos]
+    assert sorted(set(sizes)) == [(500, 500), (600, 600)]
+    big = photos[sizes.index((600, 600))]
+    assert 8 * big.stat().st_size / (600 * 600) > 1.0  # bits per pixel: photo-like, not a flat colour
+    assert data_loading._draft_size(big, 256) == (300, 300)  # as the loader decodes: half scale
+    with data_loading.full_size_decodes():
+        assert data_loading._draft_size(big, 256) == (600, 600)
+    assert data_loading._draft_size(big, 256) == (300, 300)  # the patch is undone
 
 
 def test_sections_reruns_one_section_and_keeps_the_others(quick, tmp_path):
