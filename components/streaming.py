@@ -13,9 +13,10 @@ per sample from ``(seed, epoch, position)``, so they do not depend on which work
 
 from __future__ import annotations
 
+import functools
 import io
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar
@@ -99,17 +100,24 @@ def epoch_order(shards: np.ndarray, *, seed: int, epoch: int, window: int = WIND
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 
+def _item(positions: np.ndarray, seeds: Callable[[int], int], p: int) -> tuple[int, int]:
+    return int(positions[p]), seeds(p)
+
+
 class _Plan:
-    """The batch sampler of a source's loader: the batches of the pass about to start (``items``)."""
+    """The batch sampler of a source's loader: the batches of the pass about to start (arrays of positions),
+    turned into ``ShardImages`` items by ``item`` as the loader asks for them (not a million tuples up front)."""
 
     def __init__(self) -> None:
-        self.items: list[list[tuple[int, int]]] = []
+        self.batches: list[np.ndarray] = []
+        self.item: Callable[[int], tuple[int, int]] = lambda p: (p, -1)
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        return iter(self.items)
+        for batch in self.batches:
+            yield [self.item(int(p)) for p in batch]
 
     def __len__(self) -> int:
-        return len(self.items)
+        return len(self.batches)
 
 
 def _collate(items: list[tuple[Tensor | None, float | str]]) -> tuple[Tensor | None, float, str]:
@@ -195,7 +203,8 @@ class ShardSource:
                                       persistent_workers=self.workers > 0)
         self._passing = True
         try:
-            self._plan.items = [[(int(self.positions[p]), seeds(p)) for p in batch] for batch in plan]
+            # no reference back to the source: it is freed (and its workers stopped) as soon as it is dropped
+            self._plan.batches, self._plan.item = plan, functools.partial(_item, self.positions, seeds)
             mean, std = torch.tensor(self.mean)[:, None, None], torch.tensor(self.std)[:, None, None]
             for (images, seconds, error), batch in zip(self._loader, plan, strict=True):
                 if error:

@@ -530,3 +530,17 @@ def test_an_image_that_no_longer_decodes_is_one_line_naming_shard_and_key(ingest
     message = str(caught.value)
     assert "\n" not in message and "Traceback" not in message
     assert f"{index.path(3)} (key {index.key[3].decode()}): expected an image, found unreadable data" in message
+
+
+def test_a_dropped_source_stops_its_worker_processes(ingest_dir):
+    """The workers serve every pass of a source and end with it: nothing holds the source in a reference cycle,
+    so dropping it stops them at once, not at some later garbage collection."""
+    import multiprocessing  # noqa: PLC0415
+
+    before = set(multiprocessing.active_children())
+    source = identified(ingest_dir, workers=2)
+    epoch(source, 0, batch_size=4)
+    workers = set(multiprocessing.active_children()) - before
+    assert len(workers) == 2 and all(w.is_alive() for w in workers)
+    del source
+    assert not set(multiprocessing.active_children()) - before
