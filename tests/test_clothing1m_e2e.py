@@ -4,6 +4,7 @@ step streams them, model selection runs on the clean validation keys, and the ga
 
 import csv
 import json
+import shutil
 
 import pytest
 import yaml
@@ -78,6 +79,29 @@ def test_dvc_repro_runs_the_shrunk_recipe_from_shards_to_a_released_model(repo):
     log = done.stdout + done.stderr
     assert f"ingest train: {TRAIN}/{TRAIN} images" in log  # progress as whole lines in a log...
     assert "\r" not in log  # ...never carriage-return redraws
+
+
+def test_training_killed_in_the_middle_of_an_epoch_resumes_to_the_same_weights(repo, tmp_path):
+    """SIGKILL (tests/reliability/crash.py) right after the checkpoint of step 3, then at the 5th optimizer step of
+    the resumed run: 10 steps an epoch, so both resumes start mid-epoch, with the loader's worker processes killed
+    with their parent. The weights end bitwise equal to those of the uninterrupted `dvc repro`."""
+    from tests.reliability.crash import KILLED, run_step  # noqa: PLC0415 - starts a forkserver
+    from tests.reliability.test_crash_restart import differences  # noqa: PLC0415
+
+    work = tmp_path / "ws"
+    for name in ("params.yaml", "artifacts/ingest", "artifacts/noise"):
+        copy = shutil.copytree if (repo / name).is_dir() else shutil.copy2
+        (work / name).parent.mkdir(parents=True, exist_ok=True)
+        copy(repo / name, work / name)
+    assert TRAIN // 32 == 10  # steps an epoch; checkpoints every 3 steps (the shrunk recipe)
+    for point, resumed in (("checkpoint-saved:2", None), ("optimizer-step:5", "step 3)")):
+        code, log = run_step(work, "baseline", kill=point)
+        assert code == KILLED, log
+        assert resumed is None or ("resumed from artifacts/baseline/checkpoints/" in log and resumed in log), log
+    code, log = run_step(work, "baseline")
+    assert code == 0 and "step 6)" in log, log
+    for name in ("model.pt", "final.pt"):
+        assert not differences(work / "artifacts/baseline" / name, repo / "artifacts/baseline" / name), name
 
 
 @pytest.mark.filterwarnings("ignore:You may be attemping to run a task:RuntimeWarning")  # subprocess, not image
