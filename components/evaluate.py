@@ -3,7 +3,8 @@
 Writes ``artifacts/evaluate/metrics.json`` (a public contract: ``{"baseline": {...}, "student": {...},
 "teacher": {...}, "label_issues": {...}}``; each model with ``accuracy``, ``per_class_accuracy``, ``macro_f1`` and
 ``ece`` on the clean test set, the baseline also with ``best_epoch_accuracy``; ``class_names`` in the order of
-``per_class_accuracy``), ``confusion_<model>.csv`` (``actual,predicted`` class names for ``dvc plots``) and
+``per_class_accuracy``; ``ece_bins``, the bins of every ECE here), ``confusion_<model>.csv`` (``actual,predicted``
+class names for ``dvc plots``) and
 ``label_issues.csv``: every training sample ranked by how likely its given label is wrong (score = 1 - the
 teacher's probability of the given label), with the suggested label (the teacher's prediction), both also by class
 name, and for sharded datasets the image's ``key``. The detection figures (precision, recall, F1, AUROC against the
@@ -148,6 +149,7 @@ def run(config: EvaluateConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOIS
         row["given_class"], row["suggested_class"] = names[row["given_label"]], names[row["suggested_label"]]
     metrics["label_issues"] = summary
     metrics["class_names"] = names
+    metrics["ece_bins"] = config.ece_bins  # export's calibration report uses the same bins
     _write_csv(out / "label_issues.csv", rows)
     write_json(out / "metrics.json", metrics)
     return metrics

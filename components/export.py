@@ -28,7 +28,7 @@ from components.baseline import OUT as BASELINE_OUT
 from components.calibration import fit_temperature
 from components.config import cli
 from components.evaluate import OUT as EVALUATE_OUT
-from components.evaluate import EvaluateConfig, expected_calibration_error
+from components.evaluate import expected_calibration_error
 from components.formats import sha256_file
 from components.ingest import OUT as INGEST_OUT
 from components.mlnt import OUT as MLNT_OUT
@@ -117,12 +117,12 @@ def run(config: ExportConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOISE_
     x = torch.cat([x for x, _ in test.subset(torch.arange(min(config.parity_images, len(test)))).eval_batches(256)])
     manifest = read_json(Path(ingest) / "manifest.json", "ingest")
     metadata = onnx_metadata(manifest["class_names"], norm, name)
-    calibration = calibrate(net, load_split(ingest, noise, workers=config.workers)[1], bins=EvaluateConfig().ece_bins) \
+    evaluated = read_json(Path(evaluate) / "metrics.json", "evaluate", "ece_bins")
+    calibration = calibrate(net, load_split(ingest, noise, workers=config.workers)[1], bins=evaluated["ece_bins"]) \
         if config.calibrate else {"temperature": 1.0}
     metadata["temperature"] = str(calibration["temperature"])
     onnx_bytes = to_onnx(net, x[:2], metadata, temperature=calibration["temperature"])
     check = parity(onnx_bytes, net, x, config.max_abs_diff, temperature=calibration["temperature"])
-    evaluated = read_json(Path(evaluate) / "metrics.json", "evaluate")
     given, is_val = read_arrays(Path(noise) / "labels.npz", "noise", "label", "is_val")
     card = {"model": name, **interface(saved["network"], manifest["class_names"], saved),
             "metrics": {"val_accuracy": val_accuracy, **{k: v for k, v in evaluated[name].items()

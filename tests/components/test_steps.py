@@ -105,3 +105,21 @@ def test_a_retry_with_empty_outputs_resumes_from_a_shared_checkpoint_root(workdi
     assert "resumed from" in capsys.readouterr().out and metrics["epochs"] == 2
     assert (workdir / "attempt2" / "model.pt").is_file()
     assert [p.name for p in shared.iterdir()] == ["another-run"]  # its own folder removed; other runs' left alone
+
+
+def test_export_calibrates_with_the_bins_params_yaml_gives_evaluate(workdir, capsys):
+    """evaluate.ece_bins reaches export's calibration report (it once took the dataclass default, 15)."""
+    from components import evaluate, export  # noqa: PLC0415 - imports onnx
+    from components.training import load_split  # noqa: PLC0415
+
+    for step in (ingest, noise, baseline, mlnt):
+        assert step.main([]) == 0, capsys.readouterr().err
+    assert evaluate.main(["--set", "evaluate.ece_bins=3"]) == 0, capsys.readouterr().err
+    assert export.main([]) == 0, capsys.readouterr().err
+    card = json.loads((workdir / "artifacts/export/model_card.json").read_text())
+    net, _ = load_model(workdir / "artifacts/mlnt/teacher.pt" if card["model"] == "teacher"
+                        else workdir / "artifacts/baseline/model.pt")
+    val = load_split(workdir / "artifacts/ingest", workdir / "artifacts/noise")[1]
+    expected = {bins: export.calibrate(net.eval(), val, bins=bins)["val_ece_before"] for bins in (3, 15)}
+    assert expected[3] != expected[15]
+    assert card["calibration"]["val_ece_before"] == pytest.approx(expected[3])

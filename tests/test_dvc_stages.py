@@ -1,0 +1,77 @@
+"""dvc.yaml against the code: every stage depends on every project file its module imports, directly or through
+other project modules, so an edit anywhere in that code reruns the stage (and `dvc repro` never reports "up to
+date" for results computed by old code); the folder dependencies do not hash Python's caches."""
+
+import ast
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("components", "model", "monitoring", "serving", "pipelines", "benchmarks")
+STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+
+
+def module_file(name: str) -> Path | None:
+    """The file of the project module ``name`` (``a.b`` -> ``a/b.py`` or ``a/b/__init__.py``), if it is one."""
+    base = ROOT.joinpath(*name.split("."))
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def imported(path: Path) -> set[str]:
+    """The project modules ``path`` imports, at any depth of its code (imports inside functions count)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)  # submodules imported by name
+    project = set()
+    for name in names:
+        if name.split(".")[0] in PACKAGES:
+            parts = name.split(".")
+            project.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))  # packages run their __init__
+    return project
+
+
+def code_of(module: str) -> set[Path]:
+    """Every project file that running ``python -m <module>`` can execute."""
+    seen, todo = set(), [module]
+    while todo:
+        path = module_file(todo.pop())
+        if path is None or path in seen:
+            continue
+        seen.add(path)
+        todo.extend(imported(path))
+    return {p.relative_to(ROOT) for p in seen}
+
+
+def covered(path: Path, deps: list[str]) -> bool:
+    return any(path == Path(dep) or Path(dep) in path.parents for dep in deps)
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_every_stage_depends_on_all_the_code_it_runs(stage):
+    spec = STAGES[stage]
+    module = spec["cmd"].split("python -m ", 1)[1].split()[0]
+    missing = sorted(str(p) for p in code_of(module) if not covered(p, spec.get("deps", [])))
+    assert not missing, f"dvc.yaml stage {stage!r} runs {module} but does not depend on: {', '.join(missing)}"
+
+
+def test_the_code_walk_sees_imports_inside_functions():
+    """``components.export`` imports onnx inside a function; ``components.training`` imports its helpers at the
+    top: both kinds are found, and third-party modules are not."""
+    code = code_of("components.baseline")
+    assert {Path("components/training.py"), Path("components/streaming.py"), Path("model/trainer.py"),
+            Path("components/formats/webdataset.py"), Path("components/config.py")} <= code
+    assert all(p.parts[0] in PACKAGES for p in code)
+
+
+def test_folder_dependencies_do_not_hash_python_caches():
+    patterns = (ROOT / ".dvcignore").read_text().split()
+    assert "__pycache__/" in patterns and "*.pyc" in patterns
