@@ -27,7 +27,7 @@ from components.training import (
     split_inputs,
     write_history,
 )
-from model.networks import NETWORKS
+from model.networks import NETWORKS, Network
 from model.trainer import TrainConfig, train
 
 OUT = Path("artifacts/baseline")
@@ -35,7 +35,7 @@ OUT = Path("artifacts/baseline")
 
 @dataclass(frozen=True)
 class BaselineConfig(TrainConfig):
-    network: str = "small_cnn"  # one of model.networks.NETWORKS
+    network: Network = "small_cnn"
     pretrained: bool = True  # start from ImageNet weights where the network has them (resnet50)
 
     def __post_init__(self) -> None:

@@ -126,14 +126,18 @@ def apply_override(params: dict[str, dict[str, Any]], assignment: str, sections:
     params.setdefault(section, {})[key] = value
 
 
-def parser_for(step: str, sections: Mapping[str, type], description: str) -> argparse.ArgumentParser:
-    """The parser of ``python -m components.<step>``; ``--help`` lists every parameter with its default."""
-    lines = ["parameters (params.yaml section.key: type = default):"]
+def parser_for(step: str, sections: Mapping[str, type], description: str,
+               running: Mapping[str, Any] | None = None, source: str = DEFAULT_PARAMS) -> argparse.ArgumentParser:
+    """The parser of ``python -m components.<step>``; ``--help`` lists every parameter with the value that will
+    run (``running``: the typed configs the params file and overrides give) and, where it differs, the default."""
+    lines = [f"parameters (section.key: type = the value {source} gives; the code's default where it differs):"]
     for section, cls in sections.items():
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            lines.append(f"  {section}.{f.name}: {_name(hints[f.name])} = {default!r}")
+            value = getattr(running[section], f.name) if running and section in running else default
+            differs = f"  (default {default!r})" if value != default else ""
+            lines.append(f"  {section}.{f.name}: {_name(hints[f.name])} = {value!r}{differs}")
     parser = argparse.ArgumentParser(prog=f"python -m components.{step}", description=description,
                                      epilog="\n".join(lines), formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", default=DEFAULT_PARAMS, help="the params file (default: %(default)s)")
@@ -146,7 +150,8 @@ def parser_for(step: str, sections: Mapping[str, type], description: str) -> arg
 def parse(argv: Sequence[str] | None, step: str, sections: Mapping[str, type],
           description: str) -> tuple[dict[str, Any], argparse.Namespace]:
     """Parse the command line of a step into one typed config per section."""
-    args = parser_for(step, sections, description).parse_args(argv)
+    running, source = _running(argv, sections)
+    args = parser_for(step, sections, description, running, source).parse_args(argv)
     params = load_params(args.params)
     for assignment in args.overrides:
         apply_override(params, assignment, sections)
@@ -154,6 +159,28 @@ def parse(argv: Sequence[str] | None, step: str, sections: Mapping[str, type],
     configs = {name: build(cls, params.get(name, {}), where=f"{source}: {name}")
                for name, cls in sections.items()}
     return configs, args
+
+
+def _running(argv: Sequence[str] | None, sections: Mapping[str, type]) -> tuple[dict[str, Any], str]:
+    """The configs the command line's params file and overrides give, as far as they are valid (for ``--help``;
+    the real parse reports what is not)."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--params", default=DEFAULT_PARAMS)
+    pre.add_argument("--set", dest="overrides", action="append", default=[])
+    known, _ = pre.parse_known_args(argv)
+    try:
+        params = load_params(known.params)
+        for assignment in known.overrides:
+            apply_override(params, assignment, sections)
+    except ConfigError:
+        return {}, str(known.params)
+    running = {}
+    for name, cls in sections.items():
+        try:
+            running[name] = build(cls, params.get(name, {}), where=name)
+        except ConfigError:
+            continue
+    return running, f"{known.params}{' with --set' if known.overrides else ''}"
 
 
 def cli(step: str, sections: Mapping[str, type], description: str,

@@ -16,8 +16,10 @@ from __future__ import annotations
 import hashlib
 import shutil
 import tempfile
+import typing
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -32,17 +34,18 @@ from components.formats.webdataset import ShardWriter
 from components.streaming import IMAGENET_MEAN, IMAGENET_STD
 from model.progress import progress
 
-DATASETS = ("fashion-mnist", "cifar10", "cifar10n", "clothing1m", "imagefolder")
+DatasetName = Literal["fashion-mnist", "cifar10", "cifar10n", "clothing1m", "imagefolder"]
+DATASETS = typing.get_args(DatasetName)
 OUT = Path("artifacts/ingest")
 
 
 @dataclass(frozen=True)
 class IngestConfig:
-    dataset: str = "fashion-mnist"  # one of DATASETS
+    dataset: DatasetName = "fashion-mnist"
     path: str = "data/fashion-mnist"  # where the dataset's files are
     human_labels: str = ""  # cifar10n: the path of CIFAR-10_human.pt
     image_size: int = 0  # imagefolder, clothing1m: the (centre-)crop size models see; imagefolder: 0 keeps it
-    channels: int = 3  # imagefolder: 1 (grayscale) or 3 (RGB)
+    channels: Literal[1, 3] = 3  # imagefolder: 1 (grayscale) or 3 (RGB)
     test_fraction: float = 0.2  # imagefolder without a test split: the share held out as the test set
     seed: int = 0  # imagefolder: the seed of that split; clothing1m: of the order of the training samples
     shard_size: int = 10000  # clothing1m: images per shard

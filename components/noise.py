@@ -31,8 +31,10 @@ known (``clean_label`` -1 marks the others).
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -40,11 +42,12 @@ from components.artifacts import read_arrays, read_json
 from components.atomic import write_atomic, write_json
 from components.config import cli
 from components.formats import DataError
-from components.formats.cifar import HUMAN_LABELS
+from components.formats.cifar import HUMAN_LABELS, HumanLabels
 from components.formats.webdataset import read_index
 from components.ingest import OUT as INGEST_OUT
 
-KINDS = ("none", "symmetric", "uniform_other", "asymmetric", "pairflip", "instance", "human")
+Kind = Literal["none", "symmetric", "uniform_other", "asymmetric", "pairflip", "instance", "human"]
+KINDS = typing.get_args(Kind)
 OUT = Path("artifacts/noise")
 BUILTIN_MAPS = {
     "cifar10": ["truck->automobile", "bird->airplane", "deer->horse", "cat->dog", "dog->cat"],
@@ -56,11 +59,11 @@ BUILTIN_MAPS["cifar10n"] = BUILTIN_MAPS["cifar10"]
 
 @dataclass(frozen=True)
 class NoiseConfig:
-    kind: str = "symmetric"  # one of KINDS
+    kind: Kind = "symmetric"
     rate: float = 0.5  # r: the probability that a label is resampled
     seed: int = 0
     class_map: tuple[str, ...] = ()  # asymmetric: "source->target" pairs (names or indices); () = built-in map
-    human_labels: str = "aggre_label"  # human: which annotation to use
+    human_labels: HumanLabels = "aggre_label"  # human (cifar10n): which annotation to use
     train_size: int = 0  # use a random subset of this many training images (0: all of them)
     val_fraction: float = 0.1  # share of the (sub)set held out for model selection
     val_clean: bool = True  # validation labels clean (the paper's CIFAR-10 setup) or noisy like training

@@ -34,7 +34,9 @@ loss is this process's share; averaging the outer gradients over the processes c
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Callable, Iterator
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -43,7 +45,8 @@ from torch.func import functional_call
 
 from model._checks import check_float, check_labels, check_tensor
 
-MODES = ("exact", "first_order", "head")
+Mode = Literal["exact", "first_order", "head"]
+MODES = typing.get_args(Mode)
 BatchMean = Callable[[Tensor], Tensor]  # a differentiable mean over data-parallel processes
 
 

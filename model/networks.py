@@ -6,13 +6,16 @@ Every network here satisfies one contract, used by the meta step and by the neig
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Mapping
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 from torchvision.models import resnet50
 
-NETWORKS = ("small_cnn", "preact_resnet32", "resnet50")
+Network = Literal["small_cnn", "preact_resnet32", "resnet50"]
+NETWORKS = typing.get_args(Network)
 
 
 class Classifier(nn.Module):

@@ -22,7 +22,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from model.distributed import Group, local_device
 from model.ema import ema_update, make_teacher
 from model.mentor import consistency_target, mentor_keep_mask
-from model.mlnt import MODES, mlnt_loss_with_logits
+from model.mlnt import MODES, Mode, mlnt_loss_with_logits
 from model.neighbours import synthetic_labels
 from model.progress import progress
 from model.schedules import ema_decay, lr_factor, rampup_weight, teacher_start_share
@@ -60,7 +60,7 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 100  # steps between checkpoints (and one at each epoch end); 0: epoch ends only
     eval_every: int = 0  # steps between validations (as well as at each epoch end); 0: epoch ends only
-    device: str = "auto"  # auto, cpu, cuda
+    device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = True  # bfloat16 autocast on CUDA; ignored on the CPU
     progress: bool = True
     workers: int = 2  # DataLoader processes decoding a streamed (sharded) dataset; in-memory data ignores it
@@ -89,7 +89,7 @@ class MlntConfig(TrainConfig):
     end). ``meta_weight = 0`` trains the same EMA teacher on plain CE: the control that isolates meta-learning.
     """
 
-    mode: str = "head"  # exact, first_order, head
+    mode: Mode = "head"
     num_sets: int = 10  # M synthetic label sets per batch
     fraction: float = 0.5  # rho: share of each batch resampled from neighbours
     neighbours: int = 10  # k nearest neighbours in feature space

@@ -15,7 +15,9 @@ from __future__ import annotations
 import io
 import pickle
 import tarfile
+import typing
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -23,7 +25,8 @@ import torch
 from components.formats import DataError, Dataset, check_split, require_file, torch_load_error
 
 BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
-HUMAN_LABELS = ("aggre_label", "worse_label", "random_label1", "random_label2", "random_label3")
+HumanLabels = Literal["aggre_label", "worse_label", "random_label1", "random_label2", "random_label3"]
+HUMAN_LABELS = typing.get_args(HumanLabels)
 _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
             ("numpy", "ndarray"), ("numpy", "dtype"), ("copy_reg", "_reconstructor"), ("copyreg", "_reconstructor"),
             ("__builtin__", "object"), ("builtins", "object"),

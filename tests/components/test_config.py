@@ -66,7 +66,7 @@ def test_overrides_are_type_checked(tmp_path):
     ("mlnt.lr_milestones=5", r"mlnt.lr_milestones: expected a list, found 5 \(int\)"),
     ("mlnt.lr_milestones=[1, x]", r"mlnt.lr_milestones\[1\]: expected float, found 'x' \(str\)"),
     ("noise.rate=1.5", r"noise: rate: expected a number in \[0, 1\], found 1.5"),
-    ("noise.kind=pairs", r"Unknown noise kind 'pairs'. Valid: none, symmetric, uniform_other"),
+    ("noise.kind=pairs", r"noise.kind: expected one of 'none', 'symmetric', 'uniform_other', .*found 'pairs'"),
 ])
 def test_bad_values_name_the_field_expected_and_found(assignment, message):
     params = {}
@@ -106,13 +106,24 @@ def test_missing_or_malformed_params_file(tmp_path):
         load_params(bad)
 
 
-def test_help_lists_every_parameter_with_its_default(capsys):
+def test_help_lists_every_parameter_with_the_value_that_will_run_and_the_default(capsys, monkeypatch):
+    """The value params.yaml (and --set) give, which is what runs; the dataclass default beside it where it
+    differs (--help once printed only the defaults, e.g. ramp_end 7.0 where params.yaml runs 10.0)."""
+    monkeypatch.chdir(ROOT)
+    params = load_params(ROOT / "params.yaml")["mlnt"]
     with pytest.raises(SystemExit) as exit_:
-        mlnt.main(["--help"])
+        mlnt.main(["--help", "--set", "mlnt.epochs=4"])
     assert exit_.value.code == 0
     out = capsys.readouterr().out
+    assert "the value params.yaml with --set gives" in out
     for f in dataclasses.fields(mlnt.MlntStepConfig):
-        assert f"mlnt.{f.name}: " in out and f"= {f.default!r}" in out
+        value = 4 if f.name == "epochs" else build(mlnt.MlntStepConfig, params, where="mlnt").__dict__[f.name]
+        line = f"  mlnt.{f.name}: "
+        shown = next(row for row in out.splitlines() if row.startswith(line))
+        assert f"= {value!r}" in shown, shown
+        assert ("(default" in shown) == (value != f.default), shown
+    ramp_end = next(row for row in out.splitlines() if row.startswith("  mlnt.ramp_end: "))
+    assert ramp_end == "  mlnt.ramp_end: float = 10.0  (default 7.0)"
     assert "--params" in out and "--set SECTION.KEY=VALUE" in out
 
 
@@ -137,3 +148,17 @@ def test_one_word_names_each_step_in_dvc_yaml_params_and_modules():
         outputs = [next(iter(o)) if isinstance(o, dict) else o
                    for key in ("outs", "metrics") for o in stage.get(key, [])]
         assert all(o.startswith(f"artifacts/{name}") for o in outputs), outputs
+
+
+@pytest.mark.parametrize(("cls", "field", "bad"), [
+    (ingest.IngestConfig, "dataset", "cifar-10"), (ingest.IngestConfig, "channels", 2),
+    (noise.NoiseConfig, "kind", "symetric"), (noise.NoiseConfig, "human_labels", "aggregate"),
+    (baseline.BaselineConfig, "network", "resnet18"), (baseline.BaselineConfig, "device", "gpu"),
+    (mlnt.MlntStepConfig, "mode", "second_order")])
+def test_choices_are_typed_and_a_wrong_one_names_the_valid_ones(cls, field, bad):
+    hint = typing.get_type_hints(cls)[field]
+    assert typing.get_origin(hint) is typing.Literal
+    with pytest.raises(ConfigError) as caught:
+        build(cls, {field: bad}, where="section")
+    assert str(caught.value) == (f"section.{field}: expected one of {', '.join(map(repr, typing.get_args(hint)))}, "
+                                 f"found {bad!r}")
