@@ -25,6 +25,7 @@ from components.training import (
     save_model,
     seeded_network,
     split_inputs,
+    write_curves,
     write_history,
 )
 from model.networks import NETWORKS, Network
@@ -55,7 +56,8 @@ def run(config: BaselineConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOIS
     weights = imagenet_weights(config.network) if config.pretrained else None
     net = seeded_network(config.network, meta, config.seed, pretrained=weights)
     with data_parallel(config) as group:
-        result = train(config, net, train_data, val_data=val_data, store=store, group=group)
+        result = train(config, net, train_data, val_data=val_data, store=store, group=group,
+                       on_validation=lambda history, evaluations: write_curves(out, history, evaluations))
     final = result.history[-1]
     metrics = {"best_epoch": result.best_epoch,
                "val_accuracy": result.best_score, "best_step": result.best_step,

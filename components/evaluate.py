@@ -4,7 +4,8 @@ Writes ``artifacts/evaluate/metrics.json`` (a public contract: ``{"baseline": {.
 "teacher": {...}, "label_issues": {...}}``; each model with ``accuracy``, ``per_class_accuracy``, ``macro_f1`` and
 ``ece`` on the clean test set, the baseline also with ``best_epoch_accuracy``; ``class_names`` in the order of
 ``per_class_accuracy``; ``ece_bins``, the bins of every ECE here), ``confusion_<model>.csv`` (``actual,predicted``
-class names for ``dvc plots``) and
+class names for ``dvc plots``), ``calibration_<model>.csv`` (the reliability diagram of each model on the test set),
+``roc_label_issues.csv`` (the label-issue score's ROC curve against the known noise) and
 ``label_issues.csv``: every training sample ranked by how likely its given label is wrong (score = 1 - the
 teacher's probability of the given label), with the suggested label (the teacher's prediction), both also by class
 name, and for sharded datasets the image's ``key``. The detection figures (precision, recall, F1, AUROC against the
@@ -75,6 +76,29 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int)
     return float(total)
 
 
+def reliability_rows(probs: np.ndarray, labels: np.ndarray, bins: int) -> list[dict]:
+    """The reliability diagram: per non-empty equal-width confidence bin, the mean confidence, the accuracy and
+    the count (the terms of ``expected_calibration_error``)."""
+    confidence, correct = probs.max(1), probs.argmax(1) == labels
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    return [{"confidence": round(float(confidence[which == b].mean()), 6),
+             "accuracy": round(float(correct[which == b].mean()), 6), "count": int((which == b).sum())}
+            for b in range(bins) if (which == b).any()]
+
+
+def roc_rows(scores: np.ndarray, positives: np.ndarray) -> list[dict]:
+    """The ROC curve of ``scores`` against ``positives``: one point per distinct score, from (0, 0) to (1, 1);
+    its area is ``auroc``."""
+    order = np.argsort(-scores, kind="mergesort")
+    hits, ranked = positives[order], scores[order]
+    last = np.r_[np.flatnonzero(np.diff(ranked)), ranked.size - 1] if ranked.size else np.zeros(0, dtype=int)
+    tp, fp = np.cumsum(hits)[last], np.cumsum(~hits)[last]
+    tpr, fpr = tp / max(int(positives.sum()), 1), fp / max(int((~positives).sum()), 1)
+    return [{"fpr": 0.0, "tpr": 0.0}, *({"fpr": round(float(f), 6), "tpr": round(float(t), 6)}
+                                          for f, t in zip(fpr, tpr, strict=True))]
+
+
 def auroc(scores: np.ndarray, positives: np.ndarray) -> float:
     """Area under the ROC curve (ties counted half): the chance a positive outranks a negative."""
     pos, neg = scores[positives], scores[~positives]
@@ -141,10 +165,12 @@ def run(config: EvaluateConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOIS
         probs = predict(net, test, batch_size=config.batch_size, desc=f"evaluate {name} on the test set").numpy()
         metrics[name] = classification_metrics(probs, test_labels, k, config.ece_bins)
         _write_confusion(out / f"confusion_{name}.csv", test_labels, probs.argmax(1), names)
+        _write_csv(out / f"calibration_{name}.csv", reliability_rows(probs, test_labels, config.ece_bins))
     best_net, _ = load_model(Path(baseline) / "model.pt")
     metrics["baseline"]["best_epoch_accuracy"] = float(
         (predict(best_net, test, batch_size=config.batch_size).argmax(1).numpy() == test_labels).mean())
-    rows, summary = _label_issue_list(nets["teacher"][0], ingest, noise, config)
+    rows, summary, roc = _label_issue_list(nets["teacher"][0], ingest, noise, config)
+    _write_csv(out / "roc_label_issues.csv", roc)
     for row in rows:
         row["given_class"], row["suggested_class"] = names[row["given_label"]], names[row["suggested_label"]]
     metrics["label_issues"] = summary
@@ -170,12 +196,14 @@ def _label_issue_list(teacher, ingest: Path, noise: Path, config: EvaluateConfig
     _, summary = label_issues(probs[known], given[known], labels["is_noisy"][train][known])
     summary.update({k: everywhere[k] for k in ("estimated_issues", "estimated_noise_rate")},
                    rows_with_clean_label=int(known.sum()))
+    noisy = labels["is_noisy"][train][known]
+    roc = roc_rows(1.0 - probs[known][np.arange(int(known.sum())), given[known]], noisy)
     source_keys = _source_keys(ingest)
     for row in rows:
         row["index"] = int(rows_index[row["index"]])  # report the row of the ingested training set
         if source_keys is not None:
             row["key"] = source_keys[row["index"]].decode()
-    return rows, summary
+    return rows, summary, roc
 
 
 def _source_keys(ingest: Path) -> np.ndarray | None:

@@ -32,6 +32,7 @@ from components.training import (
     save_model,
     seeded_network,
     split_inputs,
+    write_curves,
     write_history,
 )
 from model.trainer import MlntConfig, train
@@ -63,7 +64,8 @@ def run(config: MlntStepConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOIS
         net = seeded_network(saved["network"], meta, config.seed, pretrained=weights)
     with data_parallel(config) as group:
         result = train(config, net, train_data, val_data=val_data, feature_net=baseline_net,
-                       store=store, group=group)
+                       store=store, group=group,
+                       on_validation=lambda history, evaluations: write_curves(out, history, evaluations))
     metrics = _metrics(config, result)
     if group.is_main:
         _write(Path(out), result, metrics, network=saved["network"], meta=meta)

@@ -226,14 +226,18 @@ def pick_device(requested: str) -> torch.device:
 def train(config: TrainConfig, net: nn.Module, train_data: Source, *, val_data: Source | None = None,
           feature_net: nn.Module | None = None, store: CheckpointStore | None = None,
           on_epoch_end: Callable[[dict[str, float]], None] | None = None,
-          group: Group | None = None) -> TrainResult:
+          group: Group | None = None,
+          on_validation: Callable[[list[dict[str, float]], list[dict[str, float]]], None] | None = None,
+          ) -> TrainResult:
     """Train ``net`` in place: plain CE for a ``TrainConfig``, MLNT for an ``MlntConfig`` (iteratively when
     ``config.rounds > 1``).
 
     ``feature_net`` gives the features for the neighbour search (MLNT); by default a frozen copy of ``net``
     as it is at the start (the CE-trained warm start in the pipeline). ``val_data`` picks the best epoch.
     Each round resumes from ``store`` when it holds that round's checkpoint. ``group``: the data-parallel
-    processes this one trains with (default: this process alone).
+    processes this one trains with (default: this process alone). ``on_validation(history, evaluations)`` is
+    called in the main process after every validation with the round's epoch records and validations so far
+    (those a resumed run restored from its checkpoint included), for curves that follow the run live.
     """
     group = group or Group()
     group.rows(config.batch_size)  # fails early unless the global batch splits evenly over the processes
@@ -258,7 +262,7 @@ def train(config: TrainConfig, net: nn.Module, train_data: Source, *, val_data: 
                                  "round longer or raise mentor_top_k")
             data = train_data.subset(keep.cpu())
         loop = _Loop(config, net, data, val_data, feature_net, mentor, store, f"round{round_}", device,
-                     on_epoch_end, group)
+                     on_epoch_end, group, on_validation=on_validation)
         result = loop.run()
         if round_ + 1 < rounds:  # the next round retrains ``net``: keep this round's weights apart
             earlier.append(dataclasses.replace(result, student=copy.deepcopy(result.student)))
@@ -307,10 +311,12 @@ def augment(x: Tensor, generator: torch.Generator, *, padding: int) -> Tensor:
 class _Loop:
     """One round of training: the state that a checkpoint captures, and the loop over it."""
 
-    def __init__(self, config, net, data, val_data, feature_net, mentor, store, key, device, on_epoch_end, group):
+    def __init__(self, config, net, data, val_data, feature_net, mentor, store, key, device, on_epoch_end, group,
+                 *, on_validation=None):
         self.cfg, self.net, self.data, self.val = config, net, data, val_data
         self.feature_net, self.mentor, self.store, self.key = feature_net, mentor, store, key
         self.device, self.on_epoch_end, self.group = device, on_epoch_end, group
+        self.on_validation = on_validation
         self.rows = group.rows(config.batch_size)  # this process's share of each global batch
         self.verbose = config.progress and group.is_main
         self.steps_per_epoch = len(data) // config.batch_size
@@ -380,6 +386,7 @@ class _Loop:
                 at_epoch_end = b + 1 == self.steps_per_epoch
                 if self.cfg.eval_every and self.step % self.cfg.eval_every == 0 and not at_epoch_end:
                     self._evaluate(epoch)
+                    self._report()
                 if self.cfg.checkpoint_every and self.step % self.cfg.checkpoint_every == 0 and not at_epoch_end:
                     self._save()
             bar.close()
@@ -465,7 +472,12 @@ class _Loop:
             tqdm.write(f"[{self.method} {self.key}] {shown}")
         if self.on_epoch_end is not None:
             self.on_epoch_end(dict(record))
+        self._report()
         self._save()
+
+    def _report(self) -> None:
+        if self.on_validation is not None and self.group.is_main:
+            self.on_validation([dict(r) for r in self.history], [dict(e) for e in self.evaluations])
 
     def _result(self) -> TrainResult:
         return TrainResult(student=self.net, teacher=self.teacher, best_model=self.best["model"],

@@ -75,3 +75,10 @@ def test_the_code_walk_sees_imports_inside_functions():
 def test_folder_dependencies_do_not_hash_python_caches():
     patterns = (ROOT / ".dvcignore").read_text().split()
     assert "__pycache__/" in patterns and "*.pyc" in patterns
+
+
+def test_readme_activates_the_venv_before_its_first_dvc_command():
+    """After `make run` the tools are in .venv/ only: a bare `dvc metrics show` is "command not found"."""
+    lines = (ROOT / "README.md").read_text().splitlines()
+    first_dvc = next(i for i, line in enumerate(lines) if line.startswith("dvc "))  # a command a user types
+    assert any(line.startswith("source .venv/bin/activate") for line in lines[:first_dvc])

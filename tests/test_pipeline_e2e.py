@@ -68,7 +68,8 @@ def repo(tmp_path_factory):
 
 
 def test_dvc_repro_releases_a_gated_onnx_model(repo):
-    sh(repo, "dvc", "repro")
+    done = sh(repo, "dvc", "repro")
+    assert "\r" not in done.stdout + done.stderr  # progress as whole lines in a log, not carriage-return redraws
     art = repo / "artifacts"
     for path in ["ingest/train.npz", "ingest/manifest.json", "validate/report.json", "noise/labels.npz",
                  "noise/summary.json", "baseline/model.pt", "baseline/final.pt", "mlnt/teacher.pt",
@@ -86,6 +87,15 @@ def test_dvc_repro_releases_a_gated_onnx_model(repo):
     release = repo / "releases" / "latest"
     card = json.loads((release / "model_card.json").read_text())
     assert card["parity"]["passed"] and (release / "model.onnx").is_file()
+    plots = json.loads(sh(repo, "dvc", "plots", "show", "--json").stdout)
+    assert not plots.get("errors"), plots["errors"]
+    values = {plot: plots["data"][plot][0]["content"]["data"]["values"]
+              for plot in ("validation_accuracy", "reliability_diagram", "label_issue_roc")}  # top-level plots
+    assert all(values.values()), values
+    for source in ("baseline/live/plots/metrics/val_accuracy_student", "mlnt/live/plots/metrics/val_accuracy_teacher"):
+        assert source in json.dumps(values["validation_accuracy"]), source  # CE and MLNT on one chart
+    for model in ("baseline", "student", "teacher"):
+        assert f"calibration_{model}.csv" in json.dumps(values["reliability_diagram"]), model
     shown = sh(repo, "dvc", "metrics", "show").stdout
     assert "artifacts/evaluate/metrics.json" in shown and "teacher.accuracy" in shown
     sh(repo, "python", "-m", "components.report", "--output", "docs/pipeline-run.md")  # `make results`

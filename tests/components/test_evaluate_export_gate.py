@@ -163,3 +163,21 @@ def test_detection_summary_by_hand():
     summary = detection_summary(np.array([0.9, 0.2, 0.8, 0.1]), np.array([True, False, True, False]), noisy)
     assert summary == {"estimated_issues": 2, "estimated_noise_rate": 0.5, "true_noise_rate": 0.5,
                        "precision": 0.5, "recall": 0.5, "f1": 0.5, "auroc": 0.75}  # 3 of 4 pairs ranked right
+
+
+def test_the_roc_curve_has_the_auroc_as_its_area_and_the_reliability_rows_give_the_ece():
+    from components.evaluate import reliability_rows, roc_rows  # noqa: PLC0415
+
+    rng = np.random.default_rng(1)
+    scores, positives = rng.integers(0, 6, 300).astype(float), rng.random(300) < 0.3  # many ties
+    points = roc_rows(scores, positives)
+    fpr, tpr = (np.array([p[k] for p in points]) for k in ("fpr", "tpr"))
+    assert points[0] == {"fpr": 0.0, "tpr": 0.0} and points[-1] == {"fpr": 1.0, "tpr": 1.0}
+    assert np.all(np.diff(fpr) >= 0) and np.all(np.diff(tpr) >= 0)
+    assert np.trapezoid(tpr, fpr) == pytest.approx(auroc(scores, positives), abs=1e-5)
+    probs = rng.dirichlet(np.ones(4), 500)
+    labels = rng.integers(0, 4, 500)
+    rows = reliability_rows(probs, labels, 10)
+    assert sum(r["count"] for r in rows) == 500
+    ece = sum(r["count"] / 500 * abs(r["accuracy"] - r["confidence"]) for r in rows)
+    assert ece == pytest.approx(expected_calibration_error(probs, labels, 10), abs=1e-5)

@@ -1,0 +1,38 @@
+"""The training curves follow a run live through dvclive, and a crashed and resumed run shows each step once."""
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from components.training import write_curves
+from model.trainer import MlntConfig, train
+from tests.model.test_trainer import QUIET, CrashError, CrashingStore, net, noisy_problem
+
+
+def curve(live: Path, name: str) -> list[tuple[int, float]]:
+    with open(live / "plots" / "metrics" / f"{name}.tsv") as fh:
+        return [(int(row["step"]), float(row[name])) for row in csv.DictReader(fh, delimiter="\t")]
+
+
+def test_curves_are_written_at_every_validation_and_survive_a_resume(tmp_path):
+    config = MlntConfig(epochs=3, mode="head", ramp_start=1, ramp_end=2, eval_every=5, checkpoint_every=4, **QUIET)
+    train_data, val = noisy_problem()
+    seen = []
+
+    def live(history, evaluations):
+        write_curves(tmp_path / "out", history, evaluations)
+        seen.append(curve(tmp_path / "out" / "live", "val_accuracy_student"))
+
+    with pytest.raises(CrashError):  # the 4th checkpoint (after "start") is at step 12, in the first epoch
+        train(config, net(), train_data, val_data=val, store=CrashingStore(tmp_path / "ck", 4), on_validation=live)
+    assert [s for s, _ in seen[-1]] == [5, 10]  # written during the run, before any end
+    result = train(config, net(), train_data, val_data=val, store=CrashingStore(tmp_path / "ck", 0),
+                   on_validation=live)
+    steps = [e["step"] for e in result.evaluations]
+    final = curve(tmp_path / "out" / "live", "val_accuracy_student")
+    assert [s for s, _ in final] == steps == sorted(set(steps))  # every validation once, in order
+    assert [v for _, v in final] == pytest.approx([e["val_accuracy_student"] for e in result.evaluations])
+    assert [s for s, _ in curve(tmp_path / "out" / "live", "train_loss")] == [h["step"] for h in result.history]
+    teacher = curve(tmp_path / "out" / "live", "val_accuracy_teacher")
+    assert teacher[0][0] >= 15  # the teacher exists from the end of the warm-up (epoch 1 = 15 steps) on
