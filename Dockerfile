@@ -37,6 +37,8 @@ RUN if [ "$VARIANT" = "cpu" ]; then \
     && pip install --no-cache-dir -c constraints.txt . \
     && python -c "import torch, components.gate; print('torch', torch.__version__)"
 COPY params.yaml dvc.yaml ./
+# The deploy step creates a missing InferenceService from the same manifest kubectl applies (one definition).
+COPY k8s/base/serving/inferenceservice.yaml k8s/base/serving/
 
 # Steps write under /app/artifacts and /app/releases: mount volumes there (the root file system can stay read-only).
 RUN mkdir -p /app/artifacts /app/releases && chown 10001:10001 /app/artifacts /app/releases

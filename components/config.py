@@ -68,15 +68,6 @@ def build(cls: type, values: Mapping[str, Any], *, where: str) -> Any:
         raise ConfigError(f"{where}: {err}") from err
 
 
-def build_from_struct(cls: type, values: Mapping[str, Any], *, where: str) -> Any:
-    """``build`` for values that went through a protobuf Struct (Kubeflow pipeline parameters), where every
-    number is a float: a whole float becomes an int where the field is an int; anything else is checked as usual."""
-    hints = typing.get_type_hints(cls)
-    restored = {key: int(value) if hints.get(key) is int and isinstance(value, float) and value.is_integer()
-                else value for key, value in values.items()}
-    return build(cls, restored, where=where)
-
-
 def coerce(value: Any, hint: Any, *, where: str) -> Any:
     """``value`` checked against the type ``hint`` (int, float, bool, str, tuples, X | None, Literal)."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)

@@ -1,17 +1,20 @@
 """The eight pipeline steps as a Kubeflow Pipelines (KFP 2) pipeline, plus a ``deploy`` step behind the gate.
 
-Each component is a lightweight KFP component on the project image that calls ``components.<step>.run`` (the code
-``dvc repro`` runs), with each step's ``params.yaml`` section as a dict parameter. Artifacts are typed: the
+Each component is a lightweight KFP component on the project image (which has kfp: nothing is pip-installed when a
+step starts) that calls ``components.<step>.run`` (the code ``dvc repro`` runs), with each step's ``params.yaml``
+section as JSON text read into the step's typed config, so numbers keep their types. Artifacts are typed: the
 ingested data, labels and evaluation folders are ``Dataset``s, trained weights and the ONNX export ``Model``s,
 scalars ``Metrics``, the confusion matrix ``ClassificationMetrics`` and the Great Expectations Data Docs ``HTML``.
 The training steps ask for one GPU on the GPU node pool and are retried; their checkpoints go to the
 ``mlnt-artifacts`` volume (``checkpoint_root``), so a retry resumes where the failed attempt stopped. Every step
 is cached but ingest (the data behind a path can change) and the gate (its decision depends on the registry).
+``deploy`` serves the released version with the InferenceService of k8s/ (pipelines/inference_service.py).
 
     python -m pipelines.mlnt_pipeline [--output pipelines/compiled/mlnt_pipeline.yaml]   # compile
 """
 
 import argparse
+import json
 import os
 from pathlib import Path
 
@@ -21,6 +24,7 @@ from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Metri
 
 IMAGE = os.environ.get("MLNT_IMAGE", "ghcr.io/mlnt-pipeline/mlnt-pipeline:0.1.0-gpu")
 PARAMS = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+SECTIONS = {name: json.dumps(values) for name, values in PARAMS.items()}  # the <step>_params defaults: JSON text
 GPU_POOL = {"label_key": "mlnt.io/node-pool", "label_value": "gpu"}  # the label of the GPU node pool's nodes
 # The volumes of k8s/base/storage.yaml, mounted where the pipeline's parameters point by default.
 CHECKPOINT_PVC, CHECKPOINT_MOUNT = "mlnt-artifacts", "/mnt/checkpoints"  # outlives a training pod: retries resume
@@ -29,27 +33,36 @@ REGISTRY_PVC, REGISTRY_MOUNT = "mlnt-registry", "/mnt/registry"
 COMPILED = Path(__file__).with_name("compiled") / "mlnt_pipeline.yaml"
 
 
-@dsl.component(base_image=IMAGE)
-def ingest(params: dict, data_path: str, ingested: Output[Dataset]):
-    from components.config import build_from_struct as build
+# Every component runs on the project image, which has kfp (pyproject.toml): no pip install when a step starts. Each
+# takes its params.yaml section as JSON text (``params_json``) and reads it into the step's typed config with
+# components.config.build: a number keeps its type (a dict parameter would travel as a protobuf Struct, where every
+# number is a float), and a wrong key or type fails with the field's name before any work.
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def ingest(params_json: str, data_path: str, ingested: Output[Dataset]):
+    import json
+
+    from components.config import build
     from components.ingest import IngestConfig, run
 
-    manifest = run(build(IngestConfig, {**params, "path": data_path}, where="ingest"), out=ingested.path)
+    config = build(IngestConfig, {**json.loads(params_json), "path": data_path}, where="ingest")
+    manifest = run(config, out=ingested.path)
     ingested.metadata.update(dataset=manifest["dataset"], classes=len(manifest["class_names"]))
 
 
-@dsl.component(base_image=IMAGE)
-def validate(params: dict, ingested: Input[Dataset], data_docs: Output[HTML], checks: Output[Metrics]):
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def validate(params_json: str, ingested: Input[Dataset], data_docs: Output[HTML], checks: Output[Metrics]):
+    import json
     import shutil
     import tempfile
     from pathlib import Path
 
-    from components.config import build_from_struct as build
+    from components.config import build
     from components.validate import ValidateConfig, run
 
+    config = build(ValidateConfig, json.loads(params_json), where="validate")
     out = tempfile.mkdtemp()
     try:  # a failed validation raises: the pipeline stops, nothing trains on bad data; the Data Docs still show why
-        report = run(build(ValidateConfig, params, where="validate"), ingest=ingested.path, out=out)
+        report = run(config, ingest=ingested.path, out=out)
     finally:
         docs = Path(out) / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
         if docs.is_file():
@@ -57,56 +70,63 @@ def validate(params: dict, ingested: Input[Dataset], data_docs: Output[HTML], ch
     checks.log_metric("failed_expectations", len(report["failures"]))
 
 
-@dsl.component(base_image=IMAGE)
-def noise(params: dict, ingested: Input[Dataset], labels: Output[Dataset], rates: Output[Metrics]):
-    from components.config import build_from_struct as build
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def noise(params_json: str, ingested: Input[Dataset], labels: Output[Dataset], rates: Output[Metrics]):
+    import json
+
+    from components.config import build
     from components.noise import NoiseConfig, run
 
-    summary = run(build(NoiseConfig, params, where="noise"), ingest=ingested.path, out=labels.path)
+    summary = run(build(NoiseConfig, json.loads(params_json), where="noise"), ingest=ingested.path, out=labels.path)
     rates.log_metric("realised_rate_train", summary["realised_rate_train"])
 
 
-@dsl.component(base_image=IMAGE)
-def baseline(params: dict, checkpoint_root: str, ingested: Input[Dataset], labels: Input[Dataset],
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def baseline(params_json: str, checkpoint_root: str, ingested: Input[Dataset], labels: Input[Dataset],
              model: Output[Model], scores: Output[Metrics]):
+    import json
     from pathlib import Path
 
     from components.baseline import BaselineConfig, run
-    from components.config import build_from_struct as build
+    from components.config import build
 
-    metrics = run(build(BaselineConfig, params, where="baseline"), ingest=ingested.path, noise=labels.path,
-                  out=model.path, checkpoints=Path(checkpoint_root) / "baseline" if checkpoint_root else None)
+    config = build(BaselineConfig, json.loads(params_json), where="baseline")
+    metrics = run(config, ingest=ingested.path, noise=labels.path, out=model.path,
+                  checkpoints=Path(checkpoint_root) / "baseline" if checkpoint_root else None)
     scores.log_metric("val_accuracy", metrics["val_accuracy"])
     scores.log_metric("best_epoch", metrics["best_epoch"])
 
 
-@dsl.component(base_image=IMAGE)
-def mlnt(params: dict, checkpoint_root: str, ingested: Input[Dataset], labels: Input[Dataset],
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def mlnt(params_json: str, checkpoint_root: str, ingested: Input[Dataset], labels: Input[Dataset],
          baseline_model: Input[Model], model: Output[Model], scores: Output[Metrics]):
+    import json
     from pathlib import Path
 
-    from components.config import build_from_struct as build
+    from components.config import build
     from components.mlnt import MlntStepConfig, run
 
-    metrics = run(build(MlntStepConfig, params, where="mlnt"), ingest=ingested.path, noise=labels.path,
-                  baseline=baseline_model.path, out=model.path,
+    config = build(MlntStepConfig, json.loads(params_json), where="mlnt")
+    metrics = run(config, ingest=ingested.path, noise=labels.path, baseline=baseline_model.path, out=model.path,
                   checkpoints=Path(checkpoint_root) / "mlnt" if checkpoint_root else None)
     scores.log_metric("val_accuracy", metrics["val_accuracy"])  # the released model's: student or teacher
     scores.log_metric("released_teacher", float(metrics["released"] == "teacher"))
 
 
-@dsl.component(base_image=IMAGE)
-def evaluate(params: dict, ingested: Input[Dataset], labels: Input[Dataset], baseline_model: Input[Model],
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def evaluate(params_json: str, ingested: Input[Dataset], labels: Input[Dataset], baseline_model: Input[Model],
              mlnt_model: Input[Model], evaluation: Output[Dataset], scores: Output[Metrics],
              confusion: Output[ClassificationMetrics]):
     import csv
+    import json
     from pathlib import Path
 
-    from components.config import build_from_struct as build
+    from components.config import build
     from components.evaluate import EvaluateConfig, run
 
-    metrics = run(build(EvaluateConfig, params, where="evaluate"), ingest=ingested.path, noise=labels.path,
-                  baseline=baseline_model.path, mlnt=mlnt_model.path, out=evaluation.path)
+    config = build(EvaluateConfig, json.loads(params_json), where="evaluate")
+    metrics = run(config, ingest=ingested.path, noise=labels.path, baseline=baseline_model.path,
+                  mlnt=mlnt_model.path, out=evaluation.path)
     for model in ("baseline", "student", "teacher"):
         scores.log_metric(f"{model}_accuracy", metrics[model]["accuracy"])
     scores.log_metric("label_issues_f1", metrics["label_issues"]["f1"])
@@ -119,69 +139,57 @@ def evaluate(params: dict, ingested: Input[Dataset], labels: Input[Dataset], bas
     confusion.log_confusion_matrix(classes, matrix)
 
 
-@dsl.component(base_image=IMAGE)
-def export(params: dict, ingested: Input[Dataset], labels: Input[Dataset], baseline_model: Input[Model],
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def export(params_json: str, ingested: Input[Dataset], labels: Input[Dataset], baseline_model: Input[Model],
            mlnt_model: Input[Model], evaluation: Input[Dataset], onnx_model: Output[Model]):
-    from components.config import build_from_struct as build
+    import json
+
+    from components.config import build
     from components.export import ExportConfig, run
 
-    card = run(build(ExportConfig, params, where="export"), ingest=ingested.path, noise=labels.path,
-               baseline=baseline_model.path, mlnt=mlnt_model.path, evaluate=evaluation.path, out=onnx_model.path)
+    config = build(ExportConfig, json.loads(params_json), where="export")
+    card = run(config, ingest=ingested.path, noise=labels.path, baseline=baseline_model.path, mlnt=mlnt_model.path,
+               evaluate=evaluation.path, out=onnx_model.path)
     onnx_model.metadata.update(model=card["model"], onnx_sha256=card["onnx_sha256"], opset=card["opset"])
 
 
-@dsl.component(base_image=IMAGE)
-def gate(params: dict, registry: str, onnx_model: Input[Model], evaluation: Input[Dataset],
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def gate(params_json: str, registry: str, onnx_model: Input[Model], evaluation: Input[Dataset],
          decision: Output[Artifact]) -> bool:
     """Decide and, on a pass, promote into the registry; returns whether it passed (the deploy condition)."""
+    import json
     import shutil
     import tempfile
     from pathlib import Path
 
-    from components.config import build_from_struct as build
+    from components.config import build
     from components.gate import GateConfig, run
 
+    config = build(GateConfig, {**json.loads(params_json), "registry": registry}, where="gate")
     out = Path(tempfile.mkdtemp())
-    result = run(build(GateConfig, {**params, "registry": registry}, where="gate"), export=onnx_model.path,
-                 evaluate=evaluation.path, out=out)
+    result = run(config, export=onnx_model.path, evaluate=evaluation.path, out=out)
     shutil.copyfile(out / "decision.json", decision.path)
     decision.metadata.update(passed=result["passed"], version=result.get("version", ""),
                              accuracy=result["accuracy"])
     return result["passed"]
 
 
-@dsl.component(base_image=IMAGE)
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
 def deploy(decision: Input[Artifact], storage_uri: str, namespace: str, apply: bool, manifest: Output[Artifact]):
-    """The KServe InferenceService of the released version, served by the project's predictor (the ``mlnt-onnx``
-    ServingRuntime of k8s/); applied to the cluster (merge patch, or create) when ``apply`` is set."""
+    """Serve the released version with the InferenceService of k8s/ (pipelines/inference_service.py): patch the run's
+    fields into it through KServeClient, or create it, when ``apply`` is set; the manifest artifact is the result."""
     import json
     from pathlib import Path
 
-    import yaml
+    from kserve import KServeClient
+
+    from pipelines import inference_service
 
     version = json.loads(Path(decision.path).read_text())["version"]
-    service = {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
-               "metadata": {"name": "mlnt-classifier", "namespace": namespace,
-                            "annotations": {"mlnt.io/model-version": version}},
-               "spec": {"predictor": {"serviceAccountName": "mlnt-predictor",
-                                      "model": {"modelFormat": {"name": "onnx"}, "runtime": "mlnt-onnx",
-                                                "protocolVersion": "v2",
-                                                "storageUri": f"{storage_uri.rstrip('/')}/{version}"}}}}
-    Path(manifest.path).write_text(yaml.safe_dump(service, sort_keys=False))
-    manifest.metadata.update(version=version, applied=apply)
-    if apply:
-        from kubernetes import client, config
-
-        config.load_incluster_config()
-        api = client.CustomObjectsApi()
-        try:
-            api.patch_namespaced_custom_object("serving.kserve.io", "v1beta1", namespace, "inferenceservices",
-                                               "mlnt-classifier", service)
-        except client.ApiException as err:
-            if err.status != 404:
-                raise
-            api.create_namespaced_custom_object("serving.kserve.io", "v1beta1", namespace, "inferenceservices",
-                                                service)
+    client = KServeClient() if apply else None  # in the cluster, as the run's service account (role mlnt-deploy)
+    done, service = inference_service.deploy(client, version=version, storage_uri=storage_uri, namespace=namespace)
+    inference_service.write(service, manifest.path)
+    manifest.metadata.update(version=version, applied=apply, action=done)
 
 
 def _with_shared_memory(task: dsl.PipelineTask, size: str = "4Gi") -> dsl.PipelineTask:
@@ -205,26 +213,27 @@ def _on_gpu_pool(task: dsl.PipelineTask) -> dsl.PipelineTask:
 def mlnt_pipeline(data_path: str = f"{DATA_MOUNT}/fashion-mnist", registry: str = REGISTRY_MOUNT,
                   storage_uri: str = "pvc://mlnt-registry", namespace: str = "mlnt", apply_deploy: bool = True,
                   checkpoint_root: str = CHECKPOINT_MOUNT,
-                  ingest_params: dict = PARAMS["ingest"], validate_params: dict = PARAMS["validate"],
-                  noise_params: dict = PARAMS["noise"], baseline_params: dict = PARAMS["baseline"],
-                  mlnt_params: dict = PARAMS["mlnt"], evaluate_params: dict = PARAMS["evaluate"],
-                  export_params: dict = PARAMS["export"], gate_params: dict = PARAMS["gate"]):
-    reading = ingest(params=ingest_params, data_path=data_path)
+                  ingest_params: str = SECTIONS["ingest"], validate_params: str = SECTIONS["validate"],
+                  noise_params: str = SECTIONS["noise"], baseline_params: str = SECTIONS["baseline"],
+                  mlnt_params: str = SECTIONS["mlnt"], evaluate_params: str = SECTIONS["evaluate"],
+                  export_params: str = SECTIONS["export"], gate_params: str = SECTIONS["gate"]):
+    """``<step>_params``: the step's params.yaml section as JSON text (``pipelines.run`` writes them)."""
+    reading = ingest(params_json=ingest_params, data_path=data_path)
     reading.set_caching_options(False)  # the data behind data_path can change while the path stays the same
     ingested = kubernetes.mount_pvc(reading, pvc_name=DATA_PVC, mount_path=DATA_MOUNT).outputs["ingested"]
-    checked = _with_shared_memory(validate(params=validate_params, ingested=ingested))
-    labelled = noise(params=noise_params, ingested=ingested).after(checked)
+    checked = _with_shared_memory(validate(params_json=validate_params, ingested=ingested))
+    labelled = noise(params_json=noise_params, ingested=ingested).after(checked)
     labels = labelled.outputs["labels"]
-    ce = _on_gpu_pool(baseline(params=baseline_params, checkpoint_root=checkpoint_root, ingested=ingested,
+    ce = _on_gpu_pool(baseline(params_json=baseline_params, checkpoint_root=checkpoint_root, ingested=ingested,
                                labels=labels))
-    meta = _on_gpu_pool(mlnt(params=mlnt_params, checkpoint_root=checkpoint_root, ingested=ingested, labels=labels,
+    meta = _on_gpu_pool(mlnt(params_json=mlnt_params, checkpoint_root=checkpoint_root, ingested=ingested, labels=labels,
                              baseline_model=ce.outputs["model"]))
-    evaluated = _with_shared_memory(evaluate(params=evaluate_params, ingested=ingested, labels=labels,
+    evaluated = _with_shared_memory(evaluate(params_json=evaluate_params, ingested=ingested, labels=labels,
                                              baseline_model=ce.outputs["model"], mlnt_model=meta.outputs["model"]))
-    exported = _with_shared_memory(export(params=export_params, ingested=ingested, labels=labels,
+    exported = _with_shared_memory(export(params_json=export_params, ingested=ingested, labels=labels,
                                           baseline_model=ce.outputs["model"], mlnt_model=meta.outputs["model"],
                                           evaluation=evaluated.outputs["evaluation"]))
-    gated = gate(params=gate_params, registry=registry, onnx_model=exported.outputs["onnx_model"],
+    gated = gate(params_json=gate_params, registry=registry, onnx_model=exported.outputs["onnx_model"],
                  evaluation=evaluated.outputs["evaluation"])
     gated.set_caching_options(False)  # the decision depends on the registry's champion, not only on the inputs
     kubernetes.mount_pvc(gated, pvc_name=REGISTRY_PVC, mount_path=REGISTRY_MOUNT)

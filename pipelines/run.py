@@ -5,8 +5,9 @@
                             [--experiment mlnt] [--service-account mlnt-pipeline]
 
 ``--local`` runs every step as a subprocess of this Python (``kfp.local.SubprocessRunner(use_venv=False)``), so the
-project must be installed here (``make setup``); the deploy step writes the InferenceService manifest without
-applying it. ``--tiny`` shortens training to two epochs on a few hundred images: a smoke run of the whole graph.
+project must be installed here (``make setup``); the deploy step writes the InferenceService it would create (the
+one of k8s/, serving the released version) without applying it. ``--tiny`` shortens training to two epochs on a few
+hundred images: a smoke run of the whole graph.
 ``--host`` compiles the pipeline and submits a run; the server pulls the project image and uses its GPU node pool.
 ``--params`` gives every step's section from another params file, e.g. ``recipes/clothing1m.yaml`` with
 ``--data /mnt/data/clothing1m``.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import sys
 import tempfile
 from pathlib import Path
@@ -35,14 +37,14 @@ TINY = {"noise": {"train_size": 0, "val_fraction": 0.2},
 
 def pipeline_arguments(data: str, *, tiny: bool, params_file: Path | None = None) -> dict:
     """The pipeline's parameters: each step's section of ``params_file`` (default params.yaml; shortened by
-    ``--tiny``) and the data path."""
+    ``--tiny``) as JSON text, and the data path."""
     params = copy.deepcopy(PARAMS if params_file is None else load_params(params_file))
     missing = sorted(set(PARAMS) - set(params))
     if missing:
         raise ValueError(f"{params_file}: expected a section for every step, found none for {', '.join(missing)}")
     for section, values in (TINY if tiny else {}).items():
         params[section].update(values)
-    return {"data_path": data, **{f"{section}_params": values for section, values in params.items()}}
+    return {"data_path": data, **{f"{section}_params": json.dumps(values) for section, values in params.items()}}
 
 
 def run_local(data: Path, *, root: Path, registry: Path, tiny: bool, params_file: Path | None = None) -> str:

@@ -11,9 +11,7 @@ from typing import ClassVar
 import pytest
 import yaml
 
-from components.baseline import BaselineConfig
-from components.config import ConfigError, build_from_struct
-from pipelines import mlnt_pipeline, run
+from pipelines import inference_service, mlnt_pipeline, run
 from tests.components.conftest import make_fashion_mnist
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,9 +26,8 @@ def spec(tmp_path_factory):
 
 def test_compiled_spec_is_checked_in_and_current(spec):
     """Fails when the definition drifts from pipelines/compiled/mlnt_pipeline.yaml: recompile with
-    `python -m pipelines.mlnt_pipeline` and commit the result. The header comments are left out: KFP writes the
-    default dict parameters there in an order that changes from run to run."""
-    assert list(yaml.safe_load_all(spec)) == list(yaml.safe_load_all(mlnt_pipeline.COMPILED.read_text()))
+    `python -m pipelines.mlnt_pipeline` and commit the result."""
+    assert spec == mlnt_pipeline.COMPILED.read_text()
 
 
 def test_training_runs_on_the_gpu_pool_with_retries_and_every_step_is_cached(spec):
@@ -84,18 +81,38 @@ def test_local_run_produces_a_gated_released_model_and_its_inference_service(tmp
     assert not [p for p in (tmp_path / "root" / "checkpoints").rglob("*.pt")]  # a finished run drops its own
     assert {p.name for p in run_dir.iterdir()} >= {*STEPS, "deploy"}
     service = yaml.safe_load((run_dir / "deploy" / "manifest").read_text())
-    model = service["spec"]["predictor"]["model"]
-    assert service["kind"] == "InferenceService" and model["protocolVersion"] == "v2"
-    assert model["runtime"] == "mlnt-onnx" and model["storageUri"].endswith(os.readlink(latest))
+    version = os.readlink(latest)
+    assert service == inference_service.merged(inference_service.load_manifest(), inference_service.run_fields(
+        version=version, storage_uri="pvc://mlnt-registry", namespace="mlnt"))  # k8s/'s object, not applied
+    assert service["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "RawDeployment"
+    assert service["spec"]["predictor"]["model"]["storageUri"] == f"pvc://mlnt-registry/{version}"
     assert "<html" in (run_dir / "validate" / "data_docs").read_text().lower()
 
 
-def test_params_survive_the_protobuf_round_trip():
-    """KFP passes dict parameters as protobuf Structs, where every number is a float."""
-    config = build_from_struct(BaselineConfig, {"epochs": 3.0, "lr": 0.1, "lr_milestones": [2.0]}, where="b")
-    assert config.epochs == 3 and isinstance(config.epochs, int) and config.lr_milestones == (2.0,)
-    with pytest.raises(ConfigError, match=r"b.epochs: expected int, found 2.5"):
-        build_from_struct(BaselineConfig, {"epochs": 2.5}, where="b")
+def test_steps_start_without_pip_and_take_their_params_as_json_text(spec):
+    """The image has kfp: no executor installs anything when its step starts. Each step's parameters travel as JSON
+    text (a dict parameter would be a protobuf Struct, where every number is a float), so ints stay ints."""
+    pipeline, _ = yaml.safe_load_all(spec)
+    for name, executor in pipeline["deploymentSpec"]["executors"].items():
+        command = " ".join(executor["container"]["command"])
+        assert "pip install" not in command and "kfp.dsl.executor_main" in command, name
+    inputs = pipeline["root"]["inputDefinitions"]["parameters"]
+    for step in STEPS:
+        assert pipeline["components"][f"comp-{step}"]["inputDefinitions"]["parameters"]["params_json"] == \
+            {"parameterType": "STRING"}
+        default = inputs[f"{step}_params"]
+        assert default["parameterType"] == "STRING"
+        assert json.loads(default["defaultValue"]) == mlnt_pipeline.PARAMS[step]
+    baseline = json.loads(inputs["baseline_params"]["defaultValue"])
+    assert type(baseline["epochs"]) is int and type(baseline["lr"]) is float
+
+
+def test_the_deploy_step_serves_the_inference_service_of_k8s(spec):
+    """deploy calls pipelines/inference_service.py (tests/test_inference_service.py) through KServeClient."""
+    pipeline, _ = yaml.safe_load_all(spec)
+    source = pipeline["deploymentSpec"]["executors"]["exec-deploy"]["container"]["command"][-1]
+    assert "from pipelines import inference_service" in source and "KServeClient()" in source
+    assert "kubernetes import" not in source  # no hand-written object through the raw Kubernetes client
 
 
 class FakeKfpServer(BaseHTTPRequestHandler):
@@ -146,7 +163,9 @@ def test_host_submits_the_compiled_pipeline_with_its_arguments(capsys):
     assert "exec-mlnt" in spec["platform_spec"]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     arguments = submitted["runtime_config"]["parameters"]
     assert arguments["data_path"] == "/mnt/data/fashion-mnist"
-    assert arguments["mlnt_params"]["mode"] == mlnt_pipeline.PARAMS["mlnt"]["mode"]
+    for step in STEPS:  # JSON text that the step decodes: the ints of params.yaml arrive as ints
+        assert json.loads(arguments[f"{step}_params"]) == mlnt_pipeline.PARAMS[step]
+    assert type(json.loads(arguments["baseline_params"])["epochs"]) is int
 
 
 def test_unreachable_host_is_one_line_of_error(capsys):

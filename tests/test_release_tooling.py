@@ -98,3 +98,12 @@ def test_release_publishes_only_after_an_enforced_gate():
     publish = names.index("Publish the released model")
     assert runs.index("make pipeline") < gate < publish
     assert "if" not in release["steps"][publish]  # runs only when every earlier step passed
+
+
+def test_the_image_holds_the_manifest_the_deploy_step_creates_the_inference_service_from():
+    from pipelines.inference_service import MANIFEST  # noqa: PLC0415 - imports kserve
+
+    copied = [line.split()[:-1] for line in re.findall(r"^COPY\s+(.+)$", DOCKERFILE, flags=re.M)]
+    relative = MANIFEST.relative_to(ROOT) if MANIFEST.is_absolute() else MANIFEST
+    assert any(str(relative) in sources or any(str(relative).startswith(s.rstrip("/") + "/") for s in sources)
+               for sources in copied), relative
