@@ -2,9 +2,13 @@
 
 - Core objects (v1, apps, batch, rbac, policy, autoscaling) against the Kubernetes schemas that kubernetes-validate
   ships, in strict mode: an unknown field fails.
-- Custom resources (InferenceService, ServingRuntime, PyTorchJob, PodMonitor, PrometheusRule) against the JSON
-  Schemas authored in k8s/schemas/ (README there); the core types embedded in them (pod templates, containers,
-  metadata) against the Kubernetes schemas again.
+- The TrainJob (Kubeflow Trainer v2) against its own project's API models (the kubeflow-trainer-api package): a wrong
+  type fails their validation, a field they do not know fails the round trip.
+- The other custom resources (InferenceService, ServingRuntime, PyTorchJob, PodMonitor, PrometheusRule) against the
+  JSON Schemas authored in k8s/schemas/ (README there); the core types embedded in custom resources (pod templates,
+  containers, metadata, the TrainJob's pod) against the Kubernetes schemas again.
+- Every render twice: as checked in (the TrainJob), and with components/training-operator-v1 listed in the
+  kustomization, as docs/deploy.md says for clusters on Training Operator v1.x (the PyTorchJob instead).
 - Policies: hardened containers with requests and limits, GPUs in prod only, least-privilege RBAC, no credentials,
   and references that hold together (runtime, selectors, volumes, image, the commands' CLIs).
 """
@@ -19,6 +23,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,16 +31,26 @@ import kubernetes_validate
 import pytest
 import yaml
 from jsonschema import Draft202012Validator
+from pydantic import ValidationError
 
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "k8s"
 SCHEMAS = K8S / "schemas"
 TARGETS = ("base", "overlays/dev", "overlays/prod")
+V1 = "training-operator-v1"  # k8s/components/training-operator-v1: the PyTorchJob in place of the TrainJob
+V1_TARGETS = tuple(f"{target}+{V1}" for target in TARGETS)
+ALL_TARGETS = TARGETS + V1_TARGETS
 K8S_VERSION = kubernetes_validate.utils.latest_version()  # the newest Kubernetes the package has schemas for
 CORE_API_VERSIONS = {"v1", "apps/v1", "batch/v1", "rbac.authorization.k8s.io/v1", "policy/v1", "autoscaling/v2"}
 NAMESPACE = "mlnt"
 GPU = "nvidia.com/gpu"
 GPU_POOL = {"mlnt.io/node-pool": "gpu"}
+GPU_TOLERATION = {"key": GPU, "operator": "Exists", "effect": "NoSchedule"}
+STEP = ["-m", "components.mlnt", "--params", "/app/params.yaml"]
+NODE = "node"  # the torch-distributed runtime's replicated job and trainer container
+# Custom resources validated against their own project's API models (a package), not an authored schema.
+UPSTREAM_MODELS = {("trainer.kubeflow.org/v1alpha1", "TrainJob"): ("kubeflow_trainer_api.models",
+                                                                   "TrainerV1alpha1TrainJob")}
 DEPLOY_RULES = [{"apiGroups": ["serving.kserve.io"], "resources": ["inferenceservices"],
                  "verbs": ["get", "list", "watch", "create", "patch"]}]
 CREDENTIAL_VALUE = re.compile(r"AKIA[0-9A-Z]{16}|-----BEGIN [A-Z ]*PRIVATE KEY|gh[pousr]_[A-Za-z0-9]{20,}|"
@@ -54,13 +69,26 @@ def kubectl() -> str:
     return found
 
 
+def kustomize(folder: Path) -> str:
+    done = subprocess.run([kubectl(), "kustomize", str(folder)], capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert done.returncode == 0, f"kubectl kustomize {folder} failed:\n{done.stderr}"
+    return done.stdout
+
+
 @functools.cache
 def render(target: str) -> tuple[dict, ...]:
-    """Every object ``kubectl kustomize k8s/<target>`` renders (cached; copy before changing one)."""
-    done = subprocess.run([kubectl(), "kustomize", str(K8S / target)], capture_output=True, text=True, timeout=60,
-                          check=False)
-    assert done.returncode == 0, f"kubectl kustomize k8s/{target} failed:\n{done.stderr}"
-    return tuple(doc for doc in yaml.safe_load_all(done.stdout) if doc)
+    """Every object ``kubectl kustomize k8s/<target>`` renders (cached; copy before changing one). ``<folder>+<name>``:
+    with ``k8s/components/<name>`` added to the folder's kustomization, as a user enables it (in a copy of k8s/)."""
+    folder, _, component = target.partition("+")
+    if not component:
+        return tuple(doc for doc in yaml.safe_load_all(kustomize(K8S / folder)) if doc)
+    with tempfile.TemporaryDirectory() as scratch:
+        tree = shutil.copytree(K8S, Path(scratch) / "k8s")
+        kustomization = tree / folder / "kustomization.yaml"
+        up = "../" * len(Path(folder).parts)
+        kustomization.write_text(f"{kustomization.read_text()}components:\n  - {up}components/{component}\n")
+        return tuple(doc for doc in yaml.safe_load_all(kustomize(tree / folder)) if doc)
 
 
 def name(obj: dict) -> str:
@@ -110,6 +138,57 @@ def crd_validator(api_version: str, kind: str) -> Draft202012Validator | None:
     return Draft202012Validator(schema)
 
 
+@functools.cache
+def upstream_model(api_version: str, kind: str) -> type | None:
+    """The upstream project's generated API model of a custom resource (UPSTREAM_MODELS), if there is one."""
+    found = UPSTREAM_MODELS.get((api_version, kind))
+    return getattr(importlib.import_module(found[0]), found[1]) if found else None
+
+
+def upstream_errors(obj: dict, model: type) -> list[str]:
+    """``obj`` through the upstream model, as its own SDK reads and writes it (``from_dict``, ``to_dict``). The
+    models check types strictly but ignore unknown fields, so a field the round trip loses is reported as unknown."""
+    try:
+        kept = model.from_dict(copy.deepcopy(obj)).to_dict()
+    except ValidationError as err:  # the model that failed names the field (nested models parse separately)
+        return [f"{err.title}.{'.'.join(map(str, e['loc']))}: {e['msg']}, found {e['input']!r}" for e in err.errors()]
+    except ValueError as err:  # the generated one-of wrappers (quantities) raise plain ValueErrors
+        return [f"{model.__name__}: {str(err).splitlines()[0]}"]
+    return lost(obj, kept)
+
+
+def lost(sent: object, kept: object, where: str = "$") -> list[str]:
+    """What of ``sent`` the round trip did not keep: unknown fields (and nulls), changed values."""
+    if isinstance(sent, dict) and isinstance(kept, dict):
+        return [problem for key, value in sent.items()
+                for problem in (lost(value, kept[key], f"{where}.{key}") if key in kept
+                                else [f"{where}.{key}: not a field of the upstream model"])]
+    if isinstance(sent, list) and isinstance(kept, list) and len(sent) == len(kept):
+        return [problem for i, (a, b) in enumerate(zip(sent, kept, strict=True))
+                for problem in lost(a, b, f"{where}[{i}]")]
+    return [] if sent == kept else [f"{where}: {sent!r} came back as {kept!r}"]
+
+
+def trainjob_pod(job: dict) -> dict:
+    """The pod spec a TrainJob gives its nodes, as far as the TrainJob says: the pod spec of its runtime patch for the
+    replicated job ``node``, with the trainer's image, command, args, env and resources in the container ``node``
+    (the runtime's template, not rendered here, supplies the rest)."""
+    spec = job.get("spec", {})
+    pod: dict = {}
+    for patch in spec.get("runtimePatches", []):
+        for replicated in patch.get("trainingRuntimeSpec", {}).get("template", {}).get("spec", {}).get(
+                "replicatedJobs", []):
+            if replicated.get("name") == NODE:
+                pod = copy.deepcopy(replicated.get("template", {}).get("spec", {}).get("template", {}).get("spec", {}))
+    trainer = spec.get("trainer", {})
+    node = {"name": NODE, **_pick(trainer, frozenset({"image", "command", "args", "env"}))}
+    if "resourcesPerNode" in trainer:
+        node["resources"] = trainer["resourcesPerNode"]
+    others = [c for c in pod.get("containers", []) if c.get("name") != NODE]
+    patched = next((c for c in pod.get("containers", []) if c.get("name") == NODE), {})
+    return {**pod, "containers": [{**patched, **node}, *others]}
+
+
 def _pick(fields: dict, allowed: frozenset[str]) -> dict:
     return {key: value for key, value in fields.items() if key in allowed}
 
@@ -127,6 +206,8 @@ def embedded(obj: dict) -> Iterator[tuple[str, dict]]:
             yield f"spec.pytorchReplicaSpecs.{replica}.template", {
                 "apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "embedded"},
                 "template": replica_spec.get("template", {})}
+    elif obj["kind"] == "TrainJob":
+        yield "spec.runtimePatches (node) with spec.trainer", _pod(trainjob_pod(obj))
     elif obj["kind"] == "ServingRuntime":
         yield "spec (pod fields)", _pod(_pick(spec, core_fields("PodSpec")))
     elif obj["kind"] == "InferenceService":
@@ -139,13 +220,18 @@ def embedded(obj: dict) -> Iterator[tuple[str, dict]]:
 
 
 def schema_errors(obj: dict) -> list[str]:
-    """Why ``obj`` does not validate: strict core schemas, or its authored CRD schema plus its embedded core types."""
-    if obj.get("apiVersion") in CORE_API_VERSIONS:
+    """Why ``obj`` does not validate: strict core schemas, or its upstream model (else its authored CRD schema) plus
+    its embedded core types."""
+    api_version, kind = obj.get("apiVersion", ""), obj.get("kind", "")
+    if api_version in CORE_API_VERSIONS:
         return core_errors(obj)
-    validator = crd_validator(obj.get("apiVersion", ""), obj.get("kind", ""))
-    if validator is None:
-        return [f"no schema for {obj.get('apiVersion')} {obj.get('kind')}: add one to k8s/schemas/"]
-    errors = [f"{err.json_path}: {err.message}" for err in validator.iter_errors(obj)]
+    if model := upstream_model(api_version, kind):
+        errors = upstream_errors(obj, model)
+    elif validator := crd_validator(api_version, kind):
+        errors = [f"{err.json_path}: {err.message}" for err in validator.iter_errors(obj)]
+    else:
+        return [f"no schema for {api_version} {kind}: add its upstream model to UPSTREAM_MODELS or a schema to "
+                "k8s/schemas/"]
     return errors + [f"{where}: {error}" for where, wrapped in embedded(obj) for error in core_errors(wrapped)]
 
 
@@ -171,13 +257,21 @@ def test_kubernetes_validate_ships_a_recent_version():
     assert tuple(map(int, K8S_VERSION.split(".")[:2])) >= (1, 30), K8S_VERSION
 
 
-@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("target", ALL_TARGETS)
 def test_every_rendered_object_validates(target):
     problems = [f"{name(obj)}: {error}" for obj in render(target) for error in schema_errors(obj)]
     assert not problems, f"k8s/{target} does not validate:\n" + "\n".join(problems)
 
 
-@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("target", ALL_TARGETS)
+def test_one_training_job_per_render_never_both(target):
+    """A cluster runs Kubeflow Trainer v2 or Training Operator v1, and `kubectl apply` fails on a kind whose CRD the
+    cluster lacks: the TrainJob as checked in, the PyTorchJob with the component."""
+    kinds = [obj["kind"] for obj in render(target) if obj["kind"] in ("TrainJob", "PyTorchJob")]
+    assert kinds == (["PyTorchJob"] if V1 in target else ["TrainJob"]), kinds
+
+
+@pytest.mark.parametrize("target", ALL_TARGETS)
 def test_every_object_is_namespaced_and_labelled(target):
     for obj in render(target):
         meta = obj["metadata"]
@@ -194,7 +288,7 @@ def test_an_unknown_field_in_a_core_object_fails():
 
 
 def test_an_unknown_field_in_a_pod_template_inside_a_custom_resource_fails():
-    job = copy.deepcopy(one("overlays/prod", "PyTorchJob"))
+    job = copy.deepcopy(one(f"overlays/prod+{V1}", "PyTorchJob"))
     job["spec"]["pytorchReplicaSpecs"]["Worker"]["template"]["spec"]["volumeMount"] = []
     assert any("Worker" in e and "volumeMount" in e for e in schema_errors(job)), schema_errors(job)
 
@@ -214,6 +308,41 @@ def test_bad_values_in_an_inference_service_fail(path, value):
     service = copy.deepcopy(one("overlays/prod", "InferenceService"))
     dig(service, path[:-1])[path[-1]] = value
     assert schema_errors(service), f"{'.'.join(path)} = {value!r} passed"
+
+
+def node_pod_patch(job: dict) -> dict:
+    """The pod spec of a TrainJob's (first) runtime patch for the replicated job ``node``."""
+    replicated = job["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"]
+    return next(r for r in replicated if r["name"] == NODE)["template"]["spec"]["template"]["spec"]
+
+
+def _set(job: dict, where: str, key: str, value: object) -> None:
+    places = {"trainer": lambda: job["spec"]["trainer"], "spec": lambda: job["spec"],
+              "pod": lambda: node_pod_patch(job), "node": lambda: node_pod_patch(job)["containers"][0],
+              "volume": lambda: node_pod_patch(job)["volumes"][0]["persistentVolumeClaim"],
+              "limits": lambda: job["spec"]["trainer"]["resourcesPerNode"]["limits"],
+              "toleration": lambda: node_pod_patch(job)["tolerations"][0]}
+    places[where]()[key] = value
+
+
+@pytest.mark.parametrize(("where", "key", "value", "expected"), [
+    ("trainer", "numNode", 2, "$.spec.trainer.numNode: not a field"),  # a typo
+    ("spec", "podTemplateOverrides", [], "$.spec.podTemplateOverrides: not a field"),  # the API before v2.2
+    ("node", "resources", {"limits": {"cpu": "1"}}, ".containers[0].resources: not a field"),  # spec.trainer's job
+    ("volume", "claimNmae", "x", ".persistentVolumeClaim.claimNmae: not a field"),  # deep in a core type
+    ("trainer", "numNodes", "2", "TrainerV1alpha1Trainer.numNodes: Input should be a valid integer"),
+    ("trainer", "numProcPerNode", "auto", "TrainerV1alpha1Trainer.numProcPerNode: Input should be a valid integer"),
+    ("toleration", "effect", 3, "IoK8sApiCoreV1Toleration.effect: Input should be a valid string"),
+    ("limits", "cpu", ["8"], "IoK8sApimachineryPkgApiResourceQuantity"),
+])
+def test_the_trainjob_is_checked_against_the_upstream_models(where, key, value, expected):
+    """Typos and wrong types anywhere in the TrainJob fail the kubeflow-trainer-api models. numProcPerNode "auto" is
+    the runtime's default, written by leaving the field out: the models (2.3.0) type the field as an integer."""
+    job = copy.deepcopy(one("overlays/prod", "TrainJob"))
+    assert not schema_errors(job)
+    _set(job, where, key, value)
+    errors = schema_errors(job)
+    assert any(expected in error for error in errors), errors
 
 
 def test_an_object_without_a_schema_fails():
@@ -241,7 +370,11 @@ def test_authored_kserve_schemas_name_only_fields_the_kserve_sdk_knows():
 # ------------------------------------------------------------------------------------------------------ policies
 def pod_specs(node: object, where: str = "") -> Iterator[tuple[str, dict]]:
     """Every pod spec inside an object (anything with a ``containers`` list or a service account), with where it is:
-    pod templates, the ServingRuntime's spec and the InferenceService's predictor."""
+    pod templates, the ServingRuntime's spec and the InferenceService's predictor; for a TrainJob, the pod it gives
+    its nodes (``trainjob_pod``)."""
+    if isinstance(node, dict) and node.get("kind") == "TrainJob":
+        yield "spec.runtimePatches (node) with spec.trainer", trainjob_pod(node)
+        return
     if isinstance(node, dict):
         if isinstance(node.get("containers"), list) or "serviceAccountName" in node:
             yield where, node
@@ -276,7 +409,7 @@ def hardening_problems(pod: dict, container: dict) -> list[str]:
     return [f"expected {what}" for what, holds in checks.items() if not holds]
 
 
-@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("target", ALL_TARGETS)
 def test_every_container_is_hardened_and_has_requests_and_limits(target):
     found = list(containers(target))
     assert len(found) >= 3, f"k8s/{target}: expected the runtime, training and cron containers, found {found}"
@@ -303,7 +436,7 @@ def test_the_hardening_check_catches_a_root_container():
                                                   "expected runAsNonRoot: true"]
 
 
-@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("target", ALL_TARGETS)
 def test_writable_paths_are_volumes_on_a_read_only_root(target):
     for where, pod, container in containers(target):
         mounts = {mount["mountPath"] for mount in container.get("volumeMounts", [])}
@@ -313,23 +446,101 @@ def test_writable_paths_are_volumes_on_a_read_only_root(target):
         assert not missing, f"{where}: mounts undeclared volumes {missing}"
 
 
+# Training: the TrainJob (Kubeflow Trainer v2) -------------------------------------------------------------------
+def trainer(target: str) -> dict:
+    return one(target, "TrainJob")["spec"]["trainer"]
+
+
+def test_prod_trains_on_the_gpu_pool_with_one_gpu_per_node():
+    job = one("overlays/prod", "TrainJob")
+    assert job["spec"]["trainer"]["numNodes"] == 2
+    assert "numProcPerNode" not in job["spec"]["trainer"], "prod: the runtime's auto, one process per GPU"
+    pod = trainjob_pod(job)
+    resources = pod["containers"][0]["resources"]
+    assert resources["limits"] == resources["requests"] and resources["limits"][GPU] == 1, resources
+    assert pod["nodeSelector"] == GPU_POOL and GPU_TOLERATION in pod["tolerations"], pod
+    assert pod["containers"][0]["image"].endswith("-gpu"), pod["containers"][0]["image"]
+
+
+@pytest.mark.parametrize("target", ["base", "overlays/dev"])
+def test_cpu_training_runs_one_process_per_node(target):
+    """On CPU the runtime's default numProcPerNode ("auto") would start a process per CPU of the limit."""
+    assert trainer(target)["numProcPerNode"] == 1
+    assert trainer(target)["numNodes"] == (2 if target == "base" else 1)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_the_trainjob_runs_the_step_under_torchrun_on_the_torch_distributed_runtime(target):
+    """Kubeflow Trainer's torch plugin sets PET_NNODES, PET_NPROC_PER_NODE, PET_NODE_RANK, PET_MASTER_ADDR and
+    PET_MASTER_PORT in the container ``node``, which torchrun reads for the flags it is not given; it does not start
+    torchrun itself. The command is the PyTorchJob's without the flags (tests/test_trainjob.py runs it with them)."""
+    job = one(target, "TrainJob")["spec"]
+    assert job["runtimeRef"] == {"kind": "ClusterTrainingRuntime", "name": "torch-distributed"}
+    assert job["trainer"]["command"] == ["torchrun"] and job["trainer"]["args"] == STEP
+    reserved = [e["name"] for e in job["trainer"].get("env", []) if e["name"].startswith("PET_") or
+                e["name"] in ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK")]
+    assert not reserved, f"the runtime owns these (its webhook rejects PET_*): {reserved}"
+    assert [p["manager"] for p in job["runtimePatches"]] == ["mlnt.io/kustomize"]
+    assert [c["name"] for c in trainjob_pod(one(target, "TrainJob"))["containers"]] == [NODE]
+    assert (ROOT / "components" / "mlnt.py").is_file() and (ROOT / "params.yaml").is_file()
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_the_trainjob_resumes_from_checkpoints_on_the_shared_volume(target):
+    job = one(target, "TrainJob")
+    assert job["spec"]["suspend"] is True, "applying the manifests must not start a training run"
+    training_pod_mounts_the_shared_volumes(target, "TrainJob", trainjob_pod(job))
+
+
+def training_pod_mounts_the_shared_volumes(target: str, where: str, pod: dict) -> None:
+    """Every process reads the same checkpoints (ReadWriteMany artifacts), the data read-only, /dev/shm in memory."""
+    mounts = {m["mountPath"]: m for m in pod["containers"][0]["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    claim = volumes[mounts["/app/artifacts"]["name"]]["persistentVolumeClaim"]["claimName"]
+    assert claim == "mlnt-artifacts" and "ReadWriteMany" in pvc(target, claim)["spec"]["accessModes"], where
+    assert mounts["/app/data"].get("readOnly") is True, f"{where}: the data must be mounted read-only"
+    assert volumes[mounts["/dev/shm"]["name"]]["emptyDir"]["medium"] == "Memory", where
+
+
+# Training: the PyTorchJob (Training Operator v1.x, components/training-operator-v1) --------------------------------
 def replicas(target: str) -> dict[str, dict]:
     return one(target, "PyTorchJob")["spec"]["pytorchReplicaSpecs"]
 
 
-def test_prod_trains_on_the_gpu_pool_with_one_gpu_per_replica():
-    specs = replicas("overlays/prod")
+def test_prod_on_training_operator_v1_trains_on_the_gpu_pool_with_one_gpu_per_replica():
+    specs = replicas(f"overlays/prod+{V1}")
     assert {role: spec["replicas"] for role, spec in specs.items()} == {"Master": 1, "Worker": 1}
     for role, spec in specs.items():
         pod = spec["template"]["spec"]
         resources = pod["containers"][0]["resources"]
         assert resources["limits"][GPU] == resources["requests"][GPU] == 1, f"PyTorchJob {role}: {resources}"
         assert pod["nodeSelector"] == GPU_POOL, f"PyTorchJob {role}: nodeSelector {pod.get('nodeSelector')}"
-        assert {"key": GPU, "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"], role
+        assert GPU_TOLERATION in pod["tolerations"], role
         assert pod["containers"][0]["image"].endswith("-gpu"), f"PyTorchJob {role}: {pod['containers'][0]['image']}"
 
 
-@pytest.mark.parametrize("target", ["base", "overlays/dev"])
+@pytest.mark.parametrize("target", V1_TARGETS)
+def test_the_pytorchjob_resumes_from_checkpoints_on_the_shared_volume(target):
+    job = one(target, "PyTorchJob")["spec"]
+    assert job["runPolicy"]["backoffLimit"] >= 1
+    assert job["runPolicy"]["suspend"] is True, "applying the manifests must not start a training run"
+    for role, spec in job["pytorchReplicaSpecs"].items():
+        pod = spec["template"]["spec"]
+        assert spec["restartPolicy"] == "OnFailure", role
+        training_pod_mounts_the_shared_volumes(target, f"PyTorchJob {role}", pod)
+        assert pod["containers"][0]["name"] == "pytorch", "the training operator configures the container 'pytorch'"
+
+
+def test_the_pytorchjob_runs_the_mlnt_step_under_torchrun_with_the_operators_variables():
+    container = replicas(f"overlays/prod+{V1}")["Master"]["template"]["spec"]["containers"][0]
+    command = container["command"] + container["args"]
+    assert command[0] == "torchrun" and command[-4:] == STEP
+    for variable in ("PET_NNODES", "PET_NPROC_PER_NODE", "PET_NODE_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        assert f"$({variable})" in " ".join(command), f"torchrun does not use {variable}: {command}"
+
+
+# Both -------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("target", ["base", "overlays/dev", f"base+{V1}", f"overlays/dev+{V1}"])
 def test_base_and_dev_ask_for_no_gpu_and_no_node_pool(target):
     assert GPU not in yaml.safe_dump_all(render(target)), f"k8s/{target} mentions {GPU}"
     for where, pod, container in containers(target):
@@ -337,14 +548,16 @@ def test_base_and_dev_ask_for_no_gpu_and_no_node_pool(target):
         assert container["image"].endswith("-cpu"), f"{where}: {container['image']}"
 
 
-def test_prod_serves_and_submits_on_cpu():
-    for where, pod, container in containers("overlays/prod"):
-        if "PyTorchJob" not in where:
+@pytest.mark.parametrize("target", ["overlays/prod", f"overlays/prod+{V1}"])
+def test_prod_serves_and_submits_on_cpu(target):
+    for where, pod, container in containers(target):
+        if not where.startswith(("TrainJob/", "PyTorchJob/")):
             assert container["image"].endswith("-cpu") and GPU not in json.dumps(pod), where
 
 
 def test_dev_trains_in_one_process_and_serves_one_replica():
-    assert set(replicas("overlays/dev")) == {"Master"}
+    assert (trainer("overlays/dev")["numNodes"], trainer("overlays/dev")["numProcPerNode"]) == (1, 1)
+    assert set(replicas(f"overlays/dev+{V1}")) == {"Master"}
     predictor = one("overlays/dev", "InferenceService")["spec"]["predictor"]
     assert predictor["minReplicas"] == predictor["maxReplicas"] == 1
 
@@ -356,32 +569,6 @@ def test_prod_autoscales_the_predictor_and_protects_it_from_disruption():
     budget = one("overlays/prod", "PodDisruptionBudget")["spec"]
     assert budget["minAvailable"] < predictor["minReplicas"]
     assert budget["selector"]["matchLabels"] == pod_monitor_labels("overlays/prod")
-
-
-@pytest.mark.parametrize("target", TARGETS)
-def test_training_resumes_from_checkpoints_on_the_shared_volume(target):
-    job = one(target, "PyTorchJob")["spec"]
-    assert job["runPolicy"]["backoffLimit"] >= 1
-    assert job["runPolicy"]["suspend"] is True, "applying the manifests must not start a training run"
-    for role, spec in job["pytorchReplicaSpecs"].items():
-        pod = spec["template"]["spec"]
-        assert spec["restartPolicy"] == "OnFailure", role
-        mounts = {m["mountPath"]: m for m in pod["containers"][0]["volumeMounts"]}
-        volumes = {v["name"]: v for v in pod["volumes"]}
-        claim = volumes[mounts["/app/artifacts"]["name"]]["persistentVolumeClaim"]["claimName"]
-        assert claim == "mlnt-artifacts" and "ReadWriteMany" in pvc(target, claim)["spec"]["accessModes"], role
-        assert mounts["/app/data"].get("readOnly") is True, f"{role}: the data must be mounted read-only"
-        assert volumes[mounts["/dev/shm"]["name"]]["emptyDir"]["medium"] == "Memory", role
-        assert pod["containers"][0]["name"] == "pytorch", "the training operator configures the container 'pytorch'"
-
-
-def test_training_runs_the_mlnt_step_under_torchrun_with_the_operators_variables():
-    container = replicas("overlays/prod")["Master"]["template"]["spec"]["containers"][0]
-    command = container["command"] + container["args"]
-    assert command[0] == "torchrun" and command[-4:] == ["-m", "components.mlnt", "--params", "/app/params.yaml"]
-    for variable in ("PET_NNODES", "PET_NPROC_PER_NODE", "PET_NODE_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        assert f"$({variable})" in " ".join(command), f"torchrun does not use {variable}: {command}"
-    assert (ROOT / "components" / "mlnt.py").is_file() and (ROOT / "params.yaml").is_file()
 
 
 def pvc(target: str, claim: str) -> dict:
@@ -396,7 +583,7 @@ def claims(target: str) -> set[str]:
             for volume in pod.get("volumes", []) if "persistentVolumeClaim" in volume}
 
 
-@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("target", ALL_TARGETS)
 def test_every_claimed_volume_exists(target):
     assert claims(target) == {"mlnt-artifacts", "mlnt-data"}
     for claim in claims(target):
@@ -437,7 +624,7 @@ def test_a_wildcard_verb_fails_the_least_privilege_check():
     assert len(rbac_problems(role)) == 2
 
 
-@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("target", ALL_TARGETS)
 def test_service_accounts_carry_no_token_they_do_not_need(target):
     accounts = {o["metadata"]["name"]: o for o in objects(target, "ServiceAccount")}
     assert set(accounts) == {"mlnt-pipeline", "mlnt-predictor", "mlnt-training"}
@@ -449,7 +636,9 @@ def test_service_accounts_carry_no_token_they_do_not_need(target):
         for where, pod in pod_specs(obj):
             account = pod.get("serviceAccountName")
             assert account in accounts, f"{name(obj)} {where}: service account {account!r} is not rendered"
-            assert pod.get("automountServiceAccountToken") is False, f"{name(obj)} {where}: mounts a token"
+            # the pod's own setting, else the account's (a TrainJob's runtime patch cannot set the pod's)
+            mounts = pod.get("automountServiceAccountToken", accounts[account].get("automountServiceAccountToken"))
+            assert mounts is False, f"{name(obj)} {where}: mounts a token"
 
 
 # Credentials -------------------------------------------------------------------------------------------------
@@ -466,7 +655,7 @@ def credential_problems(node: object, where: str = "") -> list[str]:
     return problems + [p for key, value in node.items() for p in credential_problems(value, f"{where}.{key}")]
 
 
-@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("target", ALL_TARGETS)
 def test_no_secrets_and_nothing_that_looks_like_a_credential(target):
     assert not objects(target, "Secret"), "credentials do not belong in k8s/"
     problems = [p for obj in render(target) for p in credential_problems(obj, name(obj))]
@@ -534,7 +723,7 @@ def test_the_rules_and_the_dashboard_are_rendered(target):
     assert json.loads(dashboard[0]["data"]["mlnt.json"])["panels"]
 
 
-@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("target", ALL_TARGETS)
 def test_every_image_is_the_pipelines_image(target):
     from pipelines.mlnt_pipeline import IMAGE  # noqa: PLC0415 - imports kfp, only this test needs it
 

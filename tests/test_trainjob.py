@@ -1,0 +1,218 @@
+"""pipelines/trainjob.py submits, through the Kubeflow SDK, the TrainJob k8s/overlays/prod declares; that TrainJob's
+command trains data-parallel with the variables Kubeflow Trainer's torch runtime sets.
+
+No cluster here: the SDK's own Kubernetes backend runs against a fake of the Kubernetes custom-objects API that
+answers the runtime lookup and records what the SDK creates. The SDK's local-process backend cannot run this job
+(``test_the_sdks_local_backend_runs_functions_only`` says why), so the job's command runs here directly instead,
+as two torchrun agents standing for two nodes.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from kubernetes.client import ApiException, Configuration
+
+from pipelines import trainjob
+from tests.components.conftest import workdir  # noqa: F401 - the tiny workspace, a fixture
+from tests.test_k8s import one, schema_errors
+
+ROOT = Path(__file__).resolve().parents[1]
+# kubeflow 0.5.0's pydantic models still use class-based config
+pytestmark = pytest.mark.filterwarnings("ignore:Support for class-based `config` is deprecated:DeprecationWarning")
+# The torch-distributed ClusterTrainingRuntime as Kubeflow Trainer installs it, as far as the SDK reads it.
+TORCH_DISTRIBUTED = {
+    "apiVersion": "trainer.kubeflow.org/v1alpha1", "kind": "ClusterTrainingRuntime",
+    "metadata": {"name": "torch-distributed", "labels": {"trainer.kubeflow.org/framework": "torch"}},
+    "spec": {"mlPolicy": {"numNodes": 1, "torch": {"numProcPerNode": "auto"}},
+             "template": {"spec": {"replicatedJobs": [{"name": "node", "template": {
+                 "metadata": {"labels": {"trainer.kubeflow.org/trainjob-ancestor-step": "trainer"}},
+                 "spec": {"template": {"spec": {"containers": [
+                     {"name": "node", "image": "pytorch/pytorch:2.7.1-cuda12.8-cudnn9-runtime"}]}}}}}]}}}}
+
+
+class Answered:
+    """What ``async_req=True`` returns: a thread-like result."""
+
+    def __init__(self, value: dict):
+        self.value = value
+
+    def get(self, timeout: float | None = None) -> dict:
+        return self.value
+
+
+class FakeCustomObjects:
+    """The calls the SDK makes to submit a job: look the runtime up (namespaced first), then create the TrainJob."""
+
+    def __init__(self):
+        self.lookups: list[tuple] = []
+        self.created: list[tuple] = []
+
+    def get_namespaced_custom_object(self, group, version, namespace, plural, name, **_):
+        self.lookups.append((group, version, namespace, plural, name))
+        raise ApiException(status=404, reason="Not Found")
+
+    def get_cluster_custom_object(self, group, version, plural, name, **_):
+        self.lookups.append((group, version, plural, name))
+        if name != TORCH_DISTRIBUTED["metadata"]["name"]:
+            raise ApiException(status=404, reason="Not Found")
+        return Answered(copy.deepcopy(TORCH_DISTRIBUTED))
+
+    def create_namespaced_custom_object(self, group, version, namespace, plural, body, **_):
+        self.created.append((group, version, namespace, plural, body))
+        return body
+
+
+@pytest.fixture
+def cluster(monkeypatch):
+    """A TrainerClient on the SDK's Kubernetes backend whose custom-objects API is a FakeCustomObjects."""
+    from kubeflow.trainer import KubernetesBackendConfig, TrainerClient  # noqa: PLC0415
+    from kubeflow.trainer.backends.kubernetes.backend import KubernetesBackend  # noqa: PLC0415
+
+    # The backend reads the controller's version from a ConfigMap when it starts (a warning if it cannot).
+    monkeypatch.setattr(KubernetesBackend, "verify_backend", lambda self: None)
+    client = TrainerClient(KubernetesBackendConfig(namespace="mlnt", client_configuration=Configuration()))
+    client.backend.custom_api = FakeCustomObjects()
+    return client
+
+
+def without_ownership(spec: dict) -> dict:
+    """A TrainJob spec without what differs by who submits it: the patches' manager and whether it starts suspended."""
+    spec = {key: value for key, value in copy.deepcopy(spec).items() if key != "suspend"}
+    for patch in spec.get("runtimePatches", []):
+        patch.pop("manager")
+    return spec
+
+
+def test_the_sdk_submits_the_trainjob_that_k8s_overlays_prod_declares(cluster):
+    name = trainjob.submit(trainjob.TrainJobSettings(), name="mlnt-train", client=cluster)
+    api = cluster.backend.custom_api
+    assert name == "mlnt-train" and len(api.created) == 1
+    group, version, namespace, plural, body = api.created[0]
+    assert (f"{group}/{version}", namespace, plural) == ("trainer.kubeflow.org/v1alpha1", "mlnt", "trainjobs")
+    assert api.lookups[-1] == ("trainer.kubeflow.org", "v1alpha1", "clustertrainingruntimes", "torch-distributed")
+    declared = one("overlays/prod", "TrainJob")
+    assert (body["apiVersion"], body["kind"], body["metadata"]["name"]) == (
+        declared["apiVersion"], declared["kind"], declared["metadata"]["name"])
+    assert body["metadata"]["labels"].items() <= declared["metadata"]["labels"].items()
+    assert without_ownership(body["spec"]) == without_ownership(declared["spec"])
+    assert [patch["manager"] for patch in body["spec"]["runtimePatches"]] == ["trainer.kubeflow.org/kubeflow-sdk"]
+    assert "suspend" not in body["spec"], "submitting from Python starts the job"
+    assert not schema_errors({**body, "metadata": {**body["metadata"], "namespace": namespace}})
+
+
+def test_other_settings_reach_the_submitted_job(cluster):
+    settings = trainjob.TrainJobSettings(image="registry.example/mlnt:1.0-gpu", num_nodes=4, gpus_per_node=2,
+                                         memory="64Gi")
+    trainjob.submit(settings, client=cluster)
+    body = cluster.backend.custom_api.created[0][4]
+    assert body["metadata"]["name"]  # the SDK made one up
+    spec = body["spec"]["trainer"]
+    assert (spec["image"], spec["numNodes"]) == ("registry.example/mlnt:1.0-gpu", 4)
+    assert spec["resourcesPerNode"]["limits"] == {"cpu": "8", "memory": "64Gi", "nvidia.com/gpu": 2}
+
+
+def test_an_unknown_runtime_is_reported_before_anything_is_created(cluster, monkeypatch):
+    monkeypatch.setattr(trainjob, "RUNTIME", "torch-distributed-typo")
+    with pytest.raises(RuntimeError, match="torch-distributed-typo"):
+        trainjob.submit(trainjob.TrainJobSettings(), client=cluster)
+    assert not cluster.backend.custom_api.created
+
+
+@pytest.mark.parametrize(("field", "value", "expected"), [
+    ("num_nodes", 0, "num_nodes: expected at least 1, found 0"),
+    ("gpus_per_node", 0, "gpus_per_node: expected at least 1 (CPU runs: apply k8s/overlays/dev), found 0"),
+])
+def test_settings_name_what_they_reject(field, value, expected):
+    with pytest.raises(ValueError) as raised:
+        trainjob.TrainJobSettings(**{field: value})
+    assert str(raised.value) == expected
+
+
+def test_the_cli_submits_its_settings(monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr(trainjob, "submit", lambda settings, **kw: calls.append((settings, kw)) or "mlnt-abc")
+    assert trainjob.main(["--nodes", "3", "--gpus-per-node", "2", "--context", "gpu-cluster"]) == 0
+    settings, kw = calls[0]
+    assert (settings.num_nodes, settings.gpus_per_node, settings.image) == (3, 2, trainjob.IMAGE)
+    assert kw == {"name": None, "namespace": "mlnt", "context": "gpu-cluster"}
+    assert "submitted TrainJob mlnt/mlnt-abc" in capsys.readouterr().out
+    assert trainjob.main(["--nodes", "0"]) == 1
+    assert capsys.readouterr().err == "error: pipelines.trainjob: num_nodes: expected at least 1, found 0\n"
+
+
+def test_the_sdks_local_backend_runs_functions_only():
+    """Why the job does not run through the SDK's local-process backend (kubeflow 0.5.0): it accepts a CustomTrainer
+    (a Python function) only, not a container's command such as ``torchrun -m components.mlnt``; and it runs the
+    function with ``torchrun`` from a fresh virtual environment into which it first pip-installs the runtime's
+    packages (torch) from the index, with no access to this environment. When this fails, the SDK takes commands
+    locally: run the job's command through it in test_the_trainjobs_command_trains_on_two_nodes_...."""
+    from kubeflow.trainer import LocalProcessBackendConfig, TrainerClient  # noqa: PLC0415
+
+    local = TrainerClient(LocalProcessBackendConfig())
+    settings = trainjob.TrainJobSettings()
+    with pytest.raises(ValueError, match="CustomTrainer must be set with LocalProcessBackend"):
+        local.train(runtime=trainjob.RUNTIME, trainer=trainjob.trainer(settings))
+    with pytest.raises(ValueError, match="not compatible with LocalProcessBackend"):
+        local.train(runtime=trainjob.RUNTIME, trainer=trainjob.trainer(settings), options=trainjob.options(settings))
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def run_nodes(folder: Path, args: list[str], *, nodes: int) -> list[subprocess.CompletedProcess]:
+    """The TrainJob's command on ``nodes`` nodes, here: one torchrun per node, each with the environment Kubeflow
+    Trainer's torch plugin gives a node (one process per node, as numProcPerNode: 1 says)."""
+    torchrun = Path(sys.executable).parent / "torchrun"
+    command = [str(torchrun) if torchrun.is_file() else shutil.which("torchrun"), *args]
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), PET_NNODES=str(nodes), PET_NPROC_PER_NODE="1",
+               PET_MASTER_ADDR="127.0.0.1", PET_MASTER_PORT=str(free_port()))
+    started = [subprocess.Popen(command, cwd=folder, env={**env, "PET_NODE_RANK": str(rank)}, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE) for rank in range(nodes)]
+    finished = []
+    for process in started:
+        try:
+            out, err = process.communicate(timeout=300)
+        except subprocess.TimeoutExpired:
+            for other in started:
+                other.kill()
+            raise
+        finished.append(subprocess.CompletedProcess(command, process.returncode, out, err))
+    return finished
+
+
+def test_the_trainjobs_command_trains_on_two_nodes_with_the_runtimes_variables(workdir):  # noqa: F811
+    """What each node of k8s/base's TrainJob runs (its trainer's command and args, the params file of the tiny
+    workspace in place of the image's) with PET_NNODES, PET_NPROC_PER_NODE, PET_NODE_RANK, PET_MASTER_ADDR and
+    PET_MASTER_PORT, as the torch-distributed runtime sets them: torchrun takes them for its flags and the step trains
+    with two processes, rank 0 writing the outputs. A global batch the two cannot share fails on both, which shows
+    the step saw both."""
+    from components import baseline, ingest, noise  # noqa: PLC0415
+
+    for step in (ingest, noise, baseline):
+        assert step.main([]) == 0
+    trainer = one("base", "TrainJob")["spec"]["trainer"]
+    assert trainer["numProcPerNode"] == 1 and trainer["args"][-1] == "/app/params.yaml"
+    args = [*trainer["command"][1:], *trainer["args"][:-1], str(workdir / "params.yaml")]
+
+    nodes = run_nodes(workdir, args, nodes=2)
+    assert all(node.returncode == 0 for node in nodes), "\n".join(node.stderr[-3000:] for node in nodes)
+    assert [node.stdout.count("mlnt (head): released the") for node in nodes] == [1, 1]
+    assert (workdir / "artifacts" / "mlnt" / "teacher.pt").is_file()
+
+    odd = run_nodes(workdir, [*args, "--set", "mlnt.batch_size=33"], nodes=2)
+    assert all(node.returncode != 0 for node in odd)
+    assert all("batch_size: expected a multiple of the 2 processes, found 33" in node.stderr for node in odd), \
+        odd[0].stderr[-3000:]
