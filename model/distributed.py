@@ -96,8 +96,8 @@ class Group:
 
 
 def from_environment(device_type: str = "cpu") -> Group:
-    """The group ``torchrun`` (or the Training Operator's PyTorchJob) describes in ``WORLD_SIZE`` and
-    ``RANK``, with the process group initialised (``nccl`` on CUDA, ``gloo`` on the CPU); one process
+    """The group ``torchrun`` (started by a Kubeflow TrainJob or PyTorchJob in a cluster) describes in
+    ``WORLD_SIZE`` and ``RANK``, with the process group initialised (``nccl`` on CUDA, ``gloo`` on the CPU); one process
     when ``WORLD_SIZE`` is unset or 1."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:

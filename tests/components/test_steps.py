@@ -69,8 +69,8 @@ def test_iterative_mlnt_keeps_each_rounds_teacher(workdir):
 
 
 def test_mlnt_step_under_torchrun_matches_one_process(workdir):
-    """What the PyTorchJob in k8s/ runs: ``torchrun -m components.mlnt`` with 2 processes (gloo on the CPU)
-    writes the same teacher as the step run alone, and only once."""
+    """What the TrainJob (and the PyTorchJob) in k8s/ runs: ``torchrun -m components.mlnt`` with 2 processes (gloo
+    on the CPU) writes the same teacher as the step run alone, and only once."""
     for step in (ingest, noise, baseline):
         assert step.main([]) == 0
     assert mlnt.main([]) == 0
