@@ -24,11 +24,13 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	@touch $@
 
-# Debian packages: the embedded default dataset, and Prometheus (server and promtool) for the monitoring tests.
-# `apt-get update` runs once, only when something is missing.
+# Debian packages: the embedded default dataset, Prometheus (server and promtool) for the monitoring tests, and the
+# Pushgateway for the telemetry tests. `apt-get update` runs once, only when something is missing; the stamp depends
+# on this file, so that a package added here is installed in an existing checkout too.
 APT_NEEDS = $(if $(wildcard $(DATASET)/train-images-idx3-ubyte.gz),,dataset-fashion-mnist) \
-            $(if $(shell command -v promtool),,prometheus)
-$(SYSTEM):
+            $(if $(shell command -v promtool),,prometheus) \
+            $(if $(shell command -v prometheus-pushgateway),,prometheus-pushgateway)
+$(SYSTEM): Makefile
 	@if [ -n "$(strip $(APT_NEEDS))" ]; then \
 	  if command -v apt-get >/dev/null; then \
 	    $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q $(strip $(APT_NEEDS)); \

@@ -1,74 +1,99 @@
-"""components.telemetry against a tiny Pushgateway stand-in on loopback that records what it receives."""
+"""components.telemetry against a real Pushgateway (Debian's ``prometheus-pushgateway``) scraped by a real Prometheus,
+both on loopback (``tests/pushgateway.py``): what the steps push arrives in Prometheus with its labels and values,
+a second push for a step replaces the first, and a Pushgateway that refuses a push or is down is a warning.
+
+Without the ``prometheus-pushgateway`` or ``prometheus`` binary these tests fail, naming the Debian package to
+install (``make system``, which ``make test`` and CI run); they do not skip.
+"""
 
 from __future__ import annotations
 
 import logging
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import time
 
+import httpx
 import pytest
+from prometheus_client import CollectorRegistry, Summary, push_to_gateway
 
 from components import baseline, evaluate, export, gate, ingest, mlnt, noise
 from components.telemetry import PUSHGATEWAY_ENV, push_training_metrics
+from monitoring.local import LocalError
+from monitoring.metrics import PUSHGATEWAY_JOB
+from tests.pushgateway import JOB_NAME, prometheus_scraping, pushgateway, query, query_until
+
+ACCURACY = f'mlnt_training_accuracy{{job="{PUSHGATEWAY_JOB}"}}'
 
 
-class Recorder(BaseHTTPRequestHandler):
-    received: list[tuple[str, str, str]]
-    status = 200
+def series(url: str, expr: str, *labels: str, count: int | None = None) -> dict[tuple[str, ...], float]:
+    """``expr`` at Prometheus ``url`` as {the values of ``labels``: value}; with ``count``, polled (20 s at most)
+    until it has that many series, since Prometheus scrapes the Pushgateway once a second."""
+    found = query_until(url, expr, lambda result: count is None or len(result) == count)
+    return {tuple(metric.get(label, "") for label in labels): value for metric, value in found}
 
-    def do_PUT(self):
-        body = self.rfile.read(int(self.headers["Content-Length"])).decode()
-        self.received.append((self.command, self.path, body))
-        self.send_response(self.status)
-        self.end_headers()
 
-    def do_POST(self):
-        self.do_PUT()
+def groups(gateway: str) -> dict[str, dict]:
+    """The Pushgateway's groups (its ``/api/v1/metrics``) by their ``step`` label (``""`` for none): the group's
+    ``labels`` (job and grouping key), ``last_push_successful``, and its metrics by name."""
+    answer = httpx.get(f"http://{gateway}/api/v1/metrics", timeout=5)
+    answer.raise_for_status()
+    return {group["labels"].get("step", ""): group for group in answer.json()["data"]}
 
-    def log_message(self, *args):
+
+def test_a_missing_pushgateway_names_its_debian_package(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(LocalError, match=r"prometheus-pushgateway not found: install Debian's prometheus-pushgateway"
+                                         r" package \(make system"), pushgateway(tmp_path):
         pass
 
 
-@pytest.fixture
-def gateway():
-    Recorder.received, Recorder.status = [], 200
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield f"127.0.0.1:{server.server_address[1]}", Recorder
-    server.shutdown()
-    server.server_close()
+def test_prometheus_scrapes_the_pushed_metrics_and_a_second_push_replaces_the_first(tmp_path):
+    with pushgateway(tmp_path) as gateway, prometheus_scraping(gateway, tmp_path) as url:
+        pushed = time.time()
+        assert push_training_metrics("mlnt", {"accuracy": {"val": {"teacher": 0.88, "student": 0.87}},
+                                              "estimated_noise_rate": 0.49, "duration_seconds": 312.5},
+                                     gateway=gateway)
+        assert push_training_metrics("gate", {"gate_passed": False}, gateway=gateway)
+        assert series(url, "mlnt_gate_passed", "job", "step", count=1) == {(PUSHGATEWAY_JOB, "gate"): 0.0}
+        assert series(url, ACCURACY, "step", "split", "model", count=2) == {
+            ("mlnt", "val", "teacher"): 0.88, ("mlnt", "val", "student"): 0.87}
+        assert series(url, "mlnt_training_estimated_noise_rate", "job", "step") == {(PUSHGATEWAY_JOB, "mlnt"): 0.49}
+        assert series(url, "mlnt_training_duration_seconds", "job", "step") == {(PUSHGATEWAY_JOB, "mlnt"): 312.5}
+        last_success = series(url, "mlnt_training_last_success_timestamp_seconds", "step")
+        assert set(last_success) == {("mlnt",), ("gate",)}
+        assert all(pushed - 1 <= value <= time.time() for value in last_success.values())
+        assert series(url, f'up{{job="{JOB_NAME}"}}', "job") == {(JOB_NAME,): 1.0}  # honor_labels: pushed job kept
+
+        # The same step again (grouping key step="mlnt"): its whole group is replaced, the gate's group is kept.
+        assert push_training_metrics("mlnt", {"accuracy": {"val": {"teacher": 0.9}}}, gateway=gateway)
+        assert series(url, ACCURACY, "step", "split", "model", count=1) == {("mlnt", "val", "teacher"): 0.9}
+        assert query(url, "mlnt_training_estimated_noise_rate") == []
+        assert query(url, "mlnt_training_duration_seconds") == []
+        assert series(url, "mlnt_gate_passed", "step") == {("gate",): 0.0}
+        assert series(url, "mlnt_training_last_success_timestamp_seconds", "step").keys() == {("mlnt",), ("gate",)}
 
 
-def test_a_step_pushes_its_metrics_under_the_pipeline_job(gateway, monkeypatch):
-    address, recorder = gateway
-    monkeypatch.setenv(PUSHGATEWAY_ENV, address)
-    assert push_training_metrics("mlnt", {"accuracy": {"val": {"teacher": 0.88, "student": 0.87}},
-                                          "estimated_noise_rate": 0.49, "duration_seconds": 312.5})
-    assert push_training_metrics("gate", {"gate_passed": False})
-    (method, path, body), (_, gate_path, gate_body) = recorder.received
-    assert method == "PUT" and path == "/metrics/job/mlnt-pipeline/step/mlnt"
-    assert 'mlnt_training_accuracy{model="teacher",split="val",step="mlnt"} 0.88' in body
-    assert 'mlnt_training_accuracy{model="student",split="val",step="mlnt"} 0.87' in body
-    assert "mlnt_training_estimated_noise_rate 0.49" in body
-    assert 'mlnt_training_duration_seconds{step="mlnt"} 312.5' in body
-    assert "mlnt_training_last_success_timestamp_seconds " in body and "mlnt_gate_passed" not in body
-    assert gate_path == "/metrics/job/mlnt-pipeline/step/gate" and "mlnt_gate_passed 0.0" in gate_body
-
-
-def test_without_a_gateway_nothing_is_sent(gateway, monkeypatch):
+def test_without_a_gateway_nothing_is_sent(tmp_path, monkeypatch):
     monkeypatch.delenv(PUSHGATEWAY_ENV, raising=False)
-    assert not push_training_metrics("baseline", {"accuracy": {"val": {"baseline": 0.8}}})
-    assert gateway[1].received == []
+    with pushgateway(tmp_path) as gateway:
+        assert not push_training_metrics("baseline", {"accuracy": {"val": {"baseline": 0.8}}})
+        assert groups(gateway) == {}
 
 
-def test_a_failed_push_is_a_warning_not_an_error(gateway, caplog):
-    address, recorder = gateway
-    recorder.status = 500
-    with caplog.at_level(logging.WARNING):
-        assert not push_training_metrics("evaluate", {"accuracy": {"test": {"teacher": 0.86}}}, gateway=address)
-        assert not push_training_metrics("evaluate", {}, gateway="127.0.0.1:1", timeout=1)  # nothing listens
+def test_a_failed_push_is_a_warning_not_an_error(tmp_path, caplog):
+    with pushgateway(tmp_path / "gone") as gone:
+        pass  # stopped: nothing listens at its address any more
+    with pushgateway(tmp_path) as gateway:
+        # Another job pushed a summary under one of our names: the Pushgateway refuses our gauge (HTTP 400).
+        registry = CollectorRegistry()
+        Summary("mlnt_training_estimated_noise_rate", "Not ours.", registry=registry).observe(1.0)
+        push_to_gateway(gateway, job="other", registry=registry)
+        with caplog.at_level(logging.WARNING):
+            assert not push_training_metrics("evaluate", {"estimated_noise_rate": 0.49}, gateway=gateway)
+            assert not push_training_metrics("evaluate", {}, gateway=gone, timeout=1)
+        rejected = groups(gateway)["evaluate"]  # the Pushgateway records the failure, and keeps none of the push
+        assert rejected["last_push_successful"] is False and "mlnt_training_estimated_noise_rate" not in rejected
     assert caplog.text.count("could not push the evaluate step's metrics") == 2
+    assert "HTTP Error 400" in caplog.text and "Connection refused" in caplog.text
 
 
 @pytest.mark.parametrize(("metrics", "message"), [
@@ -81,17 +106,21 @@ def test_metrics_outside_the_contract_are_refused(metrics, message):
         push_training_metrics("mlnt", metrics, gateway="127.0.0.1:1")
 
 
-def test_the_pipeline_steps_push_when_a_gateway_is_set(gateway, workdir, monkeypatch):
-    """What a cluster's Pushgateway receives from one run: the training steps, evaluate and the gate, each with
-    its duration (under torchrun, rank 0 alone)."""
-    address, recorder = gateway
-    monkeypatch.setenv(PUSHGATEWAY_ENV, address)
-    for step in (ingest, noise, baseline, mlnt, evaluate, export, gate):
-        assert step.main(["--set", "gate.min_accuracy=0.0"] if step is gate else []) == 0
-    bodies = {path.rsplit("/", 1)[1]: body for _, path, body in recorder.received}
-    assert set(bodies) == {"baseline", "mlnt", "evaluate", "gate"}
-    assert 'mlnt_training_accuracy{model="teacher",split="test",step="evaluate"}' in bodies["evaluate"]
-    assert "mlnt_training_estimated_noise_rate" in bodies["evaluate"] and "mlnt_gate_passed 1.0" in bodies["gate"]
-    assert all('mlnt_training_duration_seconds{step="' in body for body in bodies.values())
-    monkeypatch.setenv("RANK", "1")
-    assert not push_training_metrics("mlnt", {"duration_seconds": 1.0})
+def test_the_pipeline_steps_push_when_a_gateway_is_set(workdir, monkeypatch):
+    """What a cluster's Prometheus scrapes from the Pushgateway during one run: the training steps, evaluate and the
+    gate, each under its own step group with its duration (under torchrun, rank 0 alone)."""
+    servers = workdir / "servers"
+    with pushgateway(servers) as gateway, prometheus_scraping(gateway, servers) as url:
+        monkeypatch.setenv(PUSHGATEWAY_ENV, gateway)
+        for step in (ingest, noise, baseline, mlnt, evaluate, export, gate):
+            assert step.main(["--set", "gate.min_accuracy=0.0"] if step is gate else []) == 0
+        steps = {"baseline", "mlnt", "evaluate", "gate"}
+        assert groups(gateway).keys() == steps
+        durations = series(url, "mlnt_training_duration_seconds", "job", "step", count=len(steps))
+        assert {step for _, step in durations} == steps and all(value > 0 for value in durations.values())
+        assert {job for job, _ in durations} == {PUSHGATEWAY_JOB}
+        assert series(url, 'mlnt_training_accuracy{step="evaluate",split="test",model="teacher"}', "job")
+        assert series(url, "mlnt_training_estimated_noise_rate", "step").keys() == {("evaluate",)}
+        assert series(url, "mlnt_gate_passed", "step") == {("gate",): 1.0}
+        monkeypatch.setenv("RANK", "1")
+        assert not push_training_metrics("mlnt", {"duration_seconds": 1.0})
