@@ -16,6 +16,7 @@ from itertools import count
 from pathlib import Path
 
 from monitoring import DASHBOARD_FILE, DOCS_URL
+from monitoring.metrics import KSERVE, KSERVE_STAGES
 
 UID = "mlnt-pipeline"
 GRID_WIDTH = 24
@@ -59,16 +60,25 @@ def ratio(numerator: str, denominator: str, by: str = "model") -> str:
     return f"sum by ({by}) ({numerator}) / sum by ({by}) ({denominator})"
 
 
-def quantile(q: float, histogram: str) -> Query:
-    return Query(f"histogram_quantile({q}, sum by (model, le) ({rate(histogram + '_bucket')}))",
-                 f"{{{{model}}}} p{round(q * 100)}")
+def quantile(q: float, histogram: str, *, model: str = "model", what: str = "") -> Query:
+    """Quantile ``q`` of a histogram per served model; ``model`` is the label that names it."""
+    selected = f'{model}=~"$model"'
+    return Query(f"histogram_quantile({q}, sum by ({model}, le) ({rate(histogram + '_bucket', selected)}))",
+                 f"{{{{{model}}}}} {what}p{round(q * 100)}")
+
+
+def stage_quantiles(qs: tuple[float, ...] = (0.5, 0.95)) -> tuple[Query, ...]:
+    """Each quantile of each stage of KServe's model call, from KServe's own histograms (labelled model_name)."""
+    return tuple(quantile(q, metric.name, model="model_name", what=f"{stage} ")
+                 for stage, metric in zip(KSERVE_STAGES, KSERVE, strict=True) for q in qs)
 
 
 ROWS = (
     Row("Serving", (
         Panel("Request rate by outcome",
               (Query(f"sum by (protocol, outcome) ({rate('mlnt_requests_total')})", "{{protocol}} {{outcome}}"),),
-              "Inference requests per second, by protocol (v1, v2) and outcome.", unit="reqps"),
+              "Inference requests per second, by protocol (v1 and v2 over REST, grpc-v2) and outcome.",
+              unit="reqps"),
         Panel("Server-error ratio",
               (Query(ratio(rate("mlnt_requests_total", f'{MODEL}, outcome="server_error"'),
                            rate("mlnt_requests_total")), "{{model}}"),),
@@ -86,6 +96,14 @@ ROWS = (
         Panel("Served model",
               (Query(f"max by (model, version) (mlnt_model_info{{{MODEL}}})", "{{model}} {{version}}"),),
               "The model name and version each predictor serves.", kind="stat", options={"textMode": "name"}),
+        Panel("Stage latency p50 / p95 (KServe)", stage_quantiles(),
+              "Time per request in each stage of KServe's model call, from KServe's own histograms "
+              "(request_preprocess_seconds, request_predict_seconds, request_postprocess_seconds), over REST and "
+              "gRPC: preprocess decodes and checks the input (encoded images are decoded here), predict runs "
+              "onnxruntime, postprocess updates the prediction metrics and builds the response. Shows where the "
+              "time goes when MlntPredictorHighLatency fires; the rest of a request's latency is the protocol: "
+              "reading, decoding and encoding the body.",
+              unit="s", width=24),
     )),
     Row("Predictions", (
         Panel("Predicted-class mix",

@@ -3,7 +3,8 @@
 ``prometheus(targets, folder)`` starts ``/usr/bin/prometheus`` (Debian's ``prometheus`` package, ``make system``)
 with a temporary configuration and TSDB in ``folder``: one scrape job for ``targets``, scraped and evaluated every
 second, with the project's rules (``monitoring/rules/mlnt.rules.yml``). ``predictor(release, log)`` starts
-``python -m serving`` on a free port. Both yield once they answer and stop their process on exit: SIGTERM, then
+``python -m serving`` on a free HTTP port and a free gRPC port (never KServe's default 8081, so that several
+predictors can run at once). Both yield once they answer and stop their process on exit: SIGTERM, then
 SIGKILL after a timeout, so that nothing is left running.
 """
 
@@ -122,21 +123,23 @@ def prometheus(targets: str | list[str], folder: Path, *, job_name: str = PODMON
 
 
 @contextlib.contextmanager
-def predictor(release: Path, log: Path, *, port: int | None = None, timeout: float = 60.0,
-              **options: object) -> Iterator[str]:
-    """``python -m serving --model release`` on ``port`` (default: a free loopback port), its output in ``log``;
-    ``options`` are its command-line options (``model_name="x"`` is ``--model-name=x``). Yields its URL once
-    ``/v2/health/ready`` answers."""
-    with predictor_process(release, log, port=port, timeout=timeout, **options) as (url, _):
+def predictor(release: Path, log: Path, *, port: int | None = None, grpc_port: int | None = None,
+              timeout: float = 60.0, **options: object) -> Iterator[str]:
+    """``python -m serving --model release`` on ``port`` and ``grpc_port`` (default: free ports; KServe binds
+    them on all interfaces), its output in ``log``; ``options`` are its own command-line options
+    (``model_name="x"`` is ``--model-name=x``). Yields its URL once ``/v2/health/ready`` answers."""
+    with predictor_process(release, log, port=port, grpc_port=grpc_port, timeout=timeout, **options) as (url, _):
         yield url
 
 
 @contextlib.contextmanager
-def predictor_process(release: Path, log: Path, *, port: int | None = None, timeout: float = 60.0,
-                      **options: object) -> Iterator[tuple[str, subprocess.Popen]]:
+def predictor_process(release: Path, log: Path, *, port: int | None = None, grpc_port: int | None = None,
+                      timeout: float = 60.0, **options: object) -> Iterator[tuple[str, subprocess.Popen]]:
     """``predictor``, yielding its URL and its process (for its pid: ``benchmarks.serving`` reads its memory)."""
-    port = port or free_port()
-    argv = [sys.executable, "-m", "serving", "--model", str(Path(release).resolve()), "--http-port", str(port)]
+    port = port or next(p for p in iter(free_port, None) if p != grpc_port)
+    grpc_port = grpc_port or next(p for p in iter(free_port, None) if p != port)
+    argv = [sys.executable, "-m", "serving", "--model", str(Path(release).resolve()), "--http-port", str(port),
+            "--grpc_port", str(grpc_port)]
     argv += [f"--{key.replace('_', '-')}={value}" for key, value in options.items()]
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("wb") as out:

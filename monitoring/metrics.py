@@ -10,7 +10,9 @@ The predictor creates its collectors from these entries, for example::
                         buckets=REQUEST_DURATION.buckets, registry=registry)
 
 The rules and the dashboard are checked against ``SERIES`` (``monitoring.check``). Nothing here touches
-prometheus_client: importing this module creates no collectors.
+prometheus_client: importing this module creates no collectors. ``KSERVE`` lists the metrics KServe itself exports
+beside ours (``kserve/metrics.py``): the predictor does not create them, but the rules and the dashboard read them,
+and the serving tests check that KServe still exports them under these names, types and labels.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ PUSHGATEWAY_JOB = "mlnt-pipeline"  # the job label the training steps push under
 # (mlnt/mlnt-classifier, or mlnt/mlnt-predictor) or a static scrape config's job named mlnt-predictor.
 PREDICTOR_JOB_REGEX = ".*mlnt-(predictor|classifier).*"
 
-PROTOCOLS = ("v1", "v2")
+PROTOCOLS = ("v1", "v2", "grpc-v2")  # KServe's names: v1 and v2 over REST, v2 over gRPC
 OUTCOMES = ("ok", "client_error", "server_error")
 SPLITS = ("test", "val")
 TRAINING_MODELS = ("teacher", "student", "baseline")
@@ -33,6 +35,8 @@ TRAINING_MODELS = ("teacher", "student", "baseline")
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+# prometheus_client's default buckets, which KServe's histograms use
+KSERVE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,17 @@ FEEDBACK_DISAGREEMENTS = Metric("mlnt_feedback_disagreements_total", "counter",
                                 "Feedback labels that differ from the prediction.", ("model",))
 MODEL_INFO = Metric("mlnt_model_info", "gauge", "The served model (always 1).", ("model", "version"))
 
+# KServe's own, scraped at the same /metrics: the time each stage of KServe's Model.__call__ takes, per request
+# (gRPC and REST, v1 and v2, rejected requests included: a preprocess that raises is timed too). `model_name` is the
+# served model's name, the same value as our `model`.
+KSERVE_STAGES = ("preprocess", "predict", "postprocess")
+PREPROCESS_DURATION = Metric("request_preprocess_seconds", "histogram", "pre-process request latency",
+                             ("model_name",), KSERVE_BUCKETS)
+PREDICT_DURATION = Metric("request_predict_seconds", "histogram", "predict request latency", ("model_name",),
+                          KSERVE_BUCKETS)
+POSTPROCESS_DURATION = Metric("request_postprocess_seconds", "histogram", "post-process request latency",
+                              ("model_name",), KSERVE_BUCKETS)
+
 # The training steps, pushed to a Pushgateway under job=PUSHGATEWAY_JOB; `step` is the pipeline step name.
 TRAINING_ACCURACY = Metric("mlnt_training_accuracy", "gauge", "Accuracy of a trained network on a split.",
                            ("step", "split", "model"))
@@ -83,6 +98,7 @@ PREDICTOR: tuple[Metric, ...] = (REQUESTS, REQUEST_DURATION, BATCH_SIZE, PREDICT
                                  PREDICTION_DRIFT, FEEDBACK, FEEDBACK_DISAGREEMENTS, MODEL_INFO)
 TRAINING: tuple[Metric, ...] = (TRAINING_ACCURACY, TRAINING_NOISE_RATE, TRAINING_DURATION, GATE_PASSED,
                                 TRAINING_LAST_SUCCESS)
-METRICS: tuple[Metric, ...] = PREDICTOR + TRAINING
+KSERVE: tuple[Metric, ...] = (PREPROCESS_DURATION, PREDICT_DURATION, POSTPROCESS_DURATION)  # in KSERVE_STAGES order
+METRICS: tuple[Metric, ...] = PREDICTOR + KSERVE + TRAINING
 BY_NAME: dict[str, Metric] = {metric.name: metric for metric in METRICS}
 SERIES: frozenset[str] = frozenset(series for metric in METRICS for series in metric.series)

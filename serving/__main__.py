@@ -1,40 +1,89 @@
-"""python -m serving --model DIR [--model-name NAME] [--http-port 8080] [--max-batch 256] [--max-body-bytes N]
+"""python -m serving --model DIR [--http_port 8080] [--grpc_port 8081] [KServe's other flags] [--max-batch 256] ...
 
 Serve the release in DIR (``model.onnx``, ``model_card.json``; in a cluster KServe's storage initializer puts it at
-/mnt/models) with KServe: Open Inference Protocol v2 and v1, label feedback, Prometheus metrics at /metrics.
-Refuses to start, with one line naming the file, when the model does not match its card.
+/mnt/models) with KServe: Open Inference Protocol v2 over REST and gRPC, v1 over REST, label feedback, Prometheus
+metrics at /metrics. Refuses to start, with one line naming the file, when the model does not match its card.
+
+The command line is KServe's own model-server parser (``kserve.model_server.parser``) extended with the predictor's
+options, as KServe's custom-model examples do, so KServe's flags work as its users expect. ``--http-port`` and
+``--model-name`` stay as the older spellings of KServe's ``--http_port`` and ``--model_name``.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
+from types import ModuleType
 
 from serving.release import ReleaseError, load_release
 
+MODEL_NAME = "mlnt-classifier"
+AT_LEAST_ONE = {"max_batch": "--max-batch", "max_body_bytes": "--max-body-bytes", "drift_window": "--drift-window",
+                "max_threads": "--max_threads"}  # option -> its spelling: ours with hyphens, KServe's with underscores
+
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m serving", description=__doc__.splitlines()[2])
-    parser.add_argument("--model", required=True, help="release folder with model.onnx and model_card.json")
-    parser.add_argument("--model-name", default="mlnt-classifier", help="the name in the endpoint paths")
-    parser.add_argument("--http-port", type=int, default=8080)
-    parser.add_argument("--max-batch", type=int, default=256, help="most images in one request")
-    parser.add_argument("--max-body-bytes", type=int, default=16 * 1024 * 1024, help="largest request body")
-    parser.add_argument("--drift-window", type=int, default=1000, help="recent predictions the drift gauge uses")
-    parser.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0: its default)")
+    # A copy of KServe's parser, so that our defaults do not change KServe's own.
+    parser = argparse.ArgumentParser(prog="python -m serving", description=__doc__.split("\n\n")[1],
+                                     parents=[copy.deepcopy(kserve_cli().parser)],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.set_defaults(model_name=MODEL_NAME)
+    ours = parser.add_argument_group("the predictor's options")
+    ours.add_argument("--model", required=True, help="release folder with model.onnx and model_card.json")
+    ours.add_argument("--model-name", dest="model_name", default=argparse.SUPPRESS, help="the same as --model_name")
+    ours.add_argument("--http-port", dest="http_port", type=int, default=argparse.SUPPRESS,
+                      help="the same as --http_port")
+    ours.add_argument("--max-batch", type=int, default=256, help="most images in one request")
+    ours.add_argument("--max-body-bytes", type=int, default=16 * 1024 * 1024,
+                      help="largest request: REST body, and gRPC message unless --grpc_max_receive_message_length "
+                           "is smaller")
+    ours.add_argument("--drift-window", type=int, default=1000, help="recent predictions the drift gauge uses")
+    ours.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0: its default)")
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = get_args_parser().parse_args(argv)
-    for option in ("max_batch", "max_body_bytes", "drift_window"):
-        if getattr(args, option) < 1:
-            print(f"serving: --{option.replace('_', '-')}: expected at least 1, found {getattr(args, option)}",
-                  file=sys.stderr)
-            return 2
+def kserve_cli() -> ModuleType:
+    """``kserve.model_server``, imported with an empty command line. KServe parses sys.argv when it is imported
+    (``parse_known_args``): it would answer a bad value of one of its flags, or our ``--model`` without a value (an
+    abbreviation of its ``--model_name``), with its own usage before ours is read. Our one strict parse is handed to
+    it instead (``serving.server.hand_to_kserve``)."""
+    argv, sys.argv = sys.argv, sys.argv[:1]
     try:
-        release = load_release(args.model)  # before importing KServe: a bad release fails in a fraction of a second
-        sys.argv = sys.argv[:1]  # KServe parses sys.argv when imported; our options are not its options
+        from kserve import model_server  # noqa: PLC0415 -- FastAPI, gRPC and KServe's app: only when parsing
+    finally:
+        sys.argv = argv
+    return model_server
+
+
+def problem(args: argparse.Namespace) -> str | None:
+    """The first option the predictor cannot run with, as one line; ``None`` when all are usable."""
+    for option, spelling in AT_LEAST_ONE.items():
+        if getattr(args, option) < 1:
+            return f"{spelling}: expected at least 1, found {getattr(args, option)}"
+    if args.workers != 1:
+        return (f"--workers: expected 1 (KServe's extra REST workers are spawned processes that import a fresh app, "
+                f"without this predictor's model, guard, metrics and feedback route; run more replicas instead), "
+                f"found {args.workers}")
+    if args.enable_grpc and args.grpc_port == args.http_port:
+        return f"--grpc_port: expected a port other than --http_port, found {args.grpc_port} for both"
+    return None
+
+
+def kserve_settings(args: argparse.Namespace) -> dict:
+    """The parsed options, with gRPC messages capped at ``--max-body-bytes`` as REST bodies are."""
+    settings = vars(args).copy()
+    settings["grpc_max_receive_message_length"] = min(args.grpc_max_receive_message_length, args.max_body_bytes)
+    return settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = get_args_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    if (found := problem(args)) is not None:
+        print(f"serving: {found}", file=sys.stderr)
+        return 2
+    try:
+        release = load_release(args.model)  # before onnxruntime and the model: a bad release fails fast
         from serving.server import build, serve  # noqa: PLC0415
 
         model = build(release, name=args.model_name, max_batch=args.max_batch, drift_window=args.drift_window,
@@ -42,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     except ReleaseError as exc:
         print(f"serving: refusing to start: {exc}", file=sys.stderr)
         return 2
-    serve(model, http_port=args.http_port, max_body_bytes=args.max_body_bytes)
+    serve(model, kserve_settings(args), max_body_bytes=args.max_body_bytes)
     return 0
 
 

@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import base64
 import math
-import struct
 
 import orjson
 
-from serving.inputs import BadRequest, parse_json
+from serving.inputs import BadRequest, elements, parse_json
 
 HEADER = b"inference-header-content-length"
 ITEM_BYTES = {"BOOL": 1, "UINT8": 1, "INT8": 1, "UINT16": 2, "INT16": 2, "FP16": 2, "UINT32": 4, "INT32": 4,
@@ -63,16 +62,3 @@ def _chunk(tensor: dict, size: object, raw: bytes, offset: int) -> bytes:
             raise BadRequest(f"input '{name}': expected {math.prod(shape) * ITEM_BYTES[datatype]} bytes for "
                              f"{datatype} {shape}, found {size}")
     return raw[offset:offset + size]
-
-
-def elements(chunk: bytes, name: str) -> list[bytes]:
-    """The elements of a binary BYTES tensor: each a 4-byte little-endian length, then that many bytes."""
-    items, at = [], 0
-    while at < len(chunk):
-        n = struct.unpack_from("<I", chunk, at)[0] if at + 4 <= len(chunk) else len(chunk)
-        if at + 4 + n > len(chunk):
-            raise BadRequest(f"input '{name}': expected BYTES elements each prefixed by its 4-byte little-endian "
-                             f"length, found an element of {n} bytes with {max(len(chunk) - at - 4, 0)} left")
-        items.append(chunk[at + 4:at + 4 + n])
-        at += 4 + n
-    return items

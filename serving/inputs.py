@@ -11,6 +11,7 @@ import base64
 import binascii
 import io
 import math
+import struct
 
 import numpy as np
 import orjson
@@ -50,8 +51,8 @@ def v2_batch(request, spec: InputSpec, max_batch: int) -> np.ndarray:
                          f"BYTES [N] input of base64 PNG/JPEG images), found {len(request.inputs)}")
     tensor = request.inputs[0]
     if tensor.datatype == "BYTES":
-        data = list(tensor.data)
         check_batch(math.prod(tensor.shape), max_batch)
+        data = list(tensor.data) if raw_contents(tensor) is None else elements(raw_contents(tensor), tensor.name)
         if len(data) != math.prod(tensor.shape):
             raise BadRequest(f"input '{tensor.name}': expected {math.prod(tensor.shape)} elements for shape "
                              f"{list(tensor.shape)}, found {len(data)}")
@@ -62,7 +63,15 @@ def v2_batch(request, spec: InputSpec, max_batch: int) -> np.ndarray:
     if tensor.name != spec.name:
         raise BadRequest(f"expected the FP32 input to be named '{spec.name}', found '{tensor.name}'")
     _check_shape(list(tensor.shape), spec, max_batch)
+    if raw_contents(tensor) is not None:
+        return _finite(_raw_fp32(raw_contents(tensor), list(tensor.shape), f"input '{spec.name}'"))
     return _finite(_values(tensor.data, tensor.shape, f"input '{spec.name}'"))
+
+
+def raw_contents(tensor) -> bytes | None:
+    """The bytes of a gRPC input sent in ``raw_input_contents`` (KServe keeps them beside the empty ``data``, as its
+    own ``InferInput.as_numpy`` reads them), or ``None`` for data in the message or in JSON."""
+    return getattr(tensor, "_raw_data", None)
 
 
 def v1_batch(body: object, spec: InputSpec, max_batch: int) -> np.ndarray:
@@ -85,6 +94,20 @@ def v1_batch(body: object, spec: InputSpec, max_batch: int) -> np.ndarray:
         raise BadRequest(f"expected instances of shape {list(spec.shape)} (channels, height, width), found "
                          f"{list(x.shape[1:])}")
     return _finite(x)
+
+
+def elements(chunk: bytes, name: str) -> list[bytes]:
+    """The elements of a binary BYTES tensor (the v2 binary extension, gRPC raw contents): each a 4-byte
+    little-endian length, then that many bytes."""
+    items, at = [], 0
+    while at < len(chunk):
+        n = struct.unpack_from("<I", chunk, at)[0] if at + 4 <= len(chunk) else len(chunk)
+        if at + 4 + n > len(chunk):
+            raise BadRequest(f"input '{name}': expected BYTES elements each prefixed by its 4-byte little-endian "
+                             f"length, found an element of {n} bytes with {max(len(chunk) - at - 4, 0)} left")
+        items.append(chunk[at + 4:at + 4 + n])
+        at += 4 + n
+    return items
 
 
 def images(blobs: list[bytes], spec: InputSpec) -> np.ndarray:
@@ -140,6 +163,14 @@ def _values(data: object, shape: list[int] | None, what: str) -> np.ndarray:
     if values.size != math.prod(shape):
         raise BadRequest(f"{what}: expected {math.prod(shape)} values for shape {list(shape)}, found {values.size}")
     return values.reshape(shape)
+
+
+def _raw_fp32(raw: bytes, shape: list[int], what: str) -> np.ndarray:
+    """Little-endian float32 values, as the Open Inference Protocol sends FP32 raw contents."""
+    if len(raw) != math.prod(shape) * 4:
+        raise BadRequest(f"{what}: expected {math.prod(shape) * 4} bytes of raw FP32 contents for shape {shape}, "
+                         f"found {len(raw)}")
+    return np.frombuffer(raw, dtype="<f4").reshape(shape)
 
 
 def _finite(x: np.ndarray) -> np.ndarray:

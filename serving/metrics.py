@@ -41,7 +41,11 @@ class PredictorMetrics:
         self.drift_gauge.labels(model=model).set(drift.distance())
 
     def request(self, protocol: str, status: int, seconds: float) -> None:
-        outcome = "ok" if status < 400 else "client_error" if status < 500 else "server_error"
+        """One request answered with HTTP ``status``."""
+        self.answered(protocol, "ok" if status < 400 else "client_error" if status < 500 else "server_error", seconds)
+
+    def answered(self, protocol: str, outcome: str, seconds: float) -> None:
+        """One request with its outcome (``contract.OUTCOMES``); gRPC has no HTTP status to derive it from."""
         self.requests.labels(model=self.model, protocol=protocol, outcome=outcome).inc()
         self.duration.labels(model=self.model, protocol=protocol).observe(seconds)
 

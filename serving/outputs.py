@@ -12,11 +12,22 @@ def v2_response(request: InferRequest, model: str, probabilities: np.ndarray,
                 class_names: tuple[str, ...]) -> InferResponse:
     top = probabilities.argmax(axis=1)
     names = np.array([class_names[i] for i in top], dtype=object)
-    outputs = [InferOutput("probabilities", list(probabilities.shape), "FP32", data=probabilities),
-               InferOutput("class", [len(top)], "BYTES", data=names),
-               InferOutput("class_index", [len(top)], "INT64", data=top.astype(np.int64))]
+    data = _lists if request.from_grpc else _arrays
+    outputs = [InferOutput("probabilities", list(probabilities.shape), "FP32", data=data(probabilities)),
+               InferOutput("class", [len(top)], "BYTES", data=data(names)),
+               InferOutput("class_index", [len(top)], "INT64", data=data(top.astype(np.int64)))]
     return InferResponse(response_id=request.id or str(uuid.uuid4()), model_name=model, infer_outputs=outputs,
                          use_binary_outputs=request.use_binary_outputs, requested_outputs=request.request_outputs)
+
+
+def _arrays(values: np.ndarray) -> np.ndarray:
+    return values
+
+
+def _lists(values: np.ndarray) -> list:
+    """Flat lists for a gRPC answer: KServe 0.21's ``InferResponse.to_grpc`` takes the truth value of an output's
+    data when the request came as raw contents, a ValueError for an array; lists it converts itself."""
+    return values.ravel().tolist()
 
 
 def v1_response(probabilities: np.ndarray, class_names: tuple[str, ...]) -> dict:

@@ -1,15 +1,19 @@
-"""Wiring: the model, its metrics and our routes, middleware and error handlers on KServe's FastAPI app."""
+"""Wiring: the model, its metrics and our routes, middleware and error handlers on KServe's FastAPI app; KServe's
+ModelServer with the command line's settings, a read-only model repository and gRPC inference accounted."""
 
 from __future__ import annotations
 
+import inspect
 import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from kserve import ModelServer
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
+from kserve import ModelServer, model_server
 from kserve.model_server import app as kserve_app
 
+from serving.dataplane import AccountedDataPlane
 from serving.drift import DriftWindow
 from serving.feedback import install_feedback
 from serving.inputs import BadRequest
@@ -17,6 +21,7 @@ from serving.metrics import PredictorMetrics
 from serving.middleware import Accounting, Guard
 from serving.model import Classifier
 from serving.release import Release
+from serving.repository import ReadOnlyRepository, Refused, refused
 
 log = logging.getLogger(__name__)
 
@@ -30,19 +35,60 @@ def build(release: Release, *, name: str, max_batch: int, drift_window: int, thr
     return model
 
 
-def install(app: FastAPI, model: Classifier, *, max_body_bytes: int) -> None:
+def install(app: FastAPI, model: Classifier, *, max_body_bytes: int, docs: bool = False) -> None:
+    if docs and app.docs_url is None:
+        install_docs(app)
     app.add_middleware(Guard, models={model.name}, max_body_bytes=max_body_bytes)
     app.add_middleware(Accounting, metrics=model.metrics)  # outermost of ours: sees Guard's answers too
     app.add_exception_handler(BadRequest, bad_request)
     app.add_exception_handler(RequestValidationError, invalid_body)
+    app.add_exception_handler(Refused, refused)
     install_feedback(app, model, model.metrics)
 
 
-def serve(model: Classifier, *, http_port: int, max_body_bytes: int) -> None:
-    install(kserve_app, model, max_body_bytes=max_body_bytes)
-    log.info("serving %s (%s) from %s on port %d", model.name, model.release.version, model.release.folder,
-             http_port)
-    ModelServer(http_port=http_port, enable_grpc=False, workers=1).start([model])
+def install_docs(app: FastAPI) -> None:
+    """Swagger UI at /docs, what KServe's --enable_docs_url gives: KServe reads that flag only when it creates its
+    app, at import, and imports with an empty command line here (``serving.__main__.kserve_cli``)."""
+
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "").rstrip("/")
+        return get_swagger_ui_html(openapi_url=root + app.openapi_url, title=f"{app.title} - Swagger UI")
+
+    app.docs_url = "/docs"
+    app.add_route(app.docs_url, swagger_ui, include_in_schema=False)
+
+
+def serve(model: Classifier, settings: dict, *, max_body_bytes: int) -> None:
+    """Serve ``model`` with KServe until SIGTERM; ``settings`` are the parsed command line (KServe's flags too)."""
+    install(kserve_app, model, max_body_bytes=max_body_bytes, docs=settings["enable_docs_url"])
+    server = make_server(settings, model.metrics)
+    grpc = f" and gRPC on port {server.grpc_port}" if server.enable_grpc else ""
+    log.info("serving %s (%s) from %s: REST on port %d%s", model.name, model.release.version, model.release.folder,
+             server.http_port, grpc)
+    server.start([model])
+
+
+def make_server(settings: dict, metrics: PredictorMetrics | None) -> ModelServer:
+    """KServe's ModelServer with every setting that is one of its arguments; the rest of KServe's flags it reads from
+    ``kserve.model_server.args`` (``hand_to_kserve``). Both transports share its repository extension and data
+    plane: the repository is read-only, and the data plane accounts gRPC inference in our metrics."""
+    hand_to_kserve(settings)
+    accepted = inspect.signature(ModelServer).parameters
+    server = ModelServer(**{name: value for name, value in settings.items() if name in accepted})
+    server.model_repository_extension = ReadOnlyRepository(server.registered_models)
+    if metrics is not None:
+        server.dataplane = AccountedDataPlane(server.registered_models, metrics)
+    return server
+
+
+def hand_to_kserve(settings: dict) -> None:
+    """Put our parse of the command line in the namespace KServe parsed from sys.argv at import, where it reads
+    logging, the gRPC message limits and a transformer's predictor settings: our parse is the one that knows every
+    option and caps gRPC messages at --max-body-bytes, and ``main(argv)`` then means the same in a test as on the
+    command line. (``--enable_docs_url``, which KServe reads only at import, is ``install_docs``.)"""
+    for name in vars(model_server.args):
+        if name in settings:
+            setattr(model_server.args, name, settings[name])
 
 
 async def bad_request(request: Request, exc: BadRequest) -> JSONResponse:

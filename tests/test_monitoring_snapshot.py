@@ -96,5 +96,6 @@ def test_a_short_real_snapshot_of_a_tiny_release(tmp_path):
     assert last("Feedback labels per hour") > 0
     assert last("Prediction drift") > 0
     assert last("Batch size") > 1  # batches of 1 and 16
+    assert last("Stage latency p50 / p95 (KServe)") > 0  # KServe's own histograms, selected by model_name
     assert all(not target["result"] for p in taken["panels"] if p["title"] == "Accuracy" for target in p["targets"])
     assert any(key.startswith("bad: ") for key in taken["sent"]) and taken["sent"].get("v2 batch 16 200", 0) > 0

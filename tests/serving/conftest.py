@@ -1,5 +1,5 @@
 """A tiny real release (an untrained SmallCNN exported by components.export) and the predictor serving it, started
-as ``python -m serving`` on a free loopback port."""
+as ``python -m serving`` on free ports: REST (``server``, its URL) and gRPC (``grpc_target``, host:port)."""
 
 from __future__ import annotations
 
@@ -52,9 +52,25 @@ def predictor(folder: Path, log: Path, *, timeout: float = 40.0, **options):
 
 
 @pytest.fixture(scope="session")
-def server(release, tmp_path_factory):
-    with predictor(release[0], tmp_path_factory.mktemp("logs") / "predictor.log", **LIMITS) as url:
+def grpc_port() -> int:
+    return local.free_port()
+
+
+@pytest.fixture(scope="session")
+def server_log(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("logs") / "predictor.log"
+
+
+@pytest.fixture(scope="session")
+def server(release, grpc_port, server_log):
+    with predictor(release[0], server_log, grpc_port=grpc_port, **LIMITS) as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def grpc_target(server, grpc_port) -> str:
+    """The gRPC address of ``server`` (the same process, started with --grpc_port)."""
+    return f"127.0.0.1:{grpc_port}"
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import struct
 import numpy as np
 import pytest
 from kserve import InferInput, InferRequest
+from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from PIL import Image
 
 from components.training import normalise as training_normalise
@@ -98,3 +99,25 @@ def test_binary_bytes_tensors_move_into_the_json_header():
         unpack(*binary_body(b"", one + one))
     with pytest.raises(BadRequest, match="expected 4 bytes of binary tensor data after the JSON header, found 5"):
         unpack(*binary_body(b"", one, b"!"))
+
+
+def grpc_request(datatype: str, shape: list[int], raw: bytes, name: str = "images") -> InferRequest:
+    """What KServe's servicer hands the model for a gRPC message with raw_input_contents."""
+    return InferRequest.from_grpc(pb.ModelInferRequest(model_name="m", raw_input_contents=[raw], inputs=[
+        pb.ModelInferRequest.InferInputTensor(name=name, datatype=datatype, shape=shape)]))
+
+
+def test_grpc_raw_contents_are_read_and_checked_like_json_data():
+    x = np.random.default_rng(5).standard_normal((2, 1, 8, 8)).astype(np.float32)
+    assert np.array_equal(v2_batch(grpc_request("FP32", [2, 1, 8, 8], x.tobytes()), GREY, 4), x)
+    with pytest.raises(BadRequest, match=r"input 'images': expected 512 bytes of raw FP32 contents for shape "
+                                         r"\[2, 1, 8, 8\], found 511"):
+        v2_batch(grpc_request("FP32", [2, 1, 8, 8], x.tobytes()[:-1]), GREY, 4)
+    with pytest.raises(BadRequest, match=r"expected a batch of 1 to 1 images, found 2"):
+        v2_batch(grpc_request("FP32", [2, 1, 8, 8], x.tobytes()), GREY, 1)
+    png = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(png, "PNG")
+    raw = struct.pack("<I", len(png.getvalue())) + png.getvalue()
+    assert v2_batch(grpc_request("BYTES", [1], raw, name="image"), GREY, 4).shape == (1, 1, 8, 8)
+    with pytest.raises(BadRequest, match=r"input 'image': expected 2 elements for shape \[2\], found 1"):
+        v2_batch(grpc_request("BYTES", [2], raw, name="image"), GREY, 4)

@@ -41,3 +41,5 @@ def test_prometheus_scrapes_the_predictor_and_evaluates_the_recording_rules(serv
         assert scraped and recorded, (tmp_path / "prometheus.log").read_text()[-2000:]
         assert query(client, url, f'up{{job="{JOB}"}} == 1')
         assert query(client, url, f'model:mlnt_prediction_drift:avg{{model="{NAME}"}}')
+        stages = query(client, url, f'model_stage:kserve_request_duration_seconds:p95_5m{{model="{NAME}"}}')
+        assert {item["metric"]["stage"] for item in stages} == {"preprocess", "predict", "postprocess"}

@@ -1,0 +1,44 @@
+"""KServe's data plane, with gRPC inference counted and timed like REST inference.
+
+``serving.middleware.Accounting`` counts REST requests around KServe's routes; gRPC requests never pass there. Both
+transports call the data plane, so it accounts the gRPC ones (protocol ``grpc-v2``): from the call into the data
+plane to its answer, i.e. finding the model, preprocess, predict and postprocess, without the protobuf decoding
+before and encoding after (KServe's servicer does those). Errors that KServe's servicer raises before the call (a
+datatype it cannot read, raw contents that do not match the inputs) and messages over the size limit (refused by
+gRPC itself) are not counted.
+"""
+
+from __future__ import annotations
+
+import time
+
+from kserve.errors import InvalidInput, ModelNotFound, UnsupportedProtocol
+from kserve.model_repository import ModelRepository
+from kserve.protocol.dataplane import DataPlane
+from kserve.protocol.infer_type import InferRequest
+
+from serving.metrics import PredictorMetrics
+
+GRPC = "grpc-v2"  # the protocol label, KServe's name for the Open Inference Protocol over gRPC
+CLIENT_ERRORS = (InvalidInput, ModelNotFound, UnsupportedProtocol)  # serving.inputs.BadRequest is an InvalidInput
+
+
+class AccountedDataPlane(DataPlane):
+    def __init__(self, model_registry: ModelRepository, metrics: PredictorMetrics):
+        super().__init__(model_registry=model_registry)
+        self.metrics = metrics
+
+    async def infer(self, model_name: str, request, headers: dict | None = None):
+        if not (isinstance(request, InferRequest) and request.from_grpc):
+            return await super().infer(model_name, request, headers)
+        outcome, start = "server_error", time.perf_counter()  # an exception that escapes is a server error
+        try:
+            answer = await super().infer(model_name, request, headers)
+        except CLIENT_ERRORS:
+            outcome = "client_error"
+            raise
+        else:
+            outcome = "ok"
+            return answer
+        finally:
+            self.metrics.answered(GRPC, outcome, time.perf_counter() - start)

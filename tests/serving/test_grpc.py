@@ -1,0 +1,155 @@
+"""The predictor over gRPC (Open Inference Protocol v2), as a gRPC client sees it: the same ``python -m serving`` as
+the REST tests (``server``), on its --grpc_port. KServe's own client (``kserve.InferenceGRPCClient``) for health and
+inference, the generated stubs for what that client does not offer (metadata, repository, hand-made messages)."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+
+import grpc
+import numpy as np
+import pytest
+from kserve import InferenceGRPCClient, InferInput, InferRequest
+from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
+
+from monitoring import metrics as contract
+from serving.dataplane import GRPC
+from tests.serving.conftest import CLASSES, LIMITS
+from tests.serving.test_server import NAME, V2, encode, metric, v2_images, v2_probabilities, v2_tensor
+
+
+def infer(target: str, *inputs: InferInput, model: str = NAME) -> dict[str, np.ndarray]:
+    """The outputs of one inference with KServe's gRPC client, by name."""
+
+    async def call():
+        async with InferenceGRPCClient(target, timeout=30, retries=0) as client:
+            return await client.infer(InferRequest(model_name=model, infer_inputs=list(inputs)))
+
+    return {output.name: output.as_numpy() for output in asyncio.run(call()).outputs}
+
+
+def tensor(x: np.ndarray, *, raw: bool = True, name: str = "images") -> InferInput:
+    """An FP32 input; ``raw``: in the message's raw_input_contents (the client's default), else in its contents."""
+    given = InferInput(name, list(x.shape), "FP32")
+    given.set_data_from_numpy(x, binary_data=raw)
+    return given
+
+
+@pytest.fixture(scope="module")
+def stub(grpc_target):
+    with grpc.insecure_channel(grpc_target) as channel:
+        grpc.channel_ready_future(channel).result(timeout=30)
+        yield GRPCInferenceServiceStub(channel)
+
+
+def refused(call, request) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as error:
+        call(request, timeout=30)
+    return error.value
+
+
+def test_health_and_readiness(grpc_target):
+    async def ask():
+        async with InferenceGRPCClient(grpc_target, timeout=30) as client:
+            return (await client.is_server_live(), await client.is_server_ready(),
+                    await client.is_model_ready(NAME))
+
+    assert asyncio.run(ask()) == (True, True, True)
+
+
+def test_model_metadata_matches_rest(stub, server, client):
+    found = stub.ModelMetadata(pb.ModelMetadataRequest(name=NAME), timeout=30)
+    rest = client.get(f"{server}/v2/models/{NAME}").json()
+    assert found.name == NAME
+    for kind in ("inputs", "outputs"):
+        grpc_tensors = [{"name": t.name, "datatype": t.datatype, "shape": list(t.shape)} for t in getattr(found, kind)]
+        assert grpc_tensors == rest[kind]
+
+
+@pytest.mark.parametrize("raw", [True, False], ids=["raw contents", "typed contents"])
+def test_probabilities_equal_the_rest_answer(grpc_target, server, client, raw):
+    x = np.random.default_rng(10).standard_normal((3, 1, 8, 8)).astype(np.float32)
+    out = infer(grpc_target, tensor(x, raw=raw))
+    rest = v2_probabilities(client.post(server + V2, json=v2_tensor(x)))
+    np.testing.assert_allclose(out["probabilities"], rest, atol=1e-6)
+    assert out["class_index"].tolist() == rest.argmax(1).tolist()
+    assert [name.decode() for name in out["class"]] == [CLASSES[i] for i in rest.argmax(1)]
+
+
+def test_encoded_images_are_the_files_bytes(grpc_target, server, client):
+    pixels = np.random.default_rng(11).integers(0, 256, (2, 8, 8), dtype=np.uint8)
+    blobs = [encode(p) for p in pixels]
+    images = InferInput("image", [len(blobs)], "BYTES")
+    images.set_data_from_numpy(np.array(blobs, dtype=object))  # raw contents: length-prefixed file bytes
+    rest = v2_probabilities(client.post(server + V2, json=v2_images(blobs)))
+    np.testing.assert_allclose(infer(grpc_target, images)["probabilities"], rest, atol=1e-6)
+
+
+def request(datatype: str, shape: list[int], raw: bytes, name: str = "images", model: str = NAME):
+    return pb.ModelInferRequest(model_name=model, raw_input_contents=[raw], inputs=[
+        pb.ModelInferRequest.InferInputTensor(name=name, datatype=datatype, shape=shape)])
+
+
+ZEROS = np.zeros((1, 1, 8, 8), np.float32).tobytes()
+BAD = [  # (case, request, status, the message names what was expected and what was found)
+    ("raw contents cut short", request("FP32", [1, 1, 8, 8], b"\0" * 10), grpc.StatusCode.INVALID_ARGUMENT,
+     "input 'images': expected 256 bytes of raw FP32 contents for shape [1, 1, 8, 8], found 10"),
+    ("wrong shape", request("FP32", [1, 3, 8, 8], ZEROS * 3), grpc.StatusCode.INVALID_ARGUMENT,
+     "input 'images': expected shape [N, 1, 8, 8], found [1, 3, 8, 8]"),
+    ("batch too large", request("FP32", [17, 1, 8, 8], ZEROS * 17), grpc.StatusCode.INVALID_ARGUMENT,
+     "expected a batch of 1 to 16 images, found 17"),
+    ("NaN", request("FP32", [1, 1, 8, 8], np.full((1, 1, 8, 8), np.nan, np.float32).tobytes()),
+     grpc.StatusCode.INVALID_ARGUMENT, "expected finite numbers, found NaN or infinity"),
+    ("wrong input name", request("FP32", [1, 1, 8, 8], ZEROS, name="x"), grpc.StatusCode.INVALID_ARGUMENT,
+     "expected the FP32 input to be named 'images', found 'x'"),
+    ("BYTES elements cut short", request("BYTES", [1], struct.pack("<I", 100) + b"abc", name="image"),
+     grpc.StatusCode.INVALID_ARGUMENT, "expected BYTES elements each prefixed by its 4-byte little-endian length"),
+    ("bytes that are not an image", request("BYTES", [1], struct.pack("<I", 11) + b"hello world", name="image"),
+     grpc.StatusCode.INVALID_ARGUMENT, "image 0: expected PNG or JPEG bytes, found 11 bytes"),
+    ("unknown model", request("FP32", [1, 1, 8, 8], ZEROS, model="nope"), grpc.StatusCode.NOT_FOUND,
+     "Model with name nope does not exist"),
+]
+
+
+@pytest.mark.parametrize(("request_", "status", "message"), [case[1:] for case in BAD], ids=[c[0] for c in BAD])
+def test_bad_requests_get_the_rest_paths_checks_and_are_counted(stub, server, client, request_, status, message):
+    counted = {"model": NAME, "protocol": GRPC, "outcome": "client_error"}
+    before = metric(client, server, "mlnt_requests_total", **counted)
+    error = refused(stub.ModelInfer, request_)
+    assert error.code() == status and message in error.details(), (error.code(), error.details())
+    assert metric(client, server, "mlnt_requests_total", **counted) == before + 1
+
+
+def test_a_message_over_max_body_bytes_is_refused(stub, grpc_target):
+    big = request("FP32", [1, 1, 8, 8], b"\0" * (LIMITS["max_body_bytes"] + 1))
+    error = refused(stub.ModelInfer, big)
+    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and str(LIMITS["max_body_bytes"]) in error.details()
+    assert infer(grpc_target, tensor(np.zeros((1, 1, 8, 8), np.float32)))["probabilities"].shape == (1, 4)
+
+
+def test_good_requests_are_counted_and_timed(grpc_target, server, client):
+    assert GRPC in contract.PROTOCOLS  # so its series start at zero with the others
+    labels = {"model": NAME, "protocol": GRPC}
+    before = (metric(client, server, "mlnt_requests_total", outcome="ok", **labels),
+              metric(client, server, "mlnt_request_duration_seconds_count", **labels),
+              metric(client, server, "request_predict_seconds_count", model_name=NAME))
+    infer(grpc_target, tensor(np.zeros((2, 1, 8, 8), np.float32)))
+    assert (metric(client, server, "mlnt_requests_total", outcome="ok", **labels),
+            metric(client, server, "mlnt_request_duration_seconds_count", **labels),
+            metric(client, server, "request_predict_seconds_count", model_name=NAME)) == tuple(b + 1 for b in before)
+
+
+def test_the_model_repository_cannot_unload_or_load_over_either_transport(stub, grpc_target, server, client):
+    unload = refused(stub.RepositoryModelUnload, pb.RepositoryModelUnloadRequest(model_name=NAME))
+    assert unload.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert unload.details() == (f"expected no unload of models at run time (this predictor serves one release; roll "
+                                f"out a new release to change it), found a request to unload '{NAME}'")
+    load = refused(stub.RepositoryModelLoad, pb.RepositoryModelLoadRequest(model_name="other"))
+    assert load.code() == grpc.StatusCode.PERMISSION_DENIED and "found a request to load 'other'" in load.details()
+    for action in ("unload", "load"):
+        answer = client.post(f"{server}/v2/repository/models/{NAME}/{action}")
+        assert answer.status_code == 403 and f"found a request to {action} '{NAME}'" in answer.json()["error"]
+    assert client.get(f"{server}/v2/models/{NAME}/ready").json() == {"name": NAME, "ready": True}
+    assert infer(grpc_target, tensor(np.zeros((1, 1, 8, 8), np.float32)))["probabilities"].shape == (1, 4)
