@@ -56,7 +56,7 @@ quality: setup data  ## the quality study, ablation and inner_lr probe from scra
 	$(PY) -m benchmarks.quality --work artifacts/quality --output docs/results.md
 	$(PY) -m benchmarks.inner_lr --work artifacts/quality --output docs/quality/inner_lr.md
 
-serve: setup  ## serve a released model on port 8080 (MODEL=releases/latest, PORT=8080): KServe, v1 and v2
+serve: setup  ## serve a released model on port 8080 (MODEL=releases/latest, PORT=8080): KServe, v1 and v2 REST, v2 gRPC on 8081
 	$(PY) -m serving --model $(or $(MODEL),releases/latest) --http-port $(or $(PORT),8080)
 
 test: setup  ## set-up and the whole test suite (with the linter)
