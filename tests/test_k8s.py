@@ -4,9 +4,12 @@
   ships, in strict mode: an unknown field fails.
 - The TrainJob (Kubeflow Trainer v2) against its own project's API models (the kubeflow-trainer-api package): a wrong
   type fails their validation, a field they do not know fails the round trip.
-- The other custom resources (InferenceService, ServingRuntime, PyTorchJob, PodMonitor, PrometheusRule) against the
-  JSON Schemas authored in k8s/schemas/ (README there); the core types embedded in custom resources (pod templates,
-  containers, metadata, the TrainJob's pod) against the Kubernetes schemas again.
+- The InferenceService and the ServingRuntime against a JSON Schema derived, when the tests run, from the API models
+  KServe itself publishes (the kserve SDK's OpenAPI-generated ``openapi_types``): every object closed (a typo fails),
+  every type checked, plus the few enums KServe enforces that the models do not carry (KSERVE_ENUMS).
+- The other custom resources (PyTorchJob, PodMonitor, PrometheusRule) against the JSON Schemas authored in
+  k8s/schemas/ (README there); the core types embedded in custom resources (pod templates, containers, metadata, the
+  TrainJob's pod) against the Kubernetes schemas again.
 - Every render twice: as checked in (the TrainJob), and with components/training-operator-v1 listed in the
   kustomization, as docs/deploy.md says for clusters on Training Operator v1.x (the PyTorchJob instead).
 - Policies: hardened containers with requests and limits, GPUs in prod only, least-privilege RBAC, no credentials,
@@ -18,6 +21,7 @@ from __future__ import annotations
 import copy
 import functools
 import importlib.resources
+import inspect
 import json
 import re
 import shutil
@@ -51,6 +55,17 @@ NODE = "node"  # the torch-distributed runtime's replicated job and trainer cont
 # Custom resources validated against their own project's API models (a package), not an authored schema.
 UPSTREAM_MODELS = {("trainer.kubeflow.org/v1alpha1", "TrainJob"): ("kubeflow_trainer_api.models",
                                                                    "TrainerV1alpha1TrainJob")}
+# Custom resources validated against a JSON Schema derived from their project's generated API models (kserve SDK).
+KSERVE_MODELS = {("serving.kserve.io/v1beta1", "InferenceService"): "V1beta1InferenceService",
+                 ("serving.kserve.io/v1alpha1", "ServingRuntime"): "V1alpha1ServingRuntime"}
+# Values KServe enforces (CRD enum markers, its validating webhook) that its generated models type as a plain string.
+KSERVE_ENUMS = {("V1beta1PredictorSpec", "scaleMetric"): ["cpu", "memory", "concurrency", "rps"],
+                ("V1beta1ModelSpec", "protocolVersion"): ["v1", "v2", "grpc-v1", "grpc-v2"],
+                ("V1alpha1ServingRuntimeSpec", "protocolVersions"): ["v1", "v2", "grpc-v1", "grpc-v2"]}
+KSERVE_SCALARS = {"str": {"type": "string"}, "int": {"type": "integer"}, "float": {"type": "number"},
+                  "bool": {"type": "boolean"}, "object": {}, "datetime": {"type": "string"}, "date": {"type": "string"},
+                  "ResourceQuantity": {"type": ["string", "number"]},
+                  "V1beta1MetricQuantity": {"type": ["string", "number"]}}
 DEPLOY_RULES = [{"apiGroups": ["serving.kserve.io"], "resources": ["inferenceservices"],
                  "verbs": ["get", "list", "watch", "create", "patch"]}]
 CREDENTIAL_VALUE = re.compile(r"AKIA[0-9A-Z]{16}|-----BEGIN [A-Z ]*PRIVATE KEY|gh[pousr]_[A-Za-z0-9]{20,}|"
@@ -127,8 +142,60 @@ def core_errors(obj: dict) -> list[str]:
     return []
 
 
+def kserve_type(openapi_type: str, defs: dict) -> dict:
+    """The JSON Schema of one ``openapi_types`` entry of the kserve SDK (``list[X]``, ``dict(str, X)``, a scalar, a
+    KServe model: added to ``defs``, closed; a Kubernetes core type: an object, checked by kubernetes-validate)."""
+    from kserve import models  # noqa: PLC0415 - heavy import, only the KServe objects need it
+    from kubernetes.client import models as core  # noqa: PLC0415 - kserve's dependency
+
+    if openapi_type.startswith("list[") and openapi_type.endswith("]"):
+        return {"type": "array", "items": kserve_type(openapi_type[5:-1], defs)}
+    if match := re.fullmatch(r"dict\(str, (.+)\)", openapi_type):
+        return {"type": "object", "additionalProperties": kserve_type(match[1], defs)}
+    if openapi_type in KSERVE_SCALARS:
+        return KSERVE_SCALARS[openapi_type]
+    model = getattr(models, openapi_type, None)
+    if model is None:
+        if getattr(core, openapi_type, None) is not None:
+            return {"type": "object", "description": f"Kubernetes {openapi_type}: checked by kubernetes-validate"}
+        return {"description": f"{openapi_type}: no model in the kserve SDK, not checked"}
+    if openapi_type not in defs:
+        defs[openapi_type] = {}  # before the properties: the models are recursive
+        source = inspect.getsource(model)
+        required = set(re.findall(r"Invalid value for `(\w+)`, must not be `None`", source))
+        properties = {model.attribute_map[attr]: kserve_type(kind, defs) for attr, kind in model.openapi_types.items()}
+        for (owner, field), values in KSERVE_ENUMS.items():
+            if owner == openapi_type:
+                properties[field] = _with_enum(properties[field], values)
+        defs[openapi_type].update({"type": "object", "title": openapi_type, "properties": properties,
+                                   "additionalProperties": False,
+                                   "required": sorted(model.attribute_map[attr] for attr in required)})
+    return {"$ref": f"#/$defs/{openapi_type}"}
+
+
+def _with_enum(schema: dict, values: list[str]) -> dict:
+    if schema.get("type") == "array":
+        return {**schema, "items": {**schema["items"], "enum": values}}
+    return {**schema, "enum": values}
+
+
+@functools.cache
+def kserve_schema(api_version: str, kind: str) -> dict | None:
+    """A JSON Schema of a KServe resource, derived from the models of the kserve SDK that KServe generates from its
+    OpenAPI spec (KSERVE_MODELS): the upstream field names and types, every KServe object closed."""
+    model = KSERVE_MODELS.get((api_version, kind))
+    if model is None:
+        return None
+    defs: dict = {}
+    root = kserve_type(model, defs)
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **root, "$defs": defs}
+
+
 @functools.cache
 def crd_validator(api_version: str, kind: str) -> Draft202012Validator | None:
+    if schema := kserve_schema(api_version, kind):
+        Draft202012Validator.check_schema(schema)
+        return Draft202012Validator(schema)
     group, _, version = api_version.rpartition("/")
     path = SCHEMAS / group / f"{kind.lower()}_{version}.json"
     if not path.is_file():
@@ -302,6 +369,9 @@ def test_a_typo_in_an_inference_service_fails_the_crd_schema():
 
 @pytest.mark.parametrize(("path", "value"), [(("spec", "predictor", "model", "protocolVersion"), "v3"),
                                              (("spec", "predictor", "scaleMetric"), "gpu"),
+                                             (("spec", "predictor", "minReplicas"), "2"),
+                                             (("spec", "predictor", "model", "modelFormat"), "onnx"),
+                                             (("spec", "predictor", "model", "storageURI"), "pvc://x"),
                                              (("metadata", "nmae"), "typo"),
                                              (("metadata", "labels"), {"replicas": 2})])
 def test_bad_values_in_an_inference_service_fail(path, value):
@@ -349,22 +419,36 @@ def test_an_object_without_a_schema_fails():
     assert schema_errors({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}})
 
 
-def test_authored_kserve_schemas_name_only_fields_the_kserve_sdk_knows():
-    """The authored KServe schemas against the generated models of the kserve Python SDK (a project dependency)."""
+@pytest.mark.parametrize(("api_version", "kind"), sorted(KSERVE_MODELS))
+def test_kserve_schemas_come_from_the_kserve_sdk_and_are_closed(api_version, kind):
+    """The KServe schemas are derived from the kserve SDK's models, not authored here: no file in k8s/schemas/, every
+    KServe object closed, and the models' field names and required fields (ModelSpec.modelFormat) carried over."""
     from kserve import models  # noqa: PLC0415 - heavy import, only this test needs it
 
-    def schema_fields(kind: str, version: str, pointer: str) -> set[str]:
-        schema = crd_validator(f"serving.kserve.io/{version}", kind).schema
-        return set(dig(schema, pointer.split("/"))["properties"])
+    group, _, version = api_version.rpartition("/")
+    assert not (SCHEMAS / group / f"{kind.lower()}_{version}.json").exists(), "derived from the SDK, not authored"
+    schema = kserve_schema(api_version, kind)
+    Draft202012Validator.check_schema(schema)
+    assert not closed_objects_problems(schema), closed_objects_problems(schema)
+    for title, definition in schema["$defs"].items():
+        assert set(definition["properties"]) == set(getattr(models, title).attribute_map.values()), title
+    assert schema["$defs"]["V1beta1ModelSpec" if kind == "InferenceService" else "V1alpha1ServingRuntimeSpec"][
+        "required"] == (["modelFormat"] if kind == "InferenceService" else ["containers"])
 
-    pairs = {("InferenceService", "v1beta1", "$defs/PredictorSpec"): models.V1beta1PredictorSpec,
-             ("InferenceService", "v1beta1", "$defs/ModelSpec"): models.V1beta1ModelSpec,
-             ("InferenceService", "v1beta1", "properties/spec"): models.V1beta1InferenceServiceSpec,
-             ("ServingRuntime", "v1alpha1", "properties/spec"): models.V1alpha1ServingRuntimeSpec,
-             ("ServingRuntime", "v1alpha1", "$defs/SupportedModelFormat"): models.V1alpha1SupportedModelFormat}
-    for (kind, version, pointer), model in pairs.items():
-        unknown = schema_fields(kind, version, pointer) - set(model.attribute_map.values())
-        assert not unknown, f"k8s/schemas {kind} {pointer}: fields the kserve SDK does not have: {sorted(unknown)}"
+
+@pytest.mark.parametrize(("path", "value", "expected"), [
+    (("spec", "supportedModelFormat"), [], "'supportedModelFormat' was unexpected"),  # a typo
+    (("spec", "supportedModelFormats", 0, "autoselect"), True, "'autoselect' was unexpected"),
+    (("spec", "supportedModelFormats", 0, "autoSelect"), "false", "'false' is not of type 'boolean'"),
+    (("spec", "protocolVersions"), ["v2", "v3"], "'v3' is not one of"),
+    (("spec", "containers", 0, "imagePullPolcy"), "Always", "imagePullPolcy"),  # a core type, kubernetes-validate
+])
+def test_bad_values_in_a_serving_runtime_fail(path, value, expected):
+    runtime = copy.deepcopy(one("overlays/prod", "ServingRuntime"))
+    assert not schema_errors(runtime)
+    dig(runtime, path[:-1])[path[-1]] = value
+    errors = schema_errors(runtime)
+    assert any(expected in error for error in errors), errors
 
 
 # ------------------------------------------------------------------------------------------------------ policies
