@@ -3,29 +3,40 @@
     python -m monitoring.snapshot --model releases/latest --output docs/monitoring/dashboard.png [--minutes 3]
     python -m monitoring.snapshot --from-json docs/monitoring/snapshot.json --output dashboard.png  # render only
 
-1. starts the predictor (``python -m serving``) for the release and a real Prometheus (``monitoring.local``:
-   scrape and rule evaluation every second, ``monitoring/rules/mlnt.rules.yml``, the PodMonitor's job label), both
-   on free loopback ports;
-2. drives scripted, synthetic traffic for ``--minutes`` (``PHASES``): normal Fashion-MNIST test images (random
+1. starts the predictor (``python -m serving``) for the release, a Pushgateway and a real Prometheus scraping
+   both (``monitoring.local``, ``monitoring.pushgateway``: scrape and rule evaluation every second,
+   ``monitoring/rules/mlnt.rules.yml``, the PodMonitor's job label for the predictor, ``honor_labels`` for the
+   Pushgateway), all on free loopback ports;
+2. runs the project's pipeline (``ingest`` .. ``gate``, ``PIPELINE``) once in a temporary folder on a tiny
+   Fashion-MNIST (``--pipeline-images`` training images of the real data, or synthetic ones without it) with
+   short training (``--pipeline-epochs``) and ``MLNT_PUSHGATEWAY`` pointing at the Pushgateway: what its steps
+   push fills the dashboard's Training row (``--no-pipeline`` leaves the row empty); the release served is still
+   ``--model``;
+3. drives scripted, synthetic traffic for ``--minutes`` (``PHASES``): normal Fashion-MNIST test images (random
    tensors if the data or the model's input shape does not fit), then one class's images only, a burst of client
    errors, and label feedback of which half disagrees at the end; v2 batches of 1 and 16 and some v1 requests;
-3. asks ``/api/v1/query_range`` for every panel query of the dashboard (``monitoring.dashboard.build()``; template
+4. asks ``/api/v1/query_range`` for every panel query of the dashboard (``monitoring.dashboard.build()``; template
    variables replaced as ``monitoring.check`` does, ``$model`` by the served model and ``$__rate_interval`` by
    ``--rate-interval``), writes the answers to ``--json`` (default: ``snapshot.json`` beside the PNG) and renders
    them laid out like the dashboard: one subplot per panel on its grid position, with its title, unit, legend,
    threshold line and value range;
-4. stops both servers (SIGTERM, then SIGKILL after a timeout), whatever happened.
+5. stops the servers (SIGTERM, then SIGKILL after a timeout), whatever happened.
 
-The whole run is bounded: at most ``MAX_SECONDS`` of traffic plus about half a minute to start and stop.
+The whole run is bounded: at most ``MAX_SECONDS`` of traffic, ``PIPELINE_TIMEOUT`` of pipeline (about 30 s by
+default on two CPU cores) and about half a minute to start and stop.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
+import gzip
 import json
 import math
+import os
 import re
+import subprocess
 import sys
 import tempfile
 import time
@@ -37,14 +48,19 @@ from pathlib import Path
 import httpx
 import numpy as np
 import orjson
+import yaml
 from matplotlib import dates as mdates
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyBboxPatch, Patch
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-from components.formats.idx import FASHION_MNIST_CLASSES, IDX_IMAGES, IDX_LABELS, read_idx
-from monitoring import ROOT, check, dashboard
-from monitoring.local import PODMONITOR_JOB, LocalError, free_port, predictor, prometheus
+from components.formats.idx import FASHION_MNIST_CLASSES, FASHION_MNIST_FILES, IDX_IMAGES, IDX_LABELS, read_idx
+from components.telemetry import PUSHGATEWAY_ENV
+from monitoring import ROOT, check, dashboard, local
+from monitoring.local import PODMONITOR_JOB, PODMONITOR_JOB_NAME, LocalError, free_port, predictor, prometheus
+from monitoring.metrics import PUSHGATEWAY_JOB
+from monitoring.pushgateway import JOB_NAME as PUSHGATEWAY_SCRAPE_JOB
+from monitoring.pushgateway import prometheus_scraping, pushgateway
 from serving.release import InputSpec, ReleaseError, load_release
 
 DATA = ROOT / "data" / "fashion-mnist"
@@ -64,6 +80,12 @@ PHASE_COLORS = {"skewed": "#1F78C1", "bad requests": "#E24D42", "disagreeing fee
 ROW_UNIT, COLUMN_UNIT, MARGIN, HEADER, GAP, AXIS_LEFT = 0.3, 0.62, 0.25, 1.25, 0.1, 0.72
 LEGEND_ROW, LEGEND_CHAR, LEGEND_HANDLE = 0.17, 0.056, 0.42
 DPI = 110
+# the pipeline run whose pushes fill the Training row: its steps, what it trains on, and how long it may take
+PIPELINE = ("ingest", "noise", "baseline", "mlnt", "evaluate", "export", "gate")
+PUSHING_STEPS = ("baseline", "mlnt", "evaluate", "gate")  # the steps that push (components.telemetry.reports)
+PIPELINE_IMAGES, PIPELINE_EPOCHS = 1500, 3  # and a quarter as many test images, at least 100
+PIPELINE_MIN_ACCURACY = 0.5  # the gate's bar for so short a run (params.yaml's is for the full one)
+PIPELINE_TIMEOUT = 300.0
 
 
 class SnapshotError(Exception):
@@ -123,6 +145,93 @@ def load_images(spec: InputSpec, data: Path = DATA, *, limit: int = 2000, seed: 
     x = rng.standard_normal((limit, *spec.shape)).astype(np.float32)
     return Images(x, None, np.zeros(1, np.int64),
                   f"random normalised tensors ({spec.shape}; skewed phase: one image repeated)")
+
+
+# the pipeline run (the Training row)
+
+
+def idx_gz(array: np.ndarray, magic: int) -> bytes:
+    """The IDX format, gzipped: a big-endian magic number, one big-endian uint32 per dimension, the bytes."""
+    header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    return gzip.compress(header + np.ascontiguousarray(array, np.uint8).tobytes(), compresslevel=1)
+
+
+def tiny_fashion_mnist(folder: Path, data: Path = DATA, *, train: int = PIPELINE_IMAGES, test: int = 100,
+                       seed: int = 0) -> str:
+    """A tiny Fashion-MNIST in the published file layout in ``folder``: a random subset of the one in ``data`` if
+    it is there, else synthetic images (class c a bright band at rows 2c+4..2c+7); says which."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    real = all((data / name).is_file() for pair in FASHION_MNIST_FILES.values() for name in pair)
+    for split, count in (("train", train), ("test", test)):
+        images_name, labels_name = FASHION_MNIST_FILES[split]
+        if real:
+            images, labels = read_idx(data / images_name, IDX_IMAGES), read_idx(data / labels_name, IDX_LABELS)
+            keep = np.sort(rng.permutation(len(labels))[:count])
+            images, labels = images[keep], labels[keep]
+        else:
+            labels = rng.integers(0, 10, count)
+            images = rng.integers(0, 60, (count, 28, 28))
+            for i, c in enumerate(labels):
+                images[i, 2 * c + 4:2 * c + 7, 4:24] = 250
+        (folder / images_name).write_bytes(idx_gz(images, IDX_IMAGES))
+        (folder / labels_name).write_bytes(idx_gz(labels, IDX_LABELS))
+    shown = data.relative_to(ROOT) if data.is_relative_to(ROOT) else data
+    return (f"{train} training and {test} test images of {shown}" if real
+            else f"{train} training and {test} test synthetic images (no Fashion-MNIST at {shown})")
+
+
+def pipeline_params(epochs: int) -> dict:
+    """``params.yaml`` for a short run: the whole tiny training set, ``epochs`` epochs for the baseline and MLNT
+    (the meta-learning ramp within them), no progress bars, and the gate's bar at ``PIPELINE_MIN_ACCURACY``."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["ingest"].update(dataset="fashion-mnist", path="data/fashion-mnist")
+    params["noise"].update(train_size=0)
+    for section in ("baseline", "mlnt"):
+        params[section].update(epochs=epochs, batch_size=64, progress=False, checkpoint_every=1000)
+    params["mlnt"].update(ramp_start=0.25 * epochs, ramp_end=0.5 * epochs)
+    params["gate"].update(min_accuracy=PIPELINE_MIN_ACCURACY, registry="releases")
+    return params
+
+
+_RUN_STEPS = """
+import sys
+from importlib import import_module
+for name in sys.argv[1:]:
+    print(f"--- python -m components.{name}", flush=True)
+    code = import_module(f"components.{name}").main([])
+    if code:
+        sys.exit(f"components.{name} exited with {code}")
+"""
+
+
+def run_pipeline(folder: Path, gateway: str, *, images: int = PIPELINE_IMAGES, epochs: int = PIPELINE_EPOCHS,
+                 data: Path = DATA, timeout: float = PIPELINE_TIMEOUT) -> dict:
+    """The pipeline's steps (``PIPELINE``), one after another in one Python process in ``folder`` (its own
+    ``params.yaml``, ``data/``, ``artifacts/`` and ``releases/``), pushing to ``gateway``; its log is
+    ``folder/pipeline.log``. What ran, for the snapshot."""
+    source = tiny_fashion_mnist(folder / "data" / "fashion-mnist", data, train=images,
+                                test=max(100, images // 4))
+    params = pipeline_params(epochs)
+    (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    log = folder / "pipeline.log"
+    env = {**os.environ, PUSHGATEWAY_ENV: gateway, "PYTHONUNBUFFERED": "1",
+           "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    env.pop("RANK", None)
+    began = time.monotonic()
+    with log.open("wb") as out:
+        try:
+            done = subprocess.run([sys.executable, "-c", _RUN_STEPS, *PIPELINE], cwd=folder, env=env, stdout=out,
+                                  stderr=subprocess.STDOUT, timeout=timeout, check=False)
+        except subprocess.TimeoutExpired:
+            raise SnapshotError(f"the pipeline run took over {timeout:.0f} s:\n{log.read_text()[-3000:]}") from None
+    if done.returncode != 0:
+        raise SnapshotError(f"the pipeline run failed ({done.returncode}):\n{log.read_text()[-3000:]}")
+    return {"steps": list(PIPELINE), "pushing": list(PUSHING_STEPS), "data": source, "epochs": epochs,
+            "network": params["baseline"]["network"], "noise": {"kind": params["noise"]["kind"],
+                                                                  "rate": params["noise"]["rate"]},
+            "gate_min_accuracy": PIPELINE_MIN_ACCURACY, "seconds": round(time.monotonic() - began, 1),
+            "pushgateway_job": PUSHGATEWAY_JOB}
 
 
 # the traffic
@@ -266,14 +375,19 @@ def collect(client: httpx.Client, url: str, board: dict, *, start: float, end: f
             for panel in panels(board)]
 
 
-def wait_for_scrape(client: httpx.Client, url: str, job: str, timeout: float = 20.0) -> None:
-    expr, deadline = f'up{{job="{job}"}} == 1', time.monotonic() + timeout
+def wait_for(client: httpx.Client, url: str, expr: str, what: str, timeout: float = 20.0) -> None:
+    """Poll ``expr`` until it has a result; a ``SnapshotError`` saying that prometheus had not ``what`` if not."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         answer = client.get(f"{url}/api/v1/query", params={"query": expr})
         if answer.status_code == 200 and answer.json()["data"]["result"]:
             return
         time.sleep(0.25)
-    raise SnapshotError(f"prometheus had not scraped the predictor (job {job}) after {timeout:.0f} s")
+    raise SnapshotError(f"prometheus had not {what} after {timeout:.0f} s ({expr})")
+
+
+def wait_for_scrape(client: httpx.Client, url: str, job: str, timeout: float = 20.0) -> None:
+    wait_for(client, url, f'up{{job="{job}"}} == 1', f"scraped the predictor (job {job})", timeout)
 
 
 # the rendering
@@ -449,9 +563,8 @@ def render(board: dict, snapshot: dict) -> Figure:
     figure.text(MARGIN / width, 1 - 0.6 / height,
                 f"Model {model.get('name', '?')} {model.get('version', '')}, synthetic traffic in phases: "
                 f"{phases or 'none recorded'} (shaded as in the legend).\n$__rate_interval = "
-                f"{snapshot.get('variables', {}).get('__rate_interval', '?')}. The Training row reads what the "
-                "pipeline pushes to a Pushgateway; this run has none.", fontsize=9.5, linespacing=1.5,
-                color="#555555", va="top")
+                f"{snapshot.get('variables', {}).get('__rate_interval', '?')}. {training_text(snapshot)}",
+                fontsize=9.5, linespacing=1.5, color="#555555", va="top")
     patches = [Patch(color=color, alpha=0.3, label=name) for name, color in PHASE_COLORS.items()]
     figure.legend(handles=patches, loc="upper right", bbox_to_anchor=(1 - MARGIN / width, 1 - 0.1 / height),
                   ncol=len(patches), fontsize=9, frameon=False)
@@ -491,6 +604,17 @@ def render(board: dict, snapshot: dict) -> Figure:
     return figure
 
 
+def training_text(snapshot: dict) -> str:
+    """The header's sentence on the Training row: the pipeline run whose pushes it shows, if any."""
+    run = snapshot.get("training")
+    if not run:
+        return "The Training row reads what the pipeline pushes to a Pushgateway; this run has none."
+    return (f"The Training row: what one pipeline run ({', '.join(run['steps'])}) pushed to a Pushgateway just "
+            f"before the traffic:\n{run['seconds']:g} s on {run['data']}, {run['network']}, {run['epochs']} epochs, "
+            f"{run['noise']['kind']} noise at rate {run['noise']['rate']:g}, gate bar {run['gate_min_accuracy']:.0%}; "
+            "that run's model is not the one served.")
+
+
 def save(figure: Figure, output: Path) -> Path:
     output.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(output, dpi=figure.dpi, facecolor=figure.get_facecolor())
@@ -501,8 +625,10 @@ def save(figure: Figure, output: Path) -> Path:
 
 
 def take(release: Path, seconds: float, *, name: str = MODEL_NAME, rate_interval: str = RATE_INTERVAL,
-         data: Path = DATA, workdir: Path | None = None, log: Callable[[str], None] = print) -> dict:
-    """Serve ``release``, drive the traffic for ``seconds``, query Prometheus: the snapshot (JSON-ready)."""
+         data: Path = DATA, workdir: Path | None = None, log: Callable[[str], None] = print, pipeline: bool = True,
+         pipeline_images: int = PIPELINE_IMAGES, pipeline_epochs: int = PIPELINE_EPOCHS) -> dict:
+    """Serve ``release``, run the pipeline once (unless not ``pipeline``), drive the traffic for ``seconds``, query
+    Prometheus: the snapshot (JSON-ready)."""
     began = time.monotonic()
 
     def say(message: str) -> None:
@@ -519,11 +645,26 @@ def take(release: Path, seconds: float, *, name: str = MODEL_NAME, rate_interval
         logs = Path(workdir or folder)
         try:
             port = free_port()  # known before the predictor starts, so that both start at once
-            with prometheus(f"127.0.0.1:{port}", logs / "prometheus") as prom, \
-                    predictor(release, logs / "predictor.log", port=port, model_name=name,
-                              drift_window=DRIFT_WINDOW) as url, \
-                    httpx.Client(timeout=30) as client:
-                say(f"predictor {url} and prometheus {prom} ready")
+            config = local.prometheus_config([f"127.0.0.1:{port}"], job_name=PODMONITOR_JOB_NAME, job=PODMONITOR_JOB)
+            with contextlib.ExitStack() as servers:
+                gateway = servers.enter_context(pushgateway(logs / "pushgateway")) if pipeline else None
+                prom = servers.enter_context(
+                    prometheus_scraping(gateway, logs / "prometheus", config=config) if gateway
+                    else prometheus(f"127.0.0.1:{port}", logs / "prometheus"))
+                url = servers.enter_context(predictor(release, logs / "predictor.log", port=port, model_name=name,
+                                                      drift_window=DRIFT_WINDOW))
+                client = servers.enter_context(httpx.Client(timeout=30))
+                say(f"predictor {url}, prometheus {prom}" + (f" and pushgateway {gateway}" if gateway else "")
+                    + " ready")
+                training = None
+                if gateway:
+                    say(f"the pipeline ({' .. '.join((PIPELINE[0], PIPELINE[-1]))}, {pipeline_epochs} epochs) "
+                        f"pushing to {gateway}")
+                    training = run_pipeline(logs / "pipeline", gateway, images=pipeline_images,
+                                            epochs=pipeline_epochs, data=data)
+                    say(f"the pipeline ran in {training['seconds']:g} s on {training['data']}")
+                    wait_for(client, prom, f'count(mlnt_training_duration_seconds{{job="{PUSHGATEWAY_JOB}"}}) '
+                             f">= {len(PUSHING_STEPS)}", "scraped the pipeline's pushes from the pushgateway")
                 wait_for_scrape(client, prom, PODMONITOR_JOB)
                 start = time.time() - 2
                 traffic = Traffic(client, url, name, images, len(loaded.spec.class_names))
@@ -541,8 +682,10 @@ def take(release: Path, seconds: float, *, name: str = MODEL_NAME, rate_interval
     return {"title": board["title"], "taken_at": dt.datetime.fromtimestamp(end, dt.UTC).isoformat(timespec="seconds"),
             "model": {"name": name, "version": loaded.version, "release": str(release)},
             "prometheus": {"scrape_interval": "1s", "evaluation_interval": "1s", "job": PODMONITOR_JOB,
-                           "rules": "monitoring/rules/mlnt.rules.yml"},
-            "predictor": {"drift_window": DRIFT_WINDOW}, "inputs": images.source,
+                           "rules": "monitoring/rules/mlnt.rules.yml",
+                           "pushgateway": {"job_name": PUSHGATEWAY_SCRAPE_JOB, "honor_labels": True} if training
+                           else None},
+            "predictor": {"drift_window": DRIFT_WINDOW}, "training": training, "inputs": images.source,
             "range": {"start": start, "end": end, "step": step}, "variables": variables, "phases": phases,
             "sent": dict(sorted(traffic.sent.items())), "panels": recorded}
 
@@ -559,7 +702,15 @@ def get_args_parser() -> argparse.ArgumentParser:
     duration.add_argument("--seconds", type=float, help="traffic duration in seconds")
     parser.add_argument("--model-name", default=MODEL_NAME, help="the served model's name")
     parser.add_argument("--rate-interval", default=RATE_INTERVAL, help="what $__rate_interval becomes")
-    parser.add_argument("--data", type=Path, default=DATA, help="the Fashion-MNIST folder (test images)")
+    parser.add_argument("--data", type=Path, default=DATA,
+                        help="the Fashion-MNIST folder (test images for the traffic, a subset for the pipeline run)")
+    parser.add_argument("--pipeline-images", type=int, default=PIPELINE_IMAGES,
+                        help=f"training images of the pipeline run (default {PIPELINE_IMAGES}; a quarter as many "
+                             "test images, at least 100)")
+    parser.add_argument("--pipeline-epochs", type=int, default=PIPELINE_EPOCHS,
+                        help=f"epochs of the run's baseline and MLNT (default {PIPELINE_EPOCHS})")
+    parser.add_argument("--no-pipeline", action="store_true",
+                        help="no pipeline run and no Pushgateway: the Training row stays empty")
     return parser
 
 
@@ -575,7 +726,8 @@ def main(argv: list[str] | None = None) -> int:
             snapshot = json.loads(args.from_json.read_text())
         else:
             snapshot = take(args.model, seconds, name=args.model_name, rate_interval=args.rate_interval,
-                            data=args.data)
+                            data=args.data, pipeline=not args.no_pipeline, pipeline_images=args.pipeline_images,
+                            pipeline_epochs=args.pipeline_epochs)
             out = args.json or args.output.with_name("snapshot.json")
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(json.dumps(snapshot, indent=1) + "\n")

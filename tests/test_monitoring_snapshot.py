@@ -1,16 +1,22 @@
 """monitoring.snapshot: the dashboard's queries rendered from recorded answers (no servers), and one short real run
-against a tiny exported model: the predictor and a real Prometheus on loopback, scripted traffic, query_range for
+against a tiny exported model: the predictor, a Pushgateway and a real Prometheus scraping both on loopback, a short
+pipeline run (ingest .. gate on a tiny Fashion-MNIST) pushing to the Pushgateway, scripted traffic, query_range for
 every panel query, a PNG and the JSON of the answers."""
 
 from __future__ import annotations
 
 import json
+import math
 import shutil
 
 import numpy as np
 import pytest
+import yaml
 
+from components.formats.idx import read_fashion_mnist
 from monitoring import check, dashboard, snapshot
+from monitoring.metrics import PUSHGATEWAY_JOB
+from monitoring.pushgateway import JOB_NAME, pushgateway_config
 from tests.serving.conftest import CLASSES, write_release
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -74,22 +80,61 @@ def test_traffic_duration_is_bounded(capsys):
     assert "expected 5 to 240 seconds of traffic, found 600" in capsys.readouterr().err
 
 
+def test_the_header_says_which_pipeline_run_fills_the_training_row():
+    assert "this run has none" in snapshot.training_text({})
+    run = {"steps": list(snapshot.PIPELINE), "seconds": 41.5, "data": "300 training and 100 test images of x",
+           "network": "small_cnn", "epochs": 1, "noise": {"kind": "symmetric", "rate": 0.5},
+           "gate_min_accuracy": 0.5}
+    text = snapshot.training_text({"training": run})
+    assert "ingest, noise, baseline, mlnt, evaluate, export, gate" in text and "41.5 s on 300 training" in text
+    assert "gate bar 50%" in text
+
+
+def test_the_pipeline_runs_on_a_tiny_fashion_mnist_with_short_training(tmp_path):
+    source = snapshot.tiny_fashion_mnist(tmp_path / "fmnist", tmp_path / "none", train=50, test=20)
+    assert source.startswith("50 training and 20 test synthetic images")
+    dataset = read_fashion_mnist(tmp_path / "fmnist")
+    assert dataset.train_images.shape == (50, 28, 28, 1) and dataset.test_labels.shape == (20,)
+    params = snapshot.pipeline_params(2)
+    assert params["baseline"]["epochs"] == params["mlnt"]["epochs"] == 2 and params["noise"]["train_size"] == 0
+    assert 0 < params["mlnt"]["ramp_start"] < params["mlnt"]["ramp_end"] <= 2
+    assert params["gate"]["min_accuracy"] == snapshot.PIPELINE_MIN_ACCURACY
+
+
+def test_prometheus_scrapes_the_predictor_and_the_pushgateway_with_honor_labels():
+    config = yaml.safe_load(pushgateway_config("127.0.0.1:9091", config=snapshot.local.prometheus_config(
+        ["127.0.0.1:8080"], job_name="podMonitor/mlnt/mlnt-classifier/0", job="mlnt/mlnt-classifier")))
+    predictor, gateway = config["scrape_configs"]
+    assert predictor["static_configs"] == [{"targets": ["127.0.0.1:8080"]}] and "honor_labels" not in predictor
+    assert gateway == {"job_name": JOB_NAME, "honor_labels": True, "static_configs": [{"targets": ["127.0.0.1:9091"]}]}
+    assert config["rule_files"] and config["global"]["scrape_interval"] == "1s"
+
+
 def test_a_short_real_snapshot_of_a_tiny_release(tmp_path):
     assert shutil.which("prometheus"), "expected the prometheus server on PATH (make system installs it), found none"
     release, _ = write_release(tmp_path / "release")
     png, out = tmp_path / "dashboard.png", tmp_path / "snapshot.json"
-    assert snapshot.main(["--model", str(release), "--output", str(png), "--seconds", "10"]) == 0
+    assert snapshot.main(["--model", str(release), "--output", str(png), "--seconds", "10",
+                          "--pipeline-images", "300", "--pipeline-epochs", "1"]) == 0
     assert png.read_bytes().startswith(PNG)
     taken = json.loads(out.read_text())
     assert [panel["title"] for panel in taken["panels"]] == [panel["title"] for panel in snapshot.panels(
         dashboard.build())]
     assert [phase["name"] for phase in taken["phases"]] == [phase.name for phase in snapshot.PHASES]
 
-    def last(title: str, **labels: str) -> float:
+    def values(title: str, **labels: str) -> list[float]:
+        """The panel's finite values (a ratio of rates is NaN while the predictor is idle, as before the traffic)."""
         panel = next(p for p in taken["panels"] if p["title"] == title)
-        values = [float(v) for target in panel["targets"] for item in target["result"]
-                  if labels.items() <= item["metric"].items() for _, v in item["values"]]
-        return max(values, default=float("nan"))
+        return [float(v) for target in panel["targets"] for item in target["result"]
+                if labels.items() <= item["metric"].items() for _, v in item["values"] if math.isfinite(float(v))]
+
+    def last(title: str, **labels: str) -> float:
+        return max(values(title, **labels), default=float("nan"))
+
+    def label_sets(title: str, *names: str) -> set[tuple[str, ...]]:
+        panel = next(p for p in taken["panels"] if p["title"] == title)
+        return {tuple(item["metric"].get(name, "") for name in names) for target in panel["targets"]
+                for item in target["result"]}
 
     assert last("Request rate by outcome", protocol="v2", outcome="ok") > 0
     assert last("Request rate by outcome", protocol="v2", outcome="client_error") > 0
@@ -97,5 +142,18 @@ def test_a_short_real_snapshot_of_a_tiny_release(tmp_path):
     assert last("Prediction drift") > 0
     assert last("Batch size") > 1  # batches of 1 and 16
     assert last("Stage latency p50 / p95 (KServe)") > 0  # KServe's own histograms, selected by model_name
-    assert all(not target["result"] for p in taken["panels"] if p["title"] == "Accuracy" for target in p["targets"])
     assert any(key.startswith("bad: ") for key in taken["sent"]) and taken["sent"].get("v2 batch 16 200", 0) > 0
+
+    # The Training row: what the pipeline's steps pushed to the Pushgateway, scraped with their own labels.
+    assert taken["training"]["steps"] == list(snapshot.PIPELINE) and taken["training"]["epochs"] == 1
+    assert taken["prometheus"]["pushgateway"] == {"job_name": JOB_NAME, "honor_labels": True}
+    assert taken["training"]["pushgateway_job"] == PUSHGATEWAY_JOB
+    assert {("evaluate", "teacher", "test"), ("evaluate", "student", "test"), ("evaluate", "baseline", "test"),
+            ("mlnt", "teacher", "val"), ("baseline", "baseline", "val")} <= label_sets("Accuracy", "step", "model",
+                                                                                        "split")
+    assert values("Accuracy") and all(0 <= value <= 1 for value in values("Accuracy"))
+    assert label_sets("Step duration", "step") == {(step,) for step in snapshot.PUSHING_STEPS}
+    assert all(value > 0 for value in values("Step duration"))
+    assert 0 < last("Estimated noise rate") < 1
+    assert set(values("Release gate")) <= {0.0, 1.0} and values("Release gate")
+    assert 0 < last("Since the last successful run") < 600
