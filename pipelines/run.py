@@ -84,14 +84,16 @@ def main(argv: list[str] | None = None) -> int:
                                                     "params.yaml the pipeline was built with)")
     parser.add_argument("--tiny", action="store_true", help="two epochs on a few hundred images")
     parser.add_argument("--root", type=Path, default=Path("artifacts/kfp"), help="--local: the pipeline root")
-    parser.add_argument("--registry", type=Path, default=Path("releases"), help="--local: the model registry")
+    parser.add_argument("--registry", type=Path, help="--local: the model registry (default: ROOT/releases, apart from "
+                                                      "the releases/ that dvc repro's gate promotes into)")
     parser.add_argument("--experiment", default="mlnt", help="--host: the experiment of the run")
     parser.add_argument("--service-account", default=SERVICE_ACCOUNT,
                         help="--host: the run's Kubernetes service account (default: %(default)s)")
     args = parser.parse_args(argv)
     try:
         if args.local:
-            released = run_local(Path(args.data), root=args.root, registry=args.registry, tiny=args.tiny,
+            registry = args.registry or args.root / "releases"  # never moves dvc repro's releases/latest
+            released = run_local(Path(args.data), root=args.root, registry=registry, tiny=args.tiny,
                                  params_file=args.params)
             print(f"pipeline finished; artifacts under {args.root}; release: {released}")
         else:

@@ -72,12 +72,13 @@ def test_artifacts_are_typed(spec):
 def test_local_run_produces_a_gated_released_model_and_its_inference_service(tmp_path, monkeypatch, capsys):
     data = make_fashion_mnist(tmp_path / "fashion-mnist", train=300, test=60)
     monkeypatch.chdir(tmp_path)
-    args = ["--local", "--tiny", "--data", str(data), "--root", "root", "--registry", "releases"]
+    args = ["--local", "--tiny", "--data", str(data), "--root", "root"]
     assert run.main(args) == 0
-    latest = tmp_path / "releases" / "latest"
-    assert f"release: releases/latest -> {os.readlink(latest)}" in capsys.readouterr().out
+    latest = tmp_path / "root" / "releases" / "latest"  # its own registry: dvc repro's releases/ stays as it was
+    assert f"release: root/releases/latest -> {os.readlink(latest)}" in capsys.readouterr().out
+    assert not (tmp_path / "releases").exists()
     assert (latest / "model.onnx").is_file() and json.loads((latest / "decision.json").read_text())["passed"]
-    (run_dir,) = [p for p in (tmp_path / "root").iterdir() if p.name != "checkpoints"]
+    (run_dir,) = [p for p in (tmp_path / "root").iterdir() if p.name not in ("checkpoints", "releases")]
     assert not [p for p in (tmp_path / "root" / "checkpoints").rglob("*.pt")]  # a finished run drops its own
     assert {p.name for p in run_dir.iterdir()} >= {*STEPS, "deploy"}
     service = yaml.safe_load((run_dir / "deploy" / "manifest").read_text())
