@@ -1,21 +1,29 @@
 """evaluate: the baseline, the MLNT student and the MLNT teacher on the clean test set, and the label-issue list.
 
-Writes ``artifacts/evaluate/metrics.json`` (a public contract: ``{"baseline": {...}, "student": {...},
-"teacher": {...}, "label_issues": {...}}``; each model with ``accuracy``, ``per_class_accuracy``, ``macro_f1`` and
-``ece`` on the clean test set, the baseline also with ``best_epoch_accuracy``; ``class_names`` in the order of
-``per_class_accuracy``; ``ece_bins``, the bins of every ECE here), ``confusion_<model>.csv`` (``actual,predicted``
-class names for ``dvc plots``), ``calibration_<model>.csv`` (the reliability diagram of each model on the test set),
-``roc_label_issues.csv`` (the label-issue score's ROC curve against the known noise) and
-``label_issues.csv``: every training sample ranked by how likely its given label is wrong (score = 1 - the
-teacher's probability of the given label), with the suggested label (the teacher's prediction), both also by class
-name, and for sharded datasets the image's ``key``. The detection figures (precision, recall, F1, AUROC against the
-injected or known noise) count only the rows whose clean label is known.
+Writes ``artifacts/evaluate/metrics.json`` (a public contract: ``{"baseline": {...}, "baseline_best_epoch": {...},
+"student": {...}, "teacher": {...}, "label_issues": {...}, "validation": {...}, "test": {...}}``; each model with
+``accuracy``, ``per_class_accuracy``, ``macro_f1`` and ``ece`` on the clean test set (``baseline`` is CE's last
+epoch, ``baseline_best_epoch`` the epoch CE's validation picked, which export may release; the baseline also
+keeps ``best_epoch_accuracy``); ``class_names`` in the order of ``per_class_accuracy``; ``ece_bins``, the bins of
+every ECE here; ``validation``: where the set every selection used came from and whether its labels are clean;
+``test``: where the test split came from), ``confusion_<model>.csv`` (``actual,predicted`` class names for ``dvc
+plots``), ``calibration_<model>.csv`` (the reliability diagram of each model on the test set),
+``roc_label_issues.csv`` (the label-issue score's ROC curve against the known noise) and ``label_issues.csv``:
+every training sample ranked by how likely its given label is wrong (score = 1 - the teacher's probability of the
+given label), with the suggested label (the teacher's prediction), both also by class name, and the image's
+``key`` where the dataset names its images (Clothing1M's key, an image folder's file).
+
+``label_issues`` in metrics.json always holds the estimated number and rate of issues and their count per given
+class (``per_class``). The detection figures (precision, recall, F1, AUROC, the true noise rate) count only the
+rows whose clean label is known, and are present only where those rows hold both noisy and clean labels
+(``ground_truth`` true): a user's own labels under noise kind ``none`` have no truth to measure against.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -147,43 +155,68 @@ def label_issues(probs: np.ndarray, given: np.ndarray, is_noisy: np.ndarray) -> 
     return rows, summary
 
 
+def per_class_issues(given: np.ndarray, suggested: np.ndarray, names: list[str]) -> dict[str, dict]:
+    """Per given class: its number of labels, how many of them look wrong (the prediction disagrees), and that
+    share."""
+    table = {}
+    for c, name in enumerate(names):
+        rows = given == c
+        flagged = int((suggested[rows] != c).sum())
+        table[name] = {"labels": int(rows.sum()), "flagged": flagged, "share": flagged / max(int(rows.sum()), 1)}
+    return table
+
+
 @reports("evaluate", lambda m: {"accuracy": {"test": {n: m[n]["accuracy"] for n in ("baseline", "student", "teacher")}},
                                  "estimated_noise_rate": m["label_issues"]["estimated_noise_rate"]})
 def run(config: EvaluateConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOISE_OUT,
         baseline: Path = BASELINE_OUT, mlnt: Path = MLNT_OUT, out: Path = OUT) -> dict:
+    """Reads the ingested test set, the noise step's labels and the four model files; writes the metrics, the
+    confusion and calibration CSVs, the label-issue list and its ROC curve to ``out``; returns the metrics."""
     ingest, noise, out = Path(ingest), Path(noise), Path(out)
-    models = {"baseline": Path(baseline) / "final.pt", "student": Path(mlnt) / "student.pt",
-              "teacher": Path(mlnt) / "teacher.pt"}
+    models = {"baseline": Path(baseline) / "final.pt", "baseline_best_epoch": Path(baseline) / "model.pt",
+              "student": Path(mlnt) / "student.pt", "teacher": Path(mlnt) / "teacher.pt"}
     nets = {name: load_model(path) for name, path in models.items()}
     _, saved = nets["teacher"]
     test = test_set(ingest, saved["normalisation"], workers=config.workers)
     test_labels = test.labels.numpy()
     k = saved["num_classes"]
-    names = read_json(ingest / "manifest.json", "ingest", "class_names")["class_names"]
+    manifest = read_json(ingest / "manifest.json", "ingest", "class_names")
+    names = manifest["class_names"]
     metrics = {}
     for name, (net, _) in nets.items():
         probs = predict(net, test, batch_size=config.batch_size, desc=f"evaluate {name} on the test set").numpy()
         metrics[name] = classification_metrics(probs, test_labels, k, config.ece_bins)
         _write_confusion(out / f"confusion_{name}.csv", test_labels, probs.argmax(1), names)
         _write_csv(out / f"calibration_{name}.csv", reliability_rows(probs, test_labels, config.ece_bins))
-    best_net, _ = load_model(Path(baseline) / "model.pt")
-    metrics["baseline"]["best_epoch_accuracy"] = float(
-        (predict(best_net, test, batch_size=config.batch_size).argmax(1).numpy() == test_labels).mean())
-    rows, summary, roc = _label_issue_list(nets["teacher"][0], ingest, noise, config)
-    _write_csv(out / "roc_label_issues.csv", roc)
+    metrics["baseline"]["best_epoch_accuracy"] = metrics["baseline_best_epoch"]["accuracy"]
+    rows, summary, roc = _label_issue_list(nets["teacher"][0], ingest, noise, config, names)
+    _write_csv(out / "roc_label_issues.csv", roc, fields=["fpr", "tpr"])
     for row in rows:
         row["given_class"], row["suggested_class"] = names[row["given_label"]], names[row["suggested_label"]]
     metrics["label_issues"] = summary
     metrics["class_names"] = names
     metrics["ece_bins"] = config.ece_bins  # export's calibration report uses the same bins
+    metrics["validation"] = validation_record(noise)
+    metrics["test"] = {"source": manifest.get("test_source", "the dataset's test split")}
     _write_csv(out / "label_issues.csv", rows)
     write_json(out / "metrics.json", metrics)
     return metrics
 
 
-def _label_issue_list(teacher, ingest: Path, noise: Path, config: EvaluateConfig):
-    """Every training row ranked by ``label_issues``; the detection summary counts only the rows whose clean label
-    is known (all of them under synthetic noise; Clothing1M's images with a clean label)."""
+def validation_record(noise: Path) -> dict:
+    """Where the validation set that every selection, calibration and gate decision used came from, and whether
+    its labels are clean (from the noise step's summary), with the warning when they are not."""
+    summary = read_json(Path(noise) / "summary.json", "noise", "val_source", "val_clean")
+    record = {"source": summary["val_source"], "clean": summary["val_clean"], "size": summary.get("val")}
+    if not summary["val_clean"]:
+        record["warning"] = summary.get("warning", "the validation labels are noisy")
+    return record
+
+
+def _label_issue_list(teacher, ingest: Path, noise: Path, config: EvaluateConfig, names: list[str]):
+    """Every training row ranked by ``label_issues``, the summary, and the ROC points (empty without ground
+    truth). The detection figures count only the rows whose clean label is known (all of them under synthetic
+    noise; Clothing1M's images with a clean label; none of a user's own labels under kind none)."""
     keys = ("index", "label", "clean_label", "is_noisy", "is_val")
     labels = dict(zip(keys, read_arrays(noise / "labels.npz", "noise", *keys), strict=True))
     train = ~labels["is_val"]
@@ -192,25 +225,34 @@ def _label_issue_list(teacher, ingest: Path, noise: Path, config: EvaluateConfig
     probs = predict(teacher, train_data, batch_size=config.batch_size,
                     desc="evaluate: the teacher on the training labels").numpy()
     known = labels["clean_label"][train] >= 0
-    rows, everywhere = label_issues(probs, given, labels["is_noisy"][train])
-    _, summary = label_issues(probs[known], given[known], labels["is_noisy"][train][known])
-    summary.update({k: everywhere[k] for k in ("estimated_issues", "estimated_noise_rate")},
-                   rows_with_clean_label=int(known.sum()))
     noisy = labels["is_noisy"][train][known]
-    roc = roc_rows(1.0 - probs[known][np.arange(int(known.sum())), given[known]], noisy)
+    rows, everywhere = label_issues(probs, given, labels["is_noisy"][train])
+    summary = {k: everywhere[k] for k in ("estimated_issues", "estimated_noise_rate")}
+    summary["per_class"] = per_class_issues(given, probs.argmax(1), names)
+    summary["rows_with_clean_label"] = int(known.sum())
+    summary["ground_truth"] = bool(noisy.any() and not noisy.all())
+    roc = []
+    if summary["ground_truth"]:
+        _, measured = label_issues(probs[known], given[known], noisy)
+        summary.update({k: measured[k] for k in ("true_noise_rate", "precision", "recall", "f1", "auroc")})
+        roc = roc_rows(1.0 - probs[known][np.arange(int(known.sum())), given[known]], noisy)
     source_keys = _source_keys(ingest)
     for row in rows:
         row["index"] = int(rows_index[row["index"]])  # report the row of the ingested training set
         if source_keys is not None:
-            row["key"] = source_keys[row["index"]].decode()
+            row["key"] = source_keys[row["index"]]
+        if not summary["ground_truth"]:
+            del row["injected_noise"]  # nothing is known about it
     return rows, summary, roc
 
 
-def _source_keys(ingest: Path) -> np.ndarray | None:
-    """The source key (e.g. Clothing1M's image path) of every ingested training row, where the dataset has them."""
-    if read_json(ingest / "manifest.json", "ingest").get("format") != "shards":
-        return None
-    return read_index(ingest, "train").key
+def _source_keys(ingest: Path) -> list[str] | None:
+    """The source key (Clothing1M's image path, an image folder's file name) of every ingested training row, where
+    the dataset has them."""
+    if read_json(ingest / "manifest.json", "ingest").get("format") == "shards":
+        return [key.decode() for key in read_index(ingest, "train").key]
+    with np.load(ingest / "train.npz") as train:
+        return train["keys"].tolist() if "keys" in train.files else None
 
 
 def _write_confusion(path: Path, actual: np.ndarray, predicted: np.ndarray, names: list[str]) -> None:
@@ -218,9 +260,9 @@ def _write_confusion(path: Path, actual: np.ndarray, predicted: np.ndarray, name
     _write_csv(path, [{"actual": names[a], "predicted": names[p]} for a, p in zip(actual, predicted, strict=True)])
 
 
-def _write_csv(path: Path, rows: list[dict]) -> None:
+def _write_csv(path: Path, rows: list[dict], *, fields: list[str] | None = None) -> None:
     text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=list(rows[0]) if rows else ["empty"])
+    writer = csv.DictWriter(text, fieldnames=fields or (list(rows[0]) if rows else ["empty"]))
     writer.writeheader()
     writer.writerows(rows)
     write_atomic(path, lambda fh: fh.write(text.getvalue().encode()))
@@ -229,10 +271,15 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
 def _main(configs: dict) -> None:
     m = run(configs["evaluate"])
     issues = m["label_issues"]
+    found = (f"F1 {issues['f1']:.3f}, AUROC {issues['auroc']:.3f}, estimated noise "
+             f"{issues['estimated_noise_rate']:.3f} (true {issues['true_noise_rate']:.3f})" if issues["ground_truth"]
+             else f"{issues['estimated_issues']} suspect labels, estimated noise {issues['estimated_noise_rate']:.3f} "
+                  f"(no ground truth to measure the detection against)")
     print(f"evaluate: clean test accuracy baseline {m['baseline']['accuracy']:.4f} (best epoch "
           f"{m['baseline']['best_epoch_accuracy']:.4f}), student {m['student']['accuracy']:.4f}, teacher "
-          f"{m['teacher']['accuracy']:.4f}; label issues: F1 {issues['f1']:.3f}, AUROC {issues['auroc']:.3f}, "
-          f"estimated noise {issues['estimated_noise_rate']:.3f} (true {issues['true_noise_rate']:.3f})")
+          f"{m['teacher']['accuracy']:.4f}; label issues: {found}")
+    if not m["validation"]["clean"]:
+        print(f"WARNING: {m['validation']['warning']}", file=sys.stderr)
 
 
 main = cli("evaluate", {"evaluate": EvaluateConfig}, __doc__.splitlines()[0], _main)

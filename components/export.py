@@ -1,13 +1,15 @@
 """export: the model chosen on the validation set -> ONNX, checked against PyTorch, with a model card.
 
-Chooses between the CE baseline (its best epoch) and the MLNT teacher by validation accuracy. Writes
+Chooses between the CE baseline's best epoch (``baseline_best_epoch``) and the MLNT teacher by validation
+accuracy. Writes
 ``artifacts/export/model.onnx`` (input ``images``: float32 ``[batch, C, H, W]``, normalised with the card's mean
 and std; output ``probabilities`` ``[batch, K]``; dynamic batch axis, weights embedded, opset 18; class names and
 normalisation in the metadata), ``parity.json`` (onnxruntime against PyTorch on clean test images) and
 ``model_card.json`` (classes, input spec, metrics, data and params hashes, git commit, the ONNX file's sha256,
 ``train_class_distribution``: the share of each class among the noisy training labels the model learnt from,
 the reference the predictor's drift gauge compares live predictions with, and ``calibration``: the temperature
-fitted on the clean validation set, baked into the graph, with the validation ECE before and after).
+fitted on the clean validation set, baked into the graph, with the validation ECE before and after;
+``validation``: where that set came from and whether its labels are clean, with evaluate's warning when not).
 """
 
 from __future__ import annotations
@@ -73,7 +75,7 @@ def choose(baseline: Path, mlnt: Path) -> tuple[str, Path, float]:
     teacher = read_json(Path(mlnt) / "metrics.json", "mlnt", "val_accuracy")["val_accuracy"]  # the released one
     if teacher >= base:
         return "teacher", Path(mlnt) / "teacher.pt", teacher
-    return "baseline", Path(baseline) / "model.pt", base
+    return "baseline_best_epoch", Path(baseline) / "model.pt", base  # named as in evaluate's metrics.json
 
 
 def to_onnx(net: nn.Module, example: torch.Tensor, metadata: dict[str, str], *, temperature: float = 1.0) -> bytes:
@@ -118,8 +120,9 @@ def run(config: ExportConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOISE_
     manifest = read_json(Path(ingest) / "manifest.json", "ingest")
     metadata = onnx_metadata(manifest["class_names"], norm, name)
     evaluated = read_json(Path(evaluate) / "metrics.json", "evaluate", "ece_bins")
-    calibration = calibrate(net, load_split(ingest, noise, workers=config.workers)[1], bins=evaluated["ece_bins"]) \
-        if config.calibrate else {"temperature": 1.0}
+    clean = evaluated.get("validation", {}).get("clean", True)
+    calibration = calibrate(net, load_split(ingest, noise, workers=config.workers)[1], bins=evaluated["ece_bins"],
+                            clean=clean) if config.calibrate else {"temperature": 1.0}
     metadata["temperature"] = str(calibration["temperature"])
     onnx_bytes = to_onnx(net, x[:2], metadata, temperature=calibration["temperature"])
     check = parity(onnx_bytes, net, x, config.max_abs_diff, temperature=calibration["temperature"])
@@ -128,6 +131,7 @@ def run(config: ExportConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOISE_
             "metrics": {"val_accuracy": val_accuracy, **{k: v for k, v in evaluated[name].items()
                                                           if k != "per_class_accuracy"}},
             "label_issues": evaluated.get("label_issues", {}),
+            "validation": evaluated.get("validation", {}), "test": evaluated.get("test", {}),
             "train_class_distribution": class_distribution(given[~is_val], saved["num_classes"]),
             "calibration": calibration,
             "data": {"ingest_inputs_sha256": manifest["inputs_sha256"],
@@ -157,9 +161,10 @@ def interface(network: str, class_names: list[str], meta: dict) -> dict:
             "output": {"name": "probabilities", "shape": ["batch", meta["num_classes"]]}}
 
 
-def calibrate(net: nn.Module, val: Source, *, bins: int) -> dict:
-    """The temperature fitted on the clean validation set, with its expected calibration error before and after
-    (``metrics.ece`` in the card is the uncalibrated network's on the test set, from the evaluate step)."""
+def calibrate(net: nn.Module, val: Source, *, bins: int, clean: bool = True) -> dict:
+    """The temperature fitted on the validation set (``clean``: whether its labels are), with its expected
+    calibration error before and after (``metrics.ece`` in the card is the uncalibrated network's on the test set,
+    from the evaluate step)."""
     with torch.no_grad():
         batches = progress(val.eval_batches(512), desc="export: calibrating on the validation set", unit="batches",
                            total=-(-len(val) // 512))
@@ -170,7 +175,8 @@ def calibrate(net: nn.Module, val: Source, *, bins: int) -> dict:
     def ece(t: float) -> float:
         return expected_calibration_error(torch.softmax(logits / t, dim=1).numpy(), labels, bins)
 
-    return {"temperature": temperature, "fitted_on": f"clean validation set ({len(val)} images)",
+    fitted_on = f"{'clean' if clean else 'noisy'} validation set ({len(val)} images)"
+    return {"temperature": temperature, "fitted_on": fitted_on,
             "val_ece_before": ece(1.0), "val_ece_after": ece(temperature)}
 
 

@@ -2,13 +2,15 @@
 
     python -m components.gate [--params FILE] [--set gate.key=value ...] [--enforce]
 
-Passes only if the clean-test accuracy of the exported model is at least ``gate.min_accuracy``, no worse than
-the current champion's (``releases/latest``) by more than ``gate.max_regression``, the ONNX parity check held,
-and the model card describes the ONNX file beside it (its sha256). Writes ``artifacts/gate/decision.json``
-(a public contract: ``passed``, ``reasons``, ``accuracy``, and more). A pass promotes the model into the
-registry: ``releases/<version>/`` (``model.onnx``, ``model_card.json``, ``decision.json``), never overwriting a
-version, written to a temporary folder and renamed, then ``releases/latest`` is pointed at it. ``--enforce``
-exits 1 on a fail, for CI.
+Passes only if the clean-test accuracy of the exported model is at least ``gate.min_accuracy`` (an absolute floor;
+0: none), at most ``gate.max_below_baseline`` below the same run's CE baseline at its best epoch (the control
+trained on the same data; 1: no comparison), no worse than the current champion's (``releases/latest``) by more than
+``gate.max_regression``, the ONNX parity check held, and the model card describes the ONNX file beside it (its
+sha256). A run whose validation labels are noisy passes with a warning in ``reasons``. Writes
+``artifacts/gate/decision.json`` (a public contract: ``passed``, ``reasons``, ``accuracy``, and more). A pass
+promotes the model into the registry: ``releases/<version>/`` (``model.onnx``, ``model_card.json``,
+``decision.json``), never overwriting a version, written to a temporary folder and renamed, then ``releases/latest``
+is pointed at it. ``--enforce`` exits 1 on a fail, for CI.
 """
 
 from __future__ import annotations
@@ -35,12 +37,13 @@ REGISTRY = Path("releases")
 
 @dataclass(frozen=True)
 class GateConfig:
-    min_accuracy: float = 0.80  # clean-test accuracy the released model must reach
+    min_accuracy: float = 0.80  # clean-test accuracy the released model must reach (0: no floor)
+    max_below_baseline: float = 0.0  # how far below this run's CE baseline (best epoch) it may be (1: no check)
     max_regression: float = 0.01  # how far below the champion's accuracy a new model may be
     registry: str = "releases"  # the local registry folder
 
     def __post_init__(self) -> None:
-        for name in ("min_accuracy", "max_regression"):
+        for name in ("min_accuracy", "max_below_baseline", "max_regression"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name}: expected a number in [0, 1], found {getattr(self, name)}")
 
@@ -77,6 +80,11 @@ def decide(config: GateConfig, *, export: Path, evaluate: Path, registry: Path) 
         if isinstance(accuracy, float):
             check(accuracy >= config.min_accuracy,
                   f"accuracy {accuracy:.4f}, required at least min_accuracy {config.min_accuracy}")
+        if config.max_below_baseline < 1.0:
+            _against_baseline(check, metrics, accuracy, config.max_below_baseline, evaluate / "metrics.json")
+        validation = metrics.get("validation", {})
+        if validation.get("clean") is False:
+            reasons.append(f"warning: {validation.get('warning', 'the validation labels are noisy')}")
     champion = None
     try:
         champion = champion_accuracy(registry)
@@ -89,8 +97,30 @@ def decide(config: GateConfig, *, export: Path, evaluate: Path, registry: Path) 
               f"accuracy {accuracy:.4f}, required at least the champion's {champion:.4f} minus max_regression "
               f"{config.max_regression}")
     return {"passed": passed, "reasons": reasons, "accuracy": accuracy, "champion_accuracy": champion,
-            "min_accuracy": config.min_accuracy, "max_regression": config.max_regression,
+            "baseline_accuracy": baseline_accuracy(metrics) if metrics else None,
+            "min_accuracy": config.min_accuracy, "max_below_baseline": config.max_below_baseline,
+            "max_regression": config.max_regression,
             "model": card.get("model") if card else None, "onnx_sha256": card.get("onnx_sha256") if card else None}
+
+
+def baseline_accuracy(metrics: dict) -> float | None:
+    """The clean-test accuracy of the run's CE baseline at the epoch its validation picked (evaluate's
+    ``baseline_best_epoch``; older metrics: ``baseline.best_epoch_accuracy``)."""
+    best = metrics.get("baseline_best_epoch")
+    value = best.get("accuracy") if isinstance(best, dict) else None
+    if value is None and isinstance(metrics.get("baseline"), dict):
+        value = metrics["baseline"].get("best_epoch_accuracy")
+    return value if isinstance(value, float) else None
+
+
+def _against_baseline(check, metrics: dict, accuracy, margin: float, source: Path) -> None:
+    base = baseline_accuracy(metrics)
+    if not isinstance(base, float):
+        check(False, f"the CE baseline's best-epoch accuracy: expected it in {source} (baseline_best_epoch) to "
+                     f"compare with (gate.max_below_baseline {margin}; 1 turns the comparison off), found none")
+    elif isinstance(accuracy, float):
+        check(accuracy >= base - margin, f"accuracy {accuracy:.4f}, required at least the CE baseline's best epoch "
+                                         f"{base:.4f} minus max_below_baseline {margin}")
 
 
 def champion_accuracy(registry: Path) -> float | None:

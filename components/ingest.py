@@ -1,14 +1,16 @@
 """ingest: raw dataset files -> ``artifacts/ingest/``.
 
 Datasets that fit in memory become ``train.npz`` and ``test.npz`` (``images`` uint8 ``[N, H, W, C]``, ``labels``
-int64 ``[N]``); ``cifar10n`` adds ``human_labels.npz`` (one array per CIFAR-10N label set). ``clothing1m`` is
-copied, one image at a time, into WebDataset shards ``shards/<split>-<n>.tar`` of the original JPEG bytes (each
-image proven to decode first) with ``shards/<split>.index.npz`` and ``shards/index.json`` (per-shard counts,
-sizes and sha256; see ``components.formats.webdataset``); the training samples are written in a random order
-(``seed``), so every shard is a random sample. The shard folder is replaced as a whole, only once every image
-is in. Every dataset gets ``manifest.json``: the source, the sha256 of every input file, the counts, the image
-shape and the class names; for shards also ``transform`` (the resize, the crop and ImageNet's mean and std that
-every step applies when it decodes).
+int64 ``[N]``; ``imagefolder``'s ``train.npz`` also ``keys``, each image's file relative to ``path``), and
+``val.npz`` where the dataset has a clean validation split (``imagefolder``); ``cifar10n`` adds
+``human_labels.npz`` (one array per CIFAR-10N label set). ``clothing1m`` is copied, one image at a time, into
+WebDataset shards ``shards/<split>-<n>.tar`` of the original JPEG bytes (each image proven to decode first) with
+``shards/<split>.index.npz`` and ``shards/index.json`` (per-shard counts, sizes and sha256; see
+``components.formats.webdataset``); the training samples are written in a random order (``seed``), so every shard is
+a random sample. The shard folder is replaced as a whole, only once every image is in. Every dataset gets
+``manifest.json``: the source, the sha256 of every input file, the counts, the image shape, the class names,
+``labels`` (``curated``, or ``as given`` for a user's own labels) and ``test_source``; for shards also ``transform``
+(the resize, the crop and ImageNet's mean and std that every step applies when it decodes).
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ OUT = Path("artifacts/ingest")
 class IngestConfig:
     dataset: DatasetName = "fashion-mnist"
     path: str = "data/fashion-mnist"  # where the dataset's files are
-    human_labels: str = ""  # cifar10n: the path of CIFAR-10_human.pt
+    human_labels: str = "CIFAR-10_human.pt"  # cifar10n: CIFAR-10_human.pt, relative to path (DVC tracks path)
     image_size: int = 0  # imagefolder, clothing1m: the (centre-)crop size models see; imagefolder: 0 keeps it
     channels: Literal[1, 3] = 3  # imagefolder: 1 (grayscale) or 3 (RGB)
     test_fraction: float = 0.2  # imagefolder without a test split: the share held out as the test set
@@ -79,14 +81,22 @@ def run(config: IngestConfig, *, out: Path = OUT) -> dict:
     if config.dataset == "clothing1m":
         return _ingest_clothing1m(config, root, out)
     dataset = read(config, root)
-    for split, images, labels in (("train", dataset.train_images, dataset.train_labels),
-                                  ("test", dataset.test_images, dataset.test_labels)):
-        write_atomic(out / f"{split}.npz", lambda fh, i=images, la=labels: np.savez(fh, images=i, labels=la))
+    splits = {"train": (dataset.train_images, dataset.train_labels), "test": (dataset.test_images, dataset.test_labels)}
+    if dataset.val_labels is not None:
+        splits["val"] = (dataset.val_images, dataset.val_labels)
+    for split, (images, labels) in splits.items():
+        arrays = {"images": images, "labels": labels}
+        if split == "train" and dataset.train_keys is not None:
+            arrays["keys"] = np.array(dataset.train_keys)
+        write_atomic(out / f"{split}.npz", lambda fh, a=arrays: np.savez(fh, **a))
+    for stale in {"val.npz"} - {f"{split}.npz" for split in splits}:  # from an earlier dataset with a val split
+        (out / stale).unlink(missing_ok=True)
     if dataset.extra:
         write_atomic(out / "human_labels.npz", lambda fh: np.savez(fh, **dataset.extra))
-    counts = {"train": int(dataset.train_labels.size), "test": int(dataset.test_labels.size)}
+    counts = {split: int(labels.size) for split, (_, labels) in splits.items()}
     return _write_manifest(config, out, dataset.inputs, counts, list(dataset.train_images.shape[1:]),
-                           dataset.class_names, format_="arrays")
+                           dataset.class_names, format_="arrays",
+                           extra={"labels": dataset.labels, "test_source": dataset.test_source})
 
 
 def read(config: IngestConfig, root: Path) -> Dataset:
@@ -95,9 +105,23 @@ def read(config: IngestConfig, root: Path) -> Dataset:
     if config.dataset == "cifar10":
         return read_cifar10(root)
     if config.dataset == "cifar10n":
-        return read_cifar10n(root, Path(config.human_labels))
+        return read_cifar10n(root, human_labels_path(config))
     return read_imagefolder(root, channels=config.channels, size=config.image_size,
                             test_fraction=config.test_fraction, seed=config.seed)
+
+
+def human_labels_path(config: IngestConfig) -> Path:
+    """CIFAR-10N's ``CIFAR-10_human.pt``: ``human_labels`` relative to ``path``, which must hold it, so that the
+    DVC stage, which depends on ``path``, reruns when the file changes."""
+    folder = Path(config.path)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: expected a folder holding the CIFAR-10 files and CIFAR-10_human.pt for dataset "
+                        f"cifar10n (so DVC, which tracks ingest.path, sees both), found a file")
+    path = folder / config.human_labels
+    if not path.resolve().is_relative_to(folder.resolve()):
+        raise DataError(f"ingest.human_labels: expected a file inside {folder} (ingest.path, which DVC tracks), found "
+                        f"{config.human_labels!r}; put CIFAR-10_human.pt beside the CIFAR-10 files")
+    return path
 
 
 def _ingest_clothing1m(config: IngestConfig, root: Path, out: Path) -> dict:
@@ -132,7 +156,8 @@ def _ingest_clothing1m(config: IngestConfig, root: Path, out: Path) -> dict:
     transform = {"resize": resize, "crop": config.image_size, "mean": list(IMAGENET_MEAN),
                  "std": list(IMAGENET_STD)}
     return _write_manifest(config, out, inputs, counts, [config.image_size, config.image_size, 3], names,
-                           format_="shards", extra={"images_sha256": digest.hexdigest(), "transform": transform,
+                           format_="shards", extra={"labels": "as given", "test_source": "the dataset's test split",
+                                                    "images_sha256": digest.hexdigest(), "transform": transform,
                                                     "shard_bytes": sum(s["bytes"] for e in index.values()
                                                                        for s in e["shards"])})
 

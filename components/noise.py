@@ -23,14 +23,21 @@ Noise kinds, each deterministic given ``seed`` (r = ``rate``, K classes):
   ``aggre_label``, ``worse_label`` or ``random_label1..3``; Clothing1M: its published noisy labels, measured
   against the clean labels of the images that have one); ``rate`` is not used.
 
-Sharded datasets (Clothing1M) keep their own clean validation split: ``is_val`` is then false everywhere and
-``val_fraction`` is not used. The synthetic kinds corrupt the ingested labels (Clothing1M's noisy ones), except
-``instance``, which needs every image's pixels in memory. Noise rates count only the rows whose clean label is
-known (``clean_label`` -1 marks the others).
+A dataset with its own clean validation split (Clothing1M's, an image folder's ``val``) keeps it: ``is_val`` is
+then false everywhere and ``val_fraction`` is not used. Otherwise ``val_fraction`` of the rows are held out, with
+their clean labels where ``val_clean`` and those are known; where they are not (a user's own labels under kind
+``none``), the summary's ``val_clean`` is false and a warning says that selection runs on noisy labels.
+
+A user's own labels (``labels: as given`` in the manifest) are the truth the synthetic kinds are measured
+against; under ``none`` their truth is unknown (``clean_label`` -1). The synthetic kinds corrupt the ingested
+labels (Clothing1M's noisy ones), except ``instance``, which needs every image's pixels in memory. Noise rates
+count only the rows whose clean label is known (None where none is). ``train_size`` larger than the ingested
+training set uses all of it, saying so.
 """
 
 from __future__ import annotations
 
+import sys
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,27 +167,30 @@ def run(config: NoiseConfig, *, ingest: Path = INGEST_OUT, out: Path = OUT) -> d
     manifest, clean_all, own_val = _read_ingest(ingest)
     num_classes = len(manifest["class_names"])
     rng = np.random.default_rng(config.seed)
-    n = clean_all.shape[0] if config.train_size == 0 else config.train_size
-    if n > clean_all.shape[0]:
-        raise ValueError(f"train_size: expected at most the {clean_all.shape[0]} ingested images, found {n}")
+    n = _subset_size(config.train_size, clean_all.shape[0])
     index = np.sort(rng.permutation(clean_all.shape[0])[:n])
     clean = clean_all[index]
     is_val = np.zeros(n, dtype=bool)
     if own_val is None:  # carve the validation set out of the training images
         is_val[rng.permutation(n)[:round(config.val_fraction * n)]] = True
     noisy, clean = _noisy_labels(config, ingest, manifest, clean, index, num_classes, rng)
+    known = clean >= 0  # unknown (-1): a user's own labels under kind none; most of Clothing1M
     if config.val_clean:
-        noisy[is_val] = clean[is_val]
-    known = clean >= 0  # Clothing1M: the clean label of most training images is unknown (-1)
+        noisy[is_val & known] = clean[is_val & known]
     is_noisy = known & (noisy != clean)
     train_rows = ~is_val
+    val_clean = own_val is not None or bool(config.val_clean and known[is_val].all())
     summary = {"kind": config.kind, "requested_rate": config.rate, "num_classes": num_classes,
+               "labels": manifest.get("labels", "curated"), "ingested_train": int(clean_all.shape[0]),
                "train": int(train_rows.sum()), "val": int(is_val.sum()) if own_val is None else own_val,
                "val_source": "held out of the training images" if own_val is None else "the dataset's val split",
-               "val_clean": config.val_clean if own_val is None else True,
+               "val_clean": val_clean,
                "clean_label_known_train": int((known & train_rows).sum()),
                "realised_rate_train": _rate(is_noisy, known & train_rows),
                "realised_rate_val": _rate(is_noisy, known & is_val)}
+    if not val_clean:
+        summary["warning"] = NOISY_VALIDATION
+        print(f"WARNING: {NOISY_VALIDATION}", file=sys.stderr)
     out = Path(out)
     write_atomic(out / "labels.npz", lambda fh: np.savez(fh, index=index, label=noisy, clean_label=clean,
                                                          is_noisy=is_noisy, is_val=is_val))
@@ -190,28 +200,50 @@ def run(config: NoiseConfig, *, ingest: Path = INGEST_OUT, out: Path = OUT) -> d
     return summary
 
 
-def _rate(is_noisy: np.ndarray, rows: np.ndarray) -> float:
-    """The share of noisy labels among ``rows`` (those whose clean label is known)."""
-    return float(is_noisy[rows].mean()) if rows.any() else 0.0
+NOISY_VALIDATION = ("no clean validation set: the validation labels are as noisy as the training labels, so model "
+                    "selection (CE's best epoch, MLNT's teacher), temperature scaling and the gate run on noisy "
+                    "labels. Give a clean val split (labels.csv split val, or a val/ folder; docs/data.md)")
+
+
+def _subset_size(train_size: int, available: int) -> int:
+    """How many ingested training images to use: ``train_size``, or all of them (0, or fewer than asked)."""
+    if train_size == 0:
+        return available
+    if train_size >= available:
+        if train_size > available:
+            print(f"noise: train_size {train_size} is more than the {available} ingested training images: using "
+                  f"all {available}", file=sys.stderr)
+        return available
+    print(f"noise: using a random {train_size} of the {available} ingested training images (noise.train_size; "
+          f"0 uses all)", file=sys.stderr)
+    return train_size
+
+
+def _rate(is_noisy: np.ndarray, rows: np.ndarray) -> float | None:
+    """The share of noisy labels among ``rows`` (those whose clean label is known); None where none is known."""
+    return float(is_noisy[rows].mean()) if rows.any() else None
 
 
 def _read_ingest(ingest: Path) -> tuple[dict, np.ndarray, int | None]:
     """The manifest, the ingested training labels, and the size of the dataset's own validation split (None
     when it has none and the noise step holds one out)."""
     manifest = read_json(ingest / "manifest.json", "ingest")
+    own_val = manifest.get("counts", {}).get("val")
     if manifest.get("format") == "shards":
-        counts = manifest.get("counts", {})
-        return manifest, read_index(ingest, "train").label, counts.get("val")
+        return manifest, read_index(ingest, "train").label, own_val
     (labels,) = read_arrays(ingest / "train.npz", "ingest", "labels")
-    return manifest, labels, None
+    return manifest, labels, own_val
 
 
 def _noisy_labels(config, ingest, manifest, clean, index, num_classes, rng) -> tuple[np.ndarray, np.ndarray]:
     """The labels training uses, and the clean labels they are measured against (-1 where unknown)."""
     sharded = manifest.get("format") == "shards"
+    if config.kind in ("human", "none") and sharded:
+        # the ingested labels are the annotators' already; the clean ones are known for some images
+        return clean.copy(), read_index(ingest, "train").clean_label[index]
+    if config.kind == "none" and manifest.get("labels") == "as given":  # a user's labels: their truth is unknown
+        return clean.copy(), np.full_like(clean, -1)
     if config.kind == "human":
-        if sharded:  # the ingested labels are the annotators' already; the clean ones are known for some images
-            return clean.copy(), read_index(ingest, "train").clean_label[index]
         path = ingest / "human_labels.npz"
         if not path.is_file():
             raise DataError(f"{path}: expected human labels for noise kind 'human' (ingest dataset cifar10n or "
@@ -239,8 +271,9 @@ def _noisy_labels(config, ingest, manifest, clean, index, num_classes, rng) -> t
 
 def _main(configs: dict) -> None:
     s = run(configs["noise"])
-    print(f"noise: {s['kind']} rate {s['requested_rate']} -> realised {s['realised_rate_train']:.4f} on "
-          f"{s['train']} training labels; {s['val']} validation labels ({'clean' if s['val_clean'] else 'noisy'})")
+    realised = "unknown (no clean labels)" if s["realised_rate_train"] is None else f"{s['realised_rate_train']:.4f}"
+    print(f"noise: {s['kind']} rate {s['requested_rate']} -> realised {realised} on {s['train']} training labels; "
+          f"{s['val']} validation labels ({'clean' if s['val_clean'] else 'noisy'}, {s['val_source']})")
 
 
 main = cli("noise", {"noise": NoiseConfig}, __doc__.splitlines()[0], _main)

@@ -37,15 +37,14 @@ def load_split(ingest: Path, noise: Path, *, workers: int = 2, augment: bool = F
                ) -> tuple[Source, Source, dict[str, Any]]:
     """The training and validation sets, and what a model file must record. In memory (normalised float tensors)
     for datasets ingested as arrays; streamed from the shards (``components.streaming``, ``workers`` decoding
-    processes, ``augment``: random crops and flips) for a sharded dataset, whose own clean validation split is
-    the validation set."""
+    processes, ``augment``: random crops and flips) for a sharded dataset. A dataset's own clean validation split
+    (Clothing1M's, an image folder's ``val``) is the validation set; otherwise the noise step's held-out rows."""
     ingest, noise = Path(ingest), Path(noise)
-    sharded = read_json(ingest / "manifest.json", "ingest").get("format") == "shards"
+    manifest = read_json(ingest / "manifest.json", "ingest")
     index, given, is_val = read_arrays(noise / "labels.npz", "noise", "index", "label", "is_val")
-    if sharded:
+    if manifest.get("format") == "shards":
         return _shard_split(ingest, noise, index, given, workers=workers, augment=augment)
     (images,) = read_arrays(ingest / "train.npz", "ingest", "images")
-    (clean,) = read_arrays(noise / "labels.npz", "noise", "clean_label")
     _check_rows(noise / "labels.npz", index, images.shape[0])
     pixels = images[index[~is_val]].astype(np.float32) / 255.0
     mean = pixels.mean(axis=(0, 1, 2)).tolist()
@@ -53,10 +52,15 @@ def load_split(ingest: Path, noise: Path, *, workers: int = 2, augment: bool = F
     x = normalise(images[index], mean, std)
     y = torch.from_numpy(given.astype(np.int64))
     mask = torch.from_numpy(is_val)
-    meta = {"num_classes": int(max(given.max(), clean.max())) + 1,
+    meta = {"num_classes": len(manifest["class_names"]) if "class_names" in manifest else int(given.max()) + 1,
             "in_channels": int(images.shape[3]), "image_size": int(images.shape[1]),
             "normalisation": {"mean": mean, "std": std}}
-    return Data(x[~mask], y[~mask]), Data(x[mask], y[mask]), meta
+    if "val" in manifest.get("counts", {}):  # the dataset's own clean validation split (an image folder's val)
+        val_images, val_labels = read_arrays(ingest / "val.npz", "ingest", "images", "labels")
+        val = Data(normalise(val_images, mean, std), torch.from_numpy(val_labels.astype(np.int64)))
+    else:
+        val = Data(x[mask], y[mask])
+    return Data(x[~mask], y[~mask]), val, meta
 
 
 def _shard_split(ingest: Path, noise: Path, index: np.ndarray, given: np.ndarray, *, workers: int,

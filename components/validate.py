@@ -2,8 +2,9 @@
 
 Three tables are validated: ``images`` (one row per image: split, label, height, width, channels, dtype, pixel
 minimum, maximum and range), ``classes`` (one row per class of the training split: count and share) and
-``overlap`` (one row: the share of test images with a near-duplicate in the training split; near-duplicates
-share an 8x8 grayscale thumbnail quantised to 16 levels).
+``overlap`` (one row: the share of test images, and of validation images where the dataset has its own val
+split, with a near-duplicate in the training split, which would flatter the gate or the model selection;
+near-duplicates share an 8x8 grayscale thumbnail quantised to 16 levels).
 
 Writes ``artifacts/validate/report.json`` (success, one entry per failed expectation, statistics) and the
 Great Expectations Data Docs (HTML) under ``artifacts/validate/gx/``. On any failed expectation it prints one
@@ -39,7 +40,7 @@ OUT = Path("artifacts/validate")
 class ValidateConfig:
     min_images: int = 1  # each split holds at least this many images
     class_balance_ratio: float = 5.0  # each class's share of the training split is within [1/(ratio K), ratio/K]
-    max_duplicate_share: float = 0.01  # at most this share of test images has a near-duplicate in training
+    max_duplicate_share: float = 0.01  # at most this share of test (and val) images has a near-duplicate in training
     max_blank_share: float = 0.01  # at most this share of images has a single pixel value
 
     def __post_init__(self) -> None:
@@ -75,7 +76,7 @@ def run(config: ValidateConfig, *, ingest: Path = INGEST_OUT, out: Path = OUT) -
 def build_tables(ingest: Path, manifest: dict) -> dict[str, Any]:
     import pandas as pd  # noqa: PLC0415 - pandas is only needed by this step
 
-    rows, keys = [], {"train": set(), "test": []}
+    rows, keys = [], {"train": set(), "test": [], "val": []}
     for split, images, labels in iter_images(ingest):
         flat = images.reshape(images.shape[0], -1)
         lo, hi = flat.min(axis=1), flat.max(axis=1)
@@ -86,16 +87,17 @@ def build_tables(ingest: Path, manifest: dict) -> dict[str, Any]:
         fingerprints = thumbnails(images)
         if split == "train":
             keys["train"].update(fingerprints)
-        elif split == "test":
-            keys["test"].extend(fingerprints)
+        else:
+            keys[split].extend(fingerprints)
     table = pd.concat(rows, ignore_index=True)
     train_labels = table.loc[table["split"] == "train", "label"]
     k = len(manifest["class_names"])
     counts = np.bincount(train_labels.clip(0, k - 1), minlength=k) if len(train_labels) else np.zeros(k)
     classes = pd.DataFrame({"class": manifest["class_names"], "count": counts,
                             "share": counts / max(counts.sum(), 1)})
-    shared = sum(key in keys["train"] for key in keys["test"]) / max(len(keys["test"]), 1)
-    overlap = pd.DataFrame({"test_in_train_share": [shared]})
+    overlap = pd.DataFrame({f"{split}_in_train_share": [sum(key in keys["train"] for key in keys[split]) /
+                                                         max(len(keys[split]), 1)]
+                            for split in ("test", "val") if split == "test" or keys[split]})
     return {"images": table, "classes": classes, "overlap": overlap}
 
 
@@ -110,7 +112,7 @@ def iter_images(ingest: Path, chunk: int = 10000) -> Iterator[tuple[str, np.ndar
                                            desc=f"validate {split}", total=-(-len(source) // min(chunk, 1000))):
                 yield split, images, labels
         return
-    for split in ("train", "test"):
+    for split in read_json(ingest / "manifest.json", "ingest", "counts")["counts"]:  # train, test, and val if any
         path = ingest / f"{split}.npz"
         images, labels = read_arrays(path, "ingest", "images", "labels")
         if images.ndim != 4:
@@ -151,8 +153,9 @@ def expectations(config: ValidateConfig, manifest: dict) -> dict[str, list]:
                e.ExpectColumnValuesToBeBetween(column="count", min_value=config.min_images / k),
                e.ExpectColumnValuesToBeBetween(column="share", min_value=1.0 / (config.class_balance_ratio * k),
                                                max_value=min(1.0, config.class_balance_ratio / k))]
-    overlap = [e.ExpectColumnValuesToBeBetween(column="test_in_train_share", min_value=0.0,
-                                               max_value=config.max_duplicate_share)]
+    overlap = [e.ExpectColumnValuesToBeBetween(column=f"{split}_in_train_share", min_value=0.0,
+                                               max_value=config.max_duplicate_share)
+               for split in ("test", "val") if split == "test" or "val" in manifest["counts"]]
     return {"images": images, "classes": classes, "overlap": overlap}
 
 

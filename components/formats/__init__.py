@@ -17,7 +17,12 @@ class DataError(ValueError):
 
 @dataclass
 class Dataset:
-    """A dataset small enough for memory: uint8 images ``[N, H, W, C]`` and int64 labels per split."""
+    """A dataset small enough for memory: uint8 images ``[N, H, W, C]`` and int64 labels per split.
+
+    ``labels`` says what the labels are: ``curated`` (a benchmark's clean labels, the truth that synthetic noise
+    is measured against) or ``as given`` (a user's own labels, as noisy as they came). A ``val`` split, where the
+    dataset has one, is clean-labelled by its owner's word and is the set every selection, calibration and gate
+    decision uses; ``test_source`` says where the test split came from."""
 
     train_images: np.ndarray
     train_labels: np.ndarray
@@ -26,6 +31,11 @@ class Dataset:
     class_names: list[str]
     inputs: list[Path]  # every file read, for the manifest's sha256
     extra: dict[str, np.ndarray] = field(default_factory=dict)  # e.g. CIFAR-10N human labels of the train split
+    val_images: np.ndarray | None = None
+    val_labels: np.ndarray | None = None
+    labels: str = "curated"  # curated | as given
+    train_keys: list[str] | None = None  # each training image's file, relative to the dataset folder
+    test_source: str = "the dataset's test split"
 
 
 def check_split(name: str, images: np.ndarray, labels: np.ndarray, num_classes: int, source: Path) -> None:

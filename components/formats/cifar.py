@@ -99,9 +99,14 @@ def _numpy_globals():
     return [*out, _reconstruct]
 
 
+TARBALL = "cifar-10-python.tar.gz"
+
+
 def _cifar_files(path: Path) -> tuple[dict[str, bytes], list[Path]]:
     """The batch files by name, from the tarball or the extracted folder."""
     names = (*BATCHES, "test_batch", "batches.meta")
+    if path.is_dir() and (path / TARBALL).is_file() and not (path / "cifar-10-batches-py").is_dir():
+        path = path / TARBALL  # a folder holding the tarball (and, for CIFAR-10N, CIFAR-10_human.pt beside it)
     if path.is_file():
         try:
             with tarfile.open(path, "r:gz") as tar:

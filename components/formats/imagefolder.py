@@ -1,11 +1,13 @@
 """A user's own images: class sub-folders, or image files plus a CSV of labels.
 
 Layouts, looked for in this order under ``path``:
-1. ``labels.csv`` with a header ``filename,label`` and optionally ``split`` (``train`` or ``test``); file names
-   are relative to ``path`` and labels are class names.
-2. ``train/<class>/*`` and, optionally, ``test/<class>/*``.
+1. ``labels.csv`` with a header ``filename,label`` and optionally ``split`` (``train``, ``val`` or ``test``);
+   file names are relative to ``path`` and labels are class names.
+2. ``train/<class>/*`` and, optionally, ``val/<class>/*`` and ``test/<class>/*``.
 3. ``<class>/*``.
-Where no test split is given, ``test_fraction`` of the images (chosen with ``seed``) become the test set.
+The ``val`` and ``test`` splits are taken as clean-labelled (checked by hand): ``val`` is the set every selection,
+calibration and gate decision uses, ``test`` the one the gate judges. Where no test split is given,
+``test_fraction`` of the training images (chosen with ``seed``) become the test set, labelled as the rest.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 from components.formats import DataError, Dataset
 from components.formats.images import load_image
 
+SPLITS = ("train", "val", "test")
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
@@ -38,11 +41,19 @@ def read_imagefolder(root: Path, *, channels: int, size: int, test_fraction: flo
     x = np.stack(images)
     y = np.array([index[label] for _, label, _ in items], dtype=np.int64)
     split = np.array([s for _, _, s in items], dtype=object)
-    if not (split == "test").any():
+    test_given = bool((split == "test").any())
+    if not test_given:
+        train_rows = np.flatnonzero(split == "train")
         rng = np.random.default_rng(seed)
-        split[rng.permutation(len(items))[:round(test_fraction * len(items))]] = "test"
-    train, test = split != "test", split == "test"
-    return Dataset(x[train], y[train], x[test], y[test], class_names=names, inputs=inputs + [p for p, _, _ in items])
+        split[train_rows[rng.permutation(train_rows.size)[:round(test_fraction * train_rows.size)]]] = "test"
+    train, val, test = (split == name for name in SPLITS)
+    if not train.any():
+        raise DataError(f"{root}: expected training images, found only the splits {sorted(set(split))}")
+    return Dataset(x[train], y[train], x[test], y[test], class_names=names, inputs=inputs + [p for p, _, _ in items],
+                   val_images=x[val] if val.any() else None, val_labels=y[val] if val.any() else None,
+                   train_keys=[str(p.relative_to(root)) for (p, _, _), keep in zip(items, train, strict=True) if keep],
+                   labels="as given", test_source="the dataset's test split" if test_given else
+                   f"held out of the training images (test_fraction {test_fraction}), labelled as given")
 
 
 def _listing(root: Path) -> tuple[list[tuple[Path, str, str]], list[Path]]:
@@ -50,7 +61,7 @@ def _listing(root: Path) -> tuple[list[tuple[Path, str, str]], list[Path]]:
     if csv_path.is_file():
         return _from_csv(csv_path, root), [csv_path]
     if (root / "train").is_dir():
-        return [*_from_folders(root / "train", "train"), *_from_folders(root / "test", "test")], []
+        return [item for split in SPLITS for item in _from_folders(root / split, split)], []
     return _from_folders(root, "train"), []
 
 
@@ -69,8 +80,8 @@ def _from_csv(path: Path, root: Path) -> list[tuple[Path, str, str]]:
         rows = []
         for number, row in enumerate(reader, 2):
             split = (row.get("split") or "train").strip()
-            if split not in ("train", "test"):
-                raise DataError(f"{path} line {number}: expected split train or test, found {split!r}")
+            if split not in SPLITS:
+                raise DataError(f"{path} line {number}: expected split train, val or test, found {split!r}")
             if not row["filename"] or not row["label"]:
                 raise DataError(f"{path} line {number}: expected a filename and a label, found {row}")
             rows.append((root / row["filename"], row["label"].strip(), split))

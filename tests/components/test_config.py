@@ -16,7 +16,7 @@ SECTIONS = {"ingest": ingest.IngestConfig, "validate": validate.ValidateConfig, 
             "export": export.ExportConfig, "gate": gate.GateConfig}
 
 
-@pytest.mark.parametrize("name", ["params.yaml", "recipes/clothing1m.yaml"])
+@pytest.mark.parametrize("name", ["params.yaml", "recipes/clothing1m.yaml", "recipes/imagefolder.yaml"])
 def test_params_files_match_the_typed_configs_exactly(name):
     params = yaml.safe_load((ROOT / name).read_text())
     assert set(params) == set(SECTIONS)

@@ -72,3 +72,20 @@ def test_team_shares_data_through_a_dvc_remote(repo, tmp_path):
     for name in FILES:
         assert (repo / "data" / "fashion-mnist" / name).read_bytes() == (DEBIAN / name).read_bytes()
     assert "Data and pipelines are up to date." in dvc(repo, "status", "data.dvc")
+
+
+def test_every_remote_docs_data_md_shows_has_an_extra_with_dvcs_own_plugin():
+    """docs/data.md's remote schemes each install through an extra of pyproject.toml, and that extra is the package
+    DVC itself asks for when the scheme is used without it (checked against the installed DVC's table)."""
+    import re  # noqa: PLC0415
+    import tomllib  # noqa: PLC0415
+
+    from dvc_objects.fs import known_implementations  # noqa: PLC0415
+
+    root = Path(__file__).resolve().parents[2]
+    extras = tomllib.loads((root / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    shown = set(re.findall(r"pip install -e '\.\[(\w+)\]'", (root / "docs" / "data.md").read_text()))
+    assert shown >= {"s3", "gs", "azure", "ssh"}, shown
+    for scheme in shown:
+        wanted = re.search(r"requires '([\w-]+)'", known_implementations[scheme]["err"]).group(1)
+        assert [re.split(r"[<>=]", r)[0] for r in extras[scheme]] == [wanted], (scheme, extras[scheme])

@@ -85,7 +85,7 @@ def test_parity_fails_when_the_graph_differs_from_the_model(exported):
         assert torch.allclose(Probabilities(net)(torch.zeros(1, 1, 8, 8)).sum(), torch.tensor(1.0))
 
 
-def write_export(folder, *, accuracy=0.9, parity_ok=True, tamper=False):
+def write_export(folder, *, accuracy=0.9, parity_ok=True, tamper=False, baseline=0.85, validation=None):
     export, evaluate = folder / "export", folder / "evaluate"
     export.mkdir(parents=True)
     evaluate.mkdir(parents=True)
@@ -95,7 +95,10 @@ def write_export(folder, *, accuracy=0.9, parity_ok=True, tamper=False):
     (export / "model_card.json").write_text(json.dumps(card))
     (export / "parity.json").write_text(json.dumps({"passed": parity_ok, "max_abs_diff": 1e-7,
                                                     "max_abs_diff_allowed": 1e-4, "argmax_agreement": 1.0}))
-    (evaluate / "metrics.json").write_text(json.dumps({"teacher": {"accuracy": accuracy}}))
+    metrics = {"teacher": {"accuracy": accuracy}, "baseline_best_epoch": {"accuracy": baseline}}
+    if validation is not None:
+        metrics["validation"] = validation
+    (evaluate / "metrics.json").write_text(json.dumps(metrics))
     return export, evaluate
 
 
@@ -119,6 +122,9 @@ def test_gate_passes_promotes_and_never_overwrites(tmp_path):
     ({}, {"min_accuracy": 0.99}, "fail: accuracy 0.9000, required at least min_accuracy 0.99"),
     ({"parity_ok": False}, {}, "fail: ONNX parity"),
     ({"tamper": True}, {}, "fail: model card sha256"),
+    ({"baseline": 0.92}, {}, "fail: accuracy 0.9000, required at least the CE baseline's best epoch 0.9200 minus "
+                             "max_below_baseline 0.0"),
+    ({"baseline": None}, {}, "fail: the CE baseline's best-epoch accuracy: expected it in"),
 ])
 def test_gate_fails_and_promotes_nothing(tmp_path, kwargs, config, reason):
     export, evaluate = write_export(tmp_path / "a", **kwargs)
@@ -140,6 +146,22 @@ def test_gate_against_the_champion(tmp_path):
     assert not decision["passed"] and decision["champion_accuracy"] == 0.9
     assert "fail: accuracy 0.8500, required at least the champion's 0.9000 minus max_regression 0.01" \
         in decision["reasons"]
+
+
+def test_gate_relative_to_the_runs_own_baseline(tmp_path):
+    """Without an absolute floor, a model passes where it matches its CE control and fails where it is worse; a
+    run whose validation labels are noisy passes with the warning in its reasons."""
+    noisy = {"source": "held out of the training images", "clean": False, "warning": "no clean validation set: x"}
+    export, evaluate = write_export(tmp_path / "a", accuracy=0.41, baseline=0.40, validation=noisy)
+    decision = decide(GateConfig(min_accuracy=0.0), export=export, evaluate=evaluate, registry=tmp_path / "r")
+    assert decision["passed"] and decision["baseline_accuracy"] == 0.40
+    assert "warning: no clean validation set: x" in decision["reasons"]
+    export, evaluate = write_export(tmp_path / "b", accuracy=0.38, baseline=0.40)
+    assert not decide(GateConfig(min_accuracy=0.0), export=export, evaluate=evaluate, registry=tmp_path / "r")["passed"]
+    assert decide(GateConfig(min_accuracy=0.0, max_below_baseline=0.05), export=export, evaluate=evaluate,
+                  registry=tmp_path / "r")["passed"]
+    assert decide(GateConfig(min_accuracy=0.0, max_below_baseline=1.0), export=export, evaluate=evaluate,
+                  registry=tmp_path / "r")["passed"]
 
 
 def test_missing_inputs_fail_the_gate(tmp_path):

@@ -3,6 +3,7 @@
 import json
 import os
 import pickle
+import shutil
 import tarfile
 
 import numpy as np
@@ -60,19 +61,35 @@ def test_cifar10_missing_batch(tmp_path):
 def test_cifar10n_human_labels(tmp_path):
     source = write_cifar10(tmp_path / "cifar")
     clean = read_cifar10(source).train_labels
-    human = write_cifar10n(tmp_path / "CIFAR-10_human.pt", clean)
-    run(IngestConfig(dataset="cifar10n", path=str(source), human_labels=str(human)), out=tmp_path / "out")
+    write_cifar10n(source / "CIFAR-10_human.pt", clean)
+    run(IngestConfig(dataset="cifar10n", path=str(source), human_labels="CIFAR-10_human.pt"), out=tmp_path / "out")
     with np.load(tmp_path / "out" / "human_labels.npz") as table:
         assert set(table.files) == {"aggre_label", "worse_label", "random_label1", "random_label2", "random_label3"}
         assert (table["aggre_label"] == clean).all()
 
 
+def test_cifar10n_human_labels_must_live_inside_the_dataset_folder(tmp_path):
+    """DVC tracks ingest.path: a CIFAR-10_human.pt outside it would change without rerunning anything."""
+    source = write_cifar10(tmp_path / "cifar")
+    write_cifar10n(tmp_path / "CIFAR-10_human.pt", read_cifar10(source).train_labels)
+    with pytest.raises(DataError, match=r"ingest.human_labels: expected a file inside .*cifar \(ingest.path, which DVC "
+                                        r"tracks\), found '../CIFAR-10_human.pt'"):
+        run(IngestConfig(dataset="cifar10n", path=str(source), human_labels="../CIFAR-10_human.pt"),
+            out=tmp_path / "out")
+    tarball = write_cifar10(tmp_path / "packed", tarball=True)  # a folder holding the tarball and the human labels
+    write_cifar10n(tarball.parent / "CIFAR-10_human.pt", read_cifar10(tarball).train_labels)
+    manifest = run(IngestConfig(dataset="cifar10n", path=str(tarball.parent)), out=tmp_path / "out")
+    assert manifest["counts"]["train"] == 20
+    with pytest.raises(DataError, match=r"expected a folder holding the CIFAR-10 files and CIFAR-10_human.pt"):
+        run(IngestConfig(dataset="cifar10n", path=str(tarball)), out=tmp_path / "out")
+
+
 def test_cifar10n_whose_length_does_not_match_the_training_set(tmp_path):
     source = write_cifar10(tmp_path / "cifar")
-    human = write_cifar10n(tmp_path / "CIFAR-10_human.pt", np.zeros(19, dtype=np.int64))
+    write_cifar10n(source / "CIFAR-10_human.pt", np.zeros(19, dtype=np.int64))
     with pytest.raises(DataError, match=r"CIFAR-10_human.pt: expected aggre_label with one label per CIFAR-10 "
                                         r"training image \(20\), found 19"):
-        run(IngestConfig(dataset="cifar10n", path=str(source), human_labels=str(human)), out=tmp_path / "out")
+        run(IngestConfig(dataset="cifar10n", path=str(source), human_labels="CIFAR-10_human.pt"), out=tmp_path / "out")
 
 
 def test_clothing1m_is_streamed_into_shards(tmp_path):
@@ -157,6 +174,37 @@ def test_imagefolder_layouts(tmp_path, layout):
     assert manifest["class_names"] == ["cat", "dog"] and manifest["image_shape"] == [10, 12, 1]
     expected_test = 3 if layout == "class-folders" else 2
     assert manifest["counts"] == {"train": 10 - expected_test, "test": expected_test}
+
+
+@pytest.mark.parametrize("layout", ["folders", "csv"])
+def test_imagefolder_clean_validation_split(tmp_path, layout):
+    """A val split (a val/ folder, or split val in labels.csv) becomes val.npz; the test split is carved out of the
+    training images only, never out of the clean val images."""
+    root = tmp_path / "mine"
+    rows = ["filename,label,split"]
+    for i in range(20):
+        cls, split = ("cat" if i % 2 else "dog"), ("val" if i >= 16 else "train")
+        rel = f"{split}/{cls}/{i}.png" if layout == "folders" else f"pics/{i}.png"
+        write_image(root / rel, (12, 10), (i * 10,) * 3)
+        rows.append(f"{rel},{cls},{split}")
+    if layout == "csv":
+        (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    manifest = run(IngestConfig(dataset="imagefolder", path=str(root), channels=1, test_fraction=0.25),
+                   out=tmp_path / "out")
+    assert manifest["counts"] == {"train": 12, "test": 4, "val": 4}
+    assert manifest["labels"] == "as given" and manifest["test_source"].startswith("held out of the training images")
+    with np.load(tmp_path / "out" / "val.npz") as val:
+        assert val["images"].shape == (4, 10, 12, 1) and sorted(val["images"][:, 0, 0, 0]) == [160, 170, 180, 190]
+    for path in root.rglob("16.png"):
+        path.unlink()  # without a val split, no val.npz is left behind from the earlier run
+    (root / "labels.csv").unlink(missing_ok=True)
+    shutil.rmtree(root / "val", ignore_errors=True)
+    if layout == "csv":
+        for i in range(16):
+            write_image(root / ("cat" if i % 2 else "dog") / f"{i}.png", (12, 10), (i * 10,) * 3)
+    assert "val" not in run(IngestConfig(dataset="imagefolder", path=str(root), channels=1),
+                            out=tmp_path / "out")["counts"]
+    assert not (tmp_path / "out" / "val.npz").exists()
 
 
 def test_imagefolder_errors(tmp_path):

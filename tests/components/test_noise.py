@@ -57,11 +57,17 @@ def test_step_writes_labels_split_transition_and_summary(fashion_dir, tmp_path):
     assert json.loads((tmp_path / "noise" / "summary.json").read_text()) == summary
 
 
-def test_missing_ingest_output_and_bad_sizes(tmp_path, fashion_dir):
+def test_missing_ingest_output_and_bad_sizes(tmp_path, fashion_dir, capsys):
     with pytest.raises(ValueError, match=r"manifest.json: expected the output of the ingest step, found no such file"):
         run(NoiseConfig(), ingest=tmp_path / "nothing", out=tmp_path / "noise")
     ingest(IngestConfig(path=str(fashion_dir)), out=tmp_path / "ingest")
-    with pytest.raises(ValueError, match=r"train_size: expected at most the 300 ingested images, found 301"):
-        run(NoiseConfig(train_size=301), ingest=tmp_path / "ingest", out=tmp_path / "noise")
+    assert run(NoiseConfig(train_size=301), ingest=tmp_path / "ingest", out=tmp_path / "noise")["ingested_train"] == 300
+    assert "train_size 301 is more than the 300 ingested training images: using all 300" in capsys.readouterr().err
+    everything = run(NoiseConfig(train_size=0), ingest=tmp_path / "ingest", out=tmp_path / "noise")
+    assert everything["train"] + everything["val"] == 300 and capsys.readouterr().err == ""
+    subset = run(NoiseConfig(train_size=100), ingest=tmp_path / "ingest", out=tmp_path / "noise")
+    assert subset["train"] + subset["val"] == 100
+    assert "using a random 100 of the 300 ingested training images (noise.train_size; 0 uses all)" in \
+        capsys.readouterr().err
     with pytest.raises(ValueError, match=r"val_fraction: expected a number in \(0, 1\)"):
         NoiseConfig(val_fraction=0.0)

@@ -89,8 +89,8 @@ def test_bad_class_maps():
 def test_human_labels_from_cifar10n(tmp_path):
     source = write_cifar10(tmp_path / "cifar", per_batch=20)
     clean = read_cifar10(source).train_labels
-    human = write_cifar10n(tmp_path / "CIFAR-10_human.pt", clean)
-    ingest(IngestConfig(dataset="cifar10n", path=str(source), human_labels=str(human)), out=tmp_path / "ingest")
+    human = write_cifar10n(source / "CIFAR-10_human.pt", clean)
+    ingest(IngestConfig(dataset="cifar10n", path=str(source)), out=tmp_path / "ingest")
     summary = run(NoiseConfig(kind="human", human_labels="worse_label", val_fraction=0.2, val_clean=False),
                   ingest=tmp_path / "ingest", out=tmp_path / "noise")
     with np.load(tmp_path / "noise" / "labels.npz") as f:
@@ -116,6 +116,41 @@ def test_asymmetric_on_a_dataset_without_a_builtin_map(tmp_path):
     summary = run(NoiseConfig(kind="asymmetric", rate=1.0, class_map=("a->b",), val_fraction=0.5),
                   ingest=tmp_path / "ingest", out=tmp_path / "noise")
     assert summary["kind"] == "asymmetric"
+
+
+def own_folder(root, *, val: bool):
+    for i in range(24):
+        split = "val" if val and i >= 20 else "train"
+        write_image(root / split / ("a" if i % 2 else "b") / f"{i}.png", (4, 4), (i, i, i))
+    return root
+
+
+def test_a_users_labels_with_their_own_clean_val_split(tmp_path, capsys):
+    """The val/ folder is the validation set: nothing is held out of the training labels, whose truth is unknown
+    under kind none (clean_label -1, no noise rate), and no warning is printed."""
+    ingest(IngestConfig(dataset="imagefolder", path=str(own_folder(tmp_path / "mine", val=True)), test_fraction=0.25),
+           out=tmp_path / "ingest")
+    summary = run(NoiseConfig(kind="none"), ingest=tmp_path / "ingest", out=tmp_path / "noise")
+    assert summary["val_source"] == "the dataset's val split" and summary["val_clean"] is True
+    assert summary["val"] == 4 and summary["train"] == 15 and summary["labels"] == "as given"
+    assert summary["clean_label_known_train"] == 0 and summary["realised_rate_train"] is None
+    with np.load(tmp_path / "noise" / "labels.npz") as f:
+        assert not f["is_val"].any() and (f["clean_label"] == -1).all() and not f["is_noisy"].any()
+    assert "WARNING" not in capsys.readouterr().err and "warning" not in summary
+
+
+def test_a_users_labels_without_a_clean_val_split_warn_loudly(tmp_path, capsys):
+    ingest(IngestConfig(dataset="imagefolder", path=str(own_folder(tmp_path / "mine", val=False)), test_fraction=0.25),
+           out=tmp_path / "ingest")
+    summary = run(NoiseConfig(kind="none", val_fraction=0.2), ingest=tmp_path / "ingest", out=tmp_path / "noise")
+    assert summary["val_source"] == "held out of the training images" and summary["val_clean"] is False
+    assert summary["warning"].startswith("no clean validation set: the validation labels are as noisy as the training")
+    assert "WARNING: no clean validation set" in capsys.readouterr().err
+    with np.load(tmp_path / "noise" / "labels.npz") as f:  # the held-out labels stay as given: no truth to restore
+        assert f["is_val"].sum() == 4 and (f["label"] >= 0).all()
+    synthetic = run(NoiseConfig(kind="symmetric", rate=0.5, val_fraction=0.2), ingest=tmp_path / "ingest",
+                    out=tmp_path / "noise")  # a study: the given labels are the truth the noise is injected into
+    assert synthetic["val_clean"] is True and synthetic["clean_label_known_train"] == synthetic["train"]
 
 
 @pytest.fixture(scope="module")

@@ -117,11 +117,11 @@ DATA = [
          ("cifar-10-python.tar.gz: expected cifar-10-python.tar.gz, found a corrupt archive",),
          argv=("--set", "ingest.dataset=cifar10", "--set", "ingest.path=data/cifar10-tarball/cifar-10-python.tar.gz")),
     Case("cifar10n-garbage", FILES, "ingest", "`CIFAR-10_human.pt` replaced by random bytes",
-         lambda: f.garbage("data/CIFAR-10_human.pt"),
+         lambda: f.garbage("data/cifar10/CIFAR-10_human.pt"),
          ("CIFAR-10_human.pt: expected a torch-saved dict of label arrays, found unreadable data (refused by the "
           "weights-only loader: Unsupported operand",),
          argv=("--set", "ingest.dataset=cifar10n", "--set", "ingest.path=data/cifar10", "--set",
-               "ingest.human_labels=data/CIFAR-10_human.pt")),
+               "ingest.human_labels=CIFAR-10_human.pt")),
     Case("clothing1m-bad-label-line", FILES, "ingest", "a Clothing1M label line with three fields",
          lambda: Path("data/clothing1m/noisy_label_kv.txt").write_text("images/0/00/train0.jpg 1\na b c\n"),
          ("noisy_label_kv.txt line 2: expected '<image key> <label>', found 'a b c'",), argv=C1M),

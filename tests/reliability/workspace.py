@@ -38,7 +38,7 @@ def write_data(data: Path) -> None:
     write_cifar10(data / "cifar10-tarball", tarball=True)
     import numpy as np  # noqa: PLC0415
 
-    write_cifar10n(data / "CIFAR-10_human.pt", np.array([i % 10 for i in range(20)]))
+    write_cifar10n(data / "cifar10" / "CIFAR-10_human.pt", np.array([i % 10 for i in range(20)]))
     write_clothing1m(data / "clothing1m")
     for i, colour in enumerate(("red", "blue")):
         for n in range(3):
