@@ -36,6 +36,12 @@ OUT = Path("artifacts/baseline")
 
 @dataclass(frozen=True)
 class BaselineConfig(TrainConfig):
+    """The baseline step's config: ``TrainConfig`` with the defaults of the pipeline's run (params.yaml; a test
+    keeps the two equal), the network and its initialisation."""
+
+    epochs: int = 15  # long enough for CE to memorise much of the noise, as users train to convergence
+    augment: bool = False
+    eval_every: int = 50  # steps between validations (the CIFAR-10 code: 50)
     network: Network = "small_cnn"
     pretrained: bool = True  # start from ImageNet weights where the network has them (resnet50)
 

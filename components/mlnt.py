@@ -42,6 +42,14 @@ OUT = Path("artifacts/mlnt")
 
 @dataclass(frozen=True)
 class MlntStepConfig(MlntConfig):
+    """The mlnt step's config: ``MlntConfig`` with the defaults of the pipeline's run (params.yaml, the CIFAR-10
+    code's schedule on the baseline's 15 epochs; a test keeps the two equal), and where training starts."""
+
+    epochs: int = 15  # the baseline's schedule
+    augment: bool = False
+    eval_every: int = 50  # steps between validations (the CIFAR-10 code: 50)
+    ramp_start: float = 2.0  # epochs of warm-up: meta loss and EMA teacher start here (the CIFAR-10 code: 2)
+    ramp_end: float = 10.0  # the ramp-up ends, the EMA decay goes from 0.99 to 0.999
     warm_start: bool = False  # start from the baseline's weights (the paper: from the initialisation)
     pretrained: bool = True  # the initialisation: ImageNet weights where the network has them (resnet50)
 

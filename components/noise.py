@@ -71,7 +71,7 @@ class NoiseConfig:
     seed: int = 0
     class_map: tuple[str, ...] = ()  # asymmetric: "source->target" pairs (names or indices); () = built-in map
     human_labels: HumanLabels = "aggre_label"  # human (cifar10n): which annotation to use
-    train_size: int = 0  # use a random subset of this many training images (0: all of them)
+    train_size: int = 12000  # a random subset of this many training images (0, or more than there are: all)
     val_fraction: float = 0.1  # share of the (sub)set held out for model selection
     val_clean: bool = True  # validation labels clean (the paper's CIFAR-10 setup) or noisy like training
 

@@ -3,7 +3,6 @@ the model file format."""
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import io
 import json
@@ -26,11 +25,9 @@ from components.formats.webdataset import verify_shards
 from components.streaming import open_split
 from model.distributed import Group, from_environment
 from model.networks import build_network
-from model.trainer import Data, Source, TrainConfig, TrainResult, pick_device
+from model.trainer import Data, Source, TrainConfig, TrainResult, pick_device, run_identity
 
 MODEL_FORMAT = 1
-# Config fields that cannot change a run's result, so they do not name its checkpoint folder.
-NOT_IN_RUN_ID = frozenset({"checkpoint_every", "device", "progress", "workers"})
 
 
 def load_split(ingest: Path, noise: Path, *, workers: int = 2, augment: bool = False,
@@ -161,12 +158,14 @@ def load_model(path: Path) -> tuple[nn.Module, dict[str, Any]]:
 
 
 def checkpoint_store(out: Path, config: Any, inputs: list[Path], *, root: Path | None = None) -> FileCheckpointStore:
-    """The checkpoint folder of this exact run: ``<root>/<id>`` (``root`` defaults to ``out/checkpoints``), the
-    id a hash of the config and of the input files (``checkpoint_every``, ``device`` and ``progress`` left out).
-    A rerun with the same config and inputs resumes; any other change, the number of epochs included, starts
-    afresh. A ``root`` outside ``out`` outlives the step's output folder: a Kubeflow retry, whose outputs start
-    empty, resumes from it."""
-    fields = {k: v for k, v in dataclasses.asdict(config).items() if k not in NOT_IN_RUN_ID}
+    """The checkpoint folder of this run: ``<root>/<id>`` (``root`` defaults to ``out/checkpoints``), the id a hash
+    of the input files and of ``model.trainer.run_identity(config)``, the fields the trainer's resume policy does
+    not let change (all but those that cannot change the result and, in a one-round run, ``epochs``). A rerun with
+    the same config and inputs resumes, one with more epochs continues where the last one stopped (exactly the
+    longer run), one with fewer is refused by the trainer; any other change starts afresh in another folder. A
+    ``root`` outside ``out`` outlives the step's output folder: a Kubeflow retry, whose outputs start empty,
+    resumes from it."""
+    fields = run_identity(config)
     digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode())
     for path in inputs:
         digest.update(sha256_file(Path(path)).encode())

@@ -38,8 +38,14 @@ from model.progress import progress
 from model.schedules import ema_decay, lr_factor, rampup_weight, teacher_start_share
 
 CHECKPOINT_FORMAT = 2  # 2: the teacher starts at ramp_start; validations every eval_every steps
-# Fields that may differ between a checkpoint and the run resuming it: they do not change the result.
-RESUMABLE_CHANGES = frozenset({"epochs", "checkpoint_every", "device", "progress", "workers"})
+# The resume policy, one for the library and the pipeline steps (components.training names a run's checkpoint
+# folder by every other field): a checkpoint resumes a run whose config differs from its own only in
+# - RESULT_NEUTRAL fields, which cannot change the result, and
+# - a larger ``epochs`` (round 0 only: a later round's mentor came from the shorter round before it): every
+#   schedule counts absolute epochs (milestones, ramp, EMA decay) and the data order is a function of the epoch,
+#   so continuing a finished run is exactly the longer run. A run cannot be shortened past its checkpoint.
+RESULT_NEUTRAL = frozenset({"checkpoint_every", "device", "progress", "workers"})
+RESUMABLE_CHANGES = RESULT_NEUTRAL | {"epochs"}
 MODELS = ("student", "teacher")
 
 
@@ -64,6 +70,13 @@ class TrainConfig:
     amp: bool = True  # bfloat16 autocast on CUDA; ignored on the CPU
     progress: bool = True
     workers: int = 2  # DataLoader processes decoding a streamed (sharded) dataset; in-memory data ignores it
+
+    method: ClassVar[str] = "ce"
+
+    @property
+    def round_count(self) -> int:
+        """Rounds of training (``MlntConfig.rounds``; plain CE trains once)."""
+        return 1
 
     def __post_init__(self) -> None:
         _one_of("device", self.device, ("auto", "cpu", "cuda"))
@@ -102,6 +115,11 @@ class MlntConfig(TrainConfig):
     rounds: int = 1  # iterative training: each round after the first has the previous best teacher as mentor
     mentor_top_k: int = 1  # keep a sample if its label is among the mentor's top-k predictions
     mentor_blend: float = 0.5  # weight of the mentor in the consistency target
+    method: ClassVar[str] = "mlnt"
+
+    @property
+    def round_count(self) -> int:
+        return self.rounds
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -248,7 +266,7 @@ def train(config: TrainConfig, net: nn.Module, train_data: Source, *, val_data: 
     group.broadcast_state(net)
     feature_net = _frozen(feature_net if feature_net is not None else net, device)
     mentor = None
-    rounds = getattr(config, "rounds", 1)
+    rounds = config.round_count
     earlier: list[TrainResult] = []
     for round_ in range(rounds):
         data = train_data
@@ -261,8 +279,9 @@ def train(config: TrainConfig, net: nn.Module, train_data: Source, *, val_data: 
                                  f"samples, expected at least batch_size ({config.batch_size}); train the first "
                                  "round longer or raise mentor_top_k")
             data = train_data.subset(keep.cpu())
-        loop = _Loop(config, net, data, val_data, feature_net, mentor, store, f"round{round_}", device,
-                     on_epoch_end, group, on_validation=on_validation)
+        loop = _Loop(config, net, data, val_data=val_data, feature_net=feature_net, mentor=mentor, store=store,
+                     key=f"round{round_}", device=device, group=group, on_epoch_end=on_epoch_end,
+                     on_validation=on_validation)
         result = loop.run()
         if round_ + 1 < rounds:  # the next round retrains ``net``: keep this round's weights apart
             earlier.append(dataclasses.replace(result, student=copy.deepcopy(result.student)))
@@ -308,11 +327,53 @@ def augment(x: Tensor, generator: torch.Generator, *, padding: int) -> Tensor:
     return padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2).contiguous()
 
 
-class _Loop:
-    """One round of training: the state that a checkpoint captures, and the loop over it."""
+@dataclass
+class Best:
+    """The best model validated so far in a round: which one, when, its validation accuracy and its weights."""
 
-    def __init__(self, config, net, data, val_data, feature_net, mentor, store, key, device, on_epoch_end, group,
-                 *, on_validation=None):
+    model: str  # "student" or "teacher"
+    epoch: int  # 1-based: the epoch during or at the end of which it was validated
+    step: int
+    score: float
+    state: dict[str, Tensor]
+
+
+@dataclass
+class LoopState:
+    """A round's progress besides the weights, the optimiser and the random state; a checkpoint holds it (in the
+    checkpoint's flat layout: ``as_checkpoint`` and ``from_checkpoint`` are the one mapping)."""
+
+    step: int = 0  # optimiser steps taken
+    history: list[dict[str, float]] = field(default_factory=list)  # one record per finished epoch
+    evaluations: list[dict[str, float]] = field(default_factory=list)  # every validation
+    best: Best | None = None
+    loss_sum: float = 0.0  # the batch losses of the current epoch so far, for its mean
+    loss_count: int = 0
+
+    def as_checkpoint(self) -> dict[str, Any]:
+        best = None if self.best is None else {"model": self.best.model, "epoch": self.best.epoch,
+                                                "step": self.best.step, "score": self.best.score,
+                                                "state": self.best.state}
+        return {"step": self.step, "history": self.history, "best": best,
+                "epoch_loss": [self.loss_sum, self.loss_count], "evaluations": self.evaluations}
+
+    @classmethod
+    def from_checkpoint(cls, state: dict[str, Any]) -> LoopState:
+        best = state["best"]
+        loss_sum, loss_count = state["epoch_loss"]
+        return cls(step=state["step"], history=state["history"], evaluations=state["evaluations"],
+                   best=None if best is None else Best(**best), loss_sum=loss_sum, loss_count=loss_count)
+
+
+class _Loop:
+    """One round of training: its state (``LoopState``, the weights, the optimiser and the random generators,
+    all in its checkpoint) and the loop over it."""
+
+    def __init__(self, config: TrainConfig, net: nn.Module, data: Source, *, val_data: Source | None,
+                 feature_net: nn.Module, mentor: nn.Module | None, store: CheckpointStore | None, key: str,
+                 device: torch.device, group: Group,
+                 on_epoch_end: Callable[[dict[str, float]], None] | None = None,
+                 on_validation: Callable[[list[dict[str, float]], list[dict[str, float]]], None] | None = None):
         self.cfg, self.net, self.data, self.val = config, net, data, val_data
         self.feature_net, self.mentor, self.store, self.key = feature_net, mentor, store, key
         self.device, self.on_epoch_end, self.group = device, on_epoch_end, group
@@ -323,7 +384,7 @@ class _Loop:
         if self.steps_per_epoch == 0:
             raise ValueError(f"batch_size: expected at most the number of training samples ({len(data)}), "
                              f"found {config.batch_size}")
-        self.method = "mlnt" if isinstance(config, MlntConfig) else "ce"
+        self.method = config.method
         self.teacher = make_teacher(net) if self.method == "mlnt" else None
         self.optimizer = torch.optim.SGD(net.parameters(), lr=config.lr, momentum=config.momentum,
                                          weight_decay=config.weight_decay)
@@ -333,8 +394,7 @@ class _Loop:
         if self.method == "mlnt":
             self.ramp = (round(config.ramp_start * self.steps_per_epoch), round(config.ramp_end * self.steps_per_epoch))
         self.generator = torch.Generator().manual_seed(config.seed)
-        self.step, self.history, self.best, self.epoch_loss = 0, [], None, [0.0, 0]
-        self.evaluations: list[dict[str, float]] = []
+        self.state = LoopState()
         self.autocast = config.amp and device.type == "cuda" and torch.cuda.is_bf16_supported()
         self.last_checkpoint: str | None = None
 
@@ -345,14 +405,15 @@ class _Loop:
         self._start_teacher()
         self.net.train()
         total = self.cfg.epochs * self.steps_per_epoch
-        while self.step < total:
-            epoch, first = divmod(self.step, self.steps_per_epoch)
+        state = self.state
+        while state.step < total:
+            epoch, first = divmod(state.step, self.steps_per_epoch)
             bar = progress(self._batches(epoch, first), total=self.steps_per_epoch - first, unit="steps",
                            desc=f"{self.method} {self.key} epoch {epoch + 1}/{self.cfg.epochs}",
                            disable=not self.verbose)
             started, seen = time.perf_counter(), 0
             if first == 0:
-                self.epoch_loss = [0.0, 0]  # sum and count of the batch losses; kept in checkpoints
+                state.loss_sum, state.loss_count = 0.0, 0
             for b, (x, y) in enumerate(bar, start=first):
                 # loss
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
@@ -360,7 +421,7 @@ class _Loop:
                 # guard: stop before a NaN/Inf reaches the weights (every process at once)
                 value = self.group.mean_item(loss)
                 if not math.isfinite(value):
-                    raise NonFiniteLossError(f"loss is {value} at step {self.step + 1} (epoch {epoch + 1}); "
+                    raise NonFiniteLossError(f"loss is {value} at step {state.step + 1} (epoch {epoch + 1}); "
                                              f"last good checkpoint: {self._checkpoint_name()}")
                 # backward and step
                 self.optimizer.zero_grad(set_to_none=True)
@@ -372,22 +433,22 @@ class _Loop:
                 self.scheduler.step()
                 # teacher
                 if self._teacher_started():
-                    ema_update(self.teacher, self.net, ema_decay(self.step, ramp_end=self.ramp[1],
+                    ema_update(self.teacher, self.net, ema_decay(state.step, ramp_end=self.ramp[1],
                                                                  during_ramp=self.cfg.ema_during_ramp,
                                                                  after_ramp=self.cfg.ema_after_ramp))
-                self.step += 1
+                state.step += 1
                 self._start_teacher()
                 # log
                 seen += y.shape[0]
-                self.epoch_loss = [self.epoch_loss[0] + value, self.epoch_loss[1] + 1]
+                state.loss_sum, state.loss_count = state.loss_sum + value, state.loss_count + 1
                 bar.set_postfix(loss=f"{value:.3f}", acc=f"{(logits.argmax(1) == y[self.rows]).float().mean():.3f}",
                                 samples_s=f"{seen / (time.perf_counter() - started):.0f}")
                 # validate and checkpoint (both also at the epoch end, by _end_epoch)
                 at_epoch_end = b + 1 == self.steps_per_epoch
-                if self.cfg.eval_every and self.step % self.cfg.eval_every == 0 and not at_epoch_end:
+                if self.cfg.eval_every and state.step % self.cfg.eval_every == 0 and not at_epoch_end:
                     self._evaluate(epoch)
                     self._report()
-                if self.cfg.checkpoint_every and self.step % self.cfg.checkpoint_every == 0 and not at_epoch_end:
+                if self.cfg.checkpoint_every and state.step % self.cfg.checkpoint_every == 0 and not at_epoch_end:
                     self._save()
             bar.close()
             self._end_epoch(epoch, seen / max(time.perf_counter() - started, 1e-9))
@@ -409,7 +470,7 @@ class _Loop:
         """The loss on this process's rows of the global batch ``x, y``, and their logits."""
         rows = self.rows
         weight = 0.0 if self.teacher is None else rampup_weight(
-            self.step, start=self.ramp[0], end=self.ramp[1], max_weight=self.cfg.meta_weight)
+            self.state.step, start=self.ramp[0], end=self.ramp[1], max_weight=self.cfg.meta_weight)
         if weight == 0.0:
             logits = self.net(x[rows])
             return F.cross_entropy(logits, y[rows]), logits
@@ -426,17 +487,17 @@ class _Loop:
 
     def _start_teacher(self) -> None:
         """At the end of the warm-up (``ramp_start``), the teacher becomes a copy of the student."""
-        if self.teacher is not None and self.step == self.ramp[0]:
+        if self.teacher is not None and self.state.step == self.ramp[0]:
             self.teacher.load_state_dict(self.net.state_dict())
 
     def _teacher_started(self) -> bool:
         """Whether the teacher exists yet: from the end of the warm-up (``ramp_start``) on."""
-        return self.teacher is not None and self.step >= self.ramp[0]
+        return self.teacher is not None and self.state.step >= self.ramp[0]
 
     def _teacher_start_share(self) -> float:
         """The share of the teacher's weights still on those it was copied from (the product of the EMA decays
         applied since)."""
-        return teacher_start_share(self.step, start=self.ramp[0], ramp_end=self.ramp[1],
+        return teacher_start_share(self.state.step, start=self.ramp[0], ramp_end=self.ramp[1],
                                    during_ramp=self.cfg.ema_during_ramp, after_ramp=self.cfg.ema_after_ramp)
 
     def _evaluate(self, epoch: int) -> dict[str, float]:
@@ -445,28 +506,28 @@ class _Loop:
         candidates = {"student": self.net}
         if self._teacher_started():
             candidates["teacher"] = self.teacher
-        record: dict[str, float] = {"step": self.step, "epoch": round(self.step / self.steps_per_epoch, 4)}
+        state = self.state
+        record: dict[str, float] = {"step": state.step, "epoch": round(state.step / self.steps_per_epoch, 4)}
         if self.teacher is not None:
             record["teacher_start_share"] = self._teacher_start_share() if self._teacher_started() else 1.0
         for name, model in candidates.items():
             score = (accuracy(model, self.val, device=self.device) if self.val is not None
-                     else float(self.step) + MODELS.index(name) / 2)  # without validation data: the latest
+                     else float(state.step) + MODELS.index(name) / 2)  # without validation data: the latest
             if self.val is not None:
                 record[f"val_accuracy_{name}"] = score
-            if self.best is None or score > self.best["score"]:
-                self.best = {"model": name, "epoch": epoch + 1, "step": self.step, "score": score,
-                             "state": _cpu_state(model)}
-        self.evaluations.append(record)
+            if state.best is None or score > state.best.score:
+                state.best = Best(model=name, epoch=epoch + 1, step=state.step, score=score, state=_cpu_state(model))
+        state.evaluations.append(record)
         return record
 
     def _end_epoch(self, epoch: int, samples_per_s: float) -> None:
-        record: dict[str, float] = {"epoch": epoch + 1, "step": self.step,
+        record: dict[str, float] = {"epoch": epoch + 1, "step": self.state.step,
                                     "lr": self.optimizer.param_groups[0]["lr"],
-                                    "train_loss": self.epoch_loss[0] / max(self.epoch_loss[1], 1),
+                                    "train_loss": self.state.loss_sum / max(self.state.loss_count, 1),
                                     "samples_per_s": samples_per_s}
         record.update(self.data.epoch_stats())
         record.update({k: v for k, v in self._evaluate(epoch).items() if k not in record})
-        self.history.append(record)
+        self.state.history.append(record)
         if self.verbose:
             shown = ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items())
             tqdm.write(f"[{self.method} {self.key}] {shown}")
@@ -477,32 +538,33 @@ class _Loop:
 
     def _report(self) -> None:
         if self.on_validation is not None and self.group.is_main:
-            self.on_validation([dict(r) for r in self.history], [dict(e) for e in self.evaluations])
+            self.on_validation([dict(r) for r in self.state.history], [dict(e) for e in self.state.evaluations])
 
     def _result(self) -> TrainResult:
-        return TrainResult(student=self.net, teacher=self.teacher, best_model=self.best["model"],
-                           best_state=self.best["state"], best_epoch=self.best["epoch"], history=self.history,
-                           steps=self.step, best_step=self.best["step"],
-                           best_score=self.best["score"] if self.val is not None else float("nan"),
-                           evaluations=self.evaluations)
+        state, best = self.state, self.state.best
+        return TrainResult(student=self.net, teacher=self.teacher, best_model=best.model, best_state=best.state,
+                           best_epoch=best.epoch, history=state.history, steps=state.step, best_step=best.step,
+                           best_score=best.score if self.val is not None else float("nan"),
+                           evaluations=state.evaluations)
 
     # --- checkpoints ----------------------------------------------------------------------------------------
 
-    def _state(self) -> dict[str, Any]:
+    def _checkpoint(self) -> dict[str, Any]:
+        """Everything ``_resume`` restores: the config it was trained with, the weights, the optimiser and its
+        schedule, every random state, and the ``LoopState``."""
         return {
-            "format": CHECKPOINT_FORMAT, "key": self.key, "config": dataclasses.asdict(self.cfg), "step": self.step,
+            "format": CHECKPOINT_FORMAT, "key": self.key, "config": dataclasses.asdict(self.cfg),
             "model": _cpu_state(self.net), "teacher": None if self.teacher is None else _cpu_state(self.teacher),
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "rng": {"generator": self.generator.get_state(), "torch": torch.get_rng_state(),
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
-            "history": self.history, "best": self.best, "epoch_loss": self.epoch_loss,
-            "evaluations": self.evaluations,
+            **self.state.as_checkpoint(),
         }
 
     def _save(self) -> None:
         if self.store is not None and self.group.is_main:
-            self.store.save(self.key, self._state())
-            self.last_checkpoint = f"{self.store.location} ({self.key}, step {self.step})"
+            self.store.save(self.key, self._checkpoint())
+            self.last_checkpoint = f"{self.store.location} ({self.key}, step {self.state.step})"
 
     def _checkpoint_name(self) -> str:
         if self.store is None:
@@ -510,21 +572,17 @@ class _Loop:
         return self.last_checkpoint or f"none written yet in {self.store.location}"
 
     def _resume(self) -> None:
+        """Restore everything ``_checkpoint`` saved, if the store holds this round's checkpoint and the resume
+        policy (``RESUMABLE_CHANGES``) accepts the config."""
         state = self.store.load(self.key) if self.store is not None else None
         if state is None:
             return
+        where = f"checkpoint {self.store.location} ({self.key})"
         if state.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"checkpoint {self.store.location} ({self.key}): expected format {CHECKPOINT_FORMAT}, "
-                             f"found {state.get('format')!r}; it was written by another version: delete it to "
-                             "start afresh")
-        saved = state.get("config", {})
-        current = dataclasses.asdict(self.cfg)
-        changed = sorted(k for k in current.keys() - RESUMABLE_CHANGES
-                         if _normalise(saved.get(k)) != _normalise(current[k]))
-        if changed:
-            details = "; ".join(f"{k}: checkpoint {saved.get(k)!r}, now {current[k]!r}" for k in changed)
-            raise ValueError(f"checkpoint {self.store.location} ({self.key}): expected the same training "
-                             f"config to resume, found differences: {details}")
+            raise ValueError(f"{where}: expected format {CHECKPOINT_FORMAT}, found {state.get('format')!r}; it was "
+                             "written by another version: delete it to start afresh")
+        resume_policy(state.get("config", {}), self.cfg, step=state["step"], steps_per_epoch=self.steps_per_epoch,
+                      first_round=self.key == "round0", where=where)
         self.net.load_state_dict(state["model"])
         if self.teacher is not None:
             self.teacher.load_state_dict(state["teacher"])
@@ -534,11 +592,34 @@ class _Loop:
         torch.set_rng_state(state["rng"]["torch"])
         if state["rng"]["cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-        self.step, self.history, self.best = state["step"], state["history"], state["best"]
-        self.epoch_loss, self.evaluations = state["epoch_loss"], state["evaluations"]
-        self.last_checkpoint = f"{self.store.location} ({self.key}, step {self.step})"
+        self.state = LoopState.from_checkpoint(state)
+        self.last_checkpoint = f"{self.store.location} ({self.key}, step {self.state.step})"
         if self.group.is_main:
             tqdm.write(f"[{self.method} {self.key}] resumed from {self.last_checkpoint}")  # always: it matters
+
+
+def run_identity(config: TrainConfig) -> dict[str, Any]:
+    """The config fields that a checkpoint of every round of ``config``'s run must match (the resume policy over a
+    whole run): everything but ``RESUMABLE_CHANGES``, or ``RESULT_NEUTRAL`` when later rounds pin ``epochs``."""
+    free = RESUMABLE_CHANGES if config.round_count == 1 else RESULT_NEUTRAL
+    return {k: v for k, v in dataclasses.asdict(config).items() if k not in free}
+
+
+def resume_policy(saved: dict[str, Any], config: TrainConfig, *, step: int, steps_per_epoch: int,
+                  first_round: bool = True, where: str = "checkpoint") -> None:
+    """Raise ``ValueError`` unless a checkpoint saved with config ``saved`` at ``step`` may resume a run of
+    ``config``: the fields outside ``RESUMABLE_CHANGES`` equal, ``epochs`` equal outside the first round, and the
+    checkpoint no later than the run's end."""
+    current = dataclasses.asdict(config)
+    free = RESUMABLE_CHANGES if first_round else RESULT_NEUTRAL
+    changed = sorted(k for k in current.keys() - free if _normalise(saved.get(k)) != _normalise(current[k]))
+    if changed:
+        details = "; ".join(f"{k}: checkpoint {saved.get(k)!r}, now {current[k]!r}" for k in changed)
+        raise ValueError(f"{where}: expected the same training config to resume, found differences: {details}")
+    if step > config.epochs * steps_per_epoch:
+        raise ValueError(f"{where}: expected a checkpoint within the {config.epochs} epochs asked for, found one at "
+                         f"step {step} (epoch {step / steps_per_epoch:g}): a run continues but cannot be shortened; "
+                         f"raise epochs or delete the checkpoint to start afresh")
 
 
 def _initial_state(net: nn.Module, writer: CheckpointStore | None,

@@ -36,16 +36,19 @@ def test_steps_write_their_documented_artifacts(workdir, capsys):
     assert [h["epoch"] for h in history] == [1, 2]
 
 
-def test_rerun_resumes_and_a_changed_config_starts_afresh(workdir, capsys):
+def test_rerun_resumes_more_epochs_continue_and_a_changed_config_starts_afresh(workdir, capsys):
     for step in (ingest, noise, baseline):
         assert step.main([]) == 0
     runs = lambda: sorted(p.name for p in (workdir / "artifacts/baseline/checkpoints").iterdir())  # noqa: E731
     first = runs()
     assert baseline.main(["--set", "baseline.progress=true"]) == 0  # a change that cannot alter the result
     assert "resumed from" in capsys.readouterr().out and runs() == first
-    assert baseline.main(["--set", "baseline.epochs=3"]) == 0  # another config: a new run; the old one is dropped
+    assert baseline.main(["--set", "baseline.epochs=3"]) == 0  # more epochs: the same run continues
+    assert "resumed from" in capsys.readouterr().out and runs() == first
+    assert [h["epoch"] for h in json.loads((workdir / "artifacts/baseline/history.json").read_text())] == [1, 2, 3]
+    assert baseline.main(["--set", "baseline.lr=0.03"]) == 0  # another config: a new run; the old one is dropped
     assert runs() != first and len(runs()) == 1
-    assert json.loads((workdir / "artifacts/baseline/metrics.json").read_text())["epochs"] == 3
+    assert json.loads((workdir / "artifacts/baseline/metrics.json").read_text())["epochs"] == 2  # params.yaml's
 
 
 def test_training_step_without_its_inputs(workdir, capsys):

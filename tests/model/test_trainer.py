@@ -114,6 +114,36 @@ def test_resume_refuses_a_checkpoint_from_another_config(tmp_path):
     # More epochs is a legitimate change: the run continues where it stopped.
     longer = train(dataclasses.replace(config, epochs=2), net(), train_data, store=FileCheckpointStore(tmp_path))
     assert [h["epoch"] for h in longer.history] == [1, 2]
+    with pytest.raises(ValueError, match=r"expected a checkpoint within the 1 epochs asked for, found one at step 8 "
+                                         r"\(epoch 2\): a run continues but cannot be shortened"):
+        train(config, net(), train_data, store=FileCheckpointStore(tmp_path))
+
+
+@pytest.mark.parametrize("config", [TrainConfig(epochs=2, lr_milestones=(1.5,), **QUIET),
+                                    MlntConfig(epochs=2, mode="head", ramp_start=0.5, ramp_end=2.5, **QUIET)],
+                         ids=["ce", "mlnt"])
+def test_continuing_a_finished_run_is_exactly_the_longer_run(tmp_path, config):
+    """The resume policy lets epochs grow because every schedule counts absolute epochs: 2 epochs, then 3,
+    end bit for bit where 3 epochs straight end (the learning-rate step and the ramp cross the join)."""
+    train_data, val = noisy_problem(n=400)
+    longer = dataclasses.replace(config, epochs=3)
+    straight = train(longer, net(), train_data, val_data=val)
+    train(config, net(), train_data, val_data=val, store=FileCheckpointStore(tmp_path))
+    continued = train(longer, net(seed=7), train_data, val_data=val, store=FileCheckpointStore(tmp_path))
+    for (name, a), b in zip(straight.student.state_dict().items(), continued.student.state_dict().values(),
+                            strict=True):
+        assert torch.equal(a, b), name
+    assert straight.evaluations == continued.evaluations and straight.best_step == continued.best_step
+
+
+def test_a_later_round_refuses_other_epochs(tmp_path):
+    """Round 2's mentor came from round 1 as long as it then was: its checkpoint cannot continue a longer run."""
+    train_data, _ = noisy_problem(n=200)
+    config = MlntConfig(epochs=1, rounds=2, **QUIET)
+    train(config, net(), train_data, store=FileCheckpointStore(tmp_path))
+    with pytest.raises(ValueError, match=r"\(round1\): expected the same training config to resume, found "
+                                         r"differences: epochs: checkpoint 1, now 2"):
+        train(dataclasses.replace(config, epochs=2), net(), train_data, store=FileCheckpointStore(tmp_path))
 
 
 class PoisonedNet(nn.Module):
