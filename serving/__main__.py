@@ -20,6 +20,8 @@ from serving.release import ReleaseError, load_release
 
 MODEL_NAME = "mlnt-classifier"
 AT_LEAST_ONE = {"max_batch": "--max-batch", "max_body_bytes": "--max-body-bytes", "drift_window": "--drift-window",
+                "max_decode_pixels": "--max-decode-pixels", "decode_threads": "--decode-threads",
+                "feedback_burst": "--feedback-burst",
                 "max_threads": "--max_threads"}  # option -> its spelling: ours with hyphens, KServe's with underscores
 
 
@@ -29,6 +31,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                                      parents=[copy.deepcopy(kserve_cli().parser)],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.set_defaults(model_name=MODEL_NAME)
+    from serving.model import MAX_DECODE_PIXELS  # noqa: PLC0415 -- imports KServe, which kserve_cli() has imported
     ours = parser.add_argument_group("the predictor's options")
     ours.add_argument("--model", required=True, help="release folder with model.onnx and model_card.json")
     ours.add_argument("--model-name", dest="model_name", default=argparse.SUPPRESS, help="the same as --model_name")
@@ -38,7 +41,20 @@ def get_args_parser() -> argparse.ArgumentParser:
     ours.add_argument("--max-body-bytes", type=int, default=16 * 1024 * 1024,
                       help="largest request: REST body, and gRPC message unless --grpc_max_receive_message_length "
                            "is smaller")
+    ours.add_argument("--max-decode-pixels", type=int, default=MAX_DECODE_PIXELS,
+                      help="most pixels (width x height, summed over the images) one request may have decoded")
+    ours.add_argument("--decode-threads", type=int, default=2,
+                      help="most images decoded at once, all requests together")
     ours.add_argument("--drift-window", type=int, default=1000, help="recent predictions the drift gauge uses")
+    ours.add_argument("--drift-client-share", type=float, default=0.1,
+                      help="most of the drift window one client may hold (1: no cap, for one trusted gateway)")
+    ours.add_argument("--feedback-token-file", default=None,
+                      help="file holding the bearer token feedback must carry (a mounted Secret); else "
+                           "$MLNT_FEEDBACK_TOKEN; neither: feedback is open, with a warning")
+    ours.add_argument("--feedback-rate", type=float, default=1.0, help="feedback labels a second per client")
+    ours.add_argument("--feedback-burst", type=int, default=256, help="feedback labels at once per client")
+    ours.add_argument("--enable-model-repository", action="store_true",
+                      help="serve KServe's model repository extension (load, unload): off, anyone could unload")
     ours.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0: its default)")
     return parser
 
@@ -61,6 +77,10 @@ def problem(args: argparse.Namespace) -> str | None:
     for option, spelling in AT_LEAST_ONE.items():
         if getattr(args, option) < 1:
             return f"{spelling}: expected at least 1, found {getattr(args, option)}"
+    if not 0 < args.drift_client_share <= 1:
+        return f"--drift-client-share: expected a share in (0, 1], found {args.drift_client_share}"
+    if not args.feedback_rate > 0:
+        return f"--feedback-rate: expected more than 0 labels a second, found {args.feedback_rate}"
     if args.workers != 1:
         return (f"--workers: expected 1 (KServe's extra REST workers are spawned processes that import a fresh app, "
                 f"without this predictor's model, guard, metrics and feedback route; run more replicas instead), "
@@ -82,16 +102,23 @@ def main(argv: list[str] | None = None) -> int:
     if (found := problem(args)) is not None:
         print(f"serving: {found}", file=sys.stderr)
         return 2
+    from serving.auth import FeedbackToken, TokenError  # noqa: PLC0415 -- KServe is imported by now
+
     try:
+        token = FeedbackToken.from_settings(args.feedback_token_file)
         release = load_release(args.model)  # before onnxruntime and the model: a bad release fails fast
-        from serving.server import build, serve  # noqa: PLC0415
+        from serving.server import Protection, build, serve  # noqa: PLC0415
 
         model = build(release, name=args.model_name, max_batch=args.max_batch, drift_window=args.drift_window,
-                      threads=args.threads)
-    except ReleaseError as exc:
+                      threads=args.threads, drift_client_share=args.drift_client_share,
+                      max_decode_pixels=args.max_decode_pixels, decode_threads=args.decode_threads)
+    except (ReleaseError, TokenError) as exc:
         print(f"serving: refusing to start: {exc}", file=sys.stderr)
         return 2
-    serve(model, kserve_settings(args), max_body_bytes=args.max_body_bytes)
+    protection = Protection(max_body_bytes=args.max_body_bytes, docs=args.enable_docs_url,
+                            repository=args.enable_model_repository, token=token, feedback_rate=args.feedback_rate,
+                            feedback_burst=args.feedback_burst)
+    serve(model, kserve_settings(args), protection)
     return 0
 
 

@@ -1,4 +1,4 @@
-"""KServe's data plane, with gRPC inference counted and timed like REST inference.
+"""KServe's data plane, with gRPC inference counted and timed like REST inference, and readiness that means it.
 
 ``serving.middleware.Accounting`` counts REST requests around KServe's routes; gRPC requests never pass there. Both
 transports call the data plane, so it accounts the gRPC ones (protocol ``grpc-v2``): from the call into the data
@@ -6,6 +6,10 @@ plane to its answer, i.e. finding the model, preprocess, predict and postprocess
 before and encoding after (KServe's servicer does those). Errors that KServe's servicer raises before the call (a
 datatype it cannot read, raw contents that do not match the inputs) and messages over the size limit (refused by
 gRPC itself) are not counted.
+
+KServe's server readiness is always true; here it is true only while every model the predictor was started with is
+registered and ready (an unload, with ``--enable-model-repository``, makes it false). The server metadata lists the
+repository extension only when it is enabled.
 """
 
 from __future__ import annotations
@@ -24,12 +28,23 @@ CLIENT_ERRORS = (InvalidInput, ModelNotFound, UnsupportedProtocol)  # serving.in
 
 
 class AccountedDataPlane(DataPlane):
-    def __init__(self, model_registry: ModelRepository, metrics: PredictorMetrics):
+    def __init__(self, model_registry: ModelRepository, metrics: PredictorMetrics | None, *,
+                 serves: frozenset[str] = frozenset(), repository: bool = False):
         super().__init__(model_registry=model_registry)
-        self.metrics = metrics
+        self.metrics, self.serves, self.repository = metrics, serves, repository
+
+    async def ready(self) -> bool:
+        for name in self.serves:
+            if not await self.model_registry.is_model_ready(name):
+                return False
+        return await super().ready()
+
+    def metadata(self) -> dict:
+        found = super().metadata()
+        return found if self.repository else {**found, "extensions": []}
 
     async def infer(self, model_name: str, request, headers: dict | None = None):
-        if not (isinstance(request, InferRequest) and request.from_grpc):
+        if self.metrics is None or not (isinstance(request, InferRequest) and request.from_grpc):
             return await super().infer(model_name, request, headers)
         outcome, start = "server_error", time.perf_counter()  # an exception that escapes is a server error
         try:

@@ -1,33 +1,78 @@
-"""Prediction drift: how far the classes predicted recently are from the classes the model was trained on."""
+"""Prediction drift: how far the classes predicted recently are from the classes the model was trained on, measured
+on a window that no one client can fill.
+
+The window holds the predicted classes of the most recent ``size`` images, with three rules against a client that
+wants to pin the gauge (or hide a real shift) by sending the same images, or many images, itself:
+
+* one client holds at most ``client_share`` of the window's slots: its new predictions replace its own oldest;
+* an image already in the window (the same normalised tensor, by digest) is counted once;
+* a slot not yet filled counts as the training distribution, so the distance is
+  ``filled / size x TV(window, training)``: a client alone, or a window still filling, moves it by at most the share
+  of the slots it holds.
+
+So with the default share 0.1 one client moves the gauge by at most 0.1, under the 0.2 of the drift alert. The price:
+a predictor behind one trusted gateway (one client address) sees at most that share; ``--drift-client-share 1``
+turns the cap off there.
+"""
 
 from __future__ import annotations
 
-from collections import deque
+import math
+from collections import OrderedDict, deque
 
 import numpy as np
 
 
 class DriftWindow:
-    """The predicted classes of the most recent ``size`` images and their total-variation distance to
-    ``reference`` (the training labels' class shares): half the L1 distance, 0 = same shares, 1 = disjoint."""
+    """The recent predictions and their total-variation distance to ``reference`` (the training labels' class
+    shares): half the L1 distance, 0 = same shares, 1 = disjoint; a window not yet full is completed with
+    ``reference``."""
 
-    def __init__(self, reference: tuple[float, ...] | list[float], size: int = 1000):
+    def __init__(self, reference: tuple[float, ...] | list[float], size: int = 1000, *, client_share: float = 1.0):
         if size < 1:
             raise ValueError(f"drift window: expected at least 1 prediction, found {size}")
+        if not 0 < client_share <= 1:
+            raise ValueError(f"drift window: expected a client share in (0, 1], found {client_share}")
         self.reference = np.asarray(reference, dtype=np.float64)
-        self.recent: deque[int] = deque(maxlen=size)
+        self.size, self.cap = size, max(1, math.floor(client_share * size))
+        self.entries: OrderedDict[int, tuple[str, bytes | None, int]] = OrderedDict()  # serial -> client, digest, class
+        self.by_client: dict[str, deque[int]] = {}  # each client's serials, oldest first
+        self.digests: dict[bytes, int] = {}
         self.counts = np.zeros(len(self.reference), dtype=np.int64)
+        self.serial = 0
 
-    def add(self, classes: np.ndarray | list[int]) -> float:
-        """Slide the window over ``classes`` (class indices) and return the distance."""
-        for c in classes:
-            if len(self.recent) == self.recent.maxlen:
-                self.counts[self.recent[0]] -= 1
-            self.recent.append(int(c))
+    def add(self, classes: np.ndarray | list[int], *, client: str = "",
+            digests: list[bytes] | None = None) -> float:
+        """Slide the window over ``classes`` (class indices) predicted for ``client``; ``digests`` identify the
+        images, so that one already in the window is not counted again. Returns the distance."""
+        for k, c in enumerate(classes):
+            digest = None if digests is None else digests[k]
+            if digest is not None and digest in self.digests:
+                continue
+            mine = self.by_client.get(client)
+            if mine is not None and len(mine) >= self.cap:
+                self._evict(mine[0])
+            elif len(self.entries) >= self.size:
+                self._evict(next(iter(self.entries)))
+            self.serial += 1
+            self.entries[self.serial] = (client, digest, int(c))
+            self.by_client.setdefault(client, deque()).append(self.serial)
+            if digest is not None:
+                self.digests[digest] = self.serial
             self.counts[int(c)] += 1
         return self.distance()
 
+    def _evict(self, serial: int) -> None:
+        """Drop one entry: the oldest of the window, or its client's oldest (the head of that client's queue)."""
+        client, digest, c = self.entries.pop(serial)
+        queue = self.by_client[client]
+        queue.popleft()
+        if not queue:
+            del self.by_client[client]
+        if digest is not None:
+            del self.digests[digest]
+        self.counts[c] -= 1
+
     def distance(self) -> float:
-        if not self.recent:
-            return 0.0
-        return float(0.5 * np.abs(self.counts / len(self.recent) - self.reference).sum())
+        filled = len(self.entries)
+        return float(0.5 * np.abs(self.counts / self.size - filled / self.size * self.reference).sum())

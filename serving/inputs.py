@@ -1,8 +1,12 @@
 """Requests -> the network's input: float32 ``[N, C, H, W]``, normalised like training; or one clear 4xx error.
 
 Accepted: a preprocessed tensor (v2 FP32 input named as in the card; v1 ``instances`` as nested lists) or encoded
-images (v2 BYTES input of base64 PNG/JPEG; v1 ``instances: [{"image": {"b64": ...}}]``). Images are decoded with
-Pillow, converted to the card's channels, resized to its size, scaled to [0, 1] and normalised with its mean/std.
+images (v2 BYTES input of base64 PNG/JPEG; v1 ``instances: [{"image": {"b64": ...}}]``). ``v2_batch`` and
+``v1_batch`` check a request and return its tensor, or its images still ``Encoded``: decoding is the expensive part,
+which the model runs off the event loop (``serving.model.Classifier.tensor``) through ``decode_images``. That reads
+every image's header first and refuses the request if their pixels add up to more than the budget
+(``serving.budget``); then it decodes them with Pillow, converts them to the card's channels, resizes them to its
+size, scales them to [0, 1] and normalises them with its mean/std.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import binascii
 import io
 import math
 import struct
+from dataclasses import dataclass
 
 import numpy as np
 import orjson
@@ -27,9 +32,16 @@ MAX_IMAGE_PIXELS = 4096 * 4096  # larger images are refused before they are deco
 class BadRequest(InvalidInput):
     """A client error (HTTP 400 unless ``status`` says otherwise); the message is one sentence."""
 
-    def __init__(self, reason: str, status: int = 400):
+    def __init__(self, reason: str, status: int = 400, headers: dict[str, str] | None = None):
         super().__init__(reason)
-        self.status = status
+        self.status, self.headers = status, headers
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """A request's encoded images (PNG/JPEG bytes), checked but not yet decoded."""
+
+    blobs: tuple[bytes, ...]
 
 
 def parse_json(raw: bytes | str) -> object:
@@ -44,19 +56,21 @@ def check_batch(n: int, max_batch: int, what: str = "images") -> None:
         raise BadRequest(f"expected a batch of 1 to {max_batch} {what}, found {n}")
 
 
-def v2_batch(request, spec: InputSpec, max_batch: int) -> np.ndarray:
-    """The tensor of a v2 ``InferRequest``: one FP32 input ``spec.name`` or one BYTES input of encoded images."""
+def v2_batch(request, spec: InputSpec, max_batch: int) -> np.ndarray | Encoded:
+    """The tensor of a v2 ``InferRequest`` (one FP32 input ``spec.name``), or its images (one BYTES input)."""
     if len(request.inputs) != 1:
         raise BadRequest(f"expected one input ('{spec.name}' FP32 [N, {', '.join(map(str, spec.shape))}] or a "
                          f"BYTES [N] input of base64 PNG/JPEG images), found {len(request.inputs)}")
     tensor = request.inputs[0]
     if tensor.datatype == "BYTES":
-        check_batch(math.prod(tensor.shape), max_batch)
-        data = list(tensor.data) if raw_contents(tensor) is None else elements(raw_contents(tensor), tensor.name)
-        if len(data) != math.prod(tensor.shape):
-            raise BadRequest(f"input '{tensor.name}': expected {math.prod(tensor.shape)} elements for shape "
+        declared = math.prod(tensor.shape)
+        check_batch(declared, max_batch)
+        raw = raw_contents(tensor)
+        data = list(tensor.data) if raw is None else elements(raw, tensor.name, limit=declared)
+        if len(data) != declared:
+            raise BadRequest(f"input '{tensor.name}': expected {declared} elements for shape "
                              f"{list(tensor.shape)}, found {len(data)}")
-        return images([_b64(item, f"input '{tensor.name}' element {k}") for k, item in enumerate(data)], spec)
+        return Encoded(tuple(_b64(item, f"input '{tensor.name}' element {k}") for k, item in enumerate(data)))
     if tensor.datatype != "FP32":
         raise BadRequest(f"input '{tensor.name}': expected datatype FP32 (a preprocessed tensor) or BYTES (encoded "
                          f"images), found {tensor.datatype}")
@@ -74,7 +88,7 @@ def raw_contents(tensor) -> bytes | None:
     return getattr(tensor, "_raw_data", None)
 
 
-def v1_batch(body: object, spec: InputSpec, max_batch: int) -> np.ndarray:
+def v1_batch(body: object, spec: InputSpec, max_batch: int) -> np.ndarray | Encoded:
     """The tensor of a v1 body ``{"instances": [...]}``: nested lists ``[C, H, W]`` or ``{"image": {"b64": ..}}``."""
     if isinstance(body, bytes | str):
         body = parse_json(body)
@@ -85,7 +99,7 @@ def v1_batch(body: object, spec: InputSpec, max_batch: int) -> np.ndarray:
     check_batch(len(instances), max_batch)
     encoded = [isinstance(i, dict) for i in instances]
     if all(encoded):
-        return images([_b64(_image_field(i, k), f"instance {k}") for k, i in enumerate(instances)], spec)
+        return Encoded(tuple(_b64(_image_field(i, k), f"instance {k}") for k, i in enumerate(instances)))
     if any(encoded):
         raise BadRequest("expected instances all of one kind (nested lists or {\"image\": {\"b64\": ...}}), "
                          "found a mix")
@@ -96,11 +110,14 @@ def v1_batch(body: object, spec: InputSpec, max_batch: int) -> np.ndarray:
     return _finite(x)
 
 
-def elements(chunk: bytes, name: str) -> list[bytes]:
+def elements(chunk: bytes, name: str, *, limit: int) -> list[bytes]:
     """The elements of a binary BYTES tensor (the v2 binary extension, gRPC raw contents): each a 4-byte
-    little-endian length, then that many bytes."""
+    little-endian length, then that many bytes. More than ``limit`` (the count its shape declares) is refused as
+    soon as it is seen: four bytes make an element, so a body of zeros holds a quarter of its size in them."""
     items, at = [], 0
     while at < len(chunk):
+        if len(items) == limit:
+            raise BadRequest(f"input '{name}': expected {limit} elements as its shape declares, found more")
         n = struct.unpack_from("<I", chunk, at)[0] if at + 4 <= len(chunk) else len(chunk)
         if at + 4 + n > len(chunk):
             raise BadRequest(f"input '{name}': expected BYTES elements each prefixed by its 4-byte little-endian "
@@ -110,9 +127,38 @@ def elements(chunk: bytes, name: str) -> list[bytes]:
     return items
 
 
-def images(blobs: list[bytes], spec: InputSpec) -> np.ndarray:
+def decode_images(blobs: tuple[bytes, ...] | list[bytes], spec: InputSpec, max_pixels: int) -> np.ndarray:
+    """The normalised tensor of encoded images, once their headers show at most ``max_pixels`` in all."""
+    sizes = [image_size(blob, f"image {k}") for k, blob in enumerate(blobs)]
+    total = sum(width * height for width, height in sizes)
+    if total > max_pixels:
+        raise BadRequest(f"expected encoded images of at most {max_pixels} pixels in one request (width x height "
+                         f"summed), found {total} in {len(blobs)} images")
     pixels = np.stack([decode_image(blob, spec, f"image {k}") for k, blob in enumerate(blobs)])
     return normalise(pixels, spec)
+
+
+def image_size(blob: bytes, what: str) -> tuple[int, int]:
+    """``(width, height)`` from the image's header, without decoding it; a ``BadRequest`` for anything but a PNG or
+    JPEG of at most ``MAX_IMAGE_PIXELS``."""
+    try:
+        with Image.open(io.BytesIO(blob)) as opened:
+            _check_header(opened, what)
+            return opened.width, opened.height
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+        raise _unreadable(blob, what, exc) from None
+
+
+def _check_header(opened: Image.Image, what: str) -> None:
+    if opened.format not in IMAGE_FORMATS or opened.width * opened.height > MAX_IMAGE_PIXELS:
+        raise BadRequest(f"{what}: expected a PNG or JPEG image of at most {MAX_IMAGE_PIXELS} pixels, "
+                         f"found {opened.format} {opened.width}x{opened.height}")
+
+
+def _unreadable(blob: bytes, what: str, exc: Exception) -> BadRequest:
+    why = "" if isinstance(exc, UnidentifiedImageError) else f": {exc}"
+    return BadRequest(f"{what}: expected PNG or JPEG bytes, found {len(blob)} bytes that are not a readable image "
+                      f"(starting {blob[:8]!r}{why})")
 
 
 def decode_image(blob: bytes, spec: InputSpec, what: str) -> np.ndarray:
@@ -122,17 +168,13 @@ def decode_image(blob: bytes, spec: InputSpec, what: str) -> np.ndarray:
                          f"{spec.channels}; send a preprocessed tensor instead")
     try:
         with Image.open(io.BytesIO(blob)) as opened:
-            if opened.format not in IMAGE_FORMATS or opened.width * opened.height > MAX_IMAGE_PIXELS:
-                raise BadRequest(f"{what}: expected a PNG or JPEG image of at most {MAX_IMAGE_PIXELS} pixels, "
-                                 f"found {opened.format} {opened.width}x{opened.height}")
+            _check_header(opened, what)
             img = opened.convert("L" if spec.channels == 1 else "RGB")
         if img.size != (spec.width, spec.height):
             img = img.resize((spec.width, spec.height), Image.Resampling.BILINEAR)
         return np.asarray(img, dtype=np.uint8).reshape(spec.height, spec.width, spec.channels)
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
-        why = "" if isinstance(exc, UnidentifiedImageError) else f": {exc}"
-        raise BadRequest(f"{what}: expected PNG or JPEG bytes, found {len(blob)} bytes that are not a readable "
-                         f"image (starting {blob[:8]!r}{why})") from None
+        raise _unreadable(blob, what, exc) from None
 
 
 def normalise(pixels: np.ndarray, spec: InputSpec) -> np.ndarray:

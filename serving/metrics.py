@@ -49,8 +49,9 @@ class PredictorMetrics:
         self.requests.labels(model=self.model, protocol=protocol, outcome=outcome).inc()
         self.duration.labels(model=self.model, protocol=protocol).observe(seconds)
 
-    def predicted(self, probabilities: np.ndarray) -> None:
-        """Batch size, predicted classes, top-1 confidence and drift for one batch ``[N, K]``."""
+    def predicted(self, probabilities: np.ndarray, *, client: str = "", digests: list[bytes] | None = None) -> None:
+        """Batch size, predicted classes, top-1 confidence and drift for one batch ``[N, K]`` from ``client``
+        (``digests`` identify its images: the drift window counts an image once, ``serving.drift``)."""
         top = probabilities.argmax(axis=1)
         self.batch_size.labels(model=self.model).observe(len(top))
         for index, count in zip(*np.unique(top, return_counts=True), strict=True):
@@ -58,7 +59,7 @@ class PredictorMetrics:
         confidence = self.confidence.labels(model=self.model)
         for p in probabilities.max(axis=1):
             confidence.observe(float(p))
-        self.drift_gauge.labels(model=self.model).set(self.drift.add(top))
+        self.drift_gauge.labels(model=self.model).set(self.drift.add(top, client=client, digests=digests))
 
     def fed_back(self, received: int, disagreements: int) -> None:
         self.feedback.labels(model=self.model).inc(received)

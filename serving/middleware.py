@@ -1,18 +1,27 @@
-"""ASGI middleware around KServe's routes: ``Guard`` answers the client errors KServe would answer vaguely (or
-not at all) before it sees the request; ``Accounting`` counts and times every inference request, bad ones too."""
+"""ASGI middleware around KServe's routes: ``Guard`` refuses what the predictor does not serve and answers the
+client errors KServe would answer vaguely (or not at all, or with a 500) before it sees the request; ``Accounting``
+counts and times every inference request, bad ones too."""
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
 
 import orjson
+from starlette.routing import Router
 
+from serving import routes
 from serving.binary import HEADER as BINARY_HEADER
 from serving.binary import unpack
+from serving.budget import Budget, check_v1, check_v2
+from serving.clients import CLIENT, peer
 from serving.inputs import BadRequest, parse_json
 from serving.metrics import PredictorMetrics
+
+log = logging.getLogger(__name__)
+INTERNAL = "expected a request the predictor can answer, found one that failed inside it (the server log has why)"
 
 ROUTE = re.compile(r"^/v(?P<protocol>[12])/models/(?P<name>[^/:]+)(?P<rest>.*)$")
 
@@ -51,29 +60,67 @@ class Accounting:
 
 
 class Guard:
-    """404 for an unknown model name, 413 for a body over ``max_body_bytes``, 400 for malformed JSON or a v2 binary
-    body that does not fit its header; a JSON body sent without a JSON content type (``curl -d``) passes as JSON."""
+    """In front of KServe's routes, before any work: 403 for a route the predictor does not serve
+    (``serving.routes``), 404 for an unknown model name, 413 for a body over the budget's bytes, 400 for malformed
+    JSON, a v2 binary body that does not fit its header, or a request that declares more than the budget
+    (``serving.budget``); a JSON body sent without a JSON content type (``curl -d``) passes as JSON. It notes the
+    client (``serving.clients``), and answers an exception that escapes the app with a 500 that names no internals
+    (KServe's own handler would answer with the exception's type and message), logging its traceback instead."""
 
-    def __init__(self, app, *, models: set[str], max_body_bytes: int):
-        self.app, self.models, self.max_body_bytes = app, models, max_body_bytes
+    def __init__(self, app, *, models: set[str], budget: Budget, router: Router | None = None,
+                 served: frozenset[str] = routes.SERVED):
+        self.app, self.models, self.budget, self.router, self.served = app, models, budget, router, served
 
     async def __call__(self, scope: dict, receive: Receive, send: Send) -> None:
-        route = ROUTE.match(scope.get("path", "")) if scope["type"] == "http" else None
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        CLIENT.set(peer(scope))
+        started = False
+
+        async def send_noting(message: dict) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.guard(scope, receive, send_noting)
+        except Exception:
+            if started:
+                raise
+            log.exception("%s %s -> 500", scope["method"], scope["path"])
+            await reply(send, 500, INTERNAL)
+
+    async def guard(self, scope: dict, receive: Receive, send: Send) -> None:
+        found = routes.template(self.router.routes, scope) if self.router is not None else None
+        if found is not None and found not in self.served:
+            message = routes.refusal(found, scope)
+            log.warning("%s %s -> 403: %s", scope["method"], scope["path"], message)
+            return await reply(send, 403, message)
+        route = ROUTE.match(scope.get("path", ""))
         if route is None:
             return await self.app(scope, receive, send)
         if route["name"] not in self.models:
             return await reply(send, 404, f"Unknown model '{route['name']}'. Valid: {', '.join(sorted(self.models))}")
         if scope["method"] != "POST":
             return await self.app(scope, receive, send)
-        body, size = await read_body(scope, receive, self.max_body_bytes)
+        body, size = await read_body(scope, receive, self.budget.body_bytes)
         if body is None:
-            return await reply(send, 413, f"expected a request body of at most {self.max_body_bytes} bytes, "
+            return await reply(send, 413, f"expected a request body of at most {self.budget.body_bytes} bytes, "
                                           f"found {size}")
         try:
-            body, scope = prepared(body, scope, binary=route["protocol"] == "2" and route["rest"].endswith("/infer"))
+            body, scope = prepared(body, scope, kind=kind(route), budget=self.budget)
         except BadRequest as exc:
             return await reply(send, 400, str(exc))
         await self.app(scope, replay(body, receive), send)
+
+
+def kind(route: re.Match) -> str:
+    """What a POST to a model's path is: ``v2`` inference, ``v1`` inference, ``feedback``, or ``other``."""
+    if route["protocol"] == "2" and route["rest"].endswith("/infer"):
+        return "v2"
+    if route["rest"] == ":predict":
+        return "v1"
+    return "feedback" if route["rest"] == "/feedback" else "other"
 
 
 async def read_body(scope: dict, receive: Receive, limit: int) -> tuple[bytes | None, str]:
@@ -92,15 +139,19 @@ async def read_body(scope: dict, receive: Receive, limit: int) -> tuple[bytes | 
             return b"".join(chunks), f"{size} bytes"
 
 
-def prepared(body: bytes, scope: dict, *, binary: bool) -> tuple[bytes, dict]:
-    """The body checked, and the scope's headers to match: binary tensors unpacked (``serving.binary``; v2
-    inference only), or the JSON parsed and labelled as JSON."""
+def prepared(body: bytes, scope: dict, *, kind: str, budget: Budget) -> tuple[bytes, dict]:
+    """The body checked against the budget, and the scope's headers to match: binary tensors unpacked
+    (``serving.binary``; v2 inference only), or the JSON parsed and labelled as JSON."""
     headers = dict(scope["headers"])
-    if binary and BINARY_HEADER in headers:
-        body, json_length = unpack(body, headers[BINARY_HEADER])
+    if kind == "v2" and BINARY_HEADER in headers:
+        body, json_length = unpack(body, headers[BINARY_HEADER], budget)
         headers[BINARY_HEADER] = str(json_length).encode()
     else:
-        parse_json(body)
+        parsed = parse_json(body)
+        if kind == "v2":
+            check_v2(parsed, budget)
+        elif kind in ("v1", "feedback"):
+            check_v1(parsed, budget)
         if b"json" not in headers.get(b"content-type", b""):
             headers[b"content-type"] = b"application/json"
     headers[b"content-length"] = str(len(body)).encode()

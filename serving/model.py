@@ -1,18 +1,28 @@
-"""The KServe model: a released ONNX classifier run with onnxruntime on the CPU, one session call per request."""
+"""The KServe model: a released ONNX classifier run with onnxruntime on the CPU, one session call per request.
+
+The event loop answers health checks and every other request, so nothing expensive runs on it: encoded images are
+decoded on a pool of ``decode_threads`` threads (so at most that many decodes run at once, whatever the number of
+requests; Pillow releases the GIL while it decodes and resizes), and onnxruntime runs in KServe's executor.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 import numpy as np
 import onnxruntime as ort
 from kserve import InferRequest, Model
 
-from serving.inputs import v1_batch, v2_batch
+from serving.clients import CLIENT
+from serving.inputs import Encoded, decode_images, v1_batch, v2_batch
 from serving.metrics import PredictorMetrics
 from serving.outputs import v1_response, v2_response
 from serving.release import Release, ReleaseError
+
+MAX_DECODE_PIXELS = 4 * 4096 * 4096  # per request: four images of the largest size, or 256 of 512 x 512
 
 
 @dataclass(frozen=True)
@@ -23,14 +33,17 @@ class Batch:
     images: np.ndarray  # float32 [N, C, H, W], normalised
     request: InferRequest | None = None  # v2 only
     probabilities: np.ndarray | None = None
+    client: str = ""  # who sent it (serving.clients), for the drift window's per-client cap
 
 
 class Classifier(Model):
     def __init__(self, name: str, release: Release, *, max_batch: int = 256, threads: int = 0,
-                 metrics: PredictorMetrics | None = None):
+                 metrics: PredictorMetrics | None = None, max_decode_pixels: int = MAX_DECODE_PIXELS,
+                 decode_threads: int = 2):
         super().__init__(name)
         self.release, self.spec, self.max_batch = release, release.spec, max_batch
-        self.threads, self.metrics = threads, metrics
+        self.threads, self.metrics, self.max_decode_pixels = threads, metrics, max_decode_pixels
+        self.decoder = ThreadPoolExecutor(max_workers=decode_threads, thread_name_prefix="decode")
         self.session: ort.InferenceSession | None = None
 
     def load(self) -> bool:
@@ -52,10 +65,18 @@ class Classifier(Model):
     def validate(self, payload):
         return payload  # preprocess has validated it (serving.inputs); KServe's check knows no Batch
 
+    async def tensor(self, found: np.ndarray | Encoded) -> np.ndarray:
+        """A request's tensor; encoded images decoded on the decode pool, within the pixel budget."""
+        if isinstance(found, Encoded):
+            return await asyncio.get_running_loop().run_in_executor(
+                self.decoder, decode_images, found.blobs, self.spec, self.max_decode_pixels)
+        return found
+
     async def preprocess(self, payload, headers: dict | None = None) -> Batch:
         if isinstance(payload, InferRequest):
-            return Batch("v2", v2_batch(payload, self.spec, self.max_batch), request=payload)
-        return Batch("v1", v1_batch(payload, self.spec, self.max_batch))
+            x = await self.tensor(v2_batch(payload, self.spec, self.max_batch))
+            return Batch("v2", x, request=payload, client=CLIENT.get())
+        return Batch("v1", await self.tensor(v1_batch(payload, self.spec, self.max_batch)), client=CLIENT.get())
 
     async def predict(self, payload: Batch, headers: dict | None = None) -> Batch:
         # onnxruntime releases the GIL: run it in the executor so the event loop keeps answering.
@@ -67,7 +88,7 @@ class Classifier(Model):
 
     async def postprocess(self, result: Batch, headers: dict | None = None, response_headers: dict | None = None):
         if self.metrics is not None:
-            self.metrics.predicted(result.probabilities)
+            self.metrics.predicted(result.probabilities, client=result.client, digests=digests(result.images))
         if result.protocol == "v2":
             return v2_response(result.request, self.name, result.probabilities, self.spec.class_names)
         return v1_response(result.probabilities, self.spec.class_names)
@@ -80,3 +101,8 @@ class Classifier(Model):
         return [{"name": "probabilities", "datatype": "FP32", "shape": [-1, len(self.spec.class_names)]},
                 {"name": "class", "datatype": "BYTES", "shape": [-1]},
                 {"name": "class_index", "datatype": "INT64", "shape": [-1]}]
+
+
+def digests(images: np.ndarray) -> list[bytes]:
+    """One digest per image of a normalised batch: the same pixels, however sent, give the same digest."""
+    return [hashlib.blake2b(np.ascontiguousarray(row).tobytes(), digest_size=16).digest() for row in images]

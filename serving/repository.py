@@ -1,10 +1,16 @@
-"""The model repository extension, read-only: a predictor serves one verified release for its whole life.
+"""The model repository extension: read-only unless ``--enable-model-repository`` says otherwise.
 
 KServe offers ``POST /v2/repository/models/{name}/load|unload`` over REST and ``RepositoryModelLoad``/``Unload``
 over gRPC, without authentication. An unload would remove the model from the server for every client (KServe then
-answers "model does not exist" to every inference), and a load has no release to verify. Both transports call the
-same extension object, so refusing here refuses on both: HTTP 403 and gRPC ``PERMISSION_DENIED``. A new model is a
-new rollout.
+answers "model does not exist" to every inference while readiness still says ready), and KServe's load has no
+release to load it again from. By default both transports call ``ReadOnlyRepository``, which refuses: HTTP 403 and
+gRPC ``PERMISSION_DENIED`` (the REST routes are refused earlier still, by ``serving.routes``). A new model is a new
+rollout.
+
+``--enable-model-repository`` (for an operator who wants to drain a replica by hand) installs
+``ManagedRepository``: an unload takes the model out of service (inference 404, ``/v2/health/ready`` false, so
+Kubernetes stops routing to the pod), and a load puts the same verified release back, from the bytes checked at
+start.
 """
 
 from __future__ import annotations
@@ -14,7 +20,12 @@ import logging
 from fastapi import Request
 from fastapi.responses import JSONResponse
 from grpc_interceptor.exceptions import PermissionDenied
+from kserve import Model
+from kserve.errors import ModelNotFound
+from kserve.model_repository import ModelRepository
 from kserve.protocol.model_repository_extension import ModelRepositoryExtension
+
+from serving.routes import repository_refusal
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +34,7 @@ class Refused(PermissionDenied):
     """A load or unload of the model repository; KServe's gRPC interceptor turns it into ``PERMISSION_DENIED``."""
 
     def __init__(self, action: str, model_name: str):
-        super().__init__(f"expected no {action} of models at run time (this predictor serves one release; roll out "
-                         f"a new release to change it), found a request to {action} '{model_name}'")
+        super().__init__(repository_refusal(action, model_name))
 
 
 class ReadOnlyRepository(ModelRepositoryExtension):
@@ -33,6 +43,28 @@ class ReadOnlyRepository(ModelRepositoryExtension):
 
     async def unload(self, model_name: str) -> None:
         raise Refused("unload", model_name)
+
+
+class ManagedRepository(ModelRepositoryExtension):
+    """Unload and load of the models this predictor was started with, and of no other."""
+
+    def __init__(self, registry: ModelRepository, models: dict[str, Model]):
+        super().__init__(registry)
+        self.models = models
+
+    async def load(self, model_name: str) -> None:
+        model = self.models.get(model_name)
+        if model is None:
+            raise ModelNotFound(model_name)
+        if self._model_registry.get_model(model_name) is None:
+            model.load()  # a fresh session from the release verified at start
+            self._model_registry.update(model)
+        log.warning("model %s loaded again by a repository request", model_name)
+
+    async def unload(self, model_name: str) -> None:
+        await super().unload(model_name)
+        log.warning("model %s unloaded by a repository request: inference answers 404 and readiness is false until "
+                    "a load", model_name)
 
 
 async def refused(request: Request, exc: Refused) -> JSONResponse:

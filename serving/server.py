@@ -1,10 +1,12 @@
 """Wiring: the model, its metrics and our routes, middleware and error handlers on KServe's FastAPI app; KServe's
-ModelServer with the command line's settings, a read-only model repository and gRPC inference accounted."""
+ModelServer with the command line's settings, a read-only model repository (unless enabled) and gRPC inference
+accounted; log records escaped (``serving.logs``)."""
 
 from __future__ import annotations
 
 import inspect
 import logging
+from dataclasses import dataclass, field
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -13,37 +15,62 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from kserve import ModelServer, model_server
 from kserve.model_server import app as kserve_app
 
+from serving import logs, routes
+from serving.auth import FeedbackToken
+from serving.budget import Budget
+from serving.clients import RateLimiter
 from serving.dataplane import AccountedDataPlane
 from serving.drift import DriftWindow
 from serving.feedback import install_feedback
 from serving.inputs import BadRequest
 from serving.metrics import PredictorMetrics
 from serving.middleware import Accounting, Guard
-from serving.model import Classifier
+from serving.model import MAX_DECODE_PIXELS, Classifier
 from serving.release import Release
-from serving.repository import ReadOnlyRepository, Refused, refused
+from serving.repository import ManagedRepository, ReadOnlyRepository, Refused, refused
 
 log = logging.getLogger(__name__)
 
 
-def build(release: Release, *, name: str, max_batch: int, drift_window: int, threads: int) -> Classifier:
+def build(release: Release, *, name: str, max_batch: int, drift_window: int, threads: int,
+          drift_client_share: float = 0.1, max_decode_pixels: int = MAX_DECODE_PIXELS,
+          decode_threads: int = 2) -> Classifier:
     """The loaded model, with its metrics registered in prometheus_client's default registry."""
-    drift = DriftWindow(release.train_distribution, drift_window)
+    drift = DriftWindow(release.train_distribution, drift_window, client_share=drift_client_share)
     metrics = PredictorMetrics(name, release.version, release.spec.class_names, drift)
-    model = Classifier(name, release, max_batch=max_batch, threads=threads, metrics=metrics)
+    model = Classifier(name, release, max_batch=max_batch, threads=threads, metrics=metrics,
+                       max_decode_pixels=max_decode_pixels, decode_threads=decode_threads)
     model.load()
     return model
 
 
-def install(app: FastAPI, model: Classifier, *, max_body_bytes: int, docs: bool = False) -> None:
-    if docs and app.docs_url is None:
+@dataclass(frozen=True)
+class Protection:
+    """What guards the REST side, from the command line: the body limit, the routes enabled beyond the default
+    (docs, the model repository), the feedback token and the feedback rate per client."""
+
+    max_body_bytes: int
+    docs: bool = False
+    repository: bool = False
+    token: FeedbackToken = field(default_factory=FeedbackToken)
+    feedback_rate: float = 1.0
+    feedback_burst: int = 256
+
+
+def install(app: FastAPI, model: Classifier, protection: Protection) -> None:
+    logs.install()
+    if protection.docs and app.docs_url is None:
         install_docs(app)
-    app.add_middleware(Guard, models={model.name}, max_body_bytes=max_body_bytes)
+    budget = Budget.for_input(model.spec.shape, images=model.max_batch, pixels=model.max_decode_pixels,
+                              body_bytes=protection.max_body_bytes)
+    app.add_middleware(Guard, models={model.name}, budget=budget, router=app.router,
+                       served=routes.served(docs=protection.docs, repository=protection.repository))
     app.add_middleware(Accounting, metrics=model.metrics)  # outermost of ours: sees Guard's answers too
     app.add_exception_handler(BadRequest, bad_request)
     app.add_exception_handler(RequestValidationError, invalid_body)
     app.add_exception_handler(Refused, refused)
-    install_feedback(app, model, model.metrics)
+    install_feedback(app, model, model.metrics, token=protection.token,
+                     limiter=RateLimiter(protection.feedback_rate, protection.feedback_burst))
 
 
 def install_docs(app: FastAPI) -> None:
@@ -58,26 +85,35 @@ def install_docs(app: FastAPI) -> None:
     app.add_route(app.docs_url, swagger_ui, include_in_schema=False)
 
 
-def serve(model: Classifier, settings: dict, *, max_body_bytes: int) -> None:
+def serve(model: Classifier, settings: dict, protection: Protection) -> None:
     """Serve ``model`` with KServe until SIGTERM; ``settings`` are the parsed command line (KServe's flags too)."""
-    install(kserve_app, model, max_body_bytes=max_body_bytes, docs=settings["enable_docs_url"])
-    server = make_server(settings, model.metrics)
+    install(kserve_app, model, protection)
+    server = make_server(settings, model.metrics, models=[model])
+    logs.show_with_kserve()  # KServe has configured logging now
     grpc = f" and gRPC on port {server.grpc_port}" if server.enable_grpc else ""
     log.info("serving %s (%s) from %s: REST on port %d%s", model.name, model.release.version, model.release.folder,
              server.http_port, grpc)
+    if (warning := protection.token.describe()) is not None:
+        log.warning(warning)
+    if protection.repository:
+        log.warning("the model repository extension is enabled (--enable-model-repository): anyone who reaches a "
+                    "port can unload the model and take this replica out of service")
     server.start([model])
 
 
-def make_server(settings: dict, metrics: PredictorMetrics | None) -> ModelServer:
+def make_server(settings: dict, metrics: PredictorMetrics | None, *, models: list[Classifier] = ()) -> ModelServer:
     """KServe's ModelServer with every setting that is one of its arguments; the rest of KServe's flags it reads from
     ``kserve.model_server.args`` (``hand_to_kserve``). Both transports share its repository extension and data
-    plane: the repository is read-only, and the data plane accounts gRPC inference in our metrics."""
+    plane: the repository is read-only unless ``enable_model_repository``, and the data plane accounts gRPC
+    inference in our metrics and is ready only while ``models`` are."""
     hand_to_kserve(settings)
     accepted = inspect.signature(ModelServer).parameters
     server = ModelServer(**{name: value for name, value in settings.items() if name in accepted})
-    server.model_repository_extension = ReadOnlyRepository(server.registered_models)
-    if metrics is not None:
-        server.dataplane = AccountedDataPlane(server.registered_models, metrics)
+    enabled = bool(settings.get("enable_model_repository"))
+    server.model_repository_extension = (ManagedRepository(server.registered_models, {m.name: m for m in models})
+                                         if enabled else ReadOnlyRepository(server.registered_models))
+    server.dataplane = AccountedDataPlane(server.registered_models, metrics, serves=frozenset(m.name for m in models),
+                                          repository=enabled)
     return server
 
 
@@ -93,7 +129,7 @@ def hand_to_kserve(settings: dict) -> None:
 
 async def bad_request(request: Request, exc: BadRequest) -> JSONResponse:
     log.info("%s %s -> %d: %s", request.method, request.url.path, exc.status, exc.reason)
-    return JSONResponse(status_code=exc.status, content={"error": exc.reason})
+    return JSONResponse(status_code=exc.status, content={"error": exc.reason}, headers=exc.headers)
 
 
 async def invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:

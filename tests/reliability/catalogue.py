@@ -14,6 +14,7 @@ import re
 import sys
 from itertools import groupby
 
+from tests.reliability.attacks import ATTACKS
 from tests.reliability.cases import CASES, Case
 from tests.reliability.crash import POINTS, PROMOTION_KILLS, TEAR, kill_plan
 from tests.reliability.fuzz import MUTATIONS
@@ -77,7 +78,17 @@ def mutations() -> str:
     return "\n".join(f"- {name}" for name in names)
 
 
-SECTIONS = {"bad-inputs": bad_inputs, "kills": kills, "mutations": mutations}
+def attacks() -> str:
+    parts = [f"{len(ATTACKS)} attack classes, each tried by a test of `tests/reliability/test_attacks.py` with "
+             "generated variants."]
+    for kind, listed in groupby(ATTACKS, key=lambda a: a.kind):
+        parts += [f"\n**{kind[0].upper() + kind[1:]}**\n", "| attack | what stops it | test | it checks |",
+                  "|---|---|---|---|"]
+        parts += [f"| {cell(a.attack)} | {cell(a.defence)} | `{a.test}` | {cell(a.checks)} |" for a in listed]
+    return "\n".join(parts)
+
+
+SECTIONS = {"bad-inputs": bad_inputs, "kills": kills, "mutations": mutations, "attacks": attacks}
 
 
 def update(text: str) -> str:

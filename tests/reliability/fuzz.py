@@ -1,6 +1,10 @@
 """Malformed inference requests, drawn from a seeded RNG: each mutation breaks one thing a client can get wrong
 (the bytes, the JSON, the tensor's name, shape, datatype or values, the encoded images, the binary extension, the
-content type, the model name, the method, the size). Every one of them deserves a 4xx that says why.
+content type, the model name, the method, the size), or does what a hostile client does (shapes that declare
+astronomically many values, JSON types where the header expects a string, non-ASCII digits in the binary length
+header, bodies of empty binary elements, images that decompress to more pixels than a request may decode, malformed
+feedback, the model repository and routes the predictor does not serve, control characters in paths and fields).
+Every one of them deserves a 4xx that says why, without internals.
 
 Left out because the predictor serves them (leniently, through numpy's conversion) rather than failing: FP32 data
 given as JSON booleans or numeric strings, the datatype in lower case (``fp32``), and nested data lists of the
@@ -12,17 +16,24 @@ at most ``max_batch`` images and ``max_body_bytes`` per request."""
 from __future__ import annotations
 
 import base64
+import functools
+import io
 import json
 import math
 import random
 import struct
+import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+
+from PIL import Image
 
 from tests.serving.conftest import LIMITS
 
 NAME = "mlnt-classifier"
 V1, V2 = f"/v1/models/{NAME}:predict", f"/v2/models/{NAME}/infer"
+FEEDBACK = f"/v1/models/{NAME}/feedback"
+BINARY = {"content-type": "application/octet-stream"}
 SHAPE = [1, 8, 8]
 JSON = {"content-type": "application/json"}
 
@@ -32,7 +43,7 @@ class Request:
     mutation: str
     path: str
     body: bytes = b""
-    headers: dict[str, str] = field(default_factory=lambda: dict(JSON))
+    headers: dict[str, str | bytes] = field(default_factory=lambda: dict(JSON))
     method: str = "POST"
 
 
@@ -199,11 +210,112 @@ def _many_inputs(rng):
     return Request("several inputs", V2, v2(*[tensor(rng) for _ in range(rng.randint(2, 5))]))
 
 
+def _astronomical_shapes(rng):
+    """Shapes whose product no server can hold, or that hide huge dimensions behind a zero."""
+    huge = rng.choice([2**62, 2**63, 2**64 + 1, 10**30, 10**18])
+    shape = rng.choice([[huge, huge, 0], [0, huge], [huge, *SHAPE], [huge] * rng.randint(2, 8), [1, 1, huge, 0],
+                        [1] * rng.randint(9, 40), [-huge, -1, 8, 8], [-2, -32, 1, 1]])
+    datatype = rng.choice(["FP32", "BYTES", "INT64", "INT8"])
+    if rng.random() < 0.5:
+        return Request("astronomical shape product", V2, v2(tensor(rng, shape=shape, datatype=datatype, data=[])))
+    size = rng.choice([0, 256])
+    header = v2({"name": "images", "shape": shape, "datatype": datatype, "parameters": {"binary_data_size": size}})
+    return Request("astronomical shape product", V2, header + b"\0" * size,
+                   {"inference-header-content-length": str(len(header)), **BINARY})
+
+
+def _wrong_json_types(rng):
+    """A list, object, number or null where the header expects a datatype or name string."""
+    odd = rng.choice([["FP32"], {"type": "FP32"}, 32, None, True, [["BYTES"]]])
+    field_ = rng.choice(["datatype", "name"])
+    meta = {"name": "images", "shape": [1, *SHAPE], "datatype": "FP32", field_: odd}
+    if rng.random() < 0.5:
+        return Request("wrong JSON type for a string", V2, v2({**meta, "data": pixels(rng, 64)}))
+    header = v2({**meta, "parameters": {"binary_data_size": 256}})
+    return Request("wrong JSON type for a string", V2, header + b"\0" * 256,
+                   {"inference-header-content-length": str(len(header)), **BINARY})
+
+
+def _non_ascii_length(rng):
+    """A binary length header of digits Python's ``isdigit`` accepts and ``int`` may not: superscripts, other
+    scripts' digits, full-width digits."""
+    header = v2({"name": "images", "shape": [1, *SHAPE], "datatype": "FP32", "parameters": {"binary_data_size": 256}})
+    digits = rng.choice(["\u00b2", "\u00b3", "\u00b9", "\u0663", "\uff11\uff12", "\u0967", str(len(header)) + "\u00b2"])
+    latin = all(ord(c) < 0x100 for c in digits) and rng.random() < 0.5
+    raw = digits.encode("latin-1" if latin else "utf-8")  # the bytes on the wire: one byte each, or UTF-8
+    return Request("non-ASCII digits in the binary length header", V2, header + b"\0" * 256,
+                   {"inference-header-content-length": raw, **BINARY})
+
+
+def _empty_elements(rng):
+    """A BYTES tensor of zero-length elements: four bytes each, so a body holds a quarter of its size in them."""
+    n = rng.randint(1000, (LIMITS["max_body_bytes"] - 200) // 4)
+    raw = b"\0\0\0\0" * n
+    shape = rng.choice([[1], [n], [LIMITS["max_batch"]], [0]])
+    header = v2({"name": "image", "shape": shape, "datatype": "BYTES", "parameters": {"binary_data_size": len(raw)}})
+    return Request("empty binary elements", V2, header + raw,
+                   {"inference-header-content-length": str(len(header)), **BINARY})
+
+
+@functools.cache
+def _blank_png(width: int, height: int) -> str:
+    buffer = io.BytesIO()
+    Image.new("L", (width, height)).save(buffer, "PNG", optimize=True)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _pixel_bombs(rng):
+    """Small PNGs of large dimensions whose pixels add up to more than a request may decode, or one image over the
+    largest size."""
+    images = rng.choice([[_blank_png(4096, 4096)] * 2, [_blank_png(4096, 4096), _blank_png(2048, 4096)],
+                         [_blank_png(5000, 4000)], [_blank_png(4096, 4096)] + [_blank_png(1024, 1024)] * 3])
+    if rng.random() < 0.5:
+        return Request("pixel bomb", V2, v2({"name": "image", "shape": [len(images)], "datatype": "BYTES",
+                                             "data": images}))
+    return Request("pixel bomb", V1, dumps({"instances": [{"image": {"b64": b}} for b in images]}))
+
+
+def _bad_feedback(rng):
+    body = rng.choice([{"instances": 5, "labels": [1]}, {"instances": {"a": 1}, "labels": "x"},
+                       {"instances": [[[[0.0] * 8] * 8]], "labels": 3}, {"instances": "x", "labels": None},
+                       {"instances": [[[[0.0] * 8] * 8]] * 2, "labels": ["ant"]}, {"feedback": 7},
+                       {"feedback": [1, 2]}, {"feedback": [{"predicted": "cow", "label": "ant"}]},
+                       {"predicted": None, "label": [1]}, {"predicted": True, "label": 0}, [1, 2], "feedback",
+                       {"feedback": [{"predicted": 0, "label": 0}] * (LIMITS["max_batch"] + 1)},
+                       {"instances": [{"image": {"b64": 5}}], "labels": [0]}])
+    return Request("malformed feedback", rng.choice([FEEDBACK, FEEDBACK.replace("/v1/", "/v2/")]), dumps(body))
+
+
+def _management(rng):
+    """The model repository and the routes of KServe's app that the predictor does not serve."""
+    name = rng.choice([NAME, "other", "x" * rng.randint(1, 50)])
+    method, path = rng.choice([("POST", f"/v2/repository/models/{name}/unload"),
+                               ("POST", f"/v2/repository/models/{name}/load"),
+                               ("POST", f"/v1/models/{NAME}:explain"), ("GET", "/openapi.json"),
+                               ("GET", "/docs"), ("POST", f"/v2/repository/models/{name}/unload/")])
+    return Request("management or unserved route", path, b"{}", method=method)
+
+
+def _control_characters(rng):
+    """Newlines, carriage returns, escape sequences and Unicode line separators where a log line would quote them."""
+    forged = rng.choice(["\n", "\r\n", "\x1b[2J", "\u2028", "\x00", "\x85"]) + "2026-01-01 00:00:00 INFO FORGED"
+    where = rng.choice(["name", "path", "repository", "label"])
+    if where == "name":
+        return Request("control characters in fields", V2, v2(tensor(rng, name="x" + forged)))
+    if where == "label":
+        return Request("control characters in fields", FEEDBACK, dumps({"predicted": "ant", "label": forged}))
+    encoded = urllib.parse.quote(forged, safe="")
+    if where == "path":
+        return Request("control characters in fields", f"/v2/models/x{encoded}/infer", good_body(rng))
+    return Request("control characters in fields", f"/v2/repository/models/x{encoded}/unload", b"{}")
+
+
 MUTATIONS: list[Callable[[random.Random], Request]] = [
     _random_bytes, _truncated_json, _not_an_object, _no_inputs, _wrong_shape, _wrong_datatype, _wrong_name,
     _huge_dims, _negative_dims, _non_finite, _count_mismatch, _not_numbers, _bad_instances, _bad_images,
     _bad_binary, _content_type, _unknown_model, _oversize, _batch_limits, _deep_nesting, _wrong_method,
-    _many_inputs,
+    _many_inputs, _astronomical_shapes, _wrong_json_types, _non_ascii_length, _empty_elements, _pixel_bombs,
+    _bad_feedback, _management, _control_characters,
 ]
 
 

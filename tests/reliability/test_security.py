@@ -25,8 +25,9 @@ CREDENTIALS = {
     "password in a URL": re.compile(r"\b[a-z][a-z0-9+.-]*://[^/\s:@'\"]+:[^/\s@'\"]+@"),
 }
 # In configuration files (YAML, env, INI, TOML, Dockerfile, shell, Makefile): a secret-named key with a literal value.
-# A value taken from elsewhere (${{ secrets.X }}, $VAR, secretKeyRef) is what such a file should hold instead.
-ASSIGNED = re.compile(r"(?i)\b[\w.-]*(?:password|passwd|secret|token|api[_-]?key|access[_-]?key)\b\s*[:=]\s*"
+# A value taken from elsewhere (${{ secrets.X }}, $VAR, secretKeyRef) is what such a file should hold instead; a key
+# whose value is on the next lines (a mapping: a volume's `secret:`) holds no literal.
+ASSIGNED = re.compile(r"(?i)\b[\w.-]*(?:password|passwd|secret|token|api[_-]?key|access[_-]?key)\b[ \t]*[:=][ \t]*"
                       r"['\"]?(?![$<{]|\s|['\"]|secretKeyRef|valueFrom|true\b|false\b|null\b)[^\s'\"#]{6,}")
 CONFIG_SUFFIXES = {".yaml", ".yml", ".env", ".ini", ".cfg", ".toml", ".sh", ".conf", ".properties"}
 CONFIG_NAMES = {"Dockerfile", "Makefile", ".env"}
@@ -73,7 +74,8 @@ def test_the_credential_scan_catches_a_planted_secret(name, text):
 
 
 @pytest.mark.parametrize("text", ["password: ${{ secrets.DB }}", "token: $GH_TOKEN", "api_key: <set me>",
-                                  "valueFrom:\n  secretKeyRef: {name: x}", "automountServiceAccountToken: false"])
+                                  "valueFrom:\n  secretKeyRef: {name: x}", "automountServiceAccountToken: false",
+                                  "volumes:\n  - name: t\n    secret:\n      secretName: mlnt-feedback-token"])
 def test_the_credential_scan_accepts_references(text):
     assert not credential_findings("deploy.yaml", text)
 
@@ -169,7 +171,11 @@ def requirement_name(spec: str) -> str:
 
 def test_every_dependency_is_pinned_in_constraints():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    wanted = [*project["dependencies"], *(d for extra in project["optional-dependencies"].values() for d in extra)]
+    # The DVC remote plugins (docs/data.md) are installed on demand, never by the set-up: DVC itself pins what they
+    # may be, so only the environment the set-up installs is pinned here.
+    remotes = {"s3", "gs", "azure", "ssh"}
+    wanted = [*project["dependencies"], *(d for name, extra in project["optional-dependencies"].items()
+                                          if name not in remotes for d in extra)]
     pins = constraints()
     unpinned = [d for d in wanted if requirement_name(d) not in pins]
     assert not unpinned, f"in pyproject.toml but not pinned in constraints.txt: {unpinned}"

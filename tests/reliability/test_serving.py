@@ -1,5 +1,6 @@
-"""The predictor under a bounded fuzz of malformed requests and a bounded concurrent load, on loopback: no crash,
-no dropped connection, every bad request a 4xx, memory that stops growing, and latency percentiles recorded.
+"""The predictor under a bounded fuzz of malformed and hostile requests and a bounded concurrent load, on loopback:
+no crash, no dropped connection, every bad request a 4xx whose body names no internals, memory that stops growing,
+and latency percentiles recorded.
 
 The reports (fuzz.json, load.json) go to $RELIABILITY_OUT when it is set (else a temporary folder):
     RELIABILITY_OUT=/tmp/reliability .venv/bin/pytest -q tests/reliability/test_serving.py
@@ -11,6 +12,7 @@ import collections
 import json
 import os
 import random
+import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -19,12 +21,12 @@ import psutil
 import pytest
 
 from serving.load import load
-from tests.reliability.fuzz import NAME, V2, Request, good_body, malformed
+from tests.reliability.fuzz import MUTATIONS, NAME, V2, Request, good_body, malformed
 from tests.serving.conftest import LIMITS, VERSION, predictor, write_release
 
-FUZZ, WARM_UP, SEED = 1100, 200, 20261126
+FUZZ, WARM_UP, SEED = 50 * len(MUTATIONS), 200, 20261126  # 50 of each mutation
 THREADS, LOAD_REQUESTS = 4, 800
-MAX_GROWTH = 16 * 2**20  # RSS growth allowed over the last 900 malformed requests, after the warm-up
+MAX_GROWTH = 16 * 2**20  # RSS growth allowed over the malformed requests after the warm-up
 
 
 @pytest.fixture(scope="module")
@@ -45,13 +47,17 @@ def reports(tmp_path_factory) -> Path:
     return folder
 
 
+INTERNALS = re.compile(r"Traceback|\b[A-Z]\w*(?:Error|Exception)\b")  # exception type names, tracebacks
+
+
 def send(client: httpx.Client, url: str, request: Request) -> int | str:
-    """The status code, or how the connection failed."""
+    """The status code (with the reason when the body shows internals), or how the connection failed."""
     try:
-        return client.request(request.method, url + request.path, content=request.body,
-                              headers=request.headers).status_code
+        answer = client.request(request.method, url + request.path, content=request.body, headers=request.headers)
     except httpx.TransportError as exc:
         return f"dropped ({type(exc).__name__})"
+    found = INTERNALS.search(answer.text)
+    return answer.status_code if found is None else f"internals in a {answer.status_code} ({found[0]})"
 
 
 def fire(url: str, requests: list[Request]) -> list[int | str]:

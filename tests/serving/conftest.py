@@ -20,7 +20,8 @@ MEAN, STD = [0.3], [0.35]
 TRAIN_SHARES = [0.4, 0.3, 0.2, 0.1]
 VERSION = "v20260101T000000Z-test"
 ROOT = Path(__file__).resolve().parents[2]
-LIMITS = {"max_batch": 16, "max_body_bytes": 65536, "drift_window": 32}
+LIMITS = {"max_batch": 16, "max_body_bytes": 65536, "drift_window": 32, "max_decode_pixels": 4096 * 4096}
+CLIENT_SHARE = 0.1  # the predictor's default --drift-client-share: one client holds at most 3 of the 32 slots
 
 
 def write_release(folder: Path, *, size: int = 8, seed: int = 0) -> tuple[Path, torch.nn.Module]:

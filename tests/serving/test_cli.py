@@ -20,7 +20,8 @@ KSERVE_FLAGS = ("--http_port", "--grpc_port", "--workers", "--max_threads", "--m
                 "--enable_grpc", "--enable_docs_url", "--enable_latency_logging", "--configure_logging",
                 "--grpc_max_receive_message_length", "--model_name")
 OUR_FLAGS = ("--model", "--model-name", "--http-port", "--max-batch", "--max-body-bytes", "--drift-window",
-             "--threads")
+             "--threads", "--max-decode-pixels", "--decode-threads", "--drift-client-share", "--feedback-token-file",
+             "--feedback-rate", "--feedback-burst", "--enable-model-repository")
 
 
 def test_help_lists_kserves_flags_and_ours():
@@ -29,7 +30,7 @@ def test_help_lists_kserves_flags_and_ours():
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("usage: python -m serving")
     for flag in KSERVE_FLAGS + OUR_FLAGS:
-        assert f"{flag} " in done.stdout, flag
+        assert f"{flag} " in done.stdout or f"{flag}\n" in done.stdout, flag
 
 
 @pytest.mark.parametrize(("argv", "error"), [
@@ -87,6 +88,10 @@ def test_an_unknown_flag_fails_with_the_usage_and_its_name(capsys):
 @pytest.mark.parametrize(("argv", "message"), [
     (["--workers", "2"], "serving: --workers: expected 1 (KServe's extra REST workers are spawned processes"),
     (["--max_threads", "0"], "serving: --max_threads: expected at least 1, found 0"),
+    (["--max-decode-pixels", "0"], "serving: --max-decode-pixels: expected at least 1, found 0"),
+    (["--decode-threads", "0"], "serving: --decode-threads: expected at least 1, found 0"),
+    (["--drift-client-share", "0"], "serving: --drift-client-share: expected a share in (0, 1], found 0.0"),
+    (["--feedback-rate", "0"], "serving: --feedback-rate: expected more than 0 labels a second, found 0.0"),
     (["--http_port", "9000", "--grpc_port", "9000"],
      "serving: --grpc_port: expected a port other than --http_port, found 9000 for both"),
 ])

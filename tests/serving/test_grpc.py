@@ -144,8 +144,9 @@ def test_good_requests_are_counted_and_timed(grpc_target, server, client):
 def test_the_model_repository_cannot_unload_or_load_over_either_transport(stub, grpc_target, server, client):
     unload = refused(stub.RepositoryModelUnload, pb.RepositoryModelUnloadRequest(model_name=NAME))
     assert unload.code() == grpc.StatusCode.PERMISSION_DENIED
-    assert unload.details() == (f"expected no unload of models at run time (this predictor serves one release; roll "
-                                f"out a new release to change it), found a request to unload '{NAME}'")
+    assert unload.details() == (f"expected no unload of models at run time (this predictor serves one release: roll "
+                                f"out a new release to change it, or start it with --enable-model-repository), found "
+                                f"a request to unload '{NAME}'")
     load = refused(stub.RepositoryModelLoad, pb.RepositoryModelLoadRequest(model_name="other"))
     assert load.code() == grpc.StatusCode.PERMISSION_DENIED and "found a request to load 'other'" in load.details()
     for action in ("unload", "load"):

@@ -13,15 +13,23 @@ from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from PIL import Image
 
 from components.training import normalise as training_normalise
-from serving.binary import unpack
+from serving.binary import unpack as unpack_within
+from serving.budget import Budget
 from serving.drift import DriftWindow
-from serving.inputs import BadRequest, decode_image, normalise, v1_batch, v2_batch
+from serving.inputs import BadRequest, Encoded, decode_image, decode_images, normalise, v1_batch, v2_batch
 from serving.release import InputSpec
 
 GREY = InputSpec(name="images", channels=1, height=8, width=8, mean=(0.3,), std=(0.35,), output="probabilities",
                  class_names=("a", "b"))
 RGB = InputSpec(name="images", channels=3, height=4, width=4, mean=(0.4, 0.5, 0.6), std=(0.2, 0.25, 0.3),
                 output="probabilities", class_names=("a", "b"))
+
+
+BUDGET = Budget.for_input(GREY.shape, images=4, pixels=10_000, body_bytes=65536)
+
+
+def unpack(body: bytes, declared: bytes) -> tuple[bytes, int]:
+    return unpack_within(body, declared, BUDGET)
 
 
 @pytest.mark.parametrize("spec", [GREY, RGB])
@@ -66,6 +74,20 @@ def test_v2_and_v1_tensors_are_checked():
         v1_batch({"instances": np.full((1, 1, 8, 8), 1e39).tolist()}, GREY, 4)  # beyond float32: infinity
     with pytest.raises(BadRequest, match=r"expected a JSON object with an 'instances' list, found list"):
         v1_batch(b"[1, 2]", GREY, 4)
+
+
+def test_encoded_images_are_decoded_within_the_pixel_budget():
+    blobs = []
+    for size in ((8, 8), (20, 10)):
+        buffer = io.BytesIO()
+        Image.new("L", size).save(buffer, "PNG")
+        blobs.append(buffer.getvalue())
+    assert decode_images(blobs, GREY, 8 * 8 + 20 * 10).shape == (2, 1, 8, 8)
+    with pytest.raises(BadRequest, match=r"expected encoded images of at most 263 pixels in one request \(width x "
+                                         r"height summed\), found 264 in 2 images"):
+        decode_images(blobs, GREY, 263)
+    with pytest.raises(BadRequest, match="image 1: expected PNG or JPEG bytes, found 5 bytes"):
+        decode_images([blobs[0], b"hello"], GREY, 10**6)  # every header is read before anything is decoded
 
 
 def test_the_drift_window_slides_and_measures_total_variation():
@@ -118,6 +140,7 @@ def test_grpc_raw_contents_are_read_and_checked_like_json_data():
     png = io.BytesIO()
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(png, "PNG")
     raw = struct.pack("<I", len(png.getvalue())) + png.getvalue()
-    assert v2_batch(grpc_request("BYTES", [1], raw, name="image"), GREY, 4).shape == (1, 1, 8, 8)
+    encoded = v2_batch(grpc_request("BYTES", [1], raw, name="image"), GREY, 4)
+    assert encoded == Encoded((png.getvalue(),)) and decode_images(encoded.blobs, GREY, 64).shape == (1, 1, 8, 8)
     with pytest.raises(BadRequest, match=r"input 'image': expected 2 elements for shape \[2\], found 1"):
         v2_batch(grpc_request("BYTES", [2], raw, name="image"), GREY, 4)

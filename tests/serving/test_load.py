@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from benchmarks.inference import compare_runtimes
+from benchmarks.speed.inference import compare_runtimes
 from tests.serving.conftest import ROOT
 
 

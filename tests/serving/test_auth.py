@@ -1,0 +1,92 @@
+"""The feedback token (``serving.auth``) and the per-client rate limit (``serving.clients``), without a server."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import pytest
+
+from serving.auth import TOKEN_ENV, FeedbackToken, TokenError
+from serving.clients import RateLimiter, peer
+from serving.inputs import BadRequest
+
+SECRET = "s" * 12 + "-feedback"
+
+
+def refused(token: FeedbackToken, header: str | None) -> BadRequest:
+    with pytest.raises(BadRequest) as error:
+        token.check(header)
+    return error.value
+
+
+def test_without_a_token_feedback_is_open_and_says_so():
+    token = FeedbackToken.from_settings(None, {})
+    token.check(None)
+    assert "FEEDBACK IS NOT AUTHENTICATED" in token.describe() and TOKEN_ENV in token.describe()
+
+
+def test_a_token_from_the_environment_is_required():
+    token = FeedbackToken.from_settings(None, {TOKEN_ENV: f" {SECRET}\n"})
+    assert token.describe() is None
+    token.check(f"Bearer {SECRET}")
+    token.check(f"bearer  {SECRET} ")
+    for header, found in [(None, "found none"), ("Basic dXNlcjpwYXNz", "found a 'Basic' header"),
+                          ("Bearer", "found a 'Bearer' header without a bearer token"),
+                          (f"Bearer {SECRET}x", "found another bearer token")]:
+        error = refused(token, header)
+        assert error.status == 401 and found in str(error) and error.headers["WWW-Authenticate"].startswith("Bearer")
+        assert SECRET not in str(error)
+
+
+def test_an_empty_token_is_refused_at_start(tmp_path):
+    with pytest.raises(TokenError, match=f"{TOKEN_ENV}: expected a token, found an empty value"):
+        FeedbackToken.from_settings(None, {TOKEN_ENV: " "})
+    (tmp_path / "token").write_text("\n")
+    with pytest.raises(TokenError, match="token: expected the feedback token, found an empty file"):
+        FeedbackToken.from_settings(str(tmp_path / "token"), {})
+
+
+def test_a_token_file_is_required_once_it_appears_and_follows_its_rotation(tmp_path):
+    path = tmp_path / "token"
+    token = FeedbackToken.from_settings(str(path), {TOKEN_ENV: "ignored: the file wins"})
+    token.check(None)  # the optional Secret is not mounted yet: open
+    assert "does not exist" in token.describe()
+    path.write_text(SECRET)
+    assert refused(token, None).status == 401
+    token.check(f"Bearer {SECRET}")
+    rotated = tmp_path / "new"
+    rotated.write_text("rotated-token-2")
+    os.replace(rotated, path)  # the kubelet swaps a Secret's files atomically
+    assert refused(token, f"Bearer {SECRET}").status == 401
+    token.check("Bearer rotated-token-2")
+
+
+@pytest.mark.parametrize("lose", ["delete", "empty"])
+def test_a_token_file_that_goes_missing_closes_feedback(tmp_path, lose, caplog):
+    path = tmp_path / "token"
+    path.write_text(SECRET)
+    token = FeedbackToken.from_settings(str(path), {})
+    token.check(f"Bearer {SECRET}")
+    path.unlink() if lose == "delete" else path.write_text("")
+    error = refused(token, f"Bearer {SECRET}")
+    assert error.status == 503 and str(path) not in str(error)  # the path is for the log, not the client
+    assert str(path) in caplog.text
+
+
+def test_the_rate_limiter_is_a_token_bucket_per_client():
+    now = [0.0]
+    limiter = RateLimiter(2.0, 10, clients=2, clock=lambda: now[0])
+    assert limiter.take("a", 10) == 0.0
+    assert limiter.take("a", 1) == pytest.approx(0.5)  # empty: one unit in half a second
+    assert limiter.take("b", 10) == 0.0  # another client has its own bucket
+    assert limiter.take("a", 11) == math.inf  # more than a burst never fits
+    now[0] = 2.0
+    assert limiter.take("a", 4) == 0.0 and limiter.take("a", 1) == pytest.approx(0.5)
+    limiter.take("c", 1)  # a third client: the least recently seen (b) is forgotten
+    assert set(limiter.buckets) == {"a", "c"}
+
+
+def test_the_client_is_the_peer_address():
+    assert peer({"client": ("10.1.2.3", 5555), "headers": [(b"x-forwarded-for", b"1.1.1.1")]}) == "10.1.2.3"
+    assert peer({}) == "unknown"

@@ -1,0 +1,65 @@
+"""Which routes the predictor answers (``serving.routes``): the model repository only with
+``--enable-model-repository``, the docs only with ``--enable_docs_url``, every gRPC method known. In-process
+(``tests.serving.inprocess``): KServe's own routes, on a fresh app. That every route of the app is served or refused,
+whatever KServe adds, is ``tests/reliability/test_attacks.py``'s to check."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+
+from serving import routes
+from serving.server import Protection
+from tests.serving.conftest import LIMITS
+from tests.serving.inprocess import NAME, InProcess
+
+X = {"inputs": [{"name": "images", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": [0.0] * 64}]}
+GRPC_SERVED = {"ServerLive", "ServerReady", "ServerMetadata", "ModelReady", "ModelMetadata", "ModelInfer"}
+GRPC_REFUSED = {"RepositoryModelLoad", "RepositoryModelUnload"}  # tests/serving/test_grpc.py calls each
+
+
+@pytest.fixture(scope="module")
+def predictor(release):
+    return InProcess(release[0])
+
+
+def test_the_served_list_holds_no_management_route():
+    assert not {t for t in routes.SERVED if "repository" in t or ":explain" in t}
+    assert routes.served(repository=True) - routes.SERVED == routes.REPOSITORY
+    assert routes.served(docs=True) - routes.SERVED == routes.DOCS
+
+
+def test_the_model_repository_refuses_unless_enabled(predictor):
+    for action in ("unload", "load"):
+        answer = predictor.request("POST", f"/v2/repository/models/{NAME}/{action}")
+        assert answer.status_code == 403
+        assert answer.json()["error"].endswith(f"or start it with --enable-model-repository), found a request to "
+                                               f"{action} '{NAME}'")
+    assert predictor.request("GET", "/v2").json()["extensions"] == []  # not advertised either
+
+
+def test_an_enabled_repository_drains_the_replica_and_loads_the_same_release_back(release):
+    predictor = InProcess(release[0], protection=Protection(LIMITS["max_body_bytes"], repository=True))
+    assert "model_repository_extension" in predictor.request("GET", "/v2").json()["extensions"]
+    want = predictor.request("POST", f"/v2/models/{NAME}/infer", json=X).json()["outputs"][0]["data"]
+    assert predictor.request("POST", f"/v2/repository/models/{NAME}/unload").json() == {"name": NAME, "unload": True}
+    assert predictor.request("POST", f"/v2/models/{NAME}/infer", json=X).status_code == 404
+    assert predictor.request("GET", "/v2/health/ready").status_code == 503  # Kubernetes stops routing to it
+    assert predictor.request("GET", "/v2/health/live").status_code == 200  # and does not restart it
+    assert predictor.request("POST", "/v2/repository/models/other/load").status_code == 404
+    assert predictor.request("POST", f"/v2/repository/models/{NAME}/load").json() == {"name": NAME, "load": True}
+    assert predictor.request("GET", "/v2/health/ready").json() == {"ready": True}
+    again = predictor.request("POST", f"/v2/models/{NAME}/infer", json=X).json()["outputs"][0]["data"]
+    np.testing.assert_allclose(again, want, atol=1e-7)
+
+
+def test_docs_are_served_only_with_the_flag(release):
+    assert InProcess(release[0]).request("GET", "/openapi.json").status_code == 403
+    docs = InProcess(release[0], protection=Protection(LIMITS["max_body_bytes"], docs=True))
+    assert docs.request("GET", "/openapi.json").status_code == 200
+
+
+def test_every_grpc_method_is_known_as_served_or_refused():
+    methods = {m.name for m in pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].methods}
+    assert methods == GRPC_SERVED | GRPC_REFUSED, "a new RPC: decide whether the predictor serves it"
