@@ -5,7 +5,12 @@
 #                   (NVIDIA container toolkit / GPU operator).
 #   CPU (slim):     docker build --build-arg VARIANT=cpu -t mlnt-pipeline:cpu .
 #                   torch and torchvision from PyTorch's CPU wheel index: no CUDA libraries in the image.
-# Everything else is installed from constraints.txt, the pinned environment that `make test` ran.
+# Everything else is installed from constraints.txt, the pinned environment that `make test` ran, hash-checked:
+# requirements/image-{gpu,cpu}.txt (`make image-lock`) hold the sha256 of every file PyPI serves for each pin, and
+# pip installs with --require-hashes, so a file that differs from the locked one fails the build. The one exception
+# is the CPU variant's torch and torchvision, from PyTorch's CPU index, which the lock cannot reach (docs/deploy.md).
+# A release pins the base image by digest as well:
+#   --build-arg PYTHON_IMAGE=python:3.11.7-slim-bookworm@sha256:<docker buildx imagetools inspect python:3.11.7-slim-bookworm>
 ARG PYTHON_IMAGE=python:3.11.7-slim-bookworm
 FROM ${PYTHON_IMAGE}
 
@@ -23,18 +28,28 @@ RUN groupadd --gid 10001 mlnt \
 
 WORKDIR /app
 COPY pyproject.toml constraints.txt README.md ./
+COPY requirements/ requirements/
 COPY model/ model/
 COPY components/ components/
 COPY benchmarks/ benchmarks/
 COPY pipelines/ pipelines/
 COPY serving/ serving/
 COPY monitoring/ monitoring/
-RUN if [ "$VARIANT" = "cpu" ]; then \
-      pip install --no-cache-dir --index-url "$TORCH_CPU_INDEX" torch==2.14.1 torchvision==0.29.1; \
-    elif [ "$VARIANT" != "gpu" ]; then \
+# 1. the build backend, then the locked dependencies, every file checked against its hash (--no-deps: the lock is the
+#    whole set; --no-build-isolation: the few sdists build with the locked setuptools, not one fetched unchecked);
+# 2. the project itself from this source, offline (--no-index: a dependency the lock lacks fails here, nothing is
+#    fetched unchecked); 3. pip check: the installed set is consistent.
+RUN pip install --no-cache-dir --no-deps --require-hashes -r requirements/image-build.txt \
+    && if [ "$VARIANT" = "cpu" ]; then \
+      pip install --no-cache-dir --no-deps --index-url "$TORCH_CPU_INDEX" torch==2.14.1 torchvision==0.29.1 \
+      && pip install --no-cache-dir --no-deps --require-hashes --no-build-isolation -r requirements/image-cpu.txt; \
+    elif [ "$VARIANT" = "gpu" ]; then \
+      pip install --no-cache-dir --no-deps --require-hashes --no-build-isolation -r requirements/image-gpu.txt; \
+    else \
       echo "VARIANT: expected gpu or cpu, found '$VARIANT'" >&2; exit 1; \
     fi \
-    && pip install --no-cache-dir -c constraints.txt . \
+    && pip install --no-cache-dir --no-index --no-build-isolation -c constraints.txt . \
+    && pip check \
     && python -c "import torch, components.gate; print('torch', torch.__version__)"
 COPY params.yaml dvc.yaml ./
 # The deploy step creates a missing InferenceService from the same manifest kubectl applies (one definition).

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import re
 import sys
 import types
 import typing
@@ -22,10 +23,28 @@ from typing import Any
 import yaml
 
 DEFAULT_PARAMS = "params.yaml"
+LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
+# Characters that could forge or disguise a log line when a message echoes a file name, a URL or another string
+# from the data: C0 and C1 controls (newline, carriage return, escape sequences), Unicode line and paragraph
+# separators, and the bidirectional overrides and isolates that reorder what a terminal shows.
+UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 class ConfigError(ValueError):
     """A params file or an override does not match the typed config."""
+
+
+def printable(text: object) -> str:
+    """``str(text)`` on one line: every character of ``UNPRINTABLE`` written as its Python escape (``\\n``,
+    ``\\x1b``, ``\\u2028``), so that a string from the data cannot start a forged log line."""
+    return UNPRINTABLE.sub(lambda found: found[0].encode("unicode_escape").decode("ascii"), str(text))
+
+
+class PrintableFormatter(logging.Formatter):
+    """The steps' log format with ``printable`` applied to each record's line (a traceback, ours, stays as it is)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        return printable(super().formatMessage(record))
 
 
 def load_params(path: str | Path) -> dict[str, Any]:
@@ -179,7 +198,12 @@ def cli(step: str, sections: Mapping[str, type], description: str,
     """A ``main(argv) -> exit code`` for a step: errors become one clear message unless ``--debug``."""
 
     def main(argv: Sequence[str] | None = None) -> int:
-        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        root = logging.getLogger()
+        if not root.handlers:  # as logging.basicConfig: leave a configured root (pytest's, an embedding program's)
+            handler = logging.StreamHandler()
+            handler.setFormatter(PrintableFormatter(LOG_FORMAT))
+            root.addHandler(handler)
+            root.setLevel(logging.WARNING)
         logging.getLogger("components").setLevel(logging.INFO)
         debug = "--debug" in (sys.argv[1:] if argv is None else argv)
         try:
@@ -188,7 +212,7 @@ def cli(step: str, sections: Mapping[str, type], description: str,
         except (ConfigError, ValueError, TypeError, OSError, RuntimeError) as err:
             if debug:
                 raise
-            print(f"error: {step}: {err}", file=sys.stderr)
+            print(f"error: {step}: {printable(err)}", file=sys.stderr)
             return 2 if isinstance(err, ConfigError) else 1
         return 0
 

@@ -10,6 +10,16 @@ key ``step``, replacing that step's previous push: ``mlnt_training_accuracy{step
 ``mlnt_training_estimated_noise_rate``, ``mlnt_training_duration_seconds{step}``, ``mlnt_gate_passed`` and
 ``mlnt_training_last_success_timestamp_seconds`` (the time of the push). Without the variable nothing is sent; a push
 that fails is a warning, never a failed step. Unknown keys, splits or models are a ``ValueError`` either way.
+
+Authentication: a Pushgateway that asks for basic authentication (its ``--web.config.file``) gets it through
+prometheus_client's ``basic_auth_handler``, the user from ``MLNT_PUSHGATEWAY_USERNAME`` and the password from the
+file named by ``MLNT_PUSHGATEWAY_PASSWORD_FILE`` (a mounted Kubernetes Secret) or from ``MLNT_PUSHGATEWAY_PASSWORD``.
+Credentials in the address itself (``user:password@`` before the host) are refused, nothing is pushed, and the address
+is logged with them replaced by ``***``: ``redact`` applies to every line this module logs, and ``printable`` (the
+steps' log escaping, ``components.config``) keeps a line from the environment or an error on one line. A
+half-given configuration (a user without a password, both password variables, an unreadable file) is a warning
+too, and nothing is sent. Basic authentication sends the password with every push: use ``https://`` wherever the
+path to the Pushgateway leaves the pod's node.
 """
 
 from __future__ import annotations
@@ -17,30 +27,124 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Gauge, push_to_gateway
+from prometheus_client.exposition import basic_auth_handler, default_handler
 
+from components.config import printable
 from monitoring import metrics as contract
 
 PUSHGATEWAY_ENV = "MLNT_PUSHGATEWAY"
+USERNAME_ENV = "MLNT_PUSHGATEWAY_USERNAME"
+PASSWORD_ENV = "MLNT_PUSHGATEWAY_PASSWORD"
+PASSWORD_FILE_ENV = "MLNT_PUSHGATEWAY_PASSWORD_FILE"
 KEYS = ("accuracy", "estimated_noise_rate", "duration_seconds", "gate_passed")
+# The user-information part of a URL in free text (``user:password@`` after ``scheme://``, up to the authority's
+# last ``@``; or at the start of a bare ``host:port`` address): what ``redact`` replaces.
+USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/?#\s]*@|^[^/?#\s]*@")
 log = logging.getLogger(__name__)
 
 
+class AuthConfigError(ValueError):
+    """The Pushgateway credentials are configured in a way that cannot be used (the message names no secret)."""
+
+
+def redact(text: object, *, address: str | None = None) -> str:
+    """``text`` with the user information of every URL in it (``user:password@``) replaced by ``***@``; every
+    occurrence of ``address`` first, split as a URL is (its authority's last ``@``), whatever characters it holds."""
+    text = str(text)
+    if address:
+        text = text.replace(address, redact_address(address))
+    return USERINFO.sub(lambda found: f"{found['scheme'] or ''}***@", text)
+
+
+def redact_address(address: str) -> str:
+    """``address`` (a URL, or ``host:port``) with anything before its host's ``@`` replaced by ``***``."""
+    scheme, separator, rest = address.rpartition("://") if "://" in address else ("", "", address)
+    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    if "@" not in authority:
+        return address
+    return f"{scheme}{separator}***@{authority.rpartition('@')[2]}{rest[len(authority):]}"
+
+
+def has_userinfo(address: str) -> bool:
+    """Whether the address carries credentials of its own (``user@`` or ``user:password@`` before the host)."""
+    return redact_address(address) != address
+
+
+def safe(text: object, *, address: str | None = None) -> str:
+    """What this module logs of an address or an error: redacted (``redact``), on one line (``printable``)."""
+    return printable(redact(text, address=address))
+
+
+def credentials(environ: Mapping[str, str] | None = None) -> tuple[str, str] | None:
+    """(user, password) for the Pushgateway from ``environ`` (the process's by default), or None if no user and no
+    password is set. The password comes from the file ``MLNT_PUSHGATEWAY_PASSWORD_FILE`` names (its content, less
+    one trailing line break) or from ``MLNT_PUSHGATEWAY_PASSWORD``; ``AuthConfigError`` for anything half-set."""
+    environ = os.environ if environ is None else environ
+    user = environ.get(USERNAME_ENV) or None
+    literal, file = environ.get(PASSWORD_ENV) or None, environ.get(PASSWORD_FILE_ENV) or None
+    if literal is not None and file is not None:
+        raise AuthConfigError(f"both {PASSWORD_ENV} and {PASSWORD_FILE_ENV} are set: set one")
+    password = literal
+    if file is not None:
+        try:
+            password = Path(file).read_text(encoding="utf-8").removesuffix("\n").removesuffix("\r")
+        except (OSError, UnicodeDecodeError) as err:
+            raise AuthConfigError(f"{PASSWORD_FILE_ENV}: cannot read the password file {file!r} "
+                                  f"({type(err).__name__})") from None
+    if user is None and password is None:
+        return None
+    if user is None or not password:
+        given, missing = (PASSWORD_ENV if file is None else PASSWORD_FILE_ENV, USERNAME_ENV) if user is None else (
+            USERNAME_ENV, f"{PASSWORD_FILE_ENV} (a non-empty file) or {PASSWORD_ENV}")
+        raise AuthConfigError(f"{given} is set but not {missing}: basic authentication needs both")
+    if ":" in user:
+        raise AuthConfigError(f"{USERNAME_ENV} contains ':', which basic authentication cannot carry")
+    return user, password
+
+
+def auth_handler(auth: tuple[str, str] | None) -> Callable:
+    """The push handler: prometheus_client's ``basic_auth_handler`` with ``auth``, or its default handler."""
+    if auth is None:
+        return default_handler
+    user, password = auth
+
+    def handler(url: str, method: str, timeout: float | None, headers: list, data: bytes) -> Callable[[], None]:
+        return basic_auth_handler(url, method, timeout, headers, data, username=user, password=password)
+
+    return handler
+
+
 def push_training_metrics(step: str, metrics: dict, *, gateway: str | None = None, timeout: float = 5.0) -> bool:
-    """Push ``metrics`` (keys: ``KEYS``; ``accuracy`` is ``{split: {model: value}}``) for ``step``; True if sent."""
+    """Push ``metrics`` (keys: ``KEYS``; ``accuracy`` is ``{split: {model: value}}``) for ``step``; True if sent.
+    Credentials come from the environment (``credentials``), never from ``gateway``."""
     registry = training_registry(step, metrics)
     gateway = gateway or os.environ.get(PUSHGATEWAY_ENV)
     if not gateway or os.environ.get("RANK", "0") != "0":  # under torchrun, the main process speaks for all
         return False
+    if has_userinfo(gateway):
+        log.warning("telemetry: the Pushgateway address %s carries credentials: they are never read from the address "
+                    "(set %s and %s or %s); the %s step's metrics were not pushed", safe(gateway, address=gateway),
+                    USERNAME_ENV, PASSWORD_FILE_ENV, PASSWORD_ENV, safe(step))
+        return False
+    try:
+        auth = credentials()
+    except AuthConfigError as exc:
+        log.warning("telemetry: the Pushgateway credentials are not usable (%s); the %s step's metrics were not "
+                    "pushed to %s", safe(exc), safe(step), safe(gateway, address=gateway))
+        return False
     try:
         push_to_gateway(gateway, job=contract.PUSHGATEWAY_JOB, registry=registry, grouping_key={"step": step},
-                        timeout=timeout)
-    except OSError as exc:  # refused, unreachable, timed out, or an HTTP error status (urllib's errors)
+                        timeout=timeout, handler=auth_handler(auth))
+    except (OSError, ValueError) as exc:  # refused, unreachable, timed out, an HTTP error status; a malformed address
         log.warning("telemetry: could not push the %s step's metrics to the Pushgateway at %s (%s); the step "
-                    "itself succeeded", step, gateway, exc)
+                    "itself succeeded", safe(step), safe(gateway, address=gateway),
+                    safe(exc, address=gateway))
         return False
     return True
 

@@ -30,6 +30,10 @@ GPU_POOL = {"label_key": "mlnt.io/node-pool", "label_value": "gpu"}  # the label
 CHECKPOINT_PVC, CHECKPOINT_MOUNT = "mlnt-artifacts", "/mnt/checkpoints"  # outlives a training pod: retries resume
 DATA_PVC, DATA_MOUNT = "mlnt-data", "/mnt/data"
 REGISTRY_PVC, REGISTRY_MOUNT = "mlnt-registry", "/mnt/registry"
+# The deploy step's identity (k8s/base/rbac.yaml): the token of the account mlnt-deployer, from the Secret the token
+# controller fills, mounted into that step alone. Every step runs as the run's account (KFP 2 has no per-step
+# account) and carries its token, which may do nothing but what KFP and Argo do inside a step.
+DEPLOYER_SECRET, DEPLOYER_MOUNT = "mlnt-deployer-token", "/var/run/secrets/mlnt-deployer"  # the mount: deploy's too
 COMPILED = Path(__file__).with_name("compiled") / "mlnt_pipeline.yaml"
 
 
@@ -78,7 +82,8 @@ def noise(params_json: str, ingested: Input[Dataset], labels: Output[Dataset], r
     from components.noise import NoiseConfig, run
 
     summary = run(build(NoiseConfig, json.loads(params_json), where="noise"), ingest=ingested.path, out=labels.path)
-    rates.log_metric("realised_rate_train", summary["realised_rate_train"])
+    if summary["realised_rate_train"] is not None:  # None: no clean label known
+        rates.log_metric("realised_rate_train", summary["realised_rate_train"])
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
@@ -129,7 +134,8 @@ def evaluate(params_json: str, ingested: Input[Dataset], labels: Input[Dataset],
                   mlnt=mlnt_model.path, out=evaluation.path)
     for model in ("baseline", "student", "teacher"):
         scores.log_metric(f"{model}_accuracy", metrics[model]["accuracy"])
-    scores.log_metric("label_issues_f1", metrics["label_issues"]["f1"])
+    if metrics["label_issues"]["ground_truth"]:  # without a known truth there is no F1 to report
+        scores.log_metric("label_issues_f1", metrics["label_issues"]["f1"])
     classes = metrics["class_names"]
     number = {name: i for i, name in enumerate(classes)}
     matrix = [[0] * len(classes) for _ in classes]
@@ -177,8 +183,11 @@ def gate(params_json: str, registry: str, onnx_model: Input[Model], evaluation: 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def deploy(decision: Input[Artifact], storage_uri: str, namespace: str, apply: bool, manifest: Output[Artifact]):
     """Serve the released version with the InferenceService of k8s/ (pipelines/inference_service.py): patch the run's
-    fields into it through KServeClient, or create it, when ``apply`` is set; the manifest artifact is the result."""
+    fields into it through KServeClient, or create it, when ``apply`` is set; the manifest artifact is the result.
+    The client acts as mlnt-deployer, with the token mounted at /var/run/secrets/mlnt-deployer (DEPLOYER_MOUNT), never
+    as the run's account."""
     import json
+    import os
     from pathlib import Path
 
     from kserve import KServeClient
@@ -186,7 +195,18 @@ def deploy(decision: Input[Artifact], storage_uri: str, namespace: str, apply: b
     from pipelines import inference_service
 
     version = json.loads(Path(decision.path).read_text())["version"]
-    client = KServeClient() if apply else None  # in the cluster, as the run's service account (role mlnt-deploy)
+    client = None
+    if apply:  # the API server the pod sees, with the deployer's token and the cluster's CA from the mounted Secret
+        folder = "/var/run/secrets/mlnt-deployer"
+        host, port = os.environ["KUBERNETES_SERVICE_HOST"], os.environ["KUBERNETES_SERVICE_PORT"]
+        server = f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
+        client = KServeClient(config_dict={
+            "apiVersion": "v1", "kind": "Config", "current-context": "mlnt-deployer",
+            "clusters": [{"name": "cluster", "cluster": {"server": server,
+                                                         "certificate-authority": f"{folder}/ca.crt"}}],
+            "users": [{"name": "mlnt-deployer", "user": {"tokenFile": f"{folder}/token"}}],
+            "contexts": [{"name": "mlnt-deployer", "context": {"cluster": "cluster", "user": "mlnt-deployer",
+                                                                "namespace": namespace}}]})
     done, service = inference_service.deploy(client, version=version, storage_uri=storage_uri, namespace=namespace)
     inference_service.write(service, manifest.path)
     manifest.metadata.update(version=version, applied=apply, action=done)
@@ -238,7 +258,9 @@ def mlnt_pipeline(data_path: str = f"{DATA_MOUNT}/fashion-mnist", registry: str 
     gated.set_caching_options(False)  # the decision depends on the registry's champion, not only on the inputs
     kubernetes.mount_pvc(gated, pvc_name=REGISTRY_PVC, mount_path=REGISTRY_MOUNT)
     with dsl.If(gated.outputs["Output"] == True):  # noqa: E712 - a KFP condition, not Python
-        deploy(decision=gated.outputs["decision"], storage_uri=storage_uri, namespace=namespace, apply=apply_deploy)
+        serving = deploy(decision=gated.outputs["decision"], storage_uri=storage_uri, namespace=namespace,
+                         apply=apply_deploy)
+        kubernetes.use_secret_as_volume(serving, secret_name=DEPLOYER_SECRET, mount_path=DEPLOYER_MOUNT)
 
 
 def compile_pipeline(output: Path = COMPILED) -> Path:

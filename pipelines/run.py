@@ -61,7 +61,8 @@ def run_local(data: Path, *, root: Path, registry: Path, tiny: bool, params_file
 def submit(host: str, data: str, *, experiment: str, tiny: bool, service_account: str = SERVICE_ACCOUNT,
            params_file: Path | None = None) -> str:
     """Compile and submit one run to the Kubeflow Pipelines server at ``host``, its pods running as
-    ``service_account`` (k8s/base: allowed to apply the InferenceService, nothing else); returns the run id."""
+    ``service_account`` (k8s/base/rbac.yaml: what KFP's launcher needs, nothing else; the deploy step alone mounts
+    the ``mlnt-deployer`` token that may patch the InferenceService); returns the run id."""
     import kfp  # noqa: PLC0415
 
     package = compile_pipeline(Path(tempfile.mkdtemp()) / "mlnt_pipeline.yaml")

@@ -119,7 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--namespace", default=NAMESPACE, help="default: %(default)s")
     parser.add_argument("--context", help="the kubeconfig context (default: the current one)")
     parser.add_argument("--name", help="the TrainJob's name (default: one the SDK makes up)")
-    parser.add_argument("--image", default=defaults.image, help="default: %(default)s")
+    parser.add_argument("--image", default=defaults.image,
+                        help="the training image; pass it by digest (name@sha256:...) in production, as "
+                             "k8s/overlays/prod pins it (default: %(default)s)")
     parser.add_argument("--nodes", type=int, default=defaults.num_nodes, help="default: %(default)s")
     parser.add_argument("--gpus-per-node", type=int, default=defaults.gpus_per_node,
                         help="GPUs per node, one training process each (default: %(default)s)")

@@ -244,13 +244,15 @@ def test_a_manifest_of_another_object_is_refused(tmp_path):
 
 # ------------------------------------------------------------------------------------------------ the component
 def test_the_deploy_component_applies_through_kserve_client(cluster, tmp_path, monkeypatch):
-    """The KFP ``deploy`` component's own code, with ``apply`` on: KServeClient() (here: one for the fake cluster)
+    """The KFP ``deploy`` component's own code, with ``apply`` on: KServeClient (here: one for the fake cluster)
     patches the overlay's object, and the manifest artifact is what the cluster now serves."""
     fake, client = cluster
     applied = one("overlays/prod", "InferenceService")
     fake.objects[(NAMESPACE, inference_service.NAME)] = copy.deepcopy(applied)
     made = []
-    monkeypatch.setattr(kserve, "KServeClient", lambda: made.append(client) or client)
+    monkeypatch.setattr(kserve, "KServeClient", lambda **kwargs: made.append(client) or client)  # as mlnt-deployer
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
     (tmp_path / "decision").write_text(json.dumps({"passed": True, "version": VERSION}))
     manifest = Artifact(name="manifest", uri=str(tmp_path / "manifest"))
     mlnt_pipeline.deploy.python_func(decision=Artifact(name="decision", uri=str(tmp_path / "decision")),

@@ -14,6 +14,12 @@
   kustomization, as docs/deploy.md says for clusters on Training Operator v1.x (the PyTorchJob instead).
 - Policies: hardened containers with requests and limits, GPUs in prod only, least-privilege RBAC, no credentials,
   and references that hold together (runtime, selectors, volumes, image, the commands' CLIs).
+- Security (issue 20): no pod mounts an API token (each says so itself where its kind lets it); the pipeline's run
+  account (every KFP step's) can create no workload and read no Secret but the artifact store's, the deploy rights
+  sit with an account whose token only the deploy step mounts; NetworkPolicies deny ingress by default, and let only
+  the ingress gateway and Prometheus reach the predictor, which itself reaches only what an Istio sidecar needs;
+  every image of prod is pinned by digest, and the image they name installs only hash-checked locks of
+  constraints.txt (requirements/image-*.txt, `make image-lock`).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -45,7 +52,8 @@ V1 = "training-operator-v1"  # k8s/components/training-operator-v1: the PyTorchJ
 V1_TARGETS = tuple(f"{target}+{V1}" for target in TARGETS)
 ALL_TARGETS = TARGETS + V1_TARGETS
 K8S_VERSION = kubernetes_validate.utils.latest_version()  # the newest Kubernetes the package has schemas for
-CORE_API_VERSIONS = {"v1", "apps/v1", "batch/v1", "rbac.authorization.k8s.io/v1", "policy/v1", "autoscaling/v2"}
+CORE_API_VERSIONS = {"v1", "apps/v1", "batch/v1", "rbac.authorization.k8s.io/v1", "policy/v1", "autoscaling/v2",
+                     "networking.k8s.io/v1"}
 NAMESPACE = "mlnt"
 GPU = "nvidia.com/gpu"
 GPU_POOL = {"mlnt.io/node-pool": "gpu"}
@@ -67,7 +75,32 @@ KSERVE_SCALARS = {"str": {"type": "string"}, "int": {"type": "integer"}, "float"
                   "ResourceQuantity": {"type": ["string", "number"]},
                   "V1beta1MetricQuantity": {"type": ["string", "number"]}}
 DEPLOY_RULES = [{"apiGroups": ["serving.kserve.io"], "resources": ["inferenceservices"],
-                 "verbs": ["get", "list", "watch", "create", "patch"]}]
+                 "resourceNames": ["mlnt-classifier"], "verbs": ["get", "patch"]},
+                {"apiGroups": ["serving.kserve.io"], "resources": ["inferenceservices"], "verbs": ["create"]}]
+# What the run account (every KFP step, those parsing untrusted data included) may do: Argo's executor and KFP's
+# launcher inside a step, by name where RBAC allows it.
+RUN_RULES = [{"apiGroups": ["argoproj.io"], "resources": ["workflowtaskresults"], "verbs": ["create", "patch"]},
+             {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["kfp-launcher"], "verbs": ["get"]},
+             {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["mlpipeline-minio-artifact"],
+              "verbs": ["get"]}]
+RUN_ACCOUNT, DEPLOY_ACCOUNT, SUBMIT_ACCOUNT = "mlnt-pipeline", "mlnt-deployer", "mlnt-submitter"
+DEPLOY_TOKEN = "mlnt-deployer-token"  # the deployer's token Secret, which only the deploy step mounts
+# Resources whose create (or patch or update) starts code of the creator's choosing: a workload. Subresources that
+# run code in or act as an existing pod, and tokens of other accounts, count too.
+WORKLOADS = {("", "pods"), ("", "pods/exec"), ("", "pods/attach"), ("", "pods/ephemeralcontainers"),
+             ("", "replicationcontrollers"), ("", "serviceaccounts/token"), ("apps", "deployments"),
+             ("apps", "replicasets"), ("apps", "statefulsets"), ("apps", "daemonsets"), ("batch", "jobs"),
+             ("batch", "cronjobs"), ("argoproj.io", "workflows"), ("argoproj.io", "cronworkflows"),
+             ("argoproj.io", "workflowtemplates"), ("serving.kserve.io", "inferenceservices"),
+             ("serving.kserve.io", "servingruntimes"), ("trainer.kubeflow.org", "trainjobs"),
+             ("kubeflow.org", "pytorchjobs"), ("jobset.x-k8s.io", "jobsets")}
+WRITE_VERBS = {"create", "update", "patch", "*"}
+PREDICTOR = {"serving.kserve.io/inferenceservice": "mlnt-classifier", "component": "predictor"}
+# The namespaces the predictor may be reached from: KServe's ingress gateway (Istio) and Knative's activator, and
+# Prometheus's (kube-prometheus-stack, docs/deploy.md step 2).
+GATEWAY_NAMESPACES = {"istio-system", "knative-serving"}
+PROMETHEUS = {"namespace": "monitoring", "pod": {"app.kubernetes.io/name": "prometheus"}}
+DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 CREDENTIAL_VALUE = re.compile(r"AKIA[0-9A-Z]{16}|-----BEGIN [A-Z ]*PRIVATE KEY|gh[pousr]_[A-Za-z0-9]{20,}|"
                               r"xox[abprs]-|eyJ[A-Za-z0-9_-]{10,}\.|://[^/\s:@]+:[^/\s@]+@")
 CREDENTIAL_NAME = re.compile(r"(?i)password|passwd|secret|token|api_?key|access_?key|credential")
@@ -108,6 +141,15 @@ def render(target: str) -> tuple[dict, ...]:
 
 def name(obj: dict) -> str:
     return f"{obj.get('kind')}/{obj.get('metadata', {}).get('name')}"
+
+
+def image_parts(image: str) -> tuple[str, str, str]:
+    """(repository, tag, digest) of an image reference, ``""`` for a part it lacks: ``repo[:tag][@sha256:...]``."""
+    rest, _, digest = image.partition("@")
+    repository, colon, tag = rest.rpartition(":")
+    if not colon or "/" in tag:  # a registry's port, not a tag
+        repository, tag = rest, ""
+    return repository, tag, digest
 
 
 def objects(target: str, kind: str) -> list[dict]:
@@ -543,7 +585,7 @@ def test_prod_trains_on_the_gpu_pool_with_one_gpu_per_node():
     resources = pod["containers"][0]["resources"]
     assert resources["limits"] == resources["requests"] and resources["limits"][GPU] == 1, resources
     assert pod["nodeSelector"] == GPU_POOL and GPU_TOLERATION in pod["tolerations"], pod
-    assert pod["containers"][0]["image"].endswith("-gpu"), pod["containers"][0]["image"]
+    assert image_parts(pod["containers"][0]["image"])[1].endswith("-gpu"), pod["containers"][0]["image"]
 
 
 @pytest.mark.parametrize("target", ["base", "overlays/dev"])
@@ -600,7 +642,8 @@ def test_prod_on_training_operator_v1_trains_on_the_gpu_pool_with_one_gpu_per_re
         assert resources["limits"][GPU] == resources["requests"][GPU] == 1, f"PyTorchJob {role}: {resources}"
         assert pod["nodeSelector"] == GPU_POOL, f"PyTorchJob {role}: nodeSelector {pod.get('nodeSelector')}"
         assert GPU_TOLERATION in pod["tolerations"], role
-        assert pod["containers"][0]["image"].endswith("-gpu"), f"PyTorchJob {role}: {pod['containers'][0]['image']}"
+        image = pod["containers"][0]["image"]
+        assert image_parts(image)[1].endswith("-gpu"), f"PyTorchJob {role}: {image}"
 
 
 @pytest.mark.parametrize("target", V1_TARGETS)
@@ -629,14 +672,14 @@ def test_base_and_dev_ask_for_no_gpu_and_no_node_pool(target):
     assert GPU not in yaml.safe_dump_all(render(target)), f"k8s/{target} mentions {GPU}"
     for where, pod, container in containers(target):
         assert "nodeSelector" not in pod, f"{where}: nodeSelector {pod['nodeSelector']}"
-        assert container["image"].endswith("-cpu"), f"{where}: {container['image']}"
+        assert image_parts(container["image"])[1].endswith("-cpu"), f"{where}: {container['image']}"
 
 
 @pytest.mark.parametrize("target", ["overlays/prod", f"overlays/prod+{V1}"])
 def test_prod_serves_and_submits_on_cpu(target):
     for where, pod, container in containers(target):
         if not where.startswith(("TrainJob/", "PyTorchJob/")):
-            assert container["image"].endswith("-cpu") and GPU not in json.dumps(pod), where
+            assert image_parts(container["image"])[1].endswith("-cpu") and GPU not in json.dumps(pod), where
 
 
 def test_dev_trains_in_one_process_and_serves_one_replica():
@@ -679,50 +722,125 @@ def test_every_claimed_volume_exists(target):
 
 # RBAC ---------------------------------------------------------------------------------------------------------
 def rbac_problems(role: dict) -> list[str]:
-    """Least privilege: no wildcards, no delete, no secrets, no cluster-wide roles."""
+    """Least privilege: no wildcards, no delete, no cluster-wide roles, and Secrets only read one by one by name."""
     problems = [f"{name(role)}: a cluster-wide role"] if role["kind"].startswith("Cluster") else []
     for rule in role.get("rules", []):
         values = [*rule.get("apiGroups", []), *rule.get("resources", []), *rule.get("verbs", [])]
         problems += [f"{name(role)}: wildcard in {rule}" for value in values if "*" in value]
         problems += [f"{name(role)}: may {verb}" for verb in rule.get("verbs", []) if verb.startswith("delete")]
-        problems += [f"{name(role)}: touches secrets" for r in rule.get("resources", []) if r.startswith("secrets")]
+        if any(r.startswith("secrets") for r in rule.get("resources", [])) and (
+                set(rule.get("verbs", [])) != {"get"} or not rule.get("resourceNames")):
+            problems.append(f"{name(role)}: touches secrets beyond a get by name: {rule}")
+    return problems
+
+
+def bindings(target: str) -> dict[str, list[dict]]:
+    """The rules each service account of the namespace is granted, by account name (RoleBindings to Roles)."""
+    roles = {o["metadata"]["name"]: o for o in objects(target, "Role")}
+    granted: dict[str, list[dict]] = {}
+    for binding in objects(target, "RoleBinding"):
+        assert binding["roleRef"]["kind"] == "Role", f"{name(binding)}: binds a {binding['roleRef']['kind']}"
+        for subject in binding["subjects"]:
+            assert (subject["kind"], subject.get("namespace")) == ("ServiceAccount", NAMESPACE), name(binding)
+            granted.setdefault(subject["name"], []).extend(roles[binding["roleRef"]["name"]]["rules"])
+    return granted
+
+
+def may(rules: list[dict], group: str, resource: str, verb: str, resource_name: str | None = None) -> bool:
+    """Whether ``rules`` allow ``verb`` on ``group/resource`` (on the object ``resource_name``, or on any object)."""
+    return any(group in rule.get("apiGroups", []) and resource in rule.get("resources", [])
+               and (verb in rule.get("verbs", []) or "*" in rule.get("verbs", []))
+               and (not rule.get("resourceNames") or resource_name in rule["resourceNames"]) for rule in rules)
+
+
+def workload_problems(account: str, rules: list[dict]) -> list[str]:
+    """What in ``rules`` lets ``account`` start code of its choosing or read Secrets at large."""
+    problems = [f"{account} may {verb} {group or 'core'}/{resource}" for group, resource in sorted(WORKLOADS)
+                for verb in sorted(WRITE_VERBS) if may(rules, group, resource, verb)]
+    problems += [f"{account} may {verb} any secret" for verb in ("get", "list", "watch")
+                 if may(rules, "", "secrets", verb)]
     return problems
 
 
 @pytest.mark.parametrize("target", TARGETS)
-def test_the_deploy_role_is_least_privilege(target):
+def test_roles_are_least_privilege_and_each_bound_to_its_own_account(target):
     roles = [o for o in render(target) if o["kind"] in ("Role", "ClusterRole", "ClusterRoleBinding")]
-    assert [name(r) for r in roles] == ["Role/mlnt-deploy"], "the only role is the deploy step's"
-    assert not rbac_problems(roles[0])
-    assert roles[0]["rules"] == DEPLOY_RULES
-    binding = one(target, "RoleBinding")
-    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "mlnt-deploy"}
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "mlnt-pipeline", "namespace": NAMESPACE}]
+    assert sorted(name(r) for r in roles) == ["Role/mlnt-deploy", "Role/mlnt-pipeline-run"]
+    assert not [problem for role in roles for problem in rbac_problems(role)]
+    granted = bindings(target)
+    assert granted == {RUN_ACCOUNT: RUN_RULES, DEPLOY_ACCOUNT: DEPLOY_RULES}, granted
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_the_pipeline_account_can_create_no_workload_and_read_no_secret_at_large(target):
+    """Every KFP step, those that parse untrusted data included, runs as the run account with its token mounted
+    (KFP 2's launcher needs it): that token may not start a pod, job, deployment, Argo workflow, InferenceService or
+    TrainJob, nor read the deployer's token."""
+    granted = bindings(target)
+    assert not workload_problems(RUN_ACCOUNT, granted[RUN_ACCOUNT])
+    assert not may(granted[RUN_ACCOUNT], "", "secrets", "get", DEPLOY_TOKEN), "the run account reads the deploy token"
+    assert may(granted[RUN_ACCOUNT], "argoproj.io", "workflowtaskresults", "create"), "Argo's executor needs it"
+    # The deployer touches the one InferenceService and nothing else (create cannot be limited by name in RBAC).
+    deploy = granted[DEPLOY_ACCOUNT]
+    for verb in ("get", "patch"):
+        assert may(deploy, "serving.kserve.io", "inferenceservices", verb, "mlnt-classifier"), verb
+        assert not may(deploy, "serving.kserve.io", "inferenceservices", verb, "another"), verb
+    assert workload_problems(DEPLOY_ACCOUNT, deploy) == [f"{DEPLOY_ACCOUNT} may create serving.kserve.io/"
+                                                         "inferenceservices"]
+
+
+def test_the_workload_check_catches_what_a_kubeflow_editor_may_do():
+    """The ``default-editor`` of a Kubeflow profile (ClusterRole kubeflow-edit) may create pods, jobs, deployments
+    and workflows: submitting runs as it would hand every step that power."""
+    editor = [{"apiGroups": [""], "resources": ["pods", "secrets"], "verbs": ["create", "get", "list"]},
+              {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["create", "patch"]},
+              {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create"]},
+              {"apiGroups": ["argoproj.io"], "resources": ["workflows"], "verbs": ["*"]}]
+    problems = workload_problems("default-editor", editor)
+    for expected in ("may create core/pods", "may create apps/deployments", "may create batch/jobs",
+                     "may create argoproj.io/workflows", "may list any secret"):
+        assert any(expected in problem for problem in problems), (expected, problems)
 
 
 def test_a_wildcard_verb_fails_the_least_privilege_check():
-    role = copy.deepcopy(one("base", "Role"))
+    role = copy.deepcopy(objects("base", "Role")[0])
     role["rules"][0]["verbs"] = ["*"]
     assert any("wildcard" in problem for problem in rbac_problems(role))
     role["rules"] = [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "delete"]}]
     assert len(rbac_problems(role)) == 2
+    role["rules"] = [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]  # every secret
+    assert rbac_problems(role)
+
+
+def accounts(target: str) -> dict[str, dict]:
+    return {o["metadata"]["name"]: o for o in objects(target, "ServiceAccount")}
 
 
 @pytest.mark.parametrize("target", ALL_TARGETS)
-def test_service_accounts_carry_no_token_they_do_not_need(target):
-    accounts = {o["metadata"]["name"]: o for o in objects(target, "ServiceAccount")}
-    assert set(accounts) == {"mlnt-pipeline", "mlnt-predictor", "mlnt-training"}
-    assert accounts["mlnt-predictor"]["automountServiceAccountToken"] is False
-    assert accounts["mlnt-training"]["automountServiceAccountToken"] is False
+def test_no_pod_mounts_an_api_token(target):
+    """Every pod spec rendered sets ``automountServiceAccountToken: false`` itself, but the TrainJob's (Trainer does
+    not let a TrainJob patch it into the runtime's pod: its account has it off); and every account but the run
+    account has it off as well. No rendered pod runs as the run account or the deployer."""
+    found = accounts(target)
+    assert set(found) == {RUN_ACCOUNT, DEPLOY_ACCOUNT, SUBMIT_ACCOUNT, "mlnt-predictor", "mlnt-training"}
+    for account, obj in found.items():
+        if account != RUN_ACCOUNT:  # KFP's launcher, in every step's container, needs the run account's token
+            assert obj.get("automountServiceAccountToken") is False, f"ServiceAccount/{account} mounts its token"
+    pods = 0
     for obj in render(target):
         if obj["kind"] == "ServingRuntime":
             continue  # its pods are the InferenceService's predictor, which names the account
         for where, pod in pod_specs(obj):
+            pods += 1
             account = pod.get("serviceAccountName")
-            assert account in accounts, f"{name(obj)} {where}: service account {account!r} is not rendered"
-            # the pod's own setting, else the account's (a TrainJob's runtime patch cannot set the pod's)
-            mounts = pod.get("automountServiceAccountToken", accounts[account].get("automountServiceAccountToken"))
-            assert mounts is False, f"{name(obj)} {where}: mounts a token"
+            assert account in found, f"{name(obj)} {where}: service account {account!r} is not rendered"
+            assert account not in (RUN_ACCOUNT, DEPLOY_ACCOUNT), f"{name(obj)} {where}: runs as {account}"
+            if obj["kind"] == "TrainJob":
+                assert "automountServiceAccountToken" not in pod  # the runtime patch has no such field
+                assert found[account]["automountServiceAccountToken"] is False, f"{name(obj)}: {account}"
+            else:
+                assert pod.get("automountServiceAccountToken") is False, f"{name(obj)} {where}: mounts a token"
+    assert pods >= 3, f"k8s/{target}: expected the predictor, the training and the weekly pods, found {pods}"
 
 
 # Credentials -------------------------------------------------------------------------------------------------
@@ -741,7 +859,13 @@ def credential_problems(node: object, where: str = "") -> list[str]:
 
 @pytest.mark.parametrize("target", ALL_TARGETS)
 def test_no_secrets_and_nothing_that_looks_like_a_credential(target):
-    assert not objects(target, "Secret"), "credentials do not belong in k8s/"
+    """The one Secret is the deployer's token, which Kubernetes' token controller fills in: no data here."""
+    secrets = objects(target, "Secret")
+    assert [name(o) for o in secrets] == [f"Secret/{DEPLOY_TOKEN}"], "credentials do not belong in k8s/"
+    token = secrets[0]
+    assert token["type"] == "kubernetes.io/service-account-token"
+    assert token["metadata"]["annotations"]["kubernetes.io/service-account.name"] == DEPLOY_ACCOUNT
+    assert not {"data", "stringData"} & set(token), "the token controller writes the token, not the manifest"
     problems = [p for obj in render(target) for p in credential_problems(obj, name(obj))]
     assert not problems, "\n".join(problems)
 
@@ -811,9 +935,9 @@ def test_the_rules_and_the_dashboard_are_rendered(target):
 def test_every_image_is_the_pipelines_image(target):
     from pipelines.mlnt_pipeline import IMAGE  # noqa: PLC0415 - imports kfp, only this test needs it
 
-    repository = IMAGE.rpartition(":")[0]
+    repository = image_parts(IMAGE)[0]
     for where, _, container in containers(target):
-        assert container["image"].rpartition(":")[0] == repository, f"{where}: {container['image']}"
+        assert image_parts(container["image"])[0] == repository, f"{where}: {container['image']}"
 
 
 @pytest.mark.parametrize("target", TARGETS)
@@ -823,7 +947,7 @@ def test_the_weekly_run_submits_with_the_real_cli(target, monkeypatch):
     cronjob = one(target, "CronJob")
     assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"
     pod = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
-    assert pod["serviceAccountName"] == "mlnt-pipeline"
+    assert pod["serviceAccountName"] == SUBMIT_ACCOUNT  # it submits; the run's steps run as RUN_ACCOUNT
     command = pod["containers"][0]["command"] + pod["containers"][0]["args"]
     assert command[:3] == ["python", "-m", "pipelines.run"], command
     calls = []
@@ -831,4 +955,223 @@ def test_the_weekly_run_submits_with_the_real_cli(target, monkeypatch):
     assert pipelines.run.main(command[3:]) == 0, f"pipelines.run rejects {command[3:]}"
     assert [call[:2] for call in calls] == [("http://ml-pipeline.kubeflow.svc.cluster.local:8888",
                                              "/mnt/data/fashion-mnist")]
-    assert calls[0][2]["experiment"] == "mlnt" and calls[0][2]["service_account"] == "mlnt-pipeline"
+    assert calls[0][2]["experiment"] == "mlnt" and calls[0][2]["service_account"] == RUN_ACCOUNT
+
+
+# Network --------------------------------------------------------------------------------------------------------
+def selects(policy: dict, labels: dict[str, str]) -> bool:
+    """Whether a NetworkPolicy's podSelector selects pods carrying ``labels`` (matchLabels and matchExpressions)."""
+    selector = policy["spec"]["podSelector"]
+    if not selector.get("matchLabels", {}).items() <= labels.items():
+        return False
+    for expression in selector.get("matchExpressions", []):
+        value = labels.get(expression["key"])
+        operator = expression["operator"]
+        if (operator == "In" and value not in expression["values"]) or (
+                operator == "NotIn" and value in expression["values"]) or (
+                operator == "Exists" and value is None) or (operator == "DoesNotExist" and value is not None):
+            return False
+    return True
+
+
+def namespaces_of(peer: dict) -> set[str] | None:
+    """The namespaces a NetworkPolicy peer admits, by name (``kubernetes.io/metadata.name``); None for "any"."""
+    if "ipBlock" in peer:
+        return None
+    if "namespaceSelector" not in peer:
+        return {NAMESPACE}
+    selector = peer["namespaceSelector"]
+    names = set()
+    if "kubernetes.io/metadata.name" in selector.get("matchLabels", {}):
+        names.add(selector["matchLabels"]["kubernetes.io/metadata.name"])
+    for expression in selector.get("matchExpressions", []):
+        if expression["key"] == "kubernetes.io/metadata.name" and expression["operator"] == "In":
+            names.update(expression["values"])
+    return names or None
+
+
+def policies_for(target: str, labels: dict[str, str], kind: str) -> list[dict]:
+    return [p for p in objects(target, "NetworkPolicy") if kind in p["spec"]["policyTypes"] and selects(p, labels)]
+
+
+@pytest.mark.parametrize("target", ALL_TARGETS)
+def test_ingress_is_denied_by_default_in_the_namespace(target):
+    everything = [p for p in objects(target, "NetworkPolicy") if p["spec"]["podSelector"] == {}]
+    assert [(p["spec"]["policyTypes"], p["spec"].get("ingress")) for p in everything] == [(["Ingress"], None)]
+
+
+@pytest.mark.parametrize("target", ALL_TARGETS)
+def test_only_the_ingress_gateway_and_prometheus_reach_the_predictor(target):
+    """The labels KServe gives the predictor's pods (those the PodMonitor and the PodDisruptionBudget select) are
+    selected by a policy that lets in the gateway's namespaces and Prometheus's pods, on the runtime's port only."""
+    assert pod_monitor_labels(target) == PREDICTOR
+    [policy] = [p for p in policies_for(target, PREDICTOR, "Ingress") if p["spec"]["podSelector"] != {}]
+    runtime_ports = {p["containerPort"] for p in one(target, "ServingRuntime")["spec"]["containers"][0]["ports"]}
+    admitted = set()
+    for rule in policy["spec"]["ingress"]:
+        assert rule.get("from"), "an ingress rule without `from` admits every source"
+        assert {(port["protocol"], port["port"]) for port in rule["ports"]} == {("TCP", p) for p in runtime_ports}
+        for peer in rule["from"]:
+            names = namespaces_of(peer)
+            assert names and NAMESPACE not in names, f"{peer}: any namespace, an IP block or this namespace"
+            admitted |= names
+            if names == {PROMETHEUS["namespace"]}:
+                assert peer["podSelector"]["matchLabels"] == PROMETHEUS["pod"], peer
+    assert admitted == GATEWAY_NAMESPACES | {PROMETHEUS["namespace"]}
+
+
+@pytest.mark.parametrize("target", ALL_TARGETS)
+def test_the_predictor_opens_only_the_connections_an_istio_sidecar_needs(target):
+    [policy] = policies_for(target, PREDICTOR, "Egress")
+    reached = {(frozenset(namespaces_of(peer)), port["protocol"], port["port"])
+               for rule in policy["spec"]["egress"] for peer in rule["to"] for port in rule["ports"]}
+    assert reached == {(frozenset({"kube-system"}), "UDP", 53), (frozenset({"kube-system"}), "TCP", 53),
+                       (frozenset({"istio-system"}), "TCP", 15012)}
+    assert all(peer.get("podSelector") for rule in policy["spec"]["egress"] for peer in rule["to"])
+
+
+@pytest.mark.parametrize("target", ALL_TARGETS)
+def test_training_nodes_accept_connections_from_each_other_only(target):
+    """torchrun's rendezvous and NCCL connect node to node; the pods of either training job carry the label."""
+    job = one(target, "PyTorchJob" if V1 in target else "TrainJob")
+    pods = [pod for _, pod in pod_specs(job)]
+    labels = {"app.kubernetes.io/name": "mlnt-train"}
+    if job["kind"] == "TrainJob":
+        replicated = job["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"][0]
+        assert replicated["template"]["spec"]["template"]["metadata"]["labels"].items() >= labels.items()
+    else:
+        for spec in job["spec"]["pytorchReplicaSpecs"].values():
+            assert spec["template"]["metadata"]["labels"].items() >= labels.items()
+    assert pods
+    [policy] = [p for p in policies_for(target, labels, "Ingress") if p["spec"]["podSelector"] != {}]
+    assert policy["spec"]["ingress"] == [{"from": [{"podSelector": {"matchLabels": labels}}]}]
+
+
+def test_the_selector_check_matches_as_kubernetes_does():
+    policy = {"spec": {"podSelector": {"matchLabels": {"a": "1"},
+                                       "matchExpressions": [{"key": "b", "operator": "In", "values": ["x"]}]}}}
+    assert selects(policy, {"a": "1", "b": "x", "c": "y"})
+    assert not selects(policy, {"a": "1", "b": "z"}) and not selects(policy, {"b": "x"})
+
+
+# Images ---------------------------------------------------------------------------------------------------------
+def unpinned(target: str) -> list[str]:
+    """Every container of a render whose image names no digest (``@sha256:`` and 64 hex digits)."""
+    return [f"{where}: {container['image']}" for where, _, container in containers(target)
+            if not DIGEST.fullmatch(image_parts(container["image"])[2])]
+
+
+@pytest.mark.parametrize("target", ["overlays/prod", f"overlays/prod+{V1}"])
+def test_prod_pins_every_image_by_digest(target):
+    """A tag can be moved to another image; a digest cannot. The release writes the digests (docs/deploy.md, step 3);
+    until then prod names the placeholder (all zeros), which no registry serves: it fails closed."""
+    assert not unpinned(target), "prod refuses tag-only images:\n" + "\n".join(unpinned(target))
+    tags = {image_parts(container["image"])[1] for _, _, container in containers(target)}
+    assert tags == {"0.1.0-cpu", "0.1.0-gpu"}, tags  # the tag stays, for people; the digest decides
+
+
+def test_the_digest_check_refuses_a_tag_only_image():
+    assert image_parts("ghcr.io/a/b:1.0@sha256:" + "ab" * 32) == ("ghcr.io/a/b", "1.0", "sha256:" + "ab" * 32)
+    assert image_parts("registry:5000/a/b") == ("registry:5000/a/b", "", "")
+    assert unpinned("overlays/dev"), "dev names images by tag, which this check must catch"
+
+
+
+# The image every manifest names: built from hash-checked locks ------------------------------------------------
+LOCKS = {variant: ROOT / "requirements" / f"image-{variant}.txt" for variant in ("gpu", "cpu", "build")}
+CUDA_ONLY = re.compile(r"(torch|torchvision|triton)$|cuda-|nvidia-(?!ml-py$)")  # what only torch's CUDA build needs
+LOCK_ENTRY = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)==(?P<version>\S+)(?P<hashes>(?:[ \t]*\\\n[ \t]+"
+                        r"--hash=sha256:[0-9a-f]{64})*)", flags=re.M)
+
+
+def canonical(package: str) -> str:
+    return re.sub(r"[-_.]+", "-", package).lower()
+
+
+@functools.cache
+def lock(variant: str) -> dict[str, tuple[str, frozenset[str]]]:
+    """A lock file as {package: (version, sha256 hashes)}; every requirement line must parse as a hashed pin."""
+    text = LOCKS[variant].read_text()
+    entries = {canonical(m["name"]): (m["version"], frozenset(re.findall(r"sha256:([0-9a-f]{64})", m["hashes"])))
+               for m in LOCK_ENTRY.finditer(text)}
+    requirements = [line for line in text.splitlines() if line and not line.startswith(("#", " "))]
+    assert len(requirements) == len(entries), f"{LOCKS[variant].name}: a line is not a hashed pin"
+    return entries
+
+
+def pins(path: Path) -> dict[str, str]:
+    return {canonical(name): version for name, version in
+            re.findall(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)", path.read_text(), flags=re.M)}
+
+
+def pip_installs(dockerfile: str) -> list[str]:
+    """Every ``pip install`` command of the Dockerfile's RUN instructions, continuation lines joined."""
+    joined = re.sub(r"\\\n\s*", " ", dockerfile)
+    return [m.strip() for m in re.findall(r"pip install ([^;&|]+)", joined)]
+
+
+def test_every_pip_install_of_the_image_is_hash_checked_or_offline():
+    """The locked sets install with --require-hashes; the project installs offline (--no-index) from its source, so
+    pip can fetch nothing unchecked for it. The CPU variant's torch and torchvision are the documented exception:
+    PyTorch's CPU index, whose hashes the lock cannot reach here (docs/deploy.md)."""
+    installs = pip_installs((ROOT / "Dockerfile").read_text())
+    hashed = {i for i in installs if "--require-hashes" in i}
+    assert {re.search(r"-r (\S+)", i)[1] for i in hashed} == {f"requirements/image-{v}.txt" for v in LOCKS}
+    assert all("--no-deps" in i for i in hashed)
+    assert installs[0] == "--no-cache-dir --no-deps --require-hashes -r requirements/image-build.txt"  # first
+    assert all("--no-build-isolation" in i for i in hashed if "image-build" not in i), "sdists would fetch a backend"
+    offline = {i for i in installs if "--no-index" in i}
+    assert offline == {"--no-cache-dir --no-index --no-build-isolation -c constraints.txt ."}, offline
+    exceptions = set(installs) - hashed - offline
+    assert exceptions == {'--no-cache-dir --no-deps --index-url "$TORCH_CPU_INDEX" torch==2.14.1 torchvision==0.29.1'}
+
+
+@pytest.mark.parametrize("variant", ["gpu", "cpu"])
+def test_the_locks_are_constraints_pins_with_hashes(variant):
+    """Every pin has hashes and the version constraints.txt gives it (the environment `make test` ran); every
+    dependency of the project and its build backend is there. `make image-lock` regenerates them."""
+    locked, constraints = lock(variant), pins(ROOT / "constraints.txt")
+    assert all(hashes for _, hashes in locked.values())
+    differ = {p: (v, constraints[p]) for p, (v, _) in locked.items() if p in constraints and constraints[p] != v}
+    assert not differ, f"{LOCKS[variant].name} and constraints.txt disagree (make image-lock): {differ}"
+    assert set(locked) - set(constraints) == {"setuptools"}  # pip freeze leaves out the build backend
+    assert locked["setuptools"][0] == pins(ROOT / "requirements" / "build.in")["setuptools"]
+    project = {canonical(re.split(r"[=<>~! \[;]", d, maxsplit=1)[0]) for d in
+               tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]}
+    expected = project - ({"torch", "torchvision"} if variant == "cpu" else set())
+    assert expected <= set(locked), expected - set(locked)
+
+
+def test_the_cpu_lock_is_the_gpu_lock_without_the_cuda_build_of_torch():
+    gpu, cpu = lock("gpu"), lock("cpu")
+    assert {p: e for p, e in gpu.items() if not CUDA_ONLY.match(p)} == cpu
+    assert lock("build") == {"setuptools": gpu["setuptools"]}
+    assert {"torch", "torchvision", "triton", "nvidia-cudnn-cu13"} <= set(gpu) - set(cpu)
+    assert "nvidia-ml-py" in cpu  # dvclive's, not torch's
+
+
+def local_wheels() -> list[Path]:
+    """The wheel files of the local package mirrors pip is configured with here (find-links, file:// indexes)."""
+    done = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True,
+                          check=False)
+    folders = {Path(found).parent / "files" if found.rstrip("/").endswith("simple") else Path(found)
+               for found in re.findall(r"(?:file://)?(/[^\s'\"]+)", done.stdout)}
+    return sorted(w for folder in folders if folder.is_dir() for w in folder.glob("*.whl"))
+
+
+def test_the_locked_hashes_are_those_of_the_files_pip_installs():
+    """Offline proof that the hashes are real: every wheel of the local mirror that a lock pins hashes to one of the
+    lock's sha256 values for that pin (pip's own check, --require-hashes, does the same on every file it installs)."""
+    import hashlib  # noqa: PLC0415
+
+    locked = lock("gpu")
+    checked = []
+    for wheel in local_wheels():
+        package, version = canonical(wheel.name.split("-")[0]), wheel.name.split("-")[1]
+        if locked.get(package, ("", ""))[0] == version:
+            digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+            assert digest in locked[package][1], f"{wheel.name}: sha256 {digest} is not in the lock"
+            checked.append(wheel.name)
+    if not checked:
+        pytest.skip("no local wheel mirror here to check the locked hashes against (pip config list)")
+    assert len(checked) >= 10, checked

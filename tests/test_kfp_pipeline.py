@@ -112,8 +112,52 @@ def test_the_deploy_step_serves_the_inference_service_of_k8s(spec):
     """deploy calls pipelines/inference_service.py (tests/test_inference_service.py) through KServeClient."""
     pipeline, _ = yaml.safe_load_all(spec)
     source = pipeline["deploymentSpec"]["executors"]["exec-deploy"]["container"]["command"][-1]
-    assert "from pipelines import inference_service" in source and "KServeClient()" in source
+    assert "from pipelines import inference_service" in source and "KServeClient(config_dict=" in source
     assert "kubernetes import" not in source  # no hand-written object through the raw Kubernetes client
+
+
+def test_only_the_deploy_step_mounts_the_deployers_token(spec):
+    """Every step runs as the run's account (KFP 2 has no per-step account); the rights to change the
+    InferenceService are the deployer's (k8s/base/rbac.yaml), whose token Secret only deploy mounts."""
+    pipeline, platform = yaml.safe_load_all(spec)
+    kube = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    mounting = {executor for executor, config in kube.items() if config.get("secretAsVolume")}
+    assert mounting == {"exec-deploy"}, mounting
+    [volume] = kube["exec-deploy"]["secretAsVolume"]
+    assert (volume["secretName"], volume["mountPath"], volume["optional"]) == (
+        mlnt_pipeline.DEPLOYER_SECRET, mlnt_pipeline.DEPLOYER_MOUNT, False)
+    assert not any(config.get("secretAsEnv") for config in kube.values())
+    source = pipeline["deploymentSpec"]["executors"]["exec-deploy"]["container"]["command"][-1]
+    assert f'folder = "{mlnt_pipeline.DEPLOYER_MOUNT}"' in source  # the body cannot read the module's constant
+
+
+def test_the_deploy_step_acts_as_the_deployer_not_as_the_run_account(tmp_path, monkeypatch):
+    """The step's client reads the token and the CA from the mounted Secret, never the pod's own account
+    (``/var/run/secrets/kubernetes.io/serviceaccount``, the run account's token)."""
+    import kserve  # noqa: PLC0415 - the component imports it in its body
+
+    built = []
+    monkeypatch.setattr(kserve, "KServeClient", lambda **kwargs: built.append(kwargs) or "client")
+    monkeypatch.setattr(inference_service, "deploy", lambda client, **kw: ("patched", {"client": client, **kw}))
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "fd00::1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
+    decision = tmp_path / "decision.json"
+    decision.write_text(json.dumps({"version": "v7"}))
+
+    class Artifact:
+        def __init__(self, path):
+            self.path, self.metadata = str(path), {}
+
+    out = Artifact(tmp_path / "manifest")
+    mlnt_pipeline.deploy.python_func(decision=Artifact(decision), storage_uri="pvc://mlnt-registry", namespace="mlnt",
+                                     apply=True, manifest=out)
+    [config] = [call["config_dict"] for call in built]
+    assert config["clusters"][0]["cluster"] == {"server": "https://[fd00::1]:443",
+                                                "certificate-authority": f"{mlnt_pipeline.DEPLOYER_MOUNT}/ca.crt"}
+    token = f"{mlnt_pipeline.DEPLOYER_MOUNT}/token"
+    assert config["users"] == [{"name": "mlnt-deployer", "user": {"tokenFile": token}}]
+    assert "serviceaccount" not in json.dumps(config)
+    assert yaml.safe_load(Path(out.path).read_text())["client"] == "client" and out.metadata["action"] == "patched"
 
 
 class FakeKfpServer(BaseHTTPRequestHandler):

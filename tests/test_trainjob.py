@@ -84,10 +84,13 @@ def cluster(monkeypatch):
 
 
 def without_ownership(spec: dict) -> dict:
-    """A TrainJob spec without what differs by who submits it: the patches' manager and whether it starts suspended."""
+    """A TrainJob spec without what differs by who submits it: the patches' manager, whether it starts suspended, and
+    the image's digest (prod pins it, k8s/overlays/prod; the SDK submits what --image names)."""
     spec = {key: value for key, value in copy.deepcopy(spec).items() if key != "suspend"}
     for patch in spec.get("runtimePatches", []):
         patch.pop("manager")
+    if "image" in spec.get("trainer", {}):
+        spec["trainer"]["image"] = spec["trainer"]["image"].partition("@")[0]
     return spec
 
 
