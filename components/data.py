@@ -4,26 +4,40 @@
     python -m components.data [--source PATH]
 
 Sources: ``--source`` (a folder with the four ``.gz`` files) when given; otherwise Debian's
-``dataset-fashion-mnist`` package (``/usr/share/datasets/fashion-mnist``), then the official download. Files already in
-``data/fashion-mnist`` are kept. Then DVC hashes ``data/`` into its cache (``dvc commit``); if that would change
-``data.dvc``, the data is not the recorded version: ``data.dvc`` is restored and the command fails.
+``dataset-fashion-mnist`` package (``/usr/share/datasets/fashion-mnist``), then the official download (https only,
+redirects included; each archive checked against the md5 its publisher lists). Files already in
+``data/fashion-mnist`` are kept. The missing ones are gathered in a hidden folder beside it and renamed into place
+only once all of them are there. Then DVC hashes ``data/`` into its cache (``dvc commit``); if that would change
+``data.dvc``, the data is not the recorded version: ``data.dvc`` is restored, the files this run placed are removed
+(so the next ``dvc repro`` cannot ingest them) and the command fails.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import hashlib
+import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from components.atomic import write_atomic
 from components.formats.idx import FASHION_MNIST_FILES
 
 DEBIAN = Path("/usr/share/datasets/fashion-mnist")
-OFFICIAL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+OFFICIAL = "https://github.com/zalandoresearch/fashion-mnist/raw/master/data/fashion/"  # Zalando's own repository
+# The md5 of each archive as Zalando publishes it (README, "Get the Data"). Debian recompressed its copies, so theirs
+# differ byte for byte (same images and labels); data.dvc records Debian's.
+PUBLISHED_MD5 = {"train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+                 "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
+                 "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
+                 "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310"}
+MAX_DOWNLOAD = 64 << 20  # bytes per file; the largest archive is 26 MB
 FILES = [name for pair in FASHION_MNIST_FILES.values() for name in pair]
 
 
@@ -32,35 +46,89 @@ class DataFetchError(RuntimeError):
 
 
 def fetch(target: Path, source: Path | None = None, *, timeout: float = 30.0) -> list[str]:
-    """Place the four files in ``target``; returns where each came from."""
+    """Place the four files in ``target``; returns where each came from. The missing files are copied or
+    downloaded into a hidden folder beside ``target`` and renamed into it only when every one of them is there
+    (and every download matched its published md5): a failure places nothing."""
     target.mkdir(parents=True, exist_ok=True)
-    origins = []
-    for name in FILES:
-        if (target / name).is_file():
-            origins.append(f"{name}: kept")
-            continue
-        for folder in [source] if source is not None else [DEBIAN]:
-            if (folder / name).is_file():
-                shutil.copyfile(folder / name, target / name)
-                origins.append(f"{name}: copied from {folder}")
-                break
-        else:
-            if source is not None:
-                raise DataFetchError(f"{source / name}: expected a Fashion-MNIST file, found no such file")
-            origins.append(f"{name}: {_download(OFFICIAL + name, target / name, timeout)}")
+    origins, gathered = [], []
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.incoming.", dir=target.parent))
+    try:
+        for name in FILES:
+            if (target / name).is_file():
+                origins.append(f"{name}: kept")
+                continue
+            gathered.append(name)
+            for folder in [source] if source is not None else [DEBIAN]:
+                if (folder / name).is_file():
+                    shutil.copyfile(folder / name, staging / name)
+                    origins.append(f"{name}: copied from {folder}")
+                    break
+            else:
+                if source is not None:
+                    raise DataFetchError(f"{source / name}: expected a Fashion-MNIST file, found no such file")
+                origins.append(f"{name}: {_download(OFFICIAL + name, staging / name, timeout)}")
+        for name in gathered:
+            os.replace(staging / name, target / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return origins
 
 
 def _download(url: str, path: Path, timeout: float) -> str:
+    """Download ``url`` into ``path`` (a file in the staging folder) and check it against ``PUBLISHED_MD5``."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            payload = response.read()
+        with _open(url, timeout) as response, open(path, "wb") as fh:
+            total = 0
+            while block := response.read(1 << 20):
+                total += len(block)
+                if total > MAX_DOWNLOAD:
+                    raise DataFetchError(f"{url}: expected at most {MAX_DOWNLOAD} bytes, found more; nothing placed")
+                fh.write(block)
     except (TimeoutError, urllib.error.URLError, OSError) as err:
         raise DataFetchError(f"{path.name}: not in Debian's dataset-fashion-mnist (apt-get install "
                              f"dataset-fashion-mnist) and the download from {url} failed ({err}); pass --source "
                              f"with a folder that holds the file") from err
-    write_atomic(path, lambda fh: fh.write(payload))
+    digest = hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest()
+    if digest != PUBLISHED_MD5[path.name]:
+        raise DataFetchError(f"{url}: expected the archive Zalando publishes (md5 {PUBLISHED_MD5[path.name]}), found "
+                             f"md5 {digest}; nothing placed")
     return f"downloaded from {url}"
+
+
+class _HttpsOnly(urllib.request.HTTPRedirectHandler):
+    """Follows redirects only to https: a plain-http hop would let anyone on the path swap the archive."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        if urllib.parse.urlsplit(newurl).scheme != "https":
+            raise urllib.error.URLError(f"redirected to {newurl}, expected an https address")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _open(url: str, timeout: float):
+    if urllib.parse.urlsplit(url).scheme != "https":
+        raise urllib.error.URLError(f"expected an https address, found {url}")
+    return urllib.request.build_opener(_HttpsOnly).open(url, timeout=timeout)
+
+
+def make(root: Path, source: Path | None = None, *, timeout: float = 30.0) -> list[str]:
+    """``fetch`` into ``root/data/fashion-mnist``, then ``verify``. A failed verification removes the files this
+    run placed (files that were there before are the user's and stay), so nothing unverified is left for
+    ``dvc repro`` to ingest."""
+    target = root / "data" / "fashion-mnist"
+    before = {name for name in FILES if (target / name).is_file()}
+    origins = fetch(target, source, timeout=timeout)
+    try:
+        verify(root)
+    except DataFetchError as err:
+        placed = [name for name in FILES if name not in before]
+        for name in placed:
+            (target / name).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            target.rmdir()  # only if this run left it empty
+        kept = f"; kept, as they were there before: {', '.join(sorted(before))}" if before else ""
+        raise DataFetchError(f"{err}; removed the files this run placed: {', '.join(placed) or 'none'}{kept}") \
+            from err
+    return origins
 
 
 def verify(root: Path) -> None:
@@ -100,9 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", type=Path, default=Path("."), help="the repository root (default: .)")
     args = parser.parse_args(argv)
     try:
-        for line in fetch(args.root / "data" / "fashion-mnist", args.source):
+        for line in make(args.root, args.source):
             print(f"data: {line}")
-        verify(args.root)
     except DataFetchError as err:
         print(f"error: data: {err}", file=sys.stderr)
         return 1

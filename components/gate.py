@@ -11,17 +11,27 @@ sha256). A run whose validation labels are noisy passes with a warning in ``reas
 promotes the model into the registry: ``releases/<version>/`` (``model.onnx``, ``model_card.json``,
 ``decision.json``), never overwriting a version, written to a temporary folder and renamed, then ``releases/latest``
 is pointed at it. ``--enforce`` exits 1 on a fail, for CI.
+
+Gates may run at once (two pipelines finishing together): a decision that passes is taken again under the
+registry's exclusive lock (``flock`` on ``releases/.lock``), on the copy that will be released and against the
+champion as it is then, so a candidate judged against a champion that has since been replaced is refused, not
+promoted over a better one. The files are copied into the hidden staging folder first and judged there: the bytes
+whose sha256 the gate checked are the bytes released, whatever happens to ``artifacts/export`` meanwhile.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
 import hashlib
 import json
 import os
 import shutil
 import sys
 import tempfile
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +43,9 @@ from components.telemetry import reports
 
 OUT = Path("artifacts/gate")
 REGISTRY = Path("releases")
+LOCK = ".lock"  # in the registry: held by the gate that reads the champion, decides and promotes
+RELEASED = ("model.onnx", "model_card.json", "parity.json")  # from the export step into a release
+LOCK_TIMEOUT = 600.0  # seconds a gate waits for another one's promotion (milliseconds, unless it hangs)
 
 
 @dataclass(frozen=True)
@@ -61,7 +74,8 @@ def decide(config: GateConfig, *, export: Path, evaluate: Path, registry: Path) 
                                            evaluate / "metrics.json")}
     card, parity, metrics = read.values()
     onnx_file = export / "model.onnx"
-    missing = [str(p) for p, value in read.items() if value is None] + ([] if onnx_file.is_file() else
+    onnx = _read_bytes(onnx_file)  # read once: the bytes hashed are the bytes judged
+    missing = [str(p) for p, value in read.items() if value is None] + ([] if onnx is not None else
                                                                         [str(onnx_file)])
     accuracy = None
     if missing:
@@ -71,7 +85,7 @@ def decide(config: GateConfig, *, export: Path, evaluate: Path, registry: Path) 
         accuracy = scores.get("accuracy") if isinstance(scores, dict) else None
         check(isinstance(accuracy, float), f"clean-test accuracy of the exported model ({card.get('model')}) "
                                            f"is {accuracy!r} in {evaluate / 'metrics.json'}")
-        digest = hashlib.sha256(onnx_file.read_bytes()).hexdigest()
+        digest = hashlib.sha256(onnx).hexdigest()
         check(card.get("onnx_sha256") == digest, f"model card sha256 {card.get('onnx_sha256')} vs model.onnx "
                                                  f"{digest}")
         check(parity.get("passed") is True, f"ONNX parity: max |diff| {parity.get('max_abs_diff')} (allowed "
@@ -85,18 +99,21 @@ def decide(config: GateConfig, *, export: Path, evaluate: Path, registry: Path) 
         validation = metrics.get("validation", {})
         if validation.get("clean") is False:
             reasons.append(f"warning: {validation.get('warning', 'the validation labels are noisy')}")
-    champion = None
+    champion, champion_version = None, None
     try:
-        champion = champion_accuracy(registry)
-        if champion is None:
+        current = read_champion(registry)
+        if current is None:
             reasons.append("pass: no champion yet in " + str(registry))
+        else:
+            champion_version, champion = current
     except ValueError as err:  # a broken registry must not skip the comparison with the champion
         check(False, str(err))
     if champion is not None and isinstance(accuracy, float):
         check(accuracy >= champion - config.max_regression,
               f"accuracy {accuracy:.4f}, required at least the champion's {champion:.4f} minus max_regression "
-              f"{config.max_regression}")
+              f"{config.max_regression} (the champion: {registry / 'latest'} -> {champion_version})")
     return {"passed": passed, "reasons": reasons, "accuracy": accuracy, "champion_accuracy": champion,
+            "champion_version": champion_version,
             "baseline_accuracy": baseline_accuracy(metrics) if metrics else None,
             "min_accuracy": config.min_accuracy, "max_below_baseline": config.max_below_baseline,
             "max_regression": config.max_regression,
@@ -126,6 +143,13 @@ def _against_baseline(check, metrics: dict, accuracy, margin: float, source: Pat
 def champion_accuracy(registry: Path) -> float | None:
     """The clean-test accuracy of ``registry/latest``; None before the first release. A ``latest`` whose card
     holds no accuracy (a dangling link, a damaged card) is a ``ValueError``, never "no champion"."""
+    current = read_champion(registry)
+    return None if current is None else current[1]
+
+
+def read_champion(registry: Path) -> tuple[str, float] | None:
+    """``(version, clean-test accuracy)`` of ``registry/latest``; None before the first release (see
+    ``champion_accuracy``)."""
     latest = registry / "latest"
     if not latest.is_symlink() and not latest.exists():
         return None
@@ -136,29 +160,90 @@ def champion_accuracy(registry: Path) -> float | None:
         found = "none" if card is None else repr(accuracy)
         raise ValueError(f"champion {latest / 'model_card.json'}: expected a released model card with "
                          f"metrics.accuracy, found {found} (point {latest} at a good release)")
-    return accuracy
+    return (os.readlink(latest) if latest.is_symlink() else latest.name), accuracy
 
 
-def promote(export: Path, decision: dict, registry: Path, *, now: dt.datetime | None = None) -> str:
-    """Copy the model into ``registry/<version>/`` atomically and point ``registry/latest`` at it. The version
-    is the UTC time and the model's hash: ``v20261126T145519Z-7fcff30e``."""
+@contextlib.contextmanager
+def registry_lock(registry: Path, *, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
+    """Hold the registry's exclusive lock (``flock`` on ``registry/.lock``, created with the registry if need be):
+    one gate at a time reads the champion, decides and promotes. The kernel drops the lock when its holder exits,
+    killed or not, so a crash never leaves the registry locked."""
     if registry.exists() and not registry.is_dir():
         raise NotADirectoryError(f"{registry}: expected a registry folder, found a file")
     registry.mkdir(parents=True, exist_ok=True)
+    with open(registry / LOCK, "a") as handle:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{registry / LOCK}: expected to take the registry's lock within {timeout:g} "
+                                       f"s, found another gate holding it all that time") from None
+                time.sleep(0.05)
+        yield  # closing the file releases the lock
+
+
+def promote(export: Path, decision: dict, registry: Path, *, now: dt.datetime | None = None) -> str:
+    """Copy the model into ``registry/<version>/`` atomically and point ``registry/latest`` at it, under the
+    registry's lock. The version is the UTC time and the model's hash: ``v20261126T145519Z-7fcff30e``.
+
+    A compare-and-swap on ``latest``: the champion must still be the one ``decision`` was judged against (its
+    ``champion_version``), and the copy the model it judged (its ``onnx_sha256``); otherwise a ``ValueError`` and
+    nothing is released. (``run`` judges the staged copy under the lock itself.)"""
+    with registry_lock(registry):
+        current = read_champion(registry)
+        if (current and current[0]) != decision.get("champion_version"):
+            raise ValueError(f"{registry / 'latest'}: expected the champion the decision was judged against "
+                             f"({decision.get('champion_version') or 'none'}), found "
+                             f"{current[0] if current else 'none'} (another gate promoted since): decide again; "
+                             f"nothing released")
+        staging = _stage(export, registry)
+        try:
+            digest = _sha256(staging / "model.onnx")
+            if digest != decision["onnx_sha256"]:
+                raise ValueError(f"{export / 'model.onnx'}: expected the model the gate judged (sha256 "
+                                 f"{decision['onnx_sha256']}), found sha256 {digest}; nothing released")
+            return _release(staging, decision, registry, now)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)  # gone already once it became the version
+
+
+def _judge_and_promote(config: GateConfig, export: Path, evaluate: Path, registry: Path) -> dict:
+    """Under the registry's lock: copy the release's files into the staging folder, decide on that copy against
+    the champion as it is now, and release the copy only if it passes. The decision returned is this one."""
+    staging = _stage(export, registry)
+    try:
+        decision = decide(config, export=staging, evaluate=evaluate, registry=registry)
+        if decision["passed"]:
+            decision["version"] = _release(staging, decision, registry, None)
+        return decision
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _stage(export: Path, registry: Path) -> Path:
+    """A hidden folder in the registry holding a copy of the release's files (``RELEASED``) from ``export``."""
+    staging = Path(tempfile.mkdtemp(prefix=".incoming.", dir=registry))
+    staging.chmod(0o755)
+    try:
+        for name in RELEASED:
+            shutil.copy2(export / name, staging / name)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return staging
+
+
+def _release(staging: Path, decision: dict, registry: Path, now: dt.datetime | None) -> str:
+    """Make the staged copy the next version and point ``latest`` at it; the caller holds the lock."""
     stamp = (now or dt.datetime.now(dt.UTC)).strftime("%Y%m%dT%H%M%SZ")
     version = f"v{stamp}-{decision['onnx_sha256'][:8]}"
     if (registry / version).exists():
         raise FileExistsError(f"{registry / version}: expected a new version, found it exists (never overwritten)")
-    staging = Path(tempfile.mkdtemp(prefix=".incoming.", dir=registry))
-    staging.chmod(0o755)
-    try:
-        for name in ("model.onnx", "model_card.json", "parity.json"):
-            shutil.copy2(export / name, staging / name)
-        write_json(staging / "decision.json", {**decision, "version": version})
-        staging.rename(registry / version)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    write_json(staging / "decision.json", {**decision, "version": version})
+    staging.rename(registry / version)
     link = registry / f".latest.{os.getpid()}"
     link.unlink(missing_ok=True)
     link.symlink_to(version)
@@ -168,12 +253,24 @@ def promote(export: Path, decision: dict, registry: Path, *, now: dt.datetime | 
 
 @reports("gate", lambda decision: {"gate_passed": decision["passed"]})
 def run(config: GateConfig, *, export: Path = EXPORT_OUT, evaluate: Path = EVALUATE_OUT, out: Path = OUT) -> dict:
-    registry = Path(config.registry)
-    decision = decide(config, export=Path(export), evaluate=Path(evaluate), registry=registry)
-    if decision["passed"]:
-        decision["version"] = promote(Path(export), decision, registry)
+    registry, export, evaluate = Path(config.registry), Path(export), Path(evaluate)
+    decision = decide(config, export=export, evaluate=evaluate, registry=registry)
+    if decision["passed"]:  # judged again under the lock: another gate may have promoted since
+        with registry_lock(registry):
+            decision = _judge_and_promote(config, export, evaluate, registry)
     write_json(Path(out) / "decision.json", decision)
     return decision
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _read_bytes(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
 
 
 def _read(path: Path) -> dict | None:

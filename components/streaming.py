@@ -14,7 +14,6 @@ per sample from ``(seed, epoch, position)``, so they do not depend on which work
 from __future__ import annotations
 
 import functools
-import io
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -28,6 +27,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from components.formats import DataError
+from components.formats.images import MAX_PIXELS, open_image
 from components.formats.webdataset import SplitIndex
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -36,16 +36,14 @@ WINDOW_SHARDS = 4  # shards whose samples are shuffled together (about 1 GB of C
 
 
 def decode(payload: bytes, *, resize: int, crop: int, offset: tuple[int, int] | None = None,
-           flip: bool = False, where: str = "image") -> Tensor:
+           flip: bool = False, where: str = "image", max_pixels: int = MAX_PIXELS) -> Tensor:
     """uint8 ``[3, crop, crop]``: the short side resized to ``resize`` (bilinear), then the ``crop`` square at
-    ``offset`` (a fraction pair in [0, 1]; None: the centre), mirrored if ``flip``."""
-    try:
-        with Image.open(io.BytesIO(payload)) as img:
-            if img.format == "JPEG":
-                img.draft("RGB", (resize, resize))  # decode at a reduced scale no smaller than ``resize``
-            rgb = img.convert("RGB")
-    except (OSError, ValueError, Image.DecompressionBombError) as err:
-        raise DataError(f"{where}: expected an image, found unreadable data ({err})") from err
+    ``offset`` (a fraction pair in [0, 1]; None: the centre), mirrored if ``flip``. An image whose header declares
+    more than ``max_pixels`` pixels is refused (``DataError``) before it is decoded."""
+    with open_image(payload, where=where, max_pixels=max_pixels) as img:
+        if img.format == "JPEG":
+            img.draft("RGB", (resize, resize))  # decode at a reduced scale no smaller than ``resize``
+        rgb = img.convert("RGB")
     scale = resize / min(rgb.size)
     w, h = max(resize, round(rgb.width * scale)), max(resize, round(rgb.height * scale))
     fx, fy = offset if offset is not None else (0.5, 0.5)

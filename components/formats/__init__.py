@@ -4,6 +4,7 @@ file, what was expected and what was found; nothing here writes files."""
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,32 @@ def check_split(name: str, images: np.ndarray, labels: np.ndarray, num_classes: 
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
         raise DataError(f"{source}: expected {name} labels in [0, {num_classes - 1}], "
                         f"found values from {int(labels.min())} to {int(labels.max())}")
+
+
+def inside(root: Path, name: str | Path, *, where: str, real_root: Path | None = None) -> Path:
+    """``root / name``, after proving that a reader may open it: ``name`` is relative, does not climb out of
+    ``root`` (``..``), and once every symbolic link on the way is followed the file still lies inside ``root``
+    (``root`` itself may be a link, e.g. to a larger disk). Otherwise a ``DataError`` naming ``where`` (the file, or
+    the list and line the name came from). ``real_root``: ``root`` already resolved, to spare a million lookups."""
+    text = str(name)
+    relative = os.path.normpath(text) if text else ""
+    if relative in ("", ".") or os.path.isabs(text) or relative == ".." or relative.startswith(f"..{os.sep}"):
+        raise DataError(f"{where}: expected a file name relative to {root} that stays inside it, found {text!r}")
+    path = root / relative
+    base = real_root if real_root is not None else Path(os.path.realpath(root))
+    target = Path(os.path.realpath(path))
+    if target == base or not (target.is_relative_to(base) or _in_dvc_cache(target, root)):
+        raise DataError(f"{where}: expected a file inside {root}, found a symbolic link to {target}, outside it")
+    return path
+
+
+def _in_dvc_cache(target: Path, root: Path) -> bool:
+    """Whether ``target`` lies in the DVC cache (``.dvc/cache``) of the repository holding ``root``: where a data
+    folder checked out with ``cache.type: symlink`` points, content DVC itself verified."""
+    for folder in Path(os.path.abspath(root)).parents:
+        if (folder / ".dvc").is_dir():
+            return target.is_relative_to(Path(os.path.realpath(folder / ".dvc" / "cache")))
+    return False
 
 
 def require_file(path: Path, what: str) -> Path:

@@ -8,6 +8,9 @@ a crafted file cannot run code.
 
 CIFAR-10N: ``CIFAR-10_human.pt``, a torch-saved dict of numpy arrays with one entry per training image:
 ``clean_label``, ``aggre_label``, ``worse_label``, ``random_label1``, ``random_label2``, ``random_label3``.
+
+Every file read lies inside the dataset folder: a batch or tarball that is a symbolic link leading out of it is
+refused.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from components.formats import DataError, Dataset, check_split, require_file, torch_load_error
+from components.formats import DataError, Dataset, check_split, inside, require_file, torch_load_error
 
 BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 HumanLabels = Literal["aggre_label", "worse_label", "random_label1", "random_label2", "random_label3"]
@@ -106,7 +109,8 @@ def _cifar_files(path: Path) -> tuple[dict[str, bytes], list[Path]]:
     """The batch files by name, from the tarball or the extracted folder."""
     names = (*BATCHES, "test_batch", "batches.meta")
     if path.is_dir() and (path / TARBALL).is_file() and not (path / "cifar-10-batches-py").is_dir():
-        path = path / TARBALL  # a folder holding the tarball (and, for CIFAR-10N, CIFAR-10_human.pt beside it)
+        # a folder holding the tarball (and, for CIFAR-10N, CIFAR-10_human.pt beside it)
+        path = inside(path, TARBALL, where=str(path / TARBALL))
     if path.is_file():
         try:
             with tarfile.open(path, "r:gz") as tar:
@@ -117,8 +121,9 @@ def _cifar_files(path: Path) -> tuple[dict[str, bytes], list[Path]]:
                 return {n: tar.extractfile(members[n]).read() for n in names}, [path]
         except (tarfile.TarError, OSError, EOFError) as err:
             raise DataError(f"{path}: expected cifar-10-python.tar.gz, found a corrupt archive ({err})") from err
-    folder = path / "cifar-10-batches-py" if (path / "cifar-10-batches-py").is_dir() else path
-    files = [require_file(folder / n, "a CIFAR-10 python batch") for n in names]
+    folder = "cifar-10-batches-py" if (path / "cifar-10-batches-py").is_dir() else ""
+    files = [require_file(inside(path, Path(folder, n), where=str(path / folder / n)), "a CIFAR-10 python batch")
+             for n in names]
     return {f.name: f.read_bytes() for f in files}, files
 
 

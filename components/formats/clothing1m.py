@@ -6,14 +6,20 @@ Layout: ``images/`` (the JPEGs, e.g. ``images/0/00/123.jpg``), ``noisy_label_kv.
 
 Splits: ``train`` = the noisy training keys with their noisy labels (and the clean label where
 ``clean_label_kv.txt`` has one, else -1); ``val`` and ``test`` = the clean keys with their clean labels.
+
+Every file read lies inside the dataset folder: a key that is absolute or climbs out (``..``), or a list file or
+image that is a symbolic link leading out of the folder, is a ``DataError`` naming the list and line (or the file),
+never read. Images are checked against a pixel limit from their header before they are decoded
+(``components.formats.images.MAX_PIXELS``).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from components.formats import DataError, require_file
-from components.formats.images import check_encoded
+from components.formats import DataError, inside, require_file
+from components.formats.images import MAX_PIXELS, check_encoded
 
 CLASSES = ("T-Shirt", "Shirt", "Knitwear", "Chiffon", "Sweater", "Hoodie", "Windbreaker", "Jacket", "Down Coat",
            "Suit", "Shawl", "Dress", "Vest", "Underwear")
@@ -39,20 +45,23 @@ def read_label_kv(path: Path, num_classes: int) -> dict[str, int]:
 
 def class_names(root: Path) -> list[str]:
     path = root / "category_names_eng.txt"
+    if path.is_file() or path.is_symlink():
+        inside(root, path.name, where=str(path))
     names = [n.strip() for n in path.read_text(encoding="utf-8").splitlines() if n.strip()] if path.is_file() else []
     return names or list(CLASSES)
 
 
 def input_files(root: Path) -> list[Path]:
     names = ["noisy_label_kv.txt", "clean_label_kv.txt", *SPLITS.values()]
-    return [require_file(root / n, "a Clothing1M list file") for n in names]
+    return [require_file(inside(root, n, where=str(root / n)), "a Clothing1M list file") for n in names]
 
 
 def split_keys(root: Path, split: str, *, noisy: dict[str, int], clean: dict[str, int]) -> list[tuple[str, int, int]]:
     """``(key, label, clean_label)`` for each key of ``split``: the noisy label for ``train`` (with the clean one
     where ``clean_label_kv.txt`` has it, else -1), the clean label for ``val`` and ``test``."""
-    keys_file = root / SPLITS[split]
+    keys_file = inside(root, SPLITS[split], where=str(root / SPLITS[split]))
     table = noisy if split == "train" else clean
+    real_root = Path(os.path.realpath(root))
     rows = []
     with open(keys_file, encoding="utf-8") as fh:
         for number, line in enumerate(fh, 1):
@@ -62,17 +71,19 @@ def split_keys(root: Path, split: str, *, noisy: dict[str, int], clean: dict[str
             if key not in table:
                 which = "noisy_label_kv.txt" if split == "train" else "clean_label_kv.txt"
                 raise DataError(f"{keys_file} line {number}: expected a label for {key} in {which}, found none")
-            if not (root / key).is_file():
+            if not inside(root, key, where=f"{keys_file} line {number}", real_root=real_root).is_file():
                 raise DataError(f"{keys_file} line {number}: expected the image {key}, found no such file")
             rows.append((key, table[key], clean.get(key, -1)))
     return rows
 
 
-def read_image(root: Path, key: str, *, size: int = 0) -> bytes:
-    """The encoded bytes of the image ``key``, after proving they decode (``check_encoded``)."""
-    path = root / key
+def read_image(root: Path, key: str, *, size: int = 0, max_pixels: int = MAX_PIXELS,
+               real_root: Path | None = None) -> bytes:
+    """The encoded bytes of the image ``key`` (inside ``root``), after proving they decode (``check_encoded``,
+    which refuses an image over ``max_pixels`` from its header)."""
+    path = inside(root, key, where=f"{root / key} (key {key})", real_root=real_root)
     if not path.is_file():
         raise DataError(f"{path}: expected the image {key} (listed in the key lists), found no such file")
     payload = path.read_bytes()
-    check_encoded(payload, where=f"{path} (key {key})", size=size)
+    check_encoded(payload, where=f"{path} (key {key})", size=size, max_pixels=max_pixels)
     return payload

@@ -1,4 +1,5 @@
-"""Fashion-MNIST (and the MNIST family): four gzipped IDX files."""
+"""Fashion-MNIST (and the MNIST family): four gzipped IDX files, each inside the dataset folder (a symbolic link
+leading out of it is refused)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from components.formats import DataError, Dataset, check_split, require_file
+from components.formats import DataError, Dataset, check_split, inside, require_file
 
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
                          "Bag", "Ankle boot")
@@ -20,8 +21,8 @@ IDX_IMAGES, IDX_LABELS = 0x00000803, 0x00000801
 def read_fashion_mnist(root: Path) -> Dataset:
     arrays, inputs = {}, []
     for split, (images_name, labels_name) in FASHION_MNIST_FILES.items():
-        images = read_idx(root / images_name, IDX_IMAGES)[..., None]
-        labels = read_idx(root / labels_name, IDX_LABELS).astype(np.int64)
+        images = read_idx(inside(root, images_name, where=str(root / images_name)), IDX_IMAGES)[..., None]
+        labels = read_idx(inside(root, labels_name, where=str(root / labels_name)), IDX_LABELS).astype(np.int64)
         if images.shape[0] != labels.shape[0]:
             raise DataError(f"{root / images_name}: expected as many images as {labels_name} has labels "
                             f"({labels.shape[0]}), found {images.shape[0]}")

@@ -8,23 +8,30 @@ Layouts, looked for in this order under ``path``:
 The ``val`` and ``test`` splits are taken as clean-labelled (checked by hand): ``val`` is the set every selection,
 calibration and gate decision uses, ``test`` the one the gate judges. Where no test split is given,
 ``test_fraction`` of the training images (chosen with ``seed``) become the test set, labelled as the rest.
+
+Every file read lies inside ``path``: a ``labels.csv`` name that is absolute or climbs out (``..``), or a file
+(``labels.csv``, an image, anything under a class folder) that is a symbolic link leading out of ``path``, is a
+``DataError`` naming the line or the file, never read. Links that stay inside ``path`` are followed. Images are
+checked against ``max_pixels`` from their header before they are decoded.
 """
 
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 import numpy as np
 
-from components.formats import DataError, Dataset
-from components.formats.images import load_image
+from components.formats import DataError, Dataset, inside
+from components.formats.images import MAX_PIXELS, load_image
 
 SPLITS = ("train", "val", "test")
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
-def read_imagefolder(root: Path, *, channels: int, size: int, test_fraction: float, seed: int) -> Dataset:
+def read_imagefolder(root: Path, *, channels: int, size: int, test_fraction: float, seed: int,
+                     max_pixels: int = MAX_PIXELS) -> Dataset:
     if not root.is_dir():
         raise DataError(f"{root}: expected a folder of images, found no such folder")
     items, inputs = _listing(root)
@@ -32,7 +39,7 @@ def read_imagefolder(root: Path, *, channels: int, size: int, test_fraction: flo
         raise DataError(f"{root}: expected images in class sub-folders or a labels.csv, found none")
     names = sorted({label for _, label, _ in items})
     index = {name: i for i, name in enumerate(names)}
-    images = [load_image(path, channels=channels, size=size) for path, _, _ in items]
+    images = [load_image(path, channels=channels, size=size, max_pixels=max_pixels) for path, _, _ in items]
     shapes = {img.shape for img in images}
     if len(shapes) > 1:
         first = next(p for (p, _, _), img in zip(items, images, strict=True) if img.shape != images[0].shape)
@@ -58,17 +65,21 @@ def read_imagefolder(root: Path, *, channels: int, size: int, test_fraction: flo
 
 def _listing(root: Path) -> tuple[list[tuple[Path, str, str]], list[Path]]:
     csv_path = root / "labels.csv"
-    if csv_path.is_file():
-        return _from_csv(csv_path, root), [csv_path]
+    if csv_path.is_file() or csv_path.is_symlink():
+        return _from_csv(inside(root, csv_path.name, where=str(csv_path)), root), [csv_path]
     if (root / "train").is_dir():
-        return [item for split in SPLITS for item in _from_folders(root / split, split)], []
-    return _from_folders(root, "train"), []
+        return [item for split in SPLITS for item in _from_folders(root, split, split)], []
+    return _from_folders(root, "", "train"), []
 
 
-def _from_folders(folder: Path, split: str) -> list[tuple[Path, str, str]]:
+def _from_folders(root: Path, sub: str, split: str) -> list[tuple[Path, str, str]]:
+    """``(file, class, split)`` for the images under ``root / sub``, each proved inside ``root``."""
+    folder = root / sub
     if not folder.is_dir():
         return []
-    return [(p, cls.name, split) for cls in sorted(d for d in folder.iterdir() if d.is_dir())
+    real_root = Path(os.path.realpath(root))
+    return [(inside(root, p.relative_to(root), where=str(p), real_root=real_root), cls.name, split)
+            for cls in sorted(d for d in folder.iterdir() if d.is_dir())
             for p in sorted(cls.rglob("*")) if p.suffix.lower() in EXTENSIONS]
 
 
@@ -77,12 +88,13 @@ def _from_csv(path: Path, root: Path) -> list[tuple[Path, str, str]]:
         reader = csv.DictReader(fh)
         if not reader.fieldnames or not {"filename", "label"} <= set(reader.fieldnames):
             raise DataError(f"{path}: expected a header with filename and label, found {reader.fieldnames}")
-        rows = []
+        rows, real_root = [], Path(os.path.realpath(root))
         for number, row in enumerate(reader, 2):
             split = (row.get("split") or "train").strip()
             if split not in SPLITS:
                 raise DataError(f"{path} line {number}: expected split train, val or test, found {split!r}")
             if not row["filename"] or not row["label"]:
                 raise DataError(f"{path} line {number}: expected a filename and a label, found {row}")
-            rows.append((root / row["filename"], row["label"].strip(), split))
+            image = inside(root, row["filename"], where=f"{path} line {number}", real_root=real_root)
+            rows.append((image, row["label"].strip(), split))
     return rows

@@ -1,8 +1,19 @@
-"""Decoding image files into fixed-size uint8 arrays (Pillow)."""
+"""Decoding image files into fixed-size uint8 arrays (Pillow), within a pixel limit.
+
+Every image is opened through ``open_image``: its width and height are read from the header and checked against
+``max_pixels`` (``MAX_PIXELS`` unless the caller passes another) before a single pixel is decoded, so a small file
+that declares a huge image (a decompression bomb: a few KB of PNG can declare gigapixels of zeros) is refused with
+a ``DataError`` instead of being decoded whole. Pillow's own guard (``DecompressionBombError`` at twice
+``Image.MAX_IMAGE_PIXELS``, a mere ``DecompressionBombWarning`` above it) is caught too, the warning as an error.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import io
+import re
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -10,35 +21,70 @@ from PIL import Image, UnidentifiedImageError
 
 from components.formats import DataError
 
+# 64 megapixels: 192 MB decoded as RGB, above any photo a dataset of this kind holds (Clothing1M's are well under
+# 1 megapixel, a 50-megapixel camera's full frame fits) and below Pillow's warning threshold (about 89 megapixels).
+MAX_PIXELS = 64_000_000
+_PIL_PIXELS = re.compile(r"\((\d+) pixels\)")
 
-def load_image(path: Path, *, channels: int, size: int) -> np.ndarray:
-    """``[H, W, C]`` uint8. ``size > 0``: the short side resized to ``size`` and the centre cropped square."""
+
+class ImageTooLargeError(DataError):
+    """An image whose header declares more pixels than the reader's limit."""
+
+
+def check_pixels(size: tuple[int, int], *, where: str, max_pixels: int = MAX_PIXELS) -> None:
+    """Refuse an image whose declared ``(width, height)`` holds more than ``max_pixels`` pixels."""
+    width, height = size
+    if width * height > max_pixels:
+        raise ImageTooLargeError(f"{where}: expected an image of at most {max_pixels} pixels (the readers' limit on "
+                            f"decompression bombs), found {width}x{height} = {width * height} pixels")
+
+
+@contextlib.contextmanager
+def open_image(source: Path | bytes, *, where: str, max_pixels: int = MAX_PIXELS) -> Iterator[Image.Image]:
+    """The image in ``source`` (a file or encoded bytes), opened lazily and proved within ``max_pixels`` from its
+    header. Anything that goes wrong while opening it or decoding it in the ``with`` block (unreadable data, a
+    decompression bomb, Pillow's bomb warning) is a ``DataError`` naming ``where``."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
+                check_pixels(img.size, where=where, max_pixels=max_pixels)
+                yield img
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+            pixels = _PIL_PIXELS.search(str(err))  # Pillow refused it at open, before its size could be read
+            found = f"{pixels[1]} pixels" if pixels else f"more ({err})"
+            limit = min(max_pixels, Image.MAX_IMAGE_PIXELS or max_pixels)  # Pillow's limit caps a higher one
+            raise ImageTooLargeError(f"{where}: expected an image of at most {limit} pixels (the readers' limit on "
+                                f"decompression bombs), found {found}") from err
+        except DataError:
+            raise
+        except (UnidentifiedImageError, OSError, ValueError) as err:
+            raise DataError(f"{where}: expected an image file, found unreadable data ({err})") from err
+
+
+def load_image(path: Path, *, channels: int, size: int, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """``[H, W, C]`` uint8. ``size > 0``: the short side resized to ``size`` and the centre cropped square.
+    ``max_pixels``: the largest image (width x height, from its header) that is decoded at all."""
     if not path.is_file():
         raise DataError(f"{path}: expected an image file, found no such file")
-    try:
-        with Image.open(path) as opened:
-            img = opened.convert("L" if channels == 1 else "RGB")
+    with open_image(path, where=str(path), max_pixels=max_pixels) as opened:
+        img = opened.convert("L" if channels == 1 else "RGB")
         if size:
             scale = size / min(img.size)
             w, h = max(size, round(img.width * scale)), max(size, round(img.height * scale))
             left, top = (w - size) // 2, (h - size) // 2
             img = img.resize((w, h), Image.Resampling.BILINEAR).crop((left, top, left + size, top + size))
         array = np.asarray(img, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError) as err:
-        raise DataError(f"{path}: expected an image file, found unreadable data ({err})") from err
     return array[..., None] if array.ndim == 2 else array
 
 
-def check_encoded(payload: bytes, *, where: str, size: int = 0) -> tuple[int, int]:
+def check_encoded(payload: bytes, *, where: str, size: int = 0, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
     """Decode ``payload`` (an encoded image) fully, to prove it is whole; returns its ``(width, height)``.
     ``size > 0`` lets a JPEG decode at a reduced scale no smaller than ``size``, which is faster and as thorough
-    (every byte is still read)."""
-    try:
-        with Image.open(io.BytesIO(payload)) as img:
-            width, height = img.size
-            if size and img.format == "JPEG":
-                img.draft("RGB", (size, size))
-            img.load()
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as err:
-        raise DataError(f"{where}: expected an image file, found unreadable data ({err})") from err
+    (every byte is still read). An image over ``max_pixels`` is refused from its header, never decoded."""
+    with open_image(payload, where=where, max_pixels=max_pixels) as img:
+        width, height = img.size
+        if size and img.format == "JPEG":
+            img.draft("RGB", (size, size))
+        img.load()
     return width, height

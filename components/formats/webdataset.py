@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from components.artifacts import read_arrays, read_json
-from components.formats import DataError, sha256_file
+from components.formats import DataError, inside, sha256_file
 
 INDEX_KEYS = ("shard", "offset", "size", "label", "clean_label", "key")
 
@@ -134,6 +134,8 @@ def read_index(ingest: Path, split: str) -> SplitIndex:
     if arrays["key"].shape[0] != entry["count"]:
         raise DataError(f"{folder / f'{split}.index.npz'}: expected {entry['count']} samples (index.json), "
                         f"found {arrays['key'].shape[0]}")
+    for shard in entry["shards"]:  # an index.json naming a file outside the shards folder is not followed
+        inside(folder, shard["file"], where=f"{folder / 'index.json'} (split {split})")
     return SplitIndex(folder, tuple(s["file"] for s in entry["shards"]), **arrays)
 
 
@@ -147,7 +149,7 @@ def verify_shards(ingest: Path, splits: tuple[str, ...] | None = None) -> None:
             continue
         keys = None
         for number, shard in enumerate(entry["shards"]):
-            path = ingest / "shards" / shard["file"]
+            path = inside(ingest / "shards", shard["file"], where=f"{ingest / 'shards' / 'index.json'} (split {split})")
             if not path.is_file():
                 raise DataError(f"{path}: expected a shard of {shard['count']} samples, found no such file "
                                 f"(re-run the ingest step)")

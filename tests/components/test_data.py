@@ -1,6 +1,8 @@
 """`make data` (components.data) and sharing data through a DVC remote, with the real DVC."""
 
 import gzip
+import hashlib
+import io
 import shutil
 import subprocess
 import sys
@@ -8,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from components import data
 from components.data import DEBIAN, FILES, DataFetchError, fetch, main, verify
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -89,3 +92,56 @@ def test_every_remote_docs_data_md_shows_has_an_extra_with_dvcs_own_plugin():
     for scheme in shown:
         wanted = re.search(r"requires '([\w-]+)'", known_implementations[scheme]["err"]).group(1)
         assert [re.split(r"[<>=]", r)[0] for r in extras[scheme]] == [wanted], (scheme, extras[scheme])
+
+
+class Response(io.BytesIO):
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *_):
+        return None
+
+
+def test_a_download_is_placed_only_after_it_matches_its_published_md5(tmp_path, monkeypatch):
+    """Downloads land in a hidden folder beside data/fashion-mnist, are checked, then renamed into place; one
+    mismatch (or one file over the size cap) places none of them."""
+    assert data.OFFICIAL.startswith("https://")
+    payloads = {name: f"archive {name}".encode() for name in FILES}
+    monkeypatch.setattr(data, "DEBIAN", tmp_path / "no-debian")
+    monkeypatch.setattr(data, "PUBLISHED_MD5", {n: hashlib.md5(p, usedforsecurity=False).hexdigest()
+                                                for n, p in payloads.items()})
+    monkeypatch.setattr(data, "_open", lambda url, timeout: Response(payloads[url.rsplit("/", 1)[1]]))
+    target = tmp_path / "data" / "fashion-mnist"
+    payloads[FILES[-1]] = b"swapped on the way"
+    with pytest.raises(DataFetchError, match=rf"{FILES[-1]}: expected the archive Zalando publishes \(md5 \w+\), "
+                                             rf"found md5 \w+; nothing placed"):
+        fetch(target)
+    assert not list(target.iterdir()) and not [p for p in target.parent.iterdir() if p.name.startswith(".")]
+    payloads[FILES[-1]] = f"archive {FILES[-1]}".encode()
+    monkeypatch.setattr(data, "MAX_DOWNLOAD", 10)
+    with pytest.raises(DataFetchError, match=r"expected at most 10 bytes, found more; nothing placed"):
+        fetch(target)
+    assert not list(target.iterdir())
+    monkeypatch.setattr(data, "MAX_DOWNLOAD", 1 << 20)
+    assert all(line.endswith(f"downloaded from {data.OFFICIAL}{line.split(':')[0]}") for line in fetch(target))
+    assert {p.name: p.read_bytes() for p in target.iterdir()} == payloads
+
+
+def test_files_that_fail_verification_are_removed_and_the_users_own_kept(repo, tmp_path, capsys):
+    """Data that is not the version data.dvc records is not left in data/ for the next `dvc repro` to ingest: the
+    files this run placed are removed; a file that was there before is the user's and stays."""
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in FILES:
+        (source / name).write_bytes(f"not {name}".encode())
+    kept = repo / "data" / "fashion-mnist" / FILES[0]
+    kept.parent.mkdir(parents=True)
+    kept.write_bytes(b"the user's own")
+    record = (repo / "data.dvc").read_text()
+    assert main(["--root", str(repo), "--source", str(source)]) == 1
+    err = capsys.readouterr().err
+    assert "expected the version recorded in data.dvc" in err
+    assert f"removed the files this run placed: {', '.join(FILES[1:])}; kept, as they were there before: " \
+           f"{FILES[0]}" in err
+    assert [p.name for p in kept.parent.iterdir()] == [FILES[0]] and kept.read_bytes() == b"the user's own"
+    assert (repo / "data.dvc").read_text() == record

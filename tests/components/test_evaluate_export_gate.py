@@ -4,6 +4,7 @@ import datetime as dt
 import hashlib
 import itertools
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -85,12 +86,13 @@ def test_parity_fails_when_the_graph_differs_from_the_model(exported):
         assert torch.allclose(Probabilities(net)(torch.zeros(1, 1, 8, 8)).sum(), torch.tensor(1.0))
 
 
-def write_export(folder, *, accuracy=0.9, parity_ok=True, tamper=False, baseline=0.85, validation=None):
+def write_export(folder, *, accuracy=0.9, parity_ok=True, tamper=False, baseline=0.85, validation=None,
+                 onnx=b"onnx-bytes"):
     export, evaluate = folder / "export", folder / "evaluate"
     export.mkdir(parents=True)
     evaluate.mkdir(parents=True)
-    (export / "model.onnx").write_bytes(b"onnx-bytes")
-    digest = hashlib.sha256(b"onnx-bytes" + (b"x" if tamper else b"")).hexdigest()
+    (export / "model.onnx").write_bytes(onnx)
+    digest = hashlib.sha256(onnx + (b"x" if tamper else b"")).hexdigest()
     card = {"model": "teacher", "onnx_sha256": digest, "metrics": {"accuracy": accuracy}}
     (export / "model_card.json").write_text(json.dumps(card))
     (export / "parity.json").write_text(json.dumps({"passed": parity_ok, "max_abs_diff": 1e-7,
@@ -112,10 +114,12 @@ def test_gate_passes_promotes_and_never_overwrites(tmp_path):
     assert (tmp_path / "releases" / "latest").resolve() == release.resolve()
     assert json.loads((tmp_path / "gate" / "decision.json").read_text())["passed"] is True
     moment = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+    decision = decide(config, export=export, evaluate=evaluate, registry=tmp_path / "releases")  # the new champion
     assert promote(export, decision, tmp_path / "releases", now=moment).startswith("v20260102T030405Z-")
+    decision = decide(config, export=export, evaluate=evaluate, registry=tmp_path / "releases")
     with pytest.raises(FileExistsError, match=r"expected a new version, found it exists \(never overwritten\)"):
         promote(export, decision, tmp_path / "releases", now=moment)
-    assert not [p for p in (tmp_path / "releases").iterdir() if p.name.startswith(".")]
+    assert not [p for p in (tmp_path / "releases").iterdir() if p.name.startswith(".") and p.name != ".lock"]
 
 
 @pytest.mark.parametrize(("kwargs", "config", "reason"), [
@@ -138,14 +142,16 @@ def test_gate_fails_and_promotes_nothing(tmp_path, kwargs, config, reason):
 def test_gate_against_the_champion(tmp_path):
     registry = tmp_path / "releases"
     first, evaluate = write_export(tmp_path / "a", accuracy=0.9)
-    assert run_gate(GateConfig(min_accuracy=0.5, registry=str(registry)), export=first, evaluate=evaluate,
-                    out=tmp_path / "g1")["passed"]
+    champion = run_gate(GateConfig(min_accuracy=0.5, registry=str(registry)), export=first, evaluate=evaluate,
+                        out=tmp_path / "g1")
+    assert champion["passed"]
     worse, evaluate = write_export(tmp_path / "b", accuracy=0.85)
     decision = decide(GateConfig(min_accuracy=0.5, max_regression=0.01), export=worse, evaluate=evaluate,
                       registry=registry)
     assert not decision["passed"] and decision["champion_accuracy"] == 0.9
-    assert "fail: accuracy 0.8500, required at least the champion's 0.9000 minus max_regression 0.01" \
-        in decision["reasons"]
+    assert decision["champion_version"] == champion["version"]
+    assert (f"fail: accuracy 0.8500, required at least the champion's 0.9000 minus max_regression 0.01 (the "
+            f"champion: {registry / 'latest'} -> {champion['version']})") in decision["reasons"]
 
 
 def test_gate_relative_to_the_runs_own_baseline(tmp_path):
@@ -177,6 +183,103 @@ def test_enforce_exits_non_zero_on_a_fail(tmp_path, monkeypatch, capsys):
     assert gate.main(["--enforce"]) == 1
     out = capsys.readouterr().out
     assert "gate: FAIL: not released" in out and not (tmp_path / "releases").exists()
+
+
+def test_promote_is_a_compare_and_swap_on_latest(tmp_path):
+    """A decision judged against a champion that another gate has since replaced is not promoted: without the
+    check, two candidates judged against the same old champion could both be promoted, the worse one last."""
+    config = GateConfig(min_accuracy=0.0, max_below_baseline=1.0, max_regression=0.0, registry=str(tmp_path / "r"))
+    registry = Path(config.registry)
+    champion = write_export(tmp_path / "c", accuracy=0.80, onnx=b"champion")
+    better, worse = (write_export(tmp_path / name, accuracy=a, onnx=name.encode())
+                     for name, a in (("better", 0.90), ("worse", 0.85)))
+    assert run_gate(config, export=champion[0], evaluate=champion[1], out=tmp_path / "g0")["passed"]
+    judged = {name: decide(config, export=e, evaluate=v, registry=registry)
+              for name, (e, v) in (("better", better), ("worse", worse))}
+    assert judged["better"]["passed"] and judged["worse"]["passed"]  # each against the old champion
+    released = promote(better[0], judged["better"], registry)
+    with pytest.raises(ValueError, match=rf"latest: expected the champion the decision was judged against "
+                                         rf"\({judged['worse']['champion_version']}\), found {released} \(another gate "
+                                         rf"promoted since\): decide again; nothing released"):
+        promote(worse[0], judged["worse"], registry)
+    assert (registry / "latest").readlink().name == released
+    assert not [p for p in registry.iterdir() if p.name.startswith(".incoming.")]
+
+
+def test_promote_refuses_a_model_changed_since_it_was_judged(tmp_path):
+    """The ONNX file is hashed when judged; a file swapped before the copy is never released under that hash."""
+    registry = tmp_path / "releases"
+    export, evaluate = write_export(tmp_path / "a")
+    decision = decide(GateConfig(min_accuracy=0.5), export=export, evaluate=evaluate, registry=registry)
+    (export / "model.onnx").write_bytes(b"another model")
+    with pytest.raises(ValueError, match=rf"model.onnx: expected the model the gate judged \(sha256 "
+                                         rf"{decision['onnx_sha256']}\), found sha256 "
+                                         rf"{hashlib.sha256(b'another model').hexdigest()}; nothing released"):
+        promote(export, decision, registry)
+    assert {p.name for p in registry.iterdir()} == {".lock"}
+
+
+def test_the_gate_releases_the_bytes_it_judged(tmp_path, monkeypatch):
+    """``run`` copies the files into the registry's staging folder and judges that copy under the lock: a model
+    swapped after the first look fails the card's hash; one swapped after the copy changes nothing released."""
+    registry = tmp_path / "releases"
+    config = GateConfig(min_accuracy=0.5, registry=str(registry))
+    export, evaluate = write_export(tmp_path / "a")
+    real_decide = gate.decide
+
+    def swap_after_the_first_look(*args, **kwargs):
+        decision = real_decide(*args, **kwargs)
+        (export / "model.onnx").write_bytes(b"swapped")
+        return decision
+
+    monkeypatch.setattr(gate, "decide", swap_after_the_first_look)
+    decision = run_gate(config, export=export, evaluate=evaluate, out=tmp_path / "gate")
+    assert not decision["passed"] and "version" not in decision
+    assert any(r.startswith("fail: model card sha256") for r in decision["reasons"])
+    assert {p.name for p in registry.iterdir()} == {".lock"}  # nothing staged is left, nothing released
+
+    (export / "model.onnx").write_bytes(b"onnx-bytes")
+    monkeypatch.setattr(gate, "decide", real_decide)
+    real_stage = gate._stage
+
+    def swap_after_the_copy(*args):
+        staged = real_stage(*args)
+        (export / "model.onnx").write_bytes(b"swapped")
+        return staged
+
+    monkeypatch.setattr(gate, "_stage", swap_after_the_copy)
+    decision = run_gate(config, export=export, evaluate=evaluate, out=tmp_path / "gate")
+    assert decision["passed"]
+    assert (registry / decision["version"] / "model.onnx").read_bytes() == b"onnx-bytes"
+
+
+def test_the_registry_lock_holds_a_second_gate_back(tmp_path):
+    """While one gate holds the registry's lock, another waits (and gives up after its timeout, naming the lock)."""
+    import threading  # noqa: PLC0415
+
+    registry = tmp_path / "releases"
+    export, evaluate = write_export(tmp_path / "a")
+    outcome = {}
+    with gate.registry_lock(registry):
+        with pytest.raises(TimeoutError, match=r"releases/.lock: expected to take the registry's lock within 0.2 s, "
+                                               r"found another gate holding it all that time"), \
+                gate.registry_lock(registry, timeout=0.2):
+            pass
+        waiting = threading.Thread(target=lambda: outcome.update(run_gate(
+            GateConfig(min_accuracy=0.5, registry=str(registry)), export=export, evaluate=evaluate,
+            out=tmp_path / "gate")))
+        waiting.start()
+        waiting.join(0.5)
+        assert waiting.is_alive() and not (registry / "latest").exists()  # judged, waiting to promote
+    waiting.join(10)
+    assert outcome["passed"] and (registry / "latest").readlink().name == outcome["version"]
+
+
+def test_a_registry_that_is_a_file_is_refused_before_anything_is_locked(tmp_path):
+    (tmp_path / "releases").write_text("x")
+    with pytest.raises(NotADirectoryError, match=r"releases: expected a registry folder, found a file"), \
+            gate.registry_lock(tmp_path / "releases"):
+        pass
 
 
 def test_detection_summary_by_hand():

@@ -3,14 +3,18 @@
 import json
 import os
 import pickle
+import re
 import shutil
 import tarfile
 
 import numpy as np
 import pytest
 
-from components.formats import DataError
+from components.formats import DataError, inside
+from components.formats import clothing1m as c1m
 from components.formats.cifar import read_cifar10
+from components.formats.imagefolder import read_imagefolder
+from components.formats.images import ImageTooLargeError, check_encoded, load_image
 from components.formats.webdataset import read_index
 from components.ingest import IngestConfig, run
 from tests.components.formats_fixtures import write_cifar10, write_cifar10n, write_clothing1m, write_image
@@ -224,3 +228,91 @@ def test_imagefolder_errors(tmp_path):
 def test_missing_dataset_path(tmp_path):
     with pytest.raises(DataError, match=r"nowhere: expected the cifar10 files, found no such file or folder"):
         run(IngestConfig(dataset="cifar10", path=str(tmp_path / "nowhere")), out=tmp_path / "out")
+
+
+@pytest.mark.parametrize(("name", "found"), [
+    ("../x.png", "found '../x.png'"), ("a/../../x.png", "found 'a/../../x.png'"),
+    ("/etc/passwd", "found '/etc/passwd'"), ("", "found ''"), (".", "found '.'"), ("a/..", "found 'a/..'"),
+])
+def test_inside_refuses_names_that_leave_the_folder(tmp_path, name, found):
+    with pytest.raises(DataError, match=rf"^list line 3: expected a file name relative to .*root that stays inside "
+                                        rf"it, {re.escape(found)}$"):
+        inside(tmp_path / "root", name, where="list line 3")
+
+
+def test_inside_follows_links_only_while_they_stay_inside(tmp_path):
+    root = tmp_path / "root"
+    write_image(root / "a" / "x.png", (4, 4), (1, 2, 3))
+    write_image(tmp_path / "secret.png", (4, 4), (1, 2, 3))
+    (root / "b").symlink_to("a")  # a folder link inside
+    (root / "y.png").symlink_to(root / "a" / "x.png")
+    (root / "leak.png").symlink_to(tmp_path / "secret.png")
+    (root / "up").symlink_to("..")
+    assert inside(root, "b/x.png", where="w") == root / "b" / "x.png"  # the name as listed, not its target
+    assert inside(root, "y.png", where="w") == root / "y.png"
+    assert inside(root, "a/../a/x.png", where="w") == root / "a" / "x.png"
+    for name, target in (("leak.png", tmp_path / "secret.png"), ("up/secret.png", tmp_path / "secret.png")):
+        with pytest.raises(DataError, match=rf"^w: expected a file inside {re.escape(str(root))}, found a symbolic "
+                                            rf"link to {re.escape(str(target))}, outside it$"):
+            inside(root, name, where="w")
+    (tmp_path / "link-to-root").symlink_to(root)  # the data folder itself on another disk
+    assert inside(tmp_path / "link-to-root", "a/x.png", where="w") == tmp_path / "link-to-root" / "a" / "x.png"
+    (tmp_path / ".dvc" / "cache" / "files" / "md5" / "ab").mkdir(parents=True)  # cache.type: symlink
+    cached = tmp_path / ".dvc" / "cache" / "files" / "md5" / "ab" / "cdef"
+    cached.write_bytes((root / "a" / "x.png").read_bytes())
+    (root / "cached.png").symlink_to(cached)
+    assert inside(root, "cached.png", where="w") == root / "cached.png"
+
+
+def test_clothing1m_reads_no_key_outside_its_folder(tmp_path):
+    source = write_clothing1m(tmp_path / "c1m")
+    write_image(tmp_path / "secret.jpg", (8, 8), (1, 2, 3))
+    with pytest.raises(DataError, match=r"c1m/\.\./secret.jpg \(key \.\./secret.jpg\): expected a file name relative "
+                                        r"to .*c1m that stays inside it, found '../secret.jpg'"):
+        c1m.read_image(source, "../secret.jpg")
+    (source / "images" / "0" / "00" / "val0.jpg").unlink()
+    (source / "images" / "0" / "00" / "val0.jpg").symlink_to(tmp_path / "secret.jpg")
+    with pytest.raises(DataError, match=r"clean_val_key_list.txt line 1: expected a file inside .*c1m, found a "
+                                        r"symbolic link to .*secret.jpg, outside it"):
+        run(IngestConfig(dataset="clothing1m", path=str(source), image_size=8), out=tmp_path / "out")
+
+
+@pytest.mark.parametrize("layout", ["folders", "csv"])
+def test_imagefolder_reads_nothing_outside_its_folder_in_any_split(tmp_path, layout):
+    """train, val and test alike: a name or link leading out of the folder is refused; links inside it are read."""
+    root = tmp_path / "mine"
+    write_image(tmp_path / "secret.png", (12, 10), (9, 9, 9))
+    rows = ["filename,label,split"]
+    for i in range(12):
+        cls, split = ("cat" if i % 2 else "dog"), ("val" if i >= 8 else "train")
+        rel = f"{split}/{cls}/{i}.png" if layout == "folders" else f"pics/{i}.png"
+        write_image(root / rel, (12, 10), (i * 10,) * 3)
+        rows.append(f"{rel},{cls},{split}")
+    linked = "val/cat/again.png" if layout == "folders" else "pics/again.png"
+    (root / linked).symlink_to(root / ("val/cat/9.png" if layout == "folders" else "pics/9.png"))
+    rows.append(f"{linked},cat,val")
+    if layout == "csv":
+        (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    dataset = read_imagefolder(root, channels=1, size=0, test_fraction=0.25, seed=0)
+    assert dataset.val_labels.size == 5 and dataset.train_labels.size + dataset.test_labels.size == 8
+    if layout == "folders":
+        (root / "val" / "cat" / "leak.png").symlink_to(tmp_path / "secret.png")
+        message = r"val/cat/leak.png: expected a file inside .*mine, found a symbolic link to .*secret.png, outside it"
+    else:
+        (root / "labels.csv").write_text("\n".join([*rows, "../secret.png,cat,val"]) + "\n")
+        message = (r"labels.csv line 15: expected a file name relative to .*mine that stays inside it, found "
+                   r"'../secret.png'")
+    with pytest.raises(DataError, match=message):
+        read_imagefolder(root, channels=1, size=0, test_fraction=0.25, seed=0)
+
+
+def test_an_image_over_the_pixel_limit_is_refused_naming_file_limit_and_size(tmp_path):
+    write_image(tmp_path / "big.png", (300, 200), (1, 2, 3))
+    assert load_image(tmp_path / "big.png", channels=1, size=0).shape == (200, 300, 1)
+    with pytest.raises(ImageTooLargeError, match=r"big.png: expected an image of at most 50000 pixels \(the readers' "
+                                                  r"limit on decompression bombs\), found 300x200 = 60000 pixels"):
+        load_image(tmp_path / "big.png", channels=1, size=0, max_pixels=50_000)
+    payload = (tmp_path / "big.png").read_bytes()
+    with pytest.raises(ImageTooLargeError, match=r"^k: expected an image of at most 50000 pixels"):
+        check_encoded(payload, where="k", max_pixels=50_000)
+    assert check_encoded(payload, where="k") == (300, 200)

@@ -529,7 +529,47 @@ def test_an_image_that_no_longer_decodes_is_one_line_naming_shard_and_key(ingest
         list(source.eval_batches(4))
     message = str(caught.value)
     assert "\n" not in message and "Traceback" not in message
-    assert f"{index.path(3)} (key {index.key[3].decode()}): expected an image, found unreadable data" in message
+    assert f"{index.path(3)} (key {index.key[3].decode()}): expected an image file, found unreadable data" in message
+
+
+def test_a_decompression_bomb_in_a_shard_is_refused_before_it_is_decoded(tmp_path):
+    """Shards written by another tool (or before the ingest step checked pixel counts): an image whose header
+    declares more than the limit is one line naming the shard, the key, the limit and its size, never decoded."""
+    from components.formats.images import MAX_PIXELS  # noqa: PLC0415
+    from components.streaming import ShardImages  # noqa: PLC0415
+    from tests.reliability.test_readers import png_bomb  # noqa: PLC0415
+
+    (tmp_path / "shards").mkdir()
+    writer = ShardWriter(tmp_path / "shards", "train", 4)
+    writer.add("images/bomb.png", png_bomb(9_000, 9_000), label=0, clean_label=-1, extension="png")
+    writer.add("images/small.png", png_bomb(40, 30), label=1, clean_label=-1, extension="png")
+    (tmp_path / "shards" / "index.json").write_text(json.dumps({"splits": {"train": writer.close()}}))
+    images = ShardImages(read_index(tmp_path, "train"), resize=8, crop=8)
+    image, message = images[(0, -1)]
+    assert image is None and message == (f"{tmp_path / 'shards' / 'train-00000.tar'} (key images/bomb.png): expected "
+                                         f"an image of at most {MAX_PIXELS} pixels (the readers' limit on "
+                                         f"decompression bombs), found 9000x9000 = 81000000 pixels")
+    image, _ = images[(1, -1)]
+    assert tuple(image.shape) == (3, 8, 8)
+
+
+def test_a_shard_index_naming_a_file_outside_the_shards_folder_is_refused(tmp_path):
+    (tmp_path / "shards").mkdir()
+    writer = ShardWriter(tmp_path / "shards", "train", 4)
+    writer.add("images/small.png", png_bytes(), label=1, clean_label=-1, extension="png")
+    entry = writer.close()
+    entry["shards"][0]["file"] = "../../elsewhere.tar"
+    (tmp_path / "shards" / "index.json").write_text(json.dumps({"splits": {"train": entry}}))
+    for read in (lambda: read_index(tmp_path, "train"), lambda: verify_shards(tmp_path)):
+        with pytest.raises(DataError, match=r"shards/index.json \(split train\): expected a file name relative to "
+                                            r".*shards that stays inside it, found '../../elsewhere.tar'"):
+            read()
+
+
+def png_bytes() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (12, 10), (1, 2, 3)).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def test_a_dropped_source_stops_its_worker_processes(ingest_dir):
