@@ -11,7 +11,7 @@ DATASET := /usr/share/datasets/fashion-mnist
 PYTHON  ?= python3
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help setup system data pipeline run results quality serve test lint bench lock clean
+.PHONY: help setup system data pipeline run results docs quality serve test lint bench lock image-lock clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -48,13 +48,21 @@ pipeline:  ## dvc repro: the eight stages, ingest to gate, each only when its in
 
 run: setup data pipeline  ## set-up, data, and `dvc repro` on the default dataset
 
-results:  ## docs/pipeline-run.md from the artifacts of the last `dvc repro`
+results:  ## docs/pipeline-run.md from the last `dvc repro`'s artifacts; releases/latest recorded in docs/release/; `make docs`
 	$(PY) -m components.report --output docs/pipeline-run.md
+	$(if $(wildcard releases/latest/model_card.json),$(PY) -m docs.generate --record releases/latest)
+	$(MAKE) --no-print-directory docs
+
+docs:  ## every generated doc again from its committed data, nothing measured (tests/test_generated_docs.py checks)
+	$(PY) -m benchmarks.speed.report
+	$(PY) -m benchmarks.quality.report
+	$(PY) -m benchmarks.quality.inner_lr --render
+	$(PY) -m docs.generate
 
 quality: setup data  ## the quality study, ablation and inner_lr probe from scratch (about 70 min on 2 cores): docs/results.md, docs/quality/
 	rm -rf artifacts/quality
 	$(PY) -m benchmarks.quality --work artifacts/quality --output docs/results.md
-	$(PY) -m benchmarks.inner_lr --work artifacts/quality --output docs/quality/inner_lr.md
+	$(PY) -m benchmarks.quality.inner_lr --work artifacts/quality --output docs/quality/inner_lr.md
 
 serve: setup  ## serve a released model on port 8080 (MODEL=releases/latest, PORT=8080): KServe, v1 and v2 REST, v2 gRPC on 8081
 	$(PY) -m serving --model $(or $(MODEL),releases/latest) --http-port $(or $(PORT),8080)
@@ -72,6 +80,22 @@ bench: setup data  ## benchmarks (about 6 minutes on 2 cores): docs/benchmarks.m
 lock: $(STAMP)  ## regenerate constraints.txt from the current environment
 	{ echo "# pip freeze of the tested environment; regenerate with: make lock"; \
 	  $(PY) -m pip freeze --exclude-editable | grep -v '^mlnt-pipeline'; } > constraints.txt
+
+# The image's hash-checked installs (Dockerfile: pip install --require-hashes): constraints.txt's pins with the
+# sha256 of every file PyPI serves for them, resolved for the image (Linux x86_64, CPython 3.11) by uv in a scratch
+# virtual environment. image-cpu.txt is image-gpu.txt less torch, torchvision and the CUDA wheels only they need: the
+# CPU variant takes torch and torchvision from PyTorch's CPU index (see the Dockerfile); image-build.txt is the build
+# backend alone, installed first so that sdists build without fetching one unchecked. Run after `make lock`.
+UV_VERSION := 0.13.9
+LOCK_VENV  := $(or $(TMPDIR),/tmp)/mlnt-image-lock-venv
+CUDA_ONLY  := ^(torch|torchvision|triton)==|^cuda-|^nvidia-(cu|nccl|nvjitlink|nvshmem|nvtx)
+image-lock: constraints.txt pyproject.toml requirements/build.in  ## requirements/image-*.txt: hashed locks of constraints.txt for the image (needs PyPI)
+	@[ -x $(LOCK_VENV)/bin/uv ] || { $(PYTHON) -m venv $(LOCK_VENV) && $(LOCK_VENV)/bin/pip install -q uv==$(UV_VERSION); }
+	$(LOCK_VENV)/bin/uv pip compile pyproject.toml requirements/build.in -c constraints.txt --generate-hashes \
+	  --python-version 3.11 --python-platform x86_64-manylinux_2_28 --index-url https://pypi.org/simple \
+	  --no-annotate --custom-compile-command "make image-lock" --quiet -o requirements/image-gpu.txt
+	awk '/^[^ #]/ { skip = ($$0 ~ /$(CUDA_ONLY)/) } !skip' requirements/image-gpu.txt > requirements/image-cpu.txt
+	awk '/^[^ #]/ { keep = ($$0 ~ /^setuptools==/) } keep || /^#/' requirements/image-gpu.txt > requirements/image-build.txt
 
 clean:  ## remove pipeline outputs (keeps .venv and data/)
 	rm -rf artifacts

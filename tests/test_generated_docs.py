@@ -1,0 +1,202 @@
+"""Every generated doc is the rendering of its committed data: a doc edited by hand, or data changed without the
+doc rendered again, fails here, naming the doc and the command that renders it.
+
+- docs/benchmarks.md, docs/results.md, docs/quality/inner_lr.md: rendered again from their JSON and compared;
+- the generated blocks of docs/serving.md and docs/monitoring.md (``docs.generate``): likewise, and the release
+  they quote (``docs/release/``) is one release, the one docs/pipeline-run.md says the run released;
+- docs/pipeline-run.md, whose artifacts are not in git: the md5 of every artifact it was rendered from must be the
+  md5 ``dvc.lock`` lists; where the artifacts are here with those md5s, the page is rendered again and compared.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from benchmarks.quality import inner_lr
+from benchmarks.quality import report as quality_report
+from benchmarks.speed import report as bench_report
+from components import report
+from docs import generate
+
+ROOT = Path(__file__).resolve().parent.parent
+PIPELINE_RUN = Path("docs/pipeline-run.md")
+RESULTS_COMMAND = "make results (python -m components.report --output docs/pipeline-run.md)"
+
+
+def _json(path: str) -> dict:
+    return json.loads((ROOT / path).read_text())
+
+
+RENDERED = {  # doc: (its data, the command that renders it again, the rendering)
+    "docs/benchmarks.md": ("benchmarks/results.json", "python -m benchmarks.speed.report",
+                           lambda: bench_report.render(_json("benchmarks/results.json"))),
+    "docs/results.md": ("docs/quality/results.json", "python -m benchmarks.quality.report",
+                        lambda: quality_report.render(_json("docs/quality/results.json"))),
+    "docs/quality/inner_lr.md": ("docs/quality/inner_lr.json", "python -m benchmarks.quality.inner_lr --render",
+                                 lambda: inner_lr.render(_json("docs/quality/inner_lr.json"),
+                                                         _json("docs/quality/results.json"))),
+}
+
+
+@pytest.mark.parametrize("doc", sorted(RENDERED))
+def test_the_doc_is_the_rendering_of_its_committed_data(doc):
+    data, command, render = RENDERED[doc]
+    if (ROOT / doc).read_text() != render():
+        pytest.fail(f"{doc} differs from its rendering of {data}: run `{command}` (or `make docs`) and commit the "
+                    "doc; a change by hand belongs in the renderer or the data", pytrace=False)
+
+
+@pytest.mark.parametrize("doc", [str(doc) for doc in generate.DOCS])
+def test_the_generated_blocks_are_the_rendering_of_their_committed_data(doc):
+    problems = [line for line in generate.stale(ROOT) if line.startswith(f"{doc}:")]
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)
+
+
+def test_a_stale_block_is_named_with_its_data_and_command(tmp_path):
+    for path in {*generate.DOCS, *(s for block in generate.BLOCKS.values() for s in block.sources),
+                 generate.RELEASE / "decision.json", generate.RELEASE / "v1_response.json"}:
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(ROOT / path, tmp_path / path)
+    assert generate.stale(tmp_path) == []
+    doc = tmp_path / "docs" / "serving.md"
+    doc.write_text(re.sub(r'"confidence": [0-9.]+', '"confidence": 0.5365', doc.read_text(), count=1))
+    assert generate.stale(tmp_path) == [
+        "docs/serving.md: the block serving-response differs from its rendering of docs/release/v1_response.json, "
+        "docs/release/model_card.json; run `python -m docs.generate` (`make docs`)"]
+    doc.write_text(doc.read_text().replace("<!-- end: serving-runtime -->\n", ""))
+    expected = "docs/serving.md: expected the generated blocks serving-response, serving-runtime once each, found"
+    with pytest.raises(generate.GenerateError, match=re.escape(expected)):
+        generate.rendered(Path("docs/serving.md"), tmp_path)
+
+
+def test_the_recorded_release_is_one_release():
+    card, decision = _json("docs/release/model_card.json"), _json("docs/release/decision.json")
+    answer = _json("docs/release/v1_response.json")
+    assert card["onnx_sha256"] == decision["onnx_sha256"] == answer["onnx_sha256"]
+    assert answer["version"] == decision["version"] and answer["status"] == 200
+    (prediction,) = answer["response"]["predictions"]
+    assert prediction["class"] == card["class_names"][prediction["class_index"]]
+
+
+def test_the_recorded_release_is_the_one_the_documented_run_released():
+    released = re.search(r"released as `([^`]+)`", (ROOT / PIPELINE_RUN).read_text())
+    if released is None:
+        pytest.skip(f"{PIPELINE_RUN}: the documented run released nothing (its gate failed)")
+    recorded = _json("docs/release/decision.json")["version"]
+    assert recorded == released[1], (
+        f"docs/release/ holds {recorded}, {PIPELINE_RUN} says the run released {released[1]}: record it with "
+        f"`python -m docs.generate --record releases/{released[1]}` (part of `make results`)")
+
+
+def test_the_recorded_release_is_a_copy_of_the_local_one():
+    version = _json("docs/release/decision.json")["version"]
+    local = ROOT / "releases" / version
+    if not local.is_dir():
+        pytest.skip(f"releases/{version} is not in this checkout (releases/ is not in git)")
+    for name in ("model_card.json", "decision.json"):
+        assert (local / name).read_bytes() == (ROOT / "docs" / "release" / name).read_bytes(), (
+            f"docs/release/{name} differs from releases/{version}/{name}: record it again with "
+            f"`python -m docs.generate --record releases/{version}`")
+
+
+# --- docs/pipeline-run.md ------------------------------------------------------------------------------------
+
+
+def _sources() -> dict[str, str]:
+    """The artifacts docs/pipeline-run.md names under *Sources*, with their md5."""
+    text = (ROOT / PIPELINE_RUN).read_text()
+    assert "\n## Sources\n" in text, f"{PIPELINE_RUN}: expected a Sources section; run `{RESULTS_COMMAND}`"
+    return dict(re.findall(r"^\| `([^`]+)` \| `([0-9a-f]{32})` \|$", text.split("\n## Sources\n")[1], re.M))
+
+
+def _locked() -> dict[str, str]:
+    """Every output file dvc.lock lists, with its md5."""
+    stages = yaml.safe_load((ROOT / "dvc.lock").read_text())["stages"]
+    return {out["path"]: out["md5"] for stage in stages.values() for out in stage.get("outs", [])}
+
+
+def test_the_pipeline_run_was_rendered_from_the_artifacts_dvc_lock_lists():
+    sources, locked = _sources(), _locked()
+    assert sorted(sources) == sorted(f"artifacts/{step}/{name}" for step, name in report.SOURCES), (
+        f"{PIPELINE_RUN}: expected every artifact components.report reads under Sources; run `{RESULTS_COMMAND}`")
+    differ = [f"{path}: rendered from md5 {md5}, dvc.lock lists {locked.get(path, 'no such output')}"
+              for path, md5 in sources.items() if locked.get(path) != md5]
+    assert not differ, (f"{PIPELINE_RUN} does not describe the run in dvc.lock ({'; '.join(differ)}): after "
+                        f"`dvc repro`, run `{RESULTS_COMMAND}` and commit it with dvc.lock")
+
+
+def test_the_pipeline_run_is_the_rendering_of_the_local_artifacts():
+    locked = _locked()
+    paths = [Path("artifacts") / step / name for step, name in report.SOURCES]
+    missing = [str(p) for p in paths if not (ROOT / p).is_file()]
+    if missing:
+        pytest.skip(f"{', '.join(missing)}: not here (artifacts/ is not in git; `dvc repro` makes them)")
+    other = [str(p) for p in paths if report.md5(ROOT / p) != locked.get(p.as_posix())]
+    if other:
+        pytest.skip(f"{', '.join(other)}: not the run dvc.lock records (their md5 differs), so not the run "
+                    f"{PIPELINE_RUN} describes")
+    fresh = report.render(ROOT / "artifacts", ROOT / "params.yaml", ROOT / "dvc.lock")
+    if (ROOT / PIPELINE_RUN).read_text() != fresh:
+        pytest.fail(f"{PIPELINE_RUN} differs from its rendering of artifacts/ (dvc.lock's run): run "
+                    f"`{RESULTS_COMMAND}`", pytrace=False)
+
+
+# --- components.report on a run without ground truth ---------------------------------------------------------
+
+
+def _run(tmp_path: Path, issues: dict, validation: dict | None = None, realised: float | None = 0.0) -> Path:
+    """The five artifacts components.report reads, for a tiny made-up run."""
+    model = {"accuracy": 0.8, "macro_f1": 0.79, "ece": 0.1}
+    files = {"noise/summary.json": {"train": 90, "val": 10, "val_clean": True, "kind": "none", "requested_rate": 0.0,
+                                    "realised_rate_train": realised},
+             "baseline/metrics.json": {"epochs": 3, "best_epoch": 2},
+             "mlnt/metrics.json": {"mode": "head", "released": "teacher", "epochs": 3, "best_epoch": 3,
+                                   "warm_start": False, "meta_weight": 0.4},
+             "evaluate/metrics.json": {"baseline": {**model, "best_epoch_accuracy": 0.81}, "student": model,
+                                       "teacher": model, "label_issues": issues,
+                                       **({"validation": validation} if validation else {})},
+             "gate/decision.json": {"passed": False, "reasons": ["fail: accuracy 0.8000, required at least 0.9"]}}
+    for name, content in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(json.dumps(content))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"ingest": {"dataset": "imagefolder"},
+                                                          "baseline": {"network": "small_cnn", "epochs": 3},
+                                                          "mlnt": {"epochs": 3}}))
+    return tmp_path
+
+
+def test_a_run_without_ground_truth_shows_what_was_not_measured(tmp_path):
+    issues = {"estimated_issues": 7, "estimated_noise_rate": 0.07, "ground_truth": False,
+              "per_class": {"cat": {"labels": 50, "flagged": 5, "share": 0.1},
+                            "dog": {"labels": 40, "flagged": 2, "share": 0.05}}}
+    art = _run(tmp_path, issues, {"source": "carved from the training labels", "clean": False,
+                                  "warning": "selection ran on noisy labels"}, realised=None)
+    text = report.render(art, art / "params.yaml", art / "no-dvc.lock")
+    cells = "| not measured: no ground truth " * 5
+    assert f"| 7 | 0.0700 {cells}|" in text
+    assert "| cat | 50 | 5 | 0.1000 |" in text and "| dog | 40 | 2 | 0.0500 |" in text
+    assert "imagefolder, 90 training and 10 validation images (**noisy validation labels**: selection ran on noisy " \
+           "labels)" in text
+    assert "realised unknown (no clean label known) on the training labels" in text
+    assert "Decision: **fail**." in text
+
+
+def test_a_run_with_ground_truth_keeps_its_table_and_reads_params_from_dvc_lock(tmp_path):
+    issues = {"estimated_issues": 7, "estimated_noise_rate": 0.07, "true_noise_rate": 0.06, "precision": 0.5,
+              "recall": 0.6, "f1": 0.55, "auroc": 0.9, "ground_truth": True,
+              "per_class": {"cat": {"labels": 50, "flagged": 5, "share": 0.1}}}
+    art = _run(tmp_path, issues, {"source": "the noise step's split", "clean": True})
+    lock = {"stages": {"ingest": {"params": {"params.yaml": {"ingest": {"dataset": "fashion-mnist"}}}}}}
+    (art / "dvc.lock").write_text(yaml.safe_dump(lock))
+    text = report.render(art, art / "params.yaml", art / "dvc.lock")
+    assert "| 7 | 0.0700 | 0.0600 | 0.5000 | 0.6000 | 0.5500 | 0.9000 |" in text
+    assert "not measured" not in text and "| cat |" not in text
+    assert "Data: fashion-mnist, 90 training and 10 validation images (clean validation labels)" in text
+    assert f"| `artifacts/gate/decision.json` | `{report.md5(art / 'gate' / 'decision.json')}` |" in text
