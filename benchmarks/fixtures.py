@@ -1,4 +1,4 @@
-"""Tiny datasets written in their published layouts: the benchmarks ingest them (``benchmarks/data_loading.py``,
+"""Tiny datasets written in their published layouts: the benchmarks ingest them (``benchmarks/speed/data_loading.py``,
 so this module ships in the image) and the format tests (``tests/components/formats_fixtures.py``) reuse them."""
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ report in ``docs/benchmarks.md``.
 
 ``--quick`` runs every section at toy sizes: it checks that the script works, not the figures.
 
-``--sections a,b`` runs only the named sections (of ``benchmarks.report.SECTIONS``) and merges them into the
+``--sections a,b`` runs only the named sections (of ``benchmarks.speed.report.SECTIONS``) and merges them into the
 results already in ``--json``: the other sections are kept as they were, the targets are recomputed, the report
 is rendered again and its header names the rerun. The earlier results must come from the same machine, and
 both runs must be full or both ``--quick``.
@@ -31,10 +31,20 @@ from pathlib import Path
 import onnxruntime
 import torch
 
-from benchmarks import allocator, data_loading, experiments, meta_step, neighbour_search, report, scaling, serving
-from benchmarks.inference import compare_runtimes
-from benchmarks.measure import pick_device
-from benchmarks.workload import SHAPES, Workload, prepare
+from benchmarks.speed import (
+    allocator,
+    data_loading,
+    experiments,
+    meta_step,
+    neighbour_search,
+    report,
+    scaling,
+    serving,
+    targets,
+)
+from benchmarks.speed.inference import compare_runtimes
+from benchmarks.speed.measure import BASELINE_RUNS, pick_device
+from benchmarks.speed.workload import SHAPES, Workload, describe, prepare
 from components.allocator import retain_freed_memory
 from components.atomic import write_json
 from components.export import to_onnx
@@ -51,7 +61,7 @@ class Settings:
     sweep_batch: tuple[int, ...] = (32, 64, 128, 256)
     sweep_repeats: int = 2
     train_size: int | None = None  # None: params.yaml's noise.train_size
-    # Clothing1M's loader on synthetic web photos (benchmarks.data_loading.streamed)
+    # Clothing1M's loader on synthetic web photos (benchmarks.speed.data_loading.streamed)
     loader_images: int = 256  # training images written and ingested (and one validation, one test image)
     loader_sizes: tuple[tuple[int, int], ...] = data_loading.WEB_PHOTO_SIZES
     loader_quality: int = 90  # JPEG quality
@@ -202,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         results = whole(fresh, timing, quick=args.quick, settings=settings, here=here, workload=workload)
     else:
         results = merge(previous, fresh, {"sections": only, **timing}, settings=settings)
-    results["targets"] = report.targets(results)
+    results["targets"] = targets.evaluate(results)
     write_json(args.json, results)
     report.write(json.loads(args.json.read_text()), args.output)  # the report renders the file, as written
     print(f"bench: {args.json} and {args.output} written in {timing['duration_s']} s")
@@ -253,7 +263,7 @@ def whole(fresh: dict, timing: dict, *, quick: bool, settings: Settings, here: d
     """The results of a run of every section."""
     return {"quick": quick, "settings": dataclasses.asdict(settings),
             "machine": {**here, "load_average": timing["load_average"]},
-            "workload": {"source": workload.source, "train_samples": len(workload.train)},
+            "workload": describe(workload), "method": {"baseline_runs": BASELINE_RUNS},
             **fresh, "duration_s": timing["duration_s"], "finished": timing["finished"]}
 
 

@@ -6,6 +6,9 @@
   whose anchor exists in docs/monitoring.md;
 - every metric named in a rule or a panel is in the contract (``monitoring.metrics``), every recording rule the
   queries use is defined, and every contract metric is used somewhere.
+
+Its readers of the dashboard are public for ``monitoring.query`` and ``monitoring.render``: ``panels_of`` walks the
+panels, ``fill_variables`` replaces the template variables (``TEMPLATE_VARIABLE``) of a query.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,9 +29,12 @@ from monitoring import DASHBOARD_FILE, DOCS_FILE, DOCS_URL, RULE_TESTS_DIR, RULE
 from monitoring.metrics import METRICS, SERIES
 
 BUILTIN_SERIES = frozenset({"up"})  # written by Prometheus itself for every scrape target
+# a literal for each of the dashboard's template variables, for promtool (monitoring.snapshot starts from them)
 VARIABLES = {"model": "fmnist", "datasource": "prometheus", "__rate_interval": "5m", "__interval": "1m",
              "__range": "1h"}
 RECORD_NAME = re.compile(r"^[a-z_]+:[a-z0-9_]+:[a-z0-9_]+$")  # level:metric:operations
+# a Grafana template variable in a query: $name, ${name} or ${name:format}; the name is group 1 or group 2
+TEMPLATE_VARIABLE = re.compile(r"\$(?:\{(\w+)(?::\w+)?\}|(\w+))")
 
 _STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`')
 _MATCHERS_AND_RANGES = re.compile(r"\{[^}]*\}|\[[^\]]*\]")
@@ -36,7 +42,6 @@ _GROUPING = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\
 _IDENTIFIER = re.compile(r"(?<![\w:.])[a-zA-Z_:][\w:]*(?![\w:])(?!\s*\()")  # not a function or aggregation
 _KEYWORDS = frozenset({"and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring", "group_left",
                        "group_right", "inf", "nan", "atan2"})
-_VARIABLE = re.compile(r"\$(?:\{(\w+)(?::\w+)?\}|(\w+))")
 _LABEL_VALUES = re.compile(r"^\s*label_values\((.+),\s*\w+\s*\)\s*$")
 
 
@@ -115,16 +120,18 @@ def rule_exprs(rules: dict) -> list[Expr]:
     return [Expr(f"rule {rule.get('alert') or rule['record']}", rule["expr"]) for rule in rules_of(rules)]
 
 
-def _panels(panels: list[dict]) -> Iterator[dict]:
+def panels_of(panels: list[dict]) -> Iterator[dict]:
+    """Every panel of a dashboard's ``panels`` list in layout order, rows included; a collapsed row's own panels
+    follow it."""
     for panel in panels:
         yield panel
-        yield from _panels(panel.get("panels", []))  # collapsed rows hold their panels
+        yield from panels_of(panel.get("panels", []))  # collapsed rows hold their panels
 
 
 def dashboard_exprs(dashboard: dict) -> list[Expr]:
     """Every panel query and query variable, as written (with template variables)."""
     exprs = [Expr(f"panel {panel['id']} ({panel['title']}) query {target['refId']}", target["expr"])
-             for panel in _panels(dashboard["panels"]) for target in panel.get("targets", [])]
+             for panel in panels_of(dashboard["panels"]) for target in panel.get("targets", [])]
     for variable in dashboard.get("templating", {}).get("list", []):
         if variable["type"] == "query":
             query = variable["query"]["query"] if isinstance(variable["query"], dict) else variable["query"]
@@ -133,16 +140,26 @@ def dashboard_exprs(dashboard: dict) -> list[Expr]:
     return exprs
 
 
-def substitute(item: Expr) -> Expr:
-    """Replace Grafana's template variables by literals, so that promtool can parse the query."""
+def fill_variables(expr: str, variables: Mapping[str, str]) -> str:
+    """``expr`` with Grafana's template variables (``TEMPLATE_VARIABLE``) replaced by their values in
+    ``variables``; a ``CheckError`` names the first one that is not there."""
 
     def literal(match: re.Match) -> str:
         name = match.group(1) or match.group(2)
-        if name not in VARIABLES:
-            raise CheckError(f"{item.where}: unknown template variable ${name} in {item.expr}")
-        return VARIABLES[name]
+        if name not in variables:
+            raise CheckError(f"unknown template variable ${name} in {expr}")
+        return variables[name]
 
-    return Expr(item.where, _VARIABLE.sub(literal, item.expr))
+    return TEMPLATE_VARIABLE.sub(literal, expr)
+
+
+def substitute(item: Expr) -> Expr:
+    """Replace Grafana's template variables by the literals of ``VARIABLES``, so that promtool can parse the
+    query; the ``CheckError`` of an unknown one says where it is."""
+    try:
+        return Expr(item.where, fill_variables(item.expr, VARIABLES))
+    except CheckError as error:
+        raise CheckError(f"{item.where}: {error}") from None
 
 
 def metric_names(expr: str) -> set[str]:

@@ -1,4 +1,11 @@
-"""A real Prometheus and the predictor on loopback, for the integration test and ``monitoring.snapshot``.
+"""A real Prometheus and the predictor as local processes on loopback: the harness of everything that runs them
+outside a cluster, never used in one.
+
+Its users: the serving integration tests (``tests/serving/``), the serving benchmark
+(``benchmarks.speed.serving``, which reads the predictor's memory through ``predictor_process``),
+``docs.generate --record``, ``monitoring.snapshot`` and ``monitoring.pushgateway`` (which adds a Pushgateway with
+the same process handling). Reads a release folder and the
+rule file; writes each server's configuration, data and log where it is told (a folder, or the log's path).
 
 ``prometheus(targets, folder)`` starts ``/usr/bin/prometheus`` (Debian's ``prometheus`` package, ``make system``)
 with a temporary configuration and TSDB in ``folder``: one scrape job for ``targets``, scraped and evaluated every
@@ -38,12 +45,14 @@ class LocalError(Exception):
 
 
 def free_port() -> int:
+    """A loopback TCP port that was free a moment ago (the OS's choice)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
 def tail(log: Path, chars: int = 3000) -> str:
+    """The last ``chars`` characters of ``log``, for an error message; empty if there is no such file."""
     return log.read_text(errors="replace")[-chars:] if log.is_file() else ""
 
 
@@ -75,6 +84,8 @@ def supervised(process: subprocess.Popen, what: str, log: Path) -> Iterator[subp
 
 
 def wait_until(ready_url: str, process: subprocess.Popen, what: str, log: Path, timeout: float) -> None:
+    """Poll ``ready_url`` until it answers 200; a ``LocalError`` with the tail of ``log`` if ``process`` exits first
+    or ``timeout`` seconds pass."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -135,7 +146,7 @@ def predictor(release: Path, log: Path, *, port: int | None = None, grpc_port: i
 @contextlib.contextmanager
 def predictor_process(release: Path, log: Path, *, port: int | None = None, grpc_port: int | None = None,
                       timeout: float = 60.0, **options: object) -> Iterator[tuple[str, subprocess.Popen]]:
-    """``predictor``, yielding its URL and its process (for its pid: ``benchmarks.serving`` reads its memory)."""
+    """``predictor``, yielding its URL and its process (for its pid: ``benchmarks.speed.serving`` reads its memory)."""
     port = port or next(p for p in iter(free_port, None) if p != grpc_port)
     grpc_port = grpc_port or next(p for p in iter(free_port, None) if p != port)
     argv = [sys.executable, "-m", "serving", "--model", str(Path(release).resolve()), "--http-port", str(port),

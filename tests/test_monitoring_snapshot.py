@@ -1,4 +1,5 @@
-"""monitoring.snapshot: the dashboard's queries rendered from recorded answers (no servers), and one short real run
+"""monitoring.snapshot and its parts (render, query, traffic, pipeline_run): the dashboard's queries rendered from
+recorded answers (no servers), and one short real run
 against a tiny exported model: the predictor, a Pushgateway and a real Prometheus scraping both on loopback, a short
 pipeline run (ingest .. gate on a tiny Fashion-MNIST) pushing to the Pushgateway, scripted traffic, query_range for
 every panel query, a PNG and the JSON of the answers."""
@@ -8,13 +9,15 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import yaml
 
 from components.formats.idx import read_fashion_mnist
-from monitoring import check, dashboard, snapshot
+from monitoring import ROOT, check, dashboard, local, pipeline_run, query, render, snapshot, traffic
 from monitoring.metrics import PUSHGATEWAY_JOB
 from monitoring.pushgateway import JOB_NAME, pushgateway_config
 from tests.serving.conftest import CLASSES, write_release
@@ -27,7 +30,7 @@ def recorded(board: dict, start: float = 1_700_000_000.0, points: int = 60) -> d
     training panels, which have none (as without a Pushgateway)."""
     times = start + 2.0 * np.arange(points)
     panels = []
-    for panel in snapshot.panels(board):
+    for panel in query.panels(board):
         training = panel["title"] in {p.title for p in dashboard.ROWS[-1].panels}
         targets = []
         for target in panel["targets"]:
@@ -37,24 +40,24 @@ def recorded(board: dict, start: float = 1_700_000_000.0, points: int = 60) -> d
                        "values": [[t, str(v)] for t, v in zip(times, 0.5 + 0.4 * np.sin(times / 30 + k), strict=True)]}
                       for k in range(count)]
             targets.append({"refId": target["refId"], "expr": target["expr"], "legendFormat": target["legendFormat"],
-                            "query": snapshot.substitute(target["expr"], check.VARIABLES), "result": result})
+                            "query": check.fill_variables(target["expr"], check.VARIABLES), "result": result})
         panels.append({"id": panel["id"], "title": panel["title"], "type": panel["type"], "targets": targets})
     return {"title": board["title"], "model": {"name": "fmnist", "version": "v1"},
             "range": {"start": start, "end": float(times[-1]), "step": 2},
             "variables": check.VARIABLES, "panels": panels,
             "phases": [{"name": phase.name, "description": phase.description, "start": start + 30 * k,
-                        "end": start + 30 * (k + 1)} for k, phase in enumerate(snapshot.PHASES)]}
+                        "end": start + 30 * (k + 1)} for k, phase in enumerate(traffic.PHASES)]}
 
 
 def test_render_draws_one_subplot_per_dashboard_panel_and_writes_a_png(tmp_path):
     board = dashboard.build()
-    figure = snapshot.render(board, recorded(board))
-    expected = [f"panel {panel['id']}" for panel in snapshot.panels(board)]
+    figure = render.render(board, recorded(board))
+    expected = [f"panel {panel['id']}" for panel in query.panels(board)]
     assert sorted(ax.get_label() for ax in figure.axes) == sorted(expected)
     texts = {text.get_text() for text in figure.texts}
-    assert {panel["title"] for panel in snapshot.panels(board)} <= texts
+    assert {panel["title"] for panel in query.panels(board)} <= texts
     assert {row.title for row in dashboard.ROWS} <= texts
-    out = snapshot.save(figure, tmp_path / "docs" / "dashboard.png")
+    out = render.save(figure, tmp_path / "docs" / "dashboard.png")
     assert out.read_bytes().startswith(PNG) and out.stat().st_size > 50_000
 
 
@@ -66,13 +69,23 @@ def test_render_again_from_a_recorded_json(tmp_path):
 
 def test_template_variables_and_legends():
     variables = {"model": "mlnt-classifier", "__rate_interval": "20s"}
-    assert (snapshot.substitute('rate(x{model=~"$model"}[$__rate_interval])', variables)
+    assert (check.fill_variables('rate(x{model=~"$model"}[$__rate_interval])', variables)
             == 'rate(x{model=~"mlnt-classifier"}[20s])')
-    with pytest.raises(snapshot.SnapshotError, match=r"unknown template variable \$nope"):
-        snapshot.substitute("x[$nope]", variables)
-    assert snapshot.legend("{{protocol}} {{outcome}}", {"protocol": "v2", "outcome": "ok"}) == "v2 ok"
-    assert snapshot.legend("__auto", {"__name__": "up", "job": "a"}) == 'up{job="a"}'
-    assert snapshot.unit_text(0.25, "percentunit") == "25%" and snapshot.unit_text(0.012, "s") == "12 ms"
+    with pytest.raises(check.CheckError, match=r"unknown template variable \$nope in x\[\$nope\]"):
+        check.fill_variables("x[$nope]", variables)
+    assert render.legend("{{protocol}} {{outcome}}", {"protocol": "v2", "outcome": "ok"}) == "v2 ok"
+    assert render.legend("__auto", {"__name__": "up", "job": "a"}) == 'up{job="a"}'
+    assert render.unit_text(0.25, "percentunit") == "25%" and render.unit_text(0.012, "s") == "12 ms"
+
+
+def test_render_shades_the_traffic_phases_by_name():
+    assert set(render.PHASE_COLORS) == {phase.name for phase in traffic.PHASES} - {"normal"}
+
+
+def test_rendering_again_loads_no_server_code():
+    """--from-json draws without kserve: only the traffic normalises (``serving.inputs``, which loads it)."""
+    code = "import sys, monitoring.snapshot; sys.exit('kserve' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=False).returncode == 0
 
 
 def test_traffic_duration_is_bounded(capsys):
@@ -81,28 +94,28 @@ def test_traffic_duration_is_bounded(capsys):
 
 
 def test_the_header_says_which_pipeline_run_fills_the_training_row():
-    assert "this run has none" in snapshot.training_text({})
-    run = {"steps": list(snapshot.PIPELINE), "seconds": 41.5, "data": "300 training and 100 test images of x",
+    assert "this run has none" in render.training_text({})
+    run = {"steps": list(pipeline_run.PIPELINE), "seconds": 41.5, "data": "300 training and 100 test images of x",
            "network": "small_cnn", "epochs": 1, "noise": {"kind": "symmetric", "rate": 0.5},
            "gate_min_accuracy": 0.5}
-    text = snapshot.training_text({"training": run})
+    text = render.training_text({"training": run})
     assert "ingest, noise, baseline, mlnt, evaluate, export, gate" in text and "41.5 s on 300 training" in text
     assert "gate bar 50%" in text
 
 
 def test_the_pipeline_runs_on_a_tiny_fashion_mnist_with_short_training(tmp_path):
-    source = snapshot.tiny_fashion_mnist(tmp_path / "fmnist", tmp_path / "none", train=50, test=20)
+    source = pipeline_run.tiny_fashion_mnist(tmp_path / "fmnist", tmp_path / "none", train=50, test=20)
     assert source.startswith("50 training and 20 test synthetic images")
     dataset = read_fashion_mnist(tmp_path / "fmnist")
     assert dataset.train_images.shape == (50, 28, 28, 1) and dataset.test_labels.shape == (20,)
-    params = snapshot.pipeline_params(2)
+    params = pipeline_run.pipeline_params(2)
     assert params["baseline"]["epochs"] == params["mlnt"]["epochs"] == 2 and params["noise"]["train_size"] == 0
     assert 0 < params["mlnt"]["ramp_start"] < params["mlnt"]["ramp_end"] <= 2
-    assert params["gate"]["min_accuracy"] == snapshot.PIPELINE_MIN_ACCURACY
+    assert params["gate"]["min_accuracy"] == pipeline_run.PIPELINE_MIN_ACCURACY
 
 
 def test_prometheus_scrapes_the_predictor_and_the_pushgateway_with_honor_labels():
-    config = yaml.safe_load(pushgateway_config("127.0.0.1:9091", config=snapshot.local.prometheus_config(
+    config = yaml.safe_load(pushgateway_config("127.0.0.1:9091", config=local.prometheus_config(
         ["127.0.0.1:8080"], job_name="podMonitor/mlnt/mlnt-classifier/0", job="mlnt/mlnt-classifier")))
     predictor, gateway = config["scrape_configs"]
     assert predictor["static_configs"] == [{"targets": ["127.0.0.1:8080"]}] and "honor_labels" not in predictor
@@ -118,9 +131,9 @@ def test_a_short_real_snapshot_of_a_tiny_release(tmp_path):
                           "--pipeline-images", "300", "--pipeline-epochs", "1"]) == 0
     assert png.read_bytes().startswith(PNG)
     taken = json.loads(out.read_text())
-    assert [panel["title"] for panel in taken["panels"]] == [panel["title"] for panel in snapshot.panels(
+    assert [panel["title"] for panel in taken["panels"]] == [panel["title"] for panel in query.panels(
         dashboard.build())]
-    assert [phase["name"] for phase in taken["phases"]] == [phase.name for phase in snapshot.PHASES]
+    assert [phase["name"] for phase in taken["phases"]] == [phase.name for phase in traffic.PHASES]
 
     def values(title: str, **labels: str) -> list[float]:
         """The panel's finite values (a ratio of rates is NaN while the predictor is idle, as before the traffic)."""
@@ -145,14 +158,14 @@ def test_a_short_real_snapshot_of_a_tiny_release(tmp_path):
     assert any(key.startswith("bad: ") for key in taken["sent"]) and taken["sent"].get("v2 batch 16 200", 0) > 0
 
     # The Training row: what the pipeline's steps pushed to the Pushgateway, scraped with their own labels.
-    assert taken["training"]["steps"] == list(snapshot.PIPELINE) and taken["training"]["epochs"] == 1
+    assert taken["training"]["steps"] == list(pipeline_run.PIPELINE) and taken["training"]["epochs"] == 1
     assert taken["prometheus"]["pushgateway"] == {"job_name": JOB_NAME, "honor_labels": True}
     assert taken["training"]["pushgateway_job"] == PUSHGATEWAY_JOB
     assert {("evaluate", "teacher", "test"), ("evaluate", "student", "test"), ("evaluate", "baseline", "test"),
             ("mlnt", "teacher", "val"), ("baseline", "baseline", "val")} <= label_sets("Accuracy", "step", "model",
                                                                                         "split")
     assert values("Accuracy") and all(0 <= value <= 1 for value in values("Accuracy"))
-    assert label_sets("Step duration", "step") == {(step,) for step in snapshot.PUSHING_STEPS}
+    assert label_sets("Step duration", "step") == {(step,) for step in pipeline_run.PUSHING_STEPS}
     assert all(value > 0 for value in values("Step duration"))
     assert 0 < last("Estimated noise rate") < 1
     assert set(values("Release gate")) <= {0.0, 1.0} and values("Release gate")

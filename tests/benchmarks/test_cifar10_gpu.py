@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from benchmarks import cifar10_gpu
+from benchmarks.gpu import cifar10 as cifar10_gpu
 from tests.components.formats_fixtures import write_cifar10
 
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from benchmarks.reference import reference_mlnt_loss
+from benchmarks.speed.reference import reference_mlnt_loss
 from model.mlnt import mlnt_loss
 from model.networks import PreActResNet32, SmallCNN
 

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks import inner_lr, quality, quality_report
+from benchmarks.quality import inner_lr
+from benchmarks.quality import report as quality_report
+from benchmarks.quality import study as quality
 from model.networks import SmallCNN
 from tests.components.conftest import make_fashion_mnist
 
@@ -110,7 +112,7 @@ def test_the_diagnosis_table_is_the_records(study):
 
 
 def test_no_inner_step_moves_no_prediction():
-    from benchmarks.meta_diagnosis import _prediction_shift  # noqa: PLC0415
+    from benchmarks.quality.meta_diagnosis import _prediction_shift  # noqa: PLC0415
 
     torch.manual_seed(0)
     net = SmallCNN(4, image_size=8, width=4, hidden=8)
@@ -171,7 +173,7 @@ def test_precision_recall_curve_of_a_perfect_ranking():
 
 
 def test_the_committed_report_is_the_rendering_of_the_committed_records():
-    """docs/results.md is exactly what benchmarks.quality_report makes of docs/quality/results.json."""
+    """docs/results.md is exactly what benchmarks.quality.report makes of docs/quality/results.json."""
     results = json.loads((ROOT / "docs" / "quality" / "results.json").read_text())
     assert (ROOT / "docs" / "results.md").read_text() == quality_report.render(results)
     study = quality.StudyConfig()

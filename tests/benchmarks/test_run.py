@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
-from benchmarks import data_loading, report, run
-from benchmarks.measure import peak_memory
+from benchmarks import run
+from benchmarks.speed import data_loading, report, targets, workload
+from benchmarks.speed.measure import BASELINE_RUNS, peak_memory
 from tests.components.conftest import make_fashion_mnist
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,7 +45,7 @@ def bench(data: Path, *args: object) -> int:
 def test_quick_run_writes_results_and_their_report(quick):
     results, output = quick.results, quick.output
     step = results["meta_step"][0]
-    assert set(step["time_ratio"]) == set(step["memory_ratio"]) == set(report.VARIANTS)
+    assert set(step["time_ratio"]) == set(step["memory_ratio"]) == set(targets.VARIANTS)
     assert all(v > 0 for v in [*step["time_ratio"].values(), *step["memory_mb"].values()])
     assert 0 < step["changed_fraction"] < 1
     assert results["machine"]["freed_memory_retained"] is True  # as in a training process (glibc here)
@@ -52,6 +54,12 @@ def test_quick_run_writes_results_and_their_report(quick):
     assert set(found["default"]["page_faults"]) == {"ce", "first_order", "exact"}
     assert [r["sets"] for r in results["scaling"]["sets"]] == list(run.QUICK.sweep_sets)
     assert [t["met"] in (True, False) for t in results["targets"]] and results["duration_s"] > 0
+    # what the report's prose states of the workload and the method is recorded, not typed into the template
+    noise = yaml.safe_load((ROOT / "params.yaml").read_text())["noise"]
+    assert results["workload"]["noise"] == {"kind": noise["kind"], "rate": noise["rate"]}
+    assert (results["workload"]["neighbours"], results["workload"]["fraction"]) == (workload.NEIGHBOURS,
+                                                                                    workload.FRACTION)
+    assert results["method"] == {"baseline_runs": BASELINE_RUNS}
     assert output.read_text() == report.render(results)
     assert sorted(p.name for p in (output.parent / report.FOLDER).iterdir()) == [
         "memory_ratios.png", "scaling_batch.png", "scaling_sets.png", "time_ratios.png"]
@@ -126,7 +134,7 @@ def test_sections_reruns_one_section_and_keeps_the_others(quick, tmp_path):
     assert without(merged, *replaced) == without(kept, *replaced)
     assert without(merged["section_s"], "serving") == without(kept["section_s"], "serving")
     assert [r["sections"] for r in merged["reruns"]] == [["serving"]]
-    assert merged["serving"]["results"] and merged["targets"] == report.targets(merged)
+    assert merged["serving"]["results"] and merged["targets"] == targets.evaluate(merged)
     assert paths["output"].read_text() == report.render(merged)
     assert "Since then `--sections serving` reran serving alone" in paths["output"].read_text()
 
@@ -148,7 +156,7 @@ def test_sections_refuses_unknown_names_and_results_it_cannot_merge_into(quick, 
 def test_committed_report_is_the_rendering_of_the_committed_results():
     results = json.loads((ROOT / "benchmarks" / "results.json").read_text())
     assert not results["quick"], "benchmarks/results.json must come from a full make bench"
-    assert results["targets"] == report.targets(results)
+    assert results["targets"] == targets.evaluate(results)
     assert (ROOT / "docs" / "benchmarks.md").read_text() == report.render(results)
 
 

@@ -1,7 +1,7 @@
 """The cost of one MLNT training step, as multiples of one plain cross-entropy step on the same batch.
 
 Every variant is a whole training step (zero the gradients, loss, backward): CE, ``mlnt_loss`` in each mode,
-and the reference loop (``benchmarks/reference.py``: M independent second-order passes, the student's
+and the reference loop (``benchmarks/speed/reference.py``: M independent second-order passes, the student's
 forward pass recomputed for each label set). Time and peak memory are measured separately (the memory
 measurement slows the step down); ``top_ops`` is the ``torch.profiler`` table behind the figures.
 """
@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmarks.measure import Step, peak_memory, time_ratios
-from benchmarks.reference import reference_mlnt_loss
-from benchmarks.workload import Batch, Workload, make_batch, network_for
+from benchmarks.speed.measure import Step, peak_memory, time_ratios
+from benchmarks.speed.reference import reference_mlnt_loss
+from benchmarks.speed.workload import Batch, Workload, make_batch, network_for
 from model.mlnt import mlnt_loss
 
 VARIANTS = ("head", "first_order", "exact", "reference")

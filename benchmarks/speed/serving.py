@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 
-from benchmarks.workload import Workload
+from benchmarks.speed.workload import Workload
 from components.artifacts import read_json
 from components.atomic import write_atomic, write_json
 from components.export import class_distribution, interface, onnx_metadata, to_onnx

@@ -1,13 +1,13 @@
 """The data every benchmark runs on, made as the pipeline makes it.
 
-The ingest and noise steps run on the dataset (Fashion-MNIST by default) with ``params.yaml``'s settings (50 %
-symmetric noise on a 12k subset); ``components.training.load_split`` then gives the noisy training split
-exactly as the trainer sees it. A small CNN trained with cross-entropy for one epoch on that split stands in
-for the pipeline's frozen baseline: MLNT's synthetic label sets come from nearest neighbours in its feature
-space (``model.neighbours.synthetic_labels``, fraction 0.5, 10 neighbours, as the trainer calls it), and its
-softmax is the consistency target. Neighbours in a trained network's feature space mostly share the true
-class, so a resampled label often equals the old one; pixels would make more labels change and overstate
-the meta step's cost.
+The ingest and noise steps run on the dataset (Fashion-MNIST by default) with ``params.yaml``'s settings (its
+``noise`` section: kind, rate and the training subset); ``components.training.load_split`` then gives the noisy
+training split exactly as the trainer sees it. A small CNN trained with cross-entropy for ``FEATURE_EPOCHS`` on
+that split stands in for the pipeline's frozen baseline: MLNT's synthetic label sets come from nearest neighbours
+in its feature space (``model.neighbours.synthetic_labels`` with ``FRACTION`` and ``NEIGHBOURS``, as the trainer
+calls it), and its softmax is the consistency target; ``describe`` records these in ``results.json``. Neighbours
+in a trained network's feature space mostly share the true class, so a resampled label often equals the old one;
+pixels would make more labels change and overstate the meta step's cost.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from model.networks import build_network
 from model.trainer import Data, TrainConfig, train
 
 FRACTION, NEIGHBOURS = 0.5, 10  # params.yaml mlnt.fraction and mlnt.neighbours
+FEATURE_EPOCHS = 1  # CE epochs of the feature network
 # The networks benchmarked, with their input shape (channels, size): PreAct ResNet-32 gets CIFAR-shaped
 # inputs (the Fashion-MNIST images resized to 32 x 32 and repeated over 3 channels).
 SHAPES = {"small_cnn": (1, 28), "preact_resnet32": (3, 32)}
@@ -42,6 +43,7 @@ class Workload:
     load_s: float  # seconds that load_split took
     source: str
     meta: dict  # load_split's: classes, image shape, normalisation
+    noise_setting: dict  # the noise step's kind and rate
 
 
 @dataclass
@@ -65,7 +67,8 @@ def prepare(data: Path, work: Path, *, params_file: Path, train_size: int | None
     ingested, noisy = Path(work) / "ingest", Path(work) / "noise"
     ingest.run(build(ingest.IngestConfig, {**params["ingest"], "path": str(data)}, where="ingest"), out=ingested)
     noise_params = {**params["noise"], **({"train_size": train_size} if train_size is not None else {})}
-    noise.run(build(noise.NoiseConfig, noise_params, where="noise"), ingest=ingested, out=noisy)
+    noise_config = build(noise.NoiseConfig, noise_params, where="noise")
+    noise.run(noise_config, ingest=ingested, out=noisy)
     start = time.perf_counter()
     train_data, _, meta = load_split(ingested, noisy)
     load_s = time.perf_counter() - start
@@ -73,11 +76,17 @@ def prepare(data: Path, work: Path, *, params_file: Path, train_size: int | None
         torch.manual_seed(0)
         net = build_network("small_cnn", meta["num_classes"], in_channels=meta["in_channels"],
                             image_size=meta["image_size"])
-    config = TrainConfig(epochs=1, batch_size=min(128, len(train_data)), augment=False, checkpoint_every=0,
-                         device="cpu", progress=False)
+    config = TrainConfig(epochs=FEATURE_EPOCHS, batch_size=min(128, len(train_data)), augment=False,
+                         checkpoint_every=0, device="cpu", progress=False)
     train(config, net, train_data)
     return Workload(train_data, net.eval(), ingested, noisy, load_s, f"{params['ingest']['dataset']} ({data})",
-                    meta)
+                    meta, {"kind": noise_config.kind, "rate": noise_config.rate})
+
+
+def describe(workload: Workload) -> dict:
+    """What ``results.json`` records of the workload: its data and noise, and how its label sets are made."""
+    return {"source": workload.source, "train_samples": len(workload.train), "noise": workload.noise_setting,
+            "feature_epochs": FEATURE_EPOCHS, "neighbours": NEIGHBOURS, "fraction": FRACTION}
 
 
 def make_batch(workload: Workload, network: str, *, size: int, sets: int, seed: int = 0,

@@ -3,7 +3,7 @@ to a meta step: time as a ratio to a CE step, and page faults per step, with gli
 freed memory retained.
 
 The setting is process-wide and cannot be undone, so each side runs in its own process
-(``python -m benchmarks.allocator``), on the same batch and the same initial weights, the two kinds alternating.
+(``python -m benchmarks.speed.allocator``), on the same batch and the same initial weights, the two kinds alternating.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.measure import Step, time_ratios
-from benchmarks.meta_step import steps
-from benchmarks.workload import Batch, Workload, fresh_network, make_batch
+from benchmarks.speed.measure import Step, time_ratios
+from benchmarks.speed.meta_step import steps
+from benchmarks.speed.workload import Batch, Workload, fresh_network, make_batch
 from components.allocator import retain_freed_memory
 
 VARIANTS = ("first_order", "exact")
@@ -60,12 +60,12 @@ def _faults(step: Step) -> int:
 
 
 def _child(batch_file: Path, *, retain: bool, repeats: int) -> dict:
-    command = [sys.executable, "-m", "benchmarks.allocator", str(batch_file), "--repeats", str(repeats),
+    command = [sys.executable, "-m", "benchmarks.speed.allocator", str(batch_file), "--repeats", str(repeats),
                "--threads", str(torch.get_num_threads()), *(["--retain"] if retain else [])]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise RuntimeError(f"benchmarks.allocator: expected a measurement, found exit {done.returncode}: {last}")
+        raise RuntimeError(f"benchmarks.speed.allocator: expected a measurement, found exit {done.returncode}: {last}")
     return json.loads(done.stdout)
 
 
@@ -76,7 +76,7 @@ def _median(found: list[dict]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.allocator", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.speed.allocator", description=__doc__.splitlines()[0])
     parser.add_argument("batch", type=Path, help="a batch saved by run()")
     parser.add_argument("--retain", action="store_true", help="retain freed memory before measuring")
     parser.add_argument("--repeats", type=int, default=3)

@@ -5,7 +5,7 @@ the ONNX file is the one it wrote; their outputs are compared before timing. Cal
 and each is reported as its median over ``--repeats`` calls; the ratio (PyTorch time / onnxruntime time) is what
 to compare across machines, not the absolute times.
 
-    python -m benchmarks.inference [--onnx artifacts/export/model.onnx] [--batch 1 --batch 64] [--repeats 200]
+    python -m benchmarks.speed.inference [--onnx artifacts/export/model.onnx] [--batch 1 --batch 64] [--repeats 200]
                                    [--threads 1]
 """
 
@@ -72,7 +72,7 @@ def compare_runtimes(net: nn.Module, onnx_bytes: bytes, shape: tuple[int, int, i
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.inference", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.speed.inference", description=__doc__.splitlines()[0])
     parser.add_argument("--onnx", type=Path, default=EXPORT_OUT / "model.onnx")
     parser.add_argument("--batch", type=int, action="append", help="batch size; repeat for several (1, 64)")
     parser.add_argument("--repeats", type=int, default=200)

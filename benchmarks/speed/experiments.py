@@ -22,9 +22,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from benchmarks.measure import elapsed, peak_memory, time_ratios
-from benchmarks.meta_step import INNER_LR, META_WEIGHT, steps, training_step
-from benchmarks.workload import Batch, Workload, make_batch, network_for
+from benchmarks.speed.measure import elapsed, peak_memory, time_ratios
+from benchmarks.speed.meta_step import INNER_LR, META_WEIGHT, steps, training_step
+from benchmarks.speed.workload import Batch, Workload, make_batch, network_for
 from model.mlnt import _grad_fn, _inner_deltas
 
 

@@ -22,6 +22,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 Step = Callable[[], object]
+BASELINE_RUNS = 3  # baseline runs before each timed variant; the fastest is its reference (results.json: method)
 
 
 def pick_device() -> torch.device:
@@ -41,7 +42,7 @@ def time_ratios(variants: dict[str, Step], baseline: Step, *, repeats: int, devi
                 warm_up: bool = True) -> dict:
     """``{"baseline_s": median seconds, name: {"ratio": median ratio, "seconds": median seconds}}``.
 
-    Each repetition times every variant once, each right after the best of three baseline runs, so that a
+    Each repetition times every variant once, each right after the best of ``BASELINE_RUNS`` baseline runs, so that a
     ratio compares two measurements taken under the same load. Every step runs once first unless the caller
     has run them already (``warm_up=False``).
     """
@@ -52,7 +53,7 @@ def time_ratios(variants: dict[str, Step], baseline: Step, *, repeats: int, devi
     base: list[float] = []
     for _ in range(repeats):
         for name, fn in variants.items():
-            reference = min(elapsed(baseline, device) for _ in range(3))
+            reference = min(elapsed(baseline, device) for _ in range(BASELINE_RUNS))
             took = elapsed(fn, device)
             base.append(reference)
             seconds[name].append(took)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from benchmarks.meta_step import measure
-from benchmarks.workload import Batch, Workload, make_batch, network_for
+from benchmarks.speed.meta_step import measure
+from benchmarks.speed.workload import Batch, Workload, make_batch, network_for
 
 VARIANTS = ("first_order", "exact", "reference")
 

@@ -29,8 +29,8 @@ import torch.nn.functional as F
 from PIL import Image, JpegImagePlugin
 
 from benchmarks.fixtures import write_clothing1m
-from benchmarks.measure import elapsed
-from benchmarks.workload import Workload
+from benchmarks.speed.measure import elapsed
+from benchmarks.speed.workload import Workload
 from components import ingest
 from components.streaming import open_split
 from model.networks import build_network

@@ -7,7 +7,7 @@ Every run goes through the pipeline's own steps (``components.noise``, ``compone
 2 CPU cores), the seed and each row's own switches (``meta_weight``, ``warm_start``, ``mode``) change. Each
 (noise setting, seed) cell is one task; tasks run in parallel worker processes and a finished cell is kept
 under ``--work`` (a rerun with the same settings skips it). The raw records go to ``docs/quality/results.json``;
-``benchmarks.quality_report`` renders ``docs/results.md`` and the plots from that file alone.
+``benchmarks.quality.report`` renders ``docs/results.md`` and the plots from that file alone.
 
     python -m benchmarks.quality [--quick] [--setting symmetric-50] [--workers 2] [--work artifacts/quality]
                                  [--output docs/results.md]
@@ -53,6 +53,7 @@ class Setting:
 
 
 CLEAN = Setting("none", 0.0)
+ECE_BINS = 15  # bins of every expected calibration error the study records (results.json: ece_bins)
 SETTINGS = (Setting("symmetric", 0.2), Setting("symmetric", 0.5), Setting("symmetric", 0.8),
             Setting("asymmetric", 0.4), Setting("instance", 0.4))
 
@@ -318,7 +319,7 @@ class _Cell:
 
     def _test(self, model: Path) -> dict:
         probs = self._probs(model, self.test_images)
-        metrics = classification_metrics(probs, self.test_labels, probs.shape[1], bins=15)
+        metrics = classification_metrics(probs, self.test_labels, probs.shape[1], bins=ECE_BINS)
         return {"accuracy": metrics["accuracy"], "ece": metrics["ece"]}
 
 
@@ -339,8 +340,8 @@ def _pr_curve(scores: np.ndarray, noisy: np.ndarray, points: int = 50) -> dict:
 
 
 def _diagnose(task: Task) -> dict:
-    """The size of the meta loss's gradient next to CE's in the cell's MLNT run (``benchmarks.meta_diagnosis``)."""
-    from benchmarks.meta_diagnosis import diagnose  # noqa: PLC0415 - only the study's last phase
+    """The size of the meta loss's gradient next to CE's in the cell's MLNT run (``meta_diagnosis``)."""
+    from benchmarks.quality.meta_diagnosis import diagnose  # noqa: PLC0415 - only the study's last phase
 
     _, config = training_configs(task)
     return {"seed": task.seed, **diagnose(task.directory, run="mlnt", ingest=Path(task.ingested), config=config,
@@ -377,8 +378,8 @@ def run_study(study: StudyConfig, *, work: Path, workers: int, data: Path, param
     order = {(t.setting.name, t.seed, t.part): i for i, t in enumerate(todo)}
     records.sort(key=lambda r: order[(r["setting"], r["seed"], r["part"])])
     diagnosis = [_diagnose(t) for t in todo if t.setting == study.headline and t.part == "main"]
-    return {"study": dataclasses.asdict(study), "params": params, "records": records, "diagnosis": diagnosis,
-            "wall_seconds": round(time.perf_counter() - started, 1), "workers": workers,
+    return {"study": dataclasses.asdict(study), "params": params, "ece_bins": ECE_BINS, "records": records,
+            "diagnosis": diagnosis, "wall_seconds": round(time.perf_counter() - started, 1), "workers": workers,
             "threads_per_worker": threads,
             "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
                         "python": platform.python_version()},
@@ -390,8 +391,8 @@ def merge(previous: Path, rerun: dict, only: frozenset[str]) -> dict:
     if not previous.is_file():
         return rerun
     results = json.loads(previous.read_text())
-    same = json.loads(json.dumps([rerun["study"], rerun["params"]], default=str))  # tuples as JSON lists
-    if [results["study"], results["params"]] != same:
+    same = json.loads(json.dumps([rerun["study"], rerun["params"], rerun["ece_bins"]], default=str))  # tuples: lists
+    if [results["study"], results["params"], results.get("ece_bins")] != same:
         raise SystemExit(f"quality: {previous} was made with other study settings or params; rerun the whole "
                          "study (make quality) instead of --setting")
     kept = [r for r in results["records"] if r["setting"] not in only]
@@ -404,7 +405,7 @@ def merge(previous: Path, rerun: dict, only: frozenset[str]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from benchmarks import quality_report  # noqa: PLC0415 - matplotlib loads only here
+    from benchmarks.quality import report as quality_report  # noqa: PLC0415 - matplotlib loads only here
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.quality", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one seed, one setting, two epochs: checks it runs")

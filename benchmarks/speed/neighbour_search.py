@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import torch
 
-from benchmarks.measure import time_ratios
-from benchmarks.meta_step import steps
-from benchmarks.workload import FRACTION, NEIGHBOURS, Workload, make_batch, network_for
+from benchmarks.speed.measure import time_ratios
+from benchmarks.speed.meta_step import steps
+from benchmarks.speed.workload import FRACTION, NEIGHBOURS, Workload, make_batch, network_for
 from model.neighbours import nearest_neighbours, synthetic_labels
 
 
