@@ -41,7 +41,7 @@ $(SYSTEM): Makefile
 system: $(SYSTEM)  ## install the Debian packages only
 
 data: setup  ## put Fashion-MNIST in data/ and check it against data.dvc (SOURCE=folder to copy from)
-	$(PY) -m components.data $(if $(SOURCE),--source $(SOURCE))
+	$(PY) -m components.common.data $(if $(SOURCE),--source $(SOURCE))
 
 pipeline:  ## dvc repro: the eight stages, ingest to gate, each only when its inputs changed
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc repro
@@ -49,7 +49,7 @@ pipeline:  ## dvc repro: the eight stages, ingest to gate, each only when its in
 run: setup data pipeline  ## set-up, data, and `dvc repro` on the default dataset
 
 results:  ## docs/pipeline-run.md from the last `dvc repro`'s artifacts; releases/latest recorded in docs/release/; `make docs`
-	$(PY) -m components.report --output docs/pipeline-run.md
+	$(PY) -m components.common.report --output docs/pipeline-run.md
 	$(if $(wildcard releases/latest/model_card.json),$(PY) -m docs.generate --record releases/latest)
 	$(MAKE) --no-print-directory docs
 

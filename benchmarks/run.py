@@ -45,10 +45,10 @@ from benchmarks.speed import (
 from benchmarks.speed.inference import compare_runtimes
 from benchmarks.speed.measure import BASELINE_RUNS, pick_device
 from benchmarks.speed.workload import SHAPES, Workload, describe, prepare
-from components.allocator import retain_freed_memory
-from components.atomic import write_json
+from components.common.allocator import retain_freed_memory
+from components.common.atomic import write_json
+from components.common.errors import DataError
 from components.export import to_onnx
-from components.formats import DataError
 
 
 @dataclass(frozen=True)

@@ -10,28 +10,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from components.allocator import retain_freed_memory
-from components.atomic import write_json
-from components.config import cli
-from components.ingest import OUT as INGEST_OUT
-from components.noise import OUT as NOISE_OUT
-from components.pretrained import imagenet_weights
-from components.telemetry import reports
-from components.training import (
-    checkpoint_store,
-    data_parallel,
-    drop_stale_checkpoints,
-    load_split,
-    save_model,
-    seeded_network,
-    split_inputs,
-    write_curves,
-    write_history,
-)
+from components.common.allocator import retain_freed_memory
+from components.common.atomic import write_json
+from components.common.checkpoints import checkpoint_store, drop_stale_checkpoints
+from components.common.config import cli
+from components.common.curves import write_curves, write_history
+from components.common.model_file import save_model, seeded_network
+from components.common.parallel import data_parallel
+from components.common.pretrained import imagenet_weights
+from components.common.splits import load_split, split_inputs
+from components.common.steps import FOLDERS
+from components.common.telemetry import reports
 from model.networks import NETWORKS, Network
 from model.trainer import TrainConfig, train
 
-OUT = Path("artifacts/baseline")
+INGEST_OUT = FOLDERS["ingest"]
+NOISE_OUT = FOLDERS["noise"]
+
+OUT = FOLDERS["baseline"]
 
 
 @dataclass(frozen=True)
@@ -54,8 +50,10 @@ class BaselineConfig(TrainConfig):
 @reports("baseline", lambda m: {"accuracy": {"val": {"baseline": m["val_accuracy"]}}})
 def run(config: BaselineConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOISE_OUT, out: Path = OUT,
         checkpoints: Path | None = None) -> dict:
-    """Train; ``checkpoints``: a folder shared across runs for the resumable checkpoints (default
-    ``out/checkpoints``)."""
+    """Reads ``ingest``'s training images and ``noise``'s ``labels.npz`` (``load_split``); trains CE and writes
+    ``model.pt`` (the best validation), ``final.pt``, ``metrics.json``, ``history.json`` and the curves under ``live/``
+    to ``out`` (the main process); returns the metrics. ``checkpoints``: a folder shared across runs for the resumable
+    checkpoints (default ``out/checkpoints``)."""
     retain_freed_memory()  # a training process: reuse freed memory rather than fault in fresh pages
     train_data, val_data, meta = load_split(ingest, noise, workers=config.workers, augment=config.augment)
     store = checkpoint_store(out, config, split_inputs(ingest, noise), root=checkpoints)

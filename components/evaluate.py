@@ -29,23 +29,30 @@ from pathlib import Path
 
 import numpy as np
 
-from components.artifacts import read_arrays, read_json
-from components.atomic import write_atomic, write_json
-from components.baseline import OUT as BASELINE_OUT
-from components.config import cli
+from components.common.artifacts import read_arrays, read_json
+from components.common.atomic import write_atomic, write_json
+from components.common.config import cli
+from components.common.model_file import load_model
+from components.common.splits import load_split, test_set
+from components.common.steps import FOLDERS
+from components.common.telemetry import reports
 from components.formats.webdataset import read_index
-from components.ingest import OUT as INGEST_OUT
-from components.mlnt import OUT as MLNT_OUT
-from components.noise import OUT as NOISE_OUT
-from components.telemetry import reports
-from components.training import load_model, load_split, test_set
 from model.trainer import predict
 
-OUT = Path("artifacts/evaluate")
+BASELINE_OUT = FOLDERS["baseline"]
+INGEST_OUT = FOLDERS["ingest"]
+MLNT_OUT = FOLDERS["mlnt"]
+NOISE_OUT = FOLDERS["noise"]
+
+OUT = FOLDERS["evaluate"]
 
 
 @dataclass(frozen=True)
 class EvaluateConfig:
+    """The ``evaluate`` section of params.yaml: ``ece_bins`` (the bins of every expected calibration error the step
+    reports, export's too), ``batch_size`` (images per prediction batch) and ``workers`` (the DataLoader processes
+    decoding a sharded dataset)."""
+
     ece_bins: int = 15  # bins of the expected calibration error
     batch_size: int = 512
     workers: int = 2  # DataLoader processes decoding a sharded dataset
@@ -58,6 +65,9 @@ class EvaluateConfig:
 
 
 def classification_metrics(probs: np.ndarray, labels: np.ndarray, num_classes: int, bins: int) -> dict:
+    """Accuracy, per-class accuracy (the share of each of ``num_classes`` classes predicted right), macro F1 and the
+    expected calibration error over ``bins`` bins of the argmax of ``probs`` ``[N, K]`` against ``labels``; a class
+    with no correct prediction gets F1 0, one absent from ``labels`` accuracy 0."""
     predicted = probs.argmax(1)
     correct = predicted == labels
     per_class, f1 = [], []

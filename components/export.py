@@ -24,27 +24,34 @@ import numpy as np
 import torch
 from torch import nn
 
-from components.artifacts import read_arrays, read_json
-from components.atomic import write_atomic, write_json
-from components.baseline import OUT as BASELINE_OUT
-from components.calibration import fit_temperature
-from components.config import cli
-from components.evaluate import OUT as EVALUATE_OUT
+from components.common.artifacts import read_arrays, read_json, sha256_file
+from components.common.atomic import write_atomic, write_json
+from components.common.calibration import fit_temperature
+from components.common.config import cli
+from components.common.model_file import load_model
+from components.common.splits import load_split, test_set
+from components.common.steps import FOLDERS
 from components.evaluate import expected_calibration_error
-from components.formats import sha256_file
-from components.ingest import OUT as INGEST_OUT
-from components.mlnt import OUT as MLNT_OUT
-from components.noise import OUT as NOISE_OUT
-from components.training import load_model, load_split, test_set
 from model.progress import progress
 from model.trainer import Source
 
-OUT = Path("artifacts/export")
+BASELINE_OUT = FOLDERS["baseline"]
+EVALUATE_OUT = FOLDERS["evaluate"]
+INGEST_OUT = FOLDERS["ingest"]
+MLNT_OUT = FOLDERS["mlnt"]
+NOISE_OUT = FOLDERS["noise"]
+
+OUT = FOLDERS["export"]
 OPSET = 18
 
 
 @dataclass(frozen=True)
 class ExportConfig:
+    """The ``export`` section of params.yaml: ``parity_images`` (clean test images compared between PyTorch and
+    onnxruntime), ``max_abs_diff`` (the largest difference of any probability the parity check allows), ``calibrate``
+    (fit a temperature on the validation set and bake it into the graph) and ``workers`` (the DataLoader processes
+    decoding a sharded dataset)."""
+
     parity_images: int = 256  # clean test images compared between PyTorch and onnxruntime
     max_abs_diff: float = 1e-4  # largest allowed difference of any probability
     calibrate: bool = True  # temperature scaling on the clean validation set (predictions unchanged)
@@ -66,6 +73,7 @@ class Probabilities(nn.Module):
         self.net, self.temperature = net, float(temperature)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """``softmax(net(images) / temperature)`` over the classes: probabilities ``[batch, K]``."""
         return torch.softmax(self.net(images) / self.temperature, dim=1)
 
 
@@ -79,6 +87,9 @@ def choose(baseline: Path, mlnt: Path) -> tuple[str, Path, float]:
 
 
 def to_onnx(net: nn.Module, example: torch.Tensor, metadata: dict[str, str], *, temperature: float = 1.0) -> bytes:
+    """The ONNX bytes of ``Probabilities(net, temperature)``, traced on ``example`` with the dynamo exporter at
+    ``OPSET``: input ``images`` with a dynamic batch axis, output ``probabilities``, ``metadata`` as metadata
+    properties. ``onnx.checker`` (full check) raises on an invalid model; writes nothing."""
     import onnx  # noqa: PLC0415 - export-only dependency
 
     wrapped = Probabilities(net, temperature).eval()
@@ -95,6 +106,9 @@ def to_onnx(net: nn.Module, example: torch.Tensor, metadata: dict[str, str], *, 
 
 def parity(onnx_bytes: bytes, net: nn.Module, images: torch.Tensor, max_abs_diff: float, *,
            temperature: float = 1.0) -> dict:
+    """``onnx_bytes`` run by onnxruntime (CPU) beside ``Probabilities(net, temperature)`` on ``images``: the image
+    count, the largest absolute difference of any probability, the share of equal argmaxes, the allowed
+    ``max_abs_diff`` and ``passed`` (within it, every argmax equal). A failure is reported, not raised."""
     import onnxruntime as ort  # noqa: PLC0415
 
     session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
@@ -110,6 +124,10 @@ def parity(onnx_bytes: bytes, net: nn.Module, images: torch.Tensor, max_abs_diff
 def run(config: ExportConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOISE_OUT, baseline: Path = BASELINE_OUT,
         mlnt: Path = MLNT_OUT, evaluate: Path = EVALUATE_OUT, out: Path = OUT, params: Path = Path("params.yaml"),
         ) -> dict:
+    """Reads ``baseline``'s and ``mlnt``'s metrics.json (to choose) and the chosen model file, ``ingest``'s test set
+    and manifest, ``noise``'s validation set and labels.npz, ``evaluate``'s metrics.json and ``params`` (its sha256);
+    writes ``model.onnx``, ``parity.json`` and ``model_card.json`` to ``out``; returns the card. A failed parity
+    check is recorded in the card (the gate refuses it), not raised."""
     out = Path(out)
     name, model_file, val_accuracy = choose(baseline, mlnt)
     net, saved = load_model(model_file)

@@ -9,8 +9,8 @@ trained on the same data; 1: no comparison), no worse than the current champion'
 sha256). A run whose validation labels are noisy passes with a warning in ``reasons``. Writes
 ``artifacts/gate/decision.json`` (a public contract: ``passed``, ``reasons``, ``accuracy``, and more). A pass
 promotes the model into the registry: ``releases/<version>/`` (``model.onnx``, ``model_card.json``,
-``decision.json``), never overwriting a version, written to a temporary folder and renamed, then ``releases/latest``
-is pointed at it. ``--enforce`` exits 1 on a fail, for CI.
+``parity.json``, ``decision.json``), never overwriting a version, written to a temporary folder and renamed, then
+``releases/latest`` is pointed at it. ``--enforce`` exits 1 on a fail, for CI.
 
 Gates may run at once (two pipelines finishing together): a decision that passes is taken again under the
 registry's exclusive lock (``flock`` on ``releases/.lock``), on the copy that will be released and against the
@@ -35,14 +35,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from components.atomic import write_json
-from components.config import cli
-from components.evaluate import OUT as EVALUATE_OUT
-from components.export import OUT as EXPORT_OUT
-from components.telemetry import reports
+from components.common.artifacts import sha256_file
+from components.common.atomic import write_json
+from components.common.config import cli
+from components.common.steps import FOLDERS
+from components.common.telemetry import reports
 
-OUT = Path("artifacts/gate")
-REGISTRY = Path("releases")
+EVALUATE_OUT = FOLDERS["evaluate"]
+EXPORT_OUT = FOLDERS["export"]
+
+OUT = FOLDERS["gate"]
 LOCK = ".lock"  # in the registry: held by the gate that reads the champion, decides and promotes
 RELEASED = ("model.onnx", "model_card.json", "parity.json")  # from the export step into a release
 LOCK_TIMEOUT = 600.0  # seconds a gate waits for another one's promotion (milliseconds, unless it hangs)
@@ -50,6 +52,11 @@ LOCK_TIMEOUT = 600.0  # seconds a gate waits for another one's promotion (millis
 
 @dataclass(frozen=True)
 class GateConfig:
+    """The ``gate`` section of params.yaml: ``min_accuracy`` (the clean-test accuracy floor; 0: none),
+    ``max_below_baseline`` (how far below this run's CE baseline at its best epoch the model may be; 1: no check),
+    ``max_regression`` (how far below the champion's accuracy) and ``registry`` (the registry folder; the KFP
+    component sets it to the mounted registry)."""
+
     min_accuracy: float = 0.80  # clean-test accuracy the released model must reach (0: no floor)
     max_below_baseline: float = 0.0  # how far below this run's CE baseline (best epoch) it may be (1: no check)
     max_regression: float = 0.01  # how far below the champion's accuracy a new model may be
@@ -201,7 +208,7 @@ def promote(export: Path, decision: dict, registry: Path, *, now: dt.datetime | 
                              f"nothing released")
         staging = _stage(export, registry)
         try:
-            digest = _sha256(staging / "model.onnx")
+            digest = sha256_file(staging / "model.onnx")
             if digest != decision["onnx_sha256"]:
                 raise ValueError(f"{export / 'model.onnx'}: expected the model the gate judged (sha256 "
                                  f"{decision['onnx_sha256']}), found sha256 {digest}; nothing released")
@@ -253,6 +260,10 @@ def _release(staging: Path, decision: dict, registry: Path, now: dt.datetime | N
 
 @reports("gate", lambda decision: {"gate_passed": decision["passed"]})
 def run(config: GateConfig, *, export: Path = EXPORT_OUT, evaluate: Path = EVALUATE_OUT, out: Path = OUT) -> dict:
+    """Reads ``model.onnx``, ``model_card.json`` and ``parity.json`` from ``export``, ``metrics.json`` from
+    ``evaluate`` and the champion of ``config.registry``; decides (``decide``), and judges a pass again under the
+    registry's lock on a staged copy, which alone is promoted (``<registry>/<version>/``, ``latest``). Writes
+    ``decision.json`` to ``out``; returns the decision (with ``version`` when released)."""
     registry, export, evaluate = Path(config.registry), Path(export), Path(evaluate)
     decision = decide(config, export=export, evaluate=evaluate, registry=registry)
     if decision["passed"]:  # judged again under the lock: another gate may have promoted since
@@ -260,10 +271,6 @@ def run(config: GateConfig, *, export: Path = EXPORT_OUT, evaluate: Path = EVALU
             decision = _judge_and_promote(config, export, evaluate, registry)
     write_json(Path(out) / "decision.json", decision)
     return decision
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _read_bytes(path: Path) -> bytes | None:
@@ -283,6 +290,8 @@ def _read(path: Path) -> dict | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m components.gate [--enforce]``: ``run`` with the ``gate`` section, printing the verdict and every
+    reason; returns the step's exit code, or 1 for a fail when ``--enforce`` is given."""
     args = list(sys.argv[1:] if argv is None else argv)
     enforce = "--enforce" in args
     if enforce:

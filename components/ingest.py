@@ -25,24 +25,32 @@ from typing import Literal
 
 import numpy as np
 
-from components.atomic import write_atomic, write_json
-from components.config import cli
-from components.formats import DataError, Dataset, sha256_file
+from components.common.artifacts import sha256_file
+from components.common.atomic import write_atomic, write_json
+from components.common.config import cli
+from components.common.errors import DataError
+from components.common.steps import FOLDERS
+from components.common.streaming import IMAGENET_MEAN, IMAGENET_STD
+from components.formats import Dataset
 from components.formats import clothing1m as c1m
 from components.formats.cifar import read_cifar10, read_cifar10n
 from components.formats.idx import read_fashion_mnist
 from components.formats.imagefolder import read_imagefolder
 from components.formats.webdataset import ShardWriter
-from components.streaming import IMAGENET_MEAN, IMAGENET_STD
 from model.progress import progress
 
 DatasetName = Literal["fashion-mnist", "cifar10", "cifar10n", "clothing1m", "imagefolder"]
 DATASETS = typing.get_args(DatasetName)
-OUT = Path("artifacts/ingest")
+OUT = FOLDERS["ingest"]
 
 
 @dataclass(frozen=True)
 class IngestConfig:
+    """The ``ingest`` section of params.yaml: ``dataset`` (one of ``DATASETS``) at ``path``; ``human_labels``
+    (cifar10n's file, inside ``path``); ``image_size``, ``channels``, ``test_fraction`` and ``seed`` (imagefolder;
+    ``image_size`` is also clothing1m's crop and ``seed`` the order of its training samples); ``shard_size`` and
+    ``resize`` (clothing1m's shards)."""
+
     dataset: DatasetName = "fashion-mnist"
     path: str = "data/fashion-mnist"  # where the dataset's files are
     human_labels: str = "CIFAR-10_human.pt"  # cifar10n: CIFAR-10_human.pt, relative to path (DVC tracks path)
@@ -73,7 +81,9 @@ class IngestConfig:
 
 
 def run(config: IngestConfig, *, out: Path = OUT) -> dict:
-    """Read the dataset and write the ingest artifacts to ``out``; returns the manifest."""
+    """Read the dataset at ``config.path`` and write the ingest artifacts to ``out``: ``train.npz``, ``test.npz``
+    (``val.npz``, ``human_labels.npz`` where the dataset has them) or, for clothing1m, ``shards/``; and
+    ``manifest.json``, which it returns."""
     root, out = Path(config.path), Path(out)
     if not root.exists():
         raise DataError(f"{root}: expected the {config.dataset} files, found no such file or folder "
@@ -89,10 +99,9 @@ def run(config: IngestConfig, *, out: Path = OUT) -> dict:
         if split == "train" and dataset.train_keys is not None:
             arrays["keys"] = np.array(dataset.train_keys)
         write_atomic(out / f"{split}.npz", lambda fh, a=arrays: np.savez(fh, **a))
-    for stale in {"val.npz"} - {f"{split}.npz" for split in splits}:  # from an earlier dataset with a val split
-        (out / stale).unlink(missing_ok=True)
     if dataset.extra:
         write_atomic(out / "human_labels.npz", lambda fh: np.savez(fh, **dataset.extra))
+    _remove_stale(out, {f"{split}.npz" for split in splits} | ({"human_labels.npz"} if dataset.extra else set()))
     counts = {split: int(labels.size) for split, (_, labels) in splits.items()}
     return _write_manifest(config, out, dataset.inputs, counts, list(dataset.train_images.shape[1:]),
                            dataset.class_names, format_="arrays",
@@ -100,6 +109,9 @@ def run(config: IngestConfig, *, out: Path = OUT) -> dict:
 
 
 def read(config: IngestConfig, root: Path) -> Dataset:
+    """The in-memory ``Dataset`` of ``config.dataset`` from ``root``; reads only, and raises the reader's
+    ``DataError``. Not for clothing1m, which ``run`` streams into shards (any dataset not named here is read as an
+    image folder)."""
     if config.dataset == "fashion-mnist":
         return read_fashion_mnist(root)
     if config.dataset == "cifar10":
@@ -151,7 +163,7 @@ def _ingest_clothing1m(config: IngestConfig, root: Path, out: Path) -> dict:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    (out / "index.json").unlink(missing_ok=True)  # the layout before the WebDataset shards
+    _remove_stale(out, {"shards"})
     counts = {split: entry["count"] for split, entry in index.items()}
     transform = {"resize": resize, "crop": config.image_size, "mean": list(IMAGENET_MEAN),
                  "std": list(IMAGENET_STD)}
@@ -160,6 +172,22 @@ def _ingest_clothing1m(config: IngestConfig, root: Path, out: Path) -> dict:
                                                     "images_sha256": digest.hexdigest(), "transform": transform,
                                                     "shard_bytes": sum(s["bytes"] for e in index.values()
                                                                        for s in e["shards"])})
+
+
+# What ingest may have written into its folder, for any dataset (index.json: the layout before the shards).
+OUTPUTS = ("train.npz", "val.npz", "test.npz", "human_labels.npz", "shards", "index.json")
+
+
+def _remove_stale(out: Path, written: set[str]) -> None:
+    """Remove what an earlier ingest of another dataset left beside this one's outputs (``written``), e.g. a
+    ``human_labels.npz`` that noise kind ``human`` would otherwise read for a dataset that has none. DVC clears the
+    folder before the stage runs; a step run by hand relies on this."""
+    for name in set(OUTPUTS) - written:
+        path = out / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def _replace_dir(new: Path, target: Path) -> None:

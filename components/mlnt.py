@@ -15,29 +15,24 @@ import copy
 from dataclasses import dataclass
 from pathlib import Path
 
-from components.allocator import retain_freed_memory
-from components.atomic import write_json
-from components.baseline import OUT as BASELINE_OUT
-from components.config import cli
-from components.ingest import OUT as INGEST_OUT
-from components.noise import OUT as NOISE_OUT
-from components.pretrained import imagenet_weights
-from components.telemetry import reports
-from components.training import (
-    checkpoint_store,
-    data_parallel,
-    drop_stale_checkpoints,
-    load_model,
-    load_split,
-    save_model,
-    seeded_network,
-    split_inputs,
-    write_curves,
-    write_history,
-)
+from components.common.allocator import retain_freed_memory
+from components.common.atomic import write_json
+from components.common.checkpoints import checkpoint_store, drop_stale_checkpoints
+from components.common.config import cli
+from components.common.curves import write_curves, write_history
+from components.common.model_file import load_model, save_model, seeded_network
+from components.common.parallel import data_parallel
+from components.common.pretrained import imagenet_weights
+from components.common.splits import load_split, split_inputs
+from components.common.steps import FOLDERS
+from components.common.telemetry import reports
 from model.trainer import MlntConfig, train
 
-OUT = Path("artifacts/mlnt")
+BASELINE_OUT = FOLDERS["baseline"]
+INGEST_OUT = FOLDERS["ingest"]
+NOISE_OUT = FOLDERS["noise"]
+
+OUT = FOLDERS["mlnt"]
 
 
 @dataclass(frozen=True)
@@ -58,8 +53,11 @@ class MlntStepConfig(MlntConfig):
                                                   "student": m["final_val_accuracy_student"]}}})
 def run(config: MlntStepConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOISE_OUT,
         baseline: Path = BASELINE_OUT, out: Path = OUT, checkpoints: Path | None = None) -> dict:
-    """Train; ``checkpoints``: a folder shared across runs for the resumable checkpoints (default
-    ``out/checkpoints``)."""
+    """Reads ``ingest``'s training images, ``noise``'s ``labels.npz`` and ``baseline``'s ``model.pt`` (the features;
+    the start too with ``warm_start``); writes ``student.pt``, ``teacher.pt`` (and ``teacher_round<r>.pt`` for
+    earlier rounds), ``metrics.json``, ``history.json``, ``evaluations.json`` and the ``live/`` curves to ``out`` (the
+    main process); returns the metrics. ``checkpoints``: a folder shared across runs for the resumable checkpoints
+    (default ``out/checkpoints``)."""
     retain_freed_memory()  # a training process: reuse freed memory rather than fault in fresh pages
     train_data, val_data, meta = load_split(ingest, noise, workers=config.workers, augment=config.augment)
     inputs = [*split_inputs(ingest, noise), Path(baseline) / "model.pt"]

@@ -45,17 +45,19 @@ from typing import Literal
 
 import numpy as np
 
-from components.artifacts import read_arrays, read_json
-from components.atomic import write_atomic, write_json
-from components.config import cli
-from components.formats import DataError
+from components.common.artifacts import read_arrays, read_json
+from components.common.atomic import write_atomic, write_json
+from components.common.config import cli
+from components.common.errors import DataError
+from components.common.steps import FOLDERS
 from components.formats.cifar import HUMAN_LABELS, HumanLabels
 from components.formats.webdataset import read_index
-from components.ingest import OUT as INGEST_OUT
+
+INGEST_OUT = FOLDERS["ingest"]
 
 Kind = Literal["none", "symmetric", "uniform_other", "asymmetric", "pairflip", "instance", "human"]
 KINDS = typing.get_args(Kind)
-OUT = Path("artifacts/noise")
+OUT = FOLDERS["noise"]
 BUILTIN_MAPS = {
     "cifar10": ["truck->automobile", "bird->airplane", "deer->horse", "cat->dog", "dog->cat"],
     "fashion-mnist": ["T-shirt/top->Shirt", "Shirt->T-shirt/top", "Pullover->Coat", "Coat->Pullover",
@@ -66,6 +68,11 @@ BUILTIN_MAPS["cifar10n"] = BUILTIN_MAPS["cifar10"]
 
 @dataclass(frozen=True)
 class NoiseConfig:
+    """The ``noise`` section of params.yaml: ``kind`` (one of ``KINDS``, see the module docstring), ``rate`` and
+    ``seed``; ``class_map`` (asymmetric) and ``human_labels`` (human, on cifar10n); ``train_size`` (0: every ingested
+    training image); ``val_fraction`` (the share held out for validation where the dataset has no val split) and
+    ``val_clean`` (whether those held-out rows keep their clean labels)."""
+
     kind: Kind = "symmetric"
     rate: float = 0.5  # r: the probability that a label is resampled
     seed: int = 0
@@ -162,7 +169,9 @@ def transition_matrix(clean: np.ndarray, noisy: np.ndarray, num_classes: int) ->
 
 
 def run(config: NoiseConfig, *, ingest: Path = INGEST_OUT, out: Path = OUT) -> dict:
-    """Make the noisy labels and the split from the ingested training set; returns the summary."""
+    """Make the noisy labels and the split from the ingested training set: reads ``ingest``'s ``manifest.json``
+    and ``train.npz`` or shard index (``human_labels.npz`` for kind human); writes ``labels.npz``,
+    ``transition.json`` and ``summary.json`` to ``out``; returns the summary."""
     ingest = Path(ingest)
     manifest, clean_all, own_val = _read_ingest(ingest)
     num_classes = len(manifest["class_names"])

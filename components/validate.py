@@ -24,20 +24,26 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from components.artifacts import read_arrays, read_json
-from components.atomic import write_json
-from components.config import cli
-from components.formats import DataError
+from components.common.artifacts import read_arrays, read_json
+from components.common.atomic import write_json
+from components.common.config import cli
+from components.common.errors import DataError
+from components.common.steps import FOLDERS
+from components.common.streaming import decoded_chunks, open_split
 from components.formats.webdataset import verify_shards
-from components.ingest import OUT as INGEST_OUT
-from components.streaming import decoded_chunks, open_split
 from model.progress import progress
 
-OUT = Path("artifacts/validate")
+INGEST_OUT = FOLDERS["ingest"]
+
+OUT = FOLDERS["validate"]
 
 
 @dataclass(frozen=True)
 class ValidateConfig:
+    """The ``validate`` section of params.yaml, the thresholds of the expectations: ``min_images`` (checked as each
+    training class's count >= ``min_images / K``), ``class_balance_ratio`` (each class's training share within
+    ``[1/(ratio K), ratio/K]``), ``max_duplicate_share`` and ``max_blank_share`` (see the field comments)."""
+
     min_images: int = 1  # each split holds at least this many images
     class_balance_ratio: float = 5.0  # each class's share of the training split is within [1/(ratio K), ratio/K]
     max_duplicate_share: float = 0.01  # at most this share of test (and val) images has a near-duplicate in training
@@ -56,7 +62,8 @@ class ValidationFailedError(RuntimeError):
 
 
 def run(config: ValidateConfig, *, ingest: Path = INGEST_OUT, out: Path = OUT) -> dict:
-    """Validate the ingested data; writes the report and Data Docs, and raises ``ValidationFailedError`` on failure."""
+    """Validate the ingested data (``ingest``'s manifest and arrays, or its shards after their sha256 check); writes
+    ``report.json`` and the Data Docs under ``gx/`` to ``out``, and raises ``ValidationFailedError`` on failure."""
     ingest, out = Path(ingest), Path(out)
     manifest = read_json(ingest / "manifest.json", "ingest")
     tables = build_tables(ingest, manifest)
@@ -74,6 +81,9 @@ def run(config: ValidateConfig, *, ingest: Path = INGEST_OUT, out: Path = OUT) -
 
 
 def build_tables(ingest: Path, manifest: dict) -> dict[str, Any]:
+    """The three tables the suites check, as pandas DataFrames: ``images`` (one row per image of every split, from
+    ``iter_images``), ``classes`` (count and share of each manifest class in the training split) and ``overlap`` (the
+    share of test, and of val where there is one, whose thumbnail is a training image's). Reads ``ingest``."""
     import pandas as pd  # noqa: PLC0415 - pandas is only needed by this step
 
     rows, keys = [], {"train": set(), "test": [], "val": []}
@@ -129,6 +139,8 @@ def thumbnails(images: np.ndarray) -> list[bytes]:
 
 
 def expectations(config: ValidateConfig, manifest: dict) -> dict[str, list]:
+    """The Great Expectations expectations of each table (``images``, ``classes``, ``overlap``), from ``config``'s
+    thresholds and the manifest's counts, image shape and class names."""
     import great_expectations as gx  # noqa: PLC0415 - slow to import; only this step needs it
 
     e = gx.expectations

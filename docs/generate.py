@@ -34,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from components.atomic import write_atomic
+from components.common.atomic import write_atomic
 
 ROOT = Path(__file__).resolve().parent.parent
 RELEASE = Path("docs/release")  # the recorded release: model_card.json, decision.json, v1_response.json

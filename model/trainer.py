@@ -7,7 +7,7 @@ of ``(seed, epoch)``, so a run resumed from a checkpoint ends with the same weig
 (on the CPU).
 
 This module does no file I/O: checkpoints go through a ``CheckpointStore`` the caller passes in
-(``components.checkpoints.FileCheckpointStore`` writes them atomically to disk).
+(``components.common.checkpoints.FileCheckpointStore`` writes them atomically to disk).
 
 Data parallelism (``torchrun``): pass a ``model.distributed.Group``. ``batch_size`` is then the global batch;
 every process builds the same global batch and trains on its share of the rows (see ``model.distributed``);
@@ -38,7 +38,7 @@ from model.progress import progress
 from model.schedules import ema_decay, lr_factor, rampup_weight, teacher_start_share
 
 CHECKPOINT_FORMAT = 2  # 2: the teacher starts at ramp_start; validations every eval_every steps
-# The resume policy, one for the library and the pipeline steps (components.training names a run's checkpoint
+# The resume policy, one for the library and the pipeline steps (components.common.checkpoints names a run's checkpoint
 # folder by every other field): a checkpoint resumes a run whose config differs from its own only in
 # - RESULT_NEUTRAL fields, which cannot change the result, and
 # - a larger ``epochs`` (round 0 only: a later round's mentor came from the shorter round before it): every
@@ -142,7 +142,7 @@ class MlntConfig(TrainConfig):
 class Data:
     """Training or evaluation data in memory: normalised float images ``[N, C, H, W]``, int64 labels ``[N]``.
 
-    One of the two kinds of ``Source`` (``components.streaming.ShardSource`` streams the other from shards)."""
+    One of the two kinds of ``Source`` (``components.common.streaming.ShardSource`` streams the other from shards)."""
 
     images: Tensor
     labels: Tensor

@@ -51,6 +51,8 @@ class CheckError(Exception):
 
 @dataclass(frozen=True)
 class Expr:
+    """One PromQL expression and ``where`` it comes from (a rule, a panel query or a variable), for messages."""
+
     where: str  # which rule, panel or variable, for messages
     expr: str
 
@@ -59,6 +61,7 @@ class Expr:
 
 
 def promtool() -> str:
+    """The path of the ``promtool`` binary; a ``CheckError`` saying which package to install when it is not on PATH."""
     path = shutil.which("promtool")
     if path is None:
         raise CheckError("promtool not found: install Debian's prometheus package (make system)")
@@ -66,6 +69,8 @@ def promtool() -> str:
 
 
 def run_promtool(*args: str) -> str:
+    """Run ``promtool`` with ``args`` (at most 120 s): its output, or a ``CheckError`` holding it when promtool
+    fails."""
     result = subprocess.run([promtool(), *args], capture_output=True, text=True, timeout=120, check=False)
     output = (result.stdout + result.stderr).strip()
     if result.returncode != 0:
@@ -79,10 +84,12 @@ def check_rules(path: Path = RULES_FILE) -> str:
 
 
 def rule_tests() -> list[Path]:
+    """The promtool rule unit-test files: ``RULE_TESTS_DIR/*.yml``, sorted."""
     return sorted(RULE_TESTS_DIR.glob("*.yml"))
 
 
 def run_rule_tests(paths: Iterable[Path] | None = None) -> str:
+    """``promtool test rules`` on ``paths`` (default: every ``rule_tests`` file): its output, or a ``CheckError``."""
     return run_promtool("test", "rules", *map(str, rule_tests() if paths is None else paths))
 
 
@@ -100,23 +107,28 @@ def check_exprs(exprs: Iterable[Expr]) -> str:
 
 
 def load_rules(path: Path = RULES_FILE) -> dict:
+    """The rule file at ``path``, parsed (YAML)."""
     return yaml.safe_load(path.read_text())
 
 
 def load_dashboard(path: Path = DASHBOARD_FILE) -> dict:
+    """The dashboard at ``path``, parsed (JSON)."""
     return json.loads(path.read_text())
 
 
 def rules_of(rules: dict) -> Iterator[dict]:
+    """Every rule of every group, recording and alerting, in file order."""
     for group in rules["groups"]:
         yield from group["rules"]
 
 
 def alerts_of(rules: dict) -> list[dict]:
+    """The alerting rules (those with ``alert``), in file order."""
     return [rule for rule in rules_of(rules) if "alert" in rule]
 
 
 def rule_exprs(rules: dict) -> list[Expr]:
+    """Every rule's expression, named after its alert or record."""
     return [Expr(f"rule {rule.get('alert') or rule['record']}", rule["expr"]) for rule in rules_of(rules)]
 
 
@@ -172,10 +184,15 @@ def metric_names(expr: str) -> set[str]:
 
 
 def check_dashboard(dashboard: dict) -> str:
+    """promtool's parse of every panel query and query variable of ``dashboard``, template variables replaced by
+    ``VARIABLES``: its output, or a ``CheckError``."""
     return check_exprs(map(substitute, dashboard_exprs(dashboard)))
 
 
 def contract_problems(rules: dict, dashboard: dict) -> list[str]:
+    """One line per disagreement between the rules, the dashboard and the metric contract: a recording rule not named
+    level:metric:operations, a recording rule used but not defined, a series not in the contract (nor
+    ``BUILTIN_SERIES``), a contract metric nothing uses. Empty when they agree."""
     recorded = {rule["record"] for rule in rules_of(rules) if "record" in rule}
     problems = [f"rule {name}: not a level:metric:operations name" for name in sorted(recorded)
                 if not RECORD_NAME.match(name)]
@@ -203,6 +220,7 @@ def alert_test_kinds(rules: dict, test_files: Iterable[Path]) -> dict[str, set[s
 
 
 def coverage_problems(rules: dict, test_files: Iterable[Path]) -> list[str]:
+    """One line per alert without a firing or without a quiet unit test in ``test_files``."""
     return [f"alert {alert}: no {kind} test in {RULE_TESTS_DIR.name}/" for alert, kinds in
             alert_test_kinds(rules, test_files).items() for kind in ("firing", "quiet") if kind not in kinds]
 
@@ -214,6 +232,8 @@ def heading_anchors(markdown: str) -> set[str]:
 
 
 def alert_problems(rules: dict, docs: str) -> list[str]:
+    """One line per alert without a summary, a description, a runbook_url or a severity label, or whose runbook_url
+    is not ``DOCS_URL#<alert in lower case>`` with that anchor a heading of ``docs``."""
     anchors, problems = heading_anchors(docs), []
     for alert in alerts_of(rules):
         name, annotations = alert["alert"], alert.get("annotations", {})
@@ -228,6 +248,8 @@ def alert_problems(rules: dict, docs: str) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m monitoring.check``: promtool's checks of the rules, the dashboard and the rule unit tests, then
+    the contract, coverage and alert checks; returns 0 when all pass, else 1 with the failures on stderr."""
     del argv
     rules, dashboard = load_rules(), load_dashboard()
     try:

@@ -26,12 +26,17 @@ MODEL = 'model=~"$model"'
 
 @dataclass(frozen=True)
 class Query:
+    """One panel query: the PromQL ``expr`` and its ``legend`` (Grafana's legend format; empty: automatic)."""
+
     expr: str
     legend: str = ""
 
 
 @dataclass(frozen=True)
 class Panel:
+    """One panel as data: title, queries and description, and how it is drawn (unit, ``timeseries`` or ``stat``, size
+    on the grid, the alert threshold ``limit``, the y range, extra field defaults and options)."""
+
     title: str
     queries: tuple[Query, ...]
     description: str
@@ -48,15 +53,19 @@ class Panel:
 
 @dataclass(frozen=True)
 class Row:
+    """A titled row of panels, laid out left to right."""
+
     title: str
     panels: tuple[Panel, ...]
 
 
 def rate(series: str, matchers: str = MODEL, window: str = "$__rate_interval") -> str:
+    """``rate(series{matchers}[window])``; by default the selected models' series over Grafana's rate interval."""
     return f"rate({series}{{{matchers}}}[{window}])"
 
 
 def ratio(numerator: str, denominator: str, by: str = "model") -> str:
+    """``sum by (by) (numerator) / sum by (by) (denominator)``."""
     return f"sum by ({by}) ({numerator}) / sum by ({by}) ({denominator})"
 
 
@@ -193,6 +202,7 @@ def _targets(panel: Panel) -> list[dict]:
 
 
 def panel_json(panel: Panel, panel_id: int, grid: dict) -> dict:
+    """The Grafana JSON of ``panel``, with id ``panel_id``, at ``grid`` (x, y, w, h)."""
     return {"id": panel_id, "type": panel.kind, "title": panel.title, "description": panel.description,
             "datasource": DATASOURCE, "gridPos": grid, "targets": _targets(panel),
             "fieldConfig": {"defaults": _field_defaults(panel), "overrides": []}, "options": _options(panel)}
@@ -227,6 +237,8 @@ def _variables() -> list[dict]:
 
 
 def build(rows: tuple[Row, ...] = ROWS) -> dict:
+    """The dashboard JSON: ``rows`` laid out on the grid, the template variables ``datasource`` and ``model``, and
+    the runbook link."""
     return {
         "uid": UID, "title": "MLNT pipeline", "description": "The MLNT predictor and training pipeline",
         "tags": ["mlnt", "mlops"], "timezone": "browser", "editable": True, "graphTooltip": 1,
@@ -243,10 +255,13 @@ def build(rows: tuple[Row, ...] = ROWS) -> dict:
 
 
 def render(dashboard: dict | None = None) -> str:
+    """``dashboard`` (default: ``build()``) as the text of the dashboard file: JSON indented by 2, a final newline."""
     return json.dumps(build() if dashboard is None else dashboard, indent=2) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m monitoring.dashboard [FILE]``: write the rendered dashboard to ``FILE`` (default
+    ``DASHBOARD_FILE``), creating its folder; returns 0."""
     out = Path(argv[0]) if argv else DASHBOARD_FILE
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(render())

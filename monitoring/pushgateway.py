@@ -35,6 +35,8 @@ JOB_NAME = "pushgateway"  # the scrape job; with honor_labels, the series keep t
 
 
 def binary(name: str, package: str) -> str:
+    """The path of the executable ``name``; a ``LocalError`` saying to install Debian's ``package`` when it is not on
+    PATH."""
     found = shutil.which(name)
     if found is None:
         raise LocalError(f"{name} not found: install Debian's {package} package (make system; CI runs make test, "

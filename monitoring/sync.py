@@ -37,6 +37,8 @@ _BlockDumper.add_representer(str, _represent_str)
 
 
 def prometheus_rule(rules_file: Path = RULES_FILE) -> str:
+    """The text of ``K8S_RULE``: a ``PrometheusRule`` named ``RULE_NAME`` with ``RULE_LABELS`` holding the groups of
+    ``rules_file``, under a do-not-edit header, multi-line expressions as literal blocks."""
     resource = {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "PrometheusRule",
@@ -59,6 +61,7 @@ def stale() -> list[Path]:
 
 
 def write() -> list[Path]:
+    """Write every generated file that is ``stale``, creating its folder; returns those written."""
     changed = stale()
     for path, text in rendered().items():
         if path in changed:
@@ -68,6 +71,8 @@ def write() -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m monitoring.sync [--check]``: write the stale generated files, or with ``--check`` only list them;
+    returns 1 when ``--check`` finds any, else 0."""
     check = "--check" in (argv or [])
     changed = stale() if check else write()
     for path in changed:

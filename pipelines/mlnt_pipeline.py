@@ -22,9 +22,11 @@ import yaml
 from kfp import compiler, dsl, kubernetes
 from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
 
+from components.common.steps import STEPS
+
 IMAGE = os.environ.get("MLNT_IMAGE", "ghcr.io/mlnt-pipeline/mlnt-pipeline:0.1.0-gpu")
 PARAMS = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
-SECTIONS = {name: json.dumps(values) for name, values in PARAMS.items()}  # the <step>_params defaults: JSON text
+SECTIONS = {name: json.dumps(PARAMS[name]) for name in STEPS}  # the <step>_params defaults: JSON text
 GPU_POOL = {"label_key": "mlnt.io/node-pool", "label_value": "gpu"}  # the label of the GPU node pool's nodes
 # The volumes of k8s/base/storage.yaml, mounted where the pipeline's parameters point by default.
 CHECKPOINT_PVC, CHECKPOINT_MOUNT = "mlnt-artifacts", "/mnt/checkpoints"  # outlives a training pod: retries resume
@@ -39,13 +41,16 @@ COMPILED = Path(__file__).with_name("compiled") / "mlnt_pipeline.yaml"
 
 # Every component runs on the project image, which has kfp (pyproject.toml): no pip install when a step starts. Each
 # takes its params.yaml section as JSON text (``params_json``) and reads it into the step's typed config with
-# components.config.build: a number keeps its type (a dict parameter would travel as a protobuf Struct, where every
-# number is a float), and a wrong key or type fails with the field's name before any work.
+# components.common.config.build: a number keeps its type (a dict parameter would travel as a protobuf Struct, where
+# every number is a float), and a wrong key or type fails with the field's name before any work.
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def ingest(params_json: str, data_path: str, ingested: Output[Dataset]):
+    """KFP step ingest: reads the raw dataset at ``data_path`` (the data volume) with params.yaml's ``ingest``
+    section; writes the ``ingested`` Dataset folder (``components.ingest.run``: the arrays or shards and
+    ``manifest.json``) and records the dataset and its class count in the artifact's metadata."""
     import json
 
-    from components.config import build
+    from components.common.config import build
     from components.ingest import IngestConfig, run
 
     config = build(IngestConfig, {**json.loads(params_json), "path": data_path}, where="ingest")
@@ -55,12 +60,15 @@ def ingest(params_json: str, data_path: str, ingested: Output[Dataset]):
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def validate(params_json: str, ingested: Input[Dataset], data_docs: Output[HTML], checks: Output[Metrics]):
+    """KFP step validate: reads the ``ingested`` Dataset; writes the Data Docs' index page to ``data_docs`` (HTML)
+    and ``failed_expectations`` to ``checks``. A failed expectation raises once the page is copied, so nothing
+    downstream runs and ``checks`` is logged only for a pass."""
     import json
     import shutil
     import tempfile
     from pathlib import Path
 
-    from components.config import build
+    from components.common.config import build
     from components.validate import ValidateConfig, run
 
     config = build(ValidateConfig, json.loads(params_json), where="validate")
@@ -76,9 +84,12 @@ def validate(params_json: str, ingested: Input[Dataset], data_docs: Output[HTML]
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def noise(params_json: str, ingested: Input[Dataset], labels: Output[Dataset], rates: Output[Metrics]):
+    """KFP step noise: reads the ``ingested`` Dataset; writes the ``labels`` Dataset folder (``labels.npz``,
+    ``transition.json``, ``summary.json``) and logs ``realised_rate_train`` to ``rates`` where a clean label is
+    known."""
     import json
 
-    from components.config import build
+    from components.common.config import build
     from components.noise import NoiseConfig, run
 
     summary = run(build(NoiseConfig, json.loads(params_json), where="noise"), ingest=ingested.path, out=labels.path)
@@ -89,11 +100,15 @@ def noise(params_json: str, ingested: Input[Dataset], labels: Output[Dataset], r
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def baseline(params_json: str, checkpoint_root: str, ingested: Input[Dataset], labels: Input[Dataset],
              model: Output[Model], scores: Output[Metrics]):
+    """KFP step baseline: reads the ``ingested`` and ``labels`` Datasets; trains CE into the ``model`` folder
+    (``model.pt``, ``final.pt``, ``metrics.json``, ``history.json``, ``live/``), checkpointing under
+    ``<checkpoint_root>/baseline`` (empty root: inside ``model``); logs ``val_accuracy`` and ``best_epoch`` to
+    ``scores``."""
     import json
     from pathlib import Path
 
     from components.baseline import BaselineConfig, run
-    from components.config import build
+    from components.common.config import build
 
     config = build(BaselineConfig, json.loads(params_json), where="baseline")
     metrics = run(config, ingest=ingested.path, noise=labels.path, out=model.path,
@@ -105,10 +120,14 @@ def baseline(params_json: str, checkpoint_root: str, ingested: Input[Dataset], l
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def mlnt(params_json: str, checkpoint_root: str, ingested: Input[Dataset], labels: Input[Dataset],
          baseline_model: Input[Model], model: Output[Model], scores: Output[Metrics]):
+    """KFP step mlnt: reads the ``ingested`` and ``labels`` Datasets and ``model.pt`` of ``baseline_model``; trains
+    MLNT into the ``model`` folder (``student.pt``, ``teacher.pt``, metrics, history, evaluations, ``live/``),
+    checkpointing under ``<checkpoint_root>/mlnt``; logs the released model's ``val_accuracy`` and
+    ``released_teacher`` (1.0: the teacher) to ``scores``."""
     import json
     from pathlib import Path
 
-    from components.config import build
+    from components.common.config import build
     from components.mlnt import MlntStepConfig, run
 
     config = build(MlntStepConfig, json.loads(params_json), where="mlnt")
@@ -122,11 +141,15 @@ def mlnt(params_json: str, checkpoint_root: str, ingested: Input[Dataset], label
 def evaluate(params_json: str, ingested: Input[Dataset], labels: Input[Dataset], baseline_model: Input[Model],
              mlnt_model: Input[Model], evaluation: Output[Dataset], scores: Output[Metrics],
              confusion: Output[ClassificationMetrics]):
+    """KFP step evaluate: reads the ``ingested`` and ``labels`` Datasets and the model files of ``baseline_model``
+    and ``mlnt_model``; writes the ``evaluation`` folder (``metrics.json``, the confusion, calibration, label-issue
+    and ROC CSVs), logs each model's clean-test accuracy (and the label-issue F1 where there is ground truth) to
+    ``scores`` and the teacher's confusion matrix to ``confusion``."""
     import csv
     import json
     from pathlib import Path
 
-    from components.config import build
+    from components.common.config import build
     from components.evaluate import EvaluateConfig, run
 
     config = build(EvaluateConfig, json.loads(params_json), where="evaluate")
@@ -148,9 +171,13 @@ def evaluate(params_json: str, ingested: Input[Dataset], labels: Input[Dataset],
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def export(params_json: str, ingested: Input[Dataset], labels: Input[Dataset], baseline_model: Input[Model],
            mlnt_model: Input[Model], evaluation: Input[Dataset], onnx_model: Output[Model]):
+    """KFP step export: reads the ``ingested`` and ``labels`` Datasets, both models' folders and the ``evaluation``
+    folder; writes ``model.onnx``, ``parity.json`` and ``model_card.json`` to the ``onnx_model`` folder and records
+    the chosen model, the ONNX sha256 and the opset in its metadata. The card's ``params_sha256`` is that of a
+    params.yaml in the step's working directory (None without one), not of ``params_json``."""
     import json
 
-    from components.config import build
+    from components.common.config import build
     from components.export import ExportConfig, run
 
     config = build(ExportConfig, json.loads(params_json), where="export")
@@ -168,7 +195,7 @@ def gate(params_json: str, registry: str, onnx_model: Input[Model], evaluation: 
     import tempfile
     from pathlib import Path
 
-    from components.config import build
+    from components.common.config import build
     from components.gate import GateConfig, run
 
     config = build(GateConfig, {**json.loads(params_json), "registry": registry}, where="gate")
@@ -264,12 +291,15 @@ def mlnt_pipeline(data_path: str = f"{DATA_MOUNT}/fashion-mnist", registry: str 
 
 
 def compile_pipeline(output: Path = COMPILED) -> Path:
+    """Compile ``mlnt_pipeline`` to the KFP YAML spec ``output`` (default: the checked-in ``COMPILED``), creating its
+    folder; returns ``output``."""
     output.parent.mkdir(parents=True, exist_ok=True)
     compiler.Compiler().compile(mlnt_pipeline, str(output))
     return output
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m pipelines.mlnt_pipeline [--output FILE]``: compile the pipeline and print where; returns 0."""
     parser = argparse.ArgumentParser(prog="python -m pipelines.mlnt_pipeline", description=__doc__.splitlines()[0])
     parser.add_argument("--output", type=Path, default=COMPILED)
     args = parser.parse_args(argv)

@@ -6,8 +6,8 @@
 
 ``--local`` runs every step as a subprocess of this Python (``kfp.local.SubprocessRunner(use_venv=False)``), so the
 project must be installed here (``make setup``); the deploy step writes the InferenceService it would create (the
-one of k8s/, serving the released version) without applying it. ``--tiny`` shortens training to two epochs on a few
-hundred images: a smoke run of the whole graph.
+one of k8s/, serving the released version) without applying it. ``--tiny`` shortens training to two epochs at batch 32
+(on every ingested image: point ``--data`` at a small folder): a smoke run of the whole graph.
 ``--host`` compiles the pipeline and submits a run; the server pulls the project image and uses its GPU node pool.
 ``--params`` gives every step's section from another params file, e.g. ``recipes/clothing1m.yaml`` with
 ``--data /mnt/data/clothing1m``.
@@ -22,7 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from components.config import load_params
+from components.common.config import load_params
 from pipelines.mlnt_pipeline import PARAMS, compile_pipeline, mlnt_pipeline
 
 SERVICE_ACCOUNT = "mlnt-pipeline"  # k8s/base/rbac.yaml
@@ -75,6 +75,9 @@ def submit(host: str, data: str, *, experiment: str, tiny: bool, service_account
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m pipelines.run``: ``--local`` runs the pipeline here (its registry ``ROOT/releases`` unless
+    ``--registry``), ``--host`` submits a run to that server; prints the release or the run id. Returns 0, or 1 with
+    one error line on stderr."""
     parser = argparse.ArgumentParser(prog="python -m pipelines.run", description=__doc__.splitlines()[0])
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--local", action="store_true", help="run here with the KFP local runner")

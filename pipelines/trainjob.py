@@ -68,6 +68,8 @@ class TrainJobSettings:
 
 
 def volumes(settings: TrainJobSettings) -> list[dict]:
+    """The pods' volumes: the ``mlnt-artifacts`` and (read-only) ``mlnt-data`` claims, an emptyDir of 4Gi for
+    ``/tmp`` and ``/dev/shm`` in memory, ``settings.shm`` large."""
     return [{"name": "artifacts", "persistentVolumeClaim": {"claimName": "mlnt-artifacts"}},
             {"name": "data", "persistentVolumeClaim": {"claimName": "mlnt-data", "readOnly": True}},
             {"name": "tmp", "emptyDir": {"sizeLimit": "4Gi"}},
@@ -114,6 +116,8 @@ def submit(settings: TrainJobSettings, *, name: str | None = None, client=None, 
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m pipelines.trainjob``: submit the TrainJob with the command line's settings and print how to follow
+    it; returns 0, or 1 with one error line on stderr."""
     parser = argparse.ArgumentParser(prog="python -m pipelines.trainjob", description=__doc__.splitlines()[0])
     defaults = TrainJobSettings()
     parser.add_argument("--namespace", default=NAMESPACE, help="default: %(default)s")

@@ -26,6 +26,8 @@ AT_LEAST_ONE = {"max_batch": "--max-batch", "max_body_bytes": "--max-body-bytes"
 
 
 def get_args_parser() -> argparse.ArgumentParser:
+    """The predictor's parser: a copy of KServe's model-server parser (KServe's own defaults stay as they are), the
+    model name defaulting to ``MODEL_NAME``, and the predictor's options. Imports KServe."""
     # A copy of KServe's parser, so that our defaults do not change KServe's own.
     parser = argparse.ArgumentParser(prog="python -m serving", description=__doc__.split("\n\n")[1],
                                      parents=[copy.deepcopy(kserve_cli().parser)],
@@ -98,6 +100,9 @@ def kserve_settings(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m serving``: parse and check the options (``problem``), read the feedback token and the release,
+    build the model and serve it until stopped. Returns 2, with one line on stderr, for an unusable option, token or
+    release."""
     args = get_args_parser().parse_args(sys.argv[1:] if argv is None else argv)
     if (found := problem(args)) is not None:
         print(f"serving: {found}", file=sys.stderr)

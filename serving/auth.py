@@ -27,6 +27,9 @@ class TokenError(Exception):
 
 
 class FeedbackToken:
+    """The token feedback must carry: a fixed ``token`` (from the environment), or the file ``path``, read again when
+    it changes (see the module docstring); with neither, feedback is open."""
+
     def __init__(self, *, path: str | Path | None = None, token: str | None = None):
         self.path = Path(path) if path is not None else None
         self.fixed = token.strip() if token is not None else None
@@ -60,6 +63,7 @@ class FeedbackToken:
                 f"move mlnt_feedback_total and the label-disagreement alert ({where})")
 
     def current_or_none(self) -> str | None:
+        """``current``, with a lost token (its 503) read as ``None``."""
         try:
             return self.current()
         except BadRequest:

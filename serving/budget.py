@@ -25,6 +25,9 @@ MAX_RANK = 8  # more dimensions than any tensor of this protocol needs
 
 @dataclass(frozen=True)
 class Budget:
+    """The most one request may make the predictor handle: ``images``, ``values`` (the numbers of one tensor),
+    ``pixels`` of encoded images and ``body_bytes`` (see the module docstring)."""
+
     images: int
     values: int
     pixels: int

@@ -18,6 +18,8 @@ CLIENT: ContextVar[str] = ContextVar("client", default="grpc")
 
 
 def peer(scope: dict) -> str:
+    """The client of an ASGI ``scope``: the host of its peer address (``client``), or ``unknown`` when the server
+    gives none."""
     client = scope.get("client")
     return str(client[0]) if client else "unknown"
 

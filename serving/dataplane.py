@@ -28,22 +28,30 @@ CLIENT_ERRORS = (InvalidInput, ModelNotFound, UnsupportedProtocol)  # serving.in
 
 
 class AccountedDataPlane(DataPlane):
+    """KServe's ``DataPlane`` that counts and times gRPC inference in ``metrics`` (``None``: not at all), is ready
+    only while every model of ``serves`` is, and lists no extensions unless ``repository`` (see the module
+    docstring)."""
+
     def __init__(self, model_registry: ModelRepository, metrics: PredictorMetrics | None, *,
                  serves: frozenset[str] = frozenset(), repository: bool = False):
         super().__init__(model_registry=model_registry)
         self.metrics, self.serves, self.repository = metrics, serves, repository
 
     async def ready(self) -> bool:
+        """True only while every model of ``serves`` is registered and ready and KServe's own readiness holds."""
         for name in self.serves:
             if not await self.model_registry.is_model_ready(name):
                 return False
         return await super().ready()
 
     def metadata(self) -> dict:
+        """KServe's server metadata, with ``extensions`` emptied unless the repository extension is enabled."""
         found = super().metadata()
         return found if self.repository else {**found, "extensions": []}
 
     async def infer(self, model_name: str, request, headers: dict | None = None):
+        """KServe's inference; a gRPC request is also counted and timed as ``GRPC`` with its outcome: ``ok``,
+        ``client_error`` for ``CLIENT_ERRORS``, else ``server_error``."""
         if self.metrics is None or not (isinstance(request, InferRequest) and request.from_grpc):
             return await super().infer(model_name, request, headers)
         outcome, start = "server_error", time.perf_counter()  # an exception that escapes is a server error

@@ -74,5 +74,7 @@ class DriftWindow:
         self.counts[c] -= 1
 
     def distance(self) -> float:
+        """The window's total-variation distance to ``reference``, its empty slots counted as the reference: half the
+        sum of ``|counts / size - filled / size * reference|``."""
         filled = len(self.entries)
         return float(0.5 * np.abs(self.counts / self.size - filled / self.size * self.reference).sum())

@@ -40,6 +40,8 @@ class Claim:
 
 
 def class_index(value: object, names: tuple[str, ...], what: str) -> int:
+    """The class index ``value`` names: an index in range or one of ``names``; else a 400 ``BadRequest`` naming
+    ``what`` and the valid classes."""
     if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(names):
         return value
     if isinstance(value, str) and value in names:
@@ -73,6 +75,9 @@ def _what(value: object) -> str:
 
 def install_feedback(app: FastAPI, model: Classifier, metrics: PredictorMetrics, *, token: FeedbackToken,
                      limiter: RateLimiter) -> None:
+    """Add ``POST /v1|v2/models/{model_name}/feedback`` to ``app``: the token, the body, the client's rate, then
+    (``instances`` form) inference, each checked before the next; updates ``metrics``' feedback counters and answers
+    the labels received, the disagreements and the predicted class names."""
     async def feedback(model_name: str, request: Request) -> dict:
         token.check(request.headers.get("authorization"))
         found = claim(parse_json(await request.body()), model)

@@ -45,6 +45,7 @@ class Encoded:
 
 
 def parse_json(raw: bytes | str) -> object:
+    """The JSON value of ``raw``; a 400 ``BadRequest`` for invalid JSON."""
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -52,6 +53,7 @@ def parse_json(raw: bytes | str) -> object:
 
 
 def check_batch(n: int, max_batch: int, what: str = "images") -> None:
+    """A 400 ``BadRequest`` unless ``n`` lies in ``[1, max_batch]``; ``what`` names the items."""
     if not 1 <= n <= max_batch:
         raise BadRequest(f"expected a batch of 1 to {max_batch} {what}, found {n}")
 
@@ -179,7 +181,7 @@ def decode_image(blob: bytes, spec: InputSpec, what: str) -> np.ndarray:
 
 def normalise(pixels: np.ndarray, spec: InputSpec) -> np.ndarray:
     """uint8 ``[N, H, W, C]`` -> float32 ``[N, C, H, W]``: pixels / 255, then (x - mean) / std per channel,
-    in float32 as in training (``components.training.normalise``)."""
+    in float32 as in training (``components.common.splits.normalise``)."""
     x = pixels.astype(np.float32).transpose(0, 3, 1, 2) / np.float32(255.0)
     mean = np.asarray(spec.mean, np.float32)[:, None, None]
     std = np.asarray(spec.std, np.float32)[:, None, None]

@@ -35,6 +35,8 @@ def payload(shape: list[int], batch: int, protocol: str, *, seed: int = 0) -> by
 
 
 def input_shape(client: httpx.Client, url: str, name: str) -> list[int]:
+    """The input shape without the batch axis (``[C, H, W]``) of the first FP32 input in the v2 metadata of model
+    ``name`` at ``url``; raises httpx's error for a failed request."""
     metadata = client.get(f"{url}/v2/models/{name}").raise_for_status().json()
     tensor = next(i for i in metadata["inputs"] if i["datatype"] == "FP32")
     return tensor["shape"][1:]
@@ -67,6 +69,8 @@ def run_batch(url: str, endpoint: str, body: bytes, *, requests: int, concurrenc
 
 
 def summary(batch: int, done: dict) -> dict:
+    """One batch size's results: requests served and failed, latency percentiles (``PERCENTILES``) in ms, and
+    requests and images per second over the measured wall time."""
     ms = np.asarray(done["latencies_ms"] or [np.nan])
     served = len(done["latencies_ms"])
     return {"batch": batch, "requests": served, "errors": done["errors"],
@@ -76,6 +80,8 @@ def summary(batch: int, done: dict) -> dict:
 
 
 def load(url: str, *, name: str, batches: list[int], concurrency: int, requests: int, protocol: str) -> dict:
+    """Measure each of ``batches`` against model ``name`` at ``url``, with inputs of the shape its v2 metadata gives;
+    returns the report ``main`` prints."""
     url = url.rstrip("/")
     with httpx.Client(timeout=30) as client:
         shape = input_shape(client, url, name)
@@ -87,6 +93,7 @@ def load(url: str, *, name: str, batches: list[int], concurrency: int, requests:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m serving.load`` (see the module docstring)."""
     parser = argparse.ArgumentParser(prog="python -m serving.load", description=__doc__.splitlines()[0])
     parser.add_argument("--url", required=True)
     parser.add_argument("--model-name", default="mlnt-classifier")
@@ -99,6 +106,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m serving.load``: run ``load`` with the command line and print its JSON report; returns 2 for
+    options out of range, 1 when any request failed, else 0."""
     args = get_args_parser().parse_args(argv)
     if args.quick:
         args.requests, args.concurrency, args.batch = 20, 2, args.batch or [1, 8]

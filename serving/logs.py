@@ -14,7 +14,9 @@ import logging
 import re
 import traceback
 
-CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")  # C0, DEL, C1 and the Unicode line/paragraph separators
+# C0, DEL, C1, the Unicode line and paragraph separators, and the bidirectional marks, overrides and isolates
+# that reorder what a terminal shows (components.common.config.UNPRINTABLE, which serving may not import)
+CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
@@ -54,6 +56,7 @@ class SafeRecord(logging.LogRecord):
             self.exc_text = traceback_text(self.exc_info)  # the formatter uses it instead of formatting its own
 
     def getMessage(self) -> str:  # noqa: N802 -- logging's name
+        """The formatted message with every control character escaped (``escape``)."""
         return escape(super().getMessage())
 
 

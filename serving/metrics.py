@@ -12,6 +12,8 @@ from serving.drift import DriftWindow
 
 
 def collector(metric: contract.Metric, registry: CollectorRegistry) -> Counter | Gauge | Histogram:
+    """The prometheus_client Counter, Gauge or Histogram that the contract's ``metric`` declares (name, help, labels,
+    buckets), registered in ``registry``."""
     kinds = {"counter": Counter, "gauge": Gauge, "histogram": Histogram}
     extra = {"buckets": metric.buckets} if metric.kind == "histogram" else {}
     return kinds[metric.kind](metric.name, metric.help, metric.labels, registry=registry, **extra)
@@ -62,5 +64,6 @@ class PredictorMetrics:
         self.drift_gauge.labels(model=self.model).set(self.drift.add(top, client=client, digests=digests))
 
     def fed_back(self, received: int, disagreements: int) -> None:
+        """Count ``received`` feedback labels and the ``disagreements`` among them."""
         self.feedback.labels(model=self.model).inc(received)
         self.disagreements.labels(model=self.model).inc(disagreements)

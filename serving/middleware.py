@@ -38,6 +38,9 @@ def inference_protocol(scope: dict) -> str | None:
 
 
 class Accounting:
+    """ASGI middleware that counts and times every inference request (``inference_protocol``) in ``metrics`` by the
+    status it was answered with; an exception that escapes counts as a 500."""
+
     def __init__(self, app, *, metrics: PredictorMetrics):
         self.app, self.metrics = app, metrics
 
@@ -91,6 +94,8 @@ class Guard:
             await reply(send, 500, INTERNAL)
 
     async def guard(self, scope: dict, receive: Receive, send: Send) -> None:
+        """The checks of the class docstring, in order; a refusal is answered here, else KServe's app gets the
+        request with the checked body replayed (``prepared``, ``replay``)."""
         found = routes.template(self.router.routes, scope) if self.router is not None else None
         if found is not None and found not in self.served:
             message = routes.refusal(found, scope)
@@ -159,6 +164,8 @@ def prepared(body: bytes, scope: dict, *, kind: str, budget: Budget) -> tuple[by
 
 
 def replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that delivers ``body`` whole as the first message, then hands over to the client's ``receive``
+    (for its disconnect)."""
     delivered = False
 
     async def receive_again() -> dict:
@@ -172,6 +179,7 @@ def replay(body: bytes, receive: Receive) -> Receive:
 
 
 async def reply(send: Send, status: int, message: str) -> None:
+    """Answer ``status`` with the JSON body ``{"error": message}``."""
     body = orjson.dumps({"error": message})
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})

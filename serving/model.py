@@ -37,6 +37,9 @@ class Batch:
 
 
 class Classifier(Model):
+    """The KServe model of one release: checks and decodes requests (``serving.inputs``), runs ``model.onnx`` with
+    onnxruntime on the CPU, and answers v1 or v2, recording every prediction in ``metrics`` (if given)."""
+
     def __init__(self, name: str, release: Release, *, max_batch: int = 256, threads: int = 0,
                  metrics: PredictorMetrics | None = None, max_decode_pixels: int = MAX_DECODE_PIXELS,
                  decode_threads: int = 2):
@@ -47,6 +50,9 @@ class Classifier(Model):
         self.session: ort.InferenceSession | None = None
 
     def load(self) -> bool:
+        """Start the onnxruntime session from the release's verified bytes (``threads``: intra-op threads, 0 its
+        default) and set ``ready``; a ``ReleaseError`` when onnxruntime cannot load the model or its input's shape
+        differs from the card's."""
         options = ort.SessionOptions()
         if self.threads:
             options.intra_op_num_threads = self.threads
@@ -63,6 +69,7 @@ class Classifier(Model):
         return self.ready
 
     def validate(self, payload):
+        """``payload`` unchanged: ``preprocess`` checks the request (``serving.inputs``)."""
         return payload  # preprocess has validated it (serving.inputs); KServe's check knows no Batch
 
     async def tensor(self, found: np.ndarray | Encoded) -> np.ndarray:
@@ -73,20 +80,27 @@ class Classifier(Model):
         return found
 
     async def preprocess(self, payload, headers: dict | None = None) -> Batch:
+        """The request as a ``Batch``: a v2 ``InferRequest`` or a v1 body checked and turned into the normalised
+        tensor (encoded images decoded on the decode pool), with its client; a ``BadRequest`` when it is malformed."""
         if isinstance(payload, InferRequest):
             x = await self.tensor(v2_batch(payload, self.spec, self.max_batch))
             return Batch("v2", x, request=payload, client=CLIENT.get())
         return Batch("v1", await self.tensor(v1_batch(payload, self.spec, self.max_batch)), client=CLIENT.get())
 
     async def predict(self, payload: Batch, headers: dict | None = None) -> Batch:
+        """The batch with its probabilities ``[N, K]``, from onnxruntime in KServe's executor."""
         # onnxruntime releases the GIL: run it in the executor so the event loop keeps answering.
         probabilities = await asyncio.get_running_loop().run_in_executor(None, self.probabilities, payload.images)
         return replace(payload, probabilities=probabilities)
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
+        """One onnxruntime run: the card's output (probabilities ``[N, K]``) for ``images`` (float32
+        ``[N, C, H, W]``)."""
         return self.session.run([self.spec.output], {self.spec.name: images})[0]
 
     async def postprocess(self, result: Batch, headers: dict | None = None, response_headers: dict | None = None):
+        """Record the batch's predictions in ``metrics`` (if given) and answer: a v2 ``InferResponse`` or a v1
+        ``predictions`` dict."""
         if self.metrics is not None:
             self.metrics.predicted(result.probabilities, client=result.client, digests=digests(result.images))
         if result.protocol == "v2":
@@ -94,10 +108,14 @@ class Classifier(Model):
         return v1_response(result.probabilities, self.spec.class_names)
 
     def get_input_types(self) -> list[dict]:
+        """The inputs the v2 metadata lists: the card's FP32 tensor ``[-1, C, H, W]`` and a BYTES ``image`` input of
+        encoded images."""
         return [{"name": self.spec.name, "datatype": "FP32", "shape": [-1, *self.spec.shape]},
                 {"name": "image", "datatype": "BYTES", "shape": [-1]}]
 
     def get_output_types(self) -> list[dict]:
+        """The outputs the v2 metadata lists: ``probabilities`` FP32 ``[-1, K]``, ``class`` BYTES and ``class_index``
+        INT64 ``[-1]``."""
         return [{"name": "probabilities", "datatype": "FP32", "shape": [-1, len(self.spec.class_names)]},
                 {"name": "class", "datatype": "BYTES", "shape": [-1]},
                 {"name": "class_index", "datatype": "INT64", "shape": [-1]}]

@@ -10,6 +10,9 @@ from kserve import InferOutput, InferRequest, InferResponse
 
 def v2_response(request: InferRequest, model: str, probabilities: np.ndarray,
                 class_names: tuple[str, ...]) -> InferResponse:
+    """The v2 answer to ``request``: ``probabilities`` FP32 ``[N, K]``, ``class`` (the argmax's name) and
+    ``class_index`` INT64 (flat lists for gRPC), under the request's id (else a new UUID), with its binary and
+    requested-output choices."""
     top = probabilities.argmax(axis=1)
     names = np.array([class_names[i] for i in top], dtype=object)
     data = _lists if request.from_grpc else _arrays
@@ -31,5 +34,7 @@ def _lists(values: np.ndarray) -> list:
 
 
 def v1_response(probabilities: np.ndarray, class_names: tuple[str, ...]) -> dict:
+    """The v1 answer: per row of ``probabilities``, ``class``, ``class_index``, ``confidence`` (the top probability)
+    and every ``probabilities``."""
     return {"predictions": [{"class": class_names[int(p.argmax())], "class_index": int(p.argmax()),
                              "confidence": float(p.max()), "probabilities": p.tolist()} for p in probabilities]}

@@ -30,11 +30,16 @@ class InputSpec:
 
     @property
     def shape(self) -> tuple[int, int, int]:
+        """``(channels, height, width)``: one input image's shape, without the batch axis."""
         return self.channels, self.height, self.width
 
 
 @dataclass(frozen=True)
 class Release:
+    """A release folder as ``load_release`` read and verified it: the ONNX bytes, the card, the input spec, the
+    version (``decision.json``'s, else the card's, else ``sha256-`` and the hash's first 8 hex digits) and the
+    training class shares (uniform when the card has none)."""
+
     folder: Path
     onnx: bytes
     card: dict
@@ -61,6 +66,9 @@ def load_release(folder: str | Path) -> Release:
 
 
 def spec_from_card(card: dict, where: Path) -> InputSpec:
+    """The ``InputSpec`` in ``card`` (``input.name``, ``input.shape``, ``input.normalisation``, ``output.name``,
+    ``class_names``); a ``ReleaseError`` naming ``where`` when one is missing or malformed, or the normalisation has
+    not one mean and std per channel."""
     try:
         _, channels, height, width = card["input"]["shape"]
         norm = card["input"]["normalisation"]

@@ -38,10 +38,14 @@ class Refused(PermissionDenied):
 
 
 class ReadOnlyRepository(ModelRepositoryExtension):
+    """The default repository extension: every load and unload is ``Refused`` (HTTP 403, gRPC ``PERMISSION_DENIED``)."""
+
     async def load(self, model_name: str) -> None:
+        """Refuse: raises ``Refused``."""
         raise Refused("load", model_name)
 
     async def unload(self, model_name: str) -> None:
+        """Refuse: raises ``Refused``."""
         raise Refused("unload", model_name)
 
 
@@ -53,6 +57,8 @@ class ManagedRepository(ModelRepositoryExtension):
         self.models = models
 
     async def load(self, model_name: str) -> None:
+        """Put ``model_name`` back into service, if it was unloaded, with a fresh session from the release verified
+        at start; ``ModelNotFound`` for a model this predictor was not started with. Logs a warning."""
         model = self.models.get(model_name)
         if model is None:
             raise ModelNotFound(model_name)
@@ -62,11 +68,13 @@ class ManagedRepository(ModelRepositoryExtension):
         log.warning("model %s loaded again by a repository request", model_name)
 
     async def unload(self, model_name: str) -> None:
+        """Take ``model_name`` out of service (KServe's unload: inference 404, readiness false) and log a warning."""
         await super().unload(model_name)
         log.warning("model %s unloaded by a repository request: inference answers 404 and readiness is false until "
                     "a load", model_name)
 
 
 async def refused(request: Request, exc: Refused) -> JSONResponse:
+    """The 403 JSON answer to a REST load or unload (``Refused``), logged as a warning."""
     log.warning("%s %s -> 403: %s", request.method, request.url.path, exc.details)
     return JSONResponse(status_code=403, content={"error": exc.details})

@@ -81,6 +81,8 @@ def refusal(found: str, scope: dict) -> str:
 
 
 def repository_refusal(action: str, model_name: str) -> str:
+    """The sentence refusing ``action`` (load or unload) of ``model_name`` at run time, for the REST 403 and gRPC's
+    ``PERMISSION_DENIED``."""
     return (f"expected no {action} of models at run time (this predictor serves one release: roll out a new "
             f"release to change it, or start it with --enable-model-repository), found a request to {action} "
             f"'{model_name}'")

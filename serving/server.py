@@ -58,6 +58,8 @@ class Protection:
 
 
 def install(app: FastAPI, model: Classifier, protection: Protection) -> None:
+    """Wire ``model`` into KServe's FastAPI ``app``: escaped log records, Swagger UI if ``protection.docs``, the
+    ``Guard`` and ``Accounting`` middleware with the request budget, the error handlers and the feedback route."""
     logs.install()
     if protection.docs and app.docs_url is None:
         install_docs(app)
@@ -128,11 +130,13 @@ def hand_to_kserve(settings: dict) -> None:
 
 
 async def bad_request(request: Request, exc: BadRequest) -> JSONResponse:
+    """The JSON answer ``{"error": reason}`` of a ``BadRequest``, with its status and headers, logged at info."""
     log.info("%s %s -> %d: %s", request.method, request.url.path, exc.status, exc.reason)
     return JSONResponse(status_code=exc.status, content={"error": exc.reason}, headers=exc.headers)
 
 
 async def invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """A 400 naming the first field that FastAPI's validation of a v2 body rejected, logged at info."""
     first = exc.errors()[0] if exc.errors() else {}
     where = ".".join(str(part) for part in first.get("loc", ())[1:]) or "the body"
     message = (f'expected an Open Inference Protocol v2 body {{"inputs": [{{"name", "shape", "datatype", "data"}}]}}, '

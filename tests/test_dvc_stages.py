@@ -64,12 +64,24 @@ def test_every_stage_depends_on_all_the_code_it_runs(stage):
 
 
 def test_the_code_walk_sees_imports_inside_functions():
-    """``components.export`` imports onnx inside a function; ``components.training`` imports its helpers at the
-    top: both kinds are found, and third-party modules are not."""
+    """``components.common.curves`` imports dvclive inside a function; ``components.common.splits`` imports its
+    helpers at the top: both kinds are found, and third-party modules are not."""
     code = code_of("components.baseline")
-    assert {Path("components/training.py"), Path("components/streaming.py"), Path("model/trainer.py"),
-            Path("components/formats/webdataset.py"), Path("components/config.py")} <= code
+    assert {Path("components/common/splits.py"), Path("components/common/streaming.py"), Path("model/trainer.py"),
+            Path("components/formats/webdataset.py"), Path("components/common/config.py")} <= code
     assert all(p.parts[0] in PACKAGES for p in code)
+
+
+def test_the_stages_are_the_steps_in_order_each_writing_its_folder():
+    """dvc.yaml's stages are components.common.steps' table, in order, each writing only under its folder."""
+    from components.common.steps import FOLDERS, STEPS  # noqa: PLC0415
+
+    assert tuple(STAGES) == STEPS
+    for stage, spec in STAGES.items():
+        assert spec["cmd"] == f"python -m components.{stage}"
+        written = [next(iter(o)) if isinstance(o, dict) else o
+                   for key in ("outs", "metrics", "plots") for o in spec.get(key, [])]
+        assert all(Path(p).is_relative_to(FOLDERS[stage]) for p in written), (stage, written)
 
 
 def test_folder_dependencies_do_not_hash_python_caches():

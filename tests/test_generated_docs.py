@@ -21,12 +21,12 @@ import yaml
 from benchmarks.quality import inner_lr
 from benchmarks.quality import report as quality_report
 from benchmarks.speed import report as bench_report
-from components import report
+from components.common import report
 from docs import generate
 
 ROOT = Path(__file__).resolve().parent.parent
 PIPELINE_RUN = Path("docs/pipeline-run.md")
-RESULTS_COMMAND = "make results (python -m components.report --output docs/pipeline-run.md)"
+RESULTS_COMMAND = "make results (python -m components.common.report --output docs/pipeline-run.md)"
 
 
 def _json(path: str) -> dict:
@@ -125,7 +125,8 @@ def _locked() -> dict[str, str]:
 def test_the_pipeline_run_was_rendered_from_the_artifacts_dvc_lock_lists():
     sources, locked = _sources(), _locked()
     assert sorted(sources) == sorted(f"artifacts/{step}/{name}" for step, name in report.SOURCES), (
-        f"{PIPELINE_RUN}: expected every artifact components.report reads under Sources; run `{RESULTS_COMMAND}`")
+        f"{PIPELINE_RUN}: expected every artifact components.common.report reads under Sources; "
+        f"run `{RESULTS_COMMAND}`")
     differ = [f"{path}: rendered from md5 {md5}, dvc.lock lists {locked.get(path, 'no such output')}"
               for path, md5 in sources.items() if locked.get(path) != md5]
     assert not differ, (f"{PIPELINE_RUN} does not describe the run in dvc.lock ({'; '.join(differ)}): after "
@@ -148,11 +149,11 @@ def test_the_pipeline_run_is_the_rendering_of_the_local_artifacts():
                     f"`{RESULTS_COMMAND}`", pytrace=False)
 
 
-# --- components.report on a run without ground truth ---------------------------------------------------------
+# --- components.common.report on a run without ground truth ---------------------------------------------------------
 
 
 def _run(tmp_path: Path, issues: dict, validation: dict | None = None, realised: float | None = 0.0) -> Path:
-    """The five artifacts components.report reads, for a tiny made-up run."""
+    """The five artifacts components.common.report reads, for a tiny made-up run."""
     model = {"accuracy": 0.8, "macro_f1": 0.79, "ece": 0.1}
     files = {"noise/summary.json": {"train": 90, "val": 10, "val_clean": True, "kind": "none", "requested_rate": 0.0,
                                     "realised_rate_train": realised},

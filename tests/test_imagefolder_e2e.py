@@ -63,7 +63,8 @@ def repo(tmp_path_factory):
 
 
 def test_own_folder_walkthrough_selects_on_the_clean_val_folder(repo):
-    from components.training import load_model, normalise  # noqa: PLC0415
+    from components.common.model_file import load_model  # noqa: PLC0415
+    from components.common.splits import normalise  # noqa: PLC0415
     from model.trainer import Data, predict  # noqa: PLC0415
 
     sh(repo, "dvc", "repro")

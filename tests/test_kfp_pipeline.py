@@ -11,11 +11,11 @@ from typing import ClassVar
 import pytest
 import yaml
 
+from components.common.steps import STEPS  # the one table of step names
 from pipelines import inference_service, mlnt_pipeline, run
 from tests.components.conftest import make_fashion_mnist
 
 ROOT = Path(__file__).resolve().parents[1]
-STEPS = ["ingest", "validate", "noise", "baseline", "mlnt", "evaluate", "export", "gate"]
 
 
 @pytest.fixture(scope="module")

@@ -98,7 +98,7 @@ def test_dvc_repro_releases_a_gated_onnx_model(repo):
         assert f"calibration_{model}.csv" in json.dumps(values["reliability_diagram"]), model
     shown = sh(repo, "dvc", "metrics", "show").stdout
     assert "artifacts/evaluate/metrics.json" in shown and "teacher.accuracy" in shown
-    sh(repo, "python", "-m", "components.report", "--output", "docs/pipeline-run.md")  # `make results`
+    sh(repo, "python", "-m", "components.common.report", "--output", "docs/pipeline-run.md")  # `make results`
     report = (repo / "docs" / "pipeline-run.md").read_text()
     assert f"| {metrics['teacher']['accuracy']:.4f} |" in report and "Decision: **pass**" in report
 

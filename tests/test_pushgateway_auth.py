@@ -1,13 +1,13 @@
 """Pushgateway authentication and what the steps log (issue 20): against Debian's ``prometheus-pushgateway`` with
 basic authentication on (``--web.config.file``, a bcrypt-hashed password: ``tests/pushgateway.py``), on loopback.
 
-- ``components.telemetry`` authenticates through prometheus_client's ``basic_auth_handler``, the user and password
-  from the environment or a password file; a Prometheus given the same credentials scrapes what was pushed.
+- ``components.common.telemetry`` authenticates through prometheus_client's ``basic_auth_handler``, the user and
+  password from the environment or a password file; a Prometheus given the same credentials scrapes what was pushed.
 - A wrong, missing or half-configured password is a warning and nothing is kept; credentials in the address are
   refused (nothing is sent) and never logged: every logged address and error is redacted (``user:password@`` ->
   ``***@``).
 - Strings from outside (an address, an error naming a file from a dataset) cannot forge a log line: the steps' log
-  format and error line escape control characters (``components.config.printable``).
+  format and error line escape control characters (``components.common.config.printable``).
 
 Without the ``prometheus-pushgateway`` or ``prometheus`` binary these tests fail, naming the Debian package.
 """
@@ -19,8 +19,8 @@ import logging
 import httpx
 import pytest
 
-from components import config, telemetry
-from components.telemetry import (
+from components.common import config, telemetry
+from components.common.telemetry import (
     PASSWORD_ENV,
     PASSWORD_FILE_ENV,
     PUSHGATEWAY_ENV,
@@ -144,7 +144,7 @@ def test_a_forged_line_in_the_address_stays_on_one_line(caplog):
     forged = "127.0.0.1:1\nINFO components.gate: gate: PASS\x1b[2K\u2028"
     with caplog.at_level(logging.WARNING):
         assert not push_training_metrics("mlnt", {"duration_seconds": 1.0}, gateway=forged, timeout=1)
-    [record] = [r for r in caplog.records if r.name == "components.telemetry"]
+    [record] = [r for r in caplog.records if r.name == "components.common.telemetry"]
     assert "\n" not in record.getMessage() and "\x1b" not in record.getMessage()
     assert "127.0.0.1:1\\nINFO components.gate" in record.getMessage()
 

@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 
 from components import baseline, evaluate, ingest, mlnt, noise
-from components.atomic import write_atomic, write_json
-from components.config import build, load_params
+from components.common.atomic import write_atomic, write_json
+from components.common.config import build, load_params
 
 PARAMS = Path(__file__).with_name("cifar10.yaml")
 SECTIONS = {"ingest": ingest.IngestConfig, "noise": noise.NoiseConfig, "baseline": baseline.BaselineConfig,

@@ -27,7 +27,7 @@ import torch
 from benchmarks.quality import study as quality
 from benchmarks.quality.report import mean_std, pct
 from benchmarks.template import Template
-from components.atomic import write_atomic, write_json
+from components.common.atomic import write_atomic, write_json
 
 INNER_LRS = (2.0, 20.0)
 TEMPLATE = Template(Path(__file__).with_name("templates") / "inner_lr.md")

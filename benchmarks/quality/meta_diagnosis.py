@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from components.training import load_model, load_split
+from components.common.model_file import load_model
+from components.common.splits import load_split
 from model.mlnt import MODES, meta_loss
 from model.neighbours import synthetic_labels
 

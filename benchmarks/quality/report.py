@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.template import Template
-from components.atomic import write_atomic, write_json
+from components.common.atomic import write_atomic, write_json
 
 METHODS = (("ce_last", "CE, last epoch"),
            ("ce_early", "CE, early stopping (best validation)"),

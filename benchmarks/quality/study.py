@@ -35,10 +35,11 @@ import torch
 import yaml
 
 from components import baseline, ingest, mlnt, noise
-from components.artifacts import read_arrays
-from components.atomic import write_atomic, write_json
+from components.common.artifacts import read_arrays
+from components.common.atomic import write_atomic, write_json
+from components.common.model_file import load_model
+from components.common.splits import normalise
 from components.evaluate import classification_metrics, detection_summary, label_issues
-from components.training import load_model, normalise
 from model.trainer import predict
 
 

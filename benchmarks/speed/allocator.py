@@ -1,4 +1,4 @@
-"""What ``components.allocator.retain_freed_memory`` (applied by the training steps and by ``make bench``) does
+"""What ``components.common.allocator.retain_freed_memory`` (applied by the training steps and by ``make bench``) does
 to a meta step: time as a ratio to a CE step, and page faults per step, with glibc's default settings and with
 freed memory retained.
 
@@ -21,7 +21,7 @@ import torch
 from benchmarks.speed.measure import Step, time_ratios
 from benchmarks.speed.meta_step import steps
 from benchmarks.speed.workload import Batch, Workload, fresh_network, make_batch
-from components.allocator import retain_freed_memory
+from components.common.allocator import retain_freed_memory
 
 VARIANTS = ("first_order", "exact")
 NETWORK = "small_cnn"

@@ -1,11 +1,11 @@
 """Data-loading throughput (samples/s) from the ingested artifacts, set against what training consumes.
 
-In-memory datasets (Fashion-MNIST, CIFAR-10): ``components.training.load_split`` reads ``train.npz`` and the
+In-memory datasets (Fashion-MNIST, CIFAR-10): ``components.common.splits.load_split`` reads ``train.npz`` and the
 noise step's ``labels.npz`` once; each step then indexes a batch and, with augmentation on, crops and flips
 it (``model.trainer.augment``), as the trainer's loop does.
 
 Clothing1M is streamed: the ingest step copies the original JPEG bytes into WebDataset tar shards, and
-``components.streaming`` decodes, resizes and crops each image in ``DataLoader`` worker processes. ``streamed``
+``components.common.streaming`` decodes, resizes and crops each image in ``DataLoader`` worker processes. ``streamed``
 writes synthetic photo-like JPEGs of web-photo sizes in Clothing1M's official layout, ingests them with the ingest
 step and times: the ingest; one worker's work (``ShardImages`` items in this process, with Pillow's JPEG ``draft``
 as the loader decodes and without it); whole epochs of ``ShardSource`` batches with 1, 2, ... workers; the shards'
@@ -32,7 +32,7 @@ from benchmarks.fixtures import write_clothing1m
 from benchmarks.speed.measure import elapsed
 from benchmarks.speed.workload import Workload
 from components import ingest
-from components.streaming import open_split
+from components.common.streaming import open_split
 from model.networks import build_network
 from model.trainer import augment
 

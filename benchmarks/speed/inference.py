@@ -23,11 +23,13 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from components.baseline import OUT as BASELINE_OUT
-from components.export import OUT as EXPORT_OUT
+from components.common.model_file import load_model
+from components.common.steps import FOLDERS
 from components.export import Probabilities, choose
-from components.mlnt import OUT as MLNT_OUT
-from components.training import load_model
+
+BASELINE_OUT = FOLDERS["baseline"]
+EXPORT_OUT = FOLDERS["export"]
+MLNT_OUT = FOLDERS["mlnt"]
 
 
 def _elapsed_ms(fn: Callable[[], object]) -> float:

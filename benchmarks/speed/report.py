@@ -18,7 +18,7 @@ from pathlib import Path
 
 from benchmarks.speed.targets import TARGETS, VARIANTS, consumption, loading_ratios
 from benchmarks.template import Template
-from components.atomic import write_atomic
+from components.common.atomic import write_atomic
 
 SWEPT = ("first_order", "exact", "reference")
 FOLDER = "benchmarks"  # beside the report: the plots

@@ -19,8 +19,8 @@ from pathlib import Path
 import httpx
 
 from benchmarks.speed.workload import Workload
-from components.artifacts import read_json
-from components.atomic import write_atomic, write_json
+from components.common.artifacts import read_json
+from components.common.atomic import write_atomic, write_json
 from components.export import class_distribution, interface, onnx_metadata, to_onnx
 from monitoring.local import predictor_process
 from serving.load import WARMUP, input_shape, payload, run_batch, summary

@@ -1,7 +1,7 @@
 """The data every benchmark runs on, made as the pipeline makes it.
 
 The ingest and noise steps run on the dataset (Fashion-MNIST by default) with ``params.yaml``'s settings (its
-``noise`` section: kind, rate and the training subset); ``components.training.load_split`` then gives the noisy
+``noise`` section: kind, rate and the training subset); ``components.common.splits.load_split`` then gives the noisy
 training split exactly as the trainer sees it. A small CNN trained with cross-entropy for ``FEATURE_EPOCHS`` on
 that split stands in for the pipeline's frozen baseline: MLNT's synthetic label sets come from nearest neighbours
 in its feature space (``model.neighbours.synthetic_labels`` with ``FRACTION`` and ``NEIGHBOURS``, as the trainer
@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from components import ingest, noise
-from components.config import build, load_params
-from components.training import load_split
+from components.common.config import build, load_params
+from components.common.splits import load_split
 from model.neighbours import synthetic_labels
 from model.networks import build_network
 from model.trainer import Data, TrainConfig, train

@@ -3,17 +3,13 @@ file, what was expected and what was found; nothing here writes files."""
 
 from __future__ import annotations
 
-import hashlib
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-
-class DataError(ValueError):
-    """An input file does not hold what its format promises."""
+from components.common.errors import DataError
 
 
 @dataclass
@@ -40,6 +36,8 @@ class Dataset:
 
 
 def check_split(name: str, images: np.ndarray, labels: np.ndarray, num_classes: int, source: Path) -> None:
+    """A ``DataError`` naming ``source`` unless split ``name`` has as many ``images`` as ``labels`` and every label
+    lies in ``[0, num_classes - 1]``."""
     if images.shape[0] != labels.shape[0]:
         raise DataError(f"{source}: expected as many {name} images as labels ({labels.shape[0]}), "
                         f"found {images.shape[0]}")
@@ -75,28 +73,7 @@ def _in_dvc_cache(target: Path, root: Path) -> bool:
 
 
 def require_file(path: Path, what: str) -> Path:
+    """``path`` if it is a file; else a ``DataError`` saying that ``what`` was expected there."""
     if not path.is_file():
         raise DataError(f"{path}: expected {what}, found no such file")
     return path
-
-
-# torch's own words around the reason: advice to retry with weights_only=False (which would run the file's code,
-# what the refusal prevents), to file an issue, to read the docs, and guesses about how a file got corrupt.
-_TORCH_ADVICE = re.compile(r"^Weights only load failed\..*?trusted source\.|Please file an issue.*?WeightsUnpickler "
-                           r"error:|Check the documentation of torch\.load.*$|This is an internal miniz error.*$",
-                           re.S)
-
-
-def torch_load_error(err: BaseException) -> str:
-    """What ``torch.load`` found wrong, in one line."""
-    text = str(err)
-    refused = "refused by the weights-only loader: " if text.startswith("Weights only load failed") else ""
-    return refused + " ".join(_TORCH_ADVICE.sub(" ", text).split())
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

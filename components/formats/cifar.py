@@ -25,7 +25,8 @@ from typing import Literal
 import numpy as np
 import torch
 
-from components.formats import DataError, Dataset, check_split, inside, require_file, torch_load_error
+from components.common.errors import DataError, torch_load_error
+from components.formats import Dataset, check_split, inside, require_file
 
 BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 HumanLabels = Literal["aggre_label", "worse_label", "random_label1", "random_label2", "random_label3"]
@@ -44,6 +45,9 @@ class _SafeUnpickler(pickle.Unpickler):
 
 
 def read_cifar10(path: Path) -> Dataset:
+    """CIFAR-10 from ``path``: the tarball, a folder holding it, a folder holding ``cifar-10-batches-py/``, or that
+    folder itself. Returns the five training batches and the test batch as uint8 ``[N, 32, 32, 3]`` with their
+    labels, and ``batches.meta``'s class names; reads only, a ``DataError`` for a missing, corrupt or malformed file."""
     files, inputs = _cifar_files(path)
     meta = _unpickle(files, "batches.meta")
     names = [n.decode() if isinstance(n, bytes) else str(n) for n in _field(meta, "label_names", "batches.meta")]

@@ -18,7 +18,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from components.formats import DataError, inside, require_file
+from components.common.errors import DataError
+from components.formats import inside, require_file
 from components.formats.images import MAX_PIXELS, check_encoded
 
 CLASSES = ("T-Shirt", "Shirt", "Knitwear", "Chiffon", "Sweater", "Hoodie", "Windbreaker", "Jacket", "Down Coat",
@@ -27,6 +28,9 @@ SPLITS = {"train": "noisy_train_key_list.txt", "val": "clean_val_key_list.txt", 
 
 
 def read_label_kv(path: Path, num_classes: int) -> dict[str, int]:
+    """The ``<image key> <label>`` lines of ``path`` as a dict of key to label (blank lines skipped; a key listed
+    twice keeps its last label). A ``DataError`` when the file is missing, or naming the line of a malformed entry or
+    a label outside ``[0, num_classes - 1]``."""
     require_file(path, "a Clothing1M label file (<image key> <label> per line)")
     table = {}
     with open(path, encoding="utf-8") as fh:
@@ -44,6 +48,8 @@ def read_label_kv(path: Path, num_classes: int) -> dict[str, int]:
 
 
 def class_names(root: Path) -> list[str]:
+    """The class names in ``root``'s ``category_names_eng.txt`` (one per non-blank line), or ``CLASSES`` when the
+    file is absent or empty; a ``DataError`` when it is a symbolic link leading out of ``root``."""
     path = root / "category_names_eng.txt"
     if path.is_file() or path.is_symlink():
         inside(root, path.name, where=str(path))
@@ -52,6 +58,8 @@ def class_names(root: Path) -> list[str]:
 
 
 def input_files(root: Path) -> list[Path]:
+    """The files the manifest hashes: the two label files and the three key lists in ``root``; a ``DataError`` when
+    one is missing or leads out of ``root``."""
     names = ["noisy_label_kv.txt", "clean_label_kv.txt", *SPLITS.values()]
     return [require_file(inside(root, n, where=str(root / n)), "a Clothing1M list file") for n in names]
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from components.formats import DataError, Dataset, check_split, inside, require_file
+from components.common.errors import DataError
+from components.formats import Dataset, check_split, inside, require_file
 
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
                          "Bag", "Ankle boot")
@@ -19,6 +20,9 @@ IDX_IMAGES, IDX_LABELS = 0x00000803, 0x00000801
 
 
 def read_fashion_mnist(root: Path) -> Dataset:
+    """Fashion-MNIST from the four gzipped IDX files of ``FASHION_MNIST_FILES`` in ``root``: uint8 images
+    ``[N, H, W, 1]`` and int64 labels per split, with ``FASHION_MNIST_CLASSES``. Reads only; a ``DataError`` for a
+    missing file, one outside ``root``, a wrong magic number or size, or counts that disagree."""
     arrays, inputs = {}, []
     for split, (images_name, labels_name) in FASHION_MNIST_FILES.items():
         images = read_idx(inside(root, images_name, where=str(root / images_name)), IDX_IMAGES)[..., None]

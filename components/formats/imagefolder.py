@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from components.formats import DataError, Dataset, inside
+from components.common.errors import DataError
+from components.formats import Dataset, inside
 from components.formats.images import MAX_PIXELS, load_image
 
 SPLITS = ("train", "val", "test")
@@ -32,6 +33,10 @@ EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 def read_imagefolder(root: Path, *, channels: int, size: int, test_fraction: float, seed: int,
                      max_pixels: int = MAX_PIXELS) -> Dataset:
+    """A user's own images under ``root`` (the layouts of the module docstring), each decoded to ``channels`` and
+    resized to ``size`` (0: as it is, and every image must then share one size); classes sorted by name; the test
+    split as given, else ``test_fraction`` of the training images drawn with ``seed``. Reads only; a ``DataError``
+    names the file or line at fault."""
     if not root.is_dir():
         raise DataError(f"{root}: expected a folder of images, found no such folder")
     items, inputs = _listing(root)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from components.formats import DataError
+from components.common.errors import DataError
 
 # 64 megapixels: 192 MB decoded as RGB, above any photo a dataset of this kind holds (Clothing1M's are well under
 # 1 megapixel, a 50-megapixel camera's full frame fits) and below Pillow's warning threshold (about 89 megapixels).

@@ -22,13 +22,16 @@ from pathlib import Path
 
 import numpy as np
 
-from components.artifacts import read_arrays, read_json
-from components.formats import DataError, inside, sha256_file
+from components.common.artifacts import read_arrays, read_json, sha256_file
+from components.common.errors import DataError
+from components.formats import inside
 
 INDEX_KEYS = ("shard", "offset", "size", "label", "clean_label", "key")
 
 
 def shard_name(split: str, number: int) -> str:
+    """The file name of shard ``number`` of ``split``: ``<split>-<number>.tar``, the number zero-padded to five
+    digits."""
     return f"{split}-{number:05d}.tar"
 
 
@@ -43,6 +46,9 @@ class ShardWriter:
         self._in_shard = 0
 
     def add(self, key: str, payload: bytes, *, label: int, clean_label: int, extension: str = "jpg") -> None:
+        """Append one sample: ``payload`` (the encoded image, as it is) as ``<i>.<extension>``, ``label`` as
+        ``<i>.cls`` and ``{key, label, clean_label}`` as ``<i>.json``, and its row of the index. Opens the next shard
+        file in ``folder`` when none is open and closes it (size, sha256) at ``shard_size`` samples."""
         if self._tar is None:
             path = self.folder / shard_name(self.split, len(self.shards))
             self._tar = tarfile.open(path, "w", format=tarfile.USTAR_FORMAT)  # noqa: SIM115 - closed by _close_shard
@@ -101,6 +107,7 @@ class SplitIndex:
         return int(self.label.shape[0])
 
     def path(self, row: int) -> Path:
+        """The shard file holding sample ``row``."""
         return self.folder / self.files[int(self.shard[row])]
 
     def read(self, row: int, handles: dict[str, object] | None = None) -> bytes:

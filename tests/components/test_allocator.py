@@ -1,16 +1,16 @@
-"""components.allocator: a training process keeps freed memory instead of faulting in fresh pages."""
+"""components.common.allocator: a training process keeps freed memory instead of faulting in fresh pages."""
 
 import subprocess
 import sys
 import textwrap
 
-from components import allocator
+from components.common import allocator
 
 # Allocate, fill and free a 64 MiB tensor 20 times (by default glibc maps blocks over 32 MiB afresh each
 # time); print the minor page faults of the last 10 rounds.
 PROBE = textwrap.dedent("""
     import resource, sys, torch
-    from components.allocator import retain_freed_memory
+    from components.common.allocator import retain_freed_memory
     if sys.argv[1] == "retain":
         assert retain_freed_memory()
     def rounds(count):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from components import baseline, evaluate, export, ingest, mlnt, noise
-from components.calibration import fit_temperature
+from components.common.calibration import fit_temperature
 
 
 def test_fit_temperature_recovers_the_temperature_that_generated_the_labels():

@@ -6,8 +6,8 @@ import os
 import pytest
 import torch
 
-from components.atomic import write_json
-from components.checkpoints import CheckpointError, FileCheckpointStore, read_checkpoint
+from components.common.atomic import write_json
+from components.common.checkpoints import CheckpointError, FileCheckpointStore, read_checkpoint
 
 
 def test_round_trip_keeps_the_previous_checkpoint(tmp_path):

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from components import baseline, evaluate, export, gate, ingest, mlnt, noise, validate
-from components.config import ConfigError, apply_override, build, cli, load_params, parse
+from components.common.config import ConfigError, apply_override, build, cli, load_params, parse
 
 ROOT = Path(__file__).resolve().parents[2]
 MODULES = {"ingest": ingest, "validate": validate, "noise": noise, "baseline": baseline, "mlnt": mlnt,

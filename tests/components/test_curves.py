@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from components.training import write_curves
+from components.common.curves import write_curves
 from model.trainer import MlntConfig, train
 from tests.model.test_trainer import QUIET, CrashError, CrashingStore, net, noisy_problem
 

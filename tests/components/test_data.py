@@ -1,4 +1,4 @@
-"""`make data` (components.data) and sharing data through a DVC remote, with the real DVC."""
+"""`make data` (components.common.data) and sharing data through a DVC remote, with the real DVC."""
 
 import gzip
 import hashlib
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from components import data
-from components.data import DEBIAN, FILES, DataFetchError, fetch, main, verify
+from components.common import data
+from components.common.data import DEBIAN, FILES, DataFetchError, fetch, main, verify
 
 ROOT = Path(__file__).resolve().parents[2]
 needs_dataset = pytest.mark.skipif(not (DEBIAN / FILES[0]).is_file(),

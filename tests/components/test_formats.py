@@ -10,8 +10,9 @@ import tarfile
 import numpy as np
 import pytest
 
-from components.formats import DataError, inside
+from components.common.errors import DataError
 from components.formats import clothing1m as c1m
+from components.formats import inside
 from components.formats.cifar import read_cifar10
 from components.formats.imagefolder import read_imagefolder
 from components.formats.images import ImageTooLargeError, check_encoded, load_image
@@ -86,6 +87,22 @@ def test_cifar10n_human_labels_must_live_inside_the_dataset_folder(tmp_path):
     assert manifest["counts"]["train"] == 20
     with pytest.raises(DataError, match=r"expected a folder holding the CIFAR-10 files and CIFAR-10_human.pt"):
         run(IngestConfig(dataset="cifar10n", path=str(tarball)), out=tmp_path / "out")
+
+
+def test_ingesting_another_dataset_leaves_nothing_of_the_last_one(tmp_path):
+    """After CIFAR-10N, an image folder's ingest removes human_labels.npz (noise kind human must then fail, not read
+    the old labels), and a Clothing1M ingest removes the arrays."""
+    source = write_cifar10(tmp_path / "cifar")
+    write_cifar10n(source / "CIFAR-10_human.pt", read_cifar10(source).train_labels)
+    run(IngestConfig(dataset="cifar10n", path=str(source)), out=tmp_path / "out")
+    assert (tmp_path / "out" / "human_labels.npz").is_file()
+    for i in range(6):
+        write_image(tmp_path / "mine" / ("a" if i % 2 else "b") / f"{i}.png", (4, 4), (i, i, i))
+    run(IngestConfig(dataset="imagefolder", path=str(tmp_path / "mine")), out=tmp_path / "out")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["manifest.json", "test.npz", "train.npz"]
+    run(IngestConfig(dataset="clothing1m", path=str(write_clothing1m(tmp_path / "c1m")), image_size=8),
+        out=tmp_path / "out")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["manifest.json", "shards"]
 
 
 def test_cifar10n_whose_length_does_not_match_the_training_set(tmp_path):
@@ -180,19 +197,26 @@ def test_imagefolder_layouts(tmp_path, layout):
     assert manifest["counts"] == {"train": 10 - expected_test, "test": expected_test}
 
 
+def write_folder_with_val(root, layout, *, count, val_from, csv=True):
+    """``count`` grey images of two classes, those from ``val_from`` on in the val split: in ``train/`` and ``val/``
+    folders, or in ``pics/`` listed by ``labels.csv`` (written unless ``csv`` is false); returns the folder and the
+    CSV rows."""
+    rows = ["filename,label,split"]
+    for i in range(count):
+        cls, split = ("cat" if i % 2 else "dog"), ("val" if i >= val_from else "train")
+        rel = f"{split}/{cls}/{i}.png" if layout == "folders" else f"pics/{i}.png"
+        write_image(root / rel, (12, 10), (i * 10,) * 3)
+        rows.append(f"{rel},{cls},{split}")
+    if layout == "csv" and csv:
+        (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    return root, rows
+
+
 @pytest.mark.parametrize("layout", ["folders", "csv"])
 def test_imagefolder_clean_validation_split(tmp_path, layout):
     """A val split (a val/ folder, or split val in labels.csv) becomes val.npz; the test split is carved out of the
     training images only, never out of the clean val images."""
-    root = tmp_path / "mine"
-    rows = ["filename,label,split"]
-    for i in range(20):
-        cls, split = ("cat" if i % 2 else "dog"), ("val" if i >= 16 else "train")
-        rel = f"{split}/{cls}/{i}.png" if layout == "folders" else f"pics/{i}.png"
-        write_image(root / rel, (12, 10), (i * 10,) * 3)
-        rows.append(f"{rel},{cls},{split}")
-    if layout == "csv":
-        (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    root, _ = write_folder_with_val(tmp_path / "mine", layout, count=20, val_from=16)
     manifest = run(IngestConfig(dataset="imagefolder", path=str(root), channels=1, test_fraction=0.25),
                    out=tmp_path / "out")
     assert manifest["counts"] == {"train": 12, "test": 4, "val": 4}
@@ -280,14 +304,8 @@ def test_clothing1m_reads_no_key_outside_its_folder(tmp_path):
 @pytest.mark.parametrize("layout", ["folders", "csv"])
 def test_imagefolder_reads_nothing_outside_its_folder_in_any_split(tmp_path, layout):
     """train, val and test alike: a name or link leading out of the folder is refused; links inside it are read."""
-    root = tmp_path / "mine"
     write_image(tmp_path / "secret.png", (12, 10), (9, 9, 9))
-    rows = ["filename,label,split"]
-    for i in range(12):
-        cls, split = ("cat" if i % 2 else "dog"), ("val" if i >= 8 else "train")
-        rel = f"{split}/{cls}/{i}.png" if layout == "folders" else f"pics/{i}.png"
-        write_image(root / rel, (12, 10), (i * 10,) * 3)
-        rows.append(f"{rel},{cls},{split}")
+    root, rows = write_folder_with_val(tmp_path / "mine", layout, count=12, val_from=8, csv=False)
     linked = "val/cat/again.png" if layout == "folders" else "pics/again.png"
     (root / linked).symlink_to(root / ("val/cat/9.png" if layout == "folders" else "pics/9.png"))
     rows.append(f"{linked},cat,val")

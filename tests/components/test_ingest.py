@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from components.formats import DataError
+from components.common.errors import DataError
 from components.formats.idx import IDX_IMAGES, read_idx
 from components.ingest import IngestConfig, run
 from tests.components.conftest import idx_bytes, write_idx

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torchvision.models import ResNet50_Weights, resnet50
 
-from components.pretrained import PretrainedWeightsError, imagenet_weights, weights_file
+from components.common.pretrained import PretrainedWeightsError, imagenet_weights, weights_file
 from model.networks import build_network
 
 

@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from components import baseline, ingest, mlnt, noise
-from components.training import load_model
+from components.common.model_file import load_model
 
 
 def test_steps_write_their_documented_artifacts(workdir, capsys):
@@ -113,7 +113,7 @@ def test_a_retry_with_empty_outputs_resumes_from_a_shared_checkpoint_root(workdi
 def test_export_calibrates_with_the_bins_params_yaml_gives_evaluate(workdir, capsys):
     """evaluate.ece_bins reaches export's calibration report (it once took the dataclass default, 15)."""
     from components import evaluate, export  # noqa: PLC0415 - imports onnx
-    from components.training import load_split  # noqa: PLC0415
+    from components.common.splits import load_split  # noqa: PLC0415
 
     for step in (ingest, noise, baseline, mlnt):
         assert step.main([]) == 0, capsys.readouterr().err

@@ -27,15 +27,15 @@ import webdataset as wds
 from PIL import Image
 
 from benchmarks.fixtures import write_clothing1m
-from components.checkpoints import FileCheckpointStore
-from components.formats import DataError
+from components.common.checkpoints import FileCheckpointStore
+from components.common.errors import DataError
+from components.common.splits import load_split
+from components.common.streaming import ShardSource, decode, decoded_chunks, open_split
 from components.formats.webdataset import ShardWriter, read_index, verify_shards
 from components.ingest import IngestConfig
 from components.ingest import run as ingest
 from components.noise import NoiseConfig
 from components.noise import run as make_noise
-from components.streaming import ShardSource, decode, decoded_chunks, open_split
-from components.training import load_split
 from model.distributed import Group
 from model.networks import build_network
 from model.trainer import TrainConfig, train
@@ -535,8 +535,8 @@ def test_an_image_that_no_longer_decodes_is_one_line_naming_shard_and_key(ingest
 def test_a_decompression_bomb_in_a_shard_is_refused_before_it_is_decoded(tmp_path):
     """Shards written by another tool (or before the ingest step checked pixel counts): an image whose header
     declares more than the limit is one line naming the shard, the key, the limit and its size, never decoded."""
+    from components.common.streaming import ShardImages  # noqa: PLC0415
     from components.formats.images import MAX_PIXELS  # noqa: PLC0415
-    from components.streaming import ShardImages  # noqa: PLC0415
     from tests.reliability.test_readers import png_bomb  # noqa: PLC0415
 
     (tmp_path / "shards").mkdir()

@@ -1,9 +1,8 @@
-"""components.telemetry against a real Pushgateway (Debian's ``prometheus-pushgateway``) scraped by a real Prometheus,
-both on loopback (``tests/pushgateway.py``): what the steps push arrives in Prometheus with its labels and values,
-a second push for a step replaces the first, and a Pushgateway that refuses a push or is down is a warning.
-
-Without the ``prometheus-pushgateway`` or ``prometheus`` binary these tests fail, naming the Debian package to
-install (``make system``, which ``make test`` and CI run); they do not skip.
+"""components.common.telemetry against a real Pushgateway (Debian's ``prometheus-pushgateway``) scraped by a real
+Prometheus, both on loopback (``tests/pushgateway.py``): what the steps push arrives in Prometheus with its labels
+and values, a second push for a step replaces the first, and a Pushgateway that refuses a push or is down is a
+warning. Without the ``prometheus-pushgateway`` or ``prometheus`` binary these tests fail, naming the Debian package
+to install (``make system``, which ``make test`` and CI run); they do not skip.
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Summary, push_to_gateway
 
 from components import baseline, evaluate, export, gate, ingest, mlnt, noise
-from components.telemetry import PUSHGATEWAY_ENV, push_training_metrics
+from components.common.telemetry import PUSHGATEWAY_ENV, push_training_metrics
 from monitoring.local import LocalError
 from monitoring.metrics import PUSHGATEWAY_JOB
 from tests.pushgateway import JOB_NAME, prometheus_scraping, pushgateway, query, query_until

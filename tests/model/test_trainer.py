@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from components.checkpoints import FileCheckpointStore
+from components.common.checkpoints import FileCheckpointStore
 from model.networks import SmallCNN
 from model.trainer import Data, MlntConfig, NonFiniteLossError, TrainConfig, accuracy, augment, train
 

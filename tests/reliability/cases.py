@@ -38,9 +38,16 @@ class Case:
     defect: str = ""  # an open defect: the case asserts the right behaviour and is expected to fail until fixed
 
     @property
+    def module(self) -> str:
+        """The module whose ``main`` the case runs: a step, one of the two tools (``make data``, ``make results``)
+        or the predictor."""
+        if self.step == "serving":
+            return "serving"
+        return f"components.common.{self.step}" if self.step in ("data", "report") else f"components.{self.step}"
+
+    @property
     def command(self) -> str:
-        module = "serving" if self.step == "serving" else f"components.{self.step}"
-        return " ".join(["python -m", module, *self.argv])
+        return " ".join(["python -m", self.module, *self.argv])
 
 
 def nothing() -> None:

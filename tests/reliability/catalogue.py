@@ -40,14 +40,23 @@ def outcome(case: Case) -> str:
     return f"exit {case.code}; previous outputs {kept}"
 
 
+def grouped_tables(items, header: tuple[str, ...], row) -> list[str]:
+    """One markdown table per ``kind`` of ``items`` (in order), under the kind as a bold heading; ``row(item)``
+    gives an item's cells."""
+    parts = []
+    for kind, group in groupby(items, key=lambda item: item.kind):
+        parts += [f"\n**{kind[0].upper() + kind[1:]}**\n", "| " + " | ".join(header) + " |",
+                  "|" + "---|" * len(header)]
+        parts += ["| " + " | ".join(row(item)) + " |" for item in group]
+    return parts
+
+
 def bad_inputs() -> str:
     parts = [f"{len(CASES)} cases. Each: the step's exit code, a message with every quoted fragment, no traceback, "
              "every file of the workspace unchanged (sha256) and no code run from a file."]
-    for kind, cases in groupby(CASES, key=lambda c: c.kind):
-        parts += [f"\n**{kind[0].upper() + kind[1:]}**\n", "| case | command | fault | the message says | outcome |",
-                  "|---|---|---|---|---|"]
-        parts += [f"| `{c.id}` | `{c.command}` | {cell(c.fault)} | "
-                  f"{' … '.join(code(s) for s in c.says)} | {outcome(c)} |" for c in cases]
+    parts += grouped_tables(CASES, ("case", "command", "fault", "the message says", "outcome"),
+                            lambda c: (f"`{c.id}`", f"`{c.command}`", cell(c.fault),
+                                       " … ".join(code(s) for s in c.says), outcome(c)))
     return "\n".join(parts)
 
 
@@ -81,10 +90,8 @@ def mutations() -> str:
 def attacks() -> str:
     parts = [f"{len(ATTACKS)} attack classes, each tried by a test of `tests/reliability/test_attacks.py` with "
              "generated variants."]
-    for kind, listed in groupby(ATTACKS, key=lambda a: a.kind):
-        parts += [f"\n**{kind[0].upper() + kind[1:]}**\n", "| attack | what stops it | test | it checks |",
-                  "|---|---|---|---|"]
-        parts += [f"| {cell(a.attack)} | {cell(a.defence)} | `{a.test}` | {cell(a.checks)} |" for a in listed]
+    parts += grouped_tables(ATTACKS, ("attack", "what stops it", "test", "it checks"),
+                            lambda a: (cell(a.attack), cell(a.defence), f"`{a.test}`", cell(a.checks)))
     return "\n".join(parts)
 
 

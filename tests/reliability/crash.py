@@ -24,22 +24,22 @@ from pathlib import Path
 
 import torch
 
-import components.checkpoints
-import components.training
-from components.atomic import atomic_path
-from components.checkpoints import FileCheckpointStore
+import components.common.checkpoints
+import components.common.model_file
+from components.common.atomic import atomic_path
+from components.common.checkpoints import FileCheckpointStore
 
 KILLED = -signal.SIGKILL
 # name: (owner, attribute, when the n-th call dies: before it, after it or halfway through what it writes; the
 # state that leaves, for the catalogue)
 POINTS = {
     "checkpoint-saved": (FileCheckpointStore, "save", "after", "just after the n-th checkpoint was saved"),
-    "checkpoint-rotated": (components.checkpoints, "write_atomic", "before",
+    "checkpoint-rotated": (components.common.checkpoints, "write_atomic", "before",
                            "in the n-th save: the last checkpoint linked as `.prev`, the new one not begun"),
-    "checkpoint-write": (components.checkpoints, "write_atomic", "halfway",
+    "checkpoint-write": (components.common.checkpoints, "write_atomic", "halfway",
                          "halfway through writing the n-th checkpoint's temporary file"),
     "optimizer-step": (torch.optim.SGD, "step", "before", "as the n-th optimizer step begins (between checkpoints)"),
-    "model-write": (components.training, "write_atomic", "halfway",
+    "model-write": (components.common.model_file, "write_atomic", "halfway",
                     "halfway through writing the n-th output file (`model.pt`), after training ended"),
     "release-copy": (shutil, "copy2", "halfway", "halfway through copying the n-th file into the staging folder"),
     "release-renamed": (pathlib.Path, "rename", "after",

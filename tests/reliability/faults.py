@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import yaml
 
-from components.checkpoints import FileCheckpointStore
+from components.common.checkpoints import FileCheckpointStore
 
 MARKER = "pwned"  # the folder a malicious pickle would create if it ever ran
 

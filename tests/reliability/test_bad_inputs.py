@@ -17,7 +17,7 @@ from tests.reliability.workspace import ROOT, snapshot
 
 def run_main(case: Case) -> int:
     """The step's ``main(argv)``, with a ``SystemExit`` turned into an exit code as the interpreter does."""
-    module = importlib.import_module("serving.__main__" if case.step == "serving" else f"components.{case.step}")
+    module = importlib.import_module("serving.__main__" if case.step == "serving" else case.module)
     try:
         return module.main(list(case.argv))
     except SystemExit as exit_:

@@ -28,10 +28,11 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageFile
 
-from components import data, ingest
-from components.formats import DataError
+from components import ingest
+from components.common import data
+from components.common.errors import DataError
+from components.common.streaming import decode
 from components.formats.images import MAX_PIXELS, check_encoded, load_image
-from components.streaming import decode
 from tests.reliability.workspace import snapshot
 
 C1M = ("--set", "ingest.dataset=clothing1m", "--set", "ingest.path=data/clothing1m", "--set", "ingest.image_size=8")

@@ -12,7 +12,7 @@ from kserve import InferInput, InferRequest
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from PIL import Image
 
-from components.training import normalise as training_normalise
+from components.common.splits import normalise as training_normalise
 from serving.binary import unpack as unpack_within
 from serving.budget import Budget
 from serving.drift import DriftWindow

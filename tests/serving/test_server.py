@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
-from components.training import normalise
+from components.common.splits import normalise
 from monitoring import metrics as contract
 from tests.serving.conftest import CLASSES, CLIENT_SHARE, LIMITS, MEAN, STD, VERSION
 

@@ -35,11 +35,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def write_atomic(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> None:
+    """Write ``path`` atomically: ``write`` fills an open binary temporary file beside it, which is fsynced and
+    renamed over ``path`` once ``write`` returns (``atomic_path``); on an error ``path`` stays as it was."""
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         write(fh)
 
 
 def write_json(path: str | os.PathLike, data: Any) -> None:
+    """Write ``data`` to ``path`` atomically as JSON: indented by 2, keys sorted, a final newline."""
     write_atomic(path, lambda fh: fh.write((json.dumps(data, indent=2, sort_keys=True) + "\n").encode()))
 
 

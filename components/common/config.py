@@ -44,6 +44,7 @@ class PrintableFormatter(logging.Formatter):
     """The steps' log format with ``printable`` applied to each record's line (a traceback, ours, stays as it is)."""
 
     def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        """The record's formatted line with ``printable`` applied, so a message that echoes data stays on its line."""
         return printable(super().formatMessage(record))
 
 

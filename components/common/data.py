@@ -1,7 +1,7 @@
 """``make data``: put the embedded default dataset (Fashion-MNIST) in ``data/`` and prove it is the version
 ``data.dvc`` records.
 
-    python -m components.data [--source PATH]
+    python -m components.common.data [--source PATH]
 
 Sources: ``--source`` (a folder with the four ``.gz`` files) when given; otherwise Debian's
 ``dataset-fashion-mnist`` package (``/usr/share/datasets/fashion-mnist``), then the official download (https only,
@@ -42,6 +42,9 @@ FILES = [name for pair in FASHION_MNIST_FILES.values() for name in pair]
 
 
 class DataFetchError(RuntimeError):
+    """The Fashion-MNIST files could not be placed, or are not the version ``data.dvc`` records; the message names
+    the file or the record and why."""
+
     pass
 
 
@@ -163,7 +166,10 @@ def _md5(record: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m components.data", description=__doc__.splitlines()[0])
+    """``make data``: ``make`` into ``--root`` (default ``.``) from ``--source`` or the default sources, printing
+    where each file came from; returns 0, or 1 with one error line on stderr when a file cannot be fetched or the
+    data is not the recorded version."""
+    parser = argparse.ArgumentParser(prog="python -m components.common.data", description=__doc__.splitlines()[0])
     parser.add_argument("--source", type=Path, help="a folder with the four Fashion-MNIST .gz files")
     parser.add_argument("--root", type=Path, default=Path("."), help="the repository root (default: .)")
     args = parser.parse_args(argv)

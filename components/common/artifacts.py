@@ -1,7 +1,9 @@
-"""Reading what an earlier step wrote, with one clear error when it is not there."""
+"""Reading what an earlier step wrote, with one clear error when it is not there; and the sha256 of a file, which
+names inputs in manifests, model cards and checkpoint folders."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import zipfile
 import zlib
@@ -10,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from components.formats import DataError
+from components.common.errors import DataError
 
 
 def require(path: Path, producer: str) -> Path:
@@ -50,3 +52,12 @@ def read_arrays(path: Path, producer: str, *keys: str) -> tuple[np.ndarray, ...]
     if missing:
         raise DataError(f"{path}: expected the array {missing[0]!r} written by the {producer} step, found {found}")
     return tuple(arrays[k] for k in keys)
+
+
+def sha256_file(path: Path) -> str:
+    """The hex sha256 of the file at ``path``, read in blocks of 1 MiB (never whole into memory)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

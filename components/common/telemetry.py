@@ -16,7 +16,7 @@ prometheus_client's ``basic_auth_handler``, the user from ``MLNT_PUSHGATEWAY_USE
 file named by ``MLNT_PUSHGATEWAY_PASSWORD_FILE`` (a mounted Kubernetes Secret) or from ``MLNT_PUSHGATEWAY_PASSWORD``.
 Credentials in the address itself (``user:password@`` before the host) are refused, nothing is pushed, and the address
 is logged with them replaced by ``***``: ``redact`` applies to every line this module logs, and ``printable`` (the
-steps' log escaping, ``components.config``) keeps a line from the environment or an error on one line. A
+steps' log escaping, ``components.common.config``) keeps a line from the environment or an error on one line. A
 half-given configuration (a user without a password, both password variables, an unreadable file) is a warning
 too, and nothing is sent. Basic authentication sends the password with every push: use ``https://`` wherever the
 path to the Pushgateway leaves the pod's node.
@@ -35,7 +35,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, Gauge, push_to_gateway
 from prometheus_client.exposition import basic_auth_handler, default_handler
 
-from components.config import printable
+from components.common.config import printable
 from monitoring import metrics as contract
 
 PUSHGATEWAY_ENV = "MLNT_PUSHGATEWAY"

@@ -26,7 +26,7 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from components.formats import DataError
+from components.common.errors import DataError
 from components.formats.images import MAX_PIXELS, open_image
 from components.formats.webdataset import SplitIndex
 
@@ -159,6 +159,8 @@ class ShardSource:
         return int(self.positions.shape[0])
 
     def subset(self, keep: Tensor) -> ShardSource:
+        """A copy holding only the rows ``keep`` selects (a boolean mask or indices over this source's rows) with
+        their labels; its decode counters start at zero and it starts its own loader."""
         return replace(self, positions=self.positions[keep.numpy()], labels=self.labels[keep],
                        _decoded=[0, 0.0])
 
@@ -219,7 +221,7 @@ def open_split(ingest, split: str, *, positions: np.ndarray | None = None, label
                workers: int = 2, augment: bool = False) -> ShardSource:
     """A split of a sharded ingest as a ``ShardSource``, decoded with the manifest's transform: every sample with
     its ingested label, or the samples at ``positions`` with ``labels``."""
-    from components.artifacts import read_json  # noqa: PLC0415
+    from components.common.artifacts import read_json  # noqa: PLC0415
     from components.formats.webdataset import read_index  # noqa: PLC0415
 
     transform = read_json(Path(ingest) / "manifest.json", "ingest", "transform")["transform"]

@@ -1,0 +1,71 @@
+"""The model file format of the training steps (``model.pt``, ``final.pt``, ``teacher.pt``, ``student.pt``): the
+network's name, its weights and what the data needs (classes, channels, image size, normalisation), saved
+atomically and loaded without executing code; and the seeded initial network."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from components.common.atomic import write_atomic
+from components.common.errors import DataError, torch_load_error
+from model.networks import build_network
+
+MODEL_FORMAT = 1
+
+
+def seeded_network(name: str, meta: dict[str, Any], seed: int, *,
+                   pretrained: Mapping[str, torch.Tensor] | None = None) -> nn.Module:
+    """The network for ``meta`` (a ``load_split`` result), initialised from ``seed``: the same weights on every rerun
+    and in every process, so a run killed before its first checkpoint restarts from the weights it began with.
+    torch's global generator is left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_network(name, meta["num_classes"], in_channels=meta["in_channels"],
+                             image_size=meta["image_size"], pretrained=pretrained)
+
+
+def save_model(path: Path, state: dict[str, torch.Tensor], *, network: str, meta: dict[str, Any],
+               extra: dict[str, Any] | None = None) -> None:
+    """Write a model file to ``path`` atomically: format ``MODEL_FORMAT``, the ``network`` name, ``state`` (detached,
+    on the CPU) as ``state_dict``, the keys of ``meta`` (``num_classes``, ``in_channels``, ``image_size``,
+    ``normalisation``: a ``load_split`` result) and of ``extra``. ``load_model`` reads it back."""
+    state = {k: v.detach().cpu() for k, v in state.items()}
+    payload = {"format": MODEL_FORMAT, "network": network, "state_dict": state, **meta, **(extra or {})}
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    write_atomic(path, lambda fh: fh.write(buffer.getvalue()))
+
+
+def load_model(path: Path) -> tuple[nn.Module, dict[str, Any]]:
+    """A network and its metadata from a model file, loaded without executing code (weights only)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: expected a model file, found no such file")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for a malformed archive
+        raise DataError(f"{path}: expected a model file written by this project, found unreadable data "
+                        f"({torch_load_error(err)})") from err
+    if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
+        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise DataError(f"{path}: expected model format {MODEL_FORMAT}, found {found!r}")
+    try:
+        net = build_network(payload["network"], payload["num_classes"], in_channels=payload["in_channels"],
+                            image_size=payload["image_size"])
+        state = payload["state_dict"]
+    except KeyError as err:
+        raise DataError(f"{path}: expected a model file with network, num_classes, in_channels, image_size and "
+                        f"state_dict, found one without {err}") from err
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as err:  # PyTorch lists every mismatch, one per line: the first says enough
+        first = next(line.strip() for line in [*str(err).splitlines()[1:], str(err)] if line.strip())
+        raise DataError(f"{path}: expected weights that fit a {payload['network']} with {payload['num_classes']} "
+                        f"classes, found others ({first})") from err
+    return net, payload

@@ -1,0 +1,94 @@
+"""The data a training or evaluation step reads: the noisy training split and the validation set (in memory, or
+streamed from a sharded dataset's shards), the clean test set, and the files a run's result depends on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from components.common.artifacts import read_arrays, read_json
+from components.common.errors import DataError
+from components.common.streaming import open_split
+from components.formats.webdataset import verify_shards
+from model.trainer import Data, Source
+
+
+def load_split(ingest: Path, noise: Path, *, workers: int = 2, augment: bool = False,
+               ) -> tuple[Source, Source, dict[str, Any]]:
+    """The training and validation sets, and what a model file must record. In memory (normalised float tensors)
+    for datasets ingested as arrays; streamed from the shards (``components.common.streaming``, ``workers`` decoding
+    processes, ``augment``: random crops and flips) for a sharded dataset. A dataset's own clean validation split
+    (Clothing1M's, an image folder's ``val``) is the validation set; otherwise the noise step's held-out rows."""
+    ingest, noise = Path(ingest), Path(noise)
+    manifest = read_json(ingest / "manifest.json", "ingest")
+    index, given, is_val = read_arrays(noise / "labels.npz", "noise", "index", "label", "is_val")
+    if manifest.get("format") == "shards":
+        return _shard_split(ingest, noise, index, given, workers=workers, augment=augment)
+    (images,) = read_arrays(ingest / "train.npz", "ingest", "images")
+    _check_rows(noise / "labels.npz", index, images.shape[0])
+    pixels = images[index[~is_val]].astype(np.float32) / 255.0
+    mean = pixels.mean(axis=(0, 1, 2)).tolist()
+    std = (pixels.std(axis=(0, 1, 2)) + 1e-6).tolist()
+    x = normalise(images[index], mean, std)
+    y = torch.from_numpy(given.astype(np.int64))
+    mask = torch.from_numpy(is_val)
+    meta = {"num_classes": len(manifest["class_names"]) if "class_names" in manifest else int(given.max()) + 1,
+            "in_channels": int(images.shape[3]), "image_size": int(images.shape[1]),
+            "normalisation": {"mean": mean, "std": std}}
+    if "val" in manifest.get("counts", {}):  # the dataset's own clean validation split (an image folder's val)
+        val_images, val_labels = read_arrays(ingest / "val.npz", "ingest", "images", "labels")
+        val = Data(normalise(val_images, mean, std), torch.from_numpy(val_labels.astype(np.int64)))
+    else:
+        val = Data(x[mask], y[mask])
+    return Data(x[~mask], y[~mask]), val, meta
+
+
+def _shard_split(ingest: Path, noise: Path, index: np.ndarray, given: np.ndarray, *, workers: int,
+                 augment: bool) -> tuple[Source, Source, dict[str, Any]]:
+    manifest = read_json(ingest / "manifest.json", "ingest", "transform", "class_names", "counts")
+    if "val" not in manifest["counts"]:
+        raise DataError(f"{ingest / 'manifest.json'}: expected a sharded dataset with its own val split, found "
+                        f"the splits {sorted(manifest['counts'])}")
+    _check_rows(noise / "labels.npz", index, manifest["counts"]["train"])
+    verify_shards(ingest, ("train", "val"))
+    train = open_split(ingest, "train", positions=index, labels=torch.from_numpy(given.astype(np.int64)),
+                       workers=workers, augment=augment)
+    transform = manifest["transform"]
+    meta = {"num_classes": len(manifest["class_names"]), "in_channels": 3, "image_size": transform["crop"],
+            "normalisation": {"mean": transform["mean"], "std": transform["std"]}}
+    return train, open_split(ingest, "val", workers=workers), meta
+
+
+def _check_rows(labels: Path, index: np.ndarray, count: int) -> None:
+    if index.size and index.max() >= count:
+        raise DataError(f"{labels}: expected indices below the {count} ingested images, found {int(index.max())} "
+                        f"(re-run the noise step)")
+
+
+def split_inputs(ingest: Path, noise: Path) -> list[Path]:
+    """The files a training run's result depends on (they name its checkpoint folder): the ingested training
+    images (or the shard index, which holds every shard's sha256) and the noise step's labels."""
+    ingest = Path(ingest)
+    images = ingest / "shards" / "index.json" if (ingest / "shards" / "index.json").is_file() else ingest / "train.npz"
+    return [images, Path(noise) / "labels.npz"]
+
+
+def test_set(ingest: Path, normalisation: dict[str, list[float]], *, workers: int = 2) -> Source:
+    """The clean test set: in memory, normalised with a model file's ``normalisation``, or streamed from the test
+    shards (with the manifest's transform, which is the one every model of a sharded dataset was trained with)."""
+    ingest = Path(ingest)
+    if read_json(ingest / "manifest.json", "ingest").get("format") == "shards":
+        verify_shards(ingest, ("test",))
+        return open_split(ingest, "test", workers=workers)
+    images, labels = read_arrays(ingest / "test.npz", "ingest", "images", "labels")
+    x = normalise(images, normalisation["mean"], normalisation["std"])
+    return Data(x, torch.from_numpy(labels.astype(np.int64)))
+
+
+def normalise(images: np.ndarray, mean: list[float], std: list[float]) -> torch.Tensor:
+    """uint8 ``[N, H, W, C]`` -> float32 ``[N, C, H, W]``, standardised per channel."""
+    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
+    return (x - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
