@@ -147,7 +147,7 @@ def monitoring_snapshot(root: Path) -> str:
              f"`{model['release']}` ({model['version']}) with", "", "```",
              f"python -m monitoring.snapshot --model {model['release']} --output docs/monitoring/dashboard.png "
              f"--minutes {round(traffic / 60, 1):g}", "```", "",
-             f"{_timing(snap, traffic)} {_training(snap)} **The traffic is synthetic**: one client, about "
+             f"{_timing(snap, traffic)} {_training(snap)} **The traffic is synthetic**: {_clients(snap)}, about "
              f"{sum(snap['sent'].values()) / traffic:.0f} actions a second, in {len(phases)} phases that are shaded "
              "in the image:", ""]
     lines += [f"{i}. {_phase(snap, phase)}" for i, phase in enumerate(snap["phases"], 1)]
@@ -232,16 +232,25 @@ def _phase(snap: dict, phase: dict) -> str:
     return f"*{name}* ({seconds:.0f} s): {what}"
 
 
+def _clients(snap: dict) -> str:
+    """Who sent the traffic: one client, or (newer snapshots) a population of users behind one gateway."""
+    users = snap.get("users")
+    if not users:
+        return "one client"
+    return (f"{users} users behind one gateway (each request carries one of their addresses in "
+            f"`X-Forwarded-For`, which the predictor trusts as the ServingRuntime configures it)")
+
+
 def _totals(snap: dict) -> str:
-    sent = {key.rsplit(" ", 1)[0]: (int(key.rsplit(" ", 1)[1]), n) for key, n in snap["sent"].items()}
-    inference = {kind: (status, n) for kind, (status, n) in sent.items() if re.match(r"v\d batch ", kind)}
-    ok = sum(n for status, n in inference.values() if status == 200)
-    failed = sum(n for status, n in inference.values() if status != 200)
-    batches = {int(kind.rsplit(" ", 1)[1]) for kind in inference}
-    largest = sum(n for kind, (status, n) in inference.items()
-                  if status == 200 and int(kind.rsplit(" ", 1)[1]) == max(batches))
-    bad = sum(n for kind, (_, n) in sent.items() if kind.startswith("bad: "))
-    feedback = sum(n for kind, (status, n) in sent.items() if kind == "feedback" and status == 200)
+    # "<kind> <status>": n, where one kind may have several statuses (feedback: 200 and 429)
+    sent = [(key.rsplit(" ", 1)[0], int(key.rsplit(" ", 1)[1]), n) for key, n in snap["sent"].items()]
+    inference = [(kind, status, n) for kind, status, n in sent if re.match(r"v\d batch ", kind)]
+    ok = sum(n for _, status, n in inference if status == 200)
+    failed = sum(n for _, status, n in inference if status != 200)
+    batches = {int(kind.rsplit(" ", 1)[1]) for kind, _, _ in inference}
+    largest = sum(n for kind, status, n in inference if status == 200 and int(kind.rsplit(" ", 1)[1]) == max(batches))
+    bad = sum(n for kind, _, n in sent if kind.startswith("bad: "))
+    feedback = sum(n for kind, status, n in sent if kind == "feedback" and status == 200)
     return (f"In all, {ok} successful inference requests ({largest} of them with {max(batches)} images)"
             + (f", {failed} failed ones" if failed else "") + f", {bad} client errors and {feedback} feedback posts.")
 

@@ -17,7 +17,8 @@ The command; each part is a module of its own. ``take``:
 3. drives scripted, synthetic traffic for ``--minutes`` (``monitoring.traffic``): normal Fashion-MNIST test images
    (random tensors if the data or the model's input shape does not fit), then one class's images only, a burst of
    client errors, and label feedback of which half disagrees at the end; v2 batches of 1 and 16 and some v1
-   requests;
+   requests; from a population of users behind a gateway (``X-Forwarded-For``), which the predictor, started with
+   the ServingRuntime's ``--client-header x-forwarded-for --trusted-proxy-hops 1``, tells apart as in the cluster;
 4. asks ``/api/v1/query_range`` for every panel query of the dashboard (``monitoring.query``;
    ``monitoring.dashboard.build()``, template variables replaced as ``monitoring.check`` does, ``$model`` by the
    served model and ``$__rate_interval`` by ``--rate-interval``), and ``main`` writes the answers to ``--json``
@@ -60,7 +61,7 @@ from monitoring.pipeline_run import (
 )
 from monitoring.pushgateway import JOB_NAME as PUSHGATEWAY_SCRAPE_JOB
 from monitoring.pushgateway import prometheus_scraping, pushgateway
-from monitoring.traffic import DATA, MAX_SECONDS, Traffic, drive, load_images
+from monitoring.traffic import DATA, MAX_SECONDS, PREDICTOR_OPTIONS, Traffic, drive, load_images
 from serving.release import ReleaseError, load_release
 
 MODEL_NAME = "mlnt-classifier"
@@ -101,7 +102,7 @@ def take(release: Path, seconds: float, *, name: str = MODEL_NAME, rate_interval
                     prometheus_scraping(gateway, logs / "prometheus", config=config) if gateway
                     else prometheus(f"127.0.0.1:{port}", logs / "prometheus"))
                 url = servers.enter_context(predictor(release, logs / "predictor.log", port=port, model_name=name,
-                                                      drift_window=DRIFT_WINDOW))
+                                                      drift_window=DRIFT_WINDOW, **PREDICTOR_OPTIONS))
                 client = servers.enter_context(httpx.Client(timeout=30))
                 say(f"predictor {url}, prometheus {prom}" + (f" and pushgateway {gateway}" if gateway else "")
                     + " ready")
@@ -135,7 +136,8 @@ def take(release: Path, seconds: float, *, name: str = MODEL_NAME, rate_interval
                            "rules": "monitoring/rules/mlnt.rules.yml",
                            "pushgateway": {"job_name": PUSHGATEWAY_SCRAPE_JOB, "honor_labels": True} if training
                            else None},
-            "predictor": {"drift_window": DRIFT_WINDOW}, "training": training, "inputs": images.source,
+            "predictor": {"drift_window": DRIFT_WINDOW, **PREDICTOR_OPTIONS}, "users": len(traffic.users),
+            "training": training, "inputs": images.source,
             "range": {"start": start, "end": end, "step": step}, "variables": variables, "phases": phases,
             "sent": dict(sorted(traffic.sent.items())), "panels": recorded,
             "wall_seconds": round(time.monotonic() - began, 1)}  # all but the rendering

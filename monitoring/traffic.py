@@ -5,10 +5,19 @@ model's input) and sends them to a predictor (``python -m serving``) over HTTP: 
 requests, label feedback, client errors. Writes nothing; ``Traffic.sent`` counts the requests by kind and status, and
 ``drive`` returns the phases it ran (``PHASES``: normal traffic, one class's images only, a burst of client errors,
 feedback of which half disagrees), with their Unix start and end times.
+
+The traffic is a population of ``USERS`` users behind a gateway, as in the cluster: every request comes from this one
+process, and carries ``X-Forwarded-For`` with the address of a user drawn at random (documentation addresses,
+``user_addresses``), as the cluster's ingress gateway appends it. A predictor started with ``PREDICTOR_OPTIONS``
+(``--client-header x-forwarded-for --trusted-proxy-hops 1``, the ServingRuntime's) tells the users apart, so that a
+shift in what all of them send moves the drift gauge past the alert's threshold while no one user could, and the
+feedback rate limit holds per user.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import itertools
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -28,6 +37,10 @@ TEST_IMAGES, TEST_LABELS = "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.
 MAX_SECONDS = 240  # traffic; with the start and the stop, a snapshot stays under 5 minutes
 TICK = 0.125  # seconds between two client actions: about 8 a second
 SKEWED_CLASS = "Trouser"  # the one Fashion-MNIST class of the skewed phase
+USERS = 200  # synthetic users behind the gateway: each holds at most 1/200 of the traffic, under the drift cap
+CLIENT_HEADER = "x-forwarded-for"  # what the gateway appends each user's address to
+# the predictor's options that make it read the header as the ServingRuntime does (k8s/base/serving)
+PREDICTOR_OPTIONS = {"client_header": CLIENT_HEADER, "trusted_proxy_hops": 1}
 
 
 @dataclass(frozen=True)
@@ -42,8 +55,8 @@ class Phase:
 PHASES = (
     Phase("normal", 0.30, "test images of every class (v2 batches of 1 and 16, some v1 requests); feedback with "
                           "their true labels"),
-    Phase("skewed", 0.25, f"only one class's images ('{SKEWED_CLASS}'; with random inputs, one image repeated): the "
-                          "predicted-class mix and the drift gauge move"),
+    Phase("skewed", 0.25, f"only one class's images ('{SKEWED_CLASS}'; with random inputs, one image repeated), from "
+                          "every user: the predicted-class mix and the drift gauge move"),
     Phase("bad requests", 0.15, "normal traffic with a burst of client errors (wrong shape, wrong datatype, "
                                 "malformed JSON, unknown model): 4xx"),
     Phase("disagreeing feedback", 0.30, "normal traffic; half of the feedback labels are wrong, as from a client "
@@ -88,20 +101,33 @@ def load_images(spec: InputSpec, data: Path = DATA, *, limit: int = 2000, seed: 
 # the traffic
 
 
-class Traffic:
-    """One client's requests against the predictor; ``sent`` counts them by kind and HTTP status."""
+def user_addresses(count: int = USERS) -> list[str]:
+    """``count`` distinct user addresses from the documentation ranges (RFC 5737: 198.51.100.0/24, 203.0.113.0/24)."""
+    pool = itertools.chain(*(ipaddress.ip_network(net).hosts() for net in ("198.51.100.0/24", "203.0.113.0/24")))
+    found = [str(host) for host in itertools.islice(pool, count)]
+    if not 1 <= count == len(found):
+        raise ValueError(f"traffic: expected 1 to 508 users, found {count}")
+    return found
 
-    def __init__(self, client: httpx.Client, url: str, name: str, images: Images, classes: int, *, seed: int = 0):
+
+class Traffic:
+    """The requests of ``users`` users behind a gateway against the predictor, each with ``X-Forwarded-For`` naming
+    a user drawn at random; ``sent`` counts them by kind and HTTP status."""
+
+    def __init__(self, client: httpx.Client, url: str, name: str, images: Images, classes: int, *, seed: int = 0,
+                 users: int = USERS):
         self.client, self.url, self.name, self.images, self.classes = client, url, name, images, classes
         self.rng = np.random.default_rng(seed)
+        self.users, self.who = user_addresses(users), np.random.default_rng([seed, 1])  # who: which user sends
         self.sent: Counter[str] = Counter()
         self.kept: deque[tuple[int, int]] = deque(maxlen=64)  # (predicted, true label) awaiting feedback
 
     def post(self, kind: str, path: str, body: bytes) -> httpx.Response | None:
-        """POST a JSON ``body`` to ``path``, counted in ``sent`` as ``kind`` and the status (or the error); the
-        answer, or ``None`` if none came."""
+        """POST a JSON ``body`` to ``path`` as a user drawn at random, counted in ``sent`` as ``kind`` and the
+        status (or the error); the answer, or ``None`` if none came."""
+        headers = {"content-type": "application/json", CLIENT_HEADER: self.users[self.who.integers(len(self.users))]}
         try:
-            answer = self.client.post(self.url + path, content=body, headers={"content-type": "application/json"})
+            answer = self.client.post(self.url + path, content=body, headers=headers)
         except httpx.HTTPError as error:
             self.sent[f"{kind} {type(error).__name__}"] += 1
             return None

@@ -16,6 +16,7 @@ import copy
 import sys
 from types import ModuleType
 
+from serving.clients import HEADER_NAME
 from serving.release import ReleaseError, load_release
 
 MODEL_NAME = "mlnt-classifier"
@@ -49,7 +50,14 @@ def get_args_parser() -> argparse.ArgumentParser:
                       help="most images decoded at once, all requests together")
     ours.add_argument("--drift-window", type=int, default=1000, help="recent predictions the drift gauge uses")
     ours.add_argument("--drift-client-share", type=float, default=0.1,
-                      help="most of the drift window one client may hold (1: no cap, for one trusted gateway)")
+                      help="most of the drift window one client may hold (1: no cap)")
+    ours.add_argument("--client-header", default=None, metavar="NAME",
+                      help="tell clients apart by the address the trusted proxies appended to this header "
+                           "(x-forwarded-for), REST and gRPC, instead of the connection's peer; only where every "
+                           "request comes through those proxies (docs/serving.md, 'Who is a client')")
+    ours.add_argument("--trusted-proxy-hops", type=int, default=None, metavar="N",
+                      help="with --client-header: the client is entry N from the right, the address the N-th "
+                           "proxy from the predictor appended; entries further left are never read (default 1)")
     ours.add_argument("--feedback-token-file", default=None,
                       help="file holding the bearer token feedback must carry (a mounted Secret); else "
                            "$MLNT_FEEDBACK_TOKEN; neither: feedback is open, with a warning")
@@ -89,6 +97,18 @@ def problem(args: argparse.Namespace) -> str | None:
                 f"found {args.workers}")
     if args.enable_grpc and args.grpc_port == args.http_port:
         return f"--grpc_port: expected a port other than --http_port, found {args.grpc_port} for both"
+    return client_problem(args)
+
+
+def client_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with ``--client-header`` and ``--trusted-proxy-hops``, as one line; ``None`` when nothing."""
+    if args.trusted_proxy_hops is not None and args.client_header is None:
+        return (f"--trusted-proxy-hops: expected --client-header with it (the header the proxies append to), found "
+                f"{args.trusted_proxy_hops} hops and no header")
+    if args.trusted_proxy_hops is not None and args.trusted_proxy_hops < 1:
+        return f"--trusted-proxy-hops: expected at least 1, found {args.trusted_proxy_hops}"
+    if args.client_header is not None and not HEADER_NAME.fullmatch(args.client_header):
+        return f"--client-header: expected a header name (letters, digits and hyphens), found {args.client_header!r}"
     return None
 
 
@@ -112,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         token = FeedbackToken.from_settings(args.feedback_token_file)
         release = load_release(args.model)  # before onnxruntime and the model: a bad release fails fast
+        from serving.clients import ClientIdentity  # noqa: PLC0415
         from serving.server import Protection, build, serve  # noqa: PLC0415
 
         model = build(release, name=args.model_name, max_batch=args.max_batch, drift_window=args.drift_window,
@@ -122,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     protection = Protection(max_body_bytes=args.max_body_bytes, docs=args.enable_docs_url,
                             repository=args.enable_model_repository, token=token, feedback_rate=args.feedback_rate,
-                            feedback_burst=args.feedback_burst)
+                            feedback_burst=args.feedback_burst,
+                            clients=ClientIdentity(args.client_header, args.trusted_proxy_hops or 1))
     serve(model, kserve_settings(args), protection)
     return 0
 

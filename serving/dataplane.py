@@ -7,6 +7,9 @@ before and encoding after (KServe's servicer does those). Errors that KServe's s
 datatype it cannot read, raw contents that do not match the inputs) and messages over the size limit (refused by
 gRPC itself) are not counted.
 
+A gRPC request's client (``serving.clients``) is set here too, from the call's metadata: ``grpc`` for all of them,
+or with ``--client-header`` the address that header names.
+
 KServe's server readiness is always true; here it is true only while every model the predictor was started with is
 registered and ready (an unload, with ``--enable-model-repository``, makes it false). The server metadata lists the
 repository extension only when it is enabled.
@@ -21,6 +24,7 @@ from kserve.model_repository import ModelRepository
 from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.infer_type import InferRequest
 
+from serving.clients import CLIENT, ClientIdentity
 from serving.metrics import PredictorMetrics
 
 GRPC = "grpc-v2"  # the protocol label, KServe's name for the Open Inference Protocol over gRPC
@@ -28,14 +32,16 @@ CLIENT_ERRORS = (InvalidInput, ModelNotFound, UnsupportedProtocol)  # serving.in
 
 
 class AccountedDataPlane(DataPlane):
-    """KServe's ``DataPlane`` that counts and times gRPC inference in ``metrics`` (``None``: not at all), is ready
-    only while every model of ``serves`` is, and lists no extensions unless ``repository`` (see the module
-    docstring)."""
+    """KServe's ``DataPlane`` that counts and times gRPC inference in ``metrics`` (``None``: not at all), tells its
+    clients apart as ``clients`` says, is ready only while every model of ``serves`` is, and lists no extensions
+    unless ``repository`` (see the module docstring)."""
 
     def __init__(self, model_registry: ModelRepository, metrics: PredictorMetrics | None, *,
-                 serves: frozenset[str] = frozenset(), repository: bool = False):
+                 serves: frozenset[str] = frozenset(), repository: bool = False,
+                 clients: ClientIdentity | None = None):
         super().__init__(model_registry=model_registry)
         self.metrics, self.serves, self.repository = metrics, serves, repository
+        self.clients = clients or ClientIdentity()
 
     async def ready(self) -> bool:
         """True only while every model of ``serves`` is registered and ready and KServe's own readiness holds."""
@@ -50,9 +56,20 @@ class AccountedDataPlane(DataPlane):
         return found if self.repository else {**found, "extensions": []}
 
     async def infer(self, model_name: str, request, headers: dict | None = None):
-        """KServe's inference; a gRPC request is also counted and timed as ``GRPC`` with its outcome: ``ok``,
-        ``client_error`` for ``CLIENT_ERRORS``, else ``server_error``."""
-        if self.metrics is None or not (isinstance(request, InferRequest) and request.from_grpc):
+        """KServe's inference; a gRPC request is also given its client (from ``headers``, its metadata) and counted
+        and timed as ``GRPC`` with its outcome: ``ok``, ``client_error`` for ``CLIENT_ERRORS``, else
+        ``server_error``."""
+        if not (isinstance(request, InferRequest) and request.from_grpc):
+            return await super().infer(model_name, request, headers)
+        noted = CLIENT.set(self.clients.of_metadata(headers))
+        try:
+            return await self.accounted(model_name, request, headers)
+        finally:
+            CLIENT.reset(noted)
+
+    async def accounted(self, model_name: str, request: InferRequest, headers: dict | None):
+        """KServe's inference of a gRPC request, counted and timed in ``metrics`` (if any)."""
+        if self.metrics is None:
             return await super().infer(model_name, request, headers)
         outcome, start = "server_error", time.perf_counter()  # an exception that escapes is a server error
         try:

@@ -10,9 +10,11 @@ wants to pin the gauge (or hide a real shift) by sending the same images, or man
   ``filled / size x TV(window, training)``: a client alone, or a window still filling, moves it by at most the share
   of the slots it holds.
 
-So with the default share 0.1 one client moves the gauge by at most 0.1, under the 0.2 of the drift alert. The price:
-a predictor behind one trusted gateway (one client address) sees at most that share; ``--drift-client-share 1``
-turns the cap off there.
+So with the default share 0.1 one client moves the gauge by at most 0.1, under the 0.2 of the drift alert, while a
+shift in the whole population moves it all the way. Who a client is decides both (``serving.clients``): behind
+reverse proxies every connection comes from the last proxy, so the predictor must be told which header the proxies
+append the client's address to (``--client-header``, ``--trusted-proxy-hops``), or all traffic is one client and
+the gauge never passes the share.
 """
 
 from __future__ import annotations

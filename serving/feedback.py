@@ -6,7 +6,8 @@ Bodies: ``{"predicted": "Coat", "label": "Shirt"}`` (one label for a prediction 
 
 Feedback decides what the label-disagreement alert says, so it is guarded in this order, each step before any work
 of the next: the bearer token (``serving.auth``: 401), the body's form (400), then the client's rate
-(``serving.clients.RateLimiter``, one unit per label: 429 with ``Retry-After``), and only then the inference that
+(``serving.clients.RateLimiter``, one unit per label, per client as ``serving.clients.ClientIdentity`` tells them
+apart: 429 with ``Retry-After``), and only then the inference that
 the ``instances`` form asks for.
 """
 

@@ -16,7 +16,7 @@ from serving import routes
 from serving.binary import HEADER as BINARY_HEADER
 from serving.binary import unpack
 from serving.budget import Budget, check_v1, check_v2
-from serving.clients import CLIENT, peer
+from serving.clients import CLIENT, ClientIdentity, peer
 from serving.inputs import BadRequest, parse_json
 from serving.metrics import PredictorMetrics
 
@@ -67,12 +67,14 @@ class Guard:
     (``serving.routes``), 404 for an unknown model name, 413 for a body over the budget's bytes, 400 for malformed
     JSON, a v2 binary body that does not fit its header, or a request that declares more than the budget
     (``serving.budget``); a JSON body sent without a JSON content type (``curl -d``) passes as JSON. It notes the
-    client (``serving.clients``), and answers an exception that escapes the app with a 500 that names no internals
-    (KServe's own handler would answer with the exception's type and message), logging its traceback instead."""
+    client (``serving.clients``: the peer; for a POST to the model, the one ``clients`` names), and answers an
+    exception that escapes the app with a 500 that names no internals (KServe's own handler would answer with the
+    exception's type and message), logging its traceback instead."""
 
     def __init__(self, app, *, models: set[str], budget: Budget, router: Router | None = None,
-                 served: frozenset[str] = routes.SERVED):
+                 served: frozenset[str] = routes.SERVED, clients: ClientIdentity | None = None):
         self.app, self.models, self.budget, self.router, self.served = app, models, budget, router, served
+        self.clients = clients or ClientIdentity()
 
     async def __call__(self, scope: dict, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -108,6 +110,8 @@ class Guard:
             return await reply(send, 404, f"Unknown model '{route['name']}'. Valid: {', '.join(sorted(self.models))}")
         if scope["method"] != "POST":
             return await self.app(scope, receive, send)
+        # Inference and feedback only: probes and scrapes come without the proxies' header and are no one's traffic.
+        CLIENT.set(self.clients.of(scope))
         body, size = await read_body(scope, receive, self.budget.body_bytes)
         if body is None:
             return await reply(send, 413, f"expected a request body of at most {self.budget.body_bytes} bytes, "

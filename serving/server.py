@@ -18,7 +18,7 @@ from kserve.model_server import app as kserve_app
 from serving import logs, routes
 from serving.auth import FeedbackToken
 from serving.budget import Budget
-from serving.clients import RateLimiter
+from serving.clients import ClientIdentity, RateLimiter
 from serving.dataplane import AccountedDataPlane
 from serving.drift import DriftWindow
 from serving.feedback import install_feedback
@@ -47,7 +47,8 @@ def build(release: Release, *, name: str, max_batch: int, drift_window: int, thr
 @dataclass(frozen=True)
 class Protection:
     """What guards the REST side, from the command line: the body limit, the routes enabled beyond the default
-    (docs, the model repository), the feedback token and the feedback rate per client."""
+    (docs, the model repository), the feedback token, the feedback rate per client and how clients are told apart
+    (both transports)."""
 
     max_body_bytes: int
     docs: bool = False
@@ -55,6 +56,7 @@ class Protection:
     token: FeedbackToken = field(default_factory=FeedbackToken)
     feedback_rate: float = 1.0
     feedback_burst: int = 256
+    clients: ClientIdentity = field(default_factory=ClientIdentity)
 
 
 def install(app: FastAPI, model: Classifier, protection: Protection) -> None:
@@ -66,7 +68,8 @@ def install(app: FastAPI, model: Classifier, protection: Protection) -> None:
     budget = Budget.for_input(model.spec.shape, images=model.max_batch, pixels=model.max_decode_pixels,
                               body_bytes=protection.max_body_bytes)
     app.add_middleware(Guard, models={model.name}, budget=budget, router=app.router,
-                       served=routes.served(docs=protection.docs, repository=protection.repository))
+                       served=routes.served(docs=protection.docs, repository=protection.repository),
+                       clients=protection.clients)
     app.add_middleware(Accounting, metrics=model.metrics)  # outermost of ours: sees Guard's answers too
     app.add_exception_handler(BadRequest, bad_request)
     app.add_exception_handler(RequestValidationError, invalid_body)
@@ -90,11 +93,12 @@ def install_docs(app: FastAPI) -> None:
 def serve(model: Classifier, settings: dict, protection: Protection) -> None:
     """Serve ``model`` with KServe until SIGTERM; ``settings`` are the parsed command line (KServe's flags too)."""
     install(kserve_app, model, protection)
-    server = make_server(settings, model.metrics, models=[model])
+    server = make_server(settings, model.metrics, models=[model], clients=protection.clients)
     logs.show_with_kserve()  # KServe has configured logging now
     grpc = f" and gRPC on port {server.grpc_port}" if server.enable_grpc else ""
     log.info("serving %s (%s) from %s: REST on port %d%s", model.name, model.release.version, model.release.folder,
              server.http_port, grpc)
+    log.info("%s", protection.clients.describe())
     if (warning := protection.token.describe()) is not None:
         log.warning(warning)
     if protection.repository:
@@ -103,11 +107,13 @@ def serve(model: Classifier, settings: dict, protection: Protection) -> None:
     server.start([model])
 
 
-def make_server(settings: dict, metrics: PredictorMetrics | None, *, models: list[Classifier] = ()) -> ModelServer:
+def make_server(settings: dict, metrics: PredictorMetrics | None, *, models: list[Classifier] = (),
+                clients: ClientIdentity | None = None) -> ModelServer:
     """KServe's ModelServer with every setting that is one of its arguments; the rest of KServe's flags it reads from
     ``kserve.model_server.args`` (``hand_to_kserve``). Both transports share its repository extension and data
     plane: the repository is read-only unless ``enable_model_repository``, and the data plane accounts gRPC
-    inference in our metrics and is ready only while ``models`` are."""
+    inference in our metrics, tells gRPC clients apart as ``clients`` says, and is ready only while ``models``
+    are."""
     hand_to_kserve(settings)
     accepted = inspect.signature(ModelServer).parameters
     server = ModelServer(**{name: value for name, value in settings.items() if name in accepted})
@@ -115,7 +121,7 @@ def make_server(settings: dict, metrics: PredictorMetrics | None, *, models: lis
     server.model_repository_extension = (ManagedRepository(server.registered_models, {m.name: m for m in models})
                                          if enabled else ReadOnlyRepository(server.registered_models))
     server.dataplane = AccountedDataPlane(server.registered_models, metrics, serves=frozenset(m.name for m in models),
-                                          repository=enabled)
+                                          repository=enabled, clients=clients)
     return server
 
 

@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 
+import httpx
 import numpy as np
 import pytest
 import yaml
@@ -114,6 +115,32 @@ def test_the_pipeline_runs_on_a_tiny_fashion_mnist_with_short_training(tmp_path)
     assert params["gate"]["min_accuracy"] == pipeline_run.PIPELINE_MIN_ACCURACY
 
 
+def test_the_traffic_is_many_users_behind_a_gateway():
+    """Every request names one of the users in X-Forwarded-For, as the cluster's gateway appends it, and the
+    snapshot's predictor reads it as the ServingRuntime's does."""
+    seen = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get_list("x-forwarded-for"))
+        return httpx.Response(200, json={"outputs": [{"name": "class_index", "data": [0]}], "predictions": []})
+
+    images = traffic.Images(np.zeros((4, 1, 8, 8), np.float32), None, np.zeros(1, np.int64), "zeros")
+    with httpx.Client(transport=httpx.MockTransport(answer)) as client:
+        sent = traffic.Traffic(client, "http://predictor", "m", images, len(CLASSES))
+        for phase in traffic.PHASES:
+            for _ in range(50):
+                sent.step(phase)
+    assert all(len(header) == 1 and header[0] in sent.users for header in seen)
+    assert len({header[0] for header in seen}) > 100 and len(sent.users) == traffic.USERS
+    assert len(set(traffic.user_addresses(508))) == 508
+    with pytest.raises(ValueError, match="expected 1 to 508 users, found 509"):
+        traffic.user_addresses(509)
+    runtime = yaml.safe_load((ROOT / "k8s/base/serving/servingruntime.yaml").read_text())["spec"]["containers"][0]
+    options = {key: runtime["args"][runtime["args"].index("--" + key.replace("_", "-")) + 1]
+               for key in traffic.PREDICTOR_OPTIONS}
+    assert options == {key: str(value) for key, value in traffic.PREDICTOR_OPTIONS.items()}
+
+
 def test_prometheus_scrapes_the_predictor_and_the_pushgateway_with_honor_labels():
     config = yaml.safe_load(pushgateway_config("127.0.0.1:9091", config=local.prometheus_config(
         ["127.0.0.1:8080"], job_name="podMonitor/mlnt/mlnt-classifier/0", job="mlnt/mlnt-classifier")))
@@ -134,6 +161,7 @@ def test_a_short_real_snapshot_of_a_tiny_release(tmp_path):
     assert [panel["title"] for panel in taken["panels"]] == [panel["title"] for panel in query.panels(
         dashboard.build())]
     assert [phase["name"] for phase in taken["phases"]] == [phase.name for phase in traffic.PHASES]
+    assert taken["predictor"]["client_header"] == "x-forwarded-for" and taken["users"] == traffic.USERS
 
     def values(title: str, **labels: str) -> list[float]:
         """The panel's finite values (a ratio of rates is NaN while the predictor is idle, as before the traffic)."""

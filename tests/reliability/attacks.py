@@ -77,7 +77,8 @@ ATTACKS = [
            "token: 200; the runtime mounts the Secret and passes the flag"),
     Attack("feedback-flood", "feedback",
            "one client sending labels as fast as it can",
-           "a token bucket per client address, one unit per label (`--feedback-rate`, `--feedback-burst`)",
+           "a token bucket per client, one unit per label (`--feedback-rate`, `--feedback-burst`); a client is its "
+           "address (`serving.clients`)",
            "test_feedback_is_rate_limited_per_client",
            "past the burst: 429 with `Retry-After`, the counters unchanged; another client is still served"),
     Attack("drift-pinning", "drift",
@@ -86,6 +87,19 @@ ATTACKS = [
            "it; empty slots count as the training distribution (`serving.drift`)",
            "test_one_client_cannot_pin_the_drift_gauge",
            "for each strategy the gauge stays within the client's share; many clients still move it all the way"),
+    Attack("forwarded-for-forgery", "client identity",
+           "behind the gateway, one client sending `X-Forwarded-For` entries of its choosing (a new forged address "
+           "on every request, many of them, malformed ones) to be many clients: past the drift cap and the "
+           "feedback rate",
+           "with `--client-header x-forwarded-for --trusted-proxy-hops N` the client is the entry the N-th trusted "
+           "proxy appended, counted from the right; entries further left are never read, a header too short or "
+           "malformed there counts as the peer (`serving.clients`); without the flag the header is not read at "
+           "all. The ServingRuntime sets it for the one gateway in front (`k8s/base/serving/servingruntime.yaml`)",
+           "test_clients_behind_the_gateway_are_the_addresses_it_appended",
+           "through one peer, many forwarded clients with a population shift move the gauge past the drift "
+           "alert's threshold (read from the rules) while one forwarded client forging left-most entries stays "
+           "within its share; feedback is limited per forwarded client whatever it forges; the runtime's flags "
+           "pass the predictor's checks"),
     Attack("log-forging", "logs",
            "newlines, carriage returns, terminal escapes and Unicode line separators in URL paths, model and tensor "
            "names, feedback labels and exception messages, to forge log lines",

@@ -24,7 +24,9 @@ from starlette.routing import Mount, Route
 
 import serving.inputs
 from serving import routes
+from serving.__main__ import get_args_parser, problem
 from serving.auth import FeedbackToken
+from serving.clients import ClientIdentity
 from serving.model import Classifier
 from serving.server import Protection
 from tests.reliability import fuzz
@@ -323,6 +325,72 @@ def test_one_client_cannot_pin_the_drift_gauge(release):
         crowd.request("POST", V2, json={"inputs": [{"name": "images", "shape": list(x.shape), "datatype": "FP32",
                                                     "data": x.ravel().tolist()}]}, client=(f"10.0.1.{k}", 1))
     assert crowd.sample("mlnt_prediction_drift") > bound
+
+
+# Client identity --------------------------------------------------------------------------------------------------
+GATEWAY = ("127.0.0.6", 4000)  # the peer of every request behind the gateway (an Istio sidecar connects from here)
+
+
+def drift_threshold() -> float:
+    """The drift alert's threshold, from the rule the cluster runs."""
+    rules = yaml.safe_load((ROOT / "monitoring/rules/mlnt.rules.yml").read_text())
+    expr = next(rule["expr"] for group in rules["groups"] for rule in group["rules"]
+                if rule.get("alert") == "MlntPredictionDrift")
+    return float(re.fullmatch(r".*>\s*([0-9.]+)", expr.strip())[1])
+
+
+def behind_the_gateway(**options) -> Protection:
+    return Protection(LIMITS["max_body_bytes"], clients=ClientIdentity("x-forwarded-for", 1), **options)
+
+
+def test_clients_behind_the_gateway_are_the_addresses_it_appended(release):
+    size, share, threshold = LIMITS["drift_window"], 0.1, drift_threshold()
+    bound = int(share * size) / size
+    rng = np.random.default_rng(5)
+
+    def shifted(images: int = 4) -> dict:  # a population shift: every user's images now look alike
+        x = rng.standard_normal((images, 1, 8, 8)).astype(np.float32) + 3
+        return {"inputs": [{"name": "images", "shape": list(x.shape), "datatype": "FP32", "data": x.ravel().tolist()}]}
+
+    # Many users behind the gateway, one peer: the shift is reported past the alert's threshold; without the flag
+    # the same traffic is one client and the gauge stays within its share.
+    requests = [(shifted(), f"198.51.100.{k}") for k in range(16)]
+    crowd, one_peer = InProcess(release, protection=behind_the_gateway(), client_share=share), InProcess(release)
+    for body, user in requests:
+        for predictor_ in (crowd, one_peer):
+            assert good(predictor_.request("POST", V2, json=body, client=GATEWAY, headers={"x-forwarded-for": user}))
+    assert crowd.sample("mlnt_prediction_drift") > threshold > bound
+    assert one_peer.sample("mlnt_prediction_drift") <= bound + 1e-9
+
+    # One user forging what it may (everything left of what the gateway appends) stays one client.
+    real = "192.0.2.66"
+    forgeries = {
+        "a new address each time": lambda k: [("x-forwarded-for", f"203.0.113.{k}, {real}")],
+        "many addresses": lambda k: [("x-forwarded-for", ", ".join(f"203.0.{k}.{j}" for j in range(50)) + f", {real}")],
+        "junk": lambda k: [("x-forwarded-for", f"unknown, , [::1]:x, {'9' * k}, {real}")],
+        "a header line of its own": lambda k: [("x-forwarded-for", f"203.0.113.{k}"), ("x-forwarded-for", real)],
+    }
+    for name, forged in forgeries.items():
+        alone = InProcess(release, protection=behind_the_gateway(), client_share=share)
+        for k in range(16):
+            assert good(alone.request("POST", V2, json=shifted(), client=GATEWAY, headers=forged(k)))
+        assert 0 < alone.sample("mlnt_prediction_drift") <= bound + 1e-9, name
+        assert set(alone.model.metrics.drift.by_client) == {real}, name
+
+    # Feedback is limited per forwarded client, whatever it forges; another user behind the same peer is served.
+    limited = InProcess(release, protection=behind_the_gateway(feedback_rate=0.01, feedback_burst=10))
+    body = {"feedback": [{"predicted": 0, "label": 1}] * 4}
+    answers = [limited.request("POST", FEEDBACK, json=body, client=GATEWAY, headers=forgeries["junk"](k))
+               for k in range(5)]
+    assert [a.status_code for a in answers] == [200, 200, 429, 429, 429]
+    assert limited.request("POST", FEEDBACK, json=body, client=GATEWAY,
+                           headers={"x-forwarded-for": f"{real}, 192.0.2.7"}).status_code == 200
+    assert counters(limited) == (12, 12)
+
+    # The cluster's runtime sets the flag, and the predictor accepts it.
+    runtime = yaml.safe_load((ROOT / "k8s/base/serving/servingruntime.yaml").read_text())
+    args = get_args_parser().parse_args(runtime["spec"]["containers"][0]["args"][3:])
+    assert problem(args) is None and (args.client_header, args.trusted_proxy_hops) == ("x-forwarded-for", 1)
 
 
 # Logs -------------------------------------------------------------------------------------------------------------

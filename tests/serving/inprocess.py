@@ -1,7 +1,8 @@
 """The predictor's REST app in-process: KServe's own routes, middleware and exception handlers registered on a fresh
 FastAPI app as ``kserve.ModelServer`` registers them on its global one, with ours installed as ``serving.server``
-installs them, and metrics in a registry of their own. Requests go through ``httpx.ASGITransport`` (the client is
-``127.0.0.1``), so what the tests check is what a client gets, without starting a process."""
+installs them, and metrics in a registry of their own. Requests go through ``httpx.ASGITransport`` (the peer is
+``127.0.0.1`` unless ``client=(host, port)``), so what the tests check is what a client gets, without starting a
+process. ``self.dataplane`` is the data plane gRPC calls would reach."""
 
 from __future__ import annotations
 
@@ -43,8 +44,8 @@ class InProcess:
         self.models.update(self.model)
         extension = (ManagedRepository(self.models, {NAME: self.model}) if self.protection.repository
                      else ReadOnlyRepository(self.models))
-        dataplane = AccountedDataPlane(self.models, metrics, serves=frozenset({NAME}),
-                                       repository=self.protection.repository)
+        self.dataplane = dataplane = AccountedDataPlane(self.models, metrics, serves=frozenset({NAME}),
+                                       repository=self.protection.repository, clients=self.protection.clients)
         self.app = FastAPI(docs_url=None, redoc_url=None, default_response_class=ORJSONResponse)
         install(self.app, self.model, self.protection)  # before KServe's, as serve() does
         rest = RESTServer("kserve.model_server:app", dataplane, extension, http_port=0)

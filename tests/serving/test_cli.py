@@ -21,7 +21,8 @@ KSERVE_FLAGS = ("--http_port", "--grpc_port", "--workers", "--max_threads", "--m
                 "--grpc_max_receive_message_length", "--model_name")
 OUR_FLAGS = ("--model", "--model-name", "--http-port", "--max-batch", "--max-body-bytes", "--drift-window",
              "--threads", "--max-decode-pixels", "--decode-threads", "--drift-client-share", "--feedback-token-file",
-             "--feedback-rate", "--feedback-burst", "--enable-model-repository")
+             "--feedback-rate", "--feedback-burst", "--enable-model-repository", "--client-header",
+             "--trusted-proxy-hops")
 
 
 def test_help_lists_kserves_flags_and_ours():
@@ -92,6 +93,12 @@ def test_an_unknown_flag_fails_with_the_usage_and_its_name(capsys):
     (["--decode-threads", "0"], "serving: --decode-threads: expected at least 1, found 0"),
     (["--drift-client-share", "0"], "serving: --drift-client-share: expected a share in (0, 1], found 0.0"),
     (["--feedback-rate", "0"], "serving: --feedback-rate: expected more than 0 labels a second, found 0.0"),
+    (["--trusted-proxy-hops", "2"], "serving: --trusted-proxy-hops: expected --client-header with it (the header "
+                                    "the proxies append to), found 2 hops and no header"),
+    (["--client-header", "x-forwarded-for", "--trusted-proxy-hops", "0"],
+     "serving: --trusted-proxy-hops: expected at least 1, found 0"),
+    (["--client-header", "x-forwarded-for:"],
+     "serving: --client-header: expected a header name (letters, digits and hyphens), found 'x-forwarded-for:'"),
     (["--http_port", "9000", "--grpc_port", "9000"],
      "serving: --grpc_port: expected a port other than --http_port, found 9000 for both"),
 ])

@@ -1,0 +1,108 @@
+"""Who a client is (``serving.clients.ClientIdentity``): the peer by default; behind trusted proxies, the address the
+N-th of them appended to the client header, never an entry further left; over gRPC, the same header from the call's
+metadata."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import numpy as np
+import pytest
+from kserve import InferRequest
+from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+
+from serving.clients import GRPC, ClientIdentity, address
+from serving.server import Protection
+from tests.serving.conftest import LIMITS, VERSION, write_release
+from tests.serving.inprocess import NAME, InProcess
+
+XFF = "x-forwarded-for"
+PROXY = ("127.0.0.6", 40000)  # the last proxy: every request's peer
+
+
+def scope(*values: str, client: tuple[str, int] | None = PROXY) -> dict:
+    return {"type": "http", "client": client, "headers": [(b"host", b"predictor")]
+            + [(XFF.encode(), value.encode()) for value in values]}
+
+
+@pytest.mark.parametrize(("text", "client"), [
+    ("203.0.113.7", "203.0.113.7"), (" 203.0.113.7 ", "203.0.113.7"), ("203.0.113.7:4711", "203.0.113.7"),
+    ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"), ("[2001:db8:1:2::9]:443", "2001:db8:1:2::/64"),
+    ("::ffff:203.0.113.7", "203.0.113.7"), ("fe80::1%eth0", "fe80::/64"),
+    ("unknown", None), ("", None), ("example.org", None), ("203.0.113.7:http", None), ("[::1]x", None),
+    ("1.2.3.4:5:6", None), ("\u0661.2.3.4", None),
+])
+def test_an_address_names_a_client(text, client):
+    assert address(text) == client
+
+
+def test_without_a_header_the_client_is_the_peer_and_the_header_is_not_read():
+    identity = ClientIdentity()
+    assert identity.of(scope("198.51.100.1")) == "127.0.0.6"
+    assert identity.of(scope("198.51.100.1", client=None)) == "unknown"
+    assert identity.of_metadata({XFF: "198.51.100.1"}) == GRPC
+
+
+@pytest.mark.parametrize(("hops", "value", "client"), [
+    (1, "198.51.100.1", "198.51.100.1"),
+    (1, "6.6.6.6, 198.51.100.1", "198.51.100.1"),  # a forged entry on the left is never read
+    (1, "6.6.6.6,7.7.7.7,198.51.100.1", "198.51.100.1"),
+    (2, "198.51.100.1, 127.0.0.6", "198.51.100.1"),  # the gateway's entry, then the queue-proxy's
+    (2, "6.6.6.6, 198.51.100.1, 127.0.0.6", "198.51.100.1"),
+    (3, "6.6.6.6, 198.51.100.1, 10.1.0.5, 127.0.0.6", "198.51.100.1"),
+])
+def test_the_client_is_the_entry_the_nth_trusted_proxy_appended(hops, value, client):
+    identity = ClientIdentity("X-Forwarded-For", hops)  # header names are case-insensitive
+    assert identity.of(scope(value)) == client
+    assert identity.of_metadata({XFF: value}) == client
+    assert not identity.fallbacks
+
+
+def test_repeated_header_lines_are_one_list_in_order():
+    identity = ClientIdentity(XFF, 1)
+    assert identity.of(scope("6.6.6.6", "7.7.7.7, 198.51.100.1")) == "198.51.100.1"
+    assert ClientIdentity(XFF, 2).of(scope("6.6.6.6, 198.51.100.1", "127.0.0.6")) == "198.51.100.1"
+
+
+def test_a_missing_short_or_malformed_header_counts_as_the_peer_and_is_logged_once(caplog):
+    identity = ClientIdentity(XFF, 2)
+    with caplog.at_level(logging.WARNING, logger="serving.clients"):
+        for _ in range(3):
+            assert identity.of(scope()) == "127.0.0.6"  # a probe, kubectl port-forward
+            assert identity.of(scope("198.51.100.1")) == "127.0.0.6"  # one entry for two hops
+            assert identity.of(scope("6.6.6.6, unknown, 127.0.0.6")) == "127.0.0.6"
+            assert identity.of_metadata({}) == identity.of_metadata(None) == GRPC
+    assert identity.fallbacks == {"missing": 9, "short": 3, "malformed": 3}
+    lines = [record.getMessage() for record in caplog.records]
+    assert len(lines) == 3, lines
+    assert "a request without x-forwarded-for: counted as its peer 127.0.0.6" in lines[0]
+    assert "expected x-forwarded-for with at least 2 entries (--trusted-proxy-hops), found 1" in lines[1]
+    assert "expected an address as entry 2 from the right of x-forwarded-for, found 'unknown'" in lines[2]
+
+
+@pytest.mark.parametrize(("header", "hops", "message"), [
+    ("x forwarded", 1, r"expected a header name \(letters, digits and hyphens\), found 'x forwarded'"),
+    ("", 1, "expected a header name"),
+    (XFF, 0, "trusted proxy hops: expected at least 1, found 0"),
+])
+def test_bad_settings_are_refused(header, hops, message):
+    with pytest.raises(ValueError, match=message):
+        ClientIdentity(header, hops)
+
+
+def test_a_grpc_call_is_the_client_its_metadata_names(tmp_path):
+    release, _ = write_release(tmp_path / VERSION)
+    served = InProcess(release, protection=Protection(LIMITS["max_body_bytes"], clients=ClientIdentity(XFF, 1)))
+    rng = np.random.default_rng(0)
+
+    def call(metadata: dict) -> None:
+        x = rng.standard_normal((2, 1, 8, 8)).astype(np.float32)  # new images: each counts in the drift window
+        message = pb.ModelInferRequest(model_name=NAME, inputs=[pb.ModelInferRequest.InferInputTensor(
+            name="images", datatype="FP32", shape=list(x.shape))], raw_input_contents=[x.tobytes()])
+        asyncio.run(served.dataplane.infer(NAME, InferRequest.from_grpc(message), metadata))
+
+    call({XFF: "6.6.6.6, 198.51.100.9"})
+    call({})
+    assert set(served.model.metrics.drift.by_client) == {"198.51.100.9", GRPC}
+    assert served.sample("mlnt_requests_total", protocol="grpc-v2", outcome="ok") == 2
