@@ -84,7 +84,7 @@ def decide(config: GateConfig, *, export: Path, evaluate: Path, registry: Path) 
     onnx = _read_bytes(onnx_file)  # read once: the bytes hashed are the bytes judged
     missing = [str(p) for p, value in read.items() if value is None] + ([] if onnx is not None else
                                                                         [str(onnx_file)])
-    accuracy = None
+    accuracy, base = None, baseline_accuracy(metrics) if metrics else None
     if missing:
         check(False, f"inputs missing or unreadable: {', '.join(missing)}")
     else:
@@ -101,8 +101,14 @@ def decide(config: GateConfig, *, export: Path, evaluate: Path, registry: Path) 
         if isinstance(accuracy, float):
             check(accuracy >= config.min_accuracy,
                   f"accuracy {accuracy:.4f}, required at least min_accuracy {config.min_accuracy}")
-        if config.max_below_baseline < 1.0:
-            _against_baseline(check, metrics, accuracy, config.max_below_baseline, evaluate / "metrics.json")
+        margin = config.max_below_baseline
+        if margin < 1.0 and base is None:
+            check(False, f"the CE baseline's best-epoch accuracy: expected it in {evaluate / 'metrics.json'} "
+                         f"(baseline_best_epoch) to compare with (gate.max_below_baseline {margin}; 1 turns the "
+                         f"comparison off), found none")
+        elif margin < 1.0 and isinstance(accuracy, float):
+            check(accuracy >= base - margin, f"accuracy {accuracy:.4f}, required at least the CE baseline's best "
+                                             f"epoch {base:.4f} minus max_below_baseline {margin}")
         validation = metrics.get("validation", {})
         if validation.get("clean") is False:
             reasons.append(f"warning: {validation.get('warning', 'the validation labels are noisy')}")
@@ -121,7 +127,7 @@ def decide(config: GateConfig, *, export: Path, evaluate: Path, registry: Path) 
               f"{config.max_regression} (the champion: {registry / 'latest'} -> {champion_version})")
     return {"passed": passed, "reasons": reasons, "accuracy": accuracy, "champion_accuracy": champion,
             "champion_version": champion_version,
-            "baseline_accuracy": baseline_accuracy(metrics) if metrics else None,
+            "baseline_accuracy": base,
             "min_accuracy": config.min_accuracy, "max_below_baseline": config.max_below_baseline,
             "max_regression": config.max_regression,
             "model": card.get("model") if card else None, "onnx_sha256": card.get("onnx_sha256") if card else None}
@@ -137,26 +143,9 @@ def baseline_accuracy(metrics: dict) -> float | None:
     return value if isinstance(value, float) else None
 
 
-def _against_baseline(check, metrics: dict, accuracy, margin: float, source: Path) -> None:
-    base = baseline_accuracy(metrics)
-    if not isinstance(base, float):
-        check(False, f"the CE baseline's best-epoch accuracy: expected it in {source} (baseline_best_epoch) to "
-                     f"compare with (gate.max_below_baseline {margin}; 1 turns the comparison off), found none")
-    elif isinstance(accuracy, float):
-        check(accuracy >= base - margin, f"accuracy {accuracy:.4f}, required at least the CE baseline's best epoch "
-                                         f"{base:.4f} minus max_below_baseline {margin}")
-
-
-def champion_accuracy(registry: Path) -> float | None:
-    """The clean-test accuracy of ``registry/latest``; None before the first release. A ``latest`` whose card
-    holds no accuracy (a dangling link, a damaged card) is a ``ValueError``, never "no champion"."""
-    current = read_champion(registry)
-    return None if current is None else current[1]
-
-
 def read_champion(registry: Path) -> tuple[str, float] | None:
-    """``(version, clean-test accuracy)`` of ``registry/latest``; None before the first release (see
-    ``champion_accuracy``)."""
+    """``(version, clean-test accuracy)`` of ``registry/latest``; None before the first release. A ``latest`` whose
+    card holds no accuracy (a dangling link, a damaged card) is a ``ValueError``, never "no champion"."""
     latest = registry / "latest"
     if not latest.is_symlink() and not latest.exists():
         return None
