@@ -72,13 +72,13 @@ def validate(params_json: str, ingested: Input[Dataset], data_docs: Output[HTML]
     from components.validate import ValidateConfig, run
 
     config = build(ValidateConfig, json.loads(params_json), where="validate")
-    out = tempfile.mkdtemp()
-    try:  # a failed validation raises: the pipeline stops, nothing trains on bad data; the Data Docs still show why
-        report = run(config, ingest=ingested.path, out=out)
-    finally:
-        docs = Path(out) / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
-        if docs.is_file():
-            shutil.copyfile(docs, data_docs.path)
+    with tempfile.TemporaryDirectory() as out:
+        try:  # a failed validation raises: the pipeline stops, nothing trains on bad data; the Data Docs show why
+            report = run(config, ingest=ingested.path, out=out)
+        finally:
+            docs = Path(out) / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
+            if docs.is_file():
+                shutil.copyfile(docs, data_docs.path)
     checks.log_metric("failed_expectations", len(report["failures"]))
 
 
@@ -199,9 +199,9 @@ def gate(params_json: str, registry: str, onnx_model: Input[Model], evaluation: 
     from components.gate import GateConfig, run
 
     config = build(GateConfig, {**json.loads(params_json), "registry": registry}, where="gate")
-    out = Path(tempfile.mkdtemp())
-    result = run(config, export=onnx_model.path, evaluate=evaluation.path, out=out)
-    shutil.copyfile(out / "decision.json", decision.path)
+    with tempfile.TemporaryDirectory() as out:
+        result = run(config, export=onnx_model.path, evaluate=evaluation.path, out=out)
+        shutil.copyfile(Path(out) / "decision.json", decision.path)
     decision.metadata.update(passed=result["passed"], version=result.get("version", ""),
                              accuracy=result["accuracy"])
     return result["passed"]

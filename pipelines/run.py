@@ -65,12 +65,13 @@ def submit(host: str, data: str, *, experiment: str, tiny: bool, service_account
     the ``mlnt-deployer`` token that may patch the InferenceService); returns the run id."""
     import kfp  # noqa: PLC0415
 
-    package = compile_pipeline(Path(tempfile.mkdtemp()) / "mlnt_pipeline.yaml")
     client = kfp.Client(host=host)
     arguments = pipeline_arguments(data, tiny=tiny, params_file=params_file)
-    run = client.create_run_from_pipeline_package(str(package), arguments=arguments,
-                                                  experiment_name=experiment, enable_caching=True,
-                                                  service_account=service_account)
+    with tempfile.TemporaryDirectory() as folder:
+        package = compile_pipeline(Path(folder) / "mlnt_pipeline.yaml")
+        run = client.create_run_from_pipeline_package(str(package), arguments=arguments,
+                                                      experiment_name=experiment, enable_caching=True,
+                                                      service_account=service_account)
     return run.run_id
 
 
