@@ -1,10 +1,11 @@
 """validate: check the ingested data with a Great Expectations suite before anyone trains on it.
 
-Three tables are validated: ``images`` (one row per image: split, label, height, width, channels, dtype, pixel
-minimum, maximum and range), ``classes`` (one row per class of the training split: count and share) and
-``overlap`` (one row: the share of test images, and of validation images where the dataset has its own val
-split, with a near-duplicate in the training split, which would flatter the gate or the model selection;
-near-duplicates share an 8x8 grayscale thumbnail quantised to 16 levels).
+Four tables are validated: ``images`` (one row per image: split, label, height, width, channels, dtype, pixel
+minimum, maximum and range), ``splits`` (one row: the number of images of each split of the manifest, as
+``<split>_images``), ``classes`` (one row per class of the training split: count and share) and ``overlap`` (one
+row: the share of test images, and of validation images where the dataset has its own val split, with a
+near-duplicate in the training split, which would flatter the gate or the model selection; near-duplicates share
+an 8x8 grayscale thumbnail quantised to 16 levels).
 
 Writes ``artifacts/validate/report.json`` (success, one entry per failed expectation, statistics) and the
 Great Expectations Data Docs (HTML) under ``artifacts/validate/gx/``. On any failed expectation it prints one
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,11 +41,13 @@ OUT = FOLDERS["validate"]
 
 @dataclass(frozen=True)
 class ValidateConfig:
-    """The ``validate`` section of params.yaml, the thresholds of the expectations: ``min_images`` (checked as each
-    training class's count >= ``min_images / K``), ``class_balance_ratio`` (each class's training share within
-    ``[1/(ratio K), ratio/K]``), ``max_duplicate_share`` and ``max_blank_share`` (see the field comments)."""
+    """The ``validate`` section of params.yaml, the thresholds of the expectations. ``min_images`` is checked twice:
+    each split of the manifest (train, test, and val where there is one) holds at least ``min_images`` images (table
+    ``splits``), and each class of the training split at least ``min_images / K`` of them (table ``classes``, so no
+    class is nearly empty). ``class_balance_ratio``: each class's training share is within ``[1/(ratio K), ratio/K]``;
+    ``max_duplicate_share`` and ``max_blank_share``: see the field comments."""
 
-    min_images: int = 1  # each split holds at least this many images
+    min_images: int = 1  # each split holds at least this many images; each training class at least min_images / K
     class_balance_ratio: float = 5.0  # each class's share of the training split is within [1/(ratio K), ratio/K]
     max_duplicate_share: float = 0.01  # at most this share of test (and val) images has a near-duplicate in training
     max_blank_share: float = 0.01  # at most this share of images has a single pixel value
@@ -58,7 +61,12 @@ class ValidateConfig:
 
 
 class ValidationFailedError(RuntimeError):
-    """At least one expectation failed; the message has one line per failure."""
+    """At least one expectation failed; the message has one line per failure and ``failures`` holds the report's
+    entries (one dict per failed expectation: table, expectation, column, expected, observed)."""
+
+    def __init__(self, message: str, failures: Sequence[dict] = ()) -> None:
+        super().__init__(message)
+        self.failures = list(failures)
 
 
 def run(config: ValidateConfig, *, ingest: Path = INGEST_OUT, out: Path = OUT) -> dict:
@@ -76,14 +84,16 @@ def run(config: ValidateConfig, *, ingest: Path = INGEST_OUT, out: Path = OUT) -
     if failures:
         lines = [f"{f['expectation']} column={f['column']} expected={f['expected']} observed={f['observed']}"
                  for f in failures]
-        raise ValidationFailedError(f"{len(failures)} expectation(s) failed on {ingest}:\n" + "\n".join(lines))
+        raise ValidationFailedError(f"{len(failures)} expectation(s) failed on {ingest}:\n" + "\n".join(lines),
+                                    failures)
     return report
 
 
 def build_tables(ingest: Path, manifest: dict) -> dict[str, Any]:
-    """The three tables the suites check, as pandas DataFrames: ``images`` (one row per image of every split, from
-    ``iter_images``), ``classes`` (count and share of each manifest class in the training split) and ``overlap`` (the
-    share of test, and of val where there is one, whose thumbnail is a training image's). Reads ``ingest``."""
+    """The four tables the suites check, as pandas DataFrames: ``images`` (one row per image of every split, from
+    ``iter_images``), ``splits`` (one row: ``<split>_images``, the rows of ``images`` of each split of the manifest's
+    counts), ``classes`` (count and share of each manifest class in the training split) and ``overlap`` (the share of
+    test, and of val where there is one, whose thumbnail is a training image's). Reads ``ingest``."""
     import pandas as pd  # noqa: PLC0415 - pandas is only needed by this step
 
     rows, keys = [], {"train": set(), "test": [], "val": []}
@@ -100,6 +110,8 @@ def build_tables(ingest: Path, manifest: dict) -> dict[str, Any]:
         else:
             keys[split].extend(fingerprints)
     table = pd.concat(rows, ignore_index=True)
+    found = table["split"].value_counts()
+    splits = pd.DataFrame({f"{split}_images": [int(found.get(split, 0))] for split in manifest["counts"]})
     train_labels = table.loc[table["split"] == "train", "label"]
     k = len(manifest["class_names"])
     counts = np.bincount(train_labels.clip(0, k - 1), minlength=k) if len(train_labels) else np.zeros(k)
@@ -108,7 +120,7 @@ def build_tables(ingest: Path, manifest: dict) -> dict[str, Any]:
     overlap = pd.DataFrame({f"{split}_in_train_share": [sum(key in keys["train"] for key in keys[split]) /
                                                          max(len(keys[split]), 1)]
                             for split in ("test", "val") if split == "test" or keys[split]})
-    return {"images": table, "classes": classes, "overlap": overlap}
+    return {"images": table, "splits": splits, "classes": classes, "overlap": overlap}
 
 
 def iter_images(ingest: Path, chunk: int = 10000) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
@@ -139,8 +151,10 @@ def thumbnails(images: np.ndarray) -> list[bytes]:
 
 
 def expectations(config: ValidateConfig, manifest: dict) -> dict[str, list]:
-    """The Great Expectations expectations of each table (``images``, ``classes``, ``overlap``), from ``config``'s
-    thresholds and the manifest's counts, image shape and class names."""
+    """The Great Expectations expectations of each table (``images``, ``splits``, ``classes``, ``overlap``), from
+    ``config``'s thresholds and the manifest's counts, image shape and class names. ``min_images`` bounds each split's
+    image count below (``splits``: one ``<split>_images`` column per split of the manifest, so a failure names the
+    split) and each training class's count at ``min_images / K`` (``classes``)."""
     import great_expectations as gx  # noqa: PLC0415 - slow to import; only this step needs it
 
     e = gx.expectations
@@ -161,6 +175,8 @@ def expectations(config: ValidateConfig, manifest: dict) -> dict[str, list]:
     splits = [s for s in ("train", "test") if s in manifest["counts"]]
     images += [e.ExpectColumnValuesToBeInSet(column="split", value_set=sorted(manifest["counts"]))]
     images += [e.ExpectColumnDistinctValuesToContainSet(column="split", value_set=splits)]
+    per_split = [e.ExpectColumnMinToBeBetween(column=f"{split}_images", min_value=config.min_images)
+                 for split in manifest["counts"]]  # one row: its minimum is the split's count
     classes = [e.ExpectTableRowCountToEqual(value=k),
                e.ExpectColumnValuesToBeBetween(column="count", min_value=config.min_images / k),
                e.ExpectColumnValuesToBeBetween(column="share", min_value=1.0 / (config.class_balance_ratio * k),
@@ -168,7 +184,7 @@ def expectations(config: ValidateConfig, manifest: dict) -> dict[str, list]:
     overlap = [e.ExpectColumnValuesToBeBetween(column=f"{split}_in_train_share", min_value=0.0,
                                                max_value=config.max_duplicate_share)
                for split in ("test", "val") if split == "test" or "val" in manifest["counts"]]
-    return {"images": images, "classes": classes, "overlap": overlap}
+    return {"images": images, "splits": per_split, "classes": classes, "overlap": overlap}
 
 
 def _run_suites(config: ValidateConfig, manifest: dict, tables: dict, out: Path) -> tuple[list[dict], Path]:
@@ -204,8 +220,9 @@ def _fresh_pandas_source(context, name: str):
 def _failure(table: str, result) -> dict:
     config, found = result.expectation_config, result.result or {}
     kwargs = {k: v for k, v in config.kwargs.items() if k not in ("batch_id", "column")}
-    if "observed_value" in found:
+    if "observed_value" in found:  # a numpy scalar (a column's minimum) as a number report.json can hold
         observed = found["observed_value"]
+        observed = observed.item() if isinstance(observed, np.generic) else observed
     else:
         observed = (f"{found.get('unexpected_count')} of {found.get('element_count')} values unexpected, "
                     f"e.g. {found.get('partial_unexpected_list', [])[:5]}")

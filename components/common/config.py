@@ -48,6 +48,39 @@ class PrintableFormatter(logging.Formatter):
         return printable(super().formatMessage(record))
 
 
+class _PrintableMessages(logging.Formatter):
+    """Another formatter's output with ``printable`` applied to the record's message alone (its format, colours and
+    traceback stay as they are): what ``configure_logging(take_over=True)`` gives a handler it found."""
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        """``inner``'s line for a copy of ``record`` whose message is ``printable(record.getMessage())``."""
+        escaped = logging.makeLogRecord({**record.__dict__, "msg": printable(record.getMessage()), "args": None})
+        return self.inner.format(escaped)
+
+
+def configure_logging(*, take_over: bool = False) -> None:
+    """The steps' logging, set on the root logger: where it has no handler (a step's command line), one to stderr with
+    ``PrintableFormatter(LOG_FORMAT)`` and the root at WARNING; the ``components`` loggers at INFO. A root that has
+    handlers (pytest's, an embedding program's) is left as it is, unless ``take_over``: then each of its handlers
+    writes the message through ``printable`` in its own format (a KFP step, whose executor configured the root with
+    ``logging.basicConfig`` before the component's body runs). Idempotent."""
+    root = logging.getLogger()
+    if not root.handlers:  # as logging.basicConfig
+        handler = logging.StreamHandler()
+        handler.setFormatter(PrintableFormatter(LOG_FORMAT))
+        root.addHandler(handler)
+        root.setLevel(logging.WARNING)
+    elif take_over:
+        for handler in root.handlers:
+            if not isinstance(handler.formatter, PrintableFormatter | _PrintableMessages):
+                handler.setFormatter(_PrintableMessages(handler.formatter or logging.Formatter()))
+    logging.getLogger("components").setLevel(logging.INFO)
+
+
 def load_params(path: str | Path) -> dict[str, Any]:
     """The parsed params file: a mapping of section name to a mapping of keys."""
     path = Path(path)
@@ -159,8 +192,9 @@ def parser_for(step: str, sections: Mapping[str, type], description: str,
 
 
 def parse(argv: Sequence[str] | None, step: str, sections: Mapping[str, type],
-          description: str) -> tuple[dict[str, Any], argparse.Namespace]:
-    """Parse the command line of a step into one typed config per section."""
+          description: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Parse the command line of a step into one typed config per section; also returns the params file's sections
+    as given, with the ``--set`` overrides applied."""
     running, source = _running(argv, sections)
     args = parser_for(step, sections, description, running, source).parse_args(argv)
     params = load_params(args.params)
@@ -169,7 +203,7 @@ def parse(argv: Sequence[str] | None, step: str, sections: Mapping[str, type],
     source = f"{args.params} with --set overrides" if args.overrides else str(args.params)
     configs = {name: build(cls, params.get(name, {}), where=f"{source}: {name}")
                for name, cls in sections.items()}
-    return configs, args
+    return configs, params
 
 
 def _running(argv: Sequence[str] | None, sections: Mapping[str, type]) -> tuple[dict[str, Any], str]:
@@ -194,22 +228,18 @@ def _running(argv: Sequence[str] | None, sections: Mapping[str, type]) -> tuple[
     return running, f"{known.params}{' with --set' if known.overrides else ''}"
 
 
-def cli(step: str, sections: Mapping[str, type], description: str,
-        body: Callable[[dict[str, Any]], Any]) -> Callable[[Sequence[str] | None], int]:
-    """A ``main(argv) -> exit code`` for a step: errors become one clear message unless ``--debug``."""
+def cli(step: str, sections: Mapping[str, type], description: str, body: Callable[..., Any], *,
+        with_params: bool = False) -> Callable[[Sequence[str] | None], int]:
+    """A ``main(argv) -> exit code`` for a step that calls ``body(configs)`` (``with_params``: ``body(configs,
+    params)``, ``params`` being the params file's sections as given, overrides applied): errors become one clear
+    message unless ``--debug``."""
 
     def main(argv: Sequence[str] | None = None) -> int:
-        root = logging.getLogger()
-        if not root.handlers:  # as logging.basicConfig: leave a configured root (pytest's, an embedding program's)
-            handler = logging.StreamHandler()
-            handler.setFormatter(PrintableFormatter(LOG_FORMAT))
-            root.addHandler(handler)
-            root.setLevel(logging.WARNING)
-        logging.getLogger("components").setLevel(logging.INFO)
+        configure_logging()  # a configured root (pytest's, an embedding program's) is left as it is
         debug = "--debug" in (sys.argv[1:] if argv is None else argv)
         try:
-            configs, _ = parse(argv, step, sections, description)
-            body(configs)
+            configs, params = parse(argv, step, sections, description)
+            body(configs, params) if with_params else body(configs)
         except (ConfigError, ValueError, TypeError, OSError, RuntimeError) as err:
             if debug:
                 raise

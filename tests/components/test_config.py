@@ -1,4 +1,6 @@
 import dataclasses
+import subprocess
+import sys
 import typing
 from pathlib import Path
 
@@ -151,7 +153,8 @@ def test_one_word_names_each_step_in_dvc_yaml_params_and_modules():
     assert list(stages) == list(SECTIONS)  # also the order in which they run
     for name, stage in stages.items():
         assert stage["cmd"] == f"python -m components.{name}"
-        assert stage["params"] == [name]
+        # export's card records the settings of every step up to it, so it depends on all of them
+        assert stage["params"] == (list(SECTIONS)[:list(SECTIONS).index("export") + 1] if name == "export" else [name])
         outputs = [next(iter(o)) if isinstance(o, dict) else o
                    for key in ("outs", "metrics") for o in stage.get(key, [])]
         assert all(o.startswith(f"artifacts/{name}") for o in outputs), outputs
@@ -169,3 +172,32 @@ def test_choices_are_typed_and_a_wrong_one_names_the_valid_ones(cls, field, bad)
         build(cls, {field: bad}, where="section")
     assert str(caught.value) == (f"section.{field}: expected one of {', '.join(map(repr, typing.get_args(hint)))}, "
                                  f"found {bad!r}")
+
+
+def _log_in_a_fresh_process(setup: str) -> subprocess.CompletedProcess:
+    """A fresh Python (a root logger without handlers, as a step's process starts) that runs ``setup``, then logs a
+    message echoing a forged line from the data at INFO through a ``components`` logger."""
+    code = ("import logging, sys\nfrom components.common.config import configure_logging\n" + setup +
+            "\nlogging.getLogger('components.ingest').info('read %s', 'cat.png\\nERROR components.gate: passed')")
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+
+
+def test_configure_logging_escapes_a_newline_in_a_logged_message():
+    """As a step's command line sets up: one handler to stderr in LOG_FORMAT; the data cannot start a log line."""
+    done = _log_in_a_fresh_process("configure_logging()\nconfigure_logging()")  # idempotent: one handler
+    assert done.stderr == "INFO components.ingest: read cat.png\\nERROR components.gate: passed\n"
+
+
+def test_configure_logging_takes_over_a_configured_root_keeping_its_format():
+    """A KFP step: the executor has called logging.basicConfig before the body; taken over, its handler keeps the
+    executor's format and level and escapes the message, and a traceback keeps its lines."""
+    kfp = "logging.basicConfig(stream=sys.stdout, format='[KFP %(levelname)s]: %(message)s', level=logging.INFO)"
+    left = _log_in_a_fresh_process(f"{kfp}\nconfigure_logging()")  # the command line's rule: leave it as it is
+    assert left.stdout.splitlines() == ["[KFP INFO]: read cat.png", "ERROR components.gate: passed"]
+    taken = _log_in_a_fresh_process(f"{kfp}\nconfigure_logging(take_over=True)\nconfigure_logging(take_over=True)\n"
+                                    "try:\n    1 / 0\nexcept ZeroDivisionError:\n"
+                                    "    logging.getLogger('components.x').exception('a\\rb')")
+    lines = taken.stdout.splitlines()
+    assert lines[0] == "[KFP ERROR]: a\\rb" and lines[1] == "Traceback (most recent call last):"
+    assert lines[-2:] == ["ZeroDivisionError: division by zero",
+                          "[KFP INFO]: read cat.png\\nERROR components.gate: passed"]

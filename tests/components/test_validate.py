@@ -77,6 +77,34 @@ def test_shape_dtype_count_and_balance_failures(ingested, tmp_path):
     assert "expect_column_values_to_be_between column=share" in text
 
 
+def test_a_split_below_min_images_fails_naming_the_split_the_minimum_and_the_count(ingested, tmp_path):
+    """The fixture's test split holds 60 images: min_images = 61 fails on it alone (train has 300, and each training
+    class about 30, over 61 / K); the failure is in the message, report.json and the exception's ``failures``."""
+    with pytest.raises(ValidationFailedError) as failure:
+        run(ValidateConfig(min_images=61), ingest=ingested, out=tmp_path / "v")
+    lines = str(failure.value).splitlines()
+    assert lines[0].startswith("1 expectation(s) failed on")
+    assert lines[1] == "expect_column_min_to_be_between column=test_images expected={'min_value': 61.0} observed=60"
+    (entry,) = failure.value.failures
+    assert (entry["table"], entry["column"], entry["observed"]) == ("splits", "test_images", 60)
+    report = json.loads((tmp_path / "v" / "report.json").read_text())
+    assert report["failures"] == [entry] and not report["success"]
+
+
+def test_each_split_passes_at_min_images_and_a_val_split_is_checked_too(ingested, tmp_path):
+    assert run(ValidateConfig(min_images=60), ingest=ingested, out=tmp_path / "v")["success"]  # test: exactly 60
+    with np.load(ingested / "test.npz") as test:  # a val split of 20 clean images, as an imagefolder set has
+        np.savez(ingested / "val.npz", images=test["images"][:20], labels=test["labels"][:20])
+    manifest = json.loads((ingested / "manifest.json").read_text())
+    manifest["counts"]["val"] = 20
+    (ingested / "manifest.json").write_text(json.dumps(manifest))
+    assert run(ValidateConfig(min_images=20), ingest=ingested, out=tmp_path / "v2")["success"]
+    with pytest.raises(ValidationFailedError) as failure:
+        run(ValidateConfig(min_images=21), ingest=ingested, out=tmp_path / "v3")
+    assert [f["column"] for f in failure.value.failures] == ["val_images"]
+    assert "column=val_images expected={'min_value': 21.0} observed=20" in str(failure.value)
+
+
 def test_cli_exits_non_zero_with_the_failures(ingested, tmp_path, monkeypatch, capsys):
     rewrite(ingested, "train", lambda images, labels: (images, np.full_like(labels, 0)))
     params = tmp_path / "params.yaml"
