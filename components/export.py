@@ -1,15 +1,16 @@
 """export: the model chosen on the validation set -> ONNX, checked against PyTorch, with a model card.
 
-Chooses between the CE baseline's best epoch (``baseline_best_epoch``) and the MLNT teacher by validation
-accuracy. Writes
-``artifacts/export/model.onnx`` (input ``images``: float32 ``[batch, C, H, W]``, normalised with the card's mean
-and std; output ``probabilities`` ``[batch, K]``; dynamic batch axis, weights embedded, opset 18; class names and
-normalisation in the metadata), ``parity.json`` (onnxruntime against PyTorch on clean test images) and
-``model_card.json`` (classes, input spec, metrics, data and params hashes, git commit, the ONNX file's sha256,
-``train_class_distribution``: the share of each class among the noisy training labels the model learnt from,
-the reference the predictor's drift gauge compares live predictions with, and ``calibration``: the temperature
-fitted on the clean validation set, baked into the graph, with the validation ECE before and after;
-``validation``: where that set came from and whether its labels are clean, with evaluate's warning when not).
+Chooses between the CE baseline's best epoch (``baseline_best_epoch``) and the MLNT teacher by validation accuracy.
+Writes ``artifacts/export/model.onnx`` (input ``images``: float32 ``[batch, C, H, W]``, normalised with the card's
+mean and std; output ``probabilities`` ``[batch, K]``; dynamic batch axis, weights embedded, opset 18; class names
+and normalisation in the metadata), ``parity.json`` (onnxruntime against PyTorch on clean test images) and
+``model_card.json`` (classes, input spec, metrics, data hashes, the params of every step up to export and their
+digest, git commit, the ONNX file's sha256, ``train_class_distribution``: the share of each class among the noisy
+training labels the model learnt from, the reference the predictor's drift gauge compares live predictions with, and
+``calibration``: the temperature fitted on the clean validation set, baked into the graph, with the ECE before and
+after on that set and on the clean test set (``test_ece_after``: the released model's; ``metrics.ece`` is the
+uncalibrated network's); ``validation``: where that set came from and whether its labels are clean, with evaluate's
+warning when not).
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,7 +33,7 @@ from components.common.calibration import fit_temperature
 from components.common.config import cli
 from components.common.model_file import load_model
 from components.common.splits import load_split, test_set
-from components.common.steps import FOLDERS
+from components.common.steps import FOLDERS, STEPS
 from components.evaluate import expected_calibration_error
 from model.progress import progress
 from model.trainer import Source
@@ -43,6 +46,7 @@ NOISE_OUT = FOLDERS["noise"]
 
 OUT = FOLDERS["export"]
 OPSET = 18
+MADE_BY = STEPS[:STEPS.index("export") + 1]  # the steps whose settings the model card records
 
 
 @dataclass(frozen=True)
@@ -122,12 +126,13 @@ def parity(onnx_bytes: bytes, net: nn.Module, images: torch.Tensor, max_abs_diff
 
 
 def run(config: ExportConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOISE_OUT, baseline: Path = BASELINE_OUT,
-        mlnt: Path = MLNT_OUT, evaluate: Path = EVALUATE_OUT, out: Path = OUT, params: Path = Path("params.yaml"),
-        ) -> dict:
+        mlnt: Path = MLNT_OUT, evaluate: Path = EVALUATE_OUT, out: Path = OUT,
+        params: Mapping[str, Mapping[str, Any]] | None = None) -> dict:
     """Reads ``baseline``'s and ``mlnt``'s metrics.json (to choose) and the chosen model file, ``ingest``'s test set
-    and manifest, ``noise``'s validation set and labels.npz, ``evaluate``'s metrics.json and ``params`` (its sha256);
-    writes ``model.onnx``, ``parity.json`` and ``model_card.json`` to ``out``; returns the card. A failed parity
-    check is recorded in the card (the gate refuses it), not raised."""
+    and manifest, ``noise``'s validation set and labels.npz and ``evaluate``'s metrics.json; writes ``model.onnx``,
+    ``parity.json`` and ``model_card.json`` to ``out``; returns the card. ``params``: the params sections the run's
+    steps up to this one were given (``MADE_BY``), recorded in the card with their digest (``params_digest``); None
+    records none. A failed parity check is recorded in the card (the gate refuses it), not raised."""
     out = Path(out)
     name, model_file, val_accuracy = choose(baseline, mlnt)
     net, saved = load_model(model_file)
@@ -140,7 +145,7 @@ def run(config: ExportConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOISE_
     evaluated = read_json(Path(evaluate) / "metrics.json", "evaluate", "ece_bins")
     clean = evaluated.get("validation", {}).get("clean", True)
     calibration = calibrate(net, load_split(ingest, noise, workers=config.workers)[1], bins=evaluated["ece_bins"],
-                            clean=clean) if config.calibrate else {"temperature": 1.0}
+                            clean=clean, test=test) if config.calibrate else {"temperature": 1.0}
     metadata["temperature"] = str(calibration["temperature"])
     onnx_bytes = to_onnx(net, x[:2], metadata, temperature=calibration["temperature"])
     check = parity(onnx_bytes, net, x, config.max_abs_diff, temperature=calibration["temperature"])
@@ -154,13 +159,32 @@ def run(config: ExportConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOISE_
             "calibration": calibration,
             "data": {"ingest_inputs_sha256": manifest["inputs_sha256"],
                      "labels_sha256": sha256_file(Path(noise) / "labels.npz")},
-            "params_sha256": sha256_file(Path(params)) if Path(params).is_file() else None,
+            "params": made_by(params), "params_sha256": params_digest(made_by(params)),
             "git_commit": _git_commit(), "onnx_sha256": hashlib.sha256(onnx_bytes).hexdigest(),
             "opset": OPSET, "parity": check}
     write_atomic(out / "model.onnx", lambda fh: fh.write(onnx_bytes))
     write_json(out / "parity.json", check)
     write_json(out / "model_card.json", card)
     return card
+
+
+def made_by(params: Mapping[str, Mapping[str, Any]] | None) -> dict | None:
+    """The sections of ``params`` that made the model (``MADE_BY``: ingest to export), as given; None for None. A
+    ``ValueError`` naming the missing sections when some are absent."""
+    if params is None:
+        return None
+    missing = [step for step in MADE_BY if step not in params]
+    if missing:
+        raise ValueError(f"export: expected the params of every step up to export, found none for {', '.join(missing)}")
+    return {step: dict(params[step]) for step in MADE_BY}
+
+
+def params_digest(params: Mapping[str, Any] | None) -> str | None:
+    """The sha256 of ``params`` as canonical JSON (keys sorted, no spaces): the same for the same settings whether
+    they came from params.yaml (DVC) or the pipeline's parameters (KFP), whatever the file's layout or comments."""
+    if params is None:
+        return None
+    return hashlib.sha256(json.dumps(params, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def onnx_metadata(class_names: list[str], norm: dict, model: str) -> dict[str, str]:
@@ -179,23 +203,36 @@ def interface(network: str, class_names: list[str], meta: dict) -> dict:
             "output": {"name": "probabilities", "shape": ["batch", meta["num_classes"]]}}
 
 
-def calibrate(net: nn.Module, val: Source, *, bins: int, clean: bool = True) -> dict:
+def calibrate(net: nn.Module, val: Source, *, bins: int, clean: bool = True, test: Source | None = None) -> dict:
     """The temperature fitted on the validation set (``clean``: whether its labels are), with its expected
-    calibration error before and after (``metrics.ece`` in the card is the uncalibrated network's on the test set,
-    from the evaluate step)."""
-    with torch.no_grad():
-        batches = progress(val.eval_batches(512), desc="export: calibrating on the validation set", unit="batches",
-                           total=-(-len(val) // 512))
-        logits = torch.cat([net(x) for x, _ in batches]).double()
-    temperature = fit_temperature(logits, val.labels)
-    labels = val.labels.numpy()
-
-    def ece(t: float) -> float:
-        return expected_calibration_error(torch.softmax(logits / t, dim=1).numpy(), labels, bins)
-
+    calibration error there before and after; with ``test``, also the ECE on the test set before and after
+    (``test_ece_after`` is the released model's: the ONNX graph divides by the temperature; ``metrics.ece`` in the
+    card is evaluate's, the uncalibrated network's, equal to ``test_ece_before``). The temperature is fitted on
+    validation alone; the test set is only scored."""
+    val_logits = _logits(net, val, "calibrating on the validation set")
+    temperature = fit_temperature(val_logits, val.labels)
     fitted_on = f"{'clean' if clean else 'noisy'} validation set ({len(val)} images)"
-    return {"temperature": temperature, "fitted_on": fitted_on,
-            "val_ece_before": ece(1.0), "val_ece_after": ece(temperature)}
+    result = {"temperature": temperature, "fitted_on": fitted_on,
+              "val_ece_before": _ece(val_logits, val.labels, 1.0, bins),
+              "val_ece_after": _ece(val_logits, val.labels, temperature, bins)}
+    if test is not None:
+        test_logits = _logits(net, test, "scoring the test set at the fitted temperature")
+        result |= {"test_ece_before": _ece(test_logits, test.labels, 1.0, bins),
+                   "test_ece_after": _ece(test_logits, test.labels, temperature, bins)}
+    return result
+
+
+def _logits(net: nn.Module, source: Source, what: str) -> torch.Tensor:
+    """``net``'s logits (float64) on every image of ``source``, in order."""
+    with torch.no_grad():
+        batches = progress(source.eval_batches(512), desc=f"export: {what}", unit="batches",
+                           total=-(-len(source) // 512))
+        return torch.cat([net(x) for x, _ in batches]).double()
+
+
+def _ece(logits: torch.Tensor, labels: torch.Tensor, temperature: float, bins: int) -> float:
+    """The expected calibration error of ``softmax(logits / temperature)`` against ``labels``."""
+    return expected_calibration_error(torch.softmax(logits / temperature, dim=1).numpy(), labels.numpy(), bins)
 
 
 def class_distribution(labels: np.ndarray, num_classes: int) -> list[float]:
@@ -217,15 +254,15 @@ def _git_commit() -> str:
         return "unknown"
 
 
-def _main(configs: dict) -> None:
-    card = run(configs["export"])
+def _main(configs: dict, params: dict) -> None:
+    card = run(configs["export"], params=params)
     p = card["parity"]
     verdict = "ok" if p["passed"] else "FAILED"
     print(f"export: {card['model']} -> {OUT / 'model.onnx'}; parity on {p['images']} test images: max |diff| "
           f"{p['max_abs_diff']:.2e}, argmax agreement {p['argmax_agreement']:.4f} ({verdict})")
 
 
-main = cli("export", {"export": ExportConfig}, __doc__.splitlines()[0], _main)
+main = cli("export", {"export": ExportConfig}, __doc__.splitlines()[0], _main, with_params=True)
 
 if __name__ == "__main__":
     raise SystemExit(main())

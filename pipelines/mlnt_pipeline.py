@@ -42,7 +42,10 @@ COMPILED = Path(__file__).with_name("compiled") / "mlnt_pipeline.yaml"
 # Every component runs on the project image, which has kfp (pyproject.toml): no pip install when a step starts. Each
 # takes its params.yaml section as JSON text (``params_json``) and reads it into the step's typed config with
 # components.common.config.build: a number keeps its type (a dict parameter would travel as a protobuf Struct, where
-# every number is a float), and a wrong key or type fails with the field's name before any work.
+# every number is a float), and a wrong key or type fails with the field's name before any work. Each step's body
+# first calls configure_logging(take_over=True): KFP's executor has configured the root logger (logging.basicConfig)
+# before the body runs, so the steps' own setup would leave it alone; taken over, its handler escapes what a message
+# echoes from the data (a file name from a user's folder, a label), as the steps' command line does.
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def ingest(params_json: str, data_path: str, ingested: Output[Dataset]):
     """KFP step ingest: reads the raw dataset at ``data_path`` (the data volume) with params.yaml's ``ingest``
@@ -50,9 +53,10 @@ def ingest(params_json: str, data_path: str, ingested: Output[Dataset]):
     ``manifest.json``) and records the dataset and its class count in the artifact's metadata."""
     import json
 
-    from components.common.config import build
+    from components.common.config import build, configure_logging
     from components.ingest import IngestConfig, run
 
+    configure_logging(take_over=True)
     config = build(IngestConfig, {**json.loads(params_json), "path": data_path}, where="ingest")
     manifest = run(config, out=ingested.path)
     ingested.metadata.update(dataset=manifest["dataset"], classes=len(manifest["class_names"]))
@@ -61,20 +65,26 @@ def ingest(params_json: str, data_path: str, ingested: Output[Dataset]):
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def validate(params_json: str, ingested: Input[Dataset], data_docs: Output[HTML], checks: Output[Metrics]):
     """KFP step validate: reads the ``ingested`` Dataset; writes the Data Docs' index page to ``data_docs`` (HTML)
-    and ``failed_expectations`` to ``checks``. A failed expectation raises once the page is copied, so nothing
-    downstream runs and ``checks`` is logged only for a pass."""
+    and logs ``failed_expectations`` (the number of failed expectations) to ``checks``. On a failure the count is
+    logged first and the step then fails with ``ValidationFailedError`` (one line per failure) once the page is
+    copied, so nothing downstream runs. KFP's executor publishes output metadata only when the body returns, so the
+    UI shows ``checks`` for a pass; a failed step's count is the first line of its error in the step's log."""
     import json
     import shutil
     import tempfile
     from pathlib import Path
 
-    from components.common.config import build
-    from components.validate import ValidateConfig, run
+    from components.common.config import build, configure_logging
+    from components.validate import ValidateConfig, ValidationFailedError, run
 
+    configure_logging(take_over=True)
     config = build(ValidateConfig, json.loads(params_json), where="validate")
     with tempfile.TemporaryDirectory() as out:
         try:  # a failed validation raises: the pipeline stops, nothing trains on bad data; the Data Docs show why
             report = run(config, ingest=ingested.path, out=out)
+        except ValidationFailedError as failed:  # the real count, logged before the step fails
+            checks.log_metric("failed_expectations", len(failed.failures))
+            raise
         finally:
             docs = Path(out) / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
             if docs.is_file():
@@ -89,9 +99,10 @@ def noise(params_json: str, ingested: Input[Dataset], labels: Output[Dataset], r
     known."""
     import json
 
-    from components.common.config import build
+    from components.common.config import build, configure_logging
     from components.noise import NoiseConfig, run
 
+    configure_logging(take_over=True)
     summary = run(build(NoiseConfig, json.loads(params_json), where="noise"), ingest=ingested.path, out=labels.path)
     if summary["realised_rate_train"] is not None:  # None: no clean label known
         rates.log_metric("realised_rate_train", summary["realised_rate_train"])
@@ -108,8 +119,9 @@ def baseline(params_json: str, checkpoint_root: str, ingested: Input[Dataset], l
     from pathlib import Path
 
     from components.baseline import BaselineConfig, run
-    from components.common.config import build
+    from components.common.config import build, configure_logging
 
+    configure_logging(take_over=True)
     config = build(BaselineConfig, json.loads(params_json), where="baseline")
     metrics = run(config, ingest=ingested.path, noise=labels.path, out=model.path,
                   checkpoints=Path(checkpoint_root) / "baseline" if checkpoint_root else None)
@@ -127,9 +139,10 @@ def mlnt(params_json: str, checkpoint_root: str, ingested: Input[Dataset], label
     import json
     from pathlib import Path
 
-    from components.common.config import build
+    from components.common.config import build, configure_logging
     from components.mlnt import MlntStepConfig, run
 
+    configure_logging(take_over=True)
     config = build(MlntStepConfig, json.loads(params_json), where="mlnt")
     metrics = run(config, ingest=ingested.path, noise=labels.path, baseline=baseline_model.path, out=model.path,
                   checkpoints=Path(checkpoint_root) / "mlnt" if checkpoint_root else None)
@@ -149,9 +162,10 @@ def evaluate(params_json: str, ingested: Input[Dataset], labels: Input[Dataset],
     import json
     from pathlib import Path
 
-    from components.common.config import build
+    from components.common.config import build, configure_logging
     from components.evaluate import EvaluateConfig, run
 
+    configure_logging(take_over=True)
     config = build(EvaluateConfig, json.loads(params_json), where="evaluate")
     metrics = run(config, ingest=ingested.path, noise=labels.path, baseline=baseline_model.path,
                   mlnt=mlnt_model.path, out=evaluation.path)
@@ -169,20 +183,26 @@ def evaluate(params_json: str, ingested: Input[Dataset], labels: Input[Dataset],
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
-def export(params_json: str, ingested: Input[Dataset], labels: Input[Dataset], baseline_model: Input[Model],
-           mlnt_model: Input[Model], evaluation: Input[Dataset], onnx_model: Output[Model]):
+def export(params_json: str, ingest_params: str, validate_params: str, noise_params: str, baseline_params: str,
+           mlnt_params: str, evaluate_params: str, ingested: Input[Dataset], labels: Input[Dataset],
+           baseline_model: Input[Model], mlnt_model: Input[Model], evaluation: Input[Dataset],
+           onnx_model: Output[Model]):
     """KFP step export: reads the ``ingested`` and ``labels`` Datasets, both models' folders and the ``evaluation``
     folder; writes ``model.onnx``, ``parity.json`` and ``model_card.json`` to the ``onnx_model`` folder and records
-    the chosen model, the ONNX sha256 and the opset in its metadata. The card's ``params_sha256`` is that of a
-    params.yaml in the step's working directory (None without one), not of ``params_json``."""
+    the chosen model, the ONNX sha256 and the opset in its metadata. ``<step>_params``: the upstream steps'
+    sections, which the card records with ``params_json`` (the same digest as ``dvc repro`` with those settings)."""
     import json
 
-    from components.common.config import build
+    from components.common.config import build, configure_logging
     from components.export import ExportConfig, run
 
+    configure_logging(take_over=True)
     config = build(ExportConfig, json.loads(params_json), where="export")
+    given = (ingest_params, validate_params, noise_params, baseline_params, mlnt_params, evaluate_params, params_json)
+    params = dict(zip(("ingest", "validate", "noise", "baseline", "mlnt", "evaluate", "export"),
+                      map(json.loads, given), strict=True))
     card = run(config, ingest=ingested.path, noise=labels.path, baseline=baseline_model.path, mlnt=mlnt_model.path,
-               evaluate=evaluation.path, out=onnx_model.path)
+               evaluate=evaluation.path, out=onnx_model.path, params=params)
     onnx_model.metadata.update(model=card["model"], onnx_sha256=card["onnx_sha256"], opset=card["opset"])
 
 
@@ -195,9 +215,10 @@ def gate(params_json: str, registry: str, onnx_model: Input[Model], evaluation: 
     import tempfile
     from pathlib import Path
 
-    from components.common.config import build
+    from components.common.config import build, configure_logging
     from components.gate import GateConfig, run
 
+    configure_logging(take_over=True)
     config = build(GateConfig, {**json.loads(params_json), "registry": registry}, where="gate")
     with tempfile.TemporaryDirectory() as out:
         result = run(config, export=onnx_model.path, evaluate=evaluation.path, out=out)
@@ -277,7 +298,10 @@ def mlnt_pipeline(data_path: str = f"{DATA_MOUNT}/fashion-mnist", registry: str 
                              baseline_model=ce.outputs["model"]))
     evaluated = _with_shared_memory(evaluate(params_json=evaluate_params, ingested=ingested, labels=labels,
                                              baseline_model=ce.outputs["model"], mlnt_model=meta.outputs["model"]))
-    exported = _with_shared_memory(export(params_json=export_params, ingested=ingested, labels=labels,
+    exported = _with_shared_memory(export(params_json=export_params, ingest_params=ingest_params,
+                                          validate_params=validate_params, noise_params=noise_params,
+                                          baseline_params=baseline_params, mlnt_params=mlnt_params,
+                                          evaluate_params=evaluate_params, ingested=ingested, labels=labels,
                                           baseline_model=ce.outputs["model"], mlnt_model=meta.outputs["model"],
                                           evaluation=evaluated.outputs["evaluation"]))
     gated = gate(params_json=gate_params, registry=registry, onnx_model=exported.outputs["onnx_model"],

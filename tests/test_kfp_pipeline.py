@@ -88,6 +88,13 @@ def test_local_run_produces_a_gated_released_model_and_its_inference_service(tmp
     assert service["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "RawDeployment"
     assert service["spec"]["predictor"]["model"]["storageUri"] == f"pvc://mlnt-registry/{version}"
     assert "<html" in (run_dir / "validate" / "data_docs").read_text().lower()
+    # the card records the settings the run's steps were given, with the digest `dvc repro` gives the same settings
+    from components.export import MADE_BY, params_digest  # noqa: PLC0415 - imports onnx
+
+    given = run.pipeline_arguments(str(data), tiny=True)
+    card = json.loads((latest / "model_card.json").read_text())
+    assert card["params"] == {step: json.loads(given[f"{step}_params"]) for step in MADE_BY}
+    assert card["params_sha256"] == params_digest(card["params"])
 
 
 def test_steps_start_without_pip_and_take_their_params_as_json_text(spec):
@@ -158,6 +165,42 @@ def test_the_deploy_step_acts_as_the_deployer_not_as_the_run_account(tmp_path, m
     assert config["users"] == [{"name": "mlnt-deployer", "user": {"tokenFile": token}}]
     assert "serviceaccount" not in json.dumps(config)
     assert yaml.safe_load(Path(out.path).read_text())["client"] == "client" and out.metadata["action"] == "patched"
+
+
+def test_every_step_escapes_its_log_lines_under_the_kfp_executor(spec):
+    """KFP's executor configures the root logger before a step's body runs, so each body takes its handlers over
+    (components.common.config.configure_logging, tested in tests/components/test_config.py) before any work."""
+    pipeline, _ = yaml.safe_load_all(spec)
+    for step in STEPS:
+        source = pipeline["deploymentSpec"]["executors"][f"exec-{step}"]["container"]["command"][-1]
+        body = source[source.index(f"def {step}("):]
+        assert "configure_logging(take_over=True)" in body, step
+        assert body.index("configure_logging(take_over=True)") < body.index("build("), step
+
+
+def test_a_failed_validation_logs_its_failure_count_before_the_step_fails(tmp_path, monkeypatch):
+    """``failed_expectations`` is the number of failed expectations, logged to ``checks`` before the step raises
+    (after copying the Data Docs page), not the 0 of a metric that was only logged on a pass."""
+    from kfp.dsl import HTML, Dataset, Metrics  # noqa: PLC0415 - the artifact types KFP passes the body
+
+    from components.common import config  # noqa: PLC0415
+    from components.ingest import IngestConfig  # noqa: PLC0415
+    from components.ingest import run as ingest  # noqa: PLC0415
+    from components.validate import ValidationFailedError  # noqa: PLC0415
+
+    taken = []  # the body's logging set-up, recorded: pytest's own handlers stay as they are
+    monkeypatch.setattr(config, "configure_logging", lambda **kwargs: taken.append(kwargs))
+    ingest(IngestConfig(path=str(make_fashion_mnist(tmp_path / "fashion-mnist"))), out=tmp_path / "ingested")
+    docs, checks = HTML(uri=str(tmp_path / "data_docs")), Metrics(uri=str(tmp_path / "checks"))
+    with pytest.raises(ValidationFailedError) as failure:  # 300 train and 60 test images, 30 per class: all short
+        mlnt_pipeline.validate.python_func(params_json=json.dumps({"min_images": 1000}),
+                                           ingested=Dataset(uri=str(tmp_path / "ingested")), data_docs=docs,
+                                           checks=checks)
+    assert taken == [{"take_over": True}]
+    assert sorted(f["column"] for f in failure.value.failures) == ["count", "test_images", "train_images"]
+    assert checks.metadata == {"failed_expectations": 3}
+    assert str(failure.value).startswith("3 expectation(s) failed on")
+    assert "<html" in Path(docs.path).read_text().lower()
 
 
 class FakeKfpServer(BaseHTTPRequestHandler):

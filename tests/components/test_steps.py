@@ -126,3 +126,45 @@ def test_export_calibrates_with_the_bins_params_yaml_gives_evaluate(workdir, cap
     expected = {bins: export.calibrate(net.eval(), val, bins=bins)["val_ece_before"] for bins in (3, 15)}
     assert expected[3] != expected[15]
     assert card["calibration"]["val_ece_before"] == pytest.approx(expected[3])
+
+
+def test_the_card_records_the_settings_of_every_step_up_to_export(workdir, capsys):
+    """As given in the params file, ``--set`` overrides applied; the digest depends on the settings, not on how the
+    file is written (order, comments), and a missing section is refused by name."""
+    from components import evaluate, export  # noqa: PLC0415 - imports onnx
+
+    for step in (ingest, noise, baseline, mlnt, evaluate):
+        assert step.main([]) == 0, capsys.readouterr().err
+    assert export.main(["--set", "export.parity_images=64"]) == 0, capsys.readouterr().err
+    card = json.loads((workdir / "artifacts/export/model_card.json").read_text())
+    params = yaml.safe_load((workdir / "params.yaml").read_text())
+    params["export"]["parity_images"] = 64
+    assert card["params"] == {step: params[step] for step in export.MADE_BY} and "gate" not in card["params"]
+    assert card["params_sha256"] == export.params_digest(card["params"])
+    reordered = {step: dict(reversed(params[step].items())) for step in reversed(export.MADE_BY)}
+    assert export.params_digest(export.made_by(reordered)) == card["params_sha256"]
+    assert export.params_digest({**card["params"], "mlnt": {**params["mlnt"], "epochs": 3}}) != card["params_sha256"]
+    with pytest.raises(ValueError, match="expected the params of every step up to export, found none for validate"):
+        export.made_by({step: params[step] for step in export.MADE_BY if step != "validate"})
+
+
+def test_export_reports_the_released_models_calibration_on_the_test_set(workdir, capsys):
+    """The card's ``test_ece_after`` is the ECE of what onnxruntime serves (the temperature in the graph), and
+    ``test_ece_before`` is evaluate's figure for the uncalibrated network, on the same test images and bins."""
+    import onnxruntime as ort  # noqa: PLC0415
+
+    from components import evaluate, export  # noqa: PLC0415 - imports onnx
+    from components.common.splits import test_set  # noqa: PLC0415
+
+    for step in (ingest, noise, baseline, mlnt, evaluate, export):
+        assert step.main([]) == 0, capsys.readouterr().err
+    card = json.loads((workdir / "artifacts/export/model_card.json").read_text())
+    calibration, bins = card["calibration"], evaluate.EvaluateConfig().ece_bins
+    assert calibration["test_ece_before"] == pytest.approx(card["metrics"]["ece"], abs=1e-6)
+    test = test_set(workdir / "artifacts/ingest", card["input"]["normalisation"])
+    images = torch.cat([x for x, _ in test.eval_batches(256)]).numpy()
+    session = ort.InferenceSession(str(workdir / "artifacts/export/model.onnx"))
+    served = session.run(None, {"images": images})[0]
+    assert calibration["test_ece_after"] == pytest.approx(
+        evaluate.expected_calibration_error(served, test.labels.numpy(), bins), abs=1e-5)
+    assert calibration["temperature"] != 1.0 and calibration["test_ece_after"] != calibration["test_ece_before"]
