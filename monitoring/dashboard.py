@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from itertools import count
 from pathlib import Path
 
+from components.common.atomic import write_atomic
 from monitoring import DASHBOARD_FILE, DOCS_URL
 from monitoring.metrics import KSERVE, KSERVE_STAGES
 
@@ -261,10 +262,10 @@ def render(dashboard: dict | None = None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m monitoring.dashboard [FILE]``: write the rendered dashboard to ``FILE`` (default
-    ``DASHBOARD_FILE``), creating its folder; returns 0."""
+    ``DASHBOARD_FILE``), creating its folder, atomically (a crash leaves the previous file); returns 0."""
     out = Path(argv[0]) if argv else DASHBOARD_FILE
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render())
+    text = render()
+    write_atomic(out, lambda fh: fh.write(text.encode()))
     print(f"wrote {out}")
     return 0
 

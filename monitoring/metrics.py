@@ -75,6 +75,11 @@ FEEDBACK = Metric("mlnt_feedback_total", "counter", "Labels posted back by users
 FEEDBACK_DISAGREEMENTS = Metric("mlnt_feedback_disagreements_total", "counter",
                                 "Feedback labels that differ from the prediction.", ("model",))
 MODEL_INFO = Metric("mlnt_model_info", "gauge", "The served model (always 1).", ("model", "version"))
+# `reason` is one of serving.clients.REASONS (missing, short, malformed); counted only with --client-header.
+CLIENT_FALLBACKS = Metric("mlnt_client_identity_fallbacks_total", "counter",
+                          "Requests counted as their connection's peer although --client-header is set, by reason: "
+                          "the header missing, fewer entries than --trusted-proxy-hops (short) or no address at the "
+                          "trusted entry (malformed).", ("model", "reason"))
 
 # KServe's own, scraped at the same /metrics: the time each stage of KServe's Model.__call__ takes, per request
 # (gRPC and REST, v1 and v2, rejected requests included: a preprocess that raises is timed too). `model_name` is the
@@ -97,7 +102,7 @@ TRAINING_LAST_SUCCESS = Metric("mlnt_training_last_success_timestamp_seconds", "
                                "Unix time of the last successful pipeline run.")
 
 PREDICTOR: tuple[Metric, ...] = (REQUESTS, REQUEST_DURATION, BATCH_SIZE, PREDICTIONS, PREDICTION_CONFIDENCE,
-                                 PREDICTION_DRIFT, FEEDBACK, FEEDBACK_DISAGREEMENTS, MODEL_INFO)
+                                 PREDICTION_DRIFT, FEEDBACK, FEEDBACK_DISAGREEMENTS, MODEL_INFO, CLIENT_FALLBACKS)
 TRAINING: tuple[Metric, ...] = (TRAINING_ACCURACY, TRAINING_NOISE_RATE, TRAINING_DURATION, GATE_PASSED,
                                 TRAINING_LAST_SUCCESS)
 KSERVE: tuple[Metric, ...] = (PREPROCESS_DURATION, PREDICT_DURATION, POSTPROCESS_DURATION)  # in KSERVE_STAGES order

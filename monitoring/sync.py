@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from components.common.atomic import write_atomic
 from monitoring import DASHBOARD_FILE, ROOT, RULES_FILE, dashboard
 from monitoring.check import load_rules
 
@@ -61,12 +62,12 @@ def stale() -> list[Path]:
 
 
 def write() -> list[Path]:
-    """Write every generated file that is ``stale``, creating its folder; returns those written."""
+    """Write every generated file that is ``stale``, creating its folder, atomically (a crash leaves the previous
+    file, never half of one); returns those written."""
     changed = stale()
     for path, text in rendered().items():
         if path in changed:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
+            write_atomic(path, lambda fh, text=text: fh.write(text.encode()))
     return changed
 
 

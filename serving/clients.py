@@ -13,7 +13,8 @@ trusted proxy saw, and no entry left of it is ever read, so forged left-most ent
 if every request comes through those N proxies (in the cluster: the NetworkPolicy admits only the gateway's
 namespaces; docs/serving.md, "Who is a client"). A request whose header is missing, has fewer than N entries or no
 address in the N-th (a probe, ``kubectl port-forward``, a proxy configured otherwise) counts as its peer: counted in
-``ClientIdentity.fallbacks`` and logged once per reason.
+``ClientIdentity.fallbacks`` by reason (``REASONS``), handed to the predictor's metric (``ClientIdentity.export``,
+``mlnt_client_identity_fallbacks_total``) and logged once per reason.
 
 gRPC requests carry no peer into KServe's data plane: they count as the one client ``grpc``, or, with
 ``--client-header``, as the address the same header in the call's metadata names (``serving.dataplane``).
@@ -36,6 +37,9 @@ GRPC = "grpc"  # every gRPC request without a client header: KServe's data plane
 CLIENT: ContextVar[str] = ContextVar("client", default=GRPC)
 HEADER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*")
 PORT = re.compile(r"[0-9]{1,5}")
+# Why a request's client is its peer although a client header is configured: the header is missing, has fewer entries
+# than the trusted hops, or no address at the trusted entry. The keys of ClientIdentity.fallbacks, a metric's labels.
+REASONS = ("missing", "short", "malformed")
 
 
 def address(text: str) -> str | None:
@@ -74,7 +78,7 @@ def peer(scope: dict) -> str:
 class ClientIdentity:
     """Who a request's client is: its peer (``header`` ``None``, the default), or the address the ``hops``-th
     trusted proxy appended to ``header`` (see the module docstring); ``fallbacks`` counts the requests that fell back
-    to their peer, by reason (``missing``, ``short``, ``malformed``)."""
+    to their peer, by reason (``REASONS``), and ``export`` hands each of them to a metric too."""
 
     def __init__(self, header: str | None = None, hops: int = 1):
         if header is not None and not HEADER_NAME.fullmatch(header):
@@ -83,6 +87,12 @@ class ClientIdentity:
             raise ValueError(f"trusted proxy hops: expected at least 1, found {hops}")
         self.header, self.hops = (header.lower() if header else None), hops
         self.fallbacks: Counter[str] = Counter()
+        self.exported: Callable[[str], None] | None = None
+
+    def export(self, count: Callable[[str], None]) -> None:
+        """Call ``count(reason)`` (one of ``REASONS``) for every request that falls back to its peer from now on,
+        in place of the one given before: the predictor's ``mlnt_client_identity_fallbacks_total``."""
+        self.exported = count
 
     def describe(self) -> str:
         """One sentence for the start-up log: how clients are told apart."""
@@ -123,8 +133,11 @@ class ClientIdentity:
         return client
 
     def fall_back(self, reason: str, what: str, fallback: str) -> str:
-        """Count one request that falls back to ``fallback``; the first of each reason is logged."""
+        """Count one request that falls back to ``fallback`` in ``fallbacks`` and the exported metric; the first of
+        each reason is logged."""
         self.fallbacks[reason] += 1
+        if self.exported is not None:
+            self.exported(reason)
         if self.fallbacks[reason] == 1:
             log.warning("client identity: %s: counted as its peer %s, as are all such requests (did it come through "
                         "the trusted proxies? logged once)", what, fallback)

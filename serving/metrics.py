@@ -8,6 +8,7 @@ import numpy as np
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
 from monitoring import metrics as contract
+from serving.clients import REASONS
 from serving.drift import DriftWindow
 
 
@@ -32,6 +33,9 @@ class PredictorMetrics:
         self.drift_gauge = made[contract.PREDICTION_DRIFT.name]
         self.feedback, self.disagreements = made[contract.FEEDBACK.name], made[contract.FEEDBACK_DISAGREEMENTS.name]
         made[contract.MODEL_INFO.name].labels(model=model, version=version).set(1)
+        self.fallbacks = made[contract.CLIENT_FALLBACKS.name]
+        for reason in REASONS:
+            self.fallbacks.labels(model=model, reason=reason)
         for protocol in contract.PROTOCOLS:
             self.duration.labels(model=model, protocol=protocol)
             for outcome in contract.OUTCOMES:
@@ -67,3 +71,8 @@ class PredictorMetrics:
         """Count ``received`` feedback labels and the ``disagreements`` among them."""
         self.feedback.labels(model=self.model).inc(received)
         self.disagreements.labels(model=self.model).inc(disagreements)
+
+    def fell_back(self, reason: str) -> None:
+        """One request whose client is its peer although a client header is set, for ``reason`` (one of
+        ``serving.clients.REASONS``; ``ClientIdentity.export``)."""
+        self.fallbacks.labels(model=self.model, reason=reason).inc()

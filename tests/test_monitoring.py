@@ -10,8 +10,8 @@ from itertools import combinations
 import pytest
 import yaml
 
-from monitoring import DOCS_FILE, ROOT, check, dashboard, sync
-from monitoring.metrics import KSERVE, METRICS, PREDICTOR, PREDICTOR_JOB_REGEX, SERIES
+from monitoring import DASHBOARD_FILE, DOCS_FILE, ROOT, check, dashboard, sync
+from monitoring.metrics import CLIENT_FALLBACKS, KSERVE, METRICS, PREDICTOR, PREDICTOR_JOB_REGEX, SERIES
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def test_rule_unit_tests_pass():
 
 def test_every_alert_has_a_firing_and_a_quiet_unit_test(rules):
     coverage = check.alert_test_kinds(rules, check.rule_tests())
-    assert len(coverage) == 7 and all(kinds == {"firing", "quiet"} for kinds in coverage.values()), coverage
+    assert len(coverage) == 8 and all(kinds == {"firing", "quiet"} for kinds in coverage.values()), coverage
     assert check.coverage_problems(rules, check.rule_tests()) == []
 
 
@@ -56,7 +56,7 @@ def test_coverage_check_reports_an_untested_alert(rules):
 
 
 def test_rule_file_parses():
-    assert "SUCCESS: 21 rules found" in check.check_rules()
+    assert "SUCCESS: 23 rules found" in check.check_rules()
 
 
 def test_dashboard_queries_parse(board):
@@ -125,10 +125,19 @@ def test_contract_is_plain_data_without_collectors():
                            "assert 'prometheus_client' not in sys.modules"], capture_output=True, text=True,
                           check=False, cwd=ROOT)
     assert done.returncode == 0, done.stderr
-    assert len({metric.name for metric in METRICS}) == len(METRICS) == 17
+    assert len({metric.name for metric in METRICS}) == len(METRICS) == 18
     assert "mlnt_prediction_confidence_bucket" in SERIES and "mlnt_requests_total" in SERIES
     assert "request_predict_seconds_bucket" in SERIES  # KServe's own, read by the stage-latency panel and rules
     assert not set(KSERVE) & set(PREDICTOR)  # KServe creates those collectors; the predictor must not
+
+
+def test_client_identity_fallbacks_are_a_predictor_metric_that_an_alert_reads(rules):
+    assert CLIENT_FALLBACKS in PREDICTOR and CLIENT_FALLBACKS.labels == ("model", "reason")
+    alert = next(rule for rule in check.alerts_of(rules) if rule["alert"] == "MlntClientIdentityFallbacks")
+    recorded = {rule["record"]: rule["expr"] for rule in check.rules_of(rules) if "record" in rule}
+    read = set().union(*(check.metric_names(recorded.get(name, name)) for name in check.metric_names(alert["expr"])))
+    assert read == {CLIENT_FALLBACKS.name, "mlnt_requests_total"}
+    assert (alert["for"], alert["labels"]) == ("15m", {"severity": "warning"})
 
 
 def test_predictor_down_selects_the_contract_job_regex(rules):
@@ -145,7 +154,7 @@ def test_alerts_have_severity_annotations_and_a_runbook_section(rules):
 
 def test_a_missing_runbook_section_is_reported(rules):
     problems = check.alert_problems(rules, "# Monitoring\n### MlntPredictorDown\n")
-    assert len(problems) == 6 and all("runbook_url must be" in problem for problem in problems)
+    assert len(problems) == 7 and all("runbook_url must be" in problem for problem in problems)
 
 
 def test_dashboard_is_a_grafana_dashboard_with_a_sane_layout(board):
@@ -197,3 +206,36 @@ def test_sync_check_reports_a_stale_copy(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(sync, "ROOT", tmp_path)
     assert sync.main(["--check"]) == 1
     assert "run `python -m monitoring.sync`" in capsys.readouterr().err
+
+
+class FailingText(str):
+    """A rendered text whose writing fails half-way, as a full disk or a crash would."""
+
+    def encode(self, *args, **kwargs):
+        raise OSError("No space left on device")
+
+
+def test_sync_writes_the_stale_files_byte_for_byte_and_leaves_no_temporary(monkeypatch, tmp_path):
+    fresh, same = tmp_path / "k8s" / "rule.yaml", tmp_path / "mlnt.json"
+    same.write_text("{}\n")
+    texts = {fresh: "# Generated; do not edit.\nexpr: |\n  up == 0\n", same: "{}\n"}
+    monkeypatch.setattr(sync, "rendered", lambda: texts)
+    assert sync.write() == [fresh]
+    assert fresh.read_bytes() == texts[fresh].encode() and same.read_bytes() == b"{}\n"
+    assert sorted(path.name for path in tmp_path.rglob("*")) == ["k8s", "mlnt.json", "rule.yaml"]
+
+
+def test_a_sync_that_fails_mid_write_leaves_the_previous_file(monkeypatch, tmp_path):
+    path = tmp_path / "mlnt.json"
+    path.write_text("{\"old\": true}\n")
+    monkeypatch.setattr(sync, "rendered", lambda: {path: FailingText("{}\n")})
+    with pytest.raises(OSError, match="No space left on device"):
+        sync.write()
+    assert path.read_text() == "{\"old\": true}\n" and [p.name for p in tmp_path.iterdir()] == ["mlnt.json"]
+
+
+def test_the_dashboard_command_writes_the_committed_bytes(tmp_path, capsys):
+    out = tmp_path / "dashboards" / "mlnt.json"
+    assert dashboard.main([str(out)]) == 0
+    assert out.read_bytes() == dashboard.render().encode() == DASHBOARD_FILE.read_bytes()
+    assert [p.name for p in out.parent.iterdir()] == ["mlnt.json"] and f"wrote {out}" in capsys.readouterr().out

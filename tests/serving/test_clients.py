@@ -12,13 +12,15 @@ import pytest
 from kserve import InferRequest
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 
-from serving.clients import GRPC, ClientIdentity, address
+from serving.clients import GRPC, REASONS, ClientIdentity, address
 from serving.server import Protection
 from tests.serving.conftest import LIMITS, VERSION, write_release
 from tests.serving.inprocess import NAME, InProcess
+from tests.serving.test_server import V2, metric, v2_tensor
 
 XFF = "x-forwarded-for"
 PROXY = ("127.0.0.6", 40000)  # the last proxy: every request's peer
+FALLBACKS = "mlnt_client_identity_fallbacks_total"
 
 
 def scope(*values: str, client: tuple[str, int] | None = PROXY) -> dict:
@@ -106,3 +108,53 @@ def test_a_grpc_call_is_the_client_its_metadata_names(tmp_path):
     call({})
     assert set(served.model.metrics.drift.by_client) == {"198.51.100.9", GRPC}
     assert served.sample("mlnt_requests_total", protocol="grpc-v2", outcome="ok") == 2
+
+
+def grpc_infer(served: InProcess, metadata: dict, x: np.ndarray) -> None:
+    message = pb.ModelInferRequest(model_name=NAME, inputs=[pb.ModelInferRequest.InferInputTensor(
+        name="images", datatype="FP32", shape=list(x.shape))], raw_input_contents=[x.tobytes()])
+    asyncio.run(served.dataplane.infer(NAME, InferRequest.from_grpc(message), metadata))
+
+
+def fallbacks(served: InProcess) -> dict[str, float]:
+    return {reason: served.sample(FALLBACKS, reason=reason) for reason in REASONS}
+
+
+def test_each_fall_back_to_the_peer_is_counted_in_the_metric_by_reason(tmp_path):
+    release, _ = write_release(tmp_path / VERSION)
+    served = InProcess(release, protection=Protection(LIMITS["max_body_bytes"], clients=ClientIdentity(XFF, 2)))
+    assert fallbacks(served) == {"missing": 0, "short": 0, "malformed": 0}  # every reason's series from the start
+    x = np.zeros((1, 1, 8, 8), np.float32)
+
+    def infer(*values: str) -> None:
+        headers = [(XFF, value) for value in values]
+        assert served.request("POST", V2, json=v2_tensor(x), headers=headers, client=PROXY).status_code == 200
+
+    infer("6.6.6.6, 198.51.100.1, 127.0.0.6")  # through both proxies: no fallback
+    assert fallbacks(served) == {"missing": 0, "short": 0, "malformed": 0}
+    infer()  # a probe, kubectl port-forward
+    infer("198.51.100.1")  # one entry for two hops
+    infer("198.51.100.1", "127.0.0.6")  # two lines, one list of two: no fallback
+    infer("6.6.6.6, unknown, 127.0.0.6")
+    infer("6.6.6.6, unknown, 127.0.0.6")
+    grpc_infer(served, {}, x)  # a gRPC call without the header in its metadata
+    assert fallbacks(served) == {"missing": 2, "short": 1, "malformed": 2}
+    assert served.protection.clients.fallbacks == fallbacks(served)
+
+
+def test_without_a_client_header_nothing_is_counted_as_a_fallback(tmp_path):
+    release, _ = write_release(tmp_path / VERSION)
+    served = InProcess(release)  # the default: the peer, no header read
+    x = np.zeros((1, 1, 8, 8), np.float32)
+    for headers in ([], [(XFF, "198.51.100.1")], [(XFF, "unknown")]):
+        assert served.request("POST", V2, json=v2_tensor(x), headers=headers).status_code == 200
+    grpc_infer(served, {}, x)
+    assert fallbacks(served) == {"missing": 0, "short": 0, "malformed": 0}
+    assert not served.protection.clients.fallbacks
+
+
+def test_the_predictor_exports_the_fallback_counter_at_zero_without_a_client_header(server, client):
+    client.post(server + V2, json=v2_tensor(np.zeros((1, 1, 8, 8), np.float32)), headers={XFF: "unknown"})
+    for reason in REASONS:  # a contract metric (monitoring.metrics.CLIENT_FALLBACKS), at zero and never counted
+        assert metric(client, server, FALLBACKS, model=NAME, reason=reason) == 0
+
