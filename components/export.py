@@ -102,10 +102,23 @@ def to_onnx(net: nn.Module, example: torch.Tensor, metadata: dict[str, str], *, 
                                 dynamic_shapes={"images": {0: batch}}, opset_version=OPSET, dynamo=True,
                                 verbose=False)
     model = program.model_proto
+    strip_provenance(model)
     for key, value in metadata.items():
         model.metadata_props.add(key=key, value=value)
     onnx.checker.check_model(model, full_check=True)
     return model.SerializeToString()
+
+
+def strip_provenance(model) -> None:
+    """Remove, in place, what the exporter records of how it was called: per node, value and graph, the Python stack
+    trace (absolute source paths and line numbers), the FX node and the module path (``__main__.`` under ``python
+    -m``, the module's name in a KFP step). The same weights then give the same bytes wherever and however export
+    runs, and no path of the build machine ships in the release. The model's own metadata is left alone."""
+    graph = model.graph
+    for item in (*graph.node, *graph.value_info, *graph.input, *graph.output, *graph.initializer, graph):
+        del item.metadata_props[:]
+    for node in graph.node:
+        node.doc_string = ""
 
 
 def parity(onnx_bytes: bytes, net: nn.Module, images: torch.Tensor, max_abs_diff: float, *,

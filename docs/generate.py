@@ -269,7 +269,7 @@ def _confidence(snap: dict, calibration: dict | None) -> str:
     return (said + f". Its export calibrated it by temperature scaling, fitted on the {calibration['fitted_on']} "
             "and baked into the ONNX graph, predictions unchanged: validation ECE from "
             f"{calibration['val_ece_before']:.3f} to {calibration['val_ece_after']:.3f} at T = {t:.2f}{on_test} "
-            "(`card[\"calibration\"]` in the [release's card](release/model_card.json)). Uncalibrated, the teacher "
+            "(`card[\"calibration\"]` in the [release's card](release/model_card.json)). Uncalibrated, the network "
             f"was {'under' if t < 1 else 'over'}-confident: T {'<' if t < 1 else '>'} 1 "
             f"{'sharpens' if t < 1 else 'flattens'} its softmax.")
 

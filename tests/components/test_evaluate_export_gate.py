@@ -77,6 +77,34 @@ def test_onnx_export_dynamic_batch_metadata_and_parity(exported):
     assert report["passed"] and report["max_abs_diff"] <= 1e-4 and report["argmax_agreement"] == 1.0
 
 
+def test_the_same_weights_export_to_the_same_bytes_however_export_is_called(exported, tmp_path):
+    """No stack trace, source path or module path of the exporting process ships in the ONNX file: another process,
+    with the export module loaded under another name (as ``python -m`` loads it as ``__main__``), writes the same
+    bytes, so a release's sha256 follows its weights, not where or how export ran."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    net, onnx_bytes = exported
+    root = Path(__file__).resolve().parents[2]
+    assert str(root).encode() not in onnx_bytes and b"stack_trace" not in onnx_bytes
+    torch.save(net.state_dict(), tmp_path / "weights.pt")
+    script = (
+        "import importlib.util, json, sys, torch\n"
+        "from model.networks import SmallCNN\n"
+        "spec = importlib.util.spec_from_file_location('elsewhere', 'components/export.py')\n"
+        "sys.modules['elsewhere'] = module = importlib.util.module_from_spec(spec)\n"
+        "spec.loader.exec_module(module)\n"
+        "export = vars(module)\n"
+        "net = SmallCNN(4, image_size=8, width=4, hidden=8).eval()\n"
+        "net.load_state_dict(torch.load(sys.argv[1]))\n"
+        "torch.manual_seed(1)\n"
+        "data = export['to_onnx'](net, torch.randn(2, 1, 8, 8), {'class_names': json.dumps(list('abcd'))})\n"
+        "open(sys.argv[2], 'wb').write(data)\n")
+    subprocess.run([sys.executable, "-c", script, str(tmp_path / "weights.pt"), str(tmp_path / "other.onnx")],
+                   cwd=root, check=True, timeout=300)
+    assert (tmp_path / "other.onnx").read_bytes() == onnx_bytes
+
+
 def test_parity_fails_when_the_graph_differs_from_the_model(exported):
     net, onnx_bytes = exported
     other = SmallCNN(4, image_size=8, width=4, hidden=8).eval()  # other weights
