@@ -62,9 +62,11 @@ class Protection:
 def install(app: FastAPI, model: Classifier, protection: Protection) -> None:
     """Wire ``model`` into KServe's FastAPI ``app``: escaped log records, Swagger UI if ``protection.docs``, the
     ``Guard`` and ``Accounting`` middleware with the request budget, the error handlers and the feedback route;
-    ``protection.clients`` counts its fallbacks to the peer in ``model.metrics`` (both transports share it)."""
+    ``protection.clients`` counts its fallbacks to the peer in ``model.metrics``, where it has metrics (both
+    transports share it)."""
     logs.install()
-    protection.clients.export(model.metrics.fell_back)
+    if model.metrics is not None:
+        protection.clients.export(model.metrics.fell_back)
     if protection.docs and app.docs_url is None:
         install_docs(app)
     budget = Budget.for_input(model.spec.shape, images=model.max_batch, pixels=model.max_decode_pixels,
