@@ -153,6 +153,22 @@ def test_without_a_client_header_nothing_is_counted_as_a_fallback(tmp_path):
     assert not served.protection.clients.fallbacks
 
 
+def test_a_model_without_metrics_still_falls_back_without_counting(tmp_path):
+    """The library's Classifier may have no metrics: install() then leaves the identity uncounted, not broken."""
+    from fastapi import FastAPI  # noqa: PLC0415
+
+    from serving.model import Classifier  # noqa: PLC0415
+    from serving.release import load_release  # noqa: PLC0415
+    from serving.server import install  # noqa: PLC0415
+
+    release, _ = write_release(tmp_path / VERSION)
+    model = Classifier(NAME, load_release(release), max_batch=LIMITS["max_batch"], threads=1)
+    protection = Protection(max_body_bytes=LIMITS["max_body_bytes"], clients=ClientIdentity(XFF, hops=1))
+    install(FastAPI(), model, protection)
+    assert protection.clients.resolve(None, "127.0.0.1") == "127.0.0.1"
+    assert protection.clients.fallbacks == {"missing": 1}
+
+
 def test_the_predictor_exports_the_fallback_counter_at_zero_without_a_client_header(server, client):
     client.post(server + V2, json=v2_tensor(np.zeros((1, 1, 8, 8), np.float32)), headers={XFF: "unknown"})
     for reason in REASONS:  # a contract metric (monitoring.metrics.CLIENT_FALLBACKS), at zero and never counted
