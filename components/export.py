@@ -146,7 +146,7 @@ def run(config: ExportConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOISE_
     ``parity.json`` and ``model_card.json`` to ``out``; returns the card. ``params``: the params sections the run's
     steps up to this one were given (``MADE_BY``), recorded in the card with their digest (``params_digest``); None
     records none. A failed parity check is recorded in the card (the gate refuses it), not raised."""
-    out = Path(out)
+    out, recorded = Path(out), made_by(params)  # incomplete params fail here, before any work
     name, model_file, val_accuracy = choose(baseline, mlnt)
     net, saved = load_model(model_file)
     net.eval()
@@ -172,7 +172,7 @@ def run(config: ExportConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOISE_
             "calibration": calibration,
             "data": {"ingest_inputs_sha256": manifest["inputs_sha256"],
                      "labels_sha256": sha256_file(Path(noise) / "labels.npz")},
-            "params": made_by(params), "params_sha256": params_digest(made_by(params)),
+            "params": recorded, "params_sha256": params_digest(recorded),
             "git_commit": _git_commit(), "onnx_sha256": hashlib.sha256(onnx_bytes).hexdigest(),
             "opset": OPSET, "parity": check}
     write_atomic(out / "model.onnx", lambda fh: fh.write(onnx_bytes))
