@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from components.common.artifacts import read_arrays, read_json
-from components.common.atomic import write_atomic, write_json
+from components.common.atomic import write_json, write_text
 from components.common.config import cli
 from components.common.model_file import load_model
 from components.common.splits import load_split, test_set
@@ -275,7 +275,7 @@ def _write_csv(path: Path, rows: list[dict], *, fields: list[str] | None = None)
     writer = csv.DictWriter(text, fieldnames=fields or (list(rows[0]) if rows else ["empty"]))
     writer.writeheader()
     writer.writerows(rows)
-    write_atomic(path, lambda fh: fh.write(text.getvalue().encode()))
+    write_text(path, text.getvalue())
 
 
 def _main(configs: dict) -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from itertools import count
 from pathlib import Path
 
-from components.common.atomic import write_atomic
+from components.common.atomic import write_text
 from monitoring import DASHBOARD_FILE, DOCS_URL
 from monitoring.metrics import KSERVE, KSERVE_STAGES
 
@@ -264,8 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m monitoring.dashboard [FILE]``: write the rendered dashboard to ``FILE`` (default
     ``DASHBOARD_FILE``), creating its folder, atomically (a crash leaves the previous file); returns 0."""
     out = Path(argv[0]) if argv else DASHBOARD_FILE
-    text = render()
-    write_atomic(out, lambda fh: fh.write(text.encode()))
+    write_text(out, render())
     print(f"wrote {out}")
     return 0
 

@@ -48,7 +48,7 @@ from pathlib import Path
 
 import httpx
 
-from components.common.atomic import write_atomic
+from components.common.atomic import write_text
 from monitoring import check, dashboard, local, query, render
 from monitoring.local import PODMONITOR_JOB, PODMONITOR_JOB_NAME, LocalError, free_port, predictor, prometheus
 from monitoring.metrics import PUSHGATEWAY_JOB
@@ -185,8 +185,7 @@ def main(argv: list[str] | None = None) -> int:
                             data=args.data, pipeline=not args.no_pipeline, pipeline_images=args.pipeline_images,
                             pipeline_epochs=args.pipeline_epochs)
             out = args.json or args.output.with_name("snapshot.json")
-            text = json.dumps(snapshot, indent=1) + "\n"
-            write_atomic(out, lambda fh: fh.write(text.encode()))  # creates the folder; a crash leaves the old file
+            write_text(out, json.dumps(snapshot, indent=1) + "\n")  # creates the folder; a crash leaves the old file
             print(f"wrote {out}")
     except (SnapshotError, OSError, ValueError) as error:
         print(f"monitoring.snapshot: {error}", file=sys.stderr)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from components.common.atomic import write_atomic
+from components.common.atomic import write_text
 from monitoring import DASHBOARD_FILE, ROOT, RULES_FILE, dashboard
 from monitoring.check import load_rules
 
@@ -56,18 +56,19 @@ def rendered() -> dict[Path, str]:
     return {DASHBOARD_FILE: board, K8S_RULE: prometheus_rule(), K8S_DASHBOARD: board}
 
 
-def stale() -> list[Path]:
-    """The generated files that are missing or differ from what ``rendered`` gives."""
-    return [path for path, text in rendered().items() if not path.is_file() or path.read_text() != text]
+def stale(texts: dict[Path, str] | None = None) -> list[Path]:
+    """The generated files that are missing or differ from what they must hold (``texts``; default ``rendered``)."""
+    texts = rendered() if texts is None else texts
+    return [path for path, text in texts.items() if not path.is_file() or path.read_text() != text]
 
 
 def write() -> list[Path]:
     """Write every generated file that is ``stale``, creating its folder, atomically (a crash leaves the previous
-    file, never half of one); returns those written."""
-    changed = stale()
-    for path, text in rendered().items():
-        if path in changed:
-            write_atomic(path, lambda fh, text=text: fh.write(text.encode()))
+    file, never half of one); returns those written. Renders once."""
+    texts = rendered()
+    changed = stale(texts)
+    for path in changed:
+        write_text(path, texts[path])
     return changed
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from components import baseline, evaluate, ingest, mlnt, noise
-from components.common.atomic import write_atomic, write_json
+from components.common.atomic import write_json, write_text
 from components.common.config import build, load_params
 
 PARAMS = Path(__file__).with_name("cifar10.yaml")
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     write_json(args.output.with_suffix(".json"), results)
     text = render(results)
-    write_atomic(args.output, lambda fh: fh.write(text.encode()))
+    write_text(args.output, text)
     print(text)
     return 0
 

@@ -27,7 +27,7 @@ import torch
 from benchmarks.quality import study as quality
 from benchmarks.quality.report import mean_std, pct
 from benchmarks.template import Template
-from components.common.atomic import write_atomic, write_json
+from components.common.atomic import write_json, write_text
 
 INNER_LRS = (2.0, 20.0)
 TEMPLATE = Template(Path(__file__).with_name("templates") / "inner_lr.md")
@@ -99,14 +99,14 @@ def main(argv: list[str] | None = None) -> int:
     results = json.loads(args.results.read_text())
     if args.render:
         text = render(json.loads(args.output.with_suffix(".json").read_text()), results)
-        write_atomic(args.output, lambda fh: fh.write(text.encode()))
+        write_text(args.output, text)
         print(f"inner_lr: {args.output} rendered from {args.output.with_suffix('.json')}")
         return 0
     found = probe(results, quality.QUICK if args.quick else quality.StudyConfig(), work=args.work,
                   workers=args.workers, inner_lrs=tuple(args.inner_lrs))
     write_json(args.output.with_suffix(".json"), found)
     text = render(found, results)
-    write_atomic(args.output, lambda fh: fh.write(text.encode()))
+    write_text(args.output, text)
     print(f"inner_lr: {len(found['runs'])} runs in {found['wall_seconds']:.0f} s -> {args.output}")
     return 0
 

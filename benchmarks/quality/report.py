@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.template import Template
-from components.common.atomic import write_atomic, write_json
+from components.common.atomic import write_atomic, write_json, write_text
 
 METHODS = (("ce_last", "CE, last epoch"),
            ("ce_early", "CE, early stopping (best validation)"),
@@ -392,7 +392,7 @@ def write(results: dict, output: Path) -> None:
     for name, data in plots(results).items():
         write_atomic(folder / name, lambda fh, data=data: fh.write(data))
     text = render(results)
-    write_atomic(output, lambda fh: fh.write(text.encode()))
+    write_text(output, text)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -41,9 +41,14 @@ def write_atomic(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> 
         write(fh)
 
 
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` atomically, encoded as UTF-8."""
+    write_atomic(path, lambda fh: fh.write(text.encode()))
+
+
 def write_json(path: str | os.PathLike, data: Any) -> None:
     """Write ``data`` to ``path`` atomically as JSON: indented by 2, keys sorted, a final newline."""
-    write_atomic(path, lambda fh: fh.write((json.dumps(data, indent=2, sort_keys=True) + "\n").encode()))
+    write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def _fsync_dir(directory: Path) -> None:

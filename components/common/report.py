@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from components.common.atomic import write_atomic
+from components.common.atomic import write_text
 from components.common.steps import ARTIFACTS
 
 ART = ARTIFACTS
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     text = render()
     if args.output:
-        write_atomic(args.output, lambda fh: fh.write(text.encode()))
+        write_text(args.output, text)
     else:
         print(text)
     return 0
