@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import sys
 import tempfile
 import typing
 from dataclasses import dataclass
@@ -139,8 +140,10 @@ def human_labels_path(config: IngestConfig) -> Path:
 def _ingest_clothing1m(config: IngestConfig, root: Path, out: Path) -> dict:
     names = c1m.class_names(root)
     inputs = c1m.input_files(root)
-    noisy = c1m.read_label_kv(root / "noisy_label_kv.txt", len(names))
-    clean = c1m.read_label_kv(root / "clean_label_kv.txt", len(names))
+    noisy, noisy_conflicts = c1m.read_label_kv(root / "noisy_label_kv.txt", len(names))
+    clean, clean_conflicts = c1m.read_label_kv(root / "clean_label_kv.txt", len(names))
+    conflicts = {name: _conflict_summary(found) for name, found in (("noisy_label_kv.txt", noisy_conflicts),
+                                                                      ("clean_label_kv.txt", clean_conflicts)) if found}
     samples = {split: c1m.split_keys(root, split, noisy=noisy, clean=clean) for split in c1m.SPLITS}
     order = np.random.default_rng(config.seed).permutation(len(samples["train"]))
     samples["train"] = [samples["train"][i] for i in order]  # every shard a random sample of the training set
@@ -169,9 +172,19 @@ def _ingest_clothing1m(config: IngestConfig, root: Path, out: Path) -> dict:
                  "std": list(IMAGENET_STD)}
     return _write_manifest(config, out, inputs, counts, [config.image_size, config.image_size, 3], names,
                            format_="shards", extra={"labels": "as given", "test_source": "the dataset's test split",
+                                                    **({"label_conflicts": conflicts} if conflicts else {}),
                                                     "images_sha256": digest.hexdigest(), "transform": transform,
                                                     "shard_bytes": sum(s["bytes"] for e in index.values()
                                                                        for s in e["shards"])})
+
+
+CONFLICT_EXAMPLES = 5  # keys with conflicting labels named in the manifest and the warning
+
+
+def _conflict_summary(conflicts: dict[str, list[int]]) -> dict:
+    """How many keys a label file lists with different labels, and the first few with their labels in file order."""
+    return {"keys": len(conflicts), "kept": "the last label",
+            "examples": {key: labels for key, labels in list(conflicts.items())[:CONFLICT_EXAMPLES]}}
 
 
 # What ingest may have written into its folder, for any dataset (index.json: the layout before the shards).
@@ -218,6 +231,11 @@ def _relative(path: Path, root: Path) -> str:
 def _main(configs: dict) -> None:
     manifest = run(configs["ingest"])
     print(f"ingest: {manifest['dataset']} {manifest['counts']} -> {OUT}")
+    for name, found in manifest.get("label_conflicts", {}).items():
+        examples = ", ".join(f"{key} {labels}" for key, labels in found["examples"].items())
+        keys = f"{found['keys']} image key{'' if found['keys'] == 1 else 's'}"
+        print(f"WARNING: {name}: {keys} listed with different labels; each keeps its last label (e.g. {examples}); "
+              f"see label_conflicts in {OUT / 'manifest.json'}", file=sys.stderr)
 
 
 main = cli("ingest", {"ingest": IngestConfig}, __doc__.splitlines()[0], _main)

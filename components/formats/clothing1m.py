@@ -27,12 +27,15 @@ CLASSES = ("T-Shirt", "Shirt", "Knitwear", "Chiffon", "Sweater", "Hoodie", "Wind
 SPLITS = {"train": "noisy_train_key_list.txt", "val": "clean_val_key_list.txt", "test": "clean_test_key_list.txt"}
 
 
-def read_label_kv(path: Path, num_classes: int) -> dict[str, int]:
-    """The ``<image key> <label>`` lines of ``path`` as a dict of key to label (blank lines skipped; a key listed
-    twice keeps its last label). A ``DataError`` when the file is missing, or naming the line of a malformed entry or
-    a label outside ``[0, num_classes - 1]``."""
+def read_label_kv(path: Path, num_classes: int) -> tuple[dict[str, int], dict[str, list[int]]]:
+    """The ``<image key> <label>`` lines of ``path``: a dict of key to label (blank lines skipped), and the keys
+    listed more than once with different labels, each with its labels in the order they first appear. Such a key
+    keeps its last label, as the authors' loader does (a dict filled line by line); the caller reports them. A
+    ``DataError`` when the file is missing, or naming the line of a malformed entry or a label outside
+    ``[0, num_classes - 1]``."""
     require_file(path, "a Clothing1M label file (<image key> <label> per line)")
-    table = {}
+    table: dict[str, int] = {}
+    conflicts: dict[str, list[int]] = {}
     with open(path, encoding="utf-8") as fh:
         for number, line in enumerate(fh, 1):
             if not line.strip():
@@ -40,11 +43,15 @@ def read_label_kv(path: Path, num_classes: int) -> dict[str, int]:
             parts = line.split()
             if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
                 raise DataError(f"{path} line {number}: expected '<image key> <label>', found {line.strip()!r}")
-            label = int(parts[1])
+            key, label = parts[0], int(parts[1])
             if not 0 <= label < num_classes:
                 raise DataError(f"{path} line {number}: expected a label in [0, {num_classes - 1}], found {label}")
-            table[parts[0]] = label
-    return table
+            if table.get(key, label) != label or key in conflicts:
+                labels = conflicts.setdefault(key, [table[key]])
+                if label not in labels:
+                    labels.append(label)
+            table[key] = label
+    return table, conflicts
 
 
 def class_names(root: Path) -> list[str]:

@@ -18,6 +18,7 @@ from components.formats.imagefolder import read_imagefolder
 from components.formats.images import ImageTooLargeError, check_encoded, load_image
 from components.formats.webdataset import read_index
 from components.ingest import IngestConfig, run
+from components.ingest import main as ingest_main
 from tests.components.formats_fixtures import write_cifar10, write_cifar10n, write_clothing1m, write_image
 
 
@@ -334,3 +335,29 @@ def test_an_image_over_the_pixel_limit_is_refused_naming_file_limit_and_size(tmp
     with pytest.raises(ImageTooLargeError, match=r"^k: expected an image of at most 50000 pixels"):
         check_encoded(payload, where="k", max_pixels=50_000)
     assert check_encoded(payload, where="k") == (300, 200)
+
+
+def test_clothing1m_conflicting_labels_keep_the_last_and_are_reported(tmp_path, capsys, monkeypatch):
+    source = write_clothing1m(tmp_path / "c1m")
+    lines = (source / "noisy_label_kv.txt").read_text().split("\n")
+    key, label = lines[0].split()
+    other = (int(label) + 1) % 14
+    with open(source / "noisy_label_kv.txt", "a") as fh:
+        fh.write(f"{key} {label}\n{key} {other}\n")  # listed three times: twice the same, then another label
+    table, conflicts = c1m.read_label_kv(source / "noisy_label_kv.txt", 14)
+    assert table[key] == other and conflicts == {key: [int(label), other]}
+    assert c1m.read_label_kv(source / "clean_label_kv.txt", 14)[1] == {}  # listed once each: nothing to report
+    first = (source / "clean_label_kv.txt").read_text().split("\n")[0]
+    with open(source / "clean_label_kv.txt", "a") as fh:  # the same label again is no conflict
+        fh.write(first + "\n")
+    assert c1m.read_label_kv(source / "clean_label_kv.txt", 14)[1] == {}
+    manifest = run(IngestConfig(dataset="clothing1m", path=str(source), image_size=8), out=tmp_path / "out")
+    assert manifest["label_conflicts"] == {"noisy_label_kv.txt": {
+        "keys": 1, "kept": "the last label", "examples": {key: [int(label), other]}}}
+    written = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert written["label_conflicts"] == manifest["label_conflicts"]
+    (tmp_path / "params.yaml").write_text(f"ingest: {{dataset: clothing1m, path: {source}, image_size: 8}}\n")
+    monkeypatch.chdir(tmp_path)  # the CLI writes to artifacts/ingest under the working directory
+    assert ingest_main(["--params", "params.yaml"]) == 0
+    assert (f"WARNING: noisy_label_kv.txt: 1 image key listed with different labels; each keeps its last label (e.g. "
+            f"{key} [{label}, {other}])") in capsys.readouterr().err
