@@ -69,14 +69,18 @@ class Group:
         return value.item()
 
     def average_gradients(self, params: list[nn.Parameter]) -> None:
-        """Replace each ``.grad`` by its mean over the processes, in one all-reduce."""
+        """Replace each ``.grad`` by its mean over the processes, in one all-reduce. A parameter without a
+        gradient (frozen, or unused by the loss) keeps none, as in one process, so that the optimiser's weight
+        decay and momentum leave it alone; every process runs the same graph, so all agree on which those are."""
         if not self.active:
             return
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-        flat = torch.cat([g.reshape(-1) for g in grads])
+        params = [p for p in params if p.grad is not None]
+        if not params:
+            return
+        flat = torch.cat([p.grad.reshape(-1) for p in params])
         dist.all_reduce(flat, op=dist.ReduceOp.SUM)
         flat /= self.world_size
-        for p, chunk in zip(params, flat.split([g.numel() for g in grads]), strict=True):
+        for p, chunk in zip(params, flat.split([p.numel() for p in params]), strict=True):
             p.grad = chunk.view_as(p).clone()
 
     def gather_rows(self, value: Tensor) -> Tensor:

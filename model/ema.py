@@ -1,11 +1,16 @@
-"""The EMA teacher of MLNT: an exponential moving average of the student's weights."""
+"""The EMA teacher of MLNT: an exponential moving average of the student's weights.
+
+As in both reference codes (LiJunnan1992/MLNT, the CIFAR-10 re-implementation) and the mean teacher, only the
+parameters are averaged; the teacher's buffers (batch-norm running statistics) are its own, updated by its own
+forward passes in training mode (``teacher_probs``), so that they describe the activations of its own weights.
+"""
 
 from __future__ import annotations
 
 import copy
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from model._checks import check_float
 
@@ -20,9 +25,9 @@ def make_teacher(student: nn.Module) -> nn.Module:
 
 @torch.no_grad()
 def ema_update(teacher: nn.Module, student: nn.Module, decay: float) -> None:
-    """theta_teacher <- decay * theta_teacher + (1 - decay) * theta_student, in place.
+    """theta_teacher <- decay * theta_teacher + (1 - decay) * theta_student, in place, for the parameters.
 
-    Buffers (batch-norm running statistics) are copied from the student, not averaged.
+    The teacher's buffers (batch-norm running statistics) are left alone: ``teacher_probs`` updates them.
     """
     decay = check_float("decay", decay, low=0.0, high=1.0)
     t_params, s_params = dict(teacher.named_parameters()), dict(student.named_parameters())
@@ -32,5 +37,23 @@ def ema_update(teacher: nn.Module, student: nn.Module, decay: float) -> None:
         raise ValueError(f"teacher: expected the student's parameters and buffers, found differences in {missing[:5]}")
     for name, t in t_params.items():
         t.lerp_(s_params[name].detach(), 1.0 - decay)
-    for name, t in t_buffers.items():
-        t.copy_(s_buffers[name])
+
+
+@torch.no_grad()
+def teacher_probs(teacher: nn.Module, x: Tensor) -> Tensor:
+    """The teacher's softmax probabilities ``[N, K]`` on ``x`` (float32), computed in training mode as both
+    reference codes do (``tch_net.train()``): batch-norm layers normalise with the batch's statistics and update the
+    teacher's own running statistics. The teacher's mode is restored afterwards. Without batch norm or dropout
+    this is the eval-mode output."""
+    was_training = teacher.training
+    teacher.train()
+    try:
+        return torch.softmax(teacher(x).float(), dim=1)
+    finally:
+        teacher.train(was_training)
+
+
+def has_running_statistics(net: nn.Module) -> bool:
+    """Whether ``net`` holds buffers that its training-mode forward passes update (batch-norm running
+    statistics)."""
+    return any(isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats for m in net.modules())

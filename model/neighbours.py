@@ -12,8 +12,8 @@ def synthetic_labels(features: Tensor, labels: Tensor, *, num_sets: int, fractio
                      generator: torch.Generator) -> Tensor:
     """Make ``num_sets`` noisy copies of ``labels``, each as MLNT's meta step expects.
 
-    For each set, ``round(fraction * N)`` samples (Python's ``round``) are chosen uniformly without
-    replacement; each takes the label of one sample drawn uniformly among its ``neighbours`` nearest
+    For each set, ``int(fraction * N)`` samples (rounded down, as both reference codes do) are chosen
+    uniformly without replacement; each takes the label of one sample drawn uniformly among its ``neighbours`` nearest
     *other* samples of the batch, by squared Euclidean distance between rows of ``features``. All other
     labels are kept. A new label may equal the old one when the neighbour shares the class.
 
@@ -35,14 +35,11 @@ def synthetic_labels(features: Tensor, labels: Tensor, *, num_sets: int, fractio
         raise ValueError(f"features: expected {n} rows (one per label), found {features.shape[0]}")
     check_int("num_sets", num_sets, low=1)
     check_float("fraction", fraction, low=0.0, high=1.0)
-    check_int("neighbours", neighbours, low=1)
-    if neighbours >= n:
-        raise ValueError(f"neighbours: expected fewer than the batch size N={n}, found {neighbours}")
     if not isinstance(generator, torch.Generator):
         raise TypeError(f"generator: expected a torch.Generator, found {type(generator).__name__}")
 
-    nearest = nearest_neighbours(features.detach(), neighbours).to(generator.device)
-    picks = round(fraction * n)
+    nearest = nearest_neighbours(features.detach(), neighbours, name="neighbours").to(generator.device)
+    picks = int(fraction * n)
     rand_device = generator.device
     chosen = torch.rand(num_sets, n, generator=generator, device=rand_device).argsort(dim=1)[:, :picks]
     which = torch.randint(neighbours, (num_sets, picks), generator=generator, device=rand_device)
@@ -52,8 +49,14 @@ def synthetic_labels(features: Tensor, labels: Tensor, *, num_sets: int, fractio
     return out.to(labels.device)
 
 
-def nearest_neighbours(features: Tensor, k: int) -> Tensor:
-    """Indices ``[N, k]`` of each row's k nearest other rows (squared Euclidean), nearest first."""
+def nearest_neighbours(features: Tensor, k: int, *, name: str = "k") -> Tensor:
+    """Indices ``[N, k]`` of each row's k nearest other rows (squared Euclidean), nearest first.
+    ``features``: ``[N, D]`` floating point; k in [1, N - 1] (``name``: the argument's name in errors)."""
+    check_tensor("features", features, ndim=2, floating=True)
+    n = features.shape[0]
+    check_int(name, k, low=1)
+    if k >= n:
+        raise ValueError(f"{name}: expected fewer than the batch size N={n}, found {k}")
     sq = features.pow(2).sum(dim=1)
     dist = sq[:, None] + sq[None, :] - 2.0 * features @ features.T
     dist.fill_diagonal_(float("inf"))

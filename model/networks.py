@@ -69,7 +69,8 @@ class _PreActBlock(nn.Module):
 
 
 class PreActResNet32(Classifier):
-    """Pre-activation ResNet-32 (3 stages of 5 blocks, widths 16/32/64): the CIFAR-10 setup of MLNT."""
+    """Pre-activation ResNet-32 (3 stages of 5 blocks, He et al.'s CIFAR widths 16/32/64): the network of MLNT's
+    CIFAR-10 experiments. The public CIFAR-10 re-implementation's is wider (32/64/128 channels)."""
 
     def __init__(self, num_classes: int, *, in_channels: int = 3, blocks_per_stage: int = 5):
         super().__init__()

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from model.distributed import Group, local_device
-from model.ema import ema_update, make_teacher
+from model.ema import ema_update, has_running_statistics, make_teacher, teacher_probs
 from model.mentor import consistency_target, mentor_keep_mask
 from model.mlnt import MODES, Mode, mlnt_loss_with_logits
 from model.neighbours import synthetic_labels
@@ -41,7 +41,8 @@ CHECKPOINT_FORMAT = 2  # 2: the teacher starts at ramp_start; validations every 
 # The resume policy, one for the library and the pipeline steps (components.common.checkpoints names a run's checkpoint
 # folder by every other field): a checkpoint resumes a run whose config differs from its own only in
 # - RESULT_NEUTRAL fields, which cannot change the result, and
-# - a larger ``epochs`` (round 0 only: a later round's mentor came from the shorter round before it): every
+# - a larger ``epochs`` (single-round runs only: in iterative training a later round's mentor came from the shorter
+#   round before it, so ``epochs`` is part of the run's identity in every round, round 0 included): every
 #   schedule counts absolute epochs (milestones, ramp, EMA decay) and the data order is a function of the epoch,
 #   so continuing a finished run is exactly the longer run. A run cannot be shortened past its checkpoint.
 RESULT_NEUTRAL = frozenset({"checkpoint_every", "device", "progress", "workers"})
@@ -51,7 +52,8 @@ MODELS = ("student", "teacher")
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Plain cross-entropy training (the baseline). Durations are in epochs (fractions allowed)."""
+    """Plain cross-entropy training (the baseline). ``epochs`` is a whole number; the other durations
+    (``lr_milestones``, and MLNT's ``ramp_start`` and ``ramp_end``) are in epochs, fractions allowed."""
 
     epochs: int = 10
     batch_size: int = 128
@@ -81,9 +83,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _one_of("device", self.device, ("auto", "cpu", "cuda"))
         for name in ("epochs", "batch_size"):
-            _at_least(name, getattr(self, name), 1)
+            _whole(name, getattr(self, name), 1)
         for name in ("crop_padding", "checkpoint_every", "eval_every", "seed", "workers"):
-            _at_least(name, getattr(self, name), 0)
+            _whole(name, getattr(self, name), 0)
         for name in ("lr", "momentum", "weight_decay", "lr_gamma", "grad_clip"):
             _at_least(name, getattr(self, name), 0.0)
         for i, epoch in enumerate(self.lr_milestones):
@@ -125,7 +127,7 @@ class MlntConfig(TrainConfig):
         super().__post_init__()
         _one_of("mode", self.mode, MODES)
         for name in ("num_sets", "neighbours", "rounds", "mentor_top_k"):
-            _at_least(name, getattr(self, name), 1)
+            _whole(name, getattr(self, name), 1)
         for name in ("inner_lr", "meta_weight", "ramp_start", "ramp_end"):
             _at_least(name, getattr(self, name), 0.0)
         for name in ("fraction", "ema_during_ramp", "ema_after_ramp", "mentor_blend"):
@@ -386,6 +388,9 @@ class _Loop:
                              f"found {config.batch_size}")
         self.method = config.method
         self.teacher = make_teacher(net) if self.method == "mlnt" else None
+        # a teacher with batch norm updates its own running statistics by a training-mode forward pass at every step
+        # once it has started, as in the reference code (where the target's forward pass does it)
+        self.teacher_statistics = self.teacher is not None and has_running_statistics(self.teacher)
         self.optimizer = torch.optim.SGD(net.parameters(), lr=config.lr, momentum=config.momentum,
                                          weight_decay=config.weight_decay)
         milestones = [round(e * self.steps_per_epoch) for e in config.lr_milestones]
@@ -429,6 +434,7 @@ class _Loop:
                 self.group.average_gradients(list(self.net.parameters()))
                 if self.cfg.grad_clip:
                     nn.utils.clip_grad_norm_(self.net.parameters(), self.cfg.grad_clip)
+                lr = self.optimizer.param_groups[0]["lr"]  # this step's, before the schedule moves it on
                 self.optimizer.step()
                 self.scheduler.step()
                 # teacher
@@ -451,7 +457,7 @@ class _Loop:
                 if self.cfg.checkpoint_every and state.step % self.cfg.checkpoint_every == 0 and not at_epoch_end:
                     self._save()
             bar.close()
-            self._end_epoch(epoch, seen / max(time.perf_counter() - started, 1e-9))
+            self._end_epoch(epoch, seen / max(time.perf_counter() - started, 1e-9), lr)
         return self._result()
 
     def _batches(self, epoch: int, first: int) -> Iterator[tuple[Tensor, Tensor]]:
@@ -472,13 +478,15 @@ class _Loop:
         weight = 0.0 if self.teacher is None else rampup_weight(
             self.state.step, start=self.ramp[0], end=self.ramp[1], max_weight=self.cfg.meta_weight)
         if weight == 0.0:
+            if self._teacher_started() and self.teacher_statistics:  # the control: the same teacher statistics
+                teacher_probs(self.teacher, x[rows])
             logits = self.net(x[rows])
             return F.cross_entropy(logits, y[rows]), logits
         with torch.no_grad():  # the neighbour search runs over the global batch
             features = self.feature_net.features(x).float()
             synth = synthetic_labels(features, y, num_sets=self.cfg.num_sets, fraction=self.cfg.fraction,
                                      neighbours=self.cfg.neighbours, generator=self.generator)[:, rows]
-            target = _eval_probs(self.teacher, x[rows])
+            target = teacher_probs(self.teacher, x[rows])
             mentor = _eval_probs(self.mentor, x[rows]) if self.mentor is not None else None
             target = consistency_target(target, mentor, blend=self.cfg.mentor_blend)
         return mlnt_loss_with_logits(self.net, x[rows], y[rows], synth, target, inner_lr=self.cfg.inner_lr,
@@ -486,7 +494,8 @@ class _Loop:
                                      batch_mean=self.group.mean if self.group.active else None)
 
     def _start_teacher(self) -> None:
-        """At the end of the warm-up (``ramp_start``), the teacher becomes a copy of the student."""
+        """At the end of the warm-up (``ramp_start``), the teacher becomes a copy of the student (its batch-norm
+        running statistics too, a starting point its own forward passes soon replace)."""
         if self.teacher is not None and self.state.step == self.ramp[0]:
             self.teacher.load_state_dict(self.net.state_dict())
 
@@ -520,9 +529,9 @@ class _Loop:
         state.evaluations.append(record)
         return record
 
-    def _end_epoch(self, epoch: int, samples_per_s: float) -> None:
-        record: dict[str, float] = {"epoch": epoch + 1, "step": self.state.step,
-                                    "lr": self.optimizer.param_groups[0]["lr"],
+    def _end_epoch(self, epoch: int, samples_per_s: float, lr: float) -> None:
+        """Record the epoch (``lr``: the learning rate its last step used), validate, report and checkpoint."""
+        record: dict[str, float] = {"epoch": epoch + 1, "step": self.state.step, "lr": lr,
                                     "train_loss": self.state.loss_sum / max(self.state.loss_count, 1),
                                     "samples_per_s": samples_per_s}
         record.update(self.data.epoch_stats())
@@ -582,7 +591,7 @@ class _Loop:
             raise ValueError(f"{where}: expected format {CHECKPOINT_FORMAT}, found {state.get('format')!r}; it was "
                              "written by another version: delete it to start afresh")
         resume_policy(state.get("config", {}), self.cfg, step=state["step"], steps_per_epoch=self.steps_per_epoch,
-                      first_round=self.key == "round0", where=where)
+                      where=where)
         self.net.load_state_dict(state["model"])
         if self.teacher is not None:
             self.teacher.load_state_dict(state["teacher"])
@@ -606,12 +615,13 @@ def run_identity(config: TrainConfig) -> dict[str, Any]:
 
 
 def resume_policy(saved: dict[str, Any], config: TrainConfig, *, step: int, steps_per_epoch: int,
-                  first_round: bool = True, where: str = "checkpoint") -> None:
+                  where: str = "checkpoint") -> None:
     """Raise ``ValueError`` unless a checkpoint saved with config ``saved`` at ``step`` may resume a run of
-    ``config``: the fields outside ``RESUMABLE_CHANGES`` equal, ``epochs`` equal outside the first round, and the
-    checkpoint no later than the run's end."""
+    ``config``: the fields of ``run_identity`` equal (``epochs`` too in iterative training, in every round, so that
+    a longer run is refused before round 0 trains on and overwrites its checkpoint), and the checkpoint no later
+    than the run's end."""
     current = dataclasses.asdict(config)
-    free = RESUMABLE_CHANGES if first_round else RESULT_NEUTRAL
+    free = RESUMABLE_CHANGES if config.round_count == 1 else RESULT_NEUTRAL
     changed = sorted(k for k in current.keys() - free if _normalise(saved.get(k)) != _normalise(current[k]))
     if changed:
         details = "; ".join(f"{k}: checkpoint {saved.get(k)!r}, now {current[k]!r}" for k in changed)
@@ -664,5 +674,10 @@ def _one_of(name: str, value: str, valid: tuple[str, ...]) -> None:
 
 
 def _at_least(name: str, value: float, low: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= low:
-        raise ValueError(f"{name}: expected a number >= {low}, found {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < low:
+        raise ValueError(f"{name}: expected a finite number >= {low}, found {value!r}")
+
+
+def _whole(name: str, value: int, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name}: expected an integer >= {low}, found {value!r}")

@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from torch import nn
 
 from model.distributed import Group
 from model.mlnt import mlnt_loss
@@ -69,6 +70,19 @@ def _meta_gradients(group: Group, *, average_inner: bool) -> list[torch.Tensor]:
     return [p.grad.clone() for p in model.parameters()]
 
 
+def _frozen_layer_moves(group: Group) -> float:
+    """How far one SGD step (momentum, weight decay) moves a frozen layer, after averaging the gradients."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 2))
+    model[0].weight.requires_grad_(False)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=0.1)
+    before = model[0].weight.detach().clone()
+    model(torch.randn(4, 3)).sum().backward()
+    group.average_gradients(list(model.parameters()))
+    optimizer.step()
+    return (model[0].weight - before).abs().max().item()
+
+
 def _worker(rank: int, init_file: str, results: dict) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
     torch.set_num_threads(1)
@@ -76,7 +90,8 @@ def _worker(rank: int, init_file: str, results: dict) -> None:
         group = Group(rank=rank, world_size=WORLD)
         results[rank] = {"train": _train_all(group),
                          "grads": _meta_gradients(group, average_inner=True),
-                         "grads_local_inner": _meta_gradients(group, average_inner=False)}
+                         "grads_local_inner": _meta_gradients(group, average_inner=False),
+                         "frozen_moved": _frozen_layer_moves(group)}
     finally:
         dist.destroy_process_group()
 
@@ -121,6 +136,13 @@ def test_meta_gradient_needs_the_inner_gradients_averaged(two_processes, one_pro
     biggest = max((g - w).abs().max().item()
                   for g, w in zip(two_processes[0]["grads_local_inner"], one_process["grads"], strict=True))
     assert biggest > 1e-3, "fast weights from each process's own rows should give a different gradient"
+
+
+def test_a_frozen_parameter_stays_frozen_under_data_parallelism(two_processes):
+    """A parameter without a gradient keeps none after the average (before: a zero gradient, which weight decay
+    and momentum then moved), as in one process."""
+    assert _frozen_layer_moves(Group()) == 0.0
+    assert [two_processes[rank]["frozen_moved"] for rank in range(WORLD)] == [0.0] * WORLD
 
 
 def test_global_batch_must_split_evenly():

@@ -25,8 +25,8 @@ def test_nearest_neighbours_match_brute_force_and_exclude_self():
     assert not (got == torch.arange(25)[:, None]).any()
 
 
-@pytest.mark.parametrize(("fraction", "n", "expected"), [(0.5, 40, 20), (0.3, 33, round(0.3 * 33)), (0.0, 10, 0),
-                                                          (1.0, 12, 12), (0.25, 10, 2)])
+@pytest.mark.parametrize(("fraction", "n", "expected"), [(0.5, 40, 20), (0.3, 33, 9), (0.0, 10, 0),
+                                                          (1.0, 12, 12), (0.25, 10, 2), (0.5, 7, 3)])
 def test_exact_count_of_resampled_positions(fraction, n, expected):
     features, labels = batch(n=n, k=1000)  # many classes: a resampled label almost never equals the old one
     labels = torch.randperm(n, generator=torch.Generator().manual_seed(1))  # all labels distinct
@@ -86,6 +86,16 @@ def test_bad_arguments_name_the_argument(kwargs, message):
     args = {"num_sets": 2, "fraction": 0.5, "neighbours": 3, "generator": torch.Generator(), **kwargs}
     with pytest.raises(ValueError, match=message):
         synthetic_labels(features, labels, **args)
+
+
+def test_nearest_neighbours_checks_its_arguments():
+    features, _ = batch(n=5)
+    with pytest.raises(ValueError, match=r"k: expected fewer than the batch size N=5, found 5"):
+        nearest_neighbours(features, 5)  # a row's own index would be among its "other" rows
+    with pytest.raises(ValueError, match=r"k: expected an integer >= 1, found 0"):
+        nearest_neighbours(features, 0)
+    with pytest.raises(TypeError, match=r"features: expected a floating-point tensor, found torch.int64"):
+        nearest_neighbours(features.long(), 2)
 
 
 def test_bad_shapes_and_types():

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from model.ema import ema_update, make_teacher
+from model.ema import ema_update, has_running_statistics, make_teacher, teacher_probs
 from model.mentor import consistency_target, mentor_keep_mask
 from model.schedules import ema_decay, lr_factor, rampup_weight, teacher_start_share
 
@@ -54,7 +54,7 @@ def test_schedule_errors(call, message):
         call()
 
 
-def test_ema_update_averages_parameters_and_copies_buffers():
+def test_ema_update_averages_parameters_and_leaves_the_teachers_buffers():
     torch.manual_seed(0)
     student = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
     teacher = make_teacher(student)
@@ -62,14 +62,33 @@ def test_ema_update_averages_parameters_and_copies_buffers():
     with torch.no_grad():
         for p in student.parameters():
             p.add_(1.0)
-    student(torch.randn(8, 3))  # moves the running statistics
+    student(torch.randn(8, 3))  # moves the student's running statistics
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
     ema_update(teacher, student, 0.9)
     for name, p in student.named_parameters():
         expected = 0.9 * before[name] + 0.1 * p.detach()
         torch.testing.assert_close(dict(teacher.named_parameters())[name], expected)
-    for name, b in student.named_buffers():
-        assert torch.equal(dict(teacher.named_buffers())[name], b)
+    for name, b in teacher.named_buffers():  # the teacher's own, as in the reference code: not the student's
+        assert torch.equal(b, before[name])
+
+
+def test_teacher_probs_run_in_training_mode_and_update_the_teachers_own_statistics():
+    """Both reference codes call tch_net.train(): the target uses the batch's statistics, and the forward pass
+    moves the teacher's running statistics, not the student's."""
+    torch.manual_seed(0)
+    teacher = make_teacher(nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4)))
+    teacher.eval()
+    x = 3.0 * torch.randn(16, 3) + 1.0
+    reference = make_teacher(teacher)
+    reference.train()
+    expected = torch.softmax(reference(x), dim=1)  # and reference's statistics moved by the same batch
+    probs = teacher_probs(teacher, x)
+    torch.testing.assert_close(probs, expected, rtol=0, atol=0)
+    assert not teacher.training  # its mode is restored
+    for (name, b), r in zip(teacher.named_buffers(), reference.buffers(), strict=True):
+        assert torch.equal(b, r), name
+    assert not torch.equal(teacher[1].running_mean, torch.zeros(4))
+    assert has_running_statistics(teacher) and not has_running_statistics(nn.Linear(3, 4))
 
 
 def test_ema_update_rejects_a_different_network():

@@ -136,14 +136,20 @@ def test_continuing_a_finished_run_is_exactly_the_longer_run(tmp_path, config):
     assert straight.evaluations == continued.evaluations and straight.best_step == continued.best_step
 
 
-def test_a_later_round_refuses_other_epochs(tmp_path):
-    """Round 2's mentor came from round 1 as long as it then was: its checkpoint cannot continue a longer run."""
+def test_iterative_training_refuses_other_epochs_before_training_on(tmp_path):
+    """Round 2's mentor came from round 1 as long as it then was, so epochs is part of an iterative run's identity
+    in every round: a longer run is refused at round 1's checkpoint, which it leaves as it was (before, round 1
+    trained on and overwrote it, and then neither config could resume)."""
     train_data, _ = noisy_problem(n=200)
     config = MlntConfig(epochs=1, rounds=2, **QUIET)
     train(config, net(), train_data, store=FileCheckpointStore(tmp_path))
-    with pytest.raises(ValueError, match=r"\(round1\): expected the same training config to resume, found "
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(ValueError, match=r"\(round0\): expected the same training config to resume, found "
                                          r"differences: epochs: checkpoint 1, now 2"):
         train(dataclasses.replace(config, epochs=2), net(), train_data, store=FileCheckpointStore(tmp_path))
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    resumed = train(config, net(), train_data, store=FileCheckpointStore(tmp_path))  # the first config still resumes
+    assert resumed.earlier_rounds[0].steps == 150 // 32
 
 
 class PoisonedNet(nn.Module):
@@ -195,7 +201,13 @@ def test_augment_crops_and_flips_deterministically():
     (lambda: MlntConfig(mode="second"), r"Unknown mode 'second'. Valid: exact, first_order, head"),
     (lambda: MlntConfig(fraction=1.5), r"fraction: expected a number in \[0, 1\], found 1.5"),
     (lambda: MlntConfig(neighbours=200), r"neighbours: expected fewer than batch_size \(128\), found 200"),
-    (lambda: TrainConfig(epochs=0), r"epochs: expected a number >= 1, found 0"),
+    (lambda: TrainConfig(epochs=0), r"epochs: expected an integer >= 1, found 0"),
+    (lambda: TrainConfig(epochs=1.5), r"epochs: expected an integer >= 1, found 1.5"),
+    (lambda: MlntConfig(num_sets=2.5), r"num_sets: expected an integer >= 1, found 2.5"),
+    (lambda: TrainConfig(seed=True), r"seed: expected an integer >= 0, found True"),
+    (lambda: TrainConfig(lr=float("inf")), r"lr: expected a finite number >= 0.0, found inf"),
+    (lambda: MlntConfig(inner_lr=float("nan")), r"inner_lr: expected a finite number >= 0.0, found nan"),
+    (lambda: MlntConfig(meta_weight=float("inf")), r"meta_weight: expected a finite number >= 0.0, found inf"),
     (lambda: TrainConfig(device="tpu"), r"Unknown device 'tpu'. Valid: auto, cpu, cuda"),
     (lambda: MlntConfig(ramp_start=5, ramp_end=2), r"ramp_end: expected >= ramp_start \(5\), found 2"),
 ])
@@ -264,3 +276,28 @@ def test_validation_every_n_steps_and_release_of_the_better_model():
     assert accuracy(chosen, val) == best
     share = result.evaluations[-1]["teacher_start_share"]
     assert share == pytest.approx(0.9 ** 4 * 0.95 ** 9)  # 4 updates during the ramp (steps 5-8), 9 after
+
+
+@pytest.mark.parametrize("meta_weight", [0.4, 0.0], ids=["mlnt", "control"])
+def test_a_batch_norm_teacher_keeps_running_statistics_of_its_own_weights(meta_weight):
+    """As in the reference code, the teacher's batch-norm statistics come from its own training-mode forward passes
+    at every step once it has started, in MLNT and in its control (meta_weight 0) alike; they are not the
+    student's. Its validation accuracy is measured with them."""
+    train_data, val = noisy_problem(n=400)
+    config = MlntConfig(epochs=2, mode="head", ramp_start=0.5, ramp_end=1, meta_weight=meta_weight,
+                        ema_during_ramp=0.9, ema_after_ramp=0.95, **QUIET)
+    result = train(config, net(batch_norm=True), train_data, val_data=val)
+    student, teacher = dict(result.student.named_buffers()), dict(result.teacher.named_buffers())
+    assert student.keys() == teacher.keys() and "body.1.running_mean" in teacher
+    assert not torch.equal(student["body.1.running_mean"], teacher["body.1.running_mean"])
+    # one training-mode forward pass a step each: the student's from step 1, the teacher's (after copying the
+    # student's count at its start) from then on; a control teacher that never ran would have stopped at 4
+    assert int(teacher["body.1.num_batches_tracked"]) == int(student["body.1.num_batches_tracked"]) == 18
+
+
+def test_each_epoch_records_the_learning_rate_it_trained_with():
+    """Before, the record read the rate after the schedule's last step of the epoch: the epoch before a milestone
+    showed the decayed rate it never used."""
+    train_data, _ = noisy_problem(n=400)
+    result = train(TrainConfig(epochs=3, lr_milestones=(1, 2), **QUIET), net(), train_data)
+    assert [h["lr"] for h in result.history] == pytest.approx([0.05, 0.005, 0.0005])
