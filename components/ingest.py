@@ -74,6 +74,8 @@ class IngestConfig:
             raise ValueError(f"resize: expected 0 or at least image_size ({self.image_size}), found {self.resize}")
         if not 0.0 < self.test_fraction < 1.0:
             raise ValueError(f"test_fraction: expected a number in (0, 1), found {self.test_fraction}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed: expected an integer >= 0, found {self.seed!r}")
         if self.dataset == "cifar10n" and not self.human_labels:
             raise ValueError("human_labels: expected the path of CIFAR-10_human.pt for dataset cifar10n, found ''")
         if self.dataset == "clothing1m" and not self.image_size:

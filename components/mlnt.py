@@ -89,6 +89,17 @@ def _write(out: Path, result, metrics: dict, *, network: str, meta: dict) -> Non
     write_history(out, result)
     write_json(out / "evaluations.json", result.evaluations)
     write_json(out / "metrics.json", metrics)
+    _remove_stale_rounds(out, len(result.earlier_rounds))
+
+
+def _remove_stale_rounds(out: Path, rounds: int) -> None:
+    """Remove the ``teacher_round<r>.pt`` that an earlier run with more rounds left beside this run's outputs (DVC
+    does not declare them, so nothing else does); only once this run's outputs are written, so a failed run keeps
+    them."""
+    kept = {f"teacher_round{number}.pt" for number in range(1, rounds + 1)}
+    for path in out.glob("teacher_round*.pt"):
+        if path.name not in kept:
+            path.unlink(missing_ok=True)
 
 
 def _metrics(config: MlntStepConfig, result) -> dict:

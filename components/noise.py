@@ -94,6 +94,8 @@ class NoiseConfig:
                              f"validation set), found {self.val_fraction}")
         if self.train_size < 0:
             raise ValueError(f"train_size: expected 0 (all) or a positive count, found {self.train_size}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed: expected an integer >= 0, found {self.seed!r}")
 
 
 def corrupt(labels: np.ndarray, *, kind: str, rate: float, num_classes: int, rng: np.random.Generator,

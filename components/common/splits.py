@@ -69,11 +69,14 @@ def _check_rows(labels: Path, index: np.ndarray, count: int) -> None:
 
 
 def split_inputs(ingest: Path, noise: Path) -> list[Path]:
-    """The files a training run's result depends on (they name its checkpoint folder): the ingested training
-    images (or the shard index, which holds every shard's sha256) and the noise step's labels."""
+    """The files a training run's result depends on (they name its checkpoint folder): the ingest manifest (the
+    input files' sha256 and a sharded dataset's transform, its resize and crop, which leave the shards unchanged),
+    the ingested training images (or the shard index, which holds every shard's sha256), an image folder's own
+    ``val.npz`` where there is one, and the noise step's labels."""
     ingest = Path(ingest)
     images = ingest / "shards" / "index.json" if (ingest / "shards" / "index.json").is_file() else ingest / "train.npz"
-    return [images, Path(noise) / "labels.npz"]
+    val = [ingest / "val.npz"] if (ingest / "val.npz").is_file() else []
+    return [ingest / "manifest.json", images, *val, Path(noise) / "labels.npz"]
 
 
 def test_set(ingest: Path, normalisation: dict[str, list[float]], *, workers: int = 2) -> Source:

@@ -34,9 +34,9 @@ EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 def read_imagefolder(root: Path, *, channels: int, size: int, test_fraction: float, seed: int,
                      max_pixels: int = MAX_PIXELS) -> Dataset:
     """A user's own images under ``root`` (the layouts of the module docstring), each decoded to ``channels`` and
-    resized to ``size`` (0: as it is, and every image must then share one size); classes sorted by name; the test
-    split as given, else ``test_fraction`` of the training images drawn with ``seed``. Reads only; a ``DataError``
-    names the file or line at fault."""
+    resized to ``size`` (0: as it is, and every image must then share one square size); classes sorted by name; the
+    test split as given, else ``test_fraction`` of the training images drawn with ``seed``. Reads only; a
+    ``DataError`` names the file or line at fault."""
     if not root.is_dir():
         raise DataError(f"{root}: expected a folder of images, found no such folder")
     items, inputs = _listing(root)
@@ -50,6 +50,7 @@ def read_imagefolder(root: Path, *, channels: int, size: int, test_fraction: flo
         first = next(p for (p, _, _), img in zip(items, images, strict=True) if img.shape != images[0].shape)
         raise DataError(f"{first}: expected every image to be {images[0].shape[1]}x{images[0].shape[0]} like "
                         f"{items[0][0].name}, found {shapes - {images[0].shape}}; set ingest.image_size to resize")
+    _check_square(items[0][0], images[0])
     x = np.stack(images)
     y = np.array([index[label] for _, label, _ in items], dtype=np.int64)
     split = np.array([s for _, _, s in items], dtype=object)
@@ -66,6 +67,15 @@ def read_imagefolder(root: Path, *, channels: int, size: int, test_fraction: flo
                    train_keys=[str(p.relative_to(root)) for (p, _, _), keep in zip(items, train, strict=True) if keep],
                    labels="as given", test_source="the dataset's test split" if test_given else
                    f"held out of the training images (test_fraction {test_fraction}), labelled as given")
+
+
+def _check_square(path: Path, image: np.ndarray) -> None:
+    """Every step downstream (the networks, the model card's input shape) takes square images: refuse others here,
+    where the file can still be named."""
+    height, width = image.shape[:2]
+    if height != width:
+        raise DataError(f"{path}: expected square images (width = height), found {width}x{height} images (width x "
+                        f"height); set ingest.image_size to resize and centre-crop each image to a square")
 
 
 def _listing(root: Path) -> tuple[list[tuple[Path, str, str]], list[Path]]:

@@ -187,13 +187,13 @@ def test_imagefolder_layouts(tmp_path, layout):
         split = "test" if i >= 8 else "train"
         rel = {"class-folders": f"{cls}/{i}.png", "train-test-folders": f"{split}/{cls}/{i}.png",
                "csv": f"pics/{i}.png"}[layout]
-        write_image(root / rel, (12, 10), (i * 20, 0, 0))
+        write_image(root / rel, (12, 12), (i * 20, 0, 0))
         rows.append(f"{rel},{cls},{split}")
     if layout == "csv":
         (root / "labels.csv").write_text("\n".join(rows) + "\n")
     manifest = run(IngestConfig(dataset="imagefolder", path=str(root), channels=1, test_fraction=0.3),
                    out=tmp_path / "out")
-    assert manifest["class_names"] == ["cat", "dog"] and manifest["image_shape"] == [10, 12, 1]
+    assert manifest["class_names"] == ["cat", "dog"] and manifest["image_shape"] == [12, 12, 1]
     expected_test = 3 if layout == "class-folders" else 2
     assert manifest["counts"] == {"train": 10 - expected_test, "test": expected_test}
 
@@ -206,7 +206,7 @@ def write_folder_with_val(root, layout, *, count, val_from, csv=True):
     for i in range(count):
         cls, split = ("cat" if i % 2 else "dog"), ("val" if i >= val_from else "train")
         rel = f"{split}/{cls}/{i}.png" if layout == "folders" else f"pics/{i}.png"
-        write_image(root / rel, (12, 10), (i * 10,) * 3)
+        write_image(root / rel, (12, 12), (i * 10,) * 3)
         rows.append(f"{rel},{cls},{split}")
     if layout == "csv" and csv:
         (root / "labels.csv").write_text("\n".join(rows) + "\n")
@@ -223,14 +223,14 @@ def test_imagefolder_clean_validation_split(tmp_path, layout):
     assert manifest["counts"] == {"train": 12, "test": 4, "val": 4}
     assert manifest["labels"] == "as given" and manifest["test_source"].startswith("held out of the training images")
     with np.load(tmp_path / "out" / "val.npz") as val:
-        assert val["images"].shape == (4, 10, 12, 1) and sorted(val["images"][:, 0, 0, 0]) == [160, 170, 180, 190]
+        assert val["images"].shape == (4, 12, 12, 1) and sorted(val["images"][:, 0, 0, 0]) == [160, 170, 180, 190]
     for path in root.rglob("16.png"):
         path.unlink()  # without a val split, no val.npz is left behind from the earlier run
     (root / "labels.csv").unlink(missing_ok=True)
     shutil.rmtree(root / "val", ignore_errors=True)
     if layout == "csv":
         for i in range(16):
-            write_image(root / ("cat" if i % 2 else "dog") / f"{i}.png", (12, 10), (i * 10,) * 3)
+            write_image(root / ("cat" if i % 2 else "dog") / f"{i}.png", (12, 12), (i * 10,) * 3)
     assert "val" not in run(IngestConfig(dataset="imagefolder", path=str(root), channels=1),
                             out=tmp_path / "out")["counts"]
     assert not (tmp_path / "out" / "val.npz").exists()
@@ -248,6 +248,21 @@ def test_imagefolder_errors(tmp_path):
         run(IngestConfig(dataset="imagefolder", path=str(root), image_size=8), out=tmp_path / "out")
     with pytest.raises(DataError, match=r"cat: expected images in class sub-folders or a labels.csv, found none"):
         run(IngestConfig(dataset="imagefolder", path=str(root / "cat")), out=tmp_path / "out")
+
+
+def test_imagefolder_refuses_non_square_images_unless_image_size_makes_them_square(tmp_path):
+    """Same-size non-square images once passed ingest, then broke training (small_cnn) or gave the model card a
+    wrong input shape (``[batch, C, H, H]``); ingest refuses them, naming the file, the size and the remedy."""
+    root = tmp_path / "mine"
+    for i in range(6):
+        write_image(root / ("cat" if i % 2 else "dog") / f"{i}.png", (12, 8), (i * 10,) * 3)
+    with pytest.raises(DataError, match=r"cat/1.png: expected square images \(width = height\), found 12x8 images "
+                                        r"\(width x height\); set ingest.image_size to resize and centre-crop"):
+        run(IngestConfig(dataset="imagefolder", path=str(root), test_fraction=0.5), out=tmp_path / "out")
+    assert not (tmp_path / "out" / "train.npz").exists()
+    manifest = run(IngestConfig(dataset="imagefolder", path=str(root), image_size=8, test_fraction=0.5),
+                   out=tmp_path / "out")
+    assert manifest["image_shape"] == [8, 8, 3]
 
 
 def test_missing_dataset_path(tmp_path):

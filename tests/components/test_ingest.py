@@ -67,3 +67,9 @@ def test_bad_input_fails_clearly_and_keeps_previous_outputs(fashion_dir, tmp_pat
 def test_unknown_dataset_lists_the_valid_ones():
     with pytest.raises(ValueError, match=r"Unknown dataset 'mnist'. Valid: fashion-mnist"):
         IngestConfig(dataset="mnist")
+
+
+@pytest.mark.parametrize("seed", [-1, 2.0, False])
+def test_a_seed_that_is_not_a_non_negative_integer_is_a_config_error(seed):
+    with pytest.raises(ValueError, match=rf"seed: expected an integer >= 0, found {seed!r}"):
+        IngestConfig(seed=seed)

@@ -5,7 +5,7 @@ import pytest
 
 from components.ingest import IngestConfig
 from components.ingest import run as ingest
-from components.noise import NoiseConfig, corrupt, run, transition_matrix
+from components.noise import NoiseConfig, corrupt, main, run, transition_matrix
 
 
 def binomial_bound(p, n, sigmas=5.0):
@@ -71,3 +71,14 @@ def test_missing_ingest_output_and_bad_sizes(tmp_path, fashion_dir, capsys):
         capsys.readouterr().err
     with pytest.raises(ValueError, match=r"val_fraction: expected a number in \(0, 1\)"):
         NoiseConfig(val_fraction=0.0)
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, True])
+def test_a_seed_that_is_not_a_non_negative_integer_is_a_config_error(seed):
+    with pytest.raises(ValueError, match=rf"seed: expected an integer >= 0, found {seed!r}"):
+        NoiseConfig(seed=seed)
+
+
+def test_a_negative_seed_on_the_command_line_names_the_field_and_exits_2(workdir, capsys):
+    assert main(["--set", "noise.seed=-1"]) == 2
+    assert "noise: seed: expected an integer >= 0, found -1" in capsys.readouterr().err

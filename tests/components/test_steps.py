@@ -57,11 +57,15 @@ def test_training_step_without_its_inputs(workdir, capsys):
     assert err.startswith("error: mlnt: artifacts/ingest/manifest.json: expected the output of the ingest step")
 
 
-def test_iterative_mlnt_keeps_each_rounds_teacher(workdir):
+def test_iterative_mlnt_keeps_each_rounds_teacher_and_drops_an_earlier_runs_extra_rounds(workdir):
     for step in (ingest, noise, baseline):
         assert step.main([]) == 0
-    assert mlnt.main(["--set", "mlnt.rounds=2"]) == 0
     art = workdir / "artifacts" / "mlnt"
+    art.mkdir(parents=True)
+    for stale in ("teacher_round1.pt", "teacher_round2.pt"):  # what an earlier run with rounds: 3 left
+        (art / stale).write_bytes(b"an earlier run's teacher")
+    assert mlnt.main(["--set", "mlnt.rounds=2"]) == 0
+    assert sorted(p.name for p in art.glob("teacher_round*.pt")) == ["teacher_round1.pt"]
     metrics = json.loads((art / "metrics.json").read_text())
     by_round = metrics["val_accuracy_by_round"]
     assert len(by_round) == 2 and by_round[-1] == metrics["val_accuracy"]
