@@ -1,6 +1,7 @@
 """gate: release the exported model only if it is good enough, and say why either way.
 
     python -m components.gate [--params FILE] [--set gate.key=value ...] [--enforce]
+    python -m components.gate --check [FOLDER]
 
 Passes only if the clean-test accuracy of the exported model is at least ``gate.min_accuracy`` (an absolute floor;
 0: none), at most ``gate.max_below_baseline`` below the same run's CE baseline at its best epoch (the control
@@ -10,7 +11,11 @@ sha256). A run whose validation labels are noisy passes with a warning in ``reas
 ``artifacts/gate/decision.json`` (a public contract: ``passed``, ``reasons``, ``accuracy``, and more). A pass
 promotes the model into the registry: ``releases/<version>/`` (``model.onnx``, ``model_card.json``,
 ``parity.json``, ``decision.json``), never overwriting a version, written to a temporary folder and renamed, then
-``releases/latest`` is pointed at it. ``--enforce`` exits 1 on a fail, for CI.
+``releases/latest`` is pointed at it. ``--enforce`` exits 1 on a fail. ``--check`` (for CI, after ``dvc repro``) runs
+nothing: it reads the decision a gate already wrote (``artifacts/gate/decision.json``, or ``FOLDER/decision.json``),
+prints its verdict and reasons and exits 1 unless it passed, or when the file is missing or unreadable; it writes
+nothing, so it neither releases a second time nor touches the DVC output. Each bound is compared with a tolerance of
+``TOLERANCE``: a model exactly ``max_regression`` below the champion passes, whatever the float rounding.
 
 Gates may run at once (two pipelines finishing together): a decision that passes is taken again under the
 registry's exclusive lock (``flock`` on ``releases/.lock``), on the copy that will be released and against the
@@ -21,6 +26,7 @@ whose sha256 the gate checked are the bytes released, whatever happens to ``arti
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import datetime as dt
 import fcntl
@@ -37,7 +43,7 @@ from pathlib import Path
 
 from components.common.artifacts import sha256_file
 from components.common.atomic import write_json
-from components.common.config import cli
+from components.common.config import cli, printable
 from components.common.steps import FOLDERS
 from components.common.telemetry import reports
 
@@ -48,6 +54,7 @@ OUT = FOLDERS["gate"]
 LOCK = ".lock"  # in the registry: held by the gate that reads the champion, decides and promotes
 RELEASED = ("model.onnx", "model_card.json", "parity.json")  # from the export step into a release
 LOCK_TIMEOUT = 600.0  # seconds a gate waits for another one's promotion (milliseconds, unless it hangs)
+TOLERANCE = 1e-9  # a bound computed by subtraction (0.8 - 0.1 = 0.7000000000000001) passes the accuracy it names
 
 
 @dataclass(frozen=True)
@@ -107,8 +114,8 @@ def decide(config: GateConfig, *, export: Path, evaluate: Path, registry: Path) 
                          f"(baseline_best_epoch) to compare with (gate.max_below_baseline {margin}; 1 turns the "
                          f"comparison off), found none")
         elif margin < 1.0 and isinstance(accuracy, float):
-            check(accuracy >= base - margin, f"accuracy {accuracy:.4f}, required at least the CE baseline's best "
-                                             f"epoch {base:.4f} minus max_below_baseline {margin}")
+            check(at_least(accuracy, base - margin), f"accuracy {accuracy:.4f}, required at least the CE baseline's "
+                                                     f"best epoch {base:.4f} minus max_below_baseline {margin}")
         validation = metrics.get("validation", {})
         if validation.get("clean") is False:
             reasons.append(f"warning: {validation.get('warning', 'the validation labels are noisy')}")
@@ -122,7 +129,7 @@ def decide(config: GateConfig, *, export: Path, evaluate: Path, registry: Path) 
     except ValueError as err:  # a broken registry must not skip the comparison with the champion
         check(False, str(err))
     if champion is not None and isinstance(accuracy, float):
-        check(accuracy >= champion - config.max_regression,
+        check(at_least(accuracy, champion - config.max_regression),
               f"accuracy {accuracy:.4f}, required at least the champion's {champion:.4f} minus max_regression "
               f"{config.max_regression} (the champion: {registry / 'latest'} -> {champion_version})")
     return {"passed": passed, "reasons": reasons, "accuracy": accuracy, "champion_accuracy": champion,
@@ -131,6 +138,11 @@ def decide(config: GateConfig, *, export: Path, evaluate: Path, registry: Path) 
             "min_accuracy": config.min_accuracy, "max_below_baseline": config.max_below_baseline,
             "max_regression": config.max_regression,
             "model": card.get("model") if card else None, "onnx_sha256": card.get("onnx_sha256") if card else None}
+
+
+def at_least(accuracy: float, bound: float) -> bool:
+    """Whether ``accuracy`` reaches ``bound`` (a bound computed by subtraction), up to ``TOLERANCE``."""
+    return accuracy >= bound - TOLERANCE
 
 
 def baseline_accuracy(metrics: dict) -> float | None:
@@ -278,10 +290,54 @@ def _read(path: Path) -> dict | None:
     return value if isinstance(value, dict) else None
 
 
+def read_decision(folder: Path = OUT) -> dict:
+    """The decision a gate wrote into ``folder`` (its ``decision.json``); a ``ValueError`` naming the file when it is
+    missing, unreadable, or not a decision (a JSON object with a boolean ``passed`` and a list of ``reasons``)."""
+    path = Path(folder) / "decision.json"
+    decision = _read(path)
+    if decision is not None and isinstance(decision.get("passed"), bool) and isinstance(decision.get("reasons"), list):
+        return decision
+    if decision is not None:
+        found = f"passed {decision.get('passed')!r} and reasons {decision.get('reasons')!r}"
+    else:
+        found = "no such file" if not path.exists() else "a file that is unreadable or not a JSON object"
+    raise ValueError(f"{path}: expected the gate's decision (a JSON object with a boolean passed and its reasons, "
+                     f"written by `python -m components.gate`), found {found}")
+
+
+def report(decision: dict) -> None:
+    """Print the verdict of ``decision`` and every reason, one per line."""
+    verdict = f"released as {decision.get('version')}" if decision["passed"] else "not released"
+    print(f"gate: {'PASS' if decision['passed'] else 'FAIL'}: {verdict}")
+    for reason in decision["reasons"]:
+        print(f"  {reason}")
+
+
+def check_main(argv: list[str]) -> int:
+    """``python -m components.gate --check [FOLDER]``: print the decision already in ``FOLDER`` (default
+    ``artifacts/gate``) and return 0 if it passed, 1 if it failed or cannot be read; runs and writes nothing."""
+    parser = argparse.ArgumentParser(prog="python -m components.gate",
+                                     description="Print the decision a gate already wrote and exit 1 unless it "
+                                                 "passed; runs no gate and writes nothing.")
+    parser.add_argument("--check", dest="folder", nargs="?", const=str(OUT), default=str(OUT), metavar="FOLDER",
+                        help="the folder holding decision.json (default: %(const)s)")
+    args = parser.parse_args(argv)
+    try:
+        decision = read_decision(Path(args.folder))
+    except ValueError as err:
+        print(f"error: gate: {printable(err)}", file=sys.stderr)
+        return 1
+    report(decision)
+    return 0 if decision["passed"] else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m components.gate [--enforce]``: ``run`` with the ``gate`` section, printing the verdict and every
-    reason; returns the step's exit code, or 1 for a fail when ``--enforce`` is given."""
+    reason; returns the step's exit code, or 1 for a fail when ``--enforce`` is given. ``--check [FOLDER]``:
+    ``check_main`` (reads the decision, runs nothing)."""
     args = list(sys.argv[1:] if argv is None else argv)
+    if any(arg == "--check" or arg.startswith("--check=") for arg in args):
+        return check_main(args)
     enforce = "--enforce" in args
     if enforce:
         args.remove("--enforce")
@@ -289,12 +345,11 @@ def main(argv: list[str] | None = None) -> int:
 
     def body(configs: dict) -> None:
         outcome.update(run(configs["gate"]))
-        verdict = f"released as {outcome['version']}" if outcome["passed"] else "not released"
-        print(f"gate: {'PASS' if outcome['passed'] else 'FAIL'}: {verdict}")
-        for reason in outcome["reasons"]:
-            print(f"  {reason}")
+        report(outcome)
 
-    code = cli("gate", {"gate": GateConfig}, __doc__.splitlines()[0] + " (--enforce: exit 1 on a fail)", body)(args)
+    description = (__doc__.splitlines()[0] + " (--enforce: exit 1 on a fail; --check [FOLDER]: only read the "
+                   "decision already written, exit 1 unless it passed)")
+    code = cli("gate", {"gate": GateConfig}, description, body)(args)
     if code == 0 and enforce and not outcome.get("passed"):
         return 1
     return code

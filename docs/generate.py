@@ -185,7 +185,7 @@ def _training(snap: dict) -> str:
     durations = {s[0]["step"]: s[1][-1][1] for s in _series(snap, "Step duration")}
     (noise,) = (s[1][-1][1] for s in _series(snap, "Estimated noise rate"))
     (gate,) = (s[1][-1][1] for s in _series(snap, "Release gate"))
-    (since,) = (s[1][-1][1] for s in _series(snap, "Since the last successful run"))
+    since = [s[1][-1][1] for s in _series(snap, "Since the last successful run")]  # none unless a gate passed
     steps = ", ".join(f"{step} {durations[step]:.2g} s" for step in run["pushing"] if step in durations)
     return (f"**The pipeline run is tiny**: {run['data']}, `{run['network']}`, {run['epochs']} epochs of baseline "
             f"and MLNT, `{run['noise']['kind']}` noise at rate {run['noise']['rate']:g}, and the gate's bar lowered to "
@@ -194,7 +194,9 @@ def _training(snap: dict) -> str:
             f"pushes — accuracy {min(accuracy):.2f} to {max(accuracy):.2f} for every network and split, step "
             f"durations {steps}, an estimated noise rate of {_pct(noise, 1)}, the gate "
             f"{'passed' if gate == 1 else 'failed'} — as flat lines, since a Pushgateway keeps the last push of each "
-            f"step, and *Since the last successful run* counts up to {since:.0f} s since the gate's push.")
+            "step, and *Since the last successful run* "
+            + (f"counts up to {since[0]:.0f} s since the gate's push." if since else
+               "stays empty: only a gate that passes stamps a success."))
 
 
 def _phase(snap: dict, phase: dict) -> str:

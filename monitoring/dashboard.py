@@ -9,6 +9,7 @@ baseline), not the served model.
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from dataclasses import dataclass, field
@@ -159,7 +160,8 @@ ROWS = (
                   "1": {"text": "passed", "color": "green", "index": 1}}}]}),
         Panel("Since the last successful run",
               (Query("time() - max(mlnt_training_last_success_timestamp_seconds)", "age"),),
-              "Time since the pipeline last ran to completion.", unit="s", kind="stat", height=5),
+              "Time since the last run whose model passed the release gate (the gate's push); a run that fails "
+              "the gate or stops before it leaves it counting.", unit="s", kind="stat", height=5),
     )),
 )
 
@@ -260,10 +262,21 @@ def render(dashboard: dict | None = None) -> str:
     return json.dumps(build() if dashboard is None else dashboard, indent=2) + "\n"
 
 
+def parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m monitoring.dashboard``: one optional output file."""
+    parser = argparse.ArgumentParser(prog="python -m monitoring.dashboard",
+                                     description="Write the Grafana dashboard JSON that monitoring/dashboard.py "
+                                                 "declares.")
+    parser.add_argument("file", nargs="?", type=Path, default=DASHBOARD_FILE, metavar="FILE",
+                        help="where to write the dashboard JSON (default: %(default)s)")
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m monitoring.dashboard [FILE]``: write the rendered dashboard to ``FILE`` (default
-    ``DASHBOARD_FILE``), creating its folder, atomically (a crash leaves the previous file); returns 0."""
-    out = Path(argv[0]) if argv else DASHBOARD_FILE
+    ``DASHBOARD_FILE``), creating its folder, atomically (a crash leaves the previous file); returns 0. ``--help``
+    prints the usage and writes nothing."""
+    out = parser().parse_args([] if argv is None else argv).file
     write_text(out, render())
     print(f"wrote {out}")
     return 0

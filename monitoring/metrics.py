@@ -99,7 +99,7 @@ TRAINING_NOISE_RATE = Metric("mlnt_training_estimated_noise_rate", "gauge", "Est
 TRAINING_DURATION = Metric("mlnt_training_duration_seconds", "gauge", "Wall-clock duration of a step.", ("step",))
 GATE_PASSED = Metric("mlnt_gate_passed", "gauge", "1 if the last run passed the release gate, 0 if it failed.")
 TRAINING_LAST_SUCCESS = Metric("mlnt_training_last_success_timestamp_seconds", "gauge",
-                               "Unix time of the last successful pipeline run.")
+                               "Unix time of the last pipeline run whose model passed the release gate.")
 
 PREDICTOR: tuple[Metric, ...] = (REQUESTS, REQUEST_DURATION, BATCH_SIZE, PREDICTIONS, PREDICTION_CONFIDENCE,
                                  PREDICTION_DRIFT, FEEDBACK, FEEDBACK_DISAGREEMENTS, MODEL_INFO, CLIENT_FALLBACKS)

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -72,10 +73,19 @@ def write() -> list[Path]:
     return changed
 
 
+def parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m monitoring.sync``: ``--check`` alone."""
+    parser = argparse.ArgumentParser(prog=COMMAND, description="Write the generated monitoring files that are stale: "
+                                     "the dashboard JSON and the k8s copies of the rules and the dashboard.")
+    parser.add_argument("--check", action="store_true",
+                        help="write nothing: list the stale files and exit 1 if there are any")
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m monitoring.sync [--check]``: write the stale generated files, or with ``--check`` only list them;
-    returns 1 when ``--check`` finds any, else 0."""
-    check = "--check" in (argv or [])
+    returns 1 when ``--check`` finds any, else 0. ``--help`` prints the usage and writes nothing."""
+    check = parser().parse_args([] if argv is None else argv).check
     changed = stale() if check else write()
     for path in changed:
         print(f"{'stale' if check else 'wrote'}: {path.relative_to(ROOT)}")

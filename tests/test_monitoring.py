@@ -2,6 +2,7 @@
 the metric contract, the runbook links, and the generated k8s copies. Needs Debian's promtool (`make system`)."""
 
 import copy
+import os
 import re
 import subprocess
 import sys
@@ -239,3 +240,29 @@ def test_the_dashboard_command_writes_the_committed_bytes(tmp_path, capsys):
     assert dashboard.main([str(out)]) == 0
     assert out.read_bytes() == dashboard.render().encode() == DASHBOARD_FILE.read_bytes()
     assert [p.name for p in out.parent.iterdir()] == ["mlnt.json"] and f"wrote {out}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("module", ["monitoring.sync", "monitoring.dashboard"])
+def test_help_prints_the_usage_and_writes_nothing(module, tmp_path):
+    """``--help`` was once a file name (the dashboard wrote its JSON into ``--help``) or ignored (sync ran)."""
+    sync_written = {path: path.stat().st_mtime_ns for path in sync.rendered()}
+    done = subprocess.run([sys.executable, "-m", module, "--help"], cwd=tmp_path, capture_output=True, text=True,
+                          check=False, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0 and done.stdout.startswith(f"usage: python -m {module} [-h]"), done.stderr
+    assert "wrote" not in done.stdout and list(tmp_path.iterdir()) == []
+    assert {path: path.stat().st_mtime_ns for path in sync.rendered()} == sync_written
+
+
+def test_the_commands_keep_their_arguments(monkeypatch, tmp_path, capsys):
+    """No argument: the defaults (write ``DASHBOARD_FILE``; write the stale files); ``FILE`` and ``--check`` as
+    before; an argument they do not take is refused (exit 2), not taken for a file name."""
+    assert dashboard.parser().parse_args([]).file == DASHBOARD_FILE
+    assert sync.parser().parse_args([]).check is False and sync.parser().parse_args(["--check"]).check is True
+    written = []
+    monkeypatch.setattr(sync, "write", lambda: written.append(True) or [])
+    assert sync.main([]) == 0 and sync.main(None) == 0 and written == [True, True]
+    for main, argv in ((dashboard.main, ["a.json", "b.json"]), (dashboard.main, ["--out"]), (sync.main, ["-x"])):
+        with pytest.raises(SystemExit) as exit_:
+            main([str(tmp_path / arg) if not arg.startswith("-") else arg for arg in argv])
+        assert exit_.value.code == 2
+    assert "unrecognized arguments" in capsys.readouterr().err and list(tmp_path.iterdir()) == []

@@ -197,4 +197,7 @@ def test_a_short_real_snapshot_of_a_tiny_release(tmp_path):
     assert all(value > 0 for value in values("Step duration"))
     assert 0 < last("Estimated noise rate") < 1
     assert set(values("Release gate")) <= {0.0, 1.0} and values("Release gate")
-    assert 0 < last("Since the last successful run") < 600
+    if last("Release gate") == 1:  # only a gate that passed stamps a successful run
+        assert 0 < last("Since the last successful run") < 600
+    else:
+        assert values("Since the last successful run") == []

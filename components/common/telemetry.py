@@ -8,8 +8,11 @@ Set ``MLNT_PUSHGATEWAY=host:port`` (or a URL) and call, at the end of a successf
 The metrics (names, help and labels from ``monitoring.metrics``) go under job ``mlnt-pipeline`` with the grouping
 key ``step``, replacing that step's previous push: ``mlnt_training_accuracy{step,split,model}``,
 ``mlnt_training_estimated_noise_rate``, ``mlnt_training_duration_seconds{step}``, ``mlnt_gate_passed`` and
-``mlnt_training_last_success_timestamp_seconds`` (the time of the push). Without the variable nothing is sent; a push
-that fails is a warning, never a failed step. Unknown keys, splits or models are a ``ValueError`` either way.
+``mlnt_training_last_success_timestamp_seconds``. A run succeeds when its model passes the release gate, so only the
+gate step's push (``RELEASE_STEP``) with ``gate_passed`` true carries that timestamp (the time of the push); the gate's
+push replaces the metrics it carries and keeps the rest of its group, so a gate that fails leaves the last success's
+timestamp in place (and a run that fails before the gate never touches it). Without the variable nothing is sent; a
+push that fails is a warning, never a failed step. Unknown keys, splits or models are a ``ValueError`` either way.
 
 Authentication: a Pushgateway that asks for basic authentication (its ``--web.config.file``) gets it through
 prometheus_client's ``basic_auth_handler``, the user from ``MLNT_PUSHGATEWAY_USERNAME`` and the password from the
@@ -32,7 +35,7 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Gauge, push_to_gateway
+from prometheus_client import CollectorRegistry, Gauge, push_to_gateway, pushadd_to_gateway
 from prometheus_client.exposition import basic_auth_handler, default_handler
 
 from components.common.config import printable
@@ -43,6 +46,7 @@ USERNAME_ENV = "MLNT_PUSHGATEWAY_USERNAME"
 PASSWORD_ENV = "MLNT_PUSHGATEWAY_PASSWORD"
 PASSWORD_FILE_ENV = "MLNT_PUSHGATEWAY_PASSWORD_FILE"
 KEYS = ("accuracy", "estimated_noise_rate", "duration_seconds", "gate_passed")
+RELEASE_STEP = "gate"  # the step whose pass ends a successful run: it alone pushes the last success's time
 # The user-information part of a URL in free text (``user:password@`` after ``scheme://``, up to the authority's
 # last ``@``; or at the start of a bare ``host:port`` address): what ``redact`` replaces.
 USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/?#\s]*@|^[^/?#\s]*@")
@@ -122,7 +126,9 @@ def auth_handler(auth: tuple[str, str] | None) -> Callable:
 
 def push_training_metrics(step: str, metrics: dict, *, gateway: str | None = None, timeout: float = 5.0) -> bool:
     """Push ``metrics`` (keys: ``KEYS``; ``accuracy`` is ``{split: {model: value}}``) for ``step``; True if sent.
-    Credentials come from the environment (``credentials``), never from ``gateway``."""
+    Credentials come from the environment (``credentials``), never from ``gateway``. A step's push replaces its
+    group (HTTP PUT); the release step's replaces only the metrics it carries (POST), keeping the last success's
+    timestamp when its gate failed."""
     registry = training_registry(step, metrics)
     gateway = gateway or os.environ.get(PUSHGATEWAY_ENV)
     if not gateway or os.environ.get("RANK", "0") != "0":  # under torchrun, the main process speaks for all
@@ -139,8 +145,9 @@ def push_training_metrics(step: str, metrics: dict, *, gateway: str | None = Non
                     "pushed to %s", safe(exc), safe(step), safe(gateway, address=gateway))
         return False
     try:
-        push_to_gateway(gateway, job=contract.PUSHGATEWAY_JOB, registry=registry, grouping_key={"step": step},
-                        timeout=timeout, handler=auth_handler(auth))
+        push = pushadd_to_gateway if step == RELEASE_STEP else push_to_gateway
+        push(gateway, job=contract.PUSHGATEWAY_JOB, registry=registry, grouping_key={"step": step}, timeout=timeout,
+             handler=auth_handler(auth))
     except (OSError, ValueError) as exc:  # refused, unreachable, timed out, an HTTP error status; a malformed address
         log.warning("telemetry: could not push the %s step's metrics to the Pushgateway at %s (%s); the step "
                     "itself succeeded", safe(step), safe(gateway, address=gateway),
@@ -165,7 +172,8 @@ def reports(step: str, summarise: Callable[[dict], dict]) -> Callable:
 
 
 def training_registry(step: str, metrics: dict) -> CollectorRegistry:
-    """A registry holding ``metrics`` as the contract's gauges; ``ValueError`` for anything outside it."""
+    """A registry holding ``metrics`` as the contract's gauges, with the last success's timestamp (now) when ``step``
+    is the release step and its gate passed; ``ValueError`` for anything outside the contract."""
     unknown = sorted(set(metrics) - set(KEYS))
     if unknown:
         raise ValueError(f"telemetry: unknown metric keys {unknown}. Valid: {', '.join(KEYS)}")
@@ -186,7 +194,8 @@ def training_registry(step: str, metrics: dict) -> CollectorRegistry:
         gauge(contract.TRAINING_DURATION).labels(step=step).set(float(metrics["duration_seconds"]))
     if "gate_passed" in metrics:
         gauge(contract.GATE_PASSED).set(1.0 if metrics["gate_passed"] else 0.0)
-    gauge(contract.TRAINING_LAST_SUCCESS).set(time.time())
+    if step == RELEASE_STEP and metrics.get("gate_passed"):
+        gauge(contract.TRAINING_LAST_SUCCESS).set(time.time())
     return registry
 
 

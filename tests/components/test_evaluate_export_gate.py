@@ -4,6 +4,7 @@ import datetime as dt
 import hashlib
 import itertools
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -211,6 +212,94 @@ def test_enforce_exits_non_zero_on_a_fail(tmp_path, monkeypatch, capsys):
     assert gate.main(["--enforce"]) == 1
     out = capsys.readouterr().out
     assert "gate: FAIL: not released" in out and not (tmp_path / "releases").exists()
+
+
+def tree(root: Path) -> dict[str, tuple]:
+    """Every path under ``root``: a link's target, or a file's bytes and modification time (``None`` for a folder)."""
+    return {str(path.relative_to(root)): (os.readlink(path),) if path.is_symlink() else
+            (path.read_bytes(), path.stat().st_mtime_ns) if path.is_file() else None
+            for path in sorted(root.rglob("*"))}
+
+
+def test_check_reads_the_decision_runs_nothing_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    """``--check`` after a gate that passed: its verdict, its reasons, exit 0; no second gate ran, no second
+    release, ``latest`` and ``decision.json`` (a DVC output) unchanged byte for byte."""
+    monkeypatch.chdir(tmp_path)
+    write_export(tmp_path / "artifacts")
+    (tmp_path / "params.yaml").write_text("gate:\n  min_accuracy: 0.5\n")
+    assert gate.main([]) == 0
+    released = json.loads((tmp_path / "artifacts" / "gate" / "decision.json").read_text())["version"]
+    capsys.readouterr()
+    before = tree(tmp_path)
+
+    def no_gate(*args, **kwargs):
+        raise AssertionError("--check ran the gate")
+
+    monkeypatch.setattr(gate, "run", no_gate)
+    monkeypatch.setattr(gate, "_release", no_gate)
+    assert gate.main(["--check"]) == 0
+    assert gate.main(["--check", "artifacts/gate"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"gate: PASS: released as {released}\n  pass: clean-test accuracy")
+    assert tree(tmp_path) == before
+    assert sorted(p.name for p in (tmp_path / "releases").iterdir() if not p.name.startswith(".")) == [
+        "latest", released]  # one release, not two
+
+
+def test_check_exits_1_on_a_failed_decision(tmp_path, capsys):
+    export, evaluate = write_export(tmp_path / "a")
+    run_gate(GateConfig(min_accuracy=0.99, registry=str(tmp_path / "releases")), export=export, evaluate=evaluate,
+             out=tmp_path / "gate")
+    before = tree(tmp_path)
+    assert gate.main(["--check", str(tmp_path / "gate")]) == 1
+    assert gate.main([f"--check={tmp_path / 'gate'}"]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("gate: FAIL: not released\n")
+    assert "  fail: accuracy 0.9000, required at least min_accuracy 0.99\n" in out
+    assert tree(tmp_path) == before
+
+
+@pytest.mark.parametrize(("content", "found"), [
+    (None, "no such file"),
+    ("{not json", "a file that is unreadable or not a JSON object"),
+    ("[true]", "a file that is unreadable or not a JSON object"),
+    ('{"passed": "true", "reasons": []}', "passed 'true' and reasons []"),
+])
+def test_check_of_a_missing_or_unreadable_decision_is_an_error_naming_the_file(tmp_path, capsys, content, found):
+    (tmp_path / "gate").mkdir()
+    if content is not None:
+        (tmp_path / "gate" / "decision.json").write_text(content)
+    before = tree(tmp_path)
+    assert gate.main(["--check", str(tmp_path / "gate")]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == (
+        f"error: gate: {tmp_path / 'gate' / 'decision.json'}: expected the gate's decision (a JSON object with a "
+        f"boolean passed and its reasons, written by `python -m components.gate`), found {found}\n")
+    assert tree(tmp_path) == before
+
+
+def test_check_refuses_the_gates_own_options(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        gate.main(["--check", str(tmp_path), "--enforce"])
+    assert exit_.value.code == 2 and "unrecognized arguments: --enforce" in capsys.readouterr().err
+
+
+def test_a_model_exactly_at_a_bound_passes(tmp_path):
+    """0.8 - 0.1 is 0.7000000000000001 in floating point: a model exactly max_regression below the champion, or
+    max_below_baseline below the CE baseline, passes; a hair below it still fails."""
+    registry = tmp_path / "releases"
+    loose = {"min_accuracy": 0.0, "max_below_baseline": 1.0}
+    champion = write_export(tmp_path / "champion", accuracy=0.8, onnx=b"champion")
+    assert run_gate(GateConfig(**loose, registry=str(registry)), export=champion[0], evaluate=champion[1],
+                    out=tmp_path / "g0")["passed"]
+    for accuracy, passes in ((0.7, True), (0.6999, False)):
+        export, evaluate = write_export(tmp_path / f"c{accuracy}", accuracy=accuracy, baseline=0.8)
+        against_champion = decide(GateConfig(**loose, max_regression=0.1), export=export, evaluate=evaluate,
+                                  registry=registry)
+        assert against_champion["passed"] is passes, against_champion["reasons"]
+        against_baseline = decide(GateConfig(min_accuracy=0.0, max_below_baseline=0.1, max_regression=1.0),
+                                  export=export, evaluate=evaluate, registry=registry)
+        assert against_baseline["passed"] is passes, against_baseline["reasons"]
 
 
 def test_promote_is_a_compare_and_swap_on_latest(tmp_path):

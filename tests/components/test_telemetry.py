@@ -15,12 +15,14 @@ import pytest
 from prometheus_client import CollectorRegistry, Summary, push_to_gateway
 
 from components import baseline, evaluate, export, gate, ingest, mlnt, noise
-from components.common.telemetry import PUSHGATEWAY_ENV, push_training_metrics
+from components.common.telemetry import PUSHGATEWAY_ENV, push_training_metrics, training_registry
+from monitoring.dashboard import ROWS
 from monitoring.local import LocalError
 from monitoring.metrics import PUSHGATEWAY_JOB
 from tests.pushgateway import JOB_NAME, prometheus_scraping, pushgateway, query, query_until
 
 ACCURACY = f'mlnt_training_accuracy{{job="{PUSHGATEWAY_JOB}"}}'
+LAST_SUCCESS = "mlnt_training_last_success_timestamp_seconds"
 
 
 def series(url: str, expr: str, *labels: str, count: int | None = None) -> dict[tuple[str, ...], float]:
@@ -57,18 +59,73 @@ def test_prometheus_scrapes_the_pushed_metrics_and_a_second_push_replaces_the_fi
             ("mlnt", "val", "teacher"): 0.88, ("mlnt", "val", "student"): 0.87}
         assert series(url, "mlnt_training_estimated_noise_rate", "job", "step") == {(PUSHGATEWAY_JOB, "mlnt"): 0.49}
         assert series(url, "mlnt_training_duration_seconds", "job", "step") == {(PUSHGATEWAY_JOB, "mlnt"): 312.5}
-        last_success = series(url, "mlnt_training_last_success_timestamp_seconds", "step")
-        assert set(last_success) == {("mlnt",), ("gate",)}
-        assert all(pushed - 1 <= value <= time.time() for value in last_success.values())
+        assert query(url, LAST_SUCCESS) == []  # a training step, a gate that failed: no successful run
         assert series(url, f'up{{job="{JOB_NAME}"}}', "job") == {(JOB_NAME,): 1.0}  # honor_labels: pushed job kept
+        assert push_training_metrics("gate", {"gate_passed": True}, gateway=gateway)
+        last_success = series(url, LAST_SUCCESS, "step", count=1)
+        assert set(last_success) == {("gate",)}
+        assert all(pushed - 1 <= value <= time.time() for value in last_success.values())
 
         # The same step again (grouping key step="mlnt"): its whole group is replaced, the gate's group is kept.
         assert push_training_metrics("mlnt", {"accuracy": {"val": {"teacher": 0.9}}}, gateway=gateway)
         assert series(url, ACCURACY, "step", "split", "model", count=1) == {("mlnt", "val", "teacher"): 0.9}
         assert query(url, "mlnt_training_estimated_noise_rate") == []
         assert query(url, "mlnt_training_duration_seconds") == []
-        assert series(url, "mlnt_gate_passed", "step") == {("gate",): 0.0}
-        assert series(url, "mlnt_training_last_success_timestamp_seconds", "step").keys() == {("mlnt",), ("gate",)}
+        assert series(url, "mlnt_gate_passed", "step") == {("gate",): 1.0}
+        assert series(url, LAST_SUCCESS, "step").keys() == {("gate",)}
+
+
+def samples(registry, name: str) -> list[float]:
+    return [sample.value for family in registry.collect() for sample in family.samples if sample.name == name]
+
+
+@pytest.mark.parametrize(("step", "metrics", "stamped"), [
+    ("baseline", {"accuracy": {"val": {"baseline": 0.8}}, "duration_seconds": 1.0}, False),
+    ("mlnt", {"duration_seconds": 1.0}, False),
+    ("evaluate", {"estimated_noise_rate": 0.4}, False),
+    ("gate", {"gate_passed": False, "duration_seconds": 1.0}, False),
+    ("gate", {"duration_seconds": 1.0}, False),
+    ("gate", {"gate_passed": True, "duration_seconds": 1.0}, True),
+])
+def test_only_a_gate_that_passed_stamps_the_last_success(step, metrics, stamped):
+    before = time.time()
+    values = samples(training_registry(step, metrics), LAST_SUCCESS)
+    assert len(values) == stamped and all(before <= value <= time.time() for value in values)
+
+
+def value(group: dict, name: str) -> float:
+    (metric,) = group[name]["metrics"]
+    return float(metric["value"])
+
+
+def test_a_failed_or_unfinished_run_leaves_the_last_success_as_it_was(tmp_path):
+    """A run that passed the gate, then one whose gate failed and one that stopped after its training steps: the
+    timestamp is still the first run's, in the Pushgateway and in the dashboard's *Since the last successful run*,
+    while ``mlnt_gate_passed`` says the last gate failed."""
+    (expr,) = (query.expr for row in ROWS for panel in row.panels if panel.title == "Since the last successful run"
+               for query in panel.queries)
+    with pushgateway(tmp_path) as gateway, prometheus_scraping(gateway, tmp_path) as url:
+        for step in ("baseline", "mlnt", "evaluate"):
+            assert push_training_metrics(step, {"duration_seconds": 1.0}, gateway=gateway)
+        assert all(LAST_SUCCESS not in group for group in groups(gateway).values())
+        before = time.time()
+        assert push_training_metrics("gate", {"gate_passed": True, "duration_seconds": 2.0}, gateway=gateway)
+        passed = value(groups(gateway)["gate"], LAST_SUCCESS)
+        assert before - 1 <= passed <= time.time()
+
+        for step in ("baseline", "mlnt", "evaluate"):  # the next run: trained, then its gate failed
+            assert push_training_metrics(step, {"duration_seconds": 1.0}, gateway=gateway)
+        assert push_training_metrics("gate", {"gate_passed": False, "duration_seconds": 3.0}, gateway=gateway)
+        assert push_training_metrics("baseline", {"duration_seconds": 4.0}, gateway=gateway)  # one that stopped
+        gate_group = groups(gateway)["gate"]
+        assert value(gate_group, LAST_SUCCESS) == passed and value(gate_group, "mlnt_gate_passed") == 0.0
+        assert value(gate_group, "mlnt_training_duration_seconds") == 3.0
+        assert [step for step, group in groups(gateway).items() if LAST_SUCCESS in group] == ["gate"]
+        last_push = query_until(url, 'mlnt_training_duration_seconds{step="baseline"}',
+                                lambda result: [v for _, v in result] == [4.0])  # scraped after every push
+        assert [v for _, v in last_push] == [4.0] and series(url, "mlnt_gate_passed", "step") == {("gate",): 0.0}
+        (age,) = series(url, expr).values()
+        assert time.time() - passed - 5 <= age <= time.time() - passed + 5
 
 
 def test_without_a_gateway_nothing_is_sent(tmp_path, monkeypatch):
@@ -121,5 +178,6 @@ def test_the_pipeline_steps_push_when_a_gateway_is_set(workdir, monkeypatch):
         assert series(url, 'mlnt_training_accuracy{step="evaluate",split="test",model="teacher"}', "job")
         assert series(url, "mlnt_training_estimated_noise_rate", "step").keys() == {("evaluate",)}
         assert series(url, "mlnt_gate_passed", "step") == {("gate",): 1.0}
+        assert series(url, LAST_SUCCESS, "step").keys() == {("gate",)}  # the gate passed: a successful run
         monkeypatch.setenv("RANK", "1")
         assert not push_training_metrics("mlnt", {"duration_seconds": 1.0})
