@@ -8,22 +8,24 @@ from collections.abc import Sequence
 from model._checks import check_float, check_int
 
 
-def rampup_weight(step: int, *, start: int, end: int, max_weight: float) -> float:
-    """The meta-loss weight w(t) = max_weight * exp(-5 (1 - u)^2), u = (step - start) / (end - start).
+def rampup_weight(step: int, *, start: int, end: int, max_weight: float, origin: int | None = None) -> float:
+    """The meta-loss weight w(t) = max_weight * exp(-5 (1 - u)^2), u = (step - origin) / (end - origin).
 
-    0 before ``start``; ``max_weight`` from ``end`` on. With ``end == start`` the weight jumps to
-    ``max_weight`` at ``start``. Paper: Clothing1M ramps over iterations 500 -> 2000 to 1; the CIFAR-10
-    re-implementation over the first 20 epochs to 0.4.
+    0 before ``start``; ``max_weight`` from ``end`` on. ``origin`` (default ``start``) is where u counts from: the
+    Clothing1M code ramps over iterations 500 -> 2000 from u = 0 at 500 (``origin = start``); the CIFAR-10
+    re-implementation counts u from epoch 0 to epoch 20 and starts the meta loss after epoch 2 (``origin = 0``).
+    With ``end == origin`` the weight jumps to ``max_weight`` at ``start``.
     """
     check_int("step", step, low=0)
     check_int("start", start, low=0)
     check_int("end", end, low=start)
+    origin = start if origin is None else check_int("origin", origin, low=0, high=start)
     check_float("max_weight", max_weight, low=0.0)
     if step < start:
         return 0.0
     if step >= end:
         return float(max_weight)
-    u = (step - start) / (end - start)
+    u = (step - origin) / (end - origin)
     return float(max_weight) * math.exp(-5.0 * (1.0 - u) ** 2)
 
 

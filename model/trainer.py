@@ -99,9 +99,11 @@ class MlntConfig(TrainConfig):
     The published schedule: no meta loss and no teacher before ``ramp_start`` (the warm-up); at that step the
     teacher is copied from the student, and from then on the meta loss ramps up to ``meta_weight`` at
     ``ramp_end`` while the teacher follows the student with EMA decay ``ema_during_ramp``, then
-    ``ema_after_ramp``. ``meta_weight`` is in the paper's units (``model.mlnt``). The model kept is the better
-    of student and teacher on the validation set, at any validation (every ``eval_every`` steps and each epoch
-    end). ``meta_weight = 0`` trains the same EMA teacher on plain CE: the control that isolates meta-learning.
+    ``ema_after_ramp``. The ramp's u counts from ``ramp_start`` (``ramp_from: start``, the Clothing1M code) or from
+    epoch 0 (``ramp_from: zero``, the CIFAR-10 re-implementation: "during the first 20 epochs"). ``meta_weight``
+    is in the paper's units (``model.mlnt``). The model kept is the better of student and teacher on the
+    validation set, at any validation (every ``eval_every`` steps and each epoch end). ``meta_weight = 0`` trains
+    the same EMA teacher on plain CE: the control that isolates meta-learning.
     """
 
     mode: Mode = "head"
@@ -112,6 +114,7 @@ class MlntConfig(TrainConfig):
     meta_weight: float = 0.4  # w_max, in the paper's units (CIFAR-10 0.4, Clothing1M 1)
     ramp_start: float = 0.0  # epochs of warm-up: meta loss and teacher start here
     ramp_end: float = 7.0  # epochs
+    ramp_from: Literal["start", "zero"] = "start"  # where the ramp's u counts from: ramp_start or epoch 0
     ema_during_ramp: float = 0.99
     ema_after_ramp: float = 0.999
     rounds: int = 1  # iterative training: each round after the first has the previous best teacher as mentor
@@ -126,6 +129,7 @@ class MlntConfig(TrainConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         _one_of("mode", self.mode, MODES)
+        _one_of("ramp_from", self.ramp_from, ("start", "zero"))
         for name in ("num_sets", "neighbours", "rounds", "mentor_top_k"):
             _whole(name, getattr(self, name), 1)
         for name in ("inner_lr", "meta_weight", "ramp_start", "ramp_end"):
@@ -476,7 +480,8 @@ class _Loop:
         """The loss on this process's rows of the global batch ``x, y``, and their logits."""
         rows = self.rows
         weight = 0.0 if self.teacher is None else rampup_weight(
-            self.state.step, start=self.ramp[0], end=self.ramp[1], max_weight=self.cfg.meta_weight)
+            self.state.step, start=self.ramp[0], end=self.ramp[1], max_weight=self.cfg.meta_weight,
+            origin=0 if self.cfg.ramp_from == "zero" else None)
         if weight == 0.0:
             if self._teacher_started() and self.teacher_statistics:  # the control: the same teacher statistics
                 teacher_probs(self.teacher, x[rows])

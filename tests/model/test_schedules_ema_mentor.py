@@ -43,6 +43,17 @@ def test_lr_factor_steps_down_at_milestones():
         [1, 1, 0.1, 0.1, 0.01, 0.01])
 
 
+def test_rampup_weight_from_epoch_zero_as_the_cifar10_code():
+    """The CIFAR-10 re-implementation: u = epoch / 20 counted from 0, the meta loss only after epoch 2."""
+    kw = {"start": 200, "end": 2000, "max_weight": 0.4, "origin": 0}  # 100 steps an epoch
+    assert rampup_weight(199, **kw) == 0.0
+    assert rampup_weight(300, **kw) == pytest.approx(0.4 * math.exp(-5 * (1 - 3 / 20) ** 2))
+    assert rampup_weight(2000, **kw) == 0.4
+    assert rampup_weight(200, start=200, end=2000, max_weight=0.4) == pytest.approx(0.4 * math.exp(-5))
+    with pytest.raises(ValueError, match=r"origin: expected an integer in \[0, 200\], found 300"):
+        rampup_weight(300, **{**kw, "origin": 300})
+
+
 @pytest.mark.parametrize(("call", "message"), [
     (lambda: rampup_weight(5, start=10, end=2, max_weight=1.0), r"end: expected an integer >= 10, found 2"),
     (lambda: rampup_weight(-1, start=0, end=2, max_weight=1.0), r"step: expected an integer >= 0, found -1"),

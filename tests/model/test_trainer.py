@@ -210,6 +210,7 @@ def test_augment_crops_and_flips_deterministically():
     (lambda: MlntConfig(meta_weight=float("inf")), r"meta_weight: expected a finite number >= 0.0, found inf"),
     (lambda: TrainConfig(device="tpu"), r"Unknown device 'tpu'. Valid: auto, cpu, cuda"),
     (lambda: MlntConfig(ramp_start=5, ramp_end=2), r"ramp_end: expected >= ramp_start \(5\), found 2"),
+    (lambda: MlntConfig(ramp_from="one"), r"Unknown ramp_from 'one'. Valid: start, zero"),
 ])
 def test_bad_config_values(make, message):
     with pytest.raises(ValueError, match=message):
@@ -301,3 +302,12 @@ def test_each_epoch_records_the_learning_rate_it_trained_with():
     train_data, _ = noisy_problem(n=400)
     result = train(TrainConfig(epochs=3, lr_milestones=(1, 2), **QUIET), net(), train_data)
     assert [h["lr"] for h in result.history] == pytest.approx([0.05, 0.005, 0.0005])
+
+
+def test_the_ramp_from_epoch_zero_trains_with_a_larger_early_weight():
+    """ramp_from zero (the CIFAR-10 code) changes the run; the default (start) is the Clothing1M code's ramp."""
+    train_data, _ = noisy_problem(n=400)
+    config = MlntConfig(epochs=2, mode="head", ramp_start=0.5, ramp_end=2, **QUIET)
+    runs = [train(dataclasses.replace(config, ramp_from=origin), net(), train_data).student.state_dict()
+            for origin in ("start", "zero")]
+    assert not all(torch.equal(a, b) for a, b in zip(runs[0].values(), runs[1].values(), strict=True))
