@@ -9,6 +9,9 @@ The training steps ask for one GPU on the GPU node pool and are retried; their c
 ``mlnt-artifacts`` volume (``checkpoint_root``), so a retry resumes where the failed attempt stopped. Every step
 is cached but ingest (the data behind a path can change) and the gate (its decision depends on the registry).
 ``deploy`` serves the released version with the InferenceService of k8s/ (pipelines/inference_service.py).
+Every step takes the pipeline parameter ``pushgateway`` (default empty: no push), where the steps that push their
+metrics (``components.common.telemetry``) send them, with the credentials of the Secret ``mlnt-pushgateway`` where it
+exists (pipelines/pushgateway.py).
 
     python -m pipelines.mlnt_pipeline [--output pipelines/compiled/mlnt_pipeline.yaml]   # compile
 """
@@ -23,6 +26,7 @@ from kfp import compiler, dsl, kubernetes
 from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
 
 from components.common.steps import STEPS
+from pipelines import pushgateway
 
 IMAGE = os.environ.get("MLNT_IMAGE", "ghcr.io/mlnt-pipeline/mlnt-pipeline:0.1.0-gpu")
 PARAMS = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
@@ -36,6 +40,9 @@ REGISTRY_PVC, REGISTRY_MOUNT = "mlnt-registry", "/mnt/registry"
 # controller fills, mounted into that step alone. Every step runs as the run's account (KFP 2 has no per-step
 # account) and carries its token, which may do nothing but what KFP and Argo do inside a step.
 DEPLOYER_SECRET, DEPLOYER_MOUNT = "mlnt-deployer-token", "/var/run/secrets/mlnt-deployer"  # the mount: deploy's too
+# The steps whose ``run`` pushes its metrics (``components.common.telemetry.reports``): they alone mount the
+# Pushgateway's credentials, the Secret pipelines/pushgateway.py names, optional (a test keeps the two sets equal).
+PUSHING = ("baseline", "mlnt", "evaluate", "gate")
 COMPILED = Path(__file__).with_name("compiled") / "mlnt_pipeline.yaml"
 
 
@@ -45,9 +52,11 @@ COMPILED = Path(__file__).with_name("compiled") / "mlnt_pipeline.yaml"
 # every number is a float), and a wrong key or type fails with the field's name before any work. Each step's body
 # first calls configure_logging(take_over=True): KFP's executor has configured the root logger (logging.basicConfig)
 # before the body runs, so the steps' own setup would leave it alone; taken over, its handler escapes what a message
-# echoes from the data (a file name from a user's folder, a label), as the steps' command line does.
+# echoes from the data (a file name from a user's folder, a label), as the steps' command line does. It then sets
+# telemetry's variables from the ``pushgateway`` input and the mounted Secret (pipelines/pushgateway.py: a runtime
+# parameter reaches a step only as an input, KFP's set_env_variable takes a constant).
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
-def ingest(params_json: str, data_path: str, ingested: Output[Dataset]):
+def ingest(params_json: str, data_path: str, pushgateway: str, ingested: Output[Dataset]):
     """KFP step ingest: reads the raw dataset at ``data_path`` (the data volume) with params.yaml's ``ingest``
     section; writes the ``ingested`` Dataset folder (``components.ingest.run``: the arrays or shards and
     ``manifest.json``) and records the dataset and its class count in the artifact's metadata."""
@@ -55,15 +64,18 @@ def ingest(params_json: str, data_path: str, ingested: Output[Dataset]):
 
     from components.common.config import build, configure_logging
     from components.ingest import IngestConfig, run
+    from pipelines.pushgateway import configure as configure_pushgateway
 
     configure_logging(take_over=True)
+    configure_pushgateway(pushgateway)  # telemetry's address and credentials (pipelines/pushgateway.py)
     config = build(IngestConfig, {**json.loads(params_json), "path": data_path}, where="ingest")
     manifest = run(config, out=ingested.path)
     ingested.metadata.update(dataset=manifest["dataset"], classes=len(manifest["class_names"]))
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
-def validate(params_json: str, ingested: Input[Dataset], data_docs: Output[HTML], checks: Output[Metrics]):
+def validate(params_json: str, pushgateway: str, ingested: Input[Dataset], data_docs: Output[HTML],
+             checks: Output[Metrics]):
     """KFP step validate: reads the ``ingested`` Dataset; writes the Data Docs' index page to ``data_docs`` (HTML)
     and logs ``failed_expectations`` (the number of failed expectations) to ``checks``. On a failure the count is
     logged first and the step then fails with ``ValidationFailedError`` (one line per failure) once the page is
@@ -76,8 +88,10 @@ def validate(params_json: str, ingested: Input[Dataset], data_docs: Output[HTML]
 
     from components.common.config import build, configure_logging
     from components.validate import ValidateConfig, ValidationFailedError, run
+    from pipelines.pushgateway import configure as configure_pushgateway
 
     configure_logging(take_over=True)
+    configure_pushgateway(pushgateway)  # telemetry's address and credentials (pipelines/pushgateway.py)
     config = build(ValidateConfig, json.loads(params_json), where="validate")
     with tempfile.TemporaryDirectory() as out:
         try:  # a failed validation raises: the pipeline stops, nothing trains on bad data; the Data Docs show why
@@ -93,7 +107,8 @@ def validate(params_json: str, ingested: Input[Dataset], data_docs: Output[HTML]
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
-def noise(params_json: str, ingested: Input[Dataset], labels: Output[Dataset], rates: Output[Metrics]):
+def noise(params_json: str, pushgateway: str, ingested: Input[Dataset], labels: Output[Dataset],
+          rates: Output[Metrics]):
     """KFP step noise: reads the ``ingested`` Dataset; writes the ``labels`` Dataset folder (``labels.npz``,
     ``transition.json``, ``summary.json``) and logs ``realised_rate_train`` to ``rates`` where a clean label is
     known."""
@@ -101,15 +116,17 @@ def noise(params_json: str, ingested: Input[Dataset], labels: Output[Dataset], r
 
     from components.common.config import build, configure_logging
     from components.noise import NoiseConfig, run
+    from pipelines.pushgateway import configure as configure_pushgateway
 
     configure_logging(take_over=True)
+    configure_pushgateway(pushgateway)  # telemetry's address and credentials (pipelines/pushgateway.py)
     summary = run(build(NoiseConfig, json.loads(params_json), where="noise"), ingest=ingested.path, out=labels.path)
     if summary["realised_rate_train"] is not None:  # None: no clean label known
         rates.log_metric("realised_rate_train", summary["realised_rate_train"])
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
-def baseline(params_json: str, checkpoint_root: str, ingested: Input[Dataset], labels: Input[Dataset],
+def baseline(params_json: str, checkpoint_root: str, pushgateway: str, ingested: Input[Dataset], labels: Input[Dataset],
              model: Output[Model], scores: Output[Metrics]):
     """KFP step baseline: reads the ``ingested`` and ``labels`` Datasets; trains CE into the ``model`` folder
     (``model.pt``, ``final.pt``, ``metrics.json``, ``history.json``, ``live/``), checkpointing under
@@ -120,8 +137,10 @@ def baseline(params_json: str, checkpoint_root: str, ingested: Input[Dataset], l
 
     from components.baseline import BaselineConfig, run
     from components.common.config import build, configure_logging
+    from pipelines.pushgateway import configure as configure_pushgateway
 
     configure_logging(take_over=True)
+    configure_pushgateway(pushgateway)  # telemetry's address and credentials (pipelines/pushgateway.py)
     config = build(BaselineConfig, json.loads(params_json), where="baseline")
     metrics = run(config, ingest=ingested.path, noise=labels.path, out=model.path,
                   checkpoints=Path(checkpoint_root) / "baseline" if checkpoint_root else None)
@@ -130,7 +149,7 @@ def baseline(params_json: str, checkpoint_root: str, ingested: Input[Dataset], l
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
-def mlnt(params_json: str, checkpoint_root: str, ingested: Input[Dataset], labels: Input[Dataset],
+def mlnt(params_json: str, checkpoint_root: str, pushgateway: str, ingested: Input[Dataset], labels: Input[Dataset],
          baseline_model: Input[Model], model: Output[Model], scores: Output[Metrics]):
     """KFP step mlnt: reads the ``ingested`` and ``labels`` Datasets and ``model.pt`` of ``baseline_model``; trains
     MLNT into the ``model`` folder (``student.pt``, ``teacher.pt``, metrics, history, evaluations, ``live/``),
@@ -141,8 +160,10 @@ def mlnt(params_json: str, checkpoint_root: str, ingested: Input[Dataset], label
 
     from components.common.config import build, configure_logging
     from components.mlnt import MlntStepConfig, run
+    from pipelines.pushgateway import configure as configure_pushgateway
 
     configure_logging(take_over=True)
+    configure_pushgateway(pushgateway)  # telemetry's address and credentials (pipelines/pushgateway.py)
     config = build(MlntStepConfig, json.loads(params_json), where="mlnt")
     metrics = run(config, ingest=ingested.path, noise=labels.path, baseline=baseline_model.path, out=model.path,
                   checkpoints=Path(checkpoint_root) / "mlnt" if checkpoint_root else None)
@@ -151,9 +172,9 @@ def mlnt(params_json: str, checkpoint_root: str, ingested: Input[Dataset], label
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
-def evaluate(params_json: str, ingested: Input[Dataset], labels: Input[Dataset], baseline_model: Input[Model],
-             mlnt_model: Input[Model], evaluation: Output[Dataset], scores: Output[Metrics],
-             confusion: Output[ClassificationMetrics]):
+def evaluate(params_json: str, pushgateway: str, ingested: Input[Dataset], labels: Input[Dataset],
+             baseline_model: Input[Model], mlnt_model: Input[Model], evaluation: Output[Dataset],
+             scores: Output[Metrics], confusion: Output[ClassificationMetrics]):
     """KFP step evaluate: reads the ``ingested`` and ``labels`` Datasets and the model files of ``baseline_model``
     and ``mlnt_model``; writes the ``evaluation`` folder (``metrics.json``, the confusion, calibration, label-issue
     and ROC CSVs), logs each model's clean-test accuracy (and the label-issue F1 where there is ground truth) to
@@ -164,8 +185,10 @@ def evaluate(params_json: str, ingested: Input[Dataset], labels: Input[Dataset],
 
     from components.common.config import build, configure_logging
     from components.evaluate import EvaluateConfig, run
+    from pipelines.pushgateway import configure as configure_pushgateway
 
     configure_logging(take_over=True)
+    configure_pushgateway(pushgateway)  # telemetry's address and credentials (pipelines/pushgateway.py)
     config = build(EvaluateConfig, json.loads(params_json), where="evaluate")
     metrics = run(config, ingest=ingested.path, noise=labels.path, baseline=baseline_model.path,
                   mlnt=mlnt_model.path, out=evaluation.path)
@@ -184,7 +207,7 @@ def evaluate(params_json: str, ingested: Input[Dataset], labels: Input[Dataset],
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def export(params_json: str, ingest_params: str, validate_params: str, noise_params: str, baseline_params: str,
-           mlnt_params: str, evaluate_params: str, ingested: Input[Dataset], labels: Input[Dataset],
+           mlnt_params: str, evaluate_params: str, pushgateway: str, ingested: Input[Dataset], labels: Input[Dataset],
            baseline_model: Input[Model], mlnt_model: Input[Model], evaluation: Input[Dataset],
            onnx_model: Output[Model]):
     """KFP step export: reads the ``ingested`` and ``labels`` Datasets, both models' folders and the ``evaluation``
@@ -195,8 +218,10 @@ def export(params_json: str, ingest_params: str, validate_params: str, noise_par
 
     from components.common.config import build, configure_logging
     from components.export import ExportConfig, run
+    from pipelines.pushgateway import configure as configure_pushgateway
 
     configure_logging(take_over=True)
+    configure_pushgateway(pushgateway)  # telemetry's address and credentials (pipelines/pushgateway.py)
     config = build(ExportConfig, json.loads(params_json), where="export")
     given = (ingest_params, validate_params, noise_params, baseline_params, mlnt_params, evaluate_params, params_json)
     params = dict(zip(("ingest", "validate", "noise", "baseline", "mlnt", "evaluate", "export"),
@@ -207,7 +232,7 @@ def export(params_json: str, ingest_params: str, validate_params: str, noise_par
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
-def gate(params_json: str, registry: str, onnx_model: Input[Model], evaluation: Input[Dataset],
+def gate(params_json: str, registry: str, pushgateway: str, onnx_model: Input[Model], evaluation: Input[Dataset],
          decision: Output[Artifact]) -> bool:
     """Decide and, on a pass, promote into the registry; returns whether it passed (the deploy condition)."""
     import json
@@ -217,8 +242,10 @@ def gate(params_json: str, registry: str, onnx_model: Input[Model], evaluation: 
 
     from components.common.config import build, configure_logging
     from components.gate import GateConfig, run
+    from pipelines.pushgateway import configure as configure_pushgateway
 
     configure_logging(take_over=True)
+    configure_pushgateway(pushgateway)  # telemetry's address and credentials (pipelines/pushgateway.py)
     config = build(GateConfig, {**json.loads(params_json), "registry": registry}, where="gate")
     with tempfile.TemporaryDirectory() as out:
         result = run(config, export=onnx_model.path, evaluate=evaluation.path, out=out)
@@ -267,6 +294,14 @@ def _with_shared_memory(task: dsl.PipelineTask, size: str = "4Gi") -> dsl.Pipeli
     return task
 
 
+def _pushes_metrics(task: dsl.PipelineTask) -> dsl.PipelineTask:
+    """The Pushgateway's credentials for a step that pushes its metrics: the Secret ``mlnt-pushgateway`` as files at
+    ``pushgateway.SECRET_MOUNT``, optional (without it the step runs and pushes unauthenticated, or not at all),
+    which the step's ``configure_pushgateway`` hands to telemetry."""
+    return kubernetes.use_secret_as_volume(task, secret_name=pushgateway.SECRET, mount_path=pushgateway.SECRET_MOUNT,
+                                           optional=True)
+
+
 def _on_gpu_pool(task: dsl.PipelineTask) -> dsl.PipelineTask:
     task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
     task.set_cpu_request("4").set_memory_request("16G").set_memory_limit("32G")
@@ -280,32 +315,35 @@ def _on_gpu_pool(task: dsl.PipelineTask) -> dsl.PipelineTask:
 @dsl.pipeline(name="mlnt-pipeline", description="Noisy-label training with MLNT, from raw data to a gated release")
 def mlnt_pipeline(data_path: str = f"{DATA_MOUNT}/fashion-mnist", registry: str = REGISTRY_MOUNT,
                   storage_uri: str = "pvc://mlnt-registry", namespace: str = "mlnt", apply_deploy: bool = True,
-                  checkpoint_root: str = CHECKPOINT_MOUNT,
+                  checkpoint_root: str = CHECKPOINT_MOUNT, pushgateway: str = "",
                   ingest_params: str = SECTIONS["ingest"], validate_params: str = SECTIONS["validate"],
                   noise_params: str = SECTIONS["noise"], baseline_params: str = SECTIONS["baseline"],
                   mlnt_params: str = SECTIONS["mlnt"], evaluate_params: str = SECTIONS["evaluate"],
                   export_params: str = SECTIONS["export"], gate_params: str = SECTIONS["gate"]):
-    """``<step>_params``: the step's params.yaml section as JSON text (``pipelines.run`` writes them)."""
-    reading = ingest(params_json=ingest_params, data_path=data_path)
+    """``<step>_params``: the step's params.yaml section as JSON text (``pipelines.run`` writes them).
+    ``pushgateway``: the Pushgateway of the training metrics (``host:port`` or a URL, no credentials; empty: none)."""
+    reading = ingest(params_json=ingest_params, data_path=data_path, pushgateway=pushgateway)
     reading.set_caching_options(False)  # the data behind data_path can change while the path stays the same
     ingested = kubernetes.mount_pvc(reading, pvc_name=DATA_PVC, mount_path=DATA_MOUNT).outputs["ingested"]
-    checked = _with_shared_memory(validate(params_json=validate_params, ingested=ingested))
-    labelled = noise(params_json=noise_params, ingested=ingested).after(checked)
+    checked = _with_shared_memory(validate(params_json=validate_params, pushgateway=pushgateway, ingested=ingested))
+    labelled = noise(params_json=noise_params, pushgateway=pushgateway, ingested=ingested).after(checked)
     labels = labelled.outputs["labels"]
-    ce = _on_gpu_pool(baseline(params_json=baseline_params, checkpoint_root=checkpoint_root, ingested=ingested,
-                               labels=labels))
-    meta = _on_gpu_pool(mlnt(params_json=mlnt_params, checkpoint_root=checkpoint_root, ingested=ingested, labels=labels,
-                             baseline_model=ce.outputs["model"]))
-    evaluated = _with_shared_memory(evaluate(params_json=evaluate_params, ingested=ingested, labels=labels,
-                                             baseline_model=ce.outputs["model"], mlnt_model=meta.outputs["model"]))
+    ce = _pushes_metrics(_on_gpu_pool(baseline(params_json=baseline_params, checkpoint_root=checkpoint_root,
+                                               pushgateway=pushgateway, ingested=ingested, labels=labels)))
+    meta = _pushes_metrics(_on_gpu_pool(mlnt(params_json=mlnt_params, checkpoint_root=checkpoint_root,
+                                             pushgateway=pushgateway, ingested=ingested, labels=labels,
+                                             baseline_model=ce.outputs["model"])))
+    evaluated = _pushes_metrics(_with_shared_memory(evaluate(
+        params_json=evaluate_params, pushgateway=pushgateway, ingested=ingested, labels=labels,
+        baseline_model=ce.outputs["model"], mlnt_model=meta.outputs["model"])))
     exported = _with_shared_memory(export(params_json=export_params, ingest_params=ingest_params,
                                           validate_params=validate_params, noise_params=noise_params,
                                           baseline_params=baseline_params, mlnt_params=mlnt_params,
-                                          evaluate_params=evaluate_params, ingested=ingested, labels=labels,
-                                          baseline_model=ce.outputs["model"], mlnt_model=meta.outputs["model"],
-                                          evaluation=evaluated.outputs["evaluation"]))
-    gated = gate(params_json=gate_params, registry=registry, onnx_model=exported.outputs["onnx_model"],
-                 evaluation=evaluated.outputs["evaluation"])
+                                          evaluate_params=evaluate_params, pushgateway=pushgateway, ingested=ingested,
+                                          labels=labels, baseline_model=ce.outputs["model"],
+                                          mlnt_model=meta.outputs["model"], evaluation=evaluated.outputs["evaluation"]))
+    gated = _pushes_metrics(gate(params_json=gate_params, registry=registry, pushgateway=pushgateway,
+                                 onnx_model=exported.outputs["onnx_model"], evaluation=evaluated.outputs["evaluation"]))
     gated.set_caching_options(False)  # the decision depends on the registry's champion, not only on the inputs
     kubernetes.mount_pvc(gated, pvc_name=REGISTRY_PVC, mount_path=REGISTRY_MOUNT)
     with dsl.If(gated.outputs["Output"] == True):  # noqa: E712 - a KFP condition, not Python

@@ -2,7 +2,7 @@
 
     python -m pipelines.run --local [--data data/fashion-mnist] [--params params.yaml] [--tiny] [--root artifacts/kfp]
     python -m pipelines.run --host https://kfp.example.com [--data /mnt/data/fashion-mnist] [--params FILE]
-                            [--experiment mlnt] [--service-account mlnt-pipeline]
+                            [--experiment mlnt] [--service-account mlnt-pipeline] [--pushgateway ADDRESS]
 
 ``--local`` runs every step as a subprocess of this Python (``kfp.local.SubprocessRunner(use_venv=False)``), so the
 project must be installed here (``make setup``); the deploy step writes the InferenceService it would create (the
@@ -10,7 +10,9 @@ one of k8s/, serving the released version) without applying it. ``--tiny`` short
 (on every ingested image: point ``--data`` at a small folder): a smoke run of the whole graph.
 ``--host`` compiles the pipeline and submits a run; the server pulls the project image and uses its GPU node pool.
 ``--params`` gives every step's section from another params file, e.g. ``recipes/clothing1m.yaml`` with
-``--data /mnt/data/clothing1m``.
+``--data /mnt/data/clothing1m``. ``--pushgateway`` (default: ``$MLNT_PUSHGATEWAY``, which the weekly CronJob reads from
+the ConfigMap ``mlnt-pushgateway``) is the pipeline parameter ``pushgateway``: where the steps push their training
+metrics (pipelines/pushgateway.py); empty, nothing is pushed.
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
 
 from components.common.config import load_params
+from components.common.telemetry import PUSHGATEWAY_ENV, has_userinfo, redact_address
 from pipelines.mlnt_pipeline import PARAMS, compile_pipeline, mlnt_pipeline
 
 SERVICE_ACCOUNT = "mlnt-pipeline"  # k8s/base/rbac.yaml
@@ -35,38 +39,46 @@ TINY = {"noise": {"train_size": 0, "val_fraction": 0.2},
         "gate": {"min_accuracy": 0.0}}
 
 
-def pipeline_arguments(data: str, *, tiny: bool, params_file: Path | None = None) -> dict:
+def pipeline_arguments(data: str, *, tiny: bool, params_file: Path | None = None, pushgateway: str = "") -> dict:
     """The pipeline's parameters: each step's section of ``params_file`` (default params.yaml; shortened by
-    ``--tiny``) as JSON text, and the data path."""
+    ``--tiny``) as JSON text, the data path and the Pushgateway's address (empty: no push). An address with
+    credentials (``user:password@``) is a ``ValueError``: a run's parameters are stored and shown with the run."""
+    if has_userinfo(pushgateway):
+        raise ValueError(f"pushgateway: the address {redact_address(pushgateway)} carries credentials, which a run "
+                         "stores with its parameters: give them in the Secret mlnt-pushgateway (docs/monitoring.md)")
     params = copy.deepcopy(PARAMS if params_file is None else load_params(params_file))
     missing = sorted(set(PARAMS) - set(params))
     if missing:
         raise ValueError(f"{params_file}: expected a section for every step, found none for {', '.join(missing)}")
     for section, values in (TINY if tiny else {}).items():
         params[section].update(values)
-    return {"data_path": data, **{f"{section}_params": json.dumps(values) for section, values in params.items()}}
+    return {"data_path": data, "pushgateway": pushgateway,
+            **{f"{section}_params": json.dumps(values) for section, values in params.items()}}
 
 
-def run_local(data: Path, *, root: Path, registry: Path, tiny: bool, params_file: Path | None = None) -> str:
+def run_local(data: Path, *, root: Path, registry: Path, tiny: bool, params_file: Path | None = None,
+              pushgateway: str = "") -> str:
     """Every step in order with the KFP local runner; returns what the registry's ``latest`` release is now."""
     from kfp import local  # noqa: PLC0415 - only the local mode needs the runner
 
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
     mlnt_pipeline(registry=str(registry), apply_deploy=False, checkpoint_root=str(Path(root).resolve() / "checkpoints"),
-                  **pipeline_arguments(str(Path(data).resolve()), tiny=tiny, params_file=params_file))
+                  **pipeline_arguments(str(Path(data).resolve()), tiny=tiny, params_file=params_file,
+                                       pushgateway=pushgateway))
     latest = Path(registry) / "latest"
     return f"{latest} -> {latest.readlink()}" if latest.is_symlink() else f"nothing released in {registry}"
 
 
 def submit(host: str, data: str, *, experiment: str, tiny: bool, service_account: str = SERVICE_ACCOUNT,
-           params_file: Path | None = None) -> str:
+           params_file: Path | None = None, pushgateway: str = "") -> str:
     """Compile and submit one run to the Kubeflow Pipelines server at ``host``, its pods running as
     ``service_account`` (k8s/base/rbac.yaml: what KFP's launcher needs, nothing else; the deploy step alone mounts
     the ``mlnt-deployer`` token that may patch the InferenceService); returns the run id."""
     import kfp  # noqa: PLC0415
 
+    # the arguments first: a wrong one fails as itself, before the client connects
+    arguments = pipeline_arguments(data, tiny=tiny, params_file=params_file, pushgateway=pushgateway)
     client = kfp.Client(host=host)
-    arguments = pipeline_arguments(data, tiny=tiny, params_file=params_file)
     with tempfile.TemporaryDirectory() as folder:
         package = compile_pipeline(Path(folder) / "mlnt_pipeline.yaml")
         run = client.create_run_from_pipeline_package(str(package), arguments=arguments,
@@ -94,16 +106,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--experiment", default="mlnt", help="--host: the experiment of the run")
     parser.add_argument("--service-account", default=SERVICE_ACCOUNT,
                         help="--host: the run's Kubernetes service account (default: %(default)s)")
+    parser.add_argument("--pushgateway", default=os.environ.get(PUSHGATEWAY_ENV, ""),
+                        help=f"where the steps push their training metrics, host:port or a URL without credentials "
+                             f"(default: ${PUSHGATEWAY_ENV}; empty: no push)")
     args = parser.parse_args(argv)
     try:
         if args.local:
             registry = args.registry or args.root / "releases"  # never moves dvc repro's releases/latest
             released = run_local(Path(args.data), root=args.root, registry=registry, tiny=args.tiny,
-                                 params_file=args.params)
+                                 params_file=args.params, pushgateway=args.pushgateway)
             print(f"pipeline finished; artifacts under {args.root}; release: {released}")
         else:
             run_id = submit(args.host, args.data, experiment=args.experiment, tiny=args.tiny,
-                            service_account=args.service_account, params_file=args.params)
+                            service_account=args.service_account, params_file=args.params,
+                            pushgateway=args.pushgateway)
             print(f"submitted run {run_id}")
     except Exception as err:  # the runner and the client raise many types; one line for the user
         print(f"error: pipelines.run: {err}", file=sys.stderr)

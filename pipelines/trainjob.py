@@ -2,6 +2,7 @@
 
     python -m pipelines.trainjob [--namespace mlnt] [--context CTX] [--name NAME] [--image IMAGE] [--nodes 2]
                                  [--gpus-per-node 1] [--cpu 8] [--memory 32Gi]
+                                 [--pushgateway ADDRESS [--pushgateway-user USER]]
 
 The job is the one ``k8s/overlays/prod`` declares (``k8s/base/training/trainjob.yaml`` plus the prod patches): the
 ``torch-distributed`` ClusterTrainingRuntime, ``torchrun -m components.mlnt`` on every node (the runtime sets the
@@ -12,6 +13,14 @@ context. ``tests/test_trainjob.py`` fails when this module and the manifest drif
 job is not created suspended: submitting is the decision to train. Without ``--name`` the SDK names the job; the
 checkpoints do not depend on the name, so a new job resumes where an earlier one with the same configuration stopped.
 
+The Pushgateway of the training metrics (pipelines/pushgateway.py): the manifest's TrainJob reads the address from
+the ConfigMap ``mlnt-pushgateway`` and the credentials from the Secret ``mlnt-pushgateway``, both optional; the SDK
+(kubeflow 0.5.0) gives the trainer literal environment values only, and Kubeflow Trainer takes the ``node``
+container's variables from ``spec.trainer`` alone. So here the address is ``--pushgateway`` (default:
+``$MLNT_PUSHGATEWAY``; empty: no push) and, for a Pushgateway with basic authentication, ``--pushgateway-user`` names
+the user and mounts the same Secret (optional) at ``/var/run/secrets/mlnt-pushgateway``, whose ``password`` file
+telemetry reads (``MLNT_PUSHGATEWAY_PASSWORD_FILE``).
+
 The cluster and the credentials are kubectl's (the kubeconfig's current context, or the pod's service account in a
 cluster). That identity needs ``get`` on ``clustertrainingruntimes`` (the SDK reads the runtime first) and ``create``
 on ``trainjobs`` (group ``trainer.kubeflow.org``) in the namespace; ``k8s/`` grants neither to its accounts.
@@ -20,8 +29,12 @@ on ``trainjobs`` (group ``trainer.kubeflow.org``) in the namespace; ``k8s/`` gra
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import dataclass
+
+from components.common.telemetry import PASSWORD_FILE_ENV, PUSHGATEWAY_ENV, USERNAME_ENV, has_userinfo
+from pipelines import pushgateway
 
 RUNTIME = "torch-distributed"  # the ClusterTrainingRuntime Kubeflow Trainer installs with its runtimes
 IMAGE = "ghcr.io/mlnt-pipeline/mlnt-pipeline:0.1.0-gpu"
@@ -41,6 +54,7 @@ MOUNTS = [{"name": "artifacts", "mountPath": "/app/artifacts"},
           {"name": "data", "mountPath": "/app/data", "readOnly": True},
           {"name": "tmp", "mountPath": "/tmp"},
           {"name": "dshm", "mountPath": "/dev/shm"}]  # the data loader's workers share tensors through /dev/shm
+PUSHGATEWAY_VOLUME = "pushgateway"  # the Secret pipelines/pushgateway.py names, with --pushgateway-user
 
 
 @dataclass(frozen=True)
@@ -56,6 +70,8 @@ class TrainJobSettings:
     params: str = "/app/params.yaml"  # baked into the image
     service_account: str = "mlnt-training"  # k8s/base/rbac.yaml: no role, no token
     node_pool: str = "gpu"
+    pushgateway: str = ""  # the training metrics' Pushgateway (host:port or a URL); empty: no push
+    pushgateway_user: str = ""  # its basic-authentication user; the password: the Secret mlnt-pushgateway
 
     def __post_init__(self):
         if self.num_nodes < 1:
@@ -65,15 +81,45 @@ class TrainJobSettings:
             # limit: CPU training goes through k8s/overlays/dev (numProcPerNode: 1) instead.
             raise ValueError(f"gpus_per_node: expected at least 1 (CPU runs: apply k8s/overlays/dev), "
                              f"found {self.gpus_per_node}")
+        if has_userinfo(self.pushgateway):
+            raise ValueError("pushgateway: credentials in the address are never read (and would be stored in the "
+                             "TrainJob): give the user with pushgateway_user and the password in the Secret "
+                             f"{pushgateway.SECRET}")
+        if self.pushgateway_user and not self.pushgateway:
+            raise ValueError("pushgateway_user: set without pushgateway, the address it authenticates to")
+
+
+def environment(settings: TrainJobSettings) -> dict[str, str]:
+    """The trainer's environment: ``HOME=/tmp`` (caches go to the writable /tmp) and, with a Pushgateway, the variables
+    ``components.common.telemetry`` reads: its address and, with a user, the user and the mounted password file."""
+    env = {"HOME": "/tmp"}
+    if settings.pushgateway:
+        env[PUSHGATEWAY_ENV] = settings.pushgateway
+    if settings.pushgateway_user:
+        env[USERNAME_ENV] = settings.pushgateway_user
+        env[PASSWORD_FILE_ENV] = f"{pushgateway.SECRET_MOUNT}/{pushgateway.PASSWORD_KEY}"
+    return env
 
 
 def volumes(settings: TrainJobSettings) -> list[dict]:
     """The pods' volumes: the ``mlnt-artifacts`` and (read-only) ``mlnt-data`` claims, an emptyDir of 4Gi for
-    ``/tmp`` and ``/dev/shm`` in memory, ``settings.shm`` large."""
-    return [{"name": "artifacts", "persistentVolumeClaim": {"claimName": "mlnt-artifacts"}},
-            {"name": "data", "persistentVolumeClaim": {"claimName": "mlnt-data", "readOnly": True}},
-            {"name": "tmp", "emptyDir": {"sizeLimit": "4Gi"}},
-            {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": settings.shm}}]
+    ``/tmp`` and ``/dev/shm`` in memory, ``settings.shm`` large; with a Pushgateway user, the Secret
+    ``mlnt-pushgateway`` (optional: without it the job trains, and telemetry warns that it cannot read the
+    password)."""
+    found = [{"name": "artifacts", "persistentVolumeClaim": {"claimName": "mlnt-artifacts"}},
+             {"name": "data", "persistentVolumeClaim": {"claimName": "mlnt-data", "readOnly": True}},
+             {"name": "tmp", "emptyDir": {"sizeLimit": "4Gi"}},
+             {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": settings.shm}}]
+    if settings.pushgateway_user:
+        found.append({"name": PUSHGATEWAY_VOLUME, "secret": {"secretName": pushgateway.SECRET, "optional": True}})
+    return found
+
+
+def mounts(settings: TrainJobSettings) -> list[dict]:
+    """The trainer container's mounts: ``MOUNTS``, and the Pushgateway's Secret (read-only) with a user."""
+    if not settings.pushgateway_user:
+        return list(MOUNTS)
+    return [*MOUNTS, {"name": PUSHGATEWAY_VOLUME, "mountPath": pushgateway.SECRET_MOUNT, "readOnly": True}]
 
 
 def trainer(settings: TrainJobSettings):
@@ -81,7 +127,7 @@ def trainer(settings: TrainJobSettings):
     from kubeflow.trainer import CustomTrainerContainer  # noqa: PLC0415 - only submitting needs the SDK
 
     return CustomTrainerContainer(
-        image=settings.image, num_nodes=settings.num_nodes, env={"HOME": "/tmp"},  # caches go to the writable /tmp
+        image=settings.image, num_nodes=settings.num_nodes, env=environment(settings),
         resources_per_node={"cpu": settings.cpu, "memory": settings.memory, "gpu": settings.gpus_per_node})
 
 
@@ -92,7 +138,7 @@ def options(settings: TrainJobSettings, *, name: str | None = None) -> list:
 
     pod = o.PodSpecPatch(
         service_account_name=settings.service_account, security_context=POD_SECURITY,
-        containers=[o.ContainerPatch(name=NODE, security_context=CONTAINER_SECURITY, volume_mounts=MOUNTS)],
+        containers=[o.ContainerPatch(name=NODE, security_context=CONTAINER_SECURITY, volume_mounts=mounts(settings))],
         volumes=volumes(settings), node_selector={GPU_POOL_LABEL: settings.node_pool},
         tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}])
     job = o.ReplicatedJobPatch(name=NODE, template=o.JobTemplatePatch(spec=o.JobSpecPatch(
@@ -131,10 +177,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="GPUs per node, one training process each (default: %(default)s)")
     parser.add_argument("--cpu", default=defaults.cpu, help="CPUs per node (default: %(default)s)")
     parser.add_argument("--memory", default=defaults.memory, help="memory per node (default: %(default)s)")
+    parser.add_argument("--pushgateway", default=os.environ.get(PUSHGATEWAY_ENV, ""),
+                        help=f"where the job pushes its training metrics, host:port or a URL without credentials "
+                             f"(default: ${PUSHGATEWAY_ENV}; empty: no push)")
+    parser.add_argument("--pushgateway-user", default="",
+                        help=f"the Pushgateway's basic-authentication user; the password is the key "
+                             f"'{pushgateway.PASSWORD_KEY}' of the Secret {pushgateway.SECRET}, mounted into the job")
     args = parser.parse_args(argv)
     try:
         settings = TrainJobSettings(image=args.image, num_nodes=args.nodes, gpus_per_node=args.gpus_per_node,
-                                    cpu=args.cpu, memory=args.memory)
+                                    cpu=args.cpu, memory=args.memory, pushgateway=args.pushgateway,
+                                    pushgateway_user=args.pushgateway_user)
         name = submit(settings, name=args.name, namespace=args.namespace, context=args.context)
     except Exception as err:  # the settings, the kubeconfig and the API raise many types; one line for the user
         print(f"error: pipelines.trainjob: {err}", file=sys.stderr)

@@ -11,7 +11,11 @@
   k8s/schemas/ (README there); the core types embedded in custom resources (pod templates, containers, metadata, the
   TrainJob's pod) against the Kubernetes schemas again.
 - Every render twice: as checked in (the TrainJob), and with components/training-operator-v1 listed in the
-  kustomization, as docs/deploy.md says for clusters on Training Operator v1.x (the PyTorchJob instead).
+  kustomization, as docs/deploy.md says for clusters on Training Operator v1.x (the PyTorchJob instead); and with
+  components/storage-egress (a model in object storage, docs/deploy.md step 4), alone and with an overlay's CIDR.
+- Training metrics: the training pods and the toolbox read the Pushgateway's address from the ConfigMap
+  mlnt-pushgateway and its credentials from the Secret mlnt-pushgateway, optional; the weekly run passes the address
+  on to the pipeline; an overlay sets it as docs/deploy.md (step 9) shows.
 - Policies: hardened containers with requests and limits, GPUs in prod only, least-privilege RBAC, no credentials,
   and references that hold together (runtime, selectors, volumes, image, the commands' CLIs).
 - Security (issue 20): no pod mounts an API token (each says so itself where its kind lets it); the pipeline's run
@@ -51,6 +55,10 @@ TARGETS = ("base", "overlays/dev", "overlays/prod")
 V1 = "training-operator-v1"  # k8s/components/training-operator-v1: the PyTorchJob in place of the TrainJob
 V1_TARGETS = tuple(f"{target}+{V1}" for target in TARGETS)
 ALL_TARGETS = TARGETS + V1_TARGETS
+STORAGE = "storage-egress"  # k8s/components/storage-egress: the predictor may reach object storage on TCP 443
+STORAGE_TARGETS = tuple(f"{target}+{STORAGE}" for target in TARGETS)
+STORAGE_POLICY = "mlnt-classifier-storage-egress"
+DOCUMENTATION_CIDR = "192.0.2.0/24"  # RFC 5737 TEST-NET-1: the component's placeholder, which reaches nothing
 K8S_VERSION = kubernetes_validate.utils.latest_version()  # the newest Kubernetes the package has schemas for
 CORE_API_VERSIONS = {"v1", "apps/v1", "batch/v1", "rbac.authorization.k8s.io/v1", "policy/v1", "autoscaling/v2",
                      "networking.k8s.io/v1"}
@@ -137,6 +145,17 @@ def render(target: str) -> tuple[dict, ...]:
         up = "../" * len(Path(folder).parts)
         kustomization.write_text(f"{kustomization.read_text()}components:\n  - {up}components/{component}\n")
         return tuple(doc for doc in yaml.safe_load_all(kustomize(tree / folder)) if doc)
+
+
+def render_overlay(target: str, kustomization: str) -> tuple[dict, ...]:
+    """What ``kubectl kustomize`` renders for an overlay of ``k8s/<target>`` whose kustomization adds ``kustomization``
+    (YAML: what docs/deploy.md tells a user to write into theirs), in a copy of k8s/."""
+    with tempfile.TemporaryDirectory() as scratch:
+        tree = shutil.copytree(K8S, Path(scratch) / "k8s")
+        folder = tree / "overlays" / "user"
+        folder.mkdir()
+        (folder / "kustomization.yaml").write_text(f"resources:\n  - ../../{target}\n{kustomization}")
+        return tuple(doc for doc in yaml.safe_load_all(kustomize(folder)) if doc)
 
 
 def name(obj: dict) -> str:
@@ -958,6 +977,107 @@ def test_the_weekly_run_submits_with_the_real_cli(target, monkeypatch):
     assert calls[0][2]["experiment"] == "mlnt" and calls[0][2]["service_account"] == RUN_ACCOUNT
 
 
+# Training metrics: the Pushgateway ------------------------------------------------------------------------------
+# The address from the ConfigMap base generates, the credentials from a Secret the cluster holds; both optional.
+PUSHGATEWAY_ADDRESS_REF = {"configMapKeyRef": {"name": "mlnt-pushgateway", "key": "address", "optional": True}}
+PUSHGATEWAY_CREDENTIAL_REFS = {
+    "MLNT_PUSHGATEWAY_USERNAME": {"secretKeyRef": {"name": "mlnt-pushgateway", "key": "username", "optional": True}},
+    "MLNT_PUSHGATEWAY_PASSWORD": {"secretKeyRef": {"name": "mlnt-pushgateway", "key": "password", "optional": True}}}
+PUSHGATEWAY_ADDRESS = "http://prometheus-pushgateway.monitoring.svc:9091"
+# What docs/deploy.md (step 9) tells a user to write into an overlay to set the address.
+PUSHGATEWAY_OVERLAY = f"""configMapGenerator:
+  - name: mlnt-pushgateway
+    behavior: merge
+    literals:
+      - address={PUSHGATEWAY_ADDRESS}
+"""
+
+
+def pushing_containers(target: str) -> list[tuple[str, dict]]:
+    """(where, container) for every container of a render that runs a step which pushes metrics: the training job's
+    (TrainJob or PyTorchJob) and the toolbox's, which runs any step."""
+    return [(where, container) for where, _, container in containers(target)
+            if where.startswith(("TrainJob/", "PyTorchJob/", "Pod/mlnt-toolbox"))]
+
+
+def test_the_reference_names_are_telemetrys_and_the_pipelines():
+    from components.common import telemetry  # noqa: PLC0415
+    from pipelines import pushgateway  # noqa: PLC0415
+
+    assert set(PUSHGATEWAY_CREDENTIAL_REFS) == {telemetry.USERNAME_ENV, telemetry.PASSWORD_ENV}
+    assert telemetry.PUSHGATEWAY_ENV == "MLNT_PUSHGATEWAY"
+    assert (pushgateway.CONFIG_MAP, pushgateway.ADDRESS_KEY) == ("mlnt-pushgateway", "address")
+    assert {ref["secretKeyRef"]["key"] for ref in PUSHGATEWAY_CREDENTIAL_REFS.values()} == {
+        pushgateway.USERNAME_KEY, pushgateway.PASSWORD_KEY}
+    assert {ref["secretKeyRef"]["name"] for ref in PUSHGATEWAY_CREDENTIAL_REFS.values()} == {pushgateway.SECRET}
+
+
+@pytest.mark.parametrize("target", [*ALL_TARGETS, "tools"])
+def test_every_training_container_and_the_toolbox_read_the_pushgateway(target):
+    """Without them the steps push nothing in the cluster (components/common/telemetry.py reads the variables): the
+    address from the ConfigMap mlnt-pushgateway, the user and password from the Secret mlnt-pushgateway, every
+    reference optional so that a cluster without either still trains (and pushes nothing, or unauthenticated)."""
+    found = pushing_containers(target)
+    assert len(found) == (1 if target == "tools" else
+                          len(replicas(target)) if V1 in target else 1), [where for where, _ in found]
+    for where, container in found:
+        env = {e["name"]: e for e in container.get("env", [])}
+        assert env["MLNT_PUSHGATEWAY"] == {"name": "MLNT_PUSHGATEWAY", "valueFrom": PUSHGATEWAY_ADDRESS_REF}, where
+        for variable, ref in PUSHGATEWAY_CREDENTIAL_REFS.items():
+            assert env[variable] == {"name": variable, "valueFrom": ref}, f"{where}: {variable}"
+        assert "MLNT_PUSHGATEWAY_PASSWORD_FILE" not in env, f"{where}: a file that exists only with the Secret"
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_the_pushgateway_address_is_an_empty_configmap_until_an_overlay_sets_it(target):
+    """base generates the ConfigMap empty (no push), under its plain name (the TrainJob and the PyTorchJob name it
+    where kustomize cannot rewrite a hashed name); the overlay that docs/deploy.md shows sets the address."""
+    [config] = [o for o in objects(target, "ConfigMap") if o["metadata"]["name"] == "mlnt-pushgateway"]
+    assert config["data"] == {"address": ""}
+    rendered = render_overlay(target, PUSHGATEWAY_OVERLAY)
+    [config] = [o for o in rendered if (o["kind"], o["metadata"]["name"]) == ("ConfigMap", "mlnt-pushgateway")]
+    assert config["data"] == {"address": PUSHGATEWAY_ADDRESS}
+    [job] = [o for o in rendered if o["kind"] == "TrainJob"]
+    [address] = [e for e in job["spec"]["trainer"]["env"] if e["name"] == "MLNT_PUSHGATEWAY"]
+    assert address["valueFrom"]["configMapKeyRef"]["name"] == config["metadata"]["name"]
+    assert not [f"{name(o)}: {e}" for o in rendered for e in schema_errors(o)]
+    guide = (ROOT / "docs" / "deploy.md").read_text()
+    assert "\n".join(line.removeprefix("   ") for line in guide.splitlines()).count(PUSHGATEWAY_OVERLAY) == 1, \
+        "docs/deploy.md (step 9) shows another overlay"
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_the_weekly_run_passes_the_pushgateway_to_the_pipeline(target, monkeypatch):
+    """The weekly submitter reads the address from the ConfigMap; pipelines.run passes it on as the run's parameter
+    pushgateway, which every KFP step takes (tests/test_kfp_pipeline.py)."""
+    import pipelines.run  # noqa: PLC0415
+
+    container = one(target, "CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["MLNT_PUSHGATEWAY"]["valueFrom"] == PUSHGATEWAY_ADDRESS_REF
+    assert not set(PUSHGATEWAY_CREDENTIAL_REFS) & set(env), "the submitter pushes nothing: no credentials"
+    calls = []
+    monkeypatch.setattr(pipelines.run, "submit", lambda host, data, **kw: calls.append(kw) or "run-1")
+    monkeypatch.setenv("MLNT_PUSHGATEWAY", PUSHGATEWAY_ADDRESS)  # what the kubelet sets from the ConfigMap
+    assert pipelines.run.main(container["command"][3:] + container["args"]) == 0
+    assert calls[0]["pushgateway"] == PUSHGATEWAY_ADDRESS
+    monkeypatch.setenv("MLNT_PUSHGATEWAY", "")  # the ConfigMap as base renders it
+    assert pipelines.run.main(container["command"][3:] + container["args"]) == 0
+    assert calls[1]["pushgateway"] == ""
+
+
+@pytest.mark.parametrize("target", [*ALL_TARGETS, "tools"])
+def test_every_secret_reference_is_the_pushgateways_and_optional(target):
+    """The one Secret pods read by reference (k8s/ holds none but the deployer's token): the Pushgateway's, optional,
+    and only where a step pushes metrics."""
+    refs = [(where, e) for where, _, container in containers(target) for e in container.get("env", [])
+            if "secretKeyRef" in e.get("valueFrom", {})]
+    assert refs
+    for where, e in refs:
+        assert where.startswith(("TrainJob/", "PyTorchJob/", "Pod/mlnt-toolbox")), where
+        assert e["valueFrom"] == PUSHGATEWAY_CREDENTIAL_REFS[e["name"]], f"{where}: {e}"
+
+
 # Network --------------------------------------------------------------------------------------------------------
 def selects(policy: dict, labels: dict[str, str]) -> bool:
     """Whether a NetworkPolicy's podSelector selects pods carrying ``labels`` (matchLabels and matchExpressions)."""
@@ -1045,6 +1165,69 @@ def test_training_nodes_accept_connections_from_each_other_only(target):
     assert pods
     [policy] = [p for p in policies_for(target, labels, "Ingress") if p["spec"]["podSelector"] != {}]
     assert policy["spec"]["ingress"] == [{"from": [{"podSelector": {"matchLabels": labels}}]}]
+
+
+# The model from object storage: components/storage-egress (docs/deploy.md, step 4) -------------------------------
+STORAGE_CIDR = "203.0.113.0/24"  # RFC 5737 TEST-NET-3: the address block a user sets, here
+# What docs/deploy.md (step 4) tells a user to write into an overlay: the component, and the CIDR it reaches.
+STORAGE_OVERLAY = f"""components:
+  - ../../components/{STORAGE}
+patches:
+  - target: {{kind: NetworkPolicy, name: {STORAGE_POLICY}}}
+    patch: |-
+      - op: replace
+        path: /spec/egress/0/to
+        value:
+          - ipBlock: {{cidr: {STORAGE_CIDR}}}
+"""
+HTTPS_TO = {"to": [{"ipBlock": {"cidr": DOCUMENTATION_CIDR}}], "ports": [{"protocol": "TCP", "port": 443}]}
+
+
+def canonical_objects(rendered: tuple[dict, ...]) -> list[str]:
+    return sorted(json.dumps(obj, sort_keys=True) for obj in rendered)
+
+
+@pytest.mark.parametrize("target", STORAGE_TARGETS)
+def test_the_storage_egress_component_validates_and_adds_one_policy_only(target):
+    """Listed in an overlay, the component adds the NetworkPolicy mlnt-classifier-storage-egress, namespaced,
+    labelled and valid, and changes nothing else of the render."""
+    rendered = render(target)
+    problems = [f"{name(obj)}: {error}" for obj in rendered for error in schema_errors(obj)]
+    assert not problems, f"k8s/{target} does not validate:\n" + "\n".join(problems)
+    added = [obj for obj in rendered if name(obj) == f"NetworkPolicy/{STORAGE_POLICY}"]
+    assert len(added) == 1 and added[0]["metadata"]["namespace"] == NAMESPACE
+    assert added[0]["metadata"]["labels"]["app.kubernetes.io/part-of"] == "mlnt-pipeline"
+    plain = target.partition("+")[0]
+    assert canonical_objects(tuple(obj for obj in rendered if obj is not added[0])) == canonical_objects(render(plain))
+
+
+@pytest.mark.parametrize("target", STORAGE_TARGETS)
+def test_storage_egress_lets_the_predictor_open_https_to_the_cidr_and_nothing_more(target):
+    """KServe's storage initializer (an init container of the predictor pod) downloads an s3:// or gs:// model over
+    HTTPS: the predictor pods may reach TCP 443 of the CIDR, besides DNS and istiod; no other pod is selected, and
+    who may connect to the predictor stays as base says. The CIDR as checked in is reserved for documentation."""
+    [policy] = [p for p in objects(target, "NetworkPolicy") if p["metadata"]["name"] == STORAGE_POLICY]
+    assert policy["spec"]["podSelector"] == {"matchLabels": PREDICTOR}
+    assert policy["spec"]["policyTypes"] == ["Egress"] and "ingress" not in policy["spec"]
+    assert policy["spec"]["egress"] == [HTTPS_TO]
+    for labels in ({"app.kubernetes.io/name": "mlnt-train"}, {"app.kubernetes.io/name": "mlnt-toolbox"},
+                   {"app.kubernetes.io/name": "mlnt-pipeline-weekly"}):
+        assert not selects(policy, labels), labels
+    plain = target.partition("+")[0]
+    egress = [p for p in policies_for(target, PREDICTOR, "Egress") if p is not policy]
+    assert egress == policies_for(plain, PREDICTOR, "Egress")  # base's: DNS and istiod
+    assert policies_for(target, PREDICTOR, "Ingress") == policies_for(plain, PREDICTOR, "Ingress")
+
+
+@pytest.mark.parametrize("target", ["overlays/dev", "overlays/prod"])
+def test_an_overlay_sets_the_storage_cidr_as_docs_deploy_md_shows(target):
+    rendered = render_overlay(target, STORAGE_OVERLAY)
+    assert not [f"{name(obj)}: {error}" for obj in rendered for error in schema_errors(obj)]
+    [policy] = [obj for obj in rendered if name(obj) == f"NetworkPolicy/{STORAGE_POLICY}"]
+    assert policy["spec"]["egress"] == [{**HTTPS_TO, "to": [{"ipBlock": {"cidr": STORAGE_CIDR}}]}]
+    guide = (ROOT / "docs" / "deploy.md").read_text()
+    assert "\n".join(line.removeprefix("   ") for line in guide.splitlines()).count(STORAGE_OVERLAY) == 1, \
+        "docs/deploy.md (step 4) shows another overlay"
 
 
 def test_the_selector_check_matches_as_kubernetes_does():

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from components.common.steps import STEPS  # the one table of step names
-from pipelines import inference_service, mlnt_pipeline, run
+from pipelines import inference_service, mlnt_pipeline, pushgateway, run
 from tests.components.conftest import make_fashion_mnist
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -128,14 +128,69 @@ def test_only_the_deploy_step_mounts_the_deployers_token(spec):
     InferenceService are the deployer's (k8s/base/rbac.yaml), whose token Secret only deploy mounts."""
     pipeline, platform = yaml.safe_load_all(spec)
     kube = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    mounting = {executor for executor, config in kube.items() if config.get("secretAsVolume")}
+    mounting = {executor for executor, config in kube.items() for volume in config.get("secretAsVolume", [])
+                if volume["secretName"] == mlnt_pipeline.DEPLOYER_SECRET}
     assert mounting == {"exec-deploy"}, mounting
     [volume] = kube["exec-deploy"]["secretAsVolume"]
     assert (volume["secretName"], volume["mountPath"], volume["optional"]) == (
         mlnt_pipeline.DEPLOYER_SECRET, mlnt_pipeline.DEPLOYER_MOUNT, False)
     assert not any(config.get("secretAsEnv") for config in kube.values())
+    secrets = {volume["secretName"] for config in kube.values() for volume in config.get("secretAsVolume", [])}
+    assert secrets == {mlnt_pipeline.DEPLOYER_SECRET, pushgateway.SECRET}, secrets
     source = pipeline["deploymentSpec"]["executors"]["exec-deploy"]["container"]["command"][-1]
     assert f'folder = "{mlnt_pipeline.DEPLOYER_MOUNT}"' in source  # the body cannot read the module's constant
+
+
+def pushing_steps() -> set[str]:
+    """The steps whose ``run`` pushes its metrics: decorated with ``components.common.telemetry.reports`` (whose
+    wrapper's code every decorated ``run`` shares)."""
+    import importlib  # noqa: PLC0415
+
+    from components.common.telemetry import reports  # noqa: PLC0415
+
+    wrapper = reports("probe", lambda result: {})(lambda: {}).__code__
+    return {step for step in STEPS if importlib.import_module(f"components.{step}").run.__code__ is wrapper}
+
+
+def test_every_step_takes_the_pushgateway_and_those_that_push_mount_its_credentials(spec):
+    """In the cluster the steps push their metrics only when told where (``MLNT_PUSHGATEWAY``): the pipeline parameter
+    ``pushgateway`` (default empty: no push) reaches every step as an input, which the body hands to telemetry
+    before its work (KFP 2.17's set_env_variable takes a compile-time constant only). The steps that push mount the
+    Secret mlnt-pushgateway as files, optional (a cluster without it runs, and pushes unauthenticated); no step
+    reads a Secret into its environment (secretAsEnv's ``optional`` is a field older KFP drivers refuse)."""
+    pipeline, platform = yaml.safe_load_all(spec)
+    assert pipeline["root"]["inputDefinitions"]["parameters"]["pushgateway"] == {
+        "defaultValue": "", "isOptional": True, "parameterType": "STRING"}
+    tasks = pipeline["root"]["dag"]["tasks"]
+    executors = pipeline["deploymentSpec"]["executors"]
+    for step in STEPS:
+        assert tasks[step]["inputs"]["parameters"]["pushgateway"] == {"componentInputParameter": "pushgateway"}, step
+        assert pipeline["components"][f"comp-{step}"]["inputDefinitions"]["parameters"]["pushgateway"] == {
+            "parameterType": "STRING"}, step
+        source = executors[f"exec-{step}"]["container"]["command"][-1]
+        body = source[source.index(f"def {step}("):]
+        assert "from pipelines.pushgateway import configure as configure_pushgateway" in body, step
+        assert body.index("configure_pushgateway(pushgateway)") < body.index("build("), step
+    kube = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    mounts = {executor: volume for executor, config in kube.items() for volume in config.get("secretAsVolume", [])
+              if volume["secretName"] == pushgateway.SECRET}
+    assert set(mounts) == {f"exec-{step}" for step in pushing_steps()} == {
+        f"exec-{step}" for step in mlnt_pipeline.PUSHING}, sorted(mounts)
+    for volume in mounts.values():
+        assert (volume["mountPath"], volume["optional"]) == (pushgateway.SECRET_MOUNT, True), volume
+    assert not any(config.get("secretAsEnv") or config.get("configMapAsEnv") for config in kube.values())
+
+
+def test_the_pushgateway_reaches_a_run_and_credentials_in_its_address_do_not(capsys):
+    assert run.pipeline_arguments("/mnt/data/x", tiny=False)["pushgateway"] == ""
+    given = run.pipeline_arguments("/mnt/data/x", tiny=False, pushgateway="pushgateway.monitoring.svc:9091")
+    assert given["pushgateway"] == "pushgateway.monitoring.svc:9091"
+    with pytest.raises(ValueError, match="carries credentials") as refused:
+        run.pipeline_arguments("/mnt/data/x", tiny=False, pushgateway="https://mlnt:s3cret@pushgateway:9091")
+    assert "s3cret" not in str(refused.value) and "https://***@pushgateway:9091" in str(refused.value)
+    assert run.main(["--host", "http://127.0.0.1:9", "--pushgateway", "mlnt:s3cret@pushgateway:9091"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: pipelines.run: pushgateway:") and "s3cret" not in err
 
 
 def test_the_deploy_step_acts_as_the_deployer_not_as_the_run_account(tmp_path, monkeypatch):
@@ -193,7 +248,7 @@ def test_a_failed_validation_logs_its_failure_count_before_the_step_fails(tmp_pa
     ingest(IngestConfig(path=str(make_fashion_mnist(tmp_path / "fashion-mnist"))), out=tmp_path / "ingested")
     docs, checks = HTML(uri=str(tmp_path / "data_docs")), Metrics(uri=str(tmp_path / "checks"))
     with pytest.raises(ValidationFailedError) as failure:  # 300 train and 60 test images, 30 per class: all short
-        mlnt_pipeline.validate.python_func(params_json=json.dumps({"min_images": 1000}),
+        mlnt_pipeline.validate.python_func(params_json=json.dumps({"min_images": 1000}), pushgateway="",
                                            ingested=Dataset(uri=str(tmp_path / "ingested")), data_docs=docs,
                                            checks=checks)
     assert taken == [{"take_over": True}]
@@ -238,7 +293,8 @@ def test_host_submits_the_compiled_pipeline_with_its_arguments(capsys):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         host = f"http://127.0.0.1:{server.server_address[1]}"
-        assert run.main(["--host", host, "--data", "/mnt/data/fashion-mnist", "--experiment", "noisy"]) == 0
+        assert run.main(["--host", host, "--data", "/mnt/data/fashion-mnist", "--experiment", "noisy",
+                         "--pushgateway", "http://prometheus-pushgateway.monitoring.svc:9091"]) == 0
     finally:
         server.shutdown()
     assert "submitted run run-1" in capsys.readouterr().out
@@ -251,6 +307,7 @@ def test_host_submits_the_compiled_pipeline_with_its_arguments(capsys):
     assert "exec-mlnt" in spec["platform_spec"]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     arguments = submitted["runtime_config"]["parameters"]
     assert arguments["data_path"] == "/mnt/data/fashion-mnist"
+    assert arguments["pushgateway"] == "http://prometheus-pushgateway.monitoring.svc:9091"
     for step in STEPS:  # JSON text that the step decodes: the ints of params.yaml arrive as ints
         assert json.loads(arguments[f"{step}_params"]) == mlnt_pipeline.PARAMS[step]
     assert type(json.loads(arguments["baseline_params"])["epochs"]) is int

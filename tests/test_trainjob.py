@@ -10,6 +10,7 @@ as two torchrun agents standing for two nodes.
 from __future__ import annotations
 
 import copy
+import json
 import os
 import shutil
 import socket
@@ -20,7 +21,8 @@ from pathlib import Path
 import pytest
 from kubernetes.client import ApiException, Configuration
 
-from pipelines import trainjob
+from components.common import telemetry
+from pipelines import pushgateway, trainjob
 from tests.components.conftest import workdir  # noqa: F401 - the tiny workspace, a fixture
 from tests.test_k8s import one, schema_errors
 
@@ -84,13 +86,17 @@ def cluster(monkeypatch):
 
 
 def without_ownership(spec: dict) -> dict:
-    """A TrainJob spec without what differs by who submits it: the patches' manager, whether it starts suspended, and
-    the image's digest (prod pins it, k8s/overlays/prod; the SDK submits what --image names)."""
+    """A TrainJob spec without what differs by who submits it: the patches' manager, whether it starts suspended, the
+    image's digest (prod pins it, k8s/overlays/prod; the SDK submits what --image names), and the Pushgateway's
+    variables (the manifest reads them from the ConfigMap and the Secret mlnt-pushgateway; the SDK can give the
+    trainer literal values only: ``test_the_sdk_passes_the_pushgateway_as_literal_values_and_the_secret_as_a_file``)."""
     spec = {key: value for key, value in copy.deepcopy(spec).items() if key != "suspend"}
     for patch in spec.get("runtimePatches", []):
         patch.pop("manager")
     if "image" in spec.get("trainer", {}):
         spec["trainer"]["image"] = spec["trainer"]["image"].partition("@")[0]
+    if "env" in spec.get("trainer", {}):
+        spec["trainer"]["env"] = [e for e in spec["trainer"]["env"] if not e["name"].startswith("MLNT_PUSHGATEWAY")]
     return spec
 
 
@@ -109,6 +115,41 @@ def test_the_sdk_submits_the_trainjob_that_k8s_overlays_prod_declares(cluster):
     assert [patch["manager"] for patch in body["spec"]["runtimePatches"]] == ["trainer.kubeflow.org/kubeflow-sdk"]
     assert "suspend" not in body["spec"], "submitting from Python starts the job"
     assert not schema_errors({**body, "metadata": {**body["metadata"], "namespace": namespace}})
+
+
+def test_the_manifest_reads_the_pushgateway_the_sdk_cannot_reference():
+    """What without_ownership leaves out of the comparison: the manifest's references, which the SDK cannot write."""
+    env = {e["name"]: e for e in one("overlays/prod", "TrainJob")["spec"]["trainer"]["env"]}
+    assert env["MLNT_PUSHGATEWAY"]["valueFrom"]["configMapKeyRef"]["name"] == pushgateway.CONFIG_MAP
+    assert {env[n]["valueFrom"]["secretKeyRef"]["name"] for n in ("MLNT_PUSHGATEWAY_USERNAME",
+                                                                  "MLNT_PUSHGATEWAY_PASSWORD")} == {pushgateway.SECRET}
+
+
+def test_the_sdk_passes_the_pushgateway_as_literal_values_and_the_secret_as_a_file(cluster):
+    """The Kubeflow SDK (0.5.0) gives the trainer literal variables only, and Kubeflow Trainer takes the node
+    container's variables from spec.trainer alone: the address is a value, the password the Secret mounted as a file
+    (optional: a missing Secret is telemetry's warning, not a pod that never starts)."""
+    address = "http://prometheus-pushgateway.monitoring.svc:9091"
+    trainjob.submit(trainjob.TrainJobSettings(pushgateway=address, pushgateway_user="mlnt-pipeline"),
+                    name="mlnt-train", client=cluster)
+    namespace, body = cluster.backend.custom_api.created[0][2], cluster.backend.custom_api.created[0][4]
+    env = {e["name"]: e["value"] for e in body["spec"]["trainer"]["env"]}
+    password = f"{pushgateway.SECRET_MOUNT}/{pushgateway.PASSWORD_KEY}"
+    assert env == {"HOME": "/tmp", telemetry.PUSHGATEWAY_ENV: address, telemetry.USERNAME_ENV: "mlnt-pipeline",
+                   telemetry.PASSWORD_FILE_ENV: password}
+    pod = body["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"][0][
+        "template"]["spec"]["template"]["spec"]
+    assert {"name": "pushgateway", "secret": {"secretName": pushgateway.SECRET, "optional": True}} in pod["volumes"]
+    assert {"name": "pushgateway", "mountPath": pushgateway.SECRET_MOUNT, "readOnly": True} in \
+        pod["containers"][0]["volumeMounts"]
+    assert not schema_errors({**body, "metadata": {**body["metadata"], "namespace": namespace}})
+
+
+def test_the_sdk_without_a_pushgateway_sets_nothing_of_it(cluster):
+    trainjob.submit(trainjob.TrainJobSettings(), client=cluster)
+    body = cluster.backend.custom_api.created[0][4]
+    assert body["spec"]["trainer"]["env"] == [{"name": "HOME", "value": "/tmp"}]
+    assert "pushgateway" not in json.dumps(body["spec"]["runtimePatches"])
 
 
 def test_other_settings_reach_the_submitted_job(cluster):
@@ -132,6 +173,11 @@ def test_an_unknown_runtime_is_reported_before_anything_is_created(cluster, monk
 @pytest.mark.parametrize(("field", "value", "expected"), [
     ("num_nodes", 0, "num_nodes: expected at least 1, found 0"),
     ("gpus_per_node", 0, "gpus_per_node: expected at least 1 (CPU runs: apply k8s/overlays/dev), found 0"),
+    ("pushgateway", "https://user:pw@pushgateway:9091", "pushgateway: credentials in the address are never read "
+     "(and would be stored in the TrainJob): give the user with pushgateway_user and the password in the Secret "
+     "mlnt-pushgateway"),
+    ("pushgateway_user", "mlnt-pipeline", "pushgateway_user: set without pushgateway, the address it authenticates "
+     "to"),
 ])
 def test_settings_name_what_they_reject(field, value, expected):
     with pytest.raises(ValueError) as raised:
@@ -147,6 +193,11 @@ def test_the_cli_submits_its_settings(monkeypatch, capsys):
     assert (settings.num_nodes, settings.gpus_per_node, settings.image) == (3, 2, trainjob.IMAGE)
     assert kw == {"name": None, "namespace": "mlnt", "context": "gpu-cluster"}
     assert "submitted TrainJob mlnt/mlnt-abc" in capsys.readouterr().out
+    monkeypatch.setenv("MLNT_PUSHGATEWAY", "pushgateway.monitoring.svc:9091")  # the default of --pushgateway
+    assert trainjob.main(["--pushgateway-user", "mlnt-pipeline"]) == 0
+    assert (calls[-1][0].pushgateway, calls[-1][0].pushgateway_user) == ("pushgateway.monitoring.svc:9091",
+                                                                         "mlnt-pipeline")
+    capsys.readouterr()
     assert trainjob.main(["--nodes", "0"]) == 1
     assert capsys.readouterr().err == "error: pipelines.trainjob: num_nodes: expected at least 1, found 0\n"
 

@@ -1,0 +1,61 @@
+"""Where a cluster's training steps push their metrics: the Pushgateway address and its credentials, as the Kubeflow
+pipeline and the manifests of k8s/ hand them to ``components.common.telemetry``.
+
+Telemetry pushes a step's final metrics when ``MLNT_PUSHGATEWAY`` names a Pushgateway, with basic authentication when
+``MLNT_PUSHGATEWAY_USERNAME`` and a password (``MLNT_PUSHGATEWAY_PASSWORD_FILE`` or ``MLNT_PUSHGATEWAY_PASSWORD``)
+are set. In the cluster both come from two objects of the namespace, each optional (without them nothing is pushed,
+and every step runs as before):
+
+- the address: the ConfigMap ``mlnt-pushgateway``, key ``address`` (k8s/base generates it empty: no push). The pods
+  of k8s/ (TrainJob, PyTorchJob, toolbox) read it into ``MLNT_PUSHGATEWAY``; so does the weekly submitter, and
+  ``python -m pipelines.run`` passes that variable on as the pipeline parameter ``pushgateway`` (``--pushgateway``).
+  Each KFP step takes the parameter as an input and calls ``configure`` before its work: KFP 2.17's
+  ``set_env_variable`` only takes a value known at compile time, and a ConfigMap read into a step's environment
+  (``use_config_map_as_env``, optional) needs a KFP backend that knows the field ``optional``, which older backends
+  refuse.
+- the credentials: the Secret ``mlnt-pushgateway``, keys ``username`` and ``password``, created in the cluster, never
+  in k8s/. The KFP steps that push mount it as files (``use_secret_as_volume``, optional, at ``SECRET_MOUNT``) and
+  ``configure`` points telemetry at them, so that a password file is named only where the Secret exists (telemetry
+  refuses an unreadable one and would push nothing). The pods of k8s/ take both keys as environment variables
+  (``secretKeyRef``, optional): a manifest cannot name the file only when the Secret exists.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import MutableMapping
+from pathlib import Path
+
+from components.common.telemetry import PASSWORD_FILE_ENV, PUSHGATEWAY_ENV, USERNAME_ENV
+
+CONFIG_MAP, ADDRESS_KEY = "mlnt-pushgateway", "address"  # k8s/base/kustomization.yaml generates it
+SECRET, USERNAME_KEY, PASSWORD_KEY = "mlnt-pushgateway", "username", "password"  # created in the cluster only
+SECRET_MOUNT = "/var/run/secrets/mlnt-pushgateway"  # where the KFP steps that push mount the Secret
+log = logging.getLogger(__name__)
+
+
+def configure(address: str, *, secret: str | Path | None = None,
+              environ: MutableMapping[str, str] | None = None) -> list[str]:
+    """Set telemetry's variables in ``environ`` (the process's by default) for a KFP step: ``MLNT_PUSHGATEWAY`` to
+    ``address`` when one is given (empty: left as it is, no push in the cluster); where the Secret is mounted at
+    ``secret`` (default ``SECRET_MOUNT``), ``MLNT_PUSHGATEWAY_USERNAME`` to its user and
+    ``MLNT_PUSHGATEWAY_PASSWORD_FILE`` to its password file, which telemetry reads when it pushes. Returns the names
+    set. A Secret that is not there (optional) leaves the credentials unset; a user file that cannot be read is a
+    warning, never a failed step."""
+    environ = os.environ if environ is None else environ
+    folder = Path(SECRET_MOUNT if secret is None else secret)
+    found = {}
+    if address:
+        found[PUSHGATEWAY_ENV] = address
+    user, password = folder / USERNAME_KEY, folder / PASSWORD_KEY
+    if user.is_file():
+        try:
+            found[USERNAME_ENV] = user.read_text(encoding="utf-8").removesuffix("\n").removesuffix("\r")
+        except (OSError, UnicodeDecodeError) as err:
+            log.warning("pushgateway: cannot read the user of the Secret %s at %s (%s); pushing without it",
+                        SECRET, user, type(err).__name__)
+    if password.is_file():
+        found[PASSWORD_FILE_ENV] = str(password)
+    environ.update(found)
+    return sorted(found)

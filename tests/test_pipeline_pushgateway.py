@@ -1,0 +1,110 @@
+"""pipelines/pushgateway.py: how a KFP step hands components.common.telemetry the Pushgateway's address (the pipeline
+parameter ``pushgateway``) and credentials (the Secret mlnt-pushgateway, mounted as files where it exists), and a
+pushing step's body doing so before its work. No cluster and no Pushgateway: telemetry's push is recorded
+(tests/test_pushgateway_auth.py pushes to a real one)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from components.common import telemetry
+from pipelines import mlnt_pipeline, pushgateway
+
+VARIABLES = (telemetry.PUSHGATEWAY_ENV, telemetry.USERNAME_ENV, telemetry.PASSWORD_ENV, telemetry.PASSWORD_FILE_ENV)
+ADDRESS = "http://prometheus-pushgateway.monitoring.svc:9091"
+
+
+@pytest.fixture
+def environ(monkeypatch):
+    """The process's environment without telemetry's variables; whatever a test sets is undone afterwards."""
+    for name in VARIABLES:
+        monkeypatch.setenv(name, "-")  # recorded, so that the teardown restores what was there before
+        monkeypatch.delenv(name)
+
+
+def mounted(folder: Path, **files: str) -> Path:
+    """A folder as the kubelet mounts a Secret: one file per key."""
+    folder.mkdir()
+    for key, value in files.items():
+        (folder / key).write_text(value)
+    return folder
+
+
+def test_the_address_and_a_mounted_secret_become_telemetrys_credentials(tmp_path):
+    secret = mounted(tmp_path / "secret", username="mlnt-pipeline\n", password="s3cret\n")
+    environ: dict[str, str] = {}
+    assert pushgateway.configure(ADDRESS, secret=secret, environ=environ) == sorted(
+        [telemetry.PUSHGATEWAY_ENV, telemetry.USERNAME_ENV, telemetry.PASSWORD_FILE_ENV])
+    assert environ == {telemetry.PUSHGATEWAY_ENV: ADDRESS, telemetry.USERNAME_ENV: "mlnt-pipeline",
+                       telemetry.PASSWORD_FILE_ENV: str(secret / "password")}
+    assert telemetry.credentials(environ) == ("mlnt-pipeline", "s3cret")  # the password stays in its file
+
+
+def test_without_the_secret_nothing_but_the_address_is_set(tmp_path):
+    """The Secret is optional: the kubelet mounts an empty folder, or none; an unauthenticated push follows."""
+    for secret in (tmp_path / "absent", mounted(tmp_path / "empty")):
+        environ: dict[str, str] = {}
+        assert pushgateway.configure(ADDRESS, secret=secret, environ=environ) == [telemetry.PUSHGATEWAY_ENV]
+        assert telemetry.credentials(environ) is None
+
+
+def test_an_empty_address_changes_nothing(tmp_path):
+    environ = {telemetry.PUSHGATEWAY_ENV: "set-before"}
+    assert pushgateway.configure("", secret=tmp_path / "absent", environ=environ) == []
+    assert environ == {telemetry.PUSHGATEWAY_ENV: "set-before"}
+
+
+def test_a_secret_without_a_user_is_left_to_telemetry_which_pushes_nothing(tmp_path):
+    environ: dict[str, str] = {}
+    pushgateway.configure(ADDRESS, secret=mounted(tmp_path / "secret", password="s3cret"), environ=environ)
+    assert telemetry.USERNAME_ENV not in environ
+    with pytest.raises(telemetry.AuthConfigError, match="MLNT_PUSHGATEWAY_PASSWORD_FILE is set but not"):
+        telemetry.credentials(environ)  # push_training_metrics logs it as a warning, and the step goes on
+
+
+def test_an_unreadable_user_is_a_warning_not_a_failed_step(tmp_path, caplog):
+    secret = mounted(tmp_path / "secret", password="s3cret")
+    (secret / "username").write_bytes(b"\xff\xfe")  # not UTF-8
+    environ: dict[str, str] = {}
+    with caplog.at_level(logging.WARNING, logger="pipelines.pushgateway"):
+        assert pushgateway.configure(ADDRESS, secret=secret, environ=environ) == [
+            telemetry.PUSHGATEWAY_ENV, telemetry.PASSWORD_FILE_ENV]
+    assert "cannot read the user of the Secret mlnt-pushgateway" in caplog.text and "\\xff" not in caplog.text
+
+
+def test_a_pushing_steps_body_pushes_to_the_pipelines_address_with_the_mounted_secret(tmp_path, monkeypatch,
+                                                                                    environ):
+    """The gate's KFP body (as the executor calls it) sets the variables before its run, whose telemetry then pushes
+    to the run's ``pushgateway`` with basic authentication from the Secret mounted at ``pushgateway.SECRET_MOUNT``."""
+    from kfp.dsl import Artifact, Dataset, Model  # noqa: PLC0415
+
+    from components import gate  # noqa: PLC0415
+    from components.common import config  # noqa: PLC0415
+
+    secret = mounted(tmp_path / "secret", username="mlnt-pipeline", password="s3cret")
+    monkeypatch.setattr(pushgateway, "SECRET_MOUNT", str(secret))
+    monkeypatch.setattr(config, "configure_logging", lambda **kwargs: None)  # pytest's handlers stay
+    pushed = []
+    for push in ("push_to_gateway", "pushadd_to_gateway"):  # whichever of prometheus_client's telemetry calls
+        monkeypatch.setattr(telemetry, push, lambda gateway, **kw: pushed.append((gateway, kw)), raising=False)
+
+    @telemetry.reports("gate", lambda decision: {"gate_passed": decision["passed"]})  # as components.gate.run is
+    def decide(config, *, export, evaluate, out):
+        (Path(out) / "decision.json").write_text(json.dumps({"passed": True, "version": "v1"}))
+        return {"passed": True, "version": "v1", "accuracy": 0.9}
+
+    monkeypatch.setattr(gate, "run", decide)
+    decision = Artifact(uri=str(tmp_path / "decision"))
+    passed = mlnt_pipeline.gate.python_func(
+        params_json=json.dumps(mlnt_pipeline.PARAMS["gate"]), registry=str(tmp_path / "registry"),
+        pushgateway=ADDRESS, onnx_model=Model(uri=str(tmp_path / "onnx")),
+        evaluation=Dataset(uri=str(tmp_path / "evaluation")), decision=decision)
+    assert passed is True
+    [(gateway, kw)] = pushed
+    assert gateway == ADDRESS and kw["grouping_key"] == {"step": "gate"}
+    assert kw["handler"] is not telemetry.default_handler  # basic authentication
+    assert telemetry.credentials() == ("mlnt-pipeline", "s3cret")
