@@ -8,7 +8,10 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 SYSTEM  := $(VENV)/.system
 DATASET := /usr/share/datasets/fashion-mnist
-PYTHON  ?= python3
+# The Python of .venv, pyproject.toml's requires-python; PYTHON builds it: python3.11 where there is one
+PY_NEEDS := 3.11
+PYTHON   ?= $(if $(shell command -v python3.11),python3.11,python3)
+VERSION  := -c 'import sys; print("%d.%d" % sys.version_info[:2])'
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: help setup system data pipeline run results docs quality serve test lint bench lock image-lock clean
@@ -18,8 +21,22 @@ help:  ## list the targets
 
 setup: $(STAMP) $(SYSTEM)  ## create .venv with the project (editable) and dev tools; Debian packages
 
+# .venv is (re)created, with $(PYTHON), unless its interpreter is Python $(PY_NEEDS) already: a .venv of another
+# version (a first `make setup` with python3 3.12) is replaced, keeping the Debian packages' stamp.
 $(STAMP): pyproject.toml constraints.txt
-	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	@if [ "$$($(PY) $(VERSION) 2>/dev/null)" != $(PY_NEEDS) ]; then \
+	  found=$$($(PYTHON) $(VERSION) 2>/dev/null || true); \
+	  if [ "$$found" != $(PY_NEEDS) ]; then \
+	    echo "setup: expected Python $(PY_NEEDS) (pyproject.toml's requires-python), found" \
+	         "$${found:+Python }$${found:-no Python} (PYTHON=$(PYTHON)): install python$(PY_NEEDS) (and" \
+	         "python$(PY_NEEDS)-venv), or set PYTHON=/path/to/python$(PY_NEEDS)" >&2; \
+	    exit 1; \
+	  fi; \
+	  if [ -d $(VENV)/bin ]; then echo "setup: recreating $(VENV) with $(PYTHON): its Python is not $(PY_NEEDS)"; fi; \
+	  system=$$([ -e $(SYSTEM) ] && echo yes || true); \
+	  $(PYTHON) -m venv --clear $(VENV); \
+	  if [ -n "$$system" ]; then touch $(SYSTEM); fi; \
+	fi
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	@touch $@

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 from dataclasses import dataclass, field
 
 from fastapi import FastAPI, Request
@@ -30,6 +31,10 @@ from serving.release import Release
 from serving.repository import ManagedRepository, ReadOnlyRepository, Refused, refused
 
 log = logging.getLogger(__name__)
+
+# The hosts uvicorn takes X-Forwarded-For from (it reads the variable when KServe builds its config in
+# ModelServer.start, which passes none of its own): see ``ignore_forwarded_for``.
+FORWARDED_ALLOW_IPS = "FORWARDED_ALLOW_IPS"
 
 
 def build(release: Release, *, name: str, max_batch: int, drift_window: int, threads: int,
@@ -108,7 +113,21 @@ def serve(model: Classifier, settings: dict, protection: Protection) -> None:
     if protection.repository:
         log.warning("the model repository extension is enabled (--enable-model-repository): anyone who reaches a "
                     "port can unload the model and take this replica out of service")
+    ignore_forwarded_for()
     server.start([model])
+
+
+def ignore_forwarded_for() -> None:
+    """Keep uvicorn from replacing a connection's peer with the address X-Forwarded-For names: by default it does
+    for every connection from loopback (``FORWARDED_ALLOW_IPS``, 127.0.0.1 and ::1), so a local client, or one through
+    ``kubectl port-forward``, would be whoever its header says, a new client for the feedback rate limit and the drift
+    window's cap with every request. Who a client is, ``serving.clients`` says (``--client-header``): uvicorn trusts
+    no host. Must run before ``ModelServer.start``, which builds uvicorn's config; a value set in the environment is
+    overridden, with a warning."""
+    if os.environ.get(FORWARDED_ALLOW_IPS):
+        log.warning("%s=%s is ignored: the predictor reads no forwarded header unless --client-header names it "
+                    "(docs/serving.md, 'Who is a client')", FORWARDED_ALLOW_IPS, os.environ[FORWARDED_ALLOW_IPS])
+    os.environ[FORWARDED_ALLOW_IPS] = ""  # no trusted host: uvicorn's ProxyHeadersMiddleware changes nothing
 
 
 def make_server(settings: dict, metrics: PredictorMetrics | None, *, models: list[Classifier] = (),

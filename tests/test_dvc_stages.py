@@ -3,6 +3,7 @@ other project modules, so an edit anywhere in that code reruns the stage (and `d
 date" for results computed by old code); the folder dependencies do not hash Python's caches."""
 
 import ast
+import json
 from pathlib import Path
 
 import pytest
@@ -61,6 +62,22 @@ def test_every_stage_depends_on_all_the_code_it_runs(stage):
     module = spec["cmd"].split("python -m ", 1)[1].split()[0]
     missing = sorted(str(p) for p in code_of(module) if not covered(p, spec.get("deps", [])))
     assert not missing, f"dvc.yaml stage {stage!r} runs {module} but does not depend on: {', '.join(missing)}"
+
+
+def test_evaluate_depends_on_the_noise_summary_its_validation_record_reads(tmp_path, monkeypatch):
+    """metrics.json["validation"] comes from the noise step's summary.json: flipping noise.val_clean under kind none
+    leaves labels.npz byte-identical, and without the dependency `dvc repro` would keep the old record."""
+    from components import evaluate  # noqa: PLC0415
+    from components.common.steps import FOLDERS  # noqa: PLC0415
+
+    read, real = [], evaluate.read_json
+    monkeypatch.setattr(evaluate, "read_json", lambda path, *args: read.append(Path(path)) or real(path, *args))
+    (tmp_path / "summary.json").write_text(json.dumps({"val_source": "held_out", "val_clean": True, "val": 10}))
+    assert evaluate.validation_record(tmp_path)["clean"] is True
+    assert read, "validation_record read nothing through read_json"
+    deps = STAGES["evaluate"]["deps"]
+    for path in read:
+        assert covered(FOLDERS["noise"] / path.relative_to(tmp_path), deps), (path.name, deps)
 
 
 def test_the_code_walk_sees_imports_inside_functions():

@@ -243,11 +243,24 @@ def cli(step: str, sections: Mapping[str, type], description: str, body: Callabl
         except (ConfigError, ValueError, TypeError, OSError, RuntimeError) as err:
             if debug:
                 raise
-            print(f"error: {step}: {printable(err)}", file=sys.stderr)
+            print(*error_lines(step, err), sep="\n", file=sys.stderr)
             return 2 if isinstance(err, ConfigError) else 1
         return 0
 
     return main
+
+
+def error_lines(step: str, err: BaseException) -> list[str]:
+    """What ``cli`` prints for ``err``, each line ``error: STEP: ...`` with ``printable`` applied: one line, a line
+    break in the message escaped (a value from the data cannot start a line), unless ``err`` lists its failures one a
+    line (``failures``, validate's ``ValidationFailedError``): then a line for its first and one for each failure,
+    as long as the message has exactly those lines (a break inside a value from the data adds one: one line again)."""
+    message = str(err)
+    lines = message.split("\n")
+    failures = getattr(err, "failures", None)
+    if not isinstance(failures, Sequence) or isinstance(failures, str) or len(lines) != 1 + len(failures):
+        lines = [message]
+    return [f"error: {step}: {printable(line)}" for line in lines]
 
 
 def _name(hint: Any) -> str:

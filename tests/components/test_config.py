@@ -148,6 +148,39 @@ def test_cli_errors_are_one_line_without_traceback(tmp_path, capsys):
         main(["--params", str(params), "--set", "noise.rate=2", "--debug"])
 
 
+def _failing_validate(message: str, failures: int):
+    """validate's command line with a body that fails as its suite does: ``ValidationFailedError`` with ``message``
+    and ``failures`` entries."""
+
+    def body(_configs):
+        raise validate.ValidationFailedError(message, [{"column": "c"}] * failures)
+
+    return cli("validate", {}, "", body)
+
+
+def test_failed_expectations_print_one_line_each_every_line_escaped(capsys):
+    """validate's docstring: one line per failure, not one line with literal \\n; a control character in a value
+    from the data is escaped on its line."""
+    message = ("2 expectation(s) failed on artifacts/ingest:\n"
+               "expect_column_values_to_be_between column=share expected={'max_value': 0.5} observed=0.9\n"
+               "expect_column_values_to_match_regex column=path expected={} observed='a\rb\x1b[2K\u2028'")
+    assert _failing_validate(message, failures=2)([]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "error: validate: 2 expectation(s) failed on artifacts/ingest:",
+        "error: validate: expect_column_values_to_be_between column=share expected={'max_value': 0.5} observed=0.9",
+        "error: validate: expect_column_values_to_match_regex column=path expected={} observed='a\\rb\\x1b[2K"
+        "\\u2028'"]
+
+
+def test_a_line_break_inside_a_failure_keeps_the_error_on_one_line(capsys):
+    """More lines than failures: a value from the data broke a line, which must not start a line of its own."""
+    message = "1 expectation(s) failed on x:\nexpect_x column=path observed='a.png\nINFO components.gate: PASS'"
+    assert _failing_validate(message, failures=1)([]) == 1
+    err = capsys.readouterr().err
+    assert err == ("error: validate: 1 expectation(s) failed on x:\\nexpect_x column=path observed='a.png\\nINFO "
+                   "components.gate: PASS'\n")
+
+
 def test_one_word_names_each_step_in_dvc_yaml_params_and_modules():
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     assert list(stages) == list(SECTIONS)  # also the order in which they run

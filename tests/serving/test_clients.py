@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 
 import numpy as np
 import pytest
@@ -13,8 +14,8 @@ from kserve import InferRequest
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 
 from serving.clients import GRPC, REASONS, ClientIdentity, address
-from serving.server import Protection
-from tests.serving.conftest import LIMITS, VERSION, write_release
+from serving.server import FORWARDED_ALLOW_IPS, Protection, ignore_forwarded_for
+from tests.serving.conftest import LIMITS, VERSION, predictor, write_release
 from tests.serving.inprocess import NAME, InProcess
 from tests.serving.test_server import V2, metric, v2_tensor
 
@@ -174,3 +175,26 @@ def test_the_predictor_exports_the_fallback_counter_at_zero_without_a_client_hea
     for reason in REASONS:  # a contract metric (monitoring.metrics.CLIENT_FALLBACKS), at zero and never counted
         assert metric(client, server, FALLBACKS, model=NAME, reason=reason) == 0
 
+
+
+@pytest.mark.parametrize(("options", "statuses"), [
+    ({}, [200, 429, 429]),  # the header is not read: one client, the loopback peer, with a burst of one label
+    ({"client_header": XFF}, [200, 200, 200]),  # read: three clients, as the header says
+])
+def test_the_running_predictor_reads_x_forwarded_for_only_with_a_client_header(release, tmp_path, client, options,
+                                                                               statuses):
+    """uvicorn, as KServe starts it, would put the address X-Forwarded-For names in place of a loopback peer: a
+    local client, or one through ``kubectl port-forward``, would have been a new client with every request."""
+    with predictor(release[0], tmp_path / "predictor.log", feedback_rate=0.001, feedback_burst=1, **options) as url:
+        answers = [client.post(f"{url}/v1/models/{NAME}/feedback", json={"predicted": "cat", "label": "dog"},
+                               headers={XFF: f"198.51.100.{i}"}) for i in range(1, 4)]
+    assert [answer.status_code for answer in answers] == statuses, answers[-1].text
+
+
+def test_uvicorn_is_told_to_trust_no_forwarded_header_and_a_setting_of_its_own_is_overridden(monkeypatch, caplog):
+    monkeypatch.setenv(FORWARDED_ALLOW_IPS, "*")
+    with caplog.at_level(logging.WARNING, logger="serving.server"):
+        ignore_forwarded_for()
+    assert os.environ[FORWARDED_ALLOW_IPS] == ""
+    assert "FORWARDED_ALLOW_IPS=* is ignored: the predictor reads no forwarded header unless --client-header" \
+        in caplog.text
