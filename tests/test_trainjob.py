@@ -25,6 +25,7 @@ from components.common import telemetry
 from pipelines import pushgateway, trainjob
 from tests.components.conftest import workdir  # noqa: F401 - the tiny workspace, a fixture
 from tests.test_k8s import one, schema_errors
+from tests.test_pushgateway_auth import AT
 
 ROOT = Path(__file__).resolve().parents[1]
 # kubeflow 0.5.0's pydantic models still use class-based config
@@ -173,7 +174,7 @@ def test_an_unknown_runtime_is_reported_before_anything_is_created(cluster, monk
 @pytest.mark.parametrize(("field", "value", "expected"), [
     ("num_nodes", 0, "num_nodes: expected at least 1, found 0"),
     ("gpus_per_node", 0, "gpus_per_node: expected at least 1 (CPU runs: apply k8s/overlays/dev), found 0"),
-    ("pushgateway", "https://user:pw@pushgateway:9091", "pushgateway: credentials in the address are never read "
+    ("pushgateway", f"https://user:pw{AT}pushgateway:9091", "pushgateway: credentials in the address are never read "
      "(and would be stored in the TrainJob): give the user with pushgateway_user and the password in the Secret "
      "mlnt-pushgateway"),
     ("pushgateway_user", "mlnt-pipeline", "pushgateway_user: set without pushgateway, the address it authenticates "
