@@ -1,9 +1,12 @@
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from model import mlnt
 from model.mlnt import couples_samples, meta_loss, mlnt_loss
 from model.networks import SmallCNN
+from tests.model.test_mlnt_gradients import TOL, grads_of, reference_meta
 
 
 @pytest.fixture
@@ -63,11 +66,34 @@ def test_zero_meta_weight_is_plain_cross_entropy(problem):
     torch.testing.assert_close(loss, nn.functional.cross_entropy(net(x), labels))
 
 
-def test_identical_label_sets_give_zero_extra_gradient_work(problem):
-    """Label sets equal to the given labels need no sparse term; the result still matches a changed-row run."""
+def test_identical_label_sets_give_zero_extra_gradient_work(problem, monkeypatch):
+    """Label sets equal to the given labels need no sparse term: the only gradient taken before the fast-weight
+    passes is the CE gradient with the given labels (a set that changes one row adds one, over that row), and the
+    loss and its gradient are still those of the definition (the float64 reference of test_mlnt_gradients)."""
     net, x, labels, _, teacher = problem
+    net, x, teacher = net.double(), x.double(), teacher.double()
+    taken, real_grad_fn = [], mlnt._grad_fn
+
+    def grad_fn(params, *, create_graph):
+        grad = real_grad_fn(params, create_graph=create_graph)
+
+        def counted(output, **kwargs):
+            taken.append(tuple(output.shape))
+            return grad(output, **kwargs)
+        return counted
+
+    monkeypatch.setattr(mlnt, "_grad_fn", grad_fn)
     same = mlnt_loss(net, x, labels, labels.repeat(3, 1), teacher, inner_lr=0.1, meta_weight=1.0)
-    assert torch.isfinite(same)
+    assert taken == [()], taken  # grad CE(labels) alone: no per-set gradient for the identical sets
+    ref = F.cross_entropy(net(x), labels) + reference_meta(net, x, labels.repeat(3, 1), teacher, 0.1, "exact")
+    assert abs(same.item() - ref.item()) <= TOL
+    for a, b in zip(grads_of(same, net), grads_of(ref, net), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=TOL)
+    changed = labels.repeat(3, 1)
+    changed[1, 4] = 0
+    taken.clear()
+    mlnt_loss(net, x, labels, changed, teacher, inner_lr=0.1, meta_weight=1.0)
+    assert taken == [(), (1, 3)], taken  # the changed set's sparse term, over its one changed row
 
 
 def test_couples_samples():

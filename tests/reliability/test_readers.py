@@ -14,14 +14,17 @@ unchanged, and nothing of what lies outside the data folder read.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import io
+import os
 import re
 import shutil
 import struct
+import sys
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,6 +147,38 @@ PATHS = [
 ]
 
 
+WATCHED: list[tuple[Path, list[str]]] = []  # (folder, files opened under it) while a reader runs
+
+
+def _record_opens(event: str, args: tuple) -> None:
+    """An audit hook: every file opened (``open``, ``io.open``, ``os.open``, pathlib's openers) under a watched
+    folder, once its links are followed. Audit hooks cannot be removed: outside ``opens_under`` it does nothing."""
+    if not WATCHED or event != "open" or not isinstance(args[0], str | bytes | os.PathLike):
+        return
+    path = Path(os.path.realpath(os.fsdecode(args[0])))
+    for folder, opened in WATCHED:
+        if path.is_relative_to(folder):
+            opened.append(str(path))
+
+
+@functools.cache
+def _hook_installed() -> bool:
+    sys.addaudithook(_record_opens)
+    return True
+
+
+@contextlib.contextmanager
+def opens_under(folder: Path) -> Iterator[list[str]]:
+    """The files opened under ``folder`` (links followed) while the block runs, in this process."""
+    _hook_installed()
+    opened: list[str] = []
+    WATCHED.append((folder.resolve(), opened))
+    try:
+        yield opened
+    finally:
+        WATCHED.pop()
+
+
 def run_ingest(argv: tuple[str, ...], capsys) -> tuple[int, str]:
     code = ingest.main(list(argv))
     out, err = capsys.readouterr()
@@ -156,7 +191,9 @@ def test_a_reader_never_opens_a_file_outside_its_data_folder(attack, work, capsy
     folder = outside()
     attack.breaks(folder)
     before = snapshot(work / "artifacts")
-    code, said = run_ingest(attack.argv, capsys)
+    with opens_under(folder) as opened:
+        code, said = run_ingest(attack.argv, capsys)
+    assert not opened, f"the reader opened {opened} before refusing: {said}"
     assert code == 1 and said.startswith("error: ingest: "), said
     assert said.count("expected") == 1
     for fragment in attack.says(folder):

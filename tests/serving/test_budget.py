@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import struct
-import time
 
 import pytest
 
@@ -71,17 +70,41 @@ def test_v1_instances_are_counted_before_numpy_sees_them():
     check_v1({"instances": 5}, BUDGET)  # not a list: the v1 parser's own message
 
 
+class FirstOnly(list):
+    """A list of which counting may read the length and the first element only: walking it, or reading any other
+    element, fails the test."""
+
+    def __iter__(self):
+        raise AssertionError("count walked a list: it may read its length and first element only")
+
+    def __getitem__(self, index):
+        if index != 0:
+            raise AssertionError(f"count read element {index!r}: it may read the first element only")
+        return super().__getitem__(0)
+
+    def __reversed__(self):
+        raise AssertionError("count walked a list backwards")
+
+    def __contains__(self, item):
+        raise AssertionError("count searched a list")
+
+
+def tensor(*shape: int, leaf: object = 0.0) -> object:
+    """Nested ``FirstOnly`` lists of ``shape`` (each level one list repeated, so a million rows cost nothing)."""
+    return leaf if not shape else FirstOnly([tensor(*shape[1:], leaf=leaf)] * shape[0])
+
+
 def test_counting_costs_the_depth_not_the_size():
+    """Only the length and the first element of each level are read: the cost is the depth, whatever the size."""
     assert count([[1, 2], [3, 4], [5, 6]], 10) == 6
     assert count([], 10) == 0 and count(5.0, 10) == 1 and count(["png", "png"], 10) == 2
-    assert count(list(range(10**6)), 5) == 6  # longer than the budget: over it at once
-    assert count([[]] * 10**6, 100) == 101  # a million empty lists: over the budget, not walked
-    assert count([[[[0.0] * 8] * 8]] * 16, 1024) == 1024  # a nested tensor of exactly the budget fits
-    assert count([[[[0.0] * 8] * 8]] * 17, 1024) > 1024
-    flat = [0.1] * 200_704  # a full Fashion-MNIST batch of 256
-    started = time.perf_counter()
-    assert count(flat, 200_704) == 200_704
-    assert time.perf_counter() - started < 0.05  # constant time: microseconds
+    assert count(tensor(3, 2), 10) == 6 and count(tensor(2, leaf="png"), 10) == 2 and count(tensor(0), 10) == 0
+    assert count(tensor(10**6), 5) == 6  # longer than the budget: over it at once
+    assert count(FirstOnly([FirstOnly()] * 10**6), 100) == 101  # a million empty lists: over the budget, not walked
+    assert count(tensor(16, 1, 8, 8), 1024) == 1024  # a nested tensor of exactly the budget fits
+    assert count(tensor(17, 1, 8, 8), 1024) > 1024
+    assert count(tensor(200_704), 200_704) == 200_704  # a full Fashion-MNIST batch of 256, flat
+    assert count(tensor(256, 1, 28, 28), 200_704) == 200_704  # and nested
 
 
 def binary(meta: dict, raw: bytes, declared: str | None = None) -> tuple[bytes, bytes]:
@@ -106,12 +129,17 @@ def test_a_binary_length_header_of_anything_but_ascii_digits_is_refused(declared
         unpack(*binary(meta, b"\0" * 256, declared), BUDGET)
 
 
-@pytest.mark.parametrize("meta", [
-    {"name": "images", "shape": [1, 1, 8, 8], "datatype": ["FP32"], "parameters": {"binary_data_size": 256}},
-    {"name": "images", "shape": [2**62, 2**62, 0], "datatype": "FP32", "parameters": {"binary_data_size": 0}},
-    {"name": "images", "shape": [-2, -32, 1, 1], "datatype": "FP32", "parameters": {"binary_data_size": 256}},
-    {"name": "images", "shape": [1, 1, 8, 8], "datatype": "FP32", "parameters": {"binary_data_size": True}},
-])
-def test_a_binary_header_that_would_make_kserve_fail_is_a_client_error(meta):
-    with pytest.raises(BadRequest):
-        unpack(*binary(meta, b"\0" * 256), BUDGET)
+@pytest.mark.parametrize(("meta", "raw", "refused"), [
+    ({"name": "images", "shape": [1, 1, 8, 8], "datatype": ["FP32"], "parameters": {"binary_data_size": 256}}, 256,
+     "input 'images': expected the datatype as a string such as FP32 or BYTES, found list"),
+    ({"name": "images", "shape": [2**62, 2**62, 0], "datatype": "FP32", "parameters": {"binary_data_size": 0}}, 0,
+     r"input 'images': expected the shape as a list of at most 8 integers from 0 to 1024, found \[4611686018427387904"),
+    ({"name": "images", "shape": [-2, -32, 1, 1], "datatype": "FP32", "parameters": {"binary_data_size": 256}}, 256,
+     r"input 'images': expected the shape as a list of at most 8 integers from 0 to 1024, found \[-2, -32, 1, 1\]"),
+    ({"name": "images", "shape": [1, 1, 8, 8], "datatype": "FP32", "parameters": {"binary_data_size": True}}, 256,
+     "input 'images': expected binary_data_size to be at most the 256 bytes left after the JSON header, found True"),
+], ids=["datatype-list", "astronomical", "negative", "bool-size"])
+def test_a_binary_header_that_would_make_kserve_fail_is_a_client_error(meta, raw, refused):
+    """Each body holds the raw bytes its header declares (``binary_data_size``): only the named flaw is wrong."""
+    with pytest.raises(BadRequest, match=refused):
+        unpack(*binary(meta, b"\0" * raw), BUDGET)
