@@ -2,11 +2,13 @@
 
 Chooses between the CE baseline's best epoch (``baseline_best_epoch``) and the MLNT teacher by validation accuracy.
 Writes ``artifacts/export/model.onnx`` (input ``images``: float32 ``[batch, C, H, W]``, normalised with the card's
-mean and std; output ``probabilities`` ``[batch, K]``; dynamic batch axis, weights embedded, opset 18; class names
-and normalisation in the metadata), ``parity.json`` (onnxruntime against PyTorch on clean test images) and
-``model_card.json`` (classes, input spec, metrics, data hashes, the params of every step up to export and their
-digest, git commit, the ONNX file's sha256, ``train_class_distribution``: the share of each class among the noisy
-training labels the model learnt from, the reference the predictor's drift gauge compares live predictions with, and
+mean and std; output ``probabilities`` ``[batch, K]``; dynamic batch axis, weights embedded, opset 18; class names,
+normalisation and the input transform in the metadata), ``parity.json`` (onnxruntime against PyTorch on clean test
+images) and ``model_card.json`` (classes, input spec with ``input.transform``: how an image is resized and cropped
+exactly as training and evaluate saw it, which the predictor applies to encoded images; metrics, data hashes, the
+params of every step up to export and their digest, git commit, the ONNX file's sha256, ``train_class_distribution``:
+the share of each class among the noisy training labels the model learnt from, the reference the predictor's drift
+gauge compares live predictions with, and
 ``calibration``: the temperature fitted on the clean validation set, baked into the graph, with the ECE before and
 after on that set and on the clean test set (``test_ece_after``: the released model's; ``metrics.ece`` is the
 uncalibrated network's); ``validation``: where that set came from and whether its labels are clean, with evaluate's
@@ -154,7 +156,8 @@ def run(config: ExportConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOISE_
     test = test_set(ingest, norm, workers=config.workers)
     x = torch.cat([x for x, _ in test.subset(torch.arange(min(config.parity_images, len(test)))).eval_batches(256)])
     manifest = read_json(Path(ingest) / "manifest.json", "ingest")
-    metadata = onnx_metadata(manifest["class_names"], norm, name)
+    transform = input_transform(manifest, saved["image_size"])
+    metadata = onnx_metadata(manifest["class_names"], norm, name, transform=transform)
     evaluated = read_json(Path(evaluate) / "metrics.json", "evaluate", "ece_bins")
     clean = evaluated.get("validation", {}).get("clean", True)
     calibration = calibrate(net, load_split(ingest, noise, workers=config.workers)[1], bins=evaluated["ece_bins"],
@@ -163,7 +166,7 @@ def run(config: ExportConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOISE_
     onnx_bytes = to_onnx(net, x[:2], metadata, temperature=calibration["temperature"])
     check = parity(onnx_bytes, net, x, config.max_abs_diff, temperature=calibration["temperature"])
     given, is_val = read_arrays(Path(noise) / "labels.npz", "noise", "label", "is_val")
-    card = {"model": name, **interface(saved["network"], manifest["class_names"], saved),
+    card = {"model": name, **interface(saved["network"], manifest["class_names"], saved, transform=transform),
             "metrics": {"val_accuracy": val_accuracy, **{k: v for k, v in evaluated[name].items()
                                                           if k != "per_class_accuracy"}},
             "label_issues": evaluated.get("label_issues", {}),
@@ -200,19 +203,70 @@ def params_digest(params: Mapping[str, Any] | None) -> str | None:
     return hashlib.sha256(json.dumps(params, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def onnx_metadata(class_names: list[str], norm: dict, model: str) -> dict[str, str]:
-    """The metadata embedded in the ONNX file: what a consumer needs to prepare inputs and name outputs."""
-    return {"class_names": json.dumps(class_names), "normalisation": json.dumps(norm),
-            "input_layout": "NCHW float32, pixels / 255 then (x - mean) / std per channel", "model": model}
+SHORT_SIDE = "short side, then centre crop"  # the transform methods a card names (serving.release.METHODS)
+STRETCH = "resize to the input size"
 
 
-def interface(network: str, class_names: list[str], meta: dict) -> dict:
+def input_transform(manifest: Mapping[str, Any], size: int) -> dict:
+    """How an encoded image becomes the network's ``size`` x ``size`` input before normalisation, exactly as
+    training and evaluate prepared the images of the dataset ``manifest`` (ingest's) describes; the card's
+    ``input.transform``, which the predictor applies to encoded images.
+
+    Shards (Clothing1M): the manifest's ``transform``, applied by ``components.common.streaming.decode`` when a
+    step reads a shard: a JPEG decoded at Pillow's draft scale no smaller than ``resize``, the short side resized to
+    ``resize`` (bilinear), the centre ``crop`` square at ``round((side - crop) / 2)`` (halves to even). An image
+    folder: ``components.formats.images.load_image`` at ingest, the short side resized to ``size`` and the centre
+    square at ``(side - crop) // 2``, no draft (with ``ingest.image_size`` 0 the images were already square at
+    ``size``: a square request is only resized, a non-square one cropped, not stretched). Datasets stored at their
+    final size (Fashion-MNIST, CIFAR-10): images of ``size`` are used as they are, any other size is resized to it
+    (bilinear), the aspect ratio not kept."""
+    if manifest.get("format") == "shards":
+        transform = manifest.get("transform")
+        if not isinstance(transform, Mapping) or not {"resize", "crop"} <= set(transform):
+            raise ValueError(f"ingest manifest: expected a transform with resize and crop for a sharded dataset, "
+                             f"found {transform!r}")
+        resize, crop = int(transform["resize"]), int(transform["crop"])
+        offset, draft = "round", True
+    elif manifest.get("dataset") == "imagefolder":
+        resize, crop, offset, draft = size, size, "floor", False
+    else:
+        return {"method": STRETCH, "filter": "bilinear",
+                "note": f"the training images were stored at {size}x{size}: send images of that size; any other "
+                        f"is resized to it (bilinear), its aspect ratio not kept"}
+    if crop != size or resize < crop:
+        raise ValueError(f"ingest manifest: expected a transform cropping {size}x{size} (the model's image_size) out "
+                         f"of a short side of at least that, found resize {resize}, crop {crop}")
+    corner = "round((side - crop) / 2), halves to even" if offset == "round" else "(side - crop) // 2"
+    draft_note = f"a JPEG decoded at the draft scale no smaller than {resize}, " if draft else ""
+    return {"method": SHORT_SIDE, "resize": resize, "crop": crop, "filter": "bilinear", "offset": offset,
+            "jpeg_draft": draft,
+            "note": f"as training and evaluate saw the images: {draft_note}the short side resized to {resize} "
+                    f"(bilinear), then the centre {crop}x{crop} square, its corner at {corner}"}
+
+
+def onnx_metadata(class_names: list[str], norm: dict, model: str, *, transform: dict | None = None) -> dict[str, str]:
+    """The metadata embedded in the ONNX file: what a consumer needs to prepare inputs and name outputs;
+    ``transform`` (``input_transform``'s): how an image is resized and cropped before it is normalised."""
+    metadata = {"class_names": json.dumps(class_names), "normalisation": json.dumps(norm),
+                "input_layout": "NCHW float32, pixels / 255 then (x - mean) / std per channel", "model": model}
+    if transform is not None:
+        metadata["input_transform"] = json.dumps(transform)
+        metadata["input_layout"] = ("NCHW float32: each image resized and cropped as input_transform says, then "
+                                    "pixels / 255 then (x - mean) / std per channel")
+    return metadata
+
+
+def interface(network: str, class_names: list[str], meta: dict, *, transform: dict | None = None) -> dict:
     """The model card's description of the model's input and output (what the predictor reads); ``meta``:
-    ``in_channels``, ``image_size``, ``num_classes`` and ``normalisation``, as a model file records them."""
+    ``in_channels``, ``image_size``, ``num_classes`` and ``normalisation``, as a model file records them;
+    ``transform`` (``input_transform``'s), when given, becomes ``input.transform``: how the predictor prepares an
+    encoded image (a card without it has its images resized to the input size)."""
     size = meta["image_size"]
-    return {"network": network, "class_names": class_names,
-            "input": {"name": "images", "shape": ["batch", meta["in_channels"], size, size], "dtype": "float32",
-                      "normalisation": meta["normalisation"]},
+    spec = {"name": "images", "shape": ["batch", meta["in_channels"], size, size], "dtype": "float32",
+            "normalisation": meta["normalisation"]}
+    if transform is not None:
+        spec["transform"] = transform
+    return {"network": network, "class_names": class_names, "input": spec,
             "output": {"name": "probabilities", "shape": ["batch", meta["num_classes"]]}}
 
 

@@ -5,8 +5,10 @@ images (v2 BYTES input of base64 PNG/JPEG; v1 ``instances: [{"image": {"b64": ..
 ``v1_batch`` check a request and return its tensor, or its images still ``Encoded``: decoding is the expensive part,
 which the model runs off the event loop (``serving.model.Classifier.tensor``) through ``decode_images``. That reads
 every image's header first and refuses the request if their pixels add up to more than the budget
-(``serving.budget``); then it decodes them with Pillow, converts them to the card's channels, resizes them to its
-size, scales them to [0, 1] and normalises them with its mean/std.
+(``serving.budget``); then it decodes them with Pillow, converts them to the card's channels, brings them to its
+size as its ``input.transform`` says (the short side resized, then the centre crop, exactly as training and evaluate
+did; or, for a dataset stored at its final size and a card without one, resized to the size), scales them to [0, 1]
+and normalises them with its mean/std.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import orjson
 from kserve.errors import InvalidInput
 from PIL import Image, UnidentifiedImageError
 
-from serving.release import InputSpec
+from serving.release import SHORT_SIDE, InputSpec
 
 IMAGE_FORMATS = ("PNG", "JPEG")
 MAX_IMAGE_PIXELS = 4096 * 4096  # larger images are refused before they are decompressed
@@ -164,19 +166,43 @@ def _unreadable(blob: bytes, what: str, exc: Exception) -> BadRequest:
 
 
 def decode_image(blob: bytes, spec: InputSpec, what: str) -> np.ndarray:
-    """PNG/JPEG bytes -> uint8 ``[H, W, C]`` in the card's channels and size."""
+    """PNG/JPEG bytes -> uint8 ``[H, W, C]`` in the card's channels and size, resized (and cropped) as the card's
+    ``input.transform`` says (``fit``)."""
     if spec.channels not in (1, 3):
         raise BadRequest(f"{what}: expected a model with 1 or 3 channels for encoded images, found "
                          f"{spec.channels}; send a preprocessed tensor instead")
+    transform = spec.transform
     try:
         with Image.open(io.BytesIO(blob)) as opened:
             _check_header(opened, what)
+            if transform.jpeg_draft and opened.format == "JPEG":
+                opened.draft("RGB", (transform.resize, transform.resize))  # as training decoded it
             img = opened.convert("L" if spec.channels == 1 else "RGB")
-        if img.size != (spec.width, spec.height):
-            img = img.resize((spec.width, spec.height), Image.Resampling.BILINEAR)
+        img = fit(img, spec)
         return np.asarray(img, dtype=np.uint8).reshape(spec.height, spec.width, spec.channels)
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
         raise _unreadable(blob, what, exc) from None
+
+
+def fit(img: Image.Image, spec: InputSpec) -> Image.Image:
+    """``img`` (decoded, in the card's channels) at the input's size, as training and evaluate prepared theirs:
+    ``SHORT_SIDE``: the short side resized to ``resize``, then the centre ``crop`` square, its corner at
+    ``round((side - crop) / 2)`` (``components.common.streaming.decode``) or ``(side - crop) // 2``
+    (``components.formats.images.load_image``); ``STRETCH``: resized to the input size unless it has it."""
+    transform = spec.transform
+    resample = Image.Resampling[transform.filter.upper()]
+    if transform.method != SHORT_SIDE:
+        if img.size == (spec.width, spec.height):
+            return img
+        return img.resize((spec.width, spec.height), resample)
+    side, crop = transform.resize, transform.crop
+    scale = side / min(img.size)
+    w, h = max(side, round(img.width * scale)), max(side, round(img.height * scale))
+    if transform.offset == "round":
+        left, top = round((w - crop) * 0.5), round((h - crop) * 0.5)
+    else:
+        left, top = (w - crop) // 2, (h - crop) // 2
+    return img.resize((w, h), resample).crop((left, top, left + crop, top + crop))
 
 
 def normalise(pixels: np.ndarray, spec: InputSpec) -> np.ndarray:

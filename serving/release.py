@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -13,6 +13,29 @@ log = logging.getLogger(__name__)
 
 class ReleaseError(Exception):
     """The release folder cannot be served; the message names the file, the expected and the found value."""
+
+
+SHORT_SIDE = "short side, then centre crop"  # the methods of a card's input.transform (components.export)
+STRETCH = "resize to the input size"
+METHODS = (SHORT_SIDE, STRETCH)
+FILTERS = ("nearest", "box", "bilinear", "hamming", "bicubic", "lanczos")  # Pillow's, by its names
+OFFSETS = ("round", "floor")  # the crop's corner: round((side - crop) / 2), halves to even; (side - crop) // 2
+
+
+@dataclass(frozen=True)
+class Transform:
+    """How an encoded image becomes the network's input size, from the card's ``input.transform``: ``STRETCH``
+    (resized to the input size, the aspect ratio not kept: a card without a transform, or a dataset stored at its
+    final size) or ``SHORT_SIDE`` (a JPEG decoded at Pillow's draft scale no smaller than ``resize`` if
+    ``jpeg_draft``, the short side resized to ``resize``, then the centre ``crop`` square with its corner at
+    ``offset``), resampled with Pillow's ``filter``: exactly what training and evaluate did to the images."""
+
+    method: str = STRETCH
+    filter: str = "bilinear"
+    resize: int = 0  # SHORT_SIDE: the short side's length before the crop
+    crop: int = 0  # SHORT_SIDE: the side of the centre square (the input's height and width)
+    offset: str = "floor"
+    jpeg_draft: bool = False
 
 
 @dataclass(frozen=True)
@@ -27,6 +50,7 @@ class InputSpec:
     std: tuple[float, ...]
     output: str  # the ONNX output, probabilities [batch, classes]
     class_names: tuple[str, ...]
+    transform: Transform = Transform()  # how an encoded image is resized (and cropped) to the input size
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -67,7 +91,8 @@ def load_release(folder: str | Path) -> Release:
 
 def spec_from_card(card: dict, where: Path) -> InputSpec:
     """The ``InputSpec`` in ``card`` (``input.name``, ``input.shape``, ``input.normalisation``, ``output.name``,
-    ``class_names``); a ``ReleaseError`` naming ``where`` when one is missing or malformed, or the normalisation has
+    ``class_names``, and ``input.transform`` where the card has one: an older card without it has its images resized
+    to the input size); a ``ReleaseError`` naming ``where`` when one is missing or malformed, or the normalisation has
     not one mean and std per channel."""
     try:
         _, channels, height, width = card["input"]["shape"]
@@ -81,7 +106,36 @@ def spec_from_card(card: dict, where: Path) -> InputSpec:
     if not len(spec.mean) == len(spec.std) == spec.channels:
         raise ReleaseError(f"{where}: expected {spec.channels} normalisation means and stds (one per channel), "
                            f"found {len(spec.mean)} and {len(spec.std)}")
-    return spec
+    return replace(spec, transform=transform_from_card(card["input"].get("transform"), spec, where))
+
+
+def transform_from_card(found: object, spec: InputSpec, where: Path) -> Transform:
+    """The ``Transform`` of a card's ``input.transform`` (``found``; None: absent, images resized to the input size
+    as before cards recorded it); a ``ReleaseError`` naming ``where`` for a method, filter or offset the predictor
+    does not know, or a crop that is not the input's height and width: serving such a model would feed it images
+    unlike the ones it was trained on."""
+    if found is None:
+        return Transform()
+    if not isinstance(found, dict):
+        raise ReleaseError(f"{where}: expected input.transform to be an object, found {type(found).__name__}")
+    method, resample = found.get("method"), found.get("filter", "bilinear")
+    if method not in METHODS or resample not in FILTERS:
+        raise ReleaseError(f"{where}: expected input.transform with a method in {list(METHODS)} and a filter in "
+                           f"{list(FILTERS)}, found method {method!r}, filter {resample!r}")
+    if method == STRETCH:
+        return Transform(STRETCH, resample)
+    resize, crop, offset, draft = (found.get(k) for k in ("resize", "crop", "offset", "jpeg_draft"))
+    if not (_whole(resize) and _whole(crop) and offset in OFFSETS and isinstance(draft, bool)) or resize < crop \
+            or not crop == spec.height == spec.width:
+        raise ReleaseError(f"{where}: expected input.transform '{SHORT_SIDE}' with integers resize >= crop = the "
+                           f"input's height and width ({spec.height}x{spec.width}), an offset in {list(OFFSETS)} and "
+                           f"jpeg_draft true or false, found resize {resize!r}, crop {crop!r}, offset {offset!r}, "
+                           f"jpeg_draft {draft!r}")
+    return Transform(SHORT_SIDE, resample, resize, crop, offset, draft)
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def _train_distribution(card: dict, classes: int) -> tuple[float, ...]:
