@@ -226,7 +226,8 @@ def validation_record(noise: Path) -> dict:
 def _label_issue_list(teacher, ingest: Path, noise: Path, config: EvaluateConfig, names: list[str]):
     """Every training row ranked by ``label_issues``, the summary, and the ROC points (empty without ground
     truth). The detection figures count only the rows whose clean label is known (all of them under synthetic
-    noise; Clothing1M's images with a clean label; none of a user's own labels under kind none)."""
+    noise; Clothing1M's images with a clean label; none of a user's own labels under kind none); a row's
+    ``injected_noise`` is left empty where its clean label is unknown, and the column dropped without ground truth."""
     keys = ("index", "label", "clean_label", "is_noisy", "is_val")
     labels = dict(zip(keys, read_arrays(noise / "labels.npz", "noise", *keys), strict=True))
     train = ~labels["is_val"]
@@ -248,11 +249,14 @@ def _label_issue_list(teacher, ingest: Path, noise: Path, config: EvaluateConfig
         roc = roc_rows(1.0 - probs[known][np.arange(int(known.sum())), given[known]], noisy)
     source_keys = _source_keys(ingest)
     for row in rows:
-        row["index"] = int(rows_index[row["index"]])  # report the row of the ingested training set
+        position = row["index"]  # the row's place among the training rows of labels.npz
+        row["index"] = int(rows_index[position])  # report the row of the ingested training set
         if source_keys is not None:
             row["key"] = source_keys[row["index"]]
         if not summary["ground_truth"]:
             del row["injected_noise"]  # nothing is known about it
+        elif not known[position]:
+            row["injected_noise"] = ""  # clean label unknown: neither noisy nor verified correct
     return rows, summary, roc
 
 

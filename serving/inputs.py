@@ -177,11 +177,27 @@ def decode_image(blob: bytes, spec: InputSpec, what: str) -> np.ndarray:
             _check_header(opened, what)
             if transform.jpeg_draft and opened.format == "JPEG":
                 opened.draft("RGB", (transform.resize, transform.resize))  # as training decoded it
-            img = opened.convert("L" if spec.channels == 1 else "RGB")
+            img = _eight_bits(opened, what).convert("L" if spec.channels == 1 else "RGB")
         img = fit(img, spec)
         return np.asarray(img, dtype=np.uint8).reshape(spec.height, spec.width, spec.channels)
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
         raise _unreadable(blob, what, exc) from None
+
+
+def _eight_bits(img: Image.Image, what: str) -> Image.Image:
+    """A 16-bit image (modes ``I;16*`` and ``I``, values 0..65535) as 8 bits, value // 256, as ingest reads one
+    (``components.formats.images.to_8_bits``; ``convert`` alone would clip it at 255); a 400 for a floating-point
+    image or one outside that range. Other modes are returned as they are."""
+    if img.mode == "F":
+        raise BadRequest(f"{what}: expected an image of 8 or 16 bits a channel, found mode F (floating point)")
+    if not img.mode.startswith("I"):
+        return img
+    array = np.asarray(img)
+    low, high = (int(array.min()), int(array.max())) if array.size else (0, 0)
+    if low < 0 or high > 65535:
+        raise BadRequest(f"{what}: expected an image of 8 or 16 bits a channel (values 0..65535), found mode "
+                         f"{img.mode} with values {low}..{high}")
+    return Image.fromarray((array.astype(np.uint32) >> 8).astype(np.uint8))
 
 
 def fit(img: Image.Image, spec: InputSpec) -> Image.Image:

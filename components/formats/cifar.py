@@ -98,12 +98,17 @@ def read_cifar10n(path: Path, human_labels: Path) -> Dataset:
 
 
 def _numpy_globals():
+    """The numpy globals a torch-saved dict of numpy arrays names, for the weights-only loader. A pickle names
+    ``numpy.ndarray`` and ``numpy.dtype`` under every numpy, but ``_reconstruct`` by the module it lived in when the
+    file was written: ``numpy.core.multiarray`` under numpy 1.x (the published CIFAR-10_human.pt), and
+    ``numpy._core.multiarray`` under numpy 2; both names are admitted, each for the one function."""
     out = [np.ndarray, np.dtype, type(np.dtype(np.int64)), type(np.dtype(np.int32)), type(np.dtype(np.uint8))]
     try:
         from numpy._core.multiarray import _reconstruct  # noqa: PLC0415 - numpy >= 2
     except ImportError:  # pragma: no cover - numpy 1.x
         from numpy.core.multiarray import _reconstruct  # noqa: PLC0415
-    return [*out, _reconstruct]
+    return [*out, *((_reconstruct, f"{module}._reconstruct") for module in ("numpy._core.multiarray",
+                                                                             "numpy.core.multiarray"))]
 
 
 TARBALL = "cifar-10-python.tar.gz"

@@ -5,6 +5,11 @@ Every image is opened through ``open_image``: its width and height are read from
 that declares a huge image (a decompression bomb: a few KB of PNG can declare gigapixels of zeros) is refused with
 a ``DataError`` instead of being decoded whole. Pillow's own guard (``DecompressionBombError`` at twice
 ``Image.MAX_IMAGE_PIXELS``, a mere ``DecompressionBombWarning`` above it) is caught too, the warning as an error.
+
+Images of more than 8 bits a channel are scaled to 8 bits, never clipped (``to_8_bits``): a 16-bit greyscale image
+(a 16-bit PNG or TIFF, mode ``I;16``; a 16-bit PGM, mode ``I``) keeps its high byte, value // 256, the standard
+mapping of the range 0..65535 onto 0..255 and the one Pillow itself applies to 16-bit colour PNGs. A 32-bit integer
+image with values outside 0..65535 and a floating-point one (mode ``F``) have no such range and are refused.
 """
 
 from __future__ import annotations
@@ -68,7 +73,7 @@ def load_image(path: Path, *, channels: int, size: int, max_pixels: int = MAX_PI
     if not path.is_file():
         raise DataError(f"{path}: expected an image file, found no such file")
     with open_image(path, where=str(path), max_pixels=max_pixels) as opened:
-        img = opened.convert("L" if channels == 1 else "RGB")
+        img = to_8_bits(opened, where=str(path)).convert("L" if channels == 1 else "RGB")
         if size:
             scale = size / min(img.size)
             w, h = max(size, round(img.width * scale)), max(size, round(img.height * scale))
@@ -76,6 +81,24 @@ def load_image(path: Path, *, channels: int, size: int, max_pixels: int = MAX_PI
             img = img.resize((w, h), Image.Resampling.BILINEAR).crop((left, top, left + size, top + size))
         array = np.asarray(img, dtype=np.uint8)
     return array[..., None] if array.ndim == 2 else array
+
+
+def to_8_bits(img: Image.Image, *, where: str) -> Image.Image:
+    """``img`` with at most 8 bits a channel, ready for ``convert("L")`` or ``convert("RGB")``, which would clip a
+    16-bit image at 255 (most of it white) instead of scaling it. An integer image (modes ``I;16*`` and ``I``) whose
+    values lie in 0..65535 becomes ``L`` with value // 256; one outside that range, and a floating-point image (mode
+    ``F``), are a ``DataError`` naming ``where`` and the mode. Every other mode is returned as it is."""
+    if img.mode == "F":
+        raise DataError(f"{where}: expected an image of 8 or 16 bits a channel, found mode F (32-bit floating "
+                        f"point), whose values have no standard range to scale to 8 bits")
+    if not img.mode.startswith("I"):
+        return img
+    array = np.asarray(img)
+    low, high = (int(array.min()), int(array.max())) if array.size else (0, 0)
+    if low < 0 or high > 65535:
+        raise DataError(f"{where}: expected an image of 8 or 16 bits a channel (values 0..65535), found mode "
+                        f"{img.mode} with values {low}..{high}")
+    return Image.fromarray((array.astype(np.uint32) >> 8).astype(np.uint8))  # 2-D uint8: mode L
 
 
 def check_encoded(payload: bytes, *, where: str, size: int = 0, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:

@@ -3,6 +3,7 @@
 import io
 import pickle
 import tarfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -48,10 +49,23 @@ def write_cifar10(root: Path, *, per_batch: int = 4, tarball: bool = False, seed
     return root
 
 
-def write_cifar10n(path: Path, clean: np.ndarray, seed: int = 0) -> Path:
+def write_cifar10n(path: Path, clean: np.ndarray, seed: int = 0, *, numpy1: bool = False) -> Path:
+    """``CIFAR-10_human.pt``: ``aggre_label``, ``random_label2`` and ``random_label3`` equal to ``clean``.
+    ``numpy1``: the pickle exactly as torch.save writes it under numpy 1.x, as the published file was: the same
+    bytes but for ``_reconstruct``'s module, ``numpy.core.multiarray`` (numpy 2 moved it to ``numpy._core``)."""
     rng = np.random.default_rng(seed)
     table = {"clean_label": clean.copy(), "aggre_label": clean.copy(), "worse_label": rng.integers(0, 10, clean.size),
              "random_label1": rng.integers(0, 10, clean.size), "random_label2": clean.copy(),
              "random_label3": clean.copy()}
-    torch.save(table, path)
+    if not numpy1:
+        torch.save(table, path)
+        return path
+    buffer = io.BytesIO()
+    torch.save(table, buffer)
+    with zipfile.ZipFile(buffer) as source, zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as target:
+        for name in source.namelist():
+            data = source.read(name)
+            if name.endswith("/data.pkl"):  # a GLOBAL opcode ends at a newline: no length to fix
+                data = data.replace(b"numpy._core.multiarray\n_reconstruct", b"numpy.core.multiarray\n_reconstruct")
+            target.writestr(name, data)
     return path

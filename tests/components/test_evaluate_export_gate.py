@@ -21,7 +21,7 @@ from components.evaluate import (
     expected_calibration_error,
     label_issues,
 )
-from components.export import Probabilities, parity, to_onnx
+from components.export import Probabilities, input_transform, interface, onnx_metadata, parity, to_onnx
 from components.gate import GateConfig, decide, promote
 from components.gate import run as run_gate
 from model.networks import SmallCNN
@@ -113,6 +113,51 @@ def test_parity_fails_when_the_graph_differs_from_the_model(exported):
     assert not report["passed"] and report["max_abs_diff"] > 1e-4
     with torch.no_grad():
         assert torch.allclose(Probabilities(net)(torch.zeros(1, 1, 8, 8)).sum(), torch.tensor(1.0))
+
+
+IMAGENET = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+
+
+@pytest.mark.parametrize("manifest, size, want", [
+    ({"dataset": "clothing1m", "format": "shards", "transform": {"resize": 256, "crop": 224, **IMAGENET}}, 224,
+     {"method": "short side, then centre crop", "resize": 256, "crop": 224, "filter": "bilinear", "offset": "round",
+      "jpeg_draft": True}),
+    ({"dataset": "imagefolder", "format": "arrays", "image_shape": [64, 64, 3]}, 64,
+     {"method": "short side, then centre crop", "resize": 64, "crop": 64, "filter": "bilinear", "offset": "floor",
+      "jpeg_draft": False}),
+    ({"dataset": "fashion-mnist", "format": "arrays", "image_shape": [28, 28, 1]}, 28,
+     {"method": "resize to the input size", "filter": "bilinear"}),
+    ({"dataset": "cifar10n", "format": "arrays", "image_shape": [32, 32, 3]}, 32,
+     {"method": "resize to the input size", "filter": "bilinear"}),
+])
+def test_the_card_and_the_onnx_metadata_record_how_images_were_resized_and_cropped(exported, manifest, size, want):
+    """The card's ``input.transform`` and the ONNX metadata's ``input_transform``: the resize and centre crop training
+    and evaluate applied (the shards' manifest transform at decode, an image folder's ``load_image`` at ingest), or,
+    for a dataset stored at its final size, that requests of that size are used as they are."""
+    transform = input_transform(manifest, size)
+    assert {k: v for k, v in transform.items() if k != "note"} == want
+    assert f"{size}x{size}" in transform["note"]
+    meta = {"in_channels": 3, "image_size": size, "num_classes": 4, "normalisation": IMAGENET}
+    card = interface("small_cnn", list("abcd"), meta, transform=transform)
+    assert card["input"]["transform"] == transform and card["input"]["shape"] == ["batch", 3, size, size]
+    metadata = onnx_metadata(list("abcd"), IMAGENET, "teacher", transform=transform)
+    assert json.loads(metadata["input_transform"]) == transform and "input_transform" in metadata["input_layout"]
+    net, _ = exported
+    model = onnx.load_from_string(to_onnx(net, torch.randn(2, 1, 8, 8), metadata))
+    assert json.loads({p.key: p.value for p in model.metadata_props}["input_transform"]) == transform
+    assert "transform" not in interface("small_cnn", list("abcd"), meta)["input"]  # as the benchmarks call it
+    assert "input_transform" not in onnx_metadata(list("abcd"), IMAGENET, "teacher")
+
+
+@pytest.mark.parametrize("manifest, found", [
+    ({"format": "shards"}, "expected a transform with resize and crop for a sharded dataset, found None"),
+    ({"format": "shards", "transform": {"resize": 256, "crop": 200}}, "found resize 256, crop 200"),
+    ({"format": "shards", "transform": {"resize": 200, "crop": 224}}, "found resize 200, crop 224"),
+])
+def test_a_manifest_whose_transform_does_not_fit_the_model_is_refused(manifest, found):
+    with pytest.raises(ValueError, match="ingest manifest: expected") as err:
+        input_transform(manifest, 224)
+    assert found in str(err.value)
 
 
 def write_export(folder, *, accuracy=0.9, parity_ok=True, tamper=False, baseline=0.85, validation=None,

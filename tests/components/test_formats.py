@@ -6,14 +6,16 @@ import pickle
 import re
 import shutil
 import tarfile
+import zipfile
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from components.common.errors import DataError
 from components.formats import clothing1m as c1m
 from components.formats import inside
-from components.formats.cifar import read_cifar10
+from components.formats.cifar import read_cifar10, read_cifar10n
 from components.formats.imagefolder import read_imagefolder
 from components.formats.images import ImageTooLargeError, check_encoded, load_image
 from components.formats.webdataset import read_index
@@ -72,6 +74,20 @@ def test_cifar10n_human_labels(tmp_path):
     with np.load(tmp_path / "out" / "human_labels.npz") as table:
         assert set(table.files) == {"aggre_label", "worse_label", "random_label1", "random_label2", "random_label3"}
         assert (table["aggre_label"] == clean).all()
+
+
+def test_cifar10n_human_labels_pickled_under_numpy_1(tmp_path):
+    """The published CIFAR-10_human.pt was written under numpy 1.x, whose pickles name
+    numpy.core.multiarray._reconstruct: the weights-only loader must admit that name as well as numpy 2's."""
+    source = write_cifar10(tmp_path / "cifar")
+    clean = read_cifar10(source).train_labels
+    human = write_cifar10n(source / "CIFAR-10_human.pt", clean, numpy1=True)
+    with zipfile.ZipFile(human) as archive:
+        pickled = archive.read(next(n for n in archive.namelist() if n.endswith("/data.pkl")))
+    assert b"numpy.core.multiarray\n_reconstruct" in pickled and b"numpy._core" not in pickled
+    dataset = read_cifar10n(source, human)
+    assert (dataset.extra["aggre_label"] == clean).all() and (dataset.extra["random_label3"] == clean).all()
+    assert dataset.extra["worse_label"].shape == clean.shape
 
 
 def test_cifar10n_human_labels_must_live_inside_the_dataset_folder(tmp_path):
@@ -350,6 +366,30 @@ def test_an_image_over_the_pixel_limit_is_refused_naming_file_limit_and_size(tmp
     with pytest.raises(ImageTooLargeError, match=r"^k: expected an image of at most 50000 pixels"):
         check_encoded(payload, where="k", max_pixels=50_000)
     assert check_encoded(payload, where="k") == (300, 200)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif", ".pgm"])
+def test_a_16_bit_image_is_scaled_to_8_bits_not_clipped(tmp_path, suffix):
+    """Pillow's convert clips a 16-bit image at 255 (a ramp over 0..65535 turned almost all white); the loader keeps
+    each value's high byte. A 16-bit PNG or TIFF opens as mode I;16, a 16-bit PGM as mode I."""
+    ramp = np.tile(np.arange(256, dtype=np.uint16) * 257, (4, 1))  # 0, 257, .., 65535 along each row
+    Image.fromarray(ramp).save(tmp_path / f"ramp{suffix}")
+    assert Image.open(tmp_path / f"ramp{suffix}").mode == ("I" if suffix == ".pgm" else "I;16")
+    grey = load_image(tmp_path / f"ramp{suffix}", channels=1, size=0)
+    assert grey.dtype == np.uint8 and (grey[..., 0] == np.arange(256)).all()
+    colour = load_image(tmp_path / f"ramp{suffix}", channels=3, size=0)
+    assert colour.shape == (4, 256, 3) and all((colour[..., c] == np.arange(256)).all() for c in range(3))
+
+
+def test_an_image_with_no_16_bit_range_is_refused_naming_its_mode(tmp_path):
+    Image.fromarray(np.linspace(0, 1, 16, dtype=np.float32).reshape(4, 4)).save(tmp_path / "float.tif")
+    with pytest.raises(DataError, match=r"float.tif: expected an image of 8 or 16 bits a channel, found mode F "
+                                        r"\(32-bit floating point\)"):
+        load_image(tmp_path / "float.tif", channels=1, size=0)
+    Image.fromarray(np.array([[-1, 0], [70_000, 5]], dtype=np.int32)).save(tmp_path / "wide.tif")
+    with pytest.raises(DataError, match=r"wide.tif: expected an image of 8 or 16 bits a channel \(values 0..65535\), "
+                                        r"found mode I with values -1..70000"):
+        load_image(tmp_path / "wide.tif", channels=3, size=0)
 
 
 def test_clothing1m_conflicting_labels_keep_the_last_and_are_reported(tmp_path, capsys, monkeypatch):

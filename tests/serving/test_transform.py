@@ -150,3 +150,17 @@ def test_a_transform_the_predictor_cannot_apply_is_refused_at_load(transform, fo
 
 def _without_transform(card: dict) -> dict:
     return {k: v for k, v in card["input"].items() if k != "transform"}
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_a_16_bit_png_is_served_as_ingest_reads_it(tmp_path, channels):
+    """A 16-bit image keeps its high byte in the predictor as in ingest (``to_8_bits``); ``convert`` alone clipped
+    it at 255, so most of it came out white."""
+    ramp = (np.arange(24 * 24, dtype=np.uint32).reshape(24, 24) * 65535 // (24 * 24 - 1)).astype(np.uint16)
+    path = tmp_path / "ramp.png"
+    Image.fromarray(ramp).save(path)
+    card = card_for({"format": "npz"}, 24, channels, {"mean": [0.0] * channels, "std": [1.0] * channels})
+    served = decode_image(path.read_bytes(), spec_from_card(card, Path("model_card.json")), "image 0")
+    ingested = load_image(path, channels=channels, size=24)
+    assert np.array_equal(served, ingested.reshape(served.shape))
+    assert served.max() == 255 and served.mean() == pytest.approx(127.5, abs=1)

@@ -1,0 +1,60 @@
+"""The label-issue list where the clean label is known for only part of the training rows (Clothing1M)."""
+
+import csv
+import json
+
+import numpy as np
+import torch
+
+from components import evaluate
+from components.evaluate import EvaluateConfig, _label_issue_list, _write_csv
+
+NAMES = ["a", "b", "c"]
+
+
+def _partly_known(tmp_path, n: int = 40):
+    """An ingested training set of ``n`` images and the noise step's labels: the first 6 rows mislabelled, the
+    clean label of rows 20 onwards unknown (-1), rows 36 onwards held out for validation."""
+    ingest, noise = tmp_path / "ingest", tmp_path / "noise"
+    ingest.mkdir()
+    noise.mkdir()
+    rng = np.random.default_rng(0)
+    np.savez(ingest / "train.npz", images=rng.integers(0, 256, (n, 8, 8, 1), dtype=np.uint8),
+             labels=rng.integers(0, 3, n))
+    (ingest / "manifest.json").write_text(json.dumps({"class_names": NAMES, "counts": {"train": n}}))
+    clean = rng.integers(0, 3, n)
+    label = clean.copy()
+    label[:6] = (clean[:6] + 1) % 3
+    clean[20:] = -1
+    is_val = np.arange(n) >= 36
+    np.savez(noise / "labels.npz", index=np.arange(n), label=label, clean_label=clean,
+             is_noisy=(clean >= 0) & (label != clean), is_val=is_val)
+    return ingest, noise, label, clean, is_val
+
+
+def test_rows_whose_clean_label_is_unknown_are_neither_noisy_nor_verified(tmp_path, monkeypatch):
+    """``injected_noise`` is True or False only where the clean label is known, empty elsewhere (False would read as
+    checked and correct); the true noise rate, precision, recall and AUROC count the known rows only."""
+    ingest, noise, label, clean, is_val = _partly_known(tmp_path)
+    train = ~is_val
+    # the teacher doubts the 6 mislabelled rows and 6 rows of unknown truth (20..25), and trusts every other label
+    doubted = np.zeros(train.sum(), dtype=bool)
+    doubted[:6] = doubted[20:26] = True
+    given = label[train]
+    probs = np.full((given.size, 3), 0.05)
+    probs[np.arange(given.size), np.where(doubted, (given + 1) % 3, given)] = 0.9
+    monkeypatch.setattr(evaluate, "predict", lambda *args, **kwargs: torch.from_numpy(probs))
+    rows, summary, roc = _label_issue_list(None, ingest, noise, EvaluateConfig(workers=0), NAMES)
+    assert summary["ground_truth"] and summary["rows_with_clean_label"] == 20 and roc
+    assert sorted(r["index"] for r in rows) == list(range(36))
+    for row in rows:
+        i = row["index"]
+        assert row["injected_noise"] == ("" if clean[i] < 0 else bool(label[i] != clean[i])), row
+    # counted over every row, the 6 doubted rows of unknown truth would halve the precision and the noise rate
+    assert summary["estimated_issues"] == 12
+    assert summary["true_noise_rate"] == 6 / 20 and summary["precision"] == 1.0 and summary["recall"] == 1.0
+    assert summary["auroc"] == 1.0
+    _write_csv(tmp_path / "label_issues.csv", rows)
+    with open(tmp_path / "label_issues.csv", newline="") as fh:
+        written = {int(r["index"]): r["injected_noise"] for r in csv.DictReader(fh)}
+    assert written == {i: "" if clean[i] < 0 else str(bool(label[i] != clean[i])) for i in range(36)}
