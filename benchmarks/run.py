@@ -123,7 +123,7 @@ def run_all(settings: Settings, workload: Workload, networks: list[str], work: P
     section("neighbours", lambda: neighbour_search.run(workload, batch_size=s.batch, sets=s.sets,
                                                        repeats=s.repeats_for("small_cnn"), **common))
     section("data_loading", lambda: {
-        "in_memory": data_loading.in_memory(workload, batch_size=s.batch),
+        "in_memory": data_loading.in_memory(workload, batch_size=s.batch, **common),
         "clothing1m": data_loading.streamed(
             work, images=s.loader_images, sizes=s.loader_sizes, quality=s.loader_quality, resize=s.loader_resize,
             crop=s.loader_crop, shard_size=s.loader_shard_size, batch_size=s.loader_batch, workers=s.loader_workers,

@@ -6,8 +6,10 @@ Every run goes through the pipeline's own steps (``components.noise``, ``compone
 ``components.mlnt``) with the schedule of ``params.yaml``; only the training-set size (sub-sampled to fit
 2 CPU cores), the seed and each row's own switches (``meta_weight``, ``warm_start``, ``mode``) change. Each
 (noise setting, seed) cell is one task; tasks run in parallel worker processes and a finished cell is kept
-under ``--work`` (a rerun with the same settings skips it). The raw records go to ``docs/quality/results.json``;
-``benchmarks.quality.report`` renders ``docs/results.md`` and the plots from that file alone.
+under ``--work`` (a rerun with the same settings and the same ingested data skips it; the ingest itself is redone
+when ``--data`` or params.yaml's ``ingest`` section differ from what it was made from). The raw records go to
+``docs/quality/results.json``; ``benchmarks.quality.report`` renders ``docs/results.md`` and the plots from that
+file alone.
 
     python -m benchmarks.quality [--quick] [--setting symmetric-50] [--workers 2] [--work artifacts/quality]
                                  [--output docs/results.md]
@@ -54,6 +56,7 @@ class Setting:
 
 
 CLEAN = Setting("none", 0.0)
+MADE_FROM = "made_from.json"  # in the study's ingest folder: the ingest config (data path included) it was made from
 ECE_BINS = 15  # bins of every expected calibration error the study records (results.json: ece_bins)
 SETTINGS = (Setting("symmetric", 0.2), Setting("symmetric", 0.5), Setting("symmetric", 0.8),
             Setting("asymmetric", 0.4), Setting("instance", 0.4))
@@ -130,7 +133,11 @@ class Task:
 
     @property
     def fingerprint(self) -> str:
-        text = json.dumps([dataclasses.asdict(self.study), self.params, self.setting.name, self.seed, self.part],
+        """What the cell's record was made from: the study's settings, the params, the cell, and the ingested data
+        (the sha256 of the ingest's ``manifest.json``, which names the data's path and hashes its files)."""
+        manifest = Path(self.ingested) / "manifest.json"
+        data = hashlib.sha256(manifest.read_bytes()).hexdigest() if manifest.is_file() else None
+        text = json.dumps([dataclasses.asdict(self.study), self.params, self.setting.name, self.seed, self.part, data],
                           sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -359,14 +366,24 @@ def tasks(study: StudyConfig, params: dict, ingested: Path, work: Path) -> list[
     return cells + [Task(CLEAN, seed, study, params, str(ingested), str(work)) for seed in study.seeds]
 
 
+def ingest_once(out: Path, config: dict) -> Path:
+    """``out``, holding the ingest of ``config`` (params.yaml's ``ingest`` section with the data's ``path``): the one
+    already there when it was made from the same config (``MADE_FROM``), else ingested again."""
+    made_from, wanted = Path(out) / MADE_FROM, json.loads(json.dumps(config))
+    if (Path(out) / "train.npz").is_file() and made_from.is_file() and json.loads(made_from.read_text()) == wanted:
+        return Path(out)
+    made_from.unlink(missing_ok=True)  # an ingest that fails part-way is not taken for the config's
+    ingest.run(ingest.IngestConfig(**config), out=Path(out))
+    write_json(made_from, wanted)
+    return Path(out)
+
+
 def run_study(study: StudyConfig, *, work: Path, workers: int, data: Path, params_file: Path,
               only: frozenset[str] | None = None) -> dict:
     """Every cell of ``study`` (those of the settings named in ``only``, when given)."""
     params = yaml.safe_load(Path(params_file).read_text())
     params = {k: params[k] for k in ("ingest", "noise", "baseline", "mlnt")}
-    ingested = Path(work) / "ingest"
-    if not (ingested / "train.npz").is_file():
-        ingest.run(ingest.IngestConfig(**{**params["ingest"], "path": str(data)}), out=ingested)
+    ingested = ingest_once(Path(work) / "ingest", {**params["ingest"], "path": str(data)})
     started = time.perf_counter()
     todo = [t for t in tasks(study, params, ingested, Path(work)) if only is None or t.setting.name in only]
     threads = max(1, (os.cpu_count() or 1) // workers)

@@ -2,7 +2,9 @@
 
 In-memory datasets (Fashion-MNIST, CIFAR-10): ``components.common.splits.load_split`` reads ``train.npz`` and the
 noise step's ``labels.npz`` once; each step then indexes a batch and, with augmentation on, crops and flips
-it (``model.trainer.augment``), as the trainer's loop does.
+it (``model.trainer.augment``), as the trainer's loop does. What training consumes is timed in the same section, right
+after: a CE step of the small CNN on a batch of the same size (``ce_samples_per_s``), so the ratio of the two never
+spans two runs (``benchmarks.run --sections``) or minutes of a changing load.
 
 Clothing1M is streamed: the ingest step copies the original JPEG bytes into WebDataset tar shards, and
 ``components.common.streaming`` decodes, resizes and crops each image in ``DataLoader`` worker processes. ``streamed``
@@ -30,7 +32,8 @@ from PIL import Image, JpegImagePlugin
 
 from benchmarks.fixtures import write_clothing1m
 from benchmarks.speed.measure import elapsed
-from benchmarks.speed.workload import Workload
+from benchmarks.speed.meta_step import training_step
+from benchmarks.speed.workload import Workload, network_for, reshape_for
 from components import ingest
 from components.common.streaming import open_split
 from model.networks import build_network
@@ -41,8 +44,11 @@ WEB_PHOTO_SIZES = ((500, 500), (600, 600), (640, 480), (800, 600), (600, 800))
 NOISE_SIGMA = 4.0  # grey levels of pixel noise over the smooth blobs: about 1.5 bits per pixel at quality 90
 
 
-def in_memory(workload: Workload, *, batch_size: int, padding: int = 2) -> dict:
-    """One epoch of batches as the trainer's loop fetches them, with and without augmentation."""
+def in_memory(workload: Workload, *, batch_size: int, device: torch.device, padding: int = 2,
+              ce_repeats: int = 5) -> dict:
+    """One epoch of batches as the trainer's loop fetches them, with and without augmentation, and beside it what
+    training consumes: a CE step of the small CNN on ``device`` on the first batch (the median of ``ce_repeats``
+    steps after one to warm up)."""
     data, cpu = workload.train, torch.device("cpu")
     steps = len(data) // batch_size
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))
@@ -58,10 +64,16 @@ def in_memory(workload: Workload, *, batch_size: int, padding: int = 2) -> dict:
         return run
 
     samples = steps * batch_size
+    fetched = {"fetch_samples_per_s": samples / elapsed(epoch(False), cpu),
+               "fetch_augment_samples_per_s": samples / elapsed(epoch(True), cpu)}
+    net, first = network_for("small_cnn", workload, device), order[:batch_size]
+    x, y = reshape_for(data.images[first], "small_cnn").to(device), data.labels[first].to(device)
+    ce = training_step(net, lambda: F.cross_entropy(net(x), y))  # meta_step's CE step (meta_step.steps)
+    ce()
+    took = statistics.median(elapsed(ce, device) for _ in range(ce_repeats))
     return {"samples": len(data), "batch": batch_size, "load_split_s": workload.load_s,
-            "load_split_samples_per_s": len(data) / workload.load_s,
-            "fetch_samples_per_s": samples / elapsed(epoch(False), cpu),
-            "fetch_augment_samples_per_s": samples / elapsed(epoch(True), cpu)}
+            "load_split_samples_per_s": len(data) / workload.load_s, **fetched,
+            "ce_step_s": took, "ce_samples_per_s": batch_size / took}
 
 
 def streamed(work: Path, *, images: int, sizes: tuple[tuple[int, int], ...], quality: int, resize: int,

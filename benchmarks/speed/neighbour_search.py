@@ -6,6 +6,8 @@ does before the meta step: the frozen network's features (no gradient), the sear
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
 from benchmarks.speed.measure import time_ratios
@@ -16,7 +18,9 @@ from model.neighbours import nearest_neighbours, synthetic_labels
 
 def run(workload: Workload, *, batch_size: int, sets: int, repeats: int, device: torch.device) -> dict:
     batch = make_batch(workload, "small_cnn", size=batch_size, sets=sets, device=device)
-    feature_net = workload.feature_net.to(device)
+    # a copy: Module.to moves in place, and the workload's network must stay on the CPU for the other sections'
+    # make_batch
+    feature_net = copy.deepcopy(workload.feature_net).to(device)
     k = min(NEIGHBOURS, batch_size - 1)
     with torch.no_grad():
         features = feature_net.features(batch.images)

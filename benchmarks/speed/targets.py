@@ -21,10 +21,12 @@ class Target:
     goal: str  # one of GOALS
     bound: float
 
-    def row(self, value: float, **where: object) -> dict:
-        """The row ``results.json`` records: what was measured, the goal, and whether it is met."""
-        return {"target": self.label.format(**where), "value": round(value, 3), "goal": f"{self.goal} {self.bound:g}",
-                "met": GOALS[self.goal](value, self.bound)}
+    def row(self, value: float | None, **where: object) -> dict:
+        """The row ``results.json`` records: what was measured, the goal, and whether it is met; ``value`` None
+        (results from before it was measured) gives ``value`` and ``met`` None: not measured."""
+        return {"target": self.label.format(**where), "value": None if value is None else round(value, 3),
+                "goal": f"{self.goal} {self.bound:g}",
+                "met": None if value is None else GOALS[self.goal](value, self.bound)}
 
 
 TARGETS = {
@@ -72,16 +74,23 @@ def evaluate(results: dict) -> list[dict]:
     return rows
 
 
-def consumption(results: dict) -> dict[str, float]:
-    """Samples/s that training consumes on the small CNN: a CE step and each MLNT mode."""
-    r = next(r for r in results["meta_step"] if r["network"] == "small_cnn")
-    return {"ce": r["batch"] / (r["ce_ms"] / 1000), **{v: r["batch"] / r["seconds"][v] for v in VARIANTS}}
+def consumption(results: dict) -> dict[str, float] | None:
+    """Samples/s that training consumes on the small CNN: the CE step timed in the data_loading section beside the
+    loader (``in_memory.ce_samples_per_s``), and each MLNT mode at its time / CE ratio from the meta_step section
+    (measured side by side there, so it holds from one run to the next; absolute times do not). None for results
+    from before data_loading timed a CE step."""
+    ce = results["data_loading"]["in_memory"].get("ce_samples_per_s")
+    if ce is None:
+        return None
+    r = next((r for r in results.get("meta_step", []) if r["network"] == "small_cnn"), None)
+    return {"ce": ce, **({v: ce / r["time_ratio"][v] for v in VARIANTS} if r else {})}
 
 
-def loading_ratios(results: dict) -> dict[str, float]:
-    """What each loader delivers over what training consumes: the in-memory loader against the small CNN's CE
-    step, one Clothing1M worker against a ResNet-50 CE step on the same machine."""
+def loading_ratios(results: dict) -> dict[str, float | None]:
+    """What each loader delivers over what training consumes, each timed in the same section of the same run: the
+    in-memory loader against the small CNN's CE step (None for results from before that step was timed there), one
+    Clothing1M worker against a ResNet-50 CE step on the same machine."""
     data = results["data_loading"]
-    c = data["clothing1m"]
-    return {"in_memory": data["in_memory"]["fetch_augment_samples_per_s"] / consumption(results)["ce"],
+    c, m = data["clothing1m"], data["in_memory"]
+    return {"in_memory": m["fetch_augment_samples_per_s"] / m["ce_samples_per_s"] if "ce_samples_per_s" in m else None,
             "clothing1m": c["worker"]["draft_images_per_s"] / c["consumer_samples_per_s"]}

@@ -3,11 +3,13 @@ recomputed here from the run's own records."""
 
 import json
 import re
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from benchmarks.quality import inner_lr
 from benchmarks.quality import report as quality_report
@@ -130,6 +132,43 @@ def test_plots_are_written_and_a_rerun_reuses_finished_cells(study):
     assert quality.main(args) == 0  # every cell is cached: the records are identical, timings included
     again = json.loads((tmp / "docs" / "quality" / "results.json").read_text())
     assert again["records"] == results["records"]
+
+
+def test_the_ingest_and_the_cells_follow_the_data_and_params_ingest(tmp_path, monkeypatch):
+    """Another --data or params.yaml ingest section: the ingest is made again and no cached cell is reused; back
+    to the first, the cells' fingerprints are the first run's."""
+    ingested, cells = [], {}
+    real = quality.ingest.run
+    monkeypatch.setattr(quality.ingest, "run",
+                        lambda config, out: ingested.append(config.path) or real(config, out=out))
+    monkeypatch.setattr(quality, "ProcessPoolExecutor", lambda max_workers, mp_context: ThreadPoolExecutor(1))
+    monkeypatch.setattr(quality, "_diagnose", lambda task: {})
+
+    def run_task(task, threads):  # the fingerprint each cell's cache is checked against, instead of training it
+        cells[(task.setting.name, task.seed, task.part)] = task.fingerprint
+        return {"setting": task.setting.name, "seed": task.seed, "part": task.part}
+
+    monkeypatch.setattr(quality, "run_task", run_task)
+    first, other = (make_fashion_mnist(tmp_path / name, train=60, test=20, seed=seed)
+                    for name, seed in (("first", 0), ("other", 1)))
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    seeded = tmp_path / "params.yaml"
+    seeded.write_text(yaml.safe_dump({**params, "ingest": {**params["ingest"], "seed": params["ingest"]["seed"] + 1}}))
+
+    def study(data: Path, params_file: Path = ROOT / "params.yaml") -> dict:
+        cells.clear()
+        quality.run_study(quality.QUICK, work=tmp_path / "work", workers=1, data=data, params_file=params_file)
+        return dict(cells)
+
+    made = study(first)
+    assert ingested == [str(first)] and study(first) == made and ingested == [str(first)]  # nothing to redo
+    moved = study(other)
+    assert ingested[-1] == str(other) and all(moved[cell] != made[cell] for cell in made)
+    manifest = json.loads((tmp_path / "work" / "ingest" / "manifest.json").read_text())
+    assert manifest["source"] == str(other)
+    reseeded = study(other, seeded)
+    assert ingested[-1] == str(other) and len(ingested) == 3 and all(reseeded[c] != moved[c] for c in moved)
+    assert study(first) == made and len(ingested) == 4
 
 
 def test_one_setting_is_rerun_into_the_saved_study(study, capsys):
