@@ -27,6 +27,7 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
+from components.common.artifacts import read_json
 from components.common.model_file import load_model
 from components.common.steps import FOLDERS
 from components.export import Probabilities, choose
@@ -83,14 +84,8 @@ def compare_runtimes(net: nn.Module, onnx_bytes: bytes, shape: tuple[int, int, i
 def card_temperature(card: Path, onnx_bytes: bytes) -> float:
     """The calibration temperature that the model card at ``card`` records for ``onnx_bytes``; a ``ValueError`` if
     the card is missing, has no temperature, or describes another ONNX file (its ``onnx_sha256``)."""
-    try:
-        found = json.loads(Path(card).read_text())
-    except OSError as exc:
-        raise ValueError(f"{card}: expected the export step's model card, found {exc.strerror.lower()} (run the "
-                         "export step, or pass --card)") from None
-    except ValueError as exc:
-        raise ValueError(f"{card}: expected the export step's model card, found invalid JSON ({exc})") from None
-    calibration = found.get("calibration") if isinstance(found, dict) else None
+    found = read_json(card, "export", "calibration")
+    calibration = found["calibration"]
     temperature = calibration.get("temperature") if isinstance(calibration, dict) else None
     if not isinstance(temperature, int | float) or isinstance(temperature, bool) or temperature <= 0:
         raise ValueError(f"{card}: expected a positive calibration.temperature, found {temperature!r}")

@@ -70,7 +70,7 @@ def test_the_command_uses_the_model_cards_temperature(exported, tmp_path, monkey
 
 
 @pytest.mark.parametrize(("written", "message"), [
-    (None, "expected the export step's model card, found no such file or directory"),
+    (None, "expected the output of the export step, found no such file (run python -m components.export first)"),
     ({"temperature": None}, "expected a positive calibration.temperature, found None"),
     ({"onnx": b"another graph"}, "describes the ONNX file with sha256 "),
 ])
