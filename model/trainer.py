@@ -1,10 +1,10 @@
 """One training loop for plain cross-entropy (the baseline) and MLNT.
 
 The loop reads top to bottom in phases: fetch batch -> augment -> loss -> guard -> backward -> step ->
-teacher (copied at the end of the warm-up, then EMA) -> log -> validate -> checkpoint. Everything random comes
-from one ``torch.Generator`` whose state is in the checkpoint, and the data order of an epoch is a pure function
-of ``(seed, epoch)``, so a run resumed from a checkpoint ends with the same weights as one that never stopped
-(on the CPU).
+teacher (copied at the end of the warm-up, then EMA) -> log -> validate -> checkpoint. The data order of an epoch
+is a pure function of ``(seed, epoch)``, a batch's augmentation of ``(seed, epoch, batch)``, and the meta step's
+synthetic labels draw from one ``torch.Generator`` whose state is in the checkpoint, so a run resumed from a
+checkpoint ends with the same weights as one that never stopped (on the CPU).
 
 This module does no file I/O: checkpoints go through a ``CheckpointStore`` the caller passes in
 (``components.common.checkpoints.FileCheckpointStore`` writes them atomically to disk).
@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Protocol
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -320,6 +321,14 @@ def accuracy(net: nn.Module, data: Source, *, device: torch.device | None = None
     return (predict(net, data, device=device).argmax(1) == data.labels).float().mean().item()
 
 
+def augment_generator(seed: int, epoch: int, batch: int) -> torch.Generator:
+    """The random crops and flips of one global batch come from ``(seed, epoch, batch)`` alone, never from the
+    generator the meta step's synthetic labels draw from: MLNT and its control (``meta_weight 0``) see the same
+    augmented images, and a resumed run the same as one that never stopped."""
+    state = np.random.SeedSequence([seed, epoch, batch]).generate_state(1, np.uint64)
+    return torch.Generator().manual_seed(int(state[0]))
+
+
 def augment(x: Tensor, generator: torch.Generator, *, padding: int) -> Tensor:
     """Random crop after zero padding by ``padding`` pixels, and a random horizontal flip, per sample."""
     n, _, h, w = x.shape
@@ -467,13 +476,14 @@ class _Loop:
     def _batches(self, epoch: int, first: int) -> Iterator[tuple[Tensor, Tensor]]:
         """fetch batch: the global batches of ``epoch`` from ``first`` on, on the device, augmented (every process
         draws the same augmentation)."""
-        for images, labels in self.data.batches(epoch, first=first, batch_size=self.cfg.batch_size,
-                                                seed=self.cfg.seed, rows=self.rows, generator=self.generator):
+        batches = self.data.batches(epoch, first=first, batch_size=self.cfg.batch_size, seed=self.cfg.seed,
+                                    rows=self.rows, generator=self.generator)
+        for b, (images, labels) in enumerate(batches, start=first):
             x, y = images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
             if self.data.loads_rows:
                 x, y = self.group.gather_rows(x), self.group.gather_rows(y)
             if self.cfg.augment and not self.data.augments:
-                x = augment(x, self.generator, padding=self.cfg.crop_padding)
+                x = augment(x, augment_generator(self.cfg.seed, epoch, b), padding=self.cfg.crop_padding)
             yield x, y
 
     def _loss(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:

@@ -197,6 +197,21 @@ def test_augment_crops_and_flips_deterministically():
         assert torch.equal(same[i], x[i]) or torch.equal(same[i], x[i].flip(-1))
 
 
+def test_mlnt_and_its_control_see_the_same_augmented_images(monkeypatch):
+    """The control differs from MLNT in the meta loss only: the meta step's synthetic labels must not move the
+    random crops and flips of the batches that follow it."""
+    import model.trainer as trainer_module
+    real, train_data, seen = trainer_module.augment, noisy_problem(n=320)[0], {}
+    for name, weight in (("mlnt", 0.4), ("control", 0.0)):
+        batches = seen[name] = []
+        monkeypatch.setattr(trainer_module, "augment",
+                            lambda x, g, *, padding, out=batches: out.append(real(x, g, padding=padding)) or out[-1])
+        train(MlntConfig(epochs=2, mode="head", num_sets=2, ramp_start=0.5, ramp_end=1, meta_weight=weight,
+                         **{**QUIET, "augment": True}), net(), train_data)
+    assert len(seen["mlnt"]) == len(seen["control"]) == 2 * (240 // 32)
+    assert all(torch.equal(a, b) for a, b in zip(seen["mlnt"], seen["control"], strict=True))
+
+
 @pytest.mark.parametrize(("make", "message"), [
     (lambda: MlntConfig(mode="second"), r"Unknown mode 'second'. Valid: exact, first_order, head"),
     (lambda: MlntConfig(fraction=1.5), r"fraction: expected a number in \[0, 1\], found 1.5"),
