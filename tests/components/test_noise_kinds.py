@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from scipy import stats
 
 from components.formats.cifar import read_cifar10
 from components.formats.idx import FASHION_MNIST_CLASSES
@@ -57,17 +58,30 @@ def test_cifar10_builtin_map():
     assert parse_class_map(BUILTIN_MAPS["cifar10"], names) == {9: 1, 2: 0, 4: 7, 3: 5, 5: 3}
 
 
-@pytest.mark.parametrize("rate", [0.2, 0.4])
+@pytest.mark.parametrize("rate", [0.05, 0.2, 0.4])
 def test_instance_noise_rate_and_dependence_on_the_image(clean, rate):
     rng = np.random.default_rng(5)
     templates = rng.integers(0, 256, (10, 8, 8, 1))
     images = np.clip(templates[clean] + rng.normal(0, 20, (N, 8, 8, 1)), 0, 255).astype(np.uint8)
     noisy, got = realised(clean, kind="instance", rate=rate, images=images)
-    assert abs(got - rate) <= tolerance(rate) + 0.01  # the clipped normal of flip rates shifts the mean a little
+    # the flip rates are N(r, 0.1^2) truncated to [0, 1]: their mean is r from 0.2 on, above r below it
+    expected = stats.truncnorm.mean(-rate / 0.1, (1 - rate) / 0.1, loc=rate, scale=0.1)
+    assert abs(got - expected) <= tolerance(expected)
+    assert (rate == 0.05) == (expected > rate + 0.04)
     # Feature dependence: within a class, flips concentrate on a few target classes (uniform noise would not).
     flipped = noisy[(clean == 0) & (noisy != clean)]
     top_share = np.bincount(flipped, minlength=10).max() / flipped.size
     assert top_share > 2 / 9
+
+
+def test_instance_noise_draws_one_projection_per_clean_class(clean):
+    """As in Xia et al.'s code, W[y]: with every image the same, each class still sends its wrong labels to classes
+    of its own. One projection shared by all classes would send every class's to the same one or two classes."""
+    images = np.full((N, 8, 8, 1), 128, dtype=np.uint8)
+    noisy, _ = realised(clean, kind="instance", rate=0.4, images=images)
+    changed = noisy != clean
+    favourite = [np.bincount(noisy[changed & (clean == c)], minlength=10).argmax() for c in range(10)]
+    assert len(set(favourite)) >= 4, favourite
 
 
 def test_same_seed_same_labels_other_seed_different(clean):
