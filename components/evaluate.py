@@ -151,28 +151,35 @@ def detection_summary(scores: np.ndarray, flagged: np.ndarray, is_noisy: np.ndar
             "auroc": auroc(scores, is_noisy)}
 
 
-def label_issues(probs: np.ndarray, given: np.ndarray, is_noisy: np.ndarray) -> tuple[list[dict], dict]:
-    """Rank samples by 1 - p(given label); the estimated number of issues is where the prediction disagrees."""
+def flag_issues(probs: np.ndarray, given: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The label-issue score of each sample, 1 - p(given label), and the flagged set: the k highest scores, k the
+    number of samples whose prediction disagrees with their label (the estimate of how many labels are wrong)."""
     score = 1.0 - probs[np.arange(given.size), given]
+    estimated = int((probs.argmax(1) != given).sum())
+    flagged = np.zeros(given.size, dtype=bool)
+    flagged[np.argsort(-score, kind="mergesort")[:estimated]] = True
+    return score, flagged
+
+
+def label_issues(probs: np.ndarray, given: np.ndarray, is_noisy: np.ndarray) -> tuple[list[dict], dict]:
+    """The ranking by score, best first (``label_issues.csv``'s rows; the flagged set is its first
+    ``estimated_issues``), and how the flagged set finds the injected noise."""
+    score, flagged = flag_issues(probs, given)
     suggested = probs.argmax(1)
     order = np.argsort(-score, kind="mergesort")
-    estimated = int((suggested != given).sum())
-    flagged = np.zeros(given.size, dtype=bool)
-    flagged[order[:estimated]] = True
     summary = detection_summary(score, flagged, is_noisy)
     rows = [{"rank": r + 1, "index": int(i), "given_label": int(given[i]), "suggested_label": int(suggested[i]),
              "score": round(float(score[i]), 6), "injected_noise": bool(is_noisy[i])} for r, i in enumerate(order)]
     return rows, summary
 
 
-def per_class_issues(given: np.ndarray, suggested: np.ndarray, names: list[str]) -> dict[str, dict]:
-    """Per given class: its number of labels, how many of them look wrong (the prediction disagrees), and that
-    share."""
+def per_class_issues(given: np.ndarray, flagged: np.ndarray, names: list[str]) -> dict[str, dict]:
+    """Per given class: its number of labels, how many of them are flagged, and that share."""
     table = {}
     for c, name in enumerate(names):
         rows = given == c
-        flagged = int((suggested[rows] != c).sum())
-        table[name] = {"labels": int(rows.sum()), "flagged": flagged, "share": flagged / max(int(rows.sum()), 1)}
+        count = int(flagged[rows].sum())
+        table[name] = {"labels": int(rows.sum()), "flagged": count, "share": count / max(int(rows.sum()), 1)}
     return table
 
 
@@ -239,7 +246,7 @@ def _label_issue_list(teacher, ingest: Path, noise: Path, config: EvaluateConfig
     noisy = labels["is_noisy"][train][known]
     rows, everywhere = label_issues(probs, given, labels["is_noisy"][train])
     summary = {k: everywhere[k] for k in ("estimated_issues", "estimated_noise_rate")}
-    summary["per_class"] = per_class_issues(given, probs.argmax(1), names)
+    summary["per_class"] = per_class_issues(given, flag_issues(probs, given)[1], names)
     summary["rows_with_clean_label"] = int(known.sum())
     summary["ground_truth"] = bool(noisy.any() and not noisy.all())
     roc = []

@@ -19,7 +19,9 @@ from components.evaluate import (
     classification_metrics,
     detection_summary,
     expected_calibration_error,
+    flag_issues,
     label_issues,
+    per_class_issues,
 )
 from components.export import Probabilities, input_transform, interface, onnx_metadata, parity, to_onnx
 from components.gate import GateConfig, decide, promote
@@ -55,6 +57,18 @@ def test_label_issue_ranking_and_its_scores():
     assert [r["suggested_label"] for r in rows] == [1, 0, 1, 0]
     assert summary["estimated_issues"] == 2 and summary["precision"] == 1.0 and summary["recall"] == 1.0
     assert summary["auroc"] == 1.0 and summary["estimated_noise_rate"] == 0.5 == summary["true_noise_rate"]
+
+
+def test_the_flagged_set_is_the_top_of_the_ranking_and_per_class_counts_it():
+    """k = the number of disagreements (1 here, row 1); the flagged row is the one ranked first (row 0, whose
+    prediction agrees with its label but with p = 0.4), as label_issues.csv's first k rows show."""
+    probs = np.array([[0.4, 0.35, 0.25], [0.5, 0.45, 0.05], [0.1, 0.1, 0.8]])
+    given = np.array([0, 1, 2])
+    rows, summary = label_issues(probs, given, np.array([True, False, False]))
+    assert summary["estimated_issues"] == 1 and rows[0]["index"] == 0 and summary["precision"] == 1.0
+    assert per_class_issues(given, flag_issues(probs, given)[1], ["a", "b", "c"]) == {
+        "a": {"labels": 1, "flagged": 1, "share": 1.0}, "b": {"labels": 1, "flagged": 0, "share": 0.0},
+        "c": {"labels": 1, "flagged": 0, "share": 0.0}}
 
 
 @pytest.fixture(scope="module")
