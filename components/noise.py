@@ -66,6 +66,7 @@ BUILTIN_MAPS = {
                       "Sandal->Sneaker", "Sneaker->Ankle boot", "Ankle boot->Sneaker"],
 }
 BUILTIN_MAPS["cifar10n"] = BUILTIN_MAPS["cifar10"]
+RATELESS = ("none", "human")  # the kinds that do not read ``rate``: the summary's requested_rate is None
 INSTANCE_STD = 0.1  # the spread of the per-sample flip rates of instance noise, as in Xia et al.'s code
 
 
@@ -201,7 +202,8 @@ def run(config: NoiseConfig, *, ingest: Path = INGEST_OUT, out: Path = OUT) -> d
     is_noisy = known & (noisy != clean)
     train_rows = ~is_val
     val_clean = own_val is not None or bool(config.val_clean and known[is_val].all())
-    summary = {"kind": config.kind, "requested_rate": config.rate, "num_classes": num_classes,
+    requested = None if config.kind in RATELESS else config.rate  # params.yaml's rate, unused by these kinds
+    summary = {"kind": config.kind, "requested_rate": requested, "num_classes": num_classes,
                "labels": manifest.get("labels", "curated"), "ingested_train": int(clean_all.shape[0]),
                "train": int(train_rows.sum()), "val": int(is_val.sum()) if own_val is None else own_val,
                "val_source": "held out of the training images" if own_val is None else "the dataset's val split",
@@ -293,7 +295,8 @@ def _noisy_labels(config, ingest, manifest, clean, index, num_classes, rng) -> t
 def _main(configs: dict) -> None:
     s = run(configs["noise"])
     realised = "unknown (no clean labels)" if s["realised_rate_train"] is None else f"{s['realised_rate_train']:.4f}"
-    print(f"noise: {s['kind']} rate {s['requested_rate']} -> realised {realised} on {s['train']} training labels; "
+    rate = "" if s["requested_rate"] is None else f" rate {s['requested_rate']}"
+    print(f"noise: {s['kind']}{rate} -> realised {realised} on {s['train']} training labels; "
           f"{s['val']} validation labels ({'clean' if s['val_clean'] else 'noisy'}, {s['val_source']})")
 
 

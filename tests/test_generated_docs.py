@@ -155,7 +155,7 @@ def test_the_pipeline_run_is_the_rendering_of_the_local_artifacts():
 def _run(tmp_path: Path, issues: dict, validation: dict | None = None, realised: float | None = 0.0) -> Path:
     """The five artifacts components.common.report reads, for a tiny made-up run."""
     model = {"accuracy": 0.8, "macro_f1": 0.79, "ece": 0.1}
-    files = {"noise/summary.json": {"train": 90, "val": 10, "val_clean": True, "kind": "none", "requested_rate": 0.0,
+    files = {"noise/summary.json": {"train": 90, "val": 10, "val_clean": True, "kind": "none", "requested_rate": None,
                                     "realised_rate_train": realised},
              "baseline/metrics.json": {"epochs": 3, "best_epoch": 2},
              "mlnt/metrics.json": {"mode": "head", "released": "teacher", "epochs": 3, "best_epoch": 3,

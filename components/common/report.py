@@ -53,8 +53,8 @@ def render(art: Path = ART, params_file: Path = Path("params.yaml"), lock: Path 
              "`dvc repro`; do not edit by hand. The study across noise kinds, rates, methods and seeds is "
              "[results.md](results.md) (`make quality`).", "",
              f"Data: {params['ingest']['dataset']}, {noise['train']} training and {noise['val']} validation images "
-             f"({_validation(noise, evaluated)}); noise `{noise['kind']}` at rate "
-             f"{noise['requested_rate']}, realised {_realised(noise)} on the training labels. "
+             f"({_validation(noise, evaluated)}); noise `{noise['kind']}`{_requested(noise)}, realised "
+             f"{_realised(noise)} on the training labels. "
              f"Network `{params['baseline']['network']}`; CE for {params['baseline']['epochs']} epochs, then MLNT "
              f"for {params['mlnt']['epochs']} epochs {start}, meta_weight {mlnt_train['meta_weight']} (the paper's "
              "units).", "",
@@ -74,6 +74,11 @@ def render(art: Path = ART, params_file: Path = Path("params.yaml"), lock: Path 
               "of `params.yaml`.", "", "| artifact | md5 |", "|---|---|"]
     lines += [f"| `{(ART / step / name).as_posix()}` | `{md5(art / step / name)}` |" for step, name in SOURCES]
     return "\n".join(lines) + "\n"
+
+
+def _requested(noise: dict) -> str:
+    """" at rate r" for the kinds that read ``noise.rate``; nothing for ``none`` and ``human``."""
+    return "" if noise.get("requested_rate") is None else f" at rate {noise['requested_rate']}"
 
 
 def _realised(noise: dict) -> str:

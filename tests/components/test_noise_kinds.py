@@ -148,6 +148,7 @@ def test_a_users_labels_with_their_own_clean_val_split(tmp_path, capsys):
     assert summary["val_source"] == "the dataset's val split" and summary["val_clean"] is True
     assert summary["val"] == 4 and summary["train"] == 15 and summary["labels"] == "as given"
     assert summary["clean_label_known_train"] == 0 and summary["realised_rate_train"] is None
+    assert summary["requested_rate"] is None  # kind none does not read noise.rate (0.5 by default)
     with np.load(tmp_path / "noise" / "labels.npz") as f:
         assert not f["is_val"].any() and (f["clean_label"] == -1).all() and not f["is_noisy"].any()
     assert "WARNING" not in capsys.readouterr().err and "warning" not in summary

@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+import model.trainer as trainer_module
 from components.common.checkpoints import FileCheckpointStore
 from model.networks import SmallCNN
 from model.trainer import Data, MlntConfig, NonFiniteLossError, TrainConfig, accuracy, augment, train
@@ -200,7 +201,6 @@ def test_augment_crops_and_flips_deterministically():
 def test_mlnt_and_its_control_see_the_same_augmented_images(monkeypatch):
     """The control differs from MLNT in the meta loss only: the meta step's synthetic labels must not move the
     random crops and flips of the batches that follow it."""
-    import model.trainer as trainer_module
     real, train_data, seen = trainer_module.augment, noisy_problem(n=320)[0], {}
     for name, weight in (("mlnt", 0.4), ("control", 0.0)):
         batches = seen[name] = []
