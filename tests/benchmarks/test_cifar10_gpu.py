@@ -20,6 +20,16 @@ def test_smoke_run_reports_every_setting(tmp_path):
     assert results["records"][0]["config"]["baseline"]["network"] == "preact_resnet32"
     text = output.read_text()
     assert "**Smoke run**" in text and text.count("| symmetric-50 |") == 1
+    # every setting runs MLNT's control: the same step and config with meta_weight 0 only
+    record = results["records"][0]
+    assert set(record["seconds"]) == {"baseline", "mlnt", "ema_control"}
+    control = json.loads((tmp_path / "work" / "symmetric-50" / "ema_control" / "metrics.json").read_text())
+    ours = json.loads((tmp_path / "work" / "symmetric-50" / "mlnt" / "metrics.json").read_text())
+    assert (control["meta_weight"], ours["meta_weight"]) == (0.0, 0.4)
+    assert {k: v for k, v in control.items() if k in ("mode", "rounds", "epochs", "steps")} == {
+        k: v for k, v in ours.items() if k in ("mode", "rounds", "epochs", "steps")}
+    gap = 100 * (record["mlnt_released"] - record["control_released"])
+    assert f"| {gap:+.2f} |" in text.splitlines()[-2]
 
 
 def test_published_setup_is_what_the_params_file_says():
