@@ -2,10 +2,13 @@
 
 Four tables are validated: ``images`` (one row per image: split, label, height, width, channels, dtype, pixel
 minimum, maximum and range), ``splits`` (one row: the number of images of each split of the manifest, as
-``<split>_images``), ``classes`` (one row per class of the training split: count and share) and ``overlap`` (one
-row: the share of test images, and of validation images where the dataset has its own val split, with a
-near-duplicate in the training split, which would flatter the gate or the model selection; near-duplicates share
-an 8x8 grayscale thumbnail quantised to 16 levels).
+``<split>_images``), ``classes`` (one row per class: its count in each split, ``<split>_count``, and its share of
+the training split, ``train_share``) and ``overlap`` (one row: the share of test images, and of validation images
+where the dataset has its own val split, with a near-duplicate in the training split, which would flatter the gate
+or the model selection; near-duplicates share an 8x8 grayscale thumbnail quantised to 16 levels).
+
+Labels must be one integer class index per image (a one-dimensional integer array as long as the images): other
+labels (floats, NaN, one-hot rows, one label too few) are a ``DataError`` naming the file, before any table is built.
 
 Writes ``artifacts/validate/report.json`` (success, one entry per failed expectation, statistics) and the
 Great Expectations Data Docs (HTML) under ``artifacts/validate/gx/``. On any failed expectation it prints one
@@ -44,8 +47,9 @@ class ValidateConfig:
     """The ``validate`` section of params.yaml, the thresholds of the expectations. ``min_images`` is checked twice:
     each split of the manifest (train, test, and val where there is one) holds at least ``min_images`` images (table
     ``splits``), and each class of the training split at least ``min_images / K`` of them (table ``classes``, so no
-    class is nearly empty). ``class_balance_ratio``: each class's training share is within ``[1/(ratio K), ratio/K]``;
-    ``max_duplicate_share`` and ``max_blank_share``: see the field comments."""
+    class is nearly empty; the test and val splits need one image of each class). ``class_balance_ratio``: each
+    class's training share is within ``[1/(ratio K), ratio/K]``; ``max_duplicate_share`` and ``max_blank_share``: see
+    the field comments."""
 
     min_images: int = 1  # each split holds at least this many images; each training class at least min_images / K
     class_balance_ratio: float = 5.0  # each class's share of the training split is within [1/(ratio K), ratio/K]
@@ -79,7 +83,7 @@ def run(config: ValidateConfig, *, ingest: Path = INGEST_OUT, out: Path = OUT) -
     report = {"success": not failures, "failures": failures, "data_docs": str(docs),
               "statistics": {"images": len(tables["images"]),
                              "duplicate_share": float(tables["overlap"]["test_in_train_share"].iloc[0]),
-                             "class_shares": tables["classes"]["share"].round(6).tolist()}}
+                             "class_shares": tables["classes"]["train_share"].round(6).tolist()}}
     write_json(out / "report.json", report)
     if failures:
         lines = [f"{f['expectation']} column={f['column']} expected={f['expected']} observed={f['observed']}"
@@ -92,8 +96,8 @@ def run(config: ValidateConfig, *, ingest: Path = INGEST_OUT, out: Path = OUT) -
 def build_tables(ingest: Path, manifest: dict) -> dict[str, Any]:
     """The four tables the suites check, as pandas DataFrames: ``images`` (one row per image of every split, from
     ``iter_images``), ``splits`` (one row: ``<split>_images``, the rows of ``images`` of each split of the manifest's
-    counts), ``classes`` (count and share of each manifest class in the training split) and ``overlap`` (the share of
-    test, and of val where there is one, whose thumbnail is a training image's). Reads ``ingest``."""
+    counts), ``classes`` (``class_table``) and ``overlap`` (the share of test, and of val where there is one, whose
+    thumbnail is a training image's). Reads ``ingest``."""
     import pandas as pd  # noqa: PLC0415 - pandas is only needed by this step
 
     rows, keys = [], {"train": set(), "test": [], "val": []}
@@ -112,15 +116,26 @@ def build_tables(ingest: Path, manifest: dict) -> dict[str, Any]:
     table = pd.concat(rows, ignore_index=True)
     found = table["split"].value_counts()
     splits = pd.DataFrame({f"{split}_images": [int(found.get(split, 0))] for split in manifest["counts"]})
-    train_labels = table.loc[table["split"] == "train", "label"]
-    k = len(manifest["class_names"])
-    counts = np.bincount(train_labels.clip(0, k - 1), minlength=k) if len(train_labels) else np.zeros(k)
-    classes = pd.DataFrame({"class": manifest["class_names"], "count": counts,
-                            "share": counts / max(counts.sum(), 1)})
+    classes = class_table(table, manifest)
     overlap = pd.DataFrame({f"{split}_in_train_share": [sum(key in keys["train"] for key in keys[split]) /
                                                          max(len(keys[split]), 1)]
                             for split in ("test", "val") if split == "test" or keys[split]})
     return {"images": table, "splits": splits, "classes": classes, "overlap": overlap}
+
+
+def class_table(images, manifest: dict):
+    """One row per class of the manifest: ``class`` (its name), ``<split>_count`` for train, test and val (where
+    the manifest has them) and ``train_share``, from the ``images`` table (labels outside the classes are counted
+    in the nearest one; the ``images`` expectations report them)."""
+    import pandas as pd  # noqa: PLC0415
+
+    k = len(manifest["class_names"])
+    columns = {"class": manifest["class_names"]}
+    for split in ("train", *[s for s in ("test", "val") if s in manifest["counts"]]):
+        labels = images.loc[images["split"] == split, "label"].to_numpy(dtype=np.int64)
+        columns[f"{split}_count"] = np.bincount(labels.clip(0, k - 1), minlength=k)
+    columns["train_share"] = columns["train_count"] / max(columns["train_count"].sum(), 1)
+    return pd.DataFrame(columns)
 
 
 def iter_images(ingest: Path, chunk: int = 10000) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
@@ -139,8 +154,33 @@ def iter_images(ingest: Path, chunk: int = 10000) -> Iterator[tuple[str, np.ndar
         images, labels = read_arrays(path, "ingest", "images", "labels")
         if images.ndim != 4:
             raise DataError(f"{path}: expected images of shape [N, H, W, C], found {list(images.shape)}")
+        check_labels(path, images, labels)
         for start in range(0, images.shape[0], chunk):
             yield split, images[start:start + chunk], labels[start:start + chunk]
+
+
+def check_labels(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
+    """Labels are one integer class index per image; checked before the table casts them to int64, where 0.7
+    would become class 0 and NaN a huge negative number. A ``DataError`` names ``path``, the expected and the found."""
+    if labels.ndim != 1:
+        raise DataError(f"{path}: expected labels of shape [N] (one class index per image), found shape "
+                        f"{list(labels.shape)}")
+    if labels.shape[0] != images.shape[0]:
+        raise DataError(f"{path}: expected one label per image ({images.shape[0]} labels), found "
+                        f"{labels.shape[0]} labels")
+    if labels.dtype.kind not in "iu":
+        raise DataError(f"{path}: expected integer class indices as labels, found {labels.dtype} labels with "
+                        f"values like {_label_examples(labels)}")
+
+
+def _label_examples(labels: np.ndarray, count: int = 3) -> str:
+    """A few labels, those that are no class index first (a fraction, NaN, infinity)."""
+    shown = labels
+    if labels.dtype.kind == "f":
+        odd = labels[~np.isfinite(labels) | (labels != np.round(labels))]
+        shown = odd if odd.size else labels
+    texts = [str(v) for v in shown[:100]] if shown.dtype.kind == "f" else [repr(v) for v in shown[:100].tolist()]
+    return ", ".join(list(dict.fromkeys(texts))[:count]) or "none (no labels)"  # distinct, in order
 
 
 def thumbnails(images: np.ndarray) -> list[bytes]:
@@ -154,7 +194,8 @@ def expectations(config: ValidateConfig, manifest: dict) -> dict[str, list]:
     """The Great Expectations expectations of each table (``images``, ``splits``, ``classes``, ``overlap``), from
     ``config``'s thresholds and the manifest's counts, image shape and class names. ``min_images`` bounds each split's
     image count below (``splits``: one ``<split>_images`` column per split of the manifest, so a failure names the
-    split) and each training class's count at ``min_images / K`` (``classes``)."""
+    split) and each training class's count at ``min_images / K`` (``classes``); every class has at least one test
+    image, and one val image where there is a val split (``classes``: ``test_count``, ``val_count``)."""
     import great_expectations as gx  # noqa: PLC0415 - slow to import; only this step needs it
 
     e = gx.expectations
@@ -178,9 +219,11 @@ def expectations(config: ValidateConfig, manifest: dict) -> dict[str, list]:
     per_split = [e.ExpectColumnMinToBeBetween(column=f"{split}_images", min_value=config.min_images)
                  for split in manifest["counts"]]  # one row: its minimum is the split's count
     classes = [e.ExpectTableRowCountToEqual(value=k),
-               e.ExpectColumnValuesToBeBetween(column="count", min_value=config.min_images / k),
-               e.ExpectColumnValuesToBeBetween(column="share", min_value=1.0 / (config.class_balance_ratio * k),
+               e.ExpectColumnValuesToBeBetween(column="train_count", min_value=config.min_images / k),
+               e.ExpectColumnValuesToBeBetween(column="train_share", min_value=1.0 / (config.class_balance_ratio * k),
                                                max_value=min(1.0, config.class_balance_ratio / k))]
+    classes += [e.ExpectColumnValuesToBeBetween(column=f"{split}_count", min_value=1)  # else its metrics read 0
+                for split in ("test", "val") if split in manifest["counts"]]
     overlap = [e.ExpectColumnValuesToBeBetween(column=f"{split}_in_train_share", min_value=0.0,
                                                max_value=config.max_duplicate_share)
                for split in ("test", "val") if split == "test" or "val" in manifest["counts"]]
@@ -206,7 +249,7 @@ def _run_suites(config: ValidateConfig, manifest: dict, tables: dict, out: Path)
             context.validation_definitions.delete(name)
         definition = context.validation_definitions.add(gx.ValidationDefinition(name=name, data=batch, suite=suite))
         result = definition.run(batch_parameters={"dataframe": tables[name]})
-        failures += [_failure(name, r) for r in result.results if not r.success]
+        failures += [_failure(name, r, tables[name]) for r in result.results if not r.success]
     context.build_data_docs()
     return failures, out / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
 
@@ -217,17 +260,39 @@ def _fresh_pandas_source(context, name: str):
     return context.data_sources.add_pandas(name)
 
 
-def _failure(table: str, result) -> dict:
+EXAMPLES = 5  # unexpected values shown in a failure, each with where it is
+
+
+def _failure(table: str, result, frame) -> dict:
+    """The report's entry of a failed expectation on the table ``table`` (the DataFrame ``frame``): a column-values
+    failure shows a few unexpected values and where they are (``_where``)."""
     config, found = result.expectation_config, result.result or {}
     kwargs = {k: v for k, v in config.kwargs.items() if k not in ("batch_id", "column")}
     if "observed_value" in found:  # a numpy scalar (a column's minimum) as a number report.json can hold
         observed = found["observed_value"]
         observed = observed.item() if isinstance(observed, np.generic) else observed
     else:
+        where = _where(frame, found.get("partial_unexpected_index_list", [])[:EXAMPLES])
         observed = (f"{found.get('unexpected_count')} of {found.get('element_count')} values unexpected, "
-                    f"e.g. {found.get('partial_unexpected_list', [])[:5]}")
+                    f"e.g. {found.get('partial_unexpected_list', [])[:EXAMPLES]}" + (f" at {where}" if where else ""))
     return {"table": table, "expectation": config.type, "column": config.kwargs.get("column", "(table)"),
             "expected": kwargs, "observed": observed}
+
+
+def _where(frame, rows: list) -> str:
+    """Where the unexpected ``rows`` of ``frame`` are: the class names of ``classes`` rows ("class Shirt"), the
+    split and the position in it of ``images`` rows ("train images 0, 1; test image 4"); "" for one-row tables."""
+    if not rows or not {"class", "split"} & set(frame.columns):
+        return ""
+    if "class" in frame.columns:
+        names = [str(name) for name in frame["class"].loc[rows]]
+        return f"class{'es' if len(names) > 1 else ''} {', '.join(names)}"
+    position = frame.groupby("split").cumcount()  # the image's index in its split (train.npz, test.npz, ...)
+    by_split: dict[str, list[str]] = {}
+    for row in rows:
+        by_split.setdefault(frame["split"].loc[row], []).append(str(position.loc[row]))
+    return "; ".join(f"{split} image{'s' if len(found) > 1 else ''} {', '.join(found)}"
+                     for split, found in by_split.items())
 
 
 def _main(configs: dict) -> None:

@@ -12,7 +12,8 @@ calibration and gate decision uses, ``test`` the one the gate judges. Where no t
 Every file read lies inside ``path``: a ``labels.csv`` name that is absolute or climbs out (``..``), or a file
 (``labels.csv``, an image, anything under a class folder) that is a symbolic link leading out of ``path``, is a
 ``DataError`` naming the line or the file, never read. Links that stay inside ``path`` are followed. Images are
-checked against ``max_pixels`` from their header before they are decoded.
+checked against ``max_pixels`` from their header before they are decoded. A file that ``labels.csv`` lists twice
+(in two splits, a leak, or twice in one split, with one label or two) is a ``DataError`` naming both lines.
 """
 
 from __future__ import annotations
@@ -99,11 +100,13 @@ def _from_folders(root: Path, sub: str, split: str) -> list[tuple[Path, str, str
 
 
 def _from_csv(path: Path, root: Path) -> list[tuple[Path, str, str]]:
+    """``(file, class, split)`` for each line of the CSV ``path``, each file proved inside ``root`` and listed once."""
     with open(path, newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
         if not reader.fieldnames or not {"filename", "label"} <= set(reader.fieldnames):
             raise DataError(f"{path}: expected a header with filename and label, found {reader.fieldnames}")
-        rows, real_root = [], Path(os.path.realpath(root))
+        real_root = Path(os.path.realpath(root))
+        listed: dict[Path, tuple[int, str, str]] = {}  # each file's line, label and split, in the CSV's order
         for number, row in enumerate(reader, 2):
             split = (row.get("split") or "train").strip()
             if split not in SPLITS:
@@ -111,5 +114,21 @@ def _from_csv(path: Path, root: Path) -> list[tuple[Path, str, str]]:
             if not row["filename"] or not row["label"]:
                 raise DataError(f"{path} line {number}: expected a filename and a label, found {row}")
             image = inside(root, row["filename"], where=f"{path} line {number}", real_root=real_root)
-            rows.append((image, row["label"].strip(), split))
-    return rows
+            label = row["label"].strip()
+            if image in listed:
+                raise _listed_twice(path, image.relative_to(root), listed[image], (number, label, split))
+            listed[image] = (number, label, split)
+    return [(image, label, split) for image, (_, label, split) in listed.items()]
+
+
+def _listed_twice(path: Path, name: Path, before: tuple[int, str, str], now: tuple[int, str, str]) -> DataError:
+    """The error for a file listed on two lines of ``path``: in two splits (one leaks into the other: an image
+    trained on and then judged, or selected on), or twice in one split (with one label, or two that conflict)."""
+    (line, label, split), (again, new_label, new_split) = before, now
+    if split != new_split:
+        found = f"{name} listed in {split} and in {new_split} (a file in two splits leaks one into the other)"
+    elif label != new_label:
+        found = f"{name} listed twice in {split} with different labels ({label!r} and {new_label!r})"
+    else:
+        found = f"{name} listed twice in {split} (label {label!r} both times)"
+    return DataError(f"{path} lines {line} and {again}: expected each file listed once, found {found}")

@@ -252,6 +252,22 @@ def test_imagefolder_clean_validation_split(tmp_path, layout):
     assert not (tmp_path / "out" / "val.npz").exists()
 
 
+@pytest.mark.parametrize(("extra", "found"), [
+    ("pics/0.png,dog,test", "pics/0.png listed in train and in test (a file in two splits leaks one into the other)"),
+    ("./pics/0.png,dog,val", "pics/0.png listed in train and in val"),
+    ("pics/0.png,cat,train", "pics/0.png listed twice in train with different labels ('dog' and 'cat')"),
+    ("pics/0.png,dog,", "pics/0.png listed twice in train (label 'dog' both times)"),
+], ids=["train-and-test", "train-and-val", "conflicting-labels", "same-label"])
+def test_imagefolder_csv_refuses_a_file_listed_twice(tmp_path, extra, found):
+    """A file in train and test once passed ingest and validate (a leak under the duplicate tolerance), and one
+    listed twice in train was trained on twice, under two labels; the error names the CSV, both lines and the file."""
+    root, rows = write_folder_with_val(tmp_path / "mine", "csv", count=8, val_from=6, csv=False)
+    (root / "labels.csv").write_text("\n".join([*rows, extra]) + "\n")  # pics/0.png, dog, train on line 2
+    with pytest.raises(DataError, match=rf"labels.csv lines 2 and 10: expected each file listed once, found "
+                                        rf"{re.escape(found)}"):
+        read_imagefolder(root, channels=1, size=0, test_fraction=0.25, seed=0)
+
+
 def test_imagefolder_errors(tmp_path):
     root = tmp_path / "mine"
     write_image(root / "cat" / "a.png", (12, 10), (1, 2, 3))

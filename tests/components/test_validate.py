@@ -1,11 +1,13 @@
 """The validate step: real Great Expectations runs over good and deliberately broken ingest outputs."""
 
 import json
+import re
 
 import numpy as np
 import pytest
 
 from components import validate
+from components.common.errors import DataError
 from components.ingest import IngestConfig
 from components.ingest import run as ingest
 from components.validate import ValidateConfig, ValidationFailedError, run
@@ -53,7 +55,7 @@ def test_broken_data_fails_with_one_line_per_failed_expectation(ingested, tmp_pa
     assert lines[0].startswith("3 expectation(s) failed on")
     assert lines[1].startswith("expect_column_values_to_be_between column=label expected={'min_value': 0.0, "
                                "'max_value': 9.0")
-    assert "observed=3 of 360 values unexpected, e.g. [12, 12, 12]" in lines[1]
+    assert "observed=3 of 360 values unexpected, e.g. [12, 12, 12] at train images 0, 1, 2" in lines[1]
     assert lines[2].startswith("expect_column_values_to_be_between column=pixel_range") and "37 of 360" in lines[2]
     assert lines[3].startswith("expect_column_values_to_be_between column=test_in_train_share")
     assert "observed=1 of 1 values unexpected, e.g. [0.5]" in lines[3]
@@ -73,8 +75,8 @@ def test_shape_dtype_count_and_balance_failures(ingested, tmp_path):
     assert "expect_table_row_count_to_equal column=(table) expected={'value': 361} observed=360" in text
     assert "expect_column_values_to_be_in_set column=height expected={'value_set': [28]}" in text
     assert "expect_column_values_to_be_in_set column=dtype expected={'value_set': ['uint8']}" in text
-    assert "e.g. ['float32'" in text
-    assert "expect_column_values_to_be_between column=share" in text
+    assert "e.g. ['float32', 'float32', 'float32', 'float32', 'float32'] at test images 0, 1, 2, 3, 4" in text
+    assert "expect_column_values_to_be_between column=train_share" in text
 
 
 def test_a_split_below_min_images_fails_naming_the_split_the_minimum_and_the_count(ingested, tmp_path):
@@ -94,7 +96,8 @@ def test_a_split_below_min_images_fails_naming_the_split_the_minimum_and_the_cou
 def test_each_split_passes_at_min_images_and_a_val_split_is_checked_too(ingested, tmp_path):
     assert run(ValidateConfig(min_images=60), ingest=ingested, out=tmp_path / "v")["success"]  # test: exactly 60
     with np.load(ingested / "test.npz") as test:  # a val split of 20 clean images, as an imagefolder set has
-        np.savez(ingested / "val.npz", images=test["images"][:20], labels=test["labels"][:20])
+        two_per_class = np.concatenate([np.flatnonzero(test["labels"] == c)[:2] for c in range(10)])
+        np.savez(ingested / "val.npz", images=test["images"][two_per_class], labels=test["labels"][two_per_class])
     manifest = json.loads((ingested / "manifest.json").read_text())
     manifest["counts"]["val"] = 20
     (ingested / "manifest.json").write_text(json.dumps(manifest))
@@ -105,6 +108,64 @@ def test_each_split_passes_at_min_images_and_a_val_split_is_checked_too(ingested
     assert "column=val_images expected={'min_value': 21.0} observed=20" in str(failure.value)
 
 
+@pytest.mark.parametrize(("labels", "found"), [
+    (lambda y: y + 0.7, r"expected integer class indices as labels, found float64 labels with values like "
+                        r"\d\.7, \d\.7, \d\.7$"),
+    (lambda y: y.astype(np.float32), r"expected integer class indices as labels, found float32 labels with values "
+                                     r"like \d\.0, \d\.0, \d\.0$"),
+    (lambda y: np.where(np.arange(y.size) == 5, np.nan, y), r"expected integer class indices as labels, found "
+                                                            r"float64 labels with values like nan$"),
+    (lambda y: y[:-1], r"expected one label per image \(300 labels\), found 299 labels$"),
+    (lambda y: np.eye(10, dtype=np.int64)[y], r"expected labels of shape \[N\] \(one class index per image\), "
+                                               r"found shape \[300, 10\]$"),
+], ids=["fractional", "float-integral", "nan", "one-short", "one-hot"])
+def test_labels_that_are_not_one_integer_per_image_fail_naming_the_file(ingested, tmp_path, labels, found):
+    """Float labels once passed (cast to int64: 0.7 became class 0, NaN -9223372036854775808) and crashed the noise
+    step; wrong shapes failed in pandas naming no file. Each is now refused before the table is built."""
+    rewrite(ingested, "train", lambda images, y: (images, labels(y)))
+    with pytest.raises(DataError, match=rf"^{re.escape(str(ingested / 'train.npz'))}: {found}"):
+        run(ValidateConfig(), ingest=ingested, out=tmp_path / "v")
+
+
+def test_a_test_or_val_split_missing_a_class_fails_naming_split_and_class(ingested, tmp_path):
+    """Only the training split's classes were counted: a test set without one class passed, and evaluate then
+    reported 0 for that class. The failure names the split (the column) and the class."""
+    rewrite(ingested, "test", lambda images, labels: (images[labels != 3], labels[labels != 3]))
+    with np.load(ingested / "test.npz") as test:  # a val split with every class but class 7
+        keep = test["labels"] != 7
+        np.savez(ingested / "val.npz", images=test["images"][keep], labels=test["labels"][keep])
+    manifest = json.loads((ingested / "manifest.json").read_text())
+    manifest["counts"].update(test=int(keep.size), val=int(keep.sum()))
+    (ingested / "manifest.json").write_text(json.dumps(manifest))
+    names = manifest["class_names"]
+    with pytest.raises(ValidationFailedError) as failure:
+        run(ValidateConfig(), ingest=ingested, out=tmp_path / "v")
+    assert [(f["table"], f["column"]) for f in failure.value.failures] == [("classes", "test_count"),
+                                                                          ("classes", "val_count")]
+    lines = str(failure.value).splitlines()
+    assert lines[1] == ("expect_column_values_to_be_between column=test_count expected={'min_value': 1.0} "
+                        f"observed=1 of 10 values unexpected, e.g. [0] at class {names[3]}")
+    assert lines[2].endswith(f"e.g. [0, 0] at classes {names[3]}, {names[7]}")
+
+
+def test_an_imbalanced_training_class_is_named(ingested, tmp_path):
+    def starve_class_2(images, labels):
+        keep = (labels != 2) | (np.cumsum(labels == 2) <= 1)
+        return images[keep], labels[keep]
+
+    rewrite(ingested, "train", starve_class_2)
+    manifest = json.loads((ingested / "manifest.json").read_text())
+    with np.load(ingested / "train.npz") as train:
+        manifest["counts"]["train"] = int(train["labels"].size)
+    (ingested / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValidationFailedError) as failure:
+        run(ValidateConfig(), ingest=ingested, out=tmp_path / "v")
+    (entry,) = failure.value.failures
+    assert (entry["table"], entry["column"]) == ("classes", "train_share")
+    assert entry["observed"].startswith("1 of 10 values unexpected, e.g. [0.00")
+    assert entry["observed"].endswith(f"] at class {manifest['class_names'][2]}")
+
+
 def test_cli_exits_non_zero_with_the_failures(ingested, tmp_path, monkeypatch, capsys):
     rewrite(ingested, "train", lambda images, labels: (images, np.full_like(labels, 0)))
     params = tmp_path / "params.yaml"
@@ -112,7 +173,7 @@ def test_cli_exits_non_zero_with_the_failures(ingested, tmp_path, monkeypatch, c
     monkeypatch.chdir(tmp_path)
     assert validate.main(["--params", str(params)]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("error: validate: ") and "column=share" in err
+    assert err.startswith("error: validate: ") and "column=train_share" in err
 
 
 def test_missing_ingest_output(tmp_path):
