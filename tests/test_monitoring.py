@@ -12,7 +12,16 @@ import pytest
 import yaml
 
 from monitoring import DASHBOARD_FILE, DOCS_FILE, ROOT, check, dashboard, sync
-from monitoring.metrics import CLIENT_FALLBACKS, KSERVE, METRICS, PREDICTOR, PREDICTOR_JOB_REGEX, SERIES
+from monitoring.metrics import (
+    CLIENT_FALLBACKS,
+    KSERVE,
+    METRICS,
+    PREDICTOR,
+    PREDICTOR_JOB_REGEX,
+    PUSHGATEWAY_JOB,
+    SERIES,
+    TRAINING_LAST_SUCCESS,
+)
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +54,7 @@ def test_rule_unit_tests_pass():
 
 def test_every_alert_has_a_firing_and_a_quiet_unit_test(rules):
     coverage = check.alert_test_kinds(rules, check.rule_tests())
-    assert len(coverage) == 8 and all(kinds == {"firing", "quiet"} for kinds in coverage.values()), coverage
+    assert len(coverage) == 9 and all(kinds == {"firing", "quiet"} for kinds in coverage.values()), coverage
     assert check.coverage_problems(rules, check.rule_tests()) == []
 
 
@@ -57,7 +66,7 @@ def test_coverage_check_reports_an_untested_alert(rules):
 
 
 def test_rule_file_parses():
-    assert "SUCCESS: 23 rules found" in check.check_rules()
+    assert "SUCCESS: 24 rules found" in check.check_rules()
 
 
 def test_dashboard_queries_parse(board):
@@ -146,6 +155,19 @@ def test_predictor_down_selects_the_contract_job_regex(rules):
     assert down["expr"].count(f'up{{job=~"{PREDICTOR_JOB_REGEX}"}}') == 2
 
 
+def test_training_stale_allows_one_missed_weekly_run_and_reads_the_pushed_timestamp(rules):
+    """MlntTrainingStale's 8 days are the weekly CronJob's period plus a day; it reads the timestamp the gate pushes
+    under the pipeline's job, twice: its age, and absent() for a Pushgateway that lost it or was never pushed to."""
+    stale = next(rule for rule in check.alerts_of(rules) if rule["alert"] == "MlntTrainingStale")
+    cronjob = yaml.safe_load((ROOT / "k8s/base/pipeline/cronjob.yaml").read_text())
+    minute, hour, day, month, weekday = cronjob["spec"]["schedule"].split()
+    assert (day, month) == ("*", "*") and weekday.isdigit() and minute.isdigit() and hour.isdigit()  # weekly
+    assert "> 8 * 86400" in stale["expr"] and "8 days" in stale["annotations"]["summary"]
+    selector = f'{TRAINING_LAST_SUCCESS.name}{{job="{PUSHGATEWAY_JOB}"}}'
+    assert stale["expr"].count(selector) == 2 and f"absent({selector})" in stale["expr"]
+    assert (stale["for"], stale["labels"]) == ("1h", {"severity": "warning"})
+
+
 # alerts, runbooks and the dashboard
 
 
@@ -155,7 +177,7 @@ def test_alerts_have_severity_annotations_and_a_runbook_section(rules):
 
 def test_a_missing_runbook_section_is_reported(rules):
     problems = check.alert_problems(rules, "# Monitoring\n### MlntPredictorDown\n")
-    assert len(problems) == 7 and all("runbook_url must be" in problem for problem in problems)
+    assert len(problems) == 8 and all("runbook_url must be" in problem for problem in problems)
 
 
 def test_dashboard_is_a_grafana_dashboard_with_a_sane_layout(board):

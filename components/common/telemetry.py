@@ -12,7 +12,11 @@ key ``step``, replacing that step's previous push: ``mlnt_training_accuracy{step
 gate step's push (``RELEASE_STEP``) with ``gate_passed`` true carries that timestamp (the time of the push); the gate's
 push replaces the metrics it carries and keeps the rest of its group, so a gate that fails leaves the last success's
 timestamp in place (and a run that fails before the gate never touches it). Without the variable nothing is sent; a
-push that fails is a warning, never a failed step. Unknown keys, splits or models are a ``ValueError`` either way.
+push that fails is a warning, never a failed step: refused, unreachable, timed out, an HTTP error status, or an
+answer that is not HTTP at all (another service at that port: ``http.client.HTTPException``). An address that is
+not ``host:port`` or an ``http://``/``https://`` URL (``address_problem``: a port that is not a number from 0 to
+65535, no host) is one warning naming it, and nothing is sent. Unknown keys, splits or models are a ``ValueError``
+either way.
 
 Authentication: a Pushgateway that asks for basic authentication (its ``--web.config.file``) gets it through
 prometheus_client's ``basic_auth_handler``, the user from ``MLNT_PUSHGATEWAY_USERNAME`` and the password from the
@@ -28,12 +32,14 @@ path to the Pushgateway leaves the pod's node.
 from __future__ import annotations
 
 import functools
+import http.client
 import logging
 import os
 import re
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from prometheus_client import CollectorRegistry, Gauge, push_to_gateway, pushadd_to_gateway
 from prometheus_client.exposition import basic_auth_handler, default_handler
@@ -83,6 +89,19 @@ def has_userinfo(address: str) -> bool:
 def safe(text: object, *, address: str | None = None) -> str:
     """What this module logs of an address or an error: redacted (``redact``), on one line (``printable``)."""
     return printable(redact(text, address=address))
+
+
+def address_problem(address: str) -> str | None:
+    """What is wrong with a Pushgateway ``address`` (``host:port``, or a URL), or None if prometheus_client can send
+    to it: like prometheus_client, an address that does not start with ``http://`` or ``https://`` is taken as
+    ``http://`` followed by it; the result needs a host and, if it has a port, a number from 0 to 65535."""
+    url = address if re.match(r"https?://", address, flags=re.IGNORECASE) else f"http://{address}"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 -- a ValueError for a port that is not a number or out of range
+    except ValueError as err:
+        return str(err)
+    return None if parts.hostname else "no host"
 
 
 def credentials(environ: Mapping[str, str] | None = None) -> tuple[str, str] | None:
@@ -138,6 +157,12 @@ def push_training_metrics(step: str, metrics: dict, *, gateway: str | None = Non
                     "(set %s and %s or %s); the %s step's metrics were not pushed", safe(gateway, address=gateway),
                     USERNAME_ENV, PASSWORD_FILE_ENV, PASSWORD_ENV, safe(step))
         return False
+    problem = address_problem(gateway)
+    if problem is not None:
+        log.warning("telemetry: the Pushgateway address %s (%s) is not usable (%s): expected host:port or an "
+                    "http:// or https:// URL; the %s step's metrics were not pushed", safe(gateway, address=gateway),
+                    PUSHGATEWAY_ENV, safe(problem, address=gateway), safe(step))
+        return False
     try:
         auth = credentials()
     except AuthConfigError as exc:
@@ -148,10 +173,13 @@ def push_training_metrics(step: str, metrics: dict, *, gateway: str | None = Non
         push = pushadd_to_gateway if step == RELEASE_STEP else push_to_gateway
         push(gateway, job=contract.PUSHGATEWAY_JOB, registry=registry, grouping_key={"step": step}, timeout=timeout,
              handler=auth_handler(auth))
-    except (OSError, ValueError) as exc:  # refused, unreachable, timed out, an HTTP error status; a malformed address
+    # refused, unreachable, timed out, an HTTP error status (OSError); an address urllib still refuses (ValueError);
+    # an answer that is not HTTP, e.g. another service at that port (HTTPException: BadStatusLine, InvalidURL, ...)
+    except (OSError, ValueError, http.client.HTTPException) as exc:
+        reason = f"{type(exc).__name__}: {exc}" if isinstance(exc, http.client.HTTPException) else exc
         log.warning("telemetry: could not push the %s step's metrics to the Pushgateway at %s (%s); the step "
                     "itself succeeded", safe(step), safe(gateway, address=gateway),
-                    safe(exc, address=gateway))
+                    safe(reason, address=gateway))
         return False
     return True
 

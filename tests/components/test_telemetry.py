@@ -8,14 +8,26 @@ to install (``make system``, which ``make test`` and CI run); they do not skip.
 from __future__ import annotations
 
 import logging
+import socket
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx
 import pytest
 from prometheus_client import CollectorRegistry, Summary, push_to_gateway
 
 from components import baseline, evaluate, export, gate, ingest, mlnt, noise
-from components.common.telemetry import PUSHGATEWAY_ENV, push_training_metrics, training_registry
+from components.common.telemetry import (
+    PASSWORD_ENV,
+    PASSWORD_FILE_ENV,
+    PUSHGATEWAY_ENV,
+    USERNAME_ENV,
+    push_training_metrics,
+    reports,
+    training_registry,
+)
 from monitoring.dashboard import ROWS
 from monitoring.local import LocalError
 from monitoring.metrics import PUSHGATEWAY_JOB
@@ -150,6 +162,84 @@ def test_a_failed_push_is_a_warning_not_an_error(tmp_path, caplog):
         assert rejected["last_push_successful"] is False and "mlnt_training_estimated_noise_rate" not in rejected
     assert caplog.text.count("could not push the evaluate step's metrics") == 2
     assert "HTTP Error 400" in caplog.text and "Connection refused" in caplog.text
+
+
+@reports("baseline", lambda result: {"accuracy": {"val": {"baseline": result["val_accuracy"]}}})
+def finished_step() -> dict:
+    """A step whose work is done: what is left is its push (``reports``)."""
+    return {"val_accuracy": 0.8}
+
+
+def push_warnings(caplog) -> list[str]:
+    return [record.getMessage() for record in caplog.records if record.name == "components.common.telemetry"]
+
+
+@pytest.fixture
+def pushing_to(monkeypatch):
+    """Set ``MLNT_PUSHGATEWAY`` for the step, as the main process (no ``RANK``) and without credentials."""
+    for name in ("RANK", USERNAME_ENV, PASSWORD_ENV, PASSWORD_FILE_ENV):
+        monkeypatch.delenv(name, raising=False)
+    return lambda address: monkeypatch.setenv(PUSHGATEWAY_ENV, address)
+
+
+@pytest.mark.parametrize(("address", "problem"), [
+    ("pushgateway:909l", "Port could not be cast to integer value as '909l'"),  # http.client's InvalidURL
+    ("127.0.0.1:99999", "Port out of range 0-65535"),
+    ("http://[::1", "Invalid IPv6 URL"),
+    ("http://", "no host"),
+])
+def test_a_malformed_address_is_one_warning_naming_it_and_the_step_succeeds(address, problem, pushing_to, caplog):
+    pushing_to(address)
+    with caplog.at_level(logging.WARNING):
+        assert finished_step() == {"val_accuracy": 0.8}
+    assert push_warnings(caplog) == [
+        f"telemetry: the Pushgateway address {address} ({PUSHGATEWAY_ENV}) is not usable ({problem}): expected "
+        "host:port or an http:// or https:// URL; the baseline step's metrics were not pushed"]
+
+
+@contextmanager
+def listener(answer: bytes) -> Iterator[str]:
+    """A TCP server on loopback that reads what it is sent and answers ``answer`` (not HTTP): its host:port."""
+    server, stop = socket.create_server(("127.0.0.1", 0)), threading.Event()
+    server.settimeout(0.1)
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                connection, _ = server.accept()
+            except TimeoutError:
+                continue
+            with connection:
+                connection.settimeout(5)
+                connection.recv(65536)
+                connection.sendall(answer)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{server.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join(5)
+        server.close()
+
+
+@pytest.mark.parametrize(("answer", "path", "reason"), [
+    # another service at the address: http.client's BadStatusLine
+    (b"SSH-2.0-OpenSSH_9.2\r\n", "", r"BadStatusLine: SSH-2.0-OpenSSH_9.2\r\n"),
+    # a path urllib refuses once the job and group are appended: http.client's InvalidURL, before any connection
+    (b"", "/a b", "InvalidURL: URL can't contain control characters"),
+])
+def test_an_answer_or_url_http_client_refuses_is_a_warning_and_the_step_succeeds(answer, path, reason, pushing_to,
+                                                                                  caplog):
+    with listener(answer) as address:
+        pushing_to(address + path)
+        with caplog.at_level(logging.WARNING):
+            assert finished_step() == {"val_accuracy": 0.8}
+    (warning,) = push_warnings(caplog)
+    assert warning.startswith(f"telemetry: could not push the baseline step's metrics to the Pushgateway at "
+                              f"{address}{path} ({reason}")
+    assert warning.endswith("); the step itself succeeded")
 
 
 @pytest.mark.parametrize(("metrics", "message"), [
