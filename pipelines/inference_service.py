@@ -11,7 +11,12 @@ decides three fields only, the *run fields*: ``metadata.namespace``, the annotat
 - creates it from the base manifest, with the run fields set, where it does not exist (a cluster where k8s/ was not
   applied yet; ``kubectl apply -k k8s/overlays/<env>`` later adds the overlay's fields and keeps the version);
 - without a client (``apply`` off, e.g. ``pipelines.run --local``), applies nothing and returns the object it would
-  create.
+  create;
+- changes nothing where the InferenceService already serves a newer version (its annotation ``mlnt.io/model-version``,
+  or else the last part of its ``storageUri``): two runs' deploy steps may finish in either order, and the gate's
+  versions (``vYYYYMMDDTHHMMSSZ-<hash>``) sort by release time, so a late deploy of an older run is skipped with a
+  log line (``"skipped"``), never a rollback. A version not of that form is deployed as before. (A get then a patch:
+  two deploys within the same fraction of a second could still interleave.)
 
 Its service account may get, create and patch InferenceServices (k8s/base/rbac.yaml), not update or delete them:
 hence a merge patch, never a replace.
@@ -20,7 +25,9 @@ hence a merge patch, never a replace.
 from __future__ import annotations
 
 import copy
+import logging
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -34,6 +41,8 @@ from kubernetes.client import ApiException, V1ObjectMeta
 MANIFEST = Path(__file__).resolve().parents[1] / "k8s" / "base" / "serving" / "inferenceservice.yaml"
 NAME = "mlnt-classifier"  # the manifest's metadata.name (tested); known without the manifest, to patch
 VERSION_ANNOTATION = "mlnt.io/model-version"
+RELEASE_VERSION = re.compile(r"v(\d{8}T\d{6}Z)-[0-9a-f]+")  # the gate's versions: v20261126T145519Z-7fcff30e
+log = logging.getLogger(__name__)
 
 
 def load_manifest(path: Path = MANIFEST) -> dict[str, Any]:
@@ -81,28 +90,53 @@ def as_kserve(service: dict[str, Any]) -> V1beta1InferenceService:
                                    spec=service["spec"])
 
 
-def exists(client: KServeClient, namespace: str) -> bool:
-    """Whether the InferenceService is in ``namespace``; any error but "not found" is raised."""
+def current(client: KServeClient, namespace: str) -> dict[str, Any] | None:
+    """The InferenceService in ``namespace`` as the cluster has it, None where there is none; any error but "not
+    found" is raised."""
     try:
-        client.get(NAME, namespace=namespace)
+        return client.get(NAME, namespace=namespace)
     except RuntimeError as err:  # KServeClient wraps the API's error; the wrapped one keeps the HTTP status
         if isinstance(err.__context__, ApiException) and err.__context__.status == 404:
-            return False
+            return None
         raise
-    return True
+
+
+def served_version(service: dict[str, Any] | None) -> str | None:
+    """The version ``service`` serves: its ``mlnt.io/model-version`` annotation, or else the last part of its
+    ``storageUri``; None when it names none."""
+    if not isinstance(service, dict):
+        return None
+    version = ((service.get("metadata") or {}).get("annotations") or {}).get(VERSION_ANNOTATION)
+    if not version:
+        uri = (((service.get("spec") or {}).get("predictor") or {}).get("model") or {}).get("storageUri") or ""
+        version = uri.rstrip("/").rpartition("/")[2] or None
+    return version
+
+
+def older(version: str, than: str | None) -> bool:
+    """Whether the release ``version`` was released before ``than``: both must be the gate's versions (their UTC
+    time decides; the same second is not older); anything else is never older."""
+    mine, theirs = RELEASE_VERSION.fullmatch(version), RELEASE_VERSION.fullmatch(than or "")
+    return bool(mine and theirs and mine.group(1) < theirs.group(1))
 
 
 def deploy(client: KServeClient | None, *, version: str, storage_uri: str, namespace: str,
            manifest: Path = MANIFEST) -> tuple[str, dict[str, Any]]:
     """Serve ``version``: patch the run fields into the InferenceService, or create it from ``manifest``; with no
-    ``client``, apply nothing. Returns what was done ("patched", "created" or "not applied") and the object: the
-    cluster's answer, or the object a create would send."""
+    ``client``, apply nothing; where the InferenceService serves a newer version already, change nothing. Returns
+    what was done ("patched", "created", "skipped" or "not applied") and the object: the cluster's answer (as served,
+    when skipped), or the object a create would send."""
     fields = run_fields(version=version, storage_uri=storage_uri, namespace=namespace)
     if client is None:
         return "not applied", merged(load_manifest(manifest), fields)
-    if exists(client, namespace):
-        return "patched", client.patch(NAME, as_kserve(fields), namespace=namespace)
-    return "created", client.create(as_kserve(merged(load_manifest(manifest), fields)), namespace=namespace)
+    served = current(client, namespace)
+    if served is None:
+        return "created", client.create(as_kserve(merged(load_manifest(manifest), fields)), namespace=namespace)
+    if older(version, served_version(served)):
+        log.warning("deploy: skipped: %s/%s serves %s, newer than %s (a later run deployed first); nothing changed",
+                    namespace, NAME, served_version(served), version)
+        return "skipped", served
+    return "patched", client.patch(NAME, as_kserve(fields), namespace=namespace)
 
 
 def write(service: dict[str, Any], path: str | Path) -> None:

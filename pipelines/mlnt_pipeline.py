@@ -4,11 +4,15 @@ Each component is a lightweight KFP component on the project image (which has kf
 step starts) that calls ``components.<step>.run`` (the code ``dvc repro`` runs), with each step's ``params.yaml``
 section as JSON text read into the step's typed config, so numbers keep their types. Artifacts are typed: the
 ingested data, labels and evaluation folders are ``Dataset``s, trained weights and the ONNX export ``Model``s,
-scalars ``Metrics``, the confusion matrix ``ClassificationMetrics`` and the Great Expectations Data Docs ``HTML``.
+scalars ``Metrics``, the confusion matrix ``ClassificationMetrics`` and a self-contained ``HTML`` page of the Great
+Expectations validation (pipelines/data_docs.py).
 The training steps ask for one GPU on the GPU node pool and are retried; their checkpoints go to the
-``mlnt-artifacts`` volume (``checkpoint_root``), so a retry resumes where the failed attempt stopped. Every step
-is cached but ingest (the data behind a path can change) and the gate (its decision depends on the registry).
-``deploy`` serves the released version with the InferenceService of k8s/ (pipelines/inference_service.py).
+``mlnt-artifacts`` volume (``checkpoint_root``), so a retry resumes where the failed attempt stopped. Ingest (the
+data behind a path can change) and the gate (its decision depends on the registry) are never cached; the other steps
+have KFP's cache on, but KFP keys a step's cache on its input artifacts and every run's ingest writes new ones, so no
+step of a new run is ever reused from an earlier one: every run reads the data, trains, evaluates and gates afresh.
+``deploy`` serves the released version with the InferenceService of k8s/ (pipelines/inference_service.py), unless
+the InferenceService already serves a newer one (a later run's deploy came first): then it changes nothing.
 Every step takes the pipeline parameter ``pushgateway`` (default empty: no push), where the steps that push their
 metrics (``components.common.telemetry``) send them, with the credentials of the Secret ``mlnt-pushgateway`` where it
 exists (pipelines/pushgateway.py).
@@ -35,6 +39,8 @@ GPU_POOL = {"label_key": "mlnt.io/node-pool", "label_value": "gpu"}  # the label
 # The volumes of k8s/base/storage.yaml, mounted where the pipeline's parameters point by default.
 CHECKPOINT_PVC, CHECKPOINT_MOUNT = "mlnt-artifacts", "/mnt/checkpoints"  # outlives a training pod: retries resume
 DATA_PVC, DATA_MOUNT = "mlnt-data", "/mnt/data"
+DEFAULT_DATASET = "fashion-mnist"  # what the default data_path holds (pipelines.run refuses it for another dataset)
+DEFAULT_DATA_PATH = f"{DATA_MOUNT}/{DEFAULT_DATASET}"
 REGISTRY_PVC, REGISTRY_MOUNT = "mlnt-registry", "/mnt/registry"
 # The deploy step's identity (k8s/base/rbac.yaml): the token of the account mlnt-deployer, from the Secret the token
 # controller fills, mounted into that step alone. Every step runs as the run's account (KFP 2 has no per-step
@@ -76,18 +82,20 @@ def ingest(params_json: str, data_path: str, pushgateway: str, ingested: Output[
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def validate(params_json: str, pushgateway: str, ingested: Input[Dataset], data_docs: Output[HTML],
              checks: Output[Metrics]):
-    """KFP step validate: reads the ``ingested`` Dataset; writes the Data Docs' index page to ``data_docs`` (HTML)
-    and logs ``failed_expectations`` (the number of failed expectations) to ``checks``. On a failure the count is
-    logged first and the step then fails with ``ValidationFailedError`` (one line per failure) once the page is
-    copied, so nothing downstream runs. KFP's executor publishes output metadata only when the body returns, so the
-    UI shows ``checks`` for a pass; a failed step's count is the first line of its error in the step's log."""
+    """KFP step validate: reads the ``ingested`` Dataset; writes a self-contained page of the validation (its
+    failures and statistics, pipelines/data_docs.py: KFP shows one HTML file, so the Data Docs site's pages, which
+    link to each other, would be dead links) to ``data_docs`` (HTML) and logs ``failed_expectations`` (the number of
+    failed expectations) to ``checks``. On a failure the count is logged first and the step then fails with
+    ``ValidationFailedError`` (one line per failure) once the page is written, so nothing downstream runs. KFP's
+    executor publishes output metadata only when the body returns, so the UI shows ``checks`` for a pass; a failed
+    step's count is the first line of its error in the step's log."""
     import json
-    import shutil
     import tempfile
     from pathlib import Path
 
     from components.common.config import build, configure_logging
     from components.validate import ValidateConfig, ValidationFailedError, run
+    from pipelines.data_docs import write_summary
     from pipelines.pushgateway import configure as configure_pushgateway
 
     configure_logging(take_over=True)
@@ -99,10 +107,8 @@ def validate(params_json: str, pushgateway: str, ingested: Input[Dataset], data_
         except ValidationFailedError as failed:  # the real count, logged before the step fails
             checks.log_metric("failed_expectations", len(failed.failures))
             raise
-        finally:
-            docs = Path(out) / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
-            if docs.is_file():
-                shutil.copyfile(docs, data_docs.path)
+        finally:  # the report.json run wrote, pass or fail, as one page with no links to the Data Docs' other files
+            write_summary(Path(out) / "report.json", data_docs.path)
     checks.log_metric("failed_expectations", len(report["failures"]))
 
 
@@ -207,13 +213,15 @@ def evaluate(params_json: str, pushgateway: str, ingested: Input[Dataset], label
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def export(params_json: str, ingest_params: str, validate_params: str, noise_params: str, baseline_params: str,
-           mlnt_params: str, evaluate_params: str, pushgateway: str, ingested: Input[Dataset], labels: Input[Dataset],
+           mlnt_params: str, evaluate_params: str, data_path: str, pushgateway: str, ingested: Input[Dataset],
+           labels: Input[Dataset],
            baseline_model: Input[Model], mlnt_model: Input[Model], evaluation: Input[Dataset],
            onnx_model: Output[Model]):
     """KFP step export: reads the ``ingested`` and ``labels`` Datasets, both models' folders and the ``evaluation``
     folder; writes ``model.onnx``, ``parity.json`` and ``model_card.json`` to the ``onnx_model`` folder and records
     the chosen model, the ONNX sha256 and the opset in its metadata. ``<step>_params``: the upstream steps'
-    sections, which the card records with ``params_json`` (the same digest as ``dvc repro`` with those settings)."""
+    sections, which the card records with ``params_json`` (the same digest as ``dvc repro`` with those settings),
+    ``ingest.path`` being ``data_path``: the folder ingest read, which the pipeline sets over the section's path."""
     import json
 
     from components.common.config import build, configure_logging
@@ -226,6 +234,7 @@ def export(params_json: str, ingest_params: str, validate_params: str, noise_par
     given = (ingest_params, validate_params, noise_params, baseline_params, mlnt_params, evaluate_params, params_json)
     params = dict(zip(("ingest", "validate", "noise", "baseline", "mlnt", "evaluate", "export"),
                       map(json.loads, given), strict=True))
+    params["ingest"] = {**params["ingest"], "path": data_path}  # the folder ingest read (it takes data_path too)
     card = run(config, ingest=ingested.path, noise=labels.path, baseline=baseline_model.path, mlnt=mlnt_model.path,
                evaluate=evaluation.path, out=onnx_model.path, params=params)
     onnx_model.metadata.update(model=card["model"], onnx_sha256=card["onnx_sha256"], opset=card["opset"])
@@ -259,6 +268,8 @@ def gate(params_json: str, registry: str, pushgateway: str, onnx_model: Input[Mo
 def deploy(decision: Input[Artifact], storage_uri: str, namespace: str, apply: bool, manifest: Output[Artifact]):
     """Serve the released version with the InferenceService of k8s/ (pipelines/inference_service.py): patch the run's
     fields into it through KServeClient, or create it, when ``apply`` is set; the manifest artifact is the result.
+    Where it already serves a newer version (a later run's deploy came first), nothing changes: the step logs it and
+    succeeds, with ``action`` "skipped" and the object as served.
     The client acts as mlnt-deployer, with the token mounted at /var/run/secrets/mlnt-deployer (DEPLOYER_MOUNT), never
     as the run's account."""
     import json
@@ -283,6 +294,9 @@ def deploy(decision: Input[Artifact], storage_uri: str, namespace: str, apply: b
             "contexts": [{"name": "mlnt-deployer", "context": {"cluster": "cluster", "user": "mlnt-deployer",
                                                                 "namespace": namespace}}]})
     done, service = inference_service.deploy(client, version=version, storage_uri=storage_uri, namespace=namespace)
+    if done == "skipped":  # also logged by inference_service; printed so that the step's log says it whatever its level
+        print(f"deploy: not deployed: {version} is older than the version served, "
+              f"{inference_service.served_version(service)}")
     inference_service.write(service, manifest.path)
     manifest.metadata.update(version=version, applied=apply, action=done)
 
@@ -313,7 +327,7 @@ def _on_gpu_pool(task: dsl.PipelineTask) -> dsl.PipelineTask:
 
 
 @dsl.pipeline(name="mlnt-pipeline", description="Noisy-label training with MLNT, from raw data to a gated release")
-def mlnt_pipeline(data_path: str = f"{DATA_MOUNT}/fashion-mnist", registry: str = REGISTRY_MOUNT,
+def mlnt_pipeline(data_path: str = DEFAULT_DATA_PATH, registry: str = REGISTRY_MOUNT,
                   storage_uri: str = "pvc://mlnt-registry", namespace: str = "mlnt", apply_deploy: bool = True,
                   checkpoint_root: str = CHECKPOINT_MOUNT, pushgateway: str = "",
                   ingest_params: str = SECTIONS["ingest"], validate_params: str = SECTIONS["validate"],
@@ -339,7 +353,8 @@ def mlnt_pipeline(data_path: str = f"{DATA_MOUNT}/fashion-mnist", registry: str 
     exported = _with_shared_memory(export(params_json=export_params, ingest_params=ingest_params,
                                           validate_params=validate_params, noise_params=noise_params,
                                           baseline_params=baseline_params, mlnt_params=mlnt_params,
-                                          evaluate_params=evaluate_params, pushgateway=pushgateway, ingested=ingested,
+                                          evaluate_params=evaluate_params, data_path=data_path, pushgateway=pushgateway,
+                                          ingested=ingested,
                                           labels=labels, baseline_model=ce.outputs["model"],
                                           mlnt_model=meta.outputs["model"], evaluation=evaluated.outputs["evaluation"]))
     gated = _pushes_metrics(gate(params_json=gate_params, registry=registry, pushgateway=pushgateway,

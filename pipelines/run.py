@@ -1,7 +1,7 @@
 """Run the Kubeflow pipeline: locally with the KFP local runner, or on a Kubeflow Pipelines server.
 
-    python -m pipelines.run --local [--data data/fashion-mnist] [--params params.yaml] [--tiny] [--root artifacts/kfp]
-    python -m pipelines.run --host https://kfp.example.com [--data /mnt/data/fashion-mnist] [--params FILE]
+    python -m pipelines.run --local [--data FOLDER] [--params params.yaml] [--tiny] [--root artifacts/kfp]
+    python -m pipelines.run --host https://kfp.example.com [--data /mnt/data/FOLDER] [--params FILE]
                             [--experiment mlnt] [--service-account mlnt-pipeline] [--pushgateway ADDRESS]
 
 ``--local`` runs every step as a subprocess of this Python (``kfp.local.SubprocessRunner(use_venv=False)``), so the
@@ -10,9 +10,13 @@ one of k8s/, serving the released version) without applying it. ``--tiny`` short
 (on every ingested image: point ``--data`` at a small folder): a smoke run of the whole graph.
 ``--host`` compiles the pipeline and submits a run; the server pulls the project image and uses its GPU node pool.
 ``--params`` gives every step's section from another params file, e.g. ``recipes/clothing1m.yaml`` with
-``--data /mnt/data/clothing1m``. ``--pushgateway`` (default: ``$MLNT_PUSHGATEWAY``, which the weekly CronJob reads from
-the ConfigMap ``mlnt-pushgateway``) is the pipeline parameter ``pushgateway``: where the steps push their training
-metrics (pipelines/pushgateway.py); empty, nothing is pushed.
+``--data /mnt/data/clothing1m``. ``--data`` is the dataset folder the ingest step reads. Without it, ``--local`` reads
+the params file's ``ingest.path`` (params.yaml: ``data/fashion-mnist``), and ``--host`` sends no ``data_path``, so
+the pipeline's default applies (``/mnt/data/fashion-mnist`` on the data volume, Fashion-MNIST's folder): a params file
+for another dataset (``ingest.dataset``) then needs ``--data``, and is refused without it. ``--pushgateway``
+(default: ``$MLNT_PUSHGATEWAY``, which the weekly CronJob reads from the ConfigMap ``mlnt-pushgateway``) is the
+pipeline parameter ``pushgateway``: where the steps push their training metrics (pipelines/pushgateway.py); empty,
+nothing is pushed.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from pathlib import Path
 
 from components.common.config import load_params
 from components.common.telemetry import PUSHGATEWAY_ENV, has_userinfo, redact_address
+from pipelines import mlnt_pipeline as pipeline
 from pipelines.mlnt_pipeline import PARAMS, compile_pipeline, mlnt_pipeline
 
 SERVICE_ACCOUNT = "mlnt-pipeline"  # k8s/base/rbac.yaml
@@ -39,28 +44,45 @@ TINY = {"noise": {"train_size": 0, "val_fraction": 0.2},
         "gate": {"min_accuracy": 0.0}}
 
 
-def pipeline_arguments(data: str, *, tiny: bool, params_file: Path | None = None, pushgateway: str = "") -> dict:
-    """The pipeline's parameters: each step's section of ``params_file`` (default params.yaml; shortened by
-    ``--tiny``) as JSON text, the data path and the Pushgateway's address (empty: no push). An address with
-    credentials (``user:password@``) is a ``ValueError``: a run's parameters are stored and shown with the run."""
-    if has_userinfo(pushgateway):
-        raise ValueError(f"pushgateway: the address {redact_address(pushgateway)} carries credentials, which a run "
-                         "stores with its parameters: give them in the Secret mlnt-pushgateway (docs/monitoring.md)")
+def step_params(params_file: Path | None = None) -> dict:
+    """Every step's section of ``params_file`` (default: the params.yaml the pipeline was built with); a file without
+    a section for every step is a ``ValueError``."""
     params = copy.deepcopy(PARAMS if params_file is None else load_params(params_file))
     missing = sorted(set(PARAMS) - set(params))
     if missing:
         raise ValueError(f"{params_file}: expected a section for every step, found none for {', '.join(missing)}")
+    return params
+
+
+def pipeline_arguments(data: str | None, *, tiny: bool, params_file: Path | None = None,
+                       pushgateway: str = "") -> dict:
+    """The pipeline's parameters: each step's section of ``params_file`` (default params.yaml; shortened by
+    ``--tiny``) as JSON text, the data path and the Pushgateway's address (empty: no push). An address with
+    credentials (``user:password@``) is a ``ValueError``: a run's parameters are stored and shown with the run.
+    ``data`` None sends no ``data_path``: the pipeline's default (``DEFAULT_DATA_PATH``, Fashion-MNIST's folder on
+    the data volume) applies, which is a ``ValueError`` for a params file of another dataset (``ingest.dataset``)."""
+    if has_userinfo(pushgateway):
+        raise ValueError(f"pushgateway: the address {redact_address(pushgateway)} carries credentials, which a run "
+                         "stores with its parameters: give them in the Secret mlnt-pushgateway (docs/monitoring.md)")
+    params = step_params(params_file)
+    dataset = params["ingest"].get("dataset")
+    if data is None and dataset != pipeline.DEFAULT_DATASET:
+        raise ValueError(f"--data: expected the {dataset} folder in the cluster (e.g. {pipeline.DATA_MOUNT}/"
+                         f"{dataset}) for {params_file or 'params.yaml'}, found none; the pipeline's default "
+                         f"{pipeline.DEFAULT_DATA_PATH} holds {pipeline.DEFAULT_DATASET}")
     for section, values in (TINY if tiny else {}).items():
         params[section].update(values)
-    return {"data_path": data, "pushgateway": pushgateway,
+    return {**({} if data is None else {"data_path": data}), "pushgateway": pushgateway,
             **{f"{section}_params": json.dumps(values) for section, values in params.items()}}
 
 
-def run_local(data: Path, *, root: Path, registry: Path, tiny: bool, params_file: Path | None = None,
+def run_local(data: Path | None, *, root: Path, registry: Path, tiny: bool, params_file: Path | None = None,
               pushgateway: str = "") -> str:
-    """Every step in order with the KFP local runner; returns what the registry's ``latest`` release is now."""
+    """Every step in order with the KFP local runner, on ``data`` (None: the params file's ``ingest.path``);
+    returns what the registry's ``latest`` release is now."""
     from kfp import local  # noqa: PLC0415 - only the local mode needs the runner
 
+    data = Path(step_params(params_file)["ingest"]["path"] if data is None else data)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
     mlnt_pipeline(registry=str(registry), apply_deploy=False, checkpoint_root=str(Path(root).resolve() / "checkpoints"),
                   **pipeline_arguments(str(Path(data).resolve()), tiny=tiny, params_file=params_file,
@@ -69,11 +91,14 @@ def run_local(data: Path, *, root: Path, registry: Path, tiny: bool, params_file
     return f"{latest} -> {latest.readlink()}" if latest.is_symlink() else f"nothing released in {registry}"
 
 
-def submit(host: str, data: str, *, experiment: str, tiny: bool, service_account: str = SERVICE_ACCOUNT,
+def submit(host: str, data: str | None, *, experiment: str, tiny: bool, service_account: str = SERVICE_ACCOUNT,
            params_file: Path | None = None, pushgateway: str = "") -> str:
     """Compile and submit one run to the Kubeflow Pipelines server at ``host``, its pods running as
     ``service_account`` (k8s/base/rbac.yaml: what KFP's launcher needs, nothing else; the deploy step alone mounts
-    the ``mlnt-deployer`` token that may patch the InferenceService); returns the run id."""
+    the ``mlnt-deployer`` token that may patch the InferenceService); returns the run id. ``data`` None: the
+    pipeline's default ``data_path``. The run keeps the compiled caching options (no ``enable_caching``, which would
+    set every task's, turning the cache on for ingest and the gate): ingest and the gate are never cached, and, since
+    KFP keys a step's cache on its input artifacts and ingest writes new ones each run, no step is reused."""
     import kfp  # noqa: PLC0415
 
     # the arguments first: a wrong one fails as itself, before the client connects
@@ -82,7 +107,7 @@ def submit(host: str, data: str, *, experiment: str, tiny: bool, service_account
     with tempfile.TemporaryDirectory() as folder:
         package = compile_pipeline(Path(folder) / "mlnt_pipeline.yaml")
         run = client.create_run_from_pipeline_package(str(package), arguments=arguments,
-                                                      experiment_name=experiment, enable_caching=True,
+                                                      experiment_name=experiment,
                                                       service_account=service_account)
     return run.run_id
 
@@ -95,8 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--local", action="store_true", help="run here with the KFP local runner")
     where.add_argument("--host", help="submit to this Kubeflow Pipelines server")
-    parser.add_argument("--data", default="data/fashion-mnist", help="the dataset folder (a path in the cluster "
-                                                                      "with --host)")
+    parser.add_argument("--data", help="the dataset folder (a path in the cluster with --host); default: --local, "
+                                       "the params file's ingest.path; --host, the pipeline's default "
+                                       f"{pipeline.DEFAULT_DATA_PATH} ({pipeline.DEFAULT_DATASET} only)")
     parser.add_argument("--params", type=Path, help="every step's section from this params file (default: the "
                                                     "params.yaml the pipeline was built with)")
     parser.add_argument("--tiny", action="store_true", help="two epochs on a few hundred images")
@@ -113,8 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.local:
             registry = args.registry or args.root / "releases"  # never moves dvc repro's releases/latest
-            released = run_local(Path(args.data), root=args.root, registry=registry, tiny=args.tiny,
-                                 params_file=args.params, pushgateway=args.pushgateway)
+            data = None if args.data is None else Path(args.data)  # None: the params file's ingest.path
+            released = run_local(data, root=args.root, registry=registry, tiny=args.tiny, params_file=args.params,
+                                 pushgateway=args.pushgateway)
             print(f"pipeline finished; artifacts under {args.root}; release: {released}")
         else:
             run_id = submit(args.host, args.data, experiment=args.experiment, tiny=args.tiny,

@@ -260,3 +260,57 @@ def test_the_deploy_component_applies_through_kserve_client(cluster, tmp_path, m
     assert made == [client] and [method for method, *_ in fake.requests] == ["GET", "PATCH"]
     assert yaml.safe_load((tmp_path / "manifest").read_text()) == with_run_fields(applied)
     assert manifest.metadata == {"version": VERSION, "applied": True, "action": "patched"}
+
+
+# ----------------------------------------------------------------------------------------- deploys out of order
+OLDER, NEWER = "v20261201T000001Z-aaaaaaaa", "v20261201T000002Z-bbbbbbbb"  # the gate's versions: by release time
+
+
+def test_a_late_deploy_of_an_older_release_is_skipped_not_a_rollback(cluster, caplog):
+    """Two runs release OLDER then NEWER; NEWER's deploy finishes first. OLDER's deploy then reads what is served
+    and changes nothing (a GET, no PATCH), logging why; a deploy of the same or a newer version patches."""
+    fake, client = cluster
+    applied = one("overlays/prod", "InferenceService")
+    fake.objects[(NAMESPACE, inference_service.NAME)] = copy.deepcopy(applied)
+    assert inference_service.deploy(client, version=NEWER, storage_uri=STORAGE, namespace=NAMESPACE)[0] == "patched"
+    fake.requests.clear()
+    with caplog.at_level("WARNING", logger=inference_service.__name__):
+        done, served = inference_service.deploy(client, version=OLDER, storage_uri=STORAGE, namespace=NAMESPACE)
+    assert done == "skipped" and [method for method, *_ in fake.requests] == ["GET"]
+    assert served == fake.objects[(NAMESPACE, inference_service.NAME)] == with_run_fields(applied, NEWER)
+    assert f"serves {NEWER}, newer than {OLDER}" in caplog.text
+    for version in (NEWER, "v20261201T000003Z-cccccccc"):
+        assert inference_service.deploy(client, version=version, storage_uri=STORAGE, namespace=NAMESPACE)[0] == \
+            "patched"
+    assert inference_service.served_version(fake.objects[(NAMESPACE, inference_service.NAME)]) == \
+        "v20261201T000003Z-cccccccc"
+
+
+def test_the_served_version_falls_back_to_the_storage_uri(cluster):
+    """An object patched by hand (docs/deploy.md: storageUri only) names its version in storageUri alone."""
+    fake, client = cluster
+    applied = one("base", "InferenceService")
+    applied["metadata"].get("annotations", {}).pop(inference_service.VERSION_ANNOTATION, None)
+    applied["spec"]["predictor"]["model"]["storageUri"] = f"{STORAGE}/{NEWER}"
+    fake.objects[(NAMESPACE, inference_service.NAME)] = applied
+    assert inference_service.served_version(applied) == NEWER
+    assert inference_service.deploy(client, version=OLDER, storage_uri=STORAGE, namespace=NAMESPACE)[0] == "skipped"
+    assert inference_service.older(OLDER, NEWER) and not inference_service.older(NEWER, OLDER)
+    assert not inference_service.older(OLDER, OLDER) and not inference_service.older(OLDER, "placeholder")
+
+
+def test_the_deploy_component_skips_an_older_release_and_succeeds(cluster, tmp_path, monkeypatch, capsys):
+    fake, client = cluster
+    fake.objects[(NAMESPACE, inference_service.NAME)] = with_run_fields(one("overlays/prod", "InferenceService"),
+                                                                        NEWER)
+    monkeypatch.setattr(kserve, "KServeClient", lambda **kwargs: client)
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
+    (tmp_path / "decision").write_text(json.dumps({"passed": True, "version": OLDER}))
+    manifest = Artifact(name="manifest", uri=str(tmp_path / "manifest"))
+    mlnt_pipeline.deploy.python_func(decision=Artifact(name="decision", uri=str(tmp_path / "decision")),
+                                     storage_uri=STORAGE, namespace=NAMESPACE, apply=True, manifest=manifest)
+    assert [method for method, *_ in fake.requests] == ["GET"]
+    assert manifest.metadata == {"version": OLDER, "applied": True, "action": "skipped"}
+    assert inference_service.served_version(yaml.safe_load((tmp_path / "manifest").read_text())) == NEWER
+    assert f"deploy: not deployed: {OLDER} is older than the version served, {NEWER}" in capsys.readouterr().out

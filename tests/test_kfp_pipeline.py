@@ -1,6 +1,7 @@
 """The Kubeflow pipeline: the checked-in compiled spec is what the definition compiles to, the spec puts training
 on the GPU node pool with retries, and the KFP local runner runs every step to a gated, deployable model."""
 
+import html
 import json
 import os
 import threading
@@ -31,7 +32,7 @@ def test_compiled_spec_is_checked_in_and_current(spec):
     assert spec == mlnt_pipeline.COMPILED.read_text()
 
 
-def test_training_runs_on_the_gpu_pool_with_retries_and_every_step_is_cached(spec):
+def test_training_runs_on_the_gpu_pool_with_retries_and_ingest_and_the_gate_are_never_cached(spec):
     pipeline, platform = yaml.safe_load_all(spec)
     tasks = pipeline["root"]["dag"]["tasks"]
     assert set(STEPS) <= set(tasks) and "condition-1" in tasks
@@ -89,12 +90,15 @@ def test_local_run_produces_a_gated_released_model_and_its_inference_service(tmp
     assert service["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "RawDeployment"
     assert service["spec"]["predictor"]["model"]["storageUri"] == f"pvc://mlnt-registry/{version}"
     assert "<html" in (run_dir / "validate" / "data_docs").read_text().lower()
+    assert not links((run_dir / "validate" / "data_docs").read_text())
     # the card records the settings the run's steps were given, with the digest `dvc repro` gives the same settings
     from components.export import MADE_BY, params_digest  # noqa: PLC0415 - imports onnx
 
     given = run.pipeline_arguments(str(data), tiny=True)
     card = json.loads((latest / "model_card.json").read_text())
-    assert card["params"] == {step: json.loads(given[f"{step}_params"]) for step in MADE_BY}
+    expected = {step: json.loads(given[f"{step}_params"]) for step in MADE_BY}
+    expected["ingest"]["path"] = str(Path(data).resolve())  # the folder ingest read, not params.yaml's path
+    assert card["params"] == expected
     assert card["params_sha256"] == params_digest(card["params"])
 
 
@@ -253,10 +257,39 @@ def test_a_failed_validation_logs_its_failure_count_before_the_step_fails(tmp_pa
                                            ingested=Dataset(uri=str(tmp_path / "ingested")), data_docs=docs,
                                            checks=checks)
     assert taken == [{"take_over": True}]
-    assert sorted(f["column"] for f in failure.value.failures) == ["count", "test_images", "train_images"]
+    page = Path(docs.path).read_text()
+    assert "<html" in page.lower() and not links(page)  # one file in the KFP UI: nothing it links to would be there
+    assert f"{len(failure.value.failures)} expectation(s) failed" in page
+    assert all(html.escape(f["column"]) in page for f in failure.value.failures)
+    assert sorted(f["column"] for f in failure.value.failures) == ["test_images", "train_count", "train_images"]
     assert checks.metadata == {"failed_expectations": 3}
     assert str(failure.value).startswith("3 expectation(s) failed on")
-    assert "<html" in Path(docs.path).read_text().lower()
+
+
+def links(page: str) -> list[str]:
+    """Every link, script, image or stylesheet a page refers to (href, src), but its own #anchors."""
+    from html.parser import HTMLParser  # noqa: PLC0415
+
+    found = []
+
+    class Parser(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            found.extend(value for name, value in attrs if name in ("href", "src") and value
+                         and not value.startswith("#"))
+
+    Parser().feed(page)
+    return found
+
+
+def test_the_validation_page_is_self_contained_and_escapes_what_the_data_says():
+    from pipelines.data_docs import summary_html  # noqa: PLC0415
+
+    page = summary_html({"failures": [{"table": "images", "expectation": "expect_column_values_to_be_in_set",
+                                       "column": "label", "expected": {"value_set": [0, 1]},
+                                       "observed": "<a href='x.html'>shirt</a>"}],
+                         "statistics": {"images": 3}})
+    assert not links(page) and "&lt;a href=" in page and "1 expectation(s) failed" in page
+    assert "Every expectation was met" in summary_html({"failures": [], "statistics": {"images": 3}})
 
 
 class FakeKfpServer(BaseHTTPRequestHandler):
@@ -321,3 +354,89 @@ def test_unreachable_host_is_one_line_of_error(capsys):
     assert run.main(["--host", f"http://127.0.0.1:{port}"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: pipelines.run:") and "Traceback" not in err
+
+
+def submitted_run(argv: list[str]) -> dict:
+    """The run ``pipelines.run.main(argv + ["--host", <a FakeKfpServer>])`` submits (asserting it returns 0)."""
+    FakeKfpServer.requests = []
+    server = HTTPServer(("127.0.0.1", 0), FakeKfpServer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        assert run.main(["--host", f"http://127.0.0.1:{server.server_address[1]}", *argv]) == 0
+    finally:
+        server.shutdown()
+        server.server_close()
+    (submitted,) = [b for m, p, b in FakeKfpServer.requests if p == "/apis/v2beta1/runs"]
+    return submitted
+
+
+def test_a_submitted_run_keeps_ingest_and_the_gate_uncached(spec):
+    """The client's ``enable_caching`` (True or False) sets every task's option in the spec it submits; unset, the
+    compiled options travel as they are: ingest (the data behind the path can change) and the gate (the registry's
+    champion can change) run in every run."""
+    tasks = submitted_run(["--data", "/mnt/data/fashion-mnist"])["pipeline_spec"]["pipeline_spec"]["root"]["dag"][
+        "tasks"]
+    compiled = next(yaml.safe_load_all(spec))["root"]["dag"]["tasks"]
+    for step in ("ingest", "gate"):
+        assert tasks[step]["cachingOptions"].get("enableCache", False) is False, step
+    assert {name: task.get("cachingOptions") for name, task in tasks.items()} == {
+        name: task.get("cachingOptions") for name, task in compiled.items()}
+
+
+def test_host_without_data_leaves_the_pipelines_default_data_path(capsys):
+    submitted = submitted_run([])
+    assert "data_path" not in submitted["runtime_config"]["parameters"]
+    pipeline = submitted["pipeline_spec"]["pipeline_spec"]
+    assert pipeline["root"]["inputDefinitions"]["parameters"]["data_path"]["defaultValue"] == \
+        mlnt_pipeline.DEFAULT_DATA_PATH == "/mnt/data/fashion-mnist"
+
+
+def test_host_refuses_another_datasets_params_without_data(capsys):
+    """The pipeline's default folder holds Fashion-MNIST: a Clothing1M recipe without --data would read it as
+    Clothing1M. Refused before any connection (nothing listens on port 9)."""
+    assert run.main(["--host", "http://127.0.0.1:9", "--params", str(ROOT / "recipes" / "clothing1m.yaml")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: pipelines.run: --data: expected the clothing1m folder") and "Traceback" not in err
+
+
+@pytest.mark.parametrize(("params", "folder"), [(None, "data/fashion-mnist"),
+                                                ("recipes/clothing1m.yaml", "data/clothing1m")])
+def test_local_without_data_reads_the_params_files_ingest_path(params, folder, tmp_path, monkeypatch):
+    from kfp import local  # noqa: PLC0415
+
+    given = {}
+    monkeypatch.setattr(local, "init", lambda **kwargs: None)
+    monkeypatch.setattr(run, "mlnt_pipeline", lambda **kwargs: given.update(kwargs))
+    monkeypatch.chdir(ROOT)
+    assert run.main(["--local", "--root", str(tmp_path), *(["--params", params] if params else [])]) == 0
+    assert given["data_path"] == str((ROOT / folder).resolve())
+    assert json.loads(given["ingest_params"])["path"] == folder
+
+
+def test_the_model_card_records_the_folder_ingest_read(spec, tmp_path, monkeypatch):
+    """ingest reads ``data_path``, not its section's ``path``: the export step records what was read."""
+    from kfp.dsl import Dataset, Model  # noqa: PLC0415
+
+    import components.export  # noqa: PLC0415
+
+    recorded = {}
+
+    def fake_run(config, **kwargs):
+        recorded.update(kwargs["params"])
+        return {"model": "teacher", "onnx_sha256": "0" * 64, "opset": 17}
+
+    monkeypatch.setattr(components.export, "run", fake_run)
+    monkeypatch.setattr("components.common.config.configure_logging", lambda **kwargs: None)
+    sections = {f"{step}_params": json.dumps(mlnt_pipeline.PARAMS[step]) for step in
+                ("ingest", "validate", "noise", "baseline", "mlnt", "evaluate")}
+    artifact = {name: kind(uri=str(tmp_path / name)) for name, kind in (
+        ("ingested", Dataset), ("labels", Dataset), ("baseline_model", Model), ("mlnt_model", Model),
+        ("evaluation", Dataset), ("onnx_model", Model))}
+    mlnt_pipeline.export.python_func(params_json=json.dumps(mlnt_pipeline.PARAMS["export"]),
+                                     data_path="/mnt/data/fashion-mnist-2027", pushgateway="", **sections, **artifact)
+    assert recorded["ingest"]["path"] == "/mnt/data/fashion-mnist-2027"
+    assert recorded["ingest"]["dataset"] == mlnt_pipeline.PARAMS["ingest"]["dataset"]
+    pipeline, _ = yaml.safe_load_all(spec)
+    for step in ("ingest", "export"):
+        assert pipeline["root"]["dag"]["tasks"][step]["inputs"]["parameters"]["data_path"] == {
+            "componentInputParameter": "data_path"}, step

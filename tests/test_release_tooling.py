@@ -1,11 +1,13 @@
 """The container image definition and the model-release workflow, checked with the real linters (hadolint,
 actionlint; both ship their binaries in PyPI wheels) and against the project's own pins and rules."""
 
+import json
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,3 +112,143 @@ def test_the_image_holds_the_manifest_the_deploy_step_creates_the_inference_serv
     relative = MANIFEST.relative_to(ROOT) if MANIFEST.is_absolute() else MANIFEST
     assert any(str(relative) in sources or any(str(relative).startswith(s.rstrip("/") + "/") for s in sources)
                for sources in copied), relative
+
+
+# ------------------------------------------------------------------------------------------------- the champion
+WORKFLOW = ROOT / ".github" / "workflows" / "release.yml"
+RESTORE = "Restore the champion (the latest published model release)"
+
+
+def release_job() -> dict:
+    return yaml.safe_load(WORKFLOW.read_text())["jobs"]["release"]
+
+
+def test_release_runs_from_main_only_one_at_a_time_without_a_persisted_token():
+    """A run started by hand on another branch publishes nothing; two releases never run at once (whatever their
+    ref), so each judges against the champion the one before published; no checkout leaves a token in git's config
+    (gh takes GH_TOKEN, nothing pushes with git)."""
+    workflow = yaml.safe_load(WORKFLOW.read_text())
+    release = workflow["jobs"]["release"]
+    assert release["if"] == "github.ref == 'refs/heads/main'"
+    assert release["concurrency"] == {"group": "model-release", "cancel-in-progress": False}
+    checkouts = [step for job in workflow["jobs"].values() for step in job["steps"]
+                 if step.get("uses", "").startswith("actions/checkout@")]
+    assert len(checkouts) == 2 and all(step["with"]["persist-credentials"] is False for step in checkouts)
+    runs = " ".join(step.get("run", "") for job in workflow["jobs"].values() for step in job["steps"])
+    assert "git push" not in runs
+
+
+def test_release_restores_the_published_champion_before_the_pipeline():
+    steps = release_job()["steps"]
+    names = [step.get("name", "") for step in steps]
+    runs = [step.get("run", "") for step in steps]
+    restore = names.index(RESTORE)
+    assert runs.index("make setup data") < restore < runs.index("make pipeline")
+    assert "if" not in steps[restore] and steps[restore]["env"]["GH_TOKEN"] == "${{ github.token }}"
+    assert "gh release download" in runs[restore] and "pipelines.champion restore" in runs[restore]
+
+
+def fake_release(folder: Path, *, accuracy: float = 0.8617) -> Path:
+    """The assets the publish step uploads: model.onnx and the model card describing it."""
+    import hashlib  # noqa: PLC0415
+
+    folder.mkdir(parents=True)
+    (folder / "model.onnx").write_bytes(b"onnx bytes " + folder.name.encode())
+    digest = hashlib.sha256((folder / "model.onnx").read_bytes()).hexdigest()
+    (folder / "model_card.json").write_text(json.dumps({"model": "teacher", "onnx_sha256": digest,
+                                                        "metrics": {"accuracy": accuracy}}))
+    return folder
+
+
+def run_restore_step(tmp_path: Path, releases: dict[str, Path]) -> subprocess.CompletedProcess:
+    """The workflow's restore step itself, in bash, in a fresh checkout (``tmp_path``: no releases/) with a fake
+    ``gh`` that lists ``releases`` (tag: folder of assets) and downloads their files."""
+    (tmp_path / "bin").mkdir()
+    (tmp_path / ".venv").symlink_to(BIN.parent)  # the project's environment, as `make setup` leaves it
+    listing = tmp_path / "tags.txt"
+    listing.write_text("".join(f"{tag}\n" for tag in [*releases, "v1.0.0"]))
+    gh = tmp_path / "bin" / "gh"
+    gh.write_text("#!/bin/bash\nset -e\n"
+                  f'if [ "$1 $2" = "release list" ]; then cat {listing}; exit 0; fi\n'
+                  'if [ "$1 $2" = "release download" ]; then\n'
+                  '  tag="$3"; shift 3; dir=""\n'
+                  '  while [ $# -gt 0 ]; do [ "$1" = "--dir" ] && dir="$2"; shift; done\n'
+                  f'  mkdir -p "$dir"; cp "{tmp_path}/assets/$tag"/* "$dir"/; exit 0\n'
+                  'fi\nexit 2\n')
+    gh.chmod(0o755)
+    (tmp_path / "assets").mkdir()
+    for tag, folder in releases.items():
+        folder.rename(tmp_path / "assets" / tag)
+    (tmp_path / "runner").mkdir()
+    script = release_job()["steps"][[s.get("name") for s in release_job()["steps"]].index(RESTORE)]["run"]
+    env = {"PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin", "RUNNER_TEMP": str(tmp_path / "runner"),
+           "PYTHONPATH": str(ROOT), "GH_TOKEN": "x", "GH_REPO": "o/r", "HOME": str(tmp_path)}
+    return subprocess.run(["bash", "-e", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          check=False)
+
+
+def candidate(tmp_path: Path, accuracy: float) -> tuple[Path, Path]:
+    """An export and evaluate folder the gate judges: a model of ``accuracy``, parity held."""
+    export, evaluate = fake_release(tmp_path / "export"), tmp_path / "evaluate"
+    (export / "parity.json").write_text(json.dumps({"passed": True}))
+    evaluate.mkdir()
+    (evaluate / "metrics.json").write_text(json.dumps({"teacher": {"accuracy": accuracy},
+                                                       "baseline_best_epoch": {"accuracy": accuracy}}))
+    return export, evaluate
+
+
+def test_the_restored_champion_is_what_the_gate_judges_against(tmp_path):
+    """CI's fresh checkout, a candidate 3 points below the published champion: without the restored champion the
+    gate passes it ("no champion yet"); with it, max_regression fails it."""
+    from components.gate import GateConfig, decide  # noqa: PLC0415
+
+    old = fake_release(tmp_path / "older", accuracy=0.70)
+    champion = fake_release(tmp_path / "latest", accuracy=0.8617)
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    done = run_restore_step(checkout, {"model-v20261130T103942Z-6b55a15c": old,
+                                       "model-v20261130T200637Z-01d62f8c": champion})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "champion: releases/latest -> v20261130T200637Z-01d62f8c (accuracy 0.8617)" in done.stdout
+    registry = checkout / "releases"
+    assert (registry / "latest").readlink() == Path("v20261130T200637Z-01d62f8c")
+    assert {p.name for p in (registry / "latest").iterdir()} == {"model.onnx", "model_card.json"}
+    export, evaluate = candidate(tmp_path, 0.8317)
+    config = GateConfig(min_accuracy=0.0, max_below_baseline=1.0, max_regression=0.01)
+    assert decide(config, export=export, evaluate=evaluate, registry=tmp_path / "fresh")["passed"]
+    judged = decide(config, export=export, evaluate=evaluate, registry=registry)
+    assert not judged["passed"] and judged["champion_version"] == "v20261130T200637Z-01d62f8c"
+
+
+def test_the_first_release_says_there_is_no_champion(tmp_path):
+    done = run_restore_step(tmp_path, {})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "::notice::No previous model release" in done.stdout and "first release" in done.stdout
+    assert not (tmp_path / "releases").exists()
+
+
+def test_restore_refuses_what_the_gate_could_not_judge_against(tmp_path):
+    from pipelines import champion  # noqa: PLC0415
+
+    assert champion.latest_tag(["v1.0", "model-v20261130T103942Z-6b55a15c", "model-v20261201T000000Z-01d62f8c",
+                                "model-latest"]) == "model-v20261201T000000Z-01d62f8c"
+    assert champion.latest_tag(["v1.0", ""]) is None
+    tag = "model-v20261201T000000Z-01d62f8c"
+    tampered = fake_release(tmp_path / "tampered")
+    (tampered / "model.onnx").write_bytes(b"another model")
+    no_accuracy = fake_release(tmp_path / "no-accuracy")
+    card = json.loads((no_accuracy / "model_card.json").read_text())
+    (no_accuracy / "model_card.json").write_text(json.dumps({**card, "metrics": {}}))
+    missing = fake_release(tmp_path / "missing")
+    (missing / "model_card.json").unlink()
+    for folder, message in ((tampered, "expected the model card of the model.onnx beside it"),
+                            (no_accuracy, "expected a released model card with metrics.accuracy"),
+                            (missing, "found none for model_card.json")):
+        with pytest.raises(ValueError, match=message):
+            champion.restore(folder, tag=tag, registry=tmp_path / "registry")
+        assert not (tmp_path / "registry" / "latest").exists()
+    with pytest.raises(ValueError, match="expected a model release tag"):
+        champion.restore(fake_release(tmp_path / "good"), tag="v1.0", registry=tmp_path / "registry")
+    assert champion.restore(tmp_path / "good", tag=tag, registry=tmp_path / "registry") == (tag[6:], 0.8617)
+    with pytest.raises(FileExistsError, match="expected a registry without a champion"):
+        champion.restore(tmp_path / "good", tag=tag, registry=tmp_path / "registry")
