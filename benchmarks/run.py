@@ -1,6 +1,7 @@
-"""``make bench``: the meta step, memory, scaling, neighbour search, data loading, inference and the predictor
-under concurrent load, measured against their baselines in one run; results in ``benchmarks/results.json``,
-report in ``docs/benchmarks.md``.
+"""``make bench``: the speed and memory benchmarks, measured against their baselines in one run.
+
+The meta step, memory, scaling, neighbour search, data loading, inference and the predictor under concurrent load;
+results in ``benchmarks/results.json``, report in ``docs/benchmarks.md``.
 
     python -m benchmarks.run [--quick] [--data data/fashion-mnist] [--networks small_cnn,preact_resnet32]
                              [--sections serving,inference] [--json benchmarks/results.json]

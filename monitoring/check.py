@@ -13,6 +13,7 @@ panels, ``fill_variables`` replaces the template variables (``TEMPLATE_VARIABLE`
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import shutil
@@ -250,7 +251,9 @@ def alert_problems(rules: dict, docs: str) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     """``python -m monitoring.check``: promtool's checks of the rules, the dashboard and the rule unit tests, then
     the contract, coverage and alert checks; returns 0 when all pass, else 1 with the failures on stderr."""
-    del argv
+    argparse.ArgumentParser(prog="python -m monitoring.check",
+                            description="Run every check of the alert rules and the dashboard: promtool's, then "
+                                        "the contract, coverage and alert checks.").parse_args(argv)
     rules, dashboard = load_rules(), load_dashboard()
     try:
         for output in (check_rules(), check_dashboard(dashboard), run_rule_tests()):

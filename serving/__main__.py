@@ -26,13 +26,22 @@ AT_LEAST_ONE = {"max_batch": "--max-batch", "max_body_bytes": "--max-body-bytes"
                 "max_threads": "--max_threads"}  # option -> its spelling: ours with hyphens, KServe's with underscores
 
 
+class _DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Each option's default after its help, except where the help states the default itself."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.help and "(default " in action.help:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def get_args_parser() -> argparse.ArgumentParser:
     """The predictor's parser: a copy of KServe's model-server parser (KServe's own defaults stay as they are), the
     model name defaulting to ``MODEL_NAME``, and the predictor's options. Imports KServe."""
     # A copy of KServe's parser, so that our defaults do not change KServe's own.
     parser = argparse.ArgumentParser(prog="python -m serving", description=__doc__.split("\n\n")[1],
                                      parents=[copy.deepcopy(kserve_cli().parser)],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=_DefaultsHelpFormatter)
     parser.set_defaults(model_name=MODEL_NAME)
     from serving.model import MAX_DECODE_PIXELS  # noqa: PLC0415 -- imports KServe, which kserve_cli() has imported
     ours = parser.add_argument_group("the predictor's options")
@@ -57,7 +66,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                            "request comes through those proxies (docs/serving.md, 'Who is a client')")
     ours.add_argument("--trusted-proxy-hops", type=int, default=None, metavar="N",
                       help="with --client-header: the client is entry N from the right, the address the N-th "
-                           "proxy from the predictor appended; entries further left are never read (default 1)")
+                           "proxy from the predictor appended; entries further left are never read (default 1 when "
+                           "--client-header is given; without it, the option is refused)")
     ours.add_argument("--feedback-token-file", default=None,
                       help="file holding the bearer token feedback must carry (a mounted Secret); else "
                            "$MLNT_FEEDBACK_TOKEN; neither: feedback is open, with a warning")

@@ -1,6 +1,8 @@
-"""The quality study: MLNT against its own control (the same EMA teacher without the meta loss), cross-entropy,
-early stopping and Confident Learning (cleanlab) across noise kinds and rates, several seeds, with label-issue
-detection measured on the same runs.
+"""The quality study: MLNT against its control, cross-entropy, early stopping and Confident Learning.
+
+MLNT is measured against its own control (the same EMA teacher without the meta loss), cross-entropy, early
+stopping and Confident Learning (cleanlab) across noise kinds and rates, several seeds, with label-issue detection
+measured on the same runs.
 
 Every run goes through the pipeline's own steps (``components.noise``, ``components.baseline``,
 ``components.mlnt``) with the schedule of ``params.yaml``; only the training-set size (sub-sampled to fit
@@ -426,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.quality import report as quality_report  # noqa: PLC0415 - matplotlib loads only here
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.quality", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="one seed, one setting, two epochs: checks it runs")
+    parser.add_argument("--quick", action="store_true", help="one seed, one setting, three epochs: checks it runs")
     parser.add_argument("--setting", action="append", metavar="NAME",
                         help="rerun this setting's cells only (repeatable; e.g. symmetric-80, clean) and replace "
                              "them in the existing results.json")

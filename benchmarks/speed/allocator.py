@@ -1,6 +1,8 @@
-"""What ``components.common.allocator.retain_freed_memory`` (applied by the training steps and by ``make bench``) does
-to a meta step: time as a ratio to a CE step, and page faults per step, with glibc's default settings and with
-freed memory retained.
+"""What retaining freed memory does to a meta step's time and page faults.
+
+``components.common.allocator.retain_freed_memory`` is applied by the training steps and by ``make bench``. This
+measures a meta step's time as a ratio to a CE step, and its page faults per step, with glibc's default settings and
+with freed memory retained.
 
 The setting is process-wide and cannot be undone, so each side runs in its own process
 (``python -m benchmarks.speed.allocator``), on the same batch and the same initial weights, the two kinds alternating.
