@@ -207,6 +207,7 @@ def promote(export: Path, decision: dict, registry: Path, *, now: dt.datetime | 
                              f"({decision.get('champion_version') or 'none'}), found "
                              f"{current[0] if current else 'none'} (another gate promoted since): decide again; "
                              f"nothing released")
+        _drop_leftovers(registry)
         staging = _stage(export, registry)
         try:
             digest = sha256_file(staging / "model.onnx")
@@ -221,6 +222,7 @@ def promote(export: Path, decision: dict, registry: Path, *, now: dt.datetime | 
 def _judge_and_promote(config: GateConfig, export: Path, evaluate: Path, registry: Path) -> dict:
     """Under the registry's lock: copy the release's files into the staging folder, decide on that copy against
     the champion as it is now, and release the copy only if it passes. The decision returned is this one."""
+    _drop_leftovers(registry)
     staging = _stage(export, registry)
     try:
         decision = decide(config, export=staging, evaluate=evaluate, registry=registry)
@@ -229,6 +231,17 @@ def _judge_and_promote(config: GateConfig, export: Path, evaluate: Path, registr
         return decision
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _drop_leftovers(registry: Path) -> None:
+    """Remove what a gate killed while it held the lock left in the registry: its staging folder (``.incoming.*``)
+    and its half-made ``latest`` link (``.latest.<pid>``). Only the lock's holder makes either, and the caller holds
+    it now, so every one found is a dead gate's."""
+    for leftover in registry.glob(".incoming.*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    for leftover in registry.glob(".latest.*"):
+        if leftover.is_symlink() or leftover.is_file():
+            leftover.unlink(missing_ok=True)
 
 
 def _stage(export: Path, registry: Path) -> Path:

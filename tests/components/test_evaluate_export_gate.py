@@ -382,6 +382,22 @@ def test_promote_is_a_compare_and_swap_on_latest(tmp_path):
     assert not [p for p in registry.iterdir() if p.name.startswith(".incoming.")]
 
 
+def test_a_dead_gates_staging_folder_and_link_go_at_the_next_promotion(tmp_path):
+    """A gate killed while holding the lock leaves ``.incoming.*`` (its copy) and ``.latest.<pid>`` (its new
+    link); the next gate, holding the lock, removes them and touches nothing else."""
+    config = GateConfig(min_accuracy=0.0, max_below_baseline=1.0, registry=str(tmp_path / "r"))
+    registry = Path(config.registry)
+    first = write_export(tmp_path / "a", accuracy=0.80, onnx=b"first")
+    assert run_gate(config, export=first[0], evaluate=first[1], out=tmp_path / "g0")["passed"]
+    (registry / ".incoming.dead").mkdir()
+    (registry / ".incoming.dead" / "model.onnx").write_bytes(b"half")
+    (registry / ".latest.4242").symlink_to("nowhere")
+    second = write_export(tmp_path / "b", accuracy=0.85, onnx=b"second")
+    assert run_gate(config, export=second[0], evaluate=second[1], out=tmp_path / "g1")["passed"]
+    hidden = sorted(p.name for p in registry.iterdir() if p.name.startswith("."))
+    assert hidden == [".lock"] and len([p for p in registry.iterdir() if p.name.startswith("v")]) == 2
+
+
 def test_promote_refuses_a_model_changed_since_it_was_judged(tmp_path):
     """The ONNX file is hashed when judged; a file swapped before the copy is never released under that hash."""
     registry = tmp_path / "releases"
