@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from components.common.allocator import retain_freed_memory
-from components.common.atomic import write_json
+from components.common.atomic import atomic_set, prepare_output, write_json
 from components.common.checkpoints import checkpoint_store, drop_stale_checkpoints
 from components.common.config import cli
 from components.common.curves import write_curves, write_history
@@ -55,6 +55,7 @@ def run(config: BaselineConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOIS
     to ``out`` (the main process); returns the metrics. ``checkpoints``: a folder shared across runs for the resumable
     checkpoints (default ``out/checkpoints``)."""
     retain_freed_memory()  # a training process: reuse freed memory rather than fault in fresh pages
+    prepare_output(out, step="baseline")  # a folder that cannot take the outputs fails now, not after training
     train_data, val_data, meta = load_split(ingest, noise, workers=config.workers, augment=config.augment)
     store = checkpoint_store(out, config, split_inputs(ingest, noise), root=checkpoints)
     weights = imagenet_weights(config.network) if config.pretrained else None
@@ -73,10 +74,13 @@ def run(config: BaselineConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOIS
 
 
 def _write(out: Path, result, metrics: dict, *, network: str, meta: dict) -> None:
-    save_model(out / "model.pt", result.best_state, network=network, meta=meta, extra={"best_epoch": result.best_epoch})
-    save_model(out / "final.pt", result.student.state_dict(), network=network, meta=meta)
-    write_history(out, result)
-    write_json(out / "metrics.json", metrics)
+    """The step's files as one ``atomic_set``: a failure while writing any of them leaves the previous ones."""
+    with atomic_set():
+        save_model(out / "model.pt", result.best_state, network=network, meta=meta,
+                   extra={"best_epoch": result.best_epoch})
+        save_model(out / "final.pt", result.student.state_dict(), network=network, meta=meta)
+        write_history(out, result)
+        write_json(out / "metrics.json", metrics)
 
 
 def _main(configs: dict) -> None:

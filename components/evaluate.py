@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from components.common.artifacts import read_arrays, read_json
-from components.common.atomic import write_json, write_text
+from components.common.atomic import atomic_set, prepare_output, write_json, write_text
 from components.common.config import cli
 from components.common.model_file import load_model
 from components.common.splits import load_split, test_set
@@ -188,35 +188,42 @@ def per_class_issues(given: np.ndarray, flagged: np.ndarray, names: list[str]) -
 def run(config: EvaluateConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOISE_OUT,
         baseline: Path = BASELINE_OUT, mlnt: Path = MLNT_OUT, out: Path = OUT) -> dict:
     """Reads the ingested test set, the noise step's labels and the four model files; writes the metrics, the
-    confusion and calibration CSVs, the label-issue list and its ROC curve to ``out``; returns the metrics."""
-    ingest, noise, out = Path(ingest), Path(noise), Path(out)
+    confusion and calibration CSVs, the label-issue list and its ROC curve to ``out``; returns the metrics. Every
+    input is read and checked, and everything computed, before the first file is written; the files are written as
+    one ``atomic_set``, so a failure leaves the previous outputs as they were."""
+    ingest, noise, out = Path(ingest), Path(noise), prepare_output(out, step="evaluate")
     models = {"baseline": Path(baseline) / "final.pt", "baseline_best_epoch": Path(baseline) / "model.pt",
               "student": Path(mlnt) / "student.pt", "teacher": Path(mlnt) / "teacher.pt"}
     nets = {name: load_model(path) for name, path in models.items()}
     _, saved = nets["teacher"]
+    manifest = read_json(ingest / "manifest.json", "ingest", "class_names")
+    names = manifest["class_names"]
+    validation = validation_record(noise)  # the noise step's summary and labels, checked before any work
+    labels = _read_labels(noise)
     test = test_set(ingest, saved["normalisation"], workers=config.workers)
     test_labels = test.labels.numpy()
     k = saved["num_classes"]
-    manifest = read_json(ingest / "manifest.json", "ingest", "class_names")
-    names = manifest["class_names"]
-    metrics = {}
+    metrics, csvs = {}, {}
     for name, (net, _) in nets.items():
         probs = predict(net, test, batch_size=config.batch_size, desc=f"evaluate {name} on the test set").numpy()
         metrics[name] = classification_metrics(probs, test_labels, k, config.ece_bins)
-        _write_confusion(out / f"confusion_{name}.csv", test_labels, probs.argmax(1), names)
-        _write_csv(out / f"calibration_{name}.csv", reliability_rows(probs, test_labels, config.ece_bins))
+        csvs[f"confusion_{name}.csv"] = _confusion_csv(test_labels, probs.argmax(1), names)
+        csvs[f"calibration_{name}.csv"] = _csv(reliability_rows(probs, test_labels, config.ece_bins))
     metrics["baseline"]["best_epoch_accuracy"] = metrics["baseline_best_epoch"]["accuracy"]
-    rows, summary, roc = _label_issue_list(nets["teacher"][0], ingest, noise, config, names)
-    _write_csv(out / "roc_label_issues.csv", roc, fields=["fpr", "tpr"])
+    rows, summary, roc = _label_issue_list(nets["teacher"][0], ingest, noise, config, names, labels=labels)
+    csvs["roc_label_issues.csv"] = _csv(roc, fields=["fpr", "tpr"])
     for row in rows:
         row["given_class"], row["suggested_class"] = names[row["given_label"]], names[row["suggested_label"]]
     metrics["label_issues"] = summary
     metrics["class_names"] = names
     metrics["ece_bins"] = config.ece_bins  # export's calibration report uses the same bins
-    metrics["validation"] = validation_record(noise)
+    metrics["validation"] = validation
     metrics["test"] = {"source": manifest.get("test_source", "the dataset's test split")}
-    _write_csv(out / "label_issues.csv", rows)
-    write_json(out / "metrics.json", metrics)
+    csvs["label_issues.csv"] = _csv(rows)
+    with atomic_set():  # nothing is written until everything is computed; then all files as one set
+        for file, text in csvs.items():
+            write_text(out / file, text)
+        write_json(out / "metrics.json", metrics)
     return metrics
 
 
@@ -230,13 +237,21 @@ def validation_record(noise: Path) -> dict:
     return record
 
 
-def _label_issue_list(teacher, ingest: Path, noise: Path, config: EvaluateConfig, names: list[str]):
+LABEL_KEYS = ("index", "label", "clean_label", "is_noisy", "is_val")
+
+
+def _read_labels(noise: Path) -> dict[str, np.ndarray]:
+    """The arrays of the noise step's ``labels.npz`` that evaluate uses, checked (``read_arrays``)."""
+    return dict(zip(LABEL_KEYS, read_arrays(Path(noise) / "labels.npz", "noise", *LABEL_KEYS), strict=True))
+
+
+def _label_issue_list(teacher, ingest: Path, noise: Path, config: EvaluateConfig, names: list[str], *,
+                      labels: dict[str, np.ndarray] | None = None):
     """Every training row ranked by ``label_issues``, the summary, and the ROC points (empty without ground
     truth). The detection figures count only the rows whose clean label is known (all of them under synthetic
     noise; Clothing1M's images with a clean label; none of a user's own labels under kind none); a row's
     ``injected_noise`` is left empty where its clean label is unknown, and the column dropped without ground truth."""
-    keys = ("index", "label", "clean_label", "is_noisy", "is_val")
-    labels = dict(zip(keys, read_arrays(noise / "labels.npz", "noise", *keys), strict=True))
+    labels = _read_labels(noise) if labels is None else labels
     train = ~labels["is_val"]
     rows_index, given = labels["index"][train], labels["label"][train]
     train_data, _, _ = load_split(ingest, noise, workers=config.workers)
@@ -276,17 +291,21 @@ def _source_keys(ingest: Path) -> list[str] | None:
         return train["keys"].tolist() if "keys" in train.files else None
 
 
-def _write_confusion(path: Path, actual: np.ndarray, predicted: np.ndarray, names: list[str]) -> None:
+def _confusion_csv(actual: np.ndarray, predicted: np.ndarray, names: list[str]) -> str:
     """``actual,predicted`` rows by class name, for ``dvc plots``' confusion template."""
-    _write_csv(path, [{"actual": names[a], "predicted": names[p]} for a, p in zip(actual, predicted, strict=True)])
+    return _csv([{"actual": names[a], "predicted": names[p]} for a, p in zip(actual, predicted, strict=True)])
 
 
-def _write_csv(path: Path, rows: list[dict], *, fields: list[str] | None = None) -> None:
+def _csv(rows: list[dict], *, fields: list[str] | None = None) -> str:
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=fields or (list(rows[0]) if rows else ["empty"]))
     writer.writeheader()
     writer.writerows(rows)
-    write_text(path, text.getvalue())
+    return text.getvalue()
+
+
+def _write_csv(path: Path, rows: list[dict], *, fields: list[str] | None = None) -> None:
+    write_text(path, _csv(rows, fields=fields))
 
 
 def _main(configs: dict) -> None:

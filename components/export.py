@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from components.common.artifacts import read_arrays, read_json, sha256_file
-from components.common.atomic import write_atomic, write_json
+from components.common.atomic import atomic_set, prepare_output, write_atomic, write_json
 from components.common.calibration import fit_temperature
 from components.common.config import cli
 from components.common.model_file import load_model
@@ -149,6 +149,7 @@ def run(config: ExportConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOISE_
     steps up to this one were given (``MADE_BY``), recorded in the card with their digest (``params_digest``); None
     records none. A failed parity check is recorded in the card (the gate refuses it), not raised."""
     out, recorded = Path(out), made_by(params)  # incomplete params fail here, before any work
+    prepare_output(out, step="export")  # so does an output folder that cannot take the files
     name, model_file, val_accuracy = choose(baseline, mlnt)
     net, saved = load_model(model_file)
     net.eval()
@@ -178,9 +179,10 @@ def run(config: ExportConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOISE_
             "params": recorded, "params_sha256": params_digest(recorded),
             "git_commit": _git_commit(), "onnx_sha256": hashlib.sha256(onnx_bytes).hexdigest(),
             "opset": OPSET, "parity": check}
-    write_atomic(out / "model.onnx", lambda fh: fh.write(onnx_bytes))
-    write_json(out / "parity.json", check)
-    write_json(out / "model_card.json", card)
+    with atomic_set():  # the three files as a set: a failure in any leaves the previous three
+        write_atomic(out / "model.onnx", lambda fh: fh.write(onnx_bytes))
+        write_json(out / "parity.json", check)
+        write_json(out / "model_card.json", card)
     return card
 
 

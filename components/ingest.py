@@ -16,6 +16,7 @@ a random sample. The shard folder is replaced as a whole, only once every image 
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 import sys
 import tempfile
@@ -27,7 +28,7 @@ from typing import Literal
 import numpy as np
 
 from components.common.artifacts import sha256_file
-from components.common.atomic import write_atomic, write_json
+from components.common.atomic import atomic_set, prepare_output, write_atomic, write_json
 from components.common.config import cli
 from components.common.errors import DataError
 from components.common.steps import FOLDERS
@@ -91,24 +92,27 @@ def run(config: IngestConfig, *, out: Path = OUT) -> dict:
     if not root.exists():
         raise DataError(f"{root}: expected the {config.dataset} files, found no such file or folder "
                         f"(set ingest.path; `make data` fetches the default dataset)")
+    prepare_output(out, step="ingest")  # a folder that cannot take the outputs fails now, before the reading
     if config.dataset == "clothing1m":
         return _ingest_clothing1m(config, root, out)
     dataset = read(config, root)
     splits = {"train": (dataset.train_images, dataset.train_labels), "test": (dataset.test_images, dataset.test_labels)}
     if dataset.val_labels is not None:
         splits["val"] = (dataset.val_images, dataset.val_labels)
-    for split, (images, labels) in splits.items():
-        arrays = {"images": images, "labels": labels}
-        if split == "train" and dataset.train_keys is not None:
-            arrays["keys"] = np.array(dataset.train_keys)
-        write_atomic(out / f"{split}.npz", lambda fh, a=arrays: np.savez(fh, **a))
-    if dataset.extra:
-        write_atomic(out / "human_labels.npz", lambda fh: np.savez(fh, **dataset.extra))
-    _remove_stale(out, {f"{split}.npz" for split in splits} | ({"human_labels.npz"} if dataset.extra else set()))
     counts = {split: int(labels.size) for split, (_, labels) in splits.items()}
-    return _write_manifest(config, out, dataset.inputs, counts, list(dataset.train_images.shape[1:]),
-                           dataset.class_names, format_="arrays",
-                           extra={"labels": dataset.labels, "test_source": dataset.test_source})
+    with atomic_set():  # the arrays and the manifest as a set: a failure in any leaves the previous files
+        for split, (images, labels) in splits.items():
+            arrays = {"images": images, "labels": labels}
+            if split == "train" and dataset.train_keys is not None:
+                arrays["keys"] = np.array(dataset.train_keys)
+            write_atomic(out / f"{split}.npz", lambda fh, a=arrays: np.savez(fh, **a))
+        if dataset.extra:
+            write_atomic(out / "human_labels.npz", lambda fh: np.savez(fh, **dataset.extra))
+        manifest = _write_manifest(config, out, dataset.inputs, counts, list(dataset.train_images.shape[1:]),
+                                   dataset.class_names, format_="arrays",
+                                   extra={"labels": dataset.labels, "test_source": dataset.test_source})
+    _remove_stale(out, {f"{split}.npz" for split in splits} | ({"human_labels.npz"} if dataset.extra else set()))
+    return manifest
 
 
 def read(config: IngestConfig, root: Path) -> Dataset:
@@ -150,7 +154,9 @@ def _ingest_clothing1m(config: IngestConfig, root: Path, out: Path) -> dict:
     order = np.random.default_rng(config.seed).permutation(len(samples["train"]))
     samples["train"] = [samples["train"][i] for i in order]  # every shard a random sample of the training set
     resize = config.resize or config.image_size
-    out.mkdir(parents=True, exist_ok=True)
+    for leftover in out.iterdir():  # the staging folder of a killed run (no cleanup clause ran): often gigabytes
+        if STAGING.fullmatch(leftover.name) and leftover.is_dir() and not leftover.is_symlink():
+            shutil.rmtree(leftover, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(prefix=".shards.", dir=out))
     digest = hashlib.sha256()
     try:
@@ -180,6 +186,7 @@ def _ingest_clothing1m(config: IngestConfig, root: Path, out: Path) -> dict:
                                                                        for s in e["shards"])})
 
 
+STAGING = re.compile(r"\.shards\.[a-z0-9_]{8}")  # mkdtemp's name for the shards being written
 CONFLICT_EXAMPLES = 5  # keys with conflicting labels named in the manifest and the warning
 
 

@@ -1,5 +1,6 @@
-"""mlnt: MLNT training on the noisy labels; the baseline's frozen features drive the neighbour search for
-synthetic label noise.
+"""mlnt: MLNT training on the noisy labels.
+
+The baseline's frozen features drive the neighbour search for synthetic label noise.
 
 As in the authors' code, training starts from the network's initialisation (``warm_start: false``; seeded, or
 ImageNet weights where the network has them) and the baseline supplies only the features; ``warm_start: true``
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from components.common.allocator import retain_freed_memory
-from components.common.atomic import write_json
+from components.common.atomic import atomic_set, prepare_output, write_json
 from components.common.checkpoints import checkpoint_store, drop_stale_checkpoints
 from components.common.config import cli
 from components.common.curves import write_curves, write_history
@@ -59,10 +60,11 @@ def run(config: MlntStepConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOIS
     main process); returns the metrics. ``checkpoints``: a folder shared across runs for the resumable checkpoints
     (default ``out/checkpoints``)."""
     retain_freed_memory()  # a training process: reuse freed memory rather than fault in fresh pages
+    prepare_output(out, step="mlnt")  # a folder that cannot take the outputs fails now, not after training
     train_data, val_data, meta = load_split(ingest, noise, workers=config.workers, augment=config.augment)
     inputs = [*split_inputs(ingest, noise), Path(baseline) / "model.pt"]
+    baseline_net, saved = load_model(Path(baseline) / "model.pt")  # checked before the checkpoint folder is taken
     store = checkpoint_store(out, config, inputs, root=checkpoints)
-    baseline_net, saved = load_model(Path(baseline) / "model.pt")
     if config.warm_start:
         net = copy.deepcopy(baseline_net)
     else:
@@ -80,15 +82,17 @@ def run(config: MlntStepConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOIS
 
 
 def _write(out: Path, result, metrics: dict, *, network: str, meta: dict) -> None:
-    save_model(out / "student.pt", result.student.state_dict(), network=network, meta=meta)
-    save_model(out / "teacher.pt", result.best_state, network=network, meta=meta,
-               extra={"best_epoch": result.best_epoch, "released": result.best_model})
-    for number, earlier in enumerate(result.earlier_rounds, start=1):
-        save_model(out / f"teacher_round{number}.pt", earlier.best_state, network=network, meta=meta,
-                   extra={"best_epoch": earlier.best_epoch})
-    write_history(out, result)
-    write_json(out / "evaluations.json", result.evaluations)
-    write_json(out / "metrics.json", metrics)
+    """The step's files as one ``atomic_set``: a failure while writing any of them leaves the previous ones."""
+    with atomic_set():
+        save_model(out / "student.pt", result.student.state_dict(), network=network, meta=meta)
+        save_model(out / "teacher.pt", result.best_state, network=network, meta=meta,
+                   extra={"best_epoch": result.best_epoch, "released": result.best_model})
+        for number, earlier in enumerate(result.earlier_rounds, start=1):
+            save_model(out / f"teacher_round{number}.pt", earlier.best_state, network=network, meta=meta,
+                       extra={"best_epoch": earlier.best_epoch})
+        write_history(out, result)
+        write_json(out / "evaluations.json", result.evaluations)
+        write_json(out / "metrics.json", metrics)
     _remove_stale_rounds(out, len(result.earlier_rounds))
 
 

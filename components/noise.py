@@ -48,7 +48,7 @@ import numpy as np
 from scipy import stats
 
 from components.common.artifacts import read_arrays, read_json
-from components.common.atomic import write_atomic, write_json
+from components.common.atomic import atomic_set, prepare_output, write_atomic, write_json
 from components.common.config import cli
 from components.common.errors import DataError
 from components.common.steps import FOLDERS
@@ -185,7 +185,7 @@ def run(config: NoiseConfig, *, ingest: Path = INGEST_OUT, out: Path = OUT) -> d
     """Make the noisy labels and the split from the ingested training set: reads ``ingest``'s ``manifest.json``
     and ``train.npz`` or shard index (``human_labels.npz`` for kind human); writes ``labels.npz``,
     ``transition.json`` and ``summary.json`` to ``out``; returns the summary."""
-    ingest = Path(ingest)
+    ingest, out = Path(ingest), prepare_output(out, step="noise")
     manifest, clean_all, own_val = _read_ingest(ingest)
     num_classes = len(manifest["class_names"])
     rng = np.random.default_rng(config.seed)
@@ -214,12 +214,13 @@ def run(config: NoiseConfig, *, ingest: Path = INGEST_OUT, out: Path = OUT) -> d
     if not val_clean:
         summary["warning"] = NOISY_VALIDATION
         print(f"WARNING: {NOISY_VALIDATION}", file=sys.stderr)
-    out = Path(out)
-    write_atomic(out / "labels.npz", lambda fh: np.savez(fh, index=index, label=noisy, clean_label=clean,
-                                                         is_noisy=is_noisy, is_val=is_val))
     rows = known & train_rows
-    write_json(out / "transition.json", transition_matrix(clean[rows], noisy[rows], num_classes).round(6).tolist())
-    write_json(out / "summary.json", summary)
+    with atomic_set():  # the three files as a set: a failure in any leaves the previous three
+        write_atomic(out / "labels.npz", lambda fh: np.savez(fh, index=index, label=noisy, clean_label=clean,
+                                                             is_noisy=is_noisy, is_val=is_val))
+        write_json(out / "transition.json",
+                   transition_matrix(clean[rows], noisy[rows], num_classes).round(6).tolist())
+        write_json(out / "summary.json", summary)
     return summary
 
 

@@ -13,7 +13,9 @@ import argparse
 import dataclasses
 import logging
 import re
+import signal
 import sys
+import threading
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -237,6 +239,7 @@ def cli(step: str, sections: Mapping[str, type], description: str, body: Callabl
     def main(argv: Sequence[str] | None = None) -> int:
         configure_logging()  # a configured root (pytest's, an embedding program's) is left as it is
         debug = "--debug" in (sys.argv[1:] if argv is None else argv)
+        previous = exit_on_sigterm()
         try:
             configs, params = parse(argv, step, sections, description)
             body(configs, params) if with_params else body(configs)
@@ -245,9 +248,31 @@ def cli(step: str, sections: Mapping[str, type], description: str, body: Callabl
                 raise
             print(*error_lines(step, err), sep="\n", file=sys.stderr)
             return 2 if isinstance(err, ConfigError) else 1
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
         return 0
 
     return main
+
+
+def exit_on_sigterm() -> Any:
+    """Make SIGTERM (a pod's preemption or deletion, ``kill``, torchrun stopping its workers) raise ``SystemExit(143)``
+    in this process, so that the cleanup clauses run (``atomic_path`` removes its temporary file, an ``atomic_set``
+    its staged files; the previous outputs stay) where the default action would end the process on the spot. Only in
+    the main thread, and only where SIGTERM has its default action: an embedding program's handler (a KFP executor,
+    torchrun's agent, a test runner) stays. A second SIGTERM ends the process at once. Returns the handler to restore
+    afterwards, or None where nothing was installed."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return None
+
+    def stop(signum: int, _frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM is not held up by the cleanup
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    return signal.SIG_DFL
 
 
 def error_lines(step: str, err: BaseException) -> list[str]:

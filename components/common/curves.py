@@ -1,25 +1,50 @@
-"""A training step's records: ``history.json`` (one record per epoch) and the dvclive curves under ``live/``."""
+"""A training step's records: ``history.json`` (one record per epoch) and the dvclive curves under ``live/``.
+
+While a step trains, its curves go to ``live.partial/`` beside ``live/`` (``dvc plots show
+<out>/live.partial/plots/metrics`` follows the run); ``live/``, the DVC plots output, is replaced by them only when
+the step succeeds (``write_history``), so a failed run never leaves its curves next to the previous good run's
+``metrics.json``. A rerun that resumes rewrites ``live.partial/`` whole from the records its checkpoint restored,
+so its curves continue where the failed run's stopped."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 from components.common.atomic import write_json
 from model.trainer import TrainResult
 
+LIVE = "live"  # the published curves (dvc.yaml's plots)
+PARTIAL = "live.partial"  # the curves of the run in progress
+
 
 def write_history(out: Path, result: TrainResult) -> None:
-    """``history.json``, and the final curves (``write_curves``)."""
+    """``history.json``, and the final curves: written to ``live.partial/`` (``write_curves``), which then
+    replaces ``live/`` (``publish_curves``)."""
     write_json(Path(out) / "history.json", result.history)
     write_curves(out, result.history, result.evaluations)
+    publish_curves(out)
+
+
+def publish_curves(out: Path) -> None:
+    """Replace ``out/live/`` by ``out/live.partial/``: the old ``live/`` renamed aside, the new one renamed in, the
+    old one deleted (a crash in between leaves no ``live/`` and the new curves in ``live.partial/``, never a mix)."""
+    out = Path(out)
+    partial, live, old = out / PARTIAL, out / LIVE, out / f".{LIVE}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if live.exists():
+        os.rename(live, old)
+    os.rename(partial, live)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def write_curves(out: Path, history: list[dict], evaluations: list[dict]) -> None:
-    """The training curves through dvclive under ``out/live/`` (``dvc plots``, the VS Code extension), by
-    training step: every validation's accuracies (``val_accuracy_*``, the teacher's start share) and each
-    epoch's loss, learning rate and throughput. Rewritten whole from the run's records at every validation
-    (``train``'s ``on_validation``), so the curves follow a run live and a resumed run shows each step once."""
+    """The training curves through dvclive under ``out/live.partial/`` (published to ``out/live/`` when the step
+    succeeds: ``write_history``), by training step: every validation's accuracies (``val_accuracy_*``, the
+    teacher's start share) and each epoch's loss, learning rate and throughput. Rewritten whole from the run's
+    records at every validation (``train``'s ``on_validation``), so the curves follow a run live and a resumed run
+    shows each step once."""
     from dvclive import Live  # noqa: PLC0415 - only the training steps log curves
 
     rows: dict[int, dict[str, float]] = {}
@@ -28,7 +53,7 @@ def write_curves(out: Path, history: list[dict], evaluations: list[dict]) -> Non
     for record in history:
         rows.setdefault(int(record["step"]), {}).update(
             {k: v for k, v in record.items() if k not in ("step", "epoch") and k not in rows[int(record["step"])]})
-    live_dir = Path(out) / "live"
+    live_dir = Path(out) / PARTIAL
     shutil.rmtree(live_dir, ignore_errors=True)
     with Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=None, report=None) as live:
         for step in sorted(rows):

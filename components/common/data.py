@@ -1,5 +1,6 @@
-"""``make data``: put the embedded default dataset (Fashion-MNIST) in ``data/`` and prove it is the version
-``data.dvc`` records.
+"""``make data``: put Fashion-MNIST in ``data/`` and prove it is the version ``data.dvc`` records.
+
+Fashion-MNIST is the embedded default dataset.
 
     python -m components.common.data [--source PATH]
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
-import os
+import re
 import shutil
 import subprocess
 import sys
@@ -27,6 +28,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from components.common.atomic import rename_all
 from components.formats.idx import FASHION_MNIST_FILES
 
 DEBIAN = Path("/usr/share/datasets/fashion-mnist")
@@ -51,8 +53,13 @@ class DataFetchError(RuntimeError):
 def fetch(target: Path, source: Path | None = None, *, timeout: float = 30.0) -> list[str]:
     """Place the four files in ``target``; returns where each came from. The missing files are copied or
     downloaded into a hidden folder beside ``target`` and renamed into it only when every one of them is there
-    (and every download matched its published md5): a failure places nothing."""
+    (and every download matched its published md5): a failure places nothing (a kill during the renames themselves
+    can place some files; a rerun places the rest)."""
     target.mkdir(parents=True, exist_ok=True)
+    for leftover in target.parent.glob(f".{target.name}.incoming.*"):  # a killed run's staging folder
+        if re.fullmatch(r"[a-z0-9_]{8}", leftover.name.rpartition(".")[2]) and leftover.is_dir() \
+                and not leftover.is_symlink():
+            shutil.rmtree(leftover, ignore_errors=True)
     origins, gathered = [], []
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.incoming.", dir=target.parent))
     try:
@@ -70,8 +77,7 @@ def fetch(target: Path, source: Path | None = None, *, timeout: float = 30.0) ->
                 if source is not None:
                     raise DataFetchError(f"{source / name}: expected a Fashion-MNIST file, found no such file")
                 origins.append(f"{name}: {_download(OFFICIAL + name, staging / name, timeout)}")
-        for name in gathered:
-            os.replace(staging / name, target / name)
+        rename_all([(staging / name, target / name) for name in gathered])  # the files as a set, in one burst
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return origins

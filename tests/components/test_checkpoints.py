@@ -102,3 +102,171 @@ def test_a_changed_transform_of_the_same_shards_names_another_checkpoint_folder(
     before = _run_id(ingest, noise)
     write_json(ingest / "manifest.json", {**manifest, "transform": {**manifest["transform"], "resize": 32, "crop": 32}})
     assert _run_id(ingest, noise) != before
+
+
+def _retry_config(workdir):
+    import yaml  # noqa: PLC0415
+
+    return BaselineConfig(**yaml.safe_load((workdir / "params.yaml").read_text())["baseline"])
+
+
+def test_a_retry_after_the_run_returned_resumes_at_the_end_and_rewrites_identical_outputs(workdir, capsys,
+                                                                                          monkeypatch):
+    """A Kubeflow pod that dies after ``run`` returned (uploading its outputs, preempted): the retry, with empty
+    outputs, finds the finished checkpoint in the shared root, trains nothing and writes the same model files."""
+    from components import baseline, ingest, noise  # noqa: PLC0415
+
+    for step in (ingest, noise):
+        assert step.main([]) == 0
+    config, shared = _retry_config(workdir), workdir / "volume" / "baseline"
+    first = baseline.run(config, out=workdir / "pod1", checkpoints=shared)
+    (folder,) = shared.iterdir()
+    assert (folder / "finished.json").is_file() and (folder / "round0.pt").is_file()
+    steps, original = [], torch.optim.SGD.step
+    monkeypatch.setattr(torch.optim.SGD, "step", lambda self, *a, **k: (steps.append(1), original(self, *a, **k))[1])
+    capsys.readouterr()
+    second = baseline.run(config, out=workdir / "pod2", checkpoints=shared)
+    assert "resumed from" in capsys.readouterr().out and steps == []
+    assert second == first
+    for name in ("model.pt", "final.pt", "metrics.json", "history.json"):
+        assert (workdir / "pod2" / name).read_bytes() == (workdir / "pod1" / name).read_bytes(), name
+
+
+def _hold(folder, ready):
+    """Child process: take the folder's lock, say so, and keep it until killed."""
+    import time  # noqa: PLC0415
+
+    store = FileCheckpointStore(folder)
+    store.claim()
+    store.save("start", {"step": 0})  # the holder is named from the first save on
+    ready.set()
+    time.sleep(600)
+
+
+def test_a_second_run_into_a_locked_folder_fails_at_once_naming_the_holder(tmp_path):
+    """Two runs of the same config into one folder: the second fails with a named error, not a crash inside
+    dvclive; the kernel releases a killed holder's lock, so the rerun then proceeds."""
+    import multiprocessing  # noqa: PLC0415
+
+    from components.common.checkpoints import CheckpointInUseError  # noqa: PLC0415
+
+    folder = tmp_path / "checkpoints" / "run"
+    context = multiprocessing.get_context("spawn")
+    ready = context.Event()
+    holder = context.Process(target=_hold, args=(folder, ready), daemon=True)
+    holder.start()
+    try:
+        assert ready.wait(120)
+        with pytest.raises(CheckpointInUseError, match=rf"another run \(pid {holder.pid} on .*, started .*\) is "
+                                                        rf"training into {folder}; wait for it"):
+            FileCheckpointStore(folder).claim()
+    finally:
+        holder.kill()
+        holder.join(30)
+    store = FileCheckpointStore(folder)
+    store.claim()  # a killed holder holds nothing
+    store.release()
+
+
+def test_the_main_process_takes_the_folder_when_it_names_it(tmp_path, monkeypatch):
+    """``checkpoint_store`` claims the folder in the main process only (torchrun's others share the main's)."""
+    from components.common.checkpoints import CheckpointInUseError  # noqa: PLC0415
+
+    ingest, noise = tmp_path / "ingest", tmp_path / "noise"
+    ingest.mkdir()
+    noise.mkdir()
+    np.savez(noise / "labels.npz", index=np.arange(4), label=np.zeros(4, int), is_val=np.zeros(4, bool))
+    np.savez(ingest / "train.npz", images=np.zeros((4, 8, 8, 1), np.uint8), labels=np.zeros(4, int))
+    write_json(ingest / "manifest.json", {"format": "arrays", "counts": {"train": 4}})
+    store = checkpoint_store(tmp_path / "out", BaselineConfig(), split_inputs(ingest, noise))
+    assert (store.directory / ".lock").read_text() == ""  # a run that fails before its first save changes nothing
+    store.save("start", {"step": 0})
+    monkeypatch.setenv("RANK", "1")
+    checkpoint_store(tmp_path / "out", BaselineConfig(), split_inputs(ingest, noise))  # no claim: no conflict
+    holder = (store.directory / ".lock").read_text()
+    assert f'"pid": {os.getpid()}' in holder
+    store.release()
+    assert (store.directory / ".lock").read_text() == ""
+    other = os.open(store.directory / ".lock", os.O_RDWR)
+    try:
+        import fcntl  # noqa: PLC0415
+
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released: another process may take it
+        monkeypatch.setenv("RANK", "0")
+        with pytest.raises(CheckpointInUseError):
+            checkpoint_store(tmp_path / "out", BaselineConfig(), split_inputs(ingest, noise))
+    finally:
+        os.close(other)
+
+
+def test_taking_the_folder_removes_what_a_killed_write_left(tmp_path):
+    """A SIGKILL in a save leaves ``.round0.pt.*.tmp`` (and, in a rotation, ``.round0.prev.pt.link``): the next run
+    of the same config removes them when it takes the folder; checkpoints and other files stay."""
+    store = FileCheckpointStore(tmp_path / "run")
+    store.save("round0", {"step": 1})
+    store.save("round0", {"step": 2})
+    left = [tmp_path / "run" / ".round0.pt.k2j3h4.tmp", tmp_path / "run" / ".round0.prev.pt.link"]
+    for path in left:
+        path.write_bytes(b"torn")
+    store.claim()
+    store.release()
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [".lock", "round0.prev.pt", "round0.pt"]
+    assert store.load("round0") == {"step": 2}
+
+
+def _finished_run(root, name, *, age_s: float = 0.0):
+    folder = root / name
+    FileCheckpointStore(folder).save("round0", {"step": 1})
+    (folder / "finished.json").write_text("{}")
+    then = __import__("time").time() - age_s
+    os.utime(folder / "finished.json", (then, then))
+    return folder
+
+
+def test_a_finished_run_keeps_its_folder_and_removes_only_old_finished_unlocked_ones_in_a_shared_root(tmp_path):
+    from components.common.checkpoints import SHARED_RETENTION_S, drop_stale_checkpoints  # noqa: PLC0415
+
+    root = tmp_path / "shared"
+    old = _finished_run(root, "old", age_s=SHARED_RETENTION_S + 60)
+    recent = _finished_run(root, "recent", age_s=60)
+    crashed = FileCheckpointStore(root / "crashed")
+    crashed.save("round0", {"step": 1})  # no finished.json: a retry may yet resume it
+    training = FileCheckpointStore(_finished_run(root, "training", age_s=SHARED_RETENTION_S + 60))
+    training.claim()  # another run takes an old finished folder up again: locked, then no longer finished
+    assert (training.directory / "finished.json").exists()  # a claim alone (a run that fails on load) changes nothing
+    training.save("round0", {"step": 2})
+    assert not (training.directory / "finished.json").exists()
+    ours = FileCheckpointStore(root / "ours")
+    ours.claim()
+    ours.save("round0", {"step": 3})
+    drop_stale_checkpoints(ours, shared=True)
+    assert sorted(p.name for p in root.iterdir()) == ["crashed", "ours", "recent", "training"]
+    assert not old.exists() and recent.exists()
+    assert (root / "ours" / "finished.json").is_file() and ours.load("round0") == {"step": 3}
+    training.release()
+
+
+def test_a_folder_another_run_is_training_into_is_never_removed(tmp_path):
+    """Neither in a step's own root (where every other run's folder goes) nor in a shared one."""
+    import multiprocessing  # noqa: PLC0415
+
+    from components.common.checkpoints import SHARED_RETENTION_S, drop_stale_checkpoints  # noqa: PLC0415
+
+    root = tmp_path / "checkpoints"
+    busy = _finished_run(root, "busy", age_s=SHARED_RETENTION_S + 60)
+    idle = _finished_run(root, "idle")
+    context = multiprocessing.get_context("spawn")
+    ready = context.Event()
+    holder = context.Process(target=_hold, args=(busy, ready), daemon=True)
+    holder.start()
+    try:
+        assert ready.wait(120)
+        for shared in (True, False):
+            ours = FileCheckpointStore(root / "ours")
+            ours.claim()
+            drop_stale_checkpoints(ours, shared=shared)
+            assert busy.is_dir() and (busy / "round0.pt").is_file()
+        assert not idle.exists()  # own root: every other unlocked folder goes
+    finally:
+        holder.kill()
+        holder.join(30)

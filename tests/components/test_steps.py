@@ -1,5 +1,6 @@
 """The steps run from the command line, in order, on a tiny dataset in the published format."""
 
+import errno
 import json
 import os
 import subprocess
@@ -96,22 +97,29 @@ def test_mlnt_step_under_torchrun_matches_one_process(workdir):
     assert json.loads((workdir / "artifacts/mlnt/metrics.json").read_text())["epochs"] == 2
 
 
-def test_a_retry_with_empty_outputs_resumes_from_a_shared_checkpoint_root(workdir, capsys):
+def test_a_retry_with_empty_outputs_resumes_from_a_shared_checkpoint_root(workdir, capsys, monkeypatch):
     """How a Kubeflow retry resumes: its output folder starts empty, its checkpoints live on a volume."""
     for step in (ingest, noise):
         assert step.main([]) == 0
     config = baseline.BaselineConfig(**{**yaml.safe_load((workdir / "params.yaml").read_text())["baseline"]})
     shared, other_run = workdir / "volume" / "baseline", workdir / "volume" / "baseline" / "another-run"
     other_run.mkdir(parents=True)
-    failed_outputs = workdir / "not-a-folder"
-    failed_outputs.write_text("")  # the first attempt trains, then fails to write its outputs
-    with pytest.raises(OSError):
-        baseline.run(config, out=failed_outputs, checkpoints=shared)
+    failed_outputs = workdir / "attempt1"
+
+    def disk_full(*_args, **_kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as patch:  # the first attempt trains, then fails to write its outputs
+        patch.setattr(baseline, "_write", disk_full)
+        with pytest.raises(OSError):
+            baseline.run(config, out=failed_outputs, checkpoints=shared)
     capsys.readouterr()
     metrics = baseline.run(config, out=workdir / "attempt2", checkpoints=shared)
     assert "resumed from" in capsys.readouterr().out and metrics["epochs"] == 2
     assert (workdir / "attempt2" / "model.pt").is_file()
-    assert [p.name for p in shared.iterdir()] == ["another-run"]  # its own folder removed; other runs' left alone
+    # its own folder kept, marked finished, for a retry after the outputs were written; other runs' left alone
+    assert (shared / "another-run").is_dir() and len(list(shared.iterdir())) == 2
+    assert len(list(shared.glob("*/finished.json"))) == 1
 
 
 def test_export_calibrates_with_the_bins_params_yaml_gives_evaluate(workdir, capsys):

@@ -1,0 +1,212 @@
+"""components.common.atomic: one file, a set of files, the leftovers of a killed write, the errors that name the
+file and folder, and the steps' SIGTERM handling (components.common.config.exit_on_sigterm)."""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import pytest
+
+from components.common import atomic
+from components.common.atomic import (
+    OutputError,
+    atomic_path,
+    atomic_set,
+    prepare_output,
+    remove_leftovers,
+    write_all,
+    write_atomic,
+    write_json,
+    write_text,
+)
+from components.common.config import exit_on_sigterm
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def no_space(_fh) -> None:
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def temps(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if atomic.TEMP.fullmatch(p.name))
+
+
+def test_a_failure_in_the_last_file_of_a_set_leaves_every_file_as_it_was(tmp_path):
+    for name in ("a.bin", "b.json", "c.txt"):
+        (tmp_path / name).write_text(f"old {name}")
+    with pytest.raises(OutputError, match=r"with room for c\.txt"):
+        write_all(tmp_path, {"a.bin": lambda fh: fh.write(b"new"), "b.json": lambda fh: fh.write(b"{}"),
+                             "c.txt": no_space})
+    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == {n: f"old {n}" for n in ("a.bin", "b.json", "c.txt")}
+
+
+def test_a_set_stages_every_atomic_write_and_renames_them_at_its_end(tmp_path):
+    (tmp_path / "a.json").write_text("old")
+    with atomic_set():
+        write_json(tmp_path / "a.json", {"new": 1})
+        write_text(tmp_path / "sub" / "b.txt", "new")
+        with atomic_set():  # a set inside a set joins it
+            write_text(tmp_path / "c.txt", "first")
+            write_text(tmp_path / "c.txt", "second")  # written twice: the last one wins
+        assert (tmp_path / "a.json").read_text() == "old"  # nothing renamed before the end
+        assert not (tmp_path / "c.txt").exists()
+    assert (tmp_path / "a.json").read_text() == '{\n  "new": 1\n}\n'
+    assert (tmp_path / "sub" / "b.txt").read_text() == "new"
+    assert (tmp_path / "c.txt").read_text() == "second"
+    assert temps(tmp_path) == [] and temps(tmp_path / "sub") == []
+
+
+def test_any_exception_in_a_set_removes_the_staged_files(tmp_path):
+    (tmp_path / "a.txt").write_text("old")
+    with pytest.raises(SystemExit), atomic_set():
+        write_text(tmp_path / "a.txt", "new")
+        write_text(tmp_path / "b.txt", "new")
+        raise SystemExit(143)  # what SIGTERM raises through the steps' CLI
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]
+    assert (tmp_path / "a.txt").read_text() == "old"
+
+
+def test_a_write_removes_the_leftovers_of_its_file_and_only_those(tmp_path):
+    leftovers = [".model.pt.abcd1234.tmp", ".model.pt.zz_9yy00.tmp"]
+    others = [".metrics.json.abcd1234.tmp", "model.pt.tmp", ".model.pt.tmp", "notes.tmp", ".model.pt.TOOLONG12.tmp"]
+    for name in leftovers + others:
+        (tmp_path / name).write_text("x")
+    write_atomic(tmp_path / "model.pt", lambda fh: fh.write(b"weights"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*others, "model.pt"])
+
+
+def test_remove_leftovers_keeps_other_files_folders_and_a_sets_staged_files(tmp_path):
+    (tmp_path / ".a.json.abcd1234.tmp").write_text("x")
+    (tmp_path / ".dir.abcd1234.tmp").mkdir()
+    (tmp_path / "keep.json").write_text("x")
+    with atomic_set(), atomic_path(tmp_path / "b.json") as staged:
+        staged.write_text("{}")
+        assert remove_leftovers(tmp_path) == [tmp_path / ".a.json.abcd1234.tmp"]
+        assert staged.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".dir.abcd1234.tmp", "b.json", "keep.json"]
+
+
+def test_no_space_names_the_file_the_folder_and_the_free_space(tmp_path):
+    (tmp_path / "model.pt").write_bytes(b"old")
+    with pytest.raises(OutputError) as raised:
+        write_atomic(tmp_path / "model.pt", no_space)
+    message = str(raised.value)
+    assert message.startswith(f"{tmp_path / 'model.pt'}: expected a writable folder {tmp_path} with room for model.pt")
+    assert "found: No space left on device (free: " in message and " MB)" in message
+    assert raised.value.errno == errno.ENOSPC and isinstance(raised.value, OSError)
+    assert (tmp_path / "model.pt").read_bytes() == b"old" and temps(tmp_path) == []
+
+
+def test_a_file_in_place_of_the_folder_is_named(tmp_path):
+    (tmp_path / "artifacts").write_text("not a folder")
+    with pytest.raises(OutputError, match=r"found: a file at .*artifacts, not a folder"):
+        write_json(tmp_path / "artifacts" / "noise" / "summary.json", {})
+    with pytest.raises(OutputError) as raised:
+        prepare_output(tmp_path / "artifacts" / "noise", step="noise")
+    assert str(raised.value) == (f"{tmp_path / 'artifacts' / 'noise'}: expected a folder for the noise outputs, "
+                                 f"found a file at {tmp_path / 'artifacts'}; move it away or remove it")
+
+
+def test_prepare_output_creates_the_folder_and_removes_leftovers(tmp_path):
+    out = prepare_output(tmp_path / "a" / "b")
+    assert out.is_dir() and list(out.iterdir()) == []
+    (out / ".labels.npz.abcd1234.tmp").write_text("x")
+    (out / "labels.npz").write_text("x")
+    prepare_output(out)
+    assert [p.name for p in out.iterdir()] == ["labels.npz"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a read-only folder: chmod cannot block it")
+def test_a_read_only_folder_fails_before_the_work(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    out.chmod(0o555)
+    try:
+        with pytest.raises(OutputError, match=r"out: expected a writable folder for the noise outputs, found: "
+                                              r"Permission denied"):
+            prepare_output(out, step="noise")
+    finally:
+        out.chmod(0o755)
+
+
+@pytest.mark.parametrize(("code", "found"), [(errno.EROFS, "Read-only file system"),
+                                             (errno.EACCES, "Permission denied")])
+def test_a_folder_that_cannot_take_files_fails_before_the_work(tmp_path, monkeypatch, code, found):
+    """The read-only and no-permission cases as the system reports them (chmod does not stop root)."""
+    def refuse(*_args, **_kwargs):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(atomic.tempfile, "mkstemp", refuse)
+    with pytest.raises(OutputError) as raised:
+        prepare_output(tmp_path, step="evaluate")
+    assert str(raised.value) == f"{tmp_path}: expected a writable folder for the evaluate outputs, found: {found}"
+    with pytest.raises(OutputError, match=re.escape(f"expected a writable folder {tmp_path} with room for x.json, "
+                                                    f"found: {found}")):
+        write_json(tmp_path / "x.json", {})
+
+
+STEP = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from components.common.atomic import atomic_set, write_text
+    from components.common.config import cli
+
+    def body(_configs):
+        out = Path(sys.argv[1])
+        with atomic_set():
+            write_text(out / "a.txt", "new")
+            print("ready", flush=True)
+            time.sleep(60)
+            write_text(out / "b.txt", "new")
+
+    raise SystemExit(cli("demo", {}, "demo", body)(["--params", sys.argv[2]]))
+""")
+
+
+def test_sigterm_runs_the_cleanup_of_a_step(tmp_path):
+    """A pod's preemption sends SIGTERM: the step exits 143 through its cleanup clauses, which remove the staged
+    temporary files; the previous outputs stay."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.txt").write_text("old")
+    (tmp_path / "params.yaml").write_text("{}\n")
+    child = subprocess.Popen([sys.executable, "-c", STEP, str(out), str(tmp_path / "params.yaml")], cwd=ROOT,
+                             stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        assert len(temps(out)) == 1
+        child.send_signal(signal.SIGTERM)
+        assert child.wait(30) == 128 + signal.SIGTERM
+    finally:
+        child.kill()
+        child.wait()
+    assert sorted(p.name for p in out.iterdir()) == ["a.txt"]
+    assert (out / "a.txt").read_text() == "old"
+
+
+def test_the_sigterm_handler_leaves_an_embedding_programs_handler_and_other_threads_alone():
+    def mine(*_args):
+        pass
+
+    previous = signal.signal(signal.SIGTERM, mine)
+    try:
+        assert exit_on_sigterm() is None and signal.getsignal(signal.SIGTERM) is mine
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        found = []
+        thread = threading.Thread(target=lambda: found.append(exit_on_sigterm()))
+        thread.start()
+        thread.join()
+        assert found == [None] and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+        assert exit_on_sigterm() is signal.SIG_DFL
+        assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, mine)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
