@@ -243,6 +243,18 @@ def test_a_manifest_of_another_object_is_refused(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ the component
+def _deploy_component(tmp_path, monkeypatch, version):
+    """Run the KFP ``deploy`` component's own code in a pod (the service host set), with ``apply`` on, for a gate
+    decision that released ``version``; returns its manifest artifact."""
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
+    (tmp_path / "decision").write_text(json.dumps({"passed": True, "version": version}))
+    manifest = Artifact(name="manifest", uri=str(tmp_path / "manifest"))
+    mlnt_pipeline.deploy.python_func(decision=Artifact(name="decision", uri=str(tmp_path / "decision")),
+                                     storage_uri=STORAGE, namespace=NAMESPACE, apply=True, manifest=manifest)
+    return manifest
+
+
 def test_the_deploy_component_applies_through_kserve_client(cluster, tmp_path, monkeypatch):
     """The KFP ``deploy`` component's own code, with ``apply`` on: KServeClient (here: one for the fake cluster)
     patches the overlay's object, and the manifest artifact is what the cluster now serves."""
@@ -251,12 +263,7 @@ def test_the_deploy_component_applies_through_kserve_client(cluster, tmp_path, m
     fake.objects[(NAMESPACE, inference_service.NAME)] = copy.deepcopy(applied)
     made = []
     monkeypatch.setattr(kserve, "KServeClient", lambda **kwargs: made.append(client) or client)  # as mlnt-deployer
-    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
-    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
-    (tmp_path / "decision").write_text(json.dumps({"passed": True, "version": VERSION}))
-    manifest = Artifact(name="manifest", uri=str(tmp_path / "manifest"))
-    mlnt_pipeline.deploy.python_func(decision=Artifact(name="decision", uri=str(tmp_path / "decision")),
-                                     storage_uri=STORAGE, namespace=NAMESPACE, apply=True, manifest=manifest)
+    manifest = _deploy_component(tmp_path, monkeypatch, VERSION)
     assert made == [client] and [method for method, *_ in fake.requests] == ["GET", "PATCH"]
     assert yaml.safe_load((tmp_path / "manifest").read_text()) == with_run_fields(applied)
     assert manifest.metadata == {"version": VERSION, "applied": True, "action": "patched"}
@@ -304,12 +311,7 @@ def test_the_deploy_component_skips_an_older_release_and_succeeds(cluster, tmp_p
     fake.objects[(NAMESPACE, inference_service.NAME)] = with_run_fields(one("overlays/prod", "InferenceService"),
                                                                         NEWER)
     monkeypatch.setattr(kserve, "KServeClient", lambda **kwargs: client)
-    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
-    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
-    (tmp_path / "decision").write_text(json.dumps({"passed": True, "version": OLDER}))
-    manifest = Artifact(name="manifest", uri=str(tmp_path / "manifest"))
-    mlnt_pipeline.deploy.python_func(decision=Artifact(name="decision", uri=str(tmp_path / "decision")),
-                                     storage_uri=STORAGE, namespace=NAMESPACE, apply=True, manifest=manifest)
+    manifest = _deploy_component(tmp_path, monkeypatch, OLDER)
     assert [method for method, *_ in fake.requests] == ["GET"]
     assert manifest.metadata == {"version": OLDER, "applied": True, "action": "skipped"}
     assert inference_service.served_version(yaml.safe_load((tmp_path / "manifest").read_text())) == NEWER

@@ -1,3 +1,4 @@
+import contextlib
 import hashlib
 import io
 import logging
@@ -143,26 +144,33 @@ def _hold(folder, ready):
     time.sleep(600)
 
 
-def test_a_second_run_into_a_locked_folder_fails_at_once_naming_the_holder(tmp_path):
-    """Two runs of the same config into one folder: the second fails with a named error, not a crash inside
-    dvclive; the kernel releases a killed holder's lock, so the rerun then proceeds."""
+@contextlib.contextmanager
+def _held(folder):
+    """Another process holding ``folder``'s lock (and named in it) until the block ends; yields that process."""
     import multiprocessing  # noqa: PLC0415
 
-    from components.common.checkpoints import CheckpointInUseError  # noqa: PLC0415
-
-    folder = tmp_path / "checkpoints" / "run"
     context = multiprocessing.get_context("spawn")
     ready = context.Event()
     holder = context.Process(target=_hold, args=(folder, ready), daemon=True)
     holder.start()
     try:
         assert ready.wait(120)
-        with pytest.raises(CheckpointInUseError, match=rf"another run \(pid {holder.pid} on .*, started .*\) is "
-                                                        rf"training into {folder}; wait for it"):
-            FileCheckpointStore(folder).claim()
+        yield holder
     finally:
         holder.kill()
         holder.join(30)
+
+
+def test_a_second_run_into_a_locked_folder_fails_at_once_naming_the_holder(tmp_path):
+    """Two runs of the same config into one folder: the second fails with a named error, not a crash inside
+    dvclive; the kernel releases a killed holder's lock, so the rerun then proceeds."""
+    from components.common.checkpoints import CheckpointInUseError  # noqa: PLC0415
+
+    folder = tmp_path / "checkpoints" / "run"
+    with _held(folder) as holder, pytest.raises(
+            CheckpointInUseError, match=rf"another run \(pid {holder.pid} on .*, started .*\) is training into "
+                                        rf"{folder}; wait for it"):
+        FileCheckpointStore(folder).claim()
     store = FileCheckpointStore(folder)
     store.claim()  # a killed holder holds nothing
     store.release()
@@ -248,25 +256,15 @@ def test_a_finished_run_keeps_its_folder_and_removes_only_old_finished_unlocked_
 
 def test_a_folder_another_run_is_training_into_is_never_removed(tmp_path):
     """Neither in a step's own root (where every other run's folder goes) nor in a shared one."""
-    import multiprocessing  # noqa: PLC0415
-
     from components.common.checkpoints import SHARED_RETENTION_S, drop_stale_checkpoints  # noqa: PLC0415
 
     root = tmp_path / "checkpoints"
     busy = _finished_run(root, "busy", age_s=SHARED_RETENTION_S + 60)
     idle = _finished_run(root, "idle")
-    context = multiprocessing.get_context("spawn")
-    ready = context.Event()
-    holder = context.Process(target=_hold, args=(busy, ready), daemon=True)
-    holder.start()
-    try:
-        assert ready.wait(120)
+    with _held(busy):
         for shared in (True, False):
             ours = FileCheckpointStore(root / "ours")
             ours.claim()
             drop_stale_checkpoints(ours, shared=shared)
             assert busy.is_dir() and (busy / "round0.pt").is_file()
         assert not idle.exists()  # own root: every other unlocked folder goes
-    finally:
-        holder.kill()
-        holder.join(30)
