@@ -170,7 +170,11 @@ def parse_class_map(pairs, class_names: list[str]) -> dict[int, int]:
         source, arrow, target = pair.partition("->")
         if not arrow:
             raise ValueError(f"class_map: expected 'source->target', found {pair!r}")
-        table[resolve(source, pair)] = resolve(target, pair)
+        key, value = resolve(source, pair), resolve(target, pair)
+        if table.get(key, value) != value:
+            raise ValueError(f"class_map: expected one target per class, found {class_names[key]!r} mapped to "
+                             f"{class_names[table[key]]!r} and to {class_names[value]!r} ({pair!r})")
+        table[key] = value
     return table
 
 

@@ -53,6 +53,14 @@ def test_asymmetric_map_applied_exactly_and_at_the_rate(clean):
     assert abs(got - 0.4 * mapped_share) <= tolerance(0.4 * mapped_share)
 
 
+def test_a_class_mapped_to_two_targets_is_refused():
+    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    with pytest.raises(ValueError, match=r"class_map: expected one target per class, found 'cat' mapped to 'dog' "
+                                         r"and to 'bird' \('cat->bird'\)"):
+        parse_class_map(["cat->dog", "cat->bird"], names)
+    assert parse_class_map(["cat->dog", "3->5"], names) == {3: 5}  # the same pair twice is one
+
+
 def test_cifar10_builtin_map():
     names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
     assert parse_class_map(BUILTIN_MAPS["cifar10"], names) == {9: 1, 2: 0, 4: 7, 3: 5, 5: 3}
