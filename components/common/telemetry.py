@@ -14,7 +14,7 @@ push replaces the metrics it carries and keeps the rest of its group, so a gate 
 timestamp in place (and a run that fails before the gate never touches it). Without the variable nothing is sent; a
 push that fails is a warning, never a failed step: refused, unreachable, timed out, an HTTP error status, or an
 answer that is not HTTP at all (another service at that port: ``http.client.HTTPException``). An address that is
-not ``host:port`` or an ``http://``/``https://`` URL (``address_problem``: a port that is not a number from 0 to
+not ``host:port`` or an http or https URL (``address_problem``: a port that is not a number from 0 to
 65535, no host) is one warning naming it, and nothing is sent. Unknown keys, splits or models are a ``ValueError``
 either way.
 
@@ -93,8 +93,8 @@ def safe(text: object, *, address: str | None = None) -> str:
 
 def address_problem(address: str) -> str | None:
     """What is wrong with a Pushgateway ``address`` (``host:port``, or a URL), or None if prometheus_client can send
-    to it: like prometheus_client, an address that does not start with ``http://`` or ``https://`` is taken as
-    ``http://`` followed by it; the result needs a host and, if it has a port, a number from 0 to 65535."""
+    to it: like prometheus_client, an address without a scheme is taken as an http address; the result needs a host
+    and, if it has a port, a number from 0 to 65535."""
     url = address if re.match(r"https?://", address, flags=re.IGNORECASE) else f"http://{address}"
     try:
         parts = urlsplit(url)
@@ -160,7 +160,7 @@ def push_training_metrics(step: str, metrics: dict, *, gateway: str | None = Non
     problem = address_problem(gateway)
     if problem is not None:
         log.warning("telemetry: the Pushgateway address %s (%s) is not usable (%s): expected host:port or an "
-                    "http:// or https:// URL; the %s step's metrics were not pushed", safe(gateway, address=gateway),
+                    "http or https URL; the %s step's metrics were not pushed", safe(gateway, address=gateway),
                     PUSHGATEWAY_ENV, safe(problem, address=gateway), safe(step))
         return False
     try:
