@@ -296,7 +296,7 @@ def test_a_late_deploy_of_an_older_release_is_skipped_not_a_rollback(cluster, ca
 def test_the_served_version_falls_back_to_the_storage_uri(cluster):
     """An object patched by hand (docs/deploy.md: storageUri only) names its version in storageUri alone."""
     fake, client = cluster
-    applied = one("base", "InferenceService")
+    applied = copy.deepcopy(one("base", "InferenceService"))  # one() returns the cached render: never mutate it
     applied["metadata"].get("annotations", {}).pop(inference_service.VERSION_ANNOTATION, None)
     applied["spec"]["predictor"]["model"]["storageUri"] = f"{STORAGE}/{NEWER}"
     fake.objects[(NAMESPACE, inference_service.NAME)] = applied

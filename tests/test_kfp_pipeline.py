@@ -81,7 +81,8 @@ def test_local_run_produces_a_gated_released_model_and_its_inference_service(tmp
     assert not (tmp_path / "releases").exists()
     assert (latest / "model.onnx").is_file() and json.loads((latest / "decision.json").read_text())["passed"]
     (run_dir,) = [p for p in (tmp_path / "root").iterdir() if p.name not in ("checkpoints", "releases")]
-    assert not [p for p in (tmp_path / "root" / "checkpoints").rglob("*.pt")]  # a finished run drops its own
+    finished = [p.parent.parent.name for p in (tmp_path / "root" / "checkpoints").glob("*/*/finished.json")]
+    assert sorted(finished) == ["baseline", "mlnt"]  # kept, marked finished: a retry after the upload trains nothing
     assert {p.name for p in run_dir.iterdir()} >= {*STEPS, "deploy"}
     service = yaml.safe_load((run_dir / "deploy" / "manifest").read_text())
     version = os.readlink(latest)
