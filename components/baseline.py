@@ -14,7 +14,7 @@ from components.common.allocator import retain_freed_memory
 from components.common.atomic import atomic_set, prepare_output, write_json
 from components.common.checkpoints import checkpoint_store, drop_stale_checkpoints
 from components.common.config import cli
-from components.common.curves import write_curves, write_history
+from components.common.curves import publish_curves, write_curves, write_history
 from components.common.model_file import save_model, seeded_network
 from components.common.parallel import data_parallel
 from components.common.pretrained import imagenet_weights
@@ -81,6 +81,7 @@ def _write(out: Path, result, metrics: dict, *, network: str, meta: dict) -> Non
         save_model(out / "final.pt", result.student.state_dict(), network=network, meta=meta)
         write_history(out, result)
         write_json(out / "metrics.json", metrics)
+    publish_curves(out)  # live/ beside the metrics.json just written, never before it
 
 
 def _main(configs: dict) -> None:

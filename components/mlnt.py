@@ -20,7 +20,7 @@ from components.common.allocator import retain_freed_memory
 from components.common.atomic import atomic_set, prepare_output, write_json
 from components.common.checkpoints import checkpoint_store, drop_stale_checkpoints
 from components.common.config import cli
-from components.common.curves import write_curves, write_history
+from components.common.curves import publish_curves, write_curves, write_history
 from components.common.model_file import load_model, save_model, seeded_network
 from components.common.parallel import data_parallel
 from components.common.pretrained import imagenet_weights
@@ -93,6 +93,7 @@ def _write(out: Path, result, metrics: dict, *, network: str, meta: dict) -> Non
         write_history(out, result)
         write_json(out / "evaluations.json", result.evaluations)
         write_json(out / "metrics.json", metrics)
+    publish_curves(out)  # live/ beside the metrics.json just written, never before it
     _remove_stale_rounds(out, len(result.earlier_rounds))
 
 

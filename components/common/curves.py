@@ -1,10 +1,11 @@
 """A training step's records: ``history.json`` (one record per epoch) and the dvclive curves under ``live/``.
 
 While a step trains, its curves go to ``live.partial/`` beside ``live/`` (``dvc plots show
-<out>/live.partial/plots/metrics`` follows the run); ``live/``, the DVC plots output, is replaced by them only when
-the step succeeds (``write_history``), so a failed run never leaves its curves next to the previous good run's
-``metrics.json``. A rerun that resumes rewrites ``live.partial/`` whole from the records its checkpoint restored,
-so its curves continue where the failed run's stopped."""
+<out>/live.partial/plots/metrics`` follows the run); ``live/``, the DVC plots output, is replaced by them only
+once the step's outputs are written (``publish_curves``, after the step's ``atomic_set``), so a failed run never
+leaves its curves next to the previous good run's ``metrics.json``. A rerun that resumes rewrites
+``live.partial/`` whole from the records its checkpoint restored, so its curves continue where the failed run's
+stopped."""
 
 from __future__ import annotations
 
@@ -20,11 +21,10 @@ PARTIAL = "live.partial"  # the curves of the run in progress
 
 
 def write_history(out: Path, result: TrainResult) -> None:
-    """``history.json``, and the final curves: written to ``live.partial/`` (``write_curves``), which then
-    replaces ``live/`` (``publish_curves``)."""
+    """``history.json``, and the final curves in ``live.partial/`` (``write_curves``); the step publishes them
+    (``publish_curves``) once all its outputs are written."""
     write_json(Path(out) / "history.json", result.history)
     write_curves(out, result.history, result.evaluations)
-    publish_curves(out)
 
 
 def publish_curves(out: Path) -> None:
@@ -41,7 +41,7 @@ def publish_curves(out: Path) -> None:
 
 def write_curves(out: Path, history: list[dict], evaluations: list[dict]) -> None:
     """The training curves through dvclive under ``out/live.partial/`` (published to ``out/live/`` when the step
-    succeeds: ``write_history``), by training step: every validation's accuracies (``val_accuracy_*``, the
+    succeeds: ``publish_curves``), by training step: every validation's accuracies (``val_accuracy_*``, the
     teacher's start share) and each epoch's loss, learning rate and throughput. Rewritten whole from the run's
     records at every validation (``train``'s ``on_validation``), so the curves follow a run live and a resumed run
     shows each step once."""

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from components.common.curves import write_curves, write_history
+from components.common.curves import publish_curves, write_curves, write_history
 from model.trainer import MlntConfig, train
 from tests.model.test_trainer import QUIET, CrashError, CrashingStore, net, noisy_problem
 
@@ -40,12 +40,13 @@ def test_curves_are_written_at_every_validation_and_survive_a_resume(tmp_path):
 
 def test_a_failed_run_leaves_the_published_curves_of_the_last_good_run(tmp_path):
     """Curves during training go to ``live.partial/``; ``live/`` (dvc.yaml's plots, beside ``metrics.json``) is
-    replaced only when the step succeeds (``write_history``)."""
+    replaced only when the step has written its outputs (``publish_curves``)."""
     config = MlntConfig(epochs=1, mode="head", ramp_start=1, ramp_end=1, eval_every=5, checkpoint_every=4, **QUIET)
     train_data, val = noisy_problem()
     out = tmp_path / "out"
     good = train(config, net(), train_data, val_data=val)
     write_history(out, good)
+    publish_curves(out)
     published = {p.relative_to(out): p.read_bytes() for p in (out / "live").rglob("*") if p.is_file()}
     assert curve(out / "live", "val_accuracy_student") and not (out / "live.partial").exists()
 
@@ -58,5 +59,6 @@ def test_a_failed_run_leaves_the_published_curves_of_the_last_good_run(tmp_path)
     assert {p.relative_to(out): p.read_bytes() for p in (out / "live").rglob("*") if p.is_file()} == published
     assert [s for s, _ in curve(out / "live.partial", "val_accuracy_student")] == [5]  # its own, kept aside
     write_history(out, good)  # a run that succeeds publishes its curves
+    publish_curves(out)
     assert [s for s, _ in curve(out / "live", "val_accuracy_student")] == [e["step"] for e in good.evaluations]
     assert sorted(p.name for p in out.iterdir()) == ["history.json", "live"]
