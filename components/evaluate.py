@@ -151,22 +151,23 @@ def detection_summary(scores: np.ndarray, flagged: np.ndarray, is_noisy: np.ndar
             "auroc": auroc(scores, is_noisy)}
 
 
-def flag_issues(probs: np.ndarray, given: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The label-issue score of each sample, 1 - p(given label), and the flagged set: the k highest scores, k the
-    number of samples whose prediction disagrees with their label (the estimate of how many labels are wrong)."""
+def flag_issues(probs: np.ndarray, given: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The label-issue score of each sample, 1 - p(given label), the ranking (most suspect first), and the flagged
+    set: the k highest scores, k the number of samples whose prediction disagrees with their label (the estimate of
+    how many labels are wrong)."""
     score = 1.0 - probs[np.arange(given.size), given]
     estimated = int((probs.argmax(1) != given).sum())
+    order = np.argsort(-score, kind="mergesort")
     flagged = np.zeros(given.size, dtype=bool)
-    flagged[np.argsort(-score, kind="mergesort")[:estimated]] = True
-    return score, flagged
+    flagged[order[:estimated]] = True
+    return score, order, flagged
 
 
 def label_issues(probs: np.ndarray, given: np.ndarray, is_noisy: np.ndarray) -> tuple[list[dict], dict]:
     """The ranking by score, best first (``label_issues.csv``'s rows; the flagged set is its first
     ``estimated_issues``), and how the flagged set finds the injected noise."""
-    score, flagged = flag_issues(probs, given)
+    score, order, flagged = flag_issues(probs, given)
     suggested = probs.argmax(1)
-    order = np.argsort(-score, kind="mergesort")
     summary = detection_summary(score, flagged, is_noisy)
     rows = [{"rank": r + 1, "index": int(i), "given_label": int(given[i]), "suggested_label": int(suggested[i]),
              "score": round(float(score[i]), 6), "injected_noise": bool(is_noisy[i])} for r, i in enumerate(order)]
@@ -261,7 +262,7 @@ def _label_issue_list(teacher, ingest: Path, noise: Path, config: EvaluateConfig
     noisy = labels["is_noisy"][train][known]
     rows, everywhere = label_issues(probs, given, labels["is_noisy"][train])
     summary = {k: everywhere[k] for k in ("estimated_issues", "estimated_noise_rate")}
-    summary["per_class"] = per_class_issues(given, flag_issues(probs, given)[1], names)
+    summary["per_class"] = per_class_issues(given, flag_issues(probs, given)[2], names)
     summary["rows_with_clean_label"] = int(known.sum())
     summary["ground_truth"] = bool(noisy.any() and not noisy.all())
     roc = []
@@ -302,10 +303,6 @@ def _csv(rows: list[dict], *, fields: list[str] | None = None) -> str:
     writer.writeheader()
     writer.writerows(rows)
     return text.getvalue()
-
-
-def _write_csv(path: Path, rows: list[dict], *, fields: list[str] | None = None) -> None:
-    write_text(path, _csv(rows, fields=fields))
 
 
 def _main(configs: dict) -> None:

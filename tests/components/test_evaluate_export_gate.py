@@ -66,7 +66,7 @@ def test_the_flagged_set_is_the_top_of_the_ranking_and_per_class_counts_it():
     given = np.array([0, 1, 2])
     rows, summary = label_issues(probs, given, np.array([True, False, False]))
     assert summary["estimated_issues"] == 1 and rows[0]["index"] == 0 and summary["precision"] == 1.0
-    assert per_class_issues(given, flag_issues(probs, given)[1], ["a", "b", "c"]) == {
+    assert per_class_issues(given, flag_issues(probs, given)[2], ["a", "b", "c"]) == {
         "a": {"labels": 1, "flagged": 1, "share": 1.0}, "b": {"labels": 1, "flagged": 0, "share": 0.0},
         "c": {"labels": 1, "flagged": 0, "share": 0.0}}
 

@@ -1,13 +1,14 @@
 """The label-issue list where the clean label is known for only part of the training rows (Clothing1M)."""
 
 import csv
+import io
 import json
 
 import numpy as np
 import torch
 
 from components import evaluate
-from components.evaluate import EvaluateConfig, _label_issue_list, _write_csv
+from components.evaluate import EvaluateConfig, _csv, _label_issue_list
 
 NAMES = ["a", "b", "c"]
 
@@ -54,7 +55,5 @@ def test_rows_whose_clean_label_is_unknown_are_neither_noisy_nor_verified(tmp_pa
     assert summary["estimated_issues"] == 12
     assert summary["true_noise_rate"] == 6 / 20 and summary["precision"] == 1.0 and summary["recall"] == 1.0
     assert summary["auroc"] == 1.0
-    _write_csv(tmp_path / "label_issues.csv", rows)
-    with open(tmp_path / "label_issues.csv", newline="") as fh:
-        written = {int(r["index"]): r["injected_noise"] for r in csv.DictReader(fh)}
+    written = {int(r["index"]): r["injected_noise"] for r in csv.DictReader(io.StringIO(_csv(rows)))}
     assert written == {i: "" if clean[i] < 0 else str(bool(label[i] != clean[i])) for i in range(36)}
