@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from components.common.artifacts import read_arrays, read_json
+from components.common.artifacts import check_labels, read_arrays, read_json
 from components.common.atomic import write_json
 from components.common.config import cli
 from components.common.errors import DataError
@@ -154,33 +154,9 @@ def iter_images(ingest: Path, chunk: int = 10000) -> Iterator[tuple[str, np.ndar
         images, labels = read_arrays(path, "ingest", "images", "labels")
         if images.ndim != 4:
             raise DataError(f"{path}: expected images of shape [N, H, W, C], found {list(images.shape)}")
-        check_labels(path, images, labels)
+        check_labels(path, labels, images.shape[0], what="image")
         for start in range(0, images.shape[0], chunk):
             yield split, images[start:start + chunk], labels[start:start + chunk]
-
-
-def check_labels(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
-    """Labels are one integer class index per image; checked before the table casts them to int64, where 0.7
-    would become class 0 and NaN a huge negative number. A ``DataError`` names ``path``, the expected and the found."""
-    if labels.ndim != 1:
-        raise DataError(f"{path}: expected labels of shape [N] (one class index per image), found shape "
-                        f"{list(labels.shape)}")
-    if labels.shape[0] != images.shape[0]:
-        raise DataError(f"{path}: expected one label per image ({images.shape[0]} labels), found "
-                        f"{labels.shape[0]} labels")
-    if labels.dtype.kind not in "iu":
-        raise DataError(f"{path}: expected integer class indices as labels, found {labels.dtype} labels with "
-                        f"values like {_label_examples(labels)}")
-
-
-def _label_examples(labels: np.ndarray, count: int = 3) -> str:
-    """A few labels, those that are no class index first (a fraction, NaN, infinity)."""
-    shown = labels
-    if labels.dtype.kind == "f":
-        odd = labels[~np.isfinite(labels) | (labels != np.round(labels))]
-        shown = odd if odd.size else labels
-    texts = [str(v) for v in shown[:100]] if shown.dtype.kind == "f" else [repr(v) for v in shown[:100].tolist()]
-    return ", ".join(list(dict.fromkeys(texts))[:count]) or "none (no labels)"  # distinct, in order
 
 
 def thumbnails(images: np.ndarray) -> list[bytes]:

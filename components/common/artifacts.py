@@ -54,6 +54,30 @@ def read_arrays(path: Path, producer: str, *keys: str) -> tuple[np.ndarray, ...]
     return tuple(arrays[k] for k in keys)
 
 
+def check_labels(path: Path, labels: np.ndarray, count: int, *, what: str, name: str = "labels") -> None:
+    """``labels`` are one integer class index per ``what`` (``count`` of them); checked before anything casts them
+    to int64, where 0.7 would become class 0 and NaN a huge negative number. A ``DataError`` names ``path``, the
+    expected and the found."""
+    if labels.ndim != 1:
+        raise DataError(f"{path}: expected {name} of shape [N] (one class index per {what}), found shape "
+                        f"{list(labels.shape)}")
+    if labels.shape[0] != count:
+        raise DataError(f"{path}: expected one label per {what} ({count} {name}), found {labels.shape[0]} {name}")
+    if labels.dtype.kind not in "iu":
+        raise DataError(f"{path}: expected integer class indices as {name}, found {labels.dtype} {name} with "
+                        f"values like {_label_examples(labels)}")
+
+
+def _label_examples(labels: np.ndarray, count: int = 3) -> str:
+    """A few labels, those that are no class index first (a fraction, NaN, infinity)."""
+    shown = labels
+    if labels.dtype.kind == "f":
+        odd = labels[~np.isfinite(labels) | (labels != np.round(labels))]
+        shown = odd if odd.size else labels
+    texts = [str(v) for v in shown[:100]] if shown.dtype.kind == "f" else [repr(v) for v in shown[:100].tolist()]
+    return ", ".join(list(dict.fromkeys(texts))[:count]) or "none (no labels)"  # distinct, in order
+
+
 def sha256_file(path: Path) -> str:
     """The hex sha256 of the file at ``path``, read in blocks of 1 MiB (never whole into memory)."""
     digest = hashlib.sha256()

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from components.common.artifacts import read_arrays, read_json, sha256_file
+from components.common.artifacts import check_labels, read_arrays, read_json, sha256_file
 from components.common.errors import DataError
 from components.formats import inside
 
@@ -138,9 +138,13 @@ def read_index(ingest: Path, split: str) -> SplitIndex:
     entry = splits[split]
     folder = ingest / "shards"
     arrays = dict(zip(INDEX_KEYS, read_arrays(folder / f"{split}.index.npz", "ingest", *INDEX_KEYS), strict=True))
-    if arrays["key"].shape[0] != entry["count"]:
-        raise DataError(f"{folder / f'{split}.index.npz'}: expected {entry['count']} samples (index.json), "
-                        f"found {arrays['key'].shape[0]}")
+    for name, array in arrays.items():  # one row per sample in every array; labels integer class indices
+        if name in ("label", "clean_label"):
+            check_labels(folder / f"{split}.index.npz", array, entry["count"], what="sample (index.json)",
+                         name=name)
+        elif array.shape != (entry["count"],):
+            raise DataError(f"{folder / f'{split}.index.npz'}: expected {entry['count']} samples (index.json) in "
+                            f"{name!r}, found shape {list(array.shape)}")
     for shard in entry["shards"]:  # an index.json naming a file outside the shards folder is not followed
         inside(folder, shard["file"], where=f"{folder / 'index.json'} (split {split})")
     return SplitIndex(folder, tuple(s["file"] for s in entry["shards"]), **arrays)

@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import tarfile
 from dataclasses import dataclass, field
@@ -564,6 +565,30 @@ def test_a_shard_index_naming_a_file_outside_the_shards_folder_is_refused(tmp_pa
         with pytest.raises(DataError, match=r"shards/index.json \(split train\): expected a file name relative to "
                                             r".*shards that stays inside it, found '../../elsewhere.tar'"):
             read()
+
+
+@pytest.mark.parametrize(("change", "found"), [
+    (lambda a: {**a, "label": a["label"] + 0.5}, r"expected integer class indices as label, found float64 label "
+                                                 r"with values like 1\.5$"),
+    (lambda a: {**a, "clean_label": a["clean_label"][:1]}, r"expected one label per sample \(index.json\) \(2 "
+                                                           r"clean_label\), found 1 clean_label$"),
+    (lambda a: {**a, "offset": a["offset"][:, None]}, r"expected 2 samples \(index.json\) in 'offset', found shape "
+                                                      r"\[2, 1\]$"),
+], ids=["float-label", "short-clean-label", "offset-shape"])
+def test_a_shard_index_with_labels_that_are_not_one_integer_per_sample_is_refused(tmp_path, change, found):
+    """validate checks the labels of train.npz before it builds its tables; a shard index's labels were read as
+    they were (``astype(int64)``: 1.5 became class 1). They get the same check when the index is read."""
+    (tmp_path / "shards").mkdir()
+    writer = ShardWriter(tmp_path / "shards", "train", 4)
+    for key in ("images/a.png", "images/b.png"):
+        writer.add(key, png_bytes(), label=1, clean_label=-1, extension="png")
+    (tmp_path / "shards" / "index.json").write_text(json.dumps({"splits": {"train": writer.close()}}))
+    path = tmp_path / "shards" / "train.index.npz"
+    with np.load(path) as index:
+        arrays = change(dict(index))
+    np.savez(path, **arrays)
+    with pytest.raises(DataError, match=rf"^{re.escape(str(path))}: {found}"):
+        read_index(tmp_path, "train")
 
 
 def png_bytes() -> bytes:
