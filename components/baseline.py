@@ -81,7 +81,7 @@ def _write(out: Path, result, metrics: dict, *, network: str, meta: dict) -> Non
         save_model(out / "final.pt", result.student.state_dict(), network=network, meta=meta)
         write_history(out, result)
         write_json(out / "metrics.json", metrics)
-    publish_curves(out)  # live/ beside the metrics.json just written, never before it
+        publish_curves(out)  # live/ in the same burst of renames as metrics.json
 
 
 def _main(configs: dict) -> None:

@@ -28,7 +28,7 @@ from typing import Literal
 import numpy as np
 
 from components.common.artifacts import sha256_file
-from components.common.atomic import atomic_set, prepare_output, write_atomic, write_json
+from components.common.atomic import atomic_set, prepare_output, stage_folder, write_atomic, write_json
 from components.common.config import cli
 from components.common.errors import DataError
 from components.common.steps import FOLDERS
@@ -170,20 +170,22 @@ def _ingest_clothing1m(config: IngestConfig, root: Path, out: Path) -> dict:
                            extension=Path(key).suffix.lstrip(".").lower() or "jpg")
             index[split] = writer.close()
         write_json(staging / "index.json", {"splits": index})
-        _replace_dir(staging, out / "shards")
+        counts = {split: entry["count"] for split, entry in index.items()}
+        transform = {"resize": resize, "crop": config.image_size, "mean": list(IMAGENET_MEAN),
+                     "std": list(IMAGENET_STD)}
+        with atomic_set():  # the shards and the manifest that describes them, in one burst of renames
+            stage_folder(staging, out / "shards")
+            manifest = _write_manifest(
+                config, out, inputs, counts, [config.image_size, config.image_size, 3], names, format_="shards",
+                extra={"labels": "as given", "test_source": "the dataset's test split",
+                       **({"label_conflicts": conflicts} if conflicts else {}), "images_sha256": digest.hexdigest(),
+                       "transform": transform, "shard_bytes": sum(s["bytes"] for e in index.values()
+                                                                  for s in e["shards"])})
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     _remove_stale(out, {"shards"})
-    counts = {split: entry["count"] for split, entry in index.items()}
-    transform = {"resize": resize, "crop": config.image_size, "mean": list(IMAGENET_MEAN),
-                 "std": list(IMAGENET_STD)}
-    return _write_manifest(config, out, inputs, counts, [config.image_size, config.image_size, 3], names,
-                           format_="shards", extra={"labels": "as given", "test_source": "the dataset's test split",
-                                                    **({"label_conflicts": conflicts} if conflicts else {}),
-                                                    "images_sha256": digest.hexdigest(), "transform": transform,
-                                                    "shard_bytes": sum(s["bytes"] for e in index.values()
-                                                                       for s in e["shards"])})
+    return manifest
 
 
 STAGING = re.compile(r"\.shards\.[a-z0-9_]{8}")  # mkdtemp's name for the shards being written
@@ -210,15 +212,6 @@ def _remove_stale(out: Path, written: set[str]) -> None:
             shutil.rmtree(path)
         else:
             path.unlink(missing_ok=True)
-
-
-def _replace_dir(new: Path, target: Path) -> None:
-    old = target.with_name(f".{target.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if target.exists():
-        target.rename(old)
-    new.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _write_manifest(config, out, inputs, counts, image_shape, class_names, *, format_, extra=None) -> dict:

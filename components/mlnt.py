@@ -93,7 +93,7 @@ def _write(out: Path, result, metrics: dict, *, network: str, meta: dict) -> Non
         write_history(out, result)
         write_json(out / "evaluations.json", result.evaluations)
         write_json(out / "metrics.json", metrics)
-    publish_curves(out)  # live/ beside the metrics.json just written, never before it
+        publish_curves(out)  # live/ in the same burst of renames as metrics.json
     _remove_stale_rounds(out, len(result.earlier_rounds))
 
 

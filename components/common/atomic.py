@@ -13,6 +13,10 @@ SIGKILL or a power cut *between two renames* still leaves some files new and som
 shrinks from "while computing and serialising" to "between renames" (microseconds; SIGTERM and SIGINT are held
 back during the burst).
 
+A whole folder joins a set through ``stage_folder``: a complete folder written elsewhere (a staging folder beside
+the destination) replaces the destination folder in the same burst of renames as the set's files, the old folder
+renamed aside first and deleted after the burst.
+
 A SIGKILL skips every cleanup clause, so temporary files can outlive their process: ``atomic_path`` removes the
 leftovers of the file it is about to write, and ``prepare_output`` (which each step calls before its work) those of
 its whole output folder; only names of the ``TEMP`` pattern, never another file.
@@ -34,6 +38,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -46,8 +51,19 @@ TEMP = re.compile(r"\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp")
 WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG, errno.ENOTDIR,
                 errno.EEXIST, errno.EISDIR}
 
-# The files the current ``atomic_set`` has staged: destination -> its complete temporary file (None: no set).
-_STAGED: contextvars.ContextVar[dict[Path, Path] | None] = contextvars.ContextVar("atomic_set", default=None)
+
+
+@dataclass
+class _Set:
+    """What the current ``atomic_set`` has staged: ``files`` (destination -> its complete temporary file) and
+    ``folders`` (destination folder -> the complete folder that replaces it)."""
+
+    files: dict[Path, Path] = field(default_factory=dict)
+    folders: dict[Path, Path] = field(default_factory=dict)
+
+
+_STAGED: contextvars.ContextVar[_Set | None] = contextvars.ContextVar("atomic_set", default=None)  # None: no set
+
 # The temporary files this process has open or staged (any thread): never a leftover.
 _LIVE: set[Path] = set()
 
@@ -167,11 +183,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         if staged is not None:
-            earlier = staged.pop(target, None)
+            earlier = staged.files.pop(target, None)
             if earlier is not None:
                 earlier.unlink(missing_ok=True)  # written twice in the set: the last one wins
                 _LIVE.discard(earlier)
-            staged[target] = Path(tmp)  # stays in _LIVE until the set renames or removes it
+            staged.files[target] = Path(tmp)  # stays in _LIVE until the set renames or removes it
             return
         os.replace(tmp, target)
         _LIVE.discard(Path(tmp))
@@ -188,26 +204,48 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 def atomic_set() -> Iterator[None]:
     """Write several files as a set: every ``atomic_path`` in the block (``write_atomic``, ``write_json``,
     ``save_model`` ...) is staged as its complete, fsynced temporary file, and all are renamed over their destinations
-    once the block ends without an exception, in one burst (``rename_all``). An exception in the block removes every
-    staged temporary file; no destination changes. The renames are separate system calls: a SIGKILL or power cut
-    between two of them still leaves a mixed set (see the module's docstring). A set inside a set joins it."""
+    once the block ends without an exception, in one burst (``rename_all``), with the folders ``stage_folder`` named
+    swapped in first. An exception in the block removes every staged temporary file; no destination changes. The
+    renames are separate system calls: a SIGKILL or power cut between two of them still leaves a mixed set (see the
+    module's docstring). A set inside a set joins it."""
     if _STAGED.get() is not None:
         yield
         return
-    staged: dict[Path, Path] = {}
+    staged = _Set()
     token = _STAGED.set(staged)
     try:
         yield
     except BaseException:
-        for tmp in staged.values():
+        for tmp in staged.files.values():
             tmp.unlink(missing_ok=True)
         raise
     finally:
         _STAGED.reset(token)
+    asides = {target: target.with_name(f".{target.name}.old") for target in staged.folders}
+    for aside in asides.values():  # the old folder of a swap killed before it deleted it
+        shutil.rmtree(aside, ignore_errors=True)
+    swaps = [pair for target, new in staged.folders.items()
+             for pair in ([(target, asides[target])] if target.exists() else []) + [(new, target)]]
     try:
-        rename_all([(tmp, target) for target, tmp in staged.items()])
+        rename_all(swaps + [(tmp, target) for target, tmp in staged.files.items()])
     finally:
-        _LIVE.difference_update(staged.values())
+        _LIVE.difference_update(staged.files.values())
+    for aside in asides.values():
+        shutil.rmtree(aside, ignore_errors=True)
+
+
+def stage_folder(new: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Replace the folder ``target`` by the complete folder ``new`` (on the same file system, e.g. a staging folder
+    beside it). Inside an ``atomic_set`` the swap joins the set's burst of renames: ``target`` is renamed aside to
+    ``.<name>.old``, ``new`` renamed in, and the old folder deleted once every file of the set is renamed; if the
+    block raises, nothing is renamed and ``new`` stays where it is, for the caller to keep or remove. Outside a set
+    it happens at once."""
+    staged = _STAGED.get()
+    if staged is None:
+        with atomic_set():
+            stage_folder(new, target)
+        return
+    staged.folders[Path(target)] = Path(new)
 
 
 def rename_all(pairs: list[tuple[Path, Path]]) -> None:
@@ -224,7 +262,8 @@ def rename_all(pairs: list[tuple[Path, Path]]) -> None:
                 os.replace(source, target)
             except OSError as err:
                 for rest, _ in pairs[done:]:
-                    Path(rest).unlink(missing_ok=True)
+                    if not Path(rest).is_dir():  # a staged folder (or a folder to rename aside) is never deleted
+                        Path(rest).unlink(missing_ok=True)
                 raise output_error(target, err) from err
         for folder in dict.fromkeys(Path(target).parent for _, target in pairs):
             _fsync_dir(folder)

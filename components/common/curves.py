@@ -2,18 +2,17 @@
 
 While a step trains, its curves go to ``live.partial/`` beside ``live/`` (``dvc plots show
 <out>/live.partial/plots/metrics`` follows the run); ``live/``, the DVC plots output, is replaced by them only
-once the step's outputs are written (``publish_curves``, after the step's ``atomic_set``), so a failed run never
-leaves its curves next to the previous good run's ``metrics.json``. A rerun that resumes rewrites
+in the same burst of renames as the step's other outputs (``publish_curves`` inside the step's ``atomic_set``), so
+a failed run never leaves its curves next to the previous good run's ``metrics.json``. A rerun that resumes rewrites
 ``live.partial/`` whole from the records its checkpoint restored, so its curves continue where the failed run's
 stopped."""
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
-from components.common.atomic import write_json
+from components.common.atomic import stage_folder, write_json
 from model.trainer import TrainResult
 
 LIVE = "live"  # the published curves (dvc.yaml's plots)
@@ -22,21 +21,15 @@ PARTIAL = "live.partial"  # the curves of the run in progress
 
 def write_history(out: Path, result: TrainResult) -> None:
     """``history.json``, and the final curves in ``live.partial/`` (``write_curves``); the step publishes them
-    (``publish_curves``) once all its outputs are written."""
+    (``publish_curves``) with its other outputs."""
     write_json(Path(out) / "history.json", result.history)
     write_curves(out, result.history, result.evaluations)
 
 
 def publish_curves(out: Path) -> None:
-    """Replace ``out/live/`` by ``out/live.partial/``: the old ``live/`` renamed aside, the new one renamed in, the
-    old one deleted (a crash in between leaves no ``live/`` and the new curves in ``live.partial/``, never a mix)."""
-    out = Path(out)
-    partial, live, old = out / PARTIAL, out / LIVE, out / f".{LIVE}.old"
-    shutil.rmtree(old, ignore_errors=True)
-    if live.exists():
-        os.rename(live, old)
-    os.rename(partial, live)
-    shutil.rmtree(old, ignore_errors=True)
+    """Replace ``out/live/`` by ``out/live.partial/`` (``stage_folder``): inside the step's ``atomic_set``, in the
+    burst of renames that writes its other files; if the step fails before, the curves stay in ``live.partial/``."""
+    stage_folder(Path(out) / PARTIAL, Path(out) / LIVE)
 
 
 def write_curves(out: Path, history: list[dict], evaluations: list[dict]) -> None:

@@ -22,6 +22,7 @@ from components.common.atomic import (
     atomic_set,
     prepare_output,
     remove_leftovers,
+    stage_folder,
     write_all,
     write_atomic,
     write_json,
@@ -73,6 +74,31 @@ def test_any_exception_in_a_set_removes_the_staged_files(tmp_path):
         raise SystemExit(143)  # what SIGTERM raises through the steps' CLI
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]
     assert (tmp_path / "a.txt").read_text() == "old"
+
+
+def test_a_staged_folder_is_swapped_in_with_the_sets_files_and_stays_aside_if_the_set_fails(tmp_path):
+    """``stage_folder``: a whole folder joins a set (ingest's shards with their manifest, a step's curves with its
+    metrics). A failure later in the set leaves the old folder and file, and the new folder where it was."""
+    (tmp_path / "live").mkdir()
+    (tmp_path / "live" / "old.txt").write_text("old")
+    (tmp_path / "metrics.json").write_text("old")
+    new = tmp_path / "live.partial"
+    new.mkdir()
+    (new / "new.txt").write_text("new")
+    with pytest.raises(OutputError, match=r"with room for metrics\.json"), atomic_set():
+        stage_folder(new, tmp_path / "live")
+        write_atomic(tmp_path / "metrics.json", no_space)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["live", "live.partial", "metrics.json"]
+    assert [p.name for p in (tmp_path / "live").iterdir()] == ["old.txt"] and (new / "new.txt").exists()
+    (tmp_path / ".live.old").mkdir()  # a killed earlier swap's old folder
+    with atomic_set():
+        stage_folder(new, tmp_path / "live")
+        write_text(tmp_path / "metrics.json", "new")
+        assert (tmp_path / "live" / "old.txt").exists()  # nothing renamed before the end
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["live", "metrics.json"]
+    assert [p.name for p in (tmp_path / "live").iterdir()] == ["new.txt"]
+    stage_folder(tmp_path / "live", tmp_path / "first")  # outside a set: at once, onto no folder
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["first", "metrics.json"]
 
 
 def test_a_write_removes_the_leftovers_of_its_file_and_only_those(tmp_path):

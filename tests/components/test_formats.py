@@ -1,5 +1,6 @@
 """Each dataset format read from a tiny fixture written in exactly its published layout."""
 
+import errno
 import json
 import os
 import pickle
@@ -7,11 +8,14 @@ import re
 import shutil
 import tarfile
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from components import ingest as ingest_module
+from components.common.atomic import OutputError, write_atomic
 from components.common.errors import DataError
 from components.formats import clothing1m as c1m
 from components.formats import inside
@@ -184,6 +188,26 @@ def test_clothing1m_bad_image_keeps_previous_shards(tmp_path, damage, named, mes
         run(config, out=out)
     assert "\n" not in str(caught.value) and str(caught.value).startswith(f"{source / named}")
     assert snapshot(out) == before  # the previous shards and manifest, byte for byte; no staging folder left
+
+
+def test_clothing1m_shards_and_manifest_are_one_set(tmp_path, monkeypatch):
+    """The new shards replaced the old ones before the manifest was written: a failure writing the manifest (a full
+    disk) left new shards beside the old manifest. They are now renamed in one burst, or not at all."""
+    source = write_clothing1m(tmp_path / "c1m")
+    out = tmp_path / "out"
+    run(IngestConfig(dataset="clothing1m", path=str(source), image_size=8, shard_size=2), out=out)
+    before = snapshot(out)
+    write_json = ingest_module.write_json
+
+    def full_disk_at_the_manifest(path, data):
+        if Path(path).name == "manifest.json":
+            write_atomic(path, lambda fh: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space left on device")))
+        write_json(path, data)
+
+    monkeypatch.setattr(ingest_module, "write_json", full_disk_at_the_manifest)
+    with pytest.raises(OutputError, match=r"manifest\.json: expected a writable folder .* No space left on device"):
+        run(IngestConfig(dataset="clothing1m", path=str(source), image_size=12, shard_size=3), out=out)
+    assert snapshot(out) == before  # the old shards and manifest; no staging folder left
 
 
 def test_clothing1m_bad_label_line(tmp_path):
