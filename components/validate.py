@@ -97,7 +97,7 @@ def build_tables(ingest: Path, manifest: dict) -> dict[str, Any]:
     """The four tables the suites check, as pandas DataFrames: ``images`` (one row per image of every split, from
     ``iter_images``), ``splits`` (one row: ``<split>_images``, the rows of ``images`` of each split of the manifest's
     counts), ``classes`` (``class_table``) and ``overlap`` (the share of test, and of val where there is one, whose
-    thumbnail is a training image's). Reads ``ingest``."""
+    thumbnail, or its mirror image's, is a training image's). Reads ``ingest``."""
     import pandas as pd  # noqa: PLC0415 - pandas is only needed by this step
 
     rows, keys = [], {"train": set(), "test": [], "val": []}
@@ -111,13 +111,14 @@ def build_tables(ingest: Path, manifest: dict) -> dict[str, Any]:
         fingerprints = thumbnails(images)
         if split == "train":
             keys["train"].update(fingerprints)
-        else:
-            keys[split].extend(fingerprints)
+        else:  # a test image, or its mirror image (what a training flip makes of it), among the training images
+            keys[split].extend(zip(fingerprints, thumbnails(images[:, :, ::-1]), strict=True))
     table = pd.concat(rows, ignore_index=True)
     found = table["split"].value_counts()
     splits = pd.DataFrame({f"{split}_images": [int(found.get(split, 0))] for split in manifest["counts"]})
     classes = class_table(table, manifest)
-    overlap = pd.DataFrame({f"{split}_in_train_share": [sum(key in keys["train"] for key in keys[split]) /
+    overlap = pd.DataFrame({f"{split}_in_train_share": [sum(key in keys["train"] or mirrored in keys["train"]
+                                                             for key, mirrored in keys[split]) /
                                                          max(len(keys[split]), 1)]
                             for split in ("test", "val") if split == "test" or keys[split]})
     return {"images": table, "splits": splits, "classes": classes, "overlap": overlap}

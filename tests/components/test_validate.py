@@ -63,6 +63,21 @@ def test_broken_data_fails_with_one_line_per_failed_expectation(ingested, tmp_pa
     assert not report["success"] and len(report["failures"]) == 3
 
 
+def test_a_mirrored_copy_of_a_test_image_in_training_counts_as_a_duplicate(ingested, tmp_path):
+    """Training flips images, so a mirrored copy of a test image is the test image to the model; the thumbnail
+    alone missed it."""
+    def mirror_test_into_train(images, labels):
+        with np.load(ingested / "test.npz") as test:
+            images[-30:] = test["images"][:30, :, ::-1]
+        return images, labels
+
+    rewrite(ingested, "train", mirror_test_into_train)
+    with pytest.raises(ValidationFailedError) as failure:
+        run(ValidateConfig(), ingest=ingested, out=tmp_path / "v")
+    assert [f["column"] for f in failure.value.failures] == ["test_in_train_share"]
+    assert "observed=1 of 1 values unexpected, e.g. [0.5]" in str(failure.value)
+
+
 def test_shape_dtype_count_and_balance_failures(ingested, tmp_path):
     rewrite(ingested, "test", lambda images, labels: (images[:, :27].astype(np.float32), labels))
     rewrite(ingested, "train", lambda images, labels: (images, np.where(labels < 9, 0, labels)))
