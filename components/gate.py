@@ -7,15 +7,17 @@ Passes only if the clean-test accuracy of the exported model is at least ``gate.
 0: none), at most ``gate.max_below_baseline`` below the same run's CE baseline at its best epoch (the control
 trained on the same data; 1: no comparison), no worse than the current champion's (``releases/latest``) by more than
 ``gate.max_regression``, the ONNX parity check held, and the model card describes the ONNX file beside it (its
-sha256). A run whose validation labels are noisy passes with a warning in ``reasons``. Writes
-``artifacts/gate/decision.json`` (a public contract: ``passed``, ``reasons``, ``accuracy``, and more). A pass
-promotes the model into the registry: ``releases/<version>/`` (``model.onnx``, ``model_card.json``,
-``parity.json``, ``decision.json``), never overwriting a version, written to a temporary folder and renamed, then
-``releases/latest`` is pointed at it. ``--enforce`` exits 1 on a fail. ``--check`` (for CI, after ``dvc repro``) runs
-nothing: it reads the decision a gate already wrote (``artifacts/gate/decision.json``, or ``FOLDER/decision.json``),
-prints its verdict and reasons and exits 1 unless it passed, or when the file is missing or unreadable; it writes
-nothing, so it neither releases a second time nor touches the DVC output. Each bound is compared with a tolerance of
-``TOLERANCE``: a model exactly ``max_regression`` below the champion passes, whatever the float rounding.
+sha256). A champion of another task (other class names, input or output shape) fails the gate: a registry holds one
+task's releases, and serving would otherwise switch to the other task's model. A run whose validation labels are
+noisy passes with a warning in ``reasons``. Writes ``artifacts/gate/decision.json`` (a public contract: ``passed``,
+``reasons``, ``accuracy``, and more). A pass promotes the model into the registry: ``releases/<version>/``
+(``model.onnx``, ``model_card.json``, ``parity.json``, ``decision.json``), never overwriting a version, written to a
+temporary folder and renamed, then ``releases/latest`` is pointed at it. ``--enforce`` exits 1 on a fail.
+``--check`` (for CI, after ``dvc repro``) runs nothing: it reads the decision a gate already wrote
+(``artifacts/gate/decision.json``, or ``FOLDER/decision.json``), prints its verdict and reasons and exits 1 unless
+it passed, or when the file is missing or unreadable; it writes nothing, so it neither releases a second time nor
+touches the DVC output. Each bound is compared with a tolerance of ``TOLERANCE``: a model exactly ``max_regression``
+below the champion passes, whatever the float rounding.
 
 Gates may run at once (two pipelines finishing together): a decision that passes is taken again under the
 registry's exclusive lock (``flock`` on ``releases/.lock``), on the copy that will be released and against the
@@ -128,7 +130,11 @@ def decide(config: GateConfig, *, export: Path, evaluate: Path, registry: Path) 
             champion_version, champion = current
     except ValueError as err:  # a broken registry must not skip the comparison with the champion
         check(False, str(err))
-    if champion is not None and isinstance(accuracy, float):
+    other_task = task_difference(card, _read(registry / "latest" / "model_card.json")) if champion and card else ""
+    if other_task:  # its accuracy is on another test set, and serving the new model would change the task
+        check(False, f"the champion ({registry / 'latest'} -> {champion_version}) is a model of another task: "
+                     f"{other_task}; a registry holds one task's releases: set gate.registry to this task's own")
+    elif champion is not None and isinstance(accuracy, float):
         check(at_least(accuracy, champion - config.max_regression),
               f"accuracy {accuracy:.4f}, required at least the champion's {champion:.4f} minus max_regression "
               f"{config.max_regression} (the champion: {registry / 'latest'} -> {champion_version})")
@@ -138,6 +144,28 @@ def decide(config: GateConfig, *, export: Path, evaluate: Path, registry: Path) 
             "min_accuracy": config.min_accuracy, "max_below_baseline": config.max_below_baseline,
             "max_regression": config.max_regression,
             "model": card.get("model") if card else None, "onnx_sha256": card.get("onnx_sha256") if card else None}
+
+
+def task_difference(card: dict, champion_card: dict | None) -> str:
+    """What makes the model of ``card`` one of another task than the champion's (its class names, the input it
+    takes, the output it gives), as text; "" when they are the same task (or the champion's card says nothing)."""
+    if not isinstance(champion_card, dict):
+        return ""
+    found = []
+    for what, read in (("class names", lambda c: c.get("class_names")),
+                       ("input shape", lambda c: (c.get("input") or {}).get("shape")),
+                       ("output shape", lambda c: (c.get("output") or {}).get("shape"))):
+        ours, theirs = read(card), read(champion_card)
+        if ours != theirs:
+            found.append(f"{what} {_short(ours)} here, {_short(theirs)} in the champion")
+    return "; ".join(found)
+
+
+def _short(value, count: int = 4) -> str:
+    """A list as its first ``count`` items and how many there are in all."""
+    if isinstance(value, list) and len(value) > count:
+        return f"[{', '.join(map(repr, value[:count]))}, ... ({len(value)} in all)]"
+    return repr(value)
 
 
 def at_least(accuracy: float, bound: float) -> bool:
@@ -258,9 +286,13 @@ def _stage(export: Path, registry: Path) -> Path:
 
 
 def _release(staging: Path, decision: dict, registry: Path, now: dt.datetime | None) -> str:
-    """Make the staged copy the next version and point ``latest`` at it; the caller holds the lock."""
-    stamp = (now or dt.datetime.now(dt.UTC)).strftime("%Y%m%dT%H%M%SZ")
-    version = f"v{stamp}-{decision['onnx_sha256'][:8]}"
+    """Make the staged copy the next version and point ``latest`` at it; the caller holds the lock. Versions are
+    named by the second: the same model released twice within one second (two gates of one config) waits for the
+    next second, so the second gate releases too instead of failing."""
+    version = _version(now, decision["onnx_sha256"])
+    while now is None and (registry / version).exists():  # only the lock's holder makes versions: at most a second
+        time.sleep(0.05)
+        version = _version(None, decision["onnx_sha256"])
     if (registry / version).exists():
         raise FileExistsError(f"{registry / version}: expected a new version, found it exists (never overwritten)")
     write_json(staging / "decision.json", {**decision, "version": version})
@@ -270,6 +302,11 @@ def _release(staging: Path, decision: dict, registry: Path, now: dt.datetime | N
     link.symlink_to(version)
     link.replace(registry / "latest")
     return version
+
+
+def _version(now: dt.datetime | None, onnx_sha256: str) -> str:
+    """``v<UTC second>-<the first 8 hex digits of the model's sha256>``: ``v20261126T145519Z-7fcff30e``."""
+    return f"v{(now or dt.datetime.now(dt.UTC)).strftime('%Y%m%dT%H%M%SZ')}-{onnx_sha256[:8]}"
 
 
 @reports("gate", lambda decision: {"gate_passed": decision["passed"]})

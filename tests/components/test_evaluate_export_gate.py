@@ -175,13 +175,15 @@ def test_a_manifest_whose_transform_does_not_fit_the_model_is_refused(manifest, 
 
 
 def write_export(folder, *, accuracy=0.9, parity_ok=True, tamper=False, baseline=0.85, validation=None,
-                 onnx=b"onnx-bytes"):
+                 onnx=b"onnx-bytes", task=None):
     export, evaluate = folder / "export", folder / "evaluate"
     export.mkdir(parents=True)
     evaluate.mkdir(parents=True)
     (export / "model.onnx").write_bytes(onnx)
     digest = hashlib.sha256(onnx + (b"x" if tamper else b"")).hexdigest()
-    card = {"model": "teacher", "onnx_sha256": digest, "metrics": {"accuracy": accuracy}}
+    card = {"model": "teacher", "onnx_sha256": digest, "metrics": {"accuracy": accuracy},
+            **(task or {"class_names": ["cat", "dog"], "input": {"shape": ["batch", 1, 28, 28]},
+                        "output": {"shape": ["batch", 2]}})}
     (export / "model_card.json").write_text(json.dumps(card))
     (export / "parity.json").write_text(json.dumps({"passed": parity_ok, "max_abs_diff": 1e-7,
                                                     "max_abs_diff_allowed": 1e-4, "argmax_agreement": 1.0}))
@@ -240,6 +242,41 @@ def test_gate_against_the_champion(tmp_path):
     assert decision["champion_version"] == champion["version"]
     assert (f"fail: accuracy 0.8500, required at least the champion's 0.9000 minus max_regression 0.01 (the "
             f"champion: {registry / 'latest'} -> {champion['version']})") in decision["reasons"]
+
+
+def test_a_champion_of_another_task_fails_the_gate_naming_the_difference(tmp_path):
+    """Every recipe's registry was ``releases``: a Clothing1M champion (14 classes, 3x224x224) was compared by
+    accuracy with a Fashion-MNIST model, which then replaced it, and serving switched tasks."""
+    registry = tmp_path / "releases"
+    clothing = {"class_names": [f"c{i}" for i in range(14)], "input": {"shape": ["batch", 3, 224, 224]},
+                "output": {"shape": ["batch", 14]}}
+    first, evaluate = write_export(tmp_path / "a", accuracy=0.75, baseline=0.7, task=clothing)
+    champion = run_gate(GateConfig(min_accuracy=0.5, registry=str(registry)), export=first, evaluate=evaluate,
+                        out=tmp_path / "g1")
+    assert champion["passed"]
+    export, evaluate = write_export(tmp_path / "b", accuracy=0.86, onnx=b"other")
+    decision = run_gate(GateConfig(min_accuracy=0.5, registry=str(registry)), export=export, evaluate=evaluate,
+                        out=tmp_path / "g2")
+    assert not decision["passed"] and "version" not in decision
+    assert (f"fail: the champion ({registry / 'latest'} -> {champion['version']}) is a model of another task: "
+            f"class names ['cat', 'dog'] here, ['c0', 'c1', 'c2', 'c3', ... (14 in all)] in the champion; input "
+            f"shape ['batch', 1, 28, 28] here, ['batch', 3, 224, 224] in the champion; output shape ['batch', 2] "
+            f"here, ['batch', 14] in the champion; a registry holds one task's releases: set gate.registry to this "
+            f"task's own") in decision["reasons"]
+    assert (registry / "latest").readlink().name == champion["version"]
+
+
+def test_the_same_model_gated_twice_within_a_second_is_released_twice(tmp_path, monkeypatch):
+    """Versions are named by the second: a second gate of the same model in the same second (two runs of one
+    config) found its version taken and crashed with no decision written. It now waits for the next second."""
+    export, evaluate = write_export(tmp_path / "a")
+    config = GateConfig(min_accuracy=0.5, registry=str(tmp_path / "releases"))
+    seconds = iter(["v20260102T030405Z"] * 3 + ["v20260102T030406Z"])  # 2 gates, 1 retry: the clock then moves on
+    monkeypatch.setattr(gate, "_version", lambda now, sha: f"{next(seconds)}-{sha[:8]}")
+    first = run_gate(config, export=export, evaluate=evaluate, out=tmp_path / "g1")
+    second = run_gate(config, export=export, evaluate=evaluate, out=tmp_path / "g2")
+    assert first["version"].startswith("v20260102T030405Z-") and second["version"].startswith("v20260102T030406Z-")
+    assert json.loads((tmp_path / "g2" / "decision.json").read_text())["version"] == second["version"]
 
 
 def test_gate_relative_to_the_runs_own_baseline(tmp_path):
