@@ -32,7 +32,7 @@ import numpy as np
 from components.common.artifacts import read_arrays, read_json
 from components.common.atomic import atomic_set, prepare_output, write_json, write_text
 from components.common.config import cli
-from components.common.model_file import load_model
+from components.common.model_file import check_fits, load_model
 from components.common.splits import load_split, test_set
 from components.common.steps import FOLDERS
 from components.common.telemetry import reports
@@ -197,7 +197,9 @@ def run(config: EvaluateConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOIS
               "student": Path(mlnt) / "student.pt", "teacher": Path(mlnt) / "teacher.pt"}
     nets = {name: load_model(path) for name, path in models.items()}
     _, saved = nets["teacher"]
-    manifest = read_json(ingest / "manifest.json", "ingest", "class_names")
+    manifest = read_json(ingest / "manifest.json", "ingest", "class_names", "image_shape")
+    for name, path in models.items():
+        check_fits(path, nets[name][1], manifest, ingest / "manifest.json")
     names = manifest["class_names"]
     validation = validation_record(noise)  # the noise step's summary and labels, checked before any work
     labels = _read_labels(noise)

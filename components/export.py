@@ -33,7 +33,7 @@ from components.common.artifacts import read_arrays, read_json, sha256_file
 from components.common.atomic import atomic_set, prepare_output, write_atomic, write_json
 from components.common.calibration import fit_temperature
 from components.common.config import cli
-from components.common.model_file import load_model
+from components.common.model_file import check_fits, load_model
 from components.common.splits import load_split, test_set
 from components.common.steps import FOLDERS, STEPS
 from components.evaluate import expected_calibration_error
@@ -152,11 +152,12 @@ def run(config: ExportConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOISE_
     prepare_output(out, step="export")  # so does an output folder that cannot take the files
     name, model_file, val_accuracy = choose(baseline, mlnt)
     net, saved = load_model(model_file)
+    manifest = read_json(Path(ingest) / "manifest.json", "ingest", "class_names", "image_shape")
+    check_fits(model_file, saved, manifest, Path(ingest) / "manifest.json")
     net.eval()
     norm = saved["normalisation"]
     test = test_set(ingest, norm, workers=config.workers)
     x = torch.cat([x for x, _ in test.subset(torch.arange(min(config.parity_images, len(test)))).eval_batches(256)])
-    manifest = read_json(Path(ingest) / "manifest.json", "ingest")
     transform = input_transform(manifest, saved["image_size"])
     metadata = onnx_metadata(manifest["class_names"], norm, name, transform=transform)
     evaluated = read_json(Path(evaluate) / "metrics.json", "evaluate", "ece_bins")

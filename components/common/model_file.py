@@ -58,14 +58,43 @@ def load_model(path: Path) -> tuple[nn.Module, dict[str, Any]]:
     try:
         net = build_network(payload["network"], payload["num_classes"], in_channels=payload["in_channels"],
                             image_size=payload["image_size"])
-        state = payload["state_dict"]
+        state, _ = payload["state_dict"], payload["normalisation"]
     except KeyError as err:
-        raise DataError(f"{path}: expected a model file with network, num_classes, in_channels, image_size and "
-                        f"state_dict, found one without {err}") from err
+        raise DataError(f"{path}: expected a model file with network, num_classes, in_channels, image_size, "
+                        f"normalisation and state_dict, found one without {err}") from err
+    expected = f"{path}: expected weights that fit a {payload['network']} with {payload['num_classes']} classes"
+    if not isinstance(state, dict):
+        raise DataError(f"{expected}, found a state_dict of type {type(state).__name__}")
+    ours = net.state_dict()
+    missing, unexpected = [k for k in ours if k not in state], [k for k in state if k not in ours]
+    if missing or unexpected:  # another network's weights: counted, a few named (PyTorch lists them all)
+        found = [_keys(len(keys), what, keys) for what, keys in (("missing", missing), ("unexpected", unexpected))
+                 if keys]
+        raise DataError(f"{expected}, found others ({'; '.join(found)}): the file holds another network")
     try:
         net.load_state_dict(state)
-    except RuntimeError as err:  # PyTorch lists every mismatch, one per line: the first says enough
+    except RuntimeError as err:  # PyTorch lists every size mismatch, one per line: the first says enough
         first = next(line.strip() for line in [*str(err).splitlines()[1:], str(err)] if line.strip())
-        raise DataError(f"{path}: expected weights that fit a {payload['network']} with {payload['num_classes']} "
-                        f"classes, found others ({first})") from err
+        raise DataError(f"{expected}, found others ({first})") from err
     return net, payload
+
+
+def _keys(count: int, what: str, keys: list[str], shown: int = 3) -> str:
+    return f"{count} {what} key{'s' if count != 1 else ''}: {', '.join(keys[:shown])}{', ...' if count > shown else ''}"
+
+
+def check_fits(path: Path, saved: dict[str, Any], manifest: dict[str, Any], manifest_path: Path) -> None:
+    """The model file at ``path`` (``load_model``'s metadata ``saved``) is one for the ingested dataset of
+    ``manifest``: as many classes, the same channels and image size. A ``DataError`` naming both files otherwise."""
+    size, _, channels = manifest["image_shape"]
+    pairs = {"classes": (len(manifest["class_names"]), saved["num_classes"]),
+             "channels": (channels, saved["in_channels"]), "image size": (size, saved["image_size"])}
+    wrong = [_of(what, have) for what, (want, have) in pairs.items() if want != have]
+    if wrong:
+        expected = ", ".join(_of(what, want) for what, (want, _) in pairs.items())
+        raise DataError(f"{path}: expected a model for the dataset of {manifest_path} ({expected}), found one "
+                        f"with {', '.join(wrong)} (re-run the training steps on this dataset)")
+
+
+def _of(what: str, value: int) -> str:
+    return f"image size {value}" if what == "image size" else f"{value} {what[:-1] if value == 1 else what}"

@@ -259,12 +259,21 @@ MODELS = [
          ("artifacts/baseline/model.pt: expected model format 1, found 99",)),
     Case("model-missing-field", "model files", "evaluate", "`final.pt` without its `network` field",
          lambda: f.edit_model("artifacts/baseline/final.pt", lambda m: m.pop("network")),
-         ("artifacts/baseline/final.pt: expected a model file with network, num_classes, in_channels, image_size "
-          "and state_dict, found one without 'network'",)),
+         ("artifacts/baseline/final.pt: expected a model file with network, num_classes, in_channels, image_size, "
+          "normalisation and state_dict, found one without 'network'",)),
     Case("model-wrong-shape", "model files", "evaluate", "`teacher.pt` claims 3 classes over 10-class weights",
          lambda: f.edit_model("artifacts/mlnt/teacher.pt", lambda m: m.update(num_classes=3)),
          ("artifacts/mlnt/teacher.pt: expected weights that fit a small_cnn with 3 classes, found others "
           "(size mismatch",)),
+    Case("model-other-dataset", "model files", "export", "`teacher.pt` a 14-class model whose weights fit it",
+         lambda: f.edit_model("artifacts/mlnt/teacher.pt", f.with_classes(14)),
+         ("artifacts/mlnt/teacher.pt: expected a model for the dataset of artifacts/ingest/manifest.json (10 "
+          "classes, 1 channel, image size 28), found one with 14 classes (re-run the training steps on this "
+          "dataset)",)),
+    Case("model-other-network", "model files", "evaluate", "`student.pt` claims to be a `preact_resnet32`",
+         lambda: f.edit_model("artifacts/mlnt/student.pt", lambda m: m.update(network="preact_resnet32")),
+         ("artifacts/mlnt/student.pt: expected weights that fit a preact_resnet32 with 10 classes, found others (",
+          "missing keys: ", "unexpected keys: ", ", ...): the file holds another network")),
     Case("metrics-garbage", "model files", "export", "the evaluate step's `metrics.json` replaced by random bytes",
          lambda: f.garbage("artifacts/evaluate/metrics.json"),
          ("artifacts/evaluate/metrics.json: expected JSON written by the evaluate step, found invalid JSON",)),

@@ -73,6 +73,17 @@ def edit_model(path: str, change: Callable[[dict], Any]) -> None:
     torch.save(payload, path)
 
 
+def with_classes(count: int) -> Callable[[dict], None]:
+    """A change to a model file: a head of ``count`` classes, its weights resized to fit (a model of another
+    dataset that loads)."""
+    def change(payload: dict) -> None:
+        state = payload["state_dict"]
+        state["head.weight"] = state["head.weight"][:1].repeat(count, 1)
+        state["head.bias"] = state["head.bias"][:1].repeat(count)
+        payload["num_classes"] = count
+    return change
+
+
 def torch_pickle_with_code(path: str) -> None:
     torch.save({"format": 1, "state_dict": RunsCode()}, path)
 
