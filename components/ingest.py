@@ -28,7 +28,7 @@ from typing import Literal
 import numpy as np
 
 from components.common.artifacts import sha256_file
-from components.common.atomic import atomic_set, prepare_output, stage_folder, write_atomic, write_json
+from components.common.atomic import UMASK, atomic_set, prepare_output, stage_folder, write_atomic, write_json
 from components.common.config import cli
 from components.common.errors import DataError
 from components.common.steps import FOLDERS
@@ -158,6 +158,7 @@ def _ingest_clothing1m(config: IngestConfig, root: Path, out: Path) -> dict:
         if STAGING.fullmatch(leftover.name) and leftover.is_dir() and not leftover.is_symlink():
             shutil.rmtree(leftover, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(prefix=".shards.", dir=out))
+    staging.chmod(0o777 & ~UMASK)  # mkdtemp makes 0700: give the folder the permissions mkdir would
     digest = hashlib.sha256()
     try:
         index = {}

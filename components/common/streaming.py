@@ -27,7 +27,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from components.common.errors import DataError
-from components.formats.images import MAX_PIXELS, open_image
+from components.formats.images import MAX_PIXELS, open_image, to_8_bits
 from components.formats.webdataset import SplitIndex
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -43,7 +43,7 @@ def decode(payload: bytes, *, resize: int, crop: int, offset: tuple[int, int] | 
     with open_image(payload, where=where, max_pixels=max_pixels) as img:
         if img.format == "JPEG":
             img.draft("RGB", (resize, resize))  # decode at a reduced scale no smaller than ``resize``
-        rgb = img.convert("RGB")
+        rgb = to_8_bits(img, where=where).convert("RGB")  # a 16-bit image scaled, as serving does, not clipped
     scale = resize / min(rgb.size)
     w, h = max(resize, round(rgb.width * scale)), max(resize, round(rgb.height * scale))
     fx, fy = offset if offset is not None else (0.5, 0.5)

@@ -101,7 +101,7 @@ def _from_folders(root: Path, sub: str, split: str) -> list[tuple[Path, str, str
 
 def _from_csv(path: Path, root: Path) -> list[tuple[Path, str, str]]:
     """``(file, class, split)`` for each line of the CSV ``path``, each file proved inside ``root`` and listed once."""
-    with open(path, newline="", encoding="utf-8") as fh:
+    with open(path, newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
         if not reader.fieldnames or not {"filename", "label"} <= set(reader.fieldnames):
             raise DataError(f"{path}: expected a header with filename and label, found {reader.fieldnames}")

@@ -104,10 +104,12 @@ def to_8_bits(img: Image.Image, *, where: str) -> Image.Image:
 def check_encoded(payload: bytes, *, where: str, size: int = 0, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
     """Decode ``payload`` (an encoded image) fully, to prove it is whole; returns its ``(width, height)``.
     ``size > 0`` lets a JPEG decode at a reduced scale no smaller than ``size``, which is faster and as thorough
-    (every byte is still read). An image over ``max_pixels`` is refused from its header, never decoded."""
+    (every byte is still read). An image over ``max_pixels`` is refused from its header, never decoded; one that
+    training could not scale to 8 bits (``to_8_bits``: mode F, values outside 0..65535) is refused too."""
     with open_image(payload, where=where, max_pixels=max_pixels) as img:
         width, height = img.size
         if size and img.format == "JPEG":
             img.draft("RGB", (size, size))
         img.load()
+        to_8_bits(img, where=where)
     return width, height

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from components import ingest as ingest_module
-from components.common.atomic import OutputError, write_atomic
+from components.common.atomic import UMASK, OutputError, write_atomic
 from components.common.errors import DataError
 from components.formats import clothing1m as c1m
 from components.formats import inside
@@ -139,6 +139,7 @@ def test_clothing1m_is_streamed_into_shards(tmp_path):
     manifest = run(IngestConfig(dataset="clothing1m", path=str(source), image_size=16, shard_size=2),
                    out=tmp_path / "out")
     shards = tmp_path / "out" / "shards"
+    assert shards.stat().st_mode & 0o777 == 0o777 & ~UMASK  # as mkdir makes it (mkdtemp's 0700 locked others out)
     index = json.loads((shards / "index.json").read_text())
     assert {s: e["count"] for s, e in index["splits"].items()} == {"train": 5, "val": 5, "test": 5}
     assert [s["count"] for s in index["splits"]["train"]["shards"]] == [2, 2, 1]
@@ -210,6 +211,17 @@ def test_clothing1m_shards_and_manifest_are_one_set(tmp_path, monkeypatch):
     assert snapshot(out) == before  # the old shards and manifest; no staging folder left
 
 
+def test_clothing1m_refuses_an_image_training_could_not_scale_to_8_bits(tmp_path):
+    """A floating-point TIFF under a Clothing1M key was ingested into the shards (the image-folder reader refuses
+    it); training would have clipped it."""
+    source = write_clothing1m(tmp_path / "c1m")
+    Image.fromarray(np.full((10, 12), 0.5, dtype=np.float32), mode="F").save(source / "images/1/03/test3.jpg",
+                                                                              format="TIFF")
+    with pytest.raises(DataError, match=r"images/1/03/test3.jpg .*expected an image of 8 or 16 bits a channel, "
+                                        r"found mode F"):
+        run(IngestConfig(dataset="clothing1m", path=str(source), image_size=8), out=tmp_path / "out")
+
+
 def test_clothing1m_bad_label_line(tmp_path):
     source = write_clothing1m(tmp_path / "c1m")
     with open(source / "noisy_label_kv.txt", "a") as fh:
@@ -218,19 +230,21 @@ def test_clothing1m_bad_label_line(tmp_path):
         run(IngestConfig(dataset="clothing1m", path=str(source), image_size=8), out=tmp_path / "out")
 
 
-@pytest.mark.parametrize("layout", ["class-folders", "train-test-folders", "csv"])
+@pytest.mark.parametrize("layout", ["class-folders", "train-test-folders", "csv", "csv-with-bom"])
 def test_imagefolder_layouts(tmp_path, layout):
+    """Every layout; "csv-with-bom": a labels.csv saved by Excel as "CSV UTF-8" starts with a byte-order mark,
+    which once made the header's first name '\\ufefffilename'."""
     root = tmp_path / "mine"
     rows = ["filename,label,split"]
     for i in range(10):
         cls = "cat" if i % 2 else "dog"
         split = "test" if i >= 8 else "train"
-        rel = {"class-folders": f"{cls}/{i}.png", "train-test-folders": f"{split}/{cls}/{i}.png",
-               "csv": f"pics/{i}.png"}[layout]
+        rel = {"class-folders": f"{cls}/{i}.png", "train-test-folders": f"{split}/{cls}/{i}.png"}.get(layout,
+                                                                                                      f"pics/{i}.png")
         write_image(root / rel, (12, 12), (i * 20, 0, 0))
         rows.append(f"{rel},{cls},{split}")
-    if layout == "csv":
-        (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    if layout.startswith("csv"):
+        (root / "labels.csv").write_text("\n".join(rows) + "\n", encoding="utf-8-sig" if "bom" in layout else "utf-8")
     manifest = run(IngestConfig(dataset="imagefolder", path=str(root), channels=1, test_fraction=0.3),
                    out=tmp_path / "out")
     assert manifest["class_names"] == ["cat", "dog"] and manifest["image_shape"] == [12, 12, 1]

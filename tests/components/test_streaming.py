@@ -32,6 +32,7 @@ from components.common.checkpoints import FileCheckpointStore
 from components.common.errors import DataError
 from components.common.splits import load_split
 from components.common.streaming import ShardSource, decode, decoded_chunks, open_split
+from components.formats.images import load_image
 from components.formats.webdataset import ShardWriter, read_index, verify_shards
 from components.ingest import IngestConfig
 from components.ingest import run as ingest
@@ -589,6 +590,18 @@ def test_a_shard_index_with_labels_that_are_not_one_integer_per_sample_is_refuse
     np.savez(path, **arrays)
     with pytest.raises(DataError, match=rf"^{re.escape(str(path))}: {found}"):
         read_index(tmp_path, "train")
+
+
+def test_a_16_bit_image_in_a_shard_is_scaled_to_8_bits_as_serving_and_the_image_folder_reader_do(tmp_path):
+    """Decoding for training converted a 16-bit PNG to RGB directly, which clips: every pixel became 255."""
+    pixels = np.array([[8000, 30000], [30000, 8000]], dtype=np.uint16)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    (tmp_path / "deep.png").write_bytes(buffer.getvalue())
+    decoded = decode(buffer.getvalue(), resize=2, crop=2)
+    assert decoded.unique().tolist() == [8000 // 256, 30000 // 256]
+    folder_reader = load_image(tmp_path / "deep.png", channels=1, size=0)[:, :, 0]
+    assert torch.equal(decoded[0], torch.from_numpy(folder_reader.copy()))
 
 
 def png_bytes() -> bytes:
