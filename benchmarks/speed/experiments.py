@@ -73,7 +73,7 @@ def per_set(workload: Workload, network: str, *, batch_size: int, sets: int, rep
     batch = make_batch(workload, network, size=batch_size, sets=sets, device=device)
     net = network_for(network, workload, device)
     fns = {**steps(net, batch), "one_graph": training_step(net, lambda: one_graph_loss(net, batch))}
-    memory = {name: peak_memory(fns[name], device) for name in ("ce", "exact", "one_graph")}
+    memory = {name: peak_memory(fns[name], device, net=net) for name in ("ce", "exact", "one_graph")}
     timing = time_ratios({name: fns[name] for name in ("exact", "one_graph")}, fns["ce"], repeats=repeats,
                          device=device, warm_up=False)
     return {"network": network, "batch": batch_size,

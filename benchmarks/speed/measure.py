@@ -9,7 +9,10 @@ started. On a GPU that is ``torch.cuda.max_memory_allocated``. The CPU allocator
 (and ``tracemalloc`` sees only Python's own allocations, not tensors), so on the CPU the step runs once under
 ``torch.profiler`` with ``profile_memory=True``, which records every tensor allocation and free with its size;
 the running sum of those records, in time order, peaks at the figure wanted. It counts tensor bytes, as the
-CUDA statistic does, and not the process's resident memory (which also holds the allocator's caches).
+CUDA statistic does, and not the process's resident memory (which also holds the allocator's caches). The
+profiler does not record the free of a block allocated before it started, so a step that frees the previous
+step's gradients (``zero_grad(set_to_none=True)``) would count its new gradients as free: ``peak_memory`` frees a
+network's gradients before it starts (``net``), so every step is measured from the same state, gradients included.
 """
 
 from __future__ import annotations
@@ -63,8 +66,11 @@ def time_ratios(variants: dict[str, Step], baseline: Step, *, repeats: int, devi
                for name in variants}}
 
 
-def peak_memory(fn: Step, device: torch.device) -> int:
-    """The peak bytes of tensor memory allocated while ``fn`` runs, above those allocated when it starts."""
+def peak_memory(fn: Step, device: torch.device, *, net: torch.nn.Module | None = None) -> int:
+    """The peak bytes of tensor memory allocated while ``fn`` runs, above those allocated when it starts; ``net``'s
+    gradients are freed first, outside the measurement (see the module's docstring)."""
+    if net is not None:
+        net.zero_grad(set_to_none=True)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         start = torch.cuda.memory_allocated(device)

@@ -53,7 +53,7 @@ def measure(net: nn.Module, batch: Batch, variants: tuple[str, ...], *, repeats:
     """Time and peak memory of ``variants`` as ratios to the CE step, with the CE step's own figures. The
     memory measurement runs each step once first, which is also the timing's warm-up."""
     fns = steps(net, batch)
-    memory = {v: peak_memory(fns[v], device) for v in ("ce", *variants)}
+    memory = {v: peak_memory(fns[v], device, net=net) for v in ("ce", *variants)}
     timing = time_ratios({v: fns[v] for v in variants}, fns["ce"], repeats=repeats, device=device, warm_up=False)
     return {"batch": int(batch.labels.shape[0]), "sets": int(batch.synthetic.shape[0]),
             "changed_fraction": round(batch.changed, 4),
