@@ -1,8 +1,9 @@
 """Iterative training with a mentor (MLNT paper, section 3.4).
 
 After a round of MLNT training, the model that round released (the better of student and EMA teacher on the
-validation set) becomes the *mentor* of the next round. The paper names the round's best teacher; here the
-student becomes the mentor when it beat every validated teacher, as it is then the round's best model. The mentor does two things:
+validation set) becomes the *mentor* of the next round. The paper names the round's best teacher; here the student
+becomes the mentor when it beat every validated teacher, as it is then the round's best model. The mentor does two
+things:
 
 * it filters the training set: a sample is kept only if its given label is among the mentor's ``top_k``
   predictions (``top_k = 1``: the label must equal the mentor's prediction, the paper's rule);
