@@ -17,6 +17,11 @@ for another dataset (``ingest.dataset``) then needs ``--data``, and is refused w
 (default: ``$MLNT_PUSHGATEWAY``, which the weekly CronJob reads from the ConfigMap ``mlnt-pushgateway``) is the
 pipeline parameter ``pushgateway``: where the steps push their training metrics (pipelines/pushgateway.py); empty,
 nothing is pushed.
+``--host`` authenticates with the KFP token of a pod, where there is one: the file ``$KF_PIPELINES_SA_TOKEN_PATH``
+names, else ``/var/run/secrets/kubeflow/pipelines/token`` (the projected service-account token, audience
+``pipelines.kubeflow.org``, the weekly CronJob mounts), sent as ``Authorization: Bearer <token>`` with every request
+and read again for each (the kubelet renews it). Without that file no Authorization header is sent (a standalone KFP,
+a port-forward); a ``$KF_PIPELINES_SA_TOKEN_PATH`` that names no file is an error.
 """
 
 from __future__ import annotations
@@ -91,6 +96,24 @@ def run_local(data: Path | None, *, root: Path, registry: Path, tiny: bool, para
     return f"{latest} -> {latest.readlink()}" if latest.is_symlink() else f"nothing released in {registry}"
 
 
+def kfp_credentials():
+    """The credentials ``--host`` sends: the pod's projected KFP token (``$KF_PIPELINES_SA_TOKEN_PATH``, else kfp's
+    default ``/var/run/secrets/kubeflow/pipelines/token``) as ``kfp.client.ServiceAccountTokenVolumeCredentials``,
+    which sends ``Authorization: Bearer <the file's text>`` and reads the file again for each request; None where no
+    such file exists (no header). kfp 2.17's ``Client`` reads that file by itself only when it is given no host, so
+    the weekly CronJob, which names its host, would otherwise reach a multi-user KFP unauthenticated. A
+    ``$KF_PIPELINES_SA_TOKEN_PATH`` that names no file is a ``ValueError``."""
+    from kfp import client  # noqa: PLC0415
+
+    named = os.environ.get(client.KF_PIPELINES_SA_TOKEN_ENV)
+    path = Path(named or client.KF_PIPELINES_SA_TOKEN_PATH)
+    if not path.is_file():
+        if named:
+            raise ValueError(f"{client.KF_PIPELINES_SA_TOKEN_ENV}: expected the KFP token file {path}, found none")
+        return None
+    return client.ServiceAccountTokenVolumeCredentials(str(path))
+
+
 def submit(host: str, data: str | None, *, experiment: str, tiny: bool, service_account: str = SERVICE_ACCOUNT,
            params_file: Path | None = None, pushgateway: str = "") -> str:
     """Compile and submit one run to the Kubeflow Pipelines server at ``host``, its pods running as
@@ -98,12 +121,13 @@ def submit(host: str, data: str | None, *, experiment: str, tiny: bool, service_
     the ``mlnt-deployer`` token that may patch the InferenceService); returns the run id. ``data`` None: the
     pipeline's default ``data_path``. The run keeps the compiled caching options (no ``enable_caching``, which would
     set every task's, turning the cache on for ingest and the gate): ingest and the gate are never cached, and, since
-    KFP keys a step's cache on its input artifacts and ingest writes new ones each run, no step is reused."""
+    KFP keys a step's cache on its input artifacts and ingest writes new ones each run, no step is reused. The
+    requests carry the pod's KFP token where there is one (``kfp_credentials``)."""
     import kfp  # noqa: PLC0415
 
     # the arguments first: a wrong one fails as itself, before the client connects
     arguments = pipeline_arguments(data, tiny=tiny, params_file=params_file, pushgateway=pushgateway)
-    client = kfp.Client(host=host)
+    client = kfp.Client(host=host, credentials=kfp_credentials())
     with tempfile.TemporaryDirectory() as folder:
         package = compile_pipeline(Path(folder) / "mlnt_pipeline.yaml")
         run = client.create_run_from_pipeline_package(str(package), arguments=arguments,

@@ -22,8 +22,10 @@ the user and mounts the same Secret (optional) at ``/var/run/secrets/mlnt-pushga
 telemetry reads (``MLNT_PUSHGATEWAY_PASSWORD_FILE``).
 
 The cluster and the credentials are kubectl's (the kubeconfig's current context, or the pod's service account in a
-cluster). That identity needs ``get`` on ``clustertrainingruntimes`` (the SDK reads the runtime first) and ``create``
-on ``trainjobs`` (group ``trainer.kubeflow.org``) in the namespace; ``k8s/`` grants neither to its accounts.
+cluster). That identity needs, in the group ``trainer.kubeflow.org``: ``get`` on ``trainingruntimes`` in the
+namespace (the SDK reads the runtime first, the namespaced TrainingRuntime of that name before, on a 404 only, the
+ClusterTrainingRuntime: a 403 there ends the submission), ``get`` on ``clustertrainingruntimes`` (cluster-scoped: a
+ClusterRole) and ``create`` on ``trainjobs`` in the namespace; ``k8s/`` grants none of them to its accounts.
 """
 
 from __future__ import annotations

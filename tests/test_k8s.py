@@ -17,13 +17,14 @@
   mlnt-pushgateway and its credentials from the Secret mlnt-pushgateway, optional; the weekly run passes the address
   on to the pipeline; an overlay sets it as docs/deploy.md (step 9) shows.
 - Policies: hardened containers with requests and limits, GPUs in prod only, least-privilege RBAC, no credentials,
-  and references that hold together (runtime, selectors, volumes, image, the commands' CLIs).
+  and references that hold together (runtime, selectors, volumes, image, the commands' CLIs); the weekly run compiles
+  its KFP steps on the overlay's image (the CronJob's MLNT_IMAGE), and dev, without a GPU pool, keeps it suspended.
 - Security (issue 20): no pod mounts an API token (each says so itself where its kind lets it); the pipeline's run
   account (every KFP step's) can create no workload and read no Secret but the artifact store's, the deploy rights
   sit with an account whose token only the deploy step mounts; NetworkPolicies deny ingress by default, and let only
   the ingress gateway and Prometheus reach the predictor, which itself reaches only what an Istio sidecar needs;
-  every image of prod is pinned by digest, and the image they name installs only hash-checked locks of
-  constraints.txt (requirements/image-*.txt, `make image-lock`).
+  every image of prod is pinned by digest (the KFP steps' too), and the image they name installs only hash-checked
+  locks of constraints.txt (requirements/image-*.txt, `make image-lock`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import functools
 import importlib.resources
 import inspect
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -701,6 +703,16 @@ def test_prod_serves_and_submits_on_cpu(target):
             assert image_parts(container["image"])[1].endswith("-cpu") and GPU not in json.dumps(pod), where
 
 
+def test_dev_suspends_the_weekly_run_whose_training_steps_need_the_gpu_pool():
+    """dev has no GPU pool (test_base_and_dev_ask_for_no_gpu_and_no_node_pool), and the pipeline's training steps ask
+    for a GPU on it: a weekly run there would wait for a GPU node for ever. Base and prod run it."""
+    compiled = (ROOT / "pipelines" / "compiled" / "mlnt_pipeline.yaml").read_text()
+    assert GPU in compiled and next(iter(GPU_POOL)) in compiled, "the pipeline no longer needs the GPU pool"
+    assert one("overlays/dev", "CronJob")["spec"]["suspend"] is True
+    for target in ("base", "overlays/prod"):
+        assert one(target, "CronJob")["spec"].get("suspend", False) is False, target
+
+
 def test_dev_trains_in_one_process_and_serves_one_replica():
     assert (trainer("overlays/dev")["numNodes"], trainer("overlays/dev")["numProcPerNode"]) == (1, 1)
     assert set(replicas(f"overlays/dev+{V1}")) == {"Master"}
@@ -1238,25 +1250,62 @@ def test_the_selector_check_matches_as_kubernetes_does():
 
 
 # Images ---------------------------------------------------------------------------------------------------------
+def step_image(target: str) -> str:
+    """The image of the KFP steps the weekly run submits: the CronJob's MLNT_IMAGE, which pipelines.run's
+    pipelines.mlnt_pipeline reads when it compiles the pipeline for the run."""
+    container = one(target, "CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+    [image] = [e["value"] for e in container["env"] if e["name"] == "MLNT_IMAGE"]
+    return image
+
+
+def images(target: str) -> list[tuple[str, str]]:
+    """(where, image) for every image a render runs: its containers' and the weekly run's KFP steps'."""
+    return [*((where, container["image"]) for where, _, container in containers(target)),
+            ("CronJob/mlnt-pipeline-weekly env MLNT_IMAGE (the KFP steps)", step_image(target))]
+
+
 def unpinned(target: str) -> list[str]:
-    """Every container of a render whose image names no digest (``@sha256:`` and 64 hex digits)."""
-    return [f"{where}: {container['image']}" for where, _, container in containers(target)
-            if not DIGEST.fullmatch(image_parts(container["image"])[2])]
+    """Every image of a render that names no digest (``@sha256:`` and 64 hex digits), the KFP steps' included."""
+    return [f"{where}: {image}" for where, image in images(target) if not DIGEST.fullmatch(image_parts(image)[2])]
 
 
 @pytest.mark.parametrize("target", ["overlays/prod", f"overlays/prod+{V1}"])
 def test_prod_pins_every_image_by_digest(target):
     """A tag can be moved to another image; a digest cannot. The release writes the digests (docs/deploy.md, step 3);
-    until then prod names the placeholder (all zeros), which no registry serves: it fails closed."""
+    until then prod names the placeholder (all zeros), which no registry serves: it fails closed. The KFP steps of the
+    weekly run too: they run the training image, pinned with it."""
     assert not unpinned(target), "prod refuses tag-only images:\n" + "\n".join(unpinned(target))
-    tags = {image_parts(container["image"])[1] for _, _, container in containers(target)}
+    tags = {image_parts(image)[1] for _, image in images(target)}
     assert tags == {"0.1.0-cpu", "0.1.0-gpu"}, tags  # the tag stays, for people; the digest decides
+    training = {container["image"] for where, _, container in containers(target)
+                if where.startswith(("TrainJob/", "PyTorchJob/"))}
+    assert training == {step_image(target)}, "the KFP steps and the training job run the same pinned image"
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_the_weekly_run_compiles_its_steps_on_the_overlays_image(target, tmp_path):
+    """pipelines.run compiles the pipeline anew for each run, and pipelines.mlnt_pipeline takes its steps' image from
+    MLNT_IMAGE when it is imported: the CronJob sets it, the overlays' `images:` retag it (base: the -gpu tag, dev: the
+    -cpu image it runs everything on, prod: the pinned -gpu image). Compiled here as the CronJob's process does."""
+    from pipelines.mlnt_pipeline import IMAGE  # noqa: PLC0415 - imports kfp, only the image tests need it
+
+    image = step_image(target)
+    assert image_parts(image)[0] == image_parts(IMAGE)[0], image
+    assert image_parts(image)[1] == {"base": "0.1.0-gpu", "overlays/dev": "0.1.0-cpu",
+                                     "overlays/prod": "0.1.0-gpu"}[target], image
+    done = subprocess.run([sys.executable, "-m", "pipelines.mlnt_pipeline", "--output", str(tmp_path / "p.yaml")],
+                          cwd=ROOT, env={**os.environ, "MLNT_IMAGE": image}, capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    executors = next(yaml.safe_load_all((tmp_path / "p.yaml").read_text()))["deploymentSpec"]["executors"]
+    assert {executor["container"]["image"] for executor in executors.values()} == {image}
 
 
 def test_the_digest_check_refuses_a_tag_only_image():
     assert image_parts("ghcr.io/a/b:1.0@sha256:" + "ab" * 32) == ("ghcr.io/a/b", "1.0", "sha256:" + "ab" * 32)
     assert image_parts("registry:5000/a/b") == ("registry:5000/a/b", "", "")
     assert unpinned("overlays/dev"), "dev names images by tag, which this check must catch"
+    assert [found for found in unpinned("overlays/dev") if "MLNT_IMAGE" in found], "the KFP steps' image too"
 
 
 

@@ -294,9 +294,11 @@ def test_the_validation_page_is_self_contained_and_escapes_what_the_data_says():
 
 
 class FakeKfpServer(BaseHTTPRequestHandler):
-    """The slice of the Kubeflow Pipelines v2beta1 REST API that a run submission uses; it records requests."""
+    """The slice of the Kubeflow Pipelines v2beta1 REST API that a run submission uses; it records requests, and the
+    Authorization header of each (None: none sent) in ``authorizations``."""
 
     requests: ClassVar[list] = []
+    authorizations: ClassVar[list] = []
 
     def _reply(self, body: dict) -> None:
         data = json.dumps(body).encode()
@@ -307,11 +309,13 @@ class FakeKfpServer(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def do_GET(self):
+        self.authorizations.append(self.headers.get("Authorization"))
         self.requests.append(("GET", self.path, None))
         self._reply({"experiments": [], "total_size": 0} if "/experiments" in self.path else {})
 
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.authorizations.append(self.headers.get("Authorization"))
         self.requests.append(("POST", self.path, body))
         if self.path == "/apis/v2beta1/experiments":
             self._reply({"experiment_id": "exp-1", "display_name": body["display_name"]})
@@ -322,8 +326,13 @@ class FakeKfpServer(BaseHTTPRequestHandler):
         pass
 
 
-def test_host_submits_the_compiled_pipeline_with_its_arguments(capsys):
-    FakeKfpServer.requests = []
+def test_host_submits_the_compiled_pipeline_with_its_arguments(capsys, tmp_path, monkeypatch):
+    """Also with the pod's KFP token: the file KF_PIPELINES_SA_TOKEN_PATH names (the weekly CronJob's projected token
+    at kfp's default path otherwise) goes with every request as a Bearer token, which a multi-user KFP requires."""
+    token = tmp_path / "token"
+    token.write_text("kfp-token-of-mlnt-submitter\n")  # the kubelet's file; the header carries it stripped
+    monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", str(token))
+    FakeKfpServer.requests, FakeKfpServer.authorizations = [], []
     server = HTTPServer(("127.0.0.1", 0), FakeKfpServer)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
@@ -333,6 +342,8 @@ def test_host_submits_the_compiled_pipeline_with_its_arguments(capsys):
     finally:
         server.shutdown()
     assert "submitted run run-1" in capsys.readouterr().out
+    assert ("POST", "/apis/v2beta1/runs") in [(m, p) for m, p, b in FakeKfpServer.requests]
+    assert FakeKfpServer.authorizations == ["Bearer kfp-token-of-mlnt-submitter"] * len(FakeKfpServer.requests)
     (experiment,) = [b for m, p, b in FakeKfpServer.requests if p == "/apis/v2beta1/experiments"]
     (submitted,) = [b for m, p, b in FakeKfpServer.requests if p == "/apis/v2beta1/runs"]
     assert experiment["display_name"] == "noisy" and submitted["experiment_id"] == "exp-1"
@@ -348,6 +359,23 @@ def test_host_submits_the_compiled_pipeline_with_its_arguments(capsys):
     assert type(json.loads(arguments["baseline_params"])["epochs"]) is int
 
 
+def test_host_without_a_kfp_token_sends_no_authorization(tmp_path, monkeypatch, capsys):
+    """Outside a pod (no token file at kfp's default path, no KF_PIPELINES_SA_TOKEN_PATH) nothing is invented: a
+    standalone KFP or a port-forward gets no Authorization header. A KF_PIPELINES_SA_TOKEN_PATH naming no file is one
+    line of error, before any request."""
+    import kfp.client  # noqa: PLC0415
+
+    monkeypatch.delenv("KF_PIPELINES_SA_TOKEN_PATH", raising=False)
+    monkeypatch.setattr(kfp.client, "KF_PIPELINES_SA_TOKEN_PATH", str(tmp_path / "no-token"))
+    FakeKfpServer.authorizations = []
+    submitted_run(["--data", "/mnt/data/fashion-mnist"])
+    assert FakeKfpServer.authorizations and set(FakeKfpServer.authorizations) == {None}
+    monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", str(tmp_path / "missing"))
+    assert run.main(["--host", "http://127.0.0.1:9"]) == 1  # nothing listens on port 9: refused before connecting
+    assert capsys.readouterr().err == (f"error: pipelines.run: KF_PIPELINES_SA_TOKEN_PATH: expected the KFP token "
+                                       f"file {tmp_path / 'missing'}, found none\n")
+
+
 def test_unreachable_host_is_one_line_of_error(capsys):
     server = HTTPServer(("127.0.0.1", 0), FakeKfpServer)
     port = server.server_address[1]
@@ -359,7 +387,7 @@ def test_unreachable_host_is_one_line_of_error(capsys):
 
 def submitted_run(argv: list[str]) -> dict:
     """The run ``pipelines.run.main(argv + ["--host", <a FakeKfpServer>])`` submits (asserting it returns 0)."""
-    FakeKfpServer.requests = []
+    FakeKfpServer.requests, FakeKfpServer.authorizations = [], []
     server = HTTPServer(("127.0.0.1", 0), FakeKfpServer)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:

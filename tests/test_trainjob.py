@@ -51,24 +51,42 @@ class Answered:
         return self.value
 
 
-class FakeCustomObjects:
-    """The calls the SDK makes to submit a job: look the runtime up (namespaced first), then create the TrainJob."""
+# The rights the submitting identity needs, as docs/deploy.md and pipelines/trainjob.py state them: (verb, resource of
+# trainer.kubeflow.org, namespace; None: cluster-scoped). The SDK reads the namespaced TrainingRuntime first and the
+# ClusterTrainingRuntime only on a 404; without the first right the API answers 403 and the SDK gives up.
+RIGHTS = {("get", "trainingruntimes", "mlnt"), ("get", "clustertrainingruntimes", None),
+          ("create", "trainjobs", "mlnt")}
 
-    def __init__(self):
+
+class FakeCustomObjects:
+    """The calls the SDK makes to submit a job: look the runtime up (namespaced first), then create the TrainJob. As
+    the API server does, it authorizes each call first: a call outside ``rights`` is a 403."""
+
+    def __init__(self, rights: set[tuple] = frozenset(RIGHTS)):
+        self.rights = rights
         self.lookups: list[tuple] = []
         self.created: list[tuple] = []
 
+    def _authorize(self, verb: str, group: str, plural: str, namespace: str | None) -> None:
+        if group != "trainer.kubeflow.org" or (verb, plural, namespace) not in self.rights:
+            where = f'in the namespace "{namespace}"' if namespace else "at the cluster scope"
+            raise ApiException(status=403, reason=f'Forbidden: cannot {verb} resource "{plural}" in API group '
+                                                  f'"{group}" {where}')
+
     def get_namespaced_custom_object(self, group, version, namespace, plural, name, **_):
+        self._authorize("get", group, plural, namespace)
         self.lookups.append((group, version, namespace, plural, name))
         raise ApiException(status=404, reason="Not Found")
 
     def get_cluster_custom_object(self, group, version, plural, name, **_):
+        self._authorize("get", group, plural, None)
         self.lookups.append((group, version, plural, name))
         if name != TORCH_DISTRIBUTED["metadata"]["name"]:
             raise ApiException(status=404, reason="Not Found")
         return Answered(copy.deepcopy(TORCH_DISTRIBUTED))
 
     def create_namespaced_custom_object(self, group, version, namespace, plural, body, **_):
+        self._authorize("create", group, plural, namespace)
         self.created.append((group, version, namespace, plural, body))
         return body
 
@@ -162,6 +180,21 @@ def test_other_settings_reach_the_submitted_job(cluster):
     spec = body["spec"]["trainer"]
     assert (spec["image"], spec["numNodes"]) == ("registry.example/mlnt:1.0-gpu", 4)
     assert spec["resourcesPerNode"]["limits"] == {"cpu": "8", "memory": "64Gi", "nvidia.com/gpu": 2}
+
+
+@pytest.mark.parametrize("right", sorted(RIGHTS, key=str))
+def test_the_documented_rights_are_the_ones_submitting_needs(cluster, right):
+    """With the rights docs/deploy.md and the module name (RIGHTS, which FakeCustomObjects enforces) the SDK submits
+    (the tests above); without any one of them, nothing is created."""
+    for text in (trainjob.__doc__, (ROOT / "docs" / "deploy.md").read_text()):
+        words = " ".join(text.split())
+        for verb, plural, _ in RIGHTS:
+            assert f"``{verb}`` on ``{plural}``" in words or f"`{verb}` on `{plural}`" in words, (verb, plural)
+    cluster.backend.custom_api.rights = RIGHTS - {right}
+    with pytest.raises(RuntimeError) as raised:
+        trainjob.submit(trainjob.TrainJobSettings(), name="mlnt-train", client=cluster)
+    assert not cluster.backend.custom_api.created
+    assert "403" in str(raised.value.__cause__) or "403" in str(raised.value), raised.value
 
 
 def test_an_unknown_runtime_is_reported_before_anything_is_created(cluster, monkeypatch):
