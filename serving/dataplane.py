@@ -7,6 +7,11 @@ before and encoding after (KServe's servicer does those). Errors that KServe's s
 datatype it cannot read, raw contents that do not match the inputs) and messages over the size limit (refused by
 gRPC itself) are not counted.
 
+A gRPC inference that names a ``model_version`` other than the version of the release served is refused here with
+``NOT_FOUND`` (KServe's servicer ignores the field), as REST answers ``/v2/models/<name>/versions/<v>/infer`` 404;
+the served version, or none, is inferred. (``ModelReady`` and ``ModelMetadata`` ignore their ``version``: KServe's
+servicer does not pass it on.)
+
 A gRPC request's client (``serving.clients``) is set here too, from the call's metadata: ``grpc`` for all of them,
 or with ``--client-header`` the address that header names.
 
@@ -26,9 +31,18 @@ from kserve.protocol.infer_type import InferRequest
 
 from serving.clients import CLIENT, ClientIdentity
 from serving.metrics import PredictorMetrics
+from serving.routes import version_refusal
 
 GRPC = "grpc-v2"  # the protocol label, KServe's name for the Open Inference Protocol over gRPC
 CLIENT_ERRORS = (InvalidInput, ModelNotFound, UnsupportedProtocol)  # serving.inputs.BadRequest is an InvalidInput
+
+
+class VersionNotFound(ModelNotFound):
+    """A version of a model other than the one it serves: gRPC ``NOT_FOUND`` (REST answers the versioned path 404)."""
+
+    def __init__(self, reason: str):
+        super().__init__()
+        self.reason = reason
 
 
 class AccountedDataPlane(DataPlane):
@@ -70,10 +84,10 @@ class AccountedDataPlane(DataPlane):
     async def accounted(self, model_name: str, request: InferRequest, headers: dict | None):
         """KServe's inference of a gRPC request, counted and timed in ``metrics`` (if any)."""
         if self.metrics is None:
-            return await super().infer(model_name, request, headers)
+            return await self.versioned(model_name, request, headers)
         outcome, start = "server_error", time.perf_counter()  # an exception that escapes is a server error
         try:
-            answer = await super().infer(model_name, request, headers)
+            answer = await self.versioned(model_name, request, headers)
         except CLIENT_ERRORS:
             outcome = "client_error"
             raise
@@ -82,3 +96,11 @@ class AccountedDataPlane(DataPlane):
             return answer
         finally:
             self.metrics.answered(GRPC, outcome, time.perf_counter() - start)
+
+    async def versioned(self, model_name: str, request: InferRequest, headers: dict | None):
+        """KServe's inference of a gRPC request whose ``model_version``, if any, is the served release's version
+        (KServe ignores the field); ``VersionNotFound`` for another."""
+        release = getattr(self.model_registry.get_model(model_name), "release", None)
+        if request.model_version and release is not None and request.model_version != release.version:
+            raise VersionNotFound(version_refusal(model_name, release.version, request.model_version))
+        return await super().infer(model_name, request, headers)

@@ -5,7 +5,8 @@ Bodies: ``{"predicted": "Coat", "label": "Shirt"}`` (one label for a prediction 
 (v1-style instances the predictor classifies again, each with its true label). Classes are names or indices.
 
 Feedback decides what the label-disagreement alert says, so it is guarded in this order, each step before any work
-of the next: the bearer token (``serving.auth``: 401), the body's form (400), then the client's rate
+of the next: the bearer token (``serving.auth``: 401; ``serving.middleware.Guard`` checks it before the body is even
+read, and the route again), the body's form (400), then the client's rate
 (``serving.clients.RateLimiter``, one unit per label, per client as ``serving.clients.ClientIdentity`` tells them
 apart: 429 with ``Retry-After``), and only then the inference that
 the ``instances`` form asks for.

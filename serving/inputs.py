@@ -19,6 +19,7 @@ import io
 import math
 import struct
 from dataclasses import dataclass
+from itertools import chain
 
 import numpy as np
 import orjson
@@ -29,6 +30,12 @@ from serving.release import SHORT_SIDE, InputSpec
 
 IMAGE_FORMATS = ("PNG", "JPEG")
 MAX_IMAGE_PIXELS = 4096 * 4096  # larger images are refused before they are decompressed
+# What Pillow raises for bytes it cannot read: besides its own errors, a PNG's truncated IHDR chunk is a ValueError
+# when it is opened and a broken chunk a SyntaxError when it is decoded; struct.error, IndexError and TypeError come
+# from other cut or corrupt headers.
+UNREADABLE = (UnidentifiedImageError, OSError, Image.DecompressionBombError, ValueError, SyntaxError, struct.error,
+              IndexError, TypeError)
+NUMBERS = frozenset({int, float})  # JSON numbers as parsed; a bool is neither
 
 
 class BadRequest(InvalidInput):
@@ -149,7 +156,9 @@ def image_size(blob: bytes, what: str) -> tuple[int, int]:
         with Image.open(io.BytesIO(blob)) as opened:
             _check_header(opened, what)
             return opened.width, opened.height
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+    except BadRequest:  # a ValueError too: ours, already one sentence
+        raise
+    except UNREADABLE as exc:
         raise _unreadable(blob, what, exc) from None
 
 
@@ -180,7 +189,9 @@ def decode_image(blob: bytes, spec: InputSpec, what: str) -> np.ndarray:
             img = _eight_bits(opened, what).convert("L" if spec.channels == 1 else "RGB")
         img = fit(img, spec)
         return np.asarray(img, dtype=np.uint8).reshape(spec.height, spec.width, spec.channels)
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+    except BadRequest:  # a ValueError too: ours, already one sentence
+        raise
+    except UNREADABLE as exc:
         raise _unreadable(blob, what, exc) from None
 
 
@@ -238,6 +249,10 @@ def _check_shape(shape: list[int], spec: InputSpec, max_batch: int) -> None:
 
 
 def _values(data: object, shape: list[int] | None, what: str) -> np.ndarray:
+    odd = _leaf_types(data) - NUMBERS
+    if odd and list not in odd:  # numpy would turn "0.5" and true into numbers; ragged lists it refuses below
+        raise BadRequest(f"{what}: expected numbers in nested lists of equal length, found other values "
+                         f"({', '.join(sorted(_KINDS.get(t, t.__name__) for t in odd))})")
     try:
         with np.errstate(over="ignore"):  # numbers beyond float32 become infinity, refused by _finite
             values = np.asarray(data, dtype=np.float32)
@@ -249,6 +264,18 @@ def _values(data: object, shape: list[int] | None, what: str) -> np.ndarray:
     if values.size != math.prod(shape):
         raise BadRequest(f"{what}: expected {math.prod(shape)} values for shape {list(shape)}, found {values.size}")
     return values.reshape(shape)
+
+
+_KINDS = {str: "strings", bool: "booleans", type(None): "nulls", dict: "objects"}
+
+
+def _leaf_types(data: object) -> set[type]:
+    """The types of what nested lists hold at the bottom, one level at a time (loops in C: cheap next to the JSON
+    parse); ``list`` among them when the lists are ragged."""
+    level = [data]
+    while (kinds := set(map(type, level))) == {list}:
+        level = list(chain.from_iterable(level))
+    return kinds
 
 
 def _raw_fp32(raw: bytes, shape: list[int], what: str) -> np.ndarray:

@@ -10,9 +10,11 @@ import time
 from collections.abc import Awaitable, Callable
 
 import orjson
+from starlette.datastructures import Headers
 from starlette.routing import Router
 
 from serving import routes
+from serving.auth import FeedbackToken
 from serving.binary import HEADER as BINARY_HEADER
 from serving.binary import unpack
 from serving.budget import Budget, check_v1, check_v2
@@ -23,6 +25,7 @@ from serving.metrics import PredictorMetrics
 log = logging.getLogger(__name__)
 INTERNAL = "expected a request the predictor can answer, found one that failed inside it (the server log has why)"
 
+JSON_TYPES = {str: "string", int: "number", float: "number", bool: "boolean", list: "list"}  # else null
 ROUTE = re.compile(r"^/v(?P<protocol>[12])/models/(?P<name>[^/:]+)(?P<rest>.*)$")
 
 Receive = Callable[[], Awaitable[dict]]
@@ -64,17 +67,21 @@ class Accounting:
 
 class Guard:
     """In front of KServe's routes, before any work: 403 for a route the predictor does not serve
-    (``serving.routes``), 404 for an unknown model name, 413 for a body over the budget's bytes, 400 for malformed
-    JSON, a v2 binary body that does not fit its header, or a request that declares more than the budget
-    (``serving.budget``); a JSON body sent without a JSON content type (``curl -d``) passes as JSON. It notes the
-    client (``serving.clients``: the peer; for a POST to the model, the one ``clients`` names), and answers an
-    exception that escapes the app with a 500 that names no internals (KServe's own handler would answer with the
-    exception's type and message), logging its traceback instead."""
+    (``serving.routes``), 404 for an unknown model name or a version other than the one served (a versioned v2
+    path of the served version goes on as the unversioned path: KServe answers those with a 501), 401 for feedback
+    without the feedback token (before its body is read), 413 for a body over the budget's bytes, 400 for malformed
+    JSON, a v2 body that is no JSON object, a v2 binary body that does not fit its header, or a request that declares
+    more than the budget (``serving.budget``); a JSON body sent without a JSON content type (``curl -d``) passes as
+    JSON. It notes the client (``serving.clients``: the peer; for a POST to the model, the one ``clients`` names),
+    and answers an exception that escapes the app with a 500 that names no internals (KServe's own handler would
+    answer with the exception's type and message), logging its traceback instead. ``models`` maps each model's name
+    to the version it serves; ``token`` is the feedback token (``None``: the feedback route checks it alone)."""
 
-    def __init__(self, app, *, models: set[str], budget: Budget, router: Router | None = None,
-                 served: frozenset[str] = routes.SERVED, clients: ClientIdentity | None = None):
+    def __init__(self, app, *, models: dict[str, str], budget: Budget, router: Router | None = None,
+                 served: frozenset[str] = routes.SERVED, clients: ClientIdentity | None = None,
+                 token: FeedbackToken | None = None):
         self.app, self.models, self.budget, self.router, self.served = app, models, budget, router, served
-        self.clients = clients or ClientIdentity()
+        self.clients, self.token = clients or ClientIdentity(), token
 
     async def __call__(self, scope: dict, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -106,8 +113,11 @@ class Guard:
         route = ROUTE.match(scope.get("path", ""))
         if route is None:
             return await self.app(scope, receive, send)
-        if route["name"] not in self.models:
-            return await reply(send, 404, f"Unknown model '{route['name']}'. Valid: {', '.join(sorted(self.models))}")
+        try:
+            scope, route = self.admitted(scope, route, found)
+        except BadRequest as exc:
+            log.info("%s %s -> %d: %s", scope["method"], scope["path"], exc.status, exc.reason)
+            return await reply(send, exc.status, exc.reason, exc.headers)
         if scope["method"] != "POST":
             return await self.app(scope, receive, send)
         # Inference and feedback only: probes and scrapes come without the proxies' header and are no one's traffic.
@@ -121,6 +131,28 @@ class Guard:
         except BadRequest as exc:
             return await reply(send, 400, str(exc))
         await self.app(scope, replay(body, receive), send)
+
+    def admitted(self, scope: dict, route: re.Match, found: str | None) -> tuple[dict, re.Match]:
+        """The request to a model's path, checked before its body is read: a known model (404), the version it
+        serves on a versioned path, then the path without it (``unversioned``), and the feedback token (401)."""
+        if route["name"] not in self.models:
+            raise BadRequest(f"Unknown model '{route['name']}'. Valid: {', '.join(sorted(self.models))}", 404)
+        if found in routes.VERSIONED:
+            scope = unversioned(scope, route, self.models[route["name"]])
+            route = ROUTE.match(scope["path"])
+        if self.token is not None and scope["method"] == "POST" and kind(route) == "feedback":
+            self.token.check(Headers(scope=scope).get("authorization"))
+        return scope, route
+
+
+def unversioned(scope: dict, route: re.Match, version: str) -> dict:
+    """The scope of ``/v2/models/<name>/versions/<v>[/ready|/infer]`` at the path without ``/versions/<v>`` when
+    ``<v>`` is the ``version`` the model serves; else a 404."""
+    given, _, rest = route["rest"].removeprefix("/versions/").partition("/")
+    if given != version:
+        raise BadRequest(routes.version_refusal(route["name"], version, given), 404)
+    path = f"/v2/models/{route['name']}" + (f"/{rest}" if rest else "")
+    return {**scope, "path": path, "raw_path": path.encode()}
 
 
 def kind(route: re.Match) -> str:
@@ -157,6 +189,9 @@ def prepared(body: bytes, scope: dict, *, kind: str, budget: Budget) -> tuple[by
         headers[BINARY_HEADER] = str(json_length).encode()
     else:
         parsed = parse_json(body)
+        if kind == "v2" and not isinstance(parsed, dict):  # KServe would read a JSON string as binary data
+            raise BadRequest('expected an Open Inference Protocol v2 body {"inputs": [{"name", "shape", "datatype", '
+                             f'"data"}}]}}, found a JSON {JSON_TYPES.get(type(parsed), "null")}')
         if kind == "v2":
             check_v2(parsed, budget)
         elif kind in ("v1", "feedback"):
@@ -182,9 +217,11 @@ def replay(body: bytes, receive: Receive) -> Receive:
     return receive_again
 
 
-async def reply(send: Send, status: int, message: str) -> None:
-    """Answer ``status`` with the JSON body ``{"error": message}``."""
+async def reply(send: Send, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+    """Answer ``status`` with the JSON body ``{"error": message}`` (and ``headers``)."""
     body = orjson.dumps({"error": message})
+    extra = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            *extra]})
     await send({"type": "http.response.body", "body": body})

@@ -11,13 +11,17 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute, Match
 
+# The versioned v2 paths: KServe 0.21 answers them 501; the predictor serves them for the version of the release it
+# serves, as the paths without the version, and answers any other version 404 (serving.middleware.unversioned).
+VERSIONED = frozenset({"/v2/models/{model_name}/versions/{model_version}",
+                       "/v2/models/{model_name}/versions/{model_version}/ready",
+                       "/v2/models/{model_name}/versions/{model_version}/infer"})
 SERVED = frozenset({
     "/", "/metrics",
     "/v1/models", "/v1/models/{model_name}", "/v1/models/{model_name}:predict",
     "/v2", "/v2/health/live", "/v2/health/ready", "/v2/models",
     "/v2/models/{model_name}", "/v2/models/{model_name}/ready", "/v2/models/{model_name}/infer",
-    "/v2/models/{model_name}/versions/{model_version}", "/v2/models/{model_name}/versions/{model_version}/ready",
-    "/v2/models/{model_name}/versions/{model_version}/infer",
+    *VERSIONED,
     "/v1/models/{model_name}/feedback", "/v2/models/{model_name}/feedback",
 })
 DOCS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})  # with --enable_docs_url
@@ -86,3 +90,10 @@ def repository_refusal(action: str, model_name: str) -> str:
     return (f"expected no {action} of models at run time (this predictor serves one release: roll out a new "
             f"release to change it, or start it with --enable-model-repository), found a request to {action} "
             f"'{model_name}'")
+
+
+def version_refusal(model_name: str, served: str, given: str) -> str:
+    """The sentence refusing a request for version ``given`` of ``model_name``, which serves ``served``: REST's 404 and
+    gRPC's ``NOT_FOUND``."""
+    return (f"expected version '{served}' of model '{model_name}' (the release this predictor serves), found version "
+            f"'{given}'")

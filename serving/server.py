@@ -15,6 +15,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from kserve import ModelServer, model_server
 from kserve.model_server import app as kserve_app
+from starlette.exceptions import HTTPException
 
 from serving import logs, routes
 from serving.auth import FeedbackToken
@@ -76,12 +77,13 @@ def install(app: FastAPI, model: Classifier, protection: Protection) -> None:
         install_docs(app)
     budget = Budget.for_input(model.spec.shape, images=model.max_batch, pixels=model.max_decode_pixels,
                               body_bytes=protection.max_body_bytes)
-    app.add_middleware(Guard, models={model.name}, budget=budget, router=app.router,
+    app.add_middleware(Guard, models={model.name: model.release.version}, budget=budget, router=app.router,
                        served=routes.served(docs=protection.docs, repository=protection.repository),
-                       clients=protection.clients)
+                       clients=protection.clients, token=protection.token)
     app.add_middleware(Accounting, metrics=model.metrics)  # outermost of ours: sees Guard's answers too
     app.add_exception_handler(BadRequest, bad_request)
     app.add_exception_handler(RequestValidationError, invalid_body)
+    app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(Refused, refused)
     install_feedback(app, model, model.metrics, token=protection.token,
                      limiter=RateLimiter(protection.feedback_rate, protection.feedback_burst))
@@ -162,6 +164,21 @@ async def bad_request(request: Request, exc: BadRequest) -> JSONResponse:
     """The JSON answer ``{"error": reason}`` of a ``BadRequest``, with its status and headers, logged at info."""
     log.info("%s %s -> %d: %s", request.method, request.url.path, exc.status, exc.reason)
     return JSONResponse(status_code=exc.status, content={"error": exc.reason}, headers=exc.headers)
+
+
+async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    """Starlette's own refusals in the predictor's shape ``{"error": "... expected ..., found ..."}`` (FastAPI's
+    would be ``{"detail": "Method Not Allowed"}``): a method the route does not take (405, with ``Allow``), a path
+    that is no route (404); logged at info."""
+    method, path = request.method, request.url.path
+    if exc.status_code == 405:
+        message = f"{path}: expected {(exc.headers or {}).get('Allow', 'another method')}, found {method}"
+    elif exc.status_code == 404:
+        message = f"expected one of the predictor's endpoints (docs/serving.md), found {method} {path}, no route"
+    else:
+        message = f"expected a request the predictor can answer, found {exc.detail}"
+    log.info("%s %s -> %d: %s", method, path, exc.status_code, message)
+    return JSONResponse(status_code=exc.status_code, content={"error": message}, headers=exc.headers)
 
 
 async def invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:

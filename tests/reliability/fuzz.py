@@ -3,12 +3,12 @@
 content type, the model name, the method, the size), or does what a hostile client does (shapes that declare
 astronomically many values, JSON types where the header expects a string, non-ASCII digits in the binary length
 header, bodies of empty binary elements, images that decompress to more pixels than a request may decode, malformed
-feedback, the model repository and routes the predictor does not serve, control characters in paths and fields).
-Every one of them deserves a 4xx that says why, without internals.
+feedback, the model repository and routes the predictor does not serve, control characters in paths and fields,
+images whose header reads as PNG or JPEG and whose body does not). Every one of them deserves a 4xx that says why,
+without internals.
 
-Left out because the predictor serves them (leniently, through numpy's conversion) rather than failing: FP32 data
-given as JSON booleans or numeric strings, the datatype in lower case (``fp32``), and nested data lists of the
-tensor's shape (which the protocol allows). docs/reliability.md lists them.
+Left out because the predictor serves them rather than failing: the datatype in lower case (``fp32``), and nested
+data lists of the tensor's shape (which the protocol allows). docs/reliability.md lists them.
 
 The model they target is the tiny release of tests/serving/conftest.py: input ``images`` FP32 ``[N, 1, 8, 8]``,
 at most ``max_batch`` images and ``max_body_bytes`` per request."""
@@ -23,6 +23,7 @@ import math
 import random
 import struct
 import urllib.parse
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -135,7 +136,8 @@ def _count_mismatch(rng):
 
 
 def _not_numbers(rng):
-    data = rng.choice([["a"] * 64, [None] * 64, [{"x": 1}] * 64, [[1, 2], [3]], "1,2,3", ["0.5", "x"] * 32, {}])
+    data = rng.choice([["a"] * 64, [None] * 64, [{"x": 1}] * 64, [[1, 2], [3]], "1,2,3", ["0.5", "x"] * 32, {},
+                       ["0.5"] * 64, [True] * 64, [0.5] * 63 + [False]])  # numpy would read "0.5" and true as numbers
     return Request("values that are not numbers", V2, v2(tensor(rng, shape=[1, *SHAPE], data=data)))
 
 
@@ -275,6 +277,43 @@ def _pixel_bombs(rng):
     return Request("pixel bomb", V1, dumps({"instances": [{"image": {"b64": b}} for b in images]}))
 
 
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def _corrupt_body(rng: random.Random) -> bytes:
+    """A PNG or JPEG whose signature and header read as one and whose body does not: Pillow opens it (or starts to)
+    and fails in ways other than its own errors (a ValueError for an IHDR chunk cut short, a SyntaxError for a broken
+    chunk while decoding)."""
+    buffer = io.BytesIO()
+    fmt = rng.choice(["PNG", "PNG", "PNG", "JPEG"])
+    Image.frombytes("L", (8, 8), rng.randbytes(64)).save(buffer, fmt)
+    good = buffer.getvalue()
+    if fmt == "JPEG":  # cut inside the scan
+        return good[:rng.randint(good.index(b"\xff\xda") + 2, len(good) - 3)]
+    at = good.index(b"IDAT") - 4
+    idat = good[at + 8:at + 8 + struct.unpack(">I", good[at:at + 4])[0]]
+    kind = rng.choice(["short IHDR", "cut IDAT", "junk chunk"])
+    if kind == "short IHDR":  # the signature, then an IHDR chunk of fewer than its 13 bytes (a valid CRC)
+        return good[:8] + _png_chunk(b"IHDR", good[16:16 + rng.randint(0, 12)])
+    cut = good[:at] + _png_chunk(b"IDAT", idat[:rng.randint(1, len(idat) // 2)])  # too little for the pixels
+    if kind == "cut IDAT":  # then a chunk header of random bytes
+        return cut + rng.randbytes(12)
+    return cut + b"\0\0\0\0" + rng.randbytes(4) + b"\0\0\0\0"  # an empty chunk of a junk type
+
+
+def _corrupt_images(rng):
+    blobs = [base64.b64encode(_corrupt_body(rng)).decode() for _ in range(rng.randint(1, 3))]
+    where = rng.choice(["v1", "v2", "feedback"])
+    if where == "v2":
+        return Request("valid header, corrupt body", V2, v2({"name": "image", "shape": [len(blobs)],
+                                                             "datatype": "BYTES", "data": blobs}))
+    instances = {"instances": [{"image": {"b64": b}} for b in blobs]}
+    if where == "feedback":
+        return Request("valid header, corrupt body", FEEDBACK, dumps({**instances, "labels": [0] * len(blobs)}))
+    return Request("valid header, corrupt body", V1, dumps(instances))
+
+
 def _bad_feedback(rng):
     body = rng.choice([{"instances": 5, "labels": [1]}, {"instances": {"a": 1}, "labels": "x"},
                        {"instances": [[[[0.0] * 8] * 8]], "labels": 3}, {"instances": "x", "labels": None},
@@ -313,9 +352,9 @@ def _control_characters(rng):
 MUTATIONS: list[Callable[[random.Random], Request]] = [
     _random_bytes, _truncated_json, _not_an_object, _no_inputs, _wrong_shape, _wrong_datatype, _wrong_name,
     _huge_dims, _negative_dims, _non_finite, _count_mismatch, _not_numbers, _bad_instances, _bad_images,
-    _bad_binary, _content_type, _unknown_model, _oversize, _batch_limits, _deep_nesting, _wrong_method,
-    _many_inputs, _astronomical_shapes, _wrong_json_types, _non_ascii_length, _empty_elements, _pixel_bombs,
-    _bad_feedback, _management, _control_characters,
+    _corrupt_images, _bad_binary, _content_type, _unknown_model, _oversize, _batch_limits, _deep_nesting,
+    _wrong_method, _many_inputs, _astronomical_shapes, _wrong_json_types, _non_ascii_length, _empty_elements,
+    _pixel_bombs, _bad_feedback, _management, _control_characters,
 ]
 
 

@@ -4,12 +4,16 @@ as ``python -m serving`` on free ports: REST (``server``, its URL) and gRPC (``g
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import struct
+import zlib
 from pathlib import Path
 
 import httpx
 import pytest
 import torch
+from PIL import Image
 
 from components.export import to_onnx
 from model.networks import SmallCNN
@@ -22,6 +26,28 @@ VERSION = "v20260101T000000Z-test"
 ROOT = Path(__file__).resolve().parents[2]
 LIMITS = {"max_batch": 16, "max_body_bytes": 65536, "drift_window": 32, "max_decode_pixels": 4096 * 4096}
 CLIENT_SHARE = 0.1  # the predictor's default --drift-client-share: one client holds at most 3 of the 32 slots
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    """A PNG chunk: its length, type, data and CRC (a valid one)."""
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def corrupt_pngs() -> dict[str, bytes]:
+    """PNGs that Pillow starts to read and fails on with neither of its own errors: a 24-byte PNG whose IHDR chunk
+    is 4 bytes long (a ValueError when opened), and an 8 x 8 one whose IDAT is cut in half and followed by a chunk of
+    a junk type (its header reads well; a SyntaxError when decoded)."""
+    buffer = io.BytesIO()
+    Image.new("L", (8, 8), 128).save(buffer, "PNG")
+    good = buffer.getvalue()
+    at = good.index(b"IDAT") - 4
+    idat = good[at + 8:at + 8 + struct.unpack(">I", good[at:at + 4])[0]]
+    return {"IHDR of 4 bytes": good[:8] + png_chunk(b"IHDR", b"\0\0\0\x1c"),
+            "IDAT cut, junk chunk": good[:at] + png_chunk(b"IDAT", idat[:len(idat) // 2])
+            + b"\0\0\0\0\x01\x02\x03\x04\0\0\0\0"}
+
+
+CORRUPT_PNGS = corrupt_pngs()
 
 
 def write_release(folder: Path, *, size: int = 8, seed: int = 0) -> tuple[Path, torch.nn.Module]:

@@ -1,4 +1,5 @@
-"""The feedback token (``serving.auth``) and the per-client rate limit (``serving.clients``), without a server."""
+"""The feedback token (``serving.auth``) and the per-client rate limit (``serving.clients``), without a server; the
+token as feedback's first check, in-process (``tests.serving.inprocess``)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ import pytest
 from serving.auth import TOKEN_ENV, FeedbackToken, TokenError
 from serving.clients import RateLimiter, peer
 from serving.inputs import BadRequest
+from serving.server import Protection
+from tests.serving.conftest import LIMITS
+from tests.serving.inprocess import NAME, InProcess
 
 SECRET = "s" * 12 + "-feedback"
 
@@ -90,3 +94,21 @@ def test_the_rate_limiter_is_a_token_bucket_per_client():
 def test_the_client_is_the_peer_address():
     assert peer({"client": ("10.1.2.3", 5555), "headers": [(b"x-forwarded-for", b"1.1.1.1")]}) == "10.1.2.3"
     assert peer({}) == "unknown"
+
+
+def test_the_token_is_feedbacks_first_check_made_before_the_body_is_read(release):
+    predictor = InProcess(release[0], protection=Protection(LIMITS["max_body_bytes"],
+                                                            token=FeedbackToken(token=SECRET)))
+    three_hundred = {"instances": [[[[0.0] * 8] * 8]] * 300, "labels": [0] * 300}  # over the batch and body limits
+    url = f"/v1/models/{NAME}/feedback"
+    for body in [{"content": b"{not json"}, {"json": three_hundred}, {"json": {"feedback": 7}},
+                 {"json": {"predicted": 0, "label": 1}}]:
+        answer = predictor.request("POST", url, **body)
+        assert answer.status_code == 401, (body, answer.text)
+        assert answer.json() == {"error": "expected an 'Authorization: Bearer <feedback token>' header, found none"}
+        assert answer.headers["www-authenticate"].startswith("Bearer")
+    signed = {"authorization": f"Bearer {SECRET}"}
+    assert predictor.request("POST", url, content=b"{not json", headers=signed).status_code == 400
+    assert predictor.request("POST", url, json=three_hundred, headers=signed).status_code == 413
+    assert predictor.request("POST", url, json={"predicted": 0, "label": 1}, headers=signed).json()["received"] == 1
+    assert predictor.sample("mlnt_feedback_total") == 1

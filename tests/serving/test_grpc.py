@@ -16,7 +16,7 @@ from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceSt
 
 from monitoring import metrics as contract
 from serving.dataplane import GRPC
-from tests.serving.conftest import CLASSES, LIMITS
+from tests.serving.conftest import CLASSES, CORRUPT_PNGS, LIMITS, VERSION
 from tests.serving.test_server import NAME, V2, encode, metric, v2_images, v2_probabilities, v2_tensor
 
 
@@ -87,8 +87,8 @@ def test_encoded_images_are_the_files_bytes(grpc_target, server, client):
     np.testing.assert_allclose(infer(grpc_target, images)["probabilities"], rest, atol=1e-6)
 
 
-def request(datatype: str, shape: list[int], raw: bytes, name: str = "images", model: str = NAME):
-    return pb.ModelInferRequest(model_name=model, raw_input_contents=[raw], inputs=[
+def request(datatype: str, shape: list[int], raw: bytes, name: str = "images", model: str = NAME, version: str = ""):
+    return pb.ModelInferRequest(model_name=model, model_version=version, raw_input_contents=[raw], inputs=[
         pb.ModelInferRequest.InferInputTensor(name=name, datatype=datatype, shape=shape)])
 
 
@@ -108,8 +108,13 @@ BAD = [  # (case, request, status, the message names what was expected and what 
      grpc.StatusCode.INVALID_ARGUMENT, "expected BYTES elements each prefixed by its 4-byte little-endian length"),
     ("bytes that are not an image", request("BYTES", [1], struct.pack("<I", 11) + b"hello world", name="image"),
      grpc.StatusCode.INVALID_ARGUMENT, "image 0: expected PNG or JPEG bytes, found 11 bytes"),
+    *[(case, request("BYTES", [1], struct.pack("<I", len(blob)) + blob, name="image"),
+       grpc.StatusCode.INVALID_ARGUMENT, f"image 0: expected PNG or JPEG bytes, found {len(blob)} bytes that are not "
+                                         "a readable image") for case, blob in CORRUPT_PNGS.items()],
     ("unknown model", request("FP32", [1, 1, 8, 8], ZEROS, model="nope"), grpc.StatusCode.NOT_FOUND,
      "Model with name nope does not exist"),
+    ("another version", request("FP32", [1, 1, 8, 8], ZEROS, version="1"), grpc.StatusCode.NOT_FOUND,
+     f"expected version '{VERSION}' of model '{NAME}' (the release this predictor serves), found version '1'"),
 ]
 
 
@@ -120,6 +125,15 @@ def test_bad_requests_get_the_rest_paths_checks_and_are_counted(stub, server, cl
     error = refused(stub.ModelInfer, request_)
     assert error.code() == status and message in error.details(), (error.code(), error.details())
     assert metric(client, server, "mlnt_requests_total", **counted) == before + 1
+
+
+def test_the_served_version_is_inferred_as_rest_serves_its_versioned_path(stub, server, client):
+    x = np.random.default_rng(12).standard_normal((1, 1, 8, 8)).astype(np.float32)
+    answer = stub.ModelInfer(request("FP32", [1, 1, 8, 8], x.tobytes(), version=VERSION), timeout=30)
+    found = np.frombuffer(answer.raw_output_contents[0], "<f4") if answer.raw_output_contents else \
+        np.asarray(answer.outputs[0].contents.fp32_contents, np.float32)
+    rest = client.post(f"{server}/v2/models/{NAME}/versions/{VERSION}/infer", json=v2_tensor(x))
+    np.testing.assert_allclose(found.reshape(1, -1), v2_probabilities(rest), atol=1e-6)
 
 
 def test_a_message_over_max_body_bytes_is_refused(stub, grpc_target):

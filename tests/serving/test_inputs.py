@@ -16,8 +16,9 @@ from components.common.splits import normalise as training_normalise
 from serving.binary import unpack as unpack_within
 from serving.budget import Budget
 from serving.drift import DriftWindow
-from serving.inputs import BadRequest, Encoded, decode_image, decode_images, normalise, v1_batch, v2_batch
+from serving.inputs import BadRequest, Encoded, decode_image, decode_images, image_size, normalise, v1_batch, v2_batch
 from serving.release import InputSpec
+from tests.serving.conftest import CORRUPT_PNGS
 
 GREY = InputSpec(name="images", channels=1, height=8, width=8, mean=(0.3,), std=(0.35,), output="probabilities",
                  class_names=("a", "b"))
@@ -88,6 +89,36 @@ def test_encoded_images_are_decoded_within_the_pixel_budget():
         decode_images(blobs, GREY, 263)
     with pytest.raises(BadRequest, match="image 1: expected PNG or JPEG bytes, found 5 bytes"):
         decode_images([blobs[0], b"hello"], GREY, 10**6)  # every header is read before anything is decoded
+
+
+BROKEN_CHUNK = r"broken PNG file \(chunk b'\\x01\\x02\\x03\\x04'\)"  # Pillow's SyntaxError, quoting the junk type
+
+
+@pytest.mark.parametrize(("case", "why"), [("IHDR of 4 bytes", "Truncated IHDR chunk"),
+                                          ("IDAT cut, junk chunk", BROKEN_CHUNK)])
+def test_a_png_with_a_corrupt_body_is_bytes_that_are_not_a_readable_image(case, why):
+    blob = CORRUPT_PNGS[case]
+    with pytest.raises(BadRequest, match=rf"^image 0: expected PNG or JPEG bytes, found {len(blob)} bytes that are not "
+                                         rf"a readable image \(starting .*: {why}\)$"):
+        decode_images([blob], GREY, 10**6)
+    if case == "IDAT cut, junk chunk":  # its header reads well: it fails in the decoding, after the pixel budget
+        assert image_size(blob, "image 0") == (8, 8)
+        with pytest.raises(BadRequest, match="image 3: expected PNG or JPEG bytes"):
+            decode_image(blob, RGB, "image 3")
+
+
+@pytest.mark.parametrize(("data", "found"), [(["0.5"] * 64, "strings"), ([True] * 64, "booleans"),
+                                             ([0.5] * 63 + [False], "booleans"), ([0.5] * 63 + [None], "nulls"),
+                                             ([[0.5] * 32, ["0.5"] * 32], "strings"), ("0.5", "strings")])
+def test_values_that_are_not_json_numbers_are_refused_though_numpy_would_read_them(data, found):
+    message = f"expected numbers in nested lists of equal length, found other values \\({found}\\)"
+    with pytest.raises(BadRequest, match=f"^input 'images': {message}$"):
+        v2_batch(InferRequest("m", [InferInput("images", [1, 1, 8, 8], "FP32", data=data)]), GREY, 4)
+    if isinstance(data, list) and len(data) == 64:
+        with pytest.raises(BadRequest, match=f"^instances: {message}$"):
+            v1_batch({"instances": [[data[i * 8:(i + 1) * 8] for i in range(8)]]}, GREY, 4)
+    assert v2_batch(InferRequest("m", [InferInput("images", [1, 1, 8, 8], "FP32", data=[0, 1.5] * 32)]), GREY,
+                    4).dtype == np.float32  # JSON integers are numbers
 
 
 def test_the_drift_window_slides_and_measures_total_variation():

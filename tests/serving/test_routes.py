@@ -11,7 +11,7 @@ from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 
 from serving import routes
 from serving.server import Protection
-from tests.serving.conftest import LIMITS
+from tests.serving.conftest import LIMITS, VERSION
 from tests.serving.inprocess import NAME, InProcess
 
 X = {"inputs": [{"name": "images", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": [0.0] * 64}]}
@@ -28,6 +28,28 @@ def test_the_served_list_holds_no_management_route():
     assert not {t for t in routes.SERVED if "repository" in t or ":explain" in t}
     assert routes.served(repository=True) - routes.SERVED == routes.REPOSITORY
     assert routes.served(docs=True) - routes.SERVED == routes.DOCS
+
+
+def test_the_versioned_v2_paths_serve_the_release_version_and_refuse_any_other(predictor):
+    assert routes.VERSIONED <= routes.SERVED
+    versioned = f"/v2/models/{NAME}/versions/{VERSION}"
+    assert predictor.request("GET", versioned).json() == predictor.request("GET", f"/v2/models/{NAME}").json()
+    assert predictor.request("GET", f"{versioned}/ready").json() == {"name": NAME, "ready": True}
+    want = predictor.request("POST", f"/v2/models/{NAME}/infer", json=X).json()["outputs"][0]["data"]
+    np.testing.assert_allclose(predictor.request("POST", f"{versioned}/infer", json=X).json()["outputs"][0]["data"],
+                               want, atol=1e-7)
+
+    def count(outcome: str) -> float:
+        return predictor.sample("mlnt_requests_total", protocol="v2", outcome=outcome)
+
+    before = count("client_error"), count("server_error")
+    for method, suffix, body in [("GET", "", None), ("GET", "/ready", None), ("POST", "/infer", X)]:
+        answer = predictor.request(method, f"/v2/models/{NAME}/versions/1{suffix}", json=body)
+        assert answer.status_code == 404, (suffix, answer.text)
+        assert answer.json() == {"error": f"expected version '{VERSION}' of model '{NAME}' (the release this predictor "
+                                          f"serves), found version '1'"}
+    assert (count("client_error"), count("server_error")) == (before[0] + 1, before[1])  # the inference counted
+    assert predictor.request("POST", f"/v2/models/nope/versions/{VERSION}/infer", json=X).status_code == 404
 
 
 def test_the_model_repository_refuses_unless_enabled(predictor):

@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from components.common.splits import normalise
 from monitoring import metrics as contract
-from tests.serving.conftest import CLASSES, CLIENT_SHARE, LIMITS, MEAN, STD, VERSION
+from tests.serving.conftest import CLASSES, CLIENT_SHARE, CORRUPT_PNGS, LIMITS, MEAN, STD, VERSION
 
 NAME = "mlnt-classifier"
 V1, V2 = f"/v1/models/{NAME}:predict", f"/v2/models/{NAME}/infer"
@@ -115,6 +115,9 @@ def test_images_of_other_sizes_and_modes_are_converted(server, client):
 
 
 NOT_AN_IMAGE = base64.b64encode(b"hello world").decode()
+UNREADABLE = "image 0: expected PNG or JPEG bytes, found {} bytes that are not a readable image"
+NOT_NUMBERS = "expected numbers in nested lists of equal length, found other values ({})"
+FP32 = {"name": "images", "shape": [1, 1, 8, 8], "datatype": "FP32"}
 BAD = [  # (case, path, request, status, the error names what was expected and what was found)
     ("malformed JSON v2", V2, {"content": b'{"inputs": ['}, 400, "expected a JSON body, found invalid JSON"),
     ("malformed JSON v1", V1, {"content": b"{instances"}, 400, "expected a JSON body, found invalid JSON"),
@@ -153,6 +156,19 @@ BAD = [  # (case, path, request, status, the error names what was expected and w
      "input 'images': expected binary_data_size to be at most the 10 bytes left after the JSON header, found 256"),
     ("binary non-image v2", V2, v2_binary(binary_images([b"hello world"])), 400,
      "expected PNG or JPEG bytes, found 11 bytes"),
+    *[(f"{case} v2", V2, {"json": v2_images([blob])}, 400, UNREADABLE.format(len(blob)))
+      for case, blob in CORRUPT_PNGS.items()],
+    *[(f"{case} v1", V1, {"json": v1_images([blob])}, 400, UNREADABLE.format(len(blob)))
+      for case, blob in CORRUPT_PNGS.items()],
+    ("numeric strings as FP32 data v2", V2, {"json": {"inputs": [{**FP32, "data": ["0.5"] * 64}]}}, 400,
+     "input 'images': " + NOT_NUMBERS.format("strings")),
+    ("booleans as FP32 data v2", V2, {"json": {"inputs": [{**FP32, "data": [True] * 64}]}}, 400,
+     "input 'images': " + NOT_NUMBERS.format("booleans")),
+    ("numeric strings as instances v1", V1, {"json": {"instances": [[[["0.5"] * 8] * 8]]}}, 400,
+     "instances: " + NOT_NUMBERS.format("strings")),
+    ("a JSON string as the body v2", V2, {"json": "x"}, 400,
+     'expected an Open Inference Protocol v2 body {"inputs": [{"name", "shape", "datatype", "data"}]}, found a JSON '
+     "string"),
     ("unknown model v2", "/v2/models/nope/infer", {"json": {}}, 404, f"Unknown model 'nope'. Valid: {NAME}"),
     ("unknown model v1", "/v1/models/nope:predict", {"json": {}}, 404, f"Unknown model 'nope'. Valid: {NAME}"),
 ]
@@ -169,6 +185,19 @@ def test_bad_requests_get_a_4xx_that_says_why_and_are_counted(server, client, pa
     assert metric(client, server, "mlnt_requests_total", **counted) == before + 1
     x = np.zeros((1, 1, 8, 8), np.float32)
     assert v2_probabilities(client.post(server + V2, json=v2_tensor(x))).shape == (1, len(CLASSES))
+
+
+def test_a_wrong_method_is_refused_in_the_error_shape_and_counted(server, client):
+    counted = {"model": NAME, "protocol": "v2", "outcome": "client_error"}
+    before = metric(client, server, "mlnt_requests_total", **counted)
+    response = client.get(server + V2)
+    assert response.status_code == 405 and response.headers["allow"] == "POST"
+    assert response.json() == {"error": f"{V2}: expected POST, found GET"}
+    assert metric(client, server, "mlnt_requests_total", **counted) == before + 1
+    nowhere = client.get(f"{server}/v3/models")
+    assert nowhere.status_code == 404
+    assert nowhere.json() == {"error": "expected one of the predictor's endpoints (docs/serving.md), found GET "
+                                       "/v3/models, no route"}
 
 
 def test_health_metadata_and_model_endpoints(server, client):
@@ -235,4 +264,7 @@ def test_feedback_updates_the_disagreement_counters(server, client):
     wrong = client.post(url, json={"predicted": "cow", "label": "dog"})
     assert wrong.status_code == 400
     assert wrong.json()["error"] == "item 0 predicted: Unknown class 'cow'. Valid: ant, bee, cat, dog (or 0..3)"
+    for blob in CORRUPT_PNGS.values():  # the instances form decodes as inference does
+        corrupt = client.post(url, json={**v1_images([blob]), "labels": ["ant"]})
+        assert corrupt.status_code == 400 and corrupt.json()["error"].startswith(UNREADABLE.format(len(blob)))
     assert counters() == (before[0] + 5, before[1] + 3)
