@@ -91,6 +91,9 @@ class TrainConfig:
             _at_least(name, getattr(self, name), 0.0)
         for i, epoch in enumerate(self.lr_milestones):
             _at_least(f"lr_milestones[{i}]", epoch, 0.0)
+            if epoch >= self.epochs:
+                raise ValueError(f"lr_milestones[{i}]: expected an epoch below epochs ({self.epochs}), found {epoch} "
+                                 f"(the learning rate would never change there)")
 
 
 @dataclass(frozen=True)
@@ -141,6 +144,9 @@ class MlntConfig(TrainConfig):
                 raise ValueError(f"{name}: expected a number in [0, 1], found {value!r}")
         if self.ramp_end < self.ramp_start:
             raise ValueError(f"ramp_end: expected >= ramp_start ({self.ramp_start}), found {self.ramp_end}")
+        if self.ramp_start >= self.epochs:
+            raise ValueError(f"ramp_start: expected an epoch below epochs ({self.epochs}), found {self.ramp_start}: "
+                             f"the meta loss and the EMA teacher start there, so the run would train plain CE")
         if self.neighbours >= self.batch_size:
             raise ValueError(f"neighbours: expected fewer than batch_size ({self.batch_size}), found {self.neighbours}")
 

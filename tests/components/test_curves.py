@@ -41,7 +41,7 @@ def test_curves_are_written_at_every_validation_and_survive_a_resume(tmp_path):
 def test_a_failed_run_leaves_the_published_curves_of_the_last_good_run(tmp_path):
     """Curves during training go to ``live.partial/``; ``live/`` (dvc.yaml's plots, beside ``metrics.json``) is
     replaced only when the step has written its outputs (``publish_curves``)."""
-    config = MlntConfig(epochs=1, mode="head", ramp_start=1, ramp_end=1, eval_every=5, checkpoint_every=4, **QUIET)
+    config = MlntConfig(epochs=1, mode="head", ramp_start=0.5, ramp_end=1, eval_every=5, checkpoint_every=4, **QUIET)
     train_data, val = noisy_problem()
     out = tmp_path / "out"
     good = train(config, net(), train_data, val_data=val)

@@ -226,6 +226,11 @@ def test_mlnt_and_its_control_see_the_same_augmented_images(monkeypatch):
     (lambda: TrainConfig(device="tpu"), r"Unknown device 'tpu'. Valid: auto, cpu, cuda"),
     (lambda: MlntConfig(ramp_start=5, ramp_end=2), r"ramp_end: expected >= ramp_start \(5\), found 2"),
     (lambda: MlntConfig(ramp_from="one"), r"Unknown ramp_from 'one'. Valid: start, zero"),
+    (lambda: MlntConfig(epochs=2, ramp_start=2, ramp_end=10),
+     r"ramp_start: expected an epoch below epochs \(2\), found 2: the meta loss and the EMA teacher start there, so "
+     r"the run would train plain CE"),
+    (lambda: TrainConfig(epochs=15, lr_milestones=(20,)), r"lr_milestones\[0\]: expected an epoch below epochs "
+                                                          r"\(15\), found 20 \(the learning rate would never change"),
 ])
 def test_bad_config_values(make, message):
     with pytest.raises(ValueError, match=message):
