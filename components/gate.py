@@ -72,6 +72,8 @@ class GateConfig:
     registry: str = "releases"  # the local registry folder
 
     def __post_init__(self) -> None:
+        if not self.registry.strip():  # Path("") is the working folder: releases would land in the project root
+            raise ValueError(f"registry: expected the registry folder, found {self.registry!r}")
         for name in ("min_accuracy", "max_below_baseline", "max_regression"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name}: expected a number in [0, 1], found {getattr(self, name)}")

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from components.common.config import load_params
 from components.common.steps import STEPS
 from components.common.telemetry import PUSHGATEWAY_ENV
 from components.formats.idx import FASHION_MNIST_FILES, IDX_IMAGES, IDX_LABELS, read_idx
@@ -71,7 +72,7 @@ def tiny_fashion_mnist(folder: Path, data: Path, *, train: int = PIPELINE_IMAGES
 def pipeline_params(epochs: int) -> dict:
     """``params.yaml`` for a short run: the whole tiny training set, ``epochs`` epochs for the baseline and MLNT
     (the meta-learning ramp within them), no progress bars, and the gate's bar at ``PIPELINE_MIN_ACCURACY``."""
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = load_params(ROOT / "params.yaml")
     params["ingest"].update(dataset="fashion-mnist", path="data/fashion-mnist")
     params["noise"].update(train_size=0)
     for section in ("baseline", "mlnt"):

@@ -25,15 +25,15 @@ import json
 import os
 from pathlib import Path
 
-import yaml
 from kfp import compiler, dsl, kubernetes
 from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
 
+from components.common.config import load_params
 from components.common.steps import STEPS
 from pipelines import pushgateway
 
 IMAGE = os.environ.get("MLNT_IMAGE", "ghcr.io/mlnt-pipeline/mlnt-pipeline:0.1.0-gpu")
-PARAMS = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+PARAMS = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
 SECTIONS = {name: json.dumps(PARAMS[name]) for name in STEPS}  # the <step>_params defaults: JSON text
 GPU_POOL = {"label_key": "mlnt.io/node-pool", "label_value": "gpu"}  # the label of the GPU node pool's nodes
 # The volumes of k8s/base/storage.yaml, mounted where the pipeline's parameters point by default.

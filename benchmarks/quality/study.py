@@ -36,11 +36,11 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
 from components import baseline, ingest, mlnt, noise
 from components.common.artifacts import read_arrays
 from components.common.atomic import write_atomic, write_json
+from components.common.config import load_params
 from components.common.model_file import load_model
 from components.common.splits import normalise
 from components.evaluate import classification_metrics, detection_summary, label_issues
@@ -383,7 +383,7 @@ def ingest_once(out: Path, config: dict) -> Path:
 def run_study(study: StudyConfig, *, work: Path, workers: int, data: Path, params_file: Path,
               only: frozenset[str] | None = None) -> dict:
     """Every cell of ``study`` (those of the settings named in ``only``, when given)."""
-    params = yaml.safe_load(Path(params_file).read_text())
+    params = load_params(params_file)
     params = {k: params[k] for k in ("ingest", "noise", "baseline", "mlnt")}
     ingested = ingest_once(Path(work) / "ingest", {**params["ingest"], "path": str(data)})
     started = time.perf_counter()

@@ -24,6 +24,8 @@ from typing import Any
 
 import yaml
 
+from components.common.steps import STEPS
+
 DEFAULT_PARAMS = "params.yaml"
 LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
 # Characters that could forge or disguise a log line when a message echoes a file name, a URL or another string
@@ -83,13 +85,64 @@ def configure_logging(*, take_over: bool = False) -> None:
     logging.getLogger("components").setLevel(logging.INFO)
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML as DVC reads params files (YAML 1.2's core schema: ``010`` is 10, ``5e-4`` a float, ``no`` and
+    ``1:30`` strings, where PyYAML's YAML 1.1 reads 8, a string, False and 90), and a key given twice in one
+    mapping is an error (YAML 1.1 keeps the last one silently: a section pasted twice dropped the first)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        """The mapping, refusing a key that appears twice in it."""
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, typing.Hashable) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"found the key {key!r} twice in one mapping (first at line {seen[key]})",
+                    key_node.start_mark)
+            if isinstance(key, typing.Hashable):
+                seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+def _core_int(text: str) -> int:
+    return int(text[2:], 8 if text[1] == "o" else 16) if text.startswith(("0o", "0x")) else int(text, 10)
+
+
+def _core_float(text: str) -> float:
+    lowered = text.lower()
+    return float(lowered.replace(".inf", "inf").replace(".nan", "nan")) if lowered.endswith((".inf", ".nan")) else \
+        float(text)
+
+
+_CORE = {  # YAML 1.2 core schema: tag -> (pattern, first characters, constructor)
+    "tag:yaml.org,2002:null": (r"~|null|Null|NULL|", ["~", "n", "N", ""], lambda text: None),
+    "tag:yaml.org,2002:bool": (r"true|True|TRUE|false|False|FALSE", list("tTfF"), lambda text: text.lower() == "true"),
+    "tag:yaml.org,2002:int": (r"[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+", list("-+0123456789"), _core_int),
+    "tag:yaml.org,2002:float": (r"[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)"
+                                r"|\.(?:nan|NaN|NAN)", list("-+0123456789."), _core_float),
+}
+_YAML_11_ONLY = {"tag:yaml.org,2002:timestamp"}  # 2026-01-01 stays a string, as in YAML 1.2
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag not in _CORE and tag not in _YAML_11_ONLY]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+for _tag, (_pattern, _first, _make) in _CORE.items():
+    _Loader.add_implicit_resolver(_tag, re.compile(f"^(?:{_pattern})$"), _first)
+    _Loader.add_constructor(_tag, lambda loader, node, make=_make: make(loader.construct_scalar(node)))
+
+
+def read_yaml(text: str) -> Any:
+    """``text`` parsed as params files are (``_Loader``: YAML 1.2's core schema, no key twice)."""
+    return yaml.load(text, Loader=_Loader)
+
+
 def load_params(path: str | Path) -> dict[str, Any]:
-    """The parsed params file: a mapping of section name to a mapping of keys."""
+    """The parsed params file: a mapping of section name (a step of ``STEPS``) to a mapping of keys. A section that
+    is no step (a typo: ``nosie``) is an error, not a section every step ignores."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: expected a params file, found none (pass --params FILE)")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = read_yaml(path.read_text()) or {}
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path}: expected valid YAML, found a syntax error: {_yaml_error(err)}") from err
     if not isinstance(data, dict):
@@ -98,6 +151,10 @@ def load_params(path: str | Path) -> dict[str, Any]:
         if not isinstance(section, dict):
             raise ConfigError(f"{path}: expected a mapping of sections to mappings, found section {name!r}: "
                               f"{type(section).__name__}")
+    unknown = [name for name in data if name not in STEPS]
+    if unknown:
+        raise ConfigError(f"{path}: expected sections named after the steps ({', '.join(STEPS)}), found "
+                          f"{', '.join(map(repr, unknown))}")
     return data
 
 
@@ -137,8 +194,8 @@ def coerce(value: Any, hint: Any, *, where: str) -> Any:
             except ConfigError as err:
                 errors.append(str(err))
         raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: expected {_name(hint)}, found {value!r}")
-    if origin is typing.Literal:
-        if value not in args:
+    if origin is typing.Literal:  # the value and its type: True == 1 and 3.0 == 3 are no choice of 1 or 3
+        if not any(value == choice and type(value) is type(choice) for choice in args):
             raise ConfigError(f"{where}: expected one of {', '.join(map(repr, args))}, found {value!r}")
         return value
     if origin is tuple:
@@ -166,17 +223,20 @@ def apply_override(params: dict[str, dict[str, Any]], assignment: str, sections:
         raise ConfigError(f"--set {assignment!r}: unknown key {key!r} in section {section!r}. "
                           f"Valid: {', '.join(sorted(fields))}")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = read_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError as err:
         raise ConfigError(f"--set {assignment!r}: expected a YAML value, found {raw!r} ({_yaml_error(err)})") from err
     params.setdefault(section, {})[key] = value
 
 
 def parser_for(step: str, sections: Mapping[str, type], description: str,
-               running: Mapping[str, Any] | None = None, source: str = DEFAULT_PARAMS) -> argparse.ArgumentParser:
+               running: Mapping[str, Any] | None = None, source: str = DEFAULT_PARAMS,
+               problems: Sequence[str] = ()) -> argparse.ArgumentParser:
     """The parser of ``python -m components.<step>``; ``--help`` lists every parameter with the value that will
-    run (``running``: the typed configs the params file and overrides give) and, where it differs, the default."""
+    run (``running``: the typed configs the params file and overrides give) and, where it differs, the default.
+    ``problems``: why ``source`` gives no valid values for some sections, whose code defaults are listed instead."""
     lines = [f"parameters (section.key: type = the value {source} gives; the code's default where it differs):"]
+    lines += [f"  not valid, so the code's defaults are shown instead: {problem}" for problem in problems]
     for section, cls in sections.items():
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
@@ -197,8 +257,8 @@ def parse(argv: Sequence[str] | None, step: str, sections: Mapping[str, type],
           description: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """Parse the command line of a step into one typed config per section; also returns the params file's sections
     as given, with the ``--set`` overrides applied."""
-    running, source = _running(argv, sections)
-    args = parser_for(step, sections, description, running, source).parse_args(argv)
+    running, source, problems = _running(argv, sections)
+    args = parser_for(step, sections, description, running, source, problems).parse_args(argv)
     params = load_params(args.params)
     for assignment in args.overrides:
         apply_override(params, assignment, sections)
@@ -208,26 +268,27 @@ def parse(argv: Sequence[str] | None, step: str, sections: Mapping[str, type],
     return configs, params
 
 
-def _running(argv: Sequence[str] | None, sections: Mapping[str, type]) -> tuple[dict[str, Any], str]:
-    """The configs the command line's params file and overrides give, as far as they are valid (for ``--help``;
-    the real parse reports what is not)."""
+def _running(argv: Sequence[str] | None, sections: Mapping[str, type]) -> tuple[dict[str, Any], str, list[str]]:
+    """The configs the command line's params file and overrides give, as far as they are valid, with what is not
+    (for ``--help``; the real parse fails on it)."""
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--params", default=DEFAULT_PARAMS)
     pre.add_argument("--set", dest="overrides", action="append", default=[])
     known, _ = pre.parse_known_args(argv)
+    source = f"{known.params}{' with --set' if known.overrides else ''}"
     try:
         params = load_params(known.params)
         for assignment in known.overrides:
             apply_override(params, assignment, sections)
-    except ConfigError:
-        return {}, str(known.params)
-    running = {}
+    except ConfigError as err:
+        return {}, source, [str(err)]
+    running, problems = {}, []
     for name, cls in sections.items():
         try:
             running[name] = build(cls, params.get(name, {}), where=name)
-        except ConfigError:
-            continue
-    return running, f"{known.params}{' with --set' if known.overrides else ''}"
+        except ConfigError as err:
+            problems.append(str(err))
+    return running, source, problems
 
 
 def cli(step: str, sections: Mapping[str, type], description: str, body: Callable[..., Any], *,

@@ -76,6 +76,10 @@ def test_overrides_are_type_checked(tmp_path):
     ("mlnt.lr_milestones=[1, x]", r"mlnt.lr_milestones\[1\]: expected float, found 'x' \(str\)"),
     ("noise.rate=1.5", r"noise: rate: expected a number in \[0, 1\], found 1.5"),
     ("noise.kind=pairs", r"noise.kind: expected one of 'none', 'symmetric', 'uniform_other', .*found 'pairs'"),
+    ("ingest.channels=true", r"ingest.channels: expected one of 1, 3, found True"),  # True == 1 chose grayscale
+    ("ingest.channels=3.0", r"ingest.channels: expected one of 1, 3, found 3.0"),
+    ("ingest.path=", r"ingest: path: expected the folder \(or file\) of the dataset, found ''"),
+    ("gate.registry=", r"gate: registry: expected the registry folder, found ''"),  # Path(""): the project root
 ])
 def test_bad_values_name_the_field_expected_and_found(assignment, message):
     params = {}
@@ -94,6 +98,47 @@ def test_bad_values_name_the_field_expected_and_found(assignment, message):
 def test_bad_assignments(assignment, message):
     with pytest.raises(ConfigError, match=message):
         apply_override({}, assignment, SECTIONS)
+
+
+@pytest.mark.parametrize(("value", "want"), [
+    ("2e-2", 0.02), ("5E-4", 0.0005), (".5", 0.5), ("010", 10.0), ("1.", 1.0)])
+def test_values_read_as_yaml_1_2_as_dvc_reads_them(value, want):
+    """PyYAML's YAML 1.1 read 2e-2 as a string (an error for a float) and 010 as octal 8; DVC reads params.yaml
+    as YAML 1.2, so the steps do too."""
+    params = {}
+    apply_override(params, f"baseline.lr={value}", SECTIONS)
+    assert build(SECTIONS["baseline"], params["baseline"], where="baseline").lr == want
+    apply_override(params, "noise.seed=010", SECTIONS)
+    apply_override(params, "ingest.path=no", SECTIONS)  # a folder named "no", not YAML 1.1's False
+    assert build(SECTIONS["noise"], params["noise"], where="noise").seed == 10
+    assert build(SECTIONS["ingest"], params["ingest"], where="ingest").path == "no"
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("nosie:\n  rate: 0.2\n", r"p.yaml: expected sections named after the steps \(ingest, validate, noise, "
+                               r"baseline, mlnt, evaluate, export, gate\), found 'nosie'"),
+    ("noise:\n  rate: 0.2\nbaseline:\n  epochs: 3\nnoise:\n  seed: 1\n",
+     r"p.yaml: expected valid YAML, found a syntax error: found the key 'noise' twice in one mapping \(first at "
+     r"line 1\) at line 5, column 1"),
+    ("noise:\n  rate: 0.2\n  rate: 0.3\n", r"found the key 'rate' twice in one mapping \(first at line 2\)"),
+], ids=["misspelt-section", "section-twice", "key-twice"])
+def test_a_params_file_whose_sections_no_step_reads_is_refused(tmp_path, text, message):
+    """A misspelt section was ignored by every step (each reads its own, defaults for a missing one), and a section
+    or key given twice kept only the last (YAML 1.1); DVC's own loader refuses the latter."""
+    path = tmp_path / "p.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_params(path)
+
+
+def test_help_says_when_the_params_give_no_valid_values(capsys):
+    """--help said "the value recipes/clothing1m.yaml with --set gives" over the code's defaults when an override
+    was invalid."""
+    with pytest.raises(SystemExit):
+        parse(["--params", str(ROOT / "recipes/clothing1m.yaml"), "--set", "noise.rate=2", "--help"], "noise",
+              {"noise": noise.NoiseConfig}, "")
+    assert ("not valid, so the code's defaults are shown instead: noise: rate: expected a number in [0, 1], found "
+            "2.0") in capsys.readouterr().out
 
 
 def test_unknown_key_in_the_params_file(tmp_path):
