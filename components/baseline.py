@@ -13,7 +13,7 @@ from pathlib import Path
 from components.common.allocator import retain_freed_memory
 from components.common.atomic import atomic_set, prepare_output, write_json
 from components.common.checkpoints import checkpoint_store, drop_stale_checkpoints
-from components.common.config import cli
+from components.common.config import as_record, cli
 from components.common.curves import publish_curves, write_curves, write_history
 from components.common.model_file import save_model, seeded_network
 from components.common.parallel import data_parallel
@@ -66,7 +66,8 @@ def run(config: BaselineConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOIS
     final = result.history[-1]
     metrics = {"best_epoch": result.best_epoch,
                "val_accuracy": result.best_score, "best_step": result.best_step,
-               "final_val_accuracy": final["val_accuracy_student"], "epochs": len(result.history)}
+               "final_val_accuracy": final["val_accuracy_student"], "epochs": len(result.history),
+               "config": as_record(config)}
     if group.is_main:
         _write(Path(out), result, metrics, network=config.network, meta=meta)
         drop_stale_checkpoints(store, shared=checkpoints is not None)

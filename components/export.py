@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ from torch import nn
 from components.common.artifacts import read_arrays, read_json, sha256_file
 from components.common.atomic import atomic_set, prepare_output, write_atomic, write_json
 from components.common.calibration import fit_temperature
-from components.common.config import cli
+from components.common.config import as_record, cli
 from components.common.model_file import check_fits, load_model
 from components.common.splits import load_split, test_set
 from components.common.steps import FOLDERS, STEPS
@@ -49,6 +50,7 @@ NOISE_OUT = FOLDERS["noise"]
 OUT = FOLDERS["export"]
 OPSET = 18
 MADE_BY = STEPS[:STEPS.index("export") + 1]  # the steps whose settings the model card records
+LOG = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -168,6 +170,13 @@ def run(config: ExportConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOISE_
     onnx_bytes = to_onnx(net, x[:2], metadata, temperature=calibration["temperature"])
     check = parity(onnx_bytes, net, x, config.max_abs_diff, temperature=calibration["temperature"])
     given, is_val = read_arrays(Path(noise) / "labels.npz", "noise", "label", "is_val")
+    if recorded is not None:  # what each step ran with, as its outputs record it, over what the params file says
+        recorded = ran_with(recorded, {
+            "ingest": manifest.get("config"),
+            "noise": read_json(Path(noise) / "summary.json", "noise").get("config"),
+            "baseline": read_json(Path(baseline) / "metrics.json", "baseline").get("config"),
+            "mlnt": read_json(Path(mlnt) / "metrics.json", "mlnt").get("config"),
+            "evaluate": evaluated.get("config"), "export": as_record(config)})
     card = {"model": name, **interface(saved["network"], manifest["class_names"], saved, transform=transform),
             "metrics": {"val_accuracy": val_accuracy, **{k: v for k, v in evaluated[name].items()
                                                           if k != "per_class_accuracy"}},
@@ -196,6 +205,23 @@ def made_by(params: Mapping[str, Mapping[str, Any]] | None) -> dict | None:
     if missing:
         raise ValueError(f"export: expected the params of every step up to export, found none for {', '.join(missing)}")
     return {step: dict(params[step]) for step in MADE_BY}
+
+
+def ran_with(given: dict[str, dict], ran: Mapping[str, dict | None]) -> dict[str, dict]:
+    """``given`` (the params file's sections) with each step's section replaced by the config its outputs say it
+    ran with (``ran``; None: not recorded, the section as given stays). A step run by hand with ``--set`` ran with
+    other settings than the file's: the card records what ran, and a warning names each difference."""
+    recorded = dict(given)
+    for step, config in ran.items():
+        if not isinstance(config, dict):
+            continue
+        differ = [f"{step}.{key} {value!r} (the params file: {given[step].get(key)!r})"
+                  for key, value in config.items() if given[step].get(key) != value]
+        if differ:
+            LOG.warning("the model card records the settings the steps ran with, not the params file's: %s",
+                        "; ".join(differ))
+        recorded[step] = config
+    return recorded
 
 
 def params_digest(params: Mapping[str, Any] | None) -> str | None:

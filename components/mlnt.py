@@ -19,7 +19,7 @@ from pathlib import Path
 from components.common.allocator import retain_freed_memory
 from components.common.atomic import atomic_set, prepare_output, write_json
 from components.common.checkpoints import checkpoint_store, drop_stale_checkpoints
-from components.common.config import cli
+from components.common.config import as_record, cli
 from components.common.curves import publish_curves, write_curves, write_history
 from components.common.model_file import load_model, save_model, seeded_network
 from components.common.parallel import data_parallel
@@ -122,7 +122,8 @@ def _metrics(config: MlntStepConfig, result) -> dict:
             "teacher_start_share_released": at_best.get("teacher_start_share") if result.best_model == "teacher"
             else None,
             "teacher_start_share_final": last.get("teacher_start_share"),
-            "val_accuracy_by_round": [r.best_score for r in [*result.earlier_rounds, result]]}
+            "val_accuracy_by_round": [r.best_score for r in [*result.earlier_rounds, result]],
+            "config": as_record(config)}
 
 
 def _best(evaluations: list[dict], model: str) -> float | None:

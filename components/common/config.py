@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import re
 import signal
@@ -208,6 +209,13 @@ def coerce(value: Any, hint: Any, *, where: str) -> Any:
     if hint in (int, float, str, bool) and (not isinstance(value, hint) or (hint is int and isinstance(value, bool))):
         raise ConfigError(f"{where}: expected {hint.__name__}, found {value!r} ({type(value).__name__})")
     return value
+
+
+def as_record(config: Any) -> dict[str, Any]:
+    """A step's config as it ran, for its outputs (``config`` in its JSON): the dataclass's fields, JSON types
+    (tuples as lists). Export records these in the model card, so the card says what ran even when a step was run
+    by hand with ``--set``."""
+    return json.loads(json.dumps(dataclasses.asdict(config)))
 
 
 def apply_override(params: dict[str, dict[str, Any]], assignment: str, sections: Mapping[str, type]) -> None:

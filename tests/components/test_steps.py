@@ -140,6 +140,22 @@ def test_export_calibrates_with_the_bins_params_yaml_gives_evaluate(workdir, cap
     assert card["calibration"]["val_ece_before"] == pytest.approx(expected[3])
 
 
+def test_the_card_records_the_settings_a_step_ran_with_not_the_params_files(workdir, capsys, caplog):
+    """A step run by hand with --set ran with other settings than params.yaml's; the card recorded the file's, so
+    its params (and digest) described a run that did not happen. Each step's outputs now record its config."""
+    from components import evaluate, export  # noqa: PLC0415 - imports onnx
+
+    assert ingest.main([]) == 0
+    assert noise.main(["--set", "noise.rate=0.6"]) == 0, capsys.readouterr().err
+    for step in (baseline, mlnt, evaluate, export):
+        assert step.main([]) == 0, capsys.readouterr().err
+    card = json.loads((workdir / "artifacts/export/model_card.json").read_text())
+    assert card["params"]["noise"]["rate"] == 0.6 and card["params"]["baseline"]["epochs"] == 2
+    assert card["params_sha256"] == export.params_digest(card["params"])
+    assert ("the model card records the settings the steps ran with, not the params file's: noise.rate 0.6 (the "
+            "params file: 0.3)") in caplog.text
+
+
 def test_the_card_records_the_settings_of_every_step_up_to_export(workdir, capsys):
     """As given in the params file, ``--set`` overrides applied; the digest depends on the settings, not on how the
     file is written (order, comments), and a missing section is refused by name."""
