@@ -29,7 +29,7 @@ import numpy as np
 
 from components.common.artifacts import sha256_file
 from components.common.atomic import UMASK, atomic_set, prepare_output, stage_folder, write_atomic, write_json
-from components.common.config import cli
+from components.common.config import as_record, cli
 from components.common.errors import DataError
 from components.common.steps import FOLDERS
 from components.common.streaming import IMAGENET_MEAN, IMAGENET_STD
@@ -66,8 +66,10 @@ class IngestConfig:
     def __post_init__(self) -> None:
         if self.dataset not in DATASETS:
             raise ValueError(f"Unknown dataset {self.dataset!r}. Valid: {', '.join(DATASETS)}")
-        if self.channels not in (1, 3):
-            raise ValueError(f"channels: expected 1 or 3, found {self.channels}")
+        if self.channels not in (1, 3) or isinstance(self.channels, bool):
+            raise ValueError(f"channels: expected 1 or 3, found {self.channels!r}")
+        if not self.path.strip():
+            raise ValueError(f"path: expected the folder (or file) of the dataset, found {self.path!r}")
         if self.image_size < 0 or self.shard_size < 1 or self.resize < 0:
             raise ValueError(f"image_size, shard_size, resize: expected >= 0, >= 1, >= 0, found {self.image_size}, "
                              f"{self.shard_size}, {self.resize}")
@@ -131,16 +133,22 @@ def read(config: IngestConfig, root: Path) -> Dataset:
 
 def human_labels_path(config: IngestConfig) -> Path:
     """CIFAR-10N's ``CIFAR-10_human.pt``: ``human_labels`` relative to ``path``, which must hold it, so that the
-    DVC stage, which depends on ``path``, reruns when the file changes."""
+    DVC stage, which depends on ``path``, reruns when the file changes. Proven as every reader's file is
+    (``components.formats.inside``): a name that is absolute or climbs out, or a link leading out of ``path``, is
+    refused; a link into the repository's DVC cache (a checkout with ``cache.type: symlink``) is followed."""
+    from components.formats import inside  # noqa: PLC0415 - used here only
+
     folder = Path(config.path)
     if not folder.is_dir():
         raise DataError(f"{folder}: expected a folder holding the CIFAR-10 files and CIFAR-10_human.pt for dataset "
                         f"cifar10n (so DVC, which tracks ingest.path, sees both), found a file")
-    path = folder / config.human_labels
-    if not path.resolve().is_relative_to(folder.resolve()):
+    try:
+        return inside(folder, config.human_labels, where="ingest.human_labels")
+    except DataError as err:
+        name = Path(config.human_labels)
+        link = "" if name.is_absolute() or ".." in name.parts else f", a symbolic link to {(folder / name).resolve()}"
         raise DataError(f"ingest.human_labels: expected a file inside {folder} (ingest.path, which DVC tracks), found "
-                        f"{config.human_labels!r}; put CIFAR-10_human.pt beside the CIFAR-10 files")
-    return path
+                        f"{config.human_labels!r}{link}; put CIFAR-10_human.pt beside the CIFAR-10 files") from err
 
 
 def _ingest_clothing1m(config: IngestConfig, root: Path, out: Path) -> dict:
@@ -219,7 +227,8 @@ def _write_manifest(config, out, inputs, counts, image_shape, class_names, *, fo
     root = Path(config.path)
     manifest = {"dataset": config.dataset, "source": str(root), "format": format_,
                 "inputs_sha256": {_relative(p, root): sha256_file(p) for p in inputs},
-                "counts": counts, "image_shape": image_shape, "class_names": class_names, **(extra or {})}
+                "counts": counts, "image_shape": image_shape, "class_names": class_names, **(extra or {}),
+                "config": as_record(config)}
     write_json(out / "manifest.json", manifest)
     return manifest
 

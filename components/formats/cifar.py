@@ -3,11 +3,18 @@
 CIFAR-10: ``cifar-10-python.tar.gz`` or its extracted folder ``cifar-10-batches-py/`` holding the pickled
 batches ``data_batch_1`` .. ``data_batch_5``, ``test_batch`` (dicts with ``data``: uint8 ``[10000, 3072]``, the
 red, green and blue planes of a 32x32 image in row-major order, and ``labels``) and ``batches.meta``
-(``label_names``). The pickles are read by an unpickler that admits only plain containers and numpy arrays, so
-a crafted file cannot run code.
+(``label_names``).
 
 CIFAR-10N: ``CIFAR-10_human.pt``, a torch-saved dict of numpy arrays with one entry per training image:
-``clean_label``, ``aggre_label``, ``worse_label``, ``random_label1``, ``random_label2``, ``random_label3``.
+``clean_label``, ``aggre_label``, ``worse_label``, ``random_label1``, ``random_label2``, ``random_label3``. It is a
+zip archive whose ``<name>/data.pkl`` is a pickle of that dict (numpy arrays pickle themselves, so torch stores no
+tensor data beside it); ``data.pkl`` is read like the CIFAR-10 batches, never by ``torch.load``.
+
+The pickles are read by an unpickler that admits only plain containers and numpy arrays, so a crafted file can
+neither run code nor reach numpy's C reconstructors: ``numpy.ndarray``, ``numpy.dtype`` and ``_reconstruct`` are
+replaced by pure-Python stand-ins that record what the pickle says, and an array is then built by
+``np.frombuffer`` only if its dtype is a plain integer type (what CIFAR-10 and CIFAR-10N use) and its bytes are
+exactly ``prod(shape) * itemsize``. Anything else is a ``DataError`` naming the file.
 
 Every file read lies inside the dataset folder: a batch or tarball that is a symbolic link leading out of it is
 refused.
@@ -15,53 +22,233 @@ refused.
 
 from __future__ import annotations
 
+import copyreg
 import io
+import math
 import pickle
+import pickletools
+import re
 import tarfile
 import typing
+import zipfile
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import torch
 
-from components.common.errors import DataError, torch_load_error
+from components.common.errors import DataError
 from components.formats import Dataset, check_split, inside, require_file
 
 BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 HumanLabels = Literal["aggre_label", "worse_label", "random_label1", "random_label2", "random_label3"]
 HUMAN_LABELS = typing.get_args(HumanLabels)
-_ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-            ("numpy", "ndarray"), ("numpy", "dtype"), ("copy_reg", "_reconstructor"), ("copyreg", "_reconstructor"),
-            ("__builtin__", "object"), ("builtins", "object"),
-            ("_codecs", "encode")}  # how Python 3 writes bytes at protocol 2; a pure function
+# The dtypes an array may have: CIFAR-10's data is uint8 ('|u1'), CIFAR-10N's labels int64 ('<i8'); the other
+# integer types are as plain (a re-saved file may hold int32 labels). Each with the byte orders numpy pickles.
+_INTEGER_TYPES = {"u1": "|", "i1": "|", "u2": "<>", "i2": "<>", "u4": "<>", "i4": "<>", "u8": "<>", "i8": "<>"}
+_MAX_DIMS = 32
+_BUFFER_OPCODES = {"BYTEARRAY8", "NEXT_BUFFER", "READONLY_BUFFER"}
+_MAX_PT_PICKLE = 1 << 28  # bytes of CIFAR-10_human.pt's data.pkl read at most (the published one: about 2.4 MB)
+
+
+def _short(value: object) -> str:
+    """``repr(value)`` cut to one short line, for what a pickle held."""
+    try:
+        text = repr(value)
+    except Exception:  # e.g. nested too deep to print
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _text(value: object) -> str | None:
+    """A name as a Python 2 pickle (bytes) or a Python 3 one (str) writes it; None for anything else."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value if isinstance(value, str) else None
+
+
+class _NDArray:
+    """Stands in for ``numpy.ndarray``, which a pickle names only as ``_reconstruct``'s first argument."""
+
+
+class _DType:
+    """Stands in for ``numpy.dtype``: records the type code and the pickled state (numpy's C ``__setstate__`` would
+    trust it) and keeps ``dtype`` only where they describe a plain integer type."""
+
+    def __init__(self, *args: object) -> None:
+        self.args = args
+
+    def __setstate__(self, state: object) -> None:
+        args = getattr(self, "args", ())
+        code = _text(args[0]) if args else None
+        order = _text(state[1]) if isinstance(state, tuple) and len(state) == 8 else None
+        if (code not in _INTEGER_TYPES or order is None or len(order) != 1 or order not in _INTEGER_TYPES[code]
+                or state[0] != 3 or state[2:5] != (None, None, None)):
+            raise pickle.UnpicklingError(f"numpy dtype {_short(args)} with state {_short(state)}: expected a plain "
+                                         f"integer type ({', '.join(_INTEGER_TYPES)})")
+        self.dtype = np.dtype(order + code)
+
+
+class _Array:
+    """What ``_reconstruct`` returns: an empty record that the pickle's BUILD step fills; ``array`` is the numpy
+    array, built from the recorded bytes only after they are proven to describe one."""
+
+    def __setstate__(self, state: object) -> None:
+        if isinstance(state, tuple) and len(state) == 5 and state[0] == 1:
+            state = state[1:]  # version 1; numpy also reads the 4 fields of older pickles
+        if not (isinstance(state, tuple) and len(state) == 4):
+            raise pickle.UnpicklingError(f"numpy array state {_short(state)}: expected (version, shape, dtype, "
+                                         f"fortran order, data)")
+        shape, dtype, fortran, data = state
+        if not (isinstance(shape, tuple) and len(shape) <= _MAX_DIMS
+                and all(type(n) is int and 0 <= n < 1 << 62 for n in shape)):
+            raise pickle.UnpicklingError(f"numpy array shape {_short(shape)}: expected up to {_MAX_DIMS} sizes")
+        if not isinstance(getattr(dtype, "dtype", None), np.dtype) or not isinstance(dtype, _DType):
+            raise pickle.UnpicklingError(f"numpy array dtype {_short(dtype)}: expected a plain integer type")
+        if type(fortran) not in (bool, int) or fortran not in (0, 1):
+            raise pickle.UnpicklingError(f"numpy array order {_short(fortran)}: expected a flag")
+        if not isinstance(data, bytes):
+            raise pickle.UnpicklingError(f"numpy array data of type {type(data).__name__}: expected bytes")
+        size = math.prod(shape) * dtype.dtype.itemsize
+        if len(data) != size:
+            raise pickle.UnpicklingError(f"numpy array {dtype.dtype} {list(shape)}: expected {size} bytes of data, "
+                                         f"found {len(data)}")
+        try:
+            array = np.frombuffer(data, dtype=dtype.dtype).reshape(shape, order="F" if fortran else "C")
+        except ValueError as err:  # e.g. a zero-size shape whose sizes overflow numpy's index type
+            raise pickle.UnpicklingError(f"numpy array {dtype.dtype} {list(shape)}: {err}") from err
+        self.array = np.array(array, dtype=array.dtype.newbyteorder("="), order="C")  # a copy, in native order
+
+
+def _reconstruct(subtype: object, *_: object) -> _Array:
+    """Stands in for numpy's ``_reconstruct(ndarray, (0,), b'b')``: the empty array that BUILD then fills."""
+    if subtype is not _NDArray:
+        raise pickle.UnpicklingError(f"_reconstruct of {_short(subtype)}: expected numpy.ndarray")
+    return _Array()
+
+
+def _encode(text: object, encoding: object = "utf-8", *_: object) -> bytes:
+    """Stands in for ``_codecs.encode``, which Python 3 pickles call as ``encode(str, 'latin1')`` to write bytes
+    at protocol 2; only that call."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError(f"_codecs.encode with encoding {_short(encoding)}: expected latin1")
+    return text.encode("latin-1")
+
+
+def _bytes(*args: object) -> bytes:
+    """Stands in for ``bytes``, which Python 3 pickles call without arguments to write ``b''`` at protocol 2 (an
+    array of no rows); only that call (``bytes(n)`` would allocate whatever ``n`` says)."""
+    if args:
+        raise pickle.UnpicklingError(f"bytes{_short(args)}: expected bytes()")
+    return b""
+
+
+# Every global a pickle may name, and what it gets: stand-ins for numpy (its C code never sees the pickle's data),
+# copyreg's pure-Python reconstructor and object (how Python 2 pickles a plain object), and the two calls by which
+# Python 3 writes bytes at protocol 2: latin1 encoding and bytes() for b''.
+_ALLOWED = {("numpy.core.multiarray", "_reconstruct"): _reconstruct, ("numpy._core.multiarray", "_reconstruct"):
+            _reconstruct, ("numpy", "ndarray"): _NDArray, ("numpy", "dtype"): _DType,
+            ("copy_reg", "_reconstructor"): copyreg._reconstructor, ("copyreg", "_reconstructor"):
+            copyreg._reconstructor, ("__builtin__", "object"): object, ("builtins", "object"): object,
+            ("_codecs", "encode"): _encode, ("__builtin__", "bytes"): _bytes, ("builtins", "bytes"): _bytes}
 
 
 class _SafeUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):
         if (module, name) not in _ALLOWED:
-            raise pickle.UnpicklingError(f"global {module}.{name} is not allowed")
-        return super().find_class(module, name)
+            raise pickle.UnpicklingError(f"global {_global(module)}.{_global(name)} is not allowed")
+        return _ALLOWED[module, name]
+
+    def persistent_load(self, pid: object):
+        raise pickle.UnpicklingError("a persistent id (torch's reference to a tensor's storage) is not allowed: "
+                                     "expected plain containers and numpy arrays")
+
+
+def _global(name: object) -> str:
+    return name if isinstance(name, str) and name.isprintable() and len(name) <= 100 else _short(name)
+
+
+def _load_pickle(data: bytes, where: str, what: str) -> object:
+    """The object pickled in ``data``, by ``_SafeUnpickler``; else a ``DataError`` naming ``where``. The opcodes are
+    parsed first by ``pickletools``, so that the C unpickler never sees a length (of bytes, a string, a bytearray)
+    that the data does not hold, nor protocol 5's bytearrays and out-of-band buffers, which no CIFAR file has."""
+    try:
+        for opcode, _, _ in pickletools.genops(data):  # pure Python: every length fits in the data, before C reads it
+            if opcode.name in _BUFFER_OPCODES:
+                raise pickle.UnpicklingError(f"opcode {opcode.name} is not allowed")
+        return _SafeUnpickler(io.BytesIO(data), encoding="bytes").load()
+    except Exception as err:  # a crafted pickle raises many types, all of them a refusal
+        raise DataError(f"{where}: expected {what}, found unreadable data ({_reason(err)})") from err
+
+
+def _reason(err: BaseException) -> str:
+    """Why a file was refused, on one short line (a parser's message may quote much of the file)."""
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _keys(table: dict) -> str:
+    """A dict's keys for a message: the names (and the type of anything else), the first ten."""
+    keys = sorted(k if isinstance(k, str) else f"<{type(k).__name__}>" for k in table)
+    return str(keys) if len(keys) <= 10 else f"{str(keys[:10])[:-1]}, ... ({len(keys)} keys)]"
+
+
+def _array(value: object, where: str, what: str) -> np.ndarray:
+    """The numpy array that ``value`` (a ``_SafeUnpickler`` record) holds; else a ``DataError``."""
+    array = getattr(value, "array", None) if isinstance(value, _Array) else None
+    if array is None:
+        raise DataError(f"{where}: expected {what} as a numpy array, found {type(value).__name__}")
+    return array
+
+
+def _labels(value: object, where: str, what: str) -> np.ndarray:
+    """Labels as int64 ``[N]``: a list of integers (CIFAR-10) or a 1-D integer array (CIFAR-10N)."""
+    if isinstance(value, list | tuple):
+        if not all(type(x) is int for x in value):
+            raise DataError(f"{where}: expected {what} as a list of integers, found "
+                            f"{next(type(x).__name__ for x in value if type(x) is not int)}")
+        try:
+            return np.array(value, dtype=np.int64).reshape(-1)
+        except OverflowError as err:
+            raise DataError(f"{where}: expected {what} as a list of integers, found one out of range") from err
+    labels = _array(value, where, what)
+    if labels.ndim != 1:
+        raise DataError(f"{where}: expected {what} as a 1-D array, found shape {list(labels.shape)}")
+    return labels.astype(np.int64)
 
 
 def read_cifar10(path: Path) -> Dataset:
     """CIFAR-10 from ``path``: the tarball, a folder holding it, a folder holding ``cifar-10-batches-py/``, or that
     folder itself. Returns the five training batches and the test batch as uint8 ``[N, 32, 32, 3]`` with their
     labels, and ``batches.meta``'s class names; reads only, a ``DataError`` for a missing, corrupt or malformed file."""
-    files, inputs = _cifar_files(path)
-    meta = _unpickle(files, "batches.meta")
-    names = [n.decode() if isinstance(n, bytes) else str(n) for n in _field(meta, "label_names", "batches.meta")]
+    files, where, inputs = _cifar_files(path)
+    meta = _unpickle(files["batches.meta"], where["batches.meta"])
+    found = _field(meta, "label_names", where["batches.meta"])
+    if not isinstance(found, list | tuple) or not all(_text(n) is not None for n in found):
+        raise DataError(f"{where['batches.meta']}: expected label_names as a list of class names, found "
+                        f"{_short(found)}")
+    names = [_text(n) for n in found]
     splits = {}
     for split, members in (("train", BATCHES), ("test", ("test_batch",))):
         images, labels = [], []
         for member in members:
-            batch = _unpickle(files, member)
-            data = np.asarray(_field(batch, "data", member))
+            batch = _unpickle(files[member], where[member])
+            source = f"{path} ({member})"
+            value = _field(batch, "data", where[member])
+            if not isinstance(value, _Array):
+                raise DataError(f"{source}: expected data of uint8 [N, 3072], found {type(value).__name__}")
+            data = _array(value, source, "data")
             if data.ndim != 2 or data.shape[1] != 3072 or data.dtype != np.uint8:
-                raise DataError(f"{path} ({member}): expected data of uint8 [N, 3072], found {data.dtype} "
+                raise DataError(f"{source}: expected data of uint8 [N, 3072], found {data.dtype} "
                                 f"{list(data.shape)}")
+            found = _labels(_field(batch, "labels", where[member]), source, "labels")
+            if found.shape[0] != data.shape[0]:
+                raise DataError(f"{source}: expected {data.shape[0]} labels (one per row of data), "
+                                f"found {found.shape[0]}")
+            if found.size and (found.min() < 0 or found.max() >= len(names)):
+                raise DataError(f"{source}: expected labels in [0, {len(names) - 1}], found values from "
+                                f"{int(found.min())} to {int(found.max())}")
             images.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
-            labels.append(np.asarray(_field(batch, "labels", member), dtype=np.int64))
+            labels.append(found)
         images, labels = np.concatenate(images), np.concatenate(labels)
         check_split(split, images, labels, len(names), path)
         splits[split] = (images, labels)
@@ -72,50 +259,62 @@ def read_cifar10n(path: Path, human_labels: Path) -> Dataset:
     """CIFAR-10 with the CIFAR-10N human labels of its training images in ``extra``."""
     dataset = read_cifar10(path)
     require_file(human_labels, "the CIFAR-10N file CIFAR-10_human.pt")
-    try:
-        with torch.serialization.safe_globals(_numpy_globals()):
-            table = torch.load(human_labels, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for a malformed file
-        raise DataError(f"{human_labels}: expected a torch-saved dict of label arrays, found unreadable data "
-                        f"({torch_load_error(err)})") from err
-    if not isinstance(table, dict):
-        raise DataError(f"{human_labels}: expected a dict of label arrays, found {type(table).__name__}")
+    table = _load_pt(human_labels)
     n = dataset.train_labels.shape[0]
     for key in HUMAN_LABELS:
         if key not in table:
-            raise DataError(f"{human_labels}: expected the key {key!r}, found keys {sorted(table)}")
-        labels = np.asarray(table[key], dtype=np.int64)
+            raise DataError(f"{human_labels}: expected the key {key!r}, found keys {_keys(table)}")
+        labels = _labels(table[key], str(human_labels), key)
         if labels.shape != (n,):
             raise DataError(f"{human_labels}: expected {key} with one label per CIFAR-10 training image "
-                            f"({n}), found {labels.shape[0] if labels.ndim else labels.shape}")
+                            f"({n}), found {labels.shape[0]}")
         check_split(key, np.empty((n, 0)), labels, len(dataset.class_names), human_labels)
         dataset.extra[key] = labels
-    if "clean_label" in table and not np.array_equal(np.asarray(table["clean_label"]), dataset.train_labels):
-        raise DataError(f"{human_labels}: expected clean_label to equal the CIFAR-10 training labels in order, "
-                        f"found {int((np.asarray(table['clean_label']) != dataset.train_labels).sum())} differences")
+    if "clean_label" in table:
+        clean = _labels(table["clean_label"], str(human_labels), "clean_label")
+        if clean.shape != (n,):
+            raise DataError(f"{human_labels}: expected clean_label with one label per CIFAR-10 training image "
+                            f"({n}), found {clean.shape[0]}")
+        if not np.array_equal(clean, dataset.train_labels):
+            raise DataError(f"{human_labels}: expected clean_label to equal the CIFAR-10 training labels in order, "
+                            f"found {int((clean != dataset.train_labels).sum())} differences")
     dataset.inputs.append(human_labels)
     return dataset
 
 
-def _numpy_globals():
-    """The numpy globals a torch-saved dict of numpy arrays names, for the weights-only loader. A pickle names
-    ``numpy.ndarray`` and ``numpy.dtype`` under every numpy, but ``_reconstruct`` by the module it lived in when the
-    file was written: ``numpy.core.multiarray`` under numpy 1.x (the published CIFAR-10_human.pt), and
-    ``numpy._core.multiarray`` under numpy 2; both names are admitted, each for the one function."""
-    out = [np.ndarray, np.dtype, type(np.dtype(np.int64)), type(np.dtype(np.int32)), type(np.dtype(np.uint8))]
+def _load_pt(path: Path) -> dict:
+    """The dict that ``torch.save`` wrote to ``path``: its archive's ``<name>/data.pkl``, unpickled by
+    ``_SafeUnpickler``. torch writes numpy arrays into the pickle itself; a tensor, which this file does not hold,
+    would name torch's rebuild functions and a storage by persistent id, both refused."""
+    what = "a torch-saved dict of label arrays"
     try:
-        from numpy._core.multiarray import _reconstruct  # noqa: PLC0415 - numpy >= 2
-    except ImportError:  # pragma: no cover - numpy 1.x
-        from numpy.core.multiarray import _reconstruct  # noqa: PLC0415
-    return [*out, *((_reconstruct, f"{module}._reconstruct") for module in ("numpy._core.multiarray",
-                                                                             "numpy.core.multiarray"))]
+        with zipfile.ZipFile(path) as archive:
+            pickles = [info for info in archive.infolist() if re.fullmatch(r"[^/]+/data\.pkl", info.filename)]
+            if len(pickles) != 1:
+                raise DataError(f"{path}: expected {what}, a zip archive holding one <name>/data.pkl, found "
+                                f"{len(pickles)}")
+            member = pickles[0]
+            if member.file_size > _MAX_PT_PICKLE:
+                raise DataError(f"{path} ({member.filename}): expected {what}, found {member.file_size} bytes")
+            with archive.open(member) as handle:
+                data = handle.read(_MAX_PT_PICKLE + 1)
+    except DataError:
+        raise
+    except Exception as err:  # zipfile raises several types for a corrupt archive
+        raise DataError(f"{path}: expected {what}, found unreadable data ({_reason(err)})") from err
+    where = f"{path} ({member.filename})"
+    table = _load_pickle(data, where, what)
+    if not isinstance(table, dict):
+        raise DataError(f"{where}: expected {what}, found {type(table).__name__}")
+    return {_text(k) if isinstance(k, bytes) else k: v for k, v in table.items()}
 
 
 TARBALL = "cifar-10-python.tar.gz"
 
 
-def _cifar_files(path: Path) -> tuple[dict[str, bytes], list[Path]]:
-    """The batch files by name, from the tarball or the extracted folder."""
+def _cifar_files(path: Path) -> tuple[dict[str, bytes], dict[str, str], list[Path]]:
+    """The batch files by name, from the tarball or the extracted folder; how a message names each (its file, or
+    the tarball and its member); the files read."""
     names = (*BATCHES, "test_batch", "batches.meta")
     if path.is_dir() and (path / TARBALL).is_file() and not (path / "cifar-10-batches-py").is_dir():
         # a folder holding the tarball (and, for CIFAR-10N, CIFAR-10_human.pt beside it)
@@ -127,26 +326,25 @@ def _cifar_files(path: Path) -> tuple[dict[str, bytes], list[Path]]:
                 missing = [n for n in names if n not in members]
                 if missing:
                     raise DataError(f"{path}: expected the CIFAR-10 batches {', '.join(missing)}, found none")
-                return {n: tar.extractfile(members[n]).read() for n in names}, [path]
+                return ({n: tar.extractfile(members[n]).read() for n in names},
+                        {n: f"{path} ({members[n].name})" for n in names}, [path])
         except (tarfile.TarError, OSError, EOFError) as err:
             raise DataError(f"{path}: expected cifar-10-python.tar.gz, found a corrupt archive ({err})") from err
     folder = "cifar-10-batches-py" if (path / "cifar-10-batches-py").is_dir() else ""
     files = [require_file(inside(path, Path(folder, n), where=str(path / folder / n)), "a CIFAR-10 python batch")
              for n in names]
-    return {f.name: f.read_bytes() for f in files}, files
+    return {f.name: f.read_bytes() for f in files}, {f.name: str(f) for f in files}, files
 
 
-def _unpickle(files: dict[str, bytes], name: str) -> dict:
-    try:
-        obj = _SafeUnpickler(io.BytesIO(files[name]), encoding="bytes").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as err:
-        raise DataError(f"{name}: expected a pickled CIFAR-10 batch, found unreadable data ({err})") from err
+def _unpickle(data: bytes, where: str) -> dict:
+    """A CIFAR-10 batch (or ``batches.meta``): the dict pickled in ``data``, its keys as text."""
+    obj = _load_pickle(data, where, "a pickled CIFAR-10 batch")
     if not isinstance(obj, dict):
-        raise DataError(f"{name}: expected a dict, found {type(obj).__name__}")
-    return {k.decode() if isinstance(k, bytes) else k: v for k, v in obj.items()}
+        raise DataError(f"{where}: expected a dict, found {type(obj).__name__}")
+    return {_text(k) if isinstance(k, bytes) else k: v for k, v in obj.items()}
 
 
-def _field(batch: dict, key: str, name: str):
+def _field(batch: dict, key: str, where: str):
     if key not in batch:
-        raise DataError(f"{name}: expected the key {key!r}, found keys {sorted(batch)}")
+        raise DataError(f"{where}: expected the key {key!r}, found keys {_keys(batch)}")
     return batch[key]

@@ -94,10 +94,22 @@ def keyword(call: ast.Call, name: str) -> object:
     return value.value if isinstance(value, ast.Constant) else value
 
 
+def safe_yaml_loaders(source: str) -> set[str]:
+    """PyYAML's safe loaders and the classes ``source`` derives from them (``class _Loader(yaml.SafeLoader)``)."""
+    safe = {"yaml.SafeLoader", "yaml.CSafeLoader", "SafeLoader", "CSafeLoader"}
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ClassDef) and any(ast.unparse(base) in safe for base in node.bases):
+            safe.add(node.name)
+    return safe
+
+
 def unsafe_loads(source: str, path: str) -> list[str]:
-    problems = []
+    problems, safe_loaders = [], safe_yaml_loaders(source)
     for name, call in calls(source):
         where = f"{path}:{call.lineno}: {name}"
+        loader = keyword(call, "Loader")
+        if name == "yaml.load" and loader is not None and ast.unparse(loader) in safe_loaders:
+            continue  # yaml.load with a safe loader is yaml.safe_load
         if name == "torch.load" and keyword(call, "weights_only") is not True:
             problems.append(f"{where} without weights_only=True")
         if name in ("np.load", "numpy.load") and keyword(call, "allow_pickle") not in (None, False):
@@ -129,6 +141,10 @@ def test_the_load_scan_catches_unsafe_calls():
     bad = ("import torch, pickle, numpy as np\ntorch.load('m.pt')\ntorch.load('m.pt', weights_only=False)\n"
            "np.load('a.npy', allow_pickle=True)\npickle.loads(b'')\nyaml.load(text)\n")
     assert len(unsafe_loads(bad, "bad.py")) == 5
+    safe = ("import yaml\nclass L(yaml.SafeLoader):\n    pass\nyaml.load(t, Loader=L)\n"
+            "yaml.load(t, Loader=yaml.SafeLoader)\n")
+    assert unsafe_loads(safe, "safe.py") == []
+    assert len(unsafe_loads("import yaml\nyaml.load(t, Loader=yaml.Loader)\n", "unsafe.py")) == 1
 
 
 def imported_modules(path: Path) -> set[str]:
