@@ -175,8 +175,7 @@ def _experiments(r: dict) -> dict:
     small, large = sorted(big, key=int)
     exact_gain = t["exact"] / t["exact_channels_last"]
     fields = {
-        "per_set_rows": TEMPLATE.rows("per_set_row", [{**p, "time_change": p["time_ratio"]["exact"] /
-                                                       p["time_ratio"]["one_graph"]} for p in e["per_set"]]),
+        "per_set_rows": TEMPLATE.rows("per_set_row", [_per_set_row(p) for p in e["per_set"]]),
         "channels_last_exact": 1 / exact_gain, "channels_last_ratio": t["exact_channels_last"] / t["ce_channels_last"],
         "small_batch": small, "large_batch": large, "small_batch_us": big[small], "large_batch_us": big[large],
         "bigger_batch": big[large] / big[small],
@@ -206,6 +205,13 @@ def _largest_nodes(profile: dict, count: int = 3) -> str:
     nodes = ", ".join(TEMPLATE.fill("node_share", node=n["node"], percent=100 * n["share"])
                       for n in profile["nodes"][:count])
     return TEMPLATE.fill("largest_nodes", network=profile["network"], nodes=nodes)
+
+
+def _per_set_row(p: dict) -> dict:
+    """A per-set accumulation row: its time against the one-graph step, and what was adopted for what reason."""
+    change = p["time_ratio"]["exact"] / p["time_ratio"]["one_graph"]
+    adopted = "yes" if change <= 1.1 else f"yes, for the memory; the time was x{change:.2f} in this run"
+    return {**p, "time_change": change, "adopted": adopted}
 
 
 def _per_set_costs(r: dict) -> dict:
