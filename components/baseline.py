@@ -13,7 +13,7 @@ from pathlib import Path
 from components.common.allocator import retain_freed_memory
 from components.common.atomic import atomic_set, prepare_output, write_json
 from components.common.checkpoints import checkpoint_store, drop_stale_checkpoints
-from components.common.config import as_record, cli
+from components.common.config import CONFIG_FILE, as_record, cli
 from components.common.curves import publish_curves, write_curves, write_history
 from components.common.model_file import save_model, seeded_network
 from components.common.parallel import data_parallel
@@ -66,21 +66,21 @@ def run(config: BaselineConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOIS
     final = result.history[-1]
     metrics = {"best_epoch": result.best_epoch,
                "val_accuracy": result.best_score, "best_step": result.best_step,
-               "final_val_accuracy": final["val_accuracy_student"], "epochs": len(result.history),
-               "config": as_record(config)}
+               "final_val_accuracy": final["val_accuracy_student"], "epochs": len(result.history)}
     if group.is_main:
-        _write(Path(out), result, metrics, network=config.network, meta=meta)
+        _write(Path(out), result, metrics, network=config.network, meta=meta, config=config)
         drop_stale_checkpoints(store, shared=checkpoints is not None)
     return metrics
 
 
-def _write(out: Path, result, metrics: dict, *, network: str, meta: dict) -> None:
+def _write(out: Path, result, metrics: dict, *, network: str, meta: dict, config: BaselineConfig) -> None:
     """The step's files as one ``atomic_set``: a failure while writing any of them leaves the previous ones."""
     with atomic_set():
         save_model(out / "model.pt", result.best_state, network=network, meta=meta,
                    extra={"best_epoch": result.best_epoch})
         save_model(out / "final.pt", result.student.state_dict(), network=network, meta=meta)
         write_history(out, result)
+        write_json(out / CONFIG_FILE, as_record(config))
         write_json(out / "metrics.json", metrics)
         publish_curves(out)  # live/ in the same burst of renames as metrics.json
 

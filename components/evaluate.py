@@ -31,7 +31,7 @@ import numpy as np
 
 from components.common.artifacts import read_arrays, read_json
 from components.common.atomic import atomic_set, prepare_output, write_json, write_text
-from components.common.config import as_record, cli
+from components.common.config import CONFIG_FILE, as_record, cli
 from components.common.model_file import check_fits, load_model
 from components.common.splits import load_split, test_set
 from components.common.steps import FOLDERS
@@ -220,13 +220,13 @@ def run(config: EvaluateConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOIS
     metrics["label_issues"] = summary
     metrics["class_names"] = names
     metrics["ece_bins"] = config.ece_bins  # export's calibration report uses the same bins
-    metrics["config"] = as_record(config)
     metrics["validation"] = validation
     metrics["test"] = {"source": manifest.get("test_source", "the dataset's test split")}
     csvs["label_issues.csv"] = _csv(rows)
     with atomic_set():  # nothing is written until everything is computed; then all files as one set
         for file, text in csvs.items():
             write_text(out / file, text)
+        write_json(out / CONFIG_FILE, as_record(config))
         write_json(out / "metrics.json", metrics)
     return metrics
 

@@ -33,7 +33,7 @@ from torch import nn
 from components.common.artifacts import read_arrays, read_json, sha256_file
 from components.common.atomic import atomic_set, prepare_output, write_atomic, write_json
 from components.common.calibration import fit_temperature
-from components.common.config import as_record, cli
+from components.common.config import CONFIG_FILE, as_record, cli
 from components.common.model_file import check_fits, load_model
 from components.common.splits import load_split, test_set
 from components.common.steps import FOLDERS, STEPS
@@ -171,12 +171,10 @@ def run(config: ExportConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOISE_
     check = parity(onnx_bytes, net, x, config.max_abs_diff, temperature=calibration["temperature"])
     given, is_val = read_arrays(Path(noise) / "labels.npz", "noise", "label", "is_val")
     if recorded is not None:  # what each step ran with, as its outputs record it, over what the params file says
-        recorded = ran_with(recorded, {
-            "ingest": manifest.get("config"),
-            "noise": read_json(Path(noise) / "summary.json", "noise").get("config"),
-            "baseline": read_json(Path(baseline) / "metrics.json", "baseline").get("config"),
-            "mlnt": read_json(Path(mlnt) / "metrics.json", "mlnt").get("config"),
-            "evaluate": evaluated.get("config"), "export": as_record(config)})
+        recorded = ran_with(recorded, {"ingest": manifest.get("config"), "export": as_record(config),
+                                       **{step: _ran(folder, step) for step, folder in (
+                                           ("noise", noise), ("baseline", baseline), ("mlnt", mlnt),
+                                           ("evaluate", evaluate))}})
     card = {"model": name, **interface(saved["network"], manifest["class_names"], saved, transform=transform),
             "metrics": {"val_accuracy": val_accuracy, **{k: v for k, v in evaluated[name].items()
                                                           if k != "per_class_accuracy"}},
@@ -222,6 +220,12 @@ def ran_with(given: dict[str, dict], ran: Mapping[str, dict | None]) -> dict[str
                         "; ".join(differ))
         recorded[step] = config
     return recorded
+
+
+def _ran(folder: Path, step: str) -> dict | None:
+    """The config ``step`` ran with (its ``config.json``), or None where its outputs predate the record."""
+    path = Path(folder) / CONFIG_FILE
+    return read_json(path, step) if path.is_file() else None
 
 
 def params_digest(params: Mapping[str, Any] | None) -> str | None:

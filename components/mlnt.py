@@ -19,7 +19,7 @@ from pathlib import Path
 from components.common.allocator import retain_freed_memory
 from components.common.atomic import atomic_set, prepare_output, write_json
 from components.common.checkpoints import checkpoint_store, drop_stale_checkpoints
-from components.common.config import as_record, cli
+from components.common.config import CONFIG_FILE, as_record, cli
 from components.common.curves import publish_curves, write_curves, write_history
 from components.common.model_file import load_model, save_model, seeded_network
 from components.common.parallel import data_parallel
@@ -76,12 +76,12 @@ def run(config: MlntStepConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOIS
                        on_validation=lambda history, evaluations: write_curves(out, history, evaluations))
     metrics = _metrics(config, result)
     if group.is_main:
-        _write(Path(out), result, metrics, network=saved["network"], meta=meta)
+        _write(Path(out), result, metrics, network=saved["network"], meta=meta, config=config)
         drop_stale_checkpoints(store, shared=checkpoints is not None)
     return metrics
 
 
-def _write(out: Path, result, metrics: dict, *, network: str, meta: dict) -> None:
+def _write(out: Path, result, metrics: dict, *, network: str, meta: dict, config: MlntStepConfig) -> None:
     """The step's files as one ``atomic_set``: a failure while writing any of them leaves the previous ones."""
     with atomic_set():
         save_model(out / "student.pt", result.student.state_dict(), network=network, meta=meta)
@@ -92,6 +92,7 @@ def _write(out: Path, result, metrics: dict, *, network: str, meta: dict) -> Non
                        extra={"best_epoch": earlier.best_epoch})
         write_history(out, result)
         write_json(out / "evaluations.json", result.evaluations)
+        write_json(out / CONFIG_FILE, as_record(config))
         write_json(out / "metrics.json", metrics)
         publish_curves(out)  # live/ in the same burst of renames as metrics.json
     _remove_stale_rounds(out, len(result.earlier_rounds))
@@ -122,8 +123,7 @@ def _metrics(config: MlntStepConfig, result) -> dict:
             "teacher_start_share_released": at_best.get("teacher_start_share") if result.best_model == "teacher"
             else None,
             "teacher_start_share_final": last.get("teacher_start_share"),
-            "val_accuracy_by_round": [r.best_score for r in [*result.earlier_rounds, result]],
-            "config": as_record(config)}
+            "val_accuracy_by_round": [r.best_score for r in [*result.earlier_rounds, result]]}
 
 
 def _best(evaluations: list[dict], model: str) -> float | None:

@@ -49,7 +49,7 @@ from scipy import stats
 
 from components.common.artifacts import read_arrays, read_json
 from components.common.atomic import atomic_set, prepare_output, write_atomic, write_json
-from components.common.config import as_record, cli
+from components.common.config import CONFIG_FILE, as_record, cli
 from components.common.errors import DataError
 from components.common.steps import FOLDERS
 from components.formats.cifar import HUMAN_LABELS, HumanLabels
@@ -207,8 +207,7 @@ def run(config: NoiseConfig, *, ingest: Path = INGEST_OUT, out: Path = OUT) -> d
     train_rows = ~is_val
     val_clean = own_val is not None or bool(config.val_clean and known[is_val].all())
     requested = None if config.kind in RATELESS else config.rate  # params.yaml's rate, unused by these kinds
-    summary = {"config": as_record(config), "kind": config.kind, "requested_rate": requested,
-               "num_classes": num_classes,
+    summary = {"kind": config.kind, "requested_rate": requested, "num_classes": num_classes,
                "labels": manifest.get("labels", "curated"), "ingested_train": int(clean_all.shape[0]),
                "train": int(train_rows.sum()), "val": int(is_val.sum()) if own_val is None else own_val,
                "val_source": "held out of the training images" if own_val is None else "the dataset's val split",
@@ -225,6 +224,7 @@ def run(config: NoiseConfig, *, ingest: Path = INGEST_OUT, out: Path = OUT) -> d
                                                              is_noisy=is_noisy, is_val=is_val))
         write_json(out / "transition.json",
                    transition_matrix(clean[rows], noisy[rows], num_classes).round(6).tolist())
+        write_json(out / CONFIG_FILE, as_record(config))
         write_json(out / "summary.json", summary)
     return summary
 

@@ -211,10 +211,13 @@ def coerce(value: Any, hint: Any, *, where: str) -> Any:
     return value
 
 
+CONFIG_FILE = "config.json"  # in a step's output folder: the config it ran with (``as_record``)
+
+
 def as_record(config: Any) -> dict[str, Any]:
-    """A step's config as it ran, for its outputs (``config`` in its JSON): the dataclass's fields, JSON types
-    (tuples as lists). Export records these in the model card, so the card says what ran even when a step was run
-    by hand with ``--set``."""
+    """A step's config as it ran, for its outputs (``config.json``, or ``config`` in ingest's manifest): the
+    dataclass's fields, JSON types (tuples as lists). Export records these in the model card, so the card says what
+    ran even when a step was run by hand with ``--set``."""
     return json.loads(json.dumps(dataclasses.asdict(config)))
 
 

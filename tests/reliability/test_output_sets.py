@@ -19,11 +19,11 @@ from tests.reliability.workspace import snapshot
 # step: (the files of its set that it writes, the last one written)
 SETS = {
     "ingest": (("train.npz", "test.npz"), "manifest.json"),
-    "noise": (("labels.npz", "transition.json"), "summary.json"),
-    "baseline": (("model.pt", "final.pt", "history.json"), "metrics.json"),
-    "mlnt": (("student.pt", "teacher.pt", "history.json", "evaluations.json"), "metrics.json"),
-    "evaluate": (("confusion_teacher.csv", "calibration_teacher.csv", "roc_label_issues.csv", "label_issues.csv"),
-                 "metrics.json"),
+    "noise": (("labels.npz", "transition.json", "config.json"), "summary.json"),
+    "baseline": (("model.pt", "final.pt", "history.json", "config.json"), "metrics.json"),
+    "mlnt": (("student.pt", "teacher.pt", "history.json", "evaluations.json", "config.json"), "metrics.json"),
+    "evaluate": (("confusion_teacher.csv", "calibration_teacher.csv", "roc_label_issues.csv", "label_issues.csv",
+                  "config.json"), "metrics.json"),
     "export": (("model.onnx", "parity.json"), "model_card.json"),
 }
 # a training step's resumable state, and the failed run's own curves (kept aside; live/, the published ones, stays)
