@@ -6,8 +6,8 @@
 
 ``--local`` runs every step as a subprocess of this Python (``kfp.local.SubprocessRunner(use_venv=False)``), so the
 project must be installed here (``make setup``); the deploy step writes the InferenceService it would create (the
-one of k8s/, serving the released version) without applying it. ``--tiny`` shortens training to two epochs at batch 32
-(on every ingested image: point ``--data`` at a small folder): a smoke run of the whole graph.
+one of k8s/, serving the released version) without applying it. ``--tiny`` trains for two epochs at batch 32 on 600
+of the ingested images (480 for training, 120 for validation): a smoke run of the whole graph, in minutes.
 ``--host`` compiles the pipeline and submits a run; the server pulls the project image and uses its GPU node pool.
 ``--params`` gives every step's section from another params file, e.g. ``recipes/clothing1m.yaml`` with
 ``--data /mnt/data/clothing1m``. ``--data`` is the dataset folder the ingest step reads. Without it, ``--local`` reads
@@ -41,7 +41,7 @@ from pipelines.mlnt_pipeline import PARAMS, compile_pipeline, mlnt_pipeline
 
 SERVICE_ACCOUNT = "mlnt-pipeline"  # k8s/base/rbac.yaml
 
-TINY = {"noise": {"train_size": 0, "val_fraction": 0.2},
+TINY = {"noise": {"train_size": 600, "val_fraction": 0.2},  # 480 training images, 120 for validation
         "baseline": {"epochs": 2, "batch_size": 32, "progress": False},
         "mlnt": {"epochs": 2, "batch_size": 32, "neighbours": 5, "ramp_start": 0.5, "ramp_end": 1.0, "progress": False},
         "validate": {"class_balance_ratio": 10.0},
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
                                        f"{pipeline.DEFAULT_DATA_PATH} ({pipeline.DEFAULT_DATASET} only)")
     parser.add_argument("--params", type=Path, help="every step's section from this params file (default: the "
                                                     "params.yaml the pipeline was built with)")
-    parser.add_argument("--tiny", action="store_true", help="two epochs on a few hundred images")
+    parser.add_argument("--tiny", action="store_true", help="two epochs on 600 of the ingested images (a smoke run)")
     parser.add_argument("--root", type=Path, default=Path("artifacts/kfp"), help="--local: the pipeline root")
     parser.add_argument("--registry", type=Path, help="--local: the model registry (default: ROOT/releases, apart from "
                                                       "the releases/ that dvc repro's gate promotes into)")

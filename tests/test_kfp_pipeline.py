@@ -412,6 +412,13 @@ def test_a_submitted_run_keeps_ingest_and_the_gate_uncached(spec):
         name: task.get("cachingOptions") for name, task in compiled.items()}
 
 
+def test_tiny_trains_on_a_few_hundred_images_whatever_the_dataset():
+    """--tiny said "a few hundred images" and set noise.train_size 0, which is every image: 48,000 of
+    Fashion-MNIST, four times the default run's."""
+    noise = json.loads(run.pipeline_arguments("data/fashion-mnist", tiny=True)["noise_params"])
+    assert 0 < noise["train_size"] <= 1000 and noise["val_fraction"] == 0.2
+
+
 def test_host_without_data_leaves_the_pipelines_default_data_path(capsys):
     submitted = submitted_run([])
     assert "data_path" not in submitted["runtime_config"]["parameters"]
