@@ -33,7 +33,7 @@ from components.common.artifacts import read_arrays, read_json
 from components.common.atomic import atomic_set, prepare_output, write_json, write_text
 from components.common.config import CONFIG_FILE, as_record, cli
 from components.common.model_file import check_fits, load_model
-from components.common.splits import load_split, test_set
+from components.common.splits import load_split, test_digest, test_set
 from components.common.steps import FOLDERS
 from components.common.telemetry import reports
 from components.formats.webdataset import read_index
@@ -221,7 +221,7 @@ def run(config: EvaluateConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOIS
     metrics["class_names"] = names
     metrics["ece_bins"] = config.ece_bins  # export's calibration report uses the same bins
     metrics["validation"] = validation
-    metrics["test"] = {"source": manifest.get("test_source", "the dataset's test split")}
+    metrics["test"] = {"source": manifest.get("test_source", "the dataset's test split"), "sha256": test_digest(ingest)}
     csvs["label_issues.csv"] = _csv(rows)
     with atomic_set():  # nothing is written until everything is computed; then all files as one set
         for file, text in csvs.items():

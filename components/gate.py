@@ -8,16 +8,17 @@ Passes only if the clean-test accuracy of the exported model is at least ``gate.
 trained on the same data; 1: no comparison), no worse than the current champion's (``releases/latest``) by more than
 ``gate.max_regression``, the ONNX parity check held, and the model card describes the ONNX file beside it (its
 sha256). A champion of another task (other class names, input or output shape) fails the gate: a registry holds one
-task's releases, and serving would otherwise switch to the other task's model. A run whose validation labels are
-noisy passes with a warning in ``reasons``. Writes ``artifacts/gate/decision.json`` (a public contract: ``passed``,
-``reasons``, ``accuracy``, and more). A pass promotes the model into the registry: ``releases/<version>/``
-(``model.onnx``, ``model_card.json``, ``parity.json``, ``decision.json``), never overwriting a version, written to a
-temporary folder and renamed, then ``releases/latest`` is pointed at it. ``--enforce`` exits 1 on a fail.
-``--check`` (for CI, after ``dvc repro``) runs nothing: it reads the decision a gate already wrote
-(``artifacts/gate/decision.json``, or ``FOLDER/decision.json``), prints its verdict and reasons and exits 1 unless
-it passed, or when the file is missing or unreadable; it writes nothing, so it neither releases a second time nor
-touches the DVC output. Each bound is compared with a tolerance of ``TOLERANCE``: a model exactly ``max_regression``
-below the champion passes, whatever the float rounding.
+task's releases, and serving would otherwise switch to the other task's model. So does a champion scored on another
+test set (the cards' ``test.sha256``), whose accuracy does not compare, unless ``max_regression`` is 1 (no
+comparison). A run whose validation labels are noisy passes with a warning in ``reasons``. Writes
+``artifacts/gate/decision.json`` (a public contract: ``passed``, ``reasons``, ``accuracy``, and more). A pass
+promotes the model into the registry: ``releases/<version>/`` (``model.onnx``, ``model_card.json``, ``parity.json``,
+``decision.json``), never overwriting a version, written to a temporary folder and renamed, then ``releases/latest``
+is pointed at it. ``--enforce`` exits 1 on a fail. ``--check`` (for CI, after ``dvc repro``) runs nothing: it reads
+the decision a gate already wrote (``artifacts/gate/decision.json``, or ``FOLDER/decision.json``), prints its
+verdict and reasons and exits 1 unless it passed, or when the file is missing or unreadable; it writes nothing, so
+it neither releases a second time nor touches the DVC output. Each bound is compared with a tolerance of
+``TOLERANCE``: a model exactly ``max_regression`` below the champion passes, whatever the float rounding.
 
 Gates may run at once (two pipelines finishing together): a decision that passes is taken again under the
 registry's exclusive lock (``flock`` on ``releases/.lock``), on the copy that will be released and against the
@@ -132,10 +133,16 @@ def decide(config: GateConfig, *, export: Path, evaluate: Path, registry: Path) 
             champion_version, champion = current
     except ValueError as err:  # a broken registry must not skip the comparison with the champion
         check(False, str(err))
-    other_task = task_difference(card, _read(registry / "latest" / "model_card.json")) if champion and card else ""
+    champion_card = _read(registry / "latest" / "model_card.json") if champion is not None and card else None
+    other_task = task_difference(card, champion_card)
+    other_test = test_difference(card, champion_card)
     if other_task:  # its accuracy is on another test set, and serving the new model would change the task
         check(False, f"the champion ({registry / 'latest'} -> {champion_version}) is a model of another task: "
                      f"{other_task}; a registry holds one task's releases: set gate.registry to this task's own")
+    elif other_test and config.max_regression < 1.0:
+        check(False, f"the champion ({registry / 'latest'} -> {champion_version}) was scored on another test set "
+                     f"({other_test}), so the accuracies do not compare: score both on one test set, or set "
+                     f"gate.max_regression to 1 to release without comparing with the champion")
     elif champion is not None and isinstance(accuracy, float):
         check(at_least(accuracy, champion - config.max_regression),
               f"accuracy {accuracy:.4f}, required at least the champion's {champion:.4f} minus max_regression "
@@ -161,6 +168,15 @@ def task_difference(card: dict, champion_card: dict | None) -> str:
         if ours != theirs:
             found.append(f"{what} {_short(ours)} here, {_short(theirs)} in the champion")
     return "; ".join(found)
+
+
+def test_difference(card: dict | None, champion_card: dict | None) -> str:
+    """How the test set ``card``'s accuracy was measured on differs from the champion's (the ``test.sha256`` evaluate
+    records), as text; "" when they are the same, or when either card predates the record."""
+    ours, theirs = ((c.get("test") or {}).get("sha256") if isinstance(c, dict) else None for c in (card, champion_card))
+    if not ours or not theirs or ours == theirs:
+        return ""
+    return f"test sha256 {ours[:12]}... here, {theirs[:12]}... in the champion"
 
 
 def _short(value, count: int = 4) -> str:

@@ -3,6 +3,7 @@ streamed from a sharded dataset's shards), the clean test set, and the files a r
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,22 @@ def test_set(ingest: Path, normalisation: dict[str, list[float]], *, workers: in
     images, labels = read_arrays(ingest / "test.npz", "ingest", "images", "labels")
     x = normalise(images, normalisation["mean"], normalisation["std"])
     return Data(x, torch.from_numpy(labels.astype(np.int64)))
+
+
+def test_digest(ingest: Path) -> str:
+    """The sha256 of the clean test set's content: its images (uint8, as ingested) and labels, or for a sharded set
+    each test shard's sha256 (``index.json``) and the index's keys and labels. Two models' test accuracies compare
+    only when their test sets have the same digest (the gate's champion check)."""
+    ingest, digest = Path(ingest), hashlib.sha256()
+    if read_json(ingest / "manifest.json", "ingest").get("format") == "shards":
+        entry = read_json(ingest / "shards" / "index.json", "ingest", "splits")["splits"].get("test", {})
+        digest.update("".join(shard["sha256"] for shard in entry.get("shards", [])).encode())
+        content, labels = read_arrays(ingest / "shards" / "test.index.npz", "ingest", "key", "label")
+    else:
+        content, labels = read_arrays(ingest / "test.npz", "ingest", "images", "labels")
+    for array in (content, labels.astype(np.int64)):
+        digest.update(str(array.shape).encode() + np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
 
 
 def normalise(images: np.ndarray, mean: list[float], std: list[float]) -> torch.Tensor:

@@ -266,6 +266,28 @@ def test_a_champion_of_another_task_fails_the_gate_naming_the_difference(tmp_pat
     assert (registry / "latest").readlink().name == champion["version"]
 
 
+def test_a_champion_scored_on_another_test_set_fails_the_gate_unless_the_comparison_is_off(tmp_path):
+    """An image folder's run with its clean test folder, then one whose test set is held out of its training images:
+    the second model (0.75 on 36 noisy images) was refused against the first's 1.0 on 45 clean ones, and the other
+    way round a model would pass against an unrelated number."""
+    registry = tmp_path / "releases"
+    card = {"class_names": ["cat", "dog"], "input": {"shape": ["batch", 1, 28, 28]}, "output": {"shape": ["batch", 2]}}
+    first, evaluate = write_export(tmp_path / "a", accuracy=0.9, task={**card, "test": {"sha256": "a" * 64}})
+    champion = run_gate(GateConfig(min_accuracy=0.5, registry=str(registry)), export=first, evaluate=evaluate,
+                        out=tmp_path / "g1")
+    assert champion["passed"]
+    export, evaluate = write_export(tmp_path / "b", accuracy=0.95, onnx=b"other", task={**card, "test": {"sha256":
+                                                                                                         "b" * 64}})
+    decision = decide(GateConfig(min_accuracy=0.5), export=export, evaluate=evaluate, registry=registry)
+    assert not decision["passed"]
+    assert (f"fail: the champion ({registry / 'latest'} -> {champion['version']}) was scored on another test set "
+            f"(test sha256 bbbbbbbbbbbb... here, aaaaaaaaaaaa... in the champion), so the accuracies do not compare: "
+            f"score both on one test set, or set gate.max_regression to 1 to release without comparing with the "
+            f"champion") in decision["reasons"]
+    assert decide(GateConfig(min_accuracy=0.5, max_regression=1.0), export=export, evaluate=evaluate,
+                  registry=registry)["passed"]
+
+
 def test_the_same_model_gated_twice_within_a_second_is_released_twice(tmp_path, monkeypatch):
     """Versions are named by the second: a second gate of the same model in the same second (two runs of one
     config) found its version taken and crashed with no decision written. It now waits for the next second."""

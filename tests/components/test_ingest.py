@@ -73,3 +73,21 @@ def test_unknown_dataset_lists_the_valid_ones():
 def test_a_seed_that_is_not_a_non_negative_integer_is_a_config_error(seed):
     with pytest.raises(ValueError, match=rf"seed: expected an integer >= 0, found {seed!r}"):
         IngestConfig(seed=seed)
+
+
+def test_the_test_digest_names_the_test_sets_content_and_nothing_else(fashion_dir, tmp_path):
+    """What the gate compares before it compares accuracies with the champion's: the same for the same test images
+    and labels (a rerun, a new training split), different when one label or pixel of the test set changes."""
+    from components.common.splits import test_digest  # noqa: PLC0415
+
+    out = tmp_path / "out"
+    run(IngestConfig(path=str(fashion_dir)), out=out)
+    first = test_digest(out)
+    with np.load(out / "train.npz") as train:
+        np.savez(out / "train.npz", images=train["images"][::-1], labels=train["labels"][::-1])
+    assert test_digest(out) == first
+    with np.load(out / "test.npz") as test:
+        images, labels = test["images"], test["labels"].copy()
+    labels[0] = (labels[0] + 1) % 10
+    np.savez(out / "test.npz", images=images, labels=labels)
+    assert test_digest(out) != first
