@@ -94,7 +94,7 @@ def test_own_folder_walkthrough_selects_on_the_clean_val_folder(repo):
     misplaced = set(json.loads((repo / "misplaced.json").read_text()))
     top = {r["key"] for r in rows[:len(misplaced)]}  # the files a user would check first
     assert len(top & misplaced) > 0.5 * len(misplaced), (len(top & misplaced), len(misplaced))
-    card = json.loads((repo / "releases" / "latest" / "model_card.json").read_text())
+    card = json.loads((repo / "releases" / "imagefolder" / "latest" / "model_card.json").read_text())
     assert card["validation"]["clean"] is True
     assert card["calibration"]["fitted_on"] == "clean validation set (40 images)"
     decision = json.loads((art / "gate" / "decision.json").read_text())
