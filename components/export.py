@@ -208,13 +208,14 @@ def made_by(params: Mapping[str, Mapping[str, Any]] | None) -> dict | None:
 def ran_with(given: dict[str, dict], ran: Mapping[str, dict | None]) -> dict[str, dict]:
     """``given`` (the params file's sections) with each step's section replaced by the config its outputs say it
     ran with (``ran``; None: not recorded, the section as given stays). A step run by hand with ``--set`` ran with
-    other settings than the file's: the card records what ran, and a warning names each difference."""
+    other settings than the file's: the card records what ran, and a warning names each setting the file gives
+    otherwise (a key the file leaves out ran with its default, which is no difference)."""
     recorded = dict(given)
     for step, config in ran.items():
         if not isinstance(config, dict):
             continue
-        differ = [f"{step}.{key} {value!r} (the params file: {given[step].get(key)!r})"
-                  for key, value in config.items() if given[step].get(key) != value]
+        differ = [f"{step}.{key} {value!r} (the params file: {given[step][key]!r})"
+                  for key, value in config.items() if key in given[step] and given[step][key] != value]
         if differ:
             LOG.warning("the model card records the settings the steps ran with, not the params file's: %s",
                         "; ".join(differ))

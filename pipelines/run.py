@@ -34,7 +34,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from components.common.config import load_params
+from components.common.config import build, load_params
 from components.common.telemetry import PUSHGATEWAY_ENV, has_userinfo, redact_address
 from pipelines import mlnt_pipeline as pipeline
 from pipelines.mlnt_pipeline import PARAMS, compile_pipeline, mlnt_pipeline
@@ -42,8 +42,9 @@ from pipelines.mlnt_pipeline import PARAMS, compile_pipeline, mlnt_pipeline
 SERVICE_ACCOUNT = "mlnt-pipeline"  # k8s/base/rbac.yaml
 
 TINY = {"noise": {"train_size": 600, "val_fraction": 0.2},  # 480 training images, 120 for validation
-        "baseline": {"epochs": 2, "batch_size": 32, "progress": False},
-        "mlnt": {"epochs": 2, "batch_size": 32, "neighbours": 5, "ramp_start": 0.5, "ramp_end": 1.0, "progress": False},
+        "baseline": {"epochs": 2, "batch_size": 32, "lr_milestones": [], "progress": False},
+        "mlnt": {"epochs": 2, "batch_size": 32, "lr_milestones": [], "neighbours": 5, "ramp_start": 0.5,
+                 "ramp_end": 1.0, "progress": False},
         "validate": {"class_balance_ratio": 10.0},
         "export": {"parity_images": 32},
         "gate": {"min_accuracy": 0.0}}
@@ -77,8 +78,21 @@ def pipeline_arguments(data: str | None, *, tiny: bool, params_file: Path | None
                          f"{pipeline.DEFAULT_DATA_PATH} holds {pipeline.DEFAULT_DATASET}")
     for section, values in (TINY if tiny else {}).items():
         params[section].update(values)
+    check_sections(params, f"{params_file or 'params.yaml'}{' with --tiny' if tiny else ''}")
     return {**({} if data is None else {"data_path": data}), "pushgateway": pushgateway,
             **{f"{section}_params": json.dumps(values) for section, values in params.items()}}
+
+
+def check_sections(params: dict, source: str) -> None:
+    """Each step's section built as the step will build it, here, before a run starts: a ``ConfigError`` naming
+    ``source``, the section and the field, rather than a step that fails in the cluster after the ones before it."""
+    from components import baseline, evaluate, export, gate, ingest, mlnt, noise, validate  # noqa: PLC0415
+
+    classes = {"ingest": ingest.IngestConfig, "validate": validate.ValidateConfig, "noise": noise.NoiseConfig,
+               "baseline": baseline.BaselineConfig, "mlnt": mlnt.MlntStepConfig, "evaluate": evaluate.EvaluateConfig,
+               "export": export.ExportConfig, "gate": gate.GateConfig}
+    for section, cls in classes.items():
+        build(cls, params[section], where=f"{source}: {section}")
 
 
 def run_local(data: Path | None, *, root: Path, registry: Path, tiny: bool, params_file: Path | None = None,

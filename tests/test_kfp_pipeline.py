@@ -12,6 +12,7 @@ from typing import ClassVar
 import pytest
 import yaml
 
+from components.common.config import load_params
 from components.common.steps import STEPS  # the one table of step names
 from pipelines import inference_service, mlnt_pipeline, pushgateway, run
 from tests.components.conftest import make_fashion_mnist
@@ -412,11 +413,24 @@ def test_a_submitted_run_keeps_ingest_and_the_gate_uncached(spec):
         name: task.get("cachingOptions") for name, task in compiled.items()}
 
 
-def test_tiny_trains_on_a_few_hundred_images_whatever_the_dataset():
+@pytest.mark.parametrize("params_file", [None, ROOT / "recipes/clothing1m.yaml", ROOT / "recipes/imagefolder.yaml"])
+def test_tiny_trains_on_a_few_hundred_images_whatever_the_params_file(params_file):
     """--tiny said "a few hundred images" and set noise.train_size 0, which is every image: 48,000 of
-    Fashion-MNIST, four times the default run's."""
-    noise = json.loads(run.pipeline_arguments("data/fashion-mnist", tiny=True)["noise_params"])
+    Fashion-MNIST, four times the default run's. With the Clothing1M recipe its two epochs met the recipe's
+    lr_milestones [2.0], a config the baseline step refused in the cluster after three steps had run."""
+    arguments = run.pipeline_arguments("/mnt/data/x", tiny=True, params_file=params_file)
+    noise = json.loads(arguments["noise_params"])
     assert 0 < noise["train_size"] <= 1000 and noise["val_fraction"] == 0.2
+    assert json.loads(arguments["baseline_params"])["lr_milestones"] == []
+
+
+def test_a_params_file_a_step_would_refuse_is_refused_before_the_run_is_submitted(tmp_path):
+    params = load_params(ROOT / "params.yaml")
+    params["baseline"]["lr_milestones"] = [20.0]
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(ValueError, match=r"p.yaml: baseline: lr_milestones\[0\]: expected an epoch below epochs "
+                                         r"\(15\), found 20.0"):
+        run.pipeline_arguments("/mnt/data/x", tiny=False, params_file=tmp_path / "p.yaml")
 
 
 def test_host_without_data_leaves_the_pipelines_default_data_path(capsys):

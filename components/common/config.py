@@ -106,21 +106,25 @@ class _Loader(yaml.SafeLoader):
 
 
 def _core_int(text: str) -> int:
-    return int(text[2:], 8 if text[1] == "o" else 16) if text.startswith(("0o", "0x")) else int(text, 10)
+    digits = text.replace("_", "")
+    sign, digits = (-1, digits[1:]) if digits[0] == "-" else (1, digits.lstrip("+"))
+    base = {"0b": 2, "0o": 8, "0x": 16}.get(digits[:2])
+    return sign * (int(digits[2:], base) if base else int(digits, 10))
 
 
 def _core_float(text: str) -> float:
-    lowered = text.lower()
-    return float(lowered.replace(".inf", "inf").replace(".nan", "nan")) if lowered.endswith((".inf", ".nan")) else \
-        float(text)
+    lowered = text.lower().replace("_", "")
+    return float(lowered.replace(".inf", "inf").replace(".nan", "nan"))
 
 
-_CORE = {  # YAML 1.2 core schema: tag -> (pattern, first characters, constructor)
+# YAML 1.2 as DVC's parser (ruamel.yaml) reads params.yaml: digits may be grouped with "_", 0b/0o/0x prefixes.
+_CORE = {  # tag -> (pattern, first characters, constructor)
     "tag:yaml.org,2002:null": (r"~|null|Null|NULL|", ["~", "n", "N", ""], lambda text: None),
     "tag:yaml.org,2002:bool": (r"true|True|TRUE|false|False|FALSE", list("tTfF"), lambda text: text.lower() == "true"),
-    "tag:yaml.org,2002:int": (r"[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+", list("-+0123456789"), _core_int),
-    "tag:yaml.org,2002:float": (r"[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)"
-                                r"|\.(?:nan|NaN|NAN)", list("-+0123456789."), _core_float),
+    "tag:yaml.org,2002:int": (r"[-+]?0b[01_]+|[-+]?0o[0-7_]+|[-+]?0x[0-9a-fA-F_]+|[-+]?[0-9][0-9_]*",
+                              list("-+0123456789"), _core_int),
+    "tag:yaml.org,2002:float": (r"[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)?"
+                                r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN)", list("-+0123456789."), _core_float),
 }
 _YAML_11_ONLY = {"tag:yaml.org,2002:timestamp"}  # 2026-01-01 stays a string, as in YAML 1.2
 _Loader.yaml_implicit_resolvers = {

@@ -114,6 +114,21 @@ def test_values_read_as_yaml_1_2_as_dvc_reads_them(value, want):
     assert build(SECTIONS["ingest"], params["ingest"], where="ingest").path == "no"
 
 
+def test_scalars_read_as_dvc_reads_them():
+    """The steps and DVC must read params.yaml alike, or `dvc params diff` and the runs disagree (PyYAML's YAML
+    1.1 read 010 as 8, 5e-4 as a string and 12_000 as 12000; a first YAML 1.2 reader refused 12_000). Dates are the
+    one difference: DVC makes them dates, the steps keep them strings (no field takes a date)."""
+    from dvc.utils.serialize import parse_yaml  # noqa: PLC0415 - DVC is a dev dependency here
+
+    from components.common.config import read_yaml  # noqa: PLC0415
+
+    for text in ("12_000", "0b101", "-0x1F", "0o17", "1_0.5", "010", "0777", "5e-4", "1.5E+3", ".5", "1.", "+4", "-3",
+                 "1e5", ".inf", "-.inf", "true", "False", "no", "yes", "~", "null", "1:30", "x1", "0b2"):
+        ours, dvc = read_yaml(f"a: {text}")["a"], parse_yaml(f"a: {text}", "params.yaml")["a"]
+        assert (ours, type(ours)) == (dvc, type(dvc)), text
+    assert read_yaml("a: .nan")["a"] != read_yaml("a: .nan")["a"]  # NaN, as DVC's
+
+
 @pytest.mark.parametrize(("text", "message"), [
     ("nosie:\n  rate: 0.2\n", r"p.yaml: expected sections named after the steps \(ingest, validate, noise, "
                                r"baseline, mlnt, evaluate, export, gate\), found 'nosie'"),
