@@ -43,6 +43,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from components.common.artifacts import sha256_file
 from components.common.atomic import write_json
@@ -124,16 +125,16 @@ def decide(config: GateConfig, *, export: Path, evaluate: Path, registry: Path) 
         validation = metrics.get("validation", {})
         if validation.get("clean") is False:
             reasons.append(f"warning: {validation.get('warning', 'the validation labels are noisy')}")
-    champion, champion_version = None, None
+    champion, champion_version, champion_card = None, None, None
     try:
         current = read_champion(registry)
         if current is None:
             reasons.append("pass: no champion yet in " + str(registry))
         else:
-            champion_version, champion = current
+            champion_version, champion, champion_card = current
     except ValueError as err:  # a broken registry must not skip the comparison with the champion
         check(False, str(err))
-    champion_card = _read(registry / "latest" / "model_card.json") if champion is not None and card else None
+    champion_card = champion_card if champion is not None and card else None  # the card judged, read once
     other_task = task_difference(card, champion_card)
     other_test = test_difference(card, champion_card)
     if other_task:  # its accuracy is on another test set, and serving the new model would change the task
@@ -201,9 +202,17 @@ def baseline_accuracy(metrics: dict) -> float | None:
     return value if isinstance(value, float) else None
 
 
-def read_champion(registry: Path) -> tuple[str, float] | None:
-    """``(version, clean-test accuracy)`` of ``registry/latest``; None before the first release. A ``latest`` whose
-    card holds no accuracy (a dangling link, a damaged card) is a ``ValueError``, never "no champion"."""
+class Champion(NamedTuple):
+    """The release ``registry/latest`` points at: its version, clean-test accuracy and model card (read once)."""
+
+    version: str
+    accuracy: float
+    card: dict
+
+
+def read_champion(registry: Path) -> Champion | None:
+    """The champion of ``registry`` (``registry/latest``); None before the first release. A ``latest`` whose card
+    holds no accuracy (a dangling link, a damaged card) is a ``ValueError``, never "no champion"."""
     latest = registry / "latest"
     if not latest.is_symlink() and not latest.exists():
         return None
@@ -214,7 +223,7 @@ def read_champion(registry: Path) -> tuple[str, float] | None:
         found = "none" if card is None else repr(accuracy)
         raise ValueError(f"champion {latest / 'model_card.json'}: expected a released model card with "
                          f"metrics.accuracy, found {found} (point {latest} at a good release)")
-    return (os.readlink(latest) if latest.is_symlink() else latest.name), accuracy
+    return Champion(os.readlink(latest) if latest.is_symlink() else latest.name, accuracy, card)
 
 
 @contextlib.contextmanager
@@ -248,10 +257,10 @@ def promote(export: Path, decision: dict, registry: Path, *, now: dt.datetime | 
     nothing is released. (``run`` judges the staged copy under the lock itself.)"""
     with registry_lock(registry):
         current = read_champion(registry)
-        if (current and current[0]) != decision.get("champion_version"):
+        if (current and current.version) != decision.get("champion_version"):
             raise ValueError(f"{registry / 'latest'}: expected the champion the decision was judged against "
                              f"({decision.get('champion_version') or 'none'}), found "
-                             f"{current[0] if current else 'none'} (another gate promoted since): decide again; "
+                             f"{current.version if current else 'none'} (another gate promoted since): decide again; "
                              f"nothing released")
         _drop_leftovers(registry)
         staging = _stage(export, registry)

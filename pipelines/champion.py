@@ -79,10 +79,10 @@ def restore(folder: Path, *, tag: str, registry: Path) -> tuple[str, float]:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     latest.symlink_to(version)  # relative, as the gate points it
-    champion = read_champion(registry)  # what the gate will read: (version, accuracy)
+    champion = read_champion(registry)  # what the gate will read
     if champion is None:  # never: latest was just made
         raise FileNotFoundError(f"{latest}: expected the restored champion, found none")
-    return champion
+    return champion.version, champion.accuracy
 
 
 def main(argv: list[str] | None = None) -> int:

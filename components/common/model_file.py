@@ -68,7 +68,7 @@ def load_model(path: Path) -> tuple[nn.Module, dict[str, Any]]:
     ours = net.state_dict()
     missing, unexpected = [k for k in ours if k not in state], [k for k in state if k not in ours]
     if missing or unexpected:  # another network's weights: counted, a few named (PyTorch lists them all)
-        found = [_keys(len(keys), what, keys) for what, keys in (("missing", missing), ("unexpected", unexpected))
+        found = [_keys(what, keys) for what, keys in (("missing", missing), ("unexpected", unexpected))
                  if keys]
         raise DataError(f"{expected}, found others ({'; '.join(found)}): the file holds another network")
     try:
@@ -79,7 +79,8 @@ def load_model(path: Path) -> tuple[nn.Module, dict[str, Any]]:
     return net, payload
 
 
-def _keys(count: int, what: str, keys: list[str], shown: int = 3) -> str:
+def _keys(what: str, keys: list[str], shown: int = 3) -> str:
+    count = len(keys)
     return f"{count} {what} key{'s' if count != 1 else ''}: {', '.join(keys[:shown])}{', ...' if count > shown else ''}"
 
 
