@@ -14,9 +14,9 @@ push replaces the metrics it carries and keeps the rest of its group, so a gate 
 timestamp in place (and a run that fails before the gate never touches it). Without the variable nothing is sent; a
 push that fails is a warning, never a failed step: refused, unreachable, timed out, an HTTP error status, or an
 answer that is not HTTP at all (another service at that port: ``http.client.HTTPException``). An address that is
-not ``host:port`` or an http or https URL (``address_problem``: a port that is not a number from 0 to
-65535, no host) is one warning naming it, and nothing is sent. Unknown keys, splits or models are a ``ValueError``
-either way.
+not ``host:port`` or an http or https URL (``address_problem``: another scheme such as ``tcp://``, a port that is
+not a number from 0 to 65535, no host) is one warning naming it, and nothing is sent. Unknown keys, splits or
+models are a ``ValueError`` either way.
 
 Authentication: a Pushgateway that asks for basic authentication (its ``--web.config.file``) gets it through
 prometheus_client's ``basic_auth_handler``, the user from ``MLNT_PUSHGATEWAY_USERNAME`` and the password from the
@@ -94,8 +94,12 @@ def safe(text: object, *, address: str | None = None) -> str:
 def address_problem(address: str) -> str | None:
     """What is wrong with a Pushgateway ``address`` (``host:port``, or a URL), or None if prometheus_client can send
     to it: like prometheus_client, an address without a scheme is taken as an http address; the result needs a host
-    and, if it has a port, a number from 0 to 65535."""
-    url = address if re.match(r"https?://", address, flags=re.IGNORECASE) else f"http://{address}"
+    and, if it has a port, a number from 0 to 65535. Another scheme (``tcp://``, the form of Kubernetes'
+    ``<SERVICE>_PORT`` variables) is refused: prometheus_client would send to a host named after it."""
+    scheme = re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://", address)
+    if scheme and scheme.group(1).lower() not in ("http", "https"):
+        return f"scheme {scheme.group(1)}://"
+    url = address if scheme else f"http://{address}"
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 -- a ValueError for a port that is not a number or out of range

@@ -187,6 +187,8 @@ def pushing_to(monkeypatch):
     ("127.0.0.1:99999", "Port out of range 0-65535"),
     ("http://[::1", "Invalid IPv6 URL"),
     ("http://", "no host"),
+    ("tcp://10.0.0.5:9091", "scheme tcp://"),  # Kubernetes' PUSHGATEWAY_PORT form: was sent to a host named tcp
+    ("ftp://pushgateway:9091", "scheme ftp://"),
 ])
 def test_a_malformed_address_is_one_warning_naming_it_and_the_step_succeeds(address, problem, pushing_to, caplog):
     pushing_to(address)
