@@ -33,7 +33,8 @@ A user's own labels (``labels: as given`` in the manifest) are the truth the syn
 against; under ``none`` their truth is unknown (``clean_label`` -1). The synthetic kinds corrupt the ingested
 labels (Clothing1M's noisy ones), except ``instance``, which needs every image's pixels in memory. Noise rates
 count only the rows whose clean label is known (None where none is). ``train_size`` larger than the ingested
-training set uses all of it, saying so.
+training set uses all of it, saying so. Noise that leaves some class's clean label no longer its most common given
+label (pairflip or asymmetric at ``rate`` >= 0.5, say) is a warning, ``majority_warning`` in the summary.
 """
 
 from __future__ import annotations
@@ -67,6 +68,8 @@ BUILTIN_MAPS = {
 }
 BUILTIN_MAPS["cifar10n"] = BUILTIN_MAPS["cifar10"]
 RATELESS = ("none", "human")  # the kinds that do not read ``rate``: the summary's requested_rate is None
+IDENTIFIABLE_BELOW = {"symmetric": "1", "uniform_other": "(K-1)/K", "asymmetric": "0.5", "pairflip": "0.5"}
+# the rates below which the clean label stays the most common given label of every class (docs/data.md)
 INSTANCE_STD = 0.1  # the spread of the per-sample flip rates of instance noise, as in Xia et al.'s code
 
 
@@ -185,6 +188,55 @@ def transition_matrix(clean: np.ndarray, noisy: np.ndarray, num_classes: int) ->
     return counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
 
 
+def designed_transition(kind: str, rate: float, num_classes: int,
+                        class_map: dict[int, int] | None = None) -> np.ndarray | None:
+    """The transition matrix (row = clean class) a synthetic ``kind`` draws from at ``rate``; None for the kinds
+    whose matrix depends on the data (``instance``, ``human``, ``none``)."""
+    eye = np.eye(num_classes)
+    if kind == "symmetric":
+        return (1 - rate) * eye + rate / num_classes
+    if kind == "uniform_other":
+        return (1 - rate) * eye + rate / max(num_classes - 1, 1) * (1 - eye)
+    if kind == "pairflip":
+        return (1 - rate) * eye + rate * np.roll(eye, 1, axis=1)
+    if kind == "asymmetric":
+        table = eye.copy()
+        for source, target in (class_map or {}).items():
+            table[source] = (1 - rate) * eye[source] + rate * eye[target]
+        return table
+    return None
+
+
+def overrun_classes(transition: np.ndarray, class_names: list[str]) -> list[str]:
+    """The classes of ``transition`` (row = clean class) whose clean label is not strictly the most common given
+    label, each as "Shirt (0.19 kept, 0.56 to T-shirt/top)"; rows of classes without a known clean label (all
+    zeros) are skipped."""
+    found = []
+    for i, row in enumerate(transition):
+        other = np.delete(np.arange(len(row)), i)
+        j = other[np.argmax(row[other])] if len(other) else i
+        if row.sum() > 0 and j != i and row[j] >= row[i] - 1e-12:
+            found.append(f"{class_names[i]} ({row[i]:.2f} kept, {row[j]:.2f} to {class_names[j]})")
+    return found
+
+
+def majority_warning(config: NoiseConfig, manifest: dict, realised: np.ndarray) -> str | None:
+    """A warning when some class's clean label is not its most common given label (no method can learn that class
+    from the labels): by the kind's design at ``rate`` for the synthetic kinds (whose realised matrix differs from it
+    by sampling alone), by the realised matrix for ``instance`` and ``human``."""
+    names = manifest["class_names"]
+    designed = designed_transition(config.kind, config.rate, len(names), _class_map(config, manifest))
+    overrun = overrun_classes(realised if designed is None else designed, names)
+    if not overrun:
+        return None
+    how = "realised" if designed is None else f"drawn by kind {config.kind} at rate {config.rate}"
+    bound = IDENTIFIABLE_BELOW.get(config.kind)
+    named = "; ".join(overrun[:3]) + (f"; and {len(overrun) - 3} more" if len(overrun) > 3 else "")
+    limit = f" (kind {config.kind} keeps the clean label the most common below rate {bound})" if bound else ""
+    return (f"the clean label is not the most common given label ({how}) of {len(overrun)} of {len(names)} "
+            f"classes: {named}: no method can learn these classes from the labels{limit}")
+
+
 def run(config: NoiseConfig, *, ingest: Path = INGEST_OUT, out: Path = OUT) -> dict:
     """Make the noisy labels and the split from the ingested training set: reads ``ingest``'s ``manifest.json``
     and ``train.npz`` or shard index (``human_labels.npz`` for kind human); writes ``labels.npz``,
@@ -219,11 +271,15 @@ def run(config: NoiseConfig, *, ingest: Path = INGEST_OUT, out: Path = OUT) -> d
         summary["warning"] = NOISY_VALIDATION
         print(f"WARNING: {NOISY_VALIDATION}", file=sys.stderr)
     rows = known & train_rows
+    transition = transition_matrix(clean[rows], noisy[rows], num_classes)
+    warning = majority_warning(config, manifest, transition)
+    if warning:
+        summary["majority_warning"] = warning
+        print(f"WARNING: {warning}", file=sys.stderr)
     with atomic_set():  # the three files as a set: a failure in any leaves the previous three
         write_atomic(out / "labels.npz", lambda fh: np.savez(fh, index=index, label=noisy, clean_label=clean,
                                                              is_noisy=is_noisy, is_val=is_val))
-        write_json(out / "transition.json",
-                   transition_matrix(clean[rows], noisy[rows], num_classes).round(6).tolist())
+        write_json(out / "transition.json", transition.round(6).tolist())
         write_json(out / CONFIG_FILE, as_record(config))
         write_json(out / "summary.json", summary)
     return summary
@@ -264,6 +320,17 @@ def _read_ingest(ingest: Path) -> tuple[dict, np.ndarray, int | None]:
     return manifest, labels, own_val
 
 
+def _class_map(config: NoiseConfig, manifest: dict) -> dict[int, int] | None:
+    """Asymmetric noise's map, source class to target class (``class_map``, or the dataset's built-in one)."""
+    if config.kind != "asymmetric":
+        return None
+    pairs = config.class_map or BUILTIN_MAPS.get(manifest["dataset"])
+    if not pairs:
+        raise ValueError(f"class_map: expected source->target pairs for asymmetric noise on "
+                         f"{manifest['dataset']}, which has no built-in map; found none")
+    return parse_class_map(pairs, manifest["class_names"])
+
+
 def _noisy_labels(config, ingest, manifest, clean, index, num_classes, rng) -> tuple[np.ndarray, np.ndarray]:
     """The labels training uses, and the clean labels they are measured against (-1 where unknown)."""
     sharded = manifest.get("format") == "shards"
@@ -279,13 +346,7 @@ def _noisy_labels(config, ingest, manifest, clean, index, num_classes, rng) -> t
                             f"clothing1m), found no such file (ingested dataset: {manifest['dataset']})")
         with np.load(path) as table:
             return table[config.human_labels][index].astype(np.int64), clean
-    class_map = None
-    if config.kind == "asymmetric":
-        pairs = config.class_map or BUILTIN_MAPS.get(manifest["dataset"])
-        if not pairs:
-            raise ValueError(f"class_map: expected source->target pairs for asymmetric noise on "
-                             f"{manifest['dataset']}, which has no built-in map; found none")
-        class_map = parse_class_map(pairs, manifest["class_names"])
+    class_map = _class_map(config, manifest)
     images = None
     if config.kind == "instance":
         if sharded:

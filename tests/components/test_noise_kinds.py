@@ -9,7 +9,16 @@ from components.formats.cifar import read_cifar10
 from components.formats.idx import FASHION_MNIST_CLASSES
 from components.ingest import IngestConfig
 from components.ingest import run as ingest
-from components.noise import BUILTIN_MAPS, NoiseConfig, corrupt, parse_class_map, run
+from components.noise import (
+    BUILTIN_MAPS,
+    NoiseConfig,
+    corrupt,
+    designed_transition,
+    overrun_classes,
+    parse_class_map,
+    run,
+    transition_matrix,
+)
 from tests.components.formats_fixtures import write_cifar10, write_cifar10n, write_image
 
 N = 40_000
@@ -98,6 +107,41 @@ def test_same_seed_same_labels_other_seed_different(clean):
         b = corrupt(clean, kind=kind, rate=0.5, num_classes=10, rng=np.random.default_rng(3))
         c = corrupt(clean, kind=kind, rate=0.5, num_classes=10, rng=np.random.default_rng(4))
         assert (a == b).all() and (a != c).any(), kind
+
+
+@pytest.mark.parametrize("kind", ["symmetric", "uniform_other", "pairflip", "asymmetric"])
+def test_the_designed_transition_matrix_is_the_one_drawn_from(clean, kind):
+    """``designed_transition`` (what the majority warning judges) is each kind's matrix: the realised one of 40,000
+    labels agrees with it entry by entry within sampling error."""
+    table = parse_class_map(BUILTIN_MAPS["fashion-mnist"], list(FASHION_MNIST_CLASSES))
+    designed = designed_transition(kind, 0.4, 10, table)
+    noisy, _ = realised(clean, kind=kind, rate=0.4, class_map=table)
+    assert np.allclose(designed.sum(axis=1), 1.0)
+    assert np.abs(transition_matrix(clean, noisy, 10) - designed).max() <= tolerance(0.4, N // 10)
+
+
+def test_overrun_classes_names_each_class_whose_clean_label_is_not_the_most_common():
+    matrix = np.array([[0.6, 0.4, 0.0], [0.5, 0.5, 0.0], [0.1, 0.7, 0.2]])
+    assert overrun_classes(matrix, ["a", "b", "c"]) == ["b (0.50 kept, 0.50 to a)", "c (0.20 kept, 0.70 to b)"]
+    assert overrun_classes(np.zeros((2, 2)), ["a", "b"]) == []  # no known clean label: nothing to judge
+
+
+def test_noise_that_makes_a_wrong_label_the_majority_warns_by_the_kinds_design(tmp_path, fashion_dir, capsys):
+    """pairflip at 0.5 ties every class with the next one: a warning in the summary and on stderr, naming the
+    classes and the bound; at 0.45 none, though a small sample's realised rows may tip over (sampling, not design)."""
+    ingest(IngestConfig(path=str(fashion_dir)), out=tmp_path / "ingest")
+    summary = run(NoiseConfig(kind="pairflip", rate=0.5, train_size=0), ingest=tmp_path / "ingest",
+                  out=tmp_path / "noise")
+    assert summary["majority_warning"] == (
+        "the clean label is not the most common given label (drawn by kind pairflip at rate 0.5) of 10 of 10 "
+        "classes: T-shirt/top (0.50 kept, 0.50 to Trouser); Trouser (0.50 kept, 0.50 to Pullover); Pullover (0.50 "
+        "kept, 0.50 to Dress); and 7 more: no method can learn these classes from the labels (kind pairflip keeps "
+        "the clean label the most common below rate 0.5)")
+    assert f"WARNING: {summary['majority_warning']}" in capsys.readouterr().err
+    for kind, rate in (("pairflip", 0.45), ("symmetric", 0.8), ("asymmetric", 0.45)):
+        summary = run(NoiseConfig(kind=kind, rate=rate, train_size=0), ingest=tmp_path / "ingest",
+                      out=tmp_path / "noise")
+        assert "majority_warning" not in summary, kind
 
 
 def test_bad_class_maps():
