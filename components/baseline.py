@@ -57,7 +57,7 @@ def run(config: BaselineConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOIS
     retain_freed_memory()  # a training process: reuse freed memory rather than fault in fresh pages
     prepare_output(out, step="baseline")  # a folder that cannot take the outputs fails now, not after training
     train_data, val_data, meta = load_split(ingest, noise, workers=config.workers, augment=config.augment)
-    store = checkpoint_store(out, config, split_inputs(ingest, noise), root=checkpoints)
+    store = checkpoint_store(out, config, split_inputs(ingest, noise), code="components.baseline", root=checkpoints)
     weights = imagenet_weights(config.network) if config.pretrained else None
     net = seeded_network(config.network, meta, config.seed, pretrained=weights)
     with data_parallel(config) as group:

@@ -185,7 +185,7 @@ def run(config: ExportConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOISE_
             "data": {"ingest_inputs_sha256": manifest["inputs_sha256"],
                      "labels_sha256": sha256_file(Path(noise) / "labels.npz")},
             "params": recorded, "params_sha256": params_digest(recorded),
-            "git_commit": _git_commit(), "onnx_sha256": hashlib.sha256(onnx_bytes).hexdigest(),
+            "git_commit": git_commit(), "onnx_sha256": hashlib.sha256(onnx_bytes).hexdigest(),
             "opset": OPSET, "parity": check}
     with atomic_set():  # the three files as a set: a failure in any leaves the previous three
         write_atomic(out / "model.onnx", lambda fh: fh.write(onnx_bytes))
@@ -345,11 +345,14 @@ def class_distribution(labels: np.ndarray, num_classes: int) -> list[float]:
     return (np.bincount(labels, minlength=num_classes) / labels.size).tolist()
 
 
-def _git_commit() -> str:
+def git_commit() -> str:
+    """The commit the code ran from, ``-dirty`` when a tracked file differs from it; ``dvc.lock`` aside, which
+    ``dvc repro`` rewrites after each stage before export runs (a clean checkout's card said ``-dirty``)."""
     try:
         done = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, check=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":/",
+                                ":(top,exclude)dvc.lock"], capture_output=True, text=True, check=True,
+                               timeout=10).stdout.strip()
         return done.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"

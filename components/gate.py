@@ -14,10 +14,12 @@ comparison). A run whose validation labels are noisy passes with a warning in ``
 ``artifacts/gate/decision.json`` (a public contract: ``passed``, ``reasons``, ``accuracy``, and more). A pass
 promotes the model into the registry: ``releases/<version>/`` (``model.onnx``, ``model_card.json``, ``parity.json``,
 ``decision.json``), never overwriting a version, written to a temporary folder and renamed, then ``releases/latest``
-is pointed at it. ``--enforce`` exits 1 on a fail. ``--check`` (for CI, after ``dvc repro``) runs nothing: it reads
-the decision a gate already wrote (``artifacts/gate/decision.json``, or ``FOLDER/decision.json``), prints its
-verdict and reasons and exits 1 unless it passed, or when the file is missing or unreadable; it writes nothing, so
-it neither releases a second time nor touches the DVC output. Each bound is compared with a tolerance of
+is pointed at it; a model that is the champion already (the same ONNX bytes: an unchanged pipeline run again)
+passes without a new version, ``released`` false and ``version`` the champion's. ``--enforce`` exits 1 on a fail.
+``--check`` (for CI, after ``dvc repro``) runs nothing: it reads the decision a gate already wrote
+(``artifacts/gate/decision.json``, or ``FOLDER/decision.json``), prints its verdict and reasons and exits 1 unless
+it passed, or when the file is missing or unreadable; it writes nothing, so it neither releases a second time nor
+touches the DVC output. Each bound is compared with a tolerance of
 ``TOLERANCE``: a model exactly ``max_regression`` below the champion passes, whatever the float rounding.
 
 Gates may run at once (two pipelines finishing together): a decision that passes is taken again under the
@@ -276,13 +278,22 @@ def promote(export: Path, decision: dict, registry: Path, *, now: dt.datetime | 
 
 def _judge_and_promote(config: GateConfig, export: Path, evaluate: Path, registry: Path) -> dict:
     """Under the registry's lock: copy the release's files into the staging folder, decide on that copy against
-    the champion as it is now, and release the copy only if it passes. The decision returned is this one."""
+    the champion as it is now, and release the copy only if it passes and is not the champion already (the same
+    ONNX bytes: a rerun of an unchanged pipeline, which ``dvc repro`` runs since the gate is always changed). The
+    decision returned is this one, with ``version`` (the release serving the model) and ``released`` (whether this
+    gate made it)."""
     _drop_leftovers(registry)
     staging = _stage(export, registry)
     try:
         decision = decide(config, export=staging, evaluate=evaluate, registry=registry)
         if decision["passed"]:
-            decision["version"] = _release(staging, decision, registry, None)
+            current = read_champion(registry)
+            if current is not None and current.card.get("onnx_sha256") == decision["onnx_sha256"]:
+                decision["reasons"].append(f"pass: the model is the champion already ({registry / 'latest'} -> "
+                                           f"{current.version}, the same ONNX sha256): nothing released again")
+                decision.update(version=current.version, released=False)
+            else:
+                decision.update(version=_release(staging, decision, registry, None), released=True)
         return decision
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -322,7 +333,7 @@ def _release(staging: Path, decision: dict, registry: Path, now: dt.datetime | N
         version = _version(None, decision["onnx_sha256"])
     if (registry / version).exists():
         raise FileExistsError(f"{registry / version}: expected a new version, found it exists (never overwritten)")
-    write_json(staging / "decision.json", {**decision, "version": version})
+    write_json(staging / "decision.json", {**decision, "version": version, "released": True})
     staging.rename(registry / version)
     link = registry / f".latest.{os.getpid()}"
     link.unlink(missing_ok=True)
@@ -340,8 +351,9 @@ def _version(now: dt.datetime | None, onnx_sha256: str) -> str:
 def run(config: GateConfig, *, export: Path = EXPORT_OUT, evaluate: Path = EVALUATE_OUT, out: Path = OUT) -> dict:
     """Reads ``model.onnx``, ``model_card.json`` and ``parity.json`` from ``export``, ``metrics.json`` from
     ``evaluate`` and the champion of ``config.registry``; decides (``decide``), and judges a pass again under the
-    registry's lock on a staged copy, which alone is promoted (``<registry>/<version>/``, ``latest``). Writes
-    ``decision.json`` to ``out``; returns the decision (with ``version`` when released)."""
+    registry's lock on a staged copy, which alone is promoted (``<registry>/<version>/``, ``latest``), unless it is
+    the champion already. Writes ``decision.json`` to ``out``; returns the decision (on a pass, with ``version``,
+    the release serving the model, and ``released``, whether this gate made that version)."""
     registry, export, evaluate = Path(config.registry), Path(export), Path(evaluate)
     decision = decide(config, export=export, evaluate=evaluate, registry=registry)
     if decision["passed"]:  # judged again under the lock: another gate may have promoted since

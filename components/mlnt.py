@@ -64,7 +64,7 @@ def run(config: MlntStepConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOIS
     train_data, val_data, meta = load_split(ingest, noise, workers=config.workers, augment=config.augment)
     inputs = [*split_inputs(ingest, noise), Path(baseline) / "model.pt"]
     baseline_net, saved = load_model(Path(baseline) / "model.pt")  # checked before the checkpoint folder is taken
-    store = checkpoint_store(out, config, inputs, root=checkpoints)
+    store = checkpoint_store(out, config, inputs, code="components.mlnt", root=checkpoints)
     if config.warm_start:
         net = copy.deepcopy(baseline_net)
     else:

@@ -2,54 +2,15 @@
 other project modules, so an edit anywhere in that code reruns the stage (and `dvc repro` never reports "up to
 date" for results computed by old code); the folder dependencies do not hash Python's caches."""
 
-import ast
 import json
 from pathlib import Path
 
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("components", "model", "monitoring", "serving", "pipelines", "benchmarks")
+from components.common.code import PACKAGES, ROOT, code_of
+
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-
-
-def module_file(name: str) -> Path | None:
-    """The file of the project module ``name`` (``a.b`` -> ``a/b.py`` or ``a/b/__init__.py``), if it is one."""
-    base = ROOT.joinpath(*name.split("."))
-    for path in (base.with_suffix(".py"), base / "__init__.py"):
-        if path.is_file():
-            return path
-    return None
-
-
-def imported(path: Path) -> set[str]:
-    """The project modules ``path`` imports, at any depth of its code (imports inside functions count)."""
-    names = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module)
-            names.update(f"{node.module}.{alias.name}" for alias in node.names)  # submodules imported by name
-    project = set()
-    for name in names:
-        if name.split(".")[0] in PACKAGES:
-            parts = name.split(".")
-            project.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))  # packages run their __init__
-    return project
-
-
-def code_of(module: str) -> set[Path]:
-    """Every project file that running ``python -m <module>`` can execute."""
-    seen, todo = set(), [module]
-    while todo:
-        path = module_file(todo.pop())
-        if path is None or path in seen:
-            continue
-        seen.add(path)
-        todo.extend(imported(path))
-    return {p.relative_to(ROOT) for p in seen}
 
 
 def covered(path: Path, deps: list[str]) -> bool:

@@ -3,6 +3,7 @@ actionlint; both ship their binaries in PyPI wheels) and against the project's o
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -252,3 +253,40 @@ def test_restore_refuses_what_the_gate_could_not_judge_against(tmp_path):
     assert champion.restore(tmp_path / "good", tag=tag, registry=tmp_path / "registry") == (tag[6:], 0.8617)
     with pytest.raises(FileExistsError, match="expected a registry without a champion"):
         champion.restore(tmp_path / "good", tag=tag, registry=tmp_path / "registry")
+
+
+PUBLISH = "Publish the released model"
+
+
+def run_publish_step(tmp_path: Path, decision: dict) -> tuple[subprocess.CompletedProcess, str]:
+    """The workflow's publish step itself, in bash, after a gate that wrote ``decision``, with a fake ``gh`` that
+    records its arguments and a fake report module; returns the run and what ``gh`` was asked."""
+    (tmp_path / "bin").mkdir(parents=True)
+    (tmp_path / "artifacts" / "gate").mkdir(parents=True)
+    (tmp_path / "artifacts" / "gate" / "decision.json").write_text(json.dumps(decision))
+    calls = tmp_path / "gh-calls.txt"
+    gh = tmp_path / "bin" / "gh"
+    gh.write_text(f'#!/bin/bash\necho "$@" >> {calls}\n')
+    gh.chmod(0o755)
+    python = tmp_path / ".venv" / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    python.write_text("#!/bin/bash\necho notes > release-notes.md\n")  # the report: its own tests cover it
+    python.chmod(0o755)
+    script = release_job()["steps"][[s.get("name") for s in release_job()["steps"]].index(PUBLISH)]["run"]
+    env = {"PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin", "GH_TOKEN": "x", "GITHUB_SHA": "abc", "HOME": str(tmp_path)}
+    done = subprocess.run(["bash", "-e", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          check=False)
+    return done, calls.read_text() if calls.exists() else ""
+
+
+@pytest.mark.skipif(shutil.which("jq") is None, reason="jq (on GitHub's runners) is not installed here")
+def test_publish_creates_the_release_the_gate_made_and_none_for_a_model_released_already(tmp_path):
+    """A rerun of an unchanged pipeline passes the gate without a new version (``released`` false): publishing it
+    again would fail on the existing tag, so the step says so and succeeds; a new version is published by its name."""
+    version = "v20261201T050000Z-01d62f8c"
+    done, asked = run_publish_step(tmp_path / "new", {"passed": True, "version": version, "released": True})
+    assert done.returncode == 0, done.stderr
+    assert asked.startswith(f"release create model-{version} releases/latest/model.onnx "), asked
+    done, asked = run_publish_step(tmp_path / "again", {"passed": True, "version": version, "released": False})
+    assert done.returncode == 0 and asked == "", (done.stderr, asked)
+    assert f"::notice::The model is the champion already ({version}, the same ONNX bytes)" in done.stdout

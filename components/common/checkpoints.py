@@ -33,6 +33,7 @@ import torch
 
 from components.common.artifacts import sha256_file
 from components.common.atomic import write_atomic, write_json
+from components.common.code import code_digest
 from components.common.errors import torch_load_error
 from model.trainer import run_identity
 
@@ -213,12 +214,15 @@ def _intact(path: Path) -> bool:
     return True
 
 
-def checkpoint_store(out: Path, config: Any, inputs: list[Path], *, root: Path | None = None) -> FileCheckpointStore:
+def checkpoint_store(out: Path, config: Any, inputs: list[Path], *, code: str,
+                     root: Path | None = None) -> FileCheckpointStore:
     """The checkpoint folder of this run: ``<root>/<id>`` (``root`` defaults to ``out/checkpoints``), the id a hash
-    of the input files and of ``model.trainer.run_identity(config)``, the fields the trainer's resume policy does
-    not let change (all but those that cannot change the result and, in a one-round run, ``epochs``). A rerun with
-    the same config and inputs resumes, one with more epochs continues where the last one stopped (exactly the
-    longer run), one with fewer is refused by the trainer; any other change starts afresh in another folder. A
+    of the input files, of the code the step ``code`` runs (``components.common.code.code_digest``: every project
+    file it imports) and of ``model.trainer.run_identity(config)``, the fields the trainer's resume policy does not
+    let change (all but those that cannot change the result and, in a one-round run, ``epochs``). A rerun with the
+    same config, inputs and code resumes, one with more epochs continues where the last one stopped (exactly the
+    longer run), one with fewer is refused by the trainer; any other change, an edit of the code included, starts
+    afresh in another folder. A
     ``root`` outside ``out`` outlives the step's output folder: a Kubeflow retry, whose outputs start empty,
     resumes from it. The main process (``RANK`` 0 or unset) takes the folder (``FileCheckpointStore.claim``): a
     ``CheckpointInUseError`` when another run is training into it."""
@@ -226,6 +230,7 @@ def checkpoint_store(out: Path, config: Any, inputs: list[Path], *, root: Path |
     digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode())
     for path in inputs:
         digest.update(sha256_file(Path(path)).encode())
+    digest.update(code_digest(code).encode())
     store = FileCheckpointStore(Path(root or Path(out) / "checkpoints") / digest.hexdigest()[:16])
     if int(os.environ.get("RANK", "0")) == 0:  # torchrun's other processes train with the main one, into its folder
         store.claim()

@@ -3,12 +3,14 @@ import hashlib
 import io
 import logging
 import os
+import shutil
 
 import numpy as np
 import pytest
 import torch
 
 from components.baseline import BaselineConfig
+from components.common import code
 from components.common.atomic import write_json
 from components.common.checkpoints import CheckpointError, FileCheckpointStore, checkpoint_store, read_checkpoint
 from components.common.splits import split_inputs
@@ -70,9 +72,14 @@ def test_atomic_json_leaves_the_old_file_on_failure(tmp_path):
     assert oct(target.stat().st_mode & 0o777) != oct(0o600)  # the umask applies, not mkstemp's 0600
 
 
+def baseline_store(out, ingest, noise):
+    """The checkpoint store a baseline run with the default config over ``ingest`` and ``noise`` gets."""
+    return checkpoint_store(out, BaselineConfig(), split_inputs(ingest, noise), code="components.baseline")
+
+
 def _run_id(ingest, noise) -> str:
     """The checkpoint folder name a baseline run over ``ingest`` and ``noise`` gets."""
-    return checkpoint_store(ingest.parent / "out", BaselineConfig(), split_inputs(ingest, noise)).directory.name
+    return baseline_store(ingest.parent / "out", ingest, noise).directory.name
 
 
 def test_a_changed_val_split_names_another_checkpoint_folder(tmp_path):
@@ -186,11 +193,11 @@ def test_the_main_process_takes_the_folder_when_it_names_it(tmp_path, monkeypatc
     np.savez(noise / "labels.npz", index=np.arange(4), label=np.zeros(4, int), is_val=np.zeros(4, bool))
     np.savez(ingest / "train.npz", images=np.zeros((4, 8, 8, 1), np.uint8), labels=np.zeros(4, int))
     write_json(ingest / "manifest.json", {"format": "arrays", "counts": {"train": 4}})
-    store = checkpoint_store(tmp_path / "out", BaselineConfig(), split_inputs(ingest, noise))
+    store = baseline_store(tmp_path / "out", ingest, noise)
     assert (store.directory / ".lock").read_text() == ""  # a run that fails before its first save changes nothing
     store.save("start", {"step": 0})
     monkeypatch.setenv("RANK", "1")
-    checkpoint_store(tmp_path / "out", BaselineConfig(), split_inputs(ingest, noise))  # no claim: no conflict
+    baseline_store(tmp_path / "out", ingest, noise)  # no claim: no conflict
     holder = (store.directory / ".lock").read_text()
     assert f'"pid": {os.getpid()}' in holder
     store.release()
@@ -202,7 +209,7 @@ def test_the_main_process_takes_the_folder_when_it_names_it(tmp_path, monkeypatc
         fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released: another process may take it
         monkeypatch.setenv("RANK", "0")
         with pytest.raises(CheckpointInUseError):
-            checkpoint_store(tmp_path / "out", BaselineConfig(), split_inputs(ingest, noise))
+            baseline_store(tmp_path / "out", ingest, noise)
     finally:
         os.close(other)
 
@@ -268,3 +275,31 @@ def test_a_folder_another_run_is_training_into_is_never_removed(tmp_path):
             drop_stale_checkpoints(ours, shared=shared)
             assert busy.is_dir() and (busy / "round0.pt").is_file()
         assert not idle.exists()  # own root: every other unlocked folder goes
+
+
+def test_an_edit_of_the_code_a_step_runs_names_another_checkpoint_folder(tmp_path, monkeypatch):
+    """``dvc repro`` reruns a training stage after an edit of its code; the rerun resumed the old code's finished
+    checkpoint (same config and inputs) and trained nothing. The run id now hashes the files the step imports: an
+    edit there starts afresh, one in a file it does not run resumes."""
+    ingest, noise = tmp_path / "ingest", tmp_path / "noise"
+    ingest.mkdir()
+    noise.mkdir()
+    np.savez(ingest / "train.npz", images=np.zeros((4, 8, 8, 1), np.uint8), labels=np.array([0, 1, 0, 1]))
+    np.savez(noise / "labels.npz", index=np.arange(4), label=np.array([0, 1, 0, 1]), is_val=np.zeros(4, bool))
+    write_json(ingest / "manifest.json", {"format": "arrays", "counts": {"train": 4}})
+    copy = tmp_path / "project"
+    for package in code.PACKAGES:
+        shutil.copytree(code.ROOT / package, copy / package, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(code, "ROOT", copy)
+    code.code_digest.cache_clear()
+    try:
+        before = _run_id(ingest, noise)
+        (copy / "serving" / "server.py").write_text("# not run by the baseline step\n", encoding="utf-8")
+        code.code_digest.cache_clear()
+        assert _run_id(ingest, noise) == before
+        with (copy / "model" / "trainer.py").open("a") as handle:
+            handle.write("# an edit\n")
+        code.code_digest.cache_clear()
+        assert _run_id(ingest, noise) != before
+    finally:
+        code.code_digest.cache_clear()

@@ -5,6 +5,7 @@ import hashlib
 import itertools
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -288,17 +289,38 @@ def test_a_champion_scored_on_another_test_set_fails_the_gate_unless_the_compari
                   registry=registry)["passed"]
 
 
-def test_the_same_model_gated_twice_within_a_second_is_released_twice(tmp_path, monkeypatch):
-    """Versions are named by the second: a second gate of the same model in the same second (two runs of one
-    config) found its version taken and crashed with no decision written. It now waits for the next second."""
+def test_the_champion_gated_again_passes_without_a_new_version(tmp_path):
+    """``dvc repro`` runs the gate every time (it judges against the registry, which DVC does not track): an
+    unchanged pipeline gates the same ONNX bytes again, which pass and stay the one release (``released`` false,
+    ``version`` the champion's), where every rerun used to add a copy and move ``latest``."""
     export, evaluate = write_export(tmp_path / "a")
-    config = GateConfig(min_accuracy=0.5, registry=str(tmp_path / "releases"))
-    seconds = iter(["v20260102T030405Z"] * 3 + ["v20260102T030406Z"])  # 2 gates, 1 retry: the clock then moves on
-    monkeypatch.setattr(gate, "_version", lambda now, sha: f"{next(seconds)}-{sha[:8]}")
+    registry = tmp_path / "releases"
+    config = GateConfig(min_accuracy=0.5, registry=str(registry))
     first = run_gate(config, export=export, evaluate=evaluate, out=tmp_path / "g1")
-    second = run_gate(config, export=export, evaluate=evaluate, out=tmp_path / "g2")
-    assert first["version"].startswith("v20260102T030405Z-") and second["version"].startswith("v20260102T030406Z-")
-    assert json.loads((tmp_path / "g2" / "decision.json").read_text())["version"] == second["version"]
+    again = run_gate(config, export=export, evaluate=evaluate, out=tmp_path / "g2")
+    assert first["released"] is True and again["passed"] and again["released"] is False
+    assert again["version"] == first["version"] == os.readlink(registry / "latest")
+    assert {p.name for p in registry.iterdir() if not p.name.startswith(".")} == {first["version"], "latest"}
+    assert (f"pass: the model is the champion already ({registry / 'latest'} -> {first['version']}, the same ONNX "
+            f"sha256): nothing released again") in again["reasons"]
+    assert json.loads((tmp_path / "g2" / "decision.json").read_text())["released"] is False
+
+
+def test_a_model_released_again_within_its_versions_second_waits_for_the_next(tmp_path, monkeypatch):
+    """Versions are named by the second and the model's hash: model A, then B, then A again (B is the champion, so A
+    is released again) within one second met A's version and crashed with no decision written. It now waits for
+    the next second."""
+    a, evaluate = write_export(tmp_path / "a")
+    b, _ = write_export(tmp_path / "b", onnx=b"other-bytes")
+    config = GateConfig(min_accuracy=0.5, registry=str(tmp_path / "releases"))
+    seconds = iter(["v20260102T030405Z"] * 4 + ["v20260102T030406Z"])  # 3 gates, 1 retry: the clock then moves on
+    monkeypatch.setattr(gate, "_version", lambda now, sha: f"{next(seconds)}-{sha[:8]}")
+    first = run_gate(config, export=a, evaluate=evaluate, out=tmp_path / "g1")
+    run_gate(config, export=b, evaluate=evaluate, out=tmp_path / "g2")
+    third = run_gate(config, export=a, evaluate=evaluate, out=tmp_path / "g3")
+    assert first["version"].startswith("v20260102T030405Z-") and third["version"].startswith("v20260102T030406Z-")
+    assert third["released"] is True
+    assert json.loads((tmp_path / "g3" / "decision.json").read_text())["version"] == third["version"]
 
 
 def test_gate_relative_to_the_runs_own_baseline(tmp_path):
@@ -557,3 +579,26 @@ def test_the_roc_curve_has_the_auroc_as_its_area_and_the_reliability_rows_give_t
     assert sum(r["count"] for r in rows) == 500
     ece = sum(r["count"] / 500 * abs(r["accuracy"] - r["confidence"]) for r in rows)
     assert ece == pytest.approx(expected_calibration_error(probs, labels, 10), abs=1e-5)
+
+
+def test_the_cards_commit_is_dirty_for_an_edited_file_not_for_dvc_lock(tmp_path, monkeypatch):
+    """``dvc repro`` rewrites the tracked dvc.lock after every stage, before export asks git: a clean checkout's
+    card said ``<sha>-dirty``. An edit of any other tracked file still marks it, from any folder of the repo."""
+    from components.export import git_commit  # noqa: PLC0415
+
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "dvc.lock").write_text("schema: '2.0'\n")
+    (tmp_path / "sub" / "code.py").write_text("x = 1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@e", "commit", "-qm", "c")
+    head = subprocess.run(["git", "-C", str(tmp_path), "rev-parse", "HEAD"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    monkeypatch.chdir(tmp_path / "sub")
+    (tmp_path / "dvc.lock").write_text("schema: '2.0'\nstages: {}\n")
+    assert git_commit() == head
+    (tmp_path / "sub" / "code.py").write_text("x = 2\n")
+    assert git_commit() == head + "-dirty"

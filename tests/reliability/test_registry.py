@@ -14,12 +14,11 @@ import shutil
 import time
 from pathlib import Path
 
-import onnx
 import pytest
 
 from components import gate
 from tests.reliability.crash import KILLED, PROMOTION_KILLS, run_step
-from tests.reliability.workspace import snapshot
+from tests.reliability.workspace import another_model, snapshot
 
 RELEASE_FILES = {"model.onnx", "model_card.json", "parity.json", "decision.json"}
 
@@ -89,20 +88,7 @@ def test_a_killed_promotion_never_shows_half_a_release(point, work):
 def candidate(work: Path, folder: Path, accuracy: float) -> tuple[Path, Path]:
     """The workspace's exported model made into another candidate (its own ONNX bytes, a card that vouches for
     them, ``accuracy`` on the clean test set): ``(export, evaluate)`` folders for the gate."""
-    export, evaluate = folder / "export", folder / "evaluate"
-    shutil.copytree(work / "artifacts" / "export", export)
-    evaluate.mkdir()
-    model = onnx.load(export / "model.onnx")
-    model.metadata_props.add(key="candidate", value=folder.name)
-    onnx.save(model, export / "model.onnx")
-    card = json.loads((export / "model_card.json").read_text())
-    card.update(onnx_sha256=hashlib.sha256((export / "model.onnx").read_bytes()).hexdigest())
-    card["metrics"]["accuracy"] = accuracy
-    (export / "model_card.json").write_text(json.dumps(card))
-    metrics = json.loads((work / "artifacts" / "evaluate" / "metrics.json").read_text())
-    metrics[card["model"]]["accuracy"] = accuracy
-    (evaluate / "metrics.json").write_text(json.dumps(metrics))
-    return export, evaluate
+    return another_model(work / "artifacts", folder, accuracy=accuracy)
 
 
 def _gate_child(config, export, evaluate, out, barrier, first_done, wait_for_first, is_first) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -46,8 +47,12 @@ def write_data(data: Path) -> None:
 
 
 def build(root: Path) -> Path:
-    """Write the data and params into ``root`` and run every step there, in order, as a user would."""
+    """Write the data and params into ``root`` and run every step there, in order, as a user would; then release
+    another model as the champion, so that gating the workspace's own model promotes it (a model that is the
+    champion already passes without a new version, and a promotion would never start)."""
     import importlib  # noqa: PLC0415
+
+    from components import gate  # noqa: PLC0415
 
     write_data(root / "data")
     (root / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
@@ -55,7 +60,34 @@ def build(root: Path) -> Path:
         for step in STEPS:
             code = importlib.import_module(f"components.{step}").main([])
             assert code == 0, f"the good workspace failed at the {step} step"
+    previous = root.parent / "previous-champion"
+    card = json.loads((root / "artifacts" / "export" / "model_card.json").read_text())
+    export, evaluate = another_model(root / "artifacts", previous, accuracy=card["metrics"]["accuracy"])
+    config = gate.GateConfig(min_accuracy=0.0, max_below_baseline=1.0, registry=str(root / "releases"))
+    assert gate.run(config, export=export, evaluate=evaluate, out=previous / "gate")["released"]
+    shutil.rmtree(previous)
     return root
+
+
+def another_model(artifacts: Path, folder: Path, *, accuracy: float) -> tuple[Path, Path]:
+    """The exported model of ``artifacts`` made into another one (its own ONNX bytes, a card that vouches for them,
+    ``accuracy`` on the clean test set): ``(export, evaluate)`` folders under ``folder`` for the gate."""
+    import onnx  # noqa: PLC0415
+
+    export, evaluate = folder / "export", folder / "evaluate"
+    shutil.copytree(artifacts / "export", export)
+    evaluate.mkdir()
+    model = onnx.load(export / "model.onnx")
+    model.metadata_props.add(key="candidate", value=folder.name)
+    onnx.save(model, export / "model.onnx")
+    card = json.loads((export / "model_card.json").read_text())
+    card.update(onnx_sha256=hashlib.sha256((export / "model.onnx").read_bytes()).hexdigest())
+    card["metrics"]["accuracy"] = accuracy
+    (export / "model_card.json").write_text(json.dumps(card))
+    metrics = json.loads((artifacts / "evaluate" / "metrics.json").read_text())
+    metrics[card["model"]]["accuracy"] = accuracy
+    (evaluate / "metrics.json").write_text(json.dumps(metrics))
+    return export, evaluate
 
 
 def copy(source: Path, target: Path) -> Path:
