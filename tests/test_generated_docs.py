@@ -52,6 +52,57 @@ def test_the_doc_is_the_rendering_of_its_committed_data(doc):
                     "doc; a change by hand belongs in the renderer or the data", pytrace=False)
 
 
+# --- figures quoted in prose ------------------------------------------------------------------------------------
+
+GENERATED = ("docs/results.md", "docs/quality/inner_lr.md", "docs/pipeline-run.md", "docs/benchmarks.md")
+# (doc, where its quoted figures start, where they end, which are checked): "signed", every difference (a figure
+# with a sign or a ± spread); "all", every decimal figure
+QUOTED = {"quality.md, What we learned": ("docs/quality.md", "\n## What we learned\n", "\n## ", "signed"),
+          "quality.md, the headline setting": ("docs/quality.md", "\n| headline setting |", "\n", "all"),
+          "README.md, results": ("README.md", "\n## How much better than cross-entropy?", "\n## ", "signed")}
+FIGURE = re.compile(r"(?<![\w.])([+-]?)(\d+\.\d+)(?: ± (\d+\.\d+))?(?![\w.]*\d)")
+
+
+def _figures(text: str) -> list[tuple[str, str, str]]:
+    """(sign, value, spread) of every decimal figure of ``text``, ``−`` read as ``-``, across line breaks."""
+    return FIGURE.findall(re.sub(r"\s+", " ", text.replace("−", "-")))
+
+
+def _quoted(doc: str, start: str, end: str) -> str:
+    text = (ROOT / doc).read_text()
+    assert start in text, f"{doc}: expected a part starting {start.strip()!r}"
+    return text.split(start, 1)[1].split(end, 1)[0]
+
+
+@pytest.mark.parametrize("part", sorted(QUOTED))
+def test_every_figure_the_prose_quotes_is_in_a_generated_doc(part):
+    """A rerun that changes the records changes the generated docs; the prose quoting the old figures fails here
+    until it is updated (or the figure is generated)."""
+    doc, start, end, which = QUOTED[part]
+    generated = {f"{sign}{value}" + (f" ± {spread}" if spread else "")
+                 for path in GENERATED for sign, value, spread in _figures((ROOT / path).read_text())}
+    generated |= {f"{sign}{value}" for path in GENERATED for sign, value, _ in _figures((ROOT / path).read_text())}
+    missing = []
+    for sign, value, spread in _figures(_quoted(doc, start, end)):
+        if which == "signed" and not (sign or spread):
+            continue
+        # an unsigned spread names its direction in words ("2.47 ± 0.82 points below"): either sign is the figure
+        signs = [sign] if sign or not spread else ["+", "-", ""]
+        if not any(f"{s}{value}" + (f" ± {spread}" if spread else "") in generated for s in signs):
+            missing.append(f"{sign}{value}" + (f" ± {spread}" if spread else ""))
+    assert not missing, (f"{part}: {', '.join(missing)} in none of {', '.join(GENERATED)}: update the prose to the "
+                         "generated figures, or generate the figure (benchmarks/quality/report.py)")
+
+
+def test_the_readme_states_the_recorded_time_of_make_quality():
+    results, probe = _json("docs/quality/results.json"), _json("docs/quality/inner_lr.json")
+    study = results["wall_seconds"] + sum(r["wall_seconds"] for r in results.get("reruns", []))
+    text = re.sub(r"\s+", " ", _quoted("README.md", "\n## How much better than cross-entropy?", "\n## "))
+    stated = (f"({(study + probe['wall_seconds']) / 60:.1f} minutes on 2 CPU cores: {study / 60:.1f} for the study, "
+              f"as results.md records, and {probe['wall_seconds'] / 60:.1f} for the inner learning rates")
+    assert stated in text, f"README.md: expected `make quality`'s recorded time, {stated!r}"
+
+
 @pytest.mark.parametrize("doc", [str(doc) for doc in generate.DOCS])
 def test_the_generated_blocks_are_the_rendering_of_their_committed_data(doc):
     problems = [line for line in generate.stale(ROOT) if line.startswith(f"{doc}:")]

@@ -99,6 +99,22 @@ def paired_gap(results: dict, setting: str, method: str, other: str,
                                                      accuracy(results, setting, other, key), strict=True)])
 
 
+def signed(value: float, digits: int = 2) -> str:
+    """A difference with its sign, ``+0.00`` for a zero whatever its sign."""
+    return f"{round(value, digits) + 0.0:+.{digits}f}"
+
+
+def paired(pairs: list[tuple[float, float]], scale: float = 100.0, digits: int = 2) -> tuple[str, str]:
+    """Per-seed differences ``a - b`` of ``pairs`` (in seed order), times ``scale``: their mean ± std, and each."""
+    values = [scale * (a - b) for a, b in pairs]
+    mean, std = mean_std(values)
+    return f"{signed(mean, digits)} ± {std:.{digits}f}", ", ".join(signed(v, digits) for v in values)
+
+
+def by_seed(results: dict, setting: str) -> dict[int, dict]:
+    return {r["seed"]: r for r in main_records(results) if r["setting"] == setting}
+
+
 def headline(results: dict) -> str:
     study = results["study"]
     return _name(study["headline"])
@@ -121,8 +137,9 @@ def render(results: dict) -> str:
     absent (the ablation, the diagnosis, the modes) is left out."""
     names = settings(results)
     sections = [_header(results), _accuracy_table(results, names), _ablation(results), _gaps(results, names),
-                _diagnosis_table(results), _targets(results, names), _calibration_table(results, names),
-                _detection_table(results, names), _modes_table(results), TEMPLATE.fill("plots", folder=FOLDER)]
+                _per_seed(results, names), _diagnosis_table(results), _targets(results, names),
+                _calibration_table(results, names), _detection_table(results, names), _modes_table(results),
+                TEMPLATE.fill("plots", folder=FOLDER)]
     return "\n\n".join(s for s in sections if s) + "\n\n"
 
 
@@ -147,7 +164,7 @@ def _header(results: dict) -> str:
     sizes = []
     if big:
         sizes.append(TEMPLATE.fill("size_headline", top=top, study=study, cell=big,
-                                   epochs=study["headline_epochs"] or base["epochs"]))
+                                   epochs=study["headline_epochs"] or base["epochs"], pipeline=_pipeline_cell(results)))
     if cell:
         sizes.append(TEMPLATE.fill("size_others", study=study, cell=cell, epochs=study["epochs"] or base["epochs"]))
     seconds = results["wall_seconds"] + sum(r["wall_seconds"] for r in results.get("reruns", []))
@@ -155,6 +172,23 @@ def _header(results: dict) -> str:
                          sizes="; ".join(sizes), seeds=", ".join(map(str, study["seeds"])),
                          batch=study["batch_size"] or base["batch_size"],
                          sweep=", ".join(f"{m:g}" for m in study["sweep"]), minutes=seconds / 60)
+
+
+def _pipeline_cell(results: dict) -> str:
+    """What the headline cell with the pipeline's seed shares with the pipeline's own run (``dvc repro``), and its
+    figures, which differ from docs/pipeline-run.md's by the thread count; empty where the study's headline is not
+    the pipeline's run (another size, schedule, noise or seed)."""
+    study, params = results["study"], results["params"]
+    seed = params["noise"]["seed"]
+    record = by_seed(results, headline(results)).get(seed)
+    noise = {"kind": params["noise"]["kind"], "rate": params["noise"]["rate"]}
+    same = (record is not None and study["headline"] == noise
+            and study["headline_size"] == params["noise"]["train_size"] and not study["headline_epochs"]
+            and not study["batch_size"] and params["baseline"]["seed"] == params["mlnt"]["seed"] == seed)
+    if not same:
+        return ""
+    return TEMPLATE.fill("pipeline_cell", seed=seed, threads=record.get("threads", results["threads_per_worker"]),
+                         **{k: record["methods"][k]["accuracy"] for k in ("ce_last", "ce_early", "mlnt")})
 
 
 def _accuracy_table(results: dict, names: list[str]) -> str:
@@ -197,6 +231,61 @@ def _gaps(results: dict, names: list[str]) -> str:
         student = paired_gap(results, setting, "mlnt", "ema_control", key="student_last_accuracy")
         rows.append([setting, f"{released[0]:+.2f} ± {released[1]:.2f}", f"{student[0]:+.2f} ± {student[1]:.2f}"])
     return TEMPLATE.fill("gaps", rows=_table(rows))
+
+
+DIFFERENCES = (("ema_control", "ce_early", "accuracy"), ("mlnt", "ce_early", "accuracy"),
+               ("mlnt", "ema_control", "accuracy"), ("mlnt", "ema_control", "student_last_accuracy"),
+               ("mlnt", "ema_control", "val_accuracy"))  # (method, minus method, of what): at every setting
+HEADLINE_DIFFERENCES = (("mlnt_x0.25", "ema_control"), ("mlnt_x4", "ema_control"), ("mlnt_selected", "ema_control"),
+                        ("mlnt_warm", "mlnt"), ("ema_control_warm", "ema_control"))  # test accuracy, the headline's
+SHORT = {"ce_early": "CE early-stopped", "ema_control": "control", "mlnt": "MLNT",
+         "mlnt_x0.25": "MLNT (meta_weight x 1/4)", "mlnt_x4": "MLNT (meta_weight x 4)",
+         "mlnt_selected": "MLNT (meta_weight chosen on validation)", "mlnt_warm": "MLNT warm-started",
+         "ema_control_warm": "control warm-started"}
+
+
+def _per_seed(results: dict, names: list[str]) -> str:
+    """Every paired difference the study's conclusions rest on, as mean ± std over seeds and each seed's value:
+    accuracy in points at every setting (and, at the headline setting, the sweep, the warm start and the clean
+    ceiling; the modes against their control), then the label-issue lists' F1 and AUROC, MLNT minus its control."""
+    top, rows = headline(results), []
+
+    def row(setting: str, label: str, pairs: list[tuple[float, float]], of: str = "accuracy") -> None:
+        rows.append([setting, TEMPLATE.fill("difference", label=label, of=TEMPLATE.fill(f"of_{of}")), *paired(pairs)])
+
+    def minus(method: str, other: str) -> str:
+        return TEMPLATE.fill("minus", method=SHORT[method], other=SHORT[other])
+
+    for setting in names:
+        cells = by_seed(results, setting)
+        for method, other, key in DIFFERENCES:
+            if all(key in c["methods"][method] and key in c["methods"][other] for c in cells.values()):
+                row(setting, minus(method, other),
+                    [(c["methods"][method][key], c["methods"][other][key]) for c in cells.values()], key)
+        if setting != top:
+            continue
+        for method, other in (d for d in HEADLINE_DIFFERENCES if _has(results, top, d[0])):
+            row(setting, minus(method, other),
+                [(c["methods"][method]["accuracy"], c["methods"][other]["accuracy"]) for c in cells.values()])
+        clean = by_seed(results, "clean")
+        for key in ("ce_early", "ce_last") if clean and set(clean) == set(cells) else ():
+            row(setting, TEMPLATE.fill("minus_clean", ceiling=TEMPLATE.fill(f"clean_{key}")),
+                [(cells[s]["methods"]["mlnt"]["accuracy"], clean[s]["methods"][key]["accuracy"]) for s in cells])
+    modes = [r for r in results["records"] if r.get("part") == "modes"]
+    for name in results["study"]["modes"]["names"] if modes else ():
+        row(TEMPLATE.fill("modes_setting", setting=modes[0]["setting"]),
+            TEMPLATE.fill("minus", method=name, other=SHORT["ema_control"]),
+            [(r["modes"][name]["accuracy"], r["modes"]["control"]["accuracy"]) for r in modes])
+    detection = []
+    for setting in names:
+        cells = by_seed(results, setting).values()
+        f1, auroc = ([(c["label_issues"]["mlnt"][m], c["label_issues"]["ema_control"][m]) for c in cells]
+                     for m in ("f1", "auroc"))
+        detection.append([setting, *paired(f1, 1.0, 3), *paired(auroc, 1.0, 3)])
+    return TEMPLATE.fill("per_seed", seeds=", ".join(map(str, results["study"]["seeds"])),
+                         modes_note=TEMPLATE.fill("modes_note", seeds=", ".join(str(r["seed"]) for r in modes))
+                         if modes else "", rows=_table(rows),
+                         detection=_table(detection))
 
 
 def _diagnosis_table(results: dict) -> str:
@@ -261,11 +350,18 @@ def _calibration_table(results: dict, names: list[str]) -> str:
 
 
 def _detection_table(results: dict, names: list[str]) -> str:
+    """Each detector's list at every setting; on MLNT's row, its F1 and AUROC minus its control's, paired by seed."""
     metrics = ("precision", "recall", "f1", "auroc", "estimated_noise_rate", "true_noise_rate")
-    rows = _table([[setting, label, *(num(field(results, setting, lambda r, m=m, k=key: r["label_issues"][k][m]))
-                                      for m in metrics)]
-                   for setting in names for key, label in DETECTORS])
-    return TEMPLATE.fill("detection", rows=rows)
+    rows = []
+    for setting in names:
+        for key, label in DETECTORS:
+            cells = [num(field(results, setting, lambda r, m=m, k=key: r["label_issues"][k][m])) for m in metrics]
+            gaps = ["—", "—"]
+            if key == "mlnt":
+                gaps = [paired([(r["label_issues"]["mlnt"][m], r["label_issues"]["ema_control"][m])
+                                for r in by_seed(results, setting).values()], 1.0, 3)[0] for m in ("f1", "auroc")]
+            rows.append([setting, label, *cells, *gaps])
+    return TEMPLATE.fill("detection", rows=_table(rows))
 
 
 def _modes_table(results: dict) -> str:

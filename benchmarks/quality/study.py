@@ -8,9 +8,9 @@ Every run goes through the pipeline's own steps (``components.noise``, ``compone
 ``components.mlnt``) with the schedule of ``params.yaml``; only the training-set size (sub-sampled to fit
 2 CPU cores), the seed and each row's own switches (``meta_weight``, ``warm_start``, ``mode``) change. Each
 (noise setting, seed) cell is one task; tasks run in parallel worker processes and a finished cell is kept
-under ``--work`` (a rerun with the same settings and the same ingested data skips it; the ingest itself is redone
-when ``--data`` or params.yaml's ``ingest`` section differ from what it was made from). The raw records go to
-``docs/quality/results.json``; ``benchmarks.quality.report`` renders ``docs/results.md`` and the plots from that
+under ``--work`` (a rerun with the same settings, ingested data and threads per cell skips it; the ingest itself
+is redone when ``--data`` or params.yaml's ``ingest`` section differ from what it was made from). The raw records go
+to ``docs/quality/results.json``; ``benchmarks.quality.report`` renders ``docs/results.md`` and the plots from that
 file alone.
 
     python -m benchmarks.quality [--quick] [--setting symmetric-50] [--workers 2] [--work artifacts/quality]
@@ -101,7 +101,7 @@ class StudyConfig:
     warm: WarmStart = WarmStart()
     modes: Modes | None = Modes()
     epochs: int = 25  # the smaller cells': more passes over fewer images, to memorise; 0: params.yaml's
-    headline_epochs: int = 0  # 0: params.yaml's baseline.epochs and mlnt.epochs, the pipeline's own run
+    headline_epochs: int = 0  # 0: params.yaml's baseline.epochs and mlnt.epochs, the pipeline's schedule
     batch_size: int = 0  # 0: params.yaml's
 
     def overrides(self, setting: Setting) -> dict:
@@ -127,6 +127,7 @@ class Task:
     ingested: str
     work: str
     part: str = "main"  # or "modes": the comparison of MLNT's modes, a task of its own
+    threads: int = 1  # torch's intra-op threads the cell trains on: CPU training's floating-point sums depend on it
 
     @property
     def directory(self) -> Path:
@@ -135,11 +136,13 @@ class Task:
 
     @property
     def fingerprint(self) -> str:
-        """What the cell's record was made from: the study's settings, the params, the cell, and the ingested data
-        (the sha256 of the ingest's ``manifest.json``, which names the data's path and hashes its files)."""
+        """What the cell's record was made from: the study's settings, the params, the cell, the ingested data (the
+        sha256 of the ingest's ``manifest.json``, which names the data's path and hashes its files) and the thread
+        count (another ``--workers`` trains on other threads, and so to other figures: its cells are not reused)."""
         manifest = Path(self.ingested) / "manifest.json"
         data = hashlib.sha256(manifest.read_bytes()).hexdigest() if manifest.is_file() else None
-        text = json.dumps([dataclasses.asdict(self.study), self.params, self.setting.name, self.seed, self.part, data],
+        text = json.dumps([dataclasses.asdict(self.study), self.params, self.setting.name, self.seed, self.part, data,
+                           self.threads],
                           sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -147,9 +150,9 @@ class Task:
 # --- one cell --------------------------------------------------------------------------------------------------
 
 
-def run_task(task: Task, threads: int) -> dict:
+def run_task(task: Task) -> dict:
     """One (noise setting, seed) cell: every method, or the cached record of an identical earlier run."""
-    torch.set_num_threads(threads)
+    torch.set_num_threads(task.threads)
     cached = task.directory / "result.json"
     if cached.is_file():
         record = json.loads(cached.read_text())
@@ -160,7 +163,8 @@ def run_task(task: Task, threads: int) -> dict:
     cell = _Cell(task)
     record = cell.run()
     record.update(setting=task.setting.name, kind=task.setting.kind, rate=task.setting.rate, seed=task.seed,
-                  part=task.part, fingerprint=task.fingerprint, seconds=round(time.perf_counter() - started, 1))
+                  part=task.part, threads=task.threads, fingerprint=task.fingerprint,
+                  seconds=round(time.perf_counter() - started, 1))
     write_json(cached, record)
     return record
 
@@ -358,14 +362,16 @@ def _diagnose(task: Task) -> dict:
                                           batches=2 if task.study == QUICK else 6)}
 
 
-def tasks(study: StudyConfig, params: dict, ingested: Path, work: Path) -> list[Task]:
-    """Every cell, the most expensive first (the headline and modes, then the other noisy cells, then clean)."""
-    cells = [Task(s, seed, study, params, str(ingested), str(work)) for s in study.settings for seed in study.seeds]
+def tasks(study: StudyConfig, params: dict, ingested: Path, work: Path, threads: int = 1) -> list[Task]:
+    """Every cell, the most expensive first (the headline and modes, then the other noisy cells, then clean), each
+    to train on ``threads`` threads."""
+    where = {"ingested": str(ingested), "work": str(work), "threads": threads}
+    cells = [Task(s, seed, study, params, **where) for s in study.settings for seed in study.seeds]
     cells.sort(key=lambda t: t.setting != study.headline)
     if study.modes is not None:
-        cells[len(study.seeds):len(study.seeds)] = [Task(study.modes.setting, seed, study, params, str(ingested),
-                                                         str(work), part="modes") for seed in study.modes.seeds]
-    return cells + [Task(CLEAN, seed, study, params, str(ingested), str(work)) for seed in study.seeds]
+        cells[len(study.seeds):len(study.seeds)] = [Task(study.modes.setting, seed, study, params, part="modes",
+                                                         **where) for seed in study.modes.seeds]
+    return cells + [Task(CLEAN, seed, study, params, **where) for seed in study.seeds]
 
 
 def ingest_once(out: Path, config: dict) -> Path:
@@ -387,12 +393,12 @@ def run_study(study: StudyConfig, *, work: Path, workers: int, data: Path, param
     params = {k: params[k] for k in ("ingest", "noise", "baseline", "mlnt")}
     ingested = ingest_once(Path(work) / "ingest", {**params["ingest"], "path": str(data)})
     started = time.perf_counter()
-    todo = [t for t in tasks(study, params, ingested, Path(work)) if only is None or t.setting.name in only]
     threads = max(1, (os.cpu_count() or 1) // workers)
+    todo = [t for t in tasks(study, params, ingested, Path(work), threads) if only is None or t.setting.name in only]
     records = []
     # spawn, not fork: a forked child of a process whose torch thread pools are running can deadlock
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(run_task, task, threads) for task in todo]
+        futures = [pool.submit(run_task, task) for task in todo]
         for future in as_completed(futures):
             records.append(future.result())
     order = {(t.setting.name, t.seed, t.part): i for i, t in enumerate(todo)}
@@ -415,6 +421,10 @@ def merge(previous: Path, rerun: dict, only: frozenset[str]) -> dict:
     if [results["study"], results["params"], results.get("ece_bins")] != same:
         raise SystemExit(f"quality: {previous} was made with other study settings or params; rerun the whole "
                          "study (make quality) instead of --setting")
+    if results.get("threads_per_worker") != rerun["threads_per_worker"]:  # its header states one thread count
+        raise SystemExit(f"quality: {previous}'s cells trained on {results.get('threads_per_worker')} thread(s) "
+                         f"each, this rerun's on {rerun['threads_per_worker']}; rerun with the --workers that gives "
+                         "the same, or the whole study (make quality)")
     kept = [r for r in results["records"] if r["setting"] not in only]
     results["records"] = kept + rerun["records"]
     if rerun["diagnosis"]:

@@ -1,6 +1,7 @@
 """The quality study: a one-seed, one-setting run on a tiny Fashion-MNIST; every figure of its report is
 recomputed here from the run's own records."""
 
+import dataclasses
 import json
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -87,8 +88,12 @@ def test_label_issue_and_mode_tables_come_from_the_records(study):
         found = noisy["label_issues"][key]
         expected = [found[m] for m in ("precision", "recall", "f1", "auroc", "estimated_noise_rate",
                                        "true_noise_rate")]
-        assert row[2:] == [f"{v:.3f} ± 0.000" for v in expected]
+        assert row[2:8] == [f"{v:.3f} ± 0.000" for v in expected]
         assert found["true_noise_rate"] == pytest.approx(noisy["realised_rate"])
+        # MLNT's row: its F1 and AUROC minus its control's
+        control = noisy["label_issues"]["ema_control"]
+        assert row[8:] == ([f"{quality_report.signed(found[m] - control[m], 3)} ± 0.000" for m in ("f1", "auroc")]
+                           if key == "mlnt" else ["—", "—"])
     (modes,) = [r["modes"] for r in results["records"] if r["part"] == "modes"]
     rows = table(text, "## MLNT's modes")[1:]
     assert [m[0] for m in rows] == ["control (meta_weight 0)", "head", "first_order", "exact"]
@@ -98,6 +103,39 @@ def test_label_issue_and_mode_tables_come_from_the_records(study):
         assert modes[name]["meta_weight"] == (0.0 if name == "control" else modes["head"]["meta_weight"])
     assert modes["train"] == quality.QUICK.modes.train_size
     assert not re.search(r"\bnan\b", text)
+
+
+def test_the_per_seed_differences_are_the_records(study):
+    _, _, results, text = study
+    noisy = next(r for r in results["records"] if r["setting"] == "symmetric-50" and r["part"] == "main")
+    clean = next(r for r in results["records"] if r["setting"] == "clean")
+    rows = {r[1]: r for r in table(text, "## Per-seed differences") if r[0] == "symmetric-50"}
+
+    def gap(a: float, b: float) -> list[str]:
+        value = quality_report.signed(100 * (a - b))
+        return [f"{value} ± 0.00", value]
+
+    methods = noisy["methods"]
+    assert rows["control − CE early-stopped"][2:] == gap(methods["ema_control"]["accuracy"],
+                                                         methods["ce_early"]["accuracy"])
+    assert rows["MLNT − control, validation accuracy of the released models"][2:] == gap(
+        methods["mlnt"]["val_accuracy"], methods["ema_control"]["val_accuracy"])
+    assert rows["MLNT warm-started − MLNT"][2:] == gap(methods["mlnt_warm"]["accuracy"], methods["mlnt"]["accuracy"])
+    assert rows["MLNT − CE on clean labels, last epoch"][2:] == gap(methods["mlnt"]["accuracy"],
+                                                                    clean["methods"]["ce_last"]["accuracy"])
+    (modes,) = [r["modes"] for r in results["records"] if r["part"] == "modes"]
+    exact = next(r for r in table(text, "## Per-seed differences") if r[1] == "exact − control")
+    assert exact[2:] == gap(modes["exact"]["accuracy"], modes["control"]["accuracy"])
+    detection = table(text, "MLNT's list minus its control's")
+    assert detection[1][0] == "symmetric-50" and detection[1][2] == quality_report.signed(
+        noisy["label_issues"]["mlnt"]["f1"] - noisy["label_issues"]["ema_control"]["f1"], 3)
+    # the quick study is not the pipeline's run (other size and schedule): its header does not say it is
+    assert "pipeline's `dvc repro` run" not in text
+
+
+def test_signed_differences_have_no_negative_zero():
+    assert quality_report.signed(-0.0004) == "+0.00" and quality_report.signed(-0.006) == "-0.01"
+    assert quality_report.paired([(0.5, 0.5), (0.4, 0.5)]) == ("-5.00 ± 7.07", "+0.00, -10.00")
 
 
 def test_the_diagnosis_table_is_the_records(study):
@@ -144,7 +182,7 @@ def test_the_ingest_and_the_cells_follow_the_data_and_params_ingest(tmp_path, mo
     monkeypatch.setattr(quality, "ProcessPoolExecutor", lambda max_workers, mp_context: ThreadPoolExecutor(1))
     monkeypatch.setattr(quality, "_diagnose", lambda task: {})
 
-    def run_task(task, threads):  # the fingerprint each cell's cache is checked against, instead of training it
+    def run_task(task):  # the fingerprint each cell's cache is checked against, instead of training it
         cells[(task.setting.name, task.seed, task.part)] = task.fingerprint
         return {"setting": task.setting.name, "seed": task.seed, "part": task.part}
 
@@ -171,6 +209,13 @@ def test_the_ingest_and_the_cells_follow_the_data_and_params_ingest(tmp_path, mo
     assert study(first) == made and len(ingested) == 4
 
 
+def test_a_cell_trained_on_other_threads_is_not_reused(tmp_path):
+    """CPU training's figures depend on torch's thread count (--workers sets it): a cell's cache is keyed on it."""
+    task = quality.Task(quality.CLEAN, 0, quality.QUICK, {}, str(tmp_path), str(tmp_path), threads=1)
+    assert dataclasses.replace(task, threads=2).fingerprint != task.fingerprint
+    assert {t.threads for t in quality.tasks(quality.QUICK, {}, tmp_path, tmp_path, threads=3)} == {3}
+
+
 def test_one_setting_is_rerun_into_the_saved_study(study, capsys):
     tmp, args, results, _ = study
     saved = tmp / "docs" / "quality" / "results.json"
@@ -180,6 +225,9 @@ def test_one_setting_is_rerun_into_the_saved_study(study, capsys):
     assert sorted(map(json.dumps, again["records"])) == sorted(map(json.dumps, results["records"]))
     assert again["reruns"][-1]["settings"] == ["clean"] and again["wall_seconds"] == before["wall_seconds"]
     assert again["diagnosis"] == before["diagnosis"]  # only the headline setting's rerun measures it again
+    other = {**again, "threads_per_worker": again["threads_per_worker"] + 1, "records": [], "reruns": []}
+    with pytest.raises(SystemExit, match="thread"):
+        quality.merge(saved, other, frozenset({"clean"}))
     with pytest.raises(SystemExit):
         quality.main([*args, "--setting", "symmetric-33"])
     assert "--setting: unknown symmetric-33. Valid: clean, symmetric-50" in capsys.readouterr().err
