@@ -10,8 +10,17 @@ all-reduce before the fast-weight passes (``Group.mean``, passed to ``model.mlnt
 backward pass sums the incoming directions of every process, so the second-order term of each process
 reaches every other one. The outer gradients are then averaged (``Group.average_gradients``), as DDP does.
 With networks whose samples do not interact (no batch norm in training mode) the result equals one process
-training on the global batch, up to floating-point summation order; batch-norm layers use per-process
-statistics, as they do under DDP.
+training on the global batch, up to floating-point summation order.
+
+Batch norm, as under DDP with its default ``broadcast_buffers``: a training-mode pass normalises with the
+statistics of this process's rows, and every process holds the main process's running statistics (student and
+teacher). No training step's result depends on them; only eval-mode passes read them (validation, and the
+mentor, a validated best model), so the trainer broadcasts them from the main process before each validation (the
+last one ends the round) with ``Group.broadcast_buffers`` rather than after every step: the main process's
+statistics, the ones it checkpoints, are the same either way, and the other processes' copies are overwritten
+before anything reads them. In iterative training the mentor's keep mask is the main process's too
+(``Group.from_main``), so every process trains the next round on the same samples and fails together when too few
+are kept.
 
 The module's ``DistributedDataParallel`` wrapper is not used: its gradient hooks do not support the
 ``torch.autograd.grad`` calls of the meta step, and the trainer needs one explicit average per step anyway.
@@ -97,6 +106,32 @@ class Group:
         if self.active:
             for tensor in net.state_dict().values():
                 dist.broadcast(tensor, src=0)
+
+    @torch.no_grad()
+    def broadcast_buffers(self, *nets: nn.Module) -> None:
+        """Overwrite the buffers of ``nets`` (batch-norm running statistics and counters) with the main process's,
+        one broadcast per dtype and device: what DDP's ``broadcast_buffers`` does before every forward pass. Nothing
+        for one process."""
+        if not self.active:
+            return
+        kinds: dict[tuple[torch.dtype, torch.device], list[Tensor]] = {}
+        for net in nets:
+            for buffer in net.buffers():
+                kinds.setdefault((buffer.dtype, buffer.device), []).append(buffer)
+        for buffers in kinds.values():  # the same order in every process: the same networks
+            flat = torch.cat([b.reshape(-1) for b in buffers])
+            dist.broadcast(flat, src=0)
+            for b, chunk in zip(buffers, flat.split([b.numel() for b in buffers]), strict=True):
+                b.copy_(chunk.view_as(b))
+
+    def from_main(self, value: Tensor, device: torch.device) -> Tensor:
+        """The main process's ``value`` (same shape in every process), on ``value``'s device and dtype; sent
+        through ``device`` (a CUDA device for ``nccl``), a bool tensor as uint8. ``value`` itself for one process."""
+        if not self.active:
+            return value
+        sent = value.to(device=device, dtype=torch.uint8 if value.dtype == torch.bool else value.dtype, copy=True)
+        dist.broadcast(sent, src=0)
+        return sent.to(device=value.device, dtype=value.dtype)
 
 
 def from_environment(device_type: str = "cpu") -> Group:

@@ -4,20 +4,26 @@ The loop reads top to bottom in phases: fetch batch -> augment -> loss -> guard 
 teacher (copied at the end of the warm-up, then EMA) -> log -> validate -> checkpoint. The data order of an epoch
 is a pure function of ``(seed, epoch)``, a batch's augmentation of ``(seed, epoch, batch)``, and the meta step's
 synthetic labels draw from one ``torch.Generator`` whose state is in the checkpoint, so a run resumed from a
-checkpoint ends with the same weights as one that never stopped (on the CPU).
+checkpoint ends with the same weights as one that never stopped: bit for bit on the CPU with the same torch build and
+the same ``torch.get_num_threads()`` (CPU kernels split their sums by thread, so another thread count changes the
+last bits; the checkpoint records the count and a resume with another one logs a warning). Nothing is promised bit
+for bit on CUDA; a checkpoint written on CUDA and resumed on the CPU continues in float32 (``amp`` is CUDA only), the
+same run in other arithmetic.
 
 This module does no file I/O: checkpoints go through a ``CheckpointStore`` the caller passes in
 (``components.common.checkpoints.FileCheckpointStore`` writes them atomically to disk).
 
 Data parallelism (``torchrun``): pass a ``model.distributed.Group``. ``batch_size`` is then the global batch;
-every process builds the same global batch and trains on its share of the rows (see ``model.distributed``);
-only the main process writes checkpoints and progress.
+every process builds the same global batch and trains on its share of the rows (see ``model.distributed``); the
+batch-norm running statistics and the mentor's keep mask are the main process's, broadcast to the others; only the
+main process writes checkpoints and progress.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import logging
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -38,6 +44,8 @@ from model.neighbours import synthetic_labels
 from model.progress import progress
 from model.schedules import ema_decay, lr_factor, rampup_weight, teacher_start_share
 
+log = logging.getLogger(__name__)
+
 CHECKPOINT_FORMAT = 2  # 2: the teacher starts at ramp_start; validations every eval_every steps
 # The resume policy, one for the library and the pipeline steps (components.common.checkpoints names a run's checkpoint
 # folder by every other field): a checkpoint resumes a run whose config differs from its own only in
@@ -46,6 +54,8 @@ CHECKPOINT_FORMAT = 2  # 2: the teacher starts at ramp_start; validations every 
 #   round before it, so ``epochs`` is part of the run's identity in every round, round 0 included): every
 #   schedule counts absolute epochs (milestones, ramp, EMA decay) and the data order is a function of the epoch,
 #   so continuing a finished run is exactly the longer run. A run cannot be shortened past its checkpoint.
+# ``device`` is neutral in what the run trains, not in its bits: ``amp`` autocasts to bfloat16 on CUDA only, so a CUDA
+# checkpoint resumed on the CPU continues in float32 (and the reverse in bfloat16); such a resume is not bit-identical.
 RESULT_NEUTRAL = frozenset({"checkpoint_every", "device", "progress", "workers"})
 RESUMABLE_CHANGES = RESULT_NEUTRAL | {"epochs"}
 MODELS = ("student", "teacher")
@@ -287,6 +297,7 @@ def train(config: TrainConfig, net: nn.Module, train_data: Source, *, val_data: 
             net.load_state_dict(initial)
             keep = mentor_keep_mask(predict(mentor, train_data, device=device), train_data.labels,
                                     top_k=config.mentor_top_k)
+            keep = group.from_main(keep, device)  # every process trains on the same samples, and fails together
             if int(keep.sum()) < config.batch_size:
                 raise ValueError(f"round {round_ + 1}: the mentor kept {int(keep.sum())} of {len(train_data)} "
                                  f"samples, expected at least batch_size ({config.batch_size}); train the first "
@@ -533,6 +544,8 @@ class _Loop:
     def _evaluate(self, epoch: int) -> dict[str, float]:
         """Validate student and (once started) teacher; keep the better model if it beats the best so far.
         As in the reference code, the student is compared first and a later model must be strictly better."""
+        # every process validates (and keeps as best) the main process's batch-norm running statistics, as under DDP
+        self.group.broadcast_buffers(*(m for m in (self.net, self.teacher) if m is not None))
         candidates = {"student": self.net}
         if self._teacher_started():
             candidates["teacher"] = self.teacher
@@ -581,9 +594,11 @@ class _Loop:
 
     def _checkpoint(self) -> dict[str, Any]:
         """Everything ``_resume`` restores: the config it was trained with, the weights, the optimiser and its
-        schedule, every random state, and the ``LoopState``."""
+        schedule, every random state, and the ``LoopState``; and the main process's torch thread count (``threads``:
+        CPU results depend on it, so ``_resume`` warns when it changed)."""
         return {
             "format": CHECKPOINT_FORMAT, "key": self.key, "config": dataclasses.asdict(self.cfg),
+            "threads": torch.get_num_threads(),
             "model": _cpu_state(self.net), "teacher": None if self.teacher is None else _cpu_state(self.teacher),
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "rng": {"generator": self.generator.get_state(), "torch": torch.get_rng_state(),
@@ -626,6 +641,12 @@ class _Loop:
         self.last_checkpoint = f"{self.store.location} ({self.key}, step {self.state.step})"
         if self.group.is_main:
             tqdm.write(f"[{self.method} {self.key}] resumed from {self.last_checkpoint}")  # always: it matters
+            threads = state.get("threads")  # None in checkpoints written before it was recorded
+            if threads is not None and threads != torch.get_num_threads():
+                log.warning("%s: written with %d torch threads, resumed with %d: the run continues, but CPU results "
+                            "depend on the thread count, so its weights may differ in the last bits from a run that "
+                            "never stopped; resume with torch.set_num_threads(%d) (OMP_NUM_THREADS) for the same bits",
+                            where, threads, torch.get_num_threads(), threads)
 
 
 def run_identity(config: TrainConfig) -> dict[str, Any]:

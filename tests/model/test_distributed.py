@@ -8,6 +8,8 @@ weights from its own rows, as a plain DDP wrapper would) they do not.
 
 from __future__ import annotations
 
+import datetime
+
 import pytest
 import torch
 import torch.distributed as dist
@@ -16,7 +18,7 @@ from torch import nn
 
 from model.distributed import Group
 from model.mlnt import mlnt_loss
-from model.trainer import MlntConfig, TrainConfig, train
+from model.trainer import Data, MlntConfig, TrainConfig, train
 from tests.model.test_trainer import net, noisy_problem
 
 WORLD = 2
@@ -150,3 +152,88 @@ def test_global_batch_must_split_evenly():
         Group(rank=0, world_size=3).rows(32)
     with pytest.raises(ValueError, match="batch_size: expected a multiple"):
         train(CONFIGS["ce"], net(), noisy_problem(n=256)[0], group=Group(0, 3))
+
+
+# --- batch norm: every process keeps rank 0's running statistics ------------------------------------------------
+
+BATCH_NORM_CONFIG = MlntConfig(mode="head", rounds=2, num_sets=3, neighbours=4, ramp_end=1, ema_during_ramp=0.9,
+                               ema_after_ramp=0.95, eval_every=10, **{**QUIET, "seed": 1, "augment": False})
+
+
+class RecordingData(Data):
+    """In-memory data that records every mentor keep mask it is filtered with."""
+
+    kept: list[torch.Tensor]
+
+    def subset(self, keep):
+        self.kept.append(keep.clone())
+        return super().subset(keep)
+
+
+def _hard_problem(n=1200, k=4, size=8, noise=0.4, seed=0):
+    """A faint signal under label noise, so that the mentor is unsure of many samples (its keep mask then
+    depends on small differences of its batch-norm statistics)."""
+    g = torch.Generator().manual_seed(seed)
+    clean = torch.randint(k, (n,), generator=g)
+    x = torch.randn(n, 1, size, size, generator=g)
+    for c in range(k):
+        x[clean == c, 0, 2 * c:2 * c + 2, 2:6] += 0.6
+    noisy = clean.clone()
+    flip = torch.rand(n, generator=g) < noise
+    noisy[flip] = torch.randint(k, (int(flip.sum()),), generator=g)
+    split = n * 3 // 4
+    return RecordingData(x[:split], noisy[:split]), Data(x[split:], clean[split:])
+
+
+def _buffers(model):
+    return {name: b.clone() for name, b in model.named_buffers()}
+
+
+def _batch_norm_worker(rank: int, init_file: str, results: dict) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD,
+                            timeout=datetime.timedelta(seconds=60))
+    torch.set_num_threads(1)
+    try:
+        train_data, val = _hard_problem()
+        train_data.kept = []
+        result = train(BATCH_NORM_CONFIG, net(seed=1, batch_norm=True), train_data, val_data=val,
+                       group=Group(rank=rank, world_size=WORLD))
+        rounds = [*result.earlier_rounds, result]
+        results[rank] = {
+            "kept": train_data.kept,
+            "buffers": [{"student": _buffers(r.student), "teacher": _buffers(r.teacher)} for r in rounds],
+            "best": [(r.best_model, r.best_step, r.best_score) for r in rounds],
+            "best_state": [r.best_state for r in rounds],
+            "evaluations": [r.evaluations for r in rounds]}
+    except Exception as error:  # reported by the test, with the other process's result
+        results[rank] = {"error": f"{type(error).__name__}: {error}"}
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def batch_norm_two_processes(tmp_path_factory):
+    manager = mp.get_context("spawn").Manager()
+    results = manager.dict()
+    init_file = tmp_path_factory.mktemp("dist_bn") / "init"
+    mp.spawn(_batch_norm_worker, args=(str(init_file), results), nprocs=WORLD, join=True)
+    return [results[rank] for rank in range(WORLD)]
+
+
+def test_batch_norm_processes_agree_on_statistics_mentor_and_validation(batch_norm_two_processes):
+    """With batch norm, each process's training-mode passes see only its own rows; its running statistics (student
+    and teacher) must still be rank 0's, so that every process validates alike, picks the same best model, and the
+    second round's mentor keeps the same samples everywhere (otherwise the processes train on different sets, and
+    with different step counts one of them hangs up on the other)."""
+    main, other = batch_norm_two_processes
+    assert "error" not in main and "error" not in other, (main.get("error"), other.get("error"))
+    assert len(main["kept"]) == 1 and torch.equal(main["kept"][0], other["kept"][0]), \
+        [int(k.sum()) for r in (main, other) for k in r["kept"]]
+    for round_ in range(BATCH_NORM_CONFIG.rounds):
+        for model in ("student", "teacher"):
+            for name, value in main["buffers"][round_][model].items():
+                assert torch.equal(value, other["buffers"][round_][model][name]), (round_, model, name)
+        for name, value in main["best_state"][round_].items():
+            assert torch.equal(value, other["best_state"][round_][name]), (round_, name)
+    assert main["best"] == other["best"]
+    assert main["evaluations"] == other["evaluations"]

@@ -1,6 +1,7 @@
 """The training loop: it learns, it resumes bit for bit, it stops on NaN naming the step and checkpoint."""
 
 import dataclasses
+import logging
 
 import pytest
 import torch
@@ -151,6 +152,35 @@ def test_iterative_training_refuses_other_epochs_before_training_on(tmp_path):
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
     resumed = train(config, net(), train_data, store=FileCheckpointStore(tmp_path))  # the first config still resumes
     assert resumed.earlier_rounds[0].steps == 150 // 32
+
+
+
+def test_a_resume_with_another_thread_count_warns_once(tmp_path, caplog):
+    """CPU results depend on torch's thread count, so a run resumed with another one is not bit-identical to one that
+    never stopped: the checkpoint records the count and the resume names both in one warning (not an error). A
+    checkpoint without the count (written before it was recorded) resumes without a warning."""
+    train_data, _ = noisy_problem(n=200)
+    config = TrainConfig(epochs=1, **QUIET)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        train(config, net(), train_data, store=FileCheckpointStore(tmp_path))
+        assert FileCheckpointStore(tmp_path).load("round0")["threads"] == 1
+        torch.set_num_threads(2)
+        with caplog.at_level(logging.WARNING, logger="model.trainer"):
+            train(dataclasses.replace(config, epochs=2), net(), train_data, store=FileCheckpointStore(tmp_path))
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warnings) == 1 and "written with 1 torch threads, resumed with 2" in warnings[0], warnings
+        store = FileCheckpointStore(tmp_path)
+        old = store.load("round0")
+        del old["threads"]
+        store.save("round0", old)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="model.trainer"):
+            train(dataclasses.replace(config, epochs=3), net(), train_data, store=FileCheckpointStore(tmp_path))
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    finally:
+        torch.set_num_threads(threads)
 
 
 class PoisonedNet(nn.Module):
