@@ -9,10 +9,11 @@ The predictor creates its collectors from these entries, for example::
     latency = Histogram(REQUEST_DURATION.name, REQUEST_DURATION.help, REQUEST_DURATION.labels,
                         buckets=REQUEST_DURATION.buckets, registry=registry)
 
-The rules and the dashboard are checked against ``SERIES`` (``monitoring.check``). Nothing here touches
-prometheus_client: importing this module creates no collectors. ``KSERVE`` lists the metrics KServe itself exports
-beside ours (``kserve/metrics.py``): the predictor does not create them, but the rules and the dashboard read them,
-and the serving tests check that KServe still exports them under these names, types and labels.
+The rules and the dashboard are checked against ``SERIES``, each metric's ``labels`` (with ``TARGET_LABELS``, and
+``PUSHED_LABELS`` for the training metrics) and the label values of ``LABEL_VALUES`` (``monitoring.check``). Nothing
+here touches prometheus_client: importing this module creates no collectors. ``KSERVE`` lists the metrics KServe
+itself exports beside ours (``kserve/metrics.py``): the predictor does not create them, but the rules and the
+dashboard read them, and the serving tests check that KServe still exports them under these names, types and labels.
 """
 
 from __future__ import annotations
@@ -27,10 +28,18 @@ PUSHGATEWAY_JOB = "mlnt-pipeline"  # the job label the training steps push under
 # (mlnt/mlnt-classifier, or mlnt/mlnt-predictor) or a static scrape config's job named mlnt-predictor.
 PREDICTOR_JOB_REGEX = ".*mlnt-(predictor|classifier).*"
 
+# Labels Prometheus adds to every scraped series: the target's job and instance, and those prometheus-operator sets
+# for a PodMonitor's targets (k8s/base/monitoring/podmonitor.yaml).
+TARGET_LABELS = ("job", "instance", "namespace", "pod", "container", "endpoint")
+# Labels every training metric carries besides its own: the Pushgateway push's job and grouping key
+# (components.common.telemetry pushes under job=PUSHGATEWAY_JOB, grouping_key={"step": step}).
+PUSHED_LABELS = ("job", "step")
+
 PROTOCOLS = ("v1", "v2", "grpc-v2")  # KServe's names: v1 and v2 over REST, v2 over gRPC
 OUTCOMES = ("ok", "client_error", "server_error")
 SPLITS = ("test", "val")
 TRAINING_MODELS = ("teacher", "student", "baseline")
+FALLBACK_REASONS = ("missing", "short", "malformed")  # serving.clients.REASONS: why a client header was not used
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -75,7 +84,7 @@ FEEDBACK = Metric("mlnt_feedback_total", "counter", "Labels posted back by users
 FEEDBACK_DISAGREEMENTS = Metric("mlnt_feedback_disagreements_total", "counter",
                                 "Feedback labels that differ from the prediction.", ("model",))
 MODEL_INFO = Metric("mlnt_model_info", "gauge", "The served model (always 1).", ("model", "version"))
-# `reason` is one of serving.clients.REASONS (missing, short, malformed); counted only with --client-header.
+# `reason` is one of FALLBACK_REASONS; counted only with --client-header.
 CLIENT_FALLBACKS = Metric("mlnt_client_identity_fallbacks_total", "counter",
                           "Requests counted as their connection's peer although --client-header is set, by reason: "
                           "the header missing, fewer entries than --trusted-proxy-hops (short) or no address at the "
@@ -109,3 +118,12 @@ KSERVE: tuple[Metric, ...] = (PREPROCESS_DURATION, PREDICT_DURATION, POSTPROCESS
 METRICS: tuple[Metric, ...] = PREDICTOR + KSERVE + TRAINING
 BY_NAME: dict[str, Metric] = {metric.name: metric for metric in METRICS}
 SERIES: frozenset[str] = frozenset(series for metric in METRICS for series in metric.series)
+# The values a label takes, by metric and label, where the code fixes them: a query that selects another value
+# (outcome="server-error") never matches anything. Labels not listed here (model, class, step, ...) take any value.
+LABEL_VALUES: dict[str, dict[str, tuple[str, ...]]] = {
+    REQUESTS.name: {"protocol": PROTOCOLS, "outcome": OUTCOMES},
+    REQUEST_DURATION.name: {"protocol": PROTOCOLS},
+    CLIENT_FALLBACKS.name: {"reason": FALLBACK_REASONS},
+    **{metric.name: {"job": (PUSHGATEWAY_JOB,)} for metric in TRAINING},
+    TRAINING_ACCURACY.name: {"job": (PUSHGATEWAY_JOB,), "split": SPLITS, "model": TRAINING_MODELS},
+}

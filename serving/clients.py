@@ -31,6 +31,8 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable
 from contextvars import ContextVar
 
+from monitoring.metrics import FALLBACK_REASONS
+
 log = logging.getLogger(__name__)
 
 GRPC = "grpc"  # every gRPC request without a client header: KServe's data plane is not given the peer
@@ -38,8 +40,9 @@ CLIENT: ContextVar[str] = ContextVar("client", default=GRPC)
 HEADER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*")
 PORT = re.compile(r"[0-9]{1,5}")
 # Why a request's client is its peer although a client header is configured: the header is missing, has fewer entries
-# than the trusted hops, or no address at the trusted entry. The keys of ClientIdentity.fallbacks, a metric's labels.
-REASONS = ("missing", "short", "malformed")
+# than the trusted hops, or no address at the trusted entry. The keys of ClientIdentity.fallbacks, a metric's labels
+# (the contract's, which the rules and the dashboard are checked against).
+REASONS = FALLBACK_REASONS
 
 
 def address(text: str) -> str | None:

@@ -14,8 +14,11 @@ import yaml
 from monitoring import DASHBOARD_FILE, DOCS_FILE, ROOT, check, dashboard, sync
 from monitoring.metrics import (
     CLIENT_FALLBACKS,
+    FALLBACK_REASONS,
     KSERVE,
+    KSERVE_STAGES,
     METRICS,
+    OUTCOMES,
     PREDICTOR,
     PREDICTOR_JOB_REGEX,
     PUSHGATEWAY_JOB,
@@ -52,9 +55,12 @@ def test_rule_unit_tests_pass():
     assert output.count("SUCCESS") == len(check.rule_tests()) >= 3, output
 
 
-def test_every_alert_has_a_firing_and_a_quiet_unit_test(rules):
+def test_every_alert_has_a_firing_a_quiet_and_if_it_waits_a_pending_unit_test(rules):
     coverage = check.alert_test_kinds(rules, check.rule_tests())
-    assert len(coverage) == 9 and all(kinds == {"firing", "quiet"} for kinds in coverage.values()), coverage
+    waits = {alert["alert"] for alert in check.alerts_of(rules) if "for" in alert}
+    assert len(coverage) == 9 and len(waits) == 8, coverage
+    assert all(kinds == {"firing", "quiet"} | ({"pending"} if alert in waits else set())
+               for alert, kinds in coverage.items()), coverage
     assert check.coverage_problems(rules, check.rule_tests()) == []
 
 
@@ -63,6 +69,13 @@ def test_coverage_check_reports_an_untested_alert(rules):
     extended["groups"][-1]["rules"].append({"alert": "MlntUntested", "expr": "vector(1)"})
     problems = check.coverage_problems(extended, check.rule_tests())
     assert problems == ["alert MlntUntested: no firing test in tests/", "alert MlntUntested: no quiet test in tests/"]
+
+
+def test_coverage_check_reports_a_waiting_alert_without_a_pending_test(rules):
+    extended = copy.deepcopy(rules)
+    extended["groups"][-1]["rules"].append({"alert": "MlntUntested", "expr": "vector(1)", "for": "5m"})
+    problems = check.coverage_problems(extended, check.rule_tests())
+    assert "alert MlntUntested: no pending test in tests/" in problems and len(problems) == 3
 
 
 def test_rule_file_parses():
@@ -130,6 +143,104 @@ def test_metric_names_are_read_from_promql(expr, names):
     assert check.metric_names(expr) == names
 
 
+# labels and label values
+
+MLNT_REQUESTS_LABELS = "model, protocol, outcome, job, instance, namespace, pod, container, endpoint"
+
+
+def rule_named(rules: dict, name: str) -> dict:
+    """The alert or recording rule ``name`` of ``rules``."""
+    return next(rule for rule in check.rules_of(rules) if rule.get("alert") == name or rule.get("record") == name)
+
+
+@pytest.mark.parametrize(("where", "old", "new", "problem"), [
+    # a misspelt label value in a panel: the panel would show "No data" for ever
+    ("Server-error ratio", 'outcome="server_error"', 'outcome="server-error"',
+     'panel 3 (Server-error ratio) query A: label outcome of mlnt_requests_total never takes the value '
+     '"server-error" (found outcome="server-error"; expected one of: ok, client_error, server_error)'),
+    # a misspelt label name in a panel's matcher ...
+    ("Server-error ratio", 'outcome="server_error"', 'outcomes="server_error"',
+     'panel 3 (Server-error ratio) query A: mlnt_requests_total has no label outcomes (found '
+     f'outcomes="server_error"; expected a label of mlnt_requests_total: {MLNT_REQUESTS_LABELS})'),
+    # ... and in its by list
+    ("Request rate by outcome", "by (protocol, outcome)", "by (protocol, outcom)",
+     "panel 2 (Request rate by outcome) query A: by (protocol, outcom) names outcom, which no series it reads has "
+     f"(found outcom; expected a label of mlnt_requests_total: {MLNT_REQUESTS_LABELS})"),
+    # a misspelt value in a rule, and a label value a recording rule creates
+    ("model:mlnt_requests:error_ratio_rate5m", 'outcome="server_error"', 'outcome="server_errors"',
+     'rule model:mlnt_requests:error_ratio_rate5m: label outcome of mlnt_requests_total never takes the value '
+     '"server_errors" (found outcome="server_errors"; expected one of: ok, client_error, server_error)'),
+    ("MlntTrainingStale", f'{{job="{PUSHGATEWAY_JOB}"}})', '{job="mlnt_pipeline"})',
+     'rule MlntTrainingStale: label job of mlnt_training_last_success_timestamp_seconds never takes the value '
+     '"mlnt_pipeline" (found job="mlnt_pipeline"; expected one of: mlnt-pipeline)'),
+    # labels a recording rule keeps: the alert joins on model, which the recorded series still have
+    ("MlntLabelDisagreement", "on (model)", "on (models)",
+     "rule MlntLabelDisagreement: on (models) names models, which no series it reads has (found models; expected a "
+     "label of model:mlnt_feedback:increase1h, model:mlnt_feedback_disagreement:ratio_rate1h: model)"),
+    # label_replace's source label
+    ("model_stage:kserve_request_duration_seconds:p50_5m", '"model_name"', '"modelname"',
+     "rule model_stage:kserve_request_duration_seconds:p50_5m: label_replace reads label modelname, which no series "
+     "it reads has (found modelname; expected a label of request_postprocess_seconds_bucket, "
+     "request_predict_seconds_bucket, request_preprocess_seconds_bucket: model_name, le, job, instance, namespace, "
+     "pod, container, endpoint, stage, model)"),
+])
+def test_contract_check_reports_a_misspelt_label_or_label_value(rules, board, where, old, new, problem):
+    broken_rules, broken_board = copy.deepcopy(rules), copy.deepcopy(board)
+    titled = [panel for panel in panels(broken_board) if panel["title"] == where]
+    target = titled[0]["targets"][0] if titled else rule_named(broken_rules, where)
+    assert old in target["expr"]
+    target["expr"] = target["expr"].replace(old, new, 1)
+    assert check.contract_problems(broken_rules, broken_board) == [problem]
+
+
+@pytest.mark.parametrize(("expr", "problems"), [
+    # Grafana's variables match anything; a regex must match one of the values
+    ('sum(rate(mlnt_requests_total{model=~"$model", protocol="${protocol}", outcome=~"server_error|client_error"}'
+     '[$__rate_interval]))', []),
+    ('sum(rate(mlnt_requests_total{outcome=~"server-.*"}[5m]))',
+     ['panel 9 (p) query A: no value of label outcome of mlnt_requests_total matches "server-.*" (found '
+      'outcome=~"server-.*"; expected one of: ok, client_error, server_error)']),
+    # != a value the label never takes matches every series: a misspelling too; !~ is not checked
+    ('mlnt_requests_total{outcome!="eror", protocol!~"grpc.*"}',
+     ['panel 9 (p) query A: label outcome of mlnt_requests_total never takes the value "eror" (found '
+      'outcome!="eror"; expected one of: ok, client_error, server_error)']),
+    # a value of a label the recording rules create (stage, from label_replace) or keep (outcome)
+    ('model_stage:kserve_request_duration_seconds:p95_5m{stage="predcit"} + on (model) '
+     'model_outcome:mlnt_requests:rate5m{outcome="ok"}',
+     ['panel 9 (p) query A: label stage of model_stage:kserve_request_duration_seconds:p95_5m never takes the value '
+      '"predcit" (found stage="predcit"; expected one of: preprocess, predict, postprocess)']),
+    # the target labels and the le of a histogram's buckets; the training metrics' pushed labels
+    ('sum by (le, pod) (rate(mlnt_batch_size_bucket{instance="a:1"}[5m]))', []),
+    ('max by (step, split) (mlnt_training_accuracy{split="test", model="student", job="mlnt-pipeline"})', []),
+    ('max by (step) (mlnt_training_accuracy{split="train"})',
+     ['panel 9 (p) query A: label split of mlnt_training_accuracy never takes the value "train" (found '
+      'split="train"; expected one of: test, val)']),
+    # strings hold braces and commas; a label a recorded series no longer has (instance: summed away)
+    ('label_replace(model:mlnt_requests:rate5m{instance="a"}, "x", "}", "model", "a,b")',
+     ['panel 9 (p) query A: model:mlnt_requests:rate5m has no label instance (found instance="a"; expected a label '
+      'of model:mlnt_requests:rate5m: model)']),
+])
+def test_label_matchers_and_lists_are_checked_against_the_series_labels(rules, expr, problems):
+    schema = check.series_labels(rules)
+    assert check.label_problems(check.Expr("panel 9 (p) query A", expr), schema) == problems
+
+
+def test_recording_rules_keep_and_create_labels_with_their_values(rules):
+    schema = check.series_labels(rules)
+    assert schema["model_outcome:mlnt_requests:rate5m"] == {"model": None, "outcome": OUTCOMES}
+    assert schema["model_stage:kserve_request_duration_seconds:p95_5m"] == {"model": None, "stage": KSERVE_STAGES}
+    assert schema["model:mlnt_request_duration_seconds:p99_5m"] == {"model": None}  # le is gone after the quantile
+    assert schema["mlnt_client_identity_fallbacks_total"]["reason"] == FALLBACK_REASONS
+
+
+def test_a_variable_reading_a_missing_label_is_reported(rules, board):
+    broken = copy.deepcopy(board)
+    broken["templating"]["list"][1]["query"]["query"] = "label_values(mlnt_model_info, models)"
+    assert check.contract_problems(rules, broken) == [
+        "variable model: label_values reads label models, which mlnt_model_info does not have (found models; "
+        "expected a label of mlnt_model_info: model, version, job, instance, namespace, pod, container, endpoint)"]
+
+
 def test_contract_is_plain_data_without_collectors():
     done = subprocess.run([sys.executable, "-c", "import sys, monitoring.metrics; "
                            "assert 'prometheus_client' not in sys.modules"], capture_output=True, text=True,
@@ -173,6 +284,46 @@ def test_training_stale_allows_one_missed_weekly_run_and_reads_the_pushed_timest
 
 def test_alerts_have_severity_annotations_and_a_runbook_section(rules):
     assert check.alert_problems(rules, DOCS_FILE.read_text()) == []
+
+
+def test_thresholds_stated_in_annotations_docs_and_panels_are_the_rules(rules, board):
+    assert check.threshold_problems(rules, DOCS_FILE.read_text(), board) == []
+
+
+@pytest.mark.parametrize(("text", "stated"), [
+    ("(threshold 5%)", [("threshold 5%", 0.05)]),
+    ("has been 975ms (threshold 500ms) for 10 minutes", [("threshold 500ms", 0.5)]),
+    ("(threshold 30%, at least 20 labels an hour)", [("threshold 30%", 0.3), ("at least 20", 20)]),
+    ("p95 latency > 0.5 s; ≥ 20 labels; more than 8 days", [("> 0.5 s", 0.5), ("≥ 20", 20), ("more than 8 days",
+                                                                                            691200)]),
+    ("the mean top-1 probability of model {{ $labels.model }}", []),
+])
+def test_stated_thresholds_are_read_in_the_rules_units(text, stated):
+    assert check.stated_thresholds(text) == stated
+
+
+def test_a_threshold_or_for_changed_in_the_rule_alone_is_reported(rules, board):
+    broken = copy.deepcopy(rules)
+    errors, latency = rule_named(broken, "MlntPredictorHighErrorRate"), rule_named(broken, "MlntPredictorHighLatency")
+    errors["expr"] = errors["expr"].replace("> 0.05", "> 0.09")
+    latency["for"], latency["labels"]["severity"] = "14m", "critical"
+    assert check.threshold_problems(broken, DOCS_FILE.read_text(), board) == [
+        "alert MlntPredictorHighErrorRate: its description says 'threshold 5%' (0.05), but "
+        "MlntPredictorHighErrorRate compares with 0.09",
+        "alert MlntPredictorHighErrorRate: the alert table of docs/monitoring.md says '> 5 %' (0.05), but "
+        "MlntPredictorHighErrorRate compares with 0.09",
+        "alert MlntPredictorHighLatency: its description says 'for 10 minutes', but the for: of "
+        "MlntPredictorHighLatency is 14m",
+        "alert MlntPredictorHighLatency: the alert table of docs/monitoring.md says For '10m', but its for: is 14m",
+        "alert MlntPredictorHighLatency: the alert table of docs/monitoring.md says Severity 'warning', but its "
+        "severity label is 'critical'",
+        "panel 3 (Server-error ratio): its description says 'above 5%' (0.05), but MlntPredictorHighErrorRate "
+        "compares with 0.09",
+        "panel 3 (Server-error ratio): its threshold line is at 0.05, but MlntPredictorHighErrorRate compares with "
+        "0.09",
+    ]
+    problems = check.threshold_problems(rules, "# Monitoring\n", board)
+    assert len(problems) == 9 and all("no row in the alert table of docs/monitoring.md" in p for p in problems)
 
 
 def test_a_missing_runbook_section_is_reported(rules):
