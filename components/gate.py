@@ -396,7 +396,12 @@ def read_decision(folder: Path = OUT) -> dict:
 
 def report(decision: dict) -> None:
     """Print the verdict of ``decision`` and every reason, one per line."""
-    verdict = f"released as {decision.get('version')}" if decision["passed"] else "not released"
+    if not decision["passed"]:
+        verdict = "not released"
+    elif decision.get("released") is False:
+        verdict = f"the champion already ({decision.get('version')}): nothing released again"
+    else:
+        verdict = f"released as {decision.get('version')}"
     print(f"gate: {'PASS' if decision['passed'] else 'FAIL'}: {verdict}")
     for reason in decision["reasons"]:
         print(f"  {reason}")

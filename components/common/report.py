@@ -66,7 +66,7 @@ def render(art: Path = ART, params_file: Path = Path("params.yaml"), lock: Path 
               f"{100 * (t['accuracy'] - b['best_epoch_accuracy']):+.2f} points.", ""]
     lines += _label_issues(evaluated["label_issues"])
     lines += ["## Release gate", "", f"Decision: **{'pass' if decision['passed'] else 'fail'}**"
-              + (f", released as `{decision['version']}`" if decision.get("version") else "") + ".", ""]
+              + _released(decision) + ".", ""]
     lines += [f"- {reason}" for reason in decision["reasons"]]
     lines += ["", "## Sources", "",
               "The artifacts this page was rendered from and their md5, which are those `dvc.lock` lists for the "
@@ -148,6 +148,15 @@ def _json(path: Path) -> dict:
     except ValueError as err:
         raise SystemExit(f"error: report: {path}: expected JSON written by `dvc repro`, found invalid JSON "
                          f"({err})") from err
+
+
+def _released(decision: dict) -> str:
+    """What the gate did with a passing model: released it as a version, or found it the champion already."""
+    if not decision.get("version"):
+        return ""
+    if decision.get("released") is False:
+        return f", the champion already (`{decision['version']}`): nothing released again"
+    return f", released as `{decision['version']}`"
 
 
 def main(argv: list[str] | None = None) -> int:

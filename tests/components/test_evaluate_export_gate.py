@@ -289,7 +289,7 @@ def test_a_champion_scored_on_another_test_set_fails_the_gate_unless_the_compari
                   registry=registry)["passed"]
 
 
-def test_the_champion_gated_again_passes_without_a_new_version(tmp_path):
+def test_the_champion_gated_again_passes_without_a_new_version(tmp_path, capsys):
     """``dvc repro`` runs the gate every time (it judges against the registry, which DVC does not track): an
     unchanged pipeline gates the same ONNX bytes again, which pass and stay the one release (``released`` false,
     ``version`` the champion's), where every rerun used to add a copy and move ``latest``."""
@@ -304,6 +304,9 @@ def test_the_champion_gated_again_passes_without_a_new_version(tmp_path):
     assert (f"pass: the model is the champion already ({registry / 'latest'} -> {first['version']}, the same ONNX "
             f"sha256): nothing released again") in again["reasons"]
     assert json.loads((tmp_path / "g2" / "decision.json").read_text())["released"] is False
+    gate.report(again)
+    assert capsys.readouterr().out.startswith(f"gate: PASS: the champion already ({first['version']}): nothing "
+                                              f"released again\n")
 
 
 def test_a_model_released_again_within_its_versions_second_waits_for_the_next(tmp_path, monkeypatch):
