@@ -72,3 +72,18 @@ def test_readme_activates_the_venv_before_its_first_dvc_command():
     lines = (ROOT / "README.md").read_text().splitlines()
     first_dvc = next(i for i, line in enumerate(lines) if line.startswith("dvc "))  # a command a user types
     assert any(line.startswith("source .venv/bin/activate") for line in lines[:first_dvc])
+
+
+def test_every_output_but_the_checkpoints_is_cached():
+    """Outputs live under the git-ignored artifacts/: one with ``cache: false`` is in neither git nor the DVC cache,
+    so ``dvc metrics diff`` and ``dvc exp show`` cannot show a committed run's value and ``dvc checkout`` cannot
+    restore it. Only the persisted checkpoints (resumed in place, large, rewritten every run) stay out of the cache."""
+    uncached = []
+    for stage, spec in STAGES.items():
+        for key in ("outs", "metrics", "plots"):
+            for out in spec.get(key, []):
+                path, options = next(iter(out.items())) if isinstance(out, dict) else (out, None)
+                options = options or {}
+                if options.get("cache", True) is False and not options.get("persist", False):
+                    uncached.append(f"{stage}: {path}")
+    assert not uncached, f"dvc.yaml: outputs with cache: false: {', '.join(uncached)}"
