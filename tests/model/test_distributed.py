@@ -98,13 +98,18 @@ def _worker(rank: int, init_file: str, results: dict) -> None:
         dist.destroy_process_group()
 
 
-@pytest.fixture(scope="module")
-def two_processes(tmp_path_factory):
+def spawned(worker, tmp_path_factory) -> list[dict]:
+    """Run ``worker(rank, init_file, results)`` in WORLD processes (gloo through a file); each rank's result."""
     manager = mp.get_context("spawn").Manager()
     results = manager.dict()
     init_file = tmp_path_factory.mktemp("dist") / "init"
-    mp.spawn(_worker, args=(str(init_file), results), nprocs=WORLD, join=True)
-    return {rank: results[rank] for rank in range(WORLD)}
+    mp.spawn(worker, args=(str(init_file), results), nprocs=WORLD, join=True)
+    return [results[rank] for rank in range(WORLD)]
+
+
+@pytest.fixture(scope="module")
+def two_processes(tmp_path_factory):
+    return dict(enumerate(spawned(_worker, tmp_path_factory)))
 
 
 @pytest.fixture(scope="module")
@@ -170,19 +175,10 @@ class RecordingData(Data):
         return super().subset(keep)
 
 
-def _hard_problem(n=1200, k=4, size=8, noise=0.4, seed=0):
+def _hard_problem():
     """A faint signal under label noise, so that the mentor is unsure of many samples (its keep mask then
     depends on small differences of its batch-norm statistics)."""
-    g = torch.Generator().manual_seed(seed)
-    clean = torch.randint(k, (n,), generator=g)
-    x = torch.randn(n, 1, size, size, generator=g)
-    for c in range(k):
-        x[clean == c, 0, 2 * c:2 * c + 2, 2:6] += 0.6
-    noisy = clean.clone()
-    flip = torch.rand(n, generator=g) < noise
-    noisy[flip] = torch.randint(k, (int(flip.sum()),), generator=g)
-    split = n * 3 // 4
-    return RecordingData(x[:split], noisy[:split]), Data(x[split:], clean[split:])
+    return noisy_problem(1200, noise=0.4, spread=1.0, signal=0.6, data=RecordingData)
 
 
 def _buffers(model):
@@ -213,11 +209,7 @@ def _batch_norm_worker(rank: int, init_file: str, results: dict) -> None:
 
 @pytest.fixture(scope="module")
 def batch_norm_two_processes(tmp_path_factory):
-    manager = mp.get_context("spawn").Manager()
-    results = manager.dict()
-    init_file = tmp_path_factory.mktemp("dist_bn") / "init"
-    mp.spawn(_batch_norm_worker, args=(str(init_file), results), nprocs=WORLD, join=True)
-    return [results[rank] for rank in range(WORLD)]
+    return spawned(_batch_norm_worker, tmp_path_factory)
 
 
 def test_batch_norm_processes_agree_on_statistics_mentor_and_validation(batch_norm_two_processes):

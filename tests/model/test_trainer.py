@@ -15,18 +15,19 @@ from model.trainer import Data, MlntConfig, NonFiniteLossError, TrainConfig, acc
 QUIET = {"progress": False, "batch_size": 32, "lr": 0.05, "seed": 3, "augment": False}
 
 
-def noisy_problem(n=640, k=4, size=8, noise=0.3, seed=0):
-    """Images whose class is a bright pixel block; ``noise`` of the training labels flipped uniformly."""
+def noisy_problem(n=640, k=4, size=8, noise=0.3, seed=0, *, spread=0.5, signal=2.0, data=Data):
+    """Images whose class is a bright pixel block (``signal`` over N(0, ``spread``²) pixels); ``noise`` of the
+    training labels flipped uniformly. The training set is a ``data`` (a subclass records what the trainer does)."""
     g = torch.Generator().manual_seed(seed)
     clean = torch.randint(k, (n,), generator=g)
-    x = 0.5 * torch.randn(n, 1, size, size, generator=g)
+    x = spread * torch.randn(n, 1, size, size, generator=g)
     for c in range(k):
-        x[clean == c, 0, 2 * c:2 * c + 2, 2:6] += 2.0
+        x[clean == c, 0, 2 * c:2 * c + 2, 2:6] += signal
     noisy = clean.clone()
     flip = torch.rand(n, generator=g) < noise
     noisy[flip] = torch.randint(k, (int(flip.sum()),), generator=g)
     split = n * 3 // 4
-    return Data(x[:split], noisy[:split]), Data(x[split:], clean[split:])
+    return data(x[:split], noisy[:split]), Data(x[split:], clean[split:])
 
 
 def net(seed=0, batch_norm=False):
