@@ -101,6 +101,64 @@ def test_a_staged_folder_is_swapped_in_with_the_sets_files_and_stays_aside_if_th
     assert sorted(p.name for p in tmp_path.iterdir()) == ["first", "metrics.json"]
 
 
+def test_a_rename_that_fails_mid_set_leaves_no_temporary_file(tmp_path):
+    """The second rename of a set fails (a folder where its file should go): as ``rename_all`` promises, the file
+    renamed before it stays renamed, the failed one and those after it keep their destination as it was, and no
+    temporary file of any of them is left behind."""
+    (tmp_path / "a.json").write_text("old a")
+    (tmp_path / "b.json").mkdir()  # os.replace(file, folder): IsADirectoryError
+    (tmp_path / "c.json").write_text("old c")
+    with pytest.raises(OutputError, match=r"b\.json: expected a writable folder .* found: a folder at "), atomic_set():
+        write_text(tmp_path / "a.json", "a")
+        write_text(tmp_path / "b.json", "b")
+        write_text(tmp_path / "c.json", "c")
+    assert temps(tmp_path) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.json", "c.json"]
+    assert (tmp_path / "a.json").read_text() == "a" and (tmp_path / "c.json").read_text() == "old c"
+    assert (tmp_path / "b.json").is_dir() and not any((tmp_path / "b.json").iterdir())
+
+
+def _log_syncs(monkeypatch) -> list[tuple]:
+    """Record, in order, every ``os.fsync`` (with the path its descriptor is open on) and ``os.replace``."""
+    calls = []
+    fsync, replace = os.fsync, os.replace
+
+    def logged_fsync(fd):
+        calls.append(("fsync", Path(os.readlink(f"/proc/self/fd/{fd}"))))
+        fsync(fd)
+
+    def logged_replace(source, target, *args, **kwargs):
+        calls.append(("replace", Path(source).resolve(), Path(target).resolve()))
+        replace(source, target, *args, **kwargs)
+
+    monkeypatch.setattr(os, "fsync", logged_fsync)
+    monkeypatch.setattr(os, "replace", logged_replace)
+    return calls
+
+
+@pytest.mark.parametrize("in_a_set", [False, True], ids=["one-file", "set"])
+def test_each_file_is_fsynced_before_its_rename_and_the_folder_after_the_renames(tmp_path, monkeypatch, in_a_set):
+    """Durability after a power cut: a file's data reaches the disk before the rename makes it the destination
+    (else the new name can point at an empty file), and the folder is fsynced once the renames are done (else the
+    renames themselves can be lost)."""
+    folder = tmp_path.resolve()
+    calls = _log_syncs(monkeypatch)
+    if in_a_set:
+        with atomic_set():
+            write_text(folder / "a.json", "a")
+            write_text(folder / "b.json", "b")
+    else:
+        write_text(folder / "a.json", "a")
+    renames = [c for c in calls if c[0] == "replace"]
+    assert [target for _, _, target in renames] == [folder / "a.json", folder / "b.json"][:1 + in_a_set]
+    for rename in renames:
+        _, source, target = rename
+        assert source.parent == folder and atomic.TEMP.fullmatch(source.name)["name"] == target.name
+        assert ("fsync", source) in calls[:calls.index(rename)], calls
+    last = max(calls.index(r) for r in renames)
+    assert ("fsync", folder) in calls[last + 1:]
+
+
 def test_a_write_removes_the_leftovers_of_its_file_and_only_those(tmp_path):
     leftovers = [".model.pt.abcd1234.tmp", ".model.pt.zz_9yy00.tmp"]
     others = [".metrics.json.abcd1234.tmp", "model.pt.tmp", ".model.pt.tmp", "notes.tmp", ".model.pt.TOOLONG12.tmp"]

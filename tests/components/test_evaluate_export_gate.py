@@ -130,6 +130,28 @@ def test_parity_fails_when_the_graph_differs_from_the_model(exported):
         assert torch.allclose(Probabilities(net)(torch.zeros(1, 1, 8, 8)).sum(), torch.tensor(1.0))
 
 
+def test_parity_needs_both_the_tolerance_and_every_argmax(exported):
+    """``passed`` is "within max_abs_diff AND every argmax equal": the faithful graph fails a tolerance tighter than
+    float32 rounding although every argmax agrees, and a graph whose probabilities are within the tolerance but
+    whose top class differs fails too (a serving model that answers another class is not the model judged)."""
+    net, onnx_bytes = exported
+    images = torch.randn(256, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    report = parity(onnx_bytes, net, images, 1e-12)
+    assert report["argmax_agreement"] == 1.0 and report["max_abs_diff"] > 1e-12  # float32 rounding, nothing more
+    assert report["passed"] is False
+    # two constant models 1e-3 apart in one logit: probabilities within 1e-3 of each other, top class 0 vs 1
+    exported_net, other = (torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 4)).eval() for _ in range(2))
+    with torch.no_grad():
+        for module, top in ((exported_net, 0), (other, 1)):
+            module[1].weight.zero_()
+            module[1].bias.zero_()
+            module[1].bias[top] = 1e-3
+    graph = to_onnx(exported_net, torch.zeros(2, 1, 8, 8), {})
+    report = parity(graph, other, images[:16], 1e-3)
+    assert report["max_abs_diff"] <= 1e-3 and report["argmax_agreement"] == 0.0
+    assert report["passed"] is False
+
+
 IMAGENET = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 
 
@@ -443,6 +465,37 @@ def test_a_model_exactly_at_a_bound_passes(tmp_path):
         against_baseline = decide(GateConfig(min_accuracy=0.0, max_below_baseline=0.1, max_regression=1.0),
                                   export=export, evaluate=evaluate, registry=registry)
         assert against_baseline["passed"] is passes, against_baseline["reasons"]
+
+
+def test_a_model_exactly_at_min_accuracy_passes(tmp_path):
+    """gate.min_accuracy is "at least": a model scoring exactly the floor passes it, a hair below fails."""
+    for accuracy, passes in ((0.8, True), (0.7999, False)):
+        export, evaluate = write_export(tmp_path / f"c{accuracy}", accuracy=accuracy, baseline=0.8)
+        decision = decide(GateConfig(min_accuracy=0.8, max_below_baseline=1.0), export=export, evaluate=evaluate,
+                          registry=tmp_path / "releases")
+        assert decision["passed"] is passes, decision["reasons"]
+        word = "pass" if passes else "fail"
+        assert f"{word}: accuracy {accuracy:.4f}, required at least min_accuracy 0.8" in decision["reasons"]
+
+
+def test_a_dangling_latest_fails_the_gate_and_releases_nothing(tmp_path):
+    """``releases/latest`` pointing at a version that is gone (deleted by hand, a partial rsync) is a broken
+    registry, not an empty one: the gate fails naming the champion's card, instead of releasing without comparing
+    with the champion, and ``latest`` is left for a person to repair."""
+    registry = tmp_path / "releases"
+    registry.mkdir()
+    (registry / "latest").symlink_to("v20260101T000000Z-deadbeef")
+    export, evaluate = write_export(tmp_path / "c", accuracy=0.9)
+    decision = decide(GateConfig(min_accuracy=0.5), export=export, evaluate=evaluate, registry=registry)
+    assert not decision["passed"] and decision["champion_version"] is None
+    assert (f"fail: champion {registry / 'latest' / 'model_card.json'}: expected a released model card with "
+            f"metrics.accuracy, found none (point {registry / 'latest'} at a good release)") in decision["reasons"]
+    assert not any(r.startswith("pass: no champion yet") for r in decision["reasons"])
+    decision = run_gate(GateConfig(min_accuracy=0.5, registry=str(registry)), export=export, evaluate=evaluate,
+                        out=tmp_path / "gate")
+    assert not decision["passed"] and "version" not in decision
+    assert os.readlink(registry / "latest") == "v20260101T000000Z-deadbeef"
+    assert sorted(p.name for p in registry.iterdir() if p.name != ".lock") == ["latest"]
 
 
 def test_promote_is_a_compare_and_swap_on_latest(tmp_path):

@@ -5,9 +5,11 @@ import io
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from components import evaluate
+from components.common.atomic import json_text
 from components.evaluate import EvaluateConfig, _csv, _label_issue_list
 
 NAMES = ["a", "b", "c"]
@@ -57,3 +59,39 @@ def test_rows_whose_clean_label_is_unknown_are_neither_noisy_nor_verified(tmp_pa
     assert summary["auroc"] == 1.0
     written = {int(r["index"]): r["injected_noise"] for r in csv.DictReader(io.StringIO(_csv(rows)))}
     assert written == {i: "" if clean[i] < 0 else str(bool(label[i] != clean[i])) for i in range(36)}
+
+
+def _every_clean_label_known(tmp_path, noisy: bool, n: int = 40):
+    """Every clean label known, and either none of the given labels wrong (noise kind none on a curated dataset) or
+    every one of them; rows 36 onwards held out for validation."""
+    ingest, noise = tmp_path / "ingest", tmp_path / "noise"
+    ingest.mkdir()
+    noise.mkdir()
+    rng = np.random.default_rng(0)
+    clean = rng.integers(0, 3, n)
+    label = (clean + 1) % 3 if noisy else clean
+    np.savez(ingest / "train.npz", images=rng.integers(0, 256, (n, 8, 8, 1), dtype=np.uint8), labels=clean)
+    (ingest / "manifest.json").write_text(json.dumps({"class_names": NAMES, "counts": {"train": n}}))
+    is_val = np.arange(n) >= 36
+    np.savez(noise / "labels.npz", index=np.arange(n), label=label, clean_label=clean, is_noisy=label != clean,
+             is_val=is_val)
+    return ingest, noise, label[~is_val]
+
+
+@pytest.mark.parametrize("noisy", [False, True], ids=["none-noisy", "all-noisy"])
+def test_without_both_noisy_and_clean_rows_there_is_no_detection_score(tmp_path, monkeypatch, noisy):
+    """Detection is measured against known noise only when the known rows hold both noisy and correct labels: with
+    none noisy (kind none on a curated dataset) or all noisy, precision, recall and AUROC are undefined, so they are
+    left out (metrics.json stays valid JSON, no NaN), the ROC curve is empty and the rows carry no
+    ``injected_noise`` column."""
+    ingest, noise, given = _every_clean_label_known(tmp_path, noisy)
+    probs = np.full((given.size, 3), 0.05)
+    probs[np.arange(given.size), given] = 0.9
+    probs[:3] = [0.9, 0.05, 0.05]  # the teacher doubts a few labels either way
+    monkeypatch.setattr(evaluate, "predict", lambda *args, **kwargs: torch.from_numpy(probs))
+    rows, summary, roc = _label_issue_list(None, ingest, noise, EvaluateConfig(workers=0), NAMES)
+    text = json_text({"label_issues": summary})  # as write_json writes it into metrics.json
+    assert "NaN" not in text and json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in metrics.json"))
+    assert summary["ground_truth"] is False and summary["rows_with_clean_label"] == 36
+    assert not {"true_noise_rate", "precision", "recall", "f1", "auroc"} & summary.keys(), summary
+    assert roc == [] and all("injected_noise" not in row for row in rows)

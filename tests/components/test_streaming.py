@@ -622,3 +622,52 @@ def test_a_dropped_source_stops_its_worker_processes(ingest_dir):
     assert len(workers) == 2 and all(w.is_alive() for w in workers)
     del source
     assert not set(multiprocessing.active_children()) - before
+
+
+# ----- the in-memory split (a dataset ingested as arrays): which rows train, which validate, and their statistics
+
+
+def _arrays_split(tmp_path: Path, n: int = 50):
+    """An ingested array dataset of ``n`` RGB images and the noise step's labels: a shuffled ``index`` (each row's
+    ingested image), every fifth row held out for validation, and the held-out images far brighter than the
+    training images (a leak of validation pixels into the statistics shows in the mean)."""
+    ingest, noise = tmp_path / "ingest", tmp_path / "noise"
+    ingest.mkdir()
+    noise.mkdir()
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 100, (n, 4, 4, 3), dtype=np.uint8)
+    index = rng.permutation(n)
+    is_val = np.arange(n) % 5 == 0
+    images[index[is_val]] += 150
+    label = rng.integers(0, 3, n)
+    np.savez(ingest / "train.npz", images=images, labels=rng.integers(0, 3, n))
+    (ingest / "manifest.json").write_text(json.dumps({"class_names": list("abc"), "counts": {"train": n}}))
+    np.savez(noise / "labels.npz", index=index, label=label, clean_label=label, is_noisy=np.zeros(n, bool),
+             is_val=is_val)
+    return ingest, noise, images, index, label, is_val
+
+
+def test_the_validation_set_is_exactly_the_rows_the_noise_step_held_out(tmp_path):
+    """Model selection, calibration and the gate's warnings trust the validation set to be the ``is_val`` rows of
+    labels.npz (their images through ``index``, their labels), and training to see only the other rows."""
+    ingest, noise, images, index, label, is_val = _arrays_split(tmp_path)
+    train, val, meta = load_split(ingest, noise, workers=0)
+    mean, std = meta["normalisation"]["mean"], meta["normalisation"]["std"]
+    for data, rows in ((val, is_val), (train, ~is_val)):
+        assert data.labels.tolist() == label[rows].tolist()
+        want = (torch.from_numpy(images[index[rows]]).permute(0, 3, 1, 2).double() / 255.0
+                - torch.tensor(mean, dtype=torch.float64)[:, None, None]) / torch.tensor(std, dtype=torch.float64)[
+                    :, None, None]
+        torch.testing.assert_close(data.images.double(), want, rtol=0, atol=1e-5)
+
+
+def test_the_normalisation_statistics_come_from_the_training_rows_only(tmp_path):
+    """The per-channel mean and std recorded in the model file (and applied by serving) are those of the training
+    rows' pixels: the brighter validation images leave them unchanged."""
+    ingest, noise, images, index, _, is_val = _arrays_split(tmp_path)
+    _, _, meta = load_split(ingest, noise, workers=0)
+    pixels = images[index[~is_val]].astype(np.float64) / 255.0
+    np.testing.assert_allclose(meta["normalisation"]["mean"], pixels.mean(axis=(0, 1, 2)), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(meta["normalisation"]["std"], pixels.std(axis=(0, 1, 2)), rtol=0, atol=1e-5)
+    everything = images[index].astype(np.float64) / 255.0
+    assert min(everything.mean(axis=(0, 1, 2)) - pixels.mean(axis=(0, 1, 2))) > 0.05  # a leak would show

@@ -149,3 +149,20 @@ def test_meta_step_leaves_batchnorm_running_stats_alone():
     plain(x)  # one ordinary forward pass: the running statistics move exactly once
     for a, b in zip(net.buffers(), plain.buffers(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("frozen", ["bias", "weight"])
+@pytest.mark.parametrize(("net_cls", "kw"), NETS[:2], ids=IDS[:2])
+def test_head_mode_leaves_a_frozen_head_parameter_where_it_is(net_cls, kw, frozen):
+    """A head parameter with requires_grad False (a frozen bias, a fixed classifier) is a constant: the fast step
+    of head mode must not move it. Value and gradients over the trainable parameters match the reference, which
+    takes the fast step over the trainable head parameters only."""
+    net, x, _, synth, teacher = make_problem(net_cls, 5, **kw)
+    getattr(net.head, frozen).requires_grad_(False)
+    trainable = [p for p in net.parameters() if p.requires_grad]
+    ours = meta_loss(net, x, synth, teacher, inner_lr=0.3, mode="head")
+    ref = reference_meta(net, x, synth, teacher, 0.3, "head")
+    assert abs(ours.item() - ref.item()) <= TOL
+    for a, b in zip(torch.autograd.grad(ours, trainable, allow_unused=True, materialize_grads=True),
+                    torch.autograd.grad(ref, trainable, allow_unused=True, materialize_grads=True), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=TOL)
