@@ -60,7 +60,7 @@ system: $(SYSTEM)  ## install the Debian packages only
 data: setup  ## put Fashion-MNIST in data/ and check it against data.dvc (SOURCE=folder to copy from)
 	$(PY) -m components.common.data $(if $(SOURCE),--source $(SOURCE))
 
-pipeline:  ## dvc repro: the eight stages, ingest to gate, each only when its inputs changed
+pipeline:  ## dvc repro: the eight stages, ingest to gate, each only when its inputs changed (the gate every time)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc repro
 
 run: setup data pipeline  ## set-up, data, and `dvc repro` on the default dataset

@@ -325,8 +325,8 @@ def _stage(export: Path, registry: Path) -> Path:
 
 def _release(staging: Path, decision: dict, registry: Path, now: dt.datetime | None) -> str:
     """Make the staged copy the next version and point ``latest`` at it; the caller holds the lock. Versions are
-    named by the second: the same model released twice within one second (two gates of one config) waits for the
-    next second, so the second gate releases too instead of failing."""
+    named by the second and the model's hash: a model released again within the second of its earlier version
+    (A, then B, then A again; or ``promote`` called twice) waits for the next second instead of failing."""
     version = _version(now, decision["onnx_sha256"])
     while now is None and (registry / version).exists():  # only the lock's holder makes versions: at most a second
         time.sleep(0.05)

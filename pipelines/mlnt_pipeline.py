@@ -11,9 +11,10 @@ The training steps ask for one GPU on the GPU node pool and are retried; their c
 data behind a path can change) and the gate (its decision depends on the registry) are never cached; the other steps
 have KFP's cache on, but KFP keys a step's cache on its input artifacts and every run's ingest writes new ones, so no
 step of a new run is ever reused from an earlier one: every run reads the data, evaluates and gates afresh. A
-training step resumes from the volume a finished run of the same config, inputs and code (the image's) left there
-(``components.common.checkpoints``), so it trains nothing and writes that run's model again: a run with new data,
-params or image trains afresh.
+training step resumes from the volume a finished run of the same config, inputs, project code and torch build (the
+image's) left there (``components.common.checkpoints``), so it trains nothing and writes that run's model again,
+which the gate finds the champion already (``released`` false); a run with new data, params, code or torch trains
+afresh (another version of a library other than torch does not).
 ``deploy`` serves the released version with the InferenceService of k8s/ (pipelines/inference_service.py), unless
 the InferenceService already serves a newer one (a later run's deploy came first): then it changes nothing.
 Every step takes the pipeline parameter ``pushgateway`` (default empty: no push), where the steps that push their

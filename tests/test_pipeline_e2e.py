@@ -1,5 +1,6 @@
 """The real `dvc repro` on a tiny configuration in a temporary copy of the repository: every stage runs, the
-gate releases an ONNX model, a second repro does nothing, and a killed training stage resumes."""
+gate releases an ONNX model, a second repro reruns only the gate (which finds the model the champion already and
+releases nothing), and a killed training stage resumes."""
 
 import json
 import os
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from components.common.steps import STEPS
 from tests.components.conftest import make_fashion_mnist
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,10 +105,19 @@ def test_dvc_repro_releases_a_gated_onnx_model(repo):
     assert f"| {metrics['teacher']['accuracy']:.4f} |" in report and "Decision: **pass**" in report
 
 
-def test_second_repro_does_nothing(repo):
+def test_second_repro_reruns_only_the_gate_which_releases_nothing_again(repo):
+    """The gate judges against the registry, which DVC does not track, so its stage is always changed; the model is
+    the champion already (the same ONNX bytes), so it passes with ``released`` false and no new version."""
+    before = sorted(p.name for p in (repo / "releases").iterdir())
     done = sh(repo, "dvc", "repro")
-    assert "Running stage" not in done.stdout
-    assert "Data and pipelines are up to date." in done.stdout
+    ran = [line.split("'")[1] for line in done.stdout.splitlines() if line.startswith("Running stage")]
+    assert ran == ["gate"], done.stdout
+    for stage in STEPS[:-1]:
+        assert f"Stage '{stage}' didn't change, skipping" in done.stdout, stage
+    decision = json.loads((repo / "artifacts" / "gate" / "decision.json").read_text())
+    assert decision["passed"] and decision["released"] is False
+    assert f"gate: PASS: the champion already ({decision['version']}): nothing released again" in done.stdout
+    assert sorted(p.name for p in (repo / "releases").iterdir()) == before
 
 
 def test_enforced_gate_fails_an_impossible_bar_and_releases_nothing(repo):

@@ -6,8 +6,8 @@ checkpoint is kept as ``<key>.prev.pt``, so a checkpoint that turns out corrupt 
 copy) falls back to the one before it, with a warning.
 
 One run at a time trains into a folder: ``checkpoint_store`` takes an exclusive ``flock`` on ``<folder>/.lock``
-(the main process only) and holds it until ``drop_stale_checkpoints``; a second run of the same config and inputs
-fails at once, naming the holder (written into the lock file at its first save). The kernel releases the lock when
+(the main process only) and holds it until ``drop_stale_checkpoints``; a second run of the same config, inputs and
+code fails at once, naming the holder (written into the lock file at its first save). The kernel releases the lock when
 its process dies, so a crashed run never blocks its rerun. A run that finished writes ``<folder>/finished.json``; a
 folder is removed only when it is not locked (and, in a shared root, only once it has been finished for
 ``SHARED_RETENTION_S``).
@@ -218,11 +218,12 @@ def checkpoint_store(out: Path, config: Any, inputs: list[Path], *, code: str,
                      root: Path | None = None) -> FileCheckpointStore:
     """The checkpoint folder of this run: ``<root>/<id>`` (``root`` defaults to ``out/checkpoints``), the id a hash
     of the input files, of the code the step ``code`` runs (``components.common.code.code_digest``: every project
-    file it imports) and of ``model.trainer.run_identity(config)``, the fields the trainer's resume policy does not
+    file it imports), of the torch build (``torch.__version__``: another one changes the arithmetic) and of
+    ``model.trainer.run_identity(config)``, the fields the trainer's resume policy does not
     let change (all but those that cannot change the result and, in a one-round run, ``epochs``). A rerun with the
-    same config, inputs and code resumes, one with more epochs continues where the last one stopped (exactly the
-    longer run), one with fewer is refused by the trainer; any other change, an edit of the code included, starts
-    afresh in another folder. A
+    same config, inputs, code and torch resumes, one with more epochs continues where the last one stopped (exactly
+    the longer run), one with fewer is refused by the trainer; any other change, an edit of the code or another
+    torch included, starts afresh in another folder. A
     ``root`` outside ``out`` outlives the step's output folder: a Kubeflow retry, whose outputs start empty,
     resumes from it. The main process (``RANK`` 0 or unset) takes the folder (``FileCheckpointStore.claim``): a
     ``CheckpointInUseError`` when another run is training into it."""
@@ -231,6 +232,7 @@ def checkpoint_store(out: Path, config: Any, inputs: list[Path], *, code: str,
     for path in inputs:
         digest.update(sha256_file(Path(path)).encode())
     digest.update(code_digest(code).encode())
+    digest.update(torch.__version__.encode())
     store = FileCheckpointStore(Path(root or Path(out) / "checkpoints") / digest.hexdigest()[:16])
     if int(os.environ.get("RANK", "0")) == 0:  # torchrun's other processes train with the main one, into its folder
         store.claim()
@@ -240,7 +242,8 @@ def checkpoint_store(out: Path, config: Any, inputs: list[Path], *, code: str,
 def drop_stale_checkpoints(store: FileCheckpointStore, *, shared: bool = False,
                            retention_s: float = SHARED_RETENTION_S) -> None:
     """Once this run's outputs are written: mark this run's folder finished (``finished.json``; it stays, so a
-    retry or rerun of the same config and inputs resumes at the end, trains nothing and rewrites the outputs),
+    retry or rerun of the same config, inputs, code and torch resumes at the end, trains nothing and rewrites the
+    outputs),
     remove the other runs' folders beside it, and give up its lock. In a ``shared`` root, which other runs use at
     the same time, only folders finished more than ``retention_s`` ago are removed; in a step's own root, every
     other one. A folder another run holds locked is never removed."""
