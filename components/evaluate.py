@@ -36,6 +36,7 @@ from components.common.model_file import check_fits, load_model
 from components.common.splits import load_split, test_digest, test_set
 from components.common.steps import FOLDERS
 from components.common.telemetry import reports
+from components.formats import OWN_TEST_SPLIT
 from components.formats.webdataset import read_index
 from model.trainer import predict
 
@@ -221,7 +222,7 @@ def run(config: EvaluateConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOIS
     metrics["class_names"] = names
     metrics["ece_bins"] = config.ece_bins  # export's calibration report uses the same bins
     metrics["validation"] = validation
-    metrics["test"] = {"source": manifest.get("test_source", "the dataset's test split"), "sha256": test_digest(ingest)}
+    metrics["test"] = test_record(manifest, ingest)
     csvs["label_issues.csv"] = _csv(rows)
     with atomic_set():  # nothing is written until everything is computed; then all files as one set
         for file, text in csvs.items():
@@ -300,6 +301,18 @@ def _confusion_csv(actual: np.ndarray, predicted: np.ndarray, names: list[str]) 
     return _csv([{"actual": names[a], "predicted": names[p]} for a, p in zip(actual, predicted, strict=True)])
 
 
+def test_record(manifest: dict, ingest: Path) -> dict:
+    """Where the test set came from (``source``), whether its labels are clean (a dataset's own test split: its
+    owner's labels; a test set held out of a user's training images keeps their labels as given, so its accuracy
+    is agreement with noisy labels), a ``warning`` when they are not, and its digest (``sha256``, for the gate)."""
+    source = manifest.get("test_source", OWN_TEST_SPLIT)
+    record = {"source": source, "clean": source == OWN_TEST_SPLIT, "sha256": test_digest(ingest)}
+    if not record["clean"]:
+        record["warning"] = (f"the test set was {source}: its accuracy is agreement with noisy labels, not clean "
+                             f"accuracy; give a clean test split (a test/ folder, or labels.csv split test)")
+    return record
+
+
 def _csv(rows: list[dict], *, fields: list[str] | None = None) -> str:
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=fields or (list(rows[0]) if rows else ["empty"]))
@@ -315,11 +328,13 @@ def _main(configs: dict) -> None:
              f"{issues['estimated_noise_rate']:.3f} (true {issues['true_noise_rate']:.3f})" if issues["ground_truth"]
              else f"{issues['estimated_issues']} suspect labels, estimated noise {issues['estimated_noise_rate']:.3f} "
                   f"(no ground truth to measure the detection against)")
-    print(f"evaluate: clean test accuracy baseline {m['baseline']['accuracy']:.4f} (best epoch "
+    test = "clean test accuracy" if m["test"]["clean"] else "test accuracy (labels as given, not clean)"
+    print(f"evaluate: {test} baseline {m['baseline']['accuracy']:.4f} (best epoch "
           f"{m['baseline']['best_epoch_accuracy']:.4f}), student {m['student']['accuracy']:.4f}, teacher "
           f"{m['teacher']['accuracy']:.4f}; label issues: {found}")
-    if not m["validation"]["clean"]:
-        print(f"WARNING: {m['validation']['warning']}", file=sys.stderr)
+    for record in (m["validation"], m["test"]):
+        if not record["clean"]:
+            print(f"WARNING: {record['warning']}", file=sys.stderr)
 
 
 main = cli("evaluate", {"evaluate": EvaluateConfig}, __doc__.splitlines()[0], _main)

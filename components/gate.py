@@ -105,7 +105,7 @@ def decide(config: GateConfig, *, export: Path, evaluate: Path, registry: Path) 
     else:
         scores = metrics.get(card.get("model"))
         accuracy = scores.get("accuracy") if isinstance(scores, dict) else None
-        check(isinstance(accuracy, float), f"clean-test accuracy of the exported model ({card.get('model')}) "
+        check(isinstance(accuracy, float), f"{accuracy_kind(metrics)} of the exported model ({card.get('model')}) "
                                            f"is {accuracy!r} in {evaluate / 'metrics.json'}")
         digest = hashlib.sha256(onnx).hexdigest()
         check(card.get("onnx_sha256") == digest, f"model card sha256 {card.get('onnx_sha256')} vs model.onnx "
@@ -124,9 +124,7 @@ def decide(config: GateConfig, *, export: Path, evaluate: Path, registry: Path) 
         elif margin < 1.0 and isinstance(accuracy, float):
             check(at_least(accuracy, base - margin), f"accuracy {accuracy:.4f}, required at least the CE baseline's "
                                                      f"best epoch {base:.4f} minus max_below_baseline {margin}")
-        validation = metrics.get("validation", {})
-        if validation.get("clean") is False:
-            reasons.append(f"warning: {validation.get('warning', 'the validation labels are noisy')}")
+        reasons += label_warnings(metrics)
     champion, champion_version, champion_card = None, None, None
     try:
         current = read_champion(registry)
@@ -156,6 +154,23 @@ def decide(config: GateConfig, *, export: Path, evaluate: Path, registry: Path) 
             "min_accuracy": config.min_accuracy, "max_below_baseline": config.max_below_baseline,
             "max_regression": config.max_regression,
             "model": card.get("model") if card else None, "onnx_sha256": card.get("onnx_sha256") if card else None}
+
+
+def accuracy_kind(metrics: dict) -> str:
+    """What evaluate's accuracy is: clean-test accuracy, unless its test labels are a user's as given."""
+    test = metrics.get("test")
+    clean = not (isinstance(test, dict) and test.get("clean") is False)
+    return "clean-test accuracy" if clean else "test accuracy (labels as given, not clean)"
+
+
+def label_warnings(metrics: dict) -> list[str]:
+    """The reasons that warn without deciding: validation or test labels (evaluate's records) that are not clean."""
+    warnings = []
+    for name in ("validation", "test"):
+        record = metrics.get(name)
+        if isinstance(record, dict) and record.get("clean") is False:
+            warnings.append(f"warning: {record.get('warning', f'the {name} labels are noisy')}")
+    return warnings
 
 
 def task_difference(card: dict, champion_card: dict | None) -> str:

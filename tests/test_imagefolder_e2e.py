@@ -83,6 +83,7 @@ def test_own_folder_walkthrough_selects_on_the_clean_val_folder(repo):
     assert json.loads((art / "baseline" / "metrics.json").read_text())["val_accuracy"] == pytest.approx(on_val)
     metrics = json.loads((art / "evaluate" / "metrics.json").read_text())
     assert metrics["validation"] == {"source": "the dataset's val split", "clean": True, "size": 40}
+    assert metrics["test"]["clean"] is True and "warning" not in metrics["test"]  # its own test/ folder
     issues = metrics["label_issues"]
     assert issues["ground_truth"] is False and "precision" not in issues and "auroc" not in issues
     assert set(issues["per_class"]) == set(CLASSES)

@@ -11,6 +11,8 @@ import numpy as np
 
 from components.common.errors import DataError
 
+OWN_TEST_SPLIT = "the dataset's test split"  # a test split its owner labelled (clean); otherwise held out as given
+
 
 @dataclass
 class Dataset:
@@ -32,7 +34,7 @@ class Dataset:
     val_labels: np.ndarray | None = None
     labels: str = "curated"  # curated | as given
     train_keys: list[str] | None = None  # each training image's file, relative to the dataset folder
-    test_source: str = "the dataset's test split"
+    test_source: str = OWN_TEST_SPLIT
 
 
 def check_split(name: str, images: np.ndarray, labels: np.ndarray, num_classes: int, source: Path) -> None:

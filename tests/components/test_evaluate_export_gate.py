@@ -658,3 +658,30 @@ def test_the_cards_commit_is_dirty_for_an_edited_file_not_for_dvc_lock(tmp_path,
     assert git_commit() == head
     (tmp_path / "sub" / "code.py").write_text("x = 2\n")
     assert git_commit() == head + "-dirty"
+
+
+def test_a_test_set_held_out_of_labels_as_given_is_not_called_clean(tmp_path):
+    """An image folder without test/ holds its test set out of the user's own labels: evaluate, the gate and its
+    reasons called its accuracy "clean-test accuracy" though it is agreement with noisy labels. Now it says so and
+    warns; a dataset's own test split is still clean."""
+    from components.evaluate import test_record  # noqa: PLC0415
+
+    ingest = tmp_path / "ingest"
+    ingest.mkdir()
+    np.savez(ingest / "test.npz", images=np.zeros((2, 4, 4, 1), np.uint8), labels=np.array([0, 1]))
+    (ingest / "manifest.json").write_text(json.dumps({"format": "arrays"}))
+    own = test_record({"test_source": "the dataset's test split"}, ingest)
+    assert own["clean"] is True and "warning" not in own and len(own["sha256"]) == 64
+    held = test_record({"test_source": "held out of the training images (test_fraction 0.2), labelled as given"},
+                       ingest)
+    assert held["clean"] is False and held["warning"].startswith(
+        "the test set was held out of the training images (test_fraction 0.2), labelled as given: its accuracy is "
+        "agreement with noisy labels, not clean accuracy")
+    export, evaluate = write_export(tmp_path / "a")
+    metrics = json.loads((evaluate / "metrics.json").read_text())
+    (evaluate / "metrics.json").write_text(json.dumps({**metrics, "test": held}))
+    decision = decide(GateConfig(min_accuracy=0.5), export=export, evaluate=evaluate, registry=tmp_path / "r")
+    assert decision["passed"]
+    assert decision["reasons"][0] == (f"pass: test accuracy (labels as given, not clean) of the exported model "
+                                      f"(teacher) is 0.9 in {evaluate / 'metrics.json'}")
+    assert f"warning: {held['warning']}" in decision["reasons"]
