@@ -1,7 +1,7 @@
 """ingest: raw dataset files -> ``artifacts/ingest/``.
 
 Datasets that fit in memory become ``train.npz`` and ``test.npz`` (``images`` uint8 ``[N, H, W, C]``, ``labels``
-int64 ``[N]``; ``imagefolder``'s ``train.npz`` also ``keys``, each image's file relative to ``path``), and
+int64 ``[N]``; an ``imagefolder``'s npz files also ``keys``, each image's file relative to ``path``), and
 ``val.npz`` where the dataset has a clean validation split (``imagefolder``); ``cifar10n`` adds
 ``human_labels.npz`` (one array per CIFAR-10N label set). ``clothing1m`` is copied, one image at a time, into
 WebDataset shards ``shards/<split>-<n>.tar`` of the original JPEG bytes (each image proven to decode first) with
@@ -9,8 +9,10 @@ WebDataset shards ``shards/<split>-<n>.tar`` of the original JPEG bytes (each im
 ``components.formats.webdataset``); the training samples are written in a random order (``seed``), so every shard is
 a random sample. The shard folder is replaced as a whole, only once every image is in. Every dataset gets
 ``manifest.json``: the source, the sha256 of every input file, the counts, the image shape, the class names,
-``labels`` (``curated``, or ``as given`` for a user's own labels) and ``test_source``; for shards also ``transform``
-(the resize, the crop and ImageNet's mean and std that every step applies when it decodes).
+``labels`` (``curated``, or ``as given`` for a user's own labels) and ``test_source``; for an image folder whose class
+folders hold files that are not images, ``skipped_files`` (their count and extensions, also printed as a warning);
+for shards also ``transform`` (the resize, the crop and ImageNet's mean and std that every step applies when it
+decodes).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import shutil
 import sys
 import tempfile
 import typing
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -37,7 +40,7 @@ from components.formats import Dataset
 from components.formats import clothing1m as c1m
 from components.formats.cifar import read_cifar10, read_cifar10n
 from components.formats.idx import read_fashion_mnist
-from components.formats.imagefolder import read_imagefolder
+from components.formats.imagefolder import ACCEPTED, describe_skipped, read_imagefolder
 from components.formats.webdataset import ShardWriter
 from model.progress import progress
 
@@ -97,7 +100,8 @@ def run(config: IngestConfig, *, out: Path = OUT) -> dict:
     prepare_output(out, step="ingest")  # a folder that cannot take the outputs fails now, before the reading
     if config.dataset == "clothing1m":
         return _ingest_clothing1m(config, root, out)
-    dataset = read(config, root)
+    skipped: Counter[str] = Counter()  # imagefolder: files under the class folders that are not images
+    dataset = read(config, root, skipped=skipped)
     splits = {"train": (dataset.train_images, dataset.train_labels), "test": (dataset.test_images, dataset.test_labels)}
     if dataset.val_labels is not None:
         splits["val"] = (dataset.val_images, dataset.val_labels)
@@ -105,22 +109,30 @@ def run(config: IngestConfig, *, out: Path = OUT) -> dict:
     with atomic_set():  # the arrays and the manifest as a set: a failure in any leaves the previous files
         for split, (images, labels) in splits.items():
             arrays = {"images": images, "labels": labels}
-            if split == "train" and dataset.train_keys is not None:
-                arrays["keys"] = np.array(dataset.train_keys)
+            keys = {"train": dataset.train_keys, "val": dataset.val_keys, "test": dataset.test_keys}[split]
+            if keys is not None:  # an image folder's file names
+                arrays["keys"] = np.array(keys)
             write_atomic(out / f"{split}.npz", lambda fh, a=arrays: np.savez(fh, **a))
         if dataset.extra:
             write_atomic(out / "human_labels.npz", lambda fh: np.savez(fh, **dataset.extra))
         manifest = _write_manifest(config, out, dataset.inputs, counts, list(dataset.train_images.shape[1:]),
                                    dataset.class_names, format_="arrays",
-                                   extra={"labels": dataset.labels, "test_source": dataset.test_source})
+                                   extra={"labels": dataset.labels, "test_source": dataset.test_source,
+                                          **({"skipped_files": {"count": sum(skipped.values()),
+                                                                "extensions": dict(sorted(skipped.items()))}}
+                                             if skipped else {})})
+    if skipped:
+        print(f"WARNING: ingest: skipped {describe_skipped(skipped)} under the class folders of {root} (accepted: "
+              f"{ACCEPTED}); see skipped_files in {out / 'manifest.json'}", file=sys.stderr)
     _remove_stale(out, {f"{split}.npz" for split in splits} | ({"human_labels.npz"} if dataset.extra else set()))
     return manifest
 
 
-def read(config: IngestConfig, root: Path) -> Dataset:
+def read(config: IngestConfig, root: Path, *, skipped: Counter[str] | None = None) -> Dataset:
     """The in-memory ``Dataset`` of ``config.dataset`` from ``root``; reads only, and raises the reader's
     ``DataError``. Not for clothing1m, which ``run`` streams into shards (any dataset not named here is read as an
-    image folder)."""
+    image folder; ``skipped`` then counts the extensions of the files under its class folders that are not
+    images)."""
     if config.dataset == "fashion-mnist":
         return read_fashion_mnist(root)
     if config.dataset == "cifar10":
@@ -128,7 +140,7 @@ def read(config: IngestConfig, root: Path) -> Dataset:
     if config.dataset == "cifar10n":
         return read_cifar10n(root, human_labels_path(config))
     return read_imagefolder(root, channels=config.channels, size=config.image_size,
-                            test_fraction=config.test_fraction, seed=config.seed)
+                            test_fraction=config.test_fraction, seed=config.seed, skipped=skipped)
 
 
 def human_labels_path(config: IngestConfig) -> Path:

@@ -5,7 +5,9 @@ minimum, maximum and range), ``splits`` (one row: the number of images of each s
 ``<split>_images``), ``classes`` (one row per class: its count in each split, ``<split>_count``, and its share of
 the training split, ``train_share``) and ``overlap`` (one row: the share of test images, and of validation images
 where the dataset has its own val split, with a near-duplicate in the training split, which would flatter the gate
-or the model selection; near-duplicates share an 8x8 grayscale thumbnail quantised to 16 levels).
+or the model selection; near-duplicates share an 8x8 grayscale thumbnail quantised to 16 levels, or one is the
+other's mirror image; a failure names up to five pairs, each image by its file where ingest kept the files, e.g.
+``test/cat/dup.png ≈ train/cat/3.png``, else by split and row, ``test image 4 ≈ train image 297``).
 
 Labels must be one integer class index per image (a one-dimensional integer array as long as the images): other
 labels (floats, NaN, one-hot rows, one label too few) are a ``DataError`` naming the file, before any table is built.
@@ -34,7 +36,7 @@ from components.common.config import cli
 from components.common.errors import DataError
 from components.common.steps import FOLDERS
 from components.common.streaming import decoded_chunks, open_split
-from components.formats.webdataset import verify_shards
+from components.formats.webdataset import read_index, verify_shards
 from model.progress import progress
 
 INGEST_OUT = FOLDERS["ingest"]
@@ -100,7 +102,8 @@ def build_tables(ingest: Path, manifest: dict) -> dict[str, Any]:
     thumbnail, or its mirror image's, is a training image's). Reads ``ingest``."""
     import pandas as pd  # noqa: PLC0415 - pandas is only needed by this step
 
-    rows, keys = [], {"train": set(), "test": [], "val": []}
+    rows, keys = [], {"train": {}, "test": [], "val": []}  # train: each thumbnail's first training row
+    trained = 0  # training rows seen so far
     for split, images, labels in iter_images(ingest):
         flat = images.reshape(images.shape[0], -1)
         lo, hi = flat.min(axis=1), flat.max(axis=1)
@@ -110,18 +113,51 @@ def build_tables(ingest: Path, manifest: dict) -> dict[str, Any]:
                                   "pixel_range": (hi.astype(np.float64) - lo)}))
         fingerprints = thumbnails(images)
         if split == "train":
-            keys["train"].update(fingerprints)
+            for row, key in enumerate(fingerprints, trained):
+                keys["train"].setdefault(key, row)
+            trained += len(fingerprints)
         else:  # a test image, or its mirror image (what a training flip makes of it), among the training images
             keys[split].extend(zip(fingerprints, thumbnails(images[:, :, ::-1]), strict=True))
     table = pd.concat(rows, ignore_index=True)
     found = table["split"].value_counts()
     splits = pd.DataFrame({f"{split}_images": [int(found.get(split, 0))] for split in manifest["counts"]})
     classes = class_table(table, manifest)
-    overlap = pd.DataFrame({f"{split}_in_train_share": [sum(key in keys["train"] or mirrored in keys["train"]
-                                                             for key, mirrored in keys[split]) /
-                                                         max(len(keys[split]), 1)]
+    pairs = {split: [(row, keys["train"].get(key, keys["train"].get(mirrored)), key not in keys["train"])
+                     for row, (key, mirrored) in enumerate(keys[split])
+                     if key in keys["train"] or mirrored in keys["train"]] for split in ("test", "val")}
+    overlap = pd.DataFrame({f"{split}_in_train_share": [len(pairs[split]) / max(len(keys[split]), 1)]
                             for split in ("test", "val") if split == "test" or keys[split]})
+    overlap.attrs["pairs"] = {split: _name_pairs(ingest, manifest, split, matched) for split, matched in pairs.items()}
     return {"images": table, "splits": splits, "classes": classes, "overlap": overlap}
+
+
+DUPLICATE_PAIRS = 5  # near-duplicate pairs named in an overlap failure
+
+
+def _name_pairs(ingest: Path, manifest: dict, split: str, pairs: list[tuple[int, int, bool]]) -> str:
+    """The first ``DUPLICATE_PAIRS`` of ``pairs`` (``split`` row, training row, mirrored) as text, e.g.
+    ``test/cat/dup.png ≈ train/cat/3.png, test image 7 ≈ train image 12 (mirrored)``: each image by its file (the
+    ``keys`` an image folder's npz holds, a shard's key) where the ingested data has one, else by split and row;
+    "" without pairs."""
+    if not pairs:
+        return ""
+    shown = pairs[:DUPLICATE_PAIRS]
+    names = {s: _keys(ingest, manifest, s) for s in (split, "train")}
+
+    def name(s: str, row: int) -> str:
+        return str(names[s][row]) if names[s] is not None and row < len(names[s]) else f"{s} image {row}"
+
+    text = ", ".join(f"{name(split, row)} ≈ {name('train', match)}{' (mirrored)' if mirrored else ''}"
+                     for row, match, mirrored in shown)
+    return text + (f", ... ({len(pairs)} {split} images in all)" if len(pairs) > len(shown) else "")
+
+
+def _keys(ingest: Path, manifest: dict, split: str) -> list[str] | None:
+    """Each image's file of ``split`` where ingest kept them (an npz's ``keys``, a shard index's keys), else None."""
+    if manifest.get("format") == "shards":
+        return [k.decode() if isinstance(k, bytes) else str(k) for k in read_index(ingest, split).key]
+    with np.load(ingest / f"{split}.npz") as arrays:
+        return arrays["keys"].tolist() if "keys" in arrays.files else None
 
 
 def class_table(images, manifest: dict):
@@ -252,6 +288,8 @@ def _failure(table: str, result, frame) -> dict:
         where = _where(frame, found.get("partial_unexpected_index_list", [])[:EXAMPLES])
         observed = (f"{found.get('unexpected_count')} of {found.get('element_count')} values unexpected, "
                     f"e.g. {found.get('partial_unexpected_list', [])[:EXAMPLES]}" + (f" at {where}" if where else ""))
+        pairs = frame.attrs.get("pairs", {}).get(config.kwargs.get("column", "").split("_in_train_share")[0])
+        observed += f"; near-duplicates: {pairs}" if pairs else ""
     return {"table": table, "expectation": config.type, "column": config.kwargs.get("column", "(table)"),
             "expected": kwargs, "observed": observed}
 

@@ -34,6 +34,8 @@ class Dataset:
     val_labels: np.ndarray | None = None
     labels: str = "curated"  # curated | as given
     train_keys: list[str] | None = None  # each training image's file, relative to the dataset folder
+    val_keys: list[str] | None = None  # the same for the val and test splits (validate names duplicates by them)
+    test_keys: list[str] | None = None
     test_source: str = OWN_TEST_SPLIT
 
 

@@ -4,7 +4,11 @@ Layouts, looked for in this order under ``path``:
 1. ``labels.csv`` with a header ``filename,label`` and optionally ``split`` (``train``, ``val`` or ``test``);
    file names are relative to ``path`` and labels are class names.
 2. ``train/<class>/*`` and, optionally, ``val/<class>/*`` and ``test/<class>/*``.
-3. ``<class>/*``.
+3. ``<class>/*``; a top-level ``val/`` or ``test/`` holding folders here is refused (it belongs beside ``train/``:
+   read as layout 3 it would become a class named ``val``, its clean images trained on).
+In the folder layouts, a class is a folder whose name does not start with ``.``; its images are the files under it
+(at any depth, hidden names aside) whose extension is in ``EXTENSIONS``, and other files are skipped (counted in
+``skipped``, for ingest to report); a class folder with no image is a ``DataError`` naming it and what it holds.
 The ``val`` and ``test`` splits are taken as clean-labelled (checked by hand): ``val`` is the set every selection,
 calibration and gate decision uses, ``test`` the one the gate judges. Where no test split is given,
 ``test_fraction`` of the training images (chosen with ``seed``) become the test set, labelled as the rest.
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import os
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -29,28 +34,31 @@ from components.formats import Dataset, inside
 from components.formats.images import MAX_PIXELS, load_image
 
 SPLITS = ("train", "val", "test")
-EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+EXTENSIONS = {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+ACCEPTED = ", ".join(sorted(EXTENSIONS))
 
 
 def read_imagefolder(root: Path, *, channels: int, size: int, test_fraction: float, seed: int,
-                     max_pixels: int = MAX_PIXELS) -> Dataset:
+                     max_pixels: int = MAX_PIXELS, skipped: Counter[str] | None = None) -> Dataset:
     """A user's own images under ``root`` (the layouts of the module docstring), each decoded to ``channels`` and
     resized to ``size`` (0: as it is, and every image must then share one square size); classes sorted by name; the
     test split as given, else ``test_fraction`` of the training images drawn with ``seed``. Reads only; a
-    ``DataError`` names the file or line at fault."""
+    ``DataError`` names the file or line at fault. ``skipped``, where given, counts by extension (``""``: none) the
+    non-hidden files under the class folders that are not images by their extension, and so were not read."""
     if not root.is_dir():
         raise DataError(f"{root}: expected a folder of images, found no such folder")
-    items, inputs = _listing(root)
+    items, inputs = _listing(root, Counter() if skipped is None else skipped)
     if not items:
         raise DataError(f"{root}: expected images in class sub-folders or a labels.csv, found none")
     names = sorted({label for _, label, _ in items})
     index = {name: i for i, name in enumerate(names)}
     images = [load_image(path, channels=channels, size=size, max_pixels=max_pixels) for path, _, _ in items]
-    shapes = {img.shape for img in images}
-    if len(shapes) > 1:
-        first = next(p for (p, _, _), img in zip(items, images, strict=True) if img.shape != images[0].shape)
-        raise DataError(f"{first}: expected every image to be {images[0].shape[1]}x{images[0].shape[0]} like "
-                        f"{items[0][0].name}, found {shapes - {images[0].shape}}; set ingest.image_size to resize")
+    other = [(p, img.shape) for (p, _, _), img in zip(items, images, strict=True) if img.shape != images[0].shape]
+    if other:
+        (first, (height, width, _)), (h0, w0) = other[0], images[0].shape[:2]
+        many = f"{len(other)} images have other sizes" if len(other) > 1 else "1 image has another size"
+        raise DataError(f"{first}: expected {w0}x{h0} (width x height) like {items[0][0].name}, found "
+                        f"{width}x{height}; {many}; set ingest.image_size to resize")
     _check_square(items[0][0], images[0])
     x = np.stack(images)
     y = np.array([index[label] for _, label, _ in items], dtype=np.int64)
@@ -65,9 +73,16 @@ def read_imagefolder(root: Path, *, channels: int, size: int, test_fraction: flo
         raise DataError(f"{root}: expected training images, found only the splits {sorted(set(split))}")
     return Dataset(x[train], y[train], x[test], y[test], class_names=names, inputs=inputs + [p for p, _, _ in items],
                    val_images=x[val] if val.any() else None, val_labels=y[val] if val.any() else None,
-                   train_keys=[str(p.relative_to(root)) for (p, _, _), keep in zip(items, train, strict=True) if keep],
+                   train_keys=_keys(items, train, root), val_keys=_keys(items, val, root) if val.any() else None,
+                   test_keys=_keys(items, test, root),
                    labels="as given", test_source="the dataset's test split" if test_given else
                    f"held out of the training images (test_fraction {test_fraction}), labelled as given")
+
+
+def _keys(items: list, rows: np.ndarray, root: Path) -> list[str]:
+    """The files of ``items`` in ``rows``, relative to the dataset folder: what the label-issue list and
+    validate's duplicate report name."""
+    return [str(p.relative_to(root)) for (p, _, _), keep in zip(items, rows, strict=True) if keep]
 
 
 def _check_square(path: Path, image: np.ndarray) -> None:
@@ -79,24 +94,60 @@ def _check_square(path: Path, image: np.ndarray) -> None:
                         f"height); set ingest.image_size to resize and centre-crop each image to a square")
 
 
-def _listing(root: Path) -> tuple[list[tuple[Path, str, str]], list[Path]]:
+def _listing(root: Path, skipped: Counter[str]) -> tuple[list[tuple[Path, str, str]], list[Path]]:
     csv_path = root / "labels.csv"
     if csv_path.is_file() or csv_path.is_symlink():
         return _from_csv(inside(root, csv_path.name, where=str(csv_path)), root), [csv_path]
     if (root / "train").is_dir():
-        return [item for split in SPLITS for item in _from_folders(root, split, split)], []
-    return _from_folders(root, "", "train"), []
+        return [item for split in SPLITS for item in _from_folders(root, split, split, skipped)], []
+    for name in ("val", "test"):  # layout 3 would take them for classes, and train on the clean images
+        if (root / name).is_dir() and any(_class_folders(root / name)):
+            classes = [d.name for d in _class_folders(root) if d.name not in ("val", "test")]
+            shown = ", ".join(f"{c}/" for c in classes[:3]) + (", ..." if len(classes) > 3 else "")
+            raise DataError(f"{root / name}: expected {name}/ beside train/ (train/<class>/*, {name}/<class>/*), "
+                            f"found {name}/ with class folders without train/: move the class folders"
+                            f"{f' ({shown})' if shown else ''} into train/")
+    return _from_folders(root, "", "train", skipped), []
 
 
-def _from_folders(root: Path, sub: str, split: str) -> list[tuple[Path, str, str]]:
-    """``(file, class, split)`` for the images under ``root / sub``, each proved inside ``root``."""
+def _class_folders(folder: Path) -> list[Path]:
+    """The class folders of ``folder``: its sub-folders whose names do not start with ``.``, sorted."""
+    return sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+
+def _from_folders(root: Path, sub: str, split: str, skipped: Counter[str]) -> list[tuple[Path, str, str]]:
+    """``(file, class, split)`` for the images under ``root / sub``, each proved inside ``root``; the extensions of
+    the other non-hidden files are counted in ``skipped``, and a class folder with no image is a ``DataError``."""
     folder = root / sub
     if not folder.is_dir():
         return []
     real_root = Path(os.path.realpath(root))
-    return [(inside(root, p.relative_to(root), where=str(p), real_root=real_root), cls.name, split)
-            for cls in sorted(d for d in folder.iterdir() if d.is_dir())
-            for p in sorted(cls.rglob("*")) if p.suffix.lower() in EXTENSIONS]
+    items = []
+    for cls in _class_folders(folder):
+        images, other = [], Counter()
+        for p in sorted(cls.rglob("*")):
+            if any(part.startswith(".") for part in p.relative_to(cls).parts):
+                continue  # hidden files and folders (.DS_Store, ._x.jpg, .ipynb_checkpoints): never read
+            if p.suffix.lower() in EXTENSIONS:
+                images.append(p)
+            elif not p.is_dir():
+                other[p.suffix.lower()] += 1
+        if not images:
+            held = f", {describe_skipped(other)}" if other else " (an empty folder)"
+            raise DataError(f"{cls}: expected images in class folder {cls.name!r}, found 0 images{held}; accepted: "
+                            f"{ACCEPTED}")
+        skipped.update(other)
+        items += [(inside(root, p.relative_to(root), where=str(p), real_root=real_root), cls.name, split)
+                  for p in images]
+    return items
+
+
+def describe_skipped(other: Counter[str]) -> str:
+    """``25 files with other extensions (.jfif 20, .txt 5)``: the files of ``other`` by extension, most first."""
+    total = sum(other.values())
+    kinds = ", ".join(f"{ext or '(no extension)'} {n}" for ext, n in other.most_common(5))
+    more = ", ..." if len(other) > 5 else ""
+    return f"{total} file{'' if total == 1 else 's'} with other extensions ({kinds}{more})"
 
 
 def _from_csv(path: Path, root: Path) -> list[tuple[Path, str, str]]:

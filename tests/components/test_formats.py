@@ -310,14 +310,98 @@ def test_imagefolder_errors(tmp_path):
     root = tmp_path / "mine"
     write_image(root / "cat" / "a.png", (12, 10), (1, 2, 3))
     write_image(root / "dog" / "b.png", (14, 10), (1, 2, 3))
-    with pytest.raises(DataError, match=r"b.png: expected every image to be 12x10 like a.png, found .*"
-                                        r"set ingest.image_size to resize"):
+    with pytest.raises(DataError, match=r"dog/b.png: expected 12x10 \(width x height\) like a.png, found 14x10; "
+                                        r"1 image has another size; set ingest.image_size to resize$"):
         run(IngestConfig(dataset="imagefolder", path=str(root)), out=tmp_path / "out")
     (root / "dog" / "b.png").write_bytes(b"this is not a png")
     with pytest.raises(DataError, match=r"b.png: expected an image file, found unreadable data"):
         run(IngestConfig(dataset="imagefolder", path=str(root), image_size=8), out=tmp_path / "out")
     with pytest.raises(DataError, match=r"cat: expected images in class sub-folders or a labels.csv, found none"):
         run(IngestConfig(dataset="imagefolder", path=str(root / "cat")), out=tmp_path / "out")
+
+
+def test_mixed_sizes_name_the_first_odd_file_its_own_size_and_how_many_differ(tmp_path):
+    """The error once printed the set of every distinct (H, W, C) shape (thousands, for a real folder), never the
+    named file's own size, and mixed W x H with (H, W, C)."""
+    root = tmp_path / "mine"
+    write_image(root / "cat" / "0.png", (65, 63), (1, 2, 3))
+    write_image(root / "cat" / "1.png", (62, 53), (1, 2, 3))
+    for i in range(2, 72):
+        write_image(root / "dog" / f"{i}.png", (40 + i, 30 + i % 7), (1, 2, 3))
+    with pytest.raises(DataError) as caught:
+        read_imagefolder(root, channels=3, size=0, test_fraction=0.25, seed=0)
+    assert str(caught.value) == (f"{root / 'cat' / '1.png'}: expected 65x63 (width x height) like 0.png, found "
+                                 f"62x53; 71 images have other sizes; set ingest.image_size to resize")
+
+
+@pytest.mark.parametrize("name", ["val", "test"])
+def test_a_top_level_val_or_test_folder_without_train_is_refused_not_made_a_class(tmp_path, name):
+    """``<class>/*`` with a ``val/<class>/*`` beside it once made a class named val of the clean validation images
+    (rglob found them) and trained on them."""
+    root = tmp_path / "mine"
+    for i in range(8):
+        write_image(root / ("cat" if i % 2 else "dog") / f"{i}.png", (12, 12), (i * 10,) * 3)
+        write_image(root / name / ("cat" if i % 2 else "dog") / f"v{i}.png", (12, 12), (i * 10,) * 3)
+    with pytest.raises(DataError) as caught:
+        run(IngestConfig(dataset="imagefolder", path=str(root)), out=tmp_path / "out")
+    assert str(caught.value) == (f"{root / name}: expected {name}/ beside train/ (train/<class>/*, {name}/<class>/*),"
+                                 f" found {name}/ with class folders without train/: move the class folders (cat/, "
+                                 f"dog/) into train/")
+    assert not (tmp_path / "out" / "train.npz").exists()
+    (root / "train").mkdir()
+    for cls in ("cat", "dog"):
+        (root / cls).rename(root / "train" / cls)
+    manifest = run(IngestConfig(dataset="imagefolder", path=str(root)), out=tmp_path / "out")
+    assert manifest["class_names"] == ["cat", "dog"] and manifest["counts"][name] == 8
+
+
+@pytest.mark.parametrize(("files", "found"), [
+    ([], "found 0 images (an empty folder)"),
+    ([f"{i}.heic" for i in range(20)] + ["notes.txt", "README"],
+     "found 0 images, 22 files with other extensions (.heic 20, (no extension) 1, .txt 1)"),
+], ids=["empty", "other-extensions"])
+def test_a_class_folder_without_images_is_refused_naming_what_it_holds(tmp_path, files, found):
+    """An empty class folder, or one of files with unlisted extensions, once vanished from the classes unsaid."""
+    root = tmp_path / "mine"
+    for i in range(4):
+        write_image(root / "train" / ("cat" if i % 2 else "dog") / f"{i}.png", (12, 12), (i * 10,) * 3)
+    (root / "train" / "owl").mkdir()
+    for name in files:
+        (root / "train" / "owl" / name).write_bytes(b"x")
+    with pytest.raises(DataError) as caught:
+        run(IngestConfig(dataset="imagefolder", path=str(root)), out=tmp_path / "out")
+    assert str(caught.value) == (f"{root / 'train' / 'owl'}: expected images in class folder 'owl', {found}; "
+                                 f"accepted: .bmp, .gif, .jfif, .jpe, .jpeg, .jpg, .png, .tif, .tiff, .webp")
+
+
+def test_jfif_images_are_read_and_other_files_are_counted_and_reported(tmp_path, capsys):
+    """.jfif and .jpe are JPEGs that Pillow reads; notes.txt or a .heic beside the images was skipped uncounted,
+    and hidden files (.DS_Store, macOS's ._x.png, .ipynb_checkpoints/) are not read at all."""
+    root = tmp_path / "mine"
+    for i in range(6):
+        write_image(root / ("cat" if i % 2 else "dog") / f"{i}.png", (12, 12), (i * 10,) * 3)
+    Image.new("RGB", (12, 12), (200, 0, 0)).save(root / "owl.jpg", format="JPEG")
+    for i, ext in enumerate([".jfif", ".jpe", ".jfif"]):
+        (root / "owl").mkdir(exist_ok=True)
+        shutil.copy(root / "owl.jpg", root / "owl" / f"{i}{ext}")
+    (root / "owl.jpg").unlink()
+    (root / "cat" / "notes.txt").write_text("x")
+    (root / "dog" / "a.heic").write_bytes(b"x")
+    (root / "dog" / "b.HEIC").write_bytes(b"x")
+    (root / "dog" / ".DS_Store").write_bytes(b"x")
+    (root / "dog" / "._0.png").write_bytes(b"AppleDouble, not a png")
+    write_image(root / ".ipynb_checkpoints" / "x.png", (12, 12), (1, 1, 1))
+    manifest = run(IngestConfig(dataset="imagefolder", path=str(root), test_fraction=0.3), out=tmp_path / "out")
+    assert manifest["class_names"] == ["cat", "dog", "owl"] and sum(manifest["counts"].values()) == 9
+    assert manifest["skipped_files"] == {"count": 3, "extensions": {".heic": 2, ".txt": 1}}
+    err = capsys.readouterr().err
+    assert (f"WARNING: ingest: skipped 3 files with other extensions (.heic 2, .txt 1) under the class folders of "
+            f"{root} (accepted: .bmp, .gif, .jfif,") in err and err.count("\n") == 1
+    for path in (root / "cat" / "notes.txt", root / "dog" / "a.heic", root / "dog" / "b.HEIC"):
+        path.unlink()
+    assert "skipped_files" not in run(IngestConfig(dataset="imagefolder", path=str(root), test_fraction=0.3),
+                                      out=tmp_path / "out")
+    assert capsys.readouterr().err == ""
 
 
 def test_imagefolder_refuses_non_square_images_unless_image_size_makes_them_square(tmp_path):

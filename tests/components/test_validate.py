@@ -78,6 +78,41 @@ def test_a_mirrored_copy_of_a_test_image_in_training_counts_as_a_duplicate(inges
     assert "observed=1 of 1 values unexpected, e.g. [0.5]" in str(failure.value)
 
 
+def test_a_duplicate_failure_names_the_pairs_by_split_and_row_without_file_names(ingested, tmp_path):
+    """The failure once gave only a share ("observed 0.5"), naming no image."""
+    def leak(images, labels):
+        with np.load(ingested / "test.npz") as test:
+            images[-7:] = test["images"][:7]
+            images[-8] = test["images"][7, :, ::-1]
+        return images, labels
+
+    rewrite(ingested, "train", leak)
+    with pytest.raises(ValidationFailedError) as failure:
+        run(ValidateConfig(), ingest=ingested, out=tmp_path / "v")
+    [line] = [x for x in str(failure.value).splitlines() if "test_in_train_share" in x]
+    assert line.endswith("; near-duplicates: test image 0 ≈ train image 293, test image 1 ≈ train image 294, "
+                         "test image 2 ≈ train image 295, test image 3 ≈ train image 296, test image 4 ≈ train image "
+                         "297, ... (8 test images in all)")
+
+
+def test_a_duplicate_failure_names_the_files_of_an_image_folder(tmp_path):
+    """An image folder's npz files keep each file: a test image and its training copy are named by their files."""
+    from PIL import Image  # noqa: PLC0415
+
+    root, rng = tmp_path / "mine", np.random.default_rng(0)
+    for i in range(40):
+        cls, split = ("cat" if i % 2 else "dog"), ("test" if i >= 32 else "train")
+        (root / split / cls).mkdir(parents=True, exist_ok=True)
+        pixels = np.kron(rng.integers(0, 256, (4, 4, 3)), np.ones((4, 4, 1))).astype(np.uint8)  # 16x16, 4x4 blocks
+        Image.fromarray(pixels).save(root / split / cls / f"{i}.png")
+    (root / "test" / "cat" / "dup.png").write_bytes((root / "train" / "cat" / "3.png").read_bytes())
+    ingest(IngestConfig(dataset="imagefolder", path=str(root)), out=tmp_path / "ingest")
+    with pytest.raises(ValidationFailedError) as failure:
+        run(ValidateConfig(class_balance_ratio=5.0), ingest=tmp_path / "ingest", out=tmp_path / "v")
+    [line] = [x for x in str(failure.value).splitlines() if "test_in_train_share" in x]
+    assert line.endswith("; near-duplicates: test/cat/dup.png ≈ train/cat/3.png")
+
+
 def test_shape_dtype_count_and_balance_failures(ingested, tmp_path):
     rewrite(ingested, "test", lambda images, labels: (images[:, :27].astype(np.float32), labels))
     rewrite(ingested, "train", lambda images, labels: (images, np.where(labels < 9, 0, labels)))
