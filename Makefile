@@ -91,8 +91,9 @@ test: setup  ## set-up and the whole test suite (with the linter)
 lint: setup  ## the linter alone
 	$(VENV)/bin/ruff check .
 
-bench: setup data  ## benchmarks (about 6 minutes on 2 cores): docs/benchmarks.md, benchmarks/results.json
+bench: setup data  ## benchmarks (about 8 minutes on 2 cores): docs/benchmarks.md, benchmarks/results.json, serving.md's figures
 	$(PY) -m benchmarks.run
+	$(PY) -m docs.generate
 
 lock: $(STAMP)  ## regenerate constraints.txt from the current environment
 	{ echo "# pip freeze of the tested environment; regenerate with: make lock"; \

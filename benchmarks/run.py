@@ -11,8 +11,9 @@ results in ``benchmarks/results.json``, report in ``docs/benchmarks.md``.
 
 ``--sections a,b`` runs only the named sections (of ``benchmarks.speed.report.SECTIONS``) and merges them into the
 results already in ``--json``: the other sections are kept as they were, the targets are recomputed, the report
-is rendered again and its header names the rerun. The earlier results must come from the same machine, and
-both runs must be full or both ``--quick``.
+is rendered again and its header names the rerun. The earlier results must come from the same machine, with the same
+torch threads, torch, onnxruntime and allocator setting (``freed_memory_retained``), and both runs must be full or
+both ``--quick``.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from benchmarks.speed import (
     targets,
 )
 from benchmarks.speed.inference import compare_runtimes
-from benchmarks.speed.measure import BASELINE_RUNS, pick_device
+from benchmarks.speed.measure import PAIRING, pick_device
 from benchmarks.speed.workload import SHAPES, Workload, describe, prepare
 from components.common.allocator import retain_freed_memory
 from components.common.atomic import write_json
@@ -56,7 +57,7 @@ from components.export import to_onnx
 class Settings:
     batch: int = 128
     sets: int = 10
-    repeats: tuple[tuple[str, int], ...] = (("small_cnn", 5), ("preact_resnet32", 1))  # interleaved repetitions
+    repeats: tuple[tuple[str, int], ...] = (("small_cnn", 5), ("preact_resnet32", 3))  # interleaved repetitions
     profile_batch: tuple[tuple[str, int], ...] = (("small_cnn", 128), ("preact_resnet32", 16))
     sweep_sets: tuple[int, ...] = (1, 5, 10, 20)
     sweep_batch: tuple[int, ...] = (32, 64, 128, 256)
@@ -190,20 +191,21 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"Unknown network(s) {', '.join(unknown)}. Valid: {', '.join(SHAPES)}")
     settings, device = (QUICK if args.quick else Settings()), pick_device()
+    retained = retain_freed_memory()  # as the training steps do: the figures are those of a training process
+    count = 1 if args.quick else None  # a quick run only checks the script; one thread keeps it fast on a busy machine
+    with threads(count):
+        here = {**machine(device), "freed_memory_retained": retained}
     only = previous = None
     if args.sections is not None:
         try:
             only = parse_sections(args.sections)
-            previous = earlier_results(args.json, quick=args.quick, here=machine(device))
+            previous = earlier_results(args.json, quick=args.quick, here=here)
         except ValueError as exc:
             parser.error(str(exc))
     if not args.data.exists():
         raise DataError(f"{args.data}: expected the dataset, found no such folder (run make data)")
-    retained = retain_freed_memory()  # as the training steps do: the figures are those of a training process
     started, load = time.perf_counter(), os.getloadavg()[0]
-    # A quick run only checks the script; one thread keeps it fast on a busy machine.
-    with tempfile.TemporaryDirectory(prefix="bench-") as tmp, threads(1 if args.quick else None):
-        here = {**machine(device), "freed_memory_retained": retained}
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp, threads(count):
         workload = prepare(args.data, Path(tmp), params_file=args.params, train_size=settings.train_size)
         fresh = run_all(settings, workload, networks, Path(tmp), device, only=only)
     timing = {"finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -230,9 +232,14 @@ def parse_sections(text: str) -> list[str]:
     return [name for name in report.SECTIONS if name in names]
 
 
+# What a rerun must share with the results it merges into, besides the machine: the header names them once.
+SAME_SETTINGS = ("threads", "torch", "onnxruntime", "freed_memory_retained")
+
+
 def earlier_results(path: Path, *, quick: bool, here: dict) -> dict:
     """The results to merge a rerun into; a ``ValueError`` if there are none, or they are another kind of run
-    (full or quick) or come from another machine."""
+    (full or quick), come from another machine, or were measured with other settings (``SAME_SETTINGS``): the
+    report's header names the first run's settings for every section."""
     previous = _read_results(path)
     kind = {True: "a quick run", False: "a full run"}
     if previous["quick"] != quick:
@@ -242,6 +249,11 @@ def earlier_results(path: Path, *, quick: bool, here: dict) -> dict:
     if (theirs.get("name"), theirs.get("device")) != (here["name"], here["device"]):
         raise ValueError(f"--sections: {path} was measured on {theirs.get('name')} ({theirs.get('device')}), this "
                          f"run would be on {here['name']} ({here['device']}); rerun every section instead")
+    differ = [f"{key} {theirs.get(key, 'not recorded')} there, {here[key]} here" for key in SAME_SETTINGS
+              if theirs.get(key) != here[key]]
+    if differ:
+        raise ValueError(f"--sections: {path} was measured with other settings ({'; '.join(differ)}); rerun every "
+                         "section instead, or rerun with the earlier settings")
     return previous
 
 
@@ -264,7 +276,7 @@ def whole(fresh: dict, timing: dict, *, quick: bool, settings: Settings, here: d
     """The results of a run of every section."""
     return {"quick": quick, "settings": dataclasses.asdict(settings),
             "machine": {**here, "load_average": timing["load_average"]},
-            "workload": describe(workload), "method": {"baseline_runs": BASELINE_RUNS},
+            "workload": describe(workload), "method": {"pairing": PAIRING},
             **fresh, "duration_s": timing["duration_s"], "finished": timing["finished"]}
 
 

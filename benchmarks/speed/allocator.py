@@ -30,7 +30,8 @@ NETWORK = "small_cnn"
 
 
 def run(workload: Workload, work: Path, *, batch_size: int, sets: int, repeats: int, pairs: int) -> dict:
-    """``pairs`` processes of each kind, alternating; the medians of their figures."""
+    """``pairs`` processes of each kind, alternating; the medians of their figures, and under ``time_ratios``
+    every repetition's ratio in every process of that kind (the spread the report's verdict is judged against)."""
     batch_file = Path(work) / "allocator-batch.pt"
     batch = make_batch(workload, NETWORK, size=batch_size, sets=sets)
     torch.save({"classes": workload.feature_net.head.out_features, **vars(batch)}, batch_file)
@@ -51,6 +52,7 @@ def probe(batch_file: Path, *, retain: bool, repeats: int) -> dict:
     fns = steps(fresh_network(NETWORK, saved["classes"], cpu), batch)
     timing = time_ratios({v: fns[v] for v in VARIANTS}, fns["ce"], repeats=repeats, device=cpu)
     return {"applied": applied, "time_ratio": {v: timing[v]["ratio"] for v in VARIANTS},
+            "time_ratios": {v: timing[v]["ratios"] for v in VARIANTS},
             "page_faults": {v: _faults(fns[v]) for v in ("ce", *VARIANTS)}}
 
 
@@ -73,6 +75,7 @@ def _child(batch_file: Path, *, retain: bool, repeats: int) -> dict:
 
 def _median(found: list[dict]) -> dict:
     return {"applied": all(f["applied"] for f in found),
+            "time_ratios": {v: [x for f in found for x in f["time_ratios"][v]] for v in VARIANTS},
             **{key: {v: statistics.median(f[key][v] for f in found) for v in found[0][key]}
                for key in ("time_ratio", "page_faults")}}
 

@@ -1,8 +1,12 @@
-"""How every benchmark measures: time as a ratio to a baseline step timed just before it, and peak memory.
+"""How every benchmark measures: time as a ratio to a baseline step timed beside it, and peak memory.
 
 Absolute times on a shared machine drift from one minute to the next, so a variant's time is only ever
-compared with the baseline (a plain cross-entropy step) measured side by side, and the figure kept is the
-median over interleaved repetitions.
+compared with the baseline (a plain cross-entropy step) measured side by side: each repetition times the variant
+once and the baseline once, in alternating order, and the figure kept is the median of those paired ratios, with
+every repetition's ratio recorded beside it. Both sides of a ratio are single runs timed the same way, so the
+ratio has no bias of its own: the control, the baseline timed against itself through the same pairing
+(``time_ratios(..., control=True)``), reads 1 up to the run's noise, and its spread is the floor of what a ratio
+can show.
 
 Peak memory is the most tensor memory allocated at once while a step runs, above what was allocated when it
 started. On a GPU that is ``torch.cuda.max_memory_allocated``. The CPU allocator keeps no such statistics
@@ -25,7 +29,9 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 Step = Callable[[], object]
-BASELINE_RUNS = 3  # baseline runs before each timed variant; the fastest is its reference (results.json: method)
+# one baseline run and one variant run per repetition, their order alternating (results.json: method)
+PAIRING = "alternating"
+CONTROL = "control"  # the key of the baseline timed against itself
 
 
 def pick_device() -> torch.device:
@@ -42,28 +48,40 @@ def elapsed(fn: Step, device: torch.device) -> float:
 
 
 def time_ratios(variants: dict[str, Step], baseline: Step, *, repeats: int, device: torch.device,
-                warm_up: bool = True) -> dict:
-    """``{"baseline_s": median seconds, name: {"ratio": median ratio, "seconds": median seconds}}``.
+                warm_up: bool = True, control: bool = False) -> dict:
+    """``{"baseline_s": median seconds, name: {"ratio": median ratio, "ratios": every repetition's ratio,
+    "seconds": median seconds}}``, and under ``CONTROL`` the baseline against itself if ``control``.
 
-    Each repetition times every variant once, each right after the best of ``BASELINE_RUNS`` baseline runs, so that a
-    ratio compares two measurements taken under the same load. Every step runs once first unless the caller
-    has run them already (``warm_up=False``).
+    Each repetition times every variant once, paired with one baseline run right before it or right after it (the
+    order alternating from one repetition to the next), so that a ratio compares two single measurements taken
+    under the same load, neither favoured by being the fastest of several. Every step runs once first unless the
+    caller has run them already (``warm_up=False``).
     """
     for fn in (baseline, *variants.values()) if warm_up else ():
         fn()
-    ratios: dict[str, list[float]] = {name: [] for name in variants}
-    seconds: dict[str, list[float]] = {name: [] for name in variants}
+    timed = {**({CONTROL: baseline} if control else {}), **variants}
+    ratios: dict[str, list[float]] = {name: [] for name in timed}
+    seconds: dict[str, list[float]] = {name: [] for name in timed}
     base: list[float] = []
-    for _ in range(repeats):
-        for name, fn in variants.items():
-            reference = min(elapsed(baseline, device) for _ in range(BASELINE_RUNS))
-            took = elapsed(fn, device)
+    for repetition in range(repeats):
+        for name, fn in timed.items():
+            if repetition % 2 == 0:
+                reference = elapsed(baseline, device)
+                took = elapsed(fn, device)
+            else:
+                took = elapsed(fn, device)
+                reference = elapsed(baseline, device)
             base.append(reference)
             seconds[name].append(took)
             ratios[name].append(took / reference)
     return {"baseline_s": statistics.median(base),
-            **{name: {"ratio": statistics.median(ratios[name]), "seconds": statistics.median(seconds[name])}
-               for name in variants}}
+            **{name: {"ratio": statistics.median(ratios[name]), "ratios": ratios[name],
+                      "seconds": statistics.median(seconds[name])} for name in timed}}
+
+
+def spread(ratios: list[float]) -> float:
+    """How far apart repeated readings of one ratio lie: max / min - 1 (0 for a single reading)."""
+    return max(ratios) / min(ratios) - 1
 
 
 def peak_memory(fn: Step, device: torch.device, *, net: torch.nn.Module | None = None) -> int:

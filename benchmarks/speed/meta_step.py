@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmarks.speed.measure import Step, peak_memory, time_ratios
+from benchmarks.speed.measure import CONTROL, Step, peak_memory, time_ratios
 from benchmarks.speed.reference import reference_mlnt_loss
 from benchmarks.speed.workload import Batch, Workload, make_batch, network_for
 from model.mlnt import mlnt_loss
@@ -50,15 +50,19 @@ def steps(net: nn.Module, batch: Batch) -> dict[str, Step]:
 
 def measure(net: nn.Module, batch: Batch, variants: tuple[str, ...], *, repeats: int,
             device: torch.device) -> dict:
-    """Time and peak memory of ``variants`` as ratios to the CE step, with the CE step's own figures. The
+    """Time and peak memory of ``variants`` as ratios to the CE step, with the CE step's own figures, every
+    repetition's time ratio (``time_ratios``) and the control: the CE step timed against itself the same way. The
     memory measurement runs each step once first, which is also the timing's warm-up."""
     fns = steps(net, batch)
     memory = {v: peak_memory(fns[v], device, net=net) for v in ("ce", *variants)}
-    timing = time_ratios({v: fns[v] for v in variants}, fns["ce"], repeats=repeats, device=device, warm_up=False)
+    timing = time_ratios({v: fns[v] for v in variants}, fns["ce"], repeats=repeats, device=device, warm_up=False,
+                         control=True)
     return {"batch": int(batch.labels.shape[0]), "sets": int(batch.synthetic.shape[0]),
             "changed_fraction": round(batch.changed, 4),
             "ce_ms": 1000 * timing["baseline_s"], "ce_memory_mb": memory["ce"] / 2**20,
             "time_ratio": {v: timing[v]["ratio"] for v in variants},
+            "time_ratios": {v: timing[v]["ratios"] for v in variants},
+            "control": {"ratio": timing[CONTROL]["ratio"], "ratios": timing[CONTROL]["ratios"]},
             "seconds": {v: timing[v]["seconds"] for v in variants},
             "memory_mb": {v: memory[v] / 2**20 for v in variants},
             "memory_ratio": {v: memory[v] / memory["ce"] for v in variants}}

@@ -16,14 +16,15 @@ import json
 import math
 from pathlib import Path
 
+from benchmarks.speed.measure import spread
 from benchmarks.speed.targets import TARGETS, VARIANTS, consumption, loading_ratios
 from benchmarks.template import Template
 from components.common.atomic import write_atomic
 
 SWEPT = ("first_order", "exact", "reference")
-# The allocator row's `exact` time gain (retained / default) within this of 1 is called within noise: each side is a
-# median of a few separate processes on a shared machine, and a change of a few per cent is not told apart from
-# their spread.
+# The allocator row's `exact` time gain (retained / default) is called within noise when it is within the spread of
+# the run's own repeated `exact` readings of either setting (``allocator_noise``). Results from before those readings
+# were recorded fall back to this fixed band, as they were rendered then.
 ALLOCATOR_NOISE = 0.03
 FOLDER = "benchmarks"  # beside the report: the plots
 SECTIONS = ("meta_step", "profiles", "scaling", "neighbours", "data_loading", "inference", "serving", "experiments",
@@ -66,11 +67,41 @@ def _target_row(t: dict) -> str:
 
 
 def _meta_step(r: dict) -> dict:
+    repeats = dict(r.get("settings", {}).get("repeats", []))
     rows = [TEMPLATE.fill("meta_step_first_row" if i == 0 else "meta_step_row", m, variant=v,
-                          time=m["time_ratio"][v], memory=m["memory_mb"][v], memory_ratio=m["memory_ratio"][v])
+                          time=_time_cell(m, v, repeats.get(m["network"])), memory=m["memory_mb"][v],
+                          memory_ratio=m["memory_ratio"][v])
             for m in r["meta_step"] for i, v in enumerate(VARIANTS)]
+    recorded = all("time_ratios" in m for m in r["meta_step"])
     return {"noise_percent": 100 * r["workload"]["noise"]["rate"],
-            "feature_training": _counted(r["workload"]["feature_epochs"], "epoch"), "meta_step_rows": "\n".join(rows)}
+            "feature_training": _counted(r["workload"]["feature_epochs"], "epoch"), "meta_step_rows": "\n".join(rows),
+            "time_spread_note": TEMPLATE.fill("time_spread_note") if recorded else "",
+            "method_time": _method_time(r)}
+
+
+def _time_cell(m: dict, variant: str, repeats: int | None) -> str:
+    """A time / CE figure: the median, with the min-max of the repetitions, or marked as one measurement; for results
+    that did not record the repetitions, as before unless their settings say there was one (``repeats``)."""
+    ratios = m.get("time_ratios", {}).get(variant)
+    if ratios is None and repeats != 1:
+        return TEMPLATE.fill("time_plain", time=m["time_ratio"][variant])
+    if ratios is None or len(ratios) == 1:
+        return TEMPLATE.fill("time_one", time=m["time_ratio"][variant])
+    return TEMPLATE.fill("time_spread", time=m["time_ratio"][variant], low=min(ratios), high=max(ratios))
+
+
+def _method_time(r: dict) -> str:
+    """The Method section's paragraph on time: how the run paired its measurements, and the control's readings."""
+    if "pairing" not in r.get("method", {}):  # results from the best-of-several baseline
+        return TEMPLATE.fill("method_time_best_of", r)
+    controls = [TEMPLATE.fill("control", network=m["network"], ratio=m["control"]["ratio"],
+                              low=min(m["control"]["ratios"]), high=max(m["control"]["ratios"]),
+                              pairs=_counted(len(m["control"]["ratios"]), "pair"))
+                for m in r["meta_step"] if "control" in m]
+    repetitions = ", ".join(f"{m['network']} {len(next(iter(m['time_ratios'].values())))}"
+                            for m in r["meta_step"] if m.get("time_ratios"))
+    return TEMPLATE.fill("method_time_paired", repetitions=repetitions,
+                         controls="; ".join(controls) if controls else TEMPLATE.fill("control_not_recorded"))
 
 
 def _profiles(r: dict) -> dict:
@@ -187,17 +218,31 @@ def _experiments(r: dict) -> dict:
     if "allocator" in r:
         a = r["allocator"]
         gain = a["retained"]["time_ratio"]["exact"] / a["default"]["time_ratio"]["exact"]
-        kept = _allocator_kept(gain)
-        fields.update(allocator_row=TEMPLATE.fill("allocator_row", a, gain=gain, kept=kept),
+        noise = allocator_noise(a)
+        kept = _allocator_kept(gain, noise)
+        readings = "" if noise is None else TEMPLATE.fill("allocator_readings", **{
+            f"{kind}_{end}": f(a[kind]["time_ratios"]["exact"]) for kind in ("default", "retained")
+            for end, f in (("low", min), ("high", max))})
+        fields.update(allocator_row=TEMPLATE.fill("allocator_row", a, gain=gain, kept=kept, readings=readings),
                       allocator_text=TEMPLATE.fill("allocator_text", gain=gain))
     return fields
 
 
-def _allocator_kept(gain: float) -> str:
-    """The allocator row's verdict for an `exact` time gain (retained / default): faster, within noise
-    (``ALLOCATOR_NOISE``), or slower."""
-    if abs(1 - gain) < ALLOCATOR_NOISE:
-        return TEMPLATE.fill("allocator_kept_faults_only", noise_percent=100 * ALLOCATOR_NOISE)
+def allocator_noise(a: dict) -> float | None:
+    """The spread of the run's repeated `exact` readings (every repetition in every process) of the setting whose
+    readings spread most: max / min - 1. None for results that did not record the readings."""
+    if not all("time_ratios" in a[kind] for kind in ("default", "retained")):
+        return None
+    return max(spread(a[kind]["time_ratios"]["exact"]) for kind in ("default", "retained"))
+
+
+def _allocator_kept(gain: float, noise: float | None) -> str:
+    """The allocator row's verdict for an `exact` time gain (retained / default): faster, within noise (the run's own
+    spread, ``allocator_noise``; ``ALLOCATOR_NOISE`` where it was not recorded), or slower."""
+    if noise is None and abs(1 - gain) < ALLOCATOR_NOISE:
+        return TEMPLATE.fill("allocator_kept_faults_only_fixed", noise_percent=100 * ALLOCATOR_NOISE)
+    if noise is not None and abs(1 - gain) <= noise:
+        return TEMPLATE.fill("allocator_kept_faults_only", gain=gain, noise_percent=100 * noise)
     return TEMPLATE.fill("allocator_kept" if gain < 1 else "allocator_kept_slower", gain=gain)
 
 

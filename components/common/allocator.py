@@ -9,10 +9,11 @@ CNN took tens of thousands of page faults (``make bench`` measures them), a CE s
 
 ``retain_freed_memory`` raises glibc's mmap and trim thresholds so that freed blocks stay in the process and
 are reused (what preloading jemalloc or tcmalloc does, as PyTorch's CPU tuning guides advise, without a
-preload). The page faults go to almost none; what that saves in time is measured by ``make bench`` (a few per
-cent of a meta step on the machine in ``docs/benchmarks.md``, where faults are cheap). The cost: the process's
-resident memory stays at its peak instead of shrinking between steps, which a training process reaches again
-at its next step anyway. Other C libraries (musl, macOS) are left alone.
+preload). The page faults go to almost none; what that does to a meta step's time is measured by ``make bench``
+(``benchmarks/speed/allocator.py``: the ``exact`` step's time / CE in separate processes with and without the setting,
+with the spread of their repeated readings) and reported, with its verdict, in ``docs/benchmarks.md``. The cost:
+the process's resident memory stays at its peak instead of shrinking between steps, which a training process
+reaches again at its next step anyway. Other C libraries (musl, macOS) are left alone.
 """
 
 from __future__ import annotations
