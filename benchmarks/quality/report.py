@@ -111,6 +111,14 @@ def paired(pairs: list[tuple[float, float]], scale: float = 100.0, digits: int =
     return f"{signed(mean, digits)} ± {std:.{digits}f}", ", ".join(signed(v, digits) for v in values)
 
 
+def detection_gap(results: dict, setting: str, metric: str) -> tuple[str, str]:
+    """MLNT's label-issue list minus its control's in ``metric`` (F1 or AUROC, not points), paired by seed: the mean
+    ± std and each seed's value."""
+    mlnt, control = (field(results, setting, lambda r, k=k: r["label_issues"][k][metric])
+                     for k in ("mlnt", "ema_control"))
+    return paired(list(zip(mlnt, control, strict=True)), 1.0, 3)
+
+
 def by_seed(results: dict, setting: str) -> dict[int, dict]:
     return {r["seed"]: r for r in main_records(results) if r["setting"] == setting}
 
@@ -276,12 +284,8 @@ def _per_seed(results: dict, names: list[str]) -> str:
         row(TEMPLATE.fill("modes_setting", setting=modes[0]["setting"]),
             TEMPLATE.fill("minus", method=name, other=SHORT["ema_control"]),
             [(r["modes"][name]["accuracy"], r["modes"]["control"]["accuracy"]) for r in modes])
-    detection = []
-    for setting in names:
-        cells = by_seed(results, setting).values()
-        f1, auroc = ([(c["label_issues"]["mlnt"][m], c["label_issues"]["ema_control"][m]) for c in cells]
-                     for m in ("f1", "auroc"))
-        detection.append([setting, *paired(f1, 1.0, 3), *paired(auroc, 1.0, 3)])
+    detection = [[setting, *detection_gap(results, setting, "f1"), *detection_gap(results, setting, "auroc")]
+                 for setting in names]
     return TEMPLATE.fill("per_seed", seeds=", ".join(map(str, results["study"]["seeds"])),
                          modes_note=TEMPLATE.fill("modes_note", seeds=", ".join(str(r["seed"]) for r in modes))
                          if modes else "", rows=_table(rows),
@@ -358,8 +362,7 @@ def _detection_table(results: dict, names: list[str]) -> str:
             cells = [num(field(results, setting, lambda r, m=m, k=key: r["label_issues"][k][m])) for m in metrics]
             gaps = ["—", "—"]
             if key == "mlnt":
-                gaps = [paired([(r["label_issues"]["mlnt"][m], r["label_issues"]["ema_control"][m])
-                                for r in by_seed(results, setting).values()], 1.0, 3)[0] for m in ("f1", "auroc")]
+                gaps = [detection_gap(results, setting, m)[0] for m in ("f1", "auroc")]
             rows.append([setting, label, *cells, *gaps])
     return TEMPLATE.fill("detection", rows=_table(rows))
 
