@@ -150,6 +150,7 @@ def decide(config: GateConfig, *, export: Path, evaluate: Path, registry: Path) 
               f"{config.max_regression} (the champion: {registry / 'latest'} -> {champion_version})")
     return {"passed": passed, "reasons": reasons, "accuracy": accuracy, "champion_accuracy": champion,
             "champion_version": champion_version,
+            "champion_onnx_sha256": champion_card.get("onnx_sha256") if champion_card else None,
             "baseline_accuracy": base,
             "min_accuracy": config.min_accuracy, "max_below_baseline": config.max_below_baseline,
             "max_regression": config.max_regression,
@@ -301,12 +302,12 @@ def _judge_and_promote(config: GateConfig, export: Path, evaluate: Path, registr
     staging = _stage(export, registry)
     try:
         decision = decide(config, export=staging, evaluate=evaluate, registry=registry)
-        if decision["passed"]:
-            current = read_champion(registry)
-            if current is not None and current.card.get("onnx_sha256") == decision["onnx_sha256"]:
+        if decision["passed"]:  # decide read the champion under this lock: it is the champion now
+            if decision["champion_onnx_sha256"] == decision["onnx_sha256"]:
                 decision["reasons"].append(f"pass: the model is the champion already ({registry / 'latest'} -> "
-                                           f"{current.version}, the same ONNX sha256): nothing released again")
-                decision.update(version=current.version, released=False)
+                                           f"{decision['champion_version']}, the same ONNX sha256): nothing "
+                                           f"released again")
+                decision.update(version=decision["champion_version"], released=False)
             else:
                 decision.update(version=_release(staging, decision, registry, None), released=True)
         return decision
