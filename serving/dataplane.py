@@ -9,8 +9,9 @@ gRPC itself) are not counted.
 
 A gRPC inference that names a ``model_version`` other than the version of the release served is refused here with
 ``NOT_FOUND`` (KServe's servicer ignores the field), as REST answers ``/v2/models/<name>/versions/<v>/infer`` 404;
-the served version, or none, is inferred. (``ModelReady`` and ``ModelMetadata`` ignore their ``version``: KServe's
-servicer does not pass it on.)
+the served version, or none, is inferred. The model metadata lists that version (``versions``) over REST; KServe's
+gRPC servicer drops the field, and ``ModelReady`` and ``ModelMetadata`` ignore their ``version`` (it does not pass
+it on).
 
 A gRPC request's client (``serving.clients``) is set here too, from the call's metadata: ``grpc`` for all of them,
 or with ``--client-header`` the address that header names.
@@ -68,6 +69,13 @@ class AccountedDataPlane(DataPlane):
         """KServe's server metadata, with ``extensions`` emptied unless the repository extension is enabled."""
         found = super().metadata()
         return found if self.repository else {**found, "extensions": []}
+
+    async def model_metadata(self, model_name: str) -> dict:
+        """KServe's model metadata, with ``versions``: the served release's version, the one version that
+        ``/v2/models/<name>/versions/<v>`` answers (KServe lists none)."""
+        found = await super().model_metadata(model_name)
+        release = getattr(self.model_registry.get_model(model_name), "release", None)
+        return found if release is None else {**found, "versions": [release.version]}
 
     async def infer(self, model_name: str, request, headers: dict | None = None):
         """KServe's inference; a gRPC request is also given its client (from ``headers``, its metadata) and counted

@@ -28,6 +28,8 @@ from PIL import Image, UnidentifiedImageError
 
 from serving.release import SHORT_SIDE, InputSpec
 
+JSON_TYPES = {str: "string", int: "number", float: "number", bool: "boolean", list: "list", dict: "object"}
+
 IMAGE_FORMATS = ("PNG", "JPEG")
 MAX_IMAGE_PIXELS = 4096 * 4096  # larger images are refused before they are decompressed
 # What Pillow raises for bytes it cannot read: besides its own errors, a PNG's truncated IHDR chunk is a ValueError
@@ -59,6 +61,11 @@ def parse_json(raw: bytes | str) -> object:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise BadRequest(f"expected a JSON body, found invalid JSON ({exc})") from None
+
+
+def json_type(value: object) -> str:
+    """The JSON name of a parsed value's type: ``string``, ``number``, ``boolean``, ``list``, ``object`` or ``null``."""
+    return JSON_TYPES.get(type(value), "null")
 
 
 def check_batch(n: int, max_batch: int, what: str = "images") -> None:
@@ -101,10 +108,10 @@ def raw_contents(tensor) -> bytes | None:
 
 def v1_batch(body: object, spec: InputSpec, max_batch: int) -> np.ndarray | Encoded:
     """The tensor of a v1 body ``{"instances": [...]}``: nested lists ``[C, H, W]`` or ``{"image": {"b64": ..}}``."""
-    if isinstance(body, bytes | str):
+    if isinstance(body, bytes):  # a body KServe did not parse; a str is a JSON string it parsed
         body = parse_json(body)
     if not isinstance(body, dict) or not isinstance(body.get("instances"), list):
-        found = f"keys {sorted(body)}" if isinstance(body, dict) else type(body).__name__
+        found = f"keys {sorted(body)}" if isinstance(body, dict) else f"a JSON {json_type(body)}"
         raise BadRequest(f"expected a JSON object with an 'instances' list, found {found}")
     instances = body["instances"]
     check_batch(len(instances), max_batch)

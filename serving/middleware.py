@@ -19,13 +19,12 @@ from serving.binary import HEADER as BINARY_HEADER
 from serving.binary import unpack
 from serving.budget import Budget, check_v1, check_v2
 from serving.clients import CLIENT, ClientIdentity, peer
-from serving.inputs import BadRequest, parse_json
+from serving.inputs import BadRequest, json_type, parse_json
 from serving.metrics import PredictorMetrics
 
 log = logging.getLogger(__name__)
 INTERNAL = "expected a request the predictor can answer, found one that failed inside it (the server log has why)"
 
-JSON_TYPES = {str: "string", int: "number", float: "number", bool: "boolean", list: "list"}  # else null
 ROUTE = re.compile(r"^/v(?P<protocol>[12])/models/(?P<name>[^/:]+)(?P<rest>.*)$")
 
 Receive = Callable[[], Awaitable[dict]]
@@ -191,7 +190,7 @@ def prepared(body: bytes, scope: dict, *, kind: str, budget: Budget) -> tuple[by
         parsed = parse_json(body)
         if kind == "v2" and not isinstance(parsed, dict):  # KServe would read a JSON string as binary data
             raise BadRequest('expected an Open Inference Protocol v2 body {"inputs": [{"name", "shape", "datatype", '
-                             f'"data"}}]}}, found a JSON {JSON_TYPES.get(type(parsed), "null")}')
+                             f'"data"}}]}}, found a JSON {json_type(parsed)}')
         if kind == "v2":
             check_v2(parsed, budget)
         elif kind in ("v1", "feedback"):

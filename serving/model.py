@@ -19,7 +19,7 @@ from kserve import InferRequest, Model
 from serving.clients import CLIENT
 from serving.inputs import Encoded, decode_images, v1_batch, v2_batch
 from serving.metrics import PredictorMetrics
-from serving.outputs import v1_response, v2_response
+from serving.outputs import check_requested, v1_response, v2_response
 from serving.release import Release, ReleaseError
 
 MAX_DECODE_PIXELS = 4 * 4096 * 4096  # per request: four images of the largest size, or 256 of 512 x 512
@@ -81,8 +81,10 @@ class Classifier(Model):
 
     async def preprocess(self, payload, headers: dict | None = None) -> Batch:
         """The request as a ``Batch``: a v2 ``InferRequest`` or a v1 body checked and turned into the normalised
-        tensor (encoded images decoded on the decode pool), with its client; a ``BadRequest`` when it is malformed."""
+        tensor (encoded images decoded on the decode pool), with its client; a ``BadRequest`` when it is malformed
+        or names an output the model does not have."""
         if isinstance(payload, InferRequest):
+            check_requested(payload)
             x = await self.tensor(v2_batch(payload, self.spec, self.max_batch))
             return Batch("v2", x, request=payload, client=CLIENT.get())
         return Batch("v1", await self.tensor(v1_batch(payload, self.spec, self.max_batch)), client=CLIENT.get())
@@ -104,7 +106,8 @@ class Classifier(Model):
         if self.metrics is not None:
             self.metrics.predicted(result.probabilities, client=result.client, digests=digests(result.images))
         if result.protocol == "v2":
-            return v2_response(result.request, self.name, result.probabilities, self.spec.class_names)
+            return v2_response(result.request, self.name, result.probabilities, self.spec.class_names,
+                               version=self.release.version)
         return v1_response(result.probabilities, self.spec.class_names)
 
     def get_input_types(self) -> list[dict]:

@@ -7,20 +7,37 @@ import uuid
 import numpy as np
 from kserve import InferOutput, InferRequest, InferResponse
 
+from serving.inputs import BadRequest
 
-def v2_response(request: InferRequest, model: str, probabilities: np.ndarray,
-                class_names: tuple[str, ...]) -> InferResponse:
-    """The v2 answer to ``request``: ``probabilities`` FP32 ``[N, K]``, ``class`` (the argmax's name) and
-    ``class_index`` INT64 (flat lists for gRPC), under the request's id (else a new UUID), with its binary and
-    requested-output choices."""
+OUTPUTS = ("probabilities", "class", "class_index")  # every v2 answer's, in this order
+
+
+def check_requested(request: InferRequest) -> None:
+    """A 400 ``BadRequest`` when ``request`` names an output (its ``outputs``) the model does not have: checked
+    before the model runs, so a request refused is neither predicted nor counted as a prediction."""
+    unknown = [o.name for o in request.request_outputs or () if o.name not in OUTPUTS]
+    if unknown:
+        raise BadRequest(f"expected requested outputs among {list(OUTPUTS)}, found {unknown}")
+
+
+def v2_response(request: InferRequest, model: str, probabilities: np.ndarray, class_names: tuple[str, ...], *,
+                version: str | None = None) -> InferResponse:
+    """The v2 answer to ``request`` from model ``model`` at ``version``: ``probabilities`` FP32 ``[N, K]``, ``class``
+    (the argmax's name) and ``class_index`` INT64 (flat lists for gRPC), under the request's id (else a new UUID),
+    with its binary choices; only the outputs it names, if it names any (``check_requested`` has checked them), in
+    its order. KServe picks the requested outputs for REST answers only, so they are picked here for both."""
     top = probabilities.argmax(axis=1)
     names = np.array([class_names[i] for i in top], dtype=object)
     data = _lists if request.from_grpc else _arrays
     outputs = [InferOutput("probabilities", list(probabilities.shape), "FP32", data=data(probabilities)),
                InferOutput("class", [len(top)], "BYTES", data=data(names)),
                InferOutput("class_index", [len(top)], "INT64", data=data(top.astype(np.int64)))]
-    return InferResponse(response_id=request.id or str(uuid.uuid4()), model_name=model, infer_outputs=outputs,
-                         use_binary_outputs=request.use_binary_outputs, requested_outputs=request.request_outputs)
+    if request.request_outputs:
+        by_name = {o.name: o for o in outputs}
+        outputs = [by_name[o.name] for o in request.request_outputs]
+    return InferResponse(response_id=request.id or str(uuid.uuid4()), model_name=model, model_version=version,
+                         infer_outputs=outputs, use_binary_outputs=request.use_binary_outputs,
+                         requested_outputs=request.request_outputs)
 
 
 def _arrays(values: np.ndarray) -> np.ndarray:

@@ -136,6 +136,20 @@ def test_the_served_version_is_inferred_as_rest_serves_its_versioned_path(stub, 
     np.testing.assert_allclose(found.reshape(1, -1), v2_probabilities(rest), atol=1e-6)
 
 
+def test_a_request_gets_the_outputs_it_names_and_the_served_version(stub):
+    asked = request("FP32", [1, 1, 8, 8], ZEROS)
+    asked.outputs.extend([pb.ModelInferRequest.InferRequestedOutputTensor(name=name) for name in ("class", "class_index")])
+    answer = stub.ModelInfer(asked, timeout=30)
+    assert [o.name for o in answer.outputs] == ["class", "class_index"]
+    assert (answer.model_name, answer.model_version) == (NAME, VERSION)
+    unknown = request("FP32", [1, 1, 8, 8], ZEROS)
+    unknown.outputs.append(pb.ModelInferRequest.InferRequestedOutputTensor(name="nope"))
+    error = refused(stub.ModelInfer, unknown)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "expected requested outputs among ['probabilities', 'class', 'class_index'], found ['nope']" in \
+        error.details()
+
+
 def test_a_message_over_max_body_bytes_is_refused(stub, grpc_target):
     big = request("FP32", [1, 1, 8, 8], b"\0" * (LIMITS["max_body_bytes"] + 1))
     error = refused(stub.ModelInfer, big)

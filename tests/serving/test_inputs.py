@@ -73,7 +73,7 @@ def test_v2_and_v1_tensors_are_checked():
         v1_batch({"instances": [x[0].tolist(), {"image": {"b64": ""}}]}, GREY, 4)
     with pytest.raises(BadRequest, match="expected finite numbers, found NaN or infinity"):
         v1_batch({"instances": np.full((1, 1, 8, 8), 1e39).tolist()}, GREY, 4)  # beyond float32: infinity
-    with pytest.raises(BadRequest, match=r"expected a JSON object with an 'instances' list, found list"):
+    with pytest.raises(BadRequest, match=r"expected a JSON object with an 'instances' list, found a JSON list"):
         v1_batch(b"[1, 2]", GREY, 4)
 
 

@@ -169,6 +169,15 @@ BAD = [  # (case, path, request, status, the error names what was expected and w
     ("a JSON string as the body v2", V2, {"json": "x"}, 400,
      'expected an Open Inference Protocol v2 body {"inputs": [{"name", "shape", "datatype", "data"}]}, found a JSON '
      "string"),
+    ("a JSON string as the body v1", V1, {"json": "x"}, 400,
+     "expected a JSON object with an 'instances' list, found a JSON string"),
+    ("a JSON-encoded body inside a JSON string v1", V1, {"json": json.dumps({"instances": [[[[0.0] * 8] * 8]]})},
+     400, "expected a JSON object with an 'instances' list, found a JSON string"),
+    ("null as the body v1", V1, {"content": b"null"}, 400,
+     "expected a JSON object with an 'instances' list, found a JSON null"),
+    ("an output the model does not have v2", V2, {"json": {**v2_tensor(np.zeros((1, 1, 8, 8))),
+                                                         "outputs": [{"name": "class"}, {"name": "nope"}]}}, 400,
+     "expected requested outputs among ['probabilities', 'class', 'class_index'], found ['nope']"),
     ("unknown model v2", "/v2/models/nope/infer", {"json": {}}, 404, f"Unknown model 'nope'. Valid: {NAME}"),
     ("unknown model v1", "/v1/models/nope:predict", {"json": {}}, 404, f"Unknown model 'nope'. Valid: {NAME}"),
 ]
@@ -200,6 +209,19 @@ def test_a_wrong_method_is_refused_in_the_error_shape_and_counted(server, client
                                        "/v3/models, no route"}
 
 
+def test_a_request_gets_the_outputs_it_names_in_its_order_and_an_unknown_one_is_refused_before_predicting(
+        server, client):
+    body = v2_tensor(np.zeros((2, 1, 8, 8), np.float32))
+    answer = client.post(server + V2, json={**body, "outputs": [{"name": "class_index"}, {"name": "class"}]})
+    assert [o["name"] for o in answer.json()["outputs"]] == ["class_index", "class"], answer.text
+    assert [o["name"] for o in client.post(server + V2, json=body).json()["outputs"]] == ["probabilities", "class",
+                                                                                          "class_index"]
+    predicted = metric(client, server, "mlnt_batch_size_count", model=NAME)
+    refused = client.post(server + V2, json={**body, "outputs": [{"name": "nope"}]})
+    assert refused.status_code == 400
+    assert metric(client, server, "mlnt_batch_size_count", model=NAME) == predicted  # the model did not run
+
+
 def test_health_metadata_and_model_endpoints(server, client):
     assert client.get(f"{server}/v2/health/live").json() == {"live": True}
     assert client.get(f"{server}/v2/health/ready").json() == {"ready": True}
@@ -207,6 +229,10 @@ def test_health_metadata_and_model_endpoints(server, client):
     metadata = client.get(f"{server}/v2/models/{NAME}").json()
     assert {"name": "images", "datatype": "FP32", "shape": [-1, 1, 8, 8]} in metadata["inputs"]
     assert {"name": "probabilities", "datatype": "FP32", "shape": [-1, len(CLASSES)]} in metadata["outputs"]
+    assert metadata["versions"] == [VERSION]  # the one version /v2/models/<name>/versions/<v> answers
+    for path in (V2, f"/v2/models/{NAME}/versions/{VERSION}/infer"):
+        answer = client.post(server + path, json=v2_tensor(np.zeros((1, 1, 8, 8), np.float32))).json()
+        assert (answer["model_name"], answer["model_version"]) == (NAME, VERSION)
     assert client.get(f"{server}/v1/models/{NAME}").json() == {"name": NAME, "ready": True}
 
 
