@@ -5,7 +5,7 @@ Notation: a batch ``x`` of N samples, K classes, M synthetic label sets ``y~_m``
 ``theta'_m = theta - alpha * grad CE(f(x; theta), y~_m)`` and the meta loss is
 ``J = mean_m KL(teacher || softmax(f(x; theta'_m)))``.
 
-Scale (the paper's units): each KL term is the mean over all N x K entries of
+Scale (the reference codes' units): each KL term is the mean over all N x K entries of
 ``teacher * (log teacher - log q)``, the default reduction of ``nn.KLDivLoss()`` that both reference codes use
 (LiJunnan1992/MLNT and the CIFAR-10 re-implementation). It is 1/K of the per-sample ("batchmean") KL, so the
 published ``meta_weight`` values (0.4 on CIFAR-10, 1 on Clothing1M) mean here what they mean there.

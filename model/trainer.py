@@ -115,7 +115,7 @@ class MlntConfig(TrainConfig):
     ``ramp_end`` while the teacher follows the student with EMA decay ``ema_during_ramp``, then
     ``ema_after_ramp``. The ramp's u counts from ``ramp_start`` (``ramp_from: start``, the Clothing1M code) or from
     epoch 0 (``ramp_from: zero``, the CIFAR-10 re-implementation: "during the first 20 epochs"). ``meta_weight``
-    is in the paper's units (``model.mlnt``). The model kept is the better of student and teacher on the
+    is in the reference codes' units (``model.mlnt``). The model kept is the better of student and teacher on the
     validation set, at any validation (every ``eval_every`` steps and each epoch end). ``meta_weight = 0`` trains
     the same EMA teacher on plain CE: the control that isolates meta-learning.
     """
@@ -125,7 +125,7 @@ class MlntConfig(TrainConfig):
     fraction: float = 0.5  # rho: share of each batch resampled from neighbours
     neighbours: int = 10  # k nearest neighbours in feature space
     inner_lr: float = 0.2  # alpha of the fast-weight update
-    meta_weight: float = 0.4  # w_max, in the paper's units (CIFAR-10 0.4, Clothing1M 1)
+    meta_weight: float = 0.4  # w_max, in the reference codes' units (CIFAR-10 0.4, Clothing1M 1)
     ramp_start: float = 0.0  # epochs of warm-up: meta loss and teacher start here
     ramp_end: float = 7.0  # epochs
     ramp_from: Literal["start", "zero"] = "start"  # where the ramp's u counts from: ramp_start or epoch 0

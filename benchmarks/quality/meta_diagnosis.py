@@ -7,7 +7,7 @@ synthetic labels, for each mode and inner learning rate α:
 * ``grad_ratio``: ‖∇(w · J)‖ / ‖∇CE‖, the meta loss's share of the update at the run's ``meta_weight`` w;
 * ``cosine``: the cosine between ∇J and ∇CE (negative: the meta loss pulls against the noisy labels);
 * ``shift``: how far one inner step moves the predictions, the mean per-sample KL(p_θ ‖ p_θ′ₘ) over the sets;
-* ``meta``: J itself, in the paper's units, next to ``ce``.
+* ``meta``: J itself, in the reference codes' units, next to ``ce``.
 
 The gradients are those of ``model.mlnt`` (the tested ones); nothing here trains.
 """

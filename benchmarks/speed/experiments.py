@@ -42,7 +42,7 @@ def one_graph_loss(net: nn.Module, batch: Batch) -> torch.Tensor:
         state.update({name: b.clone() for name, b in net.named_buffers()})
         log_q = functional_call(net, state, (x,)).log_softmax(-1)
         meta = meta + F.kl_div(log_q, batch.teacher, reduction="sum") / batch.teacher.numel()
-        # (nn.KLDivLoss(): the paper's units)
+        # (nn.KLDivLoss(): the reference codes' units)
     return F.cross_entropy(logits, y) + META_WEIGHT * meta / synth.shape[0]
 
 

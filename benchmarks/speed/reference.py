@@ -23,5 +23,5 @@ def reference_mlnt_loss(net: nn.Module, inputs: Tensor, labels: Tensor, syntheti
         fast = {n: p - inner_lr * g for (n, p), g in zip(params.items(), grads, strict=True)}
         log_q = functional_call(net, fast, (inputs,)).log_softmax(-1)
         meta = meta + F.kl_div(log_q, teacher_probs, reduction="sum") / teacher_probs.numel()
-        # (nn.KLDivLoss(): the paper's units)
+        # (nn.KLDivLoss(): the reference codes' units)
     return F.cross_entropy(net(inputs), labels) + meta_weight * meta / synthetic_labels.shape[0]

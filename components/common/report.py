@@ -56,8 +56,8 @@ def render(art: Path = ART, params_file: Path = Path("params.yaml"), lock: Path 
              f"({_validation(noise, evaluated)}); noise `{noise['kind']}`{_requested(noise)}, realised "
              f"{_realised(noise)} on the training labels. "
              f"Network `{params['baseline']['network']}`; CE for {params['baseline']['epochs']} epochs, then MLNT "
-             f"for {params['mlnt']['epochs']} epochs {start}, meta_weight {mlnt_train['meta_weight']} (the paper's "
-             "units).", "",
+             f"for {params['mlnt']['epochs']} epochs {start}, meta_weight {mlnt_train['meta_weight']} (the reference "
+             "codes' units).", "",
              "## Clean test set", "",
              "| model | accuracy | macro-F1 | ECE | epochs (last / chosen) |", "|---|---|---|---|---|"]
     lines += [f"| {name} | {_fmt(acc)} | {_fmt(f1)} | {_fmt(ece)} | {ep} |" for name, acc, f1, ece, ep in rows]

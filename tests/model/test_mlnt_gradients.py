@@ -120,7 +120,7 @@ def test_mlnt_loss_gradient_matches_reference(net_cls, kw, mode):
 @pytest.mark.parametrize("mode", ["exact", "first_order", "head"])
 def test_meta_loss_is_on_the_reference_codes_scale(mode):
     """The documented scale: nn.KLDivLoss() with its default reduction (the mean over all N x K entries), as
-    in the authors' code, so that meta_weight is in the paper's units. With inner_lr 0 the fast weights are the
+    in the authors' code, so that meta_weight is in the reference codes' units. With inner_lr 0 the fast weights are the
     weights, and J is that loss of the network's own output: 1/K of the per-sample ("batchmean") KL."""
     net, x, labels, synth, teacher = make_problem(TinyMLP, 4)
     log_p = torch.log_softmax(net(x), dim=1)

@@ -1,5 +1,6 @@
 """The training loop: it learns, it resumes bit for bit, it stops on NaN naming the step and checkpoint."""
 
+import copy
 import dataclasses
 import logging
 
@@ -283,6 +284,41 @@ def test_iterative_training_reports_every_round():
     assert len(rounds) == 3 and all(len(r.history) == 2 for r in rounds)
     assert result.earlier_rounds[0].student is not result.student  # each round keeps its own weights
     assert not torch.equal(rounds[0].best_state["head.weight"], rounds[1].best_state["head.weight"])
+
+
+def test_a_later_rounds_target_blends_in_the_mentor_that_is_the_previous_rounds_best_model(monkeypatch):
+    """Round 1 has no mentor; in round 2 every meta step's consistency target is ``consistency_target(teacher,
+    mentor, blend=mentor_blend)`` with the mentor's probabilities in eval mode from round 1's best weights."""
+    train_data, val_data = noisy_problem()
+    config = MlntConfig(epochs=2, mode="head", rounds=2, ramp_end=1, mentor_blend=0.3, **QUIET)
+    looked, targets = [], []
+    real_probs, real_target = trainer_module._eval_probs, trainer_module.consistency_target
+
+    def eval_probs(net, x):
+        probs = real_probs(net, x)
+        looked.append((copy.deepcopy(net.state_dict()), x.clone(), probs))
+        return probs
+
+    def target(teacher, mentor, *, blend):
+        targets.append((mentor, blend))
+        return real_target(teacher, mentor, blend=blend)
+
+    monkeypatch.setattr(trainer_module, "_eval_probs", eval_probs)
+    monkeypatch.setattr(trainer_module, "consistency_target", target)
+    # every validation scores alike, so each round's best is its first epoch's student, not the weights it ends on
+    monkeypatch.setattr(trainer_module, "accuracy", lambda *_, **__: 0.5)
+    result = train(config, net(), train_data, val_data=val_data)
+    assert (result.earlier_rounds[0].best_model, result.earlier_rounds[0].best_epoch) == ("student", 1)
+    split = next(i for i, (mentor, _) in enumerate(targets) if mentor is not None)  # round 2's first meta step
+    first, second = targets[:split], targets[split:]
+    assert len(first) == result.earlier_rounds[0].steps - config.ramp_start * (480 // 32)  # every meta step of round 1
+    assert len(second) == len(looked) > 0 and all(blend == 0.3 for _, blend in second)
+    best = net()
+    best.load_state_dict(result.earlier_rounds[0].best_state)
+    best.eval()
+    for (mentor, _), (state, x, probs) in zip(second, looked, strict=True):
+        assert mentor is probs and state_equal(state, result.earlier_rounds[0].best_state)
+        torch.testing.assert_close(probs, torch.softmax(best(x), dim=1), rtol=0, atol=0)
 
 
 def test_a_mentor_that_keeps_less_than_a_batch_is_named():
