@@ -250,7 +250,7 @@ def run(config: NoiseConfig, *, ingest: Path = INGEST_OUT, out: Path = OUT) -> d
     clean = clean_all[index]
     is_val = np.zeros(n, dtype=bool)
     if own_val is None:  # carve the validation set out of the training images
-        is_val[rng.permutation(n)[:round(config.val_fraction * n)]] = True
+        is_val[rng.permutation(n)[:_held_out(config, n)]] = True
     noisy, clean = _noisy_labels(config, ingest, manifest, clean, index, num_classes, rng)
     known = clean >= 0  # unknown (-1): a user's own labels under kind none; most of Clothing1M
     if config.val_clean:
@@ -329,6 +329,17 @@ def _class_map(config: NoiseConfig, manifest: dict) -> dict[int, int] | None:
         raise ValueError(f"class_map: expected source->target pairs for asymmetric noise on "
                          f"{manifest['dataset']}, which has no built-in map; found none")
     return parse_class_map(pairs, manifest["class_names"])
+
+
+def _held_out(config: NoiseConfig, n: int) -> int:
+    """How many of the ``n`` training images ``val_fraction`` holds out for validation: at least one, else a
+    ``ValueError`` (selection, calibration and the gate would run on no image)."""
+    count = round(config.val_fraction * n)
+    if count == 0:
+        raise ValueError(f"val_fraction: expected a validation set of at least one image, found {config.val_fraction}"
+                         f" x {n} training images = 0 held out: raise noise.val_fraction or noise.train_size, or "
+                         f"give the dataset a val split")
+    return count
 
 
 def _noisy_labels(config, ingest, manifest, clean, index, num_classes, rng) -> tuple[np.ndarray, np.ndarray]:

@@ -59,6 +59,8 @@ class ValidateConfig:
     max_blank_share: float = 0.01  # at most this share of images has a single pixel value
 
     def __post_init__(self) -> None:
+        if self.min_images < 0:
+            raise ValueError(f"min_images: expected >= 0, found {self.min_images}")
         if self.class_balance_ratio < 1.0:
             raise ValueError(f"class_balance_ratio: expected >= 1, found {self.class_balance_ratio}")
         for name in ("max_duplicate_share", "max_blank_share"):

@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import math
 import re
 import signal
 import sys
@@ -210,6 +211,8 @@ def coerce(value: Any, hint: Any, *, where: str) -> Any:
         return tuple(coerce(v, item, where=f"{where}[{i}]") for i, v in enumerate(value))
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, float) and not math.isfinite(value):  # NaN passes every comparison
+        raise ConfigError(f"{where}: expected a finite number, found {value!r}")
     if hint in (int, float, str, bool) and (not isinstance(value, hint) or (hint is int and isinstance(value, bool))):
         raise ConfigError(f"{where}: expected {hint.__name__}, found {value!r} ({type(value).__name__})")
     return value

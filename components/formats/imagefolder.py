@@ -162,10 +162,10 @@ def _from_csv(path: Path, root: Path) -> list[tuple[Path, str, str]]:
             split = (row.get("split") or "train").strip()
             if split not in SPLITS:
                 raise DataError(f"{path} line {number}: expected split train, val or test, found {split!r}")
-            if not row["filename"] or not row["label"]:
+            label = (row["label"] or "").strip()  # a label of spaces is no label, not a class named ''
+            if not (row["filename"] or "").strip() or not label:
                 raise DataError(f"{path} line {number}: expected a filename and a label, found {row}")
             image = inside(root, row["filename"], where=f"{path} line {number}", real_root=real_root)
-            label = row["label"].strip()
             if image in listed:
                 raise _listed_twice(path, image.relative_to(root), listed[image], (number, label, split))
             listed[image] = (number, label, split)

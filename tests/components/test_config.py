@@ -80,6 +80,12 @@ def test_overrides_are_type_checked(tmp_path):
     ("ingest.channels=3.0", r"ingest.channels: expected one of 1, 3, found 3.0"),
     ("ingest.path=", r"ingest: path: expected the folder \(or file\) of the dataset, found ''"),
     ("gate.registry=", r"gate: registry: expected the registry folder, found ''"),  # Path(""): the project root
+    # NaN fails every comparison, so each section's range check let it through (and switched the check off)
+    ("validate.class_balance_ratio=.nan", r"validate.class_balance_ratio: expected a finite number, found nan"),
+    ("export.max_abs_diff=.nan", r"export.max_abs_diff: expected a finite number, found nan"),
+    ("mlnt.lr=.inf", r"mlnt.lr: expected a finite number, found inf"),
+    ("mlnt.lr_milestones=[1, .nan]", r"mlnt.lr_milestones\[1\]: expected a finite number, found nan"),
+    ("validate.min_images=-3", r"validate: min_images: expected >= 0, found -3"),
 ])
 def test_bad_values_name_the_field_expected_and_found(assignment, message):
     params = {}

@@ -306,6 +306,15 @@ def test_imagefolder_csv_refuses_a_file_listed_twice(tmp_path, extra, found):
         read_imagefolder(root, channels=1, size=0, test_fraction=0.25, seed=0)
 
 
+@pytest.mark.parametrize("line", ["pics/0.png, ,train", "pics/0.png,,train", " ,dog,train", "pics/0.png"])
+def test_imagefolder_csv_refuses_a_line_without_a_filename_or_a_label(tmp_path, line):
+    """A label of spaces became a class named '' (validate then failed naming "class " and nothing else)."""
+    root, rows = write_folder_with_val(tmp_path / "mine", "csv", count=8, val_from=6, csv=False)
+    (root / "labels.csv").write_text("\n".join([*rows, line]) + "\n")
+    with pytest.raises(DataError, match=r"labels.csv line 10: expected a filename and a label, found "):
+        read_imagefolder(root, channels=1, size=0, test_fraction=0.25, seed=0)
+
+
 def test_imagefolder_errors(tmp_path):
     root = tmp_path / "mine"
     write_image(root / "cat" / "a.png", (12, 10), (1, 2, 3))

@@ -71,6 +71,11 @@ def test_missing_ingest_output_and_bad_sizes(tmp_path, fashion_dir, capsys):
         capsys.readouterr().err
     with pytest.raises(ValueError, match=r"val_fraction: expected a number in \(0, 1\)"):
         NoiseConfig(val_fraction=0.0)
+    before = (tmp_path / "noise" / "labels.npz").read_bytes()
+    with pytest.raises(ValueError, match=r"val_fraction: expected a validation set of at least one image, found "
+                                         r"0.002 x 100 training images = 0 held out"):  # training then crashed on it
+        run(NoiseConfig(train_size=100, val_fraction=0.002), ingest=tmp_path / "ingest", out=tmp_path / "noise")
+    assert (tmp_path / "noise" / "labels.npz").read_bytes() == before
 
 
 @pytest.mark.parametrize("seed", [-1, 1.5, True])
