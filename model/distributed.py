@@ -134,17 +134,22 @@ class Group:
         return sent.to(device=value.device, dtype=value.dtype)
 
 
+def world_size() -> int:
+    """The number of processes ``torchrun`` started (``WORLD_SIZE``), 1 without it."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def from_environment(device_type: str = "cpu") -> Group:
     """The group ``torchrun`` (started by a Kubeflow TrainJob or PyTorchJob in a cluster) describes in
     ``WORLD_SIZE`` and ``RANK``, with the process group initialised (``nccl`` on CUDA, ``gloo`` on the CPU); one process
     when ``WORLD_SIZE`` is unset or 1."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
+    processes = world_size()
+    if processes <= 1:
         return Group()
     if not dist.is_initialized():
         missing = [k for k in ("RANK", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
         if missing:
-            raise RuntimeError(f"WORLD_SIZE={world_size}: expected torchrun's environment, found no "
+            raise RuntimeError(f"WORLD_SIZE={processes}: expected torchrun's environment, found no "
                                f"{', '.join(missing)}; start the step with torchrun")
         dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
     return Group(rank=dist.get_rank(), world_size=dist.get_world_size())

@@ -229,3 +229,17 @@ def test_batch_norm_processes_agree_on_statistics_mentor_and_validation(batch_no
             assert torch.equal(value, other["best_state"][round_][name]), (round_, name)
     assert main["best"] == other["best"]
     assert main["evaluations"] == other["evaluations"]
+
+
+def test_a_batch_the_processes_cannot_share_is_refused_before_they_connect(monkeypatch):
+    """Refused after ``init_process_group``, the first process to fail took down the rendezvous it hosted, and the
+    other was killed before it could say why (tests/test_trainjob.py failed one run in nine); now neither connects."""
+    from components.common.parallel import data_parallel  # noqa: PLC0415
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for name in ("RANK", "MASTER_ADDR", "MASTER_PORT"):  # connecting would fail on these first
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(ValueError, match=r"batch_size: expected a multiple of the 2 processes, found 33"), \
+            data_parallel(TrainConfig(batch_size=33)):
+        pass
+    assert not dist.is_initialized()
