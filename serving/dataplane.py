@@ -9,9 +9,9 @@ gRPC itself) are not counted.
 
 A gRPC inference that names a ``model_version`` other than the version of the release served is refused here with
 ``NOT_FOUND`` (KServe's servicer ignores the field), as REST answers ``/v2/models/<name>/versions/<v>/infer`` 404;
-the served version, or none, is inferred. The model metadata lists that version (``versions``) over REST; KServe's
-gRPC servicer drops the field, and ``ModelReady`` and ``ModelMetadata`` ignore their ``version`` (it does not pass
-it on).
+the served version, or none, is inferred. ``VersionedServicer`` does the same for ``ModelReady`` and
+``ModelMetadata`` (KServe's servicer does not pass their ``version`` on), and the model metadata lists the served
+version (``versions``) over both transports.
 
 A gRPC request's client (``serving.clients``) is set here too, from the call's metadata: ``grpc`` for all of them,
 or with ``--client-header`` the address that header names.
@@ -28,6 +28,8 @@ import time
 from kserve.errors import InvalidInput, ModelNotFound, UnsupportedProtocol
 from kserve.model_repository import ModelRepository
 from kserve.protocol.dataplane import DataPlane
+from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+from kserve.protocol.grpc.servicer import InferenceServicer
 from kserve.protocol.infer_type import InferRequest
 
 from serving.clients import CLIENT, ClientIdentity
@@ -108,7 +110,29 @@ class AccountedDataPlane(DataPlane):
     async def versioned(self, model_name: str, request: InferRequest, headers: dict | None):
         """KServe's inference of a gRPC request whose ``model_version``, if any, is the served release's version
         (KServe ignores the field); ``VersionNotFound`` for another."""
-        release = getattr(self.model_registry.get_model(model_name), "release", None)
-        if request.model_version and release is not None and request.model_version != release.version:
-            raise VersionNotFound(version_refusal(model_name, release.version, request.model_version))
+        self.check_version(model_name, request.model_version)
         return await super().infer(model_name, request, headers)
+
+    def check_version(self, model_name: str, version: str | None) -> None:
+        """``VersionNotFound`` unless ``version`` is empty or the version of the release ``model_name`` serves (a
+        model that is not registered is left to KServe's own ``ModelNotFound``)."""
+        release = getattr(self.model_registry.get_model(model_name), "release", None)
+        if version and release is not None and version != release.version:
+            raise VersionNotFound(version_refusal(model_name, release.version, version))
+
+
+class VersionedServicer(InferenceServicer):
+    """KServe's gRPC servicer, with ``ModelReady`` and ``ModelMetadata`` answering for the served version only
+    (``NOT_FOUND`` for another, as REST's versioned paths answer 404) and ``ModelMetadata`` listing that version.
+    Its data plane is an ``AccountedDataPlane``."""
+
+    async def ModelReady(self, request: pb.ModelReadyRequest, context) -> pb.ModelReadyResponse:  # noqa: N802
+        self._data_plane.check_version(request.name, request.version)
+        return await super().ModelReady(request, context)
+
+    async def ModelMetadata(self, request: pb.ModelMetadataRequest, context) -> pb.ModelMetadataResponse:  # noqa: N802
+        self._data_plane.check_version(request.name, request.version)
+        metadata = await self._data_plane.model_metadata(model_name=request.name)
+        return pb.ModelMetadataResponse(name=metadata["name"], versions=metadata.get("versions") or [],
+                                        platform=metadata["platform"], inputs=metadata["inputs"],
+                                        outputs=metadata["outputs"])

@@ -132,10 +132,13 @@ class Guard:
         await self.app(scope, replay(body, receive), send)
 
     def admitted(self, scope: dict, route: re.Match, found: str | None) -> tuple[dict, re.Match]:
-        """The request to a model's path, checked before its body is read: a known model (404), the version it
-        serves on a versioned path, then the path without it (``unversioned``), and the feedback token (401)."""
+        """The request to a model's path, checked before its body is read: a known model (404), POST for v1
+        inference (405), the version it serves on a versioned path, then the path without it (``unversioned``), and
+        the feedback token (401)."""
         if route["name"] not in self.models:
             raise BadRequest(f"Unknown model '{route['name']}'. Valid: {', '.join(sorted(self.models))}", 404)
+        if route["rest"] == ":predict" and scope["method"] != "POST":  # KServe read '<name>:predict' as a name: 404
+            raise BadRequest(f"{scope['path']}: expected POST, found {scope['method']}", 405, {"Allow": "POST"})
         if found in routes.VERSIONED:
             scope = unversioned(scope, route, self.models[route["name"]])
             route = ROUTE.match(scope["path"])

@@ -15,13 +15,14 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from kserve import ModelServer, model_server
 from kserve.model_server import app as kserve_app
+from kserve.protocol.grpc import server as grpc_server
 from starlette.exceptions import HTTPException
 
 from serving import logs, routes
 from serving.auth import FeedbackToken
 from serving.budget import Budget
 from serving.clients import ClientIdentity, RateLimiter
-from serving.dataplane import AccountedDataPlane
+from serving.dataplane import AccountedDataPlane, VersionedServicer
 from serving.drift import DriftWindow
 from serving.feedback import install_feedback
 from serving.inputs import BadRequest
@@ -147,6 +148,7 @@ def make_server(settings: dict, metrics: PredictorMetrics | None, *, models: lis
                                          if enabled else ReadOnlyRepository(server.registered_models))
     server.dataplane = AccountedDataPlane(server.registered_models, metrics, serves=frozenset(m.name for m in models),
                                           repository=enabled, clients=clients)
+    grpc_server.InferenceServicer = VersionedServicer  # the servicer KServe's GRPCServer.start builds
     return server
 
 

@@ -62,7 +62,7 @@ def test_health_and_readiness(grpc_target):
 def test_model_metadata_matches_rest(stub, server, client):
     found = stub.ModelMetadata(pb.ModelMetadataRequest(name=NAME), timeout=30)
     rest = client.get(f"{server}/v2/models/{NAME}").json()
-    assert found.name == NAME
+    assert found.name == NAME and list(found.versions) == rest["versions"] == [VERSION]
     for kind in ("inputs", "outputs"):
         grpc_tensors = [{"name": t.name, "datatype": t.datatype, "shape": list(t.shape)} for t in getattr(found, kind)]
         assert grpc_tensors == rest[kind]
@@ -148,6 +148,19 @@ def test_a_request_gets_the_outputs_it_names_and_the_served_version(stub):
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "expected requested outputs among ['probabilities', 'class', 'class_index'], found ['nope']" in \
         error.details()
+
+
+def test_model_ready_and_metadata_answer_for_the_served_version_only(stub):
+    """As REST's /v2/models/<name>/versions/<v>[/ready]: the served version answers, any other is NOT_FOUND with the
+    same message (KServe's servicer ignored the field and answered for any version)."""
+    assert stub.ModelReady(pb.ModelReadyRequest(name=NAME, version=VERSION), timeout=30).ready
+    assert stub.ModelMetadata(pb.ModelMetadataRequest(name=NAME, version=VERSION), timeout=30).name == NAME
+    for call, message in ((stub.ModelReady, pb.ModelReadyRequest), (stub.ModelMetadata, pb.ModelMetadataRequest)):
+        error = refused(call, message(name=NAME, version="1"))
+        assert error.code() == grpc.StatusCode.NOT_FOUND
+        assert f"expected version '{VERSION}' of model '{NAME}' (the release this predictor serves), found version " \
+               "'1'" in error.details()
+    assert refused(stub.ModelMetadata, pb.ModelMetadataRequest(name="nope")).code() == grpc.StatusCode.NOT_FOUND
 
 
 def test_a_message_over_max_body_bytes_is_refused(stub, grpc_target):

@@ -203,6 +203,12 @@ def test_a_wrong_method_is_refused_in_the_error_shape_and_counted(server, client
     assert response.status_code == 405 and response.headers["allow"] == "POST"
     assert response.json() == {"error": f"{V2}: expected POST, found GET"}
     assert metric(client, server, "mlnt_requests_total", **counted) == before + 1
+    v1 = {"model": NAME, "protocol": "v1", "outcome": "client_error"}
+    before = metric(client, server, "mlnt_requests_total", **v1)
+    response = client.get(server + V1)  # KServe read 'mlnt-classifier:predict' as a model name: a 404
+    assert response.status_code == 405 and response.headers["allow"] == "POST"
+    assert response.json() == {"error": f"{V1}: expected POST, found GET"}
+    assert metric(client, server, "mlnt_requests_total", **v1) == before + 1
     nowhere = client.get(f"{server}/v3/models")
     assert nowhere.status_code == 404
     assert nowhere.json() == {"error": "expected one of the predictor's endpoints (docs/serving.md), found GET "
