@@ -11,7 +11,8 @@ In the folder layouts, a class is a folder whose name does not start with ``.``;
 ``skipped``, for ingest to report); a class folder with no image is a ``DataError`` naming it and what it holds.
 The ``val`` and ``test`` splits are taken as clean-labelled (checked by hand): ``val`` is the set every selection,
 calibration and gate decision uses, ``test`` the one the gate judges. Where no test split is given,
-``test_fraction`` of the training images (chosen with ``seed``) become the test set, labelled as the rest.
+``test_fraction`` of each class's training images (chosen with ``seed``; at least one of a class with two or more)
+become the test set, labelled as the rest.
 
 Every file read lies inside ``path``: a ``labels.csv`` name that is absolute or climbs out (``..``), or a file
 (``labels.csv``, an image, anything under a class folder) that is a symbolic link leading out of ``path``, is a
@@ -66,8 +67,7 @@ def read_imagefolder(root: Path, *, channels: int, size: int, test_fraction: flo
     test_given = bool((split == "test").any())
     if not test_given:
         train_rows = np.flatnonzero(split == "train")
-        rng = np.random.default_rng(seed)
-        split[train_rows[rng.permutation(train_rows.size)[:round(test_fraction * train_rows.size)]]] = "test"
+        split[held_out_per_class(y, train_rows, test_fraction, np.random.default_rng(seed))] = "test"
     train, val, test = (split == name for name in SPLITS)
     if not train.any():
         raise DataError(f"{root}: expected training images, found only the splits {sorted(set(split))}")
@@ -77,6 +77,23 @@ def read_imagefolder(root: Path, *, channels: int, size: int, test_fraction: flo
                    test_keys=_keys(items, test, root),
                    labels="as given", test_source="the dataset's test split" if test_given else
                    f"held out of the training images (test_fraction {test_fraction}), labelled as given")
+
+
+def held_out_per_class(y: np.ndarray, rows: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """The rows of ``rows`` to hold out, drawn with ``rng`` class by class: ``round(fraction * len(rows))`` of them
+    in all, shared in proportion to the classes' sizes (largest remainders first), with at least one of every class
+    of two or more and never a class's last row (validate needs every class in the test split and in training: a
+    draw over all rows left a small class out at random, and validation failed by the seed)."""
+    labels, sizes = np.unique(y[rows], return_counts=True)
+    share = fraction * sizes
+    count = np.clip(np.floor(share).astype(int), np.where(sizes >= 2, 1, 0), sizes - 1)
+    for i in np.argsort(-(share - np.floor(share)), kind="stable"):  # the rest by largest remainder
+        if count.sum() >= round(fraction * rows.size):
+            break
+        count[i] += count[i] < sizes[i] - 1
+    chosen = [own[rng.permutation(own.size)[:k]] for own, k in
+              ((rows[y[rows] == label], k) for label, k in zip(labels, count, strict=True))]
+    return np.sort(np.concatenate(chosen)) if chosen else rows[:0]
 
 
 def _keys(items: list, rows: np.ndarray, root: Path) -> list[str]:

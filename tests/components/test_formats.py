@@ -230,6 +230,24 @@ def test_clothing1m_bad_label_line(tmp_path):
         run(IngestConfig(dataset="clothing1m", path=str(source), image_size=8), out=tmp_path / "out")
 
 
+def test_the_held_out_test_split_has_every_class_in_proportion_whatever_the_seed():
+    """A draw over all training rows left a small class out of the test split at random (3 images of 60 at
+    test_fraction 0.1: about three seeds in four), and validate, which needs every class there, failed by the
+    seed. Per class: the overall count, in proportion, at least one of each class of two or more, never the last."""
+    from components.formats.imagefolder import held_out_per_class  # noqa: PLC0415
+
+    y = np.array([0] * 40 + [1] * 17 + [2] * 3 + [3] * 1)
+    rows = np.arange(y.size)
+    for seed in range(50):
+        held = held_out_per_class(y, rows, 0.1, np.random.default_rng(seed))
+        counts = np.bincount(y[held], minlength=4)
+        assert counts.tolist() == [4, 1, 1, 0] and len(set(held.tolist())) == held.size, (seed, counts)
+    assert np.bincount(y[held_out_per_class(y, rows, 0.5, np.random.default_rng(0))], minlength=4).tolist() == \
+        [20, 9, 1, 0]  # 30 of 61: 20, 8.5, 1.5, 0.5 floored, the one left to the first tie; the singleton trains
+    half = held_out_per_class(y[:57], rows[:57], 0.3, np.random.default_rng(1))
+    assert half.size == round(0.3 * 57) and np.bincount(y[half]).tolist() == [12, 5]
+
+
 @pytest.mark.parametrize("layout", ["class-folders", "train-test-folders", "csv", "csv-with-bom"])
 def test_imagefolder_layouts(tmp_path, layout):
     """Every layout; "csv-with-bom": a labels.csv saved by Excel as "CSV UTF-8" starts with a byte-order mark,
