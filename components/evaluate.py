@@ -265,15 +265,16 @@ def _label_issue_list(teacher, ingest: Path, noise: Path, config: EvaluateConfig
     known = labels["clean_label"][train] >= 0
     noisy = labels["is_noisy"][train][known]
     rows, everywhere = label_issues(probs, given, labels["is_noisy"][train])
+    score, _, flagged = flag_issues(probs, given)
     summary = {k: everywhere[k] for k in ("estimated_issues", "estimated_noise_rate")}
-    summary["per_class"] = per_class_issues(given, flag_issues(probs, given)[2], names)
+    summary["per_class"] = per_class_issues(given, flagged, names)
     summary["rows_with_clean_label"] = int(known.sum())
     summary["ground_truth"] = bool(noisy.any() and not noisy.all())
     roc = []
-    if summary["ground_truth"]:
-        _, measured = label_issues(probs[known], given[known], noisy)
+    if summary["ground_truth"]:  # the flagged set of every row (the CSV's first estimated_issues), on known rows
+        measured = detection_summary(score[known], flagged[known], noisy)
         summary.update({k: measured[k] for k in ("true_noise_rate", "precision", "recall", "f1", "auroc")})
-        roc = roc_rows(1.0 - probs[known][np.arange(int(known.sum())), given[known]], noisy)
+        roc = roc_rows(score[known], noisy)
     source_keys = _source_keys(ingest)
     for row in rows:
         position = row["index"]  # the row's place among the training rows of labels.npz

@@ -9,8 +9,9 @@ exactly as training and evaluate saw it, which the predictor applies to encoded 
 params of every step up to export and their digest, git commit, the ONNX file's sha256, ``train_class_distribution``:
 the share of each class among the noisy training labels the model learnt from, the reference the predictor's drift
 gauge compares live predictions with, and
-``calibration``: the temperature fitted on the clean validation set, baked into the graph, with the ECE before and
-after on that set and on the clean test set (``test_ece_after``: the released model's; ``metrics.ece`` is the
+``calibration``: the temperature fitted on the validation set (clean, or as noisy as training with a warning:
+``calibration.fitted_on`` says which), baked into the graph, with the ECE before and after on that set and on the
+clean test set (``test_ece_after``: the released model's; ``metrics.ece`` is the
 uncalibrated network's); ``validation``: where that set came from and whether its labels are clean, with evaluate's
 warning when not).
 """
@@ -95,14 +96,16 @@ def choose(baseline: Path, mlnt: Path) -> tuple[str, Path, float]:
 
 
 def to_onnx(net: nn.Module, example: torch.Tensor, metadata: dict[str, str], *, temperature: float = 1.0) -> bytes:
-    """The ONNX bytes of ``Probabilities(net, temperature)``, traced on ``example`` with the dynamo exporter at
-    ``OPSET``: input ``images`` with a dynamic batch axis, output ``probabilities``, ``metadata`` as metadata
-    properties. ``onnx.checker`` (full check) raises on an invalid model; writes nothing."""
+    """The ONNX bytes of ``Probabilities(net, temperature)``, traced with the dynamo exporter at ``OPSET`` on a
+    batch of two copies of ``example``'s first image (a batch of one would fix the batch axis at 1): input ``images``
+    with a dynamic batch axis, output ``probabilities``, ``metadata`` as metadata properties. ``onnx.checker`` (full
+    check) raises on an invalid model; writes nothing."""
     import onnx  # noqa: PLC0415 - export-only dependency
 
     wrapped = Probabilities(net, temperature).eval()
     batch = torch.export.Dim("batch", min=1, max=65536)
-    program = torch.onnx.export(wrapped, (example,), input_names=["images"], output_names=["probabilities"],
+    traced = example[:1].expand(2, *example.shape[1:]).contiguous()
+    program = torch.onnx.export(wrapped, (traced,), input_names=["images"], output_names=["probabilities"],
                                 dynamic_shapes={"images": {0: batch}}, opset_version=OPSET, dynamo=True,
                                 verbose=False)
     model = program.model_proto
@@ -167,7 +170,7 @@ def run(config: ExportConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOISE_
     calibration = calibrate(net, load_split(ingest, noise, workers=config.workers)[1], bins=evaluated["ece_bins"],
                             clean=clean, test=test) if config.calibrate else {"temperature": 1.0}
     metadata["temperature"] = str(calibration["temperature"])
-    onnx_bytes = to_onnx(net, x[:2], metadata, temperature=calibration["temperature"])
+    onnx_bytes = to_onnx(net, x, metadata, temperature=calibration["temperature"])
     check = parity(onnx_bytes, net, x, config.max_abs_diff, temperature=calibration["temperature"])
     given, is_val = read_arrays(Path(noise) / "labels.npz", "noise", "label", "is_val")
     if recorded is not None:  # what each step ran with, as its outputs record it, over what the params file says

@@ -93,6 +93,16 @@ def test_onnx_export_dynamic_batch_metadata_and_parity(exported):
     assert report["passed"] and report["max_abs_diff"] <= 1e-4 and report["argmax_agreement"] == 1.0
 
 
+def test_an_example_of_one_image_exports_the_same_dynamic_batch_graph(exported):
+    """``export.parity_images: 1`` (or a test split of one image) gave a one-image example, on which the exporter
+    fixed the batch axis at 1 and refused the dynamic one ("Invalid ranges [2:1]"): the step failed."""
+    net, onnx_bytes = exported
+    one = to_onnx(net, torch.randn(1, 1, 8, 8), {"class_names": json.dumps(list("abcd"))})
+    assert one == onnx_bytes  # the graph does not depend on the example's values or batch
+    session = ort.InferenceSession(one, providers=["CPUExecutionProvider"])
+    assert session.run(None, {"images": np.zeros((3, 1, 8, 8), np.float32)})[0].shape == (3, 4)
+
+
 def test_the_same_weights_export_to_the_same_bytes_however_export_is_called(exported, tmp_path):
     """No stack trace, source path or module path of the exporting process ships in the ONNX file: another process,
     with the export module loaded under another name (as ``python -m`` loads it as ``__main__``), writes the same

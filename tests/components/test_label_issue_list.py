@@ -61,6 +61,26 @@ def test_rows_whose_clean_label_is_unknown_are_neither_noisy_nor_verified(tmp_pa
     assert written == {i: "" if clean[i] < 0 else str(bool(label[i] != clean[i])) for i in range(36)}
 
 
+def test_precision_and_recall_are_the_csvs_flagged_rows_counted_where_the_clean_label_is_known(tmp_path, monkeypatch):
+    """The flagged set is the CSV's first ``estimated_issues`` rows, over every row; its precision and recall count
+    the known rows among them. (They were a second flagged set's, re-estimated on the known rows alone.)"""
+    ingest, noise, label, clean, is_val = _partly_known(tmp_path)
+    given = label[~is_val]
+    # p(given), p(given + 1), p(given + 2) per row: trusted, except the 6 mislabelled rows (doubted, score .95),
+    # 3 correct known rows (kept, but scored .55) and 6 rows of unknown truth (doubted, score .52)
+    table = np.tile([0.9, 0.05, 0.05], (given.size, 1))
+    table[:6], table[6:9], table[20:26] = [0.05, 0.95, 0.0], [0.45, 0.3, 0.25], [0.48, 0.52, 0.0]
+    probs = np.zeros_like(table)
+    for shift in range(3):
+        probs[np.arange(given.size), (given + shift) % 3] = table[:, shift]
+    monkeypatch.setattr(evaluate, "predict", lambda *args, **kwargs: torch.from_numpy(probs))
+    rows, summary, _ = _label_issue_list(None, ingest, noise, EvaluateConfig(workers=0), NAMES)
+    first = rows[:summary["estimated_issues"]]  # 12: 6 mislabelled, then the 3 correct known rows, then 3 unknown
+    assert summary["estimated_issues"] == 12 and sorted(r["index"] for r in first[6:9]) == [6, 7, 8]
+    found = [r["injected_noise"] for r in first if r["injected_noise"] != ""]
+    assert summary["precision"] == found.count(True) / len(found) == 6 / 9 and summary["recall"] == 1.0
+
+
 def _every_clean_label_known(tmp_path, noisy: bool, n: int = 40):
     """Every clean label known, and either none of the given labels wrong (noise kind none on a curated dataset) or
     every one of them; rows 36 onwards held out for validation."""
