@@ -64,7 +64,7 @@ def test_rows_whose_clean_label_is_unknown_are_neither_noisy_nor_verified(tmp_pa
 def test_precision_and_recall_are_the_csvs_flagged_rows_counted_where_the_clean_label_is_known(tmp_path, monkeypatch):
     """The flagged set is the CSV's first ``estimated_issues`` rows, over every row; its precision and recall count
     the known rows among them. (They were a second flagged set's, re-estimated on the known rows alone.)"""
-    ingest, noise, label, clean, is_val = _partly_known(tmp_path)
+    ingest, noise, label, _clean, is_val = _partly_known(tmp_path)
     given = label[~is_val]
     # p(given), p(given + 1), p(given + 2) per row: trusted, except the 6 mislabelled rows (doubted, score .95),
     # 3 correct known rows (kept, but scored .55) and 6 rows of unknown truth (doubted, score .52)

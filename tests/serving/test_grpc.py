@@ -138,7 +138,8 @@ def test_the_served_version_is_inferred_as_rest_serves_its_versioned_path(stub, 
 
 def test_a_request_gets_the_outputs_it_names_and_the_served_version(stub):
     asked = request("FP32", [1, 1, 8, 8], ZEROS)
-    asked.outputs.extend([pb.ModelInferRequest.InferRequestedOutputTensor(name=name) for name in ("class", "class_index")])
+    wanted = pb.ModelInferRequest.InferRequestedOutputTensor
+    asked.outputs.extend([wanted(name=name) for name in ("class", "class_index")])
     answer = stub.ModelInfer(asked, timeout=30)
     assert [o.name for o in answer.outputs] == ["class", "class_index"]
     assert (answer.model_name, answer.model_version) == (NAME, VERSION)
