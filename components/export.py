@@ -96,15 +96,17 @@ def choose(baseline: Path, mlnt: Path) -> tuple[str, Path, float]:
 
 
 def to_onnx(net: nn.Module, example: torch.Tensor, metadata: dict[str, str], *, temperature: float = 1.0) -> bytes:
-    """The ONNX bytes of ``Probabilities(net, temperature)``, traced with the dynamo exporter at ``OPSET`` on a
-    batch of two copies of ``example``'s first image (a batch of one would fix the batch axis at 1): input ``images``
-    with a dynamic batch axis, output ``probabilities``, ``metadata`` as metadata properties. ``onnx.checker`` (full
-    check) raises on an invalid model; writes nothing."""
+    """The ONNX bytes of ``Probabilities(net, temperature)``, traced with the dynamo exporter at ``OPSET`` on the
+    first two images of ``example`` (its one image twice: a batch of one would fix the batch axis at 1): input
+    ``images`` with a dynamic batch axis, output ``probabilities``, ``metadata`` as metadata properties.
+    ``onnx.checker`` (full check) raises on an invalid model; writes nothing."""
     import onnx  # noqa: PLC0415 - export-only dependency
 
     wrapped = Probabilities(net, temperature).eval()
     batch = torch.export.Dim("batch", min=1, max=65536)
-    traced = example[:1].expand(2, *example.shape[1:]).contiguous()
+    # A slice of a larger batch and a fresh tensor trace to the same graph under other value names (a different
+    # file): slicing, as before one-image examples were taken, keeps the bytes of the models released since.
+    traced = example[:2] if example.shape[0] >= 2 else example.expand(2, *example.shape[1:]).contiguous()
     program = torch.onnx.export(wrapped, (traced,), input_names=["images"], output_names=["probabilities"],
                                 dynamic_shapes={"images": {0: batch}}, opset_version=OPSET, dynamo=True,
                                 verbose=False)
