@@ -11,7 +11,7 @@ the share of each class among the noisy training labels the model learnt from, t
 gauge compares live predictions with, and
 ``calibration``: the temperature fitted on the validation set (clean, or as noisy as training with a warning:
 ``calibration.fitted_on`` says which), baked into the graph, with the ECE before and after on that set and on the
-clean test set (``test_ece_after``: the released model's; ``metrics.ece`` is the
+test set (``test_ece_after``: the released model's; ``metrics.ece`` is the
 uncalibrated network's); ``validation``: where that set came from and whether its labels are clean, with evaluate's
 warning when not).
 """
@@ -63,7 +63,7 @@ class ExportConfig:
 
     parity_images: int = 256  # clean test images compared between PyTorch and onnxruntime
     max_abs_diff: float = 1e-4  # largest allowed difference of any probability
-    calibrate: bool = True  # temperature scaling on the clean validation set (predictions unchanged)
+    calibrate: bool = True  # temperature scaling fitted on the validation set (predictions unchanged)
     workers: int = 2  # DataLoader processes decoding a sharded dataset
 
     def __post_init__(self) -> None:

@@ -134,6 +134,7 @@ def decide(config: GateConfig, *, export: Path, evaluate: Path, registry: Path) 
             champion_version, champion, champion_card = current
     except ValueError as err:  # a broken registry must not skip the comparison with the champion
         check(False, str(err))
+    champion_sha = champion_card.get("onnx_sha256") if champion is not None and champion_card else None
     champion_card = champion_card if champion is not None and card else None  # the card judged, read once
     other_task = task_difference(card, champion_card)
     other_test = test_difference(card, champion_card)
@@ -150,7 +151,7 @@ def decide(config: GateConfig, *, export: Path, evaluate: Path, registry: Path) 
               f"{config.max_regression} (the champion: {registry / 'latest'} -> {champion_version})")
     return {"passed": passed, "reasons": reasons, "accuracy": accuracy, "champion_accuracy": champion,
             "champion_version": champion_version,
-            "champion_onnx_sha256": champion_card.get("onnx_sha256") if champion_card else None,
+            "champion_onnx_sha256": champion_sha,
             "baseline_accuracy": base,
             "min_accuracy": config.min_accuracy, "max_below_baseline": config.max_below_baseline,
             "max_regression": config.max_regression,

@@ -6,6 +6,7 @@ import uuid
 
 import numpy as np
 from kserve import InferOutput, InferRequest, InferResponse
+from kserve.protocol.infer_type import RequestedOutput
 
 from serving.inputs import BadRequest
 
@@ -24,20 +25,26 @@ def v2_response(request: InferRequest, model: str, probabilities: np.ndarray, cl
                 version: str | None = None) -> InferResponse:
     """The v2 answer to ``request`` from model ``model`` at ``version``: ``probabilities`` FP32 ``[N, K]``, ``class``
     (the argmax's name) and ``class_index`` INT64 (flat lists for gRPC), under the request's id (else a new UUID),
-    with its binary choices; only the outputs it names, if it names any (``check_requested`` has checked them), in
-    its order. KServe picks the requested outputs for REST answers only, so they are picked here for both."""
+    with its binary choices (``binary_data_output`` for every output, an output's own ``binary_data`` over it); only
+    the outputs it names, if it names any (``check_requested`` has checked them), in its order. KServe picks the
+    requested outputs for REST answers only, so they are picked here for both."""
     top = probabilities.argmax(axis=1)
     names = np.array([class_names[i] for i in top], dtype=object)
     data = _lists if request.from_grpc else _arrays
     outputs = [InferOutput("probabilities", list(probabilities.shape), "FP32", data=data(probabilities)),
                InferOutput("class", [len(top)], "BYTES", data=data(names)),
                InferOutput("class_index", [len(top)], "INT64", data=data(top.astype(np.int64)))]
-    if request.request_outputs:
+    requested = request.request_outputs
+    if requested:
         by_name = {o.name: o for o in outputs}
-        outputs = [by_name[o.name] for o in request.request_outputs]
+        outputs = [by_name[o.name] for o in requested]
+        if not request.from_grpc:  # KServe's REST answer takes each named output's binary_data, None: JSON
+            requested = [o if o.binary_data is not None else
+                         RequestedOutput(o.name, {**(o.parameters or {}), "binary_data": request.use_binary_outputs})
+                         for o in requested]
     return InferResponse(response_id=request.id or str(uuid.uuid4()), model_name=model, model_version=version,
                          infer_outputs=outputs, use_binary_outputs=request.use_binary_outputs,
-                         requested_outputs=request.request_outputs)
+                         requested_outputs=requested)
 
 
 def _arrays(values: np.ndarray) -> np.ndarray:

@@ -81,16 +81,18 @@ def read_imagefolder(root: Path, *, channels: int, size: int, test_fraction: flo
 
 def held_out_per_class(y: np.ndarray, rows: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
     """The rows of ``rows`` to hold out, drawn with ``rng`` class by class: ``round(fraction * len(rows))`` of them
-    in all, shared in proportion to the classes' sizes (largest remainders first), with at least one of every class
-    of two or more and never a class's last row (validate needs every class in the test split and in training: a
-    draw over all rows left a small class out at random, and validation failed by the seed)."""
+    in all, shared in proportion to the classes' sizes (each class its share rounded down, the rest one by one to
+    the classes furthest below their share), with at least one of every class of two or more and never a class's
+    last row (validate needs every class in the test split and in training: a draw over all rows left a small class
+    out at random, and validation failed by the seed)."""
     labels, sizes = np.unique(y[rows], return_counts=True)
     share = fraction * sizes
     count = np.clip(np.floor(share).astype(int), np.where(sizes >= 2, 1, 0), sizes - 1)
-    for i in np.argsort(-(share - np.floor(share)), kind="stable"):  # the rest by largest remainder
-        if count.sum() >= round(fraction * rows.size):
+    for _ in range(labels.size):  # the rest: to the class furthest below its share, while one has room
+        room = count < sizes - 1
+        if count.sum() >= round(fraction * rows.size) or not room.any():
             break
-        count[i] += count[i] < sizes[i] - 1
+        count[np.flatnonzero(room)[np.argmax((share - count)[room])]] += 1
     chosen = [own[rng.permutation(own.size)[:k]] for own, k in
               ((rows[y[rows] == label], k) for label, k in zip(labels, count, strict=True))]
     return np.sort(np.concatenate(chosen)) if chosen else rows[:0]

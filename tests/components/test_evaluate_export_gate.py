@@ -275,6 +275,12 @@ def test_gate_against_the_champion(tmp_path):
     assert decision["champion_version"] == champion["version"]
     assert (f"fail: accuracy 0.8500, required at least the champion's 0.9000 minus max_regression 0.01 (the "
             f"champion: {registry / 'latest'} -> {champion['version']})") in decision["reasons"]
+    assert decision["champion_onnx_sha256"] == champion["onnx_sha256"]
+    (worse / "model_card.json").unlink()  # the new model's card missing: the champion is still named in full
+    missing = decide(GateConfig(min_accuracy=0.5), export=worse, evaluate=evaluate, registry=registry)
+    assert not missing["passed"]
+    assert (missing["champion_version"], missing["champion_onnx_sha256"]) == (champion["version"],
+                                                                              champion["onnx_sha256"])
 
 
 def test_a_champion_of_another_task_fails_the_gate_naming_the_difference(tmp_path):

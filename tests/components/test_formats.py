@@ -246,6 +246,10 @@ def test_the_held_out_test_split_has_every_class_in_proportion_whatever_the_seed
         [20, 9, 1, 0]  # 30 of 61: 20, 8.5, 1.5, 0.5 floored, the one left to the first tie; the singleton trains
     half = held_out_per_class(y[:57], rows[:57], 0.3, np.random.default_rng(1))
     assert half.size == round(0.3 * 57) and np.bincount(y[half]).tolist() == [12, 5]
+    for sizes, fraction, expected in (([8, 8, 8, 4], 0.2, [2, 2, 1, 1]), ([5, 5, 5, 3], 0.3, [2, 1, 1, 1])):
+        labels = np.repeat(np.arange(len(sizes)), sizes)  # a class lifted to its one image gets no more of the rest
+        held = held_out_per_class(labels, np.arange(labels.size), fraction, np.random.default_rng(0))
+        assert np.bincount(labels[held]).tolist() == expected, (sizes, fraction)
 
 
 @pytest.mark.parametrize("layout", ["class-folders", "train-test-folders", "csv", "csv-with-bom"])

@@ -222,6 +222,16 @@ def test_a_request_gets_the_outputs_it_names_in_its_order_and_an_unknown_one_is_
     assert [o["name"] for o in answer.json()["outputs"]] == ["class_index", "class"], answer.text
     assert [o["name"] for o in client.post(server + V2, json=body).json()["outputs"]] == ["probabilities", "class",
                                                                                           "class_index"]
+    for outputs, binary in (([{"name": "class_index"}], [True]),  # binary_data_output: every output, named or not
+                            ([{"name": "class_index"}, {"name": "probabilities", "parameters": {"binary_data": False}}],
+                             [True, False])):  # an output's own binary_data over it
+        answer = client.post(server + V2, json={**body, "outputs": outputs,
+                                                "parameters": {"binary_data_output": True}})
+        size = int(answer.headers["inference-header-content-length"])
+        header = json.loads(answer.content[:size])
+        assert [o["name"] for o in header["outputs"]] == [o["name"] for o in outputs]
+        assert ["binary_data_size" in o.get("parameters", {}) for o in header["outputs"]] == binary
+        assert np.frombuffer(answer.content[size:size + 16], "<i8").shape == (2,)  # class_index, two INT64
     predicted = metric(client, server, "mlnt_batch_size_count", model=NAME)
     refused = client.post(server + V2, json={**body, "outputs": [{"name": "nope"}]})
     assert refused.status_code == 400
