@@ -2,6 +2,7 @@
 
     python -m components.gate [--params FILE] [--set gate.key=value ...] [--enforce]
     python -m components.gate --check [FOLDER]
+    python -m components.gate --prune KEEP [--registry DIR]
 
 Passes only if the clean-test accuracy of the exported model is at least ``gate.min_accuracy`` (an absolute floor;
 0: none), at most ``gate.max_below_baseline`` below the same run's CE baseline at its best epoch (the control
@@ -19,7 +20,8 @@ passes without a new version, ``released`` false and ``version`` the champion's.
 ``--check`` (for CI, after ``dvc repro``) runs nothing: it reads the decision a gate already wrote
 (``artifacts/gate/decision.json``, or ``FOLDER/decision.json``), prints its verdict and reasons and exits 1 unless
 it passed, or when the file is missing or unreadable; it writes nothing, so it neither releases a second time nor
-touches the DVC output. Each bound is compared with a tolerance of
+touches the DVC output. ``--prune KEEP`` removes every release but the ``KEEP`` newest and the champion (``prune``):
+nothing else ever removes one. Each bound is compared with a tolerance of
 ``TOLERANCE``: a model exactly ``max_regression`` below the champion passes, whatever the float rounding.
 
 Gates may run at once (two pipelines finishing together): a decision that passes is taken again under the
@@ -38,6 +40,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -49,7 +52,7 @@ from typing import NamedTuple
 
 from components.common.artifacts import sha256_file
 from components.common.atomic import write_json
-from components.common.config import cli, printable
+from components.common.config import cli, load_params, printable
 from components.common.steps import FOLDERS
 from components.common.telemetry import reports
 
@@ -317,14 +320,42 @@ def _judge_and_promote(config: GateConfig, export: Path, evaluate: Path, registr
 
 
 def _drop_leftovers(registry: Path) -> None:
-    """Remove what a gate killed while it held the lock left in the registry: its staging folder (``.incoming.*``)
-    and its half-made ``latest`` link (``.latest.<pid>``). Only the lock's holder makes either, and the caller holds
+    """Remove what a gate or prune killed while it held the lock left in the registry: its staging folder
+    (``.incoming.*``), a version it was removing (``.removing.*``) and its half-made ``latest`` link
+    (``.latest.<pid>``). Only the lock's holder makes either, and the caller holds
     it now, so every one found is a dead gate's."""
-    for leftover in registry.glob(".incoming.*"):
+    for leftover in (*registry.glob(".incoming.*"), *registry.glob(".removing.*")):
         shutil.rmtree(leftover, ignore_errors=True)
     for leftover in registry.glob(".latest.*"):
         if leftover.is_symlink() or leftover.is_file():
             leftover.unlink(missing_ok=True)
+
+
+VERSION = re.compile(r"v\d{8}T\d{6}Z-[0-9a-f]{8}")  # a release's folder name (``_version``)
+
+
+def prune(registry: Path, keep: int) -> list[str]:
+    """Remove every version of ``registry`` but the ``keep`` newest and the champion (``latest``'s), under the
+    registry's lock; returns the versions removed, oldest first. Only folders named as versions (``VERSION``) are
+    touched. Each is renamed to a hidden ``.removing.<version>`` before it is deleted, so a version half removed
+    never looks like a release (the next gate or prune removes what a killed one left). A ``latest`` that does not
+    lead to a release (``read_champion``'s ``ValueError``) removes nothing."""
+    if keep < 1:
+        raise ValueError(f"keep: expected at least 1 version kept, found {keep}")
+    if not registry.is_dir():
+        raise ValueError(f"{registry}: expected a registry folder, found {'a file' if registry.exists() else 'none'}")
+    with registry_lock(registry):
+        _drop_leftovers(registry)
+        champion = read_champion(registry)
+        versions = sorted(p.name for p in registry.iterdir()
+                          if VERSION.fullmatch(p.name) and p.is_dir() and not p.is_symlink())
+        kept = set(versions[-keep:]) | ({champion.version} if champion else set())
+        removed = [v for v in versions if v not in kept]
+        for version in removed:
+            doomed = registry / f".removing.{version}"
+            (registry / version).rename(doomed)
+            shutil.rmtree(doomed)
+    return removed
 
 
 def _stage(export: Path, registry: Path) -> Path:
@@ -442,13 +473,46 @@ def check_main(argv: list[str]) -> int:
     return 0 if decision["passed"] else 1
 
 
+def prune_main(argv: list[str]) -> int:
+    """``python -m components.gate --prune KEEP [--registry DIR]``: ``prune``, printing each version removed;
+    returns 0, or 1 with one error line when the registry cannot be pruned."""
+    parser = argparse.ArgumentParser(prog="python -m components.gate",
+                                     description="Remove every release but the KEEP newest and the champion "
+                                                 "(latest's) from the registry; trains and judges nothing.")
+    parser.add_argument("--prune", dest="keep", type=int, required=True, metavar="KEEP",
+                        help="how many of the newest versions to keep (at least 1; the champion is always kept)")
+    parser.add_argument("--registry", default=None, metavar="DIR",
+                        help="the registry folder (default: gate.registry of params.yaml, else releases)")
+    args = parser.parse_args(argv)
+    registry = Path(args.registry or _params_registry())
+    try:
+        removed = prune(registry, args.keep)
+    except (ValueError, OSError) as err:
+        print(f"error: gate: {printable(err)}", file=sys.stderr)
+        return 1
+    for version in removed:
+        print(f"gate: removed {registry / version}")
+    print(f"gate: {len(removed)} version(s) removed from {registry}, the {args.keep} newest and the champion kept")
+    return 0
+
+
+def _params_registry() -> str:
+    """``gate.registry`` of ``params.yaml`` in the working folder, else ``GateConfig``'s default."""
+    try:
+        return str(load_params("params.yaml").get("gate", {}).get("registry") or GateConfig().registry)
+    except (OSError, ValueError):
+        return GateConfig().registry
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m components.gate [--enforce]``: ``run`` with the ``gate`` section, printing the verdict and every
     reason; returns the step's exit code, or 1 for a fail when ``--enforce`` is given. ``--check [FOLDER]``:
-    ``check_main`` (reads the decision, runs nothing)."""
+    ``check_main`` (reads the decision, runs nothing). ``--prune KEEP``: ``prune_main`` (removes old releases)."""
     args = list(sys.argv[1:] if argv is None else argv)
     if any(arg == "--check" or arg.startswith("--check=") for arg in args):
         return check_main(args)
+    if any(arg == "--prune" or arg.startswith("--prune=") for arg in args):
+        return prune_main(args)
     enforce = "--enforce" in args
     if enforce:
         args.remove("--enforce")
@@ -459,7 +523,8 @@ def main(argv: list[str] | None = None) -> int:
         report(outcome)
 
     description = (__doc__.splitlines()[0] + " (--enforce: exit 1 on a fail; --check [FOLDER]: only read the "
-                   "decision already written, exit 1 unless it passed)")
+                   "decision already written, exit 1 unless it passed; --prune KEEP: remove all releases but the "
+                   "KEEP newest and the champion)")
     code = cli("gate", {"gate": GateConfig}, description, body)(args)
     if code == 0 and enforce and not outcome.get("passed"):
         return 1

@@ -701,3 +701,42 @@ def test_a_test_set_held_out_of_labels_as_given_is_not_called_clean(tmp_path):
     assert decision["reasons"][0] == (f"pass: test accuracy (labels as given, not clean) of the exported model "
                                       f"(teacher) is 0.9 in {evaluate / 'metrics.json'}")
     assert f"warning: {held['warning']}" in decision["reasons"]
+
+
+def fake_registry(root, count: int, latest: int) -> list[str]:
+    """``count`` releases, a second apart, ``latest`` pointing at the one of index ``latest``; their names."""
+    versions = [f"v20261201T0000{i:02d}Z-{i:08x}" for i in range(count)]
+    for version in versions:
+        (root / version).mkdir(parents=True)
+        (root / version / "model_card.json").write_text(json.dumps({"metrics": {"accuracy": 0.9}}))
+    (root / "latest").symlink_to(versions[latest])
+    return versions
+
+
+def test_prune_keeps_the_newest_versions_and_the_champion_and_touches_nothing_else(tmp_path, capsys):
+    """Nothing removed a release (every changed model adds one): ``--prune KEEP`` keeps the KEEP newest and the
+    champion, even an old one (``latest`` moved back to roll out an earlier model), and only version folders."""
+    registry = tmp_path / "releases"
+    versions = fake_registry(registry, 6, latest=1)
+    (registry / "notes").mkdir()
+    (registry / ".removing.v20261201T000000Z-00000000").mkdir()  # a killed prune's leftover
+    assert gate.main(["--prune", "2", "--registry", str(registry)]) == 0
+    assert sorted(p.name for p in registry.iterdir() if p.name != ".lock") == sorted(
+        [versions[1], versions[4], versions[5], "latest", "notes"])
+    out = capsys.readouterr().out
+    assert f"gate: removed {registry / versions[0]}" in out and "gate: 3 version(s) removed" in out
+    assert os.readlink(registry / "latest") == versions[1] and gate.read_champion(registry).version == versions[1]
+    assert gate.prune(registry, 3) == []  # the champion and the two newest are all that is left
+
+
+def test_prune_refuses_what_it_cannot_do_safely(tmp_path, capsys):
+    registry = tmp_path / "releases"
+    versions = fake_registry(registry, 3, latest=0)
+    with pytest.raises(ValueError, match="keep: expected at least 1 version kept, found 0"):
+        gate.prune(registry, 0)
+    (registry / versions[0] / "model_card.json").unlink()  # latest leads to no release: a broken registry
+    assert gate.main(["--prune", "1", "--registry", str(registry)]) == 1
+    assert "expected a released model card with metrics.accuracy" in capsys.readouterr().err
+    assert all((registry / v).is_dir() for v in versions)  # nothing removed
+    assert gate.main(["--prune", "1", "--registry", str(tmp_path / "nothing")]) == 1
+    assert "nothing: expected a registry folder, found none" in capsys.readouterr().err
