@@ -97,9 +97,10 @@ def choose(baseline: Path, mlnt: Path) -> tuple[str, Path, float]:
 
 def to_onnx(net: nn.Module, example: torch.Tensor, metadata: dict[str, str], *, temperature: float = 1.0) -> bytes:
     """The ONNX bytes of ``Probabilities(net, temperature)``, traced with the dynamo exporter at ``OPSET`` on the
-    first two images of ``example`` (its one image twice: a batch of one would fix the batch axis at 1): input
-    ``images`` with a dynamic batch axis, output ``probabilities``, ``metadata`` as metadata properties.
-    ``onnx.checker`` (full check) raises on an invalid model; writes nothing."""
+    first two images of ``example`` (its one image twice, copied: one image laid out as the data pipeline gives it,
+    NHWC permuted to NCHW, fails to export with a dynamic batch axis, "Invalid ranges [2:1]"): input ``images`` with
+    a dynamic batch axis, output ``probabilities``, ``metadata`` as metadata properties. ``onnx.checker`` (full
+    check) raises on an invalid model; writes nothing."""
     import onnx  # noqa: PLC0415 - export-only dependency
 
     wrapped = Probabilities(net, temperature).eval()

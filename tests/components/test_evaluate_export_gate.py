@@ -5,7 +5,9 @@ import hashlib
 import itertools
 import json
 import os
+import shutil
 import subprocess
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -93,12 +95,13 @@ def test_onnx_export_dynamic_batch_metadata_and_parity(exported):
     assert report["passed"] and report["max_abs_diff"] <= 1e-4 and report["argmax_agreement"] == 1.0
 
 
-def test_an_example_of_one_image_exports_the_same_dynamic_batch_graph(exported):
-    """``export.parity_images: 1`` (or a test split of one image) gave a one-image example, on which the exporter
-    fixed the batch axis at 1 and refused the dynamic one ("Invalid ranges [2:1]"): the step failed."""
+def test_an_example_of_one_image_as_the_data_pipeline_lays_it_out_exports_a_dynamic_batch_graph(exported):
+    """``export.parity_images: 1`` (or a test split of one image) gave a one-image example with the test set's
+    strides (NHWC images permuted to NCHW), which the exporter refused with a dynamic batch axis ("Invalid ranges
+    [2:1]"): the step failed."""
     net, onnx_bytes = exported
-    one = to_onnx(net, torch.randn(1, 1, 8, 8), {"class_names": json.dumps(list("abcd"))})
-    assert one == onnx_bytes  # the graph does not depend on the example's values or batch
+    one = to_onnx(net, torch.randn(1, 8, 8, 1).permute(0, 3, 1, 2), {"class_names": json.dumps(list("abcd"))})
+    assert one == onnx_bytes  # the graph does not depend on the example's values
     session = ort.InferenceSession(one, providers=["CPUExecutionProvider"])
     assert session.run(None, {"images": np.zeros((3, 1, 8, 8), np.float32)})[0].shape == (3, 4)
 
@@ -719,14 +722,53 @@ def test_prune_keeps_the_newest_versions_and_the_champion_and_touches_nothing_el
     registry = tmp_path / "releases"
     versions = fake_registry(registry, 6, latest=1)
     (registry / "notes").mkdir()
-    (registry / ".removing.v20261201T000000Z-00000000").mkdir()  # a killed prune's leftover
+    (registry / f"{versions[0]}.bak").mkdir()  # named like a version, but not one
+    leftover = registry / ".removing.v20250101T000000Z-deadbeef"  # a killed prune's, of a version gone since
+    leftover.mkdir()
+    (leftover / "model.onnx").write_bytes(b"onnx")
     assert gate.main(["--prune", "2", "--registry", str(registry)]) == 0
     assert sorted(p.name for p in registry.iterdir() if p.name != ".lock") == sorted(
-        [versions[1], versions[4], versions[5], "latest", "notes"])
+        [versions[1], versions[4], versions[5], "latest", "notes", f"{versions[0]}.bak"])
     out = capsys.readouterr().out
     assert f"gate: removed {registry / versions[0]}" in out and "gate: 3 version(s) removed" in out
     assert os.readlink(registry / "latest") == versions[1] and gate.read_champion(registry).version == versions[1]
     assert gate.prune(registry, 3) == []  # the champion and the two newest are all that is left
+
+
+def test_prune_renames_each_version_before_deleting_it_and_waits_for_the_registry_lock(tmp_path, monkeypatch):
+    """A version half deleted is never a release (``.removing.<version>`` is hidden); and a prune never runs while a
+    gate holds the lock (its first act, removing leftovers, would delete the gate's staging folder)."""
+    registry = tmp_path / "releases"
+    fake_registry(registry, 3, latest=2)
+    deleted, rmtree = [], shutil.rmtree
+    monkeypatch.setattr(gate.shutil, "rmtree", lambda path, *a, **k: (deleted.append(Path(path).name),
+                                                                       rmtree(path, *a, **k)))
+    with gate.registry_lock(registry):
+        staging = registry / ".incoming.live"  # a gate promoting now
+        staging.mkdir()
+        pruning = threading.Thread(target=gate.prune, args=(registry, 1), daemon=True)
+        pruning.start()
+        pruning.join(1.0)
+        assert pruning.is_alive() and staging.is_dir() and not deleted
+        staging.rmdir()
+    pruning.join(30)
+    assert not pruning.is_alive() and len(deleted) == 2 and all(n.startswith(".removing.v") for n in deleted)
+
+
+def test_prune_reads_the_registry_from_params_yaml_and_says_why_it_cannot(tmp_path, monkeypatch, capsys):
+    registry = tmp_path / "elsewhere"
+    versions = fake_registry(registry, 3, latest=2)
+    (tmp_path / "params.yaml").write_text("gate:\n  registry: elsewhere\n")
+    monkeypatch.chdir(tmp_path)
+    assert gate.main(["--prune", "1"]) == 0
+    assert sorted(p.name for p in registry.iterdir() if p.name.startswith("v")) == [versions[2]]
+
+    def denied(*_):
+        raise PermissionError(13, "Permission denied", str(registry / versions[2]))
+
+    monkeypatch.setattr(gate, "prune", denied)
+    assert gate.main(["--prune", "1"]) == 1
+    assert capsys.readouterr().err.startswith(f"error: gate: [Errno 13] Permission denied: '{registry}")
 
 
 def test_prune_refuses_what_it_cannot_do_safely(tmp_path, capsys):

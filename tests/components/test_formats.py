@@ -246,10 +246,21 @@ def test_the_held_out_test_split_has_every_class_in_proportion_whatever_the_seed
         [20, 9, 1, 0]  # 30 of 61: 20, 8.5, 1.5, 0.5 floored, the one left to the first tie; the singleton trains
     half = held_out_per_class(y[:57], rows[:57], 0.3, np.random.default_rng(1))
     assert half.size == round(0.3 * 57) and np.bincount(y[half]).tolist() == [12, 5]
-    for sizes, fraction, expected in (([8, 8, 8, 4], 0.2, [2, 2, 1, 1]), ([5, 5, 5, 3], 0.3, [2, 1, 1, 1])):
+    for sizes, fraction, expected in (([8, 8, 8, 4], 0.2, [2, 2, 1, 1]), ([5, 5, 5, 3], 0.3, [2, 1, 1, 1]),
+                                      ([20, 2], 0.1, [2, 1]),  # a class of two gives one
+                                      ([10, 10], 0.19, [2, 2]),  # round(3.8) in all, not the floors' 1 + 1
+                                      ([1, 1, 4], 0.5, [0, 0, 3])):  # never a singleton, nor a class's last
         labels = np.repeat(np.arange(len(sizes)), sizes)  # a class lifted to its one image gets no more of the rest
         held = held_out_per_class(labels, np.arange(labels.size), fraction, np.random.default_rng(0))
         assert np.bincount(labels[held]).tolist() == expected, (sizes, fraction)
+
+
+def test_the_held_out_test_split_is_the_seeds(tmp_path):
+    for i in range(20):
+        write_image(tmp_path / ("cat" if i % 2 else "dog") / f"{i}.png", (8, 8), (i * 10,) * 3)
+    first, again, other = (read_imagefolder(tmp_path, channels=1, size=0, test_fraction=0.3, seed=seed)
+                           for seed in (0, 0, 1))
+    assert first.test_keys == again.test_keys != other.test_keys
 
 
 @pytest.mark.parametrize("layout", ["class-folders", "train-test-folders", "csv", "csv-with-bom"])

@@ -10,7 +10,7 @@ import torch
 
 from components import evaluate
 from components.common.atomic import json_text
-from components.evaluate import EvaluateConfig, _csv, _label_issue_list
+from components.evaluate import EvaluateConfig, _csv, _label_issue_list, flag_issues, roc_rows
 
 NAMES = ["a", "b", "c"]
 
@@ -64,7 +64,7 @@ def test_rows_whose_clean_label_is_unknown_are_neither_noisy_nor_verified(tmp_pa
 def test_precision_and_recall_are_the_csvs_flagged_rows_counted_where_the_clean_label_is_known(tmp_path, monkeypatch):
     """The flagged set is the CSV's first ``estimated_issues`` rows, over every row; its precision and recall count
     the known rows among them. (They were a second flagged set's, re-estimated on the known rows alone.)"""
-    ingest, noise, label, _clean, is_val = _partly_known(tmp_path)
+    ingest, noise, label, clean, is_val = _partly_known(tmp_path)
     given = label[~is_val]
     # p(given), p(given + 1), p(given + 2) per row: trusted, except the 6 mislabelled rows (doubted, score .95),
     # 3 correct known rows (kept, but scored .55) and 6 rows of unknown truth (doubted, score .52)
@@ -74,7 +74,9 @@ def test_precision_and_recall_are_the_csvs_flagged_rows_counted_where_the_clean_
     for shift in range(3):
         probs[np.arange(given.size), (given + shift) % 3] = table[:, shift]
     monkeypatch.setattr(evaluate, "predict", lambda *args, **kwargs: torch.from_numpy(probs))
-    rows, summary, _ = _label_issue_list(None, ingest, noise, EvaluateConfig(workers=0), NAMES)
+    rows, summary, roc = _label_issue_list(None, ingest, noise, EvaluateConfig(workers=0), NAMES)
+    known = clean[~is_val] >= 0  # the ROC too counts the known rows alone: rows of unknown truth are no negatives
+    assert roc == roc_rows(flag_issues(probs, given)[0][known], (label != clean)[~is_val][known])
     first = rows[:summary["estimated_issues"]]  # 12: 6 mislabelled, then the 3 correct known rows, then 3 unknown
     assert summary["estimated_issues"] == 12 and sorted(r["index"] for r in first[6:9]) == [6, 7, 8]
     found = [r["injected_noise"] for r in first if r["injected_noise"] != ""]

@@ -145,6 +145,7 @@ def test_a_split_below_min_images_fails_naming_the_split_the_minimum_and_the_cou
 
 def test_each_split_passes_at_min_images_and_a_val_split_is_checked_too(ingested, tmp_path):
     assert run(ValidateConfig(min_images=60), ingest=ingested, out=tmp_path / "v")["success"]  # test: exactly 60
+    assert run(ValidateConfig(min_images=0), ingest=ingested, out=tmp_path / "v")["success"]  # 0: no minimum
     with np.load(ingested / "test.npz") as test:  # a val split of 20 clean images, as an imagefolder set has
         two_per_class = np.concatenate([np.flatnonzero(test["labels"] == c)[:2] for c in range(10)])
         np.savez(ingested / "val.npz", images=test["images"][two_per_class], labels=test["labels"][two_per_class])

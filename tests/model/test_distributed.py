@@ -243,3 +243,6 @@ def test_a_batch_the_processes_cannot_share_is_refused_before_they_connect(monke
             data_parallel(TrainConfig(batch_size=33)):
         pass
     assert not dist.is_initialized()
+    monkeypatch.setenv("WORLD_SIZE", "1")  # one process: any batch, no process group
+    with data_parallel(TrainConfig(batch_size=33)) as group:
+        assert (group.rank, group.world_size) == (0, 1) and not dist.is_initialized()

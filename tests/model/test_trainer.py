@@ -321,6 +321,52 @@ def test_a_later_rounds_target_blends_in_the_mentor_that_is_the_previous_rounds_
         torch.testing.assert_close(probs, torch.softmax(best(x), dim=1), rtol=0, atol=0)
 
 
+def two_rounds(monkeypatch, keep=None, **settings):
+    """Two rounds of head-mode MLNT on ``noisy_problem``, recording what the mentor filter saw (its probabilities and
+    top_k) and each round's starting weights and training-set size; ``keep`` replaces the filter's mask."""
+    train_data, val_data = noisy_problem()
+    config = MlntConfig(epochs=2, mode="head", rounds=2, ramp_end=1, **{**QUIET, **settings})
+    filtered, starts = [], []
+    real_mask, real_loop = trainer_module.mentor_keep_mask, trainer_module._Loop
+
+    def mask(probs, labels, *, top_k):
+        filtered.append((probs.clone(), top_k))
+        return real_mask(probs, labels, top_k=top_k) if keep is None else keep(labels)
+
+    class Loop(real_loop):
+        def __init__(self, config, net, data, **kwargs):
+            starts.append((copy.deepcopy(net.state_dict()), len(data)))
+            super().__init__(config, net, data, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "mentor_keep_mask", mask)
+    monkeypatch.setattr(trainer_module, "_Loop", Loop)
+    result = train(config, net(), train_data, val_data=val_data)
+    return train_data, result, filtered, starts
+
+
+def test_a_later_round_restarts_from_the_initial_weights_on_what_the_mentor_keeps(monkeypatch):
+    """Round 2 trains from the same initial weights as round 1 (not round 1's), on the samples whose label is among
+    the top ``mentor_top_k`` predictions of the mentor, round 1's best model (not the reset network)."""
+    train_data, result, filtered, starts = two_rounds(monkeypatch)
+    assert len(filtered) == 1 and filtered[0][1] == 1 and state_equal(starts[0][0], starts[1][0])
+    mentor = net()
+    mentor.load_state_dict(result.earlier_rounds[0].best_state)
+    torch.testing.assert_close(filtered[0][0], trainer_module.predict(mentor, train_data), rtol=0, atol=0)
+    assert starts[1][1] < len(train_data)  # top-1 drops some of the 30 % flipped labels
+    _, _, filtered, starts = two_rounds(monkeypatch, mentor_top_k=4)
+    assert filtered[0][1] == 4 and starts[1][1] == len(train_data)  # every label is among 4 of 4 classes
+
+
+def test_a_mentor_that_keeps_exactly_a_batch_trains_the_round(monkeypatch):
+    def one_batch(labels):
+        keep = torch.zeros(labels.shape[0], dtype=torch.bool)
+        keep[:QUIET["batch_size"]] = True
+        return keep
+
+    _, result, _, starts = two_rounds(monkeypatch, keep=one_batch)
+    assert starts[1][1] == QUIET["batch_size"] and result.steps == 2  # one step an epoch
+
+
 def test_a_mentor_that_keeps_less_than_a_batch_is_named():
     train_data, val_data = noisy_problem()  # 480 training samples, 30 % of them flipped
     config = MlntConfig(epochs=1, mode="head", rounds=2, ramp_end=0, **{**QUIET, "batch_size": 450})
