@@ -89,6 +89,8 @@ def test_the_rate_limiter_is_a_token_bucket_per_client():
     assert limiter.take("a", 4) == 0.0 and limiter.take("a", 1) == pytest.approx(0.5)
     limiter.take("c", 1)  # a third client: the least recently seen (b) is forgotten
     assert set(limiter.buckets) == {"a", "c"}
+    now[0] = 3600.0  # an hour idle fills a's bucket to one burst, no more: 10 at once, then it waits
+    assert limiter.take("a", 10) == 0.0 and limiter.take("a", 10) == pytest.approx(5.0)
 
 
 def test_the_client_is_the_peer_address():

@@ -71,3 +71,16 @@ def test_the_window_slides_and_keeps_its_bookkeeping():
 def test_bad_settings_are_refused(size, share, message):
     with pytest.raises(ValueError, match=message):
         DriftWindow(SHARES, size=size, client_share=share)
+
+
+def test_the_predictor_hands_each_images_digest_to_the_window(release):
+    """The same image sent again moves the drift gauge once: the model passes every image's digest to the window,
+    which the window's own tests take as given."""
+    from tests.serving.inprocess import NAME, InProcess  # noqa: PLC0415
+
+    predictor = InProcess(release[0])
+    image = {"inputs": [{"name": "images", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": [0.5] * 64}]}
+    assert predictor.request("POST", f"/v2/models/{NAME}/infer", json=image).status_code == 200
+    once = predictor.sample("mlnt_prediction_drift")
+    assert predictor.request("POST", f"/v2/models/{NAME}/infer", json=image).status_code == 200
+    assert predictor.sample("mlnt_prediction_drift") == once

@@ -139,9 +139,10 @@ def test_the_served_version_is_inferred_as_rest_serves_its_versioned_path(stub, 
 def test_a_request_gets_the_outputs_it_names_and_the_served_version(stub):
     asked = request("FP32", [1, 1, 8, 8], ZEROS)
     wanted = pb.ModelInferRequest.InferRequestedOutputTensor
-    asked.outputs.extend([wanted(name=name) for name in ("class", "class_index")])
+    asked.outputs.extend([wanted(name=name) for name in ("class_index", "class")])  # not the model's order
+    asked.id = "req-42"
     answer = stub.ModelInfer(asked, timeout=30)
-    assert [o.name for o in answer.outputs] == ["class", "class_index"]
+    assert [o.name for o in answer.outputs] == ["class_index", "class"] and answer.id == "req-42"
     assert (answer.model_name, answer.model_version) == (NAME, VERSION)
     unknown = request("FP32", [1, 1, 8, 8], ZEROS)
     unknown.outputs.append(pb.ModelInferRequest.InferRequestedOutputTensor(name="nope"))

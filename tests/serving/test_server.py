@@ -196,6 +196,50 @@ def test_bad_requests_get_a_4xx_that_says_why_and_are_counted(server, client, pa
     assert v2_probabilities(client.post(server + V2, json=v2_tensor(x))).shape == (1, len(CLASSES))
 
 
+def test_a_body_is_limited_to_max_body_bytes_however_it_is_sent_and_curl_d_is_json(server, client):
+    """A body of exactly --max-body-bytes is answered; one streamed in chunks without a content-length, each under
+    the limit, is refused once their sum passes it; a JSON body sent with curl -d's form content type (or as text)
+    is read as JSON, v2 as v1."""
+    limit = LIMITS["max_body_bytes"]
+    body = json.dumps(v2_tensor(np.zeros((1, 1, 8, 8), np.float32))).encode()
+    exact = client.post(server + V2, content=body + b" " * (limit - len(body)),
+                        headers={"content-type": "application/json"})
+    assert exact.status_code == 200, exact.text
+
+    def chunks():
+        for _ in range(3):
+            yield b" " * (limit * 2 // 3)
+
+    streamed = client.post(server + V2, content=chunks(), headers={"content-type": "application/json"})
+    assert streamed.status_code == 413
+    assert streamed.json() == {"error": f"expected a request body of at most {limit} bytes, found more than {limit} "
+                                        "bytes"}
+    v1 = json.dumps({"instances": np.zeros((1, 1, 8, 8)).tolist()})
+    for path, content in ((V2, body), (V1, v1)):
+        for kind in ("application/x-www-form-urlencoded", "text/plain"):
+            answer = client.post(server + path, content=content, headers={"content-type": kind})
+            assert answer.status_code == 200, (path, kind, answer.text)
+
+
+def test_a_v2_answer_echoes_the_requests_id(server, client):
+    body = v2_tensor(np.zeros((1, 1, 8, 8), np.float32))
+    assert client.post(server + V2, json={**body, "id": "req-42"}).json()["id"] == "req-42"
+    assert client.post(server + V2, json=body).json()["id"]  # none given: a new one
+
+
+def test_every_image_of_a_batch_is_counted_as_a_prediction(server, client):
+    """``mlnt_predictions_total`` counts images, not requests, and ``mlnt_batch_size`` observes the images a request
+    holds (two images of one class add two, not one)."""
+    def counted():
+        return (sum(metric(client, server, "mlnt_predictions_total", model=NAME, **{"class": c}) for c in CLASSES),
+                metric(client, server, "mlnt_batch_size_sum", model=NAME),
+                metric(client, server, "mlnt_batch_size_count", model=NAME))
+
+    before = counted()
+    assert client.post(server + V2, json=v2_tensor(np.zeros((3, 1, 8, 8), np.float32))).status_code == 200
+    assert counted() == (before[0] + 3, before[1] + 3, before[2] + 1)
+
+
 def test_a_wrong_method_is_refused_in_the_error_shape_and_counted(server, client):
     counted = {"model": NAME, "protocol": "v2", "outcome": "client_error"}
     before = metric(client, server, "mlnt_requests_total", **counted)
@@ -306,6 +350,9 @@ def test_feedback_updates_the_disagreement_counters(server, client):
     wrong = client.post(url, json={"predicted": "cow", "label": "dog"})
     assert wrong.status_code == 400
     assert wrong.json()["error"] == "item 0 predicted: Unknown class 'cow'. Valid: ant, bee, cat, dog (or 0..3)"
+    for index in (len(CLASSES), -1):  # indices run 0..K-1
+        wrong = client.post(url, json={"predicted": 0, "label": index})
+        assert wrong.status_code == 400 and wrong.json()["error"].startswith(f"item 0 label: Unknown class {index}")
     for blob in CORRUPT_PNGS.values():  # the instances form decodes as inference does
         corrupt = client.post(url, json={**v1_images([blob]), "labels": ["ant"]})
         assert corrupt.status_code == 400 and corrupt.json()["error"].startswith(UNREADABLE.format(len(blob)))

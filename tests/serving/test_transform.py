@@ -128,6 +128,16 @@ def test_cards_without_a_crop_resize_images_as_before():
     assert np.array_equal(decode_image(same.getvalue(), spec, "image 0")[..., 0], want)
 
 
+@pytest.mark.parametrize("name", ["nearest", "bicubic", "lanczos"])
+def test_a_cards_resize_filter_is_the_one_the_predictor_uses(name):
+    card = card_for({"dataset": "fashion-mnist", "format": "arrays"}, 28, 1, {"mean": [0.3], "std": [0.35]})
+    card["input"]["transform"]["filter"] = name
+    spec = spec_from_card(card, Path("model_card.json"))
+    jpeg = gradient_jpeg(40, 30)
+    want = np.asarray(Image.open(io.BytesIO(jpeg)).convert("L").resize((28, 28), Image.Resampling[name.upper()]))
+    assert np.array_equal(decode_image(jpeg, spec, "image 0")[..., 0], want)
+
+
 @pytest.mark.parametrize("transform, found", [
     ("crop", "found str"),
     ({"method": "letterbox"}, "found method 'letterbox', filter 'bilinear'"),
