@@ -322,8 +322,8 @@ def _judge_and_promote(config: GateConfig, export: Path, evaluate: Path, registr
 def _drop_leftovers(registry: Path) -> None:
     """Remove what a gate or prune killed while it held the lock left in the registry: its staging folder
     (``.incoming.*``), a version it was removing (``.removing.*``) and its half-made ``latest`` link
-    (``.latest.<pid>``). Only the lock's holder makes either, and the caller holds
-    it now, so every one found is a dead gate's."""
+    (``.latest.<pid>``). Only the lock's holder makes any of them, and the caller holds it now, so every one found
+    is a dead gate's or prune's."""
     for leftover in (*registry.glob(".incoming.*"), *registry.glob(".removing.*")):
         shutil.rmtree(leftover, ignore_errors=True)
     for leftover in registry.glob(".latest.*"):
@@ -346,10 +346,11 @@ def prune(registry: Path, keep: int) -> list[str]:
         raise ValueError(f"{registry}: expected a registry folder, found {'a file' if registry.exists() else 'none'}")
     with registry_lock(registry):
         _drop_leftovers(registry)
-        champion = read_champion(registry)
+        champion = read_champion(registry)  # the folder latest leads to, however the link names it (./v..., /abs)
+        serving = {(registry / "latest").resolve().name} if champion else set()
         versions = sorted(p.name for p in registry.iterdir()
                           if VERSION.fullmatch(p.name) and p.is_dir() and not p.is_symlink())
-        kept = set(versions[-keep:]) | ({champion.version} if champion else set())
+        kept = set(versions[-keep:]) | serving
         removed = [v for v in versions if v not in kept]
         for version in removed:
             doomed = registry / f".removing.{version}"

@@ -733,6 +733,9 @@ def test_prune_keeps_the_newest_versions_and_the_champion_and_touches_nothing_el
     assert f"gate: removed {registry / versions[0]}" in out and "gate: 3 version(s) removed" in out
     assert os.readlink(registry / "latest") == versions[1] and gate.read_champion(registry).version == versions[1]
     assert gate.prune(registry, 3) == []  # the champion and the two newest are all that is left
+    (registry / "latest").unlink()
+    (registry / "latest").symlink_to((registry / versions[1]).resolve())  # pointed at by hand, an absolute path
+    assert gate.prune(registry, 1) == [versions[4]]  # the champion kept, however the link names it
 
 
 def test_prune_renames_each_version_before_deleting_it_and_waits_for_the_registry_lock(tmp_path, monkeypatch):
