@@ -19,7 +19,7 @@ from kserve import InferRequest, Model
 from serving.clients import CLIENT
 from serving.inputs import Encoded, decode_images, v1_batch, v2_batch
 from serving.metrics import PredictorMetrics
-from serving.outputs import check_requested, v1_response, v2_response
+from serving.outputs import check_requested, output_types, v1_response, v2_response
 from serving.release import Release, ReleaseError
 
 MAX_DECODE_PIXELS = 4 * 4096 * 4096  # per request: four images of the largest size, or 256 of 512 x 512
@@ -118,10 +118,8 @@ class Classifier(Model):
 
     def get_output_types(self) -> list[dict]:
         """The outputs the v2 metadata lists: ``probabilities`` FP32 ``[-1, K]``, ``class`` BYTES and ``class_index``
-        INT64 ``[-1]``."""
-        return [{"name": "probabilities", "datatype": "FP32", "shape": [-1, len(self.spec.class_names)]},
-                {"name": "class", "datatype": "BYTES", "shape": [-1]},
-                {"name": "class_index", "datatype": "INT64", "shape": [-1]}]
+        INT64 ``[-1]`` (``serving.outputs.output_types``, the answer's own table)."""
+        return output_types(len(self.spec.class_names))
 
 
 def digests(images: np.ndarray) -> list[bytes]:

@@ -10,7 +10,15 @@ from kserve.protocol.infer_type import RequestedOutput
 
 from serving.inputs import BadRequest
 
-OUTPUTS = ("probabilities", "class", "class_index")  # every v2 answer's, in this order
+DATATYPES = {"probabilities": "FP32", "class": "BYTES", "class_index": "INT64"}  # every v2 answer's, in order
+OUTPUTS = tuple(DATATYPES)
+
+
+def output_types(classes: int) -> list[dict]:
+    """The outputs the v2 metadata lists: ``probabilities`` ``[-1, classes]``, ``class`` and ``class_index``
+    ``[-1]``, with their datatypes."""
+    return [{"name": name, "datatype": datatype, "shape": [-1, classes] if name == "probabilities" else [-1]}
+            for name, datatype in DATATYPES.items()]
 
 
 def check_requested(request: InferRequest) -> None:
@@ -31,9 +39,9 @@ def v2_response(request: InferRequest, model: str, probabilities: np.ndarray, cl
     top = probabilities.argmax(axis=1)
     names = np.array([class_names[i] for i in top], dtype=object)
     data = _lists if request.from_grpc else _arrays
-    outputs = [InferOutput("probabilities", list(probabilities.shape), "FP32", data=data(probabilities)),
-               InferOutput("class", [len(top)], "BYTES", data=data(names)),
-               InferOutput("class_index", [len(top)], "INT64", data=data(top.astype(np.int64)))]
+    values = {"probabilities": probabilities, "class": names, "class_index": top.astype(np.int64)}
+    outputs = [InferOutput(name, list(values[name].shape), datatype, data=data(values[name]))
+               for name, datatype in DATATYPES.items()]
     requested = request.request_outputs
     if requested:
         by_name = {o.name: o for o in outputs}
