@@ -164,10 +164,12 @@ def flag_issues(probs: np.ndarray, given: np.ndarray) -> tuple[np.ndarray, np.nd
     return score, order, flagged
 
 
-def label_issues(probs: np.ndarray, given: np.ndarray, is_noisy: np.ndarray) -> tuple[list[dict], dict]:
+def label_issues(probs: np.ndarray, given: np.ndarray, is_noisy: np.ndarray, *,
+                 flags: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> tuple[list[dict], dict]:
     """The ranking by score, best first (``label_issues.csv``'s rows; the flagged set is its first
-    ``estimated_issues``), and how the flagged set finds the injected noise."""
-    score, order, flagged = flag_issues(probs, given)
+    ``estimated_issues``), and how the flagged set finds the injected noise; ``flags`` is ``flag_issues``'s answer
+    for ``probs`` and ``given`` where the caller has it."""
+    score, order, flagged = flag_issues(probs, given) if flags is None else flags
     suggested = probs.argmax(1)
     summary = detection_summary(score, flagged, is_noisy)
     rows = [{"rank": r + 1, "index": int(i), "given_label": int(given[i]), "suggested_label": int(suggested[i]),
@@ -264,8 +266,9 @@ def _label_issue_list(teacher, ingest: Path, noise: Path, config: EvaluateConfig
                     desc="evaluate: the teacher on the training labels").numpy()
     known = labels["clean_label"][train] >= 0
     noisy = labels["is_noisy"][train][known]
-    rows, everywhere = label_issues(probs, given, labels["is_noisy"][train])
-    score, _, flagged = flag_issues(probs, given)
+    flags = flag_issues(probs, given)  # one ranking for the CSV, the flagged set and the scores on known rows
+    rows, everywhere = label_issues(probs, given, labels["is_noisy"][train], flags=flags)
+    score, _, flagged = flags
     summary = {k: everywhere[k] for k in ("estimated_issues", "estimated_noise_rate")}
     summary["per_class"] = per_class_issues(given, flagged, names)
     summary["rows_with_clean_label"] = int(known.sum())
