@@ -16,6 +16,7 @@ never read. Images are checked against a pixel limit from their header before th
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from components.common.errors import DataError
@@ -24,6 +25,7 @@ from components.formats.images import MAX_PIXELS, check_encoded
 
 CLASSES = ("T-Shirt", "Shirt", "Knitwear", "Chiffon", "Sweater", "Hoodie", "Windbreaker", "Jacket", "Down Coat",
            "Suit", "Shawl", "Dress", "Vest", "Underwear")
+LABEL = re.compile(r"-?[0-9]+")  # what int() reads as a label here (ASCII digits: not '1²', not '--3')
 SPLITS = {"train": "noisy_train_key_list.txt", "val": "clean_val_key_list.txt", "test": "clean_test_key_list.txt"}
 
 
@@ -41,7 +43,7 @@ def read_label_kv(path: Path, num_classes: int) -> tuple[dict[str, int], dict[st
             if not line.strip():
                 continue
             parts = line.split()
-            if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
+            if len(parts) != 2 or not LABEL.fullmatch(parts[1]):
                 raise DataError(f"{path} line {number}: expected '<image key> <label>', found {line.strip()!r}")
             key, label = parts[0], int(parts[1])
             if not 0 <= label < num_classes:

@@ -147,9 +147,11 @@ def _from_folders(root: Path, sub: str, split: str, skipped: Counter[str]) -> li
         for p in sorted(cls.rglob("*")):
             if any(part.startswith(".") for part in p.relative_to(cls).parts):
                 continue  # hidden files and folders (.DS_Store, ._x.jpg, .ipynb_checkpoints): never read
+            if p.is_dir():
+                continue  # a folder, whatever its name ends with (``album.jpg/``): rglob lists its files
             if p.suffix.lower() in EXTENSIONS:
                 images.append(p)
-            elif not p.is_dir():
+            else:
                 other[p.suffix.lower()] += 1
         if not images:
             held = f", {describe_skipped(other)}" if other else " (an empty folder)"

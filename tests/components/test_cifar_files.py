@@ -255,6 +255,12 @@ def test_labels_that_are_not_integers_are_named(tmp_path):
     batch.write_bytes(pickle.dumps({**table, b"labels": [1, b"cat"]}, protocol=2))
     with pytest.raises(DataError, match=r"\(data_batch_5\): expected labels as a list of integers, found bytes$"):
         read_cifar10(source)
+    batch.write_bytes(pickle.dumps({**table, b"labels": [1, True]}, protocol=2))  # a bool is no class index
+    with pytest.raises(DataError, match=r"\(data_batch_5\): expected labels as a list of integers, found bool$"):
+        read_cifar10(source)
+    batch.write_bytes(pickle.dumps({**table, b"labels": np.array([[1], [2]])}, protocol=2))  # a column, not [N]
+    with pytest.raises(DataError, match=r"\(data_batch_5\): expected labels as a 1-D array, found shape \[2, 1\]$"):
+        read_cifar10(source)
 
 
 def test_cifar10n_human_labels_checked_out_as_links_into_the_dvc_cache(tmp_path):

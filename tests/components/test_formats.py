@@ -1,6 +1,7 @@
 """Each dataset format read from a tiny fixture written in exactly its published layout."""
 
 import errno
+import hashlib
 import json
 import os
 import pickle
@@ -596,3 +597,207 @@ def test_clothing1m_conflicting_labels_keep_the_last_and_are_reported(tmp_path, 
     assert ingest_main(["--params", "params.yaml"]) == 0
     assert (f"WARNING: noisy_label_kv.txt: 1 image key listed with different labels; each keeps its last label (e.g. "
             f"{key} [{label}, {other}])") in capsys.readouterr().err
+
+
+def test_imagefolder_npz_files_keep_each_images_file_relative_to_the_folder(tmp_path):
+    """train.npz and test.npz carry ``keys``, the file of each row, which the label-issue list and validate's
+    duplicate report name."""
+    root, _ = write_folder_with_val(tmp_path / "mine", "folders", count=12, val_from=10)
+    run(IngestConfig(dataset="imagefolder", path=str(root), channels=1, test_fraction=0.25), out=tmp_path / "out")
+    for split in ("train", "val", "test"):
+        with np.load(tmp_path / "out" / f"{split}.npz") as arrays:
+            keys = arrays["keys"].tolist()
+            values = arrays["images"][:, 0, 0, 0].tolist()
+        assert len(keys) == len(values) and all(key.startswith(("train/", "val/")) for key in keys)
+        assert [int(Path(key).stem) * 10 for key in keys] == values  # each row's own file
+
+
+def test_clothing1m_training_order_is_the_seeds(tmp_path):
+    """The training samples are written in a random order drawn with ingest.seed: the same seed, the same shards."""
+    source = write_clothing1m(tmp_path / "c1m", per_split=3, train=12)
+    orders = []
+    for seed in (0, 0, 1):
+        run(IngestConfig(dataset="clothing1m", path=str(source), image_size=8, seed=seed), out=tmp_path / "out")
+        orders.append([k.decode() for k in read_index(tmp_path / "out", "train").key])
+    assert orders[0] == orders[1] != orders[2] and sorted(orders[0]) == sorted(orders[2])
+
+
+def test_clothing1m_manifest_digest_is_every_key_with_its_files_sha256(tmp_path):
+    """``images_sha256``: one digest over every image key and its file's sha256 (docs/data.md), in shard order."""
+    source = write_clothing1m(tmp_path / "c1m", per_split=3)
+    manifest = run(IngestConfig(dataset="clothing1m", path=str(source), image_size=8), out=tmp_path / "out")
+    digest = hashlib.sha256()
+    for split in ("train", "val", "test"):
+        for key in read_index(tmp_path / "out", split).key:
+            digest.update(f"{key.decode()} {hashlib.sha256((source / key.decode()).read_bytes()).hexdigest()}\n"
+                          .encode())
+    assert manifest["images_sha256"] == digest.hexdigest()
+
+
+def test_clothing1m_ingest_removes_the_staging_folder_a_killed_run_left(tmp_path):
+    source = write_clothing1m(tmp_path / "c1m", per_split=3)
+    leftover = tmp_path / "out" / ".shards.k1ll3d_x"  # mkdtemp's name: what a run killed mid-copy leaves
+    leftover.mkdir(parents=True)
+    (leftover / "train-00000.tar").write_bytes(b"half a shard")
+    run(IngestConfig(dataset="clothing1m", path=str(source), image_size=8), out=tmp_path / "out")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["manifest.json", "shards"]
+
+
+def test_clothing1m_manifest_records_the_crop_as_the_image_shape_and_its_labels_as_given(tmp_path):
+    """The short side is resized to ingest.resize, then cropped to ingest.image_size: the shape every step sees is
+    the crop's. Clothing1M's web labels are labels whose truth is not known: ``as given``."""
+    source = write_clothing1m(tmp_path / "c1m", per_split=3)
+    manifest = run(IngestConfig(dataset="clothing1m", path=str(source), image_size=8, resize=12),
+                   out=tmp_path / "out")
+    assert manifest["image_shape"] == [8, 8, 3]
+    assert (manifest["transform"]["resize"], manifest["transform"]["crop"]) == (12, 8)
+    assert manifest["labels"] == "as given" and manifest["test_source"] == "the dataset's test split"
+
+
+def write_human_labels(path, clean, **changes):
+    """A CIFAR-10_human.pt whose every label set is ``clean``, but for ``changes`` (name: array)."""
+    import torch  # noqa: PLC0415
+
+    table = {name: clean.copy() for name in ("clean_label", "aggre_label", "worse_label", "random_label1",
+                                              "random_label2", "random_label3")}
+    torch.save({**table, **changes}, path)
+
+
+def test_cifar10n_labels_are_checked_against_cifar10(tmp_path):
+    """Each label set holds class indices in [0, 9]; ``clean_label`` must be CIFAR-10's own training labels."""
+    source = write_cifar10(tmp_path / "cifar")
+    clean = read_cifar10(source).train_labels
+    human = source / "CIFAR-10_human.pt"
+    write_human_labels(human, clean, worse_label=np.where(np.arange(clean.size) == 3, 10, clean))
+    with pytest.raises(DataError, match=r"CIFAR-10_human.pt: expected worse_label labels in \[0, 9\], found values "
+                                        r"from 0 to 10"):
+        read_cifar10n(source, human)
+    write_human_labels(human, clean, random_label1=np.where(np.arange(clean.size) == 3, -1, clean))
+    with pytest.raises(DataError, match=r"CIFAR-10_human.pt: expected random_label1 labels in \[0, 9\], found "
+                                        r"values from -1 to \d"):
+        read_cifar10n(source, human)
+    write_human_labels(human, clean, clean_label=(clean + 1) % 10)
+    with pytest.raises(DataError, match=r"CIFAR-10_human.pt: expected clean_label to equal the CIFAR-10 training "
+                                        r"labels in order, found 20 differences"):
+        read_cifar10n(source, human)
+
+
+def test_cifar10n_manifest_hashes_the_human_labels_file(tmp_path):
+    source = write_cifar10(tmp_path / "cifar", tarball=True).parent
+    write_cifar10n(source / "CIFAR-10_human.pt", read_cifar10(source).train_labels)
+    manifest = run(IngestConfig(dataset="cifar10n", path=str(source)), out=tmp_path / "out")
+    assert sorted(manifest["inputs_sha256"]) == ["CIFAR-10_human.pt", "cifar-10-python.tar.gz"]
+    assert manifest["inputs_sha256"]["CIFAR-10_human.pt"] == \
+        hashlib.sha256((source / "CIFAR-10_human.pt").read_bytes()).hexdigest()
+
+
+def test_a_tarball_without_a_batch_is_named(tmp_path):
+    tarball = write_cifar10(tmp_path / "cifar", tarball=True)
+    with tarfile.open(tarball) as source, tarfile.open(tmp_path / "cut.tar.gz", "w:gz") as target:
+        for member in source.getmembers():
+            if not member.name.endswith("data_batch_3"):
+                target.addfile(member, source.extractfile(member))
+    with pytest.raises(DataError, match=r"cut.tar.gz: expected the CIFAR-10 batches data_batch_3, found none"):
+        read_cifar10(tmp_path / "cut.tar.gz")
+
+
+def test_clothing1m_class_names_labels_and_hashed_lists(tmp_path):
+    """category_names_eng.txt names the classes; a label must lie in [0, K - 1]; the manifest hashes the two label
+    files and the three key lists."""
+    source = write_clothing1m(tmp_path / "c1m", per_split=3)
+    names = [f"class {i}" for i in range(14)]
+    (source / "category_names_eng.txt").write_text("\n".join(names) + "\n\n")
+    manifest = run(IngestConfig(dataset="clothing1m", path=str(source), image_size=8), out=tmp_path / "out")
+    assert manifest["class_names"] == names
+    assert sorted(manifest["inputs_sha256"]) == sorted(["noisy_label_kv.txt", "clean_label_kv.txt",
+                                                        *c1m.SPLITS.values()])
+    with open(source / "noisy_label_kv.txt", "a") as fh:
+        fh.write("images/0/00/x.jpg 14\n")
+    with pytest.raises(DataError, match=r"noisy_label_kv.txt line \d+: expected a label in \[0, 13\], found 14$"):
+        c1m.read_label_kv(source / "noisy_label_kv.txt", 14)
+
+
+def test_the_pixel_limit_admits_an_image_of_exactly_the_limit():
+    from components.formats.images import check_pixels  # noqa: PLC0415
+
+    check_pixels((100, 50), where="x.png", max_pixels=5000)
+    with pytest.raises(ImageTooLargeError, match=r"x.png: expected an image of at most 4999 pixels .* found "
+                                                 r"100x50 = 5000 pixels"):
+        check_pixels((100, 50), where="x.png", max_pixels=4999)
+
+
+def test_a_32_bit_image_just_over_16_bits_is_refused(tmp_path):
+    Image.fromarray(np.array([[0, 65536]], dtype=np.int32), mode="I").save(tmp_path / "a.tif", format="TIFF")
+    with pytest.raises(DataError, match=r"a.tif: expected an image of 8 or 16 bits a channel \(values 0..65535\), "
+                                        r"found mode I with values 0..65536"):
+        load_image(tmp_path / "a.tif", channels=1, size=0)
+
+
+def test_imagefolder_classes_are_sorted_by_name_and_extensions_read_in_any_case(tmp_path):
+    """Classes are numbered in name order, not in the order labels.csv first lists them; ``.PNG`` is an image."""
+    root = tmp_path / "mine"
+    rows = ["filename,label"]
+    for i, cls in enumerate(["zebra", "ant", "zebra", "ant", "moth", "moth"]):
+        write_image(root / "pics" / f"{i}.PNG", (4, 4), (i * 30, 0, 0))
+        rows.append(f"pics/{i}.PNG,{cls}")
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    dataset = read_imagefolder(root, channels=3, size=0, test_fraction=0.5, seed=0)
+    assert dataset.class_names == ["ant", "moth", "zebra"]
+    assert sorted(zip(dataset.train_keys + dataset.test_keys, [*dataset.train_labels, *dataset.test_labels],
+                      strict=True)) == [(f"pics/{i}.PNG", label) for i, label in enumerate([2, 0, 2, 0, 1, 1])]
+    (root / "labels.csv").unlink()
+    for i, cls in enumerate(["zebra", "ant", "zebra", "ant"]):
+        (root / "pics" / f"{i}.PNG").rename((root / cls).mkdir(exist_ok=True) or root / cls / f"{i}.PNG")
+    (root / "ant" / "more").mkdir()  # a sub-folder is no skipped file; the images in it are read
+    write_image(root / "ant" / "more" / "9.png", (4, 4), (9, 9, 9))
+    shutil.rmtree(root / "pics")
+    manifest = run(IngestConfig(dataset="imagefolder", path=str(root)), out=tmp_path / "out")
+    assert manifest["class_names"] == ["ant", "zebra"] and sum(manifest["counts"].values()) == 5
+    assert "skipped_files" not in manifest
+
+
+def test_a_labels_csv_without_training_images_is_refused(tmp_path):
+    root = tmp_path / "mine"
+    rows = ["filename,label,split"]
+    for i in range(4):
+        write_image(root / f"{i}.png", (4, 4), (i, i, i))
+        rows.append(f"{i}.png,{'cat' if i % 2 else 'dog'},{'val' if i < 2 else 'test'}")
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    with pytest.raises(DataError, match=r"mine: expected training images, found only the splits \['test', 'val'\]"):
+        read_imagefolder(root, channels=1, size=0, test_fraction=0.5, seed=0)
+
+
+def test_a_conflicting_key_lists_each_label_once_in_the_order_they_first_appear(tmp_path):
+    (tmp_path / "kv.txt").write_text("a.jpg 3\nb.jpg 1\na.jpg 5\n\na.jpg 3\na.jpg 5\nb.jpg 1\n")
+    table, conflicts = c1m.read_label_kv(tmp_path / "kv.txt", 14)
+    assert table == {"a.jpg": 5, "b.jpg": 1} and conflicts == {"a.jpg": [3, 5]}
+
+
+def test_clothing1m_category_names_leading_out_of_the_folder_are_refused(tmp_path):
+    source = write_clothing1m(tmp_path / "c1m", per_split=3)
+    (tmp_path / "secret.txt").write_text("\n".join(f"leaked {i}" for i in range(14)))
+    (source / "category_names_eng.txt").symlink_to(tmp_path / "secret.txt")
+    with pytest.raises(DataError, match=r"category_names_eng.txt: expected a file inside .*, found a symbolic link "
+                                        r"to .*secret.txt, outside it"):
+        c1m.class_names(source)
+
+
+@pytest.mark.parametrize("label", ["--3", "1\u00b2"])
+def test_a_malformed_clothing1m_label_is_a_data_error_naming_its_line(tmp_path, label):
+    """A label ``int`` cannot read ('--3', '1²') is a DataError naming the file and line: it was a bare ValueError
+    ("invalid literal for int() with base 10: '--3'"), naming neither."""
+    (tmp_path / "noisy_label_kv.txt").write_text(f"images/0/00/a.jpg 1\nimages/0/00/b.jpg {label}\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"noisy_label_kv.txt line 2: expected '<image key> <label>', found"):
+        c1m.read_label_kv(tmp_path / "noisy_label_kv.txt", 14)
+
+
+def test_a_sub_folder_named_like_an_image_is_not_read_as_one(tmp_path):
+    """A class folder's images are the files under it whose extension is an image's; a folder ``album.jpg/`` was
+    taken for an image and failed the whole ingest ("expected an image file, found no such file")."""
+    root = tmp_path / "mine"
+    for i in range(4):
+        write_image(root / ("cat" if i % 2 else "dog") / f"{i}.png", (4, 4), (i, i, i))
+    write_image(root / "cat" / "album.jpg" / "9.png", (4, 4), (9, 9, 9))
+    dataset = read_imagefolder(root, channels=1, size=0, test_fraction=0.5, seed=0)
+    assert sorted(dataset.train_keys + dataset.test_keys) == ["cat/1.png", "cat/3.png", "cat/album.jpg/9.png",
+                                                             "dog/0.png", "dog/2.png"]

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 from components.common.errors import DataError
-from components.formats.idx import IDX_IMAGES, read_idx
+from components.formats.idx import FASHION_MNIST_FILES, IDX_IMAGES, read_idx
 from components.ingest import IngestConfig, run
 from tests.components.conftest import idx_bytes, write_idx
+from tests.components.formats_fixtures import write_image
 
 
 def test_ingest_writes_arrays_and_manifest(fashion_dir, tmp_path):
@@ -91,3 +92,47 @@ def test_the_test_digest_names_the_test_sets_content_and_nothing_else(fashion_di
     labels[0] = (labels[0] + 1) % 10
     np.savez(out / "test.npz", images=images, labels=labels)
     assert test_digest(out) != first
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"dataset": "clothing1m", "image_size": 224, "resize": 223},
+     r"resize: expected 0 or at least image_size \(224\), found 223"),
+    ({"dataset": "clothing1m", "image_size": 8, "shard_size": 0},
+     r"image_size, shard_size, resize: expected >= 0, >= 1, >= 0, found 8, 0, 0"),
+    ({"dataset": "clothing1m"}, r"image_size: expected a size \(e.g. 224\) for clothing1m"),
+    ({"dataset": "imagefolder", "test_fraction": 0.0}, r"test_fraction: expected a number in \(0, 1\), found 0.0"),
+    ({"dataset": "cifar10n", "human_labels": ""}, r"human_labels: expected the path of CIFAR-10_human.pt"),
+])
+def test_settings_out_of_their_documented_range_are_config_errors(settings, message):
+    with pytest.raises(ValueError, match=message):
+        IngestConfig(**settings)
+
+
+def test_settings_at_the_edge_of_their_documented_range_are_accepted():
+    """resize may equal the crop (Resize(224) then CenterCrop(224)); one image a shard is a shard size."""
+    assert IngestConfig(dataset="clothing1m", image_size=224, resize=224, shard_size=1).resize == 224
+
+
+def test_the_manifest_hashes_every_input_file_by_its_name_inside_the_dataset_folder(fashion_dir, tmp_path):
+    manifest = run(IngestConfig(path=str(fashion_dir)), out=tmp_path / "out")
+    assert sorted(manifest["inputs_sha256"]) == sorted(n for pair in FASHION_MNIST_FILES.values() for n in pair)
+    root = tmp_path / "mine"
+    for i in range(6):
+        for cls in ("cat", "dog"):  # cat/0.png and dog/0.png: two inputs of one file name
+            write_image(root / cls / f"{i}.png", (4, 4), (i, 0, 0) if cls == "cat" else (0, i, 0))
+    manifest = run(IngestConfig(dataset="imagefolder", path=str(root)), out=tmp_path / "out")
+    assert len(manifest["inputs_sha256"]) == 12
+    assert manifest["inputs_sha256"]["dog/5.png"] == hashlib.sha256((root / "dog/5.png").read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize(("name", "damage", "message"), [
+    ("train-labels-idx1-ubyte.gz", lambda p: write_idx(p, np.full(300, 10), 0x0801),
+     r"train-labels-idx1-ubyte.gz: expected train labels in \[0, 9\], found values from 10 to 10"),
+    ("t10k-images-idx3-ubyte.gz",
+     lambda p: p.write_bytes(gzip.compress(idx_bytes(np.zeros((60, 28, 28)), 0x0803) + b"\0")),
+     r"expected 47040 data bytes for shape \[60, 28, 28\], found 47041"),
+], ids=["label-10", "trailing-byte"])
+def test_fashion_mnist_edges_of_the_checks(fashion_dir, tmp_path, name, damage, message):
+    damage(fashion_dir / name)
+    with pytest.raises(DataError, match=message):
+        run(IngestConfig(path=str(fashion_dir)), out=tmp_path / "out")
