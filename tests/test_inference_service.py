@@ -240,6 +240,10 @@ def test_a_manifest_of_another_object_is_refused(tmp_path):
         inference_service.load_manifest(other)
     with pytest.raises(FileNotFoundError, match="expected the InferenceService manifest of k8s/"):
         inference_service.load_manifest(tmp_path / "missing.yaml")
+    other.write_text(yaml.safe_dump({"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
+                                     "metadata": {"name": "another-model"}}))
+    with pytest.raises(ValueError, match="found kind InferenceService named another-model"):
+        inference_service.load_manifest(other)  # another InferenceService: created, it would serve beside ours
 
 
 # ------------------------------------------------------------------------------------------------ the component
@@ -304,6 +308,15 @@ def test_the_served_version_falls_back_to_the_storage_uri(cluster):
     assert inference_service.deploy(client, version=OLDER, storage_uri=STORAGE, namespace=NAMESPACE)[0] == "skipped"
     assert inference_service.older(OLDER, NEWER) and not inference_service.older(NEWER, OLDER)
     assert not inference_service.older(OLDER, OLDER) and not inference_service.older(OLDER, "placeholder")
+
+
+def test_releases_within_the_same_second_are_not_older_than_each_other():
+    """``older`` orders the gate's versions by their UTC second alone ("the same second is not older"): the hash
+    after it says nothing of which came first, so either deploy of two releases made in one second patches."""
+    first, second = "v20261201T000001Z-bbbbbbbb", "v20261201T000001Z-aaaaaaaa"
+    assert not inference_service.older(first, second) and not inference_service.older(second, first)
+    by_hand = {"spec": {"predictor": {"model": {"storageUri": f"{STORAGE}/{first}/"}}}}  # a trailing slash
+    assert inference_service.served_version(by_hand) == first
 
 
 def test_the_deploy_component_skips_an_older_release_and_succeeds(cluster, tmp_path, monkeypatch, capsys):

@@ -294,6 +294,21 @@ def test_the_validation_page_is_self_contained_and_escapes_what_the_data_says():
     assert "Every expectation was met" in summary_html({"failures": [], "statistics": {"images": 3}})
 
 
+def test_the_validation_page_puts_each_failure_in_its_columns_and_shows_the_statistics(tmp_path):
+    """The page lists every failed expectation's table, expectation, column, expected and observed value in that
+    order, and the statistics; without a report (validate could not read the data) nothing is written."""
+    from pipelines.data_docs import summary_html, write_summary  # noqa: PLC0415
+
+    page = summary_html({"failures": [{"table": "images", "expectation": "expect_table_row_count_to_be_between",
+                                       "column": "train_count", "expected": ">= 1000", "observed": "300"}],
+                         "statistics": {"train_images": 300}})
+    assert ("<th>table</th><th>expectation</th><th>column</th><th>expected</th><th>observed</th></tr><tr><td>images"
+            "</td><td>expect_table_row_count_to_be_between</td><td>train_count</td><td>&gt;= 1000</td><td>300</td>"
+            "</tr>") in page
+    assert "<h2>Statistics</h2><table><tr><th>train_images</th><td>300</td></tr></table>" in page
+    assert not write_summary(tmp_path / "report.json", tmp_path / "data_docs") and not list(tmp_path.iterdir())
+
+
 class FakeKfpServer(BaseHTTPRequestHandler):
     """The slice of the Kubeflow Pipelines v2beta1 REST API that a run submission uses; it records requests, and the
     Authorization header of each (None: none sent) in ``authorizations``."""
@@ -424,6 +439,42 @@ def test_tiny_trains_on_a_few_hundred_images_whatever_the_params_file(params_fil
     assert json.loads(arguments["baseline_params"])["lr_milestones"] == []
 
 
+def test_tiny_is_the_documented_smoke_run():
+    """docs/deploy.md and ``pipelines.run``: ``--tiny`` trains for two epochs at batch 32 on 600 of the ingested
+    images, 480 for training and 120 for validation."""
+    given = run.pipeline_arguments("/mnt/data/x", tiny=True)
+    noise = json.loads(given["noise_params"])
+    assert (noise["train_size"], noise["val_fraction"]) == (600, 0.2)
+    for step in ("baseline", "mlnt"):
+        section = json.loads(given[f"{step}_params"])
+        assert (section["epochs"], section["batch_size"]) == (2, 32), step
+
+
+def test_a_params_file_without_a_section_for_every_step_is_refused_by_name(tmp_path):
+    params = load_params(ROOT / "params.yaml")
+    del params["gate"], params["export"]
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(ValueError, match=r"p.yaml: expected a section for every step, found none for export, gate"):
+        run.pipeline_arguments("/mnt/data/x", tiny=False, params_file=tmp_path / "p.yaml")
+
+
+def test_the_command_line_reaches_the_run(monkeypatch, tmp_path, capsys):
+    """Every option of ``python -m pipelines.run`` reaches what runs: --tiny and --params the local run, and
+    --experiment, --service-account, --tiny, --params and --pushgateway the submitted one."""
+    calls = []
+    monkeypatch.setattr(run, "run_local", lambda data, **kw: calls.append(("local", data, kw)) or "released")
+    monkeypatch.setattr(run, "submit", lambda host, data, **kw: calls.append(("host", data, kw)) or "run-1")
+    params = tmp_path / "p.yaml"
+    assert run.main(["--local", "--tiny", "--data", "d", "--params", str(params), "--root", str(tmp_path)]) == 0
+    assert run.main(["--host", "http://kfp", "--tiny", "--data", "/mnt/data/d", "--params", str(params),
+                     "--experiment", "e", "--service-account", "sa", "--pushgateway", "pg:9091"]) == 0
+    (_, data, local), (_, path, host) = calls
+    assert data == Path("d") and (local["tiny"], local["params_file"], local["root"]) == (True, params, tmp_path)
+    assert local["registry"] == tmp_path / "releases"
+    assert path == "/mnt/data/d" and host == {"experiment": "e", "tiny": True, "service_account": "sa",
+                                              "params_file": params, "pushgateway": "pg:9091"}
+
+
 def test_a_params_file_a_step_would_refuse_is_refused_before_the_run_is_submitted(tmp_path):
     params = load_params(ROOT / "params.yaml")
     params["baseline"]["lr_milestones"] = [20.0]
@@ -490,3 +541,78 @@ def test_the_model_card_records_the_folder_ingest_read(spec, tmp_path, monkeypat
     for step in ("ingest", "export"):
         assert pipeline["root"]["dag"]["tasks"][step]["inputs"]["parameters"]["data_path"] == {
             "componentInputParameter": "data_path"}, step
+
+
+def test_no_step_after_validate_starts_before_it_passes(spec):
+    """A failed validation stops the run before anything trains on the data (the validate step's docstring): noise,
+    and through it every later step, waits for validate; ingest alone does not."""
+    pipeline, _ = yaml.safe_load_all(spec)
+    tasks = pipeline["root"]["dag"]["tasks"]
+
+    def upstream(name: str) -> set[str]:
+        direct = set(tasks[name].get("dependentTasks", []))
+        return direct.union(*(upstream(task) for task in direct))
+
+    assert "validate" in tasks["noise"].get("dependentTasks", [])
+    assert {name for name in tasks if "validate" in upstream(name)} == set(tasks) - {"ingest", "validate"}
+
+
+def test_the_steps_log_the_metrics_their_docstrings_name(tmp_path, monkeypatch):
+    """What the KFP UI shows of a run: ingest's dataset and class count, noise's realised_rate_train where a clean
+    label is known (a rate of 0.0 too), baseline's val_accuracy and best_epoch, mlnt's released_teacher (1.0: the
+    teacher), evaluate's accuracies, the label-issue F1 only with a ground truth, and the teacher's confusion matrix
+    with one row per actual class."""
+    from kfp.dsl import ClassificationMetrics, Dataset, Metrics, Model  # noqa: PLC0415
+
+    import components.baseline  # noqa: PLC0415
+    import components.evaluate  # noqa: PLC0415
+    import components.ingest  # noqa: PLC0415
+    import components.mlnt  # noqa: PLC0415
+    import components.noise  # noqa: PLC0415
+
+    monkeypatch.setattr("components.common.config.configure_logging", lambda **kwargs: None)
+    params = {step: json.dumps(mlnt_pipeline.PARAMS[step]) for step in STEPS}
+    data = {name: kind(uri=str(tmp_path / name)) for name, kind in (
+        ("ingested", Dataset), ("labels", Dataset), ("baseline_model", Model), ("mlnt_model", Model))}
+
+    def logged(step: str, result: dict, output: str, **inputs) -> dict:
+        """The metadata of the Metrics artifact ``output`` of ``step``'s body, its library run returning ``result``."""
+        monkeypatch.setattr(getattr(components, step), "run", lambda config, **kwargs: result)
+        metrics = Metrics(uri=str(tmp_path / f"{step}-{output}"))
+        body = getattr(mlnt_pipeline, step).python_func
+        body(params_json=params[step], pushgateway="", **inputs, **{output: metrics})
+        return metrics.metadata
+
+    monkeypatch.setattr(components.ingest, "run", lambda config, out: {"dataset": "fashion-mnist",
+                                                                        "class_names": ["a", "b", "c"]})
+    ingested = Dataset(uri=str(tmp_path / "ingest"))
+    mlnt_pipeline.ingest.python_func(params_json=params["ingest"], data_path="/mnt/data/x", pushgateway="",
+                                     ingested=ingested)
+    assert ingested.metadata == {"dataset": "fashion-mnist", "classes": 3}
+    noise = {"ingested": data["ingested"], "labels": Dataset(uri=str(tmp_path / "noise"))}
+    assert logged("noise", {"realised_rate_train": 0.0}, "rates", **noise) == {"realised_rate_train": 0.0}
+    assert logged("noise", {"realised_rate_train": None}, "rates", **noise) == {}
+    training = {"checkpoint_root": "", "ingested": data["ingested"], "labels": data["labels"],
+                "model": Model(uri=str(tmp_path / "model"))}
+    assert logged("baseline", {"val_accuracy": 0.8, "best_epoch": 3}, "scores", **training) == {
+        "val_accuracy": 0.8, "best_epoch": 3}
+    for released, teacher in (("teacher", 1.0), ("student", 0.0)):
+        assert logged("mlnt", {"val_accuracy": 0.9, "released": released}, "scores", **training,
+                      baseline_model=data["baseline_model"]) == {"val_accuracy": 0.9, "released_teacher": teacher}
+
+    evaluation = tmp_path / "evaluation"
+    evaluation.mkdir()
+    (evaluation / "confusion_teacher.csv").write_text("actual,predicted\na,a\na,b\nb,b\nb,b\nb,b\n")
+    for truth, scores in ((True, {"label_issues_f1": 0.5}), (False, {})):
+        metrics = {"class_names": ["a", "b"], "label_issues": {"ground_truth": truth, "f1": 0.5 if truth else None},
+                   **{model: {"accuracy": 0.7} for model in ("baseline", "student", "teacher")}}
+        monkeypatch.setattr(components.evaluate, "run", lambda config, result=metrics, **kwargs: result)
+        logged_scores, confusion = Metrics(uri=str(tmp_path / "scores")), ClassificationMetrics(uri=str(tmp_path / "c"))
+        mlnt_pipeline.evaluate.python_func(params_json=params["evaluate"], pushgateway="", ingested=data["ingested"],
+                                           labels=data["labels"], baseline_model=data["baseline_model"],
+                                           mlnt_model=data["mlnt_model"],
+                                           evaluation=Dataset(uri=str(evaluation)), scores=logged_scores,
+                                           confusion=confusion)
+        assert logged_scores.metadata == {"baseline_accuracy": 0.7, "student_accuracy": 0.7, "teacher_accuracy": 0.7,
+                                          **scores}
+        assert confusion.metadata["confusionMatrix"]["rows"] == [{"row": [1, 1]}, {"row": [0, 3]}]  # row: actual

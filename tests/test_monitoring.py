@@ -131,6 +131,36 @@ def test_contract_check_reports_unknown_metrics_and_recordings(rules, board):
             "(monitoring/metrics.py)") in problems
 
 
+def test_contract_check_reports_an_unused_metric_and_a_recording_not_named_by_the_convention(rules, board):
+    """Every contract metric is used by a rule or a panel, and every recording rule is named level:metric:operations
+    (monitoring.check's docstring)."""
+    problems = check.contract_problems({"groups": []}, {"panels": [], "templating": {"list": []}})
+    assert problems == [f"metric {metric.name} is in the contract but no rule or panel uses it" for metric in METRICS]
+    misnamed = copy.deepcopy(rules)
+    misnamed["groups"][0]["rules"].append({"record": "mlnt_requests_rate5m", "expr": "rate(mlnt_requests_total[5m])"})
+    assert "rule mlnt_requests_rate5m: not a level:metric:operations name" in check.contract_problems(misnamed, board)
+
+
+def test_the_dashboards_query_variables_are_checked_too(board):
+    """promtool parses every panel query and query variable: the variable's selector, out of label_values()."""
+    assert check.Expr("variable model", "mlnt_model_info") in check.dashboard_exprs(board)
+
+
+def test_alert_thresholds_are_read_from_every_comparison():
+    assert check.alert_thresholds('x > 0.05 and y >= 20 and z{a="<1"} < 0.5 and w <= 8 * 86400') == [
+        0.05, 20, 0.5, 691200]
+
+
+def test_the_check_command_fails_when_a_check_does(monkeypatch, capsys):
+    """``python -m monitoring.check`` exits 1 with the problems on stderr, 0 when every check passes (promtool's
+    own checks are stood in for here; test_rule_unit_tests_pass and the parse tests run them)."""
+    for name in ("check_rules", "check_dashboard", "run_rule_tests"):
+        monkeypatch.setattr(check, name, lambda *args: "SUCCESS")
+    assert check.main([]) == 0 and "monitoring: all checks passed" in capsys.readouterr().out
+    monkeypatch.setattr(check, "contract_problems", lambda rules, board: ["metric x: not in the contract"])
+    assert check.main([]) == 1 and "metric x: not in the contract" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(("expr", "names"), [
     ('sum by (model, le) (rate(mlnt_request_duration_seconds_bucket{model=~"$model"}[$__rate_interval]))',
      {"mlnt_request_duration_seconds_bucket"}),

@@ -94,6 +94,41 @@ def test_traffic_duration_is_bounded(capsys):
     assert "expected 5 to 240 seconds of traffic, found 600" in capsys.readouterr().err
 
 
+def test_the_snapshot_takes_three_minutes_of_traffic_by_default_and_writes_its_json_beside_the_png(tmp_path,
+                                                                                                   monkeypatch):
+    """``--minutes`` defaults to 3; ``--json`` to snapshot.json beside ``--output`` (docs/monitoring.md)."""
+    board, taken = dashboard.build(), []
+    monkeypatch.setattr(snapshot, "take", lambda release, seconds, **kwargs: taken.append(seconds) or recorded(board))
+    monkeypatch.setattr(render, "save", lambda figure, output: output)
+    assert snapshot.main(["--model", "release", "--output", str(tmp_path / "docs" / "dashboard.png")]) == 0
+    assert taken == [180] and json.loads((tmp_path / "docs" / "snapshot.json").read_text())["title"] == board["title"]
+
+
+def test_the_pipeline_run_draws_a_quarter_as_many_test_images_and_at_least_100(tmp_path, monkeypatch):
+    drawn = []
+    monkeypatch.setattr(pipeline_run, "tiny_fashion_mnist", lambda folder, data, **kw: drawn.append(kw) or "images")
+    monkeypatch.setattr(pipeline_run.subprocess, "run", lambda *args, **kwargs: subprocess.CompletedProcess(args, 0))
+    for images in (200, 1000):
+        pipeline_run.run_pipeline(tmp_path, "127.0.0.1:9091", data=tmp_path / "none", images=images, epochs=1)
+    assert drawn == [{"train": 200, "test": 100}, {"train": 1000, "test": 250}]
+
+
+def test_disagreeing_feedback_labels_are_another_class():
+    """The "disagreeing feedback" phase: a wrong label is the next class, never the prediction itself."""
+    posted = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        posted.append(json.loads(request.content))
+        return httpx.Response(200, json={})
+
+    images = traffic.Images(np.zeros((4, 1, 8, 8), np.float32), None, np.zeros(1, np.int64), "zeros")
+    with httpx.Client(transport=httpx.MockTransport(answer)) as client:
+        sent = traffic.Traffic(client, "http://predictor", "m", images, 10)
+        sent.kept.extend([(3, 3), (9, 9)])
+        sent.feedback(wrong_share=1.0)
+    assert posted == [{"feedback": [{"predicted": 3, "label": 4}, {"predicted": 9, "label": 0}]}]
+
+
 def test_the_header_says_which_pipeline_run_fills_the_training_row():
     assert "this run has none" in render.training_text({})
     run = {"steps": list(pipeline_run.PIPELINE), "seconds": 41.5, "data": "300 training and 100 test images of x",

@@ -169,3 +169,7 @@ def test_the_web_config_takes_bcrypt_hashes_only():
     assert "basic_auth_users" in web_config_text(USERS)
     with pytest.raises(ValueError, match="must be a bcrypt hash"):
         web_config_text({USER: PASSWORD})
+    assert "basic_auth_users" in web_config_text({USER: "$2y$" + USERS[USER][4:]})  # htpasswd -B writes $2y$
+    for name in ("", "mlnt:pipeline"):
+        with pytest.raises(ValueError, match="a user name must be non-empty and without ':'"):
+            web_config_text({name: USERS[USER]})

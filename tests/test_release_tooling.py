@@ -255,6 +255,32 @@ def test_restore_refuses_what_the_gate_could_not_judge_against(tmp_path):
         champion.restore(tmp_path / "good", tag=tag, registry=tmp_path / "registry")
 
 
+def test_restore_leaves_the_registry_as_it_was_when_it_refuses(tmp_path, capsys):
+    """A card whose accuracy is not a number and a registry whose ``latest`` is a link to nothing are refused before
+    anything is copied; the command says so in one line (exit 1), ``latest-tag`` of a missing file too, and prints
+    nothing at all where there is no model release (the workflow's first release)."""
+    from pipelines import champion  # noqa: PLC0415
+
+    tag = "model-v20261201T000000Z-01d62f8c"
+    text = fake_release(tmp_path / "text", accuracy="0.8617")
+    registry = tmp_path / "registry"
+    with pytest.raises(ValueError, match=r"expected a released model card with metrics\.accuracy"):
+        champion.restore(text, tag=tag, registry=registry)
+    assert not registry.exists()
+    registry.mkdir()
+    (registry / "latest").symlink_to("v20261130T000000Z-6b55a15c")  # a champion pruned away, or half restored
+    good = fake_release(tmp_path / "good")
+    assert champion.main(["restore", str(good), "--tag", tag, "--registry", str(registry)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: pipelines.champion: ") and err.count("\n") == 1, err
+    assert "expected a registry without a champion" in err and [p.name for p in registry.iterdir()] == ["latest"]
+    assert champion.main(["latest-tag", str(tmp_path / "no-such-file")]) == 1
+    assert capsys.readouterr().err.count("\n") == 1
+    (tmp_path / "tags.txt").write_text(f"v1.0\n{tag}-rc1\nmodel-latest\n")
+    assert champion.main(["latest-tag", str(tmp_path / "tags.txt")]) == 0
+    assert capsys.readouterr().out == ""
+
+
 PUBLISH = "Publish the released model"
 
 

@@ -219,6 +219,32 @@ def test_settings_name_what_they_reject(field, value, expected):
     assert str(raised.value) == expected
 
 
+def test_submit_without_a_client_uses_kubectls_cluster_in_the_namespace_and_context_given(monkeypatch):
+    """``--namespace`` and ``--context`` reach the SDK's Kubernetes backend: a job for another cluster or namespace
+    is never created in the kubeconfig's current one."""
+    import kubeflow.trainer  # noqa: PLC0415
+
+    made = []
+
+    class Client:
+        def __init__(self, backend):
+            made.append(backend)
+
+        def train(self, **kwargs):
+            return "mlnt-abc"
+
+    monkeypatch.setattr(kubeflow.trainer, "TrainerClient", Client)
+    assert trainjob.submit(trainjob.TrainJobSettings(), namespace="mlnt-gpu", context="gpu-cluster") == "mlnt-abc"
+    assert [(backend.namespace, backend.context) for backend in made] == [("mlnt-gpu", "gpu-cluster")]
+
+
+def test_the_cli_takes_the_image_and_the_resources_per_node(monkeypatch):
+    calls = []
+    monkeypatch.setattr(trainjob, "submit", lambda settings, **kw: calls.append(settings) or "mlnt-abc")
+    assert trainjob.main(["--image", "registry/mlnt@sha256:" + "0" * 64, "--cpu", "16", "--memory", "64Gi"]) == 0
+    assert (calls[0].image, calls[0].cpu, calls[0].memory) == ("registry/mlnt@sha256:" + "0" * 64, "16", "64Gi")
+
+
 def test_the_cli_submits_its_settings(monkeypatch, capsys):
     calls = []
     monkeypatch.setattr(trainjob, "submit", lambda settings, **kw: calls.append((settings, kw)) or "mlnt-abc")
