@@ -287,6 +287,8 @@ def train(config: TrainConfig, net: nn.Module, train_data: Source, *, val_data: 
     net.load_state_dict(initial)
     net.to(device)
     group.broadcast_state(net)
+    if group.active:  # later rounds restart every process from the main process's weights, as the first did
+        initial = _cpu_state(net)
     feature_net = _frozen(feature_net if feature_net is not None else net, device)
     mentor = None
     rounds = config.round_count
@@ -424,16 +426,30 @@ class _Loop:
         self.optimizer = torch.optim.SGD(net.parameters(), lr=config.lr, momentum=config.momentum,
                                          weight_decay=config.weight_decay)
         milestones = [round(e * self.steps_per_epoch) for e in config.lr_milestones]
+        self._within_the_run("lr_milestones", config.lr_milestones, milestones, "the learning rate would never change")
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: lr_factor(step, milestones=milestones, gamma=config.lr_gamma))
         if self.method == "mlnt":
             self.ramp = (round(config.ramp_start * self.steps_per_epoch), round(config.ramp_end * self.steps_per_epoch))
+            self._within_the_run("ramp_start", [config.ramp_start], self.ramp[:1],
+                                 "the meta loss and the EMA teacher would never start: plain CE")
         self.generator = torch.Generator().manual_seed(config.seed)
         self.state = LoopState()
         self.autocast = config.amp and device.type == "cuda" and torch.cuda.is_bf16_supported()
         self.last_checkpoint: str | None = None
 
     # --- the loop -------------------------------------------------------------------------------------------
+
+    def _within_the_run(self, name: str, epochs: list[float], steps: list[int], otherwise: str) -> None:
+        """A ``ValueError`` unless each of ``epochs`` (a setting's epochs, at ``steps`` once rounded to this round's
+        steps) falls on a step of the run: the settings' check that they are below ``epochs`` passes a value a
+        fraction of a step short of the end, which rounds to the end."""
+        total = self.cfg.epochs * self.steps_per_epoch
+        for epoch, step in zip(epochs, steps, strict=True):
+            if step >= total:
+                raise ValueError(f"{name}: expected an epoch that rounds to a step before the last "
+                                 f"({self.cfg.epochs} epochs of {self.steps_per_epoch} steps), found {epoch}, step "
+                                 f"{step}: {otherwise}")
 
     def run(self) -> TrainResult:
         self._resume()

@@ -37,6 +37,48 @@ def test_steps_write_their_documented_artifacts(workdir, capsys):
     assert [h["epoch"] for h in history] == [1, 2]
 
 
+def test_the_model_files_hold_the_models_their_metrics_describe(workdir, capsys):
+    """baseline's ``model.pt`` is its best validation (``val_accuracy``, ``best_epoch``), ``final.pt`` its last
+    epoch (``final_val_accuracy``); mlnt's ``teacher.pt`` is the released model (``val_accuracy``, ``released``)."""
+    from components.common.splits import load_split  # noqa: PLC0415
+    from model.trainer import accuracy  # noqa: PLC0415
+
+    for step in (ingest, noise, baseline, mlnt):
+        assert step.main([]) == 0, capsys.readouterr().err
+    art = workdir / "artifacts"
+    val = load_split(art / "ingest", art / "noise")[1]
+    base = json.loads((art / "baseline" / "metrics.json").read_text())
+    best, saved = load_model(art / "baseline" / "model.pt")
+    final, _ = load_model(art / "baseline" / "final.pt")
+    history = json.loads((art / "baseline" / "history.json").read_text())
+    assert accuracy(best.eval(), val) == base["val_accuracy"] and saved["best_epoch"] == base["best_epoch"]
+    assert accuracy(final.eval(), val) == base["final_val_accuracy"] == history[-1]["val_accuracy_student"]
+    metrics = json.loads((art / "mlnt" / "metrics.json").read_text())
+    teacher, saved = load_model(art / "mlnt" / "teacher.pt")
+    assert accuracy(teacher.eval(), val) == metrics["val_accuracy"]
+    assert (saved["released"], saved["best_epoch"]) == (metrics["released"], metrics["best_epoch"])
+
+
+def test_the_baseline_keeps_its_best_validation_in_model_pt_and_its_last_epoch_in_final_pt(workdir, monkeypatch):
+    """Every validation scores lower than the one before: ``model.pt`` is the first one's weights, not the last
+    epoch's (``final.pt``), and the metrics tell the two apart."""
+    import model.trainer as trainer_module  # noqa: PLC0415
+
+    for step in (ingest, noise):
+        assert step.main([]) == 0
+    scores = []
+    monkeypatch.setattr(trainer_module, "accuracy", lambda *_, **__: scores.append(1 / (len(scores) + 1)) or scores[-1])
+    assert baseline.main([]) == 0
+    metrics = json.loads((workdir / "artifacts/baseline/metrics.json").read_text())
+    assert len(scores) > 1 and (metrics["val_accuracy"], metrics["best_epoch"]) == (1.0, 1)
+    assert metrics["final_val_accuracy"] == scores[-1]
+    best, saved = load_model(workdir / "artifacts/baseline/model.pt")
+    final, _ = load_model(workdir / "artifacts/baseline/final.pt")
+    assert saved["best_epoch"] == 1
+    assert any(not torch.equal(a, b) for a, b in zip(best.state_dict().values(), final.state_dict().values(),
+                                                     strict=True))
+
+
 def test_rerun_resumes_more_epochs_continue_and_a_changed_config_starts_afresh(workdir, capsys):
     for step in (ingest, noise, baseline):
         assert step.main([]) == 0

@@ -246,3 +246,28 @@ def test_a_batch_the_processes_cannot_share_is_refused_before_they_connect(monke
     monkeypatch.setenv("WORLD_SIZE", "1")  # one process: any batch, no process group
     with data_parallel(TrainConfig(batch_size=33)) as group:
         assert (group.rank, group.world_size) == (0, 1) and not dist.is_initialized()
+
+
+# --- later rounds restart from the main process's starting weights ----------------------------------------------
+
+def _unseeded_worker(rank: int, init_file: str, results: dict) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
+    torch.set_num_threads(1)
+    try:
+        config = MlntConfig(mode="head", rounds=2, mentor_top_k=4, num_sets=2, neighbours=4, ramp_end=0.5,
+                            **{**QUIET, "epochs": 1})
+        # each process builds its network with other weights; training broadcasts the main process's
+        result = train(config, net(seed=10 + rank), noisy_problem(n=256)[0], group=Group(rank=rank, world_size=WORLD))
+        results[rank] = [{k: v.clone() for k, v in r.student.state_dict().items()}
+                         for r in (*result.earlier_rounds, result)]
+    finally:
+        dist.destroy_process_group()
+
+
+def test_every_round_starts_every_process_from_the_main_processs_weights(tmp_path_factory):
+    """``Group.broadcast_state`` makes every process start from the main process's weights; a later round
+    restarts from the weights training started from, which must be those broadcast ones in every process."""
+    main, other = spawned(_unseeded_worker, tmp_path_factory)
+    for round_, (a, b) in enumerate(zip(main, other, strict=True)):
+        for name, value in a.items():
+            assert torch.equal(value, b[name]), (round_, name)

@@ -30,6 +30,10 @@ def test_resnet50_loads_imagenet_style_weights_and_replaces_the_head():
     assert net.head.out_features == 5
     with pytest.raises(ValueError, match=r"pretrained: expected a torchvision ResNet-50 state dict"):
         ResNet50(5, pretrained={"nonsense": torch.zeros(1)})
+    partial = {k: v for k, v in reference.state_dict().items() if not k.startswith("layer4.")}
+    with pytest.raises(ValueError, match=r"pretrained: expected a torchvision ResNet-50 state dict, found missing "
+                                         r"keys \[.*'layer4"):
+        ResNet50(5, pretrained=partial)  # a truncated state dict would leave layer4 at its random initialisation
 
 
 def test_bad_network_arguments():

@@ -3,6 +3,7 @@
 import copy
 import dataclasses
 import logging
+import math
 
 import pytest
 import torch
@@ -230,6 +231,91 @@ def test_augment_crops_and_flips_deterministically():
         assert torch.equal(same[i], x[i]) or torch.equal(same[i], x[i].flip(-1))
 
 
+def test_augment_flips_some_images_and_each_batch_draws_its_own():
+    """A random horizontal flip per sample (about half of them), and the crops and flips of a global batch drawn
+    from ``(seed, epoch, batch)``: another batch of the same epoch draws others."""
+    x = torch.arange(64 * 4 * 4, dtype=torch.float32).reshape(64, 1, 4, 4)
+    out = augment(x, torch.Generator().manual_seed(0), padding=0)
+    flipped = sum(torch.equal(out[i], x[i].flip(-1)) for i in range(64))
+    assert 10 < flipped < 54, flipped
+    draws = [augment(x, trainer_module.augment_generator(3, 1, b), padding=2) for b in (0, 0, 1)]
+    assert torch.equal(draws[0], draws[1]) and not torch.equal(draws[0], draws[2])
+
+
+def test_each_epochs_train_loss_is_the_mean_of_its_own_steps(monkeypatch):
+    """``train_loss`` in an epoch's record is the mean loss of that epoch's steps, not of every step so far."""
+    losses, real = [], trainer_module.Group.mean_item
+    monkeypatch.setattr(trainer_module.Group, "mean_item",
+                        lambda self, value: losses.append(real(self, value)) or losses[-1])
+    train_data, _ = noisy_problem(n=400)  # 9 steps an epoch
+    result = train(TrainConfig(epochs=3, **QUIET), net(), train_data)
+    assert len(losses) == 27
+    for e, record in enumerate(result.history):
+        assert record["train_loss"] == pytest.approx(sum(losses[9 * e:9 * e + 9]) / 9)
+
+
+def test_grad_clip_bounds_each_steps_gradient_norm(monkeypatch):
+    """``grad_clip`` > 0: the gradient's total norm is clipped to it before each step; 0 turns clipping off."""
+    norms, real = [], torch.optim.SGD.step
+
+    def step(self, *args, **kwargs):
+        grads = [p.grad for group in self.param_groups for p in group["params"] if p.grad is not None]
+        norms.append(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])).item())
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.SGD, "step", step)
+    train_data, _ = noisy_problem(n=400)
+    train(TrainConfig(epochs=1, **QUIET), net(), train_data)
+    assert min(norms) > 0.1  # unclipped, every step's gradient is larger than the bound below
+    norms.clear()
+    train(TrainConfig(epochs=1, grad_clip=0.05, **QUIET), net(), train_data)
+    assert norms == pytest.approx([0.05] * 9, rel=1e-4)
+
+
+class Preaugmented(Data):
+    """A source that does its own augmentation (as the streamed shards do)."""
+
+    augments = True
+
+
+def test_validations_at_an_epoch_end_run_once():
+    """Validations every ``eval_every`` steps and at each epoch end: a step that is both is validated once."""
+    train_data, val = noisy_problem(n=400)  # 9 steps an epoch
+    result = train(TrainConfig(epochs=2, eval_every=3, **QUIET), net(), train_data, val_data=val)
+    assert [e["step"] for e in result.evaluations] == [3, 6, 9, 12, 15, 18]
+
+
+class RecordingStore(FileCheckpointStore):
+    """Writes checkpoints like the real store, recording the step of each."""
+
+    def __init__(self, directory):
+        super().__init__(directory)
+        self.steps = []
+
+    def save(self, key, state):
+        super().save(key, state)
+        self.steps.append(state.get("step"))
+
+
+@pytest.mark.parametrize(("every", "steps"), [(0, [9, 18]), (4, [4, 8, 9, 12, 16, 18])])
+def test_checkpoints_every_n_steps_and_at_each_epoch_end(tmp_path, every, steps):
+    """``checkpoint_every`` steps between checkpoints and one at each epoch end; 0: epoch ends only."""
+    train_data, _ = noisy_problem(n=400)  # 9 steps an epoch
+    store = RecordingStore(tmp_path)
+    train(TrainConfig(epochs=2, checkpoint_every=every, **QUIET), net(), train_data, store=store)
+    assert store.steps == [None, *steps]  # the first is the starting weights (key "start")
+
+
+def test_a_source_that_augments_is_not_augmented_again(monkeypatch):
+    calls = []
+    monkeypatch.setattr(trainer_module, "augment", lambda x, g, *, padding: calls.append(1) or x)
+    train_data, _ = noisy_problem(n=400, data=Preaugmented)
+    train(TrainConfig(epochs=1, **{**QUIET, "augment": True}), net(), train_data)
+    assert calls == []
+    train(TrainConfig(epochs=1, **{**QUIET, "augment": True}), net(), noisy_problem(n=400)[0])
+    assert len(calls) == 9  # an in-memory source is augmented by the loop, batch by batch
+
+
 def test_mlnt_and_its_control_see_the_same_augmented_images(monkeypatch):
     """The control differs from MLNT in the meta loss only: the meta step's synthetic labels must not move the
     random crops and flips of the batches that follow it."""
@@ -263,10 +349,41 @@ def test_mlnt_and_its_control_see_the_same_augmented_images(monkeypatch):
      r"the run would train plain CE"),
     (lambda: TrainConfig(epochs=15, lr_milestones=(20,)), r"lr_milestones\[0\]: expected an epoch below epochs "
                                                           r"\(15\), found 20 \(the learning rate would never change"),
+    # the boundaries: a milestone at the last epoch's end never changes the rate; k neighbours need k + 1 samples
+    (lambda: TrainConfig(epochs=15, lr_milestones=(15,)), r"lr_milestones\[0\]: expected an epoch below epochs "
+                                                          r"\(15\), found 15"),
+    (lambda: MlntConfig(neighbours=128), r"neighbours: expected fewer than batch_size \(128\), found 128"),
 ])
 def test_bad_config_values(make, message):
     with pytest.raises(ValueError, match=message):
         make()
+
+
+def test_each_epoch_draws_its_own_order_of_the_data():
+    """The data order of an epoch is a permutation drawn from ``(seed, epoch)``: the same on every rerun, another
+    in the next epoch or with another seed."""
+    train_data, _ = noisy_problem(n=200)
+
+    def order(epoch, seed=0):
+        return torch.cat([y for _, y in train_data.batches(epoch, first=0, batch_size=30, seed=seed)])
+
+    assert torch.equal(order(0), order(0)) and order(0).shape == (150,)
+    assert not torch.equal(order(0), order(1)) and not torch.equal(order(0), order(0, seed=1))
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"ramp_start": 0.95, "ramp_end": 0.95}, r"ramp_start: expected an epoch that rounds to a step before the last "
+                                             r"\(1 epochs of 9 steps\), found 0.95, step 9: the meta loss"),
+    ({"lr_milestones": (0.95,)}, r"lr_milestones: .* found 0.95, step 9: the learning rate would never change"),
+])
+def test_a_setting_a_fraction_of_a_step_short_of_the_end_is_refused(settings, message):
+    """ramp_start 0.95 of one 9-step epoch passes the settings' check (below epochs) but rounds to step 9, the end:
+    the run trained plain CE with no meta step; a milestone there never lowered the learning rate."""
+    train_data, _ = noisy_problem(n=400)  # 300 training samples: 9 steps of 32
+    with pytest.raises(ValueError, match=message):
+        train(MlntConfig(epochs=1, mode="head", **{**QUIET, **settings}), net(), train_data)
+    config = MlntConfig(epochs=1, mode="head", ramp_start=0.85, ramp_end=0.85, lr_milestones=(0.85,), **QUIET)
+    assert len(train(config, net(), train_data).history) == 1  # step 8 of 9 (round(7.65)): the run takes it
 
 
 def test_batch_larger_than_the_data():
@@ -412,6 +529,20 @@ def test_validation_every_n_steps_and_release_of_the_better_model():
     assert share == pytest.approx(0.9 ** 4 * 0.95 ** 9)  # 4 updates during the ramp (steps 5-8), 9 after
 
 
+@pytest.mark.parametrize("config", [TrainConfig(epochs=2, eval_every=4, **QUIET),
+                                    MlntConfig(epochs=2, mode="head", ramp_start=0.5, ramp_end=1, eval_every=4,
+                                               **QUIET)], ids=["ce", "mlnt"])
+def test_without_validation_data_the_latest_model_is_kept(config):
+    """Nothing to compare on: the model kept is the latest validated (the teacher, once it exists), at the last
+    step, and its score is nan."""
+    train_data, _ = noisy_problem(n=400)
+    result = train(config, net(), train_data)
+    latest = result.teacher if config.method == "mlnt" else result.student
+    assert (result.best_model, result.best_step, result.best_epoch) == (
+        "teacher" if config.method == "mlnt" else "student", result.steps, config.epochs)
+    assert state_equal(result.best_state, latest.state_dict()) and math.isnan(result.best_score)
+
+
 @pytest.mark.parametrize("meta_weight", [0.4, 0.0], ids=["mlnt", "control"])
 def test_a_batch_norm_teacher_keeps_running_statistics_of_its_own_weights(meta_weight):
     """As in the reference code, the teacher's batch-norm statistics come from its own training-mode forward passes
@@ -435,6 +566,46 @@ def test_each_epoch_records_the_learning_rate_it_trained_with():
     train_data, _ = noisy_problem(n=400)
     result = train(TrainConfig(epochs=3, lr_milestones=(1, 2), **QUIET), net(), train_data)
     assert [h["lr"] for h in result.history] == pytest.approx([0.05, 0.005, 0.0005])
+
+
+def test_the_learning_rate_drops_at_the_first_step_of_a_milestone_epoch(monkeypatch):
+    """``lr_milestones`` are the epochs at which the rate is multiplied by ``lr_gamma``: every step of epoch 2 on
+    (milestone 1) trains with the decayed rate, none before it."""
+    rates, real = [], torch.optim.SGD.step
+    monkeypatch.setattr(torch.optim.SGD, "step", lambda self, *a, **k: rates.append(self.param_groups[0]["lr"])
+                        or real(self, *a, **k))
+    train_data, _ = noisy_problem(n=400)  # 9 steps an epoch
+    train(TrainConfig(epochs=2, lr_milestones=(1,), lr_gamma=0.5, **QUIET), net(), train_data)
+    assert rates == pytest.approx([0.05] * 9 + [0.025] * 9)
+
+
+def test_the_meta_weight_of_each_step_follows_the_ramp_from_its_origin(monkeypatch):
+    """w(t) of every meta step is ``rampup_weight`` with u counted from ramp_start (``ramp_from: start``) or from
+    epoch 0 (``zero``: the CIFAR-10 code, a larger weight early in the ramp)."""
+    train_data, _ = noisy_problem(n=400)  # 9 steps an epoch: the meta loss from step 4 (0.5 epochs), ramp to 18
+    real = trainer_module.mlnt_loss_with_logits
+    for origin, counted_from in (("start", 4), ("zero", 0)):
+        weights = []
+        monkeypatch.setattr(trainer_module, "mlnt_loss_with_logits",
+                            lambda *a, meta_weight, out=weights, **k: out.append(meta_weight)
+                            or real(*a, meta_weight=meta_weight, **k))
+        train(MlntConfig(epochs=2, mode="head", ramp_start=0.5, ramp_end=2, ramp_from=origin, **QUIET), net(),
+              train_data)
+        ramp = [0.4 * math.exp(-5 * (1 - (step - counted_from) / (18 - counted_from)) ** 2) for step in range(4, 18)]
+        assert weights == pytest.approx(ramp), origin
+
+
+def test_the_teacher_follows_the_ema_decay_of_its_schedule(monkeypatch):
+    """The teacher's update at step t (0-based) uses ``ema_during_ramp`` before ``ramp_end`` and ``ema_after_ramp``
+    from then on; the product of the decays applied is the ``teacher_start_share`` every validation records."""
+    decays, real = [], trainer_module.ema_update
+    monkeypatch.setattr(trainer_module, "ema_update",
+                        lambda teacher, student, decay: decays.append(decay) or real(teacher, student, decay))
+    train_data, _ = noisy_problem(n=400)  # 9 steps an epoch: the teacher from step 4, the ramp ends at step 9
+    result = train(MlntConfig(epochs=2, mode="head", ramp_start=0.5, ramp_end=1, ema_during_ramp=0.9,
+                              ema_after_ramp=0.95, **QUIET), net(), train_data)
+    assert decays == [0.9] * 5 + [0.95] * 9
+    assert result.evaluations[-1]["teacher_start_share"] == pytest.approx(math.prod(decays))
 
 
 def test_the_ramp_from_epoch_zero_trains_with_a_larger_early_weight():
