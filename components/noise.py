@@ -332,13 +332,18 @@ def _class_map(config: NoiseConfig, manifest: dict) -> dict[int, int] | None:
 
 
 def _held_out(config: NoiseConfig, n: int) -> int:
-    """How many of the ``n`` training images ``val_fraction`` holds out for validation: at least one, else a
-    ``ValueError`` (selection, calibration and the gate would run on no image)."""
+    """How many of the ``n`` training images ``val_fraction`` holds out for validation: at least one, and one
+    fewer than ``n`` at most, else a ``ValueError`` (selection, calibration and the gate would run on no image, or
+    training on none)."""
     count = round(config.val_fraction * n)
     if count == 0:
         raise ValueError(f"val_fraction: expected a validation set of at least one image, found {config.val_fraction}"
                          f" x {n} training images = 0 held out: raise noise.val_fraction or noise.train_size, or "
                          f"give the dataset a val split")
+    if count >= n:
+        raise ValueError(f"val_fraction: expected at least one training image left, found {config.val_fraction} x "
+                         f"{n} training images = {count} held out: lower noise.val_fraction or raise "
+                         f"noise.train_size")
     return count
 
 

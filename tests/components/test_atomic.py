@@ -294,3 +294,18 @@ def test_the_sigterm_handler_leaves_an_embedding_programs_handler_and_other_thre
         assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, mine)
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def test_after_the_first_sigterm_a_second_ends_the_process_at_once():
+    """exit_on_sigterm: the first SIGTERM raises SystemExit(143) and puts back the default action, so a second one
+    is not held up by the cleanup clauses."""
+    previous = signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        assert exit_on_sigterm() is signal.SIG_DFL
+        with pytest.raises(SystemExit) as exit_:
+            signal.raise_signal(signal.SIGTERM)
+        assert exit_.value.code == 128 + signal.SIGTERM
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -300,3 +300,18 @@ def test_configure_logging_takes_over_a_configured_root_keeping_its_format():
     assert lines[0] == "[KFP ERROR]: a\\rb" and lines[1] == "Traceback (most recent call last):"
     assert lines[-2:] == ["ZeroDivisionError: division by zero",
                           "[KFP INFO]: read cat.png\\nERROR components.gate: passed"]
+
+
+def test_a_date_stays_a_string_and_a_params_file_of_comments_alone_is_no_section(tmp_path):
+    """docs/architecture.md: params are read as YAML 1.2 except that a date stays a string (YAML 1.1's timestamp
+    made 2026-01-01 a ``datetime.date``); a file of comments alone gives every step its defaults."""
+    from components.common.config import read_yaml  # noqa: PLC0415
+
+    assert read_yaml("a: 2026-01-01\nb: 2026-01-01 10:00:00")["a"] == "2026-01-01"
+    assert read_yaml("b: 2026-01-01 10:00:00")["b"] == "2026-01-01 10:00:00"
+    assert read_yaml("a:")["a"] is None  # an empty value is null, as DVC reads it
+    path = tmp_path / "p.yaml"
+    path.write_text("# every step at its defaults\n")
+    assert load_params(path) == {}
+    configs, _ = parse(["--params", str(path)], "noise", {"noise": noise.NoiseConfig}, "")
+    assert configs["noise"] == noise.NoiseConfig()

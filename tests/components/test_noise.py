@@ -3,6 +3,7 @@ import json
 import numpy as np
 import pytest
 
+from components.common.config import as_record
 from components.ingest import IngestConfig
 from components.ingest import run as ingest
 from components.noise import NoiseConfig, corrupt, main, run, transition_matrix
@@ -55,6 +56,9 @@ def test_step_writes_labels_split_transition_and_summary(fashion_dir, tmp_path):
     expected = transition_matrix(labels["clean_label"][train], labels["label"][train], 10)
     assert np.allclose(matrix, expected, atol=1e-6) and np.allclose(matrix.sum(1)[matrix.sum(1) > 0], 1)
     assert json.loads((tmp_path / "noise" / "summary.json").read_text()) == summary
+    assert summary["realised_rate_val"] == 0.0  # val_clean: the held-out labels are clean
+    assert json.loads((tmp_path / "noise" / "config.json").read_text()) == as_record(
+        NoiseConfig(kind="uniform_other", rate=0.4, seed=2, train_size=200, val_fraction=0.25))  # export reads it
 
 
 def test_missing_ingest_output_and_bad_sizes(tmp_path, fashion_dir, capsys):
@@ -65,6 +69,8 @@ def test_missing_ingest_output_and_bad_sizes(tmp_path, fashion_dir, capsys):
     assert "train_size 301 is more than the 300 ingested training images: using all 300" in capsys.readouterr().err
     everything = run(NoiseConfig(train_size=0), ingest=tmp_path / "ingest", out=tmp_path / "noise")
     assert everything["train"] + everything["val"] == 300 and capsys.readouterr().err == ""
+    exactly = run(NoiseConfig(train_size=300), ingest=tmp_path / "ingest", out=tmp_path / "noise")
+    assert exactly["train"] + exactly["val"] == 300 and capsys.readouterr().err == ""  # all of them: no note
     subset = run(NoiseConfig(train_size=100), ingest=tmp_path / "ingest", out=tmp_path / "noise")
     assert subset["train"] + subset["val"] == 100
     assert "using a random 100 of the 300 ingested training images (noise.train_size; 0 uses all)" in \
@@ -87,3 +93,61 @@ def test_a_seed_that_is_not_a_non_negative_integer_is_a_config_error(seed):
 def test_a_negative_seed_on_the_command_line_names_the_field_and_exits_2(workdir, capsys):
     assert main(["--set", "noise.seed=-1"]) == 2
     assert "noise: seed: expected an integer >= 0, found -1" in capsys.readouterr().err
+
+
+def test_a_noisy_validation_set_and_its_realised_rate(fashion_dir, tmp_path):
+    """val_clean false: the held-out labels are corrupted like the training labels, and realised_rate_val measures
+    the held-out rows alone."""
+    ingest(IngestConfig(path=str(fashion_dir)), out=tmp_path / "ingest")
+    summary = run(NoiseConfig(kind="pairflip", rate=0.4, train_size=0, val_fraction=0.5, val_clean=False),
+                  ingest=tmp_path / "ingest", out=tmp_path / "noise")
+    with np.load(tmp_path / "noise" / "labels.npz") as f:
+        is_noisy, is_val = f["is_noisy"], f["is_val"]
+    assert summary["val_clean"] is False and is_noisy[is_val].any()
+    assert summary["realised_rate_val"] == pytest.approx(is_noisy[is_val].mean())
+    assert summary["realised_rate_train"] == pytest.approx(is_noisy[~is_val].mean())
+    assert summary["realised_rate_val"] != pytest.approx(summary["realised_rate_train"])
+
+
+def test_kind_none_on_curated_labels_is_clean_labels_at_rate_zero(fashion_dir, tmp_path):
+    """The module docstring: ``none`` leaves the labels unchanged; on a curated dataset they are the clean labels,
+    known for every row, so the realised rate is 0 (only a user's labels as given have an unknown truth)."""
+    ingest(IngestConfig(path=str(fashion_dir)), out=tmp_path / "ingest")
+    summary = run(NoiseConfig(kind="none", train_size=0), ingest=tmp_path / "ingest", out=tmp_path / "noise")
+    assert summary["realised_rate_train"] == 0.0 and summary["clean_label_known_train"] == summary["train"]
+    with np.load(tmp_path / "noise" / "labels.npz") as f, np.load(tmp_path / "ingest" / "train.npz") as t:
+        assert (f["clean_label"] == t["labels"][f["index"]]).all() and (f["label"] == f["clean_label"]).all()
+
+
+def test_the_seed_draws_the_noise_not_only_the_split(fashion_dir, tmp_path):
+    """Everything is drawn from noise.seed: another seed corrupts other labels, also among the rows both runs train on
+    (every image: the subset is the same)."""
+    ingest(IngestConfig(path=str(fashion_dir)), out=tmp_path / "ingest")
+    noisy = []
+    for seed in (0, 1):
+        run(NoiseConfig(kind="symmetric", rate=0.5, seed=seed, train_size=0), ingest=tmp_path / "ingest",
+            out=tmp_path / "noise")
+        with np.load(tmp_path / "noise" / "labels.npz") as f:
+            noisy.append((f["is_noisy"].copy(), f["is_val"].copy()))
+    (a, a_val), (b, b_val) = noisy
+    both = ~a_val & ~b_val
+    assert (a[both] != b[both]).any()
+
+
+@pytest.mark.parametrize(("field", "bad", "message"), [
+    ("kind", "symetric", r"Unknown noise kind 'symetric'. Valid: none, symmetric"),
+    ("human_labels", "aggregate", r"Unknown human_labels 'aggregate'. Valid: aggre_label"),
+    ("train_size", -1, r"train_size: expected 0 \(all\) or a positive count, found -1"),
+])
+def test_a_config_built_in_code_is_checked_as_the_params_file_is(field, bad, message):
+    """``NoiseConfig`` used as a library checks its own fields (a negative train_size silently dropped one image)."""
+    with pytest.raises(ValueError, match=message):
+        NoiseConfig(**{field: bad})
+
+
+def test_a_val_fraction_that_leaves_no_training_image_is_refused(tmp_path, fashion_dir):
+    """round(0.96 x 10) = 10: every image held out, no training row (training then failed on batch_size)."""
+    ingest(IngestConfig(path=str(fashion_dir)), out=tmp_path / "ingest")
+    with pytest.raises(ValueError, match=r"val_fraction: expected at least one training image left, found 0.96 x 10 "
+                                         r"training images = 10 held out"):
+        run(NoiseConfig(train_size=10, val_fraction=0.96), ingest=tmp_path / "ingest", out=tmp_path / "noise")

@@ -1,5 +1,7 @@
 """Every noise kind: realised rates within a binomial tolerance, exact maps, determinism, the step's outputs."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -91,6 +93,15 @@ def test_instance_noise_rate_and_dependence_on_the_image(clean, rate):
     assert top_share > 2 / 9
 
 
+def test_rate_zero_resamples_no_label_under_every_synthetic_kind(clean):
+    """``rate`` is the probability that a label is resampled (NoiseConfig): 0 changes none, also under instance
+    noise, whose per-sample flip rates N(r, 0.1^2) truncated to [0, 1] would otherwise average 0.08 at r = 0."""
+    images = np.random.default_rng(5).integers(0, 256, (N, 4, 4, 1)).astype(np.uint8)
+    for kind in ("symmetric", "uniform_other", "pairflip", "instance"):
+        _, got = realised(clean, kind=kind, rate=0.0, images=images)
+        assert got == 0.0, kind
+
+
 def test_instance_noise_draws_one_projection_per_clean_class(clean):
     """As in Xia et al.'s code, W[y]: with every image the same, each class still sends its wrong labels to classes
     of its own. One projection shared by all classes would send every class's to the same one or two classes."""
@@ -99,6 +110,8 @@ def test_instance_noise_draws_one_projection_per_clean_class(clean):
     changed = noisy != clean
     favourite = [np.bincount(noisy[changed & (clean == c)], minlength=10).argmax() for c in range(10)]
     assert len(set(favourite)) >= 4, favourite
+    # softmax(x W[y]) with x in [0, 1], not an argmax: a class's wrong labels go to more than one class
+    assert all(len(set(noisy[changed & (clean == c)].tolist())) >= 3 for c in range(10))
 
 
 def test_same_seed_same_labels_other_seed_different(clean):
@@ -150,6 +163,9 @@ def test_bad_class_maps():
     with pytest.raises(ValueError, match=r"class_map: 'cat->wolf': expected a class name or index of this dataset "
                                          r"\(cat, dog\), found 'wolf'"):
         parse_class_map(["cat->wolf"], ["cat", "dog"])
+    with pytest.raises(ValueError, match=r"class_map: 'cat->2': expected a class name or index of this dataset "
+                                         r"\(cat, dog\), found '2'"):  # indices run from 0 to K - 1
+        parse_class_map(["cat->2"], ["cat", "dog"])
 
 
 def test_human_labels_from_cifar10n(tmp_path):
@@ -163,6 +179,7 @@ def test_human_labels_from_cifar10n(tmp_path):
         worse = np.asarray(torch.load(human, weights_only=False)["worse_label"])[f["index"]]
         assert (f["label"] == worse).all()
         assert summary["realised_rate_train"] == pytest.approx(f["is_noisy"][~f["is_val"]].mean())
+    assert summary["requested_rate"] is None  # kind human does not read noise.rate
 
 
 def test_human_kind_without_human_labels(tmp_path, fashion_dir):
@@ -204,6 +221,36 @@ def test_a_users_labels_with_their_own_clean_val_split(tmp_path, capsys):
     with np.load(tmp_path / "noise" / "labels.npz") as f:
         assert not f["is_val"].any() and (f["clean_label"] == -1).all() and not f["is_noisy"].any()
     assert "WARNING" not in capsys.readouterr().err and "warning" not in summary
+    # no clean label is known: the transition matrix is all zeros (no NaN from an empty row)
+    assert json.loads((tmp_path / "noise" / "transition.json").read_text()) == [[0.0, 0.0], [0.0, 0.0]]
+
+
+def test_a_class_map_replaces_the_built_in_one(tmp_path, fashion_dir):
+    ingest(IngestConfig(path=str(fashion_dir)), out=tmp_path / "ingest")
+    run(NoiseConfig(kind="asymmetric", rate=1.0, class_map=("Trouser->Bag",), train_size=0, val_fraction=0.1),
+        ingest=tmp_path / "ingest", out=tmp_path / "noise")
+    with np.load(tmp_path / "noise" / "labels.npz") as f:
+        train = ~f["is_val"]
+        clean, label = f["clean_label"][train], f["label"][train]
+    assert (label[clean == 1] == 8).all() and (label[clean != 1] == clean[clean != 1]).all()
+
+
+def test_instance_noise_in_the_step_reads_the_images_of_the_rows_it_corrupts(tmp_path, fashion_dir, monkeypatch):
+    """On a subset (train_size), each label is corrupted from its own image, not another row's."""
+    from components import noise  # noqa: PLC0415
+
+    seen = {}
+
+    def spy(labels, **kw):
+        seen.update(kw, labels=labels.copy())
+        return corrupt(labels, **kw)
+
+    monkeypatch.setattr(noise, "corrupt", spy)
+    ingest(IngestConfig(path=str(fashion_dir)), out=tmp_path / "ingest")
+    run(NoiseConfig(kind="instance", rate=0.3, train_size=100), ingest=tmp_path / "ingest", out=tmp_path / "noise")
+    with np.load(tmp_path / "noise" / "labels.npz") as f, np.load(tmp_path / "ingest" / "train.npz") as t:
+        np.testing.assert_array_equal(seen["images"], t["images"][f["index"]])
+        np.testing.assert_array_equal(seen["labels"], t["labels"][f["index"]])
 
 
 def test_a_users_labels_without_a_clean_val_split_warn_loudly(tmp_path, capsys):
@@ -262,3 +309,20 @@ def test_instance_noise_on_shards_is_refused_with_the_reason(clothing1m_ingest, 
                                          r"\(clothing1m\) does not hold in memory"):
         run(NoiseConfig(kind="instance"), ingest=clothing1m_ingest, out=tmp_path)
     assert not list(tmp_path.iterdir())
+
+
+def test_kind_none_on_clothing1m_keeps_the_published_labels_and_measures_them_where_clean_is_known(
+        clothing1m_ingest, tmp_path):
+    """docs/data.md: kinds none and human on Clothing1M count the rows whose clean label is known."""
+    from components.formats.webdataset import read_index  # noqa: PLC0415
+
+    summary = run(NoiseConfig(kind="none"), ingest=clothing1m_ingest, out=tmp_path)
+    index = read_index(clothing1m_ingest, "train")
+    with np.load(tmp_path / "labels.npz") as table:
+        labels = dict(table)
+    np.testing.assert_array_equal(labels["label"], index.label[labels["index"]])
+    np.testing.assert_array_equal(labels["clean_label"], index.clean_label[labels["index"]])
+    known = labels["clean_label"] >= 0
+    assert summary["clean_label_known_train"] == int(known.sum()) == 30
+    assert summary["realised_rate_train"] == pytest.approx(labels["is_noisy"][known].mean())
+    assert summary["realised_rate_train"] > 0  # the web labels are noisy

@@ -230,3 +230,114 @@ def test_cli_exits_non_zero_with_the_failures(ingested, tmp_path, monkeypatch, c
 def test_missing_ingest_output(tmp_path):
     with pytest.raises(ValueError, match=r"manifest.json: expected the output of the ingest step, found no such file"):
         run(ValidateConfig(), ingest=tmp_path / "none", out=tmp_path / "v")
+
+
+def test_a_near_duplicate_is_named_by_its_first_training_row_past_the_first_chunk(ingested, tmp_path, monkeypatch):
+    """The images are read in chunks (10,000 by default): a training row is numbered in the whole split, and a test
+    image with several copies in training is named by the first."""
+    import functools  # noqa: PLC0415
+
+    monkeypatch.setattr(validate, "iter_images", functools.partial(validate.iter_images, chunk=100))
+
+    def leak(images, labels):
+        with np.load(ingested / "test.npz") as test:
+            images[[5, 250]] = test["images"][0]
+            images[251] = test["images"][1]
+        return images, labels
+
+    rewrite(ingested, "train", leak)
+    with pytest.raises(ValidationFailedError) as failure:
+        run(ValidateConfig(max_duplicate_share=0.0), ingest=ingested, out=tmp_path / "v")
+    [line] = [x for x in str(failure.value).splitlines() if "test_in_train_share" in x]
+    assert line.endswith("; near-duplicates: test image 0 ≈ train image 5, test image 1 ≈ train image 251")
+
+
+def test_blank_images_up_to_max_blank_share_pass(ingested, tmp_path):
+    """``max_blank_share``: at most this share of images has a single pixel value; 3 of 360 is under 1 %."""
+    rewrite(ingested, "train", lambda images, labels: (np.where(np.arange(len(images))[:, None, None, None] < 3,
+                                                                np.uint8(9), images), labels))
+    assert run(ValidateConfig(max_blank_share=0.01), ingest=ingested, out=tmp_path / "v")["success"]
+    with pytest.raises(ValidationFailedError) as failure:
+        run(ValidateConfig(max_blank_share=0.005), ingest=ingested, out=tmp_path / "v2")
+    assert [f["column"] for f in failure.value.failures] == ["pixel_range"]
+
+
+def test_images_with_other_channels_than_the_manifest_fail(ingested, tmp_path):
+    rewrite(ingested, "test", lambda images, labels: (np.repeat(images, 3, axis=3), labels))
+    with pytest.raises(ValidationFailedError) as failure:
+        run(ValidateConfig(), ingest=ingested, out=tmp_path / "v")
+    assert [f["column"] for f in failure.value.failures] == ["channels"]
+    assert "expect_column_values_to_be_in_set column=channels expected={'value_set': [1]}" in str(failure.value)
+
+
+@pytest.mark.parametrize(("field", "bad", "message"), [
+    ("min_images", -1, r"min_images: expected >= 0, found -1"),
+    ("class_balance_ratio", 0.9, r"class_balance_ratio: expected >= 1, found 0.9"),
+    ("max_duplicate_share", 1.5, r"max_duplicate_share: expected a number in \[0, 1\], found 1.5"),
+    ("max_blank_share", -0.1, r"max_blank_share: expected a number in \[0, 1\], found -0.1"),
+])
+def test_thresholds_out_of_range_are_refused(field, bad, message):
+    with pytest.raises(ValueError, match=message):
+        ValidateConfig(**{field: bad})
+    assert ValidateConfig(max_duplicate_share=1.0, max_blank_share=1.0, class_balance_ratio=1.0, min_images=0)
+
+
+def _recount(ingest_dir):
+    manifest = json.loads((ingest_dir / "manifest.json").read_text())
+    with np.load(ingest_dir / "train.npz") as train:
+        manifest["counts"]["train"] = int(train["labels"].size)
+    (ingest_dir / "manifest.json").write_text(json.dumps(manifest))
+    return manifest
+
+
+def test_a_training_class_under_min_images_over_k_fails_on_its_count(ingested, tmp_path):
+    """Class 2 keeps 4 training images: within the share bounds of ratio 10 ([0.01, 1]), under min_images / K = 6."""
+    def starve_class_2(images, labels):
+        keep = (labels != 2) | (np.cumsum(labels == 2) <= 4)
+        return images[keep], labels[keep]
+
+    rewrite(ingested, "train", starve_class_2)
+    manifest = _recount(ingested)
+    with pytest.raises(ValidationFailedError) as failure:
+        run(ValidateConfig(min_images=60, class_balance_ratio=10.0), ingest=ingested, out=tmp_path / "v")
+    (entry,) = failure.value.failures
+    assert (entry["table"], entry["column"], entry["expected"]) == ("classes", "train_count", {"min_value": 6.0})
+    assert entry["observed"].endswith(f"e.g. [4] at class {manifest['class_names'][2]}")
+
+
+@pytest.mark.parametrize("share", ["low", "high"])
+def test_a_training_share_just_outside_the_balance_bounds_fails(ingested, tmp_path, share):
+    """class_balance_ratio r = 2, K = 10: each class's share of training within [0.05, 0.2]; class 2 at about 0.035,
+    or class 0 at about 0.25, is outside (both pass at r = 5)."""
+    def change(images, labels):
+        if share == "low":
+            keep = (labels != 2) | (np.cumsum(labels == 2) <= 10)
+            return images[keep], labels[keep]
+        labels = labels.copy()
+        labels[np.flatnonzero(labels != 0)[:45]] = 0
+        return images, labels
+
+    rewrite(ingested, "train", change)
+    _recount(ingested)
+    assert run(ValidateConfig(class_balance_ratio=5.0), ingest=ingested, out=tmp_path / "v")["success"]
+    with pytest.raises(ValidationFailedError) as failure:
+        run(ValidateConfig(class_balance_ratio=2.0), ingest=ingested, out=tmp_path / "v2")
+    assert [(f["column"], f["expected"]) for f in failure.value.failures] == [
+        ("train_share", {"min_value": 0.05, "max_value": 0.2})]
+
+
+def test_a_val_split_with_a_near_duplicate_in_training_fails(ingested, tmp_path):
+    """The overlap table checks the dataset's own val split too (it picks the epoch and fits the temperature)."""
+    with np.load(ingested / "test.npz") as test, np.load(ingested / "train.npz") as train:
+        two_per_class = np.concatenate([np.flatnonzero(test["labels"] == c)[:2] for c in range(10)])
+        images, labels = test["images"][two_per_class], test["labels"][two_per_class]
+        images[0] = train["images"][17]
+        np.savez(ingested / "val.npz", images=images, labels=labels)
+    manifest = json.loads((ingested / "manifest.json").read_text())
+    manifest["counts"]["val"] = 20
+    (ingested / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValidationFailedError) as failure:
+        run(ValidateConfig(), ingest=ingested, out=tmp_path / "v")
+    (entry,) = failure.value.failures
+    assert (entry["table"], entry["column"]) == ("overlap", "val_in_train_share")
+    assert entry["observed"].endswith("; near-duplicates: val image 0 ≈ train image 17")
