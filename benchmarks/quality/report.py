@@ -172,7 +172,9 @@ def _header(results: dict) -> str:
     sizes = []
     if big:
         sizes.append(TEMPLATE.fill("size_headline", top=top, study=study, cell=big,
-                                   epochs=study["headline_epochs"] or base["epochs"], pipeline=_pipeline_cell(results)))
+                                   epochs=study["headline_epochs"] or base["epochs"], pipeline=_pipeline_cell(results),
+                                   schedule="the study's schedule" if study["headline_epochs"] else
+                                   "params.yaml's schedule"))
     if cell:
         sizes.append(TEMPLATE.fill("size_others", study=study, cell=cell, epochs=study["epochs"] or base["epochs"]))
     seconds = results["wall_seconds"] + sum(r["wall_seconds"] for r in results.get("reruns", []))

@@ -275,3 +275,91 @@ def test_the_committed_inner_lr_table_is_the_rendering_of_its_records():
     assert (ROOT / "docs" / "quality" / "inner_lr.md").read_text() == inner_lr.render(found, results)
     assert sorted((r["seed"], r["inner_lr"]) for r in found["runs"]) == [
         (seed, alpha) for seed in quality.StudyConfig().seeds for alpha in sorted(inner_lr.INNER_LRS)]
+
+
+def _committed() -> dict:
+    return json.loads((ROOT / "docs" / "quality" / "results.json").read_text())
+
+
+def test_the_meta_weight_is_chosen_on_validation_never_on_test(monkeypatch):
+    """The sweep's member is the one with the best validation accuracy, whatever the test set says."""
+    params = {k: v for k, v in yaml.safe_load((ROOT / "params.yaml").read_text()).items()
+              if k in ("ingest", "noise", "baseline", "mlnt")}
+    study = quality.StudyConfig()
+    cell = object.__new__(quality._Cell)
+    cell.task = quality.Task(study.headline, 0, study, params, "unused", "unused")
+    cell.ce_config, cell.mlnt_config = quality.training_configs(cell.task)
+    validation = {"ema_control": 0.70, "mlnt_x0.25": 0.72, "mlnt": 0.71, "mlnt_x4": 0.69}
+    test = {"ema_control": 0.80, "mlnt_x0.25": 0.60, "mlnt": 0.75, "mlnt_x4": 0.90}
+
+    def mlnt_run(name, config, record, **_):
+        record["methods"][name] = {"accuracy": test.get(name, 0.5), "val_accuracy": validation.get(name, 0.5),
+                                   "meta_weight": config.meta_weight}
+
+    monkeypatch.setattr(cell, "_mlnt_run", mlnt_run)
+    monkeypatch.setattr(cell, "_detect", lambda *args: None)
+    monkeypatch.setattr(cell, "log", lambda message: None)
+    record = {"methods": {}}
+    cell._mlnt({}, record)
+    selected = record["methods"]["mlnt_selected"]
+    assert selected["chosen"] == "mlnt_x0.25" and selected["accuracy"] == 0.60
+    assert selected["meta_weight"] == 0.25 * params["mlnt"]["meta_weight"]
+
+
+def test_the_clean_ceiling_has_the_headline_size_and_schedule():
+    """CE on clean labels is the headline setting's ceiling: the same images drawn and the same epochs."""
+    study = quality.StudyConfig(epochs=25, headline_epochs=7, train_size=4000, headline_size=12000)
+    other = quality.Setting("symmetric", 0.2)
+    assert study.size(quality.CLEAN) == study.size(study.headline) == 12000 and study.size(other) == 4000
+    assert study.overrides(quality.CLEAN) == study.overrides(study.headline) == {"epochs": 7}
+    assert study.overrides(other) == {"epochs": 25}
+    assert quality.StudyConfig(headline_epochs=0, batch_size=0).overrides(quality.CLEAN) == {}
+
+
+def _with_gaps(results: dict, setting: str, gaps: list[float]) -> dict:
+    """``results`` with MLNT's test accuracy set to its control's plus ``gaps`` (points, one per seed)."""
+    results = json.loads(json.dumps(results))
+    cells = [r for r in results["records"] if r["setting"] == setting and r.get("part", "main") == "main"]
+    for record, gap in zip(cells, gaps, strict=True):
+        record["methods"]["mlnt"]["accuracy"] = record["methods"]["ema_control"]["accuracy"] + gap / 100
+    return results
+
+
+def test_the_control_target_needs_one_point_and_more_than_one_std():
+    """≥ control + 1 point, by more than one std: a mean gap of 1.5 points spread by 2.6 points is missed."""
+    results = _committed()
+    top = quality_report.headline(results)
+
+    def verdict(gaps: list[float]) -> str:
+        rows = table(quality_report._targets(_with_gaps(results, top, gaps), quality_report.settings(results)),
+                     "## Targets")
+        (row,) = [r for r in rows if r[0].startswith("≥ EMA-teacher control") and top in r[0] and r[1] == "MLNT"]
+        return row[3]
+
+    assert verdict([1.4, 1.5, 1.6]) == "met"
+    assert verdict([-1.5, 3.0, 3.0]) == "**missed**"  # mean 1.5, std 2.6
+    assert verdict([0.8, 0.9, 1.0]) == "**missed**"  # mean 0.9 < 1 point
+
+
+def test_the_header_names_the_pipelines_run_only_where_the_headline_cell_is_it():
+    """The headline cell with the pipeline's seed is the pipeline's run only on the pipeline's size, schedule,
+    batch and seeds; the header states the schedule the cells ran."""
+    results = _committed()
+    said = "pipeline's `dvc repro` run"
+    assert said in quality_report._header(results)
+    for part, key, value in (("study", "headline_epochs", 3), ("study", "batch_size", 64),
+                             ("study", "headline_size", 600)):
+        changed = json.loads(json.dumps(results))
+        changed[part][key] = value
+        assert said not in quality_report._header(changed), key
+    changed = json.loads(json.dumps(results))
+    changed["params"]["mlnt"]["seed"] += 1
+    assert said not in quality_report._header(changed)
+    changed = json.loads(json.dumps(results))
+    changed["study"]["headline_epochs"], changed["study"]["epochs"], changed["study"]["batch_size"] = 3, 4, 64
+    header = quality_report._header(changed)
+    assert ", 3 epochs" in header and ", 4 epochs" in header and "batch 64" in header
+    assert "3 epochs (the study's schedule)" in header and "params.yaml's schedule" not in header
+    assert "15 epochs (params.yaml's schedule;" in quality_report._header(results)
+    changed = {**results, "wall_seconds": 600.0, "reruns": [{"settings": ["clean"], "wall_seconds": 300.0}]}
+    assert "Ran in 15.0 min" in quality_report._header(changed)  # the study and its reruns

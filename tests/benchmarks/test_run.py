@@ -315,3 +315,22 @@ def test_a_training_steps_peak_memory_does_not_depend_on_the_step_before_it():
     first = peak_memory(step, torch.device("cpu"), net=net)
     assert [peak_memory(step, torch.device("cpu"), net=net) for _ in range(2)] == [first, first]
     assert first >= 4 * 2**20  # the new gradients are counted
+
+
+def test_a_rerun_keeps_its_own_section_times_and_refuses_another_machine(tmp_path):
+    """--sections: the rerun section's time is the rerun's, the others' the earlier run's; results measured on
+    another machine are not merged into."""
+    previous = {"quick": True, "machine": {"name": "cpu A", "device": "cpu", "threads": 1, "torch": "t",
+                                           "onnxruntime": "o", "freed_memory_retained": True},
+                "section_s": {"serving": 10.0, "inference": 20.0}, "serving": {"old": True}}
+    merged = run.merge(previous, {"serving": {"new": True}, "section_s": {"serving": 3.0}}, {"sections": ["serving"]},
+                       settings=run.QUICK)
+    assert merged["section_s"] == {"serving": 3.0, "inference": 20.0} and merged["serving"] == {"new": True}
+    assert merged["reruns"] == [{"sections": ["serving"]}]
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(previous))
+    here = dict(previous["machine"])
+    assert run.earlier_results(path, quick=True, here=here) == previous
+    for key, value in (("name", "cpu B"), ("device", "cuda")):
+        with pytest.raises(ValueError, match="rerun every section instead"):
+            run.earlier_results(path, quick=True, here={**here, key: value})
