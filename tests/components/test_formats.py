@@ -349,6 +349,16 @@ def test_imagefolder_csv_refuses_a_line_without_a_filename_or_a_label(tmp_path, 
         read_imagefolder(root, channels=1, size=0, test_fraction=0.25, seed=0)
 
 
+def test_imagefolder_csv_reads_a_label_and_a_split_with_spaces_around_them(tmp_path):
+    """A hand-written labels.csv (``pics/0.png, dog, val``): the label and the split are taken without the spaces
+    around them, not refused as a split named ' val' or read as a class named ' dog'."""
+    root, rows = write_folder_with_val(tmp_path / "mine", "csv", count=8, val_from=6, csv=False)
+    (root / "labels.csv").write_text("\n".join([rows[0], *(row.replace(",", ", ") for row in rows[1:])]) + "\n")
+    dataset = read_imagefolder(root, channels=1, size=0, test_fraction=0.25, seed=0)
+    assert dataset.class_names == ["cat", "dog"]
+    assert dataset.val_keys == ["pics/6.png", "pics/7.png"] and dataset.val_labels.tolist() == [1, 0]
+
+
 def test_imagefolder_errors(tmp_path):
     root = tmp_path / "mine"
     write_image(root / "cat" / "a.png", (12, 10), (1, 2, 3))
@@ -417,6 +427,21 @@ def test_a_class_folder_without_images_is_refused_naming_what_it_holds(tmp_path,
                                  f"accepted: .bmp, .gif, .jfif, .jpe, .jpeg, .jpg, .png, .tif, .tiff, .webp")
 
 
+def test_the_skipped_files_name_five_extensions_most_first_and_mark_the_rest():
+    """``describe_skipped``: up to five extensions, most first, each with its count; "..." only where there are more,
+    so five kinds are all named and a sixth is not dropped silently."""
+    from collections import Counter  # noqa: PLC0415
+
+    from components.formats.imagefolder import describe_skipped  # noqa: PLC0415
+
+    five = Counter({".heic": 6, ".txt": 5, ".json": 4, "": 3, ".xml": 2})
+    assert describe_skipped(five) == ("20 files with other extensions (.heic 6, .txt 5, .json 4, (no extension) 3, "
+                                      ".xml 2)")
+    assert describe_skipped(five + Counter({".md": 1})) == ("21 files with other extensions (.heic 6, .txt 5, "
+                                                            ".json 4, (no extension) 3, .xml 2, ...)")
+    assert describe_skipped(Counter({".txt": 1})) == "1 file with other extensions (.txt 1)"
+
+
 def test_jfif_images_are_read_and_other_files_are_counted_and_reported(tmp_path, capsys):
     """.jfif and .jpe are JPEGs that Pillow reads; notes.txt or a .heic beside the images was skipped uncounted,
     and hidden files (.DS_Store, macOS's ._x.png, .ipynb_checkpoints/) are not read at all."""
@@ -460,6 +485,19 @@ def test_imagefolder_refuses_non_square_images_unless_image_size_makes_them_squa
     manifest = run(IngestConfig(dataset="imagefolder", path=str(root), image_size=8, test_fraction=0.5),
                    out=tmp_path / "out")
     assert manifest["image_shape"] == [8, 8, 3]
+
+
+@pytest.mark.parametrize("shape", [(8, 12), (12, 8)], ids=["wide", "tall"])
+def test_load_image_keeps_the_centre_square_of_a_non_square_image(tmp_path, shape):
+    """``load_image(size=...)``: the short side resized to ``size``, then the centre cropped square (what
+    ``ingest.image_size`` does to a user's photos): 2 rows or columns off each side of a 12x8 image, not 4 off one."""
+    height, width = shape
+    ramp = np.arange(max(shape), dtype=np.uint8) * 20  # a distinct grey value per row or column
+    pixels = np.broadcast_to(ramp[None, :] if width > height else ramp[:, None], shape).copy()
+    Image.fromarray(pixels).save(tmp_path / "photo.png")
+    image = load_image(tmp_path / "photo.png", channels=1, size=8)[..., 0]
+    centre = ramp[2:10]
+    assert image.tolist() == np.broadcast_to(centre[None, :] if width > height else centre[:, None], (8, 8)).tolist()
 
 
 def test_missing_dataset_path(tmp_path):
@@ -512,6 +550,30 @@ def test_clothing1m_reads_no_key_outside_its_folder(tmp_path):
     with pytest.raises(DataError, match=r"clean_val_key_list.txt line 1: expected a file inside .*c1m, found a "
                                         r"symbolic link to .*secret.jpg, outside it"):
         run(IngestConfig(dataset="clothing1m", path=str(source), image_size=8), out=tmp_path / "out")
+
+
+def test_a_labels_csv_linked_out_of_the_folder_to_no_file_is_refused_not_ignored(tmp_path):
+    """A ``labels.csv`` that is a symbolic link leading out of the folder is refused even where its target is gone
+    (a disk not mounted): skipped as no file, the class folders beside it were read instead, with other labels."""
+    root = tmp_path / "mine"
+    for i in range(6):
+        write_image(root / ("cat" if i % 2 else "dog") / f"{i}.png", (8, 8), (i * 10,) * 3)
+    (root / "labels.csv").symlink_to(tmp_path / "elsewhere" / "labels.csv")
+    with pytest.raises(DataError, match=r"mine/labels.csv: expected a file inside .*mine, found a symbolic link to "
+                                        r".*elsewhere/labels.csv, outside it"):
+        read_imagefolder(root, channels=1, size=0, test_fraction=0.5, seed=0)
+
+
+def test_clothing1m_read_image_refuses_an_image_over_its_max_pixels(tmp_path):
+    """``read_image(max_pixels=...)``: an image over the caller's limit is refused from its header, naming the file,
+    the key, the limit and its size; under the limit its bytes are returned as they are."""
+    source = write_clothing1m(tmp_path / "c1m")
+    key = "images/0/00/val0.jpg"
+    width, height = Image.open(source / key).size
+    with pytest.raises(ImageTooLargeError, match=rf"val0.jpg \(key {re.escape(key)}\): expected an image of at most "
+                                                 rf"{width * height - 1} pixels .*, found {width}x{height} = "):
+        c1m.read_image(source, key, max_pixels=width * height - 1)
+    assert c1m.read_image(source, key, max_pixels=width * height) == (source / key).read_bytes()
 
 
 @pytest.mark.parametrize("layout", ["folders", "csv"])

@@ -210,6 +210,9 @@ def test_the_same_input_gives_byte_identical_shards(source_dir, ingest_dir, tmp_
     ingest(IngestConfig(dataset="clothing1m", path=str(source_dir), image_size=CROP, resize=RESIZE,
                         shard_size=SHARD_SIZE, seed=2), out=tmp_path / "again")
     assert snapshot(tmp_path / "again" / "shards") == snapshot(ingest_dir / "shards")
+    for path in shard_paths(ingest_dir, "train"):  # no clock in the bytes: two runs a second apart agree too
+        with tarfile.open(path) as tar:
+            assert {(m.mtime, m.mode) for m in tar.getmembers()} == {(0, 0o644)}
 
 
 # --- order: a pure function of (seed, epoch) ----------------------------------------------------------------
@@ -516,6 +519,23 @@ def test_a_damaged_shard_is_named_with_the_keys_it_holds(ingest_dir, tmp_path, d
     assert snapshot(tmp_path) == before  # nothing written
 
 
+def test_reading_an_image_of_a_shard_cut_short_after_its_check_names_the_bytes_missing(ingest_dir, tmp_path):
+    """``SplitIndex.read``: a shard cut short inside an image (after its sha256 check, or with it skipped) is a
+    ``DataError`` naming the shard, the key, the offset and the bytes found, never the short bytes handed on."""
+    copy = tmp_path / "ingest"
+    shutil.copytree(ingest_dir, copy)
+    index = read_index(copy, "train")
+    offset, size, key = int(index.offset[3]), int(index.size[3]), index.key[3].decode()
+    index.path(3).write_bytes(index.path(3).read_bytes()[:offset + 10])
+    for handles in (None, {}):
+        with pytest.raises(DataError, match=rf"^{re.escape(str(index.path(3)))}: expected {size} bytes of "
+                                            rf"{re.escape(key)} at offset {offset}, found 10 \(the shard is cut "
+                                            r"short\)$"):
+            index.read(3, handles)
+        for handle in (handles or {}).values():
+            handle.close()
+
+
 @pytest.mark.parametrize("workers", [0, 2])
 def test_an_image_that_no_longer_decodes_is_one_line_naming_shard_and_key(ingest_dir, tmp_path, workers):
     """Bytes damaged after the sha256 check (or with it skipped) fail in the loader, in a worker or not, with the
@@ -566,6 +586,18 @@ def test_a_shard_index_naming_a_file_outside_the_shards_folder_is_refused(tmp_pa
         with pytest.raises(DataError, match=r"shards/index.json \(split train\): expected a file name relative to "
                                             r".*shards that stays inside it, found '../../elsewhere.tar'"):
             read()
+
+
+def test_a_split_the_shard_index_does_not_list_is_a_data_error_naming_the_splits_it_has(tmp_path):
+    """``read_index`` checks the split against ``index.json``: one it does not list (an ingest without a val split,
+    an index.json cut short) is a ``DataError`` naming the file and the splits it has, not a bare ``KeyError``."""
+    (tmp_path / "shards").mkdir()
+    writer = ShardWriter(tmp_path / "shards", "train", 4)
+    writer.add("images/small.png", png_bytes(), label=1, clean_label=-1, extension="png")
+    (tmp_path / "shards" / "index.json").write_text(json.dumps({"splits": {"train": writer.close()}}))
+    with pytest.raises(DataError, match=rf"^{re.escape(str(tmp_path / 'shards' / 'index.json'))}: expected the split "
+                                        r"'val', found \['train'\]$"):
+        read_index(tmp_path, "val")
 
 
 @pytest.mark.parametrize(("change", "found"), [

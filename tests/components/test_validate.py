@@ -34,6 +34,9 @@ def test_good_data_passes_and_writes_report_and_data_docs(ingested, tmp_path):
     docs = tmp_path / "v" / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
     assert docs.is_file() and "images" in docs.read_text()
     assert report["statistics"]["images"] == 360
+    with np.load(ingested / "train.npz") as train:  # each class's share of the training split, not of all images
+        counts = np.bincount(train["labels"], minlength=10)
+    assert report["statistics"]["class_shares"] == (counts / counts.sum()).round(6).tolist()
 
 
 def test_broken_data_fails_with_one_line_per_failed_expectation(ingested, tmp_path):
@@ -61,6 +64,7 @@ def test_broken_data_fails_with_one_line_per_failed_expectation(ingested, tmp_pa
     assert "observed=1 of 1 values unexpected, e.g. [0.5]" in lines[3]
     report = json.loads((tmp_path / "v" / "report.json").read_text())
     assert not report["success"] and len(report["failures"]) == 3
+    assert report["statistics"]["duplicate_share"] == 0.5  # the share the overlap failure reports
 
 
 def test_a_mirrored_copy_of_a_test_image_in_training_counts_as_a_duplicate(ingested, tmp_path):
@@ -127,6 +131,23 @@ def test_shape_dtype_count_and_balance_failures(ingested, tmp_path):
     assert "expect_column_values_to_be_in_set column=dtype expected={'value_set': ['uint8']}" in text
     assert "e.g. ['float32', 'float32', 'float32', 'float32', 'float32'] at test images 0, 1, 2, 3, 4" in text
     assert "expect_column_values_to_be_between column=train_share" in text
+
+
+def test_pixel_values_outside_0_to_255_fail_on_the_minimum_and_the_maximum_naming_the_images(ingested, tmp_path):
+    """data.md: "pixel minimum and maximum in [0, 255]": images that are not uint8 (a converter's int16 output)
+    fail on each bound that they break, naming the image, besides the dtype."""
+    def widen(images, labels):
+        images = images.astype(np.int16)
+        images[2, 0, 0, 0], images[4, 0, 0, 0] = -3, 300
+        return images, labels
+
+    rewrite(ingested, "test", widen)
+    with pytest.raises(ValidationFailedError) as failure:
+        run(ValidateConfig(), ingest=ingested, out=tmp_path / "v")
+    found = {f["column"]: f["observed"] for f in failure.value.failures}
+    assert sorted(found) == ["dtype", "pixel_max", "pixel_min"]
+    assert found["pixel_min"] == "1 of 360 values unexpected, e.g. [-3.0] at test image 2"
+    assert found["pixel_max"] == "1 of 360 values unexpected, e.g. [300.0] at test image 4"
 
 
 def test_a_split_below_min_images_fails_naming_the_split_the_minimum_and_the_count(ingested, tmp_path):
@@ -250,6 +271,18 @@ def test_a_near_duplicate_is_named_by_its_first_training_row_past_the_first_chun
         run(ValidateConfig(max_duplicate_share=0.0), ingest=ingested, out=tmp_path / "v")
     [line] = [x for x in str(failure.value).splitlines() if "test_in_train_share" in x]
     assert line.endswith("; near-duplicates: test image 0 ≈ train image 5, test image 1 ≈ train image 251")
+
+
+def test_the_duplicate_fingerprint_is_an_8x8_grey_thumbnail_in_16_levels():
+    """``thumbnails``: 8x8 grey, quantised to 16 levels (steps of 16 grey values), so a test image a few grey values
+    off a training image (a re-encoded copy) still matches it, and one a step away does not."""
+    def flat(value, size=32):
+        return np.full((1, size, size, 3), value, dtype=np.uint8)
+
+    [a], [b], [c] = (validate.thumbnails(flat(v)) for v in (100, 108, 112))
+    assert a == b == bytes([6] * 64) and c == bytes([7] * 64)
+    [d] = validate.thumbnails(np.concatenate([flat(0, 16), flat(255, 16)], axis=2))  # left half black
+    assert d == bytes(([0] * 4 + [15] * 4) * 8)
 
 
 def test_blank_images_up_to_max_blank_share_pass(ingested, tmp_path):
