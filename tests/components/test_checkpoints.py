@@ -40,6 +40,17 @@ def test_a_corrupt_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog, d
         in caplog.text
 
 
+def test_a_save_over_a_torn_checkpoint_keeps_the_good_previous_one(tmp_path):
+    """A torn ``<key>.pt`` is overwritten, never rotated into ``<key>.prev.pt``: the last good one stays there."""
+    store = FileCheckpointStore(tmp_path)
+    store.save("k", {"step": 1})
+    store.save("k", {"step": 2})
+    path = tmp_path / "k.pt"
+    path.write_bytes(path.read_bytes()[:50])
+    store.save("k", {"step": 3})
+    assert read_checkpoint(tmp_path / "k.prev.pt")["step"] == 1 and store.load("k")["step"] == 3
+
+
 def test_no_usable_checkpoint_is_an_error(tmp_path):
     store = FileCheckpointStore(tmp_path)
     store.save("k", {"step": 1})
@@ -207,6 +218,8 @@ def test_the_main_process_takes_the_folder_when_it_names_it(tmp_path, monkeypatc
         import fcntl  # noqa: PLC0415
 
         fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released: another process may take it
+        monkeypatch.setenv("RANK", "1")
+        baseline_store(tmp_path / "out", ingest, noise)  # torchrun's other processes never take the lock
         monkeypatch.setenv("RANK", "0")
         with pytest.raises(CheckpointInUseError):
             baseline_store(tmp_path / "out", ingest, noise)

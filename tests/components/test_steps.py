@@ -118,6 +118,46 @@ def test_iterative_mlnt_keeps_each_rounds_teacher_and_drops_an_earlier_runs_extr
                                                      strict=True))
 
 
+@pytest.mark.parametrize("released", ["teacher", "student"])
+def test_iterative_mlnt_releases_each_rounds_best_validation_and_reports_each_rounds_score(workdir, monkeypatch,
+                                                                                          released):
+    """Every validation scores one model 0 and the other (``released``) lower than the one before: each round
+    releases its first validation's ``released`` model (``teacher_round1.pt``, ``teacher.pt``), not a later one or
+    the final student; ``val_accuracy_by_round`` lists the rounds in order; ``val_accuracy_<model>`` is the best,
+    ``final_val_accuracy_<model>`` the last, validation; ``teacher_start_share_released`` is the released
+    teacher's (None when the student is released)."""
+    import model.trainer as trainer_module  # noqa: PLC0415
+
+    for step in (ingest, noise, baseline):
+        assert step.main([]) == 0
+    calls = []  # (score, weights) of every validation of the released model, in order
+
+    def accuracy(model, *_, **__):
+        if any(p.requires_grad for p in model.parameters()) != (released == "student"):
+            return 0.0
+        calls.append((1 / (len(calls) + 1), {k: v.clone() for k, v in model.state_dict().items()}))
+        return calls[-1][0]
+
+    monkeypatch.setattr(trainer_module, "accuracy", accuracy)
+    assert mlnt.main(["--set", "mlnt.rounds=2"]) == 0
+    art = workdir / "artifacts" / "mlnt"
+    metrics = json.loads((art / "metrics.json").read_text())
+    evaluations = json.loads((art / "evaluations.json").read_text())  # the last round's
+    per_round = len(evaluations)
+    assert per_round > 1 and len(calls) == 2 * per_round
+    first, last = calls[0], calls[per_round]  # the best validation of each round: its first
+    assert metrics["val_accuracy_by_round"] == [first[0], last[0]] and metrics["val_accuracy"] == last[0]
+    assert (metrics["released"], metrics[f"val_accuracy_{released}"]) == (released, last[0])
+    assert metrics[f"final_val_accuracy_{released}"] == calls[-1][0] == evaluations[-1][f"val_accuracy_{released}"]
+    shares = [e["teacher_start_share"] for e in evaluations]
+    assert shares[0] != shares[-1]
+    assert metrics["teacher_start_share_released"] == (shares[0] if released == "teacher" else None)
+    for path, want in (("teacher_round1.pt", first[1]), ("teacher.pt", last[1])):
+        got, _ = load_model(art / path)
+        for name, value in got.state_dict().items():
+            assert torch.equal(value, want[name]), (path, name)
+
+
 def test_mlnt_step_under_torchrun_matches_one_process(workdir):
     """What the TrainJob (and the PyTorchJob) in k8s/ runs: ``torchrun -m components.mlnt`` with 2 processes (gloo
     on the CPU) writes the same teacher as the step run alone, and only once."""

@@ -46,14 +46,16 @@ class CountingStore:
 
 
 def _train_all(group: Group) -> dict:
-    """Final weights and teacher of each config, and how many checkpoints this process wrote."""
+    """Final weights and teacher of each config, and how many checkpoints and reports this process wrote."""
     train_data, _ = noisy_problem(n=256)
     out = {}
     for name, config in CONFIGS.items():
-        store = CountingStore()
-        result = train(config, net(seed=1), train_data, store=store, group=group)
+        store, reports = CountingStore(), []
+        result = train(config, net(seed=1), train_data, store=store, group=group,
+                       on_validation=lambda history, _, reports=reports: reports.append(len(history)))
         out[name] = {"student": {k: v.clone() for k, v in result.student.state_dict().items()},
-                     "losses": [h["train_loss"] for h in result.history], "saves": store.saves}
+                     "losses": [h["train_loss"] for h in result.history], "saves": store.saves,
+                     "reports": reports}
     return out
 
 
@@ -131,10 +133,14 @@ def test_two_processes_train_the_same_weights_as_one(two_processes, one_process,
         assert got["losses"] == pytest.approx(single["losses"], rel=1e-5)
 
 
-def test_only_the_main_process_writes_checkpoints(two_processes, one_process):
+def test_only_the_main_process_writes_checkpoints_and_reports_the_curves(two_processes, one_process):
+    """The curves (``on_validation``: ``live/`` in the steps) are written by the main process alone, as are the
+    checkpoints."""
     for name in CONFIGS:
         assert two_processes[0]["train"][name]["saves"] == one_process["train"][name]["saves"] > 0
         assert two_processes[1]["train"][name]["saves"] == 0
+        assert two_processes[0]["train"][name]["reports"] == one_process["train"][name]["reports"] == [1, 2]
+        assert two_processes[1]["train"][name]["reports"] == []
 
 
 def test_meta_gradient_needs_the_inner_gradients_averaged(two_processes, one_process):
@@ -246,6 +252,21 @@ def test_a_batch_the_processes_cannot_share_is_refused_before_they_connect(monke
     monkeypatch.setenv("WORLD_SIZE", "1")  # one process: any batch, no process group
     with data_parallel(TrainConfig(batch_size=33)) as group:
         assert (group.rank, group.world_size) == (0, 1) and not dist.is_initialized()
+
+
+def test_a_step_started_without_torchrun_is_told_to_use_it(monkeypatch):
+    """``WORLD_SIZE`` > 1 without the rest of torchrun's environment: a RuntimeError naming what is missing, before
+    any connection is tried."""
+    from model.distributed import from_environment  # noqa: PLC0415
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    for name in ("MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(RuntimeError, match=r"WORLD_SIZE=2: expected torchrun's environment, found no MASTER_ADDR, "
+                                           r"MASTER_PORT; start the step with torchrun"):
+        from_environment()
+    assert not dist.is_initialized()
 
 
 # --- later rounds restart from the main process's starting weights ----------------------------------------------

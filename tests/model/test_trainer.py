@@ -158,6 +158,40 @@ def test_iterative_training_refuses_other_epochs_before_training_on(tmp_path):
 
 
 
+def test_only_settings_that_cannot_change_the_result_may_change_on_resume():
+    """``RESULT_NEUTRAL`` (and, in a one-round run, ``epochs``) may change between a checkpoint and its resume;
+    anything that changes the result, ``eval_every`` (which validations pick the released model) included, is
+    refused. ``run_identity`` (the checkpoint folder's id) leaves out the same fields."""
+    from model.trainer import resume_policy, run_identity  # noqa: PLC0415
+
+    config = MlntConfig(epochs=2, lr_milestones=(1.0,), **QUIET)
+    saved = {**dataclasses.asdict(config), "lr_milestones": [1.0]}  # a list, as a config read from YAML holds
+    for name, value in (("checkpoint_every", 7), ("workers", 2), ("progress", True), ("device", "cpu"),
+                        ("epochs", 3)):
+        resume_policy(saved, dataclasses.replace(config, **{name: value}), step=4, steps_per_epoch=4)
+    for name, value in (("eval_every", 7), ("seed", 4), ("lr_milestones", (1.5,))):
+        with pytest.raises(ValueError, match=f"found differences: {name}: checkpoint"):
+            resume_policy(saved, dataclasses.replace(config, **{name: value}), step=4, steps_per_epoch=4)
+    assert "epochs" not in run_identity(config) and "eval_every" in run_identity(config)
+    assert "epochs" in run_identity(dataclasses.replace(config, rounds=2))  # later rounds pin epochs
+    assert "checkpoint_every" not in run_identity(dataclasses.replace(config, rounds=2))
+
+
+def test_a_checkpoint_of_another_format_is_refused(tmp_path):
+    train_data, _ = noisy_problem(n=200)
+    config = TrainConfig(epochs=1, **QUIET)
+    train(config, net(), train_data, store=FileCheckpointStore(tmp_path))
+    store = FileCheckpointStore(tmp_path)
+    good = store.load("round0")
+    store.save("round0", {**good, "format": 1})
+    with pytest.raises(ValueError, match=r"\(round0\): expected format 2, found 1; it was written by another "
+                                         r"version: delete it to start afresh"):
+        train(config, net(), train_data, store=FileCheckpointStore(tmp_path))
+    store.save("round0", {k: v for k, v in good.items() if k != "format"})  # older than the format number
+    with pytest.raises(ValueError, match=r"expected format 2, found None"):
+        train(config, net(), train_data, store=FileCheckpointStore(tmp_path))
+
+
 def test_a_resume_with_another_thread_count_warns_once(tmp_path, caplog):
     """CPU results depend on torch's thread count, so a run resumed with another one is not bit-identical to one that
     never stopped: the checkpoint records the count and the resume names both in one warning (not an error). A
