@@ -94,6 +94,40 @@ def test_rerun_resumes_more_epochs_continue_and_a_changed_config_starts_afresh(w
     assert json.loads((workdir / "artifacts/baseline/metrics.json").read_text())["epochs"] == 2  # params.yaml's
 
 
+@pytest.mark.parametrize("warm_start", [False, True])
+def test_mlnt_starts_from_the_baselines_weights_only_with_warm_start(workdir, monkeypatch, warm_start):
+    """``warm_start: false`` (the authors' code) trains from the seeded initialisation, the baseline giving only the
+    features; ``true`` from the baseline's ``model.pt``."""
+    for step in (ingest, noise, baseline):
+        assert step.main([]) == 0
+    started = {}
+
+    def record(config, net, *args, feature_net, **kwargs):
+        started.update(net={k: v.clone() for k, v in net.state_dict().items()}, features=feature_net.state_dict())
+        raise RuntimeError("recorded")
+
+    monkeypatch.setattr(mlnt, "train", record)
+    assert mlnt.main(["--set", f"mlnt.warm_start={str(warm_start).lower()}"]) == 1
+    base, _ = load_model(workdir / "artifacts/baseline/model.pt")
+    same = lambda state: all(torch.equal(v, state[k]) for k, v in base.state_dict().items())  # noqa: E731
+    assert same(started["features"]) and same(started["net"]) == warm_start
+
+
+def test_a_retrained_baseline_starts_mlnt_afresh(workdir, capsys):
+    """The mlnt run's checkpoints belong to the baseline it read (its features): after the baseline changes, mlnt
+    does not resume the run that used the other one."""
+    for step in (ingest, noise, baseline, mlnt):
+        assert step.main([]) == 0
+    runs = lambda: sorted(p.name for p in (workdir / "artifacts/mlnt/checkpoints").iterdir())  # noqa: E731
+    first = runs()
+    capsys.readouterr()
+    assert mlnt.main([]) == 0  # the same inputs: the same run, resumed
+    assert "resumed from" in capsys.readouterr().out and runs() == first
+    assert baseline.main(["--set", "baseline.seed=1"]) == 0  # another model.pt
+    assert mlnt.main([]) == 0
+    assert "resumed from" not in capsys.readouterr().out and runs() != first
+
+
 def test_training_step_without_its_inputs(workdir, capsys):
     assert mlnt.main([]) == 1
     err = capsys.readouterr().err
