@@ -23,6 +23,7 @@ from monitoring.metrics import (
     PREDICTOR_JOB_REGEX,
     PUSHGATEWAY_JOB,
     SERIES,
+    TRAINING,
     TRAINING_LAST_SUCCESS,
 )
 
@@ -76,6 +77,17 @@ def test_coverage_check_reports_a_waiting_alert_without_a_pending_test(rules):
     extended["groups"][-1]["rules"].append({"alert": "MlntUntested", "expr": "vector(1)", "for": "5m"})
     problems = check.coverage_problems(extended, check.rule_tests())
     assert "alert MlntUntested: no pending test in tests/" in problems and len(problems) == 3
+
+
+def test_only_an_alerts_sample_in_the_pending_state_is_a_pending_test(rules, tmp_path):
+    """A promql_expr_test that expects the alert's ``ALERTS`` sample firing, or another series naming the alert, is
+    not the pending test a waiting alert needs."""
+    cases = [{"expr": "ALERTS", "eval_time": "6m", "exp_samples": [
+        {"labels": 'ALERTS{alertname="MlntPredictorDown", alertstate="firing"}', "value": 1},
+        {"labels": 'other{alertname="MlntPredictorDown", alertstate="pending"}', "value": 1}]}]
+    tests = tmp_path / "alerts.yml"
+    tests.write_text(yaml.safe_dump({"tests": [{"interval": "1m", "promql_expr_test": cases}]}))
+    assert "pending" not in check.alert_test_kinds(rules, [tests])["MlntPredictorDown"]
 
 
 def test_rule_file_parses():
@@ -234,6 +246,15 @@ def test_contract_check_reports_a_misspelt_label_or_label_value(rules, board, wh
     ('mlnt_requests_total{outcome!="eror", protocol!~"grpc.*"}',
      ['panel 9 (p) query A: label outcome of mlnt_requests_total never takes the value "eror" (found '
       'outcome!="eror"; expected one of: ok, client_error, server_error)']),
+    # every label whose values the contract fixes: the latency's protocol, the fallbacks' reason, the trained model
+    ('mlnt_request_duration_seconds_count{protocol="http"} + on () mlnt_client_identity_fallbacks_total{'
+     'reason="malformed"} + on () mlnt_training_accuracy{model="techer"}',
+     ['panel 9 (p) query A: label protocol of mlnt_request_duration_seconds_count never takes the value "http" (found '
+      'protocol="http"; expected one of: v1, v2, grpc-v2)',
+      'panel 9 (p) query A: label model of mlnt_training_accuracy never takes the value "techer" (found '
+      'model="techer"; expected one of: teacher, student, baseline)']),
+    # a !~ that no value matches excludes nothing, but is not reported
+    ('mlnt_requests_total{protocol!~"http.*"}', []),
     # a value of a label the recording rules create (stage, from label_replace) or keep (outcome)
     ('model_stage:kserve_request_duration_seconds:p95_5m{stage="predcit"} + on (model) '
      'model_outcome:mlnt_requests:rate5m{outcome="ok"}',
@@ -261,6 +282,27 @@ def test_recording_rules_keep_and_create_labels_with_their_values(rules):
     assert schema["model_stage:kserve_request_duration_seconds:p95_5m"] == {"model": None, "stage": KSERVE_STAGES}
     assert schema["model:mlnt_request_duration_seconds:p99_5m"] == {"model": None}  # le is gone after the quantile
     assert schema["mlnt_client_identity_fallbacks_total"]["reason"] == FALLBACK_REASONS
+
+
+def test_every_training_metric_carries_the_pushs_job_and_step_labels(rules):
+    """The training steps push under job=mlnt-pipeline with the grouping key step (components.common.telemetry):
+    every training metric may be selected and grouped by both."""
+    schema = check.series_labels(rules)
+    for metric in TRAINING:
+        expr = f'max by (step) ({metric.name}{{job="{PUSHGATEWAY_JOB}", step="gate"}})'
+        assert check.label_problems(check.Expr("panel 9 (p) query A", expr), schema) == [], metric.name
+
+
+def test_a_label_takes_any_value_when_one_of_the_series_read_leaves_it_open():
+    """Where several series are read, a label's values are the union of theirs, or any if one takes any."""
+    assert check._merge([{"a": ("x",), "b": ("x",)}, {"a": None, "b": ("y", "x")}, {"a": ("z",)}]) == {
+        "a": None, "b": ("x", "y")}
+
+
+def test_a_recording_rule_without_by_keeps_the_labels_of_its_series_less_its_without_list():
+    labels = check.recorded_labels("sum without (instance, pod, le) (rate(mlnt_batch_size_bucket[5m]))",
+                                   check.contract_labels())
+    assert set(labels) == {"model", "job", "namespace", "container", "endpoint"}
 
 
 def test_a_variable_reading_a_missing_label_is_reported(rules, board):
@@ -361,6 +403,29 @@ def test_a_missing_runbook_section_is_reported(rules):
     assert len(problems) == 8 and all("runbook_url must be" in problem for problem in problems)
 
 
+def test_runbook_anchors_are_githubs():
+    """GitHub's heading anchors: lower case, punctuation dropped, spaces as hyphens."""
+    assert check.heading_anchors("# Monitoring\n### MlntPredictorDown (critical)\n## What's new?\n") == {
+        "monitoring", "mlntpredictordown-critical", "whats-new"}
+
+
+def test_an_alert_without_for_must_say_at_once_in_the_alert_table(rules, board):
+    docs = DOCS_FILE.read_text()
+    row = next(line for line in docs.splitlines() if line.startswith("| MlntTrainingGateFailed |"))
+    assert "| at once |" in row
+    problems = check.threshold_problems(rules, docs.replace(row, row.replace("| at once |", "| 5m |")), board)
+    assert problems == ["alert MlntTrainingGateFailed: the alert table of docs/monitoring.md says For '5m', but its "
+                        "for: is none (at once)"]
+
+
+def test_a_panel_naming_several_alerts_is_held_to_none_of_them(rules, board):
+    """A panel description that names two alerts has no one alert to hold its thresholds to."""
+    several = copy.deepcopy(board)
+    panel = next(p for p in panels(several) if p["title"] == "Server-error ratio")
+    panel["description"] = "MlntPredictorHighLatency and MlntPredictorHighErrorRate fire above 5% of requests."
+    assert check.threshold_problems(rules, DOCS_FILE.read_text(), several) == []
+
+
 def test_dashboard_is_a_grafana_dashboard_with_a_sane_layout(board):
     assert board["schemaVersion"] == 39 and board["uid"] == dashboard.UID
     variables = {variable["name"]: variable for variable in board["templating"]["list"]}
@@ -373,6 +438,47 @@ def test_dashboard_is_a_grafana_dashboard_with_a_sane_layout(board):
     assert not [pair for pair in combinations(boxes, 2) if overlap(*pair)]
     for panel in panels(board):
         assert panel["datasource"]["uid"] == "${datasource}" and panel["targets"], panel["title"]
+
+
+def test_panels_are_laid_out_left_to_right_wrapping_at_the_grid_width():
+    """A row's panels fill the 24 columns before they wrap; the next line starts below the tallest panel of the one
+    before, and the next row below its last line."""
+    rows = (dashboard.Row("A", (dashboard.Panel("a", (), "", width=8, height=8),
+                                dashboard.Panel("b", (), "", width=16, height=5),
+                                dashboard.Panel("c", (), "", width=24, height=4))),
+            dashboard.Row("B", (dashboard.Panel("d", (), "", width=12, height=6),)))
+    assert [(item["title"], item["gridPos"]) for item in dashboard.layout(rows)] == [
+        ("A", {"x": 0, "y": 0, "w": 24, "h": 1}), ("a", {"x": 0, "y": 1, "w": 8, "h": 8}),
+        ("b", {"x": 8, "y": 1, "w": 16, "h": 5}), ("c", {"x": 0, "y": 9, "w": 24, "h": 4}),
+        ("B", {"x": 0, "y": 13, "w": 24, "h": 1}), ("d", {"x": 0, "y": 14, "w": 12, "h": 6})]
+
+
+def test_panels_draw_their_alert_threshold_value_range_and_value_mappings(board):
+    """The alert threshold is a dashed line, red above it (below it for a panel where low is bad); stat panels
+    show the last value, coloured by threshold or by their value mappings; time series ask for a range, stats for
+    an instant."""
+    by_title = {panel["title"]: panel for panel in panels(board)}
+    errors = by_title["Server-error ratio"]["fieldConfig"]["defaults"]
+    assert errors["thresholds"]["steps"] == [{"color": "green", "value": None}, {"color": "red", "value": 0.05}]
+    assert errors["custom"]["thresholdsStyle"] == {"mode": "dashed"}
+    confidence = by_title["Mean top-1 confidence"]["fieldConfig"]["defaults"]
+    assert confidence["thresholds"]["steps"] == [{"color": "red", "value": None}, {"color": "green", "value": 0.5}]
+    assert (confidence["min"], confidence["max"]) == (0, 1)
+    requests = by_title["Request rate by outcome"]["fieldConfig"]["defaults"]
+    assert requests["custom"]["thresholdsStyle"] == {"mode": "off"} and len(requests["thresholds"]["steps"]) == 1
+    gate = by_title["Release gate"]
+    assert gate["fieldConfig"]["defaults"]["mappings"][0]["options"]["0"]["text"] == "failed"
+    assert by_title["Served model"]["options"]["textMode"] == "name"
+    for panel in panels(board):
+        stat = panel["type"] == "stat"
+        assert all((target["range"], target["instant"]) == (not stat, stat) for target in panel["targets"])
+        assert panel["fieldConfig"]["defaults"]["color"]["mode"] == ("thresholds" if stat else "palette-classic")
+        if stat:
+            assert panel["options"]["reduceOptions"]["calcs"] == ["lastNotNull"], panel["title"]
+    assert [target["legendFormat"] for target in by_title["Latency p50 / p95 / p99"]["targets"]] == [
+        "{{model}} p50", "{{model}} p95", "{{model}} p99"]
+    automatic = dashboard.panel_json(dashboard.Panel("x", (dashboard.Query("up"),), "d"), 1, {})
+    assert automatic["targets"][0]["legendFormat"] == "__auto"
 
 
 def overlap(a: dict, b: dict) -> bool:

@@ -16,6 +16,7 @@ import httpx
 import numpy as np
 import pytest
 import yaml
+from matplotlib.figure import Figure
 
 from components.formats.idx import read_fashion_mnist
 from monitoring import ROOT, check, dashboard, local, pipeline_run, query, render, snapshot, traffic
@@ -77,6 +78,71 @@ def test_template_variables_and_legends():
     assert render.legend("{{protocol}} {{outcome}}", {"protocol": "v2", "outcome": "ok"}) == "v2 ok"
     assert render.legend("__auto", {"__name__": "up", "job": "a"}) == 'up{job="a"}'
     assert render.unit_text(0.25, "percentunit") == "25%" and render.unit_text(0.012, "s") == "12 ms"
+
+
+def test_units_read_as_grafana_shows_them():
+    assert render.unit_text(3, "reqps") == "3 req/s" and render.unit_text(0, "s") == "0 s"
+    assert render.unit_text(-120, "s") == "-2 min" and render.unit_text(0.0004, "s") == "0.4 ms"
+    assert render._legend_layout(["a very long legend " * 10], 1.0) == (1, 1)  # wider than the panel: one column
+
+
+def drawn(title: str, results: list[list[tuple[float, float]]], snapshot: dict | None = None, **panel_fields):
+    """One panel of the dashboard (``title``; or a new one from ``panel_fields``) drawn from ``results``: one list of
+    (time, value) per series, labelled model="m<k>"."""
+    panel = next((p for p in query.panels(dashboard.build()) if p["title"] == title), None) or dashboard.panel_json(
+        dashboard.Panel(title, (dashboard.Query("up", "{{model}}"),), "", **panel_fields), 1, {})
+    target = {"legendFormat": panel["targets"][0]["legendFormat"],
+              "result": [{"metric": {"model": f"m{k}", "version": "v1"}, "values": [[t, str(v)] for t, v in values]}
+                         for k, values in enumerate(results)]}
+    ax = Figure().add_axes((0, 0, 1, 1))
+    if panel["type"] == "stat":
+        render.draw_stat(ax, panel, {"targets": [target]})
+    else:
+        render.draw_timeseries(ax, panel, render.timeseries_lines({"targets": [target]}), snapshot or {})
+    return ax
+
+
+def test_a_stat_panel_shows_the_last_value_coloured_by_its_threshold_or_value_mapping():
+    """Grafana's lastNotNull; red at or above the threshold; the value mapping's text; the legend for textMode
+    name."""
+    red, green = "#E02F44", "#56A64B"
+    gate = drawn("Release gate", [[(0, 1), (1, 0), (2, math.nan)]])
+    assert [(text.get_text(), text.get_color()) for text in gate.texts] == [("failed", red)]
+    limit = drawn("limit", [[(0, 0.1), (1, 0.7)], [(0, 0.7), (1, 0.3)]], kind="stat", limit=0.5)
+    assert [(text.get_text(), text.get_color()) for text in limit.texts] == [("0.7", red), ("0.3", green)]
+    served = drawn("Served model", [[(0, 1)]])
+    assert [text.get_text() for text in served.texts] == ["m0 v1"]
+
+
+def test_a_time_series_panel_draws_its_lines_threshold_and_value_range():
+    snapshot = {"range": {"start": 0.0, "end": 100.0},
+                "phases": [{"name": phase.name, "start": 25.0 * k, "end": 25.0 * (k + 1)}
+                           for k, phase in enumerate(traffic.PHASES)]}
+    errors = drawn("Server-error ratio", [[(10, 0.01), (20, 0.03)]], snapshot)
+    line, threshold = errors.lines
+    assert list(line.get_ydata()) == [0.01, 0.03] and list(threshold.get_ydata()) == [0.05, 0.05]
+    assert threshold.get_linestyle() == "--" and errors.get_ylim() == pytest.approx((0, 0.05 * 1.15))
+    assert errors.get_xlim() == pytest.approx(tuple(render._unix_to_num(np.array([0.0, 100.0]))))
+    assert len(errors.patches) == len(traffic.PHASES) - 1  # every phase shaded but the normal one
+    assert not errors.texts
+    low = drawn("Server-error ratio", [[(10, 0.01)]])  # the threshold far above the data: said, not drawn to scale
+    assert [text.get_text() for text in low.texts] == ["threshold 5% off scale"]
+    assert low.get_ylim() == pytest.approx((0, 0.01 * 1.15))
+    assert drawn("Mean top-1 confidence", [[(0, 0.6), (1, 0.7)]]).get_ylim() == (0, 1)
+    assert drawn("Predicted-class mix", [[(0, 1), (1, 1)], [(0, 3), (1, 1)]]).get_ylim() == (0, 1)
+    assert drawn("Request rate by outcome", [[(0, 0), (1, 0)]]).get_ylim() == (0, 1)
+    idle = drawn("Server-error ratio", [[(0, math.nan), (1, math.nan)]])  # a ratio of rates while idle
+    assert [text.get_text() for text in idle.texts] == ["No data"]
+
+
+def test_render_draws_each_panel_from_its_recorded_answers():
+    board = dashboard.build()
+    figure = render.render(board, recorded(board))
+    axes = {ax.get_label(): ax for ax in figure.axes}
+    requests = next(panel for panel in query.panels(board) if panel["title"] == "Request rate by outcome")
+    assert len(axes[f"panel {requests['id']}"].get_lines()) == 2
+    assert [text.get_text() for text in axes[f"panel {requests['id']}"].get_legend().get_texts()] == [
+        "v2 o0", "v2 o1"]
 
 
 def test_render_shades_the_traffic_phases_by_name():
@@ -176,11 +242,114 @@ def test_the_traffic_is_many_users_behind_a_gateway():
     assert options == {key: str(value) for key, value in traffic.PREDICTOR_OPTIONS.items()}
 
 
+def test_the_traffic_sends_a_burst_of_client_errors_and_the_skewed_pool_only_in_their_phases():
+    bodies = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        bodies.append((request.url.path, request.content))
+        return httpx.Response(200, json={"outputs": [{"name": "class_index", "data": [0]}], "predictions": []})
+
+    images = traffic.Images(np.arange(4, dtype=np.float32).reshape(4, 1, 1, 1), None, np.array([2]), "four")
+    with httpx.Client(transport=httpx.MockTransport(answer)) as client:
+        sent = traffic.Traffic(client, "http://predictor", "m", images, len(CLASSES))
+        kinds = {}
+        for phase in traffic.PHASES:
+            bodies.clear()
+            before = set(sent.sent)
+            for _ in range(60):
+                sent.step(phase)
+            kinds[phase.name] = set(sent.sent) - before
+            if phase.name == "skewed":
+                data = [json.loads(body)["inputs"][0]["data"] for path, body in bodies if path.endswith("/infer")]
+                assert data and all(set(values) == {2.0} for values in data)
+    assert any(kind.startswith("bad: ") for kind in kinds["bad requests"])
+    assert not any(kind.startswith("bad: ") for name, new in kinds.items() if name != "bad requests" for kind in new)
+    with pytest.raises(ValueError, match="expected 1 to 508 users, found 0"):
+        traffic.user_addresses(0)
+
+
+def test_the_traffic_sends_fashion_mnist_only_to_a_model_of_its_shape_and_classes(tmp_path):
+    from serving.release import InputSpec  # noqa: PLC0415 - as the traffic does
+
+    pipeline_run.tiny_fashion_mnist(tmp_path, tmp_path / "none", train=20, test=30)
+    spec = InputSpec("images", 1, 28, 28, (0.5,), (0.25,), "probabilities", tuple(traffic.FASHION_MNIST_CLASSES))
+    assert "(30 images; skewed phase: 'Trouser' only)" in traffic.load_images(spec, tmp_path).source
+    other = InputSpec("images", 1, 28, 28, (0.5,), (0.25,), "probabilities", tuple(f"c{k}" for k in range(10)))
+    assert traffic.load_images(other, tmp_path).source.startswith("random normalised tensors")
+
+
+def test_the_pipeline_run_draws_a_random_subset_of_the_real_data(tmp_path):
+    pipeline_run.tiny_fashion_mnist(tmp_path / "real", tmp_path / "none", train=200, test=100)
+    pipeline_run.tiny_fashion_mnist(tmp_path / "tiny", tmp_path / "real", train=20, test=10)
+    real, tiny = read_fashion_mnist(tmp_path / "real"), read_fashion_mnist(tmp_path / "tiny")
+    assert tiny.train_images.shape == (20, 28, 28, 1) and tiny.test_labels.shape == (10,)
+    assert not np.array_equal(tiny.train_images, real.train_images[:20])
+    rows = {image.tobytes() for image in real.train_images}
+    assert all(image.tobytes() in rows for image in tiny.train_images)
+
+
+def test_a_local_server_is_stopped_whatever_happens_and_must_exit_cleanly(tmp_path, monkeypatch):
+    """SIGTERM, then SIGKILL after the timeout: a server that had to be killed is a LocalError; one that exits before
+    it is ready is one at once, ending with its log; a failing body still stops it."""
+    stop = local.stop
+    monkeypatch.setattr(local, "stop", lambda process: stop(process, timeout=1))
+    log = tmp_path / "server.log"
+    log.write_text("x" * 5000 + "the end")
+    stubborn = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); " \
+               "time.sleep(60)"
+    process = subprocess.Popen([sys.executable, "-c", stubborn], stdout=subprocess.PIPE)
+    process.stdout.readline()
+    killed = r"(?s)did not shut down cleanly on SIGTERM: had to be killed\n.*the end$"
+    with pytest.raises(local.LocalError, match=killed), local.supervised(process, "server", log):
+        pass
+    assert process.returncode is not None and len(local.tail(log)) == 3000
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    with pytest.raises(RuntimeError), local.supervised(process, "server", log):
+        raise RuntimeError("the body failed")
+    assert process.poll() is not None
+    process = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    with pytest.raises(local.LocalError, match="server exited with 3 before it was ready"):
+        local.wait_until(f"http://127.0.0.1:{local.free_port()}/-/ready", process, "server", log, timeout=5)
+
+
+def test_the_queries_ask_prometheus_for_the_range_with_the_variables_filled_and_report_a_refusal():
+    asked = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        asked.append((request.url.path, dict(request.url.params)))
+        expr = request.url.params["query"]
+        if expr == "refused":
+            return httpx.Response(400, json={"status": "error", "error": "parse error"})
+        if expr == "warned":
+            return httpx.Response(200, json={"status": "error", "error": "too many samples"})
+        series = [] if expr.startswith("up") else [{"metric": {}, "values": [[1, "1"]]}]
+        return httpx.Response(200, json={"status": "success", "data": {"result": series}})
+
+    board = dashboard.build()
+    with httpx.Client(transport=httpx.MockTransport(answer)) as client:
+        collected = query.collect(client, "http://prom", board, start=10.0, end=70.0, step=2.0,
+                                  variables=check.VARIABLES | {"model": "m"})
+        assert [panel["title"] for panel in collected] == [panel["title"] for panel in query.panels(board)]
+        assert "row" not in {panel["type"] for panel in collected}
+        first = board["panels"][1]["targets"][0]
+        assert asked[0] == ("/api/v1/query_range", {"query": check.fill_variables(first["expr"], check.VARIABLES
+                                                                                  | {"model": "m"}),
+                                                    "start": "10.000", "end": "70.000", "step": "2"})
+        for expr, message in (("refused", "HTTP 400: parse error"), ("warned", "HTTP 200: too many samples")):
+            with pytest.raises(query.PrometheusError, match=f"query_range '{expr}': {message}"):
+                query.query_range(client, "http://prom", expr, 0, 1, 1)
+        asked.clear()
+        with pytest.raises(query.PrometheusError, match=r"prometheus had not scraped the predictor \(job j\)"):
+            query.wait_for_scrape(client, "http://prom", "j", timeout=0.5)
+        assert asked[0] == ("/api/v1/query", {"query": 'up{job="j"} == 1'})
+
+
 def test_prometheus_scrapes_the_predictor_and_the_pushgateway_with_honor_labels():
     config = yaml.safe_load(pushgateway_config("127.0.0.1:9091", config=local.prometheus_config(
         ["127.0.0.1:8080"], job_name="podMonitor/mlnt/mlnt-classifier/0", job="mlnt/mlnt-classifier")))
     predictor, gateway = config["scrape_configs"]
     assert predictor["static_configs"] == [{"targets": ["127.0.0.1:8080"]}] and "honor_labels" not in predictor
+    assert predictor["relabel_configs"] == [{"target_label": "job", "replacement": "mlnt/mlnt-classifier"}]
     assert gateway == {"job_name": JOB_NAME, "honor_labels": True, "static_configs": [{"targets": ["127.0.0.1:9091"]}]}
     assert config["rule_files"] and config["global"]["scrape_interval"] == "1s"
 
