@@ -159,6 +159,13 @@ class MlntConfig(TrainConfig):
                              f"the meta loss and the EMA teacher start there, so the run would train plain CE")
         if self.neighbours >= self.batch_size:
             raise ValueError(f"neighbours: expected fewer than batch_size ({self.batch_size}), found {self.neighbours}")
+        if self.rounds > 1:  # a later round's epoch may be one step (the mentor keeps batch_size samples at least)
+            for name, epoch in [("ramp_start", self.ramp_start), *((f"lr_milestones[{i}]", e)
+                                                                  for i, e in enumerate(self.lr_milestones))]:
+                if epoch >= self.epochs - 0.5:
+                    raise ValueError(f"{name}: expected an epoch below epochs - 0.5 ({self.epochs - 0.5}) with rounds "
+                                     f"> 1, found {epoch}: a later round, on the samples its mentor keeps, may have "
+                                     f"one step an epoch, and would round it to the end of the run")
 
 
 @dataclass
@@ -447,9 +454,9 @@ class _Loop:
         total = self.cfg.epochs * self.steps_per_epoch
         for epoch, step in zip(epochs, steps, strict=True):
             if step >= total:
-                raise ValueError(f"{name}: expected an epoch that rounds to a step before the last "
-                                 f"({self.cfg.epochs} epochs of {self.steps_per_epoch} steps), found {epoch}, step "
-                                 f"{step}: {otherwise}")
+                raise ValueError(f"{name}: expected an epoch that rounds to a step before the end of the run (at "
+                                 f"most step {total - 1} of {self.cfg.epochs} epochs of {self.steps_per_epoch} "
+                                 f"steps), found {epoch}, step {step}: {otherwise}")
 
     def run(self) -> TrainResult:
         self._resume()

@@ -387,6 +387,10 @@ def test_mlnt_and_its_control_see_the_same_augmented_images(monkeypatch):
     (lambda: TrainConfig(epochs=15, lr_milestones=(15,)), r"lr_milestones\[0\]: expected an epoch below epochs "
                                                           r"\(15\), found 15"),
     (lambda: MlntConfig(neighbours=128), r"neighbours: expected fewer than batch_size \(128\), found 128"),
+    (lambda: MlntConfig(epochs=2, rounds=2, ramp_start=1.5, ramp_end=1.5),
+     r"ramp_start: expected an epoch below epochs - 0.5 \(1.5\) with rounds > 1, found 1.5: a later round"),
+    (lambda: MlntConfig(epochs=2, rounds=2, lr_milestones=(1.6,)), r"lr_milestones\[0\]: expected an epoch below "
+                                                                    r"epochs - 0.5 \(1.5\) with rounds > 1, found 1.6"),
 ])
 def test_bad_config_values(make, message):
     with pytest.raises(ValueError, match=message):
@@ -406,8 +410,9 @@ def test_each_epoch_draws_its_own_order_of_the_data():
 
 
 @pytest.mark.parametrize(("settings", "message"), [
-    ({"ramp_start": 0.95, "ramp_end": 0.95}, r"ramp_start: expected an epoch that rounds to a step before the last "
-                                             r"\(1 epochs of 9 steps\), found 0.95, step 9: the meta loss"),
+    ({"ramp_start": 0.95, "ramp_end": 0.95}, r"ramp_start: expected an epoch that rounds to a step before the end "
+                                             r"of the run \(at most step 8 of 1 epochs of 9 steps\), found 0.95, "
+                                             r"step 9: the meta loss"),
     ({"lr_milestones": (0.95,)}, r"lr_milestones: .* found 0.95, step 9: the learning rate would never change"),
 ])
 def test_a_setting_a_fraction_of_a_step_short_of_the_end_is_refused(settings, message):
