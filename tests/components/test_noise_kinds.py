@@ -278,11 +278,13 @@ def clothing1m_ingest(tmp_path_factory):
     return work / "ingest"
 
 
-def test_human_kind_on_clothing1m_keeps_the_published_labels_and_measures_them_where_clean_is_known(
-        clothing1m_ingest, tmp_path):
+@pytest.mark.parametrize("kind", ["human", "none"])
+def test_human_and_none_on_clothing1m_keep_the_published_labels_and_measure_them_where_clean_is_known(
+        clothing1m_ingest, tmp_path, kind):
+    """docs/data.md: kinds none and human on Clothing1M count the rows whose clean label is known."""
     from components.formats.webdataset import read_index  # noqa: PLC0415
 
-    summary = run(NoiseConfig(kind="human"), ingest=clothing1m_ingest, out=tmp_path)
+    summary = run(NoiseConfig(kind=kind), ingest=clothing1m_ingest, out=tmp_path)
     index = read_index(clothing1m_ingest, "train")
     with np.load(tmp_path / "labels.npz") as table:
         labels = dict(table)
@@ -292,6 +294,7 @@ def test_human_kind_on_clothing1m_keeps_the_published_labels_and_measures_them_w
     assert not labels["is_val"].any() and not labels["is_noisy"][~known].any()  # the val split is the dataset's
     assert summary["clean_label_known_train"] == int(known.sum()) == 30
     assert summary["realised_rate_train"] == pytest.approx(labels["is_noisy"][known].mean())
+    assert summary["realised_rate_train"] > 0  # the web labels are noisy
     assert (summary["val"], summary["val_source"]) == (6, "the dataset's val split")
 
 
@@ -309,20 +312,3 @@ def test_instance_noise_on_shards_is_refused_with_the_reason(clothing1m_ingest, 
                                          r"\(clothing1m\) does not hold in memory"):
         run(NoiseConfig(kind="instance"), ingest=clothing1m_ingest, out=tmp_path)
     assert not list(tmp_path.iterdir())
-
-
-def test_kind_none_on_clothing1m_keeps_the_published_labels_and_measures_them_where_clean_is_known(
-        clothing1m_ingest, tmp_path):
-    """docs/data.md: kinds none and human on Clothing1M count the rows whose clean label is known."""
-    from components.formats.webdataset import read_index  # noqa: PLC0415
-
-    summary = run(NoiseConfig(kind="none"), ingest=clothing1m_ingest, out=tmp_path)
-    index = read_index(clothing1m_ingest, "train")
-    with np.load(tmp_path / "labels.npz") as table:
-        labels = dict(table)
-    np.testing.assert_array_equal(labels["label"], index.label[labels["index"]])
-    np.testing.assert_array_equal(labels["clean_label"], index.clean_label[labels["index"]])
-    known = labels["clean_label"] >= 0
-    assert summary["clean_label_known_train"] == int(known.sum()) == 30
-    assert summary["realised_rate_train"] == pytest.approx(labels["is_noisy"][known].mean())
-    assert summary["realised_rate_train"] > 0  # the web labels are noisy

@@ -226,13 +226,8 @@ def test_an_imbalanced_training_class_is_named(ingested, tmp_path):
         return images[keep], labels[keep]
 
     rewrite(ingested, "train", starve_class_2)
-    manifest = json.loads((ingested / "manifest.json").read_text())
     with np.load(ingested / "train.npz") as train:
-        manifest["counts"]["train"] = int(train["labels"].size)
-    (ingested / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(ValidationFailedError) as failure:
-        run(ValidateConfig(), ingest=ingested, out=tmp_path / "v")
-    (entry,) = failure.value.failures
+        entry, manifest = _the_one_failure(ingested, tmp_path, "train", int(train["labels"].size))
     assert (entry["table"], entry["column"]) == ("classes", "train_share")
     assert entry["observed"].startswith("1 of 10 values unexpected, e.g. [0.00")
     assert entry["observed"].endswith(f"] at class {manifest['class_names'][2]}")
@@ -366,11 +361,18 @@ def test_a_val_split_with_a_near_duplicate_in_training_fails(ingested, tmp_path)
         images, labels = test["images"][two_per_class], test["labels"][two_per_class]
         images[0] = train["images"][17]
         np.savez(ingested / "val.npz", images=images, labels=labels)
+    entry, _ = _the_one_failure(ingested, tmp_path, "val", 20)
+    assert (entry["table"], entry["column"]) == ("overlap", "val_in_train_share")
+    assert entry["observed"].endswith("; near-duplicates: val image 0 ≈ train image 17")
+
+
+def _the_one_failure(ingested, tmp_path, split: str, count: int) -> tuple[dict, dict]:
+    """The single failure of validating ``ingested`` once its manifest counts ``count`` images in ``split`` (the
+    images were rewritten), and the manifest."""
     manifest = json.loads((ingested / "manifest.json").read_text())
-    manifest["counts"]["val"] = 20
+    manifest["counts"][split] = count
     (ingested / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ValidationFailedError) as failure:
         run(ValidateConfig(), ingest=ingested, out=tmp_path / "v")
     (entry,) = failure.value.failures
-    assert (entry["table"], entry["column"]) == ("overlap", "val_in_train_share")
-    assert entry["observed"].endswith("; near-duplicates: val image 0 ≈ train image 17")
+    return entry, manifest
