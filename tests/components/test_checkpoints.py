@@ -274,6 +274,29 @@ def test_a_finished_run_keeps_its_folder_and_removes_only_old_finished_unlocked_
     training.release()
 
 
+def test_a_finished_run_removes_a_half_removed_folder_and_gives_up_its_lock(tmp_path):
+    """What an interrupted removal left (``.removing-<name>``) goes with the next finished run, and the run's lock is
+    released: another process may take the folder (a rerun resumes it at the end)."""
+    import fcntl  # noqa: PLC0415
+
+    from components.common.checkpoints import drop_stale_checkpoints  # noqa: PLC0415
+
+    root = tmp_path / "checkpoints"
+    half = root / ".removing-old"
+    (half / "sub").mkdir(parents=True)
+    (half / "sub" / "round0.pt").write_bytes(b"left")
+    ours = FileCheckpointStore(root / "ours")
+    ours.claim()
+    ours.save("round0", {"step": 3})
+    drop_stale_checkpoints(ours)
+    assert sorted(p.name for p in root.iterdir()) == ["ours"]
+    other = os.open(ours.directory / ".lock", os.O_RDWR)
+    try:
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a BlockingIOError while the run still held it
+    finally:
+        os.close(other)
+
+
 def test_a_folder_another_run_is_training_into_is_never_removed(tmp_path):
     """Neither in a step's own root (where every other run's folder goes) nor in a shared one."""
     from components.common.checkpoints import SHARED_RETENTION_S, drop_stale_checkpoints  # noqa: PLC0415
