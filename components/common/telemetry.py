@@ -216,8 +216,8 @@ def training_registry(step: str, metrics: dict) -> CollectorRegistry:
 
     accuracy = gauge(contract.TRAINING_ACCURACY)
     for split, by_model in metrics.get("accuracy", {}).items():
+        _check(split, contract.SPLITS, "split")  # a split with no model too
         for model, value in by_model.items():
-            _check(split, contract.SPLITS, "split")
             _check(model, contract.TRAINING_MODELS, "model")
             accuracy.labels(step=step, split=split, model=model).set(float(value))
     if "estimated_noise_rate" in metrics:

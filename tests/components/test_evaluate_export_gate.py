@@ -785,3 +785,34 @@ def test_prune_refuses_what_it_cannot_do_safely(tmp_path, capsys):
     assert all((registry / v).is_dir() for v in versions)  # nothing removed
     assert gate.main(["--prune", "1", "--registry", str(tmp_path / "nothing")]) == 1
     assert "nothing: expected a registry folder, found none" in capsys.readouterr().err
+
+
+def test_ece_and_reliability_bins_are_closed_on_the_right():
+    """Guo et al.'s bins ((m-1)/M, m/M]: a confidence exactly on an edge belongs to the bin below it, in the ECE and
+    in the reliability rows alike (0.75 with 4 bins is in (0.5, 0.75], apart from 0.9 in (0.75, 1])."""
+    from components.evaluate import reliability_rows  # noqa: PLC0415
+
+    probs, labels = np.array([[0.75, 0.25], [0.9, 0.1]]), np.array([0, 1])
+    assert expected_calibration_error(probs, labels, 4) == pytest.approx(0.5 * 0.25 + 0.5 * 0.9)
+    assert reliability_rows(probs, labels, 4) == [{"confidence": 0.75, "accuracy": 1.0, "count": 1},
+                                                  {"confidence": 0.9, "accuracy": 0.0, "count": 1}]
+
+
+def test_per_class_share_is_the_flagged_part_of_that_class_labels():
+    """``per_class``'s share is flagged / labels of the given class (1 of 4 "a" labels flagged: 0.25)."""
+    given = np.array([0, 0, 0, 0, 1, 1])
+    flagged = np.array([True, False, False, False, True, True])
+    assert per_class_issues(given, flagged, ["a", "b"]) == {"a": {"labels": 4, "flagged": 1, "share": 0.25},
+                                                            "b": {"labels": 2, "flagged": 2, "share": 1.0}}
+
+
+def test_the_card_says_whether_the_temperature_was_fitted_on_clean_or_noisy_labels():
+    """``calibration.fitted_on`` names the validation labels the temperature was fitted on: clean, or noisy."""
+    from components.export import calibrate  # noqa: PLC0415
+    from model.trainer import Data  # noqa: PLC0415
+
+    torch.manual_seed(0)
+    net = SmallCNN(4, image_size=8, width=4, hidden=8).eval()
+    val = Data(torch.randn(16, 1, 8, 8), torch.arange(16) % 4)
+    assert calibrate(net, val, bins=5, clean=True)["fitted_on"] == "clean validation set (16 images)"
+    assert calibrate(net, val, bins=5, clean=False)["fitted_on"] == "noisy validation set (16 images)"

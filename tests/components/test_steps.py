@@ -312,3 +312,53 @@ def test_export_reports_the_released_models_calibration_on_the_test_set(workdir,
     assert calibration["test_ece_after"] == pytest.approx(
         evaluate.expected_calibration_error(served, test.labels.numpy(), bins), abs=1e-5)
     assert calibration["temperature"] != 1.0 and calibration["test_ece_after"] != calibration["test_ece_before"]
+
+
+def test_evaluate_metrics_and_csvs_come_from_the_four_files_they_name(workdir, capsys, monkeypatch):
+    """metrics.json's ``baseline`` scores CE's last epoch (``final.pt``), ``baseline_best_epoch`` and the baseline's
+    ``best_epoch_accuracy`` its best epoch (``model.pt``); ``confusion_<model>.csv`` is each test image's
+    ``actual,predicted`` class names, ``calibration_<model>.csv`` the reliability rows at ``evaluate.ece_bins``; and
+    ``label_issues.csv`` names the rows of the ingested training set that labels.npz holds."""
+    import csv  # noqa: PLC0415
+
+    import numpy as np  # noqa: PLC0415
+
+    import model.trainer as trainer_module  # noqa: PLC0415
+    from components import evaluate  # noqa: PLC0415
+    from components.common.splits import test_set  # noqa: PLC0415
+
+    params = yaml.safe_load(Path("params.yaml").read_text())
+    params["noise"]["train_size"] = 300  # of 400: labels.npz's index is not every row
+    Path("params.yaml").write_text(yaml.safe_dump(params))
+    for step in (ingest, noise):
+        assert step.main([]) == 0, capsys.readouterr().err
+    scores = []  # every validation scores lower than the one before: model.pt (epoch 1) is not final.pt (epoch 2)
+    monkeypatch.setattr(trainer_module, "accuracy", lambda *_, **__: scores.append(1 / (len(scores) + 1)) or scores[-1])
+    for step in (baseline, mlnt):
+        assert step.main([]) == 0, capsys.readouterr().err
+    assert evaluate.main(["--set", "evaluate.ece_bins=4"]) == 0, capsys.readouterr().err
+    art = workdir / "artifacts"
+    metrics = json.loads((art / "evaluate/metrics.json").read_text())
+    names = metrics["class_names"]
+    files = {"baseline": "baseline/final.pt", "baseline_best_epoch": "baseline/model.pt",
+             "student": "mlnt/student.pt", "teacher": "mlnt/teacher.pt"}
+    for name, file in files.items():
+        net, saved = load_model(art / file)
+        test = test_set(art / "ingest", saved["normalisation"], workers=0)
+        probs, labels = trainer_module.predict(net, test).numpy(), test.labels.numpy()
+        want = evaluate.classification_metrics(probs, labels, len(names), 4)
+        assert (metrics[name]["accuracy"], metrics[name]["ece"]) == pytest.approx((want["accuracy"], want["ece"])), name
+        with open(art / f"evaluate/confusion_{name}.csv") as fh:
+            assert [(r["actual"], r["predicted"]) for r in csv.DictReader(fh)] == [
+                (names[a], names[p]) for a, p in zip(labels, probs.argmax(1), strict=True)], name
+        with open(art / f"evaluate/calibration_{name}.csv") as fh:
+            written = [{k: float(v) for k, v in r.items()} for r in csv.DictReader(fh)]
+        rows = evaluate.reliability_rows(probs, labels, 4)
+        assert len(written) == len(rows), name
+        assert all(w == pytest.approx(r) for w, r in zip(written, rows, strict=True)), name
+    assert metrics["baseline"]["best_epoch_accuracy"] == metrics["baseline_best_epoch"]["accuracy"]
+    assert metrics["ece_bins"] == 4
+    with np.load(art / "noise/labels.npz") as labels_npz:
+        training_rows = set(labels_npz["index"][~labels_npz["is_val"]].tolist())
+    with open(art / "evaluate/label_issues.csv") as fh:
+        assert {int(r["index"]) for r in csv.DictReader(fh)} == training_rows

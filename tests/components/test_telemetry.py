@@ -247,6 +247,7 @@ def test_an_answer_or_url_http_client_refuses_is_a_warning_and_the_step_succeeds
 @pytest.mark.parametrize(("metrics", "message"), [
     ({"acc": 1}, r"unknown metric keys \['acc'\]. Valid: accuracy, estimated_noise_rate"),
     ({"accuracy": {"train": {"teacher": 1}}}, "unknown split 'train'. Valid: test, val"),
+    ({"accuracy": {"train": {}}}, "unknown split 'train'. Valid: test, val"),  # with no model as well
     ({"accuracy": {"val": {"mentor": 1}}}, "unknown model 'mentor'. Valid: teacher, student, baseline"),
 ])
 def test_metrics_outside_the_contract_are_refused(metrics, message):
