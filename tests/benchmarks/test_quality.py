@@ -261,7 +261,7 @@ def test_precision_recall_curve_of_a_perfect_ranking():
 
 def test_the_committed_report_is_the_rendering_of_the_committed_records():
     """docs/results.md is exactly what benchmarks.quality.report makes of docs/quality/results.json."""
-    results = json.loads((ROOT / "docs" / "quality" / "results.json").read_text())
+    results = _committed()
     assert (ROOT / "docs" / "results.md").read_text() == quality_report.render(results)
     study = quality.StudyConfig()
     seeds = len(study.seeds)
@@ -270,7 +270,7 @@ def test_the_committed_report_is_the_rendering_of_the_committed_records():
 
 
 def test_the_committed_inner_lr_table_is_the_rendering_of_its_records():
-    results = json.loads((ROOT / "docs" / "quality" / "results.json").read_text())
+    results = _committed()
     found = json.loads((ROOT / "docs" / "quality" / "inner_lr.json").read_text())
     assert (ROOT / "docs" / "quality" / "inner_lr.md").read_text() == inner_lr.render(found, results)
     assert sorted((r["seed"], r["inner_lr"]) for r in found["runs"]) == [

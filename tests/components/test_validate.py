@@ -226,8 +226,8 @@ def test_an_imbalanced_training_class_is_named(ingested, tmp_path):
         return images[keep], labels[keep]
 
     rewrite(ingested, "train", starve_class_2)
-    with np.load(ingested / "train.npz") as train:
-        entry, manifest = _the_one_failure(ingested, tmp_path, "train", int(train["labels"].size))
+    manifest = _recount(ingested)
+    entry = _the_one_failure(ingested, tmp_path, ValidateConfig())
     assert (entry["table"], entry["column"]) == ("classes", "train_share")
     assert entry["observed"].startswith("1 of 10 values unexpected, e.g. [0.00")
     assert entry["observed"].endswith(f"] at class {manifest['class_names'][2]}")
@@ -310,10 +310,11 @@ def test_thresholds_out_of_range_are_refused(field, bad, message):
     assert ValidateConfig(max_duplicate_share=1.0, max_blank_share=1.0, class_balance_ratio=1.0, min_images=0)
 
 
-def _recount(ingest_dir):
+def _recount(ingest_dir, split: str = "train"):
+    """The manifest, its count of ``split`` set to the images its rewritten ``<split>.npz`` holds."""
     manifest = json.loads((ingest_dir / "manifest.json").read_text())
-    with np.load(ingest_dir / "train.npz") as train:
-        manifest["counts"]["train"] = int(train["labels"].size)
+    with np.load(ingest_dir / f"{split}.npz") as table:
+        manifest["counts"][split] = int(table["labels"].size)
     (ingest_dir / "manifest.json").write_text(json.dumps(manifest))
     return manifest
 
@@ -326,9 +327,7 @@ def test_a_training_class_under_min_images_over_k_fails_on_its_count(ingested, t
 
     rewrite(ingested, "train", starve_class_2)
     manifest = _recount(ingested)
-    with pytest.raises(ValidationFailedError) as failure:
-        run(ValidateConfig(min_images=60, class_balance_ratio=10.0), ingest=ingested, out=tmp_path / "v")
-    (entry,) = failure.value.failures
+    entry = _the_one_failure(ingested, tmp_path, ValidateConfig(min_images=60, class_balance_ratio=10.0))
     assert (entry["table"], entry["column"], entry["expected"]) == ("classes", "train_count", {"min_value": 6.0})
     assert entry["observed"].endswith(f"e.g. [4] at class {manifest['class_names'][2]}")
 
@@ -361,18 +360,15 @@ def test_a_val_split_with_a_near_duplicate_in_training_fails(ingested, tmp_path)
         images, labels = test["images"][two_per_class], test["labels"][two_per_class]
         images[0] = train["images"][17]
         np.savez(ingested / "val.npz", images=images, labels=labels)
-    entry, _ = _the_one_failure(ingested, tmp_path, "val", 20)
+    _recount(ingested, "val")
+    entry = _the_one_failure(ingested, tmp_path, ValidateConfig())
     assert (entry["table"], entry["column"]) == ("overlap", "val_in_train_share")
     assert entry["observed"].endswith("; near-duplicates: val image 0 ≈ train image 17")
 
 
-def _the_one_failure(ingested, tmp_path, split: str, count: int) -> tuple[dict, dict]:
-    """The single failure of validating ``ingested`` once its manifest counts ``count`` images in ``split`` (the
-    images were rewritten), and the manifest."""
-    manifest = json.loads((ingested / "manifest.json").read_text())
-    manifest["counts"][split] = count
-    (ingested / "manifest.json").write_text(json.dumps(manifest))
+def _the_one_failure(ingested, tmp_path, config: ValidateConfig) -> dict:
+    """The single failure of validating ``ingested`` under ``config``."""
     with pytest.raises(ValidationFailedError) as failure:
-        run(ValidateConfig(), ingest=ingested, out=tmp_path / "v")
+        run(config, ingest=ingested, out=tmp_path / "v")
     (entry,) = failure.value.failures
-    return entry, manifest
+    return entry
