@@ -50,6 +50,15 @@ def test_the_code_walk_sees_imports_inside_functions():
     assert all(p.parts[0] in PACKAGES for p in code)
 
 
+def test_the_code_walk_sees_modules_imported_by_name_and_the_packages_on_the_way():
+    """``from monitoring import metrics`` (telemetry) names a module, not a name in a package; and every package on
+    the way runs its ``__init__`` (components.common.code)."""
+    code = code_of("components.baseline")
+    assert {Path("monitoring/metrics.py"), Path("monitoring/__init__.py"), Path("components/__init__.py"),
+            Path("components/common/__init__.py"), Path("model/__init__.py")} <= code
+    assert Path("serving/inputs.py") in code_of("monitoring.traffic")  # imported inside a function only
+
+
 def test_the_stages_are_the_steps_in_order_each_writing_its_folder():
     """dvc.yaml's stages are components.common.steps' table, in order, each writing only under its folder."""
     from components.common.steps import FOLDERS, STEPS  # noqa: PLC0415

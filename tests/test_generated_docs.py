@@ -237,7 +237,7 @@ def test_a_run_without_ground_truth_shows_what_was_not_measured(tmp_path):
     assert "| cat | 50 | 5 | 0.1000 |" in text and "| dog | 40 | 2 | 0.0500 |" in text
     assert "imagefolder, 90 training and 10 validation images (**noisy validation labels**: selection ran on noisy " \
            "labels)" in text
-    assert "realised unknown (no clean label known) on the training labels" in text
+    assert "noise `none`, realised unknown (no clean label known) on the training labels" in text  # no rate asked
     assert "Decision: **fail**." in text
 
 

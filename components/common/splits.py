@@ -64,9 +64,10 @@ def _shard_split(ingest: Path, noise: Path, index: np.ndarray, given: np.ndarray
 
 
 def _check_rows(labels: Path, index: np.ndarray, count: int) -> None:
-    if index.size and index.max() >= count:
-        raise DataError(f"{labels}: expected indices below the {count} ingested images, found {int(index.max())} "
-                        f"(re-run the noise step)")
+    wrong = index[(index < 0) | (index >= count)] if index.size else index
+    if wrong.size:
+        raise DataError(f"{labels}: expected indices of the {count} ingested images, 0 to {count - 1}, found "
+                        f"{int(wrong[0])} (re-run the noise step)")
 
 
 def split_inputs(ingest: Path, noise: Path) -> list[Path]:

@@ -42,3 +42,16 @@ def test_without_glibc_nothing_is_changed(monkeypatch):
 def test_a_c_library_without_mallopt_is_left_alone(monkeypatch):
     monkeypatch.setattr(allocator.ctypes, "CDLL", lambda name: object())
     assert allocator.retain_freed_memory.__wrapped__() is False
+
+
+def test_a_c_library_with_mallopt_that_is_not_glibc_is_left_alone(monkeypatch):
+    """musl has a mallopt (which does nothing): only glibc's thresholds are set."""
+    calls = []
+
+    class Musl:
+        def mallopt(self, *args):
+            calls.append(args)
+            return 1
+
+    monkeypatch.setattr(allocator.ctypes, "CDLL", lambda name: Musl())
+    assert allocator.retain_freed_memory.__wrapped__() is False and calls == []

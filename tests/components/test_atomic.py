@@ -91,6 +91,7 @@ def test_a_staged_folder_is_swapped_in_with_the_sets_files_and_stays_aside_if_th
     assert sorted(p.name for p in tmp_path.iterdir()) == ["live", "live.partial", "metrics.json"]
     assert [p.name for p in (tmp_path / "live").iterdir()] == ["old.txt"] and (new / "new.txt").exists()
     (tmp_path / ".live.old").mkdir()  # a killed earlier swap's old folder
+    (tmp_path / ".live.old" / "older.txt").write_text("older")  # not empty: a rename onto it would fail
     with atomic_set():
         stage_folder(new, tmp_path / "live")
         write_text(tmp_path / "metrics.json", "new")
@@ -99,6 +100,66 @@ def test_a_staged_folder_is_swapped_in_with_the_sets_files_and_stays_aside_if_th
     assert [p.name for p in (tmp_path / "live").iterdir()] == ["new.txt"]
     stage_folder(tmp_path / "live", tmp_path / "first")  # outside a set: at once, onto no folder
     assert sorted(p.name for p in tmp_path.iterdir()) == ["first", "metrics.json"]
+
+
+def test_a_folder_swap_that_fails_leaves_the_sets_files_and_keeps_the_new_folder(tmp_path):
+    """The folders are swapped in first: a swap that fails (here its destination's folder is missing) renames no
+    file of the set, removes their temporary files and leaves the new folder where it was."""
+    (tmp_path / "metrics.json").write_text("old")
+    new = tmp_path / "live.partial"
+    new.mkdir()
+    (new / "new.txt").write_text("new")
+    with pytest.raises(OutputError), atomic_set():
+        stage_folder(new, tmp_path / "missing" / "live")
+        write_text(tmp_path / "metrics.json", "new")
+    assert (tmp_path / "metrics.json").read_text() == "old" and temps(tmp_path) == []
+    assert (new / "new.txt").read_text() == "new"
+
+
+def test_sigterm_and_sigint_wait_until_the_burst_of_renames_is_done(tmp_path, monkeypatch):
+    """A SIGTERM that arrives between two renames of a set is held back until the last one is done."""
+    events = []
+    replace = os.replace
+
+    def replace_and_signal(source, target):
+        replace(source, target)
+        events.append(("renamed", Path(target).name))
+        if len(events) == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(os, "replace", replace_and_signal)
+    previous = signal.signal(signal.SIGTERM, lambda *_args: events.append(("SIGTERM",)))
+    try:
+        with atomic_set():
+            write_text(tmp_path / "a.txt", "a")
+            write_text(tmp_path / "b.txt", "b")
+        assert events == [("renamed", "a.txt"), ("renamed", "b.txt"), ("SIGTERM",)]
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_an_exception_while_writing_removes_that_files_temporary_file(tmp_path):
+    """SIGTERM raises SystemExit through the steps' CLI, also in the middle of a file's write: the half-written
+    temporary file goes, alone or in a set."""
+    def interrupted(fh):
+        fh.write(b"half")
+        raise SystemExit(143)
+
+    (tmp_path / "a.txt").write_text("old")
+    with pytest.raises(SystemExit):
+        write_atomic(tmp_path / "a.txt", interrupted)
+    with pytest.raises(SystemExit), atomic_set():
+        write_text(tmp_path / "b.txt", "new")
+        write_atomic(tmp_path / "a.txt", interrupted)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"] and (tmp_path / "a.txt").read_text() == "old"
+
+
+def test_text_is_utf8_and_json_is_indented_with_sorted_keys(tmp_path):
+    write_text(tmp_path / "a.txt", "café ✓")
+    assert (tmp_path / "a.txt").read_bytes() == "café ✓".encode()
+    write_json(tmp_path / "b.json", {"b": 1, "a": {"d": 2, "c": "é"}})
+    assert (tmp_path / "b.json").read_text(encoding="utf-8") == (
+        '{\n  "a": {\n    "c": "\\u00e9",\n    "d": 2\n  },\n  "b": 1\n}\n')
 
 
 def test_a_rename_that_fails_mid_set_leaves_no_temporary_file(tmp_path):
@@ -161,7 +222,8 @@ def test_each_file_is_fsynced_before_its_rename_and_the_folder_after_the_renames
 
 def test_a_write_removes_the_leftovers_of_its_file_and_only_those(tmp_path):
     leftovers = [".model.pt.abcd1234.tmp", ".model.pt.zz_9yy00.tmp"]
-    others = [".metrics.json.abcd1234.tmp", "model.pt.tmp", ".model.pt.tmp", "notes.tmp", ".model.pt.TOOLONG12.tmp"]
+    others = [".metrics.json.abcd1234.tmp", "model.pt.tmp", ".model.pt.tmp", "notes.tmp", ".model.pt.TOOLONG12.tmp",
+              ".model.pt.ABCD1234.tmp", ".model.pt.abcd123.tmp", ".model.pt.abcd12345.tmp"]  # not mkstemp's 8
     for name in leftovers + others:
         (tmp_path / name).write_text("x")
     write_atomic(tmp_path / "model.pt", lambda fh: fh.write(b"weights"))
@@ -220,6 +282,16 @@ def test_a_read_only_folder_fails_before_the_work(tmp_path):
             prepare_output(out, step="noise")
     finally:
         out.chmod(0o755)
+
+
+def test_a_full_disk_fails_before_the_work_with_the_free_space(tmp_path, monkeypatch):
+    def full(*_args, **_kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(atomic.tempfile, "mkstemp", full)
+    with pytest.raises(OutputError, match=re.escape(f"{tmp_path}: expected a writable folder for the noise outputs, "
+                                                    "found: No space left on device (free: ") + r"\d+ MB\)$"):
+        prepare_output(tmp_path, step="noise")
 
 
 @pytest.mark.parametrize(("code", "found"), [(errno.EROFS, "Read-only file system"),

@@ -108,6 +108,21 @@ def test_a_changed_val_split_names_another_checkpoint_folder(tmp_path):
     assert _run_id(ingest, noise) != before
 
 
+def test_other_noisy_labels_name_another_checkpoint_folder(tmp_path):
+    """The noise step's labels are an input of the run: another noise draw (another seed or rate) must not resume
+    the run trained on the old labels."""
+    ingest, noise = tmp_path / "ingest", tmp_path / "noise"
+    ingest.mkdir()
+    noise.mkdir()
+    images, labels = np.zeros((4, 8, 8, 1), np.uint8), np.array([0, 1, 0, 1])
+    np.savez(ingest / "train.npz", images=images, labels=labels)
+    write_json(ingest / "manifest.json", {"format": "arrays", "counts": {"train": 4}})
+    np.savez(noise / "labels.npz", index=np.arange(4), label=labels, is_val=np.zeros(4, bool))
+    before = _run_id(ingest, noise)
+    np.savez(noise / "labels.npz", index=np.arange(4), label=1 - labels, is_val=np.zeros(4, bool))
+    assert _run_id(ingest, noise) != before
+
+
 def test_a_changed_transform_of_the_same_shards_names_another_checkpoint_folder(tmp_path):
     """Clothing1M's shards hold the original JPEGs: another ingest.image_size or resize changes only the manifest's
     transform, which every step decodes with, so it must change the run too."""

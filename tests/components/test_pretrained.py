@@ -1,9 +1,11 @@
+import socket
 import urllib.error
 
 import pytest
 import torch
 from torchvision.models import ResNet50_Weights, resnet50
 
+from components.common import pretrained
 from components.common.pretrained import PretrainedWeightsError, imagenet_weights, weights_file
 from model.networks import build_network
 
@@ -30,3 +32,32 @@ def test_cached_weights_are_used(monkeypatch):
 
 def test_networks_without_imagenet_weights():
     assert imagenet_weights("small_cnn") is None and imagenet_weights("preact_resnet32") is None
+
+
+@pytest.mark.parametrize("failure", [None, urllib.error.URLError("offline"), TimeoutError("timed out")],
+                         ids=["cached", "offline", "read-timed-out"])
+def test_the_weights_are_hash_checked_with_a_timeout_and_the_timeout_is_put_back(monkeypatch, failure):
+    """torchvision checks the downloaded file's hash, a stalled download times out after TIMEOUT_S (a read that
+    times out is a TimeoutError, an OSError, not a URLError) and becomes the same clear error, and the process's
+    socket timeout is what it was before."""
+    calls = []
+
+    def get_state_dict(_weights, **kwargs):
+        calls.append((kwargs, socket.getdefaulttimeout()))
+        if failure is not None:
+            raise failure
+        return {}
+
+    monkeypatch.setattr(type(ResNet50_Weights.IMAGENET1K_V1), "get_state_dict", get_state_dict)
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(3.5)
+    try:
+        if failure is None:
+            assert imagenet_weights("resnet50") == {}
+        else:
+            with pytest.raises(PretrainedWeightsError, match=r"pretrained: false"):
+                imagenet_weights("resnet50")
+        assert socket.getdefaulttimeout() == 3.5
+    finally:
+        socket.setdefaulttimeout(previous)
+    assert calls == [({"progress": False, "check_hash": True}, pretrained.TIMEOUT_S)]

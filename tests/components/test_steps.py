@@ -12,7 +12,8 @@ import torch
 import yaml
 
 from components import baseline, ingest, mlnt, noise
-from components.common.model_file import load_model
+from components.common.errors import DataError
+from components.common.model_file import load_model, seeded_network
 
 
 def test_steps_write_their_documented_artifacts(workdir, capsys):
@@ -362,3 +363,21 @@ def test_evaluate_metrics_and_csvs_come_from_the_four_files_they_name(workdir, c
         training_rows = set(labels_npz["index"][~labels_npz["is_val"]].tolist())
     with open(art / "evaluate/label_issues.csv") as fh:
         assert {int(r["index"]) for r in csv.DictReader(fh)} == training_rows
+
+
+def test_the_seeded_network_is_the_same_every_time_and_leaves_torchs_generator_alone():
+    meta = {"num_classes": 3, "in_channels": 1, "image_size": 28}
+    state = torch.get_rng_state()
+    first, again = seeded_network("small_cnn", meta, 7), seeded_network("small_cnn", meta, 7)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), again.state_dict().values(), strict=True))
+
+
+def test_load_model_names_a_missing_file_and_a_state_dict_that_is_not_a_mapping(tmp_path):
+    with pytest.raises(DataError, match=r"none\.pt: expected a model file, found no such file$"):
+        load_model(tmp_path / "none.pt")
+    torch.save({"format": 1, "network": "small_cnn", "num_classes": 3, "in_channels": 1, "image_size": 28,
+                "normalisation": {"mean": [0.5], "std": [0.2]}, "state_dict": [1, 2]}, tmp_path / "list.pt")
+    with pytest.raises(DataError, match=r"list\.pt: expected weights that fit a small_cnn with 3 classes, found a "
+                                        r"state_dict of type list$"):
+        load_model(tmp_path / "list.pt")

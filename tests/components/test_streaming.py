@@ -703,3 +703,115 @@ def test_the_normalisation_statistics_come_from_the_training_rows_only(tmp_path)
     np.testing.assert_allclose(meta["normalisation"]["std"], pixels.std(axis=(0, 1, 2)), rtol=0, atol=1e-5)
     everything = images[index].astype(np.float64) / 255.0
     assert min(everything.mean(axis=(0, 1, 2)) - pixels.mean(axis=(0, 1, 2))) > 0.05  # a leak would show
+
+
+def test_the_class_count_is_the_manifests_even_where_no_label_names_the_last_class(tmp_path):
+    """The model file's num_classes is the ingested dataset's (its class names), not the largest noisy label seen;
+    a manifest without class names falls back to the largest label + 1."""
+    ingest, noise, _, index, label, is_val = _arrays_split(tmp_path)
+    fewer = label % 2  # classes 0 and 1 only: "c" never given
+    np.savez(noise / "labels.npz", index=index, label=fewer, clean_label=fewer, is_noisy=np.zeros(len(index), bool),
+             is_val=is_val)
+    assert load_split(ingest, noise, workers=0)[2]["num_classes"] == 3
+    (ingest / "manifest.json").write_text(json.dumps({"counts": {"train": len(index)}}))
+    np.savez(noise / "labels.npz", index=index, label=label, clean_label=label, is_noisy=np.zeros(len(index), bool),
+             is_val=is_val)
+    assert label.max() == 2 and load_split(ingest, noise, workers=0)[2]["num_classes"] == 3
+
+
+def test_a_datasets_own_val_split_is_the_validation_set(tmp_path):
+    """An image folder's own ``val.npz`` (the manifest counts a val split) is the validation set, normalised with the
+    training rows' statistics; the noise step held nothing out, so every row of labels.npz trains."""
+    ingest, noise, _, index, label, _ = _arrays_split(tmp_path)
+    none = np.zeros(len(index), bool)
+    np.savez(noise / "labels.npz", index=index, label=label, clean_label=label, is_noisy=none, is_val=none)
+    val_images = np.random.default_rng(1).integers(0, 255, (7, 4, 4, 3), dtype=np.uint8)
+    val_labels = np.array([2, 0, 1, 1, 0, 2, 2])
+    np.savez(ingest / "val.npz", images=val_images, labels=val_labels)
+    (ingest / "manifest.json").write_text(json.dumps({"class_names": list("abc"),
+                                                      "counts": {"train": len(index), "val": 7}}))
+    train, val, meta = load_split(ingest, noise, workers=0)
+    assert train.labels.tolist() == label.tolist() and val.labels.tolist() == val_labels.tolist()
+    mean, std = meta["normalisation"]["mean"], meta["normalisation"]["std"]
+    want = (torch.from_numpy(val_images).permute(0, 3, 1, 2).double() / 255.0
+            - torch.tensor(mean, dtype=torch.float64)[:, None, None]) / torch.tensor(std, dtype=torch.float64)[
+                :, None, None]
+    torch.testing.assert_close(val.images.double(), want, rtol=0, atol=1e-5)
+
+
+def test_an_index_past_the_last_ingested_image_is_a_data_error(tmp_path):
+    """labels.npz from another ingest: an index equal to the image count (one past the last) names the fix."""
+    ingest, noise, _, index, label, is_val = _arrays_split(tmp_path)
+    index = index.copy()
+    index[0] = len(index)
+    np.savez(noise / "labels.npz", index=index, label=label, clean_label=label, is_noisy=np.zeros(len(index), bool),
+             is_val=is_val)
+    with pytest.raises(DataError, match=r"labels\.npz: expected indices of the 50 ingested images, 0 to 49, found 50 "
+                                        r"\(re-run the noise step\)"):
+        load_split(ingest, noise, workers=0)
+
+
+def test_a_sharded_split_checks_the_noise_index_and_needs_its_own_val_split(ingest_dir, tmp_path):
+    ingested = tmp_path / "ingest"
+    shutil.copytree(ingest_dir, ingested)
+    make_noise(NoiseConfig(kind="human"), ingest=ingested, out=tmp_path / "noise")
+    manifest = json.loads((ingested / "manifest.json").read_text())
+    count = manifest["counts"]["train"]
+    with np.load(tmp_path / "noise" / "labels.npz") as labels:
+        arrays = dict(labels)
+    arrays["index"][0] = count
+    np.savez(tmp_path / "noise" / "labels.npz", **arrays)
+    with pytest.raises(DataError, match=rf"expected indices of the {count} ingested images, 0 to {count - 1}, "
+                                        rf"found {count}"):
+        load_split(ingested, tmp_path / "noise", workers=0)
+    del manifest["counts"]["val"]
+    (ingested / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DataError, match=r"manifest\.json: expected a sharded dataset with its own val split, found the "
+                                        r"splits \['test', 'train'\]"):
+        load_split(ingested, tmp_path / "noise", workers=0)
+
+
+def test_a_sharded_split_augments_the_training_images_only_and_checks_the_val_shards(ingest_dir, tmp_path):
+    """load_split(augment=True): random crops and flips for training, the centre crop for validation; and every
+    train and val shard's sha256 is checked before the step reads it (docs/data.md)."""
+    ingested = tmp_path / "ingest"
+    shutil.copytree(ingest_dir, ingested)
+    make_noise(NoiseConfig(kind="human"), ingest=ingested, out=tmp_path / "noise")
+    train, val, _ = load_split(ingested, tmp_path / "noise", workers=0, augment=True)
+    assert (train.augment, val.augment) == (True, False)
+    assert load_split(ingested, tmp_path / "noise", workers=0)[0].augment is False
+    index = read_index(ingested, "val")
+    shard = shard_paths(ingested, "val")[0]
+    _flip_a_byte(shard, int(index.offset[0] + index.size[0] // 2))
+    with pytest.raises(DataError, match=rf"^{re.escape(str(shard))}: expected .*sha256"):
+        load_split(ingested, tmp_path / "noise", workers=0)
+
+
+def test_a_sharded_test_digest_follows_the_test_shards_sha256_and_nothing_else(ingest_dir, tmp_path):
+    """splits.test_digest for shards: each test shard's sha256 in index.json (and the index's keys and labels);
+    another training shard leaves it as it was."""
+    from components.common.splits import test_digest  # noqa: PLC0415
+
+    ingested = tmp_path / "ingest"
+    shutil.copytree(ingest_dir, ingested)
+    first = test_digest(ingested)
+    path = ingested / "shards" / "index.json"
+    index = json.loads(path.read_text())
+    index["splits"]["train"]["shards"][0]["sha256"] = "0" * 64
+    path.write_text(json.dumps(index))
+    assert test_digest(ingested) == first
+    index["splits"]["test"]["shards"][0]["sha256"] = "0" * 64
+    path.write_text(json.dumps(index))
+    assert test_digest(ingested) != first
+
+
+def test_a_negative_index_is_a_data_error_too(tmp_path):
+    """labels.npz's index names ingested images; -1 (the sentinel clean_label uses for "unknown") is none of them,
+    and numpy would silently read the last image for it."""
+    ingest, noise, _, index, label, is_val = _arrays_split(tmp_path)
+    index = index.copy()
+    index[1] = -1
+    np.savez(noise / "labels.npz", index=index, label=label, clean_label=label, is_noisy=np.zeros(len(index), bool),
+             is_val=is_val)
+    with pytest.raises(DataError, match=r"labels\.npz: expected indices of the 50 ingested images, 0 to 49, found -1 "):
+        load_split(ingest, noise, workers=0)

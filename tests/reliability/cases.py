@@ -161,7 +161,7 @@ DATA = [
          ("artifacts/ingest/manifest.json: expected JSON written by the ingest step, found invalid JSON",)),
     Case("labels-index-out-of-range", FILES, "baseline", "`labels.npz` pointing at image 1000000 of 400",
          lambda: f.edit_npz("artifacts/noise/labels.npz", lambda a: a["index"].__setitem__(0, 1_000_000)),
-         ("artifacts/noise/labels.npz: expected indices below the 400 ingested images, found 1000000",)),
+         ("artifacts/noise/labels.npz: expected indices of the 400 ingested images, 0 to 399, found 1000000",)),
     Case("data-source-incomplete", FILES, "data", "`make data` from a `--source` folder that lacks a file "
          "(one is missing in `data/`)", lambda: f.delete(f"{FM}/t10k-labels-idx1-ubyte.gz"),
          ("data/nowhere/t10k-labels-idx1-ubyte.gz: expected a Fashion-MNIST file, found no such file",),
