@@ -483,10 +483,10 @@ def prune_main(argv: list[str]) -> int:
     parser.add_argument("--prune", dest="keep", type=int, required=True, metavar="KEEP",
                         help="how many of the newest versions to keep (at least 1; the champion is always kept)")
     parser.add_argument("--registry", default=None, metavar="DIR",
-                        help="the registry folder (default: gate.registry of params.yaml, else releases)")
+                        help="the registry folder (default: gate.registry of params.yaml; releases without one)")
     args = parser.parse_args(argv)
-    registry = Path(args.registry or _params_registry())
     try:
+        registry = Path(args.registry or _params_registry())
         removed = prune(registry, args.keep)
     except (ValueError, OSError) as err:
         print(f"error: gate: {printable(err)}", file=sys.stderr)
@@ -498,11 +498,15 @@ def prune_main(argv: list[str]) -> int:
 
 
 def _params_registry() -> str:
-    """``gate.registry`` of ``params.yaml`` in the working folder, else ``GateConfig``'s default."""
-    try:
-        return str(load_params("params.yaml").get("gate", {}).get("registry") or GateConfig().registry)
-    except (OSError, ValueError):
+    """``gate.registry`` of ``params.yaml`` in the working folder, ``GateConfig``'s default where there is no such
+    file. A params file that cannot be read is an error, never the default: it may name another registry."""
+    if not Path("params.yaml").is_file():
         return GateConfig().registry
+    try:
+        gate = load_params("params.yaml").get("gate", {})
+    except ValueError as err:
+        raise ValueError(f"{err}; or name the registry: --registry DIR") from None
+    return str(gate.get("registry") or GateConfig().registry)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,6 +5,7 @@ import hashlib
 import itertools
 import json
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -85,7 +86,7 @@ def exported():
 def test_onnx_export_dynamic_batch_metadata_and_parity(exported):
     net, onnx_bytes = exported
     model = onnx.load_from_string(onnx_bytes)
-    assert model.opset_import[0].version >= 17
+    assert {o.domain: o.version for o in model.opset_import}[""] == 18  # the opset the card and docs name
     assert {p.key: p.value for p in model.metadata_props}["class_names"] == '["a", "b", "c", "d"]'
     assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
     session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
@@ -674,6 +675,7 @@ def test_the_cards_commit_is_dirty_for_an_edited_file_not_for_dvc_lock(tmp_path,
                           check=True).stdout.strip()
     monkeypatch.chdir(tmp_path / "sub")
     (tmp_path / "dvc.lock").write_text("schema: '2.0'\nstages: {}\n")
+    (tmp_path / "sub" / "untracked.py").write_text("y = 1\n")  # not a tracked file: the commit is still clean
     assert git_commit() == head
     (tmp_path / "sub" / "code.py").write_text("x = 2\n")
     assert git_commit() == head + "-dirty"
@@ -816,3 +818,126 @@ def test_the_card_says_whether_the_temperature_was_fitted_on_clean_or_noisy_labe
     val = Data(torch.randn(16, 1, 8, 8), torch.arange(16) % 4)
     assert calibrate(net, val, bins=5, clean=True)["fitted_on"] == "clean validation set (16 images)"
     assert calibrate(net, val, bins=5, clean=False)["fitted_on"] == "noisy validation set (16 images)"
+
+
+def test_the_baseline_comparison_turned_off_needs_no_baseline_and_older_metrics_still_give_one(tmp_path):
+    """``max_below_baseline: 1`` is "no comparison": a run whose metrics hold no CE baseline passes without one; and
+    metrics written before ``baseline_best_epoch`` give the baseline's ``best_epoch_accuracy`` to compare with."""
+    export, evaluate = write_export(tmp_path / "a", baseline=None)
+    decision = decide(GateConfig(min_accuracy=0.5, max_below_baseline=1.0), export=export, evaluate=evaluate,
+                      registry=tmp_path / "r")
+    assert decision["passed"] and decision["baseline_accuracy"] is None, decision["reasons"]
+    metrics = json.loads((evaluate / "metrics.json").read_text())
+    (evaluate / "metrics.json").write_text(json.dumps({"teacher": metrics["teacher"],
+                                                       "baseline": {"best_epoch_accuracy": 0.92}}))
+    decision = decide(GateConfig(min_accuracy=0.5), export=export, evaluate=evaluate, registry=tmp_path / "r")
+    assert not decision["passed"] and decision["baseline_accuracy"] == 0.92
+
+
+def test_the_decision_records_the_bounds_and_the_model_it_judged(tmp_path):
+    """decision.json is a public contract: the three bounds as configured, the model's name and hash, and the
+    champion it was judged against."""
+    registry = tmp_path / "releases"
+    first, evaluate = write_export(tmp_path / "a", accuracy=0.9, onnx=b"first")
+    champion = run_gate(GateConfig(min_accuracy=0.5, registry=str(registry)), export=first, evaluate=evaluate,
+                        out=tmp_path / "g1")
+    export, evaluate = write_export(tmp_path / "b", accuracy=0.95, onnx=b"second")
+    config = GateConfig(min_accuracy=0.3, max_below_baseline=0.2, max_regression=0.1, registry=str(registry))
+    run_gate(config, export=export, evaluate=evaluate, out=tmp_path / "g2")
+    decision = json.loads((tmp_path / "g2" / "decision.json").read_text())
+    assert decision["passed"] and decision["released"] is True
+    assert (decision["min_accuracy"], decision["max_below_baseline"], decision["max_regression"]) == (0.3, 0.2, 0.1)
+    assert (decision["model"], decision["onnx_sha256"]) == ("teacher", hashlib.sha256(b"second").hexdigest())
+    assert (decision["champion_version"], decision["champion_accuracy"]) == (champion["version"], 0.9)
+    assert decision["accuracy"] == 0.95 and decision["baseline_accuracy"] == 0.85
+
+
+def test_a_champion_of_another_task_fails_even_with_the_champion_comparison_off(tmp_path):
+    """``max_regression: 1`` turns off the accuracy comparison, not the task check: serving would switch tasks."""
+    registry = tmp_path / "releases"
+    clothing = {"class_names": [f"c{i}" for i in range(14)], "input": {"shape": ["batch", 3, 224, 224]},
+                "output": {"shape": ["batch", 14]}}
+    first, evaluate = write_export(tmp_path / "a", accuracy=0.75, baseline=0.7, task=clothing)
+    assert run_gate(GateConfig(min_accuracy=0.5, registry=str(registry)), export=first, evaluate=evaluate,
+                    out=tmp_path / "g1")["passed"]
+    export, evaluate = write_export(tmp_path / "b", accuracy=0.86, onnx=b"other")
+    decision = decide(GateConfig(min_accuracy=0.5, max_regression=1.0), export=export, evaluate=evaluate,
+                      registry=registry)
+    assert not decision["passed"] and any("is a model of another task" in r for r in decision["reasons"])
+
+
+def test_a_released_version_is_named_as_prune_recognises_it_and_readable_by_all(tmp_path):
+    """``v<UTC second>-<8 hex digits of the sha256>``: the name ``prune`` matches (a release it did not recognise
+    would never be pruned), holding the four files, its folder readable by the predictor's user as well."""
+    registry = tmp_path / "releases"
+    export, evaluate = write_export(tmp_path / "a")
+    decision = run_gate(GateConfig(min_accuracy=0.5, registry=str(registry)), export=export, evaluate=evaluate,
+                        out=tmp_path / "gate")
+    version = decision["version"]
+    assert gate.VERSION.fullmatch(version) and version.endswith("-" + hashlib.sha256(b"onnx-bytes").hexdigest()[:8])
+    release = registry / version
+    assert sorted(p.name for p in release.iterdir()) == ["decision.json", "model.onnx", "model_card.json",
+                                                         "parity.json"]
+    assert json.loads((release / "decision.json").read_text())["version"] == version
+    assert release.stat().st_mode & 0o755 == 0o755
+
+
+def test_prune_takes_its_options_as_key_value_and_defaults_to_releases_without_a_params_file(tmp_path, monkeypatch,
+                                                                                              capsys):
+    """``--prune=KEEP`` is ``--prune KEEP``; with no params.yaml in the working folder the registry is ``releases``
+    (``--registry``'s help: "default: gate.registry of params.yaml, else releases")."""
+    versions = fake_registry(tmp_path / "releases", 3, latest=2)
+    monkeypatch.chdir(tmp_path)
+    assert gate.main(["--prune=2"]) == 0, capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "releases").iterdir() if p.name.startswith("v")) == versions[1:]
+
+
+def test_export_chooses_the_model_with_the_higher_validation_accuracy(tmp_path):
+    """The teacher unless the CE baseline's best epoch (``model.pt``, not its last epoch ``final.pt``) is better on
+    validation."""
+    from components.export import choose  # noqa: PLC0415
+
+    for folder in ("baseline", "mlnt"):
+        (tmp_path / folder).mkdir()
+    for base, teacher, want in ((0.80, 0.90, ("teacher", tmp_path / "mlnt" / "teacher.pt", 0.90)),
+                                (0.95, 0.90, ("baseline_best_epoch", tmp_path / "baseline" / "model.pt", 0.95))):
+        (tmp_path / "baseline" / "metrics.json").write_text(json.dumps({"val_accuracy": base}))
+        (tmp_path / "mlnt" / "metrics.json").write_text(json.dumps({"val_accuracy": teacher}))
+        assert choose(tmp_path / "baseline", tmp_path / "mlnt") == want
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"parity_images": 0}, "parity_images, max_abs_diff: expected >= 1 and > 0, found 0, 0.0001"),
+    ({"max_abs_diff": 0.0}, "parity_images, max_abs_diff: expected >= 1 and > 0, found 256, 0.0"),
+    ({"workers": -1}, "workers: expected >= 0, found -1"),
+])
+def test_export_refuses_a_parity_check_that_cannot_pass_or_check_anything(values, message):
+    from components.export import ExportConfig  # noqa: PLC0415
+
+    with pytest.raises(ValueError, match=re.escape(message)):
+        ExportConfig(**values)
+    assert ExportConfig(parity_images=1, max_abs_diff=1e-9, workers=0).workers == 0
+
+
+def test_the_card_records_what_each_step_ran_with_over_the_params_file(caplog):
+    """A step whose outputs record no config keeps the file's section; one that records its config replaces it,
+    with a warning naming only the settings the file gives otherwise (a key the file leaves out is no difference)."""
+    from components.export import ran_with  # noqa: PLC0415
+
+    given = {"noise": {"rate": 0.3, "seed": 0}, "mlnt": {"epochs": 2}}
+    with caplog.at_level("WARNING"):
+        recorded = ran_with(given, {"noise": {"rate": 0.6, "seed": 0, "kind": "symmetric"}, "mlnt": None})
+    assert recorded == {"noise": {"rate": 0.6, "seed": 0, "kind": "symmetric"}, "mlnt": {"epochs": 2}}
+    assert caplog.text.count("noise.") == 1 and "noise.rate 0.6 (the params file: 0.3)" in caplog.text
+
+
+def test_prune_never_falls_back_to_another_registry_over_a_broken_params_file(tmp_path, monkeypatch, capsys):
+    """params.yaml names ``gate.registry: mine`` but fails to load (a misspelt section): ``--prune`` must not prune
+    ``releases`` instead; it refuses, naming the params file, and removes nothing."""
+    mine, releases = fake_registry(tmp_path / "mine", 3, latest=2), fake_registry(tmp_path / "releases", 3, latest=2)
+    (tmp_path / "params.yaml").write_text("gate:\n  registry: mine\nnosie:\n  rate: 0.3\n")
+    monkeypatch.chdir(tmp_path)
+    assert gate.main(["--prune", "1"]) == 1
+    assert "params.yaml" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "releases").iterdir() if p.name.startswith("v")) == releases
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir() if p.name.startswith("v")) == mine

@@ -315,6 +315,50 @@ def test_export_reports_the_released_models_calibration_on_the_test_set(workdir,
     assert calibration["temperature"] != 1.0 and calibration["test_ece_after"] != calibration["test_ece_before"]
 
 
+
+def test_the_card_describes_the_run_it_came_from(workdir, capsys):
+    """The card's ``parity`` counts the first ``export.parity_images`` test images; ``calibration.fitted_on`` and
+    ``validation`` say the validation labels were noisy; ``train_class_distribution`` is the share of each class
+    among the training rows' noisy labels (validation rows left out); ``data`` hashes the inputs; the ECEs before and
+    after are the network's on the validation set at T = 1 and T; ``test`` is evaluate's record; the ONNX file
+    holds the card's temperature and opset."""
+    import hashlib  # noqa: PLC0415
+
+    import numpy as np  # noqa: PLC0415
+    import onnx  # noqa: PLC0415
+
+    from components import evaluate, export  # noqa: PLC0415 - imports onnx
+    from components.common.splits import load_split  # noqa: PLC0415
+
+    assert ingest.main([]) == 0
+    assert noise.main(["--set", "noise.val_clean=false"]) == 0, capsys.readouterr().err
+    for step in (baseline, mlnt, evaluate):
+        assert step.main([]) == 0, capsys.readouterr().err
+    assert export.main(["--set", "export.parity_images=16"]) == 0, capsys.readouterr().err
+    art = workdir / "artifacts"
+    card = json.loads((art / "export/model_card.json").read_text())
+    metrics = json.loads((art / "evaluate/metrics.json").read_text())
+    assert card["parity"]["images"] == 16 and card["parity"]["passed"]
+    assert card["validation"]["clean"] is False and card["calibration"]["fitted_on"].startswith("noisy validation")
+    assert card["test"] == metrics["test"]
+    given, is_val = (np.load(art / "noise/labels.npz")[k] for k in ("label", "is_val"))
+    shares = np.bincount(given[~is_val], minlength=10) / (~is_val).sum()
+    assert card["train_class_distribution"] == pytest.approx(shares.tolist())
+    assert card["data"] == {"ingest_inputs_sha256": json.loads((art / "ingest/manifest.json").read_text())[
+        "inputs_sha256"], "labels_sha256": hashlib.sha256((art / "noise/labels.npz").read_bytes()).hexdigest()}
+    net, _ = load_model(art / ("mlnt/teacher.pt" if card["model"] == "teacher" else "baseline/model.pt"))
+    val = load_split(art / "ingest", art / "noise")[1]
+    with torch.no_grad():
+        logits = torch.cat([net.eval()(x) for x, _ in val.eval_batches(512)]).double()
+    calibration, bins = card["calibration"], metrics["ece_bins"]
+    for key, temperature in (("val_ece_before", 1.0), ("val_ece_after", calibration["temperature"])):
+        probs = torch.softmax(logits / temperature, dim=1).numpy()
+        assert calibration[key] == pytest.approx(evaluate.expected_calibration_error(probs, val.labels.numpy(), bins))
+    model = onnx.load(art / "export/model.onnx")
+    assert {p.key: p.value for p in model.metadata_props}["temperature"] == str(calibration["temperature"])
+    assert {o.domain: o.version for o in model.opset_import}[""] == card["opset"] == 18
+
+
 def test_evaluate_metrics_and_csvs_come_from_the_four_files_they_name(workdir, capsys, monkeypatch):
     """metrics.json's ``baseline`` scores CE's last epoch (``final.pt``), ``baseline_best_epoch`` and the baseline's
     ``best_epoch_accuracy`` its best epoch (``model.pt``); ``confusion_<model>.csv`` is each test image's
