@@ -31,12 +31,18 @@ def call(problem, **changes):
     ({"inner_lr": float("nan")}, ValueError, r"inner_lr: expected a finite number"),
     ({"synthetic_labels": torch.zeros(2, 5, dtype=torch.int64)}, ValueError,
      r"synthetic_labels: expected shape \[M >= 1, 6\], found \(2, 5\)"),
+    ({"synthetic_labels": torch.zeros(0, 6, dtype=torch.int64)}, ValueError,
+     r"synthetic_labels: expected shape \[M >= 1, 6\], found \(0, 6\)"),
     ({"synthetic_labels": torch.zeros(6, dtype=torch.int64)}, ValueError,
      r"synthetic_labels: expected 2 dimensions, found shape \(6,\)"),
     ({"synthetic_labels": torch.full((2, 6), 3)}, ValueError,
      r"synthetic_labels: expected class indices in \[0, 2\], found values from 3 to 3"),
+    ({"synthetic_labels": torch.full((2, 6), -1)}, ValueError,
+     r"synthetic_labels: expected class indices in \[0, 2\], found values from -1 to -1"),
     ({"teacher_probs": torch.ones(6, 4) / 4}, ValueError,
      r"teacher_probs: expected shape \[6, 3\] \(inputs x classes\), found \(6, 4\)"),
+    ({"teacher_probs": torch.ones(1, 3) / 3}, ValueError,
+     r"teacher_probs: expected shape \[6, 3\] \(inputs x classes\), found \(1, 3\)"),
     ({"inputs": torch.zeros(6, 1, 8, 8, dtype=torch.int64)}, TypeError,
      r"inputs: expected a floating-point tensor, found torch.int64"),
 ])
@@ -58,6 +64,24 @@ def test_mlnt_loss_errors(problem):
         mlnt_loss(net, x, labels[:5], synth, teacher, inner_lr=0.1, meta_weight=1.0)
     with pytest.raises(ValueError, match=r"meta_weight: expected a finite number in \[0.0, inf\], found -1.0"):
         mlnt_loss(net, x, labels, synth, teacher, inner_lr=0.1, meta_weight=-1.0)
+    with pytest.raises(ValueError, match=r"labels: expected class indices in \[0, 2\], found values from 0 to 3"):
+        mlnt_loss(net, x, torch.tensor([0, 1, 2, 0, 1, 3]), synth, teacher, inner_lr=0.1, meta_weight=1.0)
+    with pytest.raises(TypeError, match=r"labels: expected dtype torch.int64, found torch.int32"):
+        mlnt_loss(net, x, labels.int(), synth, teacher, inner_lr=0.1, meta_weight=1.0)
+
+
+@pytest.mark.parametrize("mode", ["exact", "first_order", "head"])
+def test_the_teacher_is_a_fixed_target(problem, mode):
+    """``teacher_probs`` is detached: no gradient reaches whatever computed it, in any mode, from either loss."""
+    net, x, labels, synth, _ = problem
+    synth = synth.clone()
+    synth[0, 1] = 0
+    for loss in (meta_loss, mlnt_loss):
+        scores = torch.randn(6, 3, requires_grad=True)
+        extra = {"labels": labels, "meta_weight": 1.0} if loss is mlnt_loss else {}
+        loss(net=net, inputs=x, synthetic_labels=synth, teacher_probs=scores.softmax(1), inner_lr=0.1, mode=mode,
+             **extra).backward()
+        assert scores.grad is None, loss.__name__
 
 
 def test_zero_meta_weight_is_plain_cross_entropy(problem):

@@ -166,3 +166,18 @@ def test_head_mode_leaves_a_frozen_head_parameter_where_it_is(net_cls, kw, froze
     for a, b in zip(torch.autograd.grad(ours, trainable, allow_unused=True, materialize_grads=True),
                     torch.autograd.grad(ref, trainable, allow_unused=True, materialize_grads=True), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=TOL)
+
+
+@pytest.mark.parametrize(("net_cls", "kw"), NETS[:2], ids=IDS[:2])
+def test_head_mode_with_a_frozen_head_is_the_consistency_loss_of_the_logits(net_cls, kw):
+    """A head with no trainable parameter does not move: every fast output is the network's output, J is the KL of
+    its logits, and that J's gradient still reaches the trainable body."""
+    net, x, _, synth, teacher = make_problem(net_cls, 6, **kw)
+    net.head.requires_grad_(False)
+    body = [p for p in net.parameters() if p.requires_grad]
+    ours = meta_loss(net, x, synth, teacher, inner_lr=0.3, mode="head")
+    log_q = torch.log_softmax(functional_call(net, {n: b.clone() for n, b in net.named_buffers()}, (x,)), dim=1)
+    ref = (teacher * (teacher.log() - log_q)).sum() / teacher.numel()
+    assert abs(ours.item() - ref.item()) <= TOL
+    for a, b in zip(torch.autograd.grad(ours, body), torch.autograd.grad(ref, body), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=TOL)

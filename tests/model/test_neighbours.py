@@ -106,3 +106,7 @@ def test_bad_shapes_and_types():
         synthetic_labels(features, labels.int(), num_sets=1, fraction=0.5, neighbours=3, generator=torch.Generator())
     with pytest.raises(TypeError, match=r"generator: expected a torch.Generator, found int"):
         synthetic_labels(features, labels, num_sets=1, fraction=0.5, neighbours=3, generator=0)
+    with pytest.raises(TypeError, match=r"num_sets: expected an integer, found True \(bool\)"):
+        synthetic_labels(features, labels, num_sets=True, fraction=0.5, neighbours=3, generator=torch.Generator())
+    with pytest.raises(TypeError, match=r"fraction: expected a number, found True \(bool\)"):
+        synthetic_labels(features, labels, num_sets=1, fraction=True, neighbours=3, generator=torch.Generator())

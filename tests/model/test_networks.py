@@ -21,6 +21,21 @@ def test_preact_resnet32_has_32_weighted_layers():
     net = PreActResNet32(10)
     convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)]
     assert len(convs) + 1 == 32  # 31 3x3 convolutions and the classifier
+    maps = net.body[:-2](torch.zeros(1, 3, 32, 32))  # before pooling: He et al.'s 32, 16, 8 stages end at 8 x 8
+    assert maps.shape == (1, 64, 8, 8)
+
+
+def test_preact_blocks_add_the_pre_activated_shortcut():
+    """Pre-activation residual blocks: with conv2 zeroed a block returns its shortcut, the input itself or, where the
+    block changes shape, the 1x1 convolution of the pre-activated input relu(bn1(x))."""
+    torch.manual_seed(0)
+    net = PreActResNet32(10).eval()
+    same, down = net.body[1], net.body[6]  # stage 1's first block; stage 2's first block (stride 2, 16 -> 32)
+    for block in (same, down):
+        torch.nn.init.zeros_(block.conv2.weight)
+    x = torch.randn(2, 16, 8, 8)
+    torch.testing.assert_close(same(x), x)
+    torch.testing.assert_close(down(x), down.shortcut(torch.relu(down.bn1(x))))
 
 
 def test_resnet50_loads_imagenet_style_weights_and_replaces_the_head():

@@ -28,3 +28,14 @@ def test_a_disabled_progress_writes_nothing(monkeypatch):
 def test_a_terminal_gets_a_tqdm_bar(monkeypatch):
     monkeypatch.setattr(progress_module, "interactive", lambda: True)
     assert not isinstance(progress(range(3), desc="bar", disable=True), LogLines)
+
+
+def test_a_log_line_a_period_and_the_total_from_the_iterable(monkeypatch):
+    """Without ``total`` a sized iterable gives it; lines come once every ``every_s`` seconds, not at every item after
+    the first period."""
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    clock = iter(range(10**6))
+    monkeypatch.setattr(progress_module.time, "perf_counter", lambda: float(next(clock)))  # one second a call
+    list(progress(range(6), desc="log", every_s=2.5))
+    lines = sys.stderr.getvalue().splitlines()
+    assert [line.split(" (")[0] for line in lines] == ["log: 3/6 it", "log: 5/6 it", "log: 6/6 it"], lines

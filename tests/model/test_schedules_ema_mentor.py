@@ -59,6 +59,8 @@ def test_rampup_weight_from_epoch_zero_as_the_cifar10_code():
     (lambda: rampup_weight(-1, start=0, end=2, max_weight=1.0), r"step: expected an integer >= 0, found -1"),
     (lambda: ema_decay(0, ramp_end=1, during_ramp=1.5), r"during_ramp: expected a finite number in \[0.0, 1.0\]"),
     (lambda: lr_factor(1.5), r"step: expected an integer, found 1.5"),
+    (lambda: rampup_weight(5, start=0, end=2, max_weight=-1.0),
+     r"max_weight: expected a finite number in \[0.0, inf\]"),
 ])
 def test_schedule_errors(call, message):
     with pytest.raises((ValueError, TypeError), match=message):
@@ -105,6 +107,12 @@ def test_teacher_probs_run_in_training_mode_and_update_the_teachers_own_statisti
 def test_ema_update_rejects_a_different_network():
     with pytest.raises(ValueError, match=r"teacher: expected the student's parameters and buffers"):
         ema_update(nn.Linear(2, 2), nn.Sequential(nn.Linear(2, 2)), 0.9)
+    with_statistics = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2, affine=False))  # the same parameters
+    with pytest.raises(ValueError, match=r"teacher: expected the student's parameters and buffers, found differences "
+                                         r"in \['1.num_batches_tracked', '1.running_mean', '1.running_var'\]"):
+        ema_update(nn.Sequential(nn.Linear(2, 2)), with_statistics, 0.9)
+    with pytest.raises(ValueError, match=r"decay: expected a finite number in \[0.0, 1.0\], found 1.5"):
+        ema_update(nn.Linear(2, 2), nn.Linear(2, 2), 1.5)
 
 
 def test_mentor_filter_and_blend():
@@ -119,3 +127,9 @@ def test_mentor_filter_and_blend():
         mentor_keep_mask(probs, labels, top_k=4)
     with pytest.raises(ValueError, match=r"labels: expected class indices in \[0, 2\], found values from 0 to 5"):
         mentor_keep_mask(probs, torch.tensor([0, 5, 1]))
+    with pytest.raises(ValueError, match=r"labels: expected 3 entries \(one per mentor prediction\), found 2"):
+        mentor_keep_mask(probs, labels[:2])
+    with pytest.raises(ValueError, match=r"mentor_probs: expected shape \(3, 3\) like teacher_probs, found \(1, 3\)"):
+        consistency_target(teacher, probs[:1], blend=0.5)
+    with pytest.raises(ValueError, match=r"blend: expected a finite number in \[0.0, 1.0\], found 1.5"):
+        consistency_target(teacher, probs, blend=1.5)

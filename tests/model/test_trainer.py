@@ -513,6 +513,36 @@ def test_a_later_round_restarts_from_the_initial_weights_on_what_the_mentor_keep
     assert filtered[0][1] == 4 and starts[1][1] == len(train_data)  # every label is among 4 of 4 classes
 
 
+def test_a_third_rounds_mentor_is_the_second_rounds_best_model_filtering_every_sample(monkeypatch):
+    """With three rounds each later round's mentor is the round before's best model (round 3: round 2's, not round
+    1's), and it filters the whole training set (not what the previous mentor kept)."""
+    train_data, val_data = noisy_problem()
+    config = MlntConfig(epochs=2, mode="head", rounds=3, ramp_end=1, **QUIET)
+    filtered, sizes = [], []
+    real_mask, real_loop = trainer_module.mentor_keep_mask, trainer_module._Loop
+
+    def mask(probs, labels, *, top_k):
+        keep = real_mask(probs, labels, top_k=top_k)
+        filtered.append((probs.clone(), labels.clone(), int(keep.sum())))
+        return keep
+
+    class Loop(real_loop):
+        def __init__(self, config, net, data, **kwargs):
+            sizes.append(len(data))
+            super().__init__(config, net, data, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "mentor_keep_mask", mask)
+    monkeypatch.setattr(trainer_module, "_Loop", Loop)
+    result = train(config, net(), train_data, val_data=val_data)
+    assert len(filtered) == 2 and len(result.earlier_rounds) == 2
+    for (probs, labels, _), earlier in zip(filtered, result.earlier_rounds, strict=True):
+        mentor = net()
+        mentor.load_state_dict(earlier.best_state)
+        assert torch.equal(labels, train_data.labels)  # every sample
+        torch.testing.assert_close(probs, trainer_module.predict(mentor, train_data), rtol=0, atol=0)
+    assert sizes == [len(train_data), filtered[0][2], filtered[1][2]]
+
+
 def test_a_mentor_that_keeps_exactly_a_batch_trains_the_round(monkeypatch):
     def one_batch(labels):
         keep = torch.zeros(labels.shape[0], dtype=torch.bool)
