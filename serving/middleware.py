@@ -184,7 +184,10 @@ async def read_body(scope: dict, receive: Receive, limit: int) -> tuple[bytes | 
 
 def prepared(body: bytes, scope: dict, *, kind: str, budget: Budget) -> tuple[bytes, dict]:
     """The body checked against the budget, and the scope's headers to match: binary tensors unpacked
-    (``serving.binary``; v2 inference only), or the JSON parsed and labelled as JSON."""
+    (``serving.binary``; v2 inference only), or the JSON parsed and labelled as JSON. A POST to a path that takes
+    none (``other``: a model's metadata or readiness) is passed on untouched, for its 405 whatever the body."""
+    if kind == "other":
+        return body, scope
     headers = dict(scope["headers"])
     if kind == "v2" and BINARY_HEADER in headers:
         body, json_length = unpack(body, headers[BINARY_HEADER], budget)

@@ -22,11 +22,13 @@ from fastapi import APIRouter
 from PIL import Image
 from starlette.routing import Mount, Route
 
+import serving.feedback
 import serving.inputs
+import serving.server
 from serving import routes
 from serving.__main__ import get_args_parser, problem
 from serving.auth import FeedbackToken
-from serving.clients import ClientIdentity
+from serving.clients import ClientIdentity, RateLimiter
 from serving.model import Classifier
 from serving.server import Protection
 from tests.reliability import fuzz
@@ -176,6 +178,18 @@ def test_requests_over_the_budget_are_refused_before_any_work(inprocess, monkeyp
     assert good(answer) and len(decoded) == 2
 
 
+def test_feedback_instances_over_the_budget_are_refused_before_the_route_reads_them(inprocess, monkeypatch):
+    """The instances form of feedback is within the same request budget as inference, checked by the guard."""
+    seen = []
+    real_claim = serving.feedback.claim
+    monkeypatch.setattr(serving.feedback, "claim", lambda body, model: seen.append(1) or real_claim(body, model))
+    wide = {"instances": [[[[0.0] * 2000] * 8]], "labels": ["ant"]}  # one instance of 16,000 values: over 1024
+    answer = inprocess.request("POST", FEEDBACK, json=wide)
+    no_internals(answer)
+    assert answer.json() == {"error": "expected at most 1024 values in one request's instances, found more"}
+    assert not seen
+
+
 def probe_timeout() -> float:
     """The probes' timeoutSeconds in the ServingRuntime (Kubernetes' default, 1 s, where it is not set)."""
     runtime = yaml.safe_load((ROOT / "k8s/base/serving/servingruntime.yaml").read_text())
@@ -299,6 +313,18 @@ def test_feedback_is_rate_limited_per_client(release):
     too_many = limited.request("POST", FEEDBACK, json={"feedback": body["feedback"] * 3}, client=other)
     assert too_many.status_code == 429 and "at most 10 feedback labels in one request" in too_many.text
     assert counters(limited) == (12, 12)
+
+
+def test_retry_after_is_rounded_up_to_when_the_labels_fit(release, monkeypatch):
+    """Retry-After is whole seconds: rounded down, a client that waits as told is refused again."""
+    frozen = lambda: 100.0  # noqa: E731 -- no time passes between the two requests
+    monkeypatch.setattr(serving.server, "RateLimiter", lambda rate, burst: RateLimiter(rate, burst, clock=frozen))
+    limited = InProcess(release, protection=Protection(LIMITS["max_body_bytes"], feedback_rate=0.3,
+                                                       feedback_burst=1))
+    body = {"predicted": 0, "label": 1}
+    assert limited.request("POST", FEEDBACK, json=body).status_code == 200
+    refused = limited.request("POST", FEEDBACK, json=body)  # one label in 1 / 0.3 = 3.33 s
+    assert refused.status_code == 429 and refused.headers["retry-after"] == "4" and "retry in 4 s" in refused.text
 
 
 # Drift ------------------------------------------------------------------------------------------------------------

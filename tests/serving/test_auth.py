@@ -37,7 +37,9 @@ def test_a_token_from_the_environment_is_required():
     token.check(f"bearer  {SECRET} ")
     for header, found in [(None, "found none"), ("Basic dXNlcjpwYXNz", "found a 'Basic' header"),
                           ("Bearer", "found a 'Bearer' header without a bearer token"),
-                          (f"Bearer {SECRET}x", "found another bearer token")]:
+                          (f"Bearer {SECRET}x", "found another bearer token"),
+                          (f"Bearer {SECRET[:-1]}", "found another bearer token"),  # a prefix is another token
+                          ("Bearer s", "found another bearer token")]:
         error = refused(token, header)
         assert error.status == 401 and found in str(error) and error.headers["WWW-Authenticate"].startswith("Bearer")
         assert SECRET not in str(error)
@@ -64,6 +66,11 @@ def test_a_token_file_is_required_once_it_appears_and_follows_its_rotation(tmp_p
     os.replace(rotated, path)  # the kubelet swaps a Secret's files atomically
     assert refused(token, f"Bearer {SECRET}").status == 401
     token.check("Bearer rotated-token-2")
+    same_size = tmp_path / "same"
+    same_size.write_text("rotated-token-3")  # openssl rand -hex 32: every rotation has the same length
+    os.replace(same_size, path)
+    assert refused(token, "Bearer rotated-token-2").status == 401
+    token.check("Bearer rotated-token-3")
 
 
 @pytest.mark.parametrize("lose", ["delete", "empty"])

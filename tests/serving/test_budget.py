@@ -21,6 +21,8 @@ def v2(shape: object, datatype: object = "FP32", **tensor: object) -> dict:
 
 def test_the_budget_of_a_model_counts_its_input_shape():
     assert (BUDGET.images, BUDGET.values, BUDGET.pixels, BUDGET.body_bytes) == (16, 1024, 4096 * 4096, 65536)
+    rgb = Budget.for_input((3, 224, 224), images=256, pixels=1, body_bytes=1)  # every axis counts, channels too
+    assert rgb.values == 256 * 3 * 224 * 224
 
 
 @pytest.mark.parametrize("shape", [[16, 1, 8, 8], [0, 1, 8, 8], [1024], [2, 3, 8, 8], [1] * MAX_RANK])
@@ -33,6 +35,7 @@ def test_shapes_within_the_budget_pass_to_the_finer_checks(shape):
     ([2**62, 2**62, 0], "expected the shape as a list of at most 8 integers from 0 to 1024, found [46116860184"),
     ([10**30], "found shape [1000000000000000000000000000000] (more than 10^18 values)"),
     ([-1, -64], "integers from 0 to 1024, found [-1, -64]"),
+    ([0, 1025], "integers from 0 to 1024, found [0, 1025]"),  # declares nothing, but no dimension is over the budget
     ([1.0, 1, 8, 8], "found [1.0, 1, 8, 8]"),
     ([True, 1, 8, 8], "found [True, 1, 8, 8]"),
     ([1] * (MAX_RANK + 1), "found [1, 1, 1, 1, 1, 1, 1, 1, 1]"),
@@ -138,7 +141,11 @@ def test_a_binary_length_header_of_anything_but_ascii_digits_is_refused(declared
      r"input 'images': expected the shape as a list of at most 8 integers from 0 to 1024, found \[-2, -32, 1, 1\]"),
     ({"name": "images", "shape": [1, 1, 8, 8], "datatype": "FP32", "parameters": {"binary_data_size": True}}, 256,
      "input 'images': expected binary_data_size to be at most the 256 bytes left after the JSON header, found True"),
-], ids=["datatype-list", "astronomical", "negative", "bool-size"])
+    ({"name": "images", "shape": [1, 1, 8, 8], "datatype": "FP32", "parameters": {"binary_data_size": -4}}, 256,
+     "input 'images': expected binary_data_size to be at most the 256 bytes left after the JSON header, found -4"),
+    ({"name": "images", "shape": [1, 1, 8, 8], "datatype": "BF16", "parameters": {"binary_data_size": 128}}, 128,
+     "input 'images': expected a datatype of BOOL, .* or BYTES, found BF16"),
+], ids=["datatype-list", "astronomical", "negative", "bool-size", "negative-size", "unknown-datatype"])
 def test_a_binary_header_that_would_make_kserve_fail_is_a_client_error(meta, raw, refused):
     """Each body holds the raw bytes its header declares (``binary_data_size``): only the named flaw is wrong."""
     with pytest.raises(BadRequest, match=refused):

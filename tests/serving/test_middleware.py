@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry
 
 from serving.drift import DriftWindow
 from serving.metrics import PredictorMetrics
-from serving.middleware import Accounting, inference_protocol
+from serving.middleware import Accounting, inference_protocol, read_body
 
 
 def answer(status: int | None):
@@ -55,3 +55,22 @@ def test_only_inference_paths_are_accounted():
     assert inference_protocol({**http, "path": "/v2/models/m/infer"}) == "v2"
     for path in ("/v2/models/m", "/v1/models/m/feedback", "/metrics", "/v2/health/ready"):
         assert inference_protocol({**http, "path": path}) is None
+
+
+def test_a_body_of_one_byte_over_the_limit_is_refused_whether_declared_or_streamed():
+    def receiving(*chunks: bytes):
+        messages = iter([{"type": "http.request", "body": c, "more_body": k < len(chunks) - 1}
+                         for k, c in enumerate(chunks)])
+
+        async def receive():
+            return next(messages)
+        return receive
+
+    def read(chunks: tuple[bytes, ...], declared: int | None = None):
+        headers = [] if declared is None else [(b"content-length", str(declared).encode())]
+        return asyncio.run(read_body({"headers": headers}, receiving(*chunks), 10))
+
+    assert read((b"x" * 10,), 10) == (b"x" * 10, "10 bytes")  # exactly the limit is read
+    assert read((b"x" * 6, b"x" * 4)) == (b"x" * 10, "10 bytes")
+    assert read((b"x" * 11,), 11) == (None, "11 bytes")  # refused from its content-length, unread
+    assert read((b"x" * 6, b"x" * 5)) == (None, "more than 10 bytes")  # streamed: refused once the sum passes it

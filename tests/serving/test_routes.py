@@ -85,3 +85,12 @@ def test_docs_are_served_only_with_the_flag(release):
 def test_every_grpc_method_is_known_as_served_or_refused():
     methods = {m.name for m in pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].methods}
     assert methods == GRPC_SERVED | GRPC_REFUSED, "a new RPC: decide whether the predictor serves it"
+
+
+@pytest.mark.parametrize("path", [f"/v2/models/{NAME}/ready", f"/v2/models/{NAME}", f"/v1/models/{NAME}"])
+def test_a_post_to_a_models_get_endpoint_is_a_405_with_or_without_a_body(predictor, path):
+    """``curl -X POST .../ready`` sends no body: the method is what is wrong, as with a body or on /v2/health/ready."""
+    for body in [{}, {"json": {}}]:
+        answer = predictor.request("POST", path, **body)
+        assert answer.status_code == 405, (body, answer.text)
+        assert answer.headers["allow"] == "GET" and answer.json() == {"error": f"{path}: expected GET, found POST"}
