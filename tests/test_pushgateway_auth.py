@@ -118,6 +118,37 @@ def test_half_given_credentials_are_a_warning_and_name_no_secret(monkeypatch, ca
     assert "credentials are not usable" in caplog.text and "hunter2" not in caplog.text
 
 
+@pytest.mark.parametrize(("content", "password"), [
+    ("hunter2-x\n", "hunter2-x"), ("hunter2-x\r\n", "hunter2-x"), ("hunter2-x", "hunter2-x"),
+    ("hunter2-x \n\n", "hunter2-x \n"),  # one line break less, nothing else: spaces and a second break stay
+])
+def test_the_password_file_gives_its_content_less_one_trailing_line_break(tmp_path, content, password):
+    file = tmp_path / "password"
+    file.write_bytes(content.encode())
+    assert credentials({USERNAME_ENV: USER, PASSWORD_FILE_ENV: str(file)}) == (USER, password)
+
+
+def test_an_empty_password_file_is_half_given_credentials(tmp_path):
+    """A Secret mounted with an empty password (or a lone line break) sends nothing: it is the warning that names
+    the missing non-empty file, never basic authentication with an empty password."""
+    for content in ("", "\n"):
+        (tmp_path / "password").write_text(content)
+        with pytest.raises(telemetry.AuthConfigError, match=r"is set but not .*\(a non-empty file\)"):
+            credentials({USERNAME_ENV: USER, PASSWORD_FILE_ENV: str(tmp_path / "password")})
+
+
+def test_a_password_file_that_is_not_utf8_is_half_given_credentials(tmp_path):
+    (tmp_path / "password").write_bytes(b"\xff\xfe hunter2")
+    with pytest.raises(telemetry.AuthConfigError, match=r"cannot read the password file .* \(UnicodeDecodeError\)"):
+        credentials({USERNAME_ENV: USER, PASSWORD_FILE_ENV: str(tmp_path / "password")})
+
+
+def test_an_at_sign_after_the_host_is_no_user_information():
+    """Only an ``@`` in the authority (before the path, query or fragment) introduces credentials."""
+    for address in ("http://gw:9091/metrics@x", "gw:9091?job=a@b", "https://gw#a@b"):
+        assert not telemetry.has_userinfo(address) and telemetry.redact_address(address) == address, address
+
+
 def test_no_credentials_means_no_authorization_header():
     assert credentials({}) is None
     assert credentials({USERNAME_ENV: "", PASSWORD_ENV: ""}) is None  # empty is unset, as Kubernetes writes it
@@ -138,6 +169,8 @@ def test_redact_replaces_the_user_information_of_every_url(text, expected):
 def test_redact_handles_the_configured_address_whatever_it_holds():
     address = f"http://bob:two words{AT}gw:9091"  # a space: no URL pattern would find the end of it in free text
     assert redact(f"could not reach {address}/metrics", address=address) == "could not reach http://***@gw:9091/metrics"
+    at_in_password = f"http://bob:p{AT}ss w{AT}gw:9091"  # the host follows the authority's last @, as in a URL
+    assert redact(f"to {at_in_password}/x", address=at_in_password) == "to http://***@gw:9091/x"
 
 
 def test_a_forged_line_in_the_address_stays_on_one_line(caplog):

@@ -86,6 +86,9 @@ def test_overrides_are_type_checked(tmp_path):
     ("mlnt.lr=.inf", r"mlnt.lr: expected a finite number, found inf"),
     ("mlnt.lr_milestones=[1, .nan]", r"mlnt.lr_milestones\[1\]: expected a finite number, found nan"),
     ("validate.min_images=-3", r"validate: min_images: expected >= 0, found -3"),
+    ("evaluate.workers=-1", r"evaluate: workers: expected >= 0, found -1"),
+    ("evaluate.ece_bins=0", r"evaluate: ece_bins, batch_size: expected >= 1, found 0, 512"),
+    ("evaluate.batch_size=0", r"evaluate: ece_bins, batch_size: expected >= 1, found 15, 0"),
 ])
 def test_bad_values_name_the_field_expected_and_found(assignment, message):
     params = {}

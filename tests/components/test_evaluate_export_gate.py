@@ -941,3 +941,30 @@ def test_prune_never_falls_back_to_another_registry_over_a_broken_params_file(tm
     assert "params.yaml" in capsys.readouterr().err
     assert sorted(p.name for p in (tmp_path / "releases").iterdir() if p.name.startswith("v")) == releases
     assert sorted(p.name for p in (tmp_path / "mine").iterdir() if p.name.startswith("v")) == mine
+
+
+def test_a_class_never_predicted_right_has_f1_zero_and_macro_f1_is_the_mean_over_every_class():
+    """Per class c: precision and recall of ``predicted == c``; a class with no correct prediction (2 here) or absent
+    from the labels (3) has F1 0 and counts in the mean all the same."""
+    probs = np.eye(4)[[0, 1, 1, 1]] * 0.7 + 0.075
+    m = classification_metrics(probs, np.array([0, 0, 1, 2]), 4, bins=10)
+    assert m["per_class_accuracy"] == [0.5, 1.0, 0.0, 0.0]
+    # class 0: precision 1, recall 1/2; class 1: precision 1/3, recall 1; classes 2 and 3: F1 0
+    assert m["macro_f1"] == pytest.approx((2 / 3 + 0.5 + 0.0 + 0.0) / 4)
+
+
+def test_every_label_issue_row_describes_the_sample_it_names():
+    """Each row of ``label_issues.csv`` carries its own sample's given label, suggested label, score and injected
+    noise, and ``rank`` counts from 1 in the order of the scores (the rows are not in index order here)."""
+    rng = np.random.default_rng(3)
+    probs = rng.dirichlet(np.ones(3), 30)
+    given, noisy = rng.integers(0, 3, 30), rng.random(30) < 0.3
+    rows, _ = label_issues(probs, given, noisy)
+    assert [r["index"] for r in rows] != list(range(30))
+    assert [r["rank"] for r in rows] == list(range(1, 31))
+    for row in rows:
+        i = row["index"]
+        assert (row["given_label"], row["suggested_label"], row["injected_noise"]) == (
+            given[i], probs[i].argmax(), noisy[i]), row
+        assert row["score"] == pytest.approx(1 - probs[i, given[i]], abs=1e-6), row
+    assert [r["score"] for r in rows] == sorted((r["score"] for r in rows), reverse=True)

@@ -117,3 +117,28 @@ def test_without_both_noisy_and_clean_rows_there_is_no_detection_score(tmp_path,
     assert summary["ground_truth"] is False and summary["rows_with_clean_label"] == 36
     assert not {"true_noise_rate", "precision", "recall", "f1", "auroc"} & summary.keys(), summary
     assert roc == [] and all("injected_noise" not in row for row in rows)
+
+
+def test_each_row_names_the_file_of_the_ingested_image_it_ranks(tmp_path, monkeypatch):
+    """An image folder's ``train.npz`` keeps each image's file (``keys``): a row's ``key`` is the file of the ingested
+    row it names (``index``), whose given label it shows, when labels.npz holds the rows in another order."""
+    ingest, noise, n = tmp_path / "ingest", tmp_path / "noise", 12
+    ingest.mkdir()
+    noise.mkdir()
+    rng = np.random.default_rng(0)
+    keys = np.array([f"img{i:02d}.png" for i in range(n)])
+    np.savez(ingest / "train.npz", images=rng.integers(0, 256, (n, 8, 8, 1), dtype=np.uint8),
+             labels=rng.integers(0, 3, n), keys=keys)
+    (ingest / "manifest.json").write_text(json.dumps({"class_names": NAMES, "counts": {"train": n}}))
+    index = rng.permutation(n)  # labels.npz's row j is the ingested image index[j]
+    label = rng.integers(0, 3, n)
+    np.savez(noise / "labels.npz", index=index, label=label, clean_label=np.full(n, -1), is_noisy=np.zeros(n, bool),
+             is_val=np.arange(n) >= 9)
+    probs = rng.dirichlet(np.ones(3), 9)
+    monkeypatch.setattr(evaluate, "predict", lambda *args, **kwargs: torch.from_numpy(probs))
+    rows, summary, roc = _label_issue_list(None, ingest, noise, EvaluateConfig(workers=0), NAMES)
+    assert not summary["ground_truth"] and roc == []
+    assert sorted(r["index"] for r in rows) == sorted(index[:9].tolist())
+    given_of = dict(zip(index.tolist(), label.tolist(), strict=True))
+    for row in rows:
+        assert row["key"] == keys[row["index"]] and row["given_label"] == given_of[row["index"]], row

@@ -409,6 +409,55 @@ def test_evaluate_metrics_and_csvs_come_from_the_four_files_they_name(workdir, c
         assert {int(r["index"]) for r in csv.DictReader(fh)} == training_rows
 
 
+def test_evaluate_on_labels_whose_errors_nobody_knows(workdir, capsys, monkeypatch):
+    """Noise kind ``none`` with validation labels as given: evaluate ranks the labels, estimates the rate and the
+    count per class (the first ``estimated_issues`` rows of ``label_issues.csv``, by given class name), and reports
+    no precision or recall; ``roc_label_issues.csv`` keeps its ``fpr,tpr`` header for ``dvc plots``; metrics.json's
+    ``validation`` carries the noise step's size and warning, which evaluate prints; ``config.json`` the settings it
+    ran with; the Pushgateway gets each model's test accuracy and the estimated noise rate."""
+    import csv  # noqa: PLC0415
+
+    from components import evaluate  # noqa: PLC0415
+    from components.common import telemetry  # noqa: PLC0415
+
+    params = yaml.safe_load(Path("params.yaml").read_text())
+    params["noise"].update(kind="none", val_clean=False)
+    for section in ("baseline", "mlnt"):
+        params[section]["epochs"] = 1
+    Path("params.yaml").write_text(yaml.safe_dump(params))
+    for step in (ingest, noise, baseline, mlnt):
+        assert step.main([]) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    pushed = []
+    monkeypatch.setattr(telemetry, "push_training_metrics", lambda step, m, **_: pushed.append((step, m)) or True)
+    assert evaluate.main(["--set", "evaluate.ece_bins=4"]) == 0
+    out, err = capsys.readouterr()
+    art = workdir / "artifacts"
+    assert json.loads((art / "evaluate/config.json").read_text()) == {**params["evaluate"], "ece_bins": 4}
+    summary = json.loads((art / "noise/summary.json").read_text())
+    metrics = json.loads((art / "evaluate/metrics.json").read_text())
+    assert metrics["validation"] == {"source": summary["val_source"], "clean": False, "size": summary["val"],
+                                     "warning": summary["warning"]}
+    assert f"WARNING: {summary['warning']}" in err
+    issues, names = metrics["label_issues"], metrics["class_names"]
+    assert issues["ground_truth"] is False and not {"precision", "recall", "f1", "auroc"} & issues.keys()
+    assert f"{issues['estimated_issues']} suspect labels" in out and "no ground truth" in out
+    assert (art / "evaluate/roc_label_issues.csv").read_text().split() == ["fpr,tpr"]
+    with open(art / "evaluate/label_issues.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert "injected_noise" not in rows[0]
+    for row in rows:
+        assert (row["given_class"], row["suggested_class"]) == (
+            names[int(row["given_label"])], names[int(row["suggested_label"])]), row
+    # what the Pushgateway gets: each model's test accuracy and the estimated noise rate
+    [(pushed_by, sent)] = pushed
+    assert pushed_by == "evaluate" and sent.pop("duration_seconds") > 0 and sent == {
+        "accuracy": {"test": {m: metrics[m]["accuracy"] for m in ("baseline", "student", "teacher")}},
+        "estimated_noise_rate": issues["estimated_noise_rate"]}
+    flagged = [row["given_class"] for row in rows[:issues["estimated_issues"]]]
+    assert {name: c["flagged"] for name, c in issues["per_class"].items()} == {n: flagged.count(n) for n in names}
+
+
 def test_the_seeded_network_is_the_same_every_time_and_leaves_torchs_generator_alone():
     meta = {"num_classes": 3, "in_channels": 1, "image_size": 28}
     state = torch.get_rng_state()

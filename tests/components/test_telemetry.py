@@ -19,6 +19,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Summary, push_to_gateway
 
 from components import baseline, evaluate, export, gate, ingest, mlnt, noise
+from components.common import telemetry
 from components.common.telemetry import (
     PASSWORD_ENV,
     PASSWORD_FILE_ENV,
@@ -199,6 +200,14 @@ def test_a_malformed_address_is_one_warning_naming_it_and_the_step_succeeds(addr
         "host:port or an http or https URL; the baseline step's metrics were not pushed"]
 
 
+@pytest.mark.parametrize("address", ["pushgateway:9091", "http://pushgateway:9091", "https://pushgateway:9091",
+                                     "HTTPS://pushgateway.example/", "https://[::1]:9091"])
+def test_host_port_and_http_or_https_urls_are_usable_addresses(address):
+    """The forms the module docstring names (``host:port``, an http or https URL) have no ``address_problem``: an
+    https Pushgateway, the one to use with basic authentication, is not refused as another scheme."""
+    assert telemetry.address_problem(address) is None
+
+
 @contextmanager
 def listener(answer: bytes) -> Iterator[str]:
     """A TCP server on loopback that reads what it is sent and answers ``answer`` (not HTTP): its host:port."""
@@ -274,3 +283,21 @@ def test_the_pipeline_steps_push_when_a_gateway_is_set(workdir, monkeypatch):
         assert series(url, LAST_SUCCESS, "step").keys() == {("gate",)}  # the gate passed: a successful run
         monkeypatch.setenv("RANK", "1")
         assert not push_training_metrics("mlnt", {"duration_seconds": 1.0})
+
+
+def test_a_step_pushes_its_summary_with_the_seconds_its_run_took(monkeypatch):
+    """``reports`` pushes ``summarise(result)`` and ``duration_seconds``, the run's own time (not a clock reading),
+    after a run that returned; a run that raised pushes nothing."""
+    pushed, clock = [], iter([100.0, 102.5, 200.0])
+    monkeypatch.setattr(telemetry, "push_training_metrics", lambda step, metrics: pushed.append((step, metrics)))
+    monkeypatch.setattr(telemetry.time, "monotonic", lambda: next(clock))
+    run = reports("evaluate", lambda result: {"estimated_noise_rate": result["rate"]})(lambda rate: {"rate": rate})
+    assert run(0.3) == {"rate": 0.3}
+    assert pushed == [("evaluate", {"estimated_noise_rate": 0.3, "duration_seconds": 2.5})]
+
+    def failing() -> dict:
+        raise RuntimeError("the step failed")
+
+    with pytest.raises(RuntimeError):
+        reports("evaluate", lambda result: {})(failing)()
+    assert len(pushed) == 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import importlib
+import json
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -91,6 +92,20 @@ def test_evaluate_checks_the_labels_before_the_work(work, capsys, monkeypatch):
     monkeypatch.setattr(evaluate, "predict", no_prediction)
     assert evaluate.main([]) == 1
     assert "is_val" in capsys.readouterr().err
+    assert snapshot(work) == before
+
+
+def test_evaluate_refuses_model_files_of_another_dataset(work, capsys):
+    """An ingested dataset with another class count than the model files (ingest re-run by hand): evaluate names the
+    model file and the manifest, and changes no file (it scored the ten-class models against eleven class names)."""
+    manifest = Path("artifacts/ingest/manifest.json")
+    content = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps({**content, "class_names": [*content["class_names"], "extra"]}))
+    before = snapshot(work)
+    assert importlib.import_module("components.evaluate").main([]) == 1
+    err = capsys.readouterr().err
+    assert "artifacts/baseline/final.pt: expected a model for the dataset of artifacts/ingest/manifest.json (11 " \
+           "classes" in err, err
     assert snapshot(work) == before
 
 
