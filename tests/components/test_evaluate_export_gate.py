@@ -449,6 +449,7 @@ def test_check_exits_1_on_a_failed_decision(tmp_path, capsys):
     ("{not json", "a file that is unreadable or not a JSON object"),
     ("[true]", "a file that is unreadable or not a JSON object"),
     ('{"passed": "true", "reasons": []}', "passed 'true' and reasons []"),
+    ('{"passed": true}', "passed True and reasons None"),
 ])
 def test_check_of_a_missing_or_unreadable_decision_is_an_error_naming_the_file(tmp_path, capsys, content, found):
     (tmp_path / "gate").mkdir()
@@ -968,3 +969,130 @@ def test_every_label_issue_row_describes_the_sample_it_names():
             given[i], probs[i].argmax(), noisy[i]), row
         assert row["score"] == pytest.approx(1 - probs[i, given[i]], abs=1e-6), row
     assert [r["score"] for r in rows] == sorted((r["score"] for r in rows), reverse=True)
+
+
+def test_promote_refuses_a_decision_whose_champion_is_no_longer_latest(tmp_path):
+    """The compare-and-swap holds both ways: a decision judged with no champion is not promoted over one released
+    since, and one judged against a champion is not promoted once ``latest`` no longer leads to it (moved aside by
+    hand): nothing is released either time."""
+    config = GateConfig(min_accuracy=0.0, max_below_baseline=1.0, registry=str(tmp_path / "r"))
+    registry = Path(config.registry)
+    first, second = (write_export(tmp_path / name, accuracy=a, onnx=name.encode())
+                     for name, a in (("first", 0.8), ("second", 0.9)))
+    before_any = decide(config, export=second[0], evaluate=second[1], registry=registry)
+    champion = run_gate(config, export=first[0], evaluate=first[1], out=tmp_path / "g0")["version"]
+    with pytest.raises(ValueError, match=rf"judged against \(none\), found {champion} \(another gate"):
+        promote(second[0], before_any, registry)
+    judged = decide(config, export=second[0], evaluate=second[1], registry=registry)
+    (registry / "latest").unlink()
+    with pytest.raises(ValueError, match=rf"judged against \({champion}\), found none \(another gate"):
+        promote(second[0], judged, registry)
+    assert sorted(p.name for p in registry.iterdir() if p.name != ".lock") == [champion]
+
+
+def test_promote_waits_for_the_registry_lock_and_removes_a_dead_gates_leftovers(tmp_path):
+    """``promote`` on its own takes the registry's lock (created with its parent folders) before it reads the
+    champion, and, holding it, removes what a killed gate or prune left (``.incoming.*``, ``.removing.*``,
+    ``.latest.<pid>``)."""
+    registry = tmp_path / "nested" / "releases"
+    export, evaluate = write_export(tmp_path / "a")
+    decision = decide(GateConfig(min_accuracy=0.5), export=export, evaluate=evaluate, registry=registry)
+    outcome = {}
+    with gate.registry_lock(registry):
+        for leftover in (".incoming.dead", ".removing.v20250101T000000Z-deadbeef"):
+            (registry / leftover).mkdir()
+        (registry / ".latest.4242").symlink_to("nowhere")
+        promoting = threading.Thread(target=lambda: outcome.update(version=promote(export, decision, registry)))
+        promoting.start()
+        promoting.join(0.5)
+        assert promoting.is_alive() and not (registry / "latest").is_symlink()
+    promoting.join(10)
+    assert os.readlink(registry / "latest") == outcome["version"]
+    assert sorted(p.name for p in registry.iterdir()) == [".lock", "latest", outcome["version"]]
+
+
+def test_prune_touches_only_version_folders_and_lists_the_removed_oldest_first(tmp_path):
+    """Only folders named exactly as versions are removed: a file or a link with a version's name, and a folder
+    whose hash part is not 8 hex digits, stay as they are (the link's target too); ``prune`` returns the versions
+    it removed, oldest first."""
+    registry = tmp_path / "releases"
+    versions = fake_registry(registry, 4, latest=3)
+    outside = tmp_path / "elsewhere" / "v20240101T000000Z-0000000a"
+    outside.mkdir(parents=True)
+    (registry / "v20240101T000000Z-0000000a").symlink_to(outside)
+    (registry / "v20240101T000000Z-0000000b").write_text("not a release")
+    (registry / "v20240101T000000Z-0000000c0").mkdir()
+    assert gate.prune(registry, 1) == versions[:3]
+    assert sorted(p.name for p in registry.iterdir() if p.name != ".lock") == sorted(
+        [versions[3], "latest", "v20240101T000000Z-0000000a", "v20240101T000000Z-0000000b",
+         "v20240101T000000Z-0000000c0"])
+    assert outside.is_dir() and (registry / "v20240101T000000Z-0000000a").is_symlink()
+
+
+def test_enforce_is_read_anywhere_and_a_config_error_keeps_its_exit_code(tmp_path, monkeypatch, capsys):
+    """``--enforce`` after ``--set`` still turns a fail into exit 1; a config error under ``--enforce`` is still 2,
+    and ``--prune`` is recognised after ``--registry``."""
+    monkeypatch.chdir(tmp_path)
+    write_export(tmp_path / "artifacts")
+    (tmp_path / "params.yaml").write_text("gate:\n  min_accuracy: 0.5\n")
+    assert gate.main(["--set", "gate.min_accuracy=0.99", "--enforce"]) == 1
+    assert gate.main(["--enforce", "--set", "gate.min_accuracy=2"]) == 2
+    assert "min_accuracy" in capsys.readouterr().err
+    versions = fake_registry(tmp_path / "releases", 3, latest=2)
+    assert gate.main(["--registry", str(tmp_path / "releases"), "--prune", "1"]) == 0
+    assert sorted(p.name for p in (tmp_path / "releases").iterdir() if p.name.startswith("v")) == versions[2:]
+
+
+def test_parity_records_the_largest_difference_and_passes_at_the_bound(exported):
+    """``max_abs_diff`` is the largest difference of any probability (not a mean), ``max_abs_diff_allowed`` the
+    bound given, and a difference exactly at the bound is within it."""
+    net, onnx_bytes = exported
+    images = torch.randn(256, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    got = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"]).run(None, {"images": images.numpy()})[0]
+    with torch.no_grad():
+        want = Probabilities(net).eval()(images).numpy()
+    report = parity(onnx_bytes, net, images, 1e-4)
+    assert report == {"images": 256, "max_abs_diff": float(np.abs(got - want).max()), "argmax_agreement": 1.0,
+                      "max_abs_diff_allowed": 1e-4, "passed": True}
+    assert report["max_abs_diff"] > 0 and parity(onnx_bytes, net, images, report["max_abs_diff"])["passed"] is True
+
+
+def test_parity_fails_when_a_single_argmax_differs():
+    """Every argmax must agree: one image in a hundred answered with another class fails the check, however close
+    the probabilities."""
+    exported_net, other = (torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 2)).eval() for _ in range(2))
+    with torch.no_grad():
+        for module, bias in ((exported_net, 0.0), (other, 1e-4)):
+            module[1].weight.zero_()
+            module[1].weight[0, 0] = 1e-3  # class 0 for a positive first pixel, a tie (class 0) for a zero one
+            module[1].bias.copy_(torch.tensor([0.0, bias]))  # the other model breaks the tie for class 1
+    images = torch.zeros(100, 1, 8, 8)
+    images[1:, 0, 0, 0] = 1.0
+    report = parity(to_onnx(exported_net, images, {}), other, images, 1e-3)
+    assert report["argmax_agreement"] == 0.99 and report["max_abs_diff"] <= 1e-3 and report["passed"] is False
+
+
+def test_the_exported_graph_keeps_no_metadata_of_the_exporter(exported):
+    """``strip_provenance``: no node, value or graph of the file keeps the exporter's metadata (stack traces, FX
+    nodes, module paths, its signature); the model's own metadata stays."""
+    _, onnx_bytes = exported
+    graph = onnx.load_from_string(onnx_bytes).graph
+    kept = {(type(item).__name__, p.key) for item in (*graph.node, *graph.value_info, *graph.input, *graph.output,
+                                                     *graph.initializer, graph) for p in item.metadata_props}
+    assert kept == set()
+    assert {p.key for p in onnx.load_from_string(onnx_bytes).metadata_props} == {"class_names"}
+
+
+def test_the_onnx_metadata_holds_the_normalisation_and_the_model_chosen():
+    metadata = onnx_metadata(list("ab"), IMAGENET, "baseline_best_epoch")
+    assert json.loads(metadata["normalisation"]) == IMAGENET and json.loads(metadata["class_names"]) == ["a", "b"]
+    assert metadata["model"] == "baseline_best_epoch"
+
+
+def test_the_training_class_distribution_refuses_a_label_outside_the_classes():
+    from components.export import class_distribution  # noqa: PLC0415
+
+    assert class_distribution(np.array([0, 1, 1, 1]), 2) == [0.25, 0.75]
+    for labels in ([0, 2], [-1, 0], []):
+        with pytest.raises(ValueError, match=r"train_class_distribution: expected labels in 0\.\.1"):
+            class_distribution(np.array(labels), 2)

@@ -328,7 +328,7 @@ def test_the_card_describes_the_run_it_came_from(workdir, capsys):
     import onnx  # noqa: PLC0415
 
     from components import evaluate, export  # noqa: PLC0415 - imports onnx
-    from components.common.splits import load_split  # noqa: PLC0415
+    from components.common.splits import load_split, test_set  # noqa: PLC0415
 
     assert ingest.main([]) == 0
     assert noise.main(["--set", "noise.val_clean=false"]) == 0, capsys.readouterr().err
@@ -357,6 +357,21 @@ def test_the_card_describes_the_run_it_came_from(workdir, capsys):
     model = onnx.load(art / "export/model.onnx")
     assert {p.key: p.value for p in model.metadata_props}["temperature"] == str(calibration["temperature"])
     assert {o.domain: o.version for o in model.opset_import}[""] == card["opset"] == 18
+    metadata = {p.key: p.value for p in model.metadata_props}
+    assert json.loads(metadata["normalisation"]) == card["input"]["normalisation"]
+    assert json.loads(metadata["input_transform"]) == card["input"]["transform"]
+    assert json.loads(metadata["class_names"]) == card["class_names"] and metadata["model"] == card["model"]
+    assert card["output"] == {"name": "probabilities", "shape": ["batch", 10]} and card["network"] == "small_cnn"
+    # parity.json and the card's parity: onnxruntime against PyTorch on the first 16 test images, at the bound given
+    first = torch.cat([x for x, _ in test_set(art / "ingest", card["input"]["normalisation"]).subset(
+        torch.arange(16)).eval_batches(256)])
+    allowed = yaml.safe_load((workdir / "params.yaml").read_text())["export"]["max_abs_diff"]
+    assert card["parity"] == json.loads((art / "export/parity.json").read_text()) == export.parity(
+        (art / "export/model.onnx").read_bytes(), net, first, allowed, temperature=calibration["temperature"])
+    assert card["onnx_sha256"] == hashlib.sha256((art / "export/model.onnx").read_bytes()).hexdigest()
+    assert card["metrics"]["val_accuracy"] == json.loads((art / ("mlnt" if card["model"] == "teacher" else
+                                                                 "baseline") / "metrics.json").read_text())[
+        "val_accuracy"] and card["label_issues"] == metrics["label_issues"]
 
 
 def test_evaluate_metrics_and_csvs_come_from_the_four_files_they_name(workdir, capsys, monkeypatch):
