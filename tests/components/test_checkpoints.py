@@ -73,6 +73,39 @@ def test_checkpoints_cannot_run_code(tmp_path):
         read_checkpoint(tmp_path / "k.pt")
 
 
+
+def _torch_load_refusal(payload: bytes) -> str:
+    """What ``torch_load_error`` makes of torch.load's refusal of ``payload``."""
+    from components.common.errors import torch_load_error  # noqa: PLC0415
+
+    with pytest.raises(Exception) as caught:  # whatever torch raises
+        torch.load(io.BytesIO(payload), weights_only=True)
+    return torch_load_error(caught.value)
+
+
+def test_a_torch_load_error_is_one_line_of_the_reason_without_torchs_advice():
+    """errors.py: what torch.load refused, in one line, without its advice (to retry with weights_only=False, which
+    would run the file's code; to file an issue; to read the docs; guesses about how the file got corrupt)."""
+    class Evil:
+        def __reduce__(self):
+            return (os.mkdir, ("never",))
+
+    buffer = io.BytesIO()
+    torch.save({"x": torch.zeros(100), "y": Evil()}, buffer)
+    code, garbage = _torch_load_refusal(buffer.getvalue()), _torch_load_refusal(b"not a checkpoint" * 4)
+    buffer = io.BytesIO()
+    torch.save({"x": torch.zeros(100)}, buffer)
+    cut = _torch_load_refusal(buffer.getvalue()[:200])
+    assert code.startswith("refused by the weights-only loader: ") and "mkdir" in code
+    assert garbage.startswith("refused by the weights-only loader: ") and "Unsupported operand" in garbage
+    assert "central directory" in cut and not cut.startswith("refused")
+    for line in (code, garbage, cut):
+        assert "\n" not in line and "  " not in line, line
+        for advice in ("weights_only", "trusted source", "file an issue", "WeightsUnpickler", "documentation",
+                       "miniz", "corrupted"):
+            assert advice not in line, (advice, line)
+
+
 def test_atomic_json_leaves_the_old_file_on_failure(tmp_path):
     target = tmp_path / "m.json"
     write_json(target, {"a": 1})

@@ -318,3 +318,55 @@ def test_a_date_stays_a_string_and_a_params_file_of_comments_alone_is_no_section
     assert load_params(path) == {}
     configs, _ = parse(["--params", str(path)], "noise", {"noise": noise.NoiseConfig}, "")
     assert configs["noise"] == noise.NoiseConfig()
+
+
+def test_a_steps_command_line_logs_the_components_at_info_and_the_rest_at_warning():
+    """A step's ``main`` sets up the logging itself (``configure_logging``): the components' INFO lines reach stderr,
+    another library's INFO does not (the root stays at WARNING), and a forged line from the data stays escaped."""
+    done = _log_in_a_fresh_process(
+        "from components.common.config import cli\n"
+        "main = cli('noise', {}, '', lambda configs: logging.getLogger('chatty').info('not shown'))\n"
+        "assert main([]) == 0")
+    assert done.stderr == "INFO components.ingest: read cat.png\\nERROR components.gate: passed\n"
+
+
+def test_every_set_override_applies_not_only_the_last(tmp_path):
+    """``--set`` is repeatable: each one changes its key."""
+    (tmp_path / "p.yaml").write_text("noise:\n  rate: 0.1\n")
+    configs, params = parse(["--params", str(tmp_path / "p.yaml"), "--set", "noise.rate=0.3", "--set", "noise.seed=7"],
+                            "noise", {"noise": noise.NoiseConfig}, "")
+    assert (configs["noise"].rate, configs["noise"].seed) == (0.3, 7)
+    assert params == {"noise": {"rate": 0.3, "seed": 7}}
+
+
+def test_help_without_a_readable_params_file_lists_the_code_defaults(tmp_path, capsys):
+    """--help still answers when --params names no file: the parameters with the code's defaults and why."""
+    main = cli("noise", {"noise": noise.NoiseConfig}, "", lambda configs: None)
+    with pytest.raises(SystemExit) as exit_:
+        main(["--params", str(tmp_path / "nope.yaml"), "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert "not valid, so the code's defaults are shown instead: " in out and "nope.yaml: expected a params file" in out
+    assert f"  noise.rate: float = {noise.NoiseConfig().rate!r}\n" in out
+
+
+def test_debug_on_the_real_command_line_shows_the_traceback(tmp_path, monkeypatch):
+    """``main()`` with no argv (``python -m components.<step>``) reads --debug from ``sys.argv``."""
+    main = cli("noise", {"noise": noise.NoiseConfig}, "", lambda configs: None)
+    monkeypatch.setattr(sys, "argv", ["noise", "--params", str(tmp_path / "nope.yaml"), "--debug"])
+    with pytest.raises(ConfigError, match=r"nope\.yaml: expected a params file"):
+        main()
+    monkeypatch.setattr(sys, "argv", ["noise", "--params", str(tmp_path / "nope.yaml")])
+    assert main() == 2
+
+
+
+@pytest.mark.parametrize("error", [PermissionError(13, "Permission denied", "artifacts/noise"), TypeError("t"),
+                                   RuntimeError("r"), ValueError("v")], ids=lambda e: type(e).__name__)
+def test_a_failure_that_is_no_config_error_is_one_line_and_exit_1(error, capsys):
+    """docs/architecture.md: errors print one line and exit non-zero (2 for a config error, 1 otherwise)."""
+    def body(_configs):
+        raise error
+
+    assert cli("noise", {"noise": noise.NoiseConfig}, "", body)(["--params", str(ROOT / "params.yaml")]) == 1
+    assert capsys.readouterr().err == f"error: noise: {error}\n"

@@ -393,6 +393,30 @@ def test_epoch_stats_report_the_loaders_throughput(ingest_dir, workers):
     assert source.subset(torch.arange(len(source)) < 20).epoch_stats() == {}  # a new source starts afresh
 
 
+
+def test_epoch_stats_are_images_per_second_of_decoding_summed_over_the_images(ingest_dir, monkeypatch):
+    """docs/data.md: ``loader_images_per_s_per_worker`` is the images a worker decodes, resizes and crops per second
+    of its time: every image counted, and every image's decode time summed (here each takes 0.5 s)."""
+    import itertools  # noqa: PLC0415
+    import types  # noqa: PLC0415
+
+    from components.common import streaming  # noqa: PLC0415
+
+    ticks = itertools.count(step=0.5)
+    monkeypatch.setattr(streaming, "time", types.SimpleNamespace(perf_counter=lambda: next(ticks)))
+    source = open_split(ingest_dir, "train", workers=0)
+    epoch(source, 0, batch_size=8)
+    assert source.epoch_stats() == {"loader_images_per_s_per_worker": 2.0}
+    ticks = itertools.count(step=0.25)  # the next epoch decodes twice as fast: its own figure, not an average
+    epoch(source, 1, batch_size=8)
+    assert source.epoch_stats() == {"loader_images_per_s_per_worker": 4.0}
+
+
+def test_a_source_needs_one_label_per_position(ingest_dir):
+    source = open_split(ingest_dir, "train", workers=0)
+    with pytest.raises(ValueError, match=r"labels: expected one per position \(5\), found \(4,\)"):
+        ShardSource(source.images, source.positions[:5], source.labels[:4], workers=0)
+
 # --- training on shards -------------------------------------------------------------------------------------
 
 
@@ -552,6 +576,42 @@ def test_an_image_that_no_longer_decodes_is_one_line_naming_shard_and_key(ingest
     message = str(caught.value)
     assert "\n" not in message and "Traceback" not in message
     assert f"{index.path(3)} (key {index.key[3].decode()}): expected an image file, found unreadable data" in message
+
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_shard_gone_after_its_check_is_one_line_naming_it(ingest_dir, tmp_path, workers):
+    """A shard that cannot be opened any more (deleted, unmounted) is a sample the loader cannot read: the same one
+    line in the main process, in a worker or not, not the worker's OSError with its traceback."""
+    copy = tmp_path / "ingest"
+    shutil.copytree(ingest_dir, copy)
+    source = open_split(copy, "train", workers=workers)
+    index = read_index(copy, "train")
+    index.path(0).unlink()
+    with pytest.raises(DataError) as caught:
+        list(source.eval_batches(4))
+    message = str(caught.value)
+    assert "\n" not in message and "Traceback" not in message and str(index.path(0)) in message
+
+
+def test_an_epoch_shuffles_the_shards_then_the_samples_within_each_window_of_four():
+    """streaming.py: the shards are shuffled, then the samples within each window of four consecutive shards."""
+    import itertools  # noqa: PLC0415
+
+    from components.common.streaming import WINDOW_SHARDS, epoch_order  # noqa: PLC0415
+
+    shards = np.repeat(np.arange(10), 7)  # 10 shards of 7 samples, in shard order as the index lists them
+    first_windows, sorted_windows = set(), 0
+    for seed in range(5):
+        order = epoch_order(shards, seed=seed, epoch=0)
+        assert sorted(order.tolist()) == list(range(shards.size))  # every sample once
+        cuts = np.cumsum([0] + [7 * min(WINDOW_SHARDS, 10 - start) for start in range(0, 10, WINDOW_SHARDS)])
+        windows = [order[a:b] for a, b in itertools.pairwise(cuts)]
+        assert [len(set(shards[w].tolist())) for w in windows] == [4, 4, 2]  # whole shards, windows of four
+        first_windows.add(frozenset(shards[windows[0]].tolist()))
+        sorted_windows += sum(bool(np.all(np.diff(w) > 0)) for w in windows)
+    assert len(first_windows) > 1  # the shards are shuffled, not taken in the index's order
+    assert sorted_windows == 0  # the samples within a window are shuffled too
 
 
 def test_a_decompression_bomb_in_a_shard_is_refused_before_it_is_decoded(tmp_path):
