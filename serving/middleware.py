@@ -71,7 +71,8 @@ class Guard:
     without the feedback token (before its body is read), 413 for a body over the budget's bytes, 400 for malformed
     JSON, a v2 body that is no JSON object, a v2 binary body that does not fit its header, or a request that declares
     more than the budget (``serving.budget``); a JSON body sent without a JSON content type (``curl -d``) passes as
-    JSON. It notes the client (``serving.clients``: the peer; for a POST to the model, the one ``clients`` names),
+    JSON; a POST to a model's metadata or readiness goes on unread, for its 405. It notes the client
+    (``serving.clients``: the peer; for inference and feedback, the one ``clients`` names),
     and answers an exception that escapes the app with a 500 that names no internals (KServe's own handler would
     answer with the exception's type and message), logging its traceback instead. ``models`` maps each model's name
     to the version it serves; ``token`` is the feedback token (``None``: the feedback route checks it alone)."""
@@ -117,7 +118,7 @@ class Guard:
         except BadRequest as exc:
             log.info("%s %s -> %d: %s", scope["method"], scope["path"], exc.status, exc.reason)
             return await reply(send, exc.status, exc.reason, exc.headers)
-        if scope["method"] != "POST":
+        if scope["method"] != "POST" or kind(route) == "other":  # a POST to metadata or readiness: its 405 unread
             return await self.app(scope, receive, send)
         # Inference and feedback only: probes and scrapes come without the proxies' header and are no one's traffic.
         CLIENT.set(self.clients.of(scope))
@@ -184,10 +185,7 @@ async def read_body(scope: dict, receive: Receive, limit: int) -> tuple[bytes | 
 
 def prepared(body: bytes, scope: dict, *, kind: str, budget: Budget) -> tuple[bytes, dict]:
     """The body checked against the budget, and the scope's headers to match: binary tensors unpacked
-    (``serving.binary``; v2 inference only), or the JSON parsed and labelled as JSON. A POST to a path that takes
-    none (``other``: a model's metadata or readiness) is passed on untouched, for its 405 whatever the body."""
-    if kind == "other":
-        return body, scope
+    (``serving.binary``; v2 inference only), or the JSON parsed and labelled as JSON."""
     headers = dict(scope["headers"])
     if kind == "v2" and BINARY_HEADER in headers:
         body, json_length = unpack(body, headers[BINARY_HEADER], budget)
