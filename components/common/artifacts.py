@@ -42,12 +42,17 @@ def read_arrays(path: Path, producer: str, *keys: str) -> tuple[np.ndarray, ...]
     """The arrays ``keys`` of an ``.npz`` file written by ``producer``."""
     path = require(path, producer)
     try:
-        with np.load(path) as data:
-            found = sorted(data.files)
-            arrays = {k: data[k] for k in keys if k in found}
+        data = np.load(path)
+        single = not isinstance(data, np.lib.npyio.NpzFile)  # an .npy file loads as its bare array
+        if not single:
+            with data:
+                found = sorted(data.files)
+                arrays = {k: data[k] for k in keys if k in found}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
         raise DataError(f"{path}: expected an .npz file written by the {producer} step, found unreadable data "
                         f"({err})") from err
+    if single:
+        raise DataError(f"{path}: expected an .npz file written by the {producer} step, found a single .npy array")
     missing = [k for k in keys if k not in arrays]
     if missing:
         raise DataError(f"{path}: expected the array {missing[0]!r} written by the {producer} step, found {found}")

@@ -64,7 +64,7 @@ def _shard_split(ingest: Path, noise: Path, index: np.ndarray, given: np.ndarray
 
 
 def _check_rows(labels: Path, index: np.ndarray, count: int) -> None:
-    wrong = index[(index < 0) | (index >= count)] if index.size else index
+    wrong = index[(index < 0) | (index >= count)]
     if wrong.size:
         raise DataError(f"{labels}: expected indices of the {count} ingested images, 0 to {count - 1}, found "
                         f"{int(wrong[0])} (re-run the noise step)")

@@ -3,10 +3,12 @@
 import errno
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -489,3 +491,83 @@ def test_load_model_names_a_missing_file_and_a_state_dict_that_is_not_a_mapping(
     with pytest.raises(DataError, match=r"list\.pt: expected weights that fit a small_cnn with 3 classes, found a "
                                         r"state_dict of type list$"):
         load_model(tmp_path / "list.pt")
+
+
+def test_an_earlier_steps_output_is_one_error_naming_the_file_what_was_expected_and_what_was_found(tmp_path):
+    """components/common/artifacts.py: a file another step writes, missing, unreadable or without what is needed,
+    is one ``DataError`` naming the file, the step that writes it, what was expected and what was found."""
+    from components.common.artifacts import check_labels, read_arrays, read_json  # noqa: PLC0415
+
+    (tmp_path / "folder.json").mkdir()  # a folder is no output file
+    with pytest.raises(DataError, match=r"folder\.json: expected the output of the ingest step, found no such file "
+                                        r"\(run python -m components\.ingest first\)$"):
+        read_json(tmp_path / "folder.json", "ingest")
+    cases = {b"\xff\xfe": r"expected JSON written by the noise step, found invalid JSON \(",
+             b"[1, 2]": r"expected the key 'c' written by the noise step, found list$",
+             b'"a c d"': r"expected the key 'c' written by the noise step, found str$",  # no substring test
+             b'{"b": 1, "a": 2}': r"expected the key 'c' written by the noise step, found keys \['a', 'b'\]$"}
+    for text, found in cases.items():
+        (tmp_path / "x.json").write_bytes(text)
+        with pytest.raises(DataError, match=rf"x\.json: {found}"):
+            read_json(tmp_path / "x.json", "noise", "c", "d")
+    assert read_json(tmp_path / "x.json", "noise", "a") == {"b": 1, "a": 2}
+
+    np.savez(tmp_path / "a.npz", a=np.arange(3), b=np.ones(2))
+    first, second = read_arrays(tmp_path / "a.npz", "noise", "b", "a")
+    assert first.tolist() == [1.0, 1.0] and second.tolist() == [0, 1, 2]
+    with pytest.raises(DataError, match=r"a\.npz: expected the array 'c' written by the noise step, found \['a', "
+                                        r"'b'\]$"):
+        read_arrays(tmp_path / "a.npz", "noise", "a", "c")
+    np.savez_compressed(tmp_path / "z.npz", a=np.arange(100_000))
+    damaged = bytearray((tmp_path / "z.npz").read_bytes())
+    damaged[200:400] = bytes(b ^ 0xFF for b in damaged[200:400])  # inside the compressed data: a zlib error
+    (tmp_path / "z.npz").write_bytes(bytes(damaged))
+    (tmp_path / "empty.npz").write_bytes(b"")  # numpy: EOFError
+    for name in ("z.npz", "empty.npz"):
+        with pytest.raises(DataError, match=rf"{name}: expected an \.npz file written by the noise step, found "
+                                            r"unreadable data \("):
+            read_arrays(tmp_path / name, "noise", "a")
+
+    check_labels(tmp_path, np.array([0, 3, 1], dtype=np.uint8), 3, what="image")  # unsigned: class indices too
+    floats = r"integer class indices as labels, found float64 labels with values like "
+    refused = [(np.int64(2), 1, r"labels of shape \[N\] \(one class index per image\), found shape \[\]$"),
+               (np.array([True, False]), 2, r"integer class indices as labels, found bool labels with values like "
+                                              r"True, False$"),
+               (np.array([1.0, 2.0, 0.5, np.inf, 3.0]), 5, floats + r"0\.5, inf$"),
+               (np.array([1.0, 1.0, 1.0, 2.0, 3.0, 4.0]), 6, floats + r"1\.0, 2\.0, 3\.0$"),
+               (np.zeros(0), 0, floats + r"none \(no labels\)$")]
+    for labels, count, found in refused:
+        with pytest.raises(DataError, match=rf"^{re.escape(str(tmp_path))}: expected {found}"):
+            check_labels(tmp_path, labels, count, what="image")
+
+
+def test_save_model_writes_what_load_model_reads_and_a_file_without_normalisation_is_refused(tmp_path):
+    from components.common.model_file import save_model  # noqa: PLC0415
+
+    meta = {"num_classes": 3, "in_channels": 1, "image_size": 28, "normalisation": {"mean": [0.5], "std": [0.2]}}
+    net = seeded_network("small_cnn", meta, 0)
+    save_model(tmp_path / "m.pt", net.state_dict(), network="small_cnn", meta=meta, extra={"epochs": 2})
+    loaded, saved = load_model(tmp_path / "m.pt")
+    assert {k: saved[k] for k in (*meta, "format", "network", "epochs")} == {**meta, "format": 1,
+                                                                              "network": "small_cnn", "epochs": 2}
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), net.state_dict().values(), strict=True))
+    assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]
+    payload = torch.load(tmp_path / "m.pt", weights_only=True)
+    del payload["normalisation"]
+    torch.save(payload, tmp_path / "m.pt")
+    with pytest.raises(DataError, match=r"m\.pt: expected a model file with network, num_classes, in_channels, "
+                                        r"image_size, normalisation and state_dict, found one without "
+                                        r"'normalisation'$"):
+        load_model(tmp_path / "m.pt")
+
+
+def test_a_numpy_file_that_is_no_npz_archive_is_a_data_error_naming_it(tmp_path):
+    """``read_arrays``: an ``.npy`` file where an ``.npz`` is expected is one ``DataError`` naming the file, what was
+    expected and what was found (np.load returns a bare array, not an archive, for it)."""
+    from components.common.artifacts import read_arrays  # noqa: PLC0415
+
+    with open(tmp_path / "train.npz", "wb") as fh:
+        np.save(fh, np.arange(3))
+    with pytest.raises(DataError, match=r"train\.npz: expected an \.npz file written by the ingest step, found a "
+                                        r"single \.npy array$"):
+        read_arrays(tmp_path / "train.npz", "ingest", "labels")

@@ -31,7 +31,7 @@ from benchmarks.fixtures import write_clothing1m
 from components.common.checkpoints import FileCheckpointStore
 from components.common.errors import DataError
 from components.common.splits import load_split
-from components.common.streaming import ShardSource, decode, decoded_chunks, open_split
+from components.common.streaming import ShardImages, ShardSource, decode, decoded_chunks, open_split
 from components.formats.images import load_image
 from components.formats.webdataset import ShardWriter, read_index, verify_shards
 from components.ingest import IngestConfig
@@ -416,6 +416,143 @@ def test_a_source_needs_one_label_per_position(ingest_dir):
     source = open_split(ingest_dir, "train", workers=0)
     with pytest.raises(ValueError, match=r"labels: expected one per position \(5\), found \(4,\)"):
         ShardSource(source.images, source.positions[:5], source.labels[:4], workers=0)
+
+
+def test_decode_puts_the_crop_at_its_offset_left_then_top():
+    """``offset`` is the crop's (x, y) fraction of the slack: (1, 0) the top right window, (0, 1) the bottom left;
+    an image whose short side already is ``resize`` is only cropped."""
+    whole = np.random.default_rng(0).integers(0, 256, (RESIZE, RESIZE + 9, 3), dtype=np.uint8)  # 29 wide, 20 high
+    buffer = io.BytesIO()
+    Image.fromarray(whole).save(buffer, "PNG")
+    for (fx, fy), (left, top) in {(0.0, 0.0): (0, 0), (1.0, 0.0): (13, 0), (0.0, 1.0): (0, 4), (1.0, 1.0): (13, 4),
+                                  (0.5, 0.25): (6, 1)}.items():
+        got = decode(buffer.getvalue(), resize=RESIZE, crop=CROP, offset=(fx, fy)).permute(1, 2, 0).numpy()
+        assert np.array_equal(got, whole[top:top + CROP, left:left + CROP]), (fx, fy)
+
+
+def test_a_random_crop_draws_its_two_offsets_independently(ingest_dir, monkeypatch):
+    """The random crops cover the image, not just its diagonal: the horizontal and vertical fractions differ."""
+    from components.common import streaming  # noqa: PLC0415
+
+    drawn = []
+    monkeypatch.setattr(streaming, "decode", lambda payload, **kwargs: drawn.append(kwargs) or torch.zeros(1))
+    images = open_split(ingest_dir, "train", workers=0).images
+    for seed in range(20):
+        images[0, seed]
+    offsets = [d["offset"] for d in drawn]
+    assert all(0 <= f <= 1 for offset in offsets for f in offset)
+    assert sum(fx != fy for fx, fy in offsets) == len(offsets) and {d["flip"] for d in drawn} == {False, True}
+
+
+def test_the_shard_images_need_a_resize_at_least_the_crop(ingest_dir):
+    """A hand-edited manifest whose resize is below its crop: refused, not cropped past the image's edge."""
+    index = open_split(ingest_dir, "train", workers=0).images.index
+    with pytest.raises(ValueError, match=rf"^resize: expected at least the crop size {CROP}, found {CROP - 1}$"):
+        ShardImages(index, resize=CROP - 1, crop=CROP)
+    assert ShardImages(index, resize=CROP, crop=CROP).crop == CROP
+
+
+def test_an_unreadable_sample_is_raised_as_one_line_the_first_of_its_batch(ingest_dir, monkeypatch):
+    """A worker's error travels back as a value: the first unreadable sample of the batch, its message on one line."""
+    from components.formats.webdataset import SplitIndex  # noqa: PLC0415
+
+    read = SplitIndex.read
+    bad = {2: DataError("shard x: expected 10 bytes,\n  found 3"), 5: DataError("shard y: second")}
+    monkeypatch.setattr(SplitIndex, "read", lambda self, row, handles=None: (_ for _ in ()).throw(bad[row])
+                        if row in bad else read(self, row, handles))
+    source = open_split(ingest_dir, "train", workers=0)
+    with pytest.raises(DataError) as raised:
+        list(source.eval_batches(8))
+    assert str(raised.value) == "shard x: expected 10 bytes, found 3"
+    with pytest.raises(DataError, match=r"^shard x: expected 10 bytes, found 3$"):  # validate's reader too
+        list(decoded_chunks(source, chunk=8))
+
+
+def test_shard_images_pickle_without_their_open_files(ingest_dir):
+    """A DataLoader that spawns its workers pickles the dataset: the open shards stay in the process that opened
+    them, and the copy reads the same bytes through its own."""
+    import pickle  # noqa: PLC0415
+
+    images = open_split(ingest_dir, "train", workers=0).images
+    first = images[0, -1][0]
+    assert images._handles, "the main process should hold an open shard for this test to mean anything"
+    copy = pickle.loads(pickle.dumps(images))
+    assert copy._handles == {} and torch.equal(copy[0, -1][0], first)
+
+
+def test_a_subset_keeps_each_selected_sample_with_its_own_label(ingest_dir):
+    """``subset`` (the mentor filter of iterative training): the rows ``keep`` selects, each image with its label."""
+    positions = np.random.default_rng(4).permutation(TRAIN)  # as the noise step's index: not in shard order
+    source = identified(ingest_dir, positions=positions)
+    index = source.images.index
+    keep = torch.from_numpy(positions % 3 != 0)
+    for subset in (source.subset(keep), source.subset(torch.nonzero(keep)[:, 0])):
+        assert len(subset) == int(keep.sum())
+        seen = []
+        for x, rows in subset.eval_batches(8):
+            for image, row in zip(pixels(x, subset), rows.tolist(), strict=True):
+                assert keep[row] and torch.equal(image, decode(index.read(positions[row]), resize=RESIZE, crop=CROP))
+                seen.append(row)
+        assert seen == torch.nonzero(keep)[:, 0].tolist()
+
+
+def test_the_window_shuffle_groups_the_samples_by_the_shard_that_holds_them(ingest_dir):
+    """With positions in any order (the noise step's index), an epoch is the shards shuffled and the samples of each
+    window of four shards together: its first samples are all those of four shards, the rest those of the other two."""
+    positions = np.random.default_rng(5).permutation(TRAIN)
+    source = identified(ingest_dir, positions=positions)
+    shards = source.images.index.shard
+    counts = np.bincount(shards)
+    for number in range(3):
+        rows = torch.cat([y for _, y in epoch(source, number, batch_size=1)]).numpy()
+        order = shards[positions[rows]].tolist()
+        assert sorted(rows.tolist()) == list(range(TRAIN))
+        assert any(len(set(order[:k])) == 4 and counts[sorted(set(order[:k]))].sum() == k
+                   for k in range(1, TRAIN)), order
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 13, TRAIN - 1, TRAIN, TRAIN + 1])
+def test_eval_batches_hold_every_sample_once_in_order_whatever_the_batch_size(ingest_dir, batch_size):
+    source = identified(ingest_dir)
+    sizes = [y.shape[0] for _, y in source.eval_batches(batch_size)]
+    assert torch.cat([y for _, y in source.eval_batches(batch_size)]).tolist() == list(range(TRAIN))
+    assert sizes[:-1] == [batch_size] * (len(sizes) - 1)
+
+
+def test_a_manifest_without_the_transform_is_a_data_error_naming_the_key(tmp_path):
+    (tmp_path / "manifest.json").write_text(json.dumps({"format": "shards", "counts": {"train": 1}}))
+    with pytest.raises(DataError, match=r"manifest\.json: expected the key 'transform' written by the ingest step, "
+                                        r"found keys \['counts', 'format'\]$"):
+        open_split(tmp_path, "train", workers=0)
+
+
+def test_a_split_is_normalised_with_the_manifests_mean_and_std(ingest_dir, tmp_path):
+    """open_split decodes with the manifest's transform: its mean and std, whatever they are."""
+    copy = tmp_path / "ingest"
+    shutil.copytree(ingest_dir, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["transform"].update(mean=[0.25, 0.5, 0.75], std=[0.5, 0.25, 0.125])
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    source = open_split(copy, "val", workers=0)
+    assert (source.mean, source.std) == ((0.25, 0.5, 0.75), (0.5, 0.25, 0.125))
+    x = torch.cat([x for x, _ in source.eval_batches(64)])
+    raw = torch.stack([decode(source.images.index.read(i), resize=RESIZE, crop=CROP) for i in range(len(source))])
+    want = (raw.float() / 255.0 - torch.tensor([0.25, 0.5, 0.75])[:, None, None]) / torch.tensor([0.5, 0.25, 0.125])[
+        :, None, None]
+    torch.testing.assert_close(x, want, rtol=0, atol=1e-6)
+
+
+def test_decoded_chunks_are_the_sources_samples_at_its_positions(ingest_dir):
+    positions = np.random.default_rng(6).permutation(TRAIN)[:25]
+    source = identified(ingest_dir, positions=positions)
+    index = source.images.index
+    chunks = list(decoded_chunks(source, chunk=10))
+    assert [len(images) for images, _ in chunks] == [10, 10, 5]
+    images, rows = np.concatenate([c for c, _ in chunks]), np.concatenate([y for _, y in chunks])
+    assert rows.tolist() == list(range(25))
+    for row, image in enumerate(images):
+        want = decode(index.read(positions[row]), resize=RESIZE, crop=CROP).permute(1, 2, 0).numpy()
+        assert np.array_equal(image, want), row
 
 # --- training on shards -------------------------------------------------------------------------------------
 
