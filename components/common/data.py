@@ -29,6 +29,7 @@ import urllib.request
 from pathlib import Path
 
 from components.common.atomic import rename_all
+from components.common.config import error_lines
 from components.formats.idx import FASHION_MNIST_FILES
 
 DEBIAN = Path("/usr/share/datasets/fashion-mnist")
@@ -147,7 +148,7 @@ def verify(root: Path) -> None:
         raise DataFetchError(f"{record}: expected the DVC record of data/, found no such file (run from the "
                              f"repository root or pass --root)")
     expected = record.read_text()
-    _dvc(root, "commit", "--force", "--quiet", "data.dvc")
+    _dvc(root, "commit", "--force", "data.dvc")  # not --quiet: that silences the reason of a failure too
     found = record.read_text()
     if found != expected:
         record.write_text(expected)
@@ -163,7 +164,8 @@ def _dvc(root: Path, *args: str) -> str:
     done = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, capture_output=True, text=True,
                           check=False)
     if done.returncode:
-        raise DataFetchError(f"dvc {' '.join(args)} failed: {(done.stderr or done.stdout).strip()}")
+        reason = (done.stderr.strip() or done.stdout.strip() or "no output").replace("\n", "; ")
+        raise DataFetchError(f"dvc {' '.join(args)} failed (exit {done.returncode}): {reason}")
     return done.stdout
 
 
@@ -182,8 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for line in make(args.root, args.source):
             print(f"data: {line}")
-    except DataFetchError as err:
-        print(f"error: data: {err}", file=sys.stderr)
+    except (DataFetchError, OSError) as err:  # an OSError: a path in the way, a full disk, a permission
+        print(*error_lines("data", err), sep="\n", file=sys.stderr)
         return 1
     print("data: data/ matches data.dvc (dvc status: up to date)")
     return 0

@@ -85,6 +85,9 @@ def test_overrides_are_type_checked(tmp_path):
     ("export.max_abs_diff=.nan", r"export.max_abs_diff: expected a finite number, found nan"),
     ("mlnt.lr=.inf", r"mlnt.lr: expected a finite number, found inf"),
     ("mlnt.lr_milestones=[1, .nan]", r"mlnt.lr_milestones\[1\]: expected a finite number, found nan"),
+    # the baseline's config is TrainConfig's: its checks hold for the baseline as for mlnt
+    ("baseline.lr_milestones=[15]", r"baseline: lr_milestones\[0\]: expected an epoch below epochs \(15\), found 15.0"),
+    ("baseline.lr=-0.1", r"baseline: lr: expected a finite number >= 0.0, found -0.1"),
     ("validate.min_images=-3", r"validate: min_images: expected >= 0, found -3"),
     ("evaluate.workers=-1", r"evaluate: workers: expected >= 0, found -1"),
     ("evaluate.ece_bins=0", r"evaluate: ece_bins, batch_size: expected >= 1, found 0, 512"),
@@ -274,6 +277,12 @@ def test_choices_are_typed_and_a_wrong_one_names_the_valid_ones(cls, field, bad)
         build(cls, {field: bad}, where="section")
     assert str(caught.value) == (f"section.{field}: expected one of {', '.join(map(repr, typing.get_args(hint)))}, "
                                  f"found {bad!r}")
+
+
+def test_a_baseline_config_built_in_python_refuses_an_unknown_network():
+    """``BaselineConfig`` used as a library (not through params.yaml's typed build) names the valid networks."""
+    with pytest.raises(ValueError, match=r"Unknown network 'resnet18'. Valid: small_cnn, preact_resnet32, resnet50"):
+        baseline.BaselineConfig(network="resnet18")
 
 
 def _log_in_a_fresh_process(setup: str) -> subprocess.CompletedProcess:

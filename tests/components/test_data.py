@@ -3,9 +3,11 @@
 import gzip
 import hashlib
 import io
+import re
 import shutil
 import subprocess
 import sys
+import urllib.error
 from pathlib import Path
 
 import pytest
@@ -63,6 +65,15 @@ def test_a_missing_source_file_is_named(tmp_path):
 
 
 @needs_dataset
+@needs_dataset
+def test_make_data_from_a_source_folder_prints_where_each_file_came_from(repo, tmp_path, capsys):
+    source = tmp_path / "src"
+    shutil.copytree(DEBIAN, source)
+    assert main(["--root", str(repo), "--source", str(source)]) == 0
+    assert capsys.readouterr().out.splitlines() == [f"data: {name}: copied from {source}" for name in FILES] + [
+        "data: data/ matches data.dvc (dvc status: up to date)"]
+
+
 def test_team_shares_data_through_a_dvc_remote(repo, tmp_path):
     assert main(["--root", str(repo)]) == 0
     remote = tmp_path / "remote"
@@ -122,7 +133,7 @@ def test_a_download_is_placed_only_after_it_matches_its_published_md5(tmp_path, 
     with pytest.raises(DataFetchError, match=r"expected at most 10 bytes, found more; nothing placed"):
         fetch(target)
     assert not list(target.iterdir())
-    monkeypatch.setattr(data, "MAX_DOWNLOAD", 1 << 20)
+    monkeypatch.setattr(data, "MAX_DOWNLOAD", max(len(p) for p in payloads.values()))  # "at most": the cap passes
     assert all(line.endswith(f"downloaded from {data.OFFICIAL}{line.split(':')[0]}") for line in fetch(target))
     assert {p.name: p.read_bytes() for p in target.iterdir()} == payloads
 
@@ -145,3 +156,89 @@ def test_files_that_fail_verification_are_removed_and_the_users_own_kept(repo, t
            f"{FILES[0]}" in err
     assert [p.name for p in kept.parent.iterdir()] == [FILES[0]] and kept.read_bytes() == b"the user's own"
     assert (repo / "data.dvc").read_text() == record
+
+
+def test_fetch_names_where_each_file_came_from_keeps_those_in_place_and_clears_a_killed_runs_staging(tmp_path):
+    """``fetch`` returns each file's origin (``kept`` for one already in place, which stays as it is); the staging
+    folder a killed run left beside the target (``.fashion-mnist.incoming.`` and mkdtemp's 8 characters) is removed,
+    a folder of another name is not."""
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in FILES:
+        (source / name).write_bytes(f"from src {name}".encode())
+    target = tmp_path / "data" / "fashion-mnist"
+    target.mkdir(parents=True)
+    (target / FILES[0]).write_bytes(b"already here")
+    killed = tmp_path / "data" / ".fashion-mnist.incoming.ab1_x9yz"
+    killed.mkdir()
+    (killed / FILES[1]).write_bytes(b"half a copy")
+    (tmp_path / "data" / ".fashion-mnist.incoming.mine").mkdir()
+    assert fetch(target, source) == [f"{FILES[0]}: kept"] + [f"{name}: copied from {source}" for name in FILES[1:]]
+    assert (target / FILES[0]).read_bytes() == b"already here"
+    assert all((target / name).read_bytes() == f"from src {name}".encode() for name in FILES[1:])
+    assert sorted(p.name for p in target.parent.iterdir()) == [".fashion-mnist.incoming.mine", "fashion-mnist"]
+    assert fetch(target, source) == [f"{name}: kept" for name in FILES]
+
+
+@pytest.mark.parametrize("error", [urllib.error.URLError("no route to host"), TimeoutError("timed out")],
+                         ids=["unreachable", "timeout"])
+def test_a_download_that_fails_names_the_debian_package_and_source(tmp_path, monkeypatch, capsys, error):
+    """No Debian package and no network: one error line that says what to install or pass, and nothing placed."""
+
+    def unreachable(url, timeout):
+        raise error
+
+    monkeypatch.setattr(data, "DEBIAN", tmp_path / "no-debian")
+    monkeypatch.setattr(data, "_open", unreachable)
+    assert main(["--root", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert f"error: data: {FILES[0]}: not in Debian's dataset-fashion-mnist (apt-get install dataset-fashion-mnist) " \
+           f"and the download from {data.OFFICIAL}{FILES[0]} failed ({error}); pass --source" in err
+    assert not [p for p in (tmp_path / "data").rglob("*") if p.is_file()]
+
+
+def test_downloads_go_through_the_https_only_redirect_handler_with_the_timeout(monkeypatch):
+    """``_open`` builds its opener with ``_HttpsOnly`` (a redirect to plain http refused) and passes the timeout."""
+    import urllib.request  # noqa: PLC0415
+
+    built = []
+
+    class Opener:
+        def __init__(self, *handlers):
+            built.append(handlers)
+
+        def open(self, url, timeout=None):
+            built.append((url, timeout))
+            return "response"
+
+    monkeypatch.setattr(urllib.request, "build_opener", Opener)
+    assert data._open("https://example.invalid/x.gz", 7) == "response"
+    assert built == [(data._HttpsOnly,), ("https://example.invalid/x.gz", 7)]
+
+
+def test_a_dvc_command_that_fails_is_named(repo, tmp_path, capsys):
+    """``dvc commit`` failing (here: no DVC repository) fails ``make data`` naming the command, its exit status and
+    DVC's own reason (``--quiet`` silenced it), and removes the files this run placed."""
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in FILES:
+        (source / name).write_bytes(f"not {name}".encode())
+    shutil.rmtree(repo / ".dvc")
+    assert main(["--root", str(repo), "--source", str(source)]) == 1
+    err = capsys.readouterr().err
+    assert re.search(r"error: data: dvc commit --force data\.dvc failed \(exit \d+\): ERROR: you are not inside of "
+                     r"a DVC repository", err)
+    assert f"removed the files this run placed: {', '.join(FILES)}" in err
+    assert not list((repo / "data").rglob("*"))
+
+
+def test_a_file_in_place_of_the_data_folder_is_one_error_line_naming_it(repo, capsys):
+    """``main``: 0, or 1 with one error line on stderr; a file at data/fashion-mnist (an OSError, not a
+    DataFetchError) is no traceback, and the file stays."""
+    (repo / "data").mkdir(exist_ok=True)
+    (repo / "data" / "fashion-mnist").write_text("not a folder")
+    assert main(["--root", str(repo)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: data: ") and err.count("\n") == 1 and "data/fashion-mnist" in err, err
+    assert (repo / "data" / "fashion-mnist").read_text() == "not a folder"

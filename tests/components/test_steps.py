@@ -64,22 +64,71 @@ def test_the_model_files_hold_the_models_their_metrics_describe(workdir, capsys)
 
 def test_the_baseline_keeps_its_best_validation_in_model_pt_and_its_last_epoch_in_final_pt(workdir, monkeypatch):
     """Every validation scores lower than the one before: ``model.pt`` is the first one's weights, not the last
-    epoch's (``final.pt``), and the metrics tell the two apart."""
+    epoch's (``final.pt``), and the metrics tell the two apart (``best_step`` the training step of the first
+    validation, ``epochs`` the epochs trained); the Pushgateway gets the released model's score. The curves are
+    rewritten at every validation while the run goes, and published to ``live/`` with the other outputs."""
+    import csv  # noqa: PLC0415
+
     import model.trainer as trainer_module  # noqa: PLC0415
+    from components.common import telemetry  # noqa: PLC0415
 
     for step in (ingest, noise):
         assert step.main([]) == 0
-    scores = []
+    scores, pushed, live = [], [], []
     monkeypatch.setattr(trainer_module, "accuracy", lambda *_, **__: scores.append(1 / (len(scores) + 1)) or scores[-1])
+    monkeypatch.setattr(telemetry, "push_training_metrics", lambda step, metrics: pushed.append((step, metrics)))
+    write_curves = baseline.write_curves
+    monkeypatch.setattr(baseline, "write_curves", lambda out, history, evaluations: (
+        live.append((Path(out), len(evaluations))), write_curves(out, history, evaluations)))
     assert baseline.main([]) == 0
     metrics = json.loads((workdir / "artifacts/baseline/metrics.json").read_text())
     assert len(scores) > 1 and (metrics["val_accuracy"], metrics["best_epoch"]) == (1.0, 1)
-    assert metrics["final_val_accuracy"] == scores[-1]
+    assert metrics["final_val_accuracy"] == scores[-1] and metrics["epochs"] == 2
+    history = json.loads((workdir / "artifacts/baseline/history.json").read_text())
+    with open(workdir / "artifacts/baseline/live/plots/metrics/val_accuracy_student.tsv") as fh:
+        curve = [(int(row["step"]), float(row["val_accuracy_student"])) for row in csv.DictReader(fh, delimiter="\t")]
+    assert metrics["best_step"] == curve[0][0] == history[0]["step"] and curve[0][1] == 1.0
+    assert [(step, m["accuracy"]["val"]["baseline"]) for step, m in pushed] == [("baseline", 1.0)]
+    assert live == [(Path("artifacts/baseline"), n) for n in range(1, len(scores) + 1)]
     best, saved = load_model(workdir / "artifacts/baseline/model.pt")
     final, _ = load_model(workdir / "artifacts/baseline/final.pt")
     assert saved["best_epoch"] == 1
     assert any(not torch.equal(a, b) for a, b in zip(best.state_dict().values(), final.state_dict().values(),
                                                      strict=True))
+
+
+@pytest.mark.parametrize("pretrained", [False, True])
+def test_the_baseline_starts_from_its_configs_network_seed_and_weights_and_augments_as_set(workdir, monkeypatch,
+                                                                                           pretrained):
+    """``network`` and ``seed`` choose the initialisation, ``pretrained`` starts it from the network's ImageNet
+    weights (asked only when set), ``augment`` reaches the training split."""
+    for step in (ingest, noise):
+        assert step.main([]) == 0
+    seen = {}
+    real = baseline.load_split
+    monkeypatch.setattr(baseline, "load_split", lambda *a, **k: seen.update(augment=k["augment"]) or real(*a, **k))
+    monkeypatch.setattr(baseline, "imagenet_weights", lambda network: seen.update(asked=network) or {"from": network})
+
+    def record(network, meta, seed, *, pretrained):
+        seen.update(network=network, seed=seed, weights=pretrained)
+        raise RuntimeError("recorded")
+
+    monkeypatch.setattr(baseline, "seeded_network", record)
+    settings = {"augment": "true", "seed": "7", "network": "preact_resnet32", "pretrained": str(pretrained).lower()}
+    assert baseline.main([a for k, v in settings.items() for a in ("--set", f"baseline.{k}={v}")]) == 1
+    assert (seen["augment"], seen["network"], seen["seed"]) == (True, "preact_resnet32", 7)
+    assert (seen.get("asked"), seen["weights"]) == (("preact_resnet32", {"from": "preact_resnet32"}) if pretrained
+                                                    else (None, None))
+
+
+def test_the_baseline_model_files_record_the_network_they_hold(workdir):
+    """``model.pt`` and ``final.pt`` of a network other than the default load as that network."""
+    for step in (ingest, noise):
+        assert step.main([]) == 0
+    assert baseline.main(["--set", "baseline.network=preact_resnet32", "--set", "baseline.epochs=1"]) == 0
+    for name in ("model.pt", "final.pt"):
+        net, saved = load_model(workdir / "artifacts/baseline" / name)
+        assert saved["network"] == "preact_resnet32" and type(net).__name__ == "PreActResNet32", name
 
 
 def test_rerun_resumes_more_epochs_continue_and_a_changed_config_starts_afresh(workdir, capsys):
@@ -266,10 +315,12 @@ def test_the_card_records_the_settings_a_step_ran_with_not_the_params_files(work
 
     assert ingest.main([]) == 0
     assert noise.main(["--set", "noise.rate=0.6"]) == 0, capsys.readouterr().err
-    for step in (baseline, mlnt, evaluate, export):
+    assert baseline.main(["--set", "baseline.seed=3"]) == 0, capsys.readouterr().err
+    for step in (mlnt, evaluate, export):
         assert step.main([]) == 0, capsys.readouterr().err
     card = json.loads((workdir / "artifacts/export/model_card.json").read_text())
     assert card["params"]["noise"]["rate"] == 0.6 and card["params"]["baseline"]["epochs"] == 2
+    assert card["params"]["baseline"]["seed"] == 3
     assert card["params_sha256"] == export.params_digest(card["params"])
     assert ("the model card records the settings the steps ran with, not the params file's: noise.rate 0.6 (the "
             "params file: 0.3)") in caplog.text
