@@ -24,7 +24,7 @@ from itertools import chain
 import numpy as np
 import orjson
 from kserve.errors import InvalidInput
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, JpegImagePlugin, PngImagePlugin, UnidentifiedImageError
 
 from serving.release import SHORT_SIDE, InputSpec
 
@@ -136,10 +136,13 @@ def elements(chunk: bytes, name: str, *, limit: int) -> list[bytes]:
     while at < len(chunk):
         if len(items) == limit:
             raise BadRequest(f"input '{name}': expected {limit} elements as its shape declares, found more")
-        n = struct.unpack_from("<I", chunk, at)[0] if at + 4 <= len(chunk) else len(chunk)
+        if at + 4 > len(chunk):
+            raise BadRequest(f"input '{name}': expected BYTES elements each prefixed by its 4-byte little-endian "
+                             f"length, found {len(chunk) - at} byte(s) at byte {at}, too few for a length")
+        n = struct.unpack_from("<I", chunk, at)[0]
         if at + 4 + n > len(chunk):
             raise BadRequest(f"input '{name}': expected BYTES elements each prefixed by its 4-byte little-endian "
-                             f"length, found an element of {n} bytes with {max(len(chunk) - at - 4, 0)} left")
+                             f"length, found an element of {n} bytes with {len(chunk) - at - 4} left")
         items.append(chunk[at + 4:at + 4 + n])
         at += 4 + n
     return items
@@ -160,13 +163,29 @@ def image_size(blob: bytes, what: str) -> tuple[int, int]:
     """``(width, height)`` from the image's header, without decoding it; a ``BadRequest`` for anything but a PNG or
     JPEG of at most ``MAX_IMAGE_PIXELS``."""
     try:
-        with Image.open(io.BytesIO(blob)) as opened:
+        with _open(blob) as opened:
             _check_header(opened, what)
             return opened.width, opened.height
     except BadRequest:  # a ValueError too: ours, already one sentence
         raise
     except UNREADABLE as exc:
         raise _unreadable(blob, what, exc) from None
+
+
+def _open(blob: bytes) -> Image.Image:
+    """``Image.open``, lazily: the header only. Pillow itself refuses a header of more than twice its own
+    ``MAX_IMAGE_PIXELS`` (about 179 million pixels) as a decompression bomb; a PNG or JPEG header that large is
+    read by its format's plugin instead (which decodes nothing either), so that it gets ``_check_header``'s answer,
+    as every image over ``MAX_IMAGE_PIXELS`` does."""
+    try:
+        return Image.open(io.BytesIO(blob))
+    except Image.DecompressionBombError:
+        for plugin in (PngImagePlugin.PngImageFile, JpegImagePlugin.JpegImageFile):
+            try:
+                return plugin(io.BytesIO(blob))
+            except UNREADABLE:
+                continue
+        raise
 
 
 def _check_header(opened: Image.Image, what: str) -> None:
@@ -189,7 +208,7 @@ def decode_image(blob: bytes, spec: InputSpec, what: str) -> np.ndarray:
                          f"{spec.channels}; send a preprocessed tensor instead")
     transform = spec.transform
     try:
-        with Image.open(io.BytesIO(blob)) as opened:
+        with _open(blob) as opened:
             _check_header(opened, what)
             if transform.jpeg_draft and opened.format == "JPEG":
                 opened.draft("RGB", (transform.resize, transform.resize))  # as training decoded it

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
+import re
 import struct
 
 import numpy as np
@@ -16,9 +18,19 @@ from components.common.splits import normalise as training_normalise
 from serving.binary import unpack as unpack_within
 from serving.budget import Budget
 from serving.drift import DriftWindow
-from serving.inputs import BadRequest, Encoded, decode_image, decode_images, image_size, normalise, v1_batch, v2_batch
+from serving.inputs import (
+    BadRequest,
+    Encoded,
+    decode_image,
+    decode_images,
+    elements,
+    image_size,
+    normalise,
+    v1_batch,
+    v2_batch,
+)
 from serving.release import InputSpec
-from tests.serving.conftest import CORRUPT_PNGS
+from tests.serving.conftest import CORRUPT_PNGS, png_chunk
 
 GREY = InputSpec(name="images", channels=1, height=8, width=8, mean=(0.3,), std=(0.35,), output="probabilities",
                  class_names=("a", "b"))
@@ -175,3 +187,153 @@ def test_grpc_raw_contents_are_read_and_checked_like_json_data():
     assert encoded == Encoded((png.getvalue(),)) and decode_images(encoded.blobs, GREY, 64).shape == (1, 1, 8, 8)
     with pytest.raises(BadRequest, match=r"input 'image': expected 2 elements for shape \[2\], found 1"):
         v2_batch(grpc_request("BYTES", [2], raw, name="image"), GREY, 4)
+
+
+def test_a_v2_request_with_no_input_is_refused_as_one():
+    with pytest.raises(BadRequest, match=r"expected one input \('images' FP32 \[N, 1, 8, 8\] or a BYTES \[N\] input "
+                                         r"of base64 PNG/JPEG images\), found 0"):
+        v2_batch(InferRequest("m", []), GREY, 4)
+
+
+@pytest.mark.parametrize("shape", [[0], [5]])
+def test_a_bytes_input_holds_1_to_max_batch_images_over_grpc_too(shape):
+    raw = struct.pack("<I", 1) + b"x"  # never read: the shape alone is refused
+    with pytest.raises(BadRequest, match=f"^expected a batch of 1 to 4 images, found {shape[0]}$"):
+        v2_batch(grpc_request("BYTES", shape, raw * max(shape[0], 1), name="image"), GREY, 4)
+
+
+def test_more_raw_bytes_elements_than_the_shape_declares_are_refused_as_soon_as_seen():
+    raw = struct.pack("<I", 1) + b"x" + struct.pack("<I", 0)
+    with pytest.raises(BadRequest, match=r"^input 'image': expected 1 elements as its shape declares, found more$"):
+        v2_batch(grpc_request("BYTES", [1], raw, name="image"), GREY, 4)
+
+
+def test_a_v2_bytes_element_that_is_not_base64_is_named_by_its_index():
+    png = io.BytesIO()
+    Image.new("L", (8, 8)).save(png, "PNG")
+    good = base64.b64encode(png.getvalue()).decode()
+    request = InferRequest("m", [InferInput("image", [2], "BYTES", data=[good, "not base64!"])])
+    with pytest.raises(BadRequest, match=r"^input 'image' element 1: expected base64 text of a PNG or JPEG image, "
+                                         r"found str that is not base64$"):
+        v2_batch(request, GREY, 4)
+
+
+@pytest.mark.parametrize(("body", "found"), [({"instances": 5}, "keys ['instances']"),
+                                             ({"instances": {"image": {"b64": ""}}}, "keys ['instances']"),
+                                             ({"z": [], "a": []}, "keys ['a', 'z']")])
+def test_a_v1_body_without_an_instances_list_is_refused_naming_its_keys_sorted(body, found):
+    message = f"expected a JSON object with an 'instances' list, found {found}"
+    with pytest.raises(BadRequest, match=f"^{re.escape(message)}$"):
+        v1_batch(body, GREY, 4)
+
+
+@pytest.mark.parametrize(("chunk", "items", "refused"), [
+    (struct.pack("<I", 0), [b""], None),  # an empty element, last: four bytes of length, none of data
+    (struct.pack("<I", 1) + b"a" + struct.pack("<I", 0), [b"a", b""], None),
+    (struct.pack("<I", 1) + b"a" + b"!", None, r"found 1 byte\(s\) at byte 5, too few for a length"),  # one byte over
+    (b"ab", None, r"found 2 byte\(s\) at byte 0, too few for a length"),  # a length cut short
+    (struct.pack("<I", 3) + b"ab", None, r"found an element of 3 bytes with 2 left"),
+])
+def test_binary_bytes_elements_are_read_to_the_last_byte(chunk, items, refused):
+    if refused is None:
+        assert elements(chunk, "image", limit=2) == items
+    else:
+        with pytest.raises(BadRequest, match=rf"^input 'image': expected BYTES elements each prefixed by its 4-byte "
+                                             rf"little-endian length, {refused}$"):
+            elements(chunk, "image", limit=2)
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG's signature and IHDR (8-bit greyscale) with an empty IDAT: enough for its size to be read."""
+    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + png_chunk(b"IDAT", b"") + png_chunk(b"IEND", b""))
+
+
+def test_an_image_over_4096_x_4096_pixels_is_refused_from_its_header():
+    assert image_size(png_header(4096, 4096), "image 0") == (4096, 4096)
+    with pytest.raises(BadRequest, match=r"^image 2: expected a PNG or JPEG image of at most 16777216 pixels, found "
+                                         r"PNG 4097x4096$"):
+        image_size(png_header(4097, 4096), "image 2")
+
+
+def test_bytes_that_are_not_an_image_are_quoted_by_their_first_8():
+    with pytest.raises(BadRequest, match=r"^image 0: expected PNG or JPEG bytes, found 11 bytes that are not a "
+                                         r"readable image \(starting b'hello wo'\)$"):
+        decode_images([b"hello world"], GREY, 10**6)
+
+
+def test_encoded_images_need_a_model_of_1_or_3_channels():
+    four = InputSpec(name="images", channels=4, height=8, width=8, mean=(0.5,) * 4, std=(0.5,) * 4,
+                     output="probabilities", class_names=("a", "b"))
+    png = io.BytesIO()
+    Image.new("RGBA", (8, 8)).save(png, "PNG")
+    with pytest.raises(BadRequest, match=r"^image 0: expected a model with 1 or 3 channels for encoded images, "
+                                         r"found 4; send a preprocessed tensor instead$"):
+        decode_image(png.getvalue(), four, "image 0")
+
+
+@pytest.mark.parametrize("body", [True, False])
+def test_a_v1_body_that_is_a_json_boolean_is_named_so(body):
+    with pytest.raises(BadRequest, match=r"^expected a JSON object with an 'instances' list, found a JSON boolean$"):
+        v1_batch(body, GREY, 4)
+
+
+@pytest.mark.parametrize("instance", [{"image": {"url": "x"}}, {"image": {}}, {"picture": {"b64": ""}}])
+def test_a_v1_encoded_instance_without_its_b64_field_is_refused(instance):
+    keys = re.escape(str(sorted(instance)))
+    with pytest.raises(BadRequest, match=rf'^instance 0: expected {{"image": {{"b64": "<base64 PNG/JPEG>"}}}}, '
+                                         rf"found keys {keys}$"):
+        v1_batch({"instances": [instance]}, GREY, 4)
+
+
+def test_v2_json_numbers_beyond_float32_are_refused_like_v1_ones():
+    request = InferRequest("m", [InferInput("images", [1, 1, 8, 8], "FP32", data=[1e39] + [0.0] * 63)])
+    with pytest.raises(BadRequest, match=r"^expected finite numbers, found NaN or infinity$"):
+        v2_batch(request, GREY, 4)
+
+
+@pytest.mark.parametrize("count", [63, 65])
+def test_v2_data_must_fill_its_shape_exactly(count):
+    request = InferRequest("m", [InferInput("images", [1, 1, 8, 8], "FP32", data=[0.5] * count)])
+    with pytest.raises(BadRequest, match=rf"^input 'images': expected 64 values for shape \[1, 1, 8, 8\], "
+                                         rf"found {count}$"):
+        v2_batch(request, GREY, 4)
+
+
+@pytest.mark.parametrize("size", [252, 260, 258])
+def test_grpc_raw_fp32_contents_must_fill_their_shape_exactly(size):
+    with pytest.raises(BadRequest, match=rf"^input 'images': expected 256 bytes of raw FP32 contents for shape "
+                                         rf"\[1, 1, 8, 8\], found {size}$"):
+        v2_batch(grpc_request("FP32", [1, 1, 8, 8], b"\0" * size), GREY, 4)
+
+
+def test_a_string_deep_in_a_full_batch_of_nested_lists_is_refused():
+    x = np.zeros((16, 1, 8, 8)).tolist()
+    x[15][0][7][7] = "0.5"  # numpy would read it as a number
+    with pytest.raises(BadRequest, match=r"^instances: expected numbers in nested lists of equal length, found other "
+                                         r"values \(strings\)$"):
+        v1_batch({"instances": x}, GREY, 16)
+    with pytest.raises(BadRequest, match=r"^input 'images': expected numbers in nested lists"):
+        v2_batch(InferRequest("m", [InferInput("images", [16, 1, 8, 8], "FP32", data=x)]), GREY, 16)
+
+
+def _jpeg_header(width: int, height: int) -> bytes:
+    """A small JPEG whose frame header (SOF0) declares ``width`` x ``height``."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buffer, "JPEG")
+    data = bytearray(buffer.getvalue())
+    struct.pack_into(">HH", data, data.index(b"\xff\xc0") + 5, height, width)
+    return bytes(data)
+
+
+@pytest.mark.parametrize(("blob", "found"), [(png_header(14000, 14000), "PNG 14000x14000"),
+                                             (_jpeg_header(20000, 15000), "JPEG 20000x15000")])
+def test_an_image_over_pillows_own_limit_gets_the_same_answer_as_any_image_over_4096_x_4096(blob, found):
+    """Pillow refuses a header of more than 2 x its ``MAX_IMAGE_PIXELS`` (about 179 megapixels) itself, before
+    ``_check_header`` sees it: docs/serving.md promises the one answer for every image over 4096 x 4096, whether its
+    size is read or the image decoded."""
+    message = rf"^image 0: expected a PNG or JPEG image of at most 16777216 pixels, found {found}$"
+    with pytest.raises(BadRequest, match=message):
+        image_size(blob, "image 0")
+    with pytest.raises(BadRequest, match=message):
+        decode_image(blob, RGB, "image 0")
