@@ -253,3 +253,71 @@ def test_a_run_with_ground_truth_keeps_its_table_and_reads_params_from_dvc_lock(
     assert "not measured" not in text and "| cat |" not in text
     assert "Data: fashion-mnist, 90 training and 10 validation images (clean validation labels)" in text
     assert f"| `artifacts/gate/decision.json` | `{report.md5(art / 'gate' / 'decision.json')}` |" in text
+
+
+def _recorded_copy(root: Path) -> Path:
+    """The generated docs and every file their blocks are rendered from, copied under ``root``."""
+    for path in {*generate.DOCS, *(s for block in generate.BLOCKS.values() for s in block.sources),
+                 generate.RELEASE / "decision.json", generate.RELEASE / "v1_response.json"}:
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(ROOT / path, root / path)
+    return root
+
+
+def test_a_stale_monitoring_block_is_named_too(tmp_path):
+    doc = _recorded_copy(tmp_path) / "docs" / "monitoring.md"
+    doc.write_text(doc.read_text().replace("**The traffic is synthetic**", "**The traffic is real**", 1))
+    assert generate.stale(tmp_path) == [
+        "docs/monitoring.md: the block monitoring-snapshot differs from its rendering of "
+        "docs/monitoring/snapshot.json, docs/release/model_card.json; run `python -m docs.generate` (`make docs`)"]
+
+
+def test_a_block_given_twice_or_closed_by_another_name_is_refused(tmp_path):
+    doc = _recorded_copy(tmp_path) / "docs" / "serving.md"
+    block = re.search(r"<!-- generated: serving-runtime -->\n.*?<!-- end: serving-runtime -->\n", doc.read_text(),
+                      re.S)[0]
+    text = doc.read_text()
+    doc.write_text(text + "\n" + block)
+    with pytest.raises(generate.GenerateError, match="found serving-response, serving-runtime, serving-runtime"):
+        generate.rendered(Path("docs/serving.md"), tmp_path)
+    doc.write_text(text.replace("<!-- end: serving-response -->", "<!-- end: serving-runtime -->"))  # misnamed end
+    with pytest.raises(generate.GenerateError, match=r"once each, found serving-runtime$"):
+        generate.rendered(Path("docs/serving.md"), tmp_path)
+
+
+def test_data_of_another_release_than_the_recorded_one_is_refused_with_the_fix(tmp_path):
+    """The answer in docs/serving.md and the calibration quoted in docs/monitoring.md must be the recorded
+    release's: data of another release names the fix instead of quoting another model's card."""
+    _recorded_copy(tmp_path)
+    recorded = _json("docs/release/decision.json")["version"]
+    answer = tmp_path / generate.RELEASE / "v1_response.json"
+    answer.write_text(json.dumps({**json.loads(answer.read_text()), "version": "v-other"}))
+    with pytest.raises(generate.GenerateError, match=re.escape(
+            f"docs/release: expected the release v-other, found {recorded}; record the release again with "
+            "`python -m docs.generate --record releases/latest`")):
+        generate.serving_response(tmp_path)
+    snapshot = tmp_path / generate.SNAPSHOT
+    snap = json.loads(snapshot.read_text())
+    model = {key: value for key, value in snap["model"].items() if key != "calibration"}  # an older snapshot's
+    snapshot.write_text(json.dumps({**snap, "model": {**model, "version": "v-other"}}))
+    with pytest.raises(generate.GenerateError, match=re.escape(
+            f"expected the release v-other, found {recorded}; take the snapshot again")):
+        generate.monitoring_snapshot(tmp_path)
+
+
+def test_check_exits_1_naming_each_stale_block_and_0_when_none(monkeypatch, capsys):
+    monkeypatch.setattr(generate, "stale", lambda: ["docs/serving.md: the block serving-runtime differs"])
+    assert generate.main(["--check"]) == 1
+    out, err = capsys.readouterr()
+    assert err == "docs/serving.md: the block serving-runtime differs\n" and out == ""
+    monkeypatch.setattr(generate, "stale", lambda: [])
+    assert generate.main(["--check"]) == 0
+    assert capsys.readouterr().out == "docs.generate: docs/serving.md, docs/monitoring.md up to date\n"
+
+
+def test_the_totals_count_failed_inference_requests_apart_from_the_successful_ones():
+    sent = {"v2 batch 16 200": 10, "v2 batch 16 500": 2, "v2 batch 1 200": 5, "v1 batch 1 200": 3, "bad: shape 400": 4,
+            "feedback 200": 6, "feedback 429": 1}
+    assert generate._totals({"sent": sent}) == ("In all, 18 successful inference requests (10 of them with 16 images), "
+                                                "2 failed ones, 4 client errors and 6 feedback posts.")
+    assert generate._clients({}) == "one client"  # snapshots taken before the gateway's users

@@ -1096,3 +1096,57 @@ def test_the_training_class_distribution_refuses_a_label_outside_the_classes():
     for labels in ([0, 2], [-1, 0], []):
         with pytest.raises(ValueError, match=r"train_class_distribution: expected labels in 0\.\.1"):
             class_distribution(np.array(labels), 2)
+
+
+def test_the_params_digest_is_canonical_json_and_none_records_none():
+    """``params_sha256`` is the sha256 of the params as canonical JSON (keys sorted, no spaces), which anyone can
+    recompute from the card; ``run`` without params records none (``made_by`` and the digest both None)."""
+    from components.export import made_by, params_digest  # noqa: PLC0415
+
+    assert params_digest({"b": {"y": 1, "x": [1, 2]}, "a": 0.5}) == hashlib.sha256(
+        b'{"a":0.5,"b":{"x":[1,2],"y":1}}').hexdigest()
+    assert made_by(None) is None and params_digest(None) is None
+
+
+def test_a_step_that_recorded_its_config_replaces_the_files_section_whole():
+    """A section the step's outputs record replaces the file's: a key only the file has did not run."""
+    from components.export import ran_with  # noqa: PLC0415
+
+    assert ran_with({"noise": {"rate": 0.3, "gone": 1}}, {"noise": {"rate": 0.3}}) == {"noise": {"rate": 0.3}}
+
+
+def test_a_sharded_manifest_without_a_crop_is_refused_with_the_transform_error():
+    with pytest.raises(ValueError, match="expected a transform with resize and crop for a sharded dataset"):
+        input_transform({"format": "shards", "transform": {"resize": 256}}, 224)
+
+
+def test_the_training_class_distribution_has_a_share_for_every_class():
+    """Classes above the largest label given still get their share, 0: one per class, in class order."""
+    from components.export import class_distribution  # noqa: PLC0415
+
+    assert class_distribution(np.array([0, 1, 1, 1]), 4) == [0.25, 0.75, 0.0, 0.0]
+
+
+def test_the_transform_note_names_the_corner_and_the_draft_decoding_each_dataset_had():
+    shards = input_transform({"format": "shards", "transform": {"resize": 256, "crop": 224}}, 224)["note"]
+    folder = input_transform({"dataset": "imagefolder", "format": "arrays"}, 64)["note"]
+    assert "its corner at round((side - crop) / 2), halves to even" in shards
+    assert "a JPEG decoded at the draft scale no smaller than 256" in shards
+    assert folder.endswith("its corner at (side - crop) // 2") and "draft" not in folder
+
+
+def test_calibration_scores_every_image_of_a_set_larger_than_one_batch():
+    """The logits are taken 512 images at a time: every batch counts, in order (600 images: two batches)."""
+    from components.common.calibration import fit_temperature  # noqa: PLC0415
+    from components.export import calibrate  # noqa: PLC0415
+    from model.trainer import Data  # noqa: PLC0415
+
+    torch.manual_seed(0)
+    net = SmallCNN(4, image_size=8, width=4, hidden=8).eval()
+    images, labels = torch.randn(600, 1, 8, 8), torch.arange(600) % 4
+    val, test = Data(images, labels), Data(images.flip(0), labels.flip(0))
+    with torch.no_grad():
+        logits = net(images).double()
+    result = calibrate(net, val, bins=5, test=test)
+    assert result["temperature"] == pytest.approx(fit_temperature(logits, labels))
+    assert result["test_ece_after"] == pytest.approx(result["val_ece_after"])  # the same images, in another order
