@@ -40,15 +40,20 @@ def legend(fmt: str, metric: dict[str, str]) -> str:
     return f"{metric.get('__name__', '')}{{{labels}}}" if labels or "__name__" in metric else "value"
 
 
+# Grafana's unit "s" (its toSeconds): a value under each bound, divided by the size, with the suffix
+SECONDS = ((1e-6, 1e-9, "ns"), (1e-3, 1e-6, "µs"), (1, 1e-3, "ms"), (60, 1, "s"), (3600, 60, "min"),
+           (86400, 3600, "hour"), (604800, 86400, "day"), (31536000, 604800, "week"), (math.inf, 3.15569e7, "year"))
+
+
 def unit_text(value: float, unit: str) -> str:
     """A value as Grafana shows it in ``unit`` (the units the dashboard uses; others as plain numbers)."""
     if not math.isfinite(value):
         return str(value)
     if unit == "s":
-        for size, suffix in ((3600, "h"), (60, "min"), (1, "s"), (1e-3, "ms")):
-            if abs(value) >= size:
-                return f"{value / size:.3g} {suffix}"
-        return "0 s" if value == 0 else f"{value * 1e3:.3g} ms"
+        if value == 0:
+            return "0 s"
+        _, size, suffix = next(step for step in SECONDS if abs(value) < step[0])
+        return f"{value / size:.3g} {suffix}"
     scale, suffix = {"percentunit": (100, "%"), "reqps": (1, " req/s")}.get(unit, (1, ""))
     return f"{value * scale:.3g}{suffix}"
 

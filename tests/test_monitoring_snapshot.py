@@ -6,16 +6,21 @@ every panel query, a PNG and the JSON of the answers."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
+import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 import yaml
+from matplotlib import dates as mdates
+from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 
 from components.formats.idx import read_fashion_mnist
@@ -82,7 +87,10 @@ def test_template_variables_and_legends():
 
 def test_units_read_as_grafana_shows_them():
     assert render.unit_text(3, "reqps") == "3 req/s" and render.unit_text(0, "s") == "0 s"
-    assert render.unit_text(-120, "s") == "-2 min" and render.unit_text(0.0004, "s") == "0.4 ms"
+    assert render.unit_text(-120, "s") == "-2 min" and render.unit_text(0.0004, "s") == "400 µs"
+    # Grafana's toSeconds: ns, µs, ms, s, min, hour, day, week, year (MlntTrainingStale's 8 days read in weeks)
+    assert [render.unit_text(v, "s") for v in (4e-7, 59, 60, 7200, 86400, 8 * 86400, 4e7)] == [
+        "400 ns", "59 s", "1 min", "2 hour", "1 day", "1.14 week", "1.27 year"]
     assert render._legend_layout(["a very long legend " * 10], 1.0) == (1, 1)  # wider than the panel: one column
 
 
@@ -143,6 +151,81 @@ def test_render_draws_each_panel_from_its_recorded_answers():
     assert len(axes[f"panel {requests['id']}"].get_lines()) == 2
     assert [text.get_text() for text in axes[f"panel {requests['id']}"].get_legend().get_texts()] == [
         "v2 o0", "v2 o1"]
+
+
+def test_legends_units_and_legend_layout_as_grafana_shows_them():
+    """A label the series lacks reads as nothing; a legend wraps into as many rows as needed."""
+    assert render.legend("{{model}} {{nope}}", {"model": "m"}) == "m" and render.unit_text(90, "s") == "1.5 min"
+    assert render._legend_layout(["abc"] * 5, 1.4) == (2, 3)  # each item 3 * 0.056 + 0.42 inches wide
+
+
+def test_the_time_axis_reads_the_snapshot_times_in_utc_and_the_values_in_the_panel_unit():
+    """The x axis: the snapshot's range as UTC dates, 3 to 7 HH:MM:SS ticks; the phases shaded over their own
+    times; the y axis: at most 5 intervals, labelled in the panel's unit."""
+    start = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC
+    snapshot = {"range": {"start": start, "end": start + 100},
+                "phases": [{"name": "skewed", "start": start + 30, "end": start + 60}]}
+    ax = drawn("Server-error ratio", [[(start + 10, 0.01), (start + 20, 0.03)]], snapshot)
+    ax.figure.draw_without_rendering()
+    utc = [mdates.num2date(x) for x in ax.get_xlim()]
+    assert utc == [dt.datetime(2023, 11, 14, 22, 13, 20, tzinfo=dt.UTC), dt.datetime(2023, 11, 14, 22, 15, 0,
+                                                                                       tzinfo=dt.UTC)]
+    (shaded,) = ax.patches
+    assert [mdates.num2date(x) for x in (shaded.get_x(), shaded.get_x() + shaded.get_width())] == [
+        dt.datetime(2023, 11, 14, 22, 13, 50, tzinfo=dt.UTC), dt.datetime(2023, 11, 14, 22, 14, 20, tzinfo=dt.UTC)]
+    times = [label.get_text() for label in ax.get_xticklabels()]
+    assert 3 <= len(times) <= 7 and all(re.fullmatch(r"22:1[345]:[0-5]\d", time) for time in times), times
+    values = [label.get_text() for label in ax.get_yticklabels()]
+    assert len(values) <= 6 and all(value.endswith("%") for value in values), values
+
+
+def test_the_class_mix_stacks_each_class_share_of_the_total_at_each_time():
+    """Percent stacking: at each time, each series' share of the sum; a series absent at a time (a class not yet
+    predicted) or NaN there counts as 0; one colour of Grafana's palette per series."""
+    ax = drawn("Predicted-class mix", [[(0, 1), (60, 1), (120, 1)], [(60, 3), (120, math.nan)]])
+    xs = render._unix_to_num(np.array([0.0, 60.0, 120.0]))
+    tops = [[max(vertices[np.isclose(vertices[:, 0], x), 1]) for x in xs]
+            for vertices in (band.get_paths()[0].vertices for band in ax.collections)]
+    assert np.allclose(tops, [[1, 0.25, 1], [1, 1, 1]]), tops
+    assert [to_hex(band.get_facecolor()[0]) for band in ax.collections] == [c.lower() for c in render.PALETTE[:2]]
+
+
+def test_a_panel_with_one_idle_series_draws_the_others_and_a_stat_without_values_says_so():
+    """"No data" only when every series is empty; the y range from the series that have values; a stat panel with no
+    value says "No data"; below its threshold a low-is-bad stat is red, and a value mapping's colour wins."""
+    red = "#E02F44"
+    mixed = drawn("Server-error ratio", [[(0, math.nan), (1, math.nan)], [(0, 0.01), (1, 0.02)]])
+    assert not mixed.texts and mixed.get_ylim() == pytest.approx((0, 0.05 * 1.15))
+    assert [text.get_text() for text in drawn("Release gate", [[(0, math.nan)]]).texts] == ["No data"]
+    low = drawn("low", [[(0, 0.3)]], kind="stat", limit=0.5, low_is_bad=True)
+    assert [(text.get_text(), text.get_color()) for text in low.texts] == [("0.3", red)]
+    at = drawn("at", [[(0, 0.5)]], kind="stat", limit=0.5)
+    assert [(text.get_text(), text.get_color()) for text in at.texts] == [("0.5", red)]
+    mapped = drawn("mapped", [[(0, 2)]], kind="stat",
+                   defaults={"mappings": [{"type": "value", "options": {"2": {"text": "two", "color": "red"}}}]})
+    assert [(text.get_text(), text.get_color()) for text in mapped.texts] == [("two", red)]
+
+
+def test_the_figure_holds_every_panel_shades_the_phases_and_is_saved_at_its_resolution(tmp_path):
+    """Every panel inside the figure; each time series shaded with the snapshot's phases over its range; the header
+    lists each phase at its start (UTC); the PNG at the figure's size in pixels (DPI)."""
+    board = dashboard.build()
+    snap = recorded(board)
+    figure = render.render(board, snap)
+    for ax in figure.axes:
+        box = ax.get_position()
+        assert box.x0 >= 0 and box.x1 <= 1 and box.y0 >= 0 and box.y1 <= 1, ax.get_label()
+    series = [ax for ax in figure.axes if ax.get_xlim() != (0.0, 1.0)]
+    assert series and all(len(ax.patches) == len(traffic.PHASES) - 1 for ax in series)
+    assert all(ax.get_xlim() == pytest.approx(tuple(render._unix_to_num(np.array(
+        [snap["range"]["start"], snap["range"]["end"]])))) for ax in series)
+    starts = [f"{phase['name']} {dt.datetime.fromtimestamp(phase['start'], dt.UTC):%H:%M:%S}"
+              for phase in snap["phases"]]
+    assert any(all(start in text.get_text() for start in starts) for text in figure.texts)
+    png = render.save(figure, tmp_path / "dashboard.png").read_bytes()
+    size = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+    expected = figure.get_figwidth() * render.DPI, figure.get_figheight() * render.DPI
+    assert all(abs(pixels - inches) <= 1 for pixels, inches in zip(size, expected, strict=True)), (size, expected)
 
 
 def test_render_shades_the_traffic_phases_by_name():
@@ -310,6 +393,79 @@ def test_a_local_server_is_stopped_whatever_happens_and_must_exit_cleanly(tmp_pa
     process = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
     with pytest.raises(local.LocalError, match="server exited with 3 before it was ready"):
         local.wait_until(f"http://127.0.0.1:{local.free_port()}/-/ready", process, "server", log, timeout=5)
+
+
+def test_a_local_server_must_exit_0_on_sigterm_and_is_stopped_when_interrupted(tmp_path):
+    """Only an exit code of 0 on SIGTERM is a clean stop; a body stopped by Ctrl-C (a BaseException, not an
+    Exception) still stops the server."""
+    log = tmp_path / "server.log"
+    failing = "import signal, sys, time; signal.signal(signal.SIGTERM, lambda *_: sys.exit(3)); " \
+              "print('up', flush=True); time.sleep(60)"
+    process = subprocess.Popen([sys.executable, "-c", failing], stdout=subprocess.PIPE)
+    process.stdout.readline()
+    with pytest.raises(local.LocalError, match="server did not shut down cleanly on SIGTERM: exited with 3"), \
+            local.supervised(process, "server", log):
+        pass
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    with pytest.raises(KeyboardInterrupt), local.supervised(process, "server", log):
+        raise KeyboardInterrupt
+    alive = process.poll() is None
+    process.kill()
+    process.wait()
+    assert not alive
+
+
+def test_a_local_server_is_ready_when_it_answers_200_and_not_ready_in_time_is_an_error(tmp_path, monkeypatch):
+    """``wait_until`` polls until the URL answers 200 (Prometheus answers 503 while it starts; refused connections
+    are retried); a server not ready after ``timeout`` seconds is a LocalError naming the URL, ending with its log."""
+    log = tmp_path / "server.log"
+    log.write_text("the end")
+    answers = iter([httpx.ConnectError("refused"), 503, 404, 200])
+
+    def get(url: str, timeout: float) -> httpx.Response:
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return httpx.Response(answer)
+
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        monkeypatch.setattr(local.httpx, "get", get)
+        local.wait_until("http://server/-/ready", process, "server", log, timeout=10)
+        assert next(answers, "none left") == "none left"
+        monkeypatch.setattr(local.httpx, "get", lambda url, timeout: httpx.Response(503))
+        with pytest.raises(local.LocalError, match=r"(?s)^server was not ready after 1 s \(http://server/-/ready\):"
+                                                   r"\n.*the end$"):
+            local.wait_until("http://server/-/ready", process, "server", log, timeout=1)
+    finally:
+        local.stop(process, timeout=1)
+
+
+def test_a_local_predictor_takes_two_different_free_ports_never_8081_and_an_absolute_release(tmp_path, monkeypatch):
+    """``python -m serving`` on a free HTTP port and a free gRPC port, never KServe's default 8081 and never the
+    other one; the release's path resolved (the predictor runs in the repository root); options as flags."""
+    started, real_popen = [], subprocess.Popen
+
+    def popen(argv, **kwargs):
+        started.append(argv)
+        return real_popen([sys.executable, "-c", "import time; time.sleep(60)"])
+
+    def ports(*numbers):
+        monkeypatch.setattr(local, "free_port", iter(numbers).__next__)
+
+    monkeypatch.setattr(local.subprocess, "Popen", popen)
+    monkeypatch.setattr(local, "wait_until", lambda *args: None)
+    monkeypatch.setattr(local, "stop", lambda process: process.kill() or 0)
+    monkeypatch.chdir(tmp_path)
+    ports(7000, 7000, 7001)
+    with local.predictor_process(Path("release"), tmp_path / "log", model_name="x") as (url, _):
+        assert url == "http://127.0.0.1:7000"
+    ports(7000, 7002)
+    with local.predictor(Path("release"), tmp_path / "log", grpc_port=7000) as url:
+        assert url == "http://127.0.0.1:7002"
+    assert [argv[argv.index("--grpc_port") + 1] for argv in started] == ["7001", "7000"]
+    assert started[0][started[0].index("--model") + 1] == str((tmp_path / "release").resolve())
+    assert started[0][-1] == "--model-name=x"
 
 
 def test_the_queries_ask_prometheus_for_the_range_with_the_variables_filled_and_report_a_refusal():

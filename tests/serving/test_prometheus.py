@@ -13,7 +13,9 @@ import httpx
 import numpy as np
 
 from monitoring import RULES_FILE as RULES
+from monitoring import local
 from monitoring.local import prometheus
+from monitoring.pushgateway import query_until
 from tests.serving.test_server import NAME, V2, v2_tensor
 
 JOB = "podMonitor/mlnt/mlnt-predictor/0"  # the job prometheus-operator names a PodMonitor's scrape job
@@ -43,3 +45,18 @@ def test_prometheus_scrapes_the_predictor_and_evaluates_the_recording_rules(serv
         assert query(client, url, f'model:mlnt_prediction_drift:avg{{model="{NAME}"}}')
         stages = query(client, url, f'model_stage:kserve_request_duration_seconds:p95_5m{{model="{NAME}"}}')
         assert {item["metric"]["stage"] for item in stages} == {"preprocess", "predict", "postprocess"}
+
+
+def test_prometheus_is_ready_when_yielded_keeps_its_files_in_its_folder_and_labels_the_job_as_a_podmonitor(
+        tmp_path, monkeypatch):
+    """``monitoring.local.prometheus`` yields once ``/-/ready`` answers; its configuration, TSDB and log are in the
+    folder it is given; by default its targets get the PodMonitor's job label (``mlnt/mlnt-classifier``), which
+    ``monitoring.snapshot`` waits for."""
+    waited, wait_until = [], local.wait_until
+    monkeypatch.setattr(local, "wait_until", lambda url, *args: waited.append(url) or wait_until(url, *args))
+    with prometheus(f"127.0.0.1:{local.free_port()}", tmp_path) as url:
+        assert waited == [f"{url}/-/ready"] and httpx.get(f"{url}/-/ready", timeout=5).status_code == 200
+        up = query_until(url, "up", bool)
+    assert [labels["job"] for labels, _ in up] == [local.PODMONITOR_JOB]
+    assert {"prometheus.yml", "prometheus.log", "data"} <= {path.name for path in tmp_path.iterdir()}
+    assert (tmp_path / "data").is_dir()
