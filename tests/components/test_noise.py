@@ -151,3 +151,38 @@ def test_a_val_fraction_that_leaves_no_training_image_is_refused(tmp_path, fashi
     with pytest.raises(ValueError, match=r"val_fraction: expected at least one training image left, found 0.96 x 10 "
                                          r"training images = 10 held out"):
         run(NoiseConfig(train_size=10, val_fraction=0.96), ingest=tmp_path / "ingest", out=tmp_path / "noise")
+
+
+def test_the_bounds_of_rate_and_val_fraction():
+    """``rate`` is a probability in [0, 1], both ends allowed; ``val_fraction`` lies in (0, 1), both ends refused
+    by the config itself (not first by the step, after reading the data)."""
+    assert NoiseConfig(rate=0.0).rate == 0.0 and NoiseConfig(rate=1.0).rate == 1.0
+    with pytest.raises(ValueError, match=r"rate: expected a number in \[0, 1\], found 1.01"):
+        NoiseConfig(rate=1.01)
+    with pytest.raises(ValueError, match=r"val_fraction: expected a number in \(0, 1\)"):
+        NoiseConfig(val_fraction=1.0)
+
+
+def test_the_seed_draws_the_held_out_rows(fashion_dir, tmp_path):
+    """The held-out validation rows are a random draw of noise.seed, not a prefix of the ingested order."""
+    ingest(IngestConfig(path=str(fashion_dir)), out=tmp_path / "ingest")
+    held = []
+    for seed in (0, 1):
+        run(NoiseConfig(kind="none", seed=seed, train_size=0, val_fraction=0.2), ingest=tmp_path / "ingest",
+            out=tmp_path / "noise")
+        with np.load(tmp_path / "noise" / "labels.npz") as f:
+            held.append(f["index"][f["is_val"]])
+    assert (held[0] != held[1]).any() and held[0].max() >= 0.5 * 300
+
+
+def test_the_command_line_says_when_the_realised_rate_is_unknown(monkeypatch, capsys):
+    """A user's labels under kind none: no clean label is known, the summary's rate is None, and the step's last
+    line says so instead of failing to format None."""
+    from components import noise  # noqa: PLC0415
+
+    summary = {"kind": "none", "requested_rate": None, "realised_rate_train": None, "train": 15, "val": 4,
+               "val_clean": False, "val_source": "held out of the training images"}
+    monkeypatch.setattr(noise, "run", lambda config: summary)
+    noise._main({"noise": NoiseConfig(kind="none")})
+    assert "noise: none -> realised unknown (no clean labels) on 15 training labels; 4 validation labels (noisy" \
+        in capsys.readouterr().out

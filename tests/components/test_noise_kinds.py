@@ -14,8 +14,10 @@ from components.ingest import run as ingest
 from components.noise import (
     BUILTIN_MAPS,
     NoiseConfig,
+    _class_map,
     corrupt,
     designed_transition,
+    majority_warning,
     overrun_classes,
     parse_class_map,
     run,
@@ -77,7 +79,7 @@ def test_cifar10_builtin_map():
     assert parse_class_map(BUILTIN_MAPS["cifar10"], names) == {9: 1, 2: 0, 4: 7, 3: 5, 5: 3}
 
 
-@pytest.mark.parametrize("rate", [0.05, 0.2, 0.4])
+@pytest.mark.parametrize("rate", [0.05, 0.2, 0.4, 0.9])
 def test_instance_noise_rate_and_dependence_on_the_image(clean, rate):
     rng = np.random.default_rng(5)
     templates = rng.integers(0, 256, (10, 8, 8, 1))
@@ -157,6 +159,37 @@ def test_noise_that_makes_a_wrong_label_the_majority_warns_by_the_kinds_design(t
         assert "majority_warning" not in summary, kind
 
 
+def test_instance_noise_gives_the_wrong_classes_the_whole_flip_rate(clean):
+    """The wrong classes share q by softmax over the other classes (the true class excluded), so the realised rate is
+    the truncated normal's mean also where the projections' scores are small (one-pixel images)."""
+    images = np.random.default_rng(5).integers(0, 256, (N, 1, 1, 1)).astype(np.uint8)
+    _, got = realised(clean, kind="instance", rate=0.4, images=images)
+    expected = stats.truncnorm.mean(-4.0, 6.0, loc=0.4, scale=0.1)
+    assert abs(got - expected) <= tolerance(expected)
+
+
+def test_cifar10n_uses_the_cifar10_built_in_map():
+    """CIFAR-10N is CIFAR-10's images: asymmetric noise on it uses CIFAR-10's built-in map."""
+    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    assert _class_map(NoiseConfig(kind="asymmetric"), {"dataset": "cifar10n", "class_names": names}) == \
+        {9: 1, 2: 0, 4: 7, 3: 5, 5: 3}
+
+
+def test_the_majority_warning_counts_every_class_it_does_not_name():
+    """Three classes are named, the rest counted: four overrun classes say "and 1 more"."""
+    names = [str(i) for i in range(6)]
+    config = NoiseConfig(kind="asymmetric", rate=0.5, class_map=("0->1", "1->2", "2->3", "3->4"))
+    warning = majority_warning(config, {"dataset": "mine", "class_names": names}, np.eye(6))
+    assert "of 4 of 6 classes: " in warning and "; and 1 more: no method can learn" in warning
+    assert warning.endswith("(kind asymmetric keeps the clean label the most common below rate 0.5)")
+    other = majority_warning(NoiseConfig(kind="uniform_other", rate=0.7), {"dataset": "mine", "class_names": names[:4]},
+                             np.eye(4))  # docs/data.md: uniform_other warns at r >= (K-1)/K
+    assert other is None
+    other = majority_warning(NoiseConfig(kind="uniform_other", rate=0.75), {"dataset": "mine",
+                                                                            "class_names": names[:4]}, np.eye(4))
+    assert other.endswith("(kind uniform_other keeps the clean label the most common below rate (K-1)/K)")
+
+
 def test_bad_class_maps():
     with pytest.raises(ValueError, match=r"class_map: expected 'source->target', found 'cat:dog'"):
         parse_class_map(["cat:dog"], ["cat", "dog"])
@@ -180,6 +213,14 @@ def test_human_labels_from_cifar10n(tmp_path):
         assert (f["label"] == worse).all()
         assert summary["realised_rate_train"] == pytest.approx(f["is_noisy"][~f["is_val"]].mean())
     assert summary["requested_rate"] is None  # kind human does not read noise.rate
+    # worse_label here is uniform over the classes: judged by the realised matrix, no bound for kind human
+    assert "given label (realised) of " in summary["majority_warning"]
+    assert "keeps the clean label" not in summary["majority_warning"]
+    run(NoiseConfig(kind="human", human_labels="worse_label", train_size=40), ingest=tmp_path / "ingest",
+        out=tmp_path / "noise")  # a subset: each row keeps its own image's annotation
+    with np.load(tmp_path / "noise" / "labels.npz") as f:
+        worse = np.asarray(torch.load(human, weights_only=False)["worse_label"])[f["index"]]
+        assert f["index"].size == 40 and (f["label"][~f["is_val"]] == worse[~f["is_val"]]).all()
 
 
 def test_human_kind_without_human_labels(tmp_path, fashion_dir):
@@ -262,6 +303,7 @@ def test_a_users_labels_without_a_clean_val_split_warn_loudly(tmp_path, capsys):
     assert "WARNING: no clean validation set" in capsys.readouterr().err
     with np.load(tmp_path / "noise" / "labels.npz") as f:  # the held-out labels stay as given: no truth to restore
         assert f["is_val"].sum() == 4 and (f["label"] >= 0).all()
+    assert summary["realised_rate_val"] is None  # no clean label known among the held-out rows: no rate
     synthetic = run(NoiseConfig(kind="symmetric", rate=0.5, val_fraction=0.2), ingest=tmp_path / "ingest",
                     out=tmp_path / "noise")  # a study: the given labels are the truth the noise is injected into
     assert synthetic["val_clean"] is True and synthetic["clean_label_known_train"] == synthetic["train"]
@@ -296,6 +338,13 @@ def test_human_and_none_on_clothing1m_keep_the_published_labels_and_measure_them
     assert summary["realised_rate_train"] == pytest.approx(labels["is_noisy"][known].mean())
     assert summary["realised_rate_train"] > 0  # the web labels are noisy
     assert (summary["val"], summary["val_source"]) == (6, "the dataset's val split")
+
+
+def test_val_clean_false_does_not_touch_a_datasets_own_clean_val_split(clothing1m_ingest, tmp_path, capsys):
+    """val_clean applies to the rows the noise step holds out: Clothing1M's own val split stays clean, no warning."""
+    summary = run(NoiseConfig(kind="human", val_clean=False), ingest=clothing1m_ingest, out=tmp_path)
+    assert summary["val_clean"] is True and "warning" not in summary
+    assert "no clean validation set" not in capsys.readouterr().err
 
 
 def test_synthetic_kinds_on_shards_corrupt_the_ingested_labels(clothing1m_ingest, tmp_path):
