@@ -249,14 +249,10 @@ def stage_folder(new: str | os.PathLike, target: str | os.PathLike) -> None:
 
 
 def rename_all(pairs: list[tuple[Path, Path]]) -> None:
-    """Rename each ``(source, target)`` over its target, one after the other with SIGTERM and SIGINT held back (main
-    thread), then fsync the folders. A failed rename removes the sources not yet renamed and raises
+    """Rename each ``(source, target)`` over its target, one after the other with SIGTERM and SIGINT held back
+    (``signals_held``), then fsync the folders. A failed rename removes the sources not yet renamed and raises
     ``OutputError``; the targets already renamed stay renamed."""
-    held = {signal.SIGTERM, signal.SIGINT}
-    blocking = threading.current_thread() is threading.main_thread()
-    if blocking:
-        signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    try:
+    with signals_held():
         for done, (source, target) in enumerate(pairs):
             try:
                 os.replace(source, target)
@@ -267,9 +263,28 @@ def rename_all(pairs: list[tuple[Path, Path]]) -> None:
                 raise output_error(target, err) from err
         for folder in dict.fromkeys(Path(target).parent for _, target in pairs):
             _fsync_dir(folder)
+
+
+@contextmanager
+def signals_held(held: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT)) -> Iterator[None]:
+    """Hold back the signals ``held`` while the block runs, then handle each that arrived, as its handler then is.
+    Python runs its signal handlers in the main thread whichever thread the kernel hands the signal to, so the
+    handlers are swapped for ones that only note the signal (a signal mask would hold back only the signals sent to
+    the main thread, and a process with other threads, torch's or a loader's, may get them in another). In any other
+    thread, or for a handler not set from Python, the block runs as it is."""
+    swapped = {sig: signal.getsignal(sig) for sig in held} if threading.current_thread() is threading.main_thread() \
+        else {}
+    swapped = {sig: handler for sig, handler in swapped.items() if handler is not None}
+    arrived: list[int] = []
+    for sig in swapped:
+        signal.signal(sig, lambda number, _frame: arrived.append(number))
+    try:
+        yield
     finally:
-        if blocking:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
+        for sig, handler in swapped.items():
+            signal.signal(sig, handler)
+        for sig in dict.fromkeys(arrived):
+            signal.raise_signal(sig)
 
 
 def write_all(folder: str | os.PathLike, writers: Mapping[str, Callable[[IO[bytes]], Any]]) -> None:

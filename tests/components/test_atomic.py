@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -136,6 +137,39 @@ def test_sigterm_and_sigint_wait_until_the_burst_of_renames_is_done(tmp_path, mo
         assert events == [("renamed", "a.txt"), ("renamed", "b.txt"), ("SIGTERM",)]
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@pytest.mark.parametrize("held", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_the_kernel_hands_to_another_thread_waits_for_the_burst_too(tmp_path, monkeypatch, held):
+    """A process with other threads (torch's, a loader's) may get SIGTERM or SIGINT in one of them; Python still runs
+    the handler in the main thread, between two renames unless it is held back there too."""
+    events, idle = [], threading.Event()
+    other = threading.Thread(target=idle.wait)
+    other.start()
+    replace = os.replace
+
+    def replace_and_signal(source, target):
+        replace(source, target)
+        events.append(("renamed", Path(target).name))
+        if len(events) == 1:
+            signal.pthread_kill(other.ident, held)
+            time.sleep(0.05)  # the main thread's handler, if it is not held back, runs here
+
+    monkeypatch.setattr(os, "replace", replace_and_signal)
+    def mine(*_args):
+        events.append(("signal",))
+
+    previous = signal.signal(held, mine)
+    try:
+        with atomic_set():
+            write_text(tmp_path / "a.txt", "a")
+            write_text(tmp_path / "b.txt", "b")
+        assert events == [("renamed", "a.txt"), ("renamed", "b.txt"), ("signal",)]
+        assert signal.getsignal(held) is mine  # the caller's handler is back
+    finally:
+        signal.signal(held, previous)
+        idle.set()
+        other.join()
 
 
 def test_an_exception_while_writing_removes_that_files_temporary_file(tmp_path):
