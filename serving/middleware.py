@@ -118,7 +118,8 @@ class Guard:
         except BadRequest as exc:
             log.info("%s %s -> %d: %s", scope["method"], scope["path"], exc.status, exc.reason)
             return await reply(send, exc.status, exc.reason, exc.headers)
-        if scope["method"] != "POST" or kind(route) == "other":  # a POST to metadata or readiness: its 405 unread
+        what = kind(route)
+        if scope["method"] != "POST" or what == "other":  # a POST to metadata or readiness: its 405 unread
             return await self.app(scope, receive, send)
         # Inference and feedback only: probes and scrapes come without the proxies' header and are no one's traffic.
         CLIENT.set(self.clients.of(scope))
@@ -127,7 +128,7 @@ class Guard:
             return await reply(send, 413, f"expected a request body of at most {self.budget.body_bytes} bytes, "
                                           f"found {size}")
         try:
-            body, scope = prepared(body, scope, kind=kind(route), budget=self.budget)
+            body, scope = prepared(body, scope, kind=what, budget=self.budget)
         except BadRequest as exc:
             return await reply(send, 400, str(exc))
         await self.app(scope, replay(body, receive), send)
