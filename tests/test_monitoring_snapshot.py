@@ -82,6 +82,7 @@ def test_template_variables_and_legends():
         check.fill_variables("x[$nope]", variables)
     assert render.legend("{{protocol}} {{outcome}}", {"protocol": "v2", "outcome": "ok"}) == "v2 ok"
     assert render.legend("__auto", {"__name__": "up", "job": "a"}) == 'up{job="a"}'
+    assert render.legend("{{model}} {{nope}}", {"model": "m"}) == "m"  # a label the series lacks reads as nothing
     assert render.unit_text(0.25, "percentunit") == "25%" and render.unit_text(0.012, "s") == "12 ms"
 
 
@@ -91,7 +92,9 @@ def test_units_read_as_grafana_shows_them():
     # Grafana's toSeconds: ns, µs, ms, s, min, hour, day, week, year (MlntTrainingStale's 8 days read in weeks)
     assert [render.unit_text(v, "s") for v in (4e-7, 59, 60, 7200, 86400, 8 * 86400, 4e7)] == [
         "400 ns", "59 s", "1 min", "2 hour", "1 day", "1.14 week", "1.27 year"]
+    assert render.unit_text(90, "s") == "1.5 min"
     assert render._legend_layout(["a very long legend " * 10], 1.0) == (1, 1)  # wider than the panel: one column
+    assert render._legend_layout(["abc"] * 5, 1.4) == (2, 3)  # each item 3 * 0.056 + 0.42 inches wide: two rows
 
 
 def drawn(title: str, results: list[list[tuple[float, float]]], snapshot: dict | None = None, **panel_fields):
@@ -151,12 +154,6 @@ def test_render_draws_each_panel_from_its_recorded_answers():
     assert len(axes[f"panel {requests['id']}"].get_lines()) == 2
     assert [text.get_text() for text in axes[f"panel {requests['id']}"].get_legend().get_texts()] == [
         "v2 o0", "v2 o1"]
-
-
-def test_legends_units_and_legend_layout_as_grafana_shows_them():
-    """A label the series lacks reads as nothing; a legend wraps into as many rows as needed."""
-    assert render.legend("{{model}} {{nope}}", {"model": "m"}) == "m" and render.unit_text(90, "s") == "1.5 min"
-    assert render._legend_layout(["abc"] * 5, 1.4) == (2, 3)  # each item 3 * 0.056 + 0.42 inches wide
 
 
 def test_the_time_axis_reads_the_snapshot_times_in_utc_and_the_values_in_the_panel_unit():

@@ -585,6 +585,11 @@ def test_an_earlier_steps_output_is_one_error_naming_the_file_what_was_expected_
         with pytest.raises(DataError, match=rf"{name}: expected an \.npz file written by the noise step, found "
                                             r"unreadable data \("):
             read_arrays(tmp_path / name, "noise", "a")
+    with open(tmp_path / "train.npz", "wb") as fh:  # an .npy file: np.load returns a bare array, not an archive
+        np.save(fh, np.arange(3))
+    with pytest.raises(DataError, match=r"train\.npz: expected an \.npz file written by the ingest step, found a "
+                                        r"single \.npy array$"):
+        read_arrays(tmp_path / "train.npz", "ingest", "labels")
 
     check_labels(tmp_path, np.array([0, 3, 1], dtype=np.uint8), 3, what="image")  # unsigned: class indices too
     floats = r"integer class indices as labels, found float64 labels with values like "
@@ -617,15 +622,3 @@ def test_save_model_writes_what_load_model_reads_and_a_file_without_normalisatio
                                         r"image_size, normalisation and state_dict, found one without "
                                         r"'normalisation'$"):
         load_model(tmp_path / "m.pt")
-
-
-def test_a_numpy_file_that_is_no_npz_archive_is_a_data_error_naming_it(tmp_path):
-    """``read_arrays``: an ``.npy`` file where an ``.npz`` is expected is one ``DataError`` naming the file, what was
-    expected and what was found (np.load returns a bare array, not an archive, for it)."""
-    from components.common.artifacts import read_arrays  # noqa: PLC0415
-
-    with open(tmp_path / "train.npz", "wb") as fh:
-        np.save(fh, np.arange(3))
-    with pytest.raises(DataError, match=r"train\.npz: expected an \.npz file written by the ingest step, found a "
-                                        r"single \.npy array$"):
-        read_arrays(tmp_path / "train.npz", "ingest", "labels")
