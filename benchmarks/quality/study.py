@@ -265,7 +265,7 @@ class _Cell:
             runs.update({name: {"meta_weight": w} for name, w in sweep.items() if name not in runs})
         for name, changes in runs.items():
             self._mlnt_run(name, dataclasses.replace(self.mlnt_config, **changes), record)
-        if sweep:  # the choice a user would make: the best validation accuracy, never the test set
+        if sweep:  # the choice a user would make: the best validation accuracy (a tie: the first listed), never test
             chosen = max(sweep, key=lambda n: record["methods"][n]["val_accuracy"])
             record["methods"]["mlnt_selected"] = {**record["methods"][chosen], "chosen": chosen,
                                                   "meta_weight": sweep[chosen]}
