@@ -72,6 +72,11 @@ def render(found: dict, results: dict) -> str:
         runs = {r["seed"]: r for r in found["runs"] if r["inner_lr"] == alpha}
         rows.append((TEMPLATE.fill("alpha", alpha=alpha), runs))
     control = rows[0][1]
+    for label, by_seed in rows[1:]:
+        if sorted(by_seed) != sorted(control):
+            raise ValueError(f"{label}: expected runs of the study's seeds {sorted(control)} (its {setting} cells), "
+                             f"found seeds {sorted(by_seed)}: the probe and results.json are of different studies; "
+                             "run the probe again after the study (make quality)")
     lines = []
     for label, by_seed in rows:
         seeds = sorted(by_seed)
@@ -87,15 +92,22 @@ def render(found: dict, results: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.quality.inner_lr", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="the cells of `python -m benchmarks.quality --quick`")
-    parser.add_argument("--work", type=Path, default=Path("artifacts/quality"))
-    parser.add_argument("--results", type=Path, default=Path("docs/quality/results.json"))
-    parser.add_argument("--output", type=Path, default=Path("docs/quality/inner_lr.md"))
+    parser.add_argument("--quick", action="store_true",
+                        help="the cells of `python -m benchmarks.quality --quick` (then every path below defaults to "
+                             "artifacts/quality-quick/..., beside them)")
+    parser.add_argument("--work", type=Path, help="the study's cells (default artifacts/quality)")
+    parser.add_argument("--results", type=Path, help="the study's records (default docs/quality/results.json)")
+    parser.add_argument("--output", type=Path, help="the table (default docs/quality/inner_lr.md; its records go "
+                                                    "beside it as .json)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--inner-lrs", type=float, nargs="+", default=list(INNER_LRS))
     parser.add_argument("--render", action="store_true",
                         help="no training: render --output again from the runs recorded beside it (its .json)")
     args = parser.parse_args(argv)
+    root = Path("artifacts/quality-quick") if args.quick else None  # where `benchmarks.quality --quick` writes
+    args.work = args.work or root or Path("artifacts/quality")
+    args.results = args.results or (root / "quality" if root else Path("docs/quality")) / "results.json"
+    args.output = args.output or args.results.with_name("inner_lr.md")
     results = json.loads(args.results.read_text())
     if args.render:
         text = render(json.loads(args.output.with_suffix(".json").read_text()), results)

@@ -181,7 +181,17 @@ def _header(results: dict) -> str:
     return TEMPLATE.fill("header", results, folder=FOLDER, top=top, base=base, meta=results["params"]["mlnt"],
                          sizes="; ".join(sizes), seeds=", ".join(map(str, study["seeds"])),
                          batch=study["batch_size"] or base["batch_size"],
-                         sweep=", ".join(f"{m:g}" for m in study["sweep"]), minutes=seconds / 60)
+                         sweep=", ".join(f"{m:g}" for m in study["sweep"]), minutes=seconds / 60,
+                         resumed=_resumed(results))
+
+
+def _resumed(results: dict) -> str:
+    """What the header's time leaves out: the cells an earlier, interrupted invocation finished (their time is not
+    in ``wall_seconds``, which is the last invocation's); empty when none was."""
+    cells = results.get("resumed_cells", 0)
+    if not cells:
+        return ""
+    return f" (the last invocation only: {cells} of the {len(results['records'])} cells were finished before it)"
 
 
 def _pipeline_cell(results: dict) -> str:

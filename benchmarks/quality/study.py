@@ -150,15 +150,23 @@ class Task:
 # --- one cell --------------------------------------------------------------------------------------------------
 
 
-def run_task(task: Task) -> dict:
-    """One (noise setting, seed) cell: every method, or the cached record of an identical earlier run."""
-    torch.set_num_threads(task.threads)
+def cached_record(task: Task) -> dict | None:
+    """The record an identical earlier run of ``task`` left (same fingerprint), or None."""
     cached = task.directory / "result.json"
     if cached.is_file():
         record = json.loads(cached.read_text())
         if record.get("fingerprint") == task.fingerprint:
             return record
+    return None
+
+
+def run_task(task: Task) -> dict:
+    """One (noise setting, seed) cell: every method, or the cached record of an identical earlier run."""
+    torch.set_num_threads(task.threads)
+    if (record := cached_record(task)) is not None:
+        return record
     shutil.rmtree(task.directory, ignore_errors=True)
+    cached = task.directory / "result.json"
     started = time.perf_counter()
     cell = _Cell(task)
     record = cell.run()
@@ -386,15 +394,30 @@ def ingest_once(out: Path, config: dict) -> Path:
     return Path(out)
 
 
+def study_params(params_file: Path) -> dict:
+    """The sections of ``params_file`` the study's cells use."""
+    params = load_params(params_file)
+    return {k: params[k] for k in ("ingest", "noise", "baseline", "mlnt")}
+
+
+def threads_per_cell(workers: int) -> int:
+    """The torch threads each of ``workers`` parallel cells trains on: the machine's cores shared out."""
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
 def run_study(study: StudyConfig, *, work: Path, workers: int, data: Path, params_file: Path,
               only: frozenset[str] | None = None) -> dict:
-    """Every cell of ``study`` (those of the settings named in ``only``, when given)."""
-    params = load_params(params_file)
-    params = {k: params[k] for k in ("ingest", "noise", "baseline", "mlnt")}
+    """Every cell of ``study``; a cell an identical earlier run finished is taken from its cache (a resumed study).
+    With ``only``, the cells of the settings it names, all trained again."""
+    params = study_params(params_file)
     ingested = ingest_once(Path(work) / "ingest", {**params["ingest"], "path": str(data)})
     started = time.perf_counter()
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = threads_per_cell(workers)
     todo = [t for t in tasks(study, params, ingested, Path(work), threads) if only is None or t.setting.name in only]
+    if only is not None:  # a rerun trains: a cell cached before a code change would give the old figures again
+        for task in todo:
+            (task.directory / "result.json").unlink(missing_ok=True)
+    resumed = sum(cached_record(task) is not None for task in todo)
     records = []
     # spawn, not fork: a forked child of a process whose torch thread pools are running can deadlock
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
@@ -406,25 +429,34 @@ def run_study(study: StudyConfig, *, work: Path, workers: int, data: Path, param
     diagnosis = [_diagnose(t) for t in todo if t.setting == study.headline and t.part == "main"]
     return {"study": dataclasses.asdict(study), "params": params, "ece_bins": ECE_BINS, "records": records,
             "diagnosis": diagnosis, "wall_seconds": round(time.perf_counter() - started, 1), "workers": workers,
-            "threads_per_worker": threads,
+            "threads_per_worker": threads, "resumed_cells": resumed,
             "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
                         "python": platform.python_version()},
             "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+
+
+def check_rerun(previous: Path, study: dict, params: dict, threads: int) -> None:
+    """SystemExit unless cells of ``study`` with ``params``, trained on ``threads`` threads each, may replace some of
+    the records of the study saved at ``previous`` (none saved: any may); checked before a rerun trains anything."""
+    if not previous.is_file():
+        return
+    results = json.loads(previous.read_text())
+    same = json.loads(json.dumps([study, params, ECE_BINS], default=str))  # tuples: lists
+    if [results["study"], results["params"], results.get("ece_bins")] != same:
+        raise SystemExit(f"quality: {previous} was made with other study settings or params; rerun the whole "
+                         "study (make quality) instead of --setting")
+    if results.get("threads_per_worker") != threads:  # its header states one thread count
+        raise SystemExit(f"quality: {previous}'s cells trained on {results.get('threads_per_worker')} thread(s) "
+                         f"each, this rerun's would train on {threads}; rerun with the --workers that gives "
+                         "the same, or the whole study (make quality)")
 
 
 def merge(previous: Path, rerun: dict, only: frozenset[str]) -> dict:
     """``rerun``'s records in place of those settings' records in the study saved at ``previous``."""
     if not previous.is_file():
         return rerun
+    check_rerun(previous, rerun["study"], rerun["params"], rerun["threads_per_worker"])
     results = json.loads(previous.read_text())
-    same = json.loads(json.dumps([rerun["study"], rerun["params"], rerun["ece_bins"]], default=str))  # tuples: lists
-    if [results["study"], results["params"], results.get("ece_bins")] != same:
-        raise SystemExit(f"quality: {previous} was made with other study settings or params; rerun the whole "
-                         "study (make quality) instead of --setting")
-    if results.get("threads_per_worker") != rerun["threads_per_worker"]:  # its header states one thread count
-        raise SystemExit(f"quality: {previous}'s cells trained on {results.get('threads_per_worker')} thread(s) "
-                         f"each, this rerun's on {rerun['threads_per_worker']}; rerun with the --workers that gives "
-                         "the same, or the whole study (make quality)")
     kept = [r for r in results["records"] if r["setting"] not in only]
     results["records"] = kept + rerun["records"]
     if rerun["diagnosis"]:
@@ -443,23 +475,30 @@ def main(argv: list[str] | None = None) -> int:
                         help="rerun this setting's cells only (repeatable; e.g. symmetric-80, clean) and replace "
                              "them in the existing results.json")
     parser.add_argument("--workers", type=int, default=2, help="parallel cells (default 2)")
-    parser.add_argument("--work", type=Path, default=Path("artifacts/quality"), help="the cells' folders")
+    parser.add_argument("--work", type=Path, help="the cells' folders (default artifacts/quality; with --quick, "
+                                                   "artifacts/quality-quick)")
     parser.add_argument("--data", type=Path, default=Path("data/fashion-mnist"), help="Fashion-MNIST files")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
-    parser.add_argument("--output", type=Path, default=Path("docs/results.md"),
-                        help="the report; results.json and the plots go to <its folder>/quality/")
+    parser.add_argument("--output", type=Path,
+                        help="the report; results.json and the plots go to <its folder>/quality/ (default "
+                             "docs/results.md; with --quick, artifacts/quality-quick/results.md, so a check never "
+                             "replaces the committed study)")
     args = parser.parse_args(argv)
     study = QUICK if args.quick else StudyConfig()
+    work = args.work or Path("artifacts/quality-quick" if args.quick else "artifacts/quality")
+    output = args.output or (work / "results.md" if args.quick else Path("docs/results.md"))
     only = frozenset(args.setting) if args.setting else None
     known = {s.name for s in (*study.settings, CLEAN)}
     if only and not only <= known:
         parser.error(f"--setting: unknown {', '.join(sorted(only - known))}. Valid: {', '.join(sorted(known))}")
-    results = run_study(study, work=args.work, workers=args.workers, data=args.data, params_file=args.params,
-                        only=only)
+    if only:  # before any cell trains, not after
+        check_rerun(quality_report.results_path(output), dataclasses.asdict(study), study_params(args.params),
+                    threads_per_cell(args.workers))
+    results = run_study(study, work=work, workers=args.workers, data=args.data, params_file=args.params, only=only)
     if only:
-        results = merge(quality_report.results_path(args.output), results, only)
-    quality_report.write(results, args.output)
-    print(f"quality: {len(results['records'])} cells in {results['wall_seconds']:.0f} s -> {args.output}")
+        results = merge(quality_report.results_path(output), results, only)
+    quality_report.write(results, output)
+    print(f"quality: {len(results['records'])} cells in {results['wall_seconds']:.0f} s -> {output}")
     return 0
 
 

@@ -220,9 +220,17 @@ def test_one_setting_is_rerun_into_the_saved_study(study, capsys):
     tmp, args, results, _ = study
     saved = tmp / "docs" / "quality" / "results.json"
     before = json.loads(saved.read_text())
+    cells = {path: path.stat().st_mtime_ns for path in (tmp / "work").rglob("result.json")}
     assert quality.main([*args, "--setting", "clean"]) == 0
+    trained = {json.loads(path.read_text())["setting"] for path, mtime in cells.items()
+               if path.stat().st_mtime_ns != mtime}
+    assert trained == {"clean"}  # trained again, although its cached cell matched: a rerun follows the code
     again = json.loads(saved.read_text())
-    assert sorted(map(json.dumps, again["records"])) == sorted(map(json.dumps, results["records"]))
+    unchanged = [r for r in again["records"] if r["setting"] != "clean"]
+    assert unchanged == [r for r in results["records"] if r["setting"] != "clean"]
+    rerun, = (r for r in again["records"] if r["setting"] == "clean")
+    first, = (r for r in results["records"] if r["setting"] == "clean")
+    assert _untimed(rerun) == _untimed(first)  # the same figures: only its timings are new
     assert again["reruns"][-1]["settings"] == ["clean"] and again["wall_seconds"] == before["wall_seconds"]
     assert again["diagnosis"] == before["diagnosis"]  # only the headline setting's rerun measures it again
     other = {**again, "threads_per_worker": again["threads_per_worker"] + 1, "records": [], "reruns": []}
@@ -231,6 +239,42 @@ def test_one_setting_is_rerun_into_the_saved_study(study, capsys):
     with pytest.raises(SystemExit):
         quality.main([*args, "--setting", "symmetric-33"])
     assert "--setting: unknown symmetric-33. Valid: clean, symmetric-50" in capsys.readouterr().err
+
+
+def _untimed(record: object) -> object:
+    """``record`` without its ``seconds`` entries, at any depth."""
+    if isinstance(record, dict):
+        return {k: _untimed(v) for k, v in record.items() if k != "seconds"}
+    return record
+
+
+def test_a_rerun_the_saved_study_cannot_take_is_refused_before_anything_trains(study, monkeypatch):
+    """Another thread count (or other params) than the saved study's: refused at once, not after the setting's cells
+    were trained and their caches replaced."""
+    tmp, args, results, _ = study
+    monkeypatch.setattr(quality, "run_study", lambda *a, **k: pytest.fail("trained before the check"))
+    monkeypatch.setattr(quality, "threads_per_cell", lambda workers: results["threads_per_worker"] + 1)
+    with pytest.raises(SystemExit, match=f"cells trained on {results['threads_per_worker']} thread"):
+        quality.main([*args, "--setting", "clean"])
+    other = tmp / "params.yaml"
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    other.write_text(yaml.safe_dump({**params, "mlnt": {**params["mlnt"], "meta_weight": 1.0}}))
+    monkeypatch.setattr(quality, "threads_per_cell", lambda workers: results["threads_per_worker"])
+    with pytest.raises(SystemExit, match="other study settings or params"):
+        quality.main([*args, "--params", str(other), "--setting", "clean"])
+
+
+@pytest.mark.parametrize(("argv", "work", "output"), [
+    ([], "artifacts/quality", "docs/results.md"),
+    (["--quick"], "artifacts/quality-quick", "artifacts/quality-quick/results.md"),  # never the committed study
+    (["--quick", "--work", "w"], "w", "w/results.md"),
+])
+def test_the_quick_check_writes_beside_its_cells_not_over_the_committed_study(monkeypatch, argv, work, output):
+    ran = {}
+    monkeypatch.setattr(quality, "run_study", lambda study, **kw: ran.update(kw) or {"records": [], "wall_seconds": 0})
+    monkeypatch.setattr(quality_report, "write", lambda results, path: ran.update(output=path))
+    assert quality.main(argv) == 0
+    assert ran["work"] == Path(work) and ran["output"] == Path(output)
 
 
 def test_the_inner_lr_probe_trains_on_the_study_cells_and_reports_against_the_control(study, tmp_path):
@@ -250,6 +294,31 @@ def test_the_inner_lr_probe_trains_on_the_study_cells_and_reports_against_the_co
     with pytest.raises(SystemExit, match="expected the quality study's cells, found none at"):
         inner_lr.main(["--quick", "--work", str(tmp_path), "--results", str(output.with_name("results.json")),
                        "--output", str(tmp_path / "x.md")])
+    found = json.loads(output.with_suffix(".json").read_text())
+    three = {**results, "records": [{**r, "seed": seed} for r in results["records"] for seed in (0, 1, 2)]}
+    with pytest.raises(ValueError, match=r"α = 2: expected runs of the study's seeds \[0, 1, 2\] \(its symmetric-50 "
+                                         r"cells\), found seeds \[0\]"):
+        inner_lr.render(found, three)  # a quick probe against a full study (make docs after a stray --quick)
+
+
+@pytest.mark.parametrize(("argv", "paths"), [
+    ([], ("artifacts/quality", "docs/quality/results.json", "docs/quality/inner_lr.md")),
+    (["--quick"], ("artifacts/quality-quick", "artifacts/quality-quick/quality/results.json",
+                   "artifacts/quality-quick/quality/inner_lr.md")),  # where `benchmarks.quality --quick` wrote
+])
+def test_the_inner_lr_probe_reads_and_writes_beside_its_study(monkeypatch, tmp_path, argv, paths):
+    monkeypatch.chdir(tmp_path)
+    Path(paths[1]).parent.mkdir(parents=True)
+    Path(paths[1]).write_text('{"records": "the study\'s"}')  # only there: the probe reads no other study
+    used = {}
+    monkeypatch.setattr(inner_lr, "probe", lambda results, study, work, **kw: used.update(work=work, results=results)
+                        or {"runs": [], "wall_seconds": 0})
+    monkeypatch.setattr(inner_lr, "write_json", lambda path, found: used.update(output=path.with_suffix(".md")))
+    monkeypatch.setattr(inner_lr, "render", lambda found, results: "")
+    monkeypatch.setattr(inner_lr, "write_text", lambda path, text: None)
+    assert inner_lr.main(argv) == 0
+    assert (used["work"], used["output"]) == (Path(paths[0]), Path(paths[2]))
+    assert used["results"] == {"records": "the study's"}
 
 
 def test_precision_recall_curve_of_a_perfect_ranking():
@@ -366,4 +435,7 @@ def test_the_header_names_the_pipelines_run_only_where_the_headline_cell_is_it()
     assert "3 epochs (the study's schedule)" in header and "params.yaml's schedule" not in header
     assert "15 epochs (params.yaml's schedule;" in quality_report._header(results)
     changed = {**results, "wall_seconds": 600.0, "reruns": [{"settings": ["clean"], "wall_seconds": 300.0}]}
-    assert "Ran in 15.0 min" in quality_report._header(changed)  # the study and its reruns
+    assert "Ran in 15.0 min on" in quality_report._header(changed)  # the study and its reruns
+    resumed = quality_report._header({**changed, "resumed_cells": 3})  # an interrupted study, resumed
+    assert f"Ran in 15.0 min (the last invocation only: 3 of the {len(results['records'])} cells were finished " \
+           "before it) on" in resumed
