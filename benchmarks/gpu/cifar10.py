@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.quality.study import ingest_once
 from components import baseline, evaluate, ingest, mlnt, noise
 from components.common.atomic import write_json, write_text
 from components.common.config import build, load_params
@@ -56,6 +57,19 @@ def parse_setting(text: str) -> tuple[str, float]:
         raise ValueError(f"--settings: expected kind:rate such as symmetric:0.5, found {text!r}") from None
 
 
+def setting_configs(params_file: Path, settings: str, *, data: Path, smoke: bool) -> list[dict]:
+    """Every setting's configs, each checked before the first one trains (a typo in the last setting must not cost
+    the GPU hours of the first)."""
+    cfgs = []
+    for text in settings.split(","):
+        kind, rate = parse_setting(text)
+        try:
+            cfgs.append(configs(params_file, kind, rate, data=data, smoke=smoke))
+        except ValueError as err:
+            raise ValueError(f"--settings: {text.strip()!r}: {err}") from None
+    return cfgs
+
+
 def check_requirements(data: Path, *, smoke: bool) -> None:
     found = [p for p in (data / "cifar-10-batches-py", data / "cifar-10-python.tar.gz") if p.exists()]
     if not found:
@@ -71,9 +85,8 @@ def check_requirements(data: Path, *, smoke: bool) -> None:
 def run_setting(cfg: dict, work: Path) -> dict:
     """One noise setting through the pipeline's steps, in ``work``: CE, MLNT, and MLNT's control (the same run with
     ``meta_weight 0``: the same EMA teacher of plain CE, rounds and selection rule); returns the report's record."""
-    ingested = work / "ingest"
-    if not (ingested / "train.npz").is_file():
-        ingest.run(cfg["ingest"], out=ingested)
+    # the ingest of this --data and ingest section: one of other data left in --work is made again, never reused
+    ingested = ingest_once(work / "ingest", dataclasses.asdict(cfg["ingest"]))
     out = work / f"{cfg['noise'].kind}-{round(100 * cfg['noise'].rate)}"
     timings = {}
     summary = noise.run(cfg["noise"], ingest=ingested, out=out / "noise")
@@ -128,18 +141,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         check_requirements(args.data, smoke=args.smoke)
-        settings = [parse_setting(s) for s in args.settings.split(",")]
-        records = [run_setting(configs(args.params, kind, rate, data=args.data, smoke=args.smoke), args.work)
-                   for kind, rate in settings]
+        cfgs = setting_configs(args.params, args.settings, data=args.data, smoke=args.smoke)
     except (MissingRequirementError, ValueError) as err:
         print(f"error: benchmarks.gpu.cifar10: {err}", file=sys.stderr)
         return 2
     device = torch.cuda.get_device_name() if torch.cuda.is_available() and not args.smoke else "CPU"
-    results = {"device": device, "smoke": args.smoke, "records": records,
-               "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
-    write_json(args.output.with_suffix(".json"), results)
-    text = render(results)
-    write_text(args.output, text)
+    results = {"device": device, "smoke": args.smoke, "records": []}
+    for cfg in cfgs:  # the report is written after each setting: a later failure keeps the hours already spent
+        results["records"].append(run_setting(cfg, args.work))
+        results["finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        write_json(args.output.with_suffix(".json"), results)
+        text = render(results)
+        write_text(args.output, text)
     print(text)
     return 0
 

@@ -44,14 +44,53 @@ def test_published_setup_is_what_the_params_file_says():
     assert cfg["noise"].val_fraction == 0.1 and cfg["noise"].train_size == 0
 
 
+def test_another_data_folder_is_ingested_again_not_taken_from_the_work_folder(tmp_path):
+    """A smoke run on a fixture, then the run on other data with the same --work: the second trains on its own
+    data (the ingest left by the first is of other data)."""
+    work = tmp_path / "work"
+    for name, per_batch in (("small", 20), ("larger", 40)):
+        data = write_cifar10(tmp_path / name, per_batch=per_batch)
+        args = ["--data", str(data), "--smoke", "--settings", "symmetric:0.5", "--work", str(work),
+                "--output", str(tmp_path / f"{name}.md")]
+        assert cifar10_gpu.main(args) == 0
+        manifest = json.loads((work / "ingest" / "manifest.json").read_text())
+        assert (manifest["source"], manifest["counts"]["train"]) == (str(data), 5 * per_batch)
+
+
 @pytest.mark.parametrize(("make_data", "args", "message"), [
     (False, [], "expected cifar-10-batches-py/ or cifar-10-python.tar.gz"),
     (True, ["--settings", "symmetric"], "expected kind:rate such as symmetric:0.5, found 'symmetric'"),
+    # the second setting's typo is found before the first setting trains
+    (True, ["--settings", "symmetric:0.5,asymetric:0.4"], "--settings: 'asymetric:0.4': "),
+    (True, ["--settings", "symmetric:0.5, symmetric:1.5"], "--settings: 'symmetric:1.5': "),
 ])
-def test_missing_data_or_bad_settings_are_named(tmp_path, capsys, make_data, args, message):
+def test_missing_data_or_bad_settings_are_named(tmp_path, capsys, monkeypatch, make_data, args, message):
+    monkeypatch.setattr(cifar10_gpu, "run_setting", lambda cfg, work: pytest.fail("trained before every check"))
     data = write_cifar10(tmp_path / "cifar") if make_data else tmp_path / "none"
     assert cifar10_gpu.main(["--data", str(data), "--smoke", "--work", str(tmp_path / "w"), *args]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_the_report_is_written_after_each_setting(tmp_path, monkeypatch):
+    """A failure in the second setting keeps the first setting's record (hours of GPU time) in the report."""
+    record = {"setting": "symmetric-50", "realised_rate": 0.45, "seconds": {"baseline": 1.0}, "ce_last": 0.5,
+              "ce_early": 0.6, "control_released": 0.7, "mlnt_released": 0.71, "mlnt_student": 0.69,
+              "label_issues_f1": 0.8}
+    outcomes = iter([record, RuntimeError("the GPU fell over")])
+
+    def run_setting(cfg, work):
+        outcome = next(outcomes)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    monkeypatch.setattr(cifar10_gpu, "run_setting", run_setting)
+    output = tmp_path / "report.md"
+    with pytest.raises(RuntimeError, match="fell over"):
+        cifar10_gpu.main(["--data", str(write_cifar10(tmp_path / "cifar")), "--smoke", "--output", str(output),
+                          "--settings", "symmetric:0.5,asymmetric:0.4", "--work", str(tmp_path / "w")])
+    assert json.loads(output.with_suffix(".json").read_text())["records"] == [record]
+    assert "| symmetric-50 | 45.0 % |" in output.read_text()
 
 
 def test_without_a_gpu_the_full_run_says_so(tmp_path, capsys, monkeypatch):
