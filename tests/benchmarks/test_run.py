@@ -285,6 +285,19 @@ def test_sections_refuses_unknown_names_and_results_it_cannot_merge_into(quick, 
     assert stopped.value.code == 2 and message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("device", "says"), [
+    ("cuda", "This run was on NVIDIA H200: the training tables above (meta step, profiles, scaling, neighbours, data "
+             "loading, experiments) are GPU figures. ONNX inference and serving are measured on the CPU"),
+    ("cpu", "**Not measured: no GPU was lent to this run.** On a machine with CUDA, `make bench` runs the training "
+            "sections (meta step, profiles, scaling, neighbours, data loading, experiments) on the GPU"),
+])
+def test_the_gpu_section_names_what_ran_on_the_gpu_and_what_did_not(device, says):
+    """Inference and serving run on the CPU and the allocator section is CPU-only (run.run_all): the GPU section
+    must not claim every table is a GPU figure."""
+    section = report._gpu({"machine": {"device": device, "name": "NVIDIA H200"}})["gpu"]
+    assert says in section and "every table" not in section and "every section" not in section
+
+
 def test_committed_report_is_the_rendering_of_the_committed_results():
     results = json.loads((ROOT / "benchmarks" / "results.json").read_text())
     assert not results["quick"], "benchmarks/results.json must come from a full make bench"
