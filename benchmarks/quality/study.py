@@ -166,14 +166,13 @@ def run_task(task: Task) -> dict:
     if (record := cached_record(task)) is not None:
         return record
     shutil.rmtree(task.directory, ignore_errors=True)
-    cached = task.directory / "result.json"
     started = time.perf_counter()
     cell = _Cell(task)
     record = cell.run()
     record.update(setting=task.setting.name, kind=task.setting.kind, rate=task.setting.rate, seed=task.seed,
                   part=task.part, threads=task.threads, fingerprint=task.fingerprint,
                   seconds=round(time.perf_counter() - started, 1))
-    write_json(cached, record)
+    write_json(task.directory / "result.json", record)
     return record
 
 
@@ -472,8 +471,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.quality", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one seed, one setting, three epochs: checks it runs")
     parser.add_argument("--setting", action="append", metavar="NAME",
-                        help="rerun this setting's cells only (repeatable; e.g. symmetric-80, clean) and replace "
-                             "them in the existing results.json")
+                        help="train this setting's cells again, cached or not (repeatable; e.g. symmetric-80, "
+                             "clean), and replace them in the existing results.json")
     parser.add_argument("--workers", type=int, default=2, help="parallel cells (default 2)")
     parser.add_argument("--work", type=Path, help="the cells' folders (default artifacts/quality; with --quick, "
                                                    "artifacts/quality-quick)")
