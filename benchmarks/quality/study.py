@@ -8,10 +8,10 @@ Every run goes through the pipeline's own steps (``components.noise``, ``compone
 ``components.mlnt``) with the schedule of ``params.yaml``; only the training-set size (sub-sampled to fit
 2 CPU cores), the seed and each row's own switches (``meta_weight``, ``warm_start``, ``mode``) change. Each
 (noise setting, seed) cell is one task; tasks run in parallel worker processes and a finished cell is kept
-under ``--work`` (a rerun with the same settings, ingested data and threads per cell skips it; the ingest itself
-is redone when ``--data`` or params.yaml's ``ingest`` section differ from what it was made from). The raw records go
-to ``docs/quality/results.json``; ``benchmarks.quality.report`` renders ``docs/results.md`` and the plots from that
-file alone.
+under ``--work`` (a rerun with the same code, settings, ingested data and threads per cell skips it; the ingest
+itself is redone when ``--data`` or params.yaml's ``ingest`` section differ from what it was made from). The raw
+records go to ``docs/quality/results.json``; ``benchmarks.quality.report`` renders ``docs/results.md`` and the plots
+from that file alone.
 
     python -m benchmarks.quality [--quick] [--setting symmetric-50] [--workers 2] [--work artifacts/quality]
                                  [--output docs/results.md]
@@ -40,6 +40,7 @@ import torch
 from components import baseline, ingest, mlnt, noise
 from components.common.artifacts import read_arrays
 from components.common.atomic import write_atomic, write_json
+from components.common.code import code_digest
 from components.common.config import load_params
 from components.common.model_file import load_model
 from components.common.splits import normalise
@@ -58,6 +59,8 @@ class Setting:
 
 
 CLEAN = Setting("none", 0.0)
+# the module whose code (every project file it can run, its report's included) a cached cell must have been made with
+STUDY = "benchmarks.quality.study"
 MADE_FROM = "made_from.json"  # in the study's ingest folder: the ingest config (data path included) it was made from
 ECE_BINS = 15  # bins of every expected calibration error the study records (results.json: ece_bins)
 SETTINGS = (Setting("symmetric", 0.2), Setting("symmetric", 0.5), Setting("symmetric", 0.8),
@@ -128,6 +131,7 @@ class Task:
     work: str
     part: str = "main"  # or "modes": the comparison of MLNT's modes, a task of its own
     threads: int = 1  # torch's intra-op threads the cell trains on: CPU training's floating-point sums depend on it
+    code: str = ""  # the digest of the code a cell runs (``code_digest(STUDY)``, taken once by ``tasks``)
 
     @property
     def directory(self) -> Path:
@@ -137,12 +141,13 @@ class Task:
     @property
     def fingerprint(self) -> str:
         """What the cell's record was made from: the study's settings, the params, the cell, the ingested data (the
-        sha256 of the ingest's ``manifest.json``, which names the data's path and hashes its files) and the thread
-        count (another ``--workers`` trains on other threads, and so to other figures: its cells are not reused)."""
+        sha256 of the ingest's ``manifest.json``, which names the data's path and hashes its files), the thread
+        count (another ``--workers`` trains on other threads, and so to other figures: its cells are not reused) and
+        the code (an edit to the method, a step or the study trains the cell again)."""
         manifest = Path(self.ingested) / "manifest.json"
         data = hashlib.sha256(manifest.read_bytes()).hexdigest() if manifest.is_file() else None
         text = json.dumps([dataclasses.asdict(self.study), self.params, self.setting.name, self.seed, self.part, data,
-                           self.threads],
+                           self.threads, self.code],
                           sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -371,8 +376,8 @@ def _diagnose(task: Task) -> dict:
 
 def tasks(study: StudyConfig, params: dict, ingested: Path, work: Path, threads: int = 1) -> list[Task]:
     """Every cell, the most expensive first (the headline and modes, then the other noisy cells, then clean), each
-    to train on ``threads`` threads."""
-    where = {"ingested": str(ingested), "work": str(work), "threads": threads}
+    to train on ``threads`` threads with the code as it is now."""
+    where = {"ingested": str(ingested), "work": str(work), "threads": threads, "code": code_digest(STUDY)}
     cells = [Task(s, seed, study, params, **where) for s in study.settings for seed in study.seeds]
     cells.sort(key=lambda t: t.setting != study.headline)
     if study.modes is not None:
@@ -406,16 +411,13 @@ def threads_per_cell(workers: int) -> int:
 
 def run_study(study: StudyConfig, *, work: Path, workers: int, data: Path, params_file: Path,
               only: frozenset[str] | None = None) -> dict:
-    """Every cell of ``study``; a cell an identical earlier run finished is taken from its cache (a resumed study).
-    With ``only``, the cells of the settings it names, all trained again."""
+    """Every cell of ``study``; a cell an identical earlier run finished (the same code, settings, data and
+    threads) is taken from its cache: a resumed study. With ``only``, the cells of the settings it names."""
     params = study_params(params_file)
     ingested = ingest_once(Path(work) / "ingest", {**params["ingest"], "path": str(data)})
     started = time.perf_counter()
     threads = threads_per_cell(workers)
     todo = [t for t in tasks(study, params, ingested, Path(work), threads) if only is None or t.setting.name in only]
-    if only is not None:  # a rerun trains: a cell cached before a code change would give the old figures again
-        for task in todo:
-            (task.directory / "result.json").unlink(missing_ok=True)
     resumed = sum(cached_record(task) is not None for task in todo)
     records = []
     # spawn, not fork: a forked child of a process whose torch thread pools are running can deadlock
@@ -471,8 +473,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.quality", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one seed, one setting, three epochs: checks it runs")
     parser.add_argument("--setting", action="append", metavar="NAME",
-                        help="train this setting's cells again, cached or not (repeatable; e.g. symmetric-80, "
-                             "clean), and replace them in the existing results.json")
+                        help="run this setting's cells again (repeatable; e.g. symmetric-80, clean) and replace "
+                             "them in the existing results.json; a cell whose code, settings and data are those "
+                             "it was cached with is not trained again (it would give the same figures), so an "
+                             "interrupted rerun resumes")
     parser.add_argument("--workers", type=int, default=2, help="parallel cells (default 2)")
     parser.add_argument("--work", type=Path, help="the cells' folders (default artifacts/quality; with --quick, "
                                                    "artifacts/quality-quick)")

@@ -15,6 +15,7 @@ import yaml
 from benchmarks.quality import inner_lr
 from benchmarks.quality import report as quality_report
 from benchmarks.quality import study as quality
+from components.common.code import code_of
 from model.networks import SmallCNN
 from tests.components.conftest import make_fashion_mnist
 
@@ -216,23 +217,50 @@ def test_a_cell_trained_on_other_threads_is_not_reused(tmp_path):
     assert {t.threads for t in quality.tasks(quality.QUICK, {}, tmp_path, tmp_path, threads=3)} == {3}
 
 
-def test_one_setting_is_rerun_into_the_saved_study(study, capsys):
+def test_a_cell_made_by_other_code_is_not_reused(tmp_path):
+    """A cached cell holds the figures of the code that made it: the fingerprint holds the digest of every file the
+    study can run (``components.common.code``), taken when the tasks are made."""
+    task = quality.Task(quality.CLEAN, 0, quality.QUICK, {}, str(tmp_path), str(tmp_path), code="before")
+    assert dataclasses.replace(task, code="after").fingerprint != task.fingerprint
+    made = quality.tasks(quality.QUICK, {}, tmp_path, tmp_path)
+    assert {t.code for t in made} == {quality.code_digest(quality.STUDY)}
+    assert {"model/mlnt.py", "components/mlnt.py", "benchmarks/quality/study.py"} <= {
+        p.as_posix() for p in code_of(quality.STUDY)}
+
+
+def test_one_setting_is_rerun_into_the_saved_study(study, capsys, monkeypatch):
+    """``--setting``: the setting's cells replace theirs in the saved study; a cell made with the same code, settings
+    and data is taken from its cache (the same figures), one made with other code is trained again, and a rerun that
+    stopped part-way resumes: the cells it finished are not trained a second time."""
     tmp, args, results, _ = study
     saved = tmp / "docs" / "quality" / "results.json"
     before = json.loads(saved.read_text())
     cells = {path: path.stat().st_mtime_ns for path in (tmp / "work").rglob("result.json")}
+
+    def trained() -> set[str]:
+        """The settings of the cells whose record was written since ``cells`` was taken."""
+        return {json.loads(path.read_text())["setting"] for path, mtime in cells.items()
+                if path.stat().st_mtime_ns != mtime}
+
     assert quality.main([*args, "--setting", "clean"]) == 0
-    trained = {json.loads(path.read_text())["setting"] for path, mtime in cells.items()
-               if path.stat().st_mtime_ns != mtime}
-    assert trained == {"clean"}  # trained again, although its cached cell matched: a rerun follows the code
+    assert trained() == set()  # nothing changed since the study: its cached cell is the rerun's
+    same = json.loads(saved.read_text())
+    assert same["records"] == results["records"] and same["reruns"][-1]["settings"] == ["clean"]
+    monkeypatch.setattr(quality, "code_digest", lambda module: "an edit since the study")
+    assert quality.main([*args, "--setting", "clean"]) == 0
+    assert trained() == {"clean"}  # other code: trained again, the other settings' cells left alone
     again = json.loads(saved.read_text())
     unchanged = [r for r in again["records"] if r["setting"] != "clean"]
     assert unchanged == [r for r in results["records"] if r["setting"] != "clean"]
     rerun, = (r for r in again["records"] if r["setting"] == "clean")
     first, = (r for r in results["records"] if r["setting"] == "clean")
-    assert _untimed(rerun) == _untimed(first)  # the same figures: only its timings are new
+    assert rerun["fingerprint"] != first["fingerprint"]  # made by the other code
+    assert _untimed({**rerun, "fingerprint": ""}) == _untimed({**first, "fingerprint": ""})  # the same figures
     assert again["reruns"][-1]["settings"] == ["clean"] and again["wall_seconds"] == before["wall_seconds"]
     assert again["diagnosis"] == before["diagnosis"]  # only the headline setting's rerun measures it again
+    cells = {path: path.stat().st_mtime_ns for path in (tmp / "work").rglob("result.json")}
+    assert quality.main([*args, "--setting", "clean"]) == 0
+    assert trained() == set()  # finished with this code already: what a rerun that was stopped finds
     other = {**again, "threads_per_worker": again["threads_per_worker"] + 1, "records": [], "reruns": []}
     with pytest.raises(SystemExit, match="thread"):
         quality.merge(saved, other, frozenset({"clean"}))
