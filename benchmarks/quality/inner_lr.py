@@ -13,7 +13,6 @@ control and paper-α MLNT from ``--results``. Run it after ``make quality``:
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import multiprocessing
@@ -24,10 +23,10 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.quality import probe
 from benchmarks.quality import study as quality
 from benchmarks.quality.report import mean_std, pct
 from benchmarks.template import Template
-from components.common.atomic import write_json, write_text
 
 INNER_LRS = (2.0, 20.0)
 TEMPLATE = Template(Path(__file__).with_name("templates") / "inner_lr.md")
@@ -43,7 +42,7 @@ def run_one(task: quality.Task, inner_lr: float, threads: int) -> dict:
     return {"seed": task.seed, "inner_lr": inner_lr, **record["methods"][name]}
 
 
-def probe(results: dict, study: quality.StudyConfig, *, work: Path, workers: int,
+def run_probe(results: dict, study: quality.StudyConfig, *, work: Path, workers: int,
           inner_lrs: tuple[float, ...] = INNER_LRS) -> dict:
     """Every (seed, α) of the headline setting whose cell the study left under ``work``."""
     cells = [quality.Task(study.headline, seed, study, results["params"], str(work / "ingest"), str(work))
@@ -91,36 +90,16 @@ def render(found: dict, results: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.quality.inner_lr", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="the cells of `python -m benchmarks.quality --quick` (then every path below defaults to "
-                             "artifacts/quality-quick/..., beside them)")
-    parser.add_argument("--work", type=Path, help="the study's cells (default artifacts/quality)")
-    parser.add_argument("--results", type=Path, help="the study's records (default docs/quality/results.json)")
-    parser.add_argument("--output", type=Path, help="the table (default docs/quality/inner_lr.md; its records go "
-                                                    "beside it as .json)")
-    parser.add_argument("--workers", type=int, default=2)
+    parser = probe.parser("benchmarks.quality.inner_lr", __doc__.splitlines()[0], "inner_lr.md")
     parser.add_argument("--inner-lrs", type=float, nargs="+", default=list(INNER_LRS))
-    parser.add_argument("--render", action="store_true",
-                        help="no training: render --output again from the runs recorded beside it (its .json)")
-    args = parser.parse_args(argv)
-    root = Path("artifacts/quality-quick") if args.quick else None  # where `benchmarks.quality --quick` writes
-    args.work = args.work or root or Path("artifacts/quality")
-    args.results = args.results or (root / "quality" if root else Path("docs/quality")) / "results.json"
-    args.output = args.output or args.results.with_name("inner_lr.md")
-    results = json.loads(args.results.read_text())
+    args = probe.parse(parser, argv)
     if args.render:
-        text = render(json.loads(args.output.with_suffix(".json").read_text()), results)
-        write_text(args.output, text)
-        print(f"inner_lr: {args.output} rendered from {args.output.with_suffix('.json')}")
-        return 0
-    found = probe(results, quality.QUICK if args.quick else quality.StudyConfig(), work=args.work,
-                  workers=args.workers, inner_lrs=tuple(args.inner_lrs))
-    write_json(args.output.with_suffix(".json"), found)
-    text = render(found, results)
-    write_text(args.output, text)
-    print(f"inner_lr: {len(found['runs'])} runs in {found['wall_seconds']:.0f} s -> {args.output}")
-    return 0
+        return probe.render_again(args, "inner_lr", render)
+    results = json.loads(args.results.read_text())
+    found = run_probe(results, quality.QUICK if args.quick else quality.StudyConfig(), work=args.work,
+                      workers=args.workers, inner_lrs=tuple(args.inner_lrs))
+    return probe.publish(args, "inner_lr", found, render(found, results),
+                         f"{len(found['runs'])} runs in {found['wall_seconds']:.0f} s")
 
 
 if __name__ == "__main__":

@@ -129,7 +129,7 @@ class Task:
     params: dict  # params.yaml's sections used by the study
     ingested: str
     work: str
-    part: str = "main"  # or "modes": the comparison of MLNT's modes, a task of its own
+    part: str = "main"  # "modes": the comparison of MLNT's modes; "seeds": a cell of benchmarks.quality.seeds
     threads: int = 1  # torch's intra-op threads the cell trains on: CPU training's floating-point sums depend on it
     code: str = ""  # the digest of the code a cell runs (``code_digest(STUDY)``, taken once by ``tasks``)
 
@@ -215,6 +215,9 @@ class _Cell:
         self.log(f"CE: best epoch {ce['best_epoch']}, test {record['methods']['ce_early']['accuracy']:.4f}")
         if self.task.setting.kind == "none":
             return record
+        if self.task.part == "seeds":  # benchmarks.quality.seeds: CE, the control and MLNT only
+            self._mlnt(labels, record, ablation_only=True)
+            return record
         self._confident_learning(labels, ce["best_epoch"], record)
         self._mlnt(labels, record)
         return record
@@ -262,16 +265,16 @@ class _Cell:
         self.log(f"Confident Learning: {int(flagged.sum())} issues, test "
                  f"{record['methods']['cleanlab_early']['accuracy']:.4f}")
 
-    def _mlnt(self, labels: dict, record: dict) -> None:
+    def _mlnt(self, labels: dict, record: dict, *, ablation_only: bool = False) -> None:
         """The ablation: MLNT and its control (the same EMA teacher, ``meta_weight`` 0) on the published schedule
-        from the initialisation; at the headline setting also both from CE's weights (the warm-start option) and
-        the ``meta_weight`` sweep, whose member is chosen on the validation set."""
+        from the initialisation; at the headline setting, unless ``ablation_only``, also both from CE's weights (the
+        warm-start option) and the ``meta_weight`` sweep, whose member is chosen on the validation set."""
         study, weight = self.task.study, self.mlnt_config.meta_weight
         warm = {"warm_start": True, "epochs": study.warm.epochs, "ramp_start": study.warm.ramp_start,
                 "ramp_end": study.warm.ramp_end}
         runs: dict[str, dict] = {"ema_control": {"meta_weight": 0.0}, "mlnt": {}}
         sweep = {}
-        if self.task.setting == study.headline:
+        if self.task.setting == study.headline and not ablation_only:
             runs.update({"ema_control_warm": {"meta_weight": 0.0, **warm}, "mlnt_warm": warm})
             sweep = {_sweep_name(m): m * weight for m in study.sweep}
             runs.update({name: {"meta_weight": w} for name, w in sweep.items() if name not in runs})

@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from benchmarks.quality import inner_lr
+from benchmarks.quality import inner_lr, probe, seeds
 from benchmarks.quality import report as quality_report
 from benchmarks.quality import study as quality
 from components.common.code import code_of
@@ -329,23 +329,64 @@ def test_the_inner_lr_probe_trains_on_the_study_cells_and_reports_against_the_co
         inner_lr.render(found, three)  # a quick probe against a full study (make docs after a stray --quick)
 
 
+def test_more_seeds_train_the_control_and_mlnt_and_pool_with_the_study_once_its_cell_reproduces(study):
+    """benchmarks.quality.seeds: the study's own cell trained again gives results.json's figures, the new seeds' cells
+    train CE, the control and MLNT only, and the page's paired differences are those of the pooled seeds."""
+    tmp, _, results, _ = study
+    output = tmp / "docs" / "quality" / "seeds.md"
+    assert seeds.main(["--quick", "--work", str(tmp / "work"), "--results", str(output.with_name("results.json")),
+                       "--output", str(output), "--data", str(tmp / "fashion-mnist"), "--params",
+                       str(ROOT / "params.yaml"), "--workers", "1", "--seeds", "1"]) == 0
+    found = json.loads(output.with_suffix(".json").read_text())
+    assert [(r["setting"], r["seed"]) for r in found["records"]] == [("symmetric-50", 0), ("symmetric-50", 1)]
+    assert seeds.check_problems(found, results) == []  # the check cell: results.json's figures, to the last digit
+    assert sorted(p.name for p in (tmp / "work" / "symmetric-50-seed1-seeds").iterdir() if p.is_dir()) == [
+        "ce", "ema_control", "mlnt", "noise"]  # no Confident Learning, sweep or warm start
+    study_cell = next(r for r in results["records"] if r["setting"] == "symmetric-50" and r["part"] == "main")
+    by_seed = {0: study_cell["methods"], 1: found["records"][1]["methods"]}
+    gaps = [100 * (by_seed[s]["mlnt"]["accuracy"] - by_seed[s]["ema_control"]["accuracy"]) for s in (0, 1)]
+    rows = table(output.read_text(), "## symmetric-50: 2 seeds (0, 1)")
+    assert rows[5][:2] == ["MLNT − control", f"{np.mean(gaps):+.2f}"]
+    assert f"0: {gaps[0]:+.2f}, 1: {gaps[1]:+.2f}" in output.read_text()
+    changed = json.loads(json.dumps(found))
+    changed["records"][0]["methods"]["mlnt"]["accuracy"] += 0.001
+    with pytest.raises(ValueError, match=r"did not reproduce the study's figures, so its seeds do not pool with these: "
+                                         r"symmetric-50 seed 0 mlnt accuracy: results.json"):
+        seeds.render(changed, results)
+    with pytest.raises(SystemExit, match=r"expected seeds the study has not run, found \[0\]"):
+        seeds.cells(quality.QUICK, {}, tmp, tmp, 1, ("symmetric-50",), (0, 1), check=("symmetric-50", 0))
+
+
+def test_the_paired_differences_are_a_t_interval_and_a_signed_rank_test():
+    found = seeds.paired(np.array([0.01, 0.02, 0.03]))  # accuracies: 1, 2 and 3 points
+    half = 4.302653 / np.sqrt(3)  # Student's t, 2 degrees of freedom, 97.5 %
+    assert found["mean"] == pytest.approx(2.0) and found["sd"] == pytest.approx(1.0)
+    assert (found["low"], found["high"]) == (pytest.approx(2 - half), pytest.approx(2 + half))
+    assert (found["positive"], found["n"]) == (3, 3) and found["p"] == pytest.approx(0.25)  # 2 of 8 sign patterns
+    assert seeds._verdict(found) == "not_shown"  # 2 - 2.48 < 0: three seeds this spread show nothing
+    assert seeds._verdict(seeds.paired(np.array([0.010, 0.012, 0.011]))) == "shown"
+    assert seeds._verdict(seeds.paired(np.array([-0.01, -0.02, -0.015]))) == "worse"
+
+
+@pytest.mark.parametrize("module", [inner_lr, seeds])
 @pytest.mark.parametrize(("argv", "paths"), [
-    ([], ("artifacts/quality", "docs/quality/results.json", "docs/quality/inner_lr.md")),
+    ([], ("artifacts/quality", "docs/quality/results.json", "docs/quality/{page}")),
     (["--quick"], ("artifacts/quality-quick", "artifacts/quality-quick/quality/results.json",
-                   "artifacts/quality-quick/quality/inner_lr.md")),  # where `benchmarks.quality --quick` wrote
+                   "artifacts/quality-quick/quality/{page}")),  # where `benchmarks.quality --quick` wrote
 ])
-def test_the_inner_lr_probe_reads_and_writes_beside_its_study(monkeypatch, tmp_path, argv, paths):
+def test_a_probe_reads_and_writes_beside_its_study(monkeypatch, tmp_path, module, argv, paths):
     monkeypatch.chdir(tmp_path)
     Path(paths[1]).parent.mkdir(parents=True)
     Path(paths[1]).write_text('{"records": "the study\'s"}')  # only there: the probe reads no other study
     used = {}
-    monkeypatch.setattr(inner_lr, "probe", lambda results, study, work, **kw: used.update(work=work, results=results)
-                        or {"runs": [], "wall_seconds": 0})
-    monkeypatch.setattr(inner_lr, "write_json", lambda path, found: used.update(output=path.with_suffix(".md")))
-    monkeypatch.setattr(inner_lr, "render", lambda found, results: "")
-    monkeypatch.setattr(inner_lr, "write_text", lambda path, text: None)
-    assert inner_lr.main(argv) == 0
-    assert (used["work"], used["output"]) == (Path(paths[0]), Path(paths[2]))
+    monkeypatch.setattr(module, "run_probe", lambda results, study, work, **kw: used.update(work=work, results=results)
+                        or {"runs": [], "records": [], "wall_seconds": 0})
+    monkeypatch.setattr(probe, "write_json", lambda path, found: used.update(output=path.with_suffix(".md")))
+    monkeypatch.setattr(module, "render", lambda found, results: "")
+    monkeypatch.setattr(probe, "write_text", lambda path, text: used.update(page=path))
+    assert module.main(argv) == 0
+    page = Path(paths[2].format(page=Path(module.__file__).stem + ".md"))
+    assert (used["work"], used["output"], used["page"]) == (Path(paths[0]), page, page)
     assert used["results"] == {"records": "the study's"}
 
 
