@@ -74,12 +74,14 @@ docs:  ## every generated doc again from its committed data, nothing measured (t
 	$(PY) -m benchmarks.speed.report
 	$(PY) -m benchmarks.quality.report
 	$(PY) -m benchmarks.quality.inner_lr --render
+	$(PY) -m benchmarks.quality.seeds --render
 	$(PY) -m docs.generate
 
-quality: setup data  ## the quality study, ablation and inner_lr probe from scratch (about 76 min on 2 cores): docs/results.md, docs/quality/
+quality: setup data  ## the quality study, ablation, inner_lr probe and more seeds from scratch (about 125 min on 2 cores): docs/results.md, docs/quality/
 	rm -rf artifacts/quality
 	$(PY) -m benchmarks.quality --work artifacts/quality --output docs/results.md
 	$(PY) -m benchmarks.quality.inner_lr --work artifacts/quality --output docs/quality/inner_lr.md
+	$(PY) -m benchmarks.quality.seeds --work artifacts/quality --output docs/quality/seeds.md
 
 serve: setup  ## serve a released model on port 8080 (MODEL=releases/latest, PORT=8080): KServe, v1 and v2 REST, v2 gRPC on 8081
 	$(PY) -m serving --model $(or $(MODEL),releases/latest) --http-port $(or $(PORT),8080)

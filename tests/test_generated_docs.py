@@ -1,7 +1,8 @@
 """Every generated doc is the rendering of its committed data: a doc edited by hand, or data changed without the
 doc rendered again, fails here, naming the doc and the command that renders it.
 
-- docs/benchmarks.md, docs/results.md, docs/quality/inner_lr.md: rendered again from their JSON and compared;
+- docs/benchmarks.md, docs/results.md, docs/quality/inner_lr.md, docs/quality/seeds.md: rendered again from their
+  JSON and compared;
 - the generated blocks of docs/serving.md and docs/monitoring.md (``docs.generate``): likewise, and the release
   they quote (``docs/release/``) is one release, the one docs/pipeline-run.md says the run released;
 - docs/pipeline-run.md, whose artifacts are not in git: the md5 of every artifact it was rendered from must be the
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from benchmarks.quality import inner_lr
+from benchmarks.quality import inner_lr, seeds
 from benchmarks.quality import report as quality_report
 from benchmarks.speed import report as bench_report
 from components.common import report
@@ -41,6 +42,9 @@ RENDERED = {  # doc: (its data, the command that renders it again, the rendering
     "docs/quality/inner_lr.md": ("docs/quality/inner_lr.json", "python -m benchmarks.quality.inner_lr --render",
                                  lambda: inner_lr.render(_json("docs/quality/inner_lr.json"),
                                                          _json("docs/quality/results.json"))),
+    "docs/quality/seeds.md": ("docs/quality/seeds.json", "python -m benchmarks.quality.seeds --render",
+                              lambda: seeds.render(_json("docs/quality/seeds.json"),
+                                                   _json("docs/quality/results.json"))),
 }
 
 
@@ -54,7 +58,8 @@ def test_the_doc_is_the_rendering_of_its_committed_data(doc):
 
 # --- figures quoted in prose ------------------------------------------------------------------------------------
 
-GENERATED = ("docs/results.md", "docs/quality/inner_lr.md", "docs/pipeline-run.md", "docs/benchmarks.md")
+GENERATED = ("docs/results.md", "docs/quality/inner_lr.md", "docs/quality/seeds.md", "docs/pipeline-run.md",
+             "docs/benchmarks.md")
 # (doc, where its quoted figures start, where they end, which are checked): "signed", every difference (a figure
 # with a sign or a ± spread); "all", every decimal figure
 QUOTED = {"quality.md, What we learned": ("docs/quality.md", "\n## What we learned\n", "\n## ", "signed"),
@@ -96,10 +101,13 @@ def test_every_figure_the_prose_quotes_is_in_a_generated_doc(part):
 
 def test_the_readme_states_the_recorded_time_of_make_quality():
     results, probe = _json("docs/quality/results.json"), _json("docs/quality/inner_lr.json")
+    more = _json("docs/quality/seeds.json")
     study = results["wall_seconds"] + sum(r["wall_seconds"] for r in results.get("reruns", []))
     text = re.sub(r"\s+", " ", _quoted("README.md", "\n## How much better than cross-entropy?", "\n## "))
-    stated = (f"({(study + probe['wall_seconds']) / 60:.1f} minutes on 2 CPU cores: {study / 60:.1f} for the study, "
-              f"as results.md records, and {probe['wall_seconds'] / 60:.1f} for the inner learning rates")
+    total = study + probe["wall_seconds"] + more["wall_seconds"]
+    stated = (f"({total / 60:.1f} minutes on 2 CPU cores: {study / 60:.1f} for the study, as results.md records, "
+              f"{probe['wall_seconds'] / 60:.1f} for the inner learning rates, as inner_lr.md records, and "
+              f"{more['wall_seconds'] / 60:.1f} for more seeds, as seeds.md records")
     assert stated in text, f"README.md: expected `make quality`'s recorded time, {stated!r}"
 
 

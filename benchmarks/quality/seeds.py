@@ -31,7 +31,7 @@ from scipy import stats
 
 from benchmarks.quality import probe
 from benchmarks.quality import study as quality
-from benchmarks.quality.report import pct
+from benchmarks.quality.report import mean_std, pct
 from benchmarks.template import Template
 
 SETTINGS = ("symmetric-50", "asymmetric-40", "instance-40")  # where MLNT minus control was positive on seeds 0-2
@@ -92,7 +92,8 @@ def check_problems(found: dict, results: dict) -> list[str]:
 
 
 def render(found: dict, results: dict) -> str:
-    """The page: the check, then per setting the pooled seeds' accuracies and paired differences."""
+    """The page: the check, then per setting the pooled seeds' accuracies and paired differences (of the released
+    models, and of MLNT's and the control's students at their last step)."""
     problems = check_problems(found, results)
     if problems:
         raise ValueError("seeds: the check cell did not reproduce the study's figures, so its seeds do not pool "
@@ -103,8 +104,9 @@ def render(found: dict, results: dict) -> str:
         by_seed = {**_records(study_records, setting), **_records(found["records"], setting)}
         seeds = sorted(by_seed)
         acc = {m: np.array([by_seed[s][m]["accuracy"] for s in seeds]) for m in METHODS}
+        last = {m: np.array([by_seed[s][m]["student_last_accuracy"] for s in seeds]) for m in ("mlnt", "ema_control")}
         gaps = {"mlnt_control": acc["mlnt"] - acc["ema_control"], "control_ce": acc["ema_control"] - acc["ce_early"],
-                "mlnt_ce": acc["mlnt"] - acc["ce_early"]}
+                "mlnt_ce": acc["mlnt"] - acc["ce_early"], "students": last["mlnt"] - last["ema_control"]}
         pooled.append(gaps["mlnt_control"])
         sections.append(TEMPLATE.fill(
             "setting", setting=setting, n=len(seeds), seeds=_span(seeds),
@@ -127,7 +129,7 @@ def paired(gap: np.ndarray) -> dict:
     """Mean, standard deviation and 95 % t-interval of per-seed differences (in points), the count of positive
     seeds, and the two-sided Wilcoxon signed-rank p-value."""
     points = 100 * np.asarray(gap, dtype=float)
-    n, mean, sd = points.size, float(points.mean()), float(points.std(ddof=1))
+    (mean, sd), n = mean_std(points), points.size
     half = float(stats.t.ppf(0.975, n - 1)) * sd / np.sqrt(n)
     nonzero = points[points != 0]
     p = float(stats.wilcoxon(nonzero).pvalue) if nonzero.size else 1.0

@@ -346,7 +346,7 @@ def test_more_seeds_train_the_control_and_mlnt_and_pool_with_the_study_once_its_
     by_seed = {0: study_cell["methods"], 1: found["records"][1]["methods"]}
     gaps = [100 * (by_seed[s]["mlnt"]["accuracy"] - by_seed[s]["ema_control"]["accuracy"]) for s in (0, 1)]
     rows = table(output.read_text(), "## symmetric-50: 2 seeds (0, 1)")
-    assert rows[5][:2] == ["MLNT − control", f"{np.mean(gaps):+.2f}"]
+    assert rows[5][:2] == ["MLNT − control", f"{np.mean(gaps):+.2f} ± {np.std(gaps, ddof=1):.2f}"]
     assert f"0: {gaps[0]:+.2f}, 1: {gaps[1]:+.2f}" in output.read_text()
     changed = json.loads(json.dumps(found))
     changed["records"][0]["methods"]["mlnt"]["accuracy"] += 0.001
