@@ -43,7 +43,7 @@ def run_one(task: quality.Task, inner_lr: float, threads: int) -> dict:
 
 
 def run_probe(results: dict, study: quality.StudyConfig, *, work: Path, workers: int,
-          inner_lrs: tuple[float, ...] = INNER_LRS) -> dict:
+              inner_lrs: tuple[float, ...] = INNER_LRS) -> dict:
     """Every (seed, α) of the headline setting whose cell the study left under ``work``."""
     cells = [quality.Task(study.headline, seed, study, results["params"], str(work / "ingest"), str(work))
              for seed in study.seeds]

@@ -61,8 +61,8 @@ def cells(study: quality.StudyConfig, params: dict, ingested: Path, work: Path, 
 
 
 def run_probe(results: dict, study: quality.StudyConfig, *, results_path: Path, work: Path, data: Path,
-          params_file: Path, workers: int, settings: tuple[str, ...] = SETTINGS, seeds: tuple[int, ...] = SEEDS,
-          check: tuple[str, int] = CHECK) -> dict:
+              params_file: Path, workers: int, settings: tuple[str, ...] = SETTINGS, seeds: tuple[int, ...] = SEEDS,
+              check: tuple[str, int] = CHECK) -> dict:
     """Train the cells (a cell finished earlier with the same code is taken from its cache) and keep, for each, the
     figures of ``METHODS``."""
     threads = quality.threads_per_cell(workers)
