@@ -357,6 +357,28 @@ def test_more_seeds_train_the_control_and_mlnt_and_pool_with_the_study_once_its_
         seeds.cells(quality.QUICK, {}, tmp, tmp, 1, ("symmetric-50",), (0, 1), check=("symmetric-50", 0))
 
 
+def test_more_seeds_of_another_setting_are_added_to_the_recorded_run():
+    """``--add``: the new setting's records join the recorded ones (in the study's order), the time adds up and the
+    page says how many invocations made it; another run's seeds, check cell or threads are refused."""
+    def run(settings, seconds, **changes):
+        records = [{"setting": s, "seed": seed, "methods": {}} for s in ("asymmetric-40", *settings)
+                   for seed in ((0,) if s == "asymmetric-40" else ()) + (3, 4)]
+        return {"settings": list(settings), "seeds": [3, 4], "check": {"setting": "asymmetric-40", "seed": 0},
+                "records": records, "wall_seconds": seconds, "workers": 2, "threads_per_worker": 1,
+                "invocations": 1, **changes}
+
+    joined = seeds.add(run(["symmetric-50", "asymmetric-40"], 100.0), run(["symmetric-20"], 50.0))
+    assert joined["settings"] == ["symmetric-20", "symmetric-50", "asymmetric-40"]
+    assert (joined["wall_seconds"], joined["invocations"]) == (150.0, 2)
+    assert sorted((r["setting"], r["seed"]) for r in joined["records"]) == [
+        ("asymmetric-40", 0), ("asymmetric-40", 3), ("asymmetric-40", 4), ("symmetric-20", 3), ("symmetric-20", 4),
+        ("symmetric-50", 3), ("symmetric-50", 4)]
+    assert seeds.TEMPLATE.fill("invocations", count=2) == " over 2 invocations (`--add`; the check cell in each)"
+    with pytest.raises(SystemExit, match=r"--add: expected the recorded run's seeds, check, threads_per_worker "
+                                         r"\(\[3, 4\]"):
+        seeds.add(run(["symmetric-50"], 100.0), run(["symmetric-20"], 50.0, seeds=[3, 4, 5]))
+
+
 def test_the_paired_differences_are_a_t_interval_and_a_signed_rank_test():
     found = seeds.paired(np.array([0.01, 0.02, 0.03]))  # accuracies: 1, 2 and 3 points
     half = 4.302653 / np.sqrt(3)  # Student's t, 2 degrees of freedom, 97.5 %
