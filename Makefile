@@ -77,7 +77,7 @@ docs:  ## every generated doc again from its committed data, nothing measured (t
 	$(PY) -m benchmarks.quality.seeds --render
 	$(PY) -m docs.generate
 
-quality: setup data  ## the quality study, ablation, inner_lr probe and more seeds from scratch (about 125 min on 2 cores): docs/results.md, docs/quality/
+quality: setup data  ## the quality study, ablation, inner_lr probe and more seeds from scratch (about 155 min on 2 cores): docs/results.md, docs/quality/
 	rm -rf artifacts/quality
 	$(PY) -m benchmarks.quality --work artifacts/quality --output docs/results.md
 	$(PY) -m benchmarks.quality.inner_lr --work artifacts/quality --output docs/quality/inner_lr.md

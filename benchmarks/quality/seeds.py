@@ -136,7 +136,8 @@ def render(found: dict, results: dict) -> str:
             per_seed=", ".join(f"{s}: {100 * g:+.2f}" for s, g in zip(seeds, gaps["mlnt_control"], strict=True)),
             verdict=TEMPLATE.fill(_verdict(paired(gaps["mlnt_control"])))))
     check = found["check"]
-    return TEMPLATE.fill("page", settings=", ".join(found["settings"]), new_seeds=_span(found["seeds"]),
+    return TEMPLATE.fill("page", settings=", ".join(found["settings"]), count=len(found["settings"]),
+                         new_seeds=_span(found["seeds"]),
                          study_seeds=_span(results["study"]["seeds"]), check_setting=check["setting"],
                          check_seed=check["seed"], minutes=found["wall_seconds"] / 60, workers=found["workers"],
                          invocations=TEMPLATE.fill("invocations", count=found["invocations"])

@@ -373,7 +373,8 @@ def test_more_seeds_of_another_setting_are_added_to_the_recorded_run():
     assert sorted((r["setting"], r["seed"]) for r in joined["records"]) == [
         ("asymmetric-40", 0), ("asymmetric-40", 3), ("asymmetric-40", 4), ("symmetric-20", 3), ("symmetric-20", 4),
         ("symmetric-50", 3), ("symmetric-50", 4)]
-    assert seeds.TEMPLATE.fill("invocations", count=2) == " over 2 invocations (`--add`; the check cell in each)"
+    assert seeds.TEMPLATE.fill("invocations", count=2) == (" over 2 invocations (`--add`, each training the check "
+                                                           "cell again)")
     with pytest.raises(SystemExit, match=r"--add: expected the recorded run's seeds, check, threads_per_worker "
                                          r"\(\[3, 4\]"):
         seeds.add(run(["symmetric-50"], 100.0), run(["symmetric-20"], 50.0, seeds=[3, 4, 5]))
