@@ -106,7 +106,7 @@ def check_problems(found: dict, results: dict) -> list[str]:
     setting, seed = found["check"]["setting"], found["check"]["seed"]
     again = _records(found["records"], setting)[seed]
     study = _records([r for r in results["records"] if r.get("part", "main") == "main"], setting)[seed]
-    return [f"{setting} seed {seed} {method} {key}: results.json {study[method][key]!r}, again {value!r}"
+    return [f"{setting} seed {seed} {method} {key}: results.json {study[method].get(key, 'none')!r}, again {value!r}"
             for method in METHODS for key, value in again[method].items() if study[method].get(key) != value]
 
 
