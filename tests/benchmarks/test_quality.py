@@ -354,7 +354,8 @@ def test_more_seeds_train_the_control_and_mlnt_and_pool_with_the_study_once_its_
                                          r"symmetric-50 seed 0 mlnt accuracy: results.json"):
         seeds.render(changed, results)
     changed["records"][0]["methods"]["ce_early"]["val_accuracy"] = 0.5  # a figure the study did not record
-    assert "ce_early val_accuracy: results.json 'none', again 0.5" in seeds.check_problems(changed, results)
+    assert "symmetric-50 seed 0 ce_early val_accuracy: results.json 'none', again 0.5" in seeds.check_problems(
+        changed, results)
     with pytest.raises(SystemExit, match=r"expected seeds the study has not run, found \[0\]"):
         seeds.cells(quality.QUICK, {}, tmp, tmp, 1, ("symmetric-50",), (0, 1), check=("symmetric-50", 0))
 
