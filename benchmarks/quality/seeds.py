@@ -127,14 +127,15 @@ def render(found: dict, results: dict) -> str:
         gaps = {"mlnt_control": acc["mlnt"] - acc["ema_control"], "control_ce": acc["ema_control"] - acc["ce_early"],
                 "mlnt_ce": acc["mlnt"] - acc["ce_early"], "students": last["mlnt"] - last["ema_control"]}
         pooled.append(gaps["mlnt_control"])
+        tested = {name: paired(gap) for name, gap in gaps.items()}
         sections.append(TEMPLATE.fill(
             "setting", setting=setting, n=len(seeds), seeds=_span(seeds),
             accuracy_rows="\n".join(TEMPLATE.fill("accuracy_row", method=TEMPLATE.fill(m), accuracy=pct(list(acc[m])))
                                     for m in METHODS),
-            gap_rows="\n".join(TEMPLATE.fill("gap_row", comparison=TEMPLATE.fill(name), **paired(gap))
-                               for name, gap in gaps.items()),
+            gap_rows="\n".join(TEMPLATE.fill("gap_row", comparison=TEMPLATE.fill(name), **row)
+                               for name, row in tested.items()),
             per_seed=", ".join(f"{s}: {100 * g:+.2f}" for s, g in zip(seeds, gaps["mlnt_control"], strict=True)),
-            verdict=TEMPLATE.fill(_verdict(paired(gaps["mlnt_control"])))))
+            verdict=TEMPLATE.fill(_verdict(tested["mlnt_control"]))))
     check = found["check"]
     return TEMPLATE.fill("page", settings=", ".join(found["settings"]), count=len(found["settings"]),
                          new_seeds=_span(found["seeds"]),
