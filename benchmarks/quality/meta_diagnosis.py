@@ -10,10 +10,17 @@ synthetic labels, for each mode and inner learning rate α:
 * ``meta``: J itself, in the reference codes' units, next to ``ce``.
 
 The gradients are those of ``model.mlnt`` (the tested ones); nothing here trains.
+
+The quality study measures it on its cells; on the pipeline's own run (``dvc repro``'s ``artifacts/``, or a
+recipe's), ``python -m benchmarks.quality.meta_diagnosis [--artifacts DIR]`` prints the table, so a team can see
+whether the meta loss moves its model at all before paying for it.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import sys
 from pathlib import Path
 
 import torch
@@ -21,22 +28,32 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from components.common.atomic import write_json
+from components.common.config import CONFIG_FILE, ConfigError, build, printable
+from components.common.errors import DataError
 from components.common.model_file import load_model
 from components.common.splits import load_split
+from components.mlnt import MlntStepConfig
 from model.mlnt import MODES, meta_loss
 from model.neighbours import synthetic_labels
+from model.trainer import Data
 
 INNER_LRS = (0.2, 2.0, 20.0)
 BATCHES = 6
 
 
-def diagnose(cell: Path, *, run: str, ingest: Path, config, inner_lrs: tuple[float, ...] = INNER_LRS,
-             batches: int = BATCHES) -> dict:
-    """The measurements above for the run in ``cell / run``; ``config`` is its ``MlntStepConfig``."""
-    train_data, _, _ = load_split(ingest, cell / "noise")
-    student, _ = load_model(cell / run / "student.pt")
-    target_net, _ = load_model(cell / run / "teacher.pt")
-    features_net, _ = load_model(cell / "ce" / "model.pt")
+def diagnose(run: Path, *, ingest: Path, noise: Path, features: Path, config,
+             inner_lrs: tuple[float, ...] = INNER_LRS, batches: int = BATCHES) -> dict:
+    """The measurements above for the MLNT run in the folder ``run`` (its ``student.pt`` and ``teacher.pt``), trained
+    on ``ingest``'s images with ``noise``'s labels and ``features``' (a CE model file's) neighbours; ``config`` is its
+    ``MlntStepConfig``."""
+    train_data, _, _ = load_split(ingest, noise)
+    if not isinstance(train_data, Data):
+        raise DataError(f"{ingest}: expected a dataset ingested as arrays (train.npz), found shards: the diagnosis "
+                        "draws its batches in memory")
+    student, _ = load_model(run / "student.pt")
+    target_net, _ = load_model(run / "teacher.pt")
+    features_net, _ = load_model(features)
     for net in (target_net, features_net):
         net.eval()
     student.train()
@@ -66,7 +83,7 @@ def diagnose(cell: Path, *, run: str, ingest: Path, config, inner_lrs: tuple[flo
                 row["shift"].append(shifts[alpha, mode == "head"])
                 row["meta"].append(float(meta.detach()))
                 row["ce"].append(float(ce.detach()))
-    return {"run": run, "meta_weight": config.meta_weight, "batches": batches,
+    return {"run": run.name, "meta_weight": config.meta_weight, "batches": batches,
             "rows": {key: {k: sum(v) / len(v) for k, v in row.items()} for key, row in rows.items()}}
 
 
@@ -86,3 +103,72 @@ def _prediction_shift(net: nn.Module, x: Tensor, synth: Tensor, alpha: float, *,
 
 def _flat(grads) -> Tensor:
     return torch.cat([g.reshape(-1) for g in grads])
+
+
+# --- the command line ---------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m benchmarks.quality.meta_diagnosis``: the table for the pipeline's MLNT run; 0, or 1 with one
+    error line when the run's files cannot be read."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.quality.meta_diagnosis",
+                                     description="How large the meta loss's gradient is next to cross-entropy's in a "
+                                                 "finished MLNT run, for each mode and inner learning rate; trains "
+                                                 "nothing.")
+    parser.add_argument("--artifacts", type=Path, default=Path("artifacts"), metavar="DIR",
+                        help="the pipeline's outputs: DIR/ingest, DIR/noise, DIR/baseline/model.pt (the neighbours' "
+                             "features), DIR/mlnt (the run: student.pt, teacher.pt, config.json); default artifacts")
+    parser.add_argument("--batches", type=int, default=BATCHES, help=f"training batches averaged (default {BATCHES})")
+    parser.add_argument("--inner-lr", type=float, nargs="+", default=list(INNER_LRS), metavar="ALPHA",
+                        help="the inner learning rates (default: %(default)s); the run's own is always measured, "
+                             "and marked")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="also write the measurements to FILE")
+    args = parser.parse_args(argv)
+    if args.batches < 1 or min(args.inner_lr) <= 0:
+        parser.error(f"expected --batches >= 1 and every --inner-lr > 0, found {args.batches} and {args.inner_lr}")
+    root = args.artifacts
+    try:
+        record = _read_record(root / "mlnt" / CONFIG_FILE)
+        config = build(MlntStepConfig, record, where=f"{root / 'mlnt' / CONFIG_FILE}")
+        found = diagnose(root / "mlnt", ingest=root / "ingest", noise=root / "noise",
+                         features=root / "baseline" / "model.pt", config=config,
+                         inner_lrs=tuple(sorted({*args.inner_lr, config.inner_lr})), batches=args.batches)
+    except (ValueError, OSError) as err:  # DataError and ConfigError are ValueErrors
+        print(f"error: meta_diagnosis: {printable(err)}", file=sys.stderr)
+        return 1
+    print(table(found, config, where=root / "mlnt"))
+    if args.json:
+        write_json(args.json, found)
+        print(f"meta_diagnosis: the measurements -> {args.json}")
+    return 0
+
+
+def _read_record(path: Path) -> dict:
+    """A step's ``config.json``: the config it ran with."""
+    if not path.is_file():
+        raise DataError(f"{path}: expected the mlnt step's config (run `dvc repro` first), found none")
+    try:
+        record = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: expected the mlnt step's config as JSON, found {err}") from err
+    if not isinstance(record, dict):
+        raise ConfigError(f"{path}: expected a JSON object, found {type(record).__name__}")
+    return record
+
+
+def table(found: dict, config, *, where: Path) -> str:
+    """``found`` (a ``diagnose`` result for the run in ``where``) as a text table, the run's own mode and inner
+    learning rate marked ``*``."""
+    own = f"{config.mode}@{config.inner_lr:g}"
+    lines = [f"meta_diagnosis: the run in {where}, meta_weight {found['meta_weight']:g}, "
+             f"{found['batches']} batches; * the run's own mode and inner learning rate",
+             f"  {'mode@alpha':<20} {'grad_ratio':>10} {'cosine':>8} {'shift':>10} {'meta':>10} {'ce':>8}"]
+    for key, row in found["rows"].items():
+        mark = "*" if key == own else " "
+        lines.append(f"{mark} {key:<20} {row['grad_ratio']:>10.4f} {row['cosine']:>8.3f} {row['shift']:>10.2e} "
+                     f"{row['meta']:>10.4f} {row['ce']:>8.4f}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

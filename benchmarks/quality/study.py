@@ -373,7 +373,9 @@ def _diagnose(task: Task) -> dict:
     from benchmarks.quality.meta_diagnosis import diagnose  # noqa: PLC0415 - only the study's last phase
 
     _, config = training_configs(task)
-    return {"seed": task.seed, **diagnose(task.directory, run="mlnt", ingest=Path(task.ingested), config=config,
+    cell = task.directory
+    return {"seed": task.seed, **diagnose(cell / "mlnt", ingest=Path(task.ingested), noise=cell / "noise",
+                                          features=cell / "ce" / "model.pt", config=config,
                                           batches=2 if task.study == QUICK else 6)}
 
 

@@ -152,6 +152,31 @@ def test_the_diagnosis_table_is_the_records(study):
         assert row[4] == f"{measured['meta']:.3g} ± 0"
 
 
+def test_the_diagnosis_of_a_pipeline_run_is_the_studys_for_the_same_run(study, capsys):
+    from benchmarks.quality import meta_diagnosis  # noqa: PLC0415
+
+    tmp, _, results, _ = study
+    cell, pipeline = tmp / "work" / "symmetric-50-seed0", tmp / "pipeline"  # dvc repro's artifacts/, the cell's files
+    pipeline.mkdir()
+    for step, there in {"ingest": tmp / "work" / "ingest", "noise": cell / "noise", "baseline": cell / "ce",
+                        "mlnt": cell / "mlnt"}.items():
+        (pipeline / step).symlink_to(there)
+    out = tmp / "diagnosis.json"
+    assert meta_diagnosis.main(["--artifacts", str(pipeline), "--batches", "2", "--json", str(out)]) == 0
+    (recorded,) = results["diagnosis"]
+    assert json.loads(out.read_text())["rows"] == recorded["rows"]
+    printed = capsys.readouterr().out.splitlines()
+    assert [line.split()[:2] for line in printed if line.startswith("*")] == [["*", "head@0.2"]]  # the run's own
+
+
+def test_the_diagnosis_without_a_finished_run_says_what_it_expected(tmp_path, capsys):
+    from benchmarks.quality import meta_diagnosis  # noqa: PLC0415
+
+    assert meta_diagnosis.main(["--artifacts", str(tmp_path)]) == 1
+    assert capsys.readouterr().err == (f"error: meta_diagnosis: {tmp_path}/mlnt/config.json: expected the mlnt "
+                                       "step's config (run `dvc repro` first), found none\n")
+
+
 def test_no_inner_step_moves_no_prediction():
     from benchmarks.quality.meta_diagnosis import _prediction_shift  # noqa: PLC0415
 
