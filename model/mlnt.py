@@ -17,8 +17,9 @@ Why this is cheaper than the reference implementation (M independent passes):
   labels in ``mlnt_loss``) ``grad CE_m = grad CE_b + J_f^T (onehot(b) - onehot(y~_m)) / N``. The first
   term is computed once and doubles as the CE gradient of the main loss; the second has a cotangent that
   is zero wherever ``y~_m`` equals ``b`` (about two thirds of the rows with the paper's settings).
-* When no module couples the samples of a batch (no batch norm in training mode), that sparse term is a
-  gradient over the changed rows alone, so it is computed on the sub-batch ``x[changed]``.
+* When no module couples the samples of a batch (``couples_samples``: no batch norm using the batch's statistics,
+  no dropout in training mode), that sparse term is a gradient over the changed rows alone, so it is computed on
+  the sub-batch ``x[changed]``.
 * In the weight-space modes the gradient is computed here, one label set at a time: the set's fast-weight
   pass is differentiated (a first-order backward pass at the fast weights) and, in ``exact`` mode, so is its
   own part of the inner gradient, then its graphs are freed. Peak memory therefore does not grow with M.
@@ -98,15 +99,20 @@ def mlnt_loss_with_logits(net: nn.Module, inputs: Tensor, labels: Tensor, synthe
 
 
 def couples_samples(net: nn.Module) -> bool:
-    """Whether a sample's output can depend on other samples of its batch.
+    """Whether a sample's output can depend on the rest of its batch, or on a second forward pass: then the inner
+    gradient's changed-rows term is taken through the batch's own forward pass, never a pass over the changed rows.
 
-    True when a batch-norm layer is in training mode. A custom module that couples samples in another way
-    must say so with an attribute ``couples_samples = True`` on the network.
+    True when a batch-norm layer normalises with the batch's statistics (in training mode, or in any mode when it
+    keeps no running statistics), or when a dropout layer is in training mode (a second pass would draw another
+    mask, and the inner gradient would be that of no single network). A custom module that couples samples in
+    another way must say so with an attribute ``couples_samples = True`` on the network.
     """
     declared = getattr(net, "couples_samples", None)
     if declared is not None:
         return bool(declared)
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training for m in net.modules())
+    return any((isinstance(m, nn.modules.batchnorm._BatchNorm) and (m.training or m.running_mean is None))
+               or (isinstance(m, nn.modules.dropout._DropoutNd) and m.training and m.p > 0)
+               for m in net.modules())
 
 
 # --- internals ---------------------------------------------------------------------------------------------

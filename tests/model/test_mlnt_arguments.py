@@ -125,6 +125,12 @@ def test_couples_samples():
     bn = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
     assert couples_samples(bn)
     assert not couples_samples(bn.eval())
+    batch_stats = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2, track_running_stats=False))
+    assert couples_samples(batch_stats) and couples_samples(batch_stats.eval())  # the batch's statistics in eval
+    dropout = nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.5))
+    assert couples_samples(dropout)  # a second pass would draw another mask
+    assert not couples_samples(dropout.eval())
+    assert not couples_samples(nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.0)))
     declared = SmallCNN(3)
     declared.couples_samples = True
     assert couples_samples(declared)

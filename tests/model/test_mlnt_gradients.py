@@ -38,9 +38,9 @@ class TinyMLP(nn.Module):
 
 
 class TinyCNN(nn.Module):
-    def __init__(self, k=4, batch_norm=False):
+    def __init__(self, k=4, batch_norm=False, running_stats=True):
         super().__init__()
-        norm = nn.BatchNorm2d(3) if batch_norm else nn.Identity()
+        norm = nn.BatchNorm2d(3, track_running_stats=running_stats) if batch_norm else nn.Identity()
         self.body = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), norm, nn.Softplus(), nn.AvgPool2d(2),
                                   nn.Flatten(), nn.Linear(3 * 2 * 2, 5), nn.Softplus())
         self.head = nn.Linear(5, k)
@@ -111,6 +111,17 @@ def test_mlnt_loss_gradient_matches_reference(net_cls, kw, mode):
     ours = mlnt_loss(net, x, labels, synth, teacher, inner_lr=0.2, meta_weight=0.7, mode=mode)
     ref_ce = F.cross_entropy(functional_call(net, {n: b.clone() for n, b in net.named_buffers()}, (x,)), labels)
     ref = ref_ce + 0.7 * reference_meta(net, x, synth, teacher, 0.2, mode)
+    assert abs(ours.item() - ref.item()) <= TOL
+    for a, b in zip(grads_of(ours, net), grads_of(ref, net), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=TOL)
+
+
+@pytest.mark.parametrize("mode", ["exact", "first_order", "head"])
+def test_a_batch_norm_without_running_statistics_couples_samples_in_eval_mode_too(mode):
+    net, x, labels, synth, teacher = make_problem(TinyCNN, 2, batch_norm=True, running_stats=False)
+    net.eval()  # it still normalises with the batch's statistics: no gradient over the changed rows alone
+    ours = mlnt_loss(net, x, labels, synth, teacher, inner_lr=0.2, meta_weight=0.7, mode=mode)
+    ref = F.cross_entropy(net(x), labels) + 0.7 * reference_meta(net, x, synth, teacher, 0.2, mode)
     assert abs(ours.item() - ref.item()) <= TOL
     for a, b in zip(grads_of(ours, net), grads_of(ref, net), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=TOL)
