@@ -114,7 +114,9 @@ class MlntConfig(TrainConfig):
     teacher is copied from the student, and from then on the meta loss ramps up to ``meta_weight`` at
     ``ramp_end`` while the teacher follows the student with EMA decay ``ema_during_ramp``, then
     ``ema_after_ramp``. The ramp's u counts from ``ramp_start`` (``ramp_from: start``, the Clothing1M code) or from
-    epoch 0 (``ramp_from: zero``, the CIFAR-10 re-implementation: "during the first 20 epochs"). ``meta_weight``
+    epoch 0 (``ramp_from: zero``, the CIFAR-10 re-implementation: "during the first 20 epochs"). The Clothing1M
+    code's first meta step is one iteration later (``batch_idx > start_iter``): at ``ramp_start`` itself it takes
+    a plain CE step where this takes the meta loss at ``meta_weight * exp(-5)``; later steps agree. ``meta_weight``
     is in the reference codes' units (``model.mlnt``). The model kept is the better of student and teacher on the
     validation set, at any validation (every ``eval_every`` steps and each epoch end). ``meta_weight = 0`` trains
     the same EMA teacher on plain CE: the control that isolates meta-learning.
