@@ -81,3 +81,19 @@ def require_file(path: Path, what: str) -> Path:
     if not path.is_file():
         raise DataError(f"{path}: expected {what}, found no such file")
     return path
+
+
+def not_utf8(path: Path, err: UnicodeDecodeError) -> DataError:
+    """The ``DataError`` for a text file ``path`` that ``err`` found not to be UTF-8, naming the line and the byte
+    (a decoder reading in chunks knows only its place in the chunk: the file is read again to find it)."""
+    raw = path.read_bytes()
+    try:
+        raw.decode("utf-8")
+        start = -1  # the file changed since: name no line
+    except UnicodeDecodeError as again:
+        start = again.start
+    if start < 0:
+        return DataError(f"{path}: expected UTF-8 text, found bytes that are not ({err.reason})")
+    line = raw.count(b"\n", 0, start) + 1
+    return DataError(f"{path} line {line}: expected UTF-8 text, found byte 0x{raw[start]:02x} (byte {start} of the "
+                     f"file); save the file as UTF-8")

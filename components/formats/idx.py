@@ -21,11 +21,13 @@ IDX_IMAGES, IDX_LABELS = 0x00000803, 0x00000801
 
 def read_fashion_mnist(root: Path) -> Dataset:
     """Fashion-MNIST from the four gzipped IDX files of ``FASHION_MNIST_FILES`` in ``root``: uint8 images
-    ``[N, H, W, 1]`` and int64 labels per split, with ``FASHION_MNIST_CLASSES``. Reads only; a ``DataError`` for a
-    missing file, one outside ``root``, a wrong magic number or size, or counts that disagree."""
+    ``[N, H, W, 1]`` (square: H = W) and int64 labels per split, with ``FASHION_MNIST_CLASSES``. Reads only; a
+    ``DataError`` for a missing file, one outside ``root``, a wrong magic number or size, images that are not
+    square (or not the training images' size), or counts that disagree."""
     arrays, inputs = {}, []
     for split, (images_name, labels_name) in FASHION_MNIST_FILES.items():
         images = read_idx(inside(root, images_name, where=str(root / images_name)), IDX_IMAGES)[..., None]
+        _check_square(root / images_name, images)
         labels = read_idx(inside(root, labels_name, where=str(root / labels_name)), IDX_LABELS).astype(np.int64)
         if images.shape[0] != labels.shape[0]:
             raise DataError(f"{root / images_name}: expected as many images as {labels_name} has labels "
@@ -33,7 +35,21 @@ def read_fashion_mnist(root: Path) -> Dataset:
         check_split(split, images, labels, len(FASHION_MNIST_CLASSES), root / labels_name)
         arrays[split] = (images, labels)
         inputs += [root / images_name, root / labels_name]
+    (train_name, _), (test_name, _) = FASHION_MNIST_FILES.values()
+    (h0, w0), (height, width) = arrays["train"][0].shape[1:3], arrays["test"][0].shape[1:3]
+    if (height, width) != (h0, w0):
+        raise DataError(f"{root / test_name}: expected {w0}x{h0} images (width x height) like {train_name}, found "
+                        f"{width}x{height}")
     return Dataset(*arrays["train"], *arrays["test"], class_names=list(FASHION_MNIST_CLASSES), inputs=inputs)
+
+
+def _check_square(path: Path, images: np.ndarray) -> None:
+    """Every step downstream (the networks, the model card's input shape) takes square images: refuse others here,
+    where the file can still be named, as the image folder reader does."""
+    height, width = images.shape[1:3]
+    if height != width:
+        raise DataError(f"{path}: expected square images (width = height), found {width}x{height} images (width x "
+                        f"height)")
 
 
 def read_idx(path: Path, magic: int) -> np.ndarray:

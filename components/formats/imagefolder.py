@@ -1,24 +1,31 @@
 """A user's own images: class sub-folders, or image files plus a CSV of labels.
 
 Layouts, looked for in this order under ``path``:
-1. ``labels.csv`` with a header ``filename,label`` and optionally ``split`` (``train``, ``val`` or ``test``);
-   file names are relative to ``path`` and labels are class names.
-2. ``train/<class>/*`` and, optionally, ``val/<class>/*`` and ``test/<class>/*``.
-3. ``<class>/*``; a top-level ``val/`` or ``test/`` holding folders here is refused (it belongs beside ``train/``:
-   read as layout 3 it would become a class named ``val``, its clean images trained on).
+1. ``labels.csv`` (UTF-8) with a header ``filename,label`` and optionally ``split`` (``train``, ``val`` or
+   ``test``; ``valid`` and ``validation`` name ``val`` too); file names are relative to ``path`` and labels are
+   class names.
+2. ``train/<class>/*`` and, optionally, ``val/<class>/*`` (or ``valid/`` or ``validation/``: one of them, as
+   torchvision, Kaggle and Hugging Face name it) and ``test/<class>/*``. Another folder beside ``train/`` holding
+   folders named like its classes is refused (a split under a name not read would be dropped unsaid).
+3. ``<class>/*``; a top-level ``val/`` (``valid/``, ``validation/``) or ``test/`` holding folders, or any folder
+   holding folders named like the classes, is refused (it belongs beside ``train/``: read as layout 3 it would
+   become a class named ``val``, its clean images trained on).
 In the folder layouts, a class is a folder whose name does not start with ``.``; its images are the files under it
 (at any depth, hidden names aside) whose extension is in ``EXTENSIONS``, and other files are skipped (counted in
-``skipped``, for ingest to report); a class folder with no image is a ``DataError`` naming it and what it holds.
+``skipped``, for ingest to report); a class folder with no image is a ``DataError`` naming it and what it holds,
+and so is an image beside the class folders (``train/x.jpg``), in no class.
 The ``val`` and ``test`` splits are taken as clean-labelled (checked by hand): ``val`` is the set every selection,
 calibration and gate decision uses, ``test`` the one the gate judges. Where no test split is given,
 ``test_fraction`` of each class's training images (chosen with ``seed``; at least one of a class with two or more)
 become the test set, labelled as the rest.
 
 Every file read lies inside ``path``: a ``labels.csv`` name that is absolute or climbs out (``..``), or a file
-(``labels.csv``, an image, anything under a class folder) that is a symbolic link leading out of ``path``, is a
-``DataError`` naming the line or the file, never read. Links that stay inside ``path`` are followed. Images are
+(``labels.csv``, an image, anything under a class folder, a folder there too) that is a symbolic link leading out
+of ``path``, is a ``DataError`` naming the line or the file, never read. Links that stay inside ``path`` are
+followed, folder links too (each real folder read once per class, so a link back up cannot loop). Images are
 checked against ``max_pixels`` from their header before they are decoded. A file that ``labels.csv`` lists twice
-(in two splits, a leak, or twice in one split, with one label or two) is a ``DataError`` naming both lines.
+(in two splits, a leak, or twice in one split, with one label or two) is a ``DataError`` naming both lines, and
+so is a byte of ``labels.csv`` that is not UTF-8 (naming its line).
 """
 
 from __future__ import annotations
@@ -31,10 +38,12 @@ from pathlib import Path
 import numpy as np
 
 from components.common.errors import DataError
-from components.formats import Dataset, inside
+from components.formats import Dataset, inside, not_utf8
 from components.formats.images import MAX_PIXELS, load_image
 
 SPLITS = ("train", "val", "test")
+VAL_FOLDERS = ("val", "valid", "validation")  # the val split's names: torchvision's, Kaggle's, Hugging Face's
+SHOWN_VAL = "val/, valid/ or validation/"
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 ACCEPTED = ", ".join(sorted(EXTENSIONS))
 
@@ -118,15 +127,58 @@ def _listing(root: Path, skipped: Counter[str]) -> tuple[list[tuple[Path, str, s
     if csv_path.is_file() or csv_path.is_symlink():
         return _from_csv(inside(root, csv_path.name, where=str(csv_path)), root), [csv_path]
     if (root / "train").is_dir():
-        return [item for split in SPLITS for item in _from_folders(root, split, split, skipped)], []
-    for name in ("val", "test"):  # layout 3 would take them for classes, and train on the clean images
-        if (root / name).is_dir() and any(_class_folders(root / name)):
-            classes = [d.name for d in _class_folders(root) if d.name not in ("val", "test")]
-            shown = ", ".join(f"{c}/" for c in classes[:3]) + (", ..." if len(classes) > 3 else "")
-            raise DataError(f"{root / name}: expected {name}/ beside train/ (train/<class>/*, {name}/<class>/*), "
-                            f"found {name}/ with class folders without train/: move the class folders"
-                            f"{f' ({shown})' if shown else ''} into train/")
+        folders = _split_folders(root)
+        return [item for split, sub in folders.items() for item in _from_folders(root, sub, split, skipped)], []
+    _refuse_splits_without_train(root)
     return _from_folders(root, "", "train", skipped), []
+
+
+def _split_folders(root: Path) -> dict[str, str]:
+    """Each split's folder beside ``train/``: ``val`` is ``val/``, ``valid/`` or ``validation/`` (one of them). A
+    ``DataError`` for two val folders, or for another folder there holding folders named like ``train/``'s classes
+    (a split read under no name would be dropped unsaid)."""
+    vals = [name for name in VAL_FOLDERS if (root / name).is_dir()]
+    if len(vals) > 1:
+        found = " and ".join(f"{v}/" for v in vals)
+        raise DataError(f"{root}: expected one val split folder ({SHOWN_VAL}), found {found}: merge them into one")
+    classes = {d.name for d in _class_folders(root / "train")}
+    for folder in _class_folders(root):
+        if folder.name not in ("train", *VAL_FOLDERS, "test") and _holds_classes(folder, classes):
+            raise DataError(f"{folder}: expected beside train/ only the splits {SHOWN_VAL} and test/, found "
+                            f"{folder.name}/ holding folders named like train/'s classes ({_shown(folder, classes)}): "
+                            f"rename it to the split it is, or move it out of {root}")
+    return {"train": "train", "val": vals[0] if vals else "val", "test": "test"}
+
+
+def _refuse_splits_without_train(root: Path) -> None:
+    """Refuse, in the ``<class>/*`` layout, a top-level folder named like a split or holding folders named like the
+    classes: read as layout 3 it would become a class (``val``), its clean images trained on."""
+    tops = _class_folders(root)
+    names = {d.name for d in tops}
+    for folder in tops:
+        classes = [d.name for d in tops if d != folder]
+        shown = ", ".join(f"{c}/" for c in classes[:3]) + (", ..." if len(classes) > 3 else "")
+        move = f"move the class folders{f' ({shown})' if shown else ''} into train/"
+        if folder.name in (*VAL_FOLDERS, "test") and any(_class_folders(folder)):
+            name = folder.name
+            raise DataError(f"{folder}: expected {name}/ beside train/ (train/<class>/*, {name}/<class>/*), found "
+                            f"{name}/ with class folders without train/: {move}")
+        if _holds_classes(folder, names - {folder.name}):
+            raise DataError(f"{folder}: expected a class folder, found {folder.name}/ holding folders named like the "
+                            f"classes ({_shown(folder, names)}), a split: {move}, and {folder.name}/ beside it as "
+                            f"val/ or test/")
+
+
+def _holds_classes(folder: Path, classes: set[str]) -> bool:
+    """Whether ``folder`` looks like a split of ``classes``: its sub-folders are all class names, or two are."""
+    subs = {d.name for d in _class_folders(folder)}
+    return bool(subs & classes) and (subs <= classes or len(subs & classes) >= 2)
+
+
+def _shown(folder: Path, classes: set[str]) -> str:
+    """Up to three of ``folder``'s sub-folders named like ``classes``: ``a/, b/, c/, ...``."""
+    named = sorted({d.name for d in _class_folders(folder)} & classes)
+    return ", ".join(f"{c}/" for c in named[:3]) + (", ..." if len(named) > 3 else "")
 
 
 def _class_folders(folder: Path) -> list[Path]:
@@ -136,19 +188,19 @@ def _class_folders(folder: Path) -> list[Path]:
 
 def _from_folders(root: Path, sub: str, split: str, skipped: Counter[str]) -> list[tuple[Path, str, str]]:
     """``(file, class, split)`` for the images under ``root / sub``, each proved inside ``root``; the extensions of
-    the other non-hidden files are counted in ``skipped``, and a class folder with no image is a ``DataError``."""
+    the other non-hidden files are counted in ``skipped``. A ``DataError`` for a class folder with no image, or for
+    an image in ``root / sub`` itself beside the class folders, in none of them (it would be dropped unsaid)."""
     folder = root / sub
     if not folder.is_dir():
         return []
+    classes = _class_folders(folder)
+    if classes:  # without any, the reader's "found none" says more
+        _refuse_loose_images(folder, sub)
     real_root = Path(os.path.realpath(root))
     items = []
-    for cls in _class_folders(folder):
+    for cls in classes:
         images, other = [], Counter()
-        for p in sorted(cls.rglob("*")):
-            if any(part.startswith(".") for part in p.relative_to(cls).parts):
-                continue  # hidden files and folders (.DS_Store, ._x.jpg, .ipynb_checkpoints): never read
-            if p.is_dir():
-                continue  # a folder, whatever its name ends with (``album.jpg/``): rglob lists its files
+        for p in _files_under(cls, root, real_root):
             if p.suffix.lower() in EXTENSIONS:
                 images.append(p)
             else:
@@ -163,6 +215,37 @@ def _from_folders(root: Path, sub: str, split: str, skipped: Counter[str]) -> li
     return items
 
 
+def _refuse_loose_images(folder: Path, sub: str) -> None:
+    """A ``DataError`` for image files directly in ``folder`` (the one holding the class folders): no class names
+    them."""
+    loose = sorted(p for p in folder.iterdir() if p.suffix.lower() in EXTENSIONS and not p.name.startswith(".")
+                   and not p.is_dir())
+    if loose:
+        where = f"{sub}/<class>/*" if sub else "<class>/*"
+        many = f"{len(loose)} images" if len(loose) > 1 else "1 image"
+        raise DataError(f"{loose[0]}: expected images in class folders ({where}), found {many} in {folder} itself, "
+                        f"in no class folder: move each into its class's folder")
+
+
+def _files_under(cls: Path, root: Path, real_root: Path) -> list[Path]:
+    """The non-hidden files under ``cls`` at any depth, sorted. Folder links are followed where they stay inside
+    ``root`` (one leading out is a ``DataError``); each real folder is read once, so a link back up cannot loop.
+    Hidden files and folders (``.DS_Store``, ``._x.jpg``, ``.ipynb_checkpoints``) are never read."""
+    files, seen = [], set()
+    for top, dirs, names in os.walk(cls, followlinks=True):
+        real = os.path.realpath(top)
+        if real in seen:
+            dirs.clear()
+            continue
+        seen.add(real)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for d in dirs:
+            if os.path.islink(os.path.join(top, d)):
+                inside(root, Path(top, d).relative_to(root), where=str(Path(top, d)), real_root=real_root)
+        files += [Path(top, name) for name in names if not name.startswith(".")]
+    return sorted(files)
+
+
 def describe_skipped(other: Counter[str]) -> str:
     """``25 files with other extensions (.jfif 20, .txt 5)``: the files of ``other`` by extension, most first."""
     total = sum(other.values())
@@ -172,7 +255,15 @@ def describe_skipped(other: Counter[str]) -> str:
 
 
 def _from_csv(path: Path, root: Path) -> list[tuple[Path, str, str]]:
-    """``(file, class, split)`` for each line of the CSV ``path``, each file proved inside ``root`` and listed once."""
+    """``(file, class, split)`` for each line of the CSV ``path``, each file proved inside ``root`` and listed once;
+    a ``DataError`` naming the line of a byte that is not UTF-8."""
+    try:
+        return _read_csv(path, root)
+    except UnicodeDecodeError as err:
+        raise not_utf8(path, err) from err
+
+
+def _read_csv(path: Path, root: Path) -> list[tuple[Path, str, str]]:
     with open(path, newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
         if not reader.fieldnames or not {"filename", "label"} <= set(reader.fieldnames):
@@ -181,8 +272,10 @@ def _from_csv(path: Path, root: Path) -> list[tuple[Path, str, str]]:
         listed: dict[Path, tuple[int, str, str]] = {}  # each file's line, label and split, in the CSV's order
         for number, row in enumerate(reader, 2):
             split = (row.get("split") or "train").strip()
+            split = "val" if split in VAL_FOLDERS else split
             if split not in SPLITS:
-                raise DataError(f"{path} line {number}: expected split train, val or test, found {split!r}")
+                raise DataError(f"{path} line {number}: expected split train, val (or valid, validation) or test, "
+                                f"found {split!r}")
             label = (row["label"] or "").strip()  # a label of spaces is no label, not a class named ''
             if not (row["filename"] or "").strip() or not label:
                 raise DataError(f"{path} line {number}: expected a filename and a label, found {row}")
