@@ -29,11 +29,11 @@ from pathlib import Path
 
 import numpy as np
 
-from components.common.artifacts import read_arrays, read_json
+from components.common.artifacts import read_json, read_manifest
 from components.common.atomic import atomic_set, prepare_output, write_json, write_text
 from components.common.config import CONFIG_FILE, as_record, cli
 from components.common.model_file import check_fits, load_model
-from components.common.splits import load_split, test_digest, test_set
+from components.common.splits import load_split, read_noise_labels, test_digest, test_set
 from components.common.steps import FOLDERS
 from components.common.telemetry import reports
 from components.formats import OWN_TEST_SPLIT
@@ -200,12 +200,12 @@ def run(config: EvaluateConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOIS
               "student": Path(mlnt) / "student.pt", "teacher": Path(mlnt) / "teacher.pt"}
     nets = {name: load_model(path) for name, path in models.items()}
     _, saved = nets["teacher"]
-    manifest = read_json(ingest / "manifest.json", "ingest", "class_names", "image_shape")
+    manifest = read_manifest(ingest)
     for name, path in models.items():
         check_fits(path, nets[name][1], manifest, ingest / "manifest.json")
     names = manifest["class_names"]
     validation = validation_record(noise)  # the noise step's summary and labels, checked before any work
-    labels = _read_labels(noise)
+    labels = _read_labels(ingest, noise)
     test = test_set(ingest, saved["normalisation"], workers=config.workers)
     test_labels = test.labels.numpy()
     k = saved["num_classes"]
@@ -247,9 +247,10 @@ def validation_record(noise: Path) -> dict:
 LABEL_KEYS = ("index", "label", "clean_label", "is_noisy", "is_val")
 
 
-def _read_labels(noise: Path) -> dict[str, np.ndarray]:
-    """The arrays of the noise step's ``labels.npz`` that evaluate uses, checked (``read_arrays``)."""
-    return dict(zip(LABEL_KEYS, read_arrays(Path(noise) / "labels.npz", "noise", *LABEL_KEYS), strict=True))
+def _read_labels(ingest: Path, noise: Path) -> dict[str, np.ndarray]:
+    """The arrays of the noise step's ``labels.npz`` that evaluate uses, checked against the ingested training set
+    (``read_noise_labels``)."""
+    return read_noise_labels(ingest, noise, *LABEL_KEYS)
 
 
 def _label_issue_list(teacher, ingest: Path, noise: Path, config: EvaluateConfig, names: list[str], *,
@@ -258,7 +259,7 @@ def _label_issue_list(teacher, ingest: Path, noise: Path, config: EvaluateConfig
     truth). The detection figures count only the rows whose clean label is known (all of them under synthetic
     noise; Clothing1M's images with a clean label; none of a user's own labels under kind none); a row's
     ``injected_noise`` is left empty where its clean label is unknown, and the column dropped without ground truth."""
-    labels = _read_labels(noise) if labels is None else labels
+    labels = _read_labels(ingest, noise) if labels is None else labels
     train = ~labels["is_val"]
     rows_index, given = labels["index"][train], labels["label"][train]
     train_data, _, _ = load_split(ingest, noise, workers=config.workers)
@@ -294,7 +295,7 @@ def _label_issue_list(teacher, ingest: Path, noise: Path, config: EvaluateConfig
 def _source_keys(ingest: Path) -> list[str] | None:
     """The source key (Clothing1M's image path, an image folder's file name) of every ingested training row, where
     the dataset has them."""
-    if read_json(ingest / "manifest.json", "ingest").get("format") == "shards":
+    if read_manifest(ingest)["format"] == "shards":
         return [key.decode() for key in read_index(ingest, "train").key]
     with np.load(ingest / "train.npz") as train:
         return train["keys"].tolist() if "keys" in train.files else None

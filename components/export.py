@@ -31,12 +31,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from components.common.artifacts import read_arrays, read_json, sha256_file
+from components.common.artifacts import read_json, read_manifest, sha256_file
 from components.common.atomic import atomic_set, prepare_output, write_atomic, write_json
 from components.common.calibration import fit_temperature
 from components.common.config import CONFIG_FILE, as_record, cli
 from components.common.model_file import check_fits, load_model
-from components.common.splits import load_split, test_set
+from components.common.splits import load_split, read_noise_labels, test_set
 from components.common.steps import FOLDERS, STEPS
 from components.evaluate import expected_calibration_error
 from model.progress import progress
@@ -160,7 +160,7 @@ def run(config: ExportConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOISE_
     prepare_output(out, step="export")  # so does an output folder that cannot take the files
     name, model_file, val_accuracy = choose(baseline, mlnt)
     net, saved = load_model(model_file)
-    manifest = read_json(Path(ingest) / "manifest.json", "ingest", "class_names", "image_shape")
+    manifest = read_manifest(ingest)
     check_fits(model_file, saved, manifest, Path(ingest) / "manifest.json")
     net.eval()
     norm = saved["normalisation"]
@@ -175,7 +175,8 @@ def run(config: ExportConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOISE_
     metadata["temperature"] = str(calibration["temperature"])
     onnx_bytes = to_onnx(net, x, metadata, temperature=calibration["temperature"])
     check = parity(onnx_bytes, net, x, config.max_abs_diff, temperature=calibration["temperature"])
-    given, is_val = read_arrays(Path(noise) / "labels.npz", "noise", "label", "is_val")
+    labels = read_noise_labels(ingest, noise)
+    given, is_val = labels["label"], labels["is_val"]
     if recorded is not None:  # what each step ran with, as its outputs record it, over what the params file says
         recorded = ran_with(recorded, {"ingest": manifest.get("config"), "export": as_record(config),
                                        **{step: _ran(folder, step) for step, folder in (

@@ -102,6 +102,7 @@ def run(config: IngestConfig, *, out: Path = OUT) -> dict:
         return _ingest_clothing1m(config, root, out)
     skipped: Counter[str] = Counter()  # imagefolder: files under the class folders that are not images
     dataset = read(config, root, skipped=skipped)
+    _check_classes(dataset.class_names, root)
     splits = {"train": (dataset.train_images, dataset.train_labels), "test": (dataset.test_images, dataset.test_labels)}
     if dataset.val_labels is not None:
         splits["val"] = (dataset.val_images, dataset.val_labels)
@@ -163,8 +164,17 @@ def human_labels_path(config: IngestConfig) -> Path:
                         f"{config.human_labels!r}{link}; put CIFAR-10_human.pt beside the CIFAR-10 files") from err
 
 
+def _check_classes(names: list[str], root: Path) -> None:
+    """A ``DataError`` unless the dataset has two classes or more: with one, every model is right on every image,
+    and the gate would release one that has learnt nothing."""
+    if len(names) < 2:
+        raise DataError(f"{root}: expected at least 2 classes to tell apart, found {len(names)}"
+                        f"{': ' + repr(names[0]) if names else ''}")
+
+
 def _ingest_clothing1m(config: IngestConfig, root: Path, out: Path) -> dict:
     names = c1m.class_names(root)
+    _check_classes(names, root)
     inputs = c1m.input_files(root)
     noisy, noisy_conflicts = c1m.read_label_kv(root / "noisy_label_kv.txt", len(names))
     clean, clean_conflicts = c1m.read_label_kv(root / "clean_label_kv.txt", len(names))

@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from components.common.allocator import retain_freed_memory
+from components.common.artifacts import read_manifest
 from components.common.atomic import atomic_set, prepare_output, write_json
 from components.common.checkpoints import checkpoint_store, drop_stale_checkpoints
 from components.common.config import CONFIG_FILE, as_record, cli
 from components.common.curves import publish_curves, write_curves, write_history
-from components.common.model_file import load_model, save_model, seeded_network
+from components.common.model_file import check_fits, load_model, save_model, seeded_network
 from components.common.parallel import data_parallel
 from components.common.pretrained import imagenet_weights
 from components.common.splits import load_split, split_inputs
@@ -64,6 +65,7 @@ def run(config: MlntStepConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOIS
     train_data, val_data, meta = load_split(ingest, noise, workers=config.workers, augment=config.augment)
     inputs = [*split_inputs(ingest, noise), Path(baseline) / "model.pt"]
     baseline_net, saved = load_model(Path(baseline) / "model.pt")  # checked before the checkpoint folder is taken
+    check_fits(Path(baseline) / "model.pt", saved, read_manifest(ingest), Path(ingest) / "manifest.json")
     store = checkpoint_store(out, config, inputs, code="components.mlnt", root=checkpoints)
     if config.warm_start:
         net = copy.deepcopy(baseline_net)

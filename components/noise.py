@@ -48,7 +48,7 @@ from typing import Literal
 import numpy as np
 from scipy import stats
 
-from components.common.artifacts import read_arrays, read_json
+from components.common.artifacts import MADE_FROM, labels_digest, read_arrays, read_manifest
 from components.common.atomic import atomic_set, prepare_output, write_atomic, write_json
 from components.common.config import CONFIG_FILE, as_record, cli
 from components.common.errors import DataError
@@ -163,7 +163,7 @@ def parse_class_map(pairs, class_names: list[str]) -> dict[int, int]:
         token = token.strip()
         if token in index:
             return index[token]
-        if token.isdigit() and int(token) < len(class_names):
+        if token.isascii() and token.isdigit() and int(token) < len(class_names):  # not "²", which int() refuses
             return int(token)
         raise ValueError(f"class_map: {pair!r}: expected a class name or index of this dataset "
                          f"({', '.join(class_names)}), found {token!r}")
@@ -278,7 +278,8 @@ def run(config: NoiseConfig, *, ingest: Path = INGEST_OUT, out: Path = OUT) -> d
         print(f"WARNING: {warning}", file=sys.stderr)
     with atomic_set():  # the three files as a set: a failure in any leaves the previous three
         write_atomic(out / "labels.npz", lambda fh: np.savez(fh, index=index, label=noisy, clean_label=clean,
-                                                             is_noisy=is_noisy, is_val=is_val))
+                                                             is_noisy=is_noisy, is_val=is_val,
+                                                             **{MADE_FROM: np.array(labels_digest(clean_all))}))
         write_json(out / "transition.json", transition.round(6).tolist())
         write_json(out / CONFIG_FILE, as_record(config))
         write_json(out / "summary.json", summary)
@@ -312,9 +313,9 @@ def _rate(is_noisy: np.ndarray, rows: np.ndarray) -> float | None:
 def _read_ingest(ingest: Path) -> tuple[dict, np.ndarray, int | None]:
     """The manifest, the ingested training labels, and the size of the dataset's own validation split (None
     when it has none and the noise step holds one out)."""
-    manifest = read_json(ingest / "manifest.json", "ingest")
-    own_val = manifest.get("counts", {}).get("val")
-    if manifest.get("format") == "shards":
+    manifest = read_manifest(ingest)
+    own_val = manifest["counts"].get("val")
+    if manifest["format"] == "shards":
         return manifest, read_index(ingest, "train").label, own_val
     (labels,) = read_arrays(ingest / "train.npz", "ingest", "labels")
     return manifest, labels, own_val

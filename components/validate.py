@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from components.common.artifacts import check_labels, read_arrays, read_json
+from components.common.artifacts import check_labels, read_arrays, read_json, read_manifest
 from components.common.atomic import write_json
 from components.common.config import cli
 from components.common.errors import DataError
@@ -81,7 +81,7 @@ def run(config: ValidateConfig, *, ingest: Path = INGEST_OUT, out: Path = OUT) -
     """Validate the ingested data (``ingest``'s manifest and arrays, or its shards after their sha256 check); writes
     ``report.json`` and the Data Docs under ``gx/`` to ``out``, and raises ``ValidationFailedError`` on failure."""
     ingest, out = Path(ingest), Path(out)
-    manifest = read_json(ingest / "manifest.json", "ingest")
+    manifest = read_manifest(ingest)
     tables = build_tables(ingest, manifest)
     failures, docs = _run_suites(config, manifest, tables, out)
     report = {"success": not failures, "failures": failures, "data_docs": str(docs),
@@ -128,7 +128,7 @@ def build_tables(ingest: Path, manifest: dict) -> dict[str, Any]:
                      for row, (key, mirrored) in enumerate(keys[split])
                      if key in keys["train"] or mirrored in keys["train"]] for split in ("test", "val")}
     overlap = pd.DataFrame({f"{split}_in_train_share": [len(pairs[split]) / max(len(keys[split]), 1)]
-                            for split in ("test", "val") if split == "test" or keys[split]})
+                            for split in ("test", "val") if split == "test" or "val" in manifest["counts"]})
     overlap.attrs["pairs"] = {split: _name_pairs(ingest, manifest, split, matched) for split, matched in pairs.items()}
     return {"images": table, "splits": splits, "classes": classes, "overlap": overlap}
 
@@ -180,7 +180,7 @@ def class_table(images, manifest: dict):
 def iter_images(ingest: Path, chunk: int = 10000) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
     """``(split, images, labels)`` in chunks, from ``train.npz``/``test.npz``, or decoded from the shards of a
     large set (after its resize and crop; every shard's sha256 checked first)."""
-    if read_json(ingest / "manifest.json", "ingest").get("format") == "shards":
+    if read_manifest(ingest)["format"] == "shards":
         verify_shards(ingest)
         for split in read_json(ingest / "shards" / "index.json", "ingest", "splits")["splits"]:
             source = open_split(ingest, split)
@@ -188,7 +188,7 @@ def iter_images(ingest: Path, chunk: int = 10000) -> Iterator[tuple[str, np.ndar
                                            desc=f"validate {split}", total=-(-len(source) // min(chunk, 1000))):
                 yield split, images, labels
         return
-    for split in read_json(ingest / "manifest.json", "ingest", "counts")["counts"]:  # train, test, and val if any
+    for split in read_manifest(ingest)["counts"]:  # train, test, and val if any
         path = ingest / f"{split}.npz"
         images, labels = read_arrays(path, "ingest", "images", "labels")
         if images.ndim != 4:

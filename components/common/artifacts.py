@@ -38,6 +38,24 @@ def read_json(path: Path, producer: str, *keys: str) -> Any:
     return value
 
 
+MANIFEST_SHAPES = {"dataset": str, "format": str, "class_names": list, "counts": dict, "image_shape": list}
+
+
+def read_manifest(ingest: Path) -> dict[str, Any]:
+    """The ingest step's ``manifest.json`` in the folder ``ingest``: an object with the keys and JSON types of
+    ``MANIFEST_SHAPES`` at least; a ``DataError`` naming the first key that is missing or of another type."""
+    path = Path(ingest) / "manifest.json"
+    manifest = read_json(path, "ingest", *MANIFEST_SHAPES)
+    for key, kind in MANIFEST_SHAPES.items():
+        if not isinstance(manifest[key], kind):
+            raise DataError(f"{path}: expected {key} as a JSON {_JSON_NAMES[kind]} written by the ingest step, found "
+                            f"{type(manifest[key]).__name__} {manifest[key]!r:.60}")
+    return manifest
+
+
+_JSON_NAMES = {list: "array", dict: "object", str: "string"}
+
+
 def read_arrays(path: Path, producer: str, *keys: str) -> tuple[np.ndarray, ...]:
     """The arrays ``keys`` of an ``.npz`` file written by ``producer``."""
     path = require(path, producer)
@@ -57,6 +75,16 @@ def read_arrays(path: Path, producer: str, *keys: str) -> tuple[np.ndarray, ...]
     if missing:
         raise DataError(f"{path}: expected the array {missing[0]!r} written by the {producer} step, found {found}")
     return tuple(arrays[k] for k in keys)
+
+
+MADE_FROM = "ingest_labels_sha256"  # in the noise step's labels.npz: ``labels_digest`` of what it drew from
+
+
+def labels_digest(labels: np.ndarray) -> str:
+    """sha256 of the ingested training labels (int64, in order): the noise step records it in ``labels.npz``
+    (``MADE_FROM``), and every reader of that file checks that the training set ingested now has the same
+    (``components.common.splits.read_noise_labels``)."""
+    return hashlib.sha256(np.ascontiguousarray(labels, dtype=np.int64).tobytes()).hexdigest()
 
 
 def check_labels(path: Path, labels: np.ndarray, count: int, *, what: str, name: str = "labels") -> None:

@@ -10,10 +10,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from components.common.artifacts import read_arrays, read_json
+from components.common.artifacts import MADE_FROM, check_labels, labels_digest, read_arrays, read_json, read_manifest
 from components.common.errors import DataError
 from components.common.streaming import open_split
-from components.formats.webdataset import verify_shards
+from components.formats.webdataset import read_index, verify_shards
 from model.trainer import Data, Source
 
 
@@ -24,22 +24,22 @@ def load_split(ingest: Path, noise: Path, *, workers: int = 2, augment: bool = F
     processes, ``augment``: random crops and flips) for a sharded dataset. A dataset's own clean validation split
     (Clothing1M's, an image folder's ``val``) is the validation set; otherwise the noise step's held-out rows."""
     ingest, noise = Path(ingest), Path(noise)
-    manifest = read_json(ingest / "manifest.json", "ingest")
-    index, given, is_val = read_arrays(noise / "labels.npz", "noise", "index", "label", "is_val")
-    if manifest.get("format") == "shards":
+    manifest = read_manifest(ingest)
+    labels = read_noise_labels(ingest, noise)
+    index, given, is_val = labels["index"], labels["label"], labels["is_val"]
+    if manifest["format"] == "shards":
         return _shard_split(ingest, noise, index, given, workers=workers, augment=augment)
     (images,) = read_arrays(ingest / "train.npz", "ingest", "images")
-    _check_rows(noise / "labels.npz", index, images.shape[0])
     pixels = images[index[~is_val]].astype(np.float32) / 255.0
     mean = pixels.mean(axis=(0, 1, 2)).tolist()
     std = (pixels.std(axis=(0, 1, 2)) + 1e-6).tolist()
     x = normalise(images[index], mean, std)
     y = torch.from_numpy(given.astype(np.int64))
     mask = torch.from_numpy(is_val)
-    meta = {"num_classes": len(manifest["class_names"]) if "class_names" in manifest else int(given.max()) + 1,
+    meta = {"num_classes": len(manifest["class_names"]),
             "in_channels": int(images.shape[3]), "image_size": int(images.shape[1]),
             "normalisation": {"mean": mean, "std": std}}
-    if "val" in manifest.get("counts", {}):  # the dataset's own clean validation split (an image folder's val)
+    if "val" in manifest["counts"]:  # the dataset's own clean validation split (an image folder's val)
         val_images, val_labels = read_arrays(ingest / "val.npz", "ingest", "images", "labels")
         val = Data(normalise(val_images, mean, std), torch.from_numpy(val_labels.astype(np.int64)))
     else:
@@ -53,7 +53,6 @@ def _shard_split(ingest: Path, noise: Path, index: np.ndarray, given: np.ndarray
     if "val" not in manifest["counts"]:
         raise DataError(f"{ingest / 'manifest.json'}: expected a sharded dataset with its own val split, found "
                         f"the splits {sorted(manifest['counts'])}")
-    _check_rows(noise / "labels.npz", index, manifest["counts"]["train"])
     verify_shards(ingest, ("train", "val"))
     train = open_split(ingest, "train", positions=index, labels=torch.from_numpy(given.astype(np.int64)),
                        workers=workers, augment=augment)
@@ -63,11 +62,54 @@ def _shard_split(ingest: Path, noise: Path, index: np.ndarray, given: np.ndarray
     return train, open_split(ingest, "val", workers=workers), meta
 
 
+RERUN = "(re-run the noise step)"
+
+
+def ingested_train_labels(ingest: Path, manifest: dict[str, Any]) -> np.ndarray:
+    """The training labels the ingest step wrote: ``train.npz``'s, or the shard index's."""
+    if manifest["format"] == "shards":
+        return read_index(ingest, "train").label
+    return read_arrays(Path(ingest) / "train.npz", "ingest", "labels")[0]
+
+
+def read_noise_labels(ingest: Path, noise: Path, *keys: str) -> dict[str, np.ndarray]:
+    """The arrays ``index``, ``label``, ``is_val`` and ``keys`` of the noise step's ``labels.npz``, checked against
+    the training set ingested now: one label and one flag per row, every index a row of that set, every label one of
+    its classes, and drawn from that set (the digest the noise step recorded; a file from before it recorded one is
+    not checked for this). A ``DataError`` saying to re-run the noise step otherwise: labels drawn from another
+    ingest would train on other images' labels without a word."""
+    ingest, path = Path(ingest), Path(noise) / "labels.npz"
+    manifest = read_manifest(ingest)
+    names = list(dict.fromkeys(("index", "label", "is_val", *keys)))
+    arrays = dict(zip(names, read_arrays(path, "noise", *names), strict=True))
+    index, label = arrays["index"], arrays["label"]
+    if index.ndim != 1 or index.dtype.kind not in "iu":
+        raise DataError(f"{path}: expected index as one integer row number per row, found {index.dtype} of shape "
+                        f"{list(index.shape)} {RERUN}")
+    check_labels(path, label, index.shape[0], what="row of index", name="label")
+    if arrays["is_val"].shape != index.shape or arrays["is_val"].dtype != bool:
+        raise DataError(f"{path}: expected is_val as one bool per row of index ({index.shape[0]}), found "
+                        f"{arrays['is_val'].dtype} of shape {list(arrays['is_val'].shape)} {RERUN}")
+    ingested = ingested_train_labels(ingest, manifest)
+    _check_rows(path, index, ingested.shape[0])
+    classes = len(manifest["class_names"])
+    wrong = label[(label < 0) | (label >= classes)]
+    if wrong.size:
+        raise DataError(f"{path}: expected labels of the {classes} classes of {ingest / 'manifest.json'}, 0 to "
+                        f"{classes - 1}, found {int(wrong[0])} {RERUN}")
+    with np.load(path) as data:
+        recorded = str(data[MADE_FROM]) if MADE_FROM in data.files else None
+    if recorded is not None and recorded != labels_digest(ingested):
+        raise DataError(f"{path}: expected labels drawn from the training set ingested now in {ingest}, found labels "
+                        f"the noise step drew from another ingest {RERUN}")
+    return arrays
+
+
 def _check_rows(labels: Path, index: np.ndarray, count: int) -> None:
     wrong = index[(index < 0) | (index >= count)]
     if wrong.size:
         raise DataError(f"{labels}: expected indices of the {count} ingested images, 0 to {count - 1}, found "
-                        f"{int(wrong[0])} (re-run the noise step)")
+                        f"{int(wrong[0])} {RERUN}")
 
 
 def split_inputs(ingest: Path, noise: Path) -> list[Path]:
@@ -85,7 +127,7 @@ def test_set(ingest: Path, normalisation: dict[str, list[float]], *, workers: in
     """The clean test set: in memory, normalised with a model file's ``normalisation``, or streamed from the test
     shards (with the manifest's transform, which is the one every model of a sharded dataset was trained with)."""
     ingest = Path(ingest)
-    if read_json(ingest / "manifest.json", "ingest").get("format") == "shards":
+    if read_manifest(ingest)["format"] == "shards":
         verify_shards(ingest, ("test",))
         return open_split(ingest, "test", workers=workers)
     images, labels = read_arrays(ingest / "test.npz", "ingest", "images", "labels")
@@ -98,7 +140,7 @@ def test_digest(ingest: Path) -> str:
     each test shard's sha256 (``index.json``) and the index's keys and labels. Two models' test accuracies compare
     only when their test sets have the same digest (the gate's champion check)."""
     ingest, digest = Path(ingest), hashlib.sha256()
-    if read_json(ingest / "manifest.json", "ingest").get("format") == "shards":
+    if read_manifest(ingest)["format"] == "shards":
         entry = read_json(ingest / "shards" / "index.json", "ingest", "splits")["splits"].get("test", {})
         digest.update("".join(shard["sha256"] for shard in entry.get("shards", [])).encode())
         content, labels = read_arrays(ingest / "shards" / "test.index.npz", "ingest", "key", "label")

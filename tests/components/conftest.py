@@ -1,4 +1,5 @@
 import gzip
+import json
 import os
 from pathlib import Path
 
@@ -38,6 +39,14 @@ def make_fashion_mnist(root: Path, *, train: int = 300, test: int = 60, seed: in
         write_idx(root / images_name, images, IDX_IMAGES)
         write_idx(root / labels_name, labels, IDX_LABELS)
     return root
+
+
+def write_manifest(ingest: Path, class_names: list[str], counts: dict[str, int], *, image_shape=(8, 8, 1),
+                   **extra) -> None:
+    """``ingest/manifest.json`` with the keys every step reads (``read_manifest``): an array dataset's by default."""
+    manifest = {"dataset": "imagefolder", "format": "arrays", "class_names": list(class_names), "counts": counts,
+                "image_shape": list(image_shape), **extra}
+    (ingest / "manifest.json").write_text(json.dumps(manifest))
 
 
 @pytest.fixture

@@ -31,6 +31,7 @@ from components.export import Probabilities, input_transform, interface, onnx_me
 from components.gate import GateConfig, decide, promote
 from components.gate import run as run_gate
 from model.networks import SmallCNN
+from tests.components.conftest import write_manifest
 
 
 def test_metrics_on_a_hand_checked_example():
@@ -691,7 +692,7 @@ def test_a_test_set_held_out_of_labels_as_given_is_not_called_clean(tmp_path):
     ingest = tmp_path / "ingest"
     ingest.mkdir()
     np.savez(ingest / "test.npz", images=np.zeros((2, 4, 4, 1), np.uint8), labels=np.array([0, 1]))
-    (ingest / "manifest.json").write_text(json.dumps({"format": "arrays"}))
+    write_manifest(ingest, ["a", "b"], {"test": 2}, image_shape=(4, 4, 1))
     own = test_record({"test_source": "the dataset's test split"}, ingest)
     assert own["clean"] is True and "warning" not in own and len(own["sha256"]) == 64
     held = test_record({"test_source": "held out of the training images (test_fraction 0.2), labelled as given"},

@@ -11,6 +11,7 @@ import torch
 from components import evaluate
 from components.common.atomic import json_text
 from components.evaluate import EvaluateConfig, _csv, _label_issue_list, flag_issues, roc_rows
+from tests.components.conftest import write_manifest
 
 NAMES = ["a", "b", "c"]
 
@@ -24,7 +25,7 @@ def _partly_known(tmp_path, n: int = 40):
     rng = np.random.default_rng(0)
     np.savez(ingest / "train.npz", images=rng.integers(0, 256, (n, 8, 8, 1), dtype=np.uint8),
              labels=rng.integers(0, 3, n))
-    (ingest / "manifest.json").write_text(json.dumps({"class_names": NAMES, "counts": {"train": n}}))
+    write_manifest(ingest, NAMES, {"train": n})
     clean = rng.integers(0, 3, n)
     label = clean.copy()
     label[:6] = (clean[:6] + 1) % 3
@@ -93,7 +94,7 @@ def _every_clean_label_known(tmp_path, noisy: bool, n: int = 40):
     clean = rng.integers(0, 3, n)
     label = (clean + 1) % 3 if noisy else clean
     np.savez(ingest / "train.npz", images=rng.integers(0, 256, (n, 8, 8, 1), dtype=np.uint8), labels=clean)
-    (ingest / "manifest.json").write_text(json.dumps({"class_names": NAMES, "counts": {"train": n}}))
+    write_manifest(ingest, NAMES, {"train": n})
     is_val = np.arange(n) >= 36
     np.savez(noise / "labels.npz", index=np.arange(n), label=label, clean_label=clean, is_noisy=label != clean,
              is_val=is_val)
@@ -129,7 +130,7 @@ def test_each_row_names_the_file_of_the_ingested_image_it_ranks(tmp_path, monkey
     keys = np.array([f"img{i:02d}.png" for i in range(n)])
     np.savez(ingest / "train.npz", images=rng.integers(0, 256, (n, 8, 8, 1), dtype=np.uint8),
              labels=rng.integers(0, 3, n), keys=keys)
-    (ingest / "manifest.json").write_text(json.dumps({"class_names": NAMES, "counts": {"train": n}}))
+    write_manifest(ingest, NAMES, {"train": n})
     index = rng.permutation(n)  # labels.npz's row j is the ingested image index[j]
     label = rng.integers(0, 3, n)
     np.savez(noise / "labels.npz", index=index, label=label, clean_label=np.full(n, -1), is_noisy=np.zeros(n, bool),

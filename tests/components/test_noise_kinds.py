@@ -74,6 +74,14 @@ def test_a_class_mapped_to_two_targets_is_refused():
     assert parse_class_map(["cat->dog", "3->5"], names) == {3: 5}  # the same pair twice is one
 
 
+def test_a_class_index_in_other_digits_is_no_index():
+    names = ["airplane", "automobile", "bird", "cat"]
+    with pytest.raises(ValueError) as err:
+        parse_class_map(["\u00b2->1"], names)  # str.isdigit() says yes; int() refuses it
+    assert str(err.value) == ("class_map: '\u00b2->1': expected a class name or index of this dataset (airplane, "
+                              "automobile, bird, cat), found '\u00b2'")
+
+
 def test_cifar10_builtin_map():
     names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
     assert parse_class_map(BUILTIN_MAPS["cifar10"], names) == {9: 1, 2: 0, 4: 7, 3: 5, 5: 3}

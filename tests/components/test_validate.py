@@ -180,6 +180,21 @@ def test_each_split_passes_at_min_images_and_a_val_split_is_checked_too(ingested
     assert "column=val_images expected={'min_value': 21.0} observed=20" in str(failure.value)
 
 
+def test_an_empty_val_split_fails_on_its_counts_and_on_nothing_it_does_not_have(ingested, tmp_path):
+    """An empty clean_val_key_list.txt gives a val split of no images: it fails on its size and class counts; its
+    overlap with training, a share of no images, is 0 rather than a missing column failing as observed=None."""
+    with np.load(ingested / "test.npz") as test:
+        np.savez(ingested / "val.npz", images=test["images"][:0], labels=test["labels"][:0])
+    manifest = json.loads((ingested / "manifest.json").read_text())
+    manifest["counts"]["val"] = 0
+    (ingested / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValidationFailedError) as failure:
+        run(ValidateConfig(), ingest=ingested, out=tmp_path / "v")
+    assert sorted((f["table"], f["column"]) for f in failure.value.failures) == [("classes", "val_count"),
+                                                                                ("splits", "val_images")]
+    assert "None" not in str(failure.value)
+
+
 @pytest.mark.parametrize(("labels", "found"), [
     (lambda y: y + 0.7, r"expected integer class indices as labels, found float64 labels with values like "
                         r"\d\.7, \d\.7, \d\.7$"),

@@ -7,6 +7,7 @@ what was found), no traceback, and every file of the workspace unchanged (except
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,6 +145,10 @@ DATA = [
          lambda: Path("data/imagefolder/labels.csv").write_text("file,class\nred/0.png,red\n"),
          ("labels.csv: expected a header with filename and label, found ['file', 'class']",),
          argv=("--set", "ingest.dataset=imagefolder", "--set", "ingest.path=data/imagefolder")),
+    Case("imagefolder-one-class", FILES, "ingest", "an image folder with one class folder left",
+         lambda: shutil.rmtree("data/imagefolder/blue"),
+         ("data/imagefolder: expected at least 2 classes to tell apart, found 1: 'red'",),
+         argv=("--set", "ingest.dataset=imagefolder", "--set", "ingest.path=data/imagefolder")),
     Case("shard-truncated", FILES, "validate", "a Clothing1M shard written by ingest, then cut short",
          _clothing1m_ingested, ("artifacts/ingest/shards/train-00001.tar: expected", "bytes with sha256",
                                 "(index.json), found", "; it holds images/", "re-run the ingest step")),
@@ -165,6 +170,18 @@ DATA = [
     Case("labels-index-out-of-range", FILES, "baseline", "`labels.npz` pointing at image 1000000 of 400",
          lambda: f.edit_npz("artifacts/noise/labels.npz", lambda a: a["index"].__setitem__(0, 1_000_000)),
          ("artifacts/noise/labels.npz: expected indices of the 400 ingested images, 0 to 399, found 1000000",)),
+    Case("labels-from-another-ingest", FILES, "baseline", "the training set ingested again with other labels after "
+         "the noise step (`train.npz`'s labels reversed)",
+         lambda: f.edit_npz("artifacts/ingest/train.npz", lambda a: a.__setitem__("labels", a["labels"][::-1].copy())),
+         ("artifacts/noise/labels.npz: expected labels drawn from the training set ingested now in artifacts/ingest, "
+          "found labels the noise step drew from another ingest (re-run the noise step)",)),
+    Case("labels-out-of-range", FILES, "mlnt", "`labels.npz` giving a row class 12 of 10",
+         lambda: f.edit_npz("artifacts/noise/labels.npz", lambda a: a["label"].__setitem__(0, 12)),
+         ("artifacts/noise/labels.npz: expected labels of the 10 classes of artifacts/ingest/manifest.json, 0 to 9, "
+          "found 12 (re-run the noise step)",)),
+    Case("ingested-manifest-wrong-shape", FILES, "noise", "`manifest.json` valid JSON of the wrong shape (wrapped in "
+         "a list)", lambda: f.wrap_json("artifacts/ingest/manifest.json"),
+         ("artifacts/ingest/manifest.json: expected the key 'dataset' written by the ingest step, found list",)),
     Case("data-source-incomplete", FILES, "data", "`make data` from a `--source` folder that lacks a file "
          "(one is missing in `data/`)", lambda: f.delete(f"{FM}/t10k-labels-idx1-ubyte.gz"),
          ("data/nowhere/t10k-labels-idx1-ubyte.gz: expected a Fashion-MNIST file, found no such file",),
