@@ -130,9 +130,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         record = _read_record(root / "mlnt" / CONFIG_FILE)
         config = build(MlntStepConfig, record, where=f"{root / 'mlnt' / CONFIG_FILE}")
+        inner_lrs = tuple(sorted({*args.inner_lr, config.inner_lr}))
+        print(f"meta_diagnosis: {len(MODES)} modes x {len(inner_lrs)} inner learning rates on {args.batches} "
+              f"training batches of {root}; trains nothing, but exact mode's second-order gradients take minutes on "
+              "a CPU", file=sys.stderr, flush=True)
         found = diagnose(root / "mlnt", ingest=root / "ingest", noise=root / "noise",
                          features=root / "baseline" / "model.pt", config=config,
-                         inner_lrs=tuple(sorted({*args.inner_lr, config.inner_lr})), batches=args.batches)
+                         inner_lrs=inner_lrs, batches=args.batches)
     except (ValueError, OSError) as err:  # DataError and ConfigError are ValueErrors
         print(f"error: meta_diagnosis: {printable(err)}", file=sys.stderr)
         return 1
