@@ -47,6 +47,7 @@ HUMAN_LABELS = typing.get_args(HumanLabels)
 _INTEGER_TYPES = {"u1": "|", "i1": "|", "u2": "<>", "i2": "<>", "u4": "<>", "i4": "<>", "u8": "<>", "i8": "<>"}
 _MAX_DIMS = 32
 _BUFFER_OPCODES = {"BYTEARRAY8", "NEXT_BUFFER", "READONLY_BUFFER"}
+_MAX_BATCH = 1 << 27  # bytes of a batch file read at most (the published ones: about 31 MB)
 _MAX_PT_PICKLE = 1 << 28  # bytes of CIFAR-10_human.pt's data.pkl read at most (the published one: about 2.4 MB)
 
 
@@ -326,14 +327,25 @@ def _cifar_files(path: Path) -> tuple[dict[str, bytes], dict[str, str], list[Pat
                 missing = [n for n in names if n not in members]
                 if missing:
                     raise DataError(f"{path}: expected the CIFAR-10 batches {', '.join(missing)}, found none")
-                return ({n: tar.extractfile(members[n]).read() for n in names},
-                        {n: f"{path} ({members[n].name})" for n in names}, [path])
+                where = {n: f"{path} ({members[n].name})" for n in names}
+                for n in names:
+                    _check_size(where[n], members[n].size)
+                return {n: tar.extractfile(members[n]).read() for n in names}, where, [path]
         except (tarfile.TarError, OSError, EOFError) as err:
             raise DataError(f"{path}: expected cifar-10-python.tar.gz, found a corrupt archive ({err})") from err
     folder = "cifar-10-batches-py" if (path / "cifar-10-batches-py").is_dir() else ""
     files = [require_file(inside(path, Path(folder, n), where=str(path / folder / n)), "a CIFAR-10 python batch")
              for n in names]
+    for f in files:
+        _check_size(str(f), f.stat().st_size)
     return {f.name: f.read_bytes() for f in files}, {f.name: str(f) for f in files}, files
+
+
+def _check_size(where: str, size: int) -> None:
+    """A batch file is about 31 MB: one far larger (a small tarball can unpack to gigabytes) is refused before it is
+    read."""
+    if size > _MAX_BATCH:
+        raise DataError(f"{where}: expected a CIFAR-10 python batch of at most {_MAX_BATCH} bytes, found {size} bytes")
 
 
 def _unpickle(data: bytes, where: str) -> dict:

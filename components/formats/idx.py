@@ -26,12 +26,10 @@ def read_fashion_mnist(root: Path) -> Dataset:
     square (or not the training images' size), or counts that disagree."""
     arrays, inputs = {}, []
     for split, (images_name, labels_name) in FASHION_MNIST_FILES.items():
-        images = read_idx(inside(root, images_name, where=str(root / images_name)), IDX_IMAGES)[..., None]
-        _check_square(root / images_name, images)
         labels = read_idx(inside(root, labels_name, where=str(root / labels_name)), IDX_LABELS).astype(np.int64)
-        if images.shape[0] != labels.shape[0]:
-            raise DataError(f"{root / images_name}: expected as many images as {labels_name} has labels "
-                            f"({labels.shape[0]}), found {images.shape[0]}")
+        images = read_idx(inside(root, images_name, where=str(root / images_name)), IDX_IMAGES,
+                          count=(labels.shape[0], f"as many images as {labels_name} has labels"))[..., None]
+        _check_square(root / images_name, images)
         check_split(split, images, labels, len(FASHION_MNIST_CLASSES), root / labels_name)
         arrays[split] = (images, labels)
         inputs += [root / images_name, root / labels_name]
@@ -52,21 +50,28 @@ def _check_square(path: Path, images: np.ndarray) -> None:
                         f"height)")
 
 
-def read_idx(path: Path, magic: int) -> np.ndarray:
-    """Read a gzipped IDX file and check its magic number and size."""
+def read_idx(path: Path, magic: int, *, count: tuple[int, str] | None = None) -> np.ndarray:
+    """Read a gzipped IDX file and check its magic number and size. ``count``: the number of items expected (the
+    first dimension) and what it is, checked from the header before any data is read; the data read is at most what
+    the header promises, so a file holding more (or a header promising a huge array) never fills the memory."""
     require_file(path, "an IDX file")
     try:
         with gzip.open(path, "rb") as fh:
-            raw = fh.read()
+            head = fh.read(4)
+            if len(head) < 4 or int.from_bytes(head, "big") != magic:
+                found = f"0x{int.from_bytes(head, 'big'):08x}" if len(head) == 4 else f"{len(head)} bytes"
+                raise DataError(f"{path}: expected IDX magic number 0x{magic:08x}, found {found}")
+            header = fh.read(4 * (magic & 0xFF))
+            dims = [int.from_bytes(header[i:i + 4], "big") for i in range(0, len(header) - 3, 4)]
+            if len(dims) != magic & 0xFF:
+                raise DataError(f"{path}: expected {magic & 0xFF} dimensions in the IDX header, found {len(dims)}")
+            if count is not None and dims[0] != count[0]:
+                raise DataError(f"{path}: expected {count[1]} ({count[0]}), found {dims[0]}")
+            size = int(np.prod(dims))
+            raw = fh.read(size)
+            extra = sum(len(chunk) for chunk in iter(lambda: fh.read(1 << 20), b""))  # counted, never kept
     except (OSError, EOFError, zlib.error) as err:
         raise DataError(f"{path}: expected a gzip file, found a truncated or corrupt one ({err})") from err
-    if len(raw) < 4 or int.from_bytes(raw[:4], "big") != magic:
-        found = f"0x{int.from_bytes(raw[:4], 'big'):08x}" if len(raw) >= 4 else f"{len(raw)} bytes"
-        raise DataError(f"{path}: expected IDX magic number 0x{magic:08x}, found {found}")
-    ndim = magic & 0xFF
-    dims = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
-    offset = 4 + 4 * ndim
-    if len(raw) - offset != int(np.prod(dims)):
-        raise DataError(f"{path}: expected {int(np.prod(dims))} data bytes for shape {dims}, "
-                        f"found {len(raw) - offset}")
-    return np.frombuffer(raw, dtype=np.uint8, offset=offset).reshape(dims)
+    if len(raw) + extra != size:
+        raise DataError(f"{path}: expected {size} data bytes for shape {dims}, found {len(raw) + extra}")
+    return np.frombuffer(raw, dtype=np.uint8).reshape(dims)

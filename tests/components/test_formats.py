@@ -18,8 +18,8 @@ from PIL import Image
 from components import ingest as ingest_module
 from components.common.atomic import UMASK, OutputError, write_atomic
 from components.common.errors import DataError
+from components.formats import cifar, inside
 from components.formats import clothing1m as c1m
-from components.formats import inside
 from components.formats.cifar import read_cifar10, read_cifar10n
 from components.formats.imagefolder import read_imagefolder
 from components.formats.images import ImageTooLargeError, check_encoded, load_image
@@ -62,6 +62,18 @@ def test_cifar10_refuses_a_pickle_that_would_run_code(tmp_path):
     with pytest.raises(DataError, match=r"data_batch_3: expected a pickled CIFAR-10 batch, found unreadable data "
                                         r"\(global posix.system is not allowed\)"):
         run(IngestConfig(dataset="cifar10", path=str(source)), out=tmp_path / "out")
+
+
+@pytest.mark.parametrize("tarball", [False, True], ids=["folder", "tarball"])
+def test_a_cifar10_batch_far_larger_than_the_published_is_refused_before_it_is_read(tmp_path, monkeypatch,
+                                                                                   tarball):
+    source = write_cifar10(tmp_path / "cifar", tarball=tarball)
+    monkeypatch.setattr(cifar, "_MAX_BATCH", 4000)  # the fixture's batches: about 3 KB each; published: 31 MB
+    size = (source / "cifar-10-batches-py" / "data_batch_1").stat().st_size if not tarball else None
+    with pytest.raises(DataError) as err:
+        read_cifar10(source)
+    assert re.fullmatch(r".*data_batch_1\)?: expected a CIFAR-10 python batch of at most 4000 bytes, found "
+                        rf"{size or '[0-9]+'} bytes", str(err.value))
 
 
 def test_cifar10_missing_batch(tmp_path):

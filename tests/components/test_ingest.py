@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from components.common.errors import DataError
-from components.formats.idx import FASHION_MNIST_FILES, IDX_IMAGES, read_idx
+from components.formats.idx import FASHION_MNIST_FILES, IDX_IMAGES, IDX_LABELS, read_idx
 from components.ingest import IngestConfig, run
 from tests.components.conftest import idx_bytes, write_idx
 from tests.components.formats_fixtures import write_image
@@ -54,6 +54,16 @@ def break_file(root, name, content: bytes):
      r"train-labels-idx1-ubyte.gz: expected train labels in \[0, 9\], found values from 12 to 12"),
     ("t10k-labels-idx1-ubyte.gz", lambda p: p.unlink(),
      r"t10k-labels-idx1-ubyte.gz: expected an IDX file, found no such"),
+    ("train-images-idx3-ubyte.gz",  # a header promising a billion images: refused before any data is read
+     lambda p: p.write_bytes(gzip.compress(IDX_IMAGES.to_bytes(4, "big") + b"".join(
+         d.to_bytes(4, "big") for d in (10**9, 28, 28)) + bytes(100))),
+     r"train-images-idx3-ubyte.gz: expected as many images as train-labels-idx1-ubyte.gz has labels \(300\), "
+     r"found 1000000000$"),
+    ("t10k-images-idx3-ubyte.gz",  # more data than the header says: counted, not kept
+     lambda p: p.write_bytes(gzip.compress(idx_bytes(np.zeros((60, 28, 28)), 0x0803) + bytes(3 << 20))),
+     r"expected 47040 data bytes for shape \[60, 28, 28\], found 3192768$"),
+    ("t10k-labels-idx1-ubyte.gz", lambda p: p.write_bytes(gzip.compress(IDX_LABELS.to_bytes(4, "big") + b"\0\0")),
+     r"t10k-labels-idx1-ubyte.gz: expected 1 dimensions in the IDX header, found 0$"),
 ])
 def test_bad_input_fails_clearly_and_keeps_previous_outputs(fashion_dir, tmp_path, name, damage, message):
     out = tmp_path / "out"
