@@ -60,6 +60,7 @@ def read_imagefolder(root: Path, *, channels: int, size: int, test_fraction: flo
     items, inputs = _listing(root, Counter() if skipped is None else skipped)
     if not items:
         raise DataError(f"{root}: expected images in class sub-folders or a labels.csv, found none")
+    _check_split_classes(items, root)
     names = sorted({label for _, label, _ in items})
     index = {name: i for i, name in enumerate(names)}
     images = [load_image(path, channels=channels, size=size, max_pixels=max_pixels) for path, _, _ in items]
@@ -86,6 +87,27 @@ def read_imagefolder(root: Path, *, channels: int, size: int, test_fraction: flo
                    test_keys=_keys(items, test, root),
                    labels="as given", test_source="the dataset's test split" if test_given else
                    f"held out of the training images (test_fraction {test_fraction}), labelled as given")
+
+
+def _check_split_classes(items: list[tuple[Path, str, str]], root: Path) -> None:
+    """A ``DataError`` unless each split given beside train (val, test) has exactly train's classes: a class
+    renamed in one split only would become a class with no training images, or none to validate or test on (which
+    validate would report only as counts of 0, class by class)."""
+    classes: dict[str, set[str]] = {split: set() for split in SPLITS}
+    for _, label, split in items:
+        classes[split].add(label)
+    for split in ("val", "test"):
+        if not classes[split] or not classes["train"] or classes[split] == classes["train"]:
+            continue
+        found = [f"{_quoted(classes[split] - classes['train'])} in {split} only",
+                 f"{_quoted(classes['train'] - classes[split])} in train only"]
+        raise DataError(f"{root}: expected the same classes in train and {split}, found "
+                        f"{' and '.join(f for f in found if not f.startswith('none'))}: name each class the same in "
+                        f"every split")
+
+
+def _quoted(names: set[str]) -> str:
+    return ", ".join(repr(n) for n in sorted(names)) or "none"
 
 
 def held_out_per_class(y: np.ndarray, rows: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:

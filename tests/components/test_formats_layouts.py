@@ -194,3 +194,19 @@ def test_a_labels_csv_that_is_not_utf8_is_refused_naming_its_line(tmp_path, bom)
         read(tmp_path)
     assert str(caught.value) == (f"{tmp_path / 'labels.csv'} line 4: expected UTF-8 text, found byte 0xe9 (byte "
                                  f"{offset} of the file); save the file as UTF-8")
+
+
+def test_a_class_named_otherwise_in_one_split_is_refused_naming_both(tmp_path):
+    """A class folder renamed in train/ only became a class with no val or test images, which validate reported
+    as counts of 0 class by class; ingest now names the classes each side has alone."""
+    write_split(tmp_path, "train", 8, classes=("a", "plus"))
+    write_split(tmp_path, "val", 4, start=100, classes=("a", "cross"))
+    with pytest.raises(DataError) as err:
+        read(tmp_path)
+    assert str(err.value) == (f"{tmp_path}: expected the same classes in train and val, found 'cross' in val only "
+                              "and 'plus' in train only: name each class the same in every split")
+    write_split(tmp_path, "val", 2, start=200, classes=("plus",))  # val has a class more than train: named alone
+    write_split(tmp_path, "test", 4, start=300, classes=("a",))
+    with pytest.raises(DataError) as err:
+        read(tmp_path)
+    assert str(err.value).endswith("found 'cross' in val only: name each class the same in every split")
