@@ -13,6 +13,7 @@ each earlier round, ``metrics.json``, ``history.json``, ``evaluations.json`` and
 from __future__ import annotations
 
 import copy
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from components.common.pretrained import imagenet_weights
 from components.common.splits import load_split, split_inputs
 from components.common.steps import FOLDERS
 from components.common.telemetry import reports
+from model.schedules import rampup_weight
 from model.trainer import MlntConfig, train
 
 BASELINE_OUT = FOLDERS["baseline"]
@@ -73,10 +75,15 @@ def run(config: MlntStepConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOIS
         weights = imagenet_weights(saved["network"]) if config.pretrained else None
         net = seeded_network(saved["network"], meta, config.seed, pretrained=weights)
     with data_parallel(config) as group:
+        warning = ramp_warning(config)
+        if warning and group.is_main:
+            print(f"WARNING: mlnt: {warning}", file=sys.stderr, flush=True)
         result = train(config, net, train_data, val_data=val_data, feature_net=baseline_net,
                        store=store, group=group,
                        on_validation=lambda history, evaluations: write_curves(out, history, evaluations))
     metrics = _metrics(config, result)
+    if warning:
+        metrics["warning"] = warning
     if group.is_main:
         _write(Path(out), result, metrics, network=saved["network"], meta=meta, config=config)
         drop_stale_checkpoints(store, shared=checkpoints is not None)
@@ -98,6 +105,21 @@ def _write(out: Path, result, metrics: dict, *, network: str, meta: dict, config
         write_json(out / "metrics.json", metrics)
         publish_curves(out)  # live/ in the same burst of renames as metrics.json
     _remove_stale_rounds(out, len(result.earlier_rounds))
+
+
+def ramp_warning(config: MlntStepConfig) -> str | None:
+    """What a run that ends before the meta loss's ramp does (``ramp_end`` past ``epochs``: a schedule shortened
+    without its ramp) should be told, with the share of ``meta_weight`` its last step reaches; None otherwise."""
+    if config.meta_weight == 0 or config.ramp_end <= config.epochs:
+        return None
+    per_epoch = 1000  # rampup_weight counts whole steps: here, thousandths of an epoch
+    reached = rampup_weight(round(config.epochs * per_epoch), start=round(config.ramp_start * per_epoch),
+                            end=round(config.ramp_end * per_epoch), max_weight=1.0,
+                            origin=None if config.ramp_from == "start" else 0)
+    mostly = ", so this run is mostly the EMA teacher on plain CE" if reached < 0.5 else ""
+    return (f"ramp_end {config.ramp_end:g} is past the last epoch ({config.epochs}): the meta loss's weight ends at "
+            f"{reached:.0%} of meta_weight {config.meta_weight:g}{mostly} (set ramp_end to at most epochs, or train "
+            "longer)")
 
 
 def _remove_stale_rounds(out: Path, rounds: int) -> None:

@@ -40,6 +40,22 @@ def test_steps_write_their_documented_artifacts(workdir, capsys):
     assert [h["epoch"] for h in history] == [1, 2]
 
 
+def test_a_schedule_shortened_past_its_ramp_is_warned_and_recorded(workdir, capsys):
+    """epochs cut to 2 with the ramp still ending at epoch 10: MLNT trained as the EMA teacher on nearly plain CE
+    without a word. The warning names the weight reached and the fix, on stderr and in metrics.json."""
+    for step in (ingest, noise, baseline):
+        assert step.main([]) == 0, capsys.readouterr().err
+    assert mlnt.main(["--set", "mlnt.ramp_end=10"]) == 0
+    expected = ("ramp_end 10 is past the last epoch (2): the meta loss's weight ends at 3% of meta_weight 0.4, so "
+                "this run is mostly the EMA teacher on plain CE (set ramp_end to at most epochs, or train longer)")
+    assert f"WARNING: mlnt: {expected}\n" in capsys.readouterr().err
+    assert json.loads((workdir / "artifacts" / "mlnt" / "metrics.json").read_text())["warning"] == expected
+    assert mlnt.ramp_warning(mlnt.MlntStepConfig(epochs=15, ramp_end=15)) is None  # the pipeline's schedule
+    assert mlnt.ramp_warning(mlnt.MlntStepConfig(epochs=15, ramp_end=16)).startswith(
+        "ramp_end 16 is past the last epoch (15): the meta loss's weight ends at 97% of meta_weight 0.4 (set")
+    assert mlnt.ramp_warning(mlnt.MlntStepConfig(epochs=3, meta_weight=0.0)) is None  # the control has no ramp
+
+
 def test_the_model_files_hold_the_models_their_metrics_describe(workdir, capsys):
     """baseline's ``model.pt`` is its best validation (``val_accuracy``, ``best_epoch``), ``final.pt`` its last
     epoch (``final_val_accuracy``); mlnt's ``teacher.pt`` is the released model (``val_accuracy``, ``released``)."""
