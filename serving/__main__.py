@@ -6,7 +6,8 @@ metrics at /metrics. Refuses to start, with one line naming the file, when the m
 
 The command line is KServe's own model-server parser (``kserve.model_server.parser``) extended with the predictor's
 options, as KServe's custom-model examples do, so KServe's flags work as its users expect. ``--http-port`` and
-``--model-name`` stay as the older spellings of KServe's ``--http_port`` and ``--model_name``.
+``--model-name`` stay as the older spellings of KServe's ``--http_port`` and ``--model_name``, and ``--grpc-port``
+is ``--grpc_port`` spelt like them.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     ours.add_argument("--model-name", dest="model_name", default=argparse.SUPPRESS, help="the same as --model_name")
     ours.add_argument("--http-port", dest="http_port", type=int, default=argparse.SUPPRESS,
                       help="the same as --http_port")
+    ours.add_argument("--grpc-port", dest="grpc_port", type=int, default=argparse.SUPPRESS,
+                      help="the same as --grpc_port")
     ours.add_argument("--max-batch", type=int, default=256, help="most images in one request")
     ours.add_argument("--max-body-bytes", type=int, default=16 * 1024 * 1024,
                       help="largest request: REST body, and gRPC message unless --grpc_max_receive_message_length "

@@ -19,10 +19,10 @@ from tests.serving.conftest import ROOT
 KSERVE_FLAGS = ("--http_port", "--grpc_port", "--workers", "--max_threads", "--max_asyncio_workers",
                 "--enable_grpc", "--enable_docs_url", "--enable_latency_logging", "--configure_logging",
                 "--grpc_max_receive_message_length", "--model_name")
-OUR_FLAGS = ("--model", "--model-name", "--http-port", "--max-batch", "--max-body-bytes", "--drift-window",
-             "--threads", "--max-decode-pixels", "--decode-threads", "--drift-client-share", "--feedback-token-file",
-             "--feedback-rate", "--feedback-burst", "--enable-model-repository", "--client-header",
-             "--trusted-proxy-hops")
+OUR_FLAGS = ("--model", "--model-name", "--http-port", "--grpc-port", "--max-batch", "--max-body-bytes",
+             "--drift-window", "--threads", "--max-decode-pixels", "--decode-threads", "--drift-client-share",
+             "--feedback-token-file", "--feedback-rate", "--feedback-burst", "--enable-model-repository",
+             "--client-header", "--trusted-proxy-hops")
 
 
 def test_help_lists_kserves_flags_and_ours():
@@ -66,9 +66,11 @@ def test_defaults_are_kserves_with_our_model_name():
 
 
 def test_the_older_spellings_mean_kserves_flags():
-    old = get_args_parser().parse_args(["--model", "r", "--model-name", "m", "--http-port", "9000"])
-    new = get_args_parser().parse_args(["--model", "r", "--model_name", "m", "--http_port", "9000"])
-    assert vars(old) == vars(new) and (old.model_name, old.http_port) == ("m", 9000)
+    old = get_args_parser().parse_args(["--model", "r", "--model-name", "m", "--http-port", "9000",
+                                        "--grpc-port", "9001"])
+    new = get_args_parser().parse_args(["--model", "r", "--model_name", "m", "--http_port", "9000",
+                                        "--grpc_port", "9001"])
+    assert vars(old) == vars(new) and (old.model_name, old.http_port, old.grpc_port) == ("m", 9000, 9001)
 
 
 def test_our_defaults_do_not_change_kserves_own_parser():
