@@ -335,8 +335,8 @@ def _main(configs: dict) -> None:
                   f"(no ground truth to measure the detection against)")
     test = "clean test accuracy" if m["test"]["clean"] else "test accuracy (labels as given, not clean)"
     print(f"evaluate: {test} baseline {m['baseline']['accuracy']:.4f} (best epoch "
-          f"{m['baseline']['best_epoch_accuracy']:.4f}), student {m['student']['accuracy']:.4f}, teacher "
-          f"{m['teacher']['accuracy']:.4f}; label issues: {found}")
+          f"{m['baseline']['best_epoch_accuracy']:.4f}), MLNT's last student {m['student']['accuracy']:.4f}, its "
+          f"released model (teacher.pt) {m['teacher']['accuracy']:.4f}; label issues: {found}")
     for record in (m["validation"], m["test"]):
         if not record["clean"]:
             print(f"WARNING: {record['warning']}", file=sys.stderr)

@@ -365,11 +365,16 @@ def git_commit() -> str:
         return "unknown"
 
 
+EXPORTED = {"teacher": "MLNT's released model (teacher.pt, whichever of student and teacher won on validation)",
+            "baseline_best_epoch": "CE's best epoch (baseline/model.pt: it beat MLNT's released model on validation)"}
+
+
 def _main(configs: dict, params: dict) -> None:
     card = run(configs["export"], params=params)
     p = card["parity"]
     verdict = "ok" if p["passed"] else "FAILED"
-    print(f"export: {card['model']} -> {OUT / 'model.onnx'}; parity on {p['images']} test images: max |diff| "
+    model = EXPORTED.get(card["model"], card["model"])
+    print(f"export: {model} -> {OUT / 'model.onnx'}; parity on {p['images']} test images: max |diff| "
           f"{p['max_abs_diff']:.2e}, argmax agreement {p['argmax_agreement']:.4f} ({verdict})")
 
 

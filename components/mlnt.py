@@ -158,9 +158,9 @@ def _best(evaluations: list[dict], model: str) -> float | None:
 
 def _main(configs: dict) -> None:
     m = run(configs["mlnt"])
-    print(f"mlnt ({m['mode']}): released the {m['released']} (validation accuracy {m['val_accuracy']:.4f}, "
-          f"step {m['best_step']}, epoch {m['best_epoch']}); final student {m['final_val_accuracy_student']:.4f} "
-          f"-> {OUT}")
+    print(f"mlnt ({m['mode']}): released the {m['released']} as teacher.pt (validation accuracy "
+          f"{m['val_accuracy']:.4f}, step {m['best_step']}, epoch {m['best_epoch']}); final student "
+          f"{m['final_val_accuracy_student']:.4f} -> {OUT}")
 
 
 main = cli("mlnt", {"mlnt": MlntStepConfig}, __doc__.splitlines()[0], _main)
