@@ -287,8 +287,9 @@ def run(config: NoiseConfig, *, ingest: Path = INGEST_OUT, out: Path = OUT) -> d
 
 
 NOISY_VALIDATION = ("no clean validation set: the validation labels are as noisy as the training labels, so model "
-                    "selection (CE's best epoch, MLNT's teacher), temperature scaling and the gate run on noisy "
-                    "labels. Give a clean val split (labels.csv split val, or a val/ folder; docs/data.md)")
+                    "selection (CE's best epoch, MLNT's released model, the model exported) and temperature scaling "
+                    "run on noisy labels, and so does the choice of the gate's CE reference (its best epoch). Give a "
+                    "clean val split (labels.csv split val, or a val/, valid/ or validation/ folder; docs/data.md)")
 
 
 def _subset_size(train_size: int, available: int) -> int:

@@ -96,7 +96,7 @@ def _validation(noise: dict, evaluated: dict) -> str:
     if validation.get("clean", noise["val_clean"]):
         return "clean validation labels"
     return "**noisy validation labels**: " + validation.get(
-        "warning", "model selection, calibration and the gate ran on noisy labels")
+        "warning", "model selection, calibration and the gate's CE reference ran on noisy labels")
 
 
 def _label_issues(issues: dict) -> list[str]:
