@@ -309,9 +309,11 @@ def _confusion_csv(actual: np.ndarray, predicted: np.ndarray, names: list[str]) 
 def test_record(manifest: dict, ingest: Path) -> dict:
     """Where the test set came from (``source``), whether its labels are clean (a dataset's own test split: its
     owner's labels; a test set held out of a user's training images keeps their labels as given, so its accuracy
-    is agreement with noisy labels), a ``warning`` when they are not, and its digest (``sha256``, for the gate)."""
+    is agreement with noisy labels), a ``warning`` when they are not, its digest (``sha256``, for the gate) and its
+    size (``images``: one image is 1 / images of accuracy, which the gate's reasons say when a comparison fails)."""
     source = manifest.get("test_source", OWN_TEST_SPLIT)
-    record = {"source": source, "clean": source == OWN_TEST_SPLIT, "sha256": test_digest(ingest)}
+    record = {"source": source, "clean": source == OWN_TEST_SPLIT, "sha256": test_digest(ingest),
+              "images": manifest["counts"].get("test")}
     if not record["clean"]:
         record["warning"] = (f"the test set was {source}: its accuracy is agreement with noisy labels, not clean "
                              f"accuracy; give a clean test split (a test/ folder, or labels.csv split test)")

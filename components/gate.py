@@ -118,15 +118,17 @@ def decide(config: GateConfig, *, export: Path, evaluate: Path, registry: Path) 
                                             f"{parity.get('argmax_agreement')}, passed {parity.get('passed')!r}")
         if isinstance(accuracy, float):
             check(accuracy >= config.min_accuracy,
-                  f"accuracy {accuracy:.4f}, required at least min_accuracy {config.min_accuracy}")
+                  f"accuracy {accuracy:.4f}, required at least min_accuracy {config.min_accuracy}"
+                  f"{'' if accuracy >= config.min_accuracy else _resolution(metrics)}")
         margin = config.max_below_baseline
         if margin < 1.0 and base is None:
             check(False, f"the CE baseline's best-epoch accuracy: expected it in {evaluate / 'metrics.json'} "
                          f"(baseline_best_epoch) to compare with (gate.max_below_baseline {margin}; 1 turns the "
                          f"comparison off), found none")
         elif margin < 1.0 and isinstance(accuracy, float):
-            check(at_least(accuracy, base - margin), f"accuracy {accuracy:.4f}, required at least the CE baseline's "
-                                                     f"best epoch {base:.4f} minus max_below_baseline {margin}")
+            above = at_least(accuracy, base - margin)
+            check(above, f"accuracy {accuracy:.4f}, required at least the CE baseline's best epoch {base:.4f} minus "
+                         f"max_below_baseline {margin}{'' if above else _resolution(metrics)}")
         reasons += label_warnings(metrics)
     champion, champion_version, champion_card = None, None, None
     try:
@@ -230,6 +232,15 @@ class Champion(NamedTuple):
     version: str
     accuracy: float
     card: dict
+
+
+def _resolution(metrics: dict) -> str:
+    """For a failed comparison: how much one test image weighs, where evaluate recorded the test set's size."""
+    images = (metrics.get("test") or {}).get("images")
+    if not isinstance(images, int) or images < 1:
+        return ""
+    return (f" (one of the {images} test images is {1 / images:.4f} of accuracy: a larger test split, more "
+            "training, or a margin in params.yaml's gate section changes the verdict; docs/data.md)")
 
 
 def read_champion(registry: Path) -> Champion | None:

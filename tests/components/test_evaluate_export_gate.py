@@ -385,6 +385,24 @@ def test_gate_relative_to_the_runs_own_baseline(tmp_path):
                   registry=tmp_path / "r")["passed"]
 
 
+def test_a_failed_comparison_says_how_much_one_test_image_weighs(tmp_path):
+    """A gate failing by one image of a 60-image test split named no way out; its reasons now say what one image
+    is worth, where evaluate recorded the test set's size, and nothing where the comparison passed."""
+    export, evaluate = write_export(tmp_path / "a", accuracy=0.8, baseline=49 / 60)
+    metrics = json.loads((evaluate / "metrics.json").read_text())
+    (evaluate / "metrics.json").write_text(json.dumps({**metrics, "test": {"images": 60}}))
+    decision = decide(GateConfig(min_accuracy=0.9), export=export, evaluate=evaluate, registry=tmp_path / "r")
+    hint = ("(one of the 60 test images is 0.0167 of accuracy: a larger test split, more training, or a margin in "
+            "params.yaml's gate section changes the verdict; docs/data.md)")
+    assert not decision["passed"]
+    assert f"fail: accuracy 0.8000, required at least min_accuracy 0.9 {hint}" in decision["reasons"]
+    assert (f"fail: accuracy 0.8000, required at least the CE baseline's best epoch 0.8167 minus max_below_baseline "
+            f"0.0 {hint}") in decision["reasons"]
+    passed = decide(GateConfig(min_accuracy=0.5, max_below_baseline=0.02), export=export, evaluate=evaluate,
+                    registry=tmp_path / "r")
+    assert passed["passed"] and not any("test images" in reason for reason in passed["reasons"])
+
+
 def test_missing_inputs_fail_the_gate(tmp_path):
     decision = decide(GateConfig(), export=tmp_path / "none", evaluate=tmp_path / "none", registry=tmp_path / "r")
     assert not decision["passed"] and decision["reasons"][0].startswith("fail: inputs missing or unreadable")
@@ -693,10 +711,10 @@ def test_a_test_set_held_out_of_labels_as_given_is_not_called_clean(tmp_path):
     ingest.mkdir()
     np.savez(ingest / "test.npz", images=np.zeros((2, 4, 4, 1), np.uint8), labels=np.array([0, 1]))
     write_manifest(ingest, ["a", "b"], {"test": 2}, image_shape=(4, 4, 1))
-    own = test_record({"test_source": "the dataset's test split"}, ingest)
-    assert own["clean"] is True and "warning" not in own and len(own["sha256"]) == 64
-    held = test_record({"test_source": "held out of the training images (test_fraction 0.2), labelled as given"},
-                       ingest)
+    own = test_record({"test_source": "the dataset's test split", "counts": {"test": 2}}, ingest)
+    assert own["clean"] is True and "warning" not in own and len(own["sha256"]) == 64 and own["images"] == 2
+    held = test_record({"test_source": "held out of the training images (test_fraction 0.2), labelled as given",
+                        "counts": {"test": 2}}, ingest)
     assert held["clean"] is False and held["warning"].startswith(
         "the test set was held out of the training images (test_fraction 0.2), labelled as given: its accuracy is "
         "agreement with noisy labels, not clean accuracy")
