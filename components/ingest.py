@@ -10,7 +10,8 @@ WebDataset shards ``shards/<split>-<n>.tar`` of the original JPEG bytes (each im
 a random sample. The shard folder is replaced as a whole, only once every image is in. Every dataset gets
 ``manifest.json``: the source, the sha256 of every input file, the counts, the image shape, the class names,
 ``labels`` (``curated``, or ``as given`` for a user's own labels) and ``test_source``; for an image folder whose class
-folders hold files that are not images, ``skipped_files`` (their count and extensions, also printed as a warning);
+folders hold files that are not images, ``skipped_files`` (their count, extensions and first ``SKIPPED_NAMED``
+files, also printed as a warning);
 for shards also ``transform`` (the resize, the crop and ImageNet's mean and std that every step applies when it
 decodes).
 """
@@ -100,8 +101,9 @@ def run(config: IngestConfig, *, out: Path = OUT) -> dict:
     prepare_output(out, step="ingest")  # a folder that cannot take the outputs fails now, before the reading
     if config.dataset == "clothing1m":
         return _ingest_clothing1m(config, root, out)
-    skipped: Counter[str] = Counter()  # imagefolder: files under the class folders that are not images
+    skipped: list[Path] = []  # imagefolder: files under the class folders that are not images
     dataset = read(config, root, skipped=skipped)
+    extensions = Counter(p.suffix.lower() for p in skipped)
     _check_classes(dataset.class_names, root)
     splits = {"train": (dataset.train_images, dataset.train_labels), "test": (dataset.test_images, dataset.test_labels)}
     if dataset.val_labels is not None:
@@ -119,21 +121,30 @@ def run(config: IngestConfig, *, out: Path = OUT) -> dict:
         manifest = _write_manifest(config, out, dataset.inputs, counts, list(dataset.train_images.shape[1:]),
                                    dataset.class_names, format_="arrays",
                                    extra={"labels": dataset.labels, "test_source": dataset.test_source,
-                                          **({"skipped_files": {"count": sum(skipped.values()),
-                                                                "extensions": dict(sorted(skipped.items()))}}
+                                          **({"skipped_files": {"count": len(skipped),
+                                                                "extensions": dict(sorted(extensions.items())),
+                                                                "files": _named(skipped, root, SKIPPED_NAMED)}}
                                              if skipped else {})})
     if skipped:
-        print(f"WARNING: ingest: skipped {describe_skipped(skipped)} under the class folders of {root} (accepted: "
-              f"{ACCEPTED}); see skipped_files in {out / 'manifest.json'}", file=sys.stderr)
+        print(f"WARNING: ingest: skipped {describe_skipped(extensions)} under the class folders of {root} (accepted: "
+              f"{ACCEPTED}), e.g. {', '.join(_named(skipped, root, 3))}; see skipped_files in "
+              f"{out / 'manifest.json'}", file=sys.stderr)
     _remove_stale(out, {f"{split}.npz" for split in splits} | ({"human_labels.npz"} if dataset.extra else set()))
     return manifest
 
 
-def read(config: IngestConfig, root: Path, *, skipped: Counter[str] | None = None) -> Dataset:
+SKIPPED_NAMED = 20  # skipped files named in the manifest; the count and extensions cover them all
+
+
+def _named(files: list[Path], root: Path, count: int) -> list[str]:
+    """The first ``count`` of ``files`` (in the order read), relative to ``root``."""
+    return [p.relative_to(root).as_posix() for p in files[:count]]
+
+
+def read(config: IngestConfig, root: Path, *, skipped: list[Path] | None = None) -> Dataset:
     """The in-memory ``Dataset`` of ``config.dataset`` from ``root``; reads only, and raises the reader's
     ``DataError``. Not for clothing1m, which ``run`` streams into shards (any dataset not named here is read as an
-    image folder; ``skipped`` then counts the extensions of the files under its class folders that are not
-    images)."""
+    image folder; ``skipped`` then receives the files under its class folders that are not images)."""
     if config.dataset == "fashion-mnist":
         return read_fashion_mnist(root)
     if config.dataset == "cifar10":

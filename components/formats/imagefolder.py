@@ -11,7 +11,7 @@ Layouts, looked for in this order under ``path``:
    holding folders named like the classes, is refused (it belongs beside ``train/``: read as layout 3 it would
    become a class named ``val``, its clean images trained on).
 In the folder layouts, a class is a folder whose name does not start with ``.``; its images are the files under it
-(at any depth, hidden names aside) whose extension is in ``EXTENSIONS``, and other files are skipped (counted in
+(at any depth, hidden names aside) whose extension is in ``EXTENSIONS``, and other files are skipped (listed in
 ``skipped``, for ingest to report); a class folder with no image is a ``DataError`` naming it and what it holds,
 and so is an image beside the class folders (``train/x.jpg``), in no class.
 The ``val`` and ``test`` splits are taken as clean-labelled (checked by hand): ``val`` is the set every selection,
@@ -49,15 +49,15 @@ ACCEPTED = ", ".join(sorted(EXTENSIONS))
 
 
 def read_imagefolder(root: Path, *, channels: int, size: int, test_fraction: float, seed: int,
-                     max_pixels: int = MAX_PIXELS, skipped: Counter[str] | None = None) -> Dataset:
+                     max_pixels: int = MAX_PIXELS, skipped: list[Path] | None = None) -> Dataset:
     """A user's own images under ``root`` (the layouts of the module docstring), each decoded to ``channels`` and
     resized to ``size`` (0: as it is, and every image must then share one square size); classes sorted by name; the
     test split as given, else ``test_fraction`` of the training images drawn with ``seed``. Reads only; a
-    ``DataError`` names the file or line at fault. ``skipped``, where given, counts by extension (``""``: none) the
-    non-hidden files under the class folders that are not images by their extension, and so were not read."""
+    ``DataError`` names the file or line at fault. ``skipped``, where given, receives the non-hidden files under the
+    class folders that are not images by their extension, and so were not read."""
     if not root.is_dir():
         raise DataError(f"{root}: expected a folder of images, found no such folder")
-    items, inputs = _listing(root, Counter() if skipped is None else skipped)
+    items, inputs = _listing(root, [] if skipped is None else skipped)
     if not items:
         raise DataError(f"{root}: expected images in class sub-folders or a labels.csv, found none")
     _check_split_classes(items, root)
@@ -144,7 +144,7 @@ def _check_square(path: Path, image: np.ndarray) -> None:
                         f"height); set ingest.image_size to resize and centre-crop each image to a square")
 
 
-def _listing(root: Path, skipped: Counter[str]) -> tuple[list[tuple[Path, str, str]], list[Path]]:
+def _listing(root: Path, skipped: list[Path]) -> tuple[list[tuple[Path, str, str]], list[Path]]:
     csv_path = root / "labels.csv"
     if csv_path.is_file() or csv_path.is_symlink():
         return _from_csv(inside(root, csv_path.name, where=str(csv_path)), root), [csv_path]
@@ -208,9 +208,9 @@ def _class_folders(folder: Path) -> list[Path]:
     return sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
 
 
-def _from_folders(root: Path, sub: str, split: str, skipped: Counter[str]) -> list[tuple[Path, str, str]]:
-    """``(file, class, split)`` for the images under ``root / sub``, each proved inside ``root``; the extensions of
-    the other non-hidden files are counted in ``skipped``. A ``DataError`` for a class folder with no image, or for
+def _from_folders(root: Path, sub: str, split: str, skipped: list[Path]) -> list[tuple[Path, str, str]]:
+    """``(file, class, split)`` for the images under ``root / sub``, each proved inside ``root``; the other
+    non-hidden files are added to ``skipped``. A ``DataError`` for a class folder with no image, or for
     an image in ``root / sub`` itself beside the class folders, in none of them (it would be dropped unsaid)."""
     folder = root / sub
     if not folder.is_dir():
@@ -221,17 +221,15 @@ def _from_folders(root: Path, sub: str, split: str, skipped: Counter[str]) -> li
     real_root = Path(os.path.realpath(root))
     items = []
     for cls in classes:
-        images, other = [], Counter()
+        images, others = [], []
         for p in _files_under(cls, root, real_root):
-            if p.suffix.lower() in EXTENSIONS:
-                images.append(p)
-            else:
-                other[p.suffix.lower()] += 1
+            (images if p.suffix.lower() in EXTENSIONS else others).append(p)
+        other = Counter(p.suffix.lower() for p in others)
         if not images:
             held = f", {describe_skipped(other)}" if other else " (an empty folder)"
             raise DataError(f"{cls}: expected images in class folder {cls.name!r}, found 0 images{held}; accepted: "
                             f"{ACCEPTED}")
-        skipped.update(other)
+        skipped += others
         items += [(inside(root, p.relative_to(root), where=str(p), real_root=real_root), cls.name, split)
                   for p in images]
     return items

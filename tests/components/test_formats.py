@@ -473,10 +473,12 @@ def test_jfif_images_are_read_and_other_files_are_counted_and_reported(tmp_path,
     write_image(root / ".ipynb_checkpoints" / "x.png", (12, 12), (1, 1, 1))
     manifest = run(IngestConfig(dataset="imagefolder", path=str(root), test_fraction=0.3), out=tmp_path / "out")
     assert manifest["class_names"] == ["cat", "dog", "owl"] and sum(manifest["counts"].values()) == 9
-    assert manifest["skipped_files"] == {"count": 3, "extensions": {".heic": 2, ".txt": 1}}
+    assert manifest["skipped_files"] == {"count": 3, "extensions": {".heic": 2, ".txt": 1},
+                                         "files": ["cat/notes.txt", "dog/a.heic", "dog/b.HEIC"]}
     err = capsys.readouterr().err
     assert (f"WARNING: ingest: skipped 3 files with other extensions (.heic 2, .txt 1) under the class folders of "
             f"{root} (accepted: .bmp, .gif, .jfif,") in err and err.count("\n") == 1
+    assert ".webp), e.g. cat/notes.txt, dog/a.heic, dog/b.HEIC; see skipped_files in" in err
     for path in (root / "cat" / "notes.txt", root / "dog" / "a.heic", root / "dog" / "b.HEIC"):
         path.unlink()
     assert "skipped_files" not in run(IngestConfig(dataset="imagefolder", path=str(root), test_fraction=0.3),
