@@ -338,7 +338,8 @@ class _Cell:
         keep = np.ones(labels["label"].size, dtype=bool)
         keep[drop] = False
         out = self.dir / f"labels-{name}"
-        write_atomic(out / "labels.npz", lambda fh: np.savez(fh, **{k: v[keep] for k, v in labels.items()}))
+        rows = {k: v[keep] if v.ndim else v for k, v in labels.items()}  # the ingest's digest (0-d) stays as it is
+        write_atomic(out / "labels.npz", lambda fh: np.savez(fh, **rows))
         return out
 
     def _probs(self, model: Path, images: np.ndarray) -> np.ndarray:
