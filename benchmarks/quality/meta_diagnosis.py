@@ -19,7 +19,6 @@ whether the meta loss moves its model at all before paying for it.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -28,8 +27,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from components.common.artifacts import read_json
 from components.common.atomic import write_json
-from components.common.config import CONFIG_FILE, ConfigError, build, printable
+from components.common.config import CONFIG_FILE, build, printable
 from components.common.errors import DataError
 from components.common.model_file import load_model
 from components.common.splits import load_split
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"expected --batches >= 1 and every --inner-lr > 0, found {args.batches} and {args.inner_lr}")
     root = args.artifacts
     try:
-        record = _read_record(root / "mlnt" / CONFIG_FILE)
+        record = read_json(root / "mlnt" / CONFIG_FILE, "mlnt", "mode")  # the config the run trained with
         config = build(MlntStepConfig, record, where=f"{root / 'mlnt' / CONFIG_FILE}")
         inner_lrs = tuple(sorted({*args.inner_lr, config.inner_lr}))
         print(f"meta_diagnosis: {len(MODES)} modes x {len(inner_lrs)} inner learning rates on {args.batches} "
@@ -145,19 +145,6 @@ def main(argv: list[str] | None = None) -> int:
         write_json(args.json, found)
         print(f"meta_diagnosis: the measurements -> {args.json}")
     return 0
-
-
-def _read_record(path: Path) -> dict:
-    """A step's ``config.json``: the config it ran with."""
-    if not path.is_file():
-        raise DataError(f"{path}: expected the mlnt step's config (run `dvc repro` first), found none")
-    try:
-        record = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DataError(f"{path}: expected the mlnt step's config as JSON, found {err}") from err
-    if not isinstance(record, dict):
-        raise ConfigError(f"{path}: expected a JSON object, found {type(record).__name__}")
-    return record
 
 
 def table(found: dict, config, *, where: Path) -> str:

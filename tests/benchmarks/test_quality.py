@@ -173,8 +173,9 @@ def test_the_diagnosis_without_a_finished_run_says_what_it_expected(tmp_path, ca
     from benchmarks.quality import meta_diagnosis  # noqa: PLC0415
 
     assert meta_diagnosis.main(["--artifacts", str(tmp_path)]) == 1
-    assert capsys.readouterr().err == (f"error: meta_diagnosis: {tmp_path}/mlnt/config.json: expected the mlnt "
-                                       "step's config (run `dvc repro` first), found none\n")
+    assert capsys.readouterr().err == (f"error: meta_diagnosis: {tmp_path}/mlnt/config.json: expected the output "
+                                       "of the mlnt step, found no such file (run python -m components.mlnt "
+                                       "first)\n")
 
 
 def test_no_inner_step_moves_no_prediction():
