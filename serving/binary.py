@@ -2,8 +2,9 @@
 checked before KServe decodes it: KServe 0.21 answers 500 when the raw data does not fit the header or its shape
 cannot be made (a negative or astronomically large dimension), and it decodes binary BYTES tensors as UTF-8 text,
 which fails on PNG/JPEG bytes. So the header is checked against the request budget first (``serving.budget``: the
-datatypes are strings, the shapes declare no more than a request may hold), binary BYTES tensors move into the
-header as base64 text (what JSON clients send), other binary tensors stay binary, and misfits are a 400."""
+datatypes are strings the model takes, FP32 or BYTES, the shapes declare no more than a request may hold), binary
+BYTES tensors move into the header as base64 text (what JSON clients send), other binary tensors stay binary, and
+misfits are a 400."""
 
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ def unpack(body: bytes, declared: bytes, budget: Budget) -> tuple[bytes, int]:
             continue
         chunk = _chunk(tensor, size, raw, offset)
         offset += size
-        if tensor["datatype"] == "BYTES":
+        if tensor["datatype"].upper() == "BYTES":  # check_v2 has made it a string; KServe reads it in any case
             found = elements(chunk, tensor["name"], limit=math.prod(tensor["shape"]))
             tensor["data"] = [base64.b64encode(e).decode() for e in found]
             del tensor["parameters"]["binary_data_size"]
@@ -55,7 +56,7 @@ def unpack(body: bytes, declared: bytes, budget: Budget) -> tuple[bytes, int]:
 
 
 def _chunk(tensor: dict, size: object, raw: bytes, offset: int) -> bytes:
-    name, datatype, shape = tensor["name"], tensor["datatype"], tensor["shape"]
+    name, datatype, shape = tensor["name"], tensor["datatype"].upper(), tensor["shape"]
     if not isinstance(size, int) or isinstance(size, bool) or size < 0 or offset + size > len(raw):
         raise BadRequest(f"input '{name}': expected binary_data_size to be at most the {len(raw) - offset} bytes "
                          f"left after the JSON header, found {size!r}")

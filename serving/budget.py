@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from serving.inputs import BadRequest
+from serving.inputs import BadRequest, check_datatype
 
 MAX_RANK = 8  # more dimensions than any tensor of this protocol needs
 
@@ -40,8 +40,10 @@ class Budget:
 
 
 def check_v2(header: object, budget: Budget) -> None:
-    """A v2 body (JSON) or binary extension header: every input's datatype a string, its shape a list of at most
-    ``MAX_RANK`` non-negative integers declaring no more than the budget, and its data holding no more."""
+    """A v2 body (JSON) or binary extension header: every input's datatype a string the model takes
+    (``serving.inputs.check_datatype``: KServe would refuse FP16 data in JSON itself, advising the binary format,
+    which the model does not take either), its shape a list of at most ``MAX_RANK`` non-negative integers declaring
+    no more than the budget, and its data holding no more."""
     inputs = header.get("inputs") if isinstance(header, dict) else None
     for tensor in inputs if isinstance(inputs, list) else []:
         if not isinstance(tensor, dict):
@@ -52,7 +54,10 @@ def check_v2(header: object, budget: Budget) -> None:
         if "datatype" in tensor and not isinstance(datatype, str):
             raise BadRequest(f"{what}: expected the datatype as a string such as FP32 or BYTES, found "
                              f"{type(datatype).__name__}")
-        limit, unit = (budget.images, "images") if datatype == "BYTES" else (budget.values, "values")
+        if isinstance(datatype, str):
+            check_datatype(datatype, what)
+        bytes_ = isinstance(datatype, str) and datatype.upper() == "BYTES"
+        limit, unit = (budget.images, "images") if bytes_ else (budget.values, "values")
         if "shape" in tensor:
             declared = _declared(shape, what, limit)
             if declared > limit:

@@ -11,7 +11,7 @@ A gRPC inference that names a ``model_version`` other than the version of the re
 ``NOT_FOUND`` (KServe's servicer ignores the field), as REST answers ``/v2/models/<name>/versions/<v>/infer`` 404;
 the served version, or none, is inferred. ``VersionedServicer`` does the same for ``ModelReady`` and
 ``ModelMetadata`` (KServe's servicer does not pass their ``version`` on), and the model metadata lists the served
-version (``versions``) over both transports.
+version (``versions``) and the platform (``onnxruntime_onnx``) over both transports.
 
 A gRPC request's client (``serving.clients``) is set here too, from the call's metadata: ``grpc`` for all of them,
 or with ``--client-header`` the address that header names.
@@ -73,11 +73,21 @@ class AccountedDataPlane(DataPlane):
         return found if self.repository else {**found, "extensions": []}
 
     async def model_metadata(self, model_name: str) -> dict:
-        """KServe's model metadata, with ``versions``: the served release's version, the one version that
-        ``/v2/models/<name>/versions/<v>`` answers (KServe lists none)."""
+        """KServe's model metadata, with what a ``serving.model.Classifier`` knows of itself: ``versions``, the
+        served release's version, the one version that ``/v2/models/<name>/versions/<v>`` answers (KServe lists
+        none); ``platform``, ``onnxruntime_onnx`` (KServe's is empty); and ``parameters``, describing the
+        alternative input of encoded images (REST only: ``serving.server.install_metadata``; gRPC's message has no
+        such field)."""
         found = await super().model_metadata(model_name)
-        release = getattr(self.model_registry.get_model(model_name), "release", None)
-        return found if release is None else {**found, "versions": [release.version]}
+        model = self.model_registry.get_model(model_name)
+        release = getattr(model, "release", None)
+        if release is not None:
+            found = {**found, "versions": [release.version]}
+        if getattr(model, "platform", None):
+            found = {**found, "platform": model.platform}
+        if callable(getattr(model, "metadata_parameters", None)):
+            found = {**found, "parameters": model.metadata_parameters()}
+        return found
 
     async def infer(self, model_name: str, request, headers: dict | None = None):
         """KServe's inference; a gRPC request is also given its client (from ``headers``, its metadata) and counted

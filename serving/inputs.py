@@ -38,6 +38,8 @@ MAX_IMAGE_PIXELS = 4096 * 4096  # larger images are refused before they are deco
 UNREADABLE = (UnidentifiedImageError, OSError, Image.DecompressionBombError, ValueError, SyntaxError, struct.error,
               IndexError, TypeError)
 NUMBERS = frozenset({int, float})  # JSON numbers as parsed; a bool is neither
+# The datatypes the model takes: a preprocessed tensor or encoded images. KServe reads a datatype in any case ("fp32").
+DATATYPES = ("FP32", "BYTES")
 
 
 class BadRequest(InvalidInput):
@@ -68,6 +70,17 @@ def json_type(value: object) -> str:
     return JSON_TYPES.get(type(value), "null")
 
 
+def check_datatype(datatype: str, what: str) -> None:
+    """A 400 ``BadRequest`` unless ``datatype`` is one the model takes (``DATATYPES``, in any case, as KServe reads
+    it): checked on a v2 body before KServe parses it (``serving.budget.check_v2``), whose own refusals of some
+    (FP16 sent as JSON) advise what the model does not take either, and again on every request the model gets (gRPC);
+    ``what`` names the input."""
+    if datatype.upper() not in DATATYPES:
+        found = datatype if len(datatype) <= 40 else datatype[:37] + "..."
+        raise BadRequest(f"{what}: expected datatype FP32 (a preprocessed tensor) or BYTES (encoded images), found "
+                         f"{found}")
+
+
 def check_batch(n: int, max_batch: int, what: str = "images") -> None:
     """A 400 ``BadRequest`` unless ``n`` lies in ``[1, max_batch]``; ``what`` names the items."""
     if not 1 <= n <= max_batch:
@@ -89,9 +102,7 @@ def v2_batch(request, spec: InputSpec, max_batch: int) -> np.ndarray | Encoded:
             raise BadRequest(f"input '{tensor.name}': expected {declared} elements for shape "
                              f"{list(tensor.shape)}, found {len(data)}")
         return Encoded(tuple(_b64(item, f"input '{tensor.name}' element {k}") for k, item in enumerate(data)))
-    if tensor.datatype != "FP32":
-        raise BadRequest(f"input '{tensor.name}': expected datatype FP32 (a preprocessed tensor) or BYTES (encoded "
-                         f"images), found {tensor.datatype}")
+    check_datatype(tensor.datatype, f"input '{tensor.name}'")
     if tensor.name != spec.name:
         raise BadRequest(f"expected the FP32 input to be named '{spec.name}', found '{tensor.name}'")
     _check_shape(list(tensor.shape), spec, max_batch)
@@ -111,7 +122,12 @@ def v1_batch(body: object, spec: InputSpec, max_batch: int) -> np.ndarray | Enco
     if isinstance(body, bytes):  # a body KServe did not parse; a str is a JSON string it parsed
         body = parse_json(body)
     if not isinstance(body, dict) or not isinstance(body.get("instances"), list):
-        found = f"keys {sorted(body)}" if isinstance(body, dict) else f"a JSON {json_type(body)}"
+        if not isinstance(body, dict):
+            found = f"a JSON {json_type(body)}"
+        elif "instances" in body:
+            found = f"'instances' as a JSON {json_type(body['instances'])}"
+        else:
+            found = f"keys {sorted(body)}"
         raise BadRequest(f"expected a JSON object with an 'instances' list, found {found}")
     instances = body["instances"]
     check_batch(len(instances), max_batch)

@@ -69,8 +69,9 @@ class Guard:
     (``serving.routes``), 404 for an unknown model name or a version other than the one served (a versioned v2
     path of the served version goes on as the unversioned path: KServe answers those with a 501), 401 for feedback
     without the feedback token (before its body is read), 413 for a body over the budget's bytes, 400 for malformed
-    JSON, a v2 body that is no JSON object, a v2 binary body that does not fit its header, or a request that declares
-    more than the budget (``serving.budget``); a JSON body sent without a JSON content type (``curl -d``) passes as
+    JSON, a v2 body that is no JSON object, a v2 binary body that does not fit its header, a v2 input of a datatype
+    the model does not take, or a request that declares more than the budget (``serving.budget``), each logged as one
+    line; a JSON body sent without a JSON content type (``curl -d``) passes as
     JSON; a POST to a model's metadata or readiness goes on unread, for its 405. It notes the client
     (``serving.clients``: the peer; for inference and feedback, the one ``clients`` names),
     and answers an exception that escapes the app with a 500 that names no internals (KServe's own handler would
@@ -124,13 +125,14 @@ class Guard:
         # Inference and feedback only: probes and scrapes come without the proxies' header and are no one's traffic.
         CLIENT.set(self.clients.of(scope))
         body, size = await read_body(scope, receive, self.budget.body_bytes)
-        if body is None:
-            return await reply(send, 413, f"expected a request body of at most {self.budget.body_bytes} bytes, "
-                                          f"found {size}")
         try:
+            if body is None:
+                raise BadRequest(f"expected a request body of at most {self.budget.body_bytes} bytes, found {size}",
+                                 413)
             body, scope = prepared(body, scope, kind=what, budget=self.budget)
-        except BadRequest as exc:
-            return await reply(send, 400, str(exc))
+        except BadRequest as exc:  # a client error: one line in the log, as serving.server.bad_request logs
+            log.info("%s %s -> %d: %s", scope["method"], scope["path"], exc.status, exc.reason)
+            return await reply(send, exc.status, exc.reason, exc.headers)
         await self.app(scope, replay(body, receive), send)
 
     def admitted(self, scope: dict, route: re.Match, found: str | None) -> tuple[dict, re.Match]:

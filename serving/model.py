@@ -23,6 +23,8 @@ from serving.outputs import check_requested, output_types, v1_response, v2_respo
 from serving.release import Release, ReleaseError
 
 MAX_DECODE_PIXELS = 4 * 4096 * 4096  # per request: four images of the largest size, or 256 of 512 x 512
+PLATFORM = "onnxruntime_onnx"  # the model metadata's platform: the Open Inference Protocol's name for ONNX Runtime
+ENCODED_INPUT = "image"  # the name the metadata gives the input of encoded images (serving.inputs takes any name)
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,8 @@ class Batch:
 class Classifier(Model):
     """The KServe model of one release: checks and decodes requests (``serving.inputs``), runs ``model.onnx`` with
     onnxruntime on the CPU, and answers v1 or v2, recording every prediction in ``metrics`` (if given)."""
+
+    platform = PLATFORM
 
     def __init__(self, name: str, release: Release, *, max_batch: int = 256, threads: int = 0,
                  metrics: PredictorMetrics | None = None, max_decode_pixels: int = MAX_DECODE_PIXELS,
@@ -111,10 +115,19 @@ class Classifier(Model):
         return v1_response(result.probabilities, self.spec.class_names)
 
     def get_input_types(self) -> list[dict]:
-        """The inputs the v2 metadata lists: the card's FP32 tensor ``[-1, C, H, W]`` and a BYTES ``image`` input of
-        encoded images."""
-        return [{"name": self.spec.name, "datatype": "FP32", "shape": [-1, *self.spec.shape]},
-                {"name": "image", "datatype": "BYTES", "shape": [-1]}]
+        """The inputs the v2 metadata lists: the card's FP32 tensor ``[-1, C, H, W]`` alone. The metadata's inputs
+        are those a request sends, all of them (clients build requests from it); encoded images are an alternative
+        to the tensor, never sent with it, so they are described in ``metadata_parameters`` instead."""
+        return [{"name": self.spec.name, "datatype": "FP32", "shape": [-1, *self.spec.shape]}]
+
+    def metadata_parameters(self) -> dict[str, str]:
+        """The v2 metadata's ``parameters`` (REST; gRPC's message has no such field): the alternative input of
+        encoded images, ``ENCODED_INPUT`` BYTES ``[-1]``, as Open Inference Protocol parameters (string values)."""
+        return {"encoded_image_input": ENCODED_INPUT, "encoded_image_input_datatype": "BYTES",
+                "encoded_image_input_shape": "[-1]",
+                "encoded_image_input_use": f"instead of '{self.spec.name}', never with it: PNG or JPEG files, as "
+                                           "base64 text in JSON, as the files' bytes with the binary tensor extension "
+                                           "or over gRPC; decoded, resized and normalised as in training"}
 
     def get_output_types(self) -> list[dict]:
         """The outputs the v2 metadata lists: ``probabilities`` FP32 ``[-1, K]``, ``class`` BYTES and ``class_index``

@@ -15,7 +15,9 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from kserve import ModelServer, model_server
 from kserve.model_server import app as kserve_app
+from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.grpc import server as grpc_server
+from kserve.protocol.rest.v2_datamodels import ModelMetadataResponse
 from starlette.exceptions import HTTPException
 
 from serving import logs, routes
@@ -90,6 +92,27 @@ def install(app: FastAPI, model: Classifier, protection: Protection) -> None:
                      limiter=RateLimiter(protection.feedback_rate, protection.feedback_burst))
 
 
+class ModelMetadata(ModelMetadataResponse):
+    """The v2 model metadata with ``parameters`` (Open Inference Protocol parameters: string, number or boolean
+    values), which KServe's response model drops."""
+
+    parameters: dict[str, str | int | float | bool] | None = None
+
+
+def install_metadata(app: FastAPI, dataplane: DataPlane) -> None:
+    """``GET /v2/models/{model_name}``: ``dataplane``'s model metadata with its ``parameters`` (the alternative input
+    of encoded images, ``serving.model.Classifier.metadata_parameters``), ahead of KServe's route of the same path,
+    whose response model drops them; so it must be installed before KServe registers its routes. The versioned path
+    of the served version reaches it too (``serving.middleware.unversioned``); an unknown or unloaded model is
+    KServe's ``ModelNotFound``, as on KServe's route."""
+
+    async def model_metadata_with_parameters(model_name: str) -> ModelMetadata:
+        return ModelMetadata.model_validate(await dataplane.model_metadata(model_name))
+
+    app.add_api_route("/v2/models/{model_name}", model_metadata_with_parameters, methods=["GET"],
+                      response_model=ModelMetadata, tags=["V2"])
+
+
 def install_docs(app: FastAPI) -> None:
     """Swagger UI at /docs, what KServe's --enable_docs_url gives: KServe reads that flag only when it creates its
     app, at import, and imports with an empty command line here (``serving.__main__.kserve_cli``)."""
@@ -106,6 +129,7 @@ def serve(model: Classifier, settings: dict, protection: Protection) -> None:
     """Serve ``model`` with KServe until SIGTERM; ``settings`` are the parsed command line (KServe's flags too)."""
     install(kserve_app, model, protection)
     server = make_server(settings, model.metrics, models=[model], clients=protection.clients)
+    install_metadata(kserve_app, server.dataplane)  # before server.start registers KServe's routes
     logs.show_with_kserve()  # KServe has configured logging now
     grpc = f" and gRPC on port {server.grpc_port}" if server.enable_grpc else ""
     log.info("serving %s (%s) from %s: REST on port %d%s", model.name, model.release.version, model.release.folder,

@@ -22,7 +22,7 @@ from serving.metrics import PredictorMetrics
 from serving.model import Classifier
 from serving.release import load_release
 from serving.repository import ManagedRepository, ReadOnlyRepository
-from serving.server import Protection, install
+from serving.server import Protection, install, install_metadata
 from tests.serving.conftest import LIMITS
 
 NAME = "mlnt-classifier"
@@ -48,6 +48,7 @@ class InProcess:
                                        repository=self.protection.repository, clients=self.protection.clients)
         self.app = FastAPI(docs_url=None, redoc_url=None, default_response_class=ORJSONResponse)
         install(self.app, self.model, self.protection)  # before KServe's, as serve() does
+        install_metadata(self.app, dataplane)
         rest = RESTServer("kserve.model_server:app", dataplane, extension, http_port=0)
         rest._add_middlewares(self.app)  # what RESTServer.create_application does to its app
         rest._register_endpoints(self.app)

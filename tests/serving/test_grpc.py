@@ -63,6 +63,8 @@ def test_model_metadata_matches_rest(stub, server, client):
     found = stub.ModelMetadata(pb.ModelMetadataRequest(name=NAME), timeout=30)
     rest = client.get(f"{server}/v2/models/{NAME}").json()
     assert found.name == NAME and list(found.versions) == rest["versions"] == [VERSION]
+    assert found.platform == rest["platform"] == "onnxruntime_onnx"
+    assert [t.name for t in found.inputs] == ["images"]  # the encoded images: REST's parameters (no gRPC field)
     for kind in ("inputs", "outputs"):
         grpc_tensors = [{"name": t.name, "datatype": t.datatype, "shape": list(t.shape)} for t in getattr(found, kind)]
         assert grpc_tensors == rest[kind]

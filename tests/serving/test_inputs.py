@@ -16,7 +16,7 @@ from PIL import Image
 
 from components.common.splits import normalise as training_normalise
 from serving.binary import unpack as unpack_within
-from serving.budget import Budget
+from serving.budget import Budget, check_v2
 from serving.drift import DriftWindow
 from serving.inputs import (
     BadRequest,
@@ -218,13 +218,52 @@ def test_a_v2_bytes_element_that_is_not_base64_is_named_by_its_index():
         v2_batch(request, GREY, 4)
 
 
-@pytest.mark.parametrize(("body", "found"), [({"instances": 5}, "keys ['instances']"),
-                                             ({"instances": {"image": {"b64": ""}}}, "keys ['instances']"),
+@pytest.mark.parametrize(("body", "found"), [({"instances": 5}, "'instances' as a JSON number"),
+                                             ({"instances": 0.5}, "'instances' as a JSON number"),
+                                             ({"instances": "x"}, "'instances' as a JSON string"),
+                                             ({"instances": {"image": {"b64": ""}}}, "'instances' as a JSON object"),
+                                             ({"instances": None}, "'instances' as a JSON null"),
+                                             ({"instances": True}, "'instances' as a JSON boolean"),
+                                             ({"instances": "x", "z": []}, "'instances' as a JSON string"),
                                              ({"z": [], "a": []}, "keys ['a', 'z']")])
-def test_a_v1_body_without_an_instances_list_is_refused_naming_its_keys_sorted(body, found):
+def test_a_v1_body_without_an_instances_list_is_refused_naming_what_it_has(body, found):
+    """Without 'instances', its keys, sorted; with 'instances' of another type than a list, that type."""
     message = f"expected a JSON object with an 'instances' list, found {found}"
     with pytest.raises(BadRequest, match=f"^{re.escape(message)}$"):
         v1_batch(body, GREY, 4)
+
+
+GRPC_READABLE = {"BOOL", "UINT8", "INT32", "FP16", "FP64"}  # among those below (kserve.protocol.infer_type.get_content)
+
+
+@pytest.mark.parametrize("datatype", ["FP16", "BF16", "fp16", "INT32", "FP64", "UINT8", "BOOL", "STRING"])
+def test_a_datatype_the_model_does_not_take_gets_one_message_as_json_binary_or_grpc(datatype):
+    """FP16 sent as JSON was KServe's own 400, advising the binary format (which the model refuses too), logged with a
+    traceback: the datatype is checked before KServe parses the body (``check_v2``, the JSON body and the binary
+    header alike), with the message the model's own check gives a gRPC request."""
+    message = (f"^input 'images': expected datatype FP32 \\(a preprocessed tensor\\) or BYTES \\(encoded images\\), "
+               f"found {datatype}$")
+    tensor = {"name": "images", "shape": [1, 1, 8, 8], "datatype": datatype}
+    with pytest.raises(BadRequest, match=message):
+        check_v2({"inputs": [{**tensor, "data": [0.0] * 64}]}, BUDGET)
+    with pytest.raises(BadRequest, match=message):
+        unpack(*binary_header({**tensor, "data": [0.0] * 64}))  # data in the header: KServe's FP16 refusal too
+    with pytest.raises(BadRequest, match=message):
+        unpack(*binary_header({**tensor, "parameters": {"binary_data_size": 128}}, b"\0" * 128))
+    if datatype in GRPC_READABLE:  # the others KServe's gRPC servicer refuses itself, before the model
+        with pytest.raises(BadRequest, match=message):
+            v2_batch(grpc_request(datatype, [1, 1, 8, 8], b"\0" * 128), GREY, 4)
+
+
+@pytest.mark.parametrize("datatype", ["FP32", "fp32", "BYTES", "bytes"])
+def test_the_datatypes_the_model_takes_pass_in_any_case_as_kserve_reads_them(datatype):
+    shape = [1] if datatype.upper() == "BYTES" else [1, 1, 8, 8]
+    check_v2({"inputs": [{"name": "images", "shape": shape, "datatype": datatype, "data": []}]}, BUDGET)
+
+
+def binary_header(tensor: dict, raw: bytes = b"") -> tuple[bytes, bytes]:
+    header = json.dumps({"inputs": [tensor]}).encode()
+    return header + raw, str(len(header)).encode()
 
 
 @pytest.mark.parametrize(("chunk", "items", "refused"), [

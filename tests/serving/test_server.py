@@ -6,6 +6,7 @@ import base64
 import io
 import json
 import math
+import re
 import struct
 import subprocess
 
@@ -17,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from components.common.splits import normalise
 from monitoring import metrics as contract
-from tests.serving.conftest import CLASSES, CLIENT_SHARE, CORRUPT_PNGS, LIMITS, MEAN, STD, VERSION
+from tests.serving.conftest import CLASSES, CLIENT_SHARE, CORRUPT_PNGS, LIMITS, MEAN, ROOT, STD, VERSION
 
 NAME = "mlnt-classifier"
 V1, V2 = f"/v1/models/{NAME}:predict", f"/v2/models/{NAME}/infer"
@@ -118,6 +119,7 @@ NOT_AN_IMAGE = base64.b64encode(b"hello world").decode()
 UNREADABLE = "image 0: expected PNG or JPEG bytes, found {} bytes that are not a readable image"
 NOT_NUMBERS = "expected numbers in nested lists of equal length, found other values ({})"
 FP32 = {"name": "images", "shape": [1, 1, 8, 8], "datatype": "FP32"}
+WRONG_DATATYPE = "input 'images': expected datatype FP32 (a preprocessed tensor) or BYTES (encoded images), found {}"
 BAD = [  # (case, path, request, status, the error names what was expected and what was found)
     ("malformed JSON v2", V2, {"content": b'{"inputs": ['}, 400, "expected a JSON body, found invalid JSON"),
     ("malformed JSON v1", V1, {"content": b"{instances"}, 400, "expected a JSON body, found invalid JSON"),
@@ -178,6 +180,16 @@ BAD = [  # (case, path, request, status, the error names what was expected and w
     ("an output the model does not have v2", V2, {"json": {**v2_tensor(np.zeros((1, 1, 8, 8))),
                                                          "outputs": [{"name": "class"}, {"name": "nope"}]}}, 400,
      "expected requested outputs among ['probabilities', 'class', 'class_index'], found ['nope']"),
+    ("'instances' as a JSON string v1", V1, {"json": {"instances": "x"}}, 400,
+     "expected a JSON object with an 'instances' list, found 'instances' as a JSON string"),
+    ("'instances' as a JSON null v1", V1, {"json": {"instances": None}}, 400,
+     "expected a JSON object with an 'instances' list, found 'instances' as a JSON null"),
+    *[(f"{datatype} as JSON v2", V2, {"json": {"inputs": [{**FP32, "datatype": datatype, "data": [0.0] * 64}]}}, 400,
+       WRONG_DATATYPE.format(datatype)) for datatype in ("FP16", "fp16", "BF16")],  # FP16: KServe's own 400 before
+    ("FP16 as JSON in a binary header v2", V2, v2_binary(({**FP32, "datatype": "FP16", "data": [0.0] * 64}, b"")), 400,
+     WRONG_DATATYPE.format("FP16")),
+    ("FP16 as binary data v2", V2, v2_binary(({**FP32, "datatype": "FP16", "parameters": {"binary_data_size": 128}},
+                                              b"\0" * 128)), 400, WRONG_DATATYPE.format("FP16")),
     ("unknown model v2", "/v2/models/nope/infer", {"json": {}}, 404, f"Unknown model 'nope'. Valid: {NAME}"),
     ("unknown model v1", "/v1/models/nope:predict", {"json": {}}, 404, f"Unknown model 'nope'. Valid: {NAME}"),
 ]
@@ -185,13 +197,20 @@ BAD = [  # (case, path, request, status, the error names what was expected and w
 
 @pytest.mark.parametrize(("path", "request_", "status", "message"), [case[1:] for case in BAD],
                          ids=[case[0] for case in BAD])
-def test_bad_requests_get_a_4xx_that_says_why_and_are_counted(server, client, path, request_, status, message):
+def test_bad_requests_get_a_4xx_that_says_why_and_are_counted(server, server_log, client, path, request_, status,
+                                                              message):
+    """... and are logged as one line that says why, with no traceback and nothing at ERROR."""
     protocol = path[1:3]
     counted = {"model": NAME, "protocol": protocol, "outcome": "client_error"}
     before = metric(client, server, "mlnt_requests_total", **counted)
+    logged = server_log.stat().st_size
     response = client.post(server + path, **request_)
     assert response.status_code == status and message in response.json()["error"], response.text
     assert metric(client, server, "mlnt_requests_total", **counted) == before + 1
+    with server_log.open("rb") as log:
+        lines = log.read()[logged:].decode(errors="replace").splitlines()
+    assert any(message in line and f"-> {status}: " in line for line in lines), lines
+    assert not any("Traceback" in line or " ERROR " in line for line in lines), lines
     x = np.zeros((1, 1, 8, 8), np.float32)
     assert v2_probabilities(client.post(server + V2, json=v2_tensor(x))).shape == (1, len(CLASSES))
 
@@ -287,13 +306,48 @@ def test_health_metadata_and_model_endpoints(server, client):
     assert client.get(f"{server}/v2/health/ready").json() == {"ready": True}
     assert client.get(f"{server}/v2/models/{NAME}/ready").json() == {"name": NAME, "ready": True}
     metadata = client.get(f"{server}/v2/models/{NAME}").json()
-    assert {"name": "images", "datatype": "FP32", "shape": [-1, 1, 8, 8]} in metadata["inputs"]
+    assert metadata["inputs"] == [{"name": "images", "datatype": "FP32", "shape": [-1, 1, 8, 8]}]
     assert {"name": "probabilities", "datatype": "FP32", "shape": [-1, len(CLASSES)]} in metadata["outputs"]
     assert metadata["versions"] == [VERSION]  # the one version /v2/models/<name>/versions/<v> answers
     for path in (V2, f"/v2/models/{NAME}/versions/{VERSION}/infer"):
         answer = client.post(server + path, json=v2_tensor(np.zeros((1, 1, 8, 8), np.float32))).json()
         assert (answer["model_name"], answer["model_version"]) == (NAME, VERSION)
     assert client.get(f"{server}/v1/models/{NAME}").json() == {"name": NAME, "ready": True}
+
+
+def test_a_request_built_from_the_metadata_is_answered_and_so_is_the_encoded_image_input_it_describes(server, client):
+    """Tools build a v2 request from the model metadata, sending every input it lists. It listed the tensor and the
+    BYTES input of encoded images, which are alternatives (one input a request), so such a request was refused: the
+    metadata lists the tensor alone, describes the encoded images in its parameters (Open Inference Protocol
+    parameters: string, number or boolean values), and names the platform."""
+    metadata = client.get(f"{server}/v2/models/{NAME}").json()
+    assert metadata["platform"] == "onnxruntime_onnx"
+    assert metadata["inputs"] == [{"name": "images", "datatype": "FP32", "shape": [-1, 1, 8, 8]}]
+    built = []
+    for listed in metadata["inputs"]:
+        shape = [1 if d == -1 else d for d in listed["shape"]]
+        built.append({**listed, "shape": shape, "data": [0.0] * math.prod(shape)})
+    assert v2_probabilities(client.post(server + V2, json={"inputs": built})).shape == (1, len(CLASSES))
+    parameters = metadata["parameters"]
+    assert all(isinstance(value, str | int | float | bool) for value in parameters.values()), parameters
+    assert json.loads(parameters["encoded_image_input_shape"]) == [-1] and "PNG or JPEG" in \
+        parameters["encoded_image_input_use"]
+    blob = encode(np.zeros((8, 8), np.uint8))
+    image = {"name": parameters["encoded_image_input"], "datatype": parameters["encoded_image_input_datatype"],
+             "shape": [1], "data": [base64.b64encode(blob).decode()]}
+    assert (image["name"], image["datatype"]) == ("image", "BYTES")
+    np.testing.assert_allclose(v2_probabilities(client.post(server + V2, json={"inputs": [image]})),
+                               v2_probabilities(client.post(server + V2, json=v2_images([blob]))), atol=1e-6)
+
+
+def test_the_metadata_docs_serving_md_shows_is_the_predictors(server, client):
+    shown = json.loads(re.search(r"```json\n(\{\"name\": \"mlnt-classifier\".*?)\n```", (ROOT / "docs" / "serving.md")
+                                 .read_text(), re.DOTALL)[1])
+    metadata = client.get(f"{server}/v2/models/{NAME}").json()
+    assert list(shown) == list(metadata)
+    assert (shown["platform"], shown["parameters"]) == (metadata["platform"], metadata["parameters"])
+    for kind in ("inputs", "outputs"):  # the shapes are Fashion-MNIST's there
+        assert [(t["name"], t["datatype"]) for t in shown[kind]] == [(t["name"], t["datatype"]) for t in metadata[kind]]
 
 
 def test_metrics_follow_the_contract_and_pass_promtool(server, client):
