@@ -38,8 +38,8 @@ from monitoring.metrics import LABEL_VALUES, METRICS, PUSHED_LABELS, SERIES, TAR
 
 BUILTIN_SERIES = frozenset({"up"})  # written by Prometheus itself for every scrape target
 # a literal for each of the dashboard's template variables, for promtool (monitoring.snapshot starts from them)
-VARIABLES = {"model": "fmnist", "datasource": "prometheus", "__rate_interval": "5m", "__interval": "1m",
-             "__range": "1h"}
+VARIABLES = {"model": "fmnist", "pipeline": "mlnt", "datasource": "prometheus", "__rate_interval": "5m",
+             "__interval": "1m", "__range": "1h"}  # pipeline: telemetry's DEFAULT_PIPELINE, what a run pushes
 RECORD_NAME = re.compile(r"^[a-z_]+:[a-z0-9_]+:[a-z0-9_]+$")  # level:metric:operations
 # a Grafana template variable in a query: $name, ${name} or ${name:format}; the name is group 1 or group 2
 TEMPLATE_VARIABLE = re.compile(r"\$(?:\{(\w+)(?::\w+)?\}|(\w+))")

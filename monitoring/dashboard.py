@@ -1,10 +1,11 @@
 """The Grafana dashboard, declared once as data; ``python -m monitoring.dashboard`` writes monitoring/dashboards/.
 
 Panels are ``Panel`` entries grouped in ``Row``s; ``build()`` lays them out on Grafana's 24-column grid and returns
-the dashboard JSON (schemaVersion 39, timeseries and stat panels). Queries use two template variables:
-``${datasource}`` (a Prometheus data source) and ``$model`` (the served models, from ``mlnt_model_info``).
-The training panels are not filtered by ``$model``: there ``model`` is the trained network (teacher, student,
-baseline), not the served model.
+the dashboard JSON (schemaVersion 39, timeseries and stat panels). Queries use three template variables:
+``${datasource}`` (a Prometheus data source), ``$model`` (the served models, from ``mlnt_model_info``) and
+``$pipeline`` (the training pipelines that pushed, the label of their pushes). The training panels follow
+``$pipeline`` and not ``$model``: there ``model`` is the trained network (teacher, student, baseline), not the served
+model.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ UID = "mlnt-pipeline"
 GRID_WIDTH = 24
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 MODEL = 'model=~"$model"'
+PIPELINE = 'pipeline=~"$pipeline"'
 
 
 @dataclass(frozen=True)
@@ -92,8 +94,9 @@ ROWS = (
               unit="reqps"),
         Panel("Server-error ratio",
               (Query(ratio(rate("mlnt_requests_total", f'{MODEL}, outcome="server_error"'),
-                           rate("mlnt_requests_total")), "{{model}}"),),
-              "Share of requests that ended in a server error; MlntPredictorHighErrorRate fires above 5%.",
+                           rate("mlnt_requests_total", f'{MODEL}, outcome!="client_error"')), "{{model}}"),),
+              "Share of the valid requests (client errors aside) that ended in a server error; "
+              "MlntPredictorHighErrorRate fires above 5% with at least 20 valid requests in 5 minutes.",
               unit="percentunit", limit=0.05),
         Panel("Latency p50 / p95 / p99",
               tuple(quantile(q, "mlnt_request_duration_seconds") for q in (0.5, 0.95, 0.99)),
@@ -142,26 +145,29 @@ ROWS = (
     )),
     Row("Training", (
         Panel("Accuracy",
-              (Query("max by (step, model, split) (mlnt_training_accuracy)", "{{step}} {{model}} {{split}}"),),
+              (Query(f"max by (pipeline, step, model, split) (mlnt_training_accuracy{{{PIPELINE}}})",
+                     "{{pipeline}} {{step}} {{model}} {{split}}"),),
               "Accuracy of the trained networks (teacher, student, baseline) on the test and validation splits, "
-              "pushed by the pipeline steps.", unit="percentunit", width=12),
+              "pushed by the pipeline steps, per pipeline (the $pipeline variable).", unit="percentunit", width=12),
         Panel("Step duration",
-              (Query("max by (step) (mlnt_training_duration_seconds)", "{{step}}"),),
-              "Wall-clock duration of each pipeline step.", unit="s", width=12),
+              (Query(f"max by (pipeline, step) (mlnt_training_duration_seconds{{{PIPELINE}}})",
+                     "{{pipeline}} {{step}}"),),
+              "Wall-clock duration of each pipeline step, per pipeline.", unit="s", width=12),
         Panel("Estimated noise rate",
-              (Query("max(mlnt_training_estimated_noise_rate)", "noise rate"),),
-              "Label-noise rate estimated by the last run.", unit="percentunit", kind="stat", height=5),
+              (Query(f"max by (pipeline) (mlnt_training_estimated_noise_rate{{{PIPELINE}}})", "{{pipeline}}"),),
+              "Label-noise rate estimated by each pipeline's last run.", unit="percentunit", kind="stat", height=5),
         Panel("Release gate",
-              (Query("min(mlnt_gate_passed)", "gate"),),
-              "Whether the last run passed the release gate; MlntTrainingGateFailed fires on a fail.",
+              (Query(f"min by (pipeline) (mlnt_gate_passed{{{PIPELINE}}})", "{{pipeline}}"),),
+              "Whether each pipeline's last run passed the release gate; MlntTrainingGateFailed fires on a fail.",
               kind="stat", height=5, limit=1, low_is_bad=True,
               defaults={"mappings": [{"type": "value", "options": {
                   "0": {"text": "failed", "color": "red", "index": 0},
                   "1": {"text": "passed", "color": "green", "index": 1}}}]}),
         Panel("Since the last successful run",
-              (Query("time() - max(mlnt_training_last_success_timestamp_seconds)", "age"),),
-              "Time since the last run whose model passed the release gate (the gate's push); a run that fails "
-              "the gate or stops before it leaves it counting.", unit="s", kind="stat", height=5),
+              (Query(f"time() - max by (pipeline) (mlnt_training_last_success_timestamp_seconds{{{PIPELINE}}})",
+                     "{{pipeline}}"),),
+              "Time since each pipeline's last run whose model passed the release gate (the gate's push); a run "
+              "that fails the gate or stops before it leaves it counting.", unit="s", kind="stat", height=5),
     )),
 )
 
@@ -228,20 +234,25 @@ def layout(rows: tuple[Row, ...]) -> list[dict]:
 
 
 def _variables() -> list[dict]:
-    models = "label_values(mlnt_model_info, model)"
     return [
         {"name": "datasource", "label": "Data source", "type": "datasource", "query": "prometheus",
          "current": {}, "hide": 0, "includeAll": False, "multi": False, "options": [], "refresh": 1, "regex": ""},
-        {"name": "model", "label": "Model", "type": "query", "datasource": DATASOURCE, "definition": models,
-         "query": {"query": models, "refId": "PrometheusVariableQueryEditor-VariableQuery", "qryType": 1},
-         "current": {}, "hide": 0, "includeAll": True, "allValue": ".*", "multi": True, "options": [],
-         "refresh": 2, "regex": "", "sort": 1},
+        _query_variable("model", "Model", "label_values(mlnt_model_info, model)"),
+        _query_variable("pipeline", "Pipeline", "label_values(mlnt_training_duration_seconds, pipeline)"),
     ]
 
 
+def _query_variable(name: str, label: str, definition: str) -> dict:
+    """A template variable of the label values ``definition`` lists, several or all of them at once."""
+    return {"name": name, "label": label, "type": "query", "datasource": DATASOURCE, "definition": definition,
+            "query": {"query": definition, "refId": "PrometheusVariableQueryEditor-VariableQuery", "qryType": 1},
+            "current": {}, "hide": 0, "includeAll": True, "allValue": ".*", "multi": True, "options": [],
+            "refresh": 2, "regex": "", "sort": 1}
+
+
 def build(rows: tuple[Row, ...] = ROWS) -> dict:
-    """The dashboard JSON: ``rows`` laid out on the grid, the template variables ``datasource`` and ``model``, and
-    the runbook link."""
+    """The dashboard JSON: ``rows`` laid out on the grid, the template variables ``datasource``, ``model`` and
+    ``pipeline``, and the runbook link."""
     return {
         "uid": UID, "title": "MLNT pipeline", "description": "The MLNT predictor and training pipeline",
         "tags": ["mlnt", "mlops"], "timezone": "browser", "editable": True, "graphTooltip": 1,

@@ -32,8 +32,11 @@ PREDICTOR_JOB_REGEX = ".*mlnt-(predictor|classifier).*"
 # for a PodMonitor's targets (k8s/base/monitoring/podmonitor.yaml).
 TARGET_LABELS = ("job", "instance", "namespace", "pod", "container", "endpoint")
 # Labels every training metric carries besides its own: the Pushgateway push's job and grouping key
-# (components.common.telemetry pushes under job=PUSHGATEWAY_JOB, grouping_key={"step": step}).
-PUSHED_LABELS = ("job", "step")
+# (components.common.telemetry pushes under job=PUSHGATEWAY_JOB, grouping_key={"pipeline": ..., "step": step}).
+PUSHED_LABELS = ("job", "pipeline", "step")
+# The Pushgateway's own scrape job, as MlntPushgatewayDown selects it: the prometheus-pushgateway chart's
+# ServiceMonitor labels its target with the Service's name (prometheus-pushgateway); a static job: pushgateway.
+PUSHGATEWAY_SCRAPE_JOB_REGEX = ".*pushgateway.*"
 
 PROTOCOLS = ("v1", "v2", "grpc-v2")  # KServe's names: v1 and v2 over REST, v2 over gRPC
 OUTCOMES = ("ok", "client_error", "server_error")

@@ -22,6 +22,7 @@ from monitoring.metrics import (
     PREDICTOR,
     PREDICTOR_JOB_REGEX,
     PUSHGATEWAY_JOB,
+    PUSHGATEWAY_SCRAPE_JOB_REGEX,
     SERIES,
     TRAINING,
     TRAINING_LAST_SUCCESS,
@@ -59,7 +60,7 @@ def test_rule_unit_tests_pass():
 def test_every_alert_has_a_firing_a_quiet_and_if_it_waits_a_pending_unit_test(rules):
     coverage = check.alert_test_kinds(rules, check.rule_tests())
     waits = {alert["alert"] for alert in check.alerts_of(rules) if "for" in alert}
-    assert len(coverage) == 9 and len(waits) == 8, coverage
+    assert len(coverage) == 11 and len(waits) == 10, coverage
     assert all(kinds == {"firing", "quiet"} | ({"pending"} if alert in waits else set())
                for alert, kinds in coverage.items()), coverage
     assert check.coverage_problems(rules, check.rule_tests()) == []
@@ -91,7 +92,7 @@ def test_only_an_alerts_sample_in_the_pending_state_is_a_pending_test(rules, tmp
 
 
 def test_rule_file_parses():
-    assert "SUCCESS: 24 rules found" in check.check_rules()
+    assert "SUCCESS: 27 rules found" in check.check_rules()
 
 
 def test_dashboard_queries_parse(board):
@@ -134,7 +135,7 @@ def test_rules_and_dashboard_use_only_contract_metrics_and_show_all_of_them(rule
 
 def test_contract_check_reports_unknown_metrics_and_recordings(rules, board):
     broken_rules, broken_board = copy.deepcopy(rules), copy.deepcopy(board)
-    broken_rules["groups"][1]["rules"][1]["expr"] = "model:mlnt_requests:typo_rate5m > 0.05"
+    rule_named(broken_rules, "MlntPredictorHighErrorRate")["expr"] = "model:mlnt_requests:typo_rate5m > 0.05"
     panels(broken_board)[0]["targets"][0]["expr"] = "sum(rate(mlnt_request_total[5m]))"
     problems = check.contract_problems(broken_rules, broken_board)
     assert "rule MlntPredictorHighErrorRate: model:mlnt_requests:typo_rate5m is not recorded by mlnt.rules.yml" \
@@ -338,6 +339,13 @@ def test_predictor_down_selects_the_contract_job_regex(rules):
     assert down["expr"].count(f'up{{job=~"{PREDICTOR_JOB_REGEX}"}}') == 2
 
 
+def test_replicas_down_and_pushgateway_down_select_the_contract_job_regexes(rules):
+    replicas = rule_named(rules, "MlntPredictorReplicasDown")
+    assert replicas["expr"].count(f'up{{job=~"{PREDICTOR_JOB_REGEX}"}}') == 2
+    pushgateway_down = rule_named(rules, "MlntPushgatewayDown")["expr"]
+    assert pushgateway_down == f'max by (job) (up{{job=~"{PUSHGATEWAY_SCRAPE_JOB_REGEX}"}}) == 0'
+
+
 def test_training_stale_allows_one_missed_weekly_run_and_reads_the_pushed_timestamp(rules):
     """MlntTrainingStale's 8 days are the weekly CronJob's period plus a day; it reads the timestamp the gate pushes
     under the pipeline's job, twice: its age, and absent() for a Pushgateway that lost it or was never pushed to."""
@@ -348,6 +356,7 @@ def test_training_stale_allows_one_missed_weekly_run_and_reads_the_pushed_timest
     assert "> 8 * 86400" in stale["expr"] and "8 days" in stale["annotations"]["summary"]
     selector = f'{TRAINING_LAST_SUCCESS.name}{{job="{PUSHGATEWAY_JOB}"}}'
     assert stale["expr"].count(selector) == 2 and f"absent({selector})" in stale["expr"]
+    assert f"max by (job, pipeline) ({selector})" in stale["expr"]  # each pipeline judged on its own timestamp
     assert (stale["for"], stale["labels"]) == ("1h", {"severity": "warning"})
 
 
@@ -381,26 +390,26 @@ def test_a_threshold_or_for_changed_in_the_rule_alone_is_reported(rules, board):
     latency["for"], latency["labels"]["severity"] = "14m", "critical"
     assert check.threshold_problems(broken, DOCS_FILE.read_text(), board) == [
         "alert MlntPredictorHighErrorRate: its description says 'threshold 5%' (0.05), but "
-        "MlntPredictorHighErrorRate compares with 0.09",
+        "MlntPredictorHighErrorRate compares with 0.09, 20",
         "alert MlntPredictorHighErrorRate: the alert table of docs/monitoring.md says '> 5 %' (0.05), but "
-        "MlntPredictorHighErrorRate compares with 0.09",
+        "MlntPredictorHighErrorRate compares with 0.09, 20",
         "alert MlntPredictorHighLatency: its description says 'for 10 minutes', but the for: of "
         "MlntPredictorHighLatency is 14m",
         "alert MlntPredictorHighLatency: the alert table of docs/monitoring.md says For '10m', but its for: is 14m",
         "alert MlntPredictorHighLatency: the alert table of docs/monitoring.md says Severity 'warning', but its "
         "severity label is 'critical'",
         "panel 3 (Server-error ratio): its description says 'above 5%' (0.05), but MlntPredictorHighErrorRate "
-        "compares with 0.09",
+        "compares with 0.09, 20",
         "panel 3 (Server-error ratio): its threshold line is at 0.05, but MlntPredictorHighErrorRate compares with "
-        "0.09",
+        "0.09, 20",
     ]
     problems = check.threshold_problems(rules, "# Monitoring\n", board)
-    assert len(problems) == 9 and all("no row in the alert table of docs/monitoring.md" in p for p in problems)
+    assert len(problems) == 11 and all("no row in the alert table of docs/monitoring.md" in p for p in problems)
 
 
 def test_a_missing_runbook_section_is_reported(rules):
     problems = check.alert_problems(rules, "# Monitoring\n### MlntPredictorDown\n")
-    assert len(problems) == 8 and all("runbook_url must be" in problem for problem in problems)
+    assert len(problems) == 10 and all("runbook_url must be" in problem for problem in problems)
 
 
 def test_runbook_anchors_are_githubs():

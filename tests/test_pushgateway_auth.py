@@ -21,6 +21,7 @@ import pytest
 
 from components.common import config, telemetry
 from components.common.telemetry import (
+    DEFAULT_PIPELINE,
     PASSWORD_ENV,
     PASSWORD_FILE_ENV,
     PUSHGATEWAY_ENV,
@@ -65,7 +66,8 @@ def test_a_push_authenticates_with_the_password_file_and_prometheus_scrapes_with
         assert httpx.get(f"http://{gateway}/metrics", timeout=5).status_code == 401, "scraping too"
         assert push_training_metrics("mlnt", {"accuracy": {"val": {"teacher": 0.88}}, "duration_seconds": 3.0},
                                      gateway=gateway)
-        assert groups(gateway)["mlnt"]["labels"] == {"job": PUSHGATEWAY_JOB, "step": "mlnt"}
+        assert groups(gateway)["mlnt"]["labels"] == {"job": PUSHGATEWAY_JOB, "pipeline": DEFAULT_PIPELINE,
+                                                     "step": "mlnt"}
         found = query_until(url, 'mlnt_training_accuracy{step="mlnt"}', lambda result: len(result) == 1)
         assert [(metric["job"], value) for metric, value in found] == [(PUSHGATEWAY_JOB, 0.88)]
 

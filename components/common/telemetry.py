@@ -6,7 +6,10 @@ Set ``MLNT_PUSHGATEWAY=host:port`` (or a URL) and call, at the end of a successf
                                    "estimated_noise_rate": 0.49, "duration_seconds": 312.5})
 
 The metrics (names, help and labels from ``monitoring.metrics``) go under job ``mlnt-pipeline`` with the grouping
-key ``step``, replacing that step's previous push: ``mlnt_training_accuracy{step,split,model}``,
+key ``pipeline`` and ``step``, replacing that step's previous push for that pipeline. ``pipeline`` names the
+pipeline the run belongs to (``MLNT_PIPELINE``, default ``mlnt``; a name of letters, digits, ``.``, ``_`` and ``-``,
+``pipeline_problem``), so that two pipelines pushing to one Pushgateway (two datasets, two recipes) keep their own
+groups instead of overwriting each other's: ``mlnt_training_accuracy{step,split,model}``,
 ``mlnt_training_estimated_noise_rate``, ``mlnt_training_duration_seconds{step}``, ``mlnt_gate_passed`` and
 ``mlnt_training_last_success_timestamp_seconds``. A run succeeds when its model passes the release gate, so only the
 gate step's push (``RELEASE_STEP``) with ``gate_passed`` true carries that timestamp (the time of the push); the gate's
@@ -51,6 +54,9 @@ PUSHGATEWAY_ENV = "MLNT_PUSHGATEWAY"
 USERNAME_ENV = "MLNT_PUSHGATEWAY_USERNAME"
 PASSWORD_ENV = "MLNT_PUSHGATEWAY_PASSWORD"
 PASSWORD_FILE_ENV = "MLNT_PUSHGATEWAY_PASSWORD_FILE"
+PIPELINE_ENV = "MLNT_PIPELINE"  # the pipeline a run belongs to: the grouping key's `pipeline`
+DEFAULT_PIPELINE = "mlnt"
+PIPELINE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 KEYS = ("accuracy", "estimated_noise_rate", "duration_seconds", "gate_passed")
 RELEASE_STEP = "gate"  # the step whose pass ends a successful run: it alone pushes the last success's time
 # The user-information part of a URL in free text (``user:password@`` after ``scheme://``, up to the authority's
@@ -108,6 +114,22 @@ def address_problem(address: str) -> str | None:
     return None if parts.hostname else "no host"
 
 
+def pipeline_problem(name: str) -> str | None:
+    """What is wrong with ``name`` as the ``pipeline`` label of the pushed metrics, or None: a label value the
+    dashboard and alerts can name, 1 to 63 letters, digits, ``.``, ``_`` or ``-``, starting with a letter or digit."""
+    if PIPELINE_NAME.fullmatch(name):
+        return None
+    return (f"expected 1 to 63 letters, digits, '.', '_' or '-', starting with a letter or digit, found "
+            f"{printable(repr(name))}")
+
+
+def pipeline_name(environ: Mapping[str, str] | None = None) -> str:
+    """The pipeline the pushed metrics belong to: ``MLNT_PIPELINE`` of ``environ`` (the process's by default), or
+    ``DEFAULT_PIPELINE`` where it is unset or empty."""
+    environ = os.environ if environ is None else environ
+    return environ.get(PIPELINE_ENV) or DEFAULT_PIPELINE
+
+
 def credentials(environ: Mapping[str, str] | None = None) -> tuple[str, str] | None:
     """(user, password) for the Pushgateway from ``environ`` (the process's by default), or None if no user and no
     password is set. The password comes from the file ``MLNT_PUSHGATEWAY_PASSWORD_FILE`` names (its content, less
@@ -156,16 +178,9 @@ def push_training_metrics(step: str, metrics: dict, *, gateway: str | None = Non
     gateway = gateway or os.environ.get(PUSHGATEWAY_ENV)
     if not gateway or os.environ.get("RANK", "0") != "0":  # under torchrun, the main process speaks for all
         return False
-    if has_userinfo(gateway):
-        log.warning("telemetry: the Pushgateway address %s carries credentials: they are never read from the address "
-                    "(set %s and %s or %s); the %s step's metrics were not pushed", safe(gateway, address=gateway),
-                    USERNAME_ENV, PASSWORD_FILE_ENV, PASSWORD_ENV, safe(step))
-        return False
-    problem = address_problem(gateway)
-    if problem is not None:
-        log.warning("telemetry: the Pushgateway address %s (%s) is not usable (%s): expected host:port or an "
-                    "http or https URL; the %s step's metrics were not pushed", safe(gateway, address=gateway),
-                    PUSHGATEWAY_ENV, safe(problem, address=gateway), safe(step))
+    refusal = _refusal(gateway)
+    if refusal is not None:
+        log.warning("telemetry: %s; the %s step's metrics were not pushed", refusal, safe(step))
         return False
     try:
         auth = credentials()
@@ -175,8 +190,8 @@ def push_training_metrics(step: str, metrics: dict, *, gateway: str | None = Non
         return False
     try:
         push = pushadd_to_gateway if step == RELEASE_STEP else push_to_gateway
-        push(gateway, job=contract.PUSHGATEWAY_JOB, registry=registry, grouping_key={"step": step}, timeout=timeout,
-             handler=auth_handler(auth))
+        push(gateway, job=contract.PUSHGATEWAY_JOB, registry=registry,
+             grouping_key={"pipeline": pipeline_name(), "step": step}, timeout=timeout, handler=auth_handler(auth))
     # refused, unreachable, timed out, an HTTP error status (OSError); an address urllib still refuses (ValueError);
     # an answer that is not HTTP, e.g. another service at that port (HTTPException: BadStatusLine, InvalidURL, ...)
     except (OSError, ValueError, http.client.HTTPException) as exc:
@@ -186,6 +201,22 @@ def push_training_metrics(step: str, metrics: dict, *, gateway: str | None = Non
                     safe(reason, address=gateway))
         return False
     return True
+
+
+def _refusal(gateway: str) -> str | None:
+    """Why nothing can be pushed to ``gateway`` as configured (the start of a warning), or None: credentials in the
+    address, an address that is not ``host:port`` or an http or https URL, a pipeline name that is not a label."""
+    if has_userinfo(gateway):
+        return (f"the Pushgateway address {safe(gateway, address=gateway)} carries credentials: they are never read "
+                f"from the address (set {USERNAME_ENV} and {PASSWORD_FILE_ENV} or {PASSWORD_ENV})")
+    problem = address_problem(gateway)
+    if problem is not None:
+        return (f"the Pushgateway address {safe(gateway, address=gateway)} ({PUSHGATEWAY_ENV}) is not usable "
+                f"({safe(problem, address=gateway)}): expected host:port or an http or https URL")
+    problem = pipeline_problem(pipeline_name())
+    if problem is not None:
+        return f"{PIPELINE_ENV} is not usable as the pipeline's name ({problem})"
+    return None
 
 
 def reports(step: str, summarise: Callable[[dict], dict]) -> Callable:

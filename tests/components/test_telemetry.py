@@ -21,14 +21,17 @@ from prometheus_client import CollectorRegistry, Summary, push_to_gateway
 from components import baseline, evaluate, export, gate, ingest, mlnt, noise
 from components.common import telemetry
 from components.common.telemetry import (
+    DEFAULT_PIPELINE,
     PASSWORD_ENV,
     PASSWORD_FILE_ENV,
+    PIPELINE_ENV,
     PUSHGATEWAY_ENV,
     USERNAME_ENV,
     push_training_metrics,
     reports,
     training_registry,
 )
+from monitoring import check
 from monitoring.dashboard import ROWS
 from monitoring.local import LocalError
 from monitoring.metrics import PUSHGATEWAY_JOB
@@ -68,6 +71,7 @@ def test_prometheus_scrapes_the_pushed_metrics_and_a_second_push_replaces_the_fi
                                      gateway=gateway)
         assert push_training_metrics("gate", {"gate_passed": False}, gateway=gateway)
         assert series(url, "mlnt_gate_passed", "job", "step", count=1) == {(PUSHGATEWAY_JOB, "gate"): 0.0}
+        assert series(url, "mlnt_gate_passed", "pipeline") == {(DEFAULT_PIPELINE,): 0.0}  # MLNT_PIPELINE unset
         assert series(url, ACCURACY, "step", "split", "model", count=2) == {
             ("mlnt", "val", "teacher"): 0.88, ("mlnt", "val", "student"): 0.87}
         assert series(url, "mlnt_training_estimated_noise_rate", "job", "step") == {(PUSHGATEWAY_JOB, "mlnt"): 0.49}
@@ -86,6 +90,30 @@ def test_prometheus_scrapes_the_pushed_metrics_and_a_second_push_replaces_the_fi
         assert query(url, "mlnt_training_duration_seconds") == []
         assert series(url, "mlnt_gate_passed", "step") == {("gate",): 1.0}
         assert series(url, LAST_SUCCESS, "step").keys() == {("gate",)}
+
+
+def test_two_pipelines_pushing_to_one_pushgateway_keep_their_own_groups(tmp_path, monkeypatch):
+    """Two pipelines (``MLNT_PIPELINE``) push the same steps to one Pushgateway: neither replaces the other's groups,
+    and Prometheus has each pipeline's values under its own ``pipeline`` label."""
+    with pushgateway(tmp_path) as gateway, prometheus_scraping(gateway, tmp_path) as url:
+        for name, accuracy, passed in (("fmnist", 0.88, True), ("clothing1m", 0.70, False)):
+            monkeypatch.setenv(PIPELINE_ENV, name)
+            assert push_training_metrics("mlnt", {"accuracy": {"val": {"teacher": accuracy}}}, gateway=gateway)
+            assert push_training_metrics("gate", {"gate_passed": passed}, gateway=gateway)
+        assert series(url, ACCURACY, "pipeline", "step", count=2) == {("fmnist", "mlnt"): 0.88,
+                                                                       ("clothing1m", "mlnt"): 0.70}
+        assert series(url, "mlnt_gate_passed", "pipeline", count=2) == {("fmnist",): 1.0, ("clothing1m",): 0.0}
+        assert series(url, LAST_SUCCESS, "pipeline", count=1).keys() == {("fmnist",)}
+
+
+@pytest.mark.parametrize("name", ["two words", "-first", "x" * 64, "a/b", "é"])
+def test_a_pipeline_name_that_is_not_a_label_value_is_a_warning_and_nothing_is_pushed(name, monkeypatch, caplog):
+    monkeypatch.setenv(PIPELINE_ENV, name)
+    with caplog.at_level(logging.WARNING, logger=telemetry.__name__):
+        assert not push_training_metrics("baseline", {"duration_seconds": 1.0}, gateway="127.0.0.1:9")
+    assert caplog.messages == [
+        f"telemetry: MLNT_PIPELINE is not usable as the pipeline's name (expected 1 to 63 letters, digits, '.', '_' "
+        f"or '-', starting with a letter or digit, found {name!r}); the baseline step's metrics were not pushed"]
 
 
 def samples(registry, name: str) -> list[float]:
@@ -115,8 +143,8 @@ def test_a_failed_or_unfinished_run_leaves_the_last_success_as_it_was(tmp_path):
     """A run that passed the gate, then one whose gate failed and one that stopped after its training steps: the
     timestamp is still the first run's, in the Pushgateway and in the dashboard's *Since the last successful run*,
     while ``mlnt_gate_passed`` says the last gate failed."""
-    (expr,) = (query.expr for row in ROWS for panel in row.panels if panel.title == "Since the last successful run"
-               for query in panel.queries)
+    (expr,) = (check.fill_variables(query.expr, check.VARIABLES) for row in ROWS for panel in row.panels
+               if panel.title == "Since the last successful run" for query in panel.queries)
     with pushgateway(tmp_path) as gateway, prometheus_scraping(gateway, tmp_path) as url:
         for step in ("baseline", "mlnt", "evaluate"):
             assert push_training_metrics(step, {"duration_seconds": 1.0}, gateway=gateway)
