@@ -247,7 +247,7 @@ def read_champion(registry: Path) -> Champion | None:
     """The champion of ``registry`` (``registry/latest``); None before the first release. A ``latest`` whose card
     holds no accuracy (a dangling link, a damaged card) is a ``ValueError``, never "no champion"."""
     latest = registry / "latest"
-    if not latest.is_symlink() and not latest.exists():
+    if (not latest.is_symlink() and not latest.exists()) or placeholder(latest):
         return None
     card = _read(latest / "model_card.json")
     metrics = card.get("metrics") if card else None
@@ -257,6 +257,13 @@ def read_champion(registry: Path) -> Champion | None:
         raise ValueError(f"champion {latest / 'model_card.json'}: expected a released model card with "
                          f"metrics.accuracy, found {found} (point {latest} at a good release)")
     return Champion(os.readlink(latest) if latest.is_symlink() else latest.name, accuracy, card)
+
+
+def placeholder(latest: Path) -> bool:
+    """Whether ``latest`` is an empty real folder, no link: what the kubelet makes of a missing ``subPath`` when an
+    InferenceService mounts ``pvc://<registry volume>/latest`` before the first release (docs/deploy.md). It holds
+    no champion, and the first release replaces it with its link."""
+    return latest.is_dir() and not latest.is_symlink() and not any(latest.iterdir())
 
 
 @contextlib.contextmanager
@@ -398,6 +405,8 @@ def _release(staging: Path, decision: dict, registry: Path, now: dt.datetime | N
     link = registry / f".latest.{os.getpid()}"
     link.unlink(missing_ok=True)
     link.symlink_to(version)
+    if placeholder(registry / "latest"):
+        (registry / "latest").rmdir()  # a link cannot replace a folder
     link.replace(registry / "latest")
     return version
 

@@ -28,7 +28,7 @@ from components.evaluate import (
     per_class_issues,
 )
 from components.export import Probabilities, input_transform, interface, onnx_metadata, parity, to_onnx
-from components.gate import GateConfig, decide, promote
+from components.gate import GateConfig, decide, promote, read_champion
 from components.gate import run as run_gate
 from model.networks import SmallCNN
 from tests.components.conftest import write_manifest
@@ -536,6 +536,25 @@ def test_a_dangling_latest_fails_the_gate_and_releases_nothing(tmp_path):
     assert not decision["passed"] and "version" not in decision
     assert os.readlink(registry / "latest") == "v20260101T000000Z-deadbeef"
     assert sorted(p.name for p in registry.iterdir() if p.name != ".lock") == ["latest"]
+
+
+def test_an_empty_latest_folder_is_no_champion_and_the_first_release_replaces_it(tmp_path):
+    """An InferenceService applied before the first release mounts ``pvc://<registry>/latest``, and the kubelet
+    creates the missing subPath as an empty folder: the gate must release into it as into an empty registry (before,
+    every run failed naming the champion's card, for ever), while a folder with anything in it stays an error."""
+    registry = tmp_path / "releases"
+    (registry / "latest").mkdir(parents=True)
+    export, evaluate = write_export(tmp_path / "c", accuracy=0.9)
+    decision = run_gate(GateConfig(min_accuracy=0.5, registry=str(registry)), export=export, evaluate=evaluate,
+                        out=tmp_path / "gate")
+    assert decision["passed"] and "pass: no champion yet" in " ".join(decision["reasons"])
+    assert os.readlink(registry / "latest") == decision["version"]
+    assert read_champion(registry).version == decision["version"]
+    (registry / "latest").unlink()
+    (registry / "latest").mkdir()
+    (registry / "latest" / "notes.txt").write_text("not a release")
+    with pytest.raises(ValueError, match=r"expected a released model card with metrics\.accuracy, found none"):
+        read_champion(registry)
 
 
 def test_promote_is_a_compare_and_swap_on_latest(tmp_path):
