@@ -18,6 +18,7 @@ from kserve.model_server import app as kserve_app
 from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.grpc import server as grpc_server
 from kserve.protocol.rest.v2_datamodels import ModelMetadataResponse
+from prometheus_client import disable_created_metrics
 from starlette.exceptions import HTTPException
 
 from serving import logs, routes
@@ -128,6 +129,9 @@ def install_docs(app: FastAPI) -> None:
 def serve(model: Classifier, settings: dict, protection: Protection) -> None:
     """Serve ``model`` with KServe until SIGTERM; ``settings`` are the parsed command line (KServe's flags too)."""
     install(kserve_app, model, protection)
+    # prometheus_client's <name>_created series (one per counter and histogram child, KServe's too: about 40 a pod)
+    # are read by no rule or panel; checked when /metrics is collected, so this covers collectors made before it
+    disable_created_metrics()
     server = make_server(settings, model.metrics, models=[model], clients=protection.clients)
     install_metadata(kserve_app, server.dataplane)  # before server.start registers KServe's routes
     logs.show_with_kserve()  # KServe has configured logging now
