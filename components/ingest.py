@@ -191,7 +191,8 @@ def _ingest_clothing1m(config: IngestConfig, root: Path, out: Path) -> dict:
     clean, clean_conflicts = c1m.read_label_kv(root / "clean_label_kv.txt", len(names))
     conflicts = {name: _conflict_summary(found) for name, found in (("noisy_label_kv.txt", noisy_conflicts),
                                                                       ("clean_label_kv.txt", clean_conflicts)) if found}
-    samples = {split: c1m.split_keys(root, split, noisy=noisy, clean=clean) for split in c1m.SPLITS}
+    samples = c1m.read_splits(root, noisy=noisy, clean=clean)  # a key in two lists (a leak) or twice is refused
+    flat = c1m.flat_layout(root)  # the authors' layout: the image folders 0..9 at the top, no images/
     order = np.random.default_rng(config.seed).permutation(len(samples["train"]))
     samples["train"] = [samples["train"][i] for i in order]  # every shard a random sample of the training set
     resize = config.resize or config.image_size
@@ -206,7 +207,7 @@ def _ingest_clothing1m(config: IngestConfig, root: Path, out: Path) -> dict:
         for split, rows in samples.items():
             writer = ShardWriter(staging, split, config.shard_size)
             for key, label, clean_label in progress(rows, desc=f"ingest {split}", unit="images"):
-                payload = c1m.read_image(root, key, size=resize)
+                payload = c1m.read_image(root, key, size=resize, flat=flat)
                 digest.update(f"{key} {hashlib.sha256(payload).hexdigest()}\n".encode())
                 writer.add(key, payload, label=label, clean_label=clean_label,
                            extension=Path(key).suffix.lstrip(".").lower() or "jpg")

@@ -1,14 +1,17 @@
 """CIFAR-10 in the official python format, and the CIFAR-10N human labels.
 
-CIFAR-10: ``cifar-10-python.tar.gz`` or its extracted folder ``cifar-10-batches-py/`` holding the pickled
-batches ``data_batch_1`` .. ``data_batch_5``, ``test_batch`` (dicts with ``data``: uint8 ``[10000, 3072]``, the
-red, green and blue planes of a 32x32 image in row-major order, and ``labels``) and ``batches.meta``
-(``label_names``).
+CIFAR-10: ``cifar-10-python.tar.gz`` (or the same tar archive gunzipped, as a browser may leave it, under that
+name or ``cifar-10-python.tar``) or its extracted folder ``cifar-10-batches-py/`` holding the pickled batches
+``data_batch_1`` .. ``data_batch_5``, ``test_batch`` (dicts with ``data``: uint8 ``[10000, 3072]``, the red, green
+and blue planes of a 32x32 image in row-major order, and ``labels``) and ``batches.meta`` (``label_names``). The
+binary version (``cifar-10-binary.tar.gz``, ``data_batch_1.bin`` ...) is refused, saying so.
 
 CIFAR-10N: ``CIFAR-10_human.pt``, a torch-saved dict of numpy arrays with one entry per training image:
 ``clean_label``, ``aggre_label``, ``worse_label``, ``random_label1``, ``random_label2``, ``random_label3``. It is a
 zip archive whose ``<name>/data.pkl`` is a pickle of that dict (numpy arrays pickle themselves, so torch stores no
-tensor data beside it); ``data.pkl`` is read like the CIFAR-10 batches, never by ``torch.load``.
+tensor data beside it); ``data.pkl`` is read like the CIFAR-10 batches, never by ``torch.load``. A file in torch's
+legacy serialization (no zip archive: ``torch.save(..., _use_new_zipfile_serialization=False)``, or torch before
+1.6) is refused, saying to save it again with a current ``torch.save``.
 
 The pickles are read by an unpickler that admits only plain containers and numpy arrays, so a crafted file can
 neither run code nor reach numpy's C reconstructors: ``numpy.ndarray``, ``numpy.dtype`` and ``_reconstruct`` are
@@ -302,7 +305,7 @@ def _load_pt(path: Path) -> dict:
     except DataError:
         raise
     except Exception as err:  # zipfile raises several types for a corrupt archive
-        raise DataError(f"{path}: expected {what}, found unreadable data ({_reason(err)})") from err
+        raise DataError(f"{path}: expected {what}, found unreadable data ({_reason(err)}){_legacy(path)}") from err
     where = f"{path} ({member.filename})"
     table = _load_pickle(data, where, what)
     if not isinstance(table, dict):
@@ -310,35 +313,76 @@ def _load_pt(path: Path) -> dict:
     return {_text(k) if isinstance(k, bytes) else k: v for k, v in table.items()}
 
 
+# How torch's legacy serialization (not a zip archive) starts: its magic number, pickled as a LONG1.
+_LEGACY_MAGIC = b"\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
+
+
+def _legacy(path: Path) -> str:
+    """What to do, for a file in torch's legacy serialization (which ``zipfile`` finds no zip archive); else ''."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(32)  # protocol 4 and up put a frame header before it
+    except OSError:
+        return ""
+    if head[:1] != b"\x80" or _LEGACY_MAGIC not in head:
+        return ""
+    return ("; it is in torch's legacy serialization (torch before 1.6, or _use_new_zipfile_serialization=False): "
+            "save it again with a current torch.save, whose zip format the published file has (github.com/UCSC-REAL/"
+            "cifar-10-100n, data/CIFAR-10_human.pt)")
+
+
 TARBALL = "cifar-10-python.tar.gz"
+TARBALLS = (TARBALL, "cifar-10-python.tar")  # the second: as a browser that gunzipped it names it
+BINARY = ("cifar-10-binary.tar.gz", "cifar-10-batches-bin", "data_batch_1.bin")  # the binary version's names
 
 
 def _cifar_files(path: Path) -> tuple[dict[str, bytes], dict[str, str], list[Path]]:
     """The batch files by name, from the tarball or the extracted folder; how a message names each (its file, or
     the tarball and its member); the files read."""
     names = (*BATCHES, "test_batch", "batches.meta")
-    if path.is_dir() and (path / TARBALL).is_file() and not (path / "cifar-10-batches-py").is_dir():
+    tarball = next((n for n in TARBALLS if (path / n).is_file()), None) if path.is_dir() else None
+    if tarball and not (path / "cifar-10-batches-py").is_dir():
         # a folder holding the tarball (and, for CIFAR-10N, CIFAR-10_human.pt beside it)
-        path = inside(path, TARBALL, where=str(path / TARBALL))
+        path = inside(path, tarball, where=str(path / tarball))
     if path.is_file():
-        try:
-            with tarfile.open(path, "r:gz") as tar:
-                members = {Path(m.name).name: m for m in tar.getmembers() if m.isfile()}
-                missing = [n for n in names if n not in members]
-                if missing:
-                    raise DataError(f"{path}: expected the CIFAR-10 batches {', '.join(missing)}, found none")
-                where = {n: f"{path} ({members[n].name})" for n in names}
-                for n in names:
-                    _check_size(where[n], members[n].size)
-                return {n: tar.extractfile(members[n]).read() for n in names}, where, [path]
-        except (tarfile.TarError, OSError, EOFError) as err:
-            raise DataError(f"{path}: expected cifar-10-python.tar.gz, found a corrupt archive ({err})") from err
+        return _tar_files(path, names)
     folder = "cifar-10-batches-py" if (path / "cifar-10-batches-py").is_dir() else ""
+    if not (path / folder / names[0]).exists():
+        _refuse_binary(path, [n for n in BINARY if (path / n).exists()])
     files = [require_file(inside(path, Path(folder, n), where=str(path / folder / n)), "a CIFAR-10 python batch")
              for n in names]
     for f in files:
         _check_size(str(f), f.stat().st_size)
     return {f.name: f.read_bytes() for f in files}, {f.name: str(f) for f in files}, files
+
+
+def _tar_files(path: Path, names: tuple[str, ...]) -> tuple[dict[str, bytes], dict[str, str], list[Path]]:
+    """``_cifar_files`` from the tarball ``path``, gzipped or not (``r:*``: a browser may have gunzipped it)."""
+    try:
+        with tarfile.open(path, "r:*") as tar:
+            members = {Path(m.name).name: m for m in tar.getmembers() if m.isfile()}
+            missing = [n for n in names if n not in members]
+            if missing:
+                _refuse_binary(path, [f"{path.name} holding {n}" for n in BINARY[2:] if n in members])
+                raise DataError(f"{path}: expected the CIFAR-10 batches {', '.join(missing)}, found none")
+            where = {n: f"{path} ({members[n].name})" for n in names}
+            for n in names:
+                _check_size(where[n], members[n].size)
+            return {n: tar.extractfile(members[n]).read() for n in names}, where, [path]
+    except (tarfile.TarError, OSError, EOFError) as err:
+        reason = _reason(err)
+        if reason.startswith("file could not be opened successfully"):  # r:* tried every format
+            reason = "neither a tar archive nor a gzip, bzip2 or xz compressed one"
+        raise DataError(f"{path}: expected cifar-10-python.tar.gz, found a corrupt archive ({reason})") from err
+
+
+def _refuse_binary(path: Path, found: list[str]) -> None:
+    """A ``DataError`` when ``found`` names files of CIFAR-10's binary version (``data_batch_1.bin`` ...), which
+    this reader does not read: the python version holds the same images."""
+    if found:
+        raise DataError(f"{path}: expected the python version of CIFAR-10 (cifar-10-python.tar.gz or "
+                        f"cifar-10-batches-py/), found the binary version ({', '.join(found)}); use the python "
+                        f"version cifar-10-python.tar.gz (https://www.cs.toronto.edu/~kriz/cifar.html)")
 
 
 def _check_size(where: str, size: int) -> None:

@@ -1,5 +1,6 @@
-"""Fashion-MNIST (and the MNIST family): four gzipped IDX files, each inside the dataset folder (a symbolic link
-leading out of it is refused)."""
+"""Fashion-MNIST (and the MNIST family): four IDX files, gzipped as published or uncompressed (as Kaggle and
+torchvision's ``raw/`` folder hold them), each inside the dataset folder (a symbolic link leading out of it is
+refused)."""
 
 from __future__ import annotations
 
@@ -20,25 +21,37 @@ IDX_IMAGES, IDX_LABELS = 0x00000803, 0x00000801
 
 
 def read_fashion_mnist(root: Path) -> Dataset:
-    """Fashion-MNIST from the four gzipped IDX files of ``FASHION_MNIST_FILES`` in ``root``: uint8 images
-    ``[N, H, W, 1]`` (square: H = W) and int64 labels per split, with ``FASHION_MNIST_CLASSES``. Reads only; a
-    ``DataError`` for a missing file, one outside ``root``, a wrong magic number or size, images that are not
-    square (or not the training images' size), or counts that disagree."""
+    """Fashion-MNIST from the four IDX files of ``FASHION_MNIST_FILES`` in ``root`` (each gzipped, or uncompressed
+    where the gzipped one is absent: ``idx_file``): uint8 images ``[N, H, W, 1]`` (square: H = W) and int64 labels
+    per split, with ``FASHION_MNIST_CLASSES``. Reads only; a ``DataError`` for a missing file, one outside ``root``,
+    a wrong magic number or size, images that are not square (or not the training images' size), or counts that
+    disagree."""
     arrays, inputs = {}, []
-    for split, (images_name, labels_name) in FASHION_MNIST_FILES.items():
-        labels = read_idx(inside(root, labels_name, where=str(root / labels_name)), IDX_LABELS).astype(np.int64)
-        images = read_idx(inside(root, images_name, where=str(root / images_name)), IDX_IMAGES,
-                          count=(labels.shape[0], f"as many images as {labels_name} has labels"))[..., None]
-        _check_square(root / images_name, images)
-        check_split(split, images, labels, len(FASHION_MNIST_CLASSES), root / labels_name)
+    for split, names in FASHION_MNIST_FILES.items():
+        images_path, labels_path = (idx_file(root, name) for name in names)
+        labels = read_idx(labels_path, IDX_LABELS).astype(np.int64)
+        images = read_idx(images_path, IDX_IMAGES,
+                          count=(labels.shape[0], f"as many images as {labels_path.name} has labels"))[..., None]
+        _check_square(images_path, images)
+        check_split(split, images, labels, len(FASHION_MNIST_CLASSES), labels_path)
         arrays[split] = (images, labels)
-        inputs += [root / images_name, root / labels_name]
-    (train_name, _), (test_name, _) = FASHION_MNIST_FILES.values()
+        inputs += [images_path, labels_path]
     (h0, w0), (height, width) = arrays["train"][0].shape[1:3], arrays["test"][0].shape[1:3]
     if (height, width) != (h0, w0):
-        raise DataError(f"{root / test_name}: expected {w0}x{h0} images (width x height) like {train_name}, found "
+        raise DataError(f"{inputs[2]}: expected {w0}x{h0} images (width x height) like {inputs[0].name}, found "
                         f"{width}x{height}")
     return Dataset(*arrays["train"], *arrays["test"], class_names=list(FASHION_MNIST_CLASSES), inputs=inputs)
+
+
+def idx_file(root: Path, name: str) -> Path:
+    """The IDX file ``name`` in ``root`` (proven inside it), or the same file uncompressed (``name`` without
+    ``.gz``, as Kaggle and torchvision's ``raw/`` folder hold it) where the gzipped one is absent; a ``DataError``
+    naming both when neither is there."""
+    plain = name.removesuffix(".gz")
+    for candidate in (name, plain):
+        if (root / candidate).is_file() or (root / candidate).is_symlink():
+            return inside(root, candidate, where=str(root / candidate))
+    raise DataError(f"{root / name}: expected an IDX file, found no such file (nor {plain}, the file uncompressed)")
 
 
 def _check_square(path: Path, images: np.ndarray) -> None:
@@ -51,12 +64,14 @@ def _check_square(path: Path, images: np.ndarray) -> None:
 
 
 def read_idx(path: Path, magic: int, *, count: tuple[int, str] | None = None) -> np.ndarray:
-    """Read a gzipped IDX file and check its magic number and size. ``count``: the number of items expected (the
-    first dimension) and what it is, checked from the header before any data is read; the data read is at most what
-    the header promises, so a file holding more (or a header promising a huge array) never fills the memory."""
+    """Read an IDX file, gzipped if its name ends in ``.gz`` (else uncompressed), and check its magic number and
+    size. ``count``: the number of items expected (the first dimension) and what it is, checked from the header
+    before any data is read; the data read is at most what the header promises, so a file holding more (or a header
+    promising a huge array) never fills the memory."""
     require_file(path, "an IDX file")
+    gzipped = path.name.endswith(".gz")
     try:
-        with gzip.open(path, "rb") as fh:
+        with gzip.open(path, "rb") if gzipped else open(path, "rb") as fh:
             head = fh.read(4)
             if len(head) < 4 or int.from_bytes(head, "big") != magic:
                 found = f"0x{int.from_bytes(head, 'big'):08x}" if len(head) == 4 else f"{len(head)} bytes"
@@ -71,7 +86,8 @@ def read_idx(path: Path, magic: int, *, count: tuple[int, str] | None = None) ->
             raw = fh.read(size)
             extra = sum(len(chunk) for chunk in iter(lambda: fh.read(1 << 20), b""))  # counted, never kept
     except (OSError, EOFError, zlib.error) as err:
-        raise DataError(f"{path}: expected a gzip file, found a truncated or corrupt one ({err})") from err
+        what = "a gzip file" if gzipped else "an IDX file"
+        raise DataError(f"{path}: expected {what}, found a truncated or corrupt one ({err})") from err
     if len(raw) + extra != size:
         raise DataError(f"{path}: expected {size} data bytes for shape {dims}, found {len(raw) + extra}")
     return np.frombuffer(raw, dtype=np.uint8).reshape(dims)
