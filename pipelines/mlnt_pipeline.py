@@ -6,20 +6,23 @@ section as JSON text read into the step's typed config, so numbers keep their ty
 ingested data, labels and evaluation folders are ``Dataset``s, trained weights and the ONNX export ``Model``s,
 scalars ``Metrics``, the confusion matrix ``ClassificationMetrics`` and a self-contained ``HTML`` page of the Great
 Expectations validation (pipelines/data_docs.py).
-The training steps ask for one GPU on the GPU node pool and are retried; their checkpoints go to the
-``mlnt-artifacts`` volume (``checkpoint_root``), so a retry resumes where the failed attempt stopped. Ingest (the
-data behind a path can change) and the gate (its decision depends on the registry) are never cached; the other steps
-have KFP's cache on, but KFP keys a step's cache on its input artifacts and every run's ingest writes new ones, so no
-step of a new run is ever reused from an earlier one: every run reads the data, evaluates and gates afresh. A
-training step resumes from the volume a finished run of the same config, inputs, project code and torch build (the
-image's) left there (``components.common.checkpoints``), so it trains nothing and writes that run's model again,
-which the gate finds the champion already (``released`` false); a run with new data, params, code or torch trains
-afresh (another version of a library other than torch does not).
+The training steps ask for one GPU on the GPU node pool and are retried; they train on ``training_device`` (default
+``cuda``) over their sections' ``device``, so that on a node whose NVIDIA driver the image's torch cannot use they
+fail instead of training on the CPU while holding the GPU (their sections' ``auto`` would fall back quietly). Their
+checkpoints go to the ``mlnt-artifacts`` volume (``checkpoint_root``), so a retry resumes where the failed attempt
+stopped. Ingest (the data behind a path can change) and the gate (its decision depends on the registry) are never
+cached; the other steps have KFP's cache on, but KFP keys a step's cache on its input artifacts and every run's ingest
+writes new ones, so no step of a new run is ever reused from an earlier one: every run reads the data, evaluates and
+gates afresh. A training step resumes from the volume a finished run of the same config, inputs, project code and
+torch build (the image's) left there (``components.common.checkpoints``), so it trains nothing and writes that run's
+model again, which the gate finds the champion already (``released`` false); a run with new data, params, code or
+torch trains afresh (another version of a library other than torch does not).
 ``deploy`` serves the released version with the InferenceService of k8s/ (pipelines/inference_service.py), unless
 the InferenceService already serves a newer one (a later run's deploy came first): then it changes nothing.
 Every step takes the pipeline parameter ``pushgateway`` (default empty: no push), where the steps that push their
 metrics (``components.common.telemetry``) send them, with the credentials of the Secret ``mlnt-pushgateway`` where it
-exists (pipelines/pushgateway.py).
+exists (pipelines/pushgateway.py); those steps also take ``pipeline`` (default ``mlnt``), the name their metrics are
+grouped under, so that pipelines sharing a Pushgateway keep their own groups.
 
     python -m pipelines.mlnt_pipeline [--output pipelines/compiled/mlnt_pipeline.yaml]   # compile
 """
@@ -34,6 +37,7 @@ from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Metri
 
 from components.common.config import load_params
 from components.common.steps import STEPS
+from components.common.telemetry import DEFAULT_PIPELINE
 from pipelines import pushgateway
 
 IMAGE = os.environ.get("MLNT_IMAGE", "ghcr.io/mlnt-pipeline/mlnt-pipeline:0.1.0-gpu")
@@ -50,9 +54,14 @@ REGISTRY_PVC, REGISTRY_MOUNT = "mlnt-registry", "/mnt/registry"
 # controller fills, mounted into that step alone. Every step runs as the run's account (KFP 2 has no per-step
 # account) and carries its token, which may do nothing but what KFP and Argo do inside a step.
 DEPLOYER_SECRET, DEPLOYER_MOUNT = "mlnt-deployer-token", "/var/run/secrets/mlnt-deployer"  # the mount: deploy's too
-# The steps whose ``run`` pushes its metrics (``components.common.telemetry.reports``): they alone mount the
-# Pushgateway's credentials, the Secret pipelines/pushgateway.py names, optional (a test keeps the two sets equal).
+# The steps whose ``run`` pushes its metrics (``components.common.telemetry.reports``): they alone take the pipeline's
+# name and mount the Pushgateway's credentials, the Secret pipelines/pushgateway.py names, optional (a test keeps the
+# two sets equal).
 PUSHING = ("baseline", "mlnt", "evaluate", "gate")
+# What the training steps on the GPU pool train on, over their sections' ``device`` (params.yaml: auto, for CPU
+# users): with ``auto`` a node whose NVIDIA driver is older than the image's torch needs (docs/deploy.md, step 1)
+# would train on its CPU while holding the GPU; ``cuda`` fails the step at once (model.trainer.pick_device).
+GPU_DEVICE = "cuda"
 COMPILED = Path(__file__).with_name("compiled") / "mlnt_pipeline.yaml"
 
 
@@ -63,8 +72,10 @@ COMPILED = Path(__file__).with_name("compiled") / "mlnt_pipeline.yaml"
 # first calls configure_logging(take_over=True): KFP's executor has configured the root logger (logging.basicConfig)
 # before the body runs, so the steps' own setup would leave it alone; taken over, its handler escapes what a message
 # echoes from the data (a file name from a user's folder, a label), as the steps' command line does. It then sets
-# telemetry's variables from the ``pushgateway`` input and the mounted Secret (pipelines/pushgateway.py: a runtime
-# parameter reaches a step only as an input, KFP's set_env_variable takes a constant).
+# telemetry's variables from the ``pushgateway`` input (and, in the steps that push, the ``pipeline`` input) and the
+# mounted Secret (pipelines/pushgateway.py: a runtime parameter reaches a step only as an input, KFP's
+# set_env_variable takes a constant). The training steps' ``training_device``, where not empty, replaces their
+# section's ``device``.
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def ingest(params_json: str, data_path: str, pushgateway: str, ingested: Output[Dataset]):
     """KFP step ingest: reads the raw dataset at ``data_path`` (the data volume) with params.yaml's ``ingest``
@@ -136,12 +147,12 @@ def noise(params_json: str, pushgateway: str, ingested: Input[Dataset], labels: 
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
-def baseline(params_json: str, checkpoint_root: str, pushgateway: str, ingested: Input[Dataset], labels: Input[Dataset],
-             model: Output[Model], scores: Output[Metrics]):
-    """KFP step baseline: reads the ``ingested`` and ``labels`` Datasets; trains CE into the ``model`` folder
-    (``model.pt``, ``final.pt``, ``metrics.json``, ``history.json``, ``live/``), checkpointing under
-    ``<checkpoint_root>/baseline`` (empty root: inside ``model``); logs ``val_accuracy`` and ``best_epoch`` to
-    ``scores``."""
+def baseline(params_json: str, checkpoint_root: str, training_device: str, pushgateway: str, pipeline: str,
+             ingested: Input[Dataset], labels: Input[Dataset], model: Output[Model], scores: Output[Metrics]):
+    """KFP step baseline: reads the ``ingested`` and ``labels`` Datasets; trains CE on ``training_device`` (empty: the
+    section's ``device``) into the ``model`` folder (``model.pt``, ``final.pt``, ``metrics.json``, ``history.json``,
+    ``live/``), checkpointing under ``<checkpoint_root>/baseline`` (empty root: inside ``model``); logs
+    ``val_accuracy`` and ``best_epoch`` to ``scores``."""
     import json
     from pathlib import Path
 
@@ -150,8 +161,9 @@ def baseline(params_json: str, checkpoint_root: str, pushgateway: str, ingested:
     from pipelines.pushgateway import configure as configure_pushgateway
 
     configure_logging(take_over=True)
-    configure_pushgateway(pushgateway)  # telemetry's address and credentials (pipelines/pushgateway.py)
-    config = build(BaselineConfig, json.loads(params_json), where="baseline")
+    configure_pushgateway(pushgateway, pipeline=pipeline)  # telemetry's address, name, credentials
+    device = {"device": training_device} if training_device else {}  # the GPU pool's: fail rather than use the CPU
+    config = build(BaselineConfig, {**json.loads(params_json), **device}, where="baseline")
     metrics = run(config, ingest=ingested.path, noise=labels.path, out=model.path,
                   checkpoints=Path(checkpoint_root) / "baseline" if checkpoint_root else None)
     scores.log_metric("val_accuracy", metrics["val_accuracy"])
@@ -159,12 +171,13 @@ def baseline(params_json: str, checkpoint_root: str, pushgateway: str, ingested:
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
-def mlnt(params_json: str, checkpoint_root: str, pushgateway: str, ingested: Input[Dataset], labels: Input[Dataset],
-         baseline_model: Input[Model], model: Output[Model], scores: Output[Metrics]):
+def mlnt(params_json: str, checkpoint_root: str, training_device: str, pushgateway: str, pipeline: str,
+         ingested: Input[Dataset], labels: Input[Dataset], baseline_model: Input[Model], model: Output[Model],
+         scores: Output[Metrics]):
     """KFP step mlnt: reads the ``ingested`` and ``labels`` Datasets and ``model.pt`` of ``baseline_model``; trains
-    MLNT into the ``model`` folder (``student.pt``, ``teacher.pt``, metrics, history, evaluations, ``live/``),
-    checkpointing under ``<checkpoint_root>/mlnt``; logs the released model's ``val_accuracy`` and
-    ``released_teacher`` (1.0: the teacher) to ``scores``."""
+    MLNT on ``training_device`` (empty: the section's ``device``) into the ``model`` folder (``student.pt``,
+    ``teacher.pt``, metrics, history, evaluations, ``live/``), checkpointing under ``<checkpoint_root>/mlnt``; logs the
+    released model's ``val_accuracy`` and ``released_teacher`` (1.0: the teacher) to ``scores``."""
     import json
     from pathlib import Path
 
@@ -173,8 +186,9 @@ def mlnt(params_json: str, checkpoint_root: str, pushgateway: str, ingested: Inp
     from pipelines.pushgateway import configure as configure_pushgateway
 
     configure_logging(take_over=True)
-    configure_pushgateway(pushgateway)  # telemetry's address and credentials (pipelines/pushgateway.py)
-    config = build(MlntStepConfig, json.loads(params_json), where="mlnt")
+    configure_pushgateway(pushgateway, pipeline=pipeline)  # telemetry's address, name, credentials
+    device = {"device": training_device} if training_device else {}  # the GPU pool's: fail rather than use the CPU
+    config = build(MlntStepConfig, {**json.loads(params_json), **device}, where="mlnt")
     metrics = run(config, ingest=ingested.path, noise=labels.path, baseline=baseline_model.path, out=model.path,
                   checkpoints=Path(checkpoint_root) / "mlnt" if checkpoint_root else None)
     scores.log_metric("val_accuracy", metrics["val_accuracy"])  # the released model's: student or teacher
@@ -182,7 +196,7 @@ def mlnt(params_json: str, checkpoint_root: str, pushgateway: str, ingested: Inp
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
-def evaluate(params_json: str, pushgateway: str, ingested: Input[Dataset], labels: Input[Dataset],
+def evaluate(params_json: str, pushgateway: str, pipeline: str, ingested: Input[Dataset], labels: Input[Dataset],
              baseline_model: Input[Model], mlnt_model: Input[Model], evaluation: Output[Dataset],
              scores: Output[Metrics], confusion: Output[ClassificationMetrics]):
     """KFP step evaluate: reads the ``ingested`` and ``labels`` Datasets and the model files of ``baseline_model``
@@ -198,7 +212,7 @@ def evaluate(params_json: str, pushgateway: str, ingested: Input[Dataset], label
     from pipelines.pushgateway import configure as configure_pushgateway
 
     configure_logging(take_over=True)
-    configure_pushgateway(pushgateway)  # telemetry's address and credentials (pipelines/pushgateway.py)
+    configure_pushgateway(pushgateway, pipeline=pipeline)  # telemetry's address, name, credentials
     config = build(EvaluateConfig, json.loads(params_json), where="evaluate")
     metrics = run(config, ingest=ingested.path, noise=labels.path, baseline=baseline_model.path,
                   mlnt=mlnt_model.path, out=evaluation.path)
@@ -245,8 +259,8 @@ def export(params_json: str, ingest_params: str, validate_params: str, noise_par
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
-def gate(params_json: str, registry: str, pushgateway: str, onnx_model: Input[Model], evaluation: Input[Dataset],
-         decision: Output[Artifact]) -> bool:
+def gate(params_json: str, registry: str, pushgateway: str, pipeline: str, onnx_model: Input[Model],
+         evaluation: Input[Dataset], decision: Output[Artifact]) -> bool:
     """Decide and, on a pass, promote into the registry; returns whether it passed (the deploy condition)."""
     import json
     import shutil
@@ -258,7 +272,7 @@ def gate(params_json: str, registry: str, pushgateway: str, onnx_model: Input[Mo
     from pipelines.pushgateway import configure as configure_pushgateway
 
     configure_logging(take_over=True)
-    configure_pushgateway(pushgateway)  # telemetry's address and credentials (pipelines/pushgateway.py)
+    configure_pushgateway(pushgateway, pipeline=pipeline)  # telemetry's address, name, credentials
     config = build(GateConfig, {**json.loads(params_json), "registry": registry}, where="gate")
     with tempfile.TemporaryDirectory() as out:
         result = run(config, export=onnx_model.path, evaluate=evaluation.path, out=out)
@@ -321,6 +335,9 @@ def _pushes_metrics(task: dsl.PipelineTask) -> dsl.PipelineTask:
 
 
 def _on_gpu_pool(task: dsl.PipelineTask) -> dsl.PipelineTask:
+    """A training step on the GPU node pool: one GPU, 4 CPUs, 16-32 GB, the pool's node selector and taint, retries
+    with back-off, the checkpoint volume and /dev/shm. (What it trains on is its ``training_device`` input, the
+    pipeline's, ``GPU_DEVICE`` unless a run says otherwise.)"""
     task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
     task.set_cpu_request("4").set_memory_request("16G").set_memory_limit("32G")
     task.set_retry(num_retries=2, backoff_duration="60s", backoff_factor=2.0)
@@ -333,13 +350,17 @@ def _on_gpu_pool(task: dsl.PipelineTask) -> dsl.PipelineTask:
 @dsl.pipeline(name="mlnt-pipeline", description="Noisy-label training with MLNT, from raw data to a gated release")
 def mlnt_pipeline(data_path: str = DEFAULT_DATA_PATH, registry: str = REGISTRY_MOUNT,
                   storage_uri: str = "pvc://mlnt-registry", namespace: str = "mlnt", apply_deploy: bool = True,
-                  checkpoint_root: str = CHECKPOINT_MOUNT, pushgateway: str = "",
+                  checkpoint_root: str = CHECKPOINT_MOUNT, training_device: str = GPU_DEVICE, pushgateway: str = "",
+                  pipeline: str = DEFAULT_PIPELINE,
                   ingest_params: str = SECTIONS["ingest"], validate_params: str = SECTIONS["validate"],
                   noise_params: str = SECTIONS["noise"], baseline_params: str = SECTIONS["baseline"],
                   mlnt_params: str = SECTIONS["mlnt"], evaluate_params: str = SECTIONS["evaluate"],
                   export_params: str = SECTIONS["export"], gate_params: str = SECTIONS["gate"]):
     """``<step>_params``: the step's params.yaml section as JSON text (``pipelines.run`` writes them).
-    ``pushgateway``: the Pushgateway of the training metrics (``host:port`` or a URL, no credentials; empty: none)."""
+    ``training_device``: what baseline and mlnt train on, over their sections' ``device`` (``cuda`` on the GPU pool;
+    empty: the sections', as the local runner, which has no GPU pool, passes it).
+    ``pushgateway``: the Pushgateway of the training metrics (``host:port`` or a URL, no credentials; empty: none).
+    ``pipeline``: the name the pushed metrics are grouped under (the label ``pipeline``; telemetry.pipeline_problem)."""
     reading = ingest(params_json=ingest_params, data_path=data_path, pushgateway=pushgateway)
     reading.set_caching_options(False)  # the data behind data_path can change while the path stays the same
     ingested = kubernetes.mount_pvc(reading, pvc_name=DATA_PVC, mount_path=DATA_MOUNT).outputs["ingested"]
@@ -347,12 +368,14 @@ def mlnt_pipeline(data_path: str = DEFAULT_DATA_PATH, registry: str = REGISTRY_M
     labelled = noise(params_json=noise_params, pushgateway=pushgateway, ingested=ingested).after(checked)
     labels = labelled.outputs["labels"]
     ce = _pushes_metrics(_on_gpu_pool(baseline(params_json=baseline_params, checkpoint_root=checkpoint_root,
-                                               pushgateway=pushgateway, ingested=ingested, labels=labels)))
+                                               training_device=training_device, pushgateway=pushgateway,
+                                               pipeline=pipeline, ingested=ingested, labels=labels)))
     meta = _pushes_metrics(_on_gpu_pool(mlnt(params_json=mlnt_params, checkpoint_root=checkpoint_root,
-                                             pushgateway=pushgateway, ingested=ingested, labels=labels,
+                                             training_device=training_device, pushgateway=pushgateway,
+                                             pipeline=pipeline, ingested=ingested, labels=labels,
                                              baseline_model=ce.outputs["model"])))
     evaluated = _pushes_metrics(_with_shared_memory(evaluate(
-        params_json=evaluate_params, pushgateway=pushgateway, ingested=ingested, labels=labels,
+        params_json=evaluate_params, pushgateway=pushgateway, pipeline=pipeline, ingested=ingested, labels=labels,
         baseline_model=ce.outputs["model"], mlnt_model=meta.outputs["model"])))
     exported = _with_shared_memory(export(params_json=export_params, ingest_params=ingest_params,
                                           validate_params=validate_params, noise_params=noise_params,
@@ -362,7 +385,8 @@ def mlnt_pipeline(data_path: str = DEFAULT_DATA_PATH, registry: str = REGISTRY_M
                                           labels=labels, baseline_model=ce.outputs["model"],
                                           mlnt_model=meta.outputs["model"], evaluation=evaluated.outputs["evaluation"]))
     gated = _pushes_metrics(gate(params_json=gate_params, registry=registry, pushgateway=pushgateway,
-                                 onnx_model=exported.outputs["onnx_model"], evaluation=evaluated.outputs["evaluation"]))
+                                 pipeline=pipeline, onnx_model=exported.outputs["onnx_model"],
+                                 evaluation=evaluated.outputs["evaluation"]))
     gated.set_caching_options(False)  # the decision depends on the registry's champion, not only on the inputs
     kubernetes.mount_pvc(gated, pvc_name=REGISTRY_PVC, mount_path=REGISTRY_MOUNT)
     with dsl.If(gated.outputs["Output"] == True):  # noqa: E712 - a KFP condition, not Python

@@ -3,6 +3,7 @@
     python -m pipelines.run --local [--data FOLDER] [--params params.yaml] [--tiny] [--root artifacts/kfp]
     python -m pipelines.run --host https://kfp.example.com [--data /mnt/data/FOLDER] [--params FILE]
                             [--experiment mlnt] [--service-account mlnt-pipeline] [--pushgateway ADDRESS]
+                            [--pipeline NAME]
 
 ``--local`` runs every step as a subprocess of this Python (``kfp.local.SubprocessRunner(use_venv=False)``), so the
 project must be installed here (``make setup``); the deploy step writes the InferenceService it would create (the
@@ -16,7 +17,11 @@ the pipeline's default applies (``/mnt/data/fashion-mnist`` on the data volume, 
 for another dataset (``ingest.dataset``) then needs ``--data``, and is refused without it. ``--pushgateway``
 (default: ``$MLNT_PUSHGATEWAY``, which the weekly CronJob reads from the ConfigMap ``mlnt-pushgateway``) is the
 pipeline parameter ``pushgateway``: where the steps push their training metrics (pipelines/pushgateway.py); empty,
-nothing is pushed.
+nothing is pushed. ``--pipeline`` (default: ``$MLNT_PIPELINE``, which the weekly CronJob reads from the same ConfigMap,
+else ``mlnt``) is the pipeline parameter ``pipeline``: the name those metrics are grouped under, so that pipelines
+sharing a Pushgateway keep their own groups; a name that is not a label value (``telemetry.pipeline_problem``) is
+refused before anything runs. ``--local`` trains on the params file's ``device`` (the pipeline's
+``training_device`` empty); in the cluster the training steps train on ``cuda`` (pipelines/mlnt_pipeline.py).
 ``--host`` authenticates with the KFP token of a pod, where there is one: the file ``$KF_PIPELINES_SA_TOKEN_PATH``
 names, else ``/var/run/secrets/kubeflow/pipelines/token`` (the projected service-account token, audience
 ``pipelines.kubeflow.org``, the weekly CronJob mounts), sent as ``Authorization: Bearer <token>`` with every request
@@ -34,9 +39,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+from components.common import telemetry
 from components.common.config import build, load_params
 from components.common.telemetry import PUSHGATEWAY_ENV, has_userinfo, redact_address
-from pipelines import mlnt_pipeline as pipeline
+from pipelines import mlnt_pipeline as definition
 from pipelines.mlnt_pipeline import PARAMS, compile_pipeline, mlnt_pipeline
 
 SERVICE_ACCOUNT = "mlnt-pipeline"  # k8s/base/rbac.yaml
@@ -60,26 +66,31 @@ def step_params(params_file: Path | None = None) -> dict:
     return params
 
 
-def pipeline_arguments(data: str | None, *, tiny: bool, params_file: Path | None = None,
-                       pushgateway: str = "") -> dict:
+def pipeline_arguments(data: str | None, *, tiny: bool, params_file: Path | None = None, pushgateway: str = "",
+                       pipeline: str = telemetry.DEFAULT_PIPELINE) -> dict:
     """The pipeline's parameters: each step's section of ``params_file`` (default params.yaml; shortened by
-    ``--tiny``) as JSON text, the data path and the Pushgateway's address (empty: no push). An address with
-    credentials (``user:password@``) is a ``ValueError``: a run's parameters are stored and shown with the run.
-    ``data`` None sends no ``data_path``: the pipeline's default (``DEFAULT_DATA_PATH``, Fashion-MNIST's folder on
-    the data volume) applies, which is a ``ValueError`` for a params file of another dataset (``ingest.dataset``)."""
+    ``--tiny``) as JSON text, the data path, the Pushgateway's address (empty: no push) and the pipeline's name its
+    metrics are grouped under. An address with credentials (``user:password@``) is a ``ValueError``: a run's
+    parameters are stored and shown with the run; so is a name that is not a label value (telemetry would push
+    nothing under it). ``data`` None sends no ``data_path``: the pipeline's default (``DEFAULT_DATA_PATH``,
+    Fashion-MNIST's folder on the data volume) applies, which is a ``ValueError`` for a params file of another dataset
+    (``ingest.dataset``)."""
     if has_userinfo(pushgateway):
         raise ValueError(f"pushgateway: the address {redact_address(pushgateway)} carries credentials, which a run "
                          "stores with its parameters: give them in the Secret mlnt-pushgateway (docs/monitoring.md)")
+    problem = telemetry.pipeline_problem(pipeline)
+    if problem is not None:
+        raise ValueError(f"pipeline (the name the pushed metrics are grouped under): {problem}")
     params = step_params(params_file)
     dataset = params["ingest"].get("dataset")
-    if data is None and dataset != pipeline.DEFAULT_DATASET:
-        raise ValueError(f"--data: expected the {dataset} folder in the cluster (e.g. {pipeline.DATA_MOUNT}/"
+    if data is None and dataset != definition.DEFAULT_DATASET:
+        raise ValueError(f"--data: expected the {dataset} folder in the cluster (e.g. {definition.DATA_MOUNT}/"
                          f"{dataset}) for {params_file or 'params.yaml'}, found none; the pipeline's default "
-                         f"{pipeline.DEFAULT_DATA_PATH} holds {pipeline.DEFAULT_DATASET}")
+                         f"{definition.DEFAULT_DATA_PATH} holds {definition.DEFAULT_DATASET}")
     for section, values in (TINY if tiny else {}).items():
         params[section].update(values)
     check_sections(params, f"{params_file or 'params.yaml'}{' with --tiny' if tiny else ''}")
-    return {**({} if data is None else {"data_path": data}), "pushgateway": pushgateway,
+    return {**({} if data is None else {"data_path": data}), "pushgateway": pushgateway, "pipeline": pipeline,
             **{f"{section}_params": json.dumps(values) for section, values in params.items()}}
 
 
@@ -96,16 +107,18 @@ def check_sections(params: dict, source: str) -> None:
 
 
 def run_local(data: Path | None, *, root: Path, registry: Path, tiny: bool, params_file: Path | None = None,
-              pushgateway: str = "") -> str:
-    """Every step in order with the KFP local runner, on ``data`` (None: the params file's ``ingest.path``);
-    returns what the registry's ``latest`` release is now."""
+              pushgateway: str = "", pipeline: str = telemetry.DEFAULT_PIPELINE) -> str:
+    """Every step in order with the KFP local runner, on ``data`` (None: the params file's ``ingest.path``), the
+    training steps on their sections' ``device`` (no GPU pool here: ``training_device`` empty); returns what the
+    registry's ``latest`` release is now."""
     from kfp import local  # noqa: PLC0415 - only the local mode needs the runner
 
     data = Path(step_params(params_file)["ingest"]["path"] if data is None else data)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
     mlnt_pipeline(registry=str(registry), apply_deploy=False, checkpoint_root=str(Path(root).resolve() / "checkpoints"),
-                  **pipeline_arguments(str(Path(data).resolve()), tiny=tiny, params_file=params_file,
-                                       pushgateway=pushgateway))
+                  training_device="", **pipeline_arguments(str(Path(data).resolve()), tiny=tiny,
+                                                           params_file=params_file, pushgateway=pushgateway,
+                                                           pipeline=pipeline))
     latest = Path(registry) / "latest"
     return f"{latest} -> {latest.readlink()}" if latest.is_symlink() else f"nothing released in {registry}"
 
@@ -129,7 +142,8 @@ def kfp_credentials():
 
 
 def submit(host: str, data: str | None, *, experiment: str, tiny: bool, service_account: str = SERVICE_ACCOUNT,
-           params_file: Path | None = None, pushgateway: str = "") -> str:
+           params_file: Path | None = None, pushgateway: str = "",
+           pipeline: str = telemetry.DEFAULT_PIPELINE) -> str:
     """Compile and submit one run to the Kubeflow Pipelines server at ``host``, its pods running as
     ``service_account`` (k8s/base/rbac.yaml: what KFP's launcher needs, nothing else; the deploy step alone mounts
     the ``mlnt-deployer`` token that may patch the InferenceService); returns the run id. ``data`` None: the
@@ -140,7 +154,8 @@ def submit(host: str, data: str | None, *, experiment: str, tiny: bool, service_
     import kfp  # noqa: PLC0415
 
     # the arguments first: a wrong one fails as itself, before the client connects
-    arguments = pipeline_arguments(data, tiny=tiny, params_file=params_file, pushgateway=pushgateway)
+    arguments = pipeline_arguments(data, tiny=tiny, params_file=params_file, pushgateway=pushgateway,
+                                   pipeline=pipeline)
     client = kfp.Client(host=host, credentials=kfp_credentials())
     with tempfile.TemporaryDirectory() as folder:
         package = compile_pipeline(Path(folder) / "mlnt_pipeline.yaml")
@@ -160,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     where.add_argument("--host", help="submit to this Kubeflow Pipelines server")
     parser.add_argument("--data", help="the dataset folder (a path in the cluster with --host); default: --local, "
                                        "the params file's ingest.path; --host, the pipeline's default "
-                                       f"{pipeline.DEFAULT_DATA_PATH} ({pipeline.DEFAULT_DATASET} only)")
+                                       f"{definition.DEFAULT_DATA_PATH} ({definition.DEFAULT_DATASET} only)")
     parser.add_argument("--params", type=Path, help="every step's section from this params file (default: the "
                                                     "params.yaml the pipeline was built with)")
     parser.add_argument("--tiny", action="store_true", help="two epochs on 600 of the ingested images (a smoke run)")
@@ -173,18 +188,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pushgateway", default=os.environ.get(PUSHGATEWAY_ENV, ""),
                         help=f"where the steps push their training metrics, host:port or a URL without credentials "
                              f"(default: ${PUSHGATEWAY_ENV}; empty: no push)")
+    parser.add_argument("--pipeline", default=telemetry.pipeline_name(),
+                        help=f"the name the pushed metrics are grouped under, so that pipelines sharing a Pushgateway "
+                             f"keep their own groups (default: ${telemetry.PIPELINE_ENV}, else "
+                             f"{telemetry.DEFAULT_PIPELINE})")
     args = parser.parse_args(argv)
     try:
         if args.local:
             registry = args.registry or args.root / "releases"  # never moves dvc repro's releases/latest
             data = None if args.data is None else Path(args.data)  # None: the params file's ingest.path
             released = run_local(data, root=args.root, registry=registry, tiny=args.tiny, params_file=args.params,
-                                 pushgateway=args.pushgateway)
+                                 pushgateway=args.pushgateway, pipeline=args.pipeline)
             print(f"pipeline finished; artifacts under {args.root}; release: {released}")
         else:
             run_id = submit(args.host, args.data, experiment=args.experiment, tiny=args.tiny,
                             service_account=args.service_account, params_file=args.params,
-                            pushgateway=args.pushgateway)
+                            pushgateway=args.pushgateway, pipeline=args.pipeline)
             print(f"submitted run {run_id}")
     except Exception as err:  # the runner and the client raise many types; one line for the user
         print(f"error: pipelines.run: {err}", file=sys.stderr)

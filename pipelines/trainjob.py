@@ -2,23 +2,27 @@
 
     python -m pipelines.trainjob [--namespace mlnt] [--context CTX] [--name NAME] [--image IMAGE] [--nodes 2]
                                  [--gpus-per-node 1] [--cpu 8] [--memory 32Gi]
-                                 [--pushgateway ADDRESS [--pushgateway-user USER]]
+                                 [--pushgateway ADDRESS [--pushgateway-user USER] [--pipeline NAME]]
 
 The job is the one ``k8s/overlays/prod`` declares (``k8s/base/training/trainjob.yaml`` plus the prod patches): the
 ``torch-distributed`` ClusterTrainingRuntime, ``torchrun -m components.mlnt`` on every node (the runtime sets the
-``PET_*`` variables torchrun reads in place of its flags), one GPU per node on the GPU pool (label
-``mlnt.io/node-pool=gpu``, taint ``nvidia.com/gpu``), ``/dev/shm`` in memory, the shared ``mlnt-artifacts`` volume
-for the inputs and for the checkpoints every process resumes from, the project image, the hardened security
-context. ``tests/test_trainjob.py`` fails when this module and the manifest drift apart. Unlike the manifest, the
-job is not created suspended: submitting is the decision to train. Without ``--name`` the SDK names the job; the
-checkpoints do not depend on the name, so a new job resumes where an earlier one with the same configuration stopped.
+``PET_*`` variables torchrun reads in place of its flags) with ``--set mlnt.device=cuda`` (a node whose NVIDIA driver
+the image's torch cannot use fails the job rather than train on its CPU while holding the GPU), one GPU per node on
+the GPU pool (label ``mlnt.io/node-pool=gpu``, taint ``nvidia.com/gpu``), ``/dev/shm`` in memory, the shared
+``mlnt-artifacts`` volume for the inputs and for the checkpoints every process resumes from, the project image, the
+hardened security context, no Istio sidecar (in a namespace with injection on, a sidecar keeps a finished pod
+running, so the job never completes: kubeflow/trainer#1778). ``tests/test_trainjob.py`` fails when this module and
+the manifest drift apart. Unlike the manifest, the job is not created suspended: submitting is the decision to train.
+Without ``--name`` the SDK names the job; the checkpoints do not depend on the name, so a new job resumes where an
+earlier one with the same configuration stopped.
 
-The Pushgateway of the training metrics (pipelines/pushgateway.py): the manifest's TrainJob reads the address from
-the ConfigMap ``mlnt-pushgateway`` and the credentials from the Secret ``mlnt-pushgateway``, both optional; the SDK
-(kubeflow 0.5.0) gives the trainer literal environment values only, and Kubeflow Trainer takes the ``node``
-container's variables from ``spec.trainer`` alone. So here the address is ``--pushgateway`` (default:
-``$MLNT_PUSHGATEWAY``; empty: no push) and, for a Pushgateway with basic authentication, ``--pushgateway-user`` names
-the user and mounts the same Secret (optional) at ``/var/run/secrets/mlnt-pushgateway``, whose ``password`` file
+The Pushgateway of the training metrics (pipelines/pushgateway.py): the manifest's TrainJob reads the address and
+the pipeline's name from the ConfigMap ``mlnt-pushgateway`` and the credentials from the Secret ``mlnt-pushgateway``,
+all optional; the SDK (kubeflow 0.5.0) gives the trainer literal environment values only, and Kubeflow Trainer takes
+the ``node`` container's variables from ``spec.trainer`` alone. So here the address is ``--pushgateway`` (default:
+``$MLNT_PUSHGATEWAY``; empty: no push), the name the metrics are grouped under ``--pipeline`` (default:
+``$MLNT_PIPELINE``, else ``mlnt``) and, for a Pushgateway with basic authentication, ``--pushgateway-user`` names the
+user and mounts the same Secret (optional) at ``/var/run/secrets/mlnt-pushgateway``, whose ``password`` file
 telemetry reads (``MLNT_PUSHGATEWAY_PASSWORD_FILE``).
 
 The cluster and the credentials are kubectl's (the kubeconfig's current context, or the pod's service account in a
@@ -35,6 +39,7 @@ import os
 import sys
 from dataclasses import dataclass
 
+from components.common import telemetry
 from components.common.telemetry import PASSWORD_FILE_ENV, PUSHGATEWAY_ENV, USERNAME_ENV, has_userinfo
 from pipelines import pushgateway
 
@@ -44,8 +49,14 @@ NAMESPACE = "mlnt"
 NODE = "node"  # the torch-distributed runtime's replicated job and its trainer container
 GPU_POOL_LABEL = "mlnt.io/node-pool"
 COMMAND = ["torchrun"]  # no flags: torchrun reads PET_NNODES, PET_NPROC_PER_NODE, PET_NODE_RANK, PET_MASTER_*
+# On GPUs, over params.yaml's "auto": where the node's driver is too old for the image's torch (docs/deploy.md, step
+# 1), auto would train on the CPU while the job holds the GPUs; cuda fails every process at once (pick_device).
+ON_GPU = ["--set", "mlnt.device=cuda"]
 LABELS = {"app.kubernetes.io/part-of": "mlnt-pipeline"}
-POD_LABELS = {"app.kubernetes.io/name": "mlnt-train"}
+# Istio's sidecar outlives the trainer, so a pod with one never completes (kubeflow/trainer#1778): injection off, as
+# the label Istio prefers and the annotation older releases read.
+NO_SIDECAR = {"sidecar.istio.io/inject": "false"}
+POD_LABELS = {"app.kubernetes.io/name": "mlnt-train", **NO_SIDECAR}
 USER = 10001  # the image's unprivileged user (Dockerfile)
 POD_SECURITY = {"runAsNonRoot": True, "runAsUser": USER, "runAsGroup": USER, "fsGroup": USER,
                 "seccompProfile": {"type": "RuntimeDefault"}}
@@ -74,6 +85,7 @@ class TrainJobSettings:
     node_pool: str = "gpu"
     pushgateway: str = ""  # the training metrics' Pushgateway (host:port or a URL); empty: no push
     pushgateway_user: str = ""  # its basic-authentication user; the password: the Secret mlnt-pushgateway
+    pipeline: str = telemetry.DEFAULT_PIPELINE  # the name the pushed metrics are grouped under
 
     def __post_init__(self):
         if self.num_nodes < 1:
@@ -89,14 +101,19 @@ class TrainJobSettings:
                              f"{pushgateway.SECRET}")
         if self.pushgateway_user and not self.pushgateway:
             raise ValueError("pushgateway_user: set without pushgateway, the address it authenticates to")
+        problem = telemetry.pipeline_problem(self.pipeline)
+        if problem is not None:
+            raise ValueError(f"pipeline (the name the pushed metrics are grouped under): {problem}")
 
 
 def environment(settings: TrainJobSettings) -> dict[str, str]:
     """The trainer's environment: ``HOME=/tmp`` (caches go to the writable /tmp) and, with a Pushgateway, the variables
-    ``components.common.telemetry`` reads: its address and, with a user, the user and the mounted password file."""
+    ``components.common.telemetry`` reads: its address, the pipeline's name and, with a user, the user and the
+    mounted password file."""
     env = {"HOME": "/tmp"}
     if settings.pushgateway:
         env[PUSHGATEWAY_ENV] = settings.pushgateway
+        env[telemetry.PIPELINE_ENV] = settings.pipeline
     if settings.pushgateway_user:
         env[USERNAME_ENV] = settings.pushgateway_user
         env[PASSWORD_FILE_ENV] = f"{pushgateway.SECRET_MOUNT}/{pushgateway.PASSWORD_KEY}"
@@ -134,8 +151,9 @@ def trainer(settings: TrainJobSettings):
 
 
 def options(settings: TrainJobSettings, *, name: str | None = None) -> list:
-    """The SDK's options: the command, and the runtime patch that places the pods on the GPU pool with the
-    volumes, identity and security context of ``k8s/base/training/trainjob.yaml``."""
+    """The SDK's options: the command (on CUDA, ``ON_GPU``), and the runtime patch that places the pods on the GPU
+    pool, without an Istio sidecar, with the volumes, identity and security context of
+    ``k8s/base/training/trainjob.yaml``."""
     from kubeflow.trainer import options as o  # noqa: PLC0415
 
     pod = o.PodSpecPatch(
@@ -144,11 +162,11 @@ def options(settings: TrainJobSettings, *, name: str | None = None) -> list:
         volumes=volumes(settings), node_selector={GPU_POOL_LABEL: settings.node_pool},
         tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}])
     job = o.ReplicatedJobPatch(name=NODE, template=o.JobTemplatePatch(spec=o.JobSpecPatch(
-        template=o.PodTemplatePatch(metadata={"labels": POD_LABELS}, spec=pod))))
+        template=o.PodTemplatePatch(metadata={"labels": POD_LABELS, "annotations": NO_SIDECAR}, spec=pod))))
     patch = o.RuntimePatch(training_runtime_spec=o.TrainingRuntimeSpecPatch(
         template=o.JobSetTemplatePatch(spec=o.JobSetSpecPatch(replicated_jobs=[job]))))
     chosen = [o.Labels(LABELS), o.TrainerCommand(COMMAND),
-              o.TrainerArgs(["-m", "components.mlnt", "--params", settings.params]), patch]
+              o.TrainerArgs(["-m", "components.mlnt", "--params", settings.params, *ON_GPU]), patch]
     return [o.Name(name), *chosen] if name else chosen
 
 
@@ -185,11 +203,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pushgateway-user", default="",
                         help=f"the Pushgateway's basic-authentication user; the password is the key "
                              f"'{pushgateway.PASSWORD_KEY}' of the Secret {pushgateway.SECRET}, mounted into the job")
+    parser.add_argument("--pipeline", default=telemetry.pipeline_name(),
+                        help=f"the name the pushed metrics are grouped under (default: ${telemetry.PIPELINE_ENV}, "
+                             f"else {telemetry.DEFAULT_PIPELINE})")
     args = parser.parse_args(argv)
     try:
         settings = TrainJobSettings(image=args.image, num_nodes=args.nodes, gpus_per_node=args.gpus_per_node,
                                     cpu=args.cpu, memory=args.memory, pushgateway=args.pushgateway,
-                                    pushgateway_user=args.pushgateway_user)
+                                    pushgateway_user=args.pushgateway_user, pipeline=args.pipeline)
         name = submit(settings, name=args.name, namespace=args.namespace, context=args.context)
     except Exception as err:  # the settings, the kubeconfig and the API raise many types; one line for the user
         print(f"error: pipelines.trainjob: {err}", file=sys.stderr)

@@ -13,9 +13,12 @@
 - Every render twice: as checked in (the TrainJob), and with components/training-operator-v1 listed in the
   kustomization, as docs/deploy.md says for clusters on Training Operator v1.x (the PyTorchJob instead); and with
   components/storage-egress (a model in object storage, docs/deploy.md step 4), alone and with an overlay's CIDR.
-- Training metrics: the training pods and the toolbox read the Pushgateway's address from the ConfigMap
-  mlnt-pushgateway and its credentials from the Secret mlnt-pushgateway, optional; the weekly run passes the address
-  on to the pipeline; an overlay sets it as docs/deploy.md (step 9) shows.
+- Training metrics: the training pods and the toolbox read the Pushgateway's address and the pipeline's name from the
+  ConfigMap mlnt-pushgateway and its credentials from the Secret mlnt-pushgateway, optional; the weekly run passes the
+  address and the name on to the pipeline; an overlay sets them as docs/deploy.md (step 9) shows.
+- Jobs in an Istio mesh: no pod that runs to completion (TrainJob, PyTorchJob, the weekly run, the one-off Job of
+  k8s/tools) gets a sidecar, which would keep it running; the GPU training jobs train on CUDA or fail; the weekly
+  submitter's memory limit holds what it was measured to use.
 - Policies: hardened containers with requests and limits, GPUs in prod only, least-privilege RBAC, no credentials,
   and references that hold together (runtime, selectors, volumes, image, the commands' CLIs); the weekly run compiles
   its KFP steps on the overlay's image (the CronJob's MLNT_IMAGE), and dev, without a GPU pool, keeps it suspended.
@@ -69,6 +72,9 @@ GPU = "nvidia.com/gpu"
 GPU_POOL = {"mlnt.io/node-pool": "gpu"}
 GPU_TOLERATION = {"key": GPU, "operator": "Exists", "effect": "NoSchedule"}
 STEP = ["-m", "components.mlnt", "--params", "/app/params.yaml"]
+ON_GPU = ["--set", "mlnt.device=cuda"]  # prod's training jobs: fail without CUDA, never train on the CPU
+NO_SIDECAR = {"sidecar.istio.io/inject": "false"}  # Istio's pod label and (older) annotation
+VOLUME_OWNER = K8S / "tools" / "volume-owner.yaml"  # applied once by hand (docs/deploy.md, step 4), rendered by none
 NODE = "node"  # the torch-distributed runtime's replicated job and trainer container
 # Custom resources validated against their own project's API models (a package), not an authored schema.
 UPSTREAM_MODELS = {("trainer.kubeflow.org/v1alpha1", "TrainJob"): ("kubeflow_trainer_api.models",
@@ -623,7 +629,8 @@ def test_the_trainjob_runs_the_step_under_torchrun_on_the_torch_distributed_runt
     torchrun itself. The command is the PyTorchJob's without the flags (tests/test_trainjob.py runs it with them)."""
     job = one(target, "TrainJob")["spec"]
     assert job["runtimeRef"] == {"kind": "ClusterTrainingRuntime", "name": "torch-distributed"}
-    assert job["trainer"]["command"] == ["torchrun"] and job["trainer"]["args"] == STEP
+    assert job["trainer"]["command"] == ["torchrun"]
+    assert job["trainer"]["args"] == (STEP + ON_GPU if target == "overlays/prod" else STEP)
     reserved = [e["name"] for e in job["trainer"].get("env", []) if e["name"].startswith("PET_") or
                 e["name"] in ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK")]
     assert not reserved, f"the runtime owns these (its webhook rejects PET_*): {reserved}"
@@ -682,7 +689,7 @@ def test_the_pytorchjob_resumes_from_checkpoints_on_the_shared_volume(target):
 def test_the_pytorchjob_runs_the_mlnt_step_under_torchrun_with_the_operators_variables():
     container = replicas(f"overlays/prod+{V1}")["Master"]["template"]["spec"]["containers"][0]
     command = container["command"] + container["args"]
-    assert command[0] == "torchrun" and command[-4:] == STEP
+    assert command[0] == "torchrun" and command[-6:] == STEP + ON_GPU
     for variable in ("PET_NNODES", "PET_NPROC_PER_NODE", "PET_NODE_RANK", "MASTER_ADDR", "MASTER_PORT"):
         assert f"$({variable})" in " ".join(command), f"torchrun does not use {variable}: {command}"
 
@@ -990,18 +997,22 @@ def test_the_weekly_run_submits_with_the_real_cli(target, monkeypatch):
 
 
 # Training metrics: the Pushgateway ------------------------------------------------------------------------------
-# The address from the ConfigMap base generates, the credentials from a Secret the cluster holds; both optional.
+# The address and the pipeline's name from the ConfigMap base generates, the credentials from a Secret the cluster
+# holds; all optional.
 PUSHGATEWAY_ADDRESS_REF = {"configMapKeyRef": {"name": "mlnt-pushgateway", "key": "address", "optional": True}}
+PIPELINE_REF = {"configMapKeyRef": {"name": "mlnt-pushgateway", "key": "pipeline", "optional": True}}
 PUSHGATEWAY_CREDENTIAL_REFS = {
     "MLNT_PUSHGATEWAY_USERNAME": {"secretKeyRef": {"name": "mlnt-pushgateway", "key": "username", "optional": True}},
     "MLNT_PUSHGATEWAY_PASSWORD": {"secretKeyRef": {"name": "mlnt-pushgateway", "key": "password", "optional": True}}}
 PUSHGATEWAY_ADDRESS = "http://prometheus-pushgateway.monitoring.svc:9091"
-# What docs/deploy.md (step 9) tells a user to write into an overlay to set the address.
+PIPELINE = "fashion-mnist-prod"  # the overlay's name for its pipeline
+# What docs/deploy.md (step 9) tells a user to write into an overlay to set the address and name the pipeline.
 PUSHGATEWAY_OVERLAY = f"""configMapGenerator:
   - name: mlnt-pushgateway
     behavior: merge
     literals:
       - address={PUSHGATEWAY_ADDRESS}
+      - pipeline={PIPELINE}
 """
 
 
@@ -1017,8 +1028,9 @@ def test_the_reference_names_are_telemetrys_and_the_pipelines():
     from pipelines import pushgateway  # noqa: PLC0415
 
     assert set(PUSHGATEWAY_CREDENTIAL_REFS) == {telemetry.USERNAME_ENV, telemetry.PASSWORD_ENV}
-    assert telemetry.PUSHGATEWAY_ENV == "MLNT_PUSHGATEWAY"
-    assert (pushgateway.CONFIG_MAP, pushgateway.ADDRESS_KEY) == ("mlnt-pushgateway", "address")
+    assert (telemetry.PUSHGATEWAY_ENV, telemetry.PIPELINE_ENV) == ("MLNT_PUSHGATEWAY", "MLNT_PIPELINE")
+    assert (pushgateway.CONFIG_MAP, pushgateway.ADDRESS_KEY, pushgateway.PIPELINE_KEY) == (
+        "mlnt-pushgateway", "address", "pipeline")
     assert {ref["secretKeyRef"]["key"] for ref in PUSHGATEWAY_CREDENTIAL_REFS.values()} == {
         pushgateway.USERNAME_KEY, pushgateway.PASSWORD_KEY}
     assert {ref["secretKeyRef"]["name"] for ref in PUSHGATEWAY_CREDENTIAL_REFS.values()} == {pushgateway.SECRET}
@@ -1027,14 +1039,16 @@ def test_the_reference_names_are_telemetrys_and_the_pipelines():
 @pytest.mark.parametrize("target", [*ALL_TARGETS, "tools"])
 def test_every_training_container_and_the_toolbox_read_the_pushgateway(target):
     """Without them the steps push nothing in the cluster (components/common/telemetry.py reads the variables): the
-    address from the ConfigMap mlnt-pushgateway, the user and password from the Secret mlnt-pushgateway, every
-    reference optional so that a cluster without either still trains (and pushes nothing, or unauthenticated)."""
+    address and the pipeline's name from the ConfigMap mlnt-pushgateway, the user and password from the Secret
+    mlnt-pushgateway, every reference optional so that a cluster without either still trains (and pushes nothing,
+    or unauthenticated, under telemetry's default name)."""
     found = pushing_containers(target)
     assert len(found) == (1 if target == "tools" else
                           len(replicas(target)) if V1 in target else 1), [where for where, _ in found]
     for where, container in found:
         env = {e["name"]: e for e in container.get("env", [])}
         assert env["MLNT_PUSHGATEWAY"] == {"name": "MLNT_PUSHGATEWAY", "valueFrom": PUSHGATEWAY_ADDRESS_REF}, where
+        assert env["MLNT_PIPELINE"] == {"name": "MLNT_PIPELINE", "valueFrom": PIPELINE_REF}, where
         for variable, ref in PUSHGATEWAY_CREDENTIAL_REFS.items():
             assert env[variable] == {"name": variable, "valueFrom": ref}, f"{where}: {variable}"
         assert "MLNT_PUSHGATEWAY_PASSWORD_FILE" not in env, f"{where}: a file that exists only with the Secret"
@@ -1042,16 +1056,21 @@ def test_every_training_container_and_the_toolbox_read_the_pushgateway(target):
 
 @pytest.mark.parametrize("target", TARGETS)
 def test_the_pushgateway_address_is_an_empty_configmap_until_an_overlay_sets_it(target):
-    """base generates the ConfigMap empty (no push), under its plain name (the TrainJob and the PyTorchJob name it
-    where kustomize cannot rewrite a hashed name); the overlay that docs/deploy.md shows sets the address."""
+    """base generates the ConfigMap with an empty address (no push) and telemetry's default name, under its plain name
+    (the TrainJob and the PyTorchJob name it where kustomize cannot rewrite a hashed name); the overlay that
+    docs/deploy.md shows sets the address and a name of its own, one telemetry accepts."""
+    from components.common import telemetry  # noqa: PLC0415
+
     [config] = [o for o in objects(target, "ConfigMap") if o["metadata"]["name"] == "mlnt-pushgateway"]
-    assert config["data"] == {"address": ""}
+    assert config["data"] == {"address": "", "pipeline": telemetry.DEFAULT_PIPELINE}
     rendered = render_overlay(target, PUSHGATEWAY_OVERLAY)
     [config] = [o for o in rendered if (o["kind"], o["metadata"]["name"]) == ("ConfigMap", "mlnt-pushgateway")]
-    assert config["data"] == {"address": PUSHGATEWAY_ADDRESS}
+    assert config["data"] == {"address": PUSHGATEWAY_ADDRESS, "pipeline": PIPELINE}
+    assert telemetry.pipeline_problem(PIPELINE) is None
     [job] = [o for o in rendered if o["kind"] == "TrainJob"]
-    [address] = [e for e in job["spec"]["trainer"]["env"] if e["name"] == "MLNT_PUSHGATEWAY"]
-    assert address["valueFrom"]["configMapKeyRef"]["name"] == config["metadata"]["name"]
+    env = {e["name"]: e for e in job["spec"]["trainer"]["env"]}
+    for variable in ("MLNT_PUSHGATEWAY", "MLNT_PIPELINE"):
+        assert env[variable]["valueFrom"]["configMapKeyRef"]["name"] == config["metadata"]["name"], variable
     assert not [f"{name(o)}: {e}" for o in rendered for e in schema_errors(o)]
     guide = (ROOT / "docs" / "deploy.md").read_text()
     assert "\n".join(line.removeprefix("   ") for line in guide.splitlines()).count(PUSHGATEWAY_OVERLAY) == 1, \
@@ -1060,22 +1079,29 @@ def test_the_pushgateway_address_is_an_empty_configmap_until_an_overlay_sets_it(
 
 @pytest.mark.parametrize("target", TARGETS)
 def test_the_weekly_run_passes_the_pushgateway_to_the_pipeline(target, monkeypatch):
-    """The weekly submitter reads the address from the ConfigMap; pipelines.run passes it on as the run's parameter
-    pushgateway, which every KFP step takes (tests/test_kfp_pipeline.py)."""
+    """The weekly submitter reads the address and the pipeline's name from the ConfigMap; pipelines.run passes them on
+    as the run's parameters pushgateway, which every KFP step takes, and pipeline, which the steps that push take
+    (tests/test_kfp_pipeline.py); without the name (an older ConfigMap) telemetry's default."""
     import pipelines.run  # noqa: PLC0415
 
     container = one(target, "CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
     env = {e["name"]: e for e in container["env"]}
     assert env["MLNT_PUSHGATEWAY"]["valueFrom"] == PUSHGATEWAY_ADDRESS_REF
+    assert env["MLNT_PIPELINE"]["valueFrom"] == PIPELINE_REF
     assert not set(PUSHGATEWAY_CREDENTIAL_REFS) & set(env), "the submitter pushes nothing: no credentials"
     calls = []
     monkeypatch.setattr(pipelines.run, "submit", lambda host, data, **kw: calls.append(kw) or "run-1")
     monkeypatch.setenv("MLNT_PUSHGATEWAY", PUSHGATEWAY_ADDRESS)  # what the kubelet sets from the ConfigMap
+    monkeypatch.setenv("MLNT_PIPELINE", PIPELINE)
     assert pipelines.run.main(container["command"][3:] + container["args"]) == 0
-    assert calls[0]["pushgateway"] == PUSHGATEWAY_ADDRESS
+    assert (calls[0]["pushgateway"], calls[0]["pipeline"]) == (PUSHGATEWAY_ADDRESS, PIPELINE)
     monkeypatch.setenv("MLNT_PUSHGATEWAY", "")  # the ConfigMap as base renders it
+    monkeypatch.setenv("MLNT_PIPELINE", "mlnt")
     assert pipelines.run.main(container["command"][3:] + container["args"]) == 0
-    assert calls[1]["pushgateway"] == ""
+    assert (calls[1]["pushgateway"], calls[1]["pipeline"]) == ("", "mlnt")
+    monkeypatch.delenv("MLNT_PIPELINE")  # a ConfigMap without the key: the optional reference sets nothing
+    assert pipelines.run.main(container["command"][3:] + container["args"]) == 0
+    assert calls[2]["pipeline"] == "mlnt"
 
 
 @pytest.mark.parametrize("target", [*ALL_TARGETS, "tools"])
@@ -1249,6 +1275,148 @@ def test_the_selector_check_matches_as_kubernetes_does():
     assert not selects(policy, {"a": "1", "b": "z"}) and not selects(policy, {"b": "x"})
 
 
+# Jobs in an Istio mesh, on GPUs, and the submitter's memory ----------------------------------------------------
+# The kinds of workload a render may hold: those whose pods run to completion, which must not get an Istio sidecar
+# (it outlives their container, so the pod and the job never complete: kubeflow/trainer#1778), and those that serve.
+# A kind in neither fails test_no_pod_that_runs_to_completion_gets_an_istio_sidecar until it is classified here.
+RUN_TO_COMPLETION = {"Job", "CronJob", "TrainJob", "PyTorchJob"}
+SERVING = {"ServingRuntime", "InferenceService", "Pod"}  # Pod: the toolbox, which sleeps until deleted
+
+
+@functools.cache
+def volume_owner() -> tuple[dict, ...]:
+    """The objects of k8s/tools/volume-owner.yaml, the one-off Job no kustomization lists."""
+    return tuple(doc for doc in yaml.safe_load_all(VOLUME_OWNER.read_text()) if doc)
+
+
+def job_pod_metadata(obj: dict) -> list[tuple[str, dict]]:
+    """(where, metadata) of each pod template a Job-like object creates its pods from; for a TrainJob, its runtime
+    patch of the replicated job ``node`` (Trainer merges it into the runtime's template)."""
+    spec = obj["spec"]
+    if obj["kind"] == "Job":
+        return [("spec.template", spec["template"].get("metadata", {}))]
+    if obj["kind"] == "CronJob":
+        return [("spec.jobTemplate.spec.template", spec["jobTemplate"]["spec"]["template"].get("metadata", {}))]
+    if obj["kind"] == "PyTorchJob":
+        return [(f"spec.pytorchReplicaSpecs.{role}.template", replica["template"].get("metadata", {}))
+                for role, replica in spec["pytorchReplicaSpecs"].items()]
+    return [(f"spec.runtimePatches[{i}] ({NODE})", replicated["template"]["spec"]["template"].get("metadata", {}))
+            for i, patch in enumerate(spec.get("runtimePatches", []))
+            for replicated in patch["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"]
+            if replicated["name"] == NODE]
+
+
+def sidecar_problems(obj: dict) -> list[str]:
+    """Where a Job-like object's pods would get an Istio sidecar: a pod template without ``NO_SIDECAR`` as a label
+    (what Istio reads first) and as an annotation (what older Istio releases read)."""
+    found = job_pod_metadata(obj)
+    if not found:
+        return [f"{name(obj)}: expected a pod template, found none"]
+    return [f"{name(obj)} {where}: expected the label and the annotation {NO_SIDECAR}, found labels "
+            f"{meta.get('labels', {})}, annotations {meta.get('annotations', {})}" for where, meta in found
+            if not (meta.get("labels", {}).items() >= NO_SIDECAR.items()
+                    and meta.get("annotations", {}).items() >= NO_SIDECAR.items())]
+
+
+@pytest.mark.parametrize("target", [*ALL_TARGETS, "tools"])
+def test_no_pod_that_runs_to_completion_gets_an_istio_sidecar(target):
+    """In a Kubeflow profile's namespace (Istio injection on), a sidecar keeps a Job's pod running after its container
+    exits, so the TrainJob, the PyTorchJob and the weekly run never complete (kubeflow/trainer#1778). Every pod
+    template of every such object, the one-off Job of k8s/tools included, turns injection off."""
+    rendered = [*render(target), *(volume_owner() if target == "tools" else ())]
+    kinds = {obj["kind"] for obj in rendered if next(pod_specs(obj), None) is not None}
+    assert kinds <= RUN_TO_COMPLETION | SERVING, f"classify {kinds - RUN_TO_COMPLETION - SERVING} above"
+    jobs = [obj for obj in rendered if obj["kind"] in RUN_TO_COMPLETION]
+    assert sorted(obj["kind"] for obj in jobs) == (["Job"] if target == "tools" else
+                                                   sorted(["CronJob", "PyTorchJob" if V1 in target else "TrainJob"]))
+    problems = [problem for obj in jobs for problem in sidecar_problems(obj)]
+    assert not problems, "\n".join(problems)
+
+
+def test_the_sidecar_check_catches_a_job_without_the_annotation():
+    cronjob = copy.deepcopy(one("overlays/prod", "CronJob"))
+    del cronjob["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["annotations"]
+    assert sidecar_problems(cronjob) and not sidecar_problems(one("overlays/prod", "CronJob"))
+
+
+@pytest.mark.parametrize("target", ALL_TARGETS)
+def test_gpu_training_trains_on_cuda_and_cpu_training_on_the_params_files_device(target, monkeypatch):
+    """params.yaml's ``device: auto`` trains on the CPU where torch finds no CUDA, which on the GPU pool means a node
+    whose NVIDIA driver is older than the image's torch needs (docs/deploy.md, step 1): the job would hold the GPUs
+    and train on the CPU. The GPU training jobs (prod's) pass ``--set mlnt.device=cuda``, which the step's own parser
+    reads, and pick_device then fails at once; base and dev (CPU) train on params.yaml's auto."""
+    from components.common import config  # noqa: PLC0415
+    from components.mlnt import MlntStepConfig  # noqa: PLC0415
+    from model import trainer as model_trainer  # noqa: PLC0415
+
+    job = one(target, "PyTorchJob" if V1 in target else "TrainJob")
+    for where, pod in pod_specs(job):
+        container = pod["containers"][0]
+        step = container["args"][container["args"].index("-m") + 2:]  # after `-m components.mlnt`
+        step = [str(ROOT / "params.yaml") if arg == "/app/params.yaml" else arg for arg in step]
+        configs, _ = config.parse(step, "mlnt", {"mlnt": MlntStepConfig}, "mlnt")
+        on_gpu = GPU in container["resources"]["limits"]
+        assert configs["mlnt"].device == ("cuda" if on_gpu else "auto"), f"{name(job)} {where}"
+        assert on_gpu is ("prod" in target), f"{name(job)} {where}"
+    monkeypatch.setattr(model_trainer.torch.cuda, "is_available", lambda: False)  # a driver torch cannot use
+    with pytest.raises(RuntimeError, match=r"^device: expected a CUDA device for 'cuda', found none"):
+        model_trainer.pick_device("cuda")
+
+
+def test_the_volume_owner_job_gives_every_claims_root_to_the_images_user():
+    """KFP runs the steps as the image's user without an fsGroup, and many ReadWriteMany CSI drivers ignore fsGroup:
+    the volumes' roots must be that user's (docs/deploy.md, step 4). The one-off Job of k8s/tools validates, mounts
+    every claim the toolbox does (the pipeline's three) and gives each mount point to the Dockerfile's USER, with
+    CHOWN and FOWNER its only capabilities; no kustomization lists it, so no apply runs it again."""
+    from pipelines import mlnt_pipeline  # noqa: PLC0415
+
+    [job] = volume_owner()
+    assert job["kind"] == "Job" and not schema_errors(job), schema_errors(job)
+    assert job["metadata"]["namespace"] == NAMESPACE
+    assert job["metadata"]["labels"]["app.kubernetes.io/part-of"] == "mlnt-pipeline"
+    pod = job["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    volumes = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"]}
+    mounted = {volumes[m["name"]]: m["mountPath"] for m in container["volumeMounts"]}
+    assert set(mounted) == claims("tools") == {mlnt_pipeline.CHECKPOINT_PVC, mlnt_pipeline.REGISTRY_PVC,
+                                               mlnt_pipeline.DATA_PVC}
+    user = re.search(r"^USER (\d+):(\d+)$", (ROOT / "Dockerfile").read_text(), flags=re.M)
+    script = " ".join(container["command"] + container["args"])
+    chown = re.search(r"chown (\d+):(\d+) ([^&]+)&&", script)
+    assert chown and chown.groups()[:2] == user.groups(), script
+    assert set(chown[3].split()) == set(mounted.values()), script
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["CHOWN", "FOWNER"]}
+    assert pod["automountServiceAccountToken"] is False and pod["serviceAccountName"] == "mlnt-training"
+    assert hardening_problems(pod, container) == ["expected runAsNonRoot: true"]  # root, and nothing else
+    assert VOLUME_OWNER.name not in (K8S / "tools" / "kustomization.yaml").read_text()
+    assert f"k8s/tools/{VOLUME_OWNER.name}" in (ROOT / "docs" / "deploy.md").read_text()
+
+
+def mebibytes(quantity: str) -> float:
+    """A Kubernetes memory quantity (``512Mi``, ``1Gi``, ``16G``) in MiB."""
+    number, unit = re.fullmatch(r"(\d+(?:\.\d+)?)([KMGT]i?)", quantity).groups()
+    powers = {"K": 1, "M": 2, "G": 3, "T": 4}
+    return float(number) * (1024 if unit.endswith("i") else 1000) ** powers[unit[0]] / 2**20
+
+
+def test_the_weekly_submitters_memory_limit_holds_what_it_uses():
+    """``pipelines.run --host`` builds every step's config before it submits (check_sections imports every component:
+    torch, torchvision, scipy) and compiles the pipeline. Measured here in a fresh interpreter, whose torch is the
+    CUDA build (heavier than the -cpu image's, which the CronJob runs: ~500 MiB estimated there), its peak resident
+    memory fits the CronJob's limit (512Mi did not), which is at least the request."""
+    resources = one("base", "CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0][
+        "resources"]
+    limit, request = mebibytes(resources["limits"]["memory"]), mebibytes(resources["requests"]["memory"])
+    code = ("import pathlib, resource, tempfile; from pipelines import run; run.pipeline_arguments(None, tiny=False); "
+            "run.compile_pipeline(pathlib.Path(tempfile.mkdtemp()) / 'p.yaml'); "
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")  # KiB on Linux
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    peak = int(done.stdout.split()[-1]) / 1024
+    assert request <= limit and peak < limit, f"peak {peak:.0f} MiB, request {request:.0f} MiB, limit {limit:.0f} MiB"
+
+
 # Images ---------------------------------------------------------------------------------------------------------
 def step_image(target: str) -> str:
     """The image of the KFP steps the weekly run submits: the CronJob's MLNT_IMAGE, which pipelines.run's
@@ -1271,9 +1439,10 @@ def unpinned(target: str) -> list[str]:
 
 @pytest.mark.parametrize("target", ["overlays/prod", f"overlays/prod+{V1}"])
 def test_prod_pins_every_image_by_digest(target):
-    """A tag can be moved to another image; a digest cannot. The release writes the digests (docs/deploy.md, step 3);
-    until then prod names the placeholder (all zeros), which no registry serves: it fails closed. The KFP steps of the
-    weekly run too: they run the training image, pinned with it."""
+    """A tag can be moved to another image; a digest cannot. Whoever pushes the images writes their digests
+    (docs/deploy.md, step 3; the release workflow publishes models, not images); until then prod names the placeholder
+    (all zeros), which no registry serves: it fails closed. The KFP steps of the weekly run too: they run the training
+    image, pinned with it."""
     assert not unpinned(target), "prod refuses tag-only images:\n" + "\n".join(unpinned(target))
     tags = {image_parts(image)[1] for _, image in images(target)}
     assert tags == {"0.1.0-cpu", "0.1.0-gpu"}, tags  # the tag stays, for people; the digest decides

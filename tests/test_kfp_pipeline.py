@@ -161,23 +161,34 @@ def pushing_steps() -> set[str]:
 
 def test_every_step_takes_the_pushgateway_and_those_that_push_mount_its_credentials(spec):
     """In the cluster the steps push their metrics only when told where (``MLNT_PUSHGATEWAY``): the pipeline parameter
-    ``pushgateway`` (default empty: no push) reaches every step as an input, which the body hands to telemetry
-    before its work (KFP 2.17's set_env_variable takes a compile-time constant only). The steps that push mount the
-    Secret mlnt-pushgateway as files, optional (a cluster without it runs, and pushes unauthenticated); no step
-    reads a Secret into its environment (secretAsEnv's ``optional`` is a field older KFP drivers refuse)."""
+    ``pushgateway`` (default empty: no push) reaches every step as an input, and ``pipeline`` (default ``mlnt``, the
+    name the metrics are grouped under) every step that pushes; the body hands them to telemetry before its work
+    (KFP 2.17's set_env_variable takes a compile-time constant only). The steps that push mount the Secret
+    mlnt-pushgateway as files, optional (a cluster without it runs, and pushes unauthenticated); no step reads a
+    Secret into its environment (secretAsEnv's ``optional`` is a field older KFP drivers refuse)."""
+    from components.common import telemetry  # noqa: PLC0415
+
     pipeline, platform = yaml.safe_load_all(spec)
-    assert pipeline["root"]["inputDefinitions"]["parameters"]["pushgateway"] == {
-        "defaultValue": "", "isOptional": True, "parameterType": "STRING"}
+    parameters = pipeline["root"]["inputDefinitions"]["parameters"]
+    assert parameters["pushgateway"] == {"defaultValue": "", "isOptional": True, "parameterType": "STRING"}
+    assert parameters["pipeline"] == {"defaultValue": telemetry.DEFAULT_PIPELINE, "isOptional": True,
+                                      "parameterType": "STRING"}
     tasks = pipeline["root"]["dag"]["tasks"]
     executors = pipeline["deploymentSpec"]["executors"]
     for step in STEPS:
+        inputs = pipeline["components"][f"comp-{step}"]["inputDefinitions"]["parameters"]
         assert tasks[step]["inputs"]["parameters"]["pushgateway"] == {"componentInputParameter": "pushgateway"}, step
-        assert pipeline["components"][f"comp-{step}"]["inputDefinitions"]["parameters"]["pushgateway"] == {
-            "parameterType": "STRING"}, step
+        assert inputs["pushgateway"] == {"parameterType": "STRING"}, step
         source = executors[f"exec-{step}"]["container"]["command"][-1]
         body = source[source.index(f"def {step}("):]
         assert "from pipelines.pushgateway import configure as configure_pushgateway" in body, step
-        assert body.index("configure_pushgateway(pushgateway)") < body.index("build("), step
+        configured = ("configure_pushgateway(pushgateway, pipeline=pipeline)" if step in mlnt_pipeline.PUSHING
+                      else "configure_pushgateway(pushgateway)")
+        assert body.index(configured) < body.index("build("), step
+        if step in mlnt_pipeline.PUSHING:
+            assert tasks[step]["inputs"]["parameters"]["pipeline"] == {"componentInputParameter": "pipeline"}, step
+        else:
+            assert "pipeline" not in inputs, step
     kube = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     mounts = {executor: volume for executor, config in kube.items() for volume in config.get("secretAsVolume", [])
               if volume["secretName"] == pushgateway.SECRET}
@@ -191,13 +202,83 @@ def test_every_step_takes_the_pushgateway_and_those_that_push_mount_its_credenti
 def test_the_pushgateway_reaches_a_run_and_credentials_in_its_address_do_not(capsys):
     assert run.pipeline_arguments("/mnt/data/x", tiny=False)["pushgateway"] == ""
     given = run.pipeline_arguments("/mnt/data/x", tiny=False, pushgateway="pushgateway.monitoring.svc:9091")
-    assert given["pushgateway"] == "pushgateway.monitoring.svc:9091"
+    assert given["pushgateway"] == "pushgateway.monitoring.svc:9091" and given["pipeline"] == "mlnt"
     with pytest.raises(ValueError, match="carries credentials") as refused:
         run.pipeline_arguments("/mnt/data/x", tiny=False, pushgateway=f"https://mlnt:s3cret{AT}pushgateway:9091")
     assert "s3cret" not in str(refused.value) and "https://***@pushgateway:9091" in str(refused.value)
     assert run.main(["--host", "http://127.0.0.1:9", "--pushgateway", "mlnt:s3cret@pushgateway:9091"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: pipelines.run: pushgateway:") and "s3cret" not in err
+
+
+def test_the_pipelines_name_reaches_a_run_and_a_name_that_is_no_label_is_refused(monkeypatch, capsys):
+    """``--pipeline`` (default: $MLNT_PIPELINE, which the weekly CronJob reads from the ConfigMap, else mlnt) is the
+    run's parameter ``pipeline``; a name telemetry could not push under is refused before anything is submitted,
+    naming what was expected and found."""
+    assert run.pipeline_arguments("/mnt/data/x", tiny=False, pipeline="clothing1m")["pipeline"] == "clothing1m"
+    for name in ("", "-x", "a b", "x" * 64):
+        with pytest.raises(ValueError, match=r"^pipeline \(the name the pushed metrics are grouped under\): "
+                                             r"expected 1 to 63 letters"):
+            run.pipeline_arguments("/mnt/data/x", tiny=False, pipeline=name)
+    calls = []
+    monkeypatch.setattr(run, "submit", lambda host, data, **kw: calls.append(kw) or "run-1")
+    monkeypatch.delenv("MLNT_PIPELINE", raising=False)
+    assert run.main(["--host", "http://kfp"]) == 0
+    monkeypatch.setenv("MLNT_PIPELINE", "fashion-mnist.weekly")
+    assert run.main(["--host", "http://kfp"]) == 0
+    assert run.main(["--host", "http://kfp", "--pipeline", "clothing1m"]) == 0
+    assert [kw["pipeline"] for kw in calls] == ["mlnt", "fashion-mnist.weekly", "clothing1m"]
+    monkeypatch.undo()
+    assert run.main(["--host", "http://127.0.0.1:9", "--pipeline", "a b"]) == 1  # refused before connecting
+    assert capsys.readouterr().err == ("error: pipelines.run: pipeline (the name the pushed metrics are grouped "
+                                       "under): expected 1 to 63 letters, digits, '.', '_' or '-', starting with a "
+                                       "letter or digit, found 'a b'\n")
+
+
+def test_the_training_steps_train_on_cuda_in_the_cluster_and_on_their_sections_device_locally(spec, tmp_path,
+                                                                                             monkeypatch):
+    """On the GPU pool a section's ``device: auto`` would train on the CPU, holding the GPU, where the node's driver
+    is too old for the image's torch: the compiled training steps get ``training_device`` cuda (model.trainer's
+    pick_device then fails at once); the local runner, which has no GPU pool, passes it empty: the section's."""
+    from kfp.dsl import Dataset, Metrics, Model  # noqa: PLC0415
+
+    import components.baseline  # noqa: PLC0415
+    import components.mlnt  # noqa: PLC0415
+
+    pipeline, _ = yaml.safe_load_all(spec)
+    assert pipeline["root"]["inputDefinitions"]["parameters"]["training_device"] == {
+        "defaultValue": "cuda", "isOptional": True, "parameterType": "STRING"}
+    tasks = pipeline["root"]["dag"]["tasks"]
+    training = {name for name, task in tasks.items() if "training_device" in task["inputs"].get("parameters", {})}
+    gpu = {name for name in tasks if "accelerator" in pipeline["deploymentSpec"]["executors"].get(
+        f"exec-{name}", {}).get("container", {}).get("resources", {})}
+    assert training == gpu == {"baseline", "mlnt"}
+    for step in training:
+        assert tasks[step]["inputs"]["parameters"]["training_device"] == {
+            "componentInputParameter": "training_device"}, step
+    monkeypatch.setattr("components.common.config.configure_logging", lambda **kwargs: None)
+    seen = []
+    for module in (components.baseline, components.mlnt):
+        monkeypatch.setattr(module, "run", lambda config, **kw: seen.append(config.device) or {
+            "val_accuracy": 0.5, "best_epoch": 1, "released": "student"})
+    artifacts = {"ingested": Dataset(uri=str(tmp_path / "i")), "labels": Dataset(uri=str(tmp_path / "l")),
+                 "model": Model(uri=str(tmp_path / "m")), "scores": Metrics(uri=str(tmp_path / "s"))}
+    for device in ("cuda", ""):
+        mlnt_pipeline.baseline.python_func(params_json=json.dumps(mlnt_pipeline.PARAMS["baseline"]),
+                                           checkpoint_root="", training_device=device, pushgateway="", pipeline="",
+                                           **artifacts)
+        mlnt_pipeline.mlnt.python_func(params_json=json.dumps(mlnt_pipeline.PARAMS["mlnt"]), checkpoint_root="",
+                                       training_device=device, pushgateway="", pipeline="",
+                                       baseline_model=Model(uri=str(tmp_path / "b")), **artifacts)
+    assert mlnt_pipeline.PARAMS["baseline"]["device"] == mlnt_pipeline.PARAMS["mlnt"]["device"] == "auto"
+    assert seen == ["cuda", "cuda", "auto", "auto"]
+    given = {}
+    from kfp import local  # noqa: PLC0415
+
+    monkeypatch.setattr(local, "init", lambda **kwargs: None)
+    monkeypatch.setattr(run, "mlnt_pipeline", lambda **kwargs: given.update(kwargs))
+    run.run_local(tmp_path / "data", root=tmp_path, registry=tmp_path / "releases", tiny=True)
+    assert given["training_device"] == ""
 
 
 def test_the_deploy_step_acts_as_the_deployer_not_as_the_run_account(tmp_path, monkeypatch):
@@ -354,7 +435,8 @@ def test_host_submits_the_compiled_pipeline_with_its_arguments(capsys, tmp_path,
     try:
         host = f"http://127.0.0.1:{server.server_address[1]}"
         assert run.main(["--host", host, "--data", "/mnt/data/fashion-mnist", "--experiment", "noisy",
-                         "--pushgateway", "http://prometheus-pushgateway.monitoring.svc:9091"]) == 0
+                         "--pushgateway", "http://prometheus-pushgateway.monitoring.svc:9091",
+                         "--pipeline", "mlnt-noisy"]) == 0
     finally:
         server.shutdown()
     assert "submitted run run-1" in capsys.readouterr().out
@@ -370,6 +452,8 @@ def test_host_submits_the_compiled_pipeline_with_its_arguments(capsys, tmp_path,
     arguments = submitted["runtime_config"]["parameters"]
     assert arguments["data_path"] == "/mnt/data/fashion-mnist"
     assert arguments["pushgateway"] == "http://prometheus-pushgateway.monitoring.svc:9091"
+    assert arguments["pipeline"] == "mlnt-noisy"
+    assert "training_device" not in arguments  # the pipeline's default: cuda, on the GPU pool
     for step in STEPS:  # JSON text that the step decodes: the ints of params.yaml arrive as ints
         assert json.loads(arguments[f"{step}_params"]) == mlnt_pipeline.PARAMS[step]
     assert type(json.loads(arguments["baseline_params"])["epochs"]) is int
@@ -459,20 +543,22 @@ def test_a_params_file_without_a_section_for_every_step_is_refused_by_name(tmp_p
 
 
 def test_the_command_line_reaches_the_run(monkeypatch, tmp_path, capsys):
-    """Every option of ``python -m pipelines.run`` reaches what runs: --tiny and --params the local run, and
-    --experiment, --service-account, --tiny, --params and --pushgateway the submitted one."""
+    """Every option of ``python -m pipelines.run`` reaches what runs: --tiny, --params and --pipeline the local run,
+    and --experiment, --service-account, --tiny, --params, --pushgateway and --pipeline the submitted one."""
     calls = []
     monkeypatch.setattr(run, "run_local", lambda data, **kw: calls.append(("local", data, kw)) or "released")
     monkeypatch.setattr(run, "submit", lambda host, data, **kw: calls.append(("host", data, kw)) or "run-1")
     params = tmp_path / "p.yaml"
-    assert run.main(["--local", "--tiny", "--data", "d", "--params", str(params), "--root", str(tmp_path)]) == 0
+    assert run.main(["--local", "--tiny", "--data", "d", "--params", str(params), "--root", str(tmp_path),
+                     "--pipeline", "local"]) == 0
     assert run.main(["--host", "http://kfp", "--tiny", "--data", "/mnt/data/d", "--params", str(params),
-                     "--experiment", "e", "--service-account", "sa", "--pushgateway", "pg:9091"]) == 0
+                     "--experiment", "e", "--service-account", "sa", "--pushgateway", "pg:9091",
+                     "--pipeline", "p"]) == 0
     (_, data, local), (_, path, host) = calls
     assert data == Path("d") and (local["tiny"], local["params_file"], local["root"]) == (True, params, tmp_path)
-    assert local["registry"] == tmp_path / "releases"
+    assert local["registry"] == tmp_path / "releases" and local["pipeline"] == "local"
     assert path == "/mnt/data/d" and host == {"experiment": "e", "tiny": True, "service_account": "sa",
-                                              "params_file": params, "pushgateway": "pg:9091"}
+                                              "params_file": params, "pushgateway": "pg:9091", "pipeline": "p"}
 
 
 def test_a_params_file_a_step_would_refuse_is_refused_before_the_run_is_submitted(tmp_path):
@@ -580,7 +666,8 @@ def test_the_steps_log_the_metrics_their_docstrings_name(tmp_path, monkeypatch):
         monkeypatch.setattr(getattr(components, step), "run", lambda config, **kwargs: result)
         metrics = Metrics(uri=str(tmp_path / f"{step}-{output}"))
         body = getattr(mlnt_pipeline, step).python_func
-        body(params_json=params[step], pushgateway="", **inputs, **{output: metrics})
+        named = {"pipeline": ""} if step in mlnt_pipeline.PUSHING else {}
+        body(params_json=params[step], pushgateway="", **named, **inputs, **{output: metrics})
         return metrics.metadata
 
     monkeypatch.setattr(components.ingest, "run", lambda config, out: {"dataset": "fashion-mnist",
@@ -592,7 +679,7 @@ def test_the_steps_log_the_metrics_their_docstrings_name(tmp_path, monkeypatch):
     noise = {"ingested": data["ingested"], "labels": Dataset(uri=str(tmp_path / "noise"))}
     assert logged("noise", {"realised_rate_train": 0.0}, "rates", **noise) == {"realised_rate_train": 0.0}
     assert logged("noise", {"realised_rate_train": None}, "rates", **noise) == {}
-    training = {"checkpoint_root": "", "ingested": data["ingested"], "labels": data["labels"],
+    training = {"checkpoint_root": "", "training_device": "", "ingested": data["ingested"], "labels": data["labels"],
                 "model": Model(uri=str(tmp_path / "model"))}
     assert logged("baseline", {"val_accuracy": 0.8, "best_epoch": 3}, "scores", **training) == {
         "val_accuracy": 0.8, "best_epoch": 3}
@@ -608,7 +695,8 @@ def test_the_steps_log_the_metrics_their_docstrings_name(tmp_path, monkeypatch):
                    **{model: {"accuracy": 0.7} for model in ("baseline", "student", "teacher")}}
         monkeypatch.setattr(components.evaluate, "run", lambda config, result=metrics, **kwargs: result)
         logged_scores, confusion = Metrics(uri=str(tmp_path / "scores")), ClassificationMetrics(uri=str(tmp_path / "c"))
-        mlnt_pipeline.evaluate.python_func(params_json=params["evaluate"], pushgateway="", ingested=data["ingested"],
+        mlnt_pipeline.evaluate.python_func(params_json=params["evaluate"], pushgateway="", pipeline="",
+                                           ingested=data["ingested"],
                                            labels=data["labels"], baseline_model=data["baseline_model"],
                                            mlnt_model=data["mlnt_model"],
                                            evaluation=Dataset(uri=str(evaluation)), scores=logged_scores,

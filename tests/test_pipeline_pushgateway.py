@@ -1,7 +1,7 @@
 """pipelines/pushgateway.py: how a KFP step hands components.common.telemetry the Pushgateway's address (the pipeline
-parameter ``pushgateway``) and credentials (the Secret mlnt-pushgateway, mounted as files where it exists), and a
-pushing step's body doing so before its work. No cluster and no Pushgateway: telemetry's push is recorded
-(tests/test_pushgateway_auth.py pushes to a real one)."""
+parameter ``pushgateway``), the pipeline's name (the parameter ``pipeline``) and credentials (the Secret
+mlnt-pushgateway, mounted as files where it exists), and a pushing step's body doing so before its work. No cluster
+and no Pushgateway: telemetry's push is recorded (tests/test_pushgateway_auth.py pushes to a real one)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ import pytest
 from components.common import telemetry
 from pipelines import mlnt_pipeline, pushgateway
 
-VARIABLES = (telemetry.PUSHGATEWAY_ENV, telemetry.USERNAME_ENV, telemetry.PASSWORD_ENV, telemetry.PASSWORD_FILE_ENV)
+VARIABLES = (telemetry.PUSHGATEWAY_ENV, telemetry.USERNAME_ENV, telemetry.PASSWORD_ENV, telemetry.PASSWORD_FILE_ENV,
+             telemetry.PIPELINE_ENV)
 ADDRESS = "http://prometheus-pushgateway.monitoring.svc:9091"
 
 
@@ -58,6 +59,18 @@ def test_an_empty_address_changes_nothing(tmp_path):
     assert environ == {telemetry.PUSHGATEWAY_ENV: "set-before"}
 
 
+def test_the_pipelines_name_becomes_telemetrys_and_an_empty_one_leaves_its_default(tmp_path):
+    """The name the metrics are grouped under (the run's parameter ``pipeline``) reaches telemetry as MLNT_PIPELINE;
+    empty, telemetry's default stays."""
+    environ: dict[str, str] = {}
+    assert pushgateway.configure(ADDRESS, pipeline="clothing1m", secret=tmp_path / "absent", environ=environ) == [
+        telemetry.PIPELINE_ENV, telemetry.PUSHGATEWAY_ENV]
+    assert telemetry.pipeline_name(environ) == "clothing1m"
+    environ = {}
+    pushgateway.configure(ADDRESS, pipeline="", secret=tmp_path / "absent", environ=environ)
+    assert telemetry.PIPELINE_ENV not in environ and telemetry.pipeline_name(environ) == telemetry.DEFAULT_PIPELINE
+
+
 def test_a_secret_without_a_user_is_left_to_telemetry_which_pushes_nothing(tmp_path):
     environ: dict[str, str] = {}
     pushgateway.configure(ADDRESS, secret=mounted(tmp_path / "secret", password="s3cret"), environ=environ)
@@ -79,7 +92,8 @@ def test_an_unreadable_user_is_a_warning_not_a_failed_step(tmp_path, caplog):
 def test_a_pushing_steps_body_pushes_to_the_pipelines_address_with_the_mounted_secret(tmp_path, monkeypatch,
                                                                                     environ):
     """The gate's KFP body (as the executor calls it) sets the variables before its run, whose telemetry then pushes
-    to the run's ``pushgateway`` with basic authentication from the Secret mounted at ``pushgateway.SECRET_MOUNT``."""
+    to the run's ``pushgateway``, grouped under the run's ``pipeline``, with basic authentication from the Secret
+    mounted at ``pushgateway.SECRET_MOUNT``."""
     from kfp.dsl import Artifact, Dataset, Model  # noqa: PLC0415
 
     from components import gate  # noqa: PLC0415
@@ -101,10 +115,10 @@ def test_a_pushing_steps_body_pushes_to_the_pipelines_address_with_the_mounted_s
     decision = Artifact(uri=str(tmp_path / "decision"))
     passed = mlnt_pipeline.gate.python_func(
         params_json=json.dumps(mlnt_pipeline.PARAMS["gate"]), registry=str(tmp_path / "registry"),
-        pushgateway=ADDRESS, onnx_model=Model(uri=str(tmp_path / "onnx")),
+        pushgateway=ADDRESS, pipeline="clothing1m", onnx_model=Model(uri=str(tmp_path / "onnx")),
         evaluation=Dataset(uri=str(tmp_path / "evaluation")), decision=decision)
     assert passed is True
     [(gateway, kw)] = pushed
-    assert gateway == ADDRESS and kw["grouping_key"] == {"step": "gate"}
+    assert gateway == ADDRESS and kw["grouping_key"] == {"pipeline": "clothing1m", "step": "gate"}
     assert kw["handler"] is not telemetry.default_handler  # basic authentication
     assert telemetry.credentials() == ("mlnt-pipeline", "s3cret")

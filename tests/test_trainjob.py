@@ -107,15 +107,17 @@ def cluster(monkeypatch):
 def without_ownership(spec: dict) -> dict:
     """A TrainJob spec without what differs by who submits it: the patches' manager, whether it starts suspended, the
     image's digest (prod pins it, k8s/overlays/prod; the SDK submits what --image names), and the Pushgateway's
-    variables (the manifest reads them from the ConfigMap and the Secret mlnt-pushgateway; the SDK can give the
-    trainer literal values only: ``test_the_sdk_passes_the_pushgateway_as_literal_values_and_the_secret_as_a_file``)."""
+    variables, the pipeline's name with them (the manifest reads them from the ConfigMap and the Secret
+    mlnt-pushgateway; the SDK can give the trainer literal values only:
+    ``test_the_sdk_passes_the_pushgateway_as_literal_values_and_the_secret_as_a_file``)."""
     spec = {key: value for key, value in copy.deepcopy(spec).items() if key != "suspend"}
     for patch in spec.get("runtimePatches", []):
         patch.pop("manager")
     if "image" in spec.get("trainer", {}):
         spec["trainer"]["image"] = spec["trainer"]["image"].partition("@")[0]
     if "env" in spec.get("trainer", {}):
-        spec["trainer"]["env"] = [e for e in spec["trainer"]["env"] if not e["name"].startswith("MLNT_PUSHGATEWAY")]
+        spec["trainer"]["env"] = [e for e in spec["trainer"]["env"] if not e["name"].startswith("MLNT_PUSHGATEWAY")
+                                  and e["name"] != telemetry.PIPELINE_ENV]
     return spec
 
 
@@ -136,26 +138,42 @@ def test_the_sdk_submits_the_trainjob_that_k8s_overlays_prod_declares(cluster):
     assert not schema_errors({**body, "metadata": {**body["metadata"], "namespace": namespace}})
 
 
+def test_the_sdks_job_trains_on_cuda_without_an_istio_sidecar(cluster):
+    """What the comparison above holds, said outright: the pods the SDK's patch describes turn Istio's sidecar off,
+    label and annotation (a sidecar keeps a finished pod running: kubeflow/trainer#1778), and the step trains with
+    ``--set mlnt.device=cuda`` (a node whose driver torch cannot use fails the job rather than train on its CPU)."""
+    trainjob.submit(trainjob.TrainJobSettings(), name="mlnt-train", client=cluster)
+    body = cluster.backend.custom_api.created[0][4]
+    template = body["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"][0][
+        "template"]["spec"]["template"]
+    no_sidecar = {"sidecar.istio.io/inject": "false"}
+    assert template["metadata"]["labels"].items() >= no_sidecar.items()
+    assert template["metadata"]["annotations"] == no_sidecar
+    assert body["spec"]["trainer"]["args"][-2:] == ["--set", "mlnt.device=cuda"]
+
+
 def test_the_manifest_reads_the_pushgateway_the_sdk_cannot_reference():
     """What without_ownership leaves out of the comparison: the manifest's references, which the SDK cannot write."""
     env = {e["name"]: e for e in one("overlays/prod", "TrainJob")["spec"]["trainer"]["env"]}
     assert env["MLNT_PUSHGATEWAY"]["valueFrom"]["configMapKeyRef"]["name"] == pushgateway.CONFIG_MAP
+    assert env[telemetry.PIPELINE_ENV]["valueFrom"]["configMapKeyRef"] == {
+        "name": pushgateway.CONFIG_MAP, "key": pushgateway.PIPELINE_KEY, "optional": True}
     assert {env[n]["valueFrom"]["secretKeyRef"]["name"] for n in ("MLNT_PUSHGATEWAY_USERNAME",
                                                                   "MLNT_PUSHGATEWAY_PASSWORD")} == {pushgateway.SECRET}
 
 
 def test_the_sdk_passes_the_pushgateway_as_literal_values_and_the_secret_as_a_file(cluster):
     """The Kubeflow SDK (0.5.0) gives the trainer literal variables only, and Kubeflow Trainer takes the node
-    container's variables from spec.trainer alone: the address is a value, the password the Secret mounted as a file
-    (optional: a missing Secret is telemetry's warning, not a pod that never starts)."""
+    container's variables from spec.trainer alone: the address and the pipeline's name are values, the password the
+    Secret mounted as a file (optional: a missing Secret is telemetry's warning, not a pod that never starts)."""
     address = "http://prometheus-pushgateway.monitoring.svc:9091"
-    trainjob.submit(trainjob.TrainJobSettings(pushgateway=address, pushgateway_user="mlnt-pipeline"),
-                    name="mlnt-train", client=cluster)
+    trainjob.submit(trainjob.TrainJobSettings(pushgateway=address, pushgateway_user="mlnt-pipeline",
+                                              pipeline="clothing1m"), name="mlnt-train", client=cluster)
     namespace, body = cluster.backend.custom_api.created[0][2], cluster.backend.custom_api.created[0][4]
     env = {e["name"]: e["value"] for e in body["spec"]["trainer"]["env"]}
     password = f"{pushgateway.SECRET_MOUNT}/{pushgateway.PASSWORD_KEY}"
-    assert env == {"HOME": "/tmp", telemetry.PUSHGATEWAY_ENV: address, telemetry.USERNAME_ENV: "mlnt-pipeline",
-                   telemetry.PASSWORD_FILE_ENV: password}
+    assert env == {"HOME": "/tmp", telemetry.PUSHGATEWAY_ENV: address, telemetry.PIPELINE_ENV: "clothing1m",
+                   telemetry.USERNAME_ENV: "mlnt-pipeline", telemetry.PASSWORD_FILE_ENV: password}
     pod = body["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"][0][
         "template"]["spec"]["template"]["spec"]
     assert {"name": "pushgateway", "secret": {"secretName": pushgateway.SECRET, "optional": True}} in pod["volumes"]
@@ -212,6 +230,8 @@ def test_an_unknown_runtime_is_reported_before_anything_is_created(cluster, monk
      "mlnt-pushgateway"),
     ("pushgateway_user", "mlnt-pipeline", "pushgateway_user: set without pushgateway, the address it authenticates "
      "to"),
+    ("pipeline", "prod pipeline", "pipeline (the name the pushed metrics are grouped under): expected 1 to 63 letters, "
+     "digits, '.', '_' or '-', starting with a letter or digit, found 'prod pipeline'"),
 ])
 def test_settings_name_what_they_reject(field, value, expected):
     with pytest.raises(ValueError) as raised:
@@ -248,15 +268,20 @@ def test_the_cli_takes_the_image_and_the_resources_per_node(monkeypatch):
 def test_the_cli_submits_its_settings(monkeypatch, capsys):
     calls = []
     monkeypatch.setattr(trainjob, "submit", lambda settings, **kw: calls.append((settings, kw)) or "mlnt-abc")
+    monkeypatch.delenv("MLNT_PIPELINE", raising=False)
     assert trainjob.main(["--nodes", "3", "--gpus-per-node", "2", "--context", "gpu-cluster"]) == 0
     settings, kw = calls[0]
     assert (settings.num_nodes, settings.gpus_per_node, settings.image) == (3, 2, trainjob.IMAGE)
     assert kw == {"name": None, "namespace": "mlnt", "context": "gpu-cluster"}
     assert "submitted TrainJob mlnt/mlnt-abc" in capsys.readouterr().out
+    assert calls[0][0].pipeline == telemetry.DEFAULT_PIPELINE
     monkeypatch.setenv("MLNT_PUSHGATEWAY", "pushgateway.monitoring.svc:9091")  # the default of --pushgateway
+    monkeypatch.setenv("MLNT_PIPELINE", "fashion-mnist-prod")  # the default of --pipeline
     assert trainjob.main(["--pushgateway-user", "mlnt-pipeline"]) == 0
     assert (calls[-1][0].pushgateway, calls[-1][0].pushgateway_user) == ("pushgateway.monitoring.svc:9091",
                                                                          "mlnt-pipeline")
+    assert calls[-1][0].pipeline == "fashion-mnist-prod"
+    assert trainjob.main(["--pipeline", "clothing1m"]) == 0 and calls[-1][0].pipeline == "clothing1m"
     capsys.readouterr()
     assert trainjob.main(["--nodes", "0"]) == 1
     assert capsys.readouterr().err == "error: pipelines.trainjob: num_nodes: expected at least 1, found 0\n"
