@@ -1392,31 +1392,6 @@ def test_the_volume_owner_job_gives_every_claims_root_to_the_images_user():
     assert f"k8s/tools/{VOLUME_OWNER.name}" in (ROOT / "docs" / "deploy.md").read_text()
 
 
-def mebibytes(quantity: str) -> float:
-    """A Kubernetes memory quantity (``512Mi``, ``1Gi``, ``16G``) in MiB."""
-    number, unit = re.fullmatch(r"(\d+(?:\.\d+)?)([KMGT]i?)", quantity).groups()
-    powers = {"K": 1, "M": 2, "G": 3, "T": 4}
-    return float(number) * (1024 if unit.endswith("i") else 1000) ** powers[unit[0]] / 2**20
-
-
-def test_the_weekly_submitters_memory_limit_holds_what_it_uses():
-    """``pipelines.run --host`` builds every step's config before it submits (check_sections imports every component:
-    torch, torchvision, scipy) and compiles the pipeline. Measured here in a fresh interpreter, whose torch is the
-    CUDA build (heavier than the -cpu image's, which the CronJob runs: ~500 MiB estimated there), its peak resident
-    memory fits the CronJob's limit (512Mi did not), which is at least the request."""
-    resources = one("base", "CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0][
-        "resources"]
-    limit, request = mebibytes(resources["limits"]["memory"]), mebibytes(resources["requests"]["memory"])
-    code = ("import pathlib, resource, tempfile; from pipelines import run; run.pipeline_arguments(None, tiny=False); "
-            "run.compile_pipeline(pathlib.Path(tempfile.mkdtemp()) / 'p.yaml'); "
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")  # KiB on Linux
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
-                          check=False)
-    assert done.returncode == 0, done.stderr
-    peak = int(done.stdout.split()[-1]) / 1024
-    assert request <= limit and peak < limit, f"peak {peak:.0f} MiB, request {request:.0f} MiB, limit {limit:.0f} MiB"
-
-
 # Images ---------------------------------------------------------------------------------------------------------
 def step_image(target: str) -> str:
     """The image of the KFP steps the weekly run submits: the CronJob's MLNT_IMAGE, which pipelines.run's
