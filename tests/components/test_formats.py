@@ -204,6 +204,27 @@ def test_clothing1m_bad_image_keeps_previous_shards(tmp_path, damage, named, mes
     assert snapshot(out) == before  # the previous shards and manifest, byte for byte; no staging folder left
 
 
+def test_clothing1m_names_every_unreadable_image_in_one_pass(tmp_path, monkeypatch):
+    """On a million images, one ingest a bad image is hours each: ingest goes on past the first unreadable image and
+    names them all (the first in full, the others by key), or stops at ``MAX_UNREADABLE``, saying so."""
+    source = write_clothing1m(tmp_path / "c1m")
+    config = IngestConfig(dataset="clothing1m", path=str(source), image_size=8, shard_size=2)
+    for key in ("images/1/01/val1.jpg", "images/1/03/test3.jpg", "images/0/00/test0.jpg"):
+        (source / key).write_bytes(b"not an image")
+    with pytest.raises(DataError) as caught:
+        run(config, out=tmp_path / "out")
+    assert str(caught.value).startswith(f"{source / 'images/1/01/val1.jpg'} (key images/1/01/val1.jpg): expected an "
+                                        f"image file, found unreadable data")
+    assert str(caught.value).endswith("; and 2 more listed images could not be read either: images/0/00/test0.jpg, "
+                                      "images/1/03/test3.jpg. Fix each, or remove its key from the key lists, then "
+                                      "ingest again")
+    monkeypatch.setattr(ingest_module, "MAX_UNREADABLE", 2)
+    with pytest.raises(DataError, match=r"; and stopped there: at least 1 more listed images could not be read "
+                                        r"either: images/") as caught:
+        run(config, out=tmp_path / "out")
+    assert not (tmp_path / "out" / "shards").exists()
+
+
 def test_clothing1m_shards_and_manifest_are_one_set(tmp_path, monkeypatch):
     """The new shards replaced the old ones before the manifest was written: a failure writing the manifest (a full
     disk) left new shards beside the old manifest. They are now renamed in one burst, or not at all."""
