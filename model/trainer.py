@@ -266,8 +266,14 @@ class TrainResult:
 
 
 def pick_device(requested: str) -> torch.device:
+    """The device ``requested`` names: ``auto`` is CUDA where torch sees a GPU, else the CPU; ``cuda`` without
+    one is a ``RuntimeError`` saying why torch may not see it (the CUDA it was built for needs a recent driver)."""
     if requested == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device: expected a CUDA device for 'cuda', found none; use 'auto' or 'cpu'")
+        built = f"built for CUDA {torch.version.cuda}" if torch.version.cuda else "built without CUDA"
+        raise RuntimeError(f"device: expected a CUDA device for 'cuda', found none (torch {torch.__version__}, "
+                           f"{built}: on a GPU node, check that nvidia-smi lists the GPU and that its driver "
+                           f"supports that CUDA, docs/deploy.md step 1); on a machine without a GPU, use 'auto' "
+                           f"or 'cpu'")
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(requested)

@@ -1359,7 +1359,10 @@ def test_gpu_training_trains_on_cuda_and_cpu_training_on_the_params_files_device
         assert configs["mlnt"].device == ("cuda" if on_gpu else "auto"), f"{name(job)} {where}"
         assert on_gpu is ("prod" in target), f"{name(job)} {where}"
     monkeypatch.setattr(model_trainer.torch.cuda, "is_available", lambda: False)  # a driver torch cannot use
-    with pytest.raises(RuntimeError, match=r"^device: expected a CUDA device for 'cuda', found none"):
+    with pytest.raises(RuntimeError, match=r"^device: expected a CUDA device for 'cuda', found none \(torch .+, "
+                                           r"built (for|without) CUDA[ 0-9.]*: on a GPU node, check that nvidia-smi "
+                                           r"lists the GPU and that its driver supports that CUDA, docs/deploy.md step "
+                                           r"1\)"):
         model_trainer.pick_device("cuda")
 
 
