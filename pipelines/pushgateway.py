@@ -30,12 +30,26 @@ import os
 from collections.abc import MutableMapping
 from pathlib import Path
 
-from components.common.telemetry import PASSWORD_FILE_ENV, PIPELINE_ENV, PUSHGATEWAY_ENV, USERNAME_ENV
+from components.common.telemetry import (
+    PASSWORD_FILE_ENV,
+    PIPELINE_ENV,
+    PUSHGATEWAY_ENV,
+    USERNAME_ENV,
+    pipeline_problem,
+)
 
 CONFIG_MAP, ADDRESS_KEY, PIPELINE_KEY = "mlnt-pushgateway", "address", "pipeline"  # k8s/base/kustomization.yaml
 SECRET, USERNAME_KEY, PASSWORD_KEY = "mlnt-pushgateway", "username", "password"  # created in the cluster only
 SECRET_MOUNT = "/var/run/secrets/mlnt-pushgateway"  # where the KFP steps that push mount the Secret
 log = logging.getLogger(__name__)
+
+
+def check_pipeline(name: str) -> None:
+    """A ``ValueError`` for a pipeline name the pushed metrics cannot be grouped under (``telemetry.pipeline_problem``),
+    raised where a run or a job is configured, before anything is submitted (telemetry itself would only warn)."""
+    problem = pipeline_problem(name)
+    if problem is not None:
+        raise ValueError(f"pipeline (the name the pushed metrics are grouped under): {problem}")
 
 
 def configure(address: str, *, pipeline: str = "", secret: str | Path | None = None,

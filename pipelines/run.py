@@ -43,6 +43,7 @@ from components.common import telemetry
 from components.common.config import build, load_params
 from components.common.telemetry import PUSHGATEWAY_ENV, has_userinfo, redact_address
 from pipelines import mlnt_pipeline as definition
+from pipelines import pushgateway as pushgateway_settings
 from pipelines.mlnt_pipeline import PARAMS, compile_pipeline, mlnt_pipeline
 
 SERVICE_ACCOUNT = "mlnt-pipeline"  # k8s/base/rbac.yaml
@@ -78,9 +79,7 @@ def pipeline_arguments(data: str | None, *, tiny: bool, params_file: Path | None
     if has_userinfo(pushgateway):
         raise ValueError(f"pushgateway: the address {redact_address(pushgateway)} carries credentials, which a run "
                          "stores with its parameters: give them in the Secret mlnt-pushgateway (docs/monitoring.md)")
-    problem = telemetry.pipeline_problem(pipeline)
-    if problem is not None:
-        raise ValueError(f"pipeline (the name the pushed metrics are grouped under): {problem}")
+    pushgateway_settings.check_pipeline(pipeline)
     params = step_params(params_file)
     dataset = params["ingest"].get("dataset")
     if data is None and dataset != definition.DEFAULT_DATASET:

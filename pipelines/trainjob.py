@@ -101,9 +101,7 @@ class TrainJobSettings:
                              f"{pushgateway.SECRET}")
         if self.pushgateway_user and not self.pushgateway:
             raise ValueError("pushgateway_user: set without pushgateway, the address it authenticates to")
-        problem = telemetry.pipeline_problem(self.pipeline)
-        if problem is not None:
-            raise ValueError(f"pipeline (the name the pushed metrics are grouped under): {problem}")
+        pushgateway.check_pipeline(self.pipeline)
 
 
 def environment(settings: TrainJobSettings) -> dict[str, str]:
