@@ -191,9 +191,9 @@ def _check_image(root: Path, key: str, flat: bool, *, where: str, real_root: Pat
 
 def _moved(root: Path, key: str, real_root: Path) -> str:
     """For a missing image in the published layout: where the authors' layout has it, if it is there."""
-    moved = key[len(PREFIX):] if key.startswith(PREFIX) else ""
+    moved = image_file(key, flat=True)
     try:
-        found = bool(moved) and inside(root, moved, where=moved, real_root=real_root).is_file()
+        found = moved != key and inside(root, moved, where=moved, real_root=real_root).is_file()
     except DataError:  # a name leading out of the folder: no hint
         found = False
     return (f", but {moved} outside images/ (the authors' layout): move the image folders 0..9 into "
