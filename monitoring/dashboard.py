@@ -73,9 +73,10 @@ def ratio(numerator: str, denominator: str, by: str = "model") -> str:
     return f"sum by ({by}) ({numerator}) / sum by ({by}) ({denominator})"
 
 
-def quantile(q: float, histogram: str, *, model: str = "model", what: str = "") -> Query:
-    """Quantile ``q`` of a histogram per served model; ``model`` is the label that names it."""
-    selected = f'{model}=~"$model"'
+def quantile(q: float, histogram: str, *, model: str = "model", what: str = "", matchers: str = "") -> Query:
+    """Quantile ``q`` of a histogram per served model, of its series that also match ``matchers`` (if any);
+    ``model`` is the label that names the model."""
+    selected = ", ".join(filter(None, (f'{model}=~"$model"', matchers)))
     return Query(f"histogram_quantile({q}, sum by ({model}, le) ({rate(histogram + '_bucket', selected)}))",
                  f"{{{{{model}}}}} {what}p{round(q * 100)}")
 
@@ -99,14 +100,19 @@ ROWS = (
               "MlntPredictorHighErrorRate fires above 5% with at least 20 valid requests in 5 minutes.",
               unit="percentunit", limit=0.05),
         Panel("Latency p50 / p95 / p99",
-              tuple(quantile(q, "mlnt_request_duration_seconds") for q in (0.5, 0.95, 0.99)),
-              "Request latency quantiles per model, over both protocols; MlntPredictorHighLatency fires when p95 "
-              "stays above 500ms.",
+              tuple(quantile(q, "mlnt_request_duration_seconds", matchers='outcome!="client_error"')
+                    for q in (0.5, 0.95, 0.99)),
+              "Request latency quantiles per model, over every protocol, client errors aside (they are refused in "
+              "a millisecond); MlntPredictorHighLatency fires when p95 stays above 500ms.",
               unit="s", limit=0.5),
         Panel("Batch size",
               (Query(ratio(rate("mlnt_batch_size_sum"), rate("mlnt_batch_size_count")), "{{model}} mean"),
                quantile(0.95, "mlnt_batch_size")),
-              "Images per request: mean and 95th percentile.", width=16),
+              "Images per request: mean and 95th percentile."),
+        Panel("Requests in flight",
+              (Query(f"sum by (model, protocol) (mlnt_requests_in_flight{{{MODEL}}})", "{{model}} {{protocol}}"),),
+              "Inference requests being answered at the scrape, over every replica: requests waiting for the "
+              "predictor pile up here before its latency shows them."),
         Panel("Served model",
               (Query(f"max by (model, version) (mlnt_model_info{{{MODEL}}})", "{{model}} {{version}}"),),
               "The model name and version each predictor serves.", kind="stat", options={"textMode": "name"}),

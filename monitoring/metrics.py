@@ -44,7 +44,9 @@ SPLITS = ("test", "val")
 TRAINING_MODELS = ("teacher", "student", "baseline")
 FALLBACK_REASONS = ("missing", "short", "malformed")  # serving.clients.REASONS: why a client header was not used
 
-LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# Up to a minute: a quantile beyond the top finite bucket reads as that bucket's bound, so a 10 s top bucket showed
+# a stalled predictor's 40 s requests as 10 s.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 # prometheus_client's default buckets, which KServe's histograms use
@@ -72,8 +74,13 @@ class Metric:
 # The predictor, scraped at /metrics; `model` is the served model's name.
 REQUESTS = Metric("mlnt_requests_total", "counter", "Inference requests, by protocol and outcome.",
                   ("model", "protocol", "outcome"))
-REQUEST_DURATION = Metric("mlnt_request_duration_seconds", "histogram", "Inference request latency in seconds.",
-                          ("model", "protocol"), LATENCY_BUCKETS)
+# By outcome, so that the latency rules can leave out client errors: refusals answered in a millisecond pulled a
+# slow predictor's p95 under the alert's threshold.
+REQUEST_DURATION = Metric("mlnt_request_duration_seconds", "histogram",
+                          "Inference request latency in seconds, by protocol and outcome.",
+                          ("model", "protocol", "outcome"), LATENCY_BUCKETS)
+IN_FLIGHT = Metric("mlnt_requests_in_flight", "gauge", "Inference requests being answered now, by protocol.",
+                   ("model", "protocol"))
 BATCH_SIZE = Metric("mlnt_batch_size", "histogram", "Images per inference request.", ("model",), BATCH_SIZE_BUCKETS)
 PREDICTIONS = Metric("mlnt_predictions_total", "counter", "Predictions, by predicted class name.", ("model", "class"))
 PREDICTION_CONFIDENCE = Metric("mlnt_prediction_confidence", "histogram", "Top-1 probability of each prediction.",
@@ -113,7 +120,7 @@ GATE_PASSED = Metric("mlnt_gate_passed", "gauge", "1 if the last run passed the 
 TRAINING_LAST_SUCCESS = Metric("mlnt_training_last_success_timestamp_seconds", "gauge",
                                "Unix time of the last pipeline run whose model passed the release gate.")
 
-PREDICTOR: tuple[Metric, ...] = (REQUESTS, REQUEST_DURATION, BATCH_SIZE, PREDICTIONS, PREDICTION_CONFIDENCE,
+PREDICTOR: tuple[Metric, ...] = (REQUESTS, REQUEST_DURATION, IN_FLIGHT, BATCH_SIZE, PREDICTIONS, PREDICTION_CONFIDENCE,
                                  PREDICTION_DRIFT, FEEDBACK, FEEDBACK_DISAGREEMENTS, MODEL_INFO, CLIENT_FALLBACKS)
 TRAINING: tuple[Metric, ...] = (TRAINING_ACCURACY, TRAINING_NOISE_RATE, TRAINING_DURATION, GATE_PASSED,
                                 TRAINING_LAST_SUCCESS)
@@ -125,7 +132,8 @@ SERIES: frozenset[str] = frozenset(series for metric in METRICS for series in me
 # (outcome="server-error") never matches anything. Labels not listed here (model, class, step, ...) take any value.
 LABEL_VALUES: dict[str, dict[str, tuple[str, ...]]] = {
     REQUESTS.name: {"protocol": PROTOCOLS, "outcome": OUTCOMES},
-    REQUEST_DURATION.name: {"protocol": PROTOCOLS},
+    REQUEST_DURATION.name: {"protocol": PROTOCOLS, "outcome": OUTCOMES},
+    IN_FLIGHT.name: {"protocol": PROTOCOLS},
     CLIENT_FALLBACKS.name: {"reason": FALLBACK_REASONS},
     **{metric.name: {"job": (PUSHGATEWAY_JOB,)} for metric in TRAINING},
     TRAINING_ACCURACY.name: {"job": (PUSHGATEWAY_JOB,), "split": SPLITS, "model": TRAINING_MODELS},

@@ -102,12 +102,13 @@ class AccountedDataPlane(DataPlane):
             CLIENT.reset(noted)
 
     async def accounted(self, model_name: str, request: InferRequest, headers: dict | None):
-        """KServe's inference of a gRPC request, counted and timed in ``metrics`` (if any)."""
+        """KServe's inference of a gRPC request, counted, timed and counted in flight in ``metrics`` (if any)."""
         if self.metrics is None:
             return await self.versioned(model_name, request, headers)
         outcome, start = "server_error", time.perf_counter()  # an exception that escapes is a server error
         try:
-            answer = await self.versioned(model_name, request, headers)
+            with self.metrics.in_flight(GRPC):
+                answer = await self.versioned(model_name, request, headers)
         except CLIENT_ERRORS:
             outcome = "client_error"
             raise

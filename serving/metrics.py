@@ -28,6 +28,7 @@ class PredictorMetrics:
         self.model, self.class_names, self.drift = model, class_names, drift
         made = {m.name: collector(m, registry) for m in contract.PREDICTOR}
         self.requests, self.duration = made[contract.REQUESTS.name], made[contract.REQUEST_DURATION.name]
+        self.in_flight_gauge = made[contract.IN_FLIGHT.name]
         self.batch_size, self.predictions = made[contract.BATCH_SIZE.name], made[contract.PREDICTIONS.name]
         self.confidence = made[contract.PREDICTION_CONFIDENCE.name]
         self.drift_gauge = made[contract.PREDICTION_DRIFT.name]
@@ -37,9 +38,10 @@ class PredictorMetrics:
         for reason in REASONS:
             self.fallbacks.labels(model=model, reason=reason)
         for protocol in contract.PROTOCOLS:
-            self.duration.labels(model=model, protocol=protocol)
+            self.in_flight_gauge.labels(model=model, protocol=protocol)
             for outcome in contract.OUTCOMES:
                 self.requests.labels(model=model, protocol=protocol, outcome=outcome)
+                self.duration.labels(model=model, protocol=protocol, outcome=outcome)
         for name in class_names:
             self.predictions.labels(model=model, **{"class": name})
         for per_model in (self.batch_size, self.confidence, self.feedback, self.disagreements):
@@ -53,7 +55,11 @@ class PredictorMetrics:
     def answered(self, protocol: str, outcome: str, seconds: float) -> None:
         """One request with its outcome (``contract.OUTCOMES``); gRPC has no HTTP status to derive it from."""
         self.requests.labels(model=self.model, protocol=protocol, outcome=outcome).inc()
-        self.duration.labels(model=self.model, protocol=protocol).observe(seconds)
+        self.duration.labels(model=self.model, protocol=protocol, outcome=outcome).observe(seconds)
+
+    def in_flight(self, protocol: str):
+        """A context manager that counts one ``protocol`` request in ``mlnt_requests_in_flight`` while it runs."""
+        return self.in_flight_gauge.labels(model=self.model, protocol=protocol).track_inprogress()
 
     def predicted(self, probabilities: np.ndarray, *, client: str = "", digests: list[bytes] | None = None) -> None:
         """Batch size, predicted classes, top-1 confidence and drift for one batch ``[N, K]`` from ``client``

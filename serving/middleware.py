@@ -41,7 +41,8 @@ def inference_protocol(scope: dict) -> str | None:
 
 class Accounting:
     """ASGI middleware that counts and times every inference request (``inference_protocol``) in ``metrics`` by the
-    status it was answered with; an exception that escapes counts as a 500."""
+    status it was answered with, and counts it in flight while it runs; an exception that escapes counts as a
+    500."""
 
     def __init__(self, app, *, metrics: PredictorMetrics):
         self.app, self.metrics = app, metrics
@@ -59,7 +60,8 @@ class Accounting:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_and_note)
+            with self.metrics.in_flight(protocol):
+                await self.app(scope, receive, send_and_note)
         finally:
             self.metrics.request(protocol, status, time.perf_counter() - start)
 

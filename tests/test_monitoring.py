@@ -319,7 +319,7 @@ def test_contract_is_plain_data_without_collectors():
                            "assert 'prometheus_client' not in sys.modules"], capture_output=True, text=True,
                           check=False, cwd=ROOT)
     assert done.returncode == 0, done.stderr
-    assert len({metric.name for metric in METRICS}) == len(METRICS) == 18
+    assert len({metric.name for metric in METRICS}) == len(METRICS) == 19
     assert "mlnt_prediction_confidence_bucket" in SERIES and "mlnt_requests_total" in SERIES
     assert "request_predict_seconds_bucket" in SERIES  # KServe's own, read by the stage-latency panel and rules
     assert not set(KSERVE) & set(PREDICTOR)  # KServe creates those collectors; the predictor must not

@@ -178,11 +178,11 @@ def test_good_requests_are_counted_and_timed(grpc_target, server, client):
     assert GRPC in contract.PROTOCOLS  # so its series start at zero with the others
     labels = {"model": NAME, "protocol": GRPC}
     before = (metric(client, server, "mlnt_requests_total", outcome="ok", **labels),
-              metric(client, server, "mlnt_request_duration_seconds_count", **labels),
+              metric(client, server, "mlnt_request_duration_seconds_count", outcome="ok", **labels),
               metric(client, server, "request_predict_seconds_count", model_name=NAME))
     infer(grpc_target, tensor(np.zeros((2, 1, 8, 8), np.float32)))
     assert (metric(client, server, "mlnt_requests_total", outcome="ok", **labels),
-            metric(client, server, "mlnt_request_duration_seconds_count", **labels),
+            metric(client, server, "mlnt_request_duration_seconds_count", outcome="ok", **labels),
             metric(client, server, "request_predict_seconds_count", model_name=NAME)) == tuple(b + 1 for b in before)
 
 

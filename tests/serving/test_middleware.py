@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import asyncio
 
+import numpy as np
 import pytest
+from kserve import InferRequest
+from kserve.errors import InvalidInput
+from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from prometheus_client import CollectorRegistry
 
 from serving.drift import DriftWindow
 from serving.metrics import PredictorMetrics
 from serving.middleware import Accounting, inference_protocol, read_body
+from tests.serving.conftest import VERSION, write_release
+from tests.serving.inprocess import NAME, InProcess
 
 
 def answer(status: int | None):
@@ -45,8 +51,67 @@ def test_outcomes_follow_the_status_and_an_escaping_exception_is_a_server_error(
                                                                  "outcome": outcome})
 
     assert (count("v2", "ok"), count("v1", "client_error"), count("v2", "server_error")) == (1, 1, 2)
-    assert registry.get_sample_value("mlnt_request_duration_seconds_count", {"model": "m", "protocol": "v2"}) == 3
+
+    def timed(protocol, outcome):
+        return registry.get_sample_value("mlnt_request_duration_seconds_count", {"model": "m", "protocol": protocol,
+                                                                                 "outcome": outcome})
+
+    assert (timed("v2", "ok"), timed("v1", "client_error"), timed("v2", "server_error")) == (1, 1, 2)
     assert registry.get_sample_value("mlnt_model_info", {"model": "m", "version": "v1"}) == 1
+
+
+def test_a_request_is_in_flight_while_it_runs_and_not_after_it_ends_or_fails():
+    registry = CollectorRegistry()
+    metrics = PredictorMetrics("m", "v1", ("a", "b"), DriftWindow([0.5, 0.5], 4), registry=registry)
+
+    def in_flight(protocol="v2"):
+        return registry.get_sample_value("mlnt_requests_in_flight", {"model": "m", "protocol": protocol})
+
+    async def two_at_once():
+        release, seen = asyncio.Event(), []
+
+        async def slow(scope, receive, send):
+            seen.append(in_flight())
+            await release.wait()
+            await answer(200)(scope, receive, send)
+
+        calls = [asyncio.create_task(call(Accounting(slow, metrics=metrics), "/v2/models/m/infer")) for _ in "ab"]
+        while len(seen) < 2:
+            await asyncio.sleep(0)
+        during = in_flight()
+        release.set()
+        await asyncio.gather(*calls)
+        return seen, during
+
+    assert asyncio.run(two_at_once()) == ([1, 2], 2)
+    assert (in_flight(), in_flight("v1"), in_flight("grpc-v2")) == (0, 0, 0)
+    with pytest.raises(RuntimeError, match="boom"):
+        asyncio.run(call(Accounting(answer(None), metrics=metrics), "/v2/models/m/infer"))
+    assert in_flight() == 0
+    asyncio.run(call(Accounting(answer(200), metrics=metrics), "/v2/models/m"))  # metadata: not inference
+    assert in_flight() == 0
+
+
+def test_a_grpc_call_is_in_flight_while_the_data_plane_answers_it_and_timed_by_outcome(tmp_path):
+    served = InProcess(write_release(tmp_path / VERSION)[0])
+    plane, seen = served.dataplane, []
+    answer_for = type(plane).versioned
+
+    async def watched(model_name, request, headers):
+        seen.append(served.sample("mlnt_requests_in_flight", protocol="grpc-v2"))
+        return await answer_for(plane, model_name, request, headers)
+
+    plane.versioned = watched
+    x = np.zeros((1, 1, 8, 8), np.float32)
+    message = pb.ModelInferRequest(model_name=NAME, inputs=[pb.ModelInferRequest.InferInputTensor(
+        name="images", datatype="FP32", shape=list(x.shape))], raw_input_contents=[x.tobytes()])
+    asyncio.run(plane.infer(NAME, InferRequest.from_grpc(message), {}))
+    message.inputs[0].shape[:] = [1, 1, 8, 9]  # not the model's image size: a client error
+    with pytest.raises(InvalidInput):
+        asyncio.run(plane.infer(NAME, InferRequest.from_grpc(message), {}))
+    assert seen == [1, 1] and served.sample("mlnt_requests_in_flight", protocol="grpc-v2") == 0
+    assert [served.sample("mlnt_request_duration_seconds_count", protocol="grpc-v2", outcome=outcome)
+            for outcome in ("ok", "client_error", "server_error")] == [1, 1, 0]
 
 
 def test_only_inference_paths_are_accounted():
