@@ -65,9 +65,10 @@ pipeline:  ## dvc repro: the eight stages, ingest to gate, each only when its in
 
 run: setup data pipeline  ## set-up, data, and `dvc repro` on the default dataset
 
-results:  ## docs/pipeline-run.md from the last `dvc repro`'s artifacts; releases/latest recorded in docs/release/; `make docs`
+results:  ## docs/pipeline-run.md and docs/quality/held_out.md from the last `dvc repro`'s artifacts; releases/latest recorded in docs/release/; `make docs`
 	$(PY) -m components.common.report --output docs/pipeline-run.md
 	$(if $(wildcard releases/latest/model_card.json),$(PY) -m docs.generate --record releases/latest)
+	$(PY) -m benchmarks.quality.held_out
 	$(MAKE) --no-print-directory docs
 
 docs:  ## every generated doc again from its committed data, nothing measured (tests/test_generated_docs.py checks)
@@ -75,6 +76,7 @@ docs:  ## every generated doc again from its committed data, nothing measured (t
 	$(PY) -m benchmarks.quality.report
 	$(PY) -m benchmarks.quality.inner_lr --render
 	$(PY) -m benchmarks.quality.seeds --render
+	$(PY) -m benchmarks.quality.held_out --render
 	$(PY) -m docs.generate
 
 quality: setup data  ## the quality study, ablation, inner_lr probe and more seeds from scratch (about 155 min on 2 cores): docs/results.md, docs/quality/

@@ -10,8 +10,9 @@ every ECE here; ``validation``: where the set every selection used came from and
 plots``), ``calibration_<model>.csv`` (the reliability diagram of each model on the test set),
 ``roc_label_issues.csv`` (the label-issue score's ROC curve against the known noise) and ``label_issues.csv``:
 every training sample ranked by how likely its given label is wrong (score = 1 - the teacher's probability of the
-given label), with the suggested label (the teacher's prediction), both also by class name, and the image's
-``key`` where the dataset names its images (Clothing1M's key, an image folder's file).
+given label), ``flagged`` for the first ``estimated_issues`` rows, with the suggested label (the teacher's likeliest
+class other than the given one), both also by class name, and the image's ``key`` where the dataset names its
+images (Clothing1M's key, an image folder's file). The teacher trained on these images: the scores are in-sample.
 
 ``label_issues`` in metrics.json always holds the estimated number and rate of issues and their count per given
 class (``per_class``). The detection figures (precision, recall, F1, AUROC, the true noise rate) count only the
@@ -164,16 +165,26 @@ def flag_issues(probs: np.ndarray, given: np.ndarray) -> tuple[np.ndarray, np.nd
     return score, order, flagged
 
 
+def suggest(probs: np.ndarray, given: np.ndarray) -> np.ndarray:
+    """The likeliest class other than the given label, per sample: what to relabel to if the label is wrong. Never
+    the given label, also where the model's own prediction is it (a flagged sample whose label has the largest
+    probability, though a small one)."""
+    others = probs.copy()
+    others[np.arange(given.size), given] = -np.inf
+    return others.argmax(1)
+
+
 def label_issues(probs: np.ndarray, given: np.ndarray, is_noisy: np.ndarray, *,
                  flags: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> tuple[list[dict], dict]:
     """The ranking by score, best first (``label_issues.csv``'s rows; the flagged set is its first
-    ``estimated_issues``), and how the flagged set finds the injected noise; ``flags`` is ``flag_issues``'s answer
-    for ``probs`` and ``given`` where the caller has it."""
+    ``estimated_issues``, each marked ``flagged``), and how the flagged set finds the injected noise; ``flags`` is
+    ``flag_issues``'s answer for ``probs`` and ``given`` where the caller has it."""
     score, order, flagged = flag_issues(probs, given) if flags is None else flags
-    suggested = probs.argmax(1)
+    suggested = suggest(probs, given)
     summary = detection_summary(score, flagged, is_noisy)
-    rows = [{"rank": r + 1, "index": int(i), "given_label": int(given[i]), "suggested_label": int(suggested[i]),
-             "score": round(float(score[i]), 6), "injected_noise": bool(is_noisy[i])} for r, i in enumerate(order)]
+    rows = [{"rank": r + 1, "index": int(i), "flagged": bool(flagged[i]), "given_label": int(given[i]),
+             "suggested_label": int(suggested[i]), "score": round(float(score[i]), 6),
+             "injected_noise": bool(is_noisy[i])} for r, i in enumerate(order)]
     return rows, summary
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from benchmarks.quality import inner_lr, seeds
+from benchmarks.quality import held_out, inner_lr, seeds
 from benchmarks.quality import report as quality_report
 from benchmarks.speed import report as bench_report
 from components.common import report
@@ -45,6 +45,8 @@ RENDERED = {  # doc: (its data, the command that renders it again, the rendering
     "docs/quality/seeds.md": ("docs/quality/seeds.json", "python -m benchmarks.quality.seeds --render",
                               lambda: seeds.render(_json("docs/quality/seeds.json"),
                                                    _json("docs/quality/results.json"))),
+    "docs/quality/held_out.md": ("docs/quality/held_out.json", "python -m benchmarks.quality.held_out --render",
+                                 lambda: held_out.render(_json("docs/quality/held_out.json"))),
 }
 
 
@@ -59,7 +61,7 @@ def test_the_doc_is_the_rendering_of_its_committed_data(doc):
 # --- figures quoted in prose ------------------------------------------------------------------------------------
 
 GENERATED = ("docs/results.md", "docs/quality/inner_lr.md", "docs/quality/seeds.md", "docs/pipeline-run.md",
-             "docs/benchmarks.md")
+             "docs/benchmarks.md", "docs/quality/held_out.md")
 # (doc, where its quoted figures start, where they end, which are checked): "signed", every difference (a figure
 # with a sign or a ± spread); "all", every decimal figure
 QUOTED = {"quality.md, What we learned": ("docs/quality.md", "\n## What we learned\n", "\n## ", "signed"),
@@ -180,6 +182,13 @@ def _locked() -> dict[str, str]:
     """Every output file dvc.lock lists, with its md5."""
     stages = yaml.safe_load((ROOT / "dvc.lock").read_text())["stages"]
     return {out["path"]: out["md5"] for stage in stages.values() for out in stage.get("outs", [])}
+
+
+def test_the_held_out_label_issue_check_measured_the_teacher_dvc_lock_lists():
+    measured, locked = _json("docs/quality/held_out.json")["teacher_md5"], _locked()["artifacts/mlnt/teacher.pt"]
+    assert measured == locked, (f"docs/quality/held_out.md measured a teacher of md5 {measured}, dvc.lock lists "
+                                f"{locked}: after `dvc repro`, run `make results` (python -m "
+                                "benchmarks.quality.held_out) and commit it with dvc.lock")
 
 
 def test_the_pipeline_run_was_rendered_from_the_artifacts_dvc_lock_lists():

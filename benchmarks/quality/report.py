@@ -33,7 +33,8 @@ ABLATION = (("ce_last", "CE, last epoch"), ("ce_early", "CE, early stopping"),
             ("mlnt_x0.25", "MLNT, meta_weight x 1/4"), ("mlnt", "MLNT, the paper's meta_weight"),
             ("mlnt_x4", "MLNT, meta_weight x 4"), ("mlnt_selected", "MLNT, meta_weight chosen on validation"),
             ("ema_control_warm", "EMA-teacher control, warm start from CE"), ("mlnt_warm", "MLNT, warm start from CE"))
-DETECTORS = (("mlnt", "MLNT (released model)"), ("ema_control", "EMA-teacher control (released model)"),
+DETECTORS = (("mlnt", "MLNT (released model, in-sample)"),
+             ("ema_control", "EMA-teacher control (released model, in-sample)"),
              ("cleanlab", "cleanlab (out-of-sample CE)"))
 FOLDER = "quality"  # beside the report: results.json and the plots
 TEMPLATE = Template(Path(__file__).with_name("templates") / "results.md")

@@ -2,6 +2,7 @@
 recomputed here from the run's own records."""
 
 import dataclasses
+import hashlib
 import json
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -152,21 +153,65 @@ def test_the_diagnosis_table_is_the_records(study):
         assert row[4] == f"{measured['meta']:.3g} ± 0"
 
 
+def _as_pipeline_run(tmp: Path) -> Path:
+    """The headline cell's files laid out as dvc repro's artifacts/ (once per study)."""
+    cell, pipeline = tmp / "work" / "symmetric-50-seed0", tmp / "pipeline"
+    if not pipeline.exists():
+        pipeline.mkdir()
+        for step, there in {"ingest": tmp / "work" / "ingest", "noise": cell / "noise", "baseline": cell / "ce",
+                            "mlnt": cell / "mlnt"}.items():
+            (pipeline / step).symlink_to(there)
+    return pipeline
+
+
 def test_the_diagnosis_of_a_pipeline_run_is_the_studys_for_the_same_run(study, capsys):
     from benchmarks.quality import meta_diagnosis  # noqa: PLC0415
 
     tmp, _, results, _ = study
-    cell, pipeline = tmp / "work" / "symmetric-50-seed0", tmp / "pipeline"  # dvc repro's artifacts/, the cell's files
-    pipeline.mkdir()
-    for step, there in {"ingest": tmp / "work" / "ingest", "noise": cell / "noise", "baseline": cell / "ce",
-                        "mlnt": cell / "mlnt"}.items():
-        (pipeline / step).symlink_to(there)
+    pipeline = _as_pipeline_run(tmp)
     out = tmp / "diagnosis.json"
     assert meta_diagnosis.main(["--artifacts", str(pipeline), "--batches", "2", "--json", str(out)]) == 0
     (recorded,) = results["diagnosis"]
     assert json.loads(out.read_text())["rows"] == recorded["rows"]
     printed = capsys.readouterr().out.splitlines()
     assert [line.split()[:2] for line in printed if line.startswith("*")] == [["*", "head@0.2"]]  # the run's own
+
+
+def test_the_held_out_check_scores_the_released_model_as_evaluate_does_and_renders_its_records(study, capsys):
+    from benchmarks.quality import held_out  # noqa: PLC0415
+
+    tmp, _, results, _ = study
+    page = tmp / "held_out" / "held_out.md"
+    assert held_out.main(["--artifacts", str(_as_pipeline_run(tmp)), "--draws", "2", "--output", str(page)]) == 0
+    found = json.loads(page.with_suffix(".json").read_text())
+    # in-sample, the evaluate step's rule is the study's label-issue list of the same released model
+    (record,) = [r for r in results["records"] if r["setting"] == "symmetric-50" and r["seed"] == 0
+                 and r.get("part", "main") == "main"]
+    assert found["in_sample"]["evaluate"] == record["label_issues"]["mlnt"]
+    assert [run["seed"] for run in found["held_out"]] == [0, 1] and found["test_images"] == 100
+    for run in found["held_out"]:  # symmetric noise at 0.5 over 10 classes flips about 45 % of 100 labels
+        assert 0.25 < run["realised_rate"] < 0.65 and run["evaluate"]["true_noise_rate"] == run["realised_rate"]
+        assert run["evaluate"]["true_noise_rate"] == run["cleanlab"]["true_noise_rate"]
+    assert found["teacher_md5"] == hashlib.md5((tmp / "pipeline" / "mlnt" / "teacher.pt").read_bytes()).hexdigest()
+    text = page.read_text()
+    assert held_out.main(["--render", "--output", str(page)]) == 0 and page.read_text() == text
+    rows = table(text, "# The label-issue list on images the model never trained on")
+    assert rows[1][2:] == [f"{found['in_sample']['evaluate'][m]:.3f}" for m in held_out.METRICS]
+    assert rows[4][:2] == ["cleanlab `find_label_issues`", "held out (the test images)"]
+    capsys.readouterr()
+
+
+def test_the_held_out_check_needs_synthetic_noise(tmp_path, capsys):
+    from benchmarks.quality import held_out  # noqa: PLC0415
+
+    (tmp_path / "noise").mkdir()
+    (tmp_path / "noise" / "config.json").write_text(json.dumps({"kind": "none", "rate": 0.0}))
+    assert held_out.main(["--artifacts", str(tmp_path), "--output", str(tmp_path / "page.md")]) == 1
+    assert capsys.readouterr().err == (
+        f"error: held_out: {tmp_path}/noise/config.json: expected a run with synthetic noise (kind symmetric, "
+        "uniform_other, pairflip, asymmetric, instance at a rate above 0), whose wrong labels are known, found kind "
+        "'none' at rate 0.0\n")
+    assert not (tmp_path / "page.md").exists()
 
 
 def test_the_diagnosis_without_a_finished_run_says_what_it_expected(tmp_path, capsys):

@@ -59,7 +59,8 @@ def test_label_issue_ranking_and_its_scores():
     noisy = np.array([False, True, True, False])
     rows, summary = label_issues(probs, given, noisy)
     assert [r["index"] for r in rows] == [1, 2, 3, 0]
-    assert [r["suggested_label"] for r in rows] == [1, 0, 1, 0]
+    assert [r["suggested_label"] for r in rows] == [1, 0, 0, 1]  # never the given label
+    assert [r["flagged"] for r in rows] == [True, True, False, False]
     assert summary["estimated_issues"] == 2 and summary["precision"] == 1.0 and summary["recall"] == 1.0
     assert summary["auroc"] == 1.0 and summary["estimated_noise_rate"] == 0.5 == summary["true_noise_rate"]
 
@@ -71,6 +72,10 @@ def test_the_flagged_set_is_the_top_of_the_ranking_and_per_class_counts_it():
     given = np.array([0, 1, 2])
     rows, summary = label_issues(probs, given, np.array([True, False, False]))
     assert summary["estimated_issues"] == 1 and rows[0]["index"] == 0 and summary["precision"] == 1.0
+    # the flagged row suggests the likeliest other class (1), not its own label, the teacher's prediction; the
+    # unflagged row 1, whose prediction (0) is another class, suggests that
+    assert [(r["index"], r["flagged"], r["suggested_label"]) for r in rows] == [(0, True, 1), (1, False, 0),
+                                                                                (2, False, 0)]
     assert per_class_issues(given, flag_issues(probs, given)[2], ["a", "b", "c"]) == {
         "a": {"labels": 1, "flagged": 1, "share": 1.0}, "b": {"labels": 1, "flagged": 0, "share": 0.0},
         "c": {"labels": 1, "flagged": 0, "share": 0.0}}
@@ -993,19 +998,22 @@ def test_a_class_never_predicted_right_has_f1_zero_and_macro_f1_is_the_mean_over
 
 
 def test_every_label_issue_row_describes_the_sample_it_names():
-    """Each row of ``label_issues.csv`` carries its own sample's given label, suggested label, score and injected
-    noise, and ``rank`` counts from 1 in the order of the scores (the rows are not in index order here)."""
+    """Each row of ``label_issues.csv`` carries its own sample's given label, suggested label (its likeliest class
+    other than the given one), score and injected noise, and ``rank`` counts from 1 in the order of the scores (the
+    rows are not in index order here); the first ``estimated_issues`` rows are flagged."""
     rng = np.random.default_rng(3)
     probs = rng.dirichlet(np.ones(3), 30)
     given, noisy = rng.integers(0, 3, 30), rng.random(30) < 0.3
-    rows, _ = label_issues(probs, given, noisy)
+    rows, summary = label_issues(probs, given, noisy)
     assert [r["index"] for r in rows] != list(range(30))
     assert [r["rank"] for r in rows] == list(range(1, 31))
     for row in rows:
         i = row["index"]
+        others = [c for c in range(3) if c != given[i]]
         assert (row["given_label"], row["suggested_label"], row["injected_noise"]) == (
-            given[i], probs[i].argmax(), noisy[i]), row
+            given[i], max(others, key=lambda c: probs[i, c]), noisy[i]), row
         assert row["score"] == pytest.approx(1 - probs[i, given[i]], abs=1e-6), row
+    assert [r["flagged"] for r in rows] == [r["rank"] <= summary["estimated_issues"] for r in rows]
     assert [r["score"] for r in rows] == sorted((r["score"] for r in rows), reverse=True)
 
 

@@ -540,12 +540,15 @@ def test_evaluate_on_labels_whose_errors_nobody_knows(workdir, capsys, monkeypat
     for row in rows:
         assert (row["given_class"], row["suggested_class"]) == (
             names[int(row["given_label"])], names[int(row["suggested_label"])]), row
+        assert row["suggested_label"] != row["given_label"], row  # a suggestion is always another class
     # what the Pushgateway gets: each model's test accuracy and the estimated noise rate
     [(pushed_by, sent)] = pushed
     assert pushed_by == "evaluate" and sent.pop("duration_seconds") > 0 and sent == {
         "accuracy": {"test": {m: metrics[m]["accuracy"] for m in ("baseline", "student", "teacher")}},
         "estimated_noise_rate": issues["estimated_noise_rate"]}
-    flagged = [row["given_class"] for row in rows[:issues["estimated_issues"]]]
+    assert [row["flagged"] for row in rows] == ["True"] * issues["estimated_issues"] + ["False"] * (
+        len(rows) - issues["estimated_issues"])
+    flagged = [row["given_class"] for row in rows if row["flagged"] == "True"]
     assert {name: c["flagged"] for name, c in issues["per_class"].items()} == {n: flagged.count(n) for n in names}
 
 
