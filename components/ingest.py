@@ -42,6 +42,7 @@ from components.formats import clothing1m as c1m
 from components.formats.cifar import read_cifar10, read_cifar10n
 from components.formats.idx import read_fashion_mnist
 from components.formats.imagefolder import ACCEPTED, describe_skipped, read_imagefolder
+from components.formats.images import Unreadable
 from components.formats.webdataset import ShardWriter
 from model.progress import progress
 
@@ -183,20 +184,6 @@ def _check_classes(names: list[str], root: Path) -> None:
                         f"{': ' + repr(names[0]) if names else ''}")
 
 
-def _unreadable(found: list[tuple[str, DataError]], *, stopped: bool) -> DataError:
-    """One error for the listed images that could not be read (``(key, error)`` in the order met): the first one's
-    message, then how many more there are and the keys of the first ``UNREADABLE_NAMED`` of them, so that fixing
-    them takes one ingest, not one a bad image. ``stopped``: ingest gave up at ``MAX_UNREADABLE``."""
-    first = found[0][1]
-    if len(found) == 1:
-        return first
-    others = [key for key, _ in found[1:]]
-    named = ", ".join(others[:UNREADABLE_NAMED]) + (", ..." if len(others) > UNREADABLE_NAMED else "")
-    where = f"stopped there: at least {len(others)}" if stopped else str(len(others))
-    return DataError(f"{first}; and {where} more listed images could not be read either: {named}. Fix each, or "
-                     f"remove its key from the key lists, then ingest again")
-
-
 def _ingest_clothing1m(config: IngestConfig, root: Path, out: Path) -> dict:
     names = c1m.class_names(root)
     _check_classes(names, root)
@@ -217,23 +204,20 @@ def _ingest_clothing1m(config: IngestConfig, root: Path, out: Path) -> dict:
     staging.chmod(0o777 & ~UMASK)  # mkdtemp makes 0700: give the folder the permissions mkdir would
     digest = hashlib.sha256()
     try:
-        index, unreadable = {}, []
+        index, unreadable = {}, Unreadable("remove its key from the key lists")
         for split, rows in samples.items():
             writer = ShardWriter(staging, split, config.shard_size)
             for key, label, clean_label in progress(rows, desc=f"ingest {split}", unit="images"):
                 try:
                     payload = c1m.read_image(root, key, size=resize, flat=flat)
                 except DataError as err:  # go on: one pass over a million images names every bad one
-                    unreadable.append((key, err))
-                    if len(unreadable) == MAX_UNREADABLE:
-                        raise _unreadable(unreadable, stopped=True) from err
+                    unreadable.add(key, err)
                     continue
                 digest.update(f"{key} {hashlib.sha256(payload).hexdigest()}\n".encode())
                 writer.add(key, payload, label=label, clean_label=clean_label,
                            extension=Path(key).suffix.lstrip(".").lower() or "jpg")
             index[split] = writer.close()
-        if unreadable:
-            raise _unreadable(unreadable, stopped=False)
+        unreadable.check()
         write_json(staging / "index.json", {"splits": index})
         counts = {split: entry["count"] for split, entry in index.items()}
         transform = {"resize": resize, "crop": config.image_size, "mean": list(IMAGENET_MEAN),
@@ -254,8 +238,6 @@ def _ingest_clothing1m(config: IngestConfig, root: Path, out: Path) -> dict:
 
 
 STAGING = re.compile(r"\.shards\.[a-z0-9_]{8}")  # mkdtemp's name for the shards being written
-MAX_UNREADABLE = 100  # listed images that cannot be read before ingest stops looking: past that, all of them may be
-UNREADABLE_NAMED = 20  # of the others, the keys the error names
 CONFLICT_EXAMPLES = 5  # keys with conflicting labels named in the manifest and the warning
 
 

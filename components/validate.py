@@ -27,8 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from components.common.artifacts import check_labels, read_arrays, read_json, read_manifest
 from components.common.atomic import write_json
@@ -36,6 +34,7 @@ from components.common.config import cli
 from components.common.errors import DataError
 from components.common.steps import FOLDERS
 from components.common.streaming import decoded_chunks, open_split
+from components.common.thumbnails import thumbnails
 from components.formats.webdataset import read_index, verify_shards
 from model.progress import progress
 
@@ -196,13 +195,6 @@ def iter_images(ingest: Path, chunk: int = 10000) -> Iterator[tuple[str, np.ndar
         check_labels(path, labels, images.shape[0], what="image")
         for start in range(0, images.shape[0], chunk):
             yield split, images[start:start + chunk], labels[start:start + chunk]
-
-
-def thumbnails(images: np.ndarray) -> list[bytes]:
-    """One fingerprint per image: its 8x8 grayscale thumbnail, quantised to 16 levels."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).float().mean(dim=3, keepdim=True).permute(0, 3, 1, 2)
-    small = F.adaptive_avg_pool2d(x, 8).clamp(0, 255).div(16).floor().to(torch.uint8)
-    return [row.tobytes() for row in small.reshape(small.shape[0], -1).numpy()]
 
 
 def expectations(config: ValidateConfig, manifest: dict) -> dict[str, list]:

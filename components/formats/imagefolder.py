@@ -10,14 +10,17 @@ Layouts, looked for in this order under ``path``:
 3. ``<class>/*``; a top-level ``val/`` (``valid/``, ``validation/``) or ``test/`` holding folders, or any folder
    holding folders named like the classes, is refused (it belongs beside ``train/``: read as layout 3 it would
    become a class named ``val``, its clean images trained on).
-In the folder layouts, a class is a folder whose name does not start with ``.``; its images are the files under it
-(at any depth, hidden names aside) whose extension is in ``EXTENSIONS``, and other files are skipped (listed in
-``skipped``, for ingest to report); a class folder with no image is a ``DataError`` naming it and what it holds,
-and so is an image beside the class folders (``train/x.jpg``), in no class.
+In the folder layouts, a class is a folder whose name is not hidden (starting with ``.``, or one of
+``SYSTEM_FOLDERS``: ``__MACOSX`` ...); its images are the files under it (at any depth, hidden names aside) whose
+extension is in ``EXTENSIONS``, and other files are skipped (listed in ``skipped``, for ingest to report); a class
+folder with no image is a ``DataError`` naming it and what it holds, and so is an image beside the class folders
+(``train/x.jpg``), in no class. Class names are read in Unicode's composed form (``class_name``); file and folder
+names that are not UTF-8 are a ``DataError`` listing them. Every image that cannot be read is named in one
+``DataError`` after one pass (``components.formats.images.Unreadable``).
 The ``val`` and ``test`` splits are taken as clean-labelled (checked by hand): ``val`` is the set every selection,
 calibration and gate decision uses, ``test`` the one the gate judges. Where no test split is given,
 ``test_fraction`` of each class's training images (chosen with ``seed``; at least one of a class with two or more)
-become the test set, labelled as the rest.
+become the test set, labelled as the rest, each group of near-duplicates whole (``held_out_whole``).
 
 Every file read lies inside ``path``: a ``labels.csv`` name that is absolute or climbs out (``..``), or a file
 (``labels.csv``, an image, anything under a class folder, a folder there too) that is a symbolic link leading out
@@ -32,20 +35,26 @@ from __future__ import annotations
 
 import csv
 import os
+import unicodedata
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
 from components.common.errors import DataError
+from components.common.thumbnails import near_duplicate_groups
 from components.formats import Dataset, inside, not_utf8
-from components.formats.images import MAX_PIXELS, load_image
+from components.formats.images import MAX_PIXELS, Unreadable, load_image
 
 SPLITS = ("train", "val", "test")
 VAL_FOLDERS = ("val", "valid", "validation")  # the val split's names: torchvision's, Kaggle's, Hugging Face's
 SHOWN_VAL = "val/, valid/ or validation/"
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 ACCEPTED = ", ".join(sorted(EXTENSIONS))
+# folders that systems leave beside the images, never a class: a Mac zip's resource forks (__MACOSX/), a Synology
+# NAS's thumbnails (@eaDir/), Windows' recycle bin and volume information
+SYSTEM_FOLDERS = frozenset({"__MACOSX", "@eaDir", "$RECYCLE.BIN", "System Volume Information"})
+NAMES_SHOWN = 5  # of the files whose names are not UTF-8, those the error names
 
 
 def read_imagefolder(root: Path, *, channels: int, size: int, test_fraction: float, seed: int,
@@ -60,10 +69,11 @@ def read_imagefolder(root: Path, *, channels: int, size: int, test_fraction: flo
     items, inputs = _listing(root, [] if skipped is None else skipped)
     if not items:
         raise DataError(f"{root}: expected images in class sub-folders or a labels.csv, found none")
+    _check_names(items, root)
     _check_split_classes(items, root)
     names = sorted({label for _, label, _ in items})
     index = {name: i for i, name in enumerate(names)}
-    images = [load_image(path, channels=channels, size=size, max_pixels=max_pixels) for path, _, _ in items]
+    images = _load_all(items, root, channels=channels, size=size, max_pixels=max_pixels)
     other = [(p, img.shape) for (p, _, _), img in zip(items, images, strict=True) if img.shape != images[0].shape]
     if other:
         (first, (height, width, _)), (h0, w0) = other[0], images[0].shape[:2]
@@ -77,7 +87,8 @@ def read_imagefolder(root: Path, *, channels: int, size: int, test_fraction: flo
     test_given = bool((split == "test").any())
     if not test_given:
         train_rows = np.flatnonzero(split == "train")
-        split[held_out_per_class(y, train_rows, test_fraction, np.random.default_rng(seed))] = "test"
+        split[held_out_whole(y, train_rows, test_fraction, np.random.default_rng(seed),
+                             groups=near_duplicate_groups(x[train_rows]))] = "test"
     train, val, test = (split == name for name in SPLITS)
     if not train.any():
         raise DataError(f"{root}: expected training images, found only the splits {sorted(set(split))}")
@@ -87,6 +98,38 @@ def read_imagefolder(root: Path, *, channels: int, size: int, test_fraction: flo
                    test_keys=_keys(items, test, root),
                    labels="as given", test_source="the dataset's test split" if test_given else
                    f"held out of the training images (test_fraction {test_fraction}), labelled as given")
+
+
+def _load_all(items: list[tuple[Path, str, str]], root: Path, **options) -> list[np.ndarray]:
+    """Every image of ``items`` decoded (``load_image`` with ``options``); a ``DataError`` naming every one that
+    could not be read, after one pass (a web scrape holds many: empty files, cut-off downloads, HTML saved as .jpg)."""
+    images, unreadable = [], Unreadable("remove the file (or its line of labels.csv)")
+    for path, _, _ in items:
+        try:
+            images.append(load_image(path, **options))
+        except DataError as err:
+            unreadable.add(str(path.relative_to(root)), err)
+    unreadable.check()
+    return images
+
+
+def _check_names(items: list[tuple[Path, str, str]], root: Path) -> None:
+    """A ``DataError`` for file or class names that are not UTF-8 (a zip made on Windows, unpacked on Linux, gives
+    ``caf\\xe9.jpg``): the manifest, the label-issue list and the model card are UTF-8 text, and a step after
+    training failed on them naming no file."""
+    bad = []
+    for path, _, _ in items:
+        try:
+            str(path.relative_to(root)).encode("utf-8")
+        except UnicodeEncodeError:
+            bad.append(os.fsencode(path.relative_to(root)))
+    if bad:
+        shown = ", ".join(repr(name) for name in bad[:NAMES_SHOWN]) + (", ..." if len(bad) > NAMES_SHOWN else "")
+        many = "1 name that is not" if len(bad) == 1 else f"{len(bad)} names that are not"
+        raise DataError(f"{root}: expected file and folder names in UTF-8, found {many} ({shown}): rename them in "
+                        f"UTF-8 (convmv -f "
+                        f"<their encoding, e.g. cp1252> -t utf8 -r --notest {root}), or unzip with the archive's "
+                        f"encoding (unzip -O cp437)")
 
 
 def _check_split_classes(items: list[tuple[Path, str, str]], root: Path) -> None:
@@ -127,6 +170,17 @@ def held_out_per_class(y: np.ndarray, rows: np.ndarray, fraction: float, rng: np
     chosen = [own[rng.permutation(own.size)[:k]] for own, k in
               ((rows[y[rows] == label], k) for label, k in zip(labels, count, strict=True))]
     return np.sort(np.concatenate(chosen)) if chosen else rows[:0]
+
+
+def held_out_whole(y: np.ndarray, rows: np.ndarray, fraction: float, rng: np.random.Generator, *,
+                   groups: np.ndarray) -> np.ndarray:
+    """``held_out_per_class`` over groups of near-duplicates, each held out whole (``groups``: for each row of
+    ``rows``, the position in ``rows`` of its group's first row, ``near_duplicate_groups``), so that no test image
+    has a near-duplicate left in training, which validate would refuse: a folder scraped from the web holds copies
+    (``3.jpg``, ``3 (1).jpg``). A group counts once in the share and goes with its first row's class; without
+    near-duplicates the draw is ``held_out_per_class``'s over ``rows``."""
+    chosen = held_out_per_class(y, rows[np.unique(groups)], fraction, rng)
+    return rows[np.isin(rows[groups], chosen)]
 
 
 def _keys(items: list, rows: np.ndarray, root: Path) -> list[str]:
@@ -203,9 +257,22 @@ def _shown(folder: Path, classes: set[str]) -> str:
     return ", ".join(f"{c}/" for c in named[:3]) + (", ..." if len(named) > 3 else "")
 
 
+def class_name(name: str) -> str:
+    """A class's name in Unicode's composed form (NFC): macOS writes folder names decomposed (NFD), so ``Schuhé/``
+    copied from a Mac beside a ``Schuhé/`` typed elsewhere looks the same and is, to the bytes, another name; both
+    are one class."""
+    return unicodedata.normalize("NFC", name)
+
+
+def _hidden(name: str) -> bool:
+    """Whether a file or folder of this name is never read: its name starts with ``.``, or it is one of
+    ``SYSTEM_FOLDERS``."""
+    return name.startswith(".") or name in SYSTEM_FOLDERS
+
+
 def _class_folders(folder: Path) -> list[Path]:
-    """The class folders of ``folder``: its sub-folders whose names do not start with ``.``, sorted."""
-    return sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+    """The class folders of ``folder``: its sub-folders whose names are not hidden (``_hidden``), sorted."""
+    return sorted(d for d in folder.iterdir() if d.is_dir() and not _hidden(d.name))
 
 
 def _from_folders(root: Path, sub: str, split: str, skipped: list[Path]) -> list[tuple[Path, str, str]]:
@@ -230,7 +297,7 @@ def _from_folders(root: Path, sub: str, split: str, skipped: list[Path]) -> list
             raise DataError(f"{cls}: expected images in class folder {cls.name!r}, found 0 images{held}; accepted: "
                             f"{ACCEPTED}")
         skipped += others
-        items += [(inside(root, p.relative_to(root), where=str(p), real_root=real_root), cls.name, split)
+        items += [(inside(root, p.relative_to(root), where=str(p), real_root=real_root), class_name(cls.name), split)
                   for p in images]
     return items
 
@@ -250,7 +317,7 @@ def _refuse_loose_images(folder: Path, sub: str) -> None:
 def _files_under(cls: Path, root: Path, real_root: Path) -> list[Path]:
     """The non-hidden files under ``cls`` at any depth, sorted. Folder links are followed where they stay inside
     ``root`` (one leading out is a ``DataError``); each real folder is read once, so a link back up cannot loop.
-    Hidden files and folders (``.DS_Store``, ``._x.jpg``, ``.ipynb_checkpoints``) are never read."""
+    Hidden files and folders (``.DS_Store``, ``._x.jpg``, ``.ipynb_checkpoints``, ``__MACOSX``) are never read."""
     files, seen = [], set()
     for top, dirs, names in os.walk(cls, followlinks=True):
         real = os.path.realpath(top)
@@ -258,7 +325,7 @@ def _files_under(cls: Path, root: Path, real_root: Path) -> list[Path]:
             dirs.clear()
             continue
         seen.add(real)
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        dirs[:] = sorted(d for d in dirs if not _hidden(d))
         for d in dirs:
             if os.path.islink(os.path.join(top, d)):
                 inside(root, Path(top, d).relative_to(root), where=str(Path(top, d)), real_root=real_root)
@@ -296,7 +363,7 @@ def _read_csv(path: Path, root: Path) -> list[tuple[Path, str, str]]:
             if split not in SPLITS:
                 raise DataError(f"{path} line {number}: expected split train, val (or valid, validation) or test, "
                                 f"found {split!r}")
-            label = (row["label"] or "").strip()  # a label of spaces is no label, not a class named ''
+            label = class_name((row["label"] or "").strip())  # a label of spaces is no label, not a class ''
             if not (row["filename"] or "").strip() or not label:
                 raise DataError(f"{path} line {number}: expected a filename and a label, found {row}")
             image = inside(root, row["filename"], where=f"{path} line {number}", real_root=real_root)

@@ -36,6 +36,42 @@ class ImageTooLargeError(DataError):
     """An image whose header declares more pixels than the reader's limit."""
 
 
+MAX_UNREADABLE = 100  # images that cannot be read before a reader stops looking: past that, all of them may be
+UNREADABLE_NAMED = 20  # of the others, the names the error gives
+
+
+class Unreadable:
+    """The images of one ingest that could not be read, so that one pass names every one of them: fixing them then
+    takes one ingest, not one a bad image (hours each on a million images; dozens of runs on a web scrape). ``fix``
+    says what to do about each, after "then ingest again"'s "Fix each, or"."""
+
+    def __init__(self, fix: str):
+        self.fix, self.found = fix, []
+
+    def add(self, name: str, error: DataError) -> None:
+        """Note ``error`` for the image ``name``; the error of them all once ``MAX_UNREADABLE`` are noted."""
+        self.found.append((name, error))
+        if len(self.found) == MAX_UNREADABLE:
+            raise self.error(stopped=True) from error
+
+    def check(self) -> None:
+        """The error of them all, if any image could not be read."""
+        if self.found:
+            raise self.error(stopped=False)
+
+    def error(self, *, stopped: bool) -> DataError:
+        """The first image's message, then how many more there are and the names of the first
+        ``UNREADABLE_NAMED`` of them. ``stopped``: the reader gave up at ``MAX_UNREADABLE``."""
+        first = self.found[0][1]
+        if len(self.found) == 1:
+            return first
+        others = [name for name, _ in self.found[1:]]
+        named = ", ".join(others[:UNREADABLE_NAMED]) + (", ..." if len(others) > UNREADABLE_NAMED else "")
+        where = f"stopped there: at least {len(others)}" if stopped else str(len(others))
+        return DataError(f"{first}; and {where} more listed images could not be read either: {named}. Fix each, or "
+                         f"{self.fix}, then ingest again")
+
+
 def check_pixels(size: tuple[int, int], *, where: str, max_pixels: int = MAX_PIXELS) -> None:
     """Refuse an image whose declared ``(width, height)`` holds more than ``max_pixels`` pixels."""
     width, height = size

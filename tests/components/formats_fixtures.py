@@ -12,7 +12,21 @@ import torch
 from benchmarks.fixtures import write_clothing1m, write_image
 from components.formats.cifar import BATCHES
 
-__all__ = ["cifar_batch", "cifar_meta", "write_cifar10", "write_cifar10n", "write_clothing1m", "write_image"]
+__all__ = ["cifar_batch", "cifar_meta", "write_cifar10", "write_cifar10n", "write_clothing1m", "write_distinct_image",
+           "write_image"]
+
+
+def write_distinct_image(path: Path, i: int) -> None:
+    """The ``i``-th (0 to 63) of a set of 12x12 grey PNGs no two of which are near-duplicates by validate's
+    thumbnails (an image folder's reader holds near-duplicates out together): three blocks whose grey levels spell
+    ``i`` in base 4, and the pixel at (0, 0) ``i * 10 % 256``, a marker a test can read back."""
+    from PIL import Image  # noqa: PLC0415
+
+    pixels = np.zeros((12, 12), np.uint8)
+    pixels[:6, :6], pixels[:6, 6:], pixels[6:] = (i % 4) * 64 + 16, (i // 4 % 4) * 64 + 40, (i // 16) * 64 + 90
+    pixels[0, 0] = i * 10 % 256
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path)
 
 
 def cifar_batch(n: int, rng: np.random.Generator, label_offset: int = 0) -> dict:

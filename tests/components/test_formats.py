@@ -18,15 +18,23 @@ from PIL import Image
 from components import ingest as ingest_module
 from components.common.atomic import UMASK, OutputError, write_atomic
 from components.common.errors import DataError
+from components.common.thumbnails import thumbnails
 from components.formats import cifar, inside
 from components.formats import clothing1m as c1m
+from components.formats import images as images_module
 from components.formats.cifar import read_cifar10, read_cifar10n
 from components.formats.imagefolder import read_imagefolder
 from components.formats.images import ImageTooLargeError, check_encoded, load_image
 from components.formats.webdataset import read_index
 from components.ingest import IngestConfig, run
 from components.ingest import main as ingest_main
-from tests.components.formats_fixtures import write_cifar10, write_cifar10n, write_clothing1m, write_image
+from tests.components.formats_fixtures import (
+    write_cifar10,
+    write_cifar10n,
+    write_clothing1m,
+    write_distinct_image,
+    write_image,
+)
 
 
 @pytest.mark.parametrize("tarball", [False, True], ids=["folder", "tarball"])
@@ -218,7 +226,7 @@ def test_clothing1m_names_every_unreadable_image_in_one_pass(tmp_path, monkeypat
     assert str(caught.value).endswith("; and 2 more listed images could not be read either: images/0/00/test0.jpg, "
                                       "images/1/03/test3.jpg. Fix each, or remove its key from the key lists, then "
                                       "ingest again")
-    monkeypatch.setattr(ingest_module, "MAX_UNREADABLE", 2)
+    monkeypatch.setattr(images_module, "MAX_UNREADABLE", 2)
     with pytest.raises(DataError, match=r"; and stopped there: at least 1 more listed images could not be read "
                                         r"either: images/") as caught:
         run(config, out=tmp_path / "out")
@@ -289,6 +297,44 @@ def test_the_held_out_test_split_has_every_class_in_proportion_whatever_the_seed
         assert np.bincount(labels[held]).tolist() == expected, (sizes, fraction)
 
 
+def test_copies_of_an_image_are_held_out_together(tmp_path):
+    """A folder scraped from the web holds re-downloaded copies (``3.png``, ``3 (1).png``); the test split the
+    reader drew put one copy in test and one in training, and validate refused the folder (near-duplicates of
+    test images in training). Each group of near-duplicates, mirror images too, now goes to one split."""
+    from PIL import ImageOps  # noqa: PLC0415
+
+    root = tmp_path / "mine"
+    for i in range(40):
+        write_distinct_image(root / ("cat" if i % 2 else "dog") / f"{i}.png", i)
+    copies = {}
+    for i in range(0, 40, 3):
+        cls = "cat" if i % 2 else "dog"
+        copies[f"{cls}/{i}.png"] = f"{cls}/{i} (1).png"
+        if i % 2:  # a mirrored copy: what a training flip makes of it
+            ImageOps.mirror(Image.open(root / cls / f"{i}.png")).save(root / cls / f"{i} (1).png")
+        else:
+            shutil.copy(root / cls / f"{i}.png", root / cls / f"{i} (1).png")
+    for seed in range(5):
+        dataset = read_imagefolder(root, channels=1, size=0, test_fraction=0.25, seed=seed)
+        test = set(dataset.test_keys)
+        assert all((one in test) == (other in test) for one, other in copies.items()), seed
+        assert any(one in test for one in copies) and len(test) >= 0.25 * 40
+        trained = set(thumbnails(dataset.train_images))
+        assert not trained & {*thumbnails(dataset.test_images), *thumbnails(dataset.test_images[:, :, ::-1])}
+
+
+def test_without_near_duplicates_the_draw_is_the_per_class_one():
+    from components.formats.imagefolder import held_out_per_class, held_out_whole  # noqa: PLC0415
+
+    y, rows = np.repeat([0, 1, 2], [10, 7, 4]), np.arange(3, 24)
+    y = np.concatenate([np.zeros(3, np.int64), y])
+    for seed in range(3):
+        assert held_out_whole(y, rows, 0.3, np.random.default_rng(seed), groups=np.arange(21)).tolist() == \
+            held_out_per_class(y, rows, 0.3, np.random.default_rng(seed)).tolist()
+    grouped = held_out_whole(y, rows, 0.3, np.random.default_rng(0), groups=np.r_[0, 0, 0, 3:21])
+    assert {3, 4, 5} <= set(grouped.tolist()) or not {3, 4, 5} & set(grouped.tolist())
+
+
 def test_the_held_out_test_split_is_the_seeds(tmp_path):
     for i in range(20):
         write_image(tmp_path / ("cat" if i % 2 else "dog") / f"{i}.png", (8, 8), (i * 10,) * 3)
@@ -308,7 +354,7 @@ def test_imagefolder_layouts(tmp_path, layout):
         split = "test" if i >= 8 else "train"
         rel = {"class-folders": f"{cls}/{i}.png", "train-test-folders": f"{split}/{cls}/{i}.png"}.get(layout,
                                                                                                       f"pics/{i}.png")
-        write_image(root / rel, (12, 12), (i * 20, 0, 0))
+        write_distinct_image(root / rel, i)
         rows.append(f"{rel},{cls},{split}")
     if layout.startswith("csv"):
         (root / "labels.csv").write_text("\n".join(rows) + "\n", encoding="utf-8-sig" if "bom" in layout else "utf-8")
@@ -327,7 +373,7 @@ def write_folder_with_val(root, layout, *, count, val_from, csv=True):
     for i in range(count):
         cls, split = ("cat" if i % 2 else "dog"), ("val" if i >= val_from else "train")
         rel = f"{split}/{cls}/{i}.png" if layout == "folders" else f"pics/{i}.png"
-        write_image(root / rel, (12, 12), (i * 10,) * 3)
+        write_distinct_image(root / rel, i)
         rows.append(f"{rel},{cls},{split}")
     if layout == "csv" and csv:
         (root / "labels.csv").write_text("\n".join(rows) + "\n")
@@ -505,6 +551,69 @@ def test_jfif_images_are_read_and_other_files_are_counted_and_reported(tmp_path,
     assert "skipped_files" not in run(IngestConfig(dataset="imagefolder", path=str(root), test_fraction=0.3),
                                       out=tmp_path / "out")
     assert capsys.readouterr().err == ""
+
+
+def test_folders_systems_leave_behind_are_not_classes_nor_read(tmp_path):
+    """A Mac zip's __MACOSX/ beside the class folders was taken for a split, with advice that failed when followed;
+    a NAS's @eaDir/ thumbnails inside a class were read as images of it."""
+    root = tmp_path / "mine"
+    for i in range(6):
+        write_image(root / ("cat" if i % 2 else "dog") / f"{i}.png", (12, 12), (i * 10,) * 3)
+        (root / "__MACOSX" / ("cat" if i % 2 else "dog")).mkdir(parents=True, exist_ok=True)
+        (root / "__MACOSX" / ("cat" if i % 2 else "dog") / f"._{i}.png").write_bytes(b"AppleDouble")
+    write_image(root / "cat" / "@eaDir" / "1.png" / "SYNOPHOTO_THUMB_S.jpg", (12, 12), (9, 9, 9))
+    write_image(root / "$RECYCLE.BIN" / "x.png", (12, 12), (1, 1, 1))
+    dataset = read_imagefolder(root, channels=1, size=0, test_fraction=0.3, seed=0)
+    assert dataset.class_names == ["cat", "dog"] and len(dataset.train_keys) + len(dataset.test_keys) == 6
+
+
+def test_imagefolder_names_every_unreadable_image_in_one_pass(tmp_path, monkeypatch):
+    """A web scrape holds many broken files; ingest stopped at the first, so naming them took one run each."""
+    root = tmp_path / "mine"
+    for i in range(8):
+        write_image(root / ("cat" if i % 2 else "dog") / f"{i}.png", (12, 12), (i * 10,) * 3)
+    for name in ("cat/1.png", "dog/2.png", "dog/4.png"):
+        (root / name).write_bytes(b"<html>not found</html>")
+    with pytest.raises(DataError) as caught:
+        run(IngestConfig(dataset="imagefolder", path=str(root), test_fraction=0.3), out=tmp_path / "out")
+    assert str(caught.value).startswith(f"{root / 'cat/1.png'}: expected an image file, found unreadable data")
+    assert str(caught.value).endswith("; and 2 more listed images could not be read either: dog/2.png, dog/4.png. "
+                                      "Fix each, or remove the file (or its line of labels.csv), then ingest again")
+    monkeypatch.setattr(images_module, "MAX_UNREADABLE", 2)
+    with pytest.raises(DataError, match=r"; and stopped there: at least 1 more listed images could not be read "
+                                        r"either: dog/2.png\. Fix each"):
+        read_imagefolder(root, channels=1, size=0, test_fraction=0.3, seed=0)
+    assert not (tmp_path / "out" / "train.npz").exists()
+
+
+def test_imagefolder_refuses_names_that_are_not_utf8_at_ingest(tmp_path, capsys, monkeypatch):
+    """A zip made on Windows and unpacked on Linux names a file caf\\xe9.png: ingest, validate and training ran, and
+    evaluate failed writing label_issues.csv, naming no file. Ingest now lists such names, with the fix."""
+    root = tmp_path / "mine"
+    for i in range(6):
+        write_image(root / ("cat" if i % 2 else "dog") / f"{i}.png", (12, 12), (i * 10,) * 3)
+    for folder, name in (("cat", b"caf\xe9 1.png"), ("dog", b"h\xf6nd.png")):
+        shutil.copy(root / "cat" / "1.png", os.path.join(os.fsencode(root / folder), name))
+    (tmp_path / "params.yaml").write_text(f"ingest: {{dataset: imagefolder, path: {root}}}\n")
+    monkeypatch.chdir(tmp_path)  # the CLI writes to artifacts/ingest under the working directory
+    assert ingest_main(["--params", "params.yaml"]) == 1
+    err = capsys.readouterr().err
+    assert err == (f"error: ingest: {root}: expected file and folder names in UTF-8, found 2 names that are not "
+                   f"(b'cat/caf\\xe9 1.png', b'dog/h\\xf6nd.png'): rename them in UTF-8 (convmv -f <their encoding, "
+                   f"e.g. cp1252> -t utf8 -r --notest {root}), or unzip with the archive's encoding (unzip -O cp437)\n")
+
+
+def test_a_class_named_in_two_unicode_forms_is_one_class(tmp_path):
+    """macOS writes folder names decomposed (NFD): train/Schuhé/ copied from a Mac and val/Schuhé/ typed elsewhere
+    were two names that print the same, and the error said 'Schuhé' in val only and 'Schuhé' in train only."""
+    root = tmp_path / "mine"
+    composed, decomposed = "Schuh\u00e9", "Schuhe\u0301"
+    for split, shoe in (("train", decomposed), ("val", composed), ("test", composed)):
+        for i in range(4):
+            write_image(root / split / (shoe if i % 2 else "hat") / f"{i}.png", (12, 12), (i * 10,) * 3)
+    dataset = read_imagefolder(root, channels=1, size=0, test_fraction=0.3, seed=0)
+    assert dataset.class_names == [composed, "hat"]
+    assert sorted(dataset.train_labels.tolist()) == sorted(dataset.val_labels.tolist()) == [0, 0, 1, 1]
 
 
 def test_imagefolder_refuses_non_square_images_unless_image_size_makes_them_square(tmp_path):

@@ -8,6 +8,7 @@ import pytest
 
 from components import validate
 from components.common.errors import DataError
+from components.common.thumbnails import thumbnails
 from components.ingest import IngestConfig
 from components.ingest import run as ingest
 from components.validate import ValidateConfig, ValidationFailedError, run
@@ -289,9 +290,9 @@ def test_the_duplicate_fingerprint_is_an_8x8_grey_thumbnail_in_16_levels():
     def flat(value, size=32):
         return np.full((1, size, size, 3), value, dtype=np.uint8)
 
-    [a], [b], [c] = (validate.thumbnails(flat(v)) for v in (100, 108, 112))
+    [a], [b], [c] = (thumbnails(flat(v)) for v in (100, 108, 112))
     assert a == b == bytes([6] * 64) and c == bytes([7] * 64)
-    [d] = validate.thumbnails(np.concatenate([flat(0, 16), flat(255, 16)], axis=2))  # left half black
+    [d] = thumbnails(np.concatenate([flat(0, 16), flat(255, 16)], axis=2))  # left half black
     assert d == bytes(([0] * 4 + [15] * 4) * 8)
 
 
