@@ -26,8 +26,16 @@ def seeded_network(name: str, meta: dict[str, Any], seed: int, *,
     torch's global generator is left as it was."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return build_network(name, meta["num_classes"], in_channels=meta["in_channels"],
-                             image_size=meta["image_size"], pretrained=pretrained)
+        try:
+            return build_network(name, meta["num_classes"], in_channels=meta["in_channels"],
+                                 image_size=meta["image_size"], pretrained=pretrained)
+        except ValueError as err:  # the network's own words name its argument, not the setting that sets it
+            if not str(err).startswith("image_size: "):
+                raise
+            side = meta["image_size"]
+            raise ValueError(f"ingest.image_size: {str(err).removeprefix('image_size: ')}: {name} takes only images "
+                             f"of such a side, and the ingested images are {side}x{side}; set ingest.image_size to "
+                             f"one (ingest resizes and centre-crops) and run ingest again") from err
 
 
 def save_model(path: Path, state: dict[str, torch.Tensor], *, network: str, meta: dict[str, Any],

@@ -641,3 +641,18 @@ def test_save_model_writes_what_load_model_reads_and_a_file_without_normalisatio
                                         r"image_size, normalisation and state_dict, found one without "
                                         r"'normalisation'$"):
         load_model(tmp_path / "m.pt")
+
+
+def test_an_image_size_the_network_does_not_take_names_the_setting_that_sets_it():
+    """baseline failed with small_cnn's own words, 'image_size: expected a multiple of 4', which named no setting:
+    a user with 50x50 images had set nothing called image_size but ingest's."""
+    from components.common.model_file import seeded_network  # noqa: PLC0415
+
+    with pytest.raises(ValueError) as caught:
+        seeded_network("small_cnn", {"num_classes": 2, "in_channels": 1, "image_size": 50}, 0)
+    assert str(caught.value) == ("ingest.image_size: expected a multiple of 4 (e.g. 28 or 32), found 50: small_cnn "
+                                 "takes only images of such a side, and the ingested images are 50x50; set "
+                                 "ingest.image_size to one (ingest resizes and centre-crops) and run ingest again")
+    with pytest.raises(ValueError, match="Unknown network 'vgg'"):  # other refusals are the network's own
+        seeded_network("vgg", {"num_classes": 2, "in_channels": 1, "image_size": 48}, 0)
+
