@@ -125,7 +125,14 @@ def serving_runtime(root: Path) -> str:
                   "does so for the binary tensor extension too), while onnxruntime itself takes "
                   f"{onnx:.1f} ms for the batch on {threads} thread{'s' if threads != 1 else ''}, against a median "
                   f"request latency of {latency:.0f} ms with {bench['serving']['clients']} clients (`make bench`, "
-                  f"below; run of {bench['finished']}). Encoded images are the smallest requests."])
+                  f"below; run of {measured(bench, 'serving')}). Encoded images are the smallest requests."])
+
+
+def measured(bench: dict, section: str) -> str:
+    """When ``section`` of the benchmark results was measured: the last ``--sections`` rerun of it, else the whole
+    run's end."""
+    again = [rerun["finished"] for rerun in bench.get("reruns", []) if section in rerun["sections"]]
+    return again[-1] if again else bench["finished"]
 
 
 # --- monitoring-snapshot -------------------------------------------------------------------------------------

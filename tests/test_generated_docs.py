@@ -338,3 +338,13 @@ def test_the_totals_count_failed_inference_requests_apart_from_the_successful_on
     assert generate._totals({"sent": sent}) == ("In all, 18 successful inference requests (10 of them with 16 images), "
                                                 "2 failed ones, 4 client errors and 6 feedback posts.")
     assert generate._clients({}) == "one client"  # snapshots taken before the gateway's users
+
+
+def test_a_figure_from_a_rerun_section_is_dated_by_that_rerun():
+    """`python -m benchmarks.run --sections serving` then `docs.generate` quoted the new serving latency under the
+    date of the whole earlier run."""
+    bench = {"finished": "2026-12-01 06:23 UTC",
+             "reruns": [{"sections": ["serving"], "finished": "2026-12-02 09:52 UTC"},
+                        {"sections": ["inference"], "finished": "2026-12-03 10:00 UTC"}]}
+    assert generate.measured(bench, "serving") == "2026-12-02 09:52 UTC"
+    assert generate.measured(bench, "meta_step") == "2026-12-01 06:23 UTC"
