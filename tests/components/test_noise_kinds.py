@@ -23,7 +23,7 @@ from components.noise import (
     run,
     transition_matrix,
 )
-from tests.components.formats_fixtures import write_cifar10, write_cifar10n, write_image
+from tests.components.formats_fixtures import write_cifar10, write_cifar10n, write_distinct_image, write_image
 
 N = 40_000
 
@@ -253,7 +253,7 @@ def test_asymmetric_on_a_dataset_without_a_builtin_map(tmp_path):
 def own_folder(root, *, val: bool):
     for i in range(24):
         split = "val" if val and i >= 20 else "train"
-        write_image(root / split / ("a" if i % 2 else "b") / f"{i}.png", (4, 4), (i, i, i))
+        write_distinct_image(root / split / ("a" if i % 2 else "b") / f"{i}.png", i)  # no two held out together
     return root
 
 
