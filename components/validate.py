@@ -12,14 +12,17 @@ other's mirror image; a failure names up to five pairs, each image by its file w
 Labels must be one integer class index per image (a one-dimensional integer array as long as the images): other
 labels (floats, NaN, one-hot rows, one label too few) are a ``DataError`` naming the file, before any table is built.
 
-Writes ``artifacts/validate/report.json`` (success, one entry per failed expectation, statistics) and the
-Great Expectations Data Docs (HTML) under ``artifacts/validate/gx/``. On any failed expectation it prints one
-line per failure (expectation, column, expected, observed) and exits non-zero, so nothing downstream runs.
+Writes ``artifacts/validate/report.json`` (success, one entry per failed expectation, statistics, every near-duplicate
+pair of the overlap table, ``near_duplicates``, and ``label_conflicts``: training images that are near-duplicates of
+an earlier one with another label, a warning, not a failure) and the Great Expectations Data Docs (HTML) under
+``artifacts/validate/gx/``. On any failed expectation it prints one line per failure (expectation, column,
+expected, observed) and exits non-zero, so nothing downstream runs.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -83,11 +86,17 @@ def run(config: ValidateConfig, *, ingest: Path = INGEST_OUT, out: Path = OUT) -
     manifest = read_manifest(ingest)
     tables = build_tables(ingest, manifest)
     failures, docs = _run_suites(config, manifest, tables, out)
+    overlap = tables["overlap"]
     report = {"success": not failures, "failures": failures, "data_docs": str(docs),
               "statistics": {"images": len(tables["images"]),
-                             "duplicate_share": float(tables["overlap"]["test_in_train_share"].iloc[0]),
-                             "class_shares": tables["classes"]["train_share"].round(6).tolist()}}
+                             "duplicate_share": float(overlap["test_in_train_share"].iloc[0]),
+                             "class_shares": tables["classes"]["train_share"].round(6).tolist(),
+                             "train_label_conflicts": len(overlap.attrs["conflicts"])},
+              "near_duplicates": {split: named["all"] for split, named in overlap.attrs["pairs"].items()},
+              "label_conflicts": overlap.attrs["conflicts"]}
     write_json(out / "report.json", report)
+    if overlap.attrs["conflicts"]:
+        print(f"WARNING: validate: {conflict_warning(overlap.attrs['conflicts'])}", file=sys.stderr)
     if failures:
         lines = [f"{f['expectation']} column={f['column']} expected={f['expected']} observed={f['observed']}"
                  for f in failures]
@@ -104,7 +113,7 @@ def build_tables(ingest: Path, manifest: dict) -> dict[str, Any]:
     import pandas as pd  # noqa: PLC0415 - pandas is only needed by this step
 
     rows, keys = [], {"train": {}, "test": [], "val": []}  # train: each thumbnail's first training row
-    trained = 0  # training rows seen so far
+    trained, train_labels, conflicts = 0, [], []  # conflicts: (row, first row of its thumbnail), labels differing
     for split, images, labels in iter_images(ingest):
         flat = images.reshape(images.shape[0], -1)
         lo, hi = flat.min(axis=1), flat.max(axis=1)
@@ -114,8 +123,11 @@ def build_tables(ingest: Path, manifest: dict) -> dict[str, Any]:
                                   "pixel_range": (hi.astype(np.float64) - lo)}))
         fingerprints = thumbnails(images)
         if split == "train":
+            train_labels.extend(labels.tolist())
             for row, key in enumerate(fingerprints, trained):
-                keys["train"].setdefault(key, row)
+                first = keys["train"].setdefault(key, row)
+                if train_labels[first] != train_labels[row]:
+                    conflicts.append((row, first, False))
             trained += len(fingerprints)
         else:  # a test image, or its mirror image (what a training flip makes of it), among the training images
             keys[split].extend(zip(fingerprints, thumbnails(images[:, :, ::-1]), strict=True))
@@ -129,28 +141,38 @@ def build_tables(ingest: Path, manifest: dict) -> dict[str, Any]:
     overlap = pd.DataFrame({f"{split}_in_train_share": [len(pairs[split]) / max(len(keys[split]), 1)]
                             for split in ("test", "val") if split == "test" or "val" in manifest["counts"]})
     overlap.attrs["pairs"] = {split: _name_pairs(ingest, manifest, split, matched) for split, matched in pairs.items()}
+    classes_named = manifest["class_names"]
+    overlap.attrs["conflicts"] = [
+        f"{named} ({classes_named[train_labels[row]]} and {classes_named[train_labels[first]]})"
+        for named, (row, first, _) in zip(_pair_names(ingest, manifest, "train", conflicts), conflicts, strict=True)]
     return {"images": table, "splits": splits, "classes": classes, "overlap": overlap}
 
 
 DUPLICATE_PAIRS = 5  # near-duplicate pairs named in an overlap failure
 
 
-def _name_pairs(ingest: Path, manifest: dict, split: str, pairs: list[tuple[int, int, bool]]) -> str:
-    """The first ``DUPLICATE_PAIRS`` of ``pairs`` (``split`` row, training row, mirrored) as text, e.g.
-    ``test/cat/dup.png ≈ train/cat/3.png, test image 7 ≈ train image 12 (mirrored)``: each image by its file (the
-    ``keys`` an image folder's npz holds, a shard's key) where the ingested data has one, else by split and row;
-    "" without pairs."""
+def _name_pairs(ingest: Path, manifest: dict, split: str, pairs: list[tuple[int, int, bool]]) -> dict:
+    """``pairs`` (``split`` row, training row, mirrored) named: ``all``, every pair (``_pair_names``), and ``text``,
+    the first ``DUPLICATE_PAIRS`` of them as one line, e.g. ``test/cat/dup.png ≈ train/cat/3.png, test image 7 ≈
+    train image 12 (mirrored)`` ("" without pairs)."""
+    named = _pair_names(ingest, manifest, split, pairs)
+    text = ", ".join(named[:DUPLICATE_PAIRS])
+    more = f", ... ({len(pairs)} {split} images in all)" if len(pairs) > DUPLICATE_PAIRS else ""
+    return {"all": named, "text": text + more}
+
+
+def _pair_names(ingest: Path, manifest: dict, split: str, pairs: list[tuple[int, int, bool]]) -> list[str]:
+    """Each of ``pairs`` (``split`` row, training row, mirrored) as ``a ≈ b``: each image by its file (the ``keys``
+    an image folder's npz holds, a shard's key) where the ingested data has one, else by split and row."""
     if not pairs:
-        return ""
-    shown = pairs[:DUPLICATE_PAIRS]
+        return []
     names = {s: _keys(ingest, manifest, s) for s in (split, "train")}
 
     def name(s: str, row: int) -> str:
         return str(names[s][row]) if names[s] is not None and row < len(names[s]) else f"{s} image {row}"
 
-    text = ", ".join(f"{name(split, row)} ≈ {name('train', match)}{' (mirrored)' if mirrored else ''}"
-                     for row, match, mirrored in shown)
-    return text + (f", ... ({len(pairs)} {split} images in all)" if len(pairs) > len(shown) else "")
+    return [f"{name(split, row)} ≈ {name('train', match)}{' (mirrored)' if mirrored else ''}"
+            for row, match, mirrored in pairs]
 
 
 def _keys(ingest: Path, manifest: dict, split: str) -> list[str] | None:
@@ -267,6 +289,14 @@ def _fresh_pandas_source(context, name: str):
     return context.data_sources.add_pandas(name)
 
 
+def conflict_warning(conflicts: list[str]) -> str:
+    """The warning for training images that are near-duplicates of one with another label: one of the two labels
+    is wrong (or the class folders overlap), and training sees both."""
+    many = "1 training image is" if len(conflicts) == 1 else f"{len(conflicts)} training images are"
+    return (f"{many} a near-duplicate of one with another label, e.g. {'; '.join(conflicts[:DUPLICATE_PAIRS])}: "
+            f"one of the two labels is wrong; every pair is in report.json's label_conflicts")
+
+
 EXAMPLES = 5  # unexpected values shown in a failure, each with where it is
 
 
@@ -283,7 +313,9 @@ def _failure(table: str, result, frame) -> dict:
         observed = (f"{found.get('unexpected_count')} of {found.get('element_count')} values unexpected, "
                     f"e.g. {found.get('partial_unexpected_list', [])[:EXAMPLES]}" + (f" at {where}" if where else ""))
         pairs = frame.attrs.get("pairs", {}).get(config.kwargs.get("column", "").split("_in_train_share")[0])
-        observed += f"; near-duplicates: {pairs}" if pairs else ""
+        if pairs and pairs["text"]:
+            observed += (f"; near-duplicates: {pairs['text']} (every pair: report.json's near_duplicates); remove "
+                         f"one image of each pair, or put both in one split")
     return {"table": table, "expectation": config.type, "column": config.kwargs.get("column", "(table)"),
             "expected": kwargs, "observed": observed}
 

@@ -3,8 +3,9 @@
 KFP shows an ``HTML`` artifact as one file, so the Great Expectations Data Docs site (an ``index.html`` linking to
 ``expectations/``, ``validations/`` and ``static/``) cannot travel as one: its index alone would be a page of dead
 links. This page is written from the ``report.json`` that ``components.validate.run`` writes, pass or fail: the
-verdict, every failed expectation (table, expectation, column, what was expected, what was observed) and the
-statistics. Every value is HTML-escaped; the page has no link, script, image or stylesheet outside itself.
+verdict, every failed expectation (table, expectation, column, what was expected, what was observed), the training
+images that are near-duplicates of one with another label (``label_conflicts``, a warning) and the statistics.
+Every value is HTML-escaped; the page has no link, script, image or stylesheet outside itself.
 """
 
 from __future__ import annotations
@@ -38,7 +39,22 @@ def summary_html(report: dict) -> str:
     stats = f"<h2>Statistics</h2><table>{statistics}</table>" if statistics else ""
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Data validation</title>"
             f"<style>{STYLE}</style></head><body><h1>Data validation (Great Expectations)</h1>{verdict}{table}"
-            f"{stats}</body></html>\n")
+            f"{_conflicts(report.get('label_conflicts') or [])}{stats}</body></html>\n")
+
+
+CONFLICTS_SHOWN = 100  # training pairs with two labels listed on the page; report.json holds every one
+
+
+def _conflicts(conflicts: list) -> str:
+    """The training images that are near-duplicates of one with another label (one of the two labels is wrong), the
+    first ``CONFLICTS_SHOWN`` of them; "" without any."""
+    if not conflicts:
+        return ""
+    items = "".join(f"<li>{_text(pair)}</li>" for pair in conflicts[:CONFLICTS_SHOWN])
+    more = (f"<p>... and {len(conflicts) - CONFLICTS_SHOWN} more in report.json's label_conflicts.</p>"
+            if len(conflicts) > CONFLICTS_SHOWN else "")
+    return (f"<h2>Training images with another label's near-duplicate ({len(conflicts)})</h2><p>One of the two "
+            f"labels of each pair is wrong; the step still passed.</p><ul>{items}</ul>{more}")
 
 
 def write_summary(report: str | Path, out: str | Path) -> bool:

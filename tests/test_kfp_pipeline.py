@@ -373,6 +373,11 @@ def test_the_validation_page_is_self_contained_and_escapes_what_the_data_says():
                          "statistics": {"images": 3}})
     assert not links(page) and "&lt;a href=" in page and "1 expectation(s) failed" in page
     assert "Every expectation was met" in summary_html({"failures": [], "statistics": {"images": 3}})
+    conflicts = [f"train/dog/{i}.png ≈ train/cat/<{i}>.png (dog and cat)" for i in range(101)]
+    page = summary_html({"failures": [], "label_conflicts": conflicts})
+    assert "Training images with another label's near-duplicate (101)" in page and page.count("<li>") == 100
+    assert "train/cat/&lt;0&gt;.png" in page and "... and 1 more in report.json's label_conflicts" in page
+    assert "near-duplicate" not in summary_html({"failures": [], "label_conflicts": []})
 
 
 def test_the_validation_page_puts_each_failure_in_its_columns_and_shows_the_statistics(tmp_path):

@@ -2,6 +2,7 @@
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -97,25 +98,54 @@ def test_a_duplicate_failure_names_the_pairs_by_split_and_row_without_file_names
     [line] = [x for x in str(failure.value).splitlines() if "test_in_train_share" in x]
     assert line.endswith("; near-duplicates: test image 0 ≈ train image 293, test image 1 ≈ train image 294, "
                          "test image 2 ≈ train image 295, test image 3 ≈ train image 296, test image 4 ≈ train image "
-                         "297, ... (8 test images in all)")
+                         "297, ... (8 test images in all) (every pair: report.json's near_duplicates); remove one "
+                         "image of each pair, or put both in one split")
+    report = json.loads((tmp_path / "v" / "report.json").read_text())
+    assert report["near_duplicates"]["test"] == [f"test image {i} ≈ train image {293 + i}" for i in range(7)] + [
+        "test image 7 ≈ train image 292 (mirrored)"]
+
+
+def block_folder(root: Path) -> Path:
+    """An image folder of 32 training and 8 test images (two classes), random 16x16 colour images of 4x4 blocks, no
+    two of them near-duplicates."""
+    from PIL import Image  # noqa: PLC0415
+
+    rng = np.random.default_rng(0)
+    for i in range(40):
+        cls, split = ("cat" if i % 2 else "dog"), ("test" if i >= 32 else "train")
+        (root / split / cls).mkdir(parents=True, exist_ok=True)
+        pixels = np.kron(rng.integers(0, 256, (4, 4, 3)), np.ones((4, 4, 1))).astype(np.uint8)
+        Image.fromarray(pixels).save(root / split / cls / f"{i}.png")
+    return root
 
 
 def test_a_duplicate_failure_names_the_files_of_an_image_folder(tmp_path):
     """An image folder's npz files keep each file: a test image and its training copy are named by their files."""
-    from PIL import Image  # noqa: PLC0415
-
-    root, rng = tmp_path / "mine", np.random.default_rng(0)
-    for i in range(40):
-        cls, split = ("cat" if i % 2 else "dog"), ("test" if i >= 32 else "train")
-        (root / split / cls).mkdir(parents=True, exist_ok=True)
-        pixels = np.kron(rng.integers(0, 256, (4, 4, 3)), np.ones((4, 4, 1))).astype(np.uint8)  # 16x16, 4x4 blocks
-        Image.fromarray(pixels).save(root / split / cls / f"{i}.png")
+    root = block_folder(tmp_path / "mine")
     (root / "test" / "cat" / "dup.png").write_bytes((root / "train" / "cat" / "3.png").read_bytes())
     ingest(IngestConfig(dataset="imagefolder", path=str(root)), out=tmp_path / "ingest")
     with pytest.raises(ValidationFailedError) as failure:
         run(ValidateConfig(class_balance_ratio=5.0), ingest=tmp_path / "ingest", out=tmp_path / "v")
     [line] = [x for x in str(failure.value).splitlines() if "test_in_train_share" in x]
-    assert line.endswith("; near-duplicates: test/cat/dup.png ≈ train/cat/3.png")
+    assert "; near-duplicates: test/cat/dup.png ≈ train/cat/3.png (every pair:" in line
+
+
+def test_training_copies_with_different_labels_are_a_warning_naming_them(tmp_path, capsys):
+    """The same photo in two class folders is a label error for certain (one of its two labels is wrong), which
+    nothing reported; validate now warns, naming the pairs and their classes, and passes."""
+    root = block_folder(tmp_path / "mine")
+    (root / "train" / "dog" / "3 (1).png").write_bytes((root / "train" / "cat" / "3.png").read_bytes())
+    (root / "train" / "cat" / "5 (1).png").write_bytes((root / "train" / "cat" / "5.png").read_bytes())  # same label
+    ingest(IngestConfig(dataset="imagefolder", path=str(root)), out=tmp_path / "ingest")
+    capsys.readouterr()
+    report = run(ValidateConfig(class_balance_ratio=5.0), ingest=tmp_path / "ingest", out=tmp_path / "v")
+    assert report["success"] and report["statistics"]["train_label_conflicts"] == 1
+    assert report["label_conflicts"] == ["train/dog/3 (1).png ≈ train/cat/3.png (dog and cat)"]
+    assert capsys.readouterr().err == (
+        "WARNING: validate: 1 training image is a near-duplicate of one with another label, e.g. train/dog/3 (1).png "
+        "≈ train/cat/3.png (dog and cat): one of the two labels is wrong; every pair is in report.json's "
+        "label_conflicts\n")
+    assert json.loads((tmp_path / "v" / "report.json").read_text())["label_conflicts"] == report["label_conflicts"]
 
 
 def test_shape_dtype_count_and_balance_failures(ingested, tmp_path):
@@ -281,7 +311,7 @@ def test_a_near_duplicate_is_named_by_its_first_training_row_past_the_first_chun
     with pytest.raises(ValidationFailedError) as failure:
         run(ValidateConfig(max_duplicate_share=0.0), ingest=ingested, out=tmp_path / "v")
     [line] = [x for x in str(failure.value).splitlines() if "test_in_train_share" in x]
-    assert line.endswith("; near-duplicates: test image 0 ≈ train image 5, test image 1 ≈ train image 251")
+    assert "; near-duplicates: test image 0 ≈ train image 5, test image 1 ≈ train image 251 (every pair:" in line
 
 
 def test_the_duplicate_fingerprint_is_an_8x8_grey_thumbnail_in_16_levels():
@@ -379,7 +409,7 @@ def test_a_val_split_with_a_near_duplicate_in_training_fails(ingested, tmp_path)
     _recount(ingested, "val")
     entry = _the_one_failure(ingested, tmp_path, ValidateConfig())
     assert (entry["table"], entry["column"]) == ("overlap", "val_in_train_share")
-    assert entry["observed"].endswith("; near-duplicates: val image 0 ≈ train image 17")
+    assert "; near-duplicates: val image 0 ≈ train image 17 (every pair:" in entry["observed"]
 
 
 def _the_one_failure(ingested, tmp_path, config: ValidateConfig) -> dict:
