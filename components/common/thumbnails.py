@@ -12,13 +12,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+CHUNK = 4096  # images converted to float at a time: a whole folder of photos in float32 would not fit in memory
+
 
 def thumbnails(images: np.ndarray) -> list[bytes]:
     """One fingerprint per image of ``images`` (uint8 ``[N, H, W, C]``): its 8x8 grayscale thumbnail, quantised to
     16 levels."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).float().mean(dim=3, keepdim=True).permute(0, 3, 1, 2)
-    small = F.adaptive_avg_pool2d(x, 8).clamp(0, 255).div(16).floor().to(torch.uint8)
-    return [row.tobytes() for row in small.reshape(small.shape[0], -1).numpy()]
+    found = []
+    for start in range(0, images.shape[0], CHUNK):
+        chunk = np.ascontiguousarray(images[start:start + CHUNK])
+        x = torch.from_numpy(chunk).float().mean(dim=3, keepdim=True).permute(0, 3, 1, 2)
+        small = F.adaptive_avg_pool2d(x, 8).clamp(0, 255).div(16).floor().to(torch.uint8)
+        found += [row.tobytes() for row in small.reshape(small.shape[0], -1).numpy()]
+    return found
 
 
 def near_duplicate_groups(images: np.ndarray) -> np.ndarray:
@@ -32,10 +38,10 @@ def near_duplicate_groups(images: np.ndarray) -> np.ndarray:
             row = int(parent[row])
         return row
 
-    first: dict[bytes, int] = {}
-    for row, key in enumerate(thumbnails(images)):
+    keys, first = thumbnails(images), {}
+    for row, key in enumerate(keys):
         first.setdefault(key, row)
-    for row, (key, mirrored) in enumerate(zip(thumbnails(images), thumbnails(images[:, :, ::-1]), strict=True)):
+    for row, (key, mirrored) in enumerate(zip(keys, thumbnails(images[:, :, ::-1]), strict=True)):
         for other in (first[key], first.get(mirrored, row)):
             a, b = root(row), root(other)
             parent[max(a, b)] = min(a, b)

@@ -127,9 +127,8 @@ def _check_names(items: list[tuple[Path, str, str]], root: Path) -> None:
         shown = ", ".join(repr(name) for name in bad[:NAMES_SHOWN]) + (", ..." if len(bad) > NAMES_SHOWN else "")
         many = "1 name that is not" if len(bad) == 1 else f"{len(bad)} names that are not"
         raise DataError(f"{root}: expected file and folder names in UTF-8, found {many} ({shown}): rename them in "
-                        f"UTF-8 (convmv -f "
-                        f"<their encoding, e.g. cp1252> -t utf8 -r --notest {root}), or unzip with the archive's "
-                        f"encoding (unzip -O cp437)")
+                        f"UTF-8 (convmv -f <their encoding, e.g. cp1252> -t utf8 -r --notest {root}), or unzip with "
+                        f"the archive's encoding (unzip -O cp437)")
 
 
 def _check_split_classes(items: list[tuple[Path, str, str]], root: Path) -> None:

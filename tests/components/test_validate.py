@@ -418,3 +418,13 @@ def _the_one_failure(ingested, tmp_path, config: ValidateConfig) -> dict:
         run(config, ingest=ingested, out=tmp_path / "v")
     (entry,) = failure.value.failures
     return entry
+
+
+def test_thumbnails_are_the_same_in_chunks_as_whole(monkeypatch):
+    """A folder of photos is fingerprinted a chunk at a time (in float32 at once it would not fit in memory)."""
+    from components.common import thumbnails as module  # noqa: PLC0415
+
+    images = np.random.default_rng(0).integers(0, 256, (10, 16, 16, 3), dtype=np.uint8)
+    whole = thumbnails(images)
+    monkeypatch.setattr(module, "CHUNK", 3)
+    assert thumbnails(images) == whole and len(set(whole)) == 10
