@@ -68,7 +68,7 @@ run: setup data pipeline  ## set-up, data, and `dvc repro` on the default datase
 results:  ## docs/pipeline-run.md and docs/quality/held_out.md from the last `dvc repro`'s artifacts; releases/latest recorded in docs/release/; `make docs`
 	$(PY) -m components.common.report --output docs/pipeline-run.md
 	$(if $(wildcard releases/latest/model_card.json),$(PY) -m docs.generate --record releases/latest)
-	$(PY) -m benchmarks.quality.held_out
+	$(PY) -m benchmarks.quality.held_out --if-changed
 	$(MAKE) --no-print-directory docs
 
 docs:  ## every generated doc again from its committed data, nothing measured (tests/test_generated_docs.py checks)

@@ -13,6 +13,7 @@ training images and labels (in-sample, the evaluate step's list). Trains nothing
 
     python -m benchmarks.quality.held_out [--artifacts artifacts] [--draws 5] [--output docs/quality/held_out.md]
     python -m benchmarks.quality.held_out --render  # the page again from the recorded held_out.json
+    python -m benchmarks.quality.held_out --if-changed  # measure only a run other than the recorded one (make results)
 """
 
 from __future__ import annotations
@@ -128,10 +129,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=Path("docs/quality/held_out.md"),
                         help="the page (its records go beside it as .json; default docs/quality/held_out.md)")
     parser.add_argument("--render", action="store_true", help="no measuring: the page again from its .json")
+    parser.add_argument("--if-changed", action="store_true",
+                        help="measure only if the run's teacher is not the one the .json records; else render")
     args = parser.parse_args(argv)
     if args.draws < 2:
         parser.error(f"--draws: expected at least 2 (the page gives a std over them), found {args.draws}")
     records = args.output.with_suffix(".json")
+    if args.if_changed and records.is_file() and (args.artifacts / "mlnt" / "teacher.pt").is_file():
+        args.render = read_json(records, "held_out").get("teacher_md5") == md5(args.artifacts / "mlnt" / "teacher.pt")
     try:
         found = read_json(records, "held_out") if args.render else measure(args.artifacts, draws=args.draws)
     except (ValueError, OSError) as err:  # DataError and ConfigError are ValueErrors

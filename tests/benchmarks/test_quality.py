@@ -198,6 +198,14 @@ def test_the_held_out_check_scores_the_released_model_as_evaluate_does_and_rende
     rows = table(text, "# The label-issue list on images the model never trained on")
     assert rows[1][2:] == [f"{found['in_sample']['evaluate'][m]:.3f}" for m in held_out.METRICS]
     assert rows[4][:2] == ["cleanlab `find_label_issues`", "held out (the test images)"]
+    # make results: the recorded run is rendered, not measured again; another run's teacher is measured
+    records, recorded = page.with_suffix(".json"), page.with_suffix(".json").read_text()
+    again = ["--artifacts", str(tmp / "pipeline"), "--draws", "2", "--output", str(page), "--if-changed"]
+    assert held_out.main(again) == 0 and records.read_text() == recorded and page.read_text() == text
+    records.write_text(json.dumps({**found, "teacher_md5": "0" * 32, "wall_seconds": -1.0}))
+    assert held_out.main(again) == 0
+    measured = json.loads(records.read_text())
+    assert measured["teacher_md5"] == found["teacher_md5"] and measured["wall_seconds"] >= 0
     capsys.readouterr()
 
 
