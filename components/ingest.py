@@ -130,8 +130,21 @@ def run(config: IngestConfig, *, out: Path = OUT) -> dict:
         print(f"WARNING: ingest: skipped {describe_skipped(extensions)} under the class folders of {root} (accepted: "
               f"{ACCEPTED}), e.g. {', '.join(_named(skipped, root, 3))}; see skipped_files in "
               f"{out / 'manifest.json'}", file=sys.stderr)
+    for twins in case_twins(dataset.class_names):
+        print(f"WARNING: ingest: classes whose names differ only in letter case, {' and '.join(map(repr, twins))}, "
+              f"are {len(twins)} classes: if they are one, merge their folders (or labels) and ingest again",
+              file=sys.stderr)
     _remove_stale(out, {f"{split}.npz" for split in splits} | ({"human_labels.npz"} if dataset.extra else set()))
     return manifest
+
+
+def case_twins(names: list[str]) -> list[list[str]]:
+    """The groups of class ``names`` that are equal but for letter case (``T-shirt``, ``t-shirt``), each sorted:
+    most likely one class spelt two ways, which training would keep apart."""
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        groups.setdefault(name.casefold(), []).append(name)
+    return [sorted(group) for group in groups.values() if len(group) > 1]
 
 
 SKIPPED_NAMED = 20  # skipped files named in the manifest; the count and extensions cover them all

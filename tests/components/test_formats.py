@@ -616,6 +616,18 @@ def test_a_class_named_in_two_unicode_forms_is_one_class(tmp_path):
     assert sorted(dataset.train_labels.tolist()) == sorted(dataset.val_labels.tolist()) == [0, 0, 1, 1]
 
 
+def test_class_names_that_differ_only_in_case_are_a_warning(tmp_path, capsys):
+    """T-shirt/ and t-shirt/ became two classes silently; they stay two (a dataset may mean them), with a warning."""
+    root = tmp_path / "mine"
+    for i, cls in enumerate(["T-shirt", "t-shirt", "coat"] * 4):
+        write_distinct_image(root / cls / f"{i}.png", i)
+    manifest = run(IngestConfig(dataset="imagefolder", path=str(root), test_fraction=0.25), out=tmp_path / "out")
+    assert manifest["class_names"] == ["T-shirt", "coat", "t-shirt"]
+    assert capsys.readouterr().err == ("WARNING: ingest: classes whose names differ only in letter case, 'T-shirt' "
+                                       "and 't-shirt', are 2 classes: if they are one, merge their folders (or labels) "
+                                       "and ingest again\n")
+
+
 def test_imagefolder_refuses_non_square_images_unless_image_size_makes_them_square(tmp_path):
     """Same-size non-square images once passed ingest, then broke training (small_cnn) or gave the model card a
     wrong input shape (``[batch, C, H, H]``); ingest refuses them, naming the file, the size and the remedy."""
