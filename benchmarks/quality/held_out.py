@@ -134,16 +134,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.draws < 2:
         parser.error(f"--draws: expected at least 2 (the page gives a std over them), found {args.draws}")
-    records = args.output.with_suffix(".json")
-    if args.if_changed and records.is_file() and (args.artifacts / "mlnt" / "teacher.pt").is_file():
-        args.render = read_json(records, "held_out").get("teacher_md5") == md5(args.artifacts / "mlnt" / "teacher.pt")
+    records, teacher = args.output.with_suffix(".json"), args.artifacts / "mlnt" / "teacher.pt"
     try:
-        found = read_json(records, "held_out") if args.render else measure(args.artifacts, draws=args.draws)
+        found = read_json(records, "held_out") if args.render or (args.if_changed and records.is_file()) else None
+        if found is None or (not args.render and found.get("teacher_md5") != md5(teacher)):
+            found = measure(args.artifacts, draws=args.draws)
+            write_json(records, found)
     except (ValueError, OSError) as err:  # DataError and ConfigError are ValueErrors
         print(f"error: held_out: {printable(err)}", file=sys.stderr)
         return 1
-    if not args.render:
-        write_json(records, found)
     write_text(args.output, render(found))
     print(f"held_out: {len(found['held_out'])} draws -> {args.output}")
     return 0
