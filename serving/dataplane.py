@@ -1,11 +1,15 @@
 """KServe's data plane, with gRPC inference counted and timed like REST inference, and readiness that means it.
 
-``serving.middleware.Accounting`` counts REST requests around KServe's routes; gRPC requests never pass there. Both
-transports call the data plane, so it accounts the gRPC ones (protocol ``grpc-v2``): from the call into the data
-plane to its answer, i.e. finding the model, preprocess, predict and postprocess, without the protobuf decoding
-before and encoding after (KServe's servicer does those). Errors that KServe's servicer raises before the call (a
-datatype it cannot read, raw contents that do not match the inputs) and messages over the size limit (refused by
-gRPC itself) are not counted.
+``serving.middleware.Accounting`` counts REST requests around KServe's routes; gRPC requests never pass there, so
+``VersionedServicer.ModelInfer`` accounts them (protocol ``grpc-v2``, ``AccountedDataPlane.accounting``): from the
+decoded message to the answer's message, i.e. KServe's conversion of the message, finding the model, preprocess,
+predict and postprocess. Only messages over the size limit, refused by gRPC itself before anything is decoded, are
+not counted. Each input's datatype is checked first, in any case, with the model's own message
+(``serving.inputs.check_datatype``, as the REST path checks it): KServe's conversion reads only upper-case names it
+knows, and refuses any other with ``invalid content type``, naming neither the input nor the datatype.
+
+A client error (``CLIENT_ERRORS``) is logged as one line at info, as the REST path logs it (``OneLineClientErrors``);
+KServe's interceptor logs each with its traceback at ERROR.
 
 A gRPC inference that names a ``model_version`` other than the version of the release served is refused here with
 ``NOT_FOUND`` (KServe's servicer ignores the field), as REST answers ``/v2/models/<name>/versions/<v>/infer`` 404;
@@ -23,18 +27,27 @@ repository extension only when it is enabled.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
+from collections.abc import Iterator
 
+from grpc import StatusCode
 from kserve.errors import InvalidInput, ModelNotFound, UnsupportedProtocol
 from kserve.model_repository import ModelRepository
 from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+from kserve.protocol.grpc.interceptors import ExceptionToStatusInterceptor
 from kserve.protocol.grpc.servicer import InferenceServicer
 from kserve.protocol.infer_type import InferRequest
+from kserve.utils.utils import to_headers
 
 from serving.clients import CLIENT, ClientIdentity
+from serving.inputs import check_datatype
 from serving.metrics import PredictorMetrics
 from serving.routes import version_refusal
+
+log = logging.getLogger(__name__)
 
 GRPC = "grpc-v2"  # the protocol label, KServe's name for the Open Inference Protocol over gRPC
 CLIENT_ERRORS = (InvalidInput, ModelNotFound, UnsupportedProtocol)  # serving.inputs.BadRequest is an InvalidInput
@@ -90,39 +103,30 @@ class AccountedDataPlane(DataPlane):
         return found
 
     async def infer(self, model_name: str, request, headers: dict | None = None):
-        """KServe's inference; a gRPC request is also given its client (from ``headers``, its metadata) and counted
-        and timed as ``GRPC`` with its outcome: ``ok``, ``client_error`` for ``CLIENT_ERRORS``, else
-        ``server_error``."""
-        if not (isinstance(request, InferRequest) and request.from_grpc):
-            return await super().infer(model_name, request, headers)
-        noted = CLIENT.set(self.clients.of_metadata(headers))
-        try:
-            return await self.accounted(model_name, request, headers)
-        finally:
-            CLIENT.reset(noted)
+        """KServe's inference; a gRPC request's ``model_version``, if any, must be the served release's version
+        (KServe ignores the field): ``VersionNotFound`` for another."""
+        if isinstance(request, InferRequest) and request.from_grpc:
+            self.check_version(model_name, request.model_version)
+        return await super().infer(model_name, request, headers)
 
-    async def accounted(self, model_name: str, request: InferRequest, headers: dict | None):
-        """KServe's inference of a gRPC request, counted, timed and counted in flight in ``metrics`` (if any)."""
-        if self.metrics is None:
-            return await self.versioned(model_name, request, headers)
+    @contextlib.contextmanager
+    def accounting(self, headers: dict | None) -> Iterator[None]:
+        """Within it, a gRPC inference has its client (from ``headers``, the call's metadata) and is counted, timed
+        and counted in flight in ``metrics`` (if any) as ``GRPC``, with its outcome: ``ok``, ``client_error`` for
+        ``CLIENT_ERRORS``, else ``server_error``."""
+        noted = CLIENT.set(self.clients.of_metadata(headers))
         outcome, start = "server_error", time.perf_counter()  # an exception that escapes is a server error
         try:
-            with self.metrics.in_flight(GRPC):
-                answer = await self.versioned(model_name, request, headers)
+            with self.metrics.in_flight(GRPC) if self.metrics else contextlib.nullcontext():
+                yield
+            outcome = "ok"
         except CLIENT_ERRORS:
             outcome = "client_error"
             raise
-        else:
-            outcome = "ok"
-            return answer
         finally:
-            self.metrics.answered(GRPC, outcome, time.perf_counter() - start)
-
-    async def versioned(self, model_name: str, request: InferRequest, headers: dict | None):
-        """KServe's inference of a gRPC request whose ``model_version``, if any, is the served release's version
-        (KServe ignores the field); ``VersionNotFound`` for another."""
-        self.check_version(model_name, request.model_version)
-        return await super().infer(model_name, request, headers)
+            CLIENT.reset(noted)
+            if self.metrics:
+                self.metrics.answered(GRPC, outcome, time.perf_counter() - start)
 
     def check_version(self, model_name: str, version: str | None) -> None:
         """``VersionNotFound`` unless ``version`` is empty or the version of the release ``model_name`` serves (a
@@ -133,9 +137,17 @@ class AccountedDataPlane(DataPlane):
 
 
 class VersionedServicer(InferenceServicer):
-    """KServe's gRPC servicer, with ``ModelReady`` and ``ModelMetadata`` answering for the served version only
-    (``NOT_FOUND`` for another, as REST's versioned paths answer 404) and ``ModelMetadata`` listing that version.
-    Its data plane is an ``AccountedDataPlane``."""
+    """KServe's gRPC servicer, with ``ModelInfer`` accounted and its datatypes checked (see the module docstring),
+    and ``ModelReady`` and ``ModelMetadata`` answering for the served version only (``NOT_FOUND`` for another, as
+    REST's versioned paths answer 404) and ``ModelMetadata`` listing that version. Its data plane is an
+    ``AccountedDataPlane``."""
+
+    async def ModelInfer(self, request: pb.ModelInferRequest, context) -> pb.ModelInferResponse:  # noqa: N802
+        with self._data_plane.accounting(to_headers(context)):
+            for tensor in request.inputs:
+                check_datatype(tensor.datatype, f"input '{tensor.name}'")
+                tensor.datatype = tensor.datatype.upper()  # KServe's conversion reads upper case only
+            return await super().ModelInfer(request, context)
 
     async def ModelReady(self, request: pb.ModelReadyRequest, context) -> pb.ModelReadyResponse:  # noqa: N802
         self._data_plane.check_version(request.name, request.version)
@@ -147,3 +159,15 @@ class VersionedServicer(InferenceServicer):
         return pb.ModelMetadataResponse(name=metadata["name"], versions=metadata.get("versions") or [],
                                         platform=metadata["platform"], inputs=metadata["inputs"],
                                         outputs=metadata["outputs"])
+
+
+class OneLineClientErrors(ExceptionToStatusInterceptor):
+    """KServe's gRPC interceptor, with a client error (``CLIENT_ERRORS``) logged as one line at info, naming the
+    method, the status and the reason, as the REST path logs its refusals; anything else as KServe handles it."""
+
+    async def handle_exception(self, ex: Exception, request_or_iterator, context, method_name: str):
+        if not isinstance(ex, CLIENT_ERRORS):
+            return await super().handle_exception(ex, request_or_iterator, context, method_name)
+        status = StatusCode.NOT_FOUND if isinstance(ex, ModelNotFound) else StatusCode.INVALID_ARGUMENT
+        log.info("gRPC %s -> %s: %s", method_name, status.name, ex.reason)
+        await context.abort(status, ex.reason)

@@ -25,7 +25,7 @@ from serving import logs, routes
 from serving.auth import FeedbackToken
 from serving.budget import Budget
 from serving.clients import ClientIdentity, RateLimiter
-from serving.dataplane import AccountedDataPlane, VersionedServicer
+from serving.dataplane import AccountedDataPlane, OneLineClientErrors, VersionedServicer
 from serving.drift import DriftWindow
 from serving.feedback import install_feedback
 from serving.inputs import BadRequest
@@ -166,8 +166,8 @@ def make_server(settings: dict, metrics: PredictorMetrics | None, *, models: lis
     """KServe's ModelServer with every setting that is one of its arguments; the rest of KServe's flags it reads from
     ``kserve.model_server.args`` (``hand_to_kserve``). Both transports share its repository extension and data
     plane: the repository is read-only unless ``enable_model_repository``, and the data plane accounts gRPC
-    inference in our metrics, tells gRPC clients apart as ``clients`` says, and is ready only while ``models``
-    are."""
+    inference in our metrics (from our servicer, whose client errors our interceptor logs in one line), tells gRPC
+    clients apart as ``clients`` says, and is ready only while ``models`` are."""
     hand_to_kserve(settings)
     accepted = inspect.signature(ModelServer).parameters
     server = ModelServer(**{name: value for name, value in settings.items() if name in accepted})
@@ -176,7 +176,8 @@ def make_server(settings: dict, metrics: PredictorMetrics | None, *, models: lis
                                          if enabled else ReadOnlyRepository(server.registered_models))
     server.dataplane = AccountedDataPlane(server.registered_models, metrics, serves=frozenset(m.name for m in models),
                                           repository=enabled, clients=clients)
-    grpc_server.InferenceServicer = VersionedServicer  # the servicer KServe's GRPCServer.start builds
+    grpc_server.InferenceServicer = VersionedServicer  # the servicer and interceptor KServe's GRPCServer.start builds
+    grpc_server.ExceptionToStatusInterceptor = OneLineClientErrors
     return server
 
 

@@ -2,21 +2,25 @@
 FastAPI app as ``kserve.ModelServer`` registers them on its global one, with ours installed as ``serving.server``
 installs them, and metrics in a registry of their own. Requests go through ``httpx.ASGITransport`` (the peer is
 ``127.0.0.1`` unless ``client=(host, port)``), so what the tests check is what a client gets, without starting a
-process. ``self.dataplane`` is the data plane gRPC calls would reach."""
+process. ``grpc_infer`` calls the gRPC servicer (``serving.dataplane.VersionedServicer``) on the same data plane
+(``self.dataplane``), as a gRPC call's handler would."""
 
 from __future__ import annotations
 
 import asyncio
+import collections
 from pathlib import Path
 
 import httpx
+import numpy as np
 from fastapi import FastAPI
 from fastapi.responses import ORJSONResponse
 from kserve.model_repository import ModelRepository
+from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.rest.server import RESTServer
 from prometheus_client import CollectorRegistry
 
-from serving.dataplane import AccountedDataPlane
+from serving.dataplane import AccountedDataPlane, VersionedServicer
 from serving.drift import DriftWindow
 from serving.metrics import PredictorMetrics
 from serving.model import Classifier
@@ -42,8 +46,8 @@ class InProcess:
         self.protection = protection or Protection(max_body_bytes=LIMITS["max_body_bytes"])
         self.models = ModelRepository()
         self.models.update(self.model)
-        extension = (ManagedRepository(self.models, {NAME: self.model}) if self.protection.repository
-                     else ReadOnlyRepository(self.models))
+        self.extension = extension = (ManagedRepository(self.models, {NAME: self.model}) if self.protection.repository
+                                      else ReadOnlyRepository(self.models))
         self.dataplane = dataplane = AccountedDataPlane(self.models, metrics, serves=frozenset({NAME}),
                                        repository=self.protection.repository, clients=self.protection.clients)
         self.app = FastAPI(docs_url=None, redoc_url=None, default_response_class=ORJSONResponse)
@@ -64,3 +68,24 @@ class InProcess:
         transport = httpx.ASGITransport(app=self.app, client=kwargs.pop("client", ("127.0.0.1", 50000)))
         async with httpx.AsyncClient(transport=transport, base_url="http://predictor", timeout=60) as client:
             return await client.request(method, path, **kwargs)
+
+    def grpc_infer(self, x: np.ndarray, metadata: dict | None = None, *, shape: list[int] | None = None):
+        """The gRPC servicer's answer to an inference of the FP32 images ``x`` (raw contents; ``shape`` as declared,
+        ``x``'s by default), with ``metadata`` as the call's."""
+        message = pb.ModelInferRequest(model_name=NAME, inputs=[pb.ModelInferRequest.InferInputTensor(
+            name="images", datatype="FP32", shape=shape or list(x.shape))], raw_input_contents=[x.tobytes()])
+        servicer = VersionedServicer(self.dataplane, self.extension)
+        return asyncio.run(servicer.ModelInfer(message, Call(metadata or {})))
+
+
+class Call:
+    """What the servicer reads of a gRPC call's context: its metadata."""
+
+    def __init__(self, metadata: dict):
+        self.metadata = metadata
+
+    def invocation_metadata(self) -> list:
+        return [Metadatum(key, value) for key, value in self.metadata.items()]
+
+
+Metadatum = collections.namedtuple("Metadatum", "key value")

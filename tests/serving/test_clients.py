@@ -4,14 +4,11 @@ metadata."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 
 import numpy as np
 import pytest
-from kserve import InferRequest
-from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 
 from serving.clients import GRPC, REASONS, ClientIdentity, address
 from serving.server import FORWARDED_ALLOW_IPS, Protection, ignore_forwarded_for
@@ -100,21 +97,12 @@ def test_a_grpc_call_is_the_client_its_metadata_names(tmp_path):
     rng = np.random.default_rng(0)
 
     def call(metadata: dict) -> None:
-        x = rng.standard_normal((2, 1, 8, 8)).astype(np.float32)  # new images: each counts in the drift window
-        message = pb.ModelInferRequest(model_name=NAME, inputs=[pb.ModelInferRequest.InferInputTensor(
-            name="images", datatype="FP32", shape=list(x.shape))], raw_input_contents=[x.tobytes()])
-        asyncio.run(served.dataplane.infer(NAME, InferRequest.from_grpc(message), metadata))
+        served.grpc_infer(rng.standard_normal((2, 1, 8, 8)).astype(np.float32), metadata)  # new images: each counts
 
     call({XFF: "6.6.6.6, 198.51.100.9"})
     call({})
     assert set(served.model.metrics.drift.by_client) == {"198.51.100.9", GRPC}
     assert served.sample("mlnt_requests_total", protocol="grpc-v2", outcome="ok") == 2
-
-
-def grpc_infer(served: InProcess, metadata: dict, x: np.ndarray) -> None:
-    message = pb.ModelInferRequest(model_name=NAME, inputs=[pb.ModelInferRequest.InferInputTensor(
-        name="images", datatype="FP32", shape=list(x.shape))], raw_input_contents=[x.tobytes()])
-    asyncio.run(served.dataplane.infer(NAME, InferRequest.from_grpc(message), metadata))
 
 
 def fallbacks(served: InProcess) -> dict[str, float]:
@@ -138,7 +126,7 @@ def test_each_fall_back_to_the_peer_is_counted_in_the_metric_by_reason(tmp_path)
     infer("198.51.100.1", "127.0.0.6")  # two lines, one list of two: no fallback
     infer("6.6.6.6, unknown, 127.0.0.6")
     infer("6.6.6.6, unknown, 127.0.0.6")
-    grpc_infer(served, {}, x)  # a gRPC call without the header in its metadata
+    served.grpc_infer(x, {})  # a gRPC call without the header in its metadata
     assert fallbacks(served) == {"missing": 2, "short": 1, "malformed": 2}
     assert served.protection.clients.fallbacks == fallbacks(served)
 
@@ -149,7 +137,7 @@ def test_without_a_client_header_nothing_is_counted_as_a_fallback(tmp_path):
     x = np.zeros((1, 1, 8, 8), np.float32)
     for headers in ([], [(XFF, "198.51.100.1")], [(XFF, "unknown")]):
         assert served.request("POST", V2, json=v2_tensor(x), headers=headers).status_code == 200
-    grpc_infer(served, {}, x)
+    served.grpc_infer(x, {})
     assert fallbacks(served) == {"missing": 0, "short": 0, "malformed": 0}
     assert not served.protection.clients.fallbacks
 

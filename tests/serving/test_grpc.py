@@ -113,6 +113,14 @@ BAD = [  # (case, request, status, the message names what was expected and what 
     *[(case, request("BYTES", [1], struct.pack("<I", len(blob)) + blob, name="image"),
        grpc.StatusCode.INVALID_ARGUMENT, f"image 0: expected PNG or JPEG bytes, found {len(blob)} bytes that are not "
                                          "a readable image") for case, blob in CORRUPT_PNGS.items()],
+    ("a datatype KServe cannot read", request("FP99", [1, 1, 8, 8], ZEROS), grpc.StatusCode.INVALID_ARGUMENT,
+     "input 'images': expected datatype FP32 (a preprocessed tensor) or BYTES (encoded images), found FP99"),
+    ("a datatype KServe reads", request("INT32", [1, 1, 8, 8], ZEROS), grpc.StatusCode.INVALID_ARGUMENT,
+     "input 'images': expected datatype FP32 (a preprocessed tensor) or BYTES (encoded images), found INT32"),
+    ("raw contents for one of two inputs", pb.ModelInferRequest(model_name=NAME, raw_input_contents=[ZEROS], inputs=[
+        pb.ModelInferRequest.InferInputTensor(name=name, datatype="FP32", shape=[1, 1, 8, 8]) for name in "ab"]),
+     grpc.StatusCode.INVALID_ARGUMENT, "the number of inputs (2) does not match the expected number of raw input "
+                                       "contents (1)"),
     ("unknown model", request("FP32", [1, 1, 8, 8], ZEROS, model="nope"), grpc.StatusCode.NOT_FOUND,
      "Model with name nope does not exist"),
     ("another version", request("FP32", [1, 1, 8, 8], ZEROS, version="1"), grpc.StatusCode.NOT_FOUND,
@@ -121,21 +129,40 @@ BAD = [  # (case, request, status, the message names what was expected and what 
 
 
 @pytest.mark.parametrize(("request_", "status", "message"), [case[1:] for case in BAD], ids=[c[0] for c in BAD])
-def test_bad_requests_get_the_rest_paths_checks_and_are_counted(stub, server, client, request_, status, message):
+def test_bad_requests_get_the_rest_paths_checks_and_are_counted(stub, server, server_log, client, request_, status,
+                                                                message):
+    """... and are logged as one line that says why, with no traceback and nothing at ERROR, as over REST."""
     counted = {"model": NAME, "protocol": GRPC, "outcome": "client_error"}
     before = metric(client, server, "mlnt_requests_total", **counted)
+    logged = server_log.stat().st_size
     error = refused(stub.ModelInfer, request_)
     assert error.code() == status and message in error.details(), (error.code(), error.details())
     assert metric(client, server, "mlnt_requests_total", **counted) == before + 1
+    with server_log.open("rb") as log:
+        lines = log.read()[logged:].decode(errors="replace").splitlines()
+    assert any(message in line and f"ModelInfer -> {status.name}: " in line for line in lines), lines
+    assert not any("Traceback" in line or " ERROR " in line for line in lines), lines
+
+
+def test_a_datatype_in_lower_case_is_read_as_over_rest(stub, server, client):
+    x = np.random.default_rng(13).standard_normal((2, 1, 8, 8)).astype(np.float32)
+    answer = stub.ModelInfer(request("fp32", [2, 1, 8, 8], x.tobytes()), timeout=30)
+    rest = client.post(server + V2, json=v2_tensor(x, datatype="fp32"))
+    np.testing.assert_allclose(probabilities(answer, 2), v2_probabilities(rest), atol=1e-6)
+
+
+def probabilities(answer: pb.ModelInferResponse, n: int) -> np.ndarray:
+    """The first output of a gRPC answer (the probabilities), raw or typed contents, as ``n`` rows."""
+    found = np.frombuffer(answer.raw_output_contents[0], "<f4") if answer.raw_output_contents else \
+        np.asarray(answer.outputs[0].contents.fp32_contents, np.float32)
+    return found.reshape(n, -1)
 
 
 def test_the_served_version_is_inferred_as_rest_serves_its_versioned_path(stub, server, client):
     x = np.random.default_rng(12).standard_normal((1, 1, 8, 8)).astype(np.float32)
     answer = stub.ModelInfer(request("FP32", [1, 1, 8, 8], x.tobytes(), version=VERSION), timeout=30)
-    found = np.frombuffer(answer.raw_output_contents[0], "<f4") if answer.raw_output_contents else \
-        np.asarray(answer.outputs[0].contents.fp32_contents, np.float32)
     rest = client.post(f"{server}/v2/models/{NAME}/versions/{VERSION}/infer", json=v2_tensor(x))
-    np.testing.assert_allclose(found.reshape(1, -1), v2_probabilities(rest), atol=1e-6)
+    np.testing.assert_allclose(probabilities(answer, 1), v2_probabilities(rest), atol=1e-6)
 
 
 def test_a_request_gets_the_outputs_it_names_and_the_served_version(stub):

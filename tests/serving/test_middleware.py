@@ -6,16 +6,14 @@ import asyncio
 
 import numpy as np
 import pytest
-from kserve import InferRequest
 from kserve.errors import InvalidInput
-from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from prometheus_client import CollectorRegistry
 
 from serving.drift import DriftWindow
 from serving.metrics import PredictorMetrics
 from serving.middleware import Accounting, inference_protocol, read_body
 from tests.serving.conftest import VERSION, write_release
-from tests.serving.inprocess import NAME, InProcess
+from tests.serving.inprocess import InProcess
 
 
 def answer(status: int | None):
@@ -95,20 +93,17 @@ def test_a_request_is_in_flight_while_it_runs_and_not_after_it_ends_or_fails():
 def test_a_grpc_call_is_in_flight_while_the_data_plane_answers_it_and_timed_by_outcome(tmp_path):
     served = InProcess(write_release(tmp_path / VERSION)[0])
     plane, seen = served.dataplane, []
-    answer_for = type(plane).versioned
+    answer_for = type(plane).infer
 
     async def watched(model_name, request, headers):
         seen.append(served.sample("mlnt_requests_in_flight", protocol="grpc-v2"))
         return await answer_for(plane, model_name, request, headers)
 
-    plane.versioned = watched
+    plane.infer = watched
     x = np.zeros((1, 1, 8, 8), np.float32)
-    message = pb.ModelInferRequest(model_name=NAME, inputs=[pb.ModelInferRequest.InferInputTensor(
-        name="images", datatype="FP32", shape=list(x.shape))], raw_input_contents=[x.tobytes()])
-    asyncio.run(plane.infer(NAME, InferRequest.from_grpc(message), {}))
-    message.inputs[0].shape[:] = [1, 1, 8, 9]  # not the model's image size: a client error
+    served.grpc_infer(x)
     with pytest.raises(InvalidInput):
-        asyncio.run(plane.infer(NAME, InferRequest.from_grpc(message), {}))
+        served.grpc_infer(x, shape=[1, 1, 8, 9])  # not the model's image size: a client error
     assert seen == [1, 1] and served.sample("mlnt_requests_in_flight", protocol="grpc-v2") == 0
     assert [served.sample("mlnt_request_duration_seconds_count", protocol="grpc-v2", outcome=outcome)
             for outcome in ("ok", "client_error", "server_error")] == [1, 1, 0]
