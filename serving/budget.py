@@ -38,6 +38,12 @@ class Budget:
         """The budget for a model whose input is ``[N, *shape]``."""
         return cls(images=images, values=images * math.prod(shape), pixels=pixels, body_bytes=body_bytes)
 
+    @classmethod
+    def of(cls, model, *, body_bytes: int) -> Budget:
+        """The budget of a ``serving.model.Classifier``: its input shape, batch and decode limits."""
+        return cls.for_input(model.spec.shape, images=model.max_batch, pixels=model.max_decode_pixels,
+                             body_bytes=body_bytes)
+
 
 def check_v2(header: object, budget: Budget) -> None:
     """A v2 body (JSON) or binary extension header: every input's datatype a string the model takes

@@ -4,9 +4,11 @@
 ``VersionedServicer.ModelInfer`` accounts them (protocol ``grpc-v2``, ``AccountedDataPlane.accounting``): from the
 decoded message to the answer's message, i.e. KServe's conversion of the message, finding the model, preprocess,
 predict and postprocess. Only messages over the size limit, refused by gRPC itself before anything is decoded, are
-not counted. Each input's datatype is checked first, in any case, with the model's own message
-(``serving.inputs.check_datatype``, as the REST path checks it): KServe's conversion reads only upper-case names it
-knows, and refuses any other with ``invalid content type``, naming neither the input nor the datatype.
+not counted. Before KServe converts the message, an unknown model is refused (``ModelNotFound``) and each input's
+datatype and shape are checked against the model's request budget as the REST path checks them, with its messages
+(``serving.budget.check_v2``): KServe's conversion reads only upper-case datatypes it knows, and refuses any other
+with ``invalid content type``, naming neither the input nor the datatype; and a shape with two negative dimensions,
+or more than ``MAX_RANK``, would pass the model's own checks.
 
 A client error (``CLIENT_ERRORS``) is logged as one line at info, as the REST path logs it (``OneLineClientErrors``);
 KServe's interceptor logs each with its traceback at ERROR.
@@ -42,9 +44,10 @@ from kserve.protocol.grpc.servicer import InferenceServicer
 from kserve.protocol.infer_type import InferRequest
 from kserve.utils.utils import to_headers
 
+from serving.budget import Budget, check_v2
 from serving.clients import CLIENT, ClientIdentity
-from serving.inputs import check_datatype
 from serving.metrics import PredictorMetrics
+from serving.repository import Refused
 from serving.routes import version_refusal
 
 log = logging.getLogger(__name__)
@@ -68,10 +71,25 @@ class AccountedDataPlane(DataPlane):
 
     def __init__(self, model_registry: ModelRepository, metrics: PredictorMetrics | None, *,
                  serves: frozenset[str] = frozenset(), repository: bool = False,
-                 clients: ClientIdentity | None = None):
+                 clients: ClientIdentity | None = None, message_bytes: int = 0):
         super().__init__(model_registry=model_registry)
         self.metrics, self.serves, self.repository = metrics, serves, repository
         self.clients = clients or ClientIdentity()
+        self.message_bytes = message_bytes  # the largest gRPC message, the gRPC side's body_bytes
+
+    def check_grpc(self, request: pb.ModelInferRequest) -> None:
+        """A gRPC inference's model registered, and its inputs' datatypes and shapes within that model's request
+        budget (``serving.budget.check_v2``, the REST path's checks and messages); each datatype then in upper case,
+        the only case KServe's conversion of the message reads."""
+        model = self.model_registry.get_model(request.model_name)
+        if model is None:
+            raise ModelNotFound(request.model_name)
+        if hasattr(model, "spec"):  # a serving.model.Classifier
+            header = {"inputs": [{"name": t.name, "datatype": t.datatype, "shape": list(t.shape)}
+                                 for t in request.inputs]}
+            check_v2(header, Budget.of(model, body_bytes=self.message_bytes))
+        for tensor in request.inputs:
+            tensor.datatype = tensor.datatype.upper()
 
     async def ready(self) -> bool:
         """True only while every model of ``serves`` is registered and ready and KServe's own readiness holds."""
@@ -144,9 +162,7 @@ class VersionedServicer(InferenceServicer):
 
     async def ModelInfer(self, request: pb.ModelInferRequest, context) -> pb.ModelInferResponse:  # noqa: N802
         with self._data_plane.accounting(to_headers(context)):
-            for tensor in request.inputs:
-                check_datatype(tensor.datatype, f"input '{tensor.name}'")
-                tensor.datatype = tensor.datatype.upper()  # KServe's conversion reads upper case only
+            self._data_plane.check_grpc(request)
             return await super().ModelInfer(request, context)
 
     async def ModelReady(self, request: pb.ModelReadyRequest, context) -> pb.ModelReadyResponse:  # noqa: N802
@@ -163,9 +179,12 @@ class VersionedServicer(InferenceServicer):
 
 class OneLineClientErrors(ExceptionToStatusInterceptor):
     """KServe's gRPC interceptor, with a client error (``CLIENT_ERRORS``) logged as one line at info, naming the
-    method, the status and the reason, as the REST path logs its refusals; anything else as KServe handles it."""
+    method, the status and the reason, and a refused load or unload of the model repository (``Refused``) as one at
+    warning, as the REST path logs them; anything else as KServe handles it."""
 
     async def handle_exception(self, ex: Exception, request_or_iterator, context, method_name: str):
+        if isinstance(ex, Refused):
+            log.warning("gRPC %s -> %s: %s", method_name, ex.status_code.name, ex.details)
         if not isinstance(ex, CLIENT_ERRORS):
             return await super().handle_exception(ex, request_or_iterator, context, method_name)
         status = StatusCode.NOT_FOUND if isinstance(ex, ModelNotFound) else StatusCode.INVALID_ARGUMENT

@@ -56,9 +56,11 @@ class ManagedRepository(ModelRepositoryExtension):
         super().__init__(registry)
         self.models = models
 
-    async def load(self, model_name: str) -> None:
+    async def load(self, model_name: str) -> dict:
         """Put ``model_name`` back into service, if it was unloaded, with a fresh session from the release verified
-        at start; ``ModelNotFound`` for a model this predictor was not started with. Logs a warning."""
+        at start; ``ModelNotFound`` for a model this predictor was not started with. Logs a warning. Returns the
+        answer KServe's gRPC servicer reads (``{"name", "load"}``; its REST route makes its own): KServe's own
+        extension returns nothing, and the servicer then fails with an internal error after the load."""
         model = self.models.get(model_name)
         if model is None:
             raise ModelNotFound(model_name)
@@ -66,12 +68,15 @@ class ManagedRepository(ModelRepositoryExtension):
             model.load()  # a fresh session from the release verified at start
             self._model_registry.update(model)
         log.warning("model %s loaded again by a repository request", model_name)
+        return {"name": model_name, "load": True}
 
-    async def unload(self, model_name: str) -> None:
-        """Take ``model_name`` out of service (KServe's unload: inference 404, readiness false) and log a warning."""
+    async def unload(self, model_name: str) -> dict:
+        """Take ``model_name`` out of service (KServe's unload: inference 404, readiness false) and log a warning;
+        returns the answer KServe's gRPC servicer reads (``{"name", "unload"}``, as ``load``)."""
         await super().unload(model_name)
         log.warning("model %s unloaded by a repository request: inference answers 404 and readiness is false until "
                     "a load", model_name)
+        return {"name": model_name, "unload": True}
 
 
 async def refused(request: Request, exc: Refused) -> JSONResponse:

@@ -79,8 +79,7 @@ def install(app: FastAPI, model: Classifier, protection: Protection) -> None:
         protection.clients.export(model.metrics.fell_back)
     if protection.docs and app.docs_url is None:
         install_docs(app)
-    budget = Budget.for_input(model.spec.shape, images=model.max_batch, pixels=model.max_decode_pixels,
-                              body_bytes=protection.max_body_bytes)
+    budget = Budget.of(model, body_bytes=protection.max_body_bytes)
     app.add_middleware(Guard, models={model.name: model.release.version}, budget=budget, router=app.router,
                        served=routes.served(docs=protection.docs, repository=protection.repository),
                        clients=protection.clients, token=protection.token)
@@ -175,7 +174,8 @@ def make_server(settings: dict, metrics: PredictorMetrics | None, *, models: lis
     server.model_repository_extension = (ManagedRepository(server.registered_models, {m.name: m for m in models})
                                          if enabled else ReadOnlyRepository(server.registered_models))
     server.dataplane = AccountedDataPlane(server.registered_models, metrics, serves=frozenset(m.name for m in models),
-                                          repository=enabled, clients=clients)
+                                          repository=enabled, clients=clients,
+                                          message_bytes=settings.get("grpc_max_receive_message_length", 0))
     grpc_server.InferenceServicer = VersionedServicer  # the servicer and interceptor KServe's GRPCServer.start builds
     grpc_server.ExceptionToStatusInterceptor = OneLineClientErrors
     return server

@@ -101,7 +101,15 @@ BAD = [  # (case, request, status, the message names what was expected and what 
     ("wrong shape", request("FP32", [1, 3, 8, 8], ZEROS * 3), grpc.StatusCode.INVALID_ARGUMENT,
      "input 'images': expected shape [N, 1, 8, 8], found [1, 3, 8, 8]"),
     ("batch too large", request("FP32", [17, 1, 8, 8], ZEROS * 17), grpc.StatusCode.INVALID_ARGUMENT,
-     "expected a batch of 1 to 16 images, found 17"),
+     "input 'images': expected at most 1024 values in one request, found shape [17, 1, 8, 8] (1088 values)"),
+    ("two negative dimensions", request("BYTES", [-1, -1], struct.pack("<I", 11) + b"hello world", name="image"),
+     grpc.StatusCode.INVALID_ARGUMENT,  # their product is 1: the model's own checks would take it
+     "input 'image': expected the shape as a list of at most 8 integers from 0 to 16, found [-1, -1]"),
+    ("nine dimensions", request("FP32", [1] * 5 + [1, 1, 8, 8], ZEROS), grpc.StatusCode.INVALID_ARGUMENT,
+     "input 'images': expected the shape as a list of at most 8 integers from 0 to 1024, found [1, 1, 1, 1, 1, 1, 1, "
+     "8, 8]"),
+    ("an unknown model and a datatype it would refuse", request("FP99", [1, 1, 8, 8], ZEROS, model="nope"),
+     grpc.StatusCode.NOT_FOUND, "Model with name nope does not exist"),  # the model first, as over REST
     ("NaN", request("FP32", [1, 1, 8, 8], np.full((1, 1, 8, 8), np.nan, np.float32).tobytes()),
      grpc.StatusCode.INVALID_ARGUMENT, "expected finite numbers, found NaN or infinity"),
     ("wrong input name", request("FP32", [1, 1, 8, 8], ZEROS, name="x"), grpc.StatusCode.INVALID_ARGUMENT,
@@ -213,12 +221,18 @@ def test_good_requests_are_counted_and_timed(grpc_target, server, client):
             metric(client, server, "request_predict_seconds_count", model_name=NAME)) == tuple(b + 1 for b in before)
 
 
-def test_the_model_repository_cannot_unload_or_load_over_either_transport(stub, grpc_target, server, client):
+def test_the_model_repository_cannot_unload_or_load_over_either_transport(stub, grpc_target, server, server_log,
+                                                                         client):
+    logged = server_log.stat().st_size
     unload = refused(stub.RepositoryModelUnload, pb.RepositoryModelUnloadRequest(model_name=NAME))
     assert unload.code() == grpc.StatusCode.PERMISSION_DENIED
     assert unload.details() == (f"expected no unload of models at run time (this predictor serves one release: roll "
                                 f"out a new release to change it, or start it with --enable-model-repository), found "
                                 f"a request to unload '{NAME}'")
+    with server_log.open("rb") as log:  # one line at warning, as REST logs its 403
+        lines = log.read()[logged:].decode(errors="replace").splitlines()
+    assert any(" WARNING " in line and "RepositoryModelUnload -> PERMISSION_DENIED: expected no unload" in line
+               for line in lines), lines
     load = refused(stub.RepositoryModelLoad, pb.RepositoryModelLoadRequest(model_name="other"))
     assert load.code() == grpc.StatusCode.PERMISSION_DENIED and "found a request to load 'other'" in load.details()
     for action in ("unload", "load"):

@@ -5,14 +5,17 @@ whatever KServe adds, is ``tests/reliability/test_attacks.py``'s to check."""
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 import pytest
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 
 from serving import routes
+from serving.dataplane import VersionedServicer
 from serving.server import Protection
 from tests.serving.conftest import LIMITS, VERSION
-from tests.serving.inprocess import NAME, InProcess
+from tests.serving.inprocess import NAME, Call, InProcess
 
 X = {"inputs": [{"name": "images", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": [0.0] * 64}]}
 GRPC_SERVED = {"ServerLive", "ServerReady", "ServerMetadata", "ModelReady", "ModelMetadata", "ModelInfer"}
@@ -74,6 +77,19 @@ def test_an_enabled_repository_drains_the_replica_and_loads_the_same_release_bac
     assert predictor.request("GET", "/v2/health/ready").json() == {"ready": True}
     again = predictor.request("POST", f"/v2/models/{NAME}/infer", json=X).json()["outputs"][0]["data"]
     np.testing.assert_allclose(again, want, atol=1e-7)
+
+
+def test_an_enabled_repository_answers_unload_and_load_over_grpc(release):
+    """KServe's servicer reads the extension's answer, which KServe's own extension does not give (an internal error
+    after the unload was done)."""
+    predictor = InProcess(release[0], protection=Protection(LIMITS["max_body_bytes"], repository=True))
+    servicer, call = VersionedServicer(predictor.dataplane, predictor.extension), Call({})
+    unloaded = asyncio.run(servicer.RepositoryModelUnload(pb.RepositoryModelUnloadRequest(model_name=NAME), call))
+    assert (unloaded.model_name, unloaded.isUnloaded) == (NAME, True)
+    assert predictor.request("GET", "/v2/health/ready").status_code == 503
+    loaded = asyncio.run(servicer.RepositoryModelLoad(pb.RepositoryModelLoadRequest(model_name=NAME), call))
+    assert (loaded.model_name, loaded.isLoaded) == (NAME, True)
+    assert predictor.request("GET", "/v2/health/ready").json() == {"ready": True}
 
 
 def test_docs_are_served_only_with_the_flag(release):
