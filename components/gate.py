@@ -24,6 +24,12 @@ touches the DVC output. ``--prune KEEP`` removes every release but the ``KEEP`` 
 nothing else ever removes one. Each bound is compared with a tolerance of
 ``TOLERANCE``: a model exactly ``max_regression`` below the champion passes, whatever the float rounding.
 
+In a DVC experiment (``dvc exp run``: DVC sets ``DVC_EXP_NAME`` for its stages) the gate judges the model against
+the champion and releases nothing (``released`` false, ``experiment`` its name, a reason saying how to release it):
+an experiment's params are not committed, and a workspace experiment would otherwise replace the champion others
+serve. A relative registry is then read from the repository the experiment was started in (``DVC_ROOT``), since a
+queued or ``--temp`` experiment runs in a copy without the git-ignored registry and would judge against none.
+
 Gates may run at once (two pipelines finishing together): a decision that passes is taken again under the
 registry's exclusive lock (``flock`` on ``releases/.lock``), on the copy that will be released and against the
 champion as it is then, so a candidate judged against a champion that has since been replaced is refused, not
@@ -63,6 +69,8 @@ OUT = FOLDERS["gate"]
 LOCK = ".lock"  # in the registry: held by the gate that reads the champion, decides and promotes
 RELEASED = ("model.onnx", "model_card.json", "parity.json")  # from the export step into a release
 LOCK_TIMEOUT = 600.0  # seconds a gate waits for another one's promotion (milliseconds, unless it hangs)
+EXPERIMENT_ENV = "DVC_EXP_NAME"  # set by `dvc exp run` for every stage of an experiment
+ROOT_ENV = "DVC_ROOT"  # the repository a DVC stage belongs to, also for an experiment run in a copy
 TOLERANCE = 1e-9  # a bound computed by subtraction (0.8 - 0.1 = 0.7000000000000001) passes the accuracy it names
 
 
@@ -416,20 +424,36 @@ def _version(now: dt.datetime | None, onnx_sha256: str) -> str:
     return f"v{(now or dt.datetime.now(dt.UTC)).strftime('%Y%m%dT%H%M%SZ')}-{onnx_sha256[:8]}"
 
 
-@reports("gate", lambda decision: {"gate_passed": decision["passed"]})
+@reports("gate", lambda decision: {} if decision.get("experiment") else {"gate_passed": decision["passed"]})
 def run(config: GateConfig, *, export: Path = EXPORT_OUT, evaluate: Path = EVALUATE_OUT, out: Path = OUT) -> dict:
     """Reads ``model.onnx``, ``model_card.json`` and ``parity.json`` from ``export``, ``metrics.json`` from
     ``evaluate`` and the champion of ``config.registry``; decides (``decide``), and judges a pass again under the
     registry's lock on a staged copy, which alone is promoted (``<registry>/<version>/``, ``latest``), unless it is
     the champion already. Writes ``decision.json`` to ``out``; returns the decision (on a pass, with ``version``,
     the release serving the model, and ``released``, whether this gate made that version)."""
-    registry, export, evaluate = Path(config.registry), Path(export), Path(evaluate)
+    registry, export, evaluate, experiment = _registry(config), Path(export), Path(evaluate), _experiment()
     decision = decide(config, export=export, evaluate=evaluate, registry=registry)
-    if decision["passed"]:  # judged again under the lock: another gate may have promoted since
+    if experiment:
+        note = (f"warning: not released: DVC experiment {experiment} is judged, never released (`dvc exp apply "
+                f"{experiment}`, then `dvc repro`, releases it)")
+        decision = {**decision, "released": False, "experiment": experiment, "reasons": [*decision["reasons"], note]}
+    elif decision["passed"]:  # judged again under the lock: another gate may have promoted since
         with registry_lock(registry):
             decision = _judge_and_promote(config, export, evaluate, registry)
     write_json(Path(out) / "decision.json", decision)
     return decision
+
+
+def _experiment() -> str | None:
+    """The name of the DVC experiment this gate runs in (``dvc exp run``), or None."""
+    return os.environ.get(EXPERIMENT_ENV) or None
+
+
+def _registry(config: GateConfig) -> Path:
+    """``config.registry``; in a DVC experiment, a relative one is under the repository the experiment was started
+    in (``DVC_ROOT``), where the champion is: a queued or ``--temp`` experiment runs in a copy without it."""
+    registry, root = Path(config.registry), os.environ.get(ROOT_ENV)
+    return Path(root) / registry if _experiment() and root and not registry.is_absolute() else registry
 
 
 def _read_bytes(path: Path) -> bytes | None:
@@ -467,6 +491,8 @@ def report(decision: dict) -> None:
     """Print the verdict of ``decision`` and every reason, one per line."""
     if not decision["passed"]:
         verdict = "not released"
+    elif decision.get("experiment"):
+        verdict = f"not released: DVC experiment {decision['experiment']}"
     elif decision.get("released") is False:
         verdict = f"the champion already ({decision.get('version')}): nothing released again"
     else:

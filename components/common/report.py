@@ -151,7 +151,10 @@ def _json(path: Path) -> dict:
 
 
 def _released(decision: dict) -> str:
-    """What the gate did with a passing model: released it as a version, or found it the champion already."""
+    """What the gate did with a passing model: released it as a version, found it the champion already, or judged
+    it in a DVC experiment, which releases nothing."""
+    if decision.get("experiment"):
+        return f", not released: DVC experiment `{decision['experiment']}`"
     if not decision.get("version"):
         return ""
     if decision.get("released") is False:

@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from components import gate
+from components.common import report as pipeline_run
 from components.evaluate import (
     auroc,
     classification_metrics,
@@ -28,7 +29,7 @@ from components.evaluate import (
     per_class_issues,
 )
 from components.export import Probabilities, input_transform, interface, onnx_metadata, parity, to_onnx
-from components.gate import GateConfig, decide, promote, read_champion
+from components.gate import GateConfig, decide, promote, read_champion, report
 from components.gate import run as run_gate
 from model.networks import SmallCNN
 from tests.components.conftest import write_manifest
@@ -291,6 +292,41 @@ def test_gate_against_the_champion(tmp_path):
     assert not missing["passed"]
     assert (missing["champion_version"], missing["champion_onnx_sha256"]) == (champion["version"],
                                                                               champion["onnx_sha256"])
+
+
+def test_a_dvc_experiment_is_judged_against_the_champion_and_never_released(tmp_path, monkeypatch, capsys):
+    """``dvc exp run`` runs the gate too: a workspace experiment replaced the champion others serve, and a queued one
+    (run in a copy without the git-ignored registry) judged against none and said it released a version that was
+    never in the registry."""
+    registry = tmp_path / "repo" / "releases"
+    first, evaluate = write_export(tmp_path / "a", accuracy=0.9)
+    champion = run_gate(GateConfig(min_accuracy=0.5, registry=str(registry)), export=first, evaluate=evaluate,
+                        out=tmp_path / "g1")
+    better, evaluate = write_export(tmp_path / "b", accuracy=0.95, onnx=b"better")
+    copy = tmp_path / "queued"  # the copy a queued experiment runs in: no registry there
+    copy.mkdir()
+    monkeypatch.chdir(copy)
+    monkeypatch.setenv("DVC_EXP_NAME", "rate08")
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path / "repo"))
+    decision = run_gate(GateConfig(min_accuracy=0.5, registry="releases"), export=better, evaluate=evaluate,
+                        out=tmp_path / "g2")
+    assert decision["passed"] and decision["released"] is False and decision["experiment"] == "rate08"
+    assert decision["champion_version"] == champion["version"]  # judged against the repository's champion
+    assert decision["reasons"][-1] == ("warning: not released: DVC experiment rate08 is judged, never released "
+                                       "(`dvc exp apply rate08`, then `dvc repro`, releases it)")
+    assert sorted(p.name for p in registry.iterdir() if not p.name.startswith(".")) == ["latest", champion["version"]]
+    assert (registry / "latest").resolve().name == champion["version"] and not (copy / "releases").exists()
+    report(decision)
+    assert capsys.readouterr().out.splitlines()[0] == "gate: PASS: not released: DVC experiment rate08"
+    assert pipeline_run._released(decision) == ", not released: DVC experiment `rate08`"  # make results' page
+    worse, judged = write_export(tmp_path / "c", accuracy=0.5, onnx=b"worse")
+    assert not run_gate(GateConfig(min_accuracy=0.5, registry="releases"), export=worse, evaluate=judged,
+                        out=tmp_path / "g3")["passed"]  # the champion's bound holds in an experiment too
+    monkeypatch.delenv("DVC_EXP_NAME")  # `dvc repro` (DVC sets DVC_ROOT for every stage): released as before
+    monkeypatch.chdir(tmp_path / "repo")
+    released = run_gate(GateConfig(min_accuracy=0.5, registry="releases"), export=better, evaluate=evaluate,
+                        out=tmp_path / "g4")
+    assert released["released"] is True and (registry / "latest").resolve().name == released["version"]
 
 
 def test_a_champion_of_another_task_fails_the_gate_naming_the_difference(tmp_path):
