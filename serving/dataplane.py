@@ -41,7 +41,6 @@ from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc.interceptors import ExceptionToStatusInterceptor
 from kserve.protocol.grpc.servicer import InferenceServicer
-from kserve.protocol.infer_type import InferRequest
 from kserve.utils.utils import to_headers
 
 from serving.budget import Budget, check_v2
@@ -78,12 +77,14 @@ class AccountedDataPlane(DataPlane):
         self.message_bytes = message_bytes  # the largest gRPC message, the gRPC side's body_bytes
 
     def check_grpc(self, request: pb.ModelInferRequest) -> None:
-        """A gRPC inference's model registered, and its inputs' datatypes and shapes within that model's request
-        budget (``serving.budget.check_v2``, the REST path's checks and messages); each datatype then in upper case,
-        the only case KServe's conversion of the message reads."""
+        """A gRPC inference's model registered, its ``model_version``, if any, the served release's version (KServe
+        ignores the field: ``VersionNotFound`` for another), and its inputs' datatypes and shapes within that model's
+        request budget (``serving.budget.check_v2``, the REST path's checks and messages), in the REST path's order;
+        each datatype then in upper case, the only case KServe's conversion of the message reads."""
         model = self.model_registry.get_model(request.model_name)
         if model is None:
             raise ModelNotFound(request.model_name)
+        self.check_version(request.model_name, request.model_version)
         if hasattr(model, "spec"):  # a serving.model.Classifier
             header = {"inputs": [{"name": t.name, "datatype": t.datatype, "shape": list(t.shape)}
                                  for t in request.inputs]}
@@ -120,13 +121,6 @@ class AccountedDataPlane(DataPlane):
             found = {**found, "parameters": model.metadata_parameters()}
         return found
 
-    async def infer(self, model_name: str, request, headers: dict | None = None):
-        """KServe's inference; a gRPC request's ``model_version``, if any, must be the served release's version
-        (KServe ignores the field): ``VersionNotFound`` for another."""
-        if isinstance(request, InferRequest) and request.from_grpc:
-            self.check_version(model_name, request.model_version)
-        return await super().infer(model_name, request, headers)
-
     @contextlib.contextmanager
     def accounting(self, headers: dict | None) -> Iterator[None]:
         """Within it, a gRPC inference has its client (from ``headers``, the call's metadata) and is counted, timed
@@ -155,7 +149,7 @@ class AccountedDataPlane(DataPlane):
 
 
 class VersionedServicer(InferenceServicer):
-    """KServe's gRPC servicer, with ``ModelInfer`` accounted and its datatypes checked (see the module docstring),
+    """KServe's gRPC servicer, with ``ModelInfer`` accounted and its request checked first (``check_grpc``),
     and ``ModelReady`` and ``ModelMetadata`` answering for the served version only (``NOT_FOUND`` for another, as
     REST's versioned paths answer 404) and ``ModelMetadata`` listing that version. Its data plane is an
     ``AccountedDataPlane``."""
