@@ -103,11 +103,18 @@ def add(previous: dict, found: dict) -> dict:
 
 def check_problems(found: dict, results: dict) -> list[str]:
     """How the check cell differs from the study's record of it: one line per figure (none: it reproduced)."""
-    setting, seed = found["check"]["setting"], found["check"]["seed"]
-    again = _records(found["records"], setting)[seed]
+    check = (found["check"]["setting"], found["check"]["seed"])
+    return reproduction_problems(next(r for r in found["records"] if (r["setting"], r["seed"]) == check), results)
+
+
+def reproduction_problems(again: dict, results: dict) -> list[str]:
+    """How a study cell trained again (a record with its setting, seed and ``METHODS``' figures) differs from the
+    study's record of it, in the figures ``KEPT``: one line per figure (none: it reproduced)."""
+    setting, seed = again["setting"], again["seed"]
     study = _records([r for r in results["records"] if r.get("part", "main") == "main"], setting)[seed]
     return [f"{setting} seed {seed} {method} {key}: results.json {study[method].get(key, 'none')!r}, again {value!r}"
-            for method in METHODS for key, value in again[method].items() if study[method].get(key) != value]
+            for method in METHODS for key, value in again["methods"][method].items()
+            if key in KEPT and study[method].get(key) != value]
 
 
 def render(found: dict, results: dict) -> str:

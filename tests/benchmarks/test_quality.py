@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from benchmarks.quality import inner_lr, probe, seeds
+from benchmarks.quality import exact, inner_lr, probe, seeds
 from benchmarks.quality import report as quality_report
 from benchmarks.quality import study as quality
 from components.common.code import code_of
@@ -439,6 +439,35 @@ def test_more_seeds_train_the_control_and_mlnt_and_pool_with_the_study_once_its_
         seeds.cells(quality.QUICK, {}, tmp, tmp, 1, ("symmetric-50",), (0, 1), check=("symmetric-50", 0))
 
 
+def test_exact_mode_trains_in_the_headline_cells_beside_their_reproduced_control(study):
+    """benchmarks.quality.exact: each headline cell trains CE, the control and `head` MLNT again (results.json's
+    figures, to the last digit) and `exact` MLNT from the same noise labels and CE features; the page's differences
+    are per seed against the control."""
+    tmp, _, results, _ = study
+    output = tmp / "docs" / "quality" / "exact.md"
+    assert exact.main(["--quick", "--work", str(tmp / "work"), "--results", str(output.with_name("results.json")),
+                       "--output", str(output), "--data", str(tmp / "fashion-mnist"), "--params",
+                       str(ROOT / "params.yaml"), "--workers", "1"]) == 0
+    found = json.loads(output.with_suffix(".json").read_text())
+    (record,) = found["records"]
+    assert exact.reproduction_problems(found, results) == []
+    assert [record["methods"][m]["mode"] for m in ("mlnt", exact.EXACT)] == ["head", "exact"]
+    cell = tmp / "work" / "symmetric-50-seed0-seeds"
+    assert (cell / exact.EXACT / "teacher.pt").is_file()
+    assert json.loads((cell / exact.EXACT / "config.json").read_text())["mode"] == "exact"
+    methods = record["methods"]
+    rows = table(output.read_text(), "# MLNT's `exact` update at the headline setting")
+    assert [r[0] for r in rows[1:]] == ["CE, early-stopped", "control (meta_weight 0)", "MLNT, `head`", "MLNT, `exact`"]
+    gap = 100 * (methods[exact.EXACT]["accuracy"] - methods["ema_control"]["accuracy"])
+    assert rows[4][1:3] == [f"{100 * methods[exact.EXACT]['accuracy']:.2f} ± 0.00", f"{gap:+.2f} ± 0.00"]
+    assert rows[4][4] == f"{gap:+.2f}" and rows[2][2] == "+0.00 ± 0.00"
+    changed = json.loads(json.dumps(found))
+    changed["records"][0]["methods"]["ema_control"]["accuracy"] += 0.001
+    with pytest.raises(ValueError, match=r"did not reproduce the study's figures, so `exact` cannot be set against "
+                                         r"its control: symmetric-50 seed 0 ema_control accuracy: results.json"):
+        exact.render(changed, results)
+
+
 def test_more_seeds_of_another_setting_are_added_to_the_recorded_run():
     """``--add``: the new setting's records join the recorded ones (in the study's order), the time adds up and the
     page says how many invocations made it; another run's seeds, check cell or threads are refused."""
@@ -473,7 +502,7 @@ def test_the_paired_differences_are_a_t_interval_and_a_signed_rank_test():
     assert seeds._verdict(seeds.paired(np.array([-0.01, -0.02, -0.015]))) == "worse"
 
 
-@pytest.mark.parametrize("module", [inner_lr, seeds])
+@pytest.mark.parametrize("module", [inner_lr, seeds, exact])
 @pytest.mark.parametrize(("argv", "paths"), [
     ([], ("artifacts/quality", "docs/quality/results.json", "docs/quality/{page}")),
     (["--quick"], ("artifacts/quality-quick", "artifacts/quality-quick/quality/results.json",

@@ -1,0 +1,124 @@
+"""Is `head` mode why the meta loss adds nothing? The authors' `exact` update at the headline setting, against the
+quality study's control.
+
+Every headline figure of the quality study is `head` mode, which takes the fast step on the classifier head only;
+the reference codes' second-order step on every parameter (`exact`) was measured only on a smaller, shorter run (the
+modes table of docs/results.md: 2,000 images, 8 epochs, two seeds). This trains `exact`-mode MLNT on the headline
+cells themselves (symmetric 50 %, the pipeline's 12,000 images and schedule, the study's seeds), nothing else
+changed. Beside it, each cell trains CE, the control and `head`-mode MLNT again (``benchmarks.quality.study``'s cell
+part ``seeds``, which ``benchmarks.quality.seeds`` runs): their figures must be results.json's to the last digit,
+which is what lets `exact` be set against the study's own control and `head` runs; ``render`` refuses otherwise.
+
+    python -m benchmarks.quality.exact [--work artifacts/quality] [--results docs/quality/results.json]
+                                       [--output docs/quality/exact.md] [--workers 2]
+    python -m benchmarks.quality.exact --render  # the page again from the recorded exact.json, no training
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import multiprocessing
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.quality import probe, seeds
+from benchmarks.quality import study as quality
+from benchmarks.quality.report import mean_std, pct
+from benchmarks.template import Template
+
+EXACT = "mlnt_exact"
+ROWS = ("ce_early", "ema_control", "mlnt", EXACT)  # the page's rows, in order
+KEPT = (*seeds.KEPT, "seconds", "mode")  # of each method's record
+TEMPLATE = Template(Path(__file__).with_name("templates") / "exact.md")
+
+
+def run_one(task: quality.Task) -> dict:
+    """One headline cell: CE, the control and `head` MLNT (``quality.run_task``, cached when an identical run left
+    them), then `exact` MLNT in the same cell, from the same noise labels and CE features."""
+    record = quality.run_task(task)  # sets torch's threads to the task's
+    cell = quality._Cell(task)
+    exact: dict = {"methods": {}, "curves": {}}
+    cell._mlnt_run(EXACT, dataclasses.replace(cell.mlnt_config, mode="exact"), exact)
+    methods = {**record["methods"], EXACT: exact["methods"][EXACT]}
+    return {"setting": task.setting.name, "seed": task.seed,
+            "methods": {m: {k: methods[m][k] for k in KEPT if k in methods[m]} for m in ROWS}}
+
+
+def run_probe(results: dict, study: quality.StudyConfig, *, results_path: Path, work: Path, data: Path,
+              params_file: Path, workers: int) -> dict:
+    """Every seed of the study's headline setting, ``workers`` cells at a time on the study's thread count."""
+    threads = quality.threads_per_cell(workers)
+    params = quality.study_params(params_file)
+    quality.check_rerun(results_path, dataclasses.asdict(study), params, threads)  # the study's cells, or none
+    ingested = quality.ingest_once(work / "ingest", {**params["ingest"], "path": str(data)})
+    where = {"ingested": str(ingested), "work": str(work), "threads": threads,
+             "code": quality.code_digest(quality.STUDY), "part": "seeds"}
+    todo = [quality.Task(study.headline, seed, study, params, **where) for seed in study.seeds]
+    started = time.perf_counter()
+    # spawn, not fork: a forked child of a process whose torch thread pools are running can deadlock
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        records = list(pool.map(run_one, todo))
+    return {"setting": study.headline.name, "records": records, "wall_seconds": round(time.perf_counter() - started, 1),
+            "workers": workers, "threads_per_worker": threads}
+
+
+def reproduction_problems(found: dict, results: dict) -> list[str]:
+    """How the cells' CE, control and `head` MLNT differ from the study's records of them: one line per figure
+    (none: every cell reproduced)."""
+    return [problem for record in found["records"] for problem in seeds.reproduction_problems(record, results)]
+
+
+def render(found: dict, results: dict) -> str:
+    """The page: each row's test accuracy, its per-seed difference to the control (mean ± sd, 95 % interval, each
+    seed's), the student at its last step, validation accuracy and minutes per run."""
+    problems = reproduction_problems(found, results)
+    if problems:
+        raise ValueError("exact: the cells did not reproduce the study's figures, so `exact` cannot be set against "
+                         "its control: " + "; ".join(problems))
+    by_seed = {r["seed"]: r["methods"] for r in found["records"]}
+    order = sorted(by_seed)
+    lines = []
+    for method in ROWS:
+        runs = [by_seed[s][method] for s in order]
+        gap = np.array([runs[i]["accuracy"] - by_seed[s]["ema_control"]["accuracy"] for i, s in enumerate(order)])
+        tested = seeds.paired(gap)
+        minutes = mean_std([r["seconds"] / 60 for r in runs])
+        lines.append(TEMPLATE.fill("row", method=TEMPLATE.fill(method), accuracy=_column(runs, "accuracy"),
+                                   **tested, per_seed=", ".join(f"{100 * g:+.2f}" for g in gap),
+                                   student=_column(runs, "student_last_accuracy"),
+                                   validation=_column(runs, "val_accuracy"), minutes=minutes[0],
+                                   minutes_sd=minutes[1]))
+    exact_gap = seeds.paired(np.array([by_seed[s][EXACT]["accuracy"] - by_seed[s]["ema_control"]["accuracy"]
+                                       for s in order]))
+    return TEMPLATE.fill("page", setting=found["setting"], seeds=", ".join(map(str, order)),
+                         minutes=found["wall_seconds"] / 60, workers=found["workers"],
+                         threads=found["threads_per_worker"], rows="\n".join(lines),
+                         verdict=TEMPLATE.fill(seeds._verdict(exact_gap), **exact_gap)) + "\n"
+
+
+def _column(runs: list[dict], key: str) -> str:
+    """Mean ± std of ``key`` over ``runs`` in percent, or a dash where the runs do not record it (CE has no
+    student and records no validation accuracy)."""
+    return pct([r[key] for r in runs]) if all(key in r for r in runs) else "—"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = probe.parser("benchmarks.quality.exact", __doc__.splitlines()[0], "exact.md")
+    parser.add_argument("--data", type=Path, default=Path("data/fashion-mnist"), help="Fashion-MNIST files")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    args = probe.parse(parser, argv)
+    if args.render:
+        return probe.render_again(args, "exact", render)
+    results = json.loads(args.results.read_text())
+    found = run_probe(results, quality.QUICK if args.quick else quality.StudyConfig(), results_path=args.results,
+                      work=args.work, data=args.data, params_file=args.params, workers=args.workers)
+    return probe.publish(args, "exact", found, render(found, results),
+                         f"{len(found['records'])} cells in {found['wall_seconds']:.0f} s")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
