@@ -9,6 +9,12 @@ changed. Beside it, each cell trains CE, the control and `head`-mode MLNT again 
 part ``seeds``, which ``benchmarks.quality.seeds`` runs): their figures must be results.json's to the last digit,
 which is what lets `exact` be set against the study's own control and `head` runs; ``render`` refuses otherwise.
 
+It costs hours on a CPU: an `exact` step of the small CNN (batch 128, M = 10) costs about 30 CE steps (the targets
+table of docs/benchmarks.md), so each seed's `exact` run, about 1,100 meta steps, takes over an hour on one core;
+``--workers 3`` trains the three cells at once. An interrupted run resumes: a finished cell is cached
+(``quality.run_task``) and the `exact` run resumes from its last checkpoint, which is also why the page gives no
+minutes per run.
+
     python -m benchmarks.quality.exact [--work artifacts/quality] [--results docs/quality/results.json]
                                        [--output docs/quality/exact.md] [--workers 2]
     python -m benchmarks.quality.exact --render  # the page again from the recorded exact.json, no training
@@ -27,12 +33,12 @@ import numpy as np
 
 from benchmarks.quality import probe, seeds
 from benchmarks.quality import study as quality
-from benchmarks.quality.report import mean_std, pct
+from benchmarks.quality.report import pct
 from benchmarks.template import Template
 
 EXACT = "mlnt_exact"
 ROWS = ("ce_early", "ema_control", "mlnt", EXACT)  # the page's rows, in order
-KEPT = (*seeds.KEPT, "seconds", "mode")  # of each method's record
+KEPT = (*seeds.KEPT, "mode")  # of each method's record (not its seconds: a resumed `exact` run times its end only)
 TEMPLATE = Template(Path(__file__).with_name("templates") / "exact.md")
 
 
@@ -74,7 +80,7 @@ def reproduction_problems(found: dict, results: dict) -> list[str]:
 
 def render(found: dict, results: dict) -> str:
     """The page: each row's test accuracy, its per-seed difference to the control (mean ± sd, 95 % interval, each
-    seed's), the student at its last step, validation accuracy and minutes per run."""
+    seed's), the student at its last step and validation accuracy."""
     problems = reproduction_problems(found, results)
     if problems:
         raise ValueError("exact: the cells did not reproduce the study's figures, so `exact` cannot be set against "
@@ -86,18 +92,19 @@ def render(found: dict, results: dict) -> str:
         runs = [by_seed[s][method] for s in order]
         gap = np.array([runs[i]["accuracy"] - by_seed[s]["ema_control"]["accuracy"] for i, s in enumerate(order)])
         tested = seeds.paired(gap)
-        minutes = mean_std([r["seconds"] / 60 for r in runs])
         lines.append(TEMPLATE.fill("row", method=TEMPLATE.fill(method), accuracy=_column(runs, "accuracy"),
                                    **tested, per_seed=", ".join(f"{100 * g:+.2f}" for g in gap),
                                    student=_column(runs, "student_last_accuracy"),
-                                   validation=_column(runs, "val_accuracy"), minutes=minutes[0],
-                                   minutes_sd=minutes[1]))
+                                   validation=_column(runs, "val_accuracy")))
     exact_gap = seeds.paired(np.array([by_seed[s][EXACT]["accuracy"] - by_seed[s]["ema_control"]["accuracy"]
                                        for s in order]))
+    study, level = results["study"], 100 * seeds.CONFIDENCE
     return TEMPLATE.fill("page", setting=found["setting"], seeds=", ".join(map(str, order)),
-                         minutes=found["wall_seconds"] / 60, workers=found["workers"],
+                         images=study["headline_size"],
+                         epochs=study["headline_epochs"] or results["params"]["mlnt"]["epochs"],
+                         level=level, minutes=found["wall_seconds"] / 60, workers=found["workers"],
                          threads=found["threads_per_worker"], rows="\n".join(lines),
-                         verdict=TEMPLATE.fill(seeds._verdict(exact_gap), **exact_gap)) + "\n"
+                         verdict=TEMPLATE.fill(seeds._verdict(exact_gap), **exact_gap, level=level)) + "\n"
 
 
 def _column(runs: list[dict], key: str) -> str:

@@ -41,6 +41,7 @@ SETTINGS = ("symmetric-20", "symmetric-50", "symmetric-80", "asymmetric-40", "in
 SEEDS = tuple(range(3, 10))
 CHECK = ("asymmetric-40", 0)  # a study cell trained again: its figures must be results.json's
 METHODS = ("ce_early", "ema_control", "mlnt")
+CONFIDENCE = 0.95  # of the interval the rule reads
 KEPT = ("accuracy", "val_accuracy", "released", "student_last_accuracy")  # of each method's record, where it has them
 TEMPLATE = Template(Path(__file__).with_name("templates") / "seeds.md")
 
@@ -160,7 +161,7 @@ def paired(gap: np.ndarray) -> dict:
     seeds, and the two-sided Wilcoxon signed-rank p-value."""
     points = 100 * np.asarray(gap, dtype=float)
     (mean, sd), n = mean_std(points), points.size
-    half = float(stats.t.ppf(0.975, n - 1)) * sd / np.sqrt(n)
+    half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1)) * sd / np.sqrt(n)
     nonzero = points[points != 0]
     p = float(stats.wilcoxon(nonzero).pvalue) if nonzero.size else 1.0
     return {"mean": mean, "sd": sd, "low": mean - half, "high": mean + half, "positive": int((points > 0).sum()),

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.quality import inner_lr
+from benchmarks.quality import exact, inner_lr
 from benchmarks.quality import report as quality_report
 from benchmarks.speed import report, targets
 from benchmarks.template import Template, TemplateError
@@ -51,8 +51,8 @@ def test_a_missing_part_or_field_is_named_with_the_file(tmp_path):
         template.fill("other")
 
 
-@pytest.mark.parametrize("template", [report.TEMPLATE, quality_report.TEMPLATE, inner_lr.TEMPLATE],
-                         ids=["benchmarks", "results", "inner_lr"])
+@pytest.mark.parametrize("template", [report.TEMPLATE, quality_report.TEMPLATE, inner_lr.TEMPLATE, exact.TEMPLATE],
+                         ids=["benchmarks", "results", "inner_lr", "exact"])
 def test_the_templates_state_no_figure_of_their_own(template):
     stated = set()
     for text in template.parts.values():
