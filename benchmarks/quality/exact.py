@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import multiprocessing
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -57,16 +55,12 @@ def run_one(task: quality.Task) -> dict:
 def run_probe(results: dict, study: quality.StudyConfig, *, results_path: Path, work: Path, data: Path,
               params_file: Path, workers: int) -> dict:
     """Every seed of the study's headline setting, ``workers`` cells at a time on the study's thread count."""
-    threads = quality.threads_per_cell(workers)
-    params = quality.study_params(params_file)
-    quality.check_rerun(results_path, dataclasses.asdict(study), params, threads)  # the study's cells, or none
-    ingested = quality.ingest_once(work / "ingest", {**params["ingest"], "path": str(data)})
-    where = {"ingested": str(ingested), "work": str(work), "threads": threads,
-             "code": quality.code_digest(quality.STUDY), "part": "seeds"}
+    params, ingested, threads = seeds.prepare(study, results_path=results_path, work=work, data=data,
+                                              params_file=params_file, workers=workers)
+    where = seeds.cell_fields(ingested, work, threads)
     todo = [quality.Task(study.headline, seed, study, params, **where) for seed in study.seeds]
     started = time.perf_counter()
-    # spawn, not fork: a forked child of a process whose torch thread pools are running can deadlock
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with quality.spawned_pool(workers) as pool:
         records = list(pool.map(run_one, todo))
     return {"setting": study.headline.name, "records": records, "wall_seconds": round(time.perf_counter() - started, 1),
             "workers": workers, "threads_per_worker": threads}

@@ -15,10 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import multiprocessing
-import os
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
@@ -52,8 +49,8 @@ def run_probe(results: dict, study: quality.StudyConfig, *, work: Path, workers:
         raise SystemExit(f"inner_lr: expected the quality study's cells, found none at {', '.join(missing)}; "
                          "run make quality first")
     started = time.perf_counter()
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    threads = quality.threads_per_cell(workers)
+    with quality.spawned_pool(workers) as pool:
         runs = list(pool.map(run_one, *zip(*[(t, a, threads) for a in inner_lrs for t in cells], strict=True)))
     return {"runs": runs, "inner_lrs": list(inner_lrs), "setting": study.headline.name,
             "wall_seconds": round(time.perf_counter() - started, 1)}

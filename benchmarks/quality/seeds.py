@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import multiprocessing
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -57,11 +55,27 @@ def cells(study: quality.StudyConfig, params: dict, ingested: Path, work: Path, 
     if clash:
         raise SystemExit(f"seeds: expected seeds the study has not run, found {clash} (the study's: "
                          f"{list(study.seeds)})")
-    where = {"ingested": str(ingested), "work": str(work), "threads": threads,
-             "code": quality.code_digest(quality.STUDY), "part": "seeds"}
+    where = cell_fields(ingested, work, threads)
     ordered = sorted(settings, key=lambda name: by_name[name] != study.headline)
     return [quality.Task(by_name[check[0]], check[1], study, params, **where),
             *(quality.Task(by_name[name], seed, study, params, **where) for name in ordered for seed in seeds)]
+
+
+def cell_fields(ingested: Path, work: Path, threads: int) -> dict:
+    """The ``quality.Task`` fields of a study cell trained again with the code as it is now (part ``seeds``: CE,
+    the control and MLNT), beside the study's own cells in ``work``."""
+    return {"ingested": str(ingested), "work": str(work), "threads": threads,
+            "code": quality.code_digest(quality.STUDY), "part": "seeds"}
+
+
+def prepare(study: quality.StudyConfig, *, results_path: Path, work: Path, data: Path, params_file: Path,
+            workers: int) -> tuple[dict, Path, int]:
+    """The study's params, its ingest in ``work`` (made once) and the threads of each of ``workers`` cells, once the
+    study saved at ``results_path`` is known to take cells made with them (``quality.check_rerun``)."""
+    threads = quality.threads_per_cell(workers)
+    params = quality.study_params(params_file)
+    quality.check_rerun(results_path, dataclasses.asdict(study), params, threads)  # the study's cells, or none
+    return params, quality.ingest_once(work / "ingest", {**params["ingest"], "path": str(data)}), threads
 
 
 def run_probe(results: dict, study: quality.StudyConfig, *, results_path: Path, work: Path, data: Path,
@@ -69,14 +83,11 @@ def run_probe(results: dict, study: quality.StudyConfig, *, results_path: Path, 
               check: tuple[str, int] = CHECK) -> dict:
     """Train the cells (a cell finished earlier with the same code is taken from its cache) and keep, for each, the
     figures of ``METHODS``."""
-    threads = quality.threads_per_cell(workers)
-    params = quality.study_params(params_file)
-    quality.check_rerun(results_path, dataclasses.asdict(study), params, threads)  # the study's cells, or none
-    ingested = quality.ingest_once(work / "ingest", {**params["ingest"], "path": str(data)})
+    params, ingested, threads = prepare(study, results_path=results_path, work=work, data=data,
+                                        params_file=params_file, workers=workers)
     todo = cells(study, params, ingested, work, threads, settings, seeds, check)
     started = time.perf_counter()
-    # spawn, not fork: a forked child of a process whose torch thread pools are running can deadlock
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with quality.spawned_pool(workers) as pool:
         records = list(pool.map(quality.run_task, todo))
     kept = [{"setting": r["setting"], "seed": r["seed"], "realised_rate": r["realised_rate"],
              "methods": {m: {k: r["methods"][m][k] for k in KEPT if k in r["methods"][m]} for m in METHODS}}

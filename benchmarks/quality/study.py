@@ -415,6 +415,12 @@ def threads_per_cell(workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // workers)
 
 
+def spawned_pool(workers: int) -> ProcessPoolExecutor:
+    """A pool of ``workers`` processes for cells, started by spawn, not fork: a forked child of a process whose torch
+    thread pools are running can deadlock."""
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+
+
 def run_study(study: StudyConfig, *, work: Path, workers: int, data: Path, params_file: Path,
               only: frozenset[str] | None = None) -> dict:
     """Every cell of ``study``; a cell an identical earlier run finished (the same code, settings, data and
@@ -426,8 +432,7 @@ def run_study(study: StudyConfig, *, work: Path, workers: int, data: Path, param
     todo = [t for t in tasks(study, params, ingested, Path(work), threads) if only is None or t.setting.name in only]
     resumed = sum(cached_record(task) is not None for task in todo)
     records = []
-    # spawn, not fork: a forked child of a process whose torch thread pools are running can deadlock
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with spawned_pool(workers) as pool:
         futures = [pool.submit(run_task, task) for task in todo]
         for future in as_completed(futures):
             records.append(future.result())
