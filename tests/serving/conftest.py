@@ -88,6 +88,13 @@ def server_log(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("logs") / "predictor.log"
 
 
+def logged_since(log: Path, offset: int) -> list[str]:
+    """The lines ``log`` gained after its first ``offset`` bytes (its size, read before a request)."""
+    with log.open("rb") as found:
+        found.seek(offset)
+        return found.read().decode(errors="replace").splitlines()
+
+
 @pytest.fixture(scope="session")
 def server(release, grpc_port, server_log):
     with predictor(release[0], server_log, grpc_port=grpc_port, **LIMITS) as url:

@@ -16,7 +16,7 @@ from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceSt
 
 from monitoring import metrics as contract
 from serving.dataplane import GRPC
-from tests.serving.conftest import CLASSES, CORRUPT_PNGS, LIMITS, VERSION
+from tests.serving.conftest import CLASSES, CORRUPT_PNGS, LIMITS, VERSION, logged_since
 from tests.serving.test_server import NAME, V2, encode, metric, v2_images, v2_probabilities, v2_tensor
 
 
@@ -146,8 +146,7 @@ def test_bad_requests_get_the_rest_paths_checks_and_are_counted(stub, server, se
     error = refused(stub.ModelInfer, request_)
     assert error.code() == status and message in error.details(), (error.code(), error.details())
     assert metric(client, server, "mlnt_requests_total", **counted) == before + 1
-    with server_log.open("rb") as log:
-        lines = log.read()[logged:].decode(errors="replace").splitlines()
+    lines = logged_since(server_log, logged)
     assert any(message in line and f"ModelInfer -> {status.name}: " in line for line in lines), lines
     assert not any("Traceback" in line or " ERROR " in line for line in lines), lines
 
@@ -229,8 +228,7 @@ def test_the_model_repository_cannot_unload_or_load_over_either_transport(stub, 
     assert unload.details() == (f"expected no unload of models at run time (this predictor serves one release: roll "
                                 f"out a new release to change it, or start it with --enable-model-repository), found "
                                 f"a request to unload '{NAME}'")
-    with server_log.open("rb") as log:  # one line at warning, as REST logs its 403
-        lines = log.read()[logged:].decode(errors="replace").splitlines()
+    lines = logged_since(server_log, logged)  # one line at warning, as REST logs its 403
     assert any(" WARNING " in line and "RepositoryModelUnload -> PERMISSION_DENIED: expected no unload" in line
                for line in lines), lines
     load = refused(stub.RepositoryModelLoad, pb.RepositoryModelLoadRequest(model_name="other"))

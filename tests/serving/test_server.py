@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from components.common.splits import normalise
 from monitoring import metrics as contract
-from tests.serving.conftest import CLASSES, CLIENT_SHARE, CORRUPT_PNGS, LIMITS, MEAN, ROOT, STD, VERSION
+from tests.serving.conftest import CLASSES, CLIENT_SHARE, CORRUPT_PNGS, LIMITS, MEAN, ROOT, STD, VERSION, logged_since
 
 NAME = "mlnt-classifier"
 V1, V2 = f"/v1/models/{NAME}:predict", f"/v2/models/{NAME}/infer"
@@ -207,8 +207,7 @@ def test_bad_requests_get_a_4xx_that_says_why_and_are_counted(server, server_log
     response = client.post(server + path, **request_)
     assert response.status_code == status and message in response.json()["error"], response.text
     assert metric(client, server, "mlnt_requests_total", **counted) == before + 1
-    with server_log.open("rb") as log:
-        lines = log.read()[logged:].decode(errors="replace").splitlines()
+    lines = logged_since(server_log, logged)
     assert any(message in line and f"-> {status}: " in line for line in lines), lines
     assert not any("Traceback" in line or " ERROR " in line for line in lines), lines
     x = np.zeros((1, 1, 8, 8), np.float32)
