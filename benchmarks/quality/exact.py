@@ -9,11 +9,12 @@ changed. Beside it, each cell trains CE, the control and `head`-mode MLNT again 
 part ``seeds``, which ``benchmarks.quality.seeds`` runs): their figures must be results.json's to the last digit,
 which is what lets `exact` be set against the study's own control and `head` runs; ``render`` refuses otherwise.
 
-It costs hours on a CPU: an `exact` step of the small CNN (batch 128, M = 10) costs about 30 CE steps (the targets
-table of docs/benchmarks.md), so each seed's `exact` run, about 1,100 meta steps, takes over an hour on one core;
-``--workers 3`` trains the three cells at once. An interrupted run resumes: a finished cell is cached
-(``quality.run_task``) and the `exact` run resumes from its last checkpoint, which is also why the page gives no
-minutes per run.
+It costs about an hour on 2 cores: an `exact` step of the small CNN (batch 128, M = 10) costs about 30 CE steps
+(the targets table of docs/benchmarks.md), and each seed's `exact` run has about 1,100 meta steps; ``--workers 3``
+trains the three cells at once (the page states the recorded invocation's minutes). It is not part of `make
+quality`, whose other runs take ``--workers 2``. An interrupted run resumes: a finished cell is cached
+(``quality.run_task``) and the `exact` run resumes from its last checkpoint, but only while the study's code is
+unchanged: a cell made by other code is trained again from the start, its `exact` run included.
 
     python -m benchmarks.quality.exact [--work artifacts/quality] [--results docs/quality/results.json]
                                        [--output docs/quality/exact.md] [--workers 2]
@@ -31,7 +32,7 @@ import numpy as np
 
 from benchmarks.quality import probe, seeds
 from benchmarks.quality import study as quality
-from benchmarks.quality.report import pct
+from benchmarks.quality.report import mean_std, pct
 from benchmarks.template import Template
 
 EXACT = "mlnt_exact"
@@ -74,22 +75,23 @@ def reproduction_problems(found: dict, results: dict) -> list[str]:
 
 def render(found: dict, results: dict) -> str:
     """The page: each row's test accuracy, its per-seed difference to the control (mean ± sd, 95 % interval, each
-    seed's), the student at its last step and validation accuracy."""
+    seed's), the student at its last step (and its per-seed difference to the control's) and validation
+    accuracy."""
     problems = reproduction_problems(found, results)
     if problems:
         raise ValueError("exact: the cells did not reproduce the study's figures, so `exact` cannot be set against "
                          "its control: " + "; ".join(problems))
     by_seed = {r["seed"]: r["methods"] for r in found["records"]}
     order = sorted(by_seed)
+    control = [by_seed[s]["ema_control"] for s in order]
     lines = []
     for method in ROWS:
         runs = [by_seed[s][method] for s in order]
-        gap = np.array([runs[i]["accuracy"] - by_seed[s]["ema_control"]["accuracy"] for i, s in enumerate(order)])
+        gap = np.array([run["accuracy"] - base["accuracy"] for run, base in zip(runs, control, strict=True)])
         tested = seeds.paired(gap)
         lines.append(TEMPLATE.fill("row", method=TEMPLATE.fill(method), accuracy=_column(runs, "accuracy"),
-                                   **tested, per_seed=", ".join(f"{100 * g:+.2f}" for g in gap),
-                                   student=_column(runs, "student_last_accuracy"),
-                                   validation=_column(runs, "val_accuracy")))
+                                   **tested, per_seed=_each(gap), student=_column(runs, "student_last_accuracy"),
+                                   student_gap=_student_gap(runs, control), validation=_column(runs, "val_accuracy")))
     exact_gap = seeds.paired(np.array([by_seed[s][EXACT]["accuracy"] - by_seed[s]["ema_control"]["accuracy"]
                                        for s in order]))
     study, level = results["study"], 100 * seeds.CONFIDENCE
@@ -99,6 +101,22 @@ def render(found: dict, results: dict) -> str:
                          level=level, minutes=found["wall_seconds"] / 60, workers=found["workers"],
                          threads=found["threads_per_worker"], rows="\n".join(lines),
                          verdict=TEMPLATE.fill(seeds._verdict(exact_gap), **exact_gap, level=level)) + "\n"
+
+
+def _each(gap: np.ndarray) -> str:
+    """Each seed's difference, in points."""
+    return ", ".join(f"{100 * g:+.2f}" for g in gap)
+
+
+def _student_gap(runs: list[dict], control: list[dict]) -> str:
+    """The student at its last step minus the control's, per seed (mean ± sd, then each seed's), in points: how much
+    the meta loss slowed the student's memorisation; a dash for CE, which has no student."""
+    key = "student_last_accuracy"
+    if not all(key in r for r in runs):
+        return "—"
+    gap = np.array([run[key] - base[key] for run, base in zip(runs, control, strict=True)])
+    mean, sd = mean_std(100 * gap)
+    return TEMPLATE.fill("student_gap", mean=mean, sd=sd, per_seed=_each(gap))
 
 
 def _column(runs: list[dict], key: str) -> str:

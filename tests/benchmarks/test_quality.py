@@ -461,6 +461,8 @@ def test_exact_mode_trains_in_the_headline_cells_beside_their_reproduced_control
     gap = 100 * (methods[exact.EXACT]["accuracy"] - methods["ema_control"]["accuracy"])
     assert rows[4][1:3] == [f"{100 * methods[exact.EXACT]['accuracy']:.2f} ± 0.00", f"{gap:+.2f} ± 0.00"]
     assert rows[4][4] == f"{gap:+.2f}" and rows[2][2] == "+0.00 ± 0.00"
+    student = 100 * (methods[exact.EXACT]["student_last_accuracy"] - methods["ema_control"]["student_last_accuracy"])
+    assert rows[4][6] == f"{student:+.2f} ± 0.00 ({student:+.2f})" and rows[1][6] == "—"
     changed = json.loads(json.dumps(found))
     changed["records"][0]["methods"]["ema_control"]["accuracy"] += 0.001
     with pytest.raises(ValueError, match=r"did not reproduce the study's figures, so `exact` cannot be set against "
