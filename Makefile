@@ -77,6 +77,7 @@ docs:  ## every generated doc again from its committed data, nothing measured (t
 	$(PY) -m benchmarks.quality.inner_lr --render
 	$(PY) -m benchmarks.quality.seeds --render
 	$(PY) -m benchmarks.quality.held_out --render
+	$(PY) -m benchmarks.quality.exact --render
 	$(PY) -m docs.generate
 
 quality: setup data  ## the quality study, ablation, inner_lr probe and more seeds from scratch (about 155 min on 2 cores): docs/results.md, docs/quality/
