@@ -1,7 +1,7 @@
 """Requests -> the network's input: float32 ``[N, C, H, W]``, normalised like training; or one clear 4xx error.
 
 Accepted: a preprocessed tensor (v2 FP32 input named as in the card; v1 ``instances`` as nested lists) or encoded
-images (v2 BYTES input of base64 PNG/JPEG; v1 ``instances: [{"image": {"b64": ...}}]``). ``v2_batch`` and
+images (v2 BYTES input of base64 PNG/JPEG/WEBP; v1 ``instances: [{"image": {"b64": ...}}]``). ``v2_batch`` and
 ``v1_batch`` check a request and return its tensor, or its images still ``Encoded``: decoding is the expensive part,
 which the model runs off the event loop (``serving.model.Classifier.tensor``) through ``decode_images``. That reads
 every image's header first and refuses the request if their pixels add up to more than the budget
@@ -17,6 +17,7 @@ import base64
 import binascii
 import io
 import math
+import re
 import struct
 from dataclasses import dataclass
 from itertools import chain
@@ -30,7 +31,9 @@ from serving.release import SHORT_SIDE, InputSpec
 
 JSON_TYPES = {str: "string", int: "number", float: "number", bool: "boolean", list: "list", dict: "object"}
 
-IMAGE_FORMATS = ("PNG", "JPEG")
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP")  # Pillow's names; training reads more (components.formats.imagefolder)
+FORMATS = "PNG, JPEG or WEBP"  # IMAGE_FORMATS in the messages
+PIL_PIXELS = re.compile(r"\((\d+) pixels\)")  # the size in Pillow's decompression bomb error
 MAX_IMAGE_PIXELS = 4096 * 4096  # larger images are refused before they are decompressed
 # What Pillow raises for bytes it cannot read: besides its own errors, a PNG's truncated IHDR chunk is a ValueError
 # when it is opened and a broken chunk a SyntaxError when it is decoded; struct.error, IndexError and TypeError come
@@ -52,7 +55,7 @@ class BadRequest(InvalidInput):
 
 @dataclass(frozen=True)
 class Encoded:
-    """A request's encoded images (PNG/JPEG bytes), checked but not yet decoded."""
+    """A request's encoded images (PNG/JPEG/WEBP bytes), checked but not yet decoded."""
 
     blobs: tuple[bytes, ...]
 
@@ -91,7 +94,7 @@ def v2_batch(request, spec: InputSpec, max_batch: int) -> np.ndarray | Encoded:
     """The tensor of a v2 ``InferRequest`` (one FP32 input ``spec.name``), or its images (one BYTES input)."""
     if len(request.inputs) != 1:
         raise BadRequest(f"expected one input ('{spec.name}' FP32 [N, {', '.join(map(str, spec.shape))}] or a "
-                         f"BYTES [N] input of base64 PNG/JPEG images), found {len(request.inputs)}")
+                         f"BYTES [N] input of base64 PNG/JPEG/WEBP images), found {len(request.inputs)}")
     tensor = request.inputs[0]
     if tensor.datatype == "BYTES":
         declared = math.prod(tensor.shape)
@@ -176,10 +179,10 @@ def decode_images(blobs: tuple[bytes, ...] | list[bytes], spec: InputSpec, max_p
 
 
 def image_size(blob: bytes, what: str) -> tuple[int, int]:
-    """``(width, height)`` from the image's header, without decoding it; a ``BadRequest`` for anything but a PNG or
-    JPEG of at most ``MAX_IMAGE_PIXELS``."""
+    """``(width, height)`` from the image's header, without decoding it; a ``BadRequest`` for anything but a PNG,
+    JPEG or WEBP of at most ``MAX_IMAGE_PIXELS``."""
     try:
-        with _open(blob) as opened:
+        with _open(blob, what) as opened:
             _check_header(opened, what)
             return opened.width, opened.height
     except BadRequest:  # a ValueError too: ours, already one sentence
@@ -188,43 +191,47 @@ def image_size(blob: bytes, what: str) -> tuple[int, int]:
         raise _unreadable(blob, what, exc) from None
 
 
-def _open(blob: bytes) -> Image.Image:
+def _open(blob: bytes, what: str) -> Image.Image:
     """``Image.open``, lazily: the header only. Pillow itself refuses a header of more than twice its own
     ``MAX_IMAGE_PIXELS`` (about 179 million pixels) as a decompression bomb; a PNG or JPEG header that large is
     read by its format's plugin instead (which decodes nothing either), so that it gets ``_check_header``'s answer,
-    as every image over ``MAX_IMAGE_PIXELS`` does."""
+    as every image over ``MAX_IMAGE_PIXELS`` does. Any other (a WEBP: its plugin checks the size itself) gets the
+    same sentence with the pixels Pillow counted."""
     try:
         return Image.open(io.BytesIO(blob))
-    except Image.DecompressionBombError:
+    except Image.DecompressionBombError as exc:
         for plugin in (PngImagePlugin.PngImageFile, JpegImagePlugin.JpegImageFile):
             try:
                 return plugin(io.BytesIO(blob))
             except UNREADABLE:
                 continue
-        raise
+        if (pixels := PIL_PIXELS.search(str(exc))) is None:
+            raise
+        raise BadRequest(f"{what}: expected a {FORMATS} image of at most {MAX_IMAGE_PIXELS} pixels, found "
+                         f"{pixels[1]} pixels") from None
 
 
 def _check_header(opened: Image.Image, what: str) -> None:
     if opened.format not in IMAGE_FORMATS or opened.width * opened.height > MAX_IMAGE_PIXELS:
-        raise BadRequest(f"{what}: expected a PNG or JPEG image of at most {MAX_IMAGE_PIXELS} pixels, "
+        raise BadRequest(f"{what}: expected a {FORMATS} image of at most {MAX_IMAGE_PIXELS} pixels, "
                          f"found {opened.format} {opened.width}x{opened.height}")
 
 
 def _unreadable(blob: bytes, what: str, exc: Exception) -> BadRequest:
     why = "" if isinstance(exc, UnidentifiedImageError) else f": {exc}"
-    return BadRequest(f"{what}: expected PNG or JPEG bytes, found {len(blob)} bytes that are not a readable image "
+    return BadRequest(f"{what}: expected {FORMATS} bytes, found {len(blob)} bytes that are not a readable image "
                       f"(starting {blob[:8]!r}{why})")
 
 
 def decode_image(blob: bytes, spec: InputSpec, what: str) -> np.ndarray:
-    """PNG/JPEG bytes -> uint8 ``[H, W, C]`` in the card's channels and size, resized (and cropped) as the card's
-    ``input.transform`` says (``fit``)."""
+    """PNG, JPEG or WEBP bytes -> uint8 ``[H, W, C]`` in the card's channels and size, resized (and cropped) as the
+    card's ``input.transform`` says (``fit``). An animated image gives its first frame, as ingest reads one."""
     if spec.channels not in (1, 3):
         raise BadRequest(f"{what}: expected a model with 1 or 3 channels for encoded images, found "
                          f"{spec.channels}; send a preprocessed tensor instead")
     transform = spec.transform
     try:
-        with _open(blob) as opened:
+        with _open(blob, what) as opened:
             _check_header(opened, what)
             if transform.jpeg_draft and opened.format == "JPEG":
                 opened.draft("RGB", (transform.resize, transform.resize))  # as training decoded it
@@ -337,7 +344,7 @@ def _finite(x: np.ndarray) -> np.ndarray:
 def _image_field(instance: dict, k: int) -> object:
     field = instance.get("image", instance)
     if not isinstance(field, dict) or "b64" not in field:
-        raise BadRequest(f"instance {k}: expected {{\"image\": {{\"b64\": \"<base64 PNG/JPEG>\"}}}}, found keys "
+        raise BadRequest(f"instance {k}: expected {{\"image\": {{\"b64\": \"<base64 PNG/JPEG/WEBP>\"}}}}, found keys "
                          f"{sorted(instance)}")
     return field["b64"]
 
@@ -348,5 +355,5 @@ def _b64(value: object, what: str) -> bytes:
     try:
         return base64.b64decode(value, validate=True)
     except (binascii.Error, TypeError, ValueError):
-        raise BadRequest(f"{what}: expected base64 text of a PNG or JPEG image, found "
+        raise BadRequest(f"{what}: expected base64 text of a {FORMATS} image, found "
                          f"{type(value).__name__} that is not base64") from None

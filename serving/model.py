@@ -17,7 +17,7 @@ import onnxruntime as ort
 from kserve import InferRequest, Model
 
 from serving.clients import CLIENT
-from serving.inputs import Encoded, decode_images, v1_batch, v2_batch
+from serving.inputs import FORMATS, Encoded, decode_images, v1_batch, v2_batch
 from serving.metrics import PredictorMetrics
 from serving.outputs import check_requested, output_types, v1_response, v2_response
 from serving.release import Release, ReleaseError
@@ -125,7 +125,7 @@ class Classifier(Model):
         encoded images, ``ENCODED_INPUT`` BYTES ``[-1]``, as Open Inference Protocol parameters (string values)."""
         return {"encoded_image_input": ENCODED_INPUT, "encoded_image_input_datatype": "BYTES",
                 "encoded_image_input_shape": "[-1]",
-                "encoded_image_input_use": f"instead of '{self.spec.name}', never with it: PNG or JPEG files, as "
+                "encoded_image_input_use": f"instead of '{self.spec.name}', never with it: {FORMATS} files, as "
                                            "base64 text in JSON, as the files' bytes with the binary tensor extension "
                                            "or over gRPC; decoded, resized and normalised as in training"}
 

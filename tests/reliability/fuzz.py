@@ -4,7 +4,7 @@ content type, the model name, the method, the size), or does what a hostile clie
 astronomically many values, JSON types where the header expects a string, non-ASCII digits in the binary length
 header, bodies of empty binary elements, images that decompress to more pixels than a request may decode, malformed
 feedback, the model repository and routes the predictor does not serve, control characters in paths and fields,
-images whose header reads as PNG or JPEG and whose body does not). Every one of them deserves a 4xx that says why,
+images whose header reads as PNG, JPEG or WEBP and whose body does not). Every one of them deserves a 4xx that says why,
 without internals.
 
 Left out because the predictor serves them rather than failing: the datatype in lower case (``fp32``), and nested
@@ -282,15 +282,17 @@ def _png_chunk(kind: bytes, data: bytes) -> bytes:
 
 
 def _corrupt_body(rng: random.Random) -> bytes:
-    """A PNG or JPEG whose signature and header read as one and whose body does not: Pillow opens it (or starts to)
-    and fails in ways other than its own errors (a ValueError for an IHDR chunk cut short, a SyntaxError for a broken
-    chunk while decoding)."""
+    """A PNG, JPEG or WEBP whose signature and header read as one and whose body does not: Pillow opens it (or starts
+    to) and fails in ways other than its own errors (a ValueError for an IHDR chunk cut short, a SyntaxError for a
+    broken chunk while decoding)."""
     buffer = io.BytesIO()
-    fmt = rng.choice(["PNG", "PNG", "PNG", "JPEG"])
+    fmt = rng.choice(["PNG", "PNG", "PNG", "JPEG", "WEBP"])
     Image.frombytes("L", (8, 8), rng.randbytes(64)).save(buffer, fmt)
     good = buffer.getvalue()
     if fmt == "JPEG":  # cut inside the scan
         return good[:rng.randint(good.index(b"\xff\xda") + 2, len(good) - 3)]
+    if fmt == "WEBP":  # cut after the RIFF header, anywhere up to the last bytes of the bitstream
+        return good[:rng.randint(12, len(good) - 3)]
     at = good.index(b"IDAT") - 4
     idat = good[at + 8:at + 8 + struct.unpack(">I", good[at:at + 4])[0]]
     kind = rng.choice(["short IHDR", "cut IDAT", "junk chunk"])

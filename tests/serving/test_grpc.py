@@ -117,10 +117,10 @@ BAD = [  # (case, request, status, the message names what was expected and what 
     ("BYTES elements cut short", request("BYTES", [1], struct.pack("<I", 100) + b"abc", name="image"),
      grpc.StatusCode.INVALID_ARGUMENT, "expected BYTES elements each prefixed by its 4-byte little-endian length"),
     ("bytes that are not an image", request("BYTES", [1], struct.pack("<I", 11) + b"hello world", name="image"),
-     grpc.StatusCode.INVALID_ARGUMENT, "image 0: expected PNG or JPEG bytes, found 11 bytes"),
+     grpc.StatusCode.INVALID_ARGUMENT, "image 0: expected PNG, JPEG or WEBP bytes, found 11 bytes"),
     *[(case, request("BYTES", [1], struct.pack("<I", len(blob)) + blob, name="image"),
-       grpc.StatusCode.INVALID_ARGUMENT, f"image 0: expected PNG or JPEG bytes, found {len(blob)} bytes that are not "
-                                         "a readable image") for case, blob in CORRUPT_PNGS.items()],
+       grpc.StatusCode.INVALID_ARGUMENT, f"image 0: expected PNG, JPEG or WEBP bytes, found {len(blob)} bytes that "
+                                         "are not a readable image") for case, blob in CORRUPT_PNGS.items()],
     ("a datatype KServe cannot read", request("FP99", [1, 1, 8, 8], ZEROS), grpc.StatusCode.INVALID_ARGUMENT,
      "input 'images': expected datatype FP32 (a preprocessed tensor) or BYTES (encoded images), found FP99"),
     ("a datatype KServe reads", request("INT32", [1, 1, 8, 8], ZEROS), grpc.StatusCode.INVALID_ARGUMENT,

@@ -65,7 +65,7 @@ def test_images_are_converted_to_the_cards_channels_and_size():
 def test_other_image_formats_are_refused():
     buffer = io.BytesIO()
     Image.new("L", (8, 8)).save(buffer, "BMP")
-    with pytest.raises(BadRequest, match="image 0: expected a PNG or JPEG image of at most 16777216 pixels, "
+    with pytest.raises(BadRequest, match="image 0: expected a PNG, JPEG or WEBP image of at most 16777216 pixels, "
                                          "found BMP 8x8"):
         decode_image(buffer.getvalue(), GREY, "image 0")
 
@@ -77,7 +77,7 @@ def test_v2_and_v1_tensors_are_checked():
     assert np.array_equal(v1_batch({"instances": x.tolist()}, GREY, 4), x)
     two = InferRequest("m", [request.inputs[0], request.inputs[0]])
     with pytest.raises(BadRequest, match=r"expected one input \('images' FP32 \[N, 1, 8, 8\] or a BYTES \[N\] input "
-                                         r"of base64 PNG/JPEG images\), found 2"):
+                                         r"of base64 PNG/JPEG/WEBP images\), found 2"):
         v2_batch(two, GREY, 4)
     with pytest.raises(BadRequest, match="expected a batch of 1 to 1 images, found 2"):
         v1_batch({"instances": x.tolist()}, GREY, 1)
@@ -99,7 +99,7 @@ def test_encoded_images_are_decoded_within_the_pixel_budget():
     with pytest.raises(BadRequest, match=r"expected encoded images of at most 263 pixels in one request \(width x "
                                          r"height summed\), found 264 in 2 images"):
         decode_images(blobs, GREY, 263)
-    with pytest.raises(BadRequest, match="image 1: expected PNG or JPEG bytes, found 5 bytes"):
+    with pytest.raises(BadRequest, match="image 1: expected PNG, JPEG or WEBP bytes, found 5 bytes"):
         decode_images([blobs[0], b"hello"], GREY, 10**6)  # every header is read before anything is decoded
 
 
@@ -110,12 +110,12 @@ BROKEN_CHUNK = r"broken PNG file \(chunk b'\\x01\\x02\\x03\\x04'\)"  # Pillow's 
                                           ("IDAT cut, junk chunk", BROKEN_CHUNK)])
 def test_a_png_with_a_corrupt_body_is_bytes_that_are_not_a_readable_image(case, why):
     blob = CORRUPT_PNGS[case]
-    with pytest.raises(BadRequest, match=rf"^image 0: expected PNG or JPEG bytes, found {len(blob)} bytes that are not "
-                                         rf"a readable image \(starting .*: {why}\)$"):
+    with pytest.raises(BadRequest, match=rf"^image 0: expected PNG, JPEG or WEBP bytes, found {len(blob)} bytes that "
+                                         rf"are not a readable image \(starting .*: {why}\)$"):
         decode_images([blob], GREY, 10**6)
     if case == "IDAT cut, junk chunk":  # its header reads well: it fails in the decoding, after the pixel budget
         assert image_size(blob, "image 0") == (8, 8)
-        with pytest.raises(BadRequest, match="image 3: expected PNG or JPEG bytes"):
+        with pytest.raises(BadRequest, match="image 3: expected PNG, JPEG or WEBP bytes"):
             decode_image(blob, RGB, "image 3")
 
 
@@ -191,7 +191,7 @@ def test_grpc_raw_contents_are_read_and_checked_like_json_data():
 
 def test_a_v2_request_with_no_input_is_refused_as_one():
     with pytest.raises(BadRequest, match=r"expected one input \('images' FP32 \[N, 1, 8, 8\] or a BYTES \[N\] input "
-                                         r"of base64 PNG/JPEG images\), found 0"):
+                                         r"of base64 PNG/JPEG/WEBP images\), found 0"):
         v2_batch(InferRequest("m", []), GREY, 4)
 
 
@@ -213,8 +213,8 @@ def test_a_v2_bytes_element_that_is_not_base64_is_named_by_its_index():
     Image.new("L", (8, 8)).save(png, "PNG")
     good = base64.b64encode(png.getvalue()).decode()
     request = InferRequest("m", [InferInput("image", [2], "BYTES", data=[good, "not base64!"])])
-    with pytest.raises(BadRequest, match=r"^input 'image' element 1: expected base64 text of a PNG or JPEG image, "
-                                         r"found str that is not base64$"):
+    with pytest.raises(BadRequest, match=r"^input 'image' element 1: expected base64 text of a PNG, JPEG or WEBP "
+                                         r"image, found str that is not base64$"):
         v2_batch(request, GREY, 4)
 
 
@@ -290,13 +290,13 @@ def png_header(width: int, height: int) -> bytes:
 
 def test_an_image_over_4096_x_4096_pixels_is_refused_from_its_header():
     assert image_size(png_header(4096, 4096), "image 0") == (4096, 4096)
-    with pytest.raises(BadRequest, match=r"^image 2: expected a PNG or JPEG image of at most 16777216 pixels, found "
-                                         r"PNG 4097x4096$"):
+    with pytest.raises(BadRequest, match=r"^image 2: expected a PNG, JPEG or WEBP image of at most 16777216 pixels, "
+                                         r"found PNG 4097x4096$"):
         image_size(png_header(4097, 4096), "image 2")
 
 
 def test_bytes_that_are_not_an_image_are_quoted_by_their_first_8():
-    with pytest.raises(BadRequest, match=r"^image 0: expected PNG or JPEG bytes, found 11 bytes that are not a "
+    with pytest.raises(BadRequest, match=r"^image 0: expected PNG, JPEG or WEBP bytes, found 11 bytes that are not a "
                                          r"readable image \(starting b'hello wo'\)$"):
         decode_images([b"hello world"], GREY, 10**6)
 
@@ -320,7 +320,7 @@ def test_a_v1_body_that_is_a_json_boolean_is_named_so(body):
 @pytest.mark.parametrize("instance", [{"image": {"url": "x"}}, {"image": {}}, {"picture": {"b64": ""}}])
 def test_a_v1_encoded_instance_without_its_b64_field_is_refused(instance):
     keys = re.escape(str(sorted(instance)))
-    with pytest.raises(BadRequest, match=rf'^instance 0: expected {{"image": {{"b64": "<base64 PNG/JPEG>"}}}}, '
+    with pytest.raises(BadRequest, match=rf'^instance 0: expected {{"image": {{"b64": "<base64 PNG/JPEG/WEBP>"}}}}, '
                                          rf"found keys {keys}$"):
         v1_batch({"instances": [instance]}, GREY, 4)
 
@@ -365,13 +365,28 @@ def _jpeg_header(width: int, height: int) -> bytes:
     return bytes(data)
 
 
+def _webp_header(width: int, height: int) -> bytes:
+    """A small lossless WEBP whose header (VP8L: 14 bits each for width - 1 and height - 1) declares ``width`` x
+    ``height``."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buffer, "WEBP", lossless=True)
+    data = bytearray(buffer.getvalue())
+    at = data.index(b"VP8L") + 9  # past the chunk's tag, its size and the signature byte 0x2f
+    kept = struct.unpack_from("<I", data, at)[0] & 0xF0000000  # the alpha bit and the version
+    struct.pack_into("<I", data, at, kept | (width - 1) | (height - 1) << 14)
+    return bytes(data)
+
+
 @pytest.mark.parametrize(("blob", "found"), [(png_header(14000, 14000), "PNG 14000x14000"),
-                                             (_jpeg_header(20000, 15000), "JPEG 20000x15000")])
+                                             (_jpeg_header(20000, 15000), "JPEG 20000x15000"),
+                                             (_webp_header(5000, 4000), "WEBP 5000x4000"),
+                                             (_webp_header(16383, 16383), "268402689 pixels")])
 def test_an_image_over_pillows_own_limit_gets_the_same_answer_as_any_image_over_4096_x_4096(blob, found):
     """Pillow refuses a header of more than 2 x its ``MAX_IMAGE_PIXELS`` (about 179 megapixels) itself, before
     ``_check_header`` sees it: docs/serving.md promises the one answer for every image over 4096 x 4096, whether its
-    size is read or the image decoded."""
-    message = rf"^image 0: expected a PNG or JPEG image of at most 16777216 pixels, found {found}$"
+    size is read or the image decoded. A WEBP's plugin refuses such a header itself, so its answer names the pixels
+    Pillow counted (16383 x 16383, the largest a WEBP can declare)."""
+    message = rf"^image 0: expected a PNG, JPEG or WEBP image of at most 16777216 pixels, found {found}$"
     with pytest.raises(BadRequest, match=message):
         image_size(blob, "image 0")
     with pytest.raises(BadRequest, match=message):

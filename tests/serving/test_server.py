@@ -51,9 +51,9 @@ def binary_images(blobs: list[bytes]) -> tuple[dict, bytes]:
     return meta, raw
 
 
-def encode(pixels: np.ndarray, fmt: str = "PNG") -> bytes:
+def encode(pixels: np.ndarray, fmt: str = "PNG", **options) -> bytes:
     buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, fmt)
+    Image.fromarray(pixels).save(buffer, fmt, **options)
     return buffer.getvalue()
 
 
@@ -102,6 +102,8 @@ def test_raw_images_give_the_preprocessed_tensors_answer(server, client):
     want = v2_probabilities(client.post(server + V2, json=v2_tensor(tensor)))
     np.testing.assert_allclose(v2_probabilities(client.post(server + V2, json=v2_images(blobs))), want, atol=1e-6)
     np.testing.assert_allclose(v1_probabilities(client.post(server + V1, json=v1_images(blobs))), want, atol=1e-6)
+    webp = [encode(p, "WEBP", lossless=True) for p in pixels]  # the same pixels (WEBP stores grey as R = G = B)
+    np.testing.assert_allclose(v2_probabilities(client.post(server + V2, json=v2_images(webp))), want, atol=1e-6)
     binary = client.post(server + V2, **v2_binary(binary_images(blobs)))
     np.testing.assert_allclose(v2_probabilities(binary), want, atol=1e-6)
     raw_tensor = ({"name": "images", "shape": list(tensor.shape), "datatype": "FP32",
@@ -111,12 +113,12 @@ def test_raw_images_give_the_preprocessed_tensors_answer(server, client):
 
 def test_images_of_other_sizes_and_modes_are_converted(server, client):
     rgb = np.random.default_rng(3).integers(0, 256, (20, 12, 3), dtype=np.uint8)
-    response = client.post(server + V1, json=v1_images([encode(rgb, "JPEG"), encode(rgb, "PNG")]))
-    assert v1_probabilities(response).shape == (2, len(CLASSES))
+    response = client.post(server + V1, json=v1_images([encode(rgb, "JPEG"), encode(rgb, "PNG"), encode(rgb, "WEBP")]))
+    assert v1_probabilities(response).shape == (3, len(CLASSES))
 
 
 NOT_AN_IMAGE = base64.b64encode(b"hello world").decode()
-UNREADABLE = "image 0: expected PNG or JPEG bytes, found {} bytes that are not a readable image"
+UNREADABLE = "image 0: expected PNG, JPEG or WEBP bytes, found {} bytes that are not a readable image"
 NOT_NUMBERS = "expected numbers in nested lists of equal length, found other values ({})"
 FP32 = {"name": "images", "shape": [1, 1, 8, 8], "datatype": "FP32"}
 WRONG_DATATYPE = "input 'images': expected datatype FP32 (a preprocessed tensor) or BYTES (encoded images), found {}"
@@ -148,16 +150,16 @@ BAD = [  # (case, path, request, status, the error names what was expected and w
      "expected a request body of at most 65536 bytes, found 100000 bytes"),
     ("non-image bytes v2", V2, {"json": {"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES",
                                                      "data": [NOT_AN_IMAGE]}]}}, 400,
-     "image 0: expected PNG or JPEG bytes, found 11 bytes that are not a readable image"),
+     "image 0: expected PNG, JPEG or WEBP bytes, found 11 bytes that are not a readable image"),
     ("non-image bytes v1", V1, {"json": {"instances": [{"image": {"b64": NOT_AN_IMAGE}}]}}, 400,
-     "expected PNG or JPEG bytes, found 11 bytes"),
+     "expected PNG, JPEG or WEBP bytes, found 11 bytes"),
     ("not base64 v1", V1, {"json": {"instances": [{"image": {"b64": "***"}}]}}, 400,
-     "instance 0: expected base64 text of a PNG or JPEG image, found str that is not base64"),
+     "instance 0: expected base64 text of a PNG, JPEG or WEBP image, found str that is not base64"),
     ("binary data cut short v2", V2, v2_binary(({"name": "images", "shape": [1, 1, 8, 8], "datatype": "FP32",
                                                     "parameters": {"binary_data_size": 256}}, b"\0" * 10)), 400,
      "input 'images': expected binary_data_size to be at most the 10 bytes left after the JSON header, found 256"),
     ("binary non-image v2", V2, v2_binary(binary_images([b"hello world"])), 400,
-     "expected PNG or JPEG bytes, found 11 bytes"),
+     "expected PNG, JPEG or WEBP bytes, found 11 bytes"),
     *[(f"{case} v2", V2, {"json": v2_images([blob])}, 400, UNREADABLE.format(len(blob)))
       for case, blob in CORRUPT_PNGS.items()],
     *[(f"{case} v1", V1, {"json": v1_images([blob])}, 400, UNREADABLE.format(len(blob)))
@@ -329,7 +331,7 @@ def test_a_request_built_from_the_metadata_is_answered_and_so_is_the_encoded_ima
     assert v2_probabilities(client.post(server + V2, json={"inputs": built})).shape == (1, len(CLASSES))
     parameters = metadata["parameters"]
     assert all(isinstance(value, str | int | float | bool) for value in parameters.values()), parameters
-    assert json.loads(parameters["encoded_image_input_shape"]) == [-1] and "PNG or JPEG" in \
+    assert json.loads(parameters["encoded_image_input_shape"]) == [-1] and "PNG, JPEG or WEBP" in \
         parameters["encoded_image_input_use"]
     blob = encode(np.zeros((8, 8), np.uint8))
     image = {"name": parameters["encoded_image_input"], "datatype": parameters["encoded_image_input_datatype"],

@@ -174,3 +174,30 @@ def test_a_16_bit_png_is_served_as_ingest_reads_it(tmp_path, channels):
     ingested = load_image(path, channels=channels, size=24)
     assert np.array_equal(served, ingested.reshape(served.shape))
     assert served.max() == 255 and served.mean() == pytest.approx(127.5, abs=1)
+
+
+def _webp(frames: list[Image.Image], **options) -> bytes:
+    buffer = io.BytesIO()
+    frames[0].save(buffer, "WEBP", save_all=len(frames) > 1, append_images=frames[1:], **options)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("channels", [3, 1])
+def test_a_webp_is_served_as_ingest_reads_it(tmp_path, channels):
+    """WEBP, the web's usual format for product photos, which ingest reads from an image folder, is taken by the
+    predictor too, prepared pixel for pixel as ``load_image`` prepared the training images: lossy, lossless with an
+    alpha channel (dropped, the colour under it kept), and animated (its first frame)."""
+    photo = Image.open(io.BytesIO(gradient_jpeg(61, 37)))
+    rgba = photo.convert("RGBA")
+    rgba.putalpha(Image.linear_gradient("L").resize(photo.size))
+    cases = {"lossy": _webp([photo], quality=80), "alpha": _webp([rgba], lossless=True),
+             "animated": _webp([photo, Image.new("RGB", photo.size, "white")], duration=100, loop=0)}
+    card = card_for({"dataset": "imagefolder", "format": "arrays"}, 24, channels,
+                    {"mean": [0.5] * channels, "std": [0.25] * channels})
+    spec = spec_from_card(card, tmp_path / "model_card.json")
+    for name, blob in cases.items():
+        path = tmp_path / f"{name}.webp"
+        path.write_bytes(blob)
+        served = decode_image(blob, spec, "image 0")
+        assert np.array_equal(served, load_image(path, channels=channels, size=24)), name
+    assert decode_image(cases["animated"], spec, "image 0").std() > 10  # the gradient, not the white second frame
