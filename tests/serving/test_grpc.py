@@ -81,8 +81,8 @@ def test_probabilities_equal_the_rest_answer(grpc_target, server, client, raw):
 
 
 def test_encoded_images_are_the_files_bytes(grpc_target, server, client):
-    pixels = np.random.default_rng(11).integers(0, 256, (2, 8, 8), dtype=np.uint8)
-    blobs = [encode(p) for p in pixels]
+    pixels = np.random.default_rng(11).integers(0, 256, (3, 8, 8), dtype=np.uint8)
+    blobs = [encode(pixels[0]), encode(pixels[1], "JPEG"), encode(pixels[2], "WEBP")]
     images = InferInput("image", [len(blobs)], "BYTES")
     images.set_data_from_numpy(np.array(blobs, dtype=object))  # raw contents: length-prefixed file bytes
     rest = v2_probabilities(client.post(server + V2, json=v2_images(blobs)))
