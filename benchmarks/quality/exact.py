@@ -84,16 +84,16 @@ def render(found: dict, results: dict) -> str:
     by_seed = {r["seed"]: r["methods"] for r in found["records"]}
     order = sorted(by_seed)
     control = [by_seed[s]["ema_control"] for s in order]
-    lines = []
+    lines, tested = [], {}
     for method in ROWS:
         runs = [by_seed[s][method] for s in order]
         gap = np.array([run["accuracy"] - base["accuracy"] for run, base in zip(runs, control, strict=True)])
-        tested = seeds.paired(gap)
+        tested[method] = seeds.paired(gap)
         lines.append(TEMPLATE.fill("row", method=TEMPLATE.fill(method), accuracy=_column(runs, "accuracy"),
-                                   **tested, per_seed=_each(gap), student=_column(runs, "student_last_accuracy"),
+                                   **tested[method], per_seed=_each(gap),
+                                   student=_column(runs, "student_last_accuracy"),
                                    student_gap=_student_gap(runs, control), validation=_column(runs, "val_accuracy")))
-    exact_gap = seeds.paired(np.array([by_seed[s][EXACT]["accuracy"] - by_seed[s]["ema_control"]["accuracy"]
-                                       for s in order]))
+    exact_gap = tested[EXACT]
     study, level = results["study"], 100 * seeds.CONFIDENCE
     return TEMPLATE.fill("page", setting=found["setting"], seeds=", ".join(map(str, order)),
                          images=study["headline_size"],
