@@ -33,7 +33,7 @@ from torch import nn
 
 from components.common.artifacts import read_json, read_manifest, sha256_file
 from components.common.atomic import atomic_set, prepare_output, write_atomic, write_json
-from components.common.calibration import fit_temperature
+from components.common.calibration import fit_temperature, fit_temperature_on_noisy_labels
 from components.common.config import CONFIG_FILE, as_record, cli
 from components.common.model_file import check_fits, load_model
 from components.common.splits import load_split, read_noise_labels, test_set
@@ -316,11 +316,22 @@ def calibrate(net: nn.Module, val: Source, *, bins: int, clean: bool = True, tes
     calibration error there before and after; with ``test``, also the ECE on the test set before and after
     (``test_ece_after`` is the released model's: the ONNX graph divides by the temperature; ``metrics.ece`` in the
     card is evaluate's, the uncalibrated network's, equal to ``test_ece_before``). The temperature is fitted on
-    validation alone; the test set is only scored."""
+    validation alone; the test set is only scored.
+
+    On noisy labels the temperature is fitted through their noise matrix, estimated from the network's
+    probabilities on the same set (``components.common.calibration``): the card records it (row: true class,
+    column: label given), the validation labels' estimated noise rate, and the temperature the labels alone would
+    have given (``uncorrected_temperature``)."""
     val_logits = _logits(net, val, "calibrating on the validation set")
-    temperature = fit_temperature(val_logits, val.labels)
+    if clean:
+        temperature, method, extra = fit_temperature(val_logits, val.labels), "temperature scaling", {}
+    else:
+        fit = fit_temperature_on_noisy_labels(val_logits, val.labels)
+        temperature, method = fit.temperature, "temperature scaling through the labels' noise matrix (anchor points)"
+        extra = {"noise_matrix": np.round(fit.noise_matrix, 4).tolist(),
+                 "estimated_noise_rate": round(fit.noise_rate, 4), "uncorrected_temperature": fit.uncorrected}
     fitted_on = f"{'clean' if clean else 'noisy'} validation set ({len(val)} images)"
-    result = {"temperature": temperature, "fitted_on": fitted_on,
+    result = {"temperature": temperature, "fitted_on": fitted_on, "method": method, **extra,
               "val_ece_before": _ece(val_logits, val.labels, 1.0, bins),
               "val_ece_after": _ece(val_logits, val.labels, temperature, bins)}
     if test is not None:
@@ -376,6 +387,12 @@ def _main(configs: dict, params: dict) -> None:
     model = EXPORTED.get(card["model"], card["model"])
     print(f"export: {model} -> {OUT / 'model.onnx'}; parity on {p['images']} test images: max |diff| "
           f"{p['max_abs_diff']:.2e}, argmax agreement {p['argmax_agreement']:.4f} ({verdict})")
+    c = card["calibration"]
+    if "fitted_on" in c:
+        through = (f" through the labels' estimated noise matrix (noise rate {c['estimated_noise_rate']:.2f}; the "
+                   f"labels alone give T = {c['uncorrected_temperature']:.3f})" if "noise_matrix" in c else "")
+        print(f"export: temperature T = {c['temperature']:.3f}, fitted on the {c['fitted_on']}{through}; "
+              f"test ECE {c['test_ece_before']:.3f} -> {c['test_ece_after']:.3f}")
 
 
 main = cli("export", {"export": ExportConfig}, __doc__.splitlines()[0], _main, with_params=True)

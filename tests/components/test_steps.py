@@ -400,7 +400,7 @@ def test_the_card_describes_the_run_it_came_from(workdir, capsys):
     import onnx  # noqa: PLC0415
 
     from components import evaluate, export  # noqa: PLC0415 - imports onnx
-    from components.common.calibration import fit_temperature  # noqa: PLC0415
+    from components.common.calibration import fit_temperature, fit_temperature_on_noisy_labels  # noqa: PLC0415
     from components.common.splits import load_split, test_set  # noqa: PLC0415
 
     assert ingest.main([]) == 0
@@ -424,9 +424,16 @@ def test_the_card_describes_the_run_it_came_from(workdir, capsys):
     with torch.no_grad():
         logits = torch.cat([net.eval()(x) for x, _ in val.eval_batches(512)]).double()
     calibration, bins = card["calibration"], metrics["ece_bins"]
-    # fitted on the validation set alone, with the labels it has: the temperature is that set's fit
-    assert calibration["temperature"] == pytest.approx(fit_temperature(logits, val.labels))
+    # fitted on the validation set alone, with the noisy labels it has, through their estimated noise matrix
+    fit = fit_temperature_on_noisy_labels(logits, val.labels)
+    assert calibration["temperature"] == pytest.approx(fit.temperature)
+    assert calibration["uncorrected_temperature"] == pytest.approx(fit_temperature(logits, val.labels))
+    assert calibration["noise_matrix"] == np.round(fit.noise_matrix, 4).tolist()
+    assert calibration["estimated_noise_rate"] == round(fit.noise_rate, 4)
     assert calibration["fitted_on"] == f"noisy validation set ({len(val)} images)"
+    assert calibration["method"] == "temperature scaling through the labels' noise matrix (anchor points)"
+    assert f"export: temperature T = {calibration['temperature']:.3f}, fitted on the noisy validation set" in (
+        capsys.readouterr().out)
     for key, temperature in (("val_ece_before", 1.0), ("val_ece_after", calibration["temperature"])):
         probs = torch.softmax(logits / temperature, dim=1).numpy()
         assert calibration[key] == pytest.approx(evaluate.expected_calibration_error(probs, val.labels.numpy(), bins))
