@@ -4,9 +4,10 @@ The loop reads top to bottom in phases: fetch batch -> augment -> loss -> guard 
 teacher (copied at the end of the warm-up, then EMA) -> log -> validate -> checkpoint. The data order of an epoch
 is a pure function of ``(seed, epoch)``, a batch's augmentation of ``(seed, epoch, batch)``, and the meta step's
 synthetic labels draw from one ``torch.Generator`` whose state is in the checkpoint, so a run resumed from a
-checkpoint ends with the same weights as one that never stopped: bit for bit on the CPU with the same torch build and
-the same ``torch.get_num_threads()`` (CPU kernels split their sums by thread, so another thread count changes the
-last bits; the checkpoint records the count and a resume with another one logs a warning). Nothing is promised bit
+checkpoint ends with the same weights as one that never stopped: bit for bit on the CPU with the same torch build,
+the same ``torch.get_num_threads()`` and the same CPU kernels (CPU kernels split their sums by thread, and torch
+picks them by the CPU's instruction set, so another thread count or CPU changes the last bits; the checkpoint
+records both and a resume with another logs a warning). Nothing is promised bit
 for bit on CUDA; a checkpoint written on CUDA and resumed on the CPU continues in float32 (``amp`` is CUDA only), the
 same run in other arithmetic.
 
@@ -625,11 +626,12 @@ class _Loop:
 
     def _checkpoint(self) -> dict[str, Any]:
         """Everything ``_resume`` restores: the config it was trained with, the weights, the optimiser and its
-        schedule, every random state, and the ``LoopState``; and the main process's torch thread count (``threads``:
-        CPU results depend on it, so ``_resume`` warns when it changed)."""
+        schedule, every random state, and the ``LoopState``; and the main process's torch thread count (``threads``)
+        and CPU kernels (``cpu_capability``, e.g. AVX2): CPU results depend on both, so ``_resume`` warns when one
+        changed."""
         return {
             "format": CHECKPOINT_FORMAT, "key": self.key, "config": dataclasses.asdict(self.cfg),
-            "threads": torch.get_num_threads(),
+            "threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "model": _cpu_state(self.net), "teacher": None if self.teacher is None else _cpu_state(self.teacher),
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "rng": {"generator": self.generator.get_state(), "torch": torch.get_rng_state(),
@@ -678,6 +680,11 @@ class _Loop:
                             "depend on the thread count, so its weights may differ in the last bits from a run that "
                             "never stopped; resume with torch.set_num_threads(%d) (OMP_NUM_THREADS) for the same bits",
                             where, threads, torch.get_num_threads(), threads)
+            kernels = state.get("cpu_capability")  # None in checkpoints written before it was recorded
+            if kernels is not None and kernels != torch.backends.cpu.get_cpu_capability():
+                log.warning("%s: written with %s CPU kernels, resumed with %s (another CPU): the run continues, but "
+                            "its weights may differ in the last bits from a run that never stopped", where, kernels,
+                            torch.backends.cpu.get_cpu_capability())
 
 
 def run_identity(config: TrainConfig) -> dict[str, Any]:

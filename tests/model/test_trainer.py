@@ -220,6 +220,31 @@ def test_a_resume_with_another_thread_count_warns_once(tmp_path, caplog):
         torch.set_num_threads(threads)
 
 
+def test_a_resume_on_other_cpu_kernels_warns_once(tmp_path, caplog, monkeypatch):
+    """torch picks CPU kernels by the instruction set (AVX2, AVX512...), whose sums differ in the last bits: the
+    checkpoint records them and a resume on another CPU names both in one warning; a checkpoint without them (older)
+    resumes without one."""
+    train_data, _ = noisy_problem(n=200)
+    config = TrainConfig(epochs=1, **QUIET)
+    here = torch.backends.cpu.get_cpu_capability()
+    train(config, net(), train_data, store=FileCheckpointStore(tmp_path))
+    store = FileCheckpointStore(tmp_path)
+    assert store.load("round0")["cpu_capability"] == here
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "ANOTHER")
+    with caplog.at_level(logging.WARNING, logger="model.trainer"):
+        train(dataclasses.replace(config, epochs=2), net(), train_data, store=FileCheckpointStore(tmp_path))
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and f"written with {here} CPU kernels, resumed with ANOTHER (another CPU)" in warnings[0]
+    old = store.load("round0")
+    assert old["cpu_capability"] == "ANOTHER"
+    del old["cpu_capability"]
+    store.save("round0", old)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="model.trainer"):
+        train(dataclasses.replace(config, epochs=3), net(), train_data, store=FileCheckpointStore(tmp_path))
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
 class PoisonedNet(nn.Module):
     """Outputs NaN once ``poisoned`` is set: a stand-in for a diverging run."""
 
