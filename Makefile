@@ -65,10 +65,11 @@ pipeline:  ## dvc repro: the eight stages, ingest to gate, each only when its in
 
 run: setup data pipeline  ## set-up, data, and `dvc repro` on the default dataset
 
-results:  ## docs/pipeline-run.md and docs/quality/held_out.md from the last `dvc repro`'s artifacts; releases/latest recorded in docs/release/; `make docs`
+results:  ## docs/pipeline-run.md, docs/quality/held_out.md and calibration.md from the last `dvc repro`'s artifacts; releases/latest recorded in docs/release/; `make docs`
 	$(PY) -m components.common.report --output docs/pipeline-run.md
 	$(if $(wildcard releases/latest/model_card.json),$(PY) -m docs.generate --record releases/latest)
 	$(PY) -m benchmarks.quality.held_out --if-changed
+	$(PY) -m benchmarks.quality.calibration --if-changed
 	$(MAKE) --no-print-directory docs
 
 docs:  ## every generated doc again from its committed data, nothing measured (tests/test_generated_docs.py checks)
@@ -77,6 +78,7 @@ docs:  ## every generated doc again from its committed data, nothing measured (t
 	$(PY) -m benchmarks.quality.inner_lr --render
 	$(PY) -m benchmarks.quality.seeds --render
 	$(PY) -m benchmarks.quality.held_out --render
+	$(PY) -m benchmarks.quality.calibration --render
 	$(PY) -m benchmarks.quality.exact --render
 	$(PY) -m docs.generate
 

@@ -1,8 +1,8 @@
 """Every generated doc is the rendering of its committed data: a doc edited by hand, or data changed without the
 doc rendered again, fails here, naming the doc and the command that renders it.
 
-- docs/benchmarks.md, docs/results.md and docs/quality/'s pages (inner_lr, seeds, held_out, exact): rendered again
-  from their JSON and compared;
+- docs/benchmarks.md, docs/results.md and docs/quality/'s pages (inner_lr, seeds, held_out, exact, calibration):
+  rendered again from their JSON and compared;
 - the generated blocks of docs/serving.md and docs/monitoring.md (``docs.generate``): likewise, and the release
   they quote (``docs/release/``) is one release, the one docs/pipeline-run.md says the run released;
 - docs/pipeline-run.md, whose artifacts are not in git: the md5 of every artifact it was rendered from must be the
@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from benchmarks.quality import exact, held_out, inner_lr, seeds
+from benchmarks.quality import calibration, exact, held_out, inner_lr, seeds
 from benchmarks.quality import report as quality_report
 from benchmarks.speed import report as bench_report
 from components.common import report
@@ -50,6 +50,9 @@ RENDERED = {  # doc: (its data, the command that renders it again, the rendering
     "docs/quality/exact.md": ("docs/quality/exact.json", "python -m benchmarks.quality.exact --render",
                               lambda: exact.render(_json("docs/quality/exact.json"),
                                                    _json("docs/quality/results.json"))),
+    "docs/quality/calibration.md": ("docs/quality/calibration.json",
+                                    "python -m benchmarks.quality.calibration --render",
+                                    lambda: calibration.render(_json("docs/quality/calibration.json"))),
 }
 
 
@@ -64,12 +67,13 @@ def test_the_doc_is_the_rendering_of_its_committed_data(doc):
 # --- figures quoted in prose ------------------------------------------------------------------------------------
 
 GENERATED = ("docs/results.md", "docs/quality/inner_lr.md", "docs/quality/seeds.md", "docs/pipeline-run.md",
-             "docs/benchmarks.md", "docs/quality/held_out.md", "docs/quality/exact.md")
+             "docs/benchmarks.md", "docs/quality/held_out.md", "docs/quality/exact.md", "docs/quality/calibration.md")
 # (doc, where its quoted figures start, where they end, which are checked): "signed", every difference (a figure
 # with a sign or a ± spread); "all", every decimal figure
 QUOTED = {"quality.md, What we learned": ("docs/quality.md", "\n## What we learned\n", "\n## ", "signed"),
           "quality.md, the headline setting": ("docs/quality.md", "\n| headline setting |", "\n", "all"),
-          "README.md, results": ("README.md", "\n## How much better than cross-entropy?", "\n## ", "signed")}
+          "README.md, results": ("README.md", "\n## How much better than cross-entropy?", "\n## ", "signed"),
+          "data.md, calibration on noisy labels": ("docs/data.md", "**Calibration on noisy labels.**", "\n\n", "all")}
 FIGURE = re.compile(r"(?<![\w.])([+-]?)(\d+\.\d+)(?: ± (\d+\.\d+))?(?![\w.]*\d)")
 
 

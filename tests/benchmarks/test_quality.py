@@ -644,3 +644,56 @@ def test_the_header_names_the_pipelines_run_only_where_the_headline_cell_is_it()
     resumed = quality_report._header({**changed, "resumed_cells": 3})  # an interrupted study, resumed
     assert f"Ran in 15.0 min (the last invocation only: 3 of the {len(results['records'])} cells were finished " \
            "before it) on" in resumed
+
+
+def test_the_calibration_check_fits_as_the_export_step_does_and_renders_its_records(study, capsys):
+    """Each draw's `anchor points` temperature is the export step's fit of those noisy labels, `clean labels` the
+    fit of the clean ones; the noise realised is the setting's; the page renders again from its records."""
+    from benchmarks.quality import calibration  # noqa: PLC0415
+    from components.common.calibration import fit_temperature, fit_temperature_on_noisy_labels  # noqa: PLC0415
+    from components.common.model_file import load_model  # noqa: PLC0415
+    from components.common.splits import load_split  # noqa: PLC0415
+    from components.noise import corrupt  # noqa: PLC0415
+
+    tmp, _, _, _ = study
+    pipeline, page = _as_pipeline_run(tmp), tmp / "calibration" / "calibration.md"
+    assert calibration.main(["--artifacts", str(pipeline), "--draws", "2", "--output", str(page)]) == 0
+    found = json.loads(page.with_suffix(".json").read_text())
+    assert set(found["models"]) == {"teacher", "ce_best"} and found["draws"] == 2
+    teacher = found["models"]["teacher"]
+    assert teacher["md5"] == hashlib.md5((pipeline / "mlnt" / "teacher.pt").read_bytes()).hexdigest()
+    assert [(r["kind"], r["rate"], r["seed"]) for r in teacher["runs"]] == [
+        (kind, rate, seed) for kind, rate in calibration.SETTINGS for seed in (0, 1)]
+    net, _ = load_model(pipeline / "mlnt" / "teacher.pt")
+    _, val, _ = load_split(pipeline / "ingest", pipeline / "noise", workers=0)
+    with torch.no_grad():
+        logits = torch.cat([net.eval()(x) for x, _ in val.eval_batches(512)]).double()
+    clean = val.labels.numpy()
+    for run in teacher["runs"][:8]:  # no noise, then symmetric 20 %, 50 % and 80 %, two draws each
+        noisy = corrupt(clean, kind=run["kind"], rate=run["rate"], num_classes=10,
+                        rng=np.random.default_rng(run["seed"]))
+        assert run["realised_rate"] == float((noisy != clean).mean()) and run["realised_rate"] >= 0.5 * run["rate"]
+        assert run["clean"]["temperature"] == fit_temperature(logits, val.labels)
+        assert run["anchor"]["temperature"] == fit_temperature_on_noisy_labels(logits, torch.from_numpy(noisy)
+                                                                               ).temperature
+        assert run["plain"]["temperature"] == fit_temperature(logits, torch.from_numpy(noisy))
+    text = page.read_text()
+    assert calibration.main(["--render", "--output", str(page)]) == 0 and page.read_text() == text
+    rows = table(text, "**Test ECE** (clean test labels)")
+    assert rows[0] == ["fit", "no noise", *(f"{kind} {rate:.0%}" for kind, rate in calibration.SETTINGS[1:])]
+    assert rows[1][0].startswith("realised noise rate")
+    assert [row[0] for row in rows[2:7]] == ["clean labels", "noisy labels alone", "confident joint (cleanlab)",
+                                             "anchor points (the export step's)", "true matrix"]
+    capsys.readouterr()
+
+
+def test_the_calibration_check_needs_clean_validation_labels(tmp_path, capsys):
+    from benchmarks.quality import calibration  # noqa: PLC0415
+
+    (tmp_path / "noise").mkdir()
+    (tmp_path / "noise" / "summary.json").write_text(json.dumps({"val_clean": False}))
+    assert calibration.main(["--artifacts", str(tmp_path), "--output", str(tmp_path / "page.md")]) == 1
+    assert capsys.readouterr().err == (
+        f"error: calibration: {tmp_path}/noise/summary.json: expected a run with clean validation labels "
+        "(noise.val_clean), which this check corrupts and scores against, found val_clean false\n")
+    assert not (tmp_path / "page.md").exists()
