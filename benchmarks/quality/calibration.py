@@ -18,20 +18,17 @@ test set (no choice made on it). Trains nothing; a minute or two on a CPU.
 
 from __future__ import annotations
 
-import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from benchmarks.quality import on_run
 from benchmarks.quality.report import mean_std
 from benchmarks.template import Template
 from components.common.artifacts import read_arrays, read_json, read_manifest
-from components.common.atomic import write_json, write_text
 from components.common.calibration import estimate_noise_matrix, fit_temperature, fit_temperature_on_noisy_labels
-from components.common.config import printable
 from components.common.model_file import load_model
 from components.common.report import md5
 from components.common.splits import load_split, read_noise_labels, test_set
@@ -165,35 +162,18 @@ def render(found: dict) -> str:
         models="\n\n".join(render_model(name, models[name]) for name in MODELS)) + "\n"
 
 
+CHECK = on_run.Check(
+    "calibration", __doc__, "docs/quality/calibration.md",
+    "DIR/ingest, DIR/noise (clean validation labels), DIR/mlnt/teacher.pt, DIR/baseline/model.pt", DRAWS,
+    "corruptions per setting", lambda artifacts, draws: measure(artifacts, draws=draws), render,
+    lambda found, artifacts: all(found.get("models", {}).get(m, {}).get("md5") == md5(artifacts / file)
+                                 for m, file in MODELS.items()),
+    lambda found: f"{len(SETTINGS)} settings x {found['draws']} draws")
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m benchmarks.quality.calibration``: 0, or 1 with one error line when the run cannot be read."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.quality.calibration",
-                                     description=__doc__.splitlines()[0])
-    parser.add_argument("--artifacts", type=Path, default=Path("artifacts"), metavar="DIR",
-                        help="a finished pipeline run with clean validation labels: DIR/ingest, DIR/noise, "
-                             "DIR/mlnt/teacher.pt, DIR/baseline/model.pt (default artifacts)")
-    parser.add_argument("--draws", type=int, default=DRAWS, help=f"corruptions per setting (default {DRAWS})")
-    parser.add_argument("--output", type=Path, default=Path("docs/quality/calibration.md"),
-                        help="the page (its records go beside it as .json; default docs/quality/calibration.md)")
-    parser.add_argument("--render", action="store_true", help="no measuring: the page again from its .json")
-    parser.add_argument("--if-changed", action="store_true",
-                        help="measure only if the run's models are not the ones the .json records; else render")
-    args = parser.parse_args(argv)
-    if args.draws < 2:
-        parser.error(f"--draws: expected at least 2 (the page gives a std over them), found {args.draws}")
-    records = args.output.with_suffix(".json")
-    try:
-        found = read_json(records, "calibration") if args.render or (args.if_changed and records.is_file()) else None
-        if found is None or (not args.render and any(
-                found["models"][name]["md5"] != md5(args.artifacts / file) for name, file in MODELS.items())):
-            found = measure(args.artifacts, draws=args.draws)
-            write_json(records, found)
-    except (ValueError, OSError) as err:  # DataError and ConfigError are ValueErrors
-        print(f"error: calibration: {printable(err)}", file=sys.stderr)
-        return 1
-    write_text(args.output, render(found))
-    print(f"calibration: {len(SETTINGS)} settings x {found['draws']} draws -> {args.output}")
-    return 0
+    return on_run.run(CHECK, argv)
 
 
 if __name__ == "__main__":

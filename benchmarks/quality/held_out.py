@@ -18,18 +18,16 @@ training images and labels (in-sample, the evaluate step's list). Trains nothing
 
 from __future__ import annotations
 
-import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from benchmarks.quality import on_run
 from benchmarks.quality.report import mean_std
 from benchmarks.template import Template
 from components.common.artifacts import read_json, read_manifest
-from components.common.atomic import write_json, write_text
-from components.common.config import CONFIG_FILE, build, printable
+from components.common.config import CONFIG_FILE, build
 from components.common.model_file import load_model
 from components.common.report import md5
 from components.common.splits import load_split, read_noise_labels, test_set
@@ -120,32 +118,16 @@ def render(found: dict) -> str:
         in_auroc_gap=in_gap["auroc"]) + "\n"
 
 
+CHECK = on_run.Check(
+    "held_out", __doc__, "docs/quality/held_out.md", "DIR/ingest, DIR/noise, DIR/mlnt/teacher.pt", DRAWS,
+    "corruptions of the test labels", lambda artifacts, draws: measure(artifacts, draws=draws), render,
+    lambda found, artifacts: found.get("teacher_md5") == md5(artifacts / "mlnt" / "teacher.pt"),
+    lambda found: f"{len(found['held_out'])} draws")
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m benchmarks.quality.held_out``: 0, or 1 with one error line when the run cannot be read."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.quality.held_out", description=__doc__.splitlines()[0])
-    parser.add_argument("--artifacts", type=Path, default=Path("artifacts"), metavar="DIR",
-                        help="a finished pipeline run: DIR/ingest, DIR/noise, DIR/mlnt/teacher.pt (default artifacts)")
-    parser.add_argument("--draws", type=int, default=DRAWS, help=f"corruptions of the test labels (default {DRAWS})")
-    parser.add_argument("--output", type=Path, default=Path("docs/quality/held_out.md"),
-                        help="the page (its records go beside it as .json; default docs/quality/held_out.md)")
-    parser.add_argument("--render", action="store_true", help="no measuring: the page again from its .json")
-    parser.add_argument("--if-changed", action="store_true",
-                        help="measure only if the run's teacher is not the one the .json records; else render")
-    args = parser.parse_args(argv)
-    if args.draws < 2:
-        parser.error(f"--draws: expected at least 2 (the page gives a std over them), found {args.draws}")
-    records, teacher = args.output.with_suffix(".json"), args.artifacts / "mlnt" / "teacher.pt"
-    try:
-        found = read_json(records, "held_out") if args.render or (args.if_changed and records.is_file()) else None
-        if found is None or (not args.render and found.get("teacher_md5") != md5(teacher)):
-            found = measure(args.artifacts, draws=args.draws)
-            write_json(records, found)
-    except (ValueError, OSError) as err:  # DataError and ConfigError are ValueErrors
-        print(f"error: held_out: {printable(err)}", file=sys.stderr)
-        return 1
-    write_text(args.output, render(found))
-    print(f"held_out: {len(found['held_out'])} draws -> {args.output}")
-    return 0
+    return on_run.run(CHECK, argv)
 
 
 if __name__ == "__main__":
