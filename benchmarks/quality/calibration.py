@@ -28,7 +28,7 @@ from benchmarks.quality import on_run
 from benchmarks.quality.report import mean_std
 from benchmarks.template import Template
 from components.common.artifacts import read_arrays, read_json, read_manifest
-from components.common.calibration import estimate_noise_matrix, fit_temperature, fit_temperature_on_noisy_labels
+from components.common.calibration import NoisyFit, fit_temperature, fit_temperature_on_noisy_labels
 from components.common.model_file import load_model
 from components.common.report import md5
 from components.common.splits import load_split, read_noise_labels, test_set
@@ -44,18 +44,20 @@ FITS = ("clean", "plain", "confident_joint", "anchor", "true_matrix")
 MODELS = {"teacher": "mlnt/teacher.pt", "ce_best": "baseline/model.pt"}
 
 
-def fits(logits: torch.Tensor, clean: np.ndarray, noisy: np.ndarray) -> dict[str, float]:
-    """The five temperatures of one model on one corruption of its validation labels."""
+def fits(logits: torch.Tensor, clean: np.ndarray, noisy: np.ndarray) -> tuple[dict[str, float], NoisyFit]:
+    """The five temperatures of one model on one corruption of its validation labels, and the export step's fit of
+    those labels (its noise rate goes on the page)."""
     from cleanlab.count import estimate_py_and_noise_matrices_from_probabilities  # noqa: PLC0415 - study-only
 
     labels = torch.from_numpy(noisy)
     k = logits.shape[1]
     _, given_by_true, _, _ = estimate_py_and_noise_matrices_from_probabilities(
         noisy, torch.softmax(logits, dim=1).numpy())  # cleanlab's matrix: [given, true]
-    return {"clean": fit_temperature(logits, torch.from_numpy(clean)), "plain": fit_temperature(logits, labels),
+    anchor = fit_temperature_on_noisy_labels(logits, labels)
+    return {"clean": fit_temperature(logits, torch.from_numpy(clean)), "plain": anchor.uncorrected,
             "confident_joint": fit_temperature(logits, labels, noise_matrix=given_by_true.T),
-            "anchor": fit_temperature_on_noisy_labels(logits, labels).temperature,
-            "true_matrix": fit_temperature(logits, labels, noise_matrix=transition_matrix(clean, noisy, k))}
+            "anchor": anchor.temperature,
+            "true_matrix": fit_temperature(logits, labels, noise_matrix=transition_matrix(clean, noisy, k))}, anchor
 
 
 def _ece(logits: torch.Tensor, labels: np.ndarray, temperature: float) -> float:
@@ -87,11 +89,9 @@ def measure(artifacts: Path, *, draws: int = DRAWS) -> dict:
             for seed in range(draws):
                 noisy = corrupt(clean, kind=kind, rate=rate, num_classes=val_logits.shape[1],
                                 rng=np.random.default_rng(seed), class_map=class_map, images=images)
-                found = fits(val_logits, clean, noisy)
-                anchor = estimate_noise_matrix(torch.softmax(val_logits / found["plain"], dim=1).numpy())
-                shares = np.bincount(noisy, minlength=anchor.shape[0]) / noisy.size
+                found, anchor = fits(val_logits, clean, noisy)
                 runs.append({"kind": kind, "rate": rate, "seed": seed, "realised_rate": float((noisy != clean).mean()),
-                             "anchor_noise_rate": float(1 - shares @ np.diag(anchor)),
+                             "anchor_noise_rate": anchor.noise_rate,
                              **{fit: {"temperature": t, "val_ece": _ece(val_logits, clean, t),
                                       "test_ece": _ece(test_logits, test_labels, t)} for fit, t in found.items()}})
         models[name] = {"md5": md5(artifacts / file), "test_accuracy": float(
