@@ -27,7 +27,9 @@ Noise kinds, each deterministic given ``seed`` (r = ``rate``, K classes):
 A dataset with its own clean validation split (Clothing1M's, an image folder's ``val``) keeps it: ``is_val`` is
 then false everywhere and ``val_fraction`` is not used. Otherwise ``val_fraction`` of the rows are held out, with
 their clean labels where ``val_clean`` and those are known; where they are not (a user's own labels under kind
-``none``), the summary's ``val_clean`` is false and a warning says that selection runs on noisy labels.
+``none``), the summary's ``val_clean`` is false and a warning says that selection runs on noisy labels. The training
+images that are near-duplicates of a held-out one (the same picture saved twice, or mirrored) are held out with it:
+``held_out_near_duplicates`` in the summary counts them, where there are any.
 
 A user's own labels (``labels: as given`` in the manifest) are the truth the synthetic kinds are measured
 against; under ``none`` their truth is unknown (``clean_label`` -1). The synthetic kinds corrupt the ingested
@@ -53,6 +55,7 @@ from components.common.atomic import atomic_set, prepare_output, write_atomic, w
 from components.common.config import CONFIG_FILE, as_record, cli
 from components.common.errors import DataError
 from components.common.steps import FOLDERS
+from components.common.thumbnails import near_duplicate_groups
 from components.formats.cifar import HUMAN_LABELS, HumanLabels
 from components.formats.webdataset import read_index
 
@@ -248,9 +251,9 @@ def run(config: NoiseConfig, *, ingest: Path = INGEST_OUT, out: Path = OUT) -> d
     n = _subset_size(config.train_size, clean_all.shape[0])
     index = np.sort(rng.permutation(clean_all.shape[0])[:n])
     clean = clean_all[index]
-    is_val = np.zeros(n, dtype=bool)
+    is_val, copies = np.zeros(n, dtype=bool), 0
     if own_val is None:  # carve the validation set out of the training images
-        is_val[rng.permutation(n)[:_held_out(config, n)]] = True
+        is_val, copies = _hold_out(config, rng, ingest, index)
     noisy, clean = _noisy_labels(config, ingest, manifest, clean, index, num_classes, rng)
     known = clean >= 0  # unknown (-1): a user's own labels under kind none; most of Clothing1M
     if config.val_clean:
@@ -267,6 +270,10 @@ def run(config: NoiseConfig, *, ingest: Path = INGEST_OUT, out: Path = OUT) -> d
                "clean_label_known_train": int((known & train_rows).sum()),
                "realised_rate_train": _rate(is_noisy, known & train_rows),
                "realised_rate_val": _rate(is_noisy, known & is_val)}
+    if copies:
+        summary["held_out_near_duplicates"] = copies
+        print(f"noise: held out {copies} more training image(s), near-duplicates of drawn validation images (the "
+              f"same picture saved twice, or mirrored), so that none has a copy left in training", file=sys.stderr)
     if not val_clean:
         summary["warning"] = NOISY_VALIDATION
         print(f"WARNING: {NOISY_VALIDATION}", file=sys.stderr)
@@ -331,6 +338,26 @@ def _class_map(config: NoiseConfig, manifest: dict) -> dict[int, int] | None:
         raise ValueError(f"class_map: expected source->target pairs for asymmetric noise on "
                          f"{manifest['dataset']}, which has no built-in map; found none")
     return parse_class_map(pairs, manifest["class_names"])
+
+
+def _hold_out(config: NoiseConfig, rng: np.random.Generator, ingest: Path, index: np.ndarray) -> tuple[np.ndarray, int]:
+    """Which of the ``index`` training images to hold out for validation, and how many of them are near-duplicates
+    added to the draw: ``val_fraction`` of them drawn with ``rng``, then every image whose group of near-duplicates
+    (``near_duplicate_groups``: the same picture saved twice, or mirrored) holds a drawn one. A copy left in training
+    would reward the epoch, and the model, that memorised its label, noisy or not. Without near-duplicates the draw
+    is unchanged, and no rows but the added ones ever change. A ``ValueError`` where the copies leave no training
+    image. Only array datasets are held out of (a sharded one, Clothing1M, has its own val split)."""
+    n = index.size
+    drawn = np.zeros(n, dtype=bool)
+    drawn[rng.permutation(n)[:_held_out(config, n)]] = True
+    (images,) = read_arrays(ingest / "train.npz", "ingest", "images")
+    groups = near_duplicate_groups(images[index])
+    held = np.isin(groups, groups[drawn])
+    if held.all():
+        raise ValueError(f"val_fraction: expected at least one training image left, found every one of the {n} "
+                         f"a near-duplicate of one of the {int(drawn.sum())} drawn for validation (their 8x8 "
+                         f"thumbnails equal): remove the copies, or give the dataset a val split")
+    return held, int(held.sum() - drawn.sum())
 
 
 def _held_out(config: NoiseConfig, n: int) -> int:

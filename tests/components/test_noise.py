@@ -186,3 +186,49 @@ def test_the_command_line_says_when_the_realised_rate_is_unknown(monkeypatch, ca
     noise._main({"noise": NoiseConfig(kind="none")})
     assert "noise: none -> realised unknown (no clean labels) on 15 training labels; 4 validation labels (noisy" \
         in capsys.readouterr().out
+
+
+def _with_train_images(ingest_dir, edit) -> None:
+    """``ingest_dir``'s train.npz with its images changed by ``edit`` (labels and every other array kept)."""
+    path = ingest_dir / "train.npz"
+    with np.load(path) as f:
+        arrays = {k: f[k].copy() for k in f.files}
+    edit(arrays["images"])
+    np.savez(path, **arrays)
+
+
+def test_a_training_copy_of_a_held_out_image_is_held_out_with_it(fashion_dir, tmp_path):
+    """A web scrape saves one picture twice (``3.jpg``, ``3 (1).jpg``), or mirrored: a copy left in training would
+    let validation reward memorising its label. Every training image whose near-duplicate was drawn for validation
+    is held out too, with its clean label; no other row moves, and the noise drawn is the same."""
+    ingest(IngestConfig(path=str(fashion_dir)), out=tmp_path / "ingest")
+    config = NoiseConfig(kind="symmetric", rate=0.5, seed=3, train_size=0, val_fraction=0.2)
+    before = run(config, ingest=tmp_path / "ingest", out=tmp_path / "noise")
+    with np.load(tmp_path / "noise" / "labels.npz") as f:
+        drawn, label = f["is_val"].copy(), f["label"].copy()
+    assert "held_out_near_duplicates" not in before  # the fixture's images have no near-duplicates
+    held, trained = np.flatnonzero(drawn)[:6], np.flatnonzero(~drawn)[:6]
+
+    def copy(images):  # three exact copies, three mirrored ones, and one pair among the training images
+        images[trained[:3]] = images[held[:3]]
+        images[trained[3:]] = images[held[3:], :, ::-1]
+        images[np.flatnonzero(~drawn)[-1]] = images[np.flatnonzero(~drawn)[-2]]
+
+    _with_train_images(tmp_path / "ingest", copy)
+    after = run(config, ingest=tmp_path / "ingest", out=tmp_path / "noise")
+    with np.load(tmp_path / "noise" / "labels.npz") as f:
+        is_val, moved_label, is_noisy = f["is_val"], f["label"], f["is_noisy"]
+    expected = drawn.copy()
+    expected[trained] = True
+    assert (is_val == expected).all() and after["held_out_near_duplicates"] == 6
+    assert after["val"] == before["val"] + 6 and after["train"] == before["train"] - 6
+    assert (moved_label[~expected] == label[~expected]).all() and not is_noisy[is_val].any()  # val_clean
+
+
+def test_a_dataset_of_copies_of_the_held_out_images_is_refused(fashion_dir, tmp_path):
+    """Where every training image is a near-duplicate of a held-out one, nothing would be left to train on."""
+    ingest(IngestConfig(path=str(fashion_dir)), out=tmp_path / "ingest")
+    _with_train_images(tmp_path / "ingest", lambda images: images.__setitem__(slice(None), images[0]))
+    with pytest.raises(ValueError, match=r"val_fraction: expected at least one training image left, found every one "
+                                         r"of the 300 a near-duplicate of one of the 30 drawn for validation"):
+        run(NoiseConfig(train_size=0), ingest=tmp_path / "ingest", out=tmp_path / "noise")

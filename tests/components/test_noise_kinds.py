@@ -240,7 +240,7 @@ def test_human_kind_without_human_labels(tmp_path, fashion_dir):
 
 def test_asymmetric_on_a_dataset_without_a_builtin_map(tmp_path):
     for i in range(6):
-        write_image(tmp_path / "mine" / ("a" if i % 2 else "b") / f"{i}.png", (4, 4), (i, i, i))
+        write_image(tmp_path / "mine" / ("a" if i % 2 else "b") / f"{i}.png", (4, 4), (50 * i,) * 3)  # distinct images
     ingest(IngestConfig(dataset="imagefolder", path=str(tmp_path / "mine")), out=tmp_path / "ingest")
     with pytest.raises(ValueError, match=r"class_map: expected source->target pairs for asymmetric noise on "
                                          r"imagefolder, which has no built-in map; found none"):
