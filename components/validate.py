@@ -14,9 +14,9 @@ labels (floats, NaN, one-hot rows, one label too few) are a ``DataError`` naming
 
 Writes ``artifacts/validate/report.json`` (success, one entry per failed expectation, statistics, every near-duplicate
 pair of the overlap table, ``near_duplicates``, and ``label_conflicts``: training images that are near-duplicates of
-an earlier one with another label, a warning, not a failure) and the Great Expectations Data Docs (HTML) under
-``artifacts/validate/gx/``. On any failed expectation it prints one line per failure (expectation, column,
-expected, observed) and exits non-zero, so nothing downstream runs.
+an earlier one with another label, mirrored or not, a warning, not a failure) and the Great Expectations Data Docs
+(HTML) under ``artifacts/validate/gx/``. On any failed expectation it prints one line per failure (expectation,
+column, expected, observed) and exits non-zero, so nothing downstream runs.
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ def build_tables(ingest: Path, manifest: dict) -> dict[str, Any]:
     import pandas as pd  # noqa: PLC0415 - pandas is only needed by this step
 
     rows, keys = [], {"train": {}, "test": [], "val": []}  # train: each thumbnail's first training row
-    trained, train_labels, conflicts = 0, [], []  # conflicts: (row, first row of its thumbnail), labels differing
+    trained, train_labels, conflicts = 0, [], []  # conflicts: (row, earlier row, mirrored), labels differing
     for split, images, labels in iter_images(ingest):
         flat = images.reshape(images.shape[0], -1)
         lo, hi = flat.min(axis=1), flat.max(axis=1)
@@ -124,10 +124,8 @@ def build_tables(ingest: Path, manifest: dict) -> dict[str, Any]:
         fingerprints = thumbnails(images)
         if split == "train":
             train_labels.extend(labels.tolist())
-            for row, key in enumerate(fingerprints, trained):
-                first = keys["train"].setdefault(key, row)
-                if train_labels[first] != train_labels[row]:
-                    conflicts.append((row, first, False))
+            conflicts += _label_conflicts(keys["train"], fingerprints, thumbnails(images[:, :, ::-1]), train_labels,
+                                          trained)
             trained += len(fingerprints)
         else:  # a test image, or its mirror image (what a training flip makes of it), among the training images
             keys[split].extend(zip(fingerprints, thumbnails(images[:, :, ::-1]), strict=True))
@@ -146,6 +144,22 @@ def build_tables(ingest: Path, manifest: dict) -> dict[str, Any]:
         f"{named} ({classes_named[train_labels[row]]} and {classes_named[train_labels[first]]})"
         for named, (row, first, _) in zip(_pair_names(ingest, manifest, "train", conflicts), conflicts, strict=True)]
     return {"images": table, "splits": splits, "classes": classes, "overlap": overlap}
+
+
+def _label_conflicts(first: dict[bytes, int], keys: list[bytes], mirrored: list[bytes], labels: list[int],
+                     start: int) -> list[tuple[int, int, bool]]:
+    """The training rows ``start``, ``start + 1``, ... (thumbnails ``keys``, their mirror images' ``mirrored``) that
+    are near-duplicates of an earlier training image with another label: (row, earlier row, mirrored), the same
+    picture's first row where there is one, else its mirror image's. Records each new thumbnail's first row in
+    ``first``; ``labels`` are every training row's so far."""
+    found = []
+    for row, (key, flipped) in enumerate(zip(keys, mirrored, strict=True), start):
+        same, other = first.setdefault(key, row), first.get(flipped, row)
+        for earlier, is_mirror in ((same, False), (other, True)):
+            if labels[earlier] != labels[row]:
+                found.append((row, earlier, is_mirror))
+                break
+    return found
 
 
 DUPLICATE_PAIRS = 5  # near-duplicate pairs named in an overlap failure

@@ -148,6 +148,20 @@ def test_training_copies_with_different_labels_are_a_warning_naming_them(tmp_pat
     assert json.loads((tmp_path / "v" / "report.json").read_text())["label_conflicts"] == report["label_conflicts"]
 
 
+def test_a_mirrored_training_copy_with_another_label_is_a_conflict(tmp_path):
+    """A flip does not change a photo's class: a mirrored copy in another class folder is a label error too, named
+    as mirrored; a mirrored copy under the same label is none."""
+    from PIL import Image  # noqa: PLC0415
+
+    root = block_folder(tmp_path / "mine")
+    for source, copy in (("cat/3.png", "dog/3 flipped.png"), ("cat/5.png", "cat/5 flipped.png")):
+        Image.open(root / "train" / source).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(root / "train" / copy)
+    ingest(IngestConfig(dataset="imagefolder", path=str(root)), out=tmp_path / "ingest")
+    report = run(ValidateConfig(class_balance_ratio=5.0), ingest=tmp_path / "ingest", out=tmp_path / "v")
+    assert report["statistics"]["train_label_conflicts"] == 1
+    assert report["label_conflicts"] == ["train/dog/3 flipped.png ≈ train/cat/3.png (mirrored) (dog and cat)"]
+
+
 def test_shape_dtype_count_and_balance_failures(ingested, tmp_path):
     rewrite(ingested, "test", lambda images, labels: (images[:, :27].astype(np.float32), labels))
     rewrite(ingested, "train", lambda images, labels: (images, np.where(labels < 9, 0, labels)))
