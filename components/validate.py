@@ -121,14 +121,13 @@ def build_tables(ingest: Path, manifest: dict) -> dict[str, Any]:
                                   "width": images.shape[2], "channels": images.shape[3], "dtype": str(images.dtype),
                                   "pixel_min": lo.astype(np.float64), "pixel_max": hi.astype(np.float64),
                                   "pixel_range": (hi.astype(np.float64) - lo)}))
-        fingerprints = thumbnails(images)
+        fingerprints, mirrored = thumbnails(images), thumbnails(images[:, :, ::-1])  # what a training flip makes
         if split == "train":
             train_labels.extend(labels.tolist())
-            conflicts += _label_conflicts(keys["train"], fingerprints, thumbnails(images[:, :, ::-1]), train_labels,
-                                          trained)
+            conflicts += _label_conflicts(keys["train"], fingerprints, mirrored, train_labels, trained)
             trained += len(fingerprints)
-        else:  # a test image, or its mirror image (what a training flip makes of it), among the training images
-            keys[split].extend(zip(fingerprints, thumbnails(images[:, :, ::-1]), strict=True))
+        else:  # a test image, or its mirror image, among the training images
+            keys[split].extend(zip(fingerprints, mirrored, strict=True))
     table = pd.concat(rows, ignore_index=True)
     found = table["split"].value_counts()
     splits = pd.DataFrame({f"{split}_images": [int(found.get(split, 0))] for split in manifest["counts"]})
