@@ -52,6 +52,13 @@ _MAX_DIMS = 32
 _BUFFER_OPCODES = {"BYTEARRAY8", "NEXT_BUFFER", "READONLY_BUFFER"}
 _MAX_BATCH = 1 << 27  # bytes of a batch file read at most (the published ones: about 31 MB)
 _MAX_PT_PICKLE = 1 << 28  # bytes of CIFAR-10_human.pt's data.pkl read at most (the published one: about 2.4 MB)
+# A row holds three 32x32 planes. Read plane by plane, offset 32 is the next image row and offset 96 three rows down,
+# which differ more in any image with spatial structure; a row written pixel by pixel (height, width, channel) turns
+# that round: offset 96 is then the next image row and offset 32 some ten pixels away, in another channel. Rows
+# whose offset-96 differences fall below this share of their offset-32 ones are refused as interleaved. The margin,
+# measured by ``python -m benchmarks.cifar_layout`` on scikit-image's sample photos, is in that module's docstring.
+_INTERLEAVED_BELOW = 0.75
+_LAYOUT_ROWS = 1024  # rows of a batch the layout check reads
 
 
 def _short(value: object) -> str:
@@ -251,12 +258,33 @@ def read_cifar10(path: Path) -> Dataset:
             if found.size and (found.min() < 0 or found.max() >= len(names)):
                 raise DataError(f"{source}: expected labels in [0, {len(names) - 1}], found values from "
                                 f"{int(found.min())} to {int(found.max())}")
+            _check_planar(data, source)
             images.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
             labels.append(found)
         images, labels = np.concatenate(images), np.concatenate(labels)
         check_split(split, images, labels, len(names), path)
         splits[split] = (images, labels)
     return Dataset(*splits["train"], *splits["test"], class_names=names, inputs=inputs)
+
+
+def row_differences(data: np.ndarray) -> tuple[float, float]:
+    """Mean absolute difference between values 32 and 96 apart in the rows of ``data`` (uint8 ``[N, 3072]``, its
+    first ``_LAYOUT_ROWS`` rows): read as CIFAR-10's planes, one image row apart and three."""
+    rows = data[:_LAYOUT_ROWS].astype(np.int16)
+    return float(np.abs(rows[:, 32:] - rows[:, :-32]).mean()), float(np.abs(rows[:, 96:] - rows[:, :-96]).mean())
+
+
+def _check_planar(data: np.ndarray, source: str) -> None:
+    """A ``DataError`` where ``data`` (uint8 ``[N, 3072]``) looks written pixel by pixel, an ``[N, 32, 32, 3]``
+    array flattened as it was, rather than CIFAR-10's red, green and blue planes: read as planes its images would be
+    scrambled and train a model on noise without a word. Rows without spatial structure (noise, one grey level) pass."""
+    next_row, three_rows = row_differences(data)
+    if three_rows < _INTERLEAVED_BELOW * next_row:
+        raise DataError(f"{source}: expected each row of data to hold the red, green and blue 32x32 planes one "
+                        f"after the other (CIFAR-10's layout), found rows that look written pixel by pixel (an "
+                        f"[N, 32, 32, 3] array flattened as it was: values 96 apart differ {three_rows:.1f} on "
+                        f"average, 32 apart {next_row:.1f}); write each image as "
+                        f"image.transpose(2, 0, 1).reshape(3072)")
 
 
 def read_cifar10n(path: Path, human_labels: Path) -> Dataset:

@@ -59,6 +59,38 @@ def test_cifar10_channel_layout(tmp_path):
     assert image[0, 1, 0] == first[1] and image[1, 0, 0] == first[32]
 
 
+def _blocky_images(n: int, seed: int = 0) -> np.ndarray:
+    """uint8 ``[n, 32, 32, 3]`` with spatial structure, as photos have: random colours in 4x4 blocks."""
+    return np.random.default_rng(seed).integers(0, 256, (n, 8, 8, 3), dtype=np.uint8).repeat(4, 1).repeat(4, 2)
+
+
+@pytest.mark.parametrize("layout", ["planes", "pixels"])
+def test_cifar10_rows_written_pixel_by_pixel_are_refused_not_scrambled(tmp_path, layout):
+    """A batch written from ``[N, 32, 32, 3]`` images flattened as they were reads as noise; it is named, with how to
+    write it, and the same images written plane by plane read back exactly."""
+    source = write_cifar10(tmp_path / "cifar")
+    images = _blocky_images(6)
+    rows = images.transpose(0, 3, 1, 2) if layout == "planes" else images
+    batch = {b"labels": [0, 1, 2, 3, 4, 5], b"data": rows.reshape(6, 3072)}
+    (source / "cifar-10-batches-py" / "data_batch_2").write_bytes(pickle.dumps(batch, protocol=2))
+    if layout == "pixels":
+        with pytest.raises(DataError, match=r"\(data_batch_2\): expected each row of data to hold the red, green and "
+                           r"blue 32x32 planes one after the other \(CIFAR-10's layout\), found rows that look written "
+                           r"pixel by pixel .*write each image as image.transpose\(2, 0, 1\).reshape\(3072\)$"):
+            read_cifar10(source)
+        return
+    assert (read_cifar10(source).train_images[4:10] == images).all()
+
+
+def test_cifar10_layout_check_passes_rows_without_structure():
+    """Noise and flat grey carry no evidence of a layout: neither is refused."""
+    noise = np.random.default_rng(0).integers(0, 256, (2, 3072), dtype=np.uint8)
+    for rows in (noise, np.full((3, 3072), 128, np.uint8), _blocky_images(4).transpose(0, 3, 1, 2).reshape(4, -1)):
+        cifar._check_planar(rows, "batch")
+    next_row, three_rows = cifar.row_differences(_blocky_images(64).reshape(64, -1))
+    assert three_rows < 0.5 * next_row  # written pixel by pixel: far below the 0.75 the check refuses under
+
+
 def test_cifar10_refuses_a_pickle_that_would_run_code(tmp_path):
     source = write_cifar10(tmp_path / "cifar")
 
