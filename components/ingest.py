@@ -3,17 +3,17 @@
 Datasets that fit in memory become ``train.npz`` and ``test.npz`` (``images`` uint8 ``[N, H, W, C]``, ``labels``
 int64 ``[N]``; an ``imagefolder``'s npz files also ``keys``, each image's file relative to ``path``), and
 ``val.npz`` where the dataset has a clean validation split (``imagefolder``); ``cifar10n`` adds
-``human_labels.npz`` (one array per CIFAR-10N label set). ``clothing1m`` is copied, one image at a time, into
-WebDataset shards ``shards/<split>-<n>.tar`` of the original JPEG bytes (each image proven to decode first) with
-``shards/<split>.index.npz`` and ``shards/index.json`` (per-shard counts, sizes and sha256; see
-``components.formats.webdataset``); the training samples are written in a random order (``seed``), so every shard is
-a random sample. The shard folder is replaced as a whole, only once every image is in. Every dataset gets
-``manifest.json``: the source, the sha256 of every input file, the counts, the image shape, the class names,
-``labels`` (``curated``, or ``as given`` for a user's own labels) and ``test_source``; for an image folder whose class
-folders hold files that are not images, ``skipped_files`` (their count, extensions and first ``SKIPPED_NAMED``
-files, also printed as a warning);
-for shards also ``transform`` (the resize, the crop and ImageNet's mean and std that every step applies when it
-decodes).
+``human_labels.npz`` (one array per CIFAR-10N label set); ``cifar100``'s labels are its 100 fine classes.
+``clothing1m`` is copied, one image at a time, into WebDataset shards ``shards/<split>-<n>.tar`` of the original JPEG
+bytes (each image proven to decode first) with ``shards/<split>.index.npz`` and ``shards/index.json`` (per-shard
+counts, sizes and sha256; see ``components.formats.webdataset``); the training samples are written in a random order
+(``seed``), so every shard is a random sample. The shard folder is replaced as a whole, only once every image is in.
+Every dataset gets ``manifest.json``: the source, the sha256 of every input file, the counts, the image shape, the
+class names, ``labels`` (``curated``, or ``as given`` for a user's own labels) and ``test_source``; for CIFAR-100
+``superclasses`` (each of its 20 coarse classes with its fine classes, which asymmetric noise flips within); for an
+image folder whose class folders hold files that are not images, ``skipped_files`` (their count, extensions and
+first ``SKIPPED_NAMED`` files, also printed as a warning); for shards also ``transform`` (the resize, the crop and
+ImageNet's mean and std that every step applies when it decodes).
 """
 
 from __future__ import annotations
@@ -39,14 +39,14 @@ from components.common.steps import FOLDERS
 from components.common.streaming import IMAGENET_MEAN, IMAGENET_STD
 from components.formats import Dataset
 from components.formats import clothing1m as c1m
-from components.formats.cifar import read_cifar10, read_cifar10n
+from components.formats.cifar import read_cifar10, read_cifar10n, read_cifar100
 from components.formats.idx import read_fashion_mnist
 from components.formats.imagefolder import ACCEPTED, describe_skipped, read_imagefolder
 from components.formats.images import Unreadable
 from components.formats.webdataset import ShardWriter
 from model.progress import progress
 
-DatasetName = Literal["fashion-mnist", "cifar10", "cifar10n", "clothing1m", "imagefolder"]
+DatasetName = Literal["fashion-mnist", "cifar10", "cifar10n", "cifar100", "clothing1m", "imagefolder"]
 DATASETS = typing.get_args(DatasetName)
 OUT = FOLDERS["ingest"]
 
@@ -122,6 +122,7 @@ def run(config: IngestConfig, *, out: Path = OUT) -> dict:
         manifest = _write_manifest(config, out, dataset.inputs, counts, list(dataset.train_images.shape[1:]),
                                    dataset.class_names, format_="arrays",
                                    extra={"labels": dataset.labels, "test_source": dataset.test_source,
+                                          **({"superclasses": dataset.superclasses} if dataset.superclasses else {}),
                                           **({"skipped_files": {"count": len(skipped),
                                                                 "extensions": dict(sorted(extensions.items())),
                                                                 "files": _named(skipped, root, SKIPPED_NAMED)}}
@@ -165,6 +166,8 @@ def read(config: IngestConfig, root: Path, *, skipped: list[Path] | None = None)
         return read_cifar10(root)
     if config.dataset == "cifar10n":
         return read_cifar10n(root, human_labels_path(config))
+    if config.dataset == "cifar100":
+        return read_cifar100(root)
     return read_imagefolder(root, channels=config.channels, size=config.image_size,
                             test_fraction=config.test_fraction, seed=config.seed, skipped=skipped)
 

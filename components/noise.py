@@ -12,7 +12,8 @@ Noise kinds, each deterministic given ``seed`` (r = ``rate``, K classes):
   realised rate r.
 - ``asymmetric``: with probability r a label of a class in the class map becomes its mapped class; other
   classes are kept. Built-in maps: CIFAR-10 truck->automobile, bird->airplane, deer->horse, cat<->dog;
-  Fashion-MNIST T-shirt/top<->Shirt, Pullover<->Coat, Sandal->Sneaker, Sneaker->Ankle boot, Ankle boot->Sneaker.
+  Fashion-MNIST T-shirt/top<->Shirt, Pullover<->Coat, Sandal->Sneaker, Sneaker->Ankle boot, Ankle boot->Sneaker;
+  CIFAR-100 each class to the next of its superclass, the last to the first (``superclass_map``).
   ``class_map`` (``["cat->dog", ...]``, names or indices) replaces the built-in map.
 - ``pairflip``: with probability r class i becomes class (i + 1) mod K: realised rate r.
 - ``instance``: instance-dependent noise (Xia et al., NeurIPS 2020, as their ``get_instance_noisy_label``): each
@@ -329,11 +330,21 @@ def _read_ingest(ingest: Path) -> tuple[dict, np.ndarray, int | None]:
     return manifest, labels, own_val
 
 
+def superclass_map(superclasses: dict[str, list[str]] | None) -> list[str]:
+    """CIFAR-100's asymmetric map, as Patrini et al. (CVPR 2017) describe theirs: within each superclass, each fine
+    class flips to the next in class-index order, the last to the first. ``superclasses`` is ingest's manifest
+    entry; none (another dataset) gives no pairs. Not the blocks of five consecutive class indices that much public
+    code flips within (a ``build_for_cifar100`` applied to index blocks): CIFAR-100's indices are alphabetical, so
+    those blocks are not superclasses (a ``class_map`` reproduces them)."""
+    return [f"{a}->{b}" for fine in (superclasses or {}).values() if len(fine) > 1
+            for a, b in zip(fine, fine[1:] + fine[:1], strict=True)]
+
+
 def _class_map(config: NoiseConfig, manifest: dict) -> dict[int, int] | None:
     """Asymmetric noise's map, source class to target class (``class_map``, or the dataset's built-in one)."""
     if config.kind != "asymmetric":
         return None
-    pairs = config.class_map or BUILTIN_MAPS.get(manifest["dataset"])
+    pairs = config.class_map or BUILTIN_MAPS.get(manifest["dataset"]) or superclass_map(manifest.get("superclasses"))
     if not pairs:
         raise ValueError(f"class_map: expected source->target pairs for asymmetric noise on "
                          f"{manifest['dataset']}, which has no built-in map; found none")

@@ -37,6 +37,7 @@ class Dataset:
     val_keys: list[str] | None = None  # the same for the val and test splits (validate names duplicates by them)
     test_keys: list[str] | None = None
     test_source: str = OWN_TEST_SPLIT
+    superclasses: dict[str, list[str]] | None = None  # CIFAR-100: each coarse class's fine classes
 
 
 def check_split(name: str, images: np.ndarray, labels: np.ndarray, num_classes: int, source: Path) -> None:

@@ -1,10 +1,15 @@
-"""CIFAR-10 in the official python format, and the CIFAR-10N human labels.
+"""CIFAR-10 and CIFAR-100 in the official python format, and the CIFAR-10N human labels.
 
 CIFAR-10: ``cifar-10-python.tar.gz`` (or the same tar archive gunzipped, as a browser may leave it, under that
 name or ``cifar-10-python.tar``) or its extracted folder ``cifar-10-batches-py/`` holding the pickled batches
 ``data_batch_1`` .. ``data_batch_5``, ``test_batch`` (dicts with ``data``: uint8 ``[10000, 3072]``, the red, green
 and blue planes of a 32x32 image in row-major order, and ``labels``) and ``batches.meta`` (``label_names``). The
-binary version (``cifar-10-binary.tar.gz``, ``data_batch_1.bin`` ...) is refused, saying so.
+binary version (``cifar-10-binary.tar.gz``, ``data_batch_1.bin`` ...) is refused, saying so. A batch whose rows
+look written pixel by pixel (an ``[N, 32, 32, 3]`` array flattened as it was) is refused too (``_check_planar``).
+
+CIFAR-100: ``cifar-100-python.tar.gz`` or ``cifar-100-python/``, found the same way, holding ``train`` and ``test``
+(``data`` as CIFAR-10's, ``fine_labels`` and ``coarse_labels``) and ``meta`` (``fine_label_names``,
+``coarse_label_names``). The labels are the fine ones; the coarse ones give each superclass its fine classes.
 
 CIFAR-10N: ``CIFAR-10_human.pt``, a torch-saved dict of numpy arrays with one entry per training image:
 ``clean_label``, ``aggre_label``, ``worse_label``, ``random_label1``, ``random_label2``, ``random_label3``. It is a
@@ -34,6 +39,7 @@ import re
 import tarfile
 import typing
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -50,7 +56,8 @@ HUMAN_LABELS = typing.get_args(HumanLabels)
 _INTEGER_TYPES = {"u1": "|", "i1": "|", "u2": "<>", "i2": "<>", "u4": "<>", "i4": "<>", "u8": "<>", "i8": "<>"}
 _MAX_DIMS = 32
 _BUFFER_OPCODES = {"BYTEARRAY8", "NEXT_BUFFER", "READONLY_BUFFER"}
-_MAX_BATCH = 1 << 27  # bytes of a batch file read at most (the published ones: about 31 MB)
+_MAX_BATCH = 1 << 27  # bytes of a CIFAR-10 batch file read at most (the published ones: about 31 MB)
+_MAX_BATCH_100 = 1 << 28  # the same for CIFAR-100 (its train file: about 155 MB)
 _MAX_PT_PICKLE = 1 << 28  # bytes of CIFAR-10_human.pt's data.pkl read at most (the published one: about 2.4 MB)
 # A row holds three 32x32 planes. Read plane by plane, offset 32 is the next image row and offset 96 three rows down,
 # which differ more in any image with spatial structure; a row written pixel by pixel (height, width, channel) turns
@@ -231,40 +238,87 @@ def read_cifar10(path: Path) -> Dataset:
     """CIFAR-10 from ``path``: the tarball, a folder holding it, a folder holding ``cifar-10-batches-py/``, or that
     folder itself. Returns the five training batches and the test batch as uint8 ``[N, 32, 32, 3]`` with their
     labels, and ``batches.meta``'s class names; reads only, a ``DataError`` for a missing, corrupt or malformed file."""
-    files, where, inputs = _cifar_files(path)
-    meta = _unpickle(files["batches.meta"], where["batches.meta"])
-    found = _field(meta, "label_names", where["batches.meta"])
-    if not isinstance(found, list | tuple) or not all(_text(n) is not None for n in found):
-        raise DataError(f"{where['batches.meta']}: expected label_names as a list of class names, found "
-                        f"{_short(found)}")
-    names = [_text(n) for n in found]
-    splits = {}
-    for split, members in (("train", BATCHES), ("test", ("test_batch",))):
+    return _read(CIFAR10, path)
+
+
+def read_cifar100(path: Path) -> Dataset:
+    """CIFAR-100 from ``path``, found as ``read_cifar10`` finds CIFAR-10 (``cifar-100-python.tar.gz`` or
+    ``cifar-100-python/``): the ``train`` and ``test`` files with their 100 fine labels, ``meta``'s fine class
+    names, and ``superclasses``, each of the 20 coarse classes with its fine classes (from the images' coarse
+    labels, which must give every fine class one coarse class)."""
+    return _read(CIFAR100, path)
+
+
+def _read(version: Version, path: Path) -> Dataset:
+    """``version`` from ``path``: every split's batches, checked and stacked; a ``DataError`` naming the file."""
+    files, where, inputs = _cifar_files(version, path)
+    meta = _unpickle(files[version.meta], where[version.meta], version)
+    names = _names(meta, version.names_key, where[version.meta])
+    coarse_names = _names(meta, "coarse_label_names", where[version.meta]) if version.coarse_key else []
+    splits, coarse = {}, []
+    for split, members in version.splits:
         images, labels = [], []
         for member in members:
-            batch = _unpickle(files[member], where[member])
+            batch = _unpickle(files[member], where[member], version)
             source = f"{path} ({member})"
-            value = _field(batch, "data", where[member])
-            if not isinstance(value, _Array):
-                raise DataError(f"{source}: expected data of uint8 [N, 3072], found {type(value).__name__}")
-            data = _array(value, source, "data")
-            if data.ndim != 2 or data.shape[1] != 3072 or data.dtype != np.uint8:
-                raise DataError(f"{source}: expected data of uint8 [N, 3072], found {data.dtype} "
-                                f"{list(data.shape)}")
-            found = _labels(_field(batch, "labels", where[member]), source, "labels")
-            if found.shape[0] != data.shape[0]:
-                raise DataError(f"{source}: expected {data.shape[0]} labels (one per row of data), "
-                                f"found {found.shape[0]}")
-            if found.size and (found.min() < 0 or found.max() >= len(names)):
-                raise DataError(f"{source}: expected labels in [0, {len(names) - 1}], found values from "
-                                f"{int(found.min())} to {int(found.max())}")
+            data = _data(_field(batch, "data", where[member]), source)
+            labels.append(_batch_labels(batch, version.labels_key, where[member], source, data.shape[0], len(names)))
+            if version.coarse_key and split == "train":
+                coarse.append(_batch_labels(batch, version.coarse_key, where[member], source, data.shape[0],
+                                            len(coarse_names)))
             _check_planar(data, source)
             images.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
-            labels.append(found)
         images, labels = np.concatenate(images), np.concatenate(labels)
         check_split(split, images, labels, len(names), path)
         splits[split] = (images, labels)
-    return Dataset(*splits["train"], *splits["test"], class_names=names, inputs=inputs)
+    dataset = Dataset(*splits["train"], *splits["test"], class_names=names, inputs=inputs)
+    if version.coarse_key:
+        dataset.superclasses = _superclasses(names, splits["train"][1], np.concatenate(coarse), coarse_names, path)
+    return dataset
+
+
+def _names(meta: dict, key: str, where: str) -> list[str]:
+    """The class names that ``meta`` holds under ``key``."""
+    found = _field(meta, key, where)
+    if not isinstance(found, list | tuple) or not all(_text(n) is not None for n in found):
+        raise DataError(f"{where}: expected {key} as a list of class names, found {_short(found)}")
+    return [_text(n) for n in found]
+
+
+def _data(value: object, source: str) -> np.ndarray:
+    """A batch's ``data``: uint8 ``[N, 3072]``."""
+    if not isinstance(value, _Array):
+        raise DataError(f"{source}: expected data of uint8 [N, 3072], found {type(value).__name__}")
+    data = _array(value, source, "data")
+    if data.ndim != 2 or data.shape[1] != 3072 or data.dtype != np.uint8:
+        raise DataError(f"{source}: expected data of uint8 [N, 3072], found {data.dtype} {list(data.shape)}")
+    return data
+
+
+def _batch_labels(batch: dict, key: str, where: str, source: str, rows: int, classes: int) -> np.ndarray:
+    """A batch's labels under ``key``: one per row of its data, each in ``[0, classes - 1]``."""
+    found = _labels(_field(batch, key, where), source, key)
+    what = "labels" if key in ("labels", "fine_labels") else key  # CIFAR-10's messages name them labels
+    if found.shape[0] != rows:
+        raise DataError(f"{source}: expected {rows} {what} (one per row of data), found {found.shape[0]}")
+    if found.size and (found.min() < 0 or found.max() >= classes):
+        raise DataError(f"{source}: expected {what} in [0, {classes - 1}], found values from {int(found.min())} to "
+                        f"{int(found.max())}")
+    return found
+
+
+def _superclasses(fine_names: list[str], fine: np.ndarray, coarse: np.ndarray, coarse_names: list[str],
+                  path: Path) -> dict[str, list[str]]:
+    """Each coarse class's name with its fine classes' names, both in index order, from the training images' labels
+    (one of each per image, checked); a ``DataError`` where a fine class has images under two coarse classes."""
+    pairs = np.unique(np.stack([fine, coarse], axis=1), axis=0)
+    split = [int(f) for f, n in zip(*np.unique(pairs[:, 0], return_counts=True), strict=True) if n > 1]
+    if split:
+        under = [coarse_names[c] for c in pairs[pairs[:, 0] == split[0], 1]]
+        raise DataError(f"{path} (train): expected each fine class under one coarse class, found "
+                        f"{fine_names[split[0]]} under {' and '.join(under)}"
+                        f"{f' ({len(split)} fine classes so split)' if len(split) > 1 else ''}")
+    return {coarse_names[c]: [fine_names[f] for f in pairs[pairs[:, 1] == c, 0]] for c in np.unique(pairs[:, 1])}
 
 
 def row_differences(data: np.ndarray) -> tuple[float, float]:
@@ -359,70 +413,100 @@ def _legacy(path: Path) -> str:
             "cifar-10-100n, data/CIFAR-10_human.pt)")
 
 
-TARBALL = "cifar-10-python.tar.gz"
-TARBALLS = (TARBALL, "cifar-10-python.tar")  # the second: as a browser that gunzipped it names it
-BINARY = ("cifar-10-binary.tar.gz", "cifar-10-batches-bin", "data_batch_1.bin")  # the binary version's names
+@dataclass(frozen=True)
+class Version:
+    """One of the published python versions, CIFAR-10 or CIFAR-100: its names, files and keys."""
+
+    name: str  # as messages name it
+    tarball: str  # the published tarball; the same name without .gz is a browser's gunzipped copy
+    folder: str  # the tarball's one folder
+    splits: tuple[tuple[str, tuple[str, ...]], ...]  # each split's batch files, in order
+    meta: str  # the file of class names
+    names_key: str  # meta's key of the class names the labels index
+    labels_key: str  # each batch's key of those labels
+    coarse_key: str  # CIFAR-100's superclass labels (each batch), "" where there are none
+    binary: tuple[str, ...]  # the binary version's tarball, folder and first batch: refused by name
+    max_batch: int  # bytes of a batch file read at most
+
+    @property
+    def tarballs(self) -> tuple[str, str]:
+        return self.tarball, self.tarball.removesuffix(".gz")
+
+    @property
+    def members(self) -> tuple[str, ...]:
+        return (*(m for _, batches in self.splits for m in batches), self.meta)
 
 
-def _cifar_files(path: Path) -> tuple[dict[str, bytes], dict[str, str], list[Path]]:
+CIFAR10 = Version("CIFAR-10", "cifar-10-python.tar.gz", "cifar-10-batches-py", (("train", BATCHES), ("test", (
+    "test_batch",))), "batches.meta", "label_names", "labels", "", ("cifar-10-binary.tar.gz", "cifar-10-batches-bin",
+                                                                      "data_batch_1.bin"), _MAX_BATCH)
+CIFAR100 = Version("CIFAR-100", "cifar-100-python.tar.gz", "cifar-100-python", (("train", ("train",)), ("test", (
+    "test",))), "meta", "fine_label_names", "fine_labels", "coarse_labels", ("cifar-100-binary.tar.gz",
+                                                                             "cifar-100-binary", "train.bin"),
+                   _MAX_BATCH_100)
+
+
+def _cifar_files(version: Version, path: Path) -> tuple[dict[str, bytes], dict[str, str], list[Path]]:
     """The batch files by name, from the tarball or the extracted folder; how a message names each (its file, or
     the tarball and its member); the files read."""
-    names = (*BATCHES, "test_batch", "batches.meta")
-    tarball = next((n for n in TARBALLS if (path / n).is_file()), None) if path.is_dir() else None
-    if tarball and not (path / "cifar-10-batches-py").is_dir():
+    names = version.members
+    tarball = next((n for n in version.tarballs if (path / n).is_file()), None) if path.is_dir() else None
+    if tarball and not (path / version.folder).is_dir():
         # a folder holding the tarball (and, for CIFAR-10N, CIFAR-10_human.pt beside it)
         path = inside(path, tarball, where=str(path / tarball))
     if path.is_file():
-        return _tar_files(path, names)
-    folder = "cifar-10-batches-py" if (path / "cifar-10-batches-py").is_dir() else ""
+        return _tar_files(version, path)
+    folder = version.folder if (path / version.folder).is_dir() else ""
     if not (path / folder / names[0]).exists():
-        _refuse_binary(path, [n for n in BINARY if (path / n).exists()])
-    files = [require_file(inside(path, Path(folder, n), where=str(path / folder / n)), "a CIFAR-10 python batch")
-             for n in names]
+        _refuse_binary(version, path, [n for n in version.binary if (path / n).exists()])
+    files = [require_file(inside(path, Path(folder, n), where=str(path / folder / n)),
+                          f"a {version.name} python batch") for n in names]
     for f in files:
-        _check_size(str(f), f.stat().st_size)
+        _check_size(version, str(f), f.stat().st_size)
     return {f.name: f.read_bytes() for f in files}, {f.name: str(f) for f in files}, files
 
 
-def _tar_files(path: Path, names: tuple[str, ...]) -> tuple[dict[str, bytes], dict[str, str], list[Path]]:
+def _tar_files(version: Version, path: Path) -> tuple[dict[str, bytes], dict[str, str], list[Path]]:
     """``_cifar_files`` from the tarball ``path``, gzipped or not (``r:*``: a browser may have gunzipped it)."""
+    names = version.members
     try:
         with tarfile.open(path, "r:*") as tar:
             members = {Path(m.name).name: m for m in tar.getmembers() if m.isfile()}
             missing = [n for n in names if n not in members]
             if missing:
-                _refuse_binary(path, [f"{path.name} holding {n}" for n in BINARY[2:] if n in members])
-                raise DataError(f"{path}: expected the CIFAR-10 batches {', '.join(missing)}, found none")
+                _refuse_binary(version, path, [f"{path.name} holding {n}" for n in version.binary[2:] if n in members])
+                raise DataError(f"{path}: expected the {version.name} batches {', '.join(missing)}, found none")
             where = {n: f"{path} ({members[n].name})" for n in names}
             for n in names:
-                _check_size(where[n], members[n].size)
+                _check_size(version, where[n], members[n].size)
             return {n: tar.extractfile(members[n]).read() for n in names}, where, [path]
     except (tarfile.TarError, OSError, EOFError) as err:
         reason = _reason(err)
         if reason.startswith("file could not be opened successfully"):  # r:* tried every format
             reason = "neither a tar archive nor a gzip, bzip2 or xz compressed one"
-        raise DataError(f"{path}: expected cifar-10-python.tar.gz, found a corrupt archive ({reason})") from err
+        raise DataError(f"{path}: expected {version.tarball}, found a corrupt archive ({reason})") from err
 
 
-def _refuse_binary(path: Path, found: list[str]) -> None:
-    """A ``DataError`` when ``found`` names files of CIFAR-10's binary version (``data_batch_1.bin`` ...), which
-    this reader does not read: the python version holds the same images."""
+def _refuse_binary(version: Version, path: Path, found: list[str]) -> None:
+    """A ``DataError`` when ``found`` names files of the binary version (``data_batch_1.bin`` ...), which this
+    reader does not read: the python version holds the same images."""
     if found:
-        raise DataError(f"{path}: expected the python version of CIFAR-10 (cifar-10-python.tar.gz or "
-                        f"cifar-10-batches-py/), found the binary version ({', '.join(found)}); use the python "
-                        f"version cifar-10-python.tar.gz (https://www.cs.toronto.edu/~kriz/cifar.html)")
+        raise DataError(f"{path}: expected the python version of {version.name} ({version.tarball} or "
+                        f"{version.folder}/), found the binary version ({', '.join(found)}); use the python "
+                        f"version {version.tarball} (https://www.cs.toronto.edu/~kriz/cifar.html)")
 
 
-def _check_size(where: str, size: int) -> None:
-    """A batch file is about 31 MB: one far larger (a small tarball can unpack to gigabytes) is refused before it is
-    read."""
-    if size > _MAX_BATCH:
-        raise DataError(f"{where}: expected a CIFAR-10 python batch of at most {_MAX_BATCH} bytes, found {size} bytes")
+def _check_size(version: Version, where: str, size: int) -> None:
+    """A batch file is at most a few times the published one's size: one far larger (a small tarball can unpack to
+    gigabytes) is refused before it is read."""
+    if size > version.max_batch:
+        raise DataError(f"{where}: expected a {version.name} python batch of at most {version.max_batch} bytes, found "
+                        f"{size} bytes")
 
 
-def _unpickle(data: bytes, where: str) -> dict:
-    """A CIFAR-10 batch (or ``batches.meta``): the dict pickled in ``data``, its keys as text."""
-    obj = _load_pickle(data, where, "a pickled CIFAR-10 batch")
+def _unpickle(data: bytes, where: str, version: Version) -> dict:
+    """A batch (or the class names' file): the dict pickled in ``data``, its keys as text."""
+    obj = _load_pickle(data, where, f"a pickled {version.name} batch")
     if not isinstance(obj, dict):
         raise DataError(f"{where}: expected a dict, found {type(obj).__name__}")
     return {_text(k) if isinstance(k, bytes) else k: v for k, v in obj.items()}

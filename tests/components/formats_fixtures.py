@@ -12,7 +12,8 @@ import torch
 from benchmarks.fixtures import write_clothing1m, write_image
 from components.formats.cifar import BATCHES
 
-__all__ = ["cifar_batch", "cifar_meta", "write_cifar10", "write_cifar10n", "write_clothing1m", "write_distinct_image",
+__all__ = ["CIFAR100_SUPERCLASSES", "cifar_batch", "cifar_meta", "write_cifar10", "write_cifar10n", "write_cifar100",
+           "write_clothing1m", "write_distinct_image",
            "write_image"]
 
 
@@ -47,20 +48,74 @@ def write_cifar10(root: Path, *, per_batch: int = 4, tarball: bool = False, seed
     files = {name: pickle.dumps(cifar_batch(per_batch, rng, i), protocol=2) for i, name in enumerate(BATCHES)}
     files["test_batch"] = pickle.dumps(cifar_batch(per_batch, rng, 7), protocol=2)
     files["batches.meta"] = pickle.dumps(cifar_meta(), protocol=2)
+    return _write_cifar(root, "cifar-10-batches-py", files, tarball=tarball)
+
+
+def _write_cifar(root: Path, folder: str, files: dict[str, bytes], *, tarball: bool) -> Path:
+    """``files`` in ``root/folder/``, returning ``root``; or in ``folder/`` inside the tarball that the folder's
+    dataset is published as (``cifar-10-python.tar.gz``, ``cifar-100-python.tar.gz``), returning its path."""
     root.mkdir(parents=True, exist_ok=True)
     if tarball:
-        path = root / "cifar-10-python.tar.gz"
+        path = root / ("cifar-10-python.tar.gz" if folder == "cifar-10-batches-py" else f"{folder}.tar.gz")
         with tarfile.open(path, "w:gz") as tar:
             for name, data in files.items():
-                info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+                info = tarfile.TarInfo(f"{folder}/{name}")
                 info.size = len(data)
                 tar.addfile(info, io.BytesIO(data))
         return path
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(exist_ok=True)
+    (root / folder).mkdir(exist_ok=True)
     for name, data in files.items():
-        (folder / name).write_bytes(data)
+        (root / folder / name).write_bytes(data)
     return root
+
+
+# CIFAR-100's 20 coarse classes (meta's coarse_label_names, in index order) with their fine classes
+CIFAR100_SUPERCLASSES = {
+    "aquatic_mammals": ["beaver", "dolphin", "otter", "seal", "whale"],
+    "fish": ["aquarium_fish", "flatfish", "ray", "shark", "trout"],
+    "flowers": ["orchid", "poppy", "rose", "sunflower", "tulip"],
+    "food_containers": ["bottle", "bowl", "can", "cup", "plate"],
+    "fruit_and_vegetables": ["apple", "mushroom", "orange", "pear", "sweet_pepper"],
+    "household_electrical_devices": ["clock", "keyboard", "lamp", "telephone", "television"],
+    "household_furniture": ["bed", "chair", "couch", "table", "wardrobe"],
+    "insects": ["bee", "beetle", "butterfly", "caterpillar", "cockroach"],
+    "large_carnivores": ["bear", "leopard", "lion", "tiger", "wolf"],
+    "large_man-made_outdoor_things": ["bridge", "castle", "house", "road", "skyscraper"],
+    "large_natural_outdoor_scenes": ["cloud", "forest", "mountain", "plain", "sea"],
+    "large_omnivores_and_herbivores": ["camel", "cattle", "chimpanzee", "elephant", "kangaroo"],
+    "medium_mammals": ["fox", "porcupine", "possum", "raccoon", "skunk"],
+    "non-insect_invertebrates": ["crab", "lobster", "snail", "spider", "worm"],
+    "people": ["baby", "boy", "girl", "man", "woman"],
+    "reptiles": ["crocodile", "dinosaur", "lizard", "snake", "turtle"],
+    "small_mammals": ["hamster", "mouse", "rabbit", "shrew", "squirrel"],
+    "trees": ["maple_tree", "oak_tree", "palm_tree", "pine_tree", "willow_tree"],
+    "vehicles_1": ["bicycle", "bus", "motorcycle", "pickup_truck", "train"],
+    "vehicles_2": ["lawn_mower", "rocket", "streetcar", "tank", "tractor"],
+}
+
+
+def write_cifar100(root: Path, *, per_class: int = 2, test_per_class: int = 1, tarball: bool = False,
+                   seed: int = 0) -> Path:
+    """``cifar-100-python/`` (or its ``cifar-100-python.tar.gz``) as published: pickled dicts ``train`` and ``test``
+    (``data`` uint8 [N, 3072], ``fine_labels``, ``coarse_labels``, ``filenames``, ``batch_label``) and ``meta``
+    (``fine_label_names``, alphabetical, and ``coarse_label_names``); ``per_class`` training images a fine class,
+    in a shuffled order."""
+    rng = np.random.default_rng(seed)
+    fine_names = sorted(name for fine in CIFAR100_SUPERCLASSES.values() for name in fine)
+    coarse_of = {name: c for c, fine in enumerate(CIFAR100_SUPERCLASSES.values()) for name in fine}
+
+    def split(n_per_class: int, label: bytes) -> dict:
+        fine = rng.permutation(np.repeat(np.arange(100), n_per_class)).tolist()
+        return {b"filenames": [f"img_{i}.png".encode() for i in range(len(fine))], b"batch_label": label,
+                b"fine_labels": fine, b"coarse_labels": [coarse_of[fine_names[f]] for f in fine],
+                b"data": rng.integers(0, 256, (len(fine), 3072), dtype=np.uint8)}
+
+    files = {"train": split(per_class, b"training batch 1 of 1"),
+             "test": split(test_per_class, b"testing batch 1 of 1"),
+             "meta": {b"fine_label_names": [n.encode() for n in fine_names],
+                      b"coarse_label_names": [n.encode() for n in CIFAR100_SUPERCLASSES]}}
+    return _write_cifar(root, "cifar-100-python", {name: pickle.dumps(d, protocol=2) for name, d in files.items()},
+                        tarball=tarball)
 
 
 def write_cifar10n(path: Path, clean: np.ndarray, seed: int = 0, *, numpy1: bool = False) -> Path:

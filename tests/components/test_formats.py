@@ -1,5 +1,6 @@
 """Each dataset format read from a tiny fixture written in exactly its published layout."""
 
+import dataclasses
 import errno
 import hashlib
 import json
@@ -22,15 +23,17 @@ from components.common.thumbnails import thumbnails
 from components.formats import cifar, inside
 from components.formats import clothing1m as c1m
 from components.formats import images as images_module
-from components.formats.cifar import read_cifar10, read_cifar10n
+from components.formats.cifar import read_cifar10, read_cifar10n, read_cifar100
 from components.formats.imagefolder import read_imagefolder
 from components.formats.images import ImageTooLargeError, check_encoded, load_image
 from components.formats.webdataset import read_index
 from components.ingest import IngestConfig, run
 from components.ingest import main as ingest_main
 from tests.components.formats_fixtures import (
+    CIFAR100_SUPERCLASSES,
     write_cifar10,
     write_cifar10n,
+    write_cifar100,
     write_clothing1m,
     write_distinct_image,
     write_image,
@@ -108,12 +111,63 @@ def test_cifar10_refuses_a_pickle_that_would_run_code(tmp_path):
 def test_a_cifar10_batch_far_larger_than_the_published_is_refused_before_it_is_read(tmp_path, monkeypatch,
                                                                                    tarball):
     source = write_cifar10(tmp_path / "cifar", tarball=tarball)
-    monkeypatch.setattr(cifar, "_MAX_BATCH", 4000)  # the fixture's batches: about 3 KB each; published: 31 MB
+    # the fixture's batches: about 3 KB each; published: 31 MB
+    monkeypatch.setattr(cifar, "CIFAR10", dataclasses.replace(cifar.CIFAR10, max_batch=4000))
     size = (source / "cifar-10-batches-py" / "data_batch_1").stat().st_size if not tarball else None
     with pytest.raises(DataError) as err:
         read_cifar10(source)
     assert re.fullmatch(r".*data_batch_1\)?: expected a CIFAR-10 python batch of at most 4000 bytes, found "
                         rf"{size or '[0-9]+'} bytes", str(err.value))
+
+
+@pytest.mark.parametrize("tarball", [False, True], ids=["folder", "tarball"])
+def test_cifar100(tmp_path, tarball):
+    """The python version's train and test files with their fine labels; the manifest records each superclass's
+    fine classes, which asymmetric noise flips within."""
+    source = write_cifar100(tmp_path / "c100", tarball=tarball)
+    manifest = run(IngestConfig(dataset="cifar100", path=str(source)), out=tmp_path / "out")
+    folder = tmp_path / "c100" / "cifar-100-python"
+    published = pickle.loads((folder / "train").read_bytes(), encoding="bytes") if not tarball else None
+    with np.load(tmp_path / "out" / "train.npz") as train:
+        images, labels = train["images"], train["labels"]
+    assert images.shape == (200, 32, 32, 3) and manifest["counts"] == {"train": 200, "test": 100}
+    assert manifest["class_names"][:3] == ["apple", "aquarium_fish", "baby"] and len(manifest["class_names"]) == 100
+    assert manifest["superclasses"] == CIFAR100_SUPERCLASSES
+    assert sorted(manifest["inputs_sha256"]) == (["cifar-100-python.tar.gz"] if tarball else
+                                                 ["cifar-100-python/meta", "cifar-100-python/test",
+                                                  "cifar-100-python/train"])
+    if published:
+        assert labels.tolist() == published[b"fine_labels"]
+        assert (images[3, :, :, 1].ravel() == published[b"data"][3][1024:2048]).all()  # the green plane
+
+
+def test_cifar100_errors_name_cifar100_and_the_file(tmp_path):
+    source = write_cifar100(tmp_path / "c100")
+    folder = source / "cifar-100-python"
+    train = pickle.loads((folder / "train").read_bytes(), encoding="bytes")
+    train[b"coarse_labels"][train[b"fine_labels"].index(0)] = 1  # one apple among the fish
+    (folder / "train").write_bytes(pickle.dumps(train, protocol=2))
+    with pytest.raises(DataError, match=r"c100 \(train\): expected each fine class under one coarse class, found "
+                                        r"apple under fish and fruit_and_vegetables$"):
+        read_cifar100(source)
+    train[b"coarse_labels"] = train[b"coarse_labels"][:-1]
+    (folder / "train").write_bytes(pickle.dumps(train, protocol=2))
+    with pytest.raises(DataError, match=r"c100 \(train\): expected 200 coarse_labels \(one per row of data\), found "
+                                        r"199$"):
+        read_cifar100(source)
+    del train[b"coarse_labels"]
+    (folder / "train").write_bytes(pickle.dumps(train, protocol=2))
+    with pytest.raises(DataError, match=r"cifar-100-python/train: expected the key 'coarse_labels', found keys"):
+        read_cifar100(source)
+    (folder / "train").unlink()
+    with pytest.raises(DataError, match=r"cifar-100-python/train: expected a CIFAR-100 python batch, found no such "
+                                        r"file"):
+        read_cifar100(source)
+    shutil.rmtree(folder)
+    (source / "cifar-100-binary.tar.gz").write_bytes(b"")
+    with pytest.raises(DataError, match=r"expected the python version of CIFAR-100 \(cifar-100-python.tar.gz or "
+                                        r"cifar-100-python/\), found the binary version \(cifar-100-binary.tar.gz\)"):
+        read_cifar100(source)
 
 
 def test_cifar10_missing_batch(tmp_path):

@@ -21,9 +21,17 @@ from components.noise import (
     overrun_classes,
     parse_class_map,
     run,
+    superclass_map,
     transition_matrix,
 )
-from tests.components.formats_fixtures import write_cifar10, write_cifar10n, write_distinct_image, write_image
+from tests.components.formats_fixtures import (
+    CIFAR100_SUPERCLASSES,
+    write_cifar10,
+    write_cifar10n,
+    write_cifar100,
+    write_distinct_image,
+    write_image,
+)
 
 N = 40_000
 
@@ -85,6 +93,31 @@ def test_a_class_index_in_other_digits_is_no_index():
 def test_cifar10_builtin_map():
     names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
     assert parse_class_map(BUILTIN_MAPS["cifar10"], names) == {9: 1, 2: 0, 4: 7, 3: 5, 5: 3}
+
+
+def test_cifar100_map_flips_within_each_superclass_to_the_next():
+    pairs = superclass_map(CIFAR100_SUPERCLASSES)
+    assert len(pairs) == 100 and pairs[:5] == ["beaver->dolphin", "dolphin->otter", "otter->seal", "seal->whale",
+                                               "whale->beaver"]
+    assert superclass_map(None) == [] and superclass_map({"solo": ["a"], "pair": ["b", "c"]}) == ["b->c", "c->b"]
+
+
+def test_asymmetric_noise_on_cifar100_stays_within_superclasses(tmp_path):
+    """The built-in map comes from the superclasses ingest recorded: every flipped label is the next class of its
+    image's superclass, and every class is mapped (realised rate about r, no class kept)."""
+    ingest(IngestConfig(dataset="cifar100", path=str(write_cifar100(tmp_path / "c100", per_class=20))),
+           out=tmp_path / "ingest")
+    summary = run(NoiseConfig(kind="asymmetric", rate=0.5, train_size=0), ingest=tmp_path / "ingest",
+                  out=tmp_path / "noise")
+    names = json.loads((tmp_path / "ingest" / "manifest.json").read_text())["class_names"]
+    following = {a: fine[(i + 1) % 5] for fine in CIFAR100_SUPERCLASSES.values() for i, a in enumerate(fine)}
+    with np.load(tmp_path / "noise" / "labels.npz") as f:
+        train = ~f["is_val"]
+        clean, given = f["clean_label"][train], f["label"][train]
+    flipped = clean != given
+    assert all(following[names[c]] == names[g] for c, g in zip(clean[flipped], given[flipped], strict=True))
+    assert len(set(clean[flipped].tolist())) > 80  # flips come from (nearly) every class, not a few mapped ones
+    assert abs(summary["realised_rate_train"] - 0.5) <= tolerance(0.5, n=int(train.sum()))
 
 
 @pytest.mark.parametrize("rate", [0.05, 0.2, 0.4, 0.9])

@@ -1,5 +1,6 @@
 """The steps run from the command line, in order, on a tiny dataset in the published format."""
 
+import csv
 import errno
 import json
 import os
@@ -13,9 +14,10 @@ import pytest
 import torch
 import yaml
 
-from components import baseline, ingest, mlnt, noise
+from components import baseline, evaluate, export, gate, ingest, mlnt, noise, validate
 from components.common.errors import DataError
 from components.common.model_file import load_model, seeded_network
+from tests.components.formats_fixtures import write_cifar100
 
 
 def test_steps_write_their_documented_artifacts(workdir, capsys):
@@ -38,6 +40,29 @@ def test_steps_write_their_documented_artifacts(workdir, capsys):
         e["step"] for e in evaluations]
     history = json.loads((art / "baseline" / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2]
+
+
+def test_cifar100_with_noise_within_superclasses_through_every_step(workdir, capsys):
+    """100 classes from the published layout: validated, flipped within superclasses, trained, evaluated,
+    exported and gated, each step's CLI exiting 0."""
+    write_cifar100(workdir / "data" / "cifar100", per_class=8, test_per_class=2)
+    params = yaml.safe_load((workdir / "params.yaml").read_text())
+    params["ingest"].update(dataset="cifar100", path="data/cifar100")
+    params["noise"].update(kind="asymmetric", rate=0.4, val_fraction=0.25)
+    (workdir / "params.yaml").write_text(yaml.safe_dump(params))
+    for step in (ingest, validate, noise, baseline, mlnt, evaluate, export, gate):
+        assert step.main([]) == 0, capsys.readouterr().err
+    art = workdir / "artifacts"
+    _, saved = load_model(art / "mlnt" / "teacher.pt")
+    assert saved["num_classes"] == 100 and len(saved["normalisation"]["mean"]) == 3
+    summary = json.loads((art / "noise" / "summary.json").read_text())
+    assert summary["kind"] == "asymmetric" and 0.25 < summary["realised_rate_train"] < 0.55
+    with (art / "evaluate" / "label_issues.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == summary["train"] == 600 and {r["given_class"] for r in rows} >= {"beaver", "dolphin"}
+    decision = json.loads((art / "gate" / "decision.json").read_text())  # noise on 100 classes: nothing learnt
+    assert not decision["passed"] and any(r.startswith("fail: accuracy") and "min_accuracy 0.8" in r
+                                          for r in decision["reasons"])
 
 
 def test_a_schedule_shortened_past_its_ramp_is_warned_and_recorded(workdir, capsys):
