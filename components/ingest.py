@@ -3,7 +3,8 @@
 Datasets that fit in memory become ``train.npz`` and ``test.npz`` (``images`` uint8 ``[N, H, W, C]``, ``labels``
 int64 ``[N]``; an ``imagefolder``'s npz files also ``keys``, each image's file relative to ``path``), and
 ``val.npz`` where the dataset has a clean validation split (``imagefolder``); ``cifar10n`` adds
-``human_labels.npz`` (one array per CIFAR-10N label set); ``cifar100``'s labels are its 100 fine classes.
+``human_labels.npz`` (one array per CIFAR-10N label set), and ``cifar100n`` too (CIFAR-100N's ``noisy_label``);
+``cifar100``'s labels are its 100 fine classes.
 ``clothing1m`` is copied, one image at a time, into WebDataset shards ``shards/<split>-<n>.tar`` of the original JPEG
 bytes (each image proven to decode first) with ``shards/<split>.index.npz`` and ``shards/index.json`` (per-shard
 counts, sizes and sha256; see ``components.formats.webdataset``); the training samples are written in a random order
@@ -39,15 +40,16 @@ from components.common.steps import FOLDERS
 from components.common.streaming import IMAGENET_MEAN, IMAGENET_STD
 from components.formats import Dataset
 from components.formats import clothing1m as c1m
-from components.formats.cifar import read_cifar10, read_cifar10n, read_cifar100
+from components.formats.cifar import read_cifar10, read_cifar10n, read_cifar100, read_cifar100n
 from components.formats.idx import read_fashion_mnist
 from components.formats.imagefolder import ACCEPTED, describe_skipped, read_imagefolder
 from components.formats.images import Unreadable
 from components.formats.webdataset import ShardWriter
 from model.progress import progress
 
-DatasetName = Literal["fashion-mnist", "cifar10", "cifar10n", "cifar100", "clothing1m", "imagefolder"]
+DatasetName = Literal["fashion-mnist", "cifar10", "cifar10n", "cifar100", "cifar100n", "clothing1m", "imagefolder"]
 DATASETS = typing.get_args(DatasetName)
+HUMAN_FILES = {"cifar10n": "CIFAR-10_human.pt", "cifar100n": "CIFAR-100_human.pt"}  # the human labels' files
 OUT = FOLDERS["ingest"]
 
 
@@ -60,7 +62,7 @@ class IngestConfig:
 
     dataset: DatasetName = "fashion-mnist"
     path: str = "data/fashion-mnist"  # where the dataset's files are
-    human_labels: str = "CIFAR-10_human.pt"  # cifar10n: CIFAR-10_human.pt, relative to path (DVC tracks path)
+    human_labels: str = "CIFAR-10_human.pt"  # cifar10n, cifar100n: the human labels' file, relative to path
     image_size: int = 0  # imagefolder, clothing1m: the (centre-)crop size models see; imagefolder: 0 keeps it
     channels: Literal[1, 3] = 3  # imagefolder: 1 (grayscale) or 3 (RGB)
     test_fraction: float = 0.2  # imagefolder without a test split: the share held out as the test set
@@ -84,8 +86,10 @@ class IngestConfig:
             raise ValueError(f"test_fraction: expected a number in (0, 1), found {self.test_fraction}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed: expected an integer >= 0, found {self.seed!r}")
-        if self.dataset == "cifar10n" and not self.human_labels:
-            raise ValueError("human_labels: expected the path of CIFAR-10_human.pt for dataset cifar10n, found ''")
+        others = [f for d, f in HUMAN_FILES.items() if d != self.dataset]  # the other dataset's file: a slip
+        if self.dataset in HUMAN_FILES and (not self.human_labels or Path(self.human_labels).name in others):
+            raise ValueError(f"human_labels: expected the path of {HUMAN_FILES[self.dataset]} for dataset "
+                             f"{self.dataset}, found {self.human_labels!r}")
         if self.dataset == "clothing1m" and not self.image_size:
             raise ValueError("image_size: expected a size (e.g. 224) for clothing1m, whose images differ in size, "
                              "found 0")
@@ -168,28 +172,32 @@ def read(config: IngestConfig, root: Path, *, skipped: list[Path] | None = None)
         return read_cifar10n(root, human_labels_path(config))
     if config.dataset == "cifar100":
         return read_cifar100(root)
+    if config.dataset == "cifar100n":
+        return read_cifar100n(root, human_labels_path(config))
     return read_imagefolder(root, channels=config.channels, size=config.image_size,
                             test_fraction=config.test_fraction, seed=config.seed, skipped=skipped)
 
 
 def human_labels_path(config: IngestConfig) -> Path:
-    """CIFAR-10N's ``CIFAR-10_human.pt``: ``human_labels`` relative to ``path``, which must hold it, so that the
-    DVC stage, which depends on ``path``, reruns when the file changes. Proven as every reader's file is
-    (``components.formats.inside``): a name that is absolute or climbs out, or a link leading out of ``path``, is
-    refused; a link into the repository's DVC cache (a checkout with ``cache.type: symlink``) is followed."""
+    """CIFAR-10N's ``CIFAR-10_human.pt`` or CIFAR-100N's ``CIFAR-100_human.pt``: ``human_labels`` relative to
+    ``path``, which must hold it, so that the DVC stage, which depends on ``path``, reruns when the file changes.
+    Proven as every reader's file is (``components.formats.inside``): a name that is absolute or climbs out, or a
+    link leading out of ``path``, is refused; a link into the repository's DVC cache (a checkout with
+    ``cache.type: symlink``) is followed."""
     from components.formats import inside  # noqa: PLC0415 - used here only
 
-    folder = Path(config.path)
+    folder, file = Path(config.path), HUMAN_FILES[config.dataset]
+    base = file.removesuffix("_human.pt")
     if not folder.is_dir():
-        raise DataError(f"{folder}: expected a folder holding the CIFAR-10 files and CIFAR-10_human.pt for dataset "
-                        f"cifar10n (so DVC, which tracks ingest.path, sees both), found a file")
+        raise DataError(f"{folder}: expected a folder holding the {base} files and {file} for dataset "
+                        f"{config.dataset} (so DVC, which tracks ingest.path, sees both), found a file")
     try:
         return inside(folder, config.human_labels, where="ingest.human_labels")
     except DataError as err:
         name = Path(config.human_labels)
         link = "" if name.is_absolute() or ".." in name.parts else f", a symbolic link to {(folder / name).resolve()}"
         raise DataError(f"ingest.human_labels: expected a file inside {folder} (ingest.path, which DVC tracks), found "
-                        f"{config.human_labels!r}{link}; put CIFAR-10_human.pt beside the CIFAR-10 files") from err
+                        f"{config.human_labels!r}{link}; put {file} beside the {base} files") from err
 
 
 def _check_classes(names: list[str], root: Path) -> None:

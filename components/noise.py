@@ -22,7 +22,8 @@ Noise kinds, each deterministic given ``seed`` (r = ``rate``, K classes):
   projection per clean class y, drawn from ``seed``, so similar images of a class flip to the same classes.
   Realised rate the truncated normal's mean: r for 0.2 <= r <= 0.8, more below (about 0.10 at r = 0.05).
 - ``human``: the labels of human annotators from the ingested dataset (CIFAR-10N: ``human_labels`` picks
-  ``aggre_label``, ``worse_label`` or ``random_label1..3``; Clothing1M: its published noisy labels, measured
+  ``aggre_label``, ``worse_label`` or ``random_label1..3``; CIFAR-100N: ``noisy_label``, which ``human_labels``
+  must name; Clothing1M: its published noisy labels, measured
   against the clean labels of the images that have one); ``rate`` is not used.
 
 A dataset with its own clean validation split (Clothing1M's, an image folder's ``val``) keeps it: ``is_val`` is
@@ -88,7 +89,7 @@ class NoiseConfig:
     rate: float = 0.5  # r: the probability that a label is resampled
     seed: int = 0
     class_map: tuple[str, ...] = ()  # asymmetric: "source->target" pairs (names or indices); () = built-in map
-    human_labels: HumanLabels = "aggre_label"  # human (cifar10n): which annotation to use
+    human_labels: HumanLabels = "aggre_label"  # human: cifar10n's annotation to use; cifar100n: noisy_label
     train_size: int = 12000  # a random subset of this many training images (0, or more than there are: all)
     val_fraction: float = 0.1  # share of the (sub)set held out for model selection
     val_clean: bool = True  # validation labels clean (the paper's CIFAR-10 setup) or noisy like training
@@ -398,9 +399,12 @@ def _noisy_labels(config, ingest, manifest, clean, index, num_classes, rng) -> t
     if config.kind == "human":
         path = ingest / "human_labels.npz"
         if not path.is_file():
-            raise DataError(f"{path}: expected human labels for noise kind 'human' (ingest dataset cifar10n or "
-                            f"clothing1m), found no such file (ingested dataset: {manifest['dataset']})")
+            raise DataError(f"{path}: expected human labels for noise kind 'human' (ingest dataset cifar10n, "
+                            f"cifar100n or clothing1m), found no such file (ingested dataset: {manifest['dataset']})")
         with np.load(path) as table:
+            if config.human_labels not in table.files:
+                raise ValueError(f"human_labels: expected one of {manifest['dataset']}'s label sets "
+                                 f"({', '.join(table.files)}), found {config.human_labels!r}")
             return table[config.human_labels][index].astype(np.int64), clean
     class_map = _class_map(config, manifest)
     images = None

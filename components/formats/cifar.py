@@ -1,4 +1,4 @@
-"""CIFAR-10 and CIFAR-100 in the official python format, and the CIFAR-10N human labels.
+"""CIFAR-10 and CIFAR-100 in the official python format, and the CIFAR-10N and CIFAR-100N human labels.
 
 CIFAR-10: ``cifar-10-python.tar.gz`` (or the same tar archive gunzipped, as a browser may leave it, under that
 name or ``cifar-10-python.tar``) or its extracted folder ``cifar-10-batches-py/`` holding the pickled batches
@@ -17,6 +17,9 @@ zip archive whose ``<name>/data.pkl`` is a pickle of that dict (numpy arrays pic
 tensor data beside it); ``data.pkl`` is read like the CIFAR-10 batches, never by ``torch.load``. A file in torch's
 legacy serialization (no zip archive: ``torch.save(..., _use_new_zipfile_serialization=False)``, or torch before
 1.6) is refused, saying to save it again with a current ``torch.save``.
+
+CIFAR-100N: ``CIFAR-100_human.pt``, the same kind of file with ``clean_label`` and ``noisy_label`` (fine labels,
+read) and ``clean_coarse_label`` and ``noisy_coarse_label`` (not read).
 
 The pickles are read by an unpickler that admits only plain containers and numpy arrays, so a crafted file can
 neither run code nor reach numpy's C reconstructors: ``numpy.ndarray``, ``numpy.dtype`` and ``_reconstruct`` are
@@ -49,8 +52,10 @@ from components.common.errors import DataError
 from components.formats import Dataset, check_split, inside, require_file
 
 BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
-HumanLabels = Literal["aggre_label", "worse_label", "random_label1", "random_label2", "random_label3"]
+HumanLabels = Literal["aggre_label", "worse_label", "random_label1", "random_label2", "random_label3", "noisy_label"]
 HUMAN_LABELS = typing.get_args(HumanLabels)
+CIFAR10N_LABELS = HUMAN_LABELS[:5]  # CIFAR-10_human.pt's label sets
+CIFAR100N_LABELS = ("noisy_label",)  # CIFAR-100_human.pt's fine label set (its coarse ones are not read)
 # The dtypes an array may have: CIFAR-10's data is uint8 ('|u1'), CIFAR-10N's labels int64 ('<i8'); the other
 # integer types are as plain (a re-saved file may hold int32 labels). Each with the byte orders numpy pickles.
 _INTEGER_TYPES = {"u1": "|", "i1": "|", "u2": "<>", "i2": "<>", "u4": "<>", "i4": "<>", "u8": "<>", "i8": "<>"}
@@ -343,26 +348,37 @@ def _check_planar(data: np.ndarray, source: str) -> None:
 
 def read_cifar10n(path: Path, human_labels: Path) -> Dataset:
     """CIFAR-10 with the CIFAR-10N human labels of its training images in ``extra``."""
-    dataset = read_cifar10(path)
-    require_file(human_labels, "the CIFAR-10N file CIFAR-10_human.pt")
+    return _with_human_labels(read_cifar10(path), human_labels, "CIFAR-10", CIFAR10N_LABELS)
+
+
+def read_cifar100n(path: Path, human_labels: Path) -> Dataset:
+    """CIFAR-100 with the CIFAR-100N human labels (``noisy_label``, fine) of its training images in ``extra``."""
+    return _with_human_labels(read_cifar100(path), human_labels, "CIFAR-100", CIFAR100N_LABELS)
+
+
+def _with_human_labels(dataset: Dataset, human_labels: Path, name: str, keys: tuple[str, ...]) -> Dataset:
+    """``dataset`` (``name``: CIFAR-10 or CIFAR-100) with the label sets ``keys`` of its ``{name}N`` file
+    ``human_labels`` in ``extra``, each one label per training image in range; the file's ``clean_label``, where it
+    has one, must equal the training labels in order (the file is for this copy of the dataset)."""
+    require_file(human_labels, f"the {name}N file {name}_human.pt")
     table = _load_pt(human_labels)
     n = dataset.train_labels.shape[0]
-    for key in HUMAN_LABELS:
+    for key in keys:
         if key not in table:
             raise DataError(f"{human_labels}: expected the key {key!r}, found keys {_keys(table)}")
         labels = _labels(table[key], str(human_labels), key)
         if labels.shape != (n,):
-            raise DataError(f"{human_labels}: expected {key} with one label per CIFAR-10 training image "
+            raise DataError(f"{human_labels}: expected {key} with one label per {name} training image "
                             f"({n}), found {labels.shape[0]}")
         check_split(key, np.empty((n, 0)), labels, len(dataset.class_names), human_labels)
         dataset.extra[key] = labels
     if "clean_label" in table:
         clean = _labels(table["clean_label"], str(human_labels), "clean_label")
         if clean.shape != (n,):
-            raise DataError(f"{human_labels}: expected clean_label with one label per CIFAR-10 training image "
+            raise DataError(f"{human_labels}: expected clean_label with one label per {name} training image "
                             f"({n}), found {clean.shape[0]}")
         if not np.array_equal(clean, dataset.train_labels):
-            raise DataError(f"{human_labels}: expected clean_label to equal the CIFAR-10 training labels in order, "
+            raise DataError(f"{human_labels}: expected clean_label to equal the {name} training labels in order, "
                             f"found {int((clean != dataset.train_labels).sum())} differences")
     dataset.inputs.append(human_labels)
     return dataset

@@ -13,8 +13,7 @@ from benchmarks.fixtures import write_clothing1m, write_image
 from components.formats.cifar import BATCHES
 
 __all__ = ["CIFAR100_SUPERCLASSES", "cifar_batch", "cifar_meta", "write_cifar10", "write_cifar10n", "write_cifar100",
-           "write_clothing1m", "write_distinct_image",
-           "write_image"]
+           "write_cifar100n", "write_clothing1m", "write_distinct_image", "write_image"]
 
 
 def write_distinct_image(path: Path, i: int) -> None:
@@ -116,6 +115,16 @@ def write_cifar100(root: Path, *, per_class: int = 2, test_per_class: int = 1, t
                       b"coarse_label_names": [n.encode() for n in CIFAR100_SUPERCLASSES]}}
     return _write_cifar(root, "cifar-100-python", {name: pickle.dumps(d, protocol=2) for name, d in files.items()},
                         tarball=tarball)
+
+
+def write_cifar100n(path: Path, clean: np.ndarray, coarse: np.ndarray, seed: int = 0) -> Path:
+    """``CIFAR-100_human.pt`` as torch.save writes it: ``clean_label`` (``clean``), ``noisy_label`` (40 % of them
+    moved to a random class), ``clean_coarse_label`` (``coarse``) and ``noisy_coarse_label``."""
+    rng = np.random.default_rng(seed)
+    noisy = np.where(rng.random(clean.size) < 0.4, rng.integers(0, 100, clean.size), clean)
+    torch.save({"clean_label": clean.copy(), "noisy_label": noisy, "clean_coarse_label": coarse.copy(),
+                "noisy_coarse_label": coarse.copy()}, path)
+    return path
 
 
 def write_cifar10n(path: Path, clean: np.ndarray, seed: int = 0, *, numpy1: bool = False) -> Path:

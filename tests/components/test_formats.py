@@ -23,7 +23,7 @@ from components.common.thumbnails import thumbnails
 from components.formats import cifar, inside
 from components.formats import clothing1m as c1m
 from components.formats import images as images_module
-from components.formats.cifar import read_cifar10, read_cifar10n, read_cifar100
+from components.formats.cifar import read_cifar10, read_cifar10n, read_cifar100, read_cifar100n
 from components.formats.imagefolder import read_imagefolder
 from components.formats.images import ImageTooLargeError, check_encoded, load_image
 from components.formats.webdataset import read_index
@@ -34,6 +34,7 @@ from tests.components.formats_fixtures import (
     write_cifar10,
     write_cifar10n,
     write_cifar100,
+    write_cifar100n,
     write_clothing1m,
     write_distinct_image,
     write_image,
@@ -168,6 +169,29 @@ def test_cifar100_errors_name_cifar100_and_the_file(tmp_path):
     with pytest.raises(DataError, match=r"expected the python version of CIFAR-100 \(cifar-100-python.tar.gz or "
                                         r"cifar-100-python/\), found the binary version \(cifar-100-binary.tar.gz\)"):
         read_cifar100(source)
+
+
+def test_cifar100n(tmp_path):
+    """CIFAR-100N's noisy_label lands in human_labels.npz; its clean_label must be this copy's labels in order, and
+    the params left at CIFAR-10N's file are named."""
+    source = write_cifar100(tmp_path / "c100")
+    published = pickle.loads((source / "cifar-100-python" / "train").read_bytes(), encoding="bytes")
+    clean, coarse = np.array(published[b"fine_labels"]), np.array(published[b"coarse_labels"])
+    write_cifar100n(source / "CIFAR-100_human.pt", clean, coarse)
+    with pytest.raises(ValueError, match=r"human_labels: expected the path of CIFAR-100_human.pt for dataset "
+                                         r"cifar100n, found 'CIFAR-10_human.pt'"):
+        IngestConfig(dataset="cifar100n", path=str(source))
+    manifest = run(IngestConfig(dataset="cifar100n", path=str(source), human_labels="CIFAR-100_human.pt"),
+                   out=tmp_path / "out")
+    with np.load(tmp_path / "out" / "human_labels.npz") as human:
+        assert human.files == ["noisy_label"] and human["noisy_label"].shape == (200,)
+    assert sorted(manifest["inputs_sha256"]) == ["CIFAR-100_human.pt", "cifar-100-python/meta",
+                                                 "cifar-100-python/test", "cifar-100-python/train"]
+    assert manifest["superclasses"] == CIFAR100_SUPERCLASSES
+    write_cifar100n(source / "CIFAR-100_human.pt", np.roll(clean, 1), coarse)
+    with pytest.raises(DataError, match=r"CIFAR-100_human.pt: expected clean_label to equal the CIFAR-100 training "
+                                        r"labels in order, found [0-9]+ differences"):
+        read_cifar100n(source, source / "CIFAR-100_human.pt")
 
 
 def test_cifar10_missing_batch(tmp_path):

@@ -1,6 +1,7 @@
 """Every noise kind: realised rates within a binomial tolerance, exact maps, determinism, the step's outputs."""
 
 import json
+import pickle
 
 import numpy as np
 import pytest
@@ -29,6 +30,7 @@ from tests.components.formats_fixtures import (
     write_cifar10,
     write_cifar10n,
     write_cifar100,
+    write_cifar100n,
     write_distinct_image,
     write_image,
 )
@@ -264,10 +266,31 @@ def test_human_labels_from_cifar10n(tmp_path):
         assert f["index"].size == 40 and (f["label"][~f["is_val"]] == worse[~f["is_val"]]).all()
 
 
+def test_human_labels_from_cifar100n(tmp_path):
+    """CIFAR-100N's noisy_label, the one label set it has: other names are refused naming it."""
+    source = write_cifar100(tmp_path / "c100", per_class=4)
+    published = pickle.loads((source / "cifar-100-python" / "train").read_bytes(), encoding="bytes")
+    clean, coarse = np.array(published[b"fine_labels"]), np.array(published[b"coarse_labels"])
+    human = write_cifar100n(source / "CIFAR-100_human.pt", clean, coarse)
+    ingest(IngestConfig(dataset="cifar100n", path=str(source), human_labels="CIFAR-100_human.pt"),
+           out=tmp_path / "ingest")
+    with pytest.raises(ValueError, match=r"^human_labels: expected one of cifar100n's label sets \(noisy_label\), "
+                                         r"found 'aggre_label'$"):
+        run(NoiseConfig(kind="human"), ingest=tmp_path / "ingest", out=tmp_path / "noise")
+    summary = run(NoiseConfig(kind="human", human_labels="noisy_label", train_size=0), ingest=tmp_path / "ingest",
+                  out=tmp_path / "noise")
+    noisy = np.asarray(torch.load(human, weights_only=False)["noisy_label"])
+    with np.load(tmp_path / "noise" / "labels.npz") as f:
+        train = ~f["is_val"]  # the held-out rows keep their clean labels (val_clean)
+        assert (f["label"][train] == noisy[f["index"]][train]).all() and (f["clean_label"] == clean[f["index"]]).all()
+        assert summary["realised_rate_train"] == pytest.approx(f["is_noisy"][~f["is_val"]].mean())
+    assert 0.25 < summary["realised_rate_train"] < 0.5  # 40 % moved, a hundredth of them to their own class
+
+
 def test_human_kind_without_human_labels(tmp_path, fashion_dir):
     ingest(IngestConfig(path=str(fashion_dir)), out=tmp_path / "ingest")
     with pytest.raises(ValueError, match=r"human_labels.npz: expected human labels for noise kind 'human' "
-                                         r"\(ingest dataset cifar10n or clothing1m\), found no such file"):
+                                         r"\(ingest dataset cifar10n, cifar100n or clothing1m\), found no such file"):
         run(NoiseConfig(kind="human"), ingest=tmp_path / "ingest", out=tmp_path / "noise")
 
 
