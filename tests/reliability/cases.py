@@ -55,6 +55,12 @@ def nothing() -> None:
     """The fault is in the command line alone."""
 
 
+def _interleaved(n: int) -> np.ndarray:
+    """``n`` images with spatial structure (random colours in 4x4 blocks), flattened height, width, channel."""
+    blocks = np.random.default_rng(0).integers(0, 256, (n, 8, 8, 3), dtype=np.uint8)
+    return blocks.repeat(4, 1).repeat(4, 2).reshape(n, 3072)
+
+
 def _fm_images(n: int) -> None:
     write_idx(Path(FM, "train-images-idx3-ubyte.gz"), np.zeros((n, 28, 28)), IDX_IMAGES)
 
@@ -116,6 +122,11 @@ DATA = [
          lambda: f.cifar_batch("data_batch_2", {**cifar_batch(4, np.random.default_rng(0)),
                                                 b"data": np.zeros((4, 100), np.uint8)}),
          ("data_batch_2): expected data of uint8 [N, 3072], found uint8 [4, 100]",), argv=CIFAR),
+    Case("cifar-pixel-by-pixel", FILES, "ingest", "a CIFAR-10 batch of photo-like images written pixel by pixel "
+         "(`[N, 32, 32, 3]` flattened as it was)",
+         lambda: f.cifar_batch("data_batch_4", {b"labels": [0, 1, 2, 3], b"data": _interleaved(4)}),
+         ("data_batch_4): expected each row of data to hold the red, green and blue 32x32 planes one after the other "
+          "(CIFAR-10's layout), found rows that look written pixel by pixel",), argv=CIFAR),
     Case("cifar-pickle-runs-code", FILES, "ingest", "a CIFAR-10 batch whose pickle calls `os.mkdir`",
          lambda: f.cifar_batch("data_batch_1", f.RunsCode()),
          ("data_batch_1: expected a pickled CIFAR-10 batch, found unreadable data", "mkdir is not allowed"),
