@@ -23,8 +23,8 @@ Noise kinds, each deterministic given ``seed`` (r = ``rate``, K classes):
   Realised rate the truncated normal's mean: r for 0.2 <= r <= 0.8, more below (about 0.10 at r = 0.05).
 - ``human``: the labels of human annotators from the ingested dataset (CIFAR-10N: ``human_labels`` picks
   ``aggre_label``, ``worse_label`` or ``random_label1..3``; CIFAR-100N: ``noisy_label``, which ``human_labels``
-  must name; Clothing1M: its published noisy labels, measured
-  against the clean labels of the images that have one); ``rate`` is not used.
+  must name; Clothing1M: its published noisy labels, measured against the clean labels of the images that have
+  one); ``rate`` is not used.
 
 A dataset with its own clean validation split (Clothing1M's, an image folder's ``val``) keeps it: ``is_val`` is
 then false everywhere and ``val_fraction`` is not used. Otherwise ``val_fraction`` of the rows are held out, with

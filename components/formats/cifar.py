@@ -453,13 +453,14 @@ class Version:
         return (*(m for _, batches in self.splits for m in batches), self.meta)
 
 
-CIFAR10 = Version("CIFAR-10", "cifar-10-python.tar.gz", "cifar-10-batches-py", (("train", BATCHES), ("test", (
-    "test_batch",))), "batches.meta", "label_names", "labels", "", ("cifar-10-binary.tar.gz", "cifar-10-batches-bin",
-                                                                      "data_batch_1.bin"), _MAX_BATCH)
-CIFAR100 = Version("CIFAR-100", "cifar-100-python.tar.gz", "cifar-100-python", (("train", ("train",)), ("test", (
-    "test",))), "meta", "fine_label_names", "fine_labels", "coarse_labels", ("cifar-100-binary.tar.gz",
-                                                                             "cifar-100-binary", "train.bin"),
-                   _MAX_BATCH_100)
+CIFAR10 = Version(name="CIFAR-10", tarball="cifar-10-python.tar.gz", folder="cifar-10-batches-py",
+                  splits=(("train", BATCHES), ("test", ("test_batch",))), meta="batches.meta",
+                  names_key="label_names", labels_key="labels", coarse_key="",
+                  binary=("cifar-10-binary.tar.gz", "cifar-10-batches-bin", "data_batch_1.bin"), max_batch=_MAX_BATCH)
+CIFAR100 = Version(name="CIFAR-100", tarball="cifar-100-python.tar.gz", folder="cifar-100-python",
+                   splits=(("train", ("train",)), ("test", ("test",))), meta="meta",
+                   names_key="fine_label_names", labels_key="fine_labels", coarse_key="coarse_labels",
+                   binary=("cifar-100-binary.tar.gz", "cifar-100-binary", "train.bin"), max_batch=_MAX_BATCH_100)
 
 
 def _cifar_files(version: Version, path: Path) -> tuple[dict[str, bytes], dict[str, str], list[Path]]:
