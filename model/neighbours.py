@@ -51,13 +51,21 @@ def synthetic_labels(features: Tensor, labels: Tensor, *, num_sets: int, fractio
 
 def nearest_neighbours(features: Tensor, k: int, *, name: str = "k") -> Tensor:
     """Indices ``[N, k]`` of each row's k nearest other rows (squared Euclidean), nearest first.
-    ``features``: ``[N, D]`` floating point; k in [1, N - 1] (``name``: the argument's name in errors)."""
+    ``features``: ``[N, D]`` floating point; k in [1, N - 1] (``name``: the argument's name in errors).
+
+    The distances are ``|a|^2 + |b|^2 - 2 a.b``, a difference of nearly equal terms, so they are computed in at least
+    float32 and outside any autocast region: the trainer searches inside its bfloat16 autocast on CUDA, where the
+    product would otherwise run in bfloat16 and lose about a third of the true neighbours, and float16 features
+    overflow (then ``inf - inf`` is NaN, which ``topk`` would rank nearest, picking a row as its own neighbour)."""
     check_tensor("features", features, ndim=2, floating=True)
     n = features.shape[0]
     check_int(name, k, low=1)
     if k >= n:
         raise ValueError(f"{name}: expected fewer than the batch size N={n}, found {k}")
-    sq = features.pow(2).sum(dim=1)
-    dist = sq[:, None] + sq[None, :] - 2.0 * features @ features.T
+    if features.dtype in (torch.float16, torch.bfloat16):
+        features = features.float()
+    with torch.autocast(features.device.type, enabled=False):
+        sq = features.pow(2).sum(dim=1)
+        dist = sq[:, None] + sq[None, :] - 2.0 * features @ features.T
     dist.fill_diagonal_(float("inf"))
     return dist.topk(k, dim=1, largest=False).indices

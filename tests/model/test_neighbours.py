@@ -110,3 +110,35 @@ def test_bad_shapes_and_types():
         synthetic_labels(features, labels, num_sets=True, fraction=0.5, neighbours=3, generator=torch.Generator())
     with pytest.raises(TypeError, match=r"fraction: expected a number, found True \(bool\)"):
         synthetic_labels(features, labels, num_sets=1, fraction=True, neighbours=3, generator=torch.Generator())
+
+
+def _true_neighbours(features, k):
+    """Each row's k nearest other rows, in float64 with the distances taken directly."""
+    dist = torch.cdist(features.double(), features.double()).fill_diagonal_(float("inf"))
+    return dist.topk(k, dim=1, largest=False).indices
+
+
+def _share_found(got, want):
+    return sum(len(set(a) & set(b)) for a, b in zip(got.tolist(), want.tolist(), strict=True)) / want.numel()
+
+
+def test_neighbours_inside_bfloat16_autocast_are_the_float32_ones():
+    # the trainer searches inside its bfloat16 autocast on CUDA; CPU autocast casts matmuls the same way. Features
+    # far from the origin, as a ReLU network's are, made the bfloat16 product lose about a third of the neighbours.
+    g = torch.Generator().manual_seed(0)
+    features = 5.0 + torch.rand(128, 64, generator=g)
+    want = _true_neighbours(features, 10)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = nearest_neighbours(features, 10)
+        assert (features @ features.T).dtype == torch.bfloat16  # the region does cast the product
+    assert _share_found(got, want) == 1.0
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_features_never_pick_a_row_itself(dtype):
+    # squared norms above float16's 65504 overflowed to inf, and inf - inf = NaN ranked nearest
+    g = torch.Generator().manual_seed(1)
+    features = (30.0 + 20.0 * torch.rand(8, 100, generator=g)).to(dtype)
+    got = nearest_neighbours(features, 3)
+    assert not (got == torch.arange(8)[:, None]).any()
+    assert _share_found(got, _true_neighbours(features.float(), 3)) == 1.0
