@@ -8,7 +8,12 @@ import pytest
 import torch
 
 from components import baseline, evaluate, export, ingest, mlnt, noise
-from components.common.calibration import estimate_noise_matrix, fit_temperature, fit_temperature_on_noisy_labels
+from components.common.calibration import (
+    estimate_noise_matrix,
+    fit_temperature,
+    fit_temperature_on_noisy_labels,
+    wrong_label_share,
+)
 
 
 def test_fit_temperature_recovers_the_temperature_that_generated_the_labels():
@@ -98,6 +103,16 @@ def test_on_noisy_labels_the_fit_finds_the_true_classes_temperature():
         assert fit.uncorrected > 1.5 / true_t
         assert fit.temperature == pytest.approx(1 / true_t, rel=0.05)
         assert fit.noise_rate == pytest.approx(float((given.numpy() != true).mean()), abs=0.02)
+
+
+def test_wrong_label_share_weights_by_the_true_classes():
+    """Two equal classes, the first labelled as the second 4 times in 10: the given labels' shares are 0.3 and 0.7,
+    and 0.5 x 0.4 = 0.2 of the labels are wrong (the given shares would weigh the first row by 0.3: 0.12)."""
+    matrix = np.array([[0.6, 0.4], [0.0, 1.0]])
+    assert wrong_label_share(matrix, np.array([0.5, 0.5]) @ matrix) == pytest.approx(0.2)
+    symmetric = _symmetric(4, 0.5)
+    assert wrong_label_share(symmetric, np.full(4, 0.25)) == pytest.approx(1 - symmetric[0, 0])
+    assert wrong_label_share(np.eye(3), np.array([0.2, 0.3, 0.5])) == 0.0
 
 
 @pytest.mark.parametrize(("probs", "percentile", "found"), [
