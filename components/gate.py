@@ -57,7 +57,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from components.common.artifacts import sha256_file
-from components.common.atomic import write_json
+from components.common.atomic import fsync_dir, fsync_file, prepare_output, write_json
 from components.common.config import cli, load_params, printable
 from components.common.steps import FOLDERS
 from components.common.telemetry import reports
@@ -252,11 +252,17 @@ def _resolution(metrics: dict) -> str:
 
 
 def read_champion(registry: Path) -> Champion | None:
-    """The champion of ``registry`` (``registry/latest``); None before the first release. A ``latest`` whose card
-    holds no accuracy (a dangling link, a damaged card) is a ``ValueError``, never "no champion"."""
+    """The champion of ``registry`` (``registry/latest``, a link to a version folder), its ``version`` the name of the
+    folder the link leads to, however the link names it (``vX``, ``./vX``, an absolute path); None before the first
+    release. A ``latest`` whose card holds no accuracy (a dangling link, a damaged card) is a ``ValueError``, never
+    "no champion", and so is a real folder with anything in it: no release could replace it with its link."""
     latest = registry / "latest"
     if (not latest.is_symlink() and not latest.exists()) or placeholder(latest):
         return None
+    if not latest.is_symlink():
+        raise ValueError(f"{latest}: expected a link to the champion's version folder, found a {_kind(latest)} "
+                         f"(move it to a version folder, v<UTC time>Z-<8 hex digits>, and `ln -sfn <version> "
+                         f"{latest}`)")
     card = _read(latest / "model_card.json")
     metrics = card.get("metrics") if card else None
     accuracy = metrics.get("accuracy") if isinstance(metrics, dict) else None
@@ -264,7 +270,11 @@ def read_champion(registry: Path) -> Champion | None:
         found = "none" if card is None else repr(accuracy)
         raise ValueError(f"champion {latest / 'model_card.json'}: expected a released model card with "
                          f"metrics.accuracy, found {found} (point {latest} at a good release)")
-    return Champion(os.readlink(latest) if latest.is_symlink() else latest.name, accuracy, card)
+    return Champion(latest.resolve().name, accuracy, card)
+
+
+def _kind(path: Path) -> str:
+    return "folder" if path.is_dir() else "file" if path.is_file() else "special file"
 
 
 def placeholder(latest: Path) -> bool:
@@ -392,6 +402,7 @@ def _stage(export: Path, registry: Path) -> Path:
     try:
         for name in RELEASED:
             shutil.copy2(export / name, staging / name)
+            fsync_file(staging / name)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -399,24 +410,32 @@ def _stage(export: Path, registry: Path) -> Path:
 
 
 def _release(staging: Path, decision: dict, registry: Path, now: dt.datetime | None) -> str:
-    """Make the staged copy the next version and point ``latest`` at it; the caller holds the lock. Versions are
-    named by the second and the model's hash: a model released again within the second of its earlier version
-    (A, then B, then A again; or ``promote`` called twice) waits for the next second instead of failing."""
+    """Make the staged copy the next version and point ``latest`` at it, each rename synced to disk; the caller
+    holds the lock. Versions are named by the second and the model's hash, and sort in the order they were released
+    (``prune`` keeps the newest by name): a release within the second of an earlier one (A, then B, then A again; or
+    ``promote`` called twice) waits for the next second, whatever the hashes."""
     version = _version(now, decision["onnx_sha256"])
-    while now is None and (registry / version).exists():  # only the lock's holder makes versions: at most a second
+    while now is None and _same_second(registry, version):  # only the lock's holder makes versions: at most a second
         time.sleep(0.05)
         version = _version(None, decision["onnx_sha256"])
     if (registry / version).exists():
         raise FileExistsError(f"{registry / version}: expected a new version, found it exists (never overwritten)")
     write_json(staging / "decision.json", {**decision, "version": version, "released": True})
     staging.rename(registry / version)
+    fsync_dir(registry)
     link = registry / f".latest.{os.getpid()}"
     link.unlink(missing_ok=True)
     link.symlink_to(version)
     if placeholder(registry / "latest"):
         (registry / "latest").rmdir()  # a link cannot replace a folder
     link.replace(registry / "latest")
+    fsync_dir(registry)
     return version
+
+
+def _same_second(registry: Path, version: str) -> bool:
+    """Whether ``registry`` holds a version of ``version``'s second (whatever its hash)."""
+    return any(VERSION.fullmatch(p.name) for p in registry.glob(f"{version.partition('-')[0]}-*"))
 
 
 def _version(now: dt.datetime | None, onnx_sha256: str) -> str:
@@ -432,6 +451,7 @@ def run(config: GateConfig, *, export: Path = EXPORT_OUT, evaluate: Path = EVALU
     the champion already. Writes ``decision.json`` to ``out``; returns the decision (on a pass, with ``version``,
     the release serving the model, and ``released``, whether this gate made that version)."""
     registry, export, evaluate, experiment = _registry(config), Path(export), Path(evaluate), _experiment()
+    prepare_output(out, step="gate")  # a folder that cannot take the decision fails now, before anything is released
     decision = decide(config, export=export, evaluate=evaluate, registry=registry)
     if experiment:
         note = (f"warning: not released: DVC experiment {experiment} is judged, never released (`dvc exp apply "

@@ -191,7 +191,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             return
         os.replace(tmp, target)
         _LIVE.discard(Path(tmp))
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
     except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
         _LIVE.discard(Path(tmp))
@@ -262,7 +262,7 @@ def rename_all(pairs: list[tuple[Path, Path]]) -> None:
                         Path(rest).unlink(missing_ok=True)
                 raise output_error(target, err) from err
         for folder in dict.fromkeys(Path(target).parent for _, target in pairs):
-            _fsync_dir(folder)
+            fsync_dir(folder)
 
 
 @contextmanager
@@ -317,8 +317,14 @@ def write_json(path: str | os.PathLike, data: Any) -> None:
     write_text(path, json_text(data))
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
+def fsync_dir(directory: str | os.PathLike) -> None:
+    """Sync ``directory``'s entries (a rename or a new link in it) to disk."""
+    fsync_file(directory)
+
+
+def fsync_file(path: str | os.PathLike) -> None:
+    """Sync ``path``'s contents (a file, or a folder's entries) to disk: what a copy needs before it is released."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:

@@ -400,12 +400,13 @@ def test_a_model_released_again_within_its_versions_second_waits_for_the_next(tm
     a, evaluate = write_export(tmp_path / "a")
     b, _ = write_export(tmp_path / "b", onnx=b"other-bytes")
     config = GateConfig(min_accuracy=0.5, registry=str(tmp_path / "releases"))
-    seconds = iter(["v20260102T030405Z"] * 4 + ["v20260102T030406Z"])  # 3 gates, 1 retry: the clock then moves on
+    seconds = iter(["v20260102T030405Z", "v20260102T030405Z", "v20260102T030406Z", "v20260102T030406Z",
+                    "v20260102T030407Z"])  # 3 gates, each asking in its predecessor's second, then the clock moves on
     monkeypatch.setattr(gate, "_version", lambda now, sha: f"{next(seconds)}-{sha[:8]}")
     first = run_gate(config, export=a, evaluate=evaluate, out=tmp_path / "g1")
     run_gate(config, export=b, evaluate=evaluate, out=tmp_path / "g2")
     third = run_gate(config, export=a, evaluate=evaluate, out=tmp_path / "g3")
-    assert first["version"].startswith("v20260102T030405Z-") and third["version"].startswith("v20260102T030406Z-")
+    assert first["version"].startswith("v20260102T030405Z-") and third["version"].startswith("v20260102T030407Z-")
     assert third["released"] is True
     assert json.loads((tmp_path / "g3" / "decision.json").read_text())["version"] == third["version"]
 
@@ -594,8 +595,91 @@ def test_an_empty_latest_folder_is_no_champion_and_the_first_release_replaces_it
     (registry / "latest").unlink()
     (registry / "latest").mkdir()
     (registry / "latest" / "notes.txt").write_text("not a release")
-    with pytest.raises(ValueError, match=r"expected a released model card with metrics\.accuracy, found none"):
+    with pytest.raises(ValueError, match=r"latest: expected a link to the champion's version folder, found a folder"):
         read_champion(registry)
+
+
+def test_a_latest_folder_holding_a_release_fails_the_gate_and_releases_nothing(tmp_path):
+    """A release copied to ``latest`` as a real folder was taken as the champion (version "latest"); the release
+    then renamed its version into place and crashed replacing the folder with its link (IsADirectoryError), leaving
+    an orphan version, a half-made link and no decision. It is a broken registry, refused before anything moves."""
+    registry = tmp_path / "releases"
+    export, evaluate = write_export(tmp_path / "c", accuracy=0.9)
+    (registry / "latest").mkdir(parents=True)
+    shutil.copy(export / "model_card.json", registry / "latest" / "model_card.json")
+    decision = run_gate(GateConfig(min_accuracy=0.5, registry=str(registry)), export=export, evaluate=evaluate,
+                        out=tmp_path / "gate")
+    assert not decision["passed"] and "version" not in decision
+    assert any(r.startswith(f"fail: {registry / 'latest'}: expected a link to the champion's version folder, found a "
+                            f"folder (move it to a version folder") for r in decision["reasons"]), decision["reasons"]
+    assert sorted(p.name for p in registry.iterdir() if p.name != ".lock") == ["latest"]
+    assert json.loads((tmp_path / "gate" / "decision.json").read_text())["passed"] is False
+
+
+def test_a_champion_linked_by_path_is_named_by_its_version(tmp_path):
+    """``latest`` pointed at the champion by hand (``./vX`` or an absolute path, which prune accepts) put that path
+    in the decision's version, and from there in KFP's storageUri and CI's release tag: the version is the folder's
+    name, however the link names it."""
+    registry = tmp_path / "releases"
+    export, evaluate = write_export(tmp_path / "c", accuracy=0.9)
+    config = GateConfig(min_accuracy=0.5, registry=str(registry))
+    version = run_gate(config, export=export, evaluate=evaluate, out=tmp_path / "g1")["version"]
+    for target in (f"./{version}", str((registry / version).resolve())):
+        (registry / "latest").unlink()
+        (registry / "latest").symlink_to(target)
+        assert read_champion(registry).version == version
+        again = run_gate(config, export=export, evaluate=evaluate, out=tmp_path / "g2")
+        assert again["passed"] and again["released"] is False
+        assert again["version"] == again["champion_version"] == version
+
+
+def test_versions_released_within_one_second_sort_in_release_order(tmp_path, monkeypatch):
+    """Versions are named by the second and the hash, and prune keeps the newest by name: two releases in one second
+    sorted by their hashes, so prune could remove the newer (the rollback target) and keep the older. A release now
+    waits for the next second while its second has a version, whatever the hash."""
+    registry = tmp_path / "releases"
+    models = sorted((write_export(tmp_path / str(i), onnx=f"model {i}".encode()) for i in range(4)),
+                    key=lambda m: hashlib.sha256((m[0] / "model.onnx").read_bytes()).hexdigest(), reverse=True)
+    seconds = iter(["v20260102T030405Z", "v20260102T030405Z", "v20260102T030406Z", "v20260102T030406Z",
+                    "v20260102T030407Z"])  # the second release asks in the first one's second, then the clock moves
+    monkeypatch.setattr(gate, "_version", lambda now, sha: f"{next(seconds)}-{sha[:8]}")
+    config = GateConfig(min_accuracy=0.5, registry=str(registry))
+    released = [run_gate(config, export=export, evaluate=evaluate, out=tmp_path / "gate")["version"]
+                for export, evaluate in models[:3]]  # hashes descending: by name, the same second sorts them backwards
+    assert [v[:18] for v in released] == ["v20260102T030405Z-", "v20260102T030406Z-", "v20260102T030407Z-"]
+    assert sorted(released) == released
+    assert gate.prune(registry, 2) == [released[0]]
+
+
+def test_the_gate_fails_before_releasing_when_it_cannot_write_its_decision(tmp_path):
+    """A decision folder that cannot be written failed only after the release had moved ``latest``; a rerun then
+    said "released: false", and CI published nothing. It now fails first, naming the folder, and releases nothing."""
+    registry = tmp_path / "releases"
+    export, evaluate = write_export(tmp_path / "c", accuracy=0.9)
+    (tmp_path / "blocked").write_text("a file where the gate's folder should be")
+    with pytest.raises(OSError, match=r"expected a folder for the gate outputs, found a file at"):
+        run_gate(GateConfig(min_accuracy=0.5, registry=str(registry)), export=export, evaluate=evaluate,
+                 out=tmp_path / "blocked" / "gate")
+    assert not registry.exists() or not read_champion(registry)
+
+
+def test_a_release_is_synced_to_disk_before_latest_leads_to_it(tmp_path, monkeypatch):
+    """After a power cut, ``latest`` must not lead to a version whose files never reached the disk: each released
+    file is synced before the version is renamed into place, and the registry's entries after each rename."""
+    registry = tmp_path / "releases"
+    export, evaluate = write_export(tmp_path / "c", accuracy=0.9)
+    calls, fsync, replace = [], os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append(("fsync", os.readlink(f"/proc/self/fd/{fd}"))),
+                                                 fsync(fd))[1])
+    monkeypatch.setattr(os, "replace", lambda a, b: (calls.append(("replace", str(b))), replace(a, b))[1])
+    version = run_gate(GateConfig(min_accuracy=0.5, registry=str(registry)), export=export, evaluate=evaluate,
+                       out=tmp_path / "gate")["version"]
+    synced = [Path(path) for kind, path in calls if kind == "fsync"]
+    staged = {p.name for p in synced if p.parent.name.startswith(".incoming.")}
+    assert {"model.onnx", "model_card.json", "parity.json"} <= staged
+    link = calls.index(("replace", str(registry / "latest")))
+    assert ("fsync", str(registry.resolve())) in calls[link + 1:]
+    assert os.readlink(registry / "latest") == version
 
 
 def test_promote_is_a_compare_and_swap_on_latest(tmp_path):
