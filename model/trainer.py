@@ -306,6 +306,18 @@ def train(config: TrainConfig, net: nn.Module, train_data: Source, *, val_data: 
     if group.active:  # later rounds restart every process from the main process's weights, as the first did
         initial = _cpu_state(net)
     feature_net = _frozen(feature_net if feature_net is not None else net, device)
+    _check_mentor_top_k(config, net, train_data, device)
+    with torch.random.fork_rng(devices=_cuda_indices(device)):
+        return _train_rounds(config, net, train_data, initial, val_data=val_data, feature_net=feature_net, store=store,
+                             device=device, group=group, on_epoch_end=on_epoch_end, on_validation=on_validation)
+
+
+def _train_rounds(config: TrainConfig, net: nn.Module, train_data: Source, initial: dict[str, Tensor], *,
+                  device: torch.device, group: Group, **loop_args: Any) -> TrainResult:
+    """``train``'s rounds, each from ``initial``, a later one on the samples the previous round's best model keeps.
+    torch's global random generator (dropout, a user's network) starts each round from the round's own seed
+    (``global_seed``), or the state its checkpoint saved: a run killed before its first checkpoint restarts with the
+    same draws, whatever the caller's generator; ``train`` restores the caller's afterwards."""
     mentor = None
     rounds = config.round_count
     earlier: list[TrainResult] = []
@@ -321,16 +333,45 @@ def train(config: TrainConfig, net: nn.Module, train_data: Source, *, val_data: 
                                  f"samples, expected at least batch_size ({config.batch_size}); train the first "
                                  "round longer or raise mentor_top_k")
             data = train_data.subset(keep.cpu())
-        loop = _Loop(config, net, data, val_data=val_data, feature_net=feature_net, mentor=mentor, store=store,
-                     key=f"round{round_}", device=device, group=group, on_epoch_end=on_epoch_end,
-                     on_validation=on_validation)
-        result = loop.run()
+        torch.manual_seed(global_seed(config.seed, round_))  # replaced by a checkpoint's state on resume
+        result = _Loop(config, net, data, mentor=mentor, key=f"round{round_}", device=device, group=group,
+                       **loop_args).run()
         if round_ + 1 < rounds:  # the next round retrains ``net``: keep this round's weights apart
             earlier.append(dataclasses.replace(result, student=copy.deepcopy(result.student)))
             mentor = _frozen(result.student, device)
             mentor.load_state_dict(result.best_state)
     result.earlier_rounds = earlier
     return result
+
+
+def _cuda_indices(device: torch.device) -> list[int]:
+    """The CUDA device whose generator ``fork_rng`` must fork besides the CPU's: ``device``'s, if it is one."""
+    if device.type != "cuda":
+        return []
+    return [device.index if device.index is not None else torch.cuda.current_device()]
+
+
+def global_seed(seed: int, round_: int) -> int:
+    """The seed of torch's global generator in round ``round_`` (0-based) of a run of ``seed``."""
+    return int(np.random.SeedSequence([seed, round_, 1]).generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+def _check_mentor_top_k(config: TrainConfig, net: nn.Module, data: Source, device: torch.device) -> None:
+    """Before round 1 trains, a ``ValueError`` when later rounds' ``mentor_top_k`` exceeds the network's classes
+    (counted by one eval-mode pass over the first sample), rather than after it."""
+    if config.round_count == 1:
+        return
+    images, _ = next(iter(data.eval_batches(1)))
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.no_grad():
+            classes = net(images.to(device)).shape[1]
+    finally:
+        net.train(was_training)
+    if config.mentor_top_k > classes:
+        raise ValueError(f"mentor_top_k: expected at most the network's {classes} classes (later rounds keep a sample "
+                         f"whose label is among the mentor's top k), found {config.mentor_top_k}")
 
 
 @torch.no_grad()
@@ -630,7 +671,7 @@ class _Loop:
         and CPU kernels (``cpu_capability``, e.g. AVX2): CPU results depend on both, so ``_resume`` warns when one
         changed."""
         return {
-            "format": CHECKPOINT_FORMAT, "key": self.key, "config": dataclasses.asdict(self.cfg),
+            "format": CHECKPOINT_FORMAT, "key": self.key, "method": self.method, "config": dataclasses.asdict(self.cfg),
             "threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "model": _cpu_state(self.net), "teacher": None if self.teacher is None else _cpu_state(self.teacher),
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
@@ -659,6 +700,9 @@ class _Loop:
         if state.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"{where}: expected format {CHECKPOINT_FORMAT}, found {state.get('format')!r}; it was "
                              "written by another version: delete it to start afresh")
+        if state.get("method", self.method) != self.method:
+            raise ValueError(f"{where}: expected a checkpoint of a {self.method} run to resume, found one of "
+                             f"{state['method']}: give each training its own checkpoint store")
         resume_policy(state.get("config", {}), self.cfg, step=state["step"], steps_per_epoch=self.steps_per_epoch,
                       where=where)
         self.net.load_state_dict(state["model"])
@@ -702,9 +746,11 @@ def resume_policy(saved: dict[str, Any], config: TrainConfig, *, step: int, step
     than the run's end."""
     current = dataclasses.asdict(config)
     free = RESUMABLE_CHANGES if config.round_count == 1 else RESULT_NEUTRAL
-    changed = sorted(k for k in current.keys() - free if _normalise(saved.get(k)) != _normalise(current[k]))
+    changed = sorted(k for k in (current.keys() | saved.keys()) - free
+                     if k not in current or k not in saved or _normalise(saved[k]) != _normalise(current[k]))
     if changed:
-        details = "; ".join(f"{k}: checkpoint {saved.get(k)!r}, now {current[k]!r}" for k in changed)
+        details = "; ".join(f"{k}: checkpoint {saved.get(k, 'no such setting')!r}, now "
+                            f"{current.get(k, 'no such setting')!r}" for k in changed)
         raise ValueError(f"{where}: expected the same training config to resume, found differences: {details}")
     if step > config.epochs * steps_per_epoch:
         raise ValueError(f"{where}: expected a checkpoint within the {config.epochs} epochs asked for, found one at "

@@ -124,6 +124,66 @@ def test_resume_refuses_a_checkpoint_from_another_config(tmp_path):
         train(config, net(), train_data, store=FileCheckpointStore(tmp_path))
 
 
+def test_resume_refuses_a_checkpoint_of_another_method_or_with_settings_it_lacks(tmp_path):
+    """Only the current config's fields were compared: a CE run given an MLNT run's store resumed it and returned
+    MLNT's student as its own, and a run without a setting resumed one trained with it."""
+    train_data, _ = noisy_problem(n=200)
+    train(MlntConfig(epochs=1, **QUIET), net(), train_data, store=FileCheckpointStore(tmp_path / "mlnt"))
+    with pytest.raises(ValueError, match=r"\(round0\): expected a checkpoint of a ce run to resume, found one of mlnt: "
+                                         r"give each training its own checkpoint store"):
+        train(TrainConfig(epochs=1, **QUIET), net(), train_data, store=FileCheckpointStore(tmp_path / "mlnt"))
+    from model.trainer import resume_policy  # noqa: PLC0415
+    saved = {**dataclasses.asdict(MlntConfig(epochs=1, **QUIET)), "warm_start": True}  # a subclass's extra field
+    with pytest.raises(ValueError, match=r"found differences: warm_start: checkpoint True, now 'no such setting'"):
+        resume_policy(saved, MlntConfig(epochs=1, **QUIET), step=4, steps_per_epoch=4)
+
+
+class Dropped(nn.Module):
+    """A network whose training passes draw from torch's global generator (dropout), as a user's network may."""
+
+    def __init__(self, seed):
+        super().__init__()
+        self.inner = net(seed)
+        self.drop = nn.Dropout(0.3)
+
+    def forward(self, x):
+        return self.inner.head(self.drop(self.inner.features(x)))
+
+
+def test_a_run_killed_before_its_first_checkpoint_restarts_with_the_same_global_draws(tmp_path):
+    """torch's global generator (dropout masks) entered the checkpoint only at a round's first save, and was the
+    caller's until then: a run killed after saving its start weights restarted with other masks, and two fresh runs
+    of one config differed with the caller's generator. Each round now seeds it from the config's seed, and the
+    caller's generator is left as it was."""
+    class KilledAfterStart(FileCheckpointStore):
+        def save(self, key, state):
+            super().save(key, state)
+            if key == "start":
+                raise CrashError
+
+    train_data, _ = noisy_problem(n=300)
+    config = TrainConfig(epochs=2, checkpoint_every=5, **QUIET)
+    straight = train(config, Dropped(0), train_data, store=FileCheckpointStore(tmp_path / "straight"))
+    with pytest.raises(CrashError):
+        train(config, Dropped(0), train_data, store=KilledAfterStart(tmp_path / "killed"))
+    fresh = Dropped(99)  # a new process: other weights, another global state
+    caller = torch.get_rng_state()
+    resumed = train(config, fresh, train_data, store=FileCheckpointStore(tmp_path / "killed"))
+    assert torch.equal(torch.get_rng_state(), caller)
+    for (name, a), b in zip(straight.student.state_dict().items(), resumed.student.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    assert [h["train_loss"] for h in straight.history] == [h["train_loss"] for h in resumed.history]
+
+
+def test_a_mentor_top_k_above_the_classes_is_refused_before_the_first_round():
+    """It failed after round 1 had trained, naming the internal ``top_k``."""
+    train_data, _ = noisy_problem(n=200)
+    with pytest.raises(ValueError, match=r"mentor_top_k: expected at most the network's 4 classes \(later rounds keep "
+                                         r"a sample whose label is among the mentor's top k\), found 5"):
+        train(MlntConfig(epochs=1, rounds=2, mentor_top_k=5, **QUIET), net(), train_data,
+              on_epoch_end=lambda record: pytest.fail("a round trained"))
+
+
 @pytest.mark.parametrize("config", [TrainConfig(epochs=2, lr_milestones=(1.5,), **QUIET),
                                     MlntConfig(epochs=2, mode="head", ramp_start=0.5, ramp_end=2.5, **QUIET)],
                          ids=["ce", "mlnt"])
