@@ -136,7 +136,7 @@ def render(found: dict, results: dict) -> str:
     if problems:
         raise ValueError("seeds: the check cell did not reproduce the study's figures, so its seeds do not pool "
                          "with these: " + "; ".join(problems))
-    sections, pooled = [], []
+    sections, by_seed_gaps = [], {}
     study_records = [r for r in results["records"] if r.get("part", "main") == "main"]
     for setting in found["settings"]:
         by_seed = {**_records(study_records, setting), **_records(found["records"], setting)}
@@ -145,7 +145,8 @@ def render(found: dict, results: dict) -> str:
         last = {m: np.array([by_seed[s][m]["student_last_accuracy"] for s in seeds]) for m in ("mlnt", "ema_control")}
         gaps = {"mlnt_control": acc["mlnt"] - acc["ema_control"], "control_ce": acc["ema_control"] - acc["ce_early"],
                 "mlnt_ce": acc["mlnt"] - acc["ce_early"], "students": last["mlnt"] - last["ema_control"]}
-        pooled.append(gaps["mlnt_control"])
+        for seed, gap in zip(seeds, gaps["mlnt_control"], strict=True):
+            by_seed_gaps.setdefault(seed, []).append(gap)
         tested = {name: paired(gap) for name, gap in gaps.items()}
         sections.append(TEMPLATE.fill(
             "setting", setting=setting, n=len(seeds), seeds=_span(seeds),
@@ -163,8 +164,19 @@ def render(found: dict, results: dict) -> str:
                          invocations=TEMPLATE.fill("invocations", count=found["invocations"])
                          if found.get("invocations", 1) > 1 else "",
                          threads=found["threads_per_worker"], sections="\n\n".join(sections),
-                         pooled=TEMPLATE.fill("gap_row", comparison=TEMPLATE.fill("pooled"),
-                                              **paired(np.concatenate(pooled)))) + "\n"
+                         pairs=sum(map(len, by_seed_gaps.values())),
+                         pairs_positive=sum(g > 0 for gaps in by_seed_gaps.values() for g in gaps),
+                         pooled=_pooled_rows(by_seed_gaps, new_seeds=found["seeds"])) + "\n"
+
+
+def _pooled_rows(by_seed_gaps: dict[int, list[float]], *, new_seeds) -> str:
+    """MLNT minus the control over every setting, a seed at a time (each seed's mean over the settings: a seed's
+    settings share its data and random stream), for every seed and for the seeds added after the study."""
+    rows = []
+    for seeds in (sorted(by_seed_gaps), sorted(set(new_seeds) & by_seed_gaps.keys())):
+        means = np.array([np.mean(by_seed_gaps[s]) for s in seeds])
+        rows.append(TEMPLATE.fill("gap_row", comparison=TEMPLATE.fill("pooled", seeds=_span(seeds)), **paired(means)))
+    return "\n".join(rows)
 
 
 def paired(gap: np.ndarray) -> dict:

@@ -239,7 +239,8 @@ class _Cell:
 
     def _confident_learning(self, labels: dict, epochs: int, record: dict) -> None:
         """cleanlab's find_label_issues on out-of-sample probabilities from k-fold CE models (each trained for CE's
-        best epoch count, chosen on the validation set), then CE on the training set without the issues."""
+        best epoch count, chosen on the validation set, and taken at its own best checkpoint on validation within
+        those epochs), then CE on the training set without the issues."""
         from cleanlab.filter import find_label_issues  # noqa: PLC0415 - a study-only dependency
         from cleanlab.rank import get_label_quality_scores  # noqa: PLC0415
 
