@@ -157,14 +157,15 @@ def _meta(net, inputs, logits, features, base, synthetic, teacher, *, inner_lr, 
 def _weight_meta(net, inputs, logits, base, synthetic, teacher, inner_lr, *, second_order, batch_mean):
     """The meta loss, its gradient computed here one label set at a time (see the module docstring), returned
     as a scalar that carries that gradient."""
-    names, params = zip(*[(n, p) for n, p in net.named_parameters() if p.requires_grad], strict=True)
+    params = tuple(p for p in net.parameters() if p.requires_grad)
+    slots = _slots(net, params)
     grad = _grad_fn(params, create_graph=second_order)
     base_grads = grad(F.cross_entropy(logits, base), retain_graph=True)
     gradient, scale = _MetaGradient(params, retain_graph=couples_samples(net)), 1.0 / synthetic.shape[0]
     value = logits.new_zeros(())
     for extra in _inner_deltas(net, inputs, logits, base, synthetic, grad):
         leaves, inner = _inner_grads(base_grads, extra, batch_mean, second_order=second_order)
-        kl, fast_grads = _fast_pass(net, names, params, inputs, inner, teacher, inner_lr)
+        kl, fast_grads = _fast_pass(net, slots, params, inputs, inner, teacher, inner_lr)
         value = value + kl * scale
         gradient.add_fast(fast_grads, scale)
         if second_order:  # chain dKL/dtheta' through theta' = theta - alpha * grad CE_m
@@ -231,14 +232,32 @@ def _inner_grads(base_grads, extra, batch_mean, *, second_order) -> tuple[list[T
     return leaves, inner
 
 
-def _fast_pass(net, names, params, inputs, inner, teacher, inner_lr) -> tuple[Tensor, list[Tensor]]:
+def _slots(net: nn.Module, params: tuple[Tensor, ...]) -> tuple[list[tuple[str, int]], list[tuple[str, Tensor]]]:
+    """Where the fast pass puts its tensors: ``(name, index in params)`` for each attribute of each module object
+    holding one of ``params`` (a module registered under two names, ``self.classifier = self.head``, counted once,
+    a parameter held by two modules under each), and ``(name, buffer)`` for the buffers. ``functional_call`` swaps
+    each slot once and puts it back: given a module's two names, or left to its ``tie_weights``, it put the last
+    set's fast tensor back in the student's place."""
+    index = {id(p): i for i, p in enumerate(params)}
+    weights, buffers = [], []
+    for prefix, module in net.named_modules():  # each module object once
+        name = f"{prefix}." if prefix else ""
+        weights += [(name + attr, index[id(p)]) for attr, p in module.named_parameters(recurse=False,
+                                                                                       remove_duplicate=False)
+                    if id(p) in index]
+        buffers += [(name + attr, b) for attr, b in module.named_buffers(recurse=False) if b is not None]
+    return weights, buffers
+
+
+def _fast_pass(net, slots, params, inputs, inner, teacher, inner_lr) -> tuple[Tensor, list[Tensor]]:
     """KL(teacher || f(x; theta')) at the fast weights theta' = theta - alpha * inner, and its gradient with
     respect to theta' (a first-order backward pass)."""
     fast = [(p - inner_lr * g).detach().requires_grad_() for p, g in zip(params, inner, strict=True)]
-    state = dict(zip(names, fast, strict=True))
+    weights, buffers = slots
+    state = {name: fast[i] for name, i in weights}
     # Fast-weight passes must not move batch-norm running statistics: give them throw-away copies.
-    state.update({name: b.clone() for name, b in net.named_buffers()})
-    log_q = functional_call(net, state, (inputs,)).log_softmax(-1)
+    state.update({name: b.clone() for name, b in buffers})
+    log_q = functional_call(net, state, (inputs,), tie_weights=False).log_softmax(-1)
     kl = F.kl_div(log_q, teacher, reduction="sum") / teacher.numel()  # nn.KLDivLoss()'s mean over N x K
     return kl.detach(), list(torch.autograd.grad(kl, fast, allow_unused=True, materialize_grads=True))
 
