@@ -115,7 +115,8 @@ class MlntConfig(TrainConfig):
     teacher is copied from the student, and from then on the meta loss ramps up to ``meta_weight`` at
     ``ramp_end`` while the teacher follows the student with EMA decay ``ema_during_ramp``, then
     ``ema_after_ramp``. The ramp's u counts from ``ramp_start`` (``ramp_from: start``, the Clothing1M code) or from
-    epoch 0 (``ramp_from: zero``, the CIFAR-10 re-implementation: "during the first 20 epochs"). The Clothing1M
+    epoch 0 (``ramp_from: zero``, the CIFAR-10 re-implementation: "during the first 20 epochs", u = epoch / 20 in
+    its 1-based epochs). The Clothing1M
     code's first meta step is one iteration later (``batch_idx > start_iter``): at ``ramp_start`` itself it takes
     a plain CE step where this takes the meta loss at ``meta_weight * exp(-5)``; later steps agree. ``meta_weight``
     is in the reference codes' units (``model.mlnt``). The model kept is the better of student and teacher on the
@@ -576,12 +577,23 @@ class _Loop:
                 x = augment(x, augment_generator(self.cfg.seed, epoch, b), padding=self.cfg.crop_padding)
             yield x, y
 
+    def _meta_weight(self) -> float:
+        """w(t) of this step. ``ramp_from: zero`` counts u as the CIFAR-10 re-implementation does, in its 1-based
+        epochs (u = epoch / 20 through epoch 1-based ``epoch``): one epoch ahead of the 0-based step count, so that
+        the weight at each epoch's first step is the code's for that epoch and reaches ``meta_weight`` in the same
+        epoch (counted from step 0, it lagged a whole epoch behind the code's at every step)."""
+        if self.teacher is None:
+            return 0.0
+        if self.cfg.ramp_from == "start":
+            return rampup_weight(self.state.step, start=self.ramp[0], end=self.ramp[1], max_weight=self.cfg.meta_weight)
+        ahead, (start, end) = self.steps_per_epoch, self.ramp
+        return rampup_weight(self.state.step + ahead, start=start + ahead, end=max(end, start + ahead),
+                             max_weight=self.cfg.meta_weight, origin=0)
+
     def _loss(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """The loss on this process's rows of the global batch ``x, y``, and their logits."""
         rows = self.rows
-        weight = 0.0 if self.teacher is None else rampup_weight(
-            self.state.step, start=self.ramp[0], end=self.ramp[1], max_weight=self.cfg.meta_weight,
-            origin=0 if self.cfg.ramp_from == "zero" else None)
+        weight = self._meta_weight()
         if weight == 0.0:
             if self._teacher_started() and self.teacher_statistics:  # the control: the same teacher statistics
                 teacher_probs(self.teacher, x[rows])

@@ -43,8 +43,9 @@ def test_lr_factor_steps_down_at_milestones():
         [1, 1, 0.1, 0.1, 0.01, 0.01])
 
 
-def test_rampup_weight_from_epoch_zero_as_the_cifar10_code():
-    """The CIFAR-10 re-implementation: u = epoch / 20 counted from 0, the meta loss only after epoch 2."""
+def test_rampup_weight_counted_from_an_origin_before_its_start():
+    """u counted from ``origin`` (here step 0), the meta loss from ``start`` on; the trainer's ``ramp_from: zero``
+    uses it with the step one epoch ahead, as the CIFAR-10 re-implementation counts its epochs from 1."""
     kw = {"start": 200, "end": 2000, "max_weight": 0.4, "origin": 0}  # 100 steps an epoch
     assert rampup_weight(199, **kw) == 0.0
     assert rampup_weight(300, **kw) == pytest.approx(0.4 * math.exp(-5 * (1 - 3 / 20) ** 2))

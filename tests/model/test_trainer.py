@@ -733,20 +733,37 @@ def test_the_learning_rate_drops_at_the_first_step_of_a_milestone_epoch(monkeypa
     assert rates == pytest.approx([0.05] * 9 + [0.025] * 9)
 
 
+def _meta_weights(monkeypatch, config, train_data) -> list[float]:
+    """The meta weight of every meta step of a run of ``config``."""
+    real, weights = trainer_module.mlnt_loss_with_logits, []
+    monkeypatch.setattr(trainer_module, "mlnt_loss_with_logits",
+                        lambda *a, meta_weight, **k: weights.append(meta_weight) or real(*a, meta_weight=meta_weight,
+                                                                                          **k))
+    train(config, net(), train_data)
+    return weights
+
+
 def test_the_meta_weight_of_each_step_follows_the_ramp_from_its_origin(monkeypatch):
     """w(t) of every meta step is ``rampup_weight`` with u counted from ramp_start (``ramp_from: start``) or from
-    epoch 0 (``zero``: the CIFAR-10 code, a larger weight early in the ramp)."""
+    epoch 0 in the CIFAR-10 code's 1-based epochs (``zero``: a larger weight early in the ramp)."""
     train_data, _ = noisy_problem(n=400)  # 9 steps an epoch: the meta loss from step 4 (0.5 epochs), ramp to 18
-    real = trainer_module.mlnt_loss_with_logits
-    for origin, counted_from in (("start", 4), ("zero", 0)):
-        weights = []
-        monkeypatch.setattr(trainer_module, "mlnt_loss_with_logits",
-                            lambda *a, meta_weight, out=weights, **k: out.append(meta_weight)
-                            or real(*a, meta_weight=meta_weight, **k))
-        train(MlntConfig(epochs=2, mode="head", ramp_start=0.5, ramp_end=2, ramp_from=origin, **QUIET), net(),
-              train_data)
-        ramp = [0.4 * math.exp(-5 * (1 - (step - counted_from) / (18 - counted_from)) ** 2) for step in range(4, 18)]
-        assert weights == pytest.approx(ramp), origin
+    for origin, u in (("start", lambda step: (step - 4) / (18 - 4)), ("zero", lambda step: (step + 9) / 18)):
+        config = MlntConfig(epochs=2, mode="head", ramp_start=0.5, ramp_end=2, ramp_from=origin, **QUIET)
+        expected = [0.4 * math.exp(-5 * (1 - min(u(step), 1.0)) ** 2) for step in range(4, 18)]
+        assert _meta_weights(monkeypatch, config, train_data) == pytest.approx(expected), origin
+
+
+def test_the_ramp_from_epoch_zero_gives_the_cifar10_codes_weight_at_each_epochs_first_step(monkeypatch):
+    """The CIFAR-10 re-implementation numbers its epochs from 1, takes the meta loss when ``epoch > 2`` and sets
+    w = 0.4 exp(-5 (1 - epoch / 20)^2) for the whole epoch, 0.4 after epoch 20. Scaled down (the meta loss after
+    1-based epoch 1, ramped to epoch 4), the weight of each epoch's first step is the code's; counted from step 0
+    it was the code's of the epoch before, and reached 0.4 an epoch late."""
+    train_data, _ = noisy_problem(n=400)  # 9 steps an epoch
+    config = MlntConfig(epochs=6, mode="head", ramp_start=1, ramp_end=4, ramp_from="zero", **QUIET)
+    weights = _meta_weights(monkeypatch, config, train_data)  # the meta steps: 9 to 53
+    for epoch in range(2, 7):  # 1-based, as the code counts
+        code = 0.4 * math.exp(-5 * (1 - epoch / 4) ** 2) if epoch <= 4 else 0.4
+        assert weights[(epoch - 2) * 9] == pytest.approx(code), epoch
 
 
 def test_the_teacher_follows_the_ema_decay_of_its_schedule(monkeypatch):
