@@ -28,13 +28,16 @@ replaced by pure-Python stand-ins that record what the pickle says, and an array
 exactly ``prod(shape) * itemsize``. Anything else is a ``DataError`` naming the file.
 
 Every file read lies inside the dataset folder: a batch or tarball that is a symbolic link leading out of it is
-refused.
+refused. A tarball is read to its end, where gzip (bzip2, xz) checks the data's CRC: a damaged download (cut
+short, or bytes changed) is a ``DataError`` saying so and to download it again, never batches reported missing, a
+``zlib.error``, or pixels read wrong without a word.
 """
 
 from __future__ import annotations
 
 import copyreg
 import io
+import lzma
 import math
 import pickle
 import pickletools
@@ -42,6 +45,7 @@ import re
 import tarfile
 import typing
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -484,7 +488,8 @@ def _cifar_files(version: Version, path: Path) -> tuple[dict[str, bytes], dict[s
 
 
 def _tar_files(version: Version, path: Path) -> tuple[dict[str, bytes], dict[str, str], list[Path]]:
-    """``_cifar_files`` from the tarball ``path``, gzipped or not (``r:*``: a browser may have gunzipped it)."""
+    """``_cifar_files`` from the tarball ``path``, gzipped or not (``r:*``: a browser may have gunzipped it), read
+    to its end (``_read_to_end``): a damaged download is refused as one, never read as batches."""
     names = version.members
     try:
         with tarfile.open(path, "r:*") as tar:
@@ -492,16 +497,36 @@ def _tar_files(version: Version, path: Path) -> tuple[dict[str, bytes], dict[str
             missing = [n for n in names if n not in members]
             if missing:
                 _refuse_binary(version, path, [f"{path.name} holding {n}" for n in version.binary[2:] if n in members])
+                _read_to_end(tar)  # a damaged header ends the archive early: say so, not that batches are missing
                 raise DataError(f"{path}: expected the {version.name} batches {', '.join(missing)}, found none")
             where = {n: f"{path} ({members[n].name})" for n in names}
             for n in names:
                 _check_size(version, where[n], members[n].size)
-            return {n: tar.extractfile(members[n]).read() for n in names}, where, [path]
-    except (tarfile.TarError, OSError, EOFError) as err:
-        reason = _reason(err)
-        if reason.startswith("file could not be opened successfully"):  # r:* tried every format
-            reason = "neither a tar archive nor a gzip, bzip2 or xz compressed one"
-        raise DataError(f"{path}: expected {version.tarball}, found a corrupt archive ({reason})") from err
+            files = {n: tar.extractfile(members[n]).read() for n in names}
+            _read_to_end(tar)
+            return files, where, [path]
+    except (tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError) as err:
+        raise _corrupt(version, path, err) from err
+
+
+def _read_to_end(tar: tarfile.TarFile) -> None:
+    """Read the rest of ``tar``'s stream, to where gzip (bzip2, xz) checks its CRC: damaged compressed data can
+    decompress to other bytes without an error before it, which ended the archive at a header read wrong (the
+    batches after it reported missing) or passed as pixels. Raises what the decompressor raises."""
+    while tar.fileobj.read(1 << 20):
+        pass
+
+
+def _corrupt(version: Version, path: Path, err: BaseException) -> DataError:
+    """The error for a tarball that ``err`` found unreadable: no archive at all, a file the system could not read
+    (``err.errno``), or a damaged one (cut short, or bytes changed: the data's CRC fails), to download again."""
+    reason = _reason(err)
+    if reason.startswith("file could not be opened successfully"):  # r:* tried every format
+        return DataError(f"{path}: expected {version.tarball}, found a corrupt archive (neither a tar archive nor a "
+                         f"gzip, bzip2 or xz compressed one)")
+    damaged = not (isinstance(err, OSError) and err.errno)
+    advice = ": the download was cut short or damaged; download it again" if damaged else ""
+    return DataError(f"{path}: expected {version.tarball}, found a corrupt archive ({reason}){advice}")
 
 
 def _refuse_binary(version: Version, path: Path, found: list[str]) -> None:

@@ -4,23 +4,29 @@ Layouts, looked for in this order under ``path``:
 1. ``labels.csv`` (UTF-8) with a header ``filename,label`` and optionally ``split`` (``train``, ``val`` or
    ``test``; ``valid`` and ``validation`` name ``val`` too); file names are relative to ``path`` and labels are
    class names.
-2. ``train/<class>/*`` and, optionally, ``val/<class>/*`` (or ``valid/`` or ``validation/``: one of them, as
-   torchvision, Kaggle and Hugging Face name it) and ``test/<class>/*``. Another folder beside ``train/`` holding
-   folders named like its classes is refused (a split under a name not read would be dropped unsaid).
-3. ``<class>/*``; a top-level ``val/`` (``valid/``, ``validation/``) or ``test/`` holding folders, or any folder
-   holding folders named like the classes, is refused (it belongs beside ``train/``: read as layout 3 it would
-   become a class named ``val``, its clean images trained on).
+2. ``train/<class>/*`` and, optionally, ``val/<class>/*`` and ``test/<class>/*``. The split folders are found by
+   name in any letter case, under the names ``SPLIT_FOLDERS`` gives: ``train/`` or ``training/``, ``val/``,
+   ``valid/`` or ``validation/`` (as torchvision, Kaggle and Hugging Face name it), ``test/`` or ``testing/``; so
+   Fruits-360's ``Training/`` and ``Test/`` are read, and Kaggle's ``Train/``, ``Valid/`` and ``Test/``. Two folders
+   naming one split (``train/`` and ``Training/``) are refused, naming both. Another folder beside the train folder
+   holding folders named like its classes is refused (a split under a name not read would be dropped unsaid).
+3. ``<class>/*``; a top-level folder named like a split (as in layout 2: ``val/``, ``Test/`` ...) holding folders,
+   or any folder holding folders named like the classes, is refused (it belongs beside ``train/``: read as layout
+   3 it would become a class named ``val``, its clean images trained on).
 In the folder layouts, a class is a folder whose name is not hidden (starting with ``.``, or one of
 ``SYSTEM_FOLDERS``: ``__MACOSX`` ...); its images are the files under it (at any depth, hidden names aside) whose
 extension is in ``EXTENSIONS``, and other files are skipped (listed in ``skipped``, for ingest to report); a class
-folder with no image is a ``DataError`` naming it and what it holds, and so is an image beside the class folders
-(``train/x.jpg``), in no class. Class names are read in Unicode's composed form (``class_name``); file and folder
-names that are not UTF-8 are a ``DataError`` listing them. Every image that cannot be read is named in one
-``DataError`` after one pass (``components.formats.images.Unreadable``).
+folder with no image is a ``DataError`` naming it and what it holds, and so is an image in a split folder itself
+(``train/x.jpg``, or ``test/x.jpg`` where ``test/`` has no class folder), or beside the class folders of layout 3,
+in no class. Class names are read in Unicode's composed form (``class_name``); file and folder names that are not
+UTF-8 are a ``DataError`` listing them. Every image that cannot be read is named in one ``DataError`` after one
+pass (``components.formats.images.Unreadable``).
 The ``val`` and ``test`` splits are taken as clean-labelled (checked by hand): ``val`` is the set every selection,
 calibration and gate decision uses, ``test`` the one the gate judges. Where no test split is given,
-``test_fraction`` of each class's training images (chosen with ``seed``; at least one of a class with two or more)
-become the test set, labelled as the rest, each group of near-duplicates whole (``held_out_whole``).
+``test_fraction`` of each class's training images (chosen with ``seed``; at least one of a class with two or more,
+never a class's last) become the test set, labelled as the rest, each group of near-duplicates whole and counted
+as one image (``held_out_whole``; a group holding two classes, one photo in two class folders, gives a class a test
+image where that leaves each of its classes a training image).
 
 Every file read lies inside ``path``: a ``labels.csv`` name that is absolute or climbs out (``..``), or a file
 (``labels.csv``, an image, anything under a class folder, a folder there too) that is a symbolic link leading out
@@ -28,7 +34,9 @@ of ``path``, is a ``DataError`` naming the line or the file, never read. Links t
 followed, folder links too (each real folder read once per class, so a link back up cannot loop). Images are
 checked against ``max_pixels`` from their header before they are decoded. A file that ``labels.csv`` lists twice
 (in two splits, a leak, or twice in one split, with one label or two) is a ``DataError`` naming both lines, and
-so is a byte of ``labels.csv`` that is not UTF-8 (naming its line).
+so is a byte of ``labels.csv`` that is not UTF-8 (naming its line), or a record ``csv`` cannot read (a quote never
+closed: naming the line it opened on). A line of ``labels.csv`` is the file's, blank lines counted; a record quoted
+over several lines is named by its last.
 """
 
 from __future__ import annotations
@@ -48,7 +56,11 @@ from components.formats.images import MAX_PIXELS, Unreadable, load_image
 
 SPLITS = ("train", "val", "test")
 VAL_FOLDERS = ("val", "valid", "validation")  # the val split's names: torchvision's, Kaggle's, Hugging Face's
+# each split's folder names, matched in any letter case: Fruits-360 publishes Training/ and Test/, Kaggle's copies
+# have Train/, Valid/ and Test/
+SPLIT_FOLDERS = {"train": ("train", "training"), "val": VAL_FOLDERS, "test": ("test", "testing")}
 SHOWN_VAL = "val/, valid/ or validation/"
+SHOWN_SPLIT = {"train": "train/ or training/", "val": SHOWN_VAL, "test": "test/ or testing/"}
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 ACCEPTED = ", ".join(sorted(EXTENSIONS))
 # folders that systems leave beside the images, never a class: a Mac zip's resource forks (__MACOSX/), a Synology
@@ -176,10 +188,54 @@ def held_out_whole(y: np.ndarray, rows: np.ndarray, fraction: float, rng: np.ran
     """``held_out_per_class`` over groups of near-duplicates, each held out whole (``groups``: for each row of
     ``rows``, the position in ``rows`` of its group's first row, ``near_duplicate_groups``), so that no test image
     has a near-duplicate left in training, which validate would refuse: a folder scraped from the web holds copies
-    (``3.jpg``, ``3 (1).jpg``). A group counts once in the share and goes with its first row's class; without
-    near-duplicates the draw is ``held_out_per_class``'s over ``rows``."""
-    chosen = held_out_per_class(y, rows[np.unique(groups)], fraction, rng)
-    return rows[np.isin(rows[groups], chosen)]
+    (``3.jpg``, ``3 (1).jpg``). A group counts once in the share, under its first row's class; without
+    near-duplicates the draw is ``held_out_per_class``'s over ``rows``. Where a group spans two classes (one photo
+    in two class folders), ``_keep_every_class`` corrects the draw: no class loses its last training image, and
+    every class with a group of its own and one more gets a test image."""
+    held = np.isin(rows[groups], held_out_per_class(y, rows[np.unique(groups)], fraction, rng))
+    labels = y[rows]
+    spanning = np.unique(groups[labels != labels[groups]])
+    if spanning.size:  # else the draw stands as it is, bit for bit: recorded results depend on it
+        _keep_every_class(labels, groups, held, spanning, rng)
+    return rows[held]
+
+
+def _keep_every_class(labels: np.ndarray, groups: np.ndarray, held: np.ndarray, spanning: np.ndarray,
+                      rng: np.random.Generator) -> None:
+    """Correct ``held`` (a mask over ``labels``) for the groups in ``spanning``, which hold two classes or more:
+    drawn under its first row's class alone, such a group took another class's last training image, or left that
+    class none in the test split (validate then failed by the seed). A drawn one stays held only where each of its
+    classes keeps a training image; then each class without a held image gets one group holding it, drawn with
+    ``rng`` among those that leave each of their classes a training image (for a class with a group of its own and
+    one more, its own group is one)."""
+    order = np.argsort(groups, kind="stable")
+    ids, starts = np.unique(groups[order], return_index=True)
+    members = dict(zip(ids.tolist(), np.split(order, starts[1:]), strict=True))
+    drawn = sorted(set(groups[held].tolist()) & set(spanning.tolist()))
+    held[np.isin(groups, spanning)] = False
+    training = np.bincount(labels[~held], minlength=labels.max() + 1)
+    for group in drawn:
+        if _leaves_each_class_one(labels[members[group]], training):
+            _hold(labels, members[group], held, training)
+    for label in np.unique(labels):
+        if not held[labels == label].any():
+            free = [g for g in np.unique(groups[(labels == label) & ~held]).tolist()
+                    if _leaves_each_class_one(labels[members[g]], training)]
+            if free:
+                _hold(labels, members[free[rng.integers(len(free))]], held, training)
+
+
+def _leaves_each_class_one(group_labels: np.ndarray, training: np.ndarray) -> bool:
+    """Whether holding out a group of ``group_labels`` leaves each of its classes a training image (``training``:
+    each class's training images now)."""
+    inside = np.bincount(group_labels, minlength=training.size)
+    return bool((training[inside > 0] > inside[inside > 0]).all())
+
+
+def _hold(labels: np.ndarray, members: np.ndarray, held: np.ndarray, training: np.ndarray) -> None:
+    """Hold out the rows ``members`` (in ``held``), taking them from ``training``'s counts."""
+    held[members] = True
+    training -= np.bincount(labels[members], minlength=training.size)
 
 
 def _keys(items: list, rows: np.ndarray, root: Path) -> list[str]:
@@ -201,40 +257,65 @@ def _listing(root: Path, skipped: list[Path]) -> tuple[list[tuple[Path, str, str
     csv_path = root / "labels.csv"
     if csv_path.is_file() or csv_path.is_symlink():
         return _from_csv(inside(root, csv_path.name, where=str(csv_path)), root), [csv_path]
-    if (root / "train").is_dir():
-        folders = _split_folders(root)
+    folders = _split_folders(root)
+    if "train" in folders:
+        _refuse_other_splits(root, folders)
         return [item for split, sub in folders.items() for item in _from_folders(root, sub, split, skipped)], []
     _refuse_splits_without_train(root)
     return _from_folders(root, "", "train", skipped), []
 
 
+def _split_of(name: str) -> str | None:
+    """The split a folder of this name holds (``SPLIT_FOLDERS``, in any letter case: ``Training/`` is train), or
+    None: matched exactly, ``Train/`` and ``Test/`` were read as two classes of the ``<class>/*`` layout."""
+    folded = name.casefold()
+    return next((split for split, names in SPLIT_FOLDERS.items() if folded in names), None)
+
+
 def _split_folders(root: Path) -> dict[str, str]:
-    """Each split's folder beside ``train/``: ``val`` is ``val/``, ``valid/`` or ``validation/`` (one of them). A
-    ``DataError`` for two val folders, or for another folder there holding folders named like ``train/``'s classes
-    (a split read under no name would be dropped unsaid)."""
-    vals = [name for name in VAL_FOLDERS if (root / name).is_dir()]
-    if len(vals) > 1:
-        found = " and ".join(f"{v}/" for v in vals)
-        raise DataError(f"{root}: expected one val split folder ({SHOWN_VAL}), found {found}: merge them into one")
-    classes = {d.name for d in _class_folders(root / "train")}
+    """Each split's folder under ``root`` by its split (``_split_of``), in ``SPLITS`` order: ``train/``, ``val/``,
+    ``valid/``, ``validation/`` and ``test/`` always, another name (``Training/``, ``Test/``) where it holds folders
+    or a train split is found, so that a class of the ``<class>/*`` layout named ``Training`` stays one. A
+    ``DataError`` for two
+    folders naming one split (``train/`` and ``Training/``, ``val/`` and ``valid/``): which one is meant is not
+    for the reader to guess."""
+    named = {folder.name: split for folder in _class_folders(root) if (split := _split_of(folder.name))}
+    sure = {name: split for name, split in named.items()
+            if name in SPLITS + VAL_FOLDERS or any(_class_folders(root / name))}
+    found: dict[str, list[str]] = {}
+    for name, split in (named if "train" in sure.values() else sure).items():
+        found.setdefault(split, []).append(name)
+    for split, names in found.items():
+        if len(names) > 1:
+            shown = " and ".join(f"{n}/" for n in names)
+            raise DataError(f"{root}: expected one {split} split folder ({SHOWN_SPLIT[split]}), found {shown}: merge "
+                            f"them into one")
+    return {split: found[split][0] for split in SPLITS if split in found}
+
+
+def _refuse_other_splits(root: Path, folders: dict[str, str]) -> None:
+    """A ``DataError`` for a folder beside the train folder, other than the splits, holding folders named like
+    its classes: a split read under no name would be dropped unsaid."""
+    classes = {d.name for d in _class_folders(root / folders["train"])}
     for folder in _class_folders(root):
-        if folder.name not in ("train", *VAL_FOLDERS, "test") and _holds_classes(folder, classes):
-            raise DataError(f"{folder}: expected beside train/ only the splits {SHOWN_VAL} and test/, found "
-                            f"{folder.name}/ holding folders named like train/'s classes ({_shown(folder, classes)}): "
-                            f"rename it to the split it is, or move it out of {root}")
-    return {"train": "train", "val": vals[0] if vals else "val", "test": "test"}
+        if not _split_of(folder.name) and _holds_classes(folder, classes):
+            train, shown = folders["train"], _shown(folder, classes)
+            raise DataError(f"{folder}: expected beside {train}/ only the splits {SHOWN_VAL} and test/, found "
+                            f"{folder.name}/ holding folders named like {train}/'s classes ({shown}): rename it to "
+                            f"the split it is, or move it out of {root}")
 
 
 def _refuse_splits_without_train(root: Path) -> None:
-    """Refuse, in the ``<class>/*`` layout, a top-level folder named like a split or holding folders named like the
-    classes: read as layout 3 it would become a class (``val``), its clean images trained on."""
+    """Refuse, in the ``<class>/*`` layout, a top-level folder named like a split (``_split_of``) holding folders,
+    or one holding folders named like the classes: read as layout 3 it would become a class (``val``), its clean
+    images trained on."""
     tops = _class_folders(root)
     names = {d.name for d in tops}
     for folder in tops:
         classes = [d.name for d in tops if d != folder]
         shown = ", ".join(f"{c}/" for c in classes[:3]) + (", ..." if len(classes) > 3 else "")
         move = f"move the class folders{f' ({shown})' if shown else ''} into train/"
-        if folder.name in (*VAL_FOLDERS, "test") and any(_class_folders(folder)):
+        if _split_of(folder.name) and any(_class_folders(folder)):
             name = folder.name
             raise DataError(f"{folder}: expected {name}/ beside train/ (train/<class>/*, {name}/<class>/*), found "
                             f"{name}/ with class folders without train/: {move}")
@@ -276,13 +357,14 @@ def _class_folders(folder: Path) -> list[Path]:
 
 def _from_folders(root: Path, sub: str, split: str, skipped: list[Path]) -> list[tuple[Path, str, str]]:
     """``(file, class, split)`` for the images under ``root / sub``, each proved inside ``root``; the other
-    non-hidden files are added to ``skipped``. A ``DataError`` for a class folder with no image, or for
-    an image in ``root / sub`` itself beside the class folders, in none of them (it would be dropped unsaid)."""
+    non-hidden files are added to ``skipped``. A ``DataError`` for a class folder with no image, or for an image in
+    ``root / sub`` itself, in no class folder (it would be dropped unsaid: a ``test/`` of loose images, the user's
+    hand-checked test set, vanished and a test split was drawn from training instead)."""
     folder = root / sub
     if not folder.is_dir():
         return []
     classes = _class_folders(folder)
-    if classes:  # without any, the reader's "found none" says more
+    if classes or sub:  # at the top without class folders, the reader's "found none" says more
         _refuse_loose_images(folder, sub)
     real_root = Path(os.path.realpath(root))
     items = []
@@ -341,8 +423,8 @@ def describe_skipped(other: Counter[str]) -> str:
 
 
 def _from_csv(path: Path, root: Path) -> list[tuple[Path, str, str]]:
-    """``(file, class, split)`` for each line of the CSV ``path``, each file proved inside ``root`` and listed once;
-    a ``DataError`` naming the line of a byte that is not UTF-8."""
+    """``(file, class, split)`` for each record of the CSV ``path``, each file proved inside ``root`` and listed
+    once; a ``DataError`` naming the line of a byte that is not UTF-8, or of a record ``csv`` cannot read."""
     try:
         return _read_csv(path, root)
     except UnicodeDecodeError as err:
@@ -350,26 +432,51 @@ def _from_csv(path: Path, root: Path) -> list[tuple[Path, str, str]]:
 
 
 def _read_csv(path: Path, root: Path) -> list[tuple[Path, str, str]]:
+    """The records of ``path`` as ``_from_csv`` returns them. A record's line is ``reader.line_num``, the line
+    where it ends: counting records named the wrong line after a blank line or a field quoted over two lines."""
     with open(path, newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
         if not reader.fieldnames or not {"filename", "label"} <= set(reader.fieldnames):
             raise DataError(f"{path}: expected a header with filename and label, found {reader.fieldnames}")
         real_root = Path(os.path.realpath(root))
         listed: dict[Path, tuple[int, str, str]] = {}  # each file's line, label and split, in the CSV's order
-        for number, row in enumerate(reader, 2):
-            split = (row.get("split") or "train").strip()
-            split = "val" if split in VAL_FOLDERS else split
-            if split not in SPLITS:
-                raise DataError(f"{path} line {number}: expected split train, val (or valid, validation) or test, "
-                                f"found {split!r}")
-            label = class_name((row["label"] or "").strip())  # a label of spaces is no label, not a class ''
-            if not (row["filename"] or "").strip() or not label:
-                raise DataError(f"{path} line {number}: expected a filename and a label, found {row}")
-            image = inside(root, row["filename"], where=f"{path} line {number}", real_root=real_root)
-            if image in listed:
-                raise _listed_twice(path, image.relative_to(root), listed[image], (number, label, split))
-            listed[image] = (number, label, split)
+        ended = reader.reader.line_num  # the line the last record read ended on (DictReader's lags: 0 here)
+        try:
+            for row in reader:
+                number = ended = reader.line_num
+                label, split = _record(row, f"{path} line {number}")
+                image = inside(root, row["filename"], where=f"{path} line {number}", real_root=real_root)
+                if image in listed:
+                    raise _listed_twice(path, image.relative_to(root), listed[image], (number, label, split))
+                listed[image] = (number, label, split)
+        except csv.Error as err:
+            raise _unreadable_record(path, ended, reader.reader.line_num, err) from err
     return [(image, label, split) for image, (_, label, split) in listed.items()]
+
+
+def _record(row: dict, where: str) -> tuple[str, str]:
+    """A labels.csv record's label and split (``val`` for ``valid`` and ``validation``); a ``DataError`` naming
+    ``where`` for an unknown split, or a missing filename or label."""
+    split = (row.get("split") or "train").strip()
+    split = "val" if split in VAL_FOLDERS else split
+    if split not in SPLITS:
+        raise DataError(f"{where}: expected split train, val (or valid, validation) or test, found {split!r}")
+    label = class_name((row["label"] or "").strip())  # a label of spaces is no label, not a class ''
+    if not (row["filename"] or "").strip() or not label:
+        raise DataError(f"{where}: expected a filename and a label, found {row}")
+    return label, split
+
+
+def _unreadable_record(path: Path, ended: int, line: int, err: csv.Error) -> DataError:
+    """The error for the record of ``path`` after line ``ended`` that ``csv`` refused on line ``line``: a quote
+    (``"``) opened and never closed makes one field of every line after it, until the field limit."""
+    if "field limit" not in str(err):
+        return DataError(f"{path} line {line}: expected CSV records, found one csv cannot read ({err})")
+    with open(path, newline="", encoding="utf-8-sig") as fh:  # lines as csv counts them; blank ones hold no record
+        start = next((n for n, text in enumerate(fh, 1) if n > ended and text.strip("\r\n")), ended + 1)
+    return DataError(f"{path} line {line}: expected one record a line, found a field of more than "
+                     f"{csv.field_size_limit()} characters running from line {start} ({err}): likely a quote (\") "
+                     f"opened on line {start} and never closed; close or remove it")
 
 
 def _listed_twice(path: Path, name: Path, before: tuple[int, str, str], now: tuple[int, str, str]) -> DataError:

@@ -2,8 +2,10 @@
 
 import io
 import pickle
+import struct
 import tarfile
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +14,11 @@ import torch
 from benchmarks.fixtures import write_clothing1m, write_image
 from components.formats.cifar import BATCHES
 
-__all__ = ["CIFAR100_SUPERCLASSES", "cifar_batch", "cifar_meta", "write_cifar10", "write_cifar10n", "write_cifar100",
-           "write_cifar100n", "write_clothing1m", "write_distinct_image", "write_image"]
+__all__ = ["CIFAR100_SUPERCLASSES", "STORED_BLOCK", "cifar_batch", "cifar_meta", "gzip_stored", "stored_offset",
+           "write_cifar10", "write_cifar10n", "write_cifar100", "write_cifar100n", "write_clothing1m",
+           "write_distinct_image", "write_image"]
+
+STORED_BLOCK = 65535  # bytes of data in each of gzip_stored's deflate blocks
 
 
 def write_distinct_image(path: Path, i: int) -> None:
@@ -27,6 +32,24 @@ def write_distinct_image(path: Path, i: int) -> None:
     pixels[0, 0] = i * 10 % 256
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(pixels).save(path)
+
+
+def gzip_stored(data: bytes) -> bytes:
+    """``data`` as a gzip file of stored (uncompressed) deflate blocks of ``STORED_BLOCK`` bytes, each after a
+    5-byte header (final flag, length, its complement), written here byte by byte: the same bytes under every zlib,
+    so that damage at a chosen offset (a block's length, a tar header, a pixel) fails the same way everywhere.
+    ``stored_offset`` gives where a byte of ``data`` lies in it."""
+    blocks = [data[i:i + STORED_BLOCK] for i in range(0, len(data), STORED_BLOCK)] or [b""]
+    header = b"\x1f\x8b\x08\x00" + bytes(4) + b"\x00\xff"  # deflate, no name, mtime 0, unknown system
+    body = b"".join(bytes([k == len(blocks) - 1]) + struct.pack("<HH", len(b), len(b) ^ 0xFFFF) + b
+                    for k, b in enumerate(blocks))
+    return header + body + struct.pack("<II", zlib.crc32(data), len(data) & 0xFFFFFFFF)
+
+
+def stored_offset(offset: int) -> int:
+    """Where byte ``offset`` of the data lies in ``gzip_stored``'s file: after the 10-byte gzip header and the
+    5-byte header of its block and of each block before it."""
+    return 10 + 5 * (offset // STORED_BLOCK + 1) + offset
 
 
 def cifar_batch(n: int, rng: np.random.Generator, label_offset: int = 0) -> dict:

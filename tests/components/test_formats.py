@@ -445,6 +445,50 @@ def test_without_near_duplicates_the_draw_is_the_per_class_one():
     assert {3, 4, 5} <= set(grouped.tolist()) or not {3, 4, 5} & set(grouped.tolist())
 
 
+def test_a_class_with_a_copy_of_another_class_image_still_gets_a_test_image(tmp_path):
+    """b/ holds two images, one a copy of a/0.png (the same photo in two class folders). The copies' group was
+    drawn under a alone, so b had a test image for only some seeds, and validate failed by the seed."""
+    root = tmp_path / "mine"
+    for i in range(8):
+        write_distinct_image(root / "a" / f"{i}.png", i)
+    write_distinct_image(root / "b" / "20.png", 20)
+    shutil.copy(root / "a" / "0.png", root / "b" / "copy of 0.png")
+    for seed in range(30):
+        dataset = read_imagefolder(root, channels=1, size=0, test_fraction=0.25, seed=seed)
+        assert 1 in dataset.test_labels and 1 in dataset.train_labels, (seed, dataset.test_keys)
+        assert ("a/0.png" in dataset.test_keys) == ("b/copy of 0.png" in dataset.test_keys), seed
+
+
+def random_groups(rng, n):
+    """Groups of near-duplicates over ``n`` rows (``near_duplicate_groups``' form: each row's group's first row),
+    some spanning classes when labels are drawn independently of them."""
+    groups, joins = np.arange(n), rng.random() / 2
+    for i in range(1, n):
+        if rng.random() < joins:
+            groups[i] = groups[rng.integers(0, i)]
+    return groups
+
+
+def test_the_held_out_draw_keeps_every_class_in_both_splits_when_copies_span_classes():
+    """Groups counted under their first row's class alone took another class's last training image, or left a
+    class that has a group of its own and another none in the test split; each group still goes whole."""
+    from components.formats.imagefolder import held_out_whole  # noqa: PLC0415
+
+    for seed in range(400):
+        rng = np.random.default_rng(seed)
+        n = int(rng.integers(2, 40))
+        labels, groups = rng.integers(0, int(rng.integers(1, 6)), n), random_groups(rng, n)
+        y, rows = np.concatenate([np.full(2, 9), labels]), np.arange(2, n + 2)
+        held = np.isin(rows, held_out_whole(y, rows, float(rng.choice([0.1, 0.25, 0.5])), rng, groups=groups))
+        assert all(len(set(held[groups == g])) == 1 for g in groups), seed
+        for c in np.unique(labels):
+            assert (~held & (labels == c)).any(), (seed, c)  # a training image kept
+            holding = np.unique(groups[labels == c])
+            own = [g for g in holding if (labels[groups == g] == c).all()]
+            if own and holding.size >= 2:
+                assert (held & (labels == c)).any(), (seed, c)  # a test image drawn
+
+
 def test_the_held_out_test_split_is_the_seeds(tmp_path):
     for i in range(20):
         write_image(tmp_path / ("cat" if i % 2 else "dog") / f"{i}.png", (8, 8), (i * 10,) * 3)

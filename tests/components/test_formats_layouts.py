@@ -2,6 +2,7 @@
 text files that are not UTF-8: each once read wrong without a word, or failed with no file or line named."""
 
 import gzip
+import re
 
 import numpy as np
 import pytest
@@ -210,3 +211,107 @@ def test_a_class_named_otherwise_in_one_split_is_refused_naming_both(tmp_path):
     with pytest.raises(DataError) as err:
         read(tmp_path)
     assert str(err.value).endswith("found 'cross' in val only: name each class the same in every split")
+
+
+@pytest.mark.parametrize(("train", "val", "test"), [("Train", "Valid", "Test"), ("Training", None, "Test"),
+                                                    ("TRAIN", "VALIDATION", "Testing"), ("train", None, "Test")],
+                         ids=["kaggle", "fruits-360", "capitals", "one-capital"])
+def test_split_folders_are_found_in_any_letter_case_and_under_their_synonyms(tmp_path, train, val, test):
+    """Fruits-360 publishes Training/<class>/* and Test/<class>/*; Kaggle's copies have Train/ and Test/. Matched
+    exactly, they were read in the <class>/* layout as two classes, "Test" and "Training", each class's images one
+    class, and validate passed."""
+    write_split(tmp_path, train, 8)
+    write_split(tmp_path, test, 4, start=100)
+    if val:
+        write_split(tmp_path, val, 2, start=200)
+    dataset = read(tmp_path)
+    assert dataset.class_names == ["a", "b"] and dataset.test_source == "the dataset's test split"
+    assert (dataset.train_labels.size, dataset.test_labels.size) == (8, 4)
+    assert dataset.val_keys == (None if val is None else [f"{val}/a/200.png", f"{val}/b/201.png"])
+    assert sorted(dataset.test_keys)[0] == f"{test}/a/100.png"
+
+
+@pytest.mark.parametrize(("one", "other"), [("Training", "train"), ("Valid", "val"), ("TEST", "testing")])
+def test_two_folders_naming_one_split_are_refused_naming_both(tmp_path, one, other):
+    split = {"Training": "train", "Valid": "val", "TEST": "test"}[one]
+    if split != "train":
+        write_split(tmp_path, "train", 8)
+    write_split(tmp_path, one, 4, start=100)
+    write_split(tmp_path, other, 4, start=200)
+    shown = {"train": "train/ or training/", "val": "val/, valid/ or validation/", "test": "test/ or testing/"}[split]
+    with pytest.raises(DataError) as caught:
+        read(tmp_path)
+    assert str(caught.value) == (f"{tmp_path}: expected one {split} split folder ({shown}), found {one}/ and "
+                                 f"{other}/: merge them into one")
+
+
+@pytest.mark.parametrize("name", ["Test", "Validation", "TESTING"])
+def test_a_top_level_split_folder_in_any_case_without_train_is_refused(tmp_path, name):
+    """``a/ b/ Test/{a,b}``: the split's name was matched exactly, so Test/ became a class of a's and b's images."""
+    write_split(tmp_path, "", 8)
+    write_split(tmp_path, name, 4, start=100)
+    with pytest.raises(DataError) as caught:
+        read(tmp_path)
+    assert str(caught.value) == (f"{tmp_path / name}: expected {name}/ beside train/ (train/<class>/*, "
+                                 f"{name}/<class>/*), found {name}/ with class folders without train/: move the "
+                                 f"class folders (a/, b/) into train/")
+
+
+@pytest.mark.parametrize("split", ["test", "val", "Test"])
+def test_a_split_folder_of_loose_images_is_refused_not_dropped(tmp_path, split):
+    """test/ holding its images directly, with no class folder, was read as no split at all: the user's
+    hand-checked test set vanished and a test split was drawn from the training images instead."""
+    write_split(tmp_path, "train", 8)
+    for i in range(3):
+        write_image(tmp_path / split / f"{i}.png", (6, 6), (i * 40,) * 3)
+    with pytest.raises(DataError) as caught:
+        read(tmp_path)
+    folder = tmp_path / split
+    assert str(caught.value) == (f"{folder / '0.png'}: expected images in class folders ({split}/<class>/*), found 3 "
+                                 f"images in {folder} itself, in no class folder: move each into its class's folder")
+
+
+def write_csv_folder(root, text):
+    """Four images ``0.png`` .. ``3.png`` and a labels.csv of ``text``."""
+    for i in range(4):
+        write_image(root / f"{i}.png", (6, 6), (i * 40,) * 3)
+    (root / "labels.csv").write_text(text)
+
+
+@pytest.mark.parametrize(("text", "lines"), [
+    ("filename,label,split\n0.png,a,train\n1.png,b,train\n\n2.png,a,train\n3.png,b,train\n0.png,a,test\n", "2 and 7"),
+    ('filename,label,split\n0.png,"a\nb",train\n1.png,b,train\n2.png,a,train\n0.png,a,test\n', "3 and 6"),
+], ids=["blank-line", "field-over-two-lines"])
+def test_labels_csv_errors_name_the_line_after_a_blank_line_or_a_quoted_line_break(tmp_path, text, lines):
+    """Records counted from line 2 named line 6 for the 7th line after a blank one (Excel and hand edits leave
+    them), and too low a line after a field quoted over two lines: the line is where the record ends."""
+    write_csv_folder(tmp_path, text)
+    with pytest.raises(DataError) as caught:
+        read(tmp_path)
+    assert str(caught.value) == (f"{tmp_path / 'labels.csv'} lines {lines}: expected each file listed once, found "
+                                 f"0.png listed in train and in test (a file in two splits leaks one into the other)")
+
+
+def test_a_stray_quote_in_a_large_labels_csv_is_named_with_its_line(tmp_path):
+    """An opening quote never closed makes one field of every line after it: past 131072 characters csv raised
+    ``_csv.Error: field larger than field limit`` as a traceback naming no file or line."""
+    lines = ["filename,label,split"] + [f"img_{i:05d}.png,{'ab'[i % 2]},train" for i in range(20000)]
+    lines[4] = '"img_00003.png,b,train'
+    lines.insert(4, "")  # the record after line 3 starts on line 5, past the blank line
+    write_csv_folder(tmp_path, "\n".join(lines) + "\n")
+    with pytest.raises(DataError) as caught:
+        read(tmp_path)
+    found = re.fullmatch(rf"{re.escape(str(tmp_path / 'labels.csv'))} line (\d+): expected one record a line, found "
+                         r"a field of more than 131072 characters running from line 6 \(field larger than field "
+                         r'limit \(131072\)\): likely a quote \("\) opened on line 6 and never closed; close or '
+                         r"remove it", str(caught.value))
+    assert found and 5000 < int(found[1]) < 20002  # the line where csv gave up, far past the quote
+
+
+def test_a_class_named_like_a_split_in_another_word_or_case_stays_a_class(tmp_path):
+    """Matching split folders in any case and under their synonyms must not turn the <class>/* layout's class
+    ``Training`` (photos of a workout, say) into a train split of loose images."""
+    for name in ("Training", "resting"):
+        for i in range(4):
+            write_image(tmp_path / name / f"{i}.png", (6, 6), (i * 40 + len(name),) * 3)
+    assert read(tmp_path).class_names == ["Training", "resting"]

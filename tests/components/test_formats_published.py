@@ -6,6 +6,7 @@ without saying why."""
 
 import gzip
 import io
+import re
 import shutil
 import tarfile
 
@@ -19,7 +20,7 @@ from components.formats.cifar import read_cifar10, read_cifar10n
 from components.formats.idx import FASHION_MNIST_FILES, read_fashion_mnist
 from components.formats.webdataset import read_index
 from components.ingest import IngestConfig, run
-from tests.components.formats_fixtures import write_cifar10, write_clothing1m
+from tests.components.formats_fixtures import STORED_BLOCK, gzip_stored, stored_offset, write_cifar10, write_clothing1m
 
 TRAIN, VAL, TEST = (c1m.SPLITS[s] for s in ("train", "val", "test"))
 
@@ -221,6 +222,66 @@ def test_a_file_that_is_no_archive_is_named_on_one_line(tmp_path):
         read_cifar10(tmp_path)
     assert str(caught.value) == (f"{tmp_path / 'cifar-10-python.tar.gz'}: expected cifar-10-python.tar.gz, found a "
                                  f"corrupt archive (neither a tar archive nor a gzip, bzip2 or xz compressed one)")
+
+
+DOWNLOAD_AGAIN = "the download was cut short or damaged; download it again"
+
+
+def damaged_at(tar: bytes, where: str) -> bytes:
+    """``tar`` gzipped in stored blocks (``gzip_stored``: the same bytes under every zlib), damaged at a fixed
+    place: ``block-length``, the length of the block holding data_batch_3's header (zlib.error, which escaped as a
+    traceback); ``tar-header``, that header's name (the archive read as ending there: reported as batches missing);
+    ``pixel``, one bit of an ASCII byte half-way through data_batch_1, in its data (which a protocol-2 pickle holds
+    as latin-1 text): another pixel value, read without a word."""
+    with tarfile.open(fileobj=io.BytesIO(tar)) as archive:
+        members = {m.name.rsplit("/", 1)[1]: m for m in archive.getmembers()}
+    header, batch = members["data_batch_3"].offset, members["data_batch_1"]
+    pixel = next(i for i in range(batch.offset_data + batch.size // 2, len(tar)) if 0x20 <= tar[i] < 0x7f)
+    at, flips = {"block-length": (10 + header // STORED_BLOCK * (STORED_BLOCK + 5) + 3, b"\x55\x55"),
+                 "tar-header": (stored_offset(header + 10), b"\x55" * 4),
+                 "pixel": (stored_offset(pixel), b"\x01")}[where]
+    damaged = bytearray(gzip_stored(tar))
+    damaged[at:at + len(flips)] = bytes(b ^ f for b, f in zip(damaged[at:at + len(flips)], flips, strict=True))
+    return bytes(damaged)
+
+
+@pytest.mark.parametrize(("where", "reason"), [
+    ("block-length", "Error -3 while decompressing data: invalid stored block lengths"),
+    ("tar-header", "CRC check failed 0x[0-9a-f]+ != 0x[0-9a-f]+"),
+    ("pixel", "CRC check failed 0x[0-9a-f]+ != 0x[0-9a-f]+"),
+])
+def test_a_damaged_cifar10_tarball_is_refused_as_damaged(tmp_path, where, reason):
+    """A download damaged in the middle: zlib.error escaped as a traceback, a header read wrong was reported as
+    batches missing (``expected the CIFAR-10 batches data_batch_3, ..., found none``), and a pixel read wrong
+    passed. The archive is now read to its end, where gzip checks its CRC."""
+    tar = gzip.decompress(write_cifar10(tmp_path / "source", per_batch=20, tarball=True).read_bytes())
+    assert len(tar) > 4 * STORED_BLOCK  # data_batch_3's header lies past the first block
+    tarball = tmp_path / "cifar" / "cifar-10-python.tar.gz"
+    tarball.parent.mkdir()
+    tarball.write_bytes(gzip_stored(tar))
+    assert read_cifar10(tarball.parent).train_labels.size == 100  # undamaged, the stored blocks read
+    tarball.write_bytes(damaged_at(tar, where))
+    with pytest.raises(DataError) as caught:
+        read_cifar10(tarball.parent)
+    assert re.fullmatch(rf"{re.escape(str(tarball))}: expected cifar-10-python.tar.gz, found a corrupt archive "
+                        rf"\({reason}\): {DOWNLOAD_AGAIN}", str(caught.value)), str(caught.value)
+
+
+def test_a_cifar10_tarball_damaged_anywhere_is_refused_as_damaged(tmp_path):
+    """The published tarball's compressed bytes, 64 of them flipped at one of several offsets (what each gives
+    depends on zlib's output: a zlib.error, a header read wrong, a batch read wrong), or cut short."""
+    tarball = write_cifar10(tmp_path / "cifar", per_batch=50, tarball=True)
+    published = tarball.read_bytes()
+    for share in (0.1, 0.3, 0.325, 0.5, 0.55, 0.7, 0.75, 0.9, 0.999):
+        damaged = bytearray(published)
+        at = int(len(damaged) * share)
+        damaged[at:at + 64] = bytes(b ^ 0x55 for b in damaged[at:at + 64])
+        tarball.write_bytes(bytes(damaged))
+        with pytest.raises(DataError, match=rf"found a corrupt archive \(.+\): {DOWNLOAD_AGAIN}$"):
+            read_cifar10(tarball)
+    tarball.write_bytes(published[:len(published) // 2])
+    with pytest.raises(DataError, match=rf"found a corrupt archive \(.+\): {DOWNLOAD_AGAIN}$"):
+        read_cifar10(tarball)
 
 
 def write_binary_version(root):
