@@ -60,7 +60,7 @@ from components.common.artifacts import sha256_file
 from components.common.atomic import fsync_dir, fsync_file, prepare_output, write_json
 from components.common.config import cli, load_params, printable
 from components.common.steps import FOLDERS
-from components.common.telemetry import reports
+from components.common.telemetry import EXPERIMENT_ENV, reports
 
 EVALUATE_OUT = FOLDERS["evaluate"]
 EXPORT_OUT = FOLDERS["export"]
@@ -69,7 +69,6 @@ OUT = FOLDERS["gate"]
 LOCK = ".lock"  # in the registry: held by the gate that reads the champion, decides and promotes
 RELEASED = ("model.onnx", "model_card.json", "parity.json")  # from the export step into a release
 LOCK_TIMEOUT = 600.0  # seconds a gate waits for another one's promotion (milliseconds, unless it hangs)
-EXPERIMENT_ENV = "DVC_EXP_NAME"  # set by `dvc exp run` for every stage of an experiment
 ROOT_ENV = "DVC_ROOT"  # the repository a DVC stage belongs to, also for an experiment run in a copy
 TOLERANCE = 1e-9  # a bound computed by subtraction (0.8 - 0.1 = 0.7000000000000001) passes the accuracy it names
 

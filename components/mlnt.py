@@ -53,8 +53,14 @@ class MlntStepConfig(MlntConfig):
     pretrained: bool = True  # the initialisation: ImageNet weights where the network has them (resnet50)
 
 
-@reports("mlnt", lambda m: {"accuracy": {"val": {"teacher": m["val_accuracy"],
-                                                  "student": m["final_val_accuracy_student"]}}})
+def _pushed(metrics: dict) -> dict:
+    """What the step pushes: each network's best validation accuracy, of those validated (``val_accuracy`` is the
+    released one's, the student's where it won; the student's last one is not its best)."""
+    best = {name: metrics[f"val_accuracy_{name}"] for name in ("teacher", "student")}
+    return {"accuracy": {"val": {name: value for name, value in best.items() if value is not None}}}
+
+
+@reports("mlnt", _pushed)
 def run(config: MlntStepConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOISE_OUT,
         baseline: Path = BASELINE_OUT, out: Path = OUT, checkpoints: Path | None = None) -> dict:
     """Reads ``ingest``'s training images, ``noise``'s ``labels.npz`` and ``baseline``'s ``model.pt`` (the features;

@@ -54,6 +54,7 @@ PUSHGATEWAY_ENV = "MLNT_PUSHGATEWAY"
 USERNAME_ENV = "MLNT_PUSHGATEWAY_USERNAME"
 PASSWORD_ENV = "MLNT_PUSHGATEWAY_PASSWORD"
 PASSWORD_FILE_ENV = "MLNT_PUSHGATEWAY_PASSWORD_FILE"
+EXPERIMENT_ENV = "DVC_EXP_NAME"  # set by `dvc exp run` for every stage of an experiment
 PIPELINE_ENV = "MLNT_PIPELINE"  # the pipeline a run belongs to: the grouping key's `pipeline`
 DEFAULT_PIPELINE = "mlnt"
 PIPELINE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
@@ -177,6 +178,10 @@ def push_training_metrics(step: str, metrics: dict, *, gateway: str | None = Non
     registry = training_registry(step, metrics)
     gateway = gateway or os.environ.get(PUSHGATEWAY_ENV)
     if not gateway or os.environ.get("RANK", "0") != "0":  # under torchrun, the main process speaks for all
+        return False
+    if os.environ.get(EXPERIMENT_ENV):  # its groups would replace the pipeline's own runs'
+        log.info("telemetry: DVC experiment %s: the %s step's metrics are not pushed (an experiment is judged, not "
+                 "monitored: dvc exp show has them)", safe(os.environ[EXPERIMENT_ENV]), safe(step))
         return False
     refusal = _refusal(gateway)
     if refusal is not None:

@@ -329,3 +329,25 @@ def test_a_step_pushes_its_summary_with_the_seconds_its_run_took(monkeypatch):
     with pytest.raises(RuntimeError):
         reports("evaluate", lambda result: {})(failing)()
     assert len(pushed) == 1
+
+
+def test_the_steps_of_a_dvc_experiment_push_nothing(monkeypatch, caplog):
+    """``dvc exp run`` sets DVC_EXP_NAME for every stage: the gate releases nothing there and pushes no verdict, and
+    the other steps' pushes replaced the pipeline's last real run's groups with the experiment's figures."""
+    monkeypatch.setenv("DVC_EXP_NAME", "exp-noise80")
+    with caplog.at_level(logging.INFO, logger=telemetry.__name__):
+        assert not push_training_metrics("evaluate", {"estimated_noise_rate": 0.8}, gateway="127.0.0.1:9")
+    assert caplog.messages == ["telemetry: DVC experiment exp-noise80: the evaluate step's metrics are not pushed (an "
+                               "experiment is judged, not monitored: dvc exp show has them)"]
+
+
+def test_the_mlnt_step_pushes_each_networks_best_validation_accuracy():
+    """It pushed the released model's score as the teacher's and the student's last one as the student's: where
+    the student was released, the teacher's line showed the student's best."""
+    from components import mlnt  # noqa: PLC0415
+
+    released_student = {"val_accuracy": 0.865, "val_accuracy_teacher": 0.86, "val_accuracy_student": 0.865,
+                        "final_val_accuracy_student": 0.8308}
+    assert mlnt._pushed(released_student) == {"accuracy": {"val": {"teacher": 0.86, "student": 0.865}}}
+    never_a_teacher = {**released_student, "val_accuracy_teacher": None}  # the meta loss never started
+    assert mlnt._pushed(never_a_teacher) == {"accuracy": {"val": {"student": 0.865}}}
