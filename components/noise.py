@@ -279,6 +279,11 @@ def run(config: NoiseConfig, *, ingest: Path = INGEST_OUT, out: Path = OUT) -> d
     if not val_clean:
         summary["warning"] = NOISY_VALIDATION
         print(f"WARNING: {NOISY_VALIDATION}", file=sys.stderr)
+    coverage = coverage_warning(np.where(known, clean, noisy), is_val, manifest["class_names"]) \
+        if own_val is None else None
+    if coverage:
+        summary["coverage_warning"] = coverage
+        print(f"WARNING: {coverage}", file=sys.stderr)
     rows = known & train_rows
     transition = transition_matrix(clean[rows], noisy[rows], num_classes)
     warning = majority_warning(config, manifest, transition)
@@ -293,6 +298,29 @@ def run(config: NoiseConfig, *, ingest: Path = INGEST_OUT, out: Path = OUT) -> d
         write_json(out / CONFIG_FILE, as_record(config))
         write_json(out / "summary.json", summary)
     return summary
+
+
+def coverage_warning(labels: np.ndarray, is_val: np.ndarray, class_names: list[str]) -> str | None:
+    """A warning naming the classes of ``labels`` (the true ones where known) that the validation draw left with no
+    training image, or with no validation image, or None. The draw is uniform over the images, not by class (the
+    recorded splits depend on it): on a class of a few images it can take them all, or none (validate's class
+    balance check keeps this away from classes of more than a few)."""
+    present = np.bincount(labels, minlength=len(class_names)) > 0
+    untrained = present & (np.bincount(labels[~is_val], minlength=len(class_names)) == 0)
+    unvalidated = present & (np.bincount(labels[is_val], minlength=len(class_names)) == 0)
+    found = [f"{_names(untrained, class_names)} no training image" if untrained.any() else "",
+             f"{_names(unvalidated, class_names)} no validation image" if unvalidated.any() else ""]
+    if not any(found):
+        return None
+    return (f"the validation draw left {' and '.join(f for f in found if f)}: a class without training images "
+            f"cannot be learnt, one without validation images plays no part in selection; use more of the images "
+            f"(noise.train_size), or give the dataset a val split")
+
+
+def _names(mask: np.ndarray, class_names: list[str]) -> str:
+    chosen = [repr(class_names[i]) for i in np.flatnonzero(mask)]
+    shown = ", ".join(chosen[:5]) + (", ..." if len(chosen) > 5 else "")
+    return f"class {shown}" if len(chosen) == 1 else f"{len(chosen)} classes ({shown})"
 
 
 NOISY_VALIDATION = ("no clean validation set: the validation labels are as noisy as the training labels, so model "

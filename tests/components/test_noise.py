@@ -232,3 +232,26 @@ def test_a_dataset_of_copies_of_the_held_out_images_is_refused(fashion_dir, tmp_
     with pytest.raises(ValueError, match=r"val_fraction: expected at least one training image left, found every one "
                                          r"of the 300 a near-duplicate of one of the 30 drawn for validation"):
         run(NoiseConfig(train_size=0), ingest=tmp_path / "ingest", out=tmp_path / "noise")
+
+
+def test_a_class_the_validation_draw_leaves_out_of_a_split_is_named():
+    """The draw is uniform over the images: on a class of a few it can take every image (nothing to learn the class
+    from) or none (the class plays no part in selection). The step says which classes, before training."""
+    from components.noise import coverage_warning  # noqa: PLC0415
+
+    names = ["cat", "dog", "owl", "yak"]
+    labels = np.array([0, 0, 0, 1, 1, 1, 2, 3, 3])
+    rest = (": a class without training images cannot be learnt, one without validation images plays no part in "
+            "selection; use more of the images (noise.train_size), or give the dataset a val split")
+    owl_in_val = np.array([1, 0, 0, 1, 0, 0, 1, 0, 1], dtype=bool)
+    assert coverage_warning(labels, owl_in_val, names) == (
+        "the validation draw left class 'owl' no training image" + rest)
+    only_cats = np.array([1, 0, 0, 0, 0, 0, 0, 0, 0], dtype=bool)
+    assert coverage_warning(labels, only_cats, names) == (
+        "the validation draw left 3 classes ('dog', 'owl', 'yak') no validation image" + rest)
+    assert coverage_warning(labels, np.array([1, 0, 0, 1, 0, 0, 0, 1, 0], dtype=bool), names) == (
+        "the validation draw left class 'owl' no validation image" + rest)
+    assert coverage_warning(labels, np.array([1, 0, 0, 0, 0, 0, 1, 0, 0], dtype=bool), names) == (
+        "the validation draw left class 'owl' no training image and 2 classes ('dog', 'yak') no validation image"
+        + rest)
+    assert coverage_warning(np.array([0, 0, 1, 1]), np.array([1, 0, 1, 0], dtype=bool), names[:2]) is None
