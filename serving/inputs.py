@@ -31,7 +31,9 @@ from serving.release import SHORT_SIDE, InputSpec
 
 JSON_TYPES = {str: "string", int: "number", float: "number", bool: "boolean", list: "list", dict: "object"}
 
-IMAGE_FORMATS = ("PNG", "JPEG", "WEBP")  # Pillow's names; training reads more (components.formats.imagefolder)
+# Pillow's names; training reads more (components.formats.imagefolder). MPO is Pillow's name for a JPEG with a
+# Multi-Picture segment (a camera's large thumbnail, an HDR gain map): its first picture, as ingest reads it
+IMAGE_FORMATS = ("PNG", "JPEG", "MPO", "WEBP")
 FORMATS = "PNG, JPEG or WEBP"  # IMAGE_FORMATS in the messages
 PIL_PIXELS = re.compile(r"\((\d+) pixels\)")  # the size in Pillow's decompression bomb error
 MAX_IMAGE_PIXELS = 4096 * 4096  # larger images are refused before they are decompressed

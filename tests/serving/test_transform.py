@@ -201,3 +201,19 @@ def test_a_webp_is_served_as_ingest_reads_it(tmp_path, channels):
         served = decode_image(blob, spec, "image 0")
         assert np.array_equal(served, load_image(path, channels=channels, size=24)), name
     assert decode_image(cases["animated"], spec, "image 0").std() > 10  # the gradient, not the white second frame
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_a_jpeg_with_a_multi_picture_segment_is_served_as_ingest_reads_it(tmp_path, channels):
+    """Pillow names a JPEG carrying a Multi-Picture segment (cameras' large thumbnails, HDR gain maps) MPO: ingest
+    read such a .jpg, and the predictor refused it as 'found MPO', the client's JPEG not a JPEG to it."""
+    photo = Image.open(io.BytesIO(gradient_jpeg(61, 37)))
+    buffer = io.BytesIO()
+    photo.save(buffer, "MPO", save_all=True, append_images=[photo.rotate(90)])
+    assert Image.open(io.BytesIO(buffer.getvalue())).format == "MPO"
+    path = tmp_path / "camera.jpg"
+    path.write_bytes(buffer.getvalue())
+    card = card_for({"dataset": "imagefolder", "format": "arrays"}, 24, channels,
+                    {"mean": [0.5] * channels, "std": [0.25] * channels})
+    served = decode_image(buffer.getvalue(), spec_from_card(card, tmp_path / "model_card.json"), "image 0")
+    assert np.array_equal(served, load_image(path, channels=channels, size=24))
