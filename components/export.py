@@ -7,8 +7,10 @@ normalisation and the input transform in the metadata), ``parity.json`` (onnxrun
 images) and ``model_card.json`` (classes, input spec with ``input.transform``: how an image is resized and cropped
 exactly as training and evaluate saw it, which the predictor applies to encoded images; metrics, data hashes, the
 params of every step up to export and their digest, git commit, the ONNX file's sha256, ``train_class_distribution``:
-the share of each class among the noisy training labels the model learnt from, the reference the predictor's drift
-gauge compares live predictions with, and
+the share of each class among the noisy training labels the model learnt from, ``predicted_class_distribution``: the
+share of each class among the released model's predictions on the test set, the reference the predictor's drift
+gauge compares live predictions with (it compares predictions: under class-dependent noise the noisy labels' shares
+differ from what a noise-robust model predicts on unchanged data, and the gauge read that as drift), and
 ``calibration``: the temperature fitted on the validation set (clean, or as noisy as training with a warning:
 ``calibration.fitted_on`` says which), baked into the graph, with the ECE before and after on that set and on the
 test set (``test_ece_after``: the released model's; ``metrics.ece`` is the
@@ -170,8 +172,9 @@ def run(config: ExportConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOISE_
     metadata = onnx_metadata(manifest["class_names"], norm, name, transform=transform)
     evaluated = read_json(Path(evaluate) / "metrics.json", "evaluate", "ece_bins")
     clean = evaluated.get("validation", {}).get("clean", True)
+    test_logits = _logits(net, test, "predicting the test set")
     calibration = calibrate(net, load_split(ingest, noise, workers=config.workers)[1], bins=evaluated["ece_bins"],
-                            clean=clean, test=test) if config.calibrate else {"temperature": 1.0}
+                            clean=clean, test=(test_logits, test.labels)) if config.calibrate else {"temperature": 1.0}
     metadata["temperature"] = str(calibration["temperature"])
     onnx_bytes = to_onnx(net, x, metadata, temperature=calibration["temperature"])
     check = parity(onnx_bytes, net, x, config.max_abs_diff, temperature=calibration["temperature"])
@@ -188,6 +191,8 @@ def run(config: ExportConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOISE_
             "label_issues": evaluated.get("label_issues", {}),
             "validation": evaluated.get("validation", {}), "test": evaluated.get("test", {}),
             "train_class_distribution": class_distribution(given[~is_val], saved["num_classes"]),
+            "predicted_class_distribution": class_distribution(test_logits.argmax(1).numpy(), saved["num_classes"],
+                                                               what="predicted_class_distribution"),
             "calibration": calibration,
             "data": {"ingest_inputs_sha256": manifest["inputs_sha256"],
                      "labels_sha256": sha256_file(Path(noise) / "labels.npz")},
@@ -311,12 +316,14 @@ def interface(network: str, class_names: list[str], meta: dict, *, transform: di
             "output": {"name": "probabilities", "shape": ["batch", meta["num_classes"]]}}
 
 
-def calibrate(net: nn.Module, val: Source, *, bins: int, clean: bool = True, test: Source | None = None) -> dict:
+def calibrate(net: nn.Module, val: Source, *, bins: int, clean: bool = True,
+              test: Source | tuple[torch.Tensor, torch.Tensor] | None = None) -> dict:
     """The temperature fitted on the validation set (``clean``: whether its labels are), with its expected
     calibration error there before and after; with ``test``, also the ECE on the test set before and after
     (``test_ece_after`` is the released model's: the ONNX graph divides by the temperature; ``metrics.ece`` in the
-    card is evaluate's, the uncalibrated network's, equal to ``test_ece_before``). The temperature is fitted on
-    validation alone; the test set is only scored.
+    card is evaluate's, the uncalibrated network's, equal to ``test_ece_before``); ``test`` is the test set, or its
+    logits and labels where the caller has them. The temperature is fitted on validation alone; the test set is only
+    scored.
 
     On noisy labels the temperature is fitted through their noise matrix, estimated from the network's
     probabilities on the same set (``components.common.calibration``): the card records it (row: true class,
@@ -335,9 +342,10 @@ def calibrate(net: nn.Module, val: Source, *, bins: int, clean: bool = True, tes
               "val_ece_before": _ece(val_logits, val.labels, 1.0, bins),
               "val_ece_after": _ece(val_logits, val.labels, temperature, bins)}
     if test is not None:
-        test_logits = _logits(net, test, "scoring the test set at the fitted temperature")
-        result |= {"test_ece_before": _ece(test_logits, test.labels, 1.0, bins),
-                   "test_ece_after": _ece(test_logits, test.labels, temperature, bins)}
+        test_logits, test_labels = test if isinstance(test, tuple) else (_logits(net, test, "scoring the test set"),
+                                                                         test.labels)
+        result |= {"test_ece_before": _ece(test_logits, test_labels, 1.0, bins),
+                   "test_ece_after": _ece(test_logits, test_labels, temperature, bins)}
     return result
 
 
@@ -354,12 +362,13 @@ def _ece(logits: torch.Tensor, labels: torch.Tensor, temperature: float, bins: i
     return expected_calibration_error(torch.softmax(logits / temperature, dim=1).numpy(), labels.numpy(), bins)
 
 
-def class_distribution(labels: np.ndarray, num_classes: int) -> list[float]:
-    """The share of each of ``num_classes`` classes among ``labels`` (integer class indices)."""
+def class_distribution(labels: np.ndarray, num_classes: int, *, what: str = "train_class_distribution") -> list[float]:
+    """The share of each of ``num_classes`` classes among ``labels`` (integer class indices); ``what``: the card's
+    field, for the error."""
     labels = np.asarray(labels, dtype=np.int64)
     if labels.size == 0 or labels.min() < 0 or labels.max() >= num_classes:
         found = "no labels" if labels.size == 0 else f"labels from {labels.min()} to {labels.max()}"
-        raise ValueError(f"train_class_distribution: expected labels in 0..{num_classes - 1}, found {found}")
+        raise ValueError(f"{what}: expected labels in 0..{num_classes - 1}, found {found}")
     return (np.bincount(labels, minlength=num_classes) / labels.size).tolist()
 
 

@@ -69,7 +69,7 @@ class Release:
     card: dict
     spec: InputSpec
     version: str
-    train_distribution: tuple[float, ...]  # the class shares the drift gauge compares predictions with
+    reference_distribution: tuple[float, ...]  # the class shares the drift gauge compares predictions with
 
 
 def load_release(folder: str | Path) -> Release:
@@ -86,7 +86,7 @@ def load_release(folder: str | Path) -> Release:
                            f"{card.get('onnx_sha256')}, found {found}")
     spec = spec_from_card(card, folder / "model_card.json")
     return Release(folder=folder, onnx=onnx, card=card, spec=spec, version=_version(folder, card),
-                   train_distribution=_train_distribution(card, len(spec.class_names)))
+                   reference_distribution=_reference_distribution(card, len(spec.class_names)))
 
 
 def spec_from_card(card: dict, where: Path) -> InputSpec:
@@ -138,12 +138,21 @@ def _whole(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
-def _train_distribution(card: dict, classes: int) -> tuple[float, ...]:
-    shares = card.get("train_class_distribution")
-    if isinstance(shares, list) and len(shares) == classes:
-        return tuple(float(s) for s in shares)
-    log.warning("model card has no train_class_distribution with %d entries; the drift gauge compares "
-                "predictions with the uniform distribution", classes)
+def _reference_distribution(card: dict, classes: int) -> tuple[float, ...]:
+    """What the drift gauge compares the served predictions with: the card's ``predicted_class_distribution`` (the
+    model's own predictions on the test set); in a card exported before it, ``train_class_distribution`` (the
+    training labels' shares, noisy: under class-dependent noise they differ from what the model predicts on
+    unchanged data, so the gauge starts above 0), with a warning; else the uniform distribution, with a warning."""
+    for key in ("predicted_class_distribution", "train_class_distribution"):
+        shares = card.get(key)
+        if isinstance(shares, list) and len(shares) == classes:
+            if key != "predicted_class_distribution":
+                log.warning("model card has no predicted_class_distribution (exported before it was recorded); the "
+                            "drift gauge compares predictions with the training labels' shares, which class-dependent "
+                            "noise skews: export the model again for the model's own")
+            return tuple(float(s) for s in shares)
+    log.warning("model card has no predicted_class_distribution or train_class_distribution with %d entries; the "
+                "drift gauge compares predictions with the uniform distribution", classes)
     return (1.0 / classes,) * classes
 
 

@@ -46,7 +46,7 @@ def build(release: Release, *, name: str, max_batch: int, drift_window: int, thr
           drift_client_share: float = 0.1, max_decode_pixels: int = MAX_DECODE_PIXELS,
           decode_threads: int = 2) -> Classifier:
     """The loaded model, with its metrics registered in prometheus_client's default registry."""
-    drift = DriftWindow(release.train_distribution, drift_window, client_share=drift_client_share)
+    drift = DriftWindow(release.reference_distribution, drift_window, client_share=drift_client_share)
     metrics = PredictorMetrics(name, release.version, release.spec.class_names, drift)
     model = Classifier(name, release, max_batch=max_batch, threads=threads, metrics=metrics,
                        max_decode_pixels=max_decode_pixels, decode_threads=decode_threads)

@@ -416,7 +416,8 @@ def test_export_reports_the_released_models_calibration_on_the_test_set(workdir,
 def test_the_card_describes_the_run_it_came_from(workdir, capsys):
     """The card's ``parity`` counts the first ``export.parity_images`` test images; ``calibration.fitted_on`` and
     ``validation`` say the validation labels were noisy; ``train_class_distribution`` is the share of each class
-    among the training rows' noisy labels (validation rows left out); ``data`` hashes the inputs; the ECEs before and
+    among the training rows' noisy labels (validation rows left out), ``predicted_class_distribution`` the share of each
+    class among the released network's predictions on the test set; ``data`` hashes the inputs; the ECEs before and
     after are the network's on the validation set at T = 1 and T; ``test`` is evaluate's record; the ONNX file
     holds the card's temperature and opset."""
     import hashlib  # noqa: PLC0415
@@ -477,6 +478,12 @@ def test_the_card_describes_the_run_it_came_from(workdir, capsys):
     assert card["parity"] == json.loads((art / "export/parity.json").read_text()) == export.parity(
         (art / "export/model.onnx").read_bytes(), net, first, allowed, temperature=calibration["temperature"])
     assert card["onnx_sha256"] == hashlib.sha256((art / "export/model.onnx").read_bytes()).hexdigest()
+    # the drift gauge's reference: the released model's predicted classes on the whole test set
+    whole = test_set(art / "ingest", card["input"]["normalisation"])
+    with torch.no_grad():
+        predicted = torch.cat([net(x) for x, _ in whole.eval_batches(512)]).argmax(1).numpy()
+    assert card["predicted_class_distribution"] == pytest.approx((np.bincount(predicted, minlength=10)
+                                                                  / predicted.size).tolist())
     assert card["metrics"]["val_accuracy"] == json.loads((art / ("mlnt" if card["model"] == "teacher" else
                                                                  "baseline") / "metrics.json").read_text())[
         "val_accuracy"] and card["label_issues"] == metrics["label_issues"]

@@ -21,7 +21,8 @@ from monitoring import local
 
 CLASSES = ["ant", "bee", "cat", "dog"]
 MEAN, STD = [0.3], [0.35]
-TRAIN_SHARES = [0.4, 0.3, 0.2, 0.1]
+TRAIN_SHARES = [0.4, 0.3, 0.2, 0.1]  # the noisy training labels'
+PREDICTED_SHARES = [0.3, 0.3, 0.2, 0.2]  # the model's on the test set: the drift gauge's reference
 VERSION = "v20260101T000000Z-test"
 ROOT = Path(__file__).resolve().parents[2]
 LIMITS = {"max_batch": 16, "max_body_bytes": 65536, "drift_window": 32, "max_decode_pixels": 4096 * 4096}
@@ -61,7 +62,8 @@ def write_release(folder: Path, *, size: int = 8, seed: int = 0) -> tuple[Path, 
             "input": {"name": "images", "shape": ["batch", 1, size, size], "dtype": "float32",
                       "normalisation": {"mean": MEAN, "std": STD}},
             "output": {"name": "probabilities", "shape": ["batch", len(CLASSES)]},
-            "train_class_distribution": TRAIN_SHARES, "onnx_sha256": hashlib.sha256(onnx_bytes).hexdigest()}
+            "train_class_distribution": TRAIN_SHARES, "predicted_class_distribution": PREDICTED_SHARES,
+            "onnx_sha256": hashlib.sha256(onnx_bytes).hexdigest()}
     (folder / "model_card.json").write_text(json.dumps(card))
     (folder / "decision.json").write_text(json.dumps({"passed": True, "version": VERSION}))
     return folder, net

@@ -39,7 +39,7 @@ class InProcess:
                  drift_window: int = LIMITS["drift_window"], client_share: float = 0.1, **model_options):
         loaded = load_release(release)
         self.registry = CollectorRegistry()
-        drift = DriftWindow(loaded.train_distribution, drift_window, client_share=client_share)
+        drift = DriftWindow(loaded.reference_distribution, drift_window, client_share=client_share)
         metrics = PredictorMetrics(NAME, loaded.version, loaded.spec.class_names, drift, registry=self.registry)
         self.model = Classifier(NAME, loaded, max_batch=max_batch, threads=1, metrics=metrics, **model_options)
         self.model.load()

@@ -12,13 +12,14 @@ import pytest
 
 from components.export import class_distribution
 from serving.release import ReleaseError, load_release
-from tests.serving.conftest import ROOT, TRAIN_SHARES, VERSION
+from tests.serving.conftest import PREDICTED_SHARES, ROOT, TRAIN_SHARES, VERSION
 
 
-def test_a_release_is_read_with_its_spec_version_and_training_shares(release):
+def test_a_release_is_read_with_its_spec_version_and_the_models_own_class_shares(release):
+    """The drift gauge's reference is the model's predictions on the test set, not the noisy labels' shares."""
     served = load_release(release[0])
     assert served.spec.shape == (1, 8, 8) and served.spec.class_names == ("ant", "bee", "cat", "dog")
-    assert served.version == VERSION and served.train_distribution == tuple(TRAIN_SHARES)
+    assert served.version == VERSION and served.reference_distribution == tuple(PREDICTED_SHARES)
 
 
 def test_a_tampered_model_refuses_to_start_with_one_clear_line(release, tmp_path):
@@ -51,15 +52,19 @@ def test_missing_or_broken_files_are_named(release, tmp_path, damage, message):
         load_release(tmp_path / "none")
 
 
-def test_a_card_without_training_shares_falls_back_to_uniform_with_a_warning(release, tmp_path, caplog):
+def test_an_older_card_falls_back_to_the_training_shares_then_uniform_with_a_warning(release, tmp_path, caplog):
     folder = tmp_path / "old"
     shutil.copytree(release[0], folder)
     card = json.loads((folder / "model_card.json").read_text())
-    del card["train_class_distribution"]
+    del card["predicted_class_distribution"]
     (folder / "model_card.json").write_text(json.dumps(card))
     (folder / "decision.json").unlink()
+    assert load_release(folder).reference_distribution == tuple(TRAIN_SHARES)
+    assert "no predicted_class_distribution (exported before it was recorded)" in caplog.text
+    del card["train_class_distribution"]
+    (folder / "model_card.json").write_text(json.dumps(card))
     served = load_release(folder)
-    assert served.train_distribution == (0.25,) * 4 and "uniform" in caplog.text
+    assert served.reference_distribution == (0.25,) * 4 and "uniform" in caplog.text
     assert served.version == f"sha256-{card['onnx_sha256'][:8]}"
 
 
