@@ -137,8 +137,8 @@ ROWS = (
               unit="percentunit", limit=0.5, low_is_bad=True, value_range=(0, 1)),
         Panel("Prediction drift",
               (Query(f"avg by (model) (mlnt_prediction_drift{{{MODEL}}})", "{{model}}"),),
-              "Total-variation distance between the recent predicted-class distribution and the training class "
-              "distribution; MlntPredictionDrift fires above 0.2 for 30 minutes.",
+              "Total-variation distance between the recent predicted-class distribution and the model's own on "
+              "the test set (the card's); MlntPredictionDrift fires above 0.2 for 30 minutes.",
               limit=0.2, value_range=(0, 1)),
         Panel("Label disagreement (last hour)",
               (Query(ratio(rate("mlnt_feedback_disagreements_total", window="1h"),

@@ -88,8 +88,8 @@ PREDICTION_CONFIDENCE = Metric("mlnt_prediction_confidence", "histogram", "Top-1
 PREDICTION_DRIFT = Metric("mlnt_prediction_drift", "gauge",
                           "Total-variation distance (0..1) between the predicted-class distribution over the recent "
                           "window (an identical image counted once, one client at most --drift-client-share of it, "
-                          "empty slots as the training distribution) and the training class distribution from the "
-                          "model card.", ("model",))
+                          "empty slots as the reference) and the reference: the model's predicted-class distribution "
+                          "on the test set, from the model card.", ("model",))
 FEEDBACK = Metric("mlnt_feedback_total", "counter", "Labels posted back by users.", ("model",))
 FEEDBACK_DISAGREEMENTS = Metric("mlnt_feedback_disagreements_total", "counter",
                                 "Feedback labels that differ from the prediction.", ("model",))

@@ -6,9 +6,9 @@ wants to pin the gauge (or hide a real shift) by sending the same images, or man
 
 * one client holds at most ``client_share`` of the window's slots: its new predictions replace its own oldest;
 * an image already in the window (the same normalised tensor, by digest) is counted once;
-* a slot not yet filled counts as the training distribution, so the distance is
-  ``filled / size x TV(window, training)``: a client alone, or a window still filling, moves it by at most the share
-  of the slots it holds.
+* a slot not yet filled counts as the reference distribution (the model's own predicted shares on the test set),
+  so the distance is ``filled / size x TV(window, reference)``: a client alone, or a window still filling, moves
+  it by at most the share of the slots it holds.
 
 So with the default share 0.1 one client moves the gauge by at most 0.1, under the 0.2 of the drift alert, while a
 shift in the whole population moves it all the way. Who a client is decides both (``serving.clients``): behind
@@ -26,9 +26,9 @@ import numpy as np
 
 
 class DriftWindow:
-    """The recent predictions and their total-variation distance to ``reference`` (the training labels' class
-    shares): half the L1 distance, 0 = same shares, 1 = disjoint; a window not yet full is completed with
-    ``reference``."""
+    """The recent predictions and their total-variation distance to ``reference`` (the model's predicted class
+    shares on the test set, from its card): half the L1 distance, 0 = same shares, 1 = disjoint; a window not yet
+    full is completed with ``reference``."""
 
     def __init__(self, reference: tuple[float, ...] | list[float], size: int = 1000, *, client_share: float = 1.0):
         if size < 1:
