@@ -58,7 +58,7 @@ from typing import NamedTuple
 
 from components.common.artifacts import sha256_file
 from components.common.atomic import fsync_dir, fsync_file, prepare_output, write_json
-from components.common.config import cli, load_params, printable
+from components.common.config import ConfigError, build, cli, load_params, printable
 from components.common.steps import FOLDERS
 from components.common.telemetry import EXPERIMENT_ENV, reports
 
@@ -541,7 +541,8 @@ def check_main(argv: list[str]) -> int:
 
 def prune_main(argv: list[str]) -> int:
     """``python -m components.gate --prune KEEP [--registry DIR]``: ``prune``, printing each version removed;
-    returns 0, or 1 with one error line when the registry cannot be pruned."""
+    returns 0, 2 with one error line when the params file the registry comes from is not valid (as the step), or 1
+    with one when the registry cannot be pruned."""
     parser = argparse.ArgumentParser(prog="python -m components.gate",
                                      description="Remove every release but the KEEP newest and the champion "
                                                  "(latest's) from the registry; trains and judges nothing.")
@@ -555,7 +556,7 @@ def prune_main(argv: list[str]) -> int:
         removed = prune(registry, args.keep)
     except (ValueError, OSError) as err:
         print(f"error: gate: {printable(err)}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(err, ConfigError) else 1  # as the step's: 2 for the params file
     for version in removed:
         print(f"gate: removed {registry / version}")
     print(f"gate: {len(removed)} version(s) removed from {registry}, the {args.keep} newest and the champion kept")
@@ -564,14 +565,15 @@ def prune_main(argv: list[str]) -> int:
 
 def _params_registry() -> str:
     """``gate.registry`` of ``params.yaml`` in the working folder, ``GateConfig``'s default where there is no such
-    file. A params file that cannot be read is an error, never the default: it may name another registry."""
+    file. A params file that cannot be read, or whose ``gate`` section the gate step refuses (``registy: mine``,
+    ``registry: ''``, ``registry: 5``), is the step's ``ConfigError``, never the default: it may name another
+    registry, whose versions prune would remove."""
     if not Path("params.yaml").is_file():
         return GateConfig().registry
     try:
-        gate = load_params("params.yaml").get("gate", {})
-    except ValueError as err:
-        raise ValueError(f"{err}; or name the registry: --registry DIR") from None
-    return str(gate.get("registry") or GateConfig().registry)
+        return build(GateConfig, load_params("params.yaml").get("gate", {}), where="params.yaml: gate").registry
+    except ConfigError as err:
+        raise ConfigError(f"{err}; or name the registry: --registry DIR") from None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -54,7 +54,7 @@ from scipy import stats
 
 from components.common.artifacts import MADE_FROM, labels_digest, read_arrays, read_manifest
 from components.common.atomic import atomic_set, prepare_output, write_atomic, write_json
-from components.common.config import CONFIG_FILE, as_record, cli
+from components.common.config import CONFIG_FILE, ConfigError, as_record, cli
 from components.common.errors import DataError
 from components.common.steps import FOLDERS
 from components.common.thumbnails import near_duplicate_groups
@@ -108,6 +108,17 @@ class NoiseConfig:
             raise ValueError(f"train_size: expected 0 (all) or a positive count, found {self.train_size}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed: expected an integer >= 0, found {self.seed!r}")
+        for pair in self.class_map:  # the classes themselves are checked against the dataset (``parse_class_map``)
+            _pair(pair)
+
+
+def _pair(pair: object) -> tuple[str, str]:
+    """A class_map entry's source and target, or a ``ConfigError`` unless it is one ``source->target`` string:
+    checked in ``NoiseConfig`` already, so a malformed params file fails before any data is read."""
+    source, arrow, target = pair.partition("->") if isinstance(pair, str) else ("", "", "")
+    if not arrow or not source.strip() or not target.strip():
+        raise ConfigError(f"class_map: expected 'source->target', found {pair!r}")
+    return source, target
 
 
 def corrupt(labels: np.ndarray, *, kind: str, rate: float, num_classes: int, rng: np.random.Generator,
@@ -161,7 +172,8 @@ def _instance_noise(labels, rate, num_classes, rng, images) -> np.ndarray:
 
 
 def parse_class_map(pairs, class_names: list[str]) -> dict[int, int]:
-    """``["cat->dog", "3->5"]`` -> ``{3: 5}``, checking every class against the dataset's classes."""
+    """``["cat->dog", "3->5"]`` -> ``{3: 5}``, checking every class against the dataset's classes. What it refuses
+    is a ``ConfigError`` (the step's exit 2): the params name a class the dataset does not have, the data is fine."""
     index = {name: i for i, name in enumerate(class_names)}
 
     def resolve(token: str, pair: str) -> int:
@@ -170,17 +182,15 @@ def parse_class_map(pairs, class_names: list[str]) -> dict[int, int]:
             return index[token]
         if token.isascii() and token.isdigit() and int(token) < len(class_names):  # not "²", which int() refuses
             return int(token)
-        raise ValueError(f"class_map: {pair!r}: expected a class name or index of this dataset "
+        raise ConfigError(f"class_map: {pair!r}: expected a class name or index of this dataset "
                          f"({', '.join(class_names)}), found {token!r}")
 
     table = {}
     for pair in pairs:
-        source, arrow, target = pair.partition("->")
-        if not arrow:
-            raise ValueError(f"class_map: expected 'source->target', found {pair!r}")
+        source, target = _pair(pair)
         key, value = resolve(source, pair), resolve(target, pair)
         if table.get(key, value) != value:
-            raise ValueError(f"class_map: expected one target per class, found {class_names[key]!r} mapped to "
+            raise ConfigError(f"class_map: expected one target per class, found {class_names[key]!r} mapped to "
                              f"{class_names[table[key]]!r} and to {class_names[value]!r} ({pair!r})")
         table[key] = value
     return table
@@ -375,7 +385,7 @@ def _class_map(config: NoiseConfig, manifest: dict) -> dict[int, int] | None:
         return None
     pairs = config.class_map or BUILTIN_MAPS.get(manifest["dataset"]) or superclass_map(manifest.get("superclasses"))
     if not pairs:
-        raise ValueError(f"class_map: expected source->target pairs for asymmetric noise on "
+        raise ConfigError(f"class_map: expected source->target pairs for asymmetric noise on "
                          f"{manifest['dataset']}, which has no built-in map; found none")
     return parse_class_map(pairs, manifest["class_names"])
 

@@ -100,6 +100,13 @@ class TrainConfig:
             _whole(name, getattr(self, name), 0)
         for name in ("lr", "momentum", "weight_decay", "lr_gamma", "grad_clip"):
             _at_least(name, getattr(self, name), 0.0)
+        if self.momentum >= 1.0:  # SGD's velocity would never decay: the run diverges
+            raise ValueError(f"momentum: expected a number in [0, 1), found {self.momentum!r}")
+        # torch seeds a generator with at most 2**64 - 1; in-memory data shuffles epoch e with seed * 100_003 + e
+        seed_max = (2**64 - self.epochs) // 100_003  # well below 2**63 - 1
+        if self.seed > seed_max:
+            raise ValueError(f"seed: expected an integer in [0, {seed_max}] (torch seeds the epochs' shuffles with "
+                             f"seed * 100003 + epoch, below 2**64), found {self.seed}")
         for i, epoch in enumerate(self.lr_milestones):
             _at_least(f"lr_milestones[{i}]", epoch, 0.0)
             if epoch >= self.epochs:

@@ -87,23 +87,74 @@ def configure_logging(*, take_over: bool = False) -> None:
     logging.getLogger("components").setLevel(logging.INFO)
 
 
+_MERGE_TAG = "tag:yaml.org,2002:merge"  # the tag of ``<<``, the key that merges another mapping's keys into its own
+_MERGE_KEY = object()  # ``<<`` among a mapping's keys, told apart from a key named "<<" (quoted: no merge key)
+
+
 class _Loader(yaml.SafeLoader):
     """YAML as DVC reads params files (YAML 1.2's core schema: ``010`` is 10, ``5e-4`` a float, ``no`` and
     ``1:30`` strings, where PyYAML's YAML 1.1 reads 8, a string, False and 90), and a key given twice in one
-    mapping is an error (YAML 1.1 keeps the last one silently: a section pasted twice dropped the first)."""
+    mapping is an error (YAML 1.1 keeps the last one silently: a section pasted twice dropped the first). Merge
+    keys (``mlnt: {<<: *train, mode: head}``) work as in DVC: a key of the mapping itself overrides a merged one."""
 
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
-        """The mapping, refusing a key that appears twice in it."""
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.parents: dict[yaml.Node, tuple[yaml.Node, Any]] = {}  # node -> (parent, key node or index): ``field``
+        self.checked: set[yaml.Node] = set()  # the mappings whose own keys were checked for duplicates
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        """The node, remembering where it is (the first place: an alias is the anchored node), for ``field``."""
+        node = super().compose_node(parent, index)
+        if parent is not None:
+            self.parents.setdefault(node, (parent, index))
+        return node
+
+    def field(self, node: yaml.Node) -> str:
+        """Where ``node`` is, as a field: ``noise.seed``, ``mlnt.lr_milestones[1]``; "" for the document itself."""
+        path = ""
+        while node in self.parents:
+            node, index = self.parents[node]
+            step = f"[{index}]" if isinstance(index, int) else ""  # a sequence's item, or a mapping's key itself
+            path = (f".{index.value}" if isinstance(index, yaml.ScalarNode) else step) + path
+        return path.lstrip(".")
+
+    def flatten_mapping(self, node: yaml.MappingNode) -> None:
+        """The mapping's own keys checked (``refuse_duplicates``), then the mappings its ``<<`` names merged in:
+        a key of its own overrides a merged one, and of the mappings merged, an earlier one overrides a later one
+        (``<<: [*a, *b]``), as DVC reads them. Not PyYAML's merge, which lets a merged mapping's own merged key
+        override its own key (``c: {<<: *x}`` with ``x: &x {k: 1, <<: *base}`` took base's ``k``)."""
+        self.refuse_duplicates(node)
+        merges = [value for key, value in node.value if key.tag == _MERGE_TAG]
+        node.value = [(key, value) for key, value in node.value if key.tag != _MERGE_TAG]  # first: a cycle stops here
+        merged = []
+        for value in merges:
+            sources = value.value if isinstance(value, yaml.SequenceNode) else [value]
+            for source in reversed(sources):  # the pairs are read in order, the last one of a key kept
+                if not isinstance(source, yaml.MappingNode):
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping", node.start_mark,
+                        f"expected a mapping or a list of mappings to merge, found {source.id}", source.start_mark)
+                self.flatten_mapping(source)
+                merged += source.value
+        node.value = merged + node.value
+
+    def refuse_duplicates(self, node: yaml.MappingNode) -> None:
+        """A ``ConstructorError`` when a key appears twice among the mapping's own keys (``<<`` included). Checked
+        before the merge, once: merging a mapping into another flattens that one too, and its own keys can no
+        longer be told from merged ones."""
+        if node in self.checked:
+            return
+        self.checked.add(node)
         seen: dict[Any, int] = {}
         for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
+            key = _MERGE_KEY if key_node.tag == _MERGE_TAG else self.construct_object(key_node)
             if isinstance(key, typing.Hashable) and key in seen:
+                shown = "<<" if key is _MERGE_KEY else repr(key)
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"found the key {key!r} twice in one mapping (first at line {seen[key]})",
+                    None, None, f"found the key {shown} twice in one mapping (first at line {seen[key]})",
                     key_node.start_mark)
             if isinstance(key, typing.Hashable):
                 seen[key] = key_node.start_mark.line + 1
-        return super().construct_mapping(node, deep=deep)
 
 
 def _core_int(text: str) -> int:
@@ -118,6 +169,19 @@ def _core_float(text: str) -> float:
     return float(lowered.replace(".inf", "inf").replace(".nan", "nan"))
 
 
+def _construct_core(loader: _Loader, node: yaml.ScalarNode, make: Callable[[str], Any]) -> Any:
+    """``make`` of the scalar; one the core schema's patterns take for a number but that holds no digits (``0x_``:
+    DVC's reader fails on it too) is a YAML error naming the field, not a bare ``ValueError``."""
+    text = loader.construct_scalar(node)
+    try:
+        return make(text)
+    except ValueError:
+        where = loader.field(node)
+        raise yaml.constructor.ConstructorError(
+            None, None, f"{where + ': ' if where else ''}expected a number, found {text!r}, a prefix without digits",
+            node.start_mark) from None
+
+
 # YAML 1.2 as DVC's parser (ruamel.yaml) reads params.yaml: digits may be grouped with "_", 0b/0o/0x prefixes.
 _CORE = {  # tag -> (pattern, first characters, constructor)
     "tag:yaml.org,2002:null": (r"~|null|Null|NULL|", ["~", "n", "N", ""], lambda text: None),
@@ -127,13 +191,14 @@ _CORE = {  # tag -> (pattern, first characters, constructor)
     "tag:yaml.org,2002:float": (r"[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)?"
                                 r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN)", list("-+0123456789."), _core_float),
 }
-_YAML_11_ONLY = {"tag:yaml.org,2002:timestamp"}  # 2026-01-01 stays a string, as in YAML 1.2
+_YAML_11_ONLY = {"tag:yaml.org,2002:timestamp",  # 2026-01-01 stays a string, as in YAML 1.2
+                 "tag:yaml.org,2002:value"}  # and so does =, YAML 1.1's "value key"
 _Loader.yaml_implicit_resolvers = {
     first: [(tag, rx) for tag, rx in resolvers if tag not in _CORE and tag not in _YAML_11_ONLY]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
 for _tag, (_pattern, _first, _make) in _CORE.items():
     _Loader.add_implicit_resolver(_tag, re.compile(f"^(?:{_pattern})$"), _first)
-    _Loader.add_constructor(_tag, lambda loader, node, make=_make: make(loader.construct_scalar(node)))
+    _Loader.add_constructor(_tag, lambda loader, node, make=_make: _construct_core(loader, node, make))
 
 
 def read_yaml(text: str) -> Any:
@@ -176,7 +241,9 @@ def build(cls: type, values: Mapping[str, Any], *, where: str) -> Any:
     """An instance of the dataclass ``cls`` from ``values``, type-checked; missing keys take defaults."""
     hints = typing.get_type_hints(cls)
     fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - fields)
+    # a key that is no string (``1: 2``, ``~: 1``) is unknown too, shown with its type: sorting it among strings failed
+    unknown = sorted(key if isinstance(key, str) else f"{key!r} ({type(key).__name__})"
+                     for key in values if key not in fields)
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}. Valid: {', '.join(sorted(fields))}")
     checked = {key: coerce(value, hints[key], where=f"{where}.{key}") for key, value in values.items()}
@@ -241,10 +308,24 @@ def apply_override(params: dict[str, dict[str, Any]], assignment: str, sections:
         raise ConfigError(f"--set {assignment!r}: unknown key {key!r} in section {section!r}. "
                           f"Valid: {', '.join(sorted(fields))}")
     try:
+        comment = _comment(raw)
         value = read_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError as err:
         raise ConfigError(f"--set {assignment!r}: expected a YAML value, found {raw!r} ({_yaml_error(err)})") from err
+    if comment is not None:  # a list's or a mapping's item is quoted inside it: no example for the whole value
+        example = "" if raw.lstrip().startswith(("[", "{")) else \
+            f", as in --set '{target.strip()}={json.dumps(raw.strip())}'"
+        raise ConfigError(f"--set {assignment!r}: expected a value without a YAML comment, found {raw!r}, of which "
+                          f"YAML drops {raw[comment:]!r} as a comment; quote the string that holds the '#'{example}")
     params.setdefault(section, {})[key] = value
+
+
+def _comment(text: str) -> int | None:
+    """Where the YAML comment in ``text`` starts (a ``#`` first or after a space, outside quotes), or None: a comment
+    in a ``--set`` value (``data/run #1``) would drop the rest of it without a word."""
+    tokens = [(token.start_mark.index, token.end_mark.index) for token in yaml.scan(text, Loader=_Loader)]
+    return next((i for i, char in enumerate(text)
+                 if char == "#" and not any(start <= i < end for start, end in tokens)), None)
 
 
 def parser_for(step: str, sections: Mapping[str, type], description: str,
@@ -263,7 +344,8 @@ def parser_for(step: str, sections: Mapping[str, type], description: str,
             differs = f"  (default {default!r})" if value != default else ""
             lines.append(f"  {section}.{f.name}: {_name(hints[f.name])} = {value!r}{differs}")
     parser = argparse.ArgumentParser(prog=f"python -m components.{step}", description=description,
-                                     epilog="\n".join(lines), formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     epilog="\n".join(lines), formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)  # --deb would set debug, which ``cli`` reads before parsing
     parser.add_argument("--params", default=DEFAULT_PARAMS, help="the params file (default: %(default)s)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override one parameter; repeatable; the value is parsed as YAML")
@@ -289,7 +371,7 @@ def parse(argv: Sequence[str] | None, step: str, sections: Mapping[str, type],
 def _running(argv: Sequence[str] | None, sections: Mapping[str, type]) -> tuple[dict[str, Any], str, list[str]]:
     """The configs the command line's params file and overrides give, as far as they are valid, with what is not
     (for ``--help``; the real parse fails on it)."""
-    pre = argparse.ArgumentParser(add_help=False)
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)  # as ``parser_for``'s
     pre.add_argument("--params", default=DEFAULT_PARAMS)
     pre.add_argument("--set", dest="overrides", action="append", default=[])
     known, _ = pre.parse_known_args(argv)

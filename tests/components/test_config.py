@@ -1,4 +1,5 @@
 import dataclasses
+import re
 import subprocess
 import sys
 import typing
@@ -379,3 +380,103 @@ def test_a_failure_that_is_no_config_error_is_one_line_and_exit_1(error, capsys)
 
     assert cli("noise", {"noise": noise.NoiseConfig}, "", body)(["--params", str(ROOT / "params.yaml")]) == 1
     assert capsys.readouterr().err == f"error: noise: {error}\n"
+
+
+def test_a_merge_key_merges_as_dvc_reads_it_and_an_own_key_overrides_a_merged_one(tmp_path):
+    """``mlnt: {<<: *train, mode: head}`` was a syntax error ("could not determine a constructor for the tag
+    'tag:yaml.org,2002:merge'") though DVC reads it. A key of the mapping itself overrides a merged one (plain YAML),
+    the first of the mappings merged wins, and a merged mapping's own key beats its own merges, as in DVC."""
+    from dvc.utils.serialize import parse_yaml  # noqa: PLC0415 - DVC is a dev dependency here
+
+    from components.common.config import read_yaml  # noqa: PLC0415
+
+    text = ("baseline: &train\n  epochs: 3\n  seed: 1\nmlnt: {<<: *train, seed: 2, mode: head}\n"
+            "noise: &a {rate: 0.1, seed: 5, <<: {rate: 0.9, kind: none}}\n"
+            "gate: {<<: [*a, {seed: 6, train_size: 7}], min_accuracy: 0.5}\n")
+    assert read_yaml(text) == parse_yaml(text, "p.yaml")
+    path = tmp_path / "p.yaml"
+    path.write_text(text)
+    params = load_params(path)
+    assert params["mlnt"] == {"epochs": 3, "seed": 2, "mode": "head"}
+    assert params["noise"] == {"rate": 0.1, "seed": 5, "kind": "none"}
+    assert params["gate"] == {"rate": 0.1, "seed": 5, "kind": "none", "train_size": 7, "min_accuracy": 0.5}
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("baseline: &t {seed: 1}\nmlnt: {<<: *t, seed: 2, seed: 3}\n", r"found the key 'seed' twice in one mapping "
+                                                                   r"\(first at line 2\) at line 2, column 25"),
+    ("baseline: &t {seed: 1}\nmlnt:\n  <<: *t\n  <<: {epochs: 2}\n", r"found the key << twice in one mapping"),
+    ("baseline: &t [1]\nmlnt: {<<: *t}\n", r"expected a mapping or a list of mappings to merge, found scalar"),
+], ids=["key-twice-after-a-merge", "merge-twice", "merge-no-mapping"])
+def test_a_key_twice_is_refused_with_merge_keys_too(tmp_path, text, message):
+    path = tmp_path / "p.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=r"p.yaml: expected valid YAML, found a syntax error: " + message):
+        load_params(path)
+
+
+@pytest.mark.parametrize(("key", "shown"), [("1", "1 (int)"), ("~", "None (NoneType)"), ("true", "True (bool)")])
+def test_a_key_that_is_no_string_is_an_unknown_key_and_help_still_answers(tmp_path, capsys, key, shown):
+    """``noise: {1: 2}`` sorted an int among the field names: a TypeError (exit 1), and --help failed with it."""
+    path = tmp_path / "p.yaml"
+    path.write_text(f"noise:\n  rate: 0.1\n  {key}: 2\n  colour: red\n")
+    main = cli("noise", {"noise": noise.NoiseConfig}, "", lambda configs: None)
+    assert main(["--params", str(path)]) == 2
+    assert capsys.readouterr().err == (f"error: noise: {path}: noise: unknown key(s) {shown}, colour. Valid: "
+                                       f"class_map, human_labels, kind, rate, seed, train_size, val_clean, "
+                                       f"val_fraction\n")
+    with pytest.raises(SystemExit) as exit_:
+        main(["--params", str(path), "--help"])
+    assert exit_.value.code == 0 and f"noise: unknown key(s) {shown}, colour" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("number", ["0x_", "0b_", "0o_", "-0x__", "+0o_"])
+def test_a_number_prefix_without_digits_is_a_config_error_naming_the_field(tmp_path, capsys, number):
+    """``seed: 0x_`` matched the core schema's int pattern, and ``int('', 16)`` raised a bare ValueError: exit 1,
+    naming neither the field nor the file (DVC's reader fails on it too)."""
+    path = tmp_path / "p.yaml"
+    path.write_text(f"noise:\n  seed: {number}\nmlnt:\n  lr_milestones: [1, {number}]\n")
+    with pytest.raises(ConfigError, match=rf"p.yaml: expected valid YAML, found a syntax error: noise.seed: expected "
+                                          rf"a number, found '{re.escape(number)}', a prefix without digits at line 2, "
+                                          rf"column 9"):
+        load_params(path)
+    path.write_text(f"mlnt:\n  lr_milestones: [1, {number}]\n")
+    with pytest.raises(ConfigError, match=r"mlnt.lr_milestones\[1\]: expected a number"):
+        load_params(path)
+    with pytest.raises(ConfigError, match=rf"--set 'noise.seed={re.escape(number)}': expected a YAML value"):
+        apply_override({}, f"noise.seed={number}", SECTIONS)
+    main = cli("noise", {"noise": noise.NoiseConfig}, "", lambda configs: None)
+    assert main(["--params", str(ROOT / "params.yaml"), "--set", f"noise.seed={number}"]) == 2
+    assert capsys.readouterr().err.startswith("error: noise: --set 'noise.seed=")
+
+
+@pytest.mark.parametrize(("value", "dropped"), [
+    ("data/run #1", "#1"), ("#1", "#1"), ("data/run  # note", "# note"), ('"data/run" # note', "# note")])
+def test_a_set_value_with_a_yaml_comment_is_refused_unless_quoted(value, dropped):
+    """``--set "ingest.path=data/run #1"`` gave ``data/run``: YAML dropped the rest as a comment, without a word."""
+    with pytest.raises(ConfigError, match=rf"--set 'ingest.path=.*': expected a value without a YAML comment, found "
+                                          rf".*, of which YAML drops '{dropped}' as a comment; quote the string that "
+                                          rf"holds the '#'"):
+        apply_override({}, f"ingest.path={value}", SECTIONS)
+    with pytest.raises(ConfigError, match=r"""as in --set 'ingest.path="data/run #1"'$"""):
+        apply_override({}, "ingest.path=data/run #1", SECTIONS)
+    params = {}
+    for assignment in ('ingest.path="data/run #1"', "ingest.path='data/run #1'", "ingest.path=data/run#1"):
+        apply_override(params, assignment, SECTIONS)
+        assert params["ingest"]["path"] == assignment.split("=", 1)[1].strip("'\"")
+    apply_override(params, 'noise.class_map=[cat->dog, "a #b->c"]', SECTIONS)
+    assert params["noise"]["class_map"] == ["cat->dog", "a #b->c"]
+
+
+def test_an_abbreviated_option_is_refused_not_read_otherwise_than_written(tmp_path, capsys):
+    """``--deb`` was accepted by argparse as --debug, but ``cli`` looks for the literal "--debug" to decide on the
+    traceback: the abbreviation ran without it. Abbreviations are refused (``--par`` too), as argparse's usage."""
+    main = cli("noise", {"noise": noise.NoiseConfig}, "", lambda configs: None)
+    for argv in (["--params", str(tmp_path / "nope.yaml"), "--deb"], ["--par", str(ROOT / "params.yaml")]):
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        assert exit_.value.code == 2
+        assert f"unrecognized arguments: {argv[-1] if argv[-1] == '--deb' else ' '.join(argv)}" in \
+            capsys.readouterr().err
+    with pytest.raises(ConfigError, match=r"nope\.yaml: expected a params file"):
+        main(["--params", str(tmp_path / "nope.yaml"), "--debug"])

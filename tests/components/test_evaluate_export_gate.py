@@ -1097,12 +1097,35 @@ def test_the_card_records_what_each_step_ran_with_over_the_params_file(caplog):
 
 def test_prune_never_falls_back_to_another_registry_over_a_broken_params_file(tmp_path, monkeypatch, capsys):
     """params.yaml names ``gate.registry: mine`` but fails to load (a misspelt section): ``--prune`` must not prune
-    ``releases`` instead; it refuses, naming the params file, and removes nothing."""
+    ``releases`` instead; it refuses, naming the params file, and removes nothing (exit 2, the step's for a config
+    error)."""
     mine, releases = fake_registry(tmp_path / "mine", 3, latest=2), fake_registry(tmp_path / "releases", 3, latest=2)
     (tmp_path / "params.yaml").write_text("gate:\n  registry: mine\nnosie:\n  rate: 0.3\n")
     monkeypatch.chdir(tmp_path)
-    assert gate.main(["--prune", "1"]) == 1
+    assert gate.main(["--prune", "1"]) == 2
     assert "params.yaml" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "releases").iterdir() if p.name.startswith("v")) == releases
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir() if p.name.startswith("v")) == mine
+
+
+@pytest.mark.parametrize(("gate_section", "message"), [
+    ("registy: mine", "params.yaml: gate: unknown key(s) registy. Valid: max_below_baseline, max_regression, "
+                      "min_accuracy, registry; or name the registry: --registry DIR"),
+    ("registry: ''", "params.yaml: gate: registry: expected the registry folder, found ''"),
+    ("registry: 5", "params.yaml: gate.registry: expected str, found 5 (int)"),
+    ("registry: mine\n  min_accuracy: 2", "params.yaml: gate: min_accuracy: expected a number in [0, 1], found 2.0"),
+], ids=["misspelt-key", "empty", "number", "another-key-invalid"])
+def test_prune_refuses_a_gate_section_the_gate_step_refuses(tmp_path, monkeypatch, capsys, gate_section, message):
+    """``--prune`` read ``gate.registry`` as ``str(gate.get("registry") or "releases")``: a misspelt key or an empty
+    one pruned ``releases``, a number the folder ``5``, where the gate step refuses the file. It refuses as the step
+    does (exit 2, one line naming the field) and removes nothing from either registry."""
+    mine, releases = fake_registry(tmp_path / "mine", 3, latest=2), fake_registry(tmp_path / "releases", 3, latest=2)
+    (tmp_path / "params.yaml").write_text(f"gate:\n  {gate_section}\n")
+    monkeypatch.chdir(tmp_path)
+    assert gate.main(["--prune", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: gate: {message}") and err.count("\n") == 1, err
+    assert gate.main([]) == 2  # the step refuses the same file
     assert sorted(p.name for p in (tmp_path / "releases").iterdir() if p.name.startswith("v")) == releases
     assert sorted(p.name for p in (tmp_path / "mine").iterdir() if p.name.startswith("v")) == mine
 

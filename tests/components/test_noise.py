@@ -1,9 +1,11 @@
 import json
+import re
 
 import numpy as np
 import pytest
 
-from components.common.config import as_record
+from components.common.config import ConfigError, as_record
+from components.formats.idx import FASHION_MNIST_CLASSES
 from components.ingest import IngestConfig
 from components.ingest import run as ingest
 from components.noise import NoiseConfig, corrupt, main, run, transition_matrix
@@ -255,3 +257,25 @@ def test_a_class_the_validation_draw_leaves_out_of_a_split_is_named():
         "the validation draw left class 'owl' no training image and 2 classes ('dog', 'yak') no validation image"
         + rest)
     assert coverage_warning(np.array([0, 0, 1, 1]), np.array([1, 0, 1, 0], dtype=bool), names[:2]) is None
+
+
+def test_a_class_map_is_a_params_error_exit_2_its_shape_checked_before_any_data_is_read(workdir, capsys):
+    """A class_map entry that is no ``source->target``, or names a class the dataset lacks, was a ValueError at run
+    time (exit 1, as for a broken input): it is the params file's error (exit 2). The shape is checked with the
+    config, before the ingest output is even looked for; the classes once the dataset's names are read."""
+    from components.common.steps import FOLDERS  # noqa: PLC0415
+    from components.noise import parse_class_map  # noqa: PLC0415
+
+    assert main(["--set", "noise.kind=asymmetric", "--set", "noise.class_map=[Trouser->Bag, Shirt]"]) == 2
+    assert capsys.readouterr().err == ("error: noise: params.yaml with --set overrides: noise: class_map: expected "
+                                       "'source->target', found 'Shirt'\n")  # no ingest output: no data read
+    for pair in ("Shirt", "->Coat", "Shirt-> ", 3):
+        with pytest.raises(ConfigError, match=rf"class_map: expected 'source->target', found {re.escape(repr(pair))}"):
+            NoiseConfig(kind="asymmetric", class_map=(pair,))
+    ingest(IngestConfig(path="data/fashion-mnist"), out=FOLDERS["ingest"])
+    assert main(["--set", "noise.kind=asymmetric", "--set", "noise.class_map=[Trouser->Wolf]"]) == 2
+    assert capsys.readouterr().err.startswith("error: noise: class_map: 'Trouser->Wolf': expected a class name or "
+                                              "index of this dataset (T-shirt/top, Trouser, ")
+    assert not (FOLDERS["noise"] / "labels.npz").exists()
+    with pytest.raises(ConfigError, match="expected one target per class"):
+        parse_class_map(["1->2", "Trouser->Bag"], list(FASHION_MNIST_CLASSES))

@@ -425,3 +425,18 @@ def test_instance_noise_on_shards_is_refused_with_the_reason(clothing1m_ingest, 
                                          r"\(clothing1m\) does not hold in memory"):
         run(NoiseConfig(kind="instance"), ingest=clothing1m_ingest, out=tmp_path)
     assert not list(tmp_path.iterdir())
+
+
+def test_a_class_map_the_dataset_cannot_follow_is_a_config_error():
+    """What the params get wrong about the classes is a ``ConfigError`` (the step's exit 2), not a data error: a
+    class the dataset lacks, two targets for one class, or no map where the dataset has no built-in one."""
+    from components.common.config import ConfigError  # noqa: PLC0415
+
+    names = ["cat", "dog"]
+    for pairs, message in ((["cat->wolf"], "expected a class name or index of this dataset"),
+                           (["cat->dog", "0->0"], "expected one target per class"),
+                           (["cat"], "expected 'source->target'")):
+        with pytest.raises(ConfigError, match=message):
+            parse_class_map(pairs, names)
+    with pytest.raises(ConfigError, match="which has no built-in map; found none"):
+        _class_map(NoiseConfig(kind="asymmetric"), {"dataset": "imagefolder", "class_names": names})

@@ -786,3 +786,30 @@ def test_the_ramp_from_epoch_zero_trains_with_a_larger_early_weight():
     runs = [train(dataclasses.replace(config, ramp_from=origin), net(), train_data).student.state_dict()
             for origin in ("start", "zero")]
     assert not all(torch.equal(a, b) for a, b in zip(runs[0].values(), runs[1].values(), strict=True))
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"seed": 2**64}, r"seed: expected an integer in \[0, 184461906879889\] \(torch seeds the epochs' shuffles with "
+                      r"seed \* 100003 \+ epoch, below 2\*\*64\), found 18446744073709551616"),
+    ({"seed": 2**63 - 1}, r"seed: expected an integer in \[0, 184461906879889\] .*found 9223372036854775807"),
+    ({"seed": 184461906879890}, r"seed: expected an integer in \[0, 184461906879889\] .*found 184461906879890"),
+    ({"momentum": 1.0}, r"momentum: expected a number in \[0, 1\), found 1.0"),
+    ({"momentum": 1.5}, r"momentum: expected a number in \[0, 1\), found 1.5"),
+])
+@pytest.mark.parametrize("cls", [TrainConfig, MlntConfig])
+def test_bad_config_seed_and_momentum_out_of_range(cls, values, message):
+    """A seed of 2**64 passed the config and overflowed torch.manual_seed once the data was loaded, naming no field;
+    a momentum of 1 or more (SGD's velocity never decays: the run diverges) passed as well. The largest seed is
+    (2**64 - epochs) // 100003: the in-memory data seeds epoch e's shuffle with seed * 100003 + e."""
+    with pytest.raises(ValueError, match=message):
+        cls(**values)
+
+
+def test_config_seed_at_its_bound_trains():
+    """The largest seed the config takes seeds every generator the run makes (the epochs' shuffles included)."""
+    epochs = 2
+    largest = (2**64 - 1 - (epochs - 1)) // 100_003  # the largest s with s * 100003 + the last epoch < 2**64
+    config = TrainConfig(epochs=epochs, **{**QUIET, "seed": largest, "momentum": 0.0})
+    with pytest.raises(ValueError, match="seed: expected an integer in"):
+        dataclasses.replace(config, seed=largest + 1)
+    train(config, net(), noisy_problem(n=64)[0])
