@@ -317,13 +317,13 @@ def interface(network: str, class_names: list[str], meta: dict, *, transform: di
 
 
 def calibrate(net: nn.Module, val: Source, *, bins: int, clean: bool = True,
-              test: Source | tuple[torch.Tensor, torch.Tensor] | None = None) -> dict:
+              test: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict:
     """The temperature fitted on the validation set (``clean``: whether its labels are), with its expected
     calibration error there before and after; with ``test``, also the ECE on the test set before and after
     (``test_ece_after`` is the released model's: the ONNX graph divides by the temperature; ``metrics.ece`` in the
-    card is evaluate's, the uncalibrated network's, equal to ``test_ece_before``); ``test`` is the test set, or its
-    logits and labels where the caller has them. The temperature is fitted on validation alone; the test set is only
-    scored.
+    card is evaluate's, the uncalibrated network's, equal to ``test_ece_before``); ``test`` is the network's logits on
+    the test set and its labels (the caller has them already). The temperature is fitted on validation alone; the
+    test set is only scored.
 
     On noisy labels the temperature is fitted through their noise matrix, estimated from the network's
     probabilities on the same set (``components.common.calibration``): the card records it (row: true class,
@@ -342,8 +342,7 @@ def calibrate(net: nn.Module, val: Source, *, bins: int, clean: bool = True,
               "val_ece_before": _ece(val_logits, val.labels, 1.0, bins),
               "val_ece_after": _ece(val_logits, val.labels, temperature, bins)}
     if test is not None:
-        test_logits, test_labels = test if isinstance(test, tuple) else (_logits(net, test, "scoring the test set"),
-                                                                         test.labels)
+        test_logits, test_labels = test
         result |= {"test_ece_before": _ece(test_logits, test_labels, 1.0, bins),
                    "test_ece_after": _ece(test_logits, test_labels, temperature, bins)}
     return result

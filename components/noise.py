@@ -183,7 +183,7 @@ def parse_class_map(pairs, class_names: list[str]) -> dict[int, int]:
         if token.isascii() and token.isdigit() and int(token) < len(class_names):  # not "²", which int() refuses
             return int(token)
         raise ConfigError(f"class_map: {pair!r}: expected a class name or index of this dataset "
-                         f"({', '.join(class_names)}), found {token!r}")
+                          f"({', '.join(class_names)}), found {token!r}")
 
     table = {}
     for pair in pairs:
@@ -191,7 +191,7 @@ def parse_class_map(pairs, class_names: list[str]) -> dict[int, int]:
         key, value = resolve(source, pair), resolve(target, pair)
         if table.get(key, value) != value:
             raise ConfigError(f"class_map: expected one target per class, found {class_names[key]!r} mapped to "
-                             f"{class_names[table[key]]!r} and to {class_names[value]!r} ({pair!r})")
+                              f"{class_names[table[key]]!r} and to {class_names[value]!r} ({pair!r})")
         table[key] = value
     return table
 
@@ -386,7 +386,7 @@ def _class_map(config: NoiseConfig, manifest: dict) -> dict[int, int] | None:
     pairs = config.class_map or BUILTIN_MAPS.get(manifest["dataset"]) or superclass_map(manifest.get("superclasses"))
     if not pairs:
         raise ConfigError(f"class_map: expected source->target pairs for asymmetric noise on "
-                         f"{manifest['dataset']}, which has no built-in map; found none")
+                          f"{manifest['dataset']}, which has no built-in map; found none")
     return parse_class_map(pairs, manifest["class_names"])
 
 

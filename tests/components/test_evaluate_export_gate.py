@@ -1327,6 +1327,7 @@ def test_the_transform_note_names_the_corner_and_the_draft_decoding_each_dataset
 def test_calibration_scores_every_image_of_a_set_larger_than_one_batch():
     """The logits are taken 512 images at a time: every batch counts, in order (600 images: two batches)."""
     from components.common.calibration import fit_temperature  # noqa: PLC0415
+    from components.export import _logits as export_logits  # noqa: PLC0415
     from components.export import calibrate  # noqa: PLC0415
     from model.trainer import Data  # noqa: PLC0415
 
@@ -1336,6 +1337,6 @@ def test_calibration_scores_every_image_of_a_set_larger_than_one_batch():
     val, test = Data(images, labels), Data(images.flip(0), labels.flip(0))
     with torch.no_grad():
         logits = net(images).double()
-    result = calibrate(net, val, bins=5, test=test)
+    result = calibrate(net, val, bins=5, test=(export_logits(net, test, "the test set"), test.labels))
     assert result["temperature"] == pytest.approx(fit_temperature(logits, labels))
     assert result["test_ece_after"] == pytest.approx(result["val_ece_after"])  # the same images, in another order
