@@ -341,8 +341,8 @@ def parser_for(step: str, sections: Mapping[str, type], description: str,
         for f in dataclasses.fields(cls):
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
             value = getattr(running[section], f.name) if running and section in running else default
-            differs = f"  (default {default!r})" if value != default else ""
-            lines.append(f"  {section}.{f.name}: {_name(hints[f.name])} = {value!r}{differs}")
+            differs = f"  (default {_as_yaml(default)})" if value != default else ""
+            lines.append(f"  {section}.{f.name}: {_name(hints[f.name])} = {_as_yaml(value)}{differs}")
     parser = argparse.ArgumentParser(prog=f"python -m components.{step}", description=description,
                                      epilog="\n".join(lines), formatter_class=argparse.RawDescriptionHelpFormatter,
                                      allow_abbrev=False)  # --deb would set debug, which ``cli`` reads before parsing
@@ -447,6 +447,15 @@ def error_lines(step: str, err: BaseException) -> list[str]:
     if not isinstance(failures, Sequence) or isinstance(failures, str) or len(lines) != 1 + len(failures):
         lines = [message]
     return [f"error: {step}: {printable(line)}" for line in lines]
+
+
+def _as_yaml(value: Any) -> str:
+    """``value`` as one would write it in params.yaml or a ``--set`` value (``[]``, ``true``), not as Python's repr."""
+    return yaml.safe_dump(_plain(value), default_flow_style=True, width=math.inf).removesuffix("\n...\n").strip()
+
+
+def _plain(value: Any) -> Any:
+    return list(map(_plain, value)) if isinstance(value, tuple) else str(value) if isinstance(value, Path) else value
 
 
 def _name(hint: Any) -> str:

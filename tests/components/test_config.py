@@ -202,11 +202,20 @@ def test_help_lists_every_parameter_with_the_value_that_will_run_and_the_default
         value = 4 if f.name == "epochs" else build(mlnt.MlntStepConfig, params, where="mlnt").__dict__[f.name]
         line = f"  mlnt.{f.name}: "
         shown = next(row for row in out.splitlines() if row.startswith(line))
-        assert f"= {value!r}" in shown, shown
+        written = shown.split(" = ", 1)[1].split("  (default")[0]  # as one writes it in params.yaml or --set
+        assert build(mlnt.MlntStepConfig, {f.name: yaml.safe_load(written)}, where="mlnt").__dict__[f.name] == value
         assert ("(default" in shown) == (value != f.default), shown
     epochs = next(row for row in out.splitlines() if row.startswith("  mlnt.epochs: "))
     assert epochs == "  mlnt.epochs: int = 4  (default 15)"  # --set gives 4; params.yaml holds the defaults
     assert "--params" in out and "--set SECTION.KEY=VALUE" in out
+    assert "  mlnt.amp: bool = true" in out.splitlines()  # YAML's true, not Python's True
+
+
+def test_help_writes_lists_as_yaml_lists(capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(SystemExit):
+        noise.main(["--help"])
+    assert "  noise.class_map: list[str] = []" in capsys.readouterr().out.splitlines()  # not Python's tuple, ()
 
 
 def test_cli_errors_are_one_line_without_traceback(tmp_path, capsys):
