@@ -2,8 +2,8 @@
 
 Layouts, looked for in this order under ``path``:
 1. ``labels.csv`` (UTF-8) with a header ``filename,label`` and optionally ``split`` (``train``, ``val`` or
-   ``test``; ``valid`` and ``validation`` name ``val`` too); file names are relative to ``path`` and labels are
-   class names.
+   ``test``, read as the split folders' names of layout 2 are: ``Valid`` is ``val``); file names are relative to
+   ``path`` and labels are class names.
 2. ``train/<class>/*`` and, optionally, ``val/<class>/*`` and ``test/<class>/*``. The split folders are found by
    name in any letter case, under the names ``SPLIT_FOLDERS`` gives: ``train/`` or ``training/``, ``val/``,
    ``valid/`` or ``validation/`` (as torchvision, Kaggle and Hugging Face name it), ``test/`` or ``testing/``; so
@@ -455,12 +455,13 @@ def _read_csv(path: Path, root: Path) -> list[tuple[Path, str, str]]:
 
 
 def _record(row: dict, where: str) -> tuple[str, str]:
-    """A labels.csv record's label and split (``val`` for ``valid`` and ``validation``); a ``DataError`` naming
-    ``where`` for an unknown split, or a missing filename or label."""
-    split = (row.get("split") or "train").strip()
-    split = "val" if split in VAL_FOLDERS else split
-    if split not in SPLITS:
-        raise DataError(f"{where}: expected split train, val (or valid, validation) or test, found {split!r}")
+    """A labels.csv record's label and split, its name read as a split folder's (``_split_of``: ``Valid`` is val,
+    ``training`` train); a ``DataError`` naming ``where`` for an unknown split, or a missing filename or label."""
+    given = (row.get("split") or "train").strip()
+    split = _split_of(given)
+    if split is None:
+        raise DataError(f"{where}: expected split train, val or test (in any letter case; also training, valid, "
+                        f"validation, testing), found {given!r}")
     label = class_name((row["label"] or "").strip())  # a label of spaces is no label, not a class ''
     if not (row["filename"] or "").strip() or not label:
         raise DataError(f"{where}: expected a filename and a label, found {row}")

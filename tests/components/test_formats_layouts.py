@@ -39,13 +39,27 @@ def test_the_val_split_is_read_from_val_valid_or_validation(tmp_path, name):
                                         f"{name}/b/103.png"]
 
 
-def test_labels_csv_reads_valid_and_validation_as_the_val_split(tmp_path):
+def test_labels_csv_reads_split_names_as_the_split_folders_are_read(tmp_path):
+    """``valid``, ``Validation``, ``Train``, ``TESTING``: the names a folder may have; ``Train`` was refused."""
     rows = ["filename,label,split"]
-    for i, split in enumerate(["train"] * 4 + ["valid", "validation", "val"]):
-        write_image(tmp_path / "pics" / f"{i}.png", (6, 6), (i * 30,) * 3)
+    for i, split in enumerate(["train", "Train", "training", "TRAIN", "valid", "Validation", "val", "test",
+                               "Testing", "TEST"]):
+        write_image(tmp_path / "pics" / f"{i}.png", (6, 6), (i * 20,) * 3)
         rows.append(f"pics/{i}.png,{'ab'[i % 2]},{split}")
     (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
-    assert read(tmp_path).val_keys == ["pics/4.png", "pics/5.png", "pics/6.png"]
+    dataset = read(tmp_path)
+    assert dataset.val_keys == ["pics/4.png", "pics/5.png", "pics/6.png"]
+    assert sorted(dataset.test_keys) == ["pics/7.png", "pics/8.png", "pics/9.png"]
+    assert dataset.train_labels.size == 4
+
+
+def test_labels_csv_names_an_unknown_split_and_its_line(tmp_path):
+    write_image(tmp_path / "0.png", (6, 6), (0, 0, 0))
+    (tmp_path / "labels.csv").write_text("filename,label,split\n0.png,a,dev\n")
+    with pytest.raises(DataError) as caught:
+        read(tmp_path)
+    assert str(caught.value) == (f"{tmp_path / 'labels.csv'} line 2: expected split train, val or test (in any "
+                                 f"letter case; also training, valid, validation, testing), found 'dev'")
 
 
 def test_two_val_folders_or_a_split_under_another_name_beside_train_are_refused(tmp_path):
