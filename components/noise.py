@@ -57,7 +57,7 @@ from components.common.atomic import atomic_set, prepare_output, write_atomic, w
 from components.common.config import CONFIG_FILE, ConfigError, as_record, cli
 from components.common.errors import DataError
 from components.common.steps import FOLDERS
-from components.common.thumbnails import near_duplicate_groups
+from components.common.thumbnails import copy_groups
 from components.formats.cifar import HUMAN_LABELS, HumanLabels
 from components.formats.webdataset import read_index
 
@@ -393,7 +393,7 @@ def _class_map(config: NoiseConfig, manifest: dict) -> dict[int, int] | None:
 def _hold_out(config: NoiseConfig, rng: np.random.Generator, ingest: Path, index: np.ndarray) -> tuple[np.ndarray, int]:
     """Which of the ``index`` training images to hold out for validation, and how many of them are near-duplicates
     added to the draw: ``val_fraction`` of them drawn with ``rng``, then every image whose group of near-duplicates
-    (``near_duplicate_groups``: the same picture saved twice, or mirrored) holds a drawn one. A copy left in training
+    (``copy_groups``: the same picture saved twice, or mirrored) holds a drawn one. A copy left in training
     would reward the epoch, and the model, that memorised its label, noisy or not. Without near-duplicates the draw
     is unchanged, and no rows but the added ones ever change. A ``ValueError`` where the copies leave no training
     image. Only array datasets are held out of (a sharded one, Clothing1M, has its own val split)."""
@@ -401,7 +401,7 @@ def _hold_out(config: NoiseConfig, rng: np.random.Generator, ingest: Path, index
     drawn = np.zeros(n, dtype=bool)
     drawn[rng.permutation(n)[:_held_out(config, n)]] = True
     (images,) = read_arrays(ingest / "train.npz", "ingest", "images")
-    groups = near_duplicate_groups(images[index])
+    groups = copy_groups(images[index])
     held = np.isin(groups, groups[drawn])
     if held.all():
         raise ValueError(f"val_fraction: expected at least one training image left, found every one of the {n} "

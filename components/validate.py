@@ -1,20 +1,25 @@
 """validate: check the ingested data with a Great Expectations suite before anyone trains on it.
 
 Four tables are validated: ``images`` (one row per image: split, label, height, width, channels, dtype, pixel
-minimum, maximum and range), ``splits`` (one row: the number of images of each split of the manifest, as
-``<split>_images``), ``classes`` (one row per class: its count in each split, ``<split>_count``, and its share of
+minimum and maximum, and whether it is blank: one colour, every pixel), ``splits`` (one row: the number of images of
+train, test and each other split of the manifest, ``<split>_images``, and the share of them that is blank,
+``<split>_blank_share``), ``classes`` (one row per class: its count in each split, ``<split>_count``, and its share of
 the training split, ``train_share``) and ``overlap`` (one row: the share of test images, and of validation images
 where the dataset has its own val split, with a near-duplicate in the training split, which would flatter the gate
-or the model selection; near-duplicates share an 8x8 grayscale thumbnail quantised to 16 levels, or one is the
-other's mirror image; a failure names up to five pairs, each image by its file where ingest kept the files, e.g.
-``test/cat/dup.png ≈ train/cat/3.png``, else by split and row, ``test image 4 ≈ train image 297``).
+or the model selection; near-duplicates' 8x8 grayscale thumbnails differ by at most 8 grey levels in every cell and
+their 16x16 ones, less their means, by at most 3 on average, or one's and the other's mirror image's
+(``components.common.thumbnails``): a re-encoded or slightly brightened copy matches, a shifted or cropped one does
+not; a failure names up to five pairs, each image by its file where ingest
+kept the files, e.g. ``test/cat/dup.png ≈ train/cat/3.png``, else by split and row, ``test image 4 ≈ train image
+297``). Every dataset needs a train and a test split.
 
 Labels must be one integer class index per image (a one-dimensional integer array as long as the images): other
 labels (floats, NaN, one-hot rows, one label too few) are a ``DataError`` naming the file, before any table is built.
 
 Writes ``artifacts/validate/report.json`` (success, one entry per failed expectation, statistics, every near-duplicate
-pair of the overlap table, ``near_duplicates``, and ``label_conflicts``: training images that are near-duplicates of
-an earlier one with another label, mirrored or not, a warning, not a failure) and the Great Expectations Data Docs
+pair of the overlap table, ``near_duplicates``, and ``label_conflicts``: training images that are copies of an
+earlier one with another label, their thumbnails equal at 16 grey levels, mirrored or not, a warning, not a
+failure) and the Great Expectations Data Docs
 (HTML) under ``artifacts/validate/gx/``. On any failed expectation it prints one line per failure (expectation,
 column, expected, observed) and exits non-zero, so nothing downstream runs.
 """
@@ -37,11 +42,12 @@ from components.common.config import cli
 from components.common.errors import DataError
 from components.common.steps import FOLDERS
 from components.common.streaming import decoded_chunks, open_split
-from components.common.thumbnails import thumbnails
+from components.common.thumbnails import Prints, fingerprints, first_matches, thumbnails
 from components.formats.webdataset import read_index, verify_shards
 from model.progress import progress
 
 INGEST_OUT = FOLDERS["ingest"]
+REQUIRED_SPLITS = ("train", "test")  # every dataset has them: the model trains on one, the gate judges the other
 
 OUT = FOLDERS["validate"]
 
@@ -58,12 +64,12 @@ class ValidateConfig:
     min_images: int = 1  # each split holds at least this many images; each training class at least min_images / K
     class_balance_ratio: float = 5.0  # each class's share of the training split is within [1/(ratio K), ratio/K]
     max_duplicate_share: float = 0.01  # at most this share of test (and val) images has a near-duplicate in training
-    max_blank_share: float = 0.01  # at most this share of images has a single pixel value
+    max_blank_share: float = 0.01  # at most this share of each split's images is blank: one colour, every pixel
 
     def __post_init__(self) -> None:
         if self.min_images < 0:
             raise ValueError(f"min_images: expected >= 0, found {self.min_images}")
-        if self.class_balance_ratio < 1.0:
+        if not self.class_balance_ratio >= 1.0:  # NaN too: it would drop the balance check
             raise ValueError(f"class_balance_ratio: expected >= 1, found {self.class_balance_ratio}")
         for name in ("max_duplicate_share", "max_blank_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
@@ -84,6 +90,7 @@ def run(config: ValidateConfig, *, ingest: Path = INGEST_OUT, out: Path = OUT) -
     ``report.json`` and the Data Docs under ``gx/`` to ``out``, and raises ``ValidationFailedError`` on failure."""
     ingest, out = Path(ingest), Path(out)
     manifest = read_manifest(ingest)
+    _check_manifest(ingest, manifest)
     tables = build_tables(ingest, manifest)
     failures, docs = _run_suites(config, manifest, tables, out)
     overlap = tables["overlap"]
@@ -105,52 +112,101 @@ def run(config: ValidateConfig, *, ingest: Path = INGEST_OUT, out: Path = OUT) -
     return report
 
 
+def _check_manifest(ingest: Path, manifest: dict) -> None:
+    """A ``DataError`` naming ``manifest.json`` unless it gives the image shape (three positive sizes: height,
+    width, channels), at least one class name and each split's count, which the expectations are made from."""
+    path = ingest / "manifest.json"
+    shape, names, counts = (manifest.get(key) for key in ("image_shape", "class_names", "counts"))
+    if not (isinstance(shape, list) and len(shape) == 3 and all(isinstance(n, int) and n > 0 for n in shape)):
+        raise DataError(f"{path}: expected image_shape [height, width, channels] of positive sizes, found {shape!r}")
+    if not (isinstance(names, list) and names):
+        raise DataError(f"{path}: expected class_names, a list of at least one class, found {names!r}")
+    if not (isinstance(counts, dict) and all(isinstance(n, int) and n >= 0 for n in counts.values())):
+        raise DataError(f"{path}: expected counts, each split's number of images, found {counts!r}")
+
+
 def build_tables(ingest: Path, manifest: dict) -> dict[str, Any]:
     """The four tables the suites check, as pandas DataFrames: ``images`` (one row per image of every split, from
-    ``iter_images``), ``splits`` (one row: ``<split>_images``, the rows of ``images`` of each split of the manifest's
-    counts), ``classes`` (``class_table``) and ``overlap`` (the share of test, and of val where there is one, whose
-    thumbnail, or its mirror image's, is a training image's). Reads ``ingest``."""
+    ``iter_images``), ``splits`` (one row: ``<split>_images``, the rows of ``images`` of train, test and each other
+    split of the manifest's counts, and ``<split>_blank_share``, the share of them with one colour), ``classes``
+    (``class_table``) and ``overlap`` (the share of test, and of val where there is one, with a near-duplicate,
+    ``first_matches``, among the training images). Reads ``ingest``."""
     import pandas as pd  # noqa: PLC0415 - pandas is only needed by this step
 
-    rows, keys = [], {"train": {}, "test": [], "val": []}  # train: each thumbnail's first training row
-    trained, train_labels, conflicts = 0, [], []  # conflicts: (row, earlier row, mirrored), labels differing
+    rows, found = [], {"train": [], "test": [], "val": []}  # each split's fingerprints, and its mirror images'
+    first, train_labels, conflicts = {}, [], []  # first: each copy key's first training row; conflicts: see below
     for split, images, labels in iter_images(ingest):
-        flat = images.reshape(images.shape[0], -1)
-        lo, hi = flat.min(axis=1), flat.max(axis=1)
+        if images.size == 0 and images.shape[0]:
+            raise DataError(f"{ingest}: expected images of at least one pixel, found {split} images of shape "
+                            f"{list(images.shape[1:])}")
+        flat = images.reshape(images.shape[0], -1, images.shape[3])
+        lo, hi = flat.min(axis=(1, 2)), flat.max(axis=(1, 2))
         rows.append(pd.DataFrame({"split": split, "label": labels.astype(np.int64), "height": images.shape[1],
                                   "width": images.shape[2], "channels": images.shape[3], "dtype": str(images.dtype),
                                   "pixel_min": lo.astype(np.float64), "pixel_max": hi.astype(np.float64),
-                                  "pixel_range": (hi.astype(np.float64) - lo)}))
-        fingerprints, mirrored = thumbnails(images), thumbnails(images[:, :, ::-1])  # what a training flip makes
+                                  "blank": (flat.max(axis=1) == flat.min(axis=1)).all(axis=1)}))
+        found[split].append((fingerprints(images), fingerprints(images[:, :, ::-1])))  # what a training flip makes
         if split == "train":
             train_labels.extend(labels.tolist())
-            conflicts += _label_conflicts(keys["train"], fingerprints, mirrored, train_labels, trained)
-            trained += len(fingerprints)
-        else:  # a test image, or its mirror image, among the training images
-            keys[split].extend(zip(fingerprints, mirrored, strict=True))
+            conflicts += _label_conflicts(first, thumbnails(images), thumbnails(images[:, :, ::-1]), train_labels,
+                                          len(train_labels) - len(labels))
+    if not rows:
+        raise DataError(f"{ingest}: expected images in the train and test splits, found none in any split")
     table = pd.concat(rows, ignore_index=True)
-    found = table["split"].value_counts()
-    splits = pd.DataFrame({f"{split}_images": [int(found.get(split, 0))] for split in manifest["counts"]})
     classes = class_table(table, manifest)
-    pairs = {split: [(row, keys["train"].get(key, keys["train"].get(mirrored)), key not in keys["train"])
-                     for row, (key, mirrored) in enumerate(keys[split])
-                     if key in keys["train"] or mirrored in keys["train"]] for split in ("test", "val")}
-    overlap = pd.DataFrame({f"{split}_in_train_share": [len(pairs[split]) / max(len(keys[split]), 1)]
+    train = Prints.cat([own for own, _ in found["train"]])
+    pairs = {split: _overlap(found[split], train) for split in ("test", "val")}
+    counts = table["split"].value_counts()
+    overlap = pd.DataFrame({f"{split}_in_train_share": [len(pairs[split]) / max(int(counts.get(split, 0)), 1)]
                             for split in ("test", "val") if split == "test" or "val" in manifest["counts"]})
     overlap.attrs["pairs"] = {split: _name_pairs(ingest, manifest, split, matched) for split, matched in pairs.items()}
-    classes_named = manifest["class_names"]
     overlap.attrs["conflicts"] = [
-        f"{named} ({classes_named[train_labels[row]]} and {classes_named[train_labels[first]]})"
+        f"{named} ({_class_name(manifest, train_labels[row])} and {_class_name(manifest, train_labels[first])})"
         for named, (row, first, _) in zip(_pair_names(ingest, manifest, "train", conflicts), conflicts, strict=True)]
-    return {"images": table, "splits": splits, "classes": classes, "overlap": overlap}
+    return {"images": table, "splits": split_table(table, manifest), "classes": classes, "overlap": overlap}
+
+
+def split_table(images, manifest: dict):
+    """One row: ``<split>_images`` and ``<split>_blank_share`` for train, test and every other split of the
+    manifest's counts, from the ``images`` table (a split it lacks has 0 images and share 0)."""
+    import pandas as pd  # noqa: PLC0415
+
+    columns = {}
+    for split in dict.fromkeys(("train", "test", *manifest["counts"])):
+        blank = images.loc[images["split"] == split, "blank"]
+        columns[f"{split}_images"] = [len(blank)]
+        columns[f"{split}_blank_share"] = [float(blank.mean()) if len(blank) else 0.0]
+    frame = pd.DataFrame(columns)
+    position = images.groupby("split").cumcount()
+    frame.attrs["blank"] = {split: position[images["blank"] & (images["split"] == split)].tolist()
+                            for split in images["split"].unique()}
+    return frame
+
+
+def _overlap(queries: list, train: Prints) -> list[tuple[int, int, bool]]:
+    """(row, training row, mirrored) for each image of a split (``queries``: its chunks' fingerprints and their
+    mirror images') with a near-duplicate among the training images (``train``'s fingerprints)."""
+    if not queries:
+        return []
+    matched, mirrored = first_matches(Prints.cat([own for own, _ in queries]),
+                                      Prints.cat([flipped for _, flipped in queries]), train)
+    return [(int(row), int(matched[row]), bool(mirrored[row])) for row in np.flatnonzero(matched >= 0)]
+
+
+def _class_name(manifest: dict, label: int) -> str:
+    """The name of class ``label``; ``label N`` for one outside the manifest's classes (the images suite names
+    it)."""
+    names = manifest["class_names"]
+    return str(names[label]) if 0 <= label < len(names) else f"label {label}"
 
 
 def _label_conflicts(first: dict[bytes, int], keys: list[bytes], mirrored: list[bytes], labels: list[int],
                      start: int) -> list[tuple[int, int, bool]]:
-    """The training rows ``start``, ``start + 1``, ... (thumbnails ``keys``, their mirror images' ``mirrored``) that
-    are near-duplicates of an earlier training image with another label: (row, earlier row, mirrored), the same
-    picture's first row where there is one, else its mirror image's. Records each new thumbnail's first row in
-    ``first``; ``labels`` are every training row's so far."""
+    """The training rows ``start``, ``start + 1``, ... (``thumbnails`` ``keys``, their mirror images' ``mirrored``)
+    that are copies of an earlier training image with another label: (row, earlier row, mirrored), the same
+    picture's first row where there is one, else its mirror image's. Records each new key's first row in ``first``;
+    ``labels`` are every training row's so far. Copies, not near-duplicates: one pass over the keys, however many
+    training images there are (near-duplicates would compare each with every other)."""
     found = []
     for row, (key, flipped) in enumerate(zip(keys, mirrored, strict=True), start):
         same, other = first.setdefault(key, row), first.get(flipped, row)
@@ -252,16 +308,16 @@ def expectations(config: ValidateConfig, manifest: dict) -> dict[str, list]:
                e.ExpectColumnValuesToBeInSet(column="channels", value_set=[channels]),
                e.ExpectColumnValuesToBeInSet(column="dtype", value_set=["uint8"]),
                e.ExpectColumnValuesToBeBetween(column="pixel_min", min_value=0, max_value=255),
-               e.ExpectColumnValuesToBeBetween(column="pixel_max", min_value=0, max_value=255),
-               e.ExpectColumnValuesToBeBetween(column="pixel_range", min_value=1,
-                                               mostly=1.0 - config.max_blank_share)]
-    splits = [s for s in ("train", "test") if s in manifest["counts"]]
+               e.ExpectColumnValuesToBeBetween(column="pixel_max", min_value=0, max_value=255)]
     images += [e.ExpectColumnValuesToBeInSet(column="split", value_set=sorted(manifest["counts"]))]
-    images += [e.ExpectColumnDistinctValuesToContainSet(column="split", value_set=splits)]
-    per_split = [e.ExpectColumnMinToBeBetween(column=f"{split}_images", min_value=config.min_images)
-                 for split in manifest["counts"]]  # one row: its minimum is the split's count
-    classes = [e.ExpectTableRowCountToEqual(value=k),
-               e.ExpectColumnValuesToBeBetween(column="train_count", min_value=config.min_images / k),
+    images += [e.ExpectColumnDistinctValuesToContainSet(column="split", value_set=list(REQUIRED_SPLITS))]
+    every = dict.fromkeys((*REQUIRED_SPLITS, *manifest["counts"]))  # a manifest without a test split fails
+    per_split = [e.ExpectColumnMinToBeBetween(column=f"{split}_images",  # one row: its minimum is the split's count
+                                              min_value=max(config.min_images, int(split in REQUIRED_SPLITS)))
+                 for split in every]
+    per_split += [e.ExpectColumnValuesToBeBetween(column=f"{split}_blank_share", max_value=config.max_blank_share)
+                  for split in every]
+    classes = [e.ExpectColumnValuesToBeBetween(column="train_count", min_value=config.min_images / k),
                e.ExpectColumnValuesToBeBetween(column="train_share", min_value=1.0 / (config.class_balance_ratio * k),
                                                max_value=min(1.0, config.class_balance_ratio / k))]
     classes += [e.ExpectColumnValuesToBeBetween(column=f"{split}_count", min_value=1)  # else its metrics read 0
@@ -303,10 +359,10 @@ def _fresh_pandas_source(context, name: str):
 
 
 def conflict_warning(conflicts: list[str]) -> str:
-    """The warning for training images that are near-duplicates of one with another label: one of the two labels
+    """The warning for training images that are copies of one with another label: one of the two labels
     is wrong (or the class folders overlap), and training sees both."""
     many = "1 training image is" if len(conflicts) == 1 else f"{len(conflicts)} training images are"
-    return (f"{many} a near-duplicate of one with another label, e.g. {'; '.join(conflicts[:DUPLICATE_PAIRS])}: "
+    return (f"{many} a copy of one with another label, e.g. {'; '.join(conflicts[:DUPLICATE_PAIRS])}: "
             f"one of the two labels is wrong; every pair is in report.json's label_conflicts")
 
 
@@ -325,10 +381,16 @@ def _failure(table: str, result, frame) -> dict:
         where = _where(frame, found.get("partial_unexpected_index_list", [])[:EXAMPLES])
         observed = (f"{found.get('unexpected_count')} of {found.get('element_count')} values unexpected, "
                     f"e.g. {found.get('partial_unexpected_list', [])[:EXAMPLES]}" + (f" at {where}" if where else ""))
-        pairs = frame.attrs.get("pairs", {}).get(config.kwargs.get("column", "").split("_in_train_share")[0])
+        column = config.kwargs.get("column", "")
+        pairs = frame.attrs.get("pairs", {}).get(column.split("_in_train_share")[0])
         if pairs and pairs["text"]:
             observed += (f"; near-duplicates: {pairs['text']} (every pair: report.json's near_duplicates); remove "
                          f"one image of each pair, or put both in one split")
+        blank = frame.attrs.get("blank", {}).get(column.removesuffix("_blank_share"), [])
+        if column.endswith("_blank_share") and blank:
+            shown = ", ".join(map(str, blank[:EXAMPLES])) + (f", ... ({len(blank)} in all)" if len(blank) > EXAMPLES
+                                                             else "")
+            observed += f"; blank (one colour): {column.removesuffix('_blank_share')} images {shown}"
     return {"table": table, "expectation": config.type, "column": config.kwargs.get("column", "(table)"),
             "expected": kwargs, "observed": observed}
 

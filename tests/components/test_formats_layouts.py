@@ -17,9 +17,10 @@ from tests.components.formats_fixtures import write_clothing1m, write_image
 
 
 def write_split(root, split, count, *, start=0, classes=("a", "b")):
-    """``count`` grey 6x6 images in ``root/split/<class>/`` (``split`` "": the class folders at the top)."""
+    """``count`` grey 6x6 images in ``root/split/<class>/`` (``split`` "": the class folders at the top), 11 grey
+    levels apart: no two of one split near-duplicates (within 8)."""
     for i in range(start, start + count):
-        write_image(root / split / classes[i % len(classes)] / f"{i}.png", (6, 6), (i * 7 % 256,) * 3)
+        write_image(root / split / classes[i % len(classes)] / f"{i}.png", (6, 6), (i * 11 % 256,) * 3)
 
 
 def read(root, **kwargs):
