@@ -21,10 +21,11 @@ help:  ## list the targets
 
 setup: $(STAMP) $(SYSTEM)  ## create .venv with the project (editable) and dev tools; Debian packages
 
-# .venv is (re)created, with $(PYTHON), unless its interpreter is Python $(PY_NEEDS) already: a .venv of another
-# version (a first `make setup` with python3 3.12) is replaced, keeping the Debian packages' stamp.
+# .venv is (re)created, with $(PYTHON), unless its interpreter is Python $(PY_NEEDS) with pip already: a .venv of
+# another version (a first `make setup` with python3 3.12), or one without pip (a set-up interrupted while venv
+# installed it, a venv made without it), is replaced, keeping the Debian packages' stamp.
 $(STAMP): pyproject.toml constraints.txt
-	@if [ "$$($(PY) $(VERSION) 2>/dev/null)" != $(PY_NEEDS) ]; then \
+	@if [ "$$($(PY) $(VERSION) 2>/dev/null)" != $(PY_NEEDS) ] || ! $(PY) -m pip --version >/dev/null 2>&1; then \
 	  found=$$($(PYTHON) $(VERSION) 2>/dev/null || true); \
 	  if [ "$$found" != $(PY_NEEDS) ]; then \
 	    echo "setup: expected Python $(PY_NEEDS) (pyproject.toml's requires-python), found" \
@@ -32,7 +33,9 @@ $(STAMP): pyproject.toml constraints.txt
 	         "python$(PY_NEEDS)-venv), or set PYTHON=/path/to/python$(PY_NEEDS)" >&2; \
 	    exit 1; \
 	  fi; \
-	  if [ -d $(VENV)/bin ]; then echo "setup: recreating $(VENV) with $(PYTHON): its Python is not $(PY_NEEDS)"; fi; \
+	  if [ "$$($(PY) $(VERSION) 2>/dev/null)" = $(PY_NEEDS) ]; then \
+	    echo "setup: recreating $(VENV) with $(PYTHON): it has no pip (an interrupted set-up?)"; \
+	  elif [ -d $(VENV)/bin ]; then echo "setup: recreating $(VENV) with $(PYTHON): its Python is not $(PY_NEEDS)"; fi; \
 	  system=$$([ -e $(SYSTEM) ] && echo yes || true); \
 	  $(PYTHON) -m venv --clear $(VENV); \
 	  if [ -n "$$system" ]; then touch $(SYSTEM); fi; \
@@ -51,7 +54,8 @@ $(SYSTEM): Makefile
 	@if [ -n "$(strip $(APT_NEEDS))" ]; then \
 	  if command -v apt-get >/dev/null; then \
 	    $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q $(strip $(APT_NEEDS)); \
-	  else echo "setup: no apt-get here; install $(strip $(APT_NEEDS)) yourself"; fi; \
+	  else echo "setup: expected apt-get to install $(strip $(APT_NEEDS)), found none: install them yourself" >&2; \
+	    exit 1; fi; \
 	fi
 	@mkdir -p $(VENV) && touch $@
 
@@ -60,19 +64,19 @@ system: $(SYSTEM)  ## install the Debian packages only
 data: setup  ## put Fashion-MNIST in data/ and check it against data.dvc (SOURCE=folder to copy from)
 	$(PY) -m components.common.data $(if $(SOURCE),--source $(SOURCE))
 
-pipeline:  ## dvc repro: the eight stages, ingest to gate, each only when its inputs changed (the gate every time)
+pipeline: setup data  ## dvc repro: the eight stages, ingest to gate, each only when its inputs changed (the gate every time)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc repro
 
 run: setup data pipeline  ## set-up, data, and `dvc repro` on the default dataset
 
-results:  ## docs/pipeline-run.md, docs/quality/held_out.md and calibration.md from the last `dvc repro`'s artifacts; releases/latest recorded in docs/release/; `make docs`
+results: setup  ## docs/pipeline-run.md, docs/quality/held_out.md and calibration.md from the last `dvc repro`'s artifacts; releases/latest recorded in docs/release/; `make docs`
 	$(PY) -m components.common.report --output docs/pipeline-run.md
 	$(if $(wildcard releases/latest/model_card.json),$(PY) -m docs.generate --record releases/latest)
 	$(PY) -m benchmarks.quality.held_out --if-changed
 	$(PY) -m benchmarks.quality.calibration --if-changed
 	$(MAKE) --no-print-directory docs
 
-docs:  ## every generated doc again from its committed data, nothing measured (tests/test_generated_docs.py checks)
+docs: setup  ## every generated doc again from its committed data, nothing measured (tests/test_generated_docs.py checks)
 	$(PY) -m benchmarks.speed.report
 	$(PY) -m benchmarks.quality.report
 	$(PY) -m benchmarks.quality.inner_lr --render
@@ -102,9 +106,10 @@ bench: setup data  ## benchmarks (about 8 minutes on 2 cores): docs/benchmarks.m
 	$(PY) -m benchmarks.run
 	$(PY) -m docs.generate
 
-lock: $(STAMP)  ## regenerate constraints.txt from the current environment
+lock: $(STAMP)  ## regenerate constraints.txt from the current environment (replaced only when pip freeze succeeds)
 	{ echo "# pip freeze of the tested environment; regenerate with: make lock"; \
-	  $(PY) -m pip freeze --exclude-editable | grep -v '^mlnt-pipeline'; } > constraints.txt
+	  $(PY) -m pip freeze --exclude-editable | grep -v '^mlnt-pipeline'; } > constraints.txt.tmp
+	mv constraints.txt.tmp constraints.txt
 
 # The image's hash-checked installs (Dockerfile: pip install --require-hashes): constraints.txt's pins with the
 # sha256 of every file PyPI serves for them, resolved for the image (Linux x86_64, CPython 3.11) by uv in a scratch

@@ -15,9 +15,11 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
 
 # A fake interpreter: prints its version for `-c ...`, makes DIR a .venv of itself for `-m venv --clear DIR` (emptying
-# it, as venv does), and echoes anything else (pip) instead of running it.
+# it, as venv does), has no pip where a file `nopip` lies beside it, and echoes anything else (pip) instead of running
+# it.
 FAKE = """#!/bin/bash
 if [ "$1" = -c ]; then echo {version}; exit 0; fi
+if [ "$1 $2" = "-m pip" ] && [ -e "$(dirname "$0")/nopip" ]; then echo "No module named pip" >&2; exit 1; fi
 if [ "$1 $2" = "-m venv" ]; then
   dir="${{@: -1}}"; rm -rf "$dir"; mkdir -p "$dir/bin"; cp "$0" "$dir/bin/python"; echo "created by {version}"; exit 0
 fi
@@ -68,6 +70,18 @@ def test_a_venv_of_another_python_is_recreated_keeping_the_system_stamp(tmp_path
     assert f"setup: recreating {venv} with {python}: its Python is not 3.11" in done.stdout
     assert "created by 3.11" in done.stdout and "3.11 ran -m pip install -q -c constraints.txt" in done.stdout
     assert (venv / ".system").exists() and (venv / ".installed").exists()
+
+
+def test_a_venv_of_python_311_without_pip_is_recreated(tmp_path):
+    """A set-up interrupted while venv installed pip left a .venv that every later `make setup` failed in."""
+    venv = tmp_path / ".venv"
+    fake_python(venv / "bin", "python", "3.11")
+    (venv / "bin" / "nopip").touch()
+    python = fake_python(tmp_path / "bin", "python3.11", "3.11")
+    done = setup(venv, f"PYTHON={python}")
+    assert done.returncode == 0, done.stderr
+    assert f"setup: recreating {venv} with {python}: it has no pip (an interrupted set-up?)" in done.stdout
+    assert "created by 3.11" in done.stdout and "3.11 ran -m pip install -q -c constraints.txt" in done.stdout
 
 
 def test_a_venv_of_python_311_is_kept_whatever_python_is(tmp_path):
