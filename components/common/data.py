@@ -10,13 +10,15 @@ redirects included; each archive checked against the md5 its publisher lists). F
 ``data/fashion-mnist`` are kept. The missing ones are gathered in a hidden folder beside it and renamed into place
 only once all of them are there. Then DVC hashes ``data/`` into its cache (``dvc commit``); if that would change
 ``data.dvc``, the data is not the recorded version: ``data.dvc`` is restored, the files this run placed are removed
-(so the next ``dvc repro`` cannot ingest them) and the command fails.
+(so the next ``dvc repro`` cannot ingest them) and the command fails; unless the files decompress to the recorded
+version's bytes (Zalando's archives, which Debian recompressed), which are kept with a note.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import gzip
 import hashlib
 import re
 import shutil
@@ -26,9 +28,10 @@ import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
+import zlib
 from pathlib import Path
 
-from components.common.atomic import rename_all
+from components.common.atomic import rename_all, write_text
 from components.common.config import error_lines
 from components.formats.idx import FASHION_MNIST_FILES
 
@@ -40,6 +43,13 @@ PUBLISHED_MD5 = {"train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d
                  "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
                  "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
                  "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310"}
+# The sha256 of each file's decompressed bytes (the IDX arrays) in the version data.dvc records: the same images and
+# labels in other gzip bytes (Zalando's own archives) are the recorded data, which data.dvc's hash of the bytes
+# alone cannot tell.
+CONTENT_SHA256 = {"train-images-idx3-ubyte.gz": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+                  "train-labels-idx1-ubyte.gz": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+                  "t10k-images-idx3-ubyte.gz": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+                  "t10k-labels-idx1-ubyte.gz": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"}
 MAX_DOWNLOAD = 64 << 20  # bytes per file; the largest archive is 26 MB
 FILES = [name for pair in FASHION_MNIST_FILES.values() for name in pair]
 
@@ -49,6 +59,10 @@ class DataFetchError(RuntimeError):
     the file or the record and why."""
 
     pass
+
+
+class NotRecordedError(DataFetchError):
+    """``data/`` hashes to another version than the one ``data.dvc`` records."""
 
 
 def fetch(target: Path, source: Path | None = None, *, timeout: float = 30.0) -> list[str]:
@@ -121,38 +135,69 @@ def _open(url: str, timeout: float):
 
 
 def make(root: Path, source: Path | None = None, *, timeout: float = 30.0) -> list[str]:
-    """``fetch`` into ``root/data/fashion-mnist``, then ``verify``. A failed verification removes the files this
-    run placed (files that were there before are the user's and stay), so nothing unverified is left for
-    ``dvc repro`` to ingest."""
+    """``fetch`` into ``root/data/fashion-mnist``, then ``verify``; returns where each file came from and the
+    verdict. A failed verification removes the files this run placed (files that were there before are the user's
+    and stay), so nothing unverified is left for ``dvc repro`` to ingest; unless the files hold the recorded images
+    and labels in other gzip bytes (``CONTENT_SHA256``: Zalando's archives, downloaded), which are kept."""
     target = root / "data" / "fashion-mnist"
     before = {name for name in FILES if (target / name).is_file()}
     origins = fetch(target, source, timeout=timeout)
     try:
         verify(root)
+    except NotRecordedError as err:
+        if not _recorded_content(target):
+            _remove_placed(target, before, err)
+        return [*origins, "data/ holds the images and labels data.dvc records, in other gzip bytes (data.dvc "
+                          "records Debian's recompressed copies; dvc status shows data modified): kept; `dvc add "
+                          "data` versions these bytes"]
     except DataFetchError as err:
-        placed = [name for name in FILES if name not in before]
-        for name in placed:
-            (target / name).unlink(missing_ok=True)
-        with contextlib.suppress(OSError):
-            target.rmdir()  # only if this run left it empty
-        kept = f"; kept, as they were there before: {', '.join(sorted(before))}" if before else ""
-        raise DataFetchError(f"{err}; removed the files this run placed: {', '.join(placed) or 'none'}{kept}") \
-            from err
-    return origins
+        _remove_placed(target, before, err)
+    return [*origins, "data/ matches data.dvc (dvc status: up to date)"]
+
+
+def _remove_placed(target: Path, before: set[str], err: DataFetchError) -> None:
+    """Remove the files of ``target`` not in ``before`` (the user's own stay), then raise ``err`` naming both."""
+    placed = [name for name in FILES if name not in before]
+    for name in placed:
+        (target / name).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        target.rmdir()  # only if this run left it empty
+    kept = f"; kept, as they were there before: {', '.join(sorted(before))}" if before else ""
+    raise DataFetchError(f"{err}; removed the files this run placed: {', '.join(placed) or 'none'}{kept}") from err
+
+
+def _recorded_content(target: Path) -> bool:
+    """Whether each file in ``target`` decompresses to the bytes of the recorded version (``CONTENT_SHA256``)."""
+    try:
+        return all(hashlib.sha256(gzip.open(target / name).read()).hexdigest() == digest
+                   for name, digest in CONTENT_SHA256.items())
+    except (OSError, EOFError, zlib.error):  # a damaged archive is not the recorded data
+        return False
 
 
 def verify(root: Path) -> None:
-    """Hash ``data/`` into the DVC cache and fail if it is not the version ``data.dvc`` records."""
+    """Hash ``data/`` into the DVC cache and fail if it is not the version ``data.dvc`` records. ``dvc commit``
+    rewrites ``data.dvc`` with what it hashed, so the record is kept in ``.data.dvc.verifying`` meanwhile:
+    a run killed during the commit (whose ``dvc`` may finish after it, writing a damaged file's hash) leaves it
+    there, and the next run puts it back first, instead of checking the data against the damaged file's hash."""
     record = root / "data.dvc"
+    kept = root / ".data.dvc.verifying"
+    if kept.is_file():  # a run killed during its commit: its record, not what its dvc wrote
+        record.write_text(kept.read_text())
+        kept.unlink()
     if not record.is_file():
         raise DataFetchError(f"{record}: expected the DVC record of data/, found no such file (run from the "
                              f"repository root or pass --root)")
     expected = record.read_text()
-    _dvc(root, "commit", "--force", "data.dvc")  # not --quiet: that silences the reason of a failure too
-    found = record.read_text()
+    write_text(kept, expected)
+    try:
+        _dvc(root, "commit", "--force", "data.dvc")  # not --quiet: that silences the reason of a failure too
+        found = record.read_text()
+    finally:
+        record.write_text(expected)  # what the commit wrote where the data matched; else the record back
+        kept.unlink()
     if found != expected:
-        record.write_text(expected)
-        raise DataFetchError(f"{root / 'data'}: expected the version recorded in data.dvc "
+        raise NotRecordedError(f"{root / 'data'}: expected the version recorded in data.dvc "
                              f"({_md5(expected)}), found {_md5(found)}; if you changed data/ on purpose, "
                              f"version it with `dvc add data` and commit data.dvc")
     status = _dvc(root, "status", "data.dvc")
@@ -187,7 +232,6 @@ def main(argv: list[str] | None = None) -> int:
     except (DataFetchError, OSError) as err:  # an OSError: a path in the way, a full disk, a permission
         print(*error_lines("data", err), sep="\n", file=sys.stderr)
         return 1
-    print("data: data/ matches data.dvc (dvc status: up to date)")
     return 0
 
 

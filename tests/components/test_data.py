@@ -56,6 +56,23 @@ def test_data_that_is_not_the_recorded_version_is_refused(repo):
                                              r"found \w+\.dir; if you changed data/ on purpose"):
         verify(repo)
     assert (repo / "data.dvc").read_text() == record
+    assert not (repo / ".data.dvc.verifying").exists()
+
+
+@needs_dataset
+def test_a_run_killed_while_dvc_committed_leaves_no_damaged_record_to_check_against(repo):
+    """A `make data` killed during `dvc commit` (whose dvc went on) left data.dvc holding a damaged file's hash,
+    and the next `make data` checked the data against it and passed; the record kept aside is put back first."""
+    fetch(repo / "data" / "fashion-mnist")
+    record = (repo / "data.dvc").read_text()
+    label_file = repo / "data" / "fashion-mnist" / "t10k-labels-idx1-ubyte.gz"
+    label_file.write_bytes(label_file.read_bytes()[:-100])  # damaged
+    (repo / ".data.dvc.verifying").write_text(record)  # what the killed run kept aside
+    dvc(repo, "commit", "--force", "data.dvc")  # what its dvc then wrote: the damaged data's hash
+    assert (repo / "data.dvc").read_text() != record
+    with pytest.raises(DataFetchError, match=r"data: expected the version recorded in data.dvc"):
+        verify(repo)
+    assert (repo / "data.dvc").read_text() == record
 
 
 def test_a_missing_source_file_is_named(tmp_path):
@@ -72,6 +89,23 @@ def test_make_data_from_a_source_folder_prints_where_each_file_came_from(repo, t
     assert main(["--root", str(repo), "--source", str(source)]) == 0
     assert capsys.readouterr().out.splitlines() == [f"data: {name}: copied from {source}" for name in FILES] + [
         "data: data/ matches data.dvc (dvc status: up to date)"]
+
+
+@needs_dataset
+def test_the_recorded_images_and_labels_in_other_gzip_bytes_are_kept(repo, tmp_path, capsys):
+    """Zalando's archives hold the images and labels Debian recompressed, in other gzip bytes: a download (the
+    fallback without the Debian package) failed data.dvc's check of the bytes, and was removed, every time."""
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in FILES:
+        (source / name).write_bytes(gzip.compress(gzip.decompress((DEBIAN / name).read_bytes()), compresslevel=1))
+    assert main(["--root", str(repo), "--source", str(source)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1] == ("data: data/ holds the images and labels data.dvc records, in other gzip bytes (data.dvc "
+                       "records Debian's recompressed copies; dvc status shows data modified): kept; `dvc add data` "
+                       "versions these bytes")
+    assert sorted(p.name for p in (repo / "data" / "fashion-mnist").iterdir()) == sorted(FILES)
+    assert (repo / "data.dvc").read_text() == (ROOT / "data.dvc").read_text()
 
 
 def test_team_shares_data_through_a_dvc_remote(repo, tmp_path):
