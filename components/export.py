@@ -42,7 +42,7 @@ from components.common.splits import load_split, read_noise_labels, test_set
 from components.common.steps import FOLDERS, STEPS
 from components.evaluate import expected_calibration_error
 from model.progress import progress
-from model.trainer import Source
+from model.trainer import RESULT_NEUTRAL, Source
 
 BASELINE_OUT = FOLDERS["baseline"]
 EVALUATE_OUT = FOLDERS["evaluate"]
@@ -221,11 +221,15 @@ def ran_with(given: dict[str, dict], ran: Mapping[str, dict | None]) -> dict[str
     """``given`` (the params file's sections) with each step's section replaced by the config its outputs say it
     ran with (``ran``; None: not recorded, the section as given stays). A step run by hand with ``--set`` ran with
     other settings than the file's: the card records what ran, and a warning names each setting the file gives
-    otherwise (a key the file leaves out ran with its default, which is no difference)."""
+    otherwise (a key the file leaves out ran with its default, which is no difference). Settings that cannot change
+    the result (``RESULT_NEUTRAL``: the device, workers ...) stay as the file gives them: the KFP pipeline trains on
+    ``cuda`` where params.yaml says ``auto``, and the same settings give the same ``params_sha256`` either way."""
     recorded = dict(given)
-    for step, config in ran.items():
-        if not isinstance(config, dict):
+    for step, ran_config in ran.items():
+        if not isinstance(ran_config, dict):
             continue
+        config = {key: given[step][key] if key in RESULT_NEUTRAL and key in given[step] else value
+                  for key, value in ran_config.items()}
         differ = [f"{step}.{key} {value!r} (the params file: {given[step][key]!r})"
                   for key, value in config.items() if key in given[step] and given[step][key] != value]
         if differ:

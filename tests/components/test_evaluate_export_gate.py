@@ -1297,6 +1297,20 @@ def test_the_params_digest_is_canonical_json_and_none_records_none():
     assert made_by(None) is None and params_digest(None) is None
 
 
+def test_settings_that_cannot_change_the_result_stay_as_the_file_gives_them(caplog):
+    """The KFP pipeline trains with ``device: cuda`` where params.yaml says ``auto``: the card recorded ``cuda``,
+    warned of a change nobody made, and its params_sha256 differed from ``dvc repro``'s for the same settings."""
+    from components.export import params_digest, ran_with  # noqa: PLC0415
+
+    given = {"mlnt": {"device": "auto", "workers": 2, "epochs": 3}}
+    with caplog.at_level("WARNING"):
+        recorded = ran_with(given, {"mlnt": {"device": "cuda", "workers": 0, "epochs": 3, "progress": False}})
+    assert recorded == {"mlnt": {"device": "auto", "workers": 2, "epochs": 3, "progress": False}}
+    assert "the model card records" not in caplog.text
+    assert params_digest(ran_with(given, {"mlnt": {"device": "cuda", "workers": 2, "epochs": 3}})) == \
+        params_digest(given)
+
+
 def test_a_step_that_recorded_its_config_replaces_the_files_section_whole():
     """A section the step's outputs record replaces the file's: a key only the file has did not run."""
     from components.export import ran_with  # noqa: PLC0415

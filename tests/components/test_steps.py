@@ -357,13 +357,13 @@ def test_the_card_records_the_settings_a_step_ran_with_not_the_params_files(work
     assert ingest.main(["--set", "ingest.test_fraction=0.25"]) == 0  # no effect on Fashion-MNIST, but recorded
     assert noise.main(["--set", "noise.rate=0.6"]) == 0, capsys.readouterr().err
     assert baseline.main(["--set", "baseline.seed=3"]) == 0, capsys.readouterr().err
-    for step, setting in ((mlnt, "mlnt.checkpoint_every=9"), (evaluate, "evaluate.batch_size=256"), (export, None)):
+    for step, setting in ((mlnt, "mlnt.seed=9"), (evaluate, "evaluate.batch_size=256"), (export, None)):
         assert step.main(["--set", setting] if setting else []) == 0, capsys.readouterr().err
     card = json.loads((workdir / "artifacts/export/model_card.json").read_text())
     assert card["params"]["noise"]["rate"] == 0.6 and card["params"]["baseline"]["epochs"] == 2
     assert card["params"]["baseline"]["seed"] == 3
     ran = {step: card["params"][step][key] for step, key in (
-        ("ingest", "test_fraction"), ("mlnt", "checkpoint_every"), ("evaluate", "batch_size"))}
+        ("ingest", "test_fraction"), ("mlnt", "seed"), ("evaluate", "batch_size"))}
     assert ran == {"ingest": 0.25, "mlnt": 9, "evaluate": 256}  # every step's record, not the file's
     assert card["params_sha256"] == export.params_digest(card["params"])
     assert ("the model card records the settings the steps ran with, not the params file's: noise.rate 0.6 (the "
