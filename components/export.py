@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -35,7 +36,13 @@ from torch import nn
 
 from components.common.artifacts import read_json, read_manifest, sha256_file
 from components.common.atomic import atomic_set, prepare_output, write_atomic, write_json
-from components.common.calibration import fit_temperature, fit_temperature_on_noisy_labels
+from components.common.calibration import (
+    ANCHOR_PERCENTILE,
+    MIN_ANCHORS,
+    at_bound,
+    fit_temperature,
+    fit_temperature_on_noisy_labels,
+)
 from components.common.config import CONFIG_FILE, as_record, cli
 from components.common.model_file import check_fits, load_model
 from components.common.splits import load_split, read_noise_labels, test_set
@@ -334,13 +341,26 @@ def calibrate(net: nn.Module, val: Source, *, bins: int, clean: bool = True,
     column: label given), the validation labels' estimated noise rate, and the temperature the labels alone would
     have given (``uncorrected_temperature``)."""
     val_logits = _logits(net, val, "calibrating on the validation set")
+    anchors = math.floor(len(val) * (100.0 - ANCHOR_PERCENTILE) / 100.0)  # per class, the fewest
     if clean:
         temperature, method, extra = fit_temperature(val_logits, val.labels), "temperature scaling", {}
+    elif anchors < MIN_ANCHORS:
+        temperature, method = 1.0, "none: too few validation images to estimate the labels' noise matrix"
+        extra = {"warning": f"kept T = 1: the noisy validation set's {len(val)} images give {anchors} anchor "
+                            f"point(s) a class, the top {100 - ANCHOR_PERCENTILE:g} %; the noise matrix needs "
+                            f"{MIN_ANCHORS} (at least {math.ceil(MIN_ANCHORS * 100 / (100 - ANCHOR_PERCENTILE))} "
+                            f"images)"}
     else:
         fit = fit_temperature_on_noisy_labels(val_logits, val.labels)
         temperature, method = fit.temperature, "temperature scaling through the labels' noise matrix (anchor points)"
         extra = {"noise_matrix": np.round(fit.noise_matrix, 4).tolist(),
                  "estimated_noise_rate": round(fit.noise_rate, 4), "uncorrected_temperature": fit.uncorrected}
+    if at_bound(temperature):
+        extra["warning"] = (f"kept T = 1: the fit ran to the edge of its range (T = {temperature:.3g}), as it does "
+                            f"where the validation set holds no error to calibrate on")
+        temperature = 1.0
+    if "warning" in extra:
+        LOG.warning("export: calibration %s", extra["warning"])
     fitted_on = f"{'clean' if clean else 'noisy'} validation set ({len(val)} images)"
     result = {"temperature": temperature, "fitted_on": fitted_on, "method": method, **extra,
               "val_ece_before": _ece(val_logits, val.labels, 1.0, bins),

@@ -9,7 +9,9 @@ the time is one whose confidence is that low. On such a set the labels' noise ma
 network's own probabilities (anchor points), and T maximises the likelihood of the given labels under the
 network's probabilities pushed through it (forward correction; both from Patrini et al., CVPR 2017): the calibrated
 probabilities are then of the true class (``fit_temperature_on_noisy_labels``). docs/quality/calibration.md measures
-it against the plain fit on noisy labels, Confident Learning's estimate of the matrix and the true matrix.
+it against the plain fit on noisy labels, Confident Learning's estimate of the matrix and the true matrix. The
+estimate needs anchors sure of their class: with too few (``MIN_ANCHORS``) it is a guess, and where the network is
+unsure even of its anchors their doubt reads as noise, so ``estimated_noise_rate`` is an upper bound.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from torch import Tensor
 
 LOG_T_RANGE = (-4.0, 4.0)  # T in [e^-4, e^4]
 ANCHOR_PERCENTILE = 97.0  # estimate_noise_matrix's anchors: the top 3 % of each class's probability
+MIN_ANCHORS = 10  # anchors a class needs for its row of the noise matrix (one image is a guess: 71 % for 19 %)
 
 
 def fit_temperature(logits: Tensor, labels: Tensor, *, noise_matrix: np.ndarray | None = None,
@@ -53,6 +56,12 @@ def fit_temperature(logits: Tensor, labels: Tensor, *, noise_matrix: np.ndarray 
     grid = np.arange(LOG_T_RANGE[0], LOG_T_RANGE[1] + 1e-9, 0.25)
     best = int(np.argmin([nll(float(g)) for g in grid]))
     return _golden(nll, float(grid[max(best - 1, 0)]), float(grid[min(best + 1, len(grid) - 1)]), steps)
+
+
+def at_bound(temperature: float) -> bool:
+    """Whether ``temperature`` is (within 1 %) at an edge of the range the fit searches: no optimum inside it, as
+    where every validation image is right (the likelihood grows as T falls to 0: near one-hot probabilities)."""
+    return any(abs(math.log(temperature) - edge) < 0.01 for edge in LOG_T_RANGE)
 
 
 def _golden(f, low: float, high: float, steps: int) -> float:

@@ -1338,6 +1338,53 @@ def test_the_transform_note_names_the_corner_and_the_draft_decoding_each_dataset
     assert folder.endswith("its corner at (side - crop) // 2") and "draft" not in folder
 
 
+def _logit_sets(correct: float, n: int, seed: int = 0):
+    """A network that returns its input (``nn.Flatten``), and validation and test sets of ``n`` logit rows over 4
+    classes, the top one the label a share ``correct`` of the time, two logits apart."""
+    from model.trainer import Data  # noqa: PLC0415
+
+    def draw(generator):
+        labels = torch.randint(0, 4, (n,), generator=generator)
+        right = torch.rand(n, generator=generator) < correct
+        top = torch.where(right, labels, (labels + 1) % 4)
+        return Data(torch.nn.functional.one_hot(top, 4).float()[:, :, None, None] * 2.0, labels)
+
+    generator = torch.Generator().manual_seed(seed)
+    return torch.nn.Flatten(), draw(generator), draw(generator)
+
+
+def test_a_validation_set_without_an_error_keeps_t_1_with_a_warning(caplog):
+    """40 clean validation images all right: the likelihood grows as T falls, the fit ran to e^-4 and the released
+    model gave near one-hot probabilities on a test set it gets 77 % right (test ECE 0.22 for 0.01)."""
+    from components.export import calibrate  # noqa: PLC0415
+
+    net, val, test = _logit_sets(1.0, 40)
+    _, _, test = _logit_sets(0.77, 400)
+    with caplog.at_level("WARNING"):
+        result = calibrate(net, val, bins=10, test=(net(test.images).double(), test.labels))
+    assert result["temperature"] == 1.0 and result["test_ece_after"] == result["test_ece_before"]
+    assert result["warning"] == ("kept T = 1: the fit ran to the edge of its range (T = 0.0183), as it does where "
+                                 "the validation set holds no error to calibrate on")
+    assert "export: calibration kept T = 1" in caplog.text
+    _, val, _ = _logit_sets(0.9, 40)  # with errors: fitted
+    assert calibrate(net, val, bins=10)["temperature"] != 1.0
+
+
+def test_too_few_noisy_validation_images_for_the_noise_matrix_keep_t_1():
+    """31 noisy validation images give one anchor a class: the card claimed 71 % label noise where 19 % was, and
+    T = 0.09. Below 10 anchors (334 images) T stays 1, with a warning; from 334 on, the matrix is estimated."""
+    from components.export import calibrate  # noqa: PLC0415
+
+    net, val, _ = _logit_sets(0.8, 333)
+    result = calibrate(net, val, bins=10, clean=False)
+    assert result["temperature"] == 1.0 and "noise_matrix" not in result
+    assert result["method"] == "none: too few validation images to estimate the labels' noise matrix"
+    assert result["warning"] == ("kept T = 1: the noisy validation set's 333 images give 9 anchor point(s) a class, "
+                                 "the top 3 %; the noise matrix needs 10 (at least 334 images)")
+    net, val, _ = _logit_sets(0.8, 334)
+    assert "noise_matrix" in calibrate(net, val, bins=10, clean=False)
+
+
 def test_calibration_scores_every_image_of_a_set_larger_than_one_batch():
     """The logits are taken 512 images at a time: every batch counts, in order (600 images: two batches)."""
     from components.common.calibration import fit_temperature  # noqa: PLC0415
