@@ -20,13 +20,16 @@ Writes ``artifacts/validate/report.json`` (success, one entry per failed expecta
 pair of the overlap table, ``near_duplicates``, and ``label_conflicts``: training images that are copies of an
 earlier one with another label, their thumbnails equal at 16 grey levels, mirrored or not, a warning, not a
 failure) and the Great Expectations Data Docs
-(HTML) under ``artifacts/validate/gx/``. On any failed expectation it prints one line per failure (expectation,
+(HTML) under ``artifacts/validate/gx/``, the two as one set (the project is built aside, in ``.gx-staging/``,
+and swapped in with the report: a failed write leaves both as they were, and ``gx/`` holds this run's results
+alone). On any failed expectation it prints one line per failure (expectation,
 column, expected, observed) and exits non-zero, so nothing downstream runs.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
@@ -37,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from components.common.artifacts import check_labels, read_arrays, read_json, read_manifest
-from components.common.atomic import write_json
+from components.common.atomic import atomic_set, prepare_output, stage_folder, write_json
 from components.common.config import cli
 from components.common.errors import DataError
 from components.common.steps import FOLDERS
@@ -50,6 +53,8 @@ INGEST_OUT = FOLDERS["ingest"]
 REQUIRED_SPLITS = ("train", "test")  # every dataset has them: the model trains on one, the gate judges the other
 
 OUT = FOLDERS["validate"]
+STAGING = ".gx-staging"  # inside the output folder: this run's project until it is swapped in
+DOCS = Path("gx") / "uncommitted" / "data_docs" / "local_site" / "index.html"  # the Data Docs, under the output
 
 
 @dataclass(frozen=True)
@@ -92,16 +97,18 @@ def run(config: ValidateConfig, *, ingest: Path = INGEST_OUT, out: Path = OUT) -
     manifest = read_manifest(ingest)
     _check_manifest(ingest, manifest)
     tables = build_tables(ingest, manifest)
-    failures, docs = _run_suites(config, manifest, tables, out)
+    prepare_output(out, step="validate")
+    staging = out / STAGING  # this run's Great Expectations project, swapped in with report.json as one set
+    shutil.rmtree(staging, ignore_errors=True)  # a killed run's
+    try:
+        failures = _run_suites(config, manifest, tables, staging)
+        report = _report(failures, tables, out / DOCS)
+        with atomic_set():
+            stage_folder(staging / "gx", out / "gx")
+            write_json(out / "report.json", report)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     overlap = tables["overlap"]
-    report = {"success": not failures, "failures": failures, "data_docs": str(docs),
-              "statistics": {"images": len(tables["images"]),
-                             "duplicate_share": float(overlap["test_in_train_share"].iloc[0]),
-                             "class_shares": tables["classes"]["train_share"].round(6).tolist(),
-                             "train_label_conflicts": len(overlap.attrs["conflicts"])},
-              "near_duplicates": {split: named["all"] for split, named in overlap.attrs["pairs"].items()},
-              "label_conflicts": overlap.attrs["conflicts"]}
-    write_json(out / "report.json", report)
     if overlap.attrs["conflicts"]:
         print(f"WARNING: validate: {conflict_warning(overlap.attrs['conflicts'])}", file=sys.stderr)
     if failures:
@@ -110,6 +117,19 @@ def run(config: ValidateConfig, *, ingest: Path = INGEST_OUT, out: Path = OUT) -
         raise ValidationFailedError(f"{len(failures)} expectation(s) failed on {ingest}:\n" + "\n".join(lines),
                                     failures)
     return report
+
+
+def _report(failures: list[dict], tables: dict, docs: Path) -> dict:
+    """``report.json``: success, the failures, the Data Docs' page, statistics, every near-duplicate pair and every
+    training label conflict."""
+    overlap = tables["overlap"]
+    return {"success": not failures, "failures": failures, "data_docs": str(docs),
+            "statistics": {"images": len(tables["images"]),
+                           "duplicate_share": float(overlap["test_in_train_share"].iloc[0]),
+                           "class_shares": tables["classes"]["train_share"].round(6).tolist(),
+                           "train_label_conflicts": len(overlap.attrs["conflicts"])},
+            "near_duplicates": {split: named["all"] for split, named in overlap.attrs["pairs"].items()},
+            "label_conflicts": overlap.attrs["conflicts"]}
 
 
 def _check_manifest(ingest: Path, manifest: dict) -> None:
@@ -328,7 +348,9 @@ def expectations(config: ValidateConfig, manifest: dict) -> dict[str, list]:
     return {"images": images, "splits": per_split, "classes": classes, "overlap": overlap}
 
 
-def _run_suites(config: ValidateConfig, manifest: dict, tables: dict, out: Path) -> tuple[list[dict], Path]:
+def _run_suites(config: ValidateConfig, manifest: dict, tables: dict, out: Path) -> list[dict]:
+    """Run each table's suite in a Great Expectations project at ``out`` (its ``gx/``, with the Data Docs); returns
+    the failures."""
     import great_expectations as gx  # noqa: PLC0415
 
     logging.getLogger("great_expectations").setLevel(logging.ERROR)
@@ -349,7 +371,7 @@ def _run_suites(config: ValidateConfig, manifest: dict, tables: dict, out: Path)
         result = definition.run(batch_parameters={"dataframe": tables[name]})
         failures += [_failure(name, r, tables[name]) for r in result.results if not r.success]
     context.build_data_docs()
-    return failures, out / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
+    return failures
 
 
 def _fresh_pandas_source(context, name: str):

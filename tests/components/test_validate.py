@@ -42,6 +42,31 @@ def test_good_data_passes_and_writes_report_and_data_docs(ingested, tmp_path):
     assert report["statistics"]["class_shares"] == (counts / counts.sum()).round(6).tolist()
 
 
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_report_and_data_docs_are_written_as_one_set(ingested, tmp_path, monkeypatch):
+    """Great Expectations rewrote gx/ in place before report.json was written: a failed write left the report of
+    the previous (good) run beside the Data Docs of this (failed) one. Now a run's gx/ is built aside and swapped in
+    with report.json; a failed write changes neither, and no run's results pile up in gx/."""
+    out = tmp_path / "v"
+    run(ValidateConfig(), ingest=ingested, out=out)
+    first = _tree(out / "gx")
+    run(ValidateConfig(), ingest=ingested, out=out)
+    second, report = _tree(out / "gx"), (out / "report.json").read_bytes()
+    assert len(second) == len(first) and second != first  # this run's results alone, not both runs'
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(validate, "write_json", full)
+    with pytest.raises(OSError, match="No space left"):
+        run(ValidateConfig(min_images=10 ** 6), ingest=ingested, out=out)
+    assert _tree(out / "gx") == second and (out / "report.json").read_bytes() == report
+    assert sorted(p.name for p in out.iterdir()) == ["gx", "report.json"]  # no staging folder left
+
+
 def test_broken_data_fails_with_one_line_per_failed_expectation(ingested, tmp_path):
     def break_train(images, labels):
         labels[:3] = 12  # outside the 10 classes
