@@ -162,7 +162,8 @@ def _remove_placed(target: Path, before: set[str], err: DataFetchError) -> None:
         (target / name).unlink(missing_ok=True)
     with contextlib.suppress(OSError):
         target.rmdir()  # only if this run left it empty
-    kept = f"; kept, as they were there before: {', '.join(sorted(before))}" if before else ""
+    kept = (f"; kept, as they were there before: {', '.join(sorted(before))} (a damaged copy of the dataset's: "
+            f"delete it and run make data again to fetch it afresh)" if before else "")
     raise DataFetchError(f"{err}; removed the files this run placed: {', '.join(placed) or 'none'}{kept}") from err
 
 
