@@ -27,18 +27,10 @@ RUN groupadd --gid 10001 mlnt \
     && useradd --uid 10001 --gid 10001 --create-home --home-dir /home/mlnt --shell /usr/sbin/nologin mlnt
 
 WORKDIR /app
-COPY pyproject.toml constraints.txt README.md ./
-COPY requirements/ requirements/
-COPY model/ model/
-COPY components/ components/
-COPY benchmarks/ benchmarks/
-COPY pipelines/ pipelines/
-COPY serving/ serving/
-COPY monitoring/ monitoring/
 # 1. the build backend, then the locked dependencies, every file checked against its hash (--no-deps: the lock is the
-#    whole set; --no-build-isolation: the few sdists build with the locked setuptools, not one fetched unchecked);
-# 2. the project itself from this source, offline (--no-index: a dependency the lock lacks fails here, nothing is
-#    fetched unchecked); 3. pip check: the installed set is consistent.
+#    whole set; --no-build-isolation: the few sdists build with the locked setuptools, not one fetched unchecked). This
+#    layer depends on the locks alone, so an edit to the code reuses it instead of downloading torch again.
+COPY requirements/ requirements/
 RUN pip install --no-cache-dir --no-deps --require-hashes -r requirements/image-build.txt \
     && if [ "$VARIANT" = "cpu" ]; then \
       pip install --no-cache-dir --no-deps --index-url "$TORCH_CPU_INDEX" torch==2.14.1 torchvision==0.29.1 \
@@ -47,8 +39,17 @@ RUN pip install --no-cache-dir --no-deps --require-hashes -r requirements/image-
       pip install --no-cache-dir --no-deps --require-hashes --no-build-isolation -r requirements/image-gpu.txt; \
     else \
       echo "VARIANT: expected gpu or cpu, found '$VARIANT'" >&2; exit 1; \
-    fi \
-    && pip install --no-cache-dir --no-index --no-build-isolation -c constraints.txt . \
+    fi
+# 2. the project itself from this source, offline (--no-index: a dependency the lock lacks fails here, nothing is
+#    fetched unchecked); 3. pip check: the installed set is consistent.
+COPY pyproject.toml constraints.txt README.md ./
+COPY model/ model/
+COPY components/ components/
+COPY benchmarks/ benchmarks/
+COPY pipelines/ pipelines/
+COPY serving/ serving/
+COPY monitoring/ monitoring/
+RUN pip install --no-cache-dir --no-index --no-build-isolation -c constraints.txt . \
     && pip check \
     && python -c "import torch, components.gate; print('torch', torch.__version__)"
 COPY params.yaml dvc.yaml ./
