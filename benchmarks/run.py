@@ -61,7 +61,7 @@ class Settings:
     profile_batch: tuple[tuple[str, int], ...] = (("small_cnn", 128), ("preact_resnet32", 16))
     sweep_sets: tuple[int, ...] = (1, 5, 10, 20)
     sweep_batch: tuple[int, ...] = (32, 64, 128, 256)
-    sweep_repeats: int = 2
+    sweep_repeats: int = 3
     train_size: int | None = None  # None: params.yaml's noise.train_size
     # Clothing1M's loader on synthetic web photos (benchmarks.speed.data_loading.streamed)
     loader_images: int = 256  # training images written and ingested (and one validation, one test image)
@@ -216,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         results = merge(previous, fresh, {"sections": only, **timing}, settings=settings)
     results["targets"] = targets.evaluate(results)
+    report.render(json.loads(json.dumps(results)))  # first: a report that cannot render writes neither file
     write_json(args.json, results)
     report.write(json.loads(args.json.read_text()), args.output)  # the report renders the file, as written
     print(f"bench: {args.json} and {args.output} written in {timing['duration_s']} s")

@@ -203,13 +203,13 @@ def _serving(r: dict) -> dict:
 def _experiments(r: dict) -> dict:
     e = r["experiments"]
     t, big = e["time_ratio"], e["big_batch"]
-    small, large = sorted(big, key=int)
+    small, large = sorted((size for size in big if size.isdigit()), key=int)
     exact_gain = t["exact"] / t["exact_channels_last"]
     fields = {
         "per_set_rows": TEMPLATE.rows("per_set_row", [_per_set_row(p) for p in e["per_set"]]),
         "channels_last_exact": 1 / exact_gain, "channels_last_ratio": t["exact_channels_last"] / t["ce_channels_last"],
         "small_batch": small, "large_batch": large, "small_batch_us": big[small], "large_batch_us": big[large],
-        "bigger_batch": big[large] / big[small],
+        "bigger_batch": big[large] / big[small], "bigger_batch_range": _spread(big.get("ratios", [])),
         "gaps": "; ".join(TEMPLATE.fill("gap", network=m["network"], first_order=m["time_ratio"]["first_order"],
                                         second_order=m["time_ratio"]["exact"] - m["time_ratio"]["first_order"])
                           for m in r["meta_step"]),
@@ -256,7 +256,8 @@ def _per_set_row(p: dict) -> dict:
     """A per-set accumulation row: its time against the one-graph step, and what was adopted for what reason."""
     change = p["time_ratio"]["exact"] / p["time_ratio"]["one_graph"]
     adopted = "yes" if change <= 1.1 else f"yes, for the memory; the time was x{change:.2f} in this run"
-    return {**p, "time_change": change, "adopted": adopted}
+    return {**p, "time_change": change, "adopted": adopted,
+            **{f"{name}_spread": _spread(p.get("time_ratios", {}).get(name, [])) for name in ("exact", "one_graph")}}
 
 
 def _per_set_costs(r: dict) -> dict:
@@ -268,13 +269,19 @@ def _per_set_costs(r: dict) -> dict:
     exact_bound, first_order_bound = TARGETS["exact_time"].bound, TARGETS["first_order_time"].bound
     budget = (exact_bound - ex_fixed) / sets
     second_order = ex_set - fo_set
-    network = next(m for m in r["meta_step"] if m["network"] == r["scaling"]["network"])
-    return {"fo_fixed": fo_fixed, "fo_set": fo_set, "ex_fixed": ex_fixed, "ex_set": ex_set, "sets": sets,
+    network = next((m for m in r["meta_step"] if m["network"] == r["scaling"]["network"]), None)
+    room = budget - fo_set
+    cut = (TEMPLATE.fill("cut", changed=network["changed_fraction"], times=second_order / room,
+                         second_order_budget=room, second_order=second_order)
+           if network is not None and room > 0 else TEMPLATE.fill("no_cut", fo_set=fo_set, exact_budget=budget))
+    return {"cut": cut,"fo_fixed": fo_fixed, "fo_set": fo_set, "ex_fixed": ex_fixed, "ex_set": ex_set, "sets": sets,
             "exact_bound": exact_bound, "first_order_bound": first_order_bound, "exact_budget": budget,
-            "second_order": second_order, "second_order_budget": max(budget - fo_set, 0),
-            "second_order_cut": second_order / max(budget - fo_set, 1e-9),
-            "changed": network["changed_fraction"],
-            "first_order_budget": (first_order_bound - fo_fixed) / sets}
+            "second_order": second_order, "first_order_budget": (first_order_bound - fo_fixed) / sets}
+
+
+def _spread(ratios: list[float]) -> str:
+    """`` (a-b over n runs)`` for a list of ratios, "" for none: the range of what the median summarises."""
+    return f" ({min(ratios):.2f}-{max(ratios):.2f} over {len(ratios)} paired runs)" if ratios else ""
 
 
 def _line(xs: list[float], ys: list[float]) -> tuple[float, float]:

@@ -145,6 +145,19 @@ def test_the_allocator_verdict_says_when_the_time_gain_is_within_noise(quick, re
     assert ("every repetition's `exact` / CE: default 28.00x" in row) is (readings is not None)
 
 
+def test_the_per_set_cost_sentence_renders_without_the_sweeps_network_or_any_room_left(quick):
+    """``--networks preact_resnet32`` left no small-CNN meta_step row for the sweep's sentence: the report raised
+    StopIteration after results.json was written; a budget under the first-order cost printed a cut of 760035941."""
+    results = json.loads(quick.json.read_text())
+    results["meta_step"][0]["network"] = "preact_resnet32"
+    text = report.render(results)
+    assert "even with no second-order work, `exact` would not reach the bound" in text
+    results = json.loads(quick.json.read_text())
+    for row in results["scaling"]["sets"]:  # exact no dearer than first_order, a set costing more than the budget
+        row["time_ratio"]["exact"] = row["time_ratio"]["first_order"] = 100.0 * row["sets"]
+    assert "would not reach the bound on this line" in report.render(results)
+
+
 def test_results_without_the_repetitions_render_as_before_or_as_one_measurement(quick):
     older = json.loads(quick.json.read_text())
     older["method"] = {"baseline_runs": 3}
