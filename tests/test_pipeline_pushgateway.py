@@ -93,10 +93,10 @@ def test_a_pushing_steps_body_pushes_to_the_pipelines_address_with_the_mounted_s
                                                                                     environ):
     """The gate's KFP body (as the executor calls it) sets the variables before its run, whose telemetry then pushes
     to the run's ``pushgateway``, grouped under the run's ``pipeline``, with basic authentication from the Secret
-    mounted at ``pushgateway.SECRET_MOUNT``."""
+    mounted at ``pushgateway.SECRET_MOUNT``. The real gate runs, on empty inputs: it fails, and says so in its
+    push."""
     from kfp.dsl import Artifact, Dataset, Model  # noqa: PLC0415
 
-    from components import gate  # noqa: PLC0415
     from components.common import config  # noqa: PLC0415
 
     secret = mounted(tmp_path / "secret", username="mlnt-pipeline", password="s3cret")
@@ -106,18 +106,14 @@ def test_a_pushing_steps_body_pushes_to_the_pipelines_address_with_the_mounted_s
     for push in ("push_to_gateway", "pushadd_to_gateway"):  # whichever of prometheus_client's telemetry calls
         monkeypatch.setattr(telemetry, push, lambda gateway, **kw: pushed.append((gateway, kw)), raising=False)
 
-    @telemetry.reports("gate", lambda decision: {"gate_passed": decision["passed"]})  # as components.gate.run is
-    def decide(config, *, export, evaluate, out):
-        (Path(out) / "decision.json").write_text(json.dumps({"passed": True, "version": "v1"}))
-        return {"passed": True, "version": "v1", "accuracy": 0.9}
-
-    monkeypatch.setattr(gate, "run", decide)
+    for folder in ("onnx", "evaluation"):
+        (tmp_path / folder).mkdir()
     decision = Artifact(uri=str(tmp_path / "decision"))
     passed = mlnt_pipeline.gate.python_func(
         params_json=json.dumps(mlnt_pipeline.PARAMS["gate"]), registry=str(tmp_path / "registry"),
         pushgateway=ADDRESS, pipeline="clothing1m", onnx_model=Model(uri=str(tmp_path / "onnx")),
         evaluation=Dataset(uri=str(tmp_path / "evaluation")), decision=decision)
-    assert passed is True
+    assert passed is False
     [(gateway, kw)] = pushed
     assert gateway == ADDRESS and kw["grouping_key"] == {"pipeline": "clothing1m", "step": "gate"}
     assert kw["handler"] is not telemetry.default_handler  # basic authentication

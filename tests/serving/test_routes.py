@@ -93,9 +93,13 @@ def test_an_enabled_repository_answers_unload_and_load_over_grpc(release):
 
 
 def test_docs_are_served_only_with_the_flag(release):
-    assert InProcess(release[0]).request("GET", "/openapi.json").status_code == 403
+    """The schema and the Swagger UI page; the schema alone answered 200 whether or not the UI was installed."""
+    plain = InProcess(release[0])
+    assert [plain.request("GET", path).status_code for path in ("/openapi.json", "/docs")] == [403, 404]
     docs = InProcess(release[0], protection=Protection(LIMITS["max_body_bytes"], docs=True))
     assert docs.request("GET", "/openapi.json").status_code == 200
+    page = docs.request("GET", "/docs")
+    assert page.status_code == 200 and "swagger-ui" in page.text
 
 
 def test_every_grpc_method_is_known_as_served_or_refused():
