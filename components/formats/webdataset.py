@@ -27,6 +27,7 @@ from components.common.errors import DataError
 from components.formats import inside
 
 INDEX_KEYS = ("shard", "offset", "size", "label", "clean_label", "key")
+OPEN_SHARDS = 64  # shard files a reading process keeps open at once (SplitIndex.read)
 
 
 def shard_name(split: str, number: int) -> str:
@@ -111,13 +112,17 @@ class SplitIndex:
         return self.folder / self.files[int(self.shard[row])]
 
     def read(self, row: int, handles: dict[str, object] | None = None) -> bytes:
-        """The encoded image of sample ``row``; ``handles`` caches open files (one per shard) across calls."""
+        """The encoded image of sample ``row``; ``handles`` caches open files (one per shard) across calls, the
+        ``OPEN_SHARDS`` used last: an epoch's shuffle reads every shard, and a file kept open for each of a thousand
+        shards ran into the open-file limit (``ulimit -n``, often 1024) mid-epoch."""
         path = self.path(row)
-        handle = None if handles is None else handles.get(path.name)
+        handle = None if handles is None else handles.pop(path.name, None)
         if handle is None:
             handle = open(path, "rb")  # noqa: SIM115 - kept open in ``handles`` for the next read
-            if handles is not None:
-                handles[path.name] = handle
+            while handles is not None and len(handles) >= OPEN_SHARDS:
+                handles.pop(next(iter(handles))).close()  # the one used longest ago
+        if handles is not None:
+            handles[path.name] = handle  # last: the most recently used
         try:  # pread: no shared file position, so handles inherited by forked DataLoader workers stay safe
             payload = os.pread(handle.fileno(), int(self.size[row]), int(self.offset[row]))
         finally:

@@ -294,6 +294,23 @@ def test_clothing1m_is_streamed_into_shards(tmp_path):
     assert not (tmp_path / "out" / "index.json").exists() and not (tmp_path / "out" / "train.npz").exists()
 
 
+def test_a_reader_keeps_at_most_open_shards_files_open(tmp_path, monkeypatch):
+    """Every shard read stayed open in the reader's cache: an epoch over a thousand shards ran into the open-file
+    limit mid-epoch. The cache keeps the shards used last; a shard read again after it was closed is reopened."""
+    from components.formats import webdataset  # noqa: PLC0415
+
+    source = write_clothing1m(tmp_path / "c1m", per_split=7)
+    run(IngestConfig(dataset="clothing1m", path=str(source), image_size=16, shard_size=1), out=tmp_path / "out")
+    monkeypatch.setattr(webdataset, "OPEN_SHARDS", 3)
+    train, handles = read_index(tmp_path / "out", "train"), {}
+    first = [train.read(row, handles) for row in range(7)]
+    kept = list(handles.values())
+    assert len(handles) == 3 and [train.files[int(train.shard[row])] for row in (4, 5, 6)] == list(handles)
+    assert all(not f.closed for f in kept)
+    assert [train.read(row, handles) for row in range(7)] == first == [train.read(row) for row in range(7)]
+    assert len(handles) == 3 and all(f.closed for f in kept)  # rows 4 to 6 were pushed out by 0 to 3, then read
+
+
 def snapshot(folder):
     """Every path under ``folder`` (folders as None) with its bytes."""
     return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None for p in sorted(folder.rglob("*"))}
