@@ -165,7 +165,8 @@ def build_tables(ingest: Path, manifest: dict) -> dict[str, Any]:
                                   "width": images.shape[2], "channels": images.shape[3], "dtype": str(images.dtype),
                                   "pixel_min": lo.astype(np.float64), "pixel_max": hi.astype(np.float64),
                                   "blank": (flat.max(axis=1) == flat.min(axis=1)).all(axis=1)}))
-        found[split].append((fingerprints(images), fingerprints(images[:, :, ::-1])))  # what a training flip makes
+        flipped = None if split == "train" else fingerprints(images[:, :, ::-1])  # what a training flip makes
+        found[split].append((fingerprints(images), flipped))
         if split == "train":
             train_labels.extend(labels.tolist())
             conflicts += _label_conflicts(first, thumbnails(images), thumbnails(images[:, :, ::-1]), train_labels,

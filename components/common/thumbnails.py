@@ -35,6 +35,8 @@ CHUNK = 4096  # images converted to float at a time: a whole folder of photos in
 TOLERANCE = 8.0  # grey levels (of 255) by which each cell of two near-duplicates' 8x8 thumbnails may differ
 DETAIL = 3.0  # grey levels by which two near-duplicates' 16x16 thumbnails, less their means, differ on average
 QUERIES, REFERENCES = 1024, 16384  # queries by references compared at a time: a 64 MiB matrix of distances
+PAIRS = 1 << 18  # candidate pairs compared cell by cell at a time (near-uniform images are all candidates)
+SLACK = 1e-3  # float32 rounding: a copy exactly 8 levels brighter averages to 8.00003
 SIDE, DETAIL_SIDE = 8, 16  # the thumbnails' sides
 
 
@@ -62,7 +64,7 @@ def fingerprints(images: np.ndarray) -> Prints:
     """The ``Prints`` of ``images`` (uint8 ``[N, H, W, C]``)."""
     found = []
     for start in range(0, images.shape[0], CHUNK):
-        chunk = np.ascontiguousarray(images[start:start + CHUNK])
+        chunk = np.array(images[start:start + CHUNK], copy=True)  # a flipped axis of length 1 keeps its stride
         x = torch.from_numpy(chunk).float().mean(dim=3, keepdim=True).permute(0, 3, 1, 2)
         detail = F.adaptive_avg_pool2d(x, DETAIL_SIDE).clamp(0, 255).round().to(torch.uint8)
         found.append(Prints(F.adaptive_avg_pool2d(x, SIDE).clamp(0, 255).reshape(x.shape[0], -1),
@@ -81,12 +83,15 @@ def first_matches(queries: Prints, mirrored: Prints, references: Prints) -> tupl
     ``references`` (``fingerprints``) that is a near-duplicate of it, -1 where none is, and whether only its mirror
     image matches."""
     none = np.iinfo(np.int64).max
+    distinct, rows_of = _distinct(references)
+    lowest = _first_rows(rows_of, len(distinct))
     first = []
     for found in (queries, mirrored):
-        best = np.full(len(found), none)
-        for rows, matched in _pairs(found, references):
-            np.minimum.at(best, rows, matched)
-        first.append(best)
+        asked, asked_of = _distinct(found)
+        best = np.full(len(asked), none)
+        for rows, matched in _pairs(asked, distinct):
+            np.minimum.at(best, rows, lowest[matched])
+        first.append(best[asked_of])
     direct = first[0] != none
     row = np.where(direct, first[0], first[1])
     return np.where(row == none, -1, row), ~direct & (row != none)
@@ -95,10 +100,30 @@ def first_matches(queries: Prints, mirrored: Prints, references: Prints) -> tupl
 def near_duplicate_groups(images: np.ndarray) -> np.ndarray:
     """For each image, the first row of its group of near-duplicates (itself when it has none): images joined by
     being near-duplicates, mirrored or not, transitively."""
-    found = fingerprints(images)
-    pairs = [pair for queries in (found, fingerprints(images[:, :, ::-1]))
-             for pair in _pairs(queries, found)]
-    return _groups(images.shape[0], pairs)
+    found, flipped = fingerprints(images), fingerprints(images[:, :, ::-1])
+    distinct, rows_of = _distinct(found)  # the same fingerprint many times (blank frames) is one node, not n^2 pairs
+    asked, asked_of = _distinct(flipped)
+    first, first_flipped = _first_rows(rows_of, len(distinct)), _first_rows(asked_of, len(asked))
+    rows = np.arange(len(found))
+    links = [(rows, first[rows_of]), (rows, first_flipped[asked_of])]  # each image with its fingerprint's others
+    links += [(first[a], first[b]) for a, b in _pairs(distinct, distinct)]
+    links += [(first_flipped[a], first[b]) for a, b in _pairs(asked, distinct)]
+    return _groups(len(found), links)
+
+
+def _distinct(prints: Prints) -> tuple[Prints, np.ndarray]:
+    """The distinct fingerprints of ``prints``, and for each row the position of its own among them."""
+    rows = np.concatenate([prints.coarse.numpy().view(np.uint8), prints.detail.numpy()], axis=1)
+    keys = np.ascontiguousarray(rows).view(np.dtype((np.void, rows.shape[1]))).ravel()
+    _, index, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    return prints[torch.from_numpy(index)], inverse.ravel()
+
+
+def _first_rows(position: np.ndarray, count: int) -> np.ndarray:
+    """For each of ``count`` distinct values, the first row whose ``position`` is it."""
+    first = np.full(count, position.size, dtype=np.int64)
+    np.minimum.at(first, position, np.arange(position.size))
+    return first
 
 
 def copy_groups(images: np.ndarray) -> np.ndarray:
@@ -133,27 +158,29 @@ def _pairs(queries: Prints, references: Prints) -> Iterator[tuple[np.ndarray, np
     order = torch.argsort(means)
     sorted_means, ranked = means[order], references[order]
     squares = ranked.coarse.square().sum(dim=1)
-    bound = SIDE * SIDE * TOLERANCE ** 2 * 1.01 + 64.0  # float32 rounding of the expansion, then exact
+    bound = SIDE * SIDE * (TOLERANCE + SLACK) ** 2 * 1.01 + 64.0  # float32 rounding of the expansion, then exact
     by_mean = torch.argsort(queries.coarse.mean(dim=1))
     for start in range(0, len(queries), QUERIES):
         rows = by_mean[start:start + QUERIES]
         q = queries[rows]
         mean = q.coarse.mean(dim=1)
-        lo = int(torch.searchsorted(sorted_means, mean.min() - TOLERANCE))
-        hi = int(torch.searchsorted(sorted_means, mean.max() + TOLERANCE, right=True))
+        lo = int(torch.searchsorted(sorted_means, mean.min() - TOLERANCE - SLACK))
+        hi = int(torch.searchsorted(sorted_means, mean.max() + TOLERANCE + SLACK, right=True))
         for block in range(lo, hi, REFERENCES):
             window = ranked[block:min(block + REFERENCES, hi)]
             distance = q.coarse.square().sum(dim=1, keepdim=True) + squares[None, block:block + len(window)] \
                 - 2.0 * q.coarse @ window.coarse.T
-            i, j = torch.nonzero(distance <= bound, as_tuple=True)
-            close = (q.coarse[i] - window.coarse[j]).abs().amax(dim=1) <= TOLERANCE
-            i, j = i[close], j[close]
-            alike = _alike(q.detail[i], window.detail[j])
-            yield rows[i[alike]].numpy(), order[block + j[alike]].numpy()
+            candidates = torch.nonzero(distance <= bound)
+            for part in range(0, candidates.shape[0], PAIRS):
+                i, j = candidates[part:part + PAIRS].unbind(dim=1)
+                close = (q.coarse[i] - window.coarse[j]).abs().amax(dim=1) <= TOLERANCE + SLACK
+                i, j = i[close], j[close]
+                alike = _alike(q.detail[i], window.detail[j])
+                yield rows[i[alike]].numpy(), order[block + j[alike]].numpy()
 
 
 def _alike(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Whether each row of ``a`` and of ``b`` (16x16 thumbnails), each less its mean grey, differ by at most
     ``DETAIL`` levels on average: a brighter copy is alike, two textures alike only in their 8x8 means are not."""
     a, b = a.float(), b.float()
-    return ((a - a.mean(dim=1, keepdim=True)) - (b - b.mean(dim=1, keepdim=True))).abs().mean(dim=1) <= DETAIL
+    return ((a - a.mean(dim=1, keepdim=True)) - (b - b.mean(dim=1, keepdim=True))).abs().mean(dim=1) <= DETAIL + SLACK

@@ -99,8 +99,9 @@ def read_imagefolder(root: Path, *, channels: int, size: int, test_fraction: flo
     test_given = bool((split == "test").any())
     if not test_given:
         train_rows = np.flatnonzero(split == "train")
-        split[held_out_whole(y, train_rows, test_fraction, np.random.default_rng(seed),
-                             groups=near_duplicate_groups(x[train_rows]))] = "test"
+        groups = near_duplicate_groups(x[train_rows])
+        split[held_out_whole(y, train_rows, test_fraction, np.random.default_rng(seed), groups=groups)] = "test"
+        _check_drawn(y[train_rows], y[split == "test"], groups, names, root, test_fraction)
     train, val, test = (split == name for name in SPLITS)
     if not train.any():
         raise DataError(f"{root}: expected training images, found only the splits {sorted(set(split))}")
@@ -141,6 +142,23 @@ def _check_names(items: list[tuple[Path, str, str]], root: Path) -> None:
         raise DataError(f"{root}: expected file and folder names in UTF-8, found {many} ({shown}): rename them in "
                         f"UTF-8 (convmv -f <their encoding, e.g. cp1252> -t utf8 -r --notest {root}), or unzip with "
                         f"the archive's encoding (unzip -O cp437)")
+
+
+def _check_drawn(labels: np.ndarray, tested: np.ndarray, groups: np.ndarray, names: list[str], root: Path,
+                 fraction: float) -> None:
+    """A ``DataError`` where the drawn test split left out a class of two or more training images (``labels``;
+    ``tested``, the drawn test images' labels): its images sit in a group of near-duplicates held out whole or not
+    at all (``groups``), which validate would refuse as a test split without the class, naming no cause."""
+    k = len(names)
+    missing = [names[c] for c in range(k) if np.bincount(labels, minlength=k)[c] >= 2
+               and not np.bincount(tested, minlength=k)[c]]
+    if missing:
+        largest = int(np.bincount(groups).max())
+        raise DataError(f"{root}: expected a test image of every class drawn from the training images "
+                        f"(ingest.test_fraction {fraction}), found none of {', '.join(missing)}: near-duplicates go "
+                        f"to one split together, and {largest} of the {labels.size} training images are one group of "
+                        f"them (images a few grey levels apart, joined one to the next); give a test/ folder, or "
+                        f"remove the near-duplicates")
 
 
 def _check_split_classes(items: list[tuple[Path, str, str]], root: Path) -> None:

@@ -248,8 +248,8 @@ def test_ingesting_another_dataset_leaves_nothing_of_the_last_one(tmp_path):
     write_cifar10n(source / "CIFAR-10_human.pt", read_cifar10(source).train_labels)
     run(IngestConfig(dataset="cifar10n", path=str(source)), out=tmp_path / "out")
     assert (tmp_path / "out" / "human_labels.npz").is_file()
-    for i in range(6):
-        write_image(tmp_path / "mine" / ("a" if i % 2 else "b") / f"{i}.png", (4, 4), (i, i, i))
+    for i in range(6):  # 40 grey levels apart: no two near-duplicates, which are held out together
+        write_image(tmp_path / "mine" / ("a" if i % 2 else "b") / f"{i}.png", (4, 4), (i * 40,) * 3)
     run(IngestConfig(dataset="imagefolder", path=str(tmp_path / "mine")), out=tmp_path / "out")
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["manifest.json", "test.npz", "train.npz"]
     run(IngestConfig(dataset="clothing1m", path=str(write_clothing1m(tmp_path / "c1m")), image_size=8),
@@ -701,11 +701,9 @@ def test_jfif_images_are_read_and_other_files_are_counted_and_reported(tmp_path,
     root = tmp_path / "mine"
     for i in range(6):
         write_image(root / ("cat" if i % 2 else "dog") / f"{i}.png", (12, 12), (i * 10,) * 3)
-    Image.new("RGB", (12, 12), (200, 0, 0)).save(root / "owl.jpg", format="JPEG")
-    for i, ext in enumerate([".jfif", ".jpe", ".jfif"]):
+    for i, ext in enumerate([".jfif", ".jpe", ".jfif"]):  # three photos, not copies (held out together)
         (root / "owl").mkdir(exist_ok=True)
-        shutil.copy(root / "owl.jpg", root / "owl" / f"{i}{ext}")
-    (root / "owl.jpg").unlink()
+        Image.new("RGB", (12, 12), (200, 60 * i, 0)).save(root / "owl" / f"{i}{ext}", format="JPEG")
     (root / "cat" / "notes.txt").write_text("x")
     (root / "dog" / "a.heic").write_bytes(b"x")
     (root / "dog" / "b.HEIC").write_bytes(b"x")
@@ -1188,8 +1186,8 @@ def test_a_sub_folder_named_like_an_image_is_not_read_as_one(tmp_path):
     taken for an image and failed the whole ingest ("expected an image file, found no such file")."""
     root = tmp_path / "mine"
     for i in range(4):
-        write_image(root / ("cat" if i % 2 else "dog") / f"{i}.png", (4, 4), (i, i, i))
-    write_image(root / "cat" / "album.jpg" / "9.png", (4, 4), (9, 9, 9))
+        write_image(root / ("cat" if i % 2 else "dog") / f"{i}.png", (4, 4), (i * 40,) * 3)
+    write_image(root / "cat" / "album.jpg" / "9.png", (4, 4), (250, 250, 250))
     dataset = read_imagefolder(root, channels=1, size=0, test_fraction=0.5, seed=0)
     assert sorted(dataset.train_keys + dataset.test_keys) == ["cat/1.png", "cat/3.png", "cat/album.jpg/9.png",
                                                              "dog/0.png", "dog/2.png"]

@@ -27,6 +27,20 @@ def read(root, **kwargs):
     return read_imagefolder(root, channels=1, size=0, test_fraction=0.25, seed=0, **kwargs)
 
 
+def test_a_chain_of_near_duplicates_spanning_the_classes_is_named_not_an_empty_test_split(tmp_path):
+    """Swatches each 6 grey levels from the next are near-duplicates one to the next: one group of all of them,
+    held out whole or not at all. The drawn test split came out empty, and validate failed naming no cause."""
+    for i in range(40):
+        write_image(tmp_path / "ab"[i % 2] / f"{i}.png", (6, 6), (30 + 6 * i,) * 3)
+    with pytest.raises(DataError) as caught:
+        read(tmp_path)
+    assert str(caught.value) == (
+        f"{tmp_path}: expected a test image of every class drawn from the training images (ingest.test_fraction "
+        f"0.25), found none of a, b: near-duplicates go to one split together, and 40 of the 40 training images are "
+        f"one group of them (images a few grey levels apart, joined one to the next); give a test/ folder, or "
+        f"remove the near-duplicates")
+
+
 @pytest.mark.parametrize("name", ["val", "valid", "validation"])
 def test_the_val_split_is_read_from_val_valid_or_validation(tmp_path, name):
     """train/ with validation/ (Kaggle's, Hugging Face's) beside it: the clean validation/ was ignored unsaid."""

@@ -387,6 +387,26 @@ def test_two_textures_alike_only_at_8x8_are_not_near_duplicates():
     assert found.tolist() == [-1, 0]
 
 
+def test_a_copy_exactly_8_levels_off_an_rgb_image_is_a_near_duplicate():
+    """The grey of three channels averaged in float32 came to 8.00003 for a copy exactly 8 levels brighter: every
+    such RGB copy was missed, against the documented 'up to 8 levels'."""
+    image = np.random.default_rng(0).integers(20, 200, (1, 32, 32, 3)).astype(np.uint8)
+    copies = np.concatenate([image + 8, image - 8, image + 9])
+    found, _ = first_matches(fingerprints(copies), fingerprints(copies[:, :, ::-1]), fingerprints(image))
+    assert found.tolist() == [0, 0, -1]
+
+
+def test_one_pixel_images_and_thousands_of_identical_blank_ones_are_fingerprinted_and_grouped():
+    """A 1-pixel-wide image flipped kept a negative stride torch refused; 1,000 blank frames made a million
+    candidate pairs (5.5 GB): identical fingerprints are one node now."""
+    tiny = np.arange(6, dtype=np.uint8).reshape(2, 1, 1, 3) * 40
+    assert near_duplicate_groups(tiny).tolist() == [0, 1]
+    blank = np.zeros((3000, 28, 28, 1), dtype=np.uint8)
+    assert (near_duplicate_groups(blank) == 0).all()
+    found, _ = first_matches(fingerprints(blank), fingerprints(blank), fingerprints(blank[:5]))
+    assert (found == 0).all()
+
+
 def test_near_duplicates_are_found_in_windows_as_by_every_pair(monkeypatch):
     """The search compares each chunk of queries only with the references of close mean grey, in blocks: it finds
     what comparing every pair finds (the random 8x8 images are their own thumbnails, at 8x8 and 16x16)."""
@@ -403,6 +423,7 @@ def test_near_duplicates_are_found_in_windows_as_by_every_pair(monkeypatch):
     expected = np.where(close.any(axis=1), close.argmax(axis=1), -1)
     monkeypatch.setattr(module, "QUERIES", 7)
     monkeypatch.setattr(module, "REFERENCES", 5)
+    monkeypatch.setattr(module, "PAIRS", 2)
     found, _ = first_matches(prints, flipped, reference)
     assert found.tolist() == expected.tolist() and 100 < (expected >= 0).sum() < 200  # some copies too far off
 
