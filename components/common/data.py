@@ -170,21 +170,29 @@ def _remove_placed(target: Path, before: set[str], err: DataFetchError) -> None:
 def _recorded_content(target: Path) -> bool:
     """Whether each file in ``target`` decompresses to the bytes of the recorded version (``CONTENT_SHA256``)."""
     try:
-        return all(hashlib.sha256(gzip.open(target / name).read()).hexdigest() == digest
-                   for name, digest in CONTENT_SHA256.items())
+        for name, digest in CONTENT_SHA256.items():
+            with gzip.open(target / name) as fh:
+                if hashlib.sha256(fh.read()).hexdigest() != digest:
+                    return False
+        return True
     except (OSError, EOFError, zlib.error):  # a damaged archive is not the recorded data
         return False
 
 
 def verify(root: Path) -> None:
     """Hash ``data/`` into the DVC cache and fail if it is not the version ``data.dvc`` records. ``dvc commit``
-    rewrites ``data.dvc`` with what it hashed, so the record is kept in ``.data.dvc.verifying`` meanwhile:
-    a run killed during the commit (whose ``dvc`` may finish after it, writing a damaged file's hash) leaves it
-    there, and the next run puts it back first, instead of checking the data against the damaged file's hash."""
+    rewrites ``data.dvc`` with what it hashed, so the record is kept in ``.data.dvc.verifying`` meanwhile: a run
+    killed during the commit (whose ``dvc`` may finish after it, writing a damaged file's hash) leaves it there.
+    The next run then refuses to check anything while ``data.dvc`` differs from it, as it cannot tell that
+    ``dvc``'s write from the user's own change (``dvc add data``, another branch); it says how to settle which."""
     record = root / "data.dvc"
     kept = root / ".data.dvc.verifying"
-    if kept.is_file():  # a run killed during its commit: its record, not what its dvc wrote
-        record.write_text(kept.read_text())
+    if kept.is_file():  # a run killed during its commit
+        if record.is_file() and record.read_text() != kept.read_text():
+            raise DataFetchError(f"{kept}: expected no record left by a killed make data, found one that differs "
+                                 f"from data.dvc (the run was killed while dvc commit could rewrite data.dvc): if "
+                                 f"you changed data.dvc yourself since (dvc add data, another branch), delete "
+                                 f"{kept.name}; if not, put it back: mv {kept.name} data.dvc")
         kept.unlink()
     if not record.is_file():
         raise DataFetchError(f"{record}: expected the DVC record of data/, found no such file (run from the "

@@ -62,17 +62,31 @@ def test_data_that_is_not_the_recorded_version_is_refused(repo):
 @needs_dataset
 def test_a_run_killed_while_dvc_committed_leaves_no_damaged_record_to_check_against(repo):
     """A `make data` killed during `dvc commit` (whose dvc went on) left data.dvc holding a damaged file's hash,
-    and the next `make data` checked the data against it and passed; the record kept aside is put back first."""
+    and the next `make data` checked the data against it and passed. The record kept aside now stops every check
+    while data.dvc differs from it (a change of the user's own is not reverted unasked), saying how to settle it."""
     fetch(repo / "data" / "fashion-mnist")
     record = (repo / "data.dvc").read_text()
     label_file = repo / "data" / "fashion-mnist" / "t10k-labels-idx1-ubyte.gz"
     label_file.write_bytes(label_file.read_bytes()[:-100])  # damaged
-    (repo / ".data.dvc.verifying").write_text(record)  # what the killed run kept aside
+    kept = repo / ".data.dvc.verifying"
+    kept.write_text(record)  # what the killed run kept aside
     dvc(repo, "commit", "--force", "data.dvc")  # what its dvc then wrote: the damaged data's hash
-    assert (repo / "data.dvc").read_text() != record
+    written = (repo / "data.dvc").read_text()
+    assert written != record
+    for _ in range(2):
+        with pytest.raises(DataFetchError, match=r"verifying: expected no record left by a killed make data, found "
+                                                 r"one that differs from data.dvc .* delete \.data\.dvc\.verifying; "
+                                                 r"if not, put it back: mv \.data\.dvc\.verifying data.dvc$"):
+            verify(repo)
+        assert (repo / "data.dvc").read_text() == written and kept.read_text() == record  # nothing decided unasked
+    kept.rename(repo / "data.dvc")  # as the message says, where the user changed nothing
     with pytest.raises(DataFetchError, match=r"data: expected the version recorded in data.dvc"):
         verify(repo)
-    assert (repo / "data.dvc").read_text() == record
+    assert (repo / "data.dvc").read_text() == record and not kept.exists()
+    kept.write_text(record)  # a record left aside that data.dvc still holds: nothing to settle
+    with pytest.raises(DataFetchError, match=r"data: expected the version recorded in data.dvc"):
+        verify(repo)
+    assert not kept.exists()
 
 
 def test_a_missing_source_file_is_named(tmp_path):
