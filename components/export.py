@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -39,7 +38,9 @@ from components.common.atomic import atomic_set, prepare_output, write_atomic, w
 from components.common.calibration import (
     ANCHOR_PERCENTILE,
     MIN_ANCHORS,
+    anchors_per_class,
     at_bound,
+    fewest_for_anchors,
     fit_temperature,
     fit_temperature_on_noisy_labels,
 )
@@ -341,15 +342,14 @@ def calibrate(net: nn.Module, val: Source, *, bins: int, clean: bool = True,
     column: label given), the validation labels' estimated noise rate, and the temperature the labels alone would
     have given (``uncorrected_temperature``)."""
     val_logits = _logits(net, val, "calibrating on the validation set")
-    anchors = math.floor(len(val) * (100.0 - ANCHOR_PERCENTILE) / 100.0)  # per class, the fewest
+    anchors = anchors_per_class(len(val))
     if clean:
         temperature, method, extra = fit_temperature(val_logits, val.labels), "temperature scaling", {}
     elif anchors < MIN_ANCHORS:
         temperature, method = 1.0, "none: too few validation images to estimate the labels' noise matrix"
         extra = {"warning": f"kept T = 1: the noisy validation set's {len(val)} images give {anchors} anchor "
                             f"point(s) a class, the top {100 - ANCHOR_PERCENTILE:g} %; the noise matrix needs "
-                            f"{MIN_ANCHORS} (at least {math.ceil(MIN_ANCHORS * 100 / (100 - ANCHOR_PERCENTILE))} "
-                            f"images)"}
+                            f"{MIN_ANCHORS} (at least {fewest_for_anchors()} images)"}
     else:
         fit = fit_temperature_on_noisy_labels(val_logits, val.labels)
         temperature, method = fit.temperature, "temperature scaling through the labels' noise matrix (anchor points)"

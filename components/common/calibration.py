@@ -58,6 +58,17 @@ def fit_temperature(logits: Tensor, labels: Tensor, *, noise_matrix: np.ndarray 
     return _golden(nll, float(grid[max(best - 1, 0)]), float(grid[min(best + 1, len(grid) - 1)]), steps)
 
 
+def anchors_per_class(n: int) -> int:
+    """How many of ``n`` samples ``estimate_noise_matrix`` takes as a class's anchors: those at or above the
+    ``ANCHOR_PERCENTILE``-th percentile (numpy's, interpolated between ranks), where no two probabilities tie."""
+    return n - math.ceil(ANCHOR_PERCENTILE / 100.0 * (n - 1)) if n else 0
+
+
+def fewest_for_anchors(anchors: int = MIN_ANCHORS) -> int:
+    """The fewest samples that give ``anchors`` anchors a class."""
+    return next(n for n in range(1, 100 * anchors) if anchors_per_class(n) >= anchors)
+
+
 def at_bound(temperature: float) -> bool:
     """Whether ``temperature`` is (within 1 %) at an edge of the range the fit searches: no optimum inside it, as
     where every validation image is right (the likelihood grows as T falls to 0: near one-hot probabilities)."""

@@ -1338,16 +1338,18 @@ def test_the_transform_note_names_the_corner_and_the_draft_decoding_each_dataset
     assert folder.endswith("its corner at (side - crop) // 2") and "draft" not in folder
 
 
-def _logit_sets(correct: float, n: int, seed: int = 0):
+def _logit_sets(correct: float, n: int, seed: int = 0, jitter: float = 0.0):
     """A network that returns its input (``nn.Flatten``), and validation and test sets of ``n`` logit rows over 4
-    classes, the top one the label a share ``correct`` of the time, two logits apart."""
+    classes, the top one the label a share ``correct`` of the time, two logits apart, plus normal noise of standard
+    deviation ``jitter``."""
     from model.trainer import Data  # noqa: PLC0415
 
     def draw(generator):
         labels = torch.randint(0, 4, (n,), generator=generator)
         right = torch.rand(n, generator=generator) < correct
         top = torch.where(right, labels, (labels + 1) % 4)
-        return Data(torch.nn.functional.one_hot(top, 4).float()[:, :, None, None] * 2.0, labels)
+        logits = torch.nn.functional.one_hot(top, 4).float() * 2.0 + jitter * torch.randn(n, 4, generator=generator)
+        return Data(logits[:, :, None, None], labels)
 
     generator = torch.Generator().manual_seed(seed)
     return torch.nn.Flatten(), draw(generator), draw(generator)
@@ -1372,17 +1374,26 @@ def test_a_validation_set_without_an_error_keeps_t_1_with_a_warning(caplog):
 
 def test_too_few_noisy_validation_images_for_the_noise_matrix_keep_t_1():
     """31 noisy validation images give one anchor a class: the card claimed 71 % label noise where 19 % was, and
-    T = 0.09. Below 10 anchors (334 images) T stays 1, with a warning; from 334 on, the matrix is estimated."""
+    T = 0.09. Below 10 anchors (301 images) T stays 1, with a warning; from 301 on, the matrix is estimated."""
+    from components.common.calibration import anchors_per_class, fit_temperature_on_noisy_labels  # noqa: PLC0415
     from components.export import calibrate  # noqa: PLC0415
 
-    net, val, _ = _logit_sets(0.8, 333)
+    net, val, _ = _logit_sets(0.8, 300)
     result = calibrate(net, val, bins=10, clean=False)
     assert result["temperature"] == 1.0 and "noise_matrix" not in result
     assert result["method"] == "none: too few validation images to estimate the labels' noise matrix"
-    assert result["warning"] == ("kept T = 1: the noisy validation set's 333 images give 9 anchor point(s) a class, "
-                                 "the top 3 %; the noise matrix needs 10 (at least 334 images)")
-    net, val, _ = _logit_sets(0.8, 334)
-    assert "noise_matrix" in calibrate(net, val, bins=10, clean=False)
+    assert result["warning"] == ("kept T = 1: the noisy validation set's 300 images give 9 anchor point(s) a class, "
+                                 "the top 3 %; the noise matrix needs 10 (at least 301 images)")
+    net, val, _ = _logit_sets(0.8, 301, jitter=1.0)
+    result, fit = calibrate(net, val, bins=10, clean=False), fit_temperature_on_noisy_labels(val.images.flatten(1),
+                                                                                           val.labels)
+    assert result["temperature"] == pytest.approx(fit.temperature) and "warning" not in result
+    assert result["noise_matrix"] == np.round(fit.noise_matrix, 4).tolist()
+    assert result["estimated_noise_rate"] == round(fit.noise_rate, 4)
+    assert result["method"] == "temperature scaling through the labels' noise matrix (anchor points)"
+    for n in (31, 300, 301, 333, 1200):  # what estimate_noise_matrix takes, probabilities untied
+        probabilities = np.random.default_rng(n).random(n)
+        assert (probabilities >= np.percentile(probabilities, 97)).sum() == anchors_per_class(n)
 
 
 def test_calibration_scores_every_image_of_a_set_larger_than_one_batch():
