@@ -271,9 +271,14 @@ def _per_set_costs(r: dict) -> dict:
     second_order = ex_set - fo_set
     network = next((m for m in r["meta_step"] if m["network"] == r["scaling"]["network"]), None)
     room = budget - fo_set
-    cut = (TEMPLATE.fill("cut", changed=network["changed_fraction"], times=second_order / room,
-                         second_order_budget=room, second_order=second_order)
-           if network is not None and room > 0 else TEMPLATE.fill("no_cut", fo_set=fo_set, exact_budget=budget))
+    if room <= 0:
+        cut = TEMPLATE.fill("no_cut", fo_set=fo_set)
+    elif network is None:
+        cut = TEMPLATE.fill("cut_unknown", second_order=second_order, network=r["scaling"]["network"],
+                            second_order_budget=room)
+    else:
+        cut = TEMPLATE.fill("cut", changed=network["changed_fraction"], times=second_order / room,
+                            second_order_budget=room, second_order=second_order)
     return {"cut": cut,"fo_fixed": fo_fixed, "fo_set": fo_set, "ex_fixed": ex_fixed, "ex_set": ex_set, "sets": sets,
             "exact_bound": exact_bound, "first_order_bound": first_order_bound, "exact_budget": budget,
             "second_order": second_order, "first_order_budget": (first_order_bound - fo_fixed) / sets}
