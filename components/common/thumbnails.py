@@ -83,11 +83,10 @@ def first_matches(queries: Prints, mirrored: Prints, references: Prints) -> tupl
     ``references`` (``fingerprints``) that is a near-duplicate of it, -1 where none is, and whether only its mirror
     image matches."""
     none = np.iinfo(np.int64).max
-    distinct, rows_of = _distinct(references)
-    lowest = _first_rows(rows_of, len(distinct))
+    distinct, _, lowest = _distinct(references)
     first = []
     for found in (queries, mirrored):
-        asked, asked_of = _distinct(found)
+        asked, asked_of, _ = _distinct(found)
         best = np.full(len(asked), none)
         for rows, matched in _pairs(asked, distinct):
             np.minimum.at(best, rows, lowest[matched])
@@ -101,9 +100,8 @@ def near_duplicate_groups(images: np.ndarray) -> np.ndarray:
     """For each image, the first row of its group of near-duplicates (itself when it has none): images joined by
     being near-duplicates, mirrored or not, transitively."""
     found, flipped = fingerprints(images), fingerprints(images[:, :, ::-1])
-    distinct, rows_of = _distinct(found)  # the same fingerprint many times (blank frames) is one node, not n^2 pairs
-    asked, asked_of = _distinct(flipped)
-    first, first_flipped = _first_rows(rows_of, len(distinct)), _first_rows(asked_of, len(asked))
+    distinct, rows_of, first = _distinct(found)  # one fingerprint many times (blank frames): one node, not n^2 pairs
+    asked, asked_of, first_flipped = _distinct(flipped)
     rows = np.arange(len(found))
     links = [(rows, first[rows_of]), (rows, first_flipped[asked_of])]  # each image with its fingerprint's others
     links += [(first[a], first[b]) for a, b in _pairs(distinct, distinct)]
@@ -111,19 +109,13 @@ def near_duplicate_groups(images: np.ndarray) -> np.ndarray:
     return _groups(len(found), links)
 
 
-def _distinct(prints: Prints) -> tuple[Prints, np.ndarray]:
-    """The distinct fingerprints of ``prints``, and for each row the position of its own among them."""
+def _distinct(prints: Prints) -> tuple[Prints, np.ndarray, np.ndarray]:
+    """The distinct fingerprints of ``prints``, for each row the position of its own among them, and for each
+    distinct one the first row that has it."""
     rows = np.concatenate([prints.coarse.numpy().view(np.uint8), prints.detail.numpy()], axis=1)
     keys = np.ascontiguousarray(rows).view(np.dtype((np.void, rows.shape[1]))).ravel()
     _, index, inverse = np.unique(keys, return_index=True, return_inverse=True)
-    return prints[torch.from_numpy(index)], inverse.ravel()
-
-
-def _first_rows(position: np.ndarray, count: int) -> np.ndarray:
-    """For each of ``count`` distinct values, the first row whose ``position`` is it."""
-    first = np.full(count, position.size, dtype=np.int64)
-    np.minimum.at(first, position, np.arange(position.size))
-    return first
+    return prints[torch.from_numpy(index)], inverse.ravel(), index
 
 
 def copy_groups(images: np.ndarray) -> np.ndarray:
