@@ -26,7 +26,7 @@ from pathlib import Path
 
 from components.common.errors import DataError
 from components.formats import inside, not_utf8, require_file
-from components.formats.images import MAX_PIXELS, check_encoded
+from components.formats.images import MAX_PIXELS, Unreadable, check_encoded
 
 CLASSES = ("T-Shirt", "Shirt", "Knitwear", "Chiffon", "Sweater", "Hoodie", "Windbreaker", "Jacket", "Down Coat",
            "Suit", "Shawl", "Dress", "Vest", "Underwear")
@@ -93,11 +93,13 @@ def input_files(root: Path) -> list[Path]:
 
 
 def split_keys(root: Path, split: str, *, noisy: dict[str, int], clean: dict[str, int],
-               listed: dict[str, dict[str, int]] | None = None, flat: bool | None = None) -> list[tuple[str, int, int]]:
+               listed: dict[str, dict[str, int]] | None = None, flat: bool | None = None,
+               missing: Unreadable | None = None) -> list[tuple[str, int, int]]:
     """``(key, label, clean_label)`` for each key of ``split``: the noisy label for ``train`` (with the clean one
     where ``clean_label_kv.txt`` has it, else -1), the clean label for ``val`` and ``test``. ``listed``: the keys of
     the lists read before, by split, each with its line (this one's are added): a key in two lists, or twice in one,
-    is a ``DataError`` naming both lines. ``flat``: the authors' layout (``flat_layout``)."""
+    is a ``DataError`` naming both lines. ``flat``: the authors' layout (``flat_layout``). A key whose image is not
+    there is a ``DataError``, or noted in ``missing`` where given (one pass then names every one)."""
     keys_file = inside(root, SPLITS[split], where=str(root / SPLITS[split]))
     listed = {} if listed is None else listed
     seen = listed.setdefault(split, {})
@@ -114,7 +116,12 @@ def split_keys(root: Path, split: str, *, noisy: dict[str, int], clean: dict[str
                     _check_key(key, split, listed, where=where)
                     seen[key] = number
                     rows.append((key, _label(key, table, split, where), clean.get(key, -1)))
-                    _check_image(root, key, flat, where=where, real_root=real_root)
+                    try:
+                        _check_image(root, key, flat, where=where, real_root=real_root)
+                    except DataError as err:
+                        if missing is None:
+                            raise
+                        missing.add(key, err)
     except UnicodeDecodeError as err:
         raise not_utf8(keys_file, err) from err
     return rows
@@ -122,10 +129,14 @@ def split_keys(root: Path, split: str, *, noisy: dict[str, int], clean: dict[str
 
 def read_splits(root: Path, *, noisy: dict[str, int], clean: dict[str, int]) -> dict[str, list[tuple[str, int, int]]]:
     """``split_keys`` of every split in ``SPLITS``, in one pass over the lists: a key in two of them (a leak between
-    training, selection and test) or twice in one is a ``DataError`` naming both lines."""
+    training, selection and test) or twice in one is a ``DataError`` naming both lines; keys whose image is missing
+    (an archive of image folders never unpacked) are one ``DataError`` naming the first and counting the rest."""
     listed: dict[str, dict[str, int]] = {}
-    flat = flat_layout(root)
-    return {split: split_keys(root, split, noisy=noisy, clean=clean, listed=listed, flat=flat) for split in SPLITS}
+    flat, missing = flat_layout(root), Unreadable("remove its key from the key lists")
+    splits = {split: split_keys(root, split, noisy=noisy, clean=clean, listed=listed, flat=flat, missing=missing)
+              for split in SPLITS}
+    missing.check()
+    return splits
 
 
 # Why a key may be in one of the lists used only, by (the list read later, the list read first), and which list to

@@ -311,6 +311,24 @@ def test_a_reader_keeps_at_most_open_shards_files_open(tmp_path, monkeypatch):
     assert len(handles) == 3 and all(f.closed for f in kept)  # rows 4 to 6 were pushed out by 0 to 3, then read
 
 
+def test_every_missing_clothing1m_image_is_counted_in_one_pass(tmp_path):
+    """An image folder never unpacked: ingest named its first missing image and stopped, one rerun over the million
+    keys per missing file. It now names the first and counts and lists the others, as for unreadable images."""
+    import shutil  # noqa: PLC0415
+
+    source = write_clothing1m(tmp_path / "c1m", per_split=5)
+    gone = sorted(str(p.relative_to(source)) for p in (source / "images" / "1").rglob("*.jpg"))
+    shutil.rmtree(source / "images" / "1")
+    with pytest.raises(DataError) as caught:
+        run(IngestConfig(dataset="clothing1m", path=str(source), image_size=8), out=tmp_path / "out")
+    message = str(caught.value)
+    assert len(gone) > 2 and re.search(r"key_list\.txt line \d+: expected the image images/1/\S+, found no such "
+                                       r"file; and ", message)
+    assert f"; and {len(gone) - 1} more listed images could not be read either: " in message
+    assert message.endswith("Fix each, or remove its key from the key lists, then ingest again")
+    assert not (tmp_path / "out").exists() or not (tmp_path / "out" / "shards").exists()
+
+
 def snapshot(folder):
     """Every path under ``folder`` (folders as None) with its bytes."""
     return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None for p in sorted(folder.rglob("*"))}

@@ -133,7 +133,9 @@ def test_clothing1m_names_an_image_left_outside_images_and_what_to_do(tmp_path):
         ingest(source, tmp_path / "out")
     assert str(caught.value) == (f"{source / TRAIN} line 2: expected the image images/1/01/train1.jpg, found no such "
                                  f"file, but 1/01/train1.jpg outside images/ (the authors' layout): move the image "
-                                 f"folders 0..9 into {source / 'images'}")
+                                 f"folders 0..9 into {source / 'images'}; and 2 more listed images could not be read "
+                                 f"either: images/1/01/val1.jpg, images/1/01/test1.jpg. Fix each, or remove its key "
+                                 f"from the key lists, then ingest again")
 
 
 def samples(out, split):
