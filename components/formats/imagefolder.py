@@ -152,7 +152,7 @@ def _check_drawn(labels: np.ndarray, tested: np.ndarray, groups: np.ndarray, nam
     k = len(names)
     missing = [names[c] for c in range(k) if np.bincount(labels, minlength=k)[c] >= 2
                and not np.bincount(tested, minlength=k)[c]]
-    if missing:
+    if missing and k >= 2:  # one class: ingest refuses the dataset itself, saying so
         largest = int(np.bincount(groups).max())
         raise DataError(f"{root}: expected a test image of every class drawn from the training images "
                         f"(ingest.test_fraction {fraction}), found none of {', '.join(missing)}: near-duplicates go "

@@ -129,7 +129,7 @@ def test_the_manifest_hashes_every_input_file_by_its_name_inside_the_dataset_fol
     root = tmp_path / "mine"
     for i in range(6):
         for cls in ("cat", "dog"):  # cat/0.png and dog/0.png: two inputs of one file name
-            write_image(root / cls / f"{i}.png", (4, 4), (i, 0, 0) if cls == "cat" else (0, i, 0))
+            write_image(root / cls / f"{i}.png", (4, 4), (i * 40 + 20 * (cls == "dog"),) * 3)  # no near-duplicates
     manifest = run(IngestConfig(dataset="imagefolder", path=str(root)), out=tmp_path / "out")
     assert len(manifest["inputs_sha256"]) == 12
     assert manifest["inputs_sha256"]["dog/5.png"] == hashlib.sha256((root / "dog/5.png").read_bytes()).hexdigest()

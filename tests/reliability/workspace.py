@@ -41,9 +41,9 @@ def write_data(data: Path) -> None:
 
     write_cifar10n(data / "cifar10" / "CIFAR-10_human.pt", np.array([i % 10 for i in range(20)]))
     write_clothing1m(data / "clothing1m")
-    for i, colour in enumerate(("red", "blue")):
-        for n in range(3):
-            write_image(data / "imagefolder" / colour / f"{n}.png", (8, 8), (255 * (1 - i), 0, 255 * i))
+    for colour, rgb in (("red", (255, 0, 0)), ("blue", (0, 0, 105))):
+        for n in range(3):  # greys 10 levels apart or more: no two near-duplicates, which go to one split together
+            write_image(data / "imagefolder" / colour / f"{n}.png", (8, 8), tuple(v - 30 * n * (v > 0) for v in rgb))
 
 
 def build(root: Path) -> Path:
