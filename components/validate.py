@@ -147,10 +147,10 @@ def _check_manifest(ingest: Path, manifest: dict) -> None:
 
 def build_tables(ingest: Path, manifest: dict) -> dict[str, Any]:
     """The four tables the suites check, as pandas DataFrames: ``images`` (one row per image of every split, from
-    ``iter_images``), ``splits`` (one row: ``<split>_images``, the rows of ``images`` of train, test and each other
-    split of the manifest's counts, and ``<split>_blank_share``, the share of them with one colour), ``classes``
-    (``class_table``) and ``overlap`` (the share of test, and of val where there is one, with a near-duplicate,
-    ``first_matches``, among the training images). Reads ``ingest``."""
+    ``iter_images``, with its ``position`` in its split), ``splits`` (one row: ``<split>_images``, the rows of
+    ``images`` of train, test and each other split of the manifest's counts, and ``<split>_blank_share``, the share of
+    them with one colour), ``classes`` (``class_table``) and ``overlap`` (the share of test, and of val where there is
+    one, with a near-duplicate, ``first_matches``, among the training images). Reads ``ingest``."""
     import pandas as pd  # noqa: PLC0415 - pandas is only needed by this step
 
     rows, found = [], {"train": [], "test": [], "val": []}  # each split's fingerprints, and its mirror images'
@@ -174,6 +174,7 @@ def build_tables(ingest: Path, manifest: dict) -> dict[str, Any]:
     if not rows:
         raise DataError(f"{ingest}: expected images in the train and test splits, found none in any split")
     table = pd.concat(rows, ignore_index=True)
+    table["position"] = table.groupby("split").cumcount()  # the image's index in its split (train.npz, ...)
     classes = class_table(table, manifest)
     train = Prints.cat([own for own, _ in found["train"]])
     pairs = {split: _overlap(found[split], train) for split in ("test", "val")}
@@ -198,8 +199,7 @@ def split_table(images, manifest: dict):
         columns[f"{split}_images"] = [len(blank)]
         columns[f"{split}_blank_share"] = [float(blank.mean()) if len(blank) else 0.0]
     frame = pd.DataFrame(columns)
-    position = images.groupby("split").cumcount()
-    frame.attrs["blank"] = {split: position[images["blank"] & (images["split"] == split)].tolist()
+    frame.attrs["blank"] = {split: images.loc[images["blank"] & (images["split"] == split), "position"].tolist()
                             for split in images["split"].unique()}
     return frame
 
@@ -426,10 +426,9 @@ def _where(frame, rows: list) -> str:
     if "class" in frame.columns:
         names = [str(name) for name in frame["class"].loc[rows]]
         return f"class{'es' if len(names) > 1 else ''} {', '.join(names)}"
-    position = frame.groupby("split").cumcount()  # the image's index in its split (train.npz, test.npz, ...)
     by_split: dict[str, list[str]] = {}
     for row in rows:
-        by_split.setdefault(frame["split"].loc[row], []).append(str(position.loc[row]))
+        by_split.setdefault(frame["split"].loc[row], []).append(str(frame["position"].loc[row]))
     return "; ".join(f"{split} image{'s' if len(found) > 1 else ''} {', '.join(found)}"
                      for split, found in by_split.items())
 

@@ -150,8 +150,8 @@ def _check_drawn(labels: np.ndarray, tested: np.ndarray, groups: np.ndarray, nam
     ``tested``, the drawn test images' labels): its images sit in a group of near-duplicates held out whole or not
     at all (``groups``), which validate would refuse as a test split without the class, naming no cause."""
     k = len(names)
-    missing = [names[c] for c in range(k) if np.bincount(labels, minlength=k)[c] >= 2
-               and not np.bincount(tested, minlength=k)[c]]
+    trained, held = np.bincount(labels, minlength=k), np.bincount(tested, minlength=k)
+    missing = [names[c] for c in range(k) if trained[c] >= 2 and not held[c]]
     if missing and k >= 2:  # one class: ingest refuses the dataset itself, saying so
         largest = int(np.bincount(groups).max())
         raise DataError(f"{root}: expected a test image of every class drawn from the training images "
