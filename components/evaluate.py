@@ -156,10 +156,12 @@ def detection_summary(scores: np.ndarray, flagged: np.ndarray, is_noisy: np.ndar
 def flag_issues(probs: np.ndarray, given: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The label-issue score of each sample, 1 - p(given label), the ranking (most suspect first), and the flagged
     set: the k highest scores, k the number of samples whose prediction disagrees with their label (the estimate of
-    how many labels are wrong)."""
-    score = 1.0 - probs[np.arange(given.size), given]
+    how many labels are wrong). The ranking sorts p(given label) itself, ties in training order: the score saturates
+    at 1.0 where p is below float32's resolution of 1 (about 6e-8)."""
+    chance = probs[np.arange(given.size), given]
+    score = 1.0 - chance
     estimated = int((probs.argmax(1) != given).sum())
-    order = np.argsort(-score, kind="mergesort")
+    order = np.argsort(chance, kind="mergesort")
     flagged = np.zeros(given.size, dtype=bool)
     flagged[order[:estimated]] = True
     return score, order, flagged

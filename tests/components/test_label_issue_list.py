@@ -143,3 +143,14 @@ def test_each_row_names_the_file_of_the_ingested_image_it_ranks(tmp_path, monkey
     given_of = dict(zip(index.tolist(), label.tolist(), strict=True))
     for row in rows:
         assert row["key"] == keys[row["index"]] and row["given_label"] == given_of[row["index"]], row
+
+
+def test_labels_the_teacher_all_but_rules_out_are_ranked_by_their_probability_not_by_position():
+    """Scores of 1 - p saturate at 1.0 in float32 below p of about 6e-8: the list still puts the least likely given
+    label first, and ties (equal probabilities) keep the training order."""
+    chance = np.array([1e-9, 1e-12, 0.5, 1e-20, 1e-12], dtype=np.float32)
+    probs = np.stack([chance, 1 - chance], axis=1)
+    score, order, flagged = flag_issues(probs, np.zeros(5, dtype=np.int64))
+    assert order.tolist() == [3, 1, 4, 0, 2]
+    assert flagged.tolist() == [True, True, False, True, True]
+    assert score[[0, 1, 3]].tolist() == [1.0, 1.0, 1.0]
