@@ -81,6 +81,13 @@ def quantile(q: float, histogram: str, *, model: str = "model", what: str = "", 
                  f"{{{{{model}}}}} {what}p{round(q * 100)}")
 
 
+def batch_p95() -> Query:
+    """The 95th percentile of images per request, clamped at 1: ``histogram_quantile`` spreads the lowest bucket
+    (le=1) from 0, so traffic of single images read as a p95 between 0 and 1."""
+    query = quantile(0.95, "mlnt_batch_size")
+    return Query(f"clamp_min({query.expr}, 1)", query.legend)
+
+
 def stage_quantiles(qs: tuple[float, ...] = (0.5, 0.95)) -> tuple[Query, ...]:
     """Each quantile of each stage of KServe's model call, from KServe's own histograms (labelled model_name)."""
     return tuple(quantile(q, metric.name, model="model_name", what=f"{stage} ")
@@ -107,8 +114,9 @@ ROWS = (
               unit="s", limit=0.5),
         Panel("Batch size",
               (Query(ratio(rate("mlnt_batch_size_sum"), rate("mlnt_batch_size_count")), "{{model}} mean"),
-               quantile(0.95, "mlnt_batch_size")),
-              "Images per request: mean and 95th percentile."),
+               batch_p95()),
+              "Images per request: mean and 95th percentile (at least 1: histogram_quantile reads the lowest "
+              "bucket, le=1, as spread from 0)."),
         Panel("Requests in flight",
               (Query(f"sum by (model, protocol) (mlnt_requests_in_flight{{{MODEL}}})", "{{model}} {{protocol}}"),),
               "Inference requests being answered at the scrape, over every replica: requests waiting for the "
@@ -127,8 +135,10 @@ ROWS = (
     )),
     Row("Predictions", (
         Panel("Predicted-class mix",
-              (Query(f"sum by (class) ({rate('mlnt_predictions_total')})", "{{class}}"),),
-              "Share of each predicted class (stacked to 100%).", unit="percentunit",
+              (Query(f"sum by (class) ({rate('mlnt_predictions_total')}) / ignoring (class) group_left "
+                     f"sum({rate('mlnt_predictions_total')})", "{{class}}"),),
+              "Share of each predicted class among the predictions of the selected models (stacked to 100%).",
+              unit="percentunit",
               defaults={"custom": {"stacking": {"mode": "percent", "group": "A"}, "fillOpacity": 60}}),
         Panel("Mean top-1 confidence",
               (Query(ratio(rate("mlnt_prediction_confidence_sum"), rate("mlnt_prediction_confidence_count")),

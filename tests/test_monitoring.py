@@ -435,6 +435,38 @@ def test_a_panel_naming_several_alerts_is_held_to_none_of_them(rules, board):
     assert check.threshold_problems(rules, DOCS_FILE.read_text(), several) == []
 
 
+def _panel_answers(board: dict, title: str, series: list[dict], expected: list[list[dict]], tmp_path) -> None:
+    """promtool evaluates panel ``title``'s queries (template variables as ``check.VARIABLES``) at 10m on the input
+    ``series`` scraped every minute, query i expecting the samples ``expected[i]``; it raises with promtool's report
+    otherwise."""
+    panel = next(panel for panel in panels(board) if panel["title"] == title)
+    cases = [{"expr": check.substitute(check.Expr(title, target["expr"])).expr, "eval_time": "10m",
+              "exp_samples": samples} for target, samples in zip(panel["targets"], expected, strict=True)]
+    test = tmp_path / "panel_test.yml"
+    test.write_text(yaml.safe_dump({"tests": [{"interval": "1m", "input_series": series,
+                                               "promql_expr_test": cases}]}, sort_keys=False))
+    check.run_promtool("test", "rules", str(test))
+
+
+def test_the_class_mix_panel_answers_each_classs_share_not_its_rate(board, tmp_path):
+    """The panel's unit is percentunit: Grafana's legend and tooltip show its values with it (percent stacking
+    changes the axis only), so the query itself answers shares."""
+    _panel_answers(board, "Predicted-class mix",
+                   [{"series": 'mlnt_predictions_total{model="fmnist", class="Bag"}', "values": "0+48x10"},
+                    {"series": 'mlnt_predictions_total{model="fmnist", class="Coat"}', "values": "0+16x10"}],
+                   [[{"labels": '{class="Bag"}', "value": 0.75}, {"labels": '{class="Coat"}', "value": 0.25}]],
+                   tmp_path)
+
+
+def test_the_batch_size_p95_of_single_images_is_one(board, tmp_path):
+    """Every request one image: histogram_quantile alone reads the bucket le=1 as spread from 0 (a p95 of 0.95)."""
+    series = [{"series": f'mlnt_batch_size_bucket{{model="fmnist", le="{le}"}}', "values": "0+6x10"}
+              for le in ("1", "2", "4", "+Inf")]
+    series += [{"series": f'mlnt_batch_size_{part}{{model="fmnist"}}', "values": "0+6x10"} for part in ("sum", "count")]
+    one = [{"labels": '{model="fmnist"}', "value": 1}]
+    _panel_answers(board, "Batch size", series, [one, one], tmp_path)
+
+
 def test_dashboard_is_a_grafana_dashboard_with_a_sane_layout(board):
     assert board["schemaVersion"] == 39 and board["uid"] == dashboard.UID
     variables = {variable["name"]: variable for variable in board["templating"]["list"]}
