@@ -15,8 +15,9 @@ decides three fields only, the *run fields*: ``metadata.namespace``, the annotat
 - changes nothing where the InferenceService already serves a newer version (its annotation ``mlnt.io/model-version``,
   or else the last part of its ``storageUri``): two runs' deploy steps may finish in either order, and the gate's
   versions (``vYYYYMMDDTHHMMSSZ-<hash>``) sort by release time, so a late deploy of an older run is skipped with a
-  log line (``"skipped"``), never a rollback. A version not of that form is deployed as before. (A get then a patch:
-  two deploys within the same fraction of a second could still interleave.)
+  log line (``"skipped"``), never a rollback. A version not of that form is deployed as before. A get then a patch
+  that names the ``resourceVersion`` read: where another deploy wrote in between, the API server refuses the patch
+  (409 Conflict) and the step reads and decides again (a create that finds the object created: the same).
 
 Its service account may get, create and patch InferenceServices (k8s/base/rbac.yaml), not update or delete them:
 hence a merge patch, never a replace.
@@ -42,6 +43,7 @@ MANIFEST = Path(__file__).resolve().parents[1] / "k8s" / "base" / "serving" / "i
 NAME = "mlnt-classifier"  # the manifest's metadata.name (tested); known without the manifest, to patch
 VERSION_ANNOTATION = "mlnt.io/model-version"
 RELEASE_VERSION = re.compile(r"v(\d{8}T\d{6}Z)-[0-9a-f]+")  # the gate's versions: v20261126T145519Z-7fcff30e
+ATTEMPTS = 5  # reads and writes of a deploy that other deploys keep overtaking, before the step fails
 log = logging.getLogger(__name__)
 
 
@@ -90,13 +92,19 @@ def as_kserve(service: dict[str, Any]) -> V1beta1InferenceService:
                                    spec=service["spec"])
 
 
+def api_status(err: RuntimeError) -> int | None:
+    """The HTTP status of the API's answer that KServeClient wrapped in ``err`` (it keeps the ApiException as the
+    context); None where there was no answer."""
+    return err.__context__.status if isinstance(err.__context__, ApiException) else None
+
+
 def current(client: KServeClient, namespace: str) -> dict[str, Any] | None:
     """The InferenceService in ``namespace`` as the cluster has it, None where there is none; any error but "not
     found" is raised."""
     try:
         return client.get(NAME, namespace=namespace)
-    except RuntimeError as err:  # KServeClient wraps the API's error; the wrapped one keeps the HTTP status
-        if isinstance(err.__context__, ApiException) and err.__context__.status == 404:
+    except RuntimeError as err:
+        if api_status(err) == 404:
             return None
         raise
 
@@ -125,18 +133,36 @@ def deploy(client: KServeClient | None, *, version: str, storage_uri: str, names
     """Serve ``version``: patch the run fields into the InferenceService, or create it from ``manifest``; with no
     ``client``, apply nothing; where the InferenceService serves a newer version already, change nothing. Returns
     what was done ("patched", "created", "skipped" or "not applied") and the object: the cluster's answer (as served,
-    when skipped), or the object a create would send."""
+    when skipped), or the object a create would send. The patch names the ``resourceVersion`` read: where another
+    deploy wrote in between (409 Conflict, or AlreadyExists for a create), the step reads and decides again."""
     fields = run_fields(version=version, storage_uri=storage_uri, namespace=namespace)
     if client is None:
         return "not applied", merged(load_manifest(manifest), fields)
-    served = current(client, namespace)
-    if served is None:
-        return "created", client.create(as_kserve(merged(load_manifest(manifest), fields)), namespace=namespace)
-    if older(version, served_version(served)):
-        log.warning("deploy: skipped: %s/%s serves %s, newer than %s (a later run deployed first); nothing changed",
-                    namespace, NAME, served_version(served), version)
-        return "skipped", served
-    return "patched", client.patch(NAME, as_kserve(fields), namespace=namespace)
+    for _ in range(ATTEMPTS):
+        served = current(client, namespace)
+        if served is not None and older(version, served_version(served)):
+            log.warning("deploy: skipped: %s/%s serves %s, newer than %s (a later run deployed first); nothing "
+                        "changed", namespace, NAME, served_version(served), version)
+            return "skipped", served
+        try:
+            if served is None:
+                return "created", client.create(as_kserve(merged(load_manifest(manifest), fields)),
+                                                namespace=namespace)
+            return "patched", client.patch(NAME, as_kserve(read_at(fields, served)), namespace=namespace)
+        except RuntimeError as err:
+            if api_status(err) != 409:
+                raise
+            log.warning("deploy: %s/%s changed after it was read (another run's deploy): reading it again",
+                        namespace, NAME)
+    raise RuntimeError(f"deploy: {namespace}/{NAME}: expected to write it after reading it, found it changed in "
+                       f"between {ATTEMPTS} times in a row; run the step again")
+
+
+def read_at(fields: dict[str, Any], served: dict[str, Any]) -> dict[str, Any]:
+    """``fields`` with the ``resourceVersion`` of ``served`` (if it has one): the API server then refuses the patch
+    with 409 Conflict where the object changed since it was read, instead of writing over another deploy."""
+    read = (served.get("metadata") or {}).get("resourceVersion")
+    return merged(fields, {"metadata": {"resourceVersion": read}}) if read else fields
 
 
 def write(service: dict[str, Any], path: str | Path) -> None:

@@ -34,7 +34,9 @@ VERSION, STORAGE = "v0007-20250101T000000Z", "pvc://mlnt-registry"
 
 class FakeKubernetes(BaseHTTPRequestHandler):
     """InferenceServices in namespaces: GET one, POST (create), PATCH (JSON merge patch only); PUT and DELETE are
-    refused as the role mlnt-deploy would refuse them. ``forbidden`` makes every request a 403."""
+    refused as the role mlnt-deploy would refuse them. ``forbidden`` makes every request a 403. An object stored
+    with a ``metadata.resourceVersion`` keeps it as the API server does: a PATCH naming another is a 409 Conflict,
+    and each PATCH counts it up (objects stored without one stay without, so that they compare with manifests)."""
 
     objects: ClassVar[dict[tuple[str, str], dict]] = {}
     requests: ClassVar[list[tuple[str, str, str | None, Any]]] = []
@@ -73,7 +75,14 @@ class FakeKubernetes(BaseHTTPRequestHandler):
         elif key not in self.objects:
             self._status(404, "NotFound")
         else:
+            stored = self.objects[key]["metadata"].get("resourceVersion")
+            asked = body.get("metadata", {}).get("resourceVersion", stored)
+            if stored is not None and asked != stored:
+                self._status(409, "Conflict")
+                return
             self.objects[key] = merge_patch(self.objects[key], body)
+            if stored is not None:
+                self.objects[key]["metadata"]["resourceVersion"] = str(int(stored) + 1)
             self._reply(200, self.objects[key])
 
     def do_GET(self):
@@ -295,6 +304,53 @@ def test_a_late_deploy_of_an_older_release_is_skipped_not_a_rollback(cluster, ca
             "patched"
     assert inference_service.served_version(fake.objects[(NAMESPACE, inference_service.NAME)]) == \
         "v20261201T000003Z-cccccccc"
+
+
+def _overtaken(monkeypatch, client, version: str) -> None:
+    """The next ``deploy`` reads what is served, then ``version``'s deploy runs to its end before it writes."""
+    read = inference_service.current
+
+    def then_another_deploy(*args, **kwargs):
+        served = read(*args, **kwargs)
+        monkeypatch.setattr(inference_service, "current", read)
+        inference_service.deploy(client, version=version, storage_uri=STORAGE, namespace=NAMESPACE)
+        return served
+
+    monkeypatch.setattr(inference_service, "current", then_another_deploy)
+
+
+def test_a_deploy_overtaken_between_its_read_and_its_patch_reads_again_and_never_rolls_back(cluster, monkeypatch):
+    """OLDER's deploy reads OLDER-than-nothing served, NEWER's deploy patches, then OLDER's patch names the
+    resourceVersion it read: refused (409), OLDER reads again and skips. NEWER stays served."""
+    fake, client = cluster
+    applied = copy.deepcopy(one("overlays/prod", "InferenceService"))
+    applied["metadata"]["resourceVersion"] = "1"
+    fake.objects[(NAMESPACE, inference_service.NAME)] = applied
+    _overtaken(monkeypatch, client, NEWER)
+    done, served = inference_service.deploy(client, version=OLDER, storage_uri=STORAGE, namespace=NAMESPACE)
+    assert done == "skipped" and inference_service.served_version(served) == NEWER
+    assert [(method, (body or {}).get("metadata", {}).get("resourceVersion")) for method, _, _, body in
+            fake.requests] == [("GET", None), ("GET", None), ("PATCH", "1"), ("PATCH", "1"), ("GET", None)]
+    assert inference_service.served_version(fake.objects[(NAMESPACE, inference_service.NAME)]) == NEWER
+
+
+def test_a_create_that_finds_the_object_created_meanwhile_reads_again(cluster, monkeypatch):
+    fake, client = cluster
+    _overtaken(monkeypatch, client, NEWER)
+    done, served = inference_service.deploy(client, version=OLDER, storage_uri=STORAGE, namespace=NAMESPACE)
+    assert done == "skipped" and inference_service.served_version(served) == NEWER
+    assert [method for method, *_ in fake.requests] == ["GET", "GET", "POST", "POST", "GET"]
+
+
+def test_a_deploy_overtaken_every_time_fails_naming_the_object(cluster, monkeypatch):
+    fake, client = cluster
+    fake.objects[(NAMESPACE, inference_service.NAME)] = {"metadata": {"name": inference_service.NAME,
+                                                                      "resourceVersion": "1"}}
+    monkeypatch.setattr(inference_service, "read_at", lambda fields, _: inference_service.merged(
+        fields, {"metadata": {"resourceVersion": "0"}}))  # always a stale read
+    with pytest.raises(RuntimeError, match=f"{NAMESPACE}/{inference_service.NAME}: expected to write it after "
+                                           f"reading it, found it changed in between 5 times in a row"):
+        inference_service.deploy(client, version=NEWER, storage_uri=STORAGE, namespace=NAMESPACE)
 
 
 def test_the_served_version_falls_back_to_the_storage_uri(cluster):
