@@ -753,7 +753,9 @@ def test_every_claimed_volume_exists(target):
     assert claims(target) == {"mlnt-artifacts", "mlnt-data"}
     for claim in claims(target):
         pvc(target, claim)
-    storage_uri = one(target, "InferenceService")["spec"]["predictor"]["model"]["storageUri"]
+    assert "storageUri" not in one(target, "InferenceService")["spec"]["predictor"]["model"]  # the deploy step's
+    spec = next(yaml.safe_load_all((ROOT / "pipelines" / "compiled" / "mlnt_pipeline.yaml").read_text()))
+    storage_uri = spec["root"]["inputDefinitions"]["parameters"]["storage_uri"]["defaultValue"]
     assert storage_uri.startswith("pvc://"), storage_uri
     pvc(target, storage_uri.removeprefix("pvc://").split("/")[0])
 
