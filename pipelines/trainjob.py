@@ -4,7 +4,7 @@
                                  [--gpus-per-node 1] [--cpu 8] [--memory 32Gi]
                                  [--pushgateway ADDRESS [--pushgateway-user USER] [--pipeline NAME]]
 
-The job is the one ``k8s/overlays/prod`` declares (``k8s/base/training/trainjob.yaml`` plus the prod patches): the
+The job is the one ``k8s/overlays/prod/training`` declares (``k8s/base/training/trainjob.yaml``, prod patches): the
 ``torch-distributed`` ClusterTrainingRuntime, ``torchrun -m components.mlnt`` on every node (the runtime sets the
 ``PET_*`` variables torchrun reads in place of its flags) with ``--set mlnt.device=cuda`` (a node whose NVIDIA driver
 the image's torch cannot use fails the job rather than train on its CPU while holding the GPU), one GPU per node on
@@ -72,7 +72,7 @@ PUSHGATEWAY_VOLUME = "pushgateway"  # the Secret pipelines/pushgateway.py names,
 
 @dataclass(frozen=True)
 class TrainJobSettings:
-    """What the job asks for; the defaults are ``k8s/overlays/prod``'s."""
+    """What the job asks for; the defaults are ``k8s/overlays/prod/training``'s."""
 
     image: str = IMAGE
     num_nodes: int = 2
@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", help="the TrainJob's name (default: one the SDK makes up)")
     parser.add_argument("--image", default=defaults.image,
                         help="the training image; pass it by digest (name@sha256:...) in production, as "
-                             "k8s/overlays/prod pins it (default: %(default)s)")
+                             "k8s/overlays/prod/training pins it (default: %(default)s)")
     parser.add_argument("--nodes", type=int, default=defaults.num_nodes, help="default: %(default)s")
     parser.add_argument("--gpus-per-node", type=int, default=defaults.gpus_per_node,
                         help="GPUs per node, one training process each (default: %(default)s)")

@@ -10,8 +10,11 @@
 - The other custom resources (PyTorchJob, PodMonitor, PrometheusRule) against the JSON Schemas authored in
   k8s/schemas/ (README there); the core types embedded in custom resources (pod templates, containers, metadata, the
   TrainJob's pod) against the Kubernetes schemas again.
+- An environment (base, dev, prod) is its folder and its training job's kustomization, <folder>/training, applied
+  apart to train: tests render both (``render``); the folder alone holds no job, so applying it never starts, nor
+  suspends, a training run.
 - Every render twice: as checked in (the TrainJob), and with components/training-operator-v1 listed in the
-  kustomization, as docs/deploy.md says for clusters on Training Operator v1.x (the PyTorchJob instead); and with
+  training kustomization, as docs/deploy.md says for clusters on Training Operator v1.x (the PyTorchJob instead); and with
   components/storage-egress (a model in object storage, docs/deploy.md step 4), alone and with an overlay's CIDR.
 - Training metrics: the training pods and the toolbox read the Pushgateway's address and the pipeline's name from the
   ConfigMap mlnt-pushgateway and its credentials from the Secret mlnt-pushgateway, optional; the weekly run passes the
@@ -58,6 +61,7 @@ K8S = ROOT / "k8s"
 SCHEMAS = K8S / "schemas"
 TARGETS = ("base", "overlays/dev", "overlays/prod")
 V1 = "training-operator-v1"  # k8s/components/training-operator-v1: the PyTorchJob in place of the TrainJob
+TRAINING = "training"  # <environment>/training: the kustomization of its training job, applied apart to train
 V1_TARGETS = tuple(f"{target}+{V1}" for target in TARGETS)
 ALL_TARGETS = TARGETS + V1_TARGETS
 STORAGE = "storage-egress"  # k8s/components/storage-egress: the predictor may reach object storage on TCP 443
@@ -142,9 +146,21 @@ def kustomize(folder: Path) -> str:
 
 @functools.cache
 def render(target: str) -> tuple[dict, ...]:
-    """Every object ``kubectl kustomize k8s/<target>`` renders (cached; copy before changing one). ``<folder>+<name>``:
-    with ``k8s/components/<name>`` added to the folder's kustomization, as a user enables it (in a copy of k8s/)."""
+    """Every object of an environment (``base``, ``overlays/dev``, ``overlays/prod``): what ``kubectl kustomize``
+    renders for its folder and for the kustomization of its training job, ``<folder>/training``, which is applied
+    apart, to train; any other folder's alone (cached; copy before changing one). ``<folder>+<name>``: with
+    ``k8s/components/<name>`` added, as a user enables it (in a copy of k8s/): training-operator-v1 to the training
+    kustomization, any other to the folder's."""
     folder, _, component = target.partition("+")
+    if not (K8S / folder / TRAINING / "kustomization.yaml").is_file():
+        return kustomized(folder, component)
+    return (kustomized(folder, "" if component == V1 else component)
+            + kustomized(f"{folder}/{TRAINING}", component if component == V1 else ""))
+
+
+def kustomized(folder: str, component: str = "") -> tuple[dict, ...]:
+    """Every object ``kubectl kustomize k8s/<folder>`` renders, with ``k8s/components/<component>`` added to its
+    kustomization where one is named (in a copy of k8s/)."""
     if not component:
         return tuple(doc for doc in yaml.safe_load_all(kustomize(K8S / folder)) if doc)
     with tempfile.TemporaryDirectory() as scratch:
@@ -642,8 +658,32 @@ def test_the_trainjob_runs_the_step_under_torchrun_on_the_torch_distributed_runt
 @pytest.mark.parametrize("target", TARGETS)
 def test_the_trainjob_resumes_from_checkpoints_on_the_shared_volume(target):
     job = one(target, "TrainJob")
-    assert job["spec"]["suspend"] is True, "applying the manifests must not start a training run"
     training_pod_mounts_the_shared_volumes(target, "TrainJob", trainjob_pod(job))
+
+
+@pytest.mark.parametrize("target", ALL_TARGETS)
+def test_the_training_job_is_applied_apart_and_an_apply_of_the_rest_never_touches_it(target):
+    """The environment's folder renders no training job, so its `kubectl apply -k` leaves a running one alone; the
+    training kustomization holds the one job, not suspended: applying it trains, and applying it again (client-side
+    apply sets each field of the file that the live object does not match) cannot suspend it."""
+    folder, _, component = target.partition("+")
+    rest = kustomized(folder, "" if component == V1 else component)
+    training = kustomized(f"{folder}/{TRAINING}", component if component == V1 else "")
+    assert not [name(obj) for obj in rest if obj["kind"] in ("TrainJob", "PyTorchJob")]
+    (job,) = training
+    assert job["kind"] == ("PyTorchJob" if component == V1 else "TrainJob")
+    assert "suspend" not in job["spec"] and "suspend" not in job["spec"].get("runPolicy", {}), name(job)
+    labels = one(folder, "CronJob")["metadata"]["labels"]
+    assert job["metadata"]["labels"] == {key: value for key, value in labels.items()
+                                         if key.startswith("app.kubernetes.io/")}, "the environment's labels"
+
+
+@pytest.mark.parametrize("folder", ["overlays/dev", "overlays/prod"])
+def test_an_environment_and_its_training_pin_the_same_images(folder):
+    """prod's digests are written into two kustomizations (docs/deploy.md, step 3): they must not drift apart."""
+    lists = [yaml.safe_load((K8S / path / "kustomization.yaml").read_text())["images"]
+             for path in (folder, f"{folder}/{TRAINING}")]
+    assert lists[0] == lists[1]
 
 
 def training_pod_mounts_the_shared_volumes(target: str, where: str, pod: dict) -> None:
@@ -678,7 +718,6 @@ def test_prod_on_training_operator_v1_trains_on_the_gpu_pool_with_one_gpu_per_re
 def test_the_pytorchjob_resumes_from_checkpoints_on_the_shared_volume(target):
     job = one(target, "PyTorchJob")["spec"]
     assert job["runPolicy"]["backoffLimit"] >= 1
-    assert job["runPolicy"]["suspend"] is True, "applying the manifests must not start a training run"
     for role, spec in job["pytorchReplicaSpecs"].items():
         pod = spec["template"]["spec"]
         assert spec["restartPolicy"] == "OnFailure", role
@@ -1059,8 +1098,8 @@ def test_every_training_container_and_the_toolbox_read_the_pushgateway(target):
 @pytest.mark.parametrize("target", TARGETS)
 def test_the_pushgateway_address_is_an_empty_configmap_until_an_overlay_sets_it(target):
     """base generates the ConfigMap with an empty address (no push) and telemetry's default name, under its plain name
-    (the TrainJob and the PyTorchJob name it where kustomize cannot rewrite a hashed name); the overlay that
-    docs/deploy.md shows sets the address and a name of its own, one telemetry accepts."""
+    (the TrainJob and the PyTorchJob, applied apart, name it where kustomize cannot rewrite a hashed name); the
+    overlay that docs/deploy.md shows sets the address and a name of its own, one telemetry accepts."""
     from components.common import telemetry  # noqa: PLC0415
 
     [config] = [o for o in objects(target, "ConfigMap") if o["metadata"]["name"] == "mlnt-pushgateway"]
@@ -1069,7 +1108,7 @@ def test_the_pushgateway_address_is_an_empty_configmap_until_an_overlay_sets_it(
     [config] = [o for o in rendered if (o["kind"], o["metadata"]["name"]) == ("ConfigMap", "mlnt-pushgateway")]
     assert config["data"] == {"address": PUSHGATEWAY_ADDRESS, "pipeline": PIPELINE}
     assert telemetry.pipeline_problem(PIPELINE) is None
-    [job] = [o for o in rendered if o["kind"] == "TrainJob"]
+    job = one(target, "TrainJob")  # applied apart (<target>/training): it names the ConfigMap by its plain name
     env = {e["name"]: e for e in job["spec"]["trainer"]["env"]}
     for variable in ("MLNT_PUSHGATEWAY", "MLNT_PIPELINE"):
         assert env[variable]["valueFrom"]["configMapKeyRef"]["name"] == config["metadata"]["name"], variable

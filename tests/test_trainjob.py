@@ -1,5 +1,5 @@
-"""pipelines/trainjob.py submits, through the Kubeflow SDK, the TrainJob k8s/overlays/prod declares; that TrainJob's
-command trains data-parallel with the variables Kubeflow Trainer's torch runtime sets.
+"""pipelines/trainjob.py submits, through the Kubeflow SDK, the TrainJob k8s/overlays/prod/training declares; that
+TrainJob's command trains data-parallel with the variables Kubeflow Trainer's torch runtime sets.
 
 No cluster here: the SDK's own Kubernetes backend runs against a fake of the Kubernetes custom-objects API that
 answers the runtime lookup and records what the SDK creates. The SDK's local-process backend cannot run this job
