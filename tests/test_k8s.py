@@ -14,8 +14,9 @@
   apart to train: tests render both (``render``); the folder alone holds no job, so applying it never starts, nor
   suspends, a training run.
 - Every render twice: as checked in (the TrainJob), and with components/training-operator-v1 listed in the
-  training kustomization, as docs/deploy.md says for clusters on Training Operator v1.x (the PyTorchJob instead); and with
-  components/storage-egress (a model in object storage, docs/deploy.md step 4), alone and with an overlay's CIDR.
+  training kustomization, as docs/deploy.md says for clusters on Training Operator v1.x (the PyTorchJob instead);
+  and with components/storage-egress (a model in object storage, docs/deploy.md step 4), alone and with an
+  overlay's CIDR.
 - Training metrics: the training pods and the toolbox read the Pushgateway's address and the pipeline's name from the
   ConfigMap mlnt-pushgateway and its credentials from the Secret mlnt-pushgateway, optional; the weekly run passes the
   address and the name on to the pipeline; an overlay sets them as docs/deploy.md (step 9) shows.
