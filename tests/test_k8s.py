@@ -117,9 +117,9 @@ WORKLOADS = {("", "pods"), ("", "pods/exec"), ("", "pods/attach"), ("", "pods/ep
              ("kubeflow.org", "pytorchjobs"), ("jobset.x-k8s.io", "jobsets")}
 WRITE_VERBS = {"create", "update", "patch", "*"}
 PREDICTOR = {"serving.kserve.io/inferenceservice": "mlnt-classifier", "component": "predictor"}
-# The namespaces the predictor may be reached from: KServe's ingress gateway (Istio) and Knative's activator, and
+# The namespaces the predictor may be reached from: KServe's ingress gateway (Istio; RawDeployment mode), and
 # Prometheus's (kube-prometheus-stack, docs/deploy.md step 2).
-GATEWAY_NAMESPACES = {"istio-system", "knative-serving"}
+GATEWAY_NAMESPACES = {"istio-system"}
 PROMETHEUS = {"namespace": "monitoring", "pod": {"app.kubernetes.io/name": "prometheus"}}
 DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 CREDENTIAL_VALUE = re.compile(r"AKIA[0-9A-Z]{16}|-----BEGIN [A-Z ]*PRIVATE KEY|gh[pousr]_[A-Za-z0-9]{20,}|"
@@ -1218,6 +1218,22 @@ def test_only_the_ingress_gateway_and_prometheus_reach_the_predictor(target):
             if names == {PROMETHEUS["namespace"]}:
                 assert peer["podSelector"]["matchLabels"] == PROMETHEUS["pod"], peer
     assert admitted == GATEWAY_NAMESPACES | {PROMETHEUS["namespace"]}
+
+
+KFP_ARTIFACT_SERVER = {"app": "ml-pipeline-ui-artifact"}  # what KFP's profile controller runs in a profile namespace
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_the_kfp_ui_reaches_the_profiles_artifact_server_and_nothing_else_does(target):
+    """Under default-deny the KFP UI could not show a run's artifacts (docs/deploy.md step 6: the validation page,
+    the gate's decision): its pods in kubeflow reach the artifact server's port, 3000, and no other peer or port."""
+    [policy] = [p for p in policies_for(target, KFP_ARTIFACT_SERVER, "Ingress") if p["spec"]["podSelector"] != {}]
+    assert policy["spec"]["podSelector"] == {"matchLabels": KFP_ARTIFACT_SERVER}
+    [rule] = policy["spec"]["ingress"]
+    assert rule["ports"] == [{"protocol": "TCP", "port": 3000}]
+    assert rule["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kubeflow"}},
+                             "podSelector": {"matchLabels": {"app": "ml-pipeline-ui"}}}]
+    assert policy not in policies_for(target, PREDICTOR, "Ingress")  # the predictor's pods: not these
 
 
 @pytest.mark.parametrize("target", ALL_TARGETS)
