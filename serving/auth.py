@@ -2,10 +2,12 @@
 provides (``--feedback-token-file``) or from ``MLNT_FEEDBACK_TOKEN``.
 
 Feedback moves ``mlnt_feedback_total`` and the label-disagreement alert, so whoever may send it decides what the
-alert says. With a token, a request without ``Authorization: Bearer <token>`` is a 401. The file is read again
-when it changes (a Secret rotated by the kubelet); once a token has been seen, a file that goes missing or empty
-closes feedback (503) instead of opening it. Without a token (no file, or a file that does not exist yet: the
-optional Secret of a dev cluster) feedback is open, and the predictor says so at start in a warning.
+alert says. With a token, a request without ``Authorization: Bearer <token>`` is a 401. The file wins when it
+exists; while it does not (the optional Secret is not created), ``MLNT_FEEDBACK_TOKEN`` is the token, if set. The
+file is read again when it changes (a Secret rotated by the kubelet, or created after the start: its token then
+replaces the environment's); once it has held a token, a file that goes missing or empty closes feedback (503)
+instead of opening it or falling back to the environment's. Without a token (no file, or a file that does not
+exist yet, and no ``MLNT_FEEDBACK_TOKEN``) feedback is open, and the predictor says so at start in a warning.
 """
 
 from __future__ import annotations
@@ -27,22 +29,24 @@ class TokenError(Exception):
 
 
 class FeedbackToken:
-    """The token feedback must carry: a fixed ``token`` (from the environment), or the file ``path``, read again when
-    it changes (see the module docstring); with neither, feedback is open."""
+    """The token feedback must carry: the file ``path``'s, read again when it changes, else (no ``path``, or while
+    the file has never existed) the fixed ``token`` from the environment (see the module docstring); with neither,
+    feedback is open."""
 
     def __init__(self, *, path: str | Path | None = None, token: str | None = None):
         self.path = Path(path) if path is not None else None
         self.fixed = token.strip() if token is not None else None
         if self.fixed == "":
             raise TokenError(f"{TOKEN_ENV}: expected a token, found an empty value")
-        self.armed = self.fixed is not None  # a token has been required: a lost file closes, never opens
+        self.armed = False  # the file has held a token: losing it closes feedback, never opens it or falls back
         self.cached: tuple[tuple[int, int, int], str] | None = None
 
     @classmethod
     def from_settings(cls, path: str | None, environ: dict[str, str] | None = None) -> FeedbackToken:
-        """The file if given, else ``MLNT_FEEDBACK_TOKEN`` if set, else none; an existing file must hold a token."""
+        """The file if given, and ``MLNT_FEEDBACK_TOKEN`` if set, for while the file does not exist; an existing file
+        must hold a token, and the variable must not be empty."""
         environ = os.environ if environ is None else environ
-        found = cls(path=path) if path else cls(token=environ[TOKEN_ENV]) if TOKEN_ENV in environ else cls()
+        found = cls(path=path or None, token=environ.get(TOKEN_ENV))
         if found.path is not None and found.path.exists():
             try:
                 text = found.path.read_text(encoding="utf-8").strip()
@@ -57,8 +61,9 @@ class FeedbackToken:
         """``None`` when feedback requires a token; else the warning to log at start."""
         if self.current_or_none() is not None:
             return None
-        where = (f"{self.path} does not exist (the Secret is not mounted); it is required as soon as it appears"
-                 if self.path is not None else f"no --feedback-token-file and no {TOKEN_ENV}")
+        where = (f"{self.path} does not exist (the Secret is not mounted) and {TOKEN_ENV} is not set; the file's "
+                 "token is required as soon as it appears" if self.path is not None
+                 else f"no --feedback-token-file and no {TOKEN_ENV}")
         return (f"FEEDBACK IS NOT AUTHENTICATED: anyone who reaches the HTTP port can send feedback labels, which "
                 f"move mlnt_feedback_total and the label-disagreement alert ({where})")
 
@@ -70,8 +75,9 @@ class FeedbackToken:
             return None
 
     def current(self) -> str | None:
-        """The token now required, ``None`` while feedback is open; a ``BadRequest`` (503) when it is lost."""
-        if self.fixed is not None or self.path is None:
+        """The token now required (the file's, else the environment's while the file has never held one), ``None``
+        while feedback is open; a ``BadRequest`` (503) when the file's is lost."""
+        if self.path is None:
             return self.fixed
         try:
             stat = self.path.stat()
@@ -80,7 +86,7 @@ class FeedbackToken:
                 self.cached = (key, self.path.read_text(encoding="utf-8").strip())
         except FileNotFoundError:
             if not self.armed:
-                return None
+                return self.fixed
             raise self._closed("found no such file") from None
         except (OSError, UnicodeDecodeError) as exc:
             raise self._closed(f"found an unreadable file ({exc})") from None

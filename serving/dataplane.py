@@ -4,8 +4,10 @@
 ``VersionedServicer.ModelInfer`` accounts them (protocol ``grpc-v2``, ``AccountedDataPlane.accounting``): from the
 decoded message to the answer's message, i.e. KServe's conversion of the message, finding the model, preprocess,
 predict and postprocess. Only messages over the size limit, refused by gRPC itself before anything is decoded, are
-not counted. Before KServe converts the message, an unknown model is refused (``ModelNotFound``) and each input's
-datatype and shape are checked against the model's request budget as the REST path checks them, with its messages
+not counted. A call its client cancels, or whose deadline passes, is a client error: gRPC cancels its handler, and
+the client that went away is no fault of the server's (MlntPredictorHighErrorRate reads server errors). Before
+KServe converts the message, an unknown model is refused (``ModelNotFound``) and each input's datatype and shape
+are checked against the model's request budget as the REST path checks them, with its messages
 (``serving.budget.check_v2``): KServe's conversion reads only upper-case datatypes it knows, and refuses any other
 with ``invalid content type``, naming neither the input nor the datatype; and a shape with two negative dimensions,
 or more than ``MAX_RANK``, would pass the model's own checks.
@@ -29,6 +31,7 @@ repository extension only when it is enabled.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -125,14 +128,15 @@ class AccountedDataPlane(DataPlane):
     def accounting(self, headers: dict | None) -> Iterator[None]:
         """Within it, a gRPC inference has its client (from ``headers``, the call's metadata) and is counted, timed
         and counted in flight in ``metrics`` (if any) as ``GRPC``, with its outcome: ``ok``, ``client_error`` for
-        ``CLIENT_ERRORS``, else ``server_error``."""
+        ``CLIENT_ERRORS`` and for a call cancelled (its client cancelled it or its deadline passed: gRPC cancels the
+        handler; the client went away, nginx's 499, no fault of the server's), else ``server_error``."""
         noted = CLIENT.set(self.clients.of_metadata(headers))
         outcome, start = "server_error", time.perf_counter()  # an exception that escapes is a server error
         try:
             with self.metrics.in_flight(GRPC) if self.metrics else contextlib.nullcontext():
                 yield
             outcome = "ok"
-        except CLIENT_ERRORS:
+        except (*CLIENT_ERRORS, asyncio.CancelledError):  # the cancellation goes on: gRPC ends the call
             outcome = "client_error"
             raise
         finally:

@@ -5,7 +5,9 @@
 
 Each batch size sends ``--requests`` requests (after a few unmeasured warm-up requests) from ``--concurrency``
 threads, each request a v2 FP32 tensor (or v1 instances) of the model's input shape, read from its v2 metadata.
-Bounded: at most 10000 requests per batch size, 64 threads, and the server's own batch limit.
+Bounded: at most 10000 requests per batch size, 64 threads, and the server's own batch limit. A request that gets
+no 200, an answer of another status or none at all (a dropped connection, a timeout), is an error: counted, and the
+run goes on; the percentiles are of the requests served, null where none was. Exit status 1 if any request failed.
 """
 
 from __future__ import annotations
@@ -43,24 +45,25 @@ def input_shape(client: httpx.Client, url: str, name: str) -> list[int]:
 
 
 def run_batch(url: str, endpoint: str, body: bytes, *, requests: int, concurrency: int) -> dict:
-    """Send ``requests`` copies of ``body`` from ``concurrency`` threads; latencies in ms and the wall time from the
-    first measured request to the last (the warm-up requests are neither counted nor timed)."""
+    """Send ``requests`` copies of ``body`` from ``concurrency`` threads; latencies in ms of those answered 200, the
+    count of the others (``status``) and the wall time from the first measured request to the last (the warm-up
+    requests are neither counted nor timed)."""
     latencies, errors, lock = [], [], threading.Lock()
     remaining, first = iter(range(requests)), [math.inf]
 
     def worker() -> None:
         with httpx.Client(timeout=60, headers={"content-type": "application/json"}) as client:
             for _ in range(WARMUP):
-                client.post(url + endpoint, content=body)
+                status(client, url + endpoint, body)
             while True:
                 with lock:
                     if next(remaining, None) is None:
                         return
                 start = time.perf_counter()
-                status = client.post(url + endpoint, content=body).status_code
+                answered = status(client, url + endpoint, body)
                 with lock:
                     first[0] = min(first[0], start)
-                    (latencies if status == 200 else errors).append((time.perf_counter() - start) * 1e3)
+                    (latencies if answered == 200 else errors).append((time.perf_counter() - start) * 1e3)
 
     with ThreadPoolExecutor(concurrency) as pool:
         for future in [pool.submit(worker) for _ in range(concurrency)]:
@@ -68,13 +71,22 @@ def run_batch(url: str, endpoint: str, body: bytes, *, requests: int, concurrenc
     return {"latencies_ms": latencies, "errors": len(errors), "wall_s": time.perf_counter() - first[0]}
 
 
+def status(client: httpx.Client, url: str, body: bytes) -> int | None:
+    """The status of a POST of ``body`` to ``url``; ``None`` when no answer came (httpx's error: a connection
+    dropped or refused, a timeout), which counts as an error like any status but 200."""
+    try:
+        return client.post(url, content=body).status_code
+    except httpx.HTTPError:
+        return None
+
+
 def summary(batch: int, done: dict) -> dict:
-    """One batch size's results: requests served and failed, latency percentiles (``PERCENTILES``) in ms, and
-    requests and images per second over the measured wall time."""
-    ms = np.asarray(done["latencies_ms"] or [np.nan])
-    served = len(done["latencies_ms"])
+    """One batch size's results: requests served and failed, latency percentiles (``PERCENTILES``) in ms of those
+    served (``None`` when none was: there are none to give), and requests and images per second over the measured
+    wall time."""
+    ms, served = done["latencies_ms"], len(done["latencies_ms"])
     return {"batch": batch, "requests": served, "errors": done["errors"],
-            "latency_ms": {q: round(float(np.percentile(ms, p)), 3) for q, p in PERCENTILES},
+            "latency_ms": {q: round(float(np.percentile(ms, p)), 3) if served else None for q, p in PERCENTILES},
             "requests_per_s": round(served / done["wall_s"], 2),
             "images_per_s": round(served * batch / done["wall_s"], 1)}
 
@@ -106,8 +118,9 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m serving.load``: run ``load`` with the command line and print its JSON report; returns 2 for
-    options out of range, 1 when any request failed, else 0."""
+    """``python -m serving.load``: run ``load`` with the command line and print its JSON report (strict JSON: no
+    NaN); returns 2 for options out of range, 1 when any request failed (the metadata's too: no report then), else
+    0."""
     args = get_args_parser().parse_args(argv)
     if args.quick:
         args.requests, args.concurrency, args.batch = 20, 2, args.batch or [1, 8]
@@ -116,9 +129,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"serving.load: expected 1..{MAX_REQUESTS} requests, 1..{MAX_CONCURRENCY} threads and batches >= 1, "
               f"found {args.requests}, {args.concurrency} and {batches}", file=sys.stderr)
         return 2
-    report = load(args.url, name=args.model_name, batches=batches, concurrency=args.concurrency,
-                  requests=args.requests, protocol=args.protocol)
-    print(json.dumps(report, indent=2))
+    try:
+        report = load(args.url, name=args.model_name, batches=batches, concurrency=args.concurrency,
+                      requests=args.requests, protocol=args.protocol)
+    except httpx.HTTPError as exc:
+        print(f"serving.load: expected the v2 metadata of model {args.model_name} at {args.url}, found "
+              f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(report, indent=2, allow_nan=False))
     return 0 if all(r["errors"] == 0 for r in report["results"]) else 1
 
 

@@ -4,6 +4,8 @@ shows them beside its own."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
@@ -62,15 +64,16 @@ class PredictorMetrics:
         return self.in_flight_gauge.labels(model=self.model, protocol=protocol).track_inprogress()
 
     def predicted(self, probabilities: np.ndarray, *, client: str = "", digests: list[bytes] | None = None) -> None:
-        """Batch size, predicted classes, top-1 confidence and drift for one batch ``[N, K]`` from ``client``
-        (``digests`` identify its images: the drift window counts an image once, ``serving.drift``)."""
+        """Batch size, predicted classes, top-1 confidence (finite ones only) and drift for one batch ``[N, K]`` from
+        ``client`` (``digests`` identify its images: the drift window counts an image once, ``serving.drift``)."""
         top = probabilities.argmax(axis=1)
         self.batch_size.labels(model=self.model).observe(len(top))
         for index, count in zip(*np.unique(top, return_counts=True), strict=True):
             self.predictions.labels(model=self.model, **{"class": self.class_names[index]}).inc(int(count))
         confidence = self.confidence.labels(model=self.model)
         for p in probabilities.max(axis=1):
-            confidence.observe(float(p))
+            if math.isfinite(p):  # one NaN would make the sum NaN for good (the model refuses them before this)
+                confidence.observe(float(p))
         self.drift_gauge.labels(model=self.model).set(self.drift.add(top, client=client, digests=digests))
 
     def fed_back(self, received: int, disagreements: int) -> None:

@@ -17,7 +17,7 @@ import onnxruntime as ort
 from kserve import InferRequest, Model
 
 from serving.clients import CLIENT
-from serving.inputs import FORMATS, Encoded, decode_images, v1_batch, v2_batch
+from serving.inputs import FORMATS, BadRequest, Encoded, decode_images, v1_batch, v2_batch
 from serving.metrics import PredictorMetrics
 from serving.outputs import check_requested, output_types, v1_response, v2_response
 from serving.release import Release, ReleaseError
@@ -94,15 +94,16 @@ class Classifier(Model):
         return Batch("v1", await self.tensor(v1_batch(payload, self.spec, self.max_batch)), client=CLIENT.get())
 
     async def predict(self, payload: Batch, headers: dict | None = None) -> Batch:
-        """The batch with its probabilities ``[N, K]``, from onnxruntime in KServe's executor."""
+        """The batch with its probabilities ``[N, K]``, from onnxruntime in KServe's executor; a ``BadRequest`` when
+        any is not finite (``finite``), before ``postprocess`` counts anything."""
         # onnxruntime releases the GIL: run it in the executor so the event loop keeps answering.
         probabilities = await asyncio.get_running_loop().run_in_executor(None, self.probabilities, payload.images)
         return replace(payload, probabilities=probabilities)
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         """One onnxruntime run: the card's output (probabilities ``[N, K]``) for ``images`` (float32
-        ``[N, C, H, W]``)."""
-        return self.session.run([self.spec.output], {self.spec.name: images})[0]
+        ``[N, C, H, W]``); a ``BadRequest`` naming the images whose probabilities are not all finite (``finite``)."""
+        return finite(self.session.run([self.spec.output], {self.spec.name: images})[0])
 
     async def postprocess(self, result: Batch, headers: dict | None = None, response_headers: dict | None = None):
         """Record the batch's predictions in ``metrics`` (if given) and answer: a v2 ``InferResponse`` or a v1
@@ -133,6 +134,20 @@ class Classifier(Model):
         """The outputs the v2 metadata lists: ``probabilities`` FP32 ``[-1, K]``, ``class`` BYTES and ``class_index``
         INT64 ``[-1]`` (``serving.outputs.output_types``, the answer's own table)."""
         return output_types(len(self.spec.class_names))
+
+
+def finite(probabilities: np.ndarray) -> np.ndarray:
+    """``probabilities`` if every one is finite; else a 400 ``BadRequest`` naming the images that are not. Inputs are
+    checked to be finite (``serving.inputs``), but finite numbers far outside the normalised range (3e38) overflow
+    inside the network, and onnxruntime answers NaN: refused here, before inference or feedback counts anything (a
+    NaN confidence would make the histogram's sum NaN for the life of the process, and its argmax is class 0)."""
+    bad = np.flatnonzero(~np.isfinite(probabilities).all(axis=1))
+    if bad.size:
+        shown = ", ".join(map(str, bad[:10])) + (", ..." if bad.size > 10 else "")
+        raise BadRequest(f"expected inputs the model computes finite probabilities for, found NaN or infinite "
+                         f"probabilities for image(s) [{shown}] of {len(probabilities)} (numbers far outside the "
+                         "normalised range overflow inside the network)")
+    return probabilities
 
 
 def digests(images: np.ndarray) -> list[bytes]:

@@ -46,13 +46,17 @@ def run(workload: Workload, work: Path, *, batches: tuple[int, ...], clients: in
 
 
 def load_batch(url: str, pid: int, body: bytes, batch: int, *, clients: int, requests: int) -> dict:
-    """``requests`` copies of ``body`` in two halves, the predictor's RSS before, between and after them."""
+    """``requests`` copies of ``body`` in two halves, the predictor's RSS before, between and after them; a
+    ``RuntimeError`` when none was served: there are no latencies to report (``summary`` gives none)."""
     rss, halves = [rss_mb(pid)], []
     for count in (requests // 2, requests - requests // 2):
         halves.append(run_batch(url, ENDPOINT, body, requests=count, concurrency=clients))
         rss.append(rss_mb(pid))
     both = {"latencies_ms": [ms for half in halves for ms in half["latencies_ms"]],
             "errors": sum(half["errors"] for half in halves), "wall_s": sum(half["wall_s"] for half in halves)}
+    if not both["latencies_ms"]:
+        raise RuntimeError(f"serving: expected the predictor to serve requests of batch {batch}, found all "
+                           f"{both['errors']} failed (no answer, or not 200)")
     return {**summary(batch, both), "body_bytes": len(body),
             "rss_mb": dict(zip(("before", "half", "after"), rss, strict=True))}
 

@@ -72,10 +72,14 @@ class InProcess:
     def grpc_infer(self, x: np.ndarray, metadata: dict | None = None, *, shape: list[int] | None = None):
         """The gRPC servicer's answer to an inference of the FP32 images ``x`` (raw contents; ``shape`` as declared,
         ``x``'s by default), with ``metadata`` as the call's."""
+        return asyncio.run(self.agrpc_infer(x, metadata, shape=shape))
+
+    async def agrpc_infer(self, x: np.ndarray, metadata: dict | None = None, *, shape: list[int] | None = None):
+        """``grpc_infer`` on the running event loop: a task of it can be cancelled, as gRPC cancels a call's."""
         message = pb.ModelInferRequest(model_name=NAME, inputs=[pb.ModelInferRequest.InferInputTensor(
             name="images", datatype="FP32", shape=shape or list(x.shape))], raw_input_contents=[x.tobytes()])
         servicer = VersionedServicer(self.dataplane, self.extension)
-        return asyncio.run(servicer.ModelInfer(message, Call(metadata or {})))
+        return await servicer.ModelInfer(message, Call(metadata or {}))
 
 
 class Call:

@@ -55,9 +55,9 @@ def test_an_empty_token_is_refused_at_start(tmp_path):
 
 def test_a_token_file_is_required_once_it_appears_and_follows_its_rotation(tmp_path):
     path = tmp_path / "token"
-    token = FeedbackToken.from_settings(str(path), {TOKEN_ENV: "ignored: the file wins"})
-    token.check(None)  # the optional Secret is not mounted yet: open
-    assert "does not exist" in token.describe()
+    token = FeedbackToken.from_settings(str(path), {})
+    token.check(None)  # the optional Secret is not mounted yet, and no MLNT_FEEDBACK_TOKEN: open
+    assert "does not exist" in token.describe() and f"{TOKEN_ENV} is not set" in token.describe()
     path.write_text(SECRET)
     assert refused(token, None).status == 401
     token.check(f"Bearer {SECRET}")
@@ -71,6 +71,32 @@ def test_a_token_file_is_required_once_it_appears_and_follows_its_rotation(tmp_p
     os.replace(same_size, path)
     assert refused(token, "Bearer rotated-token-2").status == 401
     token.check("Bearer rotated-token-3")
+
+
+def test_the_environments_token_is_required_while_the_token_file_does_not_exist(tmp_path):
+    """The ServingRuntime always passes --feedback-token-file, its Secret optional: without the Secret,
+    MLNT_FEEDBACK_TOKEN is the token; once the file appears, its token replaces the environment's, and a file lost
+    after that closes feedback (503) rather than falling back to the environment's token."""
+    path = tmp_path / "token"
+    token = FeedbackToken.from_settings(str(path), {TOKEN_ENV: f"{SECRET}-env\n"})
+    assert token.describe() is None  # no warning: feedback is not open
+    assert refused(token, None).status == 401
+    assert refused(token, f"Bearer {SECRET}").status == 401
+    token.check(f"Bearer {SECRET}-env")
+    path.write_text(SECRET)  # the Secret is created: its token replaces the environment's
+    assert refused(token, f"Bearer {SECRET}-env").status == 401
+    token.check(f"Bearer {SECRET}")
+    path.unlink()
+    assert refused(token, f"Bearer {SECRET}-env").status == 503
+
+
+def test_an_existing_token_file_wins_over_the_environment_from_the_start(tmp_path):
+    (tmp_path / "token").write_text(SECRET)
+    token = FeedbackToken.from_settings(str(tmp_path / "token"), {TOKEN_ENV: "from-the-environment"})
+    token.check(f"Bearer {SECRET}")
+    assert "another bearer token" in str(refused(token, "Bearer from-the-environment"))
+    with pytest.raises(TokenError, match=f"{TOKEN_ENV}: expected a token, found an empty value"):
+        FeedbackToken.from_settings(str(tmp_path / "token"), {TOKEN_ENV: ""})  # set to nothing: refused as alone
 
 
 @pytest.mark.parametrize("lose", ["delete", "empty"])

@@ -17,7 +17,17 @@ from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceSt
 from monitoring import metrics as contract
 from serving.dataplane import GRPC
 from tests.serving.conftest import CLASSES, CORRUPT_PNGS, LIMITS, VERSION, logged_since
-from tests.serving.test_server import NAME, V2, encode, metric, v2_images, v2_probabilities, v2_tensor
+from tests.serving.test_server import (
+    EXTREME,
+    NAME,
+    OVERFLOW,
+    V2,
+    encode,
+    metric,
+    v2_images,
+    v2_probabilities,
+    v2_tensor,
+)
 
 
 def infer(target: str, *inputs: InferInput, model: str = NAME) -> dict[str, np.ndarray]:
@@ -112,6 +122,8 @@ BAD = [  # (case, request, status, the message names what was expected and what 
      grpc.StatusCode.NOT_FOUND, "Model with name nope does not exist"),  # the model first, as over REST
     ("NaN", request("FP32", [1, 1, 8, 8], np.full((1, 1, 8, 8), np.nan, np.float32).tobytes()),
      grpc.StatusCode.INVALID_ARGUMENT, "expected finite numbers, found NaN or infinity"),
+    ("finite numbers the network overflows on", request("FP32", [1, 1, 8, 8], EXTREME.tobytes()),
+     grpc.StatusCode.INVALID_ARGUMENT, OVERFLOW.format(0, 1)),
     ("wrong input name", request("FP32", [1, 1, 8, 8], ZEROS, name="x"), grpc.StatusCode.INVALID_ARGUMENT,
      "expected the FP32 input to be named 'images', found 'x'"),
     ("BYTES elements cut short", request("BYTES", [1], struct.pack("<I", 100) + b"abc", name="image"),

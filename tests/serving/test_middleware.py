@@ -109,6 +109,33 @@ def test_a_grpc_call_is_in_flight_while_the_data_plane_answers_it_and_timed_by_o
             for outcome in ("ok", "client_error", "server_error")] == [1, 1, 0]
 
 
+def test_a_grpc_call_the_client_cancels_is_a_client_error_and_stays_cancelled(tmp_path):
+    """gRPC cancels the handler of a call its client cancels or whose deadline passes: a CancelledError at whatever
+    it awaits. The client went away (nginx's 499), so it counts as a client error, never a server error (which
+    MlntPredictorHighErrorRate reads), and the cancellation goes on to gRPC."""
+    served = InProcess(write_release(tmp_path / VERSION)[0])
+
+    async def cancelled_while_the_model_runs():
+        started, never = asyncio.Event(), asyncio.Event()
+
+        async def blocked(model_name, request, headers):
+            started.set()
+            await never.wait()
+
+        served.dataplane.infer = blocked
+        call = asyncio.create_task(served.agrpc_infer(np.zeros((1, 1, 8, 8), np.float32)))
+        await started.wait()
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+
+    asyncio.run(cancelled_while_the_model_runs())
+    assert [served.sample("mlnt_requests_total", protocol="grpc-v2", outcome=outcome)
+            for outcome in ("ok", "client_error", "server_error")] == [0, 1, 0]
+    assert served.sample("mlnt_request_duration_seconds_count", protocol="grpc-v2", outcome="client_error") == 1
+    assert served.sample("mlnt_requests_in_flight", protocol="grpc-v2") == 0
+
+
 def test_only_inference_paths_are_accounted():
     http = {"type": "http"}
     assert inference_protocol({**http, "path": "/v1/models/m:predict"}) == "v1"

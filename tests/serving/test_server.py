@@ -122,6 +122,10 @@ UNREADABLE = "image 0: expected PNG, JPEG or WEBP bytes, found {} bytes that are
 NOT_NUMBERS = "expected numbers in nested lists of equal length, found other values ({})"
 FP32 = {"name": "images", "shape": [1, 1, 8, 8], "datatype": "FP32"}
 WRONG_DATATYPE = "input 'images': expected datatype FP32 (a preprocessed tensor) or BYTES (encoded images), found {}"
+# Finite float32 numbers far outside the normalised range: the network overflows on them, to NaN probabilities
+EXTREME = np.random.default_rng(0).choice(np.float32([3e38, -3e38]), (1, 1, 8, 8))
+OVERFLOW = ("expected inputs the model computes finite probabilities for, found NaN or infinite probabilities for "
+            "image(s) [{}] of {}")
 BAD = [  # (case, path, request, status, the error names what was expected and what was found)
     ("malformed JSON v2", V2, {"content": b'{"inputs": ['}, 400, "expected a JSON body, found invalid JSON"),
     ("malformed JSON v1", V1, {"content": b"{instances"}, 400, "expected a JSON body, found invalid JSON"),
@@ -192,6 +196,9 @@ BAD = [  # (case, path, request, status, the error names what was expected and w
      WRONG_DATATYPE.format("FP16")),
     ("FP16 as binary data v2", V2, v2_binary(({**FP32, "datatype": "FP16", "parameters": {"binary_data_size": 128}},
                                               b"\0" * 128)), 400, WRONG_DATATYPE.format("FP16")),
+    ("finite numbers the network overflows on v2", V2, {"json": v2_tensor(EXTREME)}, 400, OVERFLOW.format(0, 1)),
+    ("finite numbers the network overflows on v1", V1, {"json": {"instances": EXTREME.tolist()}}, 400,
+     OVERFLOW.format(0, 1)),
     ("unknown model v2", "/v2/models/nope/infer", {"json": {}}, 404, f"Unknown model 'nope'. Valid: {NAME}"),
     ("unknown model v1", "/v1/models/nope:predict", {"json": {}}, 404, f"Unknown model 'nope'. Valid: {NAME}"),
 ]
@@ -258,6 +265,28 @@ def test_every_image_of_a_batch_is_counted_as_a_prediction(server, client):
     before = counted()
     assert client.post(server + V2, json=v2_tensor(np.zeros((3, 1, 8, 8), np.float32))).status_code == 200
     assert counted() == (before[0] + 3, before[1] + 3, before[2] + 1)
+
+
+def test_images_the_network_overflows_on_are_refused_before_anything_is_counted(server, client):
+    """Finite numbers far outside the normalised range overflow inside the network: NaN probabilities, which would
+    answer 200 with null probabilities and class 0, count a prediction of class 0 and make the confidence sum NaN for
+    good (MlntLowConfidence reads it). The request is refused, naming the image; inference and feedback count
+    nothing of it, not even its good images."""
+    def counted():
+        return ([metric(client, server, "mlnt_predictions_total", model=NAME, **{"class": c}) for c in CLASSES],
+                metric(client, server, "mlnt_prediction_confidence_count", model=NAME),
+                metric(client, server, "mlnt_batch_size_count", model=NAME),
+                metric(client, server, "mlnt_prediction_drift", model=NAME),
+                metric(client, server, "mlnt_feedback_total", model=NAME))
+
+    before = counted()
+    x = np.concatenate([np.zeros_like(EXTREME), EXTREME])  # image 1 overflows
+    for path, body in ((V2, v2_tensor(x)), (V1, {"instances": x.tolist()}),
+                       (f"/v1/models/{NAME}/feedback", {"instances": x.tolist(), "labels": ["ant", "bee"]})):
+        answer = client.post(server + path, json=body)
+        assert answer.status_code == 400 and answer.json()["error"].startswith(OVERFLOW.format(1, 2)), answer.text
+    assert counted() == before
+    assert math.isfinite(metric(client, server, "mlnt_prediction_confidence_sum", model=NAME))
 
 
 def test_a_wrong_method_is_refused_in_the_error_shape_and_counted(server, client):
