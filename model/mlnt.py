@@ -25,7 +25,10 @@ Why this is cheaper than the reference implementation (M independent passes):
   own part of the inner gradient, then its graphs are freed. Peak memory therefore does not grow with M.
   What every set shares, the path through ``grad CE_b``, is summed over the sets as a cotangent and
   differentiated once at the end (one Hessian-vector product, not M). The returned scalar carries that
-  gradient for the trainable parameters of ``net`` (it is not differentiable with respect to anything else).
+  gradient for the trainable parameters of ``net`` that its forward pass reaches (it is not differentiable with
+  respect to anything else: a parameter the pass never uses keeps no gradient, as after a CE step).
+* Passes besides the step's forward pass (fast weights, changed rows) run on copies of the buffers, so running
+  statistics (batch norm, an instance norm that tracks them) move once per step.
 
 Data parallelism: with ``batch_mean`` (``model.distributed.Group.mean``) each process passes its rows of the
 global batch, and the inner gradients (or, in ``head`` mode, the head's update) are averaged over the
@@ -157,13 +160,15 @@ def _meta(net, inputs, logits, features, base, synthetic, teacher, *, inner_lr, 
 def _weight_meta(net, inputs, logits, base, synthetic, teacher, inner_lr, *, second_order, batch_mean):
     """The meta loss, its gradient computed here one label set at a time (see the module docstring), returned
     as a scalar that carries that gradient."""
-    params = tuple(p for p in net.parameters() if p.requires_grad)
+    trainable = tuple(p for p in net.parameters() if p.requires_grad)
+    base_grads = _grad_fn(trainable, create_graph=second_order)(F.cross_entropy(logits, base), retain_graph=True,
+                                                                materialize=False)
+    params, base_grads = _reached(trainable, base_grads)
     slots = _slots(net, params)
     grad = _grad_fn(params, create_graph=second_order)
-    base_grads = grad(F.cross_entropy(logits, base), retain_graph=True)
     gradient, scale = _MetaGradient(params, retain_graph=couples_samples(net)), 1.0 / synthetic.shape[0]
     value = logits.new_zeros(())
-    for extra in _inner_deltas(net, inputs, logits, base, synthetic, grad):
+    for extra in _inner_deltas(net, slots[1], inputs, logits, base, synthetic, grad):
         leaves, inner = _inner_grads(base_grads, extra, batch_mean, second_order=second_order)
         kl, fast_grads = _fast_pass(net, slots, params, inputs, inner, teacher, inner_lr)
         value = value + kl * scale
@@ -173,6 +178,14 @@ def _weight_meta(net, inputs, logits, base, synthetic, teacher, inner_lr, *, sec
     if second_order:
         gradient.add_shared(base_grads)
     return _with_gradient(value, params, gradient.total), (params, base_grads)
+
+
+def _reached(params, grads) -> tuple[tuple[Tensor, ...], list[Tensor]]:
+    """The parameters the forward pass reaches (those with a gradient, None for the others) and their gradients. The
+    meta step leaves the others out, so that they keep no gradient, as after a CE step: a zero gradient would let the
+    optimiser's weight decay and momentum move a layer the loss never uses."""
+    reached = [(p, g) for p, g in zip(params, grads, strict=True) if g is not None]
+    return tuple(p for p, _ in reached), [g for _, g in reached]
 
 
 class _MetaGradient:
@@ -204,9 +217,9 @@ class _MetaGradient:
                                                             allow_unused=True, materialize_grads=True))
 
 
-def _inner_deltas(net, inputs, logits, base, synthetic, grad) -> Iterator[list[Tensor] | None]:
+def _inner_deltas(net, buffers, inputs, logits, base, synthetic, grad) -> Iterator[list[Tensor] | None]:
     """grad CE_m - grad CE_base for each label set m, lazily (one set's graph alive at a time); None where
-    the set equals ``base``."""
+    the set equals ``base``. A pass over the changed rows runs on copies of ``buffers``."""
     n, k = logits.shape
     coupled = couples_samples(net)
     for labels_m in synthetic:
@@ -219,7 +232,8 @@ def _inner_deltas(net, inputs, logits, base, synthetic, grad) -> Iterator[list[T
         if coupled:
             yield grad(logits, grad_outputs=logits.new_zeros(n, k).index_copy(0, rows, delta), retain_graph=True)
         else:
-            yield grad(net(inputs[rows]), grad_outputs=delta)
+            logits_m = functional_call(net, _buffer_copies(buffers), (inputs[rows],), tie_weights=False)
+            yield grad(logits_m, grad_outputs=delta)
 
 
 def _inner_grads(base_grads, extra, batch_mean, *, second_order) -> tuple[list[Tensor], list[Tensor]]:
@@ -255,11 +269,17 @@ def _fast_pass(net, slots, params, inputs, inner, teacher, inner_lr) -> tuple[Te
     fast = [(p - inner_lr * g).detach().requires_grad_() for p, g in zip(params, inner, strict=True)]
     weights, buffers = slots
     state = {name: fast[i] for name, i in weights}
-    # Fast-weight passes must not move batch-norm running statistics: give them throw-away copies.
-    state.update({name: b.clone() for name, b in buffers})
+    state.update(_buffer_copies(buffers))
     log_q = functional_call(net, state, (inputs,), tie_weights=False).log_softmax(-1)
     kl = F.kl_div(log_q, teacher, reduction="sum") / teacher.numel()  # nn.KLDivLoss()'s mean over N x K
     return kl.detach(), list(torch.autograd.grad(kl, fast, allow_unused=True, materialize_grads=True))
+
+
+def _buffer_copies(buffers: list[tuple[str, Tensor]]) -> dict[str, Tensor]:
+    """Throw-away copies of the buffers for a pass besides the step's forward pass (a fast-weight pass, a pass over
+    changed rows), which must not move running statistics (batch norm, an instance norm that tracks them): they move
+    once per step."""
+    return {name: b.clone() for name, b in buffers}
 
 
 def _mean_of_set(grads: list[Tensor], batch_mean: BatchMean) -> list[Tensor]:
@@ -294,10 +314,11 @@ def _head_meta(head: nn.Linear, features, logits, base, synthetic, teacher, inne
 
 
 def _grad_fn(params, *, create_graph):
-    def grad(output, *, grad_outputs=None, retain_graph=False):
+    def grad(output, *, grad_outputs=None, retain_graph=False, materialize=True):
+        """``materialize``: zeros, not None, for a parameter ``output`` does not depend on."""
         return torch.autograd.grad(output, params, grad_outputs=grad_outputs, create_graph=create_graph,
                                    retain_graph=retain_graph or create_graph, allow_unused=True,
-                                   materialize_grads=True)
+                                   materialize_grads=materialize)
     return grad
 
 

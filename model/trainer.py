@@ -341,7 +341,7 @@ def _train_rounds(config: TrainConfig, net: nn.Module, train_data: Source, initi
                                  f"samples, expected at least batch_size ({config.batch_size}); train the first "
                                  "round longer or raise mentor_top_k")
             data = train_data.subset(keep.cpu())
-        torch.manual_seed(global_seed(config.seed, round_))  # replaced by a checkpoint's state on resume
+        _seed_global(global_seed(config.seed, round_), device)  # replaced by a checkpoint's state on resume
         result = _Loop(config, net, data, mentor=mentor, key=f"round{round_}", device=device, group=group,
                        **loop_args).run()
         if round_ + 1 < rounds:  # the next round retrains ``net``: keep this round's weights apart
@@ -353,10 +353,37 @@ def _train_rounds(config: TrainConfig, net: nn.Module, train_data: Source, initi
 
 
 def _cuda_indices(device: torch.device) -> list[int]:
-    """The CUDA device whose generator ``fork_rng`` must fork besides the CPU's: ``device``'s, if it is one."""
+    """The CUDA device whose generator the run uses besides the CPU's (``fork_rng`` forks it, each round seeds it, a
+    checkpoint keeps it): ``device``'s, if it is one."""
     if device.type != "cuda":
         return []
     return [device.index if device.index is not None else torch.cuda.current_device()]
+
+
+def _seed_global(seed: int, device: torch.device) -> None:
+    """Seed torch's global generators that ``train`` forks: the CPU's and ``device``'s CUDA one. Not
+    ``torch.manual_seed``, which reseeds every visible GPU's: the caller's on GPUs this process does not train on."""
+    torch.default_generator.manual_seed(seed)
+    for index in _cuda_indices(device):  # CUDA is initialised: the network was moved to ``device``
+        torch.cuda.default_generators[index].manual_seed(seed)
+
+
+def _cuda_rng_state(device: torch.device) -> Tensor | None:
+    """The CUDA generator state a checkpoint keeps: ``device``'s alone (None on the CPU), so that it resumes on a
+    host that sees another number of GPUs."""
+    indices = _cuda_indices(device)
+    return torch.cuda.get_rng_state(indices[0]) if indices else None
+
+
+def _restore_cuda_rng(saved: Tensor | list[Tensor] | None, device: torch.device) -> None:
+    """Give ``device``'s CUDA generator the state a checkpoint saved (``_cuda_rng_state``); nothing on the CPU or when
+    the checkpoint has none. An older checkpoint holds a list, one state per GPU its writer saw: the training device's
+    entry is taken, and none where the list is shorter (its writer saw fewer GPUs)."""
+    indices = _cuda_indices(device)
+    if isinstance(saved, list | tuple):
+        saved = saved[indices[0]] if indices and indices[0] < len(saved) else None
+    if indices and saved is not None:
+        torch.cuda.set_rng_state(saved, indices[0])
 
 
 def global_seed(seed: int, round_: int) -> int:
@@ -695,7 +722,7 @@ class _Loop:
             "model": _cpu_state(self.net), "teacher": None if self.teacher is None else _cpu_state(self.teacher),
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "rng": {"generator": self.generator.get_state(), "torch": torch.get_rng_state(),
-                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+                    "cuda": _cuda_rng_state(self.device)},
             **self.state.as_checkpoint(),
         }
 
@@ -731,8 +758,7 @@ class _Loop:
         self.scheduler.load_state_dict(state["scheduler"])
         self.generator.set_state(state["rng"]["generator"])
         torch.set_rng_state(state["rng"]["torch"])
-        if state["rng"]["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        _restore_cuda_rng(state["rng"].get("cuda"), self.device)
         self.state = LoopState.from_checkpoint(state)
         self.last_checkpoint = f"{self.store.location} ({self.key}, step {self.state.step})"
         if self.group.is_main:

@@ -59,19 +59,22 @@ def _train_all(group: Group) -> dict:
     return out
 
 
-def _meta_gradients(group: Group, *, average_inner: bool) -> list[torch.Tensor]:
-    """The gradient of one exact-mode MLNT loss on a fixed global batch, averaged over the processes."""
+def _meta_gradients(group: Group, *, average_inner: bool, spare: bool = False) -> list[torch.Tensor | None]:
+    """The gradient of one exact-mode MLNT loss on a fixed global batch, averaged over the processes (None for a
+    parameter without one); with ``spare``, of a network holding a layer its forward pass never uses."""
     g = torch.Generator().manual_seed(7)
     x, y = torch.randn(16, 1, 8, 8, generator=g), torch.randint(4, (16,), generator=g)
     synth = torch.randint(4, (3, 16), generator=g)
     teacher = torch.softmax(torch.randn(16, 4, generator=g), dim=1)
     model = net(seed=2)
+    if spare:
+        model.spare = nn.Linear(16, 4)
     rows = group.rows(16)
     loss = mlnt_loss(model, x[rows], y[rows], synth[:, rows], teacher[rows], inner_lr=0.5, meta_weight=1.0,
                      mode="exact", batch_mean=group.mean if average_inner and group.active else None)
     loss.backward()
     group.average_gradients(list(model.parameters()))
-    return [p.grad.clone() for p in model.parameters()]
+    return [None if p.grad is None else p.grad.clone() for p in model.parameters()]
 
 
 def _frozen_layer_moves(group: Group) -> float:
@@ -95,6 +98,7 @@ def _worker(rank: int, init_file: str, results: dict) -> None:
         results[rank] = {"train": _train_all(group),
                          "grads": _meta_gradients(group, average_inner=True),
                          "grads_local_inner": _meta_gradients(group, average_inner=False),
+                         "grads_spare": _meta_gradients(group, average_inner=True, spare=True),
                          "frozen_moved": _frozen_layer_moves(group)}
     finally:
         dist.destroy_process_group()
@@ -116,7 +120,8 @@ def two_processes(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def one_process():
-    return {"train": _train_all(Group()), "grads": _meta_gradients(Group(), average_inner=True)}
+    return {"train": _train_all(Group()), "grads": _meta_gradients(Group(), average_inner=True),
+            "grads_spare": _meta_gradients(Group(), average_inner=True, spare=True)}
 
 
 def close(a, b):
@@ -156,6 +161,18 @@ def test_a_frozen_parameter_stays_frozen_under_data_parallelism(two_processes):
     and momentum then moved), as in one process."""
     assert _frozen_layer_moves(Group()) == 0.0
     assert [two_processes[rank]["frozen_moved"] for rank in range(WORLD)] == [0.0] * WORLD
+
+
+def test_a_layer_the_loss_does_not_reach_keeps_no_gradient_under_data_parallelism(two_processes, one_process):
+    """Exact mode gave such a layer a zero gradient, which weight decay and momentum moved; it now has none in every
+    process, which all agree on (``Group.average_gradients`` skips it), and the others are averaged as before."""
+    single = one_process["grads_spare"]
+    assert single[-2:] == [None, None]
+    for rank in range(WORLD):
+        got = two_processes[rank]["grads_spare"]
+        assert got[-2:] == [None, None], rank
+        for a, b in zip(got[:-2], single[:-2], strict=True):
+            close(a, b)
 
 
 def test_global_batch_must_split_evenly():

@@ -38,9 +38,11 @@ class TinyMLP(nn.Module):
 
 
 class TinyCNN(nn.Module):
-    def __init__(self, k=4, batch_norm=False, running_stats=True):
+    def __init__(self, k=4, batch_norm=False, running_stats=True, instance_norm=False):
         super().__init__()
         norm = nn.BatchNorm2d(3, track_running_stats=running_stats) if batch_norm else nn.Identity()
+        if instance_norm:
+            norm = nn.InstanceNorm2d(3, track_running_stats=running_stats)
         self.body = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), norm, nn.Softplus(), nn.AvgPool2d(2),
                                   nn.Flatten(), nn.Linear(3 * 2 * 2, 5), nn.Softplus())
         self.head = nn.Linear(5, k)
@@ -162,6 +164,25 @@ def test_meta_step_leaves_batchnorm_running_stats_alone():
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("mode", ["exact", "first_order"])
+def test_meta_step_leaves_instance_norm_running_stats_alone(mode):
+    """An instance norm that keeps running statistics does not couple samples, so each label set's changed-rows term
+    is a pass over those rows alone: that pass moved the statistics too, once per set. Now they move once per step,
+    and the gradient is still the reference's."""
+    net, x, labels, synth, teacher = make_problem(TinyCNN, 3, instance_norm=True)
+    plain = TinyCNN(instance_norm=True)
+    plain.load_state_dict(net.state_dict())
+    ours = mlnt_loss(net, x, labels, synth, teacher, inner_lr=0.2, meta_weight=0.7, mode=mode)
+    plain(x)  # one ordinary forward pass: the running statistics move exactly once
+    for (name, a), b in zip(net.named_buffers(), plain.buffers(), strict=True):
+        assert torch.equal(a, b), name
+    ref_ce = F.cross_entropy(functional_call(plain, {n: b.clone() for n, b in plain.named_buffers()}, (x,)), labels)
+    ref = ref_ce + 0.7 * reference_meta(plain, x, synth, teacher, 0.2, mode)
+    assert abs(ours.item() - ref.item()) <= TOL
+    for a, b in zip(grads_of(ours, net), grads_of(ref, plain), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=TOL)
+
+
 @pytest.mark.parametrize("frozen", ["bias", "weight"])
 @pytest.mark.parametrize(("net_cls", "kw"), NETS[:2], ids=IDS[:2])
 def test_head_mode_leaves_a_frozen_head_parameter_where_it_is(net_cls, kw, frozen):
@@ -216,3 +237,26 @@ def test_a_module_under_two_names_stays_the_students_and_has_its_gradient(mode):
     assert abs(ours.item() - ref.item()) <= TOL
     for a, b in zip(grads_of(ours, net), grads_of(ref, plain), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=TOL)
+
+
+class WithSpare(TinyMLP):
+    """TinyMLP with a trainable layer its forward pass never uses (an auxiliary head of another code path)."""
+
+    def __init__(self):
+        super().__init__()
+        self.spare = nn.Linear(5, 4)
+
+
+@pytest.mark.parametrize("mode", ["exact", "first_order", "head"])
+def test_a_parameter_the_forward_pass_does_not_reach_keeps_no_gradient(mode):
+    """As after a CE step: the weight-space modes gave it a zero gradient, which SGD's weight decay and momentum then
+    moved. The other parameters' gradients are those of the network without it, bit for bit."""
+    net, x, labels, synth, teacher = make_problem(WithSpare, 2)
+    plain = TinyMLP()
+    plain.load_state_dict({k: v for k, v in net.state_dict().items() if not k.startswith("spare.")})
+    mlnt_loss(net, x, labels, synth, teacher, inner_lr=0.2, meta_weight=0.7, mode=mode).backward()
+    mlnt_loss(plain, x, labels, synth, teacher, inner_lr=0.2, meta_weight=0.7, mode=mode).backward()
+    assert net.spare.weight.grad is None and net.spare.bias.grad is None
+    reached = [(name, p) for name, p in net.named_parameters() if not name.startswith("spare.")]
+    for (name, a), b in zip(reached, plain.parameters(), strict=True):
+        assert torch.equal(a.grad, b.grad), name

@@ -175,6 +175,82 @@ def test_a_run_killed_before_its_first_checkpoint_restarts_with_the_same_global_
     assert [h["train_loss"] for h in straight.history] == [h["train_loss"] for h in resumed.history]
 
 
+def gpu_host(monkeypatch, count):
+    """Emulates a host whose torch sees ``count`` GPUs (there is none here): CPU generators stand in for the CUDA ones,
+    which torch's own CUDA RNG functions (``get_rng_state``, ``set_rng_state``, ``manual_seed_all``) then index."""
+    generators = tuple(torch.Generator().manual_seed(i) for i in range(count))
+    for module in (torch.cuda, torch.cuda.random):
+        monkeypatch.setattr(module, "is_initialized", lambda: True)  # CUDA calls run at once, not queued
+        monkeypatch.setattr(module, "device_count", lambda: count)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "default_generators", generators)
+    return generators
+
+
+def test_a_checkpoint_from_a_host_with_more_gpus_resumes_on_one_with_fewer(tmp_path, monkeypatch):
+    """Checkpoints held one CUDA generator state per GPU the writing process saw, and a resume set them all: an 8-GPU
+    torchrun checkpoint resumed on a 1-GPU box (or with CUDA_VISIBLE_DEVICES=0) raised an IndexError."""
+    train_data, _ = noisy_problem(n=200)
+    config = TrainConfig(epochs=2, device="cpu", checkpoint_every=3, **QUIET)
+    gpu_host(monkeypatch, 1)
+    straight = train(config, net(), train_data)
+    gpu_host(monkeypatch, 2)
+    with pytest.raises(CrashError):
+        train(config, net(), train_data, store=CrashingStore(tmp_path, 2))  # "start", then round0 at step 3
+    gpu_host(monkeypatch, 1)
+    resumed = train(config, net(seed=99), train_data, store=FileCheckpointStore(tmp_path))
+    for (name, a), b in zip(straight.student.state_dict().items(), resumed.student.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_train_leaves_every_gpus_generator_as_it_found_it(monkeypatch):
+    """``train`` forks the training device's generators only, but seeding each round (``torch.manual_seed``) and a
+    resume rewrote every visible GPU's: the caller's generators on the other GPUs (all of them, training on the CPU)
+    changed."""
+    model = net()  # seeds torch's generators itself
+    generators = gpu_host(monkeypatch, 2)
+    caller = [g.get_state() for g in generators]
+    train(TrainConfig(epochs=1, device="cpu", **QUIET), model, noisy_problem(n=200)[0])
+    assert all(torch.equal(g.get_state(), state) for g, state in zip(generators, caller, strict=True))
+
+
+def test_the_training_gpus_generator_alone_is_seeded_saved_and_restored(monkeypatch):
+    """On CUDA the run seeds, checkpoints and restores the generator of its own device and no other; an older
+    checkpoint's list of one state per GPU gives the training device's entry, or nothing where the list is shorter;
+    on the CPU there is no CUDA state to save or restore."""
+    generators = gpu_host(monkeypatch, 2)
+    other, device = generators[0].get_state(), torch.device("cuda", 1)
+    trainer_module._seed_global(5, device)
+    assert torch.equal(generators[1].get_state(), torch.Generator().manual_seed(5).get_state())
+    assert torch.equal(torch.get_rng_state(), torch.Generator().manual_seed(5).get_state())
+    saved = trainer_module._cuda_rng_state(device)
+    assert torch.equal(saved, generators[1].get_state())
+    older = [torch.Generator().manual_seed(s).get_state() for s in (7, 8)]
+    for checkpoint, expected in [(saved, saved), (older, older[1]), (older[:1], older[1]), (None, older[1]),
+                                 ([], older[1])]:
+        trainer_module._restore_cuda_rng(checkpoint, device)
+        assert torch.equal(generators[1].get_state(), expected)
+        assert torch.equal(generators[0].get_state(), other)
+    assert trainer_module._cuda_rng_state(torch.device("cpu")) is None
+    trainer_module._restore_cuda_rng(older, torch.device("cpu"))
+    assert torch.equal(generators[0].get_state(), other) and torch.equal(generators[1].get_state(), older[1])
+
+
+@pytest.mark.parametrize("config", [TrainConfig(epochs=1, **QUIET),
+                                    *(MlntConfig(epochs=1, mode=mode, num_sets=2, **QUIET)
+                                      for mode in ("head", "first_order", "exact"))],
+                         ids=["ce", "mlnt-head", "mlnt-first-order", "mlnt-exact"])
+def test_weight_decay_and_momentum_leave_a_layer_the_loss_does_not_reach_alone(config):
+    """Such a layer (an auxiliary head of another code path) keeps no gradient, so the optimiser does not move it;
+    exact and first_order mode gave it a zero gradient, and weight decay shrank it."""
+    model = net()
+    model.spare = nn.Linear(16, 4)
+    before = {name: value.clone() for name, value in model.spare.state_dict().items()}
+    result = train(config, model, noisy_problem(n=200)[0])
+    for name, value in result.student.spare.state_dict().items():
+        assert torch.equal(value, before[name]), name
+
+
 def test_a_mentor_top_k_above_the_classes_is_refused_before_the_first_round():
     """It failed after round 1 had trained, naming the internal ``top_k``."""
     train_data, _ = noisy_problem(n=200)
