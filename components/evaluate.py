@@ -154,17 +154,17 @@ def detection_summary(scores: np.ndarray, flagged: np.ndarray, is_noisy: np.ndar
 
 
 def flag_issues(probs: np.ndarray, given: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The label-issue score of each sample, 1 - p(given label), the ranking (most suspect first), and the flagged
-    set: the k highest scores, k the number of samples whose prediction disagrees with their label (the estimate of
-    how many labels are wrong). The ranking sorts p(given label) itself, ties in training order: the score saturates
-    at 1.0 where p is below float32's resolution of 1 (about 6e-8)."""
-    chance = probs[np.arange(given.size), given]
-    score = 1.0 - chance
+    """How suspect each sample's label is, -p(given label) (higher: more suspect), the ranking (most suspect first,
+    ties in training order), and the flagged set: the k most suspect, k the number of samples whose prediction
+    disagrees with their label (the estimate of how many labels are wrong). The label-issue score users read is
+    1 - p (``label_issues``); ranking and AUROC use -p itself, since 1 - p saturates at 1.0 where p is below
+    float32's resolution of 1 (about 6e-8) and would tie labels the teacher tells apart."""
+    suspicion = -probs[np.arange(given.size), given]
     estimated = int((probs.argmax(1) != given).sum())
-    order = np.argsort(chance, kind="mergesort")
+    order = np.argsort(-suspicion, kind="mergesort")
     flagged = np.zeros(given.size, dtype=bool)
     flagged[order[:estimated]] = True
-    return score, order, flagged
+    return suspicion, order, flagged
 
 
 def suggest(probs: np.ndarray, given: np.ndarray) -> np.ndarray:
@@ -181,9 +181,10 @@ def label_issues(probs: np.ndarray, given: np.ndarray, is_noisy: np.ndarray, *,
     """The ranking by score, best first (``label_issues.csv``'s rows; the flagged set is its first
     ``estimated_issues``, each marked ``flagged``), and how the flagged set finds the injected noise; ``flags`` is
     ``flag_issues``'s answer for ``probs`` and ``given`` where the caller has it."""
-    score, order, flagged = flag_issues(probs, given) if flags is None else flags
+    suspicion, order, flagged = flag_issues(probs, given) if flags is None else flags
     suggested = suggest(probs, given)
-    summary = detection_summary(score, flagged, is_noisy)
+    summary = detection_summary(suspicion, flagged, is_noisy)
+    score = 1.0 + suspicion  # 1 - p(given label)
     rows = [{"rank": r + 1, "index": int(i), "flagged": bool(flagged[i]), "given_label": int(given[i]),
              "suggested_label": int(suggested[i]), "score": round(float(score[i]), 6),
              "injected_noise": bool(is_noisy[i])} for r, i in enumerate(order)]
@@ -282,16 +283,16 @@ def _label_issue_list(teacher, ingest: Path, noise: Path, config: EvaluateConfig
     noisy = labels["is_noisy"][train][known]
     flags = flag_issues(probs, given)  # one ranking for the CSV, the flagged set and the scores on known rows
     rows, everywhere = label_issues(probs, given, labels["is_noisy"][train], flags=flags)
-    score, _, flagged = flags
+    suspicion, _, flagged = flags
     summary = {k: everywhere[k] for k in ("estimated_issues", "estimated_noise_rate")}
     summary["per_class"] = per_class_issues(given, flagged, names)
     summary["rows_with_clean_label"] = int(known.sum())
     summary["ground_truth"] = bool(noisy.any() and not noisy.all())
     roc = []
     if summary["ground_truth"]:  # the flagged set of every row (the CSV's first estimated_issues), on known rows
-        measured = detection_summary(score[known], flagged[known], noisy)
+        measured = detection_summary(suspicion[known], flagged[known], noisy)
         summary.update({k: measured[k] for k in ("true_noise_rate", "precision", "recall", "f1", "auroc")})
-        roc = roc_rows(score[known], noisy)
+        roc = roc_rows(suspicion[known], noisy)
     source_keys = _source_keys(ingest)
     for row in rows:
         position = row["index"]  # the row's place among the training rows of labels.npz

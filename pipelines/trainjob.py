@@ -12,7 +12,7 @@ the GPU pool (label ``mlnt.io/node-pool=gpu``, taint ``nvidia.com/gpu``), ``/dev
 ``mlnt-artifacts`` volume for the inputs and for the checkpoints every process resumes from, the project image, the
 hardened security context, no Istio sidecar (in a namespace with injection on, a sidecar keeps a finished pod
 running, so the job never completes: kubeflow/trainer#1778). ``tests/test_trainjob.py`` fails when this module and
-the manifest drift apart. Unlike the manifest, the job is not created suspended: submitting is the decision to train.
+the manifest drift apart. As the manifest's, the job starts at once: submitting is the decision to train.
 Without ``--name`` the SDK names the job; the checkpoints do not depend on the name, so a new job resumes where an
 earlier one with the same configuration stopped.
 

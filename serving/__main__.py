@@ -72,8 +72,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                            "proxy from the predictor appended; entries further left are never read (default 1 when "
                            "--client-header is given; without it, the option is refused)")
     ours.add_argument("--feedback-token-file", default=None,
-                      help="file holding the bearer token feedback must carry (a mounted Secret); else "
-                           "$MLNT_FEEDBACK_TOKEN; neither: feedback is open, with a warning")
+                      help="file holding the bearer token feedback must carry (a mounted Secret); while it does not "
+                           "exist, or without the option, $MLNT_FEEDBACK_TOKEN; neither: feedback is open, with a "
+                           "warning")
     ours.add_argument("--feedback-rate", type=float, default=1.0, help="feedback labels a second per client")
     ours.add_argument("--feedback-burst", type=int, default=256, help="feedback labels at once per client")
     ours.add_argument("--enable-model-repository", action="store_true",

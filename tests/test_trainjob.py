@@ -105,7 +105,8 @@ def cluster(monkeypatch):
 
 
 def without_ownership(spec: dict) -> dict:
-    """A TrainJob spec without what differs by who submits it: the patches' manager, whether it starts suspended, the
+    """A TrainJob spec without what differs by who submits it: the patches' manager, whether it starts suspended (an
+    older manifest's did), the
     image's digest (prod pins it, k8s/overlays/prod; the SDK submits what --image names), and the Pushgateway's
     variables, the pipeline's name with them (the manifest reads them from the ConfigMap and the Secret
     mlnt-pushgateway; the SDK can give the trainer literal values only:

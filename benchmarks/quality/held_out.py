@@ -44,13 +44,13 @@ METRICS = ("precision", "recall", "f1", "auroc")
 
 def detect(probs: np.ndarray, given: np.ndarray, noisy: np.ndarray) -> dict[str, dict]:
     """Both rules on one set of probabilities: the evaluate step's (the k highest 1 - p(given), k the number of
-    disagreements) and cleanlab's default, each scored against the known noise."""
+    disagreements; ranked by -p, ``flag_issues``) and cleanlab's default, each scored against the known noise."""
     from cleanlab.filter import find_label_issues  # noqa: PLC0415 - a study-only dependency
     from cleanlab.rank import get_label_quality_scores  # noqa: PLC0415
 
-    score, _, flagged = flag_issues(probs, given)
+    suspicion, _, flagged = flag_issues(probs, given)
     cleanlab = find_label_issues(given, probs, n_jobs=1)
-    return {"evaluate": detection_summary(score, flagged, noisy),
+    return {"evaluate": detection_summary(suspicion, flagged, noisy),
             "cleanlab": detection_summary(1.0 - get_label_quality_scores(given, probs), cleanlab, noisy)}
 
 

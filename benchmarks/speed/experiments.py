@@ -37,7 +37,7 @@ def one_graph_loss(net: nn.Module, batch: Batch) -> torch.Tensor:
     grad = _grad_fn(params, create_graph=True)
     base_grads = grad(F.cross_entropy(logits, y), retain_graph=True)
     meta = logits.new_zeros(())
-    for extra in _inner_deltas(net, x, logits, y, synth, grad):
+    for extra in _inner_deltas(net, list(net.named_buffers()), x, logits, y, synth, grad):
         grads = base_grads if extra is None else [b + e for b, e in zip(base_grads, extra, strict=True)]
         state = {name: p - INNER_LR * g for name, p, g in zip(names, params, grads, strict=True)}
         state.update({name: b.clone() for name, b in net.named_buffers()})

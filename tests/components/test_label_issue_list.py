@@ -147,10 +147,19 @@ def test_each_row_names_the_file_of_the_ingested_image_it_ranks(tmp_path, monkey
 
 def test_labels_the_teacher_all_but_rules_out_are_ranked_by_their_probability_not_by_position():
     """Scores of 1 - p saturate at 1.0 in float32 below p of about 6e-8: the list still puts the least likely given
-    label first, and ties (equal probabilities) keep the training order."""
+    label first, ties (equal probabilities) keep the training order, and the AUROC and the ROC curve read the same
+    ranking (saturated scores would tie a noisy label with a clean one the teacher tells apart)."""
     chance = np.array([1e-9, 1e-12, 0.5, 1e-20, 1e-12], dtype=np.float32)
     probs = np.stack([chance, 1 - chance], axis=1)
-    score, order, flagged = flag_issues(probs, np.zeros(5, dtype=np.int64))
+    given = np.zeros(5, dtype=np.int64)
+    suspicion, order, flagged = flag_issues(probs, given)
     assert order.tolist() == [3, 1, 4, 0, 2]
     assert flagged.tolist() == [True, True, False, True, True]
-    assert score[[0, 1, 3]].tolist() == [1.0, 1.0, 1.0]
+    noisy = np.array([False, True, False, True, True])  # the three least likely labels: a perfect ranking
+    rows, summary = evaluate.label_issues(probs, given, noisy)
+    assert [row["index"] for row in rows] == order.tolist()
+    assert [row["score"] for row in rows] == [1.0, 1.0, 1.0, 1.0, 0.5]  # what users read: 1 - p, rounded
+    assert summary["auroc"] == 1.0
+    assert roc_rows(suspicion, noisy) == [{"fpr": 0.0, "tpr": 0.0}, {"fpr": 0.0, "tpr": 0.333333},
+                                          {"fpr": 0.0, "tpr": 1.0}, {"fpr": 0.5, "tpr": 1.0},
+                                          {"fpr": 1.0, "tpr": 1.0}]
