@@ -155,13 +155,21 @@ def render(target: str) -> tuple[dict, ...]:
     folder, _, component = target.partition("+")
     if not (K8S / folder / TRAINING / "kustomization.yaml").is_file():
         return kustomized(folder, component)
-    return (kustomized(folder, "" if component == V1 else component)
-            + kustomized(f"{folder}/{TRAINING}", component if component == V1 else ""))
+    rest, training = environment(target)
+    return rest + training
 
 
+def environment(target: str) -> tuple[tuple[dict, ...], tuple[dict, ...]]:
+    """An environment's two renders (``render``): its folder's, and its training kustomization's."""
+    folder, _, component = target.partition("+")
+    return (kustomized(folder, "" if component == V1 else component),
+            kustomized(f"{folder}/{TRAINING}", component if component == V1 else ""))
+
+
+@functools.cache
 def kustomized(folder: str, component: str = "") -> tuple[dict, ...]:
     """Every object ``kubectl kustomize k8s/<folder>`` renders, with ``k8s/components/<component>`` added to its
-    kustomization where one is named (in a copy of k8s/)."""
+    kustomization where one is named (in a copy of k8s/; cached: copy before changing one)."""
     if not component:
         return tuple(doc for doc in yaml.safe_load_all(kustomize(K8S / folder)) if doc)
     with tempfile.TemporaryDirectory() as scratch:
@@ -667,14 +675,12 @@ def test_the_training_job_is_applied_apart_and_an_apply_of_the_rest_never_touche
     """The environment's folder renders no training job, so its `kubectl apply -k` leaves a running one alone; the
     training kustomization holds the one job, not suspended: applying it trains, and applying it again (client-side
     apply sets each field of the file that the live object does not match) cannot suspend it."""
-    folder, _, component = target.partition("+")
-    rest = kustomized(folder, "" if component == V1 else component)
-    training = kustomized(f"{folder}/{TRAINING}", component if component == V1 else "")
+    rest, training = environment(target)
     assert not [name(obj) for obj in rest if obj["kind"] in ("TrainJob", "PyTorchJob")]
     (job,) = training
-    assert job["kind"] == ("PyTorchJob" if component == V1 else "TrainJob")
+    assert job["kind"] == ("PyTorchJob" if V1 in target else "TrainJob")
     assert "suspend" not in job["spec"] and "suspend" not in job["spec"].get("runPolicy", {}), name(job)
-    labels = one(folder, "CronJob")["metadata"]["labels"]
+    labels = one(target.partition("+")[0], "CronJob")["metadata"]["labels"]
     assert job["metadata"]["labels"] == {key: value for key, value in labels.items()
                                          if key.startswith("app.kubernetes.io/")}, "the environment's labels"
 
