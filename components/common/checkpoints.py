@@ -8,13 +8,14 @@ copy) falls back to the one before it, with a warning.
 One run at a time trains into a folder: ``checkpoint_store`` takes an exclusive ``flock`` on ``<folder>/.lock``
 (the main process only) and holds it until ``drop_stale_checkpoints``; a second run of the same config, inputs and
 code fails at once, naming the holder (written into the lock file at its first save). The kernel releases the lock when
-its process dies, so a crashed run never blocks its rerun. A run that finished writes ``<folder>/finished.json``; a
-folder is removed only when it is not locked (and, in a shared root, only once it has been finished for
-``SHARED_RETENTION_S``).
+its process dies, and processes it forks (a data loader's workers) close their copies of it at once, so a crashed run
+never blocks its rerun. A run that finished writes ``<folder>/finished.json``; a folder is removed only when it is not
+locked (and, in a shared root, only once it has been finished for ``SHARED_RETENTION_S``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import hashlib
@@ -167,6 +168,19 @@ def _try_flock(fd: int) -> bool:
             return False
         raise
     return True
+
+
+def _drop_inherited_locks() -> None:
+    """In a process forked from a run (a data loader's worker): close its copies of the run's lock descriptors,
+    keeping the lock. A ``flock`` lasts while any copy is open, so a worker that outlives a killed run (until it
+    notices, seconds later) would otherwise keep the run's rerun out."""
+    for fd in _HELD.values():
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_drop_inherited_locks)
 
 
 def _unlock(fd: int) -> None:

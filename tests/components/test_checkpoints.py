@@ -4,6 +4,8 @@ import io
 import logging
 import os
 import shutil
+import signal
+import time
 
 import numpy as np
 import pytest
@@ -199,30 +201,39 @@ def test_a_retry_after_the_run_returned_resumes_at_the_end_and_rewrites_identica
         assert (workdir / "pod2" / name).read_bytes() == (workdir / "pod1" / name).read_bytes(), name
 
 
-def _hold(folder, ready):
-    """Child process: take the folder's lock, say so, and keep it until killed."""
-    import time  # noqa: PLC0415
-
+def _hold(folder, ready, worker=None):
+    """Child process: take the folder's lock, say so, and keep it until killed. With ``worker`` (a shared value),
+    first fork a process that sleeps, as a data loader forks its workers after the claim, and put its pid there."""
     store = FileCheckpointStore(folder)
     store.claim()
     store.save("start", {"step": 0})  # the holder is named from the first save on
+    if worker is not None:
+        pid = os.fork()
+        if pid == 0:
+            time.sleep(600)
+            os._exit(0)
+        worker.value = pid
     ready.set()
     time.sleep(600)
 
 
 @contextlib.contextmanager
-def _held(folder):
-    """Another process holding ``folder``'s lock (and named in it) until the block ends; yields that process."""
+def _held(folder, *, worker=False):
+    """Another process holding ``folder``'s lock (and named in it) until the block ends; yields that process (with
+    ``worker``, the pid of the process it forked as ``worker_pid``; it is killed at the end too)."""
     import multiprocessing  # noqa: PLC0415
 
     context = multiprocessing.get_context("spawn")
-    ready = context.Event()
-    holder = context.Process(target=_hold, args=(folder, ready), daemon=True)
+    ready, pid = context.Event(), context.Value("i", 0) if worker else None
+    holder = context.Process(target=_hold, args=(folder, ready, pid), daemon=True)
     holder.start()
     try:
         assert ready.wait(120)
+        holder.worker_pid = pid.value if worker else None
         yield holder
     finally:
+        if worker and pid.value:  # first: it holds the holder's end of the pipe `join` waits on
+            os.kill(pid.value, signal.SIGKILL)
         holder.kill()
         holder.join(30)
 
@@ -240,6 +251,20 @@ def test_a_second_run_into_a_locked_folder_fails_at_once_naming_the_holder(tmp_p
     store = FileCheckpointStore(folder)
     store.claim()  # a killed holder holds nothing
     store.release()
+
+
+def test_the_workers_a_killed_run_forked_do_not_keep_its_rerun_out(tmp_path):
+    """A data loader's workers are forked after the claim and outlive a SIGKILL-ed run until they notice (seconds);
+    the lock is the run's alone, so its rerun takes the folder at once while they live."""
+    folder = tmp_path / "checkpoints" / "run"
+    with _held(folder, worker=True) as holder:
+        holder.kill()
+        while holder.exitcode is None:  # not `join`: the worker holds the pipe that would tell it
+            time.sleep(0.01)
+        os.kill(holder.worker_pid, 0)  # the worker lives on
+        store = FileCheckpointStore(folder)
+        store.claim()
+        store.release()
 
 
 def test_the_main_process_takes_the_folder_when_it_names_it(tmp_path, monkeypatch):

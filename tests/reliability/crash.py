@@ -117,6 +117,9 @@ def _child(workdir: str, step: str, argv: list[str], point: str | None, threads:
     os.dup2(fd, 2)
     os.chdir(workdir)
     torch.set_num_threads(threads)
+    # as under `python -m components.<step>` on Linux, a data loader's workers are forked from the step, so they end
+    # with it: the forkserver's default would start them from the server, outliving a killed step for good
+    multiprocessing.set_start_method("fork", force=True)
     if point:
         arm(point)
     code = importlib.import_module(f"components.{step}").main(argv)
