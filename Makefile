@@ -95,9 +95,13 @@ quality: setup data  ## the quality study, ablation, inner_lr probe and more see
 serve: setup  ## serve a released model on port 8080 (MODEL=releases/latest, PORT=8080): KServe, v1 and v2 REST, v2 gRPC on 8081
 	$(PY) -m serving --model $(or $(MODEL),releases/latest) --http-port $(or $(PORT),8080)
 
-test: setup  ## set-up and the whole test suite (with the linter)
+# The suite runs on TEST_WORKERS processes (pytest-xdist; each a test file at a time, on one torch thread): 2 fits
+# the 2-core machines CI runs on; TEST_WORKERS=0 runs it in this process alone.
+TEST_WORKERS ?= 2
+
+test: setup  ## set-up and the whole test suite (with the linter; TEST_WORKERS=2 processes)
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 lint: setup  ## the linter alone
 	$(VENV)/bin/ruff check .
