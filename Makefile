@@ -106,7 +106,7 @@ test: setup  ## set-up and the whole test suite (with the linter; TEST_WORKERS=2
 lint: setup  ## the linter alone
 	$(VENV)/bin/ruff check .
 
-bench: setup data  ## benchmarks (about 8 minutes on 2 cores): docs/benchmarks.md, benchmarks/results.json, serving.md's figures
+bench: setup data  ## benchmarks (about 12 minutes on 2 cores): docs/benchmarks.md, benchmarks/results.json, serving.md's figures
 	$(PY) -m benchmarks.run
 	$(PY) -m docs.generate
 
