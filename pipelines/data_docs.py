@@ -5,7 +5,8 @@ KFP shows an ``HTML`` artifact as one file, so the Great Expectations Data Docs 
 links. This page is written from the ``report.json`` that ``components.validate.run`` writes, pass or fail: the
 verdict, every failed expectation (table, expectation, column, what was expected, what was observed), the training
 images that are near-duplicates of one with another label (``label_conflicts``, a warning) and the statistics.
-Every value is HTML-escaped; the page has no link, script, image or stylesheet outside itself.
+Every value is HTML-escaped; the page has no link, script, image or stylesheet outside itself. The step keeps the
+report itself as its ``report`` artifact, where the page sends the reader for the label conflicts it leaves out.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def summary_html(report: dict) -> str:
             f"{_conflicts(report.get('label_conflicts') or [])}{stats}</body></html>\n")
 
 
-CONFLICTS_SHOWN = 100  # training pairs with two labels listed on the page; report.json holds every one
+CONFLICTS_SHOWN = 100  # training pairs with two labels listed on the page; report.json (kept too) holds every one
 
 
 def _conflicts(conflicts: list) -> str:
@@ -51,8 +52,8 @@ def _conflicts(conflicts: list) -> str:
     if not conflicts:
         return ""
     items = "".join(f"<li>{_text(pair)}</li>" for pair in conflicts[:CONFLICTS_SHOWN])
-    more = (f"<p>... and {len(conflicts) - CONFLICTS_SHOWN} more in report.json's label_conflicts.</p>"
-            if len(conflicts) > CONFLICTS_SHOWN else "")
+    more = (f"<p>... and {len(conflicts) - CONFLICTS_SHOWN} more in report.json's label_conflicts (the validate "
+            "step's report artifact).</p>" if len(conflicts) > CONFLICTS_SHOWN else "")
     return (f"<h2>Training images with another label's near-duplicate ({len(conflicts)})</h2><p>One of the two "
             f"labels of each pair is wrong; the step still passed.</p><ul>{items}</ul>{more}")
 

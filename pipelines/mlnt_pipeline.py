@@ -4,8 +4,10 @@ Each component is a lightweight KFP component on the project image (which has kf
 step starts) that calls ``components.<step>.run`` (the code ``dvc repro`` runs), with each step's ``params.yaml``
 section as JSON text read into the step's typed config, so numbers keep their types. Artifacts are typed: the
 ingested data, labels and evaluation folders are ``Dataset``s, trained weights and the ONNX export ``Model``s,
-scalars ``Metrics``, the confusion matrix ``ClassificationMetrics`` and a self-contained ``HTML`` page of the Great
-Expectations validation (pipelines/data_docs.py).
+scalars ``Metrics``, the confusion matrix ``ClassificationMetrics``, a self-contained ``HTML`` page of the Great
+Expectations validation (pipelines/data_docs.py) beside the ``report.json`` it is written from (``report``, every
+label conflict), and the gate's ``decision``, which is also the pipeline's output; the gate step's log says its
+verdict and every reason. A ``<step>_params`` text that is no JSON object fails its step naming the parameter.
 The training steps ask for one GPU on the GPU node pool and are retried; they train on ``training_device`` (default
 ``cuda``) over their sections' ``device``, so that on a node whose NVIDIA driver the image's torch cannot use they
 fail instead of training on the CPU while holding the GPU (their sections' ``auto`` would fall back quietly). Their
@@ -31,6 +33,7 @@ import argparse
 import json
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 from kfp import compiler, dsl, kubernetes
 from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
@@ -65,6 +68,13 @@ GPU_DEVICE = "cuda"
 COMPILED = Path(__file__).with_name("compiled") / "mlnt_pipeline.yaml"
 
 
+class Outputs(NamedTuple):
+    """The pipeline's output: the gate step's ``decision`` (its decision.json), which ``pipelines.run --local``
+    reads to say what the run decided."""
+
+    decision: Artifact
+
+
 # Every component runs on the project image, which has kfp (pyproject.toml): no pip install when a step starts. Each
 # takes its params.yaml section as JSON text (``params_json``) and reads it into the step's typed config with
 # components.common.config.build: a number keeps its type (a dict parameter would travel as a protobuf Struct, where
@@ -81,30 +91,30 @@ def ingest(params_json: str, data_path: str, pushgateway: str, ingested: Output[
     """KFP step ingest: reads the raw dataset at ``data_path`` (the data volume) with params.yaml's ``ingest``
     section; writes the ``ingested`` Dataset folder (``components.ingest.run``: the arrays or shards and
     ``manifest.json``) and records the dataset and its class count in the artifact's metadata."""
-    import json
-
     from components.common.config import build, configure_logging
     from components.ingest import IngestConfig, run
     from pipelines.pushgateway import configure as configure_pushgateway
+    from pipelines.sections import section
 
     configure_logging(take_over=True)
     configure_pushgateway(pushgateway)  # telemetry's address and credentials (pipelines/pushgateway.py)
-    config = build(IngestConfig, {**json.loads(params_json), "path": data_path}, where="ingest")
+    config = build(IngestConfig, {**section(params_json, "ingest"), "path": data_path}, where="ingest")
     manifest = run(config, out=ingested.path)
     ingested.metadata.update(dataset=manifest["dataset"], classes=len(manifest["class_names"]))
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def validate(params_json: str, pushgateway: str, ingested: Input[Dataset], data_docs: Output[HTML],
-             checks: Output[Metrics]):
+             report: Output[Artifact], checks: Output[Metrics]):
     """KFP step validate: reads the ``ingested`` Dataset; writes a self-contained page of the validation (its
-    failures and statistics, pipelines/data_docs.py: KFP shows one HTML file, so the Data Docs site's pages, which
-    link to each other, would be dead links) to ``data_docs`` (HTML) and logs ``failed_expectations`` (the number of
-    failed expectations) to ``checks``. On a failure the count is logged first and the step then fails with
-    ``ValidationFailedError`` (one line per failure) once the page is written, so nothing downstream runs. KFP's
-    executor publishes output metadata only when the body returns, so the UI shows ``checks`` for a pass; a failed
-    step's count is the first line of its error in the step's log."""
-    import json
+    failures, the first label conflicts and the statistics, pipelines/data_docs.py: KFP shows one HTML file, so the
+    Data Docs site's pages, which link to each other, would be dead links) to ``data_docs`` (HTML), keeps the
+    ``report.json`` it is written from (every label conflict, which the page sends the user to) as ``report`` and
+    logs ``failed_expectations`` (the number of failed expectations) to ``checks``. On a failure the count is logged
+    first and the step then fails with ``ValidationFailedError`` (one line per failure) once the page and the report
+    are written, so nothing downstream runs. KFP's executor publishes output metadata only when the body returns, so
+    the UI shows ``checks`` for a pass; a failed step's count is the first line of its error in the step's log."""
+    import shutil
     import tempfile
     from pathlib import Path
 
@@ -112,19 +122,21 @@ def validate(params_json: str, pushgateway: str, ingested: Input[Dataset], data_
     from components.validate import ValidateConfig, ValidationFailedError, run
     from pipelines.data_docs import write_summary
     from pipelines.pushgateway import configure as configure_pushgateway
+    from pipelines.sections import section
 
     configure_logging(take_over=True)
     configure_pushgateway(pushgateway)  # telemetry's address and credentials (pipelines/pushgateway.py)
-    config = build(ValidateConfig, json.loads(params_json), where="validate")
+    config = build(ValidateConfig, section(params_json, "validate"), where="validate")
     with tempfile.TemporaryDirectory() as out:
         try:  # a failed validation raises: the pipeline stops, nothing trains on bad data; the Data Docs show why
-            report = run(config, ingest=ingested.path, out=out)
+            result = run(config, ingest=ingested.path, out=out)
         except ValidationFailedError as failed:  # the real count, logged before the step fails
             checks.log_metric("failed_expectations", len(failed.failures))
             raise
-        finally:  # the report.json run wrote, pass or fail, as one page with no links to the Data Docs' other files
-            write_summary(Path(out) / "report.json", data_docs.path)
-    checks.log_metric("failed_expectations", len(report["failures"]))
+        finally:  # the report.json run wrote, pass or fail: kept, and as one page with no links to other files
+            if write_summary(Path(out) / "report.json", data_docs.path):
+                shutil.copyfile(Path(out) / "report.json", report.path)
+    checks.log_metric("failed_expectations", len(result["failures"]))
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
@@ -133,15 +145,15 @@ def noise(params_json: str, pushgateway: str, ingested: Input[Dataset], labels: 
     """KFP step noise: reads the ``ingested`` Dataset; writes the ``labels`` Dataset folder (``labels.npz``,
     ``transition.json``, ``summary.json``) and logs ``realised_rate_train`` to ``rates`` where a clean label is
     known."""
-    import json
-
     from components.common.config import build, configure_logging
     from components.noise import NoiseConfig, run
     from pipelines.pushgateway import configure as configure_pushgateway
+    from pipelines.sections import section
 
     configure_logging(take_over=True)
     configure_pushgateway(pushgateway)  # telemetry's address and credentials (pipelines/pushgateway.py)
-    summary = run(build(NoiseConfig, json.loads(params_json), where="noise"), ingest=ingested.path, out=labels.path)
+    config = build(NoiseConfig, section(params_json, "noise"), where="noise")
+    summary = run(config, ingest=ingested.path, out=labels.path)
     if summary["realised_rate_train"] is not None:  # None: no clean label known
         rates.log_metric("realised_rate_train", summary["realised_rate_train"])
 
@@ -153,17 +165,17 @@ def baseline(params_json: str, checkpoint_root: str, training_device: str, pushg
     section's ``device``) into the ``model`` folder (``model.pt``, ``final.pt``, ``metrics.json``, ``history.json``,
     ``live/``), checkpointing under ``<checkpoint_root>/baseline`` (empty root: inside ``model``); logs
     ``val_accuracy`` and ``best_epoch`` to ``scores``."""
-    import json
     from pathlib import Path
 
     from components.baseline import BaselineConfig, run
     from components.common.config import build, configure_logging
     from pipelines.pushgateway import configure as configure_pushgateway
+    from pipelines.sections import section
 
     configure_logging(take_over=True)
     configure_pushgateway(pushgateway, pipeline=pipeline)  # telemetry's address, name, credentials
     device = {"device": training_device} if training_device else {}  # the GPU pool's: fail rather than use the CPU
-    config = build(BaselineConfig, {**json.loads(params_json), **device}, where="baseline")
+    config = build(BaselineConfig, {**section(params_json, "baseline"), **device}, where="baseline")
     metrics = run(config, ingest=ingested.path, noise=labels.path, out=model.path,
                   checkpoints=Path(checkpoint_root) / "baseline" if checkpoint_root else None)
     scores.log_metric("val_accuracy", metrics["val_accuracy"])
@@ -178,17 +190,17 @@ def mlnt(params_json: str, checkpoint_root: str, training_device: str, pushgatew
     MLNT on ``training_device`` (empty: the section's ``device``) into the ``model`` folder (``student.pt``,
     ``teacher.pt``, metrics, history, evaluations, ``live/``), checkpointing under ``<checkpoint_root>/mlnt``; logs the
     released model's ``val_accuracy`` and ``released_teacher`` (1.0: the teacher) to ``scores``."""
-    import json
     from pathlib import Path
 
     from components.common.config import build, configure_logging
     from components.mlnt import MlntStepConfig, run
     from pipelines.pushgateway import configure as configure_pushgateway
+    from pipelines.sections import section
 
     configure_logging(take_over=True)
     configure_pushgateway(pushgateway, pipeline=pipeline)  # telemetry's address, name, credentials
     device = {"device": training_device} if training_device else {}  # the GPU pool's: fail rather than use the CPU
-    config = build(MlntStepConfig, {**json.loads(params_json), **device}, where="mlnt")
+    config = build(MlntStepConfig, {**section(params_json, "mlnt"), **device}, where="mlnt")
     metrics = run(config, ingest=ingested.path, noise=labels.path, baseline=baseline_model.path, out=model.path,
                   checkpoints=Path(checkpoint_root) / "mlnt" if checkpoint_root else None)
     scores.log_metric("val_accuracy", metrics["val_accuracy"])  # the released model's: student or teacher
@@ -204,16 +216,16 @@ def evaluate(params_json: str, pushgateway: str, pipeline: str, ingested: Input[
     and ROC CSVs), logs each model's clean-test accuracy (and the label-issue F1 where there is ground truth) to
     ``scores`` and the teacher's confusion matrix to ``confusion``."""
     import csv
-    import json
     from pathlib import Path
 
     from components.common.config import build, configure_logging
     from components.evaluate import EvaluateConfig, run
     from pipelines.pushgateway import configure as configure_pushgateway
+    from pipelines.sections import section
 
     configure_logging(take_over=True)
     configure_pushgateway(pushgateway, pipeline=pipeline)  # telemetry's address, name, credentials
-    config = build(EvaluateConfig, json.loads(params_json), where="evaluate")
+    config = build(EvaluateConfig, section(params_json, "evaluate"), where="evaluate")
     metrics = run(config, ingest=ingested.path, noise=labels.path, baseline=baseline_model.path,
                   mlnt=mlnt_model.path, out=evaluation.path)
     for model in ("baseline", "student", "teacher"):
@@ -240,18 +252,17 @@ def export(params_json: str, ingest_params: str, validate_params: str, noise_par
     the chosen model, the ONNX sha256 and the opset in its metadata. ``<step>_params``: the upstream steps'
     sections, which the card records with ``params_json`` (the same digest as ``dvc repro`` with those settings),
     ``ingest.path`` being ``data_path``: the folder ingest read, which the pipeline sets over the section's path."""
-    import json
-
     from components.common.config import build, configure_logging
     from components.export import ExportConfig, run
     from pipelines.pushgateway import configure as configure_pushgateway
+    from pipelines.sections import section
 
     configure_logging(take_over=True)
     configure_pushgateway(pushgateway)  # telemetry's address and credentials (pipelines/pushgateway.py)
-    config = build(ExportConfig, json.loads(params_json), where="export")
-    given = (ingest_params, validate_params, noise_params, baseline_params, mlnt_params, evaluate_params, params_json)
-    params = dict(zip(("ingest", "validate", "noise", "baseline", "mlnt", "evaluate", "export"),
-                      map(json.loads, given), strict=True))
+    config = build(ExportConfig, section(params_json, "export"), where="export")
+    given = {"ingest": ingest_params, "validate": validate_params, "noise": noise_params,
+             "baseline": baseline_params, "mlnt": mlnt_params, "evaluate": evaluate_params, "export": params_json}
+    params = {step: section(text, step) for step, text in given.items()}
     params["ingest"] = {**params["ingest"], "path": data_path}  # the folder ingest read (it takes data_path too)
     card = run(config, ingest=ingested.path, noise=labels.path, baseline=baseline_model.path, mlnt=mlnt_model.path,
                evaluate=evaluation.path, out=onnx_model.path, params=params)
@@ -261,22 +272,26 @@ def export(params_json: str, ingest_params: str, validate_params: str, noise_par
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def gate(params_json: str, registry: str, pushgateway: str, pipeline: str, onnx_model: Input[Model],
          evaluation: Input[Dataset], decision: Output[Artifact]) -> bool:
-    """Decide and, on a pass, promote into the registry; returns whether it passed (the deploy condition)."""
-    import json
+    """KFP step gate: decides and, on a pass, promotes into ``registry`` (the pipeline's, over the section's
+    ``registry``); writes ``decision.json`` to ``decision``, prints the verdict and every reason to the step's log
+    (``components.gate.report``, as ``python -m components.gate``) and returns whether it passed (the deploy
+    condition)."""
     import shutil
     import tempfile
     from pathlib import Path
 
     from components.common.config import build, configure_logging
-    from components.gate import GateConfig, run
+    from components.gate import GateConfig, report, run
     from pipelines.pushgateway import configure as configure_pushgateway
+    from pipelines.sections import section
 
     configure_logging(take_over=True)
     configure_pushgateway(pushgateway, pipeline=pipeline)  # telemetry's address, name, credentials
-    config = build(GateConfig, {**json.loads(params_json), "registry": registry}, where="gate")
+    config = build(GateConfig, {**section(params_json, "gate"), "registry": registry}, where="gate")
     with tempfile.TemporaryDirectory() as out:
         result = run(config, export=onnx_model.path, evaluate=evaluation.path, out=out)
         shutil.copyfile(Path(out) / "decision.json", decision.path)
+    report(result)  # a failed gate ends the run green: its log says why
     decision.metadata.update(passed=result["passed"], version=result.get("version", ""),
                              accuracy=result["accuracy"])
     return result["passed"]
@@ -349,14 +364,17 @@ def _on_gpu_pool(task: dsl.PipelineTask) -> dsl.PipelineTask:
 
 @dsl.pipeline(name="mlnt-pipeline", description="Noisy-label training with MLNT, from raw data to a gated release")
 def mlnt_pipeline(data_path: str = DEFAULT_DATA_PATH, registry: str = REGISTRY_MOUNT,
-                  storage_uri: str = "pvc://mlnt-registry", namespace: str = "mlnt", apply_deploy: bool = True,
+                  storage_uri: str = f"pvc://{REGISTRY_PVC}", namespace: str = "mlnt", apply_deploy: bool = True,
                   checkpoint_root: str = CHECKPOINT_MOUNT, training_device: str = GPU_DEVICE, pushgateway: str = "",
                   pipeline: str = DEFAULT_PIPELINE,
                   ingest_params: str = SECTIONS["ingest"], validate_params: str = SECTIONS["validate"],
                   noise_params: str = SECTIONS["noise"], baseline_params: str = SECTIONS["baseline"],
                   mlnt_params: str = SECTIONS["mlnt"], evaluate_params: str = SECTIONS["evaluate"],
-                  export_params: str = SECTIONS["export"], gate_params: str = SECTIONS["gate"]):
-    """``<step>_params``: the step's params.yaml section as JSON text (``pipelines.run`` writes them).
+                  export_params: str = SECTIONS["export"], gate_params: str = SECTIONS["gate"]) -> Outputs:
+    """``<step>_params``: the step's params.yaml section as JSON text (``pipelines.run`` writes them; a text that is
+    no JSON object fails the step naming the parameter, pipelines/sections.py).
+    ``registry``: the folder the gate releases into, over the gate section's ``registry`` (on the registry volume,
+    mounted at ``REGISTRY_MOUNT``); ``storage_uri``: where ``deploy`` has the InferenceService read that folder.
     ``training_device``: what baseline and mlnt train on, over their sections' ``device`` (``cuda`` on the GPU pool;
     empty: the sections', as the local runner, which has no GPU pool, passes it).
     ``pushgateway``: the Pushgateway of the training metrics (``host:port`` or a URL, no credentials; empty: none).
@@ -393,6 +411,7 @@ def mlnt_pipeline(data_path: str = DEFAULT_DATA_PATH, registry: str = REGISTRY_M
         serving = deploy(decision=gated.outputs["decision"], storage_uri=storage_uri, namespace=namespace,
                          apply=apply_deploy)
         kubernetes.use_secret_as_volume(serving, secret_name=DEPLOYER_SECRET, mount_path=DEPLOYER_MOUNT)
+    return Outputs(decision=gated.outputs["decision"])
 
 
 def compile_pipeline(output: Path = COMPILED) -> Path:

@@ -1,20 +1,33 @@
 """Run the Kubeflow pipeline: locally with the KFP local runner, or on a Kubeflow Pipelines server.
 
     python -m pipelines.run --local [--data FOLDER] [--params params.yaml] [--tiny] [--root artifacts/kfp]
+                            [--registry ROOT/releases]
     python -m pipelines.run --host https://kfp.example.com [--data /mnt/data/FOLDER] [--params FILE]
-                            [--experiment mlnt] [--service-account mlnt-pipeline] [--pushgateway ADDRESS]
-                            [--pipeline NAME]
+                            [--registry /mnt/registry/FOLDER] [--experiment mlnt]
+                            [--service-account mlnt-pipeline] [--pushgateway ADDRESS] [--pipeline NAME]
 
 ``--local`` runs every step as a subprocess of this Python (``kfp.local.SubprocessRunner(use_venv=False)``), so the
 project must be installed here (``make setup``); the deploy step writes the InferenceService it would create (the
-one of k8s/, serving the released version) without applying it. ``--tiny`` trains for two epochs at batch 32 on 600
+one of k8s/, serving the released version) without applying it. It then prints the gate's verdict, PASS or FAIL, with
+every reason (the pipeline's output ``decision``, as ``python -m components.gate --check`` prints it), and
+``release: REGISTRY/latest -> VERSION`` where this run's gate released a version, else ``still serving:`` and the
+release the registry's ``latest`` still points at (a failed gate, or a model that is the champion already); a failed
+gate is a decision, not an error: the exit code is 0. ``--tiny`` trains for two epochs at batch 32 on 600
 of the ingested images (480 for training, 120 for validation): a smoke run of the whole graph, in minutes.
 ``--host`` compiles the pipeline and submits a run; the server pulls the project image and uses its GPU node pool.
 ``--params`` gives every step's section from another params file, e.g. ``recipes/clothing1m.yaml`` with
-``--data /mnt/data/clothing1m``. ``--data`` is the dataset folder the ingest step reads. Without it, ``--local`` reads
-the params file's ``ingest.path`` (params.yaml: ``data/fashion-mnist``), and ``--host`` sends no ``data_path``, so
-the pipeline's default applies (``/mnt/data/fashion-mnist`` on the data volume, Fashion-MNIST's folder): a params file
-for another dataset (``ingest.dataset``) then needs ``--data``, and is refused without it. ``--pushgateway``
+``--data /mnt/data/clothing1m``; each section is checked before anything runs as its step will build it (ingest's
+with the folder the run reads, not the file's ``ingest.path``), missing keys taking the step's defaults.
+``--data`` is the dataset folder the ingest step reads: with ``--host`` a path in the ingest step's pod, so an absolute
+one on the data volume, which the pipeline mounts at ``/mnt/data``; another is refused. Without it, ``--local`` reads
+the params file's ``ingest.path`` (its default, ``data/fashion-mnist``, where the file has none), and ``--host`` sends
+no ``data_path``, so the pipeline's default applies (``/mnt/data/fashion-mnist`` on the data volume, Fashion-MNIST's
+folder): a params file for another dataset (``ingest.dataset``) then needs ``--data``, and is refused without it.
+``--registry`` is the pipeline parameter ``registry``, the folder the gate releases into, over the params file's
+``gate.registry``: ``--local``, by default ``ROOT/releases``; ``--host``, a folder on the registry volume, which the
+gate step mounts at ``/mnt/registry`` (its root by default), sent with the ``storage_uri`` the deploy step serves it
+from (``pvc://mlnt-registry/FOLDER``); another path is refused. ``--root`` is a local run's, refused with ``--host``.
+``--pushgateway``
 (default: ``$MLNT_PUSHGATEWAY``, which the weekly CronJob reads from the ConfigMap ``mlnt-pushgateway``) is the
 pipeline parameter ``pushgateway``: where the steps push their training metrics (pipelines/pushgateway.py); empty,
 nothing is pushed. ``--pipeline`` (default: ``$MLNT_PIPELINE``, which the weekly CronJob reads from the same ConfigMap,
@@ -35,18 +48,20 @@ import argparse
 import copy
 import json
 import os
+import posixpath
 import sys
 import tempfile
 from pathlib import Path
 
 from components.common import telemetry
-from components.common.config import build, load_params
+from components.common.config import build, load_params, printable
 from components.common.telemetry import PUSHGATEWAY_ENV, has_userinfo, redact_address
 from pipelines import mlnt_pipeline as definition
 from pipelines import pushgateway as pushgateway_settings
 from pipelines.mlnt_pipeline import PARAMS, compile_pipeline, mlnt_pipeline
 
 SERVICE_ACCOUNT = "mlnt-pipeline"  # k8s/base/rbac.yaml
+ROOT = Path("artifacts/kfp")  # --local's pipeline root
 
 TINY = {"noise": {"train_size": 600, "val_fraction": 0.2},  # 480 training images, 120 for validation
         "baseline": {"epochs": 2, "batch_size": 32, "lr_milestones": [], "progress": False},
@@ -75,51 +90,94 @@ def pipeline_arguments(data: str | None, *, tiny: bool, params_file: Path | None
     parameters are stored and shown with the run; so is a name that is not a label value (telemetry would push
     nothing under it). ``data`` None sends no ``data_path``: the pipeline's default (``DEFAULT_DATA_PATH``,
     Fashion-MNIST's folder on the data volume) applies, which is a ``ValueError`` for a params file of another dataset
-    (``ingest.dataset``)."""
+    (``ingest.dataset``, as the ingest step's config reads it). Every section is checked with the folder the run
+    reads (``check_sections``)."""
     if has_userinfo(pushgateway):
         raise ValueError(f"pushgateway: the address {redact_address(pushgateway)} carries credentials, which a run "
                          "stores with its parameters: give them in the Secret mlnt-pushgateway (docs/monitoring.md)")
     pushgateway_settings.check_pipeline(pipeline)
     params = step_params(params_file)
-    dataset = params["ingest"].get("dataset")
+    for section, values in (TINY if tiny else {}).items():
+        params[section].update(values)
+    source = f"{params_file or 'params.yaml'}{' with --tiny' if tiny else ''}"
+    dataset = check_sections(params, source, data_path=definition.DEFAULT_DATA_PATH if data is None else data)
     if data is None and dataset != definition.DEFAULT_DATASET:
         raise ValueError(f"--data: expected the {dataset} folder in the cluster (e.g. {definition.DATA_MOUNT}/"
                          f"{dataset}) for {params_file or 'params.yaml'}, found none; the pipeline's default "
                          f"{definition.DEFAULT_DATA_PATH} holds {definition.DEFAULT_DATASET}")
-    for section, values in (TINY if tiny else {}).items():
-        params[section].update(values)
-    check_sections(params, f"{params_file or 'params.yaml'}{' with --tiny' if tiny else ''}")
     return {**({} if data is None else {"data_path": data}), "pushgateway": pushgateway, "pipeline": pipeline,
             **{f"{section}_params": json.dumps(values) for section, values in params.items()}}
 
 
-def check_sections(params: dict, source: str) -> None:
+def check_sections(params: dict, source: str, *, data_path: str) -> str:
     """Each step's section built as the step will build it, here, before a run starts: a ``ConfigError`` naming
-    ``source``, the section and the field, rather than a step that fails in the cluster after the ones before it."""
-    from components import baseline, evaluate, export, gate, ingest, mlnt, noise, validate  # noqa: PLC0415
+    ``source``, the section and the field, rather than a step that fails in the cluster after the ones before it.
+    Ingest's is built with ``data_path``, the folder the run reads, over its ``path``, as the ingest step does;
+    returns its dataset."""
+    from components import baseline, evaluate, export, gate, mlnt, noise, validate  # noqa: PLC0415
 
-    classes = {"ingest": ingest.IngestConfig, "validate": validate.ValidateConfig, "noise": noise.NoiseConfig,
-               "baseline": baseline.BaselineConfig, "mlnt": mlnt.MlntStepConfig, "evaluate": evaluate.EvaluateConfig,
-               "export": export.ExportConfig, "gate": gate.GateConfig}
+    classes = {"validate": validate.ValidateConfig, "noise": noise.NoiseConfig, "baseline": baseline.BaselineConfig,
+               "mlnt": mlnt.MlntStepConfig, "evaluate": evaluate.EvaluateConfig, "export": export.ExportConfig,
+               "gate": gate.GateConfig}
+    dataset = ingest_config(params, source, data_path=data_path).dataset
     for section, cls in classes.items():
         build(cls, params[section], where=f"{source}: {section}")
+    return dataset
+
+
+def ingest_config(params: dict, source: str, *, data_path: str | None = None):
+    """The ingest section of ``params`` as the ingest step's typed config (``components.ingest.IngestConfig``),
+    defaults included, with ``data_path`` over its ``path`` where given; a ``ConfigError`` naming ``source``."""
+    from components.ingest import IngestConfig  # noqa: PLC0415 - imports torch
+
+    given = params["ingest"] if data_path is None else {**params["ingest"], "path": data_path}
+    return build(IngestConfig, given, where=f"{source}: ingest")
 
 
 def run_local(data: Path | None, *, root: Path, registry: Path, tiny: bool, params_file: Path | None = None,
-              pushgateway: str = "", pipeline: str = telemetry.DEFAULT_PIPELINE) -> str:
-    """Every step in order with the KFP local runner, on ``data`` (None: the params file's ``ingest.path``), the
-    training steps on their sections' ``device`` (no GPU pool here: ``training_device`` empty); returns what the
-    registry's ``latest`` release is now."""
+              pushgateway: str = "", pipeline: str = telemetry.DEFAULT_PIPELINE) -> dict:
+    """Every step in order with the KFP local runner, on ``data`` (None: the params file's ``ingest.path``, as the
+    ingest step's config reads it), the training steps on their sections' ``device`` (no GPU pool here:
+    ``training_device`` empty); returns the run's gate decision (``gate_decision``)."""
     from kfp import local  # noqa: PLC0415 - only the local mode needs the runner
 
-    data = Path(step_params(params_file)["ingest"]["path"] if data is None else data)
+    if data is None:
+        data = Path(ingest_config(step_params(params_file), str(params_file or "params.yaml")).path)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
-    mlnt_pipeline(registry=str(registry), apply_deploy=False, checkpoint_root=str(Path(root).resolve() / "checkpoints"),
-                  training_device="", **pipeline_arguments(str(Path(data).resolve()), tiny=tiny,
-                                                           params_file=params_file, pushgateway=pushgateway,
-                                                           pipeline=pipeline))
+    finished = mlnt_pipeline(registry=str(registry), apply_deploy=False,
+                             checkpoint_root=str(Path(root).resolve() / "checkpoints"), training_device="",
+                             **pipeline_arguments(str(Path(data).resolve()), tiny=tiny, params_file=params_file,
+                                                  pushgateway=pushgateway, pipeline=pipeline))
+    return gate_decision(finished.outputs)
+
+
+def gate_decision(outputs: dict) -> dict:
+    """The decision of a finished run's gate: the pipeline's output ``decision`` (the gate step's decision.json); a
+    ``ValueError`` naming the file where it is no decision (a JSON object with a boolean ``passed`` and a list of
+    ``reasons``)."""
+    if "decision" not in outputs:
+        raise ValueError(f"the run's outputs: expected the gate's decision, found {', '.join(outputs) or 'none'}")
+    path = Path(outputs["decision"].path)
+    try:
+        decision = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: expected the gate's decision (JSON), found an unreadable file: {err}") from None
+    if not isinstance(decision, dict) or not isinstance(decision.get("passed"), bool) or \
+            not isinstance(decision.get("reasons"), list):
+        raise ValueError(f"{path}: expected the gate's decision (a JSON object with a boolean passed and a list of "
+                         f"reasons), found {printable(json.dumps(decision))[:80]}")
+    return decision
+
+
+def served(decision: dict, registry: Path) -> str:
+    """What ``registry`` serves after a run whose gate decided ``decision``: the run's release where its gate made
+    one, else the champion, still serving (a failed gate, or a model that is the champion already)."""
     latest = Path(registry) / "latest"
-    return f"{latest} -> {latest.readlink()}" if latest.is_symlink() else f"nothing released in {registry}"
+    if decision["passed"] and decision.get("released"):
+        return f"release: {latest} -> {decision['version']}"
+    if latest.is_symlink():
+        return f"still serving: {latest} -> {latest.readlink()}"
+    return f"still serving: nothing, no release in {registry}"
 
 
 def kfp_credentials():
@@ -142,19 +200,21 @@ def kfp_credentials():
 
 def submit(host: str, data: str | None, *, experiment: str, tiny: bool, service_account: str = SERVICE_ACCOUNT,
            params_file: Path | None = None, pushgateway: str = "",
-           pipeline: str = telemetry.DEFAULT_PIPELINE) -> str:
+           pipeline: str = telemetry.DEFAULT_PIPELINE, registry: str | None = None) -> str:
     """Compile and submit one run to the Kubeflow Pipelines server at ``host``, its pods running as
     ``service_account`` (k8s/base/rbac.yaml: what KFP's launcher needs, nothing else; the deploy step alone mounts
     the ``mlnt-deployer`` token that may patch the InferenceService); returns the run id. ``data`` None: the
-    pipeline's default ``data_path``. The run keeps the compiled caching options (no ``enable_caching``, which would
-    set every task's, turning the cache on for ingest and the gate): ingest and the gate are never cached, and, since
-    KFP keys a step's cache on its input artifacts and ingest writes new ones each run, no step is reused. The
-    requests carry the pod's KFP token where there is one (``kfp_credentials``)."""
+    pipeline's default ``data_path``; ``registry`` None: its default ``registry`` (``cluster_arguments``). The run
+    keeps the compiled caching options (no ``enable_caching``, which would set every task's, turning the cache on for
+    ingest and the gate): ingest and the gate are never cached, and, since KFP keys a step's cache on its input
+    artifacts and ingest writes new ones each run, no step is reused. The requests carry the pod's KFP token where
+    there is one (``kfp_credentials``)."""
     import kfp  # noqa: PLC0415
 
     # the arguments first: a wrong one fails as itself, before the client connects
-    arguments = pipeline_arguments(data, tiny=tiny, params_file=params_file, pushgateway=pushgateway,
-                                   pipeline=pipeline)
+    arguments = {**cluster_arguments(data, registry),
+                 **pipeline_arguments(data, tiny=tiny, params_file=params_file, pushgateway=pushgateway,
+                                      pipeline=pipeline)}
     client = kfp.Client(host=host, credentials=kfp_credentials())
     with tempfile.TemporaryDirectory() as folder:
         package = compile_pipeline(Path(folder) / "mlnt_pipeline.yaml")
@@ -164,10 +224,37 @@ def submit(host: str, data: str | None, *, experiment: str, tiny: bool, service_
     return run.run_id
 
 
+def cluster_arguments(data: str | None, registry: str | None) -> dict:
+    """``--host``'s folders, checked: in the cluster the ingest step reads ``data`` and the gate releases into
+    ``registry`` inside their pods, where the pipeline mounts only its volumes. Returns the pipeline's ``registry``
+    and ``storage_uri`` (the same folder as ``deploy`` has the InferenceService read it) for a ``registry``; none
+    for None (the pipeline's defaults: the registry volume's root)."""
+    if data is not None:
+        on_volume(data, "--data", step="ingest", volume=definition.DATA_PVC, mount=definition.DATA_MOUNT,
+                  example=definition.DEFAULT_DATA_PATH)
+    if registry is None:
+        return {}
+    folder = on_volume(registry, "--registry", step="gate", volume=definition.REGISTRY_PVC,
+                       mount=definition.REGISTRY_MOUNT, example=f"{definition.REGISTRY_MOUNT}/clothing1m")
+    return {"registry": registry, "storage_uri": "/".join(filter(None, (f"pvc://{definition.REGISTRY_PVC}", folder)))}
+
+
+def on_volume(path: str, option: str, *, step: str, volume: str, mount: str, example: str) -> str:
+    """``path``'s folder on ``volume``, which the ``step`` step mounts at ``mount`` ("" for its root); a
+    ``ValueError`` naming ``option`` for any other path: a relative one resolves under the image's /app, another
+    absolute one is the pod's own file system (nothing to read there; what is written goes with the pod)."""
+    normal = posixpath.normpath(path) if path else ""
+    if normal != mount and not normal.startswith(f"{mount}/"):
+        raise ValueError(f"{option}: expected an absolute path on the volume {volume}, which the {step} step mounts "
+                         f"at {mount} (e.g. {example}), found {path!r}")
+    return normal[len(mount) + 1:]
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m pipelines.run``: ``--local`` runs the pipeline here (its registry ``ROOT/releases`` unless
-    ``--registry``), ``--host`` submits a run to that server; prints the release or the run id. Returns 0, or 1 with
-    one error line on stderr."""
+    ``--registry``) and prints its gate's verdict and reasons, then this run's release or the release still serving;
+    ``--host`` submits a run to that server (``--registry`` its registry; ``--root`` refused) and prints the run id.
+    Returns 0 (also for a failed gate: a decision, not an error), or 1 with one error line on stderr."""
     parser = argparse.ArgumentParser(prog="python -m pipelines.run", description=__doc__.splitlines()[0])
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--local", action="store_true", help="run here with the KFP local runner")
@@ -178,9 +265,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--params", type=Path, help="every step's section from this params file (default: the "
                                                     "params.yaml the pipeline was built with)")
     parser.add_argument("--tiny", action="store_true", help="two epochs on 600 of the ingested images (a smoke run)")
-    parser.add_argument("--root", type=Path, default=Path("artifacts/kfp"), help="--local: the pipeline root")
-    parser.add_argument("--registry", type=Path, help="--local: the model registry (default: ROOT/releases, apart from "
-                                                      "the releases/ that dvc repro's gate promotes into)")
+    parser.add_argument("--root", type=Path, help=f"--local only: the pipeline root (default: {ROOT})")
+    parser.add_argument("--registry", type=Path, help="the model registry the gate releases into, over gate.registry; "
+                                                      "--local: default ROOT/releases, apart from the releases/ that "
+                                                      "dvc repro's gate promotes into; --host: a folder on the "
+                                                      f"registry volume, default {definition.REGISTRY_MOUNT}")
     parser.add_argument("--experiment", default="mlnt", help="--host: the experiment of the run")
     parser.add_argument("--service-account", default=SERVICE_ACCOUNT,
                         help="--host: the run's Kubernetes service account (default: %(default)s)")
@@ -194,20 +283,35 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.local:
-            registry = args.registry or args.root / "releases"  # never moves dvc repro's releases/latest
-            data = None if args.data is None else Path(args.data)  # None: the params file's ingest.path
-            released = run_local(data, root=args.root, registry=registry, tiny=args.tiny, params_file=args.params,
-                                 pushgateway=args.pushgateway, pipeline=args.pipeline)
-            print(f"pipeline finished; artifacts under {args.root}; release: {released}")
+            local_main(args)
         else:
+            if args.root is not None:  # a cluster run's artifacts go to KFP's pipeline root
+                raise ValueError("--root: expected with --local only (a local run's pipeline root), found it with "
+                                 "--host")
             run_id = submit(args.host, args.data, experiment=args.experiment, tiny=args.tiny,
                             service_account=args.service_account, params_file=args.params,
-                            pushgateway=args.pushgateway, pipeline=args.pipeline)
+                            pushgateway=args.pushgateway, pipeline=args.pipeline,
+                            registry=None if args.registry is None else str(args.registry))
             print(f"submitted run {run_id}")
     except Exception as err:  # the runner and the client raise many types; one line for the user
         print(f"error: pipelines.run: {err}", file=sys.stderr)
         return 1
     return 0
+
+
+def local_main(args: argparse.Namespace) -> None:
+    """``--local``: ``run_local``, then the gate's verdict and every reason (``components.gate.report``) and what the
+    registry serves (``served``)."""
+    from components.gate import report  # noqa: PLC0415 - imports torch
+
+    root = args.root or ROOT
+    registry = args.registry or root / "releases"  # never moves dvc repro's releases/latest
+    data = None if args.data is None else Path(args.data)  # None: the params file's ingest.path
+    decision = run_local(data, root=root, registry=registry, tiny=args.tiny, params_file=args.params,
+                         pushgateway=args.pushgateway, pipeline=args.pipeline)
+    print(f"pipeline finished; artifacts under {root}")
+    report(decision)
+    print(served(decision, registry))
 
 
 if __name__ == "__main__":

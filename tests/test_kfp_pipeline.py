@@ -64,7 +64,10 @@ def test_artifacts_are_typed(spec):
     pipeline, _ = yaml.safe_load_all(spec)
     outputs = {name: {k: v["artifactType"]["schemaTitle"] for k, v in c.get("outputDefinitions", {})
                       .get("artifacts", {}).items()} for name, c in pipeline["components"].items()}
-    assert outputs["comp-validate"] == {"data_docs": "system.HTML", "checks": "system.Metrics"}
+    assert outputs["comp-validate"] == {"data_docs": "system.HTML", "report": "system.Artifact",
+                                        "checks": "system.Metrics"}
+    assert pipeline["root"]["dag"]["outputs"]["artifacts"]["decision"]["artifactSelectors"] == [
+        {"outputArtifactKey": "decision", "producerSubtask": "gate"}]  # what pipelines.run --local reads
     assert outputs["comp-mlnt"]["model"] == "system.Model"
     assert outputs["comp-evaluate"]["confusion"] == "system.ClassificationMetrics"
     assert outputs["comp-noise"]["labels"] == "system.Dataset"
@@ -78,7 +81,9 @@ def test_local_run_produces_a_gated_released_model_and_its_inference_service(tmp
     args = ["--local", "--tiny", "--data", str(data), "--root", "root"]
     assert run.main(args) == 0
     latest = tmp_path / "root" / "releases" / "latest"  # its own registry: dvc repro's releases/ stays as it was
-    assert f"release: root/releases/latest -> {os.readlink(latest)}" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"gate: PASS: released as {os.readlink(latest)}\n" in out  # the gate's verdict, then its reasons
+    assert out.endswith(f"\nrelease: root/releases/latest -> {os.readlink(latest)}\n")
     assert not (tmp_path / "releases").exists()
     assert (latest / "model.onnx").is_file() and json.loads((latest / "decision.json").read_text())["passed"]
     (run_dir,) = [p for p in (tmp_path / "root").iterdir() if p.name not in ("checkpoints", "releases")]
@@ -272,11 +277,7 @@ def test_the_training_steps_train_on_cuda_in_the_cluster_and_on_their_sections_d
                                        baseline_model=Model(uri=str(tmp_path / "b")), **artifacts)
     assert mlnt_pipeline.PARAMS["baseline"]["device"] == mlnt_pipeline.PARAMS["mlnt"]["device"] == "auto"
     assert seen == ["cuda", "cuda", "auto", "auto"]
-    given = {}
-    from kfp import local  # noqa: PLC0415
-
-    monkeypatch.setattr(local, "init", lambda **kwargs: None)
-    monkeypatch.setattr(run, "mlnt_pipeline", lambda **kwargs: given.update(kwargs))
+    given = stub_local_runner(monkeypatch, tmp_path)
     run.run_local(tmp_path / "data", root=tmp_path, registry=tmp_path / "releases", tiny=True)
     assert given["training_device"] == ""
 
@@ -324,7 +325,7 @@ def test_every_step_escapes_its_log_lines_under_the_kfp_executor(spec):
 def test_a_failed_validation_logs_its_failure_count_before_the_step_fails(tmp_path, monkeypatch):
     """``failed_expectations`` is the number of failed expectations, logged to ``checks`` before the step raises
     (after copying the Data Docs page), not the 0 of a metric that was only logged on a pass."""
-    from kfp.dsl import HTML, Dataset, Metrics  # noqa: PLC0415 - the artifact types KFP passes the body
+    from kfp.dsl import HTML, Artifact, Dataset, Metrics  # noqa: PLC0415 - the artifact types KFP passes the body
 
     from components.common import config  # noqa: PLC0415
     from components.ingest import IngestConfig  # noqa: PLC0415
@@ -335,10 +336,11 @@ def test_a_failed_validation_logs_its_failure_count_before_the_step_fails(tmp_pa
     monkeypatch.setattr(config, "configure_logging", lambda **kwargs: taken.append(kwargs))
     ingest(IngestConfig(path=str(make_fashion_mnist(tmp_path / "fashion-mnist"))), out=tmp_path / "ingested")
     docs, checks = HTML(uri=str(tmp_path / "data_docs")), Metrics(uri=str(tmp_path / "checks"))
+    report = Artifact(uri=str(tmp_path / "report"))
     with pytest.raises(ValidationFailedError) as failure:  # 300 train and 60 test images, 30 per class: all short
         mlnt_pipeline.validate.python_func(params_json=json.dumps({"min_images": 1000}), pushgateway="",
                                            ingested=Dataset(uri=str(tmp_path / "ingested")), data_docs=docs,
-                                           checks=checks)
+                                           report=report, checks=checks)
     assert taken == [{"take_over": True}]
     page = Path(docs.path).read_text()
     assert "<html" in page.lower() and not links(page)  # one file in the KFP UI: nothing it links to would be there
@@ -347,6 +349,7 @@ def test_a_failed_validation_logs_its_failure_count_before_the_step_fails(tmp_pa
     assert sorted(f["column"] for f in failure.value.failures) == ["test_images", "train_count", "train_images"]
     assert checks.metadata == {"failed_expectations": 3}
     assert str(failure.value).startswith("3 expectation(s) failed on")
+    assert len(json.loads(Path(report.path).read_text())["failures"]) == 3  # the report the page was written from
 
 
 def links(page: str) -> list[str]:
@@ -551,19 +554,21 @@ def test_the_command_line_reaches_the_run(monkeypatch, tmp_path, capsys):
     """Every option of ``python -m pipelines.run`` reaches what runs: --tiny, --params and --pipeline the local run,
     and --experiment, --service-account, --tiny, --params, --pushgateway and --pipeline the submitted one."""
     calls = []
-    monkeypatch.setattr(run, "run_local", lambda data, **kw: calls.append(("local", data, kw)) or "released")
+    decision = {"passed": True, "released": True, "version": "v1", "reasons": []}
+    monkeypatch.setattr(run, "run_local", lambda data, **kw: calls.append(("local", data, kw)) or decision)
     monkeypatch.setattr(run, "submit", lambda host, data, **kw: calls.append(("host", data, kw)) or "run-1")
     params = tmp_path / "p.yaml"
     assert run.main(["--local", "--tiny", "--data", "d", "--params", str(params), "--root", str(tmp_path),
                      "--pipeline", "local"]) == 0
     assert run.main(["--host", "http://kfp", "--tiny", "--data", "/mnt/data/d", "--params", str(params),
                      "--experiment", "e", "--service-account", "sa", "--pushgateway", "pg:9091",
-                     "--pipeline", "p"]) == 0
+                     "--pipeline", "p", "--registry", "/mnt/registry/d"]) == 0
     (_, data, local), (_, path, host) = calls
     assert data == Path("d") and (local["tiny"], local["params_file"], local["root"]) == (True, params, tmp_path)
     assert local["registry"] == tmp_path / "releases" and local["pipeline"] == "local"
     assert path == "/mnt/data/d" and host == {"experiment": "e", "tiny": True, "service_account": "sa",
-                                              "params_file": params, "pushgateway": "pg:9091", "pipeline": "p"}
+                                              "params_file": params, "pushgateway": "pg:9091", "pipeline": "p",
+                                              "registry": "/mnt/registry/d"}
 
 
 def test_a_params_file_a_step_would_refuse_is_refused_before_the_run_is_submitted(tmp_path):
@@ -594,11 +599,7 @@ def test_host_refuses_another_datasets_params_without_data(capsys):
 @pytest.mark.parametrize(("params", "folder"), [(None, "data/fashion-mnist"),
                                                 ("recipes/clothing1m.yaml", "data/clothing1m")])
 def test_local_without_data_reads_the_params_files_ingest_path(params, folder, tmp_path, monkeypatch):
-    from kfp import local  # noqa: PLC0415
-
-    given = {}
-    monkeypatch.setattr(local, "init", lambda **kwargs: None)
-    monkeypatch.setattr(run, "mlnt_pipeline", lambda **kwargs: given.update(kwargs))
+    given = stub_local_runner(monkeypatch, tmp_path)
     monkeypatch.chdir(ROOT)
     assert run.main(["--local", "--root", str(tmp_path), *(["--params", params] if params else [])]) == 0
     assert given["data_path"] == str((ROOT / folder).resolve())
@@ -709,3 +710,220 @@ def test_the_steps_log_the_metrics_their_docstrings_name(tmp_path, monkeypatch):
         assert logged_scores.metadata == {"baseline_accuracy": 0.7, "student_accuracy": 0.7, "teacher_accuracy": 0.7,
                                           **scores}
         assert confusion.metadata["confusionMatrix"]["rows"] == [{"row": [1, 1]}, {"row": [0, 3]}]  # row: actual
+
+
+# What a run says and refuses (pipelines.run), and what each step keeps and says (pipelines.mlnt_pipeline) ----------
+CHAMPION = "v20250101T000000Z-deadbeef"
+FAILED = {"passed": False, "accuracy": 0.5, "reasons": ["fail: accuracy 0.5000, required at least min_accuracy 0.8",
+                                                        "pass: ONNX parity: max |diff| 1e-06"]}
+
+
+def stub_local_runner(monkeypatch, tmp_path, decision: dict | None = None) -> dict:
+    """The KFP local runner stood in for: ``run.mlnt_pipeline`` records its arguments and returns a task whose output
+    ``decision`` is the gate step's file holding ``decision`` (default: a pass that released nothing)."""
+    from types import SimpleNamespace  # noqa: PLC0415
+
+    from kfp import local  # noqa: PLC0415
+    from kfp.dsl import Artifact  # noqa: PLC0415
+
+    given = {}
+
+    def pipeline(**kwargs):
+        given.update(kwargs)
+        path = tmp_path / "gate-decision"
+        path.write_text(json.dumps(decision or {"passed": True, "released": False, "version": CHAMPION,
+                                                "reasons": ["pass: no champion yet"]}))
+        return SimpleNamespace(outputs={"decision": Artifact(uri=str(path))})
+
+    monkeypatch.setattr(local, "init", lambda **kwargs: None)
+    monkeypatch.setattr(run, "mlnt_pipeline", pipeline)
+    return given
+
+
+def test_the_gate_step_logs_its_verdict_and_every_reason(tmp_path, monkeypatch, capsys):
+    """docs/deploy.md step 7 sends a user to the gate step's log: it says PASS or FAIL and every reason of
+    decision.json, as ``python -m components.gate`` does."""
+    from kfp.dsl import Artifact, Dataset, Model  # noqa: PLC0415
+
+    monkeypatch.setattr("components.common.config.configure_logging", lambda **kwargs: None)
+    for folder in ("export", "evaluate"):  # nothing exported: the gate fails
+        (tmp_path / folder).mkdir()
+    decision = Artifact(uri=str(tmp_path / "decision"))
+    passed = mlnt_pipeline.gate.python_func(params_json="{}", registry=str(tmp_path / "registry"), pushgateway="",
+                                            pipeline="mlnt", onnx_model=Model(uri=str(tmp_path / "export")),
+                                            evaluation=Dataset(uri=str(tmp_path / "evaluate")), decision=decision)
+    reasons = json.loads(Path(decision.path).read_text())["reasons"]
+    assert passed is False and reasons[0].startswith("fail: inputs missing or unreadable")
+    assert capsys.readouterr().out == "gate: FAIL: not released\n" + "".join(f"  {r}\n" for r in reasons)
+
+
+@pytest.mark.parametrize(("decision", "champion", "last"), [
+    (FAILED, CHAMPION, "still serving: {latest} -> " + CHAMPION),
+    (FAILED, None, "still serving: nothing, no release in {registry}"),
+    ({"passed": True, "released": False, "version": CHAMPION, "reasons": ["pass: accuracy 0.9000"]}, CHAMPION,
+     "still serving: {latest} -> " + CHAMPION),
+    ({"passed": True, "released": True, "version": "v20260101T000000Z-0123abcd", "reasons": ["pass: accuracy 0.9"]},
+     "v20260101T000000Z-0123abcd", "release: {latest} -> v20260101T000000Z-0123abcd")])
+def test_local_prints_the_gates_verdict_and_what_is_served(decision, champion, last, tmp_path, monkeypatch, capsys):
+    """A failed gate (or a model that is the champion already) releases nothing: the run ends well (exit 0, a decision
+    is no error) and says so with the gate's reasons; the registry's latest is "still serving", never this run's
+    release."""
+    registry = tmp_path / "releases"
+    registry.mkdir()
+    if champion:
+        (registry / champion).mkdir()
+        (registry / "latest").symlink_to(champion)
+    stub_local_runner(monkeypatch, tmp_path, decision)
+    assert run.main(["--local", "--data", str(tmp_path / "data"), "--root", str(tmp_path), "--registry",
+                     str(registry)]) == 0
+    verdict = "FAIL: not released" if not decision["passed"] else (
+        f"PASS: released as {champion}" if decision["released"] else
+        f"PASS: the champion already ({CHAMPION}): nothing released again")
+    assert capsys.readouterr().out == (f"pipeline finished; artifacts under {tmp_path}\ngate: {verdict}\n"
+                                       + "".join(f"  {r}\n" for r in decision["reasons"])
+                                       + last.format(latest=registry / "latest", registry=registry) + "\n")
+
+
+def test_host_sends_registry_as_the_pipelines_registry_and_refuses_root(capsys):
+    """The gate releases into the pipeline's ``registry`` (over the params file's gate.registry), which ``--registry``
+    sets, on the registry volume; deploy serves the release from that folder of the volume. ``--root`` is a local
+    run's: refused with --host, as is a registry the gate step does not mount (its releases would go with the pod)."""
+    arguments = submitted_run(["--registry", "/mnt/registry/clothing1m"])["runtime_config"]["parameters"]
+    assert (arguments["registry"], arguments["storage_uri"]) == ("/mnt/registry/clothing1m",
+                                                                 "pvc://mlnt-registry/clothing1m")
+    arguments = submitted_run([])["runtime_config"]["parameters"]
+    assert "registry" not in arguments and "storage_uri" not in arguments  # the pipeline's defaults: the volume's root
+    assert run.main(["--host", "http://127.0.0.1:9", "--root", "/nowhere"]) == 1  # refused before connecting
+    assert capsys.readouterr().err == ("error: pipelines.run: --root: expected with --local only (a local run's "
+                                       "pipeline root), found it with --host\n")
+    assert run.main(["--host", "http://127.0.0.1:9", "--registry", "releases/clothing1m"]) == 1
+    assert capsys.readouterr().err == ("error: pipelines.run: --registry: expected an absolute path on the volume "
+                                       "mlnt-registry, which the gate step mounts at /mnt/registry (e.g. "
+                                       "/mnt/registry/clothing1m), found 'releases/clothing1m'\n")
+
+
+@pytest.mark.parametrize("missing", ["dataset", "path"])
+def test_a_params_file_that_leaves_ingest_fields_to_their_defaults_runs_as_the_step_would(missing, tmp_path,
+                                                                                         monkeypatch, capsys):
+    """ingest.dataset and ingest.path default as the step's typed config does (fashion-mnist, data/fashion-mnist):
+    --host without --data takes the pipeline's default folder, --local the default path."""
+    params = load_params(ROOT / "params.yaml")
+    del params["ingest"][missing]
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(params))
+    arguments = submitted_run(["--params", str(tmp_path / "p.yaml")])["runtime_config"]["parameters"]
+    assert "data_path" not in arguments
+    given = stub_local_runner(monkeypatch, tmp_path)
+    monkeypatch.chdir(ROOT)
+    assert run.main(["--local", "--root", str(tmp_path), "--params", str(tmp_path / "p.yaml")]) == 0
+    assert given["data_path"] == str(ROOT / "data" / "fashion-mnist")
+
+
+def test_an_ingest_section_the_step_refuses_is_refused_by_name_without_data(tmp_path, monkeypatch, capsys):
+    params = load_params(ROOT / "params.yaml")
+    params["ingest"]["dataset"] = "mnist"
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(params))
+    stub_local_runner(monkeypatch, tmp_path)
+    for where in (["--host", "http://127.0.0.1:9"], ["--local", "--root", str(tmp_path)]):
+        assert run.main([*where, "--params", str(tmp_path / "p.yaml")]) == 1
+        err = capsys.readouterr().err
+        assert err == (f"error: pipelines.run: {tmp_path / 'p.yaml'}: ingest.dataset: expected one of 'fashion-mnist', "
+                       "'cifar10', 'cifar10n', 'cifar100', 'cifar100n', 'clothing1m', 'imagefolder', found 'mnist'\n")
+
+
+NOT_AN_OBJECT = [('{"rate": 0.8', "invalid JSON: Expecting ',' delimiter: line 1 column 13 (char 12)"),
+                 ("null", "null"), ('"symmetric"', 'a string, "symmetric"'), ("[1, 2]", "an array, [1, 2]"),
+                 ("", "invalid JSON: Expecting value: line 1 column 1 (char 0)")]
+
+
+@pytest.mark.parametrize(("text", "found"), NOT_AN_OBJECT)
+def test_a_steps_params_text_that_is_no_json_object_is_refused_naming_the_parameter(text, found, tmp_path,
+                                                                                   monkeypatch):
+    """In the KFP UI a user edits ``<step>_params`` as JSON text (docs/deploy.md): one that is not an object fails
+    the step naming the pipeline parameter, what was expected and what was found."""
+    from components.common.config import ConfigError  # noqa: PLC0415
+
+    monkeypatch.setattr("components.common.config.configure_logging", lambda **kwargs: None)
+    for step in STEPS:
+        with pytest.raises(ConfigError) as refused:
+            call_step(step, tmp_path, params_json=text)
+        assert str(refused.value) == f"{step}_params: expected a JSON object (the {step} section), found {found}"
+    for step in ("ingest", "validate", "noise", "baseline", "mlnt", "evaluate"):  # what export records in the card
+        with pytest.raises(ConfigError, match=rf"^{step}_params: expected a JSON object \(the {step} section\)"):
+            call_step("export", tmp_path, **{f"{step}_params": text})
+
+
+def call_step(step: str, tmp_path: Path, **given):
+    """``step``'s body called with ``given``, the rest of its inputs params.yaml's sections, empty strings and
+    artifacts under ``tmp_path``."""
+    import inspect  # noqa: PLC0415
+    import typing  # noqa: PLC0415
+
+    body = getattr(mlnt_pipeline, step).python_func
+    arguments = {}
+    for name, parameter in inspect.signature(body).parameters.items():
+        kind = parameter.annotation
+        if name.endswith("_params") or name == "params_json":
+            arguments[name] = json.dumps(mlnt_pipeline.PARAMS[step if name == "params_json" else name[:-7]])
+        elif kind in (str, bool):
+            arguments[name] = kind()
+        else:  # Input[...] and Output[...]: the artifact class, annotated
+            arguments[name] = typing.get_args(kind)[0](uri=str(tmp_path / f"{step}-{name}"))
+    return body(**{**arguments, **given})
+
+
+@pytest.mark.parametrize("data", ["data/fashion-mnist", "", "/data/fashion-mnist", "/mnt/data/../etc"])
+def test_host_refuses_a_data_folder_off_the_data_volume(data, capsys):
+    """In the cluster ingest reads ``data_path`` in its pod, where the volume mlnt-data is mounted at /mnt/data: a
+    relative path resolves under the image's /app, another absolute one finds nothing there."""
+    assert run.main(["--host", "http://127.0.0.1:9", "--data", data]) == 1  # refused before connecting
+    assert capsys.readouterr().err == ("error: pipelines.run: --data: expected an absolute path on the volume "
+                                       "mlnt-data, which the ingest step mounts at /mnt/data (e.g. "
+                                       f"/mnt/data/fashion-mnist), found {data!r}\n")
+
+
+def test_the_ingest_section_is_checked_with_the_folder_the_run_reads(tmp_path):
+    """ingest reads ``data_path`` over its section's ``path``: the check before a run builds the section with it."""
+    from components.common.config import ConfigError  # noqa: PLC0415
+
+    params = load_params(ROOT / "params.yaml")
+    params["ingest"]["path"] = ""  # not what the run reads: --data is
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(params))
+    given = run.pipeline_arguments("/mnt/data/fashion-mnist", tiny=False, params_file=tmp_path / "p.yaml")
+    assert given["data_path"] == "/mnt/data/fashion-mnist"
+    with pytest.raises(ConfigError, match=r"^params.yaml: ingest: path: expected the folder \(or file\) of the "
+                                          r"dataset, found ''$"):
+        run.pipeline_arguments("", tiny=False)
+
+
+def test_the_validate_step_keeps_report_json_beside_its_page(tmp_path, monkeypatch):
+    """The page lists the first 100 label conflicts and sends the user to report.json's label_conflicts for the
+    rest: the step keeps report.json as its ``report`` artifact, pass or fail."""
+    from kfp.dsl import HTML, Artifact, Dataset, Metrics  # noqa: PLC0415
+
+    import components.validate  # noqa: PLC0415
+
+    conflicts = [f"train/a/{i}.png ≈ train/b/{i}.png (a and b)" for i in range(150)]
+    failures = [{"table": "images", "expectation": "e", "column": "c", "expected": 1, "observed": 0}]
+
+    def fake_run(config, *, ingest, out, failed=False):  # a pass (or a failure) with 150 label conflicts
+        report = {"failures": failures if failed else [], "label_conflicts": conflicts, "statistics": {}}
+        (Path(out) / "report.json").write_text(json.dumps(report))
+        if failed:
+            raise components.validate.ValidationFailedError("1 expectation(s) failed on x\nc", failures)
+        return report
+
+    monkeypatch.setattr("components.common.config.configure_logging", lambda **kwargs: None)
+    for failed in (False, True):
+        monkeypatch.setattr(components.validate, "run", lambda config, failed=failed, **kw: fake_run(
+            config, failed=failed, **kw))
+        folder = tmp_path / str(failed)
+        docs, report = HTML(uri=str(folder / "data_docs")), Artifact(uri=str(folder / "report"))
+        folder.mkdir()
+        try:
+            mlnt_pipeline.validate.python_func(params_json="{}", pushgateway="", ingested=Dataset(uri=str(tmp_path)),
+                                               data_docs=docs, report=report, checks=Metrics(uri=str(folder / "m")))
+        except components.validate.ValidationFailedError:
+            assert failed
+        assert json.loads(Path(report.path).read_text())["label_conflicts"] == conflicts
+        assert "... and 50 more in report.json's label_conflicts (the validate step's report artifact)" in \
+            Path(docs.path).read_text()
