@@ -15,10 +15,10 @@ from components.common.atomic import atomic_set, prepare_output, write_json
 from components.common.checkpoints import checkpoint_store, drop_stale_checkpoints
 from components.common.config import CONFIG_FILE, as_record, cli
 from components.common.curves import publish_curves, write_curves, write_history
-from components.common.model_file import save_model, seeded_network
+from components.common.model_file import TRAINED_ON, save_model, seeded_network
 from components.common.parallel import data_parallel
 from components.common.pretrained import imagenet_weights
-from components.common.splits import load_split, split_inputs
+from components.common.splits import load_split, training_digest
 from components.common.steps import FOLDERS
 from components.common.telemetry import reports
 from model.networks import NETWORKS, Network
@@ -51,13 +51,16 @@ class BaselineConfig(TrainConfig):
 def run(config: BaselineConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOISE_OUT, out: Path = OUT,
         checkpoints: Path | None = None) -> dict:
     """Reads ``ingest``'s training images and ``noise``'s ``labels.npz`` (``load_split``); trains CE and writes
-    ``model.pt`` (the best validation), ``final.pt``, ``metrics.json``, ``history.json`` and the curves under ``live/``
-    to ``out`` (the main process); returns the metrics. ``checkpoints``: a folder shared across runs for the resumable
+    ``model.pt`` (the best validation), ``final.pt`` (both record ``training_digest``, which mlnt checks),
+    ``metrics.json``, ``history.json`` and the curves under ``live/`` to ``out`` (the main process); returns the
+    metrics. ``checkpoints``: a folder shared across runs for the resumable
     checkpoints (default ``out/checkpoints``)."""
     retain_freed_memory()  # a training process: reuse freed memory rather than fault in fresh pages
     prepare_output(out, step="baseline")  # a folder that cannot take the outputs fails now, not after training
-    train_data, val_data, meta = load_split(ingest, noise, workers=config.workers, augment=config.augment)
-    store = checkpoint_store(out, config, split_inputs(ingest, noise), code="components.baseline", root=checkpoints)
+    train_data, val_data, meta = load_split(ingest, noise, workers=config.workers, augment=config.augment,
+                                            crop_padding=config.crop_padding)
+    trained_on = training_digest(ingest, noise)
+    store = checkpoint_store(out, config, [trained_on], code="components.baseline", root=checkpoints)
     weights = imagenet_weights(config.network) if config.pretrained else None
     net = seeded_network(config.network, meta, config.seed, pretrained=weights)
     with data_parallel(config) as group:
@@ -68,7 +71,8 @@ def run(config: BaselineConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOIS
                "val_accuracy": result.best_score, "best_step": result.best_step,
                "final_val_accuracy": final["val_accuracy_student"], "epochs": len(result.history)}
     if group.is_main:
-        _write(Path(out), result, metrics, network=config.network, meta=meta, config=config)
+        _write(Path(out), result, metrics, network=config.network, meta={**meta, TRAINED_ON: trained_on},
+               config=config)
         drop_stale_checkpoints(store, shared=checkpoints is not None)
     return metrics
 

@@ -23,10 +23,10 @@ from components.common.atomic import atomic_set, prepare_output, write_json
 from components.common.checkpoints import checkpoint_store, drop_stale_checkpoints
 from components.common.config import CONFIG_FILE, as_record, cli
 from components.common.curves import publish_curves, write_curves, write_history
-from components.common.model_file import check_fits, load_model, save_model, seeded_network
+from components.common.model_file import check_fits, check_trained_on, load_model, save_model, seeded_network
 from components.common.parallel import data_parallel
 from components.common.pretrained import imagenet_weights
-from components.common.splits import load_split, split_inputs
+from components.common.splits import load_split, training_digest
 from components.common.steps import FOLDERS
 from components.common.telemetry import reports
 from model.schedules import rampup_weight
@@ -64,17 +64,19 @@ def _pushed(metrics: dict) -> dict:
 def run(config: MlntStepConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOISE_OUT,
         baseline: Path = BASELINE_OUT, out: Path = OUT, checkpoints: Path | None = None) -> dict:
     """Reads ``ingest``'s training images, ``noise``'s ``labels.npz`` and ``baseline``'s ``model.pt`` (the features;
-    the start too with ``warm_start``); writes ``student.pt``, ``teacher.pt`` (and ``teacher_round<r>.pt`` for
-    earlier rounds), ``metrics.json``, ``history.json``, ``evaluations.json`` and the ``live/`` curves to ``out`` (the
-    main process); returns the metrics. ``checkpoints``: a folder shared across runs for the resumable checkpoints
-    (default ``out/checkpoints``)."""
+    the start too with ``warm_start``; refused when it was trained on other inputs); writes ``student.pt``,
+    ``teacher.pt`` (and ``teacher_round<r>.pt`` for earlier rounds), ``metrics.json``, ``history.json``,
+    ``evaluations.json`` and the ``live/`` curves to ``out`` (the main process); returns the metrics.
+    ``checkpoints``: a folder shared across runs for the resumable checkpoints (default ``out/checkpoints``)."""
     retain_freed_memory()  # a training process: reuse freed memory rather than fault in fresh pages
     prepare_output(out, step="mlnt")  # a folder that cannot take the outputs fails now, not after training
-    train_data, val_data, meta = load_split(ingest, noise, workers=config.workers, augment=config.augment)
-    inputs = [*split_inputs(ingest, noise), Path(baseline) / "model.pt"]
-    baseline_net, saved = load_model(Path(baseline) / "model.pt")  # checked before the checkpoint folder is taken
-    check_fits(Path(baseline) / "model.pt", saved, read_manifest(ingest), Path(ingest) / "manifest.json")
-    store = checkpoint_store(out, config, inputs, code="components.mlnt", root=checkpoints)
+    train_data, val_data, meta = load_split(ingest, noise, workers=config.workers, augment=config.augment,
+                                            crop_padding=config.crop_padding)
+    trained_on, model_file = training_digest(ingest, noise), Path(baseline) / "model.pt"
+    baseline_net, saved = load_model(model_file)  # checked before the checkpoint folder is taken
+    check_fits(model_file, saved, read_manifest(ingest), Path(ingest) / "manifest.json")
+    check_trained_on(model_file, saved, trained_on, inputs=f"the inputs in {ingest} and {noise}")
+    store = checkpoint_store(out, config, [trained_on, model_file], code="components.mlnt", root=checkpoints)
     if config.warm_start:
         net = copy.deepcopy(baseline_net)
     else:

@@ -228,11 +228,12 @@ def _intact(path: Path) -> bool:
     return True
 
 
-def checkpoint_store(out: Path, config: Any, inputs: list[Path], *, code: str,
+def checkpoint_store(out: Path, config: Any, inputs: list[Path | str], *, code: str,
                      root: Path | None = None) -> FileCheckpointStore:
     """The checkpoint folder of this run: ``<root>/<id>`` (``root`` defaults to ``out/checkpoints``), the id a hash
-    of the input files, of the code the step ``code`` runs (``components.common.code.code_digest``: every project
-    file it imports), of the torch build (``torch.__version__``: another one changes the arithmetic) and of
+    of the ``inputs`` (files, by their sha256, or digests already made, such as ``splits.training_digest``), of the
+    code the step ``code`` runs (``components.common.code.code_digest``: every project file it imports), of the
+    torch build (``torch.__version__``: another one changes the arithmetic) and of
     ``model.trainer.run_identity(config)``, the fields the trainer's resume policy does not
     let change (all but those that cannot change the result and, in a one-round run, ``epochs``). A rerun with the
     same config, inputs, code and torch resumes, one with more epochs continues where the last one stopped (exactly
@@ -243,8 +244,8 @@ def checkpoint_store(out: Path, config: Any, inputs: list[Path], *, code: str,
     ``CheckpointInUseError`` when another run is training into it."""
     fields = run_identity(config)
     digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode())
-    for path in inputs:
-        digest.update(sha256_file(Path(path)).encode())
+    for item in inputs:
+        digest.update((item if isinstance(item, str) else sha256_file(Path(item))).encode())
     digest.update(code_digest(code).encode())
     digest.update(torch.__version__.encode())
     store = FileCheckpointStore(Path(root or Path(out) / "checkpoints") / digest.hexdigest()[:16])

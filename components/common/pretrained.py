@@ -17,6 +17,8 @@ import torch
 from torch import Tensor
 from torchvision.models import ResNet50_Weights
 
+from components.common.artifacts import sha256_file
+
 TIMEOUT_S = 20.0
 WEIGHTS = {"resnet50": ResNet50_Weights.IMAGENET1K_V1}
 
@@ -36,6 +38,8 @@ def imagenet_weights(network: str) -> Mapping[str, Tensor] | None:
     if network not in WEIGHTS:
         return None
     weights = WEIGHTS[network]
+    if weights_file(network).is_file():  # torchvision checks the hash only of a file it downloads
+        check_named_hash(weights_file(network), url=weights.url)
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(TIMEOUT_S)
     try:
@@ -47,3 +51,17 @@ def imagenet_weights(network: str) -> Mapping[str, Tensor] | None:
             f"(it is the same on every machine), or set pretrained: false to train from random weights") from err
     finally:
         socket.setdefaulttimeout(previous)
+
+
+def check_named_hash(path: Path, *, url: str) -> None:
+    """The file at ``path`` has the sha256 whose first hex digits its name holds (torchvision's convention,
+    ``name-<prefix>.pth``); a ``PretrainedWeightsError`` naming the file, the prefix and the digest found otherwise:
+    a file put there by hand (``url`` is where the right one is) may be another network's, or random weights."""
+    match = torch.hub.HASH_REGEX.search(path.name)
+    prefix = match.group(1) if match else ""
+    found = sha256_file(path)
+    if len(prefix) < 8 or not found.startswith(prefix):
+        raise PretrainedWeightsError(
+            f"{path}: expected ImageNet weights whose sha256 starts with {prefix or 'the 8+ hex digits'} (the prefix "
+            f"in the file's name), found sha256 {found}; delete the file to download it again, or put the file "
+            f"from {url} there")

@@ -4,31 +4,41 @@ streamed from a sharded dataset's shards), the clean test set, and the files a r
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from components.common.artifacts import MADE_FROM, check_labels, labels_digest, read_arrays, read_json, read_manifest
+from components.common.artifacts import (
+    MADE_FROM,
+    check_labels,
+    labels_digest,
+    read_arrays,
+    read_json,
+    read_manifest,
+    sha256_file,
+)
 from components.common.errors import DataError
 from components.common.streaming import open_split
 from components.formats.webdataset import read_index, verify_shards
 from model.trainer import Data, Source
 
 
-def load_split(ingest: Path, noise: Path, *, workers: int = 2, augment: bool = False,
+def load_split(ingest: Path, noise: Path, *, workers: int = 2, augment: bool = False, crop_padding: int = 0,
                ) -> tuple[Source, Source, dict[str, Any]]:
     """The training and validation sets, and what a model file must record. In memory (normalised float tensors)
     for datasets ingested as arrays; streamed from the shards (``components.common.streaming``, ``workers`` decoding
-    processes, ``augment``: random crops and flips) for a sharded dataset. A dataset's own clean validation split
-    (Clothing1M's, an image folder's ``val``) is the validation set; otherwise the noise step's held-out rows."""
+    processes, ``augment``: random crops and flips, where a ``crop_padding`` is refused) for a sharded dataset. A
+    dataset's own clean validation split (Clothing1M's, an image folder's ``val``) is the validation set; otherwise
+    the noise step's held-out rows."""
     ingest, noise = Path(ingest), Path(noise)
     manifest = read_manifest(ingest)
     labels = read_noise_labels(ingest, noise)
     index, given, is_val = labels["index"], labels["label"], labels["is_val"]
     if manifest["format"] == "shards":
-        return _shard_split(ingest, noise, index, given, workers=workers, augment=augment)
+        return _shard_split(ingest, noise, index, given, workers=workers, augment=augment, crop_padding=crop_padding)
     (images,) = read_arrays(ingest / "train.npz", "ingest", "images")
     pixels = images[index[~is_val]].astype(np.float32) / 255.0
     mean = pixels.mean(axis=(0, 1, 2)).tolist()
@@ -48,14 +58,14 @@ def load_split(ingest: Path, noise: Path, *, workers: int = 2, augment: bool = F
 
 
 def _shard_split(ingest: Path, noise: Path, index: np.ndarray, given: np.ndarray, *, workers: int,
-                 augment: bool) -> tuple[Source, Source, dict[str, Any]]:
+                 augment: bool, crop_padding: int) -> tuple[Source, Source, dict[str, Any]]:
     manifest = read_json(ingest / "manifest.json", "ingest", "transform", "class_names", "counts")
     if "val" not in manifest["counts"]:
         raise DataError(f"{ingest / 'manifest.json'}: expected a sharded dataset with its own val split, found "
                         f"the splits {sorted(manifest['counts'])}")
     verify_shards(ingest, ("train", "val"))
     train = open_split(ingest, "train", positions=index, labels=torch.from_numpy(given.astype(np.int64)),
-                       workers=workers, augment=augment)
+                       workers=workers, augment=augment, crop_padding=crop_padding)
     transform = manifest["transform"]
     meta = {"num_classes": len(manifest["class_names"]), "in_channels": 3, "image_size": transform["crop"],
             "normalisation": {"mean": transform["mean"], "std": transform["std"]}}
@@ -112,15 +122,36 @@ def _check_rows(labels: Path, index: np.ndarray, count: int) -> None:
                         f"{int(wrong[0])} {RERUN}")
 
 
+TRAINING_KEYS = ("format", "class_names", "image_shape", "transform")  # what training reads of the manifest
+
+
 def split_inputs(ingest: Path, noise: Path) -> list[Path]:
-    """The files a training run's result depends on (they name its checkpoint folder): the ingest manifest (the
-    input files' sha256 and a sharded dataset's transform, its resize and crop, which leave the shards unchanged),
-    the ingested training images (or the shard index, which holds every shard's sha256), an image folder's own
-    ``val.npz`` where there is one, and the noise step's labels."""
+    """The files a training run reads besides the manifest: the ingested training images (or a sharded set's train
+    and val indexes), an image folder's own ``val.npz`` where there is one, and the noise step's labels."""
     ingest = Path(ingest)
-    images = ingest / "shards" / "index.json" if (ingest / "shards" / "index.json").is_file() else ingest / "train.npz"
-    val = [ingest / "val.npz"] if (ingest / "val.npz").is_file() else []
-    return [ingest / "manifest.json", images, *val, Path(noise) / "labels.npz"]
+    if (ingest / "shards" / "index.json").is_file():
+        images = [p for p in (ingest / "shards" / f"{s}.index.npz" for s in ("train", "val")) if p.is_file()]
+    else:
+        images = [ingest / "train.npz", *([ingest / "val.npz"] if (ingest / "val.npz").is_file() else [])]
+    return [*images, Path(noise) / "labels.npz"]
+
+
+def training_digest(ingest: Path, noise: Path) -> str:
+    """The sha256 of what a training run reads: the manifest's ``TRAINING_KEYS`` (a sharded set's transform, its
+    resize and crop, leaves the shards unchanged) and whether it has its own val split, a sharded set's train and val
+    shards (their sha256 in ``index.json``) and the files of ``split_inputs``. Not the data's path, the ingest
+    settings that leave these unchanged or the test split: a moved folder still resumes. It names the checkpoint
+    folder, and the baseline's ``model.pt`` records it (``model_file.TRAINED_ON``) for mlnt to check."""
+    ingest = Path(ingest)
+    manifest = read_json(ingest / "manifest.json", "ingest")
+    record = {key: manifest.get(key) for key in TRAINING_KEYS} | {"val": "val" in manifest.get("counts", {})}
+    if (ingest / "shards" / "index.json").is_file():
+        splits = read_json(ingest / "shards" / "index.json", "ingest", "splits")["splits"]
+        record["shards"] = {split: splits.get(split) for split in ("train", "val")}
+    digest = hashlib.sha256(json.dumps(record, sort_keys=True).encode())
+    for path in split_inputs(ingest, noise):
+        digest.update(sha256_file(path).encode())
+    return digest.hexdigest()
 
 
 def test_set(ingest: Path, normalisation: dict[str, list[float]], *, workers: int = 2) -> Source:

@@ -26,6 +26,7 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from components.common.config import ConfigError
 from components.common.errors import DataError
 from components.formats.images import MAX_PIXELS, open_image, to_8_bits
 from components.formats.webdataset import SplitIndex
@@ -218,13 +219,18 @@ class ShardSource:
 
 
 def open_split(ingest, split: str, *, positions: np.ndarray | None = None, labels: Tensor | None = None,
-               workers: int = 2, augment: bool = False) -> ShardSource:
+               workers: int = 2, augment: bool = False, crop_padding: int = 0) -> ShardSource:
     """A split of a sharded ingest as a ``ShardSource``, decoded with the manifest's transform: every sample with
-    its ingested label, or the samples at ``positions`` with ``labels``."""
+    its ingested label, or the samples at ``positions`` with ``labels``. Its random crops lie within the resize
+    margin and pad nothing: a ``crop_padding`` with ``augment`` is a ``ConfigError`` (it would be ignored)."""
     from components.common.artifacts import read_json  # noqa: PLC0415
     from components.formats.webdataset import read_index  # noqa: PLC0415
 
     transform = read_json(Path(ingest) / "manifest.json", "ingest", "transform")["transform"]
+    if augment and crop_padding:
+        raise ConfigError(f"crop_padding: expected 0 for the sharded dataset in {ingest} (its loader crops within "
+                          f"the resize margin, {transform['resize'] - transform['crop']} pixels, and pads nothing), "
+                          f"found {crop_padding}; set crop_padding: 0, or augment: false")
     index = read_index(ingest, split)
     positions = np.arange(len(index)) if positions is None else positions
     labels = torch.from_numpy(index.label[positions].astype(np.int64)) if labels is None else labels

@@ -15,7 +15,7 @@ from components.baseline import BaselineConfig
 from components.common import code
 from components.common.atomic import write_json
 from components.common.checkpoints import CheckpointError, FileCheckpointStore, checkpoint_store, read_checkpoint
-from components.common.splits import split_inputs
+from components.common.splits import training_digest
 
 
 def test_round_trip_keeps_the_previous_checkpoint(tmp_path):
@@ -120,7 +120,7 @@ def test_atomic_json_leaves_the_old_file_on_failure(tmp_path):
 
 def baseline_store(out, ingest, noise):
     """The checkpoint store a baseline run with the default config over ``ingest`` and ``noise`` gets."""
-    return checkpoint_store(out, BaselineConfig(), split_inputs(ingest, noise), code="components.baseline")
+    return checkpoint_store(out, BaselineConfig(), [training_digest(ingest, noise)], code="components.baseline")
 
 
 def _run_id(ingest, noise) -> str:
@@ -415,3 +415,25 @@ def test_an_edit_of_the_code_a_step_runs_or_another_torch_names_another_checkpoi
         assert _run_id(ingest, noise) not in (before, edited)
     finally:
         code.code_digest.cache_clear()
+
+
+def test_a_moved_dataset_or_an_ingest_setting_training_does_not_read_keeps_the_checkpoint_folder(tmp_path):
+    """The folder hashes only what training reads of the manifest: a moved data folder, another shard_size or
+    test split leave the training images and labels byte-identical, and resume; another class list does not."""
+    ingest, noise = tmp_path / "ingest", tmp_path / "noise"
+    ingest.mkdir()
+    noise.mkdir()
+    images, labels = np.zeros((4, 8, 8, 1), np.uint8), np.array([0, 1, 0, 1])
+    np.savez(ingest / "train.npz", images=images, labels=labels)
+    np.savez(noise / "labels.npz", index=np.arange(4), label=labels, is_val=np.zeros(4, bool))
+    manifest = {"format": "arrays", "class_names": ["a", "b"], "image_shape": [8, 8, 1],
+                "counts": {"train": 4, "test": 2}, "source": "data/a", "config": {"path": "data/a", "shard_size": 5},
+                "inputs_sha256": {"t10k-images-idx3-ubyte.gz": "1" * 64}}
+    write_json(ingest / "manifest.json", manifest)
+    before = _run_id(ingest, noise)
+    write_json(ingest / "manifest.json", {**manifest, "source": "data/b", "counts": {"train": 4, "test": 3},
+                                          "config": {"path": "data/b", "shard_size": 7},
+                                          "inputs_sha256": {"t10k-images-idx3-ubyte.gz": "2" * 64}})
+    assert _run_id(ingest, noise) == before
+    write_json(ingest / "manifest.json", {**manifest, "class_names": ["b", "a"]})
+    assert _run_id(ingest, noise) != before

@@ -1,3 +1,4 @@
+import hashlib
 import socket
 import urllib.error
 
@@ -61,3 +62,25 @@ def test_the_weights_are_hash_checked_with_a_timeout_and_the_timeout_is_put_back
     finally:
         socket.setdefaulttimeout(previous)
     assert calls == [({"progress": False, "check_hash": True}, pretrained.TIMEOUT_S)]
+
+
+def test_hand_placed_weights_whose_sha256_differs_from_their_name_are_refused(tmp_path, monkeypatch):
+    """torchvision checks the hash only when it downloads: a file put in the cache by hand is checked here against
+    the sha256 prefix in its name (``resnet50-0676ba61.pth``) before it is loaded."""
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    path = weights_file("resnet50")
+    path.parent.mkdir(parents=True)
+    torch.save(resnet50(weights=None).state_dict(), path)
+    found = hashlib.sha256(path.read_bytes()).hexdigest()
+    with pytest.raises(PretrainedWeightsError) as caught:
+        imagenet_weights("resnet50")
+    assert str(caught.value) == (f"{path}: expected ImageNet weights whose sha256 starts with 0676ba61 (the prefix "
+                                 f"in the file's name), found sha256 {found}; delete the file to download it again, "
+                                 f"or put the file from {ResNet50_Weights.IMAGENET1K_V1.url} there")
+
+
+def test_hand_placed_weights_whose_sha256_matches_their_name_pass_the_check(tmp_path):
+    path = tmp_path / "weights.pth"
+    path.write_bytes(b"weights")
+    named = path.rename(tmp_path / f"net-{hashlib.sha256(b'weights').hexdigest()[:10]}.pth")
+    pretrained.check_named_hash(named, url="https://example.org/net.pth")

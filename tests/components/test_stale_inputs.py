@@ -7,10 +7,12 @@ import json
 import numpy as np
 import pytest
 
+from components.baseline import BaselineConfig
+from components.baseline import run as baseline
 from components.common.artifacts import MADE_FROM
 from components.common.errors import DataError
-from components.common.model_file import save_model
-from components.common.splits import load_split
+from components.common.model_file import TRAINED_ON, check_trained_on, load_model, save_model
+from components.common.splits import load_split, training_digest
 from components.ingest import IngestConfig
 from components.ingest import run as ingest
 from components.mlnt import MlntStepConfig
@@ -111,6 +113,30 @@ def test_mlnt_refuses_a_baseline_model_of_another_dataset(made):
                                      f"{made / 'ingest' / 'manifest.json'} (10 classes, 1 channel, image size 28), "
                                      "found one with 3 channels, image size 8")
     assert not (made / "mlnt" / "checkpoints").exists()  # refused before anything was written
+
+
+def test_mlnt_refuses_a_baseline_trained_on_other_noisy_labels(made):
+    """A baseline trained before the noise step was re-run has seen the rows mlnt now validates on: its model.pt
+    records the digest of its training inputs, and mlnt refuses it when its own inputs differ."""
+    baseline(BaselineConfig(epochs=1, progress=False, device="cpu"), ingest=made / "ingest", noise=made / "noise",
+             out=made / "baseline")
+    _, saved = load_model(made / "baseline" / "model.pt")
+    assert saved[TRAINED_ON] == training_digest(made / "ingest", made / "noise")
+    noise(NoiseConfig(train_size=0, rate=0.6, seed=1), ingest=made / "ingest", out=made / "noise")
+    with pytest.raises(DataError) as err:
+        mlnt(MlntStepConfig(epochs=2, ramp_start=1, ramp_end=1, progress=False, warm_start=True),
+             ingest=made / "ingest", noise=made / "noise", baseline=made / "baseline", out=made / "mlnt")
+    now = training_digest(made / "ingest", made / "noise")
+    assert str(err.value) == (f"{made / 'baseline' / 'model.pt'}: expected a model trained on the inputs in "
+                              f"{made / 'ingest'} and {made / 'noise'} (sha256 {now[:16]}), found one trained on "
+                              f"others (sha256 {saved[TRAINED_ON][:16]}) (re-run the baseline step)")
+    assert not (made / "mlnt" / "checkpoints").exists()  # refused before anything was written
+
+
+def test_a_model_from_before_the_digest_is_read_as_before(made):
+    """As labels.npz from before its digest: a model.pt that records no training inputs is not checked for them."""
+    check_trained_on(made / "model.pt", {"network": "small_cnn"}, training_digest(made / "ingest", made / "noise"),
+                     inputs="the inputs")
 
 
 def test_a_dataset_of_one_class_is_refused_at_ingest(tmp_path):

@@ -28,7 +28,10 @@ import webdataset as wds
 from PIL import Image
 
 from benchmarks.fixtures import write_clothing1m
+from components.baseline import BaselineConfig
+from components.baseline import run as baseline
 from components.common.checkpoints import FileCheckpointStore
+from components.common.config import ConfigError
 from components.common.errors import DataError
 from components.common.splits import load_split
 from components.common.streaming import ShardImages, ShardSource, decode, decoded_chunks, open_split
@@ -1009,3 +1012,18 @@ def test_a_negative_index_is_a_data_error_too(tmp_path):
              is_val=is_val)
     with pytest.raises(DataError, match=r"labels\.npz: expected indices of the 50 ingested images, 0 to 49, found -1 "):
         load_split(ingest, noise, workers=0)
+
+
+def test_a_crop_padding_the_shard_loader_cannot_apply_is_refused(ingest_dir, tmp_path):
+    """The shard loader crops within the resize margin and pads nothing: a crop_padding with augment would be
+    ignored without a word, so it is refused before anything is written; 0, or no augment, is accepted."""
+    make_noise(NoiseConfig(kind="human"), ingest=ingest_dir, out=tmp_path / "noise")
+    with pytest.raises(ConfigError) as err:
+        baseline(BaselineConfig(augment=True, crop_padding=2, batch_size=8, progress=False, device="cpu", workers=0),
+                 ingest=ingest_dir, noise=tmp_path / "noise", out=tmp_path / "out")
+    assert str(err.value) == (f"crop_padding: expected 0 for the sharded dataset in {ingest_dir} (its loader crops "
+                              f"within the resize margin, {RESIZE - CROP} pixels, and pads nothing), found 2; set "
+                              "crop_padding: 0, or augment: false")
+    assert not (tmp_path / "out" / "checkpoints").exists()
+    for augment, padding in ((True, 0), (False, 2)):
+        assert len(load_split(ingest_dir, tmp_path / "noise", workers=0, augment=augment, crop_padding=padding)[0])
