@@ -4,7 +4,8 @@ Writes ``artifacts/evaluate/metrics.json`` (a public contract: ``{"baseline": {.
 "student": {...}, "teacher": {...}, "label_issues": {...}, "validation": {...}, "test": {...}}``; each model with
 ``accuracy``, ``per_class_accuracy``, ``macro_f1`` and ``ece`` on the clean test set (``baseline`` is CE's last
 epoch, ``baseline_best_epoch`` the epoch CE's validation picked, which export may release; the baseline also
-keeps ``best_epoch_accuracy``); ``class_names`` in the order of ``per_class_accuracy``; ``ece_bins``, the bins of
+keeps ``best_epoch_accuracy``; ``model_sha256``: the sha256 of the model file scored, which export checks the file
+it releases against); ``class_names`` in the order of ``per_class_accuracy``; ``ece_bins``, the bins of
 every ECE here; ``validation``: where the set every selection used came from and whether its labels are clean;
 ``test``: where the test split came from), ``confusion_<model>.csv`` (``actual,predicted`` class names for ``dvc
 plots``), ``calibration_<model>.csv`` (the reliability diagram of each model on the test set),
@@ -30,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from components.common.artifacts import read_json, read_manifest
+from components.common.artifacts import read_json, read_manifest, sha256_file
 from components.common.atomic import atomic_set, prepare_output, write_json, write_text
 from components.common.config import CONFIG_FILE, as_record, cli
 from components.common.model_file import check_fits, load_model
@@ -213,6 +214,7 @@ def run(config: EvaluateConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOIS
     models = {"baseline": Path(baseline) / "final.pt", "baseline_best_epoch": Path(baseline) / "model.pt",
               "student": Path(mlnt) / "student.pt", "teacher": Path(mlnt) / "teacher.pt"}
     nets = {name: load_model(path) for name, path in models.items()}
+    digests = {name: sha256_file(path) for name, path in models.items()}  # export releases only a file scored here
     _, saved = nets["teacher"]
     manifest = read_manifest(ingest)
     for name, path in models.items():
@@ -227,6 +229,7 @@ def run(config: EvaluateConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOIS
     for name, (net, _) in nets.items():
         probs = predict(net, test, batch_size=config.batch_size, desc=f"evaluate {name} on the test set").numpy()
         metrics[name] = classification_metrics(probs, test_labels, k, config.ece_bins)
+        metrics[name]["model_sha256"] = digests[name]
         csvs[f"confusion_{name}.csv"] = _confusion_csv(test_labels, probs.argmax(1), names)
         csvs[f"calibration_{name}.csv"] = _csv(reliability_rows(probs, test_labels, config.ece_bins))
     metrics["baseline"]["best_epoch_accuracy"] = metrics["baseline_best_epoch"]["accuracy"]

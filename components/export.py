@@ -6,8 +6,10 @@ mean and std; output ``probabilities`` ``[batch, K]``; dynamic batch axis, weigh
 normalisation and the input transform in the metadata), ``parity.json`` (onnxruntime against PyTorch on clean test
 images) and ``model_card.json`` (classes, input spec with ``input.transform``: how an image is resized and cropped
 exactly as training and evaluate saw it, which the predictor applies to encoded images; metrics, data hashes, the
-params of every step up to export and their digest, git commit, the ONNX file's sha256, ``train_class_distribution``:
-the share of each class among the noisy training labels the model learnt from, ``predicted_class_distribution``: the
+params of every step up to export and their digest, git commit, the ONNX file's sha256, ``model_sha256``: the
+sha256 of the model file exported, which must be the file evaluate scored (its metrics.json records each; export
+refuses another), ``train_class_distribution``: the share of each class among the noisy training labels the model
+learnt from, ``predicted_class_distribution``: the
 share of each class among the released model's predictions on the test set, the reference the predictor's drift
 gauge compares live predictions with (it compares predictions: under class-dependent noise the noisy labels' shares
 differ from what a noise-robust model predicts on unchanged data, and the gauge read that as drift), and
@@ -33,7 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from components.common.artifacts import read_json, read_manifest, sha256_file
+from components.common.artifacts import fraction, read_json, read_manifest, sha256_file, wrong_type
 from components.common.atomic import atomic_set, prepare_output, write_atomic, write_json
 from components.common.calibration import (
     ANCHOR_PERCENTILE,
@@ -45,6 +47,7 @@ from components.common.calibration import (
     fit_temperature_on_noisy_labels,
 )
 from components.common.config import CONFIG_FILE, as_record, cli
+from components.common.errors import DataError
 from components.common.model_file import check_fits, load_model
 from components.common.splits import load_split, read_noise_labels, test_set
 from components.common.steps import FOLDERS, STEPS
@@ -97,12 +100,45 @@ class Probabilities(nn.Module):
 
 
 def choose(baseline: Path, mlnt: Path) -> tuple[str, Path, float]:
-    """The model with the higher validation accuracy: ``(name, file, validation accuracy)``."""
-    base = read_json(Path(baseline) / "metrics.json", "baseline", "val_accuracy")["val_accuracy"]
-    teacher = read_json(Path(mlnt) / "metrics.json", "mlnt", "val_accuracy")["val_accuracy"]  # the released one
+    """The model with the higher validation accuracy: ``(name, file, validation accuracy)``; a ``DataError`` naming
+    the file when either accuracy is not a finite number in [0, 1] (a NaN would win every comparison)."""
+    base = _val_accuracy(Path(baseline), "baseline")
+    teacher = _val_accuracy(Path(mlnt), "mlnt")  # the released one
     if teacher >= base:
         return "teacher", Path(mlnt) / "teacher.pt", teacher
     return "baseline_best_epoch", Path(baseline) / "model.pt", base  # named as in evaluate's metrics.json
+
+
+def _val_accuracy(folder: Path, producer: str) -> float:
+    """``val_accuracy`` of the ``metrics.json`` that ``producer`` wrote into ``folder``, a finite number in [0, 1]."""
+    path = folder / "metrics.json"
+    value = read_json(path, producer, "val_accuracy")["val_accuracy"]
+    if not fraction(value):
+        raise DataError(f"{path}: expected val_accuracy as a finite number in [0, 1] written by the {producer} step, "
+                        f"found {value!r}")
+    return value
+
+
+EVALUATED_SHAPES = {"ece_bins": int, "validation": dict, "test": dict, "label_issues": dict}  # what the card copies
+
+
+def read_evaluated(evaluate: Path, name: str, model_file: Path) -> tuple[dict, str]:
+    """evaluate's metrics.json, holding the scores of the model ``name`` and every record the card copies in its JSON
+    type, and the sha256 of ``model_file``: the file evaluate scored as ``name`` (its ``model_sha256``; metrics
+    written before evaluate recorded it are not checked). A ``DataError`` naming the file, the key, the expected
+    and the found otherwise, before any work."""
+    path = Path(evaluate) / "metrics.json"
+    evaluated = read_json(path, "evaluate", "ece_bins", name)
+    problem = wrong_type(path, evaluated, {name: dict, **EVALUATED_SHAPES}, "evaluate")
+    if problem:
+        raise DataError(f"{problem} (re-run python -m components.evaluate)")
+    scored, digest = evaluated[name].get("model_sha256"), sha256_file(model_file)
+    if scored is not None and scored != digest:
+        raise DataError(f"{model_file}: expected the model file evaluate scored (sha256 {scored}, {path} "
+                        f"{name}.model_sha256), found sha256 {digest}: the file changed since evaluate ran, and the "
+                        f"card would carry another model's accuracy; re-run python -m components.evaluate, then "
+                        f"export")
+    return evaluated, digest
 
 
 def to_onnx(net: nn.Module, example: torch.Tensor, metadata: dict[str, str], *, temperature: float = 1.0) -> bytes:
@@ -172,13 +208,13 @@ def run(config: ExportConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOISE_
     net, saved = load_model(model_file)
     manifest = read_manifest(ingest)
     check_fits(model_file, saved, manifest, Path(ingest) / "manifest.json")
+    evaluated, model_sha256 = read_evaluated(evaluate, name, model_file)  # so do evaluate's metrics and model file
     net.eval()
     norm = saved["normalisation"]
     test = test_set(ingest, norm, workers=config.workers)
     x = torch.cat([x for x, _ in test.subset(torch.arange(min(config.parity_images, len(test)))).eval_batches(256)])
     transform = input_transform(manifest, saved["image_size"])
     metadata = onnx_metadata(manifest["class_names"], norm, name, transform=transform)
-    evaluated = read_json(Path(evaluate) / "metrics.json", "evaluate", "ece_bins")
     clean = evaluated.get("validation", {}).get("clean", True)
     test_logits = _logits(net, test, "predicting the test set")
     calibration = calibrate(net, load_split(ingest, noise, workers=config.workers)[1], bins=evaluated["ece_bins"],
@@ -193,9 +229,10 @@ def run(config: ExportConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOISE_
                                        **{step: _ran(folder, step) for step, folder in (
                                            ("noise", noise), ("baseline", baseline), ("mlnt", mlnt),
                                            ("evaluate", evaluate))}})
-    card = {"model": name, **interface(saved["network"], manifest["class_names"], saved, transform=transform),
+    card = {"model": name, "model_sha256": model_sha256,
+            **interface(saved["network"], manifest["class_names"], saved, transform=transform),
             "metrics": {"val_accuracy": val_accuracy, **{k: v for k, v in evaluated[name].items()
-                                                          if k != "per_class_accuracy"}},
+                                                          if k not in ("per_class_accuracy", "model_sha256")}},
             "label_issues": evaluated.get("label_issues", {}),
             "validation": evaluated.get("validation", {}), "test": evaluated.get("test", {}),
             "train_class_distribution": class_distribution(given[~is_val], saved["num_classes"]),

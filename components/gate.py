@@ -8,21 +8,22 @@ Passes only if the clean-test accuracy of the exported model is at least ``gate.
 0: none), at most ``gate.max_below_baseline`` below the same run's CE baseline at its best epoch (the control
 trained on the same data; 1: no comparison), no worse than the current champion's (``releases/latest``) by more than
 ``gate.max_regression``, the ONNX parity check held, and the model card describes the ONNX file beside it (its
-sha256). A champion of another task (other class names, input or output shape) fails the gate: a registry holds one
-task's releases, and serving would otherwise switch to the other task's model. So does a champion scored on another
-test set (the cards' ``test.sha256``), whose accuracy does not compare, unless ``max_regression`` is 1 (no
-comparison). A run whose validation labels are noisy passes with a warning in ``reasons``. Writes
-``artifacts/gate/decision.json`` (a public contract: ``passed``, ``reasons``, ``accuracy``, and more). A pass
-promotes the model into the registry: ``releases/<version>/`` (``model.onnx``, ``model_card.json``, ``parity.json``,
-``decision.json``), never overwriting a version, written to a temporary folder and renamed, then ``releases/latest``
-is pointed at it; a model that is the champion already (the same ONNX bytes: an unchanged pipeline run again)
-passes without a new version, ``released`` false and ``version`` the champion's. ``--enforce`` exits 1 on a fail.
-``--check`` (for CI, after ``dvc repro``) runs nothing: it reads the decision a gate already wrote
-(``artifacts/gate/decision.json``, or ``FOLDER/decision.json``), prints its verdict and reasons and exits 1 unless
-it passed, or when the file is missing or unreadable; it writes nothing, so it neither releases a second time nor
-touches the DVC output. ``--prune KEEP`` removes every release but the ``KEEP`` newest and the champion (``prune``):
-nothing else ever removes one. Each bound is compared with a tolerance of
-``TOLERANCE``: a model exactly ``max_regression`` below the champion passes, whatever the float rounding.
+sha256) and carries evaluate's figures for its model (its accuracy; the test set's and the model file's sha256 where
+both record them), every accuracy a finite number in [0, 1]. A champion of another task (other class names, input or
+output shape) fails the gate: a registry holds one task's releases, and serving would otherwise switch to the other
+task's model. So does a champion scored on another test set (the cards' ``test.sha256``), whose accuracy does not
+compare, unless ``max_regression`` is 1 (no comparison). A run whose validation labels are noisy passes with a
+warning in ``reasons``. Writes ``artifacts/gate/decision.json`` (a public contract: ``passed``, ``reasons``,
+``accuracy``, and more). A pass promotes the model into the registry: ``releases/<version>/`` (``model.onnx``,
+``model_card.json``, ``parity.json``, ``decision.json``), never overwriting a version, written to a temporary folder
+and renamed, then ``releases/latest`` is pointed at it; a model that is the champion already (the same ONNX bytes:
+an unchanged pipeline run again) passes without a new version, ``released`` false and ``version`` the champion's.
+``--enforce`` exits 1 on a fail. ``--check`` (for CI, after ``dvc repro``) runs nothing: it reads the decision a
+gate already wrote (``artifacts/gate/decision.json``, or ``FOLDER/decision.json``), prints its verdict and reasons
+and exits 1 unless it passed, or when the file is missing or unreadable; it writes nothing, so it neither releases a
+second time nor touches the DVC output. ``--prune KEEP`` removes every release but the ``KEEP`` newest and the
+champion (``prune``): nothing else ever removes one. Each bound is compared with a tolerance of ``TOLERANCE``: a
+model exactly ``max_regression`` below the champion passes, whatever the float rounding.
 
 In a DVC experiment (``dvc exp run``: DVC sets ``DVC_EXP_NAME`` for its stages) the gate judges the model against
 the champion and releases nothing (``released`` false, ``experiment`` its name, a reason saying how to release it):
@@ -56,7 +57,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from components.common.artifacts import sha256_file
+from components.common.artifacts import fraction, sha256_file, wrong_type
 from components.common.atomic import fsync_dir, fsync_file, prepare_output, write_json
 from components.common.config import ConfigError, build, cli, load_params, printable
 from components.common.steps import FOLDERS
@@ -93,15 +94,14 @@ class GateConfig:
                 raise ValueError(f"{name}: expected a number in [0, 1], found {getattr(self, name)}")
 
 
+CARD_SHAPES = {"model": str, "metrics": dict, "input": dict, "output": dict, "test": dict}  # what the gate reads
+METRICS_SHAPES = {"test": dict, "validation": dict, "baseline": dict, "baseline_best_epoch": dict}
+
+
 def decide(config: GateConfig, *, export: Path, evaluate: Path, registry: Path) -> dict:
-    """The decision, with one reason per check, pass or fail; reads everything it judges itself."""
-    reasons, passed = [], True
-
-    def check(ok: bool, reason: str) -> None:
-        nonlocal passed
-        passed &= ok
-        reasons.append(("pass: " if ok else "fail: ") + reason)
-
+    """The decision, with one reason per check, pass or fail; reads everything it judges itself. An input missing,
+    unreadable or holding a record of another JSON type (``CARD_SHAPES``, ``METRICS_SHAPES``, the model's scores) is a
+    fail reason naming the file, the key, the expected and the found, never an exception."""
     read = {path: _read(path) for path in (export / "model_card.json", export / "parity.json",
                                            evaluate / "metrics.json")}
     card, parity, metrics = read.values()
@@ -109,65 +109,130 @@ def decide(config: GateConfig, *, export: Path, evaluate: Path, registry: Path) 
     onnx = _read_bytes(onnx_file)  # read once: the bytes hashed are the bytes judged
     missing = [str(p) for p, value in read.items() if value is None] + ([] if onnx is not None else
                                                                         [str(onnx_file)])
+    checks = ([(False, f"inputs missing or unreadable: {', '.join(missing)}")] if missing else
+              [(False, problem) for problem in _malformed(export, evaluate, card, metrics)])
     accuracy, base = None, baseline_accuracy(metrics) if metrics else None
-    if missing:
-        check(False, f"inputs missing or unreadable: {', '.join(missing)}")
-    else:
-        scores = metrics.get(card.get("model"))
-        accuracy = scores.get("accuracy") if isinstance(scores, dict) else None
-        check(isinstance(accuracy, float), f"{accuracy_kind(metrics)} of the exported model ({card.get('model')}) "
-                                           f"is {accuracy!r} in {evaluate / 'metrics.json'}")
-        digest = hashlib.sha256(onnx).hexdigest()
-        check(card.get("onnx_sha256") == digest, f"model card sha256 {card.get('onnx_sha256')} vs model.onnx "
-                                                 f"{digest}")
-        check(parity.get("passed") is True, f"ONNX parity: max |diff| {parity.get('max_abs_diff')} (allowed "
-                                            f"{parity.get('max_abs_diff_allowed')}), argmax agreement "
-                                            f"{parity.get('argmax_agreement')}, passed {parity.get('passed')!r}")
-        if isinstance(accuracy, float):
-            check(accuracy >= config.min_accuracy,
-                  f"accuracy {accuracy:.4f}, required at least min_accuracy {config.min_accuracy}"
-                  f"{'' if accuracy >= config.min_accuracy else _resolution(metrics)}")
-        margin = config.max_below_baseline
-        if margin < 1.0 and base is None:
-            check(False, f"the CE baseline's best-epoch accuracy: expected it in {evaluate / 'metrics.json'} "
-                         f"(baseline_best_epoch) to compare with (gate.max_below_baseline {margin}; 1 turns the "
-                         f"comparison off), found none")
-        elif margin < 1.0 and isinstance(accuracy, float):
-            above = at_least(accuracy, base - margin)
-            check(above, f"accuracy {accuracy:.4f}, required at least the CE baseline's best epoch {base:.4f} minus "
-                         f"max_below_baseline {margin}{'' if above else _resolution(metrics)}")
-        reasons += label_warnings(metrics)
-    champion, champion_version, champion_card = None, None, None
-    try:
-        current = read_champion(registry)
-        if current is None:
-            reasons.append("pass: no champion yet in " + str(registry))
-        else:
-            champion_version, champion, champion_card = current
-    except ValueError as err:  # a broken registry must not skip the comparison with the champion
-        check(False, str(err))
-    champion_sha = champion_card.get("onnx_sha256") if champion is not None and champion_card else None
-    champion_card = champion_card if champion is not None and card else None  # the card judged, read once
-    other_task = task_difference(card, champion_card)
-    other_test = test_difference(card, champion_card)
-    if other_task:  # its accuracy is on another test set, and serving the new model would change the task
-        check(False, f"the champion ({registry / 'latest'} -> {champion_version}) is a model of another task: "
-                     f"{other_task}; a registry holds one task's releases: set gate.registry to this task's own")
-    elif other_test and config.max_regression < 1.0:
-        check(False, f"the champion ({registry / 'latest'} -> {champion_version}) was scored on another test set "
-                     f"({other_test}), so the accuracies do not compare: score both on one test set, or set "
-                     f"gate.max_regression to 1 to release without comparing with the champion")
-    elif champion is not None and isinstance(accuracy, float):
-        check(at_least(accuracy, champion - config.max_regression),
-              f"accuracy {accuracy:.4f}, required at least the champion's {champion:.4f} minus max_regression "
-              f"{config.max_regression} (the champion: {registry / 'latest'} -> {champion_version})")
-    return {"passed": passed, "reasons": reasons, "accuracy": accuracy, "champion_accuracy": champion,
-            "champion_version": champion_version,
-            "champion_onnx_sha256": champion_sha,
+    warnings = []
+    if not checks:
+        accuracy = _field(metrics, card.get("model"), "accuracy")
+        checks = _model_checks(config, export, evaluate, (card, parity, metrics), onnx, accuracy)
+        warnings = label_warnings(metrics)
+    champion_checks, champion = _champion_checks(config, registry, card, accuracy if fraction(accuracy) else None)
+    return {"passed": all(ok for ok, _ in (*checks, *champion_checks)),
+            "reasons": [*_reasons(checks), *warnings, *_reasons(champion_checks)], "accuracy": accuracy,
+            "champion_accuracy": champion.accuracy if champion else None,
+            "champion_version": champion.version if champion else None,
+            "champion_onnx_sha256": champion.card.get("onnx_sha256") if champion else None,
             "baseline_accuracy": base,
             "min_accuracy": config.min_accuracy, "max_below_baseline": config.max_below_baseline,
             "max_regression": config.max_regression,
             "model": card.get("model") if card else None, "onnx_sha256": card.get("onnx_sha256") if card else None}
+
+
+Check = tuple[bool, str]  # a check's outcome and its reason, without the "pass: " or "fail: " the decision gives it
+
+
+def _reasons(checks: list[Check]) -> list[str]:
+    return [("pass: " if ok else "fail: ") + reason for ok, reason in checks]
+
+
+def _malformed(export: Path, evaluate: Path, card: dict, metrics: dict) -> list[str]:
+    """A reason for the card and one for evaluate's metrics where a record the gate reads has another JSON type."""
+    model = card.get("model")
+    shapes = {**METRICS_SHAPES, model: dict} if isinstance(model, str) else METRICS_SHAPES  # and the model's scores
+    problems = [wrong_type(export / "model_card.json", card, CARD_SHAPES, "export"),
+                wrong_type(evaluate / "metrics.json", metrics, shapes, "evaluate")]
+    return [problem for problem in problems if problem]
+
+
+def _model_checks(config: GateConfig, export: Path, evaluate: Path, inputs: tuple[dict, dict, dict], onnx: bytes,
+                  accuracy) -> list[Check]:
+    """The checks of the exported model itself: its accuracy (``accuracy``, evaluate's) a fraction, its card
+    carrying evaluate's figures and the ONNX file's sha256, parity, ``min_accuracy`` and the baseline."""
+    card, parity, metrics = inputs
+    valid = fraction(accuracy)
+    checks = [(valid, f"{accuracy_kind(metrics)} of the exported model ({card.get('model')}) is {accuracy!r} in "
+                      f"{evaluate / 'metrics.json'}{'' if valid else ': expected a finite number in [0, 1]'}")]
+    digest = hashlib.sha256(onnx).hexdigest()
+    checks.append((card.get("onnx_sha256") == digest, f"model card sha256 {card.get('onnx_sha256')} vs model.onnx "
+                                                      f"{digest}"))
+    checks.append((parity.get("passed") is True, f"ONNX parity: max |diff| {parity.get('max_abs_diff')} (allowed "
+                                                 f"{parity.get('max_abs_diff_allowed')}), argmax agreement "
+                                                 f"{parity.get('argmax_agreement')}, passed {parity.get('passed')!r}"))
+    if valid:
+        checks.append(_card_check(export, evaluate, card, metrics))
+        ok = accuracy >= config.min_accuracy
+        checks.append((ok, f"accuracy {accuracy:.4f}, required at least min_accuracy {config.min_accuracy}"
+                           f"{'' if ok else _resolution(metrics)}"))
+    return checks + _baseline_checks(config, evaluate, metrics, accuracy if valid else None)
+
+
+def _card_check(export: Path, evaluate: Path, card: dict, metrics: dict) -> Check:
+    """Whether the card carries the figures evaluate recorded for its model (``card_difference``): the gate judges
+    evaluate's, and the next gate takes the released card's accuracy as the champion's."""
+    difference = card_difference(card, metrics)
+    if not difference:
+        return True, f"the model card's figures are evaluate's ({evaluate / 'metrics.json'})"
+    return False, (f"{export / 'model_card.json'}: expected the figures evaluate recorded for {card.get('model')} in "
+                   f"{evaluate / 'metrics.json'}, found {difference} (the card and the metrics come from different "
+                   f"runs: re-run python -m components.export)")
+
+
+def card_difference(card: dict, metrics: dict) -> str:
+    """How the card's figures differ from what evaluate recorded for its model, as text; "" when they agree. The
+    accuracy is always compared; the test set's digest (``test.sha256``) and the model file's (``model_sha256``) where
+    both record them (older cards and metrics do not, as ``test_difference`` treats older cards)."""
+    model = card.get("model")
+    pairs = (("metrics.accuracy", _field(card, "metrics", "accuracy"), _field(metrics, model, "accuracy"), True),
+             ("test.sha256", _field(card, "test", "sha256"), _field(metrics, "test", "sha256"), False),
+             ("model_sha256", card.get("model_sha256"), _field(metrics, model, "model_sha256"), False))
+    return "; ".join(f"{what} {ours!r} where evaluate has {theirs!r}" for what, ours, theirs, always in pairs
+                     if ours != theirs and (always or (ours is not None and theirs is not None)))
+
+
+def _baseline_checks(config: GateConfig, evaluate: Path, metrics: dict, accuracy: float | None) -> list[Check]:
+    """The comparison with the run's CE baseline at its best epoch, unless ``max_below_baseline`` is 1 (none)."""
+    margin, base = config.max_below_baseline, baseline_accuracy(metrics)
+    if margin >= 1.0:
+        return []
+    if base is None:
+        raw = _baseline_value(metrics)
+        found = "none" if raw is None else f"{raw!r}, not a finite number in [0, 1]"
+        return [(False, f"the CE baseline's best-epoch accuracy: expected it in {evaluate / 'metrics.json'} "
+                        f"(baseline_best_epoch) to compare with (gate.max_below_baseline {margin}; 1 turns the "
+                        f"comparison off), found {found}")]
+    if accuracy is None:
+        return []
+    above = at_least(accuracy, base - margin)
+    return [(above, f"accuracy {accuracy:.4f}, required at least the CE baseline's best epoch {base:.4f} minus "
+                    f"max_below_baseline {margin}{'' if above else _resolution(metrics)}")]
+
+
+def _champion_checks(config: GateConfig, registry: Path, card: dict | None,
+                     accuracy: float | None) -> tuple[list[Check], Champion | None]:
+    """The checks against the champion of ``registry`` (none, one of another task or test set, or its accuracy
+    minus ``max_regression``), and the champion; a broken registry fails, never skips the comparison."""
+    try:
+        champion = read_champion(registry)
+    except ValueError as err:
+        return [(False, str(err))], None
+    if champion is None:
+        return [(True, f"no champion yet in {registry}")], None
+    where = f"the champion ({registry / 'latest'} -> {champion.version})"
+    other_task = task_difference(card, champion.card) if card else ""
+    other_test = test_difference(card, champion.card) if card else ""
+    if other_task:  # its accuracy is on another test set, and serving the new model would change the task
+        return [(False, f"{where} is a model of another task: {other_task}; a registry holds one task's releases: "
+                        f"set gate.registry to this task's own")], champion
+    if other_test and config.max_regression < 1.0:
+        return [(False, f"{where} was scored on another test set ({other_test}), so the accuracies do not compare: "
+                        f"score both on one test set, or set gate.max_regression to 1 to release without comparing "
+                        f"with the champion")], champion
+    if accuracy is None:
+        return [], champion
+    return [(at_least(accuracy, champion.accuracy - config.max_regression),
+             f"accuracy {accuracy:.4f}, required at least the champion's {champion.accuracy:.4f} minus max_regression "
+             f"{config.max_regression} (the champion: {registry / 'latest'} -> {champion.version})")], champion
 
 
 def accuracy_kind(metrics: dict) -> str:
@@ -193,10 +258,9 @@ def task_difference(card: dict, champion_card: dict | None) -> str:
     if not isinstance(champion_card, dict):
         return ""
     found = []
-    for what, read in (("class names", lambda c: c.get("class_names")),
-                       ("input shape", lambda c: (c.get("input") or {}).get("shape")),
-                       ("output shape", lambda c: (c.get("output") or {}).get("shape"))):
-        ours, theirs = read(card), read(champion_card)
+    for what, keys in (("class names", ("class_names",)), ("input shape", ("input", "shape")),
+                       ("output shape", ("output", "shape"))):
+        ours, theirs = _field(card, *keys), _field(champion_card, *keys)
         if ours != theirs:
             found.append(f"{what} {_short(ours)} here, {_short(theirs)} in the champion")
     return "; ".join(found)
@@ -205,10 +269,17 @@ def task_difference(card: dict, champion_card: dict | None) -> str:
 def test_difference(card: dict | None, champion_card: dict | None) -> str:
     """How the test set ``card``'s accuracy was measured on differs from the champion's (the ``test.sha256`` evaluate
     records), as text; "" when they are the same, or when either card predates the record."""
-    ours, theirs = ((c.get("test") or {}).get("sha256") if isinstance(c, dict) else None for c in (card, champion_card))
-    if not ours or not theirs or ours == theirs:
+    ours, theirs = (_field(c, "test", "sha256") for c in (card, champion_card))
+    if not (isinstance(ours, str) and isinstance(theirs, str) and ours and theirs) or ours == theirs:
         return ""
     return f"test sha256 {ours[:12]}... here, {theirs[:12]}... in the champion"
+
+
+def _field(record, *keys: str):
+    """``record[key][key]...``: None where a key is missing or a level is no JSON object (a damaged file)."""
+    for key in keys:
+        record = record.get(key) if isinstance(record, dict) else None
+    return record
 
 
 def _short(value, count: int = 4) -> str:
@@ -225,12 +296,16 @@ def at_least(accuracy: float, bound: float) -> bool:
 
 def baseline_accuracy(metrics: dict) -> float | None:
     """The clean-test accuracy of the run's CE baseline at the epoch its validation picked (evaluate's
-    ``baseline_best_epoch``; older metrics: ``baseline.best_epoch_accuracy``)."""
-    best = metrics.get("baseline_best_epoch")
-    value = best.get("accuracy") if isinstance(best, dict) else None
-    if value is None and isinstance(metrics.get("baseline"), dict):
-        value = metrics["baseline"].get("best_epoch_accuracy")
-    return value if isinstance(value, float) else None
+    ``baseline_best_epoch``; older metrics: ``baseline.best_epoch_accuracy``); None where it is no finite number in
+    [0, 1]."""
+    value = _baseline_value(metrics)
+    return value if fraction(value) else None
+
+
+def _baseline_value(metrics: dict):
+    """The CE baseline's best-epoch accuracy as evaluate's metrics hold it, whatever it is; None where they do not."""
+    value = _field(metrics, "baseline_best_epoch", "accuracy")
+    return _field(metrics, "baseline", "best_epoch_accuracy") if value is None else value
 
 
 class Champion(NamedTuple):
@@ -243,7 +318,7 @@ class Champion(NamedTuple):
 
 def _resolution(metrics: dict) -> str:
     """For a failed comparison: how much one test image weighs, where evaluate recorded the test set's size."""
-    images = (metrics.get("test") or {}).get("images")
+    images = _field(metrics, "test", "images")
     if not isinstance(images, int) or images < 1:
         return ""
     return (f" (one of the {images} test images is {1 / images:.4f} of accuracy: a larger test split, more "
@@ -253,8 +328,9 @@ def _resolution(metrics: dict) -> str:
 def read_champion(registry: Path) -> Champion | None:
     """The champion of ``registry`` (``registry/latest``, a link to a version folder), its ``version`` the name of the
     folder the link leads to, however the link names it (``vX``, ``./vX``, an absolute path); None before the first
-    release. A ``latest`` whose card holds no accuracy (a dangling link, a damaged card) is a ``ValueError``, never
-    "no champion", and so is a real folder with anything in it: no release could replace it with its link."""
+    release. A ``latest`` whose card holds no accuracy, a finite number in [0, 1] (a dangling link, a damaged card),
+    is a ``ValueError``, never "no champion", and so is a real folder with anything in it: no release could replace
+    it with its link."""
     latest = registry / "latest"
     if (not latest.is_symlink() and not latest.exists()) or placeholder(latest):
         return None
@@ -263,12 +339,12 @@ def read_champion(registry: Path) -> Champion | None:
                          f"(move it to a version folder, v<UTC time>Z-<8 hex digits>, and `ln -sfn <version> "
                          f"{latest}`)")
     card = _read(latest / "model_card.json")
-    metrics = card.get("metrics") if card else None
-    accuracy = metrics.get("accuracy") if isinstance(metrics, dict) else None
-    if not isinstance(accuracy, float):
+    accuracy = _field(card, "metrics", "accuracy")
+    if not fraction(accuracy):
         found = "none" if card is None else repr(accuracy)
+        what = ", not a finite number in [0, 1]" if accuracy is not None else ""
         raise ValueError(f"champion {latest / 'model_card.json'}: expected a released model card with "
-                         f"metrics.accuracy, found {found} (point {latest} at a good release)")
+                         f"metrics.accuracy, found {found}{what} (point {latest} at a good release)")
     return Champion(latest.resolve().name, accuracy, card)
 
 
@@ -305,13 +381,20 @@ def registry_lock(registry: Path, *, timeout: float = LOCK_TIMEOUT) -> Iterator[
         yield  # closing the file releases the lock
 
 
-def promote(export: Path, decision: dict, registry: Path, *, now: dt.datetime | None = None) -> str:
+def promote(export: Path, decision: dict, registry: Path, *, evaluate: Path,
+            now: dt.datetime | None = None) -> str:
     """Copy the model into ``registry/<version>/`` atomically and point ``registry/latest`` at it, under the
     registry's lock. The version is the UTC time and the model's hash: ``v20261126T145519Z-7fcff30e``.
 
-    A compare-and-swap on ``latest``: the champion must still be the one ``decision`` was judged against (its
-    ``champion_version``), and the copy the model it judged (its ``onnx_sha256``); otherwise a ``ValueError`` and
-    nothing is released. (``run`` judges the staged copy under the lock itself.)"""
+    Only a ``decision`` that passed, and as a compare-and-swap on ``latest``: the champion must still be the one
+    ``decision`` was judged against (its ``champion_version``), the copy the model it judged (its ``onnx_sha256``),
+    and the copy, with ``evaluate``'s metrics, must pass again under the bounds ``decision`` records (as ``run``
+    judges its staged copy: a card swapped since is judged, not released unseen); otherwise a ``ValueError`` and
+    nothing is released. The release's ``decision.json`` is that last decision."""
+    if decision.get("passed") is not True:
+        raise ValueError(f"decision: expected a decision that passed, found passed {decision.get('passed')!r} "
+                         f"({_failed(decision)}); nothing released")
+    config = _judged_with(decision, registry)
     with registry_lock(registry):
         current = read_champion(registry)
         if (current and current.version) != decision.get("champion_version"):
@@ -319,16 +402,49 @@ def promote(export: Path, decision: dict, registry: Path, *, now: dt.datetime | 
                              f"({decision.get('champion_version') or 'none'}), found "
                              f"{current.version if current else 'none'} (another gate promoted since): decide again; "
                              f"nothing released")
-        _drop_leftovers(registry)
-        staging = _stage(export, registry)
-        try:
+        with _staged(export, registry) as staging:
             digest = sha256_file(staging / "model.onnx")
-            if digest != decision["onnx_sha256"]:
+            if digest != decision.get("onnx_sha256"):
                 raise ValueError(f"{export / 'model.onnx'}: expected the model the gate judged (sha256 "
-                                 f"{decision['onnx_sha256']}), found sha256 {digest}; nothing released")
-            return _release(staging, decision, registry, now)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)  # gone already once it became the version
+                                 f"{decision.get('onnx_sha256')}), found sha256 {digest}; nothing released")
+            judged = decide(config, export=staging, evaluate=Path(evaluate), registry=registry)
+            if not judged["passed"]:
+                raise ValueError(f"{export}: expected the release's files to pass the gate again under the registry's "
+                                 f"lock, found: {_failed(judged)}; nothing released")
+            return _release(staging, judged, registry, now)
+
+
+def _failed(decision: dict) -> str:
+    """The fail reasons of ``decision``, as one line."""
+    reasons = decision.get("reasons")
+    fails = [r for r in reasons if isinstance(r, str) and r.startswith("fail: ")] if isinstance(reasons, list) else []
+    return "; ".join(fails) or "no fail reason"
+
+
+BOUNDS = ("min_accuracy", "max_below_baseline", "max_regression")  # what a decision records of its GateConfig
+
+
+def _judged_with(decision: dict, registry: Path) -> GateConfig:
+    """The gate's settings ``decision`` was judged with (its ``BOUNDS``), for ``registry``."""
+    try:
+        return GateConfig(**{name: decision[name] for name in BOUNDS}, registry=str(registry))
+    except (KeyError, TypeError, ValueError) as err:
+        found = {name: decision.get(name) for name in BOUNDS}
+        raise ValueError(f"decision: expected the bounds it was judged with ({', '.join(BOUNDS)}: numbers in [0, 1]), "
+                         f"found {found}; nothing released") from err
+
+
+@contextlib.contextmanager
+def _staged(export: Path, registry: Path) -> Iterator[Path]:
+    """A copy of the release's files from ``export`` in the registry's staging folder (``_stage``), what a dead gate
+    or prune left removed first; the caller holds the lock. The folder goes when the block ends, unless it became a
+    version."""
+    _drop_leftovers(registry)
+    staging = _stage(export, registry)
+    try:
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # gone already once it became the version
 
 
 def _judge_and_promote(config: GateConfig, export: Path, evaluate: Path, registry: Path) -> dict:
@@ -337,9 +453,7 @@ def _judge_and_promote(config: GateConfig, export: Path, evaluate: Path, registr
     ONNX bytes: a rerun of an unchanged pipeline, which ``dvc repro`` runs since the gate is always changed). The
     decision returned is this one, with ``version`` (the release serving the model) and ``released`` (whether this
     gate made it)."""
-    _drop_leftovers(registry)
-    staging = _stage(export, registry)
-    try:
+    with _staged(export, registry) as staging:
         decision = decide(config, export=staging, evaluate=evaluate, registry=registry)
         if decision["passed"]:  # decide read the champion under this lock: it is the champion now
             if decision["champion_onnx_sha256"] == decision["onnx_sha256"]:
@@ -350,8 +464,6 @@ def _judge_and_promote(config: GateConfig, export: Path, evaluate: Path, registr
             else:
                 decision.update(version=_release(staging, decision, registry, None), released=True)
         return decision
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _drop_leftovers(registry: Path) -> None:
@@ -447,10 +559,12 @@ def run(config: GateConfig, *, export: Path = EXPORT_OUT, evaluate: Path = EVALU
     """Reads ``model.onnx``, ``model_card.json`` and ``parity.json`` from ``export``, ``metrics.json`` from
     ``evaluate`` and the champion of ``config.registry``; decides (``decide``), and judges a pass again under the
     registry's lock on a staged copy, which alone is promoted (``<registry>/<version>/``, ``latest``), unless it is
-    the champion already. Writes ``decision.json`` to ``out``; returns the decision (on a pass, with ``version``,
-    the release serving the model, and ``released``, whether this gate made that version)."""
+    the champion already. Writes ``decision.json`` to ``out``, removing the previous one before it decides (a gate
+    stopped before deciding leaves no old verdict for ``--check``); returns the decision (on a pass, with
+    ``version``, the release serving the model, and ``released``, whether this gate made that version)."""
     registry, export, evaluate, experiment = _registry(config), Path(export), Path(evaluate), _experiment()
     prepare_output(out, step="gate")  # a folder that cannot take the decision fails now, before anything is released
+    (Path(out) / "decision.json").unlink(missing_ok=True)  # a gate stopped before deciding leaves no old verdict
     decision = decide(config, export=export, evaluate=evaluate, registry=registry)
     if experiment:
         note = (f"warning: not released: DVC experiment {experiment} is judged, never released (`dvc exp apply "

@@ -28,6 +28,7 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
+from components.common.artifacts import fraction
 from components.gate import read_champion
 
 TAG = re.compile(r"model-(v\d{8}T\d{6}Z-[0-9a-f]{8,64})")  # what release.yml's publish step names a release
@@ -62,9 +63,9 @@ def restore(folder: Path, *, tag: str, registry: Path) -> tuple[str, float]:
         raise ValueError(f"{folder}: expected the model card of the model.onnx beside it (sha256 {digest}), found "
                          f"{found}")
     accuracy = (card.get("metrics") or {}).get("accuracy") if isinstance(card.get("metrics"), dict) else None
-    if not isinstance(accuracy, float):
+    if not fraction(accuracy):  # as the gate reads a champion: a finite number in [0, 1]
         raise ValueError(f"{folder / 'model_card.json'}: expected a released model card with metrics.accuracy, "
-                         f"found {accuracy!r}")
+                         f"a finite number in [0, 1], found {accuracy!r}")
     latest = registry / "latest"
     if latest.is_symlink() or latest.exists():
         raise FileExistsError(f"{latest}: expected a registry without a champion (a fresh checkout), found one")

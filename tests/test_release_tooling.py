@@ -190,7 +190,7 @@ def run_restore_step(tmp_path: Path, releases: dict[str, Path]) -> subprocess.Co
 
 def candidate(tmp_path: Path, accuracy: float) -> tuple[Path, Path]:
     """An export and evaluate folder the gate judges: a model of ``accuracy``, parity held."""
-    export, evaluate = fake_release(tmp_path / "export"), tmp_path / "evaluate"
+    export, evaluate = fake_release(tmp_path / "export", accuracy=accuracy), tmp_path / "evaluate"
     (export / "parity.json").write_text(json.dumps({"passed": True}))
     evaluate.mkdir()
     (evaluate / "metrics.json").write_text(json.dumps({"teacher": {"accuracy": accuracy},
@@ -242,8 +242,10 @@ def test_restore_refuses_what_the_gate_could_not_judge_against(tmp_path):
     (no_accuracy / "model_card.json").write_text(json.dumps({**card, "metrics": {}}))
     missing = fake_release(tmp_path / "missing")
     (missing / "model_card.json").unlink()
+    damaged = [fake_release(tmp_path / f"accuracy-{i}", accuracy=a) for i, a in enumerate((float("nan"), 1.7, -0.1))]
     for folder, message in ((tampered, "expected the model card of the model.onnx beside it"),
                             (no_accuracy, "expected a released model card with metrics.accuracy"),
+                            *((folder, "a finite number in \\[0, 1\\]") for folder in damaged),
                             (missing, "found none for model_card.json")):
         with pytest.raises(ValueError, match=message):
             champion.restore(folder, tag=tag, registry=tmp_path / "registry")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import zipfile
 import zlib
 from pathlib import Path
@@ -46,14 +47,32 @@ def read_manifest(ingest: Path) -> dict[str, Any]:
     ``MANIFEST_SHAPES`` at least; a ``DataError`` naming the first key that is missing or of another type."""
     path = Path(ingest) / "manifest.json"
     manifest = read_json(path, "ingest", *MANIFEST_SHAPES)
-    for key, kind in MANIFEST_SHAPES.items():
-        if not isinstance(manifest[key], kind):
-            raise DataError(f"{path}: expected {key} as a JSON {_JSON_NAMES[kind]} written by the ingest step, found "
-                            f"{type(manifest[key]).__name__} {manifest[key]!r:.60}")
+    problem = wrong_type(path, manifest, MANIFEST_SHAPES, "ingest")
+    if problem:
+        raise DataError(problem)
     return manifest
 
 
-_JSON_NAMES = {list: "array", dict: "object", str: "string"}
+_JSON_NAMES = {list: "array", dict: "object", str: "string", int: "integer"}
+
+
+def wrong_type(path: Path, record: dict, shapes: dict[str, type], producer: str) -> str | None:
+    """What is wrong with the first key of ``shapes`` that ``record`` (the JSON object of ``path``, written by
+    ``producer``) holds with another JSON type, as an error naming the file, the key, the expected and the found; None
+    when every key present has its type (a key absent is the caller's to judge)."""
+    for key, kind in shapes.items():
+        value = record.get(key)
+        if key in record and (not isinstance(value, kind) or isinstance(value, bool)):
+            return (f"{path}: expected {key} as a JSON {_JSON_NAMES[kind]} written by the {producer} step, found "
+                    f"{type(value).__name__} {value!r:.60}")
+    return None
+
+
+def fraction(value: Any) -> bool:
+    """Whether ``value`` (read from JSON) is a finite number in [0, 1], as every accuracy is: no bool, string,
+    NaN or infinity."""
+    return (isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+            and 0.0 <= value <= 1.0)
 
 
 def read_arrays(path: Path, producer: str, *keys: str) -> tuple[np.ndarray, ...]:

@@ -249,10 +249,11 @@ def test_gate_passes_promotes_and_never_overwrites(tmp_path):
     assert json.loads((tmp_path / "gate" / "decision.json").read_text())["passed"] is True
     moment = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
     decision = decide(config, export=export, evaluate=evaluate, registry=tmp_path / "releases")  # the new champion
-    assert promote(export, decision, tmp_path / "releases", now=moment).startswith("v20260102T030405Z-")
+    released = promote(export, decision, tmp_path / "releases", evaluate=evaluate, now=moment)
+    assert released.startswith("v20260102T030405Z-")
     decision = decide(config, export=export, evaluate=evaluate, registry=tmp_path / "releases")
     with pytest.raises(FileExistsError, match=r"expected a new version, found it exists \(never overwritten\)"):
-        promote(export, decision, tmp_path / "releases", now=moment)
+        promote(export, decision, tmp_path / "releases", evaluate=evaluate, now=moment)
     assert not [p for p in (tmp_path / "releases").iterdir() if p.name.startswith(".") and p.name != ".lock"]
 
 
@@ -694,11 +695,11 @@ def test_promote_is_a_compare_and_swap_on_latest(tmp_path):
     judged = {name: decide(config, export=e, evaluate=v, registry=registry)
               for name, (e, v) in (("better", better), ("worse", worse))}
     assert judged["better"]["passed"] and judged["worse"]["passed"]  # each against the old champion
-    released = promote(better[0], judged["better"], registry)
+    released = promote(better[0], judged["better"], registry, evaluate=better[1])
     with pytest.raises(ValueError, match=rf"latest: expected the champion the decision was judged against "
                                          rf"\({judged['worse']['champion_version']}\), found {released} \(another gate "
                                          rf"promoted since\): decide again; nothing released"):
-        promote(worse[0], judged["worse"], registry)
+        promote(worse[0], judged["worse"], registry, evaluate=worse[1])
     assert (registry / "latest").readlink().name == released
     assert not [p for p in registry.iterdir() if p.name.startswith(".incoming.")]
 
@@ -728,7 +729,7 @@ def test_promote_refuses_a_model_changed_since_it_was_judged(tmp_path):
     with pytest.raises(ValueError, match=rf"model.onnx: expected the model the gate judged \(sha256 "
                                          rf"{decision['onnx_sha256']}\), found sha256 "
                                          rf"{hashlib.sha256(b'another model').hexdigest()}; nothing released"):
-        promote(export, decision, registry)
+        promote(export, decision, registry, evaluate=evaluate)
     assert {p.name for p in registry.iterdir()} == {".lock"}
 
 
@@ -1171,11 +1172,11 @@ def test_promote_refuses_a_decision_whose_champion_is_no_longer_latest(tmp_path)
     before_any = decide(config, export=second[0], evaluate=second[1], registry=registry)
     champion = run_gate(config, export=first[0], evaluate=first[1], out=tmp_path / "g0")["version"]
     with pytest.raises(ValueError, match=rf"judged against \(none\), found {champion} \(another gate"):
-        promote(second[0], before_any, registry)
+        promote(second[0], before_any, registry, evaluate=second[1])
     judged = decide(config, export=second[0], evaluate=second[1], registry=registry)
     (registry / "latest").unlink()
     with pytest.raises(ValueError, match=rf"judged against \({champion}\), found none \(another gate"):
-        promote(second[0], judged, registry)
+        promote(second[0], judged, registry, evaluate=second[1])
     assert sorted(p.name for p in registry.iterdir() if p.name != ".lock") == [champion]
 
 
@@ -1191,7 +1192,8 @@ def test_promote_waits_for_the_registry_lock_and_removes_a_dead_gates_leftovers(
         for leftover in (".incoming.dead", ".removing.v20250101T000000Z-deadbeef"):
             (registry / leftover).mkdir()
         (registry / ".latest.4242").symlink_to("nowhere")
-        promoting = threading.Thread(target=lambda: outcome.update(version=promote(export, decision, registry)))
+        promoting = threading.Thread(target=lambda: outcome.update(
+            version=promote(export, decision, registry, evaluate=evaluate)))
         promoting.start()
         promoting.join(0.5)
         assert promoting.is_alive() and not (registry / "latest").is_symlink()
@@ -1412,3 +1414,161 @@ def test_calibration_scores_every_image_of_a_set_larger_than_one_batch():
     result = calibrate(net, val, bins=5, test=(export_logits(net, test, "the test set"), test.labels))
     assert result["temperature"] == pytest.approx(fit_temperature(logits, labels))
     assert result["test_ece_after"] == pytest.approx(result["val_ece_after"])  # the same images, in another order
+
+
+# --- the card carries evaluate's figures; promote judges again; malformed inputs; accuracies are fractions ----------
+
+
+def edit_json(path: Path, change) -> None:
+    value = json.loads(path.read_text())
+    change(value)
+    path.write_text(json.dumps(value))
+
+
+def scored(export, evaluate, *, test: str = "t" * 64, model: str = "m" * 64) -> None:
+    """Give evaluate's metrics and the card the test set's and the model file's digests, as the steps write them."""
+    for path, record in ((evaluate / "metrics.json", lambda v: v["teacher"]),
+                         (export / "model_card.json", lambda v: v)):
+        edit_json(path, lambda v, record=record: (v.update(test={"sha256": test, "clean": True, "images": 100}),
+                                                  record(v).update(model_sha256=model)))
+
+
+@pytest.mark.parametrize(("change", "found"), [
+    (lambda c: c["metrics"].update(accuracy=0.2), "metrics.accuracy 0.2 where evaluate has 0.9"),
+    (lambda c: c["test"].update(sha256="a" * 64), f"test.sha256 {'a' * 64!r} where evaluate has {'t' * 64!r}"),
+    (lambda c: c.update(model_sha256="b" * 64), f"model_sha256 {'b' * 64!r} where evaluate has {'m' * 64!r}"),
+])
+def test_the_gate_refuses_a_card_whose_figures_are_not_evaluates(tmp_path, change, found):
+    """evaluate run again after export (or the card edited): the gate judged evaluate's accuracy and released a card
+    holding another, which the next gate took as the champion's."""
+    export, evaluate = write_export(tmp_path / "a")
+    scored(export, evaluate)
+    config = GateConfig(min_accuracy=0.5, registry=str(tmp_path / "releases"))
+    assert decide(config, export=export, evaluate=evaluate, registry=tmp_path / "releases")["passed"]
+    edit_json(export / "model_card.json", change)
+    decision = run_gate(config, export=export, evaluate=evaluate, out=tmp_path / "gate")
+    refused = [r for r in decision["reasons"] if r.startswith(f"fail: {export / 'model_card.json'}: expected the "
+                                                              f"figures evaluate recorded for teacher in "
+                                                              f"{evaluate / 'metrics.json'}, found ")]
+    assert not decision["passed"] and len(refused) == 1 and found in refused[0], decision["reasons"]
+    assert "re-run python -m components.export" in refused[0]
+    assert not (tmp_path / "releases").exists() or not any((tmp_path / "releases").glob("v*"))
+
+
+def test_a_card_and_older_metrics_without_digests_still_pass(tmp_path):
+    """Metrics and cards written before the model files' digests compare by accuracy alone."""
+    export, evaluate = write_export(tmp_path / "a")
+    decision = decide(GateConfig(min_accuracy=0.5), export=export, evaluate=evaluate, registry=tmp_path / "r")
+    assert decision["passed"], decision["reasons"]
+    assert f"pass: the model card's figures are evaluate's ({evaluate / 'metrics.json'})" in decision["reasons"]
+
+
+def test_promote_refuses_a_decision_that_did_not_pass(tmp_path):
+    registry = tmp_path / "releases"
+    export, evaluate = write_export(tmp_path / "a", accuracy=0.3)
+    decision = decide(GateConfig(min_accuracy=0.8), export=export, evaluate=evaluate, registry=registry)
+    assert not decision["passed"]
+    with pytest.raises(ValueError, match=r"decision: expected a decision that passed, found passed False \(fail: "
+                                         r"accuracy 0.3000, required at least min_accuracy 0.8"):
+        promote(export, decision, registry, evaluate=evaluate)
+    assert not registry.exists() or not any(registry.glob("v*"))
+
+
+def test_promote_judges_the_staged_copy_again(tmp_path):
+    """A card swapped after the decision (another accuracy, another task) is not released under it."""
+    registry = tmp_path / "releases"
+    export, evaluate = write_export(tmp_path / "a", accuracy=0.9)
+    decision = decide(GateConfig(min_accuracy=0.0, max_regression=1.0), export=export, evaluate=evaluate,
+                      registry=registry)
+    assert decision["passed"]
+    edit_json(export / "model_card.json", lambda c: (c["metrics"].update(accuracy=0.999),
+                                                     c.update(class_names=["x", "y", "z"])))
+    with pytest.raises(ValueError, match=r"expected the release's files to pass the gate again under the registry's "
+                                         r"lock, found: fail: .*model_card.json: expected the figures evaluate "
+                                         r"recorded .*; nothing released"):
+        promote(export, decision, registry, evaluate=evaluate)
+    assert sorted(p.name for p in registry.iterdir()) == [".lock"]
+
+
+@pytest.mark.parametrize(("where", "change", "message"), [
+    ("card", lambda c: c.update(input="float32[batch,1,28,28]"),
+     "model_card.json: expected input as a JSON object written by the export step, found str 'float32[batch,1,28"),
+    ("card", lambda c: c.update(output=["batch", 2]),
+     "model_card.json: expected output as a JSON object written by the export step, found list ['batch', 2]"),
+    ("card", lambda c: c.update(test=["sha", 100]),
+     "model_card.json: expected test as a JSON object written by the export step, found list ['sha', 100]"),
+    ("card", lambda c: c.update(metrics=[0.9]),
+     "model_card.json: expected metrics as a JSON object written by the export step, found list [0.9]"),
+    ("card", lambda c: c.update(model=["teacher"]),
+     "model_card.json: expected model as a JSON string written by the export step, found list ['teacher']"),
+    ("metrics", lambda m: m.update(test=["sha", 100]),
+     "metrics.json: expected test as a JSON object written by the evaluate step, found list ['sha', 100]"),
+    ("metrics", lambda m: m.update(teacher=[0.9]),
+     "metrics.json: expected teacher as a JSON object written by the evaluate step, found list [0.9]"),
+    ("metrics", lambda m: m.update(validation="noisy"),
+     "metrics.json: expected validation as a JSON object written by the evaluate step, found str 'noisy'"),
+])
+def test_malformed_gate_inputs_are_fail_reasons_naming_file_key_expected_and_found(tmp_path, where, change,
+                                                                                   message):
+    """A list or string where the gate reads an object was an AttributeError and no decision at all (``--check``
+    then read the previous one); judged against a champion, so that every comparison runs."""
+    registry = tmp_path / "releases"
+    champion = write_export(tmp_path / "champion", onnx=b"champion")
+    assert run_gate(GateConfig(min_accuracy=0.5, registry=str(registry)), export=champion[0],
+                    evaluate=champion[1], out=tmp_path / "g0")["passed"]
+    export, evaluate = write_export(tmp_path / "a", onnx=b"candidate")
+    edit_json(export / "model_card.json" if where == "card" else evaluate / "metrics.json", change)
+    decision = run_gate(GateConfig(min_accuracy=0.5, registry=str(registry)), export=export, evaluate=evaluate,
+                        out=tmp_path / "gate")
+    assert not decision["passed"]
+    assert any(r.startswith("fail: ") and message in r for r in decision["reasons"]), decision["reasons"]
+    assert gate.read_decision(tmp_path / "gate")["passed"] is False
+    assert len(list(registry.glob("v*"))) == 1
+
+
+def test_a_gate_that_stops_before_deciding_leaves_no_old_decision_behind(tmp_path, monkeypatch, capsys):
+    """``gate --check`` after a gate that crashed must not read the previous run's pass."""
+    export, evaluate = write_export(tmp_path / "a")
+    config = GateConfig(min_accuracy=0.5, registry=str(tmp_path / "releases"))
+    assert run_gate(config, export=export, evaluate=evaluate, out=tmp_path / "gate")["passed"]
+
+    def crash(*_args, **_kwargs):
+        raise OSError("the disk went away")
+
+    monkeypatch.setattr(gate, "decide", crash)
+    with pytest.raises(OSError, match="the disk went away"):
+        run_gate(config, export=export, evaluate=evaluate, out=tmp_path / "gate")
+    assert gate.check_main(["--check", str(tmp_path / "gate")]) == 1
+    assert "decision.json: expected the gate's decision" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("accuracy", [float("inf"), float("nan"), 1.7, -0.1])
+def test_an_accuracy_that_is_no_fraction_fails_the_gate(tmp_path, accuracy):
+    export, evaluate = write_export(tmp_path / "a", accuracy=accuracy, onnx=b"x")
+    decision = run_gate(GateConfig(min_accuracy=0.5, registry=str(tmp_path / "releases")), export=export,
+                        evaluate=evaluate, out=tmp_path / "gate")
+    assert not decision["passed"] and "version" not in decision
+    assert (f"fail: clean-test accuracy of the exported model (teacher) is {accuracy!r} in "
+            f"{evaluate / 'metrics.json'}: expected a finite number in [0, 1]") in decision["reasons"]
+
+
+@pytest.mark.parametrize("baseline", [float("nan"), 1.5, -0.2])
+def test_a_baseline_accuracy_that_is_no_fraction_is_no_baseline(tmp_path, baseline):
+    export, evaluate = write_export(tmp_path / "a", baseline=baseline)
+    decision = decide(GateConfig(min_accuracy=0.5), export=export, evaluate=evaluate, registry=tmp_path / "r")
+    assert not decision["passed"] and decision["baseline_accuracy"] is None
+    assert any(r.startswith("fail: the CE baseline's best-epoch accuracy: expected it in") and
+               f"found {baseline!r}, not a finite number in [0, 1]" in r for r in decision["reasons"])
+
+
+@pytest.mark.parametrize("accuracy", [float("nan"), float("inf"), 1.5, -0.5])
+def test_a_champion_whose_accuracy_is_no_fraction_is_a_damaged_card(tmp_path, accuracy):
+    """read_champion's documented ValueError, not a champion every later gate fails against ("the champion's
+    nan")."""
+    registry = tmp_path / "releases"
+    (registry / "vX").mkdir(parents=True)
+    (registry / "vX" / "model_card.json").write_text(json.dumps({"metrics": {"accuracy": accuracy}}))
+    (registry / "latest").symlink_to("vX")
+    with pytest.raises(ValueError, match=rf"model_card.json: expected a released model card with metrics.accuracy, "
+                                         rf"found {re.escape(repr(accuracy))}, not a finite number in \[0, 1\]"):
+        read_champion(registry)
