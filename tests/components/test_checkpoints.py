@@ -128,14 +128,21 @@ def _run_id(ingest, noise) -> str:
     return baseline_store(ingest.parent / "out", ingest, noise).directory.name
 
 
-def test_a_changed_val_split_names_another_checkpoint_folder(tmp_path):
-    """An image folder's own val.npz is the validation set: relabelling it must not resume the finished run."""
+def _four_images(tmp_path):
+    """``ingest/train.npz`` of four blank 8x8 images labelled 0, 1, 0, 1 and ``noise/labels.npz`` keeping them all
+    for training; returns the two folders, the images and the labels."""
     ingest, noise = tmp_path / "ingest", tmp_path / "noise"
     ingest.mkdir()
     noise.mkdir()
     images, labels = np.zeros((4, 8, 8, 1), np.uint8), np.array([0, 1, 0, 1])
     np.savez(ingest / "train.npz", images=images, labels=labels)
     np.savez(noise / "labels.npz", index=np.arange(4), label=labels, is_val=np.zeros(4, bool))
+    return ingest, noise, images, labels
+
+
+def test_a_changed_val_split_names_another_checkpoint_folder(tmp_path):
+    """An image folder's own val.npz is the validation set: relabelling it must not resume the finished run."""
+    ingest, noise, images, labels = _four_images(tmp_path)
     write_json(ingest / "manifest.json", {"format": "arrays", "counts": {"train": 4, "val": 4}})
     np.savez(ingest / "val.npz", images=images, labels=labels)
     before = _run_id(ingest, noise)
@@ -420,12 +427,7 @@ def test_an_edit_of_the_code_a_step_runs_or_another_torch_names_another_checkpoi
 def test_a_moved_dataset_or_an_ingest_setting_training_does_not_read_keeps_the_checkpoint_folder(tmp_path):
     """The folder hashes only what training reads of the manifest: a moved data folder, another shard_size or
     test split leave the training images and labels byte-identical, and resume; another class list does not."""
-    ingest, noise = tmp_path / "ingest", tmp_path / "noise"
-    ingest.mkdir()
-    noise.mkdir()
-    images, labels = np.zeros((4, 8, 8, 1), np.uint8), np.array([0, 1, 0, 1])
-    np.savez(ingest / "train.npz", images=images, labels=labels)
-    np.savez(noise / "labels.npz", index=np.arange(4), label=labels, is_val=np.zeros(4, bool))
+    ingest, noise, _, _ = _four_images(tmp_path)
     manifest = {"format": "arrays", "class_names": ["a", "b"], "image_shape": [8, 8, 1],
                 "counts": {"train": 4, "test": 2}, "source": "data/a", "config": {"path": "data/a", "shard_size": 5},
                 "inputs_sha256": {"t10k-images-idx3-ubyte.gz": "1" * 64}}
