@@ -14,6 +14,8 @@ every training sample ranked by how likely its given label is wrong (score = 1 -
 given label), ``flagged`` for the first ``estimated_issues`` rows, with the suggested label (the teacher's likeliest
 class other than the given one), both also by class name, and the image's ``key`` where the dataset names its
 images (Clothing1M's key, an image folder's file). The teacher trained on these images: the scores are in-sample.
+Each model file must record the training inputs of ``ingest`` and ``noise`` (``model_file.TRAINED_ON``): models
+trained before the noise step was re-run are refused, never scored against labels they did not train on.
 
 ``label_issues`` in metrics.json always holds the estimated number and rate of issues and their count per given
 class (``per_class``). The detection figures (precision, recall, F1, AUROC, the true noise rate) count only the
@@ -34,8 +36,8 @@ import numpy as np
 from components.common.artifacts import read_json, read_manifest, sha256_file
 from components.common.atomic import atomic_set, prepare_output, write_json, write_text
 from components.common.config import CONFIG_FILE, as_record, cli
-from components.common.model_file import check_fits, load_model
-from components.common.splits import load_split, read_noise_labels, test_digest, test_set
+from components.common.model_file import check_fits, check_trained_on, load_model
+from components.common.splits import load_split, read_noise_labels, test_digest, test_set, training_digest
 from components.common.steps import FOLDERS
 from components.common.telemetry import reports
 from components.formats import OWN_TEST_SPLIT
@@ -48,6 +50,7 @@ MLNT_OUT = FOLDERS["mlnt"]
 NOISE_OUT = FOLDERS["noise"]
 
 OUT = FOLDERS["evaluate"]
+STEP_OF = {"baseline": "baseline", "baseline_best_epoch": "baseline", "student": "mlnt", "teacher": "mlnt"}  # wrote it
 
 
 @dataclass(frozen=True)
@@ -217,8 +220,10 @@ def run(config: EvaluateConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOIS
     digests = {name: sha256_file(path) for name, path in models.items()}  # export releases only a file scored here
     _, saved = nets["teacher"]
     manifest = read_manifest(ingest)
+    trained_on, inputs = training_digest(ingest, noise), f"the inputs in {ingest} and {noise}"
     for name, path in models.items():
         check_fits(path, nets[name][1], manifest, ingest / "manifest.json")
+        check_trained_on(path, nets[name][1], trained_on, inputs=inputs, step=STEP_OF[name])
     names = manifest["class_names"]
     validation = validation_record(noise)  # the noise step's summary and labels, checked before any work
     labels = _read_labels(ingest, noise)

@@ -23,7 +23,14 @@ from components.common.atomic import atomic_set, prepare_output, write_json
 from components.common.checkpoints import checkpoint_store, drop_stale_checkpoints
 from components.common.config import CONFIG_FILE, as_record, cli
 from components.common.curves import publish_curves, write_curves, write_history
-from components.common.model_file import check_fits, check_trained_on, load_model, save_model, seeded_network
+from components.common.model_file import (
+    TRAINED_ON,
+    check_fits,
+    check_trained_on,
+    load_model,
+    save_model,
+    seeded_network,
+)
 from components.common.parallel import data_parallel
 from components.common.pretrained import imagenet_weights
 from components.common.splits import load_split, training_digest
@@ -93,7 +100,8 @@ def run(config: MlntStepConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOIS
     if warning:
         metrics["warning"] = warning
     if group.is_main:
-        _write(Path(out), result, metrics, network=saved["network"], meta=meta, config=config)
+        _write(Path(out), result, metrics, network=saved["network"], meta={**meta, TRAINED_ON: trained_on},
+               config=config)
         drop_stale_checkpoints(store, shared=checkpoints is not None)
     return metrics
 

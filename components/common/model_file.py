@@ -17,7 +17,7 @@ from components.common.errors import DataError, torch_load_error
 from model.networks import build_network
 
 MODEL_FORMAT = 1
-TRAINED_ON = "inputs_sha256"  # in the baseline's model files: ``splits.training_digest`` of what it trained on
+TRAINED_ON = "inputs_sha256"  # in the training steps' model files: ``splits.training_digest`` of what it trained on
 
 
 def seeded_network(name: str, meta: dict[str, Any], seed: int, *,
@@ -110,12 +110,12 @@ def _of(what: str, value: int) -> str:
     return f"image size {value}" if what == "image size" else f"{value} {what[:-1] if value == 1 else what}"
 
 
-def check_trained_on(path: Path, saved: dict[str, Any], digest: str, *, inputs: str) -> None:
-    """The model file at ``path`` (``load_model``'s metadata ``saved``) was trained on the ``inputs`` whose
-    ``splits.training_digest`` is ``digest`` (a file from before it recorded one is not checked for this, as
-    ``labels.npz`` from before its digest). A ``DataError`` naming both digests otherwise: a model trained on other
-    labels has seen the rows now held out for validation."""
+def check_trained_on(path: Path, saved: dict[str, Any], digest: str, *, inputs: str, step: str = "baseline") -> None:
+    """The model file at ``path`` (``load_model``'s metadata ``saved``), written by ``step``, was trained on the
+    ``inputs`` whose ``splits.training_digest`` is ``digest`` (a file from before it recorded one is not checked for
+    this, as ``labels.npz`` from before its digest). A ``DataError`` naming both digests otherwise: a model trained on
+    other labels has seen the rows now held out for validation."""
     recorded = saved.get(TRAINED_ON)
     if recorded is not None and recorded != digest:
         raise DataError(f"{path}: expected a model trained on {inputs} (sha256 {digest[:16]}), found one trained on "
-                        f"others (sha256 {recorded[:16]}) (re-run the baseline step)")
+                        f"others (sha256 {recorded[:16]}) (re-run the {step} step)")

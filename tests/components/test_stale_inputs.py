@@ -146,3 +146,37 @@ def test_a_dataset_of_one_class_is_refused_at_ingest(tmp_path):
         ingest(IngestConfig(dataset="imagefolder", path=str(tmp_path / "photos")), out=tmp_path / "ingest")
     assert str(err.value) == f"{tmp_path / 'photos'}: expected at least 2 classes to tell apart, found 1: 'only'"
     assert not (tmp_path / "ingest" / "manifest.json").exists()
+
+
+def test_evaluate_refuses_models_trained_on_other_noisy_labels(made):
+    """mlnt's model files record their training inputs as the baseline's do, and evaluate checks all four: a model
+    trained before the noise step was re-run would be scored, and its label issues listed, against labels it never
+    saw, and the gate would compare MLNT with a baseline of other data."""
+    from components.evaluate import EvaluateConfig  # noqa: PLC0415
+    from components.evaluate import run as evaluate  # noqa: PLC0415
+
+    baseline(BaselineConfig(epochs=1, progress=False, device="cpu"), ingest=made / "ingest", noise=made / "noise",
+             out=made / "baseline")
+    mlnt(MlntStepConfig(epochs=2, ramp_start=1, ramp_end=1, progress=False, device="cpu"), ingest=made / "ingest",
+         noise=made / "noise", baseline=made / "baseline", out=made / "mlnt")
+    before = training_digest(made / "ingest", made / "noise")
+    for name in ("student.pt", "teacher.pt"):
+        assert load_model(made / "mlnt" / name)[1][TRAINED_ON] == before
+    kept = (made / "mlnt" / "teacher.pt").read_bytes()
+    noise(NoiseConfig(train_size=0, rate=0.6, seed=1), ingest=made / "ingest", out=made / "noise")
+    with pytest.raises(DataError) as err:
+        evaluate(EvaluateConfig(), ingest=made / "ingest", noise=made / "noise", baseline=made / "baseline",
+                 mlnt=made / "mlnt", out=made / "evaluate")
+    now = training_digest(made / "ingest", made / "noise")
+    assert str(err.value) == (f"{made / 'baseline' / 'final.pt'}: expected a model trained on the inputs in "
+                              f"{made / 'ingest'} and {made / 'noise'} (sha256 {now[:16]}), found one trained on "
+                              f"others (sha256 {before[:16]}) (re-run the baseline step)")
+    assert not (made / "evaluate" / "metrics.json").exists()
+    baseline(BaselineConfig(epochs=1, progress=False, device="cpu"), ingest=made / "ingest", noise=made / "noise",
+             out=made / "baseline")
+    with pytest.raises(DataError) as err:
+        evaluate(EvaluateConfig(), ingest=made / "ingest", noise=made / "noise", baseline=made / "baseline",
+                 mlnt=made / "mlnt", out=made / "evaluate")
+    assert str(err.value).startswith(f"{made / 'mlnt' / 'student.pt'}: expected a model trained on the inputs in ")
+    assert str(err.value).endswith("(re-run the mlnt step)")
+    assert (made / "mlnt" / "teacher.pt").read_bytes() == kept
