@@ -408,9 +408,10 @@ def promote(export: Path, decision: dict, registry: Path, *, evaluate: Path,
                 raise ValueError(f"{export / 'model.onnx'}: expected the model the gate judged (sha256 "
                                  f"{decision.get('onnx_sha256')}), found sha256 {digest}; nothing released")
             judged = decide(config, export=staging, evaluate=Path(evaluate), registry=registry)
-            if not judged["passed"]:
+            if not judged["passed"]:  # the reasons name the files copied from, not the staged copy that goes now
                 raise ValueError(f"{export}: expected the release's files to pass the gate again under the registry's "
-                                 f"lock, found: {_failed(judged)}; nothing released")
+                                 f"lock, found: {_failed(judged).replace(str(staging), str(export))}; nothing "
+                                 f"released")
             return _release(staging, judged, registry, now)
 
 

@@ -1485,9 +1485,11 @@ def test_promote_judges_the_staged_copy_again(tmp_path):
                                                      c.update(class_names=["x", "y", "z"])))
     with pytest.raises(ValueError, match=r"expected the release's files to pass the gate again under the registry's "
                                          r"lock, found: fail: .*model_card.json: expected the figures evaluate "
-                                         r"recorded .*; nothing released"):
+                                         r"recorded .*; nothing released") as err:
         promote(export, decision, registry, evaluate=evaluate)
     assert sorted(p.name for p in registry.iterdir()) == [".lock"]
+    assert f"fail: {export / 'model_card.json'}: expected" in str(err.value)  # the file judged, not its gone copy
+    assert str(registry) not in str(err.value)
 
 
 @pytest.mark.parametrize(("where", "change", "message"), [
