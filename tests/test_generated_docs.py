@@ -157,7 +157,7 @@ def test_the_recorded_release_is_one_release():
 
 def test_the_recorded_release_is_the_one_the_documented_run_released():
     """The release the documented run's gate made, or found the champion already (a rerun of an unchanged run)."""
-    released = re.search(r"(?:released as|the champion already \()`([^`]+)`", (ROOT / PIPELINE_RUN).read_text())
+    released = re.search(r"(?:released as |the champion already \()`([^`]+)`", (ROOT / PIPELINE_RUN).read_text())
     if released is None:
         pytest.skip(f"{PIPELINE_RUN}: the documented run's model is in no release (its gate failed)")
     recorded = _json("docs/release/decision.json")["version"]

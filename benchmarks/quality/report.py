@@ -259,6 +259,7 @@ DIFFERENCES = (("ema_control", "ce_early", "accuracy"), ("mlnt", "ce_early", "ac
                ("mlnt", "ema_control", "val_accuracy"))  # (method, minus method, of what): at every setting
 HEADLINE_DIFFERENCES = (("mlnt_x0.25", "ema_control"), ("mlnt_x4", "ema_control"), ("mlnt_selected", "ema_control"),
                         ("mlnt_warm", "mlnt"), ("ema_control_warm", "ema_control"))  # test accuracy, the headline's
+WARM_VALIDATION = (("mlnt_warm", "mlnt"), ("ema_control_warm", "ema_control"))  # and on validation, where it is chosen
 SHORT = {"ce_early": "CE early-stopped", "ema_control": "control", "mlnt": "MLNT",
          "mlnt_x0.25": "MLNT (meta_weight x 1/4)", "mlnt_x4": "MLNT (meta_weight x 4)",
          "mlnt_selected": "MLNT (meta_weight chosen on validation)", "mlnt_warm": "MLNT warm-started",
@@ -288,6 +289,10 @@ def _per_seed(results: dict, names: list[str]) -> str:
         for method, other in (d for d in HEADLINE_DIFFERENCES if _has(results, top, d[0])):
             row(setting, minus(method, other),
                 [(c["methods"][method]["accuracy"], c["methods"][other]["accuracy"]) for c in cells.values()])
+        for method, other in (d for d in WARM_VALIDATION if _has(results, top, d[0])):
+            row(setting, minus(method, other), [(c["methods"][method]["val_accuracy"],
+                                                 c["methods"][other]["val_accuracy"]) for c in cells.values()],
+                "val_accuracy")
         clean = by_seed(results, "clean")
         for key in ("ce_early", "ce_last") if clean and set(clean) == set(cells) else ():
             row(setting, TEMPLATE.fill("minus_clean", ceiling=TEMPLATE.fill(f"clean_{key}")),
