@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from components.common.config import ConfigError
 from components.common.errors import DataError
-from components.formats.images import MAX_PIXELS, open_image, to_8_bits
+from components.formats.images import MAX_PIXELS, open_image, resize_crop, to_8_bits
 from components.formats.webdataset import SplitIndex
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -48,8 +48,8 @@ def decode(payload: bytes, *, resize: int, crop: int, offset: tuple[int, int] | 
     scale = resize / min(rgb.size)
     w, h = max(resize, round(rgb.width * scale)), max(resize, round(rgb.height * scale))
     fx, fy = offset if offset is not None else (0.5, 0.5)
-    left, top = round((w - crop) * fx), round((h - crop) * fy)
-    out = rgb.resize((w, h), Image.Resampling.BILINEAR).crop((left, top, left + crop, top + crop))
+    square = (round((w - crop) * fx), round((h - crop) * fy), crop)
+    out = resize_crop(rgb, (w, h), square, max_pixels=max_pixels)  # a thin image: only the crop is resampled
     if flip:
         out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     return torch.from_numpy(np.asarray(out, dtype=np.uint8).copy()).permute(2, 0, 1)

@@ -189,10 +189,15 @@ def image_file(key: str, flat: bool) -> str:
 
 def _check_image(root: Path, key: str, flat: bool, *, where: str, real_root: Path) -> None:
     """A ``DataError`` naming ``where`` unless the image of ``key`` is a file inside ``root``; it says where a
-    misplaced one is (the authors' layout beside an ``images/`` folder)."""
+    misplaced one is (the authors' layout beside an ``images/`` folder), or the error that hid it (a folder on its
+    way this user may not enter: is_file raises)."""
     name = image_file(key, flat)
-    if inside(root, name, where=where, real_root=real_root).is_file():
-        return
+    path = inside(root, name, where=where, real_root=real_root)
+    try:
+        if path.is_file():
+            return
+    except OSError as err:
+        raise DataError(f"{where}: expected the image {key}, found {path} unreadable ({err.strerror or err})") from err
     if flat and name != key:
         raise DataError(f"{where}: expected the image {name} (key {key}; with no images/ folder, the image folders "
                         f"0..9 are read from {root} itself, as in the authors' loader), found no such file; put them "
@@ -218,8 +223,11 @@ def read_image(root: Path, key: str, *, size: int = 0, max_pixels: int = MAX_PIX
     header)."""
     name = image_file(key, flat_layout(root) if flat is None else flat)
     path = inside(root, name, where=f"{root / name} (key {key})", real_root=real_root)
-    if not path.is_file():
-        raise DataError(f"{path}: expected the image {key} (listed in the key lists), found no such file")
-    payload = path.read_bytes()
+    try:  # no permission (on the file, or a folder above it: is_file raises), an I/O error: collected by ingest
+        if not path.is_file():
+            raise DataError(f"{path}: expected the image {key} (listed in the key lists), found no such file")
+        payload = path.read_bytes()
+    except OSError as err:
+        raise DataError(f"{path} (key {key}): expected a readable image file, found {err.strerror or err}") from err
     check_encoded(payload, where=f"{path} (key {key})", size=size, max_pixels=max_pixels)
     return payload

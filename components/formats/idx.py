@@ -1,12 +1,14 @@
 """Fashion-MNIST (and the MNIST family): four IDX files, gzipped as published or uncompressed (as Kaggle and
-torchvision's ``raw/`` folder hold them), each inside the dataset folder (a symbolic link leading out of it is
-refused)."""
+torchvision's ``raw/`` folder hold them, or a browser that gunzips on download under the ``.gz`` name), each inside
+the dataset folder (a symbolic link leading out of it is refused)."""
 
 from __future__ import annotations
 
 import gzip
+import math
 import zlib
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -18,6 +20,8 @@ FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", 
 FASHION_MNIST_FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
                        "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
 IDX_IMAGES, IDX_LABELS = 0x00000803, 0x00000801
+IDX_UBYTE = b"\x00\x00\x08"  # the start of every IDX file of unsigned bytes (its 4th byte: the dimensions)
+CHUNK = 1 << 20  # bytes read at a time
 
 
 def read_fashion_mnist(root: Path) -> Dataset:
@@ -64,30 +68,56 @@ def _check_square(path: Path, images: np.ndarray) -> None:
 
 
 def read_idx(path: Path, magic: int, *, count: tuple[int, str] | None = None) -> np.ndarray:
-    """Read an IDX file, gzipped if its name ends in ``.gz`` (else uncompressed), and check its magic number and
-    size. ``count``: the number of items expected (the first dimension) and what it is, checked from the header
-    before any data is read; the data read is at most what the header promises, so a file holding more (or a header
-    promising a huge array) never fills the memory."""
+    """Read an IDX file, gzipped if its name ends in ``.gz`` unless it starts as an uncompressed one (``_gzipped``),
+    and check its magic number and size. ``count``: the number of items expected (the first dimension) and what it
+    is, checked from the header before any data is read; the data is read a MiB at a time up to what the header
+    promises, so a file holding more, or a header promising a huge array (one bit flipped in a dimension: 141 GB),
+    never fills the memory: only the data actually there is held."""
     require_file(path, "an IDX file")
     gzipped = path.name.endswith(".gz")
     try:
+        gzipped = gzipped and _gzipped(path)
         with gzip.open(path, "rb") if gzipped else open(path, "rb") as fh:
-            head = fh.read(4)
-            if len(head) < 4 or int.from_bytes(head, "big") != magic:
-                found = f"0x{int.from_bytes(head, 'big'):08x}" if len(head) == 4 else f"{len(head)} bytes"
-                raise DataError(f"{path}: expected IDX magic number 0x{magic:08x}, found {found}")
-            header = fh.read(4 * (magic & 0xFF))
-            dims = [int.from_bytes(header[i:i + 4], "big") for i in range(0, len(header) - 3, 4)]
-            if len(dims) != magic & 0xFF:
-                raise DataError(f"{path}: expected {magic & 0xFF} dimensions in the IDX header, found {len(dims)}")
-            if count is not None and dims[0] != count[0]:
-                raise DataError(f"{path}: expected {count[1]} ({count[0]}), found {dims[0]}")
-            size = int(np.prod(dims))
-            raw = fh.read(size)
-            extra = sum(len(chunk) for chunk in iter(lambda: fh.read(1 << 20), b""))  # counted, never kept
+            dims = _read_header(fh, path, magic, count)
+            size = math.prod(dims)  # Python's integers: numpy's int64 product of a crafted header wrapped around
+            raw, extra = _read_data(fh, size)
     except (OSError, EOFError, zlib.error) as err:
         what = "a gzip file" if gzipped else "an IDX file"
         raise DataError(f"{path}: expected {what}, found a truncated or corrupt one ({err})") from err
     if len(raw) + extra != size:
         raise DataError(f"{path}: expected {size} data bytes for shape {dims}, found {len(raw) + extra}")
     return np.frombuffer(raw, dtype=np.uint8).reshape(dims)
+
+
+def _gzipped(path: Path) -> bool:
+    """Whether the ``.gz`` file ``path`` is to be read through gzip: not where it starts as an uncompressed IDX file
+    of bytes does (``IDX_UBYTE``), as a browser that gunzips on download leaves it under its ``.gz`` name (CIFAR-10's
+    tarball too). Anything else is read as gzip, and reported as such if it is not."""
+    with open(path, "rb") as fh:
+        return fh.read(len(IDX_UBYTE)) != IDX_UBYTE
+
+
+def _read_header(fh: BinaryIO, path: Path, magic: int, count: tuple[int, str] | None) -> list[int]:
+    """The dimensions of the IDX file open in ``fh``, after checking its magic number and ``count``."""
+    head = fh.read(4)
+    if len(head) < 4 or int.from_bytes(head, "big") != magic:
+        found = f"0x{int.from_bytes(head, 'big'):08x}" if len(head) == 4 else f"{len(head)} bytes"
+        raise DataError(f"{path}: expected IDX magic number 0x{magic:08x}, found {found}")
+    header = fh.read(4 * (magic & 0xFF))
+    dims = [int.from_bytes(header[i:i + 4], "big") for i in range(0, len(header) - 3, 4)]
+    if len(dims) != magic & 0xFF:
+        raise DataError(f"{path}: expected {magic & 0xFF} dimensions in the IDX header, found {len(dims)}")
+    if count is not None and dims[0] != count[0]:
+        raise DataError(f"{path}: expected {count[1]} ({count[0]}), found {dims[0]}")
+    return dims
+
+
+def _read_data(fh: BinaryIO, size: int) -> tuple[bytes, int]:
+    """Up to ``size`` bytes of ``fh``, read ``CHUNK`` bytes at a time (one read of ``size`` allocates it all first),
+    and how many bytes follow them (counted, never kept)."""
+    chunks, held = [], 0
+    while held < size and (chunk := fh.read(min(CHUNK, size - held))):
+        chunks.append(chunk)
+        held += len(chunk)
+    extra = sum(len(chunk) for chunk in iter(lambda: fh.read(CHUNK), b""))
+    return b"".join(chunks), extra

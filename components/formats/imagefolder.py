@@ -20,7 +20,8 @@ folder with no image is a ``DataError`` naming it and what it holds, and so is a
 (``train/x.jpg``, or ``test/x.jpg`` where ``test/`` has no class folder), or beside the class folders of layout 3,
 in no class. Class names are read in Unicode's composed form (``class_name``); file and folder names that are not
 UTF-8 are a ``DataError`` listing them. Every image that cannot be read is named in one ``DataError`` after one
-pass (``components.formats.images.Unreadable``).
+pass (``components.formats.images.Unreadable``); a folder under a class folder that cannot be listed (no permission,
+an I/O error) is a ``DataError`` naming it, never skipped with its images.
 The ``val`` and ``test`` splits are taken as clean-labelled (checked by hand): ``val`` is the set every selection,
 calibration and gate decision uses, ``test`` the one the gate judges. Where no test split is given,
 ``test_fraction`` of each class's training images (chosen with ``seed``; at least one of a class with two or more,
@@ -66,7 +67,7 @@ ACCEPTED = ", ".join(sorted(EXTENSIONS))
 # folders that systems leave beside the images, never a class: a Mac zip's resource forks (__MACOSX/), a Synology
 # NAS's thumbnails (@eaDir/), Windows' recycle bin and volume information
 SYSTEM_FOLDERS = frozenset({"__MACOSX", "@eaDir", "$RECYCLE.BIN", "System Volume Information"})
-NAMES_SHOWN = 5  # of the files whose names are not UTF-8, those the error names
+NAMES_SHOWN = 5  # of the files whose names are not UTF-8 (or of the folders that cannot be read), those named
 
 
 def read_imagefolder(root: Path, *, channels: int, size: int, test_fraction: float, seed: int,
@@ -416,9 +417,10 @@ def _refuse_loose_images(folder: Path, sub: str) -> None:
 def _files_under(cls: Path, root: Path, real_root: Path) -> list[Path]:
     """The non-hidden files under ``cls`` at any depth, sorted. Folder links are followed where they stay inside
     ``root`` (one leading out is a ``DataError``); each real folder is read once, so a link back up cannot loop.
-    Hidden files and folders (``.DS_Store``, ``._x.jpg``, ``.ipynb_checkpoints``, ``__MACOSX``) are never read."""
-    files, seen = [], set()
-    for top, dirs, names in os.walk(cls, followlinks=True):
+    Hidden files and folders (``.DS_Store``, ``._x.jpg``, ``.ipynb_checkpoints``, ``__MACOSX``) are never read. A
+    folder that cannot be listed is a ``DataError`` (``_unreadable_folders``), never skipped."""
+    files, seen, unreadable = [], set(), []
+    for top, dirs, names in os.walk(cls, followlinks=True, onerror=unreadable.append):
         real = os.path.realpath(top)
         if real in seen:
             dirs.clear()
@@ -429,7 +431,19 @@ def _files_under(cls: Path, root: Path, real_root: Path) -> list[Path]:
             if os.path.islink(os.path.join(top, d)):
                 inside(root, Path(top, d).relative_to(root), where=str(Path(top, d)), real_root=real_root)
         files += [Path(top, name) for name in names if not name.startswith(".")]
+    if unreadable:
+        raise _unreadable_folders(cls, root, unreadable)
     return sorted(files)
+
+
+def _unreadable_folders(cls: Path, root: Path, errors: list[OSError]) -> DataError:
+    """The error for the folders under the class folder ``cls`` (or ``cls`` itself) that ``os.walk`` could not list
+    (``errors``: no permission, an I/O error on a network mount), which it skips: their images vanished unsaid."""
+    first, others = errors[0], [str(err.filename) for err in errors[1:]]
+    shown = ", ".join(others[:NAMES_SHOWN]) + (", ..." if len(others) > NAMES_SHOWN else "")
+    more = f"; and {len(others)} more folders could not be read either: {shown}" if others else ""
+    return DataError(f"{first.filename}: expected a folder this user can read (in class folder {cls.name!r}), found "
+                     f"{first.strerror or first}{more}. Make each readable, or move it out of {root}")
 
 
 def describe_skipped(other: Counter[str]) -> str:

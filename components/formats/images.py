@@ -113,10 +113,24 @@ def load_image(path: Path, *, channels: int, size: int, max_pixels: int = MAX_PI
         if size:
             scale = size / min(img.size)
             w, h = max(size, round(img.width * scale)), max(size, round(img.height * scale))
-            left, top = (w - size) // 2, (h - size) // 2
-            img = img.resize((w, h), Image.Resampling.BILINEAR).crop((left, top, left + size, top + size))
+            img = resize_crop(img, (w, h), ((w - size) // 2, (h - size) // 2, size), max_pixels=max_pixels)
         array = np.asarray(img, dtype=np.uint8)
     return array[..., None] if array.ndim == 2 else array
+
+
+def resize_crop(img: Image.Image, size: tuple[int, int], square: tuple[int, int, int], *,
+                max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """``img`` resized (bilinear) to ``size`` (width, height), then its ``square`` (left, top, side) cut out. A
+    resized image of more than ``max_pixels`` is never made (a 1x20000 line resized to 224 wide is a gigapixel, 3
+    GB): only the square is resampled, from the region of ``img`` it maps back to, with the same filter and the same
+    pixels around it (the same image to a grey level or two: the box's edges are fractions, rounded otherwise). Under
+    the limit the image is resized whole and cropped, as every recorded result was made, bit for bit."""
+    (w, h), (left, top, side) = size, square
+    if w * h <= max_pixels:
+        return img.resize((w, h), Image.Resampling.BILINEAR).crop((left, top, left + side, top + side))
+    sx, sy = img.width / w, img.height / h
+    box = (left * sx, top * sy, (left + side) * sx, (top + side) * sy)
+    return img.resize((side, side), Image.Resampling.BILINEAR, box=box)
 
 
 def to_8_bits(img: Image.Image, *, where: str) -> Image.Image:

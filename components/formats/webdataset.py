@@ -9,6 +9,9 @@ Beside the shards, ``shards/<split>.index.npz`` holds one row per sample: ``shar
 ``size`` (of the image bytes inside the tar), ``label``, ``clean_label`` and ``key``, so a reader seeks straight
 to any sample (deterministic order, mid-epoch resume, disjoint shares per process) without scanning the tar.
 ``shards/index.json`` lists every shard with its sample count, size and sha256.
+
+Each shard and index is fsynced once written: the folder holding them is renamed in by ingest's swap, which then
+deletes the previous shards, and a rename flushes none of the files inside (a power cut could leave both lost).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from components.common.artifacts import check_labels, read_arrays, read_json, sha256_file
+from components.common.atomic import fsync_file
 from components.common.errors import DataError
 from components.formats import inside
 
@@ -76,6 +80,7 @@ class ShardWriter:
     def _close_shard(self) -> None:
         self._tar.close()
         path = Path(self._tar.name)
+        fsync_file(path)  # on disk before ingest's swap deletes the previous shards
         self.shards.append({"file": path.name, "count": self._in_shard, "bytes": path.stat().st_size,
                             "sha256": sha256_file(path)})
         self._tar = None
@@ -86,8 +91,10 @@ class ShardWriter:
             self._close_shard()
         arrays = {k: np.asarray(v, dtype=np.int64) for k, v in self.rows.items() if k != "key"}
         arrays["key"] = np.asarray([k.encode() for k in self.rows["key"]], dtype=bytes)
-        with open(self.folder / f"{self.split}.index.npz", "wb") as fh:
+        path = self.folder / f"{self.split}.index.npz"
+        with open(path, "wb") as fh:
             np.savez(fh, **arrays)
+        fsync_file(path)  # as the shards: a folder's rename flushes none of its files
         return {"count": len(self.rows["key"]), "shards": self.shards}
 
 

@@ -14,8 +14,8 @@ import torch
 from benchmarks.fixtures import write_clothing1m, write_image
 from components.formats.cifar import BATCHES
 
-__all__ = ["CIFAR100_SUPERCLASSES", "STORED_BLOCK", "cifar_batch", "cifar_meta", "gzip_stored", "stored_offset",
-           "write_cifar10", "write_cifar10n", "write_cifar100", "write_cifar100n", "write_clothing1m",
+__all__ = ["CIFAR100_SUPERCLASSES", "STORED_BLOCK", "cifar_batch", "cifar_meta", "gzip_stored", "refuse_resizes_over",
+           "stored_offset", "write_cifar10", "write_cifar10n", "write_cifar100", "write_cifar100n", "write_clothing1m",
            "write_distinct_image", "write_image"]
 
 STORED_BLOCK = 65535  # bytes of data in each of gzip_stored's deflate blocks
@@ -32,6 +32,22 @@ def write_distinct_image(path: Path, i: int) -> None:
     pixels[0, 0] = i * 10 % 256
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(pixels).save(path)
+
+
+def refuse_resizes_over(limit: int, monkeypatch) -> list[tuple[int, int]]:
+    """The sizes every ``Image.resize`` is asked for, in order; one of more than ``limit`` pixels is recorded and
+    refused (an AssertionError), never made: the test would need gigabytes."""
+    from PIL import Image  # noqa: PLC0415
+
+    sizes, resize = [], Image.Image.resize
+
+    def recorded(img, size, *args, **kwargs):
+        sizes.append(tuple(size))
+        assert size[0] * size[1] <= limit, f"resize to {size}: over {limit} pixels"
+        return resize(img, size, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "resize", recorded)
+    return sizes
 
 
 def gzip_stored(data: bytes) -> bytes:

@@ -31,6 +31,7 @@ from components.ingest import IngestConfig, run
 from components.ingest import main as ingest_main
 from tests.components.formats_fixtures import (
     CIFAR100_SUPERCLASSES,
+    refuse_resizes_over,
     write_cifar10,
     write_cifar10n,
     write_cifar100,
@@ -378,6 +379,41 @@ def test_clothing1m_names_every_unreadable_image_in_one_pass(tmp_path, monkeypat
     assert not (tmp_path / "out" / "shards").exists()
 
 
+def denied_on(paths: set[Path], method):
+    """``method`` of ``Path`` (``read_bytes``, ``is_file``), raising ``PermissionError`` for ``paths``."""
+    def denied(path):
+        if path in paths:
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return method(path)
+    return denied
+
+
+def test_clothing1m_names_every_image_it_may_not_read_in_one_pass(tmp_path, monkeypatch):
+    """An image the ingesting user may not read stopped the pass at the first, with a bare "[Errno 13] Permission
+    denied" naming no key: it is collected with the other unreadable images."""
+    source = write_clothing1m(tmp_path / "c1m")
+    locked = {source / "images/0/00/train0.jpg", source / "images/1/01/val1.jpg"}
+    monkeypatch.setattr(Path, "read_bytes", denied_on(locked, Path.read_bytes))
+    with pytest.raises(DataError) as caught:
+        run(IngestConfig(dataset="clothing1m", path=str(source), image_size=8), out=tmp_path / "out")
+    assert str(caught.value) == (f"{source / 'images/0/00/train0.jpg'} (key images/0/00/train0.jpg): expected a "
+                                 f"readable image file, found Permission denied; and 1 more listed images could not "
+                                 f"be read either: images/1/01/val1.jpg. Fix each, or remove its key from the key "
+                                 f"lists, then ingest again")
+
+
+def test_clothing1m_names_every_image_in_a_folder_it_may_not_enter_in_one_pass(tmp_path, monkeypatch):
+    """A folder of images the ingesting user may not enter: ``is_file`` raises (it hides only a missing file), and
+    the check that every listed image is there stopped at the first with a bare "[Errno 13] Permission denied"."""
+    source = write_clothing1m(tmp_path / "c1m", per_split=5)
+    locked = {p for p in (source / "images" / "1").rglob("*.jpg")}
+    monkeypatch.setattr(Path, "is_file", denied_on(locked, Path.is_file))
+    with pytest.raises(DataError) as caught:
+        run(IngestConfig(dataset="clothing1m", path=str(source), image_size=8), out=tmp_path / "out")
+    assert re.fullmatch(rf"{re.escape(str(source))}/\S+_key_list\.txt line \d+: expected the image images/1/\S+, "
+                        rf"found {re.escape(str(source))}/images/1/\S+ unreadable \(Permission denied\); and "
+                        rf"{len(locked) - 1} more listed images could not be read either: .+", str(caught.value))
+
 def test_clothing1m_shards_and_manifest_are_one_set(tmp_path, monkeypatch):
     """The new shards replaced the old ones before the manifest was written: a failure writing the manifest (a full
     disk) left new shards beside the old manifest. They are now renamed in one burst, or not at all."""
@@ -397,6 +433,22 @@ def test_clothing1m_shards_and_manifest_are_one_set(tmp_path, monkeypatch):
         run(IngestConfig(dataset="clothing1m", path=str(source), image_size=12, shard_size=3), out=out)
     assert snapshot(out) == before  # the old shards and manifest; no staging folder left
 
+
+def test_clothing1m_shards_and_their_index_are_fsynced_before_the_swap(tmp_path, monkeypatch):
+    """The swap deletes the previous shards: a power cut soon after could leave new shards whose data never reached
+    the disk (a rename of their folder flushes nothing) and no old ones either. Every file of the new folder is
+    fsynced before it is renamed in."""
+    source, out = write_clothing1m(tmp_path / "c1m"), tmp_path / "out"
+    run(IngestConfig(dataset="clothing1m", path=str(source), image_size=8, shard_size=2), out=out)
+    calls, fsync, replace = [], os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: calls.append(("fsync", os.readlink(f"/proc/self/fd/{fd}"))) or
+                        fsync(fd))
+    monkeypatch.setattr(os, "replace", lambda a, b: calls.append(("replace", str(a), str(b))) or replace(a, b))
+    run(IngestConfig(dataset="clothing1m", path=str(source), image_size=12, shard_size=3), out=out)
+    swap = next(i for i, call in enumerate(calls) if call[0] == "replace" and call[2] == str(out / "shards"))
+    synced = {Path(call[1]).name for call in calls[:swap] if call[0] == "fsync"}
+    written = {p.name for p in (out / "shards").iterdir() if p.suffix in (".tar", ".npz")}
+    assert {Path(n).suffix for n in written} == {".tar", ".npz"} and written <= synced, sorted(written - synced)
 
 def test_clothing1m_refuses_an_image_training_could_not_scale_to_8_bits(tmp_path):
     """A floating-point TIFF under a Clothing1M key was ingested into the shards (the image-folder reader refuses
@@ -776,6 +828,28 @@ def test_imagefolder_names_every_unreadable_image_in_one_pass(tmp_path, monkeypa
     assert not (tmp_path / "out" / "train.npz").exists()
 
 
+@pytest.mark.parametrize("folder", ["cat/batch2", "cat"], ids=["sub-folder", "class-folder"])
+def test_an_unreadable_folder_under_a_class_is_refused_not_skipped(tmp_path, monkeypatch, folder):
+    """A sub-folder the ingesting user may not read (or an I/O error on a network mount) was skipped without a word:
+    its images vanished from the dataset and ingest succeeded; a class folder itself was called empty."""
+    root = tmp_path / "mine"
+    for i in range(6):
+        write_distinct_image(root / ("cat" if i % 2 else "dog") / f"{i}.png", i)
+    for i in range(6, 9):
+        write_distinct_image(root / "cat" / "batch2" / f"{i}.png", i)
+    locked, scandir = root / folder, os.scandir
+
+    def denied(path="."):
+        if Path(path) == locked:
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", denied)
+    with pytest.raises(DataError) as caught:
+        read_imagefolder(root, channels=1, size=0, test_fraction=0.3, seed=0)
+    assert str(caught.value).startswith(f"{locked}: expected a folder this user can read (in class folder 'cat'), "
+                                        f"found Permission denied")
+
 def test_imagefolder_refuses_names_that_are_not_utf8_at_ingest(tmp_path, capsys, monkeypatch):
     """A zip made on Windows and unpacked on Linux names a file caf\\xe9.png: ingest, validate and training ran, and
     evaluate failed writing label_issues.csv, naming no file. Ingest now lists such names, with the fix."""
@@ -844,6 +918,28 @@ def test_load_image_keeps_the_centre_square_of_a_non_square_image(tmp_path, shap
     image = load_image(tmp_path / "photo.png", channels=1, size=8)[..., 0]
     centre = ramp[2:10]
     assert image.tolist() == np.broadcast_to(centre[None, :] if width > height else centre[:, None], (8, 8)).tolist()
+
+
+
+def test_a_thin_image_is_resized_only_where_the_centre_crop_keeps_it(tmp_path, monkeypatch):
+    """A 1x20000 line (a web page's spacer, 164 bytes of PNG, far under the pixel limit) was resized whole before
+    the crop, to 224x4480000: a gigapixel, 3 GB, and a MemoryError traceback. Only the kept square is resampled."""
+    Image.fromarray(np.arange(20000, dtype=np.uint8)[:, None]).save(tmp_path / "line.png")
+    sizes = refuse_resizes_over(1_000_000, monkeypatch)
+    image = load_image(tmp_path / "line.png", channels=3, size=224, max_pixels=1_000_000)
+    assert image.shape == (224, 224, 3) and sizes == [(224, 224)]
+
+
+@pytest.mark.parametrize("shape", [(30, 4), (4, 30), (37, 5)], ids=["tall", "wide", "odd"])
+def test_the_crop_of_a_resize_too_large_to_make_is_the_same_image(tmp_path, shape):
+    """Under the limit the image is resized whole, then cropped (the recorded results, bit for bit); over it only the
+    square is resampled, from the same pixels with the same filter: the same image."""
+    pixels = np.random.default_rng(0).integers(0, 256, (*shape, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "thin.png")
+    whole = load_image(tmp_path / "thin.png", channels=3, size=16)
+    square = load_image(tmp_path / "thin.png", channels=3, size=16, max_pixels=200)  # 16 x 120 resized: 1920
+    assert square.shape == whole.shape == (16, 16, 3)
+    assert np.abs(square.astype(int) - whole.astype(int)).max() <= 2  # rounding: float box edges, fixed-point weights
 
 
 def test_missing_dataset_path(tmp_path):

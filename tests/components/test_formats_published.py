@@ -203,6 +203,39 @@ def test_an_uncompressed_idx_file_cut_short_is_named(fashion_dir):
         read_fashion_mnist(fashion_dir)
 
 
+@pytest.mark.parametrize("dims", [(300, 16777244, 28), (300, 2**32 - 1, 2**32 - 1)], ids=["bit-flip", "wraps-int64"])
+@pytest.mark.parametrize("gzipped", [False, True], ids=["plain", "gzip"])
+def test_an_idx_header_promising_a_huge_array_is_a_data_error(fashion_dir, dims, gzipped):
+    """A header whose width has one bit flipped (0x0100001c for 28) passed the count check, and the reader asked for
+    its 141 GB at once: a MemoryError traceback. A product of the dimensions past 2**63 wrapped around silently."""
+    name = FASHION_MNIST_FILES["train"][0]
+    data = gzip.decompress((fashion_dir / name).read_bytes())
+    header = b"".join(d.to_bytes(4, "big") for d in dims)
+    damaged = data[:4] + header + data[16:]
+    if not gzipped:
+        (fashion_dir / name).unlink()
+        name = name.removesuffix(".gz")
+    (fashion_dir / name).write_bytes(gzip.compress(damaged) if gzipped else damaged)
+    size, shape = dims[0] * dims[1] * dims[2], re.escape(str(list(dims)))
+    with pytest.raises(DataError, match=rf"/{name}: expected {size} data bytes for shape {shape}, found 235200$"):
+        read_fashion_mnist(fashion_dir)
+
+
+def test_an_idx_file_gunzipped_under_its_gz_name_is_read(fashion_dir):
+    """A browser that gunzips on download leaves the IDX file under its .gz name, as it does CIFAR-10's tarball:
+    "expected a gzip file, found a truncated or corrupt one", and downloading again brought the same file back."""
+    expected = read_fashion_mnist(fashion_dir)
+    for name in FASHION_MNIST_FILES["train"]:
+        (fashion_dir / name).write_bytes(gzip.decompress((fashion_dir / name).read_bytes()))
+    found = read_fashion_mnist(fashion_dir)
+    assert np.array_equal(found.train_images, expected.train_images)
+    assert np.array_equal(found.train_labels, expected.train_labels)
+    assert found.inputs == expected.inputs
+    (fashion_dir / FASHION_MNIST_FILES["train"][1]).write_bytes(b"<html>Not Found</html>")  # neither gzip nor IDX
+    with pytest.raises(DataError, match=r"train-labels-idx1-ubyte.gz: expected a gzip file, found a truncated or "
+                                        r"corrupt one \(Not a gzipped file"):
+        read_fashion_mnist(fashion_dir)
+
 @pytest.mark.parametrize("name", ["cifar-10-python.tar.gz", "cifar-10-python.tar"])
 def test_a_cifar10_tarball_a_browser_gunzipped_is_read(tmp_path, name):
     """A browser that gunzips on download leaves a plain tar, under the .gz name or as .tar: ``found a corrupt

@@ -45,6 +45,7 @@ from model.distributed import Group
 from model.networks import build_network
 from model.trainer import TrainConfig, train
 from tests.components.conftest import write_manifest
+from tests.components.formats_fixtures import refuse_resizes_over
 from tests.model.test_trainer import CrashError, CrashingStore
 
 TRAIN, PER_SPLIT, SHARD_SIZE = 40, 6, 7  # 6 training shards (7 x 5 + 5): two shuffle windows of 4 shards
@@ -433,6 +434,28 @@ def test_decode_puts_the_crop_at_its_offset_left_then_top():
         got = decode(buffer.getvalue(), resize=RESIZE, crop=CROP, offset=(fx, fy)).permute(1, 2, 0).numpy()
         assert np.array_equal(got, whole[top:top + CROP, left:left + CROP]), (fx, fy)
 
+
+def test_a_thin_image_is_resized_only_where_the_crop_keeps_it(monkeypatch):
+    """A 1x20000 line passed ingest (its pixels are few) and was resized whole in every loader worker, to
+    256x5120000 (4 GB, a MemoryError no worker caught). Only the kept square is resampled."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.arange(20000, dtype=np.uint8)[:, None]).save(buffer, "PNG")
+    sizes = refuse_resizes_over(1_000_000, monkeypatch)
+    for offset in (None, (0.0, 1.0)):
+        image = decode(buffer.getvalue(), resize=256, crop=224, offset=offset, max_pixels=1_000_000)
+        assert tuple(image.shape) == (3, 224, 224)
+    assert sizes == [(224, 224)] * 2
+
+
+@pytest.mark.parametrize("offset", [None, (0.0, 0.0), (1.0, 1.0), (0.3, 0.7)])
+def test_the_crop_of_a_resize_too_large_to_make_is_the_same_image(offset):
+    """Under the limit the image is resized whole, then cropped (the recorded results, bit for bit); over it only the
+    crop is resampled, from the same pixels with the same filter: the same image, at any offset."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (37, 5, 3), dtype=np.uint8)).save(buffer, "PNG")
+    whole = decode(buffer.getvalue(), resize=RESIZE, crop=CROP, offset=offset)
+    square = decode(buffer.getvalue(), resize=RESIZE, crop=CROP, offset=offset, max_pixels=200)  # 20x148 resized
+    assert (square.int() - whole.int()).abs().max() <= 2  # rounding: float box edges, fixed-point weights
 
 def test_a_random_crop_draws_its_two_offsets_independently(ingest_dir, monkeypatch):
     """The random crops cover the image, not just its diagonal: the horizontal and vertical fractions differ."""
