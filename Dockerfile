@@ -11,6 +11,8 @@
 # is the CPU variant's torch and torchvision, from PyTorch's CPU index, which the lock cannot reach (docs/deploy.md).
 # A release pins the base image by digest as well:
 #   --build-arg PYTHON_IMAGE=python:3.11.7-slim-bookworm@sha256:<docker buildx imagetools inspect python:3.11.7-slim-bookworm>
+# and records the commit it was built from (the image has neither git nor .git; export's model card reads it):
+#   --build-arg GIT_COMMIT=$(git rev-parse HEAD)
 ARG PYTHON_IMAGE=python:3.11.7-slim-bookworm
 FROM ${PYTHON_IMAGE}
 
@@ -53,10 +55,16 @@ RUN pip install --no-cache-dir --no-index --no-build-isolation -c constraints.tx
     && pip check \
     && python -c "import torch, components.gate; print('torch', torch.__version__)"
 COPY params.yaml dvc.yaml ./
+# Each dataset's params (--params recipes/<name>.yaml; pipelines.trainjob --params /app/recipes/<name>.yaml).
+COPY recipes/ recipes/
 # The deploy step creates a missing InferenceService from the same manifest kubectl applies (one definition).
 COPY k8s/base/serving/inferenceservice.yaml k8s/base/serving/
 
 # Steps write under /app/artifacts and /app/releases: mount volumes there (the root file system can stay read-only).
 RUN mkdir -p /app/artifacts /app/releases && chown 10001:10001 /app/artifacts /app/releases
+# Last, so that a new commit rebuilds no earlier layer: export's model card records it (components/export.py).
+ARG GIT_COMMIT=unknown
+ENV MLNT_GIT_COMMIT=${GIT_COMMIT}
+LABEL org.opencontainers.image.revision=${GIT_COMMIT}
 USER 10001:10001
 CMD ["python", "-m", "components.baseline", "--help"]

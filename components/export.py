@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -434,7 +435,9 @@ def class_distribution(labels: np.ndarray, num_classes: int, *, what: str = "tra
 
 def git_commit() -> str:
     """The commit the code ran from, ``-dirty`` when a tracked file differs from it; ``dvc.lock`` aside, which
-    ``dvc repro`` rewrites after each stage before export runs (a clean checkout's card said ``-dirty``)."""
+    ``dvc repro`` rewrites after each stage before export runs (a clean checkout's card said ``-dirty``). Without git
+    or a repository (the image has neither), the commit the image was built from: ``$MLNT_GIT_COMMIT``, which the
+    Dockerfile sets from its build argument ``GIT_COMMIT``; else ``unknown``."""
     try:
         done = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10)
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":/",
@@ -442,7 +445,7 @@ def git_commit() -> str:
                                timeout=10).stdout.strip()
         return done.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return os.environ.get("MLNT_GIT_COMMIT", "").strip() or "unknown"
 
 
 EXPORTED = {"teacher": "MLNT's released model (teacher.pt, whichever of student and teacher won on validation)",

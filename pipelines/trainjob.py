@@ -1,7 +1,8 @@
 """Submit the multi-GPU mlnt step as a Kubeflow Trainer TrainJob, from Python, with the Kubeflow SDK.
 
     python -m pipelines.trainjob [--namespace mlnt] [--context CTX] [--name NAME] [--image IMAGE] [--nodes 2]
-                                 [--gpus-per-node 1] [--cpu 8] [--memory 32Gi]
+                                 [--gpus-per-node 1] [--cpu 8] [--memory 32Gi] [--shm 8Gi]
+                                 [--params /app/params.yaml] [--set SECTION.KEY=VALUE ...] [--local-params FILE]
                                  [--pushgateway ADDRESS [--pushgateway-user USER] [--pipeline NAME]]
 
 The job is the one ``k8s/overlays/prod/training`` declares (``k8s/base/training/trainjob.yaml``, prod patches): the
@@ -14,7 +15,15 @@ hardened security context, no Istio sidecar (in a namespace with injection on, a
 running, so the job never completes: kubeflow/trainer#1778). ``tests/test_trainjob.py`` fails when this module and
 the manifest drift apart. As the manifest's, the job starts at once: submitting is the decision to train.
 Without ``--name`` the SDK names the job; the checkpoints do not depend on the name, so a new job resumes where an
-earlier one with the same configuration stopped.
+earlier one with the same configuration stopped. Prod names every image by digest (``k8s/components/prod-images``):
+pass ``--image`` as ``name@sha256:...``; the default is the -gpu tag, which a push can move.
+
+``--params`` is the params file inside the pod (default the image's ``/app/params.yaml``; the image holds
+``recipes/`` too: ``/app/recipes/clothing1m.yaml``) and each ``--set section.key=value`` goes to the step as given,
+before ``--set mlnt.device=cuda``. Before submitting, the step's config is built here, as each process will build
+it, from this checkout's copy of that file (``--local-params``; default: the same path, ``/app/`` dropped, where it
+exists) with the overrides: a value the step would refuse, or a ``batch_size`` the job's processes
+(nodes x GPUs per node) cannot share, fails now rather than after the GPU nodes are scheduled.
 
 The Pushgateway of the training metrics (pipelines/pushgateway.py): the manifest's TrainJob reads the address and
 the pipeline's name from the ConfigMap ``mlnt-pushgateway`` and the credentials from the Secret ``mlnt-pushgateway``,
@@ -38,6 +47,10 @@ import argparse
 import os
 import sys
 from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path, PurePosixPath
+
+from kubernetes.utils.quantity import parse_quantity
 
 from components.common import telemetry
 from components.common.telemetry import PASSWORD_FILE_ENV, PUSHGATEWAY_ENV, USERNAME_ENV, has_userinfo
@@ -68,6 +81,22 @@ MOUNTS = [{"name": "artifacts", "mountPath": "/app/artifacts"},
           {"name": "tmp", "mountPath": "/tmp"},
           {"name": "dshm", "mountPath": "/dev/shm"}]  # the data loader's workers share tensors through /dev/shm
 PUSHGATEWAY_VOLUME = "pushgateway"  # the Secret pipelines/pushgateway.py names, with --pushgateway-user
+WORKDIR = PurePosixPath("/app")  # the image's WORKDIR: the checkout's layout (Dockerfile)
+QUANTITY_EXAMPLES = {"cpu": "8 or 500m", "memory": "32Gi or 64G", "shm": "8Gi or 512Mi"}
+
+
+def quantity(field: str, value: str) -> Decimal:
+    """``value`` as the API server reads a resource quantity (a Decimal); a ValueError naming ``field`` unless it is
+    one, finite and above 0 (``-4`` and ``0`` pass the CRD's pattern and fail later, in the JobSet's events)."""
+    text = str(value)
+    try:
+        amount = parse_quantity(text) if text == text.strip() else None
+    except ValueError:
+        amount = None
+    if amount is None or not amount.is_finite() or amount <= 0:
+        raise ValueError(f"{field}: expected a Kubernetes quantity above 0 such as {QUANTITY_EXAMPLES[field]}, "
+                         f"found {text!r}")
+    return amount
 
 
 @dataclass(frozen=True)
@@ -80,7 +109,8 @@ class TrainJobSettings:
     cpu: str = "8"  # per node, requested and limited alike (the SDK sets both)
     memory: str = "32Gi"
     shm: str = "8Gi"  # /dev/shm, for NCCL and the data loader
-    params: str = "/app/params.yaml"  # baked into the image
+    params: str = "/app/params.yaml"  # inside the pod: baked into the image, as recipes/ is
+    overrides: tuple[str, ...] = ()  # the step's --set section.key=value, before ON_GPU
     service_account: str = "mlnt-training"  # k8s/base/rbac.yaml: no role, no token
     node_pool: str = "gpu"
     pushgateway: str = ""  # the training metrics' Pushgateway (host:port or a URL); empty: no push
@@ -102,6 +132,82 @@ class TrainJobSettings:
         if self.pushgateway_user and not self.pushgateway:
             raise ValueError("pushgateway_user: set without pushgateway, the address it authenticates to")
         pushgateway.check_pipeline(self.pipeline)
+        self.check_resources()
+
+    def check_resources(self) -> None:
+        """cpu, memory and shm are quantities above 0, and ``/dev/shm`` (memory-backed) is less than the memory."""
+        amounts = {field: quantity(field, getattr(self, field)) for field in QUANTITY_EXAMPLES}
+        if amounts["shm"] >= amounts["memory"]:
+            raise ValueError(f"shm: expected less than memory ({self.memory}), found {self.shm!r}: /dev/shm counts "
+                             f"against the pod's memory limit")
+
+    @property
+    def processes(self) -> int:
+        """The job's training processes: one per GPU of every node."""
+        return self.num_nodes * self.gpus_per_node
+
+    def step_args(self, params: str | None = None) -> list[str]:
+        """The mlnt step's arguments: the params file (``params``, else the pod's), the overrides, then ``ON_GPU``."""
+        overrides = [arg for assignment in self.overrides for arg in ("--set", assignment)]
+        return ["--params", params or self.params, *overrides, *ON_GPU]
+
+
+def local_copy(params: str) -> Path | None:
+    """Where this checkout keeps the pod's params file ``params``: the same path relative to the image's WORKDIR
+    (``/app/recipes/x.yaml``: ``recipes/x.yaml``); None for one outside it (a mounted file)."""
+    path = PurePosixPath(params)
+    if path.is_absolute() and not path.is_relative_to(WORKDIR):
+        return None
+    return Path(path.relative_to(WORKDIR) if path.is_absolute() else path)
+
+
+def step_config(settings: TrainJobSettings, local_params: Path):
+    """The mlnt step's config as each of the job's processes builds it, from ``local_params`` with the job's
+    overrides, by the step's own parser: a ``ConfigError`` where the step would refuse them."""
+    from components.common.config import parse  # noqa: PLC0415 - the step's config imports torch
+    from components.mlnt import MlntStepConfig  # noqa: PLC0415
+
+    configs, _ = parse(settings.step_args(str(local_params)), "mlnt", {"mlnt": MlntStepConfig}, "mlnt")
+    return configs["mlnt"]
+
+
+def check_overrides(overrides: tuple[str, ...]) -> None:
+    """Each ``section.key=value`` names a key of the mlnt step and holds a YAML value (``ConfigError`` otherwise)."""
+    from components.common.config import apply_override  # noqa: PLC0415
+    from components.mlnt import MlntStepConfig  # noqa: PLC0415
+
+    for assignment in overrides:
+        apply_override({}, assignment, {"mlnt": MlntStepConfig})
+
+
+def check_world_size(settings: TrainJobSettings, batch_size: int, source: str) -> None:
+    """The global batch splits evenly over the job's processes, by the rule each process applies (``Group.rows``)."""
+    from model.distributed import Group  # noqa: PLC0415
+
+    try:
+        Group(world_size=settings.processes).rows(batch_size)
+    except ValueError as err:
+        nodes, gpus = settings.num_nodes, settings.gpus_per_node
+        shape = f"{nodes} node{'s' * (nodes > 1)} x {gpus} GPU{'s' * (gpus > 1)} per node"
+        raise ValueError(f"{source}: mlnt.{err} ({shape})") from None
+
+
+def check_locally(settings: TrainJobSettings, local_params: str | None = None) -> None:
+    """Before submitting, what the job's processes would refuse once scheduled: the step's config from
+    ``local_params`` (default: ``local_copy`` of the pod's params file, where it exists) with the overrides, and
+    its batch size against the processes. Without a local copy, the overrides alone, with a note on stderr."""
+    path = Path(local_params) if local_params else local_copy(settings.params)
+    if local_params and not path.is_file():
+        raise ValueError(f"--local-params: expected a params file, found none at {local_params}")
+    if path is None or not path.is_file():
+        check_overrides(settings.overrides)
+        where = f" ({path})" if path else ""
+        print(f"note: pipelines.trainjob: no local copy of {settings.params}{where} to check the step's config "
+              f"against (pass --local-params FILE): the job's {settings.processes} processes check mlnt.batch_size "
+              f"themselves", file=sys.stderr)
+        return
+    source = f"{path}{' with --set overrides' if settings.overrides else ''}"
+    check_world_size(settings, step_config(settings, path).batch_size, source)
 
 
 def environment(settings: TrainJobSettings) -> dict[str, str]:
@@ -164,7 +270,7 @@ def options(settings: TrainJobSettings, *, name: str | None = None) -> list:
     patch = o.RuntimePatch(training_runtime_spec=o.TrainingRuntimeSpecPatch(
         template=o.JobSetTemplatePatch(spec=o.JobSetSpecPatch(replicated_jobs=[job]))))
     chosen = [o.Labels(LABELS), o.TrainerCommand(COMMAND),
-              o.TrainerArgs(["-m", "components.mlnt", "--params", settings.params, *ON_GPU]), patch]
+              o.TrainerArgs(["-m", "components.mlnt", *settings.step_args()]), patch]
     return [o.Name(name), *chosen] if name else chosen
 
 
@@ -188,13 +294,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--context", help="the kubeconfig context (default: the current one)")
     parser.add_argument("--name", help="the TrainJob's name (default: one the SDK makes up)")
     parser.add_argument("--image", default=defaults.image,
-                        help="the training image; pass it by digest (name@sha256:...) in production, as "
-                             "k8s/overlays/prod/training pins it (default: %(default)s)")
+                        help="the training image; prod names every image by digest: pass the -gpu image as "
+                             "name@sha256:..., the digest k8s/components/prod-images pins (default: %(default)s, a "
+                             "tag, which a push can move)")
     parser.add_argument("--nodes", type=int, default=defaults.num_nodes, help="default: %(default)s")
     parser.add_argument("--gpus-per-node", type=int, default=defaults.gpus_per_node,
                         help="GPUs per node, one training process each (default: %(default)s)")
     parser.add_argument("--cpu", default=defaults.cpu, help="CPUs per node (default: %(default)s)")
     parser.add_argument("--memory", default=defaults.memory, help="memory per node (default: %(default)s)")
+    parser.add_argument("--shm", default=defaults.shm,
+                        help="/dev/shm per node, in memory: less than --memory (default: %(default)s)")
+    parser.add_argument("--params", default=defaults.params,
+                        help="the params file inside the pod, e.g. /app/recipes/clothing1m.yaml (default: %(default)s)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override one parameter of the step, as `python -m components.mlnt --set` does; "
+                             "repeatable (mlnt.device=cuda is always added last)")
+    parser.add_argument("--local-params", metavar="FILE",
+                        help="this checkout's copy of --params, to check the step's config and its batch size "
+                             "against the processes before submitting (default: the --params path without /app/, "
+                             "where it exists)")
     parser.add_argument("--pushgateway", default=os.environ.get(PUSHGATEWAY_ENV, ""),
                         help=f"where the job pushes its training metrics, host:port or a URL without credentials "
                              f"(default: ${PUSHGATEWAY_ENV}; empty: no push)")
@@ -207,8 +325,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = TrainJobSettings(image=args.image, num_nodes=args.nodes, gpus_per_node=args.gpus_per_node,
-                                    cpu=args.cpu, memory=args.memory, pushgateway=args.pushgateway,
+                                    cpu=args.cpu, memory=args.memory, shm=args.shm, params=args.params,
+                                    overrides=tuple(args.overrides), pushgateway=args.pushgateway,
                                     pushgateway_user=args.pushgateway_user, pipeline=args.pipeline)
+        check_locally(settings, args.local_params)
         name = submit(settings, name=args.name, namespace=args.namespace, context=args.context)
     except Exception as err:  # the settings, the kubeconfig and the API raise many types; one line for the user
         print(f"error: pipelines.trainjob: {err}", file=sys.stderr)

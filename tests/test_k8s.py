@@ -62,6 +62,7 @@ K8S = ROOT / "k8s"
 SCHEMAS = K8S / "schemas"
 TARGETS = ("base", "overlays/dev", "overlays/prod")
 V1 = "training-operator-v1"  # k8s/components/training-operator-v1: the PyTorchJob in place of the TrainJob
+PROD_IMAGES = "prod-images"  # k8s/components/prod-images: prod's images, by digest, for prod and prod/training
 TRAINING = "training"  # <environment>/training: the kustomization of its training job, applied apart to train
 V1_TARGETS = tuple(f"{target}+{V1}" for target in TARGETS)
 ALL_TARGETS = TARGETS + V1_TARGETS
@@ -176,8 +177,17 @@ def kustomized(folder: str, component: str = "") -> tuple[dict, ...]:
         tree = shutil.copytree(K8S, Path(scratch) / "k8s")
         kustomization = tree / folder / "kustomization.yaml"
         up = "../" * len(Path(folder).parts)
-        kustomization.write_text(f"{kustomization.read_text()}components:\n  - {up}components/{component}\n")
+        kustomization.write_text(with_component(kustomization.read_text(), f"{up}components/{component}"))
         return tuple(doc for doc in yaml.safe_load_all(kustomize(tree / folder)) if doc)
+
+
+def with_component(kustomization: str, path: str) -> str:
+    """``kustomization`` with the component ``path`` listed first in its ``components:`` (a new list if it has none),
+    as a user enables one: before prod-images, whose image patches must find the PyTorchJob training-operator-v1
+    adds."""
+    if re.search(r"^components:$", kustomization, flags=re.M):
+        return re.sub(r"^components:\n", f"components:\n  - {path}\n", kustomization, count=1, flags=re.M)
+    return f"{kustomization}components:\n  - {path}\n"
 
 
 def render_overlay(target: str, kustomization: str) -> tuple[dict, ...]:
@@ -685,12 +695,24 @@ def test_the_training_job_is_applied_apart_and_an_apply_of_the_rest_never_touche
                                          if key.startswith("app.kubernetes.io/")}, "the environment's labels"
 
 
-@pytest.mark.parametrize("folder", ["overlays/dev", "overlays/prod"])
-def test_an_environment_and_its_training_pin_the_same_images(folder):
-    """prod's digests are written into two kustomizations (docs/deploy.md, step 3): they must not drift apart."""
+def test_an_environment_and_its_training_pin_the_same_images():
+    """dev's tag is written into two kustomizations: they must not drift apart (prod's digests: written once)."""
     lists = [yaml.safe_load((K8S / path / "kustomization.yaml").read_text())["images"]
-             for path in (folder, f"{folder}/{TRAINING}")]
+             for path in ("overlays/dev", f"overlays/dev/{TRAINING}")]
     assert lists[0] == lists[1]
+
+
+def test_prod_digests_are_written_once():
+    """Written into two kustomizations, prod's digests could drift apart without a word from kustomize (`kustomize
+    edit set image` in one folder: the weekly run's KFP steps on the new image, the TrainJob on the old). They are
+    written in k8s/components/prod-images alone, which both prod kustomizations list (docs/deploy.md, step 3)."""
+    pinning = [path.relative_to(K8S).as_posix() for path in sorted(K8S.rglob("kustomization.yaml"))
+               if "sha256:" in path.read_text()]
+    assert pinning == [f"components/{PROD_IMAGES}/kustomization.yaml"]
+    for folder in ("overlays/prod", f"overlays/prod/{TRAINING}"):
+        kustomization = yaml.safe_load((K8S / folder / "kustomization.yaml").read_text())
+        assert "images" not in kustomization, folder
+        assert [Path(c).name for c in kustomization["components"]] == [PROD_IMAGES], folder
 
 
 def training_pod_mounts_the_shared_volumes(target: str, where: str, pod: dict) -> None:

@@ -318,3 +318,13 @@ def test_publish_creates_the_release_the_gate_made_and_none_for_a_model_released
     done, asked = run_publish_step(tmp_path / "again", {"passed": True, "version": version, "released": False})
     assert done.returncode == 0 and asked == "", (done.stderr, asked)
     assert f"::notice::The model is the champion already ({version}, the same ONNX bytes)" in done.stdout
+
+
+def test_the_image_records_the_commit_it_was_built_from():
+    """The image has neither git nor .git (.dockerignore), so export's model card would say ``unknown``: the build
+    passes the commit (``--build-arg GIT_COMMIT=$(git rev-parse HEAD)``, docs/deploy.md) into MLNT_GIT_COMMIT, which
+    export reads there, and the OCI revision label."""
+    assert re.search(r"^ARG GIT_COMMIT=unknown$", DOCKERFILE, flags=re.M)
+    assert re.search(r"^ENV MLNT_GIT_COMMIT=\$\{GIT_COMMIT\}$", DOCKERFILE, flags=re.M)
+    assert re.search(r"^LABEL org\.opencontainers\.image\.revision=\$\{GIT_COMMIT\}$", DOCKERFILE, flags=re.M)
+    assert "--build-arg GIT_COMMIT=$(git rev-parse HEAD)" in (ROOT / "docs" / "deploy.md").read_text()

@@ -233,6 +233,15 @@ def test_an_unknown_runtime_is_reported_before_anything_is_created(cluster, monk
      "to"),
     ("pipeline", "prod pipeline", "pipeline (the name the pushed metrics are grouped under): expected 1 to 63 letters, "
      "digits, '.', '_' or '-', starting with a letter or digit, found 'prod pipeline'"),
+    ("cpu", "eight", "cpu: expected a Kubernetes quantity above 0 such as 8 or 500m, found 'eight'"),
+    ("cpu", "-4", "cpu: expected a Kubernetes quantity above 0 such as 8 or 500m, found '-4'"),
+    ("cpu", "inf", "cpu: expected a Kubernetes quantity above 0 such as 8 or 500m, found 'inf'"),
+    ("cpu", " 8", "cpu: expected a Kubernetes quantity above 0 such as 8 or 500m, found ' 8'"),
+    ("memory", "32GB", "memory: expected a Kubernetes quantity above 0 such as 32Gi or 64G, found '32GB'"),
+    ("memory", "0", "memory: expected a Kubernetes quantity above 0 such as 32Gi or 64G, found '0'"),
+    ("shm", "lots", "shm: expected a Kubernetes quantity above 0 such as 8Gi or 512Mi, found 'lots'"),
+    ("shm", "32Gi", "shm: expected less than memory (32Gi), found '32Gi': /dev/shm counts against the pod's memory "
+     "limit"),
 ])
 def test_settings_name_what_they_reject(field, value, expected):
     with pytest.raises(ValueError) as raised:
@@ -266,13 +275,30 @@ def test_the_cli_takes_the_image_and_the_resources_per_node(monkeypatch):
     assert (calls[0].image, calls[0].cpu, calls[0].memory) == ("registry/mlnt@sha256:" + "0" * 64, "16", "64Gi")
 
 
+def test_the_cli_names_a_bad_resource_before_it_reaches_the_cluster(monkeypatch, capsys):
+    """Without a check, ``eight`` or ``32GB`` fail as a long 422 from the API server, and ``-4`` or ``0`` pass its
+    pattern and fail later, in the JobSet's events; here, no cluster is asked."""
+    monkeypatch.setattr(trainjob, "submit", lambda *a, **kw: pytest.fail("submitted"))
+    assert trainjob.main(["--memory", "32GB"]) == 1
+    assert capsys.readouterr().err == ("error: pipelines.trainjob: memory: expected a Kubernetes quantity above 0 "
+                                       "such as 32Gi or 64G, found '32GB'\n")
+
+
+def test_the_cli_takes_the_shared_memory(monkeypatch):
+    calls = []
+    monkeypatch.setattr(trainjob, "submit", lambda settings, **kw: calls.append(settings) or "mlnt-abc")
+    monkeypatch.chdir(ROOT)
+    assert trainjob.main(["--memory", "64Gi", "--shm", "16Gi"]) == 0
+    assert (calls[0].memory, calls[0].shm) == ("64Gi", "16Gi")
+
+
 def test_the_cli_submits_its_settings(monkeypatch, capsys):
     calls = []
     monkeypatch.setattr(trainjob, "submit", lambda settings, **kw: calls.append((settings, kw)) or "mlnt-abc")
     monkeypatch.delenv("MLNT_PIPELINE", raising=False)
-    assert trainjob.main(["--nodes", "3", "--gpus-per-node", "2", "--context", "gpu-cluster"]) == 0
+    assert trainjob.main(["--nodes", "4", "--gpus-per-node", "2", "--context", "gpu-cluster"]) == 0
     settings, kw = calls[0]
-    assert (settings.num_nodes, settings.gpus_per_node, settings.image) == (3, 2, trainjob.IMAGE)
+    assert (settings.num_nodes, settings.gpus_per_node, settings.image) == (4, 2, trainjob.IMAGE)
     assert kw == {"name": None, "namespace": "mlnt", "context": "gpu-cluster"}
     assert "submitted TrainJob mlnt/mlnt-abc" in capsys.readouterr().out
     assert calls[0][0].pipeline == telemetry.DEFAULT_PIPELINE
@@ -286,6 +312,82 @@ def test_the_cli_submits_its_settings(monkeypatch, capsys):
     capsys.readouterr()
     assert trainjob.main(["--nodes", "0"]) == 1
     assert capsys.readouterr().err == "error: pipelines.trainjob: num_nodes: expected at least 1, found 0\n"
+
+
+def test_the_cli_passes_a_params_file_and_overrides_to_the_step(cluster, monkeypatch):
+    """``--params`` (a path inside the pod) and ``--set`` reach the step's command, the user's overrides before
+    ``--set mlnt.device=cuda``, which stays last (it wins over a user's device)."""
+    calls = []
+    monkeypatch.setattr(trainjob, "submit", lambda settings, **kw: calls.append(settings) or "mlnt-abc")
+    monkeypatch.chdir(ROOT)
+    argv = ["--params", "/app/recipes/clothing1m.yaml", "--set", "mlnt.epochs=3", "--set", "mlnt.lr=0.01"]
+    assert trainjob.main(argv) == 0
+    (settings,) = calls
+    assert (settings.params, settings.overrides) == ("/app/recipes/clothing1m.yaml", ("mlnt.epochs=3", "mlnt.lr=0.01"))
+    monkeypatch.undo()
+    trainjob.submit(settings, name="mlnt-train", client=cluster)
+    args = cluster.backend.custom_api.created[0][4]["spec"]["trainer"]["args"]
+    assert args == ["-m", "components.mlnt", "--params", "/app/recipes/clothing1m.yaml", "--set", "mlnt.epochs=3",
+                    "--set", "mlnt.lr=0.01", "--set", "mlnt.device=cuda"]
+
+
+def test_the_image_holds_the_recipes_a_job_can_name():
+    """``--params /app/recipes/<name>.yaml`` names a file the image holds: the Dockerfile copies recipes/."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "\nCOPY recipes/ recipes/\n" in dockerfile
+    assert "recipes" not in (ROOT / ".dockerignore").read_text().split()
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["--nodes", "3"], "params.yaml: mlnt.batch_size: expected a multiple of the 3 processes, found 128 "
+                       "(3 nodes x 1 GPU per node)"),
+    (["--nodes", "2", "--gpus-per-node", "3"], "params.yaml: mlnt.batch_size: expected a multiple of the 6 "
+                                               "processes, found 128 (2 nodes x 3 GPUs per node)"),
+    (["--set", "mlnt.batch_size=129"], "params.yaml with --set overrides: mlnt.batch_size: expected a multiple of "
+                                       "the 2 processes, found 129 (2 nodes x 1 GPU per node)"),
+    # the job's params file, read from this checkout's copy: /app/recipes/clothing1m.yaml is recipes/clothing1m.yaml
+    (["--params", "/app/recipes/clothing1m.yaml", "--nodes", "3"], "recipes/clothing1m.yaml: mlnt.batch_size: "
+     "expected a multiple of the 3 processes, found 32 (3 nodes x 1 GPU per node)"),
+    # what the step itself would refuse, refused before the job holds any GPU
+    (["--set", "mlnt.epoch=3"], "--set 'mlnt.epoch=3': unknown key 'epoch' in section 'mlnt'. Valid: "),
+    (["--set", "baseline.epochs=3"], "--set 'baseline.epochs=3': unknown section 'baseline'. Valid: mlnt"),
+    (["--set", "mlnt.epochs=0"], "params.yaml with --set overrides: mlnt: epochs: expected an integer >= 1"),
+])
+def test_what_the_step_would_refuse_is_refused_before_submitting(monkeypatch, capsys, argv, expected):
+    """The job's processes parse the params file with the overrides, and each fails on a global batch it cannot
+    share with the others: after the GPU nodes are scheduled. This checkout's copy of the params file tells now."""
+    monkeypatch.setattr(trainjob, "submit", lambda *a, **kw: pytest.fail("submitted"))
+    monkeypatch.chdir(ROOT)
+    assert trainjob.main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: pipelines.trainjob: {expected}"), err
+
+
+def test_the_local_params_file_can_be_named(monkeypatch, capsys, tmp_path):
+    calls = []
+    monkeypatch.setattr(trainjob, "submit", lambda settings, **kw: calls.append(settings) or "mlnt-abc")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine.yaml").write_text("mlnt:\n  batch_size: 96\n")
+    assert trainjob.main(["--params", "/mnt/params/mine.yaml", "--local-params", "mine.yaml", "--nodes", "3"]) == 0
+    assert calls[0].params == "/mnt/params/mine.yaml"
+    assert trainjob.main(["--local-params", "mine.yaml", "--nodes", "5"]) == 1
+    assert "mine.yaml: mlnt.batch_size: expected a multiple of the 5 processes, found 96" in capsys.readouterr().err
+    assert trainjob.main(["--local-params", "missing.yaml"]) == 1
+    assert capsys.readouterr().err == ("error: pipelines.trainjob: --local-params: expected a params file, found "
+                                       "none at missing.yaml\n")
+
+
+def test_without_a_local_copy_the_overrides_are_checked_and_the_job_submitted_with_a_note(monkeypatch, capsys,
+                                                                                         tmp_path):
+    calls = []
+    monkeypatch.setattr(trainjob, "submit", lambda settings, **kw: calls.append(settings) or "mlnt-abc")
+    monkeypatch.chdir(tmp_path)  # no params.yaml here
+    assert trainjob.main(["--nodes", "3", "--set", "mlnt.epochs=3"]) == 0 and len(calls) == 1
+    err = capsys.readouterr().err
+    assert "note: pipelines.trainjob: no local copy of /app/params.yaml (params.yaml)" in err
+    assert "batch_size" in err  # what the job will check itself
+    assert trainjob.main(["--set", "mlnt.epoch=3"]) == 1 and len(calls) == 1
+    assert "unknown key 'epoch' in section 'mlnt'" in capsys.readouterr().err
 
 
 def test_the_sdks_local_backend_runs_functions_only():

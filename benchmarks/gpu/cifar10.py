@@ -9,6 +9,9 @@ noise setting, and a report.
 It needs the CIFAR-10 python version (``cifar-10-batches-py/`` or ``cifar-10-python.tar.gz``, from
 https://www.cs.toronto.edu/~kriz/cifar-10.html) and a CUDA device; without either it stops with a message that
 says which is missing. ``--smoke`` runs one tiny epoch of everything on the CPU (what the test suite checks).
+The report (``--output``, and its ``.json``) is written after each setting; a folder that cannot take it stops the
+run before any training. In the image, which has no ``docs/`` and whose ``/app`` its user cannot write, pass a path
+under ``--work``: ``--output artifacts/cifar10/cifar10-gpu.md``.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -37,7 +41,7 @@ SMOKE = {"noise": {"val_fraction": 0.2},
 
 
 class MissingRequirementError(RuntimeError):
-    """The data or the GPU that the published setup needs is not here."""
+    """The data, the GPU or the writable --output folder that the published setup needs is not here."""
 
 
 def configs(params_file: Path, kind: str, rate: float, *, data: Path, smoke: bool) -> dict:
@@ -80,6 +84,20 @@ def check_requirements(data: Path, *, smoke: bool) -> None:
         raise MissingRequirementError("expected a CUDA device for the published setup (PreAct ResNet-32, exact mode, "
                                       "120 epochs), found none; run it on a GPU machine, or --smoke to check the "
                                       "script on the CPU")
+
+
+def check_output(output: Path) -> None:
+    """``output``'s folder can be made and written: the report is written after each setting has trained (hours on
+    a GPU), so a folder that cannot take it (the image has no docs/, and /app is not its user's) fails first."""
+    folder = output.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise MissingRequirementError(
+            f"--output: expected a folder {folder} that can be made and written for {output.name} and "
+            f"{output.with_suffix('.json').name}, found: {err.strerror or err}") from err
 
 
 def run_setting(cfg: dict, work: Path) -> dict:
@@ -136,12 +154,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated kind:rate noise settings (default: %(default)s)")
     parser.add_argument("--params", type=Path, default=PARAMS)
     parser.add_argument("--work", type=Path, default=Path("artifacts/cifar10"))
-    parser.add_argument("--output", type=Path, default=Path("docs/cifar10-gpu.md"))
+    parser.add_argument("--output", type=Path, default=Path("docs/cifar10-gpu.md"),
+                        help="the report, and its .json beside it (default: %(default)s, in a checkout; in the "
+                             "image, which has no docs/, a path under --work such as artifacts/cifar10/cifar10-gpu.md)")
     parser.add_argument("--smoke", action="store_true", help="one tiny epoch on the CPU: checks the script runs")
     args = parser.parse_args(argv)
     try:
         check_requirements(args.data, smoke=args.smoke)
         cfgs = setting_configs(args.params, args.settings, data=args.data, smoke=args.smoke)
+        check_output(args.output)
     except (MissingRequirementError, ValueError) as err:
         print(f"error: benchmarks.gpu.cifar10: {err}", file=sys.stderr)
         return 2

@@ -114,3 +114,27 @@ def test_without_a_gpu_the_full_run_says_so(tmp_path, capsys, monkeypatch):
     data = write_cifar10(tmp_path / "cifar")
     assert cifar10_gpu.main(["--data", str(data), "--work", str(tmp_path / "w")]) == 2
     assert "expected a CUDA device for the published setup" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("where", ["file", "read-only"])
+def test_an_unwritable_output_fails_before_any_training(tmp_path, capsys, monkeypatch, where):
+    """The report is written after each setting has trained (hours on a GPU): an --output folder that cannot be
+    made or written (the image's /app/docs: neither there nor writable) is named before the first step."""
+    monkeypatch.setattr(cifar10_gpu, "run_setting", lambda cfg, work: pytest.fail("trained before checking --output"))
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")  # a file where the folder should be: fails as root too
+    if where == "read-only":  # as for user 10001 in the image's root-owned /app (chmod binds no root: a fake)
+        def refused(**kwargs):
+            raise PermissionError(13, "Permission denied")
+
+        monkeypatch.setattr(cifar10_gpu.tempfile, "TemporaryFile", refused)
+        folder, output = tmp_path / "docs", tmp_path / "docs" / "r.md"
+        reason = "Permission denied"
+    else:
+        folder, output = blocker / "docs", blocker / "docs" / "r.md"
+        reason = "Not a directory"
+    data = write_cifar10(tmp_path / "cifar", per_batch=20)
+    assert cifar10_gpu.main(["--data", str(data), "--smoke", "--work", str(tmp_path / "w"), "--output",
+                             str(output)]) == 2
+    assert capsys.readouterr().err == (f"error: benchmarks.gpu.cifar10: --output: expected a folder {folder} that "
+                                       f"can be made and written for r.md and r.json, found: {reason}\n")
