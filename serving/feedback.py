@@ -5,8 +5,8 @@ Bodies: ``{"predicted": "Coat", "label": "Shirt"}`` (one label for a prediction 
 (v1-style instances the predictor classifies again, each with its true label). Classes are names or indices.
 
 Feedback decides what the label-disagreement alert says, so it is guarded in this order, each step before any work
-of the next: the bearer token (``serving.auth``: 401; ``serving.middleware.Guard`` checks it before the body is even
-read, and the route again), the body's form (400), then the client's rate
+of the next: the model's name (404), the bearer token (``serving.auth``: 401; ``serving.middleware.Guard`` checks
+both before the body is even read, and the route again), the body's form (400), then the client's rate
 (``serving.clients.RateLimiter``, one unit per label, per client as ``serving.clients.ClientIdentity`` tells them
 apart: 429 with ``Retry-After``), and only then the inference that
 the ``instances`` form asks for.
@@ -77,10 +77,12 @@ def _what(value: object) -> str:
 
 def install_feedback(app: FastAPI, model: Classifier, metrics: PredictorMetrics, *, token: FeedbackToken,
                      limiter: RateLimiter) -> None:
-    """Add ``POST /v1|v2/models/{model_name}/feedback`` to ``app``: the token, the body, the client's rate, then
-    (``instances`` form) inference, each checked before the next; updates ``metrics``' feedback counters and answers
-    the labels received, the disagreements and the predicted class names."""
+    """Add ``POST /v1|v2/models/{model_name}/feedback`` to ``app``: the model's name (404), the token, the body, the
+    client's rate, then (``instances`` form) inference, each checked before the next; updates ``metrics``' feedback
+    counters and answers the labels received, the disagreements and the predicted class names."""
     async def feedback(model_name: str, request: Request) -> dict:
+        if model_name != model.name:  # as Guard answers it: nothing counted for a model that is not served
+            raise BadRequest(f"Unknown model '{model_name}'. Valid: {model.name}", 404)
         token.check(request.headers.get("authorization"))
         found = claim(parse_json(await request.body()), model)
         wait = limiter.take(CLIENT.get(), len(found.labels))

@@ -5,10 +5,11 @@ images (v2 BYTES input of base64 PNG/JPEG/WEBP; v1 ``instances: [{"image": {"b64
 ``v1_batch`` check a request and return its tensor, or its images still ``Encoded``: decoding is the expensive part,
 which the model runs off the event loop (``serving.model.Classifier.tensor``) through ``decode_images``. That reads
 every image's header first and refuses the request if their pixels add up to more than the budget
-(``serving.budget``); then it decodes them with Pillow, converts them to the card's channels, brings them to its
-size as its ``input.transform`` says (the short side resized, then the centre crop, exactly as training and evaluate
-did; or, for a dataset stored at its final size and a card without one, resized to the size), scales them to [0, 1]
-and normalises them with its mean/std.
+(``serving.budget``; under the short-side transform an image counts the pixels its resize makes where more, so a
+thin one cannot make gigabytes); then it decodes them with Pillow, converts them to the card's channels, brings
+them to its size as its ``input.transform`` says (the short side resized, then the centre crop, exactly as training
+and evaluate did; or, for a dataset stored at its final size and a card without one, resized to the size), scales
+them to [0, 1] and normalises them with its mean/std.
 """
 
 from __future__ import annotations
@@ -170,14 +171,37 @@ def elements(chunk: bytes, name: str, *, limit: int) -> list[bytes]:
 
 
 def decode_images(blobs: tuple[bytes, ...] | list[bytes], spec: InputSpec, max_pixels: int) -> np.ndarray:
-    """The normalised tensor of encoded images, once their headers show at most ``max_pixels`` in all."""
+    """The normalised tensor of encoded images, once their headers show at most ``max_pixels`` in all, each image
+    counted as the most pixels it is made of on its way (``work``)."""
     sizes = [image_size(blob, f"image {k}") for k, blob in enumerate(blobs)]
-    total = sum(width * height for width, height in sizes)
+    total = sum(work(width, height, spec, f"image {k}") for k, (width, height) in enumerate(sizes))
     if total > max_pixels:
-        raise BadRequest(f"expected encoded images of at most {max_pixels} pixels in one request (width x height "
-                         f"summed), found {total} in {len(blobs)} images")
+        counted = "width x height summed"
+        if spec.transform.method == SHORT_SIDE:
+            counted += f", or what resizing the short side to {spec.transform.resize} makes where more"
+        raise BadRequest(f"expected encoded images of at most {max_pixels} pixels in one request ({counted}), found "
+                         f"{total} in {len(blobs)} images")
     pixels = np.stack([decode_image(blob, spec, f"image {k}") for k, blob in enumerate(blobs)])
     return normalise(pixels, spec)
+
+
+def work(width: int, height: int, spec: InputSpec, what: str) -> int:
+    """The most pixels an image of ``width`` x ``height`` is made of on its way to the input: its own, or under
+    ``SHORT_SIDE`` the ones its short side resized makes before the crop (``fit``) where more, as a thin image's are
+    (8192 x 1 at 256: 2097152 x 256); a ``BadRequest`` when those are over ``MAX_IMAGE_PIXELS``."""
+    if spec.transform.method != SHORT_SIDE:
+        return width * height
+    w, h = short_side_size(width, height, spec.transform.resize)
+    if w * h > MAX_IMAGE_PIXELS:
+        raise BadRequest(f"{what}: expected an image whose short side resized to {spec.transform.resize} makes at "
+                         f"most {MAX_IMAGE_PIXELS} pixels, found {width}x{height} ({w}x{h} = {w * h} pixels)")
+    return max(width * height, w * h)
+
+
+def short_side_size(width: int, height: int, side: int) -> tuple[int, int]:
+    """``(width, height)`` of an image with its short side resized to ``side``, the aspect ratio kept."""
+    scale = side / min(width, height)
+    return max(side, round(width * scale)), max(side, round(height * scale))
 
 
 def image_size(blob: bytes, what: str) -> tuple[int, int]:
@@ -273,9 +297,8 @@ def fit(img: Image.Image, spec: InputSpec) -> Image.Image:
         if img.size == (spec.width, spec.height):
             return img
         return img.resize((spec.width, spec.height), resample)
-    side, crop = transform.resize, transform.crop
-    scale = side / min(img.size)
-    w, h = max(side, round(img.width * scale)), max(side, round(img.height * scale))
+    crop = transform.crop
+    w, h = short_side_size(img.width, img.height, transform.resize)
     if transform.offset == "round":
         left, top = round((w - crop) * 0.5), round((h - crop) * 0.5)
     else:

@@ -25,15 +25,26 @@ from serving.metrics import PredictorMetrics
 log = logging.getLogger(__name__)
 INTERNAL = "expected a request the predictor can answer, found one that failed inside it (the server log has why)"
 
-ROUTE = re.compile(r"^/v(?P<protocol>[12])/models/(?P<name>[^/:]+)(?P<rest>.*)$")
+# A model's path as its route reads it (serving.routes): Starlette's {model_name} is any run of characters but '/',
+# colons too, so the name is what comes before one of the suffixes the protocol's routes have, and a path without
+# one is no model route.
+SUFFIXES = {"1": r":predict|/feedback", "2": r"/ready|/infer|/feedback|/versions/[^/]+(?:/ready|/infer)?"}
+ROUTES = tuple(re.compile(rf"^/v(?P<protocol>{protocol})/models/(?P<name>[^/]+?)(?P<rest>(?:{suffixes})?)$")
+               for protocol, suffixes in SUFFIXES.items())
 
 Receive = Callable[[], Awaitable[dict]]
 Send = Callable[[dict], Awaitable[None]]
 
 
+def model_route(path: str) -> re.Match | None:
+    """``path`` read as a model's route reads it (``ROUTES``): its ``protocol``, model ``name`` and the ``rest``
+    after the name; ``None`` for a path that is no model's."""
+    return next((found for route in ROUTES if (found := route.match(path))), None)
+
+
 def inference_protocol(scope: dict) -> str | None:
     """``"v1"``/``"v2"`` for ``/v1/models/<name>:predict`` and ``/v2/models/<name>[/versions/<v>]/infer``."""
-    route = ROUTE.match(scope.get("path", "")) if scope["type"] == "http" else None
+    route = model_route(scope.get("path", "")) if scope["type"] == "http" else None
     if route and (route["rest"] == ":predict" or route["rest"].endswith("/infer")):
         return "v" + route["protocol"]
     return None
@@ -113,7 +124,7 @@ class Guard:
             message = routes.refusal(found, scope)
             log.warning("%s %s -> 403: %s", scope["method"], scope["path"], message)
             return await reply(send, 403, message)
-        route = ROUTE.match(scope.get("path", ""))
+        route = model_route(scope.get("path", ""))
         if route is None:
             return await self.app(scope, receive, send)
         try:
@@ -147,7 +158,7 @@ class Guard:
             raise BadRequest(f"{scope['path']}: expected POST, found {scope['method']}", 405, {"Allow": "POST"})
         if found in routes.VERSIONED:
             scope = unversioned(scope, route, self.models[route["name"]])
-            route = ROUTE.match(scope["path"])
+            route = model_route(scope["path"])
         if self.token is not None and scope["method"] == "POST" and kind(route) == "feedback":
             self.token.check(Headers(scope=scope).get("authorization"))
         return scope, route

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -20,11 +22,12 @@ from serving.clients import CLIENT
 from serving.inputs import FORMATS, BadRequest, Encoded, decode_images, v1_batch, v2_batch
 from serving.metrics import PredictorMetrics
 from serving.outputs import check_requested, output_types, v1_response, v2_response
-from serving.release import Release, ReleaseError
+from serving.release import InputSpec, Release, ReleaseError
 
 MAX_DECODE_PIXELS = 4 * 4096 * 4096  # per request: four images of the largest size, or 256 of 512 x 512
 PLATFORM = "onnxruntime_onnx"  # the model metadata's platform: the Open Inference Protocol's name for ONNX Runtime
 ENCODED_INPUT = "image"  # the name the metadata gives the input of encoded images (serving.inputs takes any name)
+FLOAT = "tensor(float)"  # onnxruntime's name for float32: what the predictor sends the graph and reads from it
 
 
 @dataclass(frozen=True)
@@ -55,8 +58,8 @@ class Classifier(Model):
 
     def load(self) -> bool:
         """Start the onnxruntime session from the release's verified bytes (``threads``: intra-op threads, 0 its
-        default) and set ``ready``; a ``ReleaseError`` when onnxruntime cannot load the model or its input's shape
-        differs from the card's."""
+        default) and set ``ready``; a ``ReleaseError`` when onnxruntime cannot load the model or its graph differs
+        from the card (``check_graph``)."""
         options = ort.SessionOptions()
         if self.threads:
             options.intra_op_num_threads = self.threads
@@ -65,10 +68,7 @@ class Classifier(Model):
         except Exception as exc:  # onnxruntime raises InvalidProtobuf, Fail, ...: they share no base but Exception
             raise ReleaseError(f"{self.release.folder / 'model.onnx'}: expected a model onnxruntime can load, "
                                f"found {type(exc).__name__}: {exc}") from None
-        graph = {i.name: i.shape[1:] for i in self.session.get_inputs()}
-        if graph.get(self.spec.name) != list(self.spec.shape):
-            raise ReleaseError(f"{self.release.folder / 'model.onnx'}: expected input '{self.spec.name}' of shape "
-                               f"[batch, {', '.join(map(str, self.spec.shape))}] as in the card, found {graph}")
+        check_graph(self.session, self.spec, self.release.folder / "model.onnx")
         self.ready = True
         return self.ready
 
@@ -134,6 +134,36 @@ class Classifier(Model):
         """The outputs the v2 metadata lists: ``probabilities`` FP32 ``[-1, K]``, ``class`` BYTES and ``class_index``
         INT64 ``[-1]`` (``serving.outputs.output_types``, the answer's own table)."""
         return output_types(len(self.spec.class_names))
+
+
+def check_graph(session: ort.InferenceSession, spec: InputSpec, where: Path) -> None:
+    """A ``ReleaseError`` naming ``where`` unless the graph takes and gives what the card says, as requests and
+    answers need it: the input ``spec.name`` float32 ``[batch, C, H, W]`` and the output ``spec.output`` float32
+    ``[batch, classes]``, each batch axis dynamic, and the class names in its metadata (where export put them)
+    the card's, in order."""
+    _check_tensor("input", session.get_inputs(), spec.name, list(spec.shape), where)
+    _check_tensor("output", session.get_outputs(), spec.output, [len(spec.class_names)], where)
+    found = session.get_modelmeta().custom_metadata_map.get("class_names")
+    if found is not None and _json(found) != list(spec.class_names):
+        raise ReleaseError(f"{where}: expected the card's class_names {list(spec.class_names)} in its metadata, "
+                           f"found {_json(found)}")
+
+
+def _check_tensor(kind: str, tensors: list, name: str, shape: list[int], where: Path) -> None:
+    tensor = next((t for t in tensors if t.name == name), None)
+    if tensor is None or tensor.type != FLOAT or len(tensor.shape) != 1 + len(shape) \
+            or isinstance(tensor.shape[0], int) or list(tensor.shape[1:]) != shape:
+        found = ", ".join(f"'{t.name}' {t.type} {t.shape}" for t in tensors)
+        raise ReleaseError(f"{where}: expected {kind} '{name}' of type {FLOAT} (float32) and shape "
+                           f"[batch, {', '.join(map(str, shape))}] (the batch axis dynamic) as in the card, found "
+                           f"{found}")
+
+
+def _json(text: str) -> object:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 def finite(probabilities: np.ndarray) -> np.ndarray:

@@ -73,11 +73,14 @@ class Release:
 
 
 def load_release(folder: str | Path) -> Release:
-    """Read ``folder``; a ``ReleaseError`` if a file is missing, the card is incomplete or the hash differs."""
+    """Read ``folder``; a ``ReleaseError`` if a file is missing, the card is incomplete or a hash differs. A link
+    (``releases/latest``) is resolved once, first: every file is read from the version folder it named then, which
+    the ``Release`` names, however the gate re-points the link meanwhile."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ReleaseError(f"{folder}: expected a release folder with model.onnx and model_card.json, found "
                            f"{'a file' if folder.exists() else 'nothing'}")
+    folder = folder.resolve()
     card = _read_json(folder / "model_card.json")
     onnx = _read_bytes(folder / "model.onnx")
     found = hashlib.sha256(onnx).hexdigest()
@@ -157,11 +160,16 @@ def _reference_distribution(card: dict, classes: int) -> tuple[float, ...]:
 
 
 def _version(folder: Path, card: dict) -> str:
+    """``decision.json``'s version (where its ``onnx_sha256``, if any, is the card's: a ``ReleaseError`` if not),
+    else the card's, else ``sha256-`` and the hash's first 8 hex digits."""
     decision = folder / "decision.json"
     if decision.is_file():
-        version = _read_json(decision).get("version")
-        if version:
-            return str(version)
+        found = _read_json(decision)
+        if found.get("onnx_sha256") not in (None, card["onnx_sha256"]):
+            raise ReleaseError(f"{decision}: expected onnx_sha256 {card['onnx_sha256']} (the model.onnx read), found "
+                               f"{found['onnx_sha256']}")
+        if found.get("version"):
+            return str(found["version"])
     return str(card.get("version") or f"sha256-{card['onnx_sha256'][:8]}")
 
 

@@ -363,7 +363,8 @@ ONNX_CARD = [
          lambda: f.truncate(f"{LATEST}/model.onnx"),
          ("model.onnx: sha256 does not match the model card: expected",), argv=("--model", LATEST), code=2),
     Case("serving-onnx-garbage", "ONNX files and model card", "serving", "random bytes as `model.onnx`, with a "
-         "card that vouches for them", lambda: (f.garbage(f"{LATEST}/model.onnx"), f.match_card_to_onnx(LATEST)),
+         "card and a decision that vouch for them",
+         lambda: (f.garbage(f"{LATEST}/model.onnx"), f.match_card_to_onnx(LATEST)),
          ("model.onnx: expected a model onnxruntime can load, found",), argv=("--model", LATEST), code=2),
     Case("serving-card-no-input", "ONNX files and model card", "serving", "a release's card without `input`",
          lambda: f.edit_json(f"{LATEST}/model_card.json", lambda c: c.pop("input")),

@@ -121,9 +121,11 @@ def cifar_batch(name: str, batch: object) -> None:
 
 
 def match_card_to_onnx(folder: str) -> None:
-    """Make a release's model card vouch for whatever model.onnx now holds."""
+    """Make a release's model card, and its gate decision where it has one, vouch for whatever model.onnx now holds."""
     digest = hashlib.sha256(Path(folder, "model.onnx").read_bytes()).hexdigest()
-    edit_json(f"{folder}/model_card.json", lambda card: card.update(onnx_sha256=digest))
+    for name in ("model_card.json", "decision.json"):
+        if Path(folder, name).is_file():
+            edit_json(f"{folder}/{name}", lambda record: record.update(onnx_sha256=digest))
 
 
 def relink(link: str, target: str) -> None:

@@ -29,13 +29,16 @@ from serving.inputs import (
     v1_batch,
     v2_batch,
 )
-from serving.release import InputSpec
+from serving.release import SHORT_SIDE, InputSpec, Transform
 from tests.serving.conftest import CORRUPT_PNGS, png_chunk
 
 GREY = InputSpec(name="images", channels=1, height=8, width=8, mean=(0.3,), std=(0.35,), output="probabilities",
                  class_names=("a", "b"))
 RGB = InputSpec(name="images", channels=3, height=4, width=4, mean=(0.4, 0.5, 0.6), std=(0.2, 0.25, 0.3),
                 output="probabilities", class_names=("a", "b"))
+CLOTHING1M = InputSpec(name="images", channels=3, height=224, width=224, mean=(0.5,) * 3, std=(0.25,) * 3,
+                       output="probabilities", class_names=("a", "b"),
+                       transform=Transform(SHORT_SIDE, "bilinear", 256, 224, "round", True))
 
 
 BUDGET = Budget.for_input(GREY.shape, images=4, pixels=10_000, body_bytes=65536)
@@ -391,3 +394,24 @@ def test_an_image_over_pillows_own_limit_gets_the_same_answer_as_any_image_over_
         image_size(blob, "image 0")
     with pytest.raises(BadRequest, match=message):
         decode_image(blob, RGB, "image 0")
+
+
+def png(width: int, height: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (90, 120, 150)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_a_thin_image_is_refused_before_its_short_side_resize_makes_gigabytes():
+    """An 8192 x 1 PNG is 8192 pixels to decode, but its short side resized to 256 makes 2097152 x 256 before the crop
+    (1.5 GiB): each image counts the pixels its resize makes where they are more than its own, before any decoding."""
+    with pytest.raises(BadRequest, match=r"^image 1: expected an image whose short side resized to 256 makes at most "
+                                         r"16777216 pixels, found 8192x1 \(2097152x256 = 536870912 pixels\)$"):
+        decode_images([png(8, 8), png_header(8192, 1)], CLOTHING1M, 4 * 4096 * 4096)
+    thin = png(64, 1)  # 16384 x 256 = 4194304 pixels once resized
+    assert decode_images([thin], CLOTHING1M, 4194304).shape == (1, 3, 224, 224)
+    with pytest.raises(BadRequest, match=r"^expected encoded images of at most 4194303 pixels in one request \(width x "
+                                         r"height summed, or what resizing the short side to 256 makes where more\), "
+                                         r"found 4194304 in 1 images$"):
+        decode_images([thin], CLOTHING1M, 4194303)
+    assert decode_images([png(640, 480)], CLOTHING1M, 640 * 480).shape == (1, 3, 224, 224)  # resized to 341 x 256

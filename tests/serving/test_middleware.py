@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
+import httpx
 import numpy as np
 import pytest
+from fastapi import FastAPI
 from kserve.errors import InvalidInput
 from prometheus_client import CollectorRegistry
 
+from serving import routes
+from serving.auth import FeedbackToken
+from serving.clients import RateLimiter
 from serving.drift import DriftWindow
+from serving.feedback import install_feedback
+from serving.inputs import BadRequest
 from serving.metrics import PredictorMetrics
-from serving.middleware import Accounting, inference_protocol, read_body
-from tests.serving.conftest import VERSION, write_release
-from tests.serving.inprocess import InProcess
+from serving.middleware import Accounting, inference_protocol, model_route, read_body
+from serving.server import bad_request
+from tests.serving.conftest import LIMITS, VERSION, write_release
+from tests.serving.inprocess import NAME, InProcess
 
 
 def answer(status: int | None):
@@ -161,3 +170,52 @@ def test_a_body_of_one_byte_over_the_limit_is_refused_whether_declared_or_stream
     assert read((b"x" * 6, b"x" * 4)) == (b"x" * 10, "10 bytes")
     assert read((b"x" * 11,), 11) == (None, "11 bytes")  # refused from its content-length, unread
     assert read((b"x" * 6, b"x" * 5)) == (None, "more than 10 bytes")  # streamed: refused once the sum passes it
+
+
+ODD_NAMES = (":x", f"{NAME}:x", ":predict", f"{NAME}:predict", "a:b:c", "x:")
+
+
+def test_the_guard_reads_a_model_name_as_the_route_that_answers_reads_it(tmp_path):
+    """Starlette's ``{model_name}`` is any run of characters but '/', colons too: for every model path the predictor
+    serves, the name (and so the path's kind) the guard and accounting read is the one the route hands its handler."""
+    app = InProcess(write_release(tmp_path / VERSION)[0]).app
+    served = {r.path: r.path_regex for r in routes.effective(app.router.routes)
+              if getattr(r, "path", None) in routes.SERVED and "{model_name}" in r.path}
+    assert set(served) == {t for t in routes.SERVED if "{model_name}" in t}
+    for template, regex in served.items():
+        for name in ODD_NAMES:
+            path = template.replace("{model_name}", name).replace("{model_version}", "v1")
+            if template == "/v1/models/{model_name}" and path.endswith(":predict"):
+                continue  # read as v1 inference, whose route takes POST: a GET is 405 before any handler
+            route = model_route(path)
+            assert route is not None and route["name"] == regex.match(path)["model_name"], path
+
+
+@pytest.mark.parametrize("path", ["/v2/models/:x/infer", "/v1/models/:x/feedback", "/v2/models/:x/feedback",
+                                  f"/v1/models/{NAME}:x/feedback", f"/v2/models/{NAME}:x/infer"])
+def test_a_model_name_with_a_colon_is_an_unknown_model_refused_before_its_body_is_read(tmp_path, path):
+    predictor = InProcess(write_release(tmp_path / VERSION)[0])
+    body = json.dumps({"predicted": "ant", "label": "bee", "pad": "x" * (LIMITS["max_body_bytes"] * 3)})
+    answer = predictor.request("POST", path, content=body, headers={"content-type": "application/json"})
+    name = path.split("/")[3]
+    assert (answer.status_code, answer.json()) == (404, {"error": f"Unknown model '{name}'. Valid: {NAME}"})
+    assert predictor.sample("mlnt_feedback_total") == 0
+    if path.endswith("/infer"):  # counted, as every request naming an unknown model is
+        assert predictor.sample("mlnt_requests_total", protocol="v2", outcome="client_error") == 1
+
+
+def test_the_feedback_route_refuses_a_model_it_does_not_serve_on_its_own(tmp_path):
+    """Behind the guard or not: feedback for a name that is not the model's counts nothing."""
+    predictor = InProcess(write_release(tmp_path / VERSION)[0])
+    model, app = predictor.model, FastAPI()
+    install_feedback(app, model, model.metrics, token=FeedbackToken(), limiter=RateLimiter(1.0, 256))
+    app.add_exception_handler(BadRequest, bad_request)
+
+    async def post(path: str) -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://predictor") as client:
+            return await client.post(path, json={"predicted": "ant", "label": "bee"})
+
+    answer = asyncio.run(post("/v1/models/:x/feedback"))
+    assert (answer.status_code, answer.json()) == (404, {"error": f"Unknown model ':x'. Valid: {NAME}"})
+    assert asyncio.run(post(f"/v2/models/{NAME}/feedback")).status_code == 200
+    assert predictor.sample("mlnt_feedback_total") == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -10,9 +11,10 @@ import sys
 import numpy as np
 import pytest
 
+import serving.release
 from components.export import class_distribution
 from serving.release import ReleaseError, load_release
-from tests.serving.conftest import PREDICTED_SHARES, ROOT, TRAIN_SHARES, VERSION
+from tests.serving.conftest import PREDICTED_SHARES, ROOT, TRAIN_SHARES, VERSION, write_release
 
 
 def test_a_release_is_read_with_its_spec_version_and_the_models_own_class_shares(release):
@@ -72,3 +74,49 @@ def test_export_writes_the_training_class_shares():
     assert class_distribution(np.array([0, 0, 1, 3]), 4) == [0.5, 0.25, 0.0, 0.25]
     with pytest.raises(ValueError, match=r"expected labels in 0..3, found labels from 0 to 4"):
         class_distribution(np.array([0, 4]), 4)
+
+
+def registry_of_two(registry):
+    """``registry`` with two released versions (different models), each with the decision.json the gate writes,
+    and ``latest`` linked to the first; their names and ONNX sha256s."""
+    registry.mkdir()
+    versions = {}
+    for seed, name in enumerate(("v20260101T000000Z-aaaaaaaa", "v20260102T000000Z-bbbbbbbb")):
+        folder = write_release(registry / name, seed=seed)[0]
+        sha = json.loads((folder / "model_card.json").read_text())["onnx_sha256"]
+        (folder / "decision.json").write_text(json.dumps({"passed": True, "version": name, "onnx_sha256": sha}))
+        versions[name] = sha
+    (registry / "latest").symlink_to(next(iter(versions)))
+    return versions
+
+
+def test_a_release_is_read_from_the_version_latest_named_at_start_even_if_the_gate_moves_it(tmp_path, monkeypatch):
+    """The gate re-points ``latest`` with a rename (``components.gate``) while the predictor may be reading it: every
+    file comes from the one version folder the link named when reading began, and that folder is the one named."""
+    registry = tmp_path / "releases"
+    versions = registry_of_two(registry)
+    first, second = versions
+    read = serving.release._read_bytes
+
+    def read_then_promote(path):
+        data = read(path)
+        if path.name == "model.onnx":  # the gate promotes the other version between two reads
+            link = registry / ".latest.tmp"
+            link.symlink_to(second)
+            link.replace(registry / "latest")
+        return data
+
+    monkeypatch.setattr(serving.release, "_read_bytes", read_then_promote)
+    served = load_release(registry / "latest")
+    assert (served.version, hashlib.sha256(served.onnx).hexdigest()) == (first, versions[first])
+    assert served.folder == (registry / first).resolve()
+
+
+def test_a_decision_for_another_model_refuses_to_start(tmp_path):
+    versions = registry_of_two(tmp_path / "releases")
+    first, second = versions
+    decision = tmp_path / "releases" / first / "decision.json"
+    decision.write_text(json.dumps({"passed": True, "version": second, "onnx_sha256": versions[second]}))
+    with pytest.raises(ReleaseError, match=rf"^{decision}: expected onnx_sha256 {versions[first]} \(the model\.onnx "
+                                           rf"read\), found {versions[second]}$"):
+        load_release(tmp_path / "releases" / "latest")
