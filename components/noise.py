@@ -16,11 +16,16 @@ Noise kinds, each deterministic given ``seed`` (r = ``rate``, K classes):
   CIFAR-100 each class to the next of its superclass, the last to the first (``superclass_map``).
   ``class_map`` (``["cat->dog", ...]``, names or indices) replaces the built-in map.
 - ``pairflip``: with probability r class i becomes class (i + 1) mod K: realised rate r.
-- ``instance``: instance-dependent noise (Xia et al., NeurIPS 2020, as their ``get_instance_noisy_label``): each
+- ``instance``: instance-dependent noise (Xia et al., NeurIPS 2020, after their ``get_instance_noisy_label``): each
   sample's flip rate q is drawn from N(r, 0.1^2) truncated to [0, 1]; the wrong classes get probabilities
-  q * softmax(x W[y]) over the other classes, with x the flattened image in [0, 1] and W[y] a fixed N(0, 1)
+  q * softmax(x W[y]) over the other classes, with x the flattened image scaled to [0, 1] and W[y] a fixed N(0, 1)
   projection per clean class y, drawn from ``seed``, so similar images of a class flip to the same classes.
   Realised rate the truncated normal's mean: r for 0.2 <= r <= 0.8, more below (about 0.10 at r = 0.05).
+  One deviation from their code, kept because recorded results depend on it: theirs passes the raw pixel values
+  0..255 as x, so its scores x W[y] are 255 times these and its softmax close to an argmax (a sample's flips go
+  nearly all to one wrong class); this one, on the pixels / 255, is softer and spreads a sample's flips over more
+  of the wrong classes. q, and so the realised rate, is the same. (Their code also flattens CIFAR images
+  channel-first, this one channel-last: the same distribution, W being i.i.d.)
 - ``human``: the labels of human annotators from the ingested dataset (CIFAR-10N: ``human_labels`` picks
   ``aggre_label``, ``worse_label`` or ``random_label1..3``; CIFAR-100N: ``noisy_label``, which ``human_labels``
   must name; Clothing1M: its published noisy labels, measured against the clean labels of the images that have
@@ -30,8 +35,15 @@ A dataset with its own clean validation split (Clothing1M's, an image folder's `
 then false everywhere and ``val_fraction`` is not used. Otherwise ``val_fraction`` of the rows are held out, with
 their clean labels where ``val_clean`` and those are known; where they are not (a user's own labels under kind
 ``none``), the summary's ``val_clean`` is false and a warning says that selection runs on noisy labels. The training
-images that are near-duplicates of a held-out one (the same picture saved twice, or mirrored) are held out with it:
-``held_out_near_duplicates`` in the summary counts them, where there are any.
+images that are near-duplicates of a held-out one (the same picture saved twice, re-encoded, a few grey levels
+brighter, or mirrored: validate's rule, ``near_duplicate_groups``) are held out with it, so that no validation image
+has a near-duplicate left in training: ``held_out_near_duplicates`` in the summary counts them, where there are any.
+
+The step refuses (a ``DataError`` naming the report and its failures, before writing anything) data whose
+validation failed: where ``run`` is given the validate step's folder (the command line gives
+``artifacts/validate``) and its ``report.json`` exists with ``success`` false. Where there is no report (steps run
+by hand on a folder never validated; the KFP component, whose validate step raises before this one runs) the step
+runs as it did.
 
 A user's own labels (``labels: as given`` in the manifest) are the truth the synthetic kinds are measured
 against; under ``none`` their truth is unknown (``clean_label`` -1). The synthetic kinds corrupt the ingested
@@ -52,16 +64,17 @@ from typing import Literal
 import numpy as np
 from scipy import stats
 
-from components.common.artifacts import MADE_FROM, labels_digest, read_arrays, read_manifest
+from components.common.artifacts import MADE_FROM, labels_digest, read_arrays, read_json, read_manifest
 from components.common.atomic import atomic_set, prepare_output, write_atomic, write_json
 from components.common.config import CONFIG_FILE, ConfigError, as_record, cli
 from components.common.errors import DataError
 from components.common.steps import FOLDERS
-from components.common.thumbnails import copy_groups
+from components.common.thumbnails import near_duplicate_groups
 from components.formats.cifar import HUMAN_LABELS, HumanLabels
 from components.formats.webdataset import read_index
 
 INGEST_OUT = FOLDERS["ingest"]
+VALIDATE_OUT = FOLDERS["validate"]
 
 Kind = Literal["none", "symmetric", "uniform_other", "asymmetric", "pairflip", "instance", "human"]
 KINDS = typing.get_args(Kind)
@@ -149,7 +162,8 @@ def corrupt(labels: np.ndarray, *, kind: str, rate: float, num_classes: int, rng
 def _instance_noise(labels, rate, num_classes, rng, images) -> np.ndarray:
     """Xia et al.'s generator (``get_instance_noisy_label`` of their code): a flip rate per sample from N(r, 0.1^2)
     truncated to [0, 1]; one N(0, 1) projection per clean class, ``W[y]`` (d x K), so where a wrong label goes
-    depends on the image and on its class; the wrong classes share the flip rate by softmax(x W[y])."""
+    depends on the image and on its class; the wrong classes share the flip rate by softmax(x W[y]). x is the image
+    divided by 255, where their code uses the raw pixels: a softer softmax than theirs (the module docstring)."""
     if images is None:
         raise ValueError("instance noise needs the images")
     n = labels.shape[0]
@@ -252,10 +266,14 @@ def majority_warning(config: NoiseConfig, manifest: dict, realised: np.ndarray) 
             f"classes: {named}: no method can learn these classes from the labels{limit}")
 
 
-def run(config: NoiseConfig, *, ingest: Path = INGEST_OUT, out: Path = OUT) -> dict:
+def run(config: NoiseConfig, *, ingest: Path = INGEST_OUT, out: Path = OUT, validate: Path | None = None) -> dict:
     """Make the noisy labels and the split from the ingested training set: reads ``ingest``'s ``manifest.json``
     and ``train.npz`` or shard index (``human_labels.npz`` for kind human); writes ``labels.npz``,
-    ``transition.json`` and ``summary.json`` to ``out``; returns the summary."""
+    ``transition.json`` and ``summary.json`` to ``out``; returns the summary. ``validate``: the validate step's
+    folder of this ``ingest``, whose ``report.json``, where it exists, must record success (``check_validated``);
+    None (the default, as in the KFP component and the benchmarks): no report is read."""
+    if validate is not None:
+        check_validated(Path(validate) / "report.json")
     ingest, out = Path(ingest), prepare_output(out, step="noise")
     manifest, clean_all, own_val = _read_ingest(ingest)
     num_classes = len(manifest["class_names"])
@@ -285,11 +303,13 @@ def run(config: NoiseConfig, *, ingest: Path = INGEST_OUT, out: Path = OUT) -> d
     if copies:
         summary["held_out_near_duplicates"] = copies
         print(f"noise: held out {copies} more training image(s), near-duplicates of drawn validation images (the "
-              f"same picture saved twice, or mirrored), so that none has a copy left in training", file=sys.stderr)
+              f"same picture saved twice, re-encoded or mirrored: validate's rule), so that none has a copy left in "
+              f"training", file=sys.stderr)
     if not val_clean:
         summary["warning"] = NOISY_VALIDATION
         print(f"WARNING: {NOISY_VALIDATION}", file=sys.stderr)
-    coverage = coverage_warning(np.where(known, clean, noisy), is_val, manifest["class_names"]) \
+    ingested = np.bincount(clean_all[clean_all >= 0], minlength=num_classes) > 0
+    coverage = coverage_warning(np.where(known, clean, noisy), is_val, manifest["class_names"], ingested=ingested) \
         if own_val is None else None
     if coverage:
         summary["coverage_warning"] = coverage
@@ -310,19 +330,54 @@ def run(config: NoiseConfig, *, ingest: Path = INGEST_OUT, out: Path = OUT) -> d
     return summary
 
 
-def coverage_warning(labels: np.ndarray, is_val: np.ndarray, class_names: list[str]) -> str | None:
-    """A warning naming the classes of ``labels`` (the true ones where known) that the validation draw left with no
-    training image, or with no validation image, or None. The draw is uniform over the images, not by class (the
-    recorded splits depend on it): on a class of a few images it can take them all, or none (validate's class
-    balance check keeps this away from classes of more than a few)."""
+def check_validated(report: Path) -> None:
+    """A ``DataError`` naming the validate step's ``report`` and the expectations it records as failed, where the
+    report exists and records ``success`` false (or cannot be read as validate's report); nothing where there is no
+    report (a folder never validated: the step runs as before)."""
+    if not report.is_file():
+        return
+    recorded = read_json(report, "validate", "success")
+    if not isinstance(recorded["success"], bool):
+        raise DataError(f"{report}: expected success true or false, written by the validate step, found success "
+                        f"{recorded['success']!r}")
+    if recorded["success"]:
+        return
+    raise DataError(f"{report}: expected data that passed the validate step, found success false, "
+                    f"{_failed(recorded.get('failures'))}; fix the data, then re-run the validate step (python -m "
+                    f"components.validate)")
+
+
+def _failed(failures: object, shown: int = 3) -> str:
+    """The first ``shown`` of validate's failed expectations (``report.json``'s ``failures``), as its error lines
+    name them."""
+    if not isinstance(failures, list) or not failures:
+        return "no failed expectation recorded"
+    named = [f"{f.get('expectation')} column={f.get('column')} observed={f.get('observed')}" if isinstance(f, dict)
+             else repr(f) for f in failures[:shown]]
+    more = f"; and {len(failures) - shown} more (report.json's failures)" if len(failures) > shown else ""
+    return f"{len(failures)} expectation(s) failed: {'; '.join(named)}{more}"
+
+
+def coverage_warning(labels: np.ndarray, is_val: np.ndarray, class_names: list[str], *,
+                     ingested: np.ndarray | None = None) -> str | None:
+    """A warning naming the classes that the train_size draw left out of ``labels`` (the true ones where known)
+    altogether, of those ``ingested`` (a mask of the classes: the ingested training set's; None, those of
+    ``labels``), and the classes of ``labels`` that the validation draw left with no training image, or with no
+    validation image; or None. The draws are uniform over the images, not by class (the recorded splits depend on
+    it): on a class of a few images they can take them all, or none (validate's class balance check keeps this away
+    from classes of more than a few)."""
     present = np.bincount(labels, minlength=len(class_names)) > 0
+    absent = (present if ingested is None else np.asarray(ingested, dtype=bool)) & ~present
     untrained = present & (np.bincount(labels[~is_val], minlength=len(class_names)) == 0)
     unvalidated = present & (np.bincount(labels[is_val], minlength=len(class_names)) == 0)
-    found = [f"{_names(untrained, class_names)} no training image" if untrained.any() else "",
+    split = [f"{_names(untrained, class_names)} no training image" if untrained.any() else "",
              f"{_names(unvalidated, class_names)} no validation image" if unvalidated.any() else ""]
+    found = [f"the train_size draw left {_names(absent, class_names)} no image, for training or validation"
+             if absent.any() else "",
+             f"the validation draw left {' and '.join(f for f in split if f)}" if any(split) else ""]
     if not any(found):
         return None
-    return (f"the validation draw left {' and '.join(f for f in found if f)}: a class without training images "
+    return (f"{'; '.join(f for f in found if f)}: a class without training images "
             f"cannot be learnt, one without validation images plays no part in selection; use more of the images "
             f"(noise.train_size), or give the dataset a val split")
 
@@ -393,20 +448,21 @@ def _class_map(config: NoiseConfig, manifest: dict) -> dict[int, int] | None:
 def _hold_out(config: NoiseConfig, rng: np.random.Generator, ingest: Path, index: np.ndarray) -> tuple[np.ndarray, int]:
     """Which of the ``index`` training images to hold out for validation, and how many of them are near-duplicates
     added to the draw: ``val_fraction`` of them drawn with ``rng``, then every image whose group of near-duplicates
-    (``copy_groups``: the same picture saved twice, or mirrored) holds a drawn one. A copy left in training
-    would reward the epoch, and the model, that memorised its label, noisy or not. Without near-duplicates the draw
-    is unchanged, and no rows but the added ones ever change. A ``ValueError`` where the copies leave no training
+    (``near_duplicate_groups``, validate's rule: the same picture saved twice, re-encoded, a few grey levels
+    brighter, or mirrored) holds a drawn one. A copy left in training would reward the epoch, and the model, that
+    memorised its label, noisy or not. Without near-duplicates the draw is unchanged, and no rows but the added ones
+    ever change. A ``ValueError`` where the copies leave no training
     image. Only array datasets are held out of (a sharded one, Clothing1M, has its own val split)."""
     n = index.size
     drawn = np.zeros(n, dtype=bool)
     drawn[rng.permutation(n)[:_held_out(config, n)]] = True
     (images,) = read_arrays(ingest / "train.npz", "ingest", "images")
-    groups = copy_groups(images[index])
+    groups = near_duplicate_groups(images[index])
     held = np.isin(groups, groups[drawn])
     if held.all():
         raise ValueError(f"val_fraction: expected at least one training image left, found every one of the {n} "
-                         f"a near-duplicate of one of the {int(drawn.sum())} drawn for validation (their 8x8 "
-                         f"thumbnails equal): remove the copies, or give the dataset a val split")
+                         f"a near-duplicate of one of the {int(drawn.sum())} drawn for validation (validate's "
+                         f"near-duplicate rule): remove the copies, or give the dataset a val split")
     return held, int(held.sum() - drawn.sum())
 
 
@@ -458,7 +514,7 @@ def _noisy_labels(config, ingest, manifest, clean, index, num_classes, rng) -> t
 
 
 def _main(configs: dict) -> None:
-    s = run(configs["noise"])
+    s = run(configs["noise"], validate=VALIDATE_OUT)  # validate's report on INGEST_OUT, the ingest run reads
     realised = "unknown (no clean labels)" if s["realised_rate_train"] is None else f"{s['realised_rate_train']:.4f}"
     rate = "" if s["requested_rate"] is None else f" rate {s['requested_rate']}"
     print(f"noise: {s['kind']}{rate} -> realised {realised} on {s['train']} training labels; "

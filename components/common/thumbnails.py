@@ -7,12 +7,11 @@ image), under two rules:
   re-encoded as JPEG (quality 75), or up to 8 grey levels brighter or darker, matches; one shifted or cropped by a
   pixel does not, nor two photos alike only at 8x8 (the same shape on a different texture: the 16x16 test). Validate
   measures the share of test (and val) images with a near-duplicate among the training images, and an image
-  folder's reader, drawing the test split itself, holds out each group of them whole, so that the split it draws
-  is not one validate refuses.
+  folder's reader, drawing the test split itself, and the noise step, drawing the validation rows, hold out each
+  group of them whole, so that the split drawn is not one validate refuses.
 - copies (``thumbnails``, ``copy_groups``): the 8x8 thumbnails, quantised to 16 levels, equal (or mirror images).
   One pass over the images, however many: validate's warning on training images with two labels, which compares
-  every training image with every other, on a million of them; and the groups the noise step holds out with its
-  validation draw, which the recorded splits depend on.
+  every training image with every other, on a million of them.
 
 Near-duplicates are found without comparing every pair: the references are sorted by their mean grey (two
 near-duplicates' means differ by ``TOLERANCE`` at most), and each chunk of queries is compared (squared distances by

@@ -1,3 +1,4 @@
+import io
 import json
 import re
 
@@ -184,7 +185,7 @@ def test_the_command_line_says_when_the_realised_rate_is_unknown(monkeypatch, ca
 
     summary = {"kind": "none", "requested_rate": None, "realised_rate_train": None, "train": 15, "val": 4,
                "val_clean": False, "val_source": "held out of the training images"}
-    monkeypatch.setattr(noise, "run", lambda config: summary)
+    monkeypatch.setattr(noise, "run", lambda config, **inputs: summary)
     noise._main({"noise": NoiseConfig(kind="none")})
     assert "noise: none -> realised unknown (no clean labels) on 15 training labels; 4 validation labels (noisy" \
         in capsys.readouterr().out
@@ -227,6 +228,47 @@ def test_a_training_copy_of_a_held_out_image_is_held_out_with_it(fashion_dir, tm
     assert (moved_label[~expected] == label[~expected]).all() and not is_noisy[is_val].any()  # val_clean
 
 
+def _brighter(images: np.ndarray) -> np.ndarray:
+    return np.minimum(images.astype(np.int16) + 1, 255).astype(np.uint8)
+
+
+def _jpeg_resaved(images: np.ndarray) -> np.ndarray:
+    from PIL import Image  # noqa: PLC0415
+
+    saved = []
+    for image in images:
+        buffer = io.BytesIO()
+        Image.fromarray(image[..., 0]).save(buffer, "JPEG", quality=95)
+        saved.append(np.asarray(Image.open(buffer))[..., None])
+    return np.stack(saved)
+
+
+@pytest.mark.parametrize("resave", [_brighter, _jpeg_resaved], ids=["one-grey-level-brighter", "jpeg-q95"])
+def test_a_re_encoded_or_brighter_copy_of_a_held_out_image_is_held_out_with_it(fashion_dir, tmp_path, resave):
+    """The same picture saved twice is rarely the same bytes: a JPEG re-save, or a copy a grey level brighter, is
+    held out with its drawn twin too, by validate's own near-duplicate rule, so that no validation image has a
+    near-duplicate left in training by the rule validate measures leaks with."""
+    from components.common.thumbnails import fingerprints, first_matches  # noqa: PLC0415
+
+    ingest(IngestConfig(path=str(fashion_dir)), out=tmp_path / "ingest")
+    config = NoiseConfig(kind="symmetric", rate=0.5, seed=3, train_size=0, val_fraction=0.2)
+    run(config, ingest=tmp_path / "ingest", out=tmp_path / "noise")
+    with np.load(tmp_path / "noise" / "labels.npz") as f:
+        drawn = f["is_val"].copy()
+    held, trained = np.flatnonzero(drawn)[:6], np.flatnonzero(~drawn)[:6]
+    _with_train_images(tmp_path / "ingest", lambda images: images.__setitem__(trained, resave(images[held])))
+    after = run(config, ingest=tmp_path / "ingest", out=tmp_path / "noise")
+    with np.load(tmp_path / "noise" / "labels.npz") as f:
+        is_val = f["is_val"]
+    expected = drawn.copy()
+    expected[trained] = True
+    assert (is_val == expected).all() and after["held_out_near_duplicates"] == 6
+    with np.load(tmp_path / "ingest" / "train.npz") as f:
+        val, train = f["images"][is_val], f["images"][~is_val]
+    matched, _ = first_matches(fingerprints(val), fingerprints(val[:, :, ::-1]), fingerprints(train))
+    assert (matched < 0).all()
+
+
 def test_a_dataset_of_copies_of_the_held_out_images_is_refused(fashion_dir, tmp_path):
     """Where every training image is a near-duplicate of a held-out one, nothing would be left to train on."""
     ingest(IngestConfig(path=str(fashion_dir)), out=tmp_path / "ingest")
@@ -259,6 +301,29 @@ def test_a_class_the_validation_draw_leaves_out_of_a_split_is_named():
     assert coverage_warning(np.array([0, 0, 1, 1]), np.array([1, 0, 1, 0], dtype=bool), names[:2]) is None
 
 
+def test_a_class_the_train_size_draw_leaves_out_is_named(fashion_dir, tmp_path):
+    """A class with no image among the train_size rows has no training image and no validation image: the warning
+    names it, as it names the classes the validation draw leaves out of a split (the fixture's 20 rows, seed 0,
+    have no Shirt)."""
+    from components.noise import coverage_warning  # noqa: PLC0415
+
+    ingest(IngestConfig(path=str(fashion_dir)), out=tmp_path / "ingest")
+    summary = run(NoiseConfig(train_size=20, val_fraction=0.5, seed=0), ingest=tmp_path / "ingest",
+                  out=tmp_path / "noise")
+    with np.load(tmp_path / "noise" / "labels.npz") as f:
+        drawn = set(f["clean_label"].tolist())
+    assert drawn == set(range(10)) - {6}
+    assert summary["coverage_warning"].startswith("the train_size draw left class 'Shirt' no image, for training or "
+                                                  "validation; the validation draw left ")
+    names = ["cat", "dog", "owl", "yak"]
+    labels, is_val = np.array([0, 0, 1, 1]), np.array([1, 0, 1, 0], dtype=bool)
+    assert coverage_warning(labels, is_val, names) is None  # owl and yak: not in the dataset at all
+    assert coverage_warning(labels, is_val, names, ingested=np.array([1, 1, 0, 1], dtype=bool)) == (
+        "the train_size draw left class 'yak' no image, for training or validation: a class without training images "
+        "cannot be learnt, one without validation images plays no part in selection; use more of the images "
+        "(noise.train_size), or give the dataset a val split")
+
+
 def test_a_class_map_is_a_params_error_exit_2_its_shape_checked_before_any_data_is_read(workdir, capsys):
     """A class_map entry that is no ``source->target``, or names a class the dataset lacks, was a ValueError at run
     time (exit 1, as for a broken input): it is the params file's error (exit 2). The shape is checked with the
@@ -279,3 +344,50 @@ def test_a_class_map_is_a_params_error_exit_2_its_shape_checked_before_any_data_
     assert not (FOLDERS["noise"] / "labels.npz").exists()
     with pytest.raises(ConfigError, match="expected one target per class"):
         parse_class_map(["1->2", "Trouser->Bag"], list(FASHION_MNIST_CLASSES))
+
+
+FAILED_REPORT = {"success": False, "failures": [
+    {"table": "classes", "expectation": "expect_column_values_to_be_between", "column": "train_count",
+     "expected": {"min_value": 0.1}, "observed": "9 of 10 values unexpected, e.g. [0, 0] at classes Trouser, Dress"},
+    {"table": "images", "expectation": "expect_column_values_to_not_be_null", "column": "label", "expected": {},
+     "observed": "1 of 360 values unexpected"}]}
+
+
+def test_the_step_refuses_data_that_failed_validation_before_writing_anything(workdir, capsys):
+    """``dvc repro -s noise`` or ``python -m components.noise`` after validate failed: the step refuses, naming the
+    report and what failed, and writes nothing. Without a report (steps run by hand on a folder never validated)
+    it runs as before; so does ``run`` without ``validate`` (the KFP component, whose validate step raises first)."""
+    from components.common.steps import FOLDERS  # noqa: PLC0415
+
+    ingest(IngestConfig(path="data/fashion-mnist"), out=FOLDERS["ingest"])
+    report = FOLDERS["validate"] / "report.json"
+    report.parent.mkdir(parents=True)
+    report.write_text(json.dumps(FAILED_REPORT))
+    assert main([]) == 1
+    assert capsys.readouterr().err == (
+        "error: noise: artifacts/validate/report.json: expected data that passed the validate step, found success "
+        "false, 2 expectation(s) failed: expect_column_values_to_be_between column=train_count observed=9 of 10 "
+        "values unexpected, e.g. [0, 0] at classes Trouser, Dress; expect_column_values_to_not_be_null column=label "
+        "observed=1 of 360 values unexpected; fix the data, then re-run the validate step (python -m "
+        "components.validate)\n")
+    assert not FOLDERS["noise"].exists()
+    run(NoiseConfig(train_size=0), out=workdir / "by-hand")  # no ``validate``: the report is not read
+    report.write_text(json.dumps({**FAILED_REPORT, "success": True, "failures": []}))
+    assert main([]) == 0 and (FOLDERS["noise"] / "labels.npz").is_file()
+    report.unlink()
+    assert main([]) == 0
+
+
+def test_a_validate_report_that_cannot_be_read_is_refused(tmp_path, fashion_dir):
+    """A report that is not validate's JSON cannot vouch for the data: a DataError naming it, nothing written."""
+    from components.common.errors import DataError  # noqa: PLC0415
+
+    ingest(IngestConfig(path=str(fashion_dir)), out=tmp_path / "ingest")
+    (tmp_path / "validate").mkdir()
+    for text, found in (("{", "invalid JSON"), ('{"failures": []}', "found keys ['failures']"),
+                        ('{"success": "no"}', "found success 'no'")):
+        (tmp_path / "validate" / "report.json").write_text(text)
+        with pytest.raises(DataError, match=re.escape(found)):
+            run(NoiseConfig(train_size=0), ingest=tmp_path / "ingest", out=tmp_path / "noise",
+                validate=tmp_path / "validate")
+    assert not (tmp_path / "noise").exists()
