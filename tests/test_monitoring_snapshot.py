@@ -558,3 +558,16 @@ def test_a_short_real_snapshot_of_a_tiny_release(tmp_path):
         assert 0 < last("Since the last successful run") < 600
     else:
         assert values("Since the last successful run") == []
+
+
+def test_the_committed_snapshot_answers_the_dashboards_queries():
+    """docs/monitoring/snapshot.json holds the answers to the dashboard as it is: a panel added, removed or given
+    another query since the snapshot was taken would be drawn in docs/monitoring/dashboard.png with old answers, or
+    not at all. Take it again (docs/monitoring.md names the command) after changing monitoring/dashboard.py."""
+    recorded = json.loads((ROOT / "docs" / "monitoring" / "snapshot.json").read_text())
+    board = dashboard.build()
+    expected = {panel["title"]: [target["expr"] for target in panel["targets"]] for panel in query.panels(board)}
+    found = {panel["title"]: [target["expr"] for target in panel["targets"]] for panel in recorded["panels"]}
+    assert found == expected, ("docs/monitoring/snapshot.json answers other queries than monitoring/dashboard.py "
+                               "asks: take the snapshot again (python -m monitoring.snapshot --model releases/latest "
+                               "--output docs/monitoring/dashboard.png --minutes 3; python -m docs.generate)")
