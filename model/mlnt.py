@@ -10,9 +10,10 @@ Scale (the reference codes' units): each KL term is the mean over all N x K entr
 (LiJunnan1992/MLNT and the CIFAR-10 re-implementation). It is 1/K of the per-sample ("batchmean") KL, so the
 published ``meta_weight`` values (0.4 on CIFAR-10, 1 on Clothing1M) mean here what they mean there.
 
-Why this is cheaper than the reference implementation (M independent passes):
+Why this is cheaper than the reference implementation (M independent second-order backward passes):
 
-* The forward pass on the batch is the same for every label set, so it runs once.
+* The forward pass on the batch is the same for every label set, so it runs once (the authors' code shares it
+  too).
 * The CE gradient is linear in its cotangent ``(p - Y)/N``. With a base label vector ``b`` (the given
   labels in ``mlnt_loss``) ``grad CE_m = grad CE_b + J_f^T (onehot(b) - onehot(y~_m)) / N``. The first
   term is computed once and doubles as the CE gradient of the main loss; the second has a cotangent that

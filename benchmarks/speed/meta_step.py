@@ -1,9 +1,12 @@
 """The cost of one MLNT training step, as multiples of one plain cross-entropy step on the same batch.
 
 Every variant is a whole training step (zero the gradients, loss, backward): CE, ``mlnt_loss`` in each mode,
-and the reference loop (``benchmarks/speed/reference.py``: M independent second-order passes, the student's
-forward pass recomputed for each label set). Time and peak memory are measured separately (the memory
-measurement slows the step down); ``top_ops`` is the ``torch.profiler`` table behind the figures.
+and the reference loop (``benchmarks/speed/reference.py``: the authors' loop, one forward pass shared by the main
+CE and the M inner losses, then M second-order passes kept in one graph until the backward pass). Time and peak
+memory are measured separately (the memory measurement slows the step down); ``top_ops`` is the ``torch.profiler``
+table behind the figures. An MLNT variant here is the meta step alone: the trainer's other per-step MLNT work
+(label sets, the teacher's forward pass, the EMA update) and the whole `head` step are timed in
+``benchmarks.speed.neighbour_search``.
 """
 
 from __future__ import annotations

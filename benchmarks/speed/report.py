@@ -27,6 +27,7 @@ SWEPT = ("first_order", "exact", "reference")
 # were recorded fall back to this fixed band, as they were rendered then.
 ALLOCATOR_NOISE = 0.03
 FOLDER = "benchmarks"  # beside the report: the plots
+NEIGHBOUR_WORK = ("search", "label_sets", "teacher", "ema", "head_step")  # benchmarks.speed.neighbour_search.WORK
 SECTIONS = ("meta_step", "profiles", "scaling", "neighbours", "data_loading", "inference", "serving", "experiments",
             "allocator")
 TEMPLATE = Template(Path(__file__).with_name("templates") / "benchmarks.md")
@@ -34,8 +35,8 @@ TEMPLATE = Template(Path(__file__).with_name("templates") / "benchmarks.md")
 
 def render(results: dict) -> str:
     """The report: the template's page filled with ``results`` and the figures computed from them."""
-    sections = (_header, _meta_step, _profiles, _scaling, _data_loading, _clothing1m, _inference, _serving,
-                _experiments, _per_set_costs, _gpu)
+    sections = (_header, _meta_step, _profiles, _scaling, _neighbours, _data_loading, _clothing1m, _inference,
+                _serving, _experiments, _per_set_costs, _gpu)
     fields = {**results, "folder": FOLDER}
     for section in sections:
         fields.update(section(results))
@@ -57,12 +58,18 @@ def _header(r: dict) -> dict:
             "reruns": TEMPLATE.rows("rerun", reruns, ""),
             "allocator_note": "" if retained is None else
             TEMPLATE.fill("allocator_note_retained" if retained else "allocator_note_default"),
-            "target_rows": "\n".join(_target_row(t) for t in r["targets"])}
+            "target_rows": "\n".join(_target_row(t) for t in r["targets"]),
+            "noise_note": TEMPLATE.fill("noise_note") if any(t.get("within_noise") for t in r["targets"]) else ""}
 
 
 def _target_row(t: dict) -> str:
+    """A target's row: not measured, within noise (its bound among the repetitions' readings: results from before
+    those were recorded are called yes or no, as they were then), or met or not."""
     if t["value"] is None:  # results from before the target was measured
         return TEMPLATE.fill("target_row_not_measured", t)
+    if t.get("within_noise"):
+        low, high = t["range"]
+        return TEMPLATE.fill("target_row", t, verdict=TEMPLATE.fill("within_noise", low=low, high=high))
     return TEMPLATE.fill("target_row", t, verdict=TEMPLATE.fill("met" if t["met"] else "not_met"))
 
 
@@ -121,10 +128,26 @@ def _scaling(r: dict) -> dict:
             for key in ("sets", "batch")}
 
 
+def _neighbours(r: dict) -> dict:
+    """The neighbours table's cells for each piece of work; results from before a piece was timed say so."""
+    found = r["neighbours"]
+    return {f"{name}_cells": TEMPLATE.fill("work_not_measured") if name not in found else
+            TEMPLATE.fill("work_cells", ms=found[name]["ms"], ratio=_ratio_cell(found[name]))
+            for name in NEIGHBOUR_WORK}
+
+
+def _ratio_cell(work: dict) -> str:
+    """A ratio to the CE step, with the lowest and highest repetition where there were several."""
+    ratios = work.get("ratios", [])
+    if len(ratios) < 2:
+        return TEMPLATE.fill("work_ratio", ratio=work["ratio"])
+    return TEMPLATE.fill("work_ratio_spread", ratio=work["ratio"], low=min(ratios), high=max(ratios))
+
+
 def _data_loading(r: dict) -> dict:
     use, loading = consumption(r), loading_ratios(r)
-    rows = TEMPLATE.fill("consumption_not_measured") if use is None else \
-        TEMPLATE.rows("consumption_row", [{"step": k, "samples_per_s": v} for k, v in use.items()])
+    rows = TEMPLATE.fill("consumption_not_measured") if use is None else "\n".join(
+        TEMPLATE.fill("consumption_row", row, basis=TEMPLATE.fill(f"basis_{row['basis']}", row)) for row in use)
     delivers = TEMPLATE.fill("in_memory_not_measured") if loading["in_memory"] is None else \
         TEMPLATE.fill("in_memory_delivers", ratio=loading["in_memory"])
     return {"in_memory": r["data_loading"]["in_memory"], "loading": loading, "consumption_rows": rows,

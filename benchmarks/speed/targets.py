@@ -21,12 +21,20 @@ class Target:
     goal: str  # one of GOALS
     bound: float
 
-    def row(self, value: float | None, **where: object) -> dict:
+    def row(self, value: float | None, *, readings: list[float] | None = None, **where: object) -> dict:
         """The row ``results.json`` records: what was measured, the goal, and whether it is met; ``value`` None
-        (results from before it was measured) gives ``value`` and ``met`` None: not measured."""
-        return {"target": self.label.format(**where), "value": None if value is None else round(value, 3),
-                "goal": f"{self.goal} {self.bound:g}",
-                "met": None if value is None else GOALS[self.goal](value, self.bound)}
+        (results from before it was measured) gives ``value`` and ``met`` None: not measured.
+
+        ``value`` is the median of repeated ``readings`` where there are several: the row then records their
+        ``range`` and whether the bound lies within it (``within_noise``), where the run cannot tell whether the
+        target is met."""
+        row = {"target": self.label.format(**where), "value": None if value is None else round(value, 3),
+               "goal": f"{self.goal} {self.bound:g}",
+               "met": None if value is None else GOALS[self.goal](value, self.bound)}
+        if value is not None and readings is not None and len(readings) > 1:
+            low, high = min(readings), max(readings)
+            row.update(range=[round(low, 3), round(high, 3)], within_noise=low <= self.bound <= high)
+        return row
 
 
 TARGETS = {
@@ -55,11 +63,12 @@ def evaluate(results: dict) -> list[dict]:
     """Each target's row for ``results``, in the report's order."""
     t, rows = TARGETS, []
     for r in results["meta_step"]:
-        n, time, memory = r["network"], r["time_ratio"], r["memory_ratio"]
-        rows += [t["exact_time"].row(time["exact"], network=n), t["exact_time_aim"].row(time["exact"], network=n),
+        n, time, memory, every = r["network"], r["time_ratio"], r["memory_ratio"], r.get("time_ratios", {})
+        rows += [t["exact_time"].row(time["exact"], readings=every.get("exact"), network=n),
+                 t["exact_time_aim"].row(time["exact"], readings=every.get("exact"), network=n),
                  t["exact_memory"].row(memory["exact"], network=n),
-                 t["first_order_time"].row(time["first_order"], network=n),
-                 t["head_time"].row(time["head"], network=n)]
+                 t["first_order_time"].row(time["first_order"], readings=every.get("first_order"), network=n),
+                 t["head_time"].row(time["head"], readings=every.get("head"), network=n)]
     sweep = results["scaling"]["sets"]
     rows.append(t["exact_memory_over_sets"].row(sweep[-1]["memory_mb"]["exact"] / sweep[0]["memory_mb"]["exact"],
                                                 last=sweep[-1]["sets"], first=sweep[0]["sets"]))
@@ -74,16 +83,24 @@ def evaluate(results: dict) -> list[dict]:
     return rows
 
 
-def consumption(results: dict) -> dict[str, float] | None:
-    """Samples/s that training consumes on the small CNN: the CE step timed in the data_loading section beside the
-    loader (``in_memory.ce_samples_per_s``), and each MLNT mode at its time / CE ratio from the meta_step section
-    (measured side by side there, so it holds from one run to the next; absolute times do not). None for results
-    from before data_loading timed a CE step."""
+def consumption(results: dict) -> list[dict] | None:
+    """Samples/s that training consumes on the small CNN, a row per step with the time / CE ratio it used and where
+    that ratio comes from (``basis``): the CE step timed in the data_loading section beside the loader
+    (``in_memory.ce_samples_per_s``, ``ce``); `head` at the whole step's ratio from the neighbours section
+    (``whole_step``: label sets, teacher forward, meta loss, backward, EMA update), where it was measured; every other
+    MLNT mode at its meta step's ratio from the meta_step section (``meta_step``: the meta loss and its backward
+    alone). Each ratio was measured side by side, so it holds from one run to the next; absolute times do not. None
+    for results from before data_loading timed a CE step."""
     ce = results["data_loading"]["in_memory"].get("ce_samples_per_s")
     if ce is None:
         return None
     r = next((r for r in results.get("meta_step", []) if r["network"] == "small_cnn"), None)
-    return {"ce": ce, **({v: ce / r["time_ratio"][v] for v in VARIANTS} if r else {})}
+    neighbours = results.get("neighbours", {})
+    whole = neighbours.get("head_step") if neighbours.get("network") == "small_cnn" else None
+    ratios = {"ce": (1.0, "ce"), **({v: (r["time_ratio"][v], "meta_step") for v in VARIANTS} if r else {}),
+              **({"head": (whole["ratio"], "whole_step")} if whole else {})}
+    return [{"step": step, "samples_per_s": ce / ratio, "ratio": ratio, "basis": basis}
+            for step, (ratio, basis) in ratios.items()]
 
 
 def loading_ratios(results: dict) -> dict[str, float | None]:

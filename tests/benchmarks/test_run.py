@@ -95,8 +95,12 @@ def test_the_in_memory_loader_is_set_against_a_ce_step_of_the_same_section(quick
     use, loading = targets.consumption(quick.results), targets.loading_ratios(quick.results)
     assert loading["in_memory"] == pytest.approx(m["fetch_augment_samples_per_s"] / m["ce_samples_per_s"])
     step = next(r for r in quick.results["meta_step"] if r["network"] == "small_cnn")
-    assert use == pytest.approx({"ce": m["ce_samples_per_s"],
-                                 **{v: m["ce_samples_per_s"] / step["time_ratio"][v] for v in targets.VARIANTS}})
+    # `head` at the whole step's ratio (neighbours section), the other modes at their meta step's
+    ratios = {"ce": (1.0, "ce"), **{v: (step["time_ratio"][v], "meta_step") for v in targets.VARIANTS},
+              "head": (quick.results["neighbours"]["head_step"]["ratio"], "whole_step")}
+    assert [row["step"] for row in use] == ["ce", *targets.VARIANTS]
+    assert {row["step"]: (row["ratio"], row["basis"]) for row in use} == ratios
+    assert all(row["samples_per_s"] == pytest.approx(m["ce_samples_per_s"] / row["ratio"]) for row in use)
     # a rerun of meta_step alone (under another load, say) leaves the loader's target as it was
     slower = run.merge(quick.results, {"meta_step": [{**r, "ce_ms": 2 * r["ce_ms"], "seconds": {
         v: 2 * t for v, t in r["seconds"].items()}} for r in quick.results["meta_step"]],
@@ -108,6 +112,8 @@ def test_the_in_memory_loader_is_set_against_a_ce_step_of_the_same_section(quick
     text = quick.output.read_text()
     assert f"The in-memory loader delivers {loading['in_memory']:.0f}x" in text
     assert f"| small CNN, `ce` step | {m['ce_samples_per_s']:.0f} |" in text
+    head = quick.results["neighbours"]["head_step"]["ratio"]
+    assert f"| small CNN, `head` step | {m['ce_samples_per_s'] / head:.0f} | {head:.2f}x, the whole step" in text
 
 
 def test_results_from_before_the_ce_step_beside_the_loader_render_it_as_not_measured(quick):
@@ -202,10 +208,89 @@ def test_the_neighbour_search_leaves_the_shared_feature_network_on_the_cpu(monke
 
     monkeypatch.setattr(torch, "Generator", CPUGenerator)
     monkeypatch.setattr(neighbour_search, "time_ratios", lambda fns, baseline, **_: {
-        "baseline_s": 1.0, **{name: {"seconds": 1.0, "ratio": 1.0} for name in fns}})
+        "baseline_s": 1.0, **{name: {"seconds": 1.0, "ratio": 1.0, "ratios": [1.0]} for name in fns}})
     assert neighbour_search.run(shared, batch_size=8, sets=2, repeats=1, device=meta)["features"] > 0
     assert shared.feature_net is net and {p.device.type for p in net.parameters()} == {"cpu"}
     assert workload.make_batch(shared, "small_cnn", size=8, sets=2, device=meta).images.is_meta  # experiments'
+
+
+def test_the_neighbours_section_times_the_trainers_other_mlnt_work_and_the_whole_head_step(quick):
+    found, text = quick.results["neighbours"], quick.output.read_text()
+    assert set(neighbour_search.WORK) == {"search", "label_sets", "teacher", "ema", "head_step"}
+    assert report.NEIGHBOUR_WORK == neighbour_search.WORK
+    for name in neighbour_search.WORK:
+        assert found[name]["ms"] > 0 and found[name]["ratio"] > 0
+        assert len(found[name]["ratios"]) == run.QUICK.repeats_for("small_cnn")
+    for label, name in (("teacher forward", "teacher"), ("EMA update", "ema"), ("**whole `head` step**", "head_step")):
+        assert f"| {label} | {found[name]['ms']:.2f} | {found[name]['ratio']:.3f}x |" in text
+
+
+def test_the_whole_head_step_runs_what_the_trainer_runs_for_an_mlnt_step(monkeypatch):
+    """In the trainer's order: label sets (features, search), the teacher's forward pass, the `head` meta loss and its
+    backward pass, the EMA update; the CE step beside it is zero-grad, loss, backward on the same student."""
+    calls = []
+
+    def spy(name, fn):
+        def wrapped(*args, **kwargs):
+            calls.append(kwargs.get("mode", name))
+            return fn(*args, **kwargs)
+        monkeypatch.setattr(neighbour_search, name, wrapped)
+
+    for name in ("synthetic_labels", "teacher_probs", "mlnt_loss", "ema_update"):
+        spy(name, getattr(neighbour_search, name))
+    torch.manual_seed(0)
+    student, feature_net = SmallCNN(10, image_size=28), SmallCNN(10, image_size=28).eval()
+    batch = workload.Batch(torch.randn(16, 1, 28, 28), torch.randint(10, (16,)), torch.empty(0), torch.empty(0))
+    ce, work = neighbour_search.mlnt_work(student, feature_net, batch, sets=2, device=torch.device("cpu"))
+    assert set(work) == set(neighbour_search.WORK)
+    work["head_step"]()
+    assert calls == ["synthetic_labels", "teacher_probs", "head", "ema_update"]
+    assert all(p.grad is not None for p in student.parameters())
+    calls.clear()
+    ce()
+    assert calls == [] and all(p.grad is not None for p in student.parameters())
+
+
+def test_results_from_before_the_teacher_and_the_whole_step_render_them_as_not_measured(quick):
+    older = json.loads(quick.json.read_text())
+    for name in ("teacher", "ema", "head_step"):
+        del older["neighbours"][name]
+    for name in ("search", "label_sets"):
+        del older["neighbours"][name]["ratios"]
+    text = report.render(older)
+    search = older["neighbours"]["search"]
+    assert f"| search | {search['ms']:.2f} | {search['ratio']:.3f}x |" in text
+    for label in ("teacher forward", "EMA update", "**whole `head` step**"):
+        assert f"| {label} | not measured in this run | |" in text
+    head = next(row for row in targets.consumption(older) if row["step"] == "head")
+    assert head["basis"] == "meta_step" and head["ratio"] == older["meta_step"][0]["time_ratio"]["head"]
+    assert f"| small CNN, `head` step | {head['samples_per_s']:.0f} | {head['ratio']:.2f}x, the meta step alone" in text
+
+
+def test_a_target_whose_bound_lies_among_its_repetitions_reads_within_noise(quick):
+    bound = targets.TARGETS["first_order_time"].bound
+    row = targets.TARGETS["first_order_time"].row(bound + 0.8, readings=[bound - 0.15, bound + 0.8, bound + 1.74],
+                                                 network="n")
+    assert row["met"] is False and row["within_noise"] is True and row["range"] == [bound - 0.15, bound + 1.74]
+    assert report._target_row(row) == (f"| n: `first_order` step time / CE step | {bound + 0.8:.2f} | <= {bound:g} | "
+                                       f"within noise (repetitions {bound - 0.15:.2f}-{bound + 1.74:.2f}) |")
+    target = targets.TARGETS["first_order_time"]
+    assert target.row(bound + 2, readings=[bound + 1, bound + 3], network="n")["within_noise"] is False
+    assert "within_noise" not in target.row(bound + 0.8, readings=[bound + 0.8], network="n")  # one reading
+    # evaluate reads the repetitions of the meta_step section; rows without them are called yes or no as before
+    results = json.loads(quick.json.read_text())
+    step = results["meta_step"][0]
+    step["time_ratio"]["first_order"], step["time_ratios"]["first_order"] = bound + 0.5, [bound - 1, bound + 1]
+    results["targets"] = targets.evaluate(results)
+    found = {t["target"]: t for t in results["targets"]}
+    first_order = found[f"{step['network']}: `first_order` step time / CE step"]
+    assert first_order["within_noise"] is True and first_order["met"] is False
+    assert "within_noise" not in found[f"{step['network']}: `exact` peak memory / CE step"]
+    text = report.render(results)
+    assert f"| {first_order['target']} | {bound + 0.5:.2f} | <= {bound:g} | within noise (repetitions" in text
+    assert "*within noise*:" in text
+    del first_order["within_noise"], first_order["range"]
+    assert f"| {first_order['target']} | {bound + 0.5:.2f} | <= {bound:g} | **no** |" in report.render(results)
 
 
 def test_the_predictor_served_every_request_and_its_percentiles_are_ordered(quick):
