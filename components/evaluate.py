@@ -220,13 +220,14 @@ def run(config: EvaluateConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOIS
     digests = {name: sha256_file(path) for name, path in models.items()}  # export releases only a file scored here
     _, saved = nets["teacher"]
     manifest = read_manifest(ingest)
-    trained_on, inputs = training_digest(ingest, noise), f"the inputs in {ingest} and {noise}"
     for name, path in models.items():
         check_fits(path, nets[name][1], manifest, ingest / "manifest.json")
-        check_trained_on(path, nets[name][1], trained_on, inputs=inputs, step=STEP_OF[name])
     names = manifest["class_names"]
     validation = validation_record(noise)  # the noise step's summary and labels, checked before any work
     labels = _read_labels(ingest, noise)
+    trained_on, inputs = training_digest(ingest, noise), f"the inputs in {ingest} and {noise}"
+    for name, path in models.items():  # after the labels' own checks, which name what is wrong with a damaged file
+        check_trained_on(path, nets[name][1], trained_on, inputs=inputs, step=STEP_OF[name])
     test = test_set(ingest, saved["normalisation"], workers=config.workers)
     test_labels = test.labels.numpy()
     k = saved["num_classes"]
