@@ -144,9 +144,10 @@ def check_graph(session: ort.InferenceSession, spec: InputSpec, where: Path) -> 
     _check_tensor("input", session.get_inputs(), spec.name, list(spec.shape), where)
     _check_tensor("output", session.get_outputs(), spec.output, [len(spec.class_names)], where)
     found = session.get_modelmeta().custom_metadata_map.get("class_names")
-    if found is not None and _json(found) != list(spec.class_names):
+    names = None if found is None else _json(found)
+    if found is not None and names != list(spec.class_names):
         raise ReleaseError(f"{where}: expected the card's class_names {list(spec.class_names)} in its metadata, "
-                           f"found {_json(found)}")
+                           f"found {names}")
 
 
 def _check_tensor(kind: str, tensors: list, name: str, shape: list[int], where: Path) -> None:

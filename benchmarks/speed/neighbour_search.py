@@ -21,12 +21,13 @@ from torch import nn
 
 from benchmarks.speed.measure import Step, time_ratios
 from benchmarks.speed.meta_step import INNER_LR, META_WEIGHT, steps
+from benchmarks.speed.targets import NEIGHBOUR_WORK
 from benchmarks.speed.workload import FRACTION, NEIGHBOURS, Batch, Workload, make_batch, network_for
 from model.ema import ema_update, make_teacher, teacher_probs
 from model.mlnt import mlnt_loss
 from model.neighbours import nearest_neighbours, synthetic_labels
 
-WORK = ("search", "label_sets", "teacher", "ema", "head_step")
+WORK = NEIGHBOUR_WORK
 EMA_DECAY = 0.999  # params.yaml mlnt.ema_after_ramp; the update costs the same for any decay
 
 

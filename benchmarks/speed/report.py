@@ -17,7 +17,7 @@ import math
 from pathlib import Path
 
 from benchmarks.speed.measure import spread
-from benchmarks.speed.targets import TARGETS, VARIANTS, consumption, loading_ratios
+from benchmarks.speed.targets import NEIGHBOUR_WORK, TARGETS, VARIANTS, consumption, loading_ratios
 from benchmarks.template import Template
 from components.common.atomic import write_atomic
 
@@ -27,7 +27,6 @@ SWEPT = ("first_order", "exact", "reference")
 # were recorded fall back to this fixed band, as they were rendered then.
 ALLOCATOR_NOISE = 0.03
 FOLDER = "benchmarks"  # beside the report: the plots
-NEIGHBOUR_WORK = ("search", "label_sets", "teacher", "ema", "head_step")  # benchmarks.speed.neighbour_search.WORK
 SECTIONS = ("meta_step", "profiles", "scaling", "neighbours", "data_loading", "inference", "serving", "experiments",
             "allocator")
 TEMPLATE = Template(Path(__file__).with_name("templates") / "benchmarks.md")

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 GOALS = {"<=": operator.le, "<": operator.lt, ">=": operator.ge}
 VARIANTS = ("head", "first_order", "exact", "reference")
+# what the neighbours section times besides the CE step (benchmarks.speed.neighbour_search), which the report renders
+NEIGHBOUR_WORK = ("search", "label_sets", "teacher", "ema", "head_step")
 
 
 @dataclass(frozen=True)
