@@ -1,7 +1,7 @@
 """gate: release the exported model only if it is good enough, and say why either way.
 
     python -m components.gate [--params FILE] [--set gate.key=value ...] [--enforce]
-    python -m components.gate --check [FOLDER]
+    python -m components.gate --check [FOLDER] [--export DIR] [--evaluate DIR]
     python -m components.gate --prune KEEP [--registry DIR]
 
 Passes only if the clean-test accuracy of the exported model is at least ``gate.min_accuracy`` (an absolute floor;
@@ -20,10 +20,13 @@ and renamed, then ``releases/latest`` is pointed at it; a model that is the cham
 an unchanged pipeline run again) passes without a new version, ``released`` false and ``version`` the champion's.
 ``--enforce`` exits 1 on a fail. ``--check`` (for CI, after ``dvc repro``) runs nothing: it reads the decision a
 gate already wrote (``artifacts/gate/decision.json``, or ``FOLDER/decision.json``), prints its verdict and reasons
-and exits 1 unless it passed, or when the file is missing or unreadable; it writes nothing, so it neither releases a
-second time nor touches the DVC output. ``--prune KEEP`` removes every release but the ``KEEP`` newest and the
-champion (``prune``): nothing else ever removes one. Each bound is compared with a tolerance of ``TOLERANCE``: a
-model exactly ``max_regression`` below the champion passes, whatever the float rounding.
+and exits 1 unless it passed, or when the file is missing or unreadable, or when a pass is stale: its
+``onnx_sha256`` and ``accuracy`` are not those of the export and evaluate outputs now (``artifacts/export``,
+``artifacts/evaluate``, or ``--export``, ``--evaluate``), as after a ``dvc repro`` that failed before the gate
+stage. It writes nothing, so it neither releases a second time nor touches the DVC output. ``--prune KEEP`` removes
+every release but the ``KEEP`` newest and the champion (``prune``): nothing else ever removes one. Each bound is
+compared with a tolerance of ``TOLERANCE``: a model exactly ``max_regression`` below the champion passes, whatever
+the float rounding.
 
 In a DVC experiment (``dvc exp run``: DVC sets ``DVC_EXP_NAME`` for its stages) the gate judges the model against
 the champion and releases nothing (``released`` false, ``experiment`` its name, a reason saying how to release it):
@@ -637,21 +640,58 @@ def report(decision: dict) -> None:
 
 
 def check_main(argv: list[str]) -> int:
-    """``python -m components.gate --check [FOLDER]``: print the decision already in ``FOLDER`` (default
-    ``artifacts/gate``) and return 0 if it passed, 1 if it failed or cannot be read; runs and writes nothing."""
+    """``python -m components.gate --check [FOLDER] [--export DIR] [--evaluate DIR]``: print the decision already in
+    ``FOLDER`` (default ``artifacts/gate``) and return 0 if it passed and is the current outputs' (``stale``: the
+    export and evaluate folders the gate read, by default the step's), 1 if it failed, is stale or cannot be read;
+    runs and writes nothing."""
     parser = argparse.ArgumentParser(prog="python -m components.gate",
                                      description="Print the decision a gate already wrote and exit 1 unless it "
-                                                 "passed; runs no gate and writes nothing.")
+                                                 "passed on the current export and evaluate outputs; runs no gate "
+                                                 "and writes nothing.")
     parser.add_argument("--check", dest="folder", nargs="?", const=str(OUT), default=str(OUT), metavar="FOLDER",
                         help="the folder holding decision.json (default: %(const)s)")
+    parser.add_argument("--export", default=str(EXPORT_OUT), metavar="DIR",
+                        help="the export folder the gate read (default: %(default)s)")
+    parser.add_argument("--evaluate", default=str(EVALUATE_OUT), metavar="DIR",
+                        help="the evaluate folder the gate read (default: %(default)s)")
     args = parser.parse_args(argv)
+    folder = Path(args.folder)
     try:
-        decision = read_decision(Path(args.folder))
+        decision = read_decision(folder)
+        problems = stale(decision, export=Path(args.export), evaluate=Path(args.evaluate)) if decision["passed"] else []
+        if problems:  # a failed decision fails anyway, and its reasons say more than how stale it is
+            raise ValueError(f"{folder / 'decision.json'}: expected the decision of the current export and evaluate "
+                             f"outputs, found a stale one (judged on other outputs: run the gate again, dvc repro): "
+                             f"{'; '.join(problems)}")
     except ValueError as err:
         print(f"error: gate: {printable(err)}", file=sys.stderr)
         return 1
     report(decision)
     return 0 if decision["passed"] else 1
+
+
+def stale(decision: dict, *, export: Path, evaluate: Path) -> list[str]:
+    """How the outputs a gate read differ now from what ``decision`` records of them, one line each naming the file,
+    the expected and the found: the sha256 of ``export``'s model.onnx (its ``onnx_sha256``) and evaluate's accuracy
+    of its model (its ``accuracy``); empty when they agree. A ``dvc repro`` that failed before the gate stage leaves
+    the previous run's decision beside outputs that have changed (export's removed, evaluate's re-run)."""
+    problems, onnx_file, metrics_file = [], export / "model.onnx", evaluate / "metrics.json"
+    onnx = _read_bytes(onnx_file)
+    digest = hashlib.sha256(onnx).hexdigest() if onnx is not None else None
+    if digest is None or digest != decision.get("onnx_sha256"):
+        found = f"sha256 {digest}" if digest else "no such file" if not onnx_file.exists() else "an unreadable file"
+        problems.append(f"{onnx_file}: expected sha256 {decision.get('onnx_sha256')} (the decision's onnx_sha256), "
+                        f"found {found}")
+    metrics, model = _read(metrics_file), decision.get("model")
+    accuracy = _field(metrics, model, "accuracy") if isinstance(model, str) else None
+    if accuracy is None or accuracy != decision.get("accuracy"):
+        if metrics is None:
+            found = "no such file" if not metrics_file.exists() else "a file that is unreadable or not a JSON object"
+        else:
+            found = "none" if accuracy is None else repr(accuracy)
+        problems.append(f"{metrics_file}: expected {model}'s accuracy {decision.get('accuracy')!r} (the decision's "
+                        f"accuracy), found {found}")
+    return problems
 
 
 def prune_main(argv: list[str]) -> int:
@@ -667,28 +707,29 @@ def prune_main(argv: list[str]) -> int:
                         help="the registry folder (default: gate.registry of params.yaml; releases without one)")
     args = parser.parse_args(argv)
     try:
-        registry = Path(args.registry or _params_registry())
+        registry = Path(args.registry or params_registry())
         removed = prune(registry, args.keep)
+    except ConfigError as err:  # as the step's: 2 for the params file
+        print(f"error: gate: {printable(err)}; or name the registry: --registry DIR", file=sys.stderr)
+        return 2
     except (ValueError, OSError) as err:
         print(f"error: gate: {printable(err)}", file=sys.stderr)
-        return 2 if isinstance(err, ConfigError) else 1  # as the step's: 2 for the params file
+        return 1
     for version in removed:
         print(f"gate: removed {registry / version}")
     print(f"gate: {len(removed)} version(s) removed from {registry}, the {args.keep} newest and the champion kept")
     return 0
 
 
-def _params_registry() -> str:
+def params_registry() -> str:
     """``gate.registry`` of ``params.yaml`` in the working folder, ``GateConfig``'s default where there is no such
-    file. A params file that cannot be read, or whose ``gate`` section the gate step refuses (``registy: mine``,
-    ``registry: ''``, ``registry: 5``), is the step's ``ConfigError``, never the default: it may name another
-    registry, whose versions prune would remove."""
+    file: the registry the gate step releases into (``--prune``'s default; the release workflow restores the champion
+    there and publishes from there). A params file that cannot be read, or whose ``gate`` section the gate step
+    refuses (``registy: mine``, ``registry: ''``, ``registry: 5``), is the step's ``ConfigError``, never the default:
+    it may name another registry, whose versions prune would remove."""
     if not Path("params.yaml").is_file():
         return GateConfig().registry
-    try:
-        return build(GateConfig, load_params("params.yaml").get("gate", {}), where="params.yaml: gate").registry
-    except ConfigError as err:
-        raise ConfigError(f"{err}; or name the registry: --registry DIR") from None
+    return build(GateConfig, load_params("params.yaml").get("gate", {}), where="params.yaml: gate").registry
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -710,8 +751,8 @@ def main(argv: list[str] | None = None) -> int:
         report(outcome)
 
     description = (__doc__.splitlines()[0] + " (--enforce: exit 1 on a fail; --check [FOLDER]: only read the "
-                   "decision already written, exit 1 unless it passed; --prune KEEP: remove all releases but the "
-                   "KEEP newest and the champion)")
+                   "decision already written, exit 1 unless it passed on the current export and evaluate outputs; "
+                   "--prune KEEP: remove all releases but the KEEP newest and the champion)")
     code = cli("gate", {"gate": GateConfig}, description, body)(args)
     if code == 0 and enforce and not outcome.get("passed"):
         return 1

