@@ -19,7 +19,8 @@ renamed aside first and deleted after the burst.
 
 A SIGKILL skips every cleanup clause, so temporary files can outlive their process: ``atomic_path`` removes the
 leftovers of the file it is about to write, and ``prepare_output`` (which each step calls before its work) those of
-its whole output folder; only names of the ``TEMP`` pattern, never another file.
+its whole output folder (under ``torchrun``, in the main process only: the one that writes the outputs); only names of
+the ``TEMP`` pattern, never another file.
 
 Errors: an ``OSError`` while writing (no space, read-only, no permission, a file where the folder should be) is
 re-raised as an ``OutputError`` (an ``OSError``) naming the destination, what was expected and what was found.
@@ -142,7 +143,11 @@ def remove_leftovers(folder: str | os.PathLike, names: set[str] | None = None) -
 def prepare_output(folder: str | os.PathLike, *, step: str = "") -> Path:
     """Check, before a step's work, that ``folder`` is a writable folder (creating it and its parents if need be),
     and remove the temporary files a killed earlier run left in it. Raises ``OutputError`` naming the folder, what
-    was expected and what was found (a file in its place, no permission, a read-only file system)."""
+    was expected and what was found (a file in its place, no permission, a read-only file system).
+
+    Every process ``torchrun`` starts calls it; only the main one (``RANK`` 0 or unset), the one that writes the
+    outputs, removes leftovers, so no process's clean-up removes a temporary file another is writing. Pids cannot
+    tell a leftover from a live file there: the processes may run on several machines sharing the folder."""
     folder = Path(folder)
     whose = f"the {step} outputs" if step else "the outputs"
     blocker = _file_in_the_way(folder)
@@ -153,13 +158,19 @@ def prepare_output(folder: str | os.PathLike, *, step: str = "") -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".write-check.", suffix=".tmp", dir=folder)
         os.close(fd)
-        os.unlink(probe)
+        Path(probe).unlink(missing_ok=True)  # made, so the folder is writable; a clean-up elsewhere may have taken it
     except OSError as err:
         raise OutputError(f"{folder}: expected a writable folder for {whose}, found: {err.strerror or err}"
                           + (f" (free: {_free_mb(folder)})" if err.errno in (errno.ENOSPC, errno.EDQUOT) else ""),
                           err) from err
-    remove_leftovers(folder)
+    if _main_process():
+        remove_leftovers(folder)
     return folder
+
+
+def _main_process() -> bool:
+    """Whether this is the process that writes a step's outputs: ``torchrun``'s ``RANK`` 0, or a process alone."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 @contextmanager

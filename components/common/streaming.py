@@ -8,7 +8,8 @@ order, so every shard is already a random sample). Batch ``j`` of an epoch is th
 that order, whatever the number of workers, so a run resumed at batch ``j`` sees exactly the samples an
 uninterrupted run would. Under data parallelism each process loads only its rows of each global batch (disjoint
 shares of the same shards); the loop assembles the global batch. Random crops and flips (``augment``) are seeded
-per sample from ``(seed, epoch, position)``, so they do not depend on which worker decodes the sample either.
+per sample from ``(seed, epoch, position)``, so they do not depend on which worker decodes the sample either. The
+loaders never draw from torch's global generator, so a resumed run's dropout draws are the uninterrupted run's.
 """
 
 from __future__ import annotations
@@ -131,6 +132,14 @@ def _one_thread(_: int) -> None:
     torch.set_num_threads(1)  # each worker decodes one image at a time; the main process keeps the cores
 
 
+def _own_generator() -> torch.Generator:
+    """The generator a loader draws its workers' base seed from on each new iterator. Without one it draws from
+    torch's global generator, which the trainer checkpoints for the network's own draws (dropout): a resumed run
+    starts its loaders at other points of that stream, so its dropout masks would differ from the uninterrupted
+    run's. The seed it gives is used by nothing (the crops are seeded per sample), so a fixed one does."""
+    return torch.Generator().manual_seed(0)
+
+
 @dataclass
 class ShardSource:
     """A sharded split as training or evaluation data (the trainer's ``Source``): the samples at ``positions``
@@ -201,7 +210,7 @@ class ShardSource:
             self._loader = DataLoader(self.images, batch_sampler=self._plan, collate_fn=_collate,
                                       num_workers=self.workers, worker_init_fn=_one_thread if self.workers else None,
                                       prefetch_factor=4 if self.workers else None,
-                                      persistent_workers=self.workers > 0)
+                                      persistent_workers=self.workers > 0, generator=_own_generator())
         self._passing = True
         try:
             # no reference back to the source: it is freed (and its workers stopped) as soon as it is dropped
@@ -246,7 +255,7 @@ def decoded_chunks(source: ShardSource, *, chunk: int = 1000) -> Iterator[tuple[
     plan = [positions[i:i + chunk] for i in range(0, len(source), chunk)]
     items = [[(int(source.positions[p]), -1) for p in batch] for batch in plan]
     loader = DataLoader(source.images, batch_sampler=items, collate_fn=_collate, num_workers=source.workers,
-                        worker_init_fn=_one_thread if source.workers else None)
+                        worker_init_fn=_one_thread if source.workers else None, generator=_own_generator())
     for (images, _, error), batch in zip(loader, plan, strict=True):
         if error:
             raise DataError(error)

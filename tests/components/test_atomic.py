@@ -305,6 +305,41 @@ def test_prepare_output_creates_the_folder_and_removes_leftovers(tmp_path):
     assert [p.name for p in out.iterdir()] == ["labels.npz"]
 
 
+def test_a_write_probe_another_process_cleaned_up_is_no_failure(tmp_path, monkeypatch):
+    """Two processes preparing one folder (torchrun's, or a user's): the other's clean-up may remove this one's write
+    probe between its creation and its removal. The probe was made, so the folder is writable."""
+    made = atomic.tempfile.mkstemp
+
+    def made_then_cleaned_up(*args, **kwargs):
+        fd, probe = made(*args, **kwargs)
+        assert remove_leftovers(kwargs["dir"]) == [Path(probe)]  # what the other process's clean-up does
+        return fd, probe
+
+    monkeypatch.setattr(atomic.tempfile, "mkstemp", made_then_cleaned_up)
+    assert prepare_output(tmp_path / "out", step="mlnt") == tmp_path / "out"
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+@pytest.mark.parametrize(("rank", "kept"), [(None, []), ("0", []), ("1", [".model.pt.abcd1234.tmp"])])
+def test_under_torchrun_only_the_main_process_removes_leftovers(tmp_path, monkeypatch, rank, kept):
+    """The main process (RANK 0, or no RANK) is the one that writes a training step's outputs; the others only
+    check the folder, so their clean-up can never remove a temporary file it is writing."""
+    if rank is None:
+        monkeypatch.delenv("RANK", raising=False)
+    else:
+        monkeypatch.setenv("RANK", rank)
+    (tmp_path / ".model.pt.abcd1234.tmp").write_text("x")
+    prepare_output(tmp_path, step="mlnt")
+    assert [p.name for p in tmp_path.iterdir()] == kept
+
+
+def test_a_process_other_than_the_main_one_still_checks_the_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("RANK", "1")
+    (tmp_path / "artifacts").write_text("not a folder")
+    with pytest.raises(OutputError, match=r"expected a folder for the mlnt outputs, found a file at "):
+        prepare_output(tmp_path / "artifacts" / "mlnt", step="mlnt")
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a read-only folder: chmod cannot block it")
 def test_a_read_only_folder_fails_before_the_work(tmp_path):
     out = tmp_path / "out"

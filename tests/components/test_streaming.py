@@ -615,6 +615,45 @@ def test_training_interrupted_mid_epoch_resumes_to_bitwise_the_same_weights(inge
     assert not torch.equal(straight.student.state_dict()["head.weight"], shard_net().state_dict()["head.weight"])
 
 
+def dropout_net(seed: int = 0):
+    """A user's network that draws from torch's global generator while it trains (dropout)."""
+    net = shard_net(seed)
+    net.head = torch.nn.Sequential(torch.nn.Dropout(0.5), net.head)
+    return net
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_pass_leaves_torchs_global_generator_alone(ingest_dir, workers):
+    """The trainer checkpoints torch's global generator (a network's dropout draws from it); the loader must not
+    draw from it too, or a resumed run, whose loaders start at other points of that stream, diverges."""
+    source = open_split(ingest_dir, "train", workers=workers, augment=True)
+    for _ in range(2):  # the first pass starts the loader (and its workers), the second reuses it
+        before = torch.get_rng_state()
+        list(source.batches(0, first=0, batch_size=6, seed=0, rows=slice(0, 6)))
+        assert torch.equal(torch.get_rng_state(), before)
+    before = torch.get_rng_state()
+    list(decoded_chunks(open_split(ingest_dir, "val", workers=workers), chunk=4))
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_network_with_dropout_resumes_to_bitwise_the_same_weights(ingest_dir, tmp_path, workers):
+    config = TrainConfig(epochs=2, checkpoint_every=3, workers=workers, **FIT)
+    val = open_split(ingest_dir, "val", workers=workers)
+    straight = train(config, dropout_net(), open_split(ingest_dir, "train", workers=workers), val_data=val,
+                     store=FileCheckpointStore(tmp_path / "straight"))
+    with pytest.raises(CrashError):  # saves: start, step 3: dies mid-epoch 1
+        train(config, dropout_net(), open_split(ingest_dir, "train", workers=workers), val_data=val,
+              store=CrashingStore(tmp_path / "crashed", crash_after=2))
+    resumed = train(config, dropout_net(seed=99), open_split(ingest_dir, "train", workers=workers),
+                    val_data=open_split(ingest_dir, "val", workers=workers),
+                    store=FileCheckpointStore(tmp_path / "crashed"))
+    for (name, a), b in zip(straight.student.state_dict().items(), resumed.student.state_dict().values(),
+                            strict=True):
+        assert torch.equal(a, b), name
+    assert untimed(straight.history) == untimed(resumed.history)
+
+
 @dataclass
 class RecordingSource(ShardSource):
     """A ShardSource that keeps what it yields: this process's rows of each global batch."""
