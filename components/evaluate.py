@@ -2,11 +2,12 @@
 
 Writes ``artifacts/evaluate/metrics.json`` (a public contract: ``{"baseline": {...}, "baseline_best_epoch": {...},
 "student": {...}, "teacher": {...}, "label_issues": {...}, "validation": {...}, "test": {...}}``; each model with
-``accuracy``, ``per_class_accuracy``, ``macro_f1`` and ``ece`` on the clean test set (``baseline`` is CE's last
-epoch, ``baseline_best_epoch`` the epoch CE's validation picked, which export may release; the baseline also
-keeps ``best_epoch_accuracy``; ``model_sha256``: the sha256 of the model file scored, which export checks the file
-it releases against); ``class_names`` in the order of ``per_class_accuracy``; ``ece_bins``, the bins of
-every ECE here; ``validation``: where the set every selection used came from and whether its labels are clean;
+``accuracy``, ``per_class_accuracy`` (null for a class with no test image), ``macro_f1`` (over the classes in the
+test labels or the predictions) and ``ece`` on the clean test set (``baseline`` is CE's last epoch,
+``baseline_best_epoch`` the epoch CE's validation picked, which export may release; the baseline also keeps
+``best_epoch_accuracy``; ``model_sha256``: the sha256 of the model file scored, which export checks the file it
+releases against); ``class_names`` in the order of ``per_class_accuracy``; ``ece_bins``, the bins of every ECE
+here; ``validation``: where the set every selection used came from and whether its labels are clean;
 ``test``: where the test split came from), ``confusion_<model>.csv`` (``actual,predicted`` class names for ``dvc
 plots``), ``calibration_<model>.csv`` (the reliability diagram of each model on the test set),
 ``roc_label_issues.csv`` (the label-issue score's ROC curve against the known noise) and ``label_issues.csv``:
@@ -15,7 +16,8 @@ given label), ``flagged`` for the first ``estimated_issues`` rows, with the sugg
 class other than the given one), both also by class name, and the image's ``key`` where the dataset names its
 images (Clothing1M's key, an image folder's file). The teacher trained on these images: the scores are in-sample.
 Each model file must record the training inputs of ``ingest`` and ``noise`` (``model_file.TRAINED_ON``): models
-trained before the noise step was re-run are refused, never scored against labels they did not train on.
+trained before the noise step was re-run are refused, never scored against labels they did not train on, and so
+are probabilities that are not finite (a diverged network), naming the model file.
 
 ``label_issues`` in metrics.json always holds the estimated number and rate of issues and their count per given
 class (``per_class``). The detection figures (precision, recall, F1, AUROC, the true noise rate) count only the
@@ -36,6 +38,7 @@ import numpy as np
 from components.common.artifacts import read_json, read_manifest, sha256_file
 from components.common.atomic import atomic_set, prepare_output, write_json, write_text
 from components.common.config import CONFIG_FILE, as_record, cli
+from components.common.errors import DataError
 from components.common.model_file import check_fits, check_trained_on, load_model
 from components.common.splits import load_split, read_noise_labels, test_digest, test_set, training_digest
 from components.common.steps import FOLDERS
@@ -71,20 +74,34 @@ class EvaluateConfig:
 
 
 def classification_metrics(probs: np.ndarray, labels: np.ndarray, num_classes: int, bins: int) -> dict:
-    """Accuracy, per-class accuracy (the share of each of ``num_classes`` classes predicted right), macro F1 and the
-    expected calibration error over ``bins`` bins of the argmax of ``probs`` ``[N, K]`` against ``labels``; a class
-    with no correct prediction gets F1 0, one absent from ``labels`` accuracy 0."""
+    """Accuracy, per-class accuracy (the share of each of ``num_classes`` classes' images predicted right), macro F1
+    and the expected calibration error over ``bins`` bins of the argmax of ``probs`` ``[N, K]`` against ``labels``.
+    A class absent from ``labels`` has no per-class accuracy: None (JSON null), not 0, which would read as every
+    image of it missed. Macro F1 is the mean over the classes in ``labels`` or among the predictions, as sklearn's
+    ``f1_score(average="macro")``: a class with no correct prediction counts with F1 0; one in neither has no F1
+    and is left out of the mean. With every class in ``labels`` (Fashion-MNIST's test set) it is the mean over all."""
     predicted = probs.argmax(1)
     correct = predicted == labels
     per_class, f1 = [], []
     for c in range(num_classes):
         actual, guessed = labels == c, predicted == c
         tp = float((actual & guessed).sum())
-        per_class.append(tp / max(actual.sum(), 1))
-        precision, recall = tp / max(guessed.sum(), 1), tp / max(actual.sum(), 1)
-        f1.append(0.0 if tp == 0 else 2 * precision * recall / (precision + recall))
+        per_class.append(tp / actual.sum() if actual.any() else None)
+        if actual.any() or guessed.any():
+            precision, recall = tp / max(guessed.sum(), 1), tp / max(actual.sum(), 1)
+            f1.append(0.0 if tp == 0 else 2 * precision * recall / (precision + recall))
     return {"accuracy": float(correct.mean()), "per_class_accuracy": per_class, "macro_f1": float(np.mean(f1)),
             "ece": expected_calibration_error(probs, labels, bins)}
+
+
+def check_finite(probs: np.ndarray, source: Path | str, scored: str) -> None:
+    """A ``DataError`` naming ``source`` (the model file) and what it ``scored`` where a row of ``probs`` holds NaN
+    or inf (a diverged network): argmax would read a NaN row as class 0, counted right or wrong as if predicted, and
+    the ECE would be NaN, which strict JSON refuses."""
+    bad = int((~np.isfinite(probs)).any(axis=1).sum())
+    if bad:
+        raise DataError(f"{source}: expected finite probabilities from {scored}, found NaN or inf in {bad} of its "
+                        f"{len(probs)} rows (a diverged network?): train it again")
 
 
 def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int) -> float:
@@ -234,12 +251,14 @@ def run(config: EvaluateConfig, *, ingest: Path = INGEST_OUT, noise: Path = NOIS
     metrics, csvs = {}, {}
     for name, (net, _) in nets.items():
         probs = predict(net, test, batch_size=config.batch_size, desc=f"evaluate {name} on the test set").numpy()
+        check_finite(probs, models[name], f"the {name} model on the test set")
         metrics[name] = classification_metrics(probs, test_labels, k, config.ece_bins)
         metrics[name]["model_sha256"] = digests[name]
         csvs[f"confusion_{name}.csv"] = _confusion_csv(test_labels, probs.argmax(1), names)
         csvs[f"calibration_{name}.csv"] = _csv(reliability_rows(probs, test_labels, config.ece_bins))
     metrics["baseline"]["best_epoch_accuracy"] = metrics["baseline_best_epoch"]["accuracy"]
-    rows, summary, roc = _label_issue_list(nets["teacher"][0], ingest, noise, config, names, labels=labels)
+    rows, summary, roc = _label_issue_list(nets["teacher"][0], ingest, noise, config, names, labels=labels,
+                                           teacher_file=models["teacher"])
     csvs["roc_label_issues.csv"] = _csv(roc, fields=["fpr", "tpr"])
     for row in rows:
         row["given_class"], row["suggested_class"] = names[row["given_label"]], names[row["suggested_label"]]
@@ -277,17 +296,19 @@ def _read_labels(ingest: Path, noise: Path) -> dict[str, np.ndarray]:
 
 
 def _label_issue_list(teacher, ingest: Path, noise: Path, config: EvaluateConfig, names: list[str], *,
-                      labels: dict[str, np.ndarray] | None = None):
+                      labels: dict[str, np.ndarray] | None = None, teacher_file: Path | str = "the teacher"):
     """Every training row ranked by ``label_issues``, the summary, and the ROC points (empty without ground
     truth). The detection figures count only the rows whose clean label is known (all of them under synthetic
     noise; Clothing1M's images with a clean label; none of a user's own labels under kind none); a row's
-    ``injected_noise`` is left empty where its clean label is unknown, and the column dropped without ground truth."""
+    ``injected_noise`` is left empty where its clean label is unknown, and the column dropped without ground truth.
+    ``teacher_file``: where ``teacher`` was read from, which ``check_finite`` names."""
     labels = _read_labels(ingest, noise) if labels is None else labels
     train = ~labels["is_val"]
     rows_index, given = labels["index"][train], labels["label"][train]
     train_data, _, _ = load_split(ingest, noise, workers=config.workers)
     probs = predict(teacher, train_data, batch_size=config.batch_size,
                     desc="evaluate: the teacher on the training labels").numpy()
+    check_finite(probs, teacher_file, "the teacher model on the training rows")
     known = labels["clean_label"][train] >= 0
     noisy = labels["is_noisy"][train][known]
     flags = flag_issues(probs, given)  # one ranking for the CSV, the flagged set and the scores on known rows

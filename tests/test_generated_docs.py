@@ -230,8 +230,13 @@ def test_the_pipeline_run_is_the_rendering_of_the_local_artifacts():
 # --- components.common.report on a run without ground truth ---------------------------------------------------------
 
 
-def _run(tmp_path: Path, issues: dict, validation: dict | None = None, realised: float | None = 0.0) -> Path:
-    """The five artifacts components.common.report reads, for a tiny made-up run."""
+CALIBRATION = {"temperature": 0.5, "fitted_on": "clean validation set (10 images)", "method": "temperature scaling",
+               "test_ece_before": 0.1, "test_ece_after": 0.02, "val_ece_before": 0.12, "val_ece_after": 0.03}
+
+
+def _run(tmp_path: Path, issues: dict, validation: dict | None = None, realised: float | None = 0.0,
+         calibration: dict = CALIBRATION, released: str = "teacher") -> Path:
+    """The six artifacts components.common.report reads, for a tiny made-up run."""
     model = {"accuracy": 0.8, "macro_f1": 0.79, "ece": 0.1}
     files = {"noise/summary.json": {"train": 90, "val": 10, "val_clean": True, "kind": "none", "requested_rate": None,
                                     "realised_rate_train": realised},
@@ -241,7 +246,8 @@ def _run(tmp_path: Path, issues: dict, validation: dict | None = None, realised:
              "evaluate/metrics.json": {"baseline": {**model, "best_epoch_accuracy": 0.81}, "student": model,
                                        "teacher": model, "label_issues": issues,
                                        **({"validation": validation} if validation else {})},
-             "gate/decision.json": {"passed": False, "reasons": ["fail: accuracy 0.8000, required at least 0.9"]}}
+             "gate/decision.json": {"passed": False, "reasons": ["fail: accuracy 0.8000, required at least 0.9"]},
+             "export/model_card.json": {"model": released, "calibration": calibration}}
     for name, content in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(json.dumps(content))
@@ -279,6 +285,33 @@ def test_a_run_with_ground_truth_keeps_its_table_and_reads_params_from_dvc_lock(
     assert "not measured" not in text and "| cat |" not in text
     assert "Data: fashion-mnist, 90 training and 10 validation images (clean validation labels)" in text
     assert f"| `artifacts/gate/decision.json` | `{report.md5(art / 'gate' / 'decision.json')}` |" in text
+
+
+def test_the_ece_column_is_the_uncalibrated_networks_and_the_released_onnx_has_its_calibrated_ece(tmp_path):
+    """The released ONNX divides its logits by the export step's temperature: its ECE is the card's
+    ``test_ece_after``, not the table's (evaluate's, of the network before calibration), and the page says so."""
+    art = _run(tmp_path, {"estimated_issues": 7, "estimated_noise_rate": 0.07})
+    text = report.render(art, art / "params.yaml", art / "no-dvc.lock")
+    assert "| model | accuracy | macro-F1 | ECE (uncalibrated) | epochs (last / chosen) |" in text
+    assert ("ECE (uncalibrated): of each network's own probabilities. The ONNX the export step wrote (MLNT's "
+            "released model) divides its logits by T = 0.500, fitted by temperature scaling on the clean validation "
+            "set (10 images): its test ECE is 0.0200, against 0.1000 uncalibrated (`artifacts/export/"
+            "model_card.json`, `calibration`).") in text
+    assert f"| `artifacts/export/model_card.json` | `{report.md5(art / 'export' / 'model_card.json')}` |" in text
+
+
+def test_a_calibration_kept_at_t_1_is_said_with_its_warning(tmp_path):
+    kept = {"temperature": 1.0, "fitted_on": "noisy validation set (10 images)", "test_ece_before": 0.1,
+            "test_ece_after": 0.1, "method": "none: too few validation images to estimate the labels' noise matrix",
+            "warning": "kept T = 1: the noisy validation set's 10 images give 1 anchor point(s) a class"}
+    art = _run(tmp_path, {"estimated_issues": 7, "estimated_noise_rate": 0.07}, calibration=kept,
+               released="baseline_best_epoch")
+    text = report.render(art, art / "params.yaml", art / "no-dvc.lock")
+    assert ("The ONNX the export step wrote (CE's best epoch on validation) keeps its logits as they are (T = "
+            "1.000; none: too few validation images to estimate the labels' noise matrix, on the noisy validation "
+            "set (10 images)): its test ECE is 0.1000, against 0.1000 uncalibrated (`artifacts/export/"
+            "model_card.json`, `calibration`). The export step warned: kept T = 1: the noisy validation set's 10 "
+            "images give 1 anchor point(s) a class.") in text
 
 
 def _recorded_copy(root: Path) -> Path:

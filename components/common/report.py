@@ -1,9 +1,11 @@
 """The results table of the last pipeline run, as markdown: ``python -m components.common.report [--output FILE]``.
 
 Every figure is read from the run's artifacts (``SOURCES``: ``artifacts/noise/summary.json``, ``artifacts/baseline``
-and ``artifacts/mlnt`` metrics, ``artifacts/evaluate/metrics.json``, ``artifacts/gate/decision.json``) and the
-parameters the run used (``dvc.lock``'s record of ``params.yaml``; ``params.yaml`` itself where the lock has no
-record); nothing is typed in by hand. The page ends with the md5 of every artifact it read, which are the md5s
+and ``artifacts/mlnt`` metrics, ``artifacts/evaluate/metrics.json``, ``artifacts/gate/decision.json`` and
+``artifacts/export/model_card.json``, whose ``calibration`` gives the released ONNX's temperature and calibrated
+test ECE beside the table's, evaluate's of the networks before calibration) and the parameters the run used
+(``dvc.lock``'s record of ``params.yaml``; ``params.yaml`` itself where the lock has no record); nothing is typed in
+by hand. The page ends with the md5 of every artifact it read, which are the md5s
 ``dvc.lock`` lists for them when the artifacts are that run's: ``tests/test_generated_docs.py`` checks them.
 
 A run without ground truth for the label noise (``label_issues.ground_truth`` false: no precision, recall, F1,
@@ -26,16 +28,17 @@ ART = ARTIFACTS
 LOCK = Path("dvc.lock")
 # what the page reads, relative to the artifacts folder: (step, file)
 SOURCES = (("noise", "summary.json"), ("baseline", "metrics.json"), ("mlnt", "metrics.json"),
-           ("evaluate", "metrics.json"), ("gate", "decision.json"))
+           ("evaluate", "metrics.json"), ("gate", "decision.json"), ("export", "model_card.json"))
 NOT_MEASURED = "not measured: no ground truth"
 PARAMS = ("ingest", "baseline", "mlnt")  # the params.yaml sections the page quotes
+RELEASED = {"teacher": "MLNT's released model", "baseline_best_epoch": "CE's best epoch on validation"}  # card's model
 
 
 def render(art: Path = ART, params_file: Path = Path("params.yaml"), lock: Path = LOCK) -> str:
     """The markdown page, from the ``SOURCES`` under ``art`` and the parameters ``run_params`` finds in ``lock`` or
     ``params_file``; reads only. A missing or invalid source ends the program (``SystemExit`` with one line naming
     the file)."""
-    noise, base_train, mlnt_train, evaluated, decision = (_json(art / step / name) for step, name in SOURCES)
+    noise, base_train, mlnt_train, evaluated, decision, card = (_json(art / step / name) for step, name in SOURCES)
     params = run_params(lock, params_file)
     b, s, t = evaluated["baseline"], evaluated["student"], evaluated["teacher"]
     best = evaluated.get("baseline_best_epoch", {})  # evaluated in full by newer runs
@@ -59,8 +62,9 @@ def render(art: Path = ART, params_file: Path = Path("params.yaml"), lock: Path 
              f"for {params['mlnt']['epochs']} epochs {start}, meta_weight {mlnt_train['meta_weight']} (the reference "
              "codes' units).", "",
              "## Clean test set", "",
-             "| model | accuracy | macro-F1 | ECE | epochs (last / chosen) |", "|---|---|---|---|---|"]
+             "| model | accuracy | macro-F1 | ECE (uncalibrated) | epochs (last / chosen) |", "|---|---|---|---|---|"]
     lines += [f"| {name} | {_fmt(acc)} | {_fmt(f1)} | {_fmt(ece)} | {ep} |" for name, acc, f1, ece, ep in rows]
+    lines += ["", _calibrated(card)]
     gain = t["accuracy"] - b["accuracy"]
     lines += ["", f"MLNT's released model minus CE last epoch: {100 * gain:+.2f} points; minus CE best epoch: "
               f"{100 * (t['accuracy'] - b['best_epoch_accuracy']):+.2f} points.", ""]
@@ -74,6 +78,23 @@ def render(art: Path = ART, params_file: Path = Path("params.yaml"), lock: Path 
               "of `params.yaml`.", "", "| artifact | md5 |", "|---|---|"]
     lines += [f"| `{(ART / step / name).as_posix()}` | `{md5(art / step / name)}` |" for step, name in SOURCES]
     return "\n".join(lines) + "\n"
+
+
+def _calibrated(card: dict) -> str:
+    """What the table's ECE is, and the released ONNX's: export divides the logits by the temperature its card's
+    ``calibration`` records, whose ``test_ece_after`` is the ECE of the probabilities the release serves."""
+    c = card.get("calibration", {})
+    released = RELEASED.get(card.get("model"), f"`{card.get('model')}`")
+    text = "ECE (uncalibrated): of each network's own probabilities. "
+    if "test_ece_after" not in c:
+        return text + f"The card of the ONNX the export step wrote ({released}) records no calibrated test ECE."
+    how = (f"keeps its logits as they are (T = {c['temperature']:.3f}; {c['method']}, on the {c['fitted_on']})"
+           if c["method"].startswith("none") else
+           f"divides its logits by T = {c['temperature']:.3f}, fitted by {c['method']} on the {c['fitted_on']}")
+    text += (f"The ONNX the export step wrote ({released}) {how}: its test ECE is {c['test_ece_after']:.4f}, "
+             f"against {c['test_ece_before']:.4f} uncalibrated (`{(ART / 'export' / 'model_card.json').as_posix()}`"
+             ", `calibration`).")
+    return text + (f" The export step warned: {c['warning'].rstrip('.')}." if c.get("warning") else "")
 
 
 def _requested(noise: dict) -> str:

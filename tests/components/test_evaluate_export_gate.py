@@ -1200,14 +1200,15 @@ def test_prune_refuses_a_gate_section_the_gate_step_refuses(tmp_path, monkeypatc
     assert sorted(p.name for p in (tmp_path / "mine").iterdir() if p.name.startswith("v")) == mine
 
 
-def test_a_class_never_predicted_right_has_f1_zero_and_macro_f1_is_the_mean_over_every_class():
-    """Per class c: precision and recall of ``predicted == c``; a class with no correct prediction (2 here) or absent
-    from the labels (3) has F1 0 and counts in the mean all the same."""
+def test_a_class_never_predicted_right_has_f1_zero_and_one_in_neither_labels_nor_predictions_is_left_out():
+    """Per class c: precision and recall of ``predicted == c``; a class with no correct prediction (2 here) has F1 0
+    and counts in the mean; a class neither in the labels nor predicted (3) has no accuracy (None) and is left out of
+    the mean, as sklearn's default labels."""
     probs = np.eye(4)[[0, 1, 1, 1]] * 0.7 + 0.075
     m = classification_metrics(probs, np.array([0, 0, 1, 2]), 4, bins=10)
-    assert m["per_class_accuracy"] == [0.5, 1.0, 0.0, 0.0]
-    # class 0: precision 1, recall 1/2; class 1: precision 1/3, recall 1; classes 2 and 3: F1 0
-    assert m["macro_f1"] == pytest.approx((2 / 3 + 0.5 + 0.0 + 0.0) / 4)
+    assert m["per_class_accuracy"] == [0.5, 1.0, 0.0, None]
+    # class 0: precision 1, recall 1/2; class 1: precision 1/3, recall 1; class 2: F1 0
+    assert m["macro_f1"] == pytest.approx((2 / 3 + 0.5 + 0.0) / 3)
 
 
 def test_every_label_issue_row_describes_the_sample_it_names():
