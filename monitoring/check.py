@@ -7,8 +7,11 @@
 - every metric named in a rule or a panel is in the contract (``monitoring.metrics``), every recording rule the
   queries use is defined, and every contract metric is used somewhere;
 - every label a rule or a panel selects, groups or matches on is one its series carry (the contract's labels, the
-  target labels, those a recording rule keeps or creates), and every value it selects by ``=``, ``!=`` or ``=~`` is
-  one the label takes, where the contract fixes them (``LABEL_VALUES``); Grafana's variables match anything;
+  target labels, those a recording rule keeps or creates; an aggregation's ``by`` and ``without`` labels those of
+  the series it aggregates), and every value it selects by ``=``, ``!=`` or ``=~`` is one the label takes, where the
+  contract fixes them (``LABEL_VALUES``); Grafana's variables match anything;
+- ``rate()``, ``irate()`` and ``increase()`` read only counters and histograms' series, and every
+  ``histogram_quantile()`` keeps the ``le`` of the buckets it reads;
 - every threshold and ``for`` an alert's annotations, the alert table of docs/monitoring.md and the dashboard's
   panels state is the one its rule has.
 
@@ -37,6 +40,9 @@ from monitoring import DASHBOARD_FILE, DOCS_FILE, DOCS_URL, ROOT, RULE_TESTS_DIR
 from monitoring.metrics import LABEL_VALUES, METRICS, PUSHED_LABELS, SERIES, TARGET_LABELS, TRAINING
 
 BUILTIN_SERIES = frozenset({"up"})  # written by Prometheus itself for every scrape target
+# the type of every contract series (a histogram's _bucket, _sum and _count are "histogram") and of BUILTIN_SERIES
+SERIES_KINDS = {series: metric.kind for metric in METRICS for series in metric.series} | dict.fromkeys(
+    BUILTIN_SERIES, "gauge")
 # a literal for each of the dashboard's template variables, for promtool (monitoring.snapshot starts from them)
 VARIABLES = {"model": "fmnist", "pipeline": "mlnt", "datasource": "prometheus", "__rate_interval": "5m",
              "__interval": "1m", "__range": "1h"}  # pipeline: telemetry's DEFAULT_PIPELINE, what a run pushes
@@ -56,6 +62,13 @@ _SELECTOR = re.compile(r"(?<![\w:])([a-zA-Z_:][\w:]*)?\s*\{([^}]*)\}")
 _MATCHER = re.compile(r'\s*([a-zA-Z_]\w*)\s*(=~|!~|!=|=)\s*("(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`)\s*,?')
 _LABEL_LIST = re.compile(r"\b(by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)")
 _LABEL_FUNCTION = re.compile(r"\b(label_replace|label_join)\s*\(")
+# an aggregation up to the parenthesis of its operand, with its grouping when it comes first: operator, by or
+# without, labels; PromQL also allows the grouping after the operand (``_TRAILING_GROUPING``)
+_AGGREGATION = re.compile(r"(?<![\w:])(sum|min|max|avg|group|stddev|stdvar|count|count_values|bottomk|topk|quantile"
+                          r"|limitk|limit_ratio)\s*(?:(by|without)\s*\(([^)]*)\)\s*)?\(")
+_TRAILING_GROUPING = re.compile(r"\s*(by|without)\s*\(([^)]*)\)")
+_RATE_FUNCTION = re.compile(r"(?<![\w:])(rate|irate|increase)\s*\(")  # meaningful on series that only count up
+_QUANTILE_FUNCTION = re.compile(r"(?<![\w:])histogram_quantile\s*\(")
 # an alert's threshold: the constant a comparison holds its expression to (8 * 86400 too)
 _COMPARISON = re.compile(r"(?<![=!<>])(?:>=|<=|>|<)\s*(?:bool\s+)?(\d[\d.e]*(?:\s*[*/]\s*\d[\d.e]*)*)")
 # a threshold in prose: "threshold 5%", "at least 20", "more than 8 days", "above 500ms", "> 0.5 s", "≥ 20"
@@ -240,31 +253,88 @@ def selectors(expr: str) -> list[tuple[str | None, list[Matcher]]]:
             for match in _SELECTOR.finditer(blank)]
 
 
+def _split_labels(text: str) -> list[str]:
+    return [label.strip() for label in text.split(",") if label.strip()]
+
+
 def label_lists(expr: str) -> list[tuple[str, list[str]]]:
     """Every ``by``, ``without``, ``on``, ``ignoring``, ``group_left`` and ``group_right`` list: keyword, labels."""
-    return [(match.group(1), [label.strip() for label in match.group(2).split(",") if label.strip()])
-            for match in _LABEL_LIST.finditer(_blank_strings(expr))]
+    return [(match.group(1), _split_labels(match.group(2))) for match in _LABEL_LIST.finditer(_blank_strings(expr))]
+
+
+def _closing(blank: str, start: int) -> int:
+    """The index in ``blank`` (``expr`` with its strings blanked) of the parenthesis that closes the one just
+    before ``start``; the length of ``blank`` when none does."""
+    depth = 0
+    for index in range(start, len(blank)):
+        if blank[index] in "([{":
+            depth += 1
+        elif blank[index] in ")]}":
+            if not depth:
+                return index
+            depth -= 1
+    return len(blank)
+
+
+def _arguments(expr: str, blank: str, start: int) -> list[str]:
+    """The arguments of the call whose parenthesis is just before ``start``, as written in ``expr``: split at the
+    commas of ``blank`` (strings blanked) outside brackets."""
+    args, depth, begin = [], 0, start
+    for index in range(start, len(blank)):
+        char = blank[index]
+        if char in "([{":
+            depth += 1
+        elif char in ")]}" and depth:
+            depth -= 1
+        elif char == ")" or (char == "," and not depth):
+            args.append(expr[begin:index].strip())
+            begin = index + 1
+            if char == ")":
+                break
+    return args
 
 
 def label_functions(expr: str) -> list[tuple[str, list[str]]]:
     """Every ``label_replace`` and ``label_join`` call: the function and its string arguments, unquoted
     (label_replace: dst, replacement, src, regex; label_join: dst, separator, src...)."""
-    blank, calls = _blank_strings(expr), []
-    for match in _LABEL_FUNCTION.finditer(blank):
-        args, depth, start = [], 0, match.end()
-        for index in range(match.end(), len(blank)):
-            char = blank[index]
-            if char in "([{":
-                depth += 1
-            elif char in ")]}" and depth:
-                depth -= 1
-            elif char == ")" or (char == "," and not depth):
-                args.append(expr[start:index].strip())
-                start = index + 1
-                if char == ")":
-                    break
-        calls.append((match.group(1), [_unquote(arg) for arg in args[1:] if _STRINGS.fullmatch(arg)]))
-    return calls
+    blank = _blank_strings(expr)
+    return [(match.group(1), [_unquote(arg) for arg in _arguments(expr, blank, match.end())[1:]
+                              if _STRINGS.fullmatch(arg)])
+            for match in _LABEL_FUNCTION.finditer(blank)]
+
+
+@dataclass(frozen=True)
+class Aggregation:
+    """One aggregation of an expression: its operator, its grouping (``by``, ``without`` or None) and the labels
+    that names, the text of its operand (the parameter of topk, quantile and count_values included), and where it
+    starts and ends in the expression."""
+
+    operator: str
+    grouping: str | None
+    labels: tuple[str, ...]
+    operand: str
+    start: int
+    end: int
+
+
+def aggregations(expr: str) -> list[Aggregation]:
+    """Every aggregation in ``expr``, nested ones too, in the order they start; the grouping may come before the
+    operand (``sum by (model) (x)``) or after it (``sum (x) by (model)``)."""
+    blank, found = _blank_strings(expr), []
+    for match in _AGGREGATION.finditer(blank):
+        close = _closing(blank, match.end())
+        grouping, labels, end = match.group(2), match.group(3) or "", close + 1
+        trailing = None if grouping else _TRAILING_GROUPING.match(blank, end)
+        if trailing:
+            grouping, labels, end = trailing.group(1), trailing.group(2), trailing.end()
+        found.append(Aggregation(match.group(1), grouping, tuple(_split_labels(labels)), expr[match.end():close],
+                                 match.start(), end))
+    return found
+
+
+def _outermost(found: list[Aggregation]) -> list[Aggregation]:
+    """The aggregations of ``found`` that no other of them holds in its operand."""
+    return [one for one in found if not any(other.start < one.start and one.end <= other.end for other in found)]
 
 
 def _merge(labelsets: Iterable[Labels]) -> Labels:
@@ -351,19 +421,37 @@ def _matcher_problem(series: str, labels: Labels, matcher: Matcher) -> str | Non
     return None if known else f"{what} ({found}; expected one of: {_listed(values)})"
 
 
+def _grouping_problems(where: str, aggregation: Aggregation, schema: Mapping[str, Labels]) -> list[str]:
+    """One line per label of ``aggregation``'s ``by`` or ``without`` list that the series of its own operand do not
+    carry (``recorded_labels`` of the operand): a label only another part of the expression has groups nothing."""
+    names = sorted(name for name in metric_names(aggregation.operand) if name in schema)
+    if not names or aggregation.grouping is None:
+        return []
+    available = recorded_labels(aggregation.operand, schema)
+    return [f"{where}: {aggregation.grouping} ({', '.join(aggregation.labels)}) names {label}, which the series it "
+            f"aggregates do not have (found {label}; expected a label of {', '.join(names)}: {_listed(available)})"
+            for label in aggregation.labels if label not in available and not TEMPLATE_VARIABLE.search(label)]
+
+
 def label_problems(item: Expr, schema: Mapping[str, Labels]) -> list[str]:
     """One line per label in ``item`` that its series do not carry, and per value a matcher selects by ``=``,
-    ``!=`` or ``=~`` that the label never takes: the selectors' matchers against their series' labels, the
-    grouping lists and ``label_replace``/``label_join`` sources against the labels of every series ``item`` reads
-    (and those it creates). Series not in ``schema`` are left to the metric-name check; template variables pass."""
+    ``!=`` or ``=~`` that the label never takes: the selectors' matchers against their series' labels, each
+    aggregation's ``by`` or ``without`` list against the labels of the series it aggregates, the ``on``,
+    ``ignoring`` and ``group_*`` lists and ``label_replace``/``label_join`` sources against the labels of every
+    series ``item`` reads (and those it creates). Series not in ``schema`` are left to the metric-name check;
+    template variables pass."""
     problems = [f"{item.where}: {problem}" for name, matchers in selectors(item.expr) if name in schema
                 for matcher in matchers if (problem := _matcher_problem(name, schema[name], matcher))]
     names = sorted(name for name in metric_names(item.expr) if name in schema)
     if not names:
         return problems
+    for aggregation in aggregations(item.expr):
+        problems += _grouping_problems(item.where, aggregation, schema)
     readable = _merge([*(schema[name] for name in names), created_labels(item.expr)])
     expected = f"expected a label of {', '.join(names)}: {_listed(readable)}"
     for kind, labels in label_lists(item.expr):
+        if kind in ("by", "without"):
+            continue  # an aggregation's own: above
         problems += [f"{item.where}: {kind} ({', '.join(labels)}) names {label}, which no series it reads has "
                      f"(found {label}; {expected})" for label in labels
                      if label not in readable and not TEMPLATE_VARIABLE.search(label)]
@@ -372,6 +460,59 @@ def label_problems(item: Expr, schema: Mapping[str, Labels]) -> list[str]:
         problems += [f"{item.where}: {function} reads label {label}, which no series it reads has "
                      f"(found {label}; {expected})" for label in sources if label and label not in readable]
     return problems
+
+
+# types
+
+
+def _kind_of(name: str) -> str | None:
+    """What series ``name`` is, for messages: a contract metric's kind, "recording rule's series", or None for a
+    name the metric-name check reports."""
+    return "recording rule's series" if ":" in name else SERIES_KINDS.get(name)
+
+
+def _rate_problems(item: Expr) -> list[str]:
+    """One line per series that ``rate()``, ``irate()`` or ``increase()`` reads in ``item`` and that is not a
+    counter or a histogram's series: they read every fall of a gauge (or of a recorded ratio) as a counter reset."""
+    blank, problems = _blank_strings(item.expr), []
+    for match in _RATE_FUNCTION.finditer(blank):
+        close = _closing(blank, match.end())
+        call = item.expr[match.start():close + 1]
+        problems += [f"{item.where}: {match.group(1)}() reads {name}, a {kind} (found {call}; expected a counter, or "
+                     f"a histogram's _bucket, _sum or _count series)"
+                     for name in sorted(metric_names(item.expr[match.end():close]))
+                     if (kind := _kind_of(name)) not in (None, "counter", "histogram")]
+    return problems
+
+
+def _quantile_problems(item: Expr) -> list[str]:
+    """One line per ``histogram_quantile()`` in ``item`` whose outermost aggregations drop ``le`` (no ``by`` list
+    with it, a ``without`` list with it, or no grouping at all), and per contract series it reads that is not a
+    ``_bucket`` series: either way no buckets are left, and the quantile is NaN or nothing."""
+    blank, problems = _blank_strings(item.expr), []
+    expected = "expected le among the labels its buckets are aggregated by"
+    for match in _QUANTILE_FUNCTION.finditer(blank):
+        args = _arguments(item.expr, blank, match.end())
+        buckets = args[1] if len(args) > 1 else ""
+        for outer in _outermost(aggregations(buckets)):
+            listed = f"{outer.grouping} ({', '.join(outer.labels)})"
+            if outer.grouping is None:
+                problems.append(f"{item.where}: histogram_quantile() aggregates its buckets into one series (found "
+                                f"{outer.operator}(...); {expected})")
+            elif ("le" in outer.labels) != (outer.grouping == "by"):
+                problems.append(f"{item.where}: histogram_quantile() aggregates its buckets {listed} (found {listed}; "
+                                f"{expected})")
+        problems += [f"{item.where}: histogram_quantile() reads {name}, which has no le (found {name}; expected a "
+                     f"histogram's _bucket series)" for name in sorted(metric_names(buckets))
+                     if name in SERIES_KINDS and not name.endswith("_bucket")]
+    return problems
+
+
+def type_problems(item: Expr) -> list[str]:
+    """One line per function ``item`` applies to a series of the wrong type: ``rate()``, ``irate()`` or
+    ``increase()`` of a series that is not a counter or a histogram's (``_rate_problems``), and a
+    ``histogram_quantile()`` whose buckets lose their ``le`` (``_quantile_problems``)."""
+    return _rate_problems(item) + _quantile_problems(item)
 
 
 def variable_label_problems(dashboard: dict, schema: Mapping[str, Labels]) -> list[str]:
@@ -403,7 +544,8 @@ def contract_problems(rules: dict, dashboard: dict) -> list[str]:
     """One line per disagreement between the rules, the dashboard and the metric contract: a recording rule not named
     level:metric:operations, a recording rule used but not defined, a series not in the contract (nor
     ``BUILTIN_SERIES``), a contract metric nothing uses, a label a series does not carry or a label value it never
-    takes (``label_problems``, ``variable_label_problems``). Empty when they agree."""
+    takes (``label_problems``, ``variable_label_problems``), a function of a series of the wrong type
+    (``type_problems``). Empty when they agree."""
     recorded = {rule["record"] for rule in rules_of(rules) if "record" in rule}
     problems = [f"rule {name}: not a level:metric:operations name" for name in sorted(recorded)
                 if not RECORD_NAME.match(name)]
@@ -419,7 +561,7 @@ def contract_problems(rules: dict, dashboard: dict) -> list[str]:
                  if not used & set(metric.series)]
     schema = series_labels(rules)
     for item in rule_exprs(rules) + dashboard_exprs(dashboard):
-        problems += label_problems(item, schema)
+        problems += label_problems(item, schema) + type_problems(item)
     return problems + variable_label_problems(dashboard, schema)
 
 

@@ -110,7 +110,8 @@ ROWS = (
               tuple(quantile(q, "mlnt_request_duration_seconds", matchers='outcome!="client_error"')
                     for q in (0.5, 0.95, 0.99)),
               "Request latency quantiles per model, over every protocol, client errors aside (they are refused in "
-              "a millisecond); MlntPredictorHighLatency fires when p95 stays above 500ms.",
+              "a millisecond); MlntPredictorHighLatency fires when the p95 over 10 minutes stays above 500ms for 10 "
+              "minutes (it needs a request at least every 10 minutes).",
               unit="s", limit=0.5),
         Panel("Batch size",
               (Query(ratio(rate("mlnt_batch_size_sum"), rate("mlnt_batch_size_count")), "{{model}} mean"),
@@ -143,7 +144,8 @@ ROWS = (
         Panel("Mean top-1 confidence",
               (Query(ratio(rate("mlnt_prediction_confidence_sum"), rate("mlnt_prediction_confidence_count")),
                      "{{model}}"),),
-              "Mean top-1 probability; MlntLowConfidence fires below 50% for 30 minutes.",
+              "Mean top-1 probability; MlntLowConfidence fires when the mean over 30 minutes stays below 50% for 30 "
+              "minutes (it needs a prediction at least every 30 minutes).",
               unit="percentunit", limit=0.5, low_is_bad=True, value_range=(0, 1)),
         Panel("Prediction drift",
               (Query(f"avg by (model) (mlnt_prediction_drift{{{MODEL}}})", "{{model}}"),),

@@ -92,7 +92,7 @@ def test_only_an_alerts_sample_in_the_pending_state_is_a_pending_test(rules, tmp
 
 
 def test_rule_file_parses():
-    assert "SUCCESS: 27 rules found" in check.check_rules()
+    assert "SUCCESS: 28 rules found" in check.check_rules()
 
 
 def test_dashboard_queries_parse(board):
@@ -207,8 +207,8 @@ def rule_named(rules: dict, name: str) -> dict:
      f'outcomes="server_error"; expected a label of mlnt_requests_total: {MLNT_REQUESTS_LABELS})'),
     # ... and in its by list
     ("Request rate by outcome", "by (protocol, outcome)", "by (protocol, outcom)",
-     "panel 2 (Request rate by outcome) query A: by (protocol, outcom) names outcom, which no series it reads has "
-     f"(found outcom; expected a label of mlnt_requests_total: {MLNT_REQUESTS_LABELS})"),
+     "panel 2 (Request rate by outcome) query A: by (protocol, outcom) names outcom, which the series it aggregates "
+     f"do not have (found outcom; expected a label of mlnt_requests_total: {MLNT_REQUESTS_LABELS})"),
     # a misspelt value in a rule, and a label value a recording rule creates
     ("model:mlnt_requests:error_ratio_rate5m", 'outcome="server_error"', 'outcome="server_errors"',
      'rule model:mlnt_requests:error_ratio_rate5m: label outcome of mlnt_requests_total never takes the value '
@@ -304,6 +304,100 @@ def test_a_recording_rule_without_by_keeps_the_labels_of_its_series_less_its_wit
     labels = check.recorded_labels("sum without (instance, pod, le) (rate(mlnt_batch_size_bucket[5m]))",
                                    check.contract_labels())
     assert set(labels) == {"model", "job", "namespace", "container", "endpoint"}
+
+
+def test_a_grouping_label_is_one_the_aggregations_own_series_carry(rules, board):
+    """A ratio grouped by a label only its numerator has matches nothing: ``reason`` is a label of the fallbacks,
+    not of the requests summed below the line, so the recorded ratio and its alert would be empty for ever."""
+    broken = copy.deepcopy(rules)
+    fallbacks = rule_named(broken, "model:mlnt_client_identity_fallbacks:ratio_rate5m")
+    fallbacks["expr"] = fallbacks["expr"].replace("sum by (model)", "sum by (model, reason)")
+    assert check.contract_problems(broken, board) == [
+        "rule model:mlnt_client_identity_fallbacks:ratio_rate5m: by (model, reason) names reason, which the series "
+        f"it aggregates do not have (found reason; expected a label of mlnt_requests_total: {MLNT_REQUESTS_LABELS})"]
+
+
+@pytest.mark.parametrize(("expr", "problems"), [
+    # the grouping after the aggregation's operand, as PromQL allows it
+    ("sum(rate(mlnt_client_identity_fallbacks_total[5m])) by (reason) / ignoring (reason) group_left "
+     "sum(rate(mlnt_requests_total[5m])) by (reason)",
+     ["panel 9 (p) query A: by (reason) names reason, which the series it aggregates do not have (found reason; "
+      f"expected a label of mlnt_requests_total: {MLNT_REQUESTS_LABELS})"]),
+    # an outer aggregation sees the labels the inner one keeps, and a without list is checked the same way
+    ("max by (model) (sum by (model, outcome) (rate(mlnt_requests_total[5m]))) + on (model) "
+     "sum without (class) (rate(mlnt_prediction_confidence_count[5m]))",
+     ["panel 9 (p) query A: without (class) names class, which the series it aggregates do not have (found class; "
+      "expected a label of mlnt_prediction_confidence_count: model, job, instance, namespace, pod, container, "
+      "endpoint)"]),
+    ("max by (outcome) (sum by (model) (rate(mlnt_requests_total[5m])))",
+     ["panel 9 (p) query A: by (outcome) names outcome, which the series it aggregates do not have (found outcome; "
+      "expected a label of mlnt_requests_total: model)"]),
+])
+def test_each_aggregations_grouping_is_checked_against_its_own_operand(rules, expr, problems):
+    schema = check.series_labels(rules)
+    assert check.label_problems(check.Expr("panel 9 (p) query A", expr), schema) == problems
+
+
+RATEABLE = "expected a counter, or a histogram's _bucket, _sum or _count series"
+
+
+@pytest.mark.parametrize(("expr", "problems"), [
+    # counters and a histogram's series are what rate(), irate() and increase() are for
+    ('sum(rate(mlnt_requests_total[5m])) + sum(irate(mlnt_batch_size_sum[1m])) + '
+     'sum(increase(mlnt_prediction_confidence_count[1h])) + sum(rate(mlnt_batch_size_bucket{le="1"}[5m]))', []),
+    # a gauge goes down as well as up: rate() reads every fall as a counter reset
+    ("avg by (model) (rate(mlnt_prediction_drift[5m]))",
+     ["panel 9 (p) query A: rate() reads mlnt_prediction_drift, a gauge (found rate(mlnt_prediction_drift[5m]); "
+      f"{RATEABLE})"]),
+    ('increase(up{job="x"}[1h]) > 0 or irate(model:mlnt_requests:rate5m[5m])',
+     ['panel 9 (p) query A: increase() reads up, a gauge (found increase(up{job="x"}[1h]); ' f"{RATEABLE})",
+      "panel 9 (p) query A: irate() reads model:mlnt_requests:rate5m, a recording rule's series (found "
+      f"irate(model:mlnt_requests:rate5m[5m]); {RATEABLE})"]),
+])
+def test_rate_and_increase_read_only_counters_and_histograms(expr, problems):
+    assert check.type_problems(check.Expr("panel 9 (p) query A", expr)) == problems
+
+
+QUANTILE = "expected le among the labels its buckets are aggregated by"
+
+
+@pytest.mark.parametrize(("expr", "problems"), [
+    ("histogram_quantile(0.95, sum by (model, le) (rate(mlnt_request_duration_seconds_bucket[5m])))", []),
+    ("histogram_quantile(0.95, sum(rate(mlnt_request_duration_seconds_bucket[5m])) by (le))", []),
+    ("histogram_quantile(0.95, rate(mlnt_request_duration_seconds_bucket[5m]))", []),  # no aggregation: le kept
+    # the le dropped by a by list, by a without list and by no grouping at all: one series, no buckets
+    ("histogram_quantile(0.95, sum by (model) (rate(mlnt_request_duration_seconds_bucket[5m])))",
+     [f"panel 9 (p) query A: histogram_quantile() aggregates its buckets by (model) (found by (model); {QUANTILE})"]),
+    ("histogram_quantile(0.9, sum without (le, pod) (rate(mlnt_batch_size_bucket[5m])))",
+     [f"panel 9 (p) query A: histogram_quantile() aggregates its buckets without (le, pod) (found without (le, pod); "
+      f"{QUANTILE})"]),
+    ("histogram_quantile(0.5, max(rate(mlnt_batch_size_bucket[5m])))",
+     [f"panel 9 (p) query A: histogram_quantile() aggregates its buckets into one series (found max(...); "
+      f"{QUANTILE})"]),
+    # the quantile of a histogram's _count series has no buckets to read
+    ("histogram_quantile(0.5, sum by (le) (rate(mlnt_batch_size_count[5m])))",
+     ["panel 9 (p) query A: histogram_quantile() reads mlnt_batch_size_count, which has no le (found "
+      "mlnt_batch_size_count; expected a histogram's _bucket series)"]),
+])
+def test_a_quantile_keeps_the_le_of_its_buckets(expr, problems):
+    assert check.type_problems(check.Expr("panel 9 (p) query A", expr)) == problems
+
+
+@pytest.mark.parametrize(("name", "old", "new", "found"), [
+    ("model:mlnt_prediction_drift:avg", "avg by (model) (mlnt_prediction_drift)",
+     "avg by (model) (rate(mlnt_prediction_drift[5m]))", "rate() reads mlnt_prediction_drift, a gauge"),
+    ("model:mlnt_request_duration_seconds:p95_5m", "sum by (model, le) (", "sum by (model) (",
+     "histogram_quantile() aggregates its buckets by (model)"),
+])
+def test_the_contract_check_reports_a_rule_of_the_wrong_type(rules, board, name, old, new, found):
+    """The shipped rules pass (test_rules_and_dashboard_use_only_contract_metrics_and_show_all_of_them); the same
+    rules with a gauge's rate or a quantile without le do not."""
+    broken = copy.deepcopy(rules)
+    rule = rule_named(broken, name)
+    assert old in rule["expr"]
+    rule["expr"] = rule["expr"].replace(old, new)
+    problems = check.contract_problems(broken, board)
+    assert len(problems) == 1 and problems[0].startswith(f"rule {name}: {found} (found "), problems
 
 
 def test_a_variable_reading_a_missing_label_is_reported(rules, board):
@@ -402,6 +496,8 @@ def test_a_threshold_or_for_changed_in_the_rule_alone_is_reported(rules, board):
         "compares with 0.09, 20",
         "panel 3 (Server-error ratio): its threshold line is at 0.05, but MlntPredictorHighErrorRate compares with "
         "0.09, 20",
+        "panel 4 (Latency p50 / p95 / p99): its description says 'for 10 minutes', but the for: of "
+        "MlntPredictorHighLatency is 14m",
     ]
     problems = check.threshold_problems(rules, "# Monitoring\n", board)
     assert len(problems) == 11 and all("no row in the alert table of docs/monitoring.md" in p for p in problems)
