@@ -997,7 +997,8 @@ def test_the_inference_service_uses_the_rendered_runtime(target):
     assert model["runtime"] == runtime["metadata"]["name"]
     assert model["modelFormat"]["name"] in {f["name"] for f in runtime["spec"]["supportedModelFormats"]}
     assert model["protocolVersion"] in runtime["spec"]["protocolVersions"]
-    assert service["metadata"]["annotations"]["serving.kserve.io/enable-prometheus-scraping"] == "true"
+    # the PodMonitor scrapes it; the annotation would let an annotation-based Prometheus job scrape it twice
+    assert "serving.kserve.io/enable-prometheus-scraping" not in service["metadata"]["annotations"]
     assert service["spec"]["predictor"]["serviceAccountName"] == "mlnt-predictor"
 
 
