@@ -21,7 +21,8 @@ def synthetic_labels(features: Tensor, labels: Tensor, *, num_sets: int, fractio
         features: ``[N, D]`` floating point, e.g. the penultimate features of a frozen CE-trained network.
         labels: ``[N]`` int64, the given (noisy) labels of the batch.
         num_sets: M >= 1, the number of label sets.
-        fraction: rho in [0, 1], the share of samples resampled in each set.
+        fraction: rho in [0, 1], the share of samples resampled in each set; below 1/N it resamples none, so every
+            set equals ``labels`` (``model.trainer.MlntConfig`` refuses such a fraction for its batch size).
         neighbours: k in [1, N - 1].
         generator: the only source of randomness; same state, same result.
 

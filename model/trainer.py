@@ -26,6 +26,7 @@ import copy
 import dataclasses
 import logging
 import math
+import numbers
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -93,13 +94,21 @@ class TrainConfig:
         return 1
 
     def __post_init__(self) -> None:
+        for setting in dataclasses.fields(self):  # a checkpoint holds the config, and must load without numpy's types
+            object.__setattr__(self, setting.name, _plain(getattr(self, setting.name)))
         _one_of("device", self.device, ("auto", "cpu", "cuda"))
+        for name in ("augment", "amp", "progress"):
+            _flag(name, getattr(self, name))
         for name in ("epochs", "batch_size"):
             _whole(name, getattr(self, name), 1)
         for name in ("crop_padding", "checkpoint_every", "eval_every", "seed", "workers"):
             _whole(name, getattr(self, name), 0)
         for name in ("lr", "momentum", "weight_decay", "lr_gamma", "grad_clip"):
             _at_least(name, getattr(self, name), 0.0)
+        for name, stops in (("lr", "never move"), ("lr_gamma", "stop moving at the first of lr_milestones")):
+            if getattr(self, name) == 0:  # a run that trains for hours and learns nothing, without a word
+                raise ValueError(f"{name}: expected a number above 0, found {getattr(self, name)!r}: the weights "
+                                 f"would {stops}")
         if self.momentum >= 1.0:  # SGD's velocity would never decay: the run diverges
             raise ValueError(f"momentum: expected a number in [0, 1), found {self.momentum!r}")
         # torch seeds a generator with at most 2**64 - 1; in-memory data shuffles epoch e with seed * 100_003 + e
@@ -163,6 +172,10 @@ class MlntConfig(TrainConfig):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name}: expected a number in [0, 1], found {value!r}")
+        if int(self.fraction * self.batch_size) < 1:  # as ``synthetic_labels`` counts the labels it resamples
+            raise ValueError(f"fraction: expected at least 1/batch_size ({1 / self.batch_size:.6g}), so that each "
+                             f"synthetic set resamples int(fraction * batch_size) >= 1 labels, found {self.fraction}: "
+                             f"no synthetic label would differ from the given ones")
         if self.ramp_end < self.ramp_start:
             raise ValueError(f"ramp_end: expected >= ramp_start ({self.ramp_start}), found {self.ramp_end}")
         if self.ramp_start >= self.epochs:
@@ -306,6 +319,8 @@ def train(config: TrainConfig, net: nn.Module, train_data: Source, *, val_data: 
     """
     group = group or Group()
     group.rows(config.batch_size)  # fails early unless the global batch splits evenly over the processes
+    if val_data is not None and len(val_data) == 0:
+        raise ValueError("val_data: expected at least one sample (the best model is picked on it), found 0")
     device = local_device(pick_device(config.device)) if group.active else pick_device(config.device)
     initial = _initial_state(net, store if group.is_main else None, store)
     net.load_state_dict(initial)
@@ -715,10 +730,12 @@ class _Loop:
         """Everything ``_resume`` restores: the config it was trained with, the weights, the optimiser and its
         schedule, every random state, and the ``LoopState``; and the main process's torch thread count (``threads``)
         and CPU kernels (``cpu_capability``, e.g. AVX2): CPU results depend on both, so ``_resume`` warns when one
-        changed."""
+        changed; and the number of processes (``world_size``), which ``_resume`` holds a resume to with batch norm
+        and warns of without it."""
         return {
             "format": CHECKPOINT_FORMAT, "key": self.key, "method": self.method, "config": dataclasses.asdict(self.cfg),
             "threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "world_size": self.group.world_size,
             "model": _cpu_state(self.net), "teacher": None if self.teacher is None else _cpu_state(self.teacher),
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "rng": {"generator": self.generator.get_state(), "torch": torch.get_rng_state(),
@@ -727,8 +744,10 @@ class _Loop:
         }
 
     def _save(self) -> None:
-        if self.store is not None and self.group.is_main:
-            self.store.save(self.key, self._checkpoint())
+        """Checkpoint (the main process) and remember it (every process: any one's NaN message may be the one shown)."""
+        if self.store is not None:
+            if self.group.is_main:
+                self.store.save(self.key, self._checkpoint())
             self.last_checkpoint = f"{self.store.location} ({self.key}, step {self.state.step})"
 
     def _checkpoint_name(self) -> str:
@@ -738,8 +757,9 @@ class _Loop:
 
     def _resume(self) -> None:
         """Restore everything ``_checkpoint`` saved, if the store holds this round's checkpoint and the resume
-        policy (``RESUMABLE_CHANGES``) accepts the config."""
+        policy (``RESUMABLE_CHANGES``) accepts the config, and every process resumes at the same step."""
         state = self.store.load(self.key) if self.store is not None else None
+        self._check_same_step(state)
         if state is None:
             return
         where = f"checkpoint {self.store.location} ({self.key})"
@@ -751,6 +771,7 @@ class _Loop:
                              f"{state['method']}: give each training its own checkpoint store")
         resume_policy(state.get("config", {}), self.cfg, step=state["step"], steps_per_epoch=self.steps_per_epoch,
                       where=where)
+        self._check_world_size(state.get("world_size"), where)
         self.net.load_state_dict(state["model"])
         if self.teacher is not None:
             self.teacher.load_state_dict(state["teacher"])
@@ -774,6 +795,42 @@ class _Loop:
                 log.warning("%s: written with %s CPU kernels, resumed with %s (another CPU): the run continues, but "
                             "its weights may differ in the last bits from a run that never stopped", where, kernels,
                             torch.backends.cpu.get_cpu_capability())
+
+    def _check_same_step(self, state: dict[str, Any] | None) -> None:
+        """Under data parallelism, a ``ValueError`` in every process unless all resume at the same step (or none
+        does), before any trains: a process that did not see the checkpoint the others resume from (a folder not
+        shared by the nodes) would pair its collectives with their later steps, and the main process would return
+        weights trained on that mismatch as if all were well."""
+        if not self.group.active:
+            return
+        step = -1 if state is None else int(state.get("step", -1))  # -1: no checkpoint
+        steps = self.group.gather_rows(torch.tensor([step], dtype=torch.int64, device=self.device)).tolist()
+        if len(set(steps)) == 1:
+            return
+        found = "; ".join(_resumed_at(s, [rank for rank, t in enumerate(steps) if t == s]) for s in sorted(set(steps)))
+        where = f"checkpoint {self.store.location} ({self.key})" if self.store is not None else \
+            f"{self.key} (no checkpoint store)"
+        raise ValueError(f"{where}: expected every one of the {self.group.world_size} processes to resume at the same "
+                         f"step, found {found}: every process must read the same checkpoint folder (one all of them "
+                         f"mount)")
+
+    def _check_world_size(self, saved: int | None, where: str) -> None:
+        """A checkpoint written by ``saved`` processes (None: before the number was recorded) resumed by another
+        number: with batch norm a ``ValueError`` (each process normalises its own rows of a global batch, so another
+        number trains another run); without it a warning, as for another thread count (the processes train the
+        weights one process would, up to the order of the sums)."""
+        now = self.group.world_size
+        if saved is None or saved == now:
+            return
+        if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.net.modules()):
+            raise ValueError(f"{where}: expected to resume with the {saved} processes that wrote it, found {now}: with "
+                             f"batch norm each process normalises its own rows of a batch, so another number trains "
+                             f"another run; resume with {saved} processes, or delete the checkpoint folder to train "
+                             f"afresh")
+        if self.group.is_main:
+            log.warning("%s: written by %d processes, resumed by %d: the run continues, the same run up to the order "
+                        "of its sums, so its weights may differ in the last bits from a run that never stopped; "
+                        "resume with %d processes for the same bits", where, saved, now, saved)
 
 
 def run_identity(config: TrainConfig) -> dict[str, Any]:
@@ -842,6 +899,34 @@ def _normalise(value: Any) -> Any:
 def _one_of(name: str, value: str, valid: tuple[str, ...]) -> None:
     if value not in valid:
         raise ValueError(f"Unknown {name} {value!r}. Valid: {', '.join(valid)}")
+
+
+def _resumed_at(step: int, ranks: list[int]) -> str:
+    """Where ``ranks`` resume (``_check_same_step``): ``no checkpoint in process 1``, ``step 6 in processes 0, 2``."""
+    where = "no checkpoint" if step < 0 else f"step {step}"
+    return f"{where} in process{'es' if len(ranks) > 1 else ''} {', '.join(map(str, ranks))}"
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as the Python type it stands for: a numpy (or other) integer as an ``int``, a real number as a
+    ``float``, a string as a ``str``, a numpy bool as a ``bool``, an array as a list, a list's or tuple's items
+    alike; so that the weights-only loader reads a checkpoint holding the config. Python's own values stay as they
+    are (an int where a float is expected too: a step names its checkpoint folder by the config's values), and
+    anything else is left to the checks to refuse."""
+    if isinstance(value, np.ndarray | np.generic):
+        value = value.tolist()
+    if isinstance(value, list | tuple):
+        return type(value)(map(_plain, value))
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return float(value)
+    return str(value) if isinstance(value, str) else value
+
+
+def _flag(name: str, value: bool) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name}: expected True or False, found {value!r}")
 
 
 def _at_least(name: str, value: float, low: float) -> None:

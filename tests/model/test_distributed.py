@@ -8,7 +8,10 @@ weights from its own rows, as a plain DDP wrapper would) they do not.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
+import logging
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,6 +19,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
+from components.common.checkpoints import FileCheckpointStore
 from model.distributed import Group
 from model.mlnt import mlnt_loss
 from model.trainer import Data, MlntConfig, TrainConfig, train
@@ -309,3 +313,116 @@ def test_every_round_starts_every_process_from_the_main_processs_weights(tmp_pat
     for round_, (a, b) in enumerate(zip(main, other, strict=True)):
         for name, value in a.items():
             assert torch.equal(value, b[name]), (round_, name)
+
+
+# --- resuming: every process from the same checkpoint, with the processes that wrote it --------------------------
+
+RESUME_CONFIG = TrainConfig(**{**QUIET, "epochs": 1, "augment": False, "checkpoint_every": 3})
+
+
+class NaNData(Data):
+    """Training data whose images turn NaN at the 4th batch of the 2nd epoch (step 10 of 6-step epochs)."""
+
+    def batches(self, epoch, *, first, batch_size, seed, rows=None, generator=None):
+        for b, (x, y) in enumerate(super().batches(epoch, first=first, batch_size=batch_size, seed=seed), start=first):
+            yield (x * float("nan"), y) if (epoch, b) == (1, 3) else (x, y)
+
+
+def _outcome(run) -> str:
+    """What ``run()`` ended with: the epochs of its history, or its error."""
+    try:
+        return f"epochs {[h['epoch'] for h in run().history]}"
+    except Exception as error:  # the test compares every process's outcome
+        return f"{type(error).__name__}: {error}"
+
+
+def _resume_worker(rank: int, init_file: str, results: dict) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD,
+                            timeout=datetime.timedelta(seconds=60))
+    torch.set_num_threads(1)
+    folder = Path(init_file).parent
+    group = Group(rank=rank, world_size=WORLD)
+    train_data, _ = noisy_problem(n=256)  # 192 training samples: 6 steps of 32 an epoch
+
+    def run(config, where, *, data=train_data, batch_norm=False):
+        return lambda: train(config, net(seed=1, batch_norm=batch_norm), data, store=FileCheckpointStore(where),
+                             group=group)
+
+    try:
+        longer = dataclasses.replace(RESUME_CONFIG, epochs=2)
+        results[rank] = {
+            "first": _outcome(run(RESUME_CONFIG, folder / "shared")),
+            # the second process does not see the first one's checkpoint folder
+            "unshared": _outcome(run(longer, folder / ("shared" if rank == 0 else "own"))),
+            "nan": _outcome(run(longer, folder / "nan", data=noisy_problem(n=256, data=NaNData)[0])),
+            "batch_norm": _outcome(run(RESUME_CONFIG, folder / "bn", batch_norm=True)),
+            "batch_norm_resumed": _outcome(run(longer, folder / "bn", batch_norm=True)),
+            "folder": str(folder)}
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def resumed_in_two_processes(tmp_path_factory):
+    return spawned(_resume_worker, tmp_path_factory)
+
+
+def test_processes_that_would_resume_at_different_steps_all_stop_naming_both(resumed_in_two_processes):
+    """A checkpoint folder one process does not see (not shared across nodes): the main process resumed at step 6
+    and trained on, pairing its collectives with the other's first steps, and returned wrong weights as if all were
+    well; only the other process failed afterwards, with a lost connection. Now both stop before training."""
+    main, other = resumed_in_two_processes
+    folder = main["folder"]
+    assert main["first"] == other["first"] == "epochs [1]"
+    for result, where in ((main, f"{folder}/shared"), (other, f"{folder}/own")):
+        assert result["unshared"] == (
+            f"ValueError: checkpoint {where} (round0): expected every one of the 2 processes to resume at the same "
+            f"step, found no checkpoint in process 1; step 6 in process 0: every process must read the same checkpoint "
+            f"folder (one all of them mount)"), result["unshared"]
+
+
+def test_every_process_names_the_last_good_checkpoint_when_the_loss_turns_nan(resumed_in_two_processes):
+    """Only the main process writes checkpoints; the others said 'none written yet', and torchrun may report any
+    process's error as the cause."""
+    main, other = resumed_in_two_processes
+    expected = (f"NonFiniteLossError: loss is nan at step 10 (epoch 2); last good checkpoint: {main['folder']}/nan "
+                f"(round0, step 9)")
+    assert main["nan"] == other["nan"] == expected
+
+
+def test_a_checkpoint_resumes_with_the_number_of_processes_that_wrote_it(resumed_in_two_processes, caplog):
+    """The checkpoint records the number of processes. With batch norm another number trains another run (each
+    process normalises its own rows of a batch), so such a resume is refused; without it the processes train the same
+    weights as one up to summation order, so it continues with a warning, as for another thread count. A checkpoint
+    without the number (written before it was recorded) resumes without either."""
+    main, other = resumed_in_two_processes
+    assert main["batch_norm"] == other["batch_norm"] == "epochs [1]"
+    assert main["batch_norm_resumed"] == other["batch_norm_resumed"] == "epochs [1, 2]"
+    folder, train_data = Path(main["folder"]), noisy_problem(n=256)[0]
+    longest = dataclasses.replace(RESUME_CONFIG, epochs=3)
+    store = FileCheckpointStore(folder / "bn")
+    assert store.load("round0")["world_size"] == WORLD
+    with pytest.raises(ValueError, match=rf"checkpoint {folder}/bn \(round0\): expected to resume with the 2 "
+                                         r"processes that wrote it, found 1: with batch norm each process normalises "
+                                         r"its own rows of a batch, so another number trains another run; resume "
+                                         r"with 2 processes, or delete the checkpoint folder to train afresh"):
+        train(longest, net(seed=1, batch_norm=True), train_data, store=store)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the processes' count: no warning of another one
+    try:
+        with caplog.at_level(logging.WARNING, logger="model.trainer"):
+            resumed = train(dataclasses.replace(RESUME_CONFIG, epochs=2), net(seed=1), train_data,
+                            store=FileCheckpointStore(folder / "shared"))
+        assert [h["epoch"] for h in resumed.history] == [1, 2]
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warnings) == 1 and "written by 2 processes, resumed by 1:" in warnings[0], warnings
+        old = store.load("round0")
+        del old["world_size"]
+        store.save("round0", old)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="model.trainer"):
+            assert [h["epoch"] for h in train(longest, net(seed=1, batch_norm=True), train_data,
+                                              store=store).history] == [1, 2, 3]
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    finally:
+        torch.set_num_threads(threads)

@@ -5,6 +5,7 @@ import dataclasses
 import logging
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -550,12 +551,65 @@ def test_mlnt_and_its_control_see_the_same_augmented_images(monkeypatch):
     (lambda: MlntConfig(neighbours=128), r"neighbours: expected fewer than batch_size \(128\), found 128"),
     (lambda: MlntConfig(epochs=2, rounds=2, ramp_start=1.5, ramp_end=1.5),
      r"ramp_start: expected an epoch below epochs - 0.5 \(1.5\) with rounds > 1, found 1.5: a later round"),
+    # values that turn training or the method off: no update, no label ever resampled
+    (lambda: TrainConfig(lr=0.0), r"lr: expected a number above 0, found 0.0: the weights would never move"),
+    (lambda: TrainConfig(lr_gamma=0), r"lr_gamma: expected a number above 0, found 0: the weights would stop moving "
+                                      r"at the first of lr_milestones"),
+    (lambda: MlntConfig(fraction=0.0), r"fraction: expected at least 1/batch_size \(0.0078125\), so that each "
+                                       r"synthetic set resamples int\(fraction \* batch_size\) >= 1 labels, found 0.0"),
+    (lambda: MlntConfig(fraction=0.005), r"fraction: expected at least 1/batch_size \(0.0078125\).* found 0.005"),
+    (lambda: MlntConfig(batch_size=64, fraction=0.0156),
+     r"fraction: expected at least 1/batch_size \(0.015625\).* found 0.0156"),  # 0.0156 * 64 = 0.998
+    (lambda: TrainConfig(augment="no"), r"augment: expected True or False, found 'no'"),
+    (lambda: TrainConfig(lr="0.1"), r"lr: expected a finite number >= 0.0, found '0.1'"),
     (lambda: MlntConfig(epochs=2, rounds=2, lr_milestones=(1.6,)), r"lr_milestones\[0\]: expected an epoch below "
                                                                     r"epochs - 0.5 \(1.5\) with rounds > 1, found 1.6"),
 ])
 def test_bad_config_values(make, message):
     with pytest.raises(ValueError, match=message):
         make()
+
+
+def test_the_smallest_fraction_that_resamples_a_label_is_taken():
+    """int(fraction * batch_size) labels are resampled in each synthetic set: 1/batch_size resamples one."""
+    assert MlntConfig(batch_size=64, fraction=1 / 64).fraction == 1 / 64
+    assert MlntConfig(batch_size=64, fraction=0.016).fraction == 0.016
+
+
+def test_numpy_numbers_in_a_config_become_python_ones_and_its_checkpoints_resume(tmp_path):
+    """A sweep over ``np.logspace`` gave numpy floats, which pass every check (a float subclass) but made every
+    checkpoint unreadable (the weights-only loader refuses numpy scalars): a crash lost the whole run. The config
+    now holds Python numbers, so its checkpoints load and the run continues."""
+    train_data, _ = noisy_problem(n=200)
+    config = MlntConfig(epochs=np.int64(1), lr=np.logspace(-2, -1, 3)[1], fraction=np.float32(0.5),
+                        lr_milestones=np.array([0.5]), augment=np.bool_(False), device=np.str_("cpu"),
+                        **{k: v for k, v in QUIET.items() if k not in ("lr", "augment")})
+    fields = dataclasses.asdict(config)
+    assert {k: type(v) for k, v in fields.items() if type(v) not in (int, float, bool, str, tuple, list)} == {}
+    assert (type(config.epochs), type(config.lr), type(config.fraction), type(config.augment)) == (int, float, float,
+                                                                                                   bool)
+    assert list(config.lr_milestones) == [0.5] and type(config.lr_milestones[0]) is float
+    train(config, net(), train_data, store=FileCheckpointStore(tmp_path))
+    assert FileCheckpointStore(tmp_path).load("round0")["config"]["lr"] == config.lr
+    longer = train(dataclasses.replace(config, epochs=2), net(), train_data, store=FileCheckpointStore(tmp_path))
+    assert [h["epoch"] for h in longer.history] == [1, 2]  # resumed after epoch 1
+
+
+def test_a_config_keeps_python_numbers_as_they_are():
+    """Only other number types are converted: an int given for a float setting stays the int the user wrote, so that
+    the checkpoint folder a step names by its config (``components.common.checkpoints``) stays the one it wrote."""
+    config = MlntConfig(ramp_start=1, ramp_end=2.5, lr_milestones=[1])
+    assert (config.ramp_start, type(config.ramp_start), config.ramp_end) == (1, int, 2.5)
+    assert config.lr_milestones == [1]
+
+
+def test_an_empty_validation_set_is_refused_before_training():
+    """It passed, then failed after the first epoch inside torch (``argmax(): Expected reduction dim 1 to have
+    non-zero size``), naming no input."""
+    train_data, val = noisy_problem(n=200)
+    with pytest.raises(ValueError, match=r"val_data: expected at least one sample \(the best model is picked on "
+                                         r"it\), found 0"):
+        train(TrainConfig(epochs=1, **QUIET), net(), train_data, val_data=Data(val.images[:0], val.labels[:0]))
 
 
 def test_each_epoch_draws_its_own_order_of_the_data():
