@@ -6,20 +6,21 @@ train, test and each other split of the manifest, ``<split>_images``, and the sh
 ``<split>_blank_share``), ``classes`` (one row per class: its count in each split, ``<split>_count``, and its share of
 the training split, ``train_share``) and ``overlap`` (one row: the share of test images, and of validation images
 where the dataset has its own val split, with a near-duplicate in the training split, which would flatter the gate
-or the model selection; near-duplicates' 8x8 grayscale thumbnails differ by at most 8 grey levels in every cell and
-their 16x16 ones, less their means, by at most 3 on average, or one's and the other's mirror image's
+or the model selection, and the share of validation images with one in the test split, which would choose the
+model on the images the gate judges; near-duplicates' 8x8 grayscale thumbnails differ by at most 8 grey levels in
+every cell and their 16x16 ones, less their means, by at most 3 on average, or one's and the other's mirror image's
 (``components.common.thumbnails``): a re-encoded or slightly brightened copy matches, a shifted or cropped one does
-not; a failure names up to five pairs, each image by its file where ingest
-kept the files, e.g. ``test/cat/dup.png ≈ train/cat/3.png``, else by split and row, ``test image 4 ≈ train image
-297``). Every dataset needs a train and a test split.
+not; a failure names up to five pairs, each image by its file where ingest kept the files, e.g.
+``test/cat/dup.png ≈ train/cat/3.png``, else by split and row, ``test image 4 ≈ train image 297``, ``val image 3 ≈
+test image 5``). Every dataset needs a train and a test split.
 
 Labels must be one integer class index per image (a one-dimensional integer array as long as the images): other
 labels (floats, NaN, one-hot rows, one label too few) are a ``DataError`` naming the file, before any table is built.
 
 Writes ``artifacts/validate/report.json`` (success, one entry per failed expectation, statistics, every near-duplicate
-pair of the overlap table, ``near_duplicates``, and ``label_conflicts``: training images that are copies of an
-earlier one with another label, their thumbnails equal at 16 grey levels, mirrored or not, a warning, not a
-failure) and the Great Expectations Data Docs
+pair of the overlap table, ``near_duplicates`` (``test`` and ``val``: in training; ``val_in_test``), and
+``label_conflicts``: training images that are copies of an earlier one with another label, their thumbnails equal at
+16 grey levels, mirrored or not, a warning, not a failure) and the Great Expectations Data Docs
 (HTML) under ``artifacts/validate/gx/``, the two as one set (the project is built aside, in ``.gx-staging/``,
 and swapped in with the report: a failed write leaves both as they were, and ``gx/`` holds this run's results
 alone). On any failed expectation it prints one line per failure (expectation,
@@ -51,6 +52,12 @@ from model.progress import progress
 
 INGEST_OUT = FOLDERS["ingest"]
 REQUIRED_SPLITS = ("train", "test")  # every dataset has them: the model trains on one, the gate judges the other
+# The overlap table's near-duplicate checks, each a column ``<split>_in_<against>_share`` (the val ones where the
+# dataset has its own val split) and a list of pairs in report.json's ``near_duplicates`` under its key: key ->
+# (split, the split searched for its images' near-duplicates). Test or val images in training would flatter the gate
+# or the selection; val images in test would choose the model, its temperature and the gate's CE reference on the
+# images the gate judges.
+OVERLAPS = {"test": ("test", "train"), "val": ("val", "train"), "val_in_test": ("val", "test")}
 
 OUT = FOLDERS["validate"]
 STAGING = ".gx-staging"  # inside the output folder: this run's project until it is swapped in
@@ -68,7 +75,7 @@ class ValidateConfig:
 
     min_images: int = 1  # each split holds at least this many images; each training class at least min_images / K
     class_balance_ratio: float = 5.0  # each class's share of the training split is within [1/(ratio K), ratio/K]
-    max_duplicate_share: float = 0.01  # at most this share of test (and val) images has a near-duplicate in training
+    max_duplicate_share: float = 0.01  # share of test, val images with a near-duplicate in train; of val in test
     max_blank_share: float = 0.01  # at most this share of each split's images is blank: one colour, every pixel
 
     def __post_init__(self) -> None:
@@ -150,7 +157,8 @@ def build_tables(ingest: Path, manifest: dict) -> dict[str, Any]:
     ``iter_images``, with its ``position`` in its split), ``splits`` (one row: ``<split>_images``, the rows of
     ``images`` of train, test and each other split of the manifest's counts, and ``<split>_blank_share``, the share of
     them with one colour), ``classes`` (``class_table``) and ``overlap`` (the share of test, and of val where there is
-    one, with a near-duplicate, ``first_matches``, among the training images). Reads ``ingest``."""
+    one, with a near-duplicate, ``first_matches``, among the training images, and of val among the test images:
+    ``OVERLAPS``). Reads ``ingest``."""
     import pandas as pd  # noqa: PLC0415 - pandas is only needed by this step
 
     rows, found = [], {"train": [], "test": [], "val": []}  # each split's fingerprints, and its mirror images'
@@ -176,12 +184,14 @@ def build_tables(ingest: Path, manifest: dict) -> dict[str, Any]:
     table = pd.concat(rows, ignore_index=True)
     table["position"] = table.groupby("split").cumcount()  # the image's index in its split (train.npz, ...)
     classes = class_table(table, manifest)
-    train = Prints.cat([own for own, _ in found["train"]])
-    pairs = {split: _overlap(found[split], train) for split in ("test", "val")}
+    prints = {split: Prints.cat([own for own, _ in found[split]]) for split in ("train", "test")}
+    pairs = {key: _overlap(found[split], prints[against]) for key, (split, against) in OVERLAPS.items()}
     counts = table["split"].value_counts()
-    overlap = pd.DataFrame({f"{split}_in_train_share": [len(pairs[split]) / max(int(counts.get(split, 0)), 1)]
-                            for split in ("test", "val") if split == "test" or "val" in manifest["counts"]})
-    overlap.attrs["pairs"] = {split: _name_pairs(ingest, manifest, split, matched) for split, matched in pairs.items()}
+    overlap = pd.DataFrame({f"{split}_in_{against}_share": [len(pairs[key]) / max(int(counts.get(split, 0)), 1)]
+                            for key, (split, against) in OVERLAPS.items()
+                            if split == "test" or "val" in manifest["counts"]})
+    overlap.attrs["pairs"] = {key: _name_pairs(ingest, manifest, split, pairs[key], against=against)
+                              for key, (split, against) in OVERLAPS.items()}
     overlap.attrs["conflicts"] = [
         f"{named} ({_class_name(manifest, train_labels[row])} and {_class_name(manifest, train_labels[first])})"
         for named, (row, first, _) in zip(_pair_names(ingest, manifest, "train", conflicts), conflicts, strict=True)]
@@ -204,13 +214,14 @@ def split_table(images, manifest: dict):
     return frame
 
 
-def _overlap(queries: list, train: Prints) -> list[tuple[int, int, bool]]:
-    """(row, training row, mirrored) for each image of a split (``queries``: its chunks' fingerprints and their
-    mirror images') with a near-duplicate among the training images (``train``'s fingerprints)."""
+def _overlap(queries: list, among: Prints) -> list[tuple[int, int, bool]]:
+    """(row, matched row, mirrored) for each image of a split (``queries``: its chunks' fingerprints and their
+    mirror images') with a near-duplicate among another split's images (``among``'s fingerprints: training, or
+    test)."""
     if not queries:
         return []
     matched, mirrored = first_matches(Prints.cat([own for own, _ in queries]),
-                                      Prints.cat([flipped for _, flipped in queries]), train)
+                                      Prints.cat([flipped for _, flipped in queries]), among)
     return [(int(row), int(matched[row]), bool(mirrored[row])) for row in np.flatnonzero(matched >= 0)]
 
 
@@ -241,27 +252,29 @@ def _label_conflicts(first: dict[bytes, int], keys: list[bytes], mirrored: list[
 DUPLICATE_PAIRS = 5  # near-duplicate pairs named in an overlap failure
 
 
-def _name_pairs(ingest: Path, manifest: dict, split: str, pairs: list[tuple[int, int, bool]]) -> dict:
-    """``pairs`` (``split`` row, training row, mirrored) named: ``all``, every pair (``_pair_names``), and ``text``,
-    the first ``DUPLICATE_PAIRS`` of them as one line, e.g. ``test/cat/dup.png ≈ train/cat/3.png, test image 7 ≈
-    train image 12 (mirrored)`` ("" without pairs)."""
-    named = _pair_names(ingest, manifest, split, pairs)
+def _name_pairs(ingest: Path, manifest: dict, split: str, pairs: list[tuple[int, int, bool]], *,
+                against: str = "train") -> dict:
+    """``pairs`` (``split`` row, ``against`` row, mirrored) named: ``all``, every pair (``_pair_names``), and
+    ``text``, the first ``DUPLICATE_PAIRS`` of them as one line, e.g. ``test/cat/dup.png ≈ train/cat/3.png, test
+    image 7 ≈ train image 12 (mirrored)`` ("" without pairs)."""
+    named = _pair_names(ingest, manifest, split, pairs, against=against)
     text = ", ".join(named[:DUPLICATE_PAIRS])
     more = f", ... ({len(pairs)} {split} images in all)" if len(pairs) > DUPLICATE_PAIRS else ""
     return {"all": named, "text": text + more}
 
 
-def _pair_names(ingest: Path, manifest: dict, split: str, pairs: list[tuple[int, int, bool]]) -> list[str]:
-    """Each of ``pairs`` (``split`` row, training row, mirrored) as ``a ≈ b``: each image by its file (the ``keys``
-    an image folder's npz holds, a shard's key) where the ingested data has one, else by split and row."""
+def _pair_names(ingest: Path, manifest: dict, split: str, pairs: list[tuple[int, int, bool]], *,
+                against: str = "train") -> list[str]:
+    """Each of ``pairs`` (``split`` row, ``against`` row, mirrored) as ``a ≈ b``: each image by its file (the
+    ``keys`` an image folder's npz holds, a shard's key) where the ingested data has one, else by split and row."""
     if not pairs:
         return []
-    names = {s: _keys(ingest, manifest, s) for s in (split, "train")}
+    names = {s: _keys(ingest, manifest, s) for s in (split, against)}
 
     def name(s: str, row: int) -> str:
         return str(names[s][row]) if names[s] is not None and row < len(names[s]) else f"{s} image {row}"
 
-    return [f"{name(split, row)} ≈ {name('train', match)}{' (mirrored)' if mirrored else ''}"
+    return [f"{name(split, row)} ≈ {name(against, match)}{' (mirrored)' if mirrored else ''}"
             for row, match, mirrored in pairs]
 
 
@@ -343,9 +356,9 @@ def expectations(config: ValidateConfig, manifest: dict) -> dict[str, list]:
                                                max_value=min(1.0, config.class_balance_ratio / k))]
     classes += [e.ExpectColumnValuesToBeBetween(column=f"{split}_count", min_value=1)  # else its metrics read 0
                 for split in ("test", "val") if split in manifest["counts"]]
-    overlap = [e.ExpectColumnValuesToBeBetween(column=f"{split}_in_train_share", min_value=0.0,
+    overlap = [e.ExpectColumnValuesToBeBetween(column=f"{split}_in_{against}_share", min_value=0.0,
                                                max_value=config.max_duplicate_share)
-               for split in ("test", "val") if split == "test" or "val" in manifest["counts"]]
+               for split, against in OVERLAPS.values() if split == "test" or "val" in manifest["counts"]]
     return {"images": images, "splits": per_split, "classes": classes, "overlap": overlap}
 
 
@@ -405,7 +418,9 @@ def _failure(table: str, result, frame) -> dict:
         observed = (f"{found.get('unexpected_count')} of {found.get('element_count')} values unexpected, "
                     f"e.g. {found.get('partial_unexpected_list', [])[:EXAMPLES]}" + (f" at {where}" if where else ""))
         column = config.kwargs.get("column", "")
-        pairs = frame.attrs.get("pairs", {}).get(column.split("_in_train_share")[0])
+        key = next((key for key, (split, against) in OVERLAPS.items() if column == f"{split}_in_{against}_share"),
+                   None)
+        pairs = frame.attrs.get("pairs", {}).get(key)
         if pairs and pairs["text"]:
             observed += (f"; near-duplicates: {pairs['text']} (every pair: report.json's near_duplicates); remove "
                          f"one image of each pair, or put both in one split")

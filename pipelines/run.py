@@ -2,7 +2,7 @@
 
     python -m pipelines.run --local [--data FOLDER] [--params params.yaml] [--tiny] [--root artifacts/kfp]
                             [--registry ROOT/releases]
-    python -m pipelines.run --host https://kfp.example.com [--data /mnt/data/FOLDER] [--params FILE]
+    python -m pipelines.run --host https://kfp.example.com [--data /mnt/data/FOLDER] [--params FILE] [--tiny]
                             [--registry /mnt/registry/FOLDER] [--experiment mlnt]
                             [--service-account mlnt-pipeline] [--pushgateway ADDRESS] [--pipeline NAME]
 
@@ -13,7 +13,10 @@ every reason (the pipeline's output ``decision``, as ``python -m components.gate
 ``release: REGISTRY/latest -> VERSION`` where this run's gate released a version, else ``still serving:`` and the
 release the registry's ``latest`` still points at (a failed gate, or a model that is the champion already); a failed
 gate is a decision, not an error: the exit code is 0. ``--tiny`` trains for two epochs at batch 32 on 600
-of the ingested images (480 for training, 120 for validation): a smoke run of the whole graph, in minutes.
+of the ingested images (480 for training, 120 for validation): a smoke run of the whole graph, in minutes. Its gate
+has no accuracy floor (``gate.min_accuracy`` 0), so with ``--host`` it needs a ``--registry`` of its own (e.g.
+``/mnt/registry/smoke``; without one it is refused: the pipeline's default is the production registry) and its
+deploy step writes the InferenceService without applying it.
 ``--host`` compiles the pipeline and submits a run; the server pulls the project image and uses its GPU node pool.
 ``--params`` gives every step's section from another params file, e.g. ``recipes/clothing1m.yaml`` with
 ``--data /mnt/data/clothing1m``; each section is checked before anything runs as its step will build it (ingest's
@@ -54,7 +57,7 @@ import tempfile
 from pathlib import Path
 
 from components.common import telemetry
-from components.common.config import build, load_params, printable
+from components.common.config import check_sections, load_params, printable
 from components.common.telemetry import PUSHGATEWAY_ENV, has_userinfo, redact_address
 from pipelines import mlnt_pipeline as definition
 from pipelines import pushgateway as pushgateway_settings
@@ -90,8 +93,8 @@ def pipeline_arguments(data: str | None, *, tiny: bool, params_file: Path | None
     parameters are stored and shown with the run; so is a name that is not a label value (telemetry would push
     nothing under it). ``data`` None sends no ``data_path``: the pipeline's default (``DEFAULT_DATA_PATH``,
     Fashion-MNIST's folder on the data volume) applies, which is a ``ValueError`` for a params file of another dataset
-    (``ingest.dataset``, as the ingest step's config reads it). Every section is checked with the folder the run
-    reads (``check_sections``)."""
+    (``ingest.dataset``, as the ingest step's config reads it). Every section is checked as its step will build it,
+    ingest's with the folder the run reads (``components.common.config.check_sections``)."""
     if has_userinfo(pushgateway):
         raise ValueError(f"pushgateway: the address {redact_address(pushgateway)} carries credentials, which a run "
                          "stores with its parameters: give them in the Secret mlnt-pushgateway (docs/monitoring.md)")
@@ -100,7 +103,8 @@ def pipeline_arguments(data: str | None, *, tiny: bool, params_file: Path | None
     for section, values in (TINY if tiny else {}).items():
         params[section].update(values)
     source = f"{params_file or 'params.yaml'}{' with --tiny' if tiny else ''}"
-    dataset = check_sections(params, source, data_path=definition.DEFAULT_DATA_PATH if data is None else data)
+    configs = check_sections(params, source, data_path=definition.DEFAULT_DATA_PATH if data is None else data)
+    dataset = configs["ingest"].dataset
     if data is None and dataset != definition.DEFAULT_DATASET:
         raise ValueError(f"--data: expected the {dataset} folder in the cluster (e.g. {definition.DATA_MOUNT}/"
                          f"{dataset}) for {params_file or 'params.yaml'}, found none; the pipeline's default "
@@ -109,29 +113,10 @@ def pipeline_arguments(data: str | None, *, tiny: bool, params_file: Path | None
             **{f"{section}_params": json.dumps(values) for section, values in params.items()}}
 
 
-def check_sections(params: dict, source: str, *, data_path: str) -> str:
-    """Each step's section built as the step will build it, here, before a run starts: a ``ConfigError`` naming
-    ``source``, the section and the field, rather than a step that fails in the cluster after the ones before it.
-    Ingest's is built with ``data_path``, the folder the run reads, over its ``path``, as the ingest step does;
-    returns its dataset."""
-    from components import baseline, evaluate, export, gate, mlnt, noise, validate  # noqa: PLC0415
-
-    classes = {"validate": validate.ValidateConfig, "noise": noise.NoiseConfig, "baseline": baseline.BaselineConfig,
-               "mlnt": mlnt.MlntStepConfig, "evaluate": evaluate.EvaluateConfig, "export": export.ExportConfig,
-               "gate": gate.GateConfig}
-    dataset = ingest_config(params, source, data_path=data_path).dataset
-    for section, cls in classes.items():
-        build(cls, params[section], where=f"{source}: {section}")
-    return dataset
-
-
 def ingest_config(params: dict, source: str, *, data_path: str | None = None):
     """The ingest section of ``params`` as the ingest step's typed config (``components.ingest.IngestConfig``),
     defaults included, with ``data_path`` over its ``path`` where given; a ``ConfigError`` naming ``source``."""
-    from components.ingest import IngestConfig  # noqa: PLC0415 - imports torch
-
-    given = params["ingest"] if data_path is None else {**params["ingest"], "path": data_path}
-    return build(IngestConfig, given, where=f"{source}: ingest")
+    return check_sections({"ingest": params["ingest"]}, source, data_path=data_path)["ingest"]
 
 
 def run_local(data: Path | None, *, root: Path, registry: Path, tiny: bool, params_file: Path | None = None,
@@ -204,7 +189,9 @@ def submit(host: str, data: str | None, *, experiment: str, tiny: bool, service_
     """Compile and submit one run to the Kubeflow Pipelines server at ``host``, its pods running as
     ``service_account`` (k8s/base/rbac.yaml: what KFP's launcher needs, nothing else; the deploy step alone mounts
     the ``mlnt-deployer`` token that may patch the InferenceService); returns the run id. ``data`` None: the
-    pipeline's default ``data_path``; ``registry`` None: its default ``registry`` (``cluster_arguments``). The run
+    pipeline's default ``data_path``; ``registry`` None: its default ``registry`` (``cluster_arguments``), a
+    ``ValueError`` with ``tiny``, whose gate has no accuracy floor (``TINY``): a smoke model would become the
+    production champion; a ``tiny`` run never applies its deploy (``apply_deploy`` false). The run
     keeps the compiled caching options (no ``enable_caching``, which would set every task's, turning the cache on for
     ingest and the gate): ingest and the gate are never cached, and, since KFP keys a step's cache on its input
     artifacts and ingest writes new ones each run, no step is reused. The requests carry the pod's KFP token where
@@ -212,9 +199,15 @@ def submit(host: str, data: str | None, *, experiment: str, tiny: bool, service_
     import kfp  # noqa: PLC0415
 
     # the arguments first: a wrong one fails as itself, before the client connects
+    if tiny and registry is None:
+        raise ValueError(f"--tiny: expected --registry with --host (a folder on the registry volume of its own, e.g. "
+                         f"{definition.REGISTRY_MOUNT}/smoke), found none: a smoke run's gate has no accuracy floor "
+                         f"(gate.min_accuracy {TINY['gate']['min_accuracy']:g}) and would release its model into the "
+                         f"production registry, {definition.REGISTRY_MOUNT}")
     arguments = {**cluster_arguments(data, registry),
                  **pipeline_arguments(data, tiny=tiny, params_file=params_file, pushgateway=pushgateway,
-                                      pipeline=pipeline)}
+                                      pipeline=pipeline),
+                 **({"apply_deploy": False} if tiny else {})}  # a smoke model is never served
     client = kfp.Client(host=host, credentials=kfp_credentials())
     with tempfile.TemporaryDirectory() as folder:
         package = compile_pipeline(Path(folder) / "mlnt_pipeline.yaml")
@@ -264,7 +257,8 @@ def main(argv: list[str] | None = None) -> int:
                                        f"{definition.DEFAULT_DATA_PATH} ({definition.DEFAULT_DATASET} only)")
     parser.add_argument("--params", type=Path, help="every step's section from this params file (default: the "
                                                     "params.yaml the pipeline was built with)")
-    parser.add_argument("--tiny", action="store_true", help="two epochs on 600 of the ingested images (a smoke run)")
+    parser.add_argument("--tiny", action="store_true", help="two epochs on 600 of the ingested images (a smoke run; "
+                                                            "--host: needs --registry, never deployed)")
     parser.add_argument("--root", type=Path, help=f"--local only: the pipeline root (default: {ROOT})")
     parser.add_argument("--registry", type=Path, help="the model registry the gate releases into, over gate.registry; "
                                                       "--local: default ROOT/releases, apart from the releases/ that "

@@ -802,6 +802,22 @@ def test_host_sends_registry_as_the_pipelines_registry_and_refuses_root(capsys):
                                        "/mnt/registry/clothing1m), found 'releases/clothing1m'\n")
 
 
+def test_host_refuses_a_tiny_run_without_a_registry_of_its_own_and_never_deploys_it(capsys):
+    """--tiny's gate has no accuracy floor (min_accuracy 0): submitted with the pipeline's registry (the volume's root,
+    production's) and deploy, a smoke model would become the champion and be served, and later models would be judged
+    against it. Refused before connecting without --registry; with one, the run releases there and deploy writes
+    the InferenceService it would apply without applying it."""
+    assert run.main(["--host", "http://127.0.0.1:9", "--tiny", "--data", "/mnt/data/fashion-mnist"]) == 1
+    assert capsys.readouterr().err == (
+        "error: pipelines.run: --tiny: expected --registry with --host (a folder on the registry volume of its own, "
+        "e.g. /mnt/registry/smoke), found none: a smoke run's gate has no accuracy floor (gate.min_accuracy 0) and "
+        "would release its model into the production registry, /mnt/registry\n")
+    arguments = submitted_run(["--tiny", "--registry", "/mnt/registry/smoke"])["runtime_config"]["parameters"]
+    assert (arguments["registry"], arguments["apply_deploy"]) == ("/mnt/registry/smoke", False)
+    assert json.loads(arguments["gate_params"])["min_accuracy"] == 0.0
+    assert "apply_deploy" not in submitted_run([])["runtime_config"]["parameters"]  # the pipeline's default: True
+
+
 @pytest.mark.parametrize("missing", ["dataset", "path"])
 def test_a_params_file_that_leaves_ingest_fields_to_their_defaults_runs_as_the_step_would(missing, tmp_path,
                                                                                          monkeypatch, capsys):

@@ -1,4 +1,5 @@
 import dataclasses
+import itertools
 import re
 import subprocess
 import sys
@@ -9,7 +10,8 @@ import pytest
 import yaml
 
 from components import baseline, evaluate, export, gate, ingest, mlnt, noise, validate
-from components.common.config import ConfigError, apply_override, build, cli, load_params, parse
+from components.common.config import ConfigError, apply_override, build, cli, load_params, parse, step_configs
+from components.common.steps import STEPS
 
 ROOT = Path(__file__).resolve().parents[2]
 MODULES = {"ingest": ingest, "validate": validate, "noise": noise, "baseline": baseline, "mlnt": mlnt,
@@ -53,6 +55,7 @@ def test_the_clothing1m_recipe_is_the_authors():
 
 
 def test_every_step_module_has_a_section_of_its_own_name():
+    assert step_configs() == SECTIONS and list(step_configs()) == list(STEPS)  # the table every step checks with
     for section, cls in SECTIONS.items():
         module = MODULES[section]
         assert callable(module.main) and callable(module.run)
@@ -136,10 +139,32 @@ def test_scalars_read_as_dvc_reads_them():
     from components.common.config import read_yaml  # noqa: PLC0415
 
     for text in ("12_000", "0b101", "-0x1F", "0o17", "1_0.5", "010", "0777", "5e-4", "1.5E+3", ".5", "1.", "+4", "-3",
-                 "1e5", ".inf", "-.inf", "true", "False", "no", "yes", "~", "null", "1:30", "x1", "0b2"):
-        ours, dvc = read_yaml(f"a: {text}")["a"], parse_yaml(f"a: {text}", "params.yaml")["a"]
+                 "1e5", ".inf", "-.inf", "true", "False", "no", "yes", "~", "null", "1:30", "x1", "0b2",
+                 "-_1", "+_1", "._5", "-._5", ".1e5", ".1e+5", "1.e5"):  # a "_" after the sign or the point; ".1e5"
+        ours, dvc = read_yaml(f"a: {text}")["a"], parse_yaml(f"a: {text}", "params.yaml")["a"]  # is DVC's string
         assert (ours, type(ours)) == (dvc, type(dvc)), text
     assert read_yaml("a: .nan")["a"] != read_yaml("a: .nan")["a"]  # NaN, as DVC's
+
+
+def test_every_short_number_spelling_reads_as_dvc_reads_it():
+    """Every scalar of up to three of the characters numbers are spelt with reads as DVC reads it, or fails as it
+    does (``-_``: a sign and no digits; ours a YAML error naming the field, DVC's a ValueError): the int and float
+    patterns once differed from ruamel's on ``-_1``, ``._5`` (strings here, numbers in DVC) and ``.1e5`` (a float
+    here, a string in DVC)."""
+    from dvc.utils.serialize import YAMLError, parse_yaml  # noqa: PLC0415 - DVC is a dev dependency here
+
+    from components.common.config import read_yaml  # noqa: PLC0415
+
+    def read(parser, text):
+        try:
+            value = parser(text)["a"]
+        except (yaml.YAMLError, YAMLError, ValueError):
+            return "error"
+        return repr(value), type(value)
+
+    differ = [text for size in (1, 2, 3) for text in map("".join, itertools.product("-+._1e", repeat=size))
+              if read(read_yaml, f"a: {text}") != read(lambda t: parse_yaml(t, "params.yaml"), f"a: {text}")]
+    assert differ == []
 
 
 @pytest.mark.parametrize(("text", "message"), [
@@ -174,6 +199,45 @@ def test_unknown_key_in_the_params_file(tmp_path):
     path.write_text("noise:\n  rate: 0.1\n  colour: red\n")
     with pytest.raises(ConfigError, match=r"p.yaml: noise: unknown key\(s\) colour. Valid: class_map, human_labels"):
         parse(["--params", str(path)], "noise", {"noise": noise.NoiseConfig}, "")
+
+
+def _with(sections: dict, tmp_path: Path) -> Path:
+    """params.yaml with ``sections``' keys over its own, written to ``tmp_path / "p.yaml"``."""
+    params = load_params(ROOT / "params.yaml")
+    for section, values in sections.items():
+        params[section].update(values)
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+@pytest.mark.parametrize(("sections", "message"), [
+    ({"gate": {"min_acuracy": 0.7}}, r"p.yaml: gate: unknown key\(s\) min_acuracy. Valid: max_below_baseline, "
+                                     r"max_regression, min_accuracy, registry"),
+    ({"mlnt": {"neighbours": 40, "batch_size": 32}},
+     r"p.yaml: mlnt: neighbours: expected fewer than batch_size \(32\), found 40"),
+    ({"ingest": {"dataset": "mnist"}}, r"p.yaml: ingest.dataset: expected one of 'fashion-mnist'"),
+], ids=["gate-typo", "mlnt-value", "ingest-choice"])
+def test_a_later_sections_mistake_fails_every_step_up_front(tmp_path, capsys, sections, message):
+    """``dvc repro`` runs ingest, validate, noise and baseline (hours with the Clothing1M recipe) before the step
+    whose section has the typo: each step checks every section of the params file, so the first one fails."""
+    path = _with(sections, tmp_path)
+    with pytest.raises(ConfigError, match=message):
+        parse(["--params", str(path)], "noise", {"noise": noise.NoiseConfig}, "")
+    assert noise.main(["--params", str(path), "--set", "noise.seed=1"]) == 2
+    assert re.fullmatch(rf"error: noise: {re.escape(str(path))} with --set overrides: {message[len('p.yaml: '):]}.*\n",
+                        capsys.readouterr().err)
+    with pytest.raises(SystemExit) as exit_:  # --help still lists the step's parameters
+        noise.main(["--params", str(path), "--help"])
+    assert exit_.value.code == 0 and "  noise.rate: float = 0.5" in capsys.readouterr().out
+
+
+def test_every_step_checks_the_other_sections_the_ingest_folder_not_read(tmp_path):
+    """The ingest folder is ingest's to read: another step builds the section (a path that is no folder here, a
+    pipeline's or another machine's, is no error), and returns its own configs alone, the file's sections as given."""
+    path = _with({"ingest": {"path": str(tmp_path / "elsewhere")}}, tmp_path)
+    configs, params = parse(["--params", str(path)], "gate", {"gate": gate.GateConfig}, "")
+    assert configs == {"gate": gate.GateConfig()} and params == load_params(path)
 
 
 def test_missing_or_malformed_params_file(tmp_path):

@@ -240,12 +240,7 @@ def test_a_split_below_min_images_fails_naming_the_split_the_minimum_and_the_cou
 def test_each_split_passes_at_min_images_and_a_val_split_is_checked_too(ingested, tmp_path):
     assert run(ValidateConfig(min_images=60), ingest=ingested, out=tmp_path / "v")["success"]  # test: exactly 60
     assert run(ValidateConfig(min_images=0), ingest=ingested, out=tmp_path / "v")["success"]  # 0: no minimum
-    with np.load(ingested / "test.npz") as test:  # a val split of 20 clean images, as an imagefolder set has
-        two_per_class = np.concatenate([np.flatnonzero(test["labels"] == c)[:2] for c in range(10)])
-        np.savez(ingested / "val.npz", images=test["images"][two_per_class], labels=test["labels"][two_per_class])
-    manifest = json.loads((ingested / "manifest.json").read_text())
-    manifest["counts"]["val"] = 20
-    (ingested / "manifest.json").write_text(json.dumps(manifest))
+    _write_val(ingested, {})  # a val split of 20 clean images, as an imagefolder set has
     assert run(ValidateConfig(min_images=20), ingest=ingested, out=tmp_path / "v2")["success"]
     with pytest.raises(ValidationFailedError) as failure:
         run(ValidateConfig(min_images=21), ingest=ingested, out=tmp_path / "v3")
@@ -291,12 +286,8 @@ def test_a_test_or_val_split_missing_a_class_fails_naming_split_and_class(ingest
     """Only the training split's classes were counted: a test set without one class passed, and evaluate then
     reported 0 for that class. The failure names the split (the column) and the class."""
     rewrite(ingested, "test", lambda images, labels: (images[labels != 3], labels[labels != 3]))
-    with np.load(ingested / "test.npz") as test:  # a val split with every class but class 7
-        keep = test["labels"] != 7
-        np.savez(ingested / "val.npz", images=test["images"][keep], labels=test["labels"][keep])
-    manifest = json.loads((ingested / "manifest.json").read_text())
-    manifest["counts"].update(test=int(keep.size), val=int(keep.sum()))
-    (ingested / "manifest.json").write_text(json.dumps(manifest))
+    _recount(ingested, "test")
+    manifest = _write_val(ingested, {}, classes=tuple(c for c in range(10) if c not in (3, 7)))  # none of 3 or 7
     names = manifest["class_names"]
     with pytest.raises(ValidationFailedError) as failure:
         run(ValidateConfig(), ingest=ingested, out=tmp_path / "v")
@@ -643,17 +634,42 @@ def test_a_training_share_just_outside_the_balance_bounds_fails(ingested, tmp_pa
         ("train_share", {"min_value": 0.05, "max_value": 0.2})]
 
 
+def _write_val(ingested, copies: dict[int, tuple[str, int]], classes: tuple[int, ...] = tuple(range(10))) -> dict:
+    """A val split of two images per class of ``classes``, of random pixels (no near-duplicate of any image), but
+    for ``copies``: val row -> (split, row) of the image it copies; returns the manifest, which counts it."""
+    images = np.random.default_rng(0).integers(0, 256, (2 * len(classes), 28, 28, 1), dtype=np.uint8)
+    for row, (split, source) in copies.items():
+        with np.load(ingested / f"{split}.npz") as arrays:
+            images[row] = arrays["images"][source]
+    np.savez(ingested / "val.npz", images=images, labels=np.repeat(classes, 2))
+    return _recount(ingested, "val")
+
+
 def test_a_val_split_with_a_near_duplicate_in_training_fails(ingested, tmp_path):
     """The overlap table checks the dataset's own val split too (it picks the epoch and fits the temperature)."""
-    with np.load(ingested / "test.npz") as test, np.load(ingested / "train.npz") as train:
-        two_per_class = np.concatenate([np.flatnonzero(test["labels"] == c)[:2] for c in range(10)])
-        images, labels = test["images"][two_per_class], test["labels"][two_per_class]
-        images[0] = train["images"][17]
-        np.savez(ingested / "val.npz", images=images, labels=labels)
-    _recount(ingested, "val")
+    _write_val(ingested, {0: ("train", 17)})
     entry = _the_one_failure(ingested, tmp_path, ValidateConfig())
     assert (entry["table"], entry["column"]) == ("overlap", "val_in_train_share")
     assert "; near-duplicates: val image 0 ≈ train image 17 (every pair:" in entry["observed"]
+
+
+def test_a_val_split_with_a_near_duplicate_in_the_test_split_fails(ingested, tmp_path):
+    """A val split made of test images (the same photos under other names in val/ and test/) passed: every model
+    selection, the temperature and the gate's CE reference were then chosen on the test images the gate judges."""
+    _write_val(ingested, {})
+    assert run(ValidateConfig(), ingest=ingested, out=tmp_path / "ok")["near_duplicates"]["val_in_test"] == []
+    _write_val(ingested, {3: ("test", 5), 8: ("test", 40)})
+    entry = _the_one_failure(ingested, tmp_path, ValidateConfig(max_duplicate_share=0.05))  # 2 of 20 is over
+    assert (entry["table"], entry["column"], entry["expected"]) == ("overlap", "val_in_test_share",
+                                                                   {"min_value": 0.0, "max_value": 0.05})
+    assert entry["observed"].startswith("1 of 1 values unexpected, e.g. [0.1]")
+    assert entry["observed"].endswith("; near-duplicates: val image 3 ≈ test image 5, val image 8 ≈ test image 40 "
+                                      "(every pair: report.json's near_duplicates); remove one image of each pair, "
+                                      "or put both in one split")
+    report = json.loads((tmp_path / "v" / "report.json").read_text())
+    assert report["near_duplicates"]["val_in_test"] == ["val image 3 ≈ test image 5", "val image 8 ≈ test image 40"]
+    assert report["near_duplicates"]["val"] == []  # none in training
+    assert run(ValidateConfig(max_duplicate_share=0.1), ingest=ingested, out=tmp_path / "at")["success"]  # 0.1 <= 0.1
 
 
 def _the_one_failure(ingested, tmp_path, config: ValidateConfig) -> dict:
