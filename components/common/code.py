@@ -27,10 +27,18 @@ def module_file(name: str) -> Path | None:
     return None
 
 
+# Functions whose imports are not followed: ``config.step_configs`` imports every step's module for its config class,
+# so that a step checks every params section before it starts (``config.check_sections``). That check decides only
+# whether a step runs, never what it computes: following it would make every stage depend on all the code (an edit
+# to the gate retraining both networks) and change every training's checkpoint id (``code_digest``).
+CHECK_ONLY = {Path("components/common/config.py"): {"step_configs"}}
+
+
 def imported(path: Path) -> set[str]:
-    """The project modules ``path`` imports, at any depth of its code (imports inside functions count)."""
+    """The project modules ``path`` imports, at any depth of its code (imports inside functions count), but those
+    inside the functions ``CHECK_ONLY`` names for it."""
     names = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in _nodes(ast.parse(path.read_text(), str(path)), CHECK_ONLY.get(_relative(path), set())):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -42,6 +50,21 @@ def imported(path: Path) -> set[str]:
             parts = name.split(".")
             project.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))  # packages run their __init__
     return project
+
+
+def _nodes(tree: ast.AST, skipped: set[str]):
+    """Every node of ``tree`` (as ``ast.walk``) but the bodies of the functions named in ``skipped``."""
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name in skipped:
+            continue
+        yield node
+        todo.extend(ast.iter_child_nodes(node))
+
+
+def _relative(path: Path) -> Path:
+    return path.resolve().relative_to(ROOT) if path.resolve().is_relative_to(ROOT) else path
 
 
 def code_of(module: str) -> set[Path]:
