@@ -14,7 +14,7 @@ PYTHON   ?= $(if $(shell command -v python3.11),python3.11,python3)
 VERSION  := -c 'import sys; print("%d.%d" % sys.version_info[:2])'
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help setup system data pipeline run results docs quality serve test lint bench lock image-lock clean
+.PHONY: help setup system data pipeline run results docs quality serve test lint bench gpu-check lock image-lock clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -109,6 +109,13 @@ lint: setup  ## the linter alone
 bench: setup data  ## benchmarks (about 12 minutes on 2 cores): docs/benchmarks.md, benchmarks/results.json, serving.md's figures
 	$(PY) -m benchmarks.run
 	$(PY) -m docs.generate
+
+# On a GPU machine whose own Python has CUDA torch (GPU_PYTHON=python3 there: no set-up, no network needed), with
+# data/fashion-mnist beside it; GPU_OUT is the folder it writes results.json and pytest.log to.
+GPU_PYTHON ?= $(PY)
+GPU_OUT    ?= artifacts/gpu-check
+gpu-check:  ## on a GPU: CUDA tests, the meta step at GPU speed, bf16 against fp32, a short exact training (under 8 min)
+	$(GPU_PYTHON) -m benchmarks.gpu.check --data data/fashion-mnist --out $(GPU_OUT) $(if $(BUDGET),--budget $(BUDGET))
 
 lock: $(STAMP)  ## regenerate constraints.txt from the current environment (replaced only when pip freeze succeeds)
 	{ echo "# pip freeze of the tested environment; regenerate with: make lock"; \

@@ -153,7 +153,8 @@ def _metrics(config: MlntStepConfig, result) -> dict:
     at_best = next(e for e in evaluations if e["step"] == result.best_step)
     return {"released": result.best_model, "val_accuracy": result.best_score, "best_epoch": result.best_epoch,
             "best_step": result.best_step, "epochs": len(result.history), "steps": result.steps,
-            "mode": config.mode, "rounds": config.rounds, "warm_start": config.warm_start,
+            "mode": result.mode, "mode_requested": config.mode, "graph": result.mode == "exact" and config.graph,
+            "rounds": config.rounds, "warm_start": config.warm_start,
             "meta_weight": config.meta_weight,
             "val_accuracy_teacher": _best(evaluations, "teacher"),
             "val_accuracy_student": _best(evaluations, "student"),

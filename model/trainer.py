@@ -28,6 +28,7 @@ import logging
 import math
 import numbers
 import time
+import typing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Protocol
@@ -40,6 +41,7 @@ from tqdm.auto import tqdm
 
 from model.distributed import Group, local_device
 from model.ema import ema_update, has_running_statistics, make_teacher, teacher_probs
+from model.graphed import GraphedExactStep
 from model.mentor import consistency_target, mentor_keep_mask
 from model.mlnt import MODES, Mode, mlnt_loss_with_logits
 from model.neighbours import synthetic_labels
@@ -140,7 +142,8 @@ class MlntConfig(TrainConfig):
     the same EMA teacher on plain CE: the control that isolates meta-learning.
     """
 
-    mode: Mode = "head"
+    mode: Literal["auto", "exact", "first_order", "head"] = "auto"  # auto: exact on CUDA, head on the CPU
+    graph: bool = False  # exact mode: the label sets batched, the step a CUDA graph on CUDA (model.graphed)
     num_sets: int = 10  # M synthetic label sets per batch
     fraction: float = 0.5  # rho: share of each batch resampled from neighbours
     neighbours: int = 10  # k nearest neighbours in feature space
@@ -160,9 +163,17 @@ class MlntConfig(TrainConfig):
     def round_count(self) -> int:
         return self.rounds
 
+    def _check_graph(self) -> None:
+        if not isinstance(self.graph, bool):
+            raise ValueError(f"graph: expected true or false, found {self.graph!r}")
+        if self.graph and self.mode not in ("auto", "exact"):
+            raise ValueError(f"graph: expected mode exact or auto with graph: true (the graphed step is the exact "
+                             f"step), found mode {self.mode}")
+
     def __post_init__(self) -> None:
         super().__post_init__()
-        _one_of("mode", self.mode, MODES)
+        _one_of("mode", self.mode, ("auto", *MODES))
+        self._check_graph()
         _one_of("ramp_from", self.ramp_from, ("start", "zero"))
         for name in ("num_sets", "neighbours", "rounds", "mentor_top_k"):
             _whole(name, getattr(self, name), 1)
@@ -285,6 +296,15 @@ class TrainResult:
     evaluations: list[dict[str, float]] = field(default_factory=list)  # every validation of the last round
     steps: int = 0
     earlier_rounds: list[TrainResult] = field(default_factory=list)  # iterative training: rounds before the last
+    mode: str | None = None  # MLNT's meta step as run (``mode: auto`` resolved on the device); None for CE
+
+
+def resolve_mode(requested: str, device: torch.device) -> Mode:
+    """The meta step's mode on ``device``: ``auto`` is ``exact`` (the published second-order step) on CUDA and
+    ``head`` (the closed-form step on the classifier head, about a CE step's cost) on the CPU."""
+    if requested != "auto":
+        return typing.cast(Mode, requested)
+    return "exact" if device.type == "cuda" else "head"
 
 
 def pick_device(requested: str) -> torch.device:
@@ -527,6 +547,10 @@ class _Loop:
                              f"found {config.batch_size}")
         self.method = config.method
         self.teacher = make_teacher(net) if self.method == "mlnt" else None
+        self.mode = resolve_mode(config.mode, device) if self.method == "mlnt" else None
+        self.graphed = self._graphed_step(config, net, group)
+        if self.method == "mlnt" and config.mode == "auto" and group.is_main and mentor is None:
+            log.info("mode auto: %s on %s%s", self.mode, device.type, " (graphed)" if self.graphed else "")
         # a teacher with batch norm updates its own running statistics by a training-mode forward pass at every step
         # once it has started, as in the reference code (where the target's forward pass does it)
         self.teacher_statistics = self.teacher is not None and has_running_statistics(self.teacher)
@@ -655,9 +679,20 @@ class _Loop:
             target = teacher_probs(self.teacher, x[rows])
             mentor = _eval_probs(self.mentor, x[rows]) if self.mentor is not None else None
             target = consistency_target(target, mentor, blend=self.cfg.mentor_blend)
+        if self.graphed is not None:
+            return self.graphed(x[rows], y[rows], synth, target.float(), weight)
         return mlnt_loss_with_logits(self.net, x[rows], y[rows], synth, target, inner_lr=self.cfg.inner_lr,
-                                     meta_weight=weight, mode=self.cfg.mode,
+                                     meta_weight=weight, mode=self.mode,
                                      batch_mean=self.group.mean if self.group.active else None)
+
+    def _graphed_step(self, config: TrainConfig, net: nn.Module, group: Group) -> GraphedExactStep | None:
+        """The graphed exact step where ``graph: true`` and the mode is exact (``model.graphed``), else None."""
+        if not getattr(config, "graph", False) or self.mode != "exact":
+            return None
+        if group.active:
+            raise ValueError(f"graph: expected a single process (the graphed step averages no inner gradients over "
+                             f"processes), found {group.world_size} processes: set graph: false")
+        return GraphedExactStep(net, inner_lr=config.inner_lr)
 
     def _start_teacher(self) -> None:
         """At the end of the warm-up (``ramp_start``), the teacher becomes a copy of the student (its batch-norm
@@ -722,7 +757,7 @@ class _Loop:
         return TrainResult(student=self.net, teacher=self.teacher, best_model=best.model, best_state=best.state,
                            best_epoch=best.epoch, history=state.history, steps=state.step, best_step=best.step,
                            best_score=best.score if self.val is not None else float("nan"),
-                           evaluations=state.evaluations)
+                           evaluations=state.evaluations, mode=self.mode)
 
     # --- checkpoints ----------------------------------------------------------------------------------------
 

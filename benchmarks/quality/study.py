@@ -298,7 +298,7 @@ class _Cell:
                                   for key in ("student", "teacher")}
         record["methods"][name] = {
             **self._test(out / "teacher.pt"), "seconds": round(time.perf_counter() - started, 1),
-            "meta_weight": config.meta_weight, "warm_start": config.warm_start, "mode": config.mode,
+            "meta_weight": config.meta_weight, "warm_start": config.warm_start, "mode": metrics["mode"],
             "student_last_accuracy": self._test(out / "student.pt")["accuracy"],
             **{k: metrics[k] for k in ("released", "val_accuracy", "best_step", "steps",
                                        "teacher_start_share_released", "teacher_start_share_final")}}

@@ -52,12 +52,17 @@ def steps(net: nn.Module, batch: Batch) -> dict[str, Step]:
 
 
 def measure(net: nn.Module, batch: Batch, variants: tuple[str, ...], *, repeats: int,
-            device: torch.device) -> dict:
+            device: torch.device, extra: dict[str, Step] | None = None,
+            memory_of: dict[str, Step] | None = None) -> dict:
     """Time and peak memory of ``variants`` as ratios to the CE step, with the CE step's own figures, every
     repetition's time ratio (``time_ratios``) and the control: the CE step timed against itself the same way. The
-    memory measurement runs each step once first, which is also the timing's warm-up."""
-    fns = steps(net, batch)
-    memory = {v: peak_memory(fns[v], device, net=net) for v in ("ce", *variants)}
+    memory measurement runs each step once first, which is also the timing's warm-up. ``extra``: steps besides
+    ``steps``'s; ``memory_of``: a step whose peak memory stands for a variant's (a CUDA graph's replay allocates
+    nothing: its memory is that of its arithmetic run eagerly)."""
+    fns = {**steps(net, batch), **(extra or {})}
+    memory = {v: peak_memory((memory_of or {}).get(v, fns[v]), device, net=net) for v in ("ce", *variants)}
+    for v in memory_of or {}:  # the warm-up of a step measured through another
+        fns[v]()
     timing = time_ratios({v: fns[v] for v in variants}, fns["ce"], repeats=repeats, device=device, warm_up=False,
                          control=True)
     return {"batch": int(batch.labels.shape[0]), "sets": int(batch.synthetic.shape[0]),

@@ -70,7 +70,7 @@ class _PrintableMessages(logging.Formatter):
 
 def configure_logging(*, take_over: bool = False) -> None:
     """The steps' logging, set on the root logger: where it has no handler (a step's command line), one to stderr with
-    ``PrintableFormatter(LOG_FORMAT)`` and the root at WARNING; the ``components`` loggers at INFO. A root that has
+    ``PrintableFormatter(LOG_FORMAT)`` and the root at WARNING; the ``components`` and ``model`` loggers at INFO. A root that has
     handlers (pytest's, an embedding program's) is left as it is, unless ``take_over``: then each of its handlers
     writes the message through ``printable`` in its own format (a KFP step, whose executor configured the root with
     ``logging.basicConfig`` before the component's body runs). Idempotent."""
@@ -84,7 +84,8 @@ def configure_logging(*, take_over: bool = False) -> None:
         for handler in root.handlers:
             if not isinstance(handler.formatter, PrintableFormatter | _PrintableMessages):
                 handler.setFormatter(_PrintableMessages(handler.formatter or logging.Formatter()))
-    logging.getLogger("components").setLevel(logging.INFO)
+    for name in ("components", "model"):
+        logging.getLogger(name).setLevel(logging.INFO)
 
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"  # the tag of ``<<``, the key that merges another mapping's keys into its own

@@ -527,7 +527,7 @@ def test_mlnt_and_its_control_see_the_same_augmented_images(monkeypatch):
 
 
 @pytest.mark.parametrize(("make", "message"), [
-    (lambda: MlntConfig(mode="second"), r"Unknown mode 'second'. Valid: exact, first_order, head"),
+    (lambda: MlntConfig(mode="second"), r"Unknown mode 'second'. Valid: auto, exact, first_order, head"),
     (lambda: MlntConfig(fraction=1.5), r"fraction: expected a number in \[0, 1\], found 1.5"),
     (lambda: MlntConfig(neighbours=200), r"neighbours: expected fewer than batch_size \(128\), found 200"),
     (lambda: TrainConfig(epochs=0), r"epochs: expected an integer >= 1, found 0"),
@@ -943,3 +943,37 @@ def test_config_seed_at_its_bound_trains():
     with pytest.raises(ValueError, match="seed: expected an integer in"):
         dataclasses.replace(config, seed=largest + 1)
     train(config, net(), noisy_problem(n=64)[0])
+
+
+def test_mode_auto_is_head_on_the_cpu_and_exact_on_cuda(caplog):
+    assert trainer_module.resolve_mode("auto", torch.device("cpu")) == "head"
+    assert trainer_module.resolve_mode("auto", torch.device("cuda")) == "exact"
+    assert trainer_module.resolve_mode("first_order", torch.device("cuda")) == "first_order"
+    train_data, val = noisy_problem(n=128)
+    config = MlntConfig(epochs=2, ramp_end=1, device="cpu", **{**QUIET, "batch_size": 32})
+    assert config.mode == "auto"
+    with caplog.at_level(logging.INFO, logger="model.trainer"):
+        result = train(config, net(), train_data, val_data=val)
+    assert result.mode == "head"
+    assert "mode auto: head on cpu" in caplog.messages
+
+
+def test_the_graphed_exact_step_trains_as_the_eager_one_on_the_cpu():
+    """``graph: true`` batches the label sets (on the CPU without a CUDA graph): the same run up to float32
+    rounding, and the mode recorded is exact."""
+    train_data, val = noisy_problem(n=256)
+    config = MlntConfig(epochs=2, mode="exact", num_sets=3, ramp_end=1, device="cpu", **QUIET)
+    eager = train(config, net(), train_data, val_data=val)
+    graphed = train(dataclasses.replace(config, graph=True), net(), train_data, val_data=val)
+    assert graphed.mode == eager.mode == "exact" and graphed.steps == eager.steps
+    for (name, a), b in zip(eager.student.state_dict().items(), graphed.student.state_dict().values(), strict=True):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-5), name
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"graph": True, "mode": "head"}, r"graph: expected mode exact or auto with graph: true .* found mode head"),
+    ({"graph": 1}, r"graph: expected true or false, found 1"),
+])
+def test_graph_and_mode_settings_are_checked(changes, message):
+    with pytest.raises(ValueError, match=message):
+        MlntConfig(**changes)
