@@ -158,18 +158,44 @@ def _meta(net, inputs, logits, features, base, synthetic, teacher, *, inner_lr, 
                         batch_mean=batch_mean)
 
 
+def static_exact_step(net: nn.Module, inputs: Tensor, labels: Tensor, synthetic: Tensor, teacher: Tensor,
+                      weight: Tensor | float, *, inner_lr: float,
+                      ) -> tuple[Tensor, Tensor, tuple[Tensor, ...], list[Tensor]]:
+    """``(loss, logits, params, grads)`` of ``mlnt_loss`` in ``exact`` mode with static shapes and no host
+    synchronisation, for a CUDA graph (``model.graphed``): the value (detached), the logits (detached), the trainable
+    parameters the forward pass reaches and their gradient. Each set's changed-rows term goes through the step's
+    forward pass with a dense cotangent, zero on the rows whose label did not change (the same term, at a static
+    shape), and no set is skipped. Single process; no argument checks (they would synchronise): the caller checks."""
+    logits = net(inputs)
+    ce = F.cross_entropy(logits, labels)
+    meta, params, meta_grads, base_grads = _meta_gradient(net, inputs, logits, labels, synthetic, teacher, inner_lr,
+                                                          second_order=True, batch_mean=None, static=True)
+    grads = torch._foreach_add([g.detach() for g in base_grads], torch._foreach_mul(meta_grads, weight))
+    return (ce + weight * meta).detach(), logits.detach(), params, grads
+
+
 def _weight_meta(net, inputs, logits, base, synthetic, teacher, inner_lr, *, second_order, batch_mean):
     """The meta loss, its gradient computed here one label set at a time (see the module docstring), returned
     as a scalar that carries that gradient."""
+    value, params, total, base_grads = _meta_gradient(net, inputs, logits, base, synthetic, teacher, inner_lr,
+                                                      second_order=second_order, batch_mean=batch_mean)
+    return _with_gradient(value, params, total), (params, base_grads)
+
+
+def _meta_gradient(net, inputs, logits, base, synthetic, teacher, inner_lr, *, second_order, batch_mean,
+                   static=False):
+    """``(value, params, dJ/dparams, grad CE_base)``, one label set at a time; ``static``: see
+    ``static_exact_step``."""
     trainable = tuple(p for p in net.parameters() if p.requires_grad)
     base_grads = _grad_fn(trainable, create_graph=second_order)(F.cross_entropy(logits, base), retain_graph=True,
                                                                 materialize=False)
     params, base_grads = _reached(trainable, base_grads)
     slots = _slots(net, params)
     grad = _grad_fn(params, create_graph=second_order)
-    gradient, scale = _MetaGradient(params, retain_graph=couples_samples(net)), 1.0 / synthetic.shape[0]
+    retain = static or couples_samples(net)  # sets' terms through the step's own forward pass
+    gradient, scale = _MetaGradient(params, retain_graph=retain), 1.0 / synthetic.shape[0]
     value = logits.new_zeros(())
-    for extra in _inner_deltas(net, slots[1], inputs, logits, base, synthetic, grad):
+    for extra in _inner_deltas(net, slots[1], inputs, logits, base, synthetic, grad, static=static):
         leaves, inner = _inner_grads(base_grads, extra, batch_mean, second_order=second_order)
         kl, fast_grads = _fast_pass(net, slots, params, inputs, inner, teacher, inner_lr)
         value = value + kl * scale
@@ -178,7 +204,7 @@ def _weight_meta(net, inputs, logits, base, synthetic, teacher, inner_lr, *, sec
             gradient.add_inner(inner, leaves, torch._foreach_mul(fast_grads, -inner_lr * scale))
     if second_order:
         gradient.add_shared(base_grads)
-    return _with_gradient(value, params, gradient.total), (params, base_grads)
+    return value, params, gradient.total, base_grads
 
 
 def _reached(params, grads) -> tuple[tuple[Tensor, ...], list[Tensor]]:
@@ -218,12 +244,18 @@ class _MetaGradient:
                                                             allow_unused=True, materialize_grads=True))
 
 
-def _inner_deltas(net, buffers, inputs, logits, base, synthetic, grad) -> Iterator[list[Tensor] | None]:
+def _inner_deltas(net, buffers, inputs, logits, base, synthetic, grad, *,
+                  static=False) -> Iterator[list[Tensor] | None]:
     """grad CE_m - grad CE_base for each label set m, lazily (one set's graph alive at a time); None where
-    the set equals ``base``. A pass over the changed rows runs on copies of ``buffers``."""
+    the set equals ``base``. A pass over the changed rows runs on copies of ``buffers``. ``static``: every set's
+    term through the step's forward pass, with a dense cotangent (no set skipped, no host synchronisation)."""
     n, k = logits.shape
     coupled = couples_samples(net)
     for labels_m in synthetic:
+        if static:
+            delta = (dense_one_hot(base, k, logits.dtype) - dense_one_hot(labels_m, k, logits.dtype)) / n
+            yield grad(logits, grad_outputs=delta, retain_graph=True)
+            continue
         rows = (labels_m != base).nonzero().squeeze(1)
         if not rows.numel():
             yield None
@@ -274,6 +306,12 @@ def _fast_pass(net, slots, params, inputs, inner, teacher, inner_lr) -> tuple[Te
     log_q = functional_call(net, state, (inputs,), tie_weights=False).log_softmax(-1)
     kl = F.kl_div(log_q, teacher, reduction="sum") / teacher.numel()  # nn.KLDivLoss()'s mean over N x K
     return kl.detach(), list(torch.autograd.grad(kl, fast, allow_unused=True, materialize_grads=True))
+
+
+def dense_one_hot(labels: Tensor, classes: int, dtype: torch.dtype) -> Tensor:
+    """One-hot rows by a scatter, with no check of the labels' range (a check would synchronise with the host)."""
+    return torch.zeros(*labels.shape, classes, dtype=dtype, device=labels.device).scatter_(
+        -1, labels.unsqueeze(-1), 1.0)
 
 
 def _buffer_copies(buffers: list[tuple[str, Tensor]]) -> dict[str, Tensor]:

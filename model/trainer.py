@@ -22,6 +22,7 @@ main process writes checkpoints and progress.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import logging
@@ -143,7 +144,8 @@ class MlntConfig(TrainConfig):
     """
 
     mode: Literal["auto", "exact", "first_order", "head"] = "auto"  # auto: exact on CUDA, head on the CPU
-    graph: bool = False  # exact mode: the label sets batched, the step a CUDA graph on CUDA (model.graphed)
+    graph: bool = False  # exact mode: the step a CUDA graph on CUDA, in float32 (model.graphed)
+    amp_meta: bool = False  # amp's bfloat16 autocast over the exact and first-order meta steps too (see _loss)
     num_sets: int = 10  # M synthetic label sets per batch
     fraction: float = 0.5  # rho: share of each batch resampled from neighbours
     neighbours: int = 10  # k nearest neighbours in feature space
@@ -164,8 +166,10 @@ class MlntConfig(TrainConfig):
         return self.rounds
 
     def _check_graph(self) -> None:
-        if not isinstance(self.graph, bool):
-            raise ValueError(f"graph: expected true or false, found {self.graph!r}")
+        for name in ("graph", "amp_meta"):
+            value = getattr(self, name)
+            if not isinstance(value, bool):
+                raise ValueError(f"{name}: expected true or false, found {value!r}")
         if self.graph and self.mode not in ("auto", "exact"):
             raise ValueError(f"graph: expected mode exact or auto with graph: true (the graphed step is the exact "
                              f"step), found mode {self.mode}")
@@ -626,6 +630,7 @@ class _Loop:
                 state.loss_sum, state.loss_count = state.loss_sum + value, state.loss_count + 1
                 bar.set_postfix(loss=f"{value:.3f}", acc=f"{(logits.argmax(1) == y[self.rows]).float().mean():.3f}",
                                 samples_s=f"{seen / (time.perf_counter() - started):.0f}")
+                del loss, logits  # no autograd graph outlives its step: a CUDA graph's capture (model.graphed)
                 # validate and checkpoint (both also at the epoch end, by _end_epoch)
                 at_epoch_end = b + 1 == self.steps_per_epoch
                 if self.cfg.eval_every and state.step % self.cfg.eval_every == 0 and not at_epoch_end:
@@ -681,9 +686,14 @@ class _Loop:
             target = consistency_target(target, mentor, blend=self.cfg.mentor_blend)
         if self.graphed is not None:
             return self.graphed(x[rows], y[rows], synth, target.float(), weight)
-        return mlnt_loss_with_logits(self.net, x[rows], y[rows], synth, target, inner_lr=self.cfg.inner_lr,
-                                     meta_weight=weight, mode=self.mode,
-                                     batch_mean=self.group.mean if self.group.active else None)
+        # bfloat16 autocast stops at the second-order modes' meta step unless amp_meta: gpu-check measured their
+        # gradients under it far from float32's (docs/benchmarks.md, GPU), so they run in float32 (TF32 as torch's
+        # settings allow); the head step, the warm-up's CE steps, the teacher and the neighbour search keep it
+        full = self.autocast and self.mode != "head" and not self.cfg.amp_meta
+        with torch.autocast(self.device.type, enabled=False) if full else contextlib.nullcontext():
+            return mlnt_loss_with_logits(self.net, x[rows], y[rows], synth, target.float() if full else target,
+                                         inner_lr=self.cfg.inner_lr, meta_weight=weight, mode=self.mode,
+                                         batch_mean=self.group.mean if self.group.active else None)
 
     def _graphed_step(self, config: TrainConfig, net: nn.Module, group: Group) -> GraphedExactStep | None:
         """The graphed exact step where ``graph: true`` and the mode is exact (``model.graphed``), else None."""

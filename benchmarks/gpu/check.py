@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -34,7 +35,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -47,12 +48,14 @@ from benchmarks.speed.workload import Batch, Workload, make_batch, network_for, 
 from components.common.atomic import write_json
 from components.common.config import load_params
 from components.common.splits import load_split
-from model.graphed import GraphedExactStep, batched_exact_step, float32_with_tf32
-from model.mlnt import meta_loss, mlnt_loss
+from model.graphed import GraphedExactStep, batched_exact_step
+from model.mlnt import meta_loss, mlnt_loss, static_exact_step
 from model.trainer import MlntConfig, train
 
 NETWORKS = ("small_cnn", "preact_resnet32")
-VARIANTS = (*meta_step.VARIANTS[:3], "graphed", "reference")  # head, first_order, exact, graphed, reference
+# head, first_order, exact, the graphed exact step (static: the eager loop; batched: vmap over the sets), reference
+VARIANTS = (*meta_step.VARIANTS[:3], "graphed", "graphed_batched", "reference")
+SECTIONS = ("tests", "training", "meta_step", "precision", "memory")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,8 +64,8 @@ class Settings:
     sets: int = 10
     repeats: int = 20  # paired repetitions of each timed step
     train_size: int | None = None  # None: params.yaml's noise.train_size
-    epochs: int = 8  # the short training
-    ramp: tuple[float, float] = (1.0, 5.0)  # its ramp_start and ramp_end
+    epochs: int = 6  # the short training
+    ramp: tuple[float, float] = (1.0, 4.0)  # its ramp_start and ramp_end
     seeds: tuple[int, ...] = (0, 1)
     memory_sets: tuple[int, ...] = (1, 5, 10, 20)
     budget_s: float = 420.0
@@ -79,7 +82,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("artifacts/gpu-check"))
     parser.add_argument("--quick", action="store_true", help="toy sizes on any device: checks that the script runs")
     parser.add_argument("--budget", type=float, help="seconds after which no further section starts")
+    parser.add_argument("--sections", help=f"run only these (comma-separated, of {', '.join(SECTIONS)}); with "
+                                           "--previous, the others are kept from that earlier run")
+    parser.add_argument("--previous", type=Path, help="an earlier run's results.json to take the other sections from")
     args = parser.parse_args(argv)
+    only = SECTIONS if args.sections is None else tuple(args.sections.split(","))
+    if set(only) - set(SECTIONS):
+        parser.error(f"--sections: expected names from {', '.join(SECTIONS)}, found {args.sections}")
     settings = QUICK if args.quick else Settings()
     if args.budget is not None:
         settings = dataclasses.replace(settings, budget_s=args.budget)
@@ -91,6 +100,12 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     results = {"quick": args.quick, "settings": dataclasses.asdict(settings), "machine": machine(device),
                "sections": {}, "section_s": {}}
+    if args.previous is not None:  # the sections not run again, as that run measured them
+        earlier = json.loads(args.previous.read_text())
+        kept = [name for name in SECTIONS if name not in only and name in earlier["sections"]]
+        results["sections"] = {name: earlier["sections"][name] for name in kept}
+        results["section_s"] = {name: earlier["section_s"].get(name) for name in kept}
+        results["kept_from_earlier_run"] = {"sections": kept, "machine": earlier["machine"]}
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:
         workload = prepare(args.data, Path(tmp), params_file=args.params, train_size=settings.train_size)
@@ -98,12 +113,12 @@ def main(argv: list[str] | None = None) -> int:
         params = load_params(args.params)["mlnt"]
         sections: dict[str, Callable[[], object]] = {
             "tests": lambda: run_tests(args.out, quick=args.quick),
+            "training": lambda: training(workload, params, settings, device, results),
             "meta_step": lambda: [bench_network(workload, n, settings, device) for n in NETWORKS],
             "precision": lambda: [precision(workload, n, settings, device) for n in NETWORKS],
-            "training": lambda: training(workload, params, settings, device),
             "memory": lambda: [memory_over_sets(workload, n, settings, device) for n in NETWORKS]}
-        for name, fn in sections.items():
-            run_section(results, name, fn, started, settings.budget_s)
+        for name in only:
+            run_section(results, name, sections[name], started, settings.budget_s)
             write_json(args.out / "results.json", results)  # what is measured so far survives a kill
     results["duration_s"] = round(time.perf_counter() - started, 1)
     write_json(args.out / "results.json", results)
@@ -143,13 +158,19 @@ def bench_network(workload: Workload, network: str, s: Settings, device: torch.d
     """``meta_step.measure`` with the graphed step beside the others."""
     batch = make_batch(workload, network, size=s.batch, sets=s.sets, device=device)
     net = network_for(network, workload, device)
-    graphed = GraphedExactStep(net, inner_lr=meta_step.INNER_LR)
+    graphed = {False: GraphedExactStep(net, inner_lr=meta_step.INNER_LR),
+               True: GraphedExactStep(net, inner_lr=meta_step.INNER_LR, batched=True)}
     x, y, synth, teacher = batch.images, batch.labels, batch.synthetic, batch.teacher
-    extra = {"graphed": meta_step.training_step(net, lambda: graphed(x, y, synth, teacher, meta_step.META_WEIGHT)[0])}
 
+    def step(batched):
+        return meta_step.training_step(net, lambda: graphed[batched](x, y, synth, teacher, meta_step.META_WEIGHT)[0])
+
+    extra = {"graphed": step(False), "graphed_batched": step(True)}
+    memory_of = {name: arithmetic(net, batch, batched=batched)
+                 for name, batched in (("graphed", False), ("graphed_batched", True))}
     measured = meta_step.measure(net, batch, VARIANTS, repeats=s.repeats, device=device, extra=extra,
-                                 memory_of={"graphed": batched_arithmetic(net, batch)})
-    return {"network": network, **measured, "graph_captures": graphed.captures}
+                                 memory_of=memory_of)
+    return {"network": network, **measured, "graph_captures": [graphed[False].captures, graphed[True].captures]}
 
 
 def precision(workload: Workload, network: str, s: Settings, device: torch.device) -> dict:
@@ -167,15 +188,21 @@ def precision(workload: Workload, network: str, s: Settings, device: torch.devic
     def meta(model):
         return meta_loss(model, x, synth, teacher, inner_lr=meta_step.INNER_LR, mode="exact")
 
-    def graphed(model):
-        return GraphedExactStep(model, inner_lr=meta_step.INNER_LR)(x, y, synth, teacher, meta_step.META_WEIGHT)[0]
+    def graphed(batched):
+        def run(model):
+            step = GraphedExactStep(model, inner_lr=meta_step.INNER_LR, batched=batched)
+            return step(x, y, synth, teacher, meta_step.META_WEIGHT)[0]
+        return run
 
     with strict_float32():
         whole, alone = gradient(net, loss, bf16=False), gradient(net, meta, bf16=False)
-    return {"network": network,
+    return {"network": network, "reference": "float32 without TF32",
             "bfloat16": errors(gradient(net, loss, bf16=True), whole),
             "bfloat16_meta_loss": errors(gradient(net, meta, bf16=True), alone),
-            "graphed_tf32": errors(gradient(net, graphed, bf16=False), whole)}
+            "torch_defaults": errors(gradient(net, loss, bf16=False), whole),  # TF32 convolutions (cuDNN's default)
+            "graphed": errors(gradient(net, graphed(False), bf16=False), whole),
+            "graphed_batched": errors(gradient(net, graphed(True), bf16=False), whole),
+            "tf32": tf32(lambda: errors(gradient(net, loss, bf16=False), whole))}
 
 
 def gradient(net: nn.Module, loss: Callable[[nn.Module], torch.Tensor], *, bf16: bool) -> list[torch.Tensor]:
@@ -204,9 +231,11 @@ def strict_float32() -> Iterator[None]:
         matmul.fp32_precision, conv.fp32_precision = before
 
 
-def training(workload: Workload, params: dict, s: Settings, device: torch.device) -> list[dict]:
-    """Short MLNT runs on the workload's noisy Fashion-MNIST split, ``mode: auto``: float32 and bfloat16 autocast
-    on each seed, and the graphed step on the first; the best validation accuracy of each."""
+def training(workload: Workload, params: dict, s: Settings, device: torch.device, results: dict) -> list[dict]:
+    """Short MLNT runs on the workload's noisy Fashion-MNIST split, ``mode: auto``: the meta step in float32 (the
+    trainer's default: ``amp_meta: false``) and under bfloat16 autocast (``amp_meta: true``) on each seed, and the
+    graphed step on the first; the best validation accuracy of each. Each run is recorded in ``results`` as it ends
+    (a failed one with its error)."""
     train_data, val_data, _ = load_split(workload.ingest, workload.noise)
     fields = {f.name for f in dataclasses.fields(MlntConfig)}
     base = MlntConfig(**{**{k: v for k, v in params.items() if k in fields}, "epochs": s.epochs,
@@ -214,28 +243,31 @@ def training(workload: Workload, params: dict, s: Settings, device: torch.device
                          "progress": False, "checkpoint_every": 0, "eval_every": 0, "device": device.type,
                          "batch_size": min(params["batch_size"], len(train_data))})
     runs = [(seed, name, changes) for seed in s.seeds
-            for name, changes in (("float32", {"amp": False}), ("bfloat16", {"amp": True}))]
-    runs.append((s.seeds[0], "graphed", {"amp": False, "graph": True}))
-    out = []
+            for name, changes in (("float32", {"amp_meta": False}), ("bfloat16", {"amp_meta": True}))]
+    runs.append((s.seeds[0], "graphed", {"graph": True}))
+    out = results["sections"]["training"] = []
     for seed, name, changes in runs:
-        config = dataclasses.replace(base, seed=seed, **changes)
+        config = dataclasses.replace(base, seed=seed, amp=True, **changes)
         net = network_for("small_cnn", workload, device, seed=seed)
         started = time.perf_counter()
-        with strict_float32() if name == "float32" else nullcontext():
+        try:
             result = train(config, net, train_data, val_data=val_data,
                            feature_net=copy.deepcopy(workload.feature_net).to(device))
-        seconds = time.perf_counter() - started
+        except Exception as exc:  # recorded; the next run still runs
+            traceback.print_exc()
+            out.append({"name": name, "seed": seed, "error": f"{type(exc).__name__}: {exc}"})
+            continue
         out.append({"name": name, "seed": seed, "mode": result.mode, "val_accuracy": result.best_score,
-                    "released": result.best_model, "final_val_accuracy_student":
-                        result.history[-1]["val_accuracy_student"], "seconds": round(seconds, 1),
-                    "steps": result.steps})
+                    "released": result.best_model,
+                    "final_val_accuracy_student": result.history[-1]["val_accuracy_student"],
+                    "seconds": round(time.perf_counter() - started, 1), "steps": result.steps})
     return out
 
 
 def memory_over_sets(workload: Workload, network: str, s: Settings, device: torch.device) -> dict:
     """Peak memory of the CE step and of the exact step at each M (and of the batched arithmetic the graph
     holds), in MB."""
-    out = {"network": network, "sets": list(s.memory_sets), "exact_mb": [], "graphed_mb": []}
+    out = {"network": network, "sets": list(s.memory_sets), "exact_mb": [], "graphed_mb": [], "graphed_batched_mb": []}
     for sets in s.memory_sets:
         batch = make_batch(workload, network, size=s.batch, sets=sets, device=device)
         net = network_for(network, workload, device)
@@ -243,17 +275,32 @@ def memory_over_sets(workload: Workload, network: str, s: Settings, device: torc
         if "ce_mb" not in out:
             out["ce_mb"] = peak_memory(fns["ce"], device, net=net) / 2**20
         out["exact_mb"].append(peak_memory(fns["exact"], device, net=net) / 2**20)
-        out["graphed_mb"].append(peak_memory(batched_arithmetic(net, batch), device, net=net) / 2**20)
+        for batched, key in ((False, "graphed_mb"), (True, "graphed_batched_mb")):
+            out[key].append(peak_memory(arithmetic(net, batch, batched=batched), device, net=net) / 2**20)
     return out
 
 
-def batched_arithmetic(net: nn.Module, batch: Batch) -> Callable[[], None]:
-    """The graphed step's arithmetic run eagerly, as the graph runs it: what its memory pool holds."""
+def arithmetic(net: nn.Module, batch: Batch, *, batched: bool) -> Callable[[], None]:
+    """The graphed step's arithmetic run eagerly, as the graph runs it: what its memory pool holds (a replay
+    allocates nothing)."""
+    step = batched_exact_step if batched else static_exact_step
+
     def run():
-        with float32_with_tf32():
-            batched_exact_step(net, batch.images, batch.labels, batch.synthetic, batch.teacher, meta_step.META_WEIGHT,
-                               inner_lr=meta_step.INNER_LR)
+        with torch.autocast(batch.images.device.type, enabled=False):
+            step(net, batch.images, batch.labels, batch.synthetic, batch.teacher, meta_step.META_WEIGHT,
+                 inner_lr=meta_step.INNER_LR)
     return run
+
+
+def tf32(fn: Callable[[], dict]) -> dict:
+    """``fn()`` with TF32 for float32 matrix products and convolutions, restored afterwards."""
+    matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn.conv
+    before = matmul.fp32_precision, conv.fp32_precision
+    matmul.fp32_precision = conv.fp32_precision = "tf32"
+    try:
+        return fn()
+    finally:
+        matmul.fp32_precision, conv.fp32_precision = before
 
 
 if __name__ == "__main__":

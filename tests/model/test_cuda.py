@@ -15,16 +15,6 @@ pytestmark = pytest.mark.gpu
 CUDA = {**QUIET, "device": "cuda"}
 
 
-@pytest.fixture
-def ieee_float32():
-    """float32 products without TF32, so that the comparison with float64 measures the method, not TF32."""
-    matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn.conv
-    before = matmul.fp32_precision, conv.fp32_precision
-    matmul.fp32_precision = conv.fp32_precision = "ieee"
-    yield
-    matmul.fp32_precision, conv.fp32_precision = before
-
-
 @pytest.mark.parametrize("mode", ["exact", "first_order", "head"])
 @pytest.mark.parametrize("batch_norm", [False, True], ids=["cnn", "cnn-batchnorm"])
 def test_the_meta_gradient_on_cuda_is_the_float64_reference(ieee_float32, mode, batch_norm):
