@@ -33,6 +33,7 @@ from pathlib import Path
 import onnxruntime
 import torch
 
+from benchmarks.gpu import report as gpu_report
 from benchmarks.speed import (
     allocator,
     data_loading,
@@ -216,9 +217,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         results = merge(previous, fresh, {"sections": only, **timing}, settings=settings)
     results["targets"] = targets.evaluate(results)
-    report.render(json.loads(json.dumps(results)))  # first: a report that cannot render writes neither file
+    gpu = gpu_report.load()  # make gpu-check's committed results: the GPU section
+    report.render(json.loads(json.dumps(results)), gpu)  # first: a report that cannot render writes neither file
     write_json(args.json, results)
-    report.write(json.loads(args.json.read_text()), args.output)  # the report renders the file, as written
+    report.write(json.loads(args.json.read_text()), args.output, gpu)  # the report renders the file, as written
     print(f"bench: {args.json} and {args.output} written in {timing['duration_s']} s")
     return 0
 

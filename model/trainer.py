@@ -61,6 +61,7 @@ CHECKPOINT_FORMAT = 2  # 2: the teacher starts at ramp_start; validations every 
 #   so continuing a finished run is exactly the longer run. A run cannot be shortened past its checkpoint.
 # ``device`` is neutral in what the run trains, not in its bits: ``amp`` autocasts to bfloat16 on CUDA only, so a CUDA
 # checkpoint resumed on the CPU continues in float32 (and the reverse in bfloat16); such a resume is not bit-identical.
+# Nor in its method under ``mode: auto``, which the checkpoint pins: a resumed run keeps the mode it started in.
 RESULT_NEUTRAL = frozenset({"checkpoint_every", "device", "progress", "workers"})
 RESUMABLE_CHANGES = RESULT_NEUTRAL | {"epochs"}
 MODELS = ("student", "teacher")
@@ -780,7 +781,7 @@ class _Loop:
         return {
             "format": CHECKPOINT_FORMAT, "key": self.key, "method": self.method, "config": dataclasses.asdict(self.cfg),
             "threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "world_size": self.group.world_size,
+            "world_size": self.group.world_size, "mode": self.mode,
             "model": _cpu_state(self.net), "teacher": None if self.teacher is None else _cpu_state(self.teacher),
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "rng": {"generator": self.generator.get_state(), "torch": torch.get_rng_state(),
@@ -817,6 +818,7 @@ class _Loop:
         resume_policy(state.get("config", {}), self.cfg, step=state["step"], steps_per_epoch=self.steps_per_epoch,
                       where=where)
         self._check_world_size(state.get("world_size"), where)
+        self._keep_mode(state.get("mode"), where)
         self.net.load_state_dict(state["model"])
         if self.teacher is not None:
             self.teacher.load_state_dict(state["teacher"])
@@ -840,6 +842,17 @@ class _Loop:
                 log.warning("%s: written with %s CPU kernels, resumed with %s (another CPU): the run continues, but "
                             "its weights may differ in the last bits from a run that never stopped", where, kernels,
                             torch.backends.cpu.get_cpu_capability())
+
+    def _keep_mode(self, saved: str | None, where: str) -> None:
+        """A run started with ``mode: auto`` continues in the mode it started in (the checkpoint's), wherever it
+        resumes: a CUDA run (exact) resumed on the CPU stays exact, rather than turn into another method mid-run."""
+        if saved is None or saved == self.mode:  # None: a CE run, or a checkpoint from before it was recorded
+            return
+        if self.group.is_main:
+            log.warning("%s: written in mode %s (mode auto on its device), resumed on %s, where auto is %s: the run "
+                        "continues in mode %s", where, saved, self.device.type, self.mode, saved)
+        self.mode = typing.cast(Mode, saved)
+        self.graphed = self._graphed_step(self.cfg, self.net, self.group)
 
     def _check_same_step(self, state: dict[str, Any] | None) -> None:
         """Under data parallelism, a ``ValueError`` in every process unless all resume at the same step (or none

@@ -35,8 +35,10 @@ def _json(path: str) -> dict:
 
 
 RENDERED = {  # doc: (its data, the command that renders it again, the rendering)
-    "docs/benchmarks.md": ("benchmarks/results.json", "python -m benchmarks.speed.report",
-                           lambda: bench_report.render(_json("benchmarks/results.json"))),
+    "docs/benchmarks.md": ("benchmarks/results.json and benchmarks/gpu/results.json",
+                           "python -m benchmarks.speed.report",
+                           lambda: bench_report.render(_json("benchmarks/results.json"),
+                                                       _json("benchmarks/gpu/results.json"))),
     "docs/results.md": ("docs/quality/results.json", "python -m benchmarks.quality.report",
                         lambda: quality_report.render(_json("docs/quality/results.json"))),
     "docs/quality/inner_lr.md": ("docs/quality/inner_lr.json", "python -m benchmarks.quality.inner_lr --render",

@@ -121,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
             run_section(results, name, sections[name], started, settings.budget_s)
             write_json(args.out / "results.json", results)  # what is measured so far survives a kill
     results["duration_s"] = round(time.perf_counter() - started, 1)
+    results["finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     write_json(args.out / "results.json", results)
     print(f"gpu-check: {args.out / 'results.json'} written in {results['duration_s']} s")
     return 0

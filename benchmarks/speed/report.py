@@ -16,6 +16,7 @@ import json
 import math
 from pathlib import Path
 
+from benchmarks.gpu import report as gpu_report
 from benchmarks.speed.measure import spread
 from benchmarks.speed.targets import NEIGHBOUR_WORK, TARGETS, VARIANTS, consumption, loading_ratios
 from benchmarks.template import Template
@@ -32,13 +33,15 @@ SECTIONS = ("meta_step", "profiles", "scaling", "neighbours", "data_loading", "i
 TEMPLATE = Template(Path(__file__).with_name("templates") / "benchmarks.md")
 
 
-def render(results: dict) -> str:
-    """The report: the template's page filled with ``results`` and the figures computed from them."""
+def render(results: dict, gpu: dict | None = None) -> str:
+    """The report: the template's page filled with ``results`` and the figures computed from them; its GPU section
+    from ``gpu``, ``make gpu-check``'s results (``benchmarks.gpu.report``), where there are some."""
     sections = (_header, _meta_step, _profiles, _scaling, _neighbours, _data_loading, _clothing1m, _inference,
-                _serving, _experiments, _per_set_costs, _gpu)
+                _serving, _experiments, _per_set_costs)
     fields = {**results, "folder": FOLDER}
     for section in sections:
         fields.update(section(results))
+    fields.update(_gpu(results, gpu))
     return TEMPLATE.fill("page", fields) + "\n"
 
 
@@ -318,7 +321,9 @@ def _line(xs: list[float], ys: list[float]) -> tuple[float, float]:
     return my - slope * mx, slope
 
 
-def _gpu(r: dict) -> dict:
+def _gpu(r: dict, gpu: dict | None = None) -> dict:
+    if gpu is not None:
+        return {"gpu": gpu_report.section(gpu)}
     return {"gpu": TEMPLATE.fill("gpu_measured" if r["machine"]["device"] == "cuda" else "gpu_not_measured", r)}
 
 
@@ -368,19 +373,20 @@ def _save(fig, path: Path) -> None:
     write_atomic(path, lambda fh: fh.write(buffer.getvalue()))
 
 
-def write(results: dict, output: Path) -> None:
+def write(results: dict, output: Path, gpu: dict | None = None) -> None:
     """The report at ``output`` and its plots in the folder ``FOLDER`` beside it."""
     output = Path(output)
     plots(results, output.parent / FOLDER)
-    write_atomic(output, lambda fh: fh.write(render(results).encode()))
+    write_atomic(output, lambda fh: fh.write(render(results, gpu).encode()))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.speed.report", description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results.json"))
     parser.add_argument("--output", type=Path, default=Path("docs/benchmarks.md"))
+    parser.add_argument("--gpu-json", type=Path, default=gpu_report.RESULTS, help="make gpu-check's results")
     args = parser.parse_args(argv)
-    write(json.loads(args.json.read_text()), args.output)
+    write(json.loads(args.json.read_text()), args.output, gpu_report.load(args.gpu_json))
     return 0
 
 

@@ -70,10 +70,10 @@ class _PrintableMessages(logging.Formatter):
 
 def configure_logging(*, take_over: bool = False) -> None:
     """The steps' logging, set on the root logger: where it has no handler (a step's command line), one to stderr with
-    ``PrintableFormatter(LOG_FORMAT)`` and the root at WARNING; the ``components`` and ``model`` loggers at INFO. A root that has
-    handlers (pytest's, an embedding program's) is left as it is, unless ``take_over``: then each of its handlers
-    writes the message through ``printable`` in its own format (a KFP step, whose executor configured the root with
-    ``logging.basicConfig`` before the component's body runs). Idempotent."""
+    ``PrintableFormatter(LOG_FORMAT)`` and the root at WARNING; the ``components`` and ``model`` loggers at INFO. A
+    root that has handlers (pytest's, an embedding program's) is left as it is, unless ``take_over``: then each of its
+    handlers writes the message through ``printable`` in its own format (a KFP step, whose executor configured the
+    root with ``logging.basicConfig`` before the component's body runs). Idempotent."""
     root = logging.getLogger()
     if not root.handlers:  # as logging.basicConfig
         handler = logging.StreamHandler()

@@ -14,6 +14,7 @@ import torch
 import yaml
 
 from benchmarks import run
+from benchmarks.gpu import report as gpu_report
 from benchmarks.speed import data_loading, neighbour_search, report, targets, workload
 from benchmarks.speed.measure import PAIRING, peak_memory, time_ratios
 from model.networks import SmallCNN
@@ -402,7 +403,7 @@ def test_committed_report_is_the_rendering_of_the_committed_results():
     results = json.loads((ROOT / "benchmarks" / "results.json").read_text())
     assert not results["quick"], "benchmarks/results.json must come from a full make bench"
     assert results["targets"] == targets.evaluate(results)
-    assert (ROOT / "docs" / "benchmarks.md").read_text() == report.render(results)
+    assert (ROOT / "docs" / "benchmarks.md").read_text() == report.render(results, gpu_report.load())
 
 
 def test_peak_memory_counts_the_tensors_a_step_holds_at_once():

@@ -977,3 +977,23 @@ def test_the_graphed_exact_step_trains_as_the_eager_one_on_the_cpu():
 def test_graph_and_mode_settings_are_checked(changes, message):
     with pytest.raises(ValueError, match=message):
         MlntConfig(**changes)
+
+
+def test_a_run_started_in_mode_auto_resumes_in_the_mode_it_started_in(tmp_path, monkeypatch, caplog):
+    """A checkpoint written where auto is exact (a CUDA node), resumed where auto is head (the CPU), continues in
+    exact mode: the same run as one that never stopped, not another method from the resumed step on."""
+    train_data, val = noisy_problem(n=400)
+    config = MlntConfig(epochs=2, num_sets=2, ramp_end=1, checkpoint_every=4, device="cpu", **QUIET)
+    resolve = trainer_module.resolve_mode
+    monkeypatch.setattr(trainer_module, "resolve_mode", lambda requested, device: "exact")  # as on CUDA
+    straight = train(config, net(), train_data, val_data=val, store=FileCheckpointStore(tmp_path / "straight"))
+    with pytest.raises(CrashError):
+        train(config, net(), train_data, val_data=val, store=CrashingStore(tmp_path / "crashed", 2))
+    monkeypatch.setattr(trainer_module, "resolve_mode", resolve)  # the CPU: auto is head
+    with caplog.at_level(logging.WARNING, logger="model.trainer"):
+        resumed = train(config, net(seed=99), train_data, val_data=val, store=FileCheckpointStore(tmp_path / "crashed"))
+    assert straight.mode == resumed.mode == "exact"
+    assert any("written in mode exact (mode auto on its device), resumed on cpu, where auto is head: the run "
+               "continues in mode exact" in m for m in caplog.messages)
+    for (name, a), b in zip(straight.student.state_dict().items(), resumed.student.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
