@@ -24,6 +24,9 @@ data parallelism the inner gradients are averaged over the processes between the
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -118,6 +121,19 @@ class GraphedExactStep:
 
     def _run(self) -> tuple[Tensor, Tensor, list[Tensor], list[Tensor]]:
         return self.arithmetic(self.net, *self.inputs, self.weight, inner_lr=self.inner_lr)
+
+
+@contextmanager
+def float32_precision(precision: str) -> Iterator[None]:
+    """torch's precision for float32 matrix products and convolutions set to ``precision`` (``"ieee"``: no TF32;
+    ``"tf32"``), restored afterwards."""
+    matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn.conv
+    before = matmul.fp32_precision, conv.fp32_precision
+    matmul.fp32_precision = conv.fp32_precision = precision
+    try:
+        yield
+    finally:
+        matmul.fp32_precision, conv.fp32_precision = before
 
 
 def check_graphable(net: nn.Module) -> None:

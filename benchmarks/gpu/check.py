@@ -34,8 +34,7 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -48,7 +47,7 @@ from benchmarks.speed.workload import Batch, Workload, make_batch, network_for, 
 from components.common.atomic import write_json
 from components.common.config import load_params
 from components.common.splits import load_split
-from model.graphed import GraphedExactStep, batched_exact_step
+from model.graphed import GraphedExactStep, batched_exact_step, float32_precision
 from model.mlnt import meta_loss, mlnt_loss, static_exact_step
 from model.trainer import MlntConfig, train
 
@@ -195,7 +194,7 @@ def precision(workload: Workload, network: str, s: Settings, device: torch.devic
             return step(x, y, synth, teacher, meta_step.META_WEIGHT)[0]
         return run
 
-    with strict_float32():
+    with float32_precision("ieee"):
         whole, alone = gradient(net, loss, bf16=False), gradient(net, meta, bf16=False)
     return {"network": network, "reference": "float32 without TF32",
             "bfloat16": errors(gradient(net, loss, bf16=True), whole),
@@ -203,7 +202,7 @@ def precision(workload: Workload, network: str, s: Settings, device: torch.devic
             "torch_defaults": errors(gradient(net, loss, bf16=False), whole),  # TF32 convolutions (cuDNN's default)
             "graphed": errors(gradient(net, graphed(False), bf16=False), whole),
             "graphed_batched": errors(gradient(net, graphed(True), bf16=False), whole),
-            "tf32": tf32(lambda: errors(gradient(net, loss, bf16=False), whole))}
+            "tf32": tf32_errors(net, loss, whole)}
 
 
 def gradient(net: nn.Module, loss: Callable[[nn.Module], torch.Tensor], *, bf16: bool) -> list[torch.Tensor]:
@@ -218,18 +217,6 @@ def gradient(net: nn.Module, loss: Callable[[nn.Module], torch.Tensor], *, bf16:
 def errors(got: list[torch.Tensor], want: list[torch.Tensor]) -> dict:
     rel = sorted(float((g - w).norm() / w.norm().clamp_min(1e-30)) for g, w in zip(got, want, strict=True))
     return {"median": rel[len(rel) // 2], "max": rel[-1], "tensors": len(rel)}
-
-
-@contextmanager
-def strict_float32() -> Iterator[None]:
-    """float32 without TF32 (matrix products and convolutions), restored afterwards."""
-    matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn.conv
-    before = matmul.fp32_precision, conv.fp32_precision
-    matmul.fp32_precision = conv.fp32_precision = "ieee"
-    try:
-        yield
-    finally:
-        matmul.fp32_precision, conv.fp32_precision = before
 
 
 def training(workload: Workload, params: dict, s: Settings, device: torch.device, results: dict) -> list[dict]:
@@ -293,16 +280,7 @@ def arithmetic(net: nn.Module, batch: Batch, *, batched: bool) -> Callable[[], N
     return run
 
 
-def tf32(fn: Callable[[], dict]) -> dict:
-    """``fn()`` with TF32 for float32 matrix products and convolutions, restored afterwards."""
-    matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn.conv
-    before = matmul.fp32_precision, conv.fp32_precision
-    matmul.fp32_precision = conv.fp32_precision = "tf32"
-    try:
-        return fn()
-    finally:
-        matmul.fp32_precision, conv.fp32_precision = before
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+def tf32_errors(net: nn.Module, loss: Callable[[nn.Module], torch.Tensor], want: list[torch.Tensor]) -> dict:
+    """``errors`` of the gradient with TF32 for every float32 matrix product and convolution."""
+    with float32_precision("tf32"):
+        return errors(gradient(net, loss, bf16=False), want)
