@@ -19,6 +19,7 @@ whether the meta loss moves its model at all before paying for it.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -36,7 +37,7 @@ from components.common.splits import load_split
 from components.mlnt import MlntStepConfig
 from model.mlnt import MODES, meta_loss
 from model.neighbours import synthetic_labels
-from model.trainer import Data
+from model.trainer import Data, resolve_mode
 
 INNER_LRS = (0.2, 2.0, 20.0)
 BATCHES = 6
@@ -147,10 +148,18 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _mode_run(config, where: Path) -> str:
+    """The mode the run in ``where`` trained in: its metrics.json's (``mode: auto`` resolved on its device), else
+    the config's as it resolves on the CPU."""
+    metrics = where / "metrics.json"
+    ran = json.loads(metrics.read_text()).get("mode") if metrics.is_file() else None
+    return ran or resolve_mode(config.mode, torch.device("cpu"))
+
+
 def table(found: dict, config, *, where: Path) -> str:
     """``found`` (a ``diagnose`` result for the run in ``where``) as a text table, the run's own mode and inner
     learning rate marked ``*``."""
-    own = f"{config.mode}@{config.inner_lr:g}"
+    own = f"{_mode_run(config, where)}@{config.inner_lr:g}"
     lines = [f"meta_diagnosis: the run in {where}, meta_weight {found['meta_weight']:g}, "
              f"{found['batches']} batches; * the run's own mode and inner learning rate",
              f"  {'mode@alpha':<20} {'grad_ratio':>10} {'cosine':>8} {'shift':>10} {'meta':>10} {'ce':>8}"]

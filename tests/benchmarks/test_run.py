@@ -79,7 +79,7 @@ def test_quick_run_writes_results_and_their_report(quick):
             assert len(results["allocator"][kind]["time_ratios"]["exact"]) == \
                 (run.QUICK.sweep_repeats + 1) * run.QUICK.allocator_pairs
     assert f"{step['network']} {step['control']['ratio']:.2f}x (lowest" in output.read_text()
-    assert output.read_text() == report.render(results)
+    assert output.read_text() == report.render(results, gpu_report.load())
     assert sorted(p.name for p in (output.parent / report.FOLDER).iterdir()) == [
         "memory_ratios.png", "scaling_batch.png", "scaling_sets.png", "time_ratios.png"]
 
@@ -358,7 +358,7 @@ def test_sections_reruns_one_section_and_keeps_the_others(quick, tmp_path):
     assert without(merged["section_s"], "serving") == without(kept["section_s"], "serving")
     assert [r["sections"] for r in merged["reruns"]] == [["serving"]]
     assert merged["serving"]["results"] and merged["targets"] == targets.evaluate(merged)
-    assert paths["output"].read_text() == report.render(merged)
+    assert paths["output"].read_text() == report.render(merged, gpu_report.load())
     assert "Since then `--sections serving` reran serving alone" in paths["output"].read_text()
 
 

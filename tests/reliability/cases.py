@@ -232,7 +232,7 @@ PARAMS = [
     Case("params-out-of-range", "params", "noise", "`--set noise.rate=1.5`", nothing,
          ("noise: rate: expected a number in [0, 1], found 1.5",), argv=("--set", "noise.rate=1.5"), code=2),
     Case("params-unknown-choice", "params", "mlnt", "`--set mlnt.mode=fast`", nothing,
-         ("mlnt.mode: expected one of 'exact', 'first_order', 'head', found 'fast'",),
+         ("mlnt.mode: expected one of 'auto', 'exact', 'first_order', 'head', found 'fast'",),
          argv=("--set", "mlnt.mode=fast"), code=2),
     Case("params-inconsistent", "params", "mlnt", "more neighbours (64) than the batch holds (32)", nothing,
          ("neighbours: expected fewer than batch_size (32), found 64",), argv=("--set", "mlnt.neighbours=64"),
