@@ -687,9 +687,10 @@ class _Loop:
             target = consistency_target(target, mentor, blend=self.cfg.mentor_blend)
         if self.graphed is not None:
             return self.graphed(x[rows], y[rows], synth, target.float(), weight)
-        # bfloat16 autocast stops at the second-order modes' meta step unless amp_meta: gpu-check measured their
-        # gradients under it far from float32's (docs/benchmarks.md, GPU), so they run in float32 (TF32 as torch's
-        # settings allow); the head step, the warm-up's CE steps, the teacher and the neighbour search keep it
+        # bfloat16 autocast stops at the weight-space meta steps (exact, first_order) unless amp_meta: gpu-check
+        # measured exact's gradient under it far from float32's (docs/benchmarks.md, GPU), so both run in float32
+        # (TF32 as torch's settings allow); the head step, the warm-up's CE steps, the teacher and the neighbour
+        # search keep it
         full = self.autocast and self.mode != "head" and not self.cfg.amp_meta
         with torch.autocast(self.device.type, enabled=False) if full else contextlib.nullcontext():
             return mlnt_loss_with_logits(self.net, x[rows], y[rows], synth, target.float() if full else target,
