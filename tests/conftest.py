@@ -1,5 +1,6 @@
 import os
 
+import pytest
 import torch
 
 # Under pytest-xdist (`make test` runs one worker per core) each worker, and every process a test starts, trains on
@@ -15,8 +16,6 @@ def pytest_collection_modifyitems(config, items):
     """Tests marked ``gpu`` are skipped, with the reason, where torch sees no CUDA device."""
     if torch.cuda.is_available():
         return
-    import pytest  # noqa: PLC0415 - a hook of the suite's own
-
     skip = pytest.mark.skip(reason="needs a CUDA device (torch.cuda.is_available() is False here); "
                                    "make gpu-check runs it on a GPU")
     for item in items:
