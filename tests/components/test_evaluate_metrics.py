@@ -5,7 +5,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from sklearn.metrics import f1_score
 
 from components import evaluate
@@ -83,22 +82,25 @@ def test_metrics_json_writes_null_for_a_class_without_test_images(inputs, tmp_pa
         assert metrics[name]["macro_f1"] == pytest.approx(f1_score(labels, predicted, average="macro")), name
 
 
-def _nan_rows(probs: torch.Tensor, rows: list[int], value: float = float("nan")) -> torch.Tensor:
-    probs = probs.clone()
-    probs[rows] = value
-    return probs
+def _corrupt_predictions(monkeypatch, desc: str, rows: list[int], value: float = float("nan")) -> None:
+    """``evaluate.predict`` as it is, but with ``rows`` of the pass named ``desc`` set to ``value``."""
+    real_predict = evaluate.predict
+
+    def predict(net, data, **kwargs):
+        probs = real_predict(net, data, **kwargs)
+        if kwargs.get("desc") != desc:
+            return probs
+        probs = probs.clone()
+        probs[rows] = value
+        return probs
+
+    monkeypatch.setattr(evaluate, "predict", predict)
 
 
 def test_nan_probabilities_on_the_test_set_are_refused_naming_the_model_file(inputs, tmp_path, monkeypatch):
     """A student whose probabilities are NaN on 3 test images (argmax would read them as class 0, and the ECE be
     NaN, which strict JSON refuses): a DataError naming its file and the count, and nothing written."""
-    real_predict = evaluate.predict
-
-    def predict(net, data, **kwargs):
-        probs = real_predict(net, data, **kwargs)
-        return _nan_rows(probs, [0, 5, 7]) if kwargs.get("desc") == "evaluate student on the test set" else probs
-
-    monkeypatch.setattr(evaluate, "predict", predict)
+    _corrupt_predictions(monkeypatch, "evaluate student on the test set", [0, 5, 7])
     with pytest.raises(DataError) as err:
         evaluate.run(EvaluateConfig(workers=0), **inputs, out=tmp_path / "evaluate")
     assert str(err.value) == (
@@ -110,14 +112,7 @@ def test_nan_probabilities_on_the_test_set_are_refused_naming_the_model_file(inp
 def test_infinite_probabilities_of_the_teacher_on_the_training_rows_are_refused(inputs, tmp_path, monkeypatch):
     """The label-issue list ranks the training rows by the teacher's probabilities: a row of inf there is refused
     too, naming the teacher's file, and nothing is written."""
-    real_predict = evaluate.predict
-
-    def predict(net, data, **kwargs):
-        probs = real_predict(net, data, **kwargs)
-        training = kwargs.get("desc") == "evaluate: the teacher on the training labels"
-        return _nan_rows(probs, [2], float("inf")) if training else probs
-
-    monkeypatch.setattr(evaluate, "predict", predict)
+    _corrupt_predictions(monkeypatch, "evaluate: the teacher on the training labels", [2], float("inf"))
     with pytest.raises(DataError) as err:
         evaluate.run(EvaluateConfig(workers=0), **inputs, out=tmp_path / "evaluate")
     assert str(err.value) == (
